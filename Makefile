@@ -1,0 +1,94 @@
+# beam_alloc: allocators for Erlang/Elixir NIFs.
+#
+#   make lib     both static libraries (NIF and standalone)
+#   make test    every test: C units (plain, ASan+UBSan), header checks, ExUnit
+#   make demo    a walk through every allocator inside a running BEAM
+#   make clean
+#
+# Honours CC, CFLAGS, ERTS_INCLUDE_DIR and MIX_APP_PATH (elixir_make style).
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+BUILD   := build
+SAN_CC  ?= clang
+
+# Sources: src/backend_enif.c and src/nif_*.c need erl_nif.h and go only into
+# the NIF build; src/backend_libc.c only into the standalone one.
+NIF_ONLY        := src/backend_enif.c $(wildcard src/nif_*.c)
+STANDALONE_ONLY := src/backend_libc.c
+COMMON_SRC      := $(filter-out $(NIF_ONLY) $(STANDALONE_ONLY),$(wildcard src/*.c))
+NIF_SRC         := $(COMMON_SRC) $(NIF_ONLY)
+STANDALONE_SRC  := $(COMMON_SRC) $(STANDALONE_ONLY)
+HEADERS         := include/beam_alloc.h src/internal.h
+
+ERTS_INCLUDE_DIR ?= $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null)
+
+WARN      := -Wall -Wextra -Werror
+LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread
+
+NIF_OBJ        := $(NIF_SRC:src/%.c=$(BUILD)/nif/%.o)
+STANDALONE_OBJ := $(STANDALONE_SRC:src/%.c=$(BUILD)/standalone/%.o)
+
+C_TEST_SRC := $(wildcard test/c/*.c)
+
+.PHONY: all lib deps test c-test c-test-san header-test mix-test demo bench clean format
+
+all: lib
+
+lib: $(BUILD)/libbeam_alloc.a $(BUILD)/libbeam_alloc_standalone.a
+
+$(BUILD)/nif/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR) -c $< -o $@
+
+$(BUILD)/standalone/%.o: src/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE -c $< -o $@
+
+$(BUILD)/libbeam_alloc.a: $(NIF_OBJ)
+	@if [ -z "$(ERTS_INCLUDE_DIR)" ]; then echo "erl not found: run 'make deps' or set ERTS_INCLUDE_DIR" >&2; exit 1; fi
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libbeam_alloc_standalone.a: $(STANDALONE_OBJ)
+	rm -f $@ && ar rcs $@ $^
+	@if nm $@ | grep -q enif_; then echo "standalone library references enif_*" >&2; exit 1; fi
+
+# Install Erlang, Elixir and the headers when missing (Debian, as root).
+deps:
+	@scripts/ensure-deps
+
+# --- C unit tests -------------------------------------------------------
+$(BUILD)/test/run_tests: $(C_TEST_SRC) test/c/check.h $(BUILD)/libbeam_alloc_standalone.a
+	@mkdir -p $(@D)
+	$(CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread \
+	    $(C_TEST_SRC) $(BUILD)/libbeam_alloc_standalone.a -o $@
+
+# Sanitizers: everything rebuilt with ASan+UBSan (clang when present).
+$(BUILD)/test-san/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HEADERS)
+	@mkdir -p $(@D)
+	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread \
+	    -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	    $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
+
+c-test: $(BUILD)/test/run_tests
+	$(BUILD)/test/run_tests
+
+c-test-san: $(BUILD)/test-san/run_tests
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(BUILD)/test-san/run_tests
+
+# The public header alone, strict, as C11 (gcc and clang) and as C++17.
+header-test:
+	@mkdir -p $(BUILD)/header
+	printf '#include <beam_alloc.h>\nint main(void) { return 0; }\n' > $(BUILD)/header/h.c
+	gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -I$(ERTS_INCLUDE_DIR) -c $(BUILD)/header/h.c -o $(BUILD)/header/h-gcc.o
+	gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -DBEAM_ALLOC_STANDALONE -c $(BUILD)/header/h.c -o $(BUILD)/header/h-sa.o
+	$(SAN_CC) -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -I$(ERTS_INCLUDE_DIR) -c $(BUILD)/header/h.c -o $(BUILD)/header/h-clang.o
+	cp $(BUILD)/header/h.c $(BUILD)/header/h.cpp
+	g++ -std=c++17 -Wall -Wextra -Werror -Iinclude -I$(ERTS_INCLUDE_DIR) -c $(BUILD)/header/h.cpp -o $(BUILD)/header/h-cpp.o
+
+clean:
+	rm -rf $(BUILD) _build
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h test/c/*.c test/c/*.h

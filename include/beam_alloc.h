@@ -1,0 +1,487 @@
+/*
+ * beam_alloc.h: allocators for Erlang/Elixir NIFs written in C and C++.
+ *
+ * One interface (an allocator is a context pointer plus a const vtable, the
+ * contract of Zig's std.mem.Allocator) and the allocators of the Zigler
+ * allocator guide behind it:
+ *
+ *   beam_raw_allocator              enif_alloc; tracked by the VM; align <= 8
+ *   beam_large_allocator            any power-of-two alignment, over raw
+ *   beam_general_purpose_allocator  fast, thread-safe, leak detection
+ *   beam_allocator                  thread-local, set on entry to each NIF
+ *   arena / fixed buffer / failing  composable wrappers over any allocator
+ *
+ * Two builds share these sources: libbeam_alloc.a (backed by enif_alloc, for
+ * NIFs) and libbeam_alloc_standalone.a (backed by malloc, for plain C, unit
+ * tests, fuzzers and sanitizers). The NIF glue at the end of this header is
+ * only declared when <erl_nif.h> is available and BEAM_ALLOC_STANDALONE is not
+ * defined.
+ *
+ * Sections:
+ *   1. Portability macros
+ *   2. The allocator interface (vtable contract)
+ *   3. Calling helpers and typed macros
+ *   4. The built-in allocators: raw, large, beam_allocator
+ *   5. General purpose allocator
+ *   6. Composable allocators: arena, fixed buffer, failing
+ *   7. Diagnostics
+ *   8. NIF glue
+ */
+#ifndef BEAM_ALLOC_H
+#define BEAM_ALLOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------
+ * 1. Portability macros
+ * ---------------------------------------------------------------------- */
+
+#ifdef __cplusplus
+extern "C" {
+#define BEAM_THREAD_LOCAL thread_local
+#define BEAM_ALIGNOF(T) alignof(T)
+#define BEAM_ALIGNOF_EXPR(e) alignof(decltype(e))
+#define BEAM_CAST_LIKE(p, e) ((decltype(+(p)))(e))
+#else
+#define BEAM_THREAD_LOCAL _Thread_local
+#define BEAM_ALIGNOF(T) _Alignof(T)
+#define BEAM_ALIGNOF_EXPR(e) _Alignof(__typeof__(e))
+#define BEAM_CAST_LIKE(p, e) ((__typeof__(p))(e))
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM_API __attribute__((visibility("default")))
+#define BEAM_NODISCARD __attribute__((warn_unused_result))
+#else
+#define BEAM_API
+#define BEAM_NODISCARD
+#endif
+
+/** Largest alignment the raw allocator (enif_alloc) guarantees. */
+#define BEAM_MAX_ALIGN 8
+
+/* ------------------------------------------------------------------------
+ * 2. The allocator interface
+ *
+ * An allocator is a context pointer and a const table of four functions.
+ * The contract is Zig's std.mem.Allocator; the calling helpers of section 3
+ * enforce the caller's side of it, so a vtable function may rely on:
+ *   - len > 0 and new_len > 0 (zero lengths never reach a vtable);
+ *   - alignment is a power of two;
+ *   - mem, len and alignment describe a live block of this allocator, with
+ *     len as it was last allocated or resized.
+ * A vtable function in turn must never return misaligned memory, never
+ * abort on exhaustion, and on failure leave the old block untouched.
+ * ---------------------------------------------------------------------- */
+
+typedef struct beam_allocator_vtable {
+    /** New block of len bytes aligned to alignment, or NULL (out of memory,
+     * or an alignment this allocator does not serve). */
+    void *(*alloc)(void *ctx, size_t len, size_t alignment, uintptr_t ret_addr);
+    /** Grow or shrink in place. true: the block at mem now has new_len
+     * usable bytes. false: nothing changed. */
+    bool (*resize)(void *ctx, void *mem, size_t len, size_t alignment,
+                   size_t new_len, uintptr_t ret_addr);
+    /** Like resize, but may move the block (contents preserved up to the
+     * smaller length). NULL: nothing changed, the caller must allocate, copy
+     * and free itself. */
+    void *(*remap)(void *ctx, void *mem, size_t len, size_t alignment,
+                   size_t new_len, uintptr_t ret_addr);
+    /** Give the block back. */
+    void (*free)(void *ctx, void *mem, size_t len, size_t alignment,
+                 uintptr_t ret_addr);
+} beam_allocator_vtable;
+
+/** An allocator: passed and copied by value, two words. */
+typedef struct beam_allocator {
+    void *ctx;
+    const beam_allocator_vtable *vtable;
+} beam_allocator_t;
+
+/* ------------------------------------------------------------------------
+ * 3. Calling helpers and typed macros
+ *
+ * Use these rather than the vtable. They check what the vtable may assume:
+ * a non-power-of-two alignment or a length above PTRDIFF_MAX fails (NULL or
+ * false) before the allocator is asked; zero lengths are answered here.
+ * ret_addr passed to the vtable is the helper's caller.
+ * ---------------------------------------------------------------------- */
+
+/** Allocate len bytes aligned to alignment. len == 0 returns a non-NULL
+ * sentinel (never dereference it) that beam_free_bytes(a, p, 0, alignment)
+ * accepts. NULL when the allocator cannot serve the request. */
+BEAM_API BEAM_NODISCARD void *beam_alloc_bytes(beam_allocator_t a, size_t len,
+                                               size_t alignment);
+
+/** Resize in place. true: the block now has new_len bytes at the same
+ * address (new_len == 0 frees it). false: nothing changed. */
+BEAM_API BEAM_NODISCARD bool beam_resize_bytes(beam_allocator_t a, void *mem,
+                                               size_t len, size_t alignment,
+                                               size_t new_len);
+
+/** Resize in place or move. NULL: nothing changed, the caller must copy. */
+BEAM_API BEAM_NODISCARD void *beam_remap_bytes(beam_allocator_t a, void *mem,
+                                               size_t len, size_t alignment,
+                                               size_t new_len);
+
+/** Remap, else allocate + copy + free. NULL on failure, and then the old
+ * block is still valid and still owned by the caller. */
+BEAM_API BEAM_NODISCARD void *beam_realloc_bytes(beam_allocator_t a, void *mem,
+                                                 size_t len, size_t alignment,
+                                                 size_t new_len);
+
+/** Free a block. mem == NULL or len == 0 does nothing. */
+BEAM_API void beam_free_bytes(beam_allocator_t a, void *mem, size_t len,
+                              size_t alignment);
+
+/* The typed forms. Counts are element counts; count * size overflow is
+ * checked in one place (beam_mul_overflow) and gives NULL. */
+
+/** true when a * b overflows size_t (then *out is unspecified). */
+static inline bool beam_mul_overflow(size_t a, size_t b, size_t *out) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_mul_overflow(a, b, out);
+#else
+    *out = a * b;
+    return a != 0 && *out / a != b;
+#endif
+}
+
+BEAM_API BEAM_NODISCARD void *beam_alloc_array(beam_allocator_t a, size_t n,
+                                               size_t size, size_t alignment);
+BEAM_API void beam_free_array(beam_allocator_t a, void *p, size_t n,
+                              size_t size, size_t alignment);
+BEAM_API BEAM_NODISCARD void *beam_realloc_array(beam_allocator_t a, void *p,
+                                                 size_t old_n, size_t new_n,
+                                                 size_t size, size_t alignment);
+/** max(alignment, natural); 0 (so: failure) when alignment is not a power of
+ * two. */
+static inline size_t beam_align_at_least(size_t alignment, size_t natural) {
+    if (alignment == 0 || (alignment & (alignment - 1)) != 0)
+        return 0;
+    return alignment > natural ? alignment : natural;
+}
+
+/** n elements of T, aligned to T's alignment. NULL on overflow or OOM. */
+#define beam_alloc(a, T, n)                                                    \
+    ((T *)beam_alloc_array((a), (n), sizeof(T), BEAM_ALIGNOF(T)))
+/** n elements of T, aligned to max(alignment, alignof(T)). */
+#define beam_alloc_aligned(a, T, n, alignment)                                 \
+    ((T *)beam_alloc_array((a), (n), sizeof(T),                                \
+                           beam_align_at_least((alignment), BEAM_ALIGNOF(T))))
+/** Free what beam_alloc(a, T, n) returned. */
+#define beam_free(a, p, n)                                                     \
+    beam_free_array((a), (p), (n), sizeof(*(p)), BEAM_ALIGNOF_EXPR(*(p)))
+/** Free what beam_alloc_aligned(a, T, n, alignment) returned. */
+#define beam_free_aligned(a, p, n, alignment)                                  \
+    beam_free_array((a), (p), (n), sizeof(*(p)),                               \
+                    beam_align_at_least((alignment), BEAM_ALIGNOF_EXPR(*(p))))
+/** Resize an array from old_n to new_n elements; NULL on failure (p stays
+ * valid). */
+#define beam_realloc(a, p, old_n, new_n)                                       \
+    BEAM_CAST_LIKE(p,                                                          \
+                   beam_realloc_array((a), (p), (old_n), (new_n),              \
+                                      sizeof(*(p)), BEAM_ALIGNOF_EXPR(*(p))))
+/** One T. */
+#define beam_create(a, T) beam_alloc(a, T, 1)
+/** Free what beam_create returned. */
+#define beam_destroy(a, p) beam_free(a, p, 1)
+
+/* ------------------------------------------------------------------------
+ * 4. The built-in allocators
+ * ---------------------------------------------------------------------- */
+
+/** enif_alloc / enif_realloc / enif_free (malloc in the standalone build).
+ * Memory is tracked by the VM (:erlang.memory(:system)). Alignments above
+ * BEAM_MAX_ALIGN fail with NULL. Resize succeeds only when shrinking; remap
+ * uses enif_realloc. Stateless: ctx is NULL. */
+BEAM_API extern const beam_allocator_t beam_raw_allocator;
+
+/** Any power-of-two alignment, on top of the raw allocator, so still tracked
+ * by the VM. Alignments <= BEAM_MAX_ALIGN pass straight to the raw allocator
+ * at no cost. Larger alignments cost a penalty: each block takes
+ * len + alignment + 16 bytes from the raw allocator (a 4096-aligned 100-byte
+ * block takes 4212 bytes). Shrinks in place; grows in place within the
+ * slack; remap may move through enif_realloc. */
+BEAM_API extern const beam_allocator_t beam_large_allocator;
+
+/** The allocator a NIF should use. Set on entry to every NIF declared with
+ * BEAM_NIF (default beam_raw_allocator, or that NIF's .allocator option).
+ * Raw NIFs do not set it: there it holds whatever the thread last had. Its
+ * initial value on every thread is beam_raw_allocator. */
+BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
+
+/* ------------------------------------------------------------------------
+ * 5. General purpose allocator
+ *
+ * Thread-safe, built for small-block churn: each thread gets its own heap
+ * per instance, small blocks (<= BEAM_GPA_SMALL_MAX) come from 64 KiB slabs
+ * of one size class carved out of large chunks of the backing allocator (so
+ * memory stays tracked by the VM when the backing is), with no per-block
+ * header; larger blocks pass through to the backing allocator. Frees from
+ * another thread are lock-free. Misuse (double free, a pointer it does not
+ * own, a wrong length or alignment) is reported through the report hook
+ * (section 7) and otherwise ignored: the process keeps running.
+ *
+ * A beam_gpa_t is usable once beam_gpa_init returns (it allocates lazily)
+ * and until beam_gpa_deinit; it may then be initialised again. The fields are
+ * internal; set options through beam_gpa_init_ex.
+ * ---------------------------------------------------------------------- */
+
+/** Largest block served from slabs; larger ones go to the backing. */
+#define BEAM_GPA_SMALL_MAX 8192
+
+/** Options for beam_gpa_init_ex. */
+enum beam_gpa_flags {
+    /** Record each block's exact size and allocation site: leak reports name
+     * the site, and frees with a wrong length are caught exactly rather
+     * than by size class. Costs 16 bytes per small block, off the block. */
+    BEAM_GPA_TRACK_SITES = 1u << 0,
+    /** Do not print leak reports from beam_gpa_deinit/detect_leaks (misuse
+     * reports are always made). */
+    BEAM_GPA_QUIET_LEAKS = 1u << 1,
+};
+
+typedef struct beam_gpa {
+    beam_allocator_t backing; /* where chunks and large blocks come from */
+    unsigned flags;           /* enum beam_gpa_flags */
+    int beam__lock;           /* internal: guards lazy creation of state */
+    struct beam__gpa_state *beam__state; /* internal */
+} beam_gpa_t;
+
+/** Static initialiser, for instances that must exist before any code runs. */
+#define BEAM_GPA_STATIC_INIT(backing_, flags_)                                 \
+    { (backing_), (flags_), 0, NULL }
+
+/** Prepare an instance over backing. Cannot fail (memory is taken lazily). */
+BEAM_API void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing);
+/** beam_gpa_init with options (enum beam_gpa_flags). */
+BEAM_API void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
+                               unsigned flags);
+/** The allocator interface of an instance. */
+BEAM_API beam_allocator_t beam_gpa_allocator(beam_gpa_t *gpa);
+/** true while any block is live; reports each live block (size, alignment
+ * where known, and site when BEAM_GPA_TRACK_SITES is on). Safe to call while
+ * other threads allocate; the answer is then a snapshot. */
+BEAM_API bool beam_gpa_detect_leaks(beam_gpa_t *gpa);
+/** Free everything the instance holds; true when any block was still live
+ * (each is reported first). No other thread may use the instance during or
+ * after this call, until it is initialised again. */
+BEAM_API bool beam_gpa_deinit(beam_gpa_t *gpa);
+
+/** Counters of an instance (a snapshot; exact when nothing runs
+ * concurrently). */
+typedef struct beam_gpa_usage {
+    size_t live_blocks;   /* blocks allocated and not yet freed */
+    size_t live_bytes;    /* their sizes (size-class sizes unless tracked) */
+    size_t backing_bytes; /* bytes currently taken from the backing */
+    size_t misuse_count;  /* double/foreign/mismatched frees seen so far */
+} beam_gpa_usage;
+BEAM_API beam_gpa_usage beam_gpa_usage_of(beam_gpa_t *gpa);
+
+/** The process-wide instance, over beam_large_allocator. */
+BEAM_API extern beam_gpa_t beam_general_purpose_allocator_instance;
+/** Its allocator interface. */
+BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
+
+/* ------------------------------------------------------------------------
+ * 6. Composable allocators
+ * ---------------------------------------------------------------------- */
+
+/* Arena: bump allocation in chunks taken from the parent; individual frees
+ * only reclaim the most recent block; everything goes back at reset/deinit.
+ * Not thread-safe. */
+typedef struct beam_arena {
+    beam_allocator_t parent;
+    struct beam__arena_chunk *chunks; /* internal: newest first */
+    size_t used;                      /* internal: bytes used in chunks */
+} beam_arena_t;
+
+/** How beam_arena_reset treats the chunks it holds. */
+typedef enum beam_arena_reset_mode {
+    /** Give every chunk back to the parent. */
+    BEAM_ARENA_FREE_ALL,
+    /** Keep the capacity (one chunk as large as everything used) for the
+     * next round; the default. */
+    BEAM_ARENA_RETAIN_CAPACITY,
+} beam_arena_reset_mode;
+
+BEAM_API void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent);
+BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
+/** Free every block of the arena at once. beam_arena_reset(&arena) retains
+ * capacity; beam_arena_reset(&arena, mode) chooses. Returns false when
+ * retaining capacity failed for want of memory (the arena is then empty
+ * and usable, as after BEAM_ARENA_FREE_ALL). */
+#define beam_arena_reset(...)                                                  \
+    BEAM__ARENA_RESET_PICK(__VA_ARGS__, beam_arena_reset_mode_,                \
+                           beam_arena_reset_default_, unused_)                 \
+    (__VA_ARGS__)
+#define BEAM__ARENA_RESET_PICK(a1, a2, name, ...) name
+BEAM_API bool beam_arena_reset_mode_(beam_arena_t *arena,
+                                     beam_arena_reset_mode mode);
+BEAM_API bool beam_arena_reset_default_(beam_arena_t *arena);
+/** Give everything back to the parent. The arena may be initialised again. */
+BEAM_API void beam_arena_deinit(beam_arena_t *arena);
+/** Bytes handed out since the last reset (including alignment padding). */
+BEAM_API size_t beam_arena_used(const beam_arena_t *arena);
+
+/* Fixed buffer: bump allocation inside a caller's buffer; the last block can
+ * grow, shrink and be freed. Not thread-safe. */
+typedef struct beam_fixed_buffer {
+    unsigned char *buffer;
+    size_t len;
+    size_t end_index; /* bytes in use */
+} beam_fixed_buffer_t;
+
+BEAM_API void beam_fixed_buffer_init(beam_fixed_buffer_t *fb, void *buf,
+                                     size_t len);
+BEAM_API beam_allocator_t beam_fixed_buffer_allocator(beam_fixed_buffer_t *fb);
+/** Forget every block: the whole buffer is free again. */
+BEAM_API void beam_fixed_buffer_reset(beam_fixed_buffer_t *fb);
+
+/* Failing: fault injection over any parent. Allocation number 0, 1, ...
+ * succeeds through the parent until number fail_index, which and every later
+ * one fails. Resize and remap to a larger size also fail once the failing
+ * point is reached. Not thread-safe. */
+typedef struct beam_failing {
+    beam_allocator_t parent;
+    size_t fail_index;        /* first allocation number that fails */
+    size_t alloc_index;       /* allocations attempted so far */
+    size_t allocations;       /* allocations that succeeded */
+    size_t deallocations;     /* frees passed to the parent */
+    size_t allocated_bytes;   /* bytes allocated (by successful calls) */
+    size_t freed_bytes;       /* bytes freed */
+    bool has_induced_failure; /* a failure was injected */
+} beam_failing_t;
+
+BEAM_API void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
+                                size_t fail_index);
+BEAM_API beam_allocator_t beam_failing_allocator(beam_failing_t *f);
+
+/* ------------------------------------------------------------------------
+ * 7. Diagnostics
+ *
+ * Misuse and leak reports go through one hook: a whole line of text per call
+ * (no trailing newline). The default writes to stderr. The hook may be called
+ * from any thread, with allocator locks held: it must not allocate through
+ * the allocator that is reporting.
+ * ---------------------------------------------------------------------- */
+
+typedef void (*beam_report_fn)(void *user, const char *line);
+/** Install a report hook (NULL restores the default). Returns the old one. */
+BEAM_API beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+/* ------------------------------------------------------------------------
+ * 8. NIF glue (only with <erl_nif.h>)
+ * ---------------------------------------------------------------------- */
+
+#if !defined(BEAM_ALLOC_STANDALONE) && !defined(BEAM_ALLOC_NO_NIF)
+#if defined(ERL_NIF_MAJOR_VERSION)
+#define BEAM__HAVE_NIF 1
+#elif defined(__has_include)
+#if __has_include(<erl_nif.h>)
+#include <erl_nif.h>
+#define BEAM__HAVE_NIF 1
+#endif
+#endif
+#endif
+
+#ifdef BEAM__HAVE_NIF
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Per-NIF options, given to BEAM_NIF as designated initialisers. */
+typedef struct beam_nif_options {
+    /** Run the call on a fresh general purpose allocator (over .allocator
+     * when given) and raise RuntimeError "memory leak detected in function
+     * `M.fun/arity`" when any block is live at return. */
+    bool leak_check;
+    /** beam_allocator for the call; NULL means beam_raw_allocator. */
+    beam_allocator_t (*allocator)(void);
+    int beam__end; /* internal: lets BEAM_NIF(name) take no options */
+} beam_nif_options;
+
+typedef ERL_NIF_TERM (*beam_nif_body_fn)(ErlNifEnv *env, int argc,
+                                         const ERL_NIF_TERM argv[]);
+
+/** The wrapper every BEAM_NIF goes through. */
+BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
+                                    const char *c_name, beam_nif_body_fn self,
+                                    beam_nif_body_fn body, ErlNifEnv *env,
+                                    int argc, const ERL_NIF_TERM argv[]);
+
+/* A body need not use env, argc or argv; -Wextra must stay quiet. */
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM__UNUSED __attribute__((unused))
+#else
+#define BEAM__UNUSED
+#endif
+
+/** Define a NIF: BEAM_NIF(name) { ... } or BEAM_NIF(name, .leak_check = true)
+ * { ... }. Inside the body env, argc and argv are in scope and
+ * beam_allocator is set. name goes in an ErlNifFunc table as usual. */
+#define BEAM_NIF(...) BEAM__NIF(__VA_ARGS__, .beam__end = 0)
+#define BEAM__NIF(name, ...)                                                   \
+    static ERL_NIF_TERM beam__body_##name(ErlNifEnv *env, int argc,            \
+                                          const ERL_NIF_TERM argv[]);          \
+    static const beam_nif_options beam__options_##name = {__VA_ARGS__};        \
+    static ERL_NIF_TERM name(ErlNifEnv *env, int argc,                         \
+                             const ERL_NIF_TERM argv[]) {                      \
+        return beam_nif_call(&beam__options_##name, #name, name,               \
+                             beam__body_##name, env, argc, argv);              \
+    }                                                                          \
+    static ERL_NIF_TERM beam__body_##name(                                     \
+        ErlNifEnv *env BEAM__UNUSED, int argc BEAM__UNUSED,                    \
+        const ERL_NIF_TERM argv[] BEAM__UNUSED)
+
+/** Called by BEAM_NIF_INIT at load: remembers the module name and the
+ * function table (for messages). */
+BEAM_API void beam_nif_register(const char *module, const ErlNifFunc *funcs,
+                                int count);
+
+typedef int (*beam_nif_load_fn)(ErlNifEnv *, void **, ERL_NIF_TERM);
+typedef int (*beam_nif_upgrade_fn)(ErlNifEnv *, void **, void **, ERL_NIF_TERM);
+
+/** Drop-in for ERL_NIF_INIT(NAME, FUNCS, LOAD, NULL, UPGRADE, UNLOAD). */
+#define BEAM_NIF_INIT(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)                      \
+    static int beam__load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {    \
+        beam_nif_load_fn user = (LOAD);                                        \
+        beam_nif_register(#NAME, FUNCS, sizeof(FUNCS) / sizeof(FUNCS[0]));     \
+        return user ? user(env, priv, info) : 0;                               \
+    }                                                                          \
+    static int beam__upgrade(ErlNifEnv *env, void **priv, void **old,          \
+                             ERL_NIF_TERM info) {                              \
+        beam_nif_upgrade_fn user = (UPGRADE);                                  \
+        beam_nif_register(#NAME, FUNCS, sizeof(FUNCS) / sizeof(FUNCS[0]));     \
+        return user ? user(env, priv, old, info) : 0;                          \
+    }                                                                          \
+    ERL_NIF_INIT(NAME, FUNCS, beam__load, NULL, beam__upgrade, UNLOAD)
+
+/* Term helpers. */
+
+/** A list of the n unsigned integers at p, each elem_size (1, 2, 4 or 8)
+ * bytes wide. */
+BEAM_API ERL_NIF_TERM beam_make_uint_list(ErlNifEnv *env, const void *p,
+                                          size_t n, size_t elem_size);
+/** {:error, reason} with reason an atom. */
+BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
+/** Raise an Elixir exception (module "ArgumentError", "RuntimeError", ...,
+ * without "Elixir.") with message. */
+BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
+                                 const char *message);
+/** "M.fun/arity" of the running NIF when known (for messages), else NULL. */
+BEAM_API const char *beam_nif_module_name(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+#endif /* BEAM__HAVE_NIF */
+
+#endif /* BEAM_ALLOC_H */

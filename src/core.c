@@ -1,0 +1,154 @@
+/*
+ * The calling helpers: the caller's half of the allocator contract. Every
+ * check a vtable may rely on is made here, once, so that allocators stay
+ * small: alignment is a power of two, lengths are non-zero and at most
+ * PTRDIFF_MAX, counts times sizes do not overflow.
+ *
+ * These are out of line on purpose: __builtin_return_address(0) then names
+ * the user's call site, which is what leak reports should show.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+/* Zero-length blocks are never given to an allocator: they are this
+ * sentinel, an address that is aligned, non-NULL and never dereferenced. */
+static inline void *zero_len_block(size_t alignment) {
+    return (void *)(uintptr_t)alignment;
+}
+
+static void *alloc_impl(beam_allocator_t a, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    if (BEAM__UNLIKELY(!beam__is_pow2(alignment)))
+        return NULL;
+    if (BEAM__UNLIKELY(len == 0))
+        return zero_len_block(alignment);
+    if (BEAM__UNLIKELY(len > BEAM__MAX_LEN))
+        return NULL;
+    return a.vtable->alloc(a.ctx, len, alignment, ret);
+}
+
+static void free_impl(beam_allocator_t a, void *mem, size_t len,
+                      size_t alignment, uintptr_t ret) {
+    if (mem == NULL || len == 0)
+        return;
+    if (BEAM__UNLIKELY(!beam__is_pow2(alignment) || len > BEAM__MAX_LEN)) {
+        char site[128];
+        beam__report("beam_alloc: free of %p ignored: impossible length %zu "
+                     "or alignment %zu (called from %s)",
+                     mem, len, alignment,
+                     beam__describe_addr(ret, site, sizeof site));
+        return;
+    }
+    a.vtable->free(a.ctx, mem, len, alignment, ret);
+}
+
+/* Shared by remap and realloc: the cases the vtable never sees. Returns
+ * true when it settled the call, with the answer in *out. */
+static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
+                       size_t alignment, size_t new_len, uintptr_t ret,
+                       void **out) {
+    *out = NULL;
+    if (!beam__is_pow2(alignment) || new_len > BEAM__MAX_LEN)
+        return true;
+    if (new_len == 0) {
+        free_impl(a, mem, len, alignment, ret);
+        *out = zero_len_block(alignment);
+        return true;
+    }
+    return false;
+}
+
+void *beam_alloc_bytes(beam_allocator_t a, size_t len, size_t alignment) {
+    return alloc_impl(a, len, alignment, BEAM__RET_ADDR());
+}
+
+bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
+                       size_t alignment, size_t new_len) {
+    uintptr_t ret = BEAM__RET_ADDR();
+    if (!beam__is_pow2(alignment) || new_len > BEAM__MAX_LEN)
+        return false;
+    if (len == 0 || mem == NULL)
+        return new_len == 0;
+    if (new_len == 0) {
+        free_impl(a, mem, len, alignment, ret);
+        return true;
+    }
+    if (new_len == len)
+        return true;
+    return a.vtable->resize(a.ctx, mem, len, alignment, new_len, ret);
+}
+
+void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
+                       size_t alignment, size_t new_len) {
+    uintptr_t ret = BEAM__RET_ADDR();
+    void *out;
+    if (remap_edge(a, mem, len, alignment, new_len, ret, &out))
+        return out;
+    if (len == 0 || mem == NULL)
+        return NULL;
+    if (new_len == len)
+        return mem;
+    return a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
+}
+
+static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
+                          size_t alignment, size_t new_len, uintptr_t ret) {
+    void *out;
+    if (remap_edge(a, mem, len, alignment, new_len, ret, &out))
+        return out;
+    if (len == 0 || mem == NULL)
+        return alloc_impl(a, new_len, alignment, ret);
+    if (new_len == len)
+        return mem;
+    out = a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
+    if (out != NULL)
+        return out;
+    out = a.vtable->alloc(a.ctx, new_len, alignment, ret);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, mem, len < new_len ? len : new_len);
+    a.vtable->free(a.ctx, mem, len, alignment, ret);
+    return out;
+}
+
+void *beam_realloc_bytes(beam_allocator_t a, void *mem, size_t len,
+                         size_t alignment, size_t new_len) {
+    return realloc_impl(a, mem, len, alignment, new_len, BEAM__RET_ADDR());
+}
+
+void beam_free_bytes(beam_allocator_t a, void *mem, size_t len,
+                     size_t alignment) {
+    free_impl(a, mem, len, alignment, BEAM__RET_ADDR());
+}
+
+void *beam_alloc_array(beam_allocator_t a, size_t n, size_t size,
+                       size_t alignment) {
+    size_t len;
+    if (beam_mul_overflow(n, size, &len))
+        return NULL;
+    return alloc_impl(a, len, alignment, BEAM__RET_ADDR());
+}
+
+void beam_free_array(beam_allocator_t a, void *p, size_t n, size_t size,
+                     size_t alignment) {
+    size_t len;
+    uintptr_t ret = BEAM__RET_ADDR();
+    if (beam_mul_overflow(n, size, &len)) {
+        if (p != NULL)
+            beam__report("beam_alloc: free of %p ignored: %zu elements of %zu "
+                         "bytes overflow",
+                         p, n, size);
+        return;
+    }
+    free_impl(a, p, len, alignment, ret);
+}
+
+void *beam_realloc_array(beam_allocator_t a, void *p, size_t old_n,
+                         size_t new_n, size_t size, size_t alignment) {
+    size_t old_len, new_len;
+    if (beam_mul_overflow(old_n, size, &old_len) ||
+        beam_mul_overflow(new_n, size, &new_len))
+        return NULL;
+    return realloc_impl(a, p, old_len, alignment, new_len, BEAM__RET_ADDR());
+}

@@ -1,0 +1,105 @@
+/*
+ * The large allocator: any power-of-two alignment on top of the raw
+ * allocator, so the memory is still the VM's to count.
+ *
+ * Alignments the raw allocator serves go straight through. Larger ones
+ * over-allocate and align inside the raw block; a 16-byte header just below
+ * the user pointer records where the raw block starts and how big it is:
+ *
+ *   raw                         user = align_up(raw + 16, alignment)
+ *   |<- padding ->|base|total|<- len ... ->|<- slack ->|
+ *
+ * Invariants: user - raw >= 16; user + len <= raw + total;
+ * total = len + alignment + 8 (raw is 8-aligned, so at most alignment - 8
+ * bytes of padding precede the header). The slack lets a block grow in
+ * place; remap may move the raw block and then re-aligns inside it.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+typedef struct large_header {
+    void *raw;    /* start of the raw block */
+    size_t total; /* its length */
+} large_header;
+
+#define HEADER_SIZE sizeof(large_header)
+
+static inline large_header *header_of(void *user) {
+    return (large_header *)user - 1;
+}
+
+/* Raw length for len bytes at alignment; 0 when it overflows. */
+static size_t total_for(size_t len, size_t alignment) {
+    size_t extra = alignment + HEADER_SIZE - BEAM_MAX_ALIGN;
+    if (len > BEAM__MAX_LEN - extra)
+        return 0;
+    return len + extra;
+}
+
+static void *place(void *raw, size_t total, size_t alignment) {
+    uintptr_t user = beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
+    large_header *h = header_of((void *)user);
+    h->raw = raw;
+    h->total = total;
+    return (void *)user;
+}
+
+static void *large_alloc(void *ctx, size_t len, size_t alignment,
+                         uintptr_t ret) {
+    if (alignment <= BEAM_MAX_ALIGN)
+        return beam__raw_vtable.alloc(ctx, len, alignment, ret);
+    size_t total = total_for(len, alignment);
+    if (total == 0)
+        return NULL;
+    void *raw = beam__raw_vtable.alloc(NULL, total, BEAM_MAX_ALIGN, ret);
+    if (raw == NULL)
+        return NULL;
+    return place(raw, total, alignment);
+}
+
+static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    if (alignment <= BEAM_MAX_ALIGN)
+        return beam__raw_vtable.resize(ctx, mem, len, alignment, new_len, ret);
+    large_header *h = header_of(mem);
+    uintptr_t end = (uintptr_t)h->raw + h->total;
+    return new_len <= end - (uintptr_t)mem;
+}
+
+static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    if (alignment <= BEAM_MAX_ALIGN)
+        return beam__raw_vtable.remap(ctx, mem, len, alignment, new_len, ret);
+    if (large_resize(ctx, mem, len, alignment, new_len, ret))
+        return mem;
+    size_t total = total_for(new_len, alignment);
+    if (total == 0)
+        return NULL;
+    large_header *h = header_of(mem);
+    size_t offset = (uintptr_t)mem - (uintptr_t)h->raw;
+    void *raw = beam__sys_realloc(h->raw, total);
+    if (raw == NULL)
+        return NULL;
+    /* The raw block may have moved to an address with another residue
+     * modulo alignment: move the contents to the new aligned spot. */
+    void *user =
+        (void *)beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
+    if ((char *)user != (char *)raw + offset)
+        memmove(user, (char *)raw + offset, len < new_len ? len : new_len);
+    return place(raw, total, alignment);
+}
+
+static void large_free(void *ctx, void *mem, size_t len, size_t alignment,
+                       uintptr_t ret) {
+    if (alignment <= BEAM_MAX_ALIGN) {
+        beam__raw_vtable.free(ctx, mem, len, alignment, ret);
+        return;
+    }
+    beam__sys_free(header_of(mem)->raw);
+}
+
+const beam_allocator_vtable beam__large_vtable = {large_alloc, large_resize,
+                                                  large_remap, large_free};
+
+const beam_allocator_t beam_large_allocator = {NULL, &beam__large_vtable};

@@ -1,0 +1,57 @@
+/*
+ * Where diagnostics go. One hook for the whole library, a line per call:
+ * allocators report misuse while holding their locks, so the hook must be
+ * cheap and must not allocate through the allocator that reports.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+
+static void report_to_stderr(void *user, const char *line) {
+    (void)user;
+    fprintf(stderr, "%s\n", line);
+}
+
+static beam_report_fn report_hook = report_to_stderr;
+static void *report_user = NULL;
+
+beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user) {
+    beam_report_fn old = report_hook;
+    report_hook = fn != NULL ? fn : report_to_stderr;
+    report_user = fn != NULL ? user : NULL;
+    return old == report_to_stderr ? NULL : old;
+}
+
+void beam__report(const char *fmt, ...) {
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    report_hook(report_user, line);
+}
+
+const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n) {
+    Dl_info info;
+    if (addr == 0) {
+        snprintf(buf, n, "unknown site");
+        return buf;
+    }
+    if (dladdr((void *)addr, &info) != 0 && info.dli_fname != NULL) {
+        const char *file = info.dli_fname;
+        for (const char *s = file; *s; s++)
+            if (*s == '/')
+                file = s + 1;
+        if (info.dli_sname != NULL)
+            snprintf(buf, n, "%s(%s+0x%lx)", file, info.dli_sname,
+                     (unsigned long)(addr - (uintptr_t)info.dli_saddr));
+        else
+            snprintf(buf, n, "%s+0x%lx", file,
+                     (unsigned long)(addr - (uintptr_t)info.dli_fbase));
+        return buf;
+    }
+    snprintf(buf, n, "0x%lx", (unsigned long)addr);
+    return buf;
+}

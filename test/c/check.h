@@ -1,0 +1,45 @@
+/*
+ * A tiny test harness: TEST(name) { ... CHECK(cond); ... } registers itself;
+ * the runner (check_main.c) runs every test whose name contains argv[1] and
+ * ends with "N passed, N failed".
+ */
+#ifndef CHECK_H
+#define CHECK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef void (*check_fn)(void);
+void check_register(const char *name, check_fn fn);
+void check_fail(const char *file, int line, const char *what);
+
+#define TEST(name)                                                             \
+    static void test_##name(void);                                             \
+    __attribute__((constructor)) static void register_##name(void) {           \
+        check_register(#name, test_##name);                                    \
+    }                                                                          \
+    static void test_##name(void)
+
+/* On failure: record it and leave the test function. */
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            check_fail(__FILE__, __LINE__, #cond);                             \
+            return;                                                            \
+        }                                                                      \
+    } while (0)
+
+/* Reports made through beam_set_report_hook while capturing: count and last
+ * line, so tests can assert that misuse was reported. */
+void check_capture_reports(void);
+void check_release_reports(void);
+size_t check_report_count(void);
+const char *check_last_report(void);
+bool check_report_contains(const char *needle);
+
+static inline bool check_aligned(const void *p, size_t alignment) {
+    return ((uintptr_t)p & (alignment - 1)) == 0;
+}
+
+#endif

@@ -1,0 +1,99 @@
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_TESTS 1024
+
+static struct {
+    const char *name;
+    check_fn fn;
+} tests[MAX_TESTS];
+static size_t test_count;
+static bool current_failed;
+
+void check_register(const char *name, check_fn fn) {
+    if (test_count == MAX_TESTS) {
+        fprintf(stderr, "too many tests\n");
+        exit(2);
+    }
+    tests[test_count].name = name;
+    tests[test_count].fn = fn;
+    test_count++;
+}
+
+void check_fail(const char *file, int line, const char *what) {
+    current_failed = true;
+    fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", file, line, what);
+}
+
+static pthread_mutex_t report_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t reports;
+static char last_report[512];
+static char all_reports[16384];
+
+static void capture(void *user, const char *line) {
+    (void)user;
+    pthread_mutex_lock(&report_lock);
+    reports++;
+    snprintf(last_report, sizeof last_report, "%s", line);
+    size_t used = strlen(all_reports);
+    snprintf(all_reports + used, sizeof all_reports - used, "%s\n", line);
+    pthread_mutex_unlock(&report_lock);
+}
+
+void check_capture_reports(void) {
+    pthread_mutex_lock(&report_lock);
+    reports = 0;
+    last_report[0] = all_reports[0] = '\0';
+    pthread_mutex_unlock(&report_lock);
+    beam_set_report_hook(capture, NULL);
+}
+
+void check_release_reports(void) {
+    beam_set_report_hook(NULL, NULL);
+}
+
+size_t check_report_count(void) {
+    pthread_mutex_lock(&report_lock);
+    size_t n = reports;
+    pthread_mutex_unlock(&report_lock);
+    return n;
+}
+
+const char *check_last_report(void) {
+    return last_report;
+}
+
+bool check_report_contains(const char *needle) {
+    pthread_mutex_lock(&report_lock);
+    bool found = strstr(all_reports, needle) != NULL;
+    pthread_mutex_unlock(&report_lock);
+    return found;
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    size_t passed = 0, failed = 0;
+    for (size_t i = 0; i < test_count; i++) {
+        if (filter != NULL && strstr(tests[i].name, filter) == NULL)
+            continue;
+        current_failed = false;
+        tests[i].fn();
+        check_release_reports();
+        if (current_failed) {
+            failed++;
+            printf("FAIL %s\n", tests[i].name);
+        } else {
+            passed++;
+            printf("ok   %s\n", tests[i].name);
+        }
+        fflush(stdout);
+    }
+    printf("%zu passed, %zu failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
