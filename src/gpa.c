@@ -1,0 +1,497 @@
+/*
+ * The general purpose allocator: the hot paths and the public functions.
+ * Types, design and invariants are in gpa_internal.h; segments and the
+ * address map in gpa_segment.c; threads and heaps in gpa_thread.c; large
+ * blocks in gpa_large.c; leak and misuse reports in gpa_report.c.
+ *
+ * Fast path of an allocation: class from length, heap from a thread-local
+ * slot, pop the current slab's free list (or bump). Fast path of a free:
+ * slab from the address map, check the tag, push on the owner's list or,
+ * from another thread, on the slab's atomic stack.
+ */
+#include "gpa_internal.h"
+
+#include <string.h>
+
+/* 16-byte steps to 128, then four classes per doubling (<= 12.5% waste). */
+const uint32_t beam__gpa_class_size[GPA_CLASSES] = {
+    16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,
+    256,  320,  384,  448,  512,  640,  768,  896,  1024, 1280, 1536,
+    1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192};
+
+/* cur[] of a new heap points here: nothing free, nothing to bump, so the
+ * first allocation of each class takes the slow path without a NULL test. */
+gpa_slab beam__gpa_empty_slab;
+
+static inline unsigned class_of(size_t len) {
+    if (len <= 128)
+        return len <= 16 ? 0 : (unsigned)((len + 15) >> 4) - 1;
+    size_t s = len - 1;
+    unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)s);
+    return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3);
+}
+
+/* Class for (len, alignment), or GPA_CLASSES when only the backing can
+ * serve it. Blocks sit at multiples of their size from a 64 KiB boundary,
+ * so a class serves every alignment that divides its size. */
+static inline unsigned class_for(size_t len, size_t alignment) {
+    if (BEAM__LIKELY(alignment <= GPA_MIN_BLOCK))
+        return len <= BEAM_GPA_SMALL_MAX ? class_of(len) : GPA_CLASSES;
+    if (len > BEAM_GPA_SMALL_MAX || alignment > BEAM_GPA_SMALL_MAX)
+        return GPA_CLASSES;
+    unsigned c = class_of(len < alignment ? alignment : len);
+    while (c < GPA_CLASSES && (beam__gpa_class_size[c] & (alignment - 1)))
+        c++;
+    return c;
+}
+
+static inline gpa_heap *heap_of(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    gpa_tls_slot *slot = &beam__gpa_tls[0];
+    if (BEAM__LIKELY(st != NULL && slot->st == st && slot->id == st->id))
+        return slot->heap;
+    return beam__gpa_heap_slow(gpa);
+}
+
+static inline void note_alloc(gpa_slab *s, void **b, size_t len,
+                              size_t alignment, uintptr_t ret) {
+    if (BEAM__UNLIKELY(s->info != NULL)) {
+        gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
+        i->len = (uint32_t)len;
+        i->alignment = (uint32_t)alignment;
+        i->site = ret;
+    }
+}
+
+static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
+                                       size_t alignment, uintptr_t ret);
+static BEAM__NOINLINE void *alloc_large(beam_gpa_t *gpa, size_t len,
+                                        size_t alignment, uintptr_t ret);
+
+static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
+    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
+    unsigned cls = class_for(len, alignment);
+    if (BEAM__UNLIKELY(cls == GPA_CLASSES))
+        return alloc_large(gpa, len, alignment, ret);
+    gpa_heap *h = heap_of(gpa);
+    if (BEAM__UNLIKELY(h == NULL))
+        return NULL;
+    gpa_slab *s = h->cur[cls];
+    void **b = s->free;
+    if (BEAM__LIKELY(b != NULL)) {
+        s->free = (void **)b[0];
+        b[1] = NULL; /* no longer tagged free */
+    } else if (BEAM__LIKELY(s->bump < s->end)) {
+        b = (void **)s->bump;
+        s->bump += s->size;
+        b[1] = NULL; /* stale memory may carry an old tag */
+    } else {
+        return alloc_slow(h, cls, len, alignment, ret);
+    }
+    s->used++;
+    note_alloc(s, b, len, alignment, ret);
+    return b;
+}
+
+/* Try to make s usable: collect remote frees; if still exhausted, mark it
+ * full. Returns true when s has a block to give. */
+static bool refill_or_mark_full(gpa_slab *s) {
+    for (;;) {
+        beam__gpa_collect(s);
+        if (s->free != NULL || s->bump < s->end)
+            return true;
+        uintptr_t expect = 0;
+        if (atomic_compare_exchange_strong_explicit(
+                &s->thread_free, &expect, GPA_FULL_BIT, memory_order_acq_rel,
+                memory_order_acquire)) {
+            s->where = WHERE_FULL;
+            return false;
+        }
+        /* A remote free raced in: collect it. */
+    }
+}
+
+static void avail_push(gpa_heap *h, gpa_slab *s) {
+    s->where = WHERE_AVAIL;
+    s->prev = NULL;
+    s->next = h->avail[s->cls];
+    if (s->next != NULL)
+        s->next->prev = s;
+    h->avail[s->cls] = s;
+}
+
+static void avail_unlink(gpa_heap *h, gpa_slab *s) {
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        h->avail[s->cls] = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+/* Slabs that remote frees un-fulled come back to their avail lists. */
+static void drain_notify(gpa_heap *h) {
+    gpa_slab *s =
+        atomic_exchange_explicit(&h->notify, NULL, memory_order_acquire);
+    while (s != NULL) {
+        gpa_slab *next = s->notify_next;
+        if (s->where == WHERE_NOTIFY)
+            avail_push(h, s);
+        s = next;
+    }
+}
+
+static void *alloc_slow(gpa_heap *h, unsigned cls, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    gpa_slab *s = h->cur[cls];
+    if (s != &beam__gpa_empty_slab && refill_or_mark_full(s))
+        goto have;
+    drain_notify(h);
+    while ((s = h->avail[cls]) != NULL) {
+        avail_unlink(h, s);
+        if (refill_or_mark_full(s))
+            goto installed;
+    }
+    pthread_mutex_lock(&h->st->lock);
+    while ((s = beam__gpa_slab_take(h->st, cls)) != NULL) {
+        atomic_store_explicit(&s->heap, h, memory_order_release);
+        /* An adopted slab may hold remote frees, or be full (then it stays
+         * ours, marked full, and we take another). */
+        if (refill_or_mark_full(s))
+            break;
+    }
+    pthread_mutex_unlock(&h->st->lock);
+    if (s == NULL)
+        return NULL;
+installed:
+    s->where = WHERE_CUR;
+    h->cur[cls] = s;
+have:;
+    void **b = s->free;
+    if (b != NULL) {
+        s->free = (void **)b[0];
+    } else {
+        b = (void **)s->bump;
+        s->bump += s->size;
+    }
+    b[1] = NULL;
+    s->used++;
+    note_alloc(s, b, len, alignment, ret);
+    return b;
+}
+
+static void *alloc_large(beam_gpa_t *gpa, size_t len, size_t alignment,
+                         uintptr_t ret) {
+    gpa_state *st = beam__gpa_state_slow(gpa);
+    if (st == NULL)
+        return NULL;
+    void *p = st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
+    if (p == NULL)
+        return NULL;
+    gpa_large e = {p, len, alignment, ret};
+    pthread_mutex_lock(&st->lock);
+    bool ok = beam__gpa_large_insert(st, &e);
+    if (ok)
+        st->backing_bytes += len;
+    pthread_mutex_unlock(&st->lock);
+    if (!ok) {
+        st->backing.vtable->free(st->backing.ctx, p, len, alignment, ret);
+        return NULL;
+    }
+    return p;
+}
+
+/* ---- free --------------------------------------------------------------- */
+
+static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
+                                     size_t alignment, uintptr_t ret);
+static BEAM__NOINLINE void local_free_slow(gpa_heap *h, gpa_slab *s);
+static BEAM__NOINLINE void remote_notify(gpa_slab *s);
+
+/* The block b of slab s passed every check: give it back. */
+static inline void release_block(gpa_state *st, gpa_slab *s, void **b) {
+    if (BEAM__UNLIKELY(s->info != NULL))
+        s->info[beam__gpa_block_index(s, b)].len = 0;
+    b[1] = (void *)beam__gpa_tag(st, b);
+    gpa_heap *owner = atomic_load_explicit(&s->heap, memory_order_relaxed);
+    gpa_tls_slot *slot = &beam__gpa_tls[0];
+    if (BEAM__LIKELY(owner != NULL && slot->heap == owner && slot->st == st &&
+                     slot->id == st->id)) {
+        b[0] = s->free;
+        s->free = b;
+        s->used--;
+        if (BEAM__UNLIKELY(
+                s->used == 0 ||
+                (atomic_load_explicit(&s->thread_free, memory_order_relaxed) &
+                 GPA_FULL_BIT)))
+            local_free_slow(owner, s);
+        return;
+    }
+    uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+    do {
+        b[0] = (void *)(old & ~GPA_FULL_BIT);
+    } while (!atomic_compare_exchange_weak_explicit(
+        &s->thread_free, &old, (uintptr_t)b, memory_order_release,
+        memory_order_relaxed));
+    if (BEAM__UNLIKELY(old & GPA_FULL_BIT))
+        remote_notify(s);
+}
+
+static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
+                     uintptr_t ret) {
+    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    unsigned cls = class_for(len, alignment);
+    gpa_slab *s = beam__gpa_map_lookup(mem);
+    void **b = (void **)mem;
+    if (BEAM__LIKELY(cls < GPA_CLASSES && s != NULL && s->st == st &&
+                     s->cls == cls && s->info == NULL &&
+                     beam__gpa_block_index(s, mem) >= 0 &&
+                     (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
+        release_block(st, s, b);
+        return;
+    }
+    free_slow(gpa, mem, len, alignment, ret);
+}
+
+/* Everything the fast path did not settle: tracked blocks, large blocks and
+ * misuse, told apart carefully. */
+static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
+                      uintptr_t ret) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL) {
+        beam__report("beam_alloc: free of %p through a general purpose "
+                     "allocator that has no memory (never used, or deinit)",
+                     mem);
+        return;
+    }
+    gpa_slab *s = beam__gpa_map_lookup(mem);
+    if (s != NULL && s->st == st) {
+        void **b = (void **)mem;
+        long idx = beam__gpa_block_index(s, mem);
+        if (idx < 0 || s->where == WHERE_POOL) {
+            beam__gpa_misuse(st,
+                             "free of a pointer inside a block or into "
+                             "unused memory",
+                             mem, len, alignment, ret);
+            return;
+        }
+        if ((uintptr_t)b[1] == beam__gpa_tag(st, b) ||
+            (s->info != NULL && s->info[idx].len == 0)) {
+            beam__gpa_misuse(st, "double free", mem, len, alignment, ret);
+            return;
+        }
+        if (s->info != NULL ? (s->info[idx].len != len ||
+                               s->info[idx].alignment != alignment)
+                            : class_for(len, alignment) != s->cls)
+            beam__gpa_misuse(st,
+                             "free with a wrong length or alignment "
+                             "(freed anyway)",
+                             mem, len, alignment, ret);
+        release_block(st, s, b);
+        return;
+    }
+    if (s != NULL) {
+        beam__gpa_misuse(st, "free of a block of another allocator instance",
+                         mem, len, alignment, ret);
+        return;
+    }
+    pthread_mutex_lock(&st->lock);
+    gpa_large *e = beam__gpa_large_find(st, mem);
+    if (e == NULL) {
+        pthread_mutex_unlock(&st->lock);
+        beam__gpa_misuse(st,
+                         "free of a pointer this allocator does not own "
+                         "(foreign, or already freed)",
+                         mem, len, alignment, ret);
+        return;
+    }
+    gpa_large copy = *e;
+    beam__gpa_large_remove(st, e);
+    st->backing_bytes -= copy.len;
+    pthread_mutex_unlock(&st->lock);
+    if (copy.len != len || copy.alignment != alignment)
+        beam__gpa_misuse(st,
+                         "free with a wrong length or alignment (freed "
+                         "anyway)",
+                         mem, len, alignment, ret);
+    st->backing.vtable->free(st->backing.ctx, copy.ptr, copy.len,
+                             copy.alignment, ret);
+}
+
+static void local_free_slow(gpa_heap *h, gpa_slab *s) {
+    uintptr_t expect = GPA_FULL_BIT;
+    if (s->where == WHERE_FULL &&
+        atomic_compare_exchange_strong_explicit(&s->thread_free, &expect, 0,
+                                                memory_order_acq_rel,
+                                                memory_order_relaxed))
+        avail_push(h, s); /* else a remote push took the bit: it requeues */
+    if (s->used == 0 && s->where == WHERE_AVAIL) {
+        beam__gpa_collect(s);
+        if (s->used != 0)
+            return;
+        avail_unlink(h, s);
+        pthread_mutex_lock(&h->st->lock);
+        beam__gpa_slab_release(h->st, s);
+        pthread_mutex_unlock(&h->st->lock);
+    }
+}
+
+/* We took FULL_BIT off with our push: requeue the slab with its owner. The
+ * lock keeps the owner heap from being abandoned under us. */
+static void remote_notify(gpa_slab *s) {
+    gpa_state *st = s->st;
+    pthread_mutex_lock(&st->lock);
+    gpa_heap *h = atomic_load_explicit(&s->heap, memory_order_relaxed);
+    /* Only a slab its owner still holds as full needs requeueing; one that
+     * was adopted or abandoned meanwhile is found another way. */
+    if (h != NULL && s->where == WHERE_FULL) {
+        s->where = WHERE_NOTIFY;
+        gpa_slab *head = atomic_load_explicit(&h->notify, memory_order_relaxed);
+        do {
+            s->notify_next = head;
+        } while (!atomic_compare_exchange_weak_explicit(
+            &h->notify, &head, s, memory_order_release, memory_order_relaxed));
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- resize, remap ------------------------------------------------------- */
+
+static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                       size_t new_len, uintptr_t ret) {
+    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL)
+        return false;
+    gpa_slab *s = beam__gpa_map_lookup(mem);
+    if (s != NULL) {
+        /* In place only within the class: free derives it from the length. */
+        if (s->st != st || beam__gpa_block_index(s, mem) < 0 ||
+            class_for(len, alignment) != s->cls ||
+            class_for(new_len, alignment) != s->cls)
+            return false;
+        if (s->info != NULL)
+            s->info[beam__gpa_block_index(s, mem)].len = (uint32_t)new_len;
+        return true;
+    }
+    pthread_mutex_lock(&st->lock);
+    gpa_large *e = beam__gpa_large_find(st, mem);
+    bool ok = e != NULL && e->len == len &&
+              st->backing.vtable->resize(st->backing.ctx, mem, len, alignment,
+                                         new_len, ret);
+    if (ok) {
+        st->backing_bytes += new_len - len; /* wraps correctly on shrink */
+        e->len = new_len;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return ok;
+}
+
+static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                       size_t new_len, uintptr_t ret) {
+    if (gpa_resize(ctx, mem, len, alignment, new_len, ret))
+        return mem;
+    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    /* Only a large block that stays large can move in the backing. */
+    if (st == NULL || beam__gpa_map_lookup(mem) != NULL ||
+        class_for(new_len, alignment) != GPA_CLASSES)
+        return NULL;
+    pthread_mutex_lock(&st->lock);
+    gpa_large *e = beam__gpa_large_find(st, mem);
+    void *p = NULL;
+    if (e != NULL && e->len == len)
+        p = st->backing.vtable->remap(st->backing.ctx, mem, len, alignment,
+                                      new_len, ret);
+    if (p != NULL) {
+        gpa_large moved = {p, new_len, alignment, e->site};
+        beam__gpa_large_remove(st, e);
+        /* Removing made room, so this insert cannot need to grow. */
+        beam__gpa_large_insert(st, &moved);
+        st->backing_bytes += new_len - len;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return p;
+}
+
+const beam_allocator_vtable beam__gpa_vtable = {gpa_alloc, gpa_resize,
+                                                gpa_remap, gpa_free};
+
+/* ---- public ------------------------------------------------------------- */
+
+beam_gpa_t beam_general_purpose_allocator_instance = {
+    {NULL, &beam__large_vtable}, 0, 0, NULL};
+
+const beam_allocator_t beam_general_purpose_allocator = {
+    &beam_general_purpose_allocator_instance, &beam__gpa_vtable};
+
+void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
+                      unsigned flags) {
+    gpa->backing = backing;
+    gpa->flags = flags;
+    gpa->beam__lock = 0;
+    gpa->beam__state = NULL;
+}
+
+void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing) {
+    beam_gpa_init_ex(gpa, backing, 0);
+}
+
+beam_allocator_t beam_gpa_allocator(beam_gpa_t *gpa) {
+    beam_allocator_t a = {gpa, &beam__gpa_vtable};
+    return a;
+}
+
+beam_gpa_usage beam_gpa_usage_of(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    beam_gpa_usage u;
+    memset(&u, 0, sizeof u);
+    if (st == NULL)
+        return u;
+    pthread_mutex_lock(&st->lock);
+    u = beam__gpa_scan(st, 0);
+    pthread_mutex_unlock(&st->lock);
+    return u;
+}
+
+bool beam_gpa_detect_leaks(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL)
+        return false;
+    size_t report = (gpa->flags & BEAM_GPA_QUIET_LEAKS) ? 0 : 64;
+    pthread_mutex_lock(&st->lock);
+    beam_gpa_usage u = beam__gpa_scan(st, report);
+    pthread_mutex_unlock(&st->lock);
+    return u.live_blocks != 0;
+}
+
+bool beam_gpa_deinit(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL)
+        return false;
+    size_t report = (gpa->flags & BEAM_GPA_QUIET_LEAKS) ? 0 : 64;
+    beam__gpa_registry_remove(st);
+    pthread_mutex_lock(&st->lock);
+    beam_gpa_usage u = beam__gpa_scan(st, report);
+    for (size_t i = 0; i < st->large_cap; i++) {
+        gpa_large *e = &st->large[i];
+        if (e->ptr != NULL && e->ptr != GPA_TOMBSTONE)
+            st->backing.vtable->free(st->backing.ctx, e->ptr, e->len,
+                                     e->alignment, 0);
+    }
+    if (st->large != NULL)
+        st->backing.vtable->free(st->backing.ctx, st->large,
+                                 st->large_cap * sizeof(gpa_large),
+                                 BEAM_ALIGNOF(gpa_large), 0);
+    beam__gpa_segments_free_all(st);
+    beam__gpa_heaps_free_all(st);
+    pthread_mutex_unlock(&st->lock);
+    pthread_mutex_destroy(&st->lock);
+    beam_allocator_t backing = st->backing;
+    backing.vtable->free(backing.ctx, st, sizeof *st, BEAM_ALIGNOF(gpa_state),
+                         0);
+    __atomic_store_n(&gpa->beam__state, NULL, __ATOMIC_RELEASE);
+    return u.live_blocks != 0;
+}

@@ -1,0 +1,196 @@
+/*
+ * The general purpose allocator's types, in one place.
+ *
+ * Design (see gpa.c for the hot paths):
+ *
+ *  - A *slab* is 64 KiB, aligned to 64 KiB, holding blocks of one size class.
+ *    Its metadata (struct gpa_slab) lives outside it, so blocks have no
+ *    header. Slabs are carved out of *segments*: one request of
+ *    (n + 1) * 64 KiB to the backing allocator at modest alignment, aligned
+ *    inside; the unaligned slack at one end holds the segment's metadata.
+ *  - Every thread has its own *heap* per instance. A heap owns slabs; only
+ *    its thread touches their free list, bump pointer and counters. Other
+ *    threads free into a slab's atomic thread_free stack (lock-free).
+ *  - A global radix map from address >> 16 to slab tells, for any pointer,
+ *    whether it is one of ours and which slab it is in, without reading the
+ *    pointer's memory: foreign frees are reported, never followed.
+ *  - A free block carries a tag in its second word: cookie ^ its address.
+ *    That catches double frees and lets leak detection tell live blocks
+ *    from free ones without any per-block bit. Allocation clears the tag.
+ *  - Blocks above BEAM_GPA_SMALL_MAX (or with alignment no class can give)
+ *    go to the backing allocator and are recorded in a hash table.
+ *  - The instance lock guards segments, the slab pool, abandoned slabs,
+ *    heaps and the large table; the fast paths never take it.
+ *
+ * Invariants:
+ *  - slab->base is 64 KiB aligned; blocks are at base + k * size for
+ *    k < (bump - base) / size; size is a multiple of 16.
+ *  - A slab with a heap is in exactly one of: that heap's cur[cls], its
+ *    avail[cls] list, its notify stack, or nowhere (full: thread_free has
+ *    FULL_BIT set). A slab without a heap is in the pool or abandoned[cls].
+ *  - used counts blocks handed out minus frees the owner has seen
+ *    (thread_free blocks are still counted until collected).
+ *  - FULL_BIT is set only by the owner (exhausted slab with empty
+ *    thread_free) and cleared by whoever next pushes or un-fulls it; the
+ *    one who clears it by pushing must requeue the slab (notify).
+ */
+#ifndef BEAM_ALLOC_GPA_INTERNAL_H
+#define BEAM_ALLOC_GPA_INTERNAL_H
+
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define GPA_SLAB_SHIFT 16
+#define GPA_SLAB_SIZE ((size_t)1 << GPA_SLAB_SHIFT)
+#define GPA_CLASSES 32
+#define GPA_MIN_BLOCK 16
+#define GPA_FULL_BIT ((uintptr_t)1)
+#define GPA_TLS_SLOTS 8
+#define GPA_MAX_SEGMENT_SLABS 63
+#define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
+
+enum gpa_where {
+    WHERE_POOL,      /* no heap, free for any class */
+    WHERE_CUR,       /* a heap's current slab for its class */
+    WHERE_AVAIL,     /* in a heap's avail list */
+    WHERE_NOTIFY,    /* on a heap's notify stack */
+    WHERE_FULL,      /* owned, exhausted, FULL_BIT set */
+    WHERE_ABANDONED, /* owner thread gone; in abandoned[cls] */
+};
+
+/* Per-block record in BEAM_GPA_TRACK_SITES mode (len == 0: free). */
+typedef struct gpa_block_info {
+    uint32_t len;
+    uint32_t alignment;
+    uintptr_t site;
+} gpa_block_info;
+
+struct gpa_heap;
+struct gpa_segment;
+
+typedef struct gpa_slab {
+    /* Owner-only, hot. */
+    void **free;    /* free list, linked through word 0 */
+    char *bump;     /* next never-used block */
+    char *end;      /* bump limit: base + nblocks * size */
+    uint32_t used;  /* live blocks as the owner knows them */
+    uint32_t size;  /* block size of the class */
+    uint32_t recip; /* ceil(2^32 / size): offset / size without a divide */
+    uint16_t cls;
+    _Atomic uint8_t where; /* enum gpa_where: see the invariants */
+    /* Shared. */
+    _Atomic uintptr_t thread_free;   /* remote frees | FULL_BIT */
+    _Atomic(struct gpa_heap *) heap; /* owner; NULL in pool/abandoned */
+    struct gpa_slab *next, *prev;    /* avail, pool or abandoned list */
+    struct gpa_slab *notify_next;
+    char *base;
+    struct beam__gpa_state *st;
+    struct gpa_segment *seg;
+    gpa_block_info *info; /* TRACK_SITES only */
+} gpa_slab;
+
+typedef struct gpa_segment {
+    struct gpa_segment *next;
+    void *raw; /* what the backing returned */
+    size_t raw_len;
+    char *base; /* first slab, 64 KiB aligned */
+    unsigned nslabs;
+    unsigned nfree; /* slabs in the pool */
+    gpa_slab slabs[];
+} gpa_segment;
+
+typedef struct gpa_heap {
+    gpa_slab *cur[GPA_CLASSES];   /* never NULL: empty sentinel at first */
+    gpa_slab *avail[GPA_CLASSES]; /* doubly linked, head */
+    _Atomic(gpa_slab *) notify;   /* slabs un-fulled by remote frees */
+    struct beam__gpa_state *st;
+    struct gpa_heap *next; /* in st->heaps */
+} gpa_heap;
+
+typedef struct gpa_large {
+    void *ptr; /* NULL: empty; GPA_TOMBSTONE: deleted */
+    size_t len;
+    size_t alignment;
+    uintptr_t site;
+} gpa_large;
+
+struct beam__gpa_state {
+    beam_allocator_t backing;
+    unsigned flags;
+    uint64_t id;      /* unique per state: TLS slots check it */
+    uintptr_t cookie; /* free-block tag key */
+    bool track;       /* BEAM_GPA_TRACK_SITES */
+    pthread_mutex_t lock;
+    gpa_segment *segments;
+    unsigned next_segment_slabs;
+    gpa_slab *pool;
+    size_t pool_count;
+    gpa_slab *abandoned[GPA_CLASSES];
+    gpa_heap *heaps;
+    gpa_large *large;
+    size_t large_cap, large_count, large_used; /* used: live + tombstones */
+    size_t backing_bytes;
+    _Atomic size_t misuse;
+    struct beam__gpa_state *reg_next, *reg_prev; /* registry of live states */
+};
+typedef struct beam__gpa_state gpa_state;
+
+/* Size classes (gpa.c). */
+BEAM__HIDDEN extern const uint32_t beam__gpa_class_size[GPA_CLASSES];
+BEAM__HIDDEN extern gpa_slab beam__gpa_empty_slab;
+
+/* Segments, slabs and the address map (gpa_segment.c); instance lock held
+ * unless said otherwise. */
+BEAM__HIDDEN gpa_slab *beam__gpa_map_lookup(const void *p); /* lock-free */
+BEAM__HIDDEN gpa_slab *beam__gpa_slab_take(gpa_state *st, unsigned cls);
+BEAM__HIDDEN void beam__gpa_slab_release(gpa_state *st, gpa_slab *s);
+BEAM__HIDDEN void beam__gpa_segments_free_all(gpa_state *st);
+/* Move remote frees onto the owner's list (owner only). */
+BEAM__HIDDEN void beam__gpa_collect(gpa_slab *s);
+
+/* Threads and heaps (gpa_thread.c). */
+BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);
+BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
+BEAM__HIDDEN void beam__gpa_registry_remove(gpa_state *st);
+BEAM__HIDDEN void beam__gpa_heaps_free_all(gpa_state *st);
+
+/* Thread-local slots: which heap this thread uses for which instance. */
+typedef struct gpa_tls_slot {
+    gpa_state *st;
+    uint64_t id;
+    gpa_heap *heap;
+} gpa_tls_slot;
+BEAM__HIDDEN extern BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
+
+/* Large blocks (gpa_large.c), instance lock held. */
+BEAM__HIDDEN gpa_large *beam__gpa_large_find(gpa_state *st, const void *p);
+BEAM__HIDDEN bool beam__gpa_large_insert(gpa_state *st, const gpa_large *e);
+BEAM__HIDDEN void beam__gpa_large_remove(gpa_state *st, gpa_large *e);
+
+/* Leaks and misuse (gpa_report.c). */
+BEAM__HIDDEN void beam__gpa_misuse(gpa_state *st, const char *what,
+                                   const void *p, size_t len, size_t alignment,
+                                   uintptr_t ret);
+/* Walk live blocks (lock held); report up to `report` of them. */
+BEAM__HIDDEN beam_gpa_usage beam__gpa_scan(gpa_state *st, size_t report);
+
+static inline gpa_state *beam__gpa_state_of(beam_gpa_t *gpa) {
+    return __atomic_load_n(&gpa->beam__state, __ATOMIC_ACQUIRE);
+}
+
+static inline uintptr_t beam__gpa_tag(const gpa_state *st, const void *b) {
+    return st->cookie ^ (uintptr_t)b;
+}
+
+/* Index of block p in slab s, or -1 when p is not at a block boundary. */
+static inline long beam__gpa_block_index(const gpa_slab *s, const void *p) {
+    uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
+    uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
+    if (idx * s->size != off || (const char *)p >= s->end)
+        return -1;
+    return (long)idx;
+}
+
+#endif

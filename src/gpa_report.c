@@ -1,0 +1,83 @@
+/*
+ * What the general purpose allocator tells its user: misuse as it happens,
+ * and live blocks (leaks) on request. Slow paths only.
+ */
+#include "gpa_internal.h"
+
+void beam__gpa_misuse(gpa_state *st, const char *what, const void *p,
+                      size_t len, size_t alignment, uintptr_t ret) {
+    char site[160];
+    atomic_fetch_add_explicit(&st->misuse, 1, memory_order_relaxed);
+    beam__report("beam_alloc: general purpose allocator: %s: %p (length %zu, "
+                 "alignment %zu), called from %s",
+                 what, p, len, alignment,
+                 beam__describe_addr(ret, site, sizeof site));
+}
+
+static void report_leak(size_t len, bool exact, size_t alignment, const void *p,
+                        uintptr_t site_addr) {
+    char site[160];
+    if (exact)
+        beam__report("beam_alloc: leak: %zu bytes (alignment %zu) at %p, "
+                     "allocated from %s",
+                     len, alignment, p,
+                     beam__describe_addr(site_addr, site, sizeof site));
+    else
+        beam__report("beam_alloc: leak: block of size class %zu at %p "
+                     "(enable BEAM_GPA_TRACK_SITES for its site)",
+                     len, p);
+}
+
+/* Other threads may be allocating while this walks their slabs: it reads
+ * bump pointers and free tags without their owners' consent. Both only ever
+ * name memory that stays mapped while the instance lock is held, so the
+ * worst outcome is a snapshot a moment old. */
+#if defined(__clang__) || defined(__GNUC__)
+__attribute__((no_sanitize("thread")))
+#endif
+beam_gpa_usage
+beam__gpa_scan(gpa_state *st, size_t report) {
+    beam_gpa_usage u = {
+        0, 0, st->backing_bytes,
+        atomic_load_explicit(&st->misuse, memory_order_relaxed)};
+    size_t reported = 0;
+    for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
+        for (unsigned i = 0; i < seg->nslabs; i++) {
+            gpa_slab *s = &seg->slabs[i];
+            if (s->where == WHERE_POOL)
+                continue;
+            char *bump = __atomic_load_n(&s->bump, __ATOMIC_RELAXED);
+            size_t n = (size_t)(bump - s->base) / s->size;
+            for (size_t k = 0; k < n; k++) {
+                void **b = (void **)(s->base + k * s->size);
+                bool live = s->info != NULL
+                                ? s->info[k].len != 0
+                                : (uintptr_t)b[1] != beam__gpa_tag(st, b);
+                if (!live)
+                    continue;
+                u.live_blocks++;
+                u.live_bytes += s->info != NULL ? s->info[k].len : s->size;
+                if (reported++ < report) {
+                    if (s->info != NULL)
+                        report_leak(s->info[k].len, true, s->info[k].alignment,
+                                    b, s->info[k].site);
+                    else
+                        report_leak(s->size, false, 0, b, 0);
+                }
+            }
+        }
+    }
+    for (size_t i = 0; i < st->large_cap; i++) {
+        gpa_large *e = &st->large[i];
+        if (e->ptr == NULL || e->ptr == GPA_TOMBSTONE)
+            continue;
+        u.live_blocks++;
+        u.live_bytes += e->len;
+        if (reported++ < report)
+            report_leak(e->len, true, e->alignment, e->ptr, e->site);
+    }
+    if (report != 0 && reported > report)
+        beam__report("beam_alloc: leak: ... and %zu more live blocks",
+                     reported - report);
+    return u;
+}

@@ -1,0 +1,237 @@
+/*
+ * Segments, slabs and the address map of the general purpose allocator.
+ *
+ * A segment is one request to the backing allocator of (n + 1) slabs' worth
+ * at alignment 8; n 64 KiB-aligned slabs are carved inside and the slack at
+ * the unaligned end (at least half a slab on one side) holds the segment
+ * header. Asking the backing for 64 KiB alignment instead would, over the
+ * large allocator, cost a second slab per segment.
+ *
+ * The address map is global (shared by all instances, so any pointer can be
+ * classified): two levels over the 32 bits of a 48-bit address above the
+ * slab shift. Leaves (512 KiB of virtual memory each, zero pages until
+ * touched) come from calloc in both builds: it is metadata, not NIF data.
+ */
+#include "gpa_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MAP_BITS 16
+#define MAP_SIZE ((size_t)1 << MAP_BITS)
+
+typedef _Atomic(gpa_slab *) map_leaf[MAP_SIZE];
+static _Atomic(map_leaf *) map_root[MAP_SIZE];
+
+gpa_slab *beam__gpa_map_lookup(const void *p) {
+    uintptr_t g = (uintptr_t)p >> GPA_SLAB_SHIFT;
+    if (BEAM__UNLIKELY(g >> (2 * MAP_BITS)))
+        return NULL;
+    map_leaf *leaf =
+        atomic_load_explicit(&map_root[g >> MAP_BITS], memory_order_acquire);
+    if (leaf == NULL)
+        return NULL;
+    return atomic_load_explicit(&(*leaf)[g & (MAP_SIZE - 1)],
+                                memory_order_acquire);
+}
+
+static bool map_set(const void *p, gpa_slab *s) {
+    uintptr_t g = (uintptr_t)p >> GPA_SLAB_SHIFT;
+    if (g >> (2 * MAP_BITS))
+        return false; /* above 48 bits: not ours to map */
+    _Atomic(map_leaf *) *root = &map_root[g >> MAP_BITS];
+    map_leaf *leaf = atomic_load_explicit(root, memory_order_acquire);
+    if (leaf == NULL) {
+        map_leaf *fresh = (map_leaf *)calloc(1, sizeof(map_leaf));
+        if (fresh == NULL)
+            return false;
+        if (atomic_compare_exchange_strong_explicit(
+                root, &leaf, fresh, memory_order_acq_rel, memory_order_acquire))
+            leaf = fresh;
+        else
+            free(fresh); /* another thread made it first */
+    }
+    atomic_store_explicit(&(*leaf)[g & (MAP_SIZE - 1)], s,
+                          memory_order_release);
+    return true;
+}
+
+/* ---- pool --------------------------------------------------------------- */
+
+static void list_push(gpa_slab **head, gpa_slab *s) {
+    s->prev = NULL;
+    s->next = *head;
+    if (s->next != NULL)
+        s->next->prev = s;
+    *head = s;
+}
+
+static void list_unlink(gpa_slab **head, gpa_slab *s) {
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+}
+
+static void segment_free(gpa_state *st, gpa_segment *seg) {
+    for (unsigned i = 0; i < seg->nslabs; i++) {
+        map_set(seg->base + i * GPA_SLAB_SIZE, NULL);
+        gpa_slab *s = &seg->slabs[i];
+        if (s->info != NULL)
+            st->backing.vtable->free(st->backing.ctx, s->info,
+                                     (GPA_SLAB_SIZE / s->size) *
+                                         sizeof(gpa_block_info),
+                                     BEAM_ALIGNOF(gpa_block_info), 0);
+    }
+    st->backing_bytes -= seg->raw_len;
+    st->backing.vtable->free(st->backing.ctx, seg->raw, seg->raw_len,
+                             BEAM_MAX_ALIGN, 0);
+}
+
+static gpa_segment *segment_new(gpa_state *st) {
+    unsigned n = st->next_segment_slabs;
+    size_t raw_len = (size_t)(n + 1) * GPA_SLAB_SIZE;
+    size_t meta = sizeof(gpa_segment) + n * sizeof(gpa_slab);
+    char *raw = (char *)st->backing.vtable->alloc(st->backing.ctx, raw_len,
+                                                  BEAM_MAX_ALIGN, 0);
+    if (raw == NULL)
+        return NULL;
+    char *base = (char *)beam__align_up((uintptr_t)raw, GPA_SLAB_SIZE);
+    size_t pre = (size_t)(base - raw);
+    /* The header goes in whichever slack is big enough (one always is:
+     * they add up to a slab and meta is well under half of one). */
+    gpa_segment *seg =
+        (gpa_segment *)(pre >= meta ? raw : base + n * GPA_SLAB_SIZE);
+    memset(seg, 0, meta);
+    seg->raw = raw;
+    seg->raw_len = raw_len;
+    seg->base = base;
+    seg->nslabs = n;
+    for (unsigned i = 0; i < n; i++) {
+        gpa_slab *s = &seg->slabs[i];
+        s->base = s->bump = s->end = base + i * GPA_SLAB_SIZE;
+        s->st = st;
+        s->seg = seg;
+        s->where = WHERE_POOL;
+        if (!map_set(s->base, s)) {
+            seg->nslabs = i; /* unmap what was mapped */
+            segment_free(st, seg);
+            st->backing_bytes += raw_len;
+            return NULL;
+        }
+    }
+    st->backing_bytes += raw_len;
+    seg->next = st->segments;
+    st->segments = seg;
+    for (unsigned i = 0; i < n; i++)
+        list_push(&st->pool, &seg->slabs[i]);
+    seg->nfree = n;
+    st->pool_count += n;
+    if (st->next_segment_slabs < GPA_MAX_SEGMENT_SLABS)
+        st->next_segment_slabs = st->next_segment_slabs * 2 + 1;
+    return seg;
+}
+
+/* ---- slabs -------------------------------------------------------------- */
+
+static bool slab_format(gpa_state *st, gpa_slab *s, unsigned cls) {
+    uint32_t size = beam__gpa_class_size[cls];
+    uint32_t nblocks = (uint32_t)(GPA_SLAB_SIZE / size);
+    if (st->track) {
+        size_t bytes = nblocks * sizeof(gpa_block_info);
+        s->info = (gpa_block_info *)st->backing.vtable->alloc(
+            st->backing.ctx, bytes, BEAM_ALIGNOF(gpa_block_info), 0);
+        if (s->info == NULL)
+            return false;
+        memset(s->info, 0, bytes);
+    }
+    s->size = size;
+    s->recip = (uint32_t)((((uint64_t)1 << 32) + size - 1) / size);
+    s->cls = (uint16_t)cls;
+    s->free = NULL;
+    s->bump = s->base;
+    s->end = s->base + (size_t)nblocks * size;
+    s->used = 0;
+    atomic_store_explicit(&s->thread_free, 0, memory_order_relaxed);
+    return true;
+}
+
+gpa_slab *beam__gpa_slab_take(gpa_state *st, unsigned cls) {
+    gpa_slab *s = st->abandoned[cls];
+    if (s != NULL) {
+        list_unlink(&st->abandoned[cls], s);
+        return s;
+    }
+    if (st->pool == NULL && segment_new(st) == NULL)
+        return NULL;
+    s = st->pool;
+    if (!slab_format(st, s, cls))
+        return NULL;
+    list_unlink(&st->pool, s);
+    st->pool_count--;
+    s->seg->nfree--;
+    return s;
+}
+
+/* Keep this many free slabs beyond a wholly free segment before giving the
+ * segment back: a workload that frees everything and starts again should not
+ * pay the backing allocator each round. */
+#define POOL_KEEP 8
+
+void beam__gpa_slab_release(gpa_state *st, gpa_slab *s) {
+    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+    s->where = WHERE_POOL;
+    if (s->info != NULL) {
+        st->backing.vtable->free(st->backing.ctx, s->info,
+                                 (GPA_SLAB_SIZE / s->size) *
+                                     sizeof(gpa_block_info),
+                                 BEAM_ALIGNOF(gpa_block_info), 0);
+        s->info = NULL;
+    }
+    s->bump = s->end = s->base; /* nothing valid in it any more */
+    list_push(&st->pool, s);
+    st->pool_count++;
+    gpa_segment *seg = s->seg;
+    if (++seg->nfree < seg->nslabs || st->pool_count < seg->nslabs + POOL_KEEP)
+        return;
+    for (unsigned i = 0; i < seg->nslabs; i++)
+        list_unlink(&st->pool, &seg->slabs[i]);
+    st->pool_count -= seg->nslabs;
+    for (gpa_segment **p = &st->segments; *p != NULL; p = &(*p)->next)
+        if (*p == seg) {
+            *p = seg->next;
+            break;
+        }
+    segment_free(st, seg);
+}
+
+void beam__gpa_segments_free_all(gpa_state *st) {
+    while (st->segments != NULL) {
+        gpa_segment *seg = st->segments;
+        st->segments = seg->next;
+        segment_free(st, seg);
+    }
+    st->pool = NULL;
+    st->pool_count = 0;
+    memset(st->abandoned, 0, sizeof st->abandoned);
+}
+
+void beam__gpa_collect(gpa_slab *s) {
+    uintptr_t tf =
+        atomic_exchange_explicit(&s->thread_free, 0, memory_order_acquire);
+    void **head = (void **)(tf & ~GPA_FULL_BIT);
+    if (head == NULL)
+        return;
+    void **tail = head;
+    uint32_t n = 1;
+    while (tail[0] != NULL) {
+        tail = (void **)tail[0];
+        n++;
+    }
+    tail[0] = s->free;
+    s->free = head;
+    s->used -= n;
+}

@@ -1,0 +1,450 @@
+/* Unit tests of the general purpose allocator (standalone build). */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+static beam_gpa_t fresh(unsigned flags) {
+    beam_gpa_t g;
+    beam_gpa_init_ex(&g, beam_large_allocator, flags);
+    return g;
+}
+
+TEST(gpa_every_small_size_is_usable_and_aligned) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    static unsigned char *blocks[8193];
+    for (size_t len = 1; len <= 8192; len++) {
+        blocks[len] = beam_alloc_bytes(a, len, 8);
+        CHECK(blocks[len] != NULL);
+        CHECK(check_aligned(blocks[len], 8));
+        memset(blocks[len], (int)(len & 0xff), len);
+    }
+    for (size_t len = 1; len <= 8192; len++) {
+        CHECK(blocks[len][0] == (unsigned char)(len & 0xff));
+        CHECK(blocks[len][len - 1] == (unsigned char)(len & 0xff));
+        beam_free_bytes(a, blocks[len], len, 8);
+    }
+    CHECK(!beam_gpa_detect_leaks(&g));
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_alignment_sweep_small_and_large) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (size_t align = 1; align <= ((size_t)1 << 20); align <<= 1) {
+        size_t lens[] = {1, 24, 100, 4000, 9000, 70000};
+        for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+            unsigned char *p = beam_alloc_bytes(a, lens[i], align);
+            CHECK(p != NULL);
+            CHECK(check_aligned(p, align));
+            memset(p, 0x5a, lens[i]);
+            beam_free_bytes(a, p, lens[i], align);
+        }
+    }
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_detects_live_blocks_and_deinit_frees_them) {
+    beam_gpa_t g = fresh(BEAM_GPA_QUIET_LEAKS);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    CHECK(!beam_gpa_detect_leaks(&g));
+    void *small = beam_alloc_bytes(a, 8, 8);
+    void *big = beam_alloc_bytes(a, 100000, 16);
+    CHECK(small != NULL && big != NULL);
+    CHECK(beam_gpa_detect_leaks(&g));
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_blocks == 2);
+    CHECK(u.live_bytes >= 100008);
+    beam_free_bytes(a, small, 8, 8);
+    CHECK(beam_gpa_detect_leaks(&g));
+    CHECK(beam_gpa_deinit(&g)); /* leaked `big`, and deinit frees it */
+}
+
+TEST(gpa_leak_report_names_size_and_site) {
+    beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 24, 8);
+    CHECK(p != NULL);
+    check_capture_reports();
+    CHECK(beam_gpa_detect_leaks(&g));
+    CHECK(check_report_contains("leak: 24 bytes (alignment 8)"));
+    CHECK(check_report_contains("run_tests"));
+    beam_free_bytes(a, p, 24, 8);
+    CHECK(!beam_gpa_detect_leaks(&g));
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_double_free_is_reported_and_harmless) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 40, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, 40, 8);
+    check_capture_reports();
+    beam_free_bytes(a, p, 40, 8);
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("double free"));
+    /* The free list is intact: two allocations get two distinct blocks. */
+    void *x = beam_alloc_bytes(a, 40, 8);
+    void *y = beam_alloc_bytes(a, 40, 8);
+    CHECK(x != NULL && y != NULL && x != y);
+    beam_free_bytes(a, x, 40, 8);
+    beam_free_bytes(a, y, 40, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 1);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_double_free_tracked_and_large) {
+    beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 64, 8);
+    void *big = beam_alloc_bytes(a, 50000, 8);
+    CHECK(p != NULL && big != NULL);
+    beam_free_bytes(a, p, 64, 8);
+    beam_free_bytes(a, big, 50000, 8);
+    check_capture_reports();
+    beam_free_bytes(a, p, 64, 8);
+    beam_free_bytes(a, big, 50000, 8);
+    CHECK(check_report_count() == 2);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_foreign_and_interior_pointers_are_reported) {
+    beam_gpa_t g = fresh(0);
+    beam_gpa_t other = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *mine = beam_alloc_bytes(a, 64, 8);
+    void *theirs = beam_alloc_bytes(beam_gpa_allocator(&other), 64, 8);
+    char *heap = malloc(64);
+    char stack[64];
+    CHECK(mine != NULL && theirs != NULL && heap != NULL);
+    check_capture_reports();
+    beam_free_bytes(a, heap, 64, 8);
+    beam_free_bytes(a, stack, 64, 8);
+    beam_free_bytes(a, (char *)mine + 16, 48, 8);
+    beam_free_bytes(a, theirs, 64, 8);
+    CHECK(check_report_count() == 4);
+    CHECK(check_report_contains("another allocator instance"));
+    CHECK(check_report_contains("does not own"));
+    CHECK(check_report_contains("inside a block"));
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 4);
+    free(heap);
+    beam_free_bytes(a, mine, 64, 8);
+    beam_free_bytes(beam_gpa_allocator(&other), theirs, 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(!beam_gpa_deinit(&other));
+}
+
+TEST(gpa_wrong_length_is_reported_and_block_still_freed) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 100, 8);
+    void *big = beam_alloc_bytes(a, 20000, 8);
+    check_capture_reports();
+    beam_free_bytes(a, p, 1000, 8);  /* another class */
+    beam_free_bytes(a, big, 100, 8); /* large block freed as small */
+    CHECK(check_report_count() == 2);
+    CHECK(check_report_contains("wrong length"));
+    CHECK(!beam_gpa_detect_leaks(&g));
+    CHECK(!beam_gpa_deinit(&g));
+
+    /* With sites tracked a wrong length within the class is caught too. */
+    g = fresh(BEAM_GPA_TRACK_SITES);
+    a = beam_gpa_allocator(&g);
+    p = beam_alloc_bytes(a, 100, 8);
+    check_capture_reports();
+    beam_free_bytes(a, p, 101, 8);
+    CHECK(check_report_count() == 1);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_free_through_never_used_instance_is_reported) {
+    beam_gpa_t g = fresh(0);
+    char buf[32];
+    check_capture_reports();
+    beam_free_bytes(beam_gpa_allocator(&g), buf, 32, 8);
+    CHECK(check_report_count() == 1);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_resize_in_class_and_large) {
+    beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    char *p = beam_alloc_bytes(a, 100, 8); /* class 112 */
+    CHECK(p != NULL);
+    CHECK(beam_resize_bytes(a, p, 100, 8, 112));
+    CHECK(!beam_resize_bytes(a, p, 112, 8, 113));
+    CHECK(!beam_resize_bytes(a, p, 112, 8, 16)); /* would change class */
+    memset(p, 1, 112);
+    char *q = beam_realloc_bytes(a, p, 112, 8, 5000);
+    CHECK(q != NULL && q[0] == 1 && q[111] == 1);
+    char *r = beam_realloc_bytes(a, q, 5000, 8, 300000);
+    CHECK(r != NULL && r[0] == 1 && r[111] == 1);
+    memset(r, 2, 300000);
+    char *s = beam_remap_bytes(a, r, 300000, 8, 600000);
+    size_t len = 600000;
+    if (s == NULL) {
+        s = r; /* remap may decline; then r is still ours, as it was */
+        len = 300000;
+    }
+    CHECK(s[299999] == 2);
+    CHECK(beam_resize_bytes(a, s, len, 8, 200000));
+    beam_free_bytes(a, s, 200000, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_fails_cleanly_when_backing_fails) {
+    for (size_t fail_at = 0; fail_at < 6; fail_at++) {
+        beam_failing_t f;
+        beam_failing_init(&f, beam_large_allocator, fail_at);
+        beam_gpa_t g;
+        beam_gpa_init_ex(&g, beam_failing_allocator(&f), BEAM_GPA_TRACK_SITES);
+        beam_allocator_t a = beam_gpa_allocator(&g);
+        void *ps[64];
+        size_t got = 0;
+        for (size_t i = 0; i < 64; i++) {
+            size_t len = i % 2 ? 32 : 20000;
+            ps[i] = beam_alloc_bytes(a, len, 8);
+            if (ps[i] != NULL)
+                got++;
+        }
+        for (size_t i = 0; i < 64; i++)
+            beam_free_bytes(a, ps[i], i % 2 ? 32 : 20000, 8);
+        CHECK(got < 64);
+        CHECK(f.has_induced_failure);
+        CHECK(!beam_gpa_deinit(&g));
+        CHECK(f.allocated_bytes == f.freed_bytes);
+    }
+}
+
+TEST(gpa_hostile_sizes_fail_and_leave_it_usable) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (size_t i = 0; i < 64; i++)
+        CHECK(beam_alloc_bytes(a, SIZE_MAX - i, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, (size_t)PTRDIFF_MAX + 1, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, SIZE_MAX - 4096 + 2, 4096) == NULL);
+    CHECK(beam_alloc_bytes(a, 64, 3) == NULL);
+    CHECK(beam_alloc(a, uint64_t, SIZE_MAX / 4) == NULL);
+    void *p = beam_alloc_bytes(a, 64, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_slabs_are_recycled_across_rounds) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 20000 };
+    static void *ps[N];
+    size_t peak = 0;
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < N; i++)
+            CHECK((ps[i] = beam_alloc_bytes(a, 16 + (size_t)(i % 700), 8)));
+        size_t now = beam_gpa_usage_of(&g).backing_bytes;
+        if (round == 0)
+            peak = now;
+        CHECK(now <= peak); /* later rounds reuse, they do not grow */
+        for (int i = 0; i < N; i++)
+            beam_free_bytes(a, ps[i], 16 + (size_t)(i % 700), 8);
+    }
+    CHECK(!beam_gpa_detect_leaks(&g));
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* ---- threads ------------------------------------------------------------ */
+
+enum { HANDOFF = 256 };
+static beam_gpa_t shared_gpa;
+static _Atomic(uint64_t *) handoff[HANDOFF];
+static atomic_int producers_done;
+
+static uint64_t next_rand(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/* Blocks carry their length and a pattern; whoever frees them checks both. */
+static uint64_t *make_block(beam_allocator_t a, size_t words) {
+    uint64_t *p = beam_alloc(a, uint64_t, words);
+    if (p == NULL)
+        return NULL;
+    p[0] = words;
+    for (size_t i = 1; i < words; i++)
+        p[i] = (uint64_t)(uintptr_t)p ^ i;
+    return p;
+}
+
+static bool drop_block(beam_allocator_t a, uint64_t *p) {
+    size_t words = (size_t)p[0];
+    bool ok = words >= 2 && words <= 2048;
+    for (size_t i = 1; ok && i < words; i++)
+        ok = p[i] == ((uint64_t)(uintptr_t)p ^ i);
+    beam_free(a, p, words);
+    return ok;
+}
+
+static void *churn_thread(void *arg) {
+    uint64_t seed = (uint64_t)(uintptr_t)arg * 7919 + 1;
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
+    uint64_t *mine[64] = {0};
+    long bad = 0;
+    for (int op = 0; op < 60000; op++) {
+        uint64_t r = next_rand(&seed);
+        size_t words = 2 + (size_t)(r >> 20) % (r % 16 == 0 ? 2000 : 60);
+        if (r % 3 == 0) {
+            /* trade a block with whoever left one in the shared slots */
+            uint64_t *p = make_block(a, words);
+            if (p == NULL) {
+                bad++;
+                continue;
+            }
+            p = atomic_exchange(&handoff[(r >> 8) % HANDOFF], p);
+            if (p != NULL && !drop_block(a, p))
+                bad++;
+        } else {
+            size_t k = (size_t)(r >> 40) % 64;
+            if (mine[k] != NULL && !drop_block(a, mine[k]))
+                bad++;
+            mine[k] = make_block(a, words);
+        }
+    }
+    for (int k = 0; k < 64; k++)
+        if (mine[k] != NULL && !drop_block(a, mine[k]))
+            bad++;
+    atomic_fetch_add(&producers_done, 1);
+    return (void *)bad;
+}
+
+TEST(gpa_threads_hand_blocks_to_each_other) {
+    beam_gpa_init(&shared_gpa, beam_large_allocator);
+    enum { T = 6 };
+    pthread_t th[T];
+    for (long i = 0; i < T; i++)
+        CHECK(pthread_create(&th[i], NULL, churn_thread, (void *)(i + 1)) == 0);
+    long bad = 0;
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(th[i], &r);
+        bad += (long)r;
+    }
+    CHECK(bad == 0);
+    /* The threads are gone; what they left in the slots is freed here. */
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
+    for (int i = 0; i < HANDOFF; i++) {
+        uint64_t *p = atomic_exchange(&handoff[i], NULL);
+        if (p != NULL)
+            CHECK(drop_block(a, p));
+    }
+    beam_gpa_usage u = beam_gpa_usage_of(&shared_gpa);
+    CHECK(u.live_blocks == 0);
+    CHECK(u.misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&shared_gpa));
+}
+
+static void *alloc_and_exit(void *arg) {
+    uint64_t **out = arg;
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
+    for (int i = 0; i < 1000; i++)
+        out[i] = make_block(a, 2 + (size_t)i % 100);
+    return NULL;
+}
+
+TEST(gpa_blocks_outlive_their_thread) {
+    beam_gpa_init(&shared_gpa, beam_large_allocator);
+    static uint64_t *blocks[1000];
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, alloc_and_exit, blocks) == 0);
+    pthread_join(t, NULL);
+    CHECK(beam_gpa_usage_of(&shared_gpa).live_blocks == 1000);
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
+    /* This thread adopts the abandoned slabs as it allocates. */
+    void *again = beam_alloc_bytes(a, 100, 8);
+    CHECK(again != NULL);
+    for (int i = 0; i < 1000; i++)
+        CHECK(drop_block(a, blocks[i]));
+    beam_free_bytes(a, again, 100, 8);
+    CHECK(!beam_gpa_detect_leaks(&shared_gpa));
+    CHECK(!beam_gpa_deinit(&shared_gpa));
+}
+
+static void *free_all_remote(void *arg) {
+    uint64_t **blocks = arg;
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
+    long bad = 0;
+    for (int i = 0; i < 5000; i++)
+        if (!drop_block(a, blocks[i]))
+            bad++;
+    return (void *)bad;
+}
+
+TEST(gpa_remote_frees_come_back_to_the_owner) {
+    beam_gpa_init(&shared_gpa, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
+    static uint64_t *blocks[5000];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 5000; i++)
+            CHECK((blocks[i] = make_block(a, 6)));
+        pthread_t t;
+        void *bad;
+        CHECK(pthread_create(&t, NULL, free_all_remote, blocks) == 0);
+        pthread_join(t, &bad);
+        CHECK(bad == NULL);
+        CHECK(beam_gpa_usage_of(&shared_gpa).live_blocks == 0);
+    }
+    /* Remote frees were collected and reused: the footprint stays that of
+     * one round. */
+    CHECK(beam_gpa_usage_of(&shared_gpa).backing_bytes < 2 * 1024 * 1024);
+    CHECK(!beam_gpa_deinit(&shared_gpa));
+}
+
+static void *leak_one(void *arg) {
+    (void)arg;
+    void *p = beam_alloc_bytes(beam_gpa_allocator(&shared_gpa), 48, 8);
+    return p;
+}
+
+TEST(gpa_leaks_are_seen_across_threads) {
+    beam_gpa_init_ex(&shared_gpa, beam_large_allocator, BEAM_GPA_QUIET_LEAKS);
+    pthread_t t;
+    void *p;
+    CHECK(pthread_create(&t, NULL, leak_one, NULL) == 0);
+    pthread_join(t, &p);
+    CHECK(p != NULL);
+    CHECK(beam_gpa_detect_leaks(&shared_gpa));
+    beam_free_bytes(beam_gpa_allocator(&shared_gpa), p, 48, 8);
+    CHECK(!beam_gpa_detect_leaks(&shared_gpa));
+    CHECK(!beam_gpa_deinit(&shared_gpa));
+}
+
+TEST(gpa_global_instance) {
+    beam_allocator_t a = beam_general_purpose_allocator;
+    CHECK(a.ctx == &beam_general_purpose_allocator_instance);
+    uint16_t *s = beam_alloc(a, uint16_t, 4);
+    CHECK(s != NULL);
+    CHECK(beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
+              .live_blocks == 1);
+    beam_free(a, s, 4);
+    CHECK(beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
+              .live_blocks == 0);
+}
+
+TEST(gpa_reinit_after_deinit_and_many_instances) {
+    for (int i = 0; i < 200; i++) {
+        beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
+        void *p = beam_alloc_bytes(beam_gpa_allocator(&g), 8, 8);
+        CHECK(p != NULL);
+        beam_free_bytes(beam_gpa_allocator(&g), p, 8, 8);
+        CHECK(!beam_gpa_deinit(&g));
+    }
+}
