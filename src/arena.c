@@ -1,0 +1,228 @@
+/*
+ * The arena: bump allocation in chunks taken from the parent, everything
+ * given back at once (the semantics of Zig's std.heap.ArenaAllocator).
+ *
+ * Only the newest chunk is bumped: a block that does not fit there starts a
+ * new, larger chunk and the old chunk's tail is left unused. Each chunk is
+ * one parent block of HEADER + cap bytes at CHUNK_ALIGN:
+ *
+ *   chunk   data = (unsigned char *)(chunk + 1)
+ *   |header|<- end bytes handed out ->|<- cap - end free ->|
+ *
+ * Invariants: end <= cap; HEADER + cap <= BEAM__MAX_LEN; arena->used is the
+ * sum of every chunk's end, so it counts alignment padding but not the
+ * unused tails of older chunks.
+ */
+#include "internal.h"
+
+struct beam__arena_chunk {
+    struct beam__arena_chunk *next; /* the next older chunk */
+    size_t cap;                     /* usable bytes after the header */
+    size_t end;                     /* bytes handed out, from data_of */
+};
+typedef struct beam__arena_chunk chunk_t;
+
+#define HEADER sizeof(chunk_t)
+/* Data starts HEADER (a multiple of this) bytes into the parent block. */
+#define CHUNK_ALIGN BEAM_ALIGNOF(chunk_t)
+/* A page: small arenas stay cheap, and every parent serves it well. */
+#define FIRST_CHUNK ((size_t)4096)
+
+/* Asking the parent for more than BEAM_MAX_ALIGN would rule out the raw
+ * allocator; larger alignments are padded inside the chunk instead. */
+_Static_assert(CHUNK_ALIGN <= BEAM_MAX_ALIGN, "chunk header over-aligned");
+
+static inline unsigned char *data_of(chunk_t *c) {
+    return (unsigned char *)(c + 1);
+}
+
+/* Bump inside c, or NULL when the block does not fit. The padding comes
+ * from the address alone, so no pointer past the chunk is ever formed. */
+static void *bump(beam_arena_t *arena, chunk_t *c, size_t len,
+                  size_t alignment) {
+    size_t avail = c->cap - c->end;
+    uintptr_t at = (uintptr_t)(data_of(c) + c->end);
+    size_t pad = (size_t)(-at & (uintptr_t)(alignment - 1));
+    if (pad > avail || len > avail - pad)
+        return NULL;
+    c->end += pad + len;
+    arena->used += pad + len;
+    return data_of(c) + (c->end - len);
+}
+
+/* Parent length of a chunk that holds len bytes at alignment wherever the
+ * parent places it (data is CHUNK_ALIGN-aligned, so the padding is at most
+ * alignment - CHUNK_ALIGN); 0 when that overflows. */
+static size_t min_total(size_t len, size_t alignment) {
+    size_t pad = alignment > CHUNK_ALIGN ? alignment - CHUNK_ALIGN : 0;
+    if (len > BEAM__MAX_LEN - HEADER || pad > BEAM__MAX_LEN - HEADER - len)
+        return 0;
+    return HEADER + len + pad;
+}
+
+static chunk_t *push_chunk(beam_arena_t *arena, size_t total, uintptr_t ret) {
+    chunk_t *c =
+        arena->parent.vtable->alloc(arena->parent.ctx, total, CHUNK_ALIGN, ret);
+    if (c == NULL)
+        return NULL;
+    c->next = arena->chunks;
+    c->cap = total - HEADER;
+    c->end = 0;
+    arena->chunks = c;
+    return c;
+}
+
+/* A new newest chunk of at least min bytes. Doubling keeps the number of
+ * parent calls logarithmic in what the arena holds; when the doubled size
+ * is refused (a small fixed buffer, a tight parent), the bare minimum may
+ * still fit. */
+static BEAM__NOINLINE chunk_t *grow(beam_arena_t *arena, size_t min,
+                                    uintptr_t ret) {
+    size_t want = FIRST_CHUNK;
+    if (arena->chunks != NULL) {
+        size_t last = HEADER + arena->chunks->cap;
+        want = last <= BEAM__MAX_LEN / 2 ? 2 * last : 0;
+        if (want != 0 && want < FIRST_CHUNK)
+            want = FIRST_CHUNK;
+    }
+    if (want > min) {
+        chunk_t *c = push_chunk(arena, want, ret);
+        if (c != NULL)
+            return c;
+    }
+    return push_chunk(arena, min, ret);
+}
+
+static void *arena_alloc(void *ctx, size_t len, size_t alignment,
+                         uintptr_t ret) {
+    beam_arena_t *arena = ctx;
+    if (BEAM__LIKELY(arena->chunks != NULL)) {
+        void *p = bump(arena, arena->chunks, len, alignment);
+        if (p != NULL)
+            return p;
+    }
+    size_t min = min_total(len, alignment);
+    if (min == 0)
+        return NULL;
+    chunk_t *c = grow(arena, min, ret);
+    return c != NULL ? bump(arena, c, len, alignment) : NULL;
+}
+
+/* Only the newest block ends at the newest chunk's bump pointer. Compared
+ * as integers: mem may belong to another chunk, another object. */
+static bool is_last(const beam_arena_t *arena, const void *mem, size_t len) {
+    chunk_t *c = arena->chunks;
+    return c != NULL && (uintptr_t)mem >= (uintptr_t)data_of(c) &&
+           (uintptr_t)mem + len == (uintptr_t)(data_of(c) + c->end);
+}
+
+static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    (void)alignment;
+    (void)ret;
+    beam_arena_t *arena = ctx;
+    /* Any block can shrink in place; only the newest gives bytes back. */
+    if (!is_last(arena, mem, len))
+        return new_len <= len;
+    chunk_t *c = arena->chunks;
+    if (new_len <= len) {
+        c->end -= len - new_len;
+        arena->used -= len - new_len;
+        return true;
+    }
+    if (new_len - len > c->cap - c->end)
+        return false;
+    c->end += new_len - len;
+    arena->used += new_len - len;
+    return true;
+}
+
+/* Moving would leave the old block's bytes stranded until reset: the
+ * caller's alloc + copy does the same with no extra code here. */
+static void *arena_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    return arena_resize(ctx, mem, len, alignment, new_len, ret) ? mem : NULL;
+}
+
+static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
+                       uintptr_t ret) {
+    (void)alignment;
+    (void)ret;
+    beam_arena_t *arena = ctx;
+    if (is_last(arena, mem, len)) {
+        arena->chunks->end -= len;
+        arena->used -= len;
+    }
+}
+
+static const beam_allocator_vtable arena_vtable = {arena_alloc, arena_resize,
+                                                   arena_remap, arena_free};
+
+void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent) {
+    arena->parent = parent;
+    arena->chunks = NULL;
+    arena->used = 0;
+}
+
+beam_allocator_t beam_arena_allocator(beam_arena_t *arena) {
+    beam_allocator_t a = {arena, &arena_vtable};
+    return a;
+}
+
+/* Newest first, which lets a bump-style parent (a fixed buffer) roll all
+ * the way back. */
+static void free_chunks_except(beam_arena_t *arena, chunk_t *keep,
+                               uintptr_t ret) {
+    chunk_t *c = arena->chunks;
+    while (c != NULL) {
+        chunk_t *next = c->next;
+        if (c != keep)
+            arena->parent.vtable->free(arena->parent.ctx, c, HEADER + c->cap,
+                                       CHUNK_ALIGN, ret);
+        c = next;
+    }
+    arena->chunks = keep;
+    if (keep != NULL) {
+        keep->next = NULL;
+        keep->end = 0;
+    }
+    arena->used = 0;
+}
+
+/* Retaining keeps the newest chunk that can hold everything used this
+ * round (the capacity is never shrunk: FREE_ALL is for that); when none
+ * can, one such chunk replaces them all. */
+static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
+                       uintptr_t ret) {
+    size_t target = arena->used;
+    chunk_t *keep = NULL;
+    if (mode == BEAM_ARENA_RETAIN_CAPACITY)
+        for (chunk_t *c = arena->chunks; c != NULL && keep == NULL; c = c->next)
+            if (c->cap >= target)
+                keep = c;
+    bool replace =
+        mode == BEAM_ARENA_RETAIN_CAPACITY && keep == NULL && target > 0;
+    free_chunks_except(arena, keep, ret);
+    if (!replace)
+        return true;
+    /* Freed first: the old chunks and the new one never coexist. */
+    if (target > BEAM__MAX_LEN - HEADER)
+        return false;
+    return push_chunk(arena, HEADER + target, ret) != NULL;
+}
+
+bool beam_arena_reset_mode_(beam_arena_t *arena, beam_arena_reset_mode mode) {
+    return reset_impl(arena, mode, BEAM__RET_ADDR());
+}
+
+bool beam_arena_reset_default_(beam_arena_t *arena) {
+    return reset_impl(arena, BEAM_ARENA_RETAIN_CAPACITY, BEAM__RET_ADDR());
+}
+
+void beam_arena_deinit(beam_arena_t *arena) {
+    free_chunks_except(arena, NULL, BEAM__RET_ADDR());
+}
+
+size_t beam_arena_used(const beam_arena_t *arena) {
+    return arena->used;
+}

@@ -1,0 +1,293 @@
+/* The arena allocator, over the raw allocator, a fixed buffer and the
+ * failing allocator (whose counters show exactly what the parent holds). */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <string.h>
+
+/* A counting parent: the failing allocator that never fails. */
+static beam_allocator_t counted(beam_failing_t *f) {
+    beam_failing_init(f, beam_raw_allocator, SIZE_MAX);
+    return beam_failing_allocator(f);
+}
+
+static size_t live_chunks(const beam_failing_t *f) {
+    return f->allocations - f->deallocations;
+}
+
+TEST(arena_bumps_and_gives_everything_back_at_deinit) {
+    beam_failing_t f;
+    beam_arena_t arena;
+    beam_arena_init(&arena, counted(&f));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    CHECK(beam_arena_used(&arena) == 0 && f.allocations == 0);
+    char *p = beam_alloc_bytes(a, 10, 1);
+    char *q = beam_alloc_bytes(a, 6, 1);
+    CHECK(p != NULL && q == p + 10);
+    CHECK(beam_arena_used(&arena) == 16 && f.allocations == 1);
+    memcpy(p, "0123456789", 10);
+    memcpy(q, "abcdef", 6);
+    CHECK(memcmp(p, "0123456789abcdef", 16) == 0);
+    /* Zero-length blocks cost nothing. */
+    CHECK(beam_alloc_bytes(a, 0, 64) != NULL);
+    CHECK(beam_arena_used(&arena) == 16);
+    beam_arena_deinit(&arena);
+    CHECK(f.allocations == 1 && f.deallocations == 1);
+    CHECK(f.allocated_bytes == f.freed_bytes);
+    CHECK(beam_arena_used(&arena) == 0);
+}
+
+TEST(arena_last_block_resizes_and_frees_others_do_not) {
+    beam_failing_t f;
+    beam_arena_t arena;
+    beam_arena_init(&arena, counted(&f));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    char *first = beam_alloc_bytes(a, 32, 8);
+    char *last = beam_alloc_bytes(a, 32, 8);
+    CHECK(first != NULL && last == first + 32);
+    CHECK(beam_arena_used(&arena) == 64);
+    CHECK(beam_resize_bytes(a, last, 32, 8, 100));
+    CHECK(beam_arena_used(&arena) == 132);
+    CHECK(beam_remap_bytes(a, last, 100, 8, 200) == last);
+    CHECK(beam_resize_bytes(a, last, 200, 8, 16));
+    CHECK(beam_arena_used(&arena) == 48);
+    /* Beyond the chunk: only a move could do it, and remap does not. */
+    CHECK(!beam_resize_bytes(a, last, 16, 8, 1u << 20));
+    CHECK(beam_remap_bytes(a, last, 16, 8, 1u << 20) == NULL);
+    CHECK(!beam_resize_bytes(a, first, 32, 8, 33));
+    CHECK(beam_remap_bytes(a, first, 32, 8, 33) == NULL);
+    CHECK(beam_resize_bytes(a, first, 32, 8, 20));
+    beam_free_bytes(a, first, 20, 8);
+    CHECK(beam_arena_used(&arena) == 48);
+    beam_free_bytes(a, last, 16, 8);
+    CHECK(beam_arena_used(&arena) == 32);
+    CHECK(beam_alloc_bytes(a, 8, 8) == last);
+    /* realloc of a non-last block copies into a new one. */
+    memset(first, 0x42, 20);
+    char *moved = beam_realloc_bytes(a, first, 20, 8, 40);
+    CHECK(moved != NULL && moved != first && moved[19] == 0x42);
+    beam_arena_deinit(&arena);
+    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+}
+
+TEST(arena_pads_alignments_larger_than_the_parent_serves) {
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator); /* raw: at most 8 */
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    for (size_t align = 1; align <= (1u << 20); align *= 2) {
+        unsigned char *p = beam_alloc_bytes(a, 3, 1);
+        unsigned char *q = beam_alloc_bytes(a, align + 1, align);
+        CHECK(p != NULL && q != NULL && check_aligned(q, align));
+        memset(q, 0x77, align + 1);
+        *p = 1;
+        CHECK(q[align] == 0x77 && *p == 1);
+    }
+    /* Freeing the last block keeps its padding: the same request lands
+     * on the same address. */
+    size_t used = beam_arena_used(&arena);
+    unsigned char *r = beam_alloc_bytes(a, 100, 4096);
+    CHECK(r != NULL && check_aligned(r, 4096));
+    beam_free_bytes(a, r, 100, 4096);
+    CHECK(beam_arena_used(&arena) >= used);
+    CHECK(beam_alloc_bytes(a, 100, 4096) == r);
+    beam_arena_deinit(&arena);
+}
+
+TEST(arena_overflowing_requests_fail_and_arena_stays_usable) {
+    beam_failing_t f;
+    beam_arena_t arena;
+    beam_arena_init(&arena, counted(&f));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    CHECK(beam_alloc_bytes(a, 16, 8) != NULL);
+    for (size_t i = 0; i < 32; i++)
+        CHECK(beam_alloc_bytes(a, SIZE_MAX - i, 1) == NULL);
+    /* Past the helpers' checks, so the arena's own arithmetic is tested. */
+    CHECK(beam_alloc_bytes(a, (size_t)PTRDIFF_MAX, 1) == NULL);
+    CHECK(beam_alloc_bytes(a, (size_t)PTRDIFF_MAX - 16, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, 1, (size_t)1 << (sizeof(size_t) * 8 - 1)) ==
+          NULL);
+    CHECK(beam_arena_used(&arena) == 16);
+    char *p = beam_alloc_bytes(a, 100, 8);
+    CHECK(p != NULL);
+    memset(p, 0, 100);
+    beam_arena_deinit(&arena);
+    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+}
+
+TEST(arena_chunks_grow_geometrically) {
+    beam_failing_t f;
+    beam_arena_t arena;
+    beam_arena_init(&arena, counted(&f));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    for (size_t i = 0; i < 4096; i++) {
+        unsigned char *p = beam_alloc_bytes(a, 1000, 1);
+        CHECK(p != NULL);
+        p[0] = p[999] = (unsigned char)i;
+    }
+    /* 4 MB in chunks of 4 KiB, 8 KiB, ...: a dozen or so parent calls. */
+    CHECK(f.allocations >= 8 && f.allocations <= 16);
+    CHECK(beam_arena_used(&arena) == 4096 * 1000);
+    /* A block larger than the next chunk would be gets its own size. */
+    unsigned char *big = beam_alloc_bytes(a, (size_t)64 << 20, 1);
+    CHECK(big != NULL);
+    big[((size_t)64 << 20) - 1] = 1;
+    beam_arena_deinit(&arena);
+    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+}
+
+TEST(arena_many_mixed_alignments_keep_their_contents) {
+    enum { N = 3000 };
+    static struct {
+        unsigned char *p;
+        size_t len, align;
+    } blocks[N];
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    size_t n = 0;
+    for (size_t i = 0; i < N; i++) {
+        size_t align = (size_t)1 << (i * 7 % 13), len = i * 37 % 700 + 1;
+        unsigned char *p = beam_alloc_bytes(a, len, align);
+        CHECK(p != NULL && check_aligned(p, align));
+        memset(p, (int)(i & 0xff), len);
+        blocks[n].p = p;
+        blocks[n].len = len;
+        blocks[n].align = align;
+        n++;
+        /* Now and then give the newest back, or grow it in place. */
+        if (i % 5 == 4) {
+            n--;
+            beam_free_bytes(a, p, len, align);
+        } else if (i % 7 == 3 && beam_resize_bytes(a, p, len, align, len + 9)) {
+            memset(p + len, (int)(i & 0xff), 9);
+            blocks[n - 1].len += 9;
+        }
+    }
+    size_t total = 0;
+    for (size_t k = 0, i = 0; k < n; k++, i++) {
+        while (i % 5 == 4)
+            i++; /* those were freed */
+        CHECK(check_aligned(blocks[k].p, blocks[k].align));
+        for (size_t j = 0; j < blocks[k].len; j++)
+            CHECK(blocks[k].p[j] == (unsigned char)(i & 0xff));
+        total += blocks[k].len;
+    }
+    CHECK(beam_arena_used(&arena) >= total);
+    beam_arena_deinit(&arena);
+}
+
+TEST(arena_reset_free_all_returns_every_chunk) {
+    beam_failing_t f;
+    beam_arena_t arena;
+    beam_arena_init(&arena, counted(&f));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    for (size_t i = 0; i < 100; i++)
+        CHECK(beam_alloc_bytes(a, 500, 16) != NULL);
+    CHECK(live_chunks(&f) > 1);
+    CHECK(beam_arena_reset(&arena, BEAM_ARENA_FREE_ALL));
+    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+    CHECK(beam_arena_used(&arena) == 0);
+    CHECK(beam_alloc_bytes(a, 10, 1) != NULL);
+    beam_arena_deinit(&arena);
+    CHECK(live_chunks(&f) == 0);
+}
+
+TEST(arena_reset_retains_one_chunk_as_large_as_everything_used) {
+    beam_failing_t f;
+    beam_arena_t arena;
+    beam_arena_init(&arena, counted(&f));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    /* Two chunks, neither big enough for both blocks. */
+    CHECK(beam_alloc_bytes(a, 4000, 1) != NULL);
+    CHECK(beam_alloc_bytes(a, 8000, 1) != NULL);
+    CHECK(live_chunks(&f) == 2 && beam_arena_used(&arena) == 12000);
+    CHECK(beam_arena_reset(&arena)); /* one argument: retain */
+    CHECK(live_chunks(&f) == 1 && beam_arena_used(&arena) == 0);
+    size_t calls = f.alloc_index;
+    /* The same round again takes nothing more from the parent. */
+    unsigned char *p = beam_alloc_bytes(a, 4000, 1);
+    unsigned char *q = beam_alloc_bytes(a, 8000, 1);
+    CHECK(p != NULL && q == p + 4000 && f.alloc_index == calls);
+    memset(p, 1, 12000);
+    /* A chunk that already suffices is kept as it is. */
+    CHECK(beam_arena_reset(&arena, BEAM_ARENA_RETAIN_CAPACITY));
+    CHECK(live_chunks(&f) == 1 && f.alloc_index == calls);
+    /* Retaining an unused arena keeps its capacity. */
+    CHECK(beam_arena_reset(&arena));
+    CHECK(live_chunks(&f) == 1);
+    beam_arena_deinit(&arena);
+    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+}
+
+TEST(arena_reset_retain_failure_leaves_an_empty_usable_arena) {
+    beam_failing_t f;
+    beam_arena_t arena;
+    beam_arena_init(&arena, counted(&f));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    CHECK(beam_alloc_bytes(a, 4000, 1) != NULL);
+    CHECK(beam_alloc_bytes(a, 8000, 1) != NULL);
+    f.fail_index = f.alloc_index; /* the retained chunk cannot be had */
+    CHECK(!beam_arena_reset(&arena));
+    CHECK(f.has_induced_failure);
+    CHECK(live_chunks(&f) == 0 && beam_arena_used(&arena) == 0);
+    CHECK(beam_alloc_bytes(a, 1, 1) == NULL);
+    f.fail_index = SIZE_MAX;
+    char *p = beam_alloc_bytes(a, 10, 1);
+    CHECK(p != NULL);
+    memset(p, 0, 10);
+    beam_arena_deinit(&arena);
+    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+}
+
+TEST(arena_over_a_fixed_buffer_rolls_it_back) {
+    static _Alignas(16) unsigned char buf[64 * 1024];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_fixed_buffer_allocator(&fb));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    size_t got = 0;
+    unsigned char *p;
+    /* Doubling soon outgrows the buffer; the arena then asks for just what
+     * each block needs, until even that is refused. */
+    while ((p = beam_alloc_bytes(a, 3000, 64)) != NULL) {
+        CHECK(p >= buf && p + 3000 <= buf + sizeof buf);
+        CHECK(check_aligned(p, 64));
+        memset(p, 0xee, 3000);
+        got++;
+    }
+    CHECK(got >= 15 && got <= 21);
+    CHECK(fb.end_index > sizeof buf - 4096);
+    CHECK(beam_arena_reset(&arena, BEAM_ARENA_FREE_ALL));
+    CHECK(fb.end_index == 0);
+    CHECK(beam_alloc_bytes(a, 100, 8) != NULL);
+    beam_arena_deinit(&arena);
+    CHECK(fb.end_index == 0);
+}
+
+/* Every fail_index of an arena workload: failures surface as NULL, and
+ * deinit gives back everything that was taken. */
+TEST(arena_over_failing_allocator_surfaces_failures_and_leaks_nothing) {
+    for (size_t fail = 0; fail < 8; fail++) {
+        beam_failing_t f;
+        beam_failing_init(&f, beam_raw_allocator, fail);
+        beam_arena_t arena;
+        beam_arena_init(&arena, beam_failing_allocator(&f));
+        beam_allocator_t a = beam_arena_allocator(&arena);
+        size_t ok = 0;
+        for (size_t i = 0; i < 200; i++) {
+            unsigned char *p = beam_alloc_bytes(a, 700 + i, 32);
+            if (p == NULL)
+                break;
+            memset(p, 1, 700 + i);
+            ok++;
+        }
+        CHECK(f.has_induced_failure == (ok < 200));
+        CHECK(fail > 0 || ok == 0);
+        CHECK(f.allocations <= fail);
+        beam_arena_deinit(&arena);
+        CHECK(f.allocations == f.deallocations);
+        CHECK(f.allocated_bytes == f.freed_bytes);
+    }
+}

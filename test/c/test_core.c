@@ -1,0 +1,339 @@
+/* The calling helpers of core.c, the typed macros, and the raw and large
+ * allocators. */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <pthread.h>
+#include <string.h>
+
+/* Over the large allocator, recording what reached the vtable: the typed
+ * macros are checked by the lengths and alignments they pass. */
+typedef struct recorder {
+    size_t alloc_len, alloc_align, free_len, free_align, calls;
+} recorder;
+
+static void *rec_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
+    recorder *rec = ctx;
+    rec->alloc_len = len;
+    rec->alloc_align = alignment;
+    rec->calls++;
+    return beam_large_allocator.vtable->alloc(NULL, len, alignment, r);
+}
+
+static bool rec_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                       size_t new_len, uintptr_t r) {
+    ((recorder *)ctx)->calls++;
+    return beam_large_allocator.vtable->resize(NULL, mem, len, alignment,
+                                               new_len, r);
+}
+
+static void *rec_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                       size_t new_len, uintptr_t r) {
+    recorder *rec = ctx;
+    rec->alloc_len = new_len;
+    rec->calls++;
+    return beam_large_allocator.vtable->remap(NULL, mem, len, alignment,
+                                              new_len, r);
+}
+
+static void rec_free(void *ctx, void *mem, size_t len, size_t alignment,
+                     uintptr_t r) {
+    recorder *rec = ctx;
+    rec->free_len = len;
+    rec->free_align = alignment;
+    rec->calls++;
+    beam_large_allocator.vtable->free(NULL, mem, len, alignment, r);
+}
+
+static const beam_allocator_vtable rec_vtable = {rec_alloc, rec_resize,
+                                                 rec_remap, rec_free};
+
+static void fill(void *p, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++)
+        ((unsigned char *)p)[i] = (unsigned char)(seed + i * 7);
+}
+
+static bool filled(const void *p, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++)
+        if (((const unsigned char *)p)[i] != (unsigned char)(seed + i * 7))
+            return false;
+    return true;
+}
+
+TEST(core_zero_length_is_a_sentinel_the_allocator_never_sees) {
+    recorder rec = {0};
+    beam_allocator_t a = {&rec, &rec_vtable};
+    void *p = beam_alloc_bytes(a, 0, 4096);
+    CHECK(p != NULL);
+    CHECK(check_aligned(p, 4096));
+    beam_free_bytes(a, p, 0, 4096);
+    void *q = beam_alloc_bytes(beam_raw_allocator, 0, 1);
+    CHECK(q != NULL);
+    beam_free_bytes(beam_raw_allocator, q, 0, 1);
+    beam_free_bytes(beam_raw_allocator, NULL, 0, 8);
+    CHECK(rec.calls == 0);
+    /* Growing from the sentinel is a fresh allocation; shrinking to zero
+     * frees and hands the sentinel back. */
+    char *r = beam_realloc_bytes(a, p, 0, 4096, 10);
+    CHECK(r != NULL && r != p && check_aligned(r, 4096));
+    CHECK(rec.calls == 1 && rec.alloc_len == 10);
+    memset(r, 1, 10);
+    void *z = beam_realloc_bytes(a, r, 10, 4096, 0);
+    CHECK(z != NULL && check_aligned(z, 4096));
+    CHECK(rec.calls == 2 && rec.free_len == 10);
+}
+
+TEST(core_non_power_of_two_alignment_fails) {
+    static const size_t bad[] = {0, 3, 6, 12, 24, 100, 4097};
+    void *p = beam_alloc_bytes(beam_raw_allocator, 16, 8);
+    CHECK(p != NULL);
+    fill(p, 16, 3);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK(beam_alloc_bytes(beam_raw_allocator, 16, bad[i]) == NULL);
+        CHECK(beam_alloc_bytes(beam_large_allocator, 16, bad[i]) == NULL);
+        CHECK(!beam_resize_bytes(beam_raw_allocator, p, 16, bad[i], 8));
+        CHECK(beam_remap_bytes(beam_raw_allocator, p, 16, bad[i], 32) == NULL);
+        CHECK(beam_realloc_bytes(beam_raw_allocator, p, 16, bad[i], 32) ==
+              NULL);
+    }
+    CHECK(filled(p, 16, 3));
+    beam_free_bytes(beam_raw_allocator, p, 16, 8);
+}
+
+TEST(core_count_times_size_overflow_fails) {
+    CHECK(beam_alloc(beam_raw_allocator, uint64_t, SIZE_MAX / 4) == NULL);
+    CHECK(beam_alloc(beam_raw_allocator, uint64_t, SIZE_MAX / 8 + 1) == NULL);
+    CHECK(beam_alloc_array(beam_raw_allocator, SIZE_MAX, 2, 1) == NULL);
+    CHECK(beam_alloc_aligned(beam_large_allocator, uint32_t, SIZE_MAX / 2,
+                             64) == NULL);
+    uint32_t *p = beam_alloc(beam_raw_allocator, uint32_t, 4);
+    CHECK(p != NULL);
+    p[0] = 11;
+    p[3] = 44;
+    CHECK(beam_realloc(beam_raw_allocator, p, 4, SIZE_MAX / 2) == NULL);
+    CHECK(p[0] == 11 && p[3] == 44);
+    beam_free(beam_raw_allocator, p, 4);
+}
+
+TEST(core_lengths_above_ptrdiff_max_fail) {
+    beam_failing_t f;
+    beam_failing_init(&f, beam_raw_allocator, SIZE_MAX);
+    beam_allocator_t a = beam_failing_allocator(&f);
+    size_t too_big = (size_t)PTRDIFF_MAX + 1;
+    CHECK(beam_alloc_bytes(a, too_big, 1) == NULL);
+    CHECK(beam_alloc_bytes(beam_large_allocator, too_big, 4096) == NULL);
+    /* Refused before the allocator is asked. */
+    CHECK(f.alloc_index == 0);
+    void *p = beam_alloc_bytes(a, 8, 8);
+    CHECK(p != NULL);
+    CHECK(!beam_resize_bytes(a, p, 8, 8, too_big));
+    CHECK(beam_remap_bytes(a, p, 8, 8, too_big) == NULL);
+    CHECK(beam_realloc_bytes(a, p, 8, 8, too_big) == NULL);
+    CHECK(f.alloc_index == 1);
+    beam_free_bytes(a, p, 8, 8);
+    CHECK(f.deallocations == 1 && f.freed_bytes == 8);
+}
+
+TEST(core_sizes_near_size_max_fail_and_allocator_stays_usable) {
+    static const size_t aligns[] = {1, 8, 16, 4096, 1u << 20};
+    for (size_t i = 0; i < 64; i++)
+        for (size_t k = 0; k < sizeof aligns / sizeof aligns[0]; k++) {
+            CHECK(beam_alloc_bytes(beam_raw_allocator, SIZE_MAX - i,
+                                   aligns[k]) == NULL);
+            CHECK(beam_alloc_bytes(beam_large_allocator, SIZE_MAX - i,
+                                   aligns[k]) == NULL);
+        }
+    /* Just under PTRDIFF_MAX reaches the allocators: their own arithmetic
+     * must not wrap. */
+    CHECK(beam_alloc_bytes(beam_large_allocator, (size_t)PTRDIFF_MAX - 8,
+                           4096) == NULL);
+    CHECK(beam_alloc_bytes(beam_large_allocator, (size_t)PTRDIFF_MAX,
+                           1u << 20) == NULL);
+    void *p = beam_alloc_bytes(beam_large_allocator, 100, 4096);
+    void *q = beam_alloc_bytes(beam_raw_allocator, 100, 8);
+    CHECK(p != NULL && q != NULL);
+    memset(p, 1, 100);
+    memset(q, 2, 100);
+    beam_free_bytes(beam_large_allocator, p, 100, 4096);
+    beam_free_bytes(beam_raw_allocator, q, 100, 8);
+}
+
+TEST(raw_serves_alignment_up_to_8_only) {
+    for (size_t align = 1; align <= 8; align *= 2) {
+        void *p = beam_alloc_bytes(beam_raw_allocator, 24, align);
+        CHECK(p != NULL && check_aligned(p, align));
+        memset(p, 0x5a, 24);
+        beam_free_bytes(beam_raw_allocator, p, 24, align);
+    }
+    CHECK(beam_alloc_bytes(beam_raw_allocator, 24, 16) == NULL);
+    CHECK(beam_alloc_bytes(beam_raw_allocator, 24, 4096) == NULL);
+}
+
+TEST(raw_resize_shrinks_in_place_only) {
+    char *p = beam_alloc_bytes(beam_raw_allocator, 64, 8);
+    CHECK(p != NULL);
+    fill(p, 64, 9);
+    CHECK(beam_resize_bytes(beam_raw_allocator, p, 64, 8, 32));
+    CHECK(!beam_resize_bytes(beam_raw_allocator, p, 32, 8, 64));
+    CHECK(filled(p, 32, 9));
+    char *q = beam_remap_bytes(beam_raw_allocator, p, 32, 8, 4096);
+    CHECK(q != NULL && filled(q, 32, 9));
+    memset(q + 32, 0, 4096 - 32);
+    beam_free_bytes(beam_raw_allocator, q, 4096, 8);
+}
+
+TEST(large_any_alignment_is_aligned_and_writable) {
+    for (size_t align = 1; align <= ((size_t)1 << 24); align *= 2) {
+        if (align > (1u << 20) && align != ((size_t)1 << 24))
+            continue;
+        size_t lens[] = {1, 100, align + 3};
+        for (size_t k = 0; k < 3; k++) {
+            unsigned char *p =
+                beam_alloc_bytes(beam_large_allocator, lens[k], align);
+            CHECK(p != NULL && check_aligned(p, align));
+            memset(p, 0xa5, lens[k]);
+            CHECK(p[0] == 0xa5 && p[lens[k] - 1] == 0xa5);
+            beam_free_bytes(beam_large_allocator, p, lens[k], align);
+        }
+    }
+}
+
+TEST(large_resize_shrinks_and_grows_within_slack) {
+    unsigned char *p = beam_alloc_bytes(beam_large_allocator, 1000, 4096);
+    CHECK(p != NULL);
+    fill(p, 1000, 1);
+    CHECK(beam_resize_bytes(beam_large_allocator, p, 1000, 4096, 10));
+    CHECK(filled(p, 10, 1));
+    /* The original length still fits in the same raw block. */
+    CHECK(beam_resize_bytes(beam_large_allocator, p, 10, 4096, 1000));
+    memset(p, 7, 1000);
+    /* The slack is at most alignment + 8 bytes. */
+    CHECK(!beam_resize_bytes(beam_large_allocator, p, 1000, 4096, 1000000));
+    CHECK(p[999] == 7);
+    beam_free_bytes(beam_large_allocator, p, 1000, 4096);
+}
+
+TEST(large_remap_that_moves_keeps_contents) {
+    static const size_t aligns[] = {16, 64, 4096, 65536};
+    for (size_t k = 0; k < sizeof aligns / sizeof aligns[0]; k++) {
+        size_t align = aligns[k], len = 100;
+        unsigned char *p = beam_alloc_bytes(beam_large_allocator, len, align);
+        CHECK(p != NULL);
+        fill(p, len, (unsigned)k);
+        /* Each step outgrows the slack, so the raw block is reallocated
+         * and likely moves to an address of another residue. */
+        for (size_t new_len = 3 * align + 256; new_len <= 64 * align;
+             new_len *= 2) {
+            unsigned char *q =
+                beam_remap_bytes(beam_large_allocator, p, len, align, new_len);
+            CHECK(q != NULL && check_aligned(q, align));
+            CHECK(filled(q, 100, (unsigned)k));
+            memset(q + 100, 0, new_len - 100);
+            p = q;
+            len = new_len;
+        }
+        beam_free_bytes(beam_large_allocator, p, len, align);
+    }
+}
+
+TEST(core_realloc_failure_leaves_old_block_intact) {
+    _Alignas(16) unsigned char buf[256];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_allocator_t a = beam_fixed_buffer_allocator(&fb);
+    unsigned char *p = beam_alloc_bytes(a, 64, 8);
+    void *pin = beam_alloc_bytes(a, 16, 8); /* p is no longer the last */
+    CHECK(p != NULL && pin != NULL);
+    fill(p, 64, 5);
+    size_t end = fb.end_index;
+    CHECK(beam_realloc_bytes(a, p, 64, 8, 1000) == NULL);
+    CHECK(filled(p, 64, 5) && fb.end_index == end);
+
+    beam_failing_t f;
+    beam_failing_init(&f, beam_raw_allocator, 1);
+    beam_allocator_t fa = beam_failing_allocator(&f);
+    unsigned char *q = beam_alloc_bytes(fa, 32, 8);
+    CHECK(q != NULL);
+    fill(q, 32, 6);
+    CHECK(beam_realloc_bytes(fa, q, 32, 8, 4096) == NULL);
+    CHECK(filled(q, 32, 6) && f.has_induced_failure);
+    CHECK(f.deallocations == 0);
+    beam_free_bytes(fa, q, 32, 8);
+    CHECK(f.deallocations == 1 && f.freed_bytes == f.allocated_bytes);
+}
+
+typedef struct point {
+    double x, y;
+    char tag;
+} point;
+
+TEST(core_typed_macros_pass_consistent_sizes_and_alignments) {
+    recorder rec = {0};
+    beam_allocator_t a = {&rec, &rec_vtable};
+
+    uint16_t *s = beam_alloc(a, uint16_t, 3);
+    CHECK(s != NULL && rec.alloc_len == 6 && rec.alloc_align == 2);
+    s[0] = 1;
+    s[2] = 3;
+    s = beam_realloc(a, s, 3, 1000);
+    CHECK(s != NULL && s[0] == 1 && s[2] == 3 && rec.alloc_len == 2000);
+    s[999] = 9;
+    beam_free(a, s, 1000);
+    CHECK(rec.free_len == 2000 && rec.free_align == 2);
+
+    char *c = beam_alloc_aligned(a, char, 5, 64);
+    CHECK(c != NULL && check_aligned(c, 64) && rec.alloc_align == 64);
+    memset(c, 'x', 5);
+    beam_free_aligned(a, c, 5, 64);
+    CHECK(rec.free_len == 5 && rec.free_align == 64);
+
+    /* The type's own alignment wins when it is larger. */
+    double *d = beam_alloc_aligned(a, double, 2, 2);
+    CHECK(d != NULL && rec.alloc_align == _Alignof(double));
+    d[1] = 2.5;
+    beam_free_aligned(a, d, 2, 2);
+    CHECK(rec.free_align == _Alignof(double) && rec.free_len == 16);
+    CHECK(beam_alloc_aligned(a, double, 2, 24) == NULL);
+
+    point *pt = beam_create(a, point);
+    CHECK(pt != NULL && rec.alloc_len == sizeof(point));
+    CHECK(check_aligned(pt, _Alignof(point)));
+    pt->x = 1.0;
+    pt->tag = 'p';
+    beam_destroy(a, pt);
+    CHECK(rec.free_len == sizeof(point) && rec.free_align == _Alignof(point));
+}
+
+static void *thread_reads_default(void *out) {
+    beam_allocator_t *seen = out;
+    *seen = beam_allocator;
+    /* Setting it here must not leak into the creating thread. */
+    beam_allocator = beam_large_allocator;
+    return NULL;
+}
+
+TEST(core_beam_allocator_defaults_to_raw_on_each_thread) {
+    beam_allocator_t saved = beam_allocator;
+    beam_allocator = beam_large_allocator;
+    beam_allocator_t seen = {NULL, NULL};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, thread_reads_default, &seen) == 0);
+    CHECK(pthread_join(t, NULL) == 0);
+    bool main_kept = beam_allocator.vtable == beam_large_allocator.vtable;
+    beam_allocator = saved;
+    CHECK(seen.vtable == beam_raw_allocator.vtable && seen.ctx == NULL);
+    CHECK(main_kept);
+    int *p = beam_alloc(seen, int, 4);
+    CHECK(p != NULL);
+    p[3] = 3;
+    beam_free(seen, p, 4);
+}
+
+TEST(large_alignment_beyond_ptrdiff_max_fails_cleanly) {
+    CHECK(beam_alloc_bytes(beam_large_allocator, 1, (size_t)1 << 63) == NULL);
+    CHECK(beam_alloc_bytes(beam_large_allocator, 1, (size_t)1 << 62) == NULL);
+    void *p = beam_alloc_bytes(beam_large_allocator, 1, 4096);
+    CHECK(p != NULL);
+    beam_free_bytes(beam_large_allocator, p, 1, 4096);
+}

@@ -1,0 +1,134 @@
+/* The fixed buffer allocator. */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <string.h>
+
+/* Over-aligned so that padding in the tests below is deterministic. */
+static _Alignas(512) unsigned char buf[256];
+
+static beam_allocator_t fresh(beam_fixed_buffer_t *fb) {
+    memset(buf, 0, sizeof buf);
+    beam_fixed_buffer_init(fb, buf, sizeof buf);
+    return beam_fixed_buffer_allocator(fb);
+}
+
+TEST(fixed_buffer_bumps_with_alignment_padding) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    unsigned char *p = beam_alloc_bytes(a, 10, 1);
+    CHECK(p == buf && fb.end_index == 10);
+    unsigned char *q = beam_alloc_bytes(a, 4, 8);
+    CHECK(q == buf + 16 && fb.end_index == 20);
+    unsigned char *r = beam_alloc_bytes(a, 1, 64);
+    CHECK(r == buf + 64 && fb.end_index == 65);
+    memset(p, 1, 10);
+    memset(q, 2, 4);
+    *r = 3;
+    CHECK(p[9] == 1 && q[0] == 2 && q[3] == 2 && buf[64] == 3);
+}
+
+TEST(fixed_buffer_fails_when_full_and_fits_exactly) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    CHECK(beam_alloc_bytes(a, 257, 1) == NULL);
+    CHECK(fb.end_index == 0);
+    unsigned char *p = beam_alloc_bytes(a, 200, 1);
+    CHECK(p == buf);
+    CHECK(beam_alloc_bytes(a, 57, 1) == NULL);
+    /* 56 bytes fit, but not after 16-alignment has padded them. */
+    CHECK(beam_alloc_bytes(a, 56, 16) == NULL);
+    unsigned char *q = beam_alloc_bytes(a, 56, 8);
+    CHECK(q == buf + 200 && fb.end_index == 256);
+    CHECK(beam_alloc_bytes(a, 1, 1) == NULL);
+    CHECK(fb.end_index == 256);
+}
+
+TEST(fixed_buffer_huge_sizes_and_alignments_fail_without_overflow) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    CHECK(beam_alloc_bytes(a, 1, 1) == buf);
+    CHECK(beam_alloc_bytes(a, 1, 512) == NULL);
+    CHECK(beam_alloc_bytes(a, 1, (size_t)1 << 40) == NULL);
+    CHECK(beam_alloc_bytes(a, 1, (size_t)1 << (sizeof(size_t) * 8 - 1)) ==
+          NULL);
+    for (size_t i = 0; i < 16; i++)
+        CHECK(beam_alloc_bytes(a, SIZE_MAX - i, 1) == NULL);
+    /* Straight at the vtable, past the helpers' PTRDIFF_MAX check. */
+    CHECK(a.vtable->alloc(a.ctx, SIZE_MAX, 1, 0) == NULL);
+    CHECK(a.vtable->alloc(a.ctx, SIZE_MAX - 3, 4, 0) == NULL);
+    CHECK(!a.vtable->resize(a.ctx, buf, 1, 1, SIZE_MAX, 0));
+    CHECK(fb.end_index == 1);
+    CHECK(beam_alloc_bytes(a, 255, 1) == buf + 1);
+}
+
+TEST(fixed_buffer_last_block_grows_shrinks_and_frees) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    unsigned char *first = beam_alloc_bytes(a, 16, 1);
+    unsigned char *last = beam_alloc_bytes(a, 16, 1);
+    CHECK(first == buf && last == buf + 16);
+    CHECK(beam_resize_bytes(a, last, 16, 1, 100));
+    CHECK(fb.end_index == 116);
+    CHECK(beam_resize_bytes(a, last, 100, 1, 8));
+    CHECK(fb.end_index == 24);
+    CHECK(!beam_resize_bytes(a, last, 8, 1, 241));
+    CHECK(beam_remap_bytes(a, last, 8, 1, 240) == last);
+    CHECK(fb.end_index == 256);
+    CHECK(beam_remap_bytes(a, last, 240, 1, 241) == NULL);
+    /* Not the last: may shrink, gives nothing back, cannot grow. */
+    CHECK(!beam_resize_bytes(a, first, 16, 1, 17));
+    CHECK(beam_resize_bytes(a, first, 16, 1, 4));
+    CHECK(fb.end_index == 256);
+    beam_free_bytes(a, first, 4, 1);
+    CHECK(fb.end_index == 256);
+    beam_free_bytes(a, last, 240, 1);
+    CHECK(fb.end_index == 16);
+    CHECK(beam_alloc_bytes(a, 8, 1) == buf + 16);
+}
+
+TEST(fixed_buffer_free_rolls_back_to_block_start_not_padding) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    CHECK(beam_alloc_bytes(a, 3, 1) == buf);
+    unsigned char *p = beam_alloc_bytes(a, 8, 32);
+    CHECK(p == buf + 32 && fb.end_index == 40);
+    beam_free_bytes(a, p, 8, 32);
+    CHECK(fb.end_index == 32);
+    CHECK(beam_alloc_bytes(a, 8, 32) == buf + 32);
+}
+
+TEST(fixed_buffer_realloc_moves_a_non_last_block) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    uint32_t *p = beam_alloc(a, uint32_t, 4);
+    uint32_t *pin = beam_alloc(a, uint32_t, 1);
+    CHECK(p != NULL && pin != NULL);
+    for (uint32_t i = 0; i < 4; i++)
+        p[i] = i * 100;
+    uint32_t *q = beam_realloc(a, p, 4, 8);
+    CHECK(q != NULL && q != p && check_aligned(q, 4));
+    CHECK(q[0] == 0 && q[3] == 300);
+    /* The growth of the (now last) block stays in place. */
+    CHECK(beam_realloc(a, q, 8, 16) == q);
+    CHECK(q[3] == 300);
+}
+
+TEST(fixed_buffer_reset_and_empty_buffer) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    CHECK(beam_alloc_bytes(a, 200, 1) != NULL);
+    beam_fixed_buffer_reset(&fb);
+    CHECK(fb.end_index == 0);
+    CHECK(beam_alloc_bytes(a, 256, 1) == buf);
+
+    beam_fixed_buffer_t none;
+    beam_fixed_buffer_init(&none, NULL, 0);
+    beam_allocator_t n = beam_fixed_buffer_allocator(&none);
+    CHECK(beam_alloc_bytes(n, 1, 1) == NULL);
+    void *z = beam_alloc_bytes(n, 0, 1);
+    CHECK(z != NULL);
+    beam_free_bytes(n, z, 0, 1);
+    CHECK(none.end_index == 0);
+}
