@@ -31,7 +31,7 @@ STANDALONE_OBJ := $(STANDALONE_SRC:src/%.c=$(BUILD)/standalone/%.o)
 
 C_TEST_SRC := $(wildcard test/c/*.c)
 
-.PHONY: all lib deps test c-test c-test-san header-test mix-test demo bench clean format
+.PHONY: all lib deps test c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test demo bench clean format
 
 all: lib
 
@@ -70,11 +70,25 @@ $(BUILD)/test-san/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HE
 	    -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
 	    $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
 
+# Threads under ThreadSanitizer: the GPA's concurrent tests.
+$(BUILD)/test-tsan/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HEADERS)
+	@mkdir -p $(@D)
+	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread \
+	    -fsanitize=thread $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
+
+c-test-tsan: $(BUILD)/test-tsan/run_tests
+	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/test-tsan/run_tests gpa_
+
+# Memcheck over the plain build (no sanitizer runtime to confuse it).
+c-test-valgrind: $(BUILD)/test/run_tests
+	valgrind -q --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+	    $(BUILD)/test/run_tests
+
 c-test: $(BUILD)/test/run_tests
 	$(BUILD)/test/run_tests
 
 c-test-san: $(BUILD)/test-san/run_tests
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(BUILD)/test-san/run_tests
 
 # The public header alone, strict, as C11 (gcc and clang) and as C++17.

@@ -202,8 +202,8 @@ BEAM_API extern const beam_allocator_t beam_raw_allocator;
 /** Any power-of-two alignment, on top of the raw allocator, so still tracked
  * by the VM. Alignments <= BEAM_MAX_ALIGN pass straight to the raw allocator
  * at no cost. Larger alignments cost a penalty: each block takes
- * len + alignment + 16 bytes from the raw allocator (a 4096-aligned 100-byte
- * block takes 4212 bytes). Shrinks in place; grows in place within the
+ * len + alignment + 8 bytes from the raw allocator (a 4096-aligned 100-byte
+ * block takes 4204 bytes). Shrinks in place; grows in place within the
  * slack; remap may move through enif_realloc. */
 BEAM_API extern const beam_allocator_t beam_large_allocator;
 

@@ -31,6 +31,8 @@ static inline large_header *header_of(void *user) {
 
 /* Raw length for len bytes at alignment; 0 when it overflows. */
 static size_t total_for(size_t len, size_t alignment) {
+    if (alignment > BEAM__MAX_LEN - HEADER_SIZE)
+        return 0;
     size_t extra = alignment + HEADER_SIZE - BEAM_MAX_ALIGN;
     if (len > BEAM__MAX_LEN - extra)
         return 0;
