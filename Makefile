@@ -25,6 +25,11 @@ ERTS_INCLUDE_DIR ?= $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include"
 
 WARN      := -Wall -Wextra -Werror
 LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread
+# TLS descriptors make thread-local access from a dlopen'ed NIF a couple of
+# instructions instead of a __tls_get_addr call, without needing static TLS
+# space: the GPA's fast paths read a thread-local slot on every call.
+TLS_DIALECT := $(shell $(CC) -mtls-dialect=gnu2 -x c -c /dev/null -o /dev/null 2>/dev/null && echo -mtls-dialect=gnu2)
+LIB_FLAGS += $(TLS_DIALECT)
 
 NIF_OBJ        := $(NIF_SRC:src/%.c=$(BUILD)/nif/%.o)
 STANDALONE_OBJ := $(STANDALONE_SRC:src/%.c=$(BUILD)/standalone/%.o)
@@ -106,3 +111,50 @@ clean:
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h test/c/*.c test/c/*.h
+
+# --- NIFs, ExUnit and the demo -----------------------------------------
+# `make nifs` is what mix's :beam_alloc_make compiler runs (see
+# lib/mix/tasks/compile.beam_alloc_make.ex), with MIX_APP_PATH and MIX_ENV
+# set: the library always, the test NIFs (test/nifs/*.c, one shared object
+# per Elixir module) into $(MIX_APP_PATH)/priv only for MIX_ENV=test.
+MIX_ENV      ?= dev
+MIX_APP_PATH ?= $(CURDIR)/_build/$(MIX_ENV)/lib/beam_alloc
+
+NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread
+# Each NIF gets its own copy of the library; --exclude-libs keeps that copy
+# private to it (nothing of beam_alloc is exported from the .so).
+ifeq ($(shell uname -s),Darwin)
+NIF_LDFLAGS := -shared -undefined dynamic_lookup -pthread
+else
+NIF_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
+endif
+
+TEST_NIF_SRC := $(wildcard test/nifs/*.c)
+TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so)
+
+.PHONY: nifs
+
+nifs: $(BUILD)/libbeam_alloc.a $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
+	@:
+
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) include/beam_alloc.h $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+
+# The library is built here first so that the make that mix runs finds it
+# up to date (and two makes never write the same objects).
+mix-test: lib
+	MIX_ENV=test mix test
+
+test: deps lib c-test c-test-san header-test mix-test
+	@:
+
+# The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
+DEMO_SO := $(BUILD)/demo/beam_alloc_demo.so
+
+$(DEMO_SO): demo/demo_nif.c include/beam_alloc.h $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+
+demo: deps lib $(DEMO_SO)
+	BEAM_ALLOC_DEMO_NIF=$(CURDIR)/$(basename $(DEMO_SO)) elixir demo/demo.exs

@@ -28,16 +28,21 @@ static void *alloc_impl(beam_allocator_t a, size_t len, size_t alignment,
     return a.vtable->alloc(a.ctx, len, alignment, ret);
 }
 
-static void free_impl(beam_allocator_t a, void *mem, size_t len,
-                      size_t alignment, uintptr_t ret) {
+static BEAM__NOINLINE void report_bad_free(void *mem, size_t len,
+                                           size_t alignment, uintptr_t ret) {
+    char site[128];
+    beam__report("beam_alloc: free of %p ignored: impossible length %zu "
+                 "or alignment %zu (called from %s)",
+                 mem, len, alignment,
+                 beam__describe_addr(ret, site, sizeof site));
+}
+
+static inline void free_impl(beam_allocator_t a, void *mem, size_t len,
+                             size_t alignment, uintptr_t ret) {
     if (mem == NULL || len == 0)
         return;
     if (BEAM__UNLIKELY(!beam__is_pow2(alignment) || len > BEAM__MAX_LEN)) {
-        char site[128];
-        beam__report("beam_alloc: free of %p ignored: impossible length %zu "
-                     "or alignment %zu (called from %s)",
-                     mem, len, alignment,
-                     beam__describe_addr(ret, site, sizeof site));
+        report_bad_free(mem, len, alignment, ret);
         return;
     }
     a.vtable->free(a.ctx, mem, len, alignment, ret);

@@ -23,12 +23,28 @@ const uint32_t beam__gpa_class_size[GPA_CLASSES] = {
  * first allocation of each class takes the slow path without a NULL test. */
 gpa_slab beam__gpa_empty_slab;
 
-static inline unsigned class_of(size_t len) {
+/* Class of a length up to 1024 by table (one load), above by arithmetic:
+ * four classes per doubling from 128 on. */
+#define SMALL_DIRECT 1024
+static uint8_t class_by_16[SMALL_DIRECT / 16 + 1];
+
+static unsigned class_of_slow(size_t len) {
     if (len <= 128)
         return len <= 16 ? 0 : (unsigned)((len + 15) >> 4) - 1;
     size_t s = len - 1;
     unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)s);
     return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3);
+}
+
+__attribute__((constructor)) static void fill_class_table(void) {
+    for (size_t i = 0; i <= SMALL_DIRECT / 16; i++)
+        class_by_16[i] = (uint8_t)class_of_slow(i == 0 ? 1 : i * 16);
+}
+
+static inline unsigned class_of(size_t len) {
+    if (BEAM__LIKELY(len <= SMALL_DIRECT))
+        return class_by_16[(len + 15) >> 4];
+    return class_of_slow(len);
 }
 
 /* Class for (len, alignment), or GPA_CLASSES when only the backing can
@@ -45,10 +61,13 @@ static inline unsigned class_for(size_t len, size_t alignment) {
     return c;
 }
 
+/* A thread's slot 0 is trusted when its id is the state's: ids are unique
+ * across every state ever made, so a slot left by a dead instance never
+ * matches. */
 static inline gpa_heap *heap_of(beam_gpa_t *gpa) {
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_tls_slot *slot = &beam__gpa_tls[0];
-    if (BEAM__LIKELY(st != NULL && slot->st == st && slot->id == st->id))
+    if (BEAM__LIKELY(st != NULL && slot->id == st->id))
         return slot->heap;
     return beam__gpa_heap_slow(gpa);
 }
@@ -68,29 +87,51 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
 static BEAM__NOINLINE void *alloc_large(beam_gpa_t *gpa, size_t len,
                                         size_t alignment, uintptr_t ret);
 
-static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
-    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
+/* Every allocation the fast path below does not settle. */
+static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
+                                          size_t alignment, uintptr_t ret) {
     unsigned cls = class_for(len, alignment);
-    if (BEAM__UNLIKELY(cls == GPA_CLASSES))
+    if (cls == GPA_CLASSES)
         return alloc_large(gpa, len, alignment, ret);
     gpa_heap *h = heap_of(gpa);
-    if (BEAM__UNLIKELY(h == NULL))
+    if (h == NULL)
         return NULL;
     gpa_slab *s = h->cur[cls];
     void **b = s->free;
-    if (BEAM__LIKELY(b != NULL)) {
+    if (b != NULL) {
         s->free = (void **)b[0];
-        b[1] = NULL; /* no longer tagged free */
-    } else if (BEAM__LIKELY(s->bump < s->end)) {
+    } else if (s->bump < s->end) {
         b = (void **)s->bump;
         s->bump += s->size;
-        b[1] = NULL; /* stale memory may carry an old tag */
     } else {
         return alloc_slow(h, cls, len, alignment, ret);
     }
+    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
     s->used++;
     note_alloc(s, b, len, alignment, ret);
     return b;
+}
+
+/* The fast path: a small block off the current slab's free list. Anything
+ * else is a tail call, so this needs no stack frame. */
+static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
+    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (BEAM__LIKELY(len <= SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
+                     st != NULL)) {
+        gpa_tls_slot *slot = &beam__gpa_tls[0];
+        if (BEAM__LIKELY(slot->id == st->id)) {
+            gpa_slab *s = slot->heap->cur[class_by_16[(len + 15) >> 4]];
+            void **b = s->free;
+            if (BEAM__LIKELY(b != NULL && s->info == NULL)) {
+                s->free = (void **)b[0];
+                b[1] = NULL;
+                s->used++;
+                return b;
+            }
+        }
+    }
+    return alloc_general(gpa, len, alignment, ret);
 }
 
 /* Try to make s usable: collect remote frees; if still exhausted, mark it
@@ -209,25 +250,7 @@ static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
 static BEAM__NOINLINE void local_free_slow(gpa_heap *h, gpa_slab *s);
 static BEAM__NOINLINE void remote_notify(gpa_slab *s);
 
-/* The block b of slab s passed every check: give it back. */
-static inline void release_block(gpa_state *st, gpa_slab *s, void **b) {
-    if (BEAM__UNLIKELY(s->info != NULL))
-        s->info[beam__gpa_block_index(s, b)].len = 0;
-    b[1] = (void *)beam__gpa_tag(st, b);
-    gpa_heap *owner = atomic_load_explicit(&s->heap, memory_order_relaxed);
-    gpa_tls_slot *slot = &beam__gpa_tls[0];
-    if (BEAM__LIKELY(owner != NULL && slot->heap == owner && slot->st == st &&
-                     slot->id == st->id)) {
-        b[0] = s->free;
-        s->free = b;
-        s->used--;
-        if (BEAM__UNLIKELY(
-                s->used == 0 ||
-                (atomic_load_explicit(&s->thread_free, memory_order_relaxed) &
-                 GPA_FULL_BIT)))
-            local_free_slow(owner, s);
-        return;
-    }
+static BEAM__NOINLINE void remote_free(gpa_slab *s, void **b) {
     uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
     do {
         b[0] = (void *)(old & ~GPA_FULL_BIT);
@@ -238,16 +261,37 @@ static inline void release_block(gpa_state *st, gpa_slab *s, void **b) {
         remote_notify(s);
 }
 
+/* The block b of slab s passed every check: give it back, to the owner's
+ * list when this thread owns the slab, else to the slab's atomic stack. */
+static inline void release_block(gpa_state *st, gpa_slab *s, void **b) {
+    b[1] = (void *)beam__gpa_tag(st, b);
+    gpa_heap *owner = atomic_load_explicit(&s->heap, memory_order_relaxed);
+    gpa_tls_slot *slot = &beam__gpa_tls[0];
+    if (BEAM__LIKELY(slot->id == st->id && slot->heap == owner)) {
+        b[0] = s->free;
+        s->free = b;
+        if (BEAM__UNLIKELY(
+                --s->used == 0 ||
+                (atomic_load_explicit(&s->thread_free, memory_order_relaxed) &
+                 GPA_FULL_BIT)))
+            local_free_slow(owner, s);
+        return;
+    }
+    remote_free(s, b);
+}
+
+/* The fast path: a small untracked block, checked (ours, this class, a block
+ * boundary, not already free) and released. */
 static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
-    unsigned cls = class_for(len, alignment);
-    gpa_slab *s = beam__gpa_map_lookup(mem);
+    gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
-    if (BEAM__LIKELY(cls < GPA_CLASSES && s != NULL && s->st == st &&
-                     s->cls == cls && s->info == NULL &&
-                     beam__gpa_block_index(s, mem) >= 0 &&
+    if (BEAM__LIKELY(len <= SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
+                     s != NULL && st != NULL && beam__gpa_owner(s) == st &&
+                     s->cls == class_by_16[(len + 15) >> 4] &&
+                     s->info == NULL && beam__gpa_block_index(s, mem) >= 0 &&
                      (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
         release_block(st, s, b);
         return;
@@ -266,8 +310,9 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
                      mem);
         return;
     }
-    gpa_slab *s = beam__gpa_map_lookup(mem);
-    if (s != NULL && s->st == st) {
+    gpa_slab *s = beam__gpa_map_slot(mem);
+    gpa_state *owner = beam__gpa_owner(s);
+    if (owner == st) {
         void **b = (void **)mem;
         long idx = beam__gpa_block_index(s, mem);
         if (idx < 0 || s->where == WHERE_POOL) {
@@ -289,10 +334,12 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
                              "free with a wrong length or alignment "
                              "(freed anyway)",
                              mem, len, alignment, ret);
+        if (s->info != NULL)
+            s->info[idx].len = 0;
         release_block(st, s, b);
         return;
     }
-    if (s != NULL) {
+    if (owner != NULL) {
         beam__gpa_misuse(st, "free of a block of another allocator instance",
                          mem, len, alignment, ret);
         return;
@@ -341,7 +388,7 @@ static void local_free_slow(gpa_heap *h, gpa_slab *s) {
 /* We took FULL_BIT off with our push: requeue the slab with its owner. The
  * lock keeps the owner heap from being abandoned under us. */
 static void remote_notify(gpa_slab *s) {
-    gpa_state *st = s->st;
+    gpa_state *st = beam__gpa_owner(s);
     pthread_mutex_lock(&st->lock);
     gpa_heap *h = atomic_load_explicit(&s->heap, memory_order_relaxed);
     /* Only a slab its owner still holds as full needs requeueing; one that
@@ -365,10 +412,10 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL)
         return false;
-    gpa_slab *s = beam__gpa_map_lookup(mem);
-    if (s != NULL) {
+    gpa_slab *s = beam__gpa_map_slot(mem);
+    if (beam__gpa_owner(s) != NULL) {
         /* In place only within the class: free derives it from the length. */
-        if (s->st != st || beam__gpa_block_index(s, mem) < 0 ||
+        if (beam__gpa_owner(s) != st || beam__gpa_block_index(s, mem) < 0 ||
             class_for(len, alignment) != s->cls ||
             class_for(new_len, alignment) != s->cls)
             return false;
@@ -396,7 +443,7 @@ static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     /* Only a large block that stays large can move in the backing. */
-    if (st == NULL || beam__gpa_map_lookup(mem) != NULL ||
+    if (st == NULL || beam__gpa_owner(beam__gpa_map_slot(mem)) != NULL ||
         class_for(new_len, alignment) != GPA_CLASSES)
         return NULL;
     pthread_mutex_lock(&st->lock);

@@ -71,12 +71,12 @@ struct gpa_heap;
 struct gpa_segment;
 
 typedef struct gpa_slab {
-    /* Owner-only, hot. */
-    void **free;    /* free list, linked through word 0 */
-    char *bump;     /* next never-used block */
-    char *end;      /* bump limit: base + nblocks * size */
-    uint32_t used;  /* live blocks as the owner knows them */
-    uint32_t size;  /* block size of the class */
+    /* Owner-only, hot. (Aligned: slabs are packed in the address map.) */
+    _Alignas(64) void **free; /* free list, linked through word 0 */
+    char *bump;               /* next never-used block */
+    char *end;                /* bump limit: base + nblocks * size */
+    uint32_t used;            /* live blocks as the owner knows them */
+    uint32_t size;            /* block size of the class */
     uint32_t recip; /* ceil(2^32 / size): offset / size without a divide */
     uint16_t cls;
     _Atomic uint8_t where; /* enum gpa_where: see the invariants */
@@ -98,7 +98,6 @@ typedef struct gpa_segment {
     char *base; /* first slab, 64 KiB aligned */
     unsigned nslabs;
     unsigned nfree; /* slabs in the pool */
-    gpa_slab slabs[];
 } gpa_segment;
 
 typedef struct gpa_heap {
@@ -141,9 +140,44 @@ typedef struct beam__gpa_state gpa_state;
 BEAM__HIDDEN extern const uint32_t beam__gpa_class_size[GPA_CLASSES];
 BEAM__HIDDEN extern gpa_slab beam__gpa_empty_slab;
 
-/* Segments, slabs and the address map (gpa_segment.c); instance lock held
- * unless said otherwise. */
-BEAM__HIDDEN gpa_slab *beam__gpa_map_lookup(const void *p); /* lock-free */
+/* The address map: one gpa_slab per 64 KiB of a 48-bit address space, in
+ * leaves of 2^16 slabs (4 GiB of addresses, 8 MiB of zero pages until
+ * touched) under a root of 2^16 leaf pointers. So pointer -> slab metadata
+ * is two loads and never reads the pointer's memory. A slab whose st is
+ * NULL is not part of any instance. Leaves are made on demand and never
+ * freed (gpa_segment.c). */
+#define GPA_MAP_BITS 16
+#define GPA_MAP_SIZE ((size_t)1 << GPA_MAP_BITS)
+BEAM__HIDDEN extern _Atomic(gpa_slab *) beam__gpa_map_root[GPA_MAP_SIZE];
+
+/* The map entry of p, owned or not; NULL when no leaf covers p. */
+static inline gpa_slab *beam__gpa_map_slot(const void *p) {
+    uintptr_t g = (uintptr_t)p >> GPA_SLAB_SHIFT;
+    if (BEAM__UNLIKELY(g >> (2 * GPA_MAP_BITS)))
+        return NULL;
+    gpa_slab *leaf = atomic_load_explicit(
+        &beam__gpa_map_root[g >> GPA_MAP_BITS], memory_order_acquire);
+    if (BEAM__UNLIKELY(leaf == NULL))
+        return NULL;
+    return &leaf[g & (GPA_MAP_SIZE - 1)];
+}
+
+/* The instance owning the slab p is in (NULL: none). Lock-free. */
+static inline gpa_state *beam__gpa_owner(const gpa_slab *s) {
+    return s == NULL ? NULL : __atomic_load_n(&s->st, __ATOMIC_ACQUIRE);
+}
+
+/* The slab holding p when it belongs to st, else NULL. */
+static inline gpa_slab *beam__gpa_slab_of(const void *p, const gpa_state *st) {
+    gpa_slab *s = beam__gpa_map_slot(p);
+    return s != NULL && beam__gpa_owner(s) == st ? s : NULL;
+}
+
+static inline gpa_slab *beam__gpa_seg_slab(const gpa_segment *seg, unsigned i) {
+    return beam__gpa_map_slot(seg->base + (size_t)i * GPA_SLAB_SIZE);
+}
+
+/* Segments and slabs (gpa_segment.c); instance lock held. */
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_take(gpa_state *st, unsigned cls);
 BEAM__HIDDEN void beam__gpa_slab_release(gpa_state *st, gpa_slab *s);
 BEAM__HIDDEN void beam__gpa_segments_free_all(gpa_state *st);

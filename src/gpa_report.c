@@ -43,7 +43,7 @@ beam__gpa_scan(gpa_state *st, size_t report) {
     size_t reported = 0;
     for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
         for (unsigned i = 0; i < seg->nslabs; i++) {
-            gpa_slab *s = &seg->slabs[i];
+            gpa_slab *s = beam__gpa_seg_slab(seg, i);
             if (s->where == WHERE_POOL)
                 continue;
             char *bump = __atomic_load_n(&s->bump, __ATOMIC_RELAXED);

@@ -7,53 +7,36 @@
  * header. Asking the backing for 64 KiB alignment instead would, over the
  * large allocator, cost a second slab per segment.
  *
- * The address map is global (shared by all instances, so any pointer can be
- * classified): two levels over the 32 bits of a 48-bit address above the
- * slab shift. Leaves (512 KiB of virtual memory each, zero pages until
- * touched) come from calloc in both builds: it is metadata, not NIF data.
+ * The address map (gpa_internal.h) is global, shared by all instances, so
+ * any pointer can be classified. Its leaves come from calloc in both builds:
+ * they are metadata, not NIF data, and mostly untouched zero pages.
  */
 #include "gpa_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define MAP_BITS 16
-#define MAP_SIZE ((size_t)1 << MAP_BITS)
+_Atomic(gpa_slab *) beam__gpa_map_root[GPA_MAP_SIZE];
 
-typedef _Atomic(gpa_slab *) map_leaf[MAP_SIZE];
-static _Atomic(map_leaf *) map_root[MAP_SIZE];
-
-gpa_slab *beam__gpa_map_lookup(const void *p) {
+/* The map entry for p, making its leaf when needed; NULL when p is above 48
+ * bits or no leaf could be made. */
+static gpa_slab *map_slot_make(const void *p) {
     uintptr_t g = (uintptr_t)p >> GPA_SLAB_SHIFT;
-    if (BEAM__UNLIKELY(g >> (2 * MAP_BITS)))
+    if (g >> (2 * GPA_MAP_BITS))
         return NULL;
-    map_leaf *leaf =
-        atomic_load_explicit(&map_root[g >> MAP_BITS], memory_order_acquire);
-    if (leaf == NULL)
-        return NULL;
-    return atomic_load_explicit(&(*leaf)[g & (MAP_SIZE - 1)],
-                                memory_order_acquire);
-}
-
-static bool map_set(const void *p, gpa_slab *s) {
-    uintptr_t g = (uintptr_t)p >> GPA_SLAB_SHIFT;
-    if (g >> (2 * MAP_BITS))
-        return false; /* above 48 bits: not ours to map */
-    _Atomic(map_leaf *) *root = &map_root[g >> MAP_BITS];
-    map_leaf *leaf = atomic_load_explicit(root, memory_order_acquire);
+    _Atomic(gpa_slab *) *root = &beam__gpa_map_root[g >> GPA_MAP_BITS];
+    gpa_slab *leaf = atomic_load_explicit(root, memory_order_acquire);
     if (leaf == NULL) {
-        map_leaf *fresh = (map_leaf *)calloc(1, sizeof(map_leaf));
+        gpa_slab *fresh = (gpa_slab *)calloc(GPA_MAP_SIZE, sizeof(gpa_slab));
         if (fresh == NULL)
-            return false;
+            return NULL;
         if (atomic_compare_exchange_strong_explicit(
                 root, &leaf, fresh, memory_order_acq_rel, memory_order_acquire))
             leaf = fresh;
         else
             free(fresh); /* another thread made it first */
     }
-    atomic_store_explicit(&(*leaf)[g & (MAP_SIZE - 1)], s,
-                          memory_order_release);
-    return true;
+    return &leaf[g & (GPA_MAP_SIZE - 1)];
 }
 
 /* ---- pool --------------------------------------------------------------- */
@@ -78,13 +61,14 @@ static void list_unlink(gpa_slab **head, gpa_slab *s) {
 
 static void segment_free(gpa_state *st, gpa_segment *seg) {
     for (unsigned i = 0; i < seg->nslabs; i++) {
-        map_set(seg->base + i * GPA_SLAB_SIZE, NULL);
-        gpa_slab *s = &seg->slabs[i];
+        gpa_slab *s = beam__gpa_seg_slab(seg, i);
         if (s->info != NULL)
             st->backing.vtable->free(st->backing.ctx, s->info,
                                      (GPA_SLAB_SIZE / s->size) *
                                          sizeof(gpa_block_info),
                                      BEAM_ALIGNOF(gpa_block_info), 0);
+        s->info = NULL;
+        __atomic_store_n(&s->st, NULL, __ATOMIC_RELEASE);
     }
     st->backing_bytes -= seg->raw_len;
     st->backing.vtable->free(st->backing.ctx, seg->raw, seg->raw_len,
@@ -94,40 +78,40 @@ static void segment_free(gpa_state *st, gpa_segment *seg) {
 static gpa_segment *segment_new(gpa_state *st) {
     unsigned n = st->next_segment_slabs;
     size_t raw_len = (size_t)(n + 1) * GPA_SLAB_SIZE;
-    size_t meta = sizeof(gpa_segment) + n * sizeof(gpa_slab);
     char *raw = (char *)st->backing.vtable->alloc(st->backing.ctx, raw_len,
                                                   BEAM_MAX_ALIGN, 0);
     if (raw == NULL)
         return NULL;
     char *base = (char *)beam__align_up((uintptr_t)raw, GPA_SLAB_SIZE);
     size_t pre = (size_t)(base - raw);
-    /* The header goes in whichever slack is big enough (one always is:
-     * they add up to a slab and meta is well under half of one). */
+    /* The header goes in whichever slack is big enough (one always is: they
+     * add up to a slab). */
     gpa_segment *seg =
-        (gpa_segment *)(pre >= meta ? raw : base + n * GPA_SLAB_SIZE);
-    memset(seg, 0, meta);
+        (gpa_segment *)(pre >= sizeof(gpa_segment) ? raw
+                                                   : base + n * GPA_SLAB_SIZE);
+    memset(seg, 0, sizeof *seg);
     seg->raw = raw;
     seg->raw_len = raw_len;
     seg->base = base;
-    seg->nslabs = n;
     for (unsigned i = 0; i < n; i++) {
-        gpa_slab *s = &seg->slabs[i];
-        s->base = s->bump = s->end = base + i * GPA_SLAB_SIZE;
-        s->st = st;
-        s->seg = seg;
-        s->where = WHERE_POOL;
-        if (!map_set(s->base, s)) {
-            seg->nslabs = i; /* unmap what was mapped */
-            segment_free(st, seg);
+        gpa_slab *s = map_slot_make(base + i * GPA_SLAB_SIZE);
+        if (s == NULL) {
+            segment_free(st, seg); /* unmaps the first i */
             st->backing_bytes += raw_len;
             return NULL;
         }
+        memset(s, 0, sizeof *s);
+        s->base = s->bump = s->end = base + i * GPA_SLAB_SIZE;
+        s->seg = seg;
+        s->where = WHERE_POOL;
+        __atomic_store_n(&s->st, st, __ATOMIC_RELEASE);
+        seg->nslabs = i + 1;
     }
     st->backing_bytes += raw_len;
     seg->next = st->segments;
     st->segments = seg;
     for (unsigned i = 0; i < n; i++)
-        list_push(&st->pool, &seg->slabs[i]);
+        list_push(&st->pool, beam__gpa_seg_slab(seg, i));
     seg->nfree = n;
     st->pool_count += n;
     if (st->next_segment_slabs < GPA_MAX_SEGMENT_SLABS)
@@ -198,7 +182,7 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s) {
     if (++seg->nfree < seg->nslabs || st->pool_count < seg->nslabs + POOL_KEEP)
         return;
     for (unsigned i = 0; i < seg->nslabs; i++)
-        list_unlink(&st->pool, &seg->slabs[i]);
+        list_unlink(&st->pool, beam__gpa_seg_slab(seg, i));
     st->pool_count -= seg->nslabs;
     for (gpa_segment **p = &st->segments; *p != NULL; p = &(*p)->next)
         if (*p == seg) {

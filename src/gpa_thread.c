@@ -102,7 +102,7 @@ static void heap_abandon(gpa_state *st, gpa_heap *h) {
     gpa_slab *empty = NULL;
     for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
         for (unsigned i = 0; i < seg->nslabs; i++) {
-            gpa_slab *s = &seg->slabs[i];
+            gpa_slab *s = beam__gpa_seg_slab(seg, i);
             if (atomic_load_explicit(&s->heap, memory_order_relaxed) != h)
                 continue;
             beam__gpa_collect(s);
