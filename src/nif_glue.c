@@ -1,0 +1,264 @@
+/*
+ * The NIF glue: what BEAM_NIF and BEAM_NIF_INIT expand to call.
+ *
+ * beam_nif_call brackets every BEAM_NIF body: it sets the thread-local
+ * beam_allocator for the call and puts the thread's previous value back
+ * afterwards. Putting it back matters for leak_check, whose allocator lives
+ * on this function's stack: a raw NIF (which sets nothing) running later on
+ * the same scheduler must never find beam_allocator pointing at it.
+ *
+ * The library is linked statically into each NIF shared object, so this
+ * file's statics belong to one NIF module: BEAM_NIF_INIT registers that
+ * module's name and function table at load and upgrade, and leak messages
+ * look the running function up there.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Atoms are at most 255 characters; one more for the terminator. */
+static char module_atom[256];
+/* The table lives in the same shared object as this copy of the library
+ * (BEAM_NIF_INIT passes the user's static ErlNifFunc array), so keeping the
+ * pointer is safe for as long as any of these functions can run. Written
+ * at load/upgrade, before the VM lets any of the module's NIFs run. */
+static const ErlNifFunc *module_funcs;
+static int module_func_count;
+
+void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
+    snprintf(module_atom, sizeof module_atom, "%s", module ? module : "");
+    module_funcs = funcs;
+    module_func_count = funcs != NULL && count > 0 ? count : 0;
+}
+
+/* --- Writing names the way Elixir's inspect/1 does ---------------------- */
+
+static bool is_upper(char c) {
+    return c >= 'A' && c <= 'Z';
+}
+static bool is_lower(char c) {
+    return c >= 'a' && c <= 'z';
+}
+static bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+static bool is_ident_char(char c) {
+    return is_upper(c) || is_lower(c) || is_digit(c) || c == '_';
+}
+
+/* "Foo.Bar": dot-separated aliases, each an uppercase letter followed by
+ * identifier characters. */
+static bool is_alias_path(const char *s) {
+    if (*s == '\0')
+        return false;
+    while (*s) {
+        if (!is_upper(*s))
+            return false;
+        s++;
+        while (is_ident_char(*s))
+            s++;
+        if (*s == '.')
+            s++;
+        else if (*s != '\0')
+            return false;
+        else
+            break;
+        if (*s == '\0') /* a trailing dot */
+            return false;
+    }
+    return true;
+}
+
+/* An atom Elixir writes without quotes: a lowercase letter or underscore,
+ * identifier characters or @, and an optional trailing ? or !. */
+static bool is_plain_atom(const char *s, bool allow_at) {
+    if (!(is_lower(*s) || *s == '_'))
+        return false;
+    for (s++; *s; s++) {
+        if (is_ident_char(*s) || (allow_at && *s == '@'))
+            continue;
+        if ((*s == '?' || *s == '!') && s[1] == '\0')
+            return true;
+        return false;
+    }
+    return true;
+}
+
+/* Append to buf (capacity n, current length *len), truncating safely. */
+static void put(char *buf, size_t n, size_t *len, const char *s) {
+    size_t avail = n - 1 - *len;
+    size_t l = strlen(s);
+    if (l > avail)
+        l = avail;
+    memcpy(buf + *len, s, l);
+    *len += l;
+    buf[*len] = '\0';
+}
+
+/* "name" with the escapes Elixir's inspect uses for quoted atoms. */
+static void put_quoted(char *buf, size_t n, size_t *len, const char *s) {
+    put(buf, n, len, "\"");
+    for (; *s; s++) {
+        char one[5];
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            snprintf(one, sizeof one, "\\%c", c);
+        else if (c == '\n')
+            snprintf(one, sizeof one, "\\n");
+        else if (c == '\t')
+            snprintf(one, sizeof one, "\\t");
+        else
+            snprintf(one, sizeof one, "%c", c);
+        put(buf, n, len, one);
+    }
+    put(buf, n, len, "\"");
+}
+
+/* The module as inspect/1 writes it: Elixir.Foo.Bar -> Foo.Bar, my_mod ->
+ * :my_mod, anything else quoted. */
+static void put_module(char *buf, size_t n, size_t *len, const char *atom) {
+    static const char prefix[] = "Elixir.";
+    if (strcmp(atom, "Elixir") == 0) {
+        put(buf, n, len, atom);
+    } else if (strncmp(atom, prefix, sizeof prefix - 1) == 0 &&
+               is_alias_path(atom + sizeof prefix - 1)) {
+        put(buf, n, len, atom + sizeof prefix - 1);
+    } else if (strcmp(atom, "nil") == 0 || strcmp(atom, "true") == 0 ||
+               strcmp(atom, "false") == 0) {
+        put(buf, n, len, atom);
+    } else {
+        put(buf, n, len, ":");
+        if (is_plain_atom(atom, true))
+            put(buf, n, len, atom);
+        else
+            put_quoted(buf, n, len, atom);
+    }
+}
+
+/* The function name after "M.": bare when it is an identifier, quoted
+ * otherwise (Elixir prints Mod."odd-name"/0). */
+static void put_function(char *buf, size_t n, size_t *len, const char *fun) {
+    if (is_plain_atom(fun, false))
+        put(buf, n, len, fun);
+    else
+        put_quoted(buf, n, len, fun);
+}
+
+/* --- The running call --------------------------------------------------- */
+
+typedef struct nif_call {
+    beam_nif_body_fn self;
+    const char *c_name;
+    int argc;
+} nif_call;
+
+/* The innermost BEAM_NIF running on this thread, for beam_nif_module_name
+ * (NULL outside one: it points at beam_nif_call's frame). */
+static BEAM_THREAD_LOCAL const nif_call *current_call;
+
+/* Atoms, escapes and an arity: an 8-byte atom can take 9 bytes quoted, so
+ * 255-character names fit twice over. */
+#define MFA_MAX 1200
+
+/* "M.fun/arity" from the registered table; the C name and argc when the
+ * function is not in it (or no module was registered). */
+static void format_mfa(const nif_call *call, char *buf, size_t n) {
+    const char *fun = call->c_name;
+    int arity = call->argc;
+    for (int i = 0; i < module_func_count; i++) {
+        const ErlNifFunc *f = &module_funcs[i];
+        if ((beam_nif_body_fn)f->fptr == call->self &&
+            (int)f->arity == call->argc) {
+            fun = f->name;
+            break;
+        }
+    }
+    size_t len = 0;
+    buf[0] = '\0';
+    if (module_atom[0] != '\0') {
+        put_module(buf, n, &len, module_atom);
+        put(buf, n, &len, ".");
+    }
+    put_function(buf, n, &len, fun);
+    char tail[16];
+    snprintf(tail, sizeof tail, "/%d", arity);
+    put(buf, n, &len, tail);
+}
+
+const char *beam_nif_module_name(void) {
+    static BEAM_THREAD_LOCAL char buf[MFA_MAX];
+    if (current_call == NULL)
+        return NULL;
+    format_mfa(current_call, buf, sizeof buf);
+    return buf;
+}
+
+/* --- The wrapper -------------------------------------------------------- */
+
+static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call) {
+    char mfa[MFA_MAX];
+    char message[MFA_MAX + 64];
+    format_mfa(call, mfa, sizeof mfa);
+    snprintf(message, sizeof message, "memory leak detected in function `%s`",
+             mfa);
+    return beam_raise(env, "RuntimeError", message);
+}
+
+/* Out of line so that the common path stays a few moves and a call. */
+static BEAM__NOINLINE ERL_NIF_TERM
+call_leak_checked(const beam_nif_options *options, const nif_call *call,
+                  beam_allocator_t saved, beam_nif_body_fn body, ErlNifEnv *env,
+                  int argc, const ERL_NIF_TERM argv[]) {
+    /* A custom allocator becomes the backing of the checking instance, so
+     * the two options compose: blocks still come from the user's
+     * allocator, and the instance sees every one of them. */
+    beam_allocator_t backing =
+        options->allocator ? options->allocator() : beam_large_allocator;
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, backing, BEAM_GPA_TRACK_SITES);
+    beam_allocator = beam_gpa_allocator(&gpa);
+
+    ERL_NIF_TERM result = body(env, argc, argv);
+    /* The instance is about to go: nothing (a report hook included) may
+     * reach it through the thread-local from here on. */
+    beam_allocator = saved;
+
+    /* Name the function before the instance lists the blocks, so the report
+     * reads as one story. */
+    if (beam_gpa_usage_of(&gpa).live_blocks != 0) {
+        char mfa[MFA_MAX];
+        format_mfa(call, mfa, sizeof mfa);
+        beam__report("beam_alloc: memory leak detected in function `%s`:", mfa);
+    }
+    bool leaked = beam_gpa_deinit(&gpa);
+    if (leaked)
+        /* Overrides whatever the body returned or raised: a leak is a bug
+         * in the NIF itself, and the one the caller cannot see otherwise. */
+        return raise_leak(env, call);
+    return result;
+}
+
+ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
+                           beam_nif_body_fn self, beam_nif_body_fn body,
+                           ErlNifEnv *env, int argc,
+                           const ERL_NIF_TERM argv[]) {
+    const beam_allocator_t saved = beam_allocator;
+    const nif_call *const outer = current_call;
+    const nif_call call = {self, c_name, argc};
+    current_call = &call;
+
+    ERL_NIF_TERM result;
+    if (BEAM__UNLIKELY(options->leak_check)) {
+        result =
+            call_leak_checked(options, &call, saved, body, env, argc, argv);
+    } else {
+        beam_allocator =
+            options->allocator ? options->allocator() : beam_raw_allocator;
+        result = body(env, argc, argv);
+    }
+
+    beam_allocator = saved;
+    current_call = outer;
+    return result;
+}

@@ -1,0 +1,90 @@
+/*
+ * Term helpers for NIFs: the few constructors every NIF in this library's
+ * tests and demos needs, and that users would otherwise rewrite in each
+ * project. Only in the NIF build (needs erl_nif.h).
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Elements are read with memcpy: the caller's array need not be aligned for
+ * the element type (it may be a slice of a byte buffer). */
+static uint64_t load_uint(const unsigned char *p, size_t elem_size) {
+    switch (elem_size) {
+    case 1:
+        return *p;
+    case 2: {
+        uint16_t v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    case 4: {
+        uint32_t v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    default: {
+        uint64_t v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    }
+}
+
+ERL_NIF_TERM beam_make_uint_list(ErlNifEnv *env, const void *p, size_t n,
+                                 size_t elem_size) {
+    if (elem_size != 1 && elem_size != 2 && elem_size != 4 && elem_size != 8)
+        return enif_make_badarg(env);
+    if (p == NULL && n != 0)
+        return enif_make_badarg(env);
+    const unsigned char *bytes = p;
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    /* Built from the tail so that no reversal pass is needed. */
+    for (size_t i = n; i-- > 0;) {
+        uint64_t v = load_uint(bytes + i * elem_size, elem_size);
+        list = enif_make_list_cell(env, enif_make_uint64(env, (ErlNifUInt64)v),
+                                   list);
+    }
+    return list;
+}
+
+ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason) {
+    return enif_make_tuple2(env, enif_make_atom(env, "error"),
+                            enif_make_atom(env, reason));
+}
+
+ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
+                        const char *message) {
+    /* Elixir module atoms carry the "Elixir." prefix; accept the name
+     * either way so callers can write what they see in Elixir. */
+    static const char prefix[] = "Elixir.";
+    char module[256];
+    if (exception == NULL)
+        exception = "RuntimeError";
+    if (strncmp(exception, prefix, sizeof prefix - 1) == 0)
+        snprintf(module, sizeof module, "%s", exception);
+    else
+        snprintf(module, sizeof module, "%s%s", prefix, exception);
+
+    if (message == NULL)
+        message = "";
+    size_t len = strlen(message);
+    ERL_NIF_TERM text;
+    unsigned char *buf = enif_make_new_binary(env, len, &text);
+    if (buf == NULL)
+        return enif_make_badarg(env);
+    memcpy(buf, message, len);
+
+    /* An exception is a struct with __exception__: true; raised as an
+     * error with that map as reason, Elixir rescues it as the struct. */
+    ERL_NIF_TERM keys[3] = {enif_make_atom(env, "__struct__"),
+                            enif_make_atom(env, "__exception__"),
+                            enif_make_atom(env, "message")};
+    ERL_NIF_TERM values[3] = {enif_make_atom(env, module),
+                              enif_make_atom(env, "true"), text};
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(env, keys, values, 3, &map))
+        return enif_make_badarg(env);
+    return enif_raise_exception(env, map);
+}
