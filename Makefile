@@ -146,7 +146,7 @@ $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) include/beam_
 mix-test: lib
 	MIX_ENV=test mix test
 
-test: deps lib c-test c-test-san header-test mix-test
+test: deps lib c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test
 	@:
 
 # The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
@@ -158,3 +158,9 @@ $(DEMO_SO): demo/demo_nif.c include/beam_alloc.h $(BUILD)/libbeam_alloc.a
 
 demo: deps lib $(DEMO_SO)
 	BEAM_ALLOC_DEMO_NIF=$(CURDIR)/$(basename $(DEMO_SO)) elixir demo/demo.exs
+
+# --- Benchmarks ---------------------------------------------------------
+# Installs the peers (mimalloc, jemalloc, tcmalloc, gnuplot) when missing,
+# builds, runs everything once, writes bench/results/. See bench/run.sh.
+bench:
+	@CC="$(CC)" MAKE="$(MAKE)" bench/run.sh

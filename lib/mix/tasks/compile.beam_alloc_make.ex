@@ -1,0 +1,85 @@
+defmodule Mix.Tasks.Compile.BeamAllocMake do
+  @shortdoc "Builds beam_alloc and its NIFs with make"
+
+  @moduledoc """
+  Runs `make nifs` in the project directory, the way `elixir_make` does,
+  so that `mix compile` (and `mix test`) build the C library and the test
+  NIFs before any Elixir module that loads them is compiled.
+
+  Add it in front of the default compilers:
+
+      compilers: [:beam_alloc_make] ++ Mix.compilers()
+
+  make sees these variables:
+
+    * `MIX_APP_PATH` - the app's build directory; NIFs go to its `priv/`
+    * `MIX_ENV` - the NIFs of the test suite are built only for `test`
+    * `MIX_BUILD_PATH`, `MIX_COMPILE_PATH`
+    * `ERTS_INCLUDE_DIR` - where `erl_nif.h` of the running VM lives
+
+  Set `MAKE` to use another make (e.g. `gmake` on BSD). A non-zero exit
+  status of make fails the compilation.
+  """
+
+  use Mix.Task.Compiler
+
+  @target "nifs"
+
+  @impl Mix.Task.Compiler
+  def run(_args) do
+    make = System.get_env("MAKE", "make")
+
+    unless System.find_executable(make) do
+      Mix.raise("""
+      could not find #{inspect(make)} in PATH, which beam_alloc needs to build its C sources.
+
+      Install make (on Debian: apt-get install make) or set MAKE to its name.
+      """)
+    end
+
+    case System.cmd(make, ["--no-print-directory", @target],
+           cd: project_dir(),
+           env: env(),
+           into: IO.stream(:stdio, :line),
+           stderr_to_stdout: true
+         ) do
+      {_, 0} ->
+        {:ok, []}
+
+      {_, status} ->
+        Mix.raise("""
+        could not compile with "#{make} #{@target}" (exit status: #{status}).
+
+        See the output of make above for the reason.
+        """)
+    end
+  end
+
+  @impl Mix.Task.Compiler
+  def clean do
+    Path.join([Mix.Project.app_path(), "priv", "*.so"])
+    |> Path.wildcard()
+    |> Enum.each(&File.rm!/1)
+  end
+
+  defp project_dir, do: Path.dirname(Mix.Project.project_file())
+
+  defp env do
+    [
+      {"MIX_APP_PATH", Mix.Project.app_path()},
+      {"MIX_ENV", to_string(Mix.env())},
+      {"MIX_TARGET", to_string(Mix.target())},
+      {"MIX_BUILD_PATH", Mix.Project.build_path()},
+      {"MIX_COMPILE_PATH", Mix.Project.compile_path()},
+      {"ERTS_INCLUDE_DIR", erts_include_dir()}
+    ]
+  end
+
+  defp erts_include_dir do
+    Path.join([
+      List.to_string(:code.root_dir()),
+      "erts-#{:erlang.system_info(:version)}",
+      "include"
+    ])
+  end
+end

@@ -1,0 +1,33 @@
+# Mix has to find the compiler that builds the NIFs before it compiles
+# anything of this project, so the task is loaded from source here; the
+# Elixir compiler then compiles the same file again into the app, which is
+# why module conflicts are ignored below.
+unless Code.ensure_loaded?(Mix.Tasks.Compile.BeamAllocMake) do
+  Code.require_file("lib/mix/tasks/compile.beam_alloc_make.ex", __DIR__)
+end
+
+defmodule BeamAlloc.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :beam_alloc,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      elixirc_paths: elixirc_paths(Mix.env()),
+      elixirc_options: [ignore_module_conflict: true],
+      compilers: [:beam_alloc_make] ++ Mix.compilers(),
+      deps: []
+    ]
+  end
+
+  def application do
+    [extra_applications: []]
+  end
+
+  # The test NIFs' Elixir modules live in test/support; they are compiled
+  # (and load their NIFs) only in the test environment.
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+end

@@ -1,0 +1,83 @@
+defmodule BeamAlloc.LeakCheckTest do
+  # BEAM_NIF(name, .leak_check = true): a fresh general purpose allocator
+  # per call, and a RuntimeError naming the function when a block outlives
+  # the call.
+  use ExUnit.Case, async: true
+
+  describe "a leaking NIF" do
+    test "raises RuntimeError naming the function (dirty CPU)" do
+      message = "memory leak detected in function `LeakCheckTest.check_me/0`"
+      assert_raise RuntimeError, message, fn -> LeakCheckTest.check_me() end
+    end
+
+    test "raises on a normal scheduler and on a dirty IO one" do
+      assert_leak("LeakCheckTest.check_me_normal/0", &LeakCheckTest.check_me_normal/0)
+      assert_leak("LeakCheckTest.check_me_io/0", &LeakCheckTest.check_me_io/0)
+    end
+
+    test "names the function with its arity" do
+      assert_leak("LeakCheckTest.leak_bytes/1", fn -> LeakCheckTest.leak_bytes(100) end)
+    end
+
+    test "raises for blocks of any size" do
+      for size <- [1, 64, 8192, 8193, 1_000_000] do
+        assert_leak("LeakCheckTest.leak_bytes/1", fn -> LeakCheckTest.leak_bytes(size) end)
+      end
+    end
+
+    test "reports every leaked block with its size" do
+      LeakCheckTest.take_reports()
+      catch_error(LeakCheckTest.check_me())
+      reports = LeakCheckTest.take_reports()
+
+      assert "beam_alloc: memory leak detected in function `LeakCheckTest.check_me/0`:" in reports
+      assert Enum.any?(reports, &(&1 =~ "leak: 8 bytes"))
+      assert Enum.any?(reports, &(&1 =~ "leak: 100000 bytes"))
+    end
+
+    test "raises the leak even when the NIF raised something else" do
+      assert_leak("LeakCheckTest.raise_and_leak/0", &LeakCheckTest.raise_and_leak/0)
+    end
+
+    test "writes a function name that needs quotes the way Elixir does" do
+      assert_leak(~s(LeakCheckTest."odd-name?"/0), &LeakCheckTest."odd-name?"/0)
+    end
+
+    test "writes an Erlang-named module as an atom" do
+      assert_leak(":beam_alloc_erl_test.leaky/0", &:beam_alloc_erl_test.leaky/0)
+    end
+  end
+
+  describe "a clean NIF" do
+    test "returns normally" do
+      assert LeakCheckTest.clean(100) == Enum.sum(0..99)
+      assert :ok = LeakCheckTest.clean_dirty()
+      assert :ok = :beam_alloc_erl_test.clean()
+    end
+
+    test "reports nothing" do
+      LeakCheckTest.take_reports()
+      assert :ok = LeakCheckTest.clean_dirty()
+      assert LeakCheckTest.take_reports() == []
+    end
+
+    test "keeps its own exceptions" do
+      assert_raise ArgumentError, fn -> LeakCheckTest.raise_clean() end
+    end
+
+    test "raises ArgumentError on bad arguments" do
+      assert_raise ArgumentError, fn -> LeakCheckTest.clean(:many) end
+      assert_raise ArgumentError, fn -> LeakCheckTest.leak_bytes(-1) end
+    end
+
+    test "runs on a fresh allocator after a call that leaked" do
+      assert_leak("LeakCheckTest.check_me_normal/0", &LeakCheckTest.check_me_normal/0)
+      assert :ok = LeakCheckTest.clean_dirty()
+      assert LeakCheckTest.clean(10) == Enum.sum(0..9)
+    end
+  end
+
+  defp assert_leak(function, fun) do
+    assert_raise RuntimeError, "memory leak detected in function `#{function}`", fun
+  end
+end

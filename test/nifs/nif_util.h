@@ -1,0 +1,103 @@
+/*
+ * Helpers shared by the test NIFs: argument decoding that turns anything
+ * out of range into badarg (ArgumentError in Elixir), and a report hook
+ * that keeps the library's diagnostics for the tests to assert on instead
+ * of letting them scroll past on stderr.
+ *
+ * Each test NIF is its own shared object with its own copy of beam_alloc,
+ * so the statics here are per module.
+ */
+#ifndef NIF_UTIL_H
+#define NIF_UTIL_H
+
+#include <beam_alloc.h>
+
+#include <stdint.h>
+#include <string.h>
+
+/* A non-negative integer that fits size_t. */
+static inline bool get_size(ErlNifEnv *env, ERL_NIF_TERM term, size_t *out) {
+    ErlNifUInt64 v;
+    if (!enif_get_uint64(env, term, &v) || v > SIZE_MAX)
+        return false;
+    *out = (size_t)v;
+    return true;
+}
+
+/* An alignment: a power of two that fits size_t. */
+static inline bool get_alignment(ErlNifEnv *env, ERL_NIF_TERM term,
+                                 size_t *out) {
+    return get_size(env, term, out) && *out != 0 && (*out & (*out - 1)) == 0;
+}
+
+static inline ERL_NIF_TERM make_bool(ErlNifEnv *env, bool b) {
+    return enif_make_atom(env, b ? "true" : "false");
+}
+
+static inline ERL_NIF_TERM make_ok(ErlNifEnv *env, ERL_NIF_TERM value) {
+    return enif_make_tuple2(env, enif_make_atom(env, "ok"), value);
+}
+
+static inline ERL_NIF_TERM make_address(ErlNifEnv *env, const void *p) {
+    return enif_make_uint64(env, (ErlNifUInt64)(uintptr_t)p);
+}
+
+static inline bool same_allocator(beam_allocator_t a, beam_allocator_t b) {
+    return a.vtable == b.vtable && a.ctx == b.ctx;
+}
+
+/* --- Captured reports ---------------------------------------------------
+ * A ring of the last REPORT_SLOTS lines. The hook may run on any thread and
+ * with allocator locks held, so it only copies into static storage under a
+ * mutex that nothing else takes while allocating. */
+
+#define REPORT_SLOTS 64
+#define REPORT_LINE 512
+
+static ErlNifMutex *report_lock;
+static char report_lines[REPORT_SLOTS][REPORT_LINE];
+static unsigned report_head, report_count;
+
+static inline void capture_report(void *user, const char *line) {
+    (void)user;
+    enif_mutex_lock(report_lock);
+    unsigned slot = (report_head + report_count) % REPORT_SLOTS;
+    strncpy(report_lines[slot], line, REPORT_LINE - 1);
+    report_lines[slot][REPORT_LINE - 1] = '\0';
+    if (report_count < REPORT_SLOTS)
+        report_count++;
+    else
+        report_head = (report_head + 1) % REPORT_SLOTS;
+    enif_mutex_unlock(report_lock);
+}
+
+/* For the module's load callback. */
+static inline int capture_reports(void) {
+    report_lock = enif_mutex_create("beam_alloc_test_reports");
+    if (report_lock == NULL)
+        return 1;
+    beam_set_report_hook(capture_report, NULL);
+    return 0;
+}
+
+/* take_reports/0: the captured lines, oldest first, as binaries; clears
+ * them. A raw NIF: it allocates nothing through beam_alloc. */
+static inline ERL_NIF_TERM take_reports(ErlNifEnv *env, int argc,
+                                        const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    enif_mutex_lock(report_lock);
+    for (unsigned i = report_count; i-- > 0;) {
+        const char *line = report_lines[(report_head + i) % REPORT_SLOTS];
+        size_t len = strlen(line);
+        ERL_NIF_TERM bin;
+        memcpy(enif_make_new_binary(env, len, &bin), line, len);
+        list = enif_make_list_cell(env, bin, list);
+    }
+    report_head = report_count = 0;
+    enif_mutex_unlock(report_lock);
+    return list;
+}
+
+#endif

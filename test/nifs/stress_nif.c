@@ -1,0 +1,209 @@
+/*
+ * The general purpose allocator under concurrent use from many Erlang
+ * processes, on normal and dirty schedulers at once. Blocks are resources:
+ * a process allocates one, hands it to another process, and that one
+ * checks the contents and frees it, so blocks routinely die on another
+ * thread than the one that made them (and, through the destructor, on
+ * whichever thread the garbage collector runs). Loaded by
+ * BeamAlloc.Test.Stress (test/support/stress.ex).
+ */
+#include "nif_util.h"
+
+#include <stdatomic.h>
+
+static ErlNifResourceType *block_type;
+
+/* A handle to one block of the process-wide instance. Whoever swaps mem to
+ * NULL first frees it: an explicit free, a second explicit free from
+ * another process, or the destructor. */
+typedef struct block {
+    _Atomic(unsigned char *) mem;
+    size_t len;
+    unsigned char tag;
+} block;
+
+static bool intact(const unsigned char *mem, size_t len, unsigned char tag) {
+    for (size_t i = 0; i < len; i++)
+        if (mem[i] != (unsigned char)(tag + i))
+            return false;
+    return true;
+}
+
+static void fill(unsigned char *mem, size_t len, unsigned char tag) {
+    for (size_t i = 0; i < len; i++)
+        mem[i] = (unsigned char)(tag + i);
+}
+
+static void block_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    block *b = obj;
+    unsigned char *mem = atomic_exchange(&b->mem, NULL);
+    beam_free(beam_general_purpose_allocator, mem, b->len);
+}
+
+/* block_new(size, tag) */
+static ERL_NIF_TERM new_block(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
+    size_t len;
+    unsigned tag;
+    if (!get_size(env, argv[0], &len) || len == 0 || len > (1u << 20) ||
+        !enif_get_uint(env, argv[1], &tag) || tag > 255)
+        return enif_make_badarg(env);
+    unsigned char *mem =
+        beam_alloc(beam_general_purpose_allocator, unsigned char, len);
+    if (mem == NULL)
+        return beam_make_error(env, "enomem");
+    fill(mem, len, (unsigned char)tag);
+    block *b = enif_alloc_resource(block_type, sizeof *b);
+    if (b == NULL) {
+        beam_free(beam_general_purpose_allocator, mem, len);
+        return beam_make_error(env, "enomem");
+    }
+    atomic_init(&b->mem, mem);
+    b->len = len;
+    b->tag = (unsigned char)tag;
+    ERL_NIF_TERM term = enif_make_resource(env, b);
+    enif_release_resource(b);
+    return make_ok(env, term);
+}
+
+/* block_free(block): :ok, :already_freed, or {:error, :corrupted} when
+ * someone wrote over the block while it was live. */
+static ERL_NIF_TERM free_block(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
+    block *b;
+    if (!enif_get_resource(env, argv[0], block_type, (void **)&b))
+        return enif_make_badarg(env);
+    unsigned char *mem = atomic_exchange(&b->mem, NULL);
+    if (mem == NULL)
+        return enif_make_atom(env, "already_freed");
+    bool ok = intact(mem, b->len, b->tag);
+    beam_free(beam_general_purpose_allocator, mem, b->len);
+    return ok ? enif_make_atom(env, "ok") : beam_make_error(env, "corrupted");
+}
+
+BEAM_NIF(block_new) {
+    return new_block(env, argv);
+}
+BEAM_NIF(block_new_dirty) {
+    return new_block(env, argv);
+}
+BEAM_NIF(block_free) {
+    return free_block(env, argv);
+}
+BEAM_NIF(block_free_dirty) {
+    return free_block(env, argv);
+}
+
+/* churn(iterations, seed): a private workload inside one call, mixed sizes
+ * from 1 byte to a few above the slab limit, each block checked before it
+ * is freed. Keep iterations small on normal schedulers (a NIF should return
+ * within a millisecond); dirty ones can take more. */
+#define CHURN_SLOTS 64
+
+static uint64_t next_random(uint64_t *state) {
+    /* xorshift64*: enough to vary sizes, cheap, reproducible by seed. */
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
+    size_t iterations;
+    ErlNifUInt64 seed;
+    if (!get_size(env, argv[0], &iterations) ||
+        !enif_get_uint64(env, argv[1], &seed))
+        return enif_make_badarg(env);
+    struct {
+        unsigned char *mem;
+        size_t len;
+        unsigned char tag;
+    } slots[CHURN_SLOTS] = {{0}};
+    uint64_t state = seed | 1;
+    bool corrupted = false, exhausted = false;
+    beam_allocator_t a = beam_general_purpose_allocator;
+
+    for (size_t i = 0; i < iterations && !exhausted; i++) {
+        uint64_t r = next_random(&state);
+        size_t k = r % CHURN_SLOTS;
+        if (slots[k].mem != NULL) {
+            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
+            beam_free(a, slots[k].mem, slots[k].len);
+            slots[k].mem = NULL;
+        }
+        /* Mostly small blocks, one in sixteen up to 3 slabs' worth. */
+        size_t len = (r >> 8) % 16 == 0 ? 1 + (r >> 16) % (3 * 8192)
+                                        : 1 + (r >> 16) % 512;
+        unsigned char tag = (unsigned char)(r >> 40);
+        unsigned char *mem = beam_alloc(a, unsigned char, len);
+        if (mem == NULL) {
+            exhausted = true;
+            break;
+        }
+        fill(mem, len, tag);
+        slots[k].mem = mem;
+        slots[k].len = len;
+        slots[k].tag = tag;
+    }
+    for (size_t k = 0; k < CHURN_SLOTS; k++)
+        if (slots[k].mem != NULL) {
+            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
+            beam_free(a, slots[k].mem, slots[k].len);
+        }
+    if (exhausted)
+        return beam_make_error(env, "enomem");
+    return corrupted ? beam_make_error(env, "corrupted")
+                     : enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(churn) {
+    return run_churn(env, argv);
+}
+BEAM_NIF(churn_dirty) {
+    return run_churn(env, argv);
+}
+
+/* --- The process-wide instance's state --------------------------------- */
+
+BEAM_NIF(detect_leaks) {
+    return make_bool(
+        env, beam_gpa_detect_leaks(&beam_general_purpose_allocator_instance));
+}
+
+BEAM_NIF(live_blocks) {
+    beam_gpa_usage u =
+        beam_gpa_usage_of(&beam_general_purpose_allocator_instance);
+    return enif_make_uint64(env, u.live_blocks);
+}
+
+BEAM_NIF(misuse_count) {
+    beam_gpa_usage u =
+        beam_gpa_usage_of(&beam_general_purpose_allocator_instance);
+    return enif_make_uint64(env, u.misuse_count);
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)info;
+    block_type = enif_open_resource_type(env, NULL, "beam_alloc_stress_block",
+                                         block_dtor, ERL_NIF_RT_CREATE, NULL);
+    if (block_type == NULL)
+        return 1;
+    return capture_reports();
+}
+
+static ErlNifFunc funcs[] = {
+    {"block_new", 2, block_new, 0},
+    {"block_new_dirty", 2, block_new_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"block_free", 1, block_free, 0},
+    {"block_free_dirty", 1, block_free_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"churn", 2, churn, 0},
+    {"churn_dirty", 2, churn_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"detect_leaks", 0, detect_leaks, 0},
+    {"live_blocks", 0, live_blocks, 0},
+    {"misuse_count", 0, misuse_count, 0},
+    {"take_reports", 0, take_reports, 0},
+};
+
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Stress, funcs, load, NULL, NULL)
