@@ -96,15 +96,20 @@ c-test-san: $(BUILD)/test-san/run_tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(BUILD)/test-san/run_tests
 
-# The public header alone, strict, as C11 (gcc and clang) and as C++17.
+# The public header, strict: alone and with a NIF using every public macro
+# (test/header/sample_nif.c), as C11 and C++17, with gcc and clang.
+HEADER_STRICT := -Wall -Wextra -Werror -Iinclude -I$(ERTS_INCLUDE_DIR)
 header-test:
 	@mkdir -p $(BUILD)/header
 	printf '#include <beam_alloc.h>\nint main(void) { return 0; }\n' > $(BUILD)/header/h.c
-	gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -I$(ERTS_INCLUDE_DIR) -c $(BUILD)/header/h.c -o $(BUILD)/header/h-gcc.o
-	gcc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -DBEAM_ALLOC_STANDALONE -c $(BUILD)/header/h.c -o $(BUILD)/header/h-sa.o
-	$(SAN_CC) -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude -I$(ERTS_INCLUDE_DIR) -c $(BUILD)/header/h.c -o $(BUILD)/header/h-clang.o
-	cp $(BUILD)/header/h.c $(BUILD)/header/h.cpp
-	g++ -std=c++17 -Wall -Wextra -Werror -Iinclude -I$(ERTS_INCLUDE_DIR) -c $(BUILD)/header/h.cpp -o $(BUILD)/header/h-cpp.o
+	gcc -std=c11 -pedantic $(HEADER_STRICT) -DBEAM_ALLOC_STANDALONE -c $(BUILD)/header/h.c -o $(BUILD)/header/h-sa.o
+	g++ -std=c++17 -pedantic $(HEADER_STRICT) -DBEAM_ALLOC_STANDALONE -x c++ -c $(BUILD)/header/h.c -o $(BUILD)/header/h-sa-cpp.o
+	for cc in gcc $(SAN_CC); do \
+	    $$cc -std=c11 -pedantic $(HEADER_STRICT) -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cc.o || exit 1; \
+	done
+	for cxx in g++ $(SAN_CC)++; do \
+	    $$cxx -std=c++17 $(HEADER_STRICT) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
+	done
 
 clean:
 	rm -rf $(BUILD) _build

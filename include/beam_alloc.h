@@ -428,10 +428,31 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  * { ... }. Inside the body env, argc and argv are in scope and
  * beam_allocator is set. name goes in an ErlNifFunc table as usual. */
 #define BEAM_NIF(...) BEAM__NIF(__VA_ARGS__, .beam__end = 0)
+/* C++ before C++20 takes designated initialisers only as an extension and
+ * warns about the fields they leave out; the options are meant to be
+ * partial. (In C++20, name options in declaration order.) */
+#if defined(__cplusplus) && defined(__clang__)
+#define BEAM__OPTIONS_PUSH                                                     \
+    _Pragma("clang diagnostic push")                                           \
+        _Pragma("clang diagnostic ignored \"-Wmissing-field-initializers\"")   \
+            _Pragma("clang diagnostic ignored \"-Wc++20-extensions\"")
+#define BEAM__OPTIONS_POP _Pragma("clang diagnostic pop")
+#elif defined(__cplusplus) && defined(__GNUC__)
+#define BEAM__OPTIONS_PUSH                                                     \
+    _Pragma("GCC diagnostic push")                                             \
+        _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")     \
+            _Pragma("GCC diagnostic ignored \"-Wpedantic\"")
+#define BEAM__OPTIONS_POP _Pragma("GCC diagnostic pop")
+#else
+#define BEAM__OPTIONS_PUSH
+#define BEAM__OPTIONS_POP
+#endif
 #define BEAM__NIF(name, ...)                                                   \
     static ERL_NIF_TERM beam__body_##name(ErlNifEnv *env, int argc,            \
                                           const ERL_NIF_TERM argv[]);          \
+    BEAM__OPTIONS_PUSH                                                         \
     static const beam_nif_options beam__options_##name = {__VA_ARGS__};        \
+    BEAM__OPTIONS_POP                                                          \
     static ERL_NIF_TERM name(ErlNifEnv *env, int argc,                         \
                              const ERL_NIF_TERM argv[]) {                      \
         return beam_nif_call(&beam__options_##name, #name, name,               \

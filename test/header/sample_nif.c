@@ -1,0 +1,35 @@
+/* Compiled by `make header-test` as C11 and as C++17, with gcc and clang,
+ * strict: a NIF using every public macro must build warning-free. */
+#include <beam_alloc.h>
+
+static beam_allocator_t pick(void) { return beam_large_allocator; }
+
+BEAM_NIF(plain) {
+    uint16_t *xs = beam_alloc(beam_allocator, uint16_t, 4);
+    if (xs == NULL)
+        return beam_make_error(env, "enomem");
+    xs = beam_realloc(beam_allocator, xs, 4, 8);
+    ERL_NIF_TERM list = beam_make_uint_list(env, xs, 4, sizeof *xs);
+    beam_free(beam_allocator, xs, 8);
+    return list;
+}
+
+BEAM_NIF(checked, .leak_check = true) {
+    double *d = beam_create(beam_allocator, double);
+    beam_destroy(beam_allocator, d);
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(custom, .leak_check = true, .allocator = pick) {
+    void *p = beam_alloc_aligned(beam_allocator, char, 10, 4096);
+    beam_free_aligned(beam_allocator, (char *)p, 10, 4096);
+    return argc > 0 ? argv[0] : enif_make_atom(env, "ok");
+}
+
+static ErlNifFunc funcs[] = {
+    {"plain", 0, plain, 0},
+    {"checked", 0, checked, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"custom", 1, custom, 0},
+};
+
+BEAM_NIF_INIT(Elixir.HeaderTest, funcs, NULL, NULL, NULL)
