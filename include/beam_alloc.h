@@ -373,6 +373,33 @@ typedef void (*beam_report_fn)(void *user, const char *line);
 /** Install a report hook (NULL restores the default). Returns the old one. */
 BEAM_API beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user);
 
+/* Stats. The raw and large allocators and every general purpose allocator
+ * instance count their calls, cheaply: each thread (or heap) keeps its own
+ * counters and a read folds them. Bytes are the lengths callers asked for;
+ * the VM's view (:erlang.memory(:system)) adds the allocators' overhead:
+ * enif_alloc's per-block tags, the large allocator's alignment padding, the
+ * general purpose allocator's partly used slabs (see backing_bytes of
+ * beam_gpa_usage_of). */
+typedef struct beam_alloc_stats {
+    size_t live_bytes;    /* allocated and not yet freed */
+    size_t live_blocks;
+    size_t peak_bytes;    /* highest live_bytes seen (see below) */
+    uint64_t allocations; /* successful allocations (remaps not counted) */
+    uint64_t frees;
+    uint64_t failed;      /* allocations answered with NULL */
+} beam_alloc_stats;
+
+/** The counters of a (an allocator's) instance: beam_raw_allocator,
+ * beam_large_allocator (its own calls; large blocks are not also counted as
+ * raw ones), and general purpose allocator instances. false, with *out
+ * zeroed, for an allocator that keeps none. Exact when nothing runs
+ * concurrently, a snapshot otherwise. peak_bytes is the highest live total
+ * seen when threads publish their changes: raw and large publish every
+ * 64 KiB of change, a general purpose heap whenever it refills a slab, and
+ * every read publishes; so the peak can be low by about that much per
+ * thread, never high. */
+BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

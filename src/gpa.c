@@ -94,8 +94,13 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
     if (cls == GPA_CLASSES)
         return alloc_large(gpa, len, alignment, ret);
     gpa_heap *h = heap_of(gpa);
-    if (h == NULL)
+    if (h == NULL) {
+        gpa_state *st = beam__gpa_state_of(gpa);
+        if (st != NULL)
+            atomic_fetch_add_explicit(&st->large_counts.failed, 1,
+                                      memory_order_relaxed);
         return NULL;
+    }
     gpa_slab *s = h->cur[cls];
     void **b = s->free;
     if (b != NULL) {
@@ -109,6 +114,7 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
     b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
     s->used++;
     note_alloc(s, b, len, alignment, ret);
+    beam__count_alloc_fast(&h->stats, len);
     return b;
 }
 
@@ -127,6 +133,7 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
                 s->free = (void **)b[0];
                 b[1] = NULL;
                 s->used++;
+                beam__count_alloc_fast(&slot->heap->stats, len);
                 return b;
             }
         }
@@ -203,8 +210,10 @@ static void *alloc_slow(gpa_heap *h, unsigned cls, size_t len, size_t alignment,
             break;
     }
     pthread_mutex_unlock(&h->st->lock);
-    if (s == NULL)
+    if (s == NULL) {
+        BEAM__BUMP(h->stats.failed, 1);
         return NULL;
+    }
 installed:
     s->where = WHERE_CUR;
     h->cur[cls] = s;
@@ -219,6 +228,9 @@ have:;
     b[1] = NULL;
     s->used++;
     note_alloc(s, b, len, alignment, ret);
+    beam__count_alloc_fast(&h->stats, len);
+    /* A slab refill is this heap's chance to feed the shared peak. */
+    beam__publish(&h->stats, &h->st->peak);
     return b;
 }
 
@@ -228,16 +240,19 @@ static void *alloc_large(beam_gpa_t *gpa, size_t len, size_t alignment,
     if (st == NULL)
         return NULL;
     void *p = st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
-    if (p == NULL)
-        return NULL;
     gpa_large e = {p, len, alignment, ret};
     pthread_mutex_lock(&st->lock);
-    bool ok = beam__gpa_large_insert(st, &e);
-    if (ok)
+    bool ok = p != NULL && beam__gpa_large_insert(st, &e);
+    if (ok) {
         st->backing_bytes += len;
+        beam__count_alloc(&st->large_counts, &st->peak, len);
+    } else {
+        BEAM__BUMP(st->large_counts.failed, 1);
+    }
     pthread_mutex_unlock(&st->lock);
     if (!ok) {
-        st->backing.vtable->free(st->backing.ctx, p, len, alignment, ret);
+        if (p != NULL)
+            st->backing.vtable->free(st->backing.ctx, p, len, alignment, ret);
         return NULL;
     }
     return p;
@@ -250,7 +265,13 @@ static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
 static BEAM__NOINLINE void local_free_slow(gpa_heap *h, gpa_slab *s);
 static BEAM__NOINLINE void remote_notify(gpa_slab *s);
 
-static BEAM__NOINLINE void remote_free(gpa_slab *s, void **b) {
+static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
+                                       size_t len) {
+    atomic_fetch_add_explicit(&st->remote_frees, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&st->remote_bytes, (int64_t)len,
+                              memory_order_relaxed);
+    atomic_fetch_sub_explicit(&st->peak.published, (int64_t)len,
+                              memory_order_relaxed);
     uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
     do {
         b[0] = (void *)(old & ~GPA_FULL_BIT);
@@ -263,13 +284,15 @@ static BEAM__NOINLINE void remote_free(gpa_slab *s, void **b) {
 
 /* The block b of slab s passed every check: give it back, to the owner's
  * list when this thread owns the slab, else to the slab's atomic stack. */
-static inline void release_block(gpa_state *st, gpa_slab *s, void **b) {
+static inline void release_block(gpa_state *st, gpa_slab *s, void **b,
+                                 size_t len) {
     b[1] = (void *)beam__gpa_tag(st, b);
     gpa_heap *owner = atomic_load_explicit(&s->heap, memory_order_relaxed);
     gpa_tls_slot *slot = &beam__gpa_tls[0];
     if (BEAM__LIKELY(slot->id == st->id && slot->heap == owner)) {
         b[0] = s->free;
         s->free = b;
+        beam__count_free_fast(&owner->stats, len);
         if (BEAM__UNLIKELY(
                 --s->used == 0 ||
                 (atomic_load_explicit(&s->thread_free, memory_order_relaxed) &
@@ -277,7 +300,7 @@ static inline void release_block(gpa_state *st, gpa_slab *s, void **b) {
             local_free_slow(owner, s);
         return;
     }
-    remote_free(s, b);
+    remote_free(st, s, b, len);
 }
 
 /* The fast path: a small untracked block, checked (ours, this class, a block
@@ -293,7 +316,7 @@ static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      s->cls == class_by_16[(len + 15) >> 4] &&
                      s->info == NULL && beam__gpa_block_index(s, mem) >= 0 &&
                      (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
-        release_block(st, s, b);
+        release_block(st, s, b, len);
         return;
     }
     free_slow(gpa, mem, len, alignment, ret);
@@ -334,9 +357,12 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
                              "free with a wrong length or alignment "
                              "(freed anyway)",
                              mem, len, alignment, ret);
-        if (s->info != NULL)
+        size_t real_len = len;
+        if (s->info != NULL) {
+            real_len = s->info[idx].len;
             s->info[idx].len = 0;
-        release_block(st, s, b);
+        }
+        release_block(st, s, b, real_len);
         return;
     }
     if (owner != NULL) {
@@ -357,6 +383,7 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
     gpa_large copy = *e;
     beam__gpa_large_remove(st, e);
     st->backing_bytes -= copy.len;
+    beam__count_free(&st->large_counts, &st->peak, copy.len);
     pthread_mutex_unlock(&st->lock);
     if (copy.len != len || copy.alignment != alignment)
         beam__gpa_misuse(st,
@@ -368,6 +395,7 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
 }
 
 static void local_free_slow(gpa_heap *h, gpa_slab *s) {
+    beam__publish(&h->stats, &h->st->peak);
     uintptr_t expect = GPA_FULL_BIT;
     if (s->where == WHERE_FULL &&
         atomic_compare_exchange_strong_explicit(&s->thread_free, &expect, 0,
@@ -421,6 +449,12 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
             return false;
         if (s->info != NULL)
             s->info[beam__gpa_block_index(s, mem)].len = (uint32_t)new_len;
+        int64_t d = (int64_t)new_len - (int64_t)len;
+        atomic_fetch_add_explicit(&st->remote_bytes, d, memory_order_relaxed);
+        beam__peak_observe(&st->peak,
+                           atomic_fetch_add_explicit(&st->peak.published, d,
+                                                     memory_order_relaxed) +
+                               d);
         return true;
     }
     pthread_mutex_lock(&st->lock);
@@ -431,6 +465,7 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     if (ok) {
         st->backing_bytes += new_len - len; /* wraps correctly on shrink */
         e->len = new_len;
+        beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     }
     pthread_mutex_unlock(&st->lock);
     return ok;
@@ -458,6 +493,7 @@ static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
         /* Removing made room, so this insert cannot need to grow. */
         beam__gpa_large_insert(st, &moved);
         st->backing_bytes += new_len - len;
+        beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     }
     pthread_mutex_unlock(&st->lock);
     return p;
@@ -541,4 +577,25 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
                          0);
     __atomic_store_n(&gpa->beam__state, NULL, __ATOMIC_RELEASE);
     return u.live_blocks != 0;
+}
+
+bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {
+    gpa_state *st = beam__gpa_state_of((beam_gpa_t *)ctx);
+    if (st == NULL)
+        return true; /* never used: all zero */
+    pthread_mutex_lock(&st->lock);
+    beam__stats_add(out, &st->retired);
+    beam__stats_add(out, &st->large_counts);
+    for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
+        beam__stats_add(out, &h->stats);
+    pthread_mutex_unlock(&st->lock);
+    uint64_t rf = atomic_load_explicit(&st->remote_frees, memory_order_relaxed);
+    out->frees += rf;
+    out->live_blocks -= (size_t)rf;
+    out->live_bytes +=
+        (size_t)atomic_load_explicit(&st->remote_bytes, memory_order_relaxed);
+    beam__peak_observe(&st->peak, (int64_t)out->live_bytes);
+    out->peak_bytes =
+        (size_t)atomic_load_explicit(&st->peak.peak, memory_order_relaxed);
+    return true;
 }

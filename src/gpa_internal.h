@@ -104,6 +104,7 @@ typedef struct gpa_heap {
     gpa_slab *cur[GPA_CLASSES];   /* never NULL: empty sentinel at first */
     gpa_slab *avail[GPA_CLASSES]; /* doubly linked, head */
     _Atomic(gpa_slab *) notify;   /* slabs un-fulled by remote frees */
+    beam__counters stats;         /* this heap's allocations and frees */
     struct beam__gpa_state *st;
     struct gpa_heap *next; /* in st->heaps */
 } gpa_heap;
@@ -132,6 +133,13 @@ struct beam__gpa_state {
     size_t large_cap, large_count, large_used; /* used: live + tombstones */
     size_t backing_bytes;
     _Atomic size_t misuse;
+    /* Stats beyond the heaps': retired heaps' and large blocks' counters
+     * (lock held), and what other threads' frees and in-place resizes
+     * changed (atomic, any thread). */
+    beam__counters retired, large_counts;
+    _Atomic uint64_t remote_frees;
+    _Atomic int64_t remote_bytes;
+    beam__peak peak;
     struct beam__gpa_state *reg_next, *reg_prev; /* registry of live states */
 };
 typedef struct beam__gpa_state gpa_state;

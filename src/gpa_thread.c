@@ -126,6 +126,7 @@ static void heap_abandon(gpa_state *st, gpa_heap *h) {
         beam__gpa_slab_release(st, empty);
         empty = next;
     }
+    beam__counters_retire(&st->retired, &h->stats, &st->peak);
     for (gpa_heap **p = &st->heaps; *p != NULL; p = &(*p)->next)
         if (*p == h) {
             *p = h->next;

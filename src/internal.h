@@ -56,4 +56,84 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * break pointer subtraction, so no allocator hands them out. */
 #define BEAM__MAX_LEN ((size_t)PTRDIFF_MAX)
 
+/* ---- stats (stats.c) ------------------------------------------------
+ * Counters are written by one thread (or heap owner) and read by anyone:
+ * relaxed atomics, so that a read is a race-free snapshot, at the cost of
+ * nothing on x86 (plain loads and stores, no locked instructions). */
+#include <stdatomic.h>
+
+typedef struct beam__counters {
+    _Atomic int64_t bytes; /* live bytes: allocated minus freed */
+    _Atomic uint64_t allocs, frees, failed;
+    int64_t mark; /* owner-only: bytes when last published to the peak */
+} beam__counters;
+
+/* The shared side: a live-bytes total fed in steps, for the peak. */
+typedef struct beam__peak {
+    _Atomic int64_t published;
+    _Atomic int64_t peak;
+} beam__peak;
+
+#define BEAM__PUBLISH_STEP ((int64_t)64 * 1024)
+
+#define BEAM__BUMP(field, by)                                                  \
+    atomic_store_explicit(                                                     \
+        &(field), atomic_load_explicit(&(field), memory_order_relaxed) + (by), \
+        memory_order_relaxed)
+
+/* Add what c changed since its last publication to p, and raise p's peak. */
+BEAM__HIDDEN void beam__publish(beam__counters *c, beam__peak *p);
+BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
+
+/* Hot-path counting: no publication (the caller publishes at its slow
+ * points, which bound how far the peak can lag). */
+static inline void beam__count_alloc_fast(beam__counters *c, size_t len) {
+    BEAM__BUMP(c->allocs, 1);
+    BEAM__BUMP(c->bytes, (int64_t)len);
+}
+
+static inline void beam__count_free_fast(beam__counters *c, size_t len) {
+    BEAM__BUMP(c->frees, 1);
+    BEAM__BUMP(c->bytes, -(int64_t)len);
+}
+
+/* Publish when the unpublished change reaches a step. */
+static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
+    int64_t d = atomic_load_explicit(&c->bytes, memory_order_relaxed) - c->mark;
+    if (BEAM__UNLIKELY(d >= BEAM__PUBLISH_STEP || d <= -BEAM__PUBLISH_STEP))
+        beam__publish(c, p);
+}
+
+static inline void beam__count_alloc(beam__counters *c, beam__peak *p,
+                                     size_t len) {
+    beam__count_alloc_fast(c, len);
+    beam__maybe_publish(c, p);
+}
+
+static inline void beam__count_free(beam__counters *c, beam__peak *p,
+                                    size_t len) {
+    beam__count_free_fast(c, len);
+    beam__maybe_publish(c, p);
+}
+
+/* A block changed size in place (or moved, counted as one block). */
+static inline void beam__count_resize(beam__counters *c, beam__peak *p,
+                                      size_t len, size_t new_len) {
+    BEAM__BUMP(c->bytes, (int64_t)new_len - (int64_t)len);
+    beam__maybe_publish(c, p);
+}
+
+/* Add c into a beam_alloc_stats being folded. */
+BEAM__HIDDEN void beam__stats_add(beam_alloc_stats *out,
+                                  const beam__counters *c);
+/* Fold c into the retired counters r (c's owner is going away). */
+BEAM__HIDDEN void beam__counters_retire(beam__counters *r, beam__counters *c,
+                                        beam__peak *p);
+
+/* The raw and large allocators' counters of the calling thread. */
+enum { BEAM__RAW, BEAM__LARGE, BEAM__KINDS };
+BEAM__HIDDEN beam__counters *beam__thread_counters(int kind);
+BEAM__HIDDEN extern beam__peak beam__kind_peak[BEAM__KINDS];
+BEAM__HIDDEN bool beam__gpa_stats(void *ctx, beam_alloc_stats *out);
+
 #endif

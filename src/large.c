@@ -47,33 +47,33 @@ static void *place(void *raw, size_t total, size_t alignment) {
     return (void *)user;
 }
 
-static void *large_alloc(void *ctx, size_t len, size_t alignment,
-                         uintptr_t ret) {
+/* Alignments the backend serves need no header: straight through. */
+static void *alloc_impl(size_t len, size_t alignment) {
     if (alignment <= BEAM_MAX_ALIGN)
-        return beam__raw_vtable.alloc(ctx, len, alignment, ret);
+        return beam__sys_alloc(len);
     size_t total = total_for(len, alignment);
     if (total == 0)
         return NULL;
-    void *raw = beam__raw_vtable.alloc(NULL, total, BEAM_MAX_ALIGN, ret);
+    void *raw = beam__sys_alloc(total);
     if (raw == NULL)
         return NULL;
     return place(raw, total, alignment);
 }
 
-static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
-                         size_t new_len, uintptr_t ret) {
+static bool resize_impl(void *mem, size_t len, size_t alignment,
+                        size_t new_len) {
     if (alignment <= BEAM_MAX_ALIGN)
-        return beam__raw_vtable.resize(ctx, mem, len, alignment, new_len, ret);
+        return new_len <= len;
     large_header *h = header_of(mem);
     uintptr_t end = (uintptr_t)h->raw + h->total;
     return new_len <= end - (uintptr_t)mem;
 }
 
-static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
-                         size_t new_len, uintptr_t ret) {
+static void *remap_impl(void *mem, size_t len, size_t alignment,
+                        size_t new_len) {
     if (alignment <= BEAM_MAX_ALIGN)
-        return beam__raw_vtable.remap(ctx, mem, len, alignment, new_len, ret);
-    if (large_resize(ctx, mem, len, alignment, new_len, ret))
+        return beam__sys_realloc(mem, new_len);
+    if (resize_impl(mem, len, alignment, new_len))
         return mem;
     size_t total = total_for(new_len, alignment);
     if (total == 0)
@@ -92,13 +92,51 @@ static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
     return place(raw, total, alignment);
 }
 
+/* The vtable: the above, counted. */
+static inline beam__counters *counters(void) {
+    return beam__thread_counters(BEAM__LARGE);
+}
+
+static void *large_alloc(void *ctx, size_t len, size_t alignment,
+                         uintptr_t ret) {
+    (void)ctx;
+    (void)ret;
+    void *p = alloc_impl(len, alignment);
+    if (BEAM__UNLIKELY(p == NULL)) {
+        BEAM__BUMP(counters()->failed, 1);
+        return NULL;
+    }
+    beam__count_alloc(counters(), &beam__kind_peak[BEAM__LARGE], len);
+    return p;
+}
+
+static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    (void)ctx;
+    (void)ret;
+    if (!resize_impl(mem, len, alignment, new_len))
+        return false;
+    beam__count_resize(counters(), &beam__kind_peak[BEAM__LARGE], len, new_len);
+    return true;
+}
+
+static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    (void)ctx;
+    (void)ret;
+    void *p = remap_impl(mem, len, alignment, new_len);
+    if (p != NULL)
+        beam__count_resize(counters(), &beam__kind_peak[BEAM__LARGE], len,
+                           new_len);
+    return p;
+}
+
 static void large_free(void *ctx, void *mem, size_t len, size_t alignment,
                        uintptr_t ret) {
-    if (alignment <= BEAM_MAX_ALIGN) {
-        beam__raw_vtable.free(ctx, mem, len, alignment, ret);
-        return;
-    }
-    beam__sys_free(header_of(mem)->raw);
+    (void)ctx;
+    (void)ret;
+    beam__sys_free(alignment <= BEAM_MAX_ALIGN ? mem : header_of(mem)->raw);
+    beam__count_free(counters(), &beam__kind_peak[BEAM__LARGE], len);
 }
 
 const beam_allocator_vtable beam__large_vtable = {large_alloc, large_resize,

@@ -7,18 +7,25 @@
  */
 #include "internal.h"
 
+static inline beam__counters *counters(void) {
+    return beam__thread_counters(BEAM__RAW);
+}
+
 static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ctx;
     (void)ret;
-    if (alignment > BEAM_MAX_ALIGN)
-        return NULL;
-    void *p = beam__sys_alloc(len);
+    void *p = alignment <= BEAM_MAX_ALIGN ? beam__sys_alloc(len) : NULL;
     /* Belt and braces: should the backend ever hand out less than it
      * promises, fail the call instead of breaking the contract. */
     if (BEAM__UNLIKELY(p != NULL && ((uintptr_t)p & (alignment - 1)) != 0)) {
         beam__sys_free(p);
+        p = NULL;
+    }
+    if (BEAM__UNLIKELY(p == NULL)) {
+        BEAM__BUMP(counters()->failed, 1);
         return NULL;
     }
+    beam__count_alloc(counters(), &beam__kind_peak[BEAM__RAW], len);
     return p;
 }
 
@@ -29,7 +36,10 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
     (void)mem;
     (void)alignment;
     (void)ret;
-    return new_len <= len;
+    if (new_len > len)
+        return false;
+    beam__count_resize(counters(), &beam__kind_peak[BEAM__RAW], len, new_len);
+    return true;
 }
 
 /* enif_realloc keeps the backend's alignment, which is all this allocator
@@ -37,20 +47,23 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
-    (void)len;
     (void)ret;
     if (alignment > BEAM_MAX_ALIGN)
         return NULL;
-    return beam__sys_realloc(mem, new_len);
+    void *p = beam__sys_realloc(mem, new_len);
+    if (p != NULL)
+        beam__count_resize(counters(), &beam__kind_peak[BEAM__RAW], len,
+                           new_len);
+    return p;
 }
 
 static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     (void)ctx;
-    (void)len;
     (void)alignment;
     (void)ret;
     beam__sys_free(mem);
+    beam__count_free(counters(), &beam__kind_peak[BEAM__RAW], len);
 }
 
 const beam_allocator_vtable beam__raw_vtable = {raw_alloc, raw_resize,

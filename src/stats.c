@@ -1,0 +1,139 @@
+/*
+ * Stats of the raw and large allocators: per-thread counters, folded on
+ * read. A thread's counters join a global list on its first allocation and
+ * are folded into the retired totals when it exits, so reads see every
+ * thread that ever allocated. The general purpose allocator keeps its own
+ * per-heap counters (gpa_thread.c); the arithmetic is shared here.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+#include <string.h>
+
+typedef struct thread_stats {
+    beam__counters kind[BEAM__KINDS];
+    bool listed;
+    struct thread_stats *next, *prev;
+} thread_stats;
+
+static BEAM_THREAD_LOCAL thread_stats mine;
+static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
+static thread_stats *threads;
+static beam__counters retired[BEAM__KINDS];
+beam__peak beam__kind_peak[BEAM__KINDS];
+
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t exit_key;
+static bool exit_key_ok;
+
+void beam__peak_observe(beam__peak *p, int64_t live) {
+    int64_t peak = atomic_load_explicit(&p->peak, memory_order_relaxed);
+    while (live > peak && !atomic_compare_exchange_weak_explicit(
+                              &p->peak, &peak, live, memory_order_relaxed,
+                              memory_order_relaxed))
+        ;
+}
+
+void beam__publish(beam__counters *c, beam__peak *p) {
+    int64_t bytes = atomic_load_explicit(&c->bytes, memory_order_relaxed);
+    int64_t d = bytes - c->mark;
+    c->mark = bytes;
+    int64_t live =
+        atomic_fetch_add_explicit(&p->published, d, memory_order_relaxed) + d;
+    beam__peak_observe(p, live);
+}
+
+void beam__stats_add(beam_alloc_stats *out, const beam__counters *c) {
+    int64_t bytes = atomic_load_explicit(&c->bytes, memory_order_relaxed);
+    uint64_t a = atomic_load_explicit(&c->allocs, memory_order_relaxed);
+    uint64_t f = atomic_load_explicit(&c->frees, memory_order_relaxed);
+    /* Accumulated as if signed: one thread may free what another made. */
+    out->live_bytes += (size_t)bytes;
+    out->live_blocks += (size_t)(a - f);
+    out->allocations += a;
+    out->frees += f;
+    out->failed += atomic_load_explicit(&c->failed, memory_order_relaxed);
+}
+
+void beam__counters_retire(beam__counters *r, beam__counters *c,
+                           beam__peak *p) {
+    beam__publish(c, p);
+    BEAM__BUMP(r->bytes, atomic_load_explicit(&c->bytes, memory_order_relaxed));
+    BEAM__BUMP(r->allocs,
+               atomic_load_explicit(&c->allocs, memory_order_relaxed));
+    BEAM__BUMP(r->frees, atomic_load_explicit(&c->frees, memory_order_relaxed));
+    BEAM__BUMP(r->failed,
+               atomic_load_explicit(&c->failed, memory_order_relaxed));
+    memset(c, 0, sizeof *c);
+}
+
+static void on_thread_exit(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&list_lock);
+    for (int k = 0; k < BEAM__KINDS; k++)
+        beam__counters_retire(&retired[k], &mine.kind[k], &beam__kind_peak[k]);
+    if (mine.prev != NULL)
+        mine.prev->next = mine.next;
+    else
+        threads = mine.next;
+    if (mine.next != NULL)
+        mine.next->prev = mine.prev;
+    mine.listed = false;
+    pthread_mutex_unlock(&list_lock);
+}
+
+static void make_exit_key(void) {
+    exit_key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0;
+}
+
+/* The key's destructor must not outlive this code in an unloaded NIF. */
+__attribute__((destructor)) static void drop_exit_key(void) {
+    if (exit_key_ok)
+        pthread_key_delete(exit_key);
+}
+
+static BEAM__NOINLINE void list_this_thread(void) {
+    pthread_once(&key_once, make_exit_key);
+    if (exit_key_ok)
+        pthread_setspecific(exit_key, &mine);
+    pthread_mutex_lock(&list_lock);
+    mine.prev = NULL;
+    mine.next = threads;
+    if (threads != NULL)
+        threads->prev = &mine;
+    threads = &mine;
+    mine.listed = true;
+    pthread_mutex_unlock(&list_lock);
+}
+
+beam__counters *beam__thread_counters(int kind) {
+    if (BEAM__UNLIKELY(!mine.listed))
+        list_this_thread();
+    return &mine.kind[kind];
+}
+
+static void fold_kind(int kind, beam_alloc_stats *out) {
+    pthread_mutex_lock(&list_lock);
+    beam__stats_add(out, &retired[kind]);
+    for (thread_stats *t = threads; t != NULL; t = t->next)
+        beam__stats_add(out, &t->kind[kind]);
+    pthread_mutex_unlock(&list_lock);
+    beam__peak_observe(&beam__kind_peak[kind], (int64_t)out->live_bytes);
+}
+
+bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out) {
+    memset(out, 0, sizeof *out);
+    int kind;
+    if (a.vtable == &beam__raw_vtable)
+        kind = BEAM__RAW;
+    else if (a.vtable == &beam__large_vtable)
+        kind = BEAM__LARGE;
+    else if (a.vtable == &beam__gpa_vtable)
+        return beam__gpa_stats(a.ctx, out);
+    else
+        return false;
+    fold_kind(kind, out);
+    out->peak_bytes = (size_t)atomic_load_explicit(&beam__kind_peak[kind].peak,
+                                                   memory_order_relaxed);
+    return true;
+}

@@ -1,0 +1,140 @@
+/* Stats of the raw, large and general purpose allocators. Raw and large
+ * counters are process-wide, so these tests compare before and after. */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <pthread.h>
+#include <string.h>
+
+static beam_alloc_stats stats_of(beam_allocator_t a) {
+    beam_alloc_stats s;
+    bool ok = beam_allocator_stats(a, &s);
+    (void)ok;
+    return s;
+}
+
+TEST(stats_raw_counts_allocations_frees_resizes_and_failures) {
+    beam_allocator_t a = beam_raw_allocator;
+    beam_alloc_stats before = stats_of(a);
+    char *x = beam_alloc_bytes(a, 100, 8);
+    char *y = beam_alloc_bytes(a, 200, 8);
+    CHECK(x != NULL && y != NULL);
+    CHECK(beam_alloc_bytes(a, 10, 16) == NULL); /* refused: a failure */
+    beam_alloc_stats mid = stats_of(a);
+    CHECK(mid.live_bytes - before.live_bytes == 300);
+    CHECK(mid.live_blocks - before.live_blocks == 2);
+    CHECK(mid.allocations - before.allocations == 2);
+    CHECK(mid.failed - before.failed == 1);
+    CHECK(mid.peak_bytes >= mid.live_bytes);
+    CHECK(beam_resize_bytes(a, y, 200, 8, 50));
+    y = beam_realloc_bytes(a, y, 50, 8, 5000);
+    CHECK(y != NULL);
+    CHECK(stats_of(a).live_bytes - before.live_bytes == 5100);
+    beam_free_bytes(a, x, 100, 8);
+    beam_free_bytes(a, y, 5000, 8);
+    beam_alloc_stats after = stats_of(a);
+    CHECK(after.live_bytes == before.live_bytes);
+    CHECK(after.live_blocks == before.live_blocks);
+    CHECK(after.frees - before.frees >= 2);
+}
+
+TEST(stats_large_counts_its_own_blocks_only) {
+    beam_alloc_stats raw0 = stats_of(beam_raw_allocator);
+    beam_alloc_stats large0 = stats_of(beam_large_allocator);
+    void *p = beam_alloc_bytes(beam_large_allocator, 100, 4096);
+    void *q = beam_alloc_bytes(beam_large_allocator, 50, 8);
+    CHECK(p != NULL && q != NULL);
+    beam_alloc_stats large1 = stats_of(beam_large_allocator);
+    CHECK(large1.live_bytes - large0.live_bytes == 150);
+    CHECK(large1.live_blocks - large0.live_blocks == 2);
+    CHECK(stats_of(beam_raw_allocator).live_blocks == raw0.live_blocks);
+    beam_free_bytes(beam_large_allocator, p, 100, 4096);
+    beam_free_bytes(beam_large_allocator, q, 50, 8);
+    CHECK(stats_of(beam_large_allocator).live_bytes == large0.live_bytes);
+}
+
+TEST(stats_peak_follows_the_high_water_mark) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 3000 };
+    static void *ps[N];
+    for (int i = 0; i < N; i++)
+        CHECK((ps[i] = beam_alloc_bytes(a, 100, 8)));
+    for (int i = 0; i < N; i++)
+        beam_free_bytes(a, ps[i], 100, 8);
+    beam_alloc_stats s = stats_of(a);
+    CHECK(s.live_bytes == 0 && s.live_blocks == 0);
+    CHECK(s.peak_bytes >= (size_t)N * 100 - 64 * 1024);
+    CHECK(s.peak_bytes <= (size_t)N * 100);
+    CHECK(s.allocations == N && s.frees == N);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+static beam_gpa_t shared;
+static void *free_them(void *arg) {
+    void **ps = arg;
+    for (int i = 0; i < 500; i++)
+        beam_free_bytes(beam_gpa_allocator(&shared), ps[i], 48, 8);
+    return NULL;
+}
+
+static void *alloc_some(void *arg) {
+    void **ps = arg;
+    for (int i = 0; i < 500; i++)
+        ps[i] = beam_alloc_bytes(beam_gpa_allocator(&shared), 48, 8);
+    return NULL;
+}
+
+TEST(stats_gpa_counts_remote_frees_large_blocks_and_exited_threads) {
+    beam_gpa_init(&shared, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&shared);
+    static void *ps[500], *qs[500];
+    for (int i = 0; i < 500; i++)
+        CHECK((ps[i] = beam_alloc_bytes(a, 48, 8)));
+    void *big = beam_alloc_bytes(a, 100000, 64);
+    CHECK(big != NULL);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, free_them, ps) == 0);
+    pthread_join(t, NULL);
+    CHECK(pthread_create(&t, NULL, alloc_some, qs) == 0);
+    pthread_join(t, NULL); /* its heap is retired with its counters */
+    beam_alloc_stats s = stats_of(a);
+    CHECK(s.live_blocks == 501);
+    CHECK(s.live_bytes == 100000 + 500 * 48);
+    CHECK(s.allocations == 1001);
+    CHECK(s.frees == 500);
+    for (int i = 0; i < 500; i++)
+        beam_free_bytes(a, qs[i], 48, 8);
+    beam_free_bytes(a, big, 100000, 64);
+    s = stats_of(a);
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0);
+    CHECK(beam_gpa_usage_of(&shared).live_blocks == 0); /* agrees with scan */
+    CHECK(!beam_gpa_deinit(&shared));
+}
+
+TEST(stats_gpa_counts_failures) {
+    beam_failing_t f;
+    beam_failing_init(&f, beam_large_allocator, 1);
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_failing_allocator(&f));
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    /* allocation 0 makes the state; every later backing request fails */
+    CHECK(beam_alloc_bytes(a, 32, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, 50000, 8) == NULL);
+    beam_alloc_stats s = stats_of(a);
+    CHECK(s.failed == 2);
+    CHECK(s.allocations == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(stats_other_allocators_have_none) {
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    beam_alloc_stats s;
+    s.live_bytes = 7;
+    CHECK(!beam_allocator_stats(beam_arena_allocator(&arena), &s));
+    CHECK(s.live_bytes == 0);
+    beam_arena_deinit(&arena);
+}
