@@ -242,6 +242,14 @@ enum beam_gpa_flags {
     /** Do not print leak reports from beam_gpa_deinit/detect_leaks (misuse
      * reports are always made). */
     BEAM_GPA_QUIET_LEAKS = 1u << 1,
+    /** Safe mode (implies BEAM_GPA_TRACK_SITES), for tests and debugging;
+     * on in leak_check calls. Every small block gets at least one canary
+     * byte after it, checked at free: a write past the end is reported with
+     * the allocation and free sites. New blocks are filled with 0xAA, freed
+     * ones with 0xDD (all but their first 16 bytes), and a freed block is
+     * checked when reused: a write after free is reported. Costs a pass over
+     * each block at allocation and at free. */
+    BEAM_GPA_SAFE = 1u << 2,
 };
 
 typedef struct beam_gpa {

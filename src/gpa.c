@@ -11,6 +11,7 @@
  */
 #include "gpa_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* 16-byte steps to 128, then four classes per doubling (<= 12.5% waste). */
@@ -72,9 +73,58 @@ static inline gpa_heap *heap_of(beam_gpa_t *gpa) {
     return beam__gpa_heap_slow(gpa);
 }
 
+/* Safe mode's byte patterns: after a block's length, in new and in freed
+ * blocks. Distinct, and none a plausible pointer or small integer. */
+#define CANARY 0xA5
+#define FRESH_FILL 0xAA
+#define FREED_FILL 0xDD
+
+/* Index of the first byte in [from, to) of b that is not `byte`, or `to`. */
+static size_t first_other(const unsigned char *b, size_t from, size_t to,
+                          unsigned char byte) {
+    while (from < to && b[from] == byte)
+        from++;
+    return from;
+}
+
+/* Safe mode, a block about to be handed out: was it written while free?
+ * Then fill it and its canary. */
+static BEAM__NOINLINE void safe_on_alloc(gpa_state *st, gpa_slab *s, void **b,
+                                         size_t len, bool reused,
+                                         uintptr_t ret) {
+    unsigned char *p = (unsigned char *)b;
+    gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
+    if (reused &&
+        first_other(p, 2 * sizeof(void *), s->size, FREED_FILL) != s->size)
+        beam__gpa_misuse_at(st,
+                            "write after free (found when the block was "
+                            "reused)",
+                            b, s->size, 0, ret, i->site);
+    memset(p, FRESH_FILL, len);
+    memset(p + len, CANARY, s->size - len);
+}
+
+/* Safe mode, a tracked block being freed: check its canary, poison it. */
+static void safe_on_free(gpa_state *st, gpa_slab *s, void **b, size_t len,
+                         size_t alignment, uintptr_t ret, uintptr_t site) {
+    unsigned char *p = (unsigned char *)b;
+    size_t bad = first_other(p, len, s->size, CANARY);
+    if (bad != s->size) {
+        char what[112];
+        snprintf(what, sizeof what,
+                 "write past the end of a block (padding byte %zu changed; "
+                 "found at free)",
+                 bad - len);
+        beam__gpa_misuse_at(st, what, b, len, alignment, ret, site);
+    }
+    memset(p + 2 * sizeof(void *), FREED_FILL, s->size - 2 * sizeof(void *));
+}
+
 static inline void note_alloc(gpa_slab *s, void **b, size_t len,
-                              size_t alignment, uintptr_t ret) {
+                              size_t alignment, uintptr_t ret, bool reused) {
     if (BEAM__UNLIKELY(s->info != NULL)) {
+        if (s->st->safe)
+            safe_on_alloc(s->st, s, b, len, reused, ret);
         gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
         i->len = (uint32_t)len;
         i->alignment = (uint32_t)alignment;
@@ -90,7 +140,9 @@ static BEAM__NOINLINE void *alloc_large(beam_gpa_t *gpa, size_t len,
 /* Every allocation the fast path below does not settle. */
 static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
                                           size_t alignment, uintptr_t ret) {
-    unsigned cls = class_for(len, alignment);
+    /* Safe mode keeps at least one byte after each block for a canary. */
+    unsigned cls =
+        class_for(len + ((gpa->flags & BEAM_GPA_SAFE) != 0), alignment);
     if (cls == GPA_CLASSES)
         return alloc_large(gpa, len, alignment, ret);
     gpa_heap *h = heap_of(gpa);
@@ -103,6 +155,7 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
     }
     gpa_slab *s = h->cur[cls];
     void **b = s->free;
+    bool reused = b != NULL;
     if (b != NULL) {
         s->free = (void **)b[0];
     } else if (s->bump < s->end) {
@@ -113,7 +166,7 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
     }
     b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
     s->used++;
-    note_alloc(s, b, len, alignment, ret);
+    note_alloc(s, b, len, alignment, ret, reused);
     beam__count_alloc_fast(&h->stats, len);
     return b;
 }
@@ -219,6 +272,7 @@ installed:
     h->cur[cls] = s;
 have:;
     void **b = s->free;
+    bool reused = b != NULL;
     if (b != NULL) {
         s->free = (void **)b[0];
     } else {
@@ -227,7 +281,7 @@ have:;
     }
     b[1] = NULL;
     s->used++;
-    note_alloc(s, b, len, alignment, ret);
+    note_alloc(s, b, len, alignment, ret, reused);
     beam__count_alloc_fast(&h->stats, len);
     /* A slab refill is this heap's chance to feed the shared peak. */
     beam__publish(&h->stats, &h->st->peak);
@@ -345,22 +399,26 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
                              mem, len, alignment, ret);
             return;
         }
+        uintptr_t site = s->info != NULL ? s->info[idx].site : 0;
         if ((uintptr_t)b[1] == beam__gpa_tag(st, b) ||
             (s->info != NULL && s->info[idx].len == 0)) {
-            beam__gpa_misuse(st, "double free", mem, len, alignment, ret);
+            beam__gpa_misuse_at(st, "double free", mem, len, alignment, ret,
+                                site);
             return;
         }
         if (s->info != NULL ? (s->info[idx].len != len ||
                                s->info[idx].alignment != alignment)
                             : class_for(len, alignment) != s->cls)
-            beam__gpa_misuse(st,
-                             "free with a wrong length or alignment "
-                             "(freed anyway)",
-                             mem, len, alignment, ret);
+            beam__gpa_misuse_at(st,
+                                "free with a wrong length or alignment "
+                                "(freed anyway)",
+                                mem, len, alignment, ret, site);
         size_t real_len = len;
         if (s->info != NULL) {
             real_len = s->info[idx].len;
             s->info[idx].len = 0;
+            if (st->safe)
+                safe_on_free(st, s, b, real_len, alignment, ret, site);
         }
         release_block(st, s, b, real_len);
         return;
@@ -443,12 +501,17 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     gpa_slab *s = beam__gpa_map_slot(mem);
     if (beam__gpa_owner(s) != NULL) {
         /* In place only within the class: free derives it from the length. */
+        size_t pad = st->safe; /* room for the canary */
         if (beam__gpa_owner(s) != st || beam__gpa_block_index(s, mem) < 0 ||
-            class_for(len, alignment) != s->cls ||
-            class_for(new_len, alignment) != s->cls)
+            class_for(len + pad, alignment) != s->cls ||
+            class_for(new_len + pad, alignment) != s->cls)
             return false;
         if (s->info != NULL)
             s->info[beam__gpa_block_index(s, mem)].len = (uint32_t)new_len;
+        if (st->safe && new_len < len)
+            memset((char *)mem + new_len, CANARY, len - new_len);
+        else if (st->safe)
+            memset((char *)mem + len, FRESH_FILL, new_len - len);
         int64_t d = (int64_t)new_len - (int64_t)len;
         atomic_fetch_add_explicit(&st->remote_bytes, d, memory_order_relaxed);
         beam__peak_observe(&st->peak,

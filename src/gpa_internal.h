@@ -121,7 +121,8 @@ struct beam__gpa_state {
     unsigned flags;
     uint64_t id;      /* unique per state: TLS slots check it */
     uintptr_t cookie; /* free-block tag key */
-    bool track;       /* BEAM_GPA_TRACK_SITES */
+    bool track;       /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
+    bool safe;        /* BEAM_GPA_SAFE */
     pthread_mutex_t lock;
     gpa_segment *segments;
     unsigned next_segment_slabs;
@@ -215,6 +216,11 @@ BEAM__HIDDEN void beam__gpa_large_remove(gpa_state *st, gpa_large *e);
 BEAM__HIDDEN void beam__gpa_misuse(gpa_state *st, const char *what,
                                    const void *p, size_t len, size_t alignment,
                                    uintptr_t ret);
+/* The same, naming where the block was allocated (0: unknown). */
+BEAM__HIDDEN void beam__gpa_misuse_at(gpa_state *st, const char *what,
+                                      const void *p, size_t len,
+                                      size_t alignment, uintptr_t ret,
+                                      uintptr_t alloc_site);
 /* Walk live blocks (lock held); report up to `report` of them. */
 BEAM__HIDDEN beam_gpa_usage beam__gpa_scan(gpa_state *st, size_t report);
 

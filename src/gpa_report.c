@@ -4,14 +4,28 @@
  */
 #include "gpa_internal.h"
 
+void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
+                         size_t len, size_t alignment, uintptr_t ret,
+                         uintptr_t alloc_site) {
+    char site[160], from[160];
+    atomic_fetch_add_explicit(&st->misuse, 1, memory_order_relaxed);
+    if (alloc_site != 0)
+        beam__report("beam_alloc: general purpose allocator: %s: %p (length "
+                     "%zu, alignment %zu), called from %s; the block was "
+                     "allocated from %s",
+                     what, p, len, alignment,
+                     beam__describe_addr(ret, site, sizeof site),
+                     beam__describe_addr(alloc_site, from, sizeof from));
+    else
+        beam__report("beam_alloc: general purpose allocator: %s: %p (length "
+                     "%zu, alignment %zu), called from %s",
+                     what, p, len, alignment,
+                     beam__describe_addr(ret, site, sizeof site));
+}
+
 void beam__gpa_misuse(gpa_state *st, const char *what, const void *p,
                       size_t len, size_t alignment, uintptr_t ret) {
-    char site[160];
-    atomic_fetch_add_explicit(&st->misuse, 1, memory_order_relaxed);
-    beam__report("beam_alloc: general purpose allocator: %s: %p (length %zu, "
-                 "alignment %zu), called from %s",
-                 what, p, len, alignment,
-                 beam__describe_addr(ret, site, sizeof site));
+    beam__gpa_misuse_at(st, what, p, len, alignment, ret, 0);
 }
 
 static void report_leak(size_t len, bool exact, size_t alignment, const void *p,

@@ -54,7 +54,8 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     memset(st, 0, sizeof *st);
     st->backing = b;
     st->flags = gpa->flags;
-    st->track = (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
+    st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
+    st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
     st->next_segment_slabs = 3;
     pthread_mutex_init(&st->lock, NULL);
     pthread_mutex_lock(&registry_lock);

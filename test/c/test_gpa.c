@@ -449,3 +449,71 @@ TEST(gpa_reinit_after_deinit_and_many_instances) {
         CHECK(!beam_gpa_deinit(&g));
     }
 }
+
+/* ---- safe mode ----------------------------------------------------------- */
+
+TEST(gpa_safe_mode_catches_a_write_past_the_end) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    unsigned char *p = beam_alloc_bytes(a, 24, 8);
+    CHECK(p != NULL);
+    memset(p, 1, 24); /* in bounds: fine */
+    check_capture_reports();
+    beam_free_bytes(a, p, 24, 8);
+    CHECK(check_report_count() == 0);
+    p = beam_alloc_bytes(a, 32, 8); /* exactly a class: still has a canary */
+    CHECK(p != NULL);
+    p[32] = 7; /* one past the end */
+    beam_free_bytes(a, p, 32, 8);
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("write past the end"));
+    CHECK(check_report_contains("allocated from"));
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 1);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_safe_mode_catches_a_write_after_free) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    unsigned char *p = beam_alloc_bytes(a, 40, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, 40, 8);
+    CHECK(p[20] == 0xDD); /* poisoned */
+    check_capture_reports();
+    p[20] = 1; /* the bug */
+    unsigned char *q = beam_alloc_bytes(a, 40, 8);
+    CHECK(q == p); /* the free list is LIFO: the same block comes back */
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("write after free"));
+    CHECK(q[0] == 0xAA && q[39] == 0xAA); /* fresh fill */
+    beam_free_bytes(a, q, 40, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_safe_mode_double_free_names_the_allocation_site) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 100, 8);
+    beam_free_bytes(a, p, 100, 8);
+    check_capture_reports();
+    beam_free_bytes(a, p, 100, 8);
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("double free"));
+    CHECK(check_report_contains("the block was allocated from"));
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_safe_mode_resize_keeps_the_canary_right) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    unsigned char *p = beam_alloc_bytes(a, 100, 8); /* class 112 */
+    CHECK(p != NULL);
+    CHECK(beam_resize_bytes(a, p, 100, 8, 98));
+    CHECK(!beam_resize_bytes(a, p, 98, 8, 112)); /* no room for a canary */
+    CHECK(beam_resize_bytes(a, p, 98, 8, 111));
+    memset(p, 3, 111);
+    check_capture_reports();
+    beam_free_bytes(a, p, 111, 8);
+    CHECK(check_report_count() == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
