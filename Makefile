@@ -19,7 +19,7 @@ STANDALONE_ONLY := src/backend_libc.c
 COMMON_SRC      := $(filter-out $(NIF_ONLY) $(STANDALONE_ONLY),$(wildcard src/*.c))
 NIF_SRC         := $(COMMON_SRC) $(NIF_ONLY)
 STANDALONE_SRC  := $(COMMON_SRC) $(STANDALONE_ONLY)
-HEADERS         := include/beam_alloc.h src/internal.h
+HEADERS         := include/beam_alloc.h $(wildcard src/*.h)
 
 ERTS_INCLUDE_DIR ?= $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null)
 
@@ -139,8 +139,16 @@ TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so)
 
 .PHONY: nifs
 
-nifs: $(BUILD)/libbeam_alloc.a $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
+# The fault-injection driver of BeamAlloc.Testing (c_src/), in every
+# environment: it is part of the library's Elixir API.
+TESTING_SO := $(MIX_APP_PATH)/priv/beam_alloc_testing.so
+
+nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
 	@:
+
+$(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(NIF_FLAGS) -Isrc $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) include/beam_alloc.h $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
@@ -169,3 +177,38 @@ demo: deps lib $(DEMO_SO)
 # builds, runs everything once, writes bench/results/. See bench/run.sh.
 bench:
 	@CC="$(CC)" MAKE="$(MAKE)" bench/run.sh
+
+# --- Fuzzing --------------------------------------------------------------
+# libFuzzer harnesses (clang, ASan+UBSan), one per allocator over the shared
+# driver fuzz/driver.h, built from the sources directly. `make fuzz` runs
+# each for FUZZ_SECONDS; `make fuzz-smoke` for FUZZ_SMOKE_SECONDS (about a
+# minute in all). Both fail on any crash, leak or failed check; reproducers
+# land in build/fuzz/ (see fuzz/run.sh). The seeds in fuzz/corpus/ come from
+# fuzz/make_corpus.py.
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_MAX_LEN       ?= 4096
+FUZZ_HARNESSES     := gpa arena fixed_buffer large failing
+FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_FLAGS := -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread $(FUZZ_SAN)
+FUZZ_OBJ   := $(STANDALONE_SRC:src/%.c=$(BUILD)/fuzz/obj/%.o)
+FUZZ_BINS  := $(FUZZ_HARNESSES:%=$(BUILD)/fuzz/fuzz_%)
+
+.PHONY: fuzz fuzz-smoke fuzz-build
+.SECONDARY: $(FUZZ_OBJ)
+
+$(BUILD)/fuzz/obj/%.o: src/%.c $(HEADERS) $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/driver.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: $(FUZZ_BINS)
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_MAX_LEN) $(FUZZ_HARNESSES)
+
+fuzz-smoke: $(FUZZ_BINS)
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) 4096 $(FUZZ_HARNESSES)

@@ -517,3 +517,29 @@ TEST(gpa_safe_mode_resize_keeps_the_canary_right) {
     CHECK(check_report_count() == 0);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* Threads that come and go while the main thread allocates too: each exit
+ * abandons a heap whose slabs the next thread adopts. */
+static beam_gpa_t come_and_go;
+static void *come_and_go_work(void *arg) {
+    (void)arg;
+    beam_allocator_t a = beam_gpa_allocator(&come_and_go);
+    void *p[1000];
+    for (int i = 0; i < 1000; i++)
+        p[i] = beam_alloc_bytes(a, 8 + (size_t)(i % 500), 8);
+    for (int i = 0; i < 1000; i++)
+        beam_free_bytes(a, p[i], 8 + (size_t)(i % 500), 8);
+    return NULL;
+}
+
+TEST(gpa_threads_that_come_and_go) {
+    beam_gpa_init(&come_and_go, beam_large_allocator);
+    for (int round = 0; round < 50; round++) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, come_and_go_work, NULL) == 0);
+        come_and_go_work(NULL);
+        pthread_join(t, NULL);
+    }
+    CHECK(beam_gpa_usage_of(&come_and_go).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&come_and_go));
+}
