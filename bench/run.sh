@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# bench/run.sh: what `make bench` runs. One run, one report:
+#   1. installs the peers when missing (mimalloc, jemalloc, tcmalloc, gnuplot;
+#      Debian packages, as root or through sudo),
+#   2. builds beam_alloc (make lib) and the benchmark programs into
+#      build/bench/,
+#   3. runs the workloads of bench/workloads.c standalone (one executable per
+#      malloc implementation, see bench/standalone/bench_main.c) and inside a
+#      BEAM (bench/nif/), then the RSS workload in one fresh process per
+#      allocator and setting,
+#   4. writes bench/results/{results.md,results.csv,chart.png,machine.txt}
+#      and prints the ratio tables.
+#
+# Knobs (environment): BENCH_SCALE (default 1: operation counts are
+# multiplied by it), BENCH_REPS (default 5, at most 16), CC, MAKE.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CC=${CC:-cc}
+MAKE=${MAKE:-make}
+SCALE=${BENCH_SCALE:-1}
+REPS=${BENCH_REPS:-5}
+OUT=$ROOT/bench/results
+WORK=$ROOT/build/bench
+START=$SECONDS
+
+log() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - START)); }
+
+# How busy the machine is apart from this run: busy CPU ticks of the whole
+# machine (/proc/stat) minus those of this script's children (/proc/$$/stat
+# cutime+cstime). Two-thread numbers are worthless when this is high.
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+child_ticks() { awk '{print $16 + $17}' "/proc/$$/stat"; }
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+BUSY0=$(busy_ticks)
+CHILD0=$(child_ticks)
+T0=$(date +%s.%N)
+
+# --- 1. dependencies -------------------------------------------------------
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "bench: need root to run: $*" >&2; exit 1
+  fi
+}
+
+pkg_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+if ! command -v erl >/dev/null 2>&1 || ! command -v erlc >/dev/null 2>&1; then
+  log "installing Erlang (scripts/ensure-deps)"
+  scripts/ensure-deps
+fi
+peers=(libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev gnuplot-nox)
+missing=()
+for p in "${peers[@]}"; do pkg_installed "$p" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq
+  as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# --- 2. build ----------------------------------------------------------------
+log "building"
+$MAKE --no-print-directory lib
+mkdir -p "$WORK" "$OUT"
+
+ERTS_INCLUDE_DIR=${ERTS_INCLUDE_DIR:-$(erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().')}
+LIB_SA=build/libbeam_alloc_standalone.a
+LIB_NIF=build/libbeam_alloc.a
+
+# The general purpose allocator and the arena are built by others; measure
+# whatever the libraries hold and mark the rest "missing".
+# (nm's output is captured first: grep -q closing the pipe early would make
+# nm die of SIGPIPE and, under pipefail, the test fail.)
+has_sym() {
+  local syms
+  syms=$(nm -g --defined-only "$2" 2>/dev/null) || return 1
+  grep -qE " T $1\$" <<<"$syms"
+}
+OPT=()
+for lib in $LIB_SA $LIB_NIF; do
+  has_sym beam_gpa_init "$lib" && has_sym beam_gpa_init_ex "$lib" || OPT+=(-DBENCH_NO_GPA)
+  has_sym beam_arena_init "$lib" || OPT+=(-DBENCH_NO_ARENA)
+done
+mapfile -t OPT < <(printf '%s\n' "${OPT[@]}" | sort -u | sed '/^$/d')
+[ ${#OPT[@]} -eq 0 ] || echo "bench: library lacks parts: ${OPT[*]}"
+
+CFLAGS_BENCH=(-O2 -std=c11 -Wall -Wextra -Werror -Iinclude -pthread)
+SA="$CC ${CFLAGS_BENCH[*]} ${OPT[*]:-} -DBEAM_ALLOC_STANDALONE bench/standalone/bench_main.c"
+$SA -DBENCH_WITH_MALLOC -DBENCH_WITH_BEAM $LIB_SA -o "$WORK/bench_sa_base"
+$SA -DBENCH_WITH_MIMALLOC -o "$WORK/bench_sa_mimalloc" -lmimalloc
+$SA -DBENCH_WITH_JEMALLOC -o "$WORK/bench_sa_jemalloc" -ljemalloc
+$SA -DBENCH_WITH_TCMALLOC -o "$WORK/bench_sa_tcmalloc" -ltcmalloc_minimal
+$CC "${CFLAGS_BENCH[@]}" ${OPT[@]+"${OPT[@]}"} -fPIC -shared -I"$ERTS_INCLUDE_DIR" \
+  bench/nif/bench_nif.c $LIB_NIF -ldl -o "$WORK/bench_nif.so"
+erlc -o "$WORK" bench/nif/bench_nif.erl
+$CC -O2 -std=c11 -Wall -Wextra -Werror bench/report.c -lm -o "$WORK/bench_report"
+
+RAW=$WORK/raw.csv
+: >"$RAW"
+"$WORK/bench_sa_base" workloads >"$WORK/workloads.tsv"
+
+# --- 3a. standalone ----------------------------------------------------------
+SA_EXES=(bench_sa_base bench_sa_mimalloc bench_sa_jemalloc bench_sa_tcmalloc)
+for exe in "${SA_EXES[@]}"; do
+  log "standalone: $exe"
+  "$WORK/$exe" run "$SCALE" "$REPS" >>"$RAW"
+done
+
+# --- 3b. inside the BEAM -----------------------------------------------------
+# jemalloc, dlopen'ed by the NIF, needs more static TLS than glibc keeps
+# spare for dlopen by default (see bench/nif/bench_nif.c). The sbwt flags
+# stop idle schedulers from busy-waiting on the 2 cores the workloads use.
+TUNABLES="glibc.rtld.optional_static_tls=16384${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"
+ERL_FLAGS=(+sbwt none +sbwtdcpu none +sbwtdio none)
+beam() {
+  GLIBC_TUNABLES=$TUNABLES BENCH_NIF_SO="$WORK/bench_nif" \
+    erl -noshell "${ERL_FLAGS[@]}" -pa "$WORK" -run bench_nif main "$@"
+}
+# One BEAM per allocator: each starts from a fresh VM, and one that takes
+# the VM down costs its own cells (error rows), not the run.
+BEAM_ALLOCS=$(GLIBC_TUNABLES=$TUNABLES BENCH_NIF_SO="$WORK/bench_nif" \
+  erl -noshell -pa "$WORK" -eval \
+  '[io:format("~s~n", [A]) || A <- bench_nif:allocators()], halt().')
+WORKLOADS=$(cut -f1 "$WORK/workloads.tsv")
+for a in $BEAM_ALLOCS; do
+  log "BEAM: $a on a normal, then a dirty CPU scheduler"
+  st=0
+  beam run "$RAW" "$SCALE" "$REPS" "$a" || st=$?
+  if [ $st -ne 0 ]; then
+    echo "bench: the BEAM running $a exited with status $st" >&2
+    for sched in normal dirty; do
+      for w in $WORKLOADS; do
+        grep -q "^beam,$sched,$a,$w," "$RAW" ||
+          echo "beam,$sched,$a,$w,error,0,,BEAM exited with status $st" >>"$RAW"
+      done
+    done
+  fi
+done
+
+# --- 3c. RSS, one fresh process per allocator --------------------------------
+log "RSS (mixed sizes), one process per allocator"
+for exe in "${SA_EXES[@]}"; do
+  for a in $("$WORK/$exe" list); do
+    st=0
+    "$WORK/$exe" rss "$a" "$SCALE" >>"$RAW" || st=$?
+    [ $st -eq 0 ] ||
+      echo "standalone,-,$a,rss_mixed,error,0,,exited with status $st" >>"$RAW"
+  done
+done
+for a in $BEAM_ALLOCS; do
+  st=0
+  beam rss "$a" "$RAW" "$SCALE" || st=$?
+  [ $st -eq 0 ] ||
+    echo "beam,dirty,$a,rss_mixed,error,0,,BEAM exited with status $st" >>"$RAW"
+done
+
+# --- 4. report ---------------------------------------------------------------
+log "report"
+OTHER=$(awk -v b0="$BUSY0" -v b1="$(busy_ticks)" -v c0="$CHILD0" \
+  -v c1="$(child_ticks)" -v t0="$T0" -v t1="$(date +%s.%N)" \
+  -v hz="$(getconf CLK_TCK)" \
+  'BEGIN { o = ((b1 - b0) - (c1 - c0)) / hz / (t1 - t0); if (o < 0) o = 0; printf "%.2f", o }')
+MACHINE=$OUT/machine.txt
+{
+  echo "date:      $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "cpu:       $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "cores:     $(nproc) online ($(grep -c ^processor /proc/cpuinfo) in /proc/cpuinfo)"
+  echo "memory:    $(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
+  echo "kernel:    $(uname -srm)"
+  echo "os:        $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
+  echo "glibc:     $(ldd --version 2>/dev/null | head -1)"
+  echo "compiler:  $($CC --version | head -1)"
+  echo "otp:       $(erl -noshell -eval 'io:format("OTP ~s, erts ~s, ~p normal + ~p dirty CPU schedulers", [erlang:system_info(otp_release), erlang:system_info(version), erlang:system_info(schedulers_online), erlang:system_info(dirty_cpu_schedulers_online)]), halt().')"
+  for p in libmimalloc-dev libjemalloc-dev libgoogle-perftools-dev gnuplot-nox; do
+    echo "package:   $p $(dpkg-query -W -f='${Version}' "$p" 2>/dev/null)"
+  done
+  echo "load:      loadavg $LOAD_START at start; other processes used $OTHER cores on average during the run (0 = quiet machine)"
+  echo "settings:  BENCH_SCALE=$SCALE BENCH_REPS=$REPS; erl ${ERL_FLAGS[*]}; GLIBC_TUNABLES=$TUNABLES"
+  echo "build:     ${CFLAGS_BENCH[*]} ${OPT[*]:-}"
+} >"$MACHINE"
+
+rc=0
+"$WORK/bench_report" "$RAW" "$WORK/workloads.tsv" "$MACHINE" "$OUT" "$WORK" || rc=$?
+gnuplot "$WORK/chart.gp"
+echo
+if awk -v o="$OTHER" 'BEGIN { exit !(o > 0.25) }'; then
+  echo "bench: WARNING: other processes used $OTHER cores on average during the run;"
+  echo "bench: the numbers (two-thread ones first) are disturbed. Rerun on a quiet machine."
+fi
+echo "bench: results in bench/results/ (results.md, results.csv, chart.png, machine.txt); $((SECONDS - START)) s"
+if [ $rc -eq 3 ]; then
+  echo "bench: some cells failed (ERROR above)" >&2
+  exit 1
+fi
+exit $rc
