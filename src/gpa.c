@@ -182,10 +182,16 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
         if (BEAM__LIKELY(slot->id == st->id)) {
             gpa_slab *s = slot->heap->cur[class_by_16[(len + 15) >> 4]];
             void **b = s->free;
-            if (BEAM__LIKELY(b != NULL && s->info == NULL)) {
+            if (BEAM__LIKELY(b != NULL && !st->safe)) {
                 s->free = (void **)b[0];
                 b[1] = NULL;
                 s->used++;
+                if (BEAM__UNLIKELY(s->info != NULL)) {
+                    gpa_block_info *i = &s->info[beam__gpa_index_of(s, b)];
+                    i->len = (uint32_t)len;
+                    i->alignment = (uint32_t)alignment;
+                    i->site = ret;
+                }
                 beam__count_alloc_fast(&slot->heap->stats, len);
                 return b;
             }
@@ -365,14 +371,24 @@ static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
+    long idx;
     if (BEAM__LIKELY(len <= SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
                      s != NULL && st != NULL && beam__gpa_owner(s) == st &&
-                     s->cls == class_by_16[(len + 15) >> 4] &&
-                     s->info == NULL && beam__gpa_block_index(s, mem) >= 0 &&
+                     s->cls == class_by_16[(len + 15) >> 4] && !st->safe &&
+                     (idx = beam__gpa_block_index(s, mem)) >= 0 &&
                      (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
+        if (BEAM__UNLIKELY(s->info != NULL)) {
+            /* Tracked: the length and alignment must be exactly those
+             * recorded (else the slow path says what is wrong). */
+            gpa_block_info *i = &s->info[idx];
+            if (i->len != len || i->alignment != alignment)
+                goto slow;
+            i->len = 0;
+        }
         release_block(st, s, b, len);
         return;
     }
+slow:
     free_slow(gpa, mem, len, alignment, ret);
 }
 

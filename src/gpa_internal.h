@@ -232,6 +232,12 @@ static inline uintptr_t beam__gpa_tag(const gpa_state *st, const void *b) {
     return st->cookie ^ (uintptr_t)b;
 }
 
+/* Index of the block at p (p known to be a block of s). */
+static inline uint32_t beam__gpa_index_of(const gpa_slab *s, const void *p) {
+    uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
+    return (uint32_t)(((uint64_t)off * s->recip) >> 32);
+}
+
 /* Index of block p in slab s, or -1 when p is not at a block boundary. */
 static inline long beam__gpa_block_index(const gpa_slab *s, const void *p) {
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
