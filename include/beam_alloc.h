@@ -279,6 +279,15 @@ BEAM_API bool beam_gpa_detect_leaks(beam_gpa_t *gpa);
  * after this call, until it is initialised again. */
 BEAM_API bool beam_gpa_deinit(beam_gpa_t *gpa);
 
+/** Give back what the calling thread's heap of gpa caches: frees that other
+ * threads made into its slabs are collected, every slab without a live block
+ * (current ones too) returns to the instance, slabs emptied after their
+ * thread exited are reclaimed, and every segment without a live block goes
+ * back to the backing allocator. Other threads' heaps are theirs to collect:
+ * call it on a thread about to go idle (a NIF can call it on each scheduler).
+ * The next allocations on this thread take slabs afresh. */
+BEAM_API void beam_gpa_collect(beam_gpa_t *gpa);
+
 /** Counters of an instance (a snapshot; exact when nothing runs
  * concurrently). */
 typedef struct beam_gpa_usage {

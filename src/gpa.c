@@ -325,6 +325,23 @@ static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
 static BEAM__NOINLINE void local_free_slow(gpa_heap *h, gpa_slab *s);
 static BEAM__NOINLINE void remote_notify(gpa_slab *s);
 
+/* A free into a slab whose thread has gone: nobody would collect it until
+ * another heap adopts the slab, so under the lock (which stands in for the
+ * owner of abandoned slabs) collect now, and give the slab back once it is
+ * empty. */
+static BEAM__NOINLINE void abandoned_free(gpa_state *st, gpa_slab *s) {
+    pthread_mutex_lock(&st->lock);
+    if (atomic_load_explicit(&s->heap, memory_order_relaxed) == NULL &&
+        s->where == WHERE_ABANDONED) {
+        beam__gpa_collect(s);
+        if (s->used == 0) {
+            beam__gpa_abandoned_unlink(st, s);
+            beam__gpa_slab_release(st, s);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
 static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
                                        size_t len) {
     atomic_fetch_add_explicit(&st->remote_frees, 1, memory_order_relaxed);
@@ -340,6 +357,9 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
         memory_order_relaxed));
     if (BEAM__UNLIKELY(old & GPA_FULL_BIT))
         remote_notify(s);
+    if (BEAM__UNLIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) ==
+                       NULL))
+        abandoned_free(st, s);
 }
 
 /* The block b of slab s passed every check: give it back, to the owner's
@@ -468,6 +488,28 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
                              copy.alignment, ret);
 }
 
+/* A heap keeps its current slab of a class even when it empties, so that
+ * alloc/free of one block does not take and give back a slab each time; but
+ * only this many empty ones, so an idle scheduler does not sit on a slab of
+ * every class it ever used. */
+#define EMPTY_CUR_KEEP 4
+
+static void trim_empty_cur(gpa_heap *h, gpa_slab *keep) {
+    unsigned empty = 0;
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        gpa_slab *t = h->cur[c];
+        if (t == &beam__gpa_empty_slab || t == keep || t->used != 0)
+            continue;
+        beam__gpa_collect(t);
+        if (t->used != 0 || ++empty < EMPTY_CUR_KEEP)
+            continue;
+        h->cur[c] = &beam__gpa_empty_slab;
+        pthread_mutex_lock(&h->st->lock);
+        beam__gpa_slab_release(h->st, t);
+        pthread_mutex_unlock(&h->st->lock);
+    }
+}
+
 static void local_free_slow(gpa_heap *h, gpa_slab *s) {
     beam__publish(&h->stats, &h->st->peak);
     uintptr_t expect = GPA_FULL_BIT;
@@ -476,7 +518,9 @@ static void local_free_slow(gpa_heap *h, gpa_slab *s) {
                                                 memory_order_acq_rel,
                                                 memory_order_relaxed))
         avail_push(h, s); /* else a remote push took the bit: it requeues */
-    if (s->used == 0 && s->where == WHERE_AVAIL) {
+    if (s->used == 0 && s->where == WHERE_CUR) {
+        trim_empty_cur(h, s);
+    } else if (s->used == 0 && s->where == WHERE_AVAIL) {
         beam__gpa_collect(s);
         if (s->used != 0)
             return;
@@ -604,6 +648,58 @@ void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing) {
 beam_allocator_t beam_gpa_allocator(beam_gpa_t *gpa) {
     beam_allocator_t a = {gpa, &beam__gpa_vtable};
     return a;
+}
+
+/* An empty slab of h goes back to the instance (lock held). */
+static bool give_back_if_empty(gpa_heap *h, gpa_slab *s) {
+    beam__gpa_collect(s);
+    if (s->used != 0)
+        return false;
+    beam__gpa_slab_release(h->st, s);
+    return true;
+}
+
+void beam_gpa_collect(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL)
+        return;
+    gpa_heap *h = NULL;
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        if (beam__gpa_tls[i].id == st->id)
+            h = beam__gpa_tls[i].heap;
+    if (h != NULL)
+        drain_notify(h);
+    pthread_mutex_lock(&st->lock);
+    if (h != NULL) {
+        beam__publish(&h->stats, &st->peak);
+        for (unsigned c = 0; c < GPA_CLASSES; c++) {
+            gpa_slab *s = h->cur[c];
+            if (s != &beam__gpa_empty_slab && give_back_if_empty(h, s))
+                h->cur[c] = &beam__gpa_empty_slab;
+            for (s = h->avail[c]; s != NULL;) {
+                gpa_slab *next = s->next;
+                beam__gpa_collect(s);
+                if (s->used == 0) {
+                    avail_unlink(h, s);
+                    beam__gpa_slab_release(st, s);
+                }
+                s = next;
+            }
+        }
+    }
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        for (gpa_slab *s = st->abandoned[c]; s != NULL;) {
+            gpa_slab *next = s->next;
+            beam__gpa_collect(s); /* the lock stands in for their owner */
+            if (s->used == 0) {
+                beam__gpa_abandoned_unlink(st, s);
+                beam__gpa_slab_release(st, s);
+            }
+            s = next;
+        }
+    }
+    beam__gpa_segments_trim(st);
+    pthread_mutex_unlock(&st->lock);
 }
 
 beam_gpa_usage beam_gpa_usage_of(beam_gpa_t *gpa) {

@@ -134,6 +134,7 @@ struct beam__gpa_state {
     size_t large_cap, large_count, large_used; /* used: live + tombstones */
     size_t backing_bytes;
     _Atomic size_t misuse;
+    _Atomic size_t meta_bytes; /* heaps, tables: metadata from the backing */
     /* Stats beyond the heaps': retired heaps' and large blocks' counters
      * (lock held), and what other threads' frees and in-place resizes
      * changed (atomic, any thread). */
@@ -186,9 +187,28 @@ static inline gpa_slab *beam__gpa_seg_slab(const gpa_segment *seg, unsigned i) {
     return beam__gpa_map_slot(seg->base + (size_t)i * GPA_SLAB_SIZE);
 }
 
+/* Metadata from the backing allocator, counted in meta_bytes. Any thread,
+ * with or without the lock. */
+static inline void *beam__gpa_meta_alloc(gpa_state *st, size_t len,
+                                         size_t alignment) {
+    void *p = st->backing.vtable->alloc(st->backing.ctx, len, alignment, 0);
+    if (p != NULL)
+        atomic_fetch_add_explicit(&st->meta_bytes, len, memory_order_relaxed);
+    return p;
+}
+
+static inline void beam__gpa_meta_free(gpa_state *st, void *p, size_t len,
+                                       size_t alignment) {
+    st->backing.vtable->free(st->backing.ctx, p, len, alignment, 0);
+    atomic_fetch_sub_explicit(&st->meta_bytes, len, memory_order_relaxed);
+}
+
 /* Segments and slabs (gpa_segment.c); instance lock held. */
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_take(gpa_state *st, unsigned cls);
 BEAM__HIDDEN void beam__gpa_slab_release(gpa_state *st, gpa_slab *s);
+BEAM__HIDDEN void beam__gpa_abandoned_unlink(gpa_state *st, gpa_slab *s);
+/* Give every segment without a live block back to the backing. */
+BEAM__HIDDEN void beam__gpa_segments_trim(gpa_state *st);
 BEAM__HIDDEN void beam__gpa_segments_free_all(gpa_state *st);
 /* Move remote frees onto the owner's list (owner only). */
 BEAM__HIDDEN void beam__gpa_collect(gpa_slab *s);

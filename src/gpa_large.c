@@ -38,8 +38,8 @@ static bool rehash(gpa_state *st) {
     size_t cap = 16;
     while (cap < (st->large_count + 1) * 2)
         cap *= 2;
-    gpa_large *tab = (gpa_large *)st->backing.vtable->alloc(
-        st->backing.ctx, cap * sizeof *tab, BEAM_ALIGNOF(gpa_large), 0);
+    gpa_large *tab = (gpa_large *)beam__gpa_meta_alloc(st, cap * sizeof *tab,
+                                                       BEAM_ALIGNOF(gpa_large));
     if (tab == NULL)
         return false;
     memset(tab, 0, cap * sizeof *tab);
@@ -47,9 +47,8 @@ static bool rehash(gpa_state *st) {
         if (st->large[i].ptr != NULL && st->large[i].ptr != GPA_TOMBSTONE)
             place(tab, cap, &st->large[i]);
     if (st->large != NULL)
-        st->backing.vtable->free(st->backing.ctx, st->large,
-                                 st->large_cap * sizeof *tab,
-                                 BEAM_ALIGNOF(gpa_large), 0);
+        beam__gpa_meta_free(st, st->large, st->large_cap * sizeof *tab,
+                            BEAM_ALIGNOF(gpa_large));
     st->large = tab;
     st->large_cap = cap;
     st->large_used = st->large_count;

@@ -52,7 +52,9 @@ __attribute__((no_sanitize("thread")))
 beam_gpa_usage
 beam__gpa_scan(gpa_state *st, size_t report) {
     beam_gpa_usage u = {
-        0, 0, st->backing_bytes,
+        0, 0,
+        st->backing_bytes +
+            atomic_load_explicit(&st->meta_bytes, memory_order_relaxed),
         atomic_load_explicit(&st->misuse, memory_order_relaxed)};
     size_t reported = 0;
     for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {

@@ -63,10 +63,9 @@ static void segment_free(gpa_state *st, gpa_segment *seg) {
     for (unsigned i = 0; i < seg->nslabs; i++) {
         gpa_slab *s = beam__gpa_seg_slab(seg, i);
         if (s->info != NULL)
-            st->backing.vtable->free(st->backing.ctx, s->info,
-                                     (GPA_SLAB_SIZE / s->size) *
-                                         sizeof(gpa_block_info),
-                                     BEAM_ALIGNOF(gpa_block_info), 0);
+            beam__gpa_meta_free(
+                st, s->info, (GPA_SLAB_SIZE / s->size) * sizeof(gpa_block_info),
+                BEAM_ALIGNOF(gpa_block_info));
         s->info = NULL;
         __atomic_store_n(&s->st, NULL, __ATOMIC_RELEASE);
     }
@@ -126,8 +125,8 @@ static bool slab_format(gpa_state *st, gpa_slab *s, unsigned cls) {
     uint32_t nblocks = (uint32_t)(GPA_SLAB_SIZE / size);
     if (st->track) {
         size_t bytes = nblocks * sizeof(gpa_block_info);
-        s->info = (gpa_block_info *)st->backing.vtable->alloc(
-            st->backing.ctx, bytes, BEAM_ALIGNOF(gpa_block_info), 0);
+        s->info = (gpa_block_info *)beam__gpa_meta_alloc(
+            st, bytes, BEAM_ALIGNOF(gpa_block_info));
         if (s->info == NULL)
             return false;
         memset(s->info, 0, bytes);
@@ -160,6 +159,10 @@ gpa_slab *beam__gpa_slab_take(gpa_state *st, unsigned cls) {
     return s;
 }
 
+void beam__gpa_abandoned_unlink(gpa_state *st, gpa_slab *s) {
+    list_unlink(&st->abandoned[s->cls], s);
+}
+
 /* Keep this many free slabs beyond a wholly free segment before giving the
  * segment back: a workload that frees everything and starts again should not
  * pay the backing allocator each round. */
@@ -169,10 +172,9 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s) {
     atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
     s->where = WHERE_POOL;
     if (s->info != NULL) {
-        st->backing.vtable->free(st->backing.ctx, s->info,
-                                 (GPA_SLAB_SIZE / s->size) *
-                                     sizeof(gpa_block_info),
-                                 BEAM_ALIGNOF(gpa_block_info), 0);
+        beam__gpa_meta_free(st, s->info,
+                            (GPA_SLAB_SIZE / s->size) * sizeof(gpa_block_info),
+                            BEAM_ALIGNOF(gpa_block_info));
         s->info = NULL;
     }
     s->bump = s->end = s->base; /* nothing valid in it any more */
@@ -190,6 +192,22 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s) {
             break;
         }
     segment_free(st, seg);
+}
+
+void beam__gpa_segments_trim(gpa_state *st) {
+    gpa_segment **p = &st->segments;
+    while (*p != NULL) {
+        gpa_segment *seg = *p;
+        if (seg->nfree != seg->nslabs) {
+            p = &seg->next;
+            continue;
+        }
+        for (unsigned i = 0; i < seg->nslabs; i++)
+            list_unlink(&st->pool, beam__gpa_seg_slab(seg, i));
+        st->pool_count -= seg->nslabs;
+        *p = seg->next;
+        segment_free(st, seg);
+    }
 }
 
 void beam__gpa_segments_free_all(gpa_state *st) {

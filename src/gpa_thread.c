@@ -57,6 +57,7 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
     st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
     st->next_segment_slabs = 3;
+    atomic_store_explicit(&st->meta_bytes, sizeof *st, memory_order_relaxed);
     pthread_mutex_init(&st->lock, NULL);
     pthread_mutex_lock(&registry_lock);
     st->id = next_id++;
@@ -133,8 +134,7 @@ static void heap_abandon(gpa_state *st, gpa_heap *h) {
             *p = h->next;
             break;
         }
-    st->backing.vtable->free(st->backing.ctx, h, sizeof *h,
-                             BEAM_ALIGNOF(gpa_heap), 0);
+    beam__gpa_meta_free(st, h, sizeof *h, BEAM_ALIGNOF(gpa_heap));
 }
 
 /* Abandon the heap of a slot if its instance still lives. */
@@ -174,8 +174,8 @@ __attribute__((destructor)) static void drop_exit_key(void) {
 /* ---- finding or making this thread's heap -------------------------------- */
 
 static gpa_heap *heap_create(gpa_state *st) {
-    gpa_heap *h = (gpa_heap *)st->backing.vtable->alloc(
-        st->backing.ctx, sizeof *h, BEAM_ALIGNOF(gpa_heap), 0);
+    gpa_heap *h =
+        (gpa_heap *)beam__gpa_meta_alloc(st, sizeof *h, BEAM_ALIGNOF(gpa_heap));
     if (h == NULL)
         return NULL;
     memset(h, 0, sizeof *h);
@@ -225,7 +225,6 @@ void beam__gpa_heaps_free_all(gpa_state *st) {
     while (st->heaps != NULL) {
         gpa_heap *h = st->heaps;
         st->heaps = h->next;
-        st->backing.vtable->free(st->backing.ctx, h, sizeof *h,
-                                 BEAM_ALIGNOF(gpa_heap), 0);
+        beam__gpa_meta_free(st, h, sizeof *h, BEAM_ALIGNOF(gpa_heap));
     }
 }
