@@ -36,7 +36,7 @@ STANDALONE_OBJ := $(STANDALONE_SRC:src/%.c=$(BUILD)/standalone/%.o)
 
 C_TEST_SRC := $(wildcard test/c/*.c)
 
-.PHONY: all lib deps test c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test demo bench clean format
+.PHONY: all lib deps soak test c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test demo bench clean format
 
 all: lib
 
@@ -158,6 +158,11 @@ $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) include/beam_
 # up to date (and two makes never write the same objects).
 mix-test: lib
 	MIX_ENV=test mix test
+
+# The stress test's long variant: SOAK_SECONDS (default 300) of 64
+# processes mixing operations over every allocator.
+soak: deps lib
+	MIX_ENV=test mix test --only soak test/stress_test.exs
 
 test: deps lib c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test
 	@:

@@ -1,1 +1,2 @@
+ExUnit.configure(exclude: [:soak])
 ExUnit.start()
