@@ -183,6 +183,15 @@ demo: deps lib $(DEMO_SO)
 bench:
 	@CC="$(CC)" MAKE="$(MAKE)" bench/run.sh
 
+# Scratch arenas (BEAM_NIF .scratch = true) against freeing each block: a
+# standalone program, ns per allocation and the ratio.
+.PHONY: bench-scratch
+bench-scratch: $(BUILD)/libbeam_alloc_standalone.a
+	@mkdir -p $(BUILD)/bench
+	$(CC) -O2 -g -std=c11 $(WARN) -Iinclude -DBEAM_ALLOC_STANDALONE -pthread \
+	    bench/scratch_bench.c $(BUILD)/libbeam_alloc_standalone.a -o $(BUILD)/bench/scratch_bench
+	$(BUILD)/bench/scratch_bench
+
 # --- Fuzzing --------------------------------------------------------------
 # libFuzzer harnesses (clang, ASan+UBSan), one per allocator over the shared
 # driver fuzz/driver.h, built from the sources directly. `make fuzz` runs
@@ -192,7 +201,7 @@ bench:
 # fuzz/make_corpus.py.
 FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 9
 FUZZ_MAX_LEN       ?= 4096
 FUZZ_HARNESSES     := gpa arena fixed_buffer large failing
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

@@ -16,6 +16,7 @@ defmodule BeamAlloc.MixProject do
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
+      erlc_paths: erlc_paths(Mix.env()),
       elixirc_options: [ignore_module_conflict: true],
       compilers: [:beam_alloc_make] ++ Mix.compilers(),
       deps: []
@@ -30,4 +31,10 @@ defmodule BeamAlloc.MixProject do
   # (and load their NIFs) only in the test environment.
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]
+
+  # erlang/: the Erlang front of BeamAlloc.Testing (beam_alloc_testing.erl);
+  # test/erlang/: NIF modules of the test suite written in Erlang. (src/ is
+  # the C library's.)
+  defp erlc_paths(:test), do: ["erlang", "test/erlang"]
+  defp erlc_paths(_), do: ["erlang"]
 end

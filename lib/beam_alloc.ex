@@ -16,7 +16,17 @@ defmodule BeamAlloc do
     * arena, fixed-buffer and fault-injecting allocators compose over any of
       them.
 
-  This Mix project builds the library and the NIFs of its test suite through
-  the `:beam_alloc_make` compiler (see `Mix.Tasks.Compile.BeamAllocMake`).
+  The Elixir side has the tools (see `guides/allocators.md`):
+
+    * `BeamAlloc.Testing.check_all_allocation_failures/2` fails each
+      allocation of a function's NIF calls in turn, from ExUnit, and reports
+      leaks, swallowed failures and nondeterminism (per process: async tests
+      are not affected);
+    * `use BeamAlloc.Nif` loads a NIF library with per-NIF allocator options
+      (`leak_check`, `scratch`, `allocator`) that override the C ones.
+
+  This Mix project builds the library, the fault-injection driver and the
+  NIFs of its test suite through the `:beam_alloc_make` compiler (see
+  `Mix.Tasks.Compile.BeamAllocMake`).
   """
 end

@@ -12,7 +12,7 @@
  * module's name and function table at load and upgrade, and leak messages
  * look the running function up there.
  */
-#include "internal.h"
+#include "nif_internal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +30,15 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
     snprintf(module_atom, sizeof module_atom, "%s", module ? module : "");
     module_funcs = funcs;
     module_func_count = funcs != NULL && count > 0 ? count : 0;
+}
+
+const ErlNifFunc *beam__nif_funcs(int *count) {
+    *count = module_func_count;
+    return module_funcs;
+}
+
+const char *beam__nif_module_atom(void) {
+    return module_atom;
 }
 
 /* --- Writing names the way Elixir's inspect/1 does ---------------------- */
@@ -205,24 +214,89 @@ static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call) {
     return beam_raise(env, "RuntimeError", message);
 }
 
-/* Out of line so that the common path stays a few moves and a call. */
+/* The options of one call: the BEAM_NIF ones with load_info's overrides
+ * applied. */
+typedef struct call_options {
+    bool leak_check;
+    bool scratch;
+    bool has_allocator; /* an allocator was chosen (else: the default) */
+    beam_allocator_t allocator;
+} call_options;
+
+static call_options resolve(const beam_nif_options *options,
+                            const beam__nif_override *ov) {
+    call_options o = {options->leak_check, options->scratch, false,
+                      beam_raw_allocator};
+    if (ov != NULL && (ov->set & BEAM__OVERRIDE_ALLOCATOR)) {
+        o.has_allocator = true;
+        o.allocator = ov->allocator;
+    } else if (options->allocator != NULL) {
+        o.has_allocator = true;
+        o.allocator = options->allocator();
+    }
+    if (ov != NULL && (ov->set & BEAM__OVERRIDE_LEAK_CHECK))
+        o.leak_check = ov->leak_check;
+    if (ov != NULL && (ov->set & BEAM__OVERRIDE_SCRATCH))
+        o.scratch = ov->scratch;
+    return o;
+}
+
+/* Everything but the plain call, out of line so that the common path stays
+ * a few moves and a call. The allocators stack up, innermost first:
+ *
+ *   the NIF's allocator (raw, .allocator's, or load_info's)
+ *   <- leak_check: a fresh general purpose allocator instance over it
+ *   <- scratch: an arena over that
+ *   <- fault injection, when a test armed this process: the driver's plan
+ *
+ * and come down in reverse: the plan lets go of the call's blocks, the
+ * arena gives its chunks back, then the leak check looks at what is left. */
 static BEAM__NOINLINE ERL_NIF_TERM
-call_leak_checked(const beam_nif_options *options, const nif_call *call,
-                  beam_allocator_t saved, beam_nif_body_fn body, ErlNifEnv *env,
-                  int argc, const ERL_NIF_TERM argv[]) {
+call_composed(const beam_nif_options *options, const beam__nif_override *ov,
+              const beam__fault_driver *driver, const nif_call *call,
+              beam_allocator_t saved, beam_nif_body_fn body, ErlNifEnv *env,
+              int argc, const ERL_NIF_TERM argv[]) {
+    const call_options o = resolve(options, ov);
+    beam_allocator_t a = o.allocator;
+
     /* A custom allocator becomes the backing of the checking instance, so
      * the two options compose: blocks still come from the user's
      * allocator, and the instance sees every one of them. */
-    beam_allocator_t backing =
-        options->allocator ? options->allocator() : beam_large_allocator;
     beam_gpa_t gpa;
-    beam_gpa_init_ex(&gpa, backing, BEAM_GPA_TRACK_SITES);
-    beam_allocator = beam_gpa_allocator(&gpa);
+    if (o.leak_check) {
+        /* Safe mode: sites for the leak report, and canaries and poison
+         * so that overruns and writes after free show up too. */
+        beam_gpa_init_ex(&gpa, o.has_allocator ? a : beam_large_allocator,
+                         BEAM_GPA_SAFE);
+        a = beam_gpa_allocator(&gpa);
+    }
+    beam_arena_t arena;
+    if (o.scratch) {
+        beam_arena_init(&arena, a);
+        a = beam_arena_allocator(&arena);
+    }
+    beam__fault_frame frame;
+    bool faulted = false;
+    ErlNifPid pid;
+    if (driver != NULL && enif_self(env, &pid) != NULL)
+        faulted =
+            driver->enter(&pid, &beam__fault_hooks_self, a,
+                          (o.scratch ? BEAM__FAULT_SCRATCH : 0u) |
+                              (o.leak_check ? BEAM__FAULT_CALL_LOCAL : 0u),
+                          &frame, &a);
 
+    beam_allocator = a;
     ERL_NIF_TERM result = body(env, argc, argv);
-    /* The instance is about to go: nothing (a report hook included) may
-     * reach it through the thread-local from here on. */
+    /* The allocators below are about to go: nothing (a report hook
+     * included) may reach them through the thread-local from here on. */
     beam_allocator = saved;
+
+    if (faulted)
+        driver->leave(&frame);
+    if (o.scratch)
+        beam_arena_deinit(&arena);
+    if (!o.leak_check)
+        return result;
 
     /* Name the function before the instance lists the blocks, so the report
      * reads as one story. */
@@ -248,10 +322,14 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
     const nif_call call = {self, c_name, argc};
     current_call = &call;
 
+    const beam__nif_override *ov = beam__nif_override_for(self, argc);
+    const beam__fault_driver *driver =
+        atomic_load_explicit(&beam__fault_driver_now, memory_order_acquire);
     ERL_NIF_TERM result;
-    if (BEAM__UNLIKELY(options->leak_check)) {
-        result =
-            call_leak_checked(options, &call, saved, body, env, argc, argv);
+    if (BEAM__UNLIKELY(options->leak_check || options->scratch || ov != NULL ||
+                       driver != NULL)) {
+        result = call_composed(options, ov, driver, &call, saved, body, env,
+                               argc, argv);
     } else {
         beam_allocator =
             options->allocator ? options->allocator() : beam_raw_allocator;

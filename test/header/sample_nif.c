@@ -26,10 +26,36 @@ BEAM_NIF(custom, .leak_check = true, .allocator = pick) {
     return argc > 0 ? argv[0] : enif_make_atom(env, "ok");
 }
 
+BEAM_NIF(scoped) {
+    ERL_NIF_TERM term;
+    beam_resource_t *r = beam_resource_new(env, BEAM_RESOURCE_ARENA,
+                                           beam_large_allocator, 0, &term);
+    if (r == NULL || !beam_resource_get(env, term, &r) || !beam_resource_pin(r))
+        return beam_make_error(env, "enomem");
+    int *xs = beam_alloc(beam_resource_allocator(r), int, 4);
+    beam_resource_unpin(r);
+    beam_resource_usage u = beam_resource_usage_of(r);
+    beam_resource_release(r);
+    return xs != NULL && u.live_blocks == 1 ? term : enif_make_badarg(env);
+}
+
+BEAM_NIF(scratch, .scratch = true) {
+    char *s = beam_alloc(beam_allocator, char, 64);
+    return s != NULL ? enif_make_atom(env, "ok")
+                     : beam_make_error(env, "enomem");
+}
+
+BEAM_NIF(everything, .leak_check = true, .allocator = pick, .scratch = true) {
+    return enif_make_atom(env, "ok");
+}
+
 static ErlNifFunc funcs[] = {
     {"plain", 0, plain, 0},
     {"checked", 0, checked, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"custom", 1, custom, 0},
+    {"scoped", 0, scoped, 0},
+    {"scratch", 0, scratch, 0},
+    {"everything", 0, everything, 0},
 };
 
 BEAM_NIF_INIT(Elixir.HeaderTest, funcs, NULL, NULL, NULL)

@@ -1,0 +1,801 @@
+/*
+ * The fault-injection driver behind BeamAlloc.Testing: the NIF library of
+ * BeamAlloc.Testing.Nif (priv/beam_alloc_testing.so).
+ *
+ * A session belongs to one process, its owner. It attaches to the NIF
+ * libraries built with beam_alloc that are loaded (see src/nif_internal.h
+ * for how it finds them across RTLD_LOCAL copies), then runs plans: while a
+ * run is on, every BEAM_NIF call the owner makes into an attached library
+ * gets the session's plan allocator as beam_allocator, over the allocator
+ * the call would have had. The plan allocator
+ *
+ *   - numbers every request for memory of the run (alloc, and resize or
+ *     remap that grows: each can fail), across calls and libraries;
+ *   - fails request number fail_index and every later one;
+ *   - records each request's site (its ret_addr) in the first run, and in
+ *     later runs compares the sites up to the failing one with it, which
+ *     catches runs that do not repeat the first (nondeterminism);
+ *   - tracks every live block with its site, its number, and the allocator
+ *     it came from (frees go back there, whichever call makes them), so a
+ *     run that leaves blocks behind is caught and the blocks named.
+ *
+ * Other processes are never affected: they find no running session of
+ * theirs and their calls go on as usual. Calls of the owner into libraries
+ * the session did not attach are not counted.
+ *
+ * Locking: registry_lock guards the list of open sessions (enter looks the
+ * calling pid up there); each session's lock guards everything in it. An
+ * owner's calls are serialised by the VM, but a block may be freed on
+ * another thread (a resource destructor), hence the session lock.
+ *
+ * A session is never freed, only emptied: an allocator value handed to a
+ * NIF body ({session, &plan_vtable}) may have been stored and be used after
+ * the session closed, and must still lead somewhere sound. A closed session
+ * passes requests straight to the raw allocator and frees of blocks it
+ * still knows to their own allocators (so it keeps the records of blocks
+ * left live); it costs a few hundred bytes.
+ */
+#define _GNU_SOURCE
+#include "nif_internal.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#if defined(__APPLE__)
+#include <mach-o/dyld.h>
+#else
+#include <link.h>
+#endif
+
+/* --- Sessions ------------------------------------------------------------ */
+
+enum request_kind { REQ_ALLOC, REQ_RESIZE, REQ_REMAP };
+enum run_mode { MODE_RECORD, MODE_COMPARE };
+
+#define NEVER SIZE_MAX
+#define TOMBSTONE ((void *)1)
+
+typedef struct block {
+    void *ptr; /* NULL: empty slot; TOMBSTONE: deleted */
+    size_t len;
+    size_t alignment;
+    uintptr_t site;
+    size_t index;            /* request number in its run */
+    unsigned run;            /* run that made it; 0 once reported */
+    uint64_t scope;          /* call-local call it belongs to; 0: none */
+    beam_allocator_t parent; /* vtable NULL: its allocator died */
+} block;
+
+typedef struct attached_lib {
+    const beam__fault_hooks *hooks;
+    void *handle; /* dlopen reference that keeps the library mapped */
+    char module[256];
+} attached_lib;
+
+typedef struct request_info {
+    bool happened;
+    size_t index;
+    int kind;
+    size_t len;
+    uintptr_t site;
+    uintptr_t expected; /* mismatch only: the first run's site (0: none) */
+} request_info;
+
+typedef struct session {
+    pthread_mutex_t lock;
+    ErlNifPid owner;
+    bool running;
+    bool closed;
+
+    attached_lib *libs;
+    size_t nlibs, libs_cap;
+
+    /* The run. */
+    unsigned run;
+    int mode;
+    size_t fail_index;
+    size_t requests;
+    request_info induced;
+    request_info mismatch;
+    bool lost; /* bookkeeping ran out of memory: results incomplete */
+
+    /* Sites of the first run's requests. */
+    uintptr_t *sites;
+    size_t nsites, sites_cap;
+
+    /* The calls in flight (the owner's, innermost). */
+    unsigned depth;
+    beam_allocator_t parent;
+    uint64_t scope;
+    uint64_t next_scope;
+    beam_allocator_t fallback; /* for requests outside any call */
+
+    /* Live blocks: open addressing on ptr, linear probing. */
+    block *blocks;
+    size_t blocks_cap, blocks_live, blocks_used;
+} session;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static session **open_sessions;
+static size_t n_open, open_cap;
+
+static bool grow_array(void **array, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? *cap * 2 : 16;
+    while (n < need)
+        n *= 2;
+    void *p = enif_realloc(*array, n * elem);
+    if (p == NULL)
+        return false;
+    *array = p;
+    *cap = n;
+    return true;
+}
+
+/* --- The block table ------------------------------------------------------ */
+
+static size_t slot_of(const void *ptr, size_t cap) {
+    uintptr_t h = (uintptr_t)ptr;
+    h ^= h >> 17;
+    h *= (uintptr_t)0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 7) & (cap - 1);
+}
+
+static block *find_block(session *s, const void *ptr) {
+    if (s->blocks_cap == 0 || ptr == NULL)
+        return NULL;
+    for (size_t i = slot_of(ptr, s->blocks_cap);;
+         i = (i + 1) & (s->blocks_cap - 1)) {
+        block *b = &s->blocks[i];
+        if (b->ptr == ptr)
+            return b;
+        if (b->ptr == NULL)
+            return NULL;
+    }
+}
+
+static void erase_block(session *s, block *b) {
+    b->ptr = TOMBSTONE;
+    s->blocks_live--;
+}
+
+static void place(block *table, size_t cap, const block *b) {
+    size_t i = slot_of(b->ptr, cap);
+    while (table[i].ptr != NULL)
+        i = (i + 1) & (cap - 1);
+    table[i] = *b;
+}
+
+/* Room for one more, rehashing away tombstones when the table fills. */
+static bool reserve_block(session *s) {
+    if ((s->blocks_used + 1) * 2 <= s->blocks_cap)
+        return true;
+    size_t cap = s->blocks_cap ? s->blocks_cap : 64;
+    while ((s->blocks_live + 1) * 2 > cap / 2)
+        cap *= 2;
+    block *table = enif_alloc(cap * sizeof *table);
+    if (table == NULL)
+        return false;
+    memset(table, 0, cap * sizeof *table);
+    for (size_t i = 0; i < s->blocks_cap; i++)
+        if (s->blocks[i].ptr != NULL && s->blocks[i].ptr != TOMBSTONE)
+            place(table, cap, &s->blocks[i]);
+    enif_free(s->blocks);
+    s->blocks = table;
+    s->blocks_cap = cap;
+    s->blocks_used = s->blocks_live;
+    return true;
+}
+
+static void add_block(session *s, const block *b) {
+    /* A record for the same address is stale: that block went back behind
+     * the session's back (a leak_check instance freed it at the end of its
+     * call) and the address was handed out again. */
+    block *stale = find_block(s, b->ptr);
+    if (stale != NULL) {
+        *stale = *b;
+        return;
+    }
+    if (!reserve_block(s)) {
+        s->lost = true;
+        return;
+    }
+    place(s->blocks, s->blocks_cap, b);
+    s->blocks_live++;
+    s->blocks_used++;
+}
+
+/* --- The plan allocator ------------------------------------------------- */
+
+static bool counting(const session *s) {
+    return s->running && !s->closed && s->depth > 0;
+}
+
+static beam_allocator_t current_parent(const session *s) {
+    return s->depth > 0 && !s->closed ? s->parent : s->fallback;
+}
+
+/* Number a request; true when it must fail. */
+static bool request(session *s, int kind, size_t len, uintptr_t site,
+                    size_t *index) {
+    size_t i = s->requests++;
+    *index = i;
+    if (s->mode == MODE_RECORD) {
+        if (grow_array((void **)&s->sites, &s->sites_cap, s->nsites + 1,
+                       sizeof *s->sites))
+            s->sites[s->nsites++] = site;
+        else
+            s->lost = true;
+    } else if (i <= s->fail_index && !s->mismatch.happened) {
+        uintptr_t expected = i < s->nsites ? s->sites[i] : 0;
+        if (expected != site)
+            s->mismatch = (request_info){true, i, kind, len, site, expected};
+    }
+    if (i < s->fail_index)
+        return false;
+    if (!s->induced.happened)
+        s->induced = (request_info){true, i, kind, len, site, 0};
+    return true;
+}
+
+static void *plan_alloc(void *ctx, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    session *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    beam_allocator_t parent = current_parent(s);
+    size_t index = 0;
+    bool counted = counting(s);
+    if (counted && request(s, REQ_ALLOC, len, ret, &index)) {
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+    }
+    void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
+    if (p != NULL && counted) {
+        block b = {p, len, alignment, ret, index, s->run, s->scope, parent};
+        add_block(s, &b);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return p;
+}
+
+static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t ret) {
+    session *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    block *b = find_block(s, mem);
+    beam_allocator_t parent = b != NULL ? b->parent : current_parent(s);
+    size_t index;
+    bool ok = false;
+    if (parent.vtable != NULL &&
+        !(new_len > len && counting(s) &&
+          request(s, REQ_RESIZE, new_len, ret, &index))) {
+        ok = parent.vtable->resize(parent.ctx, mem, len, alignment, new_len,
+                                   ret);
+        if (ok && b != NULL)
+            b->len = new_len;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t ret) {
+    session *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    block *b = find_block(s, mem);
+    beam_allocator_t parent = b != NULL ? b->parent : current_parent(s);
+    size_t index;
+    void *p = NULL;
+    if (parent.vtable != NULL &&
+        !(new_len > len && counting(s) &&
+          request(s, REQ_REMAP, new_len, ret, &index))) {
+        p = parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
+        if (p != NULL && b != NULL) {
+            block moved = *b;
+            moved.ptr = p;
+            moved.len = new_len;
+            erase_block(s, b);
+            add_block(s, &moved);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return p;
+}
+
+static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
+                      uintptr_t ret) {
+    session *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    block *b = find_block(s, mem);
+    beam_allocator_t parent = b != NULL ? b->parent : current_parent(s);
+    if (b != NULL)
+        erase_block(s, b);
+    if (parent.vtable != NULL)
+        parent.vtable->free(parent.ctx, mem, len, alignment, ret);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static const beam_allocator_vtable plan_vtable = {plan_alloc, plan_resize,
+                                                  plan_remap, plan_free};
+
+/* --- What the library copies call --------------------------------------- */
+
+static bool has_lib(const session *s, const beam__fault_hooks *hooks) {
+    for (size_t i = 0; i < s->nlibs; i++)
+        if (s->libs[i].hooks == hooks)
+            return true;
+    return false;
+}
+
+static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
+                         beam_allocator_t parent, unsigned flags,
+                         beam__fault_frame *frame, beam_allocator_t *out) {
+    session *s = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < n_open && s == NULL; i++) {
+        session *o = open_sessions[i];
+        /* Only the owner's own calls read running and libs (which the
+         * owner alone changes): others stop at the pid. */
+        if (enif_compare_pids(&o->owner, pid) == 0 && o->running &&
+            has_lib(o, app))
+            s = o;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (s == NULL)
+        return false;
+
+    pthread_mutex_lock(&s->lock);
+    frame->session = s;
+    frame->saved_parent = s->parent;
+    frame->saved_scope = s->scope;
+    frame->reserved[0] = flags;
+    s->parent = parent;
+    s->scope = (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL))
+                   ? ++s->next_scope
+                   : 0;
+    if (!(flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL)))
+        s->fallback = parent;
+    s->depth++;
+    pthread_mutex_unlock(&s->lock);
+    *out = (beam_allocator_t){s, &plan_vtable};
+    return true;
+}
+
+static void driver_leave(beam__fault_frame *frame) {
+    session *s = frame->session;
+    unsigned flags = (unsigned)frame->reserved[0];
+    pthread_mutex_lock(&s->lock);
+    if (s->scope != 0)
+        for (size_t i = 0; i < s->blocks_cap; i++) {
+            block *b = &s->blocks[i];
+            if (b->ptr == NULL || b->ptr == TOMBSTONE || b->scope != s->scope)
+                continue;
+            if (flags & BEAM__FAULT_SCRATCH)
+                /* The arena takes them all back: not leaks. */
+                erase_block(s, b);
+            else
+                /* Left in a leak_check instance that is about to go: still
+                 * leaks of this run, but nothing to free them with. */
+                b->parent.vtable = NULL;
+        }
+    s->parent = frame->saved_parent;
+    s->scope = frame->saved_scope;
+    s->depth--;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static const beam__fault_driver driver = {
+    BEAM__FAULT_MAGIC, BEAM__FAULT_VERSION, sizeof(beam__fault_driver),
+    driver_enter,      driver_leave,
+};
+
+/* --- Finding the libraries -------------------------------------------- */
+
+typedef struct name_list {
+    char **names;
+    size_t n, cap;
+} name_list;
+
+static void add_name(name_list *l, const char *name) {
+    if (name == NULL || name[0] == '\0' ||
+        !grow_array((void **)&l->names, &l->cap, l->n + 1, sizeof *l->names))
+        return;
+    size_t len = strlen(name) + 1;
+    char *copy = enif_alloc(len);
+    if (copy == NULL)
+        return;
+    memcpy(copy, name, len);
+    l->names[l->n++] = copy;
+}
+
+#if defined(__APPLE__)
+static void list_objects(name_list *l) {
+    uint32_t n = _dyld_image_count();
+    for (uint32_t i = 0; i < n; i++)
+        add_name(l, _dyld_get_image_name(i));
+}
+#else
+/* Names only: no dlopen while the loader's list is being walked. */
+static int add_object(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    add_name(data, info->dlpi_name);
+    return 0;
+}
+
+static void list_objects(name_list *l) {
+    dl_iterate_phdr(add_object, l);
+}
+#endif
+
+static const beam__fault_hooks *hooks_in(const char *path, void **handle) {
+    *handle = dlopen(path, RTLD_LAZY | RTLD_NOLOAD);
+    if (*handle == NULL)
+        return NULL;
+    void *sym = dlsym(*handle, BEAM__FAULT_SYMBOL);
+    Dl_info info;
+    /* Only the object's own symbol: dlsym also searches its dependencies. */
+    if (sym != NULL && dladdr(sym, &info) != 0 && info.dli_fname != NULL &&
+        strcmp(info.dli_fname, path) == 0) {
+        const void *(*get)(void);
+        memcpy(&get, &sym, sizeof get);
+        const beam__fault_hooks *h = get();
+        if (h != NULL && h->magic == BEAM__FAULT_MAGIC &&
+            h->version == BEAM__FAULT_VERSION &&
+            h->size >= sizeof(beam__fault_hooks))
+            return h;
+    }
+    dlclose(*handle);
+    *handle = NULL;
+    return NULL;
+}
+
+/* Is module one the caller asked for (wanted: a list of binaries, or the
+ * atom all)? */
+static bool wanted(ErlNifEnv *env, ERL_NIF_TERM list, const char *module) {
+    if (enif_is_atom(env, list))
+        return true;
+    ERL_NIF_TERM head, tail = list;
+    size_t len = strlen(module);
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        ErlNifBinary bin;
+        if (enif_inspect_binary(env, head, &bin) && bin.size == len &&
+            memcmp(bin.data, module, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Attach to every wanted library not attached yet. */
+static void attach_libraries(ErlNifEnv *env, session *s, ERL_NIF_TERM list) {
+    name_list l = {NULL, 0, 0};
+    list_objects(&l);
+    for (size_t i = 0; i < l.n; i++) {
+        void *handle;
+        const beam__fault_hooks *h = hooks_in(l.names[i], &handle);
+        enif_free(l.names[i]);
+        if (h == NULL)
+            continue;
+        const char *module = h->module();
+        pthread_mutex_lock(&s->lock);
+        bool take = module[0] != '\0' && !has_lib(s, h) &&
+                    wanted(env, list, module) &&
+                    grow_array((void **)&s->libs, &s->libs_cap, s->nlibs + 1,
+                               sizeof *s->libs) &&
+                    h->attach(&driver);
+        if (take) {
+            attached_lib *lib = &s->libs[s->nlibs++];
+            lib->hooks = h;
+            lib->handle = handle;
+            snprintf(lib->module, sizeof lib->module, "%s", module);
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (!take)
+            dlclose(handle);
+    }
+    enif_free(l.names);
+}
+
+/* --- Session lifetime --------------------------------------------------- */
+
+static ErlNifResourceType *session_type;
+
+typedef struct session_ref {
+    session *s;
+} session_ref;
+
+static void close_session(session *s) {
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < n_open; i++)
+        if (open_sessions[i] == s) {
+            open_sessions[i] = open_sessions[--n_open];
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+
+    pthread_mutex_lock(&s->lock);
+    if (s->closed) {
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    s->closed = true;
+    s->running = false;
+    attached_lib *libs = s->libs;
+    size_t nlibs = s->nlibs;
+    s->libs = NULL;
+    s->nlibs = s->libs_cap = 0;
+    enif_free(s->sites);
+    s->sites = NULL;
+    s->nsites = s->sites_cap = 0;
+    if (s->blocks_live == 0) {
+        enif_free(s->blocks);
+        s->blocks = NULL;
+        s->blocks_cap = s->blocks_used = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    for (size_t i = 0; i < nlibs; i++) {
+        libs[i].hooks->detach(&driver);
+        dlclose(libs[i].handle);
+    }
+    enif_free(libs);
+}
+
+static void session_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    session_ref *ref = obj;
+    if (ref->s != NULL)
+        close_session(ref->s);
+}
+
+/* --- The NIFs ------------------------------------------------------------ */
+
+static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name) {
+    return enif_make_atom(env, name);
+}
+
+static ERL_NIF_TERM string(ErlNifEnv *env, const char *s) {
+    size_t len = strlen(s);
+    ERL_NIF_TERM bin;
+    unsigned char *p = enif_make_new_binary(env, len, &bin);
+    if (p != NULL)
+        memcpy(p, s, len);
+    return bin;
+}
+
+/* The session of argv[0], owned by the caller; NULL otherwise. */
+static session *owned_session(ErlNifEnv *env, ERL_NIF_TERM term) {
+    session_ref *ref;
+    ErlNifPid self;
+    if (!enif_get_resource(env, term, session_type, (void **)&ref) ||
+        ref->s == NULL || enif_self(env, &self) == NULL ||
+        enif_compare_pids(&ref->s->owner, &self) != 0)
+        return NULL;
+    return ref->s;
+}
+
+/* open() -> {ok, Session} | {error, already_open} */
+static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    ErlNifPid self;
+    if (enif_self(env, &self) == NULL)
+        return enif_make_badarg(env);
+
+    pthread_mutex_lock(&registry_lock);
+    bool already = false;
+    for (size_t i = 0; i < n_open; i++)
+        already |= enif_compare_pids(&open_sessions[i]->owner, &self) == 0;
+    bool room = !already && grow_array((void **)&open_sessions, &open_cap,
+                                       n_open + 1, sizeof *open_sessions);
+    pthread_mutex_unlock(&registry_lock);
+    if (already)
+        return enif_make_tuple2(env, atom(env, "error"),
+                                atom(env, "already_open"));
+
+    session_ref *ref = enif_alloc_resource(session_type, sizeof *ref);
+    session *s = room ? enif_alloc(sizeof *s) : NULL;
+    if (ref == NULL || s == NULL) {
+        if (s != NULL)
+            enif_free(s);
+        if (ref != NULL) {
+            ref->s = NULL;
+            enif_release_resource(ref);
+        }
+        return enif_make_tuple2(env, atom(env, "error"), atom(env, "enomem"));
+    }
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->lock, NULL);
+    s->owner = self;
+    s->fallback = beam_raw_allocator;
+    s->fail_index = NEVER;
+    ref->s = s;
+
+    pthread_mutex_lock(&registry_lock);
+    open_sessions[n_open++] = s;
+    pthread_mutex_unlock(&registry_lock);
+
+    ERL_NIF_TERM term = enif_make_resource(env, ref);
+    enif_release_resource(ref);
+    return enif_make_tuple2(env, atom(env, "ok"), term);
+}
+
+/* attach(Session, all | [ModuleName :: binary()]) -> [ModuleName]: every
+ * library attached so far (dirty IO: it walks the loader's list). */
+static ERL_NIF_TERM nif_attach(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    session *s = owned_session(env, argv[0]);
+    if (s == NULL ||
+        (!enif_is_atom(env, argv[1]) && !enif_is_list(env, argv[1])))
+        return enif_make_badarg(env);
+    attach_libraries(env, s, argv[1]);
+    pthread_mutex_lock(&s->lock);
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = s->nlibs; i-- > 0;)
+        list = enif_make_list_cell(env, string(env, s->libs[i].module), list);
+    pthread_mutex_unlock(&s->lock);
+    return list;
+}
+
+/* begin_run(Session, FailIndex | infinity, record | compare) -> ok */
+static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
+                                  const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    session *s = owned_session(env, argv[0]);
+    ErlNifUInt64 index = NEVER;
+    char mode[8];
+    if (s == NULL ||
+        (!enif_get_uint64(env, argv[1], &index) &&
+         !enif_is_identical(argv[1], atom(env, "infinity"))) ||
+        !enif_get_atom(env, argv[2], mode, sizeof mode, ERL_NIF_LATIN1) ||
+        (strcmp(mode, "record") != 0 && strcmp(mode, "compare") != 0))
+        return enif_make_badarg(env);
+
+    pthread_mutex_lock(&s->lock);
+    bool ok = !s->closed && !s->running;
+    if (ok) {
+        s->run++;
+        s->mode = strcmp(mode, "record") == 0 ? MODE_RECORD : MODE_COMPARE;
+        if (s->mode == MODE_RECORD)
+            s->nsites = 0;
+        s->fail_index = index > NEVER ? NEVER : (size_t)index;
+        s->requests = 0;
+        memset(&s->induced, 0, sizeof s->induced);
+        memset(&s->mismatch, 0, sizeof s->mismatch);
+        s->lost = false;
+        s->running = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok ? atom(env, "ok") : enif_make_badarg(env);
+}
+
+static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
+    char buf[256];
+    if (site == 0)
+        return atom(env, "nil");
+    return string(env, beam__describe_addr(site, buf, sizeof buf));
+}
+
+static ERL_NIF_TERM kind_term(ErlNifEnv *env, int kind) {
+    return atom(env, kind == REQ_ALLOC    ? "alloc"
+                     : kind == REQ_RESIZE ? "resize"
+                                          : "remap");
+}
+
+/* {Index, Kind, Len, Site} */
+static ERL_NIF_TERM request_term(ErlNifEnv *env, const request_info *r) {
+    if (!r->happened)
+        return atom(env, "nil");
+    return enif_make_tuple4(
+        env, enif_make_uint64(env, r->index), kind_term(env, r->kind),
+        enif_make_uint64(env, r->len), site_term(env, r->site));
+}
+
+/* Blocks reported at most, per run (the count is always exact). */
+#define MAX_REPORTED 100
+
+/* end_run(Session) -> #{requests, induced, mismatch, leaks, leaked, lost} */
+static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    session *s = owned_session(env, argv[0]);
+    if (s == NULL)
+        return enif_make_badarg(env);
+    pthread_mutex_lock(&s->lock);
+    if (!s->running) {
+        pthread_mutex_unlock(&s->lock);
+        return enif_make_badarg(env);
+    }
+    s->running = false;
+
+    ERL_NIF_TERM leaks = enif_make_list(env, 0);
+    size_t leaked = 0;
+    for (size_t i = 0; i < s->blocks_cap; i++) {
+        block *b = &s->blocks[i];
+        if (b->ptr == NULL || b->ptr == TOMBSTONE || b->run != s->run)
+            continue;
+        b->run = 0; /* reported once */
+        if (leaked++ < MAX_REPORTED)
+            leaks = enif_make_list_cell(
+                env,
+                enif_make_tuple3(env, enif_make_uint64(env, b->index),
+                                 enif_make_uint64(env, b->len),
+                                 site_term(env, b->site)),
+                leaks);
+    }
+    ERL_NIF_TERM mismatch = atom(env, "nil");
+    if (s->mismatch.happened)
+        mismatch = enif_make_tuple2(env, request_term(env, &s->mismatch),
+                                    site_term(env, s->mismatch.expected));
+
+    ERL_NIF_TERM keys[] = {atom(env, "requests"), atom(env, "induced"),
+                           atom(env, "mismatch"), atom(env, "leaks"),
+                           atom(env, "leaked"),   atom(env, "lost")};
+    ERL_NIF_TERM values[] = {enif_make_uint64(env, s->requests),
+                             request_term(env, &s->induced),
+                             mismatch,
+                             leaks,
+                             enif_make_uint64(env, leaked),
+                             atom(env, s->lost ? "true" : "false")};
+    pthread_mutex_unlock(&s->lock);
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(env, keys, values, 6, &map))
+        return enif_make_badarg(env);
+    return map;
+}
+
+/* live(Session) -> blocks of the running run still live (to wait for
+ * resource destructors, which the VM runs a little after the collection
+ * that released their resources). */
+static ERL_NIF_TERM nif_live(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    session *s = owned_session(env, argv[0]);
+    if (s == NULL)
+        return enif_make_badarg(env);
+    size_t live = 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->blocks_cap; i++) {
+        const block *b = &s->blocks[i];
+        live += b->ptr != NULL && b->ptr != TOMBSTONE && b->run == s->run &&
+                s->run != 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return enif_make_uint64(env, live);
+}
+
+/* close(Session) -> ok (idempotent; the destructor does it too) */
+static ERL_NIF_TERM nif_close(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    session_ref *ref;
+    if (!enif_get_resource(env, argv[0], session_type, (void **)&ref))
+        return enif_make_badarg(env);
+    if (ref->s != NULL)
+        close_session(ref->s);
+    return atom(env, "ok");
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)info;
+    session_type = enif_open_resource_type(
+        env, NULL, "beam_alloc_testing_session", session_dtor,
+        ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    return session_type == NULL;
+}
+
+static ErlNifFunc funcs[] = {
+    {"open", 0, nif_open, 0},
+    {"attach", 2, nif_attach, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"begin_run", 3, nif_begin_run, 0},
+    {"end_run", 1, nif_end_run, 0},
+    {"live", 1, nif_live, 0},
+    {"close", 1, nif_close, 0},
+};
+
+ERL_NIF_INIT(Elixir.BeamAlloc.Testing.Nif, funcs, load, NULL, NULL, NULL)

@@ -1,0 +1,112 @@
+defmodule BeamAlloc.AllocationFailureError do
+  @moduledoc """
+  Raised by `BeamAlloc.Testing.check_all_allocation_failures/2` when a
+  function mishandles an allocation failure.
+
+  `:problems` lists what went wrong, one map per problem, in the order the
+  runs found them. Every map has `:kind` and `:index` (the number of the
+  allocation that was failed, or `nil` for a run without failures); the
+  failing request, when there is one, is in `:request` as
+  `%{index:, kind: :alloc | :resize | :remap, size:, site:}`. The kinds:
+
+    * `:leak` - blocks were still live when the function returned;
+      `:blocks` lists them (`%{index:, size:, site:}`, at most 100) and
+      `:leaked` counts them all.
+    * `:swallowed` - the failure was injected but the function returned a
+      success; `:outcome` is `{:returned, value}`.
+    * `:unexpected_error` - the failure surfaced, but not the way the
+      `:expect` option asks (`:expect` and `:outcome` tell how).
+    * `:nondeterministic` - a run did not repeat the first: `:reason` says
+      how, `:expected_site` is where the first run's allocation came from.
+      No further runs are made.
+    * `:failed_without_injection` - the function failed with no failure
+      injected; `:outcome` is `{:returned, value}` or
+      `{:raised, kind, reason, stacktrace}`.
+    * `:incomplete` - the checker ran out of memory for its bookkeeping;
+      the run's results are partial.
+
+  `:allocations` is the number of allocations the first run made.
+  """
+
+  defexception problems: [], allocations: 0, message: nil
+
+  @impl true
+  def exception(opts) do
+    error = struct!(__MODULE__, opts)
+    %{error | message: error.message || format(error)}
+  end
+
+  defp format(%{problems: problems, allocations: count}) do
+    n = length(problems)
+
+    header =
+      "#{n} allocation failure #{plural(n, "problem")} " <>
+        "(#{count} #{plural(count, "allocation")}, each failed in turn):"
+
+    header <> "\n\n" <> Enum.map_join(problems, "\n", &("  * " <> describe(&1)))
+  end
+
+  defp describe(%{kind: :leak} = p) do
+    blocks =
+      Enum.map_join(p.blocks, "", fn b ->
+        "\n      #{b.size} #{plural(b.size, "byte")} from allocation ##{b.index} at #{site(b.site)}"
+      end)
+
+    more = if p.leaked > length(p.blocks), do: "\n      ...", else: ""
+
+    "#{when_(p)} left #{p.leaked} #{plural(p.leaked, "block")} live:" <> blocks <> more
+  end
+
+  defp describe(%{kind: :swallowed} = p) do
+    "#{when_(p)} was swallowed: the function #{outcome(p.outcome)}"
+  end
+
+  defp describe(%{kind: :unexpected_error} = p) do
+    wanted = if p.expect == :raise, do: "an exception", else: "an error result"
+
+    "#{when_(p)} surfaced, but not as #{wanted} (expect: #{inspect(p.expect)}): " <>
+      "the function #{outcome(p.outcome)}"
+  end
+
+  defp describe(%{kind: :nondeterministic} = p) do
+    at = if p.request, do: " (#{request(p.request)})", else: ""
+    "the function is nondeterministic: #{p.reason}#{at}; the remaining runs were skipped"
+  end
+
+  defp describe(%{kind: :failed_without_injection} = p) do
+    "the function failed without any allocation failure: it #{outcome(p.outcome)}"
+  end
+
+  defp describe(%{kind: :incomplete} = p) do
+    "#{when_(p)}: the checker ran out of memory for its bookkeeping; results are incomplete"
+  end
+
+  defp when_(%{index: nil}), do: "the run without failures"
+
+  defp when_(%{request: request}),
+    do: "failing allocation ##{request.index} (#{request(request)})"
+
+  defp request(%{kind: kind, size: size, site: site}) do
+    what =
+      case kind do
+        :alloc -> "alloc of #{size} #{plural(size, "byte")}"
+        other -> "#{other} to #{size} #{plural(size, "byte")}"
+      end
+
+    "#{what} at #{site(site)}"
+  end
+
+  defp site(nil), do: "an unknown site"
+  defp site(site), do: site
+
+  defp outcome({:returned, value}),
+    do: "returned #{inspect(value, limit: 10, printable_limit: 80)}"
+
+  defp outcome({:raised, kind, reason, stacktrace}) do
+    "raised " <>
+      (kind |> Exception.format_banner(reason, stacktrace) |> String.replace("\n", " "))
+  end
+
+  defp plural(1, word), do: word
+  defp plural(_, word), do: word <> "s"
+end

@@ -1,0 +1,216 @@
+defmodule BeamAlloc.Nif do
+  @moduledoc ~S"""
+  Loads a NIF library built with beam_alloc into the module that uses it,
+  and sets allocator options per NIF from Elixir.
+
+      defmodule MyNif do
+        use BeamAlloc.Nif,
+          otp_app: :my_app,
+          library: "my_nif",
+          nifs: [
+            check_me: [leak_check: true],
+            basic: [allocator: :gpa],
+            parse: [scratch: true]
+          ]
+
+        def check_me, do: :erlang.nif_error(:not_loaded)
+        def basic, do: :erlang.nif_error(:not_loaded)
+        def parse(_json), do: :erlang.nif_error(:not_loaded)
+      end
+
+  The options given under `:nifs` override, for the functions they name,
+  what the C code chose with `BEAM_NIF(name, .leak_check = ..., ...)`: a
+  NIF written `BEAM_NIF(check_me)` runs leak-checked here without a
+  rebuild. The library must be built with `BEAM_NIF_INIT`, which reads
+  them from the `load_info` that `:erlang.load_nif/2` passes: a map of
+  NIF names (or `{name, arity}` tuples) to option maps. An Erlang module
+  gets the same by loading its library with that map:
+
+      erlang:load_nif(Path, #{check_me => #{leak_check => true}}).
+
+  `use BeamAlloc.Nif` defines an `@on_load` function that loads
+  `priv/<library>.so` of the `:otp_app` application with that map, so the
+  NIF stubs of the module are replaced as soon as it is loaded. Write the
+  stubs as usual (`:erlang.nif_error(:not_loaded)`). A library that cannot
+  be loaded leaves the module unloaded, and the VM logs why.
+
+  ## Options
+
+    * `:library` (required) - the NIF library's path inside the
+      application's `priv` directory, without the extension: `"my_nif"` for
+      `priv/my_nif.so`.
+    * `:otp_app` - the application whose `priv` directory holds the library;
+      defaults to the application of the Mix project being compiled.
+    * `:nifs` - per-NIF options: a keyword list of NIF names and their
+      options. A name applies to every arity of that name; to set one arity
+      only, give the key as `{name, arity}` (`[{{:parse, 2}, scratch: true}]`).
+      NIFs not listed keep the options of their C code.
+
+  ## Per-NIF options
+
+    * `:leak_check` - `true` runs each call on a fresh general purpose
+      allocator and raises `RuntimeError` ("memory leak detected in function
+      `MyNif.check_me/0`") when a block outlives the call; `false` turns a
+      C `.leak_check = true` off.
+    * `:scratch` - `true` makes `beam_allocator` an arena, given back in one
+      step when the call returns (no frees needed, none of its memory may
+      outlive the call); `false` turns a C `.scratch = true` off.
+    * `:allocator` - the allocator behind `beam_allocator` (and under
+      `:leak_check` and `:scratch`): `:raw` (`enif_alloc`, alignment up to
+      8), `:large` (any alignment, over `:raw`) or `:gpa` (the process-wide
+      general purpose allocator). Replaces a C `.allocator` function.
+
+  Options are checked when the module is compiled: an unknown name or value
+  raises `ArgumentError` there. The C side checks again at load, for
+  modules that pass the map themselves: a bad map fails the load, and the
+  reason is reported on standard error.
+  """
+
+  @allocators [:raw, :large, :gpa]
+
+  @doc false
+  defmacro __using__(opts) do
+    # Evaluated at compile time, so that module attributes work too.
+    {opts, _} = Code.eval_quoted(opts, [], __CALLER__)
+    opts = validate_use_options!(opts, __CALLER__)
+
+    quote do
+      @on_load :__beam_alloc_load_nif__
+
+      @doc false
+      def __beam_alloc_nif_options__, do: unquote(Macro.escape(opts.nifs))
+
+      @doc false
+      def __beam_alloc_load_nif__ do
+        case BeamAlloc.Nif.__library_path__(unquote(opts.otp_app), unquote(opts.library)) do
+          {:ok, path} -> :erlang.load_nif(path, __beam_alloc_nif_options__())
+          {:error, _} = error -> error
+        end
+      end
+    end
+  end
+
+  @doc false
+  # Where the library of app is: {:ok, charlist} | {:error, reason}.
+  def __library_path__(app, library) do
+    case :code.priv_dir(app) do
+      {:error, reason} -> {:error, {:no_priv_dir, app, reason}}
+      priv -> {:ok, :filename.join(priv, String.to_charlist(library))}
+    end
+  end
+
+  defp validate_use_options!(opts, caller) do
+    unless Keyword.keyword?(opts) do
+      raise ArgumentError,
+            "use BeamAlloc.Nif expects a keyword list of options, got: #{inspect(opts)}"
+    end
+
+    opts = Keyword.validate!(opts, [:library, :otp_app, nifs: []])
+
+    library =
+      case opts[:library] do
+        library when is_binary(library) and library != "" ->
+          library
+
+        nil ->
+          raise ArgumentError,
+                "use BeamAlloc.Nif expects :library, the NIF library's path in priv/ " <>
+                  "without extension, e.g. library: \"my_nif\""
+
+        other ->
+          raise ArgumentError,
+                "invalid value for :library option, expected a non-empty string, got: " <>
+                  inspect(other)
+      end
+
+    otp_app =
+      case Keyword.fetch(opts, :otp_app) do
+        {:ok, app} when is_atom(app) and app not in [nil, true, false] ->
+          app
+
+        {:ok, other} ->
+          raise ArgumentError,
+                "invalid value for :otp_app option, expected an application name, got: " <>
+                  inspect(other)
+
+        :error ->
+          default_otp_app(caller)
+      end
+
+    %{library: library, otp_app: otp_app, nifs: validate_nifs!(opts[:nifs])}
+  end
+
+  defp default_otp_app(caller) do
+    app = Code.ensure_loaded?(Mix.Project) && Mix.Project.config()[:app]
+
+    app ||
+      raise ArgumentError,
+            "use BeamAlloc.Nif in #{inspect(caller.module)} needs :otp_app, " <>
+              "the application whose priv/ holds the NIF library (no Mix project to take it from)"
+  end
+
+  defp validate_nifs!(nifs) when is_list(nifs) do
+    Map.new(nifs, fn
+      {key, options} ->
+        {validate_key!(key), validate_nif_options!(key, options)}
+
+      other ->
+        raise ArgumentError,
+              "invalid entry in :nifs option, expected {name, options}, got: #{inspect(other)}"
+    end)
+  end
+
+  defp validate_nifs!(other) do
+    raise ArgumentError,
+          "invalid value for :nifs option, expected a keyword list of NIF names " <>
+            "and their options, got: #{inspect(other)}"
+  end
+
+  defp validate_key!(name) when is_atom(name) and name not in [nil, true, false], do: name
+
+  defp validate_key!({name, arity} = key)
+       when is_atom(name) and is_integer(arity) and arity in 0..255,
+       do: key
+
+  defp validate_key!(other) do
+    raise ArgumentError,
+          "invalid NIF in :nifs option, expected a name or {name, arity}, got: #{inspect(other)}"
+  end
+
+  defp validate_nif_options!(key, options) do
+    unless Keyword.keyword?(options) do
+      raise ArgumentError,
+            "invalid options for NIF #{describe(key)} in :nifs option, " <>
+              "expected a keyword list, got: #{inspect(options)}"
+    end
+
+    Map.new(options, fn {name, value} -> {name, validate_nif_option!(key, name, value)} end)
+  end
+
+  defp validate_nif_option!(_key, name, value)
+       when name in [:leak_check, :scratch] and is_boolean(value),
+       do: value
+
+  defp validate_nif_option!(_key, :allocator, value) when value in @allocators, do: value
+
+  defp validate_nif_option!(key, name, value) when name in [:leak_check, :scratch] do
+    raise ArgumentError,
+          "invalid value for #{inspect(name)} of NIF #{describe(key)}, " <>
+            "expected a boolean, got: #{inspect(value)}"
+  end
+
+  defp validate_nif_option!(key, :allocator, value) do
+    raise ArgumentError,
+          "invalid value for :allocator of NIF #{describe(key)}, " <>
+            "expected :raw, :large or :gpa, got: #{inspect(value)}"
+  end
+
+  defp validate_nif_option!(key, name, _value) do
+    raise ArgumentError,
+          "unknown option #{inspect(name)} for NIF #{describe(key)}, " <>
+            "the known options are: :allocator, :leak_check, :scratch"
+  end
+
+  defp describe({name, arity}), do: "#{name}/#{arity}"
+  defp describe(name), do: Atom.to_string(name)
+end

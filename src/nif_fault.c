@@ -1,0 +1,60 @@
+/*
+ * Fault injection, this library copy's side (see nif_internal.h for the
+ * whole picture). All it keeps is which driver is attached and how many
+ * times: the plans, the counters and the blocks live in the driver, so that
+ * one process's allocation number i means the same thing in every NIF
+ * library it calls.
+ *
+ * Cost when no test is running: beam_nif_call loads beam__fault_driver_now
+ * (NULL) and moves on.
+ */
+#include "nif_internal.h"
+
+#include <pthread.h>
+
+_Atomic(const beam__fault_driver *) beam__fault_driver_now;
+
+/* Guards attach/detach only; beam_nif_call never takes it. */
+static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned attached; /* attaches not yet detached */
+
+static bool driver_known(const beam__fault_driver *d) {
+    return d != NULL && d->magic == BEAM__FAULT_MAGIC &&
+           d->version == BEAM__FAULT_VERSION &&
+           d->size >= sizeof(beam__fault_driver);
+}
+
+static bool hooks_attach(const beam__fault_driver *driver) {
+    if (!driver_known(driver))
+        return false;
+    pthread_mutex_lock(&attach_lock);
+    const beam__fault_driver *now =
+        atomic_load_explicit(&beam__fault_driver_now, memory_order_relaxed);
+    bool ok = now == NULL || now == driver;
+    if (ok) {
+        attached++;
+        atomic_store_explicit(&beam__fault_driver_now, driver,
+                              memory_order_release);
+    }
+    pthread_mutex_unlock(&attach_lock);
+    return ok;
+}
+
+static void hooks_detach(const beam__fault_driver *driver) {
+    pthread_mutex_lock(&attach_lock);
+    const beam__fault_driver *now =
+        atomic_load_explicit(&beam__fault_driver_now, memory_order_relaxed);
+    if (now == driver && attached > 0 && --attached == 0)
+        atomic_store_explicit(&beam__fault_driver_now, NULL,
+                              memory_order_release);
+    pthread_mutex_unlock(&attach_lock);
+}
+
+const beam__fault_hooks beam__fault_hooks_self = {
+    BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
+    beam__nif_module_atom, hooks_attach,        hooks_detach,
+};
+
+const void *beam__nif_fault_hooks(void) {
+    return &beam__fault_hooks_self;
+}

@@ -1,0 +1,118 @@
+/*
+ * Internals of the NIF glue shared by src/nif_*.c, and the interface
+ * between each NIF library's copy of the glue and the fault-injection
+ * driver (c_src/beam_alloc_testing.c). NIF build only.
+ *
+ * Why an interface at all: every NIF library links libbeam_alloc.a
+ * privately (--exclude-libs, -fvisibility=hidden) and the VM dlopens each
+ * one RTLD_LOCAL, so every library has its own copy of this code and its
+ * statics, and no copy can name a symbol of another. A test that fails
+ * "allocation number i of this process" needs one counter across all of
+ * them. So:
+ *
+ *   - BEAM_NIF_INIT exports one symbol from each library,
+ *     beam_alloc_fault_hooks_v1, returning that copy's beam__fault_hooks;
+ *   - the driver, a NIF library of its own, walks the loaded objects
+ *     (dl_iterate_phdr), opens each with RTLD_NOLOAD and looks the symbol
+ *     up by handle (which works for RTLD_LOCAL objects), and attaches
+ *     itself to the copies it wants;
+ *   - an attached copy asks the driver, in beam_nif_call, whether the
+ *     calling process (enif_self) has a plan; if so, the call's
+ *     beam_allocator is the driver's plan allocator over the call's own.
+ *
+ * Copies of different versions of the library may meet here: both structs
+ * start with magic, version and size, and the driver skips a copy whose
+ * hooks it does not know (as a copy refuses a driver it does not know).
+ */
+#ifndef BEAM_ALLOC_NIF_INTERNAL_H
+#define BEAM_ALLOC_NIF_INTERNAL_H
+
+#include "internal.h"
+
+#include <stdatomic.h>
+
+/* --- Per-NIF option overrides (nif_load_options.c) ---------------------- */
+
+enum {
+    BEAM__OVERRIDE_LEAK_CHECK = 1u << 0,
+    BEAM__OVERRIDE_ALLOCATOR = 1u << 1,
+    BEAM__OVERRIDE_SCRATCH = 1u << 2,
+};
+
+/* What load_info says about one function of the table. */
+typedef struct beam__nif_override {
+    unsigned set; /* BEAM__OVERRIDE_* bits: which fields apply */
+    bool leak_check;
+    bool scratch;
+    beam_allocator_t allocator;
+} beam__nif_override;
+
+/* The override for the function self/argc of this library's table, or
+ * NULL (the common case, one relaxed load, when load_info set none). */
+BEAM__HIDDEN const beam__nif_override *
+beam__nif_override_for(beam_nif_body_fn self, int argc);
+
+/* The table registered at load (nif_glue.c), for the option parser. */
+BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
+/* The module atom's text registered at load ("" before). */
+BEAM__HIDDEN const char *beam__nif_module_atom(void);
+
+/* --- Fault injection: the versioned interface (nif_fault.c, driver) ----- */
+
+#define BEAM__FAULT_MAGIC 0x62616c46u /* "Flab" */
+#define BEAM__FAULT_VERSION 1u
+#define BEAM__FAULT_SYMBOL "beam_alloc_fault_hooks_v1"
+
+/* Flags of a call, for the driver. */
+enum {
+    /* The parent is this call's scratch arena: blocks die with the call. */
+    BEAM__FAULT_SCRATCH = 1u << 0,
+    /* The parent dies with the call (a leak_check instance): blocks still
+     * live at the end are leaks, and nothing can free them afterwards. */
+    BEAM__FAULT_CALL_LOCAL = 1u << 1,
+};
+
+/* The driver's state for one call, on beam_nif_call's stack. Opaque to the
+ * glue: only the driver reads or writes it, between enter and leave. */
+typedef struct beam__fault_frame {
+    void *session;
+    beam_allocator_t saved_parent;
+    uint64_t saved_scope;
+    uintptr_t reserved[4];
+} beam__fault_frame;
+
+struct beam__fault_hooks;
+
+/* The driver, as a library copy sees it. */
+typedef struct beam__fault_driver {
+    uint32_t magic, version, size;
+    /* A call of pid in library app begins, with parent as the allocator it
+     * would use. When pid has a plan that covers app: true, *out is the
+     * allocator for the call, and leave must follow when the body returns.
+     * false: a normal call. Any thread, any process. */
+    bool (*enter)(const ErlNifPid *pid, const struct beam__fault_hooks *app,
+                  beam_allocator_t parent, unsigned flags,
+                  beam__fault_frame *frame, beam_allocator_t *out);
+    void (*leave)(beam__fault_frame *frame);
+} beam__fault_driver;
+
+/* A library copy, as the driver sees it (what beam_alloc_fault_hooks_v1
+ * returns). */
+typedef struct beam__fault_hooks {
+    uint32_t magic, version, size;
+    /* The module atom's text (e.g. "Elixir.MyMod"); "" before load. */
+    const char *(*module)(void);
+    /* Start asking driver about calls: false when another driver is
+     * attached (a second copy of the driver library). Nests: each attach
+     * is undone by one detach. */
+    bool (*attach)(const beam__fault_driver *driver);
+    void (*detach)(const beam__fault_driver *driver);
+} beam__fault_hooks;
+
+/* The attached driver of this copy, or NULL (the common case). Read with
+ * one relaxed load on every BEAM_NIF call. */
+BEAM__HIDDEN extern _Atomic(const beam__fault_driver *) beam__fault_driver_now;
+/* This copy's hooks (what beam__nif_fault_hooks returns). */
+BEAM__HIDDEN extern const beam__fault_hooks beam__fault_hooks_self;
+
+#endif

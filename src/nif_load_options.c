@@ -1,0 +1,272 @@
+/*
+ * Per-NIF options from load_info: the map erlang:load_nif/2 passes to the
+ * library's load (or upgrade) callback, e.g.
+ *
+ *     #{check_me => #{leak_check => true}, {basic, 0} => [{allocator, gpa}]}
+ *
+ * overrides the BEAM_NIF options of the functions it names. The parsed
+ * result is one entry per function of the registered table; beam_nif_call
+ * finds its entry by (fptr, arity), as the leak messages find names.
+ *
+ * Loads and upgrades happen before the module's NIFs can run, but code of
+ * the old module instance may still be running during an upgrade: a new
+ * table is published with one atomic store, and an old one is never freed
+ * (one small block per upgrade).
+ */
+#include "nif_internal.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+typedef struct override_table {
+    const ErlNifFunc *funcs; /* the table the entries describe */
+    int count;
+    beam__nif_override entry[]; /* entry[i] is funcs[i]'s */
+} override_table;
+
+static _Atomic(const override_table *) overrides;
+
+const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,
+                                                 int argc) {
+    const override_table *t =
+        atomic_load_explicit(&overrides, memory_order_acquire);
+    if (BEAM__LIKELY(t == NULL))
+        return NULL;
+    for (int i = 0; i < t->count; i++)
+        if ((beam_nif_body_fn)t->funcs[i].fptr == self &&
+            (int)t->funcs[i].arity == argc)
+            return t->entry[i].set != 0 ? &t->entry[i] : NULL;
+    return NULL;
+}
+
+/* --- Parsing -------------------------------------------------------------- */
+
+/* Load failure codes (what {load_failed, "... (N)."} shows). */
+enum {
+    BAD_KEY = 0xba1,     /* a key that is neither Name nor {Name, Arity} */
+    NO_SUCH_NIF = 0xba2, /* a key naming no function of the table */
+    BAD_OPTIONS = 0xba3, /* a value that is neither a map nor a proplist */
+    BAD_OPTION = 0xba4,  /* an unknown option name */
+    BAD_VALUE = 0xba5,   /* a known option with a value it cannot take */
+    NO_MEMORY = 0xba6,
+};
+
+typedef struct parse {
+    ErlNifEnv *env;
+    const ErlNifFunc *funcs;
+    int count;
+    override_table *table;
+} parse;
+
+#define KNOWN_OPTIONS "allocator, leak_check, scratch"
+
+/* Report why the load fails (fmt takes enif_snprintf's %T for terms). The
+ * terms are written as Erlang writes them, and so is the module. */
+static int fail(ErlNifEnv *env, int code, const char *fmt, ...) {
+    char why[400], module[300];
+    va_list ap;
+    va_start(ap, fmt);
+    enif_vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    enif_snprintf(module, sizeof module, "%T",
+                  enif_make_atom(env, beam__nif_module_atom()));
+    beam__report("beam_alloc: cannot load the NIF library of %s: "
+                 "load_info: %s",
+                 module, why);
+    return code;
+}
+
+static bool get_bool(ErlNifEnv *env, ERL_NIF_TERM t, bool *out) {
+    char a[8];
+    if (!enif_get_atom(env, t, a, sizeof a, ERL_NIF_LATIN1))
+        return false;
+    if (strcmp(a, "true") == 0)
+        *out = true;
+    else if (strcmp(a, "false") == 0)
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
+static bool get_allocator(ErlNifEnv *env, ERL_NIF_TERM t,
+                          beam_allocator_t *out) {
+    char a[8];
+    if (!enif_get_atom(env, t, a, sizeof a, ERL_NIF_LATIN1))
+        return false;
+    if (strcmp(a, "raw") == 0)
+        *out = beam_raw_allocator;
+    else if (strcmp(a, "large") == 0)
+        *out = beam_large_allocator;
+    else if (strcmp(a, "gpa") == 0)
+        *out = beam_general_purpose_allocator;
+    else
+        return false;
+    return true;
+}
+
+/* One option into ov. key names the function, for messages. */
+static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
+                        ERL_NIF_TERM value, beam__nif_override *ov) {
+    char opt[16];
+    if (!enif_get_atom(p->env, name, opt, sizeof opt, ERL_NIF_LATIN1))
+        return fail(p->env, BAD_OPTION,
+                    "unknown option %T for %T (known: " KNOWN_OPTIONS ")", name,
+                    key);
+    if (strcmp(opt, "leak_check") == 0) {
+        if (!get_bool(p->env, value, &ov->leak_check))
+            return fail(p->env, BAD_VALUE,
+                        "leak_check for %T must be true or false, got %T", key,
+                        value);
+        ov->set |= BEAM__OVERRIDE_LEAK_CHECK;
+    } else if (strcmp(opt, "scratch") == 0) {
+        if (!get_bool(p->env, value, &ov->scratch))
+            return fail(p->env, BAD_VALUE,
+                        "scratch for %T must be true or false, got %T", key,
+                        value);
+        ov->set |= BEAM__OVERRIDE_SCRATCH;
+    } else if (strcmp(opt, "allocator") == 0) {
+        if (!get_allocator(p->env, value, &ov->allocator))
+            return fail(p->env, BAD_VALUE,
+                        "allocator for %T must be raw, large or gpa, got %T",
+                        key, value);
+        ov->set |= BEAM__OVERRIDE_ALLOCATOR;
+    } else {
+        return fail(p->env, BAD_OPTION,
+                    "unknown option %T for %T (known: " KNOWN_OPTIONS ")", name,
+                    key);
+    }
+    return 0;
+}
+
+/* A map or a proper list of {Name, Value} pairs, into ov. */
+static int parse_options(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
+                         beam__nif_override *ov) {
+    ErlNifEnv *env = p->env;
+    int rc = 0;
+    if (enif_is_map(env, options)) {
+        ErlNifMapIterator it;
+        if (!enif_map_iterator_create(env, options, &it,
+                                      ERL_NIF_MAP_ITERATOR_FIRST))
+            return fail(p->env, BAD_OPTIONS, "the options of %T are not a map",
+                        key);
+        ERL_NIF_TERM name, value;
+        while (rc == 0 && enif_map_iterator_get_pair(env, &it, &name, &value)) {
+            rc = parse_option(p, key, name, value, ov);
+            enif_map_iterator_next(env, &it);
+        }
+        enif_map_iterator_destroy(env, &it);
+        return rc;
+    }
+    unsigned len;
+    if (!enif_get_list_length(env, options, &len))
+        return fail(p->env, BAD_OPTIONS,
+                    "the options of %T must be a map or a property list, got "
+                    "%T",
+                    key, options);
+    ERL_NIF_TERM head, tail = options;
+    while (rc == 0 && enif_get_list_cell(env, tail, &head, &tail)) {
+        const ERL_NIF_TERM *pair;
+        int arity;
+        if (!enif_get_tuple(env, head, &arity, &pair) || arity != 2)
+            return fail(p->env, BAD_OPTIONS,
+                        "the options of %T must be {Name, Value} pairs, got %T",
+                        key, head);
+        rc = parse_option(p, key, pair[0], pair[1], ov);
+    }
+    return rc;
+}
+
+/* A key: Name or {Name, Arity}. arity -1: every arity. */
+static bool get_key(ErlNifEnv *env, ERL_NIF_TERM key, char *name, size_t n,
+                    int *arity) {
+    const ERL_NIF_TERM *t;
+    int size;
+    *arity = -1;
+    if (enif_get_atom(env, key, name, (unsigned)n, ERL_NIF_LATIN1))
+        return true;
+    return enif_get_tuple(env, key, &size, &t) && size == 2 &&
+           enif_get_atom(env, t[0], name, (unsigned)n, ERL_NIF_LATIN1) &&
+           enif_get_int(env, t[1], arity) && *arity >= 0;
+}
+
+/* Apply one map entry. Name keys go in the first pass, {Name, Arity} keys
+ * in the second, so that the more specific one wins. */
+static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
+                       bool exact_pass) {
+    char name[256];
+    int arity;
+    if (!get_key(p->env, key, name, sizeof name, &arity))
+        return fail(p->env, BAD_KEY,
+                    "keys must be a NIF name or {Name, Arity}, got %T", key);
+    if ((arity >= 0) != exact_pass)
+        return 0;
+    beam__nif_override ov;
+    memset(&ov, 0, sizeof ov);
+    int rc = parse_options(p, key, options, &ov);
+    if (rc != 0)
+        return rc;
+    bool found = false;
+    for (int i = 0; i < p->count; i++) {
+        const ErlNifFunc *f = &p->funcs[i];
+        if (strcmp(f->name, name) != 0 ||
+            (arity >= 0 && (int)f->arity != arity))
+            continue;
+        found = true;
+        beam__nif_override *e = &p->table->entry[i];
+        e->set |= ov.set;
+        if (ov.set & BEAM__OVERRIDE_LEAK_CHECK)
+            e->leak_check = ov.leak_check;
+        if (ov.set & BEAM__OVERRIDE_SCRATCH)
+            e->scratch = ov.scratch;
+        if (ov.set & BEAM__OVERRIDE_ALLOCATOR)
+            e->allocator = ov.allocator;
+    }
+    if (!found)
+        return fail(p->env, NO_SUCH_NIF,
+                    "%T names no function of the NIF table", key);
+    return 0;
+}
+
+static int apply_pass(parse *p, ERL_NIF_TERM map, bool exact_pass) {
+    ErlNifMapIterator it;
+    if (!enif_map_iterator_create(p->env, map, &it, ERL_NIF_MAP_ITERATOR_FIRST))
+        return NO_MEMORY;
+    int rc = 0;
+    ERL_NIF_TERM key, value;
+    while (rc == 0 && enif_map_iterator_get_pair(p->env, &it, &key, &value)) {
+        rc = apply_entry(p, key, value, exact_pass);
+        enif_map_iterator_next(p->env, &it);
+    }
+    enif_map_iterator_destroy(p->env, &it);
+    return rc;
+}
+
+int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
+    size_t size;
+    if (!enif_is_map(env, load_info) ||
+        !enif_get_map_size(env, load_info, &size) || size == 0) {
+        atomic_store_explicit(&overrides, NULL, memory_order_release);
+        return 0;
+    }
+    parse p = {env, NULL, 0, NULL};
+    p.funcs = beam__nif_funcs(&p.count);
+    size_t bytes =
+        sizeof(override_table) + (size_t)p.count * sizeof(beam__nif_override);
+    p.table = enif_alloc(bytes);
+    if (p.table == NULL)
+        return fail(env, NO_MEMORY, "no memory for the options");
+    memset(p.table, 0, bytes);
+    p.table->funcs = p.funcs;
+    p.table->count = p.count;
+
+    int rc = apply_pass(&p, load_info, false);
+    if (rc == 0)
+        rc = apply_pass(&p, load_info, true);
+    if (rc != 0) {
+        enif_free(p.table);
+        return rc;
+    }
+    atomic_store_explicit(&overrides, p.table, memory_order_release);
+    return 0;
+}

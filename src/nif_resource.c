@@ -1,0 +1,461 @@
+/*
+ * Resource-scoped allocators: an allocator whose memory belongs to an
+ * Erlang resource term. Every block it hands out lives until the resource
+ * is released, explicitly (beam_resource_release) or by the garbage
+ * collector (the resource destructor), whichever comes first; any NIF call
+ * that receives the term can allocate, use and free through it.
+ *
+ * The resource object (enif_alloc_resource, so counted by the VM under
+ * :erlang.memory(:binary)) holds the allocator's state inline, then the
+ * caller's user area:
+ *
+ *   | struct beam_resource | user_size bytes, zeroed |
+ *
+ * Blocks come from an inner allocator, a general purpose allocator instance
+ * or an arena, whose backing is a counting shim over the caller's parent
+ * (so parent_bytes is exact, and teardown can check it gave everything
+ * back).
+ *
+ * Lifetime of the inner allocator. One atomic word, state, holds a
+ * RELEASED bit and the number of calls (and pins) inside the allocator, in
+ * units of USER. Every entry point adds USER and fails when it finds
+ * RELEASED; release sets RELEASED. Whoever brings the word to exactly
+ * RELEASED (no one inside) tears down: the releaser when nobody was
+ * inside, otherwise the last one to leave. So release never waits, never
+ * blocks a scheduler, and is safe while the releasing thread holds a pin.
+ * A failed entry briefly adds USER after RELEASED and may also bring the
+ * word back to RELEASED: the torn_down flag makes teardown run once.
+ *
+ * Invariants:
+ *  - state >> 1 counts entries in flight; once RELEASED is set it stays.
+ *  - No call reaches the inner allocator after teardown has begun: it runs
+ *    only when the word is RELEASED with no entries, and no entry can
+ *    succeed after RELEASED.
+ *  - live_blocks/live_bytes: allocations minus frees through the resource
+ *    allocator, as its callers described them; zero after teardown.
+ *  - parent_bytes: bytes the inner allocator holds from the parent; zero
+ *    after teardown (checked, and reported when not).
+ *  - live_allocators (per NIF library): resources created and not yet torn
+ *    down.
+ *
+ * The resource type is per NIF library (each shared object has its own copy
+ * of beam_alloc) and its name carries this copy's address, so that a
+ * module upgraded to another copy of the library opens a new type instead
+ * of handing the old objects to code that does not know their state (the
+ * VM keeps the old library loaded until they are gone). The same copy
+ * opened again (a reload or upgrade from the same file) takes its own type
+ * over.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#define RELEASED ((size_t)1)
+#define USER ((size_t)2)
+
+struct beam_resource {
+    _Atomic size_t state;        /* RELEASED | entries * USER */
+    _Atomic size_t live_blocks;  /* see the invariants */
+    _Atomic size_t live_bytes;   /* see the invariants */
+    _Atomic size_t parent_bytes; /* see the invariants */
+    atomic_bool torn_down;       /* teardown has run (or must never run) */
+    beam_resource_kind kind;
+    bool has_lock;
+    beam_allocator_t parent; /* where everything comes from in the end */
+    beam_allocator_t inner;  /* the gpa or the arena below */
+    pthread_mutex_t lock;    /* BEAM_RESOURCE_ARENA: guards arena */
+    union {
+        beam_gpa_t gpa;
+        beam_arena_t arena;
+    } impl;
+    size_t user_size;
+    /* The user area follows. */
+};
+
+/* The user area starts right after the struct: keep it BEAM_MAX_ALIGN
+ * aligned, as the header promises (resource objects are). */
+_Static_assert(sizeof(struct beam_resource) % BEAM_MAX_ALIGN == 0,
+               "user area misaligned");
+_Static_assert(BEAM_ALIGNOF(struct beam_resource) <= BEAM_MAX_ALIGN,
+               "resource state over-aligned");
+
+static _Atomic(ErlNifResourceType *) resource_type;
+/* BEAM_NIF_INIT opened the type in this library's load/upgrade callback: a
+ * user's own beam_resource_init call then has nothing left to do. */
+static atomic_bool opened_by_hook;
+static _Atomic size_t live_allocators;
+
+/* --- The counting shim over the parent --------------------------------- */
+
+static void add(_Atomic size_t *c, size_t n) {
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+static void sub(_Atomic size_t *c, size_t n) {
+    atomic_fetch_sub_explicit(c, n, memory_order_relaxed);
+}
+/* Adjust a byte count from len to new_len. */
+static void adjust(_Atomic size_t *c, size_t len, size_t new_len) {
+    if (new_len >= len)
+        add(c, new_len - len);
+    else
+        sub(c, len - new_len);
+}
+
+static void *parent_alloc(void *ctx, size_t len, size_t alignment,
+                          uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    void *p = r->parent.vtable->alloc(r->parent.ctx, len, alignment, ret);
+    if (p != NULL)
+        add(&r->parent_bytes, len);
+    return p;
+}
+
+static bool parent_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                          size_t new_len, uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    bool ok = r->parent.vtable->resize(r->parent.ctx, mem, len, alignment,
+                                       new_len, ret);
+    if (ok)
+        adjust(&r->parent_bytes, len, new_len);
+    return ok;
+}
+
+static void *parent_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                          size_t new_len, uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    void *p = r->parent.vtable->remap(r->parent.ctx, mem, len, alignment,
+                                      new_len, ret);
+    if (p != NULL)
+        adjust(&r->parent_bytes, len, new_len);
+    return p;
+}
+
+static void parent_free(void *ctx, void *mem, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    r->parent.vtable->free(r->parent.ctx, mem, len, alignment, ret);
+    sub(&r->parent_bytes, len);
+}
+
+static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
+                                                    parent_remap, parent_free};
+
+/* --- Lifetime ---------------------------------------------------------- */
+
+static void teardown(beam_resource_t *r) {
+    if (atomic_exchange_explicit(&r->torn_down, true, memory_order_acq_rel))
+        return;
+    if (r->kind == BEAM_RESOURCE_GPA)
+        (void)beam_gpa_deinit(&r->impl.gpa); /* live blocks are expected */
+    else
+        beam_arena_deinit(&r->impl.arena);
+    atomic_store_explicit(&r->live_blocks, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->live_bytes, 0, memory_order_relaxed);
+    size_t held = atomic_load_explicit(&r->parent_bytes, memory_order_relaxed);
+    if (held != 0)
+        beam__report("beam_alloc: resource allocator %p still holds %zu bytes "
+                     "of its parent after release",
+                     (void *)r, held);
+    sub(&live_allocators, 1);
+}
+
+/* Entry into the inner allocator: false (and nothing held) once released. */
+static inline bool enter(beam_resource_t *r) {
+    size_t v = atomic_fetch_add_explicit(&r->state, USER, memory_order_acquire);
+    if (BEAM__LIKELY(!(v & RELEASED)))
+        return true;
+    /* Undo. This may be the step that leaves the word at RELEASED: the
+     * torn_down flag keeps teardown from running twice. */
+    v = atomic_fetch_sub_explicit(&r->state, USER, memory_order_acq_rel);
+    if (v == (USER | RELEASED))
+        teardown(r);
+    return false;
+}
+
+static inline void leave(beam_resource_t *r) {
+    size_t v = atomic_fetch_sub_explicit(&r->state, USER, memory_order_acq_rel);
+    if (BEAM__UNLIKELY(v == (USER | RELEASED)))
+        teardown(r); /* released while we were inside: ours to finish */
+}
+
+static inline void lock(beam_resource_t *r) {
+    if (r->kind == BEAM_RESOURCE_ARENA)
+        pthread_mutex_lock(&r->lock);
+}
+static inline void unlock(beam_resource_t *r) {
+    if (r->kind == BEAM_RESOURCE_ARENA)
+        pthread_mutex_unlock(&r->lock);
+}
+
+/* --- The resource allocator's vtable ----------------------------------- */
+
+static void *res_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    if (!enter(r))
+        return NULL;
+    lock(r);
+    void *p = r->inner.vtable->alloc(r->inner.ctx, len, alignment, ret);
+    unlock(r);
+    if (p != NULL) {
+        add(&r->live_blocks, 1);
+        add(&r->live_bytes, len);
+    }
+    leave(r);
+    return p;
+}
+
+static bool res_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                       size_t new_len, uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    if (!enter(r))
+        return false;
+    lock(r);
+    bool ok = r->inner.vtable->resize(r->inner.ctx, mem, len, alignment,
+                                      new_len, ret);
+    unlock(r);
+    if (ok)
+        adjust(&r->live_bytes, len, new_len);
+    leave(r);
+    return ok;
+}
+
+static void *res_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                       size_t new_len, uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    if (!enter(r))
+        return NULL;
+    lock(r);
+    void *p =
+        r->inner.vtable->remap(r->inner.ctx, mem, len, alignment, new_len, ret);
+    unlock(r);
+    if (p != NULL)
+        adjust(&r->live_bytes, len, new_len);
+    leave(r);
+    return p;
+}
+
+static void res_free(void *ctx, void *mem, size_t len, size_t alignment,
+                     uintptr_t ret) {
+    beam_resource_t *r = ctx;
+    if (!enter(r))
+        return; /* released: the block went with everything else */
+    lock(r);
+    r->inner.vtable->free(r->inner.ctx, mem, len, alignment, ret);
+    unlock(r);
+    sub(&r->live_blocks, 1);
+    sub(&r->live_bytes, len);
+    leave(r);
+}
+
+static const beam_allocator_vtable resource_vtable = {res_alloc, res_resize,
+                                                      res_remap, res_free};
+
+/* beam_resource_allocator(NULL): every call fails, every free is a no-op. */
+static void *dead_alloc(void *ctx, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    (void)ctx, (void)len, (void)alignment, (void)ret;
+    return NULL;
+}
+static bool dead_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return false;
+}
+static void *dead_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return NULL;
+}
+static void dead_free(void *ctx, void *mem, size_t len, size_t alignment,
+                      uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)ret;
+}
+static const beam_allocator_vtable dead_vtable = {dead_alloc, dead_resize,
+                                                  dead_remap, dead_free};
+
+/* --- The resource type ------------------------------------------------- */
+
+/* May run on any thread, long after the last NIF call that used the
+ * resource. Nobody holds a reference any more, so nobody is inside. */
+static void resource_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    beam_resource_t *r = obj;
+    size_t v =
+        atomic_fetch_or_explicit(&r->state, RELEASED, memory_order_acq_rel);
+    if (v > RELEASED)
+        /* A pin or call outlived the last reference: a caller's bug. The
+         * memory goes anyway; better reported than kept forever. */
+        beam__report("beam_alloc: resource %p destroyed with %zu entries "
+                     "still inside (an unpin missing?)",
+                     obj, v / USER);
+    teardown(r);
+    if (r->has_lock)
+        pthread_mutex_destroy(&r->lock);
+}
+
+static bool open_type(ErlNifEnv *env) {
+    char name[64];
+    snprintf(name, sizeof name, "beam_alloc_resource@%p",
+             (void *)&resource_type);
+    ErlNifResourceType *t = enif_open_resource_type(
+        env, NULL, name, resource_dtor,
+        (ErlNifResourceFlags)(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER), NULL);
+    if (t == NULL)
+        /* Keep what an earlier callback of this copy opened, if anything. */
+        return atomic_load_explicit(&resource_type, memory_order_acquire) !=
+               NULL;
+    atomic_store_explicit(&resource_type, t, memory_order_release);
+    return true;
+}
+
+void beam__resource_on_load(ErlNifEnv *env) {
+    (void)open_type(env);
+    atomic_store_explicit(&opened_by_hook, true, memory_order_relaxed);
+}
+
+bool beam_resource_init(ErlNifEnv *env) {
+    if (atomic_load_explicit(&opened_by_hook, memory_order_relaxed))
+        return atomic_load_explicit(&resource_type, memory_order_acquire) !=
+               NULL;
+    return open_type(env);
+}
+
+/* --- Public functions -------------------------------------------------- */
+
+beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
+                                   beam_allocator_t parent, size_t user_size,
+                                   ERL_NIF_TERM *term) {
+    ErlNifResourceType *type =
+        atomic_load_explicit(&resource_type, memory_order_acquire);
+    if (type == NULL || (term != NULL && env == NULL))
+        return NULL;
+    if (kind != BEAM_RESOURCE_GPA && kind != BEAM_RESOURCE_ARENA)
+        return NULL;
+    if (user_size > BEAM__MAX_LEN - sizeof(beam_resource_t))
+        return NULL;
+    beam_resource_t *r =
+        enif_alloc_resource(type, sizeof(beam_resource_t) + user_size);
+    if (r == NULL)
+        return NULL;
+    memset(r, 0, sizeof *r + user_size);
+    atomic_init(&r->state, 0);
+    atomic_init(&r->live_blocks, 0);
+    atomic_init(&r->live_bytes, 0);
+    atomic_init(&r->parent_bytes, 0);
+    atomic_init(&r->torn_down, false);
+    r->kind = kind;
+    r->parent = parent.vtable != NULL ? parent : beam_large_allocator;
+    r->user_size = user_size;
+
+    beam_allocator_t backing = {r, &parent_vtable};
+    if (kind == BEAM_RESOURCE_GPA) {
+        /* The resource is expected to die with blocks live: no reports. */
+        beam_gpa_init_ex(&r->impl.gpa, backing, BEAM_GPA_QUIET_LEAKS);
+        r->inner = beam_gpa_allocator(&r->impl.gpa);
+    } else {
+        beam_arena_init(&r->impl.arena, backing);
+        r->inner = beam_arena_allocator(&r->impl.arena);
+        if (pthread_mutex_init(&r->lock, NULL) != 0) {
+            /* Nothing to tear down: let the destructor skip it. */
+            atomic_store(&r->torn_down, true);
+            enif_release_resource(r);
+            return NULL;
+        }
+        r->has_lock = true;
+    }
+    add(&live_allocators, 1);
+
+    if (term != NULL) {
+        *term = enif_make_resource(env, r);
+        enif_release_resource(r); /* the term holds it now */
+    }
+    return r;
+}
+
+ERL_NIF_TERM beam_resource_term(ErlNifEnv *env, beam_resource_t *r) {
+    return enif_make_resource(env, r);
+}
+
+bool beam_resource_get(ErlNifEnv *env, ERL_NIF_TERM term,
+                       beam_resource_t **out) {
+    ErlNifResourceType *type =
+        atomic_load_explicit(&resource_type, memory_order_acquire);
+    void *obj = NULL;
+    if (type == NULL || !enif_get_resource(env, term, type, &obj)) {
+        if (out != NULL)
+            *out = NULL;
+        return false;
+    }
+    if (out != NULL)
+        *out = obj;
+    return true;
+}
+
+void beam_resource_keep(beam_resource_t *r) {
+    enif_keep_resource(r);
+}
+
+void beam_resource_drop(beam_resource_t *r) {
+    enif_release_resource(r);
+}
+
+beam_allocator_t beam_resource_allocator(beam_resource_t *r) {
+    beam_allocator_t a = {r, r != NULL ? &resource_vtable : &dead_vtable};
+    return a;
+}
+
+void *beam_resource_user_data(beam_resource_t *r) {
+    return r != NULL && r->user_size != 0 ? (void *)(r + 1) : NULL;
+}
+
+size_t beam_resource_user_size(const beam_resource_t *r) {
+    return r != NULL ? r->user_size : 0;
+}
+
+bool beam_resource_pin(beam_resource_t *r) {
+    return r != NULL && enter(r);
+}
+
+void beam_resource_unpin(beam_resource_t *r) {
+    if (r != NULL)
+        leave(r);
+}
+
+void beam_resource_release(beam_resource_t *r) {
+    if (r == NULL)
+        return;
+    size_t v =
+        atomic_fetch_or_explicit(&r->state, RELEASED, memory_order_acq_rel);
+    if (v == 0)
+        teardown(r); /* nobody inside: now; otherwise the last to leave */
+}
+
+bool beam_resource_is_released(const beam_resource_t *r) {
+    return r == NULL || (atomic_load_explicit(&((beam_resource_t *)r)->state,
+                                              memory_order_acquire) &
+                         RELEASED) != 0;
+}
+
+beam_resource_usage beam_resource_usage_of(const beam_resource_t *res) {
+    beam_resource_usage u;
+    memset(&u, 0, sizeof u);
+    if (res == NULL) {
+        u.released = true;
+        return u;
+    }
+    beam_resource_t *r = (beam_resource_t *)res; /* atomics are read-only */
+    u.kind = r->kind;
+    u.live_blocks = atomic_load_explicit(&r->live_blocks, memory_order_relaxed);
+    u.live_bytes = atomic_load_explicit(&r->live_bytes, memory_order_relaxed);
+    u.parent_bytes =
+        atomic_load_explicit(&r->parent_bytes, memory_order_relaxed);
+    u.released = beam_resource_is_released(r);
+    return u;
+}
+
+size_t beam_resource_live_count(void) {
+    return atomic_load_explicit(&live_allocators, memory_order_relaxed);
+}
