@@ -1,0 +1,328 @@
+defmodule BeamAlloc.FaultInjectionTest do
+  # BeamAlloc.Testing.check_all_allocation_failures/2 against NIFs with and
+  # without allocation-failure bugs (test/nifs/faults_nif.c). Async on
+  # purpose: the checks must not disturb other test modules' NIF calls, nor
+  # be disturbed by them.
+  use ExUnit.Case, async: true
+
+  import BeamAlloc.Testing,
+    only: [check_all_allocation_failures: 1, check_all_allocation_failures: 2]
+
+  alias BeamAlloc.AllocationFailureError
+  alias BeamAlloc.Test.Faults
+
+  describe "a NIF that handles every allocation failure" do
+    test "passes, and the count is every request for memory" do
+      # three allocations and the realloc that grows the last block
+      assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
+    end
+
+    test "passes on a dirty scheduler" do
+      assert {:ok, 6} = check_all_allocation_failures(fn -> Faults.correct_dirty(5) end)
+    end
+
+    test "passes when growing blocks, each growth a request that can fail" do
+      assert {:ok, 4} = check_all_allocation_failures(&Faults.grow/0)
+    end
+
+    test "passes when failures raise, with expect: :raise" do
+      assert {:ok, 2} = check_all_allocation_failures(&Faults.correct_raising/0, expect: :raise)
+    end
+
+    test "passes with a scratch arena, whose blocks are never freed one by one" do
+      assert {:ok, 4} = check_all_allocation_failures(&Faults.scratch_work/0)
+    end
+
+    test "counts across the NIF calls of the function" do
+      fun = fn ->
+        with :ok <- Faults.correct(2), do: Faults.correct(3)
+      end
+
+      assert {:ok, 7} = check_all_allocation_failures(fun)
+    end
+
+    test "counts across NIF libraries" do
+      fun = fn ->
+        with :ok <- Faults.correct(1), do: LeakCheckTest.clean(3)
+      end
+
+      assert {:ok, total} = check_all_allocation_failures(fun)
+      assert {:ok, 2} = check_all_allocation_failures(fun, modules: [Faults])
+      assert total > 2
+    end
+
+    test "follows a block from call to call and into a resource destructor" do
+      # buffer_new/0 allocates, buffer_grow/1 grows it in another call, and
+      # the destructor frees it once the resource is collected.
+      fun = fn ->
+        with {:ok, buffer} <- Faults.buffer_new(), do: Faults.buffer_grow(buffer)
+      end
+
+      freed = Faults.buffers_freed()
+      assert {:ok, 2} = check_all_allocation_failures(fun)
+      assert Faults.buffers_freed() - freed == 4
+    end
+
+    test "passes with {:ok, 0} when nothing is allocated" do
+      assert {:ok, 0} = check_all_allocation_failures(fn -> :nothing end)
+      assert {:ok, 0} = check_all_allocation_failures(fn -> Faults.allocator_is_raw() end)
+    end
+  end
+
+  describe "a NIF that leaks on an allocation-failure path" do
+    test "is caught at the failing allocation, with the leaked block" do
+      error = catch_check(&Faults.leaky_on_failure/0)
+
+      assert error.allocations == 3
+
+      assert [
+               %{
+                 kind: :leak,
+                 index: 2,
+                 request: %{index: 2, kind: :alloc, size: 64, site: site},
+                 blocks: [%{index: 0, size: 16, site: block_site}],
+                 leaked: 1
+               }
+             ] = error.problems
+
+      assert site =~ "faults_nif.so"
+      assert block_site =~ "faults_nif.so"
+      assert site != block_site
+    end
+
+    test "is caught under leak_check too, which raises as well" do
+      error = catch_check(&Faults.checked_leaky/0)
+      assert [%{kind: :leak, index: 1, blocks: [%{index: 0, size: 16}]}] = error.problems
+    end
+  end
+
+  describe "a NIF that swallows an allocation failure" do
+    test "is caught: the failure was injected but it returned :ok" do
+      error = catch_check(&Faults.swallows/0)
+
+      assert [
+               %{
+                 kind: :swallowed,
+                 index: 1,
+                 request: %{index: 1, kind: :alloc, size: 24},
+                 outcome: {:returned, :ok}
+               }
+             ] = error.problems
+    end
+  end
+
+  describe "the :expect option" do
+    test ":error_tuple reports failures that raise" do
+      error = catch_check(&Faults.correct_raising/0, expect: :error_tuple)
+
+      assert [
+               %{kind: :unexpected_error, index: 0, expect: :error_tuple},
+               %{kind: :unexpected_error, index: 1}
+             ] = error.problems
+
+      assert %{outcome: {:raised, :error, %RuntimeError{message: "out of memory"}, _}} =
+               hd(error.problems)
+    end
+
+    test ":raise reports failures that return {:error, _}" do
+      error = catch_check(fn -> Faults.correct(1) end, expect: :raise)
+
+      assert [%{kind: :unexpected_error, outcome: {:returned, {:error, :enomem}}} | _] =
+               error.problems
+
+      assert length(error.problems) == 2
+    end
+
+    test ":raise lets the function return errors when nothing failed" do
+      assert {:ok, 0} =
+               check_all_allocation_failures(fn -> {:error, :not_found} end, expect: :raise)
+    end
+  end
+
+  describe "a nondeterministic NIF" do
+    test "is reported, and the remaining runs are skipped" do
+      # Three allocations on even calls, one on odd ones: the first run
+      # makes three, the third run cannot reach allocation #2.
+      Faults.reset_nondeterministic()
+      error = catch_check(&Faults.nondeterministic/0)
+
+      assert [%{kind: :nondeterministic, index: 2, reason: reason}] = error.problems
+
+      assert reason ==
+               "allocation #2 never happened: this run made 1 allocation, the first run made 3"
+    end
+
+    test "is reported when a run without failures differs from the first" do
+      # One more call on every run: each failure run still reaches its
+      # failing allocation, but the last run makes more than the first.
+      counter = :counters.new(1, [])
+
+      fun = fn ->
+        :counters.add(counter, 1, 1)
+        n = :counters.get(counter, 1)
+        Enum.reduce_while(1..n, :ok, fn _, :ok -> step(Faults.correct(1)) end)
+      end
+
+      error = catch_check(fun)
+      assert [%{kind: :nondeterministic}] = error.problems
+    end
+  end
+
+  describe "a function that fails without any injected failure" do
+    test "raises at once" do
+      error = catch_check(fn -> {:error, :broken} end)
+
+      assert [%{kind: :failed_without_injection, outcome: {:returned, {:error, :broken}}}] =
+               error.problems
+
+      error = catch_check(fn -> raise ArgumentError, "bad" end)
+
+      assert [%{kind: :failed_without_injection, outcome: {:raised, :error, _, _}}] =
+               error.problems
+    end
+  end
+
+  describe "isolation" do
+    test "other processes calling the same NIFs meanwhile are not affected" do
+      parent = self()
+      hammer = spawn_link(fn -> hammer(parent, 0, []) end)
+
+      for _ <- 1..15 do
+        assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
+        catch_check(&Faults.leaky_on_failure/0)
+      end
+
+      send(hammer, :stop)
+      assert_receive {:hammered, calls, unexpected}, 5_000
+      assert calls > 0
+      assert unexpected == []
+    end
+
+    test "checks in two processes at once keep to themselves" do
+      leaky = Task.async(fn -> catch_check(&Faults.leaky_on_failure/0) end)
+      correct = Task.async(fn -> check_all_allocation_failures(fn -> Faults.correct(4) end) end)
+
+      assert %AllocationFailureError{problems: [%{kind: :leak, index: 2}]} = Task.await(leaky)
+      assert {:ok, 5} = Task.await(correct)
+    end
+
+    test "beam_allocator is the NIF's own again after a check" do
+      check_all_allocation_failures(fn -> Faults.correct(2) end)
+      assert Faults.allocator_is_raw()
+    end
+
+    test "checks cannot be nested" do
+      # The inner check raises ArgumentError, which the outer one reports.
+      error = catch_check(fn -> check_all_allocation_failures(fn -> :ok end) end)
+
+      assert [%{kind: :failed_without_injection, outcome: {:raised, :error, inner, _}}] =
+               error.problems
+
+      assert %ArgumentError{message: message} = inner
+      assert message =~ "already running in this process"
+
+      # and the outer check was closed properly
+      assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
+    end
+  end
+
+  describe "the :modules option" do
+    test "limits the count to those modules' NIF libraries" do
+      assert {:ok, 0} =
+               check_all_allocation_failures(fn -> Faults.correct(3) end, modules: [LeakCheckTest])
+
+      assert {:ok, 4} =
+               check_all_allocation_failures(fn -> Faults.correct(3) end, modules: [Faults])
+    end
+
+    test "must name modules with a beam_alloc NIF library" do
+      assert_raise ArgumentError,
+                   ~r/no NIF library built with beam_alloc is loaded for String/,
+                   fn ->
+                     check_all_allocation_failures(fn -> :ok end, modules: [String])
+                   end
+    end
+  end
+
+  describe "options" do
+    test "are validated" do
+      assert_raise ArgumentError, ~r/invalid value for :expect option/, fn ->
+        check_all_allocation_failures(fn -> :ok end, expect: :sometimes)
+      end
+
+      assert_raise ArgumentError, ~r/invalid value for :modules option/, fn ->
+        check_all_allocation_failures(fn -> :ok end, modules: Faults)
+      end
+
+      assert_raise ArgumentError, ~r/unknown keys \[:retries\]/, fn ->
+        check_all_allocation_failures(fn -> :ok end, retries: 3)
+      end
+
+      assert_raise ArgumentError, ~r/expects a function of arity 0/, fn ->
+        check_all_allocation_failures(fn _ -> :ok end)
+      end
+    end
+  end
+
+  describe "the error message" do
+    test "names each problem with the allocation number and its site" do
+      error = catch_check(&Faults.leaky_on_failure/0)
+      message = Exception.message(error)
+
+      assert message =~ "1 allocation failure problem (3 allocations, each failed in turn):"
+
+      assert message =~
+               ~r/failing allocation #2 \(alloc of 64 bytes at faults_nif\.so[^)]*\) left 1 block live:/
+
+      assert message =~ ~r/16 bytes from allocation #0 at faults_nif\.so/
+    end
+
+    test "shows what a swallowed failure returned" do
+      message = Exception.message(catch_check(&Faults.swallows/0))
+
+      assert message =~
+               ~r/failing allocation #1 \(alloc of 24 bytes at .*\) was swallowed: the function returned :ok/
+    end
+  end
+
+  describe "from Erlang" do
+    test "beam_alloc_testing:check_all_allocation_failures/1,2" do
+      assert {:ok, 4} =
+               :beam_alloc_testing.check_all_allocation_failures(fn -> Faults.correct(3) end)
+
+      assert {:ok, 2} =
+               :beam_alloc_testing.check_all_allocation_failures(
+                 &Faults.correct_raising/0,
+                 %{expect: :raise, modules: [Faults]}
+               )
+
+      assert %AllocationFailureError{problems: [%{kind: :swallowed}]} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(&Faults.swallows/0, [])
+               )
+    end
+  end
+
+  defp catch_check(fun, opts \\ []) do
+    check_all_allocation_failures(fun, opts)
+    flunk("expected check_all_allocation_failures/2 to raise")
+  rescue
+    error in AllocationFailureError -> error
+  end
+
+  defp step(:ok), do: {:cont, :ok}
+  defp step(error), do: {:halt, error}
+
+  # Calls the NIFs under test until told to stop; collects any result that
+  # is not what an unarmed process gets.
+  defp hammer(parent, calls, unexpected) do
+    receive do
+      :stop -> send(parent, {:hammered, calls, unexpected})
+    after
+      0 ->
+        results = [Faults.correct(3), Faults.leaky_on_failure(), Faults.allocator_is_raw()]
+        unexpected = if results == [:ok, :ok, true], do: unexpected, else: [results | unexpected]
+        hammer(parent, calls + 1, unexpected)
+    end
+  end
+end

@@ -1,0 +1,77 @@
+defmodule BeamAlloc.GuideExamplesTest do
+  # Every code example of guides/allocators.md is a test: the C of each must
+  # be in a guide NIF (test/nifs/guide*.c; declarations: the public header),
+  # the Elixir in a guide test or support module, the Erlang in
+  # test/erlang/, verbatim up to indentation and blank lines. Output shown
+  # in ```text blocks is exempt.
+  use ExUnit.Case, async: true
+
+  @root Path.expand("..", __DIR__)
+  @guide Path.join(@root, "guides/allocators.md")
+  @sources %{
+    "c" => ["test/nifs/guide*.c", "include/beam_alloc.h"],
+    "elixir" => ["test/guide*_test.exs", "test/support/guide*.ex"],
+    "erlang" => ["test/erlang/*.erl"]
+  }
+
+  test "every example of the guide is quoted from a test" do
+    examples = examples(File.read!(@guide))
+    assert length(examples) >= 30
+
+    for {lang, code, line} <- examples do
+      assert Map.has_key?(@sources, lang),
+             "guides/allocators.md:#{line}: a ```#{lang} block, which no test can hold"
+
+      assert quoted?(lang, code),
+             "guides/allocators.md:#{line}: this #{lang} example is in none of " <>
+               "#{Enum.join(@sources[lang], ", ")}:\n\n#{code}"
+    end
+  end
+
+  test "every file the guide names exists" do
+    paths = Regex.scan(~r/`((?:test|bench|include|lib|src)\/[\w\/.]+)`/, File.read!(@guide))
+    assert paths != []
+
+    for [_, path] <- paths do
+      assert File.exists?(Path.join(@root, path)), "guides/allocators.md names #{path}"
+    end
+  end
+
+  # {lang, code, line} for each fenced block but ```text.
+  defp examples(markdown) do
+    markdown
+    |> String.split("\n")
+    |> Enum.with_index(1)
+    |> Enum.reduce({[], nil}, fn
+      {"```" <> rest, line}, {acc, nil} -> {acc, {String.trim(rest), [], line + 1}}
+      {"```", _}, {acc, {lang, lines, line}} -> {[{lang, lines, line} | acc], nil}
+      {text, _}, {acc, {lang, lines, line}} -> {acc, {lang, [text | lines], line}}
+      _, state -> state
+    end)
+    |> elem(0)
+    |> Enum.reject(fn {lang, _, _} -> lang == "text" end)
+    |> Enum.map(fn {lang, lines, line} ->
+      {lang, lines |> Enum.reverse() |> Enum.join("\n"), line}
+    end)
+    |> Enum.reverse()
+  end
+
+  defp quoted?(lang, code) do
+    wanted = normalize(code)
+
+    @sources[lang]
+    |> Enum.flat_map(&Path.wildcard(Path.join(@root, &1)))
+    |> Enum.any?(fn path -> String.contains?(normalize(File.read!(path)), wanted) end)
+  end
+
+  # Lines trimmed, blank ones dropped, framed so that only whole lines match.
+  defp normalize(text) do
+    lines =
+      text
+      |> String.split("\n")
+      |> Enum.map(&String.trim/1)
+      |> Enum.reject(&(&1 == ""))
+
+    "\n" <> Enum.join(lines, "\n") <> "\n"
+  end
+end

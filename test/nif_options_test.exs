@@ -1,0 +1,222 @@
+defmodule BeamAlloc.NifOptionsTest do
+  # Per-NIF options from Elixir and Erlang: `use BeamAlloc.Nif, nifs: [...]`
+  # and erlang:load_nif/2 with a map, which BEAM_NIF_INIT reads and
+  # beam_nif_call applies over the C options (test/nifs/options_impl.h).
+  use ExUnit.Case, async: true
+
+  alias BeamAlloc.Test.Options
+
+  describe "use BeamAlloc.Nif" do
+    test "sets the allocator of a NIF that has none in C" do
+      assert Options.kind() == :gpa
+    end
+
+    test "replaces the allocator a NIF chose in C" do
+      assert Options.kind_large() == :raw
+    end
+
+    test "turns leak_check off, with another allocator" do
+      assert Options.kind_checked() == :large
+    end
+
+    test "turns leak_check on" do
+      message = "memory leak detected in function `BeamAlloc.Test.Options.leaky/0`"
+      assert_raise RuntimeError, message, fn -> Options.leaky() end
+    end
+
+    test "turns scratch off" do
+      assert Options.kind_scratch() == :raw
+    end
+
+    test "applies a name to every arity, and {name, arity} over it" do
+      assert Options.two() == :large
+      assert Options.two(:x) == {:arena, :gpa}
+    end
+
+    test "leaves the NIFs it does not name alone" do
+      message = "memory leak detected in function `BeamAlloc.Test.Options.leaky_checked/0`"
+      assert_raise RuntimeError, message, fn -> Options.leaky_checked() end
+    end
+
+    test "passes the options to the library as a map" do
+      assert %{
+               {:two, 1} => %{allocator: :gpa, scratch: true},
+               kind: %{allocator: :gpa},
+               leaky: %{leak_check: true}
+             } = Options.__beam_alloc_nif_options__()
+    end
+  end
+
+  describe "use BeamAlloc.Nif options" do
+    test "need a library" do
+      assert_raise ArgumentError, ~r/expects :library/, fn -> compile(otp_app: :beam_alloc) end
+    end
+
+    test "reject unknown use options" do
+      assert_raise ArgumentError, ~r/unknown keys \[:nif\]/, fn ->
+        compile(library: "x", nif: [])
+      end
+    end
+
+    test "reject unknown NIF options, naming the NIF" do
+      message = ~r/unknown option :leakcheck for NIF check_me, the known options are/
+
+      assert_raise ArgumentError, message, fn ->
+        compile(library: "x", nifs: [check_me: [leakcheck: true]])
+      end
+    end
+
+    test "reject bad values" do
+      assert_raise ArgumentError,
+                   ~r/:allocator of NIF basic, expected :raw, :large or :gpa/,
+                   fn ->
+                     compile(library: "x", nifs: [basic: [allocator: :fast]])
+                   end
+
+      assert_raise ArgumentError, ~r/:scratch of NIF parse\/1, expected a boolean/, fn ->
+        compile(library: "x", nifs: [{{:parse, 1}, scratch: :yes}])
+      end
+
+      assert_raise ArgumentError, ~r/invalid NIF in :nifs option/, fn ->
+        compile(library: "x", nifs: [{"parse", leak_check: true}])
+      end
+
+      assert_raise ArgumentError, ~r/invalid value for :nifs option/, fn ->
+        compile(library: "x", nifs: :all)
+      end
+    end
+
+    test "take the application from the Mix project by default" do
+      assert BeamAlloc.Test.OptionsDefaultApp.kind() == :large
+    end
+  end
+
+  describe "erlang:load_nif/2 with a map" do
+    test "sets the options of the NIFs it names" do
+      assert :beam_alloc_options_erl.kind() == :large
+      # scratch added to a leak-checked NIF: an arena over the checking instance
+      assert :beam_alloc_options_erl.kind_checked() == {:arena, :leak_check}
+      assert :beam_alloc_options_erl.leaky_checked() == :ok
+    end
+
+    test "with {name, arity} sets that arity only" do
+      assert :beam_alloc_options_erl.two() == :leak_check
+      assert :beam_alloc_options_erl.two(:x) == :raw
+    end
+
+    test "leaves the others with their C options" do
+      assert :beam_alloc_options_erl.kind_large() == :large
+      assert :beam_alloc_options_erl.kind_scratch() == {:arena, :raw}
+    end
+  end
+
+  describe "load_info that beam_alloc refuses" do
+    # BeamAlloc.Test.LoadInfo is created afresh for every load: a module
+    # loads its NIF library once.
+    @module BeamAlloc.Test.LoadInfo
+
+    test "fails the load" do
+      for info <- [
+            %{kind: %{leak: true}},
+            %{kind: %{allocator: :fast}},
+            %{kind: :nope},
+            %{"kind" => []},
+            %{no_such_nif: []},
+            %{{:kind, 2} => [scratch: true]}
+          ] do
+        assert {:error, {:load, ~c"Library load-call unsuccessful" ++ _}} = load_fresh(info),
+               inspect(info)
+      end
+    end
+
+    test "is ignored when it is not a map" do
+      assert :ok = load_fresh(:not_a_map)
+      assert apply(@module, :kind, []) == :raw
+      assert apply(@module, :kind_scratch, []) == {:arena, :raw}
+    end
+
+    test "can be any valid map" do
+      assert :ok = load_fresh(%{kind: [allocator: :large], kind_scratch: []})
+      assert apply(@module, :kind, []) == :large
+      assert apply(@module, :kind_scratch, []) == {:arena, :raw}
+    end
+
+    test "is reported with the reason" do
+      assert {_, [report]} = Options.parse_load_info(%{kind: %{leak: true}})
+
+      assert report ==
+               "beam_alloc: cannot load the NIF library of 'Elixir.BeamAlloc.Test.Options': " <>
+                 "load_info: unknown option leak for kind (known: allocator, leak_check, scratch)"
+
+      for {info, reason} <- [
+            {%{kind: [allocator: :fast]},
+             "allocator for kind must be raw, large or gpa, got fast"},
+            {%{kind: [scratch: 1]}, "scratch for kind must be true or false, got 1"},
+            {%{kind: [leak_check: nil]}, "leak_check for kind must be true or false, got nil"},
+            {%{kind: :nope}, "the options of kind must be a map or a property list, got nope"},
+            {%{kind: [:scratch]}, "the options of kind must be {Name, Value} pairs, got scratch"},
+            {%{"kind" => []}, ~s(keys must be a NIF name or {Name, Arity}, got <<"kind">>)},
+            {%{nope: []}, "nope names no function of the NIF table"},
+            {%{{:kind, 3} => []}, "{kind,3} names no function of the NIF table"}
+          ] do
+        assert {code, [report]} = Options.parse_load_info(info)
+        assert code != 0
+        assert String.ends_with?(report, "load_info: " <> reason), report
+      end
+
+      # and the options in force are untouched
+      assert Options.kind() == :gpa
+    end
+
+    defp load_fresh(info) do
+      :code.purge(@module)
+      :code.delete(@module)
+      :code.purge(@module)
+      path = :filename.join(:code.priv_dir(:beam_alloc), ~c"load_info_nif")
+
+      stubs =
+        for {name, arity} <- [
+              kind: 0,
+              kind_large: 0,
+              kind_checked: 0,
+              kind_scratch: 0,
+              two: 0,
+              two: 1,
+              leaky: 0,
+              leaky_checked: 0,
+              parse_load_info: 1,
+              take_reports: 0
+            ] do
+          args = Macro.generate_arguments(arity, __MODULE__)
+
+          quote do
+            def unquote(name)(unquote_splicing(args)), do: :erlang.nif_error(:not_loaded)
+          end
+        end
+
+      contents =
+        quote do
+          def load(info), do: :erlang.load_nif(unquote(path), info)
+          unquote_splicing(stubs)
+        end
+
+      Module.create(@module, contents, Macro.Env.location(__ENV__))
+      apply(@module, :load, [info])
+    end
+  end
+
+  # Compiles a module that uses BeamAlloc.Nif with opts; returns its name.
+  defp compile(opts) do
+    module = Module.concat(__MODULE__, "Compiled#{System.unique_integer([:positive])}")
+
+    Code.compile_quoted(
+      quote do
+        defmodule unquote(module) do
+          use BeamAlloc.Nif, unquote(opts)
+        end
+      end
+    )
+
+    module
+  end
+end

@@ -1,0 +1,264 @@
+/*
+ * NIFs for BeamAlloc.Testing.check_all_allocation_failures: correct ones,
+ * and ones with each kind of bug it must catch (a leak on one failure path,
+ * a swallowed failure, nondeterminism). Loaded by BeamAlloc.Test.Faults
+ * (test/support/faults.ex).
+ */
+#include "nif_util.h"
+
+#include <stdatomic.h>
+
+static ERL_NIF_TERM ok(ErlNifEnv *env) {
+    return enif_make_atom(env, "ok");
+}
+
+/* correct(n): n blocks of growing sizes, each checked, then a realloc
+ * that grows the last one (a remap, or an alloc + copy); on any failure
+ * every block taken so far goes back and the result is {:error, :enomem}. */
+static ERL_NIF_TERM correct_impl(ErlNifEnv *env, ERL_NIF_TERM count) {
+    size_t n;
+    if (!get_size(env, count, &n) || n == 0 || n > 64)
+        return enif_make_badarg(env);
+    uint64_t *blocks[64];
+    size_t got;
+    for (got = 0; got < n; got++) {
+        blocks[got] = beam_alloc(beam_allocator, uint64_t, got + 1);
+        if (blocks[got] == NULL)
+            break;
+        blocks[got][0] = got;
+    }
+    ERL_NIF_TERM result = ok(env);
+    size_t last_len = n; /* elements of blocks[n - 1] */
+    if (got < n) {
+        result = beam_make_error(env, "enomem");
+    } else {
+        uint64_t *bigger =
+            beam_realloc(beam_allocator, blocks[n - 1], n, 4 * n);
+        if (bigger == NULL) {
+            result = beam_make_error(env, "enomem");
+        } else {
+            blocks[n - 1] = bigger;
+            last_len = 4 * n;
+        }
+    }
+    for (size_t i = 0; i < got; i++)
+        beam_free(beam_allocator, blocks[i], i == n - 1 ? last_len : i + 1);
+    return result;
+}
+
+BEAM_NIF(correct) {
+    return correct_impl(env, argv[0]);
+}
+
+BEAM_NIF(correct_dirty) {
+    return correct_impl(env, argv[0]);
+}
+
+/* The same, but a failure raises RuntimeError instead of returning. */
+BEAM_NIF(correct_raising) {
+    unsigned char *a = beam_alloc(beam_allocator, unsigned char, 40);
+    if (a == NULL)
+        return beam_raise(env, "RuntimeError", "out of memory");
+    unsigned char *b = beam_alloc(beam_allocator, unsigned char, 80);
+    if (b == NULL) {
+        beam_free(beam_allocator, a, 40);
+        return beam_raise(env, "RuntimeError", "out of memory");
+    }
+    beam_free(beam_allocator, b, 80);
+    beam_free(beam_allocator, a, 40);
+    return ok(env);
+}
+
+/* Three allocations; the third one's failure path forgets the first. */
+BEAM_NIF(leaky_on_failure) {
+    unsigned char *a = beam_alloc(beam_allocator, unsigned char, 16);
+    if (a == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *b = beam_alloc(beam_allocator, unsigned char, 32);
+    if (b == NULL) {
+        beam_free(beam_allocator, a, 16);
+        return beam_make_error(env, "enomem");
+    }
+    unsigned char *c = beam_alloc(beam_allocator, unsigned char, 64);
+    if (c == NULL) {
+        beam_free(beam_allocator, b, 32);
+        return beam_make_error(env, "enomem"); /* the bug: a is lost */
+    }
+    beam_free(beam_allocator, c, 64);
+    beam_free(beam_allocator, b, 32);
+    beam_free(beam_allocator, a, 16);
+    return ok(env);
+}
+
+/* Two allocations; the second one's failure is swallowed: :ok anyway. */
+BEAM_NIF(swallows) {
+    unsigned char *a = beam_alloc(beam_allocator, unsigned char, 8);
+    if (a == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *b = beam_alloc(beam_allocator, unsigned char, 24);
+    if (b != NULL) /* the bug: no else */
+        beam_free(beam_allocator, b, 24);
+    beam_free(beam_allocator, a, 8);
+    return ok(env);
+}
+
+/* Allocates three blocks on even calls, one on odd ones. */
+static unsigned long calls;
+
+/* reset_nondeterministic(): the next call is an even one (a raw NIF). */
+static ERL_NIF_TERM reset_nondeterministic(ErlNifEnv *env, int argc,
+                                           const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    calls = 0;
+    return ok(env);
+}
+
+BEAM_NIF(nondeterministic) {
+    size_t n = calls++ % 2 == 0 ? 3 : 1;
+    unsigned char *blocks[3];
+    for (size_t i = 0; i < n; i++) {
+        blocks[i] = beam_alloc(beam_allocator, unsigned char, 16);
+        if (blocks[i] == NULL) {
+            while (i-- > 0)
+                beam_free(beam_allocator, blocks[i], 16);
+            return beam_make_error(env, "enomem");
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        beam_free(beam_allocator, blocks[i], 16);
+    return ok(env);
+}
+
+/* Grows a block step by step with beam_realloc: every growth is a request
+ * that can fail, and a failed one leaves the old block to free. */
+BEAM_NIF(grow) {
+    size_t len = 8;
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, len);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    for (int step = 0; step < 3; step++) {
+        unsigned char *q = beam_realloc(beam_allocator, p, len, len * 4);
+        if (q == NULL) {
+            beam_free(beam_allocator, p, len);
+            return beam_make_error(env, "enomem");
+        }
+        p = q;
+        len *= 4;
+    }
+    beam_free(beam_allocator, p, len);
+    return ok(env);
+}
+
+/* Scratch: never frees, the arena does; failures still surface. */
+BEAM_NIF(scratch_work, .scratch = true) {
+    for (int i = 1; i <= 4; i++)
+        if (beam_alloc(beam_allocator, uint64_t, 100 * i) == NULL)
+            return beam_make_error(env, "enomem");
+    return ok(env);
+}
+
+/* leak_check: the forgotten block on the failure path also makes the call
+ * raise RuntimeError. */
+BEAM_NIF(checked_leaky, .leak_check = true) {
+    unsigned char *a = beam_alloc(beam_allocator, unsigned char, 16);
+    if (a == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *b = beam_alloc(beam_allocator, unsigned char, 32);
+    if (b == NULL)
+        return beam_make_error(env, "enomem"); /* the bug: a is lost */
+    beam_free(beam_allocator, b, 32);
+    beam_free(beam_allocator, a, 16);
+    return ok(env);
+}
+
+/* --- A block that lives across calls -------------------------------------
+ * A resource holds a buffer and the allocator it came from; buffer_grow/1
+ * grows it in a later call, and the destructor frees it whenever the
+ * resource is collected. */
+
+typedef struct buffer {
+    beam_allocator_t allocator;
+    unsigned char *data;
+    size_t len;
+} buffer;
+
+static ErlNifResourceType *buffer_type;
+
+static _Atomic unsigned long buffers_freed;
+
+static void buffer_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    buffer *b = obj;
+    beam_free(b->allocator, b->data, b->len);
+    buffers_freed++;
+}
+
+/* buffers_freed(): how many buffers the destructor has freed. */
+static ERL_NIF_TERM buffers_freed_nif(ErlNifEnv *env, int argc,
+                                      const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_uint64(env, buffers_freed);
+}
+
+BEAM_NIF(buffer_new) {
+    buffer *b = enif_alloc_resource(buffer_type, sizeof *b);
+    if (b == NULL)
+        return beam_make_error(env, "enomem");
+    b->allocator = beam_allocator;
+    b->len = 32;
+    b->data = beam_alloc(beam_allocator, unsigned char, b->len);
+    if (b->data == NULL)
+        b->len = 0;
+    ERL_NIF_TERM term = enif_make_resource(env, b);
+    enif_release_resource(b);
+    return b->data != NULL ? make_ok(env, term)
+                           : beam_make_error(env, "enomem");
+}
+
+BEAM_NIF(buffer_grow) {
+    buffer *b;
+    if (!enif_get_resource(env, argv[0], buffer_type, (void **)&b))
+        return enif_make_badarg(env);
+    unsigned char *p = beam_realloc(b->allocator, b->data, b->len, b->len * 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    b->data = p;
+    b->len *= 8;
+    return ok(env);
+}
+
+/* Whether beam_allocator is the plain raw allocator (false while this
+ * process runs a check: then it is the checker's). */
+BEAM_NIF(allocator_is_raw) {
+    return make_bool(env, same_allocator(beam_allocator, beam_raw_allocator));
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)info;
+    buffer_type = enif_open_resource_type(env, NULL, "buffer", buffer_dtor,
+                                          ERL_NIF_RT_CREATE, NULL);
+    return buffer_type == NULL || capture_reports();
+}
+
+static ErlNifFunc funcs[] = {
+    {"correct", 1, correct, 0},
+    {"correct_dirty", 1, correct_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"correct_raising", 0, correct_raising, 0},
+    {"leaky_on_failure", 0, leaky_on_failure, 0},
+    {"swallows", 0, swallows, 0},
+    {"nondeterministic", 0, nondeterministic, 0},
+    {"reset_nondeterministic", 0, reset_nondeterministic, 0},
+    {"grow", 0, grow, 0},
+    {"scratch_work", 0, scratch_work, 0},
+    {"checked_leaky", 0, checked_leaky, 0},
+    {"buffer_new", 0, buffer_new, 0},
+    {"buffer_grow", 1, buffer_grow, 0},
+    {"buffers_freed", 0, buffers_freed_nif, 0},
+    {"allocator_is_raw", 0, allocator_is_raw, 0},
+    {"take_reports", 0, take_reports, 0},
+};
+
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Faults, funcs, load, NULL, NULL)

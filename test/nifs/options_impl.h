@@ -1,0 +1,113 @@
+/*
+ * Per-NIF options from load_info: NIFs that say what beam_allocator is for
+ * their call, each with different C defaults, for the tests of
+ * `use BeamAlloc.Nif, nifs: [...]` and erlang:load_nif/2 with a map. The
+ * same functions are built into three libraries (options_nif.c,
+ * options_erl_nif.c, load_info_nif.c), each for its own module: define
+ * OPTIONS_MODULE, then include this.
+ */
+#include "nif_util.h"
+
+/* What an allocator is, as an atom: raw, large, gpa (the process-wide
+ * instance), leak_check (a fresh instance), {arena, Parent} or other. */
+static ERL_NIF_TERM kind_of(ErlNifEnv *env, beam_allocator_t a) {
+    beam_arena_t probe;
+    beam_arena_init(&probe, beam_raw_allocator);
+    if (a.vtable == beam_arena_allocator(&probe).vtable)
+        return enif_make_tuple2(env, enif_make_atom(env, "arena"),
+                                kind_of(env, ((beam_arena_t *)a.ctx)->parent));
+    if (same_allocator(a, beam_raw_allocator))
+        return enif_make_atom(env, "raw");
+    if (same_allocator(a, beam_large_allocator))
+        return enif_make_atom(env, "large");
+    if (same_allocator(a, beam_general_purpose_allocator))
+        return enif_make_atom(env, "gpa");
+    if (a.vtable == beam_general_purpose_allocator.vtable)
+        return enif_make_atom(env, "leak_check");
+    return enif_make_atom(env, "other");
+}
+
+static beam_allocator_t pick_large(void) {
+    return beam_large_allocator;
+}
+
+/* C defaults: none, .allocator, .leak_check, .scratch. */
+BEAM_NIF(kind) {
+    return kind_of(env, beam_allocator);
+}
+
+BEAM_NIF(kind_large, .allocator = pick_large) {
+    return kind_of(env, beam_allocator);
+}
+
+BEAM_NIF(kind_checked, .leak_check = true) {
+    return kind_of(env, beam_allocator);
+}
+
+BEAM_NIF(kind_scratch, .scratch = true) {
+    return kind_of(env, beam_allocator);
+}
+
+/* Two arities of one name. */
+BEAM_NIF(two_0) {
+    return kind_of(env, beam_allocator);
+}
+
+BEAM_NIF(two_1) {
+    return kind_of(env, beam_allocator);
+}
+
+/* Leaks 8 bytes: RuntimeError under leak_check, :ok otherwise. */
+BEAM_NIF(leaky) {
+    uint64_t *p = beam_create(beam_allocator, uint64_t);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    *p = 1;
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(leaky_checked, .leak_check = true) {
+    uint64_t *p = beam_create(beam_allocator, uint64_t);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    *p = 1;
+    return enif_make_atom(env, "ok");
+}
+
+/* parse_load_info(Term): beam_nif_load_options on a term, as if it were
+ * load_info, with the reports it made: {Code, [Line]}. A term it refuses
+ * leaves the library's options as they are; one it takes replaces them
+ * (the tests call it with bad ones only). A raw NIF. */
+static ERL_NIF_TERM parse_load_info(ErlNifEnv *env, int argc,
+                                    const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    take_reports(env, 0, argv);
+    int code = beam_nif_load_options(env, argv[0]);
+    return enif_make_tuple2(env, enif_make_int(env, code),
+                            take_reports(env, 0, argv));
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)env;
+    (void)priv;
+    (void)info;
+    return capture_reports();
+}
+
+static ErlNifFunc funcs[] = {
+    {"kind", 0, kind, 0},
+    {"kind_large", 0, kind_large, 0},
+    {"kind_checked", 0, kind_checked, 0},
+    {"kind_scratch", 0, kind_scratch, 0},
+    {"two", 0, two_0, 0},
+    {"two", 1, two_1, 0},
+    {"leaky", 0, leaky, 0},
+    {"leaky_checked", 0, leaky_checked, 0},
+    {"parse_load_info", 1, parse_load_info, 0},
+    {"take_reports", 0, take_reports, 0},
+};
+
+/* One more level, so that OPTIONS_MODULE is expanded before BEAM_NIF_INIT
+ * turns it into a string. */
+#define OPTIONS_INIT(module) BEAM_NIF_INIT(module, funcs, load, NULL, NULL)
+OPTIONS_INIT(OPTIONS_MODULE)

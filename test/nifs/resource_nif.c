@@ -1,0 +1,546 @@
+/*
+ * Resource-scoped allocators (beam_resource_*) as the tests use them: one
+ * call makes a resource, later calls (from any process) allocate blocks
+ * in it, write and read them, free them, release it. Loaded by
+ * BeamAlloc.Test.Resource (test/support/resource.ex).
+ *
+ * Blocks are named by slot numbers, not addresses: each resource's user
+ * area holds a table of slots, each a pointer to a block that carries its
+ * own length. A slot is claimed by compare-and-swap, so processes can
+ * allocate into one resource at once; who frees a slot is the tests'
+ * business (one owner at a time, handed over by message).
+ */
+#include "nif_util.h"
+
+#include <stdatomic.h>
+
+#define SLOTS 4096
+
+typedef struct block {
+    size_t len; /* data bytes */
+    unsigned char data[];
+} block;
+
+/* The user area of every resource made here. */
+typedef struct area {
+    _Atomic(block *) slots[SLOTS];
+    atomic_uint hint;       /* where the next claim starts looking */
+    beam_failing_t failing; /* the parent, for new_failing/2 only */
+} area;
+
+#define BLOCK_ALIGN BEAM_ALIGNOF(block)
+
+static size_t block_total(size_t len) {
+    return sizeof(block) + len;
+}
+
+static bool get_kind(ErlNifEnv *env, ERL_NIF_TERM term,
+                     beam_resource_kind *kind) {
+    char name[16];
+    if (!enif_get_atom(env, term, name, sizeof name, ERL_NIF_LATIN1))
+        return false;
+    if (strcmp(name, "gpa") == 0)
+        *kind = BEAM_RESOURCE_GPA;
+    else if (strcmp(name, "arena") == 0)
+        *kind = BEAM_RESOURCE_ARENA;
+    else
+        return false;
+    return true;
+}
+
+static ERL_NIF_TERM kind_atom(ErlNifEnv *env, beam_resource_kind kind) {
+    return enif_make_atom(env, kind == BEAM_RESOURCE_GPA     ? "gpa"
+                               : kind == BEAM_RESOURCE_ARENA ? "arena"
+                                                             : "unknown");
+}
+
+/* The resource in argv[i], or badarg: wrong types must raise
+ * ArgumentError, never crash. */
+#define GET_RESOURCE(i, r)                                                     \
+    beam_resource_t *r;                                                        \
+    if (!beam_resource_get(env, argv[i], &r))                                  \
+        return enif_make_badarg(env);                                          \
+    area *r##_area = beam_resource_user_data(r);                               \
+    (void)r##_area
+
+static bool get_slot(ErlNifEnv *env, ERL_NIF_TERM term, unsigned *slot) {
+    return enif_get_uint(env, term, slot) && *slot < SLOTS;
+}
+
+/* An allocation failed: say why. */
+static ERL_NIF_TERM alloc_error(ErlNifEnv *env, beam_resource_t *r) {
+    return beam_make_error(env, beam_resource_is_released(r) ? "released"
+                                                             : "enomem");
+}
+
+/* new(kind) */
+BEAM_NIF(new) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM term;
+    if (!beam_resource_new(env, kind, beam_large_allocator, sizeof(area),
+                           &term))
+        return beam_make_error(env, "enomem");
+    return make_ok(env, term);
+}
+
+/* new_raw(kind): over beam_raw_allocator, with no user area (so no slots:
+ * only for aligned/3). */
+BEAM_NIF(new_raw) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM term;
+    if (!beam_resource_new(env, kind, beam_raw_allocator, 0, &term))
+        return beam_make_error(env, "enomem");
+    return make_ok(env, term);
+}
+
+/* new_failing(kind, fail_index): over a failing allocator (a static of
+ * this library, so it outlives every resource over it). For one test at a
+ * time: the failing allocator is not thread-safe. */
+static beam_failing_t failing;
+
+BEAM_NIF(new_failing) {
+    beam_resource_kind kind;
+    size_t fail_index;
+    if (!get_kind(env, argv[0], &kind) || !get_size(env, argv[1], &fail_index))
+        return enif_make_badarg(env);
+    beam_failing_init(&failing, beam_raw_allocator, fail_index);
+    ERL_NIF_TERM term;
+    if (!beam_resource_new(env, kind, beam_failing_allocator(&failing),
+                           sizeof(area), &term))
+        return beam_make_error(env, "enomem");
+    return make_ok(env, term);
+}
+
+/* Store b in a free slot; -1 when all are taken. */
+static int claim(area *ar, block *b) {
+    unsigned start = atomic_fetch_add(&ar->hint, 1);
+    for (unsigned i = 0; i < SLOTS; i++) {
+        unsigned k = (start + i) % SLOTS;
+        block *expected = NULL;
+        if (atomic_load_explicit(&ar->slots[k], memory_order_relaxed) == NULL &&
+            atomic_compare_exchange_strong(&ar->slots[k], &expected, b))
+            return (int)k;
+    }
+    return -1;
+}
+
+static ERL_NIF_TERM alloc_into(ErlNifEnv *env, beam_resource_t *r, size_t len) {
+    area *ar = beam_resource_user_data(r);
+    if (ar == NULL)
+        return enif_make_badarg(env);
+    beam_allocator_t a = beam_resource_allocator(r);
+    block *b = beam_alloc_bytes(a, block_total(len), BLOCK_ALIGN);
+    if (b == NULL)
+        return alloc_error(env, r);
+    b->len = len;
+    memset(b->data, 0, len);
+    int slot = claim(ar, b);
+    if (slot < 0) {
+        beam_free_bytes(a, b, block_total(len), BLOCK_ALIGN);
+        return beam_make_error(env, "full");
+    }
+    return make_ok(env, enif_make_uint(env, (unsigned)slot));
+}
+
+/* alloc(res, size) -> {:ok, slot} */
+BEAM_NIF(alloc) {
+    GET_RESOURCE(0, r);
+    size_t len;
+    if (!get_size(env, argv[1], &len) || len > (1u << 26))
+        return enif_make_badarg(env);
+    return alloc_into(env, r, len);
+}
+
+/* The same inside a leak-checked call: blocks of a resource belong to the
+ * resource, not to the call, so this must not raise. */
+BEAM_NIF(alloc_checked, .leak_check = true) {
+    GET_RESOURCE(0, r);
+    size_t len;
+    if (!get_size(env, argv[1], &len) || len > (1u << 26))
+        return enif_make_badarg(env);
+    return alloc_into(env, r, len);
+}
+
+/* Pin r and find the block in argv[1]; on failure *err is the answer. */
+static block *pinned_block(ErlNifEnv *env, beam_resource_t *r, area *ar,
+                           ERL_NIF_TERM slot_term, ERL_NIF_TERM *err) {
+    unsigned slot;
+    if (ar == NULL || !get_slot(env, slot_term, &slot)) {
+        *err = enif_make_badarg(env);
+        return NULL;
+    }
+    if (!beam_resource_pin(r)) {
+        *err = beam_make_error(env, "released");
+        return NULL;
+    }
+    block *b = atomic_load(&ar->slots[slot]);
+    if (b == NULL) {
+        beam_resource_unpin(r);
+        *err = beam_make_error(env, "empty");
+    }
+    return b;
+}
+
+/* write(res, slot, offset, binary) */
+BEAM_NIF(res_write) {
+    GET_RESOURCE(0, r);
+    size_t offset;
+    ErlNifBinary bin;
+    if (!get_size(env, argv[2], &offset) ||
+        !enif_inspect_binary(env, argv[3], &bin))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM err;
+    block *b = pinned_block(env, r, r_area, argv[1], &err);
+    if (b == NULL)
+        return err;
+    ERL_NIF_TERM result = enif_make_atom(env, "ok");
+    if (offset > b->len || bin.size > b->len - offset)
+        result = enif_make_badarg(env);
+    else
+        memcpy(b->data + offset, bin.data, bin.size);
+    beam_resource_unpin(r);
+    return result;
+}
+
+/* read(res, slot, offset, len) -> {:ok, binary} */
+BEAM_NIF(res_read) {
+    GET_RESOURCE(0, r);
+    size_t offset, len;
+    if (!get_size(env, argv[2], &offset) || !get_size(env, argv[3], &len))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM err;
+    block *b = pinned_block(env, r, r_area, argv[1], &err);
+    if (b == NULL)
+        return err;
+    ERL_NIF_TERM result;
+    if (offset > b->len || len > b->len - offset) {
+        result = enif_make_badarg(env);
+    } else {
+        ERL_NIF_TERM bin;
+        unsigned char *dst = enif_make_new_binary(env, len, &bin);
+        memcpy(dst, b->data + offset, len);
+        result = make_ok(env, bin);
+    }
+    beam_resource_unpin(r);
+    return result;
+}
+
+/* resize(res, slot, new_len): beam_realloc_bytes on the block (moves it
+ * when it must); contents kept up to the smaller length, the rest zeroed.
+ * The caller owns the slot. */
+BEAM_NIF(resize) {
+    GET_RESOURCE(0, r);
+    unsigned slot;
+    size_t new_len;
+    if (r_area == NULL || !get_slot(env, argv[1], &slot) ||
+        !get_size(env, argv[2], &new_len) || new_len > (1u << 26))
+        return enif_make_badarg(env);
+    block *b = atomic_load(&r_area->slots[slot]);
+    if (b == NULL)
+        return beam_make_error(env, "empty");
+    size_t old_len = b->len;
+    block *nb =
+        beam_realloc_bytes(beam_resource_allocator(r), b, block_total(old_len),
+                           BLOCK_ALIGN, block_total(new_len));
+    if (nb == NULL)
+        return alloc_error(env, r);
+    nb->len = new_len;
+    if (new_len > old_len)
+        memset(nb->data + old_len, 0, new_len - old_len);
+    atomic_store(&r_area->slots[slot], nb);
+    return enif_make_atom(env, "ok");
+}
+
+/* free(res, slot): after release the allocator ignores it (and so this
+ * still answers :ok). */
+BEAM_NIF(res_free) {
+    GET_RESOURCE(0, r);
+    unsigned slot;
+    if (r_area == NULL || !get_slot(env, argv[1], &slot))
+        return enif_make_badarg(env);
+    block *b = atomic_exchange(&r_area->slots[slot], NULL);
+    if (b == NULL)
+        return beam_make_error(env, "empty");
+    /* The length is read only while the block is surely there. */
+    size_t total = 0;
+    if (beam_resource_pin(r)) {
+        total = block_total(b->len);
+        beam_resource_unpin(r);
+    }
+    if (total != 0)
+        beam_free_bytes(beam_resource_allocator(r), b, total, BLOCK_ALIGN);
+    return enif_make_atom(env, "ok");
+}
+
+/* aligned(res, size, alignment) -> {:ok, aligned?} (the block is freed) */
+BEAM_NIF(aligned) {
+    GET_RESOURCE(0, r);
+    size_t len, alignment;
+    if (!get_size(env, argv[1], &len) ||
+        !get_alignment(env, argv[2], &alignment))
+        return enif_make_badarg(env);
+    beam_allocator_t a = beam_resource_allocator(r);
+    void *p = beam_alloc_bytes(a, len, alignment);
+    if (p == NULL)
+        return alloc_error(env, r);
+    bool ok = ((uintptr_t)p & (alignment - 1)) == 0;
+    if (len > 0)
+        memset(p, 0xAB, len);
+    beam_free_bytes(a, p, len, alignment);
+    return make_ok(env, make_bool(env, ok));
+}
+
+BEAM_NIF(release) {
+    GET_RESOURCE(0, r);
+    beam_resource_release(r);
+    return enif_make_atom(env, "ok");
+}
+
+/* calls_after_release(res): on a fresh resource, allocate, release, then
+ * every call: alloc and remap NULL, resize false, free a no-op. */
+BEAM_NIF(calls_after_release) {
+    GET_RESOURCE(0, r);
+    beam_allocator_t a = beam_resource_allocator(r);
+    void *p = beam_alloc_bytes(a, 64, 8);
+    if (p == NULL)
+        return alloc_error(env, r);
+    beam_resource_release(r);
+    if (beam_alloc_bytes(a, 64, 8) != NULL)
+        return beam_make_error(env, "alloc");
+    if (beam_resize_bytes(a, p, 64, 8, 32))
+        return beam_make_error(env, "resize");
+    if (beam_remap_bytes(a, p, 64, 8, 128) != NULL)
+        return beam_make_error(env, "remap");
+    beam_free_bytes(a, p, 64, 8);
+    beam_resource_usage u = beam_resource_usage_of(r);
+    if (!u.released || u.live_blocks != 0 || u.live_bytes != 0 ||
+        u.parent_bytes != 0)
+        return beam_make_error(env, "usage");
+    return enif_make_atom(env, "ok");
+}
+
+/* usage(res) -> %{kind:, released:, live_blocks:, live_bytes:,
+ * parent_bytes:} */
+static ERL_NIF_TERM usage_map(ErlNifEnv *env, beam_resource_usage u) {
+    ERL_NIF_TERM keys[5] = {
+        enif_make_atom(env, "kind"), enif_make_atom(env, "released"),
+        enif_make_atom(env, "live_blocks"), enif_make_atom(env, "live_bytes"),
+        enif_make_atom(env, "parent_bytes")};
+    ERL_NIF_TERM values[5] = {kind_atom(env, u.kind),
+                              make_bool(env, u.released),
+                              enif_make_uint64(env, u.live_blocks),
+                              enif_make_uint64(env, u.live_bytes),
+                              enif_make_uint64(env, u.parent_bytes)};
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(env, keys, values, 5, &map))
+        return enif_make_badarg(env);
+    return map;
+}
+
+BEAM_NIF(usage) {
+    GET_RESOURCE(0, r);
+    return usage_map(env, beam_resource_usage_of(r));
+}
+
+BEAM_NIF(live_count) {
+    return enif_make_uint64(env, beam_resource_live_count());
+}
+
+/* is_resource(term): beam_resource_get on anything, never raising; a
+ * false answer must also clear the out pointer. */
+BEAM_NIF(is_resource) {
+    beam_resource_t *r = (beam_resource_t *)&r; /* garbage to be replaced */
+    bool ok = beam_resource_get(env, argv[0], &r);
+    if (ok != (r != NULL))
+        return enif_make_atom(env, "inconsistent");
+    return make_bool(env, ok);
+}
+
+/* pin_across_release(res, slot): pin, release, read the block (still
+ * valid), note parent bytes, unpin (the release completes). ->
+ * {first_byte, released_while_pinned, parent_bytes_pinned,
+ * parent_bytes_after} */
+BEAM_NIF(pin_across_release) {
+    GET_RESOURCE(0, r);
+    ERL_NIF_TERM err;
+    block *b = pinned_block(env, r, r_area, argv[1], &err);
+    if (b == NULL)
+        return err;
+    beam_resource_release(r);
+    bool released = beam_resource_is_released(r);
+    unsigned first = b->len > 0 ? b->data[0] : 0;
+    size_t pinned = beam_resource_usage_of(r).parent_bytes;
+    /* No new allocation while released, pinned or not. */
+    bool refused = beam_alloc_bytes(beam_resource_allocator(r), 8, 8) == NULL;
+    beam_resource_unpin(r);
+    size_t after = beam_resource_usage_of(r).parent_bytes;
+    return enif_make_tuple5(
+        env, enif_make_uint(env, first), make_bool(env, released),
+        enif_make_uint64(env, pinned), enif_make_uint64(env, after),
+        make_bool(env, refused));
+}
+
+/* A reference kept in C beyond any term: keep(res), then drop_kept(). */
+static _Atomic(beam_resource_t *) kept;
+
+BEAM_NIF(keep) {
+    GET_RESOURCE(0, r);
+    beam_resource_keep(r);
+    beam_resource_t *old = atomic_exchange(&kept, r);
+    if (old != NULL)
+        beam_resource_drop(old);
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(drop_kept) {
+    beam_resource_t *old = atomic_exchange(&kept, NULL);
+    if (old == NULL)
+        return beam_make_error(env, "none");
+    beam_resource_drop(old);
+    return enif_make_atom(env, "ok");
+}
+
+/* A resource made without a term, held by C only, then dropped: the
+ * destructor runs (here or on another thread). -> live count right after
+ * the new (before the drop). */
+BEAM_NIF(new_dropped) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    beam_resource_t *r =
+        beam_resource_new(NULL, kind, beam_large_allocator, 0, NULL);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    void *p = beam_alloc_bytes(beam_resource_allocator(r), 1000, 8);
+    size_t live = beam_resource_live_count();
+    beam_resource_drop(r); /* p goes with it */
+    return p != NULL ? enif_make_uint64(env, live)
+                     : beam_make_error(env, "enomem");
+}
+
+/* dead_allocator() -> true when the allocator of NULL refuses everything */
+BEAM_NIF(dead_allocator) {
+    beam_allocator_t a = beam_resource_allocator(NULL);
+    void *p = beam_alloc_bytes(a, 16, 8);
+    beam_free_bytes(a, (void *)&a, 16, 8); /* a no-op, never a crash */
+    beam_resource_usage u = beam_resource_usage_of(NULL);
+    return make_bool(env, p == NULL && u.released && !beam_resource_pin(NULL));
+}
+
+/* --- churn(res, iterations, seed): many blocks in one call ------------- */
+
+#define CHURN_SLOTS 32
+
+static uint64_t next_random(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+static bool intact(const unsigned char *mem, size_t len, unsigned char tag) {
+    for (size_t i = 0; i < len; i++)
+        if (mem[i] != (unsigned char)(tag + i))
+            return false;
+    return true;
+}
+
+static void fill(unsigned char *mem, size_t len, unsigned char tag) {
+    for (size_t i = 0; i < len; i++)
+        mem[i] = (unsigned char)(tag + i);
+}
+
+static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
+    GET_RESOURCE(0, r);
+    size_t iterations;
+    ErlNifUInt64 seed;
+    if (!get_size(env, argv[1], &iterations) ||
+        !enif_get_uint64(env, argv[2], &seed))
+        return enif_make_badarg(env);
+    beam_allocator_t a = beam_resource_allocator(r);
+    struct {
+        unsigned char *mem;
+        size_t len;
+        unsigned char tag;
+    } slots[CHURN_SLOTS] = {{0}};
+    uint64_t state = seed | 1;
+    bool corrupted = false, failed = false;
+    for (size_t i = 0; i < iterations && !failed; i++) {
+        uint64_t x = next_random(&state);
+        size_t k = x % CHURN_SLOTS;
+        if (slots[k].mem != NULL) {
+            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
+            beam_free(a, slots[k].mem, slots[k].len);
+            slots[k].mem = NULL;
+        }
+        /* Mostly small, one in sixteen above the GPA's slab limit. */
+        size_t len =
+            (x >> 8) % 16 == 0 ? 8193 + (x >> 16) % 8192 : 1 + (x >> 16) % 512;
+        unsigned char *mem = beam_alloc(a, unsigned char, len);
+        if (mem == NULL) {
+            failed = true;
+            break;
+        }
+        slots[k].mem = mem;
+        slots[k].len = len;
+        slots[k].tag = (unsigned char)(x >> 40);
+        fill(mem, len, slots[k].tag);
+    }
+    for (size_t k = 0; k < CHURN_SLOTS; k++)
+        if (slots[k].mem != NULL) {
+            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
+            beam_free(a, slots[k].mem, slots[k].len);
+        }
+    if (failed)
+        return alloc_error(env, r);
+    return corrupted ? beam_make_error(env, "corrupted")
+                     : enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(churn) {
+    return run_churn(env, argv);
+}
+BEAM_NIF(churn_dirty) {
+    return run_churn(env, argv);
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)env;
+    (void)priv;
+    (void)info;
+    return capture_reports();
+}
+
+static ErlNifFunc funcs[] = {
+    {"new", 1, new, 0},
+    {"new_raw", 1, new_raw, 0},
+    {"new_failing", 2, new_failing, 0},
+    {"alloc", 2, alloc, 0},
+    {"alloc_checked", 2, alloc_checked, 0},
+    {"write", 4, res_write, 0},
+    {"read", 4, res_read, 0},
+    {"resize", 3, resize, 0},
+    {"free", 2, res_free, 0},
+    {"aligned", 3, aligned, 0},
+    {"release", 1, release, 0},
+    {"calls_after_release", 1, calls_after_release, 0},
+    {"usage", 1, usage, 0},
+    {"live_count", 0, live_count, 0},
+    {"is_resource", 1, is_resource, 0},
+    {"pin_across_release", 2, pin_across_release, 0},
+    {"keep", 1, keep, 0},
+    {"drop_kept", 0, drop_kept, 0},
+    {"new_dropped", 1, new_dropped, 0},
+    {"dead_allocator", 0, dead_allocator, 0},
+    {"churn", 3, churn, 0},
+    {"churn_dirty", 3, churn_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"take_reports", 0, take_reports, 0},
+};
+
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Resource, funcs, load, NULL, NULL)
