@@ -789,7 +789,73 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     return session_type == NULL;
 }
 
+/* --- Stats --------------------------------------------------------------
+ * stats(module_name): the allocator counters of the NIF library loaded for
+ * that module, found like the libraries a session attaches to. */
+
+static ERL_NIF_TERM stats_term(ErlNifEnv *env, const beam_alloc_stats *s,
+                               const size_t *backing) {
+    ERL_NIF_TERM keys[7] = {
+        enif_make_atom(env, "live_bytes"),   enif_make_atom(env, "live_blocks"),
+        enif_make_atom(env, "peak_bytes"),   enif_make_atom(env, "allocations"),
+        enif_make_atom(env, "frees"),        enif_make_atom(env, "failed"),
+        enif_make_atom(env, "backing_bytes")};
+    ERL_NIF_TERM values[7] = {enif_make_uint64(env, s->live_bytes),
+                              enif_make_uint64(env, s->live_blocks),
+                              enif_make_uint64(env, s->peak_bytes),
+                              enif_make_uint64(env, s->allocations),
+                              enif_make_uint64(env, s->frees),
+                              enif_make_uint64(env, s->failed),
+                              backing != NULL ? enif_make_uint64(env, *backing)
+                                              : 0};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, backing != NULL ? 7 : 6, &map);
+    return map;
+}
+
+static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    ErlNifBinary want;
+    if (!enif_inspect_binary(env, argv[0], &want))
+        return enif_make_badarg(env);
+    name_list l = {NULL, 0, 0};
+    list_objects(&l);
+    bool found = false;
+    beam_alloc_stats s[3];
+    size_t backing = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        void *handle = NULL;
+        const beam__fault_hooks *h =
+            found ? NULL : hooks_in(l.names[i], &handle);
+        enif_free(l.names[i]);
+        if (h == NULL)
+            continue;
+        const char *module = h->module();
+        if (strlen(module) == want.size &&
+            memcmp(module, want.data, want.size) == 0) {
+            h->stats(s, &backing);
+            found = true;
+        }
+        dlclose(handle);
+    }
+    enif_free(l.names);
+    if (!found)
+        return enif_make_tuple2(env, enif_make_atom(env, "error"),
+                                enif_make_atom(env, "not_found"));
+    ERL_NIF_TERM keys[3] = {enif_make_atom(env, "raw"),
+                            enif_make_atom(env, "large"),
+                            enif_make_atom(env, "general_purpose")};
+    ERL_NIF_TERM values[3] = {stats_term(env, &s[0], NULL),
+                              stats_term(env, &s[1], NULL),
+                              stats_term(env, &s[2], &backing)};
+    ERL_NIF_TERM map;
+    enif_make_map_from_arrays(env, keys, values, 3, &map);
+    return enif_make_tuple2(env, enif_make_atom(env, "ok"), map);
+}
+
 static ErlNifFunc funcs[] = {
+    {"stats", 1, nif_stats, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"open", 0, nif_open, 0},
     {"attach", 2, nif_attach, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"begin_run", 3, nif_begin_run, 0},

@@ -23,10 +23,70 @@ defmodule BeamAlloc do
       leaks, swallowed failures and nondeterminism (per process: async tests
       are not affected);
     * `use BeamAlloc.Nif` loads a NIF library with per-NIF allocator options
-      (`leak_check`, `scratch`, `allocator`) that override the C ones.
+      (`leak_check`, `scratch`, `allocator`) that override the C ones;
+    * `BeamAlloc.stats/1` reads the allocator counters of a module's NIF
+      library.
 
   This Mix project builds the library, the fault-injection driver and the
   NIFs of its test suite through the `:beam_alloc_make` compiler (see
   `Mix.Tasks.Compile.BeamAllocMake`).
   """
+
+  @typedoc "Counters of one allocator of a NIF library (see `stats/1`)."
+  @type allocator_stats :: %{
+          live_bytes: non_neg_integer(),
+          live_blocks: non_neg_integer(),
+          peak_bytes: non_neg_integer(),
+          allocations: non_neg_integer(),
+          frees: non_neg_integer(),
+          failed: non_neg_integer()
+        }
+
+  @doc """
+  The allocator counters of the NIF library loaded for `module`.
+
+  Every NIF library built with beam_alloc has its own copy of the
+  allocators, so the numbers are that library's alone:
+
+    * `:raw` - calls through `beam_raw_allocator` (`enif_alloc`);
+    * `:large` - calls through `beam_large_allocator`, including the chunks
+      the general purpose allocator takes from it;
+    * `:general_purpose` - the process-wide general purpose allocator, with
+      `:backing_bytes`, what it holds of the large allocator (its slabs,
+      partly used or cached, and its metadata).
+
+  `live_bytes` counts the lengths asked for. The VM's own figure
+  (`:erlang.memory(:system)`) adds each allocator's overhead: about 16 bytes
+  per `enif_alloc` block, the large allocator's alignment padding, and the
+  general purpose allocator's unused slab space (`backing_bytes` minus its
+  `live_bytes`). `peak_bytes` can lag by up to 64 KiB per thread.
+
+  Raises `ArgumentError` when no such library is loaded.
+
+      iex> BeamAlloc.stats(MyNif).raw
+      %{live_bytes: 1000000, live_blocks: 1, peak_bytes: 1000000,
+        allocations: 3, frees: 2, failed: 0}
+  """
+  @spec stats(module()) :: %{
+          raw: allocator_stats(),
+          large: allocator_stats(),
+          general_purpose: map()
+        }
+  def stats(module) when is_atom(module) do
+    # Loading the module loads its NIF library (its @on_load).
+    _ = Code.ensure_loaded(module)
+
+    case BeamAlloc.Testing.Nif.stats(Atom.to_string(module)) do
+      {:ok, stats} ->
+        stats
+
+      {:error, :not_found} ->
+        raise ArgumentError,
+              "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
+    end
+  end
+
+  def stats(other) do
+    raise ArgumentError, "expected a module name, got: #{inspect(other)}"
+  end
 end

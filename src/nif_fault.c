@@ -50,9 +50,19 @@ static void hooks_detach(const beam__fault_driver *driver) {
     pthread_mutex_unlock(&attach_lock);
 }
 
+static void hooks_stats(beam_alloc_stats out[3], size_t *gpa_backing_bytes) {
+    beam_allocator_stats(beam_raw_allocator, &out[0]);
+    beam_allocator_stats(beam_large_allocator, &out[1]);
+    beam_allocator_stats(beam_general_purpose_allocator, &out[2]);
+    *gpa_backing_bytes =
+        beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
+            .backing_bytes;
+}
+
 const beam__fault_hooks beam__fault_hooks_self = {
     BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
     beam__nif_module_atom, hooks_attach,        hooks_detach,
+    hooks_stats,
 };
 
 const void *beam__nif_fault_hooks(void) {

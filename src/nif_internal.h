@@ -107,6 +107,10 @@ typedef struct beam__fault_hooks {
      * is undone by one detach. */
     bool (*attach)(const beam__fault_driver *driver);
     void (*detach)(const beam__fault_driver *driver);
+    /* The library's allocator counters (BeamAlloc.stats/1): raw, large and
+     * the process-wide general purpose allocator, plus what that instance
+     * holds of the large allocator. Added last: the size field tells. */
+    void (*stats)(beam_alloc_stats out[3], size_t *gpa_backing_bytes);
 } beam__fault_hooks;
 
 /* The attached driver of this copy, or NULL (the common case). Read with

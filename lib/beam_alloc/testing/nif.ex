@@ -10,6 +10,8 @@ defmodule BeamAlloc.Testing.Nif do
   #   end_run(session) :: %{requests:, induced:, mismatch:, leaks:, leaked:, lost:}
   #   live(session) :: blocks of the current run still live
   #   close(session) :: :ok
+  #   stats(module_name :: binary) :: {:ok, %{raw:, large:, general_purpose:}}
+  #                                    | {:error, :not_found}
   #
   # Every call but close/1 must come from the process that opened the session.
 
@@ -34,4 +36,5 @@ defmodule BeamAlloc.Testing.Nif do
   def end_run(_session), do: :erlang.nif_error(:not_loaded)
   def live(_session), do: :erlang.nif_error(:not_loaded)
   def close(_session), do: :erlang.nif_error(:not_loaded)
+  def stats(_module_name), do: :erlang.nif_error(:not_loaded)
 end

@@ -1,0 +1,55 @@
+defmodule BeamAlloc.StatsTest do
+  # BeamAlloc.stats/1: the counters of a module's NIF library, checked
+  # against the VM's own accounting. Runs alone: it measures the VM.
+  use ExUnit.Case, async: false
+
+  alias BeamAlloc.Test.Guide
+
+  test "raw allocations show in the library's counters and in the VM's" do
+    Process.sleep(50)
+    before = BeamAlloc.stats(Guide).raw
+    system = :erlang.memory(:system)
+
+    assert :ok = Guide.raw_global_alloc()
+    during = BeamAlloc.stats(Guide).raw
+    grown = :erlang.memory(:system) - system
+
+    assert during.live_bytes - before.live_bytes == 1_000_000
+    assert during.live_blocks - before.live_blocks == 1
+    assert during.allocations - before.allocations == 1
+    assert during.peak_bytes >= during.live_bytes
+    # The VM counts the block plus enif_alloc's own few bytes per block.
+    assert grown >= 1_000_000 and grown < 1_000_000 + 64 * 1024
+
+    assert :ok = Guide.raw_global_free()
+    after_free = BeamAlloc.stats(Guide).raw
+    assert after_free.live_bytes == before.live_bytes
+    assert after_free.frees - before.frees == 1
+  end
+
+  test "general purpose allocator counters and what it holds" do
+    %{general_purpose: gpa, large: large} = BeamAlloc.stats(Guide)
+    assert is_integer(gpa.backing_bytes)
+    # Its chunks come from the large allocator, which counts them.
+    assert large.live_bytes >= gpa.backing_bytes - 64 * 1024
+    assert Guide.noleak() == false
+    after_call = BeamAlloc.stats(Guide).general_purpose
+    assert after_call.allocations >= gpa.allocations + 1
+    assert after_call.live_blocks == gpa.live_blocks
+  end
+
+  test "each library has its own counters" do
+    a = BeamAlloc.stats(Guide).raw
+    assert %{raw: _} = BeamAlloc.stats(BeamAlloc.Test.Soak)
+    assert :ok = BeamAlloc.Test.Soak.ops(100, 1)
+    assert BeamAlloc.stats(Guide).raw.allocations == a.allocations
+  end
+
+  test "a module without a beam_alloc library raises ArgumentError" do
+    assert_raise ArgumentError, ~r/no NIF library built with beam_alloc is loaded for Enum/, fn ->
+      BeamAlloc.stats(Enum)
+    end
+
+    assert_raise ArgumentError, ~r/expected a module name/, fn -> BeamAlloc.stats("Guide") end
+  end
+end
