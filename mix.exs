@@ -24,7 +24,7 @@ defmodule BeamAlloc.MixProject do
   end
 
   def application do
-    [extra_applications: []]
+    [extra_applications: [:logger], mod: {BeamAlloc.Application, []}]
   end
 
   # The test NIFs' Elixir modules live in test/support; they are compiled

@@ -40,6 +40,10 @@ BEAM__HIDDEN extern const beam_allocator_vtable beam__gpa_vtable;
 
 /* Reporting (report.c): one formatted line through the report hook. */
 BEAM__HIDDEN void beam__report(const char *fmt, ...) BEAM__PRINTF(1, 2);
+/* Replace the default hook (kept out of the way of a user's hook), and
+ * the plain stderr writer for hooks that fall back to it. */
+BEAM__HIDDEN void beam__report_set_default(beam_report_fn fn);
+BEAM__HIDDEN void beam__report_to_stderr(const char *line);
 /* Describe a code address ("lib.so(fun+0x1c)" or "0x..."): buf of n bytes. */
 BEAM__HIDDEN const char *beam__describe_addr(uintptr_t addr, char *buf,
                                              size_t n);

@@ -27,6 +27,7 @@ static const ErlNifFunc *module_funcs;
 static int module_func_count;
 
 void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
+    beam__report_set_default(beam__report_to_logger);
     snprintf(module_atom, sizeof module_atom, "%s", module ? module : "");
     module_funcs = funcs;
     module_func_count = funcs != NULL && count > 0 ? count : 0;
@@ -160,11 +161,16 @@ typedef struct nif_call {
     beam_nif_body_fn self;
     const char *c_name;
     int argc;
+    ErlNifEnv *env;
 } nif_call;
 
 /* The innermost BEAM_NIF running on this thread, for beam_nif_module_name
  * (NULL outside one: it points at beam_nif_call's frame). */
 static BEAM_THREAD_LOCAL const nif_call *current_call;
+
+ErlNifEnv *beam__nif_current_env(void) {
+    return current_call != NULL ? current_call->env : NULL;
+}
 
 /* Atoms, escapes and an arity: an 8-byte atom can take 9 bytes quoted, so
  * 255-character names fit twice over. */
@@ -319,7 +325,7 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
                            const ERL_NIF_TERM argv[]) {
     const beam_allocator_t saved = beam_allocator;
     const nif_call *const outer = current_call;
-    const nif_call call = {self, c_name, argc};
+    const nif_call call = {self, c_name, argc, env};
     current_call = &call;
 
     const beam__nif_override *ov = beam__nif_override_for(self, argc);

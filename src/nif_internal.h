@@ -113,6 +113,12 @@ typedef struct beam__fault_hooks {
     void (*stats)(beam_alloc_stats out[3], size_t *gpa_backing_bytes);
 } beam__fault_hooks;
 
+/* Reports inside a BEAM (nif_report.c): to the registered
+ * 'Elixir.BeamAlloc.Reporter' process, which logs them, else stderr. */
+BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
+/* The env of the BEAM_NIF call running on this thread, or NULL. */
+BEAM__HIDDEN ErlNifEnv *beam__nif_current_env(void);
+
 /* The attached driver of this copy, or NULL (the common case). Read with
  * one relaxed load on every BEAM_NIF call. */
 BEAM__HIDDEN extern _Atomic(const beam__fault_driver *) beam__fault_driver_now;

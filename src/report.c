@@ -14,14 +14,27 @@ static void report_to_stderr(void *user, const char *line) {
     fprintf(stderr, "%s\n", line);
 }
 
+/* The default: stderr, or inside a BEAM the logger (nif_report.c installs
+ * it at load). A hook the user set stays in place either way. */
+static beam_report_fn default_hook = report_to_stderr;
 static beam_report_fn report_hook = report_to_stderr;
 static void *report_user = NULL;
 
 beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user) {
     beam_report_fn old = report_hook;
-    report_hook = fn != NULL ? fn : report_to_stderr;
+    report_hook = fn != NULL ? fn : default_hook;
     report_user = fn != NULL ? user : NULL;
-    return old == report_to_stderr ? NULL : old;
+    return old == default_hook ? NULL : old;
+}
+
+void beam__report_set_default(beam_report_fn fn) {
+    if (report_hook == default_hook)
+        report_hook = fn;
+    default_hook = fn;
+}
+
+void beam__report_to_stderr(const char *line) {
+    report_to_stderr(NULL, line);
 }
 
 void beam__report(const char *fmt, ...) {

@@ -1,0 +1,46 @@
+/*
+ * Misuse and leaks reported through the library's default hook, which in a
+ * BEAM sends them to BeamAlloc.Reporter and so to the logger. This module
+ * installs no hook of its own (unlike the other test NIFs). Loaded by
+ * BeamAlloc.Test.Report (test/support/report.ex).
+ */
+#include "nif_util.h"
+
+/* double_free(): a general purpose instance sees the same block twice. */
+BEAM_NIF(double_free) {
+    beam_gpa_t gpa;
+    beam_gpa_init(&gpa, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    void *p = beam_alloc_bytes(a, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(a, p, 24, 8);
+    beam_free_bytes(a, p, 24, 8);
+    beam_gpa_deinit(&gpa);
+    return enif_make_atom(env, "ok");
+}
+
+/* overrun(): one byte past a 24-byte block, under leak_check's safe mode. */
+BEAM_NIF(overrun, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[24] = 1;
+    beam_free(beam_allocator, p, 24);
+    return enif_make_atom(env, "ok");
+}
+
+/* leaky(): a leak_check NIF that leaks 40 bytes. */
+BEAM_NIF(leaky, .leak_check = true) {
+    void *p = beam_alloc(beam_allocator, unsigned char, 40);
+    (void)p;
+    return enif_make_atom(env, "ok");
+}
+
+static ErlNifFunc funcs[] = {
+    {"double_free", 0, double_free, 0},
+    {"overrun", 0, overrun, 0},
+    {"leaky", 0, leaky, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+};
+
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Report, funcs, NULL, NULL, NULL)

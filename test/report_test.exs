@@ -1,0 +1,67 @@
+defmodule BeamAlloc.ReportTest do
+  # Diagnostics inside the BEAM: the library's default hook sends each line
+  # to BeamAlloc.Reporter, which logs it and keeps it for tests. Runs alone:
+  # the reporter is shared.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias BeamAlloc.Reporter
+  alias BeamAlloc.Test.Report
+
+  setup do
+    Code.ensure_loaded!(Report)
+    Reporter.take()
+    :ok
+  end
+
+  # Reports are messages: wait until the reporter has the expected count.
+  defp reports(count, tries \\ 50) do
+    got = Reporter.recent()
+
+    if length(got) >= count or tries == 0 do
+      Reporter.take()
+    else
+      Process.sleep(10)
+      reports(count, tries - 1)
+    end
+  end
+
+  test "a double free is logged as a warning naming the module" do
+    log =
+      capture_log(fn ->
+        assert :ok = Report.double_free()
+        assert [{Report, line}] = reports(1)
+        assert line =~ "double free"
+        assert line =~ "called from report_nif.so"
+      end)
+
+    assert log =~ "[warning]"
+    assert log =~ "double free"
+  end
+
+  test "a write past the end of a block is caught in a leak_check call" do
+    capture_log(fn ->
+      assert :ok = Report.overrun()
+      assert [{Report, line}] = reports(1)
+      assert line =~ "write past the end of a block"
+      assert line =~ "the block was allocated from report_nif.so"
+    end)
+  end
+
+  test "a leak raises with the exact message and the details reach the logger" do
+    log =
+      capture_log(fn ->
+        assert_raise RuntimeError,
+                     "memory leak detected in function `BeamAlloc.Test.Report.leaky/0`",
+                     fn -> Report.leaky() end
+
+        assert [{Report, header}, {Report, detail}] = reports(2)
+        assert header =~ "memory leak detected in function `BeamAlloc.Test.Report.leaky/0`:"
+        assert detail =~ "leak: 40 bytes (alignment 1)"
+        assert detail =~ "allocated from report_nif.so"
+      end)
+
+    assert log =~ "leak: 40 bytes"
+  end
+end
