@@ -46,6 +46,21 @@ static inline bool same_allocator(beam_allocator_t a, beam_allocator_t b) {
     return a.vtable == b.vtable && a.ctx == b.ctx;
 }
 
+/* A block's contents: tag, tag + 1, ... so that whoever frees a block can
+ * tell it was not overwritten meanwhile. */
+static inline bool intact(const unsigned char *mem, size_t len,
+                          unsigned char tag) {
+    for (size_t i = 0; i < len; i++)
+        if (mem[i] != (unsigned char)(tag + i))
+            return false;
+    return true;
+}
+
+static inline void fill(unsigned char *mem, size_t len, unsigned char tag) {
+    for (size_t i = 0; i < len; i++)
+        mem[i] = (unsigned char)(tag + i);
+}
+
 /* --- Captured reports ---------------------------------------------------
  * A ring of the last REPORT_SLOTS lines. The hook may run on any thread and
  * with allocator locks held, so it only copies into static storage under a

@@ -444,18 +444,6 @@ static uint64_t next_random(uint64_t *state) {
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static bool intact(const unsigned char *mem, size_t len, unsigned char tag) {
-    for (size_t i = 0; i < len; i++)
-        if (mem[i] != (unsigned char)(tag + i))
-            return false;
-    return true;
-}
-
-static void fill(unsigned char *mem, size_t len, unsigned char tag) {
-    for (size_t i = 0; i < len; i++)
-        mem[i] = (unsigned char)(tag + i);
-}
-
 static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     GET_RESOURCE(0, r);
     size_t iterations;

@@ -46,7 +46,7 @@ static void stamp(hdr *h) {
     b[h->len - 1] = (unsigned char)h->check;
 }
 
-static bool intact(const hdr *h) {
+static bool hdr_intact(const hdr *h) {
     if (h->check !=
         ((uint64_t)(uintptr_t)h ^ h->len) * 0x9E3779B97F4A7C15ull)
         return false;
@@ -82,14 +82,14 @@ static hdr *make(uint64_t *seed) {
 static void drop(hdr *h) {
     if (h == NULL)
         return;
-    if (!intact(h))
+    if (!hdr_intact(h))
         atomic_fetch_add(&corrupt, 1);
     beam_free_bytes(allocator_of(h->kind), h, h->len, h->align);
 }
 
 static hdr *regrow(hdr *h, uint64_t *seed) {
     size_t new_len = 32 + (size_t)(next(seed) % 3000);
-    if (!intact(h))
+    if (!hdr_intact(h))
         atomic_fetch_add(&corrupt, 1);
     hdr *n = beam_realloc_bytes(allocator_of(h->kind), h, h->len, h->align,
                                 new_len);

@@ -22,18 +22,6 @@ typedef struct block {
     unsigned char tag;
 } block;
 
-static bool intact(const unsigned char *mem, size_t len, unsigned char tag) {
-    for (size_t i = 0; i < len; i++)
-        if (mem[i] != (unsigned char)(tag + i))
-            return false;
-    return true;
-}
-
-static void fill(unsigned char *mem, size_t len, unsigned char tag) {
-    for (size_t i = 0; i < len; i++)
-        mem[i] = (unsigned char)(tag + i);
-}
-
 static void block_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     block *b = obj;
