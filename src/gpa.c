@@ -270,6 +270,9 @@ static void *alloc_slow(gpa_heap *h, unsigned cls, size_t len, size_t alignment,
     }
     pthread_mutex_unlock(&h->st->lock);
     if (s == NULL) {
+        /* The old current slab is full (or queued elsewhere) now: it must
+         * not stay current, or a free would list it twice. */
+        h->cur[cls] = &beam__gpa_empty_slab;
         BEAM__BUMP(h->stats.failed, 1);
         return NULL;
     }

@@ -578,3 +578,63 @@ TEST(gpa_collect_gives_back_what_other_threads_emptied) {
     beam_free_bytes(a, p, 100, 8);
     CHECK(!beam_gpa_deinit(&shared_gpa));
 }
+
+/* Found by fuzzing: once the backing refused a slab, the heap's current
+ * slab for the class stayed current though marked full; frees then listed
+ * it twice and memory was handed out twice. */
+static bool refuse_backing;
+static void *refusing_alloc(void *c, size_t len, size_t al, uintptr_t r) {
+    (void)c;
+    return refuse_backing
+               ? NULL
+               : beam_large_allocator.vtable->alloc(NULL, len, al, r);
+}
+static bool refusing_resize(void *c, void *m, size_t l, size_t al, size_t n,
+                            uintptr_t r) {
+    (void)c;
+    return beam_large_allocator.vtable->resize(NULL, m, l, al, n, r);
+}
+static void *refusing_remap(void *c, void *m, size_t l, size_t al, size_t n,
+                            uintptr_t r) {
+    (void)c;
+    return refuse_backing
+               ? NULL
+               : beam_large_allocator.vtable->remap(NULL, m, l, al, n, r);
+}
+static void refusing_free(void *c, void *m, size_t l, size_t al, uintptr_t r) {
+    (void)c;
+    beam_large_allocator.vtable->free(NULL, m, l, al, r);
+}
+static const beam_allocator_vtable refusing_vtable = {
+    refusing_alloc, refusing_resize, refusing_remap, refusing_free};
+
+TEST(gpa_out_of_slabs_never_hands_memory_out_twice) {
+    beam_gpa_t g;
+    beam_allocator_t backing = {NULL, &refusing_vtable};
+    beam_gpa_init(&g, backing);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    static void *p[4096];
+    int n = 0;
+    refuse_backing = false;
+    CHECK((p[n++] = beam_alloc_bytes(a, 8000, 8)));
+    refuse_backing = true; /* out of memory from here on */
+    while (n < 4096 && (p[n] = beam_alloc_bytes(a, 8000, 8)) != NULL)
+        n++;
+    CHECK(n < 4096);
+    for (int i = 0; i < n; i++)
+        beam_free_bytes(a, p[i], 8000, 8);
+    char *x = beam_alloc_bytes(a, 8000, 8);
+    char *y = beam_alloc_bytes(a, 8000, 8);
+    CHECK(x != NULL && y != NULL && x != y);
+    for (int i = 0; i < 400; i++) {
+        char *z = beam_alloc_bytes(a, 200, 8);
+        if (z == NULL)
+            continue;
+        CHECK(!(z >= x && z < x + 8000) && !(z >= y && z < y + 8000));
+    }
+    beam_free_bytes(a, x, 8000, 8);
+    beam_free_bytes(a, y, 8000, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    refuse_backing = false;
+    beam_gpa_deinit(&g);
+}
