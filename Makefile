@@ -164,7 +164,7 @@ mix-test: lib
 soak: deps lib
 	MIX_ENV=test mix test --only soak test/stress_test.exs
 
-test: deps lib c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test
+test: deps lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test
 	@:
 
 # The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
@@ -222,7 +222,7 @@ $(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/driver.h $(FUZZ_OBJ)
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: $(FUZZ_BINS)
-	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_MAX_LEN) $(FUZZ_HARNESSES)
+	sh fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_MAX_LEN) $(FUZZ_HARNESSES)
 
 fuzz-smoke: $(FUZZ_BINS)
-	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) 4096 $(FUZZ_HARNESSES)
+	sh fuzz/run.sh $(FUZZ_SMOKE_SECONDS) 4096 $(FUZZ_HARNESSES)
