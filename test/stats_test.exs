@@ -18,8 +18,9 @@ defmodule BeamAlloc.StatsTest do
     assert during.live_blocks - before.live_blocks == 1
     assert during.allocations - before.allocations == 1
     assert during.peak_bytes >= during.live_bytes
-    # The VM counts the block plus enif_alloc's own few bytes per block.
-    assert grown >= 1_000_000 and grown < 1_000_000 + 64 * 1024
+    # The VM counts the block plus enif_alloc's own few bytes per block
+    # (give or take what the VM itself freed meanwhile).
+    assert grown >= 1_000_000 - 4096 and grown < 1_000_000 + 64 * 1024
 
     assert :ok = Guide.raw_global_free()
     after_free = BeamAlloc.stats(Guide).raw
