@@ -249,8 +249,34 @@ static void drain_notify(gpa_heap *h) {
     }
 }
 
+/* A heap keeps its current slab of a class even when it empties, so that
+ * alloc/free of one block does not take and give back a slab each time; but
+ * only this many empty ones, so an idle scheduler does not sit on a slab of
+ * every class it ever used. */
+#define EMPTY_CUR_KEEP 4
+
+static void trim_empty_cur(gpa_heap *h, gpa_slab *keep) {
+    unsigned empty = 0;
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        gpa_slab *t = h->cur[c];
+        if (t == &beam__gpa_empty_slab || t == keep || t->used != 0)
+            continue;
+        beam__gpa_collect(t);
+        if (t->used != 0 || ++empty < EMPTY_CUR_KEEP)
+            continue;
+        h->cur[c] = &beam__gpa_empty_slab;
+        pthread_mutex_lock(&h->st->lock);
+        beam__gpa_slab_release(h->st, t);
+        pthread_mutex_unlock(&h->st->lock);
+    }
+}
+
 static void *alloc_slow(gpa_heap *h, unsigned cls, size_t len, size_t alignment,
                         uintptr_t ret) {
+    /* Every so many refills, give back empty current slabs of other
+     * classes beyond the few a heap keeps. */
+    if ((++h->refills & 15) == 0)
+        trim_empty_cur(h, h->cur[cls]);
     gpa_slab *s = h->cur[cls];
     if (s != &beam__gpa_empty_slab && refill_or_mark_full(s))
         goto have;
@@ -376,8 +402,10 @@ static inline void release_block(gpa_state *st, gpa_slab *s, void **b,
         b[0] = s->free;
         s->free = b;
         beam__count_free_fast(&owner->stats, len);
+        /* A current slab that empties stays current (alloc/free of one
+         * block must not cycle slabs); alloc_slow trims those now and then. */
         if (BEAM__UNLIKELY(
-                --s->used == 0 ||
+                (--s->used == 0 && s->where != WHERE_CUR) ||
                 (atomic_load_explicit(&s->thread_free, memory_order_relaxed) &
                  GPA_FULL_BIT)))
             local_free_slow(owner, s);
@@ -491,39 +519,15 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
                              copy.alignment, ret);
 }
 
-/* A heap keeps its current slab of a class even when it empties, so that
- * alloc/free of one block does not take and give back a slab each time; but
- * only this many empty ones, so an idle scheduler does not sit on a slab of
- * every class it ever used. */
-#define EMPTY_CUR_KEEP 4
-
-static void trim_empty_cur(gpa_heap *h, gpa_slab *keep) {
-    unsigned empty = 0;
-    for (unsigned c = 0; c < GPA_CLASSES; c++) {
-        gpa_slab *t = h->cur[c];
-        if (t == &beam__gpa_empty_slab || t == keep || t->used != 0)
-            continue;
-        beam__gpa_collect(t);
-        if (t->used != 0 || ++empty < EMPTY_CUR_KEEP)
-            continue;
-        h->cur[c] = &beam__gpa_empty_slab;
-        pthread_mutex_lock(&h->st->lock);
-        beam__gpa_slab_release(h->st, t);
-        pthread_mutex_unlock(&h->st->lock);
-    }
-}
-
 static void local_free_slow(gpa_heap *h, gpa_slab *s) {
-    beam__publish(&h->stats, &h->st->peak);
+    beam__maybe_publish(&h->stats, &h->st->peak);
     uintptr_t expect = GPA_FULL_BIT;
     if (s->where == WHERE_FULL &&
         atomic_compare_exchange_strong_explicit(&s->thread_free, &expect, 0,
                                                 memory_order_acq_rel,
                                                 memory_order_relaxed))
         avail_push(h, s); /* else a remote push took the bit: it requeues */
-    if (s->used == 0 && s->where == WHERE_CUR) {
-        trim_empty_cur(h, s);
-    } else if (s->used == 0 && s->where == WHERE_AVAIL) {
+    if (s->used == 0 && s->where == WHERE_AVAIL) {
         beam__gpa_collect(s);
         if (s->used != 0)
             return;

@@ -108,6 +108,7 @@ typedef struct gpa_heap {
     gpa_slab *avail[GPA_CLASSES]; /* doubly linked, head */
     _Atomic(gpa_slab *) notify;   /* slabs un-fulled by remote frees */
     beam__counters stats;         /* this heap's allocations and frees */
+    unsigned refills;             /* alloc_slow calls, to pace trimming */
     struct beam__gpa_state *st;
     struct gpa_heap *next; /* in st->heaps */
 } gpa_heap;
