@@ -323,28 +323,86 @@ have:;
     return b;
 }
 
+/* This thread's heap for st if it has one (never makes one). */
+static gpa_heap *heap_if_any(const gpa_state *st) {
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        if (beam__gpa_tls[i].id == st->id)
+            return beam__gpa_tls[i].heap;
+    return NULL;
+}
+
+/* A cached block for (len, alignment): same alignment, at most 1/8 longer
+ * than asked (so reuse does not inflate memory). Owner only. */
+static bool cache_take(gpa_heap *h, size_t len, size_t alignment,
+                       gpa_large *out) {
+    for (unsigned i = 0; i < h->cache_n; i++) {
+        gpa_large *c = &h->cache[i];
+        if (c->alignment == alignment && c->backing_len >= len &&
+            c->backing_len - len <= len / 8) {
+            *out = *c;
+            h->cache_bytes -= c->backing_len;
+            *c = h->cache[--h->cache_n];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Keep a freed large block if there is room. Owner only. */
+static bool cache_put(gpa_heap *h, const gpa_large *e) {
+    if (h->cache_n == GPA_LARGE_CACHE ||
+        e->backing_len > GPA_LARGE_CACHE_BYTES - h->cache_bytes)
+        return false;
+    h->cache[h->cache_n++] = *e;
+    h->cache_bytes += e->backing_len;
+    return true;
+}
+
+void beam__gpa_cache_flush(gpa_state *st, gpa_heap *h) {
+    while (h->cache_n > 0) {
+        gpa_large *c = &h->cache[--h->cache_n];
+        st->backing_bytes -= c->backing_len;
+        st->backing.vtable->free(st->backing.ctx, c->ptr, c->backing_len,
+                                 c->alignment, 0);
+    }
+    h->cache_bytes = 0;
+}
+
 static void *alloc_large(beam_gpa_t *gpa, size_t len, size_t alignment,
                          uintptr_t ret) {
     gpa_state *st = beam__gpa_state_slow(gpa);
     if (st == NULL)
         return NULL;
-    void *p = st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
-    gpa_large e = {p, len, alignment, ret};
+    gpa_heap *h = heap_of(gpa); /* NULL (out of memory): no cache */
+    gpa_large e;
+    bool cached = h != NULL && cache_take(h, len, alignment, &e);
+    if (!cached) {
+        e.ptr = st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
+        e.backing_len = len;
+        e.alignment = alignment;
+    }
+    e.len = len;
+    e.site = ret;
     pthread_mutex_lock(&st->lock);
-    bool ok = p != NULL && beam__gpa_large_insert(st, &e);
+    bool ok = e.ptr != NULL && beam__gpa_large_insert(st, &e);
     if (ok) {
-        st->backing_bytes += len;
+        if (!cached)
+            st->backing_bytes += e.backing_len;
         beam__count_alloc(&st->large_counts, &st->peak, len);
     } else {
         BEAM__BUMP(st->large_counts.failed, 1);
     }
     pthread_mutex_unlock(&st->lock);
-    if (!ok) {
-        if (p != NULL)
-            st->backing.vtable->free(st->backing.ctx, p, len, alignment, ret);
-        return NULL;
-    }
-    return p;
+    if (ok)
+        return e.ptr;
+    /* The table could not grow. A block from the cache goes back there
+     * (taking it made room); a fresh one goes back to the backing. */
+    if (cached)
+        cache_put(h, &e);
+    else if (e.ptr != NULL)
+        st->backing.vtable->free(st->backing.ctx, e.ptr, e.backing_len,
+                                 alignment, ret);
+    return NULL;
 }
 
 /* ---- free --------------------------------------------------------------- */
@@ -507,16 +565,20 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
     }
     gpa_large copy = *e;
     beam__gpa_large_remove(st, e);
-    st->backing_bytes -= copy.len;
     beam__count_free(&st->large_counts, &st->peak, copy.len);
+    gpa_heap *h = heap_if_any(st);
+    bool kept = h != NULL && cache_put(h, &copy);
+    if (!kept)
+        st->backing_bytes -= copy.backing_len;
     pthread_mutex_unlock(&st->lock);
     if (copy.len != len || copy.alignment != alignment)
         beam__gpa_misuse(st,
                          "free with a wrong length or alignment (freed "
                          "anyway)",
                          mem, len, alignment, ret);
-    st->backing.vtable->free(st->backing.ctx, copy.ptr, copy.len,
-                             copy.alignment, ret);
+    if (!kept)
+        st->backing.vtable->free(st->backing.ctx, copy.ptr, copy.backing_len,
+                                 copy.alignment, ret);
 }
 
 static void local_free_slow(gpa_heap *h, gpa_slab *s) {
@@ -589,11 +651,17 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     }
     pthread_mutex_lock(&st->lock);
     gpa_large *e = beam__gpa_large_find(st, mem);
+    /* Within what the backing holds, in place costs nothing; beyond, ask
+     * the backing. */
     bool ok = e != NULL && e->len == len &&
-              st->backing.vtable->resize(st->backing.ctx, mem, len, alignment,
-                                         new_len, ret);
+              (new_len <= e->backing_len ||
+               st->backing.vtable->resize(st->backing.ctx, mem, e->backing_len,
+                                          alignment, new_len, ret));
     if (ok) {
-        st->backing_bytes += new_len - len; /* wraps correctly on shrink */
+        if (new_len > e->backing_len) {
+            st->backing_bytes += new_len - e->backing_len;
+            e->backing_len = new_len;
+        }
         e->len = new_len;
         beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     }
@@ -615,14 +683,14 @@ static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
     gpa_large *e = beam__gpa_large_find(st, mem);
     void *p = NULL;
     if (e != NULL && e->len == len)
-        p = st->backing.vtable->remap(st->backing.ctx, mem, len, alignment,
-                                      new_len, ret);
+        p = st->backing.vtable->remap(st->backing.ctx, mem, e->backing_len,
+                                      alignment, new_len, ret);
     if (p != NULL) {
-        gpa_large moved = {p, new_len, alignment, e->site};
+        gpa_large moved = {p, new_len, alignment, e->site, new_len};
+        st->backing_bytes += new_len - e->backing_len;
         beam__gpa_large_remove(st, e);
         /* Removing made room, so this insert cannot need to grow. */
         beam__gpa_large_insert(st, &moved);
-        st->backing_bytes += new_len - len;
         beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     }
     pthread_mutex_unlock(&st->lock);
@@ -670,14 +738,12 @@ void beam_gpa_collect(beam_gpa_t *gpa) {
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL)
         return;
-    gpa_heap *h = NULL;
-    for (int i = 0; i < GPA_TLS_SLOTS; i++)
-        if (beam__gpa_tls[i].id == st->id)
-            h = beam__gpa_tls[i].heap;
+    gpa_heap *h = heap_if_any(st);
     if (h != NULL)
         drain_notify(h);
     pthread_mutex_lock(&st->lock);
     if (h != NULL) {
+        beam__gpa_cache_flush(st, h);
         beam__publish(&h->stats, &st->peak);
         for (unsigned c = 0; c < GPA_CLASSES; c++) {
             gpa_slab *s = h->cur[c];
@@ -740,10 +806,12 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
     beam__gpa_registry_remove(st);
     pthread_mutex_lock(&st->lock);
     beam_gpa_usage u = beam__gpa_scan(st, report);
+    for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
+        beam__gpa_cache_flush(st, h);
     for (size_t i = 0; i < st->large_cap; i++) {
         gpa_large *e = &st->large[i];
         if (e->ptr != NULL && e->ptr != GPA_TOMBSTONE)
-            st->backing.vtable->free(st->backing.ctx, e->ptr, e->len,
+            st->backing.vtable->free(st->backing.ctx, e->ptr, e->backing_len,
                                      e->alignment, 0);
     }
     if (st->large != NULL)

@@ -103,22 +103,31 @@ typedef struct gpa_segment {
     unsigned nfree; /* slabs in the pool */
 } gpa_segment;
 
+typedef struct gpa_large {
+    void *ptr;  /* NULL: empty; GPA_TOMBSTONE: deleted */
+    size_t len; /* as the user last allocated or resized it */
+    size_t alignment;
+    uintptr_t site;
+    size_t backing_len; /* as the backing allocator holds it (>= len) */
+} gpa_large;
+
+/* Freed large blocks a heap keeps for reuse (owner only): a hit skips the
+ * backing allocator, which inside a BEAM is enif_alloc's few hundred ns. */
+#define GPA_LARGE_CACHE 16
+#define GPA_LARGE_CACHE_BYTES ((size_t)1 << 20)
+
 typedef struct gpa_heap {
-    gpa_slab *cur[GPA_CLASSES];   /* never NULL: empty sentinel at first */
-    gpa_slab *avail[GPA_CLASSES]; /* doubly linked, head */
-    _Atomic(gpa_slab *) notify;   /* slabs un-fulled by remote frees */
-    beam__counters stats;         /* this heap's allocations and frees */
-    unsigned refills;             /* alloc_slow calls, to pace trimming */
+    gpa_slab *cur[GPA_CLASSES];       /* never NULL: empty sentinel at first */
+    gpa_slab *avail[GPA_CLASSES];     /* doubly linked, head */
+    _Atomic(gpa_slab *) notify;       /* slabs un-fulled by remote frees */
+    beam__counters stats;             /* this heap's allocations and frees */
+    gpa_large cache[GPA_LARGE_CACHE]; /* freed large blocks, not in table */
+    unsigned cache_n;
+    size_t cache_bytes;
+    unsigned refills; /* alloc_slow calls, to pace trimming */
     struct beam__gpa_state *st;
     struct gpa_heap *next; /* in st->heaps */
 } gpa_heap;
-
-typedef struct gpa_large {
-    void *ptr; /* NULL: empty; GPA_TOMBSTONE: deleted */
-    size_t len;
-    size_t alignment;
-    uintptr_t site;
-} gpa_large;
 
 struct beam__gpa_state {
     beam_allocator_t backing;
@@ -216,6 +225,9 @@ BEAM__HIDDEN void beam__gpa_segments_trim(gpa_state *st);
 BEAM__HIDDEN void beam__gpa_segments_free_all(gpa_state *st);
 /* Move remote frees onto the owner's list (owner only). */
 BEAM__HIDDEN void beam__gpa_collect(gpa_slab *s);
+
+/* Give a heap's cached large blocks back to the backing (lock held). */
+BEAM__HIDDEN void beam__gpa_cache_flush(gpa_state *st, gpa_heap *h);
 
 /* Threads and heaps (gpa_thread.c). */
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);

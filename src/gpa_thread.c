@@ -101,6 +101,7 @@ void beam__gpa_registry_remove(gpa_state *st) {
 /* Called by the heap's own thread with st locked. */
 static void heap_abandon(gpa_state *st, gpa_heap *h) {
     atomic_store_explicit(&h->notify, NULL, memory_order_relaxed);
+    beam__gpa_cache_flush(st, h);
     gpa_slab *empty = NULL;
     for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
         for (unsigned i = 0; i < seg->nslabs; i++) {

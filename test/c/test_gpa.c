@@ -638,3 +638,42 @@ TEST(gpa_out_of_slabs_never_hands_memory_out_twice) {
     refuse_backing = false;
     beam_gpa_deinit(&g);
 }
+
+TEST(gpa_large_blocks_are_reused_from_the_heap_cache) {
+    beam_failing_t f; /* counts what really reaches the backing */
+    beam_failing_init(&f, beam_large_allocator, SIZE_MAX);
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_failing_allocator(&f));
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    char *p = beam_alloc_bytes(a, 40000, 8);
+    CHECK(p != NULL);
+    memset(p, 1, 40000);
+    beam_free_bytes(a, p, 40000, 8);
+    size_t backing_allocs = f.allocations;
+    /* A request up to 1/8 smaller takes the cached block, exactly sized
+     * for its caller; the backing is not asked again. */
+    char *q = beam_alloc_bytes(a, 36000, 8);
+    CHECK(q == p);
+    CHECK(f.allocations == backing_allocs);
+    memset(q, 2, 36000);
+    /* Growing back within what the backing holds stays in place. */
+    CHECK(beam_resize_bytes(a, q, 36000, 8, 40000));
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(a, &s));
+    CHECK(s.live_bytes == 40000 && s.live_blocks == 1);
+    /* A much smaller request, or another alignment, does not reuse it. */
+    beam_free_bytes(a, q, 40000, 8);
+    char *r = beam_alloc_bytes(a, 20000, 8);
+    char *t = beam_alloc_bytes(a, 40000, 64);
+    CHECK(r != NULL && r != p && t != NULL && t != p);
+    CHECK(check_aligned(t, 64));
+    beam_free_bytes(a, r, 20000, 8);
+    beam_free_bytes(a, t, 40000, 64);
+    /* Freed blocks are not leaks; collect gives the cache back. */
+    CHECK(!beam_gpa_detect_leaks(&g));
+    beam_gpa_collect(&g);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes < 64 * 1024);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(f.allocated_bytes == f.freed_bytes); /* every byte went back */
+}
