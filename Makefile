@@ -21,7 +21,9 @@ NIF_SRC         := $(COMMON_SRC) $(NIF_ONLY)
 STANDALONE_SRC  := $(COMMON_SRC) $(STANDALONE_ONLY)
 HEADERS         := include/beam_alloc.h $(wildcard src/*.h)
 
-ERTS_INCLUDE_DIR ?= $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null)
+# Found when first needed (after `make deps` may have installed Erlang),
+# then remembered.
+ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null))$(ERTS_INCLUDE_DIR)
 
 WARN      := -Wall -Wextra -Werror
 LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread
