@@ -220,10 +220,15 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * per instance, small blocks (<= BEAM_GPA_SMALL_MAX) come from 64 KiB slabs
  * of one size class carved out of large chunks of the backing allocator (so
  * memory stays tracked by the VM when the backing is), with no per-block
- * header; larger blocks pass through to the backing allocator. Frees from
- * another thread are lock-free. Misuse (double free, a pointer it does not
- * own, a wrong length or alignment) is reported through the report hook
- * (section 7) and otherwise ignored: the process keeps running.
+ * header; larger blocks pass through to the backing allocator (each heap
+ * keeps a few freed ones, up to 1 MiB, for reuse). Frees from another thread
+ * are lock-free. Misuse (double free, a pointer it does not own, a wrong
+ * length or alignment) is reported through the report hook (section 7) and
+ * otherwise ignored: the process keeps running.
+ *
+ * Memory a heap caches (empty slabs, freed large blocks, slabs emptied by
+ * other threads' frees) goes back when its thread allocates again, exits,
+ * or calls beam_gpa_collect; wholly free segments go back to the backing.
  *
  * A beam_gpa_t is usable once beam_gpa_init returns (it allocates lazily)
  * and until beam_gpa_deinit; it may then be initialised again. The fields are
