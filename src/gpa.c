@@ -160,7 +160,8 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
         s->free = (void **)b[0];
     } else if (s->bump < s->end) {
         b = (void **)s->bump;
-        s->bump += s->size;
+        /* Others read bump to tell handed-out blocks from the rest. */
+        __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
     } else {
         return alloc_slow(h, cls, len, alignment, ret);
     }
@@ -207,13 +208,16 @@ static bool refill_or_mark_full(gpa_slab *s) {
         beam__gpa_collect(s);
         if (s->free != NULL || s->bump < s->end)
             return true;
+        /* FULL first: a remote free that takes the bit off must find the
+         * slab marked full, or nobody would requeue it. */
+        uint8_t was = s->where;
+        s->where = WHERE_FULL;
         uintptr_t expect = 0;
         if (atomic_compare_exchange_strong_explicit(
                 &s->thread_free, &expect, GPA_FULL_BIT, memory_order_acq_rel,
-                memory_order_acquire)) {
-            s->where = WHERE_FULL;
+                memory_order_acquire))
             return false;
-        }
+        s->where = was;
         /* A remote free raced in: collect it. */
     }
 }
@@ -262,7 +266,7 @@ static void trim_empty_cur(gpa_heap *h, gpa_slab *keep) {
         if (t == &beam__gpa_empty_slab || t == keep || t->used != 0)
             continue;
         beam__gpa_collect(t);
-        if (t->used != 0 || ++empty < EMPTY_CUR_KEEP)
+        if (t->used != 0 || empty++ < EMPTY_CUR_KEEP)
             continue;
         h->cur[c] = &beam__gpa_empty_slab;
         pthread_mutex_lock(&h->st->lock);
@@ -312,7 +316,7 @@ have:;
         s->free = (void **)b[0];
     } else {
         b = (void **)s->bump;
-        s->bump += s->size;
+        __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
     }
     b[1] = NULL;
     s->used++;
@@ -390,7 +394,8 @@ static void *alloc_large(beam_gpa_t *gpa, size_t len, size_t alignment,
             st->backing_bytes += e.backing_len;
         beam__count_alloc(&st->large_counts, &st->peak, len);
     } else {
-        BEAM__BUMP(st->large_counts.failed, 1);
+        atomic_fetch_add_explicit(&st->large_counts.failed, 1,
+                                  memory_order_relaxed);
     }
     pthread_mutex_unlock(&st->lock);
     if (ok)
@@ -410,7 +415,7 @@ static void *alloc_large(beam_gpa_t *gpa, size_t len, size_t alignment,
 static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
                                      size_t alignment, uintptr_t ret);
 static BEAM__NOINLINE void local_free_slow(gpa_heap *h, gpa_slab *s);
-static BEAM__NOINLINE void remote_notify(gpa_slab *s);
+static BEAM__NOINLINE void remote_notify(gpa_state *st, gpa_slab *s);
 
 /* A free into a slab whose thread has gone: nobody would collect it until
  * another heap adopts the slab, so under the lock (which stands in for the
@@ -418,7 +423,10 @@ static BEAM__NOINLINE void remote_notify(gpa_slab *s);
  * empty. */
 static BEAM__NOINLINE void abandoned_free(gpa_state *st, gpa_slab *s) {
     pthread_mutex_lock(&st->lock);
-    if (atomic_load_explicit(&s->heap, memory_order_relaxed) == NULL &&
+    /* Under the lock the slab is what it is: still ours, still abandoned
+     * (its segment may have gone since the push). */
+    if (beam__gpa_owner(s) == st &&
+        atomic_load_explicit(&s->heap, memory_order_relaxed) == NULL &&
         s->where == WHERE_ABANDONED) {
         beam__gpa_collect(s);
         if (s->used == 0) {
@@ -443,7 +451,7 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
         &s->thread_free, &old, (uintptr_t)b, memory_order_release,
         memory_order_relaxed));
     if (BEAM__UNLIKELY(old & GPA_FULL_BIT))
-        remote_notify(s);
+        remote_notify(st, s);
     if (BEAM__UNLIKELY(atomic_load_explicit(&s->heap, memory_order_relaxed) ==
                        NULL))
         abandoned_free(st, s);
@@ -505,6 +513,8 @@ slow:
  * misuse, told apart carefully. */
 static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
                       uintptr_t ret) {
+    if (mem == NULL)
+        return; /* the contract's no-op, also through the vtable */
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
         beam__report("beam_alloc: free of %p through a general purpose "
@@ -548,18 +558,17 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
         release_block(st, s, b, real_len);
         return;
     }
-    if (owner != NULL) {
-        beam__gpa_misuse(st, "free of a block of another allocator instance",
-                         mem, len, alignment, ret);
-        return;
-    }
+    /* A slab of another instance may still hold one of our large blocks:
+     * the other instance can be our backing. The table decides. */
     pthread_mutex_lock(&st->lock);
     gpa_large *e = beam__gpa_large_find(st, mem);
     if (e == NULL) {
         pthread_mutex_unlock(&st->lock);
         beam__gpa_misuse(st,
-                         "free of a pointer this allocator does not own "
-                         "(foreign, or already freed)",
+                         owner != NULL
+                             ? "free of a block of another allocator instance"
+                             : "free of a pointer this allocator does not own "
+                               "(foreign, or already freed)",
                          mem, len, alignment, ret);
         return;
     }
@@ -602,13 +611,13 @@ static void local_free_slow(gpa_heap *h, gpa_slab *s) {
 
 /* We took FULL_BIT off with our push: requeue the slab with its owner. The
  * lock keeps the owner heap from being abandoned under us. */
-static void remote_notify(gpa_slab *s) {
-    gpa_state *st = beam__gpa_owner(s);
+static void remote_notify(gpa_state *st, gpa_slab *s) {
     pthread_mutex_lock(&st->lock);
     gpa_heap *h = atomic_load_explicit(&s->heap, memory_order_relaxed);
     /* Only a slab its owner still holds as full needs requeueing; one that
-     * was adopted or abandoned meanwhile is found another way. */
-    if (h != NULL && s->where == WHERE_FULL) {
+     * was adopted, abandoned or released meanwhile (its segment perhaps gone:
+     * the owner check) is found another way. */
+    if (beam__gpa_owner(s) == st && h != NULL && s->where == WHERE_FULL) {
         s->where = WHERE_NOTIFY;
         gpa_slab *head = atomic_load_explicit(&h->notify, memory_order_relaxed);
         do {
@@ -628,10 +637,10 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     if (st == NULL)
         return false;
     gpa_slab *s = beam__gpa_map_slot(mem);
-    if (beam__gpa_owner(s) != NULL) {
+    if (beam__gpa_owner(s) == st) {
         /* In place only within the class: free derives it from the length. */
         size_t pad = st->safe; /* room for the canary */
-        if (beam__gpa_owner(s) != st || beam__gpa_block_index(s, mem) < 0 ||
+        if (beam__gpa_block_index(s, mem) < 0 ||
             class_for(len + pad, alignment) != s->cls ||
             class_for(new_len + pad, alignment) != s->cls)
             return false;
@@ -676,21 +685,24 @@ static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     /* Only a large block that stays large can move in the backing. */
-    if (st == NULL || beam__gpa_owner(beam__gpa_map_slot(mem)) != NULL ||
+    if (st == NULL || beam__gpa_owner(beam__gpa_map_slot(mem)) == st ||
         class_for(new_len, alignment) != GPA_CLASSES)
         return NULL;
     pthread_mutex_lock(&st->lock);
     gpa_large *e = beam__gpa_large_find(st, mem);
     void *p = NULL;
-    if (e != NULL && e->len == len)
+    /* Room for the moved entry first: once the backing has moved the block,
+     * recording it must not fail. */
+    if (e != NULL && e->len == len && beam__gpa_large_reserve(st)) {
+        e = beam__gpa_large_find(st, mem); /* reserving may rehash */
         p = st->backing.vtable->remap(st->backing.ctx, mem, e->backing_len,
                                       alignment, new_len, ret);
+    }
     if (p != NULL) {
         gpa_large moved = {p, new_len, alignment, e->site, new_len};
         st->backing_bytes += new_len - e->backing_len;
         beam__gpa_large_remove(st, e);
-        /* Removing made room, so this insert cannot need to grow. */
-        beam__gpa_large_insert(st, &moved);
+        beam__gpa_large_insert(st, &moved); /* reserved: cannot fail */
         beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     }
     pthread_mutex_unlock(&st->lock);

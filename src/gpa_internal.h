@@ -246,6 +246,8 @@ BEAM__HIDDEN extern BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
 /* Large blocks (gpa_large.c), instance lock held. */
 BEAM__HIDDEN gpa_large *beam__gpa_large_find(gpa_state *st, const void *p);
 BEAM__HIDDEN bool beam__gpa_large_insert(gpa_state *st, const gpa_large *e);
+/* Make sure the next insert cannot need to grow the table. */
+BEAM__HIDDEN bool beam__gpa_large_reserve(gpa_state *st);
 BEAM__HIDDEN void beam__gpa_large_remove(gpa_state *st, gpa_large *e);
 
 /* Leaks and misuse (gpa_report.c). */
@@ -278,7 +280,10 @@ static inline uint32_t beam__gpa_index_of(const gpa_slab *s, const void *p) {
 static inline long beam__gpa_block_index(const gpa_slab *s, const void *p) {
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
     uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
-    if (idx * s->size != off || (const char *)p >= s->end)
+    /* Below bump: a block handed out at some point, never one the slab has
+     * not reached yet (its free-tag word would be garbage). */
+    if (idx * s->size != off ||
+        (const char *)p >= __atomic_load_n(&s->bump, __ATOMIC_RELAXED))
         return -1;
     return (long)idx;
 }

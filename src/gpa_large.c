@@ -55,9 +55,13 @@ static bool rehash(gpa_state *st) {
     return true;
 }
 
-bool beam__gpa_large_insert(gpa_state *st, const gpa_large *e) {
+bool beam__gpa_large_reserve(gpa_state *st) {
     /* Keep live + tombstones under 3/4 so probes stay short and end. */
-    if ((st->large_used + 1) * 4 > st->large_cap * 3 && !rehash(st))
+    return (st->large_used + 1) * 4 <= st->large_cap * 3 || rehash(st);
+}
+
+bool beam__gpa_large_insert(gpa_state *st, const gpa_large *e) {
+    if (!beam__gpa_large_reserve(st))
         return false;
     size_t i = slot_of(e->ptr, st->large_cap);
     while (st->large[i].ptr != NULL && st->large[i].ptr != GPA_TOMBSTONE)

@@ -100,7 +100,8 @@ static gpa_segment *segment_new(gpa_state *st) {
             return NULL;
         }
         memset(s, 0, sizeof *s);
-        s->base = s->bump = s->end = base + i * GPA_SLAB_SIZE;
+        s->base = s->end = base + i * GPA_SLAB_SIZE;
+        __atomic_store_n(&s->bump, s->base, __ATOMIC_RELAXED);
         s->seg = seg;
         s->where = WHERE_POOL;
         __atomic_store_n(&s->st, st, __ATOMIC_RELEASE);
@@ -135,7 +136,7 @@ static bool slab_format(gpa_state *st, gpa_slab *s, unsigned cls) {
     s->recip = (uint32_t)((((uint64_t)1 << 32) + size - 1) / size);
     s->cls = (uint16_t)cls;
     s->free = NULL;
-    s->bump = s->base;
+    __atomic_store_n(&s->bump, s->base, __ATOMIC_RELAXED);
     s->end = s->base + (size_t)nblocks * size;
     s->used = 0;
     atomic_store_explicit(&s->thread_free, 0, memory_order_relaxed);
@@ -177,7 +178,8 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s) {
                             BEAM_ALIGNOF(gpa_block_info));
         s->info = NULL;
     }
-    s->bump = s->end = s->base; /* nothing valid in it any more */
+    s->end = s->base; /* nothing valid in it any more */
+    __atomic_store_n(&s->bump, s->base, __ATOMIC_RELAXED);
     list_push(&st->pool, s);
     st->pool_count++;
     gpa_segment *seg = s->seg;

@@ -157,6 +157,9 @@ static void slot_retire(gpa_tls_slot *slot) {
 
 static void on_thread_exit(void *unused) {
     (void)unused;
+    /* Another key's destructor may still allocate here: a heap made then
+     * re-arms the hook (POSIX runs destructors again for that). */
+    exit_hook_set = false;
     for (int i = 0; i < GPA_TLS_SLOTS; i++)
         slot_retire(&beam__gpa_tls[i]);
 }

@@ -677,3 +677,92 @@ TEST(gpa_large_blocks_are_reused_from_the_heap_cache) {
     CHECK(!beam_gpa_deinit(&g));
     CHECK(f.allocated_bytes == f.freed_bytes); /* every byte went back */
 }
+
+/* ---- found in review ------------------------------------------------------
+ */
+
+TEST(gpa_free_of_a_block_never_handed_out_is_reported) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    char *p = beam_alloc_bytes(a, 64, 16);
+    CHECK(p != NULL);
+    check_capture_reports();
+    beam_free_bytes(a, p + 640, 64, 16); /* the slab never got that far */
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("unused memory"));
+    void *got[40];
+    for (int i = 0; i < 40; i++) {
+        CHECK((got[i] = beam_alloc_bytes(a, 64, 16)));
+        for (int j = 0; j < i; j++)
+            CHECK(got[j] != got[i]); /* never the same block twice */
+    }
+    for (int i = 0; i < 40; i++)
+        beam_free_bytes(a, got[i], 64, 16);
+    beam_free_bytes(a, p, 64, 16);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_vtable_free_of_null_is_a_no_op) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    check_capture_reports();
+    a.vtable->free(a.ctx, NULL, 0, 8, 0); /* before first use */
+    void *p = beam_alloc_bytes(a, 8, 8);
+    a.vtable->free(a.ctx, NULL, 0, 8, 0); /* and after */
+    CHECK(check_report_count() == 0);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    beam_free_bytes(a, p, 8, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_safe_instance_over_another_gpa_frees_its_large_blocks) {
+    beam_gpa_t inner = fresh(0);
+    beam_gpa_t outer;
+    beam_gpa_init_ex(&outer, beam_gpa_allocator(&inner), BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&outer);
+    /* 8192 + a canary is large for outer, but a slab block of inner. */
+    void *p = beam_alloc_bytes(a, 8192, 16);
+    CHECK(p != NULL);
+    CHECK(beam_resize_bytes(a, p, 8192, 16, 8000));
+    beam_free_bytes(a, p, 8000, 16);
+    beam_gpa_usage u = beam_gpa_usage_of(&outer);
+    CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&outer));
+    CHECK(!beam_gpa_deinit(&inner));
+}
+
+static beam_gpa_t late_gpa;
+static pthread_key_t late_key;
+
+static void late_destructor(void *unused) {
+    (void)unused;
+    beam_allocator_t a = beam_gpa_allocator(&late_gpa);
+    void *p = beam_alloc_bytes(a, 32, 16);
+    beam_free_bytes(a, p, 32, 16);
+}
+
+static void *late_thread(void *unused) {
+    (void)unused;
+    beam_allocator_t a = beam_gpa_allocator(&late_gpa);
+    void *p = beam_alloc_bytes(a, 16, 16);
+    beam_free_bytes(a, p, 16, 16);
+    pthread_setspecific(late_key, (void *)1); /* its destructor runs later */
+    return NULL;
+}
+
+TEST(gpa_heaps_made_while_a_thread_exits_are_given_back_too) {
+    beam_gpa_init(&late_gpa, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&late_gpa);
+    void *p = beam_alloc_bytes(a, 16, 16);
+    beam_free_bytes(a, p, 16, 16);
+    CHECK(pthread_key_create(&late_key, late_destructor) == 0);
+    for (int i = 0; i < 50; i++) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, late_thread, NULL) == 0);
+        pthread_join(t, NULL);
+    }
+    pthread_key_delete(late_key);
+    beam_gpa_collect(&late_gpa);
+    CHECK(beam_gpa_usage_of(&late_gpa).backing_bytes < 64 * 1024);
+    CHECK(!beam_gpa_deinit(&late_gpa));
+}
