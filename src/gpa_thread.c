@@ -4,7 +4,8 @@
  * A thread finds its heap for an instance in a few thread-local slots, the
  * most recent first; a slot is trusted only when both the state pointer and
  * the state's unique id match, so slots left behind by a destroyed instance
- * are never followed. When a thread exits (a pthread key destructor), or a
+ * are never followed. When a thread exits (thread_exit.c runs
+ * beam__gpa_thread_exit), or a
  * slot is evicted, the heap is abandoned: its slabs stay where they are, so
  * every block stays valid and freeable from any thread, and the next heap
  * that needs a slab of that class adopts them.
@@ -18,15 +19,10 @@
 #include <time.h>
 
 BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
-static BEAM_THREAD_LOCAL bool exit_hook_set;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static gpa_state *registry;
 static uint64_t next_id = 1;
-
-static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-static pthread_key_t exit_key;
-static bool exit_key_ok;
 
 /* ---- instance state ----------------------------------------------------- */
 
@@ -155,24 +151,9 @@ static void slot_retire(gpa_tls_slot *slot) {
     memset(slot, 0, sizeof *slot);
 }
 
-static void on_thread_exit(void *unused) {
-    (void)unused;
-    /* Another key's destructor may still allocate here: a heap made then
-     * re-arms the hook (POSIX runs destructors again for that). */
-    exit_hook_set = false;
+void beam__gpa_thread_exit(void) {
     for (int i = 0; i < GPA_TLS_SLOTS; i++)
         slot_retire(&beam__gpa_tls[i]);
-}
-
-static void make_exit_key(void) {
-    exit_key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0;
-}
-
-/* A NIF library can be unloaded while threads live on: the key's destructor
- * must not outlive the code it points to. */
-__attribute__((destructor)) static void drop_exit_key(void) {
-    if (exit_key_ok)
-        pthread_key_delete(exit_key);
 }
 
 /* ---- finding or making this thread's heap -------------------------------- */
@@ -212,12 +193,7 @@ gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa) {
             return NULL;
         found.st = st;
         found.id = st->id;
-        if (!exit_hook_set) {
-            pthread_once(&key_once, make_exit_key);
-            if (exit_key_ok)
-                pthread_setspecific(exit_key, (void *)1);
-            exit_hook_set = true;
-        }
+        beam__thread_exit_arm();
         slot_retire(&beam__gpa_tls[at]); /* the least recent goes */
     }
     memmove(&beam__gpa_tls[1], &beam__gpa_tls[0], (size_t)at * sizeof found);

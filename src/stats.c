@@ -22,10 +22,6 @@ static thread_stats *threads;
 static beam__counters retired[BEAM__KINDS];
 beam__peak beam__kind_peak[BEAM__KINDS];
 
-static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-static pthread_key_t exit_key;
-static bool exit_key_ok;
-
 void beam__peak_observe(beam__peak *p, int64_t live) {
     int64_t peak = atomic_load_explicit(&p->peak, memory_order_relaxed);
     while (live > peak && !atomic_compare_exchange_weak_explicit(
@@ -67,8 +63,9 @@ void beam__counters_retire(beam__counters *r, beam__counters *c,
     memset(c, 0, sizeof *c);
 }
 
-static void on_thread_exit(void *unused) {
-    (void)unused;
+void beam__stats_thread_exit(void) {
+    if (!mine.listed)
+        return;
     pthread_mutex_lock(&list_lock);
     for (int k = 0; k < BEAM__KINDS; k++)
         beam__counters_retire(&retired[k], &mine.kind[k], &beam__kind_peak[k]);
@@ -82,20 +79,8 @@ static void on_thread_exit(void *unused) {
     pthread_mutex_unlock(&list_lock);
 }
 
-static void make_exit_key(void) {
-    exit_key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0;
-}
-
-/* The key's destructor must not outlive this code in an unloaded NIF. */
-__attribute__((destructor)) static void drop_exit_key(void) {
-    if (exit_key_ok)
-        pthread_key_delete(exit_key);
-}
-
 static BEAM__NOINLINE void list_this_thread(void) {
-    pthread_once(&key_once, make_exit_key);
-    if (exit_key_ok)
-        pthread_setspecific(exit_key, &mine);
+    beam__thread_exit_arm();
     pthread_mutex_lock(&list_lock);
     mine.prev = NULL;
     mine.next = threads;
