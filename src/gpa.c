@@ -137,6 +137,27 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
 static BEAM__NOINLINE void *alloc_large(beam_gpa_t *gpa, size_t len,
                                         size_t alignment, uintptr_t ret);
 
+/* Hand out a block of s, which has one: its free list first, else bump.
+ * (The fast path in gpa_alloc is this, inlined by hand, for the common
+ * case only.) */
+static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
+                               size_t alignment, uintptr_t ret) {
+    void **b = s->free;
+    bool reused = b != NULL;
+    if (reused) {
+        s->free = (void **)b[0];
+    } else {
+        b = (void **)s->bump;
+        /* Others read bump to tell handed-out blocks from the rest. */
+        __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
+    }
+    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
+    s->used++;
+    note_alloc(s, b, len, alignment, ret, reused);
+    beam__count_alloc_fast(&h->stats, len);
+    return b;
+}
+
 /* Every allocation the fast path below does not settle. */
 static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
                                           size_t alignment, uintptr_t ret) {
@@ -154,22 +175,9 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
         return NULL;
     }
     gpa_slab *s = h->cur[cls];
-    void **b = s->free;
-    bool reused = b != NULL;
-    if (b != NULL) {
-        s->free = (void **)b[0];
-    } else if (s->bump < s->end) {
-        b = (void **)s->bump;
-        /* Others read bump to tell handed-out blocks from the rest. */
-        __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
-    } else {
+    if (s->free == NULL && s->bump >= s->end)
         return alloc_slow(h, cls, len, alignment, ret);
-    }
-    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
-    s->used++;
-    note_alloc(s, b, len, alignment, ret, reused);
-    beam__count_alloc_fast(&h->stats, len);
-    return b;
+    return take_block(h, s, len, alignment, ret);
 }
 
 /* The fast path: a small block off the current slab's free list. Anything
@@ -310,18 +318,7 @@ installed:
     s->where = WHERE_CUR;
     h->cur[cls] = s;
 have:;
-    void **b = s->free;
-    bool reused = b != NULL;
-    if (b != NULL) {
-        s->free = (void **)b[0];
-    } else {
-        b = (void **)s->bump;
-        __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
-    }
-    b[1] = NULL;
-    s->used++;
-    note_alloc(s, b, len, alignment, ret, reused);
-    beam__count_alloc_fast(&h->stats, len);
+    void *b = take_block(h, s, len, alignment, ret);
     /* A slab refill is this heap's chance to feed the shared peak. */
     beam__publish(&h->stats, &h->st->peak);
     return b;
@@ -421,19 +418,24 @@ static BEAM__NOINLINE void remote_notify(gpa_state *st, gpa_slab *s);
  * another heap adopts the slab, so under the lock (which stands in for the
  * owner of abandoned slabs) collect now, and give the slab back once it is
  * empty. */
+/* An abandoned slab, lock held (the lock stands in for its owner): collect
+ * what other threads freed into it, and give it back once it is empty. */
+static void reclaim_abandoned(gpa_state *st, gpa_slab *s) {
+    beam__gpa_collect(s);
+    if (s->used == 0) {
+        beam__gpa_abandoned_unlink(st, s);
+        beam__gpa_slab_release(st, s);
+    }
+}
+
 static BEAM__NOINLINE void abandoned_free(gpa_state *st, gpa_slab *s) {
     pthread_mutex_lock(&st->lock);
     /* Under the lock the slab is what it is: still ours, still abandoned
      * (its segment may have gone since the push). */
     if (beam__gpa_owner(s) == st &&
         atomic_load_explicit(&s->heap, memory_order_relaxed) == NULL &&
-        s->where == WHERE_ABANDONED) {
-        beam__gpa_collect(s);
-        if (s->used == 0) {
-            beam__gpa_abandoned_unlink(st, s);
-            beam__gpa_slab_release(st, s);
-        }
-    }
+        s->where == WHERE_ABANDONED)
+        reclaim_abandoned(st, s);
     pthread_mutex_unlock(&st->lock);
 }
 
@@ -775,11 +777,7 @@ void beam_gpa_collect(beam_gpa_t *gpa) {
     for (unsigned c = 0; c < GPA_CLASSES; c++) {
         for (gpa_slab *s = st->abandoned[c]; s != NULL;) {
             gpa_slab *next = s->next;
-            beam__gpa_collect(s); /* the lock stands in for their owner */
-            if (s->used == 0) {
-                beam__gpa_abandoned_unlink(st, s);
-                beam__gpa_slab_release(st, s);
-            }
+            reclaim_abandoned(st, s);
             s = next;
         }
     }

@@ -4,9 +4,9 @@
  * A thread finds its heap for an instance in a few thread-local slots, the
  * most recent first; a slot is trusted only when both the state pointer and
  * the state's unique id match, so slots left behind by a destroyed instance
- * are never followed. When a thread exits (thread_exit.c runs
- * beam__gpa_thread_exit), or a
- * slot is evicted, the heap is abandoned: its slabs stay where they are, so
+ * are never followed. When a thread exits (thread_exit.c calls
+ * beam__gpa_thread_exit) or a slot is evicted, the heap is abandoned: its
+ * slabs stay where they are, so
  * every block stays valid and freeable from any thread, and the next heap
  * that needs a slab of that class adopts them.
  *
