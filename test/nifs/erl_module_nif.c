@@ -18,17 +18,10 @@ BEAM_NIF(clean, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
-}
-
 static ErlNifFunc funcs[] = {
     {"leaky", 0, leaky, 0},
     {"clean", 0, clean, 0},
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(beam_alloc_erl_test, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(beam_alloc_erl_test, funcs, load_capturing_reports, NULL, NULL)

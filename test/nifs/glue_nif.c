@@ -344,13 +344,6 @@ static ERL_NIF_TERM raw_current_function(ErlNifEnv *env, int argc,
     return make_string(env, beam_nif_module_name());
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
-}
-
 static ErlNifFunc funcs[] = {
     {"allocator_is_raw", 0, allocator_is_raw, 0},
     {"allocator_is_raw_dirty_cpu", 0, allocator_is_raw_dirty_cpu,
@@ -376,4 +369,5 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Glue, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Glue, funcs, load_capturing_reports, NULL,
+              NULL)

@@ -135,13 +135,6 @@ BEAM_NIF(with_arena) {
     return result;
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
-}
-
 static ErlNifFunc funcs[] = {
     {"allocate_raw", 1, allocate_raw, 0},
     {"raw_global_alloc", 0, raw_global_alloc, 0},
@@ -156,4 +149,5 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Guide, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Guide, funcs, load_capturing_reports, NULL,
+              NULL)

@@ -340,13 +340,6 @@ BEAM_NIF(gpa_stats) {
     return enif_make_tuple2(env, stats_map(env, during), stats_map(env, after));
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
-}
-
 static ErlNifFunc funcs[] = {
     {"raw_sum", 1, raw_sum, 0},
     {"with_budget", 1, with_budget, 0},
@@ -363,4 +356,5 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.GuideTools, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.GuideTools, funcs, load_capturing_reports,
+              NULL, NULL)

@@ -99,13 +99,6 @@ BEAM_NIF(odd_name, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
-}
-
 static ErlNifFunc funcs[] = {
     {"check_me", 0, check_me, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"check_me_normal", 0, check_me_normal, 0},
@@ -119,4 +112,4 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(Elixir.LeakCheckTest, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.LeakCheckTest, funcs, load_capturing_reports, NULL, NULL)

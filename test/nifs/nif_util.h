@@ -61,6 +61,16 @@ static inline void fill(unsigned char *mem, size_t len, unsigned char tag) {
         mem[i] = (unsigned char)(tag + i);
 }
 
+/* xorshift64*: enough to vary sizes, cheap, reproducible by seed. */
+static inline uint64_t next_random(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
 /* --- Captured reports ---------------------------------------------------
  * A ring of the last REPORT_SLOTS lines. The hook may run on any thread and
  * with allocator locks held, so it only copies into static storage under a
@@ -93,6 +103,15 @@ static inline int capture_reports(void) {
         return 1;
     beam_set_report_hook(capture_report, NULL);
     return 0;
+}
+
+/* A load callback for modules that only need their reports captured. */
+static inline int load_capturing_reports(ErlNifEnv *env, void **priv,
+                                         ERL_NIF_TERM info) {
+    (void)env;
+    (void)priv;
+    (void)info;
+    return capture_reports();
 }
 
 /* take_reports/0: the captured lines, oldest first, as binaries; clears

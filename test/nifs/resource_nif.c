@@ -435,15 +435,6 @@ BEAM_NIF(dead_allocator) {
 
 #define CHURN_SLOTS 32
 
-static uint64_t next_random(uint64_t *state) {
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
 static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     GET_RESOURCE(0, r);
     size_t iterations;
@@ -498,13 +489,6 @@ BEAM_NIF(churn_dirty) {
     return run_churn(env, argv);
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
-}
-
 static ErlNifFunc funcs[] = {
     {"new", 1, new, 0},
     {"new_raw", 1, new_raw, 0},
@@ -531,4 +515,5 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Resource, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Resource, funcs, load_capturing_reports,
+              NULL, NULL)

@@ -205,13 +205,6 @@ static ERL_NIF_TERM raw_uses_allocator(ErlNifEnv *env, int argc,
     return enif_make_atom(env, "ok");
 }
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
-}
-
 static ErlNifFunc funcs[] = {
     {"list", 1, list, 0},
     {"list_dirty", 1, list_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
@@ -226,4 +219,5 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Scratch, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Scratch, funcs, load_capturing_reports,
+              NULL, NULL)

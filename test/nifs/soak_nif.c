@@ -30,13 +30,6 @@ static beam_allocator_t allocator_of(uint32_t kind) {
                        : beam_general_purpose_allocator;
 }
 
-static uint64_t next(uint64_t *s) {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    return *s;
-}
-
 static void stamp(hdr *h) {
     h->check = ((uint64_t)(uintptr_t)h ^ h->len) * 0x9E3779B97F4A7C15ull;
     unsigned char *b = (unsigned char *)h;
@@ -47,8 +40,7 @@ static void stamp(hdr *h) {
 }
 
 static bool hdr_intact(const hdr *h) {
-    if (h->check !=
-        ((uint64_t)(uintptr_t)h ^ h->len) * 0x9E3779B97F4A7C15ull)
+    if (h->check != ((uint64_t)(uintptr_t)h ^ h->len) * 0x9E3779B97F4A7C15ull)
         return false;
     const unsigned char *b = (const unsigned char *)h;
     size_t end = h->len - 1 < PATTERN_END ? h->len - 1 : PATTERN_END;
@@ -59,7 +51,7 @@ static bool hdr_intact(const hdr *h) {
 }
 
 static hdr *make(uint64_t *seed) {
-    uint64_t r = next(seed);
+    uint64_t r = next_random(seed);
     uint32_t kind = (uint32_t)(r % 3);
     size_t len = 32 + (size_t)((r >> 8) % (r % 16 == 0 ? 20000 : 600));
     size_t align = kind == 0   ? 8
@@ -88,11 +80,11 @@ static void drop(hdr *h) {
 }
 
 static hdr *regrow(hdr *h, uint64_t *seed) {
-    size_t new_len = 32 + (size_t)(next(seed) % 3000);
+    size_t new_len = 32 + (size_t)(next_random(seed) % 3000);
     if (!hdr_intact(h))
         atomic_fetch_add(&corrupt, 1);
-    hdr *n = beam_realloc_bytes(allocator_of(h->kind), h, h->len, h->align,
-                                new_len);
+    hdr *n =
+        beam_realloc_bytes(allocator_of(h->kind), h, h->len, h->align, new_len);
     if (n == NULL) { /* the old block is intact and still ours */
         atomic_fetch_add(&failed, 1);
         return h;
@@ -106,15 +98,19 @@ static void run_ops(uint64_t n, uint64_t seed) {
     hdr *mine[MINE] = {0};
     seed = seed * 2654435761u + 1;
     for (uint64_t i = 0; i < n; i++) {
-        uint64_t r = next(&seed);
+        uint64_t r = next_random(&seed);
         size_t k = (size_t)(r >> 24) % MINE;
         _Atomic(hdr *) *slot = &exchange[(r >> 32) % EXCHANGE];
         switch (r % 8) {
-        case 0: case 1: case 2: case 3:
+        case 0:
+        case 1:
+        case 2:
+        case 3:
             drop(mine[k]);
             mine[k] = make(&seed);
             break;
-        case 4: case 5:
+        case 4:
+        case 5:
             drop(atomic_exchange(slot, make(&seed)));
             break;
         case 6:
@@ -150,8 +146,12 @@ static ERL_NIF_TERM ops(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     return enif_make_atom(env, "ok");
 }
 
-BEAM_NIF(ops_normal) { return ops(env, argv); }
-BEAM_NIF(ops_dirty) { return ops(env, argv); }
+BEAM_NIF(ops_normal) {
+    return ops(env, argv);
+}
+BEAM_NIF(ops_dirty) {
+    return ops(env, argv);
+}
 
 typedef struct job {
     uint64_t n, seed;
@@ -170,8 +170,7 @@ BEAM_NIF(thread_ops) {
     if (!get_ops(env, argv, &j.n, &j.seed))
         return enif_make_badarg(env);
     ErlNifTid tid;
-    if (enif_thread_create("beam_alloc_soak", &tid, thread_main, &j, NULL) !=
-        0)
+    if (enif_thread_create("beam_alloc_soak", &tid, thread_main, &j, NULL) != 0)
         return beam_make_error(env, "thread");
     enif_thread_join(tid, NULL);
     return enif_make_atom(env, "ok");
@@ -214,10 +213,9 @@ BEAM_NIF(stats) {
     ERL_NIF_TERM keys[] = {enif_make_atom(env, "raw"),
                            enif_make_atom(env, "large"),
                            enif_make_atom(env, "gpa")};
-    ERL_NIF_TERM values[] = {
-        stats_map(env, beam_raw_allocator),
-        stats_map(env, beam_large_allocator),
-        stats_map(env, beam_general_purpose_allocator)};
+    ERL_NIF_TERM values[] = {stats_map(env, beam_raw_allocator),
+                             stats_map(env, beam_large_allocator),
+                             stats_map(env, beam_general_purpose_allocator)};
     ERL_NIF_TERM map;
     enif_make_map_from_arrays(env, keys, values, 3, &map);
     return map;
@@ -240,15 +238,8 @@ BEAM_NIF(gpa_backing_bytes) {
 
 BEAM_NIF(gpa_misuse) {
     return enif_make_uint64(
-        env,
-        beam_gpa_usage_of(&beam_general_purpose_allocator_instance).misuse_count);
-}
-
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
-    return capture_reports();
+        env, beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
+                 .misuse_count);
 }
 
 static ErlNifFunc funcs[] = {
@@ -266,4 +257,5 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Soak, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Soak, funcs, load_capturing_reports, NULL,
+              NULL)

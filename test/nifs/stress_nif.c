@@ -87,16 +87,6 @@ BEAM_NIF(block_free_dirty) {
  * within a millisecond); dirty ones can take more. */
 #define CHURN_SLOTS 64
 
-static uint64_t next_random(uint64_t *state) {
-    /* xorshift64*: enough to vary sizes, cheap, reproducible by seed. */
-    uint64_t x = *state;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *state = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
 static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     size_t iterations;
     ErlNifUInt64 seed;
