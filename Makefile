@@ -12,14 +12,13 @@ CFLAGS  ?= -O2 -g
 BUILD   := build
 SAN_CC  ?= clang
 
-# Sources: src/backend_enif.c and src/nif_*.c need erl_nif.h and go only into
-# the NIF build; src/backend_libc.c only into the standalone one.
-NIF_ONLY        := src/backend_enif.c $(wildcard src/nif_*.c)
-STANDALONE_ONLY := src/backend_libc.c
-COMMON_SRC      := $(filter-out $(NIF_ONLY) $(STANDALONE_ONLY),$(wildcard src/*.c))
-NIF_SRC         := $(COMMON_SRC) $(NIF_ONLY)
-STANDALONE_SRC  := $(COMMON_SRC) $(STANDALONE_ONLY)
-HEADERS         := include/beam_alloc.h $(wildcard src/*.h)
+# Folders are the build boundary: the allocators (src/*.c) go into both
+# libraries; the NIF glue (src/nif/) and the enif backend only into the NIF
+# one; the libc backend only into the standalone one.
+COMMON_SRC      := $(wildcard src/*.c)
+NIF_SRC         := $(COMMON_SRC) src/backend/enif.c $(wildcard src/nif/*.c)
+STANDALONE_SRC  := $(COMMON_SRC) src/backend/libc.c
+HEADERS         := $(wildcard include/*.h include/beam_alloc/*.h src/*.h src/nif/*.h)
 
 # Found when first needed (after `make deps` may have installed Erlang),
 # then remembered.
@@ -38,7 +37,7 @@ STANDALONE_OBJ := $(STANDALONE_SRC:src/%.c=$(BUILD)/standalone/%.o)
 
 C_TEST_SRC := $(wildcard test/c/*.c)
 
-.PHONY: all lib deps soak test c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test demo bench clean format
+.PHONY: all lib deps soak test test-all demo-run c-test c-test-san c-test-tsan c-test-valgrind header-test mix-test demo bench clean format
 
 all: lib
 
@@ -98,26 +97,34 @@ c-test-san: $(BUILD)/test-san/run_tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(BUILD)/test-san/run_tests
 
-# The public header, strict: alone and with a NIF using every public macro
-# (test/header/sample_nif.c), as C11 and C++17, with gcc and clang.
-HEADER_STRICT := -Wall -Wextra -Werror -Iinclude -I$(ERTS_INCLUDE_DIR)
-header-test:
+# The public headers, strict: beam_alloc.h alone with no ERTS include path,
+# built and linked against the standalone library; beam_alloc_nif.h with a
+# NIF using every public macro (test/header/sample_nif.c) as C11 and C++17
+# with gcc and clang; and BEAM_NIF without beam_alloc_nif.h must fail with a
+# message that names it.
+HEADER_STRICT := -Wall -Wextra -Werror -Iinclude
+header-test: $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(BUILD)/header
-	printf '#include <beam_alloc.h>\nint main(void) { return 0; }\n' > $(BUILD)/header/h.c
-	gcc -std=c11 -pedantic $(HEADER_STRICT) -DBEAM_ALLOC_STANDALONE -c $(BUILD)/header/h.c -o $(BUILD)/header/h-sa.o
-	g++ -std=c++17 -pedantic $(HEADER_STRICT) -DBEAM_ALLOC_STANDALONE -x c++ -c $(BUILD)/header/h.c -o $(BUILD)/header/h-sa-cpp.o
+	gcc -std=c11 -pedantic $(HEADER_STRICT) test/header/plain.c $(BUILD)/libbeam_alloc_standalone.a -pthread -o $(BUILD)/header/plain
+	$(BUILD)/header/plain
+	g++ -std=c++17 -pedantic $(HEADER_STRICT) -x c++ -c test/header/plain.c -o $(BUILD)/header/plain-cpp.o
 	for cc in gcc $(SAN_CC); do \
-	    $$cc -std=c11 -pedantic $(HEADER_STRICT) -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cc.o || exit 1; \
+	    $$cc -std=c11 -pedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cc.o || exit 1; \
 	done
 	for cxx in g++ $(SAN_CC)++; do \
-	    $$cxx -std=c++17 $(HEADER_STRICT) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
+	    $$cxx -std=c++17 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
+	done
+	for cc in gcc $(SAN_CC); do \
+	    if $$cc -std=c11 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/missing_nif_header.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
+	        echo "BEAM_NIF compiled without beam_alloc_nif.h" >&2; exit 1; fi; \
+	    grep -q 'beam_alloc_nif.h' $(BUILD)/header/missing.err || { cat $(BUILD)/header/missing.err; exit 1; }; \
 	done
 
 clean:
 	rm -rf $(BUILD) _build
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h test/c/*.c test/c/*.h
+	clang-format -i include/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
 # `make nifs` is what mix's :beam_alloc_make compiler runs (see
@@ -150,9 +157,9 @@ nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(if $(filter test,$(MIX_ENV)),$(TE
 
 $(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(NIF_FLAGS) -Isrc $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
-$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) include/beam_alloc.h $(BUILD)/libbeam_alloc.a
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
 
@@ -166,17 +173,26 @@ mix-test: lib
 soak: deps lib
 	MIX_ENV=test mix test --only soak test/stress_test.exs
 
-test: deps lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test
+# `test` and `demo` install what is missing first, then run in a new make:
+# this one read the Makefile before Erlang was there, and its flags
+# (ERTS_INCLUDE_DIR above all) were fixed then.
+test: deps
+	@$(MAKE) --no-print-directory test-all
+
+test-all: lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test
 	@:
 
 # The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
 DEMO_SO := $(BUILD)/demo/beam_alloc_demo.so
 
-$(DEMO_SO): demo/demo_nif.c include/beam_alloc.h $(BUILD)/libbeam_alloc.a
+$(DEMO_SO): demo/demo_nif.c $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
 
-demo: deps lib $(DEMO_SO)
+demo: deps
+	@$(MAKE) --no-print-directory demo-run
+
+demo-run: lib $(DEMO_SO)
 	BEAM_ALLOC_DEMO_NIF=$(CURDIR)/$(basename $(DEMO_SO)) elixir demo/demo.exs
 
 # --- Benchmarks ---------------------------------------------------------
@@ -214,7 +230,7 @@ FUZZ_BINS  := $(FUZZ_HARNESSES:%=$(BUILD)/fuzz/fuzz_%)
 .PHONY: fuzz fuzz-smoke fuzz-build
 .SECONDARY: $(FUZZ_OBJ)
 
-$(BUILD)/fuzz/obj/%.o: src/%.c $(HEADERS) $(wildcard src/*.h)
+$(BUILD)/fuzz/obj/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 

@@ -36,7 +36,7 @@
  * left live); it costs a few hundred bytes.
  */
 #define _GNU_SOURCE
-#include "nif_internal.h"
+#include "../src/nif/abi.h"
 
 #include <dlfcn.h>
 #include <pthread.h>

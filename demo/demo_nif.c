@@ -4,7 +4,7 @@
  * reports (leaks) are caught by a report hook and handed to the script, so
  * they print where they belong instead of racing stdout on stderr.
  */
-#include <beam_alloc.h>
+#include <beam_alloc_nif.h>
 
 #include <string.h>
 

@@ -1,8 +1,10 @@
 /* Compiled by `make header-test` as C11 and as C++17, with gcc and clang,
  * strict: a NIF using every public macro must build warning-free. */
-#include <beam_alloc.h>
+#include <beam_alloc_nif.h>
 
-static beam_allocator_t pick(void) { return beam_large_allocator; }
+static beam_allocator_t pick(void) {
+    return beam_large_allocator;
+}
 
 BEAM_NIF(plain) {
     uint16_t *xs = beam_alloc(beam_allocator, uint16_t, 4);

@@ -10,7 +10,7 @@
 #ifndef NIF_UTIL_H
 #define NIF_UTIL_H
 
-#include <beam_alloc.h>
+#include <beam_alloc_nif.h>
 
 #include <stdint.h>
 #include <string.h>

@@ -3,7 +3,7 @@
  * tests and demos needs, and that users would otherwise rewrite in each
  * project. Only in the NIF build (needs erl_nif.h).
  */
-#include "internal.h"
+#include "nif_internal.h"
 
 #include <stdio.h>
 #include <string.h>

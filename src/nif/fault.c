@@ -65,6 +65,6 @@ const beam__fault_hooks beam__fault_hooks_self = {
     hooks_stats,
 };
 
-const void *beam__nif_fault_hooks(void) {
+const void *beam_nif_fault_hooks_internal(void) {
     return &beam__fault_hooks_self;
 }

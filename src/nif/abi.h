@@ -1,7 +1,9 @@
 /*
- * Internals of the NIF glue shared by src/nif_*.c, and the interface
- * between each NIF library's copy of the glue and the fault-injection
- * driver (c_src/beam_alloc_testing.c). NIF build only.
+ * The interface between NIF libraries: each NIF library's private copy of
+ * beam_alloc (src/nif/fault.c) and the fault-injection driver of
+ * BeamAlloc.Testing / beam_alloc_testing (c_src/beam_alloc_testing.c), which
+ * also reads each library's stats through it. Both sides include this
+ * header, and only this one, to meet.
  *
  * Why an interface at all: every NIF library links libbeam_alloc.a
  * privately (--exclude-libs, -fvisibility=hidden) and the VM dlopens each
@@ -24,38 +26,12 @@
  * start with magic, version and size, and the driver skips a copy whose
  * hooks it does not know (as a copy refuses a driver it does not know).
  */
-#ifndef BEAM_ALLOC_NIF_INTERNAL_H
-#define BEAM_ALLOC_NIF_INTERNAL_H
+#ifndef BEAM_ALLOC_NIF_ABI_H
+#define BEAM_ALLOC_NIF_ABI_H
 
-#include "internal.h"
+#include <beam_alloc_nif.h>
 
-#include <stdatomic.h>
-
-/* --- Per-NIF option overrides (nif_load_options.c) ---------------------- */
-
-enum {
-    BEAM__OVERRIDE_LEAK_CHECK = 1u << 0,
-    BEAM__OVERRIDE_ALLOCATOR = 1u << 1,
-    BEAM__OVERRIDE_SCRATCH = 1u << 2,
-};
-
-/* What load_info says about one function of the table. */
-typedef struct beam__nif_override {
-    unsigned set; /* BEAM__OVERRIDE_* bits: which fields apply */
-    bool leak_check;
-    bool scratch;
-    beam_allocator_t allocator;
-} beam__nif_override;
-
-/* The override for the function self/argc of this library's table, or
- * NULL (the common case, one relaxed load, when load_info set none). */
-BEAM__HIDDEN const beam__nif_override *
-beam__nif_override_for(beam_nif_body_fn self, int argc);
-
-/* The table registered at load (nif_glue.c), for the option parser. */
-BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
-/* The module atom's text registered at load ("" before). */
-BEAM__HIDDEN const char *beam__nif_module_atom(void);
+#include <stdint.h>
 
 /* --- Fault injection: the versioned interface (nif_fault.c, driver) ----- */
 
@@ -113,16 +89,8 @@ typedef struct beam__fault_hooks {
     void (*stats)(beam_alloc_stats out[3], size_t *gpa_backing_bytes);
 } beam__fault_hooks;
 
-/* Reports inside a BEAM (nif_report.c): to the registered
- * 'Elixir.BeamAlloc.Reporter' process, which logs them, else stderr. */
-BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
-/* The env of the BEAM_NIF call running on this thread, or NULL. */
-BEAM__HIDDEN ErlNifEnv *beam__nif_current_env(void);
-
-/* The attached driver of this copy, or NULL (the common case). Read with
- * one relaxed load on every BEAM_NIF call. */
-BEAM__HIDDEN extern _Atomic(const beam__fault_driver *) beam__fault_driver_now;
-/* This copy's hooks (what beam__nif_fault_hooks returns). */
-BEAM__HIDDEN extern const beam__fault_hooks beam__fault_hooks_self;
+/* From the library, which the driver links like any NIF: "lib.so(fun+0x1c)"
+ * for a code address (buf of n bytes). */
+const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n);
 
 #endif

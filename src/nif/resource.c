@@ -46,7 +46,7 @@
  * opened again (a reload or upgrade from the same file) takes its own type
  * over.
  */
-#include "internal.h"
+#include "nif_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -311,7 +311,7 @@ static bool open_type(ErlNifEnv *env) {
     return true;
 }
 
-void beam__resource_on_load(ErlNifEnv *env) {
+void beam_nif_resource_on_load(ErlNifEnv *env) {
     (void)open_type(env);
     atomic_store_explicit(&opened_by_hook, true, memory_order_relaxed);
 }

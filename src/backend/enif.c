@@ -1,7 +1,7 @@
 /* System backend of the NIF build: ERTS's driver_alloc through enif_alloc,
  * so every byte is counted in :erlang.memory(:system). The non-fatal forms:
  * they return NULL on exhaustion instead of taking the node down. */
-#include "internal.h"
+#include "../internal.h"
 
 #include <erl_nif.h>
 

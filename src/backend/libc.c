@@ -1,5 +1,5 @@
 /* System backend of the standalone build: the C library's malloc. */
-#include "internal.h"
+#include "../internal.h"
 
 #include <stdlib.h>
 

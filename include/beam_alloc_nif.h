@@ -1,0 +1,366 @@
+/*
+ * beam_alloc_nif.h: the NIF glue of beam_alloc. A NIF includes this one
+ * header; it brings <erl_nif.h> and <beam_alloc.h> (the allocators).
+ *
+ *   BEAM_NIF, BEAM_NIF_INIT   NIFs that set beam_allocator on entry, with
+ *                             per-NIF options (leak_check, scratch, ...)
+ *   term helpers              beam_make_error, beam_raise, ...
+ *   resource-scoped memory    allocators owned by an Erlang resource term
+ *
+ * Link the NIF against libbeam_alloc.a (the enif_alloc-backed build).
+ */
+#ifndef BEAM_ALLOC_NIF_H
+#define BEAM_ALLOC_NIF_H
+
+#include <erl_nif.h>
+
+/* beam_alloc.h, included first or not, declares stand-ins for the glue's
+ * names that fail with a message; the real ones follow. */
+#undef BEAM_NIF
+#undef BEAM_NIF_INIT
+#include "beam_alloc.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Per-NIF options, given to BEAM_NIF as designated initialisers. The
+ * module's load_info can override them per function (see BEAM_NIF_INIT).
+ * While BeamAlloc.Testing.check_all_allocation_failures/2 runs in the
+ * calling process, beam_allocator is its counting, failing allocator,
+ * stacked over the one these options make (other processes are not
+ * affected). */
+typedef struct beam_nif_options {
+    /** Run the call on a fresh general purpose allocator (over .allocator
+     * when given) and raise RuntimeError "memory leak detected in function
+     * `M.fun/arity`" when any block is live at return. */
+    bool leak_check;
+    /** beam_allocator for the call; NULL means beam_raw_allocator. */
+    beam_allocator_t (*allocator)(void);
+    /** Scratch memory: beam_allocator is an arena over the NIF's allocator
+     * (beam_raw_allocator, or .allocator's) for the call, and everything in
+     * it goes back in one step when the body returns. Allocation is a
+     * pointer bump and nothing needs freeing, which makes parsers, temporary
+     * buffers and intermediate lists cheap. The trade-offs:
+     *   - frees do nothing (except for the most recent block), so memory
+     *     freed early is not reused: the call holds everything it ever
+     *     allocated until it returns;
+     *   - the arena takes memory from the parent in chunks (4 KiB first,
+     *     doubling), so a call that allocates at all costs at least one
+     *     chunk;
+     *   - no pointer into it may outlive the call: not in a resource, a
+     *     global, another thread, or a binary made with enif_make_resource
+     *     _binary. Copy what must stay (enif_make_new_binary, or another
+     *     allocator).
+     * With .leak_check the arena sits over the checking instance and is
+     * given back before the check: only blocks allocated some other way can
+     * then leak. */
+    bool scratch;
+    int beam_reserved_end; /* internal: lets BEAM_NIF(name) take no options */
+} beam_nif_options;
+
+typedef ERL_NIF_TERM (*beam_nif_body_fn)(ErlNifEnv *env, int argc,
+                                         const ERL_NIF_TERM argv[]);
+
+/** The wrapper every BEAM_NIF goes through. */
+BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
+                                    const char *c_name, beam_nif_body_fn self,
+                                    beam_nif_body_fn body, ErlNifEnv *env,
+                                    int argc, const ERL_NIF_TERM argv[]);
+
+/* A body need not use env, argc or argv; -Wextra must stay quiet. */
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM__UNUSED __attribute__((unused))
+#else
+#define BEAM__UNUSED
+#endif
+
+/** Define a NIF: BEAM_NIF(name) { ... } or BEAM_NIF(name, .leak_check = true)
+ * { ... }. Inside the body env, argc and argv are in scope and
+ * beam_allocator is set. name goes in an ErlNifFunc table as usual. */
+#define BEAM_NIF(...) BEAM__NIF(__VA_ARGS__, .beam_reserved_end = 0)
+/* C++ before C++20 takes designated initialisers only as an extension and
+ * warns about the fields they leave out; the options are meant to be
+ * partial. (In C++20, name options in declaration order.) */
+#if defined(__cplusplus) && defined(__clang__)
+#define BEAM__OPTIONS_PUSH                                                     \
+    _Pragma("clang diagnostic push")                                           \
+        _Pragma("clang diagnostic ignored \"-Wmissing-field-initializers\"")   \
+            _Pragma("clang diagnostic ignored \"-Wc++20-extensions\"")
+#define BEAM__OPTIONS_POP _Pragma("clang diagnostic pop")
+#elif defined(__cplusplus) && defined(__GNUC__)
+#define BEAM__OPTIONS_PUSH                                                     \
+    _Pragma("GCC diagnostic push")                                             \
+        _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")     \
+            _Pragma("GCC diagnostic ignored \"-Wpedantic\"")
+#define BEAM__OPTIONS_POP _Pragma("GCC diagnostic pop")
+#else
+#define BEAM__OPTIONS_PUSH
+#define BEAM__OPTIONS_POP
+#endif
+#define BEAM__NIF(name, ...)                                                   \
+    static ERL_NIF_TERM beam_nif_body_##name(ErlNifEnv *env, int argc,         \
+                                             const ERL_NIF_TERM argv[]);       \
+    BEAM__OPTIONS_PUSH                                                         \
+    static const beam_nif_options beam_nif_options_##name = {__VA_ARGS__};     \
+    BEAM__OPTIONS_POP                                                          \
+    static ERL_NIF_TERM name(ErlNifEnv *env, int argc,                         \
+                             const ERL_NIF_TERM argv[]) {                      \
+        return beam_nif_call(&beam_nif_options_##name, #name, name,            \
+                             beam_nif_body_##name, env, argc, argv);           \
+    }                                                                          \
+    static ERL_NIF_TERM beam_nif_body_##name(                                  \
+        ErlNifEnv *env BEAM__UNUSED, int argc BEAM__UNUSED,                    \
+        const ERL_NIF_TERM argv[] BEAM__UNUSED)
+
+/** Called by BEAM_NIF_INIT at load: remembers the module name and the
+ * function table (for messages). */
+BEAM_API void beam_nif_register(const char *module, const ErlNifFunc *funcs,
+                                int count);
+
+/** Called by BEAM_NIF_INIT at load and upgrade, after beam_nif_register:
+ * takes per-NIF option overrides from load_info (see BEAM_NIF_INIT). 0 when
+ * load_info is not a map or is a valid one; otherwise the reason is reported
+ * (section 7) and the non-zero result fails the load. */
+BEAM_API int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info);
+
+/* Fault injection from ExUnit (BeamAlloc.Testing). Every NIF library built
+ * with BEAM_NIF_INIT exports one symbol, the same in each: the test driver
+ * (priv/beam_alloc_testing.so) finds the loaded libraries through the
+ * dynamic loader, looks the symbol up in each, and arms the library for one
+ * process at a time. Internal; the layout behind it is versioned. */
+BEAM_API const void *beam_alloc_fault_hooks_v1(void);
+BEAM_API const void *beam_nif_fault_hooks_internal(void);
+#ifdef STATIC_ERLANG_NIF
+/* Linked into the VM: one symbol per library cannot be; no fault hooks. */
+#define BEAM__FAULT_HOOKS_EXPORT
+#else
+#define BEAM__FAULT_HOOKS_EXPORT                                               \
+    const void *beam_alloc_fault_hooks_v1(void) {                              \
+        return beam_nif_fault_hooks_internal();                                \
+    }
+#endif
+
+typedef int (*beam_nif_load_fn)(ErlNifEnv *, void **, ERL_NIF_TERM);
+typedef int (*beam_nif_upgrade_fn)(ErlNifEnv *, void **, void **, ERL_NIF_TERM);
+
+/** Drop-in for ERL_NIF_INIT(NAME, FUNCS, LOAD, NULL, UPGRADE, UNLOAD).
+ *
+ * Per-NIF options from load_info. When the module loads the library with a
+ * map (erlang:load_nif(Path, Map); `use BeamAlloc.Nif, nifs: [...]` builds
+ * it), the map overrides the BEAM_NIF options of the functions it names:
+ *
+ *     #{check_me => #{leak_check => true},         % every arity of check_me
+ *       {basic, 0} => [{allocator, gpa}],          % basic/0 only
+ *       parse => #{scratch => true}}
+ *
+ * Keys are a function name (all its arities) or {Name, Arity}; values are a
+ * map or a property list of leak_check (boolean), scratch (boolean) and
+ * allocator (raw, large or gpa: beam_raw_allocator, beam_large_allocator,
+ * beam_general_purpose_allocator, in place of the .allocator function). A
+ * name missing from FUNCS, an unknown option or a bad value fails the load
+ * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
+ * (section 7). A load_info that is not a map is left to LOAD alone; a map
+ * is passed on to LOAD as well. */
+/* NAME may itself be a macro: it is expanded before it is named. */
+#define BEAM_NIF_STRINGIFY_(x) #x
+#define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
+#define BEAM_NIF_INIT(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)                      \
+    BEAM__FAULT_HOOKS_EXPORT                                                   \
+    static int beam_nif_glue_load(ErlNifEnv *env, void **priv,                 \
+                                  ERL_NIF_TERM info) {                         \
+        beam_nif_load_fn user = (LOAD);                                        \
+        beam_nif_register(BEAM_NIF_STRINGIFY(NAME), FUNCS,                     \
+                          sizeof(FUNCS) / sizeof(FUNCS[0]));                   \
+        int options_failed = beam_nif_load_options(env, info);                 \
+        if (options_failed)                                                    \
+            return options_failed;                                             \
+        beam_nif_resource_on_load(env); /* resource-scoped allocators */       \
+        return user ? user(env, priv, info) : 0;                               \
+    }                                                                          \
+    static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
+                                     ERL_NIF_TERM info) {                      \
+        beam_nif_upgrade_fn user = (UPGRADE);                                  \
+        beam_nif_register(BEAM_NIF_STRINGIFY(NAME), FUNCS,                     \
+                          sizeof(FUNCS) / sizeof(FUNCS[0]));                   \
+        int options_failed = beam_nif_load_options(env, info);                 \
+        if (options_failed)                                                    \
+            return options_failed;                                             \
+        beam_nif_resource_on_load(env); /* resource-scoped allocators */       \
+        return user ? user(env, priv, old, info) : 0;                          \
+    }                                                                          \
+    ERL_NIF_INIT(NAME, FUNCS, beam_nif_glue_load, NULL, beam_nif_glue_upgrade, \
+                 UNLOAD)
+
+/* Term helpers. */
+
+/** A list of the n unsigned integers at p, each elem_size (1, 2, 4 or 8)
+ * bytes wide. */
+BEAM_API ERL_NIF_TERM beam_make_uint_list(ErlNifEnv *env, const void *p,
+                                          size_t n, size_t elem_size);
+/** {:error, reason} with reason an atom. */
+BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
+/** Raise an Elixir exception (module "ArgumentError", "RuntimeError", ...,
+ * without "Elixir.") with message. */
+BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
+                                 const char *message);
+/** "M.fun/arity" of the running NIF when known (for messages), else NULL. */
+BEAM_API const char *beam_nif_module_name(void);
+
+/* Resource-scoped allocators.
+ *
+ * An allocator whose memory belongs to an Erlang resource term: one NIF
+ * call creates it and returns the term; any later call that receives the
+ * term (from any process, on any scheduler) allocates, uses and frees
+ * through it; everything it holds goes back at once when the resource is
+ * released, explicitly or when the garbage collector drops the last
+ * reference to the term (the destructor may run later, on another thread).
+ *
+ *     BEAM_NIF(tree_new) {
+ *         ERL_NIF_TERM term;
+ *         if (!beam_resource_new(env, BEAM_RESOURCE_ARENA,
+ *                                beam_large_allocator, 0, &term))
+ *             return beam_make_error(env, "enomem");
+ *         return term;
+ *     }
+ *     BEAM_NIF(tree_add) {
+ *         beam_resource_t *r;
+ *         if (!beam_resource_get(env, argv[0], &r))
+ *             return enif_make_badarg(env);   // not one of ours
+ *         node *n = beam_create(beam_resource_allocator(r), node);
+ *         if (n == NULL)                      // released, or out of memory
+ *             return beam_make_error(env, "enomem");
+ *         ...
+ *     }
+ *
+ * Two kinds:
+ *   BEAM_RESOURCE_GPA    a general purpose allocator instance: every free
+ *                        gives memory back for reuse; threads allocate in
+ *                        parallel. Takes about 260 KiB of the parent with
+ *                        its first small block: for resources that live
+ *                        long and churn.
+ *   BEAM_RESOURCE_ARENA  an arena behind a mutex: bump allocation in chunks
+ *                        (the first 4 KiB); a free only reclaims the most
+ *                        recent block, the rest waits for release. Cheap to
+ *                        create: for many small or short-lived resources.
+ *
+ * Thread safety: every function here may be called from any thread, and a
+ * resource's allocator from several at once. Each call into the allocator
+ * costs a few atomic operations on the resource (plus the mutex for an
+ * arena); for a hot loop inside one call, put a plain beam_arena_t over
+ * the resource allocator.
+ *
+ * Lifetime: a beam_resource_t pointer, and the allocator made from it, are
+ * valid while someone holds a reference: a live term in the calling NIF's
+ * env (its arguments, what it made), or one taken with beam_resource_keep.
+ * Blocks are valid until the resource is released; release is final (later
+ * allocations fail with NULL, later frees do nothing) and takes every block
+ * with it, so do not keep a block's address beyond the resource (in a
+ * global, another resource) and do not release a resource that other
+ * processes may still be reading: beam_resource_pin guards a read against a
+ * concurrent release.
+ *
+ * The parent must serve calls from any thread and outlive the resource:
+ * beam_raw_allocator, beam_large_allocator, beam_general_purpose_allocator,
+ * a beam_gpa_t that outlives it. Not beam_allocator inside a leak_check
+ * NIF (an instance that dies when the call returns), not a plain arena.
+ * Memory comes from the parent (with the enif backends:
+ * :erlang.memory(:system)); the resource object itself, with its user area,
+ * counts under :erlang.memory(:binary).
+ *
+ * Each NIF library has its own resource type (and its own copy of this
+ * library): a term made by another NIF library, or by an older copy of the
+ * same module's library after a code upgrade, is not one of ours. */
+
+/** What a resource allocator is built from (see above). */
+typedef enum beam_resource_kind {
+    BEAM_RESOURCE_GPA = 1,
+    BEAM_RESOURCE_ARENA = 2,
+} beam_resource_kind;
+
+/** A resource that owns an allocator (opaque). */
+typedef struct beam_resource beam_resource_t;
+
+/** Open this library's resource type; call it from the load and upgrade
+ * callbacks of a module that uses plain ERL_NIF_INIT. BEAM_NIF_INIT does it
+ * by itself (then this returns whether that worked). false: the type could
+ * not be opened, and beam_resource_new will return NULL. */
+BEAM_API bool beam_resource_init(ErlNifEnv *env);
+/** Internal: BEAM_NIF_INIT's load and upgrade wrappers call it. Never
+ * fails the load; beam_resource_new reports a missing type with NULL. */
+BEAM_API void beam_nif_resource_on_load(ErlNifEnv *env);
+
+/** A new resource whose allocator of kind takes its memory from parent
+ * (parent.vtable == NULL means beam_large_allocator), with user_size
+ * bytes of zeroed user area (see beam_resource_user_data). When term is not
+ * NULL, *term is the resource term in env and the term holds the only
+ * reference (the pointer is valid while the term is); when term is NULL,
+ * the caller holds the only reference and must beam_resource_drop it (env
+ * is then unused and may be NULL). NULL when the type is not open, kind is
+ * unknown, or memory is short. */
+BEAM_API BEAM_NODISCARD beam_resource_t *
+beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
+                  beam_allocator_t parent, size_t user_size,
+                  ERL_NIF_TERM *term);
+/** A term for r in env (adds a reference held by the term). */
+BEAM_API ERL_NIF_TERM beam_resource_term(ErlNifEnv *env, beam_resource_t *r);
+/** true, and *out set, when term is a resource of this library's type;
+ * false (and *out NULL) for anything else: other resources, other types,
+ * before the type is open. Never raises. *out is valid while term is. */
+BEAM_API bool beam_resource_get(ErlNifEnv *env, ERL_NIF_TERM term,
+                                beam_resource_t **out);
+/** Take a reference (to keep r beyond the term, e.g. in a thread). */
+BEAM_API void beam_resource_keep(beam_resource_t *r);
+/** Give back a reference from beam_resource_keep or beam_resource_new
+ * (term == NULL). The last reference gone, the destructor releases. */
+BEAM_API void beam_resource_drop(beam_resource_t *r);
+
+/** r's allocator (two words; copy freely while r is referenced). Blocks
+ * are aligned as asked (any power of two, as the parent serves it). After
+ * release: alloc and remap NULL, resize false, free a no-op. NULL r gives
+ * an allocator for which every call fails. */
+BEAM_API beam_allocator_t beam_resource_allocator(beam_resource_t *r);
+/** The user area: user_size bytes given at creation, zeroed then, aligned
+ * to BEAM_MAX_ALIGN, living as long as the resource object (release does
+ * not touch it); NULL when user_size was 0. Its use by several threads is
+ * the caller's to synchronise. */
+BEAM_API void *beam_resource_user_data(beam_resource_t *r);
+BEAM_API size_t beam_resource_user_size(const beam_resource_t *r);
+
+/** Pin the allocator's memory: true when r is not released, and then
+ * every block stays valid until beam_resource_unpin, even if another thread
+ * releases r meanwhile (the release completes at the unpin). false: r is
+ * released, do not touch its blocks (and do not unpin). Pins nest; a pin is
+ * cheap (one atomic operation) but must not outlive the caller's reference.
+ * Releasing while holding a pin is allowed. */
+BEAM_API BEAM_NODISCARD bool beam_resource_pin(beam_resource_t *r);
+BEAM_API void beam_resource_unpin(beam_resource_t *r);
+
+/** Release now: every block goes back to the parent (at once, or when the
+ * last pin or call in flight on another thread ends). Idempotent; later
+ * allocations fail, later frees do nothing. The destructor does the same
+ * when the resource is garbage collected. */
+BEAM_API void beam_resource_release(beam_resource_t *r);
+/** true once beam_resource_release (or the destructor) has run, and for
+ * NULL. */
+BEAM_API bool beam_resource_is_released(const beam_resource_t *r);
+
+/** Counters of a resource allocator (a snapshot when threads are busy). */
+typedef struct beam_resource_usage {
+    beam_resource_kind kind;
+    bool released;
+    size_t live_blocks;  /* allocations minus frees; 0 after release */
+    size_t live_bytes;   /* their lengths as callers gave them */
+    size_t parent_bytes; /* bytes held from the parent (chunks, slabs,
+                            large blocks, bookkeeping); 0 after release */
+} beam_resource_usage;
+BEAM_API beam_resource_usage beam_resource_usage_of(const beam_resource_t *r);
+/** Resource allocators of this NIF library not yet released (explicitly or
+ * by the garbage collector): for tests and leak hunting. */
+BEAM_API size_t beam_resource_live_count(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BEAM_ALLOC_NIF_H */

@@ -1,0 +1,51 @@
+/*
+ * Internals of the NIF glue shared by the files of src/nif/ (NIF build only).
+ * The interface to the fault-injection driver is abi.h.
+ */
+#ifndef BEAM_ALLOC_NIF_INTERNAL_H
+#define BEAM_ALLOC_NIF_INTERNAL_H
+
+#include "../internal.h"
+#include "abi.h"
+
+#include <stdatomic.h>
+
+/* --- Per-NIF option overrides (nif_load_options.c) ---------------------- */
+
+enum {
+    BEAM__OVERRIDE_LEAK_CHECK = 1u << 0,
+    BEAM__OVERRIDE_ALLOCATOR = 1u << 1,
+    BEAM__OVERRIDE_SCRATCH = 1u << 2,
+};
+
+/* What load_info says about one function of the table. */
+typedef struct beam__nif_override {
+    unsigned set; /* BEAM__OVERRIDE_* bits: which fields apply */
+    bool leak_check;
+    bool scratch;
+    beam_allocator_t allocator;
+} beam__nif_override;
+
+/* The override for the function self/argc of this library's table, or
+ * NULL (the common case, one relaxed load, when load_info set none). */
+BEAM__HIDDEN const beam__nif_override *
+beam__nif_override_for(beam_nif_body_fn self, int argc);
+
+/* The table registered at load (nif_glue.c), for the option parser. */
+BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
+/* The module atom's text registered at load ("" before). */
+BEAM__HIDDEN const char *beam__nif_module_atom(void);
+
+/* Reports inside a BEAM (nif_report.c): to the registered
+ * 'Elixir.BeamAlloc.Reporter' process, which logs them, else stderr. */
+BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
+/* The env of the BEAM_NIF call running on this thread, or NULL. */
+BEAM__HIDDEN ErlNifEnv *beam__nif_current_env(void);
+
+/* The attached driver of this copy, or NULL (the common case). Read with
+ * one relaxed load on every BEAM_NIF call. */
+BEAM__HIDDEN extern _Atomic(const beam__fault_driver *) beam__fault_driver_now;
+/* This copy's hooks (what beam_nif_fault_hooks_internal returns). */
+BEAM__HIDDEN extern const beam__fault_hooks beam__fault_hooks_self;
+
+#endif
