@@ -256,6 +256,15 @@ enum beam_gpa_flags {
     BEAM_GPA_SAFE = 1u << 2,
 };
 
+/** Keep n frames (1 to 16) of each allocation's call stack for reports:
+ * beam_gpa_init_ex(&gpa, backing, BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6)).
+ * Safe mode keeps 6 unless told otherwise; tracked mode 1 (the call site).
+ * Frames come from frame pointers, two loads each: build the code whose
+ * callers you want to see with -fno-omit-frame-pointer (frames of code built
+ * without are skipped or end the stack early; the call site is always
+ * exact). Distinct stacks are stored once each, process-wide. */
+#define BEAM_GPA_FRAMES(n) ((((unsigned)(n)) & 31u) << 8)
+
 typedef struct beam_gpa {
     beam_allocator_t backing; /* where chunks and large blocks come from */
     unsigned flags;           /* enum beam_gpa_flags */
@@ -391,8 +400,25 @@ BEAM_API beam_allocator_t beam_failing_allocator(beam_failing_t *f);
  * ---------------------------------------------------------------------- */
 
 typedef void (*beam_report_fn)(void *user, const char *line);
-/** Install a report hook (NULL restores the default). Returns the old one. */
+/** Install a report hook (NULL restores the default). Returns the old one
+ * (NULL for the default). Safe while other threads report: a report calls
+ * either hook with its own user pointer, and once this returns no thread is
+ * still inside the old hook. A hook must not change the hook. */
 BEAM_API beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user);
+/** The hook in place and its user pointer (both NULL for the default). */
+BEAM_API void beam_get_report_hook(beam_report_fn *fn, void **user);
+/** Install fn with user and give back, in one step, the hook it replaces
+ * with its user pointer (old_fn and old_user may be NULL), so that a
+ * caller can put exactly that back later:
+ *
+ *     beam_report_fn old; void *old_user;
+ *     beam_exchange_report_hook(mine, &ctx, &old, &old_user);
+ *     ...
+ *     beam_set_report_hook(old, old_user);
+ */
+BEAM_API void beam_exchange_report_hook(beam_report_fn fn, void *user,
+                                        beam_report_fn *old_fn,
+                                        void **old_user);
 
 /* Stats. The raw and large allocators and every general purpose allocator
  * instance count their calls, cheaply: each thread (or heap) keeps its own

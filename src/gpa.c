@@ -9,6 +9,7 @@
  * slab from the address map, check the tag, push on the owner's list or,
  * from another thread, on the slab's atomic stack.
  */
+#include "frames.h"
 #include "gpa_internal.h"
 
 #include <stdio.h>
@@ -128,7 +129,7 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
         gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
         i->len = (uint32_t)len;
         i->alignment = (uint32_t)alignment;
-        i->site = ret;
+        i->site = beam__site(s->st->flags, ret);
     }
 }
 
@@ -199,7 +200,7 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
                     gpa_block_info *i = &s->info[beam__gpa_index_of(s, b)];
                     i->len = (uint32_t)len;
                     i->alignment = (uint32_t)alignment;
-                    i->site = ret;
+                    i->site = beam__site(st->flags, ret);
                 }
                 beam__count_alloc_fast(&slot->heap->stats, len);
                 return b;
@@ -383,7 +384,7 @@ static void *alloc_large(beam_gpa_t *gpa, size_t len, size_t alignment,
         e.alignment = alignment;
     }
     e.len = len;
-    e.site = ret;
+    e.site = beam__site(st->flags, ret);
     pthread_mutex_lock(&st->lock);
     bool ok = e.ptr != NULL && beam__gpa_large_insert(st, &e);
     if (ok) {
@@ -519,9 +520,7 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
         return; /* the contract's no-op, also through the vtable */
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
-        beam__report("beam_alloc: free of %p through a general purpose "
-                     "allocator that has no memory (never used, or deinit)",
-                     mem);
+        beam__gpa_misuse_stateless(gpa->flags, mem, len, alignment, ret);
         return;
     }
     gpa_slab *s = beam__gpa_map_slot(mem);

@@ -259,6 +259,10 @@ BEAM__HIDDEN void beam__gpa_misuse_at(gpa_state *st, const char *what,
                                       const void *p, size_t len,
                                       size_t alignment, uintptr_t ret,
                                       uintptr_t alloc_site);
+/* A free through an instance that has no state (never used, or deinit). */
+BEAM__HIDDEN void beam__gpa_misuse_stateless(unsigned flags, const void *p,
+                                             size_t len, size_t alignment,
+                                             uintptr_t ret);
 /* Walk live blocks (lock held); report up to `report` of them. */
 BEAM__HIDDEN beam_gpa_usage beam__gpa_scan(gpa_state *st, size_t report);
 

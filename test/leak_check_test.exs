@@ -43,8 +43,9 @@ defmodule BeamAlloc.LeakCheckTest do
       assert_leak(~s(LeakCheckTest."odd-name?"/0), &LeakCheckTest."odd-name?"/0)
     end
 
-    test "writes an Erlang-named module as an atom" do
-      assert_leak(":beam_alloc_erl_test.leaky/0", &:beam_alloc_erl_test.leaky/0)
+    test "raises an Erlang error from an Erlang module, naming the function Erlang's way" do
+      assert {:memory_leak, "memory leak detected in function `beam_alloc_erl_test:leaky/0`"} =
+               catch_error(:beam_alloc_erl_test.leaky())
     end
   end
 

@@ -29,9 +29,11 @@ defmodule BeamAlloc.Testing do
   Then it runs the function once more without failures, which must make the
   same allocations as the first run. Problems are collected and raised
   together as a `BeamAlloc.AllocationFailureError`, naming each allocation
-  by number and by site (the NIF library and the code address of the call,
-  e.g. `my_nif.so(parse_list+0x4c)`, or `my_nif.so+0x1a2b` for a static
-  function: `addr2line -e my_nif.so 0x1a2b` finds the line).
+  by number and by site: the function and source line of the call
+  (`parse_list (c_src/my_nif.c:42)`) when the NIF library has debug
+  information, else its function or the library and offset of the call
+  (`my_nif.so+0x1a2b`). A misuse of memory in any run (a double free, a
+  write past the end of a block, ...) is a problem too, with its report.
 
   ## What is counted
 
@@ -255,7 +257,9 @@ defmodule BeamAlloc.Testing do
   defp check_first_run!(%{outcome: outcome} = first, expect) do
     if failed?(outcome, expect) do
       raise AllocationFailureError,
-        problems: [%{kind: :failed_without_injection, index: nil, outcome: outcome}],
+        problems:
+          misuse_problems(nil, nil, first) ++
+            [%{kind: :failed_without_injection, index: nil, outcome: outcome}],
         allocations: first.requests
     end
   end
@@ -337,6 +341,8 @@ defmodule BeamAlloc.Testing do
   end
 
   defp mismatch_problem({{index, _, _, _} = actual, expected_site}, count) do
+    expected_site = resolve(expected_site)
+
     reason =
       if expected_site == nil do
         "allocation ##{index} did not happen in the first run, which made #{count}"
@@ -353,7 +359,32 @@ defmodule BeamAlloc.Testing do
     }
   end
 
-  defp leak_problems(index, request, %{leaks: leaks, leaked: leaked, lost: lost}) do
+  # Misuse (a double free, a write past the end, ...) in any run is a
+  # problem of its own, whatever the run returned.
+  defp misuse_problems(index, request, %{misuse: misuse, misused: misused}) do
+    misuse
+    |> Enum.with_index()
+    |> Enum.map(fn {{kind, line, after_requests}, i} ->
+      %{
+        kind: :misuse,
+        index: index,
+        request: request,
+        misuse: kind,
+        report: BeamAlloc.Symbolizer.resolve_sites(line),
+        after: after_requests,
+        more: if(i == length(misuse) - 1, do: misused - length(misuse), else: 0)
+      }
+    end)
+  end
+
+  defp misuse_problems(_index, _request, _run), do: []
+
+  defp leak_problems(index, request, %{leaks: leaks, leaked: leaked, lost: lost} = run) do
+    misuse_problems(index, request, run) ++
+      leak_problems_only(index, request, leaks, leaked, lost)
+  end
+
+  defp leak_problems_only(index, request, leaks, leaked, lost) do
     lost =
       if lost do
         [%{kind: :incomplete, index: index, request: request}]
@@ -366,7 +397,7 @@ defmodule BeamAlloc.Testing do
         blocks =
           leaks
           |> Enum.map(fn {block_index, size, site} ->
-            %{index: block_index, size: size, site: site}
+            %{index: block_index, size: size, site: resolve(site)}
           end)
           |> Enum.sort_by(& &1.index)
 
@@ -399,7 +430,12 @@ defmodule BeamAlloc.Testing do
     end
   end
 
-  defp request({index, kind, size, site}), do: %{index: index, kind: kind, size: size, site: site}
+  defp request({index, kind, size, site}),
+    do: %{index: index, kind: kind, size: size, site: resolve(site)}
+
+  # Sites come as lib.so+0x1c1b: their source lines when known.
+  defp resolve(nil), do: nil
+  defp resolve(site), do: BeamAlloc.Symbolizer.resolve_sites(site)
 
   # Did the outcome surface a failure the way expect asks?
   defp surfaced?({:raised, _, _, _}, expect), do: expect in [:any, :raise]

@@ -1,7 +1,8 @@
 /*
  * A NIF module with an Erlang-style name (beam_alloc_erl_test, no
- * "Elixir." prefix): leak messages must write it as inspect/1 does,
- * :beam_alloc_erl_test.leaky/0.
+ * "Elixir." prefix): a leak or a misuse raises an Erlang error,
+ * {memory_leak, Message} or {memory_misuse, Message}, with the function
+ * written as Erlang writes it, beam_alloc_erl_test:leaky/0.
  */
 #include "nif_util.h"
 
@@ -18,8 +19,18 @@ BEAM_NIF(clean, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+BEAM_NIF(double_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 24);
+    beam_free(beam_allocator, p, 24);
+    return enif_make_atom(env, "ok");
+}
+
 static ErlNifFunc funcs[] = {
     {"leaky", 0, leaky, 0},
+    {"double_free", 0, double_free, 0},
     {"clean", 0, clean, 0},
     {"take_reports", 0, take_reports, 0},
 };
