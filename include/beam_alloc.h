@@ -394,9 +394,14 @@ BEAM_API beam_allocator_t beam_failing_allocator(beam_failing_t *f);
  * 7. Diagnostics
  *
  * Misuse and leak reports go through one hook: a whole line of text per call
- * (no trailing newline). The default writes to stderr. The hook may be called
- * from any thread, with allocator locks held: it must not allocate through
- * the allocator that is reporting.
+ * (no trailing newline). The default writes to stderr; in a NIF library
+ * built with BEAM_NIF_INIT it sends the line to BeamAlloc.Reporter (the
+ * logger), which writes code sites as function (file.c:line). Sites in the
+ * line itself are "lib.so+0x1c1b", the offset of the call in the object
+ * (what addr2line -e lib.so takes), several frames deep with " <- "
+ * between them in safe mode. The hook may be called from any thread, with
+ * allocator locks held: it must not allocate through the allocator that is
+ * reporting.
  * ---------------------------------------------------------------------- */
 
 typedef void (*beam_report_fn)(void *user, const char *line);

@@ -134,10 +134,19 @@ static uint32_t hash_of(const uintptr_t *pc, size_t n) {
     return (uint32_t)h;
 }
 
+static inline bool same_pcs(const beam__trace *t, const uintptr_t *pc,
+                            size_t n) {
+    if (t->n != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (t->pc[i] != pc[i])
+            return false;
+    return true;
+}
+
 static bool same(const beam__trace *t, uint32_t hash, const uintptr_t *pc,
                  size_t n) {
-    return t->hash == hash && t->n == n &&
-           memcmp(t->pc, pc, n * sizeof *pc) == 0;
+    return t->hash == hash && same_pcs(t, pc, n);
 }
 
 static beam__trace *depot_find(uint32_t hash, const uintptr_t *pc, size_t n,
@@ -188,18 +197,32 @@ static BEAM__NOINLINE beam__trace *depot_insert(uint32_t hash,
     return t;
 }
 
+/* Each thread remembers the last stack it stored per call site (direct
+ * mapped on ret): a program allocates from few stacks, again and again,
+ * and a hit costs a compare of a few words instead of a hash and a probe
+ * of the shared table. */
+#define CACHE_SLOTS 64
+
+static BEAM_THREAD_LOCAL const beam__trace *cache[CACHE_SLOTS];
+
 uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
     uintptr_t pc[BEAM__MAX_FRAMES];
     size_t n =
         walk(ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth);
     if (n <= 1)
         return ret;
+    const beam__trace **c = &cache[(ret ^ (ret >> 6)) & (CACHE_SLOTS - 1)];
+    if (BEAM__LIKELY(*c != NULL && same_pcs(*c, pc, n)))
+        return (uintptr_t)*c | BEAM__SITE_TRACE;
     uint32_t hash = hash_of(pc, n);
     size_t empty;
     beam__trace *t = depot_find(hash, pc, n, &empty);
     if (BEAM__UNLIKELY(t == NULL))
         t = depot_insert(hash, pc, n);
-    return t != NULL ? (uintptr_t)t | BEAM__SITE_TRACE : ret;
+    if (t == NULL)
+        return ret;
+    *c = t;
+    return (uintptr_t)t | BEAM__SITE_TRACE;
 }
 
 /* --- Text ---------------------------------------------------------------- */
