@@ -23,6 +23,7 @@
 #include <erl_nif.h>
 
 #include <link.h>
+#include <stdbool.h>
 #include <string.h>
 
 #ifdef BEAM_HAVE_LIBDW
@@ -243,10 +244,8 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    find f = {"", 0, {0}, false};
     (void)match_object;
     (void)make_string;
-    (void)f;
     return error_term(env);
 }
 

@@ -47,15 +47,21 @@ static BEAM__NOINLINE void find_bounds(void) {
     pthread_attr_destroy(&attr);
 }
 
-/* Walk up from this function's caller's frame; out[0] = ret, then the
- * return addresses above the frame that returns to ret. ASan's and
- * valgrind's view of another frame's saved words is not the point here:
- * the bounds keep every read inside this thread's stack. */
+/* The walk reads other frames' saved words, which ASan has no business
+ * checking: the bounds keep every read inside this thread's stack. Its
+ * callers carry the same attribute, since it is inlined into them. */
 #if defined(__clang__) || defined(__GNUC__)
-__attribute__((no_sanitize_address))
+#define WALKS __attribute__((no_sanitize_address))
+#define WALK_INLINE __attribute__((always_inline, no_sanitize_address))
+#else
+#define WALKS
+#define WALK_INLINE
 #endif
-static BEAM__NOINLINE size_t
-walk(uintptr_t ret, uintptr_t *out, size_t n) {
+
+/* Walk up from the calling function's frame (walk is inlined: one frame
+ * fewer to climb); out[0] = ret, then the return addresses above the frame
+ * that returns to ret. */
+static inline WALK_INLINE size_t walk(uintptr_t ret, uintptr_t *out, size_t n) {
     out[0] = ret;
     if (n <= 1 || ret == 0)
         return 1;
@@ -97,7 +103,7 @@ walk(uintptr_t ret, uintptr_t *out, size_t n) {
     return got;
 }
 
-size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n) {
+WALKS size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n) {
     if (n == 0)
         return 0;
     return walk(ret, out, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n);
@@ -205,7 +211,7 @@ static BEAM__NOINLINE beam__trace *depot_insert(uint32_t hash,
 
 static BEAM_THREAD_LOCAL const beam__trace *cache[CACHE_SLOTS];
 
-uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
+WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
     uintptr_t pc[BEAM__MAX_FRAMES];
     size_t n =
         walk(ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth);

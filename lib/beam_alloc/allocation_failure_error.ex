@@ -86,8 +86,8 @@ defmodule BeamAlloc.AllocationFailureError do
   defp describe(%{kind: :misuse} = p) do
     more = if p.more > 0, do: " (and #{p.more} more)", else: ""
 
-    "#{when_(p)} misused memory: #{p.misuse}#{more}, after allocation ##{p.after}:\n" <>
-      "      #{p.report}"
+    "#{when_(p)} misused memory: #{p.misuse}#{more} (in a call that ended after " <>
+      "#{p.after} #{plural(p.after, "allocation")}):\n      #{p.report}"
   end
 
   defp describe(%{kind: :incomplete} = p) do
