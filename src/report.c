@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void report_to_stderr(void *user, const char *line) {
@@ -93,6 +94,14 @@ void beam__report(const char *fmt, ...) {
     va_end(ap);
     beam__report_line(line);
 }
+
+void beam__assert_fail(const char *what, const char *file, int line) {
+    /* Straight to stderr: the hook may need the very state that broke. */
+    fprintf(stderr, "beam_alloc: internal check failed: %s (%s:%d)\n", what,
+            file, line);
+    abort();
+}
+
 
 /* --- Misuse seen by this thread ------------------------------------------ */
 
