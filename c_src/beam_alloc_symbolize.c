@@ -16,12 +16,16 @@
  *     only this one links -ldw).
  *
  * Each object's debug information is opened once and kept (objects are
- * few: the NIF libraries of the node). Built without libdw (no
- * elfutils/libdwfl.h), resolve/2 answers error and sites stay as they are.
+ * few: the NIF libraries of the node), and used only while the file's
+ * GNU build ID is the loaded code's: a library rebuilt on disk is opened
+ * again, and one whose file no longer matches what is loaded is not
+ * described at all (wrong lines would be worse than none). Built without libdw
+ * (no elfutils/libdwfl.h), resolve/2 answers error and sites stay as they are.
  */
 #define _GNU_SOURCE
 #include <erl_nif.h>
 
+#include <elf.h>
 #include <link.h>
 #include <stdbool.h>
 #include <string.h>
@@ -47,12 +51,46 @@ static ERL_NIF_TERM error_term(ErlNifEnv *env) {
 
 /* --- The loaded object with a given base name ---------------------------- */
 
+#define MAX_BUILD_ID 64
+
 typedef struct find {
     const char *base;
     size_t len;
     char path[4096];
     bool found;
+    /* The loaded object's GNU build ID (0 bytes: it has none). */
+    unsigned char id[MAX_BUILD_ID];
+    size_t id_len;
 } find;
+
+/* The build ID note of a loaded object, from its PT_NOTE segments in
+ * memory: what the file on disk must carry to describe this code. */
+static void loaded_build_id(const struct dl_phdr_info *info, find *f) {
+    f->id_len = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_NOTE)
+            continue;
+        const unsigned char *p =
+            (const unsigned char *)(info->dlpi_addr + ph->p_vaddr);
+        const unsigned char *end = p + ph->p_memsz;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
+            const unsigned char *name = p + sizeof *nh;
+            const unsigned char *desc = name + ((nh->n_namesz + 3) & ~3u);
+            const unsigned char *next = desc + ((nh->n_descsz + 3) & ~3u);
+            if (next > end)
+                break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 &&
+                memcmp(name, "GNU", 4) == 0 && nh->n_descsz <= MAX_BUILD_ID) {
+                memcpy(f->id, desc, nh->n_descsz);
+                f->id_len = nh->n_descsz;
+                return;
+            }
+            p = next;
+        }
+    }
+}
 
 static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
     (void)size;
@@ -65,6 +103,7 @@ static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
     if (strlen(base) != f->len || memcmp(base, f->base, f->len) != 0)
         return 0;
     snprintf(f->path, sizeof f->path, "%s", name);
+    loaded_build_id(info, f);
     f->found = true;
     return 1;
 }
@@ -93,24 +132,49 @@ static const Dwfl_Callbacks callbacks = {
 
 /* The module of path, opened at bias 0 so that addresses are the offsets
  * the reports give. Lock held. */
-static Dwfl_Module *module_of(const char *path) {
-    for (int i = 0; i < nobjects; i++)
-        if (strcmp(objects[i].path, path) == 0)
+/* Does the opened file carry the loaded object's build ID? (No ID in the
+ * loaded object: nothing to check.) */
+static bool same_build(Dwfl_Module *mod, const find *f) {
+    const unsigned char *bits;
+    GElf_Addr vaddr;
+    if (f->id_len == 0)
+        return true;
+    int n = dwfl_module_build_id(mod, &bits, &vaddr);
+    return n > 0 && (size_t)n == f->id_len &&
+           memcmp(bits, f->id, f->id_len) == 0;
+}
+
+/* The module of the loaded object f, opened at bias 0 so that addresses
+ * are the offsets the reports give; NULL when its file is not the code
+ * that is loaded (rebuilt since: its lines would be wrong). Lock held. */
+static Dwfl_Module *module_of(const find *f) {
+    for (int i = 0; i < nobjects; i++) {
+        if (strcmp(objects[i].path, f->path) != 0)
+            continue;
+        if (same_build(objects[i].mod, f))
             return objects[i].mod;
+        /* Replaced on disk and loaded again: open the new file. */
+        dwfl_end(objects[i].dwfl);
+        enif_free(objects[i].path);
+        objects[i] = objects[--nobjects];
+        break;
+    }
     if (nobjects == MAX_OBJECTS)
         return NULL;
     Dwfl *dwfl = dwfl_begin(&callbacks);
     if (dwfl == NULL)
         return NULL;
     dwfl_report_begin(dwfl);
-    Dwfl_Module *mod = dwfl_report_elf(dwfl, path, path, -1, 0, false);
+    Dwfl_Module *mod = dwfl_report_elf(dwfl, f->path, f->path, -1, 0, false);
     dwfl_report_end(dwfl, NULL, NULL);
-    char *copy = mod != NULL ? enif_alloc(strlen(path) + 1) : NULL;
+    char *copy = mod != NULL && same_build(mod, f)
+                     ? enif_alloc(strlen(f->path) + 1)
+                     : NULL;
     if (copy == NULL) {
         dwfl_end(dwfl);
         return NULL;
     }
-    strcpy(copy, path);
+    strcpy(copy, f->path);
     objects[nobjects].path = copy;
     objects[nobjects].dwfl = dwfl;
     objects[nobjects].mod = mod;
@@ -204,13 +268,13 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
         return enif_make_badarg(env);
     memcpy(base, name.data, name.size);
     base[name.size] = '\0';
-    find f = {base, name.size, {0}, false};
+    find f = {.base = base, .len = name.size};
     dl_iterate_phdr(match_object, &f);
     if (!f.found)
         return error_term(env);
 
     enif_mutex_lock(lock);
-    Dwfl_Module *mod = module_of(f.path);
+    Dwfl_Module *mod = module_of(&f);
     ERL_NIF_TERM frames =
         mod != NULL ? frames_at(env, mod, (Dwarf_Addr)offset) : 0;
     enif_mutex_unlock(lock);

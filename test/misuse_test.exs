@@ -105,6 +105,35 @@ defmodule BeamAlloc.MisuseTest do
     end
   end
 
+  describe "BeamAlloc.Symbolizer" do
+    test "turns the sites of a report line into source lines, and leaves the rest" do
+      :beam_alloc_erl_test.take_reports()
+      catch_error(:beam_alloc_erl_test.double_free())
+
+      # The line as the C side writes it (this library captures its own).
+      [raw] = Enum.filter(:beam_alloc_erl_test.take_reports(), &(&1 =~ "double free"))
+      assert raw =~ ~r/called from erl_module_nif\.so\+0x[0-9a-f]+/
+
+      line =
+        "test/nifs/erl_module_nif.c"
+        |> File.read!()
+        |> String.split("\n")
+        |> Enum.find_index(&String.contains?(&1, "/* SITE: erl double free */"))
+        |> Kernel.+(1)
+
+      resolved = BeamAlloc.Symbolizer.resolve_sites(raw)
+      assert resolved =~ "called from double_free (test/nifs/erl_module_nif.c:#{line})"
+      refute resolved =~ "erl_module_nif.so+0x"
+
+      # What it cannot place stays as it was.
+      assert BeamAlloc.Symbolizer.resolve_sites("at no_such_object.so+0x10") ==
+               "at no_such_object.so+0x10"
+
+      assert BeamAlloc.Symbolizer.resolve_sites("no sites here: 0x7f00") ==
+               "no sites here: 0x7f00"
+    end
+  end
+
   describe "sites" do
     # The line of the source that carries `marker`.
     defp line_of(marker) do

@@ -24,7 +24,7 @@ BEAM_NIF(double_free, .leak_check = true) {
     if (p == NULL)
         return beam_make_error(env, "enomem");
     beam_free(beam_allocator, p, 24);
-    beam_free(beam_allocator, p, 24);
+    beam_free(beam_allocator, p, 24); /* SITE: erl double free */
     return enif_make_atom(env, "ok");
 }
 
