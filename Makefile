@@ -210,6 +210,16 @@ bench-scratch: $(BUILD)/libbeam_alloc_standalone.a
 	    bench/scratch_bench.c $(BUILD)/libbeam_alloc_standalone.a -o $(BUILD)/bench/scratch_bench
 	$(BUILD)/bench/scratch_bench
 
+# Pauses from slot eviction and heap retirement with BENCH_PAUSE_MIB (default
+# 1024) held: worst and p99.9 call times (bench/pause_bench.c).
+.PHONY: bench-pause
+BENCH_PAUSE_MIB ?= 1024
+bench-pause: $(BUILD)/libbeam_alloc_standalone.a
+	@mkdir -p $(BUILD)/bench
+	$(CC) -O2 -g -std=c11 $(WARN) -Iinclude -pthread \
+	    bench/pause_bench.c $(BUILD)/libbeam_alloc_standalone.a -o $(BUILD)/bench/pause_bench
+	$(BUILD)/bench/pause_bench $(BENCH_PAUSE_MIB)
+
 # --- Fuzzing --------------------------------------------------------------
 # libFuzzer harnesses (clang, ASan+UBSan), one per allocator over the shared
 # driver fuzz/driver.h, built from the sources directly. `make fuzz` runs
