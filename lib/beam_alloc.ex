@@ -73,14 +73,13 @@ defmodule BeamAlloc do
           general_purpose: map()
         }
   def stats(module) when is_atom(module) do
-    # Loading the module loads its NIF library (its @on_load).
-    _ = Code.ensure_loaded(module)
-
-    case BeamAlloc.Testing.Nif.stats(Atom.to_string(module)) do
+    # :beam_alloc.find_stats/1 loads the module first (its @on_load loads
+    # its NIF library).
+    case :beam_alloc.find_stats(module) do
       {:ok, stats} ->
         stats
 
-      {:error, :not_found} ->
+      {:error, :not_loaded} ->
         raise ArgumentError,
               "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
     end
