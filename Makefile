@@ -43,6 +43,14 @@ all: lib
 
 lib: $(BUILD)/libbeam_alloc.a $(BUILD)/libbeam_alloc_standalone.a
 
+# The NIF library alone: what beam_alloc.mk and the :beam_alloc Mix
+# compiler build in a dependency (quiet when it is up to date).
+.PHONY: nif-lib standalone-lib
+nif-lib: $(BUILD)/libbeam_alloc.a
+	@:
+standalone-lib: $(BUILD)/libbeam_alloc_standalone.a
+	@:
+
 $(BUILD)/nif/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR) -c $< -o $@
