@@ -167,6 +167,15 @@ $(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
+# rebar3 (the pre_hook of rebar.config): the library, and the driver into
+# priv/ of the source directory, which rebar3 links into _build.
+.PHONY: rebar3-nifs rebar3-clean
+rebar3-nifs: $(BUILD)/libbeam_alloc.a
+	@$(MAKE) --no-print-directory $(CURDIR)/priv/beam_alloc_testing.so MIX_APP_PATH=$(CURDIR)
+
+rebar3-clean:
+	rm -rf $(BUILD) priv
+
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
