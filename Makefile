@@ -196,8 +196,17 @@ soak: deps lib
 test: deps
 	@$(MAKE) --no-print-directory test-all
 
-test-all: lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test
+# Every suite; TESTS= runs some.
+TESTS ?= lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test \
+         examples-test
+test-all: $(TESTS)
 	@:
+
+# The examples, each built and tested as a user would from a clean copy
+# (scripts/test-examples).
+.PHONY: examples-test
+examples-test:
+	scripts/test-examples
 
 # The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
 DEMO_SO := $(BUILD)/demo/beam_alloc_demo.so
