@@ -196,17 +196,20 @@ soak: deps lib
 test: deps
 	@$(MAKE) --no-print-directory test-all
 
-# Every suite; TESTS= runs some.
+# Every suite; TESTS= runs some (scripts/fresh-machine-check does).
 TESTS ?= lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test \
-         examples-test
+         examples-test fresh-machine-check
 test-all: $(TESTS)
 	@:
 
 # The examples, each built and tested as a user would from a clean copy
-# (scripts/test-examples).
-.PHONY: examples-test
+# (scripts/test-examples), and the README's commands on a simulated machine
+# without Erlang or Elixir (scripts/fresh-machine-check).
+.PHONY: examples-test fresh-machine-check
 examples-test:
 	scripts/test-examples
+fresh-machine-check:
+	scripts/fresh-machine-check
 
 # The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
 DEMO_SO := $(BUILD)/demo/beam_alloc_demo.so
