@@ -25,7 +25,8 @@ BEAM_NIF(nif_compress) {
     if (out == NULL)
         return beam_make_error(env, "enomem");
     uLongf out_len = bound;
-    int rc = compress2(out, &out_len, in.data, (uLong)in.size, Z_DEFAULT_COMPRESSION);
+    int rc = compress2(out, &out_len, in.data, (uLong)in.size,
+                       Z_DEFAULT_COMPRESSION);
     ERL_NIF_TERM result;
     if (rc == Z_OK) {
         unsigned char *bytes = enif_make_new_binary(env, out_len, &result);
