@@ -129,7 +129,7 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	done
 
 clean:
-	rm -rf $(BUILD) _build
+	rm -rf $(BUILD) _build priv
 
 format:
 	clang-format -i include/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h

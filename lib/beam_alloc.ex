@@ -27,9 +27,14 @@ defmodule BeamAlloc do
     * `BeamAlloc.stats/1` reads the allocator counters of a module's NIF
       library.
 
-  This Mix project builds the library, the fault-injection driver and the
-  NIFs of its test suite through the `:beam_alloc_make` compiler (see
-  `Mix.Tasks.Compile.BeamAllocMake`).
+  A project with beam_alloc as a dependency builds its own NIFs with the
+  `:beam_alloc` compiler (`compilers: [:beam_alloc] ++ Mix.compilers()`,
+  see `Mix.Tasks.Compile.BeamAlloc`). This Mix project builds the library,
+  the fault-injection driver and the NIFs of its test suite through the
+  `:beam_alloc_make` compiler (see `Mix.Tasks.Compile.BeamAllocMake`).
+
+  The tools are Erlang modules underneath (`beam_alloc_testing`,
+  `beam_alloc:stats/1`), usable from Erlang without Elixir.
   """
 
   @typedoc "Counters of one allocator of a NIF library (see `stats/1`)."

@@ -51,6 +51,7 @@ defmodule ElixirNifTest do
   end
 
   describe "leak checking" do
+    @tag :capture_log
     test "leaky/0 raises, and the leak is reported to the logger" do
       BeamAlloc.Reporter.take()
 
