@@ -12,7 +12,12 @@ defmodule BeamAlloc.MixCompilerTest do
   setup context do
     # Under the system's temporary directory, with a plain name (make
     # cannot take every character a test name has).
-    dir = Path.join(System.tmp_dir!(), "beam_alloc_mixc_#{context.line}_#{System.unique_integer([:positive])}")
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_mixc_#{context.line}_#{System.unique_integer([:positive])}"
+      )
+
     File.rm_rf!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
 
