@@ -33,7 +33,9 @@ extern "C" {
 typedef struct beam_nif_options {
     /** Run the call on a fresh general purpose allocator (over .allocator
      * when given) and raise RuntimeError "memory leak detected in function
-     * `M.fun/arity`" when any block is live at return. */
+     * `M.fun/arity`" when any block is live at return; in an Erlang module
+     * (a name without "Elixir."), erlang:error({memory_leak, <<"memory leak
+     * detected in function my_mod:fun/arity">>}). */
     bool leak_check;
     /** beam_allocator for the call; NULL means beam_raw_allocator. */
     beam_allocator_t (*allocator)(void);
@@ -77,7 +79,18 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
 
 /** Define a NIF: BEAM_NIF(name) { ... } or BEAM_NIF(name, .leak_check = true)
  * { ... }. Inside the body env, argc and argv are in scope and
- * beam_allocator is set. name goes in an ErlNifFunc table as usual. */
+ * beam_allocator is set. name goes in an ErlNifFunc table as usual.
+ *
+ * name is the C function's name (a static function), not the Erlang one:
+ * the ErlNifFunc table gives that. A NIF named like a C library function
+ * or a keyword (compress next to <zlib.h>, free, open, end) takes another
+ * C name, and messages still name it as Erlang knows it:
+ *
+ *     BEAM_NIF(nif_compress) { ... }
+ *     static ErlNifFunc funcs[] = {{"compress", 1, nif_compress, 0}};
+ *
+ * Besides name itself, BEAM_NIF defines beam_nif_body_<name> and
+ * beam_nif_options_<name> (static). */
 #define BEAM_NIF(...) BEAM__NIF(__VA_ARGS__, .beam_reserved_end = 0)
 /* C++ before C++20 takes designated initialisers only as an extension and
  * warns about the fields they leave out; the options are meant to be
@@ -226,7 +239,8 @@ BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
  * without "Elixir.") with message. */
 BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                                  const char *message);
-/** "M.fun/arity" of the running NIF when known (for messages), else NULL. */
+/** "M.fun/arity" of the running NIF when known (for messages;
+ * "my_mod:fun/arity" in an Erlang module), else NULL. */
 BEAM_API const char *beam_nif_module_name(void);
 
 /* Resource-scoped allocators.
