@@ -166,7 +166,6 @@ typedef struct gpa_heap {
 
 struct beam_gpa_state {
     beam_allocator_t backing;
-    unsigned flags;
     uint64_t id;           /* unique per state: thread-local slots check it */
     uint32_t reg;          /* index in the registry */
     uintptr_t cookie;      /* free-block tag key */
