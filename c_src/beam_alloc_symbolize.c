@@ -1,6 +1,7 @@
 /*
- * Source lines for report sites: the NIF library of BeamAlloc.Symbolizer
- * (priv/beam_alloc_symbolize.so).
+ * Source lines for report sites: the NIF library of beam_alloc_symbolizer
+ * (priv/beam_alloc_symbolize.so, loaded by erlang/beam_alloc_symbolizer.erl;
+ * BeamAlloc.Symbolizer is its Elixir front).
  *
  * Reports name code the way the C side can cheaply and safely, on any
  * thread, with locks held: "lib.so+0x1c1b", the offset of the call in the
@@ -322,4 +323,4 @@ static ErlNifFunc funcs[] = {
     {"resolve", 2, resolve, ERL_NIF_DIRTY_JOB_IO_BOUND},
 };
 
-ERL_NIF_INIT(Elixir.BeamAlloc.Symbolizer, funcs, load, NULL, NULL, unload)
+ERL_NIF_INIT(beam_alloc_symbolizer, funcs, load, NULL, NULL, unload)

@@ -237,8 +237,8 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     of one block does not cycle slabs).
  *   - A slab that fills up leaves its heap. Blocks freed into it by any
  *     thread make it reusable by every heap; once all its blocks are free it
- *     goes back to the instance's pool at the next refill of any heap that
- *     notices it, or at beam_gpa_collect.
+ *     goes back to the instance's pool when a heap refilling that class
+ *     finds it, or at beam_gpa_collect.
  *   - A segment whose slabs are all free goes back to the backing allocator
  *     as soon as the pool holds 8 more free slabs than the segment has, and
  *     always at beam_gpa_collect.
@@ -469,9 +469,10 @@ typedef struct beam_alloc_stats {
  * seen when threads publish their changes. A thread publishes every fall
  * at once and a rise when it reaches 64 KiB (raw, large) or when a heap
  * refills a slab (general purpose), and a read publishes the reading
- * thread's own: so the published total is never above what is live, and
- * the peak is never above the true one, but may be low by up to 64 KiB (or
- * a slab's worth of allocations) per other thread. */
+ * thread's own: so the published total is never above what is live (a
+ * free counts as done when its call returns), and the peak is never above
+ * the true one, but may be low by up to 64 KiB (or a slab's worth of
+ * allocations) per other thread. */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
 
 #ifdef __cplusplus

@@ -33,11 +33,12 @@ extern "C" {
 typedef struct beam_nif_options {
     /** Run the call on a fresh general purpose allocator in safe mode
      * (over .allocator when given) and raise RuntimeError "memory leak
-     * detected in function `M.fun/arity`" when any block is live at return
-     * (erlang:error({memory_leak, Message}) from an Erlang module), or
-     * "memory misuse detected in function `M.fun/arity`: <kind>" when the
-     * call misused memory (see raise_on_misuse). The blocks and sites go
-     * to the report hook (inside a BEAM: the logger and
+     * detected in function `M.fun/arity`" when any block is live at return,
+     * or "memory misuse detected in function `M.fun/arity`: <kind>" when the
+     * call misused memory (see raise_on_misuse); in an Erlang module (a name
+     * without "Elixir."), erlang:error({memory_leak, <<"memory leak detected
+     * in function my_mod:fun/arity">>}) or {memory_misuse, ...}. The blocks
+     * and sites go to the report hook (inside a BEAM: the logger and
      * BeamAlloc.Reporter). */
     bool leak_check;
     /** beam_allocator for the call; NULL means beam_raw_allocator. */
@@ -95,7 +96,18 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
 
 /** Define a NIF: BEAM_NIF(name) { ... } or BEAM_NIF(name, .leak_check = true)
  * { ... }. Inside the body env, argc and argv are in scope and
- * beam_allocator is set. name goes in an ErlNifFunc table as usual. */
+ * beam_allocator is set. name goes in an ErlNifFunc table as usual.
+ *
+ * name is the C function's name (a static function), not the Erlang one:
+ * the ErlNifFunc table gives that. A NIF named like a C library function
+ * or a keyword (compress next to <zlib.h>, free, open, end) takes another
+ * C name, and messages still name it as Erlang knows it:
+ *
+ *     BEAM_NIF(nif_compress) { ... }
+ *     static ErlNifFunc funcs[] = {{"compress", 1, nif_compress, 0}};
+ *
+ * Besides name itself, BEAM_NIF defines beam_nif_body_<name> and
+ * beam_nif_options_<name> (static). */
 #define BEAM_NIF(...) BEAM__NIF(__VA_ARGS__, .beam_reserved_end = 0)
 /* C++ before C++20 takes designated initialisers only as an extension and
  * warns about the fields they leave out; the options are meant to be
@@ -245,7 +257,8 @@ BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
  * without "Elixir.") with message. */
 BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                                  const char *message);
-/** "M.fun/arity" of the running NIF when known (for messages), else NULL. */
+/** "M.fun/arity" of the running NIF when known (for messages;
+ * "my_mod:fun/arity" in an Erlang module), else NULL. */
 BEAM_API const char *beam_nif_module_name(void);
 
 /* Resource-scoped allocators.

@@ -166,12 +166,12 @@ typedef struct gpa_heap {
 
 struct beam_gpa_state {
     beam_allocator_t backing;
-    unsigned flags;
     uint64_t id;           /* unique per state: thread-local slots check it */
     uint32_t reg;          /* index in the registry */
     uintptr_t cookie;      /* free-block tag key */
     bool track;            /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
     bool safe;             /* BEAM_GPA_SAFE */
+    unsigned flags;        /* beam_gpa_init_ex's: frames kept (frames.h) */
     _Atomic uint32_t pins; /* threads retiring a heap of it (gpa_heap.c) */
     pthread_mutex_t lock;
     /* Lock held: */

@@ -166,7 +166,7 @@ BEAM__HIDDEN void beam__counters_retire(beam__counters *r, beam__counters *c,
 /* Thread exit (thread_exit.c): arm the library's one exit hook for this
  * thread; when the thread ends it runs these cleanups, in this order. */
 BEAM__HIDDEN void beam__thread_exit_arm(void);
-BEAM__HIDDEN void beam__gpa_thread_exit(void);   /* gpa_thread.c */
+BEAM__HIDDEN void beam__gpa_thread_exit(void);   /* gpa_heap.c */
 BEAM__HIDDEN void beam__stats_thread_exit(void); /* stats.c */
 
 /* The raw and large allocators' counters of the calling thread. */

@@ -102,7 +102,6 @@ void beam__assert_fail(const char *what, const char *file, int line) {
     abort();
 }
 
-
 /* --- Misuse seen by this thread ------------------------------------------ */
 
 BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;

@@ -72,7 +72,7 @@ defmodule BeamAlloc.MisuseTest do
       :beam_alloc_erl_test.take_reports()
 
       assert {:memory_misuse,
-              "memory misuse detected in function `beam_alloc_erl_test:double_free/0`: double free"} =
+              "memory misuse detected in function beam_alloc_erl_test:double_free/0: double free"} =
                catch_error(:beam_alloc_erl_test.double_free())
 
       assert Enum.any?(:beam_alloc_erl_test.take_reports(), &(&1 =~ "double free"))
@@ -201,6 +201,18 @@ defmodule BeamAlloc.MisuseFaultInjectionTest do
       end
 
       assert Exception.message(error) =~ "misused memory: double free"
+
+      # The same from Erlang, as Erlang terms.
+      assert {:allocation_failures, %{message: message, problems: [%{kind: :misuse} | _]}} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(
+                   &Misuse.double_free_plain/0,
+                   []
+                 )
+               )
+
+      assert message =~ "the run without failures misused memory: double free"
+      assert message =~ "called from double_free_plain (test/nifs/misuse_nif.c:"
     end)
   end
 

@@ -10,9 +10,16 @@ defmodule BeamAlloc.VmTest do
     ebin = to_string(:code.lib_dir(:beam_alloc, :ebin))
 
     args = [
-      "-s", "KILL", to_string(seconds), System.find_executable("elixir"),
-      "--erl", "+S 8:8 +SDcpu 4:4 +SDio 4", "-pa", ebin,
-      "-e", "BeamAlloc.Test.VmScenarios.#{call}"
+      "-s",
+      "KILL",
+      to_string(seconds),
+      System.find_executable("elixir"),
+      "--erl",
+      "+S 8:8 +SDcpu 4:4 +SDio 4",
+      "-pa",
+      ebin,
+      "-e",
+      "BeamAlloc.Test.VmScenarios.#{call}"
     ]
 
     {out, status} = System.cmd("timeout", args, stderr_to_stdout: true)
@@ -29,6 +36,12 @@ defmodule BeamAlloc.VmTest do
   test "memory freed elsewhere goes back to the VM while its owners idle" do
     {out, status} = run_child("memory(256)", 120)
     assert status == 0, out
+  end
+
+  test "BEAM_NIF_INIT expands a module name given as a macro" do
+    assert_raise RuntimeError,
+                 "memory leak detected in function `BeamAlloc.Test.Vm.leaky/0`",
+                 fn -> BeamAlloc.Test.Vm.leaky() end
   end
 
   test "load/purge cycles leave nothing behind" do

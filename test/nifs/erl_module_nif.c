@@ -1,10 +1,16 @@
 /*
  * A NIF module with an Erlang-style name (beam_alloc_erl_test, no
  * "Elixir." prefix): a leak or a misuse raises an Erlang error,
- * {memory_leak, Message} or {memory_misuse, Message}, with the function
- * written as Erlang writes it, beam_alloc_erl_test:leaky/0.
+ * erlang:error({memory_leak, Message}) or {memory_misuse, Message}, with
+ * the function written as Erlang does, beam_alloc_erl_test:leaky/0.
+ *
+ * Two NIFs are named like C library functions or keywords (free, end):
+ * their C names differ (BEAM_NIF(nif_free)), the table gives the Erlang
+ * name, and messages use the Erlang one.
  */
 #include "nif_util.h"
+
+#include <stdlib.h> /* declares free(): BEAM_NIF(free) would clash */
 
 BEAM_NIF(leaky, .leak_check = true) {
     unsigned char *leaked = beam_alloc(beam_allocator, unsigned char, 24);
@@ -19,6 +25,20 @@ BEAM_NIF(clean, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+BEAM_NIF(nif_free, .leak_check = true) {
+    unsigned char *leaked = beam_alloc(beam_allocator, unsigned char, 8);
+    if (leaked != NULL)
+        leaked[0] = 1;
+    return argv[0];
+}
+
+BEAM_NIF(nif_end, .leak_check = true) {
+    unsigned char *leaked = beam_alloc(beam_allocator, unsigned char, 8);
+    if (leaked != NULL)
+        leaked[0] = 1;
+    return enif_make_atom(env, "ok");
+}
+
 BEAM_NIF(double_free, .leak_check = true) {
     unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
     if (p == NULL)
@@ -29,10 +49,9 @@ BEAM_NIF(double_free, .leak_check = true) {
 }
 
 static ErlNifFunc funcs[] = {
-    {"leaky", 0, leaky, 0},
-    {"double_free", 0, double_free, 0},
-    {"clean", 0, clean, 0},
-    {"take_reports", 0, take_reports, 0},
+    {"leaky", 0, leaky, 0},   {"double_free", 0, double_free, 0},
+    {"free", 1, nif_free, 0}, {"end", 0, nif_end, 0},
+    {"clean", 0, clean, 0},   {"take_reports", 0, take_reports, 0},
 };
 
 BEAM_NIF_INIT(beam_alloc_erl_test, funcs, load_capturing_reports, NULL, NULL)
