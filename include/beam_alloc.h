@@ -273,8 +273,10 @@ enum beam_gpa_flags {
      * byte after it, checked at free: a write past the end is reported with
      * the allocation and free sites. New blocks are filled with 0xAA, freed
      * ones with 0xDD (all but their first 16 bytes), and a freed block is
-     * checked when reused: a write after free is reported. Costs a pass over
-     * each block at allocation and at free. */
+     * checked when reused (and, in leak_check calls, at the end of the
+     * call): a write after free is reported. Sites are 6 frames of the
+     * stack (see BEAM_GPA_FRAMES). Costs a pass over each block at
+     * allocation and at free. */
     BEAM_GPA_SAFE = 1u << 2,
 };
 
