@@ -49,7 +49,7 @@ defmodule BeamAlloc.Case do
   def __setup__(context) do
     unless context[:beam_alloc_reports] == :allow do
       test_pid = self()
-      mark = Reporter.mark()
+      mark = mark!()
       async? = Map.get(context, :async, false)
 
       ExUnit.Callbacks.on_exit({__MODULE__, make_ref()}, fn ->
@@ -58,6 +58,15 @@ defmodule BeamAlloc.Case do
     end
 
     :ok
+  end
+
+  defp mark! do
+    Reporter.mark()
+  catch
+    :exit, {:noproc, _} ->
+      raise RuntimeError,
+            "use BeamAlloc.Case reads BeamAlloc.Reporter, which is not running: " <>
+              "start the :beam_alloc application (Application.ensure_all_started(:beam_alloc))"
   end
 
   @doc """
