@@ -168,6 +168,21 @@ defmodule BeamAlloc.MisuseTest do
         assert leak =~ "allocated from leak_and_bad_free (#{@source}:#{line_of("leak")})"
       end)
     end
+
+    test "name each caller of an allocation, innermost first, from the stack" do
+      capture_log(fn ->
+        assert_raise RuntimeError, fn -> Misuse.leak_deep() end
+        leak = Enum.find(reports(2), &(&1 =~ "leak: 24 bytes"))
+
+        assert leak =~
+                 "allocated from deep_alloc (#{@source}:#{line_of("deep")}) <- " <>
+                   "middle_alloc (#{@source}:#{line_of("middle")}) <- " <>
+                   "leak_deep (#{@source}:#{line_of("top")})"
+
+        # The stack ends at the NIF's body: nothing of the glue or the VM.
+        refute leak =~ "beam_nif_call"
+      end)
+    end
   end
 end
 

@@ -142,7 +142,31 @@ BEAM_NIF(leak_and_bad_free, .leak_check = true) {
     return ok(env);
 }
 
+/* Real calls (not inlined): the frames come from the stack itself, walked
+ * through frame pointers. */
+__attribute__((noinline)) static unsigned char *deep_alloc(size_t n) {
+    unsigned char *p =
+        beam_alloc(beam_allocator, unsigned char, n); /* SITE: deep */
+    __asm__ volatile("" ::: "memory"); /* keeps the call a call */
+    return p;
+}
+
+__attribute__((noinline)) static unsigned char *middle_alloc(size_t n) {
+    unsigned char *p = deep_alloc(n); /* SITE: middle */
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+BEAM_NIF(leak_deep, .leak_check = true) {
+    unsigned char *p = middle_alloc(24); /* SITE: top */
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[0] = 1;
+    return ok(env);
+}
+
 static ErlNifFunc funcs[] = {
+    {"leak_deep", 0, leak_deep, 0},
     {"double_free", 0, double_free, 0},
     {"write_past_end", 0, write_past_end, 0},
     {"wrong_length", 0, wrong_length, 0},

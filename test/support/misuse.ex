@@ -18,4 +18,5 @@ defmodule BeamAlloc.Test.Misuse do
   def double_free_raising, do: :erlang.nif_error(:not_loaded)
   def double_free_opted, do: :erlang.nif_error(:not_loaded)
   def leak_and_bad_free, do: :erlang.nif_error(:not_loaded)
+  def leak_deep, do: :erlang.nif_error(:not_loaded)
 end
