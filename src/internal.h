@@ -9,24 +9,16 @@
 
 #include <stdarg.h>
 
-#if defined(__GNUC__) || defined(__clang__)
+/* gcc and clang only: the allocators rely on their builtins throughout. */
 #define BEAM__HIDDEN __attribute__((visibility("hidden")))
 #define BEAM__LIKELY(x) __builtin_expect(!!(x), 1)
 #define BEAM__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define BEAM__NOINLINE __attribute__((noinline))
 #define BEAM__RET_ADDR() ((uintptr_t)__builtin_return_address(0))
 #define BEAM__PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define BEAM__HIDDEN
-#define BEAM__LIKELY(x) (x)
-#define BEAM__UNLIKELY(x) (x)
-#define BEAM__NOINLINE
-#define BEAM__RET_ADDR() ((uintptr_t)0)
-#define BEAM__PRINTF(f, a)
-#endif
 
-/* The system backend: enif_alloc & co. in the NIF build (backend_enif.c),
- * malloc & co. in the standalone build (backend_libc.c). Same contract as
+/* The system backend: enif_alloc & co. in the NIF build (backend/enif.c),
+ * malloc & co. in the standalone build (backend/libc.c). Same contract as
  * malloc, except that alignment is only BEAM_MAX_ALIGN. */
 BEAM__HIDDEN void *beam__sys_alloc(size_t len);
 BEAM__HIDDEN void *beam__sys_realloc(void *mem, size_t len);

@@ -24,8 +24,8 @@ static void report_to_stderr(void *user, const char *line) {
     fprintf(stderr, "%s\n", line);
 }
 
-/* The default: stderr, or inside a BEAM the logger (src/nif/report.c
- * installs it at load). A hook the user set stays in place either way. */
+/* The default: stderr, or inside a BEAM the logger (nif/report.c installs
+ * it at load). A hook the user set stays in place either way. */
 static struct {
     pthread_rwlock_t lock;
     beam_report_fn fallback; /* the default */

@@ -48,7 +48,11 @@ static void *watchdog_main(void *arg) {
     return NULL;
 }
 
+static double stress_seconds(void);
+
+/* seconds of grace beyond the test's own running time (see stress_seconds) */
 static void watchdog_start(watchdog *w, const char *what, unsigned seconds) {
+    seconds += (unsigned)stress_seconds();
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
     w->done = false;
