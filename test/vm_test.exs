@@ -10,16 +10,9 @@ defmodule BeamAlloc.VmTest do
     ebin = to_string(:code.lib_dir(:beam_alloc, :ebin))
 
     args = [
-      "-s",
-      "KILL",
-      to_string(seconds),
-      System.find_executable("elixir"),
-      "--erl",
-      "+S 8:8 +SDcpu 4:4 +SDio 4",
-      "-pa",
-      ebin,
-      "-e",
-      "BeamAlloc.Test.VmScenarios.#{call}"
+      "-s", "KILL", to_string(seconds), System.find_executable("elixir"),
+      "--erl", "+S 8:8 +SDcpu 4:4 +SDio 4", "-pa", ebin,
+      "-e", "BeamAlloc.Test.VmScenarios.#{call}"
     ]
 
     {out, status} = System.cmd("timeout", args, stderr_to_stdout: true)
