@@ -37,10 +37,16 @@ static BEAM_THREAD_LOCAL stack_bounds bounds;
 BEAM_THREAD_LOCAL uintptr_t beam__frames_stop;
 
 static BEAM__NOINLINE void find_bounds(void) {
+    bounds.hi = 1;
+#if defined(__APPLE__)
+    pthread_t self = pthread_self();
+    uintptr_t top = (uintptr_t)pthread_get_stackaddr_np(self);
+    bounds.lo = top - pthread_get_stacksize_np(self);
+    bounds.hi = top;
+#elif defined(__linux__)
     pthread_attr_t attr;
     void *addr;
     size_t size;
-    bounds.hi = 1;
     /* Once per thread (it may read /proc/self/maps for the main thread). */
     if (pthread_getattr_np(pthread_self(), &attr) != 0)
         return;
@@ -49,6 +55,8 @@ static BEAM__NOINLINE void find_bounds(void) {
         bounds.hi = (uintptr_t)addr + size;
     }
     pthread_attr_destroy(&attr);
+#endif
+    /* Elsewhere the stack is not known: one frame, the call site. */
 }
 
 /* The walk reads other frames' saved words, which ASan has no business
