@@ -18,7 +18,7 @@ SAN_CC  ?= clang
 COMMON_SRC      := $(wildcard src/*.c)
 NIF_SRC         := $(COMMON_SRC) src/backend/enif.c $(wildcard src/nif/*.c)
 STANDALONE_SRC  := $(COMMON_SRC) src/backend/libc.c
-HEADERS         := $(wildcard include/*.h include/beam_alloc/*.h src/*.h src/nif/*.h)
+HEADERS         := $(wildcard include/*.h include/*.hpp include/beam_alloc/*.h src/*.h src/nif/*.h)
 
 # Found when first needed (after `make deps` may have installed Erlang),
 # then remembered.
@@ -97,11 +97,17 @@ c-test-san: $(BUILD)/test-san/run_tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(BUILD)/test-san/run_tests
 
+# The libraries the adapter headers (include/beam_alloc/) adapt: linked by
+# their users, never by beam_alloc itself.
+ADAPTER_LIBS := -lsqlite3 -lz -lzstd
+
 # The public headers, strict: beam_alloc.h alone with no ERTS include path,
 # built and linked against the standalone library; beam_alloc_nif.h with a
 # NIF using every public macro (test/header/sample_nif.c) as C11 and C++17
-# with gcc and clang; and BEAM_NIF without beam_alloc_nif.h must fail with a
-# message that names it.
+# with gcc and clang; the adapter headers run against SQLite, zlib and zstd
+# (test/header/adapters.c, C11) and the C++ one with STL and pmr containers
+# (test/header/cxx.cpp, C++17), with both compilers; and BEAM_NIF without
+# beam_alloc_nif.h must fail with a message that names it.
 HEADER_STRICT := -Wall -Wextra -Werror -Iinclude
 header-test: $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(BUILD)/header
@@ -115,6 +121,14 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    $$cxx -std=c++17 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
 	done
 	for cc in gcc $(SAN_CC); do \
+	    $$cc -std=c11 -pedantic $(HEADER_STRICT) test/header/adapters.c $(BUILD)/libbeam_alloc_standalone.a \
+	        $(ADAPTER_LIBS) -pthread -ldl -o $(BUILD)/header/adapters-$$cc && $(BUILD)/header/adapters-$$cc || exit 1; \
+	done
+	for cxx in g++ $(SAN_CC)++; do \
+	    $$cxx -std=c++17 -pedantic $(HEADER_STRICT) test/header/cxx.cpp $(BUILD)/libbeam_alloc_standalone.a \
+	        -pthread -ldl -o $(BUILD)/header/cxx-$$cxx && $(BUILD)/header/cxx-$$cxx || exit 1; \
+	done
+	for cc in gcc $(SAN_CC); do \
 	    if $$cc -std=c11 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/missing_nif_header.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
 	        echo "BEAM_NIF compiled without beam_alloc_nif.h" >&2; exit 1; fi; \
 	    grep -q 'beam_alloc_nif.h' $(BUILD)/header/missing.err || { cat $(BUILD)/header/missing.err; exit 1; }; \
@@ -124,7 +138,7 @@ clean:
 	rm -rf $(BUILD) _build
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h
+	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
 # `make nifs` is what mix's :beam_alloc_make compiler runs (see
@@ -221,7 +235,7 @@ FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 9
 FUZZ_MAX_LEN       ?= 4096
-FUZZ_HARNESSES     := gpa arena fixed_buffer large failing
+FUZZ_HARNESSES     := gpa arena fixed_buffer large failing malloc
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_FLAGS := -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread $(FUZZ_SAN)
 FUZZ_OBJ   := $(STANDALONE_SRC:src/%.c=$(BUILD)/fuzz/obj/%.o)
