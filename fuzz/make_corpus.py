@@ -309,7 +309,7 @@ def malloc_style():
     seeds = {}
     for parent, pname in enumerate(("raw", "large", "gpa", "gpa-safe",
                                     "gpa-raw", "arena", "fail-raw",
-                                    "fail-gpa")):
+                                    "fail-gpa", "flip")):
         for index in ((3, 9) if pname.startswith("fail") else (255,)):
             seeds["%s-%d" % (pname, index)] = [parent, index] + prog
         seeds[pname + "-hostile"] = [parent, 255] + hostile_prog

@@ -139,10 +139,11 @@ static void *hdr_mrealloc(beam_allocator_t a, void *p, size_t n,
         /* Moved to an address of the other residue mod 16: the contents
          * shift to the new 16-aligned spot (the 16 spare bytes allow it). */
         size_t old_off = (size_t)((char *)p - base);
-        void *user = hdr_place(q, new_good);
-        if ((char *)user != q + old_off)
-            memmove(user, q + old_off, keep);
-        return user;
+        size_t new_off = ((uintptr_t)q & 15) != 0 ? 8 : 16;
+        /* Contents first: the new header word may sit on the old data. */
+        if (new_off != old_off)
+            memmove(q + new_off, q + old_off, keep);
+        return hdr_place(q, new_good);
     }
     void *user = hdr_malloc(a, n, ret);
     if (user == NULL)

@@ -17,9 +17,10 @@
  *
  * SQLite's allocator is one per process, shared by every NIF library of
  * the VM that links the same libsqlite3: it can be set only before
- * sqlite3_initialize or after sqlite3_shutdown. Otherwise
- * beam_sqlite3_use changes nothing and returns SQLITE_MISUSE (another
- * library may have started SQLite first; its allocator stays).
+ * sqlite3_initialize or after sqlite3_shutdown, from one thread while no
+ * other starts SQLite. Otherwise beam_sqlite3_use changes nothing and
+ * returns SQLITE_MISUSE (another library may have started SQLite first;
+ * its allocator stays, and so does the one this library gave before).
  *
  * SQLITE_CONFIG_MEMSTATUS is left as it is (on by default): with it,
  * SQLite counts every allocation under one global mutex, which serialises
@@ -100,11 +101,13 @@ static inline int beam_sqlite3_use(beam_allocator_t a) {
         beam_sqlite3_realloc_hook,  beam_sqlite3_size_hook,
         beam_sqlite3_roundup_hook,  beam_sqlite3_init_hook,
         beam_sqlite3_shutdown_hook, NULL};
-    beam_allocator_t previous = beam_sqlite3_allocator;
-    beam_sqlite3_allocator = a;
+    /* Configure first: while SQLite runs (the call then fails) its hooks
+     * must go on seeing the allocator they started with. Once it
+     * succeeds SQLite is stopped, and nothing calls the hooks until
+     * sqlite3_initialize. */
     int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &methods);
-    if (rc != SQLITE_OK)
-        beam_sqlite3_allocator = previous; /* SQLite still uses it */
+    if (rc == SQLITE_OK)
+        beam_sqlite3_allocator = a;
     return rc;
 }
 

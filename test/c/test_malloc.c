@@ -92,6 +92,71 @@ TEST(malloc_over_composed_allocators) {
     CHECK(f.allocated_bytes == f.freed_bytes);
 }
 
+/* An allocator that hands out blocks 8 bytes off a 16-byte boundary and
+ * on the boundary, by turns, and always moves on remap to the other kind:
+ * what enif_alloc may do, which malloc (always 16-aligned here) never
+ * shows. The raw block's address sits in the word before each block. */
+static unsigned flip_turn;
+static void *flip_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
+    (void)ctx;
+    (void)r;
+    if (alignment > 8 || len > (size_t)PTRDIFF_MAX - 16)
+        return NULL;
+    char *raw = beam_raw_allocator.vtable->alloc(NULL, len + 16, 8, 0);
+    if (raw == NULL)
+        return NULL;
+    char *user = raw + 8;
+    if ((((uintptr_t)user & 15) == 0) != ((flip_turn++ & 1) == 0))
+        user += 8;
+    ((char **)user)[-1] = raw;
+    return user;
+}
+static void flip_free(void *ctx, void *mem, size_t len, size_t alignment,
+                      uintptr_t r) {
+    (void)ctx;
+    (void)alignment;
+    (void)r;
+    beam_raw_allocator.vtable->free(NULL, ((char **)mem)[-1], len + 16, 8, 0);
+}
+static bool flip_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t r) {
+    (void)ctx;
+    (void)mem;
+    (void)len;
+    (void)alignment;
+    (void)new_len;
+    (void)r;
+    return false;
+}
+static void *flip_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t r) {
+    flip_turn = ((uintptr_t)mem & 15) == 0 ? 1 : 0; /* the other kind */
+    void *p = flip_alloc(ctx, new_len, alignment, r);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, mem, len < new_len ? len : new_len);
+    flip_free(ctx, mem, len, alignment, r);
+    return p;
+}
+static const beam_allocator_vtable flip_vtable = {flip_alloc, flip_resize,
+                                                  flip_remap, flip_free};
+
+TEST(malloc_over_a_parent_whose_blocks_change_residue_on_remap) {
+    beam_allocator_t a = {NULL, &flip_vtable};
+    CHECK(exercise(a));
+    /* A grow that moves from 8 mod 16 to 0 mod 16 and back keeps every
+     * byte (the header word must not land on the data before it moves). */
+    for (int k = 0; k < 4; k++) {
+        unsigned char *p = beam_malloc(a, 40);
+        fill(p, 40, 9);
+        for (size_t n = 41; n < 400; n += 37) {
+            p = beam_mrealloc(a, p, n);
+            CHECK(p != NULL && check_aligned(p, 16) && filled(p, 40, 9));
+        }
+        beam_mfree(a, p);
+    }
+}
+
 TEST(malloc_over_the_general_purpose_allocator_has_no_header) {
     beam_gpa_t g = gpa_with(0);
     beam_allocator_t a = beam_gpa_allocator(&g);
