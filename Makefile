@@ -138,7 +138,7 @@ clean:
 	rm -rf $(BUILD) _build
 
 format:
-	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h
+	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
 # `make nifs` is what mix's :beam_alloc_make compiler runs (see
@@ -158,7 +158,14 @@ NIF_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
 TEST_NIF_SRC := $(wildcard test/nifs/*.c)
-TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so)
+TEST_NIF_CXX := $(wildcard test/nifs/*.cpp)
+TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
+                $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
+CXX          ?= g++
+NIF_CXXFLAGS := -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread
+# The test NIFs of the adapter headers link what they adapt.
+$(MIX_APP_PATH)/priv/adapters_nif.so: NIF_LIBS := -lz -lzstd
+$(MIX_APP_PATH)/priv/sqlite_nif.so: NIF_LIBS := -lsqlite3
 
 .PHONY: nifs
 
@@ -175,7 +182,11 @@ $(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
+
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CXX) $(CFLAGS) $(NIF_CXXFLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
 # The library is built here first so that the make that mix runs finds it
 # up to date (and two makes never write the same objects).
@@ -214,6 +225,26 @@ demo-run: lib $(DEMO_SO)
 # builds, runs everything once, writes bench/results/. See bench/run.sh.
 bench:
 	@CC="$(CC)" MAKE="$(MAKE)" bench/run.sh
+
+# SQLite's allocator in a BEAM: malloc, enif_alloc with a size header,
+# beam_alloc's general purpose allocator (beam_sqlite3_use) and mimalloc,
+# on 1 and 2 dirty schedulers (bench/sqlite/). BENCH_ROUNDS (default 7) and
+# BENCH_ROWS (default 20000) set its length; the table goes to
+# bench/results/sqlite.md.
+.PHONY: bench-sqlite bench-sqlite-run
+SQLITE_BENCH_SO := $(BUILD)/bench/sqlite_bench_nif.so
+
+$(SQLITE_BENCH_SO): bench/sqlite/sqlite_bench_nif.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CC) -O2 -g $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -lsqlite3 -lmimalloc -o $@
+
+bench-sqlite: deps
+	@$(MAKE) --no-print-directory bench-sqlite-run
+
+bench-sqlite-run: lib $(SQLITE_BENCH_SO)
+	@mkdir -p bench/results
+	BENCH_SQLITE_NIF=$(CURDIR)/$(basename $(SQLITE_BENCH_SO)) BENCH_OUT=bench/results/sqlite.md \
+	    elixir --erl "+SDcpu 2:2" bench/sqlite/bench_sqlite.exs
 
 # Scratch arenas (BEAM_NIF .scratch = true) against freeing each block: a
 # standalone program, ns per allocation and the ratio.
