@@ -66,20 +66,20 @@ deps:
 # --- C unit tests -------------------------------------------------------
 $(BUILD)/test/run_tests: $(C_TEST_SRC) test/c/check.h $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(@D)
-	$(CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread \
+	$(CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    $(C_TEST_SRC) $(BUILD)/libbeam_alloc_standalone.a -o $@
 
 # Sanitizers: everything rebuilt with ASan+UBSan (clang when present).
 $(BUILD)/test-san/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HEADERS)
 	@mkdir -p $(@D)
-	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread \
+	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
 	    $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
 
 # Threads under ThreadSanitizer: the GPA's concurrent tests.
 $(BUILD)/test-tsan/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HEADERS)
 	@mkdir -p $(@D)
-	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread \
+	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    -fsanitize=thread $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
 
 c-test-tsan: $(BUILD)/test-tsan/run_tests
@@ -268,7 +268,7 @@ FUZZ_SMOKE_SECONDS ?= 9
 FUZZ_MAX_LEN       ?= 4096
 FUZZ_HARNESSES     := gpa arena fixed_buffer large failing malloc
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-FUZZ_FLAGS := -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -pthread $(FUZZ_SAN)
+FUZZ_FLAGS := -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread $(FUZZ_SAN)
 FUZZ_OBJ   := $(STANDALONE_SRC:src/%.c=$(BUILD)/fuzz/obj/%.o)
 FUZZ_BINS  := $(FUZZ_HARNESSES:%=$(BUILD)/fuzz/fuzz_%)
 

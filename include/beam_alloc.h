@@ -219,17 +219,39 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *
  * Thread-safe, built for small-block churn: each thread gets its own heap
  * per instance, small blocks (<= BEAM_GPA_SMALL_MAX) come from 64 KiB slabs
- * of one size class carved out of large chunks of the backing allocator (so
- * memory stays tracked by the VM when the backing is), with no per-block
- * header; larger blocks pass through to the backing allocator (each heap
- * keeps a few freed ones, up to 1 MiB, for reuse). Frees from another thread
- * are lock-free. Misuse (double free, a pointer it does not own, a wrong
- * length or alignment) is reported through the report hook (section 7) and
- * otherwise ignored: the process keeps running.
+ * of one size class carved out of large chunks ("segments", 256 KiB to
+ * 4 MiB) of the backing allocator (so memory stays tracked by the VM when
+ * the backing is), with no per-block header; larger blocks pass through to
+ * the backing allocator (the instance keeps up to 16 freed ones, 1 MiB in
+ * all, for reuse). Frees from another thread are lock-free. Misuse (double
+ * free, a pointer it does not own, a wrong length or alignment) is reported
+ * through the report hook (section 7) and otherwise ignored: the process
+ * keeps running.
  *
- * Memory a heap caches (empty slabs, freed large blocks, slabs emptied by
- * other threads' frees) goes back when its thread allocates again, exits,
- * or calls beam_gpa_collect; wholly free segments go back to the backing.
+ * Composition: an instance may be the backing of another, to any depth (GPA
+ * over GPA over GPA), and any number of instances may be used from one
+ * thread. No call holds a lock of the allocator while it calls the backing
+ * allocator or another instance, so composition cannot deadlock.
+ *
+ * What is held, and when it goes back:
+ *   - A thread's heap holds at most one slab per size class, the one it
+ *     allocates from. It keeps empty ones for up to 4 classes (so alloc/free
+ *     of one block does not cycle slabs).
+ *   - A slab that fills up leaves its heap. Blocks freed into it by any
+ *     thread make it reusable by every heap; once all its blocks are free it
+ *     goes back to the instance's pool at the next refill of any heap that
+ *     notices it, or at beam_gpa_collect.
+ *   - A segment whose slabs are all free goes back to the backing allocator
+ *     as soon as the pool holds 8 more free slabs than the segment has, and
+ *     always at beam_gpa_collect.
+ *   - So, without collect, an instance never holds more slabs of a class
+ *     than it held at once with live blocks of that class, plus one per heap
+ *     and class; with collect, it holds the slabs with live blocks and the
+ *     segments they are in (a segment goes back only when wholly free).
+ *   - A thread that exits, or uses so many instances that one of its eight
+ *     per-thread slots is reused (slots of instances already gone are reused
+ *     first), gives its heap's slabs to the instance in a few steps, however
+ *     much it allocated: no call pauses for a walk over what is held.
  *
  * A beam_gpa_t is usable once beam_gpa_init returns (it allocates lazily)
  * and until beam_gpa_deinit; it may then be initialised again. The fields are
@@ -261,13 +283,8 @@ enum beam_gpa_flags {
 typedef struct beam_gpa {
     beam_allocator_t backing; /* where chunks and large blocks come from */
     unsigned flags;           /* enum beam_gpa_flags */
-    int beam__lock;           /* internal: guards lazy creation of state */
-    struct beam__gpa_state *beam__state; /* internal */
+    struct beam_gpa_state *internal_state; /* made lazily; not for users */
 } beam_gpa_t;
-
-/** Static initialiser, for instances that must exist before any code runs. */
-#define BEAM_GPA_STATIC_INIT(backing_, flags_)                                 \
-    { (backing_), (flags_), 0, NULL }
 
 /** Prepare an instance over backing. Cannot fail (memory is taken lazily). */
 BEAM_API void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing);
@@ -285,13 +302,16 @@ BEAM_API bool beam_gpa_detect_leaks(beam_gpa_t *gpa);
  * after this call, until it is initialised again. */
 BEAM_API bool beam_gpa_deinit(beam_gpa_t *gpa);
 
-/** Give back what the calling thread's heap of gpa caches: frees that other
- * threads made into its slabs are collected, every slab without a live block
- * (current ones too) returns to the instance, slabs emptied after their
- * thread exited are reclaimed, and every segment without a live block goes
- * back to the backing allocator. Other threads' heaps are theirs to collect:
- * call it on a thread about to go idle (a NIF can call it on each scheduler).
- * The next allocations on this thread take slabs afresh. */
+/** Give back everything that can be given back now, from any thread: the
+ * slabs of every heap whose thread is not inside a call of this instance at
+ * that moment (idle schedulers, dirty ones included: on Linux, through a
+ * process-wide memory barrier; elsewhere only the calling thread's heap),
+ * frees other threads made are collected, every slab without a live block
+ * goes to the pool, the cached large blocks and every wholly free segment go
+ * back to the backing allocator. Costs a walk over the instance's partly
+ * used slabs and the frees waiting in them, under the instance's lock: call
+ * it from a dirty scheduler or a process of its own when much is held.
+ * Threads whose slabs were taken take slabs afresh on their next call. */
 BEAM_API void beam_gpa_collect(beam_gpa_t *gpa);
 
 /** Counters of an instance (a snapshot; exact when nothing runs
@@ -417,10 +437,12 @@ typedef struct beam_alloc_stats {
  * raw ones), and general purpose allocator instances. false, with *out
  * zeroed, for an allocator that keeps none. Exact when nothing runs
  * concurrently, a snapshot otherwise. peak_bytes is the highest live total
- * seen when threads publish their changes: raw and large publish every
- * 64 KiB of change, a general purpose heap whenever it refills a slab, and
- * every read publishes; so the peak can be low by about that much per
- * thread, never high. */
+ * seen when threads publish their changes. A thread publishes every fall
+ * at once and a rise when it reaches 64 KiB (raw, large) or when a heap
+ * refills a slab (general purpose), and a read publishes the reading
+ * thread's own: so the published total is never above what is live, and
+ * the peak is never above the true one, but may be low by up to 64 KiB (or
+ * a slab's worth of allocations) per other thread. */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
 
 /* ------------------------------------------------------------------------

@@ -143,6 +143,17 @@ BEAM_API const void *beam_nif_fault_hooks_internal(void);
 
 typedef int (*beam_nif_load_fn)(ErlNifEnv *, void **, ERL_NIF_TERM);
 typedef int (*beam_nif_upgrade_fn)(ErlNifEnv *, void **, void **, ERL_NIF_TERM);
+typedef void (*beam_nif_unload_fn)(ErlNifEnv *, void *);
+
+/** Called by BEAM_NIF_INIT after a load or upgrade callback with its result
+ * (which it returns): counts the module instances using this library. */
+BEAM_API int beam_nif_loaded(int result);
+/** Called by BEAM_NIF_INIT's unload callback, after the user's: when the
+ * last module instance using this library goes (hot upgrade keeps the new
+ * one) and no resource of it is live, the library's process-wide general
+ * purpose allocator gives every segment back, so that load/purge cycles
+ * leave nothing behind. */
+BEAM_API void beam_nif_unloaded(void);
 
 /** Drop-in for ERL_NIF_INIT(NAME, FUNCS, LOAD, NULL, UPGRADE, UNLOAD).
  *
@@ -161,7 +172,12 @@ typedef int (*beam_nif_upgrade_fn)(ErlNifEnv *, void **, void **, ERL_NIF_TERM);
  * name missing from FUNCS, an unknown option or a bad value fails the load
  * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
  * (section 7). A load_info that is not a map is left to LOAD alone; a map
- * is passed on to LOAD as well. */
+ * is passed on to LOAD as well.
+ *
+ * Unload: after UNLOAD (which may be NULL), the library's copy of
+ * beam_general_purpose_allocator is torn down once no module instance and
+ * no resource of the library is left (see beam_nif_unloaded): blocks still
+ * live in it then are freed without a report. */
 /* NAME may itself be a macro: it is expanded before it is named. */
 #define BEAM_NIF_STRINGIFY_(x) #x
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
@@ -176,7 +192,7 @@ typedef int (*beam_nif_upgrade_fn)(ErlNifEnv *, void **, void **, ERL_NIF_TERM);
         if (options_failed)                                                    \
             return options_failed;                                             \
         beam_nif_resource_on_load(env); /* resource-scoped allocators */       \
-        return user ? user(env, priv, info) : 0;                               \
+        return beam_nif_loaded(user ? user(env, priv, info) : 0);              \
     }                                                                          \
     static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
                                      ERL_NIF_TERM info) {                      \
@@ -187,10 +203,16 @@ typedef int (*beam_nif_upgrade_fn)(ErlNifEnv *, void **, void **, ERL_NIF_TERM);
         if (options_failed)                                                    \
             return options_failed;                                             \
         beam_nif_resource_on_load(env); /* resource-scoped allocators */       \
-        return user ? user(env, priv, old, info) : 0;                          \
+        return beam_nif_loaded(user ? user(env, priv, old, info) : 0);         \
+    }                                                                          \
+    static void beam_nif_glue_unload(ErlNifEnv *env, void *priv) {             \
+        beam_nif_unload_fn user = (UNLOAD);                                    \
+        if (user)                                                              \
+            user(env, priv);                                                   \
+        beam_nif_unloaded();                                                   \
     }                                                                          \
     ERL_NIF_INIT(NAME, FUNCS, beam_nif_glue_load, NULL, beam_nif_glue_upgrade, \
-                 UNLOAD)
+                 beam_nif_glue_unload)
 
 /* Term helpers. */
 

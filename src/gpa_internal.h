@@ -1,41 +1,76 @@
 /*
- * The general purpose allocator's types, in one place.
+ * The general purpose allocator's types, invariants and lock order, in one
+ * place. gpa.c has the hot paths and the public functions; gpa_slab.c the
+ * segments, slabs and address map; gpa_heap.c threads, heaps, the registry
+ * and collection; gpa_large.c blocks above the slab classes; gpa_report.c
+ * leaks and misuse.
  *
- * Design (see gpa.c for the hot paths):
+ * Design:
  *
  *  - A *slab* is 64 KiB, aligned to 64 KiB, holding blocks of one size class.
- *    Its metadata (struct gpa_slab) lives outside it, so blocks have no
- *    header. Slabs are carved out of *segments*: one request of
- *    (n + 1) * 64 KiB to the backing allocator at modest alignment, aligned
- *    inside; the unaligned slack at one end holds the segment's metadata.
- *  - Every thread has its own *heap* per instance. A heap owns slabs; only
- *    its thread touches their free list, bump pointer and counters. Other
- *    threads free into a slab's atomic thread_free stack (lock-free).
- *  - A global radix map from address >> 16 to slab tells, for any pointer,
+ *    Its metadata (struct gpa_slab) lives outside it, in a global address
+ *    map, so blocks have no header. Slabs are carved out of *segments*: one
+ *    request of (n + 1) * 64 KiB to the backing allocator at modest
+ *    alignment, aligned inside; the slack at one end holds the segment's
+ *    header.
+ *  - Every thread has its own *heap* per instance. A heap owns only its
+ *    *current* slab of each class (cur[cls]): only the owner pops, bumps or
+ *    pushes on its free list. Other threads free into a slab's atomic
+ *    thread_free stack.
+ *  - A current slab that runs out is *detached*: it leaves its heap, marked
+ *    FULL in thread_free. From then on every free into it, the old owner's
+ *    too, is a push on thread_free; the push that takes FULL off puts the
+ *    slab on the instance's lock-free reclaim stack. Under the instance
+ *    lock, which stands in for the owner of every ownerless slab, reclaimed
+ *    slabs are collected and go back to the pool when empty or to the
+ *    partial list of their class, from which heaps adopt them. So a heap
+ *    never holds more than one slab per class, and memory freed by other
+ *    threads comes back without its allocating thread's help.
+ *  - The address map (address >> 16 -> slab) tells, for any pointer,
  *    whether it is one of ours and which slab it is in, without reading the
  *    pointer's memory: foreign frees are reported, never followed.
  *  - A free block carries a tag in its second word: cookie ^ its address.
  *    That catches double frees and lets leak detection tell live blocks
- *    from free ones without any per-block bit. Allocation clears the tag.
- *    (A live-bit bitmap per slab was tried instead: it spares the free path
- *    one load of the block, but the extra read-modify-write on both paths
- *    measured ~4 ns slower per alloc/free pair on churn.)
- *  - Blocks above BEAM_GPA_SMALL_MAX (or with alignment no class can give)
+ *    from free ones without a per-block bit. Allocation clears the tag.
+ *  - Blocks above BEAM_GPA_SMALL_MAX (or with an alignment no class gives)
  *    go to the backing allocator and are recorded in a hash table.
- *  - The instance lock guards segments, the slab pool, abandoned slabs,
- *    heaps and the large table; the fast paths never take it.
  *
- * Invariants:
+ * Locks, and the order every path obeys (debug builds check it, see
+ * gpa_lock and GPA_ASSERT_NO_LOCK):
+ *
+ *  1. A thread holds at most one of the allocator's locks at a time: an
+ *     instance lock, or the registry lock. Both are leaves.
+ *  2. Nothing is called while an instance lock is held that could take a
+ *     lock: not the backing allocator (memory from it is taken before the
+ *     lock; memory for it is queued on a gpa_defer list and given back
+ *     after the unlock), not another instance, not the registry, not the
+ *     report hook.
+ *  3. The registry lock only maps a thread-local slot to a live instance
+ *     and pins it (st->pins); the work on the instance follows after the
+ *     registry lock is released, and deinit waits for the pins to go.
+ *  So composition of any depth (GPA over GPA over GPA, resources over the
+ *  process-wide GPA, leak_check instances everywhere) cannot deadlock, and
+ *  no thread re-enters a lock it holds.
+ *
+ * Taking a heap from an idle thread (gpa_heap.c, collection): a heap's
+ * owner marks itself busy (h->busy) for the length of each call and checks
+ * h->revoked; a collector, under the instance lock, sets revoked, issues a
+ * process-wide memory barrier (membarrier), and reads busy. Idle: the heap
+ * is the collector's until it clears revoked; busy: it backs off. The owner
+ * pays two plain stores and a load per call; the barrier is the collector's.
+ *
+ * Invariants (asserted in debug builds):
  *  - slab->base is 64 KiB aligned; blocks are at base + k * size for
  *    k < (bump - base) / size; size is a multiple of 16.
- *  - A slab with a heap is in exactly one of: that heap's cur[cls], its
- *    avail[cls] list, its notify stack, or nowhere (full: thread_free has
- *    FULL_BIT set). A slab without a heap is in the pool or abandoned[cls].
- *  - used counts blocks handed out minus frees the owner has seen
- *    (thread_free blocks are still counted until collected).
- *  - FULL_BIT is set only by the owner (exhausted slab with empty
- *    thread_free) and cleared by whoever next pushes or un-fulls it; the
- *    one who clears it by pushing must requeue the slab (notify).
+ *  - where == CUR iff heap != NULL iff the slab is some heap's cur[cls].
+ *    Otherwise exactly one of: in the pool (POOL), detached with FULL_BIT
+ *    set and in no list (FULL), on the reclaim stack (RECLAIM), in
+ *    partial[cls] (PARTIAL).
+ *  - FULL_BIT is set only on detaching, only when thread_free is empty,
+ *    and cleared only by the push that follows, which then puts the slab on
+ *    the reclaim stack: so a slab is on that stack at most once.
+ *  - used counts blocks handed out minus frees collected; thread_free holds
+ *    frees not yet collected. A slab in the pool has used == 0.
  */
 #ifndef BEAM_ALLOC_GPA_INTERNAL_H
 #define BEAM_ALLOC_GPA_INTERNAL_H
@@ -55,12 +90,11 @@
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 
 enum gpa_where {
-    WHERE_POOL,      /* no heap, free for any class */
-    WHERE_CUR,       /* a heap's current slab for its class */
-    WHERE_AVAIL,     /* in a heap's avail list */
-    WHERE_NOTIFY,    /* on a heap's notify stack */
-    WHERE_FULL,      /* owned, exhausted, FULL_BIT set */
-    WHERE_ABANDONED, /* owner thread gone; in abandoned[cls] */
+    WHERE_POOL,    /* free for any class */
+    WHERE_CUR,     /* a heap's current slab for its class */
+    WHERE_FULL,    /* detached, exhausted, FULL_BIT set */
+    WHERE_RECLAIM, /* on the instance's reclaim stack */
+    WHERE_PARTIAL, /* ownerless, in partial[cls] */
 };
 
 /* Per-block record in BEAM_GPA_TRACK_SITES mode (len == 0: free). */
@@ -72,24 +106,26 @@ typedef struct gpa_block_info {
 
 struct gpa_heap;
 struct gpa_segment;
+typedef struct beam_gpa_state gpa_state;
 
 typedef struct gpa_slab {
-    /* Owner-only, hot. (Aligned: slabs are packed in the address map.) */
+    /* Owner-only while CUR (the lock's while ownerless), hot. (Aligned:
+     * slabs are packed in the address map.) */
     _Alignas(64) void **free; /* free list, linked through word 0 */
-    char *bump;               /* next never-used block */
+    char *bump;               /* next never-used block (read by scans) */
     char *end;                /* bump limit: base + nblocks * size */
-    uint32_t used;            /* live blocks as the owner knows them */
+    uint32_t used;            /* see the invariants */
     uint32_t size;            /* block size of the class */
     uint32_t recip; /* ceil(2^32 / size): offset / size without a divide */
     uint16_t cls;
-    _Atomic uint8_t where; /* enum gpa_where: see the invariants */
+    _Atomic uint8_t where; /* enum gpa_where */
     /* Shared. */
     _Atomic uintptr_t thread_free;   /* remote frees | FULL_BIT */
-    _Atomic(struct gpa_heap *) heap; /* owner; NULL in pool/abandoned */
-    struct gpa_slab *next, *prev;    /* avail, pool or abandoned list */
-    struct gpa_slab *notify_next;
+    _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
+    struct gpa_slab *next, *prev;    /* pool or partial list (lock) */
+    struct gpa_slab *reclaim_next;   /* reclaim stack */
     char *base;
-    struct beam__gpa_state *st;
+    gpa_state *_Atomic st; /* NULL: not part of any instance */
     struct gpa_segment *seg;
     gpa_block_info *info; /* TRACK_SITES only */
 } gpa_slab;
@@ -111,41 +147,48 @@ typedef struct gpa_large {
     size_t backing_len; /* as the backing allocator holds it (>= len) */
 } gpa_large;
 
-/* Freed large blocks a heap keeps for reuse (owner only): a hit skips the
- * backing allocator, which inside a BEAM is enif_alloc's few hundred ns. */
+/* Freed large blocks an instance keeps for reuse (lock held): a hit skips
+ * the backing allocator, which inside a BEAM is enif_alloc's few hundred
+ * ns. */
 #define GPA_LARGE_CACHE 16
 #define GPA_LARGE_CACHE_BYTES ((size_t)1 << 20)
 
 typedef struct gpa_heap {
-    gpa_slab *cur[GPA_CLASSES];       /* never NULL: empty sentinel at first */
-    gpa_slab *avail[GPA_CLASSES];     /* doubly linked, head */
-    _Atomic(gpa_slab *) notify;       /* slabs un-fulled by remote frees */
-    beam__counters stats;             /* this heap's allocations and frees */
-    gpa_large cache[GPA_LARGE_CACHE]; /* freed large blocks, not in table */
-    unsigned cache_n;
-    size_t cache_bytes;
-    unsigned refills; /* alloc_slow calls, to pace trimming */
-    struct beam__gpa_state *st;
-    struct gpa_heap *next; /* in st->heaps */
+    /* Owner-written, collector-read (see "Taking a heap" above). */
+    _Atomic uint32_t busy;
+    _Atomic uint32_t revoked;
+    gpa_slab *cur[GPA_CLASSES]; /* never NULL: empty sentinel at first */
+    beam__counters stats;       /* this heap's allocations and frees */
+    unsigned refills;           /* alloc_slow calls, to pace trimming */
+    gpa_state *st;
+    struct gpa_heap *next, *prev; /* in st->heaps (lock) */
 } gpa_heap;
 
-struct beam__gpa_state {
+struct beam_gpa_state {
     beam_allocator_t backing;
     unsigned flags;
-    uint64_t id;      /* unique per state: TLS slots check it */
-    uintptr_t cookie; /* free-block tag key */
-    bool track;       /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
-    bool safe;        /* BEAM_GPA_SAFE */
+    uint64_t id;           /* unique per state: thread-local slots check it */
+    uint32_t reg;          /* index in the registry */
+    uintptr_t cookie;      /* free-block tag key */
+    bool track;            /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
+    bool safe;             /* BEAM_GPA_SAFE */
+    _Atomic uint32_t pins; /* threads retiring a heap of it (gpa_heap.c) */
     pthread_mutex_t lock;
+    /* Lock held: */
     gpa_segment *segments;
     unsigned next_segment_slabs;
     gpa_slab *pool;
     size_t pool_count;
-    gpa_slab *abandoned[GPA_CLASSES];
+    gpa_slab *partial[GPA_CLASSES];
     gpa_heap *heaps;
     gpa_large *large;
     size_t large_cap, large_count, large_used; /* used: live + tombstones */
-    size_t backing_bytes;
+    gpa_large cache[GPA_LARGE_CACHE];          /* freed, not in the table */
+    unsigned cache_n;
+    size_t cache_bytes;
+    size_t backing_bytes; /* segments and large blocks, cache included */
+    /* Lock-free: */
+    _Atomic(gpa_slab *) reclaim; /* pushed by frees, popped under the lock */
     _Atomic size_t misuse;
     _Atomic size_t meta_bytes; /* heaps, tables: metadata from the backing */
     /* Stats beyond the heaps': retired heaps' and large blocks' counters
@@ -155,20 +198,109 @@ struct beam__gpa_state {
     _Atomic uint64_t remote_frees;
     _Atomic int64_t remote_bytes;
     beam__peak peak;
-    struct beam__gpa_state *reg_next, *reg_prev; /* registry of live states */
 };
-typedef struct beam__gpa_state gpa_state;
 
-/* Size classes (gpa.c). */
+/* ---- size classes (compile-time tables, gpa.c) ------------------------- */
+
 BEAM__HIDDEN extern const uint32_t beam__gpa_class_size[GPA_CLASSES];
+/* Class of a length up to 1024 in 16-byte steps: class_by_16[(len+15)/16]. */
+#define GPA_SMALL_DIRECT 1024
+BEAM__HIDDEN extern const uint8_t
+    beam__gpa_class_by_16[GPA_SMALL_DIRECT / 16 + 1];
+/* Class for (len, alignment), or GPA_CLASSES when only the backing serves
+ * it. */
+BEAM__HIDDEN unsigned beam__gpa_class_for(size_t len, size_t alignment);
+
+/* cur[] of a new heap points here: nothing free, nothing to bump, so the
+ * first allocation of each class takes the slow path without a NULL test. */
 BEAM__HIDDEN extern gpa_slab beam__gpa_empty_slab;
 
-/* The address map: one gpa_slab per 64 KiB of a 48-bit address space, in
- * leaves of 2^16 slabs (4 GiB of addresses, 8 MiB of zero pages until
- * touched) under a root of 2^16 leaf pointers. So pointer -> slab metadata
- * is two loads and never reads the pointer's memory. A slab whose st is
- * NULL is not part of any instance. Leaves are made on demand and never
- * freed (gpa_segment.c). */
+/* ---- debug checks --------------------------------------------------------
+ * Compiled in test, sanitizer and fuzz builds (BEAM_ALLOC_DEBUG), out of
+ * release builds. */
+#ifdef BEAM_ALLOC_DEBUG
+#define GPA_ASSERT(c)                                                          \
+    ((c) ? (void)0 : beam__assert_fail(#c, __FILE__, __LINE__))
+/* The instance lock this thread holds, if any (lock order rule 1). */
+BEAM__HIDDEN extern BEAM_THREAD_LOCAL const gpa_state *beam__gpa_lock_held;
+#define GPA_ASSERT_NO_LOCK() GPA_ASSERT(beam__gpa_lock_held == NULL)
+#define GPA_ASSERT_LOCKED(st) GPA_ASSERT(beam__gpa_lock_held == (st))
+#else
+#define GPA_ASSERT(c) ((void)0)
+#define GPA_ASSERT_NO_LOCK() ((void)0)
+#define GPA_ASSERT_LOCKED(st) ((void)0)
+#endif
+
+static inline void gpa_lock(gpa_state *st) {
+    GPA_ASSERT_NO_LOCK();
+    pthread_mutex_lock(&st->lock);
+#ifdef BEAM_ALLOC_DEBUG
+    beam__gpa_lock_held = st;
+#endif
+}
+
+static inline void gpa_unlock(gpa_state *st) {
+    GPA_ASSERT_LOCKED(st);
+#ifdef BEAM_ALLOC_DEBUG
+    beam__gpa_lock_held = NULL;
+#endif
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- the backing allocator: never with a lock held (rule 2) ------------ */
+
+static inline void *gpa_backing_alloc(gpa_state *st, size_t len,
+                                      size_t alignment, uintptr_t ret) {
+    GPA_ASSERT_NO_LOCK();
+    return st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
+}
+
+static inline void gpa_backing_free(gpa_state *st, void *p, size_t len,
+                                    size_t alignment, uintptr_t ret) {
+    GPA_ASSERT_NO_LOCK();
+    st->backing.vtable->free(st->backing.ctx, p, len, alignment, ret);
+}
+
+/* Metadata from the backing, counted in meta_bytes. */
+static inline void *gpa_meta_alloc(gpa_state *st, size_t len,
+                                   size_t alignment) {
+    void *p = gpa_backing_alloc(st, len, alignment, 0);
+    if (p != NULL)
+        atomic_fetch_add_explicit(&st->meta_bytes, len, memory_order_relaxed);
+    return p;
+}
+
+/* What goes back to the backing once the lock is released: each entry is
+ * written into the memory it describes (every such piece is at least this
+ * big: see GPA_DEFER_MIN). */
+typedef struct gpa_defer {
+    struct gpa_defer *next;
+    size_t len;
+    size_t alignment;
+    bool meta; /* counted in meta_bytes */
+} gpa_defer;
+#define GPA_DEFER_MIN sizeof(gpa_defer)
+
+static inline void gpa_defer_free(gpa_defer **list, void *p, size_t len,
+                                  size_t alignment, bool meta) {
+    GPA_ASSERT(len >= GPA_DEFER_MIN);
+    gpa_defer *d = (gpa_defer *)p;
+    d->next = *list;
+    d->len = len;
+    d->alignment = alignment;
+    d->meta = meta;
+    *list = d;
+}
+
+/* Give the deferred pieces back (no lock held). */
+BEAM__HIDDEN void beam__gpa_defer_run(gpa_state *st, gpa_defer *list);
+
+/* ---- the address map ------------------------------------------------------
+ * One gpa_slab per 64 KiB of a 48-bit address space, in leaves of 2^16
+ * slabs (4 GiB of addresses, 8 MiB of zero pages until touched) under a
+ * root of 2^16 leaf pointers. So pointer -> slab metadata is two loads and
+ * never reads the pointer's memory. Leaves are made on demand and freed
+ * when the library is unloaded (gpa_slab.c). */
 #define GPA_MAP_BITS 16
 #define GPA_MAP_SIZE ((size_t)1 << GPA_MAP_BITS)
 BEAM__HIDDEN extern _Atomic(gpa_slab *) beam__gpa_map_root[GPA_MAP_SIZE];
@@ -185,72 +317,136 @@ static inline gpa_slab *beam__gpa_map_slot(const void *p) {
     return &leaf[g & (GPA_MAP_SIZE - 1)];
 }
 
-/* The instance owning the slab p is in (NULL: none). Lock-free. */
-static inline gpa_state *beam__gpa_owner(const gpa_slab *s) {
-    return s == NULL ? NULL : __atomic_load_n(&s->st, __ATOMIC_ACQUIRE);
-}
-
-/* The slab holding p when it belongs to st, else NULL. */
-static inline gpa_slab *beam__gpa_slab_of(const void *p, const gpa_state *st) {
-    gpa_slab *s = beam__gpa_map_slot(p);
-    return s != NULL && beam__gpa_owner(s) == st ? s : NULL;
+/* The instance owning the slab s (NULL: none, or s NULL). Lock-free. */
+static inline gpa_state *beam__gpa_owner(gpa_slab *s) {
+    return s == NULL ? NULL
+                     : atomic_load_explicit(&s->st, memory_order_acquire);
 }
 
 static inline gpa_slab *beam__gpa_seg_slab(const gpa_segment *seg, unsigned i) {
     return beam__gpa_map_slot(seg->base + (size_t)i * GPA_SLAB_SIZE);
 }
 
-/* Metadata from the backing allocator, counted in meta_bytes. Any thread,
- * with or without the lock. */
-static inline void *beam__gpa_meta_alloc(gpa_state *st, size_t len,
-                                         size_t alignment) {
-    void *p = st->backing.vtable->alloc(st->backing.ctx, len, alignment, 0);
-    if (p != NULL)
-        atomic_fetch_add_explicit(&st->meta_bytes, len, memory_order_relaxed);
-    return p;
+static inline uint8_t gpa_where(gpa_slab *s) {
+    return atomic_load_explicit(&s->where, memory_order_relaxed);
 }
 
-static inline void beam__gpa_meta_free(gpa_state *st, void *p, size_t len,
-                                       size_t alignment) {
-    st->backing.vtable->free(st->backing.ctx, p, len, alignment, 0);
-    atomic_fetch_sub_explicit(&st->meta_bytes, len, memory_order_relaxed);
+static inline void gpa_set_where(gpa_slab *s, enum gpa_where w) {
+    atomic_store_explicit(&s->where, (uint8_t)w, memory_order_relaxed);
 }
 
-/* Segments and slabs (gpa_segment.c); instance lock held. */
-BEAM__HIDDEN gpa_slab *beam__gpa_slab_take(gpa_state *st, unsigned cls);
-BEAM__HIDDEN void beam__gpa_slab_release(gpa_state *st, gpa_slab *s);
-BEAM__HIDDEN void beam__gpa_abandoned_unlink(gpa_state *st, gpa_slab *s);
-/* Give every segment without a live block back to the backing. */
-BEAM__HIDDEN void beam__gpa_segments_trim(gpa_state *st);
-BEAM__HIDDEN void beam__gpa_segments_free_all(gpa_state *st);
-/* Move remote frees onto the owner's list (owner only). */
-BEAM__HIDDEN void beam__gpa_collect(gpa_slab *s);
+/* ---- slabs (gpa_slab.c) ----------------------------------------------- */
 
-/* Give a heap's cached large blocks back to the backing (lock held). */
-BEAM__HIDDEN void beam__gpa_cache_flush(gpa_state *st, gpa_heap *h);
+/* Move the frees other threads pushed onto s's free list: by its owner, or
+ * with the lock held for an ownerless slab. Returns how many. */
+BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
+/* A slab of class cls for heap h, installed nowhere yet (where == CUR,
+ * heap == h): adopted from the partial list, or from the pool, taking a
+ * segment from the backing when needed. NULL when out of memory. No lock
+ * held; takes it. */
+BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
+/* s (ownerless or being given up by its owner, lock held) goes back to the
+ * pool when it has no live block, else to its partial list. */
+BEAM__HIDDEN void beam__gpa_slab_park(gpa_state *st, gpa_slab *s,
+                                      gpa_defer **defer);
+/* An empty slab back to the pool (lock held); a segment that empties goes
+ * on defer. */
+BEAM__HIDDEN void beam__gpa_slab_release(gpa_state *st, gpa_slab *s,
+                                         gpa_defer **defer);
+/* Detached slab s came back to life (a free took FULL off): on the
+ * instance's reclaim stack. Lock-free, any thread. */
+BEAM__HIDDEN void beam__gpa_reclaim_push(gpa_state *st, gpa_slab *s);
+/* Lock held: take up to max slabs off the reclaim stack (SIZE_MAX: all)
+ * and park them. */
+BEAM__HIDDEN void beam__gpa_reclaim_drain(gpa_state *st, size_t max,
+                                          gpa_defer **defer);
+/* Lock held: collect every partial slab, release the empty ones, and give
+ * every wholly free segment back. */
+BEAM__HIDDEN void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer);
+/* Deinit: every segment on defer. */
+BEAM__HIDDEN void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer);
+/* Library unload: the map's leaves go (no instance may be live). */
+BEAM__HIDDEN void beam__gpa_map_free(void);
 
-/* Threads and heaps (gpa_thread.c). */
-BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);
-BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
-BEAM__HIDDEN void beam__gpa_registry_remove(gpa_state *st);
-BEAM__HIDDEN void beam__gpa_heaps_free_all(gpa_state *st);
+/* ---- threads, heaps, registry (gpa_heap.c) --------------------------- */
 
 /* Thread-local slots: which heap this thread uses for which instance. */
 typedef struct gpa_tls_slot {
     gpa_state *st;
     uint64_t id;
     gpa_heap *heap;
+    uint32_t reg;
 } gpa_tls_slot;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
 
-/* Large blocks (gpa_large.c), instance lock held. */
-BEAM__HIDDEN gpa_large *beam__gpa_large_find(gpa_state *st, const void *p);
-BEAM__HIDDEN bool beam__gpa_large_insert(gpa_state *st, const gpa_large *e);
-/* Make sure the next insert cannot need to grow the table. */
-BEAM__HIDDEN bool beam__gpa_large_reserve(gpa_state *st);
-BEAM__HIDDEN void beam__gpa_large_remove(gpa_state *st, gpa_large *e);
+BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
+/* This thread's heap of gpa, made when missing; NULL when out of memory. */
+BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);
+/* This thread's heap of st if it has one (never makes one). */
+BEAM__HIDDEN gpa_heap *beam__gpa_heap_if_any(const gpa_state *st);
+/* Wait out a collector that is taking h's slabs (owner, h->busy set). */
+BEAM__HIDDEN void beam__gpa_heap_wait_revoked(gpa_heap *h);
+/* Give back what can be given back now (beam_gpa_collect). */
+BEAM__HIDDEN void beam__gpa_collect_all(gpa_state *st);
+/* Deinit: out of the registry, once no thread is retiring one of its heaps. */
+BEAM__HIDDEN void beam__gpa_registry_remove(gpa_state *st);
+BEAM__HIDDEN void beam__gpa_heaps_free_all(gpa_state *st, gpa_defer **defer);
+/* Library unload: the registry's table goes. */
+BEAM__HIDDEN void beam__gpa_registry_free(void);
+BEAM__HIDDEN bool beam__gpa_registry_empty(void);
 
-/* Leaks and misuse (gpa_report.c). */
+/* A heap call's bracket (see "Taking a heap" above). enter, then check
+ * revoked before touching h's slabs; leave when done. */
+#if defined(__SANITIZE_THREAD__)
+#define GPA_BUSY_ORDER memory_order_seq_cst /* TSan knows no membarrier */
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GPA_BUSY_ORDER memory_order_seq_cst
+#endif
+#endif
+#ifndef GPA_BUSY_ORDER
+#define GPA_BUSY_ORDER memory_order_relaxed
+#endif
+
+static inline void gpa_heap_enter(gpa_heap *h) {
+    atomic_store_explicit(&h->busy, 1, GPA_BUSY_ORDER);
+    atomic_signal_fence(memory_order_seq_cst);
+}
+
+static inline bool gpa_heap_revoked(gpa_heap *h) {
+    return atomic_load_explicit(&h->revoked,
+                                GPA_BUSY_ORDER == memory_order_relaxed
+                                    ? memory_order_acquire
+                                    : GPA_BUSY_ORDER) != 0;
+}
+
+static inline void gpa_heap_leave(gpa_heap *h) {
+    atomic_store_explicit(&h->busy, 0, memory_order_release);
+}
+
+/* ---- large blocks (gpa_large.c) ----------------------------------------- */
+
+BEAM__HIDDEN void *beam__gpa_large_alloc(gpa_state *st, size_t len,
+                                         size_t alignment, uintptr_t ret);
+/* Free mem if it is one of st's large blocks: false when it is not. */
+BEAM__HIDDEN bool beam__gpa_large_free(gpa_state *st, void *mem, size_t len,
+                                       size_t alignment, uintptr_t ret);
+BEAM__HIDDEN bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
+                                         size_t alignment, size_t new_len,
+                                         uintptr_t ret);
+BEAM__HIDDEN void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
+                                         size_t alignment, size_t new_len,
+                                         uintptr_t ret);
+/* Lock held: the entry of p, or NULL. */
+BEAM__HIDDEN gpa_large *beam__gpa_large_find(gpa_state *st, const void *p);
+/* Lock held: the cache and (deinit) every live block and the table, onto
+ * defer. */
+BEAM__HIDDEN void beam__gpa_cache_flush(gpa_state *st, gpa_defer **defer);
+BEAM__HIDDEN void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer);
+
+/* ---- leaks and misuse (gpa_report.c) ---------------------------------- */
+
+/* Report misuse (no lock held: the hook may do anything). */
 BEAM__HIDDEN void beam__gpa_misuse(gpa_state *st, const char *what,
                                    const void *p, size_t len, size_t alignment,
                                    uintptr_t ret);
@@ -259,11 +455,25 @@ BEAM__HIDDEN void beam__gpa_misuse_at(gpa_state *st, const char *what,
                                       const void *p, size_t len,
                                       size_t alignment, uintptr_t ret,
                                       uintptr_t alloc_site);
-/* Walk live blocks (lock held); report up to `report` of them. */
-BEAM__HIDDEN beam_gpa_usage beam__gpa_scan(gpa_state *st, size_t report);
+/* Walk live blocks (lock held). Up to `report` of them are copied into
+ * out (so that they are reported after the unlock). */
+typedef struct gpa_leak {
+    const void *p;
+    size_t len;
+    size_t alignment;
+    uintptr_t site;
+    bool exact;
+} gpa_leak;
+BEAM__HIDDEN beam_gpa_usage beam__gpa_scan(gpa_state *st, gpa_leak *out,
+                                           size_t report, size_t *reported);
+BEAM__HIDDEN void beam__gpa_report_leaks(const gpa_leak *leaks, size_t n,
+                                         size_t total);
+
+/* ---- small helpers --------------------------------------------------------
+ */
 
 static inline gpa_state *beam__gpa_state_of(beam_gpa_t *gpa) {
-    return __atomic_load_n(&gpa->beam__state, __ATOMIC_ACQUIRE);
+    return __atomic_load_n(&gpa->internal_state, __ATOMIC_ACQUIRE);
 }
 
 static inline uintptr_t beam__gpa_tag(const gpa_state *st, const void *b) {
@@ -276,16 +486,38 @@ static inline uint32_t beam__gpa_index_of(const gpa_slab *s, const void *p) {
     return (uint32_t)(((uint64_t)off * s->recip) >> 32);
 }
 
-/* Index of block p in slab s, or -1 when p is not at a block boundary. */
+/* Index of block p in slab s, or -1 when p is not at a block boundary of a
+ * block handed out at some point (past bump, the free-tag word is
+ * garbage). */
 static inline long beam__gpa_block_index(const gpa_slab *s, const void *p) {
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
     uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
-    /* Below bump: a block handed out at some point, never one the slab has
-     * not reached yet (its free-tag word would be garbage). */
     if (idx * s->size != off ||
         (const char *)p >= __atomic_load_n(&s->bump, __ATOMIC_RELAXED))
         return -1;
     return (long)idx;
+}
+
+/* ---- one list helper for slab lists (pool, partial) ------------------- */
+
+static inline void gpa_list_push(gpa_slab **head, gpa_slab *s) {
+    GPA_ASSERT(s->next == NULL && s->prev == NULL && *head != s);
+    s->next = *head;
+    if (s->next != NULL)
+        s->next->prev = s;
+    *head = s;
+}
+
+static inline void gpa_list_unlink(gpa_slab **head, gpa_slab *s) {
+    GPA_ASSERT(s->prev != NULL ? s->prev->next == s : *head == s);
+    GPA_ASSERT(s->next == NULL || s->next->prev == s);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        *head = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
 }
 
 #endif

@@ -48,6 +48,10 @@ BEAM__HIDDEN void beam__report_to_stderr(const char *line);
 BEAM__HIDDEN const char *beam__describe_addr(uintptr_t addr, char *buf,
                                              size_t n);
 
+/* A broken internal invariant (debug builds): report where, and abort. */
+BEAM__HIDDEN _Noreturn void beam__assert_fail(const char *what,
+                                              const char *file, int line);
+
 static inline bool beam__is_pow2(size_t x) {
     return x != 0 && (x & (x - 1)) == 0;
 }
@@ -101,10 +105,14 @@ static inline void beam__count_free_fast(beam__counters *c, size_t len) {
     BEAM__BUMP(c->bytes, -(int64_t)len);
 }
 
-/* Publish when the unpublished change reaches a step. */
+/* Publish a rise when it reaches a step, and a fall at once: the published
+ * total then never exceeds what is live, so neither does the peak taken
+ * from it (a rise may lag by a step per thread: the peak can be low, never
+ * high). A fall is cheap to publish in practice: it happens only when the
+ * live total reaches a new low since the last publication. */
 static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
     int64_t d = atomic_load_explicit(&c->bytes, memory_order_relaxed) - c->mark;
-    if (BEAM__UNLIKELY(d >= BEAM__PUBLISH_STEP || d <= -BEAM__PUBLISH_STEP))
+    if (BEAM__UNLIKELY(d >= BEAM__PUBLISH_STEP || d < 0))
         beam__publish(c, p);
 }
 

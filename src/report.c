@@ -8,6 +8,7 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static void report_to_stderr(void *user, const char *line) {
     (void)user;
@@ -44,6 +45,13 @@ void beam__report(const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     report_hook(report_user, line);
+}
+
+void beam__assert_fail(const char *what, const char *file, int line) {
+    /* Straight to stderr: the hook may need the very state that broke. */
+    fprintf(stderr, "beam_alloc: internal check failed: %s (%s:%d)\n", what,
+            file, line);
+    abort();
 }
 
 const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n) {

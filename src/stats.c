@@ -98,12 +98,15 @@ beam__counters *beam__thread_counters(int kind) {
 }
 
 static void fold_kind(int kind, beam_alloc_stats *out) {
+    /* This thread's lag is known: publish it. (A fold of other threads'
+     * counters is no snapshot, so it never feeds the peak.) */
+    if (mine.listed)
+        beam__publish(&mine.kind[kind], &beam__kind_peak[kind]);
     pthread_mutex_lock(&list_lock);
     beam__stats_add(out, &retired[kind]);
     for (thread_stats *t = threads; t != NULL; t = t->next)
         beam__stats_add(out, &t->kind[kind]);
     pthread_mutex_unlock(&list_lock);
-    beam__peak_observe(&beam__kind_peak[kind], (int64_t)out->live_bytes);
 }
 
 bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out) {

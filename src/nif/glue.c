@@ -33,6 +33,28 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
     module_func_count = funcs != NULL && count > 0 ? count : 0;
 }
 
+/* Module instances (old and new code of one module share this copy of the
+ * library across a hot upgrade) that loaded successfully and are not yet
+ * unloaded. */
+static _Atomic int module_instances;
+
+int beam_nif_loaded(int result) {
+    if (result == 0)
+        atomic_fetch_add_explicit(&module_instances, 1, memory_order_relaxed);
+    return result;
+}
+
+void beam_nif_unloaded(void) {
+    if (atomic_fetch_sub_explicit(&module_instances, 1, memory_order_acq_rel) !=
+            1 ||
+        beam_resource_live_count() != 0)
+        return;
+    /* Nothing of this library can run any more: its process-wide instance
+     * goes, with whatever blocks it still has (unreachable now). */
+    beam_general_purpose_allocator_instance.flags |= BEAM_GPA_QUIET_LEAKS;
+    beam_gpa_deinit(&beam_general_purpose_allocator_instance);
+}
+
 const ErlNifFunc *beam__nif_funcs(int *count) {
     *count = module_func_count;
     return module_funcs;

@@ -1,0 +1,407 @@
+/*
+ * Threads, heaps, instance states and collection for the general purpose
+ * allocator (lock order and the heap protocol: gpa_internal.h).
+ *
+ * A thread finds its heap for an instance in a few thread-local slots, the
+ * most recent first. A slot is trusted only when the state's unique id
+ * matches, and a slot whose instance may be gone is looked up in the
+ * registry (a table of live states by index) before anything of it is
+ * touched. When a thread exits (thread_exit.c) or a slot is reused, the
+ * heap is retired: its current slabs are parked with the instance (at most
+ * one per class, so this is short whatever the heap allocated), where any
+ * heap adopts them and any collection returns them.
+ */
+#define _GNU_SOURCE
+#include "gpa_internal.h"
+
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
+#ifdef BEAM_ALLOC_DEBUG
+BEAM_THREAD_LOCAL const gpa_state *beam__gpa_lock_held;
+#endif
+
+/* ---- the registry of live states ------------------------------------------
+ * A table from index to (state, id), so that a slot's instance is known to
+ * live in one step. Its own lock, never held with another (rule 1). The
+ * table comes from calloc: like the address map, it is shared metadata. */
+
+typedef struct reg_entry {
+    gpa_state *st;
+    uint64_t id; /* 0: free */
+} reg_entry;
+
+static struct {
+    pthread_mutex_t lock;
+    reg_entry *tab;
+    uint32_t cap, live, hint;
+    uint64_t next_id;
+} registry = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 1};
+
+static void registry_lock(void) {
+    GPA_ASSERT_NO_LOCK();
+    pthread_mutex_lock(&registry.lock);
+}
+
+static bool registry_add(gpa_state *st) {
+    registry_lock();
+    if (registry.live == registry.cap) {
+        uint32_t cap = registry.cap ? registry.cap * 2 : 64;
+        reg_entry *tab = (reg_entry *)realloc(registry.tab, cap * sizeof *tab);
+        if (tab == NULL) {
+            pthread_mutex_unlock(&registry.lock);
+            return false;
+        }
+        memset(tab + registry.cap, 0, (cap - registry.cap) * sizeof *tab);
+        registry.hint = registry.cap;
+        registry.tab = tab;
+        registry.cap = cap;
+    }
+    uint32_t i = registry.hint;
+    while (registry.tab[i].id != 0)
+        i = (i + 1) % registry.cap;
+    registry.hint = (i + 1) % registry.cap;
+    st->id = registry.next_id++;
+    st->reg = i;
+    registry.tab[i].st = st;
+    registry.tab[i].id = st->id;
+    registry.live++;
+    pthread_mutex_unlock(&registry.lock);
+    return true;
+}
+
+void beam__gpa_registry_remove(gpa_state *st) {
+    registry_lock();
+    registry.tab[st->reg].st = NULL;
+    registry.tab[st->reg].id = 0;
+    registry.live--;
+    pthread_mutex_unlock(&registry.lock);
+    /* A thread that pinned st before it left the table finishes first. */
+    while (atomic_load_explicit(&st->pins, memory_order_acquire) != 0)
+        sched_yield();
+}
+
+static bool slot_live_locked(const gpa_tls_slot *slot) {
+    return slot->id != 0 && slot->reg < registry.cap &&
+           registry.tab[slot->reg].id == slot->id;
+}
+
+/* The slot's instance, pinned (so that it outlives what follows), or NULL
+ * when it is gone. */
+static gpa_state *slot_pin(const gpa_tls_slot *slot) {
+    if (slot->id == 0)
+        return NULL;
+    registry_lock();
+    gpa_state *st = NULL;
+    if (slot_live_locked(slot)) {
+        st = slot->st;
+        atomic_fetch_add_explicit(&st->pins, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&registry.lock);
+    return st;
+}
+
+static void unpin(gpa_state *st) {
+    atomic_fetch_sub_explicit(&st->pins, 1, memory_order_release);
+}
+
+bool beam__gpa_registry_empty(void) {
+    registry_lock();
+    bool empty = registry.live == 0;
+    pthread_mutex_unlock(&registry.lock);
+    return empty;
+}
+
+void beam__gpa_registry_free(void) {
+    free(registry.tab);
+    registry.tab = NULL;
+    registry.cap = registry.live = registry.hint = 0;
+}
+
+/* ---- instance state ----------------------------------------------------- */
+
+static uintptr_t make_cookie(const void *salt, uint64_t id) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t x = (uint64_t)(uintptr_t)salt ^ (uint64_t)ts.tv_nsec ^
+                 ((uint64_t)ts.tv_sec << 32) ^ (id * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    x ^= x >> 31;
+    return (uintptr_t)(x | 1); /* odd: a tag is never an aligned pointer */
+}
+
+static gpa_state *state_create(beam_gpa_t *gpa) {
+    beam_allocator_t b = gpa->backing;
+    if (b.vtable == NULL)
+        return NULL;
+    GPA_ASSERT_NO_LOCK();
+    gpa_state *st = (gpa_state *)b.vtable->alloc(b.ctx, sizeof *st,
+                                                 BEAM_ALIGNOF(gpa_state), 0);
+    if (st == NULL)
+        return NULL;
+    memset(st, 0, sizeof *st);
+    st->backing = b;
+    st->flags = gpa->flags;
+    st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
+    st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
+    st->next_segment_slabs = 3;
+    atomic_store_explicit(&st->meta_bytes, sizeof *st, memory_order_relaxed);
+    pthread_mutex_init(&st->lock, NULL);
+    if (!registry_add(st)) {
+        pthread_mutex_destroy(&st->lock);
+        b.vtable->free(b.ctx, st, sizeof *st, BEAM_ALIGNOF(gpa_state), 0);
+        return NULL;
+    }
+    st->cookie = make_cookie(st, st->id);
+    return st;
+}
+
+/* No lock: the state is made outside any lock and published with one
+ * compare-and-swap; a thread that loses the race throws its own away. So
+ * making a state (which allocates from the backing, which may be another
+ * instance) holds nothing. */
+gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st != NULL)
+        return st;
+    gpa_state *fresh = state_create(gpa);
+    if (fresh == NULL)
+        return NULL;
+    if (__atomic_compare_exchange_n(&gpa->internal_state, &st, fresh, false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return fresh;
+    beam__gpa_registry_remove(fresh);
+    pthread_mutex_destroy(&fresh->lock);
+    fresh->backing.vtable->free(fresh->backing.ctx, fresh, sizeof *fresh,
+                                BEAM_ALIGNOF(gpa_state), 0);
+    return st;
+}
+
+/* ---- heaps --------------------------------------------------------------- */
+
+/* Lock held, h's owner not running in it: every current slab of h is
+ * parked with the instance. O(classes). */
+static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
+    GPA_ASSERT_LOCKED(st);
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        gpa_slab *s = h->cur[c];
+        if (s == &beam__gpa_empty_slab)
+            continue;
+        GPA_ASSERT(gpa_where(s) == WHERE_CUR &&
+                   atomic_load_explicit(&s->heap, memory_order_relaxed) == h);
+        h->cur[c] = &beam__gpa_empty_slab;
+        beam__gpa_slab_park(st, s, defer);
+    }
+}
+
+/* The heap's own thread, lock held: the heap ends. */
+static void heap_abandon(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
+    heap_strip(st, h, defer);
+    beam__counters_retire(&st->retired, &h->stats, &st->peak);
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        st->heaps = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+    gpa_defer_free(defer, h, sizeof *h, BEAM_ALIGNOF(gpa_heap), true);
+}
+
+/* Retire a slot: abandon its heap if its instance still lives. */
+static void slot_retire(gpa_tls_slot *slot) {
+    gpa_tls_slot old = *slot;
+    memset(slot, 0, sizeof *slot);
+    gpa_state *st = slot_pin(&old);
+    if (st == NULL)
+        return;
+    gpa_defer *defer = NULL;
+    gpa_lock(st);
+    heap_abandon(st, old.heap, &defer);
+    gpa_unlock(st);
+    beam__gpa_defer_run(st, defer); /* may call into other instances */
+    unpin(st);
+}
+
+void beam__gpa_thread_exit(void) {
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        slot_retire(&beam__gpa_tls[i]);
+}
+
+static gpa_heap *heap_create(gpa_state *st) {
+    gpa_heap *h =
+        (gpa_heap *)gpa_meta_alloc(st, sizeof *h, BEAM_ALIGNOF(gpa_heap));
+    if (h == NULL)
+        return NULL;
+    memset(h, 0, sizeof *h);
+    for (int c = 0; c < GPA_CLASSES; c++)
+        h->cur[c] = &beam__gpa_empty_slab;
+    h->st = st;
+    gpa_lock(st);
+    h->next = st->heaps;
+    if (h->next != NULL)
+        h->next->prev = h;
+    st->heaps = h;
+    gpa_unlock(st);
+    return h;
+}
+
+/* The slot a new heap takes: a free one, else one whose instance is gone,
+ * else the least recently used. */
+static int victim_slot(void) {
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        if (beam__gpa_tls[i].id == 0)
+            return i;
+    int at = GPA_TLS_SLOTS - 1;
+    registry_lock();
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        if (!slot_live_locked(&beam__gpa_tls[i])) {
+            at = i;
+            break;
+        }
+    pthread_mutex_unlock(&registry.lock);
+    return at;
+}
+
+gpa_heap *beam__gpa_heap_if_any(const gpa_state *st) {
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        if (beam__gpa_tls[i].id == st->id)
+            return beam__gpa_tls[i].heap;
+    return NULL;
+}
+
+gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_slow(gpa);
+    if (st == NULL)
+        return NULL;
+    int at = -1;
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        if (beam__gpa_tls[i].id == st->id) {
+            at = i;
+            break;
+        }
+    gpa_tls_slot found;
+    if (at >= 0) {
+        found = beam__gpa_tls[at];
+    } else {
+        /* Made before any slot changes: making it may itself allocate
+         * from other instances, and so use the slots. */
+        gpa_heap *h = heap_create(st);
+        if (h == NULL)
+            return NULL;
+        found = (gpa_tls_slot){st, st->id, h, st->reg};
+        beam__thread_exit_arm();
+        at = victim_slot();
+        /* Retiring gives memory back to other instances (frees only: no
+         * slot changes under our feet). */
+        slot_retire(&beam__gpa_tls[at]);
+        GPA_ASSERT(beam__gpa_tls[at].id == 0);
+    }
+    memmove(&beam__gpa_tls[1], &beam__gpa_tls[0], (size_t)at * sizeof found);
+    beam__gpa_tls[0] = found;
+    return found.heap;
+}
+
+void beam__gpa_heaps_free_all(gpa_state *st, gpa_defer **defer) {
+    while (st->heaps != NULL) {
+        gpa_heap *h = st->heaps;
+        st->heaps = h->next;
+        gpa_defer_free(defer, h, sizeof *h, BEAM_ALIGNOF(gpa_heap), true);
+    }
+}
+
+void beam__gpa_heap_wait_revoked(gpa_heap *h) {
+    /* The collector holds the lock for as long as revoked is set. */
+    while (gpa_heap_revoked(h)) {
+        gpa_heap_leave(h);
+        gpa_lock(h->st);
+        gpa_unlock(h->st);
+        gpa_heap_enter(h);
+    }
+}
+
+/* ---- collection ----------------------------------------------------------
+ * Other threads' heaps are taken only when the process-wide barrier is
+ * available: without it an idle heap keeps its current slabs (at most one
+ * per class) until its thread allocates, exits, or collects itself. */
+
+static pthread_once_t barrier_once = PTHREAD_ONCE_INIT;
+static bool barrier_ok;
+
+static void barrier_init(void) {
+#ifdef SYS_membarrier
+    barrier_ok = syscall(SYS_membarrier,
+                         MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+#endif
+}
+
+/* Every thread of the process passes a full barrier: an owner that stored
+ * busy before it is seen busy, one that stores it after sees revoked. */
+static bool process_barrier(void) {
+    pthread_once(&barrier_once, barrier_init);
+#ifdef SYS_membarrier
+    return barrier_ok &&
+           syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+#else
+    return false;
+#endif
+}
+
+/* Lock held: strip every heap whose owner is not inside a call. */
+static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
+    if (mine != NULL)
+        heap_strip(st, mine, defer);
+    bool any = false;
+    for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
+        if (h != mine &&
+            atomic_load_explicit(&h->busy, memory_order_relaxed) == 0) {
+            atomic_store_explicit(&h->revoked, 1, GPA_BUSY_ORDER);
+            any = true;
+        }
+    if (!any)
+        return;
+    bool fenced = process_barrier();
+    for (gpa_heap *h = st->heaps; h != NULL; h = h->next) {
+        if (atomic_load_explicit(&h->revoked, memory_order_relaxed) == 0)
+            continue;
+        if (fenced && atomic_load_explicit(
+                          &h->busy, GPA_BUSY_ORDER == memory_order_relaxed
+                                        ? memory_order_acquire
+                                        : GPA_BUSY_ORDER) == 0)
+            heap_strip(st, h, defer);
+        atomic_store_explicit(&h->revoked, 0, memory_order_release);
+    }
+}
+
+void beam__gpa_collect_all(gpa_state *st) {
+    gpa_heap *mine = beam__gpa_heap_if_any(st);
+    if (mine != NULL)
+        beam__publish(&mine->stats, &st->peak);
+    gpa_defer *defer = NULL;
+    gpa_lock(st);
+    strip_idle_heaps(st, mine, &defer);
+    beam__gpa_slabs_trim(st, &defer);
+    beam__gpa_cache_flush(st, &defer);
+    gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
+}
+
+/* ---- library unload --------------------------------------------------------
+ * A NIF library's copy of this code goes away with the library; the process-
+ * wide instance is torn down by the unload callback (src/nif/glue.c), and
+ * what is global here goes when the object is unloaded, if no instance is
+ * left (one still live means memory still in use: then nothing is freed). */
+__attribute__((destructor)) static void gpa_unload(void) {
+    if (!beam__gpa_registry_empty())
+        return;
+    beam__gpa_registry_free();
+    beam__gpa_map_free();
+}

@@ -1,0 +1,151 @@
+defmodule BeamAlloc.Test.Vm do
+  @moduledoc false
+  # What a node must survive (test/nifs/vm_nif.c, test/vm_test.exs).
+  use BeamAlloc.Test.NifModule, nif: "vm_nif"
+
+  def gpa_resource, do: :erlang.nif_error(:not_loaded)
+  def grow(_res, _iterations, _seed), do: :erlang.nif_error(:not_loaded)
+  def grow_dirty(_res, _iterations, _seed), do: :erlang.nif_error(:not_loaded)
+  def checked(_iterations, _seed), do: :erlang.nif_error(:not_loaded)
+  def checked_dirty(_iterations, _seed), do: :erlang.nif_error(:not_loaded)
+  def hold(_count, _len), do: :erlang.nif_error(:not_loaded)
+  def hold_dirty(_count, _len), do: :erlang.nif_error(:not_loaded)
+  def drop(_blocks, _len), do: :erlang.nif_error(:not_loaded)
+  def collect, do: :erlang.nif_error(:not_loaded)
+  def usage, do: :erlang.nif_error(:not_loaded)
+end
+
+defmodule BeamAlloc.Test.VmScenarios do
+  @moduledoc false
+  # Each scenario runs in a VM of its own (started by test/vm_test.exs under
+  # a timeout, with 8 normal and 4 dirty CPU schedulers), prints what it
+  # measured as `key=value` lines and halts with status 0 when it passed.
+  alias BeamAlloc.Test.Vm
+
+  @mib 1024 * 1024
+
+  # Resource GPAs over the process-wide instance grown by 16 processes while
+  # leak_check NIFs (a new instance per call) run on the same schedulers.
+  def hang(ms) do
+    deadline = System.monotonic_time(:millisecond) + ms
+
+    growers =
+      for i <- 1..16 do
+        Task.async(fn -> grow_until(deadline, i, nil, 0) end)
+      end
+
+    checkers =
+      for i <- 1..16 do
+        Task.async(fn -> check_until(deadline, i, 0) end)
+      end
+
+    results = Task.await_many(growers ++ checkers, :infinity)
+    bad = Enum.reject(results, &match?({:ok, _}, &1))
+    calls = results |> Enum.map(fn {_, n} -> n end) |> Enum.sum()
+    IO.puts("calls=#{calls}")
+    finish(bad == [] and calls > 0, inspect(bad))
+  end
+
+  defp grow_until(deadline, i, res, n) do
+    if System.monotonic_time(:millisecond) > deadline do
+      {:ok, n}
+    else
+      # A new resource every few rounds: the old one is released by GC.
+      res = if res == nil or rem(n, 2) == 0, do: elem(Vm.gpa_resource(), 1), else: res
+      fun = if rem(n + i, 2) == 0, do: &Vm.grow/3, else: &Vm.grow_dirty/3
+
+      case fun.(res, 200, i * 1_000_003 + n) do
+        :ok -> grow_until(deadline, i, res, n + 1)
+        other -> {other, n}
+      end
+    end
+  end
+
+  defp check_until(deadline, i, n) do
+    if System.monotonic_time(:millisecond) > deadline do
+      {:ok, n}
+    else
+      fun = if rem(n + i, 2) == 0, do: &Vm.checked/2, else: &Vm.checked_dirty/2
+
+      case fun.(40, i * 7919 + n) do
+        :ok -> check_until(deadline, i, n + 1)
+        other -> {other, n}
+      end
+    end
+  end
+
+  # A burst allocated on every scheduler (normal and dirty) and freed by
+  # other processes; the owners go idle; one collection from anywhere.
+  def memory(total_mib) do
+    Vm.drop(Vm.hold(1, 64), 64)
+    Vm.collect()
+    before = settle()
+    per_task = 32_768
+    tasks = div(total_mib * @mib, 64 * per_task)
+
+    held =
+      1..tasks
+      |> Enum.map(fn i ->
+        Task.async(fn ->
+          if rem(i, 3) == 0, do: Vm.hold_dirty(per_task, 64), else: Vm.hold(per_task, 64)
+        end)
+      end)
+      |> Task.await_many(:infinity)
+
+    peak = :erlang.memory(:system)
+
+    held
+    |> Enum.map(fn blocks -> Task.async(fn -> Vm.drop(blocks, 64) end) end)
+    |> Task.await_many(:infinity)
+
+    Process.sleep(500)
+    idle = :erlang.memory(:system)
+    usage = Vm.collect()
+    after_collect = settle()
+    IO.puts("before=#{before} peak=#{peak} idle=#{idle} after=#{after_collect}")
+    IO.puts("usage=#{inspect(usage)}")
+
+    finish(
+      peak - before > div(total_mib * @mib, 2) and usage.live_blocks == 0 and
+        after_collect - before < @mib,
+      "memory not back within 1 MiB"
+    )
+  end
+
+  # Load, allocate, free, purge: again and again.
+  def unload(cycles) do
+    false = :code.is_loaded(Vm)
+    before = settle()
+
+    sizes =
+      for _ <- 1..cycles do
+        {:module, Vm} = :code.ensure_loaded(Vm)
+        Vm.drop(Vm.hold(100_000, 40), 40)
+        Vm.drop(Vm.hold(200, 20_000), 20_000)
+        true = :code.delete(Vm)
+        :code.purge(Vm)
+        settle() - before
+      end
+
+    IO.puts("growth=#{inspect(sizes)}")
+    finish(Enum.all?(sizes, &(&1 < @mib)), "memory left behind by load/purge")
+  end
+
+  # :erlang.memory(:system) once the VM's own background frees have settled:
+  # the smallest of a few readings.
+  defp settle do
+    for _ <- 1..5 do
+      Process.sleep(50)
+      :erlang.garbage_collect()
+      :erlang.memory(:system)
+    end
+    |> Enum.min()
+  end
+
+  defp finish(true, _why), do: System.halt(0)
+
+  defp finish(false, why) do
+    IO.puts("FAILED: #{why}")
+    System.halt(1)
+  end
+end

@@ -1,0 +1,38 @@
+defmodule BeamAlloc.VmTest do
+  # What a node must survive, each scenario in a VM of its own with 8 normal
+  # and 4 dirty CPU schedulers, under a watchdog (timeout -s KILL) that turns
+  # a hang into a failure instead of hanging the suite.
+  use ExUnit.Case, async: true
+
+  @moduletag timeout: 300_000
+
+  defp run_child(call, seconds) do
+    ebin = to_string(:code.lib_dir(:beam_alloc, :ebin))
+
+    args = [
+      "-s", "KILL", to_string(seconds), System.find_executable("elixir"),
+      "--erl", "+S 8:8 +SDcpu 4:4 +SDio 4", "-pa", ebin,
+      "-e", "BeamAlloc.Test.VmScenarios.#{call}"
+    ]
+
+    {out, status} = System.cmd("timeout", args, stderr_to_stdout: true)
+    if status == 137, do: flunk("no answer in #{seconds} s (hung?):\n#{out}")
+    {out, status}
+  end
+
+  test "resources over the process-wide GPA and leak_check NIFs on every scheduler never hang" do
+    {out, status} = run_child("hang(4000)", 90)
+    assert status == 0, out
+    assert out =~ ~r/calls=\d+/
+  end
+
+  test "memory freed elsewhere goes back to the VM while its owners idle" do
+    {out, status} = run_child("memory(256)", 120)
+    assert status == 0, out
+  end
+
+  test "load/purge cycles leave nothing behind" do
+    {out, status} = run_child("unload(5)", 90)
+    assert status == 0, out
+  end
+end
