@@ -6,8 +6,8 @@
  * relies only on these internals of gpa_internal.h
  *   beam__gpa_state_of, beam__gpa_map_slot, beam__gpa_owner,
  *   beam__gpa_block_index, slab->size, st->track, slab->info[i].len and
- *   .alignment (tracked mode), beam__gpa_large_find under st->lock (its
- *   .len, .alignment), and the class table beam__gpa_class_size with
+ *   .alignment (tracked mode), beam__gpa_large_find under gpa_lock(st)
+ *   (its .len, .alignment), and the class table beam__gpa_class_size with
  *   GPA_CLASSES (each class serves every length up to its size at
  *   alignment 16, the smallest class that fits being the one chosen).
  */
@@ -65,13 +65,13 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
     }
     /* Not in one of our slabs: a large block, perhaps (even inside another
      * instance's slab, when that instance is our backing). */
-    pthread_mutex_lock(&st->lock);
+    gpa_lock(st);
     const gpa_large *e = beam__gpa_large_find(st, p);
     bool found = e != NULL;
     if (found) {
         *len = e->len;
         *alignment = e->alignment;
     }
-    pthread_mutex_unlock(&st->lock);
+    gpa_unlock(st);
     return found;
 }
