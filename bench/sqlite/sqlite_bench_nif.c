@@ -13,6 +13,7 @@
  * process: configure/2 shuts SQLite down and starts it again, and must not
  * run while a workload does.
  */
+#define _GNU_SOURCE /* clock_gettime, CLOCK_THREAD_CPUTIME_ID */
 #include <beam_alloc_nif.h>
 #include <beam_alloc/sqlite3.h>
 
