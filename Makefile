@@ -43,6 +43,14 @@ all: lib
 
 lib: $(BUILD)/libbeam_alloc.a $(BUILD)/libbeam_alloc_standalone.a
 
+# The NIF library alone: what beam_alloc.mk and the :beam_alloc Mix
+# compiler build in a dependency (quiet when it is up to date).
+.PHONY: nif-lib standalone-lib
+nif-lib: $(BUILD)/libbeam_alloc.a
+	@:
+standalone-lib: $(BUILD)/libbeam_alloc_standalone.a
+	@:
+
 $(BUILD)/nif/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR) -c $< -o $@
@@ -135,7 +143,7 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	done
 
 clean:
-	rm -rf $(BUILD) _build
+	rm -rf $(BUILD) _build priv
 
 format:
 	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c
@@ -180,6 +188,15 @@ $(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
+# rebar3 (the pre_hook of rebar.config): the library, and the driver into
+# priv/ of the source directory, which rebar3 links into _build.
+.PHONY: rebar3-nifs rebar3-clean
+rebar3-nifs: $(BUILD)/libbeam_alloc.a
+	@$(MAKE) --no-print-directory $(CURDIR)/priv/beam_alloc_testing.so MIX_APP_PATH=$(CURDIR)
+
+rebar3-clean:
+	rm -rf $(BUILD) priv
+
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
@@ -204,8 +221,20 @@ soak: deps lib
 test: deps
 	@$(MAKE) --no-print-directory test-all
 
-test-all: lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test
+# Every suite; TESTS= runs some (scripts/fresh-machine-check does).
+TESTS ?= lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test \
+         examples-test fresh-machine-check
+test-all: $(TESTS)
 	@:
+
+# The examples, each built and tested as a user would from a clean copy
+# (scripts/test-examples), and the README's commands on a simulated machine
+# without Erlang or Elixir (scripts/fresh-machine-check).
+.PHONY: examples-test fresh-machine-check
+examples-test:
+	scripts/test-examples
+fresh-machine-check:
+	scripts/fresh-machine-check
 
 # The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
 DEMO_SO := $(BUILD)/demo/beam_alloc_demo.so
@@ -254,6 +283,16 @@ bench-scratch: $(BUILD)/libbeam_alloc_standalone.a
 	$(CC) -O2 -g -std=c11 $(WARN) -Iinclude -DBEAM_ALLOC_STANDALONE -pthread \
 	    bench/scratch_bench.c $(BUILD)/libbeam_alloc_standalone.a -o $(BUILD)/bench/scratch_bench
 	$(BUILD)/bench/scratch_bench
+
+# Pauses from slot eviction and heap retirement with BENCH_PAUSE_MIB (default
+# 1024) held: worst and p99.9 call times (bench/pause_bench.c).
+.PHONY: bench-pause
+BENCH_PAUSE_MIB ?= 1024
+bench-pause: $(BUILD)/libbeam_alloc_standalone.a
+	@mkdir -p $(BUILD)/bench
+	$(CC) -O2 -g -std=c11 $(WARN) -Iinclude -pthread \
+	    bench/pause_bench.c $(BUILD)/libbeam_alloc_standalone.a -o $(BUILD)/bench/pause_bench
+	$(BUILD)/bench/pause_bench $(BENCH_PAUSE_MIB)
 
 # --- Fuzzing --------------------------------------------------------------
 # libFuzzer harnesses (clang, ASan+UBSan), one per allocator over the shared

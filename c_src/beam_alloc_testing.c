@@ -1,9 +1,10 @@
 /*
- * The fault-injection driver behind BeamAlloc.Testing: the NIF library of
- * BeamAlloc.Testing.Nif (priv/beam_alloc_testing.so).
+ * The fault-injection driver behind beam_alloc_testing (and its Elixir
+ * front BeamAlloc.Testing): the NIF library of the Erlang module
+ * beam_alloc_testing_nif (priv/beam_alloc_testing.so).
  *
  * A session belongs to one process, its owner. It attaches to the NIF
- * libraries built with beam_alloc that are loaded (see src/nif_internal.h
+ * libraries built with beam_alloc that are loaded (see src/nif/abi.h
  * for how it finds them across RTLD_LOCAL copies), then runs plans: while a
  * run is on, every BEAM_NIF call the owner makes into an attached library
  * gets the session's plan allocator as beam_allocator, over the allocator
@@ -676,7 +677,7 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
 static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
     char buf[256];
     if (site == 0)
-        return atom(env, "nil");
+        return atom(env, "undefined");
     return string(env, beam__describe_addr(site, buf, sizeof buf));
 }
 
@@ -689,7 +690,7 @@ static ERL_NIF_TERM kind_term(ErlNifEnv *env, int kind) {
 /* {Index, Kind, Len, Site} */
 static ERL_NIF_TERM request_term(ErlNifEnv *env, const request_info *r) {
     if (!r->happened)
-        return atom(env, "nil");
+        return atom(env, "undefined");
     return enif_make_tuple4(
         env, enif_make_uint64(env, r->index), kind_term(env, r->kind),
         enif_make_uint64(env, r->len), site_term(env, r->site));
@@ -727,7 +728,7 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
                                  site_term(env, b->site)),
                 leaks);
     }
-    ERL_NIF_TERM mismatch = atom(env, "nil");
+    ERL_NIF_TERM mismatch = atom(env, "undefined");
     if (s->mismatch.happened)
         mismatch = enif_make_tuple2(env, request_term(env, &s->mismatch),
                                     site_term(env, s->mismatch.expected));
@@ -879,4 +880,4 @@ static ErlNifFunc funcs[] = {
     {"close", 1, nif_close, 0},
 };
 
-ERL_NIF_INIT(Elixir.BeamAlloc.Testing.Nif, funcs, load, NULL, NULL, NULL)
+ERL_NIF_INIT(beam_alloc_testing_nif, funcs, load, NULL, NULL, NULL)

@@ -1,6 +1,7 @@
 %% Fault injection for NIFs built with beam_alloc, for Erlang test suites
-%% (EUnit, Common Test). A thin front for the Elixir module
-%% 'Elixir.BeamAlloc.Testing', whose documentation has the details.
+%% (EUnit, Common Test). Pure Erlang: needs the beam_alloc application (its
+%% priv/beam_alloc_testing.so driver), not Elixir. The Elixir module
+%% 'Elixir.BeamAlloc.Testing' is a front for this one.
 %%
 %%     {ok, N} = beam_alloc_testing:check_all_allocation_failures(
 %%                   fun() -> my_nif:parse(<<"[1, 2]">>) end,
@@ -8,17 +9,52 @@
 %%
 %% runs the fun once counting the allocations its NIF calls make through
 %% beam_allocator, then N more times failing allocation 0, 1, ..., N-1 in
-%% turn. Every induced failure must surface as an exception or an
-%% {error, _} result (option expect: any, raise or error_tuple), leave no
-%% block live, and the runs must repeat the first one. Otherwise it raises
-%% 'Elixir.BeamAlloc.AllocationFailureError' (an error-class exception whose
-%% message lists every problem, with allocation numbers and sites).
+%% turn (and every later one), then once more without failures. Every
+%% induced failure must surface as an exception or an {error, _} (or error)
+%% result, leave no block live, and each run must repeat the first one.
 %%
-%% Options (a map or a property list): expect, modules (a list of NIF
-%% modules to fail allocations in; default all).
+%% Counted: requests for memory through beam_allocator in the BEAM_NIF calls
+%% of the calling process, in every NIF library built with BEAM_NIF_INIT
+%% (or only those of the modules option). Other processes calling the same
+%% NIFs are not affected.
+%%
+%% Options (a map or a property list):
+%%   expect   any (default): an exception, exit or throw, or a returned
+%%            {error, _} or error; raise: an exception only; error_tuple:
+%%            a returned {error, _} or error only.
+%%   modules  all (default), or a list of NIF modules (loaded first).
+%%
+%% Errors (erlang:error/1):
+%%   {allocation_failures, #{message := binary(), allocations := N,
+%%                           problems := [Problem]}}
+%%       the function mishandled failures; message lists every problem
+%%       with allocation numbers and sites. Each Problem is a map with
+%%       kind (leak, swallowed, unexpected_error, nondeterministic,
+%%       failed_without_injection, incomplete) and index (the failed
+%%       allocation's number, or undefined for a run without failures),
+%%       plus request (#{index, kind, size, site} | undefined) and the
+%%       kind's own keys: blocks and leaked (leak), outcome ({returned,
+%%       Value} | {raised, Class, Reason, Stacktrace}), expect, reason and
+%%       expected_site (nondeterministic).
+%%   {badarg, Message}                 a bad function or option
+%%   {already_running, Pid}            a check is running in this process
+%%   {not_loaded, [Module]}            no NIF library built with beam_alloc
+%%                                     is loaded for these modules
+%%   {driver, Reason}                  the driver could not start a check
 -module(beam_alloc_testing).
 
 -export([check_all_allocation_failures/1, check_all_allocation_failures/2]).
+%% Internal: the Elixir front (BeamAlloc.Testing) raises its own exceptions
+%% from these results.
+-export([run_check/3, format_problems/2]).
+
+-type expect() :: any | raise | error_tuple.
+-type problem() :: #{kind := atom(), index := non_neg_integer() | undefined,
+                     atom() => term()}.
+-export_type([expect/0, problem/0]).
+
+%% Delays (ms) waiting for resource destructors before blocks are counted.
+-define(SETTLE_MS, [0, 1, 2, 4, 8]).
 
 -spec check_all_allocation_failures(fun(() -> term())) -> {ok, non_neg_integer()}.
 check_all_allocation_failures(Fun) ->
@@ -26,7 +62,304 @@ check_all_allocation_failures(Fun) ->
 
 -spec check_all_allocation_failures(fun(() -> term()), map() | list()) ->
     {ok, non_neg_integer()}.
-check_all_allocation_failures(Fun, Opts) when is_map(Opts) ->
-    check_all_allocation_failures(Fun, maps:to_list(Opts));
-check_all_allocation_failures(Fun, Opts) when is_list(Opts) ->
-    'Elixir.BeamAlloc.Testing':check_all_allocation_failures(Fun, Opts).
+check_all_allocation_failures(Fun, Opts) when is_function(Fun, 0) ->
+    {Expect, Modules} = options(Opts),
+    case run_check(Fun, Expect, Modules) of
+        {ok, Count} ->
+            {ok, Count};
+        {problems, Problems, Count} ->
+            erlang:error({allocation_failures,
+                          #{message => format_problems(Problems, Count),
+                            allocations => Count,
+                            problems => Problems}});
+        {error, Reason} ->
+            erlang:error(Reason)
+    end;
+check_all_allocation_failures(Fun, _Opts) ->
+    erlang:error({badarg, iolist_to_binary(
+                            io_lib:format("check_all_allocation_failures/2 expects "
+                                          "a fun of arity 0, got: ~0tp", [Fun]))}).
+
+options(Opts) when is_map(Opts) ->
+    options(maps:to_list(Opts));
+options(Opts) when is_list(Opts) ->
+    Known = [expect, modules],
+    lists:foreach(
+      fun({K, _}) when is_atom(K) ->
+              lists:member(K, Known) orelse badarg("unknown option ~0tp (known: expect, modules)", [K]);
+         (Other) ->
+              badarg("expected options as a map or a property list, got: ~0tp", [Other])
+      end, Opts),
+    Expect = proplists:get_value(expect, Opts, any),
+    lists:member(Expect, [any, raise, error_tuple]) orelse
+        badarg("invalid value for expect, expected any, raise or error_tuple, got: ~0tp", [Expect]),
+    Modules = proplists:get_value(modules, Opts, all),
+    (Modules =:= all orelse (is_list(Modules) andalso lists:all(fun is_atom/1, Modules))) orelse
+        badarg("invalid value for modules, expected all or a list of modules, got: ~0tp", [Modules]),
+    {Expect, Modules};
+options(Other) ->
+    badarg("expected options as a map or a property list, got: ~0tp", [Other]).
+
+badarg(Format, Args) ->
+    erlang:error({badarg, iolist_to_binary(io_lib:format(Format, Args))}).
+
+%% The check itself, without raising: {ok, Count} | {problems, Problems,
+%% Count} | {error, Reason}, Reason as check_all_allocation_failures/2
+%% raises it. Expect and Modules are valid.
+-spec run_check(fun(() -> term()), expect(), all | [module()]) ->
+    {ok, non_neg_integer()} | {problems, [problem()], non_neg_integer()} | {error, term()}.
+run_check(Fun, Expect, Modules) ->
+    is_list(Modules) andalso lists:foreach(fun code:ensure_loaded/1, Modules),
+    case beam_alloc_testing_nif:open() of
+        {ok, Session} ->
+            try
+                checked(Session, Fun, Expect, Modules)
+            after
+                beam_alloc_testing_nif:close(Session)
+            end;
+        {error, already_open} ->
+            {error, {already_running, self()}};
+        {error, Reason} ->
+            {error, {driver, Reason}}
+    end.
+
+checked(Session, Fun, Expect, Modules) ->
+    Attached = beam_alloc_testing_nif:attach(Session, wanted(Modules)),
+    Missing = case Modules of
+                  all -> [];
+                  _ -> [M || M <- Modules, not lists:member(atom_to_binary(M, utf8), Attached)]
+              end,
+    case Missing of
+        [] -> first_run(Session, Fun, Expect, Modules, Attached);
+        _ -> {error, {not_loaded, Missing}}
+    end.
+
+first_run(Session, Fun, Expect, Modules, Attached) ->
+    First0 = run(Session, infinity, record, Fun),
+    %% A module loaded by its first call during that run had no library
+    %% attached yet: attach it, and count again.
+    First = case length(beam_alloc_testing_nif:attach(Session, wanted(Modules))) >
+                 length(Attached) of
+                true -> run(Session, infinity, record, Fun);
+                false -> First0
+            end,
+    Count = maps:get(requests, First),
+    case failed(maps:get(outcome, First), Expect) of
+        true ->
+            {problems, [#{kind => failed_without_injection, index => undefined,
+                          outcome => maps:get(outcome, First)}], Count};
+        false ->
+            Problems = check_failures(Session, Fun, Expect, Count,
+                                      leak_problems(undefined, undefined, First)),
+            case lists:reverse(Problems) of
+                [] -> {ok, Count};
+                Ps -> {problems, Ps, Count}
+            end
+    end.
+
+wanted(all) -> all;
+wanted(Modules) -> [atom_to_binary(M, utf8) || M <- Modules].
+
+%% --- Runs -----------------------------------------------------------------
+
+run(Session, FailIndex, Mode, Fun) ->
+    ok = beam_alloc_testing_nif:begin_run(Session, FailIndex, Mode),
+    Outcome = invoke(Fun),
+    settle(Session),
+    maps:put(outcome, Outcome, beam_alloc_testing_nif:end_run(Session)).
+
+invoke(Fun) ->
+    try
+        {returned, Fun()}
+    catch
+        Class:Reason:Stacktrace -> {raised, Class, Reason, Stacktrace}
+    end.
+
+%% Resources the run dropped must go before the blocks are counted, or what
+%% their destructors free would pass for a leak. A collection releases
+%% them, and the VM runs their destructors shortly after, as scheduler
+%% work: give it a few milliseconds while blocks are live.
+settle(Session) ->
+    erlang:garbage_collect(),
+    settle(Session, ?SETTLE_MS).
+
+settle(_Session, []) ->
+    ok;
+settle(Session, [Ms | Rest]) ->
+    case beam_alloc_testing_nif:live(Session) of
+        0 ->
+            ok;
+        _ ->
+            case Ms of
+                0 -> erlang:yield();
+                _ -> timer:sleep(Ms)
+            end,
+            settle(Session, Rest)
+    end.
+
+%% One run per allocation, then one without failures. Nondeterminism stops
+%% the runs: the numbers no longer mean the same thing. Problems are
+%% accumulated newest first.
+check_failures(Session, Fun, Expect, Count, Acc) ->
+    failure_runs(Session, Fun, Expect, Count, 0, Acc).
+
+failure_runs(Session, Fun, Expect, Count, Index, Acc) when Index < Count ->
+    Run = run(Session, Index, compare, Fun),
+    case failure_run_problems(Index, Run, Count, Expect) of
+        {halt, New} -> New ++ Acc;
+        {cont, New} -> failure_runs(Session, Fun, Expect, Count, Index + 1, New ++ Acc)
+    end;
+failure_runs(Session, Fun, Expect, Count, _Index, Acc) ->
+    Last = run(Session, infinity, compare, Fun),
+    last_run_problems(Last, Count, Expect) ++ Acc.
+
+failure_run_problems(_Index, #{mismatch := Mismatch}, Count, _Expect)
+  when Mismatch =/= undefined ->
+    {halt, [mismatch_problem(Mismatch, Count)]};
+failure_run_problems(Index, #{induced := undefined, requests := Requests}, Count, _Expect) ->
+    {halt, [#{kind => nondeterministic, index => Index, request => undefined,
+              expected_site => undefined,
+              reason => fmt("allocation #~b never happened: this run made ~b ~ts, "
+                            "the first run made ~b",
+                            [Index, Requests, plural(Requests, "allocation"), Count])}]};
+failure_run_problems(Index, #{induced := Induced} = Run, _Count, Expect) ->
+    Request = request(Induced),
+    {cont, leak_problems(Index, Request, Run) ++ outcome_problems(Index, Request, Run, Expect)}.
+
+last_run_problems(#{mismatch := Mismatch}, Count, _Expect) when Mismatch =/= undefined ->
+    [mismatch_problem(Mismatch, Count)];
+last_run_problems(#{requests := Requests}, Count, _Expect) when Requests =/= Count ->
+    [#{kind => nondeterministic, index => undefined, request => undefined,
+       expected_site => undefined,
+       reason => fmt("a run without failures made ~b ~ts, the first run made ~b",
+                     [Requests, plural(Requests, "allocation"), Count])}];
+last_run_problems(#{outcome := Outcome} = Run, _Count, Expect) ->
+    case failed(Outcome, Expect) of
+        true -> [#{kind => failed_without_injection, index => undefined, outcome => Outcome}];
+        false -> leak_problems(undefined, undefined, Run)
+    end.
+
+mismatch_problem({{Index, _, _, _} = Actual, ExpectedSite}, Count) ->
+    Reason = case ExpectedSite of
+                 undefined ->
+                     fmt("allocation #~b did not happen in the first run, which made ~b",
+                         [Index, Count]);
+                 _ ->
+                     fmt("allocation #~b came from ~ts in the first run", [Index, ExpectedSite])
+             end,
+    #{kind => nondeterministic, index => Index, request => request(Actual),
+      expected_site => ExpectedSite, reason => Reason}.
+
+leak_problems(Index, Request, #{leaks := Leaks, leaked := Leaked, lost := Lost}) ->
+    LostP = case Lost of
+                true -> [#{kind => incomplete, index => Index, request => Request}];
+                false -> []
+            end,
+    LeakP = case Leaked > 0 of
+                true ->
+                    Blocks = lists:sort(
+                               fun(#{index := A}, #{index := B}) -> A =< B end,
+                               [#{index => I, size => S, site => Site}
+                                || {I, S, Site} <- Leaks]),
+                    [#{kind => leak, index => Index, request => Request,
+                       blocks => Blocks, leaked => Leaked}];
+                false ->
+                    []
+            end,
+    LostP ++ LeakP.
+
+outcome_problems(Index, Request, #{outcome := Outcome}, Expect) ->
+    case surfaced(Outcome, Expect) of
+        true ->
+            [];
+        false ->
+            case failed(Outcome, any) of
+                true ->
+                    [#{kind => unexpected_error, index => Index, request => Request,
+                       outcome => Outcome, expect => Expect}];
+                false ->
+                    [#{kind => swallowed, index => Index, request => Request,
+                       outcome => Outcome}]
+            end
+    end.
+
+request({Index, Kind, Size, Site}) ->
+    #{index => Index, kind => Kind, size => Size, site => Site}.
+
+%% Did the outcome surface a failure the way Expect asks?
+surfaced({raised, _, _, _}, Expect) -> Expect =:= any orelse Expect =:= raise;
+surfaced({returned, Value}, Expect) -> Expect =/= raise andalso error_value(Value).
+
+%% Is the outcome a failure at all (for the runs without injection, where
+%% a returned error is fine when only raising counts)?
+failed(Outcome, raise) -> surfaced(Outcome, raise);
+failed(Outcome, _) -> surfaced(Outcome, any).
+
+error_value(error) -> true;
+error_value({error, _}) -> true;
+error_value(_) -> false.
+
+%% --- The message ----------------------------------------------------------
+
+%% The text of the allocation_failures error: every problem, Erlang syntax.
+-spec format_problems([problem()], non_neg_integer()) -> binary().
+format_problems(Problems, Count) ->
+    N = length(Problems),
+    Header = fmt("~b allocation failure ~ts (~b ~ts, each failed in turn):",
+                 [N, plural(N, "problem"), Count, plural(Count, "allocation")]),
+    iolist_to_binary([Header, "\n\n",
+                      lists:join("\n", [["  * ", describe(P)] || P <- Problems])]).
+
+describe(#{kind := leak, blocks := Blocks, leaked := Leaked} = P) ->
+    Lines = [fmt("\n      ~b ~ts from allocation #~b at ~ts",
+                 [S, plural(S, "byte"), I, site(Site)])
+             || #{index := I, size := S, site := Site} <- Blocks],
+    More = case Leaked > length(Blocks) of
+               true -> "\n      ...";
+               false -> ""
+           end,
+    [when_(P), fmt(" left ~b ~ts live:", [Leaked, plural(Leaked, "block")]), Lines, More];
+describe(#{kind := swallowed, outcome := Outcome} = P) ->
+    [when_(P), " was swallowed: the function ", outcome(Outcome)];
+describe(#{kind := unexpected_error, expect := Expect, outcome := Outcome} = P) ->
+    Wanted = case Expect of
+                 raise -> "an exception";
+                 _ -> "an error result"
+             end,
+    [when_(P), " surfaced, but not as ", Wanted, fmt(" (expect: ~ts): ", [Expect]),
+     "the function ", outcome(Outcome)];
+describe(#{kind := nondeterministic, request := Request, reason := Reason}) ->
+    At = case Request of
+             undefined -> "";
+             _ -> [" (", request_text(Request), ")"]
+         end,
+    ["the function is nondeterministic: ", Reason, At, "; the remaining runs were skipped"];
+describe(#{kind := failed_without_injection, outcome := Outcome}) ->
+    ["the function failed without any allocation failure: it ", outcome(Outcome)];
+describe(#{kind := incomplete} = P) ->
+    [when_(P), ": the checker ran out of memory for its bookkeeping; results are incomplete"];
+describe(#{kind := Kind} = P) ->
+    fmt("~ts: ~0tp", [Kind, P]).
+
+when_(#{index := undefined}) -> "the run without failures";
+when_(#{request := Request}) ->
+    [fmt("failing allocation #~b (", [maps:get(index, Request)]), request_text(Request), ")"].
+
+request_text(#{kind := alloc, size := Size, site := Site}) ->
+    fmt("alloc of ~b ~ts at ~ts", [Size, plural(Size, "byte"), site(Site)]);
+request_text(#{kind := Kind, size := Size, site := Site}) ->
+    fmt("~ts to ~b ~ts at ~ts", [Kind, Size, plural(Size, "byte"), site(Site)]).
+
+site(undefined) -> "an unknown site";
+site(Site) -> Site.
+
+outcome({returned, Value}) ->
+    ["returned ", io_lib:format("~0tP", [Value, 12])];
+outcome({raised, Class, Reason, _Stacktrace}) ->
+    ["raised ", io_lib:format("~ts:~0tP", [Class, Reason, 12])].
+
+fmt(Format, Args) ->
+    unicode:characters_to_binary(io_lib:format(Format, Args)).
+
+plural(1, Word) -> Word;
+plural(_, Word) -> Word ++ "s".

@@ -27,9 +27,14 @@ defmodule BeamAlloc do
     * `BeamAlloc.stats/1` reads the allocator counters of a module's NIF
       library.
 
-  This Mix project builds the library, the fault-injection driver and the
-  NIFs of its test suite through the `:beam_alloc_make` compiler (see
-  `Mix.Tasks.Compile.BeamAllocMake`).
+  A project with beam_alloc as a dependency builds its own NIFs with the
+  `:beam_alloc` compiler (`compilers: [:beam_alloc] ++ Mix.compilers()`,
+  see `Mix.Tasks.Compile.BeamAlloc`). This Mix project builds the library,
+  the fault-injection driver and the NIFs of its test suite through the
+  `:beam_alloc_make` compiler (see `Mix.Tasks.Compile.BeamAllocMake`).
+
+  The tools are Erlang modules underneath (`beam_alloc_testing`,
+  `beam_alloc:stats/1`), usable from Erlang without Elixir.
   """
 
   @typedoc "Counters of one allocator of a NIF library (see `stats/1`)."
@@ -73,14 +78,13 @@ defmodule BeamAlloc do
           general_purpose: map()
         }
   def stats(module) when is_atom(module) do
-    # Loading the module loads its NIF library (its @on_load).
-    _ = Code.ensure_loaded(module)
-
-    case BeamAlloc.Testing.Nif.stats(Atom.to_string(module)) do
+    # :beam_alloc.find_stats/1 loads the module first (its @on_load loads
+    # its NIF library).
+    case :beam_alloc.find_stats(module) do
       {:ok, stats} ->
         stats
 
-      {:error, :not_found} ->
+      {:error, :not_loaded} ->
         raise ArgumentError,
               "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
     end

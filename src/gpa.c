@@ -283,8 +283,10 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
     do {
         b[0] = (void *)(old & ~GPA_FULL_BIT);
     } while (!atomic_compare_exchange_weak_explicit(
-        &s->thread_free, &old, (uintptr_t)b, memory_order_release,
+        &s->thread_free, &old, (uintptr_t)b, memory_order_acq_rel,
         memory_order_relaxed));
+    /* (Acquire too: the push that takes FULL off goes on to write the slab's
+     * reclaim link, after the writes of whoever detached it.) */
     /* This free brought a detached slab back to life: the instance takes
      * it (and gives it back to the backing once it is empty). */
     if (BEAM__UNLIKELY(old & GPA_FULL_BIT))

@@ -296,10 +296,77 @@ defmodule BeamAlloc.FaultInjectionTest do
                  %{expect: :raise, modules: [Faults]}
                )
 
-      assert %AllocationFailureError{problems: [%{kind: :swallowed}]} =
+      # Erlang terms, not Elixir exceptions: the checker is pure Erlang.
+      assert {:allocation_failures,
+              %{allocations: 2, message: message, problems: [%{kind: :swallowed} = problem]}} =
                catch_error(
                  :beam_alloc_testing.check_all_allocation_failures(&Faults.swallows/0, [])
                )
+
+      assert %{index: 1, request: %{index: 1, kind: :alloc, size: 24}} = problem
+      assert problem.outcome == {:returned, :ok}
+
+      assert message =~
+               ~r/^1 allocation failure problem \(2 allocations, each failed in turn\):\n\n  \* failing allocation #1 \(alloc of 24 bytes at faults_nif\.so[^)]*\) was swallowed: the function returned ok$/
+    end
+
+    test "absent values are undefined in Erlang, nil in Elixir" do
+      # One more call on every run: a run makes an allocation the first
+      # run did not, which therefore has no site to compare with.
+      counter = :counters.new(1, [])
+
+      fun = fn ->
+        :counters.add(counter, 1, 1)
+        n = :counters.get(counter, 1)
+        Enum.reduce_while(1..n, :ok, fn _, :ok -> step(Faults.correct(1)) end)
+      end
+
+      assert {:allocation_failures, %{problems: [problem], message: message}} =
+               catch_error(:beam_alloc_testing.check_all_allocation_failures(fun))
+
+      assert %{kind: :nondeterministic, expected_site: :undefined, request: %{}} = problem
+      assert message =~ "did not happen in the first run"
+
+      :counters.put(counter, 1, 0)
+      error = catch_check(fun)
+      assert [%{kind: :nondeterministic, expected_site: nil}] = error.problems
+    end
+
+    test "bad arguments, a module without a library and nesting are Erlang errors" do
+      assert {:badarg, "invalid value for expect, expected any, raise or error_tuple, got: maybe"} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end, %{
+                   expect: :maybe
+                 })
+               )
+
+      assert {:badarg, "unknown option bogus (known: expect, modules)"} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end, bogus: 1)
+               )
+
+      assert {:badarg, _} = catch_error(:beam_alloc_testing.check_all_allocation_failures(:nope))
+
+      assert {:not_loaded, [:lists]} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end,
+                   modules: [:lists]
+                 )
+               )
+
+      me = self()
+
+      nested = fn ->
+        send(
+          me,
+          {:nested, catch_error(:beam_alloc_testing.check_all_allocation_failures(fn -> :ok end))}
+        )
+
+        :ok
+      end
+
+      assert {:ok, 0} = :beam_alloc_testing.check_all_allocation_failures(nested)
+      assert_received {:nested, {:already_running, ^me}}
     end
   end
 

@@ -43,8 +43,22 @@ defmodule BeamAlloc.LeakCheckTest do
       assert_leak(~s(LeakCheckTest."odd-name?"/0), &LeakCheckTest."odd-name?"/0)
     end
 
-    test "writes an Erlang-named module as an atom" do
-      assert_leak(":beam_alloc_erl_test.leaky/0", &:beam_alloc_erl_test.leaky/0)
+    test "raises an Erlang term, naming the function the Erlang way, in an Erlang module" do
+      :beam_alloc_erl_test.take_reports()
+
+      assert {:memory_leak, "memory leak detected in function beam_alloc_erl_test:leaky/0"} =
+               catch_error(:beam_alloc_erl_test.leaky())
+
+      assert "beam_alloc: memory leak detected in function beam_alloc_erl_test:leaky/0:" in :beam_alloc_erl_test.take_reports()
+    end
+
+    test "quotes an Erlang atom that needs it, and names a NIF by its Erlang name" do
+      # C name nif_free, Erlang name 'free'; C name nif_end, Erlang name 'end'
+      assert {:memory_leak, "memory leak detected in function beam_alloc_erl_test:free/1"} =
+               catch_error(:beam_alloc_erl_test.free(1))
+
+      assert {:memory_leak, "memory leak detected in function beam_alloc_erl_test:'end'/0"} =
+               catch_error(apply(:beam_alloc_erl_test, :end, []))
     end
   end
 

@@ -31,6 +31,12 @@ defmodule BeamAlloc.VmTest do
     assert status == 0, out
   end
 
+  test "BEAM_NIF_INIT expands a module name given as a macro" do
+    assert_raise RuntimeError,
+                 "memory leak detected in function `BeamAlloc.Test.Vm.leaky/0`",
+                 fn -> BeamAlloc.Test.Vm.leaky() end
+  end
+
   test "load/purge cycles leave nothing behind" do
     {out, status} = run_child("unload(5)", 90)
     assert status == 0, out

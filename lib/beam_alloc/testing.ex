@@ -61,11 +61,13 @@ defmodule BeamAlloc.Testing do
   apply). Blocks keep their allocator across calls: a block allocated in
   one NIF call may be freed in another, or by a resource destructor.
 
-  Erlang test suites can call `beam_alloc_testing:check_all_allocation_failures/1,2`.
+  The checker itself is the Erlang module `beam_alloc_testing`, so Erlang
+  test suites call `beam_alloc_testing:check_all_allocation_failures/1,2`
+  without Elixir; this module validates the options and raises Elixir
+  exceptions from its results.
   """
 
   alias BeamAlloc.AllocationFailureError
-  alias BeamAlloc.Testing.Nif
 
   @typedoc """
   How an induced allocation failure must surface:
@@ -118,31 +120,29 @@ defmodule BeamAlloc.Testing do
 
   def check_all_allocation_failures(fun, opts) when is_function(fun, 0) and is_list(opts) do
     {expect, modules} = validate_options!(opts)
-    session = open_session!()
 
-    try do
-      attached = attach!(session, modules)
-      first = run(session, :infinity, :record, fun)
+    case :beam_alloc_testing.run_check(fun, expect, modules) do
+      {:ok, count} ->
+        {:ok, count}
 
-      # A module loaded by its first call during that run had no library
-      # attached yet: attach it, and count again.
-      first =
-        if length(Nif.attach(session, wanted(modules))) > length(attached) do
-          run(session, :infinity, :record, fun)
-        else
-          first
-        end
+      {:problems, problems, count} ->
+        raise AllocationFailureError,
+          problems: Enum.map(problems, &to_elixir/1),
+          allocations: count
 
-      check_first_run!(first, expect)
-      count = first.requests
-      problems = check_failures(session, fun, expect, count, leak_problems(nil, nil, first))
+      {:error, {:already_running, pid}} ->
+        raise ArgumentError,
+              "check_all_allocation_failures/2 is already running in this process " <>
+                "(#{inspect(pid)}); it cannot be nested"
 
-      case Enum.reverse(problems) do
-        [] -> {:ok, count}
-        problems -> raise AllocationFailureError, problems: problems, allocations: count
-      end
-    after
-      Nif.close(session)
+      {:error, {:not_loaded, missing}} ->
+        raise ArgumentError,
+              "no NIF library built with beam_alloc is loaded for " <>
+                Enum.map_join(missing, ", ", &inspect/1) <>
+                " (its NIF library must be loaded, with BEAM_NIF_INIT, before the check)"
+
+      {:error, {:driver, reason}} ->
+        raise RuntimeError, "could not start the allocation failure check: #{inspect(reason)}"
     end
   end
 
@@ -155,8 +155,6 @@ defmodule BeamAlloc.Testing do
     raise ArgumentError,
           "check_all_allocation_failures/2 expects a keyword list of options, got: #{inspect(opts)}"
   end
-
-  # --- Options ---------------------------------------------------------------
 
   defp validate_options!(opts) do
     opts = Keyword.validate!(opts, expect: :any, modules: :all)
@@ -177,243 +175,19 @@ defmodule BeamAlloc.Testing do
               inspect(modules)
     end
 
-    if is_list(modules), do: Enum.each(modules, &Code.ensure_loaded/1)
     {expect, modules}
   end
 
-  defp open_session! do
-    case Nif.open() do
-      {:ok, session} ->
-        session
+  # The Erlang checker writes an absent index, request or site as
+  # :undefined; Elixir's problems use nil.
+  @absent [:index, :request, :expected_site, :site]
 
-      {:error, :already_open} ->
-        raise ArgumentError,
-              "check_all_allocation_failures/2 is already running in this process " <>
-                "(#{inspect(self())}); it cannot be nested"
-
-      {:error, reason} ->
-        raise RuntimeError, "could not start the allocation failure check: #{inspect(reason)}"
-    end
-  end
-
-  defp wanted(:all), do: :all
-  defp wanted(modules), do: Enum.map(modules, &Atom.to_string/1)
-
-  defp attach!(session, modules) do
-    attached = Nif.attach(session, wanted(modules))
-
-    if is_list(modules) do
-      case Enum.reject(modules, &(Atom.to_string(&1) in attached)) do
-        [] ->
-          :ok
-
-        missing ->
-          raise ArgumentError,
-                "no NIF library built with beam_alloc is loaded for " <>
-                  Enum.map_join(missing, ", ", &inspect/1) <>
-                  " (its NIF library must be loaded, with BEAM_NIF_INIT, before the check)"
-      end
-    end
-
-    attached
-  end
-
-  # --- Runs ------------------------------------------------------------------
-
-  defp run(session, fail_index, mode, fun) do
-    :ok = Nif.begin_run(session, fail_index, mode)
-    outcome = invoke(fun)
-    settle(session)
-    session |> Nif.end_run() |> Map.put(:outcome, outcome)
-  end
-
-  # Resources the run dropped must go before the blocks are counted, or
-  # what their destructors free would pass for a leak. A collection
-  # releases them, and the VM runs their destructors shortly after, as
-  # scheduler work: give it a few milliseconds while blocks are live.
-  @settle_ms [0, 1, 2, 4, 8]
-
-  defp settle(session) do
-    :erlang.garbage_collect()
-
-    Enum.reduce_while(@settle_ms, :ok, fn ms, :ok ->
-      if Nif.live(session) == 0 do
-        {:halt, :ok}
-      else
-        if ms == 0, do: :erlang.yield(), else: Process.sleep(ms)
-        {:cont, :ok}
-      end
+  defp to_elixir(problem) when is_map(problem) do
+    Map.new(problem, fn
+      {key, :undefined} when key in @absent -> {key, nil}
+      {:request, request} when is_map(request) -> {:request, to_elixir(request)}
+      {:blocks, blocks} -> {:blocks, Enum.map(blocks, &to_elixir/1)}
+      other -> other
     end)
   end
-
-  defp invoke(fun) do
-    {:returned, fun.()}
-  catch
-    kind, reason -> {:raised, kind, reason, __STACKTRACE__}
-  end
-
-  defp check_first_run!(%{outcome: outcome} = first, expect) do
-    if failed?(outcome, expect) do
-      raise AllocationFailureError,
-        problems: [%{kind: :failed_without_injection, index: nil, outcome: outcome}],
-        allocations: first.requests
-    end
-  end
-
-  # One run per allocation, then one without failures. Nondeterminism stops
-  # the runs: the numbers no longer mean the same thing.
-  defp check_failures(session, fun, expect, count, problems) do
-    result =
-      Enum.reduce_while(0..(count - 1)//1, problems, fn index, acc ->
-        run = run(session, index, :compare, fun)
-
-        case failure_run_problems(index, run, count, expect) do
-          {:halt, new} -> {:halt, {:stopped, new ++ acc}}
-          {:cont, new} -> {:cont, new ++ acc}
-        end
-      end)
-
-    case result do
-      {:stopped, problems} ->
-        problems
-
-      problems ->
-        last = run(session, :infinity, :compare, fun)
-        last_run_problems(last, count, expect) ++ problems
-    end
-  end
-
-  defp failure_run_problems(index, run, count, expect) do
-    cond do
-      run.mismatch != nil ->
-        {:halt, [mismatch_problem(run.mismatch, count)]}
-
-      run.induced == nil ->
-        {:halt,
-         [
-           %{
-             kind: :nondeterministic,
-             index: index,
-             request: nil,
-             expected_site: nil,
-             reason:
-               "allocation ##{index} never happened: this run made #{run.requests} " <>
-                 "#{plural(run.requests, "allocation")}, the first run made #{count}"
-           }
-         ]}
-
-      true ->
-        request = request(run.induced)
-
-        {:cont,
-         leak_problems(index, request, run) ++ outcome_problems(index, request, run, expect)}
-    end
-  end
-
-  defp last_run_problems(run, count, expect) do
-    cond do
-      run.mismatch != nil ->
-        [mismatch_problem(run.mismatch, count)]
-
-      run.requests != count ->
-        [
-          %{
-            kind: :nondeterministic,
-            index: nil,
-            request: nil,
-            expected_site: nil,
-            reason:
-              "a run without failures made #{run.requests} " <>
-                "#{plural(run.requests, "allocation")}, the first run made #{count}"
-          }
-        ]
-
-      failed?(run.outcome, expect) ->
-        [%{kind: :failed_without_injection, index: nil, outcome: run.outcome}]
-
-      true ->
-        leak_problems(nil, nil, run)
-    end
-  end
-
-  defp mismatch_problem({{index, _, _, _} = actual, expected_site}, count) do
-    reason =
-      if expected_site == nil do
-        "allocation ##{index} did not happen in the first run, which made #{count}"
-      else
-        "allocation ##{index} came from #{expected_site} in the first run"
-      end
-
-    %{
-      kind: :nondeterministic,
-      index: index,
-      request: request(actual),
-      expected_site: expected_site,
-      reason: reason
-    }
-  end
-
-  defp leak_problems(index, request, %{leaks: leaks, leaked: leaked, lost: lost}) do
-    lost =
-      if lost do
-        [%{kind: :incomplete, index: index, request: request}]
-      else
-        []
-      end
-
-    leaks =
-      if leaked > 0 do
-        blocks =
-          leaks
-          |> Enum.map(fn {block_index, size, site} ->
-            %{index: block_index, size: size, site: site}
-          end)
-          |> Enum.sort_by(& &1.index)
-
-        [%{kind: :leak, index: index, request: request, blocks: blocks, leaked: leaked}]
-      else
-        []
-      end
-
-    lost ++ leaks
-  end
-
-  defp outcome_problems(index, request, %{outcome: outcome}, expect) do
-    cond do
-      surfaced?(outcome, expect) ->
-        []
-
-      failed?(outcome, :any) ->
-        [
-          %{
-            kind: :unexpected_error,
-            index: index,
-            request: request,
-            outcome: outcome,
-            expect: expect
-          }
-        ]
-
-      true ->
-        [%{kind: :swallowed, index: index, request: request, outcome: outcome}]
-    end
-  end
-
-  defp request({index, kind, size, site}), do: %{index: index, kind: kind, size: size, site: site}
-
-  # Did the outcome surface a failure the way expect asks?
-  defp surfaced?({:raised, _, _, _}, expect), do: expect in [:any, :raise]
-  defp surfaced?({:returned, value}, expect), do: expect != :raise and error_value?(value)
-
-  # Is the outcome a failure at all (for the runs without injection, where
-  # a returned error is fine when only raising counts)?
-  defp failed?(outcome, :raise), do: surfaced?(outcome, :raise)
-  defp failed?(outcome, _), do: surfaced?(outcome, :any)
-
-  defp error_value?(:error), do: true
-  defp error_value?({:error, _}), do: true
-  defp error_value?(_), do: false
-
-  defp plural(1, word), do: word
-  defp plural(_, word), do: word <> "s"
 end

@@ -198,8 +198,63 @@ ErlNifEnv *beam__nif_current_env(void) {
  * 255-character names fit twice over. */
 #define MFA_MAX 1200
 
-/* "M.fun/arity" from the registered table; the C name and argc when the
- * function is not in it (or no module was registered). */
+/* --- Writing names the way Erlang does ---------------------------------- */
+
+/* Erlang's reserved words: atoms that need quotes although they look
+ * plain. */
+static bool is_erlang_reserved(const char *s) {
+    static const char *const words[] = {
+        "after",   "and",   "andalso", "band", "begin", "bnot",
+        "bor",     "bsl",   "bsr",     "bxor", "case",  "catch",
+        "cond",    "div",   "else",    "end",  "fun",   "if",
+        "let",     "maybe", "not",     "of",   "or",    "orelse",
+        "receive", "rem",   "try",     "when", "xor"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strcmp(s, words[i]) == 0)
+            return true;
+    return false;
+}
+
+/* An atom as io:format("~tw") writes it: bare when it starts with a
+ * lowercase letter followed by identifier characters or @, quoted with
+ * single quotes otherwise. */
+static void put_erlang_atom(char *buf, size_t n, size_t *len, const char *s) {
+    bool plain = is_lower(*s) && !is_erlang_reserved(s);
+    for (const char *p = s; plain && *p; p++)
+        plain = is_ident_char(*p) || *p == '@';
+    if (plain) {
+        put(buf, n, len, s);
+        return;
+    }
+    put(buf, n, len, "'");
+    for (; *s; s++) {
+        char one[5];
+        unsigned char c = (unsigned char)*s;
+        if (c == '\'' || c == '\\')
+            snprintf(one, sizeof one, "\\%c", c);
+        else if (c == '\n')
+            snprintf(one, sizeof one, "\\n");
+        else if (c == '\t')
+            snprintf(one, sizeof one, "\\t");
+        else
+            snprintf(one, sizeof one, "%c", c);
+        put(buf, n, len, one);
+    }
+    put(buf, n, len, "'");
+}
+
+/* Is the registered module an Erlang one (no "Elixir." prefix)? Its
+ * messages are written the Erlang way and its errors are Erlang terms. */
+static bool module_is_erlang(void) {
+    return module_atom[0] != '\0' && strncmp(module_atom, "Elixir.", 7) != 0 &&
+           strcmp(module_atom, "Elixir") != 0;
+}
+
+/* "M.fun/arity" from the registered table (my_mod:fun/arity for an Erlang
+ * module); the C name and argc when the function is not in it (or no
+ * module was registered). The table is searched by function pointer, so a
+ * NIF whose C name differs from its Erlang name (BEAM_NIF(nif_free) in
+ * {"free", 1, nif_free, 0}) is named as Erlang knows it. */
 static void format_mfa(const nif_call *call, char *buf, size_t n) {
     const char *fun = call->c_name;
     int arity = call->argc;
@@ -213,11 +268,17 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
     }
     size_t len = 0;
     buf[0] = '\0';
-    if (module_atom[0] != '\0') {
-        put_module(buf, n, &len, module_atom);
-        put(buf, n, &len, ".");
+    if (module_is_erlang()) {
+        put_erlang_atom(buf, n, &len, module_atom);
+        put(buf, n, &len, ":");
+        put_erlang_atom(buf, n, &len, fun);
+    } else {
+        if (module_atom[0] != '\0') {
+            put_module(buf, n, &len, module_atom);
+            put(buf, n, &len, ".");
+        }
+        put_function(buf, n, &len, fun);
     }
-    put_function(buf, n, &len, fun);
     char tail[16];
     snprintf(tail, sizeof tail, "/%d", arity);
     put(buf, n, &len, tail);
@@ -233,13 +294,27 @@ const char *beam_nif_module_name(void) {
 
 /* --- The wrapper -------------------------------------------------------- */
 
+/* A leak raises RuntimeError in an Elixir module and
+ * erlang:error({memory_leak, Message}) in an Erlang one. */
 static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call) {
     char mfa[MFA_MAX];
     char message[MFA_MAX + 64];
     format_mfa(call, mfa, sizeof mfa);
-    snprintf(message, sizeof message, "memory leak detected in function `%s`",
+    if (!module_is_erlang()) {
+        snprintf(message, sizeof message,
+                 "memory leak detected in function `%s`", mfa);
+        return beam_raise(env, "RuntimeError", message);
+    }
+    snprintf(message, sizeof message, "memory leak detected in function %s",
              mfa);
-    return beam_raise(env, "RuntimeError", message);
+    size_t len = strlen(message);
+    ERL_NIF_TERM text;
+    unsigned char *bytes = enif_make_new_binary(env, len, &text);
+    if (bytes == NULL)
+        return enif_raise_exception(env, enif_make_atom(env, "memory_leak"));
+    memcpy(bytes, message, len);
+    return enif_raise_exception(
+        env, enif_make_tuple2(env, enif_make_atom(env, "memory_leak"), text));
 }
 
 /* The options of one call: the BEAM_NIF ones with load_info's overrides
@@ -331,7 +406,10 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     if (beam_gpa_usage_of(&gpa).live_blocks != 0) {
         char mfa[MFA_MAX];
         format_mfa(call, mfa, sizeof mfa);
-        beam__report("beam_alloc: memory leak detected in function `%s`:", mfa);
+        beam__report(module_is_erlang()
+                         ? "beam_alloc: memory leak detected in function %s:"
+                         : "beam_alloc: memory leak detected in function `%s`:",
+                     mfa);
     }
     bool leaked = beam_gpa_deinit(&gpa);
     if (leaked)

@@ -1,9 +1,15 @@
 /*
  * A NIF module with an Erlang-style name (beam_alloc_erl_test, no
- * "Elixir." prefix): leak messages must write it as inspect/1 does,
- * :beam_alloc_erl_test.leaky/0.
+ * "Elixir." prefix): a leak raises erlang:error({memory_leak, Message})
+ * with the function written as Erlang does, beam_alloc_erl_test:leaky/0.
+ *
+ * Two NIFs are named like C library functions or keywords (free, end):
+ * their C names differ (BEAM_NIF(nif_free)), the table gives the Erlang
+ * name, and messages use the Erlang one.
  */
 #include "nif_util.h"
+
+#include <stdlib.h> /* declares free(): BEAM_NIF(free) would clash */
 
 BEAM_NIF(leaky, .leak_check = true) {
     unsigned char *leaked = beam_alloc(beam_allocator, unsigned char, 24);
@@ -18,8 +24,24 @@ BEAM_NIF(clean, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+BEAM_NIF(nif_free, .leak_check = true) {
+    unsigned char *leaked = beam_alloc(beam_allocator, unsigned char, 8);
+    if (leaked != NULL)
+        leaked[0] = 1;
+    return argv[0];
+}
+
+BEAM_NIF(nif_end, .leak_check = true) {
+    unsigned char *leaked = beam_alloc(beam_allocator, unsigned char, 8);
+    if (leaked != NULL)
+        leaked[0] = 1;
+    return enif_make_atom(env, "ok");
+}
+
 static ErlNifFunc funcs[] = {
     {"leaky", 0, leaky, 0},
+    {"free", 1, nif_free, 0},
+    {"end", 0, nif_end, 0},
     {"clean", 0, clean, 0},
     {"take_reports", 0, take_reports, 0},
 };

@@ -174,6 +174,14 @@ BEAM_NIF(usage) {
     return usage_map(env);
 }
 
+/* leaky(): a leak_check NIF that leaks, for the module's name in the
+ * message (BEAM_NIF_INIT below names the module through a macro). */
+BEAM_NIF(leaky, .leak_check = true) {
+    return beam_alloc_bytes(beam_allocator, 24, 8) != NULL
+               ? enif_make_atom(env, "ok")
+               : beam_make_error(env, "enomem");
+}
+
 static ErlNifFunc funcs[] = {
     {"gpa_resource", 0, gpa_resource, 0},
     {"grow", 3, grow, 0},
@@ -185,6 +193,10 @@ static ErlNifFunc funcs[] = {
     {"drop", 2, drop, 0},
     {"collect", 0, collect, 0},
     {"usage", 0, usage, 0},
+    {"leaky", 0, leaky, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Vm, funcs, NULL, NULL, NULL)
+/* The module's name through a macro, as build systems often pass it: it
+ * must be expanded, not named "VM_MODULE". */
+#define VM_MODULE Elixir.BeamAlloc.Test.Vm
+BEAM_NIF_INIT(VM_MODULE, funcs, NULL, NULL, NULL)

@@ -1,10 +1,12 @@
 defmodule :beam_alloc_erl_test do
   @moduledoc false
-  # A NIF module named the Erlang way (test/nifs/erl_module_nif.c): leak
-  # messages must write it as :beam_alloc_erl_test.
+  # A NIF module named the Erlang way (test/nifs/erl_module_nif.c): leaks
+  # raise {:memory_leak, message}, the function written the Erlang way.
   use BeamAlloc.Test.NifModule, nif: "erl_module_nif"
 
   def leaky, do: :erlang.nif_error(:not_loaded)
   def clean, do: :erlang.nif_error(:not_loaded)
+  def free(_), do: :erlang.nif_error(:not_loaded)
+  def unquote(:end)(), do: :erlang.nif_error(:not_loaded)
   def take_reports, do: :erlang.nif_error(:not_loaded)
 end

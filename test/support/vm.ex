@@ -13,6 +13,7 @@ defmodule BeamAlloc.Test.Vm do
   def drop(_blocks, _len), do: :erlang.nif_error(:not_loaded)
   def collect, do: :erlang.nif_error(:not_loaded)
   def usage, do: :erlang.nif_error(:not_loaded)
+  def leaky, do: :erlang.nif_error(:not_loaded)
 end
 
 defmodule BeamAlloc.Test.VmScenarios do

@@ -1,0 +1,81 @@
+# beam_alloc.mk: build a NIF against beam_alloc from any make.
+#
+# Include it from your Makefile (plain make, erlang.mk, a rebar3
+# pre_hooks make, or elixir_make's / Mix's `make: true` mode, which exports
+# BEAM_ALLOC_MK):
+#
+#     include path/to/beam_alloc/beam_alloc.mk
+#
+#     priv/my_nif.so: c_src/my_nif.c $(BEAM_ALLOC_LIB)
+#     	$(BEAM_ALLOC_BUILD_NIF)
+#
+# It defines:
+#   BEAM_ALLOC_DIR          beam_alloc's directory (where this file is)
+#   BEAM_ALLOC_INCLUDE_DIR  its include/ (beam_alloc.h, beam_alloc_nif.h)
+#   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
+#                           rule that builds it with beam_alloc's Makefile
+#   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
+#   BEAM_ALLOC_CFLAGS       -g -fPIC -fvisibility=hidden and both include dirs
+#   BEAM_ALLOC_LDFLAGS      -shared, and -Wl,--exclude-libs,ALL so that none of
+#                           beam_alloc's symbols is exported from your NIF
+#   BEAM_ALLOC_BUILD_NIF    a recipe: compiles and links the C sources among
+#                           the prerequisites ($^) into $@, with CC, CFLAGS
+#                           (default -O2), LDFLAGS and LDLIBS
+#   BEAM_ALLOC_BUILD_NIF_CXX  the same for C++ sources (.cc .cpp .cxx) mixed
+#                           with C ones: C++ with CXX and CXXFLAGS, C with
+#                           CC and CFLAGS, linked by CXX
+#
+# and, for plain C programs without a BEAM (the malloc-backed build):
+#   BEAM_ALLOC_STANDALONE_LIB     build/libbeam_alloc_standalone.a, with a
+#                                 rule that builds it
+#   BEAM_ALLOC_STANDALONE_CFLAGS  -DBEAM_ALLOC_STANDALONE and the include dir
+#   BEAM_ALLOC_STANDALONE_LIBS    what to link after it (-pthread)
+#
+# Only GNU make is supported.
+
+# Leave the including Makefile's default goal alone (restored at the end).
+BEAM_ALLOC_SAVED_GOAL := $(.DEFAULT_GOAL)
+
+BEAM_ALLOC_DIR := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+BEAM_ALLOC_INCLUDE_DIR := $(BEAM_ALLOC_DIR)/include
+BEAM_ALLOC_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a
+BEAM_ALLOC_STANDALONE_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc_standalone.a
+BEAM_ALLOC_STANDALONE_CFLAGS := -DBEAM_ALLOC_STANDALONE -I$(BEAM_ALLOC_INCLUDE_DIR) -pthread
+BEAM_ALLOC_STANDALONE_LIBS := -pthread
+
+# Found when first needed, then remembered (an environment value wins).
+ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null))$(ERTS_INCLUDE_DIR)
+
+BEAM_ALLOC_CFLAGS = -g -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
+ifeq ($(shell uname -s),Darwin)
+BEAM_ALLOC_LDFLAGS := -shared -undefined dynamic_lookup -pthread
+else
+BEAM_ALLOC_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
+endif
+
+CFLAGS ?= -O2
+CXXFLAGS ?= -O2
+
+BEAM_ALLOC_BUILD_NIF = mkdir -p $(@D) && \
+    $(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) $(filter %.c,$^) $(BEAM_ALLOC_LIB) \
+        $(BEAM_ALLOC_LDFLAGS) $(LDFLAGS) $(LDLIBS) -o $@
+# C sources are compiled as C (next to $@, removed after the link), C++ ones
+# as C++, and the whole linked by the C++ compiler.
+BEAM_ALLOC_CXX_CSRC = $(filter %.c,$^)
+BEAM_ALLOC_CXX_COBJ = $(foreach c,$(BEAM_ALLOC_CXX_CSRC),$@-$(notdir $(c)).o)
+BEAM_ALLOC_BUILD_NIF_CXX = mkdir -p $(@D) && \
+    $(foreach c,$(BEAM_ALLOC_CXX_CSRC),$(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) -c $(c) -o $@-$(notdir $(c)).o &&) \
+    $(CXX) $(BEAM_ALLOC_CFLAGS) $(CXXFLAGS) $(filter %.cc %.cpp %.cxx,$^) $(BEAM_ALLOC_CXX_COBJ) \
+        $(BEAM_ALLOC_LIB) $(BEAM_ALLOC_LDFLAGS) $(LDFLAGS) $(LDLIBS) -o $@; \
+    status=$$?; rm -f $(BEAM_ALLOC_CXX_COBJ); exit $$status
+
+# beam_alloc's own Makefile decides whether a library is out of date: it
+# runs once per make, before anything that depends on the library is
+# considered (so a NIF is relinked only when the library really changed).
+$(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
+	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) nif-lib ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
+$(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB
+	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib
+.PHONY: FORCE_BEAM_ALLOC_NIF_LIB FORCE_BEAM_ALLOC_STANDALONE_LIB
+
+.DEFAULT_GOAL := $(BEAM_ALLOC_SAVED_GOAL)

@@ -1,0 +1,76 @@
+%% beam_alloc from Erlang: the allocator counters of a NIF library.
+%% (The C library is include/beam_alloc.h; fault injection is
+%% beam_alloc_testing.) Pure Erlang: the Elixir function BeamAlloc.stats/1
+%% is a front for this one.
+-module(beam_alloc).
+
+-export([stats/1, find_stats/1, explain_load_error/1]).
+
+-type allocator_stats() :: #{live_bytes := non_neg_integer(),
+                             live_blocks := non_neg_integer(),
+                             peak_bytes := non_neg_integer(),
+                             allocations := non_neg_integer(),
+                             frees := non_neg_integer(),
+                             failed := non_neg_integer()}.
+-type stats() :: #{raw := allocator_stats(),
+                   large := allocator_stats(),
+                   general_purpose := map()}.
+-export_type([allocator_stats/0, stats/0]).
+
+%% The counters of the NIF library loaded for Module (loading the module
+%% first, which loads its library through its on_load):
+%%   raw              calls through beam_raw_allocator (enif_alloc);
+%%   large            calls through beam_large_allocator, including the
+%%                    chunks the general purpose allocator takes from it;
+%%   general_purpose  the process-wide general purpose allocator, with
+%%                    backing_bytes, what it holds of the large allocator.
+%% Every NIF library built with beam_alloc has its own copy of the
+%% allocators, so the numbers are that library's alone. Raises
+%% erlang:error({not_loaded, Module}) when no library built with beam_alloc
+%% is loaded for Module, badarg when Module is not an atom.
+-spec stats(module()) -> stats().
+stats(Module) when is_atom(Module) ->
+    case find_stats(Module) of
+        {ok, Stats} -> Stats;
+        {error, not_loaded} -> erlang:error({not_loaded, Module})
+    end;
+stats(Other) ->
+    erlang:error(badarg, [Other]).
+
+%% As stats/1, without raising: {ok, Stats} or {error, not_loaded}.
+-spec find_stats(module()) -> {ok, stats()} | {error, not_loaded}.
+find_stats(Module) when is_atom(Module) ->
+    _ = code:ensure_loaded(Module),
+    case beam_alloc_testing_nif:stats(atom_to_binary(Module, utf8)) of
+        {ok, Stats} -> {ok, Stats};
+        {error, not_found} -> {error, not_loaded}
+    end.
+
+%% A readable reason for what erlang:load_nif/2 returned when BEAM_NIF_INIT
+%% refused the load_info (the VM can only show a number): wrap the result
+%% of your on_load's load_nif with it. Other errors pass through unchanged.
+%%   {error, {load, "Library load-call unsuccessful (2980)."}} becomes
+%%   {error, {load, <<"beam_alloc: load_info names an unknown option ...">>}}
+%% The full report (which key, which value) goes to the logger.
+-spec explain_load_error(ok | {error, term()}) -> ok | {error, term()}.
+explain_load_error({error, {load, Text}} = Error) ->
+    case re:run(Text, "\\(([0-9]+)\\)\\.$", [{capture, all_but_first, list}]) of
+        {match, [Code]} ->
+            case load_reason(list_to_integer(Code)) of
+                undefined -> Error;
+                Why -> {error, {load, <<"beam_alloc: ", Why/binary,
+                                       " (the logger has the details)">>}}
+            end;
+        nomatch -> Error
+    end;
+explain_load_error(Other) ->
+    Other.
+
+%% The codes of src/nif/load_options.c.
+load_reason(16#ba1) -> <<"a load_info key is neither a function name nor {Name, Arity}">>;
+load_reason(16#ba2) -> <<"a load_info key names no function of the NIF table">>;
+load_reason(16#ba3) -> <<"a load_info value is neither a map nor a property list">>;
+load_reason(16#ba4) -> <<"load_info names an unknown option">>;
+load_reason(16#ba5) -> <<"a load_info option has a value it cannot take">>;
+load_reason(16#ba6) -> <<"out of memory while reading load_info">>;
+load_reason(_) -> undefined.

@@ -1,0 +1,37 @@
+%% The fault-injection driver (c_src/beam_alloc_testing.c, built into
+%% priv/beam_alloc_testing.so of the beam_alloc application). Internal:
+%% beam_alloc_testing and beam_alloc are its only users. The functions
+%% mirror the C ones:
+%%
+%%   open() -> {ok, Session} | {error, already_open | enomem}
+%%   attach(Session, all | [ModuleName :: binary()]) -> [ModuleName]
+%%   begin_run(Session, FailIndex | infinity, record | compare) -> ok
+%%   end_run(Session) -> #{requests, induced, mismatch, leaks, leaked, lost}
+%%   live(Session) -> blocks of the current run still live
+%%   close(Session) -> ok
+%%   stats(ModuleName :: binary()) -> {ok, #{raw, large, general_purpose}}
+%%                                    | {error, not_found}
+%%
+%% Every call but close/1 must come from the process that opened the
+%% session. Absent values (a site, a request) are the atom undefined.
+-module(beam_alloc_testing_nif).
+
+-export([open/0, attach/2, begin_run/3, end_run/1, live/1, close/1, stats/1]).
+
+-on_load(load/0).
+
+load() ->
+    case code:priv_dir(beam_alloc) of
+        {error, Reason} ->
+            {error, {priv_dir, Reason}};
+        Priv ->
+            erlang:load_nif(filename:join(Priv, "beam_alloc_testing"), 0)
+    end.
+
+open() -> erlang:nif_error(not_loaded).
+attach(_Session, _Modules) -> erlang:nif_error(not_loaded).
+begin_run(_Session, _FailIndex, _Mode) -> erlang:nif_error(not_loaded).
+end_run(_Session) -> erlang:nif_error(not_loaded).
+live(_Session) -> erlang:nif_error(not_loaded).
+close(_Session) -> erlang:nif_error(not_loaded).
+stats(_ModuleName) -> erlang:nif_error(not_loaded).

@@ -1,0 +1,68 @@
+%% EUnit tests of erlang_nif, with beam_alloc's Erlang tools only: no
+%% Elixir on the code path.
+-module(erlang_nif_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+no_elixir_test() ->
+    ?assertEqual(non_existing, code:which('Elixir.Kernel')),
+    ?assertEqual(non_existing, code:which('Elixir.BeamAlloc.Testing')),
+    ?assertEqual({error, bad_name}, code:lib_dir(elixir)).
+
+parse_ints_test() ->
+    ?assertEqual({ok, [1, 22, 333, 4, 5]}, erlang_nif:parse_ints(<<"1,22,333,4,5">>)),
+    ?assertEqual({error, syntax}, erlang_nif:parse_ints(<<"1,x">>)).
+
+%% --- beam_alloc_testing ----------------------------------------------------
+
+survives_every_allocation_failure_test() ->
+    %% the first array, then growths to 4, 8 and 16 elements
+    ?assertEqual({ok, 4},
+                 beam_alloc_testing:check_all_allocation_failures(
+                   fun() -> erlang_nif:parse_ints(<<"1,2,3,4,5,6,7,8,9">>) end)),
+    ?assertEqual({ok, 1},
+                 beam_alloc_testing:check_all_allocation_failures(
+                   fun() -> erlang_nif:parse_ints(<<"1">>) end,
+                   #{expect => error_tuple, modules => [erlang_nif]})).
+
+swallowed_failure_is_an_erlang_error_test() ->
+    Swallowing = fun() -> _ = erlang_nif:parse_ints(<<"1,2,3">>), ok end,
+    try beam_alloc_testing:check_all_allocation_failures(Swallowing) of
+        Result -> ?assertEqual(an_error, Result)
+    catch
+        error:{allocation_failures, #{allocations := 2, problems := Problems,
+                                      message := Message}} ->
+            ?assertMatch([#{kind := swallowed, index := 0,
+                            request := #{index := 0, kind := alloc, size := 16},
+                            outcome := {returned, ok}},
+                          #{kind := swallowed, index := 1} | _], Problems),
+            ?assertMatch({match, _},
+                         re:run(Message, "failing allocation #0 \\(alloc of 16 bytes at "
+                                "erlang_nif.so[^)]*\\) was swallowed: the function returned ok"))
+    end.
+
+bad_options_test() ->
+    ?assertError({badarg, <<"invalid value for expect, expected any, raise or error_tuple, got: maybe">>},
+                 beam_alloc_testing:check_all_allocation_failures(fun() -> ok end,
+                                                                  #{expect => maybe})),
+    ?assertError({not_loaded, [lists]},
+                 beam_alloc_testing:check_all_allocation_failures(fun() -> ok end,
+                                                                  [{modules, [lists]}])).
+
+%% --- leak_check and stats ----------------------------------------------------
+
+leak_is_an_erlang_error_test() ->
+    ?assertError({memory_leak, <<"memory leak detected in function erlang_nif:leaky/0">>},
+                 erlang_nif:leaky()).
+
+stats_test() ->
+    ok = erlang_nif:drop(),
+    #{raw := #{live_bytes := Before}} = beam_alloc:stats(erlang_nif),
+    ok = erlang_nif:keep(100000),
+    #{raw := #{live_bytes := Held, allocations := Allocs}} = beam_alloc:stats(erlang_nif),
+    ?assertEqual(100000, Held - Before),
+    ?assert(Allocs > 0),
+    ok = erlang_nif:drop(),
+    ?assertMatch(#{raw := #{live_bytes := Before}, large := #{}, general_purpose := #{}},
+                 beam_alloc:stats(erlang_nif)),
+    ?assertError({not_loaded, lists}, beam_alloc:stats(lists)).

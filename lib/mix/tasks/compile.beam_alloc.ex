@@ -1,0 +1,657 @@
+defmodule Mix.Tasks.Compile.BeamAlloc do
+  @shortdoc "Builds the project's NIFs (C and C++) against beam_alloc"
+
+  @moduledoc """
+  Builds the NIF libraries of a Mix project against beam_alloc, with
+  beam_alloc as a path or git dependency. In `mix.exs`:
+
+      def project do
+        [
+          app: :my_app,
+          compilers: [:beam_alloc] ++ Mix.compilers(),
+          beam_alloc: [nifs: [my_nif: ["c_src/my_nif.c"]]],
+          deps: [{:beam_alloc, path: "../beam_alloc"}]
+        ]
+      end
+
+  `mix compile` then builds `priv/my_nif.so` in the application's build
+  directory (`_build/<env>/lib/my_app/priv/my_nif.so`, which is what
+  `:code.priv_dir(:my_app)` and `use BeamAlloc.Nif, library: "my_nif"`
+  find), from the sources given, linked with beam_alloc's library
+  (`build/libbeam_alloc.a` of the dependency, built first when missing or
+  out of date).
+
+  Every object is compiled with `-g` (so that reports can name source
+  lines), `-fPIC`, `-fvisibility=hidden` and the include directories of
+  beam_alloc and of the running VM's `erl_nif.h`; the shared object is
+  linked with `-Wl,--exclude-libs,ALL`, so none of beam_alloc's symbols is
+  exported from it (only `nif_init` and the fault-injection hook).
+
+  Objects go to `_build/<env>/lib/my_app/beam_alloc/obj/`, with the headers
+  each one includes: a source is recompiled when it, a header it includes,
+  or its command line changed, and a library relinked only when one of its
+  objects or beam_alloc's library changed. `mix compile --force` rebuilds
+  everything; `mix clean` removes what this compiler built.
+
+  ## Options (under `:beam_alloc`)
+
+    * `:nifs` - a keyword list of NIF libraries: each name (the `.so` is
+      `priv/<name>.so`) with either its list of sources or a keyword list
+      of `:sources` and the per-library `:cflags`, `:ldflags` and `:libs`
+      below. Sources ending in `.c` are C, in `.cc`, `.cpp`, `.cxx` or
+      `.C` C++; a library with any C++ source is linked by the C++
+      compiler.
+    * `:cflags` - extra flags for every compilation (C and C++), after
+      `CFLAGS`/`CXXFLAGS`, e.g. `["-Wall", "-Werror", "-DNDEBUG"]`.
+    * `:ldflags` - extra flags for every link, e.g. `["-L/opt/lib"]`.
+    * `:libs` - libraries to link, after beam_alloc's: `["sqlite3"]` is
+      `-lsqlite3`; an entry starting with `-` or ending in `.a`/`.so` is
+      passed as it is.
+    * `:make` - run the project's own Makefile instead of (or besides)
+      `:nifs`: `true`, or a keyword list of `:target` (default: make's
+      default goal), `:makefile`, `:dir` (default: the project directory)
+      and `:args`. See "Your own Makefile" below.
+
+  Example with everything:
+
+      beam_alloc: [
+        nifs: [
+          my_nif: ["c_src/my_nif.c", "c_src/util.cpp"],
+          db_nif: [sources: ["c_src/db_nif.c"], libs: ["sqlite3"]]
+        ],
+        cflags: ["-Wall", "-Wextra"],
+        ldflags: []
+      ]
+
+  ## Environment
+
+    * `CC` (default `cc`) and `CXX` (default `c++`): the compilers;
+    * `CFLAGS` (default `-O2`), `CXXFLAGS` (default `-O2`), `LDFLAGS`:
+      added to every compilation or link (`-g` stays on);
+    * `ERTS_INCLUDE_DIR`: where `erl_nif.h` is (default: the running VM's).
+
+  ## Your own Makefile
+
+  With `make: true` (or `make: [target: "nifs"]`), the compiler runs make
+  in the project directory, the elixir_make way, with these variables in
+  the environment:
+
+    * `MIX_APP_PATH`, `MIX_ENV`, `MIX_TARGET`, `MIX_BUILD_PATH`,
+      `MIX_COMPILE_PATH`: write NIFs to `$(MIX_APP_PATH)/priv/`;
+    * `ERTS_INCLUDE_DIR`: the directory of `erl_nif.h`;
+    * `BEAM_ALLOC_DIR`, `BEAM_ALLOC_INCLUDE_DIR`, `BEAM_ALLOC_LIB`
+      (`libbeam_alloc.a`, already built), `BEAM_ALLOC_CFLAGS` and
+      `BEAM_ALLOC_LDFLAGS` (the flags above), and `BEAM_ALLOC_MK`, the path
+      of `beam_alloc.mk`, which a Makefile can include instead
+      (`include $(BEAM_ALLOC_MK)`).
+
+  Set `MAKE` to use another make. A failing make fails the compilation.
+  """
+
+  use Mix.Task.Compiler
+
+  # Where this file was compiled from: the dependency's source directory,
+  # for path and git dependencies alike (a fallback for deps_paths/0).
+  @root Path.expand("../../..", __DIR__)
+
+  @cxx_exts ~w(.cc .cpp .cxx .C .c++)
+  @c_exts ~w(.c)
+
+  @impl Mix.Task.Compiler
+  def run(args) do
+    {opts, _, _} = OptionParser.parse(args, switches: [force: :boolean])
+    config = options!(Mix.Project.config())
+    root = beam_alloc_root()
+    erts = erts_include_dir!()
+    library = ensure_library!(root, erts)
+
+    make_status = if config.make, do: run_make!(config.make, root, erts, library), else: :noop
+
+    {statuses, diagnostics} =
+      config.nifs
+      |> Enum.map(&build_nif(&1, config, root, erts, library, opts[:force] || false))
+      |> Enum.unzip()
+
+    diagnostics = List.flatten(diagnostics)
+    statuses = [make_status | statuses]
+
+    cond do
+      :error in statuses -> {:error, diagnostics}
+      :ok in statuses -> {:ok, diagnostics}
+      true -> {:noop, diagnostics}
+    end
+  end
+
+  @impl Mix.Task.Compiler
+  def manifests, do: []
+
+  @impl Mix.Task.Compiler
+  def clean do
+    config = options!(Mix.Project.config())
+    File.rm_rf!(obj_root())
+
+    for {name, _} <- config.nifs do
+      File.rm(so_path(name))
+    end
+
+    :ok
+  end
+
+  # --- Options ----------------------------------------------------------------
+
+  defp options!(project) do
+    opts = Keyword.get(project, :beam_alloc, [])
+
+    unless Keyword.keyword?(opts) do
+      Mix.raise(
+        "beam_alloc: expected :beam_alloc in mix.exs to be a keyword list, got: #{inspect(opts)}"
+      )
+    end
+
+    case Keyword.keys(opts) -- [:nifs, :make, :cflags, :ldflags, :libs] do
+      [] ->
+        :ok
+
+      unknown ->
+        Mix.raise(
+          "beam_alloc: unknown option(s) #{Enum.map_join(unknown, ", ", &inspect/1)} under :beam_alloc " <>
+            "(known: :nifs, :make, :cflags, :ldflags, :libs)"
+        )
+    end
+
+    nifs = Keyword.get(opts, :nifs, [])
+
+    unless Keyword.keyword?(nifs) do
+      Mix.raise(
+        "beam_alloc: expected :nifs to be a keyword list of NIF names and their sources, " <>
+          "e.g. nifs: [my_nif: [\"c_src/my_nif.c\"]], got: #{inspect(nifs)}"
+      )
+    end
+
+    if nifs == [] and !opts[:make] do
+      Mix.raise(
+        "beam_alloc: nothing to build: give :nifs (e.g. beam_alloc: [nifs: [my_nif: [\"c_src/my_nif.c\"]]]) " <>
+          "or make: true under :beam_alloc in mix.exs"
+      )
+    end
+
+    %{
+      nifs: Enum.map(nifs, &nif_options!/1),
+      make: make_options!(Keyword.get(opts, :make, false)),
+      cflags: string_list!(opts, :cflags),
+      ldflags: string_list!(opts, :ldflags),
+      libs: string_list!(opts, :libs)
+    }
+  end
+
+  defp nif_options!({name, sources}) when is_list(sources) and sources != [] do
+    if Enum.all?(sources, &is_binary/1) do
+      {name, %{sources: sources, cflags: [], ldflags: [], libs: []}}
+    else
+      unless Keyword.keyword?(sources) do
+        Mix.raise(
+          "beam_alloc: NIF #{name}: expected a list of source files or a keyword list " <>
+            "with :sources, got: #{inspect(sources)}"
+        )
+      end
+
+      case Keyword.keys(sources) -- [:sources, :cflags, :ldflags, :libs] do
+        [] -> :ok
+        unknown -> Mix.raise("beam_alloc: NIF #{name}: unknown option(s) #{inspect(unknown)}")
+      end
+
+      srcs = string_list!(sources, :sources)
+      if srcs == [], do: Mix.raise("beam_alloc: NIF #{name}: no :sources given")
+
+      {name,
+       %{
+         sources: srcs,
+         cflags: string_list!(sources, :cflags),
+         ldflags: string_list!(sources, :ldflags),
+         libs: string_list!(sources, :libs)
+       }}
+    end
+  end
+
+  defp nif_options!({name, other}) do
+    Mix.raise(
+      "beam_alloc: NIF #{name}: expected a non-empty list of source files, got: #{inspect(other)}"
+    )
+  end
+
+  defp make_options!(false), do: nil
+  defp make_options!(nil), do: nil
+  defp make_options!(true), do: make_options!([])
+
+  defp make_options!(opts) when is_list(opts) do
+    case Keyword.keys(opts) -- [:target, :makefile, :dir, :args] do
+      [] -> :ok
+      unknown -> Mix.raise("beam_alloc: unknown :make option(s) #{inspect(unknown)}")
+    end
+
+    %{
+      target: Keyword.get(opts, :target),
+      makefile: Keyword.get(opts, :makefile),
+      dir: Keyword.get(opts, :dir, "."),
+      args: string_list!(opts, :args)
+    }
+  end
+
+  defp make_options!(other),
+    do:
+      Mix.raise("beam_alloc: expected :make to be true or a keyword list, got: #{inspect(other)}")
+
+  defp string_list!(opts, key) do
+    case Keyword.get(opts, key, []) do
+      list when is_list(list) ->
+        if Enum.all?(list, &is_binary/1) do
+          list
+        else
+          Mix.raise(
+            "beam_alloc: expected #{inspect(key)} to be a list of strings, got: #{inspect(list)}"
+          )
+        end
+
+      other ->
+        Mix.raise(
+          "beam_alloc: expected #{inspect(key)} to be a list of strings, got: #{inspect(other)}"
+        )
+    end
+  end
+
+  # --- Where things are ---------------------------------------------------------
+
+  defp beam_alloc_root do
+    cond do
+      Mix.Project.config()[:app] == :beam_alloc -> File.cwd!()
+      path = Mix.Project.deps_paths()[:beam_alloc] -> path
+      true -> @root
+    end
+  end
+
+  defp erts_include_dir! do
+    dir =
+      case System.get_env("ERTS_INCLUDE_DIR") do
+        dir when dir in [nil, ""] ->
+          Path.join([
+            List.to_string(:code.root_dir()),
+            "erts-#{:erlang.system_info(:version)}",
+            "include"
+          ])
+
+        dir ->
+          dir
+      end
+
+    unless File.exists?(Path.join(dir, "erl_nif.h")) do
+      Mix.raise("""
+      beam_alloc: erl_nif.h not found in #{dir}.
+
+      Install the Erlang development headers (on Debian: apt-get install erlang-dev) \
+      or set ERTS_INCLUDE_DIR to the directory that has erl_nif.h.
+      """)
+    end
+
+    dir
+  end
+
+  defp obj_root, do: Path.join([Mix.Project.app_path(), "beam_alloc", "obj"])
+  defp so_path(name), do: Path.join([Mix.Project.app_path(), "priv", "#{name}.so"])
+
+  # --- beam_alloc's own library ---------------------------------------------------
+
+  # Builds (or checks) libbeam_alloc.a in the dependency with its own
+  # Makefile: a path dependency's sources may have changed since it was
+  # compiled. Silent when it is up to date.
+  defp ensure_library!(root, erts) do
+    make = make_executable!()
+
+    {out, status} =
+      System.cmd(make, ["--no-print-directory", "-C", root, "nif-lib"],
+        env: [{"ERTS_INCLUDE_DIR", erts}],
+        stderr_to_stdout: true
+      )
+
+    if out != "", do: Mix.shell().info(String.trim_trailing(out))
+
+    if status != 0 do
+      Mix.raise(
+        "beam_alloc: could not build beam_alloc's library in #{root} " <>
+          "(\"#{make} nif-lib\" exited with #{status}); see the output above"
+      )
+    end
+
+    Path.join([root, "build", "libbeam_alloc.a"])
+  end
+
+  defp make_executable! do
+    make = System.get_env("MAKE", "make")
+
+    System.find_executable(make) ||
+      Mix.raise("""
+      beam_alloc: could not find #{inspect(make)} in PATH, which builds beam_alloc's library.
+
+      Install make (on Debian: apt-get install make) or set MAKE to its name.
+      """)
+  end
+
+  # --- The user's Makefile ---------------------------------------------------------
+
+  defp run_make!(make_opts, root, erts, library) do
+    make = make_executable!()
+    dir = Path.expand(make_opts.dir)
+
+    args =
+      ["--no-print-directory"] ++
+        if(make_opts.makefile, do: ["-f", make_opts.makefile], else: []) ++
+        make_opts.args ++ List.wrap(make_opts.target)
+
+    env = [
+      {"MIX_APP_PATH", Mix.Project.app_path()},
+      {"MIX_ENV", to_string(Mix.env())},
+      {"MIX_TARGET", to_string(Mix.target())},
+      {"MIX_BUILD_PATH", Mix.Project.build_path()},
+      {"MIX_COMPILE_PATH", Mix.Project.compile_path()},
+      {"ERTS_INCLUDE_DIR", erts},
+      {"BEAM_ALLOC_DIR", root},
+      {"BEAM_ALLOC_INCLUDE_DIR", Path.join(root, "include")},
+      {"BEAM_ALLOC_LIB", library},
+      {"BEAM_ALLOC_MK", Path.join(root, "beam_alloc.mk")},
+      {"BEAM_ALLOC_CFLAGS", Enum.join(base_cflags(root, erts), " ")},
+      {"BEAM_ALLOC_LDFLAGS", Enum.join(base_ldflags(), " ")}
+    ]
+
+    File.mkdir_p!(Path.join(Mix.Project.app_path(), "priv"))
+
+    case System.cmd(make, args,
+           cd: dir,
+           env: env,
+           into: IO.stream(:stdio, :line),
+           stderr_to_stdout: true
+         ) do
+      {_, 0} ->
+        :ok
+
+      {_, status} ->
+        Mix.raise(
+          "beam_alloc: \"#{make} #{Enum.join(args, " ")}\" in #{dir} exited with #{status}; " <>
+            "see its output above"
+        )
+    end
+  end
+
+  # --- Building one NIF library ------------------------------------------------------
+
+  defp base_cflags(root, erts) do
+    [
+      "-g",
+      "-fPIC",
+      "-fvisibility=hidden",
+      "-I#{Path.join(root, "include")}",
+      "-I#{erts}",
+      "-pthread"
+    ]
+  end
+
+  defp base_ldflags do
+    case :os.type() do
+      {:unix, :darwin} -> ["-shared", "-undefined", "dynamic_lookup", "-pthread"]
+      _ -> ["-shared", "-Wl,--exclude-libs,ALL", "-pthread"]
+    end
+  end
+
+  defp build_nif({name, nif}, config, root, erts, library, force) do
+    sources = Enum.map(nif.sources, &source!(name, &1))
+    langs = Enum.map(sources, &language!(name, &1))
+    cxx? = :cxx in langs
+    cc = if :c in langs or not cxx?, do: compiler!(:c)
+    cxx = if cxx?, do: compiler!(:cxx)
+
+    obj_dir = Path.join(obj_root(), to_string(name))
+
+    compiled =
+      for {source, lang} <- Enum.zip(sources, langs) do
+        {driver, env_flags} =
+          if lang == :cxx,
+            do: {cxx, env_flags("CXXFLAGS", ["-O2"])},
+            else: {cc, env_flags("CFLAGS", ["-O2"])}
+
+        flags = base_cflags(root, erts) ++ env_flags ++ config.cflags ++ nif.cflags
+        compile_one(name, source, obj_dir, driver, flags, force)
+      end
+
+    diagnostics = Enum.flat_map(compiled, fn {_, _, d} -> d end)
+
+    if Enum.any?(compiled, fn {status, _, _} -> status == :error end) do
+      {:error, diagnostics}
+    else
+      objects = Enum.map(compiled, fn {_, obj, _} -> obj end)
+      rebuilt? = Enum.any?(compiled, fn {status, _, _} -> status == :ok end)
+      linker = if cxx?, do: cxx, else: cc
+
+      link_args =
+        objects ++
+          [library] ++
+          base_ldflags() ++
+          env_flags("LDFLAGS", []) ++
+          config.ldflags ++ nif.ldflags ++ Enum.map(config.libs ++ nif.libs, &lib_flag/1)
+
+      case link(name, linker, link_args, objects ++ [library], rebuilt? or force) do
+        {:error, d} -> {:error, diagnostics ++ d}
+        status -> {status, diagnostics}
+      end
+    end
+  end
+
+  defp source!(name, source) do
+    path = Path.expand(source)
+
+    unless File.regular?(path) do
+      Mix.raise(
+        "beam_alloc: source file #{source} of NIF #{name} does not exist " <>
+          "(looked for #{path}; paths are relative to the project directory)"
+      )
+    end
+
+    path
+  end
+
+  defp language!(name, path) do
+    ext = Path.extname(path)
+
+    cond do
+      ext in @c_exts ->
+        :c
+
+      ext in @cxx_exts ->
+        :cxx
+
+      true ->
+        Mix.raise(
+          "beam_alloc: cannot compile #{Path.relative_to_cwd(path)} of NIF #{name}: " <>
+            "expected a C (.c) or C++ (#{Enum.join(@cxx_exts, ", ")}) source"
+        )
+    end
+  end
+
+  # [program | args] of CC or CXX, checked to exist.
+  defp compiler!(lang) do
+    {var, default, package} =
+      if lang == :cxx, do: {"CXX", "c++", "g++"}, else: {"CC", "cc", "gcc"}
+
+    command =
+      case System.get_env(var) do
+        value when value in [nil, ""] -> default
+        value -> value
+      end
+
+    [program | args] = OptionParser.split(command)
+
+    case System.find_executable(program) do
+      nil ->
+        Mix.raise("""
+        beam_alloc: the #{if lang == :cxx, do: "C++", else: "C"} compiler #{inspect(program)} \
+        was not found in PATH.
+
+        Install one (on Debian: apt-get install #{package}) or set #{var} to the compiler to use.
+        """)
+
+      exe ->
+        [exe | args]
+    end
+  end
+
+  defp env_flags(var, default) do
+    case System.get_env(var) do
+      nil -> default
+      value -> OptionParser.split(value)
+    end
+  end
+
+  defp lib_flag("-" <> _ = flag), do: flag
+
+  defp lib_flag(lib) do
+    if String.ends_with?(lib, [".a", ".so"]) or String.contains?(lib, ".so."),
+      do: lib,
+      else: "-l" <> lib
+  end
+
+  # {status, object, diagnostics}: :noop when the object is up to date.
+  defp compile_one(name, source, obj_dir, [exe | pre], flags, force) do
+    rel = Path.relative_to(source, File.cwd!())
+    rel = if Path.type(rel) == :absolute, do: String.trim_leading(rel, "/"), else: rel
+    obj = Path.join(obj_dir, rel <> ".o")
+    dep = obj <> ".d"
+    cmd_file = obj <> ".cmd"
+    args = pre ++ flags ++ ["-MMD", "-MF", dep, "-c", source, "-o", obj]
+    command = Enum.join([exe | args], "\0")
+
+    if not force and up_to_date?(obj, dep, cmd_file, command) do
+      {:noop, obj, []}
+    else
+      File.mkdir_p!(Path.dirname(obj))
+      Mix.shell().info("beam_alloc: compiling #{rel} (#{name})")
+      {out, status} = System.cmd(exe, args, stderr_to_stdout: true)
+      if out != "", do: IO.write(out)
+      diagnostics = diagnostics(out)
+
+      if status == 0 do
+        File.write!(cmd_file, command)
+        {:ok, obj, diagnostics}
+      else
+        File.rm(obj)
+        File.rm(cmd_file)
+
+        diagnostics =
+          if Enum.any?(diagnostics, &(&1.severity == :error)),
+            do: diagnostics,
+            else:
+              diagnostics ++
+                [diagnostic(source, 0, :error, "compilation failed (exit status #{status})")]
+
+        Mix.shell().error(
+          "beam_alloc: could not compile #{rel} of NIF #{name}; see the errors above"
+        )
+
+        {:error, obj, diagnostics}
+      end
+    end
+  end
+
+  defp up_to_date?(obj, dep, cmd_file, command) do
+    with {:ok, %{mtime: obj_time}} <- File.stat(obj, time: :posix),
+         {:ok, ^command} <- File.read(cmd_file),
+         {:ok, deps} <- read_deps(dep) do
+      Enum.all?(deps, fn file ->
+        case File.stat(file, time: :posix) do
+          {:ok, %{mtime: t}} -> t <= obj_time
+          _ -> false
+        end
+      end)
+    else
+      _ -> false
+    end
+  end
+
+  # The prerequisites of a make rule written by -MMD ("obj: a.c b.h \\").
+  defp read_deps(dep) do
+    with {:ok, text} <- File.read(dep),
+         [_target, prereqs | _] <- String.split(text, ": ", parts: 2) do
+      files =
+        prereqs
+        |> String.replace("\\\n", " ")
+        |> String.replace("\\ ", "\0")
+        |> String.split()
+        |> Enum.map(&String.replace(&1, "\0", " "))
+
+      {:ok, files}
+    else
+      _ -> :error
+    end
+  end
+
+  defp link(name, [exe | pre], args, inputs, rebuilt?) do
+    so = so_path(name)
+    cmd_file = Path.join(obj_root(), "#{name}.so.cmd")
+    args = pre ++ args ++ ["-o", so]
+    command = Enum.join([exe | args], "\0")
+
+    fresh? =
+      not rebuilt? and
+        match?({:ok, ^command}, File.read(cmd_file)) and
+        case File.stat(so, time: :posix) do
+          {:ok, %{mtime: so_time}} ->
+            Enum.all?(inputs, fn input ->
+              match?({:ok, %{mtime: t}} when t <= so_time, File.stat(input, time: :posix))
+            end)
+
+          _ ->
+            false
+        end
+
+    if fresh? do
+      :noop
+    else
+      File.mkdir_p!(Path.dirname(so))
+      File.mkdir_p!(obj_root())
+      Mix.shell().info("beam_alloc: linking priv/#{name}.so")
+      {out, status} = System.cmd(exe, args, stderr_to_stdout: true)
+      if out != "", do: IO.write(out)
+
+      if status == 0 do
+        File.write!(cmd_file, command)
+        :ok
+      else
+        File.rm(cmd_file)
+        Mix.shell().error("beam_alloc: could not link priv/#{name}.so; see the errors above")
+
+        {:error,
+         [diagnostic(so, 0, :error, "link failed (exit status #{status}): #{String.trim(out)}")]}
+      end
+    end
+  end
+
+  # gcc and clang write "file:line:col: error: message".
+  @diagnostic ~r/^(?<file>[^:\n]+):(?<line>\d+):(?:(?<col>\d+):)? (?<sev>fatal error|error|warning): (?<msg>.*)$/m
+
+  defp diagnostics(out) do
+    for %{"file" => file, "line" => line, "sev" => sev, "msg" => msg} <-
+          Regex.scan(@diagnostic, out, capture: :all_names) |> Enum.map(&to_map/1) do
+      severity = if sev == "warning", do: :warning, else: :error
+      diagnostic(Path.expand(file), String.to_integer(line), severity, msg)
+    end
+  end
+
+  defp to_map([col, file, line, msg, sev]),
+    do: %{"col" => col, "file" => file, "line" => line, "msg" => msg, "sev" => sev}
+
+  defp diagnostic(file, line, severity, message) do
+    %Mix.Task.Compiler.Diagnostic{
+      compiler_name: "beam_alloc",
+      file: file,
+      position: line,
+      message: message,
+      severity: severity
+    }
+  end
+end

@@ -1,0 +1,302 @@
+defmodule BeamAlloc.MixCompilerTest do
+  # The :beam_alloc Mix compiler (Mix.Tasks.Compile.BeamAlloc), run on small
+  # throwaway projects in a temporary directory: what it builds, when it
+  # rebuilds, and how it fails. (examples/elixir_nif is the whole user
+  # story, built from a clean copy by `make test`.)
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureIO
+
+  alias Mix.Tasks.Compile.BeamAlloc, as: Compiler
+
+  setup context do
+    # Under the system's temporary directory, with a plain name (make
+    # cannot take every character a test name has).
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_mixc_#{context.line}_#{System.unique_integer([:positive])}"
+      )
+
+    File.rm_rf!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+
+    shell = Mix.shell()
+    Mix.shell(Mix.Shell.Process)
+
+    saved =
+      Map.new(~w(CC CXX CFLAGS CXXFLAGS LDFLAGS ERTS_INCLUDE_DIR), &{&1, System.get_env(&1)})
+
+    on_exit(fn ->
+      Mix.shell(shell)
+
+      Enum.each(saved, fn
+        {k, nil} -> System.delete_env(k)
+        {k, v} -> System.put_env(k, v)
+      end)
+    end)
+
+    File.mkdir_p!(Path.join(dir, "c_src"))
+    {:ok, dir: dir}
+  end
+
+  @nif_c """
+  #include <beam_alloc_nif.h>
+  #include "answer.h"
+
+  int cxx_twice(int x);
+
+  BEAM_NIF(answer) {
+      int *p = beam_alloc(beam_allocator, int, 1);
+      if (p == NULL)
+          return beam_make_error(env, "enomem");
+      *p = cxx_twice(ANSWER_HALF);
+      ERL_NIF_TERM t = enif_make_int(env, *p);
+      beam_free(beam_allocator, p, 1);
+      return t;
+  }
+
+  static ErlNifFunc funcs[] = {{"answer", 0, answer, 0}};
+  BEAM_NIF_INIT(tmp_nif, funcs, NULL, NULL, NULL)
+  """
+
+  @nif_cpp """
+  #include <vector>
+  extern "C" int cxx_twice(int x) { std::vector<int> v{x, x}; return v[0] + v[1]; }
+  """
+
+  # A project `name` in dir with the given :beam_alloc options.
+  defp project(dir, name, beam_alloc) do
+    File.write!(Path.join(dir, "c_src/answer.h"), "#define ANSWER_HALF 21\n")
+    File.write!(Path.join(dir, "c_src/tmp_nif.c"), @nif_c)
+    File.write!(Path.join(dir, "c_src/twice.cpp"), @nif_cpp)
+
+    File.write!(Path.join(dir, "mix.exs"), """
+    defmodule #{Macro.camelize(to_string(name))}.MixProject do
+      use Mix.Project
+      def project do
+        [app: #{inspect(name)}, version: "0.1.0", beam_alloc: #{inspect(beam_alloc)}]
+      end
+    end
+    """)
+
+    name
+  end
+
+  # Runs the compiler in the project: {result, shell lines, stdout}.
+  defp compile(dir, name, args \\ []) do
+    {result, out} =
+      with_io(fn ->
+        Mix.Project.in_project(name, dir, fn _ -> Compiler.run(args) end)
+      end)
+
+    {result, shell_lines(), out}
+  end
+
+  defp shell_lines(acc \\ []) do
+    receive do
+      {:mix_shell, _, [line]} -> shell_lines([line | acc])
+    after
+      0 -> Enum.reverse(acc)
+    end
+  end
+
+  defp so_path(dir, app, nif),
+    do: Path.join([dir, "_build", "test", "lib", to_string(app), "priv", "#{nif}.so"])
+
+  # Sources 100 s old, build outputs 50 s old.
+  defp age(dir) do
+    now = System.os_time(:second)
+
+    for file <- Path.wildcard(Path.join(dir, "c_src/*")),
+        do: File.touch!(file, now - 100)
+
+    for file <- Path.wildcard(Path.join(dir, "_build/**/*.{o,so,d,cmd}"), match_dot: true),
+        do: File.touch!(file, now - 50)
+  end
+
+  defp exported(so) do
+    {out, 0} = System.cmd("nm", ["-D", "--defined-only", so])
+    for line <- String.split(out, "\n", trim: true), do: List.last(String.split(line))
+  end
+
+  # Loads the library under the module name it was built for and calls it.
+  defp call_answer(so) do
+    :code.purge(:tmp_nif)
+    :code.delete(:tmp_nif)
+
+    {:module, _, _, _} =
+      Module.create(
+        :tmp_nif,
+        quote do
+          def load(path), do: :erlang.load_nif(path, 0)
+          def answer, do: :erlang.nif_error(:not_loaded)
+        end,
+        Macro.Env.location(__ENV__)
+      )
+
+    :ok = apply(:tmp_nif, :load, [String.to_charlist(Path.rootname(so))])
+    answer = apply(:tmp_nif, :answer, [])
+    :code.purge(:tmp_nif)
+    :code.delete(:tmp_nif)
+    :code.purge(:tmp_nif)
+    answer
+  end
+
+  test "builds C and C++ sources into priv/<name>.so under _build, exporting nothing of beam_alloc",
+       %{dir: dir} do
+    app =
+      project(dir, :mixc_build,
+        nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]],
+        cflags: ["-Wall", "-Werror"]
+      )
+
+    assert {{:ok, []}, lines, _} = compile(dir, app)
+    assert "beam_alloc: compiling c_src/tmp_nif.c (tmp_nif)" in lines
+    assert "beam_alloc: compiling c_src/twice.cpp (tmp_nif)" in lines
+    assert "beam_alloc: linking priv/tmp_nif.so" in lines
+
+    so = so_path(dir, app, :tmp_nif)
+    assert Enum.sort(exported(so)) == ["beam_alloc_fault_hooks_v1", "nif_init"]
+    {sections, 0} = System.cmd("readelf", ["-S", so])
+    assert sections =~ ".debug_info"
+    assert call_answer(so) == 42
+  end
+
+  test "rebuilds only when a source, a header or a flag changed", %{dir: dir} do
+    app = project(dir, :mixc_incr, nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]])
+    assert {{:ok, _}, _, _} = compile(dir, app)
+    so = so_path(dir, app, :tmp_nif)
+
+    assert {{:noop, []}, [], _} = compile(dir, app)
+
+    # A header the C source includes changes: that source again, and a
+    # relink. (Sources and outputs are first dated back, so that seconds
+    # are enough to tell them apart.)
+    age(dir)
+    File.write!(Path.join(dir, "c_src/answer.h"), "#define ANSWER_HALF 50\n")
+    assert {{:ok, _}, lines, _} = compile(dir, app)
+    assert "beam_alloc: compiling c_src/tmp_nif.c (tmp_nif)" in lines
+    refute "beam_alloc: compiling c_src/twice.cpp (tmp_nif)" in lines
+    assert "beam_alloc: linking priv/tmp_nif.so" in lines
+    assert call_answer(so) == 100
+
+    assert {{:noop, []}, [], _} = compile(dir, app)
+
+    # CFLAGS from the environment are part of the command: a change rebuilds.
+    System.put_env("CFLAGS", "-O1")
+    assert {{:ok, _}, lines, _} = compile(dir, app)
+    assert "beam_alloc: compiling c_src/tmp_nif.c (tmp_nif)" in lines
+    refute "beam_alloc: compiling c_src/twice.cpp (tmp_nif)" in lines
+
+    # --force rebuilds everything
+    assert {{:ok, _}, lines, _} = compile(dir, app, ["--force"])
+    assert "beam_alloc: compiling c_src/twice.cpp (tmp_nif)" in lines
+  end
+
+  test "honours CFLAGS, LDFLAGS, per-NIF flags and extra libraries", %{dir: dir} do
+    File.write!(Path.join(dir, "c_src/flags.c"), """
+    #include <beam_alloc_nif.h>
+    #include <zlib.h>
+    #if !defined(FROM_ENV) || !defined(FROM_CONFIG)
+    #error "flags missing"
+    #endif
+    BEAM_NIF(answer) { return enif_make_ulong(env, compressBound(0) > 0 ? 42 : 0); }
+    static ErlNifFunc funcs[] = {{"answer", 0, answer, 0}};
+    BEAM_NIF_INIT(tmp_nif, funcs, NULL, NULL, NULL)
+    """)
+
+    app =
+      project(dir, :mixc_flags,
+        nifs: [tmp_nif: [sources: ["c_src/flags.c"], cflags: ["-DFROM_CONFIG"], libs: ["z"]]]
+      )
+
+    System.put_env("CFLAGS", "-O2 -DFROM_ENV")
+    System.put_env("LDFLAGS", "-Wl,-z,now")
+    assert {{:ok, _}, _, _} = compile(dir, app)
+    so = so_path(dir, app, :tmp_nif)
+    {dynamic, 0} = System.cmd("readelf", ["-d", so])
+    assert dynamic =~ "libz.so"
+    assert dynamic =~ "BIND_NOW"
+    assert call_answer(so) == 42
+  end
+
+  test "a compiler error fails with file:line, as output and as a diagnostic", %{dir: dir} do
+    File.write!(Path.join(dir, "c_src/broken.c"), """
+    #include <beam_alloc_nif.h>
+
+    BEAM_NIF(answer) {
+        return env env;
+    }
+    """)
+
+    app = project(dir, :mixc_error, nifs: [tmp_nif: ["c_src/broken.c"]])
+    assert {{:error, diagnostics}, lines, out} = compile(dir, app)
+    assert out =~ ~r/c_src\/broken\.c:4:\d+: error: /
+    assert Enum.any?(lines, &(&1 =~ "could not compile c_src/broken.c of NIF tmp_nif"))
+
+    assert [%Mix.Task.Compiler.Diagnostic{severity: :error, position: 4, file: file} | _] =
+             Enum.filter(diagnostics, &(&1.severity == :error))
+
+    assert file == Path.join(dir, "c_src/broken.c")
+    refute File.exists?(so_path(dir, app, :tmp_nif))
+  end
+
+  test "clear messages for a missing source, compiler or erl_nif.h", %{dir: dir} do
+    app = project(dir, :mixc_missing, nifs: [tmp_nif: ["c_src/nope.c"]])
+
+    assert_raise Mix.Error, ~r/source file c_src\/nope\.c of NIF tmp_nif does not exist/, fn ->
+      compile(dir, app)
+    end
+
+    app = project(dir, :mixc_nocc, nifs: [tmp_nif: ["c_src/tmp_nif.c"]])
+    System.put_env("CC", "no-such-cc-here")
+
+    assert_raise Mix.Error,
+                 ~r/the C compiler "no-such-cc-here" was not found in PATH.*set CC/s,
+                 fn ->
+                   compile(dir, app)
+                 end
+
+    System.delete_env("CC")
+    System.put_env("ERTS_INCLUDE_DIR", dir)
+
+    assert_raise Mix.Error, ~r/erl_nif\.h not found in #{dir}.*ERTS_INCLUDE_DIR/s, fn ->
+      compile(dir, app)
+    end
+
+    System.delete_env("ERTS_INCLUDE_DIR")
+    app = project(dir, :mixc_badopt, nifs: [tmp_nif: ["c_src/tmp_nif.f90"]])
+
+    assert_raise Mix.Error, ~r/expected a C \(\.c\) or C\+\+/, fn ->
+      File.write!(Path.join(dir, "c_src/tmp_nif.f90"), "")
+      compile(dir, app)
+    end
+
+    app = project(dir, :mixc_unknown, nifz: [])
+    assert_raise Mix.Error, ~r/unknown option\(s\) :nifz/, fn -> compile(dir, app) end
+  end
+
+  test "make mode runs the project's Makefile with beam_alloc's paths exported", %{dir: dir} do
+    File.write!(Path.join(dir, "Makefile"), """
+    include $(BEAM_ALLOC_MK)
+
+    all: $(MIX_APP_PATH)/priv/tmp_nif.so
+    \t@echo "lib=$(BEAM_ALLOC_LIB) inc=$(BEAM_ALLOC_INCLUDE_DIR) erts=$(ERTS_INCLUDE_DIR)"
+
+    $(MIX_APP_PATH)/priv/tmp_nif.so: c_src/tmp_nif.c c_src/twice.cpp $(BEAM_ALLOC_LIB)
+    \t$(BEAM_ALLOC_BUILD_NIF_CXX)
+    """)
+
+    app = project(dir, :mixc_make, make: [target: "all"])
+    assert {{:ok, []}, _, out} = compile(dir, app)
+    root = File.cwd!()
+    assert out =~ "lib=#{root}/build/libbeam_alloc.a inc=#{root}/include erts="
+    so = so_path(dir, app, :tmp_nif)
+    assert Enum.sort(exported(so)) == ["beam_alloc_fault_hooks_v1", "nif_init"]
+    assert call_answer(so) == 42
+
+    File.write!(Path.join(dir, "Makefile"), "all:\n\t@exit 3\n")
+    assert_raise Mix.Error, ~r/exited with 2/, fn -> compile(dir, app) end
+  end
+end
