@@ -46,6 +46,25 @@ defmodule BeamAlloc.SqliteTest do
     assert stats.allocations > 50_000
   end
 
+  test "many connections at once on the general purpose allocator" do
+    assert :ok = SqliteNif.start_gpa()
+    rows = 2000
+    expected = {rows, div(rows * (rows - 1), 2)}
+
+    results =
+      1..8
+      |> Task.async_stream(fn _ -> for _ <- 1..3, do: SqliteNif.database(rows) end,
+        max_concurrency: 8,
+        timeout: 60_000
+      )
+      |> Enum.flat_map(fn {:ok, r} -> r end)
+
+    assert length(results) == 24
+    assert Enum.all?(results, &(&1 == expected))
+    assert SqliteNif.shutdown() == 0
+    assert BeamAlloc.stats(SqliteNif).sqlite.live_blocks == 0
+  end
+
   test "open, insert and query survive every allocation failure" do
     assert {5, 10} = SqliteNif.roundtrip(5)
 

@@ -9,6 +9,8 @@
  *   start_gpa/0, open/0, populate/1, query/0, close/0, shutdown/0:
  *     SQLite on this library's own general purpose instance, listed in
  *     BeamAlloc.stats(SqliteNif) as :sqlite;
+ *   database/1: a connection of its own on the running SQLite, for
+ *     concurrent callers;
  *   roundtrip/1: start SQLite on the call's beam_allocator (the fault
  *     driver's under check_all_allocation_failures), open, insert, query,
  *     close and shut down, all in one call.
@@ -145,25 +147,13 @@ BEAM_NIF(shutdown) {
     return enif_make_int(env, sqlite3_shutdown());
 }
 
-/* roundtrip(Rows) -> {Count, Sum} | {error, Msg}: the whole life of SQLite
- * in one call, on this call's beam_allocator. Every failure surfaces as
- * {error, Msg}; everything is given back on every path. */
-BEAM_NIF(roundtrip) {
-    int rows;
-    if (!enif_get_int(env, argv[0], &rows) || rows < 1)
-        return enif_make_badarg(env);
-    sqlite3_shutdown();
-    int rc = beam_sqlite3_use(beam_allocator);
-    if (rc != SQLITE_OK)
-        return sqlite_error(env, rc, "use");
-    rc = sqlite3_initialize();
-    if (rc != SQLITE_OK) {
-        sqlite3_shutdown();
-        return sqlite_error(env, rc, "initialize");
-    }
+/* A connection of its own: open, create, insert rows, query, close, on
+ * whatever allocator SQLite runs on. {Count, Sum} | {error, Msg}; every
+ * failure surfaces and everything is given back on every path. */
+static ERL_NIF_TERM one_database(ErlNifEnv *env, int rows) {
     sqlite3 *conn = NULL;
     sqlite3_stmt *st = NULL;
-    rc = sqlite3_open(":memory:", &conn);
+    int rc = sqlite3_open(":memory:", &conn);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(conn,
                           "create table t(a integer, b text);"
@@ -199,13 +189,42 @@ BEAM_NIF(roundtrip) {
     sqlite3_finalize(st);
     const char *what = rc == SQLITE_OK ? "" : sqlite3_errmsg(conn);
     char why[128];
-    snprintf(why, sizeof why, "roundtrip: %s", what);
+    snprintf(why, sizeof why, "database: %s", what);
     sqlite3_close(conn); /* NULL after a failed open: a no-op */
-    sqlite3_shutdown();
     if (rc != SQLITE_OK)
         return sqlite_error(env, rc, why);
     return enif_make_tuple2(env, enif_make_int64(env, count),
                             enif_make_int64(env, sum));
+}
+
+/* roundtrip(Rows): the whole life of SQLite in one call, on this call's
+ * beam_allocator (the fault driver's under check_all_allocation_failures):
+ * start, one database, shut down. */
+BEAM_NIF(roundtrip) {
+    int rows;
+    if (!enif_get_int(env, argv[0], &rows) || rows < 1)
+        return enif_make_badarg(env);
+    sqlite3_shutdown();
+    int rc = beam_sqlite3_use(beam_allocator);
+    if (rc != SQLITE_OK)
+        return sqlite_error(env, rc, "use");
+    rc = sqlite3_initialize();
+    if (rc != SQLITE_OK) {
+        sqlite3_shutdown();
+        return sqlite_error(env, rc, "initialize");
+    }
+    ERL_NIF_TERM result = one_database(env, rows);
+    sqlite3_shutdown();
+    return result;
+}
+
+/* database(Rows): one database on the running SQLite (start_gpa/0's), for
+ * many processes at once on the dirty schedulers. */
+BEAM_NIF(database) {
+    int rows;
+    if (!enif_get_int(env, argv[0], &rows) || rows < 1)
+        return enif_make_badarg(env);
+    return one_database(env, rows);
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
@@ -224,6 +243,7 @@ static ErlNifFunc funcs[] = {
     {"close", 0, close, 0},
     {"shutdown", 0, shutdown, 0},
     {"roundtrip", 1, roundtrip, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"database", 1, database, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"take_reports", 0, take_reports, 0},
 };
 

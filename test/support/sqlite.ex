@@ -12,5 +12,6 @@ defmodule SqliteNif do
   def close, do: :erlang.nif_error(:not_loaded)
   def shutdown, do: :erlang.nif_error(:not_loaded)
   def roundtrip(_rows), do: :erlang.nif_error(:not_loaded)
+  def database(_rows), do: :erlang.nif_error(:not_loaded)
   def take_reports, do: :erlang.nif_error(:not_loaded)
 end
