@@ -8,6 +8,7 @@
  * a block boundary, not already free), then onto the slab's own list when
  * this thread's heap owns it, else onto its atomic stack.
  */
+#include "frames.h"
 #include "gpa_internal.h"
 
 #include <stdio.h>
@@ -114,7 +115,7 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
         gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
         i->len = (uint32_t)len;
         i->alignment = (uint32_t)alignment;
-        i->site = ret;
+        i->site = beam__site(s->st->flags, ret);
     }
 }
 
@@ -356,9 +357,7 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
         return; /* the contract's no-op, also through the vtable */
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
-        beam__report("beam_alloc: free of %p through a general purpose "
-                     "allocator that has no memory (never used, or deinit)",
-                     mem);
+        beam__gpa_misuse_stateless(gpa->flags, mem, len, alignment, ret);
         return;
     }
     gpa_slab *s = beam__gpa_map_slot(mem);

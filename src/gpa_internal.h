@@ -171,6 +171,7 @@ struct beam_gpa_state {
     uintptr_t cookie;      /* free-block tag key */
     bool track;            /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
     bool safe;             /* BEAM_GPA_SAFE */
+    unsigned flags;        /* beam_gpa_init_ex's: frames kept (frames.h) */
     _Atomic uint32_t pins; /* threads retiring a heap of it (gpa_heap.c) */
     pthread_mutex_t lock;
     /* Lock held: */
@@ -467,6 +468,10 @@ BEAM__HIDDEN void beam__gpa_misuse_at(gpa_state *st, const char *what,
                                       const void *p, size_t len,
                                       size_t alignment, uintptr_t ret,
                                       uintptr_t alloc_site);
+/* A free through an instance that has no state (never used, or deinit). */
+BEAM__HIDDEN void beam__gpa_misuse_stateless(unsigned flags, const void *p,
+                                             size_t len, size_t alignment,
+                                             uintptr_t ret);
 /* Walk live blocks (lock held). Up to `report` of them are copied into
  * out (so that they are reported after the unlock). */
 typedef struct gpa_leak {

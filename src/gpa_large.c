@@ -10,6 +10,7 @@
  * without it (lock order rule 2), so a path drops the lock around one and
  * looks its entry up again afterwards: entries move when the table grows.
  */
+#include "frames.h"
 #include "gpa_internal.h"
 
 #include <string.h>
@@ -151,6 +152,8 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
                             uintptr_t ret) {
     gpa_defer *defer = NULL;
     gpa_large e;
+    /* Before the lock: capturing frames may take the depot's. */
+    const uintptr_t site = beam__site(st->flags, ret);
     gpa_lock(st);
     bool cached = cache_take(st, len, alignment, &e);
     if (!cached) {
@@ -164,7 +167,7 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
             st->backing_bytes += e.backing_len;
     }
     e.len = len;
-    e.site = ret;
+    e.site = site;
     bool ok = e.ptr != NULL && make_room(st, &defer);
     if (ok) {
         insert(st, &e);

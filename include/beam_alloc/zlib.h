@@ -8,7 +8,7 @@
  *     deflateInit(&strm, Z_DEFAULT_COMPRESSION);
  *
  * Reports (leaks, misuse) name zlib's calling function
- * (libz.so.1(deflateInit2_+0x..)), not these hooks.
+ * (deflateInit2_ in libz.so.1), not these hooks.
  */
 #ifndef BEAM_ALLOC_ZLIB_H
 #define BEAM_ALLOC_ZLIB_H
