@@ -278,11 +278,15 @@ enum beam_gpa_flags {
     BEAM_GPA_QUIET_LEAKS = 1u << 1,
     /** Safe mode (implies BEAM_GPA_TRACK_SITES), for tests and debugging;
      * on in leak_check calls. Every small block gets at least one canary
-     * byte after it, checked at free: a write past the end is reported with
-     * the allocation and free sites. New blocks are filled with 0xAA, freed
-     * ones with 0xDD (all but their first 16 bytes), and a freed block is
+     * byte after it, and every large one (above BEAM_GPA_SMALL_MAX) 16,
+     * checked at free: a write past the end is reported with the allocation
+     * and free sites. New blocks are filled with 0xAA, freed ones with 0xDD
+     * (small ones all but their first 16 bytes; large ones while they wait
+     * in the instance's cache of freed blocks), and a freed block is
      * checked when reused (and, in leak_check calls, at the end of the
-     * call): a write after free is reported. Sites are 6 frames of the
+     * call): a write after free is reported. A second free of a large
+     * block is named a double free among the last 64 freed (and in every
+     * mode, not only this one). Sites are 6 frames of the
      * stack (see BEAM_GPA_FRAMES). Costs a pass over each block at
      * allocation and at free. */
     BEAM_GPA_SAFE = 1u << 2,

@@ -62,9 +62,9 @@ unsigned beam__gpa_class_for(size_t len, size_t alignment) {
 
 /* Safe mode's byte patterns: after a block's length, in new and in freed
  * blocks. Distinct, and none a plausible pointer or small integer. */
-#define CANARY 0xA5
-#define FRESH_FILL 0xAA
-#define FREED_FILL 0xDD
+#define CANARY GPA_CANARY
+#define FRESH_FILL GPA_FRESH_FILL
+#define FREED_FILL GPA_FREED_FILL
 
 /* Index of the first byte in [from, to) of b that is not `byte`, or `to`. */
 static size_t first_other(const unsigned char *b, size_t from, size_t to,
@@ -398,7 +398,12 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
     }
     /* A slab of another instance may still hold one of our large blocks:
      * the other instance can be our backing. The table decides. */
-    if (!beam__gpa_large_free(st, mem, len, alignment, ret))
+    uintptr_t site = 0;
+    gpa_large_freed r =
+        beam__gpa_large_free(st, mem, len, alignment, ret, &site);
+    if (r == GPA_LARGE_TWICE)
+        beam__gpa_misuse_at(st, "double free", mem, len, alignment, ret, site);
+    else if (r == GPA_LARGE_NOT_OURS)
         beam__gpa_misuse(st,
                          owner != NULL
                              ? "free of a block of another allocator instance"

@@ -160,9 +160,6 @@ void beam__gpa_report_leaks(const gpa_leak *leaks, size_t n, size_t total) {
                      total - n);
 }
 
-/* Safe mode poisons freed blocks with this byte (gpa.c's FREED_FILL) past
- * their first two words, which hold the free list link and the tag. */
-#define GPA_FREED_FILL 0xDD
 /* Blocks reported at most per check (the count is exact). */
 #define FREED_LISTED 16
 
@@ -215,9 +212,22 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
     if (st == NULL || !st->safe)
         return 0;
     freed_bad bad[FREED_LISTED];
+    gpa_large large[FREED_LISTED];
+    size_t large_at[FREED_LISTED];
     gpa_lock(st);
     size_t found = check_freed_locked(st, bad);
+    size_t large_found =
+        beam__gpa_large_check_freed(st, large, large_at, FREED_LISTED);
     gpa_unlock(st);
+    for (size_t i = 0; i < large_found && i < FREED_LISTED; i++) {
+        char what[128];
+        snprintf(what, sizeof what,
+                 "write after free (byte %zu of the freed block changed; "
+                 "found at the end of the call)",
+                 large_at[i]);
+        beam__gpa_misuse_at(st, what, large[i].ptr, large[i].backing_len,
+                            large[i].alignment, 0, large[i].site);
+    }
     for (size_t i = 0; i < found && i < FREED_LISTED; i++) {
         char what[128];
         snprintf(what, sizeof what,
@@ -227,5 +237,5 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
         beam__gpa_misuse_at(st, what, bad[i].p, bad[i].size, bad[i].alignment,
                             0, bad[i].site);
     }
-    return found;
+    return found + large_found;
 }

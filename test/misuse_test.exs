@@ -39,7 +39,11 @@ defmodule BeamAlloc.MisuseTest do
           wrong_length: "free with a wrong length or alignment",
           wrong_alignment: "free with a wrong length or alignment",
           foreign_free: "free of a pointer the allocator does not own",
-          write_after_free: "write after free"
+          write_after_free: "write after free",
+          large_double_free: "double free",
+          large_write_past_end: "write past the end of a block",
+          large_wrong_length: "free with a wrong length or alignment",
+          large_write_after_free: "write after free"
         ] do
       test "#{kind} (#{fun})" do
         capture_log(fn ->

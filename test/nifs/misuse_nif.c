@@ -79,6 +79,46 @@ BEAM_NIF(write_after_free, .leak_check = true) {
 }
 
 /* Misuse, then an exception of its own: the misuse is the error raised. */
+/* --- The same kinds on blocks above the slab classes (large blocks) ----- */
+
+#define LARGE 10000
+
+BEAM_NIF(large_double_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, LARGE);
+    beam_free(beam_allocator, p, LARGE);
+    return ok(env);
+}
+
+BEAM_NIF(large_write_past_end, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[LARGE] = 1;
+    beam_free(beam_allocator, p, LARGE);
+    return ok(env);
+}
+
+BEAM_NIF(large_wrong_length, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, LARGE - 1);
+    return ok(env);
+}
+
+BEAM_NIF(large_write_after_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, LARGE);
+    volatile unsigned char *dangling = p;
+    dangling[100] = 7;
+    return ok(env);
+}
+
 BEAM_NIF(double_free_and_badarg, .leak_check = true) {
     unsigned char *p = beam_alloc(beam_allocator, unsigned char, 8);
     if (p != NULL) {
@@ -173,6 +213,10 @@ static ErlNifFunc funcs[] = {
     {"wrong_alignment", 0, wrong_alignment, 0},
     {"foreign_free", 0, foreign_free, 0},
     {"write_after_free", 0, write_after_free, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"large_double_free", 0, large_double_free, 0},
+    {"large_write_past_end", 0, large_write_past_end, 0},
+    {"large_wrong_length", 0, large_wrong_length, 0},
+    {"large_write_after_free", 0, large_write_after_free, 0},
     {"double_free_and_badarg", 0, double_free_and_badarg, 0},
     {"double_free_plain", 0, double_free_plain, 0},
     {"double_free_raising", 0, double_free_raising, 0},
