@@ -9,7 +9,9 @@
 #      BEAM (bench/nif/), then the RSS workload in one fresh process per
 #      allocator and setting,
 #   4. writes bench/results/{results.md,results.csv,chart.png,machine.txt}
-#      and prints the ratio tables.
+#      and prints the ratio tables,
+#   5. runs bench-sqlite (SQLite's allocator: malloc, enif_alloc with a
+#      header, beam_alloc's GPA, mimalloc) into bench/results/sqlite.md.
 #
 # Knobs (environment): BENCH_SCALE (default 1: operation counts are
 # multiplied by it), BENCH_REPS (default 5, at most 16), CC, MAKE.
@@ -188,6 +190,10 @@ MACHINE=$OUT/machine.txt
 
 rc=0
 "$WORK/bench_report" "$RAW" "$WORK/workloads.tsv" "$MACHINE" "$OUT" "$WORK" || rc=$?
+
+# --- 5. SQLite's allocator (bench/sqlite/, also `make bench-sqlite`) -------
+log "bench-sqlite"
+"$MAKE" --no-print-directory bench-sqlite-run || rc=1
 gnuplot "$WORK/chart.gp"
 echo
 if awk -v o="$OTHER" 'BEGIN { exit !(o > 0.25) }'; then
