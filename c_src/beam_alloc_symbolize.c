@@ -4,8 +4,8 @@
  * BeamAlloc.Symbolizer is its Elixir front).
  *
  * Reports name code the way the C side can cheaply and safely, on any
- * thread, with locks held: "lib.so+0x1c1b", the offset of the call in the
- * object. BeamAlloc.Reporter turns those into "fun (file.c:42)" through
+ * thread, inside an allocator call: "lib.so+0x1c1b", the offset of the call in
+ * the object. BeamAlloc.Reporter turns those into "fun (file.c:42)" through
  * this library before it logs and keeps a report. So the DWARF work happens
  *
  *   - only when a report is made (never on an allocation path),

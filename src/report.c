@@ -1,7 +1,9 @@
 /*
- * Where diagnostics go. One hook for the whole library, a line per call:
- * allocators report misuse while holding their locks, so the hook must be
- * cheap and must not allocate through the allocator that reports.
+ * Where diagnostics go. One hook for the whole library, a line per call.
+ * Allocators report from inside the call that found the misuse, but never
+ * with one of their locks held (the GPA releases its instance lock first:
+ * see the lock order in gpa_internal.h), so the hook may take locks of its
+ * own; it must not allocate through the allocator that reports.
  *
  * The hook and its user pointer change together under a read-write lock
  * that every report holds while it calls the hook: a report never sees one

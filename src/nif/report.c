@@ -6,8 +6,9 @@
  * Erlang node that did not start the application) the line goes to stderr,
  * as in the standalone build.
  *
- * The hook may run on any thread, with allocator locks held; everything
- * here allocates through ERTS only, never through beam_alloc.
+ * The hook may run on any thread (never with a lock of beam_alloc's
+ * allocators held), inside the allocator call that found the problem;
+ * everything here allocates through ERTS only, never through beam_alloc.
  */
 #include "nif_internal.h"
 
