@@ -324,8 +324,22 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
 
 #endif
 
+/* with_libdw() -> boolean(): whether this library was built with libdw
+ * (else every site stays as the reports give it). */
+static ERL_NIF_TERM with_libdw(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+#ifdef BEAM_HAVE_LIBDW
+    return enif_make_atom(env, "true");
+#else
+    return enif_make_atom(env, "false");
+#endif
+}
+
 static ErlNifFunc funcs[] = {
     {"resolve", 2, resolve, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"with_libdw", 0, with_libdw, 0},
 };
 
 ERL_NIF_INIT(beam_alloc_symbolizer, funcs, load, NULL, NULL, unload)

@@ -17,7 +17,7 @@
 %% loadable).
 -module(beam_alloc_symbolizer).
 
--export([resolve_sites/1, site/2]).
+-export([resolve_sites/1, site/2, with_libdw/0]).
 
 -on_load(load/0).
 
@@ -35,6 +35,11 @@ load() ->
 %% The NIF: {ok, [{Function | nil, File | nil, Line}]} | error, innermost
 %% (inlined) function first.
 resolve(_Object, _Offset) -> erlang:nif_error(not_loaded).
+
+%% Whether the NIF is loaded and was built with libdw: without it no site
+%% gets a source line (the build says so, and make test stops on it).
+-spec with_libdw() -> boolean().
+with_libdw() -> false.
 
 %% A site: an optional exported name the C side found ("fun ("), the
 %% object's base name and the call's offset in it.

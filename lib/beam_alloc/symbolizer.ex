@@ -29,6 +29,14 @@ defmodule BeamAlloc.Symbolizer do
   defdelegate resolve_sites(text), to: :beam_alloc_symbolizer
 
   @doc """
+  Whether sites can become source lines here: `true` when the symbolizer's
+  NIF is loaded and was built with libdw (elfutils; Debian's `libdw-dev`),
+  `false` when it was built without (sites then stay `lib.so+0x1c1b`).
+  """
+  @spec with_libdw?() :: boolean
+  defdelegate with_libdw?(), to: :beam_alloc_symbolizer, as: :with_libdw
+
+  @doc """
   The function and source line of the call at `offset` in the loaded
   object `object` (a base name, `"my_nif.so"`): `{:ok, "parse
   (c_src/my_nif.c:42)"}`, or `:error` when nothing is known about it.
