@@ -155,7 +155,7 @@ else
 NIF_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
-TEST_NIF_SRC := $(wildcard test/nifs/*.c)
+TEST_NIF_SRC := $(wildcard test/nifs/*.c test/nifs/*/*.c)
 TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so)
 
 .PHONY: nifs

@@ -30,7 +30,7 @@ static void *alloc_impl(beam_allocator_t a, size_t len, size_t alignment,
 
 static BEAM__NOINLINE void report_bad_free(void *mem, size_t len,
                                            size_t alignment, uintptr_t ret) {
-    char site[128];
+    char site[512];
     beam__report("beam_alloc: free of %p ignored: impossible length %zu "
                  "or alignment %zu (called from %s)",
                  mem, len, alignment,

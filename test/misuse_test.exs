@@ -134,6 +134,43 @@ defmodule BeamAlloc.MisuseTest do
     end
   end
 
+  describe "two loaded libraries with the same base name" do
+    # test/nifs/misuse_nif.c and test/nifs/twin/misuse_nif.c are both
+    # misuse_nif.so, in priv/ and priv/twin/, for two modules.
+    test "each report names its own library's lines, never the other's" do
+      Code.ensure_loaded!(BeamAlloc.Test.TwinMisuse)
+
+      twin_line =
+        "test/nifs/twin/misuse_nif.c"
+        |> File.read!()
+        |> String.split("\n")
+        |> Enum.find_index(&String.contains?(&1, "/* SITE: twin double free */"))
+        |> Kernel.+(1)
+
+      capture_log(fn ->
+        assert :ok = BeamAlloc.Test.TwinMisuse.twin_double_free()
+        assert [twin] = reports(1)
+
+        assert twin =~
+                 "called from twin_double_free (test/nifs/twin/misuse_nif.c:#{twin_line})"
+
+        refute twin =~ "test/nifs/misuse_nif.c"
+
+        assert :ok = Misuse.double_free_plain()
+        assert [own] = reports(1)
+        assert own =~ "called from double_free_plain (#{@source}:"
+        refute own =~ "twin"
+      end)
+
+      # A bare base name could be either library: no line rather than a
+      # wrong one.
+      assert BeamAlloc.Symbolizer.site("misuse_nif.so", 0x10) == :error
+
+      assert BeamAlloc.Symbolizer.resolve_sites("called from misuse_nif.so+0x10") ==
+               "called from misuse_nif.so+0x10"
+    end
+  end
+
   describe "sites" do
     # The line of the source that carries `marker`.
     defp line_of(marker) do
