@@ -388,4 +388,61 @@ defmodule BeamAlloc.CaseTest do
     assert out =~ "beam_alloc reported 1 problem during the test"
     assert out =~ "double free"
   end
+
+  # In an async module, reports of the test's own Tasks count, however
+  # soon the Task exits after its call; reports of another module's
+  # tests do not.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case in an async module fails tests whose Tasks reported" do
+    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+
+    script = ~S"""
+    {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    ExUnit.start(autorun: false, colors: [enabled: false])
+
+    defmodule GuardedAsync do
+      use ExUnit.Case, async: true
+      use BeamAlloc.Case
+
+      alias BeamAlloc.Test.Misuse
+
+      test "task async await" do
+        assert :ok = Task.async(fn -> Misuse.double_free_plain() end) |> Task.await()
+      end
+
+      test "task async_stream" do
+        assert [ok: :ok, ok: :ok] =
+                 [1, 2]
+                 |> Task.async_stream(fn _ -> Misuse.double_free_plain() end)
+                 |> Enum.to_list()
+      end
+
+      test "clean", do: assert(true)
+    end
+
+    defmodule GuardedAsyncNeighbour do
+      use ExUnit.Case, async: true
+      use BeamAlloc.Case
+
+      test "clean while the others report" do
+        Process.sleep(100)
+        assert true
+      end
+    end
+
+    result = ExUnit.run()
+    IO.puts("RESULT " <> inspect(result))
+    """
+
+    {out, 0} =
+      System.cmd("elixir", ["-pa", ebin, "-e", script],
+        stderr_to_stdout: true,
+        env: [{"MIX_ENV", "test"}]
+      )
+
+    assert out =~ ~r/RESULT %\{.*failures: 2/, out
+    assert out =~ ~r/test task async await \(GuardedAsync\)\n.*\n\s+beam_alloc reported 1 problem/
+    assert out =~ ~r/test task async_stream \(GuardedAsync\)\n.*\n\s+beam_alloc reported 2 problems/
+    refute out =~ "test clean"
+  end
 end

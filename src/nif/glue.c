@@ -41,6 +41,7 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
 static _Atomic int module_instances;
 
 int beam_nif_loaded(int result) {
+    beam__report_ack_loaded(result);
     if (result == 0)
         atomic_fetch_add_explicit(&module_instances, 1, memory_order_relaxed);
     return result;
@@ -500,5 +501,6 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
     beam_allocator = saved;
     current_call = outer;
     beam__frames_stop = outer_stop;
-    return result;
+    /* A call that reported returns once the reporter knows who made it. */
+    return outer == NULL ? beam__report_wait(env, result) : result;
 }
