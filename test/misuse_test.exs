@@ -60,6 +60,24 @@ defmodule BeamAlloc.MisuseTest do
       end
     end
 
+    test "a free the library ignores (alignment 3) is a misuse, not a leak" do
+      capture_log(fn ->
+        assert_raise RuntimeError,
+                     message(:impossible_free, "free with a wrong length or alignment"),
+                     fn -> Misuse.impossible_free() end
+
+        assert Enum.any?(reports(1), &(&1 =~ "ignored: impossible length 24 or alignment 3"))
+      end)
+    end
+
+    test "a call inside another raises with its own misuse; the outer call with its own" do
+      capture_log(fn ->
+        assert_raise RuntimeError, message(:nested_outer, "double free"), fn ->
+          Misuse.nested_outer()
+        end
+      end)
+    end
+
     test "the misuse wins over the NIF's own exception" do
       capture_log(fn ->
         assert_raise RuntimeError, message(:double_free_and_badarg, "double free"), fn ->

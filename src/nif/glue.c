@@ -393,6 +393,14 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     beam__frames_stop = (uintptr_t)__builtin_frame_address(0);
     const unsigned long outer_watch = m->watch_from;
     const unsigned long misuse_before = m->count;
+    /* A call inside another one (a BEAM_NIF body calling another's): the
+     * outer call's first misuse, if it had one, is what it raises with
+     * once it is over; this call's own would overwrite it. */
+    const bool outer_misused = misuse_before != outer_watch;
+    const char *const outer_kind = m->kind;
+    char outer_line[sizeof m->line];
+    if (outer_misused)
+        memcpy(outer_line, m->line, sizeof outer_line);
     m->watch_from = misuse_before;
 
     /* A custom allocator becomes the backing of the checking instance, so
@@ -459,6 +467,10 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         driver->misuse != NULL)
         driver->misuse(&pid, &beam__fault_hooks_self, kind, m->line);
     m->watch_from = outer_watch;
+    if (outer_misused) {
+        m->kind = outer_kind;
+        memcpy(m->line, outer_line, sizeof m->line);
+    }
 
     /* Both override whatever the body returned or raised: a misuse or a
      * leak is a bug in the NIF itself, and one the caller cannot see

@@ -19,6 +19,8 @@ defmodule BeamAlloc.Test.Misuse do
   def double_free_opted, do: :erlang.nif_error(:not_loaded)
   def leak_and_bad_free, do: :erlang.nif_error(:not_loaded)
   def leak_deep, do: :erlang.nif_error(:not_loaded)
+  def impossible_free, do: :erlang.nif_error(:not_loaded)
+  def nested_outer, do: :erlang.nif_error(:not_loaded)
 end
 
 defmodule BeamAlloc.Test.TwinMisuse do
