@@ -898,7 +898,7 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
             char name[BEAM_STATS_NAME_MAX + 1];
             beam_alloc_stats ns;
             size_t nb;
-            if (h->size >= sizeof(beam__fault_hooks))
+            if (h->size >= BEAM__FAULT_HOOKS_V2_SIZE)
                 for (size_t k = 0; n < 3 + BEAM_STATS_NAMED_MAX &&
                                    h->named_stats(k, name, &ns, &nb);
                      k++) {
@@ -924,8 +924,45 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
     return enif_make_tuple2(env, enif_make_atom(env, "ok"), map);
 }
 
+/* --- Collect ------------------------------------------------------------
+ * collect(module_name): beam_gpa_collect on the process-wide general
+ * purpose allocator of the NIF library loaded for that module: ok, or
+ * {error, not_found}. Dirty: a collection walks what the instance holds. */
+
+static ERL_NIF_TERM nif_collect(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    ErlNifBinary want;
+    if (!enif_inspect_binary(env, argv[0], &want))
+        return enif_make_badarg(env);
+    name_list l = {NULL, 0, 0};
+    list_objects(&l);
+    bool found = false;
+    for (size_t i = 0; i < l.n; i++) {
+        void *handle = NULL;
+        const beam__fault_hooks *h =
+            found ? NULL : hooks_in(l.names[i], &handle);
+        enif_free(l.names[i]);
+        if (h == NULL)
+            continue;
+        const char *module = h->module();
+        if (strlen(module) == want.size &&
+            memcmp(module, want.data, want.size) == 0 &&
+            h->size >= sizeof(beam__fault_hooks)) {
+            h->collect();
+            found = true;
+        }
+        dlclose(handle);
+    }
+    enif_free(l.names);
+    return found ? enif_make_atom(env, "ok")
+                 : enif_make_tuple2(env, enif_make_atom(env, "error"),
+                                    enif_make_atom(env, "not_found"));
+}
+
 static ErlNifFunc funcs[] = {
     {"stats", 1, nif_stats, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"collect", 1, nif_collect, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"open", 0, nif_open, 0},
     {"attach", 2, nif_attach, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"begin_run", 3, nif_begin_run, 0},

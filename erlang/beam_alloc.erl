@@ -4,7 +4,7 @@
 %% is a front for this one.
 -module(beam_alloc).
 
--export([stats/1, find_stats/1, explain_load_error/1]).
+-export([stats/1, find_stats/1, collect/1, explain_load_error/1]).
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
@@ -45,6 +45,22 @@ find_stats(Module) when is_atom(Module) ->
         {ok, Stats} -> {ok, Stats};
         {error, not_found} -> {error, not_loaded}
     end.
+
+%% Give back what the process-wide general purpose allocator of Module's NIF
+%% library holds and does not need: beam_gpa_collect from any process. It
+%% takes the current slabs of schedulers that are idle (dirty ones too),
+%% returns every slab without a live block, and every wholly free segment
+%% to enif_alloc, so :erlang.memory(system) goes down. Runs on a dirty
+%% scheduler. Raises erlang:error({not_loaded, Module}) like stats/1.
+-spec collect(module()) -> ok.
+collect(Module) when is_atom(Module) ->
+    _ = code:ensure_loaded(Module),
+    case beam_alloc_testing_nif:collect(atom_to_binary(Module, utf8)) of
+        ok -> ok;
+        {error, not_found} -> erlang:error({not_loaded, Module})
+    end;
+collect(Other) ->
+    erlang:error(badarg, [Other]).
 
 %% A readable reason for what erlang:load_nif/2 returned when BEAM_NIF_INIT
 %% refused the load_info (the VM can only show a number): wrap the result

@@ -11,12 +11,14 @@
 %%   close(Session) -> ok
 %%   stats(ModuleName :: binary()) -> {ok, #{raw, large, general_purpose}}
 %%                                    | {error, not_found}
+%%   collect(ModuleName :: binary()) -> ok | {error, not_found}
 %%
 %% Every call but close/1 must come from the process that opened the
 %% session. Absent values (a site, a request) are the atom undefined.
 -module(beam_alloc_testing_nif).
 
--export([open/0, attach/2, begin_run/3, end_run/1, live/1, close/1, stats/1]).
+-export([open/0, attach/2, begin_run/3, end_run/1, live/1, close/1, stats/1,
+         collect/1]).
 
 -on_load(load/0).
 
@@ -35,3 +37,4 @@ end_run(_Session) -> erlang:nif_error(not_loaded).
 live(_Session) -> erlang:nif_error(not_loaded).
 close(_Session) -> erlang:nif_error(not_loaded).
 stats(_ModuleName) -> erlang:nif_error(not_loaded).
+collect(_ModuleName) -> erlang:nif_error(not_loaded).

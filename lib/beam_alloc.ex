@@ -93,4 +93,27 @@ defmodule BeamAlloc do
   def stats(other) do
     raise ArgumentError, "expected a module name, got: #{inspect(other)}"
   end
+
+  @doc """
+  Gives back what the process-wide general purpose allocator of `module`'s
+  NIF library holds and does not need (`beam_gpa_collect`): the current
+  slabs of schedulers that are idle, dirty ones included, every slab without
+  a live block, and every wholly free segment, so that
+  `:erlang.memory(:system)` goes down after a burst. Runs on a dirty
+  scheduler; call it from any process, for example after a burst whose
+  blocks were freed elsewhere. Raises `ArgumentError` when no library built
+  with beam_alloc is loaded for `module`.
+  """
+  @spec collect(module()) :: :ok
+  def collect(module) when is_atom(module) do
+    :beam_alloc.collect(module)
+  rescue
+    ErlangError ->
+      raise ArgumentError,
+            "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
+  end
+
+  def collect(other) do
+    raise ArgumentError, "expected a module name, got: #{inspect(other)}"
+  end
 end

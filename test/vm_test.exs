@@ -37,6 +37,18 @@ defmodule BeamAlloc.VmTest do
                  fn -> BeamAlloc.Test.Vm.leaky() end
   end
 
+  test "BeamAlloc.collect/1 gives back what the library's instance does not need" do
+    alias BeamAlloc.Test.Vm
+    Vm.drop(Vm.hold(50_000, 64), 64)
+    assert :ok = BeamAlloc.collect(Vm)
+    assert %{live_blocks: 0, backing_bytes: held} = Vm.usage()
+    # Metadata only: every slab went back, and so every segment.
+    assert held < 64 * 1024
+    assert_raise ArgumentError, ~r/no NIF library built with beam_alloc/, fn ->
+      BeamAlloc.collect(Enum)
+    end
+  end
+
   test "load/purge cycles leave nothing behind" do
     {out, status} = run_child("unload(5)", 90)
     assert status == 0, out

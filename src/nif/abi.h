@@ -98,7 +98,14 @@ typedef struct beam__fault_hooks {
      * size field tells. */
     bool (*named_stats)(size_t i, char *name, beam_alloc_stats *out,
                         size_t *backing_bytes);
+    /* beam_gpa_collect on the library's process-wide general purpose
+     * allocator (beam_alloc:collect/1). Added last: the size field tells. */
+    void (*collect)(void);
 } beam__fault_hooks;
+
+/* The size of the hooks up to named_stats (copies before collect). */
+#define BEAM__FAULT_HOOKS_V2_SIZE                                              \
+    (offsetof(beam__fault_hooks, named_stats) + sizeof(void (*)(void)))
 
 /* The size of the hooks before named_stats: what every copy has. */
 #define BEAM__FAULT_HOOKS_V1_SIZE                                              \

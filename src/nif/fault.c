@@ -59,10 +59,14 @@ static void hooks_stats(beam_alloc_stats out[3], size_t *gpa_backing_bytes) {
             .backing_bytes;
 }
 
+static void hooks_collect(void) {
+    beam_gpa_collect(&beam_general_purpose_allocator_instance);
+}
+
 const beam__fault_hooks beam__fault_hooks_self = {
     BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
     beam__nif_module_atom, hooks_attach,        hooks_detach,
-    hooks_stats,           beam_stats_named,
+    hooks_stats,           beam_stats_named,    hooks_collect,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {
