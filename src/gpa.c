@@ -272,6 +272,26 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
                                      size_t alignment, uintptr_t ret);
 
+/* Push b on s's thread_free stack (any thread; s is not this thread's
+ * current slab). The push that brings a detached slab's waiting frees to its
+ * requeue mark takes FULL off and hands the slab to the instance, which
+ * gives it back to the pool once it is empty. */
+static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
+    uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+    uintptr_t next;
+    do {
+        b[0] = GPA_TF_PTR(old);
+        next = (uintptr_t)b + ((old >> GPA_TF_COUNT_SHIFT) + 1) * GPA_TF_ONE;
+        if ((old & GPA_FULL_BIT) && GPA_TF_COUNT(next) < s->requeue)
+            next |= GPA_FULL_BIT;
+    } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, next,
+                                                    memory_order_release,
+                                                    memory_order_relaxed));
+    if (BEAM__UNLIKELY((old & GPA_FULL_BIT) && !(next & GPA_FULL_BIT)))
+        beam__gpa_reclaim_push(st, s);
+}
+
+/* A free by a thread with no heap of st: counted in the shared counters. */
 static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
                                        size_t len) {
     atomic_fetch_add_explicit(&st->remote_frees, 1, memory_order_relaxed);
@@ -279,22 +299,13 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
                               memory_order_relaxed);
     atomic_fetch_sub_explicit(&st->peak.published, (int64_t)len,
                               memory_order_relaxed);
-    uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
-    do {
-        b[0] = (void *)(old & ~GPA_FULL_BIT);
-    } while (!atomic_compare_exchange_weak_explicit(
-        &s->thread_free, &old, (uintptr_t)b, memory_order_release,
-        memory_order_relaxed));
-    /* This free brought a detached slab back to life: the instance takes
-     * it (and gives it back to the backing once it is empty). */
-    if (BEAM__UNLIKELY(old & GPA_FULL_BIT))
-        beam__gpa_reclaim_push(st, s);
+    slab_push(st, s, b);
 }
 
 /* The block b of slab s passed every check: give it back, to the owner's
  * list when this thread's heap owns the slab, else to its atomic stack. */
-static inline void release_block(gpa_state *st, gpa_slab *s, void **b,
-                                 size_t len) {
+static inline __attribute__((always_inline)) void
+release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
     b[1] = (void *)beam__gpa_tag(st, b);
     gpa_tls_slot *slot = &beam__gpa_tls[0];
     if (BEAM__LIKELY(slot->id == st->id)) {
@@ -311,38 +322,40 @@ static inline void release_block(gpa_state *st, gpa_slab *s, void **b,
             gpa_heap_leave(h);
             return;
         }
+        /* Another heap's slab, or a detached one (this heap's former
+         * current slab included): an atomic push, but counted in this
+         * thread's heap like a local free (stats are summed over heaps and
+         * a heap's counters are written by its thread alone), which spares
+         * the shared counters' atomics. */
+        beam__count_free(&h->stats, &st->peak, len);
         gpa_heap_leave(h);
+        slab_push(st, s, b);
+        return;
     }
     remote_free(st, s, b, len);
 }
 
 /* The fast path: a small untracked block, checked (ours, this class, a block
- * boundary, not already free) and released. */
+ * boundary, not already free) and released. The class check is a range
+ * test on the slab's own fields: prev_size < len <= size is what
+ * beam__gpa_class_for(len, alignment) == s->cls means for alignments up to
+ * GPA_MIN_BLOCK, without the table. Tracked slabs (info, which safe mode
+ * implies) go the general way, which checks the exact length. */
 static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
-    long idx;
-    if (BEAM__LIKELY(len <= GPA_SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
-                     s != NULL && st != NULL && beam__gpa_owner(s) == st &&
-                     !st->safe &&
-                     s->cls == beam__gpa_class_by_16[(len + 15) >> 4] &&
-                     (idx = beam__gpa_block_index(s, mem)) >= 0 &&
+    if (BEAM__LIKELY(alignment <= GPA_MIN_BLOCK && s != NULL && st != NULL &&
+                     beam__gpa_owner(s) == st &&
+                     len - s->prev_size - 1 <
+                         (size_t)(s->size - s->prev_size) &&
+                     s->info == NULL && beam__gpa_block_index(s, mem) >= 0 &&
                      (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
-        if (BEAM__UNLIKELY(s->info != NULL)) {
-            /* Tracked: the length and alignment must be exactly those
-             * recorded (else the slow path says what is wrong). */
-            gpa_block_info *i = &s->info[idx];
-            if (i->len != len || i->alignment != alignment)
-                goto slow;
-            i->len = 0;
-        }
         release_block(st, s, b, len);
         return;
     }
-slow:
     free_slow(gpa, mem, len, alignment, ret);
 }
 

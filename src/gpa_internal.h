@@ -19,8 +19,11 @@
  *    thread_free stack.
  *  - A current slab that runs out is *detached*: it leaves its heap, marked
  *    FULL in thread_free. From then on every free into it, the old owner's
- *    too, is a push on thread_free; the push that takes FULL off puts the
- *    slab on the instance's lock-free reclaim stack. Under the instance
+ *    too, is a push on thread_free; the push that brings the frees waiting
+ *    there to the slab's requeue mark (1/8 of its blocks) takes FULL off and
+ *    puts the slab on the instance's lock-free reclaim stack. (Requeueing
+ *    on the first free would hand the next refill a slab with one free
+ *    block: a refill, with its lock, per allocation.) Under the instance
  *    lock, which stands in for the owner of every ownerless slab, reclaimed
  *    slabs are collected and go back to the pool when empty or to the
  *    partial list of their class, from which heaps adopt them. So a heap
@@ -67,8 +70,14 @@
  *    set and in no list (FULL), on the reclaim stack (RECLAIM), in
  *    partial[cls] (PARTIAL).
  *  - FULL_BIT is set only on detaching, only when thread_free is empty,
- *    and cleared only by the push that follows, which then puts the slab on
- *    the reclaim stack: so a slab is on that stack at most once.
+ *    and cleared only by the push that brings the count of frees waiting in
+ *    thread_free to requeue, which then puts the slab on the reclaim stack:
+ *    so a slab is on that stack at most once. A FULL slab therefore has
+ *    more than nblocks - requeue live blocks: what it keeps out of reach
+ *    is at most 1/8 of it.
+ *  - thread_free is a pointer (blocks are 16-aligned and below 2^48: the
+ *    address map serves nothing above) with FULL_BIT in bit 0 and the
+ *    number of blocks on the list in bits 48-63 (at most 4096 per slab).
  *  - used counts blocks handed out minus frees collected; thread_free holds
  *    frees not yet collected. A slab in the pool has used == 0.
  */
@@ -85,6 +94,10 @@
 #define GPA_CLASSES 32
 #define GPA_MIN_BLOCK 16
 #define GPA_FULL_BIT ((uintptr_t)1)
+#define GPA_TF_COUNT_SHIFT 48
+#define GPA_TF_ONE ((uintptr_t)1 << GPA_TF_COUNT_SHIFT)
+#define GPA_TF_PTR(tf) ((void **)((tf) & (GPA_TF_ONE - 1) & ~GPA_FULL_BIT))
+#define GPA_TF_COUNT(tf) ((uint32_t)((tf) >> GPA_TF_COUNT_SHIFT))
 #define GPA_TLS_SLOTS 8
 #define GPA_MAX_SEGMENT_SLABS 63
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
@@ -119,8 +132,11 @@ typedef struct gpa_slab {
     uint32_t recip; /* ceil(2^32 / size): offset / size without a divide */
     uint16_t cls;
     _Atomic uint8_t where; /* enum gpa_where */
+    uint16_t requeue;      /* frees waiting that bring a FULL slab back */
+    uint16_t prev_size;    /* size of the class below (0 for the first): a
+                              length belongs here iff prev_size < len <= size */
     /* Shared. */
-    _Atomic uintptr_t thread_free;   /* remote frees | FULL_BIT */
+    _Atomic uintptr_t thread_free;   /* remote frees | count | FULL_BIT */
     _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
     struct gpa_slab *next, *prev;    /* pool or partial list (lock) */
     struct gpa_slab *reclaim_next;   /* reclaim stack */
