@@ -4,7 +4,7 @@
  * beam_alloc_testing_nif (priv/beam_alloc_testing.so).
  *
  * A session belongs to one process, its owner. It attaches to the NIF
- * libraries built with beam_alloc that are loaded (see src/nif_internal.h
+ * libraries built with beam_alloc that are loaded (see src/nif/abi.h
  * for how it finds them across RTLD_LOCAL copies), then runs plans: while a
  * run is on, every BEAM_NIF call the owner makes into an attached library
  * gets the session's plan allocator as beam_allocator, over the allocator

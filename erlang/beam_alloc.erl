@@ -4,7 +4,7 @@
 %% is a front for this one.
 -module(beam_alloc).
 
--export([stats/1, find_stats/1]).
+-export([stats/1, find_stats/1, explain_load_error/1]).
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
@@ -45,3 +45,32 @@ find_stats(Module) when is_atom(Module) ->
         {ok, Stats} -> {ok, Stats};
         {error, not_found} -> {error, not_loaded}
     end.
+
+%% A readable reason for what erlang:load_nif/2 returned when BEAM_NIF_INIT
+%% refused the load_info (the VM can only show a number): wrap the result
+%% of your on_load's load_nif with it. Other errors pass through unchanged.
+%%   {error, {load, "Library load-call unsuccessful (2980)."}} becomes
+%%   {error, {load, <<"beam_alloc: load_info names an unknown option ...">>}}
+%% The full report (which key, which value) goes to the logger.
+-spec explain_load_error(ok | {error, term()}) -> ok | {error, term()}.
+explain_load_error({error, {load, Text}} = Error) ->
+    case re:run(Text, "\\(([0-9]+)\\)\\.$", [{capture, all_but_first, list}]) of
+        {match, [Code]} ->
+            case load_reason(list_to_integer(Code)) of
+                undefined -> Error;
+                Why -> {error, {load, <<"beam_alloc: ", Why/binary,
+                                       " (the logger has the details)">>}}
+            end;
+        nomatch -> Error
+    end;
+explain_load_error(Other) ->
+    Other.
+
+%% The codes of src/nif/load_options.c.
+load_reason(16#ba1) -> <<"a load_info key is neither a function name nor {Name, Arity}">>;
+load_reason(16#ba2) -> <<"a load_info key names no function of the NIF table">>;
+load_reason(16#ba3) -> <<"a load_info value is neither a map nor a property list">>;
+load_reason(16#ba4) -> <<"load_info names an unknown option">>;
+load_reason(16#ba5) -> <<"a load_info option has a value it cannot take">>;
+load_reason(16#ba6) -> <<"out of memory while reading load_info">>;
+load_reason(_) -> undefined.

@@ -58,6 +58,11 @@ extern "C" {
 #define BEAM_NODISCARD
 #endif
 
+/* Names: everything public starts with beam_ (macros BEAM_); every struct
+ * and enum type has a name ending in _t (some also an older one without,
+ * kept), function pointer types end in _fn; nothing a user sees contains a
+ * double underscore. */
+
 /** Largest alignment the raw allocator (enif_alloc) guarantees. */
 #define BEAM_MAX_ALIGN 8
 
@@ -92,6 +97,7 @@ typedef struct beam_allocator_vtable {
     void (*free)(void *ctx, void *mem, size_t len, size_t alignment,
                  uintptr_t ret_addr);
 } beam_allocator_vtable;
+typedef beam_allocator_vtable beam_allocator_vtable_t;
 
 /** An allocator: passed and copied by value, two words. */
 typedef struct beam_allocator {
@@ -237,8 +243,8 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     of one block does not cycle slabs).
  *   - A slab that fills up leaves its heap. Blocks freed into it by any
  *     thread make it reusable by every heap; once all its blocks are free it
- *     goes back to the instance's pool at the next refill of any heap that
- *     notices it, or at beam_gpa_collect.
+ *     goes back to the instance's pool when a heap refilling that class
+ *     finds it, or at beam_gpa_collect.
  *   - A segment whose slabs are all free goes back to the backing allocator
  *     as soon as the pool holds 8 more free slabs than the segment has, and
  *     always at beam_gpa_collect.
@@ -320,6 +326,7 @@ typedef struct beam_gpa_usage {
     size_t backing_bytes; /* bytes currently taken from the backing */
     size_t misuse_count;  /* double/foreign/mismatched frees seen so far */
 } beam_gpa_usage;
+typedef beam_gpa_usage beam_gpa_usage_t;
 BEAM_API beam_gpa_usage beam_gpa_usage_of(beam_gpa_t *gpa);
 
 /** The process-wide instance, over beam_large_allocator. */
@@ -336,8 +343,8 @@ BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
  * Not thread-safe. */
 typedef struct beam_arena {
     beam_allocator_t parent;
-    struct beam__arena_chunk *chunks; /* internal: newest first */
-    size_t used;                      /* internal: bytes used in chunks */
+    struct beam_arena_chunk_internal *chunks; /* internal: newest first */
+    size_t used; /* internal: bytes used in chunks */
 } beam_arena_t;
 
 /** How beam_arena_reset treats the chunks it holds. */
@@ -348,6 +355,7 @@ typedef enum beam_arena_reset_mode {
      * next round; the default. */
     BEAM_ARENA_RETAIN_CAPACITY,
 } beam_arena_reset_mode;
+typedef beam_arena_reset_mode beam_arena_reset_mode_t;
 
 BEAM_API void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent);
 BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
@@ -356,10 +364,10 @@ BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
  * retaining capacity failed for want of memory (the arena is then empty
  * and usable, as after BEAM_ARENA_FREE_ALL). */
 #define beam_arena_reset(...)                                                  \
-    BEAM__ARENA_RESET_PICK(__VA_ARGS__, beam_arena_reset_mode_,                \
-                           beam_arena_reset_default_, unused_)                 \
+    BEAM_INTERNAL_ARENA_RESET_PICK(__VA_ARGS__, beam_arena_reset_mode_,        \
+                                   beam_arena_reset_default_, unused_)         \
     (__VA_ARGS__)
-#define BEAM__ARENA_RESET_PICK(a1, a2, name, ...) name
+#define BEAM_INTERNAL_ARENA_RESET_PICK(a1, a2, name, ...) name
 BEAM_API bool beam_arena_reset_mode_(beam_arena_t *arena,
                                      beam_arena_reset_mode mode);
 BEAM_API bool beam_arena_reset_default_(beam_arena_t *arena);
@@ -429,6 +437,7 @@ typedef struct beam_alloc_stats {
     uint64_t frees;
     uint64_t failed; /* allocations answered with NULL */
 } beam_alloc_stats;
+typedef beam_alloc_stats beam_alloc_stats_t;
 
 /** The counters of a (an allocator's) instance: beam_raw_allocator,
  * beam_large_allocator (its own calls; large blocks are not also counted as
@@ -438,9 +447,10 @@ typedef struct beam_alloc_stats {
  * seen when threads publish their changes. A thread publishes every fall
  * at once and a rise when it reaches 64 KiB (raw, large) or when a heap
  * refills a slab (general purpose), and a read publishes the reading
- * thread's own: so the published total is never above what is live, and
- * the peak is never above the true one, but may be low by up to 64 KiB (or
- * a slab's worth of allocations) per other thread. */
+ * thread's own: so the published total is never above what is live (a
+ * free counts as done when its call returns), and the peak is never above
+ * the true one, but may be low by up to 64 KiB (or a slab's worth of
+ * allocations) per other thread. */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
 
 #ifdef __cplusplus

@@ -60,6 +60,7 @@ typedef struct beam_nif_options {
     bool scratch;
     int beam_reserved_end; /* internal: lets BEAM_NIF(name) take no options */
 } beam_nif_options;
+typedef beam_nif_options beam_nif_options_t;
 
 typedef ERL_NIF_TERM (*beam_nif_body_fn)(ErlNifEnv *env, int argc,
                                          const ERL_NIF_TERM argv[]);
@@ -72,9 +73,9 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
 
 /* A body need not use env, argc or argv; -Wextra must stay quiet. */
 #if defined(__GNUC__) || defined(__clang__)
-#define BEAM__UNUSED __attribute__((unused))
+#define BEAM_INTERNAL_UNUSED __attribute__((unused))
 #else
-#define BEAM__UNUSED
+#define BEAM_INTERNAL_UNUSED
 #endif
 
 /** Define a NIF: BEAM_NIF(name) { ... } or BEAM_NIF(name, .leak_check = true)
@@ -91,40 +92,40 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  *
  * Besides name itself, BEAM_NIF defines beam_nif_body_<name> and
  * beam_nif_options_<name> (static). */
-#define BEAM_NIF(...) BEAM__NIF(__VA_ARGS__, .beam_reserved_end = 0)
+#define BEAM_NIF(...) BEAM_INTERNAL_NIF(__VA_ARGS__, .beam_reserved_end = 0)
 /* C++ before C++20 takes designated initialisers only as an extension and
  * warns about the fields they leave out; the options are meant to be
  * partial. (In C++20, name options in declaration order.) */
 #if defined(__cplusplus) && defined(__clang__)
-#define BEAM__OPTIONS_PUSH                                                     \
+#define BEAM_INTERNAL_OPTIONS_PUSH                                             \
     _Pragma("clang diagnostic push")                                           \
         _Pragma("clang diagnostic ignored \"-Wmissing-field-initializers\"")   \
             _Pragma("clang diagnostic ignored \"-Wc++20-extensions\"")
-#define BEAM__OPTIONS_POP _Pragma("clang diagnostic pop")
+#define BEAM_INTERNAL_OPTIONS_POP _Pragma("clang diagnostic pop")
 #elif defined(__cplusplus) && defined(__GNUC__)
-#define BEAM__OPTIONS_PUSH                                                     \
+#define BEAM_INTERNAL_OPTIONS_PUSH                                             \
     _Pragma("GCC diagnostic push")                                             \
         _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")     \
             _Pragma("GCC diagnostic ignored \"-Wpedantic\"")
-#define BEAM__OPTIONS_POP _Pragma("GCC diagnostic pop")
+#define BEAM_INTERNAL_OPTIONS_POP _Pragma("GCC diagnostic pop")
 #else
-#define BEAM__OPTIONS_PUSH
-#define BEAM__OPTIONS_POP
+#define BEAM_INTERNAL_OPTIONS_PUSH
+#define BEAM_INTERNAL_OPTIONS_POP
 #endif
-#define BEAM__NIF(name, ...)                                                   \
+#define BEAM_INTERNAL_NIF(name, ...)                                           \
     static ERL_NIF_TERM beam_nif_body_##name(ErlNifEnv *env, int argc,         \
                                              const ERL_NIF_TERM argv[]);       \
-    BEAM__OPTIONS_PUSH                                                         \
+    BEAM_INTERNAL_OPTIONS_PUSH                                                 \
     static const beam_nif_options beam_nif_options_##name = {__VA_ARGS__};     \
-    BEAM__OPTIONS_POP                                                          \
+    BEAM_INTERNAL_OPTIONS_POP                                                  \
     static ERL_NIF_TERM name(ErlNifEnv *env, int argc,                         \
                              const ERL_NIF_TERM argv[]) {                      \
         return beam_nif_call(&beam_nif_options_##name, #name, name,            \
                              beam_nif_body_##name, env, argc, argv);           \
     }                                                                          \
     static ERL_NIF_TERM beam_nif_body_##name(                                  \
-        ErlNifEnv *env BEAM__UNUSED, int argc BEAM__UNUSED,                    \
-        const ERL_NIF_TERM argv[] BEAM__UNUSED)
+        ErlNifEnv *env BEAM_INTERNAL_UNUSED, int argc BEAM_INTERNAL_UNUSED,    \
+        const ERL_NIF_TERM argv[] BEAM_INTERNAL_UNUSED)
 
 /** Called by BEAM_NIF_INIT at load: remembers the module name and the
  * function table (for messages). */
@@ -146,9 +147,9 @@ BEAM_API const void *beam_alloc_fault_hooks_v1(void);
 BEAM_API const void *beam_nif_fault_hooks_internal(void);
 #ifdef STATIC_ERLANG_NIF
 /* Linked into the VM: one symbol per library cannot be; no fault hooks. */
-#define BEAM__FAULT_HOOKS_EXPORT
+#define BEAM_INTERNAL_FAULT_HOOKS_EXPORT
 #else
-#define BEAM__FAULT_HOOKS_EXPORT                                               \
+#define BEAM_INTERNAL_FAULT_HOOKS_EXPORT                                       \
     const void *beam_alloc_fault_hooks_v1(void) {                              \
         return beam_nif_fault_hooks_internal();                                \
     }
@@ -195,7 +196,7 @@ BEAM_API void beam_nif_unloaded(void);
 #define BEAM_NIF_STRINGIFY_(x) #x
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
 #define BEAM_NIF_INIT(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)                      \
-    BEAM__FAULT_HOOKS_EXPORT                                                   \
+    BEAM_INTERNAL_FAULT_HOOKS_EXPORT                                           \
     static int beam_nif_glue_load(ErlNifEnv *env, void **priv,                 \
                                   ERL_NIF_TERM info) {                         \
         beam_nif_load_fn user = (LOAD);                                        \
@@ -313,6 +314,7 @@ typedef enum beam_resource_kind {
     BEAM_RESOURCE_GPA = 1,
     BEAM_RESOURCE_ARENA = 2,
 } beam_resource_kind;
+typedef beam_resource_kind beam_resource_kind_t;
 
 /** A resource that owns an allocator (opaque). */
 typedef struct beam_resource beam_resource_t;
@@ -390,6 +392,7 @@ typedef struct beam_resource_usage {
     size_t parent_bytes; /* bytes held from the parent (chunks, slabs,
                             large blocks, bookkeeping); 0 after release */
 } beam_resource_usage;
+typedef beam_resource_usage beam_resource_usage_t;
 BEAM_API beam_resource_usage beam_resource_usage_of(const beam_resource_t *r);
 /** Resource allocators of this NIF library not yet released (explicitly or
  * by the garbage collector): for tests and leak hunting. */

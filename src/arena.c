@@ -15,12 +15,12 @@
  */
 #include "internal.h"
 
-struct beam__arena_chunk {
-    struct beam__arena_chunk *next; /* the next older chunk */
-    size_t cap;                     /* usable bytes after the header */
-    size_t end;                     /* bytes handed out, from data_of */
+struct beam_arena_chunk_internal {
+    struct beam_arena_chunk_internal *next; /* the next older chunk */
+    size_t cap;                             /* usable bytes after the header */
+    size_t end;                             /* bytes handed out, from data_of */
 };
-typedef struct beam__arena_chunk chunk_t;
+typedef struct beam_arena_chunk_internal chunk_t;
 
 #define HEADER sizeof(chunk_t)
 /* Data starts HEADER (a multiple of this) bytes into the parent block. */

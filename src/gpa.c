@@ -285,8 +285,10 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
         if ((old & GPA_FULL_BIT) && GPA_TF_COUNT(next) < s->requeue)
             next |= GPA_FULL_BIT;
     } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, next,
-                                                    memory_order_release,
+                                                    memory_order_acq_rel,
                                                     memory_order_relaxed));
+    /* (Acquire too: the push that takes FULL off goes on to write the slab's
+     * reclaim link, after the writes of whoever detached it.) */
     if (BEAM__UNLIKELY((old & GPA_FULL_BIT) && !(next & GPA_FULL_BIT)))
         beam__gpa_reclaim_push(st, s);
 }

@@ -150,7 +150,6 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
         return NULL;
     memset(st, 0, sizeof *st);
     st->backing = b;
-    st->flags = gpa->flags;
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
     st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
     st->next_segment_slabs = 3;
@@ -255,18 +254,24 @@ static gpa_heap *heap_create(gpa_state *st) {
 }
 
 /* The slot a new heap takes: a free one, else one whose instance is gone,
- * else the least recently used. */
+ * else the least recently used one whose heap is not busy. A busy heap is
+ * inside a call of this very thread, further up the stack (a refill asking
+ * its backing, another instance, for memory): it must not go. -1 when every
+ * slot is busy (instances nested eight deep). */
 static int victim_slot(void) {
     for (int i = 0; i < GPA_TLS_SLOTS; i++)
         if (beam__gpa_tls[i].id == 0)
             return i;
-    int at = GPA_TLS_SLOTS - 1;
+    int at = -1;
+    /* Under the registry lock: a live instance's heaps stay allocated. */
     registry_lock();
-    for (int i = 0; i < GPA_TLS_SLOTS; i++)
-        if (!slot_live_locked(&beam__gpa_tls[i])) {
+    for (int i = 0; i < GPA_TLS_SLOTS && at < 0; i++)
+        if (!slot_live_locked(&beam__gpa_tls[i]))
             at = i;
-            break;
-        }
+    for (int i = GPA_TLS_SLOTS - 1; i >= 0 && at < 0; i--)
+        if (atomic_load_explicit(&beam__gpa_tls[i].heap->busy,
+                                 memory_order_relaxed) == 0)
+            at = i;
     pthread_mutex_unlock(&registry.lock);
     return at;
 }
@@ -300,6 +305,16 @@ gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa) {
         found = (gpa_tls_slot){st, st->id, h, st->reg};
         beam__thread_exit_arm();
         at = victim_slot();
+        if (at < 0) {
+            /* Nested eight deep: this call fails rather than take a heap
+             * from under a call in progress. */
+            gpa_defer *defer = NULL;
+            gpa_lock(st);
+            heap_abandon(st, h, &defer);
+            gpa_unlock(st);
+            beam__gpa_defer_run(st, defer);
+            return NULL;
+        }
         /* Retiring gives memory back to other instances (frees only: no
          * slot changes under our feet). */
         slot_retire(&beam__gpa_tls[at]);

@@ -182,7 +182,6 @@ typedef struct gpa_heap {
 
 struct beam_gpa_state {
     beam_allocator_t backing;
-    unsigned flags;
     uint64_t id;           /* unique per state: thread-local slots check it */
     uint32_t reg;          /* index in the registry */
     uintptr_t cookie;      /* free-block tag key */
@@ -346,6 +345,19 @@ static inline gpa_slab *beam__gpa_seg_slab(const gpa_segment *seg, unsigned i) {
 static inline uint8_t gpa_where(gpa_slab *s) {
     return atomic_load_explicit(&s->where, memory_order_relaxed);
 }
+
+/* The invariants of a formatted slab (debug builds). */
+#define GPA_ASSERT_SLAB(s)                                                     \
+    do {                                                                       \
+        GPA_ASSERT(((uintptr_t)(s)->base & (GPA_SLAB_SIZE - 1)) == 0);         \
+        GPA_ASSERT((s)->size % GPA_MIN_BLOCK == 0 && (s)->size != 0);          \
+        GPA_ASSERT((s)->bump >= (s)->base && (s)->bump <= (s)->end);           \
+        GPA_ASSERT((s)->end <= (s)->base + GPA_SLAB_SIZE);                     \
+        GPA_ASSERT((s)->used <= ((s)->end - (s)->base) / (s)->size);           \
+        GPA_ASSERT(                                                            \
+            (gpa_where(s) == WHERE_CUR) ==                                     \
+            (atomic_load_explicit(&(s)->heap, memory_order_relaxed) != NULL)); \
+    } while (0)
 
 static inline void gpa_set_where(gpa_slab *s, enum gpa_where w) {
     atomic_store_explicit(&s->where, (uint8_t)w, memory_order_relaxed);

@@ -259,9 +259,14 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
                                         alignment, want, ret);
     if (p == NULL)
         return NULL;
-    /* The old entry makes way for the new one: the table has an empty slot
-     * whatever happened meanwhile, so recording the move cannot fail. */
+    /* Room for the moved entry first (the old one only turns into a
+     * tombstone): without it, moves alone would fill the table until
+     * lookups never end. Making room may drop the lock; if it cannot (out
+     * of memory), the table still has an empty slot, since every insert
+     * makes room first. */
+    gpa_defer *defer = NULL;
     gpa_lock(st);
+    make_room(st, &defer);
     e = beam__gpa_large_find(st, mem);
     GPA_ASSERT(e != NULL);
     gpa_large moved = {p, new_len, alignment, e != NULL ? e->site : ret, want};
@@ -271,5 +276,6 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
     insert(st, &moved);
     beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
     return p;
 }

@@ -198,6 +198,7 @@ uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
 #endif
     s->free = head;
     s->used -= n;
+    GPA_ASSERT_SLAB(s);
     return n;
 }
 
@@ -247,6 +248,7 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
 void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+    gpa_set_where(s, WHERE_PARTIAL); /* on its way: ownerless */
     beam__gpa_slab_collect_remote(s);
     if (s->used == 0) {
         beam__gpa_slab_release(st, s, defer);

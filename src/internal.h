@@ -9,24 +9,16 @@
 
 #include <stdarg.h>
 
-#if defined(__GNUC__) || defined(__clang__)
+/* gcc and clang only: the allocators rely on their builtins throughout. */
 #define BEAM__HIDDEN __attribute__((visibility("hidden")))
 #define BEAM__LIKELY(x) __builtin_expect(!!(x), 1)
 #define BEAM__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define BEAM__NOINLINE __attribute__((noinline))
 #define BEAM__RET_ADDR() ((uintptr_t)__builtin_return_address(0))
 #define BEAM__PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#define BEAM__HIDDEN
-#define BEAM__LIKELY(x) (x)
-#define BEAM__UNLIKELY(x) (x)
-#define BEAM__NOINLINE
-#define BEAM__RET_ADDR() ((uintptr_t)0)
-#define BEAM__PRINTF(f, a)
-#endif
 
-/* The system backend: enif_alloc & co. in the NIF build (backend_enif.c),
- * malloc & co. in the standalone build (backend_libc.c). Same contract as
+/* The system backend: enif_alloc & co. in the NIF build (backend/enif.c),
+ * malloc & co. in the standalone build (backend/libc.c). Same contract as
  * malloc, except that alignment is only BEAM_MAX_ALIGN. */
 BEAM__HIDDEN void *beam__sys_alloc(size_t len);
 BEAM__HIDDEN void *beam__sys_realloc(void *mem, size_t len);
@@ -145,7 +137,7 @@ BEAM__HIDDEN void beam__counters_retire(beam__counters *r, beam__counters *c,
 /* Thread exit (thread_exit.c): arm the library's one exit hook for this
  * thread; when the thread ends it runs these cleanups, in this order. */
 BEAM__HIDDEN void beam__thread_exit_arm(void);
-BEAM__HIDDEN void beam__gpa_thread_exit(void);   /* gpa_thread.c */
+BEAM__HIDDEN void beam__gpa_thread_exit(void);   /* gpa_heap.c */
 BEAM__HIDDEN void beam__stats_thread_exit(void); /* stats.c */
 
 /* The raw and large allocators' counters of the calling thread. */

@@ -15,7 +15,7 @@ static void report_to_stderr(void *user, const char *line) {
     fprintf(stderr, "%s\n", line);
 }
 
-/* The default: stderr, or inside a BEAM the logger (nif_report.c installs
+/* The default: stderr, or inside a BEAM the logger (nif/report.c installs
  * it at load). A hook the user set stays in place either way. */
 static beam_report_fn default_hook = report_to_stderr;
 static beam_report_fn report_hook = report_to_stderr;

@@ -3,7 +3,7 @@
  * read. A thread's counters join a global list on its first allocation and
  * are folded into the retired totals when it exits, so reads see every
  * thread that ever allocated. The general purpose allocator keeps its own
- * per-heap counters (gpa_thread.c); the arithmetic is shared here.
+ * per-heap counters (gpa_heap.c); the arithmetic is shared here.
  */
 #include "internal.h"
 

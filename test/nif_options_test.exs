@@ -129,6 +129,23 @@ defmodule BeamAlloc.NifOptionsTest do
       end
     end
 
+    test "is explained by beam_alloc:explain_load_error/1 (what use BeamAlloc.Nif returns)" do
+      for {info, why} <- [
+            {%{kind: %{leak: true}}, "load_info names an unknown option"},
+            {%{kind: %{allocator: :fast}}, "a load_info option has a value it cannot take"},
+            {%{kind: :nope}, "a load_info value is neither a map nor a property list"},
+            {%{"kind" => []}, "a load_info key is neither a function name nor {Name, Arity}"},
+            {%{no_such_nif: []}, "a load_info key names no function of the NIF table"}
+          ] do
+        assert {:error, {:load, message}} = :beam_alloc.explain_load_error(load_fresh(info))
+        assert message == "beam_alloc: #{why} (the logger has the details)", inspect(info)
+      end
+
+      assert :beam_alloc.explain_load_error(:ok) == :ok
+      other = {:error, {:load, ~c"Library load-call unsuccessful (1)."}}
+      assert :beam_alloc.explain_load_error(other) == other
+    end
+
     test "is ignored when it is not a map" do
       assert :ok = load_fresh(:not_a_map)
       assert apply(@module, :kind, []) == :raw

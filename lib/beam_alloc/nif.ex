@@ -83,7 +83,11 @@ defmodule BeamAlloc.Nif do
       @doc false
       def __beam_alloc_load_nif__ do
         case BeamAlloc.Nif.__library_path__(unquote(opts.otp_app), unquote(opts.library)) do
-          {:ok, path} -> :erlang.load_nif(path, __beam_alloc_nif_options__())
+          {:ok, path} ->
+            path
+            |> :erlang.load_nif(__beam_alloc_nif_options__())
+            |> :beam_alloc.explain_load_error()
+
           {:error, _} = error -> error
         end
       end

@@ -1,5 +1,5 @@
 /*
- * Fault injection, this library copy's side (see nif_internal.h for the
+ * Fault injection, this library copy's side (see abi.h for the
  * whole picture). All it keeps is which driver is attached and how many
  * times: the plans, the counters and the blocks live in the driver, so that
  * one process's allocation number i means the same thing in every NIF

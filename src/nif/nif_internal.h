@@ -10,7 +10,7 @@
 
 #include <stdatomic.h>
 
-/* --- Per-NIF option overrides (nif_load_options.c) ---------------------- */
+/* --- Per-NIF option overrides (load_options.c) ---------------------- */
 
 enum {
     BEAM__OVERRIDE_LEAK_CHECK = 1u << 0,
@@ -31,12 +31,12 @@ typedef struct beam__nif_override {
 BEAM__HIDDEN const beam__nif_override *
 beam__nif_override_for(beam_nif_body_fn self, int argc);
 
-/* The table registered at load (nif_glue.c), for the option parser. */
+/* The table registered at load (glue.c), for the option parser. */
 BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
 /* The module atom's text registered at load ("" before). */
 BEAM__HIDDEN const char *beam__nif_module_atom(void);
 
-/* Reports inside a BEAM (nif_report.c): to the registered
+/* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' process, which logs them, else stderr. */
 BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
 /* The env of the BEAM_NIF call running on this thread, or NULL. */
