@@ -56,9 +56,14 @@
  * Small helpers: clock, random numbers, compiler barrier, spinning, RSS
  * ---------------------------------------------------------------------- */
 
+/* The clock the workloads time themselves with: wall time, or (set by
+ * bench/paired.c around one-thread runs) the calling thread's CPU time,
+ * which does not advance while the thread is preempted. */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
 static uint64_t bench_now_ns(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(bench_clock, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 

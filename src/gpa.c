@@ -118,8 +118,17 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
     }
 }
 
+/* Hand out block b of s (popped from its free list, or bumped): the one
+ * place both paths account for a block. */
+static inline __attribute__((always_inline)) void
+hand_out(gpa_heap *h, gpa_slab *s, void **b, size_t len) {
+    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
+    s->used++;
+    beam__count_alloc_fast(&h->stats, len);
+}
+
 /* Hand out a block of s, which has one: its free list first, else bump.
- * The fast path and the general one both end here. */
+ * The general path; the fast path pops inline with the same hand_out. */
 static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
                                size_t alignment, uintptr_t ret) {
     void **b = s->free;
@@ -131,10 +140,8 @@ static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
         /* Scans read bump to tell handed-out blocks from the rest. */
         __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
     }
-    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
-    s->used++;
+    hand_out(h, s, b, len);
     note_alloc(s, b, len, alignment, ret, reused);
-    beam__count_alloc_fast(&h->stats, len);
     return b;
 }
 
@@ -243,20 +250,24 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
     return b;
 }
 
-/* The fast path: a small block off the current slab's free list. */
+/* The fast path: a small block off the current slab's free list, with no
+ * call but the tail call to the general path. Tracked slabs (info; safe
+ * mode implies it, and its classes differ) go the general way. */
 static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (BEAM__LIKELY(len <= GPA_SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
-                     st != NULL && !st->safe)) {
+                     st != NULL)) {
         gpa_tls_slot *slot = &beam__gpa_tls[0];
         if (BEAM__LIKELY(slot->id == st->id)) {
             gpa_heap *h = slot->heap;
             gpa_heap_enter(h);
             if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
                 gpa_slab *s = h->cur[beam__gpa_class_by_16[(len + 15) >> 4]];
-                if (BEAM__LIKELY(s->free != NULL)) {
-                    void *b = take_block(h, s, len, alignment, ret);
+                void **b = s->free;
+                if (BEAM__LIKELY(b != NULL && s->info == NULL)) {
+                    s->free = (void **)b[0];
+                    hand_out(h, s, b, len);
                     gpa_heap_leave(h);
                     return b;
                 }
@@ -304,8 +315,22 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
     slab_push(st, s, b);
 }
 
+/* A free into a slab this thread's heap h does not own (another heap's
+ * current slab, or a detached one, h's former current slab included): an
+ * atomic push, but counted in h like a local free (stats are summed over
+ * heaps and a heap's counters are written by its thread alone), which
+ * spares the shared counters' atomics. Counting needs no busy bracket: a
+ * collector never touches counters. */
+static BEAM__NOINLINE void free_to_other(gpa_state *st, gpa_slab *s, void **b,
+                                         size_t len, gpa_heap *h) {
+    beam__count_free(&h->stats, &st->peak, len);
+    slab_push(st, s, b);
+}
+
 /* The block b of slab s passed every check: give it back, to the owner's
- * list when this thread's heap owns the slab, else to its atomic stack. */
+ * list when this thread's heap owns the slab, else to its atomic stack.
+ * The local free makes no call but, rarely, a publication in tail
+ * position. */
 static inline __attribute__((always_inline)) void
 release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
     b[1] = (void *)beam__gpa_tag(st, b);
@@ -320,18 +345,14 @@ release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
             b[0] = s->free;
             s->free = b;
             s->used--;
-            beam__count_free(&h->stats, &st->peak, len);
             gpa_heap_leave(h);
+            beam__count_free_fast(&h->stats, len);
+            if (BEAM__UNLIKELY(beam__publish_due(&h->stats)))
+                beam__publish(&h->stats, &st->peak);
             return;
         }
-        /* Another heap's slab, or a detached one (this heap's former
-         * current slab included): an atomic push, but counted in this
-         * thread's heap like a local free (stats are summed over heaps and
-         * a heap's counters are written by its thread alone), which spares
-         * the shared counters' atomics. */
-        beam__count_free(&h->stats, &st->peak, len);
         gpa_heap_leave(h);
-        slab_push(st, s, b);
+        free_to_other(st, s, b, len, h);
         return;
     }
     remote_free(st, s, b, len);

@@ -102,9 +102,13 @@ static inline void beam__count_free_fast(beam__counters *c, size_t len) {
  * from it (a rise may lag by a step per thread: the peak can be low, never
  * high). A fall is cheap to publish in practice: it happens only when the
  * live total reaches a new low since the last publication. */
-static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
+static inline bool beam__publish_due(const beam__counters *c) {
     int64_t d = atomic_load_explicit(&c->bytes, memory_order_relaxed) - c->mark;
-    if (BEAM__UNLIKELY(d >= BEAM__PUBLISH_STEP || d < 0))
+    return d >= BEAM__PUBLISH_STEP || d < 0;
+}
+
+static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
+    if (BEAM__UNLIKELY(beam__publish_due(c)))
         beam__publish(c, p);
 }
 
