@@ -649,6 +649,7 @@ BENCH_INLINE void *ad_bump_realloc(bench_ctx *c, void *p, size_t o, size_t n) {
 #include "workload_tmpl.h"
 #endif
 
+#if defined(BENCH_WITH_BEAM)
 /* The check-free floor: one free list per 16-byte class up to 64 KiB, per
  * thread (context), no checks, no stats, no interface: what the churn
  * costs when an allocator does nothing but reuse. Not thread-safe (no
@@ -727,6 +728,7 @@ static int bench_end_floor(bench_ctx *c, int nt, char *err, size_t len) {
     }
     return 0;
 }
+#endif /* BENCH_WITH_BEAM */
 
 /* ------------------------------------------------------------------------
  * The allocators measured, and their set-up
