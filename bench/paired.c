@@ -509,6 +509,10 @@ static void paired_end(FILE *f) {
         const paired_target *t = &paired_targets[k];
         if (strcmp(t->group, g->name) != 0)
             continue;
+        int a = paired_member_index(&t->num), b = paired_member_index(&t->den);
+        if (a < 0 || b < 0 || bench_find_alloc(t->num.alloc) < 0 ||
+            bench_find_alloc(t->den.alloc) < 0)
+            continue; /* not a target in this setting (enif standalone) */
         double v[PAIRED_MAX_REPS];
         int n = paired_ratios(t, v);
         if (n == 0) {
