@@ -25,7 +25,11 @@ HEADERS         := $(wildcard include/*.h include/beam_alloc/*.h src/*.h src/nif
 ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null))$(ERTS_INCLUDE_DIR)
 
 WARN      := -Wall -Wextra -Werror
-LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread
+# Frame pointers: safe mode's reports walk them to give several frames of
+# each allocation's stack (src/frames.c); the library's own frames must be
+# there for the walk to reach the caller's.
+FRAME_FLAGS := -fno-omit-frame-pointer
+LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRAME_FLAGS)
 # TLS descriptors make thread-local access from a dlopen'ed NIF a couple of
 # instructions instead of a __tls_get_addr call, without needing static TLS
 # space: the GPA's fast paths read a thread-local slot on every call.
@@ -74,7 +78,7 @@ deps:
 # --- C unit tests -------------------------------------------------------
 $(BUILD)/test/run_tests: $(C_TEST_SRC) test/c/check.h $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(@D)
-	$(CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
+	$(CC) -O1 -g -std=c11 $(WARN) $(FRAME_FLAGS) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    $(C_TEST_SRC) $(BUILD)/libbeam_alloc_standalone.a -o $@
 
 # Sanitizers: everything rebuilt with ASan+UBSan (clang when present).
@@ -88,7 +92,7 @@ $(BUILD)/test-san/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HE
 $(BUILD)/test-tsan/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HEADERS)
 	@mkdir -p $(@D)
 	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
-	    -fsanitize=thread $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
+	    -fsanitize=thread $(FRAME_FLAGS) $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
 
 c-test-tsan: $(BUILD)/test-tsan/run_tests
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/test-tsan/run_tests gpa_
@@ -142,7 +146,7 @@ format:
 MIX_ENV      ?= dev
 MIX_APP_PATH ?= $(CURDIR)/_build/$(MIX_ENV)/lib/beam_alloc
 
-NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread
+NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS)
 # Each NIF gets its own copy of the library; --exclude-libs keeps that copy
 # private to it (nothing of beam_alloc is exported from the .so).
 ifeq ($(shell uname -s),Darwin)
@@ -160,18 +164,29 @@ TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so)
 # environment: it is part of the library's Elixir API.
 TESTING_SO := $(MIX_APP_PATH)/priv/beam_alloc_testing.so
 
-nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
+# Source lines for reports (c_src/beam_alloc_symbolize.c), read by
+# BeamAlloc.Reporter: the only object linked with libdw; without libdw's
+# headers it builds without it and sites stay as object+offset.
+SYMBOLIZE_SO := $(MIX_APP_PATH)/priv/beam_alloc_symbolize.so
+LIBDW_FLAGS  := $(shell [ -f /usr/include/elfutils/libdwfl.h ] && echo -DBEAM_HAVE_LIBDW -ldw)
+
+nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(SYMBOLIZE_SO) $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
 	@:
+
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
 $(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
-# rebar3 (the pre_hook of rebar.config): the library, and the driver into
-# priv/ of the source directory, which rebar3 links into _build.
+# rebar3 (the pre_hook of rebar.config): the library, and the driver and
+# the symbolizer into priv/ of the source directory, which rebar3 links
+# into _build.
 .PHONY: rebar3-nifs rebar3-clean
 rebar3-nifs: $(BUILD)/libbeam_alloc.a
-	@$(MAKE) --no-print-directory $(CURDIR)/priv/beam_alloc_testing.so MIX_APP_PATH=$(CURDIR)
+	@$(MAKE) --no-print-directory $(CURDIR)/priv/beam_alloc_testing.so $(CURDIR)/priv/beam_alloc_symbolize.so MIX_APP_PATH=$(CURDIR)
 
 rebar3-clean:
 	rm -rf $(BUILD) priv

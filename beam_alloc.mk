@@ -15,7 +15,9 @@
 #   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
 #                           rule that builds it with beam_alloc's Makefile
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
-#   BEAM_ALLOC_CFLAGS       -g -fPIC -fvisibility=hidden and both include dirs
+#   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden
+#                           and both include dirs (-g and frame pointers: reports
+#                           give source lines and callers)
 #   BEAM_ALLOC_LDFLAGS      -shared, and -Wl,--exclude-libs,ALL so that none of
 #                           beam_alloc's symbols is exported from your NIF
 #   BEAM_ALLOC_BUILD_NIF    a recipe: compiles and links the C sources among
@@ -46,7 +48,7 @@ BEAM_ALLOC_STANDALONE_LIBS := -pthread
 # Found when first needed, then remembered (an environment value wins).
 ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null))$(ERTS_INCLUDE_DIR)
 
-BEAM_ALLOC_CFLAGS = -g -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
+BEAM_ALLOC_CFLAGS = -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
 ifeq ($(shell uname -s),Darwin)
 BEAM_ALLOC_LDFLAGS := -shared -undefined dynamic_lookup -pthread
 else

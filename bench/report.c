@@ -159,9 +159,9 @@ static int read_workloads(const char *path) {
 
 /* Allocators in a fixed, readable order; unknown ones after. */
 static void order_allocs(void) {
-    static const char *pref[] = {"enif",      "malloc", "mimalloc", "jemalloc",
-                                 "tcmalloc",  "raw",    "large",    "gpa",
-                                 "gpa_track", "arena",  "bump"};
+    static const char *pref[] = {
+        "enif",  "malloc", "mimalloc",  "jemalloc",   "tcmalloc", "raw",
+        "large", "gpa",    "gpa_track", "gpa_frames", "arena",    "bump"};
     char out[MAXNAMES][32];
     int n = 0;
     for (size_t p = 0; p < sizeof pref / sizeof pref[0]; p++)
@@ -422,6 +422,8 @@ int main(int argc, char **argv) {
             "mallocx/sdallocx; `tcmalloc` tc_malloc/tc_free "
             "(libtcmalloc_minimal); `raw`, `large`, `gpa` "
             "(beam_gpa_init over large), `gpa_track` (BEAM_GPA_TRACK_SITES), "
+            "`gpa_frames` (BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6): six "
+            "frames of each allocation's stack), "
             "`arena` (beam_arena_t over raw, reset between repetitions) "
             "through beam_alloc_bytes/beam_free_bytes/beam_realloc_bytes; "
             "`bump` a bare inline pointer bump in an mmap'ed region (the "
@@ -470,6 +472,11 @@ int main(int argc, char **argv) {
         tset(&t, r, 0, "GPA tracking on vs off, churn 8-512 B");
         tset(&t, r, 1, "%s", where);
         tnum(&t, r, 2, ratio(c, "gpa_track", "gpa", cs), "x");
+        tset(&t, r++, 3, "%s vs %s", a, b);
+        fmt_num(a, sizeof a, ns(c, "gpa_frames", cs), "");
+        tset(&t, r, 0, "GPA tracked with 6 frames vs off, churn 8-512 B");
+        tset(&t, r, 1, "%s", where);
+        tnum(&t, r, 2, ratio(c, "gpa_frames", "gpa", cs), "x");
         tset(&t, r++, 3, "%s vs %s", a, b);
         double s1 = ns(c, "gpa", cs), s2 = ns(c, "gpa", "mt2_churn_8_512");
         fmt_num(a, sizeof a, s1, "");

@@ -97,7 +97,9 @@ done
 mapfile -t OPT < <(printf '%s\n' "${OPT[@]}" | sort -u | sed '/^$/d')
 [ ${#OPT[@]} -eq 0 ] || echo "bench: library lacks parts: ${OPT[*]}"
 
-CFLAGS_BENCH=(-O2 -std=c11 -Wall -Wextra -Werror -Iinclude -pthread)
+# Frame pointers, as the guide asks of NIFs: gpa_frames walks them through
+# the benchmark's own frames (every allocator is measured with them).
+CFLAGS_BENCH=(-O2 -std=c11 -Wall -Wextra -Werror -fno-omit-frame-pointer -Iinclude -pthread)
 SA="$CC ${CFLAGS_BENCH[*]} ${OPT[*]:-} -DBEAM_ALLOC_STANDALONE bench/standalone/bench_main.c"
 $SA -DBENCH_WITH_MALLOC -DBENCH_WITH_BEAM $LIB_SA -o "$WORK/bench_sa_base"
 $SA -DBENCH_WITH_MIMALLOC -o "$WORK/bench_sa_mimalloc" -lmimalloc

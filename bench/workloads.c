@@ -817,6 +817,12 @@ static int bench_begin_gpa(bench_ctx *c, int nt, char *err, size_t len) {
 static int bench_begin_gpa_track(bench_ctx *c, int nt, char *err, size_t len) {
     return bench_begin_gpa_flags(c, nt, BEAM_GPA_TRACK_SITES, err, len);
 }
+/* Tracked with six frames of each allocation's stack (BEAM_GPA_FRAMES):
+ * what the frame walk and the stack depot cost on the allocation path. */
+static int bench_begin_gpa_frames(bench_ctx *c, int nt, char *err, size_t len) {
+    return bench_begin_gpa_flags(
+        c, nt, BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6), err, len);
+}
 static int bench_end_gpa(bench_ctx *c, int nt, char *err, size_t len) {
     beam_gpa_t *g = c[0].gpa;
     for (int i = 0; i < nt; i++)
@@ -940,11 +946,19 @@ static const bench_alloc_desc bench_allocs[] = {
     {"gpa_track", "beam_gpa_init_ex(large, BEAM_GPA_TRACK_SITES)",
      BENCH_ALL_FLAGS, wl_beam_tab, wl_beam_rss, NULL, NULL,
      bench_begin_gpa_track, NULL, bench_end_gpa, wl_beam_pc},
+    {"gpa_frames",
+     "beam_gpa_init_ex(large, BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6))",
+     BENCH_ALL_FLAGS, wl_beam_tab, wl_beam_rss, NULL, NULL,
+     bench_begin_gpa_frames, NULL, bench_end_gpa, wl_beam_pc},
 #else
     BENCH_NOT_BUILT("gpa", "beam_gpa_init over large, tracking off",
                     "src/gpa.c not in the library"),
     BENCH_NOT_BUILT("gpa_track",
                     "beam_gpa_init_ex(large, BEAM_GPA_TRACK_SITES)",
+                    "src/gpa.c not in the library"),
+    BENCH_NOT_BUILT("gpa_frames",
+                    "beam_gpa_init_ex(large, BEAM_GPA_TRACK_SITES | "
+                    "BEAM_GPA_FRAMES(6))",
                     "src/gpa.c not in the library"),
 #endif
 #if !defined(BENCH_NO_ARENA)

@@ -53,6 +53,9 @@
 /* --- Sessions ------------------------------------------------------------ */
 
 enum request_kind { REQ_ALLOC, REQ_RESIZE, REQ_REMAP };
+
+/* Misuse kept per run, at most (the count is exact). */
+#define MAX_MISUSE 8
 enum run_mode { MODE_RECORD, MODE_COMPARE };
 
 #define NEVER SIZE_MAX
@@ -101,6 +104,14 @@ typedef struct session {
     request_info induced;
     request_info mismatch;
     bool lost; /* bookkeeping ran out of memory: results incomplete */
+
+    /* Misuse the run's calls reported (the first MAX_MISUSE of them). */
+    struct {
+        char kind[64];
+        char line[512];
+        size_t after; /* requests made when the call that misused ended */
+    } misuse[MAX_MISUSE];
+    size_t nmisuse;
 
     /* Sites of the first run's requests. */
     uintptr_t *sites;
@@ -388,9 +399,38 @@ static void driver_leave(beam__fault_frame *frame) {
     pthread_mutex_unlock(&s->lock);
 }
 
+/* A call of the owner misused memory: a problem of the run, whatever the
+ * call returned (a NIF without leak_check keeps running after a misuse). */
+static void driver_misuse(const ErlNifPid *pid, const beam__fault_hooks *app,
+                          const char *kind, const char *line) {
+    session *s = NULL;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < n_open && s == NULL; i++) {
+        session *o = open_sessions[i];
+        if (enif_compare_pids(&o->owner, pid) == 0 && o->running &&
+            has_lib(o, app))
+            s = o;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (s->running) {
+        if (s->nmisuse < MAX_MISUSE) {
+            snprintf(s->misuse[s->nmisuse].kind, sizeof s->misuse[0].kind, "%s",
+                     kind);
+            snprintf(s->misuse[s->nmisuse].line, sizeof s->misuse[0].line, "%s",
+                     line);
+            s->misuse[s->nmisuse].after = s->requests;
+        }
+        s->nmisuse++;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
 static const beam__fault_driver driver = {
     BEAM__FAULT_MAGIC, BEAM__FAULT_VERSION, sizeof(beam__fault_driver),
-    driver_enter,      driver_leave,
+    driver_enter,      driver_leave,        driver_misuse,
 };
 
 /* --- Finding the libraries -------------------------------------------- */
@@ -668,6 +708,7 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
         memset(&s->induced, 0, sizeof s->induced);
         memset(&s->mismatch, 0, sizeof s->mismatch);
         s->lost = false;
+        s->nmisuse = 0;
         s->running = true;
     }
     pthread_mutex_unlock(&s->lock);
@@ -699,7 +740,8 @@ static ERL_NIF_TERM request_term(ErlNifEnv *env, const request_info *r) {
 /* Blocks reported at most, per run (the count is always exact). */
 #define MAX_REPORTED 100
 
-/* end_run(Session) -> #{requests, induced, mismatch, leaks, leaked, lost} */
+/* end_run(Session) -> #{requests, induced, mismatch, leaks, leaked, lost,
+ *                        misuse, misused} */
 static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -733,18 +775,30 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
         mismatch = enif_make_tuple2(env, request_term(env, &s->mismatch),
                                     site_term(env, s->mismatch.expected));
 
+    ERL_NIF_TERM misuse = enif_make_list(env, 0);
+    for (size_t i = s->nmisuse < MAX_MISUSE ? s->nmisuse : MAX_MISUSE; i-- > 0;)
+        misuse = enif_make_list_cell(
+            env,
+            enif_make_tuple3(env, string(env, s->misuse[i].kind),
+                             string(env, s->misuse[i].line),
+                             enif_make_uint64(env, s->misuse[i].after)),
+            misuse);
+
     ERL_NIF_TERM keys[] = {atom(env, "requests"), atom(env, "induced"),
                            atom(env, "mismatch"), atom(env, "leaks"),
-                           atom(env, "leaked"),   atom(env, "lost")};
+                           atom(env, "leaked"),   atom(env, "lost"),
+                           atom(env, "misuse"),   atom(env, "misused")};
     ERL_NIF_TERM values[] = {enif_make_uint64(env, s->requests),
                              request_term(env, &s->induced),
                              mismatch,
                              leaks,
                              enif_make_uint64(env, leaked),
-                             atom(env, s->lost ? "true" : "false")};
+                             atom(env, s->lost ? "true" : "false"),
+                             misuse,
+                             enif_make_uint64(env, s->nmisuse)};
     pthread_mutex_unlock(&s->lock);
     ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, values, 6, &map))
+    if (!enif_make_map_from_arrays(env, keys, values, 8, &map))
         return enif_make_badarg(env);
     return map;
 }

@@ -30,12 +30,14 @@
 %%       the function mishandled failures; message lists every problem
 %%       with allocation numbers and sites. Each Problem is a map with
 %%       kind (leak, swallowed, unexpected_error, nondeterministic,
-%%       failed_without_injection, incomplete) and index (the failed
+%%       failed_without_injection, incomplete, misuse) and index (the failed
 %%       allocation's number, or undefined for a run without failures),
 %%       plus request (#{index, kind, size, site} | undefined) and the
 %%       kind's own keys: blocks and leaked (leak), outcome ({returned,
 %%       Value} | {raised, Class, Reason, Stacktrace}), expect, reason and
-%%       expected_site (nondeterministic).
+%%       expected_site (nondeterministic), misuse, report, 'after' and more
+%%       (misuse: a call of the run misused memory). Sites are source lines
+%%       (beam_alloc_symbolizer) when the NIF library has debug info.
 %%   {badarg, Message}                 a bad function or option
 %%   {already_running, Pid}            a check is running in this process
 %%   {not_loaded, [Module]}            no NIF library built with beam_alloc
@@ -146,8 +148,9 @@ first_run(Session, Fun, Expect, Modules, Attached) ->
     Count = maps:get(requests, First),
     case failed(maps:get(outcome, First), Expect) of
         true ->
-            {problems, [#{kind => failed_without_injection, index => undefined,
-                          outcome => maps:get(outcome, First)}], Count};
+            {problems, misuse_problems(undefined, undefined, First) ++
+                           [#{kind => failed_without_injection, index => undefined,
+                              outcome => maps:get(outcome, First)}], Count};
         false ->
             Problems = check_failures(Session, Fun, Expect, Count,
                                       leak_problems(undefined, undefined, First)),
@@ -239,7 +242,8 @@ last_run_problems(#{outcome := Outcome} = Run, _Count, Expect) ->
         false -> leak_problems(undefined, undefined, Run)
     end.
 
-mismatch_problem({{Index, _, _, _} = Actual, ExpectedSite}, Count) ->
+mismatch_problem({{Index, _, _, _} = Actual, ExpectedSite0}, Count) ->
+    ExpectedSite = resolve(ExpectedSite0),
     Reason = case ExpectedSite of
                  undefined ->
                      fmt("allocation #~b did not happen in the first run, which made ~b",
@@ -250,7 +254,24 @@ mismatch_problem({{Index, _, _, _} = Actual, ExpectedSite}, Count) ->
     #{kind => nondeterministic, index => Index, request => request(Actual),
       expected_site => ExpectedSite, reason => Reason}.
 
-leak_problems(Index, Request, #{leaks := Leaks, leaked := Leaked, lost := Lost}) ->
+%% Misuse (a double free, a write past the end, ...) in any run is a
+%% problem of its own, whatever the run returned: kind misuse, with misuse
+%% (the kind's text), report (the allocator's line), after (allocations
+%% the run had made when the misusing call ended) and more (further
+%% misuses of the run not listed).
+misuse_problems(Index, Request, #{misuse := Misuse, misused := Misused}) ->
+    N = length(Misuse),
+    [#{kind => misuse, index => Index, request => Request, misuse => Kind,
+       report => beam_alloc_symbolizer:resolve_sites(Line), 'after' => After,
+       more => case I of N -> Misused - N; _ -> 0 end}
+     || {I, {Kind, Line, After}} <- lists:zip(lists:seq(1, N), Misuse)];
+misuse_problems(_Index, _Request, _Run) ->
+    [].
+
+leak_problems(Index, Request, Run) ->
+    misuse_problems(Index, Request, Run) ++ leak_problems_only(Index, Request, Run).
+
+leak_problems_only(Index, Request, #{leaks := Leaks, leaked := Leaked, lost := Lost}) ->
     LostP = case Lost of
                 true -> [#{kind => incomplete, index => Index, request => Request}];
                 false -> []
@@ -259,7 +280,7 @@ leak_problems(Index, Request, #{leaks := Leaks, leaked := Leaked, lost := Lost})
                 true ->
                     Blocks = lists:sort(
                                fun(#{index := A}, #{index := B}) -> A =< B end,
-                               [#{index => I, size => S, site => Site}
+                               [#{index => I, size => S, site => resolve(Site)}
                                 || {I, S, Site} <- Leaks]),
                     [#{kind => leak, index => Index, request => Request,
                        blocks => Blocks, leaked => Leaked}];
@@ -284,7 +305,11 @@ outcome_problems(Index, Request, #{outcome := Outcome}, Expect) ->
     end.
 
 request({Index, Kind, Size, Site}) ->
-    #{index => Index, kind => Kind, size => Size, site => Site}.
+    #{index => Index, kind => Kind, size => Size, site => resolve(Site)}.
+
+%% Sites come as lib.so+0x1c1b: their source lines when known.
+resolve(Site) when is_binary(Site) -> beam_alloc_symbolizer:resolve_sites(Site);
+resolve(Site) -> Site.
 
 %% Did the outcome surface a failure the way Expect asks?
 surfaced({raised, _, _, _}, Expect) -> Expect =:= any orelse Expect =:= raise;
@@ -336,6 +361,15 @@ describe(#{kind := nondeterministic, request := Request, reason := Reason}) ->
     ["the function is nondeterministic: ", Reason, At, "; the remaining runs were skipped"];
 describe(#{kind := failed_without_injection, outcome := Outcome}) ->
     ["the function failed without any allocation failure: it ", outcome(Outcome)];
+describe(#{kind := misuse, misuse := Kind, report := Report, 'after' := After,
+           more := More} = P) ->
+    MoreText = case More of
+                   0 -> "";
+                   _ -> fmt(" (and ~b more)", [More])
+               end,
+    [when_(P), " misused memory: ", Kind, MoreText,
+     fmt(" (in a call that ended after ~b ~ts):\n      ", [After, plural(After, "allocation")]),
+     Report];
 describe(#{kind := incomplete} = P) ->
     [when_(P), ": the checker ran out of memory for its bookkeeping; results are incomplete"];
 describe(#{kind := Kind} = P) ->

@@ -276,13 +276,28 @@ enum beam_gpa_flags {
     BEAM_GPA_QUIET_LEAKS = 1u << 1,
     /** Safe mode (implies BEAM_GPA_TRACK_SITES), for tests and debugging;
      * on in leak_check calls. Every small block gets at least one canary
-     * byte after it, checked at free: a write past the end is reported with
-     * the allocation and free sites. New blocks are filled with 0xAA, freed
-     * ones with 0xDD (all but their first 16 bytes), and a freed block is
-     * checked when reused: a write after free is reported. Costs a pass over
-     * each block at allocation and at free. */
+     * byte after it, and every large one (above BEAM_GPA_SMALL_MAX) 16,
+     * checked at free: a write past the end is reported with the allocation
+     * and free sites. New blocks are filled with 0xAA, freed ones with 0xDD
+     * (small ones all but their first 16 bytes; large ones while they wait
+     * in the instance's cache of freed blocks), and a freed block is
+     * checked when reused (and, in leak_check calls, at the end of the
+     * call): a write after free is reported. A second free of a large
+     * block is named a double free among the last 64 freed (and in every
+     * mode, not only this one). Sites are 6 frames of the
+     * stack (see BEAM_GPA_FRAMES). Costs a pass over each block at
+     * allocation and at free. */
     BEAM_GPA_SAFE = 1u << 2,
 };
+
+/** Keep n frames (1 to 16) of each allocation's call stack for reports:
+ * beam_gpa_init_ex(&gpa, backing, BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6)).
+ * Safe mode keeps 6 unless told otherwise; tracked mode 1 (the call site).
+ * Frames come from frame pointers, two loads each: build the code whose
+ * callers you want to see with -fno-omit-frame-pointer (frames of code built
+ * without are skipped or end the stack early; the call site is always
+ * exact). Distinct stacks are stored once each, process-wide. */
+#define BEAM_GPA_FRAMES(n) ((((unsigned)(n)) & 31u) << 8)
 
 typedef struct beam_gpa {
     beam_allocator_t backing; /* where chunks and large blocks come from */
@@ -413,14 +428,36 @@ BEAM_API beam_allocator_t beam_failing_allocator(beam_failing_t *f);
  * 7. Diagnostics
  *
  * Misuse and leak reports go through one hook: a whole line of text per call
- * (no trailing newline). The default writes to stderr. The hook may be called
- * from any thread, with allocator locks held: it must not allocate through
- * the allocator that is reporting.
+ * (no trailing newline). The default writes to stderr; in a NIF library
+ * built with BEAM_NIF_INIT it sends the line to BeamAlloc.Reporter (the
+ * logger), which writes code sites as function (file.c:line). Sites in the
+ * line itself are "lib.so+0x1c1b", the offset of the call in the object
+ * (what addr2line -e lib.so takes), several frames deep with " <- "
+ * between them in safe mode. The hook may be called from any thread, with
+ * allocator locks held: it must not allocate through the allocator that is
+ * reporting.
  * ---------------------------------------------------------------------- */
 
 typedef void (*beam_report_fn)(void *user, const char *line);
-/** Install a report hook (NULL restores the default). Returns the old one. */
+/** Install a report hook (NULL restores the default). Returns the old one
+ * (NULL for the default). Safe while other threads report: a report calls
+ * either hook with its own user pointer, and once this returns no thread is
+ * still inside the old hook. A hook must not change the hook. */
 BEAM_API beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user);
+/** The hook in place and its user pointer (both NULL for the default). */
+BEAM_API void beam_get_report_hook(beam_report_fn *fn, void **user);
+/** Install fn with user and give back, in one step, the hook it replaces
+ * with its user pointer (old_fn and old_user may be NULL), so that a
+ * caller can put exactly that back later:
+ *
+ *     beam_report_fn old; void *old_user;
+ *     beam_exchange_report_hook(mine, &ctx, &old, &old_user);
+ *     ...
+ *     beam_set_report_hook(old, old_user);
+ */
+BEAM_API void beam_exchange_report_hook(beam_report_fn fn, void *user,
+                                        beam_report_fn *old_fn,
+                                        void **old_user);
 
 /* Stats. The raw and large allocators and every general purpose allocator
  * instance count their calls, cheaply: each thread (or heap) keeps its own

@@ -31,11 +31,15 @@ extern "C" {
  * stacked over the one these options make (other processes are not
  * affected). */
 typedef struct beam_nif_options {
-    /** Run the call on a fresh general purpose allocator (over .allocator
-     * when given) and raise RuntimeError "memory leak detected in function
-     * `M.fun/arity`" when any block is live at return; in an Erlang module
-     * (a name without "Elixir."), erlang:error({memory_leak, <<"memory leak
-     * detected in function my_mod:fun/arity">>}). */
+    /** Run the call on a fresh general purpose allocator in safe mode
+     * (over .allocator when given) and raise RuntimeError "memory leak
+     * detected in function `M.fun/arity`" when any block is live at return,
+     * or "memory misuse detected in function `M.fun/arity`: <kind>" when the
+     * call misused memory (see raise_on_misuse); in an Erlang module (a name
+     * without "Elixir."), erlang:error({memory_leak, <<"memory leak detected
+     * in function my_mod:fun/arity">>}) or {memory_misuse, ...}. The blocks
+     * and sites go to the report hook (inside a BEAM: the logger and
+     * BeamAlloc.Reporter). */
     bool leak_check;
     /** beam_allocator for the call; NULL means beam_raw_allocator. */
     beam_allocator_t (*allocator)(void);
@@ -58,6 +62,19 @@ typedef struct beam_nif_options {
      * given back before the check: only blocks allocated some other way can
      * then leak. */
     bool scratch;
+    /** Raise when the call misuses memory (a double free, a write past the
+     * end of a block or after free, a free with a wrong length or
+     * alignment, a free of a pointer the allocator does not own), as
+     * .leak_check calls always do: once the call is over, RuntimeError
+     * "memory misuse detected in function `M.fun/arity`: double free"
+     * (erlang:error({memory_misuse, Message}) from an Erlang module).
+     * Without it (and without .leak_check) misuse is reported and the call
+     * returns as usual. Counts what any allocator reports on the calling
+     * thread during the call, beam_general_purpose_allocator included. */
+    bool raise_on_misuse;
+    /** .leak_check: frames of each allocation's stack kept for reports
+     * (1 to 16; 0 means 6). See BEAM_GPA_FRAMES. */
+    unsigned frames;
     int beam_reserved_end; /* internal: lets BEAM_NIF(name) take no options */
 } beam_nif_options;
 typedef beam_nif_options beam_nif_options_t;
@@ -180,10 +197,11 @@ BEAM_API void beam_nif_unloaded(void);
  *       parse => #{scratch => true}}
  *
  * Keys are a function name (all its arities) or {Name, Arity}; values are a
- * map or a property list of leak_check (boolean), scratch (boolean) and
- * allocator (raw, large or gpa: beam_raw_allocator, beam_large_allocator,
- * beam_general_purpose_allocator, in place of the .allocator function). A
- * name missing from FUNCS, an unknown option or a bad value fails the load
+ * map or a property list of leak_check (boolean), scratch (boolean),
+ * raise_on_misuse (boolean) and allocator (raw, large or gpa:
+ * beam_raw_allocator, beam_large_allocator, beam_general_purpose_allocator, in
+ * place of the .allocator function). A name missing from FUNCS, an unknown
+ * option or a bad value fails the load
  * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
  * (section 7). A load_info that is not a map is left to LOAD alone; a map
  * is passed on to LOAD as well.

@@ -8,6 +8,7 @@
  * a block boundary, not already free), then onto the slab's own list when
  * this thread's heap owns it, else onto its atomic stack.
  */
+#include "frames.h"
 #include "gpa_internal.h"
 
 #include <stdio.h>
@@ -61,9 +62,9 @@ unsigned beam__gpa_class_for(size_t len, size_t alignment) {
 
 /* Safe mode's byte patterns: after a block's length, in new and in freed
  * blocks. Distinct, and none a plausible pointer or small integer. */
-#define CANARY 0xA5
-#define FRESH_FILL 0xAA
-#define FREED_FILL 0xDD
+#define CANARY GPA_CANARY
+#define FRESH_FILL GPA_FRESH_FILL
+#define FREED_FILL GPA_FREED_FILL
 
 /* Index of the first byte in [from, to) of b that is not `byte`, or `to`. */
 static size_t first_other(const unsigned char *b, size_t from, size_t to,
@@ -114,7 +115,7 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
         gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
         i->len = (uint32_t)len;
         i->alignment = (uint32_t)alignment;
-        i->site = ret;
+        i->site = beam__site(s->st->flags, ret);
     }
 }
 
@@ -390,9 +391,7 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
         return; /* the contract's no-op, also through the vtable */
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
-        beam__report("beam_alloc: free of %p through a general purpose "
-                     "allocator that has no memory (never used, or deinit)",
-                     mem);
+        beam__gpa_misuse_stateless(gpa->flags, mem, len, alignment, ret);
         return;
     }
     gpa_slab *s = beam__gpa_map_slot(mem);
@@ -433,7 +432,12 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
     }
     /* A slab of another instance may still hold one of our large blocks:
      * the other instance can be our backing. The table decides. */
-    if (!beam__gpa_large_free(st, mem, len, alignment, ret))
+    uintptr_t site = 0;
+    gpa_large_freed r =
+        beam__gpa_large_free(st, mem, len, alignment, ret, &site);
+    if (r == GPA_LARGE_TWICE)
+        beam__gpa_misuse_at(st, "double free", mem, len, alignment, ret, site);
+    else if (r == GPA_LARGE_NOT_OURS)
         beam__gpa_misuse(st,
                          owner != NULL
                              ? "free of a block of another allocator instance"

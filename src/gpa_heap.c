@@ -150,6 +150,7 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
         return NULL;
     memset(st, 0, sizeof *st);
     st->backing = b;
+    st->flags = gpa->flags;
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
     st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
     st->next_segment_slabs = 3;

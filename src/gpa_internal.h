@@ -168,6 +168,17 @@ typedef struct gpa_large {
  * ns. */
 #define GPA_LARGE_CACHE 16
 #define GPA_LARGE_CACHE_BYTES ((size_t)1 << 20)
+/* The last large blocks freed, so that a second free of one is named a
+ * double free rather than a foreign pointer. */
+#define GPA_LARGE_FREED_RING 64
+
+/* Safe mode's byte patterns: after a block's length (the canary), in new
+ * and in freed blocks. Distinct, and none a plausible pointer or small
+ * integer. A large block gets this many canary bytes. */
+#define GPA_CANARY 0xA5
+#define GPA_FRESH_FILL 0xAA
+#define GPA_FREED_FILL 0xDD
+#define GPA_LARGE_CANARY 16
 
 typedef struct gpa_heap {
     /* Owner-written, collector-read (see "Taking a heap" above). */
@@ -187,6 +198,7 @@ struct beam_gpa_state {
     uintptr_t cookie;      /* free-block tag key */
     bool track;            /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
     bool safe;             /* BEAM_GPA_SAFE */
+    unsigned flags;        /* beam_gpa_init_ex's: frames kept (frames.h) */
     _Atomic uint32_t pins; /* threads retiring a heap of it (gpa_heap.c) */
     pthread_mutex_t lock;
     /* Lock held: */
@@ -201,6 +213,11 @@ struct beam_gpa_state {
     gpa_large cache[GPA_LARGE_CACHE];          /* freed, not in the table */
     unsigned cache_n;
     size_t cache_bytes;
+    struct {
+        const void *ptr;
+        uintptr_t site;
+    } freed_ring[GPA_LARGE_FREED_RING]; /* the last large blocks freed */
+    unsigned freed_next;
     size_t backing_bytes; /* segments and large blocks, cache included */
     /* Lock-free: */
     _Atomic(gpa_slab *) reclaim; /* pushed by frees, popped under the lock */
@@ -456,9 +473,20 @@ static inline void gpa_heap_leave(gpa_heap *h) {
 
 BEAM__HIDDEN void *beam__gpa_large_alloc(gpa_state *st, size_t len,
                                          size_t alignment, uintptr_t ret);
-/* Free mem if it is one of st's large blocks: false when it is not. */
-BEAM__HIDDEN bool beam__gpa_large_free(gpa_state *st, void *mem, size_t len,
-                                       size_t alignment, uintptr_t ret);
+/* Free mem if it is one of st's large blocks (misuse of it reported). */
+typedef enum gpa_large_freed {
+    GPA_LARGE_FREED,    /* it was; it is freed */
+    GPA_LARGE_NOT_OURS, /* it is not one of st's large blocks */
+    GPA_LARGE_TWICE,    /* it was one, freed already: *site its allocation */
+} gpa_large_freed;
+BEAM__HIDDEN gpa_large_freed beam__gpa_large_free(gpa_state *st, void *mem,
+                                                  size_t len, size_t alignment,
+                                                  uintptr_t ret,
+                                                  uintptr_t *site);
+/* Safe mode, lock held: freed large blocks still cached that were written
+ * to; up to max copied to out. */
+BEAM__HIDDEN size_t beam__gpa_large_check_freed(gpa_state *st, gpa_large *out,
+                                                size_t *at, size_t max);
 BEAM__HIDDEN bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                                          size_t alignment, size_t new_len,
                                          uintptr_t ret);
@@ -483,6 +511,10 @@ BEAM__HIDDEN void beam__gpa_misuse_at(gpa_state *st, const char *what,
                                       const void *p, size_t len,
                                       size_t alignment, uintptr_t ret,
                                       uintptr_t alloc_site);
+/* A free through an instance that has no state (never used, or deinit). */
+BEAM__HIDDEN void beam__gpa_misuse_stateless(unsigned flags, const void *p,
+                                             size_t len, size_t alignment,
+                                             uintptr_t ret);
 /* Walk live blocks (lock held). Up to `report` of them are copied into
  * out (so that they are reported after the unlock). */
 typedef struct gpa_leak {

@@ -10,8 +10,10 @@
  * without it (lock order rule 2), so a path drops the lock around one and
  * looks its entry up again afterwards: entries move when the table grows.
  */
+#include "frames.h"
 #include "gpa_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static size_t slot_of(const void *p, size_t cap) {
@@ -94,14 +96,23 @@ static bool make_room(gpa_state *st, gpa_defer **defer) {
 /* ---- the cache (lock held) ------------------------------------------------
  */
 
+/* What the backing holds for a block of len: a safe instance's canary
+ * after it, and at least a gpa_defer's worth (a freed block may carry
+ * one). */
+static size_t backing_len_for(const gpa_state *st, size_t len) {
+    size_t want = len + (st->safe ? GPA_LARGE_CANARY : 0);
+    return want < GPA_DEFER_MIN ? GPA_DEFER_MIN : want;
+}
+
 /* A cached block for (len, alignment): same alignment, at most 1/8 longer
- * than asked (so reuse does not inflate memory). */
+ * than needed (so reuse does not inflate memory). */
 static bool cache_take(gpa_state *st, size_t len, size_t alignment,
                        gpa_large *out) {
+    size_t need = backing_len_for(st, len);
     for (unsigned i = 0; i < st->cache_n; i++) {
         gpa_large *c = &st->cache[i];
-        if (c->alignment == alignment && c->backing_len >= len &&
-            c->backing_len - len <= len / 8) {
+        if (c->alignment == alignment && c->backing_len >= need &&
+            c->backing_len - need <= len / 8) {
             *out = *c;
             st->cache_bytes -= c->backing_len;
             *c = st->cache[--st->cache_n];
@@ -109,6 +120,14 @@ static bool cache_take(gpa_state *st, size_t len, size_t alignment,
         }
     }
     return false;
+}
+
+/* First byte of p in [from, to) that is not byte, or to. */
+static size_t first_not(const unsigned char *p, size_t from, size_t to,
+                        unsigned char byte) {
+    while (from < to && p[from] == byte)
+        from++;
+    return from;
 }
 
 static bool cache_put(gpa_state *st, const gpa_large *e) {
@@ -147,16 +166,38 @@ void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer) {
 /* ---- the paths --------------------------------------------------------------
  */
 
+/* Safe mode, a block about to be handed out (no lock: it is ours): a cached
+ * one must still be all poison; then fill it, and its canary. */
+static void safe_hand_out(gpa_state *st, const gpa_large *e, bool cached,
+                          uintptr_t old_site, uintptr_t ret) {
+    unsigned char *p = (unsigned char *)e->ptr;
+    size_t bad = cached ? first_not(p, 0, e->backing_len, GPA_FREED_FILL)
+                        : e->backing_len;
+    if (bad != e->backing_len) {
+        char what[112];
+        snprintf(what, sizeof what,
+                 "write after free (byte %zu of the freed block changed; "
+                 "found when the block was reused)",
+                 bad);
+        beam__gpa_misuse_at(st, what, p, e->backing_len, e->alignment, ret,
+                            old_site);
+    }
+    memset(p, GPA_FRESH_FILL, e->len);
+    memset(p + e->len, GPA_CANARY, e->backing_len - e->len);
+}
+
 void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
                             uintptr_t ret) {
     gpa_defer *defer = NULL;
     gpa_large e;
+    /* Before the lock: capturing frames may take the depot's. */
+    const uintptr_t site = beam__site(st->flags, ret);
     gpa_lock(st);
     bool cached = cache_take(st, len, alignment, &e);
+    uintptr_t old_site = cached ? e.site : 0;
     if (!cached) {
         gpa_unlock(st);
-        /* At least a gpa_defer's worth: a freed block may carry one. */
-        e.backing_len = len < GPA_DEFER_MIN ? GPA_DEFER_MIN : len;
+        e.backing_len = backing_len_for(st, len);
         e.alignment = alignment;
         e.ptr = gpa_backing_alloc(st, e.backing_len, alignment, ret);
         gpa_lock(st);
@@ -164,7 +205,7 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
             st->backing_bytes += e.backing_len;
     }
     e.len = len;
-    e.site = ret;
+    e.site = site;
     bool ok = e.ptr != NULL && make_room(st, &defer);
     if (ok) {
         insert(st, &e);
@@ -180,22 +221,65 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
     }
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
+    if (ok && st->safe)
+        safe_hand_out(st, &e, cached, old_site, ret);
     return ok ? e.ptr : NULL;
 }
 
-bool beam__gpa_large_free(gpa_state *st, void *mem, size_t len,
-                          size_t alignment, uintptr_t ret) {
+/* Lock held: was mem one of ours, freed already (in the cache, or among
+ * the last freed)? Then *site is where it was allocated. */
+static bool freed_before(const gpa_state *st, const void *mem,
+                         uintptr_t *site) {
+    for (unsigned i = 0; i < st->cache_n; i++)
+        if (st->cache[i].ptr == mem) {
+            *site = st->cache[i].site;
+            return true;
+        }
+    for (unsigned i = 0; i < GPA_LARGE_FREED_RING; i++)
+        if (st->freed_ring[i].ptr == mem) {
+            *site = st->freed_ring[i].site;
+            return true;
+        }
+    return false;
+}
+
+/* Safe mode, a freed block (no lock: nobody else has it): check its canary,
+ * then poison all of it. */
+static void safe_take_back(gpa_state *st, const gpa_large *e, size_t len,
+                           size_t alignment, uintptr_t ret) {
+    unsigned char *p = (unsigned char *)e->ptr;
+    size_t bad = first_not(p, e->len, e->backing_len, GPA_CANARY);
+    if (bad != e->backing_len) {
+        char what[112];
+        snprintf(what, sizeof what,
+                 "write past the end of a block (padding byte %zu changed; "
+                 "found at free)",
+                 bad - e->len);
+        beam__gpa_misuse_at(st, what, p, len, alignment, ret, e->site);
+    }
+    memset(p, GPA_FREED_FILL, e->backing_len);
+}
+
+gpa_large_freed beam__gpa_large_free(gpa_state *st, void *mem, size_t len,
+                                     size_t alignment, uintptr_t ret,
+                                     uintptr_t *site) {
     gpa_lock(st);
     gpa_large *e = beam__gpa_large_find(st, mem);
     if (e == NULL) {
+        bool twice = freed_before(st, mem, site);
         gpa_unlock(st);
-        return false;
+        return twice ? GPA_LARGE_TWICE : GPA_LARGE_NOT_OURS;
     }
     gpa_large copy = *e;
     remove_entry(st, e);
     beam__count_free(&st->large_counts, &st->peak, copy.len);
-    bool kept = cache_put(st, &copy);
-    if (!kept)
+    st->freed_ring[st->freed_next].ptr = mem;
+    st->freed_ring[st->freed_next].site = copy.site;
+    st->freed_next = (st->freed_next + 1) % GPA_LARGE_FREED_RING;
+    /* A safe instance checks and poisons the block before anyone else can
+     * take it from the cache. */
+    bool kept = !st->safe && cache_put(st, &copy);
+    if (!kept && !st->safe)
         st->backing_bytes -= copy.backing_len;
     gpa_unlock(st);
     if (copy.len != len || copy.alignment != alignment)
@@ -203,9 +287,46 @@ bool beam__gpa_large_free(gpa_state *st, void *mem, size_t len,
                             "free with a wrong length or alignment (freed "
                             "anyway)",
                             mem, len, alignment, ret, copy.site);
+    if (st->safe) {
+        safe_take_back(st, &copy, len, alignment, ret);
+        gpa_lock(st);
+        kept = cache_put(st, &copy);
+        if (!kept)
+            st->backing_bytes -= copy.backing_len;
+        gpa_unlock(st);
+    }
     if (!kept)
         gpa_backing_free(st, copy.ptr, copy.backing_len, copy.alignment, ret);
-    return true;
+    return GPA_LARGE_FREED;
+}
+
+size_t beam__gpa_large_check_freed(gpa_state *st, gpa_large *out, size_t *at,
+                                   size_t max) {
+    GPA_ASSERT_LOCKED(st);
+    size_t found = 0;
+    for (unsigned i = 0; i < st->cache_n; i++) {
+        const gpa_large *c = &st->cache[i];
+        size_t bad = first_not((const unsigned char *)c->ptr, 0, c->backing_len,
+                               GPA_FREED_FILL);
+        if (bad == c->backing_len)
+            continue;
+        if (found < max) {
+            out[found] = *c;
+            at[found] = bad;
+        }
+        found++;
+    }
+    return found;
+}
+
+/* Safe mode, a block resized from len to new_len with backing_len behind
+ * it: the part it gained is fresh, everything past it canary. */
+static void safe_refill(void *mem, size_t len, size_t new_len,
+                        size_t backing_len) {
+    unsigned char *p = (unsigned char *)mem;
+    if (new_len > len)
+        memset(p + len, GPA_FRESH_FILL, new_len - len);
+    memset(p + new_len, GPA_CANARY, backing_len - new_len);
 }
 
 bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
@@ -217,29 +338,35 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
         return false;
     }
     /* Within what the backing holds, in place costs nothing. */
-    if (new_len <= e->backing_len) {
+    size_t want = backing_len_for(st, new_len);
+    if (want <= e->backing_len) {
         e->len = new_len;
         beam__count_resize(&st->large_counts, &st->peak, len, new_len);
+        size_t backing_len = e->backing_len;
         gpa_unlock(st);
+        if (st->safe)
+            safe_refill(mem, len, new_len, backing_len);
         return true;
     }
     size_t backing_len = e->backing_len;
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
     if (!st->backing.vtable->resize(st->backing.ctx, mem, backing_len,
-                                    alignment, new_len, ret))
+                                    alignment, want, ret))
         return false;
     /* The caller owns the block: nobody else removed it meanwhile. */
     gpa_lock(st);
     e = beam__gpa_large_find(st, mem);
     GPA_ASSERT(e != NULL);
     if (e != NULL) {
-        st->backing_bytes += new_len - e->backing_len;
-        e->backing_len = new_len;
+        st->backing_bytes += want - e->backing_len;
+        e->backing_len = want;
         e->len = new_len;
         beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     }
     gpa_unlock(st);
+    if (st->safe)
+        safe_refill(mem, len, new_len, want);
     return e != NULL;
 }
 
@@ -254,7 +381,7 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
     size_t backing_len = e->backing_len;
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
-    size_t want = new_len < GPA_DEFER_MIN ? GPA_DEFER_MIN : new_len;
+    size_t want = backing_len_for(st, new_len);
     void *p = st->backing.vtable->remap(st->backing.ctx, mem, backing_len,
                                         alignment, want, ret);
     if (p == NULL)
@@ -277,5 +404,7 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
     beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
+    if (st->safe)
+        safe_refill(p, len, new_len, want);
     return p;
 }

@@ -2,25 +2,76 @@
  * What the general purpose allocator tells its user: misuse as it happens,
  * and live blocks (leaks) on request. Slow paths only.
  */
+#include "frames.h"
 #include "gpa_internal.h"
 
+#include <stdio.h>
+#include <string.h>
+
+/* The kinds a failing call names (API.md, "Diagnostics that fail"), from
+ * the report's own wording: the allocator's messages say more than the
+ * kind, and stay free to. */
+static const char *kind_of(const char *what) {
+    static const struct {
+        const char *prefix, *kind;
+    } kinds[] = {
+        {"double free", "double free"},
+        {"write past the end", "write past the end of a block"},
+        {"free with a wrong length", "free with a wrong length or alignment"},
+        {"write after free", "write after free"},
+        {"free of a", "free of a pointer the allocator does not own"},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (strncmp(what, kinds[i].prefix, strlen(kinds[i].prefix)) == 0)
+            return kinds[i].kind;
+    return "misuse";
+}
+
+/* Frames kept of the offending call: as many as the instance keeps of an
+ * allocation (several in safe mode), taken here, on the misusing thread. */
 void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
                          size_t len, size_t alignment, uintptr_t ret,
                          uintptr_t alloc_site) {
-    char site[160], from[160];
+    char site[600], from[600], line[BEAM__REPORT_LINE];
+    uintptr_t pcs[BEAM__MAX_FRAMES];
+    size_t n = beam__stack_above(ret, pcs, beam__frames_depth(st->flags));
     atomic_fetch_add_explicit(&st->misuse, 1, memory_order_relaxed);
+    /* ret 0: found after the fact (a check at the end of a call), where
+     * no call of the user's is at fault: no "called from". */
+    char called[620] = "";
+    if (ret != 0)
+        snprintf(called, sizeof called, ", called from %s",
+                 beam__describe_frames(pcs, n, site, sizeof site));
     if (alloc_site != 0)
-        beam__report("beam_alloc: general purpose allocator: %s: %p (length "
-                     "%zu, alignment %zu), called from %s; the block was "
-                     "allocated from %s",
-                     what, p, len, alignment,
-                     beam__describe_addr(ret, site, sizeof site),
-                     beam__describe_addr(alloc_site, from, sizeof from));
+        snprintf(line, sizeof line,
+                 "beam_alloc: general purpose allocator: %s: %p (length "
+                 "%zu, alignment %zu)%s; the block was allocated from %s",
+                 what, p, len, alignment, called,
+                 beam__describe_site(alloc_site, from, sizeof from));
     else
-        beam__report("beam_alloc: general purpose allocator: %s: %p (length "
-                     "%zu, alignment %zu), called from %s",
-                     what, p, len, alignment,
-                     beam__describe_addr(ret, site, sizeof site));
+        snprintf(line, sizeof line,
+                 "beam_alloc: general purpose allocator: %s: %p (length "
+                 "%zu, alignment %zu)%s",
+                 what, p, len, alignment, called);
+    beam__misuse_note(kind_of(what), line);
+    beam__report_line(line);
+}
+
+/* A free through an instance without state: it never allocated, or was
+ * deinitialised. Nothing to count in; still a misuse of the call. */
+void beam__gpa_misuse_stateless(unsigned flags, const void *p, size_t len,
+                                size_t alignment, uintptr_t ret) {
+    char site[600], line[BEAM__REPORT_LINE];
+    uintptr_t pcs[BEAM__MAX_FRAMES];
+    size_t n = beam__stack_above(ret, pcs, beam__frames_depth(flags));
+    snprintf(line, sizeof line,
+             "beam_alloc: general purpose allocator: free of a pointer "
+             "through an instance that has no memory (never used, or "
+             "deinit): %p (length %zu, alignment %zu), called from %s",
+             p, len, alignment,
+             beam__describe_frames(pcs, n, site, sizeof site));
+    beam__misuse_note(kind_of("free of a"), line);
+    beam__report_line(line);
 }
 
 void beam__gpa_misuse(gpa_state *st, const char *what, const void *p,
@@ -30,12 +81,12 @@ void beam__gpa_misuse(gpa_state *st, const char *what, const void *p,
 
 static void report_leak(size_t len, bool exact, size_t alignment, const void *p,
                         uintptr_t site_addr) {
-    char site[160];
+    char site[600];
     if (exact)
         beam__report("beam_alloc: leak: %zu bytes (alignment %zu) at %p, "
                      "allocated from %s",
                      len, alignment, p,
-                     beam__describe_addr(site_addr, site, sizeof site));
+                     beam__describe_site(site_addr, site, sizeof site));
     else
         beam__report("beam_alloc: leak: block of size class %zu at %p "
                      "(enable BEAM_GPA_TRACK_SITES for its site)",
@@ -107,4 +158,84 @@ void beam__gpa_report_leaks(const gpa_leak *leaks, size_t n, size_t total) {
     if (total > n)
         beam__report("beam_alloc: leak: ... and %zu more live blocks",
                      total - n);
+}
+
+/* Blocks reported at most per check (the count is exact). */
+#define FREED_LISTED 16
+
+typedef struct freed_bad {
+    const void *p;
+    size_t size, at, alignment;
+    uintptr_t site;
+} freed_bad;
+
+/* A write after free is otherwise found only when the block is handed out
+ * again, which a short call may never do: look at every freed block of a
+ * safe instance once, at its end. Lock held; the reports are made after
+ * the unlock (nothing that takes a lock runs under it). */
+#if defined(__clang__) || defined(__GNUC__)
+__attribute__((no_sanitize("thread")))
+#endif
+static size_t
+check_freed_locked(gpa_state *st, freed_bad *out) {
+    GPA_ASSERT_LOCKED(st);
+    size_t found = 0;
+    for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
+        for (unsigned i = 0; i < seg->nslabs; i++) {
+            gpa_slab *s = beam__gpa_seg_slab(seg, i);
+            if (gpa_where(s) == WHERE_POOL || s->info == NULL)
+                continue;
+            char *bump = __atomic_load_n(&s->bump, __ATOMIC_RELAXED);
+            size_t n = (size_t)(bump - s->base) / s->size;
+            for (size_t k = 0; k < n; k++) {
+                if (s->info[k].len != 0)
+                    continue;
+                const unsigned char *b =
+                    (const unsigned char *)(s->base + k * s->size);
+                size_t at = 2 * sizeof(void *);
+                while (at < s->size && b[at] == GPA_FREED_FILL)
+                    at++;
+                if (at == s->size)
+                    continue;
+                if (found < FREED_LISTED)
+                    out[found] = (freed_bad){
+                        b, s->size, at, s->info[k].alignment, s->info[k].site};
+                found++;
+            }
+        }
+    }
+    return found;
+}
+
+size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL || !st->safe)
+        return 0;
+    freed_bad bad[FREED_LISTED];
+    gpa_large large[FREED_LISTED];
+    size_t large_at[FREED_LISTED];
+    gpa_lock(st);
+    size_t found = check_freed_locked(st, bad);
+    size_t large_found =
+        beam__gpa_large_check_freed(st, large, large_at, FREED_LISTED);
+    gpa_unlock(st);
+    for (size_t i = 0; i < large_found && i < FREED_LISTED; i++) {
+        char what[128];
+        snprintf(what, sizeof what,
+                 "write after free (byte %zu of the freed block changed; "
+                 "found at the end of the call)",
+                 large_at[i]);
+        beam__gpa_misuse_at(st, what, large[i].ptr, large[i].backing_len,
+                            large[i].alignment, 0, large[i].site);
+    }
+    for (size_t i = 0; i < found && i < FREED_LISTED; i++) {
+        char what[128];
+        snprintf(what, sizeof what,
+                 "write after free (byte %zu of the freed block changed; "
+                 "found at the end of the call)",
+                 bad[i].at);
+        beam__gpa_misuse_at(st, what, bad[i].p, bad[i].size, bad[i].alignment,
+                            0, bad[i].site);
+    }
+    return found + large_found;
 }

@@ -31,14 +31,35 @@ BEAM__HIDDEN extern const beam_allocator_vtable beam__large_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__gpa_vtable;
 
 /* Reporting (report.c): one formatted line through the report hook. */
+#define BEAM__REPORT_LINE 1024
 BEAM__HIDDEN void beam__report(const char *fmt, ...) BEAM__PRINTF(1, 2);
+BEAM__HIDDEN void beam__report_line(const char *line);
+
+/* Misuse the calling thread has reported (report.c). The NIF glue watches
+ * it across a call: set watch_from = count before, and any misuse during
+ * the call (by any allocator instance) shows as count > watch_from, kind
+ * and line being the first one's. */
+typedef struct beam__misuse_record {
+    unsigned long count, watch_from;
+    const char *kind; /* one of the kinds below (static text) */
+    char line[512];   /* the first report line of the call */
+} beam__misuse_record;
+BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
+/* Count a misuse of kind (static text) reported as line. */
+BEAM__HIDDEN void beam__misuse_note(const char *kind, const char *line);
 /* Replace the default hook (kept out of the way of a user's hook), and
  * the plain stderr writer for hooks that fall back to it. */
 BEAM__HIDDEN void beam__report_set_default(beam_report_fn fn);
 BEAM__HIDDEN void beam__report_to_stderr(const char *line);
-/* Describe a code address ("lib.so(fun+0x1c)" or "0x..."): buf of n bytes. */
+/* Describe a return address by its call: "lib.so+0x1c1b" (the offset of
+ * the call in the object, as addr2line takes it), "fun (lib.so+0x1c1b)"
+ * when the object exports a symbol there, else "0x...": buf of n bytes. */
 BEAM__HIDDEN const char *beam__describe_addr(uintptr_t addr, char *buf,
                                              size_t n);
+
+/* Where BEAM_GPA_FRAMES(n) keeps n in the flags. */
+#define BEAM__GPA_FRAMES_SHIFT 8
+#define BEAM__GPA_FRAMES_MASK 31u
 
 /* A broken internal invariant (debug builds): report where, and abort. */
 BEAM__HIDDEN _Noreturn void beam__assert_fail(const char *what,
@@ -165,5 +186,8 @@ static inline beam__counters *beam__thread_counters(int kind) {
 }
 BEAM__HIDDEN extern beam__peak beam__kind_peak[BEAM__KINDS];
 BEAM__HIDDEN bool beam__gpa_stats(void *ctx, beam_alloc_stats *out);
+/* Safe mode: report every freed block written since it was freed
+ * (gpa_report.c); the number found. */
+BEAM__HIDDEN size_t beam__gpa_check_freed(beam_gpa_t *gpa);
 
 #endif

@@ -2,13 +2,22 @@
  * Where diagnostics go. One hook for the whole library, a line per call:
  * allocators report misuse while holding their locks, so the hook must be
  * cheap and must not allocate through the allocator that reports.
+ *
+ * The hook and its user pointer change together under a read-write lock
+ * that every report holds while it calls the hook: a report never sees one
+ * hook with the other's pointer, and once beam_set_report_hook returns, no
+ * thread is still inside the old hook (its user data may be freed). Reports
+ * are rare and the readers share the lock, so it costs them nothing that
+ * matters. A hook must not set the hook (it would wait for itself).
  */
 #define _GNU_SOURCE
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static void report_to_stderr(void *user, const char *line) {
     (void)user;
@@ -17,34 +26,73 @@ static void report_to_stderr(void *user, const char *line) {
 
 /* The default: stderr, or inside a BEAM the logger (nif/report.c installs
  * it at load). A hook the user set stays in place either way. */
-static beam_report_fn default_hook = report_to_stderr;
-static beam_report_fn report_hook = report_to_stderr;
-static void *report_user = NULL;
+static struct {
+    pthread_rwlock_t lock;
+    beam_report_fn fallback; /* the default */
+    beam_report_fn fn;       /* the hook in place (the default included) */
+    void *user;
+} hook = {PTHREAD_RWLOCK_INITIALIZER, report_to_stderr, report_to_stderr, NULL};
+
+/* Caller holds the write lock. What set/get return for the hook in place:
+ * NULL for the default, so that setting it back restores the default. */
+static void current_unsafe(beam_report_fn *fn, void **user) {
+    bool is_default = hook.fn == hook.fallback;
+    if (fn != NULL)
+        *fn = is_default ? NULL : hook.fn;
+    if (user != NULL)
+        *user = is_default ? NULL : hook.user;
+}
+
+void beam_exchange_report_hook(beam_report_fn fn, void *user,
+                               beam_report_fn *old_fn, void **old_user) {
+    pthread_rwlock_wrlock(&hook.lock);
+    current_unsafe(old_fn, old_user);
+    hook.fn = fn != NULL ? fn : hook.fallback;
+    hook.user = fn != NULL ? user : NULL;
+    pthread_rwlock_unlock(&hook.lock);
+}
 
 beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user) {
-    beam_report_fn old = report_hook;
-    report_hook = fn != NULL ? fn : default_hook;
-    report_user = fn != NULL ? user : NULL;
-    return old == default_hook ? NULL : old;
+    beam_report_fn old;
+    beam_exchange_report_hook(fn, user, &old, NULL);
+    return old;
+}
+
+void beam_get_report_hook(beam_report_fn *fn, void **user) {
+    pthread_rwlock_rdlock(&hook.lock);
+    bool is_default = hook.fn == hook.fallback;
+    if (fn != NULL)
+        *fn = is_default ? NULL : hook.fn;
+    if (user != NULL)
+        *user = is_default ? NULL : hook.user;
+    pthread_rwlock_unlock(&hook.lock);
 }
 
 void beam__report_set_default(beam_report_fn fn) {
-    if (report_hook == default_hook)
-        report_hook = fn;
-    default_hook = fn;
+    pthread_rwlock_wrlock(&hook.lock);
+    if (hook.fn == hook.fallback)
+        hook.fn = fn;
+    hook.fallback = fn;
+    pthread_rwlock_unlock(&hook.lock);
 }
 
 void beam__report_to_stderr(const char *line) {
     report_to_stderr(NULL, line);
 }
 
+void beam__report_line(const char *line) {
+    pthread_rwlock_rdlock(&hook.lock);
+    hook.fn(hook.user, line);
+    pthread_rwlock_unlock(&hook.lock);
+}
+
 void beam__report(const char *fmt, ...) {
-    char line[512];
+    char line[BEAM__REPORT_LINE];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    report_hook(report_user, line);
+    beam__report_line(line);
 }
 
 void beam__assert_fail(const char *what, const char *file, int line) {
@@ -54,25 +102,43 @@ void beam__assert_fail(const char *what, const char *file, int line) {
     abort();
 }
 
+/* --- Misuse seen by this thread ------------------------------------------ */
+
+BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
+
+void beam__misuse_note(const char *kind, const char *line) {
+    beam__misuse_record *m = &beam__misuse;
+    if (m->count == m->watch_from) {
+        m->kind = kind;
+        snprintf(m->line, sizeof m->line, "%s", line);
+    }
+    m->count++;
+}
+
+/* --- Code addresses ------------------------------------------------------ */
+
+/* Sites are return addresses; the call is the instruction before. Any
+ * address inside the call instruction names the call's line, and the
+ * return address may already be the next line's. */
 const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n) {
     Dl_info info;
     if (addr == 0) {
         snprintf(buf, n, "unknown site");
         return buf;
     }
-    if (dladdr((void *)addr, &info) != 0 && info.dli_fname != NULL) {
+    uintptr_t call = addr - 1;
+    if (dladdr((void *)call, &info) != 0 && info.dli_fname != NULL) {
         const char *file = info.dli_fname;
         for (const char *s = file; *s; s++)
             if (*s == '/')
                 file = s + 1;
+        unsigned long off = (unsigned long)(call - (uintptr_t)info.dli_fbase);
         if (info.dli_sname != NULL)
-            snprintf(buf, n, "%s(%s+0x%lx)", file, info.dli_sname,
-                     (unsigned long)(addr - (uintptr_t)info.dli_saddr));
+            snprintf(buf, n, "%s (%s+0x%lx)", info.dli_sname, file, off);
         else
-            snprintf(buf, n, "%s+0x%lx", file,
-                     (unsigned long)(addr - (uintptr_t)info.dli_fbase));
+            snprintf(buf, n, "%s+0x%lx", file, off);
         return buf;
     }
-    snprintf(buf, n, "0x%lx", (unsigned long)addr);
+    snprintf(buf, n, "0x%lx", (unsigned long)call);
     return buf;
 }

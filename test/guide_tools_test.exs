@@ -89,3 +89,15 @@ defmodule BeamAlloc.GuideToolsTest do
     end
   end
 end
+
+defmodule BeamAlloc.GuideGuardTest do
+  # The guide's ExUnit guard example: a guarded test that makes no report.
+  use ExUnit.Case, async: true
+  use BeamAlloc.Case
+
+  import BeamAlloc.Test.GuideTools
+
+  test "split_words/1 reports nothing" do
+    assert split_words("a b") == ["a", "b"]
+  end
+end

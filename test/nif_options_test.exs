@@ -163,7 +163,8 @@ defmodule BeamAlloc.NifOptionsTest do
 
       assert report ==
                "beam_alloc: cannot load the NIF library of 'Elixir.BeamAlloc.Test.Options': " <>
-                 "load_info: unknown option leak for kind (known: allocator, leak_check, scratch)"
+                 "load_info: unknown option leak for kind (known: allocator, leak_check, " <>
+                 "raise_on_misuse, scratch)"
 
       for {info, reason} <- [
             {%{kind: [allocator: :fast]},

@@ -24,6 +24,12 @@ defmodule BeamAlloc.AllocationFailureError do
       `{:raised, kind, reason, stacktrace}`.
     * `:incomplete` - the checker ran out of memory for its bookkeeping;
       the run's results are partial.
+    * `:misuse` - a call of the run misused memory: `:misuse` is the kind
+      (`"double free"`, `"write past the end of a block"`, ...), `:report`
+      the allocator's report (with the sites of the call and of the
+      block's allocation), `:after` the number of allocations the run had
+      made when the misusing call ended, `:more` how many further misuses
+      of the run are not listed.
 
   `:allocations` is the number of allocations the first run made.
   """
@@ -75,6 +81,13 @@ defmodule BeamAlloc.AllocationFailureError do
 
   defp describe(%{kind: :failed_without_injection} = p) do
     "the function failed without any allocation failure: it #{outcome(p.outcome)}"
+  end
+
+  defp describe(%{kind: :misuse} = p) do
+    more = if p.more > 0, do: " (and #{p.more} more)", else: ""
+
+    "#{when_(p)} misused memory: #{p.misuse}#{more} (in a call that ended after " <>
+      "#{p.after} #{plural(p.after, "allocation")}):\n      #{p.report}"
   end
 
   defp describe(%{kind: :incomplete} = p) do

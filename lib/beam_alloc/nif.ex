@@ -50,8 +50,16 @@ defmodule BeamAlloc.Nif do
 
     * `:leak_check` - `true` runs each call on a fresh general purpose
       allocator and raises `RuntimeError` ("memory leak detected in function
-      `MyNif.check_me/0`") when a block outlives the call; `false` turns a
-      C `.leak_check = true` off.
+      `MyNif.check_me/0`") when a block outlives the call, or ("memory
+      misuse detected in function `MyNif.check_me/0`: double free") when
+      the call misuses memory; `false` turns a C `.leak_check = true` off.
+    * `:raise_on_misuse` - `true` makes a call that misuses memory (a
+      double free, a write past the end of a block or after free, a free
+      with a wrong length or alignment, a free of a pointer the allocator
+      does not own) raise `RuntimeError` ("memory misuse detected in
+      function `MyNif.parse/1`: double free") once it is over, as
+      `:leak_check` calls always do; without it the misuse is reported and
+      the call returns as usual.
     * `:scratch` - `true` makes `beam_allocator` an arena, given back in one
       step when the call returns (no frees needed, none of its memory may
       outlive the call); `false` turns a C `.scratch = true` off.
@@ -192,12 +200,13 @@ defmodule BeamAlloc.Nif do
   end
 
   defp validate_nif_option!(_key, name, value)
-       when name in [:leak_check, :scratch] and is_boolean(value),
+       when name in [:leak_check, :scratch, :raise_on_misuse] and is_boolean(value),
        do: value
 
   defp validate_nif_option!(_key, :allocator, value) when value in @allocators, do: value
 
-  defp validate_nif_option!(key, name, value) when name in [:leak_check, :scratch] do
+  defp validate_nif_option!(key, name, value)
+       when name in [:leak_check, :scratch, :raise_on_misuse] do
     raise ArgumentError,
           "invalid value for #{inspect(name)} of NIF #{describe(key)}, " <>
             "expected a boolean, got: #{inspect(value)}"
@@ -212,7 +221,7 @@ defmodule BeamAlloc.Nif do
   defp validate_nif_option!(key, name, _value) do
     raise ArgumentError,
           "unknown option #{inspect(name)} for NIF #{describe(key)}, " <>
-            "the known options are: :allocator, :leak_check, :scratch"
+            "the known options are: :allocator, :leak_check, :raise_on_misuse, :scratch"
   end
 
   defp describe({name, arity}), do: "#{name}/#{arity}"

@@ -5,23 +5,43 @@ defmodule BeamAlloc.Reporter do
   Every NIF library built with beam_alloc sends each report line (a leak
   found by `leak_check`, a double free, a write past the end of a block, a
   free of a pointer the allocator does not own, ...) to this process, which
-  logs it as a warning through `Logger` with the metadata
-  `beam_alloc: module`, and keeps the latest #{100} for inspection:
+  writes its code sites as source lines (`BeamAlloc.Symbolizer`: function
+  and `file.c:line` when the library has debug information), logs it as a
+  warning through `Logger` with the metadata `beam_alloc: module`, and keeps
+  the latest #{100} for inspection:
 
       iex> BeamAlloc.Reporter.recent()
       [{LeakCheckTest, "beam_alloc: memory leak detected in function `LeakCheckTest.check_me/0`:"},
-       {LeakCheckTest, "beam_alloc: leak: 8 bytes (alignment 1) at 0x..., allocated from ..."}]
+       {LeakCheckTest, "beam_alloc: leak: 8 bytes (alignment 1) at 0x..., allocated from check_me (c_src/leak_check_nif.c:17) <- ..."}]
+
+  Tests read them three ways: `take/0` (what came since the last take),
+  `since/1` with a `mark/0` taken before (what came between), or
+  `BeamAlloc.Case`, which fails any test during which a report was made.
 
   It is started by the `:beam_alloc` application. When it is not running
   (an Erlang node that did not start the application), reports go to the
-  node's standard error. A NIF that installs its own hook with
-  `beam_set_report_hook` keeps it.
+  node's standard error, with sites as `lib.so+0x1c1b` (`addr2line -e
+  lib.so 0x1c1b` gives the line). A NIF that installs its own hook with
+  `beam_set_report_hook` gets the lines itself, in that form.
   """
   use GenServer
 
   require Logger
 
   @keep 100
+
+  @typedoc """
+  A kept report: its sequence number, the module whose NIF library made it,
+  the line, the process whose NIF call made it (`nil` from threads and
+  destructors), and that process's `$callers` when the report came.
+  """
+  @type report :: %{
+          seq: non_neg_integer,
+          module: module,
+          line: String.t(),
+          pid: pid | nil,
+          callers: [pid]
+        }
 
   @doc false
   def start_link(opts \\ []) do
@@ -46,20 +66,73 @@ defmodule BeamAlloc.Reporter do
     GenServer.call(__MODULE__, :take)
   end
 
-  @impl true
-  def init(_opts), do: {:ok, :queue.new()}
-
-  @impl true
-  def handle_info({:beam_alloc_report, module, line}, queue) do
-    Logger.warning(line, beam_alloc: module)
-    queue = :queue.in({module, line}, queue)
-    queue = if :queue.len(queue) > @keep, do: :queue.drop(queue), else: queue
-    {:noreply, queue}
+  @doc """
+  A mark for `since/1`: the number of reports received so far.
+  """
+  @spec mark() :: non_neg_integer
+  def mark do
+    GenServer.call(__MODULE__, :mark)
   end
 
-  def handle_info(_other, queue), do: {:noreply, queue}
+  @doc """
+  The reports received after `mark` (of those still kept), oldest first,
+  with who made them (see `t:report/0`). Reports sent before this call
+  from the same node are all in.
+  """
+  @spec since(non_neg_integer) :: [report]
+  def since(mark) do
+    GenServer.call(__MODULE__, {:since, mark})
+  end
 
   @impl true
-  def handle_call(:recent, _from, queue), do: {:reply, :queue.to_list(queue), queue}
-  def handle_call(:take, _from, queue), do: {:reply, :queue.to_list(queue), :queue.new()}
+  def init(_opts), do: {:ok, %{queue: :queue.new(), seq: 0}}
+
+  @impl true
+  def handle_info({:beam_alloc_report, module, line, pid}, state) do
+    {:noreply, keep(state, module, line, if(is_pid(pid), do: pid))}
+  end
+
+  # From a library copy of an earlier version (no pid).
+  def handle_info({:beam_alloc_report, module, line}, state) do
+    {:noreply, keep(state, module, line, nil)}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  @impl true
+  def handle_call(:recent, _from, state), do: {:reply, pairs(state.queue), state}
+
+  def handle_call(:take, _from, state),
+    do: {:reply, pairs(state.queue), %{state | queue: :queue.new()}}
+
+  def handle_call(:mark, _from, state), do: {:reply, state.seq, state}
+
+  def handle_call({:since, mark}, _from, state) do
+    {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
+  end
+
+  defp keep(state, module, line, pid) do
+    # Source lines here, in this process, on a dirty scheduler: never on
+    # the thread that reported (it may hold allocator locks).
+    line = BeamAlloc.Symbolizer.resolve_sites(line)
+    Logger.warning(line, beam_alloc: module)
+    seq = state.seq + 1
+    report = %{seq: seq, module: module, line: line, pid: pid, callers: callers(pid)}
+    queue = :queue.in(report, state.queue)
+    queue = if :queue.len(queue) > @keep, do: :queue.drop(queue), else: queue
+    %{state | queue: queue, seq: seq}
+  end
+
+  # Who the reporting process works for: a Task's $callers lead back to the
+  # test that started it.
+  defp callers(nil), do: []
+
+  defp callers(pid) do
+    case Process.info(pid, :dictionary) do
+      {:dictionary, dict} -> List.wrap(dict[:"$callers"])
+      nil -> []
+    end
+  end
+
+  defp pairs(queue), do: Enum.map(:queue.to_list(queue), &{&1.module, &1.line})
 end

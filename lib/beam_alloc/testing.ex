@@ -29,9 +29,11 @@ defmodule BeamAlloc.Testing do
   Then it runs the function once more without failures, which must make the
   same allocations as the first run. Problems are collected and raised
   together as a `BeamAlloc.AllocationFailureError`, naming each allocation
-  by number and by site (the NIF library and the code address of the call,
-  e.g. `my_nif.so(parse_list+0x4c)`, or `my_nif.so+0x1a2b` for a static
-  function: `addr2line -e my_nif.so 0x1a2b` finds the line).
+  by number and by site: the function and source line of the call
+  (`parse_list (c_src/my_nif.c:42)`) when the NIF library has debug
+  information, else its function or the library and offset of the call
+  (`my_nif.so+0x1a2b`). A misuse of memory in any run (a double free, a
+  write past the end of a block, ...) is a problem too, with its report.
 
   ## What is counted
 

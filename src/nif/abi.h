@@ -70,6 +70,11 @@ typedef struct beam__fault_driver {
                   beam_allocator_t parent, unsigned flags,
                   beam__fault_frame *frame, beam_allocator_t *out);
     void (*leave)(beam__fault_frame *frame);
+    /* A call of pid in library app misused memory (kind: the kind's text,
+     * line: the first report line). Made once the call's cleanup is over,
+     * after leave. Added last: copies check size before calling it. */
+    void (*misuse)(const ErlNifPid *pid, const struct beam__fault_hooks *app,
+                   const char *kind, const char *line);
 } beam__fault_driver;
 
 /* A library copy, as the driver sees it (what beam_alloc_fault_hooks_v1
@@ -89,8 +94,8 @@ typedef struct beam__fault_hooks {
     void (*stats)(beam_alloc_stats out[3], size_t *gpa_backing_bytes);
 } beam__fault_hooks;
 
-/* From the library, which the driver links like any NIF: "lib.so(fun+0x1c)"
- * for a code address (buf of n bytes). */
+/* From the library, which the driver links like any NIF: "lib.so+0x1c1b"
+ * for the call that returns to a code address (buf of n bytes). */
 const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n);
 
 #endif

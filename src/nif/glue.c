@@ -12,8 +12,10 @@
  * module's name and function table at load and upgrade, and leak messages
  * look the running function up there.
  */
+#include "../frames.h"
 #include "nif_internal.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -294,27 +296,45 @@ const char *beam_nif_module_name(void) {
 
 /* --- The wrapper -------------------------------------------------------- */
 
-/* A leak raises RuntimeError in an Elixir module and
- * erlang:error({memory_leak, Message}) in an Erlang one. */
-static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call) {
+/* "<what> detected in function `M.fun/arity`<tail>" as RuntimeError in an
+ * Elixir module; in an Erlang one erlang:error({Tag, Message}), the
+ * function written the Erlang way and without the backquotes. */
+static ERL_NIF_TERM raise_detected(ErlNifEnv *env, const nif_call *call,
+                                   const char *what, const char *tag,
+                                   const char *tail) {
     char mfa[MFA_MAX];
-    char message[MFA_MAX + 64];
+    char message[MFA_MAX + 128];
     format_mfa(call, mfa, sizeof mfa);
     if (!module_is_erlang()) {
-        snprintf(message, sizeof message,
-                 "memory leak detected in function `%s`", mfa);
+        snprintf(message, sizeof message, "%s detected in function `%s`%s",
+                 what, mfa, tail);
         return beam_raise(env, "RuntimeError", message);
     }
-    snprintf(message, sizeof message, "memory leak detected in function %s",
-             mfa);
+    snprintf(message, sizeof message, "%s detected in function %s%s", what, mfa,
+             tail);
     size_t len = strlen(message);
     ERL_NIF_TERM text;
     unsigned char *bytes = enif_make_new_binary(env, len, &text);
     if (bytes == NULL)
-        return enif_raise_exception(env, enif_make_atom(env, "memory_leak"));
+        return enif_raise_exception(env, enif_make_atom(env, tag));
     memcpy(bytes, message, len);
     return enif_raise_exception(
-        env, enif_make_tuple2(env, enif_make_atom(env, "memory_leak"), text));
+        env, enif_make_tuple2(env, enif_make_atom(env, tag), text));
+}
+
+/* A leak raises RuntimeError in an Elixir module and
+ * erlang:error({memory_leak, Message}) in an Erlang one. */
+static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call) {
+    return raise_detected(env, call, "memory leak", "memory_leak", "");
+}
+
+/* A misuse: the same, with its kind ("...: double free"), and
+ * {memory_misuse, Message}. */
+static ERL_NIF_TERM raise_misuse(ErlNifEnv *env, const nif_call *call,
+                                 const char *kind) {
+    char tail[128];
+    snprintf(tail, sizeof tail, ": %s", kind);
+    return raise_detected(env, call, "memory misuse", "memory_misuse", tail);
 }
 
 /* The options of one call: the BEAM_NIF ones with load_info's overrides
@@ -322,14 +342,15 @@ static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call) {
 typedef struct call_options {
     bool leak_check;
     bool scratch;
+    bool raise_on_misuse;
     bool has_allocator; /* an allocator was chosen (else: the default) */
     beam_allocator_t allocator;
 } call_options;
 
 static call_options resolve(const beam_nif_options *options,
                             const beam__nif_override *ov) {
-    call_options o = {options->leak_check, options->scratch, false,
-                      beam_raw_allocator};
+    call_options o = {options->leak_check, options->scratch,
+                      options->raise_on_misuse, false, beam_raw_allocator};
     if (ov != NULL && (ov->set & BEAM__OVERRIDE_ALLOCATOR)) {
         o.has_allocator = true;
         o.allocator = ov->allocator;
@@ -341,6 +362,8 @@ static call_options resolve(const beam_nif_options *options,
         o.leak_check = ov->leak_check;
     if (ov != NULL && (ov->set & BEAM__OVERRIDE_SCRATCH))
         o.scratch = ov->scratch;
+    if (ov != NULL && (ov->set & BEAM__OVERRIDE_RAISE_ON_MISUSE))
+        o.raise_on_misuse = ov->raise_on_misuse;
     return o;
 }
 
@@ -362,6 +385,15 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     const call_options o = resolve(options, ov);
     beam_allocator_t a = o.allocator;
 
+    /* Misuse any allocator reports on this thread from here to the end of
+     * the cleanup belongs to this call (see beam__misuse_record). */
+    beam__misuse_record *m = &beam__misuse;
+    /* The body's caller is this frame: stacks end at the body. */
+    beam__frames_stop = (uintptr_t)__builtin_frame_address(0);
+    const unsigned long outer_watch = m->watch_from;
+    const unsigned long misuse_before = m->count;
+    m->watch_from = misuse_before;
+
     /* A custom allocator becomes the backing of the checking instance, so
      * the two options compose: blocks still come from the user's
      * allocator, and the instance sees every one of them. */
@@ -370,7 +402,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         /* Safe mode: sites for the leak report, and canaries and poison
          * so that overruns and writes after free show up too. */
         beam_gpa_init_ex(&gpa, o.has_allocator ? a : beam_large_allocator,
-                         BEAM_GPA_SAFE);
+                         BEAM_GPA_SAFE | BEAM_GPA_FRAMES(options->frames));
         a = beam_gpa_allocator(&gpa);
     }
     beam_arena_t arena;
@@ -381,7 +413,8 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     beam__fault_frame frame;
     bool faulted = false;
     ErlNifPid pid;
-    if (driver != NULL && enif_self(env, &pid) != NULL)
+    bool has_pid = enif_self(env, &pid) != NULL;
+    if (driver != NULL && has_pid)
         faulted =
             driver->enter(&pid, &beam__fault_hooks_self, a,
                           (o.scratch ? BEAM__FAULT_SCRATCH : 0u) |
@@ -398,23 +431,41 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         driver->leave(&frame);
     if (o.scratch)
         beam_arena_deinit(&arena);
-    if (!o.leak_check)
-        return result;
 
-    /* Name the function before the instance lists the blocks, so the report
-     * reads as one story. */
-    if (beam_gpa_usage_of(&gpa).live_blocks != 0) {
-        char mfa[MFA_MAX];
-        format_mfa(call, mfa, sizeof mfa);
-        beam__report(module_is_erlang()
-                         ? "beam_alloc: memory leak detected in function %s:"
-                         : "beam_alloc: memory leak detected in function `%s`:",
-                     mfa);
+    bool leaked = false;
+    if (o.leak_check) {
+        /* Freed blocks written since: found now or never. */
+        beam__gpa_check_freed(&gpa);
+        /* Name the function before the instance lists the blocks, so the
+         * report reads as one story. */
+        if (beam_gpa_usage_of(&gpa).live_blocks != 0) {
+            char mfa[MFA_MAX];
+            format_mfa(call, mfa, sizeof mfa);
+            beam__report(
+                module_is_erlang()
+                    ? "beam_alloc: memory leak detected in function %s:"
+                    : "beam_alloc: memory leak detected in function `%s`:",
+                mfa);
+        }
+        leaked = beam_gpa_deinit(&gpa);
     }
-    bool leaked = beam_gpa_deinit(&gpa);
+
+    const bool misused = m->count != misuse_before;
+    const char *kind = misused && m->kind != NULL ? m->kind : "misuse";
+    if (misused && driver != NULL && has_pid &&
+        driver->size >=
+            offsetof(beam__fault_driver, misuse) + sizeof driver->misuse &&
+        driver->misuse != NULL)
+        driver->misuse(&pid, &beam__fault_hooks_self, kind, m->line);
+    m->watch_from = outer_watch;
+
+    /* Both override whatever the body returned or raised: a misuse or a
+     * leak is a bug in the NIF itself, and one the caller cannot see
+     * otherwise. A misuse first: it often causes the leak (a free that
+     * missed its block). */
+    if (misused && (o.leak_check || o.raise_on_misuse))
+        return raise_misuse(env, call, kind);
     if (leaked)
-        /* Overrides whatever the body returned or raised: a leak is a bug
-         * in the NIF itself, and the one the caller cannot see otherwise. */
         return raise_leak(env, call);
     return result;
 }
@@ -427,12 +478,16 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
     const nif_call *const outer = current_call;
     const nif_call call = {self, c_name, argc, env};
     current_call = &call;
+    /* Stacks in reports end at the body (frames.h). */
+    const uintptr_t outer_stop = beam__frames_stop;
+    beam__frames_stop = (uintptr_t)__builtin_frame_address(0);
 
     const beam__nif_override *ov = beam__nif_override_for(self, argc);
     const beam__fault_driver *driver =
         atomic_load_explicit(&beam__fault_driver_now, memory_order_acquire);
     ERL_NIF_TERM result;
-    if (BEAM__UNLIKELY(options->leak_check || options->scratch || ov != NULL ||
+    if (BEAM__UNLIKELY(options->leak_check || options->scratch ||
+                       options->raise_on_misuse || ov != NULL ||
                        driver != NULL)) {
         result = call_composed(options, ov, driver, &call, saved, body, env,
                                argc, argv);
@@ -444,5 +499,6 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
 
     beam_allocator = saved;
     current_call = outer;
+    beam__frames_stop = outer_stop;
     return result;
 }

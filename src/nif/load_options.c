@@ -58,7 +58,7 @@ typedef struct parse {
     override_table *table;
 } parse;
 
-#define KNOWN_OPTIONS "allocator, leak_check, scratch"
+#define KNOWN_OPTIONS "allocator, leak_check, raise_on_misuse, scratch"
 
 /* Report why the load fails (fmt takes enif_snprintf's %T for terms). The
  * terms are written as Erlang writes them, and so is the module. */
@@ -108,7 +108,7 @@ static bool get_allocator(ErlNifEnv *env, ERL_NIF_TERM t,
 /* One option into ov. key names the function, for messages. */
 static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
                         ERL_NIF_TERM value, beam__nif_override *ov) {
-    char opt[16];
+    char opt[24];
     if (!enif_get_atom(p->env, name, opt, sizeof opt, ERL_NIF_LATIN1))
         return fail(p->env, BAD_OPTION,
                     "unknown option %T for %T (known: " KNOWN_OPTIONS ")", name,
@@ -125,6 +125,12 @@ static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
                         "scratch for %T must be true or false, got %T", key,
                         value);
         ov->set |= BEAM__OVERRIDE_SCRATCH;
+    } else if (strcmp(opt, "raise_on_misuse") == 0) {
+        if (!get_bool(p->env, value, &ov->raise_on_misuse))
+            return fail(p->env, BAD_VALUE,
+                        "raise_on_misuse for %T must be true or false, got %T",
+                        key, value);
+        ov->set |= BEAM__OVERRIDE_RAISE_ON_MISUSE;
     } else if (strcmp(opt, "allocator") == 0) {
         if (!get_allocator(p->env, value, &ov->allocator))
             return fail(p->env, BAD_VALUE,
@@ -221,6 +227,8 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
             e->scratch = ov.scratch;
         if (ov.set & BEAM__OVERRIDE_ALLOCATOR)
             e->allocator = ov.allocator;
+        if (ov.set & BEAM__OVERRIDE_RAISE_ON_MISUSE)
+            e->raise_on_misuse = ov.raise_on_misuse;
     }
     if (!found)
         return fail(p->env, NO_SUCH_NIF,

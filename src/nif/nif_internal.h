@@ -16,6 +16,7 @@ enum {
     BEAM__OVERRIDE_LEAK_CHECK = 1u << 0,
     BEAM__OVERRIDE_ALLOCATOR = 1u << 1,
     BEAM__OVERRIDE_SCRATCH = 1u << 2,
+    BEAM__OVERRIDE_RAISE_ON_MISUSE = 1u << 3,
 };
 
 /* What load_info says about one function of the table. */
@@ -23,6 +24,7 @@ typedef struct beam__nif_override {
     unsigned set; /* BEAM__OVERRIDE_* bits: which fields apply */
     bool leak_check;
     bool scratch;
+    bool raise_on_misuse;
     beam_allocator_t allocator;
 } beam__nif_override;
 

@@ -1,6 +1,6 @@
 /*
  * Reports inside a BEAM go to the Erlang logger: as a message
- * {beam_alloc_report, Module, Line} to the process registered as
+ * {beam_alloc_report, Module, Line, Pid} to the process registered as
  * 'Elixir.BeamAlloc.Reporter' (started by the beam_alloc application),
  * which logs it and keeps the latest for tests. Without that process (an
  * Erlang node that did not start the application) the line goes to stderr,
@@ -37,9 +37,16 @@ void beam__report_to_logger(void *user, const char *line) {
         return;
     }
     memcpy(data, line, len);
-    ERL_NIF_TERM msg = enif_make_tuple3(
+    /* The calling process, so that a test can take the reports its own
+     * calls made (BeamAlloc.Case); undefined off a process. */
+    ErlNifPid self;
+    ERL_NIF_TERM from = caller != NULL && enif_self(caller, &self) != NULL
+                            ? enif_make_pid(msg_env, &self)
+                            : enif_make_atom(msg_env, "undefined");
+    ERL_NIF_TERM msg = enif_make_tuple4(
         msg_env, enif_make_atom(msg_env, "beam_alloc_report"),
-        enif_make_atom(msg_env, module[0] != '\0' ? module : "undefined"), bin);
+        enif_make_atom(msg_env, module[0] != '\0' ? module : "undefined"), bin,
+        from);
     if (!enif_send(caller, &pid, msg_env, msg))
         beam__report_to_stderr(line);
     enif_free_env(msg_env);

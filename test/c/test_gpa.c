@@ -769,3 +769,30 @@ TEST(gpa_heaps_made_while_a_thread_exits_are_given_back_too) {
     CHECK(beam_gpa_usage_of(&late_gpa).backing_bytes < 64 * 1024);
     CHECK(!beam_gpa_deinit(&late_gpa));
 }
+
+/* Safe mode on blocks above the slab classes: a canary after each, poison
+ * while freed, and a second free named as such. */
+TEST(gpa_safe_mode_checks_large_blocks_too) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE | BEAM_GPA_QUIET_LEAKS);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    check_capture_reports();
+    unsigned char *p = beam_alloc_bytes(a, 10000, 8);
+    CHECK(p != NULL);
+    p[10000] = 1; /* one past the end */
+    beam_free_bytes(a, p, 10000, 8);
+    bool past_end = check_report_contains("write past the end of a block");
+    beam_free_bytes(a, p, 10000, 8);
+    bool twice = check_report_contains("double free");
+    volatile unsigned char *dangling = p;
+    dangling[500] = 2; /* the block sits poisoned in the cache */
+    unsigned char *q = beam_alloc_bytes(a, 10000, 8);
+    bool after_free = check_report_contains("write after free");
+    size_t misuse = beam_gpa_usage_of(&g).misuse_count;
+    check_release_reports();
+    CHECK(past_end);
+    CHECK(twice);
+    CHECK(q == p && after_free);
+    CHECK(misuse == 3);
+    beam_free_bytes(a, q, 10000, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}

@@ -1,7 +1,8 @@
 /*
  * A NIF module with an Erlang-style name (beam_alloc_erl_test, no
- * "Elixir." prefix): a leak raises erlang:error({memory_leak, Message})
- * with the function written as Erlang does, beam_alloc_erl_test:leaky/0.
+ * "Elixir." prefix): a leak or a misuse raises an Erlang error,
+ * erlang:error({memory_leak, Message}) or {memory_misuse, Message}, with
+ * the function written as Erlang does, beam_alloc_erl_test:leaky/0.
  *
  * Two NIFs are named like C library functions or keywords (free, end):
  * their C names differ (BEAM_NIF(nif_free)), the table gives the Erlang
@@ -38,12 +39,19 @@ BEAM_NIF(nif_end, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+BEAM_NIF(double_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 24);
+    beam_free(beam_allocator, p, 24); /* SITE: erl double free */
+    return enif_make_atom(env, "ok");
+}
+
 static ErlNifFunc funcs[] = {
-    {"leaky", 0, leaky, 0},
-    {"free", 1, nif_free, 0},
-    {"end", 0, nif_end, 0},
-    {"clean", 0, clean, 0},
-    {"take_reports", 0, take_reports, 0},
+    {"leaky", 0, leaky, 0},   {"double_free", 0, double_free, 0},
+    {"free", 1, nif_free, 0}, {"end", 0, nif_end, 0},
+    {"clean", 0, clean, 0},   {"take_reports", 0, take_reports, 0},
 };
 
 BEAM_NIF_INIT(beam_alloc_erl_test, funcs, load_capturing_reports, NULL, NULL)

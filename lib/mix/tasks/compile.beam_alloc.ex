@@ -22,7 +22,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   out of date).
 
   Every object is compiled with `-g` (so that reports can name source
-  lines), `-fPIC`, `-fvisibility=hidden` and the include directories of
+  lines), `-fno-omit-frame-pointer` (so that they can give the callers of
+  an allocation), `-fPIC`, `-fvisibility=hidden` and the include directories of
   beam_alloc and of the running VM's `erl_nif.h`; the shared object is
   linked with `-Wl,--exclude-libs,ALL`, so none of beam_alloc's symbols is
   exported from it (only `nif_init` and the fault-injection hook).
@@ -385,6 +386,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   defp base_cflags(root, erts) do
     [
       "-g",
+      "-fno-omit-frame-pointer",
       "-fPIC",
       "-fvisibility=hidden",
       "-I#{Path.join(root, "include")}",

@@ -1,0 +1,331 @@
+/*
+ * Source lines for report sites: the NIF library of beam_alloc_symbolizer
+ * (priv/beam_alloc_symbolize.so, loaded by erlang/beam_alloc_symbolizer.erl;
+ * BeamAlloc.Symbolizer is its Elixir front).
+ *
+ * Reports name code the way the C side can cheaply and safely, on any
+ * thread, with locks held: "lib.so+0x1c1b", the offset of the call in the
+ * object. BeamAlloc.Reporter turns those into "fun (file.c:42)" through
+ * this library before it logs and keeps a report. So the DWARF work happens
+ *
+ *   - only when a report is made (never on an allocation path),
+ *   - in the reporter process, on a dirty IO scheduler (resolve/2 is a
+ *     dirty NIF): a large object's line table may take milliseconds to
+ *     read the first time, and no normal scheduler waits for it,
+ *   - in this process, through libdw (elfutils): no fork, no addr2line,
+ *     nothing for a NIF author to link (the NIF libraries do not change;
+ *     only this one links -ldw).
+ *
+ * Each object's debug information is opened once and kept (objects are
+ * few: the NIF libraries of the node), and used only while the file's
+ * GNU build ID is the loaded code's: a library rebuilt on disk is opened
+ * again, and one whose file no longer matches what is loaded is not
+ * described at all (wrong lines would be worse than none). Built without libdw
+ * (no elfutils/libdwfl.h), resolve/2 answers error and sites stay as they are.
+ */
+#define _GNU_SOURCE
+#include <erl_nif.h>
+
+#if defined(__linux__)
+#include <elf.h>
+#include <link.h>
+#else
+/* libdw and the loader's list as used here are Linux's: sites stay as the
+ * reports give them. */
+#undef BEAM_HAVE_LIBDW
+#endif
+#include <stdbool.h>
+#include <string.h>
+
+#ifdef BEAM_HAVE_LIBDW
+#include <dwarf.h>
+#include <elfutils/libdwfl.h>
+#include <stdlib.h>
+#endif
+
+static ERL_NIF_TERM make_string(ErlNifEnv *env, const char *s) {
+    size_t len = strlen(s);
+    ERL_NIF_TERM bin;
+    unsigned char *p = enif_make_new_binary(env, len, &bin);
+    if (p != NULL)
+        memcpy(p, s, len);
+    return bin;
+}
+
+static ERL_NIF_TERM error_term(ErlNifEnv *env) {
+    return enif_make_atom(env, "error");
+}
+
+#ifdef BEAM_HAVE_LIBDW
+
+/* --- The loaded object with a given base name ---------------------------- */
+
+#define MAX_BUILD_ID 64
+
+typedef struct find {
+    const char *base;
+    size_t len;
+    char path[4096];
+    bool found;
+    /* The loaded object's GNU build ID (0 bytes: it has none). */
+    unsigned char id[MAX_BUILD_ID];
+    size_t id_len;
+} find;
+
+/* The build ID note of a loaded object, from its PT_NOTE segments in
+ * memory: what the file on disk must carry to describe this code. */
+static void loaded_build_id(const struct dl_phdr_info *info, find *f) {
+    f->id_len = 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_NOTE)
+            continue;
+        const unsigned char *p =
+            (const unsigned char *)(info->dlpi_addr + ph->p_vaddr);
+        const unsigned char *end = p + ph->p_memsz;
+        while (p + sizeof(ElfW(Nhdr)) <= end) {
+            const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
+            const unsigned char *name = p + sizeof *nh;
+            const unsigned char *desc = name + ((nh->n_namesz + 3) & ~3u);
+            const unsigned char *next = desc + ((nh->n_descsz + 3) & ~3u);
+            if (next > end)
+                break;
+            if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 &&
+                memcmp(name, "GNU", 4) == 0 && nh->n_descsz <= MAX_BUILD_ID) {
+                memcpy(f->id, desc, nh->n_descsz);
+                f->id_len = nh->n_descsz;
+                return;
+            }
+            p = next;
+        }
+    }
+}
+
+static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    find *f = data;
+    const char *name = info->dlpi_name;
+    if (name == NULL || name[0] == '\0')
+        return 0;
+    const char *base = strrchr(name, '/');
+    base = base != NULL ? base + 1 : name;
+    if (strlen(base) != f->len || memcmp(base, f->base, f->len) != 0)
+        return 0;
+    snprintf(f->path, sizeof f->path, "%s", name);
+    loaded_build_id(info, f);
+    f->found = true;
+    return 1;
+}
+
+/* --- Open objects: one Dwfl each, kept ----------------------------------- */
+
+#define MAX_OBJECTS 64
+
+static ErlNifMutex *lock;
+static struct {
+    char *path;
+    Dwfl *dwfl;
+    Dwfl_Module *mod;
+} objects[MAX_OBJECTS];
+static int nobjects;
+
+static char *debuginfo_path = NULL;
+static const Dwfl_Callbacks callbacks = {
+    .find_elf = dwfl_build_id_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = dwfl_offline_section_address,
+    .debuginfo_path = &debuginfo_path,
+};
+
+/* The module of path, opened at bias 0 so that addresses are the offsets
+ * the reports give. Lock held. */
+/* Does the opened file carry the loaded object's build ID? (No ID in the
+ * loaded object: nothing to check.) */
+static bool same_build(Dwfl_Module *mod, const find *f) {
+    const unsigned char *bits;
+    GElf_Addr vaddr;
+    if (f->id_len == 0)
+        return true;
+    int n = dwfl_module_build_id(mod, &bits, &vaddr);
+    return n > 0 && (size_t)n == f->id_len &&
+           memcmp(bits, f->id, f->id_len) == 0;
+}
+
+/* The module of the loaded object f, opened at bias 0 so that addresses
+ * are the offsets the reports give; NULL when its file is not the code
+ * that is loaded (rebuilt since: its lines would be wrong). Lock held. */
+static Dwfl_Module *module_of(const find *f) {
+    for (int i = 0; i < nobjects; i++) {
+        if (strcmp(objects[i].path, f->path) != 0)
+            continue;
+        if (same_build(objects[i].mod, f))
+            return objects[i].mod;
+        /* Replaced on disk and loaded again: open the new file. */
+        dwfl_end(objects[i].dwfl);
+        enif_free(objects[i].path);
+        objects[i] = objects[--nobjects];
+        break;
+    }
+    if (nobjects == MAX_OBJECTS)
+        return NULL;
+    Dwfl *dwfl = dwfl_begin(&callbacks);
+    if (dwfl == NULL)
+        return NULL;
+    dwfl_report_begin(dwfl);
+    Dwfl_Module *mod = dwfl_report_elf(dwfl, f->path, f->path, -1, 0, false);
+    dwfl_report_end(dwfl, NULL, NULL);
+    char *copy = mod != NULL && same_build(mod, f)
+                     ? enif_alloc(strlen(f->path) + 1)
+                     : NULL;
+    if (copy == NULL) {
+        dwfl_end(dwfl);
+        return NULL;
+    }
+    strcpy(copy, f->path);
+    objects[nobjects].path = copy;
+    objects[nobjects].dwfl = dwfl;
+    objects[nobjects].mod = mod;
+    nobjects++;
+    return mod;
+}
+
+static ERL_NIF_TERM string_or_nil(ErlNifEnv *env, const char *s) {
+    return s != NULL ? make_string(env, s) : enif_make_atom(env, "nil");
+}
+
+static ERL_NIF_TERM frame_term(ErlNifEnv *env, const char *fun,
+                               const char *file, int line) {
+    return enif_make_tuple3(env, string_or_nil(env, fun),
+                            string_or_nil(env, file),
+                            enif_make_int(env, file != NULL ? line : 0));
+}
+
+/* Where an inlined call sits in its caller (DW_AT_call_file/line). */
+static void call_site(Dwarf_Die *cudie, Dwarf_Die *inlined, const char **file,
+                      int *line) {
+    Dwarf_Attribute attr;
+    Dwarf_Word idx = 0, no = 0;
+    Dwarf_Files *files;
+    size_t nfiles;
+    *file = NULL;
+    *line = 0;
+    if (dwarf_formudata(dwarf_attr(inlined, DW_AT_call_file, &attr), &idx) !=
+            0 ||
+        dwarf_getsrcfiles(cudie, &files, &nfiles) != 0 || idx >= nfiles)
+        return;
+    *file = dwarf_filesrc(files, idx, NULL, NULL);
+    if (dwarf_formudata(dwarf_attr(inlined, DW_AT_call_line, &attr), &no) == 0)
+        *line = (int)no;
+}
+
+/* The frames at addr, innermost first: one per function inlined there,
+ * then the function itself (what addr2line -i prints). Lock held. */
+static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
+                              Dwarf_Addr addr) {
+    const char *file = NULL;
+    int line = 0;
+    Dwfl_Line *l = dwfl_module_getsrc(mod, addr);
+    if (l != NULL) {
+        Dwarf_Addr at;
+        file = dwfl_lineinfo(l, &at, &line, NULL, NULL, NULL);
+    }
+    ERL_NIF_TERM frames[32];
+    unsigned n = 0;
+    Dwarf_Addr bias = 0;
+    Dwarf_Die *cudie = dwfl_module_addrdie(mod, addr, &bias);
+    Dwarf_Die *scopes = NULL;
+    int nscopes =
+        cudie != NULL ? dwarf_getscopes(cudie, addr - bias, &scopes) : -1;
+    bool outer_done = false;
+    for (int i = 0; i < nscopes && n < 31; i++) {
+        int tag = dwarf_tag(&scopes[i]);
+        if (tag == DW_TAG_inlined_subroutine) {
+            frames[n++] =
+                frame_term(env, dwarf_diename(&scopes[i]), file, line);
+            call_site(cudie, &scopes[i], &file, &line);
+        } else if (tag == DW_TAG_subprogram) {
+            frames[n++] =
+                frame_term(env, dwarf_diename(&scopes[i]), file, line);
+            outer_done = true;
+            break;
+        }
+    }
+    free(scopes);
+    /* The function the code is in, when the scopes stopped short of it
+     * (they may, past an inlined call) or there is no DWARF: the symbol
+     * table's name, with the line where the last inlined call sits. */
+    if (!outer_done)
+        frames[n++] =
+            frame_term(env, dwfl_module_addrname(mod, addr), file, line);
+    return enif_make_list_from_array(env, frames, n);
+}
+
+/* resolve(ObjectBaseName, Offset) -> {ok, [{Function, File, Line}]} |
+ * error, innermost first; Function and File are binaries or nil, Line 0
+ * when unknown. Offset is a call's offset in the object, as reports give
+ * it. */
+static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    ErlNifBinary name;
+    ErlNifUInt64 offset;
+    char base[256];
+    if (!enif_inspect_binary(env, argv[0], &name) || name.size == 0 ||
+        name.size >= sizeof base || !enif_get_uint64(env, argv[1], &offset))
+        return enif_make_badarg(env);
+    memcpy(base, name.data, name.size);
+    base[name.size] = '\0';
+    find f = {.base = base, .len = name.size};
+    dl_iterate_phdr(match_object, &f);
+    if (!f.found)
+        return error_term(env);
+
+    enif_mutex_lock(lock);
+    Dwfl_Module *mod = module_of(&f);
+    ERL_NIF_TERM frames =
+        mod != NULL ? frames_at(env, mod, (Dwarf_Addr)offset) : 0;
+    enif_mutex_unlock(lock);
+    if (mod == NULL)
+        return error_term(env);
+    return enif_make_tuple2(env, enif_make_atom(env, "ok"), frames);
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)env;
+    (void)priv;
+    (void)info;
+    lock = enif_mutex_create("beam_alloc_symbolize");
+    return lock == NULL;
+}
+
+static void unload(ErlNifEnv *env, void *priv) {
+    (void)env;
+    (void)priv;
+    for (int i = 0; i < nobjects; i++) {
+        dwfl_end(objects[i].dwfl);
+        enif_free(objects[i].path);
+    }
+    nobjects = 0;
+    enif_mutex_destroy(lock);
+}
+
+#else /* no libdw: sites stay as the reports give them */
+
+static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    (void)make_string;
+    return error_term(env);
+}
+
+#define load NULL
+#define unload NULL
+
+#endif
+
+static ErlNifFunc funcs[] = {
+    {"resolve", 2, resolve, ERL_NIF_DIRTY_JOB_IO_BOUND},
+};
+
+ERL_NIF_INIT(beam_alloc_symbolizer, funcs, load, NULL, NULL, unload)

@@ -1,0 +1,125 @@
+%% Source lines for the code sites in beam_alloc's reports (Erlang and
+%% Elixir: 'Elixir.BeamAlloc.Symbolizer' is a front for this module).
+%%
+%% The C side names a site the way it can cheaply on any thread: the NIF
+%% library and the offset of the call in it, my_nif.so+0x1c1b (what
+%% addr2line -e my_nif.so 0x1c1b takes). resolve_sites/1 writes each site
+%% of a text as its function and source line, from the library's debug
+%% information (DWARF, through elfutils' libdw, in the NIF
+%% priv/beam_alloc_symbolize.so, on a dirty IO scheduler):
+%%
+%%     my_nif.so+0x1c1b  ->  parse (c_src/my_nif.c:42)
+%%
+%% Functions inlined at the call come first, " <- " between frames. A
+%% library built without -g still gets its function names (from its symbol
+%% table); a site that cannot be resolved stays as it was, and so does
+%% every site when the NIF is not there (built without libdw, or not
+%% loadable).
+-module(beam_alloc_symbolizer).
+
+-export([resolve_sites/1, site/2]).
+
+-on_load(load/0).
+
+load() ->
+    case code:priv_dir(beam_alloc) of
+        {error, _} ->
+            ok;
+        Priv ->
+            %% Without the library sites stay as they are: never a reason
+            %% to keep this module (and the reporter) from loading.
+            _ = erlang:load_nif(filename:join(Priv, "beam_alloc_symbolize"), 0),
+            ok
+    end.
+
+%% The NIF: {ok, [{Function | nil, File | nil, Line}]} | error, innermost
+%% (inlined) function first.
+resolve(_Object, _Offset) -> erlang:nif_error(not_loaded).
+
+%% A site: an optional exported name the C side found ("fun ("), the
+%% object's base name and the call's offset in it.
+-define(SITE, "(?:([A-Za-z_$][\\w$.]*) \\()?([^\\s()<>;,]+)\\+0x([0-9a-f]+)(\\))?").
+
+%% Text with every site (lib.so+0x1c1b, or fun (lib.so+0x1c1b)) written as
+%% function (file.c:line) where the library's debug information says, as
+%% function (lib.so+0x1c1b) where only its symbols do.
+-spec resolve_sites(binary()) -> binary().
+resolve_sites(Text) when is_binary(Text) ->
+    case re:run(Text, ?SITE, [global, {capture, all, index}]) of
+        nomatch -> Text;
+        {match, Matches} -> splice(Text, Matches, 0, [])
+    end.
+
+splice(Text, [], At, Acc) ->
+    iolist_to_binary(lists:reverse([binary:part(Text, At, byte_size(Text) - At) | Acc]));
+splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc) ->
+    Whole = binary:part(Text, Start, Len),
+    [Exported, Object, Offset, Close] = [part(Text, G) || G <- pad(Groups)],
+    Described =
+        case Exported =/= <<>> andalso Close =:= <<>> of
+            %% "fun (" without its ")" is not a site of ours: leave it whole.
+            true ->
+                Whole;
+            false ->
+                case site(Object, binary_to_integer(Offset, 16)) of
+                    {ok, D} -> D;
+                    error -> Whole
+                end
+        end,
+    splice(Text, Rest, Start + Len,
+           [Described, binary:part(Text, At, Start - At) | Acc]).
+
+%% Unmatched trailing groups are left out of re's result.
+pad(Groups) -> Groups ++ lists:duplicate(4 - length(Groups), {-1, 0}).
+
+part(_Text, {-1, _}) -> <<>>;
+part(Text, {Start, Len}) -> binary:part(Text, Start, Len).
+
+%% The function and source line of the call at Offset in the loaded object
+%% Object (a base name, <<"my_nif.so">>): {ok, <<"parse (c_src/my_nif.c:42)">>},
+%% or error when nothing is known about it.
+-spec site(binary(), non_neg_integer()) -> {ok, binary()} | error.
+site(Object, Offset) ->
+    case safe_resolve(Object, Offset) of
+        {ok, [_ | _] = Frames} ->
+            case lists:any(fun({F, File, _}) -> F =/= nil orelse File =/= nil end, Frames) of
+                true ->
+                    {ok, iolist_to_binary(
+                           lists:join(<<" <- ">>, [frame(Fr, Object, Offset) || Fr <- Frames]))};
+                false ->
+                    error
+            end;
+        _ ->
+            error
+    end.
+
+safe_resolve(Object, Offset) ->
+    try
+        resolve(Object, Offset)
+    catch
+        error:_ -> error
+    end.
+
+frame({Fun, File, Line}, _Object, _Offset) when is_binary(File), Line > 0 ->
+    [function(Fun), <<" (">>, relative(File), <<":">>, integer_to_binary(Line), <<")">>];
+frame({Fun, _, _}, Object, Offset) ->
+    [function(Fun), <<" (">>, Object, <<"+0x">>,
+     string:lowercase(integer_to_binary(Offset, 16)), <<")">>].
+
+%% BEAM_NIF(name) puts the body in beam_nif_body_name: the NIF's name is
+%% what its author wrote.
+function(nil) -> <<"?">>;
+function(<<"beam_nif_body_", Name/binary>>) -> Name;
+function(Name) -> Name.
+
+relative(File) ->
+    case file:get_cwd() of
+        {ok, Cwd} ->
+            Prefix = unicode:characters_to_binary([Cwd, "/"]),
+            case string:prefix(File, Prefix) of
+                nomatch -> File;
+                Rest -> Rest
+            end;
+        _ ->
+            File
+    end.

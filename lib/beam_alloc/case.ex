@@ -1,0 +1,108 @@
+defmodule BeamAlloc.Case do
+  @moduledoc """
+  Fails any test during which beam_alloc reported a problem.
+
+  A double free in a NIF without `leak_check` is reported and the call goes
+  on: without a guard, the test passes and the report scrolls by in the
+  log. One line after `use ExUnit.Case` makes such a test fail, with the
+  reports in the failure message:
+
+      defmodule MyNifTest do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        test "parse/1" do
+          assert {:ok, _} = MyNif.parse("[1, 2]")
+        end
+      end
+
+      1) test parse/1 (MyNifTest)
+         beam_alloc reported 1 problem during the test:
+
+           beam_alloc: general purpose allocator: double free: 0x... (length 24,
+           alignment 8), called from parse (c_src/my_nif.c:42) <- ...; the block was
+           allocated from parse (c_src/my_nif.c:30) <- ...
+
+  Which reports count: those made by NIF calls of the test process or of
+  processes it started through `Task` (their `$callers`, read when the
+  report arrives); in a test module that is not async, every report made
+  while the test ran (the test runs alone; threads and resource
+  destructors report without a process). A test that triggers
+  reports on purpose opts out with `@tag beam_alloc_reports: :allow`.
+
+  The reports are read from `BeamAlloc.Reporter`, so the `:beam_alloc`
+  application must be running (as it is under `mix test`).
+  """
+
+  alias BeamAlloc.Reporter
+
+  @doc false
+  defmacro __using__(_opts) do
+    quote do
+      setup context do
+        BeamAlloc.Case.__setup__(context)
+      end
+    end
+  end
+
+  @doc false
+  def __setup__(context) do
+    unless context[:beam_alloc_reports] == :allow do
+      test_pid = self()
+      mark = mark!()
+      async? = Map.get(context, :async, false)
+
+      ExUnit.Callbacks.on_exit({__MODULE__, make_ref()}, fn ->
+        check!(mark, test_pid, async?)
+      end)
+    end
+
+    :ok
+  end
+
+  defp mark! do
+    Reporter.mark()
+  catch
+    :exit, {:noproc, _} ->
+      raise RuntimeError,
+            "use BeamAlloc.Case reads BeamAlloc.Reporter, which is not running: " <>
+              "start the :beam_alloc application (Application.ensure_all_started(:beam_alloc))"
+  end
+
+  @doc """
+  The reports since `mark` (from `BeamAlloc.Reporter.mark/0`) that belong
+  to the test running in `test_pid`: made by it or by a process it started
+  (`$callers`, read when the report arrives: the process must still be
+  alive then); when `async?` is false, every report since the mark (the
+  test runs alone).
+  """
+  @spec reports(non_neg_integer, pid, boolean) :: [Reporter.report()]
+  def reports(mark, test_pid, async?) do
+    mark
+    |> Reporter.since()
+    |> Enum.filter(fn report ->
+      not async? or report.pid == test_pid or test_pid in report.callers
+    end)
+  end
+
+  @doc """
+  Raises `ExUnit.AssertionError` listing the reports of `reports/3`, if
+  any; `:ok` otherwise. The guard calls it when the test is over.
+  """
+  @spec check!(non_neg_integer, pid, boolean) :: :ok
+  def check!(mark, test_pid, async?) do
+    case reports(mark, test_pid, async?) do
+      [] ->
+        :ok
+
+      reports ->
+        n = length(reports)
+
+        raise ExUnit.AssertionError,
+          message:
+            "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} " <>
+              "during the test:\n\n" <>
+              Enum.map_join(reports, "\n", &("  " <> &1.line))
+    end
+  end
+end

@@ -1,0 +1,38 @@
+defmodule BeamAlloc.Symbolizer do
+  @moduledoc """
+  Source lines for the code sites in beam_alloc's reports.
+
+  The C side names a site the way it can cheaply on any thread: the NIF
+  library and the offset of the call in it, `my_nif.so+0x1c1b` (what
+  `addr2line -e my_nif.so 0x1c1b` takes). `BeamAlloc.Reporter` passes every
+  report through `resolve_sites/1`, which reads the libraries' debug
+  information (DWARF, through elfutils' libdw, on a dirty IO scheduler) and
+  writes each site as its function and source line:
+
+      my_nif.so+0x1c1b            ->  parse (c_src/my_nif.c:42)
+
+  Functions inlined at the call come first (`read_int (c_src/my_nif.c:12)
+  <- parse (c_src/my_nif.c:42)`). A library built without `-g` still gets
+  its function names (from its symbol table); a site that cannot be
+  resolved stays as it was. The fault-injection errors of
+  `BeamAlloc.Testing` name their sites the same way. The work is done by
+  the Erlang module `beam_alloc_symbolizer`, which Erlang code calls
+  directly.
+  """
+
+  @doc """
+  `text` with every site (`lib.so+0x1c1b`, or `fun (lib.so+0x1c1b)`)
+  written as `function (file.c:line)` where the library's debug information
+  says, as `function (lib.so+0x1c1b)` where only its symbols do.
+  """
+  @spec resolve_sites(String.t()) :: String.t()
+  defdelegate resolve_sites(text), to: :beam_alloc_symbolizer
+
+  @doc """
+  The function and source line of the call at `offset` in the loaded
+  object `object` (a base name, `"my_nif.so"`): `{:ok, "parse
+  (c_src/my_nif.c:42)"}`, or `:error` when nothing is known about it.
+  """
+  @spec site(String.t(), non_neg_integer) :: {:ok, String.t()} | :error
+  defdelegate site(object, offset), to: :beam_alloc_symbolizer
+end

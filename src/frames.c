@@ -1,0 +1,289 @@
+/*
+ * Frame capture for allocation sites (see frames.h).
+ *
+ * Capture walks frame pointers: two loads per frame, no unwinder, no
+ * locks, no allocation on the common path (a per-thread cache, else a
+ * lock-free depot lookup). An unwinder reading .eh_frame costs
+ * microseconds per allocation; this costs the dependent loads of the walk,
+ * about 15 ns for six frames (make bench: gpa_frames against gpa_track),
+ * which safe mode's fills dwarf and tracked mode pays only when asked
+ * (BEAM_GPA_FRAMES).
+ * The price: frames of code built without frame pointers are skipped or
+ * cut the walk short. The library builds with -fno-omit-frame-pointer, and
+ * the guide asks the same of NIFs; the innermost frame (ret, passed down by
+ * the calling helper) is exact either way.
+ *
+ * Safety: a frame pointer is followed only while it stays inside the
+ * calling thread's stack, moves up, and is aligned; so code without frame
+ * pointers (rbp holding anything) can end the walk early but never make it
+ * read outside the stack.
+ */
+#define _GNU_SOURCE
+#include "frames.h"
+#include "gpa_internal.h" /* the instance registry, for the unload */
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+/* --- The calling thread's stack ------------------------------------------- */
+
+typedef struct stack_bounds {
+    uintptr_t lo, hi; /* hi == 0: unknown (yet), 1: cannot be known */
+} stack_bounds;
+
+static BEAM_THREAD_LOCAL stack_bounds bounds;
+
+BEAM_THREAD_LOCAL uintptr_t beam__frames_stop;
+
+static BEAM__NOINLINE void find_bounds(void) {
+    bounds.hi = 1;
+#if defined(__APPLE__)
+    pthread_t self = pthread_self();
+    uintptr_t top = (uintptr_t)pthread_get_stackaddr_np(self);
+    bounds.lo = top - pthread_get_stacksize_np(self);
+    bounds.hi = top;
+#elif defined(__linux__)
+    pthread_attr_t attr;
+    void *addr;
+    size_t size;
+    /* Once per thread (it may read /proc/self/maps for the main thread). */
+    if (pthread_getattr_np(pthread_self(), &attr) != 0)
+        return;
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0 && size != 0) {
+        bounds.lo = (uintptr_t)addr;
+        bounds.hi = (uintptr_t)addr + size;
+    }
+    pthread_attr_destroy(&attr);
+#endif
+    /* Elsewhere the stack is not known: one frame, the call site. */
+}
+
+/* The walk reads other frames' saved words, which ASan has no business
+ * checking: the bounds keep every read inside this thread's stack. Its
+ * callers carry the same attribute, since it is inlined into them. */
+#if defined(__clang__) || defined(__GNUC__)
+#define WALKS __attribute__((no_sanitize_address))
+#define WALK_INLINE __attribute__((always_inline, no_sanitize_address))
+#else
+#define WALKS
+#define WALK_INLINE
+#endif
+
+/* Walk up from the calling function's frame (walk is inlined: one frame
+ * fewer to climb); out[0] = ret, then the return addresses above the frame
+ * that returns to ret. */
+static inline WALK_INLINE size_t walk(uintptr_t ret, uintptr_t *out, size_t n) {
+    out[0] = ret;
+    if (n <= 1 || ret == 0)
+        return 1;
+    if (BEAM__UNLIKELY(bounds.hi == 0))
+        find_bounds();
+    uintptr_t hi = bounds.hi;
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    /* Frames only move up from here: this one is the lowest to accept. */
+    uintptr_t lo = fp;
+    uintptr_t stop = beam__frames_stop;
+    if (hi <= 1 || fp < bounds.lo || fp >= hi)
+        return 1;
+    size_t got = 1;
+    bool found = false;
+    /* The library's own frames between here and ret: a handful. */
+    for (unsigned steps = 0; steps < 12 + BEAM__MAX_FRAMES && got < n;
+         steps++) {
+        if (fp < lo || fp > hi - 2 * sizeof(uintptr_t) ||
+            (fp & (sizeof(uintptr_t) - 1)) != 0)
+            break;
+        const uintptr_t *frame = (const uintptr_t *)fp;
+        uintptr_t next = frame[0], pc = frame[1];
+        /* pc returns into the frame at next: the glue's, past the stop. */
+        if (found && stop != 0 && next >= stop)
+            break;
+        if (found) {
+            if (pc == 0)
+                break;
+            out[got++] = pc;
+        } else if (pc == ret) {
+            found = true;
+        } else if (steps >= 12) {
+            break; /* ret is not on this chain (code without frames) */
+        }
+        if (next <= fp)
+            break;
+        fp = next;
+    }
+    return got;
+}
+
+WALKS size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n) {
+    if (n == 0)
+        return 0;
+    return walk(ret, out, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n);
+}
+
+/* --- The depot ----------------------------------------------------------- *
+ * Open addressing over a fixed table of entry pointers: readers probe with
+ * acquire loads and no lock; inserts take the mutex, fill the entry, then
+ * publish it with a release store. Entries come from chunks of the system
+ * backend and are never freed; when the table or the byte budget is full,
+ * capture falls back to the single frame. */
+
+#define DEPOT_SLOTS 16384 /* power of two; 128 KiB of zero pages */
+#define DEPOT_MAX_ENTRIES (DEPOT_SLOTS * 3 / 4)
+#define DEPOT_CHUNK 65536
+#define DEPOT_MAX_CHUNKS 64 /* 4 MiB of stacks at most */
+#define CHUNK_HEADER 16     /* the link to the previous chunk */
+
+static struct {
+    _Atomic(beam__trace *) slot[DEPOT_SLOTS];
+    pthread_mutex_t lock;
+    size_t entries;
+    char *chunk; /* current chunk: [chunk + used, chunk + DEPOT_CHUNK) free */
+    size_t used;
+    unsigned chunks;
+} depot = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static uint32_t hash_of(const uintptr_t *pc, size_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (uint64_t)pc[i];
+        h *= 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    return (uint32_t)h;
+}
+
+static inline bool same_pcs(const beam__trace *t, const uintptr_t *pc,
+                            size_t n) {
+    if (t->n != n)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (t->pc[i] != pc[i])
+            return false;
+    return true;
+}
+
+static bool same(const beam__trace *t, uint32_t hash, const uintptr_t *pc,
+                 size_t n) {
+    return t->hash == hash && same_pcs(t, pc, n);
+}
+
+static beam__trace *depot_find(uint32_t hash, const uintptr_t *pc, size_t n,
+                               size_t *empty) {
+    for (size_t i = hash & (DEPOT_SLOTS - 1);;
+         i = (i + 1) & (DEPOT_SLOTS - 1)) {
+        beam__trace *t =
+            atomic_load_explicit(&depot.slot[i], memory_order_acquire);
+        if (t == NULL) {
+            *empty = i;
+            return NULL;
+        }
+        if (same(t, hash, pc, n))
+            return t;
+    }
+}
+
+static BEAM__NOINLINE beam__trace *depot_insert(uint32_t hash,
+                                                const uintptr_t *pc, size_t n) {
+    size_t bytes = sizeof(beam__trace) + n * sizeof(uintptr_t);
+    beam__trace *t = NULL;
+    pthread_mutex_lock(&depot.lock);
+    size_t empty;
+    /* Again under the lock: another thread may have added it. */
+    t = depot_find(hash, pc, n, &empty);
+    if (t == NULL && depot.entries < DEPOT_MAX_ENTRIES) {
+        if (depot.chunk == NULL || depot.used + bytes > DEPOT_CHUNK) {
+            char *c = depot.chunks < DEPOT_MAX_CHUNKS
+                          ? (char *)beam__sys_alloc(DEPOT_CHUNK)
+                          : NULL;
+            if (c != NULL) {
+                /* Chained through their first word, for the unload. */
+                memcpy(c, &depot.chunk, sizeof depot.chunk);
+                depot.chunk = c;
+                depot.used = CHUNK_HEADER;
+                depot.chunks++;
+            }
+        }
+        if (depot.chunk != NULL && depot.used + bytes <= DEPOT_CHUNK) {
+            t = (beam__trace *)(depot.chunk + depot.used);
+            depot.used += bytes;
+            t->hash = hash;
+            t->n = (uint32_t)n;
+            memcpy(t->pc, pc, n * sizeof *pc);
+            depot.entries++;
+            atomic_store_explicit(&depot.slot[empty], t, memory_order_release);
+        }
+    }
+    pthread_mutex_unlock(&depot.lock);
+    return t;
+}
+
+/* A NIF library's copy of this code goes away with the library, and the
+ * depot with it, once no allocator instance is left whose sites could
+ * point into it (as the GPA's own globals, gpa_heap.c). Nothing of this
+ * copy runs after its destructors. */
+__attribute__((destructor)) static void depot_unload(void) {
+    if (!beam__gpa_registry_empty())
+        return;
+    char *c = depot.chunk;
+    while (c != NULL) {
+        char *prev;
+        memcpy(&prev, c, sizeof prev);
+        beam__sys_free(c);
+        c = prev;
+    }
+    depot.chunk = NULL;
+}
+
+/* Each thread remembers the last stack it stored per call site (direct
+ * mapped on ret): a program allocates from few stacks, again and again,
+ * and a hit costs a compare of a few words instead of a hash and a probe
+ * of the shared table. */
+#define CACHE_SLOTS 64
+
+static BEAM_THREAD_LOCAL const beam__trace *cache[CACHE_SLOTS];
+
+WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
+    uintptr_t pc[BEAM__MAX_FRAMES];
+    size_t n =
+        walk(ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth);
+    if (n <= 1)
+        return ret;
+    const beam__trace **c = &cache[(ret ^ (ret >> 6)) & (CACHE_SLOTS - 1)];
+    if (BEAM__LIKELY(*c != NULL && same_pcs(*c, pc, n)))
+        return (uintptr_t)*c | BEAM__SITE_TRACE;
+    uint32_t hash = hash_of(pc, n);
+    size_t empty;
+    beam__trace *t = depot_find(hash, pc, n, &empty);
+    if (BEAM__UNLIKELY(t == NULL))
+        t = depot_insert(hash, pc, n);
+    if (t == NULL)
+        return ret;
+    *c = t;
+    return (uintptr_t)t | BEAM__SITE_TRACE;
+}
+
+/* --- Text ---------------------------------------------------------------- */
+
+const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
+                                  size_t n) {
+    size_t len = 0;
+    buf[0] = '\0';
+    if (count == 0)
+        return beam__describe_addr(0, buf, n);
+    for (size_t i = 0; i < count && len + 1 < n; i++) {
+        char one[192];
+        beam__describe_addr(pcs[i], one, sizeof one);
+        int w = snprintf(buf + len, n - len, "%s%s", i ? " <- " : "", one);
+        if (w < 0)
+            break;
+        len += (size_t)w;
+    }
+    return buf;
+}
+
+const char *beam__describe_site(uintptr_t site, char *buf, size_t n) {
+    const uintptr_t *pcs = NULL;
+    size_t count = beam__site_frames(&site, &pcs);
+    return beam__describe_frames(pcs, count, buf, n);
+}

@@ -1,0 +1,250 @@
+/*
+ * Diagnostics: the report hook under threads, misuse seen per thread, and
+ * the frames kept of an allocation's stack. Names start with gpa_ so that
+ * the ThreadSanitizer run (make c-test-tsan) takes them too.
+ */
+#include "check.h"
+
+#include "frames.h"
+#include "internal.h"
+
+#include <beam_alloc.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/* --- The hook and its user pointer ---------------------------------------- */
+
+typedef struct hook_ctx {
+    _Atomic long calls, wrong_user, inside;
+} hook_ctx;
+
+static hook_ctx ctx_a, ctx_b;
+
+/* Each hook knows which user pointer it must get with it. */
+static void hook_a(void *user, const char *line) {
+    (void)line;
+    atomic_fetch_add(&ctx_a.inside, 1);
+    atomic_fetch_add(&ctx_a.calls, 1);
+    if (user != &ctx_a)
+        atomic_fetch_add(&ctx_a.wrong_user, 1);
+    atomic_fetch_sub(&ctx_a.inside, 1);
+}
+
+static void hook_b(void *user, const char *line) {
+    (void)line;
+    atomic_fetch_add(&ctx_b.inside, 1);
+    atomic_fetch_add(&ctx_b.calls, 1);
+    if (user != &ctx_b)
+        atomic_fetch_add(&ctx_b.wrong_user, 1);
+    atomic_fetch_sub(&ctx_b.inside, 1);
+}
+
+TEST(gpa_report_hook_exchange_gives_back_the_hook_and_its_user) {
+    beam_report_fn before_fn;
+    void *before_user;
+    beam_get_report_hook(&before_fn, &before_user);
+
+    beam_set_report_hook(hook_a, &ctx_a);
+    beam_report_fn old = NULL;
+    void *old_user = NULL;
+    beam_exchange_report_hook(hook_b, &ctx_b, &old, &old_user);
+    CHECK(old == hook_a);
+    CHECK(old_user == &ctx_a);
+
+    beam_report_fn now;
+    void *now_user;
+    beam_get_report_hook(&now, &now_user);
+    CHECK(now == hook_b);
+    CHECK(now_user == &ctx_b);
+
+    /* Put back exactly what was there. */
+    beam_set_report_hook(old, old_user);
+    beam_get_report_hook(&now, &now_user);
+    CHECK(now == hook_a && now_user == &ctx_a);
+
+    /* The default reads as NULL, NULL; setting NULL restores it. */
+    beam_set_report_hook(NULL, &ctx_b);
+    beam_get_report_hook(&now, &now_user);
+    CHECK(now == NULL && now_user == NULL);
+    CHECK(beam_set_report_hook(before_fn, before_user) == NULL);
+}
+
+/* Threads that misuse an instance of their own (each report goes through
+ * the hook) until told to stop. */
+static _Atomic bool stop_reporting;
+
+static void *report_loop(void *arg) {
+    (void)arg;
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_QUIET_LEAKS);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    while (!atomic_load(&stop_reporting)) {
+        void *p = beam_alloc_bytes(a, 32, 8);
+        if (p == NULL)
+            break;
+        beam_free_bytes(a, p, 32, 8);
+        beam_free_bytes(a, p, 32, 8); /* reported: double free */
+    }
+    beam_gpa_deinit(&gpa);
+    return NULL;
+}
+
+TEST(gpa_report_hook_swapped_while_threads_report) {
+    beam_report_fn before_fn;
+    void *before_user;
+    beam_get_report_hook(&before_fn, &before_user);
+    atomic_store(&ctx_a.calls, 0);
+    atomic_store(&ctx_b.calls, 0);
+    atomic_store(&ctx_a.wrong_user, 0);
+    atomic_store(&ctx_b.wrong_user, 0);
+    atomic_store(&stop_reporting, false);
+
+    beam_set_report_hook(hook_a, &ctx_a);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        CHECK(pthread_create(&t[i], NULL, report_loop, NULL) == 0);
+    bool quiet_after_swap = true;
+    /* Swap until both hooks have served reports (bounded, not timed). */
+    for (long i = 0; i < 50000000 && (atomic_load(&ctx_a.calls) < 50 ||
+                                      atomic_load(&ctx_b.calls) < 50);
+         i++) {
+        beam_report_fn old;
+        void *old_user;
+        bool to_b = i % 2 == 0;
+        beam_exchange_report_hook(to_b ? hook_b : hook_a,
+                                  to_b ? (void *)&ctx_b : (void *)&ctx_a, &old,
+                                  &old_user);
+        /* The hook just replaced was given back with its own pointer, and
+         * nobody is inside it any more. */
+        if (old != (to_b ? hook_a : hook_b) ||
+            old_user != (to_b ? (void *)&ctx_a : (void *)&ctx_b))
+            quiet_after_swap = false;
+        if (atomic_load(to_b ? &ctx_a.inside : &ctx_b.inside) != 0)
+            quiet_after_swap = false;
+    }
+    atomic_store(&stop_reporting, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    beam_set_report_hook(before_fn, before_user);
+
+    CHECK(quiet_after_swap);
+    CHECK(atomic_load(&ctx_a.wrong_user) == 0);
+    CHECK(atomic_load(&ctx_b.wrong_user) == 0);
+    CHECK(atomic_load(&ctx_a.calls) >= 50 && atomic_load(&ctx_b.calls) >= 50);
+}
+
+/* --- Misuse seen by the thread -------------------------------------------- */
+
+TEST(gpa_misuse_is_counted_for_the_thread_with_its_kind) {
+    check_capture_reports();
+    beam__misuse_record *m = &beam__misuse;
+    unsigned long before = m->count;
+    unsigned long outer_watch = m->watch_from;
+    m->watch_from = before;
+
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    /* Through an instance that has not allocated yet: still a misuse. */
+    int on_stack;
+    beam_free_bytes(a, &on_stack, sizeof on_stack, 4);
+    CHECK(m->count == before + 1);
+    CHECK(strcmp(m->kind, "free of a pointer the allocator does not own") == 0);
+    CHECK(strstr(m->line, "has no memory") != NULL);
+
+    /* Only the first misuse of the watch is kept. */
+    void *p = beam_alloc_bytes(a, 24, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, 24, 8);
+    beam_free_bytes(a, p, 24, 8);
+    CHECK(m->count == before + 2);
+    CHECK(strcmp(m->kind, "free of a pointer the allocator does not own") == 0);
+
+    /* A write after free that no allocation reuses: found by the check. */
+    unsigned char *q = beam_alloc(a, unsigned char, 64);
+    CHECK(q != NULL);
+    beam_free(a, q, 64);
+    q[40] = 1;
+    CHECK(beam__gpa_check_freed(&gpa) == 1);
+    CHECK(m->count == before + 3);
+    CHECK(check_report_contains("write after free"));
+    beam_gpa_deinit(&gpa);
+    m->watch_from = outer_watch;
+    check_release_reports();
+}
+
+/* --- Frames --------------------------------------------------------------- */
+
+static BEAM__NOINLINE size_t capture_inner(uintptr_t *out, size_t n) {
+    size_t got = beam__stack_above(BEAM__RET_ADDR(), out, n);
+    __asm__ volatile("" ::: "memory"); /* no tail call */
+    return got;
+}
+
+static BEAM__NOINLINE size_t capture_middle(uintptr_t *out, size_t n) {
+    size_t got = capture_inner(out, n);
+    __asm__ volatile("" ::: "memory");
+    return got;
+}
+
+static BEAM__NOINLINE size_t capture_outer(uintptr_t *out, size_t n) {
+    size_t got = capture_middle(out, n);
+    __asm__ volatile("" ::: "memory");
+    return got;
+}
+
+/* Is pc a return address inside fn (within its first bytes)? */
+static bool returns_into(uintptr_t pc, size_t (*fn)(uintptr_t *, size_t)) {
+    uintptr_t start = (uintptr_t)fn;
+    return pc > start && pc < start + 256;
+}
+
+TEST(gpa_frames_are_the_callers_innermost_first) {
+    uintptr_t pcs[BEAM__MAX_FRAMES];
+    size_t n = capture_outer(pcs, 3);
+    CHECK(n == 3);
+    CHECK(returns_into(pcs[0], capture_middle));
+    CHECK(returns_into(pcs[1], capture_outer));
+    /* Asking for one frame gives the call site alone. */
+    CHECK(capture_outer(pcs, 1) == 1);
+    CHECK(returns_into(pcs[0], capture_middle));
+}
+
+static BEAM__NOINLINE void *alloc_from_helper(beam_allocator_t a) {
+    void *p = beam_alloc_bytes(a, 40, 8);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+TEST(gpa_tracked_frames_reach_leak_reports_and_are_stored_once) {
+    check_capture_reports();
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_large_allocator,
+                     BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(4));
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    void *p = alloc_from_helper(a);
+    void *q = alloc_from_helper(a);
+    CHECK(p != NULL && q != NULL);
+    CHECK(beam_gpa_detect_leaks(&gpa));
+    /* Each leak names the helper's call and, after " <- ", its callers. */
+    CHECK(check_report_count() == 2);
+    CHECK(strstr(check_last_report(), "allocated from ") != NULL);
+    CHECK(strstr(check_last_report(), " <- ") != NULL);
+    beam_free_bytes(a, p, 40, 8);
+    beam_free_bytes(a, q, 40, 8);
+    CHECK(!beam_gpa_deinit(&gpa));
+
+    /* The same stack twice is one depot entry: the same site. */
+    uintptr_t s1 = 0, s2 = 0;
+    for (int i = 0; i < 2; i++) {
+        uintptr_t s = beam__trace_capture(BEAM__RET_ADDR(), 4);
+        if (i == 0)
+            s1 = s;
+        else
+            s2 = s;
+    }
+    CHECK(s1 == s2);
+    check_release_reports();
+}

@@ -1,0 +1,358 @@
+defmodule BeamAlloc.MisuseTest do
+  # Misuse of memory fails the call (under leak_check, or when asked), and
+  # its reports name the source lines of the calls involved. Not async:
+  # the tests read BeamAlloc.Reporter, which every library shares.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias BeamAlloc.Reporter
+  alias BeamAlloc.Test.Misuse
+
+  @source "test/nifs/misuse_nif.c"
+
+  setup do
+    Code.ensure_loaded!(Misuse)
+    Reporter.take()
+    :ok
+  end
+
+  defp message(fun, kind),
+    do: "memory misuse detected in function `BeamAlloc.Test.Misuse.#{fun}/0`: #{kind}"
+
+  # Reports are messages to the reporter: wait for at least count.
+  defp reports(count, tries \\ 100) do
+    got = Reporter.recent()
+
+    if length(got) >= count or tries == 0 do
+      Enum.map(Reporter.take(), &elem(&1, 1))
+    else
+      Process.sleep(10)
+      reports(count, tries - 1)
+    end
+  end
+
+  describe "under leak_check, each kind raises once the call is over" do
+    for {fun, kind} <- [
+          double_free: "double free",
+          write_past_end: "write past the end of a block",
+          wrong_length: "free with a wrong length or alignment",
+          wrong_alignment: "free with a wrong length or alignment",
+          foreign_free: "free of a pointer the allocator does not own",
+          write_after_free: "write after free",
+          large_double_free: "double free",
+          large_write_past_end: "write past the end of a block",
+          large_wrong_length: "free with a wrong length or alignment",
+          large_write_after_free: "write after free"
+        ] do
+      test "#{kind} (#{fun})" do
+        capture_log(fn ->
+          assert_raise RuntimeError, message(unquote(fun), unquote(kind)), fn ->
+            apply(Misuse, unquote(fun), [])
+          end
+
+          # The details still reach the reporter (and the logger).
+          assert [line | _] = reports(1)
+          assert line =~ "beam_alloc: general purpose allocator: "
+          # The site of the misusing call, or of the block's allocation
+          # when the misuse is found later (a write after free).
+          assert line =~ "from #{unquote(fun)} (#{@source}:"
+        end)
+
+        # The VM and the library carry on: a clean call works.
+        assert {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn -> :ok end)
+      end
+    end
+
+    test "the misuse wins over the NIF's own exception" do
+      capture_log(fn ->
+        assert_raise RuntimeError, message(:double_free_and_badarg, "double free"), fn ->
+          Misuse.double_free_and_badarg()
+        end
+      end)
+    end
+
+    test "an Erlang module gets erlang:error({memory_misuse, Message})" do
+      :beam_alloc_erl_test.take_reports()
+
+      assert {:memory_misuse,
+              "memory misuse detected in function beam_alloc_erl_test:double_free/0: double free"} =
+               catch_error(:beam_alloc_erl_test.double_free())
+
+      assert Enum.any?(:beam_alloc_erl_test.take_reports(), &(&1 =~ "double free"))
+    end
+  end
+
+  describe "without leak_check" do
+    test "a misuse is reported and the call returns" do
+      capture_log(fn ->
+        assert :ok = Misuse.double_free_plain()
+        assert [line] = reports(1)
+        assert line =~ "double free"
+      end)
+    end
+
+    test ".raise_on_misuse = true raises, for the process-wide allocator too" do
+      capture_log(fn ->
+        assert_raise RuntimeError, message(:double_free_raising, "double free"), fn ->
+          Misuse.double_free_raising()
+        end
+      end)
+    end
+
+    test "raise_on_misuse: true from use BeamAlloc.Nif raises" do
+      capture_log(fn ->
+        assert_raise RuntimeError, message(:double_free_opted, "double free"), fn ->
+          Misuse.double_free_opted()
+        end
+      end)
+    end
+  end
+
+  describe "BeamAlloc.Symbolizer" do
+    test "turns the sites of a report line into source lines, and leaves the rest" do
+      :beam_alloc_erl_test.take_reports()
+      catch_error(:beam_alloc_erl_test.double_free())
+
+      # The line as the C side writes it (this library captures its own).
+      [raw] = Enum.filter(:beam_alloc_erl_test.take_reports(), &(&1 =~ "double free"))
+      assert raw =~ ~r/called from erl_module_nif\.so\+0x[0-9a-f]+/
+
+      line =
+        "test/nifs/erl_module_nif.c"
+        |> File.read!()
+        |> String.split("\n")
+        |> Enum.find_index(&String.contains?(&1, "/* SITE: erl double free */"))
+        |> Kernel.+(1)
+
+      resolved = BeamAlloc.Symbolizer.resolve_sites(raw)
+      assert resolved =~ "called from double_free (test/nifs/erl_module_nif.c:#{line})"
+      refute resolved =~ "erl_module_nif.so+0x"
+
+      # What it cannot place stays as it was.
+      assert BeamAlloc.Symbolizer.resolve_sites("at no_such_object.so+0x10") ==
+               "at no_such_object.so+0x10"
+
+      assert BeamAlloc.Symbolizer.resolve_sites("no sites here: 0x7f00") ==
+               "no sites here: 0x7f00"
+    end
+  end
+
+  describe "sites" do
+    # The line of the source that carries `marker`.
+    defp line_of(marker) do
+      @source
+      |> File.read!()
+      |> String.split("\n")
+      |> Enum.find_index(&String.contains?(&1, "/* SITE: #{marker} */"))
+      |> Kernel.+(1)
+    end
+
+    test "name the exact file.c:line of a leaking allocation, a bad free and its block" do
+      capture_log(fn ->
+        assert_raise RuntimeError, message(:leak_and_bad_free, "double free"), fn ->
+          Misuse.leak_and_bad_free()
+        end
+
+        lines = reports(3)
+        misuse = Enum.find(lines, &(&1 =~ "double free"))
+        leak = Enum.find(lines, &(&1 =~ "leak: 40 bytes"))
+        assert misuse && leak, inspect(lines)
+
+        # The bad free: the call itself, in the NIF's body.
+        [called, allocated] = String.split(misuse, "; the block was allocated from ")
+        assert called =~ "called from leak_and_bad_free (#{@source}:#{line_of("bad free")})"
+
+        # The block freed twice: allocated in a helper, which the NIF
+        # called (safe mode keeps several frames).
+        assert allocated =~ "make_block (#{@source}:#{line_of("helper")})"
+        assert allocated =~ "leak_and_bad_free (#{@source}:#{line_of("caller")})"
+
+        # The leak: the line of the allocation, not the one after it.
+        assert leak =~ "allocated from leak_and_bad_free (#{@source}:#{line_of("leak")})"
+      end)
+    end
+
+    test "name each caller of an allocation, innermost first, from the stack" do
+      capture_log(fn ->
+        assert_raise RuntimeError, fn -> Misuse.leak_deep() end
+        leak = Enum.find(reports(2), &(&1 =~ "leak: 24 bytes"))
+
+        assert leak =~
+                 "allocated from deep_alloc (#{@source}:#{line_of("deep")}) <- " <>
+                   "middle_alloc (#{@source}:#{line_of("middle")}) <- " <>
+                   "leak_deep (#{@source}:#{line_of("top")})"
+
+        # The stack ends at the NIF's body: nothing of the glue or the VM.
+        refute leak =~ "beam_nif_call"
+      end)
+    end
+  end
+end
+
+defmodule BeamAlloc.MisuseFaultInjectionTest do
+  # check_all_allocation_failures/2 flags misuse in any run.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias BeamAlloc.AllocationFailureError
+  alias BeamAlloc.Test.Misuse
+
+  test "a misuse in a run is a problem of its own, with its report and allocation count" do
+    capture_log(fn ->
+      error =
+        assert_raise AllocationFailureError, fn ->
+          BeamAlloc.Testing.check_all_allocation_failures(fn -> Misuse.double_free_plain() end)
+        end
+
+      # The NIF handles its one allocation failing; what is wrong is the
+      # double free of the runs where the allocation succeeds.
+      assert error.allocations == 1
+      assert [_ | _] = misuse = Enum.filter(error.problems, &(&1.kind == :misuse))
+      assert Enum.all?(error.problems, &(&1.kind == :misuse))
+
+      for problem <- misuse do
+        assert problem.misuse == "double free"
+        assert problem.after == 1
+        assert problem.report =~ "double free"
+        assert problem.report =~ "called from double_free_plain (test/nifs/misuse_nif.c:"
+      end
+
+      assert Exception.message(error) =~ "misused memory: double free"
+
+      # The same from Erlang, as Erlang terms.
+      assert {:allocation_failures, %{message: message, problems: [%{kind: :misuse} | _]}} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(
+                   &Misuse.double_free_plain/0,
+                   []
+                 )
+               )
+
+      assert message =~ "the run without failures misused memory: double free"
+      assert message =~ "called from double_free_plain (test/nifs/misuse_nif.c:"
+    end)
+  end
+
+  test "a leak_check NIF that misuses fails the first run, with the misuse named" do
+    capture_log(fn ->
+      error =
+        assert_raise AllocationFailureError, fn ->
+          BeamAlloc.Testing.check_all_allocation_failures(fn -> Misuse.double_free() end)
+        end
+
+      assert [
+               %{kind: :misuse, misuse: "double free", index: nil},
+               %{kind: :failed_without_injection}
+             ] = error.problems
+    end)
+  end
+end
+
+defmodule BeamAlloc.CaseTest do
+  # The ExUnit guard: a test during which the library reported a problem
+  # fails, with the report in the message.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias BeamAlloc.Reporter
+  alias BeamAlloc.Test.Misuse
+
+  defp wait_for(mark, tries \\ 100) do
+    case Reporter.since(mark) do
+      [] when tries > 0 ->
+        Process.sleep(10)
+        wait_for(mark, tries - 1)
+
+      reports ->
+        reports
+    end
+  end
+
+  test "check!/3 fails with the report when the test's own call reported" do
+    mark = Reporter.mark()
+    capture_log(fn -> assert :ok = Misuse.double_free_plain() end)
+    assert [_] = wait_for(mark)
+
+    error =
+      assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, self(), true) end
+
+    assert error.message =~ "beam_alloc reported 1 problem during the test:"
+    assert error.message =~ "double free"
+    assert error.message =~ "double_free_plain (test/nifs/misuse_nif.c:"
+  end
+
+  test "check!/3 counts calls of the test's Tasks, not of unrelated processes (async)" do
+    mark = Reporter.mark()
+    test_pid = self()
+
+    capture_log(fn ->
+      # The Task lives until its report is in: the reporter reads its
+      # $callers when the report arrives.
+      task =
+        Task.async(fn ->
+          Misuse.double_free_plain()
+          send(test_pid, :called)
+          receive do: (:done -> :ok)
+        end)
+
+      assert_receive :called
+      assert [_] = wait_for(mark)
+      send(task.pid, :done)
+      Task.await(task)
+
+      other_mark = Reporter.mark()
+      spawn(fn -> Misuse.double_free_plain() end)
+      assert [_] = wait_for(other_mark)
+    end)
+
+    assert [report] = BeamAlloc.Case.reports(mark, self(), true)
+    assert report.line =~ "double free"
+    # Not async: whatever was reported during the test counts.
+    assert length(BeamAlloc.Case.reports(mark, self(), false)) == 2
+  end
+
+  test "check!/3 passes when nothing was reported" do
+    mark = Reporter.mark()
+    assert :ok = BeamAlloc.Case.check!(mark, self(), false)
+  end
+
+  # A real test module using the guard, run by ExUnit in a VM of its own:
+  # its test that triggers a report fails, the clean one and the one
+  # tagged to allow reports pass.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case fails a test during which a report was made" do
+    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+
+    script = ~S"""
+    {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    ExUnit.start(autorun: false, colors: [enabled: false])
+
+    defmodule Guarded do
+      use ExUnit.Case
+      use BeamAlloc.Case
+
+      test "misuses", do: assert(:ok = BeamAlloc.Test.Misuse.double_free_plain())
+      test "clean", do: assert(true)
+
+      @tag beam_alloc_reports: :allow
+      test "allowed", do: assert(:ok = BeamAlloc.Test.Misuse.double_free_plain())
+    end
+
+    result = ExUnit.run()
+    IO.puts("RESULT " <> inspect(result))
+    """
+
+    {out, 0} =
+      System.cmd("elixir", ["-pa", ebin, "-e", script],
+        stderr_to_stdout: true,
+        env: [{"MIX_ENV", "test"}]
+      )
+
+    assert out =~ ~r/RESULT %\{.*failures: 1/
+    assert out =~ "beam_alloc reported 1 problem during the test"
+    assert out =~ "double free"
+  end
+end

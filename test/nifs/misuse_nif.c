@@ -1,0 +1,227 @@
+/*
+ * Misuse of memory, one NIF per kind, for the diagnostics that fail a call
+ * (test/misuse_test.exs). Reports go through the library's default hook,
+ * so to BeamAlloc.Reporter, which writes their sites as source lines: the
+ * tests find the lines marked SITE below in the reports. (Keep each marker
+ * on the line of its call.) Loaded by BeamAlloc.Test.Misuse
+ * (test/support/misuse.ex) through `use BeamAlloc.Nif`.
+ */
+#include "nif_util.h"
+
+static ERL_NIF_TERM ok(ErlNifEnv *env) {
+    return enif_make_atom(env, "ok");
+}
+
+static beam_allocator_t process_wide(void) {
+    return beam_general_purpose_allocator;
+}
+
+/* --- One kind each, under leak_check ------------------------------------- */
+
+BEAM_NIF(double_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 24);
+    beam_free(beam_allocator, p, 24);
+    return ok(env);
+}
+
+BEAM_NIF(write_past_end, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[24] = 1;
+    beam_free(beam_allocator, p, 24);
+    return ok(env);
+}
+
+BEAM_NIF(wrong_length, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 16);
+    return ok(env);
+}
+
+BEAM_NIF(wrong_alignment, .leak_check = true) {
+    void *p = beam_alloc_bytes(beam_allocator, 64, 16);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 64, 8);
+    return ok(env);
+}
+
+BEAM_NIF(foreign_free, .leak_check = true) {
+    /* Memory of another allocator: the checking instance must not take
+     * it (and must not touch it). One block of its own first, so that the
+     * instance is set up and looks the pointer up. */
+    void *own = beam_alloc_bytes(beam_allocator, 32, 8);
+    void *other = beam_alloc_bytes(beam_raw_allocator, 32, 8);
+    if (own == NULL || other == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, own, 32, 8);
+    beam_free_bytes(beam_allocator, other, 32, 8);
+    beam_free_bytes(beam_raw_allocator, other, 32, 8);
+    return ok(env);
+}
+
+BEAM_NIF(write_after_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 64);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 64);
+    /* Past the words the free list uses, so nothing but the poison
+     * changes: found when the call ends. */
+    volatile unsigned char *dangling = p;
+    dangling[20] = 7;
+    return ok(env);
+}
+
+/* Misuse, then an exception of its own: the misuse is the error raised. */
+/* --- The same kinds on blocks above the slab classes (large blocks) ----- */
+
+#define LARGE 10000
+
+BEAM_NIF(large_double_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, LARGE);
+    beam_free(beam_allocator, p, LARGE);
+    return ok(env);
+}
+
+BEAM_NIF(large_write_past_end, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[LARGE] = 1;
+    beam_free(beam_allocator, p, LARGE);
+    return ok(env);
+}
+
+BEAM_NIF(large_wrong_length, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, LARGE - 1);
+    return ok(env);
+}
+
+BEAM_NIF(large_write_after_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, LARGE);
+    volatile unsigned char *dangling = p;
+    dangling[100] = 7;
+    return ok(env);
+}
+
+BEAM_NIF(double_free_and_badarg, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 8);
+    if (p != NULL) {
+        beam_free(beam_allocator, p, 8);
+        beam_free(beam_allocator, p, 8);
+    }
+    return enif_make_badarg(env);
+}
+
+/* --- Without leak_check -------------------------------------------------- */
+
+/* The process-wide instance sees a double free; the call goes on. */
+BEAM_NIF(double_free_plain, .allocator = process_wide) {
+    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    return ok(env);
+}
+
+/* The same, asked to raise in C. */
+BEAM_NIF(double_free_raising, .allocator = process_wide,
+         .raise_on_misuse = true) {
+    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    return ok(env);
+}
+
+/* The same, asked to raise from Elixir (test/support/misuse.ex). */
+BEAM_NIF(double_free_opted, .allocator = process_wide) {
+    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    return ok(env);
+}
+
+/* --- Sites as source lines ----------------------------------------------- */
+
+static unsigned char *make_block(size_t n) {
+    return beam_alloc(beam_allocator, unsigned char, n); /* SITE: helper */
+}
+
+/* Leaks one block and frees another twice: the reports must name the
+ * lines of the leaking allocation, of the bad free and of the allocation
+ * of the block freed twice. */
+BEAM_NIF(leak_and_bad_free, .leak_check = true) {
+    unsigned char *kept =
+        beam_alloc(beam_allocator, unsigned char, 40); /* SITE: leak */
+    unsigned char *twice = make_block(8);              /* SITE: caller */
+    if (kept == NULL || twice == NULL)
+        return beam_make_error(env, "enomem");
+    kept[0] = 1;
+    beam_free(beam_allocator, twice, 8);
+    beam_free(beam_allocator, twice, 8); /* SITE: bad free */
+    return ok(env);
+}
+
+/* Real calls (not inlined): the frames come from the stack itself, walked
+ * through frame pointers. */
+__attribute__((noinline)) static unsigned char *deep_alloc(size_t n) {
+    unsigned char *p =
+        beam_alloc(beam_allocator, unsigned char, n); /* SITE: deep */
+    __asm__ volatile("" ::: "memory"); /* keeps the call a call */
+    return p;
+}
+
+__attribute__((noinline)) static unsigned char *middle_alloc(size_t n) {
+    unsigned char *p = deep_alloc(n); /* SITE: middle */
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+BEAM_NIF(leak_deep, .leak_check = true) {
+    unsigned char *p = middle_alloc(24); /* SITE: top */
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[0] = 1;
+    return ok(env);
+}
+
+static ErlNifFunc funcs[] = {
+    {"leak_deep", 0, leak_deep, 0},
+    {"double_free", 0, double_free, 0},
+    {"write_past_end", 0, write_past_end, 0},
+    {"wrong_length", 0, wrong_length, 0},
+    {"wrong_alignment", 0, wrong_alignment, 0},
+    {"foreign_free", 0, foreign_free, 0},
+    {"write_after_free", 0, write_after_free, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"large_double_free", 0, large_double_free, 0},
+    {"large_write_past_end", 0, large_write_past_end, 0},
+    {"large_wrong_length", 0, large_wrong_length, 0},
+    {"large_write_after_free", 0, large_write_after_free, 0},
+    {"double_free_and_badarg", 0, double_free_and_badarg, 0},
+    {"double_free_plain", 0, double_free_plain, 0},
+    {"double_free_raising", 0, double_free_raising, 0},
+    {"double_free_opted", 0, double_free_opted, 0},
+    {"leak_and_bad_free", 0, leak_and_bad_free, 0},
+};
+
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)
