@@ -461,6 +461,7 @@ static void BW(_pc_part)(bench_pc *m, int idx) {
         BW(_await)(&m->go, 1);
     }
     size_t ops = m->ops / (size_t)n;
+    uint64_t cpu0 = bench_thread_cpu_ns();
     for (size_t i = 0; rc == 0 && i < ops; i++) {
         uint64_t r = bench_rng(&rng);
         size_t k = bench_below((uint32_t)(r >> 32), cnt);
@@ -477,6 +478,7 @@ static void BW(_pc_part)(bench_pc *m, int idx) {
         N[k] = (uint32_t)sz;
     }
     m->end_ns[idx] = bench_now_ns();
+    m->cpu_ns[idx] = bench_thread_cpu_ns() - cpu0;
     atomic_fetch_add_explicit(&m->done, 1, memory_order_acq_rel);
     BW(_await)(&m->done, m->started);
     for (size_t i = 0; i < cnt; i++)
@@ -519,9 +521,11 @@ __attribute__((unused)) static int BW(_pc)(bench_pc *m, uint64_t *ns, char *err,
         (void)sched_setaffinity(0, sizeof saved, &saved);
     uint64_t end = 0;
     int bad = 0;
+    m->cpu_total_ns = 0;
     for (int i = 0; i < started; i++) {
         if (m->end_ns[i] > end)
             end = m->end_ns[i];
+        m->cpu_total_ns += m->cpu_ns[i];
         bad |= m->err[i];
     }
     *ns = end - m->t0;

@@ -61,6 +61,13 @@
  * which does not advance while the thread is preempted. */
 static clockid_t bench_clock = CLOCK_MONOTONIC;
 
+/* The calling thread's CPU time (whatever bench_clock says). */
+static uint64_t bench_thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static uint64_t bench_now_ns(void) {
     struct timespec ts;
     clock_gettime(bench_clock, &ts);
@@ -243,6 +250,8 @@ typedef struct bench_pc {
     uint32_t *slot_n;
     atomic_int ready, go, done;
     uint64_t t0, end_ns[BENCH_PC_MAX_THREADS];
+    /* CPU time each thread spent in its timed loop, and their sum. */
+    uint64_t cpu_ns[BENCH_PC_MAX_THREADS], cpu_total_ns;
     int err[BENCH_PC_MAX_THREADS];
 } bench_pc;
 typedef int (*bench_pc_fn)(bench_pc *m, uint64_t *ns, char *err, size_t errlen);
