@@ -505,6 +505,24 @@ static void paired_end(FILE *f) {
                     g->m[i].alloc, g->m[i].threads, r, pr.ns[i][r],
                     pr.other[r]);
     }
+    /* Scaling of each allocator from its one-thread member, by the
+     * threads' CPU time per op (see paired_target.cpu). */
+    for (int i = 0; i < pr.nm && g->kind == PG_PC; i++) {
+        if (g->m[i].threads == 1 || !pr.ok[i])
+            continue;
+        paired_member one = {g->m[i].alloc, 1};
+        int j = paired_member_index(&one);
+        if (j < 0 || !pr.ok[j])
+            continue;
+        paired_target t = {g->name, g->m[i], one, 0, true, true, ""};
+        double v[PAIRED_MAX_REPS];
+        int n = paired_ratios(&t, v);
+        char label[96];
+        snprintf(label, sizeof label, "%s: %d threads / 1, CPU-time scaling",
+                 g->m[i].alloc, g->m[i].threads);
+        if (n > 0)
+            paired_print_ratio(f, label, v, n, false);
+    }
     /* Ratios: gpa against each other member with the same thread count,
      * then the issue's targets for this group. */
     int gi = -1;
