@@ -195,6 +195,10 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
 /* The current slab of cls has nothing left (owner, h busy). */
 static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
                                        size_t alignment, uintptr_t ret) {
+    /* What this thread freed elsewhere goes home first: some of it may
+     * make a slab worth adopting. */
+    if (h->stash_n != 0)
+        beam__gpa_stash_flush(h->st, h);
     /* Every so many refills, give back empty current slabs of other
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
@@ -305,6 +309,17 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
         beam__gpa_reclaim_push(st, s);
 }
 
+void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
+    void **b = h->stash;
+    h->stash = NULL;
+    h->stash_n = 0;
+    while (b != NULL) {
+        void **next = (void **)b[0];
+        slab_push(st, beam__gpa_map_slot(b), b);
+        b = next;
+    }
+}
+
 /* A free by a thread with no heap of st: counted in the shared counters. */
 static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
                                        size_t len) {
@@ -316,22 +331,32 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
     slab_push(st, s, b);
 }
 
-/* A free into a slab this thread's heap h does not own (another heap's
- * current slab, or a detached one, h's former current slab included): an
- * atomic push, but counted in h like a local free (stats are summed over
- * heaps and a heap's counters are written by its thread alone), which
- * spares the shared counters' atomics. Counting needs no busy bracket: a
- * collector never touches counters. */
-static BEAM__NOINLINE void free_to_other(gpa_state *st, gpa_slab *s, void **b,
-                                         size_t len, gpa_heap *h) {
+/* A free into a slab this thread's heap h does not own: onto h's stash
+ * (see "The stash" in gpa_internal.h), or, while a collector has h, an
+ * atomic push at once. Counted in h either way (stats are summed over heaps
+ * and a heap's counters are written by its thread alone; a collector never
+ * touches them), which spares the shared counters' atomics. Out of line, so
+ * that the local free stays free of calls. */
+static BEAM__NOINLINE void free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
+                                          size_t len, gpa_heap *h) {
+    gpa_heap_enter(h);
+    if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
+        b[0] = h->stash;
+        h->stash = b;
+        if (++h->stash_n >= GPA_STASH_MAX)
+            beam__gpa_stash_flush(st, h);
+        gpa_heap_leave(h);
+    } else {
+        gpa_heap_leave(h);
+        slab_push(st, s, b);
+    }
     beam__count_free(&h->stats, &st->peak, len);
-    slab_push(st, s, b);
 }
 
 /* The block b of slab s passed every check: give it back, to the owner's
- * list when this thread's heap owns the slab, else to its atomic stack.
- * The local free makes no call but, rarely, a publication in tail
- * position. */
+ * list when this thread's heap owns the slab, else through free_elsewhere,
+ * or, with no heap of st on this thread, to the slab's atomic stack. The
+ * local free makes no call but, rarely, one in tail position. */
 static inline __attribute__((always_inline)) void
 release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
     b[1] = (void *)beam__gpa_tag(st, b);
@@ -353,7 +378,7 @@ release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
             return;
         }
         gpa_heap_leave(h);
-        free_to_other(st, s, b, len, h);
+        free_elsewhere(st, s, b, len, h);
         return;
     }
     remote_free(st, s, b, len);

@@ -62,6 +62,20 @@
  * is the collector's until it clears revoked; busy: it backs off. The owner
  * pays two plain stores and a load per call; the barrier is the collector's.
  *
+ * The stash: a free into a slab the freeing thread's heap does not own
+ * (mostly its own former current slabs, detached when they filled) is an
+ * atomic push on the slab's thread_free, and a locked instruction waits
+ * for every store before it, the store to the freed block (a cache miss,
+ * with many blocks live) included: such frees would run one miss at a
+ * time. So the heap's thread tags the block free and puts it on its heap's
+ * stash (plain stores); the stash is pushed to the blocks' slabs, one
+ * atomic push each, once it holds GPA_STASH_MAX blocks (their lines are in
+ * cache by then), before every refill, and whenever the heap is stripped
+ * (retired or collected). Stashed blocks are free to every check (their
+ * tag is set) and counted as freed, but still used in their slab, which
+ * therefore stays out of the pool. The stash is owner-only inside the busy
+ * bracket (a collector's while the heap is revoked), like cur[].
+ *
  * Invariants (asserted in debug builds):
  *  - slab->base is 64 KiB aligned; blocks are at base + k * size for
  *    k < (bump - base) / size; size is a multiple of 16.
@@ -101,6 +115,7 @@
 #define GPA_TLS_SLOTS 8
 #define GPA_MAX_SEGMENT_SLABS 63
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
+#define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
 
 enum gpa_where {
     WHERE_POOL,    /* free for any class */
@@ -187,6 +202,10 @@ typedef struct gpa_heap {
     gpa_slab *cur[GPA_CLASSES]; /* never NULL: empty sentinel at first */
     beam__counters stats;       /* this heap's allocations and frees */
     unsigned refills;           /* alloc_slow calls, to pace trimming */
+    /* The stash (see "The stash" above): blocks this heap's thread freed
+     * into slabs the heap does not own, linked through word 0. */
+    void **stash;
+    unsigned stash_n;
     gpa_state *st;
     struct gpa_heap *next, *prev; /* in st->heaps (lock) */
 } gpa_heap;
@@ -429,6 +448,9 @@ BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);
 /* This thread's heap of st if it has one (never makes one). */
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_if_any(const gpa_state *st);
+/* Push every block of h's stash to its slab (the owner inside the busy
+ * bracket, or a collector holding the lock while h is idle). */
+BEAM__HIDDEN void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h);
 /* Wait out a collector that is taking h's slabs (owner, h->busy set). */
 BEAM__HIDDEN void beam__gpa_heap_wait_revoked(gpa_heap *h);
 /* Give back what can be given back now (beam_gpa_collect). */
