@@ -18,7 +18,7 @@ SAN_CC  ?= clang
 COMMON_SRC      := $(wildcard src/*.c)
 NIF_SRC         := $(COMMON_SRC) src/backend/enif.c $(wildcard src/nif/*.c)
 STANDALONE_SRC  := $(COMMON_SRC) src/backend/libc.c
-HEADERS         := $(wildcard include/*.h include/beam_alloc/*.h src/*.h src/nif/*.h)
+HEADERS         := $(wildcard include/*.h include/*.hpp include/beam_alloc/*.h src/*.h src/nif/*.h)
 
 # Found when first needed (after `make deps` may have installed Erlang),
 # then remembered.
@@ -109,11 +109,17 @@ c-test-san: $(BUILD)/test-san/run_tests
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    $(BUILD)/test-san/run_tests
 
+# The libraries the adapter headers (include/beam_alloc/) adapt: linked by
+# their users, never by beam_alloc itself.
+ADAPTER_LIBS := -lsqlite3 -lz -lzstd
+
 # The public headers, strict: beam_alloc.h alone with no ERTS include path,
 # built and linked against the standalone library; beam_alloc_nif.h with a
 # NIF using every public macro (test/header/sample_nif.c) as C11 and C++17
-# with gcc and clang; and BEAM_NIF without beam_alloc_nif.h must fail with a
-# message that names it.
+# with gcc and clang; the adapter headers run against SQLite, zlib and zstd
+# (test/header/adapters.c, C11) and the C++ one with STL and pmr containers
+# (test/header/cxx.cpp, C++17), with both compilers; and BEAM_NIF without
+# beam_alloc_nif.h must fail with a message that names it.
 HEADER_STRICT := -Wall -Wextra -Werror -Iinclude
 header-test: $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(BUILD)/header
@@ -127,6 +133,14 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    $$cxx -std=c++17 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
 	done
 	for cc in gcc $(SAN_CC); do \
+	    $$cc -std=c11 -pedantic $(HEADER_STRICT) test/header/adapters.c $(BUILD)/libbeam_alloc_standalone.a \
+	        $(ADAPTER_LIBS) -pthread -ldl -o $(BUILD)/header/adapters-$$cc && $(BUILD)/header/adapters-$$cc || exit 1; \
+	done
+	for cxx in g++ $(SAN_CC)++; do \
+	    $$cxx -std=c++17 -pedantic $(HEADER_STRICT) test/header/cxx.cpp $(BUILD)/libbeam_alloc_standalone.a \
+	        -pthread -ldl -o $(BUILD)/header/cxx-$$cxx && $(BUILD)/header/cxx-$$cxx || exit 1; \
+	done
+	for cc in gcc $(SAN_CC); do \
 	    if $$cc -std=c11 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/missing_nif_header.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
 	        echo "BEAM_NIF compiled without beam_alloc_nif.h" >&2; exit 1; fi; \
 	    grep -q 'beam_alloc_nif.h' $(BUILD)/header/missing.err || { cat $(BUILD)/header/missing.err; exit 1; }; \
@@ -136,7 +150,7 @@ clean:
 	rm -rf $(BUILD) _build priv
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h
+	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
 # `make nifs` is what mix's :beam_alloc_make compiler runs (see
@@ -156,7 +170,14 @@ NIF_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
 TEST_NIF_SRC := $(wildcard test/nifs/*.c)
-TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so)
+TEST_NIF_CXX := $(wildcard test/nifs/*.cpp)
+TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
+                $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
+CXX          ?= g++
+NIF_CXXFLAGS := -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread
+# The test NIFs of the adapter headers link what they adapt.
+$(MIX_APP_PATH)/priv/adapters_nif.so: NIF_LIBS := -lz -lzstd
+$(MIX_APP_PATH)/priv/sqlite_nif.so: NIF_LIBS := -lsqlite3
 
 .PHONY: nifs
 
@@ -193,7 +214,11 @@ rebar3-clean:
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
+
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CXX) $(CFLAGS) $(NIF_CXXFLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
 # The library is built here first so that the make that mix runs finds it
 # up to date (and two makes never write the same objects).
@@ -245,6 +270,26 @@ demo-run: lib $(DEMO_SO)
 bench:
 	@CC="$(CC)" MAKE="$(MAKE)" bench/run.sh
 
+# SQLite's allocator in a BEAM: malloc, enif_alloc with a size header,
+# beam_alloc's general purpose allocator (beam_sqlite3_use) and mimalloc,
+# on 1 and 2 dirty schedulers (bench/sqlite/). BENCH_ROUNDS (default 7) and
+# BENCH_ROWS (default 20000) set its length; the table goes to
+# bench/results/sqlite.md.
+.PHONY: bench-sqlite bench-sqlite-run
+SQLITE_BENCH_SO := $(BUILD)/bench/sqlite_bench_nif.so
+
+$(SQLITE_BENCH_SO): bench/sqlite/sqlite_bench_nif.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CC) -O2 -g $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -lsqlite3 -lmimalloc -o $@
+
+bench-sqlite: deps
+	@$(MAKE) --no-print-directory bench-sqlite-run
+
+bench-sqlite-run: lib $(SQLITE_BENCH_SO)
+	@mkdir -p bench/results
+	BENCH_SQLITE_NIF=$(CURDIR)/$(basename $(SQLITE_BENCH_SO)) BENCH_OUT=bench/results/sqlite.md \
+	    elixir --erl "+SDcpu 2:2" bench/sqlite/bench_sqlite.exs
+
 # Scratch arenas (BEAM_NIF .scratch = true) against freeing each block: a
 # standalone program, ns per allocation and the ratio.
 .PHONY: bench-scratch
@@ -275,7 +320,7 @@ FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 9
 FUZZ_MAX_LEN       ?= 4096
-FUZZ_HARNESSES     := gpa arena fixed_buffer large failing
+FUZZ_HARNESSES     := gpa arena fixed_buffer large failing malloc
 FUZZ_SAN   := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_FLAGS := -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread $(FUZZ_SAN)
 FUZZ_OBJ   := $(STANDALONE_SRC:src/%.c=$(BUILD)/fuzz/obj/%.o)

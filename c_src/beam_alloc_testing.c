@@ -485,7 +485,7 @@ static const beam__fault_hooks *hooks_in(const char *path, void **handle) {
         const beam__fault_hooks *h = get();
         if (h != NULL && h->magic == BEAM__FAULT_MAGIC &&
             h->version == BEAM__FAULT_VERSION &&
-            h->size >= sizeof(beam__fault_hooks))
+            h->size >= BEAM__FAULT_HOOKS_V1_SIZE)
             return h;
     }
     dlclose(*handle);
@@ -879,6 +879,10 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
     bool found = false;
     beam_alloc_stats s[3];
     size_t backing = 0;
+    /* raw, large, general_purpose, then the library's named instances. */
+    ERL_NIF_TERM keys[3 + BEAM_STATS_NAMED_MAX];
+    ERL_NIF_TERM values[3 + BEAM_STATS_NAMED_MAX];
+    unsigned n = 3;
     for (size_t i = 0; i < l.n; i++) {
         void *handle = NULL;
         const beam__fault_hooks *h =
@@ -891,6 +895,16 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
             memcmp(module, want.data, want.size) == 0) {
             h->stats(s, &backing);
             found = true;
+            char name[BEAM_STATS_NAME_MAX + 1];
+            beam_alloc_stats ns;
+            size_t nb;
+            if (h->size >= sizeof(beam__fault_hooks))
+                for (size_t k = 0; n < 3 + BEAM_STATS_NAMED_MAX &&
+                                   h->named_stats(k, name, &ns, &nb);
+                     k++) {
+                    keys[n] = enif_make_atom(env, name);
+                    values[n++] = stats_term(env, &ns, &nb);
+                }
         }
         dlclose(handle);
     }
@@ -898,14 +912,15 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
     if (!found)
         return enif_make_tuple2(env, enif_make_atom(env, "error"),
                                 enif_make_atom(env, "not_found"));
-    ERL_NIF_TERM keys[3] = {enif_make_atom(env, "raw"),
-                            enif_make_atom(env, "large"),
-                            enif_make_atom(env, "general_purpose")};
-    ERL_NIF_TERM values[3] = {stats_term(env, &s[0], NULL),
-                              stats_term(env, &s[1], NULL),
-                              stats_term(env, &s[2], &backing)};
+    keys[0] = enif_make_atom(env, "raw");
+    keys[1] = enif_make_atom(env, "large");
+    keys[2] = enif_make_atom(env, "general_purpose");
+    values[0] = stats_term(env, &s[0], NULL);
+    values[1] = stats_term(env, &s[1], NULL);
+    values[2] = stats_term(env, &s[2], &backing);
     ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, values, 3, &map);
+    if (!enif_make_map_from_arrays(env, keys, values, n, &map))
+        return enif_make_badarg(env);
     return enif_make_tuple2(env, enif_make_atom(env, "ok"), map);
 }
 

@@ -281,11 +281,46 @@ def failing():
     return seeds
 
 
+def malloc_style():
+    # fuzz_malloc.c: parent, failing index, then opcodes (op % 8): 0-2
+    # malloc(size), 3 calloc(count byte, count, size), 4-5 mrealloc(block,
+    # new size), 6 mfree(block), 7 check.
+    def m(sz):
+        return [0] + sz
+
+    def c(count, sz):
+        return [3, 1, count - 1] + sz
+
+    def re(i, nl):
+        return [4, i] + nl
+
+    def fr(i):
+        return [6, i]
+
+    prog = (m(size_small(20)) + m(size_mid(5000)) + m(size_big(100000)) +
+            c(10, size_small(30)) + m(size_zero()) + [7] +
+            re(0, nl_grow_much(9000)) + re(1, [2, 0, 1]) +
+            re(2, nl_grow_much(60000)) + fr(3) + [7] +
+            m(size_edge(27)) + m(size_edge(28)) + re(4, [6, 200]) +
+            fr(0) + fr(0) + [7])
+    hostile_prog = (m(size_small(8)) + m(size_hostile(0)) +
+                    m(size_hostile(3, 5)) + [3, 0, 0, 200] + size_small(9) +
+                    re(0, [15, 1, 0]) + [7])
+    seeds = {}
+    for parent, pname in enumerate(("raw", "large", "gpa", "gpa-safe",
+                                    "gpa-raw", "arena", "fail-raw",
+                                    "fail-gpa", "flip")):
+        for index in ((3, 9) if pname.startswith("fail") else (255,)):
+            seeds["%s-%d" % (pname, index)] = [parent, index] + prog
+        seeds[pname + "-hostile"] = [parent, 255] + hostile_prog
+    return seeds
+
+
 def main():
     total = 0
     for name, make in (("gpa", gpa), ("arena", arena),
                        ("fixed_buffer", fixed_buffer), ("large", large),
-                       ("failing", failing)):
+                       ("failing", failing), ("malloc", malloc_style)):
         out = os.path.join(ROOT, name)
         os.makedirs(out, exist_ok=True)
         for old in os.listdir(out):

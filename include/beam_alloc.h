@@ -25,6 +25,8 @@
  *   5. General purpose allocator
  *   6. Composable allocators: arena, fixed buffer, failing
  *   7. Diagnostics
+ *   8. Malloc-style calls and shims (for C libraries' allocator hooks)
+ *   9. Named stats
  */
 #ifndef BEAM_ALLOC_H
 #define BEAM_ALLOC_H
@@ -489,6 +491,136 @@ typedef beam_alloc_stats beam_alloc_stats_t;
  * the true one, but may be low by up to 64 KiB (or a slab's worth of
  * allocations) per other thread. */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
+
+/* ------------------------------------------------------------------------
+ * 8. Malloc-style calls and shims
+ *
+ * For C libraries whose allocator hooks free without a size (SQLite's
+ * sqlite3_mem_methods, zlib's zfree, zstd's ZSTD_customMem): the block
+ * knows its own size. Ready-made hooks: <beam_alloc/sqlite3.h>,
+ * <beam_alloc/zlib.h>, <beam_alloc/zstd.h>, and <beam_alloc.hpp> for C++.
+ *
+ *   - Every block is aligned to 16 (alignof(max_align_t)) over every
+ *     allocator, beam_raw_allocator included.
+ *   - Over a general purpose allocator instance there is no per-block
+ *     header: the instance knows each block's size (its slab's class, or
+ *     its large-block table), so a malloc-style block costs what a sized one
+ *     of beam_mgood_size(a, size) bytes does, and is counted as that many
+ *     bytes in its stats. With BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE the
+ *     block is exactly size bytes long, so overruns are caught to the byte.
+ *     (An instance over beam_raw_allocator, which cannot align its large
+ *     blocks to 16, is treated as any other allocator.)
+ *   - Over any other allocator, each block carries a 16-byte header (the
+ *     least that keeps 16-byte alignment over an allocator that only gives
+ *     8): the parent allocation is beam_mgood_size(a, size) + 16 bytes at
+ *     alignment 8, the block starts 8 or 16 bytes in, and the word before
+ *     it holds the size and a check of the block's address.
+ *   - Sizes that overflow (count * size in beam_calloc, or a size beyond
+ *     what the allocator can describe) give NULL; so does exhaustion. A
+ *     size of 0 gives a block of beam_mgood_size(a, 0) bytes (not NULL).
+ *
+ * Mixing with the sized calls on one block:
+ *   - General purpose allocator: well defined both ways. beam_mfree and
+ *     beam_msize accept any live block of the instance, however it was
+ *     allocated; and a malloc-style block p is, for the sized calls, the
+ *     block (p, beam_msize(a, p), 16). A sized free with another length is
+ *     the instance's usual "wrong length" misuse (reported exactly in
+ *     tracked mode, by size class otherwise).
+ *   - Other allocators: beam_mfree, beam_mrealloc and beam_msize check the
+ *     header; a block that does not carry a valid one (a sized block, one
+ *     freed already, a pointer from elsewhere) is reported through the
+ *     report hook (section 7) as misuse and left alone (msize answers 0,
+ *     mrealloc NULL). The check is 16 bits of the address and size: a
+ *     wrong pointer slips through once in 65536. A sized free of a
+ *     malloc-style block hands the parent a pointer inside its block: the
+ *     general purpose allocator reports that, the raw allocator cannot.
+ *     Do not do it.
+ * ---------------------------------------------------------------------- */
+
+/** The calling function's return address, for the _at calls below: a shim
+ * (a C library's allocator hook) passes it so that leak and misuse reports
+ * name the library's function ("deflateInit2_ (libz.so.1+0x8d86)") rather
+ * than the shim. Use it directly in the hook function (not in a helper it
+ * calls), and keep the hook out of line. 0 where the compiler cannot tell. */
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM_RET_ADDR() ((uintptr_t)__builtin_return_address(0))
+#else
+#define BEAM_RET_ADDR() ((uintptr_t)0)
+#endif
+
+/** malloc: size bytes aligned to 16; NULL when out of memory. */
+BEAM_API BEAM_NODISCARD void *beam_malloc(beam_allocator_t a, size_t size);
+/** calloc: count * size zeroed bytes; NULL on overflow or out of memory. */
+BEAM_API BEAM_NODISCARD void *beam_calloc(beam_allocator_t a, size_t count,
+                                          size_t size);
+/** realloc: p NULL is beam_malloc. Grows or shrinks in place when the
+ * allocator can, else moves (contents kept up to the smaller size). NULL
+ * on failure, and then p is untouched and still the caller's. size 0 is
+ * taken as the smallest block (never a free). */
+BEAM_API BEAM_NODISCARD void *beam_mrealloc(beam_allocator_t a, void *p,
+                                            size_t size);
+/** free: p NULL does nothing. */
+BEAM_API void beam_mfree(beam_allocator_t a, void *p);
+/** Usable size of p (>= what was asked; writable up to it). 0 for NULL or
+ * for a pointer that is not a live malloc-style block (then reported). */
+BEAM_API size_t beam_msize(beam_allocator_t a, const void *p);
+/** What beam_msize would answer for a block of size bytes from a: the
+ * allocator's size class (over a general purpose allocator), else size
+ * rounded up to 16. 0 when no such block can exist. (SQLite's xRoundup.) */
+BEAM_API size_t beam_mgood_size(beam_allocator_t a, size_t size);
+
+/** The same, with the caller's return address for reports (ret_addr 0:
+ * unknown). */
+BEAM_API BEAM_NODISCARD void *beam_malloc_at(beam_allocator_t a, size_t size,
+                                             uintptr_t ret_addr);
+BEAM_API BEAM_NODISCARD void *beam_calloc_at(beam_allocator_t a, size_t count,
+                                             size_t size, uintptr_t ret_addr);
+BEAM_API BEAM_NODISCARD void *beam_mrealloc_at(beam_allocator_t a, void *p,
+                                               size_t size, uintptr_t ret_addr);
+BEAM_API void beam_mfree_at(beam_allocator_t a, void *p, uintptr_t ret_addr);
+
+/** The sized calls of section 3 with the caller's return address, for
+ * shims that know sizes (C++ allocators). */
+BEAM_API BEAM_NODISCARD void *beam_alloc_bytes_at(beam_allocator_t a,
+                                                  size_t len, size_t alignment,
+                                                  uintptr_t ret_addr);
+BEAM_API BEAM_NODISCARD void *
+beam_realloc_bytes_at(beam_allocator_t a, void *mem, size_t len,
+                      size_t alignment, size_t new_len, uintptr_t ret_addr);
+BEAM_API void beam_free_bytes_at(beam_allocator_t a, void *mem, size_t len,
+                                 size_t alignment, uintptr_t ret_addr);
+
+/* ------------------------------------------------------------------------
+ * 9. Named stats
+ *
+ * A NIF library's own allocator instances (a beam_gpa_t that SQLite runs
+ * on, say) can be listed under a name: BeamAlloc.stats(MyNif) then has a
+ * key of that name (an atom) next to :raw, :large and :general_purpose,
+ * with the same counters (and :backing_bytes for a general purpose
+ * allocator). In a plain C program beam_stats_named lists them.
+ * ---------------------------------------------------------------------- */
+
+/** Longest name, without the terminator. */
+#define BEAM_STATS_NAME_MAX 63
+/** Most names one library (one copy of beam_alloc) can register. */
+#define BEAM_STATS_NAMED_MAX 16
+
+/** List a's counters under name (letters, digits and _, starting with a
+ * lowercase letter; not raw, large or general_purpose). a must keep stats
+ * (beam_allocator_stats answers true for it: a general purpose allocator
+ * instance, raw, large) and its instance must outlive the registration.
+ * Registering a name again replaces its allocator. false: bad name, an
+ * allocator without stats, or the table is full. Thread-safe. */
+BEAM_API bool beam_stats_register(const char *name, beam_allocator_t a);
+/** Forget name (call before the instance's memory goes). false when it was
+ * not registered. */
+BEAM_API bool beam_stats_unregister(const char *name);
+/** The i-th registered name (0-based), its counters in *out and, for a
+ * general purpose allocator, its backing bytes in *backing_bytes (else 0);
+ * name is copied into name_out (BEAM_STATS_NAME_MAX + 1 bytes). false past
+ * the last. */
+BEAM_API bool beam_stats_named(size_t i, char *name_out, beam_alloc_stats *out,
+                               size_t *backing_bytes);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -258,8 +258,11 @@ BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
  * without "Elixir.") with message. */
 BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                                  const char *message);
-/** "M.fun/arity" of the running NIF when known (for messages;
- * "my_mod:fun/arity" in an Erlang module), else NULL. */
+/** "M.fun/arity" of the running BEAM_NIF when known (for messages;
+ * "my_mod:fun/arity" in an Erlang module), else NULL. Thread-local text,
+ * valid until the next call on this thread. */
+BEAM_API const char *beam_nif_function_name(void);
+/** The same, under its first name (it names a function, not a module). */
 BEAM_API const char *beam_nif_module_name(void);
 
 /* Resource-scoped allocators.

@@ -156,3 +156,20 @@ void *beam_realloc_array(beam_allocator_t a, void *p, size_t old_n,
         return NULL;
     return realloc_impl(a, p, old_len, alignment, new_len, BEAM__RET_ADDR());
 }
+
+/* The same, for shims that pass their own caller's address. */
+void *beam_alloc_bytes_at(beam_allocator_t a, size_t len, size_t alignment,
+                          uintptr_t ret_addr) {
+    return alloc_impl(a, len, alignment, ret_addr);
+}
+
+void *beam_realloc_bytes_at(beam_allocator_t a, void *mem, size_t len,
+                            size_t alignment, size_t new_len,
+                            uintptr_t ret_addr) {
+    return realloc_impl(a, mem, len, alignment, new_len, ret_addr);
+}
+
+void beam_free_bytes_at(beam_allocator_t a, void *mem, size_t len,
+                        size_t alignment, uintptr_t ret_addr) {
+    free_impl(a, mem, len, alignment, ret_addr);
+}

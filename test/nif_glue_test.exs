@@ -192,7 +192,7 @@ defmodule BeamAlloc.NifGlueTest do
       assert Exception.message(error) == "why"
     end
 
-    test "beam_nif_module_name names the running NIF" do
+    test "beam_nif_function_name (and its old name beam_nif_module_name) names the running NIF" do
       assert Glue.current_function() == "BeamAlloc.Test.Glue.current_function/0"
       assert Glue.raw_current_function() == nil
     end

@@ -31,6 +31,7 @@
 
 #include <beam_alloc_nif.h>
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* --- Fault injection: the versioned interface (nif_fault.c, driver) ----- */
@@ -92,7 +93,16 @@ typedef struct beam__fault_hooks {
      * the process-wide general purpose allocator, plus what that instance
      * holds of the large allocator. Added last: the size field tells. */
     void (*stats)(beam_alloc_stats out[3], size_t *gpa_backing_bytes);
+    /* The library's named stats (beam_stats_register): the i-th name, its
+     * counters and backing bytes; false past the last. Added last: the
+     * size field tells. */
+    bool (*named_stats)(size_t i, char *name, beam_alloc_stats *out,
+                        size_t *backing_bytes);
 } beam__fault_hooks;
+
+/* The size of the hooks before named_stats: what every copy has. */
+#define BEAM__FAULT_HOOKS_V1_SIZE                                              \
+    (offsetof(beam__fault_hooks, stats) + sizeof(void (*)(void)))
 
 /* From the library, which the driver links like any NIF: "lib.so+0x1c1b"
  * for the call that returns to a code address (buf of n bytes). */

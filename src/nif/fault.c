@@ -62,7 +62,7 @@ static void hooks_stats(beam_alloc_stats out[3], size_t *gpa_backing_bytes) {
 const beam__fault_hooks beam__fault_hooks_self = {
     BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
     beam__nif_module_atom, hooks_attach,        hooks_detach,
-    hooks_stats,
+    hooks_stats,           beam_stats_named,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {

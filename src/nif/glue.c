@@ -188,7 +188,7 @@ typedef struct nif_call {
     ErlNifEnv *env;
 } nif_call;
 
-/* The innermost BEAM_NIF running on this thread, for beam_nif_module_name
+/* The innermost BEAM_NIF running on this thread, for beam_nif_function_name
  * (NULL outside one: it points at beam_nif_call's frame). */
 static BEAM_THREAD_LOCAL const nif_call *current_call;
 
@@ -286,12 +286,16 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
     put(buf, n, &len, tail);
 }
 
-const char *beam_nif_module_name(void) {
+const char *beam_nif_function_name(void) {
     static BEAM_THREAD_LOCAL char buf[MFA_MAX];
     if (current_call == NULL)
         return NULL;
     format_mfa(current_call, buf, sizeof buf);
     return buf;
+}
+
+const char *beam_nif_module_name(void) {
+    return beam_nif_function_name();
 }
 
 /* --- The wrapper -------------------------------------------------------- */

@@ -333,7 +333,7 @@ static ERL_NIF_TERM make_string(ErlNifEnv *env, const char *s) {
 }
 
 BEAM_NIF(current_function) {
-    return make_string(env, beam_nif_module_name());
+    return make_string(env, beam_nif_function_name());
 }
 
 /* A raw NIF runs outside any BEAM_NIF call: no name to give. */

@@ -98,7 +98,9 @@ static inline void capture_report(void *user, const char *line) {
 
 /* For the module's load callback. */
 static inline int capture_reports(void) {
-    report_lock = enif_mutex_create("beam_alloc_test_reports");
+    /* enif_mutex_create takes a char *: C++ will not pass a literal. */
+    static char name[] = "beam_alloc_test_reports";
+    report_lock = enif_mutex_create(name);
     if (report_lock == NULL)
         return 1;
     beam_set_report_hook(capture_report, NULL);

@@ -1,0 +1,131 @@
+/*
+ * <beam_alloc.hpp>: beam_alloc for C++17 code in NIFs.
+ *
+ *   beam::allocator<T>      an STL allocator over any beam_allocator_t:
+ *                           std::vector<int, beam::allocator<int>> v;
+ *   beam::memory_resource   a std::pmr::memory_resource over one:
+ *                           beam::memory_resource r{beam_allocator};
+ *                           std::pmr::vector<int> v{&r};
+ *
+ * Both default to the thread's beam_allocator as it is when they are
+ * constructed (in a BEAM_NIF body: the call's allocator, leak-checked with
+ * .leak_check = true), and keep that allocator for life: a container built
+ * in one call and used in another keeps freeing where it allocated.
+ *
+ * Failure throws std::bad_alloc (std::bad_array_new_length on an overflowing
+ * count), as the standard asks of allocators. Never let an exception leave
+ * a NIF: catch it in the body and return an error term.
+ *
+ * Both pass sizes, so no header is added to any block; reports (leaks,
+ * misuse) name the container code that called them.
+ */
+#ifndef BEAM_ALLOC_HPP
+#define BEAM_ALLOC_HPP
+
+#include "beam_alloc.h"
+
+#include <cstddef>
+#include <memory_resource>
+#include <new>
+#include <type_traits>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM_HPP_NOINLINE __attribute__((noinline))
+#else
+#define BEAM_HPP_NOINLINE
+#endif
+
+namespace beam {
+
+/** An STL allocator: every allocation of a container goes to the
+ * beam_allocator_t it holds. */
+template <class T> class allocator {
+  public:
+    using value_type = T;
+    using propagate_on_container_copy_assignment = std::true_type;
+    using propagate_on_container_move_assignment = std::true_type;
+    using propagate_on_container_swap = std::true_type;
+    using is_always_equal = std::false_type;
+
+    /** Over the thread's beam_allocator as it is now. */
+    allocator() noexcept : a_(beam_allocator) {}
+    /** Over a. */
+    allocator(beam_allocator_t a) noexcept : a_(a) {}
+    template <class U>
+    allocator(const allocator<U> &other) noexcept : a_(other.get()) {}
+
+    /* Out of line, so that the return address is the container's code. */
+    BEAM_HPP_NOINLINE T *allocate(std::size_t n) {
+        std::size_t len;
+        if (beam_mul_overflow(n, sizeof(T), &len))
+            throw std::bad_array_new_length();
+        void *p = beam_alloc_bytes_at(a_, len, alignof(T), BEAM_RET_ADDR());
+        if (p == nullptr)
+            throw std::bad_alloc();
+        return static_cast<T *>(p);
+    }
+
+    BEAM_HPP_NOINLINE void deallocate(T *p, std::size_t n) noexcept {
+        beam_free_bytes_at(a_, p, n * sizeof(T), alignof(T), BEAM_RET_ADDR());
+    }
+
+    /** The beam_allocator_t behind it. */
+    beam_allocator_t get() const noexcept {
+        return a_;
+    }
+
+  private:
+    beam_allocator_t a_;
+};
+
+template <class T, class U>
+bool operator==(const allocator<T> &x, const allocator<U> &y) noexcept {
+    return x.get().ctx == y.get().ctx && x.get().vtable == y.get().vtable;
+}
+
+template <class T, class U>
+bool operator!=(const allocator<T> &x, const allocator<U> &y) noexcept {
+    return !(x == y);
+}
+
+/** A polymorphic memory resource over a beam_allocator_t (for std::pmr
+ * containers, and as the upstream of std::pmr pools). */
+class memory_resource : public std::pmr::memory_resource {
+  public:
+    /** Over the thread's beam_allocator as it is now. */
+    memory_resource() noexcept : a_(beam_allocator) {}
+    /** Over a. */
+    explicit memory_resource(beam_allocator_t a) noexcept : a_(a) {}
+
+    beam_allocator_t get() const noexcept {
+        return a_;
+    }
+
+  protected:
+    BEAM_HPP_NOINLINE void *do_allocate(std::size_t bytes,
+                                        std::size_t alignment) override {
+        void *p = beam_alloc_bytes_at(a_, bytes, alignment, BEAM_RET_ADDR());
+        if (p == nullptr)
+            throw std::bad_alloc();
+        return p;
+    }
+
+    BEAM_HPP_NOINLINE void do_deallocate(void *p, std::size_t bytes,
+                                         std::size_t alignment) override {
+        beam_free_bytes_at(a_, p, bytes, alignment, BEAM_RET_ADDR());
+    }
+
+    bool do_is_equal(
+        const std::pmr::memory_resource &other) const noexcept override {
+        const memory_resource *o =
+            dynamic_cast<const memory_resource *>(&other);
+        return o != nullptr && o->a_.ctx == a_.ctx && o->a_.vtable == a_.vtable;
+    }
+
+  private:
+    beam_allocator_t a_;
+};
+
+} // namespace beam
+
+#endif /* BEAM_ALLOC_HPP */

@@ -1,0 +1,55 @@
+/*
+ * <beam_alloc/zlib.h>: zlib's memory on a beam_alloc allocator.
+ * Header-only: beam_alloc never links zlib; link -lz yourself.
+ *
+ *     z_stream strm = {0};
+ *     beam_allocator_t a = beam_allocator;      // must outlive the stream
+ *     beam_zlib_use(&strm, &a);
+ *     deflateInit(&strm, Z_DEFAULT_COMPRESSION);
+ *
+ * Reports (leaks, misuse) name zlib's calling function
+ * (deflateInit2_ in libz.so.1), not these hooks.
+ */
+#ifndef BEAM_ALLOC_ZLIB_H
+#define BEAM_ALLOC_ZLIB_H
+
+#include <beam_alloc.h>
+#include <zlib.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM_ZLIB_HOOK static __attribute__((noinline, unused))
+#else
+#define BEAM_ZLIB_HOOK static
+#endif
+
+BEAM_ZLIB_HOOK voidpf beam_zlib_alloc_hook(voidpf opaque, uInt items,
+                                           uInt size) {
+    size_t n;
+    if (beam_mul_overflow(items, size, &n))
+        return Z_NULL;
+    return beam_malloc_at(*(const beam_allocator_t *)opaque, n,
+                          BEAM_RET_ADDR());
+}
+
+BEAM_ZLIB_HOOK void beam_zlib_free_hook(voidpf opaque, voidpf address) {
+    beam_mfree_at(*(const beam_allocator_t *)opaque, address, BEAM_RET_ADDR());
+}
+
+/** Sets strm's zalloc, zfree and opaque (before deflateInit/inflateInit):
+ * the stream's memory comes from *a, which must stay valid until
+ * deflateEnd/inflateEnd. */
+static inline void beam_zlib_use(z_stream *strm, const beam_allocator_t *a) {
+    strm->zalloc = beam_zlib_alloc_hook;
+    strm->zfree = beam_zlib_free_hook;
+    strm->opaque = (voidpf)a;
+}
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BEAM_ALLOC_ZLIB_H */

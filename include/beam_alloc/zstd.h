@@ -1,0 +1,50 @@
+/*
+ * <beam_alloc/zstd.h>: zstd's memory on a beam_alloc allocator.
+ * Header-only: beam_alloc never links zstd; link -lzstd yourself.
+ *
+ *     beam_allocator_t a = beam_allocator;      // must outlive the context
+ *     ZSTD_CCtx *c = ZSTD_createCCtx_advanced(beam_zstd_mem(&a));
+ *
+ * Reports (leaks, misuse) name zstd's calling function, not these hooks.
+ */
+#ifndef BEAM_ALLOC_ZSTD_H
+#define BEAM_ALLOC_ZSTD_H
+
+#include <beam_alloc.h>
+#ifndef ZSTD_STATIC_LINKING_ONLY
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_customMem and the _advanced calls */
+#endif
+#include <zstd.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM_ZSTD_HOOK static __attribute__((noinline, unused))
+#else
+#define BEAM_ZSTD_HOOK static
+#endif
+
+BEAM_ZSTD_HOOK void *beam_zstd_alloc_hook(void *opaque, size_t size) {
+    return beam_malloc_at(*(const beam_allocator_t *)opaque, size,
+                          BEAM_RET_ADDR());
+}
+
+BEAM_ZSTD_HOOK void beam_zstd_free_hook(void *opaque, void *address) {
+    beam_mfree_at(*(const beam_allocator_t *)opaque, address, BEAM_RET_ADDR());
+}
+
+/** A ZSTD_customMem over *a, for ZSTD_createCCtx_advanced,
+ * ZSTD_createDCtx_advanced and friends; *a must stay valid until the
+ * context is freed. */
+static inline ZSTD_customMem beam_zstd_mem(const beam_allocator_t *a) {
+    ZSTD_customMem mem = {beam_zstd_alloc_hook, beam_zstd_free_hook, (void *)a};
+    return mem;
+}
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BEAM_ALLOC_ZSTD_H */

@@ -1,0 +1,77 @@
+/*
+ * Block sizes of a general purpose allocator instance from an address
+ * alone, so that malloc-style blocks need no header (see malloc.c).
+ *
+ * Kept apart from the allocator's own files on purpose, and small: it
+ * relies only on these internals of gpa_internal.h
+ *   beam__gpa_state_of, beam__gpa_map_slot, beam__gpa_owner,
+ *   beam__gpa_block_index, slab->size, st->track, slab->info[i].len and
+ *   .alignment (tracked mode), beam__gpa_large_find under gpa_lock(st)
+ *   (its .len, .alignment), and the class table beam__gpa_class_size with
+ *   GPA_CLASSES (each class serves every length up to its size at
+ *   alignment 16, the smallest class that fits being the one chosen).
+ */
+#include "gpa_msize.h"
+
+#include "gpa_internal.h"
+
+/* The class size for lengths up to BEAM_GPA_SMALL_MAX, by 16-byte step. */
+#define STEPS (BEAM_GPA_SMALL_MAX / 16 + 1)
+static uint16_t class_by_step[STEPS];
+
+__attribute__((constructor)) static void fill_steps(void) {
+    unsigned c = 0;
+    for (size_t i = 0; i < STEPS; i++) {
+        size_t len = i == 0 ? 16 : i * 16;
+        while (c + 1 < GPA_CLASSES && beam__gpa_class_size[c] < len)
+            c++;
+        class_by_step[i] = (uint16_t)beam__gpa_class_size[c];
+    }
+}
+
+size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
+    if (n > BEAM__MAX_LEN - 15)
+        return 0;
+    if (gpa->flags & (BEAM_GPA_TRACK_SITES | BEAM_GPA_SAFE))
+        return n == 0 ? 1 : n;
+    if (BEAM__LIKELY(n <= BEAM_GPA_SMALL_MAX))
+        return class_by_step[(n + 15) >> 4];
+    return (size_t)beam__align_up(n, 16);
+}
+
+bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
+                          size_t *alignment) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL || p == NULL)
+        return false;
+    gpa_slab *s = beam__gpa_map_slot(p);
+    if (beam__gpa_owner(s) == st) {
+        long idx = beam__gpa_block_index(s, p);
+        if (idx < 0)
+            return false;
+        if (st->track) {
+            const gpa_block_info *i = &s->info[idx];
+            if (i->len == 0)
+                return false;
+            *len = i->len;
+            *alignment = i->alignment;
+            return true;
+        }
+        /* Untracked, the class is all the instance knows; its free checks
+         * lengths by class, so the class size is a length it accepts. */
+        *len = s->size;
+        *alignment = 16;
+        return true;
+    }
+    /* Not in one of our slabs: a large block, perhaps (even inside another
+     * instance's slab, when that instance is our backing). */
+    gpa_lock(st);
+    const gpa_large *e = beam__gpa_large_find(st, p);
+    bool found = e != NULL;
+    if (found) {
+        *len = e->len;
+        *alignment = e->alignment;
+    }
+    gpa_unlock(st);
+    return found;
+}

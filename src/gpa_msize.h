@@ -1,0 +1,23 @@
+/*
+ * What the malloc-style calls (malloc.c) ask of a general purpose allocator
+ * instance: the size of a block from its address alone (gpa_msize.c).
+ */
+#ifndef BEAM_ALLOC_GPA_MSIZE_H
+#define BEAM_ALLOC_GPA_MSIZE_H
+
+#include "internal.h"
+
+/* The length to allocate for a malloc-style block of n bytes from gpa: the
+ * size class (untracked), n itself (tracked: exact lengths are checked),
+ * or n rounded up to 16 above the classes. 0 when n is too large. */
+BEAM__HIDDEN size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n);
+
+/* The length and alignment gpa holds for the live block at p, as its free
+ * wants them. false when p is not a block of gpa (not one of its blocks, or
+ * a tracked block already freed): the caller lets the instance's free
+ * report it. Lock-free for small blocks; takes the instance lock for large
+ * ones. */
+BEAM__HIDDEN bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p,
+                                       size_t *len, size_t *alignment);
+
+#endif

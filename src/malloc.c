@@ -1,0 +1,305 @@
+/*
+ * Malloc-style calls over any allocator: blocks that know their own size,
+ * for C libraries whose hooks free without one (the contract is in
+ * beam_alloc.h, section 8).
+ *
+ * Two ways to know a block's size:
+ *
+ *  - A general purpose allocator instance knows it already (the slab's
+ *    class, or its large-block table: gpa_msize.c), so its blocks carry
+ *    nothing extra. We allocate the class size (untracked) so that the
+ *    length the instance counts at allocation is the one we give back at
+ *    free, and its stats stay exact.
+ *
+ *  - Any other allocator gets a 16-byte header. The malloc contract is
+ *    16-byte alignment, but the raw allocator serves 8 at most, so the
+ *    parent block is asked at alignment 8 (which every allocator serves)
+ *    and the user block placed 8 or 16 bytes in, whichever is 16-aligned:
+ *
+ *      base (8-aligned)                     user = base + off, 16-aligned
+ *      |<- off - 8 unused ->|   word   |<- good bytes ... ->|<- 16 - off ->|
+ *
+ *    word = check << 48 | (off == 16) << 47 | good. good (the usable size,
+ *    beam_mgood_size) is below 2^47; check is 16 bits of a hash of the
+ *    user address and good, so a pointer that is not one of these blocks
+ *    (a sized block, a stranger) is caught at its first use with odds of
+ *    65535 in 65536, and reported instead of followed. A freed block's
+ *    check is inverted, so a second free says "double free" when the
+ *    parent left the word alone (malloc and enif_alloc reuse it for their
+ *    free lists at once: then it is "not a live block", still reported and
+ *    never passed on). The parent block is good + 16 bytes long.
+ */
+#include "internal.h"
+
+#include "gpa_msize.h"
+
+#include <string.h>
+
+/* ---- the header scheme -------------------------------------------------- */
+
+#define HDR 16
+#define GOOD_BITS 47
+#define GOOD_MAX (((uint64_t)1 << GOOD_BITS) - 1)
+#define OFF16 ((uint64_t)1 << GOOD_BITS)
+
+static inline uint64_t check_of(const void *user, uint64_t good) {
+    uint64_t x = (uint64_t)(uintptr_t)user ^ (good * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    return x >> 48;
+}
+
+static inline size_t hdr_good(size_t n) {
+    if (n > GOOD_MAX - HDR - 15)
+        return 0;
+    return n == 0 ? 16 : (size_t)beam__align_up(n, 16);
+}
+
+static inline uint64_t *word_of(const void *user) {
+    return (uint64_t *)((uintptr_t)user - 8);
+}
+
+/* Put the header in the parent block base (8-aligned, good + 16 long). */
+static inline void *hdr_place(void *base, size_t good) {
+    size_t off = ((uintptr_t)base & 15) != 0 ? 8 : 16;
+    char *user = (char *)base + off;
+    *word_of(user) =
+        check_of(user, good) << 48 | (off == 16 ? OFF16 : 0) | (uint64_t)good;
+    return user;
+}
+
+enum hdr_state { HDR_LIVE, HDR_FREED, HDR_BAD };
+
+/* Read p's header: its usable size and the parent block's address. */
+static inline enum hdr_state hdr_read(const void *p, size_t *good,
+                                      char **base) {
+    if (((uintptr_t)p & 15) != 0)
+        return HDR_BAD; /* never one of ours: do not even read */
+    uint64_t w = *word_of(p);
+    uint64_t g = w & GOOD_MAX;
+    uint64_t check = check_of(p, g);
+    *good = (size_t)g;
+    *base = (char *)p - ((w & OFF16) ? 16 : 8);
+    if (w >> 48 == check && g != 0)
+        return HDR_LIVE;
+    if (w >> 48 == (check ^ 0xFFFF) && g != 0)
+        return HDR_FREED;
+    return HDR_BAD;
+}
+
+static BEAM__NOINLINE void report_bad(const char *call, const void *p,
+                                      enum hdr_state why, uintptr_t ret) {
+    char site[128];
+    beam__report("beam_alloc: %s of %p ignored: %s (called from %s)", call, p,
+                 why == HDR_FREED
+                     ? "double free (the block was freed already)"
+                     : "not a live block of beam_malloc & co. over this "
+                       "allocator (freed already, a sized block, or "
+                       "foreign)",
+                 beam__describe_addr(ret, site, sizeof site));
+}
+
+static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
+    size_t good = hdr_good(n);
+    if (good == 0)
+        return NULL;
+    void *base = a.vtable->alloc(a.ctx, good + HDR, 8, ret);
+    return base != NULL ? hdr_place(base, good) : NULL;
+}
+
+static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
+    size_t good;
+    char *base;
+    enum hdr_state st = hdr_read(p, &good, &base);
+    if (st != HDR_LIVE) {
+        report_bad("beam_mfree", p, st, ret);
+        return;
+    }
+    *word_of(p) ^= (uint64_t)0xFFFF << 48; /* freed: a second free tells */
+    a.vtable->free(a.ctx, base, good + HDR, 8, ret);
+}
+
+static void *hdr_mrealloc(beam_allocator_t a, void *p, size_t n,
+                          uintptr_t ret) {
+    size_t good, new_good = hdr_good(n);
+    char *base;
+    enum hdr_state st = hdr_read(p, &good, &base);
+    if (st != HDR_LIVE) {
+        report_bad("beam_mrealloc", p, st, ret);
+        return NULL;
+    }
+    if (new_good == 0)
+        return NULL;
+    if (new_good == good)
+        return p;
+    size_t keep = good < new_good ? good : new_good;
+    char *q = a.vtable->remap(a.ctx, base, good + HDR, 8, new_good + HDR, ret);
+    if (q != NULL) {
+        /* Moved to an address of the other residue mod 16: the contents
+         * shift to the new 16-aligned spot (the 16 spare bytes allow it). */
+        size_t old_off = (size_t)((char *)p - base);
+        size_t new_off = ((uintptr_t)q & 15) != 0 ? 8 : 16;
+        /* Contents first: the new header word may sit on the old data. */
+        if (new_off != old_off)
+            memmove(q + new_off, q + old_off, keep);
+        return hdr_place(q, new_good);
+    }
+    void *user = hdr_malloc(a, n, ret);
+    if (user == NULL)
+        return NULL;
+    memcpy(user, p, keep);
+    hdr_free(a, p, ret);
+    return user;
+}
+
+/* ---- over a general purpose allocator: no header ------------------------ */
+
+/* An instance passes blocks above its classes to its backing with our
+ * alignment of 16, which beam_raw_allocator cannot give: over that backing
+ * the instance gets headers like any other allocator. */
+static inline bool is_gpa(beam_allocator_t a) {
+    return a.vtable == &beam__gpa_vtable &&
+           ((const beam_gpa_t *)a.ctx)->backing.vtable != &beam__raw_vtable;
+}
+
+static inline void *gpa_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
+    size_t good = beam__gpa_good_size((beam_gpa_t *)a.ctx, n);
+    if (good == 0)
+        return NULL;
+    return a.vtable->alloc(a.ctx, good, 16, ret);
+}
+
+static void gpa_mfree(beam_allocator_t a, void *p, uintptr_t ret) {
+    size_t len, alignment;
+    if (!beam__gpa_block_size((beam_gpa_t *)a.ctx, p, &len, &alignment)) {
+        /* Not a live block: the instance's free says what it is instead
+         * (double free, foreign pointer, inside a block) and counts it. */
+        len = 16;
+        alignment = 16;
+    }
+    a.vtable->free(a.ctx, p, len, alignment, ret);
+}
+
+static BEAM__NOINLINE void report_not_gpa_block(const char *call, const void *p,
+                                                uintptr_t ret) {
+    char site[128];
+    beam__report("beam_alloc: %s of %p: not a live block of this general "
+                 "purpose allocator (called from %s)",
+                 call, p, beam__describe_addr(ret, site, sizeof site));
+}
+
+static void *gpa_mrealloc(beam_allocator_t a, void *p, size_t n,
+                          uintptr_t ret) {
+    beam_gpa_t *gpa = (beam_gpa_t *)a.ctx;
+    size_t len, alignment;
+    if (!beam__gpa_block_size(gpa, p, &len, &alignment)) {
+        report_not_gpa_block("beam_mrealloc", p, ret);
+        return NULL;
+    }
+    size_t good = beam__gpa_good_size(gpa, n);
+    if (good == 0)
+        return NULL;
+    if (good == len)
+        return p;
+    void *q = a.vtable->remap(a.ctx, p, len, alignment, good, ret);
+    if (q != NULL)
+        return q;
+    q = a.vtable->alloc(a.ctx, good, 16, ret);
+    if (q == NULL)
+        return NULL;
+    memcpy(q, p, len < good ? len : good);
+    a.vtable->free(a.ctx, p, len, alignment, ret);
+    return q;
+}
+
+/* ---- the calls ---------------------------------------------------------- */
+
+static inline void *malloc_impl(beam_allocator_t a, size_t n, uintptr_t ret) {
+    return is_gpa(a) ? gpa_malloc(a, n, ret) : hdr_malloc(a, n, ret);
+}
+
+static inline void mfree_impl(beam_allocator_t a, void *p, uintptr_t ret) {
+    if (p == NULL)
+        return;
+    if (is_gpa(a))
+        gpa_mfree(a, p, ret);
+    else
+        hdr_free(a, p, ret);
+}
+
+static void *calloc_impl(beam_allocator_t a, size_t count, size_t size,
+                         uintptr_t ret) {
+    size_t n;
+    if (beam_mul_overflow(count, size, &n))
+        return NULL;
+    void *p = malloc_impl(a, n, ret);
+    if (p != NULL)
+        memset(p, 0, n);
+    return p;
+}
+
+static void *mrealloc_impl(beam_allocator_t a, void *p, size_t n,
+                           uintptr_t ret) {
+    if (p == NULL)
+        return malloc_impl(a, n, ret);
+    return is_gpa(a) ? gpa_mrealloc(a, p, n, ret) : hdr_mrealloc(a, p, n, ret);
+}
+
+void *beam_malloc(beam_allocator_t a, size_t size) {
+    return malloc_impl(a, size, BEAM__RET_ADDR());
+}
+
+void *beam_malloc_at(beam_allocator_t a, size_t size, uintptr_t ret_addr) {
+    return malloc_impl(a, size, ret_addr);
+}
+
+void *beam_calloc(beam_allocator_t a, size_t count, size_t size) {
+    return calloc_impl(a, count, size, BEAM__RET_ADDR());
+}
+
+void *beam_calloc_at(beam_allocator_t a, size_t count, size_t size,
+                     uintptr_t ret_addr) {
+    return calloc_impl(a, count, size, ret_addr);
+}
+
+void *beam_mrealloc(beam_allocator_t a, void *p, size_t size) {
+    return mrealloc_impl(a, p, size, BEAM__RET_ADDR());
+}
+
+void *beam_mrealloc_at(beam_allocator_t a, void *p, size_t size,
+                       uintptr_t ret_addr) {
+    return mrealloc_impl(a, p, size, ret_addr);
+}
+
+void beam_mfree(beam_allocator_t a, void *p) {
+    mfree_impl(a, p, BEAM__RET_ADDR());
+}
+
+void beam_mfree_at(beam_allocator_t a, void *p, uintptr_t ret_addr) {
+    mfree_impl(a, p, ret_addr);
+}
+
+size_t beam_msize(beam_allocator_t a, const void *p) {
+    if (p == NULL)
+        return 0;
+    if (is_gpa(a)) {
+        size_t len, alignment;
+        if (beam__gpa_block_size((beam_gpa_t *)a.ctx, p, &len, &alignment))
+            return len;
+        report_not_gpa_block("beam_msize", p, BEAM__RET_ADDR());
+        return 0;
+    }
+    size_t good;
+    char *base;
+    enum hdr_state st = hdr_read(p, &good, &base);
+    if (st == HDR_LIVE)
+        return good;
+    report_bad("beam_msize", p, st, BEAM__RET_ADDR());
+    return 0;
+}
+
+size_t beam_mgood_size(beam_allocator_t a, size_t size) {
+    return is_gpa(a) ? beam__gpa_good_size((beam_gpa_t *)a.ctx, size)
+                     : hdr_good(size);
+}

@@ -1,0 +1,69 @@
+defmodule BeamAlloc.AdaptersTest do
+  # zlib and zstd on beam_alloc through <beam_alloc/zlib.h> and
+  # <beam_alloc/zstd.h>, in a real BEAM.
+  use ExUnit.Case, async: true
+
+  alias BeamAlloc.Testing
+
+  @text :binary.copy("beam_alloc gives NIF authors an allocator system. ", 2000) <>
+          :crypto.strong_rand_bytes(5000)
+
+  describe "zlib" do
+    test "compresses byte for byte as :zlib.compress/1, on both allocators" do
+      expected = :zlib.compress(@text)
+      assert AdaptersNif.zlib_compress(@text) == expected
+      assert AdaptersNif.zlib_compress_checked(@text) == expected
+      assert AdaptersNif.zlib_compress("") == :zlib.compress("")
+    end
+
+    test "round-trips, and reads what :zlib wrote" do
+      packed = AdaptersNif.zlib_compress_checked(@text)
+      assert AdaptersNif.zlib_uncompress_checked(packed) == @text
+      assert AdaptersNif.zlib_uncompress(:zlib.compress(@text)) == @text
+      assert :zlib.uncompress(AdaptersNif.zlib_compress(@text)) == @text
+    end
+
+    test "a leak inside zlib names zlib's function, not the hook" do
+      AdaptersNif.take_reports()
+
+      assert_raise RuntimeError,
+                   "memory leak detected in function `AdaptersNif.zlib_leak/0`",
+                   fn -> AdaptersNif.zlib_leak() end
+
+      reports = AdaptersNif.take_reports()
+      leaks = Enum.filter(reports, &(&1 =~ "leak:"))
+      assert leaks != []
+      assert Enum.all?(leaks, &(&1 =~ ~r/from deflateInit2_ \(libz\.so/)), inspect(leaks)
+      refute Enum.any?(reports, &(&1 =~ "hook"))
+    end
+
+    test "survives every allocation failure" do
+      assert {:ok, count} =
+               Testing.check_all_allocation_failures(fn ->
+                 AdaptersNif.zlib_compress(@text)
+               end)
+
+      assert count >= 5
+    end
+  end
+
+  describe "zstd" do
+    test "round-trips on both allocators" do
+      for level <- [1, 3, 19] do
+        packed = AdaptersNif.zstd_compress_checked(@text, level)
+        assert byte_size(packed) < byte_size(@text)
+        assert AdaptersNif.zstd_decompress_checked(packed) == @text
+        assert AdaptersNif.zstd_decompress(AdaptersNif.zstd_compress(@text, level)) == @text
+      end
+    end
+
+    test "survives every allocation failure" do
+      assert {:ok, count} =
+               Testing.check_all_allocation_failures(fn ->
+                 AdaptersNif.zstd_decompress(AdaptersNif.zstd_compress(@text, 3))
+               end)
+
+      assert count >= 2
+    end
+  end
+end

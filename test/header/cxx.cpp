@@ -1,0 +1,53 @@
+// <beam_alloc.hpp>, C++17: STL containers on beam::allocator and std::pmr
+// containers on beam::memory_resource, over a general purpose allocator
+// instance that must end with no block live.
+#include <beam_alloc.hpp>
+
+#include <cstdio>
+#include <map>
+#include <memory_resource>
+#include <string>
+#include <vector>
+
+int main() {
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    {
+        std::vector<int, beam::allocator<int>> v{beam::allocator<int>(a)};
+        for (int i = 0; i < 10000; i++)
+            v.push_back(i);
+        using pair_alloc = beam::allocator<std::pair<const int, double>>;
+        std::map<int, double, std::less<int>, pair_alloc> m{pair_alloc(a)};
+        for (int i = 0; i < 1000; i++)
+            m[i] = i * 0.5;
+        beam::memory_resource r{a};
+        std::pmr::vector<std::pmr::string> words{&r};
+        for (int i = 0; i < 100; i++)
+            words.emplace_back(std::string(40, char('a' + i % 26)));
+        std::pmr::unsynchronized_pool_resource pool{&r};
+        std::pmr::map<int, int> pm{&pool};
+        for (int i = 0; i < 500; i++)
+            pm[i] = i;
+        if (v[9999] != 9999 || m[999] != 499.5 || words[27][0] != 'b' ||
+            pm[499] != 499 || beam_gpa_usage_of(&gpa).live_blocks == 0) {
+            std::fputs("cxx.cpp: containers\n", stderr);
+            return 1;
+        }
+        beam::allocator<long> huge{a};
+        try {
+            (void)huge.allocate(SIZE_MAX / 4);
+            std::fputs("cxx.cpp: no bad_alloc\n", stderr);
+            return 1;
+        } catch (const std::bad_alloc &) {
+        }
+        if (!(beam::allocator<int>(a) == beam::allocator<char>(a)) ||
+            beam::allocator<int>(a) == beam::allocator<int>(beam_raw_allocator))
+            return 1;
+    }
+    if (beam_gpa_deinit(&gpa)) {
+        std::fputs("cxx.cpp: leak\n", stderr);
+        return 1;
+    }
+    return 0;
+}

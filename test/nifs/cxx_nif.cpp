@@ -1,0 +1,64 @@
+// C++ containers on beam_alloc through <beam_alloc.hpp>: the NIFs of
+// CxxNif. Both run leak-checked, so every container must give back all it
+// took from the call's allocator before the call returns.
+#include "nif_util.h"
+
+#include <beam_alloc.hpp>
+
+#include <map>
+#include <memory_resource>
+#include <string>
+#include <vector>
+
+// containers(N) -> Sum: a vector, a map and pmr containers (a pool over
+// beam::memory_resource among them), all on the call's beam_allocator.
+BEAM_NIF(containers, .leak_check = true) {
+    int n;
+    if (!enif_get_int(env, argv[0], &n) || n < 1)
+        return enif_make_badarg(env);
+    try {
+        long long sum = 0;
+        std::vector<int, beam::allocator<int>> v;
+        for (int i = 0; i < n; i++)
+            v.push_back(i);
+        using pair_alloc = beam::allocator<std::pair<const int, long long>>;
+        std::map<int, long long, std::less<int>, pair_alloc> m;
+        for (int x : v)
+            m[x % 1000] += x;
+        for (const auto &kv : m)
+            sum += kv.second;
+        beam::memory_resource r;
+        std::pmr::unsynchronized_pool_resource pool{&r};
+        std::pmr::vector<std::pmr::string> words{&pool};
+        for (int i = 0; i < n / 10; i++)
+            words.emplace_back(std::to_string(i) + " and some more text");
+        std::pmr::map<int, std::pmr::string> pm{&r};
+        for (int i = 0; i < n / 10; i++)
+            pm.emplace(i, words[(size_t)i]);
+        sum += (long long)pm.size() + (long long)words.size();
+        return enif_make_int64(env, sum);
+    } catch (const std::bad_alloc &) {
+        return beam_make_error(env, "enomem");
+    }
+}
+
+// leak() -> raises: a block taken through beam::allocator and never given
+// back is the call's leak.
+BEAM_NIF(leak, .leak_check = true) {
+    try {
+        beam::allocator<double> a;
+        double *p = a.allocate(100);
+        p[0] = 1.0;
+        return enif_make_atom(env, "ok");
+    } catch (const std::bad_alloc &) {
+        return beam_make_error(env, "enomem");
+    }
+}
+
+static ErlNifFunc funcs[] = {
+    {"containers", 1, containers, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"leak", 0, leak, 0},
+    {"take_reports", 0, take_reports, 0},
+};
+
+BEAM_NIF_INIT(Elixir.CxxNif, funcs, load_capturing_reports, NULL, NULL)

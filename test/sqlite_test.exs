@@ -1,0 +1,78 @@
+defmodule BeamAlloc.SqliteTest do
+  # SQLite on beam_alloc through <beam_alloc/sqlite3.h>, in a real BEAM.
+  # SQLite's allocator is one per process: these tests run alone.
+  use ExUnit.Case, async: false
+
+  alias BeamAlloc.Testing
+
+  @rows 20_000
+
+  # The VM's count of :system memory, stable once the VM's own background
+  # frees are done: the least of a few readings.
+  defp system_memory do
+    for(_ <- 1..3, do: :erlang.memory(:system)) |> Enum.min()
+  end
+
+  test "on a general purpose allocator: counted by the VM while open, nothing left after" do
+    assert :ok = SqliteNif.start_gpa()
+    before = system_memory()
+    assert :ok = SqliteNif.open()
+    assert :ok = SqliteNif.populate(@rows)
+
+    by_region = SqliteNif.query()
+    assert length(by_region) == 17
+    assert Enum.sum(for {_, orders, _} <- by_region, do: orders) == 2 * @rows
+
+    total = Enum.sum(for i <- 0..(@rows - 1), k <- 0..1, do: rem(i * 31 + k * 17, 1000))
+
+    assert Enum.sum(for {_, _, amount} <- by_region, do: amount) == total
+
+    stats = BeamAlloc.stats(SqliteNif).sqlite
+    assert stats.live_blocks > 100
+    assert stats.live_bytes > 1_000_000
+    # What SQLite holds is the VM's to see, slab overhead included.
+    grown = system_memory() - before
+    assert grown >= stats.live_bytes, "system grew #{grown}, SQLite holds #{stats.live_bytes}"
+    assert stats.backing_bytes >= stats.live_bytes
+
+    # SQLite is running: its allocator cannot change, and says so.
+    assert SqliteNif.use_again() == 21
+
+    assert :ok = SqliteNif.close()
+    assert SqliteNif.shutdown() == 0
+    stats = BeamAlloc.stats(SqliteNif).sqlite
+    assert stats.live_blocks == 0
+    assert stats.live_bytes == 0
+    assert stats.allocations > 50_000
+  end
+
+  test "many connections at once on the general purpose allocator" do
+    assert :ok = SqliteNif.start_gpa()
+    rows = 2000
+    expected = {rows, div(rows * (rows - 1), 2)}
+
+    results =
+      1..8
+      |> Task.async_stream(fn _ -> for _ <- 1..3, do: SqliteNif.database(rows) end,
+        max_concurrency: 8,
+        timeout: 60_000
+      )
+      |> Enum.flat_map(fn {:ok, r} -> r end)
+
+    assert length(results) == 24
+    assert Enum.all?(results, &(&1 == expected))
+    assert SqliteNif.shutdown() == 0
+    assert BeamAlloc.stats(SqliteNif).sqlite.live_blocks == 0
+  end
+
+  test "open, insert and query survive every allocation failure" do
+    assert {5, 10} = SqliteNif.roundtrip(5)
+
+    assert {:ok, count} =
+             Testing.check_all_allocation_failures(fn -> SqliteNif.roundtrip(5) end,
+               modules: [SqliteNif]
+             )
+
+    assert count > 50
+  end
+end
