@@ -169,7 +169,7 @@ else
 NIF_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
-TEST_NIF_SRC := $(wildcard test/nifs/*.c)
+TEST_NIF_SRC := $(wildcard test/nifs/*.c test/nifs/*/*.c)
 TEST_NIF_CXX := $(wildcard test/nifs/*.cpp)
 TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
                 $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
@@ -194,8 +194,17 @@ LIBDW_FLAGS  := $(shell [ -f /usr/include/elfutils/libdwfl.h ] && echo -DBEAM_HA
 nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(SYMBOLIZE_SO) $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
 	@:
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c
+# Built again when libdw comes or goes: the stamp's name says which.
+LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
+
+$(LIBDW_STAMP):
+	@mkdir -p $(@D) && touch $@
+
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c $(LIBDW_STAMP)
 	@mkdir -p $(@D)
+	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
+	    echo "warning: libdw-dev is missing (no /usr/include/elfutils/libdwfl.h): building the symbolizer without it;" \
+	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
 $(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a

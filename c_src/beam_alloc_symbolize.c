@@ -4,8 +4,8 @@
  * BeamAlloc.Symbolizer is its Elixir front).
  *
  * Reports name code the way the C side can cheaply and safely, on any
- * thread, with locks held: "lib.so+0x1c1b", the offset of the call in the
- * object. BeamAlloc.Reporter turns those into "fun (file.c:42)" through
+ * thread, inside an allocator call: "lib.so+0x1c1b", the offset of the call in
+ * the object. BeamAlloc.Reporter turns those into "fun (file.c:42)" through
  * this library before it logs and keeps a report. So the DWARF work happens
  *
  *   - only when a report is made (never on an allocation path),
@@ -20,8 +20,12 @@
  * few: the NIF libraries of the node), and used only while the file's
  * GNU build ID is the loaded code's: a library rebuilt on disk is opened
  * again, and one whose file no longer matches what is loaded is not
- * described at all (wrong lines would be worse than none). Built without libdw
- * (no elfutils/libdwfl.h), resolve/2 answers error and sites stay as they are.
+ * described at all (wrong lines would be worse than none). For the same
+ * reason a base name that several loaded objects share (two applications'
+ * nif.so) describes none of them: the C side names such an object by its
+ * path (src/report.c), and a bare base name could be either. Built without
+ * libdw (no elfutils/libdwfl.h), resolve/2 answers error and sites stay as they
+ * are.
  */
 #define _GNU_SOURCE
 #include <erl_nif.h>
@@ -58,20 +62,23 @@ static ERL_NIF_TERM error_term(ErlNifEnv *env) {
 
 #ifdef BEAM_HAVE_LIBDW
 
-/* --- The loaded object with a given base name ---------------------------- */
+/* --- The loaded object a report names ------------------------------------ *
+ * Reports name an object by its base name ("nif.so"), or by its path when
+ * another loaded object had the same base name then. A base name that more
+ * than one loaded object carries names none of them: no line rather than
+ * another library's. */
 
 #define MAX_BUILD_ID 64
 
 typedef struct find {
-    const char *base;
-    size_t len;
+    const char *name; /* a base name, or a path (it has a '/') */
+    bool is_path;
     char path[4096];
-    bool found;
+    unsigned found; /* loaded objects that match */
     /* The loaded object's GNU build ID (0 bytes: it has none). */
     unsigned char id[MAX_BUILD_ID];
     size_t id_len;
 } find;
-
 /* The build ID note of a loaded object, from its PT_NOTE segments in
  * memory: what the file on disk must carry to describe this code. */
 static void loaded_build_id(const struct dl_phdr_info *info, find *f) {
@@ -109,12 +116,13 @@ static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
         return 0;
     const char *base = strrchr(name, '/');
     base = base != NULL ? base + 1 : name;
-    if (strlen(base) != f->len || memcmp(base, f->base, f->len) != 0)
+    if (strcmp(f->is_path ? name : base, f->name) != 0)
         return 0;
-    snprintf(f->path, sizeof f->path, "%s", name);
-    loaded_build_id(info, f);
-    f->found = true;
-    return 1;
+    if (f->found++ == 0) {
+        snprintf(f->path, sizeof f->path, "%s", name);
+        loaded_build_id(info, f);
+    }
+    return 0; /* on: is it the only one? */
 }
 
 /* --- Open objects: one Dwfl each, kept ----------------------------------- */
@@ -260,24 +268,29 @@ static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
     return enif_make_list_from_array(env, frames, n);
 }
 
-/* resolve(ObjectBaseName, Offset) -> {ok, [{Function, File, Line}]} |
- * error, innermost first; Function and File are binaries or nil, Line 0
- * when unknown. Offset is a call's offset in the object, as reports give
- * it. */
+/* resolve(Object, Offset) -> {ok, [{Function, File, Line}]} | error,
+ * innermost first; Function and File are binaries or nil, Line 0 when
+ * unknown. Object is a loaded object's base name, or its path; Offset is a
+ * call's offset in it, as reports give them. error when no loaded object,
+ * or more than one, has that name. */
 static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]) {
     (void)argc;
     ErlNifBinary name;
     ErlNifUInt64 offset;
-    char base[256];
+    char object[4096];
     if (!enif_inspect_binary(env, argv[0], &name) || name.size == 0 ||
-        name.size >= sizeof base || !enif_get_uint64(env, argv[1], &offset))
+        name.size >= sizeof object || !enif_get_uint64(env, argv[1], &offset))
         return enif_make_badarg(env);
-    memcpy(base, name.data, name.size);
-    base[name.size] = '\0';
-    find f = {.base = base, .len = name.size};
+    memcpy(object, name.data, name.size);
+    object[name.size] = '\0';
+    if (strlen(object) != name.size)
+        return enif_make_badarg(env);
+    find f = {.name = object, .is_path = strchr(object, '/') != NULL};
     dl_iterate_phdr(match_object, &f);
-    if (!f.found)
+    /* None, or several by that base name: which one made the report is
+     * not known, and a line from another would be wrong. */
+    if (f.found != 1)
         return error_term(env);
 
     enif_mutex_lock(lock);
@@ -324,8 +337,22 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
 
 #endif
 
+/* with_libdw() -> boolean(): whether this library was built with libdw
+ * (else every site stays as the reports give it). */
+static ERL_NIF_TERM with_libdw(ErlNifEnv *env, int argc,
+                               const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+#ifdef BEAM_HAVE_LIBDW
+    return enif_make_atom(env, "true");
+#else
+    return enif_make_atom(env, "false");
+#endif
+}
+
 static ErlNifFunc funcs[] = {
     {"resolve", 2, resolve, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"with_libdw", 0, with_libdw, 0},
 };
 
 ERL_NIF_INIT(beam_alloc_symbolizer, funcs, load, NULL, NULL, unload)

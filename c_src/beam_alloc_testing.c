@@ -716,7 +716,7 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
 }
 
 static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
-    char buf[256];
+    char buf[512];
     if (site == 0)
         return atom(env, "undefined");
     return string(env, beam__describe_addr(site, buf, sizeof buf));

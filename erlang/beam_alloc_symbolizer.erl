@@ -17,7 +17,7 @@
 %% loadable).
 -module(beam_alloc_symbolizer).
 
--export([resolve_sites/1, site/2]).
+-export([resolve_sites/1, site/2, with_libdw/0]).
 
 -on_load(load/0).
 
@@ -36,19 +36,34 @@ load() ->
 %% (inlined) function first.
 resolve(_Object, _Offset) -> erlang:nif_error(not_loaded).
 
+%% Whether the NIF is loaded and was built with libdw: without it no site
+%% gets a source line (the build says so, and make test stops on it).
+-spec with_libdw() -> boolean().
+with_libdw() -> false.
+
 %% A site: an optional exported name the C side found ("fun ("), the
 %% object's base name and the call's offset in it.
 -define(SITE, "(?:([A-Za-z_$][\\w$.]*) \\()?([^\\s()<>;,]+)\\+0x([0-9a-f]+)(\\))?").
 
 %% Text with every site (lib.so+0x1c1b, or fun (lib.so+0x1c1b)) written as
 %% function (file.c:line) where the library's debug information says, as
-%% function (lib.so+0x1c1b) where only its symbols do.
+%% function (lib.so+0x1c1b) where only its symbols do. A site whose object
+%% is a base name that several loaded objects carry stays as it is.
 -spec resolve_sites(binary()) -> binary().
 resolve_sites(Text) when is_binary(Text) ->
     case re:run(Text, ?SITE, [global, {capture, all, index}]) of
         nomatch -> Text;
-        {match, Matches} -> splice(Text, Matches, 0, [])
+        {match, Matches} -> splice(Text, drop_cut(Text, Matches), 0, [])
     end.
+
+%% The C side writes a report into 1024 bytes: a line of 1023 was maybe cut
+%% short, and a site at its very end may have lost digits of its offset
+%% (which would name another line). Such a site stays as it is.
+-define(REPORT_MAX, 1023).
+drop_cut(Text, Matches) when byte_size(Text) =:= ?REPORT_MAX ->
+    [M || [{Start, Len} | _] = M <- Matches, Start + Len < ?REPORT_MAX];
+drop_cut(_Text, Matches) ->
+    Matches.
 
 splice(Text, [], At, Acc) ->
     iolist_to_binary(lists:reverse([binary:part(Text, At, byte_size(Text) - At) | Acc]));
@@ -76,8 +91,10 @@ part(_Text, {-1, _}) -> <<>>;
 part(Text, {Start, Len}) -> binary:part(Text, Start, Len).
 
 %% The function and source line of the call at Offset in the loaded object
-%% Object (a base name, <<"my_nif.so">>): {ok, <<"parse (c_src/my_nif.c:42)">>},
-%% or error when nothing is known about it.
+%% Object (a base name, <<"my_nif.so">>, or a path, as reports name an
+%% object whose base name another loaded object shares):
+%% {ok, <<"parse (c_src/my_nif.c:42)">>}, or error when nothing is known
+%% about it, or when several loaded objects have that base name.
 -spec site(binary(), non_neg_integer()) -> {ok, binary()} | error.
 site(Object, Offset) ->
     case safe_resolve(Object, Offset) of

@@ -435,9 +435,12 @@ BEAM_API beam_allocator_t beam_failing_allocator(beam_failing_t *f);
  * logger), which writes code sites as function (file.c:line). Sites in the
  * line itself are "lib.so+0x1c1b", the offset of the call in the object
  * (what addr2line -e lib.so takes), several frames deep with " <- "
- * between them in safe mode. The hook may be called from any thread, with
- * allocator locks held: it must not allocate through the allocator that is
- * reporting.
+ * between them in safe mode. The hook may be called from any thread, from
+ * inside the allocator call that found the problem (or the leak check that
+ * ends an instance), but never while a lock of the library's allocators is
+ * held: it may take locks of its own. It must not allocate through the
+ * allocator that is reporting (that instance may be mid-call or being torn
+ * down).
  * ---------------------------------------------------------------------- */
 
 typedef void (*beam_report_fn)(void *user, const char *line);

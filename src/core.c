@@ -9,6 +9,8 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
+
 #include <string.h>
 
 /* Zero-length blocks are never given to an allocator: they are this
@@ -27,13 +29,17 @@ static void *alloc_impl(beam_allocator_t a, size_t len, size_t alignment,
     return a.vtable->alloc(a.ctx, len, alignment, ret);
 }
 
+/* A misuse like the GPA's wrong-length free (and counted as one, so that a
+ * leak_check call raises with that kind, not as the leak it leaves). */
 static BEAM__NOINLINE void report_bad_free(void *mem, size_t len,
                                            size_t alignment, uintptr_t ret) {
-    char site[128];
-    beam__report("beam_alloc: free of %p ignored: impossible length %zu "
-                 "or alignment %zu (called from %s)",
-                 mem, len, alignment,
-                 beam__describe_addr(ret, site, sizeof site));
+    char site[512], line[BEAM__REPORT_LINE];
+    snprintf(line, sizeof line,
+             "beam_alloc: free of %p ignored: impossible length %zu "
+             "or alignment %zu (called from %s)",
+             mem, len, alignment, beam__describe_addr(ret, site, sizeof site));
+    beam__misuse_note("free with a wrong length or alignment", line);
+    beam__report_line(line);
 }
 
 static inline void free_impl(beam_allocator_t a, void *mem, size_t len,

@@ -272,11 +272,15 @@ const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
     if (count == 0)
         return beam__describe_addr(0, buf, n);
     for (size_t i = 0; i < count && len + 1 < n; i++) {
-        char one[192];
+        char one[512];
         beam__describe_addr(pcs[i], one, sizeof one);
         int w = snprintf(buf + len, n - len, "%s%s", i ? " <- " : "", one);
-        if (w < 0)
+        /* Whole frames only: a site cut short ("lib.so+0x3c" of
+         * "lib.so+0x3cc4") would name another line. */
+        if (w < 0 || (size_t)w >= n - len) {
+            buf[len] = '\0';
             break;
+        }
         len += (size_t)w;
     }
     return buf;

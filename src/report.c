@@ -1,7 +1,9 @@
 /*
- * Where diagnostics go. One hook for the whole library, a line per call:
- * allocators report misuse while holding their locks, so the hook must be
- * cheap and must not allocate through the allocator that reports.
+ * Where diagnostics go. One hook for the whole library, a line per call.
+ * Allocators report from inside the call that found the misuse, but never
+ * with one of their locks held (the GPA releases its instance lock first:
+ * see the lock order in gpa_internal.h), so the hook may take locks of its
+ * own; it must not allocate through the allocator that reports.
  *
  * The hook and its user pointer change together under a read-write lock
  * that every report holds while it calls the hook: a report never sees one
@@ -14,6 +16,9 @@
 #include "internal.h"
 
 #include <dlfcn.h>
+#if defined(__linux__)
+#include <link.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,9 +122,51 @@ void beam__misuse_note(const char *kind, const char *line) {
 
 /* --- Code addresses ------------------------------------------------------ */
 
+static const char *base_name(const char *path) {
+    const char *base = path;
+    for (const char *s = path; *s; s++)
+        if (*s == '/')
+            base = s + 1;
+    return base;
+}
+
+#if defined(__linux__)
+typedef struct same_base {
+    const char *base;
+    unsigned n;
+} same_base;
+
+static int count_same_base(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    same_base *s = data;
+    if (info->dlpi_name != NULL && info->dlpi_name[0] != '\0' &&
+        strcmp(base_name(info->dlpi_name), s->base) == 0)
+        s->n++;
+    return s->n > 1;
+}
+#endif
+
+/* Is base the base name of more than one loaded object (two NIF libraries
+ * both called nif.so, in two applications' priv)? Then only the path says
+ * which one a site is in. Reports are rare: one walk of the loader's list
+ * per site costs nothing that matters (dladdr takes the same lock). */
+static bool base_is_shared(const char *base) {
+#if defined(__linux__)
+    same_base s = {base, 0};
+    dl_iterate_phdr(count_same_base, &s);
+    return s.n > 1;
+#else
+    (void)base;
+    return false;
+#endif
+}
+
 /* Sites are return addresses; the call is the instruction before. Any
  * address inside the call instruction names the call's line, and the
- * return address may already be the next line's. */
+ * return address may already be the next line's. The object is named by
+ * its base name ("lib.so+0x1c1b"), or by its path when another loaded
+ * object has the same base name: whoever reads the site (the symbolizer,
+ * addr2line) must not take one for the other. */
 const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n) {
     Dl_info info;
     if (addr == 0) {
@@ -128,16 +175,17 @@ const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n) {
     }
     uintptr_t call = addr - 1;
     if (dladdr((void *)call, &info) != 0 && info.dli_fname != NULL) {
-        const char *file = info.dli_fname;
-        for (const char *s = file; *s; s++)
-            if (*s == '/')
-                file = s + 1;
+        const char *file = base_name(info.dli_fname);
+        if (file != info.dli_fname && base_is_shared(file))
+            file = info.dli_fname;
         unsigned long off = (unsigned long)(call - (uintptr_t)info.dli_fbase);
-        if (info.dli_sname != NULL)
-            snprintf(buf, n, "%s (%s+0x%lx)", info.dli_sname, file, off);
-        else
-            snprintf(buf, n, "%s+0x%lx", file, off);
-        return buf;
+        int w =
+            info.dli_sname != NULL
+                ? snprintf(buf, n, "%s (%s+0x%lx)", info.dli_sname, file, off)
+                : snprintf(buf, n, "%s+0x%lx", file, off);
+        /* Never a site cut short: its offset would name another line. */
+        if (w >= 0 && (size_t)w < n)
+            return buf;
     }
     snprintf(buf, n, "0x%lx", (unsigned long)call);
     return buf;

@@ -64,6 +64,24 @@ defmodule BeamAlloc.MisuseTest do
       end
     end
 
+    test "a free the library ignores (alignment 3) is a misuse, not a leak" do
+      capture_log(fn ->
+        assert_raise RuntimeError,
+                     message(:impossible_free, "free with a wrong length or alignment"),
+                     fn -> Misuse.impossible_free() end
+
+        assert Enum.any?(reports(1), &(&1 =~ "ignored: impossible length 24 or alignment 3"))
+      end)
+    end
+
+    test "a call inside another raises with its own misuse; the outer call with its own" do
+      capture_log(fn ->
+        assert_raise RuntimeError, message(:nested_outer, "double free"), fn ->
+          Misuse.nested_outer()
+        end
+      end)
+    end
+
     test "the misuse wins over the NIF's own exception" do
       capture_log(fn ->
         assert_raise RuntimeError, message(:double_free_and_badarg, "double free"), fn ->
@@ -135,6 +153,43 @@ defmodule BeamAlloc.MisuseTest do
 
       assert BeamAlloc.Symbolizer.resolve_sites("no sites here: 0x7f00") ==
                "no sites here: 0x7f00"
+    end
+  end
+
+  describe "two loaded libraries with the same base name" do
+    # test/nifs/misuse_nif.c and test/nifs/twin/misuse_nif.c are both
+    # misuse_nif.so, in priv/ and priv/twin/, for two modules.
+    test "each report names its own library's lines, never the other's" do
+      Code.ensure_loaded!(BeamAlloc.Test.TwinMisuse)
+
+      twin_line =
+        "test/nifs/twin/misuse_nif.c"
+        |> File.read!()
+        |> String.split("\n")
+        |> Enum.find_index(&String.contains?(&1, "/* SITE: twin double free */"))
+        |> Kernel.+(1)
+
+      capture_log(fn ->
+        assert :ok = BeamAlloc.Test.TwinMisuse.twin_double_free()
+        assert [twin] = reports(1)
+
+        assert twin =~
+                 "called from twin_double_free (test/nifs/twin/misuse_nif.c:#{twin_line})"
+
+        refute twin =~ "test/nifs/misuse_nif.c"
+
+        assert :ok = Misuse.double_free_plain()
+        assert [own] = reports(1)
+        assert own =~ "called from double_free_plain (#{@source}:"
+        refute own =~ "twin"
+      end)
+
+      # A bare base name could be either library: no line rather than a
+      # wrong one.
+      assert BeamAlloc.Symbolizer.site("misuse_nif.so", 0x10) == :error
+
+      assert BeamAlloc.Symbolizer.resolve_sites("called from misuse_nif.so+0x10") ==
+               "called from misuse_nif.so+0x10"
     end
   end
 
@@ -354,5 +409,62 @@ defmodule BeamAlloc.CaseTest do
     assert out =~ ~r/RESULT %\{.*failures: 1/
     assert out =~ "beam_alloc reported 1 problem during the test"
     assert out =~ "double free"
+  end
+
+  # In an async module, reports of the test's own Tasks count, however
+  # soon the Task exits after its call; reports of another module's
+  # tests do not.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case in an async module fails tests whose Tasks reported" do
+    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+
+    script = ~S"""
+    {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    ExUnit.start(autorun: false, colors: [enabled: false])
+
+    defmodule GuardedAsync do
+      use ExUnit.Case, async: true
+      use BeamAlloc.Case
+
+      alias BeamAlloc.Test.Misuse
+
+      test "task async await" do
+        assert :ok = Task.async(fn -> Misuse.double_free_plain() end) |> Task.await()
+      end
+
+      test "task async_stream" do
+        assert [ok: :ok, ok: :ok] =
+                 [1, 2]
+                 |> Task.async_stream(fn _ -> Misuse.double_free_plain() end)
+                 |> Enum.to_list()
+      end
+
+      test "clean", do: assert(true)
+    end
+
+    defmodule GuardedAsyncNeighbour do
+      use ExUnit.Case, async: true
+      use BeamAlloc.Case
+
+      test "clean while the others report" do
+        Process.sleep(100)
+        assert true
+      end
+    end
+
+    result = ExUnit.run()
+    IO.puts("RESULT " <> inspect(result))
+    """
+
+    {out, 0} =
+      System.cmd("elixir", ["-pa", ebin, "-e", script],
+        stderr_to_stdout: true,
+        env: [{"MIX_ENV", "test"}]
+      )
+
+    assert out =~ ~r/RESULT %\{.*failures: 2/, out
+    assert out =~ ~r/test task async await \(GuardedAsync\)\n.*\n\s+beam_alloc reported 1 problem/
+    assert out =~ ~r/test task async_stream \(GuardedAsync\)\n.*\n\s+beam_alloc reported 2 problems/
+    refute out =~ "test clean"
   end
 end

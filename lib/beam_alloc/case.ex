@@ -24,8 +24,11 @@ defmodule BeamAlloc.Case do
            allocated from parse (c_src/my_nif.c:30) <- ...
 
   Which reports count: those made by NIF calls of the test process or of
-  processes it started through `Task` (their `$callers`, read when the
-  report arrives); in a test module that is not async, every report made
+  processes it started (a `Task`'s `$callers`, a proc_lib process's
+  `$ancestors`: `Task.async/1`, `Task.async_stream/3`, a GenServer started
+  by the test). A `BEAM_NIF` call that reported returns only once
+  `BeamAlloc.Reporter` has read who made the call, so a Task that ends
+  right after its call still counts. In a test module that is not async, every report made
   while the test ran (the test runs alone; threads and resource
   destructors report without a process). A test that triggers
   reports on purpose opts out with `@tag beam_alloc_reports: :allow`.
@@ -72,9 +75,9 @@ defmodule BeamAlloc.Case do
   @doc """
   The reports since `mark` (from `BeamAlloc.Reporter.mark/0`) that belong
   to the test running in `test_pid`: made by it or by a process it started
-  (`$callers`, read when the report arrives: the process must still be
-  alive then); when `async?` is false, every report since the mark (the
-  test runs alone).
+  (`$callers` or `$ancestors` of the reporting process, read by the
+  reporter before the reporting call returns); when `async?` is false,
+  every report since the mark (the test runs alone).
   """
   @spec reports(non_neg_integer, pid, boolean) :: [Reporter.report()]
   def reports(mark, test_pid, async?) do

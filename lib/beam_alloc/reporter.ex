@@ -33,7 +33,8 @@ defmodule BeamAlloc.Reporter do
   @typedoc """
   A kept report: its sequence number, the module whose NIF library made it,
   the line, the process whose NIF call made it (`nil` from threads and
-  destructors), and that process's `$callers` when the report came.
+  destructors), and the processes it works for: its `$callers` and the pids
+  of its `$ancestors`, read before that call returned.
   """
   @type report :: %{
           seq: non_neg_integer,
@@ -85,19 +86,62 @@ defmodule BeamAlloc.Reporter do
   end
 
   @impl true
-  def init(_opts), do: {:ok, %{queue: :queue.new(), seq: 0}}
-
-  @impl true
-  def handle_info({:beam_alloc_report, module, line, pid}, state) do
-    {:noreply, keep(state, module, line, if(is_pid(pid), do: pid))}
+  def init(_opts) do
+    {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: []}}
   end
 
-  # From a library copy of an earlier version (no pid).
+  @impl true
+  def handle_info({:beam_alloc_report, _module, _line, _pid, _ack} = message, state) do
+    {:noreply, attribute([message], state), {:continue, :release}}
+  end
+
+  # From library copies of earlier versions.
+  def handle_info({:beam_alloc_report, module, line, pid}, state) do
+    message = {:beam_alloc_report, module, line, pid, :undefined}
+    {:noreply, attribute([message], state), {:continue, :release}}
+  end
+
   def handle_info({:beam_alloc_report, module, line}, state) do
-    {:noreply, keep(state, module, line, nil)}
+    message = {:beam_alloc_report, module, line, :undefined, :undefined}
+    {:noreply, attribute([message], state), {:continue, :release}}
   end
 
   def handle_info(_other, state), do: {:noreply, state}
+
+  # Who made each report waiting in the mailbox is read before any is
+  # symbolized (dirty NIF calls per site): the processes that made them
+  # may be about to exit.
+  defp attribute(taken, state) do
+    receive do
+      {:beam_alloc_report, _, _, _, _} = message ->
+        attribute([message | taken], state)
+
+      {:beam_alloc_report, module, line, pid} ->
+        attribute([{:beam_alloc_report, module, line, pid, :undefined} | taken], state)
+    after
+      0 ->
+        {reports, known} =
+          taken
+          |> Enum.reverse()
+          |> Enum.map_reduce(state.known, fn {:beam_alloc_report, module, line, pid, _ack},
+                                               known ->
+            pid = if is_pid(pid), do: pid
+            {callers, known} = callers(pid, known)
+            {{module, line, pid, callers}, known}
+          end)
+
+        %{state | known: known, unread: state.unread ++ reports}
+    end
+  end
+
+  @impl true
+  def handle_continue(:release, state) do
+    # The messages are read: collecting them runs the destructors of their
+    # acknowledgements, and the NIF calls waiting for those return (see
+    # src/nif/report.c). Then the slow part.
+    :erlang.garbage_collect()
+    {:noreply, Enum.reduce(state.unread, %{state | unread: []}, &keep/2)}
+  end
 
   @impl true
   def handle_call(:recent, _from, state), do: {:reply, pairs(state.queue), state}
@@ -111,26 +155,41 @@ defmodule BeamAlloc.Reporter do
     {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
   end
 
-  defp keep(state, module, line, pid) do
+  defp keep({module, line, pid, callers}, state) do
     # Source lines here, in this process, on a dirty scheduler: never on
-    # the thread that reported (it may hold allocator locks).
+    # the thread that reported (it is inside an allocator call).
     line = BeamAlloc.Symbolizer.resolve_sites(line)
     Logger.warning(line, beam_alloc: module)
     seq = state.seq + 1
-    report = %{seq: seq, module: module, line: line, pid: pid, callers: callers(pid)}
+    report = %{seq: seq, module: module, line: line, pid: pid, callers: callers}
     queue = :queue.in(report, state.queue)
     queue = if :queue.len(queue) > @keep, do: :queue.drop(queue), else: queue
     %{state | queue: queue, seq: seq}
   end
 
   # Who the reporting process works for: a Task's $callers lead back to the
-  # test that started it.
-  defp callers(nil), do: []
+  # test that started it, and $ancestors to whoever started a proc_lib
+  # process (a GenServer, a Task). Read while the process may still be
+  # alive, and remembered for its next lines: a report of several lines
+  # comes from a process that may be gone before the last one is read.
+  @remember 64
 
-  defp callers(pid) do
+  defp callers(nil, known), do: {[], known}
+
+  defp callers(pid, known) do
     case Process.info(pid, :dictionary) do
-      {:dictionary, dict} -> List.wrap(dict[:"$callers"])
-      nil -> []
+      {:dictionary, dict} ->
+        callers =
+          Enum.uniq(
+            List.wrap(dict[:"$callers"]) ++
+              Enum.filter(List.wrap(dict[:"$ancestors"]), &is_pid/1)
+          )
+
+        known = if map_size(known) >= @remember, do: %{}, else: known
+        {callers, Map.put(known, pid, callers)}
+
+      nil ->
+        {Map.get(known, pid, []), known}
     end
   end
 

@@ -14,7 +14,11 @@ defmodule BeamAlloc.Symbolizer do
   Functions inlined at the call come first (`read_int (c_src/my_nif.c:12)
   <- parse (c_src/my_nif.c:42)`). A library built without `-g` still gets
   its function names (from its symbol table); a site that cannot be
-  resolved stays as it was. The fault-injection errors of
+  resolved stays as it was. Two loaded libraries with the same file name
+  (`nif.so` of two applications) are told apart by path: the C side then
+  names the object by its full path, and a bare `nif.so+0x..` that could
+  be either stays as it is (no line rather than the other library's).
+  The fault-injection errors of
   `BeamAlloc.Testing` name their sites the same way. The work is done by
   the Erlang module `beam_alloc_symbolizer`, which Erlang code calls
   directly.
@@ -27,6 +31,14 @@ defmodule BeamAlloc.Symbolizer do
   """
   @spec resolve_sites(String.t()) :: String.t()
   defdelegate resolve_sites(text), to: :beam_alloc_symbolizer
+
+  @doc """
+  Whether sites can become source lines here: `true` when the symbolizer's
+  NIF is loaded and was built with libdw (elfutils; Debian's `libdw-dev`),
+  `false` when it was built without (sites then stay `lib.so+0x1c1b`).
+  """
+  @spec with_libdw?() :: boolean
+  defdelegate with_libdw?(), to: :beam_alloc_symbolizer, as: :with_libdw
 
   @doc """
   The function and source line of the call at `offset` in the loaded

@@ -41,6 +41,7 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
 static _Atomic int module_instances;
 
 int beam_nif_loaded(int result) {
+    beam__report_ack_loaded(result);
     if (result == 0)
         atomic_fetch_add_explicit(&module_instances, 1, memory_order_relaxed);
     return result;
@@ -396,6 +397,14 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     beam__frames_stop = (uintptr_t)__builtin_frame_address(0);
     const unsigned long outer_watch = m->watch_from;
     const unsigned long misuse_before = m->count;
+    /* A call inside another one (a BEAM_NIF body calling another's): the
+     * outer call's first misuse, if it had one, is what it raises with
+     * once it is over; this call's own would overwrite it. */
+    const bool outer_misused = misuse_before != outer_watch;
+    const char *const outer_kind = m->kind;
+    char outer_line[sizeof m->line];
+    if (outer_misused)
+        memcpy(outer_line, m->line, sizeof outer_line);
     m->watch_from = misuse_before;
 
     /* A custom allocator becomes the backing of the checking instance, so
@@ -462,6 +471,10 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         driver->misuse != NULL)
         driver->misuse(&pid, &beam__fault_hooks_self, kind, m->line);
     m->watch_from = outer_watch;
+    if (outer_misused) {
+        m->kind = outer_kind;
+        memcpy(m->line, outer_line, sizeof m->line);
+    }
 
     /* Both override whatever the body returned or raised: a misuse or a
      * leak is a bug in the NIF itself, and one the caller cannot see
@@ -504,5 +517,6 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
     beam_allocator = saved;
     current_call = outer;
     beam__frames_stop = outer_stop;
-    return result;
+    /* A call that reported returns once the reporter knows who made it. */
+    return outer == NULL ? beam__report_wait(env, result) : result;
 }

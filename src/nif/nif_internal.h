@@ -41,6 +41,15 @@ BEAM__HIDDEN const char *beam__nif_module_atom(void);
 /* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' process, which logs them, else stderr. */
 BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
+/* Waiting for BeamAlloc.Reporter (report.c): the resource type of the
+ * acknowledgements, opened at load and upgrade and used once the load
+ * succeeded (beam_nif_loaded); and the end of an
+ * outermost BEAM_NIF call, which returns result once the reporter has read
+ * who made the call's reports (at once when it made none). */
+BEAM__HIDDEN void beam__report_ack_open(ErlNifEnv *env);
+BEAM__HIDDEN void beam__report_ack_loaded(int result);
+BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env,
+                                            ERL_NIF_TERM result);
 /* The env of the BEAM_NIF call running on this thread, or NULL. */
 BEAM__HIDDEN ErlNifEnv *beam__nif_current_env(void);
 

@@ -6,12 +6,147 @@
  * Erlang node that did not start the application) the line goes to stderr,
  * as in the standalone build.
  *
- * The hook may run on any thread, with allocator locks held; everything
- * here allocates through ERTS only, never through beam_alloc.
+ * Who made a report: the calling process's pid goes in the message, and
+ * the reporter reads that process's $callers and $ancestors (BeamAlloc.Case
+ * gives a Task's reports to the test that started it). A Task is often gone
+ * a few microseconds after its NIF call returns, before the reporter runs:
+ * so a BEAM_NIF call that sent reports does not return until the reporter
+ * has read them. Each message carries an acknowledgement, a resource whose
+ * destructor runs when the reporter lets go of it (it collects its garbage
+ * once it has read who sent what); the call, at its end, yields (rescheduling
+ * itself, never blocking the scheduler) until then, for one second at most.
+ *
+ * The hook may run on any thread (never with a lock of beam_alloc's
+ * allocators held), inside the allocator call that found the problem;
+ * everything here allocates through ERTS only, never through beam_alloc.
  */
 #include "nif_internal.h"
 
+#include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
+
+/* --- Acknowledgements ---------------------------------------------------- */
+
+/* Shared by the resource (the reporter's reference) and the waiting call;
+ * freed by whichever lets go last. */
+typedef struct report_ack {
+    atomic_int refs;
+    atomic_bool read;
+} report_ack;
+
+typedef struct ack_resource {
+    report_ack *ack;
+} ack_resource;
+
+/* The type in use, and the one the load in progress opened: in use only
+ * once that load succeeds (a failed load takes its types back). */
+static ErlNifResourceType *_Atomic ack_type;
+static ErlNifResourceType *ack_type_opened;
+
+/* The acknowledgement this thread's outermost BEAM_NIF call waits for: the
+ * latest report's (the reporter reads messages in order). */
+static BEAM_THREAD_LOCAL report_ack *pending;
+
+static void ack_release(report_ack *a) {
+    if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        enif_free(a);
+}
+
+static void ack_destroyed(ErlNifEnv *env, void *obj) {
+    (void)env;
+    report_ack *a = ((ack_resource *)obj)->ack;
+    if (a != NULL) {
+        atomic_store_explicit(&a->read, true, memory_order_release);
+        ack_release(a);
+    }
+}
+
+void beam__report_ack_open(ErlNifEnv *env) {
+    /* Named after this copy of the library: a module name may be loaded
+     * with another library later (and the types of a module are looked up
+     * by name), whose copy must not take this one's type over. */
+    char name[64];
+    snprintf(name, sizeof name, "beam_alloc_report_ack@%p", (void *)&ack_type);
+    ack_type_opened = enif_open_resource_type(
+        env, NULL, name, ack_destroyed,
+        (ErlNifResourceFlags)(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER), NULL);
+}
+
+void beam__report_ack_loaded(int result) {
+    if (result == 0 && ack_type_opened != NULL)
+        atomic_store_explicit(&ack_type, ack_type_opened, memory_order_release);
+    ack_type_opened = NULL;
+}
+
+/* A new acknowledgement for a message in msg_env, which this thread's call
+ * will wait for; the atom undefined when there is no call to wait (a
+ * report from a thread, a destructor) or no resource type. */
+static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
+    ERL_NIF_TERM none = enif_make_atom(msg_env, "undefined");
+    ErlNifResourceType *type =
+        atomic_load_explicit(&ack_type, memory_order_acquire);
+    if (!in_call || type == NULL)
+        return none;
+    report_ack *a = enif_alloc(sizeof *a);
+    if (a == NULL)
+        return none;
+    ack_resource *r = enif_alloc_resource(type, sizeof *r);
+    if (r == NULL) {
+        enif_free(a);
+        return none;
+    }
+    atomic_init(&a->refs, 2);
+    atomic_init(&a->read, false);
+    r->ack = a;
+    ERL_NIF_TERM term = enif_make_resource(msg_env, r);
+    enif_release_resource(r); /* the message's term holds it now */
+    if (pending != NULL)
+        ack_release(pending);
+    pending = a;
+    return term;
+}
+
+#define WAIT_USEC 1000000
+
+/* wait(Ack, Deadline, Result, Raised): the rest of a call that reported.
+ * (A process killed while it waits leaves its 8 bytes of the ack behind.) */
+static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    ErlNifUInt64 ptr;
+    ErlNifSInt64 deadline;
+    int raised;
+    if (argc != 4 || !enif_get_uint64(env, argv[0], &ptr) ||
+        !enif_get_int64(env, argv[1], &deadline) ||
+        !enif_get_int(env, argv[3], &raised))
+        return enif_make_badarg(env);
+    report_ack *a = (report_ack *)(uintptr_t)ptr;
+    if (!atomic_load_explicit(&a->read, memory_order_acquire) &&
+        enif_monotonic_time(ERL_NIF_USEC) < deadline) {
+        /* Let the reporter run (on this scheduler too). */
+        enif_consume_timeslice(env, 100);
+        return enif_schedule_nif(env, "beam_alloc_report_wait", 0, wait_read,
+                                 argc, argv);
+    }
+    ack_release(a);
+    return raised ? enif_raise_exception(env, argv[2]) : argv[2];
+}
+
+ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
+    report_ack *a = pending;
+    if (a == NULL)
+        return result;
+    pending = NULL;
+    ERL_NIF_TERM reason;
+    int raised = enif_has_pending_exception(env, &reason);
+    ERL_NIF_TERM args[4] = {
+        enif_make_uint64(env, (ErlNifUInt64)(uintptr_t)a),
+        enif_make_int64(env, enif_monotonic_time(ERL_NIF_USEC) + WAIT_USEC),
+        raised ? reason : result, enif_make_int(env, raised)};
+    return wait_read(env, 4, args);
+}
+
+/* --- The hook ------------------------------------------------------------ */
 
 void beam__report_to_logger(void *user, const char *line) {
     (void)user;
@@ -40,13 +175,13 @@ void beam__report_to_logger(void *user, const char *line) {
     /* The calling process, so that a test can take the reports its own
      * calls made (BeamAlloc.Case); undefined off a process. */
     ErlNifPid self;
-    ERL_NIF_TERM from = caller != NULL && enif_self(caller, &self) != NULL
-                            ? enif_make_pid(msg_env, &self)
-                            : enif_make_atom(msg_env, "undefined");
-    ERL_NIF_TERM msg = enif_make_tuple4(
+    bool from_process = caller != NULL && enif_self(caller, &self) != NULL;
+    ERL_NIF_TERM from = from_process ? enif_make_pid(msg_env, &self)
+                                     : enif_make_atom(msg_env, "undefined");
+    ERL_NIF_TERM msg = enif_make_tuple5(
         msg_env, enif_make_atom(msg_env, "beam_alloc_report"),
         enif_make_atom(msg_env, module[0] != '\0' ? module : "undefined"), bin,
-        from);
+        from, new_ack(msg_env, from_process));
     if (!enif_send(caller, &pid, msg_env, msg))
         beam__report_to_stderr(line);
     enif_free_env(msg_env);

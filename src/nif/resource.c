@@ -313,6 +313,9 @@ static bool open_type(ErlNifEnv *env) {
 
 void beam_nif_resource_on_load(ErlNifEnv *env) {
     (void)open_type(env);
+    /* The acknowledgements of reports (report.c): opened here, once the
+     * load_info was accepted, like the type above. */
+    beam__report_ack_open(env);
     atomic_store_explicit(&opened_by_hook, true, memory_order_relaxed);
 }
 

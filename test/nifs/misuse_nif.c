@@ -205,7 +205,41 @@ BEAM_NIF(leak_deep, .leak_check = true) {
     return ok(env);
 }
 
+/* A free whose alignment is no power of two: the library ignores it and
+ * reports it, a misuse like a wrong length (the block is left over). */
+BEAM_NIF(impossible_free, .leak_check = true) {
+    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 24, 3);
+    return ok(env);
+}
+
+/* Called by nested_outer, a BEAM_NIF inside a BEAM_NIF: a misuse of its
+ * own (it raises, and the outer call goes on). */
+BEAM_NIF(nested_inner, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 16);
+    return ok(env);
+}
+
+/* A double free first, then a call with another kind of misuse: the outer
+ * call raises with its own first one. */
+BEAM_NIF(nested_outer, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 24);
+    beam_free(beam_allocator, p, 24);
+    (void)nested_inner(env, 0, argv);
+    return ok(env);
+}
+
 static ErlNifFunc funcs[] = {
+    {"impossible_free", 0, impossible_free, 0},
+    {"nested_outer", 0, nested_outer, 0},
     {"leak_deep", 0, leak_deep, 0},
     {"double_free", 0, double_free, 0},
     {"write_past_end", 0, write_past_end, 0},

@@ -23,4 +23,15 @@ defmodule BeamAlloc.Test.Misuse do
   def double_free_opted, do: :erlang.nif_error(:not_loaded)
   def leak_and_bad_free, do: :erlang.nif_error(:not_loaded)
   def leak_deep, do: :erlang.nif_error(:not_loaded)
+  def impossible_free, do: :erlang.nif_error(:not_loaded)
+  def nested_outer, do: :erlang.nif_error(:not_loaded)
+end
+
+defmodule BeamAlloc.Test.TwinMisuse do
+  @moduledoc false
+  # A library with the same base name as Misuse's, misuse_nif.so, in
+  # another directory (test/nifs/twin/misuse_nif.c -> priv/twin/).
+  use BeamAlloc.Nif, otp_app: :beam_alloc, library: "twin/misuse_nif"
+
+  def twin_double_free, do: :erlang.nif_error(:not_loaded)
 end
