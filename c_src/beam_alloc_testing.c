@@ -342,9 +342,10 @@ static bool has_lib(const session *s, const beam__fault_hooks *hooks) {
     return false;
 }
 
-static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
-                         beam_allocator_t parent, unsigned flags,
-                         beam__fault_frame *frame, beam_allocator_t *out) {
+/* The running session of pid that app's library takes part in; NULL when
+ * there is none. */
+static session *running_session(const ErlNifPid *pid,
+                                const beam__fault_hooks *app) {
     session *s = NULL;
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < n_open && s == NULL; i++) {
@@ -356,6 +357,13 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
             s = o;
     }
     pthread_mutex_unlock(&registry_lock);
+    return s;
+}
+
+static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
+                         beam_allocator_t parent, unsigned flags,
+                         beam__fault_frame *frame, beam_allocator_t *out) {
+    session *s = running_session(pid, app);
     if (s == NULL)
         return false;
 
@@ -403,15 +411,7 @@ static void driver_leave(beam__fault_frame *frame) {
  * call returned (a NIF without leak_check keeps running after a misuse). */
 static void driver_misuse(const ErlNifPid *pid, const beam__fault_hooks *app,
                           const char *kind, const char *line) {
-    session *s = NULL;
-    pthread_mutex_lock(&registry_lock);
-    for (size_t i = 0; i < n_open && s == NULL; i++) {
-        session *o = open_sessions[i];
-        if (enif_compare_pids(&o->owner, pid) == 0 && o->running &&
-            has_lib(o, app))
-            s = o;
-    }
-    pthread_mutex_unlock(&registry_lock);
+    session *s = running_session(pid, app);
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->lock);
