@@ -4,17 +4,23 @@
 #      Debian packages, as root or through sudo),
 #   2. builds beam_alloc (make lib) and the benchmark programs into
 #      build/bench/,
-#   3. runs the workloads of bench/workloads.c standalone (one executable per
-#      malloc implementation, see bench/standalone/bench_main.c) and inside a
-#      BEAM (bench/nif/), then the RSS workload in one fresh process per
-#      allocator and setting,
-#   4. writes bench/results/{results.md,results.csv,chart.png,machine.txt}
-#      and prints the ratio tables,
+#   3. runs the paired groups of bench/paired.c: every allocator of a group
+#      in one process, interleaved within each repetition, standalone
+#      (bench/standalone/paired_main.c) and inside a BEAM on a normal and a
+#      dirty CPU scheduler (bench/nif/); then peak RSS (fresh processes) and
+#      the memory held for small live sets,
+#   4. writes bench/results/{paired.txt,paired.csv,targets.txt,machine.txt}
+#      and prints every target of issue 13 with its paired ratio and spread.
 #   5. runs bench-sqlite (SQLite's allocator: malloc, enif_alloc with a
 #      header, beam_alloc's GPA, mimalloc) into bench/results/sqlite.md.
+#   With BENCH_MATRIX=1 it also runs the full matrix of bench/workloads.c
+#   (every allocator x workload, one executable per malloc implementation,
+#   cells not interleaved) into results.{md,csv} and chart.png.
 #
 # Knobs (environment): BENCH_SCALE (default 1: operation counts are
-# multiplied by it), BENCH_REPS (default 5, at most 16), CC, MAKE.
+# multiplied by it), BENCH_REPS (paired: repetitions of every group, default
+# per group, 3-9; matrix: default 5, at most 16), BENCH_GROUPS (paired groups
+# to run, default all), BENCH_MATRIX, CC, MAKE.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,6 +29,8 @@ CC=${CC:-cc}
 MAKE=${MAKE:-make}
 SCALE=${BENCH_SCALE:-1}
 REPS=${BENCH_REPS:-5}
+MATRIX=${BENCH_MATRIX:-0}
+GROUPS_ONLY=${BENCH_GROUPS:-}
 OUT=$ROOT/bench/results
 WORK=$ROOT/build/bench
 START=$SECONDS
@@ -103,11 +111,48 @@ $CC "${CFLAGS_BENCH[@]}" ${OPT[@]+"${OPT[@]}"} -fPIC -shared -I"$ERTS_INCLUDE_DI
   bench/nif/bench_nif.c $LIB_NIF -ldl -o "$WORK/bench_nif.so"
 erlc -o "$WORK" bench/nif/bench_nif.erl
 $CC -O2 -std=c11 -Wall -Wextra -Werror bench/report.c -lm -o "$WORK/bench_report"
+$CC "${CFLAGS_BENCH[@]}" ${OPT[@]+"${OPT[@]}"} -DBEAM_ALLOC_STANDALONE \
+  bench/standalone/paired_main.c $LIB_SA -ldl -o "$WORK/paired"
 
 RAW=$WORK/raw.csv
 : >"$RAW"
 "$WORK/bench_sa_base" workloads >"$WORK/workloads.tsv"
 
+TUNABLES="glibc.rtld.optional_static_tls=16384${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"
+ERL_FLAGS=(+sbwt none +sbwtdcpu none +sbwtdio none)
+
+# --- 3. paired groups ----------------------------------------------------------
+PAIRED=$WORK/paired.out
+: >"$PAIRED"
+SA_GROUPS=$("$WORK/paired" groups)
+for g in $SA_GROUPS; do
+  if [ -n "$GROUPS_ONLY" ] && ! grep -qw "$g" <<<"$GROUPS_ONLY"; then continue; fi
+  log "paired, standalone: $g"
+  "$WORK/paired" run "$SCALE" "$g" | tee -a "$PAIRED" | grep -v '^REP,' || true
+done
+BEAM_GROUPS=$(GLIBC_TUNABLES=$TUNABLES BENCH_NIF_SO="$WORK/bench_nif" \
+  erl -noshell -pa "$WORK" -eval \
+  '[io:format("~s~n", [G]) || G <- bench_nif:paired_groups()], halt().')
+for g in $BEAM_GROUPS; do
+  if [ -n "$GROUPS_ONLY" ] && ! grep -qw "$g" <<<"$GROUPS_ONLY"; then continue; fi
+  log "paired, BEAM: $g"
+  part=$WORK/paired_beam_$g.out
+  : >"$part"
+  GLIBC_TUNABLES=$TUNABLES BENCH_NIF_SO="$WORK/bench_nif" \
+    erl -noshell "${ERL_FLAGS[@]}" -pa "$WORK" -run bench_nif main paired \
+    "$part" "$SCALE" "$g" || echo "bench: the BEAM running $g failed" >&2
+  tee -a "$PAIRED" <"$part" | grep -v '^REP,' || true
+done
+if [ -z "$GROUPS_ONLY" ] || grep -qw rss <<<"$GROUPS_ONLY"; then
+  log "peak RSS, fresh processes"
+  "$WORK/paired" rss 3 "$SCALE" | tee -a "$PAIRED"
+fi
+if [ -z "$GROUPS_ONLY" ] || grep -qw mem <<<"$GROUPS_ONLY"; then
+  log "memory held for small live sets"
+  "$WORK/paired" mem | tee -a "$PAIRED"
+fi
+
+if [ "$MATRIX" = 1 ]; then
 # --- 3a. standalone ----------------------------------------------------------
 SA_EXES=(bench_sa_base bench_sa_mimalloc bench_sa_jemalloc bench_sa_tcmalloc)
 for exe in "${SA_EXES[@]}"; do
@@ -119,8 +164,6 @@ done
 # jemalloc, dlopen'ed by the NIF, needs more static TLS than glibc keeps
 # spare for dlopen by default (see bench/nif/bench_nif.c). The sbwt flags
 # stop idle schedulers from busy-waiting on the 2 cores the workloads use.
-TUNABLES="glibc.rtld.optional_static_tls=16384${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"
-ERL_FLAGS=(+sbwt none +sbwtdcpu none +sbwtdio none)
 beam() {
   GLIBC_TUNABLES=$TUNABLES BENCH_NIF_SO="$WORK/bench_nif" \
     erl -noshell "${ERL_FLAGS[@]}" -pa "$WORK" -run bench_nif main "$@"
@@ -162,6 +205,7 @@ for a in $BEAM_ALLOCS; do
   [ $st -eq 0 ] ||
     echo "beam,dirty,$a,rss_mixed,error,0,,BEAM exited with status $st" >>"$RAW"
 done
+fi # BENCH_MATRIX
 
 # --- 4. report ---------------------------------------------------------------
 log "report"
@@ -189,18 +233,38 @@ MACHINE=$OUT/machine.txt
 } >"$MACHINE"
 
 rc=0
-"$WORK/bench_report" "$RAW" "$WORK/workloads.tsv" "$MACHINE" "$OUT" "$WORK" || rc=$?
+if [ "$MATRIX" = 1 ]; then
+  "$WORK/bench_report" "$RAW" "$WORK/workloads.tsv" "$MACHINE" "$OUT" "$WORK" || rc=$?
+  gnuplot "$WORK/chart.gp"
+fi
 
 # --- 5. SQLite's allocator (bench/sqlite/, also `make bench-sqlite`) -------
 log "bench-sqlite"
 "$MAKE" --no-print-directory bench-sqlite-run || rc=1
-gnuplot "$WORK/chart.gp"
+
+# The paired results: the text, the repetitions as CSV, and every target.
+grep -v '^REP,' "$PAIRED" | grep -v '^TARGET|' >"$OUT/paired.txt"
+{
+  echo "setting,group,allocator,threads,rep,ns_per_op,other_cores"
+  grep '^REP,' "$PAIRED" | cut -d, -f2-
+} >"$OUT/paired.csv"
+{
+  echo "Targets of issue 13: paired ratio per repetition, median [min .. max]"
+  echo "($(date -u '+%Y-%m-%d %H:%M UTC'); other processes used $OTHER cores on average)"
+  echo
+  printf '%-12s %-55s %8s %-16s %-9s %s\n' setting target median "[min .. max]" goal result
+  grep '^TARGET|' "$PAIRED" | awk -F'|' '{
+    printf "%-12s %-55s %8s %-16s %-9s %s\n", $2, $3, $4,
+      ($5 == "" ? "" : "[" $5 " .. " $6 "]"), $7, $8 }'
+} >"$OUT/targets.txt"
+echo
+cat "$OUT/targets.txt"
 echo
 if awk -v o="$OTHER" 'BEGIN { exit !(o > 0.25) }'; then
   echo "bench: WARNING: other processes used $OTHER cores on average during the run;"
   echo "bench: the numbers (two-thread ones first) are disturbed. Rerun on a quiet machine."
 fi
-echo "bench: results in bench/results/ (results.md, results.csv, chart.png, machine.txt); $((SECONDS - START)) s"
+echo "bench: results in bench/results/ (targets.txt, paired.txt, paired.csv, machine.txt$([ "$MATRIX" = 1 ] && echo ', results.md, results.csv, chart.png')); $((SECONDS - START)) s"
 if [ $rc -eq 3 ]; then
   echo "bench: some cells failed (ERROR above)" >&2
   exit 1

@@ -213,6 +213,8 @@ static void BW(_await)(atomic_int *v, int want) {
 static void *BW(_consumer)(void *arg) {
     bench_mt *m = arg;
     bench_ctx *c = &m->ctx[1];
+    if (bench_pin_xthread)
+        (void)bench_pin_self(1, NULL);
     atomic_fetch_add_explicit(&m->ready, 1, memory_order_release);
     BW(_await)(&m->go, 1);
     size_t head = 0, tail = 0;
@@ -264,6 +266,8 @@ static int BW(_xthread)(bench_ctx *c, const bench_spec *s, size_t ops,
         snprintf(err, errlen, "thread creation failed");
         return -1;
     }
+    cpu_set_t saved;
+    bool pinned = bench_pin_xthread && bench_pin_self(0, &saved) == 0;
     BW(_await)(&m.ready, 1);
     uint64_t rng = 0xD1B54A32D192ED03ULL;
     size_t span = s->hi - s->lo + 1;
@@ -292,6 +296,8 @@ static int BW(_xthread)(bench_ctx *c, const bench_spec *s, size_t ops,
     }
     atomic_store_explicit(&bench_ring.stop, tail, memory_order_release);
     bench_host_thread_join(&th);
+    if (pinned)
+        (void)sched_setaffinity(0, sizeof saved, &saved);
     *ns = m.end_ns[1] - m.t0;
     if (rc == 0 && m.err[1]) {
         snprintf(err, errlen, "consumer saw corrupted blocks");
@@ -413,6 +419,122 @@ static int BW(_rss)(bench_ctx *c, size_t ops, bench_rss_result *r, char *err,
         if (bench_rss_tab.p[i] != NULL)
             BA(_free)(c, bench_rss_tab.p[i], bench_rss_tab.n[i]);
     return rc;
+}
+
+/* The scalable churn (bench_pc): thread idx fills its share of the slots
+ * (untimed), waits for the others, churns its share of the ops, and drains
+ * only once every thread has stopped the clock. */
+typedef struct {
+    bench_pc *m;
+    int idx;
+} BW(_pc_arg);
+
+static void BW(_pc_part)(bench_pc *m, int idx) {
+    bench_ctx *c = &m->ctx[idx];
+    int n = m->nthreads;
+    size_t from = m->live * (size_t)idx / (size_t)n;
+    size_t to = m->live * (size_t)(idx + 1) / (size_t)n;
+    size_t cnt = to - from, span = m->hi - m->lo + 1;
+    void **P = m->slot_p + from;
+    uint32_t *N = m->slot_n + from;
+    uint64_t rng = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)(idx + 1) << 40);
+    int rc = 0;
+    if (m->pin && idx > 0)
+        (void)bench_pin_self(idx, NULL);
+    for (size_t i = 0; i < cnt; i++) {
+        size_t sz = m->lo + bench_below((uint32_t)bench_rng(&rng), span);
+        void *p = BA(_alloc)(c, sz);
+        if (BENCH_UNLIKELY(p == NULL)) {
+            rc = -1;
+            break;
+        }
+        *(char *)p = 1;
+        P[i] = p;
+        N[i] = (uint32_t)sz;
+    }
+    atomic_fetch_add_explicit(&m->ready, 1, memory_order_acq_rel);
+    if (idx == 0) {
+        BW(_await)(&m->ready, m->started);
+        m->t0 = bench_now_ns();
+        atomic_store_explicit(&m->go, 1, memory_order_release);
+    } else {
+        BW(_await)(&m->go, 1);
+    }
+    size_t ops = m->ops / (size_t)n;
+    uint64_t cpu0 = bench_thread_cpu_ns();
+    for (size_t i = 0; rc == 0 && i < ops; i++) {
+        uint64_t r = bench_rng(&rng);
+        size_t k = bench_below((uint32_t)(r >> 32), cnt);
+        size_t sz = m->lo + bench_below((uint32_t)r, span);
+        BA(_free)(c, P[k], N[k]);
+        void *p = BA(_alloc)(c, sz);
+        if (BENCH_UNLIKELY(p == NULL)) {
+            P[k] = NULL;
+            rc = -1;
+            break;
+        }
+        *(char *)p = (char)i;
+        P[k] = p;
+        N[k] = (uint32_t)sz;
+    }
+    m->end_ns[idx] = bench_now_ns();
+    m->cpu_ns[idx] = bench_thread_cpu_ns() - cpu0;
+    atomic_fetch_add_explicit(&m->done, 1, memory_order_acq_rel);
+    BW(_await)(&m->done, m->started);
+    for (size_t i = 0; i < cnt; i++)
+        if (P[i] != NULL)
+            BA(_free)(c, P[i], N[i]);
+    m->err[idx] = rc;
+}
+
+static void *BW(_pc_thread)(void *arg) {
+    BW(_pc_arg) *a = arg;
+    BW(_pc_part)(a->m, a->idx);
+    return NULL;
+}
+
+__attribute__((unused)) static int BW(_pc)(bench_pc *m, uint64_t *ns, char *err,
+                                           size_t errlen) {
+    bench_thread th[BENCH_PC_MAX_THREADS];
+    BW(_pc_arg) args[BENCH_PC_MAX_THREADS];
+    int started = 1;
+    cpu_set_t saved;
+    bool pinned = m->pin && bench_pin_self(0, &saved) == 0;
+    atomic_init(&m->ready, 0);
+    atomic_init(&m->go, 0);
+    atomic_init(&m->done, 0);
+    memset(m->err, 0, sizeof m->err);
+    for (int i = 1; i < m->nthreads; i++) {
+        args[i].m = m;
+        args[i].idx = i;
+        if (bench_host_thread_start(&th[i], BW(_pc_thread), &args[i]) != 0)
+            break;
+        started++;
+    }
+    /* Threads that did start pass the barriers with those alone (they read
+     * started only after go, which is released after this store). */
+    m->started = started;
+    BW(_pc_part)(m, 0);
+    for (int i = 1; i < started; i++)
+        bench_host_thread_join(&th[i]);
+    if (pinned)
+        (void)sched_setaffinity(0, sizeof saved, &saved);
+    uint64_t end = 0;
+    int bad = 0;
+    m->cpu_total_ns = 0;
+    for (int i = 0; i < started; i++) {
+        if (m->end_ns[i] > end)
+            end = m->end_ns[i];
+        m->cpu_total_ns += m->cpu_ns[i];
+        bad |= m->err[i];
+    }
+    *ns = end - m->t0;
+    if (started < m->nthreads || bad) {
+        snprintf(err, errlen, "%s",
+                 bad ? "allocation failed" : "thread creation failed");
+        return -1;
+    }
+    return 0;
 }
 
 static const bench_wl_fn BW(_tab)[W_COUNT] = {

@@ -56,9 +56,21 @@
  * Small helpers: clock, random numbers, compiler barrier, spinning, RSS
  * ---------------------------------------------------------------------- */
 
+/* The clock the workloads time themselves with: wall time, or (set by
+ * bench/paired.c around one-thread runs) the calling thread's CPU time,
+ * which does not advance while the thread is preempted. */
+static clockid_t bench_clock = CLOCK_MONOTONIC;
+
+/* The calling thread's CPU time (whatever bench_clock says). */
+static uint64_t bench_thread_cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static uint64_t bench_now_ns(void) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(bench_clock, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
@@ -113,6 +125,31 @@ static size_t bench_rss_bytes(void) {
     if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
         return 0;
     return (size_t)resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Pin the calling thread to one CPU (cpu modulo the online CPUs); the old
+ * mask goes to *saved when saved is not NULL. 0, or -1 when the system
+ * refuses (then the thread runs unpinned). */
+static int bench_pin_self(int cpu, cpu_set_t *saved) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    if (saved != NULL && sched_getaffinity(0, sizeof *saved, saved) != 0)
+        return -1;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu % (int)n, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}
+
+/* Cross-thread workloads pin their two threads to distinct CPUs when set
+ * (bench/paired.c sets it for the pinned cases). */
+static bool bench_pin_xthread;
+
+__attribute__((unused)) static int bench_cmp_double(const void *a,
+                                                    const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }
 
 /* ------------------------------------------------------------------------
@@ -186,12 +223,38 @@ static const bench_spec bench_specs[W_COUNT] = {
 
 typedef struct bench_ctx {
     beam_allocator_t a; /* the beam_alloc allocator measured */
+#if defined(BENCH_WITH_BEAM) && !defined(BENCH_NO_GPA)
+    beam_gpa_t *gpa; /* the instance behind a, for the gpa cells */
+#endif
 #if defined(BENCH_WITH_BEAM) && !defined(BENCH_NO_ARENA)
     beam_arena_t arena;
     bool arena_live;
 #endif
     char *bump_base, *bump_cur, *bump_end; /* the bare bump baseline */
+    /* The check-free floor (bench/paired.c): a free list per 16-byte
+     * class, carved from its own reserved region. */
+    void **floor_free;
+    char *floor_base, *floor_cur, *floor_end;
 } bench_ctx;
+
+/* The scalable churn of bench/paired.c: `live` blocks in all, split over
+ * nthreads threads (each its own slots and context), ops in all, sizes in
+ * [lo, hi]. Thread 0 is the caller. */
+#define BENCH_PC_MAX_THREADS 8
+typedef struct bench_pc {
+    bench_ctx *ctx; /* nthreads contexts */
+    size_t live, lo, hi, ops;
+    int nthreads, started;
+    bool pin;
+    void **slot_p;
+    uint32_t *slot_n;
+    atomic_int ready, go, done;
+    uint64_t t0, end_ns[BENCH_PC_MAX_THREADS];
+    /* CPU time each thread spent in its timed loop, and their sum. */
+    uint64_t cpu_ns[BENCH_PC_MAX_THREADS], cpu_total_ns;
+    int err[BENCH_PC_MAX_THREADS];
+} bench_pc;
+typedef int (*bench_pc_fn)(bench_pc *m, uint64_t *ns, char *err, size_t errlen);
 
 typedef struct bench_slots {
     void *p[BENCH_SLOTS];
@@ -595,6 +658,87 @@ BENCH_INLINE void *ad_bump_realloc(bench_ctx *c, void *p, size_t o, size_t n) {
 #include "workload_tmpl.h"
 #endif
 
+#if defined(BENCH_WITH_BEAM)
+/* The check-free floor: one free list per 16-byte class up to 64 KiB, per
+ * thread (context), no checks, no stats, no interface: what the churn
+ * costs when an allocator does nothing but reuse. Not thread-safe (no
+ * cross-thread cells). Larger blocks are bumped and never reused. */
+#define BENCH_FLOOR_CLASSES (65536 / 16 + 1)
+#define BENCH_FLOOR_REGION ((size_t)8 << 30)
+BENCH_INLINE void *ad_floor_alloc(bench_ctx *c, size_t n) {
+    size_t k = (n + 15) >> 4;
+    if (BENCH_UNLIKELY(k >= BENCH_FLOOR_CLASSES))
+        k = 0;
+    void **b = (void **)c->floor_free[k];
+    if (k != 0 && b != NULL) {
+        c->floor_free[k] = *b;
+        return b;
+    }
+    size_t len = k != 0 ? k << 4 : (n + 15) & ~(size_t)15;
+    if (BENCH_UNLIKELY(len > (size_t)(c->floor_end - c->floor_cur)))
+        return NULL;
+    b = (void **)c->floor_cur;
+    c->floor_cur += len;
+    return b;
+}
+BENCH_INLINE void ad_floor_free(bench_ctx *c, void *p, size_t n) {
+    size_t k = (n + 15) >> 4;
+    if (BENCH_UNLIKELY(k >= BENCH_FLOOR_CLASSES))
+        return;
+    *(void **)p = c->floor_free[k];
+    c->floor_free[k] = p;
+}
+BENCH_INLINE void *ad_floor_alloc_al(bench_ctx *c, size_t n, size_t al) {
+    (void)al;
+    return ad_floor_alloc(c, n);
+}
+BENCH_INLINE void ad_floor_free_al(bench_ctx *c, void *p, size_t n, size_t al) {
+    (void)al;
+    ad_floor_free(c, p, n);
+}
+BENCH_INLINE void *ad_floor_realloc(bench_ctx *c, void *p, size_t o, size_t n) {
+    void *q = ad_floor_alloc(c, n);
+    if (q != NULL) {
+        memcpy(q, p, o < n ? o : n);
+        ad_floor_free(c, p, o);
+    }
+    return q;
+}
+#define BA_ID floor
+#include "workload_tmpl.h"
+
+static int bench_begin_floor(bench_ctx *c, int nt, char *err, size_t len) {
+    for (int i = 0; i < nt; i++) {
+        void *m = mmap(NULL, BENCH_FLOOR_REGION, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        c[i].floor_free = (void **)calloc(BENCH_FLOOR_CLASSES, sizeof(void *));
+        if (m == MAP_FAILED || c[i].floor_free == NULL) {
+            snprintf(err, len, "floor: no memory");
+            if (m != MAP_FAILED)
+                munmap(m, BENCH_FLOOR_REGION);
+            free(c[i].floor_free);
+            c[i].floor_free = NULL;
+            return -1;
+        }
+        c[i].floor_base = c[i].floor_cur = (char *)m;
+        c[i].floor_end = (char *)m + BENCH_FLOOR_REGION;
+    }
+    return 0;
+}
+static int bench_end_floor(bench_ctx *c, int nt, char *err, size_t len) {
+    (void)err;
+    (void)len;
+    for (int i = 0; i < nt; i++) {
+        if (c[i].floor_base != NULL)
+            munmap(c[i].floor_base, BENCH_FLOOR_REGION);
+        free(c[i].floor_free);
+        c[i].floor_free = NULL;
+        c[i].floor_base = c[i].floor_cur = c[i].floor_end = NULL;
+    }
+    return 0;
+}
+#endif /* BENCH_WITH_BEAM */
+
 /* ------------------------------------------------------------------------
  * The allocators measured, and their set-up
  * ---------------------------------------------------------------------- */
@@ -617,6 +761,7 @@ typedef struct bench_alloc_desc {
     int (*begin)(bench_ctx *c, int nthreads, char *err, size_t errlen);
     void (*rep_end)(bench_ctx *c, int nthreads);
     int (*end)(bench_ctx *c, int nthreads, char *err, size_t errlen);
+    bench_pc_fn pc; /* the scalable churn (bench/paired.c) */
 } bench_alloc_desc;
 
 #if defined(BENCH_PEERS_DLOPEN)
@@ -655,41 +800,48 @@ static int bench_begin_large(bench_ctx *c, int nt, char *err, size_t len) {
 }
 
 #if !defined(BENCH_NO_GPA)
-/* One instance per cell, over beam_large_allocator, shared by the threads
- * of the cell; deinit at the end must find no live block. */
-static beam_gpa_t bench_gpa;
-static int bench_begin_gpa_flags(bench_ctx *c, int nt, unsigned flags) {
+/* One instance per cell (or paired member), over beam_large_allocator,
+ * shared by the threads of the cell; deinit at the end must find no live
+ * block. */
+static int bench_begin_gpa_flags(bench_ctx *c, int nt, unsigned flags,
+                                 char *err, size_t len) {
+    beam_gpa_t *g = (beam_gpa_t *)malloc(sizeof *g);
+    if (g == NULL) {
+        snprintf(err, len, "no memory");
+        return -1;
+    }
     if (flags == 0)
-        beam_gpa_init(&bench_gpa, beam_large_allocator);
+        beam_gpa_init(g, beam_large_allocator);
     else
-        beam_gpa_init_ex(&bench_gpa, beam_large_allocator, flags);
-    for (int i = 0; i < nt; i++)
-        c[i].a = beam_gpa_allocator(&bench_gpa);
+        beam_gpa_init_ex(g, beam_large_allocator, flags);
+    for (int i = 0; i < nt; i++) {
+        c[i].a = beam_gpa_allocator(g);
+        c[i].gpa = g;
+    }
     return 0;
 }
 static int bench_begin_gpa(bench_ctx *c, int nt, char *err, size_t len) {
-    (void)err;
-    (void)len;
-    return bench_begin_gpa_flags(c, nt, 0);
+    return bench_begin_gpa_flags(c, nt, 0, err, len);
 }
 static int bench_begin_gpa_track(bench_ctx *c, int nt, char *err, size_t len) {
-    (void)err;
-    (void)len;
-    return bench_begin_gpa_flags(c, nt, BEAM_GPA_TRACK_SITES);
+    return bench_begin_gpa_flags(c, nt, BEAM_GPA_TRACK_SITES, err, len);
 }
 /* Tracked with six frames of each allocation's stack (BEAM_GPA_FRAMES):
  * what the frame walk and the stack depot cost on the allocation path. */
 static int bench_begin_gpa_frames(bench_ctx *c, int nt, char *err, size_t len) {
-    (void)err;
-    (void)len;
-    return bench_begin_gpa_flags(c, nt,
-                                 BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6));
+    return bench_begin_gpa_flags(
+        c, nt, BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6), err, len);
 }
 static int bench_end_gpa(bench_ctx *c, int nt, char *err, size_t len) {
-    (void)c;
-    (void)nt;
-    beam_gpa_usage u = beam_gpa_usage_of(&bench_gpa);
-    if (beam_gpa_deinit(&bench_gpa)) {
+    beam_gpa_t *g = c[0].gpa;
+    for (int i = 0; i < nt; i++)
+        c[i].gpa = NULL;
+    if (g == NULL)
+        return 0;
+    beam_gpa_usage u = beam_gpa_usage_of(g);
+    bool leaked = beam_gpa_deinit(g);
+    free(g);
+    if (leaked) {
         snprintf(err, len, "GPA reported %zu live blocks at deinit",
                  u.live_blocks);
         return -1;
@@ -765,46 +917,48 @@ static int bench_end_bump(bench_ctx *c, int nt, char *err, size_t len) {
 
 #define BENCH_ALL_FLAGS (F_XTHREAD | F_REUSE | F_OVERALIGN)
 #define BENCH_NOT_BUILT(name_, what_, why_)                                    \
-    { name_, what_, 0, NULL, NULL, why_, NULL, NULL, NULL, NULL }
+    { name_, what_, 0, NULL, NULL, why_, NULL, NULL, NULL, NULL, NULL }
 
 static const bench_alloc_desc bench_allocs[] = {
 #if defined(BENCH_HOST_NIF)
     {"enif", "enif_alloc/enif_free directly", F_XTHREAD | F_REUSE, wl_enif_tab,
-     wl_enif_rss, NULL, NULL, NULL, NULL, NULL},
+     wl_enif_rss, NULL, NULL, NULL, NULL, NULL, wl_enif_pc},
 #endif
 #if defined(BENCH_WITH_MALLOC)
     {"malloc", "glibc malloc/free", BENCH_ALL_FLAGS, wl_malloc_tab,
-     wl_malloc_rss, NULL, NULL, NULL, NULL, NULL},
+     wl_malloc_rss, NULL, NULL, NULL, NULL, NULL, wl_malloc_pc},
 #endif
 #if defined(BENCH_WITH_MIMALLOC) || defined(BENCH_PEERS_DLOPEN)
     {"mimalloc", "mi_malloc/mi_free", BENCH_ALL_FLAGS, wl_mimalloc_tab,
-     wl_mimalloc_rss, NULL, BENCH_MI_UNAVAILABLE, NULL, NULL, NULL},
+     wl_mimalloc_rss, NULL, BENCH_MI_UNAVAILABLE, NULL, NULL, NULL,
+     wl_mimalloc_pc},
 #endif
 #if defined(BENCH_WITH_JEMALLOC) || defined(BENCH_PEERS_DLOPEN)
     {"jemalloc", "mallocx/sdallocx", BENCH_ALL_FLAGS, wl_jemalloc_tab,
-     wl_jemalloc_rss, NULL, BENCH_JE_UNAVAILABLE, NULL, NULL, NULL},
+     wl_jemalloc_rss, NULL, BENCH_JE_UNAVAILABLE, NULL, NULL, NULL,
+     wl_jemalloc_pc},
 #endif
 #if defined(BENCH_WITH_TCMALLOC) || defined(BENCH_PEERS_DLOPEN)
     {"tcmalloc", "tc_malloc/tc_free (tcmalloc_minimal)", BENCH_ALL_FLAGS,
      wl_tcmalloc_tab, wl_tcmalloc_rss, NULL, BENCH_TC_UNAVAILABLE, NULL, NULL,
-     NULL},
+     NULL, wl_tcmalloc_pc},
 #endif
 #if defined(BENCH_WITH_BEAM)
     {"raw", "beam_raw_allocator (align <= 8)", F_XTHREAD | F_REUSE, wl_beam_tab,
-     wl_beam_rss, NULL, NULL, bench_begin_raw, NULL, NULL},
+     wl_beam_rss, NULL, NULL, bench_begin_raw, NULL, NULL, wl_beam_pc},
     {"large", "beam_large_allocator", BENCH_ALL_FLAGS, wl_beam_tab, wl_beam_rss,
-     NULL, NULL, bench_begin_large, NULL, NULL},
+     NULL, NULL, bench_begin_large, NULL, NULL, wl_beam_pc},
 #if !defined(BENCH_NO_GPA)
     {"gpa", "beam_gpa_init over large, tracking off", BENCH_ALL_FLAGS,
-     wl_beam_tab, wl_beam_rss, NULL, NULL, bench_begin_gpa, NULL,
-     bench_end_gpa},
+     wl_beam_tab, wl_beam_rss, NULL, NULL, bench_begin_gpa, NULL, bench_end_gpa,
+     wl_beam_pc},
     {"gpa_track", "beam_gpa_init_ex(large, BEAM_GPA_TRACK_SITES)",
      BENCH_ALL_FLAGS, wl_beam_tab, wl_beam_rss, NULL, NULL,
-     bench_begin_gpa_track, NULL, bench_end_gpa},
+     bench_begin_gpa_track, NULL, bench_end_gpa, wl_beam_pc},
     {"gpa_frames",
      "beam_gpa_init_ex(large, BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(6))",
      BENCH_ALL_FLAGS, wl_beam_tab, wl_beam_rss, NULL, NULL,
-     bench_begin_gpa_frames, NULL, bench_end_gpa},
+     bench_begin_gpa_frames, NULL, bench_end_gpa, wl_beam_pc},
 #else
     BENCH_NOT_BUILT("gpa", "beam_gpa_init over large, tracking off",
                     "src/gpa.c not in the library"),
@@ -819,14 +973,17 @@ static const bench_alloc_desc bench_allocs[] = {
 #if !defined(BENCH_NO_ARENA)
     {"arena", "beam_arena_t over raw, reset per repetition", F_OVERALIGN,
      wl_beam_tab, wl_beam_rss, NULL, NULL, bench_begin_arena,
-     bench_rep_end_arena, bench_end_arena},
+     bench_rep_end_arena, bench_end_arena, NULL},
 #else
     BENCH_NOT_BUILT("arena", "beam_arena_t over raw, reset per repetition",
                     "src/arena.c not in the library"),
 #endif
     {"bump", "bare pointer bump (baseline), reset per repetition", F_OVERALIGN,
      wl_bump_tab, wl_bump_rss, NULL, NULL, bench_begin_bump, bench_rep_end_bump,
-     bench_end_bump},
+     bench_end_bump, NULL},
+    {"floor", "check-free free lists per 16 B class (reference floor)", F_REUSE,
+     wl_floor_tab, wl_floor_rss, NULL, NULL, bench_begin_floor, NULL,
+     bench_end_floor, wl_floor_pc},
 #endif
 };
 #define BENCH_NALLOCS ((int)(sizeof bench_allocs / sizeof bench_allocs[0]))

@@ -19,14 +19,13 @@ static inline void *zero_len_block(size_t alignment) {
     return (void *)(uintptr_t)alignment;
 }
 
+/* len - 1 >= BEAM__MAX_LEN: len is 0 or above the limit, in one test (the
+ * common case pays one branch for all the edge cases). */
 static void *alloc_impl(beam_allocator_t a, size_t len, size_t alignment,
                         uintptr_t ret) {
-    if (BEAM__UNLIKELY(!beam__is_pow2(alignment)))
-        return NULL;
-    if (BEAM__UNLIKELY(len == 0))
-        return zero_len_block(alignment);
-    if (BEAM__UNLIKELY(len > BEAM__MAX_LEN))
-        return NULL;
+    if (BEAM__UNLIKELY(!beam__is_pow2(alignment) || len - 1 >= BEAM__MAX_LEN))
+        return beam__is_pow2(alignment) && len == 0 ? zero_len_block(alignment)
+                                                    : NULL;
     return a.vtable->alloc(a.ctx, len, alignment, ret);
 }
 
@@ -45,10 +44,10 @@ static BEAM__NOINLINE void report_bad_free(void *mem, size_t len,
 
 static inline void free_impl(beam_allocator_t a, void *mem, size_t len,
                              size_t alignment, uintptr_t ret) {
-    if (mem == NULL || len == 0)
-        return;
-    if (BEAM__UNLIKELY(!beam__is_pow2(alignment) || len > BEAM__MAX_LEN)) {
-        report_bad_free(mem, len, alignment, ret);
+    if (BEAM__UNLIKELY(mem == NULL || len - 1 >= BEAM__MAX_LEN ||
+                       !beam__is_pow2(alignment))) {
+        if (mem != NULL && len != 0)
+            report_bad_free(mem, len, alignment, ret);
         return;
     }
     a.vtable->free(a.ctx, mem, len, alignment, ret);

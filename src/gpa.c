@@ -119,8 +119,17 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
     }
 }
 
+/* Hand out block b of s (popped from its free list, or bumped): the one
+ * place both paths account for a block. */
+static inline __attribute__((always_inline)) void
+hand_out(gpa_heap *h, gpa_slab *s, void **b, size_t len) {
+    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
+    s->used++;
+    beam__count_alloc_fast(&h->stats, len);
+}
+
 /* Hand out a block of s, which has one: its free list first, else bump.
- * The fast path and the general one both end here. */
+ * The general path; the fast path pops inline with the same hand_out. */
 static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
                                size_t alignment, uintptr_t ret) {
     void **b = s->free;
@@ -132,10 +141,8 @@ static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
         /* Scans read bump to tell handed-out blocks from the rest. */
         __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
     }
-    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
-    s->used++;
+    hand_out(h, s, b, len);
     note_alloc(s, b, len, alignment, ret, reused);
-    beam__count_alloc_fast(&h->stats, len);
     return b;
 }
 
@@ -188,6 +195,10 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
 /* The current slab of cls has nothing left (owner, h busy). */
 static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
                                        size_t alignment, uintptr_t ret) {
+    /* What this thread freed elsewhere goes home first: some of it may
+     * make a slab worth adopting. */
+    if (h->stash_n != 0)
+        beam__gpa_stash_flush(h->st, h);
     /* Every so many refills, give back empty current slabs of other
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
@@ -244,20 +255,24 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
     return b;
 }
 
-/* The fast path: a small block off the current slab's free list. */
+/* The fast path: a small block off the current slab's free list, with no
+ * call but the tail call to the general path. Tracked slabs (info; safe
+ * mode implies it, and its classes differ) go the general way. */
 static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (BEAM__LIKELY(len <= GPA_SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
-                     st != NULL && !st->safe)) {
+                     st != NULL)) {
         gpa_tls_slot *slot = &beam__gpa_tls[0];
         if (BEAM__LIKELY(slot->id == st->id)) {
             gpa_heap *h = slot->heap;
             gpa_heap_enter(h);
             if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
                 gpa_slab *s = h->cur[beam__gpa_class_by_16[(len + 15) >> 4]];
-                if (BEAM__LIKELY(s->free != NULL)) {
-                    void *b = take_block(h, s, len, alignment, ret);
+                void **b = s->free;
+                if (BEAM__LIKELY(b != NULL && s->info == NULL)) {
+                    s->free = (void **)b[0];
+                    hand_out(h, s, b, len);
                     gpa_heap_leave(h);
                     return b;
                 }
@@ -273,6 +288,39 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
                                      size_t alignment, uintptr_t ret);
 
+/* Push b on s's thread_free stack (any thread; s is not this thread's
+ * current slab). The push that brings a detached slab's waiting frees to its
+ * requeue mark takes FULL off and hands the slab to the instance, which
+ * gives it back to the pool once it is empty. */
+static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
+    uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+    uintptr_t next;
+    do {
+        b[0] = GPA_TF_PTR(old);
+        next = (uintptr_t)b + ((old >> GPA_TF_COUNT_SHIFT) + 1) * GPA_TF_ONE;
+        if ((old & GPA_FULL_BIT) && GPA_TF_COUNT(next) < s->requeue)
+            next |= GPA_FULL_BIT;
+    } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, next,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    /* (Acquire too: the push that takes FULL off goes on to write the slab's
+     * reclaim link, after the writes of whoever detached it.) */
+    if (BEAM__UNLIKELY((old & GPA_FULL_BIT) && !(next & GPA_FULL_BIT)))
+        beam__gpa_reclaim_push(st, s);
+}
+
+void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
+    void **b = h->stash;
+    h->stash = NULL;
+    h->stash_n = 0;
+    while (b != NULL) {
+        void **next = (void **)b[0];
+        slab_push(st, beam__gpa_map_slot(b), b);
+        b = next;
+    }
+}
+
+/* A free by a thread with no heap of st: counted in the shared counters. */
 static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
                                        size_t len) {
     atomic_fetch_add_explicit(&st->remote_frees, 1, memory_order_relaxed);
@@ -280,24 +328,37 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
                               memory_order_relaxed);
     atomic_fetch_sub_explicit(&st->peak.published, (int64_t)len,
                               memory_order_relaxed);
-    uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
-    do {
-        b[0] = (void *)(old & ~GPA_FULL_BIT);
-    } while (!atomic_compare_exchange_weak_explicit(
-        &s->thread_free, &old, (uintptr_t)b, memory_order_acq_rel,
-        memory_order_relaxed));
-    /* (Acquire too: the push that takes FULL off goes on to write the slab's
-     * reclaim link, after the writes of whoever detached it.) */
-    /* This free brought a detached slab back to life: the instance takes
-     * it (and gives it back to the backing once it is empty). */
-    if (BEAM__UNLIKELY(old & GPA_FULL_BIT))
-        beam__gpa_reclaim_push(st, s);
+    slab_push(st, s, b);
+}
+
+/* A free into a slab this thread's heap h does not own: onto h's stash
+ * (see "The stash" in gpa_internal.h), or, while a collector has h, an
+ * atomic push at once. Counted in h either way (stats are summed over heaps
+ * and a heap's counters are written by its thread alone; a collector never
+ * touches them), which spares the shared counters' atomics. Out of line, so
+ * that the local free stays free of calls. */
+static BEAM__NOINLINE void free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
+                                          size_t len, gpa_heap *h) {
+    gpa_heap_enter(h);
+    if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
+        b[0] = h->stash;
+        h->stash = b;
+        if (++h->stash_n >= GPA_STASH_MAX)
+            beam__gpa_stash_flush(st, h);
+        gpa_heap_leave(h);
+    } else {
+        gpa_heap_leave(h);
+        slab_push(st, s, b);
+    }
+    beam__count_free(&h->stats, &st->peak, len);
 }
 
 /* The block b of slab s passed every check: give it back, to the owner's
- * list when this thread's heap owns the slab, else to its atomic stack. */
-static inline void release_block(gpa_state *st, gpa_slab *s, void **b,
-                                 size_t len) {
+ * list when this thread's heap owns the slab, else through free_elsewhere,
+ * or, with no heap of st on this thread, to the slab's atomic stack. The
+ * local free makes no call but, rarely, one in tail position. */
+static inline __attribute__((always_inline)) void
+release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
     b[1] = (void *)beam__gpa_tag(st, b);
     gpa_tls_slot *slot = &beam__gpa_tls[0];
     if (BEAM__LIKELY(slot->id == st->id)) {
@@ -310,42 +371,40 @@ static inline void release_block(gpa_state *st, gpa_slab *s, void **b,
             b[0] = s->free;
             s->free = b;
             s->used--;
-            beam__count_free(&h->stats, &st->peak, len);
             gpa_heap_leave(h);
+            beam__count_free_fast(&h->stats, len);
+            if (BEAM__UNLIKELY(beam__publish_due(&h->stats)))
+                beam__publish(&h->stats, &st->peak);
             return;
         }
         gpa_heap_leave(h);
+        free_elsewhere(st, s, b, len, h);
+        return;
     }
     remote_free(st, s, b, len);
 }
 
 /* The fast path: a small untracked block, checked (ours, this class, a block
- * boundary, not already free) and released. */
+ * boundary, not already free) and released. The class check is a range
+ * test on the slab's own fields: prev_size < len <= size is what
+ * beam__gpa_class_for(len, alignment) == s->cls means for alignments up to
+ * GPA_MIN_BLOCK, without the table. Tracked slabs (info, which safe mode
+ * implies) go the general way, which checks the exact length. */
 static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
-    long idx;
-    if (BEAM__LIKELY(len <= GPA_SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
-                     s != NULL && st != NULL && beam__gpa_owner(s) == st &&
-                     !st->safe &&
-                     s->cls == beam__gpa_class_by_16[(len + 15) >> 4] &&
-                     (idx = beam__gpa_block_index(s, mem)) >= 0 &&
+    if (BEAM__LIKELY(alignment <= GPA_MIN_BLOCK && s != NULL && st != NULL &&
+                     beam__gpa_owner(s) == st &&
+                     len - s->prev_size - 1 <
+                         (size_t)(s->size - s->prev_size) &&
+                     s->info == NULL && beam__gpa_block_index(s, mem) >= 0 &&
                      (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
-        if (BEAM__UNLIKELY(s->info != NULL)) {
-            /* Tracked: the length and alignment must be exactly those
-             * recorded (else the slow path says what is wrong). */
-            gpa_block_info *i = &s->info[idx];
-            if (i->len != len || i->alignment != alignment)
-                goto slow;
-            i->len = 0;
-        }
         release_block(st, s, b, len);
         return;
     }
-slow:
     free_slow(gpa, mem, len, alignment, ret);
 }
 

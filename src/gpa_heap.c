@@ -188,10 +188,13 @@ gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa) {
 
 /* ---- heaps --------------------------------------------------------------- */
 
-/* Lock held, h's owner not running in it: every current slab of h is
- * parked with the instance. O(classes). */
+/* Lock held, h's owner not running in it: h's stash goes to its slabs and
+ * every current slab of h is parked with the instance. O(classes +
+ * GPA_STASH_MAX). */
 static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
+    /* The stash first: some of it may belong to the slabs parked below. */
+    beam__gpa_stash_flush(st, h);
     for (unsigned c = 0; c < GPA_CLASSES; c++) {
         gpa_slab *s = h->cur[c];
         if (s == &beam__gpa_empty_slab)

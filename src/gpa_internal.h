@@ -19,8 +19,11 @@
  *    thread_free stack.
  *  - A current slab that runs out is *detached*: it leaves its heap, marked
  *    FULL in thread_free. From then on every free into it, the old owner's
- *    too, is a push on thread_free; the push that takes FULL off puts the
- *    slab on the instance's lock-free reclaim stack. Under the instance
+ *    too, is a push on thread_free; the push that brings the frees waiting
+ *    there to the slab's requeue mark (1/8 of its blocks) takes FULL off and
+ *    puts the slab on the instance's lock-free reclaim stack. (Requeueing
+ *    on the first free would hand the next refill a slab with one free
+ *    block: a refill, with its lock, per allocation.) Under the instance
  *    lock, which stands in for the owner of every ownerless slab, reclaimed
  *    slabs are collected and go back to the pool when empty or to the
  *    partial list of their class, from which heaps adopt them. So a heap
@@ -59,6 +62,20 @@
  * is the collector's until it clears revoked; busy: it backs off. The owner
  * pays two plain stores and a load per call; the barrier is the collector's.
  *
+ * The stash: a free into a slab the freeing thread's heap does not own
+ * (mostly its own former current slabs, detached when they filled) is an
+ * atomic push on the slab's thread_free, and a locked instruction waits
+ * for every store before it, the store to the freed block (a cache miss,
+ * with many blocks live) included: such frees would run one miss at a
+ * time. So the heap's thread tags the block free and puts it on its heap's
+ * stash (plain stores); the stash is pushed to the blocks' slabs, one
+ * atomic push each, once it holds GPA_STASH_MAX blocks (their lines are in
+ * cache by then), before every refill, and whenever the heap is stripped
+ * (retired or collected). Stashed blocks are free to every check (their
+ * tag is set) and counted as freed, but still used in their slab, which
+ * therefore stays out of the pool. The stash is owner-only inside the busy
+ * bracket (a collector's while the heap is revoked), like cur[].
+ *
  * Invariants (asserted in debug builds):
  *  - slab->base is 64 KiB aligned; blocks are at base + k * size for
  *    k < (bump - base) / size; size is a multiple of 16.
@@ -67,8 +84,14 @@
  *    set and in no list (FULL), on the reclaim stack (RECLAIM), in
  *    partial[cls] (PARTIAL).
  *  - FULL_BIT is set only on detaching, only when thread_free is empty,
- *    and cleared only by the push that follows, which then puts the slab on
- *    the reclaim stack: so a slab is on that stack at most once.
+ *    and cleared only by the push that brings the count of frees waiting in
+ *    thread_free to requeue, which then puts the slab on the reclaim stack:
+ *    so a slab is on that stack at most once. A FULL slab therefore has
+ *    more than nblocks - requeue live blocks: what it keeps out of reach
+ *    is at most 1/8 of it.
+ *  - thread_free is a pointer (blocks are 16-aligned and below 2^48: the
+ *    address map serves nothing above) with FULL_BIT in bit 0 and the
+ *    number of blocks on the list in bits 48-63 (at most 4096 per slab).
  *  - used counts blocks handed out minus frees collected; thread_free holds
  *    frees not yet collected. A slab in the pool has used == 0.
  */
@@ -85,9 +108,14 @@
 #define GPA_CLASSES 32
 #define GPA_MIN_BLOCK 16
 #define GPA_FULL_BIT ((uintptr_t)1)
+#define GPA_TF_COUNT_SHIFT 48
+#define GPA_TF_ONE ((uintptr_t)1 << GPA_TF_COUNT_SHIFT)
+#define GPA_TF_PTR(tf) ((void **)((tf) & (GPA_TF_ONE - 1) & ~GPA_FULL_BIT))
+#define GPA_TF_COUNT(tf) ((uint32_t)((tf) >> GPA_TF_COUNT_SHIFT))
 #define GPA_TLS_SLOTS 8
 #define GPA_MAX_SEGMENT_SLABS 63
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
+#define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
 
 enum gpa_where {
     WHERE_POOL,    /* free for any class */
@@ -119,8 +147,11 @@ typedef struct gpa_slab {
     uint32_t recip; /* ceil(2^32 / size): offset / size without a divide */
     uint16_t cls;
     _Atomic uint8_t where; /* enum gpa_where */
+    uint16_t requeue;      /* frees waiting that bring a FULL slab back */
+    uint16_t prev_size;    /* size of the class below (0 for the first): a
+                              length belongs here iff prev_size < len <= size */
     /* Shared. */
-    _Atomic uintptr_t thread_free;   /* remote frees | FULL_BIT */
+    _Atomic uintptr_t thread_free;   /* remote frees | count | FULL_BIT */
     _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
     struct gpa_slab *next, *prev;    /* pool or partial list (lock) */
     struct gpa_slab *reclaim_next;   /* reclaim stack */
@@ -171,6 +202,10 @@ typedef struct gpa_heap {
     gpa_slab *cur[GPA_CLASSES]; /* never NULL: empty sentinel at first */
     beam__counters stats;       /* this heap's allocations and frees */
     unsigned refills;           /* alloc_slow calls, to pace trimming */
+    /* The stash (see "The stash" above): blocks this heap's thread freed
+     * into slabs the heap does not own, linked through word 0. */
+    void **stash;
+    unsigned stash_n;
     gpa_state *st;
     struct gpa_heap *next, *prev; /* in st->heaps (lock) */
 } gpa_heap;
@@ -413,6 +448,9 @@ BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);
 /* This thread's heap of st if it has one (never makes one). */
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_if_any(const gpa_state *st);
+/* Push every block of h's stash to its slab (the owner inside the busy
+ * bracket, or a collector holding the lock while h is idle). */
+BEAM__HIDDEN void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h);
 /* Wait out a collector that is taking h's slabs (owner, h->busy set). */
 BEAM__HIDDEN void beam__gpa_heap_wait_revoked(gpa_heap *h);
 /* Give back what can be given back now (beam_gpa_collect). */

@@ -170,20 +170,32 @@ void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer) {
  */
 
 uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
+    /* Read before exchanging: most calls find nothing, and a load does not
+     * take the line away from the threads that push. */
+    if (atomic_load_explicit(&s->thread_free, memory_order_relaxed) == 0)
+        return 0;
     uintptr_t tf =
         atomic_exchange_explicit(&s->thread_free, 0, memory_order_acquire);
     GPA_ASSERT((tf & GPA_FULL_BIT) == 0);
-    void **head = (void **)tf;
+    void **head = GPA_TF_PTR(tf);
+    uint32_t n = GPA_TF_COUNT(tf);
+    GPA_ASSERT((head == NULL) == (n == 0) && n <= s->used);
     if (head == NULL)
         return 0;
-    void **tail = head;
-    uint32_t n = 1;
-    while (tail[0] != NULL) {
-        tail = (void **)tail[0];
-        n++;
+    /* The count comes with the list, so the list is walked (each block a
+     * likely cache miss) only when there is a free list to append. */
+    if (s->free != NULL) {
+        void **tail = head;
+        while (tail[0] != NULL)
+            tail = (void **)tail[0];
+        tail[0] = s->free;
     }
-    GPA_ASSERT(n <= s->used);
-    tail[0] = s->free;
+#ifdef BEAM_ALLOC_DEBUG
+    uint32_t walked = 0;
+    for (void **b = head; b != NULL && walked <= n; b = (void **)b[0])
+        walked++;
+    GPA_ASSERT(walked >= n);
+#endif
     s->free = head;
     s->used -= n;
     GPA_ASSERT_SLAB(s);
@@ -203,6 +215,8 @@ static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info) {
     s->free = NULL;
     __atomic_store_n(&s->bump, s->base, __ATOMIC_RELAXED);
     s->end = s->base + (size_t)nblocks * size;
+    s->requeue = (uint16_t)(nblocks >= 16 ? nblocks / 8 : 1);
+    s->prev_size = (uint16_t)(cls == 0 ? 0 : beam__gpa_class_size[cls - 1]);
     atomic_store_explicit(&s->thread_free, 0, memory_order_relaxed);
 }
 

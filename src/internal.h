@@ -123,9 +123,13 @@ static inline void beam__count_free_fast(beam__counters *c, size_t len) {
  * from it (a rise may lag by a step per thread: the peak can be low, never
  * high). A fall is cheap to publish in practice: it happens only when the
  * live total reaches a new low since the last publication. */
-static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
+static inline bool beam__publish_due(const beam__counters *c) {
     int64_t d = atomic_load_explicit(&c->bytes, memory_order_relaxed) - c->mark;
-    if (BEAM__UNLIKELY(d >= BEAM__PUBLISH_STEP || d < 0))
+    return d >= BEAM__PUBLISH_STEP || d < 0;
+}
+
+static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
+    if (BEAM__UNLIKELY(beam__publish_due(c)))
         beam__publish(c, p);
 }
 
@@ -161,9 +165,25 @@ BEAM__HIDDEN void beam__thread_exit_arm(void);
 BEAM__HIDDEN void beam__gpa_thread_exit(void);   /* gpa_heap.c */
 BEAM__HIDDEN void beam__stats_thread_exit(void); /* stats.c */
 
-/* The raw and large allocators' counters of the calling thread. */
+/* The raw and large allocators' counters of the calling thread: one
+ * thread-local access, inline, rather than a call per count (they are
+ * counted on every raw allocation and free). A thread's counters join the
+ * list stats.c folds on its first allocation. */
 enum { BEAM__RAW, BEAM__LARGE, BEAM__KINDS };
-BEAM__HIDDEN beam__counters *beam__thread_counters(int kind);
+typedef struct beam__thread_stats {
+    beam__counters kind[BEAM__KINDS];
+    bool listed;
+    struct beam__thread_stats *next, *prev;
+} beam__thread_stats;
+BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__thread_stats beam__stats_mine;
+BEAM__HIDDEN BEAM__NOINLINE void beam__stats_list_thread(void);
+
+static inline beam__counters *beam__thread_counters(int kind) {
+    beam__thread_stats *t = &beam__stats_mine;
+    if (BEAM__UNLIKELY(!t->listed))
+        beam__stats_list_thread();
+    return &t->kind[kind];
+}
 BEAM__HIDDEN extern beam__peak beam__kind_peak[BEAM__KINDS];
 BEAM__HIDDEN bool beam__gpa_stats(void *ctx, beam_alloc_stats *out);
 /* Safe mode: report every freed block written since it was freed

@@ -11,20 +11,21 @@ static inline beam__counters *counters(void) {
     return beam__thread_counters(BEAM__RAW);
 }
 
+/* Failed, or misaligned (belt and braces: should the backend ever hand out
+ * less than it promises, fail the call instead of breaking the contract). */
+static BEAM__NOINLINE void *raw_alloc_failed(void *p) {
+    if (p != NULL)
+        beam__sys_free(p);
+    BEAM__BUMP(counters()->failed, 1);
+    return NULL;
+}
+
 static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ctx;
     (void)ret;
     void *p = alignment <= BEAM_MAX_ALIGN ? beam__sys_alloc(len) : NULL;
-    /* Belt and braces: should the backend ever hand out less than it
-     * promises, fail the call instead of breaking the contract. */
-    if (BEAM__UNLIKELY(p != NULL && ((uintptr_t)p & (alignment - 1)) != 0)) {
-        beam__sys_free(p);
-        p = NULL;
-    }
-    if (BEAM__UNLIKELY(p == NULL)) {
-        BEAM__BUMP(counters()->failed, 1);
-        return NULL;
-    }
+    if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (alignment - 1)) != 0))
+        return raw_alloc_failed(p);
     beam__count_alloc(counters(), &beam__kind_peak[BEAM__RAW], len);
     return p;
 }

@@ -10,13 +10,10 @@
 #include <pthread.h>
 #include <string.h>
 
-typedef struct thread_stats {
-    beam__counters kind[BEAM__KINDS];
-    bool listed;
-    struct thread_stats *next, *prev;
-} thread_stats;
+typedef beam__thread_stats thread_stats;
 
-static BEAM_THREAD_LOCAL thread_stats mine;
+/* The calling thread's counters (internal.h reads them inline). */
+BEAM_THREAD_LOCAL thread_stats beam__stats_mine;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static thread_stats *threads;
 static beam__counters retired[BEAM__KINDS];
@@ -64,44 +61,39 @@ void beam__counters_retire(beam__counters *r, beam__counters *c,
 }
 
 void beam__stats_thread_exit(void) {
-    if (!mine.listed)
+    if (!beam__stats_mine.listed)
         return;
     pthread_mutex_lock(&list_lock);
     for (int k = 0; k < BEAM__KINDS; k++)
-        beam__counters_retire(&retired[k], &mine.kind[k], &beam__kind_peak[k]);
-    if (mine.prev != NULL)
-        mine.prev->next = mine.next;
+        beam__counters_retire(&retired[k], &beam__stats_mine.kind[k],
+                              &beam__kind_peak[k]);
+    if (beam__stats_mine.prev != NULL)
+        beam__stats_mine.prev->next = beam__stats_mine.next;
     else
-        threads = mine.next;
-    if (mine.next != NULL)
-        mine.next->prev = mine.prev;
-    mine.listed = false;
+        threads = beam__stats_mine.next;
+    if (beam__stats_mine.next != NULL)
+        beam__stats_mine.next->prev = beam__stats_mine.prev;
+    beam__stats_mine.listed = false;
     pthread_mutex_unlock(&list_lock);
 }
 
-static BEAM__NOINLINE void list_this_thread(void) {
+void beam__stats_list_thread(void) {
     beam__thread_exit_arm();
     pthread_mutex_lock(&list_lock);
-    mine.prev = NULL;
-    mine.next = threads;
+    beam__stats_mine.prev = NULL;
+    beam__stats_mine.next = threads;
     if (threads != NULL)
-        threads->prev = &mine;
-    threads = &mine;
-    mine.listed = true;
+        threads->prev = &beam__stats_mine;
+    threads = &beam__stats_mine;
+    beam__stats_mine.listed = true;
     pthread_mutex_unlock(&list_lock);
-}
-
-beam__counters *beam__thread_counters(int kind) {
-    if (BEAM__UNLIKELY(!mine.listed))
-        list_this_thread();
-    return &mine.kind[kind];
 }
 
 static void fold_kind(int kind, beam_alloc_stats *out) {
     /* This thread's lag is known: publish it. (A fold of other threads'
      * counters is no snapshot, so it never feeds the peak.) */
-    if (mine.listed)
-        beam__publish(&mine.kind[kind], &beam__kind_peak[kind]);
+    if (beam__stats_mine.listed)
+        beam__publish(&beam__stats_mine.kind[kind], &beam__kind_peak[kind]);
     pthread_mutex_lock(&list_lock);
     beam__stats_add(out, &retired[kind]);
     for (thread_stats *t = threads; t != NULL; t = t->next)

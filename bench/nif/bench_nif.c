@@ -38,6 +38,7 @@ typedef struct bench_thread {
 #define BENCH_WITH_MALLOC 1
 #define BENCH_WITH_BEAM 1
 #include "../workloads.c"
+#include "../paired.c"
 
 static int bench_host_thread_start(bench_thread *t, void *(*fn)(void *),
                                    void *arg) {
@@ -182,6 +183,68 @@ static ERL_NIF_TERM nif_rss_row(ErlNifEnv *env, int argc,
     return make_bin(env, row);
 }
 
+/* paired_groups() -> [Name]: the paired groups that run in the BEAM. */
+static ERL_NIF_TERM nif_paired_groups(ErlNifEnv *env, int argc,
+                                      const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (int i = PAIRED_NGROUPS; i-- > 0;)
+        if (paired_groups[i].where & PS_BEAM)
+            list = enif_make_list_cell(
+                env, make_bin(env, paired_groups[i].name), list);
+    return list;
+}
+
+/* paired_begin(Group, Scale, Setting) -> Reps | error. The members are set
+ * up and warmed up on the calling scheduler. */
+static char paired_setting[32];
+static ERL_NIF_TERM nif_paired_begin(ErlNifEnv *env, int argc,
+                                     const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    char gn[64];
+    double scale;
+    if (!get_str(env, argv[0], gn, sizeof gn) ||
+        !get_scale(env, argv[1], &scale) ||
+        !get_str(env, argv[2], paired_setting, sizeof paired_setting))
+        return enif_make_badarg(env);
+    int gi = paired_find_group(gn);
+    if (gi < 0)
+        return enif_make_badarg(env);
+    if (pr.g != NULL) {
+        FILE *null = fopen("/dev/null", "w");
+        paired_end(null != NULL ? null : stderr);
+        if (null != NULL)
+            fclose(null);
+    }
+    if (paired_begin(gi, scale, paired_setting) != 0)
+        return enif_make_atom(env, "error");
+    return enif_make_int(env, paired_reps_for(gi));
+}
+
+/* paired_rep() -> ok | error: one repetition, every member once. */
+static ERL_NIF_TERM nif_paired_rep(ErlNifEnv *env, int argc,
+                                   const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_atom(env, paired_rep() == 0 ? "ok" : "error");
+}
+
+/* paired_end(Path) -> ok: results appended to the file at Path. */
+static ERL_NIF_TERM nif_paired_end(ErlNifEnv *env, int argc,
+                                   const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    char path[4096];
+    if (!get_str(env, argv[0], path, sizeof path))
+        return enif_make_badarg(env);
+    FILE *f = fopen(path, "a");
+    if (f == NULL)
+        return enif_make_atom(env, "error");
+    paired_end(f);
+    fclose(f);
+    return enif_make_atom(env, "ok");
+}
+
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)env;
     (void)priv;
@@ -203,6 +266,13 @@ static ErlNifFunc funcs[] = {
     {"cell_end_dirty", 0, nif_cell_end, DIRTY},
     {"cell_row", 2, nif_cell_row, 0},
     {"rss_row", 2, nif_rss_row, DIRTY},
+    {"paired_groups", 0, nif_paired_groups, 0},
+    {"paired_begin", 3, nif_paired_begin, 0},
+    {"paired_rep", 0, nif_paired_rep, 0},
+    {"paired_end", 1, nif_paired_end, 0},
+    {"paired_begin_dirty", 3, nif_paired_begin, DIRTY},
+    {"paired_rep_dirty", 0, nif_paired_rep, DIRTY},
+    {"paired_end_dirty", 1, nif_paired_end, DIRTY},
 };
 
 ERL_NIF_INIT(bench_nif, funcs, load, NULL, NULL, NULL)

@@ -12,7 +12,9 @@
 -export([main/1]).
 -export([allocators/0, workloads/0, peers/0, cell_begin/3, cell_rep/0,
          cell_end/0, cell_begin_dirty/3, cell_rep_dirty/0, cell_end_dirty/0,
-         cell_row/2, rss_row/2]).
+         cell_row/2, rss_row/2, paired_groups/0, paired_begin/3,
+         paired_rep/0, paired_end/1, paired_begin_dirty/3, paired_rep_dirty/0,
+         paired_end_dirty/1]).
 -on_load(init/0).
 
 init() ->
@@ -32,6 +34,13 @@ cell_rep_dirty() -> erlang:nif_error(not_loaded).
 cell_end_dirty() -> erlang:nif_error(not_loaded).
 cell_row(_, _) -> erlang:nif_error(not_loaded).
 rss_row(_, _) -> erlang:nif_error(not_loaded).
+paired_groups() -> erlang:nif_error(not_loaded).
+paired_begin(_, _, _) -> erlang:nif_error(not_loaded).
+paired_rep() -> erlang:nif_error(not_loaded).
+paired_end(_) -> erlang:nif_error(not_loaded).
+paired_begin_dirty(_, _, _) -> erlang:nif_error(not_loaded).
+paired_rep_dirty() -> erlang:nif_error(not_loaded).
+paired_end_dirty(_) -> erlang:nif_error(not_loaded).
 
 main(Args) ->
     try run(Args) of
@@ -60,11 +69,39 @@ run(["run", Out, ScaleS, RepsS | Only]) ->
          io:format("  ~-6s ~-10s ~-18s ~s~n", [Sched, A, W, Status])
      end || A <- Allocs, Sched <- [normal, dirty], W <- workloads()],
     ok = file:close(F);
+run(["paired", Out, ScaleS | Only]) ->
+    %% The paired groups (bench/paired.c): members interleaved within each
+    %% repetition, one NIF call per repetition, on a normal scheduler and
+    %% then on a dirty CPU scheduler.
+    Scale = number(ScaleS),
+    Groups = case Only of
+                 [] -> paired_groups();
+                 _ -> [list_to_binary(G) || G <- Only]
+             end,
+    [paired(Sched, G, Scale, list_to_binary(Out))
+     || G <- Groups, Sched <- [normal, dirty]],
+    ok;
 run(["rss", Alloc, Out, ScaleS]) ->
     Row = rss_row(list_to_binary(Alloc), number(ScaleS)),
     ok = file:write_file(Out, Row, [append]);
 run(Other) ->
     error({bad_arguments, Other}).
+
+paired(normal, G, Scale, Out) ->
+    paired(G, Scale, Out, <<"beam normal">>, fun paired_begin/3,
+           fun paired_rep/0, fun paired_end/1);
+paired(dirty, G, Scale, Out) ->
+    paired(G, Scale, Out, <<"beam dirty">>, fun paired_begin_dirty/3,
+           fun paired_rep_dirty/0, fun paired_end_dirty/1).
+
+paired(G, Scale, Out, Setting, Begin, Rep, End) ->
+    io:format("  paired ~s [~s]~n", [G, Setting]),
+    case Begin(G, Scale, Setting) of
+        Reps when is_integer(Reps) ->
+            [ok = Rep() || _ <- lists:seq(1, Reps)];
+        error -> ok
+    end,
+    ok = End(Out).
 
 cell(normal, A, W, Scale, Reps) ->
     cell(A, W, Scale, Reps, fun cell_begin/3, fun cell_rep/0, fun cell_end/0,
