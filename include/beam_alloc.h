@@ -243,10 +243,15 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *   - A thread's heap holds at most one slab per size class, the one it
  *     allocates from. It keeps empty ones for up to 4 classes (so alloc/free
  *     of one block does not cycle slabs).
- *   - A slab that fills up leaves its heap. Blocks freed into it by any
- *     thread make it reusable by every heap; once all its blocks are free it
- *     goes back to the instance's pool when a heap refilling that class
- *     finds it, or at beam_gpa_collect.
+ *   - A slab that fills up leaves its heap. Once an eighth of its blocks
+ *     are freed (by any thread) it is reusable by every heap; once all are
+ *     free it goes back to the instance's pool when a heap refilling that
+ *     class finds it, or at beam_gpa_collect. (A full slab with fewer than
+ *     an eighth free stays out of reach until then: at most an eighth of a
+ *     slab per slab.)
+ *   - A thread's frees into slabs its heap does not own wait on the heap
+ *     (up to 63 blocks) and reach their slabs at its next refill, or when
+ *     the heap is retired or collected.
  *   - A segment whose slabs are all free goes back to the backing allocator
  *     as soon as the pool holds 8 more free slabs than the segment has, and
  *     always at beam_gpa_collect.

@@ -339,6 +339,10 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
  * that the local free stays free of calls. */
 static BEAM__NOINLINE void free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
                                           size_t len, gpa_heap *h) {
+    /* Counted first: once pushed, the block may be collected and handed
+     * out again by another thread, whose rise must not find this fall
+     * still unpublished (the peak would then read high). */
+    beam__count_free(&h->stats, &st->peak, len);
     gpa_heap_enter(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
         b[0] = h->stash;
@@ -350,7 +354,6 @@ static BEAM__NOINLINE void free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
         gpa_heap_leave(h);
         slab_push(st, s, b);
     }
-    beam__count_free(&h->stats, &st->peak, len);
 }
 
 /* The block b of slab s passed every check: give it back, to the owner's

@@ -376,7 +376,10 @@ static bool process_barrier(void) {
 
 /* Lock held: strip every heap whose owner is not inside a call. */
 static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
-    if (mine != NULL)
+    /* This thread's own heap, unless a call of this instance is in
+     * progress further up the stack (collect from a report hook). */
+    if (mine != NULL &&
+        atomic_load_explicit(&mine->busy, memory_order_relaxed) == 0)
         heap_strip(st, mine, defer);
     bool any = false;
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next)

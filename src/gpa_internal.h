@@ -475,8 +475,13 @@ BEAM__HIDDEN bool beam__gpa_registry_empty(void);
 #define GPA_BUSY_ORDER memory_order_relaxed
 #endif
 
+/* busy counts brackets, not just one: a call can nest in another on the
+ * same heap (a refill asks a backing that frees into this instance; a
+ * report hook), and the inner leave must not end the outer call's claim.
+ * Only the owner writes it: plain stores. */
 static inline void gpa_heap_enter(gpa_heap *h) {
-    atomic_store_explicit(&h->busy, 1, GPA_BUSY_ORDER);
+    uint32_t n = atomic_load_explicit(&h->busy, memory_order_relaxed);
+    atomic_store_explicit(&h->busy, n + 1, GPA_BUSY_ORDER);
     atomic_signal_fence(memory_order_seq_cst);
 }
 
@@ -488,7 +493,9 @@ static inline bool gpa_heap_revoked(gpa_heap *h) {
 }
 
 static inline void gpa_heap_leave(gpa_heap *h) {
-    atomic_store_explicit(&h->busy, 0, memory_order_release);
+    uint32_t n = atomic_load_explicit(&h->busy, memory_order_relaxed);
+    GPA_ASSERT(n > 0);
+    atomic_store_explicit(&h->busy, n - 1, memory_order_release);
 }
 
 /* ---- large blocks (gpa_large.c) ----------------------------------------- */

@@ -84,13 +84,28 @@ defmodule BeamAlloc.MixCompilerTest do
   end
 
   # Runs the compiler in the project: {result, shell lines, stdout}.
+  # A Mix.Error comes back with what the build printed, so that a failure
+  # says why.
   defp compile(dir, name, args \\ []) do
     {result, out} =
       with_io(fn ->
-        Mix.Project.in_project(name, dir, fn _ -> Compiler.run(args) end)
+        try do
+          Mix.Project.in_project(name, dir, fn _ -> Compiler.run(args) end)
+        rescue
+          e in Mix.Error -> {:raised, e}
+        end
       end)
 
-    {result, shell_lines(), out}
+    case result do
+      {:raised, e} ->
+        raise Mix.Error,
+          message:
+            e.message <>
+              "\n--- shell ---\n" <> Enum.join(shell_lines(), "\n") <> "\n--- stdout ---\n" <> out
+
+      _ ->
+        {result, shell_lines(), out}
+    end
   end
 
   defp shell_lines(acc \\ []) do
