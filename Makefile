@@ -76,20 +76,20 @@ deps:
 	@scripts/ensure-deps
 
 # --- C unit tests -------------------------------------------------------
-$(BUILD)/test/run_tests: $(C_TEST_SRC) test/c/check.h $(BUILD)/libbeam_alloc_standalone.a
+$(BUILD)/test/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(@D)
 	$(CC) -O1 -g -std=c11 $(WARN) $(FRAME_FLAGS) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    $(C_TEST_SRC) $(BUILD)/libbeam_alloc_standalone.a -o $@
 
 # Sanitizers: everything rebuilt with ASan+UBSan (clang when present).
-$(BUILD)/test-san/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HEADERS)
+$(BUILD)/test-san/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(STANDALONE_SRC) $(HEADERS)
 	@mkdir -p $(@D)
 	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
 	    $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
 
 # Threads under ThreadSanitizer: the GPA's concurrent tests.
-$(BUILD)/test-tsan/run_tests: $(C_TEST_SRC) test/c/check.h $(STANDALONE_SRC) $(HEADERS)
+$(BUILD)/test-tsan/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(STANDALONE_SRC) $(HEADERS)
 	@mkdir -p $(@D)
 	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    -fsanitize=thread $(FRAME_FLAGS) $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
@@ -342,7 +342,7 @@ $(BUILD)/fuzz/obj/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 
-$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/driver.h $(FUZZ_OBJ)
+$(BUILD)/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/driver.h test/c/flip_allocator.h $(FUZZ_OBJ)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $< $(FUZZ_OBJ) -o $@
 
 fuzz-build: $(FUZZ_BINS)

@@ -342,9 +342,10 @@ static bool has_lib(const session *s, const beam__fault_hooks *hooks) {
     return false;
 }
 
-static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
-                         beam_allocator_t parent, unsigned flags,
-                         beam__fault_frame *frame, beam_allocator_t *out) {
+/* The running session of pid that app's library takes part in; NULL when
+ * there is none. */
+static session *running_session(const ErlNifPid *pid,
+                                const beam__fault_hooks *app) {
     session *s = NULL;
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < n_open && s == NULL; i++) {
@@ -356,6 +357,13 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
             s = o;
     }
     pthread_mutex_unlock(&registry_lock);
+    return s;
+}
+
+static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
+                         beam_allocator_t parent, unsigned flags,
+                         beam__fault_frame *frame, beam_allocator_t *out) {
+    session *s = running_session(pid, app);
     if (s == NULL)
         return false;
 
@@ -403,15 +411,7 @@ static void driver_leave(beam__fault_frame *frame) {
  * call returned (a NIF without leak_check keeps running after a misuse). */
 static void driver_misuse(const ErlNifPid *pid, const beam__fault_hooks *app,
                           const char *kind, const char *line) {
-    session *s = NULL;
-    pthread_mutex_lock(&registry_lock);
-    for (size_t i = 0; i < n_open && s == NULL; i++) {
-        session *o = open_sessions[i];
-        if (enif_compare_pids(&o->owner, pid) == 0 && o->running &&
-            has_lib(o, app))
-            s = o;
-    }
-    pthread_mutex_unlock(&registry_lock);
+    session *s = running_session(pid, app);
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->lock);
@@ -868,21 +868,16 @@ static ERL_NIF_TERM stats_term(ErlNifEnv *env, const beam_alloc_stats *s,
     return map;
 }
 
-static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
-                              const ERL_NIF_TERM argv[]) {
-    (void)argc;
-    ErlNifBinary want;
-    if (!enif_inspect_binary(env, argv[0], &want))
-        return enif_make_badarg(env);
+/* Calls take(h, arg) with the hooks of each loaded library whose module is
+ * named want, held open for the call, until one takes it (returns true):
+ * whether one did. */
+static bool with_module_hooks(const ErlNifBinary *want,
+                              bool (*take)(const beam__fault_hooks *h,
+                                           void *arg),
+                              void *arg) {
     name_list l = {NULL, 0, 0};
     list_objects(&l);
     bool found = false;
-    beam_alloc_stats s[3];
-    size_t backing = 0;
-    /* raw, large, general_purpose, then the library's named instances. */
-    ERL_NIF_TERM keys[3 + BEAM_STATS_NAMED_MAX];
-    ERL_NIF_TERM values[3 + BEAM_STATS_NAMED_MAX];
-    unsigned n = 3;
     for (size_t i = 0; i < l.n; i++) {
         void *handle = NULL;
         const beam__fault_hooks *h =
@@ -891,35 +886,62 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
         if (h == NULL)
             continue;
         const char *module = h->module();
-        if (strlen(module) == want.size &&
-            memcmp(module, want.data, want.size) == 0) {
-            h->stats(s, &backing);
-            found = true;
-            char name[BEAM_STATS_NAME_MAX + 1];
-            beam_alloc_stats ns;
-            size_t nb;
-            if (h->size >= BEAM__FAULT_HOOKS_V2_SIZE)
-                for (size_t k = 0; n < 3 + BEAM_STATS_NAMED_MAX &&
-                                   h->named_stats(k, name, &ns, &nb);
-                     k++) {
-                    keys[n] = enif_make_atom(env, name);
-                    values[n++] = stats_term(env, &ns, &nb);
-                }
-        }
+        if (strlen(module) == want->size &&
+            memcmp(module, want->data, want->size) == 0)
+            found = take(h, arg);
         dlclose(handle);
     }
     enif_free(l.names);
-    if (!found)
+    return found;
+}
+
+/* raw, large, general_purpose, then the library's named instances. */
+typedef struct stats_out {
+    ErlNifEnv *env;
+    beam_alloc_stats s[3];
+    size_t backing;
+    ERL_NIF_TERM keys[3 + BEAM_STATS_NAMED_MAX];
+    ERL_NIF_TERM values[3 + BEAM_STATS_NAMED_MAX];
+    unsigned n;
+} stats_out;
+
+static bool take_stats(const beam__fault_hooks *h, void *arg) {
+    stats_out *o = arg;
+    h->stats(o->s, &o->backing);
+    char name[BEAM_STATS_NAME_MAX + 1];
+    beam_alloc_stats ns;
+    size_t nb;
+    if (h->size >= BEAM__FAULT_HOOKS_V2_SIZE)
+        for (size_t k = 0; o->n < 3 + BEAM_STATS_NAMED_MAX &&
+                           h->named_stats(k, name, &ns, &nb);
+             k++) {
+            o->keys[o->n] = enif_make_atom(o->env, name);
+            o->values[o->n++] = stats_term(o->env, &ns, &nb);
+        }
+    return true;
+}
+
+static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    ErlNifBinary want;
+    if (!enif_inspect_binary(env, argv[0], &want))
+        return enif_make_badarg(env);
+    stats_out o;
+    o.env = env;
+    o.backing = 0;
+    o.n = 3;
+    if (!with_module_hooks(&want, take_stats, &o))
         return enif_make_tuple2(env, enif_make_atom(env, "error"),
                                 enif_make_atom(env, "not_found"));
-    keys[0] = enif_make_atom(env, "raw");
-    keys[1] = enif_make_atom(env, "large");
-    keys[2] = enif_make_atom(env, "general_purpose");
-    values[0] = stats_term(env, &s[0], NULL);
-    values[1] = stats_term(env, &s[1], NULL);
-    values[2] = stats_term(env, &s[2], &backing);
+    o.keys[0] = enif_make_atom(env, "raw");
+    o.keys[1] = enif_make_atom(env, "large");
+    o.keys[2] = enif_make_atom(env, "general_purpose");
+    o.values[0] = stats_term(env, &o.s[0], NULL);
+    o.values[1] = stats_term(env, &o.s[1], NULL);
+    o.values[2] = stats_term(env, &o.s[2], &o.backing);
     ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, values, n, &map))
+    if (!enif_make_map_from_arrays(env, o.keys, o.values, o.n, &map))
         return enif_make_badarg(env);
     return enif_make_tuple2(env, enif_make_atom(env, "ok"), map);
 }
@@ -929,35 +951,25 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
  * purpose allocator of the NIF library loaded for that module: ok, or
  * {error, not_found}. Dirty: a collection walks what the instance holds. */
 
+/* Libraries older than the collect hook are passed over. */
+static bool take_collect(const beam__fault_hooks *h, void *arg) {
+    (void)arg;
+    if (h->size < sizeof(beam__fault_hooks))
+        return false;
+    h->collect();
+    return true;
+}
+
 static ERL_NIF_TERM nif_collect(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]) {
     (void)argc;
     ErlNifBinary want;
     if (!enif_inspect_binary(env, argv[0], &want))
         return enif_make_badarg(env);
-    name_list l = {NULL, 0, 0};
-    list_objects(&l);
-    bool found = false;
-    for (size_t i = 0; i < l.n; i++) {
-        void *handle = NULL;
-        const beam__fault_hooks *h =
-            found ? NULL : hooks_in(l.names[i], &handle);
-        enif_free(l.names[i]);
-        if (h == NULL)
-            continue;
-        const char *module = h->module();
-        if (strlen(module) == want.size &&
-            memcmp(module, want.data, want.size) == 0 &&
-            h->size >= sizeof(beam__fault_hooks)) {
-            h->collect();
-            found = true;
-        }
-        dlclose(handle);
-    }
-    enif_free(l.names);
-    return found ? enif_make_atom(env, "ok")
-                 : enif_make_tuple2(env, enif_make_atom(env, "error"),
-                                    enif_make_atom(env, "not_found"));
+    return with_module_hooks(&want, take_collect, NULL)
+               ? enif_make_atom(env, "ok")
+               : enif_make_tuple2(env, enif_make_atom(env, "error"),
+                                  enif_make_atom(env, "not_found"));
 }
 
 static ErlNifFunc funcs[] = {

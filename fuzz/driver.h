@@ -419,6 +419,24 @@ static void fz_took(fz_model *m, void *p, size_t len, size_t align,
 
 static void fz_op_free(fz_target *t, fz_model *m, fz_reader *r);
 
+/* The answer p to an allocation of len bytes (elem-byte elements when
+ * elem != 0) against the model: NULL for a request nothing may serve (an
+ * overflowed count, a bad alignment, more than PTRDIFF_MAX), a block for
+ * length 0, what fz_ask_alloc expected otherwise; a block is taken. */
+static void fz_alloc_answered(fz_model *m, void *p, bool impossible, size_t len,
+                              size_t align, size_t elem, int expect,
+                              void *where) {
+    if (impossible || !fz_pow2(align) || len > (size_t)PTRDIFF_MAX) {
+        FZ_ASSERT(p == NULL);
+        return;
+    }
+    if (len == 0)
+        FZ_ASSERT(p != NULL);
+    fz_check_answer(expect, where, p);
+    if (p != NULL)
+        fz_took(m, p, len, align, elem);
+}
+
 static void fz_op_alloc(fz_target *t, fz_model *m, fz_reader *r) {
     if (m->n == FZ_MAX_BLOCKS) {
         fz_op_free(t, m, r); /* full: make room instead */
@@ -431,15 +449,7 @@ static void fz_op_alloc(fz_target *t, fz_model *m, fz_reader *r) {
     void *where;
     int expect = fz_ask_alloc(t, len, align, &where);
     void *p = beam_alloc_bytes(t->a, len, align);
-    if (!fz_pow2(align) || len > (size_t)PTRDIFF_MAX) {
-        FZ_ASSERT(p == NULL);
-        return;
-    }
-    if (len == 0)
-        FZ_ASSERT(p != NULL);
-    fz_check_answer(expect, where, p);
-    if (p != NULL)
-        fz_took(m, p, len, align, 0);
+    fz_alloc_answered(m, p, false, len, align, 0, expect, where);
 }
 
 static const size_t fz_elem_sizes[] = {
@@ -481,15 +491,7 @@ static void fz_op_alloc_array(fz_target *t, fz_model *m, fz_reader *r) {
     void *where = NULL;
     int expect = overflow ? FZ_MUST_FAIL : fz_ask_alloc(t, len, align, &where);
     void *p = beam_alloc_array(t->a, n, size, align);
-    if (overflow || !fz_pow2(align) || len > (size_t)PTRDIFF_MAX) {
-        FZ_ASSERT(p == NULL);
-        return;
-    }
-    if (len == 0)
-        FZ_ASSERT(p != NULL);
-    fz_check_answer(expect, where, p);
-    if (p != NULL)
-        fz_took(m, p, len, align, size);
+    fz_alloc_answered(m, p, overflow, len, align, size, expect, where);
 }
 
 static void fz_op_free(fz_target *t, fz_model *m, fz_reader *r) {

@@ -122,15 +122,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     }
     beam_arena_init(&u.arena, parent);
-    fz_target t;
-    memset(&t, 0, sizeof t);
-    t.a = beam_arena_allocator(&u.arena);
-    t.user = &u;
-    t.expect_alloc = expect_alloc;
-    t.expect_change = expect_change;
-    t.reset = reset;
-    t.footprint = footprint;
-    t.check = check;
+    fz_target t = {.a = beam_arena_allocator(&u.arena),
+                   .user = &u,
+                   .expect_alloc = expect_alloc,
+                   .expect_change = expect_change,
+                   .reset = reset,
+                   .footprint = footprint,
+                   .check = check};
     fz_run(&t, &r);
 
     beam_arena_deinit(&u.arena);

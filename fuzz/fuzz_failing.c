@@ -86,13 +86,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
     }
     beam_failing_init(&u.f, parent, k == 255 ? SIZE_MAX : k % 64);
-    fz_target t;
-    memset(&t, 0, sizeof t);
-    t.a = beam_failing_allocator(&u.f);
-    t.user = &u;
-    t.expect_alloc = expect_alloc;
-    t.expect_change = expect_change;
-    t.check = check;
+    fz_target t = {.a = beam_failing_allocator(&u.f),
+                   .user = &u,
+                   .expect_alloc = expect_alloc,
+                   .expect_change = expect_change,
+                   .check = check};
     fz_run(&t, &r);
     FZ_ASSERT(u.f.allocations == u.f.deallocations);
     FZ_ASSERT(u.f.allocated_bytes == u.f.freed_bytes);

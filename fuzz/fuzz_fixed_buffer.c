@@ -123,15 +123,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     u.base = (mode & 0xf0) == 0xf0 ? NULL : fb_space + offset;
     u.cap = u.base != NULL ? len : 0;
     beam_fixed_buffer_init(&u.fb, u.base, len);
-    fz_target t;
-    memset(&t, 0, sizeof t);
-    t.a = beam_fixed_buffer_allocator(&u.fb);
-    t.user = &u;
-    t.expect_alloc = expect_alloc;
-    t.expect_change = expect_change;
-    t.on_free = on_free;
-    t.reset = reset;
-    t.check = check;
+    fz_target t = {.a = beam_fixed_buffer_allocator(&u.fb),
+                   .user = &u,
+                   .expect_alloc = expect_alloc,
+                   .expect_change = expect_change,
+                   .on_free = on_free,
+                   .reset = reset,
+                   .check = check};
     fz_run(&t, &r);
     return 0;
 }

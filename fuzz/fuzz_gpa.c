@@ -246,14 +246,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     u.g = u.backing == B_GLOBAL ? &beam_general_purpose_allocator_instance
                                 : &u.own;
-    fz_target t;
-    memset(&t, 0, sizeof t);
-    t.a = u.backing == B_GLOBAL ? beam_general_purpose_allocator
-                                : beam_gpa_allocator(u.g);
-    t.user = &u;
-    t.expect_alloc = expect_alloc;
-    t.expect_change = expect_change;
-    t.check = check;
+    fz_target t = {.a = u.backing == B_GLOBAL ? beam_general_purpose_allocator
+                                              : beam_gpa_allocator(u.g),
+                   .user = &u,
+                   .expect_alloc = expect_alloc,
+                   .expect_change = expect_change,
+                   .check = check};
     if (misuse_mode) {
         /* Reports need an instance with memory: make it exist. */
         void *p = beam_alloc_bytes(t.a, 8, 8);

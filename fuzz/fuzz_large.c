@@ -40,14 +40,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_reader r = {data, size};
     uint8_t mode = fz_u8(&r) % 3;
     large_user u = {mode != 1};
-    fz_target t;
-    memset(&t, 0, sizeof t);
-    t.a = mode == 0   ? beam_raw_allocator
-          : mode == 1 ? beam_large_allocator
-                      : beam_allocator;
-    t.user = &u;
-    t.expect_alloc = expect_alloc;
-    t.expect_change = expect_change;
+    fz_target t = {.a = mode == 0   ? beam_raw_allocator
+                        : mode == 1 ? beam_large_allocator
+                                    : beam_allocator,
+                   .user = &u,
+                   .expect_alloc = expect_alloc,
+                   .expect_change = expect_change};
     fz_run(&t, &r);
     return 0;
 }

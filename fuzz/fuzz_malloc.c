@@ -22,52 +22,8 @@
 #endif
 #include "driver.h"
 
-/* See flip_vtable: blocks off and on 16-byte boundaries by turns. */
-
-static unsigned flip_turn;
-static void *flip_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
-    (void)ctx;
-    (void)r;
-    if (alignment > 8 || len > (size_t)PTRDIFF_MAX - 16)
-        return NULL;
-    char *raw = beam_raw_allocator.vtable->alloc(NULL, len + 16, 8, 0);
-    if (raw == NULL)
-        return NULL;
-    char *user = raw + 8;
-    if ((((uintptr_t)user & 15) == 0) != ((flip_turn++ & 1) == 0))
-        user += 8;
-    ((char **)user)[-1] = raw;
-    return user;
-}
-static void flip_free(void *ctx, void *mem, size_t len, size_t alignment,
-                      uintptr_t r) {
-    (void)ctx;
-    (void)alignment;
-    (void)r;
-    beam_raw_allocator.vtable->free(NULL, ((char **)mem)[-1], len + 16, 8, 0);
-}
-static bool flip_resize(void *ctx, void *mem, size_t len, size_t alignment,
-                        size_t new_len, uintptr_t r) {
-    (void)ctx;
-    (void)mem;
-    (void)len;
-    (void)alignment;
-    (void)new_len;
-    (void)r;
-    return false;
-}
-static void *flip_remap(void *ctx, void *mem, size_t len, size_t alignment,
-                        size_t new_len, uintptr_t r) {
-    flip_turn = ((uintptr_t)mem & 15) == 0 ? 1 : 0; /* the other kind */
-    void *p = flip_alloc(ctx, new_len, alignment, r);
-    if (p == NULL)
-        return NULL;
-    memcpy(p, mem, len < new_len ? len : new_len);
-    flip_free(ctx, mem, len, alignment, r);
-    return p;
-}
-static const beam_allocator_vtable flip_vtable = {flip_alloc, flip_resize,
-                                                  flip_remap, flip_free};
+/* flip_vtable: blocks off and on 16-byte boundaries by turns. */
+#include "../test/c/flip_allocator.h"
 
 enum {
     P_RAW,

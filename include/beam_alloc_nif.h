@@ -215,26 +215,30 @@ BEAM_API void beam_nif_unloaded(void);
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
 #define BEAM_NIF_INIT(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)                      \
     BEAM_INTERNAL_FAULT_HOOKS_EXPORT                                           \
-    static int beam_nif_glue_load(ErlNifEnv *env, void **priv,                 \
-                                  ERL_NIF_TERM info) {                         \
-        beam_nif_load_fn user = (LOAD);                                        \
+    /* Load and upgrade alike, up to the user's function. */                   \
+    static int beam_nif_glue_start(ErlNifEnv *env, ERL_NIF_TERM info) {        \
         beam_nif_register(BEAM_NIF_STRINGIFY(NAME), FUNCS,                     \
                           sizeof(FUNCS) / sizeof(FUNCS[0]));                   \
         int options_failed = beam_nif_load_options(env, info);                 \
         if (options_failed)                                                    \
             return options_failed;                                             \
         beam_nif_resource_on_load(env); /* resource-scoped allocators */       \
+        return 0;                                                              \
+    }                                                                          \
+    static int beam_nif_glue_load(ErlNifEnv *env, void **priv,                 \
+                                  ERL_NIF_TERM info) {                         \
+        beam_nif_load_fn user = (LOAD);                                        \
+        int options_failed = beam_nif_glue_start(env, info);                   \
+        if (options_failed)                                                    \
+            return options_failed;                                             \
         return beam_nif_loaded(user ? user(env, priv, info) : 0);              \
     }                                                                          \
     static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
                                      ERL_NIF_TERM info) {                      \
         beam_nif_upgrade_fn user = (UPGRADE);                                  \
-        beam_nif_register(BEAM_NIF_STRINGIFY(NAME), FUNCS,                     \
-                          sizeof(FUNCS) / sizeof(FUNCS[0]));                   \
-        int options_failed = beam_nif_load_options(env, info);                 \
+        int options_failed = beam_nif_glue_start(env, info);                   \
         if (options_failed)                                                    \
             return options_failed;                                             \
-        beam_nif_resource_on_load(env); /* resource-scoped allocators */       \
         return beam_nif_loaded(user ? user(env, priv, old, info) : 0);         \
     }                                                                          \
     static void beam_nif_glue_unload(ErlNifEnv *env, void *priv) {             \

@@ -379,32 +379,19 @@ defmodule BeamAlloc.CaseTest do
   # tagged to allow reports pass.
   @tag timeout: 120_000
   test "use BeamAlloc.Case fails a test during which a report was made" do
-    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+    out =
+      run_ex_unit(~S"""
+      defmodule Guarded do
+        use ExUnit.Case
+        use BeamAlloc.Case
 
-    script = ~S"""
-    {:ok, _} = Application.ensure_all_started(:beam_alloc)
-    ExUnit.start(autorun: false, colors: [enabled: false])
+        test "misuses", do: assert(:ok = BeamAlloc.Test.Misuse.double_free_plain())
+        test "clean", do: assert(true)
 
-    defmodule Guarded do
-      use ExUnit.Case
-      use BeamAlloc.Case
-
-      test "misuses", do: assert(:ok = BeamAlloc.Test.Misuse.double_free_plain())
-      test "clean", do: assert(true)
-
-      @tag beam_alloc_reports: :allow
-      test "allowed", do: assert(:ok = BeamAlloc.Test.Misuse.double_free_plain())
-    end
-
-    result = ExUnit.run()
-    IO.puts("RESULT " <> inspect(result))
-    """
-
-    {out, 0} =
-      System.cmd("elixir", ["-pa", ebin, "-e", script],
-        stderr_to_stdout: true,
-        env: [{"MIX_ENV", "test"}]
-      )
+        @tag beam_alloc_reports: :allow
+        test "allowed", do: assert(:ok = BeamAlloc.Test.Misuse.double_free_plain())
+      end
+      """)
 
     assert out =~ ~r/RESULT %\{.*failures: 1/
     assert out =~ "beam_alloc reported 1 problem during the test"
@@ -416,41 +403,59 @@ defmodule BeamAlloc.CaseTest do
   # tests do not.
   @tag timeout: 120_000
   test "use BeamAlloc.Case in an async module fails tests whose Tasks reported" do
+    out =
+      run_ex_unit(~S"""
+      defmodule GuardedAsync do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        alias BeamAlloc.Test.Misuse
+
+        test "task async await" do
+          assert :ok = Task.async(fn -> Misuse.double_free_plain() end) |> Task.await()
+        end
+
+        test "task async_stream" do
+          assert [ok: :ok, ok: :ok] =
+                   [1, 2]
+                   |> Task.async_stream(fn _ -> Misuse.double_free_plain() end)
+                   |> Enum.to_list()
+        end
+
+        test "clean", do: assert(true)
+      end
+
+      defmodule GuardedAsyncNeighbour do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        test "clean while the others report" do
+          Process.sleep(100)
+          assert true
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 2/, out
+    assert out =~ ~r/test task async await \(GuardedAsync\)\n.*\n\s+beam_alloc reported 1 problem/
+
+    assert out =~
+             ~r/test task async_stream \(GuardedAsync\)\n.*\n\s+beam_alloc reported 2 problems/
+
+    refute out =~ "test clean"
+  end
+
+  # Runs ExUnit over the test modules in `modules` (source text) in a VM of
+  # its own, with beam_alloc started; its output, which ends with
+  # "RESULT <ExUnit.run/0's result>".
+  defp run_ex_unit(modules) do
     ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
 
-    script = ~S"""
+    script = """
     {:ok, _} = Application.ensure_all_started(:beam_alloc)
     ExUnit.start(autorun: false, colors: [enabled: false])
 
-    defmodule GuardedAsync do
-      use ExUnit.Case, async: true
-      use BeamAlloc.Case
-
-      alias BeamAlloc.Test.Misuse
-
-      test "task async await" do
-        assert :ok = Task.async(fn -> Misuse.double_free_plain() end) |> Task.await()
-      end
-
-      test "task async_stream" do
-        assert [ok: :ok, ok: :ok] =
-                 [1, 2]
-                 |> Task.async_stream(fn _ -> Misuse.double_free_plain() end)
-                 |> Enum.to_list()
-      end
-
-      test "clean", do: assert(true)
-    end
-
-    defmodule GuardedAsyncNeighbour do
-      use ExUnit.Case, async: true
-      use BeamAlloc.Case
-
-      test "clean while the others report" do
-        Process.sleep(100)
-        assert true
-      end
-    end
+    #{modules}
 
     result = ExUnit.run()
     IO.puts("RESULT " <> inspect(result))
@@ -462,9 +467,6 @@ defmodule BeamAlloc.CaseTest do
         env: [{"MIX_ENV", "test"}]
       )
 
-    assert out =~ ~r/RESULT %\{.*failures: 2/, out
-    assert out =~ ~r/test task async await \(GuardedAsync\)\n.*\n\s+beam_alloc reported 1 problem/
-    assert out =~ ~r/test task async_stream \(GuardedAsync\)\n.*\n\s+beam_alloc reported 2 problems/
-    refute out =~ "test clean"
+    out
   end
 end

@@ -131,13 +131,17 @@ static void put(char *buf, size_t n, size_t *len, const char *s) {
     buf[*len] = '\0';
 }
 
-/* "name" with the escapes Elixir's inspect uses for quoted atoms. */
-static void put_quoted(char *buf, size_t n, size_t *len, const char *s) {
-    put(buf, n, len, "\"");
+/* s between two quote characters, with the quote, backslash, newline and
+ * tab escaped: Elixir's inspect ("name") and Erlang's ~tw ('name') write
+ * quoted atoms alike but for the quote. */
+static void put_escaped(char *buf, size_t n, size_t *len, const char *s,
+                        char quote) {
+    const char q[2] = {quote, '\0'};
+    put(buf, n, len, q);
     for (; *s; s++) {
         char one[5];
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
+        if (c == (unsigned char)quote || c == '\\')
             snprintf(one, sizeof one, "\\%c", c);
         else if (c == '\n')
             snprintf(one, sizeof one, "\\n");
@@ -147,7 +151,12 @@ static void put_quoted(char *buf, size_t n, size_t *len, const char *s) {
             snprintf(one, sizeof one, "%c", c);
         put(buf, n, len, one);
     }
-    put(buf, n, len, "\"");
+    put(buf, n, len, q);
+}
+
+/* "name" with the escapes Elixir's inspect uses for quoted atoms. */
+static void put_quoted(char *buf, size_t n, size_t *len, const char *s) {
+    put_escaped(buf, n, len, s, '"');
 }
 
 /* The module as inspect/1 writes it: Elixir.Foo.Bar -> Foo.Bar, my_mod ->
@@ -229,21 +238,7 @@ static void put_erlang_atom(char *buf, size_t n, size_t *len, const char *s) {
         put(buf, n, len, s);
         return;
     }
-    put(buf, n, len, "'");
-    for (; *s; s++) {
-        char one[5];
-        unsigned char c = (unsigned char)*s;
-        if (c == '\'' || c == '\\')
-            snprintf(one, sizeof one, "\\%c", c);
-        else if (c == '\n')
-            snprintf(one, sizeof one, "\\n");
-        else if (c == '\t')
-            snprintf(one, sizeof one, "\\t");
-        else
-            snprintf(one, sizeof one, "%c", c);
-        put(buf, n, len, one);
-    }
-    put(buf, n, len, "'");
+    put_escaped(buf, n, len, s, '\'');
 }
 
 /* Is the registered module an Erlang one (no "Elixir." prefix)? Its

@@ -2,6 +2,7 @@
  * allocator, sizes, overflow, failed grows, no header over the general
  * purpose allocator, misuse reported, caller addresses passed through. */
 #include "check.h"
+#include "flip_allocator.h"
 
 #include <beam_alloc.h>
 
@@ -91,55 +92,6 @@ TEST(malloc_over_composed_allocators) {
     CHECK(exercise(beam_failing_allocator(&f)));
     CHECK(f.allocated_bytes == f.freed_bytes);
 }
-
-/* An allocator that hands out blocks 8 bytes off a 16-byte boundary and
- * on the boundary, by turns, and always moves on remap to the other kind:
- * what enif_alloc may do, which malloc (always 16-aligned here) never
- * shows. The raw block's address sits in the word before each block. */
-static unsigned flip_turn;
-static void *flip_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
-    (void)ctx;
-    (void)r;
-    if (alignment > 8 || len > (size_t)PTRDIFF_MAX - 16)
-        return NULL;
-    char *raw = beam_raw_allocator.vtable->alloc(NULL, len + 16, 8, 0);
-    if (raw == NULL)
-        return NULL;
-    char *user = raw + 8;
-    if ((((uintptr_t)user & 15) == 0) != ((flip_turn++ & 1) == 0))
-        user += 8;
-    ((char **)user)[-1] = raw;
-    return user;
-}
-static void flip_free(void *ctx, void *mem, size_t len, size_t alignment,
-                      uintptr_t r) {
-    (void)ctx;
-    (void)alignment;
-    (void)r;
-    beam_raw_allocator.vtable->free(NULL, ((char **)mem)[-1], len + 16, 8, 0);
-}
-static bool flip_resize(void *ctx, void *mem, size_t len, size_t alignment,
-                        size_t new_len, uintptr_t r) {
-    (void)ctx;
-    (void)mem;
-    (void)len;
-    (void)alignment;
-    (void)new_len;
-    (void)r;
-    return false;
-}
-static void *flip_remap(void *ctx, void *mem, size_t len, size_t alignment,
-                        size_t new_len, uintptr_t r) {
-    flip_turn = ((uintptr_t)mem & 15) == 0 ? 1 : 0; /* the other kind */
-    void *p = flip_alloc(ctx, new_len, alignment, r);
-    if (p == NULL)
-        return NULL;
-    memcpy(p, mem, len < new_len ? len : new_len);
-    flip_free(ctx, mem, len, alignment, r);
-    return p;
-}
-static const beam_allocator_vtable flip_vtable = {flip_alloc, flip_resize,
-                                                  flip_remap, flip_free};
 
 TEST(malloc_over_a_parent_whose_blocks_change_residue_on_remap) {
     beam_allocator_t a = {NULL, &flip_vtable};

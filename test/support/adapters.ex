@@ -2,16 +2,10 @@ defmodule AdaptersNif do
   @moduledoc false
   # zlib and zstd through beam_alloc's ready-made hooks
   # (test/nifs/adapters_nif.c).
-  use BeamAlloc.Test.NifModule, nif: "adapters_nif"
-
-  def zlib_compress(_data), do: :erlang.nif_error(:not_loaded)
-  def zlib_compress_checked(_data), do: :erlang.nif_error(:not_loaded)
-  def zlib_uncompress(_data), do: :erlang.nif_error(:not_loaded)
-  def zlib_uncompress_checked(_data), do: :erlang.nif_error(:not_loaded)
-  def zlib_leak, do: :erlang.nif_error(:not_loaded)
-  def zstd_compress(_data, _level), do: :erlang.nif_error(:not_loaded)
-  def zstd_compress_checked(_data, _level), do: :erlang.nif_error(:not_loaded)
-  def zstd_decompress(_data), do: :erlang.nif_error(:not_loaded)
-  def zstd_decompress_checked(_data), do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "adapters_nif",
+    stubs: ~w(zlib_compress/1 zlib_compress_checked/1 zlib_uncompress/1
+              zlib_uncompress_checked/1 zlib_leak/0 zstd_compress/2
+              zstd_compress_checked/2 zstd_decompress/1
+              zstd_decompress_checked/1 take_reports/0)
 end

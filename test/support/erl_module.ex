@@ -3,12 +3,7 @@ defmodule :beam_alloc_erl_test do
   # A NIF module named the Erlang way (test/nifs/erl_module_nif.c): leaks
   # and misuse raise {:memory_leak, message} / {:memory_misuse, message},
   # the function written the Erlang way.
-  use BeamAlloc.Test.NifModule, nif: "erl_module_nif"
-
-  def leaky, do: :erlang.nif_error(:not_loaded)
-  def clean, do: :erlang.nif_error(:not_loaded)
-  def double_free, do: :erlang.nif_error(:not_loaded)
-  def free(_), do: :erlang.nif_error(:not_loaded)
-  def unquote(:end)(), do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "erl_module_nif",
+    stubs: ~w(leaky/0 clean/0 double_free/0 free/1 end/0 take_reports/0)
 end

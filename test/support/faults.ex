@@ -2,21 +2,10 @@ defmodule BeamAlloc.Test.Faults do
   @moduledoc false
   # NIFs for BeamAlloc.Testing.check_all_allocation_failures/2, correct and
   # buggy ones (test/nifs/faults_nif.c).
-  use BeamAlloc.Test.NifModule, nif: "faults_nif"
-
-  def correct(_count), do: :erlang.nif_error(:not_loaded)
-  def correct_dirty(_count), do: :erlang.nif_error(:not_loaded)
-  def correct_raising, do: :erlang.nif_error(:not_loaded)
-  def leaky_on_failure, do: :erlang.nif_error(:not_loaded)
-  def swallows, do: :erlang.nif_error(:not_loaded)
-  def nondeterministic, do: :erlang.nif_error(:not_loaded)
-  def reset_nondeterministic, do: :erlang.nif_error(:not_loaded)
-  def grow, do: :erlang.nif_error(:not_loaded)
-  def scratch_work, do: :erlang.nif_error(:not_loaded)
-  def checked_leaky, do: :erlang.nif_error(:not_loaded)
-  def buffer_new, do: :erlang.nif_error(:not_loaded)
-  def buffer_grow(_buffer), do: :erlang.nif_error(:not_loaded)
-  def buffers_freed, do: :erlang.nif_error(:not_loaded)
-  def allocator_is_raw, do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "faults_nif",
+    stubs: ~w(correct/1 correct_dirty/1 correct_raising/0 leaky_on_failure/0
+              swallows/0 nondeterministic/0 reset_nondeterministic/0 grow/0
+              scratch_work/0 checked_leaky/0 buffer_new/0 buffer_grow/1
+              buffers_freed/0 allocator_is_raw/0 take_reports/0)
 end

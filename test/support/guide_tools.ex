@@ -10,18 +10,8 @@ defmodule BeamAlloc.Test.GuideTools do
       is_scratch: [scratch: true]
     ]
 
-  def forgetful, do: :erlang.nif_error(:not_loaded)
-  def is_scratch, do: :erlang.nif_error(:not_loaded)
-
-  def raw_sum(_integers), do: :erlang.nif_error(:not_loaded)
-  def with_budget(_bytes), do: :erlang.nif_error(:not_loaded)
-  def split_words(_text), do: :erlang.nif_error(:not_loaded)
-  def split_words_leaky(_text), do: :erlang.nif_error(:not_loaded)
-  def byte_histogram(_binary), do: :erlang.nif_error(:not_loaded)
-  def bag_new, do: :erlang.nif_error(:not_loaded)
-  def bag_put(_bag, _binary), do: :erlang.nif_error(:not_loaded)
-  def bag_to_list(_bag), do: :erlang.nif_error(:not_loaded)
-  def bag_release(_bag), do: :erlang.nif_error(:not_loaded)
-  def gpa_stats, do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    stubs: ~w(forgetful/0 is_scratch/0 raw_sum/1 with_budget/1 split_words/1
+              split_words_leaky/1 byte_histogram/1 bag_new/0 bag_put/2
+              bag_to_list/1 bag_release/1 gpa_stats/0 take_reports/0)
 end

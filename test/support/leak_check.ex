@@ -3,16 +3,9 @@ defmodule LeakCheckTest do
   # NIFs declared with .leak_check = true (test/nifs/leak_check_nif.c). The
   # module name is part of the contract: leak messages read
   # "memory leak detected in function `LeakCheckTest.check_me/0`".
-  use BeamAlloc.Test.NifModule, nif: "leak_check_nif"
-
-  def check_me, do: :erlang.nif_error(:not_loaded)
-  def check_me_normal, do: :erlang.nif_error(:not_loaded)
-  def check_me_io, do: :erlang.nif_error(:not_loaded)
-  def leak_bytes(_size), do: :erlang.nif_error(:not_loaded)
-  def clean(_count), do: :erlang.nif_error(:not_loaded)
-  def clean_dirty, do: :erlang.nif_error(:not_loaded)
-  def raise_clean, do: :erlang.nif_error(:not_loaded)
-  def raise_and_leak, do: :erlang.nif_error(:not_loaded)
-  def unquote(:"odd-name?")(), do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "leak_check_nif",
+    stubs: ~w(check_me/0 check_me_normal/0 check_me_io/0 leak_bytes/1
+              clean/1 clean_dirty/0 raise_clean/0 raise_and_leak/0
+              odd-name?/0 take_reports/0)
 end

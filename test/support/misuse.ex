@@ -7,24 +7,14 @@ defmodule BeamAlloc.Test.Misuse do
     library: "misuse_nif",
     nifs: [double_free_opted: [raise_on_misuse: true]]
 
-  def double_free, do: :erlang.nif_error(:not_loaded)
-  def write_past_end, do: :erlang.nif_error(:not_loaded)
-  def wrong_length, do: :erlang.nif_error(:not_loaded)
-  def wrong_alignment, do: :erlang.nif_error(:not_loaded)
-  def foreign_free, do: :erlang.nif_error(:not_loaded)
-  def write_after_free, do: :erlang.nif_error(:not_loaded)
-  def large_double_free, do: :erlang.nif_error(:not_loaded)
-  def large_write_past_end, do: :erlang.nif_error(:not_loaded)
-  def large_wrong_length, do: :erlang.nif_error(:not_loaded)
-  def large_write_after_free, do: :erlang.nif_error(:not_loaded)
-  def double_free_and_badarg, do: :erlang.nif_error(:not_loaded)
-  def double_free_plain, do: :erlang.nif_error(:not_loaded)
-  def double_free_raising, do: :erlang.nif_error(:not_loaded)
-  def double_free_opted, do: :erlang.nif_error(:not_loaded)
-  def leak_and_bad_free, do: :erlang.nif_error(:not_loaded)
-  def leak_deep, do: :erlang.nif_error(:not_loaded)
-  def impossible_free, do: :erlang.nif_error(:not_loaded)
-  def nested_outer, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    stubs: ~w(double_free/0 write_past_end/0 wrong_length/0
+              wrong_alignment/0 foreign_free/0 write_after_free/0
+              large_double_free/0 large_write_past_end/0
+              large_wrong_length/0 large_write_after_free/0
+              double_free_and_badarg/0 double_free_plain/0
+              double_free_raising/0 double_free_opted/0 leak_and_bad_free/0
+              leak_deep/0 impossible_free/0 nested_outer/0)
 end
 
 defmodule BeamAlloc.Test.TwinMisuse do
@@ -33,5 +23,6 @@ defmodule BeamAlloc.Test.TwinMisuse do
   # another directory (test/nifs/twin/misuse_nif.c -> priv/twin/).
   use BeamAlloc.Nif, otp_app: :beam_alloc, library: "twin/misuse_nif"
 
-  def twin_double_free, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    stubs: ~w(twin_double_free/0)
 end

@@ -1,26 +1,45 @@
 defmodule BeamAlloc.Test.NifModule do
   @moduledoc false
   # Loads one of the test NIFs (test/nifs/<name>.c, built into priv/ by
-  # `make nifs`) into the module that uses it:
+  # `make nifs`) into the module that uses it, and defines its stubs:
   #
-  #     use BeamAlloc.Test.NifModule, nif: "guide_nif"
+  #     use BeamAlloc.Test.NifModule, nif: "guide_nif", stubs: ~w(basic/0 leaks/0)
   #
-  # The stubs that follow are replaced when the NIF loads; until then they
-  # raise, as NIF stubs do.
+  # Each "name/arity" in :stubs becomes `def name(_, ...)`, replaced when the
+  # NIF loads; until then it raises, as NIF stubs do. A module loaded by
+  # `use BeamAlloc.Nif` passes :stubs alone.
 
   defmacro __using__(opts) do
-    nif = Keyword.fetch!(opts, :nif)
+    loader =
+      case Keyword.fetch(opts, :nif) do
+        {:ok, nif} ->
+          quote do
+            @on_load :__load_nif__
 
-    quote do
-      @on_load :__load_nif__
+            @doc false
+            def __load_nif__ do
+              :beam_alloc
+              |> :code.priv_dir()
+              |> :filename.join(unquote(String.to_charlist(nif)))
+              |> :erlang.load_nif(0)
+            end
+          end
 
-      @doc false
-      def __load_nif__ do
-        :beam_alloc
-        |> :code.priv_dir()
-        |> :filename.join(unquote(String.to_charlist(nif)))
-        |> :erlang.load_nif(0)
+        :error ->
+          nil
       end
-    end
+
+    stubs =
+      for spec <- Macro.expand(Keyword.get(opts, :stubs, []), __CALLER__) do
+        [name, arity] = String.split(spec, "/")
+        args = List.duplicate(Macro.var(:_, nil), String.to_integer(arity))
+
+        quote do
+          def unquote(String.to_atom(name))(unquote_splicing(args)),
+            do: :erlang.nif_error(:not_loaded)
+        end
+      end
+
+    [loader | stubs]
   end
 end

@@ -17,16 +17,9 @@ defmodule BeamAlloc.Test.Options do
       leaky: [leak_check: true]
     ]
 
-  def kind, do: :erlang.nif_error(:not_loaded)
-  def kind_large, do: :erlang.nif_error(:not_loaded)
-  def kind_checked, do: :erlang.nif_error(:not_loaded)
-  def kind_scratch, do: :erlang.nif_error(:not_loaded)
-  def two, do: :erlang.nif_error(:not_loaded)
-  def two(_), do: :erlang.nif_error(:not_loaded)
-  def leaky, do: :erlang.nif_error(:not_loaded)
-  def leaky_checked, do: :erlang.nif_error(:not_loaded)
-  def parse_load_info(_term), do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    stubs: ~w(kind/0 kind_large/0 kind_checked/0 kind_scratch/0 two/0 two/1
+              leaky/0 leaky_checked/0 parse_load_info/1 take_reports/0)
 end
 
 defmodule BeamAlloc.Test.OptionsDefaultApp do
@@ -35,14 +28,7 @@ defmodule BeamAlloc.Test.OptionsDefaultApp do
   # of the Mix project's application: no :otp_app.
   use BeamAlloc.Nif, library: "options_default_nif", nifs: [kind: [allocator: :large]]
 
-  def kind, do: :erlang.nif_error(:not_loaded)
-  def kind_large, do: :erlang.nif_error(:not_loaded)
-  def kind_checked, do: :erlang.nif_error(:not_loaded)
-  def kind_scratch, do: :erlang.nif_error(:not_loaded)
-  def two, do: :erlang.nif_error(:not_loaded)
-  def two(_), do: :erlang.nif_error(:not_loaded)
-  def leaky, do: :erlang.nif_error(:not_loaded)
-  def leaky_checked, do: :erlang.nif_error(:not_loaded)
-  def parse_load_info(_term), do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    stubs: ~w(kind/0 kind_large/0 kind_checked/0 kind_scratch/0 two/0 two/1
+              leaky/0 leaky_checked/0 parse_load_info/1 take_reports/0)
 end

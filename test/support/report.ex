@@ -2,9 +2,7 @@ defmodule BeamAlloc.Test.Report do
   @moduledoc false
   # Reports through the default hook: BeamAlloc.Reporter and the logger
   # (test/nifs/report_nif.c).
-  use BeamAlloc.Test.NifModule, nif: "report_nif"
-
-  def double_free, do: :erlang.nif_error(:not_loaded)
-  def overrun, do: :erlang.nif_error(:not_loaded)
-  def leaky, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "report_nif",
+    stubs: ~w(double_free/0 overrun/0 leaky/0)
 end

@@ -2,41 +2,20 @@ defmodule BeamAlloc.Test.Resource do
   @moduledoc false
   # Resource-scoped allocators (test/nifs/resource_nif.c). Blocks are named
   # by slot numbers in the resource's own table.
-  use BeamAlloc.Test.NifModule, nif: "resource_nif"
-
-  def new(_kind), do: :erlang.nif_error(:not_loaded)
-  def new_raw(_kind), do: :erlang.nif_error(:not_loaded)
-  def new_failing(_kind, _fail_index), do: :erlang.nif_error(:not_loaded)
-  def alloc(_res, _size), do: :erlang.nif_error(:not_loaded)
-  def alloc_checked(_res, _size), do: :erlang.nif_error(:not_loaded)
-  def write(_res, _slot, _offset, _binary), do: :erlang.nif_error(:not_loaded)
-  def read(_res, _slot, _offset, _len), do: :erlang.nif_error(:not_loaded)
-  def resize(_res, _slot, _new_len), do: :erlang.nif_error(:not_loaded)
-  def free(_res, _slot), do: :erlang.nif_error(:not_loaded)
-  def aligned(_res, _size, _alignment), do: :erlang.nif_error(:not_loaded)
-  def release(_res), do: :erlang.nif_error(:not_loaded)
-  def calls_after_release(_res), do: :erlang.nif_error(:not_loaded)
-  def usage(_res), do: :erlang.nif_error(:not_loaded)
-  def live_count, do: :erlang.nif_error(:not_loaded)
-  def is_resource(_term), do: :erlang.nif_error(:not_loaded)
-  def pin_across_release(_res, _slot), do: :erlang.nif_error(:not_loaded)
-  def keep(_res), do: :erlang.nif_error(:not_loaded)
-  def drop_kept, do: :erlang.nif_error(:not_loaded)
-  def new_dropped(_kind), do: :erlang.nif_error(:not_loaded)
-  def dead_allocator, do: :erlang.nif_error(:not_loaded)
-  def churn(_res, _iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def churn_dirty(_res, _iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "resource_nif",
+    stubs: ~w(new/1 new_raw/1 new_failing/2 alloc/2 alloc_checked/2 write/4
+              read/4 resize/3 free/2 aligned/3 release/1
+              calls_after_release/1 usage/1 live_count/0 is_resource/1
+              pin_across_release/2 keep/1 drop_kept/0 new_dropped/1
+              dead_allocator/0 churn/3 churn_dirty/3 take_reports/0)
 end
 
 defmodule BeamAlloc.Test.ResourcePlain do
   @moduledoc false
   # The same feature from a module using plain ERL_NIF_INIT and
   # beam_resource_init (test/nifs/resource_plain_nif.c).
-  use BeamAlloc.Test.NifModule, nif: "resource_plain_nif"
-
-  def new, do: :erlang.nif_error(:not_loaded)
-  def alloc(_res, _size), do: :erlang.nif_error(:not_loaded)
-  def is_resource(_term), do: :erlang.nif_error(:not_loaded)
-  def live_count, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "resource_plain_nif",
+    stubs: ~w(new/0 alloc/2 is_resource/1 live_count/0)
 end

@@ -2,16 +2,9 @@ defmodule BeamAlloc.Test.Stress do
   @moduledoc false
   # The process-wide general purpose allocator under concurrent use
   # (test/nifs/stress_nif.c).
-  use BeamAlloc.Test.NifModule, nif: "stress_nif"
-
-  def block_new(_size, _tag), do: :erlang.nif_error(:not_loaded)
-  def block_new_dirty(_size, _tag), do: :erlang.nif_error(:not_loaded)
-  def block_free(_block), do: :erlang.nif_error(:not_loaded)
-  def block_free_dirty(_block), do: :erlang.nif_error(:not_loaded)
-  def churn(_iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def churn_dirty(_iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def detect_leaks, do: :erlang.nif_error(:not_loaded)
-  def live_blocks, do: :erlang.nif_error(:not_loaded)
-  def misuse_count, do: :erlang.nif_error(:not_loaded)
-  def take_reports, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "stress_nif",
+    stubs: ~w(block_new/2 block_new_dirty/2 block_free/1 block_free_dirty/1
+              churn/2 churn_dirty/2 detect_leaks/0 live_blocks/0
+              misuse_count/0 take_reports/0)
 end

@@ -1,19 +1,10 @@
 defmodule BeamAlloc.Test.Vm do
   @moduledoc false
   # What a node must survive (test/nifs/vm_nif.c, test/vm_test.exs).
-  use BeamAlloc.Test.NifModule, nif: "vm_nif"
-
-  def gpa_resource, do: :erlang.nif_error(:not_loaded)
-  def grow(_res, _iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def grow_dirty(_res, _iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def checked(_iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def checked_dirty(_iterations, _seed), do: :erlang.nif_error(:not_loaded)
-  def hold(_count, _len), do: :erlang.nif_error(:not_loaded)
-  def hold_dirty(_count, _len), do: :erlang.nif_error(:not_loaded)
-  def drop(_blocks, _len), do: :erlang.nif_error(:not_loaded)
-  def collect, do: :erlang.nif_error(:not_loaded)
-  def usage, do: :erlang.nif_error(:not_loaded)
-  def leaky, do: :erlang.nif_error(:not_loaded)
+  use BeamAlloc.Test.NifModule,
+    nif: "vm_nif",
+    stubs: ~w(gpa_resource/0 grow/3 grow_dirty/3 checked/2 checked_dirty/2
+              hold/2 hold_dirty/2 drop/2 collect/0 usage/0 leaky/0)
 end
 
 defmodule BeamAlloc.Test.VmScenarios do
