@@ -60,42 +60,28 @@ unsigned beam__gpa_class_for(size_t len, size_t alignment) {
     return c;
 }
 
-/* Safe mode's byte patterns: after a block's length, in new and in freed
- * blocks. Distinct, and none a plausible pointer or small integer. */
-#define CANARY GPA_CANARY
-#define FRESH_FILL GPA_FRESH_FILL
-#define FREED_FILL GPA_FREED_FILL
-
-/* Index of the first byte in [from, to) of b that is not `byte`, or `to`. */
-static size_t first_other(const unsigned char *b, size_t from, size_t to,
-                          unsigned char byte) {
-    while (from < to && b[from] == byte)
-        from++;
-    return from;
-}
-
-/* Safe mode, a block about to be handed out: was it written while free?
- * Then fill it and its canary. */
+/* Safe mode (patterns and checks: gpa_internal.h), a block about to be handed
+ * out: was it written while free? Then fill it and its canary. */
 static BEAM__NOINLINE void safe_on_alloc(gpa_state *st, gpa_slab *s, void **b,
                                          size_t len, bool reused,
                                          uintptr_t ret) {
     unsigned char *p = (unsigned char *)b;
     gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
-    if (reused &&
-        first_other(p, 2 * sizeof(void *), s->size, FREED_FILL) != s->size)
+    if (reused && gpa_first_other(p, 2 * sizeof(void *), s->size,
+                                  GPA_FREED_FILL) != s->size)
         beam__gpa_misuse_at(st,
                             "write after free (found when the block was "
                             "reused)",
                             b, s->size, 0, ret, i->site);
-    memset(p, FRESH_FILL, len);
-    memset(p + len, CANARY, s->size - len);
+    memset(p, GPA_FRESH_FILL, len);
+    memset(p + len, GPA_CANARY, s->size - len);
 }
 
 /* Safe mode, a tracked block being freed: check its canary, poison it. */
 static void safe_on_free(gpa_state *st, gpa_slab *s, void **b, size_t len,
                          size_t alignment, uintptr_t ret, uintptr_t site) {
     unsigned char *p = (unsigned char *)b;
-    size_t bad = first_other(p, len, s->size, CANARY);
+    size_t bad = gpa_first_other(p, len, s->size, GPA_CANARY);
     if (bad != s->size) {
         char what[112];
         snprintf(what, sizeof what,
@@ -104,7 +90,8 @@ static void safe_on_free(gpa_state *st, gpa_slab *s, void **b, size_t len,
                  bad - len);
         beam__gpa_misuse_at(st, what, b, len, alignment, ret, site);
     }
-    memset(p + 2 * sizeof(void *), FREED_FILL, s->size - 2 * sizeof(void *));
+    memset(p + 2 * sizeof(void *), GPA_FREED_FILL,
+           s->size - 2 * sizeof(void *));
 }
 
 static inline void note_alloc(gpa_slab *s, void **b, size_t len,
@@ -494,9 +481,9 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     if (s->info != NULL)
         s->info[idx].len = (uint32_t)new_len;
     if (st->safe && new_len < len)
-        memset((char *)mem + new_len, CANARY, len - new_len);
+        memset((char *)mem + new_len, GPA_CANARY, len - new_len);
     else if (st->safe)
-        memset((char *)mem + len, FRESH_FILL, new_len - len);
+        memset((char *)mem + len, GPA_FRESH_FILL, new_len - len);
     int64_t d = (int64_t)new_len - (int64_t)len;
     atomic_fetch_add_explicit(&st->remote_bytes, d, memory_order_relaxed);
     beam__peak_observe(&st->peak,

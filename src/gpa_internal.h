@@ -195,6 +195,15 @@ typedef struct gpa_large {
 #define GPA_FREED_FILL 0xDD
 #define GPA_LARGE_CANARY 16
 
+/* Safe mode's checks: the first byte of p in [from, to) that is not byte,
+ * or to when all are. */
+static inline size_t gpa_first_other(const unsigned char *p, size_t from,
+                                     size_t to, unsigned char byte) {
+    while (from < to && p[from] == byte)
+        from++;
+    return from;
+}
+
 typedef struct gpa_heap {
     /* Owner-written, collector-read (see "Taking a heap" above). */
     _Atomic uint32_t busy;

@@ -122,14 +122,6 @@ static bool cache_take(gpa_state *st, size_t len, size_t alignment,
     return false;
 }
 
-/* First byte of p in [from, to) that is not byte, or to. */
-static size_t first_not(const unsigned char *p, size_t from, size_t to,
-                        unsigned char byte) {
-    while (from < to && p[from] == byte)
-        from++;
-    return from;
-}
-
 static bool cache_put(gpa_state *st, const gpa_large *e) {
     if (st->cache_n == GPA_LARGE_CACHE ||
         e->backing_len > GPA_LARGE_CACHE_BYTES - st->cache_bytes)
@@ -171,7 +163,7 @@ void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer) {
 static void safe_hand_out(gpa_state *st, const gpa_large *e, bool cached,
                           uintptr_t old_site, uintptr_t ret) {
     unsigned char *p = (unsigned char *)e->ptr;
-    size_t bad = cached ? first_not(p, 0, e->backing_len, GPA_FREED_FILL)
+    size_t bad = cached ? gpa_first_other(p, 0, e->backing_len, GPA_FREED_FILL)
                         : e->backing_len;
     if (bad != e->backing_len) {
         char what[112];
@@ -248,7 +240,7 @@ static bool freed_before(const gpa_state *st, const void *mem,
 static void safe_take_back(gpa_state *st, const gpa_large *e, size_t len,
                            size_t alignment, uintptr_t ret) {
     unsigned char *p = (unsigned char *)e->ptr;
-    size_t bad = first_not(p, e->len, e->backing_len, GPA_CANARY);
+    size_t bad = gpa_first_other(p, e->len, e->backing_len, GPA_CANARY);
     if (bad != e->backing_len) {
         char what[112];
         snprintf(what, sizeof what,
@@ -306,8 +298,8 @@ size_t beam__gpa_large_check_freed(gpa_state *st, gpa_large *out, size_t *at,
     size_t found = 0;
     for (unsigned i = 0; i < st->cache_n; i++) {
         const gpa_large *c = &st->cache[i];
-        size_t bad = first_not((const unsigned char *)c->ptr, 0, c->backing_len,
-                               GPA_FREED_FILL);
+        size_t bad = gpa_first_other((const unsigned char *)c->ptr, 0,
+                                     c->backing_len, GPA_FREED_FILL);
         if (bad == c->backing_len)
             continue;
         if (found < max) {

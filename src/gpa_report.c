@@ -192,9 +192,8 @@ check_freed_locked(gpa_state *st, freed_bad *out) {
                     continue;
                 const unsigned char *b =
                     (const unsigned char *)(s->base + k * s->size);
-                size_t at = 2 * sizeof(void *);
-                while (at < s->size && b[at] == GPA_FREED_FILL)
-                    at++;
+                size_t at = gpa_first_other(b, 2 * sizeof(void *), s->size,
+                                            GPA_FREED_FILL);
                 if (at == s->size)
                     continue;
                 if (found < FREED_LISTED)
