@@ -172,8 +172,7 @@ static beam__trace *depot_find(uint32_t hash, const uintptr_t *pc, size_t n,
                                size_t *empty) {
     for (size_t i = hash & (DEPOT_SLOTS - 1);;
          i = (i + 1) & (DEPOT_SLOTS - 1)) {
-        beam__trace *t =
-            atomic_load_explicit(&depot.slot[i], memory_order_acquire);
+        beam__trace *t = beam__atomic_load_acquire(&depot.slot[i]);
         if (t == NULL) {
             *empty = i;
             return NULL;
@@ -211,7 +210,7 @@ static BEAM__NOINLINE beam__trace *depot_insert(uint32_t hash,
             t->n = (uint32_t)n;
             memcpy(t->pc, pc, n * sizeof *pc);
             depot.entries++;
-            atomic_store_explicit(&depot.slot[empty], t, memory_order_release);
+            beam__atomic_store_release(&depot.slot[empty], t);
         }
     }
     pthread_mutex_unlock(&depot.lock);

@@ -126,7 +126,7 @@ static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
     } else {
         b = (void **)s->bump;
         /* Scans read bump to tell handed-out blocks from the rest. */
-        __atomic_store_n(&s->bump, s->bump + s->size, __ATOMIC_RELAXED);
+        beam__atomic_store_plain_relaxed(&s->bump, s->bump + s->size);
     }
     hand_out(h, s, b, len);
     note_alloc(s, b, len, alignment, ret, reused);
@@ -166,14 +166,12 @@ static void trim_empty_cur(gpa_heap *h, unsigned keep) {
 static bool detach_full(gpa_heap *h, gpa_slab *s) {
     /* Ownerless first: from the moment FULL is set, this thread's frees
      * into it must take the atomic path like everyone else's. */
-    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+    beam__atomic_store_relaxed(&s->heap, NULL);
     gpa_set_where(s, WHERE_FULL);
     uintptr_t expect = 0;
-    if (atomic_compare_exchange_strong_explicit(
-            &s->thread_free, &expect, GPA_FULL_BIT, memory_order_acq_rel,
-            memory_order_acquire))
+    if (beam__atomic_cas_acq_rel(&s->thread_free, &expect, GPA_FULL_BIT))
         return true;
-    atomic_store_explicit(&s->heap, h, memory_order_relaxed);
+    beam__atomic_store_relaxed(&s->heap, h);
     gpa_set_where(s, WHERE_CUR);
     beam__gpa_slab_collect_remote(s);
     return false;
@@ -199,7 +197,7 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
     }
     s = beam__gpa_slab_acquire(h, cls);
     if (s == NULL) {
-        BEAM__BUMP(h->stats.failed, 1);
+        beam__atomic_bump(&h->stats.failed, 1);
         return NULL;
     }
     h->cur[cls] = s;
@@ -228,8 +226,7 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
     if (h == NULL) {
         st = beam__gpa_state_of(gpa);
         if (st != NULL)
-            atomic_fetch_add_explicit(&st->large_counts.failed, 1,
-                                      memory_order_relaxed);
+            beam__atomic_add_relaxed(&st->large_counts.failed, 1);
         return NULL;
     }
     gpa_heap_enter(h);
@@ -280,16 +277,14 @@ static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
  * requeue mark takes FULL off and hands the slab to the instance, which
  * gives it back to the pool once it is empty. */
 static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
-    uintptr_t old = atomic_load_explicit(&s->thread_free, memory_order_relaxed);
+    uintptr_t old = beam__atomic_load_relaxed(&s->thread_free);
     uintptr_t next;
     do {
         b[0] = GPA_TF_PTR(old);
         next = (uintptr_t)b + ((old >> GPA_TF_COUNT_SHIFT) + 1) * GPA_TF_ONE;
         if ((old & GPA_FULL_BIT) && GPA_TF_COUNT(next) < s->requeue)
             next |= GPA_FULL_BIT;
-    } while (!atomic_compare_exchange_weak_explicit(&s->thread_free, &old, next,
-                                                    memory_order_acq_rel,
-                                                    memory_order_relaxed));
+    } while (!beam__atomic_cas_weak_acq_rel(&s->thread_free, &old, next));
     /* (Acquire too: the push that takes FULL off goes on to write the slab's
      * reclaim link, after the writes of whoever detached it.) */
     if (BEAM__UNLIKELY((old & GPA_FULL_BIT) && !(next & GPA_FULL_BIT)))
@@ -310,11 +305,9 @@ void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
 /* A free by a thread with no heap of st: counted in the shared counters. */
 static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
                                        size_t len) {
-    atomic_fetch_add_explicit(&st->remote_frees, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&st->remote_bytes, (int64_t)len,
-                              memory_order_relaxed);
-    atomic_fetch_sub_explicit(&st->peak.published, (int64_t)len,
-                              memory_order_relaxed);
+    beam__atomic_add_relaxed(&st->remote_frees, 1);
+    beam__atomic_sub_relaxed(&st->remote_bytes, (int64_t)len);
+    beam__atomic_sub_relaxed(&st->peak.published, (int64_t)len);
     slab_push(st, s, b);
 }
 
@@ -355,8 +348,7 @@ release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
         gpa_heap *h = slot->heap;
         gpa_heap_enter(h);
         if (BEAM__LIKELY(!gpa_heap_revoked(h) &&
-                         atomic_load_explicit(&s->heap, memory_order_relaxed) ==
-                             h)) {
+                         beam__atomic_load_relaxed(&s->heap) == h)) {
             GPA_ASSERT(s->used > 0 && gpa_where(s) == WHERE_CUR);
             b[0] = s->free;
             s->free = b;
@@ -485,11 +477,9 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     else if (st->safe)
         memset((char *)mem + len, GPA_FRESH_FILL, new_len - len);
     int64_t d = (int64_t)new_len - (int64_t)len;
-    atomic_fetch_add_explicit(&st->remote_bytes, d, memory_order_relaxed);
+    beam__atomic_add_relaxed(&st->remote_bytes, d);
     beam__peak_observe(&st->peak,
-                       atomic_fetch_add_explicit(&st->peak.published, d,
-                                                 memory_order_relaxed) +
-                           d);
+                       beam__atomic_add_relaxed(&st->peak.published, d) + d);
     return true;
 }
 
@@ -588,7 +578,7 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
     beam__gpa_defer_run(st, defer);
     pthread_mutex_destroy(&st->lock);
     beam_allocator_t backing = st->backing;
-    __atomic_store_n(&gpa->internal_state, NULL, __ATOMIC_RELEASE);
+    beam__atomic_store_plain_release(&gpa->internal_state, NULL);
     GPA_ASSERT_NO_LOCK();
     backing.vtable->free(backing.ctx, st, sizeof *st, BEAM_ALIGNOF(gpa_state),
                          0);
@@ -610,12 +600,10 @@ bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
         beam__stats_add(out, &h->stats);
     gpa_unlock(st);
-    uint64_t rf = atomic_load_explicit(&st->remote_frees, memory_order_relaxed);
+    uint64_t rf = beam__atomic_load_relaxed(&st->remote_frees);
     out->frees += rf;
     out->live_blocks -= (size_t)rf;
-    out->live_bytes +=
-        (size_t)atomic_load_explicit(&st->remote_bytes, memory_order_relaxed);
-    out->peak_bytes =
-        (size_t)atomic_load_explicit(&st->peak.peak, memory_order_relaxed);
+    out->live_bytes += (size_t)beam__atomic_load_relaxed(&st->remote_bytes);
+    out->peak_bytes = (size_t)beam__atomic_load_relaxed(&st->peak.peak);
     return true;
 }

@@ -83,7 +83,7 @@ void beam__gpa_registry_remove(gpa_state *st) {
     registry.live--;
     pthread_mutex_unlock(&registry.lock);
     /* A thread that pinned st before it left the table finishes first. */
-    while (atomic_load_explicit(&st->pins, memory_order_acquire) != 0)
+    while (beam__atomic_load_acquire(&st->pins) != 0)
         sched_yield();
 }
 
@@ -101,14 +101,14 @@ static gpa_state *slot_pin(const gpa_tls_slot *slot) {
     gpa_state *st = NULL;
     if (slot_live_locked(slot)) {
         st = slot->st;
-        atomic_fetch_add_explicit(&st->pins, 1, memory_order_relaxed);
+        beam__atomic_add_relaxed(&st->pins, 1);
     }
     pthread_mutex_unlock(&registry.lock);
     return st;
 }
 
 static void unpin(gpa_state *st) {
-    atomic_fetch_sub_explicit(&st->pins, 1, memory_order_release);
+    beam__atomic_sub_release(&st->pins, 1);
 }
 
 bool beam__gpa_registry_empty(void) {
@@ -154,7 +154,7 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
     st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
     st->next_segment_slabs = 3;
-    atomic_store_explicit(&st->meta_bytes, sizeof *st, memory_order_relaxed);
+    beam__atomic_store_relaxed(&st->meta_bytes, sizeof *st);
     pthread_mutex_init(&st->lock, NULL);
     if (!registry_add(st)) {
         pthread_mutex_destroy(&st->lock);
@@ -176,8 +176,7 @@ gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa) {
     gpa_state *fresh = state_create(gpa);
     if (fresh == NULL)
         return NULL;
-    if (__atomic_compare_exchange_n(&gpa->internal_state, &st, fresh, false,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    if (beam__atomic_cas_plain_acq_rel(&gpa->internal_state, &st, fresh))
         return fresh;
     beam__gpa_registry_remove(fresh);
     pthread_mutex_destroy(&fresh->lock);
@@ -200,7 +199,7 @@ static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
         if (s == &beam__gpa_empty_slab)
             continue;
         GPA_ASSERT(gpa_where(s) == WHERE_CUR &&
-                   atomic_load_explicit(&s->heap, memory_order_relaxed) == h);
+                   beam__atomic_load_relaxed(&s->heap) == h);
         h->cur[c] = &beam__gpa_empty_slab;
         beam__gpa_slab_park(st, s, defer);
     }
@@ -273,8 +272,7 @@ static int victim_slot(void) {
         if (!slot_live_locked(&beam__gpa_tls[i]))
             at = i;
     for (int i = GPA_TLS_SLOTS - 1; i >= 0 && at < 0; i--)
-        if (atomic_load_explicit(&beam__gpa_tls[i].heap->busy,
-                                 memory_order_relaxed) == 0)
+        if (beam__atomic_load_relaxed(&beam__gpa_tls[i].heap->busy) == 0)
             at = i;
     pthread_mutex_unlock(&registry.lock);
     return at;
@@ -378,28 +376,23 @@ static bool process_barrier(void) {
 static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
     /* This thread's own heap, unless a call of this instance is in
      * progress further up the stack (collect from a report hook). */
-    if (mine != NULL &&
-        atomic_load_explicit(&mine->busy, memory_order_relaxed) == 0)
+    if (mine != NULL && beam__atomic_load_relaxed(&mine->busy) == 0)
         heap_strip(st, mine, defer);
     bool any = false;
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
-        if (h != mine &&
-            atomic_load_explicit(&h->busy, memory_order_relaxed) == 0) {
-            atomic_store_explicit(&h->revoked, 1, GPA_BUSY_ORDER);
+        if (h != mine && beam__atomic_load_relaxed(&h->busy) == 0) {
+            gpa_busy_store(&h->revoked, 1);
             any = true;
         }
     if (!any)
         return;
     bool fenced = process_barrier();
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next) {
-        if (atomic_load_explicit(&h->revoked, memory_order_relaxed) == 0)
+        if (beam__atomic_load_relaxed(&h->revoked) == 0)
             continue;
-        if (fenced && atomic_load_explicit(
-                          &h->busy, GPA_BUSY_ORDER == memory_order_relaxed
-                                        ? memory_order_acquire
-                                        : GPA_BUSY_ORDER) == 0)
+        if (fenced && gpa_busy_load(&h->busy) == 0)
             heap_strip(st, h, defer);
-        atomic_store_explicit(&h->revoked, 0, memory_order_release);
+        beam__atomic_store_release(&h->revoked, 0);
     }
 }
 

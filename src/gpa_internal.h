@@ -101,7 +101,6 @@
 #include "internal.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 
 #define GPA_SLAB_SHIFT 16
 #define GPA_SLAB_SIZE ((size_t)1 << GPA_SLAB_SHIFT)
@@ -326,7 +325,7 @@ static inline void *gpa_meta_alloc(gpa_state *st, size_t len,
                                    size_t alignment) {
     void *p = gpa_backing_alloc(st, len, alignment, 0);
     if (p != NULL)
-        atomic_fetch_add_explicit(&st->meta_bytes, len, memory_order_relaxed);
+        beam__atomic_add_relaxed(&st->meta_bytes, len);
     return p;
 }
 
@@ -370,8 +369,8 @@ static inline gpa_slab *beam__gpa_map_slot(const void *p) {
     uintptr_t g = (uintptr_t)p >> GPA_SLAB_SHIFT;
     if (BEAM__UNLIKELY(g >> (2 * GPA_MAP_BITS)))
         return NULL;
-    gpa_slab *leaf = atomic_load_explicit(
-        &beam__gpa_map_root[g >> GPA_MAP_BITS], memory_order_acquire);
+    gpa_slab *leaf =
+        beam__atomic_load_acquire(&beam__gpa_map_root[g >> GPA_MAP_BITS]);
     if (BEAM__UNLIKELY(leaf == NULL))
         return NULL;
     return &leaf[g & (GPA_MAP_SIZE - 1)];
@@ -379,8 +378,7 @@ static inline gpa_slab *beam__gpa_map_slot(const void *p) {
 
 /* The instance owning the slab s (NULL: none, or s NULL). Lock-free. */
 static inline gpa_state *beam__gpa_owner(gpa_slab *s) {
-    return s == NULL ? NULL
-                     : atomic_load_explicit(&s->st, memory_order_acquire);
+    return s == NULL ? NULL : beam__atomic_load_acquire(&s->st);
 }
 
 static inline gpa_slab *beam__gpa_seg_slab(const gpa_segment *seg, unsigned i) {
@@ -388,7 +386,7 @@ static inline gpa_slab *beam__gpa_seg_slab(const gpa_segment *seg, unsigned i) {
 }
 
 static inline uint8_t gpa_where(gpa_slab *s) {
-    return atomic_load_explicit(&s->where, memory_order_relaxed);
+    return beam__atomic_load_relaxed(&s->where);
 }
 
 /* The invariants of a formatted slab (debug builds). */
@@ -399,13 +397,12 @@ static inline uint8_t gpa_where(gpa_slab *s) {
         GPA_ASSERT((s)->bump >= (s)->base && (s)->bump <= (s)->end);           \
         GPA_ASSERT((s)->end <= (s)->base + GPA_SLAB_SIZE);                     \
         GPA_ASSERT((s)->used <= ((s)->end - (s)->base) / (s)->size);           \
-        GPA_ASSERT(                                                            \
-            (gpa_where(s) == WHERE_CUR) ==                                     \
-            (atomic_load_explicit(&(s)->heap, memory_order_relaxed) != NULL)); \
+        GPA_ASSERT((gpa_where(s) == WHERE_CUR) ==                              \
+                   (beam__atomic_load_relaxed(&(s)->heap) != NULL));           \
     } while (0)
 
 static inline void gpa_set_where(gpa_slab *s, enum gpa_where w) {
-    atomic_store_explicit(&s->where, (uint8_t)w, memory_order_relaxed);
+    beam__atomic_store_relaxed(&s->where, (uint8_t)w);
 }
 
 /* ---- slabs (gpa_slab.c) ----------------------------------------------- */
@@ -472,16 +469,23 @@ BEAM__HIDDEN void beam__gpa_registry_free(void);
 BEAM__HIDDEN bool beam__gpa_registry_empty(void);
 
 /* A heap call's bracket (see "Taking a heap" above). enter, then check
- * revoked before touching h's slabs; leave when done. */
+ * revoked before touching h's slabs; leave when done.
+ * The owner's side is ordered against the collector's by a process-wide
+ * barrier (membarrier), which TSan does not know: under TSan both sides
+ * use sequentially consistent accesses instead. */
 #if defined(__SANITIZE_THREAD__)
-#define GPA_BUSY_ORDER memory_order_seq_cst /* TSan knows no membarrier */
+#define GPA_BUSY_SEQ_CST 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
-#define GPA_BUSY_ORDER memory_order_seq_cst
+#define GPA_BUSY_SEQ_CST 1
 #endif
 #endif
-#ifndef GPA_BUSY_ORDER
-#define GPA_BUSY_ORDER memory_order_relaxed
+#ifdef GPA_BUSY_SEQ_CST
+#define gpa_busy_store(p, v) beam__atomic_store_seq_cst(p, v)
+#define gpa_busy_load(p) beam__atomic_load_seq_cst(p)
+#else
+#define gpa_busy_store(p, v) beam__atomic_store_relaxed(p, v)
+#define gpa_busy_load(p) beam__atomic_load_acquire(p)
 #endif
 
 /* busy counts brackets, not just one: a call can nest in another on the
@@ -489,22 +493,19 @@ BEAM__HIDDEN bool beam__gpa_registry_empty(void);
  * report hook), and the inner leave must not end the outer call's claim.
  * Only the owner writes it: plain stores. */
 static inline void gpa_heap_enter(gpa_heap *h) {
-    uint32_t n = atomic_load_explicit(&h->busy, memory_order_relaxed);
-    atomic_store_explicit(&h->busy, n + 1, GPA_BUSY_ORDER);
-    atomic_signal_fence(memory_order_seq_cst);
+    uint32_t n = beam__atomic_load_relaxed(&h->busy);
+    gpa_busy_store(&h->busy, n + 1);
+    beam__atomic_compiler_fence();
 }
 
 static inline bool gpa_heap_revoked(gpa_heap *h) {
-    return atomic_load_explicit(&h->revoked,
-                                GPA_BUSY_ORDER == memory_order_relaxed
-                                    ? memory_order_acquire
-                                    : GPA_BUSY_ORDER) != 0;
+    return gpa_busy_load(&h->revoked) != 0;
 }
 
 static inline void gpa_heap_leave(gpa_heap *h) {
-    uint32_t n = atomic_load_explicit(&h->busy, memory_order_relaxed);
+    uint32_t n = beam__atomic_load_relaxed(&h->busy);
     GPA_ASSERT(n > 0);
-    atomic_store_explicit(&h->busy, n - 1, memory_order_release);
+    beam__atomic_store_release(&h->busy, n - 1);
 }
 
 /* ---- large blocks (gpa_large.c) ----------------------------------------- */
@@ -571,7 +572,7 @@ BEAM__HIDDEN void beam__gpa_report_leaks(const gpa_leak *leaks, size_t n,
  */
 
 static inline gpa_state *beam__gpa_state_of(beam_gpa_t *gpa) {
-    return __atomic_load_n(&gpa->internal_state, __ATOMIC_ACQUIRE);
+    return beam__atomic_load_plain_acquire(&gpa->internal_state);
 }
 
 static inline uintptr_t beam__gpa_tag(const gpa_state *st, const void *b) {
@@ -591,7 +592,7 @@ static inline long beam__gpa_block_index(const gpa_slab *s, const void *p) {
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
     uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
     if (idx * s->size != off ||
-        (const char *)p >= __atomic_load_n(&s->bump, __ATOMIC_RELAXED))
+        (const char *)p >= beam__atomic_load_plain_relaxed(&s->bump))
         return -1;
     return (long)idx;
 }

@@ -203,8 +203,7 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
         insert(st, &e);
         beam__count_alloc(&st->large_counts, &st->peak, len);
     } else {
-        atomic_fetch_add_explicit(&st->large_counts.failed, 1,
-                                  memory_order_relaxed);
+        beam__atomic_add_relaxed(&st->large_counts.failed, 1);
         /* The table could not grow: the block goes back. */
         if (e.ptr != NULL && !cache_put(st, &e)) {
             st->backing_bytes -= e.backing_len;

@@ -35,7 +35,7 @@ void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
     char site[600], from[600], line[BEAM__REPORT_LINE];
     uintptr_t pcs[BEAM__MAX_FRAMES];
     size_t n = beam__stack_above(ret, pcs, beam__frames_depth(st->flags));
-    atomic_fetch_add_explicit(&st->misuse, 1, memory_order_relaxed);
+    beam__atomic_add_relaxed(&st->misuse, 1);
     /* ret 0: found after the fact (a check at the end of a call), where
      * no call of the user's is at fault: no "called from". */
     char called[620] = "";
@@ -106,17 +106,15 @@ beam_gpa_usage
 beam__gpa_scan(gpa_state *st, gpa_leak *out, size_t report, size_t *reported) {
     GPA_ASSERT_LOCKED(st);
     beam_gpa_usage u = {
-        0, 0,
-        st->backing_bytes +
-            atomic_load_explicit(&st->meta_bytes, memory_order_relaxed),
-        atomic_load_explicit(&st->misuse, memory_order_relaxed)};
+        0, 0, st->backing_bytes + beam__atomic_load_relaxed(&st->meta_bytes),
+        beam__atomic_load_relaxed(&st->misuse)};
     *reported = 0;
     for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
         for (unsigned i = 0; i < seg->nslabs; i++) {
             gpa_slab *s = beam__gpa_seg_slab(seg, i);
             if (gpa_where(s) == WHERE_POOL)
                 continue;
-            char *bump = __atomic_load_n(&s->bump, __ATOMIC_RELAXED);
+            char *bump = beam__atomic_load_plain_relaxed(&s->bump);
             size_t n = (size_t)(bump - s->base) / s->size;
             for (size_t k = 0; k < n; k++) {
                 void **b = (void **)(s->base + k * s->size);
@@ -185,7 +183,7 @@ check_freed_locked(gpa_state *st, freed_bad *out) {
             gpa_slab *s = beam__gpa_seg_slab(seg, i);
             if (gpa_where(s) == WHERE_POOL || s->info == NULL)
                 continue;
-            char *bump = __atomic_load_n(&s->bump, __ATOMIC_RELAXED);
+            char *bump = beam__atomic_load_plain_relaxed(&s->bump);
             size_t n = (size_t)(bump - s->base) / s->size;
             for (size_t k = 0; k < n; k++) {
                 if (s->info[k].len != 0)

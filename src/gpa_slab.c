@@ -27,13 +27,12 @@ static gpa_slab *map_slot_make(const void *p) {
     if (g >> (2 * GPA_MAP_BITS))
         return NULL;
     _Atomic(gpa_slab *) *root = &beam__gpa_map_root[g >> GPA_MAP_BITS];
-    gpa_slab *leaf = atomic_load_explicit(root, memory_order_acquire);
+    gpa_slab *leaf = beam__atomic_load_acquire(root);
     if (leaf == NULL) {
         gpa_slab *fresh = (gpa_slab *)calloc(GPA_MAP_SIZE, sizeof(gpa_slab));
         if (fresh == NULL)
             return NULL;
-        if (atomic_compare_exchange_strong_explicit(
-                root, &leaf, fresh, memory_order_acq_rel, memory_order_acquire))
+        if (beam__atomic_cas_acq_rel(root, &leaf, fresh))
             leaf = fresh;
         else
             free(fresh); /* another thread made it first */
@@ -43,8 +42,8 @@ static gpa_slab *map_slot_make(const void *p) {
 
 void beam__gpa_map_free(void) {
     for (size_t i = 0; i < GPA_MAP_SIZE; i++) {
-        gpa_slab *leaf = atomic_exchange_explicit(&beam__gpa_map_root[i], NULL,
-                                                  memory_order_acq_rel);
+        gpa_slab *leaf =
+            beam__atomic_exchange_acq_rel(&beam__gpa_map_root[i], NULL);
         free(leaf);
     }
 }
@@ -55,8 +54,7 @@ void beam__gpa_defer_run(gpa_state *st, gpa_defer *list) {
         list = d->next;
         size_t len = d->len;
         if (d->meta)
-            atomic_fetch_sub_explicit(&st->meta_bytes, len,
-                                      memory_order_relaxed);
+            beam__atomic_sub_relaxed(&st->meta_bytes, len);
         gpa_backing_free(st, d, len, d->alignment, 0);
     }
 }
@@ -76,7 +74,7 @@ static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
             gpa_defer_free(defer, s->info, info_bytes(s),
                            BEAM_ALIGNOF(gpa_block_info), true);
         s->info = NULL;
-        atomic_store_explicit(&s->st, NULL, memory_order_release);
+        beam__atomic_store_release(&s->st, NULL);
     }
     gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);
 }
@@ -110,7 +108,7 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         /* The previous owner of this address range (an instance that gave
          * the memory back) released the entry; acquiring that release
          * orders its last reads before our reuse. */
-        gpa_state *prev = atomic_load_explicit(&s->st, memory_order_acquire);
+        gpa_state *prev = beam__atomic_load_acquire(&s->st);
         GPA_ASSERT(prev == NULL);
         (void)prev;
         memset(s, 0, sizeof *s);
@@ -118,7 +116,7 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         s->bump = s->base;
         s->seg = seg;
         s->where = WHERE_POOL;
-        atomic_store_explicit(&s->st, st, memory_order_release);
+        beam__atomic_store_release(&s->st, st);
         seg->nslabs = i + 1;
     }
     return seg;
@@ -163,7 +161,7 @@ void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer) {
     st->pool = NULL;
     st->pool_count = 0;
     memset(st->partial, 0, sizeof st->partial);
-    atomic_store_explicit(&st->reclaim, NULL, memory_order_relaxed);
+    beam__atomic_store_relaxed(&st->reclaim, NULL);
 }
 
 /* ---- slabs ----------------------------------------------------------------
@@ -172,10 +170,9 @@ void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer) {
 uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
     /* Read before exchanging: most calls find nothing, and a load does not
      * take the line away from the threads that push. */
-    if (atomic_load_explicit(&s->thread_free, memory_order_relaxed) == 0)
+    if (beam__atomic_load_relaxed(&s->thread_free) == 0)
         return 0;
-    uintptr_t tf =
-        atomic_exchange_explicit(&s->thread_free, 0, memory_order_acquire);
+    uintptr_t tf = beam__atomic_exchange_acquire(&s->thread_free, 0);
     GPA_ASSERT((tf & GPA_FULL_BIT) == 0);
     void **head = GPA_TF_PTR(tf);
     uint32_t n = GPA_TF_COUNT(tf);
@@ -213,11 +210,11 @@ static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info) {
     s->recip = (uint32_t)((((uint64_t)1 << 32) + size - 1) / size);
     s->cls = (uint16_t)cls;
     s->free = NULL;
-    __atomic_store_n(&s->bump, s->base, __ATOMIC_RELAXED);
+    beam__atomic_store_plain_relaxed(&s->bump, s->base);
     s->end = s->base + (size_t)nblocks * size;
     s->requeue = (uint16_t)(nblocks >= 16 ? nblocks / 8 : 1);
     s->prev_size = (uint16_t)(cls == 0 ? 0 : beam__gpa_class_size[cls - 1]);
-    atomic_store_explicit(&s->thread_free, 0, memory_order_relaxed);
+    beam__atomic_store_relaxed(&s->thread_free, 0);
 }
 
 /* Keep this many free slabs beyond a wholly free segment before giving the
@@ -227,8 +224,7 @@ static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info) {
 
 void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
-    GPA_ASSERT(s->used == 0 &&
-               atomic_load_explicit(&s->heap, memory_order_relaxed) == NULL);
+    GPA_ASSERT(s->used == 0 && beam__atomic_load_relaxed(&s->heap) == NULL);
     gpa_set_where(s, WHERE_POOL);
     if (s->info != NULL) {
         gpa_defer_free(defer, s->info, info_bytes(s),
@@ -236,7 +232,7 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
         s->info = NULL;
     }
     s->end = s->base; /* nothing valid in it any more */
-    __atomic_store_n(&s->bump, s->base, __ATOMIC_RELAXED);
+    beam__atomic_store_plain_relaxed(&s->bump, s->base);
     gpa_list_push(&st->pool, s);
     st->pool_count++;
     gpa_segment *seg = s->seg;
@@ -247,7 +243,7 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
 
 void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
-    atomic_store_explicit(&s->heap, NULL, memory_order_relaxed);
+    beam__atomic_store_relaxed(&s->heap, NULL);
     gpa_set_where(s, WHERE_PARTIAL); /* on its way: ownerless */
     beam__gpa_slab_collect_remote(s);
     if (s->used == 0) {
@@ -261,11 +257,10 @@ void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
 void beam__gpa_reclaim_push(gpa_state *st, gpa_slab *s) {
     GPA_ASSERT(gpa_where(s) == WHERE_FULL);
     gpa_set_where(s, WHERE_RECLAIM);
-    gpa_slab *head = atomic_load_explicit(&st->reclaim, memory_order_relaxed);
+    gpa_slab *head = beam__atomic_load_relaxed(&st->reclaim);
     do {
         s->reclaim_next = head;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &st->reclaim, &head, s, memory_order_release, memory_order_relaxed));
+    } while (!beam__atomic_cas_weak_release(&st->reclaim, &head, s));
 }
 
 void beam__gpa_reclaim_drain(gpa_state *st, size_t max, gpa_defer **defer) {
@@ -274,12 +269,10 @@ void beam__gpa_reclaim_drain(gpa_state *st, size_t max, gpa_defer **defer) {
      * took FULL off, which a slab on this stack cannot have again before it
      * is popped: so popping one at a time has no ABA problem. */
     while (max-- > 0) {
-        gpa_slab *s = atomic_load_explicit(&st->reclaim, memory_order_acquire);
+        gpa_slab *s = beam__atomic_load_acquire(&st->reclaim);
         if (s == NULL)
             return;
-        if (!atomic_compare_exchange_strong_explicit(
-                &st->reclaim, &s, s->reclaim_next, memory_order_acquire,
-                memory_order_relaxed)) {
+        if (!beam__atomic_cas_acquire(&st->reclaim, &s, s->reclaim_next)) {
             max++;
             continue;
         }
@@ -330,9 +323,7 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, gpa_block_info **info,
          * from sight. Mark it FULL like any exhausted slab. */
         gpa_set_where(s, WHERE_FULL);
         uintptr_t expect = 0;
-        if (!atomic_compare_exchange_strong_explicit(
-                &s->thread_free, &expect, GPA_FULL_BIT, memory_order_acq_rel,
-                memory_order_acquire)) {
+        if (!beam__atomic_cas_acq_rel(&s->thread_free, &expect, GPA_FULL_BIT)) {
             beam__gpa_slab_collect_remote(s); /* a free raced in */
             return s;
         }
@@ -368,7 +359,7 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         s = slab_find(st, cls, &info, &defer);
         if (s != NULL) {
             gpa_set_where(s, WHERE_CUR);
-            atomic_store_explicit(&s->heap, h, memory_order_relaxed);
+            beam__atomic_store_relaxed(&s->heap, h);
         }
         bool need_segment = s == NULL && st->pool == NULL;
         unsigned n = st->next_segment_slabs;
@@ -390,8 +381,7 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         gpa_unlock(st);
     }
     if (info != NULL) {
-        atomic_fetch_sub_explicit(&st->meta_bytes, info_len,
-                                  memory_order_relaxed);
+        beam__atomic_sub_relaxed(&st->meta_bytes, info_len);
         gpa_backing_free(st, info, info_len, BEAM_ALIGNOF(gpa_block_info), 0);
     }
     beam__gpa_defer_run(st, defer);

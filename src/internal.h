@@ -7,6 +7,8 @@
 
 #include "beam_alloc.h"
 
+#include "atomics.h"
+
 #include <stdarg.h>
 
 /* gcc and clang only: the allocators rely on their builtins throughout. */
@@ -81,7 +83,6 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * Counters are written by one thread (or heap owner) and read by anyone:
  * relaxed atomics, so that a read is a race-free snapshot, at the cost of
  * nothing on x86 (plain loads and stores, no locked instructions). */
-#include <stdatomic.h>
 
 typedef struct beam__counters {
     _Atomic int64_t bytes; /* live bytes: allocated minus freed */
@@ -97,11 +98,6 @@ typedef struct beam__peak {
 
 #define BEAM__PUBLISH_STEP ((int64_t)64 * 1024)
 
-#define BEAM__BUMP(field, by)                                                  \
-    atomic_store_explicit(                                                     \
-        &(field), atomic_load_explicit(&(field), memory_order_relaxed) + (by), \
-        memory_order_relaxed)
-
 /* Add what c changed since its last publication to p, and raise p's peak. */
 BEAM__HIDDEN void beam__publish(beam__counters *c, beam__peak *p);
 BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
@@ -109,13 +105,13 @@ BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 /* Hot-path counting: no publication (the caller publishes at its slow
  * points, which bound how far the peak can lag). */
 static inline void beam__count_alloc_fast(beam__counters *c, size_t len) {
-    BEAM__BUMP(c->allocs, 1);
-    BEAM__BUMP(c->bytes, (int64_t)len);
+    beam__atomic_bump(&c->allocs, 1);
+    beam__atomic_bump(&c->bytes, (int64_t)len);
 }
 
 static inline void beam__count_free_fast(beam__counters *c, size_t len) {
-    BEAM__BUMP(c->frees, 1);
-    BEAM__BUMP(c->bytes, -(int64_t)len);
+    beam__atomic_bump(&c->frees, 1);
+    beam__atomic_bump(&c->bytes, -(int64_t)len);
 }
 
 /* Publish a rise when it reaches a step, and a fall at once: the published
@@ -124,7 +120,7 @@ static inline void beam__count_free_fast(beam__counters *c, size_t len) {
  * high). A fall is cheap to publish in practice: it happens only when the
  * live total reaches a new low since the last publication. */
 static inline bool beam__publish_due(const beam__counters *c) {
-    int64_t d = atomic_load_explicit(&c->bytes, memory_order_relaxed) - c->mark;
+    int64_t d = beam__atomic_load_relaxed(&c->bytes) - c->mark;
     return d >= BEAM__PUBLISH_STEP || d < 0;
 }
 
@@ -148,7 +144,7 @@ static inline void beam__count_free(beam__counters *c, beam__peak *p,
 /* A block changed size in place (or moved, counted as one block). */
 static inline void beam__count_resize(beam__counters *c, beam__peak *p,
                                       size_t len, size_t new_len) {
-    BEAM__BUMP(c->bytes, (int64_t)new_len - (int64_t)len);
+    beam__atomic_bump(&c->bytes, (int64_t)new_len - (int64_t)len);
     beam__maybe_publish(c, p);
 }
 

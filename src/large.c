@@ -103,7 +103,7 @@ static void *large_alloc(void *ctx, size_t len, size_t alignment,
     (void)ret;
     void *p = alloc_impl(len, alignment);
     if (BEAM__UNLIKELY(p == NULL)) {
-        BEAM__BUMP(counters()->failed, 1);
+        beam__atomic_bump(&counters()->failed, 1);
         return NULL;
     }
     beam__count_alloc(counters(), &beam__kind_peak[BEAM__LARGE], len);

@@ -16,7 +16,7 @@ static inline beam__counters *counters(void) {
 static BEAM__NOINLINE void *raw_alloc_failed(void *p) {
     if (p != NULL)
         beam__sys_free(p);
-    BEAM__BUMP(counters()->failed, 1);
+    beam__atomic_bump(&counters()->failed, 1);
     return NULL;
 }
 

@@ -20,43 +20,38 @@ static beam__counters retired[BEAM__KINDS];
 beam__peak beam__kind_peak[BEAM__KINDS];
 
 void beam__peak_observe(beam__peak *p, int64_t live) {
-    int64_t peak = atomic_load_explicit(&p->peak, memory_order_relaxed);
-    while (live > peak && !atomic_compare_exchange_weak_explicit(
-                              &p->peak, &peak, live, memory_order_relaxed,
-                              memory_order_relaxed))
+    int64_t peak = beam__atomic_load_relaxed(&p->peak);
+    while (live > peak && !beam__atomic_cas_weak_relaxed(&p->peak, &peak, live))
         ;
 }
 
 void beam__publish(beam__counters *c, beam__peak *p) {
-    int64_t bytes = atomic_load_explicit(&c->bytes, memory_order_relaxed);
+    int64_t bytes = beam__atomic_load_relaxed(&c->bytes);
     int64_t d = bytes - c->mark;
     c->mark = bytes;
-    int64_t live =
-        atomic_fetch_add_explicit(&p->published, d, memory_order_relaxed) + d;
+    int64_t live = beam__atomic_add_relaxed(&p->published, d) + d;
     beam__peak_observe(p, live);
 }
 
 void beam__stats_add(beam_alloc_stats *out, const beam__counters *c) {
-    int64_t bytes = atomic_load_explicit(&c->bytes, memory_order_relaxed);
-    uint64_t a = atomic_load_explicit(&c->allocs, memory_order_relaxed);
-    uint64_t f = atomic_load_explicit(&c->frees, memory_order_relaxed);
+    int64_t bytes = beam__atomic_load_relaxed(&c->bytes);
+    uint64_t a = beam__atomic_load_relaxed(&c->allocs);
+    uint64_t f = beam__atomic_load_relaxed(&c->frees);
     /* Accumulated as if signed: one thread may free what another made. */
     out->live_bytes += (size_t)bytes;
     out->live_blocks += (size_t)(a - f);
     out->allocations += a;
     out->frees += f;
-    out->failed += atomic_load_explicit(&c->failed, memory_order_relaxed);
+    out->failed += beam__atomic_load_relaxed(&c->failed);
 }
 
 void beam__counters_retire(beam__counters *r, beam__counters *c,
                            beam__peak *p) {
     beam__publish(c, p);
-    BEAM__BUMP(r->bytes, atomic_load_explicit(&c->bytes, memory_order_relaxed));
-    BEAM__BUMP(r->allocs,
-               atomic_load_explicit(&c->allocs, memory_order_relaxed));
-    BEAM__BUMP(r->frees, atomic_load_explicit(&c->frees, memory_order_relaxed));
-    BEAM__BUMP(r->failed,
-               atomic_load_explicit(&c->failed, memory_order_relaxed));
+    beam__atomic_bump(&r->bytes, beam__atomic_load_relaxed(&c->bytes));
+    beam__atomic_bump(&r->allocs, beam__atomic_load_relaxed(&c->allocs));
+    beam__atomic_bump(&r->frees, beam__atomic_load_relaxed(&c->frees));
+    beam__atomic_bump(&r->failed, beam__atomic_load_relaxed(&c->failed));
     memset(c, 0, sizeof *c);
 }
 
@@ -113,7 +108,7 @@ bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out) {
     else
         return false;
     fold_kind(kind, out);
-    out->peak_bytes = (size_t)atomic_load_explicit(&beam__kind_peak[kind].peak,
-                                                   memory_order_relaxed);
+    out->peak_bytes =
+        (size_t)beam__atomic_load_relaxed(&beam__kind_peak[kind].peak);
     return true;
 }

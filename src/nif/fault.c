@@ -29,12 +29,11 @@ static bool hooks_attach(const beam__fault_driver *driver) {
         return false;
     pthread_mutex_lock(&attach_lock);
     const beam__fault_driver *now =
-        atomic_load_explicit(&beam__fault_driver_now, memory_order_relaxed);
+        beam__atomic_load_relaxed(&beam__fault_driver_now);
     bool ok = now == NULL || now == driver;
     if (ok) {
         attached++;
-        atomic_store_explicit(&beam__fault_driver_now, driver,
-                              memory_order_release);
+        beam__atomic_store_release(&beam__fault_driver_now, driver);
     }
     pthread_mutex_unlock(&attach_lock);
     return ok;
@@ -43,10 +42,9 @@ static bool hooks_attach(const beam__fault_driver *driver) {
 static void hooks_detach(const beam__fault_driver *driver) {
     pthread_mutex_lock(&attach_lock);
     const beam__fault_driver *now =
-        atomic_load_explicit(&beam__fault_driver_now, memory_order_relaxed);
+        beam__atomic_load_relaxed(&beam__fault_driver_now);
     if (now == driver && attached > 0 && --attached == 0)
-        atomic_store_explicit(&beam__fault_driver_now, NULL,
-                              memory_order_release);
+        beam__atomic_store_release(&beam__fault_driver_now, NULL);
     pthread_mutex_unlock(&attach_lock);
 }
 

@@ -43,13 +43,12 @@ static _Atomic int module_instances;
 int beam_nif_loaded(int result) {
     beam__report_ack_loaded(result);
     if (result == 0)
-        atomic_fetch_add_explicit(&module_instances, 1, memory_order_relaxed);
+        beam__atomic_add_relaxed(&module_instances, 1);
     return result;
 }
 
 void beam_nif_unloaded(void) {
-    if (atomic_fetch_sub_explicit(&module_instances, 1, memory_order_acq_rel) !=
-            1 ||
+    if (beam__atomic_sub_acq_rel(&module_instances, 1) != 1 ||
         beam_resource_live_count() != 0)
         return;
     /* Nothing of this library can run any more: its process-wide instance
@@ -496,7 +495,7 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
 
     const beam__nif_override *ov = beam__nif_override_for(self, argc);
     const beam__fault_driver *driver =
-        atomic_load_explicit(&beam__fault_driver_now, memory_order_acquire);
+        beam__atomic_load_acquire(&beam__fault_driver_now);
     ERL_NIF_TERM result;
     if (BEAM__UNLIKELY(options->leak_check || options->scratch ||
                        options->raise_on_misuse || ov != NULL ||

@@ -28,8 +28,7 @@ static _Atomic(const override_table *) overrides;
 
 const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,
                                                  int argc) {
-    const override_table *t =
-        atomic_load_explicit(&overrides, memory_order_acquire);
+    const override_table *t = beam__atomic_load_acquire(&overrides);
     if (BEAM__LIKELY(t == NULL))
         return NULL;
     for (int i = 0; i < t->count; i++)
@@ -254,7 +253,7 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
     size_t size;
     if (!enif_is_map(env, load_info) ||
         !enif_get_map_size(env, load_info, &size) || size == 0) {
-        atomic_store_explicit(&overrides, NULL, memory_order_release);
+        beam__atomic_store_release(&overrides, NULL);
         return 0;
     }
     parse p = {env, NULL, 0, NULL};
@@ -275,6 +274,6 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         enif_free(p.table);
         return rc;
     }
-    atomic_store_explicit(&overrides, p.table, memory_order_release);
+    beam__atomic_store_release(&overrides, p.table);
     return 0;
 }

@@ -8,8 +8,6 @@
 #include "../internal.h"
 #include "abi.h"
 
-#include <stdatomic.h>
-
 /* --- Per-NIF option overrides (load_options.c) ---------------------- */
 
 enum {

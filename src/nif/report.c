@@ -22,7 +22,6 @@
  */
 #include "nif_internal.h"
 
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,7 +48,7 @@ static ErlNifResourceType *ack_type_opened;
 static BEAM_THREAD_LOCAL report_ack *pending;
 
 static void ack_release(report_ack *a) {
-    if (atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+    if (beam__atomic_sub_acq_rel(&a->refs, 1) == 1)
         enif_free(a);
 }
 
@@ -57,7 +56,7 @@ static void ack_destroyed(ErlNifEnv *env, void *obj) {
     (void)env;
     report_ack *a = ((ack_resource *)obj)->ack;
     if (a != NULL) {
-        atomic_store_explicit(&a->read, true, memory_order_release);
+        beam__atomic_store_release(&a->read, true);
         ack_release(a);
     }
 }
@@ -75,7 +74,7 @@ void beam__report_ack_open(ErlNifEnv *env) {
 
 void beam__report_ack_loaded(int result) {
     if (result == 0 && ack_type_opened != NULL)
-        atomic_store_explicit(&ack_type, ack_type_opened, memory_order_release);
+        beam__atomic_store_release(&ack_type, ack_type_opened);
     ack_type_opened = NULL;
 }
 
@@ -84,8 +83,7 @@ void beam__report_ack_loaded(int result) {
  * report from a thread, a destructor) or no resource type. */
 static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     ERL_NIF_TERM none = enif_make_atom(msg_env, "undefined");
-    ErlNifResourceType *type =
-        atomic_load_explicit(&ack_type, memory_order_acquire);
+    ErlNifResourceType *type = beam__atomic_load_acquire(&ack_type);
     if (!in_call || type == NULL)
         return none;
     report_ack *a = enif_alloc(sizeof *a);
@@ -96,8 +94,8 @@ static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
         enif_free(a);
         return none;
     }
-    atomic_init(&a->refs, 2);
-    atomic_init(&a->read, false);
+    beam__atomic_init(&a->refs, 2);
+    beam__atomic_init(&a->read, false);
     r->ack = a;
     ERL_NIF_TERM term = enif_make_resource(msg_env, r);
     enif_release_resource(r); /* the message's term holds it now */
@@ -121,7 +119,7 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
         !enif_get_int(env, argv[3], &raised))
         return enif_make_badarg(env);
     report_ack *a = (report_ack *)(uintptr_t)ptr;
-    if (!atomic_load_explicit(&a->read, memory_order_acquire) &&
+    if (!beam__atomic_load_acquire(&a->read) &&
         enif_monotonic_time(ERL_NIF_USEC) < deadline) {
         /* Let the reporter run (on this scheduler too). */
         enif_consume_timeslice(env, 100);

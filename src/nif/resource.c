@@ -49,7 +49,6 @@
 #include "nif_internal.h"
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -91,10 +90,10 @@ static _Atomic size_t live_allocators;
 /* --- The counting shim over the parent --------------------------------- */
 
 static void add(_Atomic size_t *c, size_t n) {
-    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+    beam__atomic_add_relaxed(c, n);
 }
 static void sub(_Atomic size_t *c, size_t n) {
-    atomic_fetch_sub_explicit(c, n, memory_order_relaxed);
+    beam__atomic_sub_relaxed(c, n);
 }
 /* Adjust a byte count from len to new_len. */
 static void adjust(_Atomic size_t *c, size_t len, size_t new_len) {
@@ -146,15 +145,15 @@ static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
 /* --- Lifetime ---------------------------------------------------------- */
 
 static void teardown(beam_resource_t *r) {
-    if (atomic_exchange_explicit(&r->torn_down, true, memory_order_acq_rel))
+    if (beam__atomic_exchange_acq_rel(&r->torn_down, true))
         return;
     if (r->kind == BEAM_RESOURCE_GPA)
         (void)beam_gpa_deinit(&r->impl.gpa); /* live blocks are expected */
     else
         beam_arena_deinit(&r->impl.arena);
-    atomic_store_explicit(&r->live_blocks, 0, memory_order_relaxed);
-    atomic_store_explicit(&r->live_bytes, 0, memory_order_relaxed);
-    size_t held = atomic_load_explicit(&r->parent_bytes, memory_order_relaxed);
+    beam__atomic_store_relaxed(&r->live_blocks, 0);
+    beam__atomic_store_relaxed(&r->live_bytes, 0);
+    size_t held = beam__atomic_load_relaxed(&r->parent_bytes);
     if (held != 0)
         beam__report("beam_alloc: resource allocator %p still holds %zu bytes "
                      "of its parent after release",
@@ -164,19 +163,19 @@ static void teardown(beam_resource_t *r) {
 
 /* Entry into the inner allocator: false (and nothing held) once released. */
 static inline bool enter(beam_resource_t *r) {
-    size_t v = atomic_fetch_add_explicit(&r->state, USER, memory_order_acquire);
+    size_t v = beam__atomic_add_acquire(&r->state, USER);
     if (BEAM__LIKELY(!(v & RELEASED)))
         return true;
     /* Undo. This may be the step that leaves the word at RELEASED: the
      * torn_down flag keeps teardown from running twice. */
-    v = atomic_fetch_sub_explicit(&r->state, USER, memory_order_acq_rel);
+    v = beam__atomic_sub_acq_rel(&r->state, USER);
     if (v == (USER | RELEASED))
         teardown(r);
     return false;
 }
 
 static inline void leave(beam_resource_t *r) {
-    size_t v = atomic_fetch_sub_explicit(&r->state, USER, memory_order_acq_rel);
+    size_t v = beam__atomic_sub_acq_rel(&r->state, USER);
     if (BEAM__UNLIKELY(v == (USER | RELEASED)))
         teardown(r); /* released while we were inside: ours to finish */
 }
@@ -283,8 +282,7 @@ static const beam_allocator_vtable dead_vtable = {dead_alloc, dead_resize,
 static void resource_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     beam_resource_t *r = obj;
-    size_t v =
-        atomic_fetch_or_explicit(&r->state, RELEASED, memory_order_acq_rel);
+    size_t v = beam__atomic_or_acq_rel(&r->state, RELEASED);
     if (v > RELEASED)
         /* A pin or call outlived the last reference: a caller's bug. The
          * memory goes anyway; better reported than kept forever. */
@@ -305,9 +303,8 @@ static bool open_type(ErlNifEnv *env) {
         (ErlNifResourceFlags)(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER), NULL);
     if (t == NULL)
         /* Keep what an earlier callback of this copy opened, if anything. */
-        return atomic_load_explicit(&resource_type, memory_order_acquire) !=
-               NULL;
-    atomic_store_explicit(&resource_type, t, memory_order_release);
+        return beam__atomic_load_acquire(&resource_type) != NULL;
+    beam__atomic_store_release(&resource_type, t);
     return true;
 }
 
@@ -316,13 +313,12 @@ void beam_nif_resource_on_load(ErlNifEnv *env) {
     /* The acknowledgements of reports (report.c): opened here, once the
      * load_info was accepted, like the type above. */
     beam__report_ack_open(env);
-    atomic_store_explicit(&opened_by_hook, true, memory_order_relaxed);
+    beam__atomic_store_relaxed(&opened_by_hook, true);
 }
 
 bool beam_resource_init(ErlNifEnv *env) {
-    if (atomic_load_explicit(&opened_by_hook, memory_order_relaxed))
-        return atomic_load_explicit(&resource_type, memory_order_acquire) !=
-               NULL;
+    if (beam__atomic_load_relaxed(&opened_by_hook))
+        return beam__atomic_load_acquire(&resource_type) != NULL;
     return open_type(env);
 }
 
@@ -331,8 +327,7 @@ bool beam_resource_init(ErlNifEnv *env) {
 beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
                                    beam_allocator_t parent, size_t user_size,
                                    ERL_NIF_TERM *term) {
-    ErlNifResourceType *type =
-        atomic_load_explicit(&resource_type, memory_order_acquire);
+    ErlNifResourceType *type = beam__atomic_load_acquire(&resource_type);
     if (type == NULL || (term != NULL && env == NULL))
         return NULL;
     if (kind != BEAM_RESOURCE_GPA && kind != BEAM_RESOURCE_ARENA)
@@ -344,11 +339,11 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
     if (r == NULL)
         return NULL;
     memset(r, 0, sizeof *r + user_size);
-    atomic_init(&r->state, 0);
-    atomic_init(&r->live_blocks, 0);
-    atomic_init(&r->live_bytes, 0);
-    atomic_init(&r->parent_bytes, 0);
-    atomic_init(&r->torn_down, false);
+    beam__atomic_init(&r->state, 0);
+    beam__atomic_init(&r->live_blocks, 0);
+    beam__atomic_init(&r->live_bytes, 0);
+    beam__atomic_init(&r->parent_bytes, 0);
+    beam__atomic_init(&r->torn_down, false);
     r->kind = kind;
     r->parent = parent.vtable != NULL ? parent : beam_large_allocator;
     r->user_size = user_size;
@@ -363,7 +358,7 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
         r->inner = beam_arena_allocator(&r->impl.arena);
         if (pthread_mutex_init(&r->lock, NULL) != 0) {
             /* Nothing to tear down: let the destructor skip it. */
-            atomic_store(&r->torn_down, true);
+            beam__atomic_store_seq_cst(&r->torn_down, true);
             enif_release_resource(r);
             return NULL;
         }
@@ -384,8 +379,7 @@ ERL_NIF_TERM beam_resource_term(ErlNifEnv *env, beam_resource_t *r) {
 
 bool beam_resource_get(ErlNifEnv *env, ERL_NIF_TERM term,
                        beam_resource_t **out) {
-    ErlNifResourceType *type =
-        atomic_load_explicit(&resource_type, memory_order_acquire);
+    ErlNifResourceType *type = beam__atomic_load_acquire(&resource_type);
     void *obj = NULL;
     if (type == NULL || !enif_get_resource(env, term, type, &obj)) {
         if (out != NULL)
@@ -430,16 +424,15 @@ void beam_resource_unpin(beam_resource_t *r) {
 void beam_resource_release(beam_resource_t *r) {
     if (r == NULL)
         return;
-    size_t v =
-        atomic_fetch_or_explicit(&r->state, RELEASED, memory_order_acq_rel);
+    size_t v = beam__atomic_or_acq_rel(&r->state, RELEASED);
     if (v == 0)
         teardown(r); /* nobody inside: now; otherwise the last to leave */
 }
 
 bool beam_resource_is_released(const beam_resource_t *r) {
-    return r == NULL || (atomic_load_explicit(&((beam_resource_t *)r)->state,
-                                              memory_order_acquire) &
-                         RELEASED) != 0;
+    return r == NULL ||
+           (beam__atomic_load_acquire(&((beam_resource_t *)r)->state) &
+            RELEASED) != 0;
 }
 
 beam_resource_usage beam_resource_usage_of(const beam_resource_t *res) {
@@ -451,14 +444,13 @@ beam_resource_usage beam_resource_usage_of(const beam_resource_t *res) {
     }
     beam_resource_t *r = (beam_resource_t *)res; /* atomics are read-only */
     u.kind = r->kind;
-    u.live_blocks = atomic_load_explicit(&r->live_blocks, memory_order_relaxed);
-    u.live_bytes = atomic_load_explicit(&r->live_bytes, memory_order_relaxed);
-    u.parent_bytes =
-        atomic_load_explicit(&r->parent_bytes, memory_order_relaxed);
+    u.live_blocks = beam__atomic_load_relaxed(&r->live_blocks);
+    u.live_bytes = beam__atomic_load_relaxed(&r->live_bytes);
+    u.parent_bytes = beam__atomic_load_relaxed(&r->parent_bytes);
     u.released = beam_resource_is_released(r);
     return u;
 }
 
 size_t beam_resource_live_count(void) {
-    return atomic_load_explicit(&live_allocators, memory_order_relaxed);
+    return beam__atomic_load_relaxed(&live_allocators);
 }

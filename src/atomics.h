@@ -1,0 +1,94 @@
+/*
+ * Every atomic operation of the library goes through these wrappers, one
+ * per operation and memory order, so a reader sees the order in the name
+ * and a grep for "beam__atomic_" finds every shared access.
+ *
+ * Two kinds of object:
+ *  - _Atomic objects (almost all): C11 <stdatomic.h> underneath.
+ *  - Plain objects that must stay plain (the *_plain wrappers): a field of
+ *    a public struct (C++ includes the public header, and C++17 has no
+ *    _Atomic), and fields whose only writer is their owner, read plainly
+ *    on its fast path and atomically by scans. gcc/clang builtins
+ *    underneath: clang rejects them on _Atomic objects, hence two sets.
+ *
+ * Compare-and-swap: the strong forms load with the same order on failure
+ * as far as C11 allows (callers use the value seen); the weak forms sit in
+ * retry loops that recompute from the value seen, which is read relaxed.
+ */
+#ifndef BEAM_ALLOC_ATOMICS_H
+#define BEAM_ALLOC_ATOMICS_H
+
+#include <stdatomic.h>
+
+#define BEAM__RLX memory_order_relaxed
+#define BEAM__ACQ memory_order_acquire
+#define BEAM__REL memory_order_release
+#define BEAM__AR memory_order_acq_rel
+#define BEAM__SC memory_order_seq_cst
+
+/* ---- _Atomic objects ----------------------------------------------------- */
+
+#define beam__atomic_init(p, v) atomic_init(p, v)
+
+#define beam__atomic_load_relaxed(p) atomic_load_explicit(p, BEAM__RLX)
+#define beam__atomic_load_acquire(p) atomic_load_explicit(p, BEAM__ACQ)
+#define beam__atomic_load_seq_cst(p) atomic_load_explicit(p, BEAM__SC)
+
+#define beam__atomic_store_relaxed(p, v) atomic_store_explicit(p, v, BEAM__RLX)
+#define beam__atomic_store_release(p, v) atomic_store_explicit(p, v, BEAM__REL)
+#define beam__atomic_store_seq_cst(p, v) atomic_store_explicit(p, v, BEAM__SC)
+
+/* Read-modify-write: each returns the value before. */
+#define beam__atomic_add_relaxed(p, v)                                         \
+    atomic_fetch_add_explicit(p, v, BEAM__RLX)
+#define beam__atomic_add_acquire(p, v)                                         \
+    atomic_fetch_add_explicit(p, v, BEAM__ACQ)
+#define beam__atomic_sub_relaxed(p, v)                                         \
+    atomic_fetch_sub_explicit(p, v, BEAM__RLX)
+#define beam__atomic_sub_release(p, v)                                         \
+    atomic_fetch_sub_explicit(p, v, BEAM__REL)
+#define beam__atomic_sub_acq_rel(p, v) atomic_fetch_sub_explicit(p, v, BEAM__AR)
+#define beam__atomic_or_acq_rel(p, v) atomic_fetch_or_explicit(p, v, BEAM__AR)
+#define beam__atomic_exchange_acquire(p, v)                                    \
+    atomic_exchange_explicit(p, v, BEAM__ACQ)
+#define beam__atomic_exchange_acq_rel(p, v)                                    \
+    atomic_exchange_explicit(p, v, BEAM__AR)
+
+/* Compare-and-swap: true when *p held *e and now holds d; otherwise *e
+ * receives the value seen. Strong, or weak for retry loops. */
+#define BEAM__CAS(kind, p, e, d, ok, seen)                                     \
+    atomic_compare_exchange_##kind##_explicit(p, e, d, ok, seen)
+#define beam__atomic_cas_acquire(p, e, d)                                      \
+    BEAM__CAS(strong, p, e, d, BEAM__ACQ, BEAM__ACQ)
+#define beam__atomic_cas_acq_rel(p, e, d)                                      \
+    BEAM__CAS(strong, p, e, d, BEAM__AR, BEAM__ACQ)
+#define beam__atomic_cas_weak_relaxed(p, e, d)                                 \
+    BEAM__CAS(weak, p, e, d, BEAM__RLX, BEAM__RLX)
+#define beam__atomic_cas_weak_release(p, e, d)                                 \
+    BEAM__CAS(weak, p, e, d, BEAM__REL, BEAM__RLX)
+#define beam__atomic_cas_weak_acq_rel(p, e, d)                                 \
+    BEAM__CAS(weak, p, e, d, BEAM__AR, BEAM__RLX)
+
+/* A counter with a single writer (a thread's own statistics): a relaxed
+ * load and store, no locked instruction; readers on other threads see
+ * whole values. */
+#define beam__atomic_bump(p, by)                                               \
+    beam__atomic_store_relaxed(p, beam__atomic_load_relaxed(p) + (by))
+
+/* Keeps the compiler from moving memory accesses across it (the other
+ * half of an ordering that a process-wide barrier provides). */
+#define beam__atomic_compiler_fence() atomic_signal_fence(BEAM__SC)
+
+/* ---- plain objects ------------------------------------------------------- */
+
+#define beam__atomic_load_plain_relaxed(p) __atomic_load_n(p, __ATOMIC_RELAXED)
+#define beam__atomic_load_plain_acquire(p) __atomic_load_n(p, __ATOMIC_ACQUIRE)
+#define beam__atomic_store_plain_relaxed(p, v)                                 \
+    __atomic_store_n(p, v, __ATOMIC_RELAXED)
+#define beam__atomic_store_plain_release(p, v)                                 \
+    __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#define beam__atomic_cas_plain_acq_rel(p, expected, desired)                   \
+    __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL,     \
+                                __ATOMIC_ACQUIRE)
+
+#endif
