@@ -151,17 +151,11 @@ BEAM_NIF(drop) {
 static ERL_NIF_TERM usage_map(ErlNifEnv *env) {
     beam_gpa_usage u =
         beam_gpa_usage_of(&beam_general_purpose_allocator_instance);
-    ERL_NIF_TERM keys[] = {enif_make_atom(env, "live_blocks"),
-                           enif_make_atom(env, "live_bytes"),
-                           enif_make_atom(env, "backing_bytes"),
-                           enif_make_atom(env, "misuse_count")};
-    ERL_NIF_TERM vals[] = {enif_make_uint64(env, u.live_blocks),
-                           enif_make_uint64(env, u.live_bytes),
-                           enif_make_uint64(env, u.backing_bytes),
-                           enif_make_uint64(env, u.misuse_count)};
-    ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, vals, 4, &map);
-    return map;
+    static const char *const names[] = {"live_blocks", "live_bytes",
+                                        "backing_bytes", "misuse_count"};
+    uint64_t values[] = {u.live_blocks, u.live_bytes, u.backing_bytes,
+                         u.misuse_count};
+    return make_uint_map(env, 4, names, values);
 }
 
 /* collect(): beam_gpa_collect on the process-wide instance, then its usage. */
