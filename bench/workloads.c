@@ -289,6 +289,16 @@ typedef struct bench_mt {
     int err[2];
 } bench_mt;
 
+static void bench_mt_init(bench_mt *m, bench_ctx *c, const bench_spec *s,
+                          size_t ops) {
+    memset(m, 0, sizeof *m);
+    m->ctx = c;
+    m->spec = s;
+    m->ops = ops;
+    atomic_init(&m->ready, 0);
+    atomic_init(&m->go, 0);
+}
+
 typedef struct bench_rss_result {
     size_t peak_live;  /* largest sum of live requested bytes */
     size_t rss_before; /* resident bytes before the first allocation */
