@@ -388,13 +388,15 @@ static void raw_cell(char *buf, size_t n, const ctx *c, const char *wl) {
     fmt_num(buf, n, ratio(c, "raw", "enif", wl), "x");
 }
 
-/* Opens dir/name for writing, its path in path (n bytes); NULL, said on
- * stderr, when it cannot. */
+/* Opens dir/name for writing, its path in path (n bytes); when it cannot,
+ * the report fails (exit status 1) with the reason on stderr. */
 static FILE *create(char *path, size_t n, const char *dir, const char *name) {
     snprintf(path, n, "%s/%s", dir, name);
     FILE *f = fopen(path, "w");
-    if (!f)
+    if (!f) {
         perror(path);
+        exit(1);
+    }
     return f;
 }
 
@@ -414,8 +416,6 @@ int main(int argc, char **argv) {
 
     /* results.csv */
     FILE *csv = create(path, sizeof path, outdir, "results.csv");
-    if (!csv)
-        return 1;
     fprintf(csv, "setting,sched,allocator,workload,status,ops,median_ns_per_"
                  "op,min_ns_per_op,max_ns_per_op,reps_ns_per_op,vs_mimalloc,"
                  "vs_malloc,vs_enif,peak_live_bytes,rss_delta_bytes,"
@@ -463,8 +463,6 @@ int main(int argc, char **argv) {
 
     /* results.md */
     FILE *md = create(path, sizeof path, outdir, "results.md");
-    if (!md)
-        return 1;
     fprintf(md, "# beam_alloc benchmarks\n\n"
                 "Produced by `make bench` (bench/run.sh) in one run; "
                 "numbers are ns per operation, median of the repetitions "
@@ -675,8 +673,6 @@ int main(int argc, char **argv) {
     /* Chart data and script. */
     char datpath[1024];
     FILE *dat = create(datpath, sizeof datpath, workdir, "chart.dat");
-    if (!dat)
-        return 1;
     fprintf(dat, "# alloc standalone beam_normal beam_dirty rss_sa rss_beam\n");
     for (int a = 0; a < nal; a++) {
         fprintf(dat, "%s", al_names[a]);
@@ -700,8 +696,6 @@ int main(int argc, char **argv) {
     }
     fclose(dat);
     FILE *gp = create(path, sizeof path, workdir, "chart.gp");
-    if (!gp)
-        return 1;
     fprintf(gp,
             "set terminal pngcairo noenhanced size 1400,1000 font 'sans,11'\n"
             "set output '%s/chart.png'\n"
