@@ -40,25 +40,24 @@ defmodule BeamAlloc.NifGlueTest do
   end
 
   describe "alignment" do
-    test "the large allocator serves 1024-byte alignment" do
-      for size <- [1, 1000, 1024, 5000] do
-        assert {:ok, address} = Glue.alloc_aligned(:large, size, 1024)
-        assert rem(address, 1024) == 0
+    # A block of each size from allocator kind, at alignment.
+    defp assert_aligned(kind, sizes, alignment) do
+      for size <- sizes do
+        assert {:ok, address} = Glue.alloc_aligned(kind, size, alignment)
+        assert rem(address, alignment) == 0
       end
+    end
+
+    test "the large allocator serves 1024-byte alignment" do
+      assert_aligned(:large, [1, 1000, 1024, 5000], 1024)
     end
 
     test "the general purpose allocator serves 1024-byte alignment" do
-      for size <- [1, 1000, 1024, 20_000] do
-        assert {:ok, address} = Glue.alloc_aligned(:gpa, size, 1024)
-        assert rem(address, 1024) == 0
-      end
+      assert_aligned(:gpa, [1, 1000, 1024, 20_000], 1024)
     end
 
     test "the raw allocator serves up to 8 bytes" do
-      for alignment <- [1, 2, 4, 8] do
-        assert {:ok, address} = Glue.alloc_aligned(:raw, 24, alignment)
-        assert rem(address, alignment) == 0
-      end
+      for alignment <- [1, 2, 4, 8], do: assert_aligned(:raw, [24], alignment)
     end
 
     test "the raw allocator refuses 16-byte alignment" do
