@@ -115,19 +115,11 @@ defmodule BeamAlloc.NifGlueTest do
 
   describe "custom allocator" do
     test "sees every allocation of the call" do
-      assert :ok = Glue.custom_alloc(100)
-      msgs = messages()
-      assert {:alloc, 100} in msgs
-      assert {:free, 200} in msgs
-      assert balance(msgs) == 0
+      assert_sees_every_allocation(&Glue.custom_alloc/1, 100)
     end
 
     test "works on dirty schedulers" do
-      assert :ok = Glue.custom_alloc_dirty(1000)
-      msgs = messages()
-      assert {:alloc, 1000} in msgs
-      assert {:free, 2000} in msgs
-      assert balance(msgs) == 0
+      assert_sees_every_allocation(&Glue.custom_alloc_dirty/1, 1000)
     end
 
     test "bad arguments raise ArgumentError and allocate nothing" do
@@ -195,6 +187,16 @@ defmodule BeamAlloc.NifGlueTest do
       assert Glue.current_function() == "BeamAlloc.Test.Glue.current_function/0"
       assert Glue.raw_current_function() == nil
     end
+  end
+
+  # custom_alloc(n) (or its dirty twin) allocates n bytes, grows them to
+  # 2n and frees them: its allocator must be told of each step.
+  defp assert_sees_every_allocation(custom_alloc, n) do
+    assert :ok = custom_alloc.(n)
+    msgs = messages()
+    assert {:alloc, n} in msgs
+    assert {:free, 2 * n} in msgs
+    assert balance(msgs) == 0
   end
 
   # The custom allocator's messages to this process, in order.
