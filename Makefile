@@ -150,7 +150,7 @@ clean:
 	rm -rf $(BUILD) _build priv
 
 format:
-	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h
+	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
 # `make nifs` is what mix's :beam_alloc_make compiler runs (see
@@ -202,14 +202,14 @@ LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
 $(LIBDW_STAMP):
 	@mkdir -p $(@D) && touch $@
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c $(LIBDW_STAMP)
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP)
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing (no /usr/include/elfutils/libdwfl.h): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
-$(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(TESTING_SO): c_src/beam_alloc_testing.c c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 

@@ -38,6 +38,7 @@
  */
 #define _GNU_SOURCE
 #include "../src/nif/abi.h"
+#include "nif_text.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -604,15 +605,6 @@ static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name) {
     return enif_make_atom(env, name);
 }
 
-static ERL_NIF_TERM string(ErlNifEnv *env, const char *s) {
-    size_t len = strlen(s);
-    ERL_NIF_TERM bin;
-    unsigned char *p = enif_make_new_binary(env, len, &bin);
-    if (p != NULL)
-        memcpy(p, s, len);
-    return bin;
-}
-
 /* The session of argv[0], owned by the caller; NULL otherwise. */
 static session *owned_session(ErlNifEnv *env, ERL_NIF_TERM term) {
     session_ref *ref;
@@ -684,7 +676,8 @@ static ERL_NIF_TERM nif_attach(ErlNifEnv *env, int argc,
     pthread_mutex_lock(&s->lock);
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = s->nlibs; i-- > 0;)
-        list = enif_make_list_cell(env, string(env, s->libs[i].module), list);
+        list =
+            enif_make_list_cell(env, text_binary(env, s->libs[i].module), list);
     pthread_mutex_unlock(&s->lock);
     return list;
 }
@@ -726,7 +719,7 @@ static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
     char buf[512];
     if (site == 0)
         return atom(env, "undefined");
-    return string(env, beam__describe_addr(site, buf, sizeof buf));
+    return text_binary(env, beam__describe_addr(site, buf, sizeof buf));
 }
 
 static ERL_NIF_TERM kind_term(ErlNifEnv *env, int kind) {
@@ -786,8 +779,8 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
     for (size_t i = s->nmisuse < MAX_MISUSE ? s->nmisuse : MAX_MISUSE; i-- > 0;)
         misuse = enif_make_list_cell(
             env,
-            enif_make_tuple3(env, string(env, s->misuse[i].kind),
-                             string(env, s->misuse[i].line),
+            enif_make_tuple3(env, text_binary(env, s->misuse[i].kind),
+                             text_binary(env, s->misuse[i].line),
                              enif_make_uint64(env, s->misuse[i].after)),
             misuse);
 
