@@ -15,6 +15,17 @@
 #include <stdint.h>
 #include <string.h>
 
+/* A NIF and its twin name_dirty, which the module's table puts on a dirty
+ * scheduler: both are body(env, argv), each a C function of its own so
+ * that each table entry has its own. */
+#define NIF_WITH_DIRTY_TWIN(name, body)                                        \
+    BEAM_NIF(name) {                                                           \
+        return body(env, argv);                                                \
+    }                                                                          \
+    BEAM_NIF(name##_dirty) {                                                   \
+        return body(env, argv);                                                \
+    }
+
 /* A non-negative integer that fits size_t. */
 static inline bool get_size(ErlNifEnv *env, ERL_NIF_TERM term, size_t *out) {
     ErlNifUInt64 v;

@@ -440,12 +440,7 @@ static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     return failed ? alloc_error(env, r) : result;
 }
 
-BEAM_NIF(churn) {
-    return run_churn(env, argv);
-}
-BEAM_NIF(churn_dirty) {
-    return run_churn(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(churn, run_churn)
 
 static ErlNifFunc funcs[] = {
     {"new", 1, new, 0},

@@ -68,18 +68,8 @@ static ERL_NIF_TERM free_block(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     return ok ? enif_make_atom(env, "ok") : beam_make_error(env, "corrupted");
 }
 
-BEAM_NIF(block_new) {
-    return new_block(env, argv);
-}
-BEAM_NIF(block_new_dirty) {
-    return new_block(env, argv);
-}
-BEAM_NIF(block_free) {
-    return free_block(env, argv);
-}
-BEAM_NIF(block_free_dirty) {
-    return free_block(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(block_new, new_block)
+NIF_WITH_DIRTY_TWIN(block_free, free_block)
 
 /* churn(iterations, seed): a private workload inside one call
  * (churn_blocks), mixed sizes from 1 byte to a few above the slab limit.
@@ -98,12 +88,7 @@ static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
                         argv[0], argv[1], &failed);
 }
 
-BEAM_NIF(churn) {
-    return run_churn(env, argv);
-}
-BEAM_NIF(churn_dirty) {
-    return run_churn(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(churn, run_churn)
 
 /* --- The process-wide instance's state --------------------------------- */
 

@@ -78,12 +78,7 @@ static ERL_NIF_TERM grow_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     }
     return enif_make_atom(env, "ok");
 }
-BEAM_NIF(grow) {
-    return grow_impl(env, argv);
-}
-BEAM_NIF(grow_dirty) {
-    return grow_impl(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(grow, grow_impl)
 
 /* checked(iterations, seed): a leak_check call that also uses the
  * process-wide instance, each call a new instance on this thread. */
@@ -128,12 +123,7 @@ static ERL_NIF_TERM hold_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     }
     return bin;
 }
-BEAM_NIF(hold) {
-    return hold_impl(env, argv);
-}
-BEAM_NIF(hold_dirty) {
-    return hold_impl(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(hold, hold_impl)
 
 /* drop(binary, len): free what hold returned. */
 BEAM_NIF(drop) {
