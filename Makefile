@@ -150,7 +150,7 @@ clean:
 	rm -rf $(BUILD) _build priv
 
 format:
-	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c
+	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
 # `make nifs` is what mix's :beam_alloc_make compiler runs (see
@@ -178,6 +178,8 @@ NIF_CXXFLAGS := -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_
 # The test NIFs of the adapter headers link what they adapt.
 $(MIX_APP_PATH)/priv/adapters_nif.so: NIF_LIBS := -lz -lzstd
 $(MIX_APP_PATH)/priv/sqlite_nif.so: NIF_LIBS := -lsqlite3
+# SqliteNif fills bench-sqlite's orders database (one workload for both).
+$(MIX_APP_PATH)/priv/sqlite_nif.so: bench/sqlite/orders.h
 
 .PHONY: nifs
 
@@ -200,14 +202,14 @@ LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
 $(LIBDW_STAMP):
 	@mkdir -p $(@D) && touch $@
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c $(LIBDW_STAMP)
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP)
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing (no /usr/include/elfutils/libdwfl.h): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
-$(TESTING_SO): c_src/beam_alloc_testing.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(TESTING_SO): c_src/beam_alloc_testing.c c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
@@ -287,7 +289,7 @@ bench:
 .PHONY: bench-sqlite bench-sqlite-run
 SQLITE_BENCH_SO := $(BUILD)/bench/sqlite_bench_nif.so
 
-$(SQLITE_BENCH_SO): bench/sqlite/sqlite_bench_nif.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(SQLITE_BENCH_SO): bench/sqlite/sqlite_bench_nif.c bench/sqlite/orders.h $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) -O2 -g $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -lsqlite3 -lmimalloc -o $@
 

@@ -47,6 +47,15 @@ static double since(double start_us, long start_csw) {
     return t;
 }
 
+/* The time of one alloc and free of len bytes on a, as since() gives it. */
+static double timed_call(beam_allocator_t a, size_t len) {
+    long csw = preemptions();
+    double start = now_us();
+    void *p = beam_alloc_bytes(a, len, 8);
+    beam_free_bytes(a, p, len, 8);
+    return since(start, csw);
+}
+
 static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -102,11 +111,7 @@ int main(int argc, char **argv) {
             beam_gpa_deinit(&checker);
             throwaway[r * 8 + (size_t)k] = since(a, csw);
         }
-        long csw = preemptions();
-        double a = now_us();
-        void *p = beam_alloc_bytes(g, len, 8);
-        beam_free_bytes(g, p, len, 8);
-        wide[r] = since(a, csw);
+        wide[r] = timed_call(g, len);
     }
     worst = report("process-wide call after 8 dead instances", wide, rounds);
     report("leak_check-like instance (init..deinit)", throwaway, rounds * 8);
@@ -121,18 +126,10 @@ int main(int argc, char **argv) {
     }
     for (size_t r = 0; r < rounds; r++) {
         for (int k = 0; k < 8; k++) {
-            long csw = preemptions();
-            double a = now_us();
-            beam_allocator_t c = beam_gpa_allocator(&live[k]);
-            void *p = beam_alloc_bytes(c, 100, 8);
-            beam_free_bytes(c, p, 100, 8);
-            throwaway[r * 8 + (size_t)k] = since(a, csw);
+            throwaway[r * 8 + (size_t)k] =
+                timed_call(beam_gpa_allocator(&live[k]), 100);
         }
-        long csw = preemptions();
-        double a = now_us();
-        void *p = beam_alloc_bytes(g, len, 8);
-        beam_free_bytes(g, p, len, 8);
-        wide[r] = since(a, csw);
+        wide[r] = timed_call(g, len);
     }
     double evicted = report("process-wide call, its heap evicted by live ones",
                             wide, rounds);

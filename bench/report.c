@@ -89,72 +89,76 @@ static void add_alloc_name(const char *name) {
         copy(al_names[nal++], sizeof al_names[0], name);
 }
 
-static int read_raw(const char *path) {
+/* Calls take(line) on each line of the file at path, without its line end,
+ * while take returns true. */
+static int read_lines(const char *path, bool (*take)(char *line)) {
     FILE *f = fopen(path, "r");
     if (!f) {
         perror(path);
         return -1;
     }
     char line[2048];
-    while (fgets(line, sizeof line, f) && nrows < MAXROWS) {
+    while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\r\n")] = 0;
-        if (line[0] == 0 || line[0] == '#')
-            continue;
-        row *r = &rows[nrows];
-        memset(r, 0, sizeof *r);
-        char *s = line;
-        copy(r->setting, sizeof r->setting, field(&s));
-        copy(r->sched, sizeof r->sched, field(&s));
-        copy(r->alloc, sizeof r->alloc, field(&s));
-        copy(r->wl, sizeof r->wl, field(&s));
-        copy(r->status, sizeof r->status, field(&s));
-        r->ops = (size_t)strtoull(field(&s), NULL, 10);
-        char *vals = field(&s);
-        copy(r->note, sizeof r->note, s);
-        char *end;
-        while (r->nv < MAXV) {
-            double d = strtod(vals, &end);
-            if (end == vals)
-                break;
-            r->v[r->nv++] = d;
-            vals = end;
-        }
-        if (r->alloc[0] == 0 || r->wl[0] == 0)
-            continue;
-        if (strcmp(r->wl, "rss_mixed") != 0 && r->nv > 0) {
-            double t[MAXV];
-            memcpy(t, r->v, sizeof(double) * (size_t)r->nv);
-            qsort(t, (size_t)r->nv, sizeof t[0], cmp_double);
-            r->min = t[0];
-            r->max = t[r->nv - 1];
-            r->med = r->nv % 2 ? t[r->nv / 2]
-                               : (t[r->nv / 2 - 1] + t[r->nv / 2]) / 2;
-        }
-        add_alloc_name(r->alloc);
-        nrows++;
+        if (!take(line))
+            break;
     }
     fclose(f);
     return 0;
 }
 
-static int read_workloads(const char *path) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        perror(path);
-        return -1;
+/* A line of raw.csv into rows[]. */
+static bool take_raw(char *line) {
+    if (nrows >= MAXROWS)
+        return false;
+    if (line[0] == 0 || line[0] == '#')
+        return true;
+    row *r = &rows[nrows];
+    memset(r, 0, sizeof *r);
+    char *s = line;
+    copy(r->setting, sizeof r->setting, field(&s));
+    copy(r->sched, sizeof r->sched, field(&s));
+    copy(r->alloc, sizeof r->alloc, field(&s));
+    copy(r->wl, sizeof r->wl, field(&s));
+    copy(r->status, sizeof r->status, field(&s));
+    r->ops = (size_t)strtoull(field(&s), NULL, 10);
+    char *vals = field(&s);
+    copy(r->note, sizeof r->note, s);
+    char *end;
+    while (r->nv < MAXV) {
+        double d = strtod(vals, &end);
+        if (end == vals)
+            break;
+        r->v[r->nv++] = d;
+        vals = end;
     }
-    char line[512];
-    while (fgets(line, sizeof line, f) && nwl < MAXNAMES) {
-        line[strcspn(line, "\r\n")] = 0;
-        char *s = line;
-        copy(wl_names[nwl], sizeof wl_names[0], field_sep(&s, '\t'));
-        copy(wl_desc[nwl], sizeof wl_desc[0], field_sep(&s, '\t'));
-        wl_ops[nwl] = (size_t)strtoull(field_sep(&s, '\t'), NULL, 10);
-        if (wl_names[nwl][0])
-            nwl++;
+    if (r->alloc[0] == 0 || r->wl[0] == 0)
+        return true;
+    if (strcmp(r->wl, "rss_mixed") != 0 && r->nv > 0) {
+        double t[MAXV];
+        memcpy(t, r->v, sizeof(double) * (size_t)r->nv);
+        qsort(t, (size_t)r->nv, sizeof t[0], cmp_double);
+        r->min = t[0];
+        r->max = t[r->nv - 1];
+        r->med =
+            r->nv % 2 ? t[r->nv / 2] : (t[r->nv / 2 - 1] + t[r->nv / 2]) / 2;
     }
-    fclose(f);
-    return 0;
+    add_alloc_name(r->alloc);
+    nrows++;
+    return true;
+}
+
+/* A line of the workloads list (name, description, ops; tab-separated). */
+static bool take_workload(char *line) {
+    if (nwl >= MAXNAMES)
+        return false;
+    char *s = line;
+    copy(wl_names[nwl], sizeof wl_names[0], field_sep(&s, '\t'));
+    copy(wl_desc[nwl], sizeof wl_desc[0], field_sep(&s, '\t'));
+    wl_ops[nwl] = (size_t)strtoull(field_sep(&s, '\t'), NULL, 10);
+    if (wl_names[nwl][0])
+        nwl++;
+    return true;
 }
 
 /* Allocators in a fixed, readable order; unknown ones after. */
@@ -306,6 +310,21 @@ static void emit(FILE *md, const table *t) {
     ttext(stdout, t);
 }
 
+/* Row r of the headline table: what, where, the ratio of the median of
+ * (a1, w1) to that of (a2, w2), and both medians as pair_fmt puts them. */
+static void headline(table *t, int r, const char *what, const char *where,
+                     const ctx *c, const char *a1, const char *w1,
+                     const char *a2, const char *w2, const char *pair_fmt) {
+    char a[32], b[32];
+    double x = ns(c, a1, w1), y = ns(c, a2, w2);
+    fmt_num(a, sizeof a, x, "");
+    fmt_num(b, sizeof b, y, "");
+    tset(t, r, 0, "%s", what);
+    tset(t, r, 1, "%s", where);
+    tnum(t, r, 2, x / y, "x");
+    tset(t, r, 3, pair_fmt, a, b);
+}
+
 /* A cell's text in the ns table: the median, or why there is none. */
 static void cell_text(char *buf, size_t n, const ctx *c, const char *a,
                       const char *wl) {
@@ -322,6 +341,65 @@ static void cell_text(char *buf, size_t n, const ctx *c, const char *a,
         snprintf(buf, n, "ERROR");
 }
 
+/* A cell of a table by context: the text for row name in context c. */
+typedef void cell_fn(char *buf, size_t n, const ctx *c, const char *name);
+
+/* A table with a row per name and a column per context from ctxs[from]
+ * on, each cell from cell(); emitted. */
+static void ctx_table(FILE *md, table *t, const char *title, const char *first,
+                      int from, const char (*names)[32], int count,
+                      cell_fn *cell) {
+    tinit(t, title, NCTX - from + 1);
+    tset(t, 0, 0, "%s", first);
+    for (int k = from; k < NCTX; k++)
+        tset(t, 0, k - from + 1, "%s", ctxs[k].label);
+    for (int i = 0; i < count; i++) {
+        tset(t, i + 1, 0, "%s", names[i]);
+        for (int k = from; k < NCTX; k++) {
+            char b[64];
+            cell(b, sizeof b, &ctxs[k], names[i]);
+            tset(t, i + 1, k - from + 1, "%s", b);
+        }
+    }
+    emit(md, t);
+}
+
+/* 2-thread churn over 1-thread churn of allocator a. */
+static void scaling_cell(char *buf, size_t n, const ctx *c, const char *a) {
+    fmt_num(buf, n, ns(c, a, "churn_8_512") / ns(c, a, "mt2_churn_8_512"), "x");
+}
+
+/* Cross-thread frees of a: the ratio to mimalloc and (ns/op). */
+static void xthread_cell(char *buf, size_t n, const ctx *c, const char *a) {
+    char q[32], v[32];
+    fmt_num(q, sizeof q, ratio(c, a, "mimalloc", "xthread_8_512"), "x");
+    cell_text(v, sizeof v, c, a, "xthread_8_512");
+    if (strcmp(q, "-") == 0)
+        snprintf(buf, n, "%s", v);
+    else
+        snprintf(buf, n, "%s (%s)", q, v);
+}
+
+static void arena_cell(char *buf, size_t n, const ctx *c, const char *wl) {
+    fmt_num(buf, n, ratio(c, "arena", "bump", wl), "x");
+}
+
+static void raw_cell(char *buf, size_t n, const ctx *c, const char *wl) {
+    fmt_num(buf, n, ratio(c, "raw", "enif", wl), "x");
+}
+
+/* Opens dir/name for writing, its path in path (n bytes); when it cannot,
+ * the report fails (exit status 1) with the reason on stderr. */
+static FILE *create(char *path, size_t n, const char *dir, const char *name) {
+    snprintf(path, n, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    return f;
+}
+
 /* ----------------------------------------------------------------- main */
 
 int main(int argc, char **argv) {
@@ -330,19 +408,14 @@ int main(int argc, char **argv) {
                         "MACHINE.txt OUTDIR WORKDIR\n");
         return 2;
     }
-    if (read_raw(argv[1]) || read_workloads(argv[2]))
+    if (read_lines(argv[1], take_raw) || read_lines(argv[2], take_workload))
         return 1;
     order_allocs();
     const char *outdir = argv[4], *workdir = argv[5];
     char path[1024];
 
     /* results.csv */
-    snprintf(path, sizeof path, "%s/results.csv", outdir);
-    FILE *csv = fopen(path, "w");
-    if (!csv) {
-        perror(path);
-        return 1;
-    }
+    FILE *csv = create(path, sizeof path, outdir, "results.csv");
     fprintf(csv, "setting,sched,allocator,workload,status,ops,median_ns_per_"
                  "op,min_ns_per_op,max_ns_per_op,reps_ns_per_op,vs_mimalloc,"
                  "vs_malloc,vs_enif,peak_live_bytes,rss_delta_bytes,"
@@ -389,12 +462,7 @@ int main(int argc, char **argv) {
     fclose(csv);
 
     /* results.md */
-    snprintf(path, sizeof path, "%s/results.md", outdir);
-    FILE *md = fopen(path, "w");
-    if (!md) {
-        perror(path);
-        return 1;
-    }
+    FILE *md = create(path, sizeof path, outdir, "results.md");
     fprintf(md, "# beam_alloc benchmarks\n\n"
                 "Produced by `make bench` (bench/run.sh) in one run; "
                 "numbers are ns per operation, median of the repetitions "
@@ -454,57 +522,26 @@ int main(int argc, char **argv) {
         const char *where = k == 0   ? "standalone"
                             : k == 1 ? "BEAM normal"
                                      : "BEAM dirty";
-        char a[32], b[32];
-        fmt_num(a, sizeof a, ns(c, "gpa", cs), "");
-        fmt_num(b, sizeof b, ns(c, "mimalloc", cs), "");
-        tset(&t, r, 0, "GPA churn 8-512 B vs mimalloc");
-        tset(&t, r, 1, "%s", where);
-        tnum(&t, r, 2, ratio(c, "gpa", "mimalloc", cs), "x");
-        tset(&t, r++, 3, "%s vs %s", a, b);
-        fmt_num(b, sizeof b, ns(c, c->ref2, cs), "");
-        tset(&t, r, 0, "GPA churn 8-512 B vs %s",
-             k == 0 ? "glibc malloc" : "enif_alloc");
-        tset(&t, r, 1, "%s", where);
-        tnum(&t, r, 2, ratio(c, "gpa", c->ref2, cs), "x");
-        tset(&t, r++, 3, "%s vs %s", a, b);
-        fmt_num(a, sizeof a, ns(c, "gpa_track", cs), "");
-        fmt_num(b, sizeof b, ns(c, "gpa", cs), "");
-        tset(&t, r, 0, "GPA tracking on vs off, churn 8-512 B");
-        tset(&t, r, 1, "%s", where);
-        tnum(&t, r, 2, ratio(c, "gpa_track", "gpa", cs), "x");
-        tset(&t, r++, 3, "%s vs %s", a, b);
-        fmt_num(a, sizeof a, ns(c, "gpa_frames", cs), "");
-        tset(&t, r, 0, "GPA tracked with 6 frames vs off, churn 8-512 B");
-        tset(&t, r, 1, "%s", where);
-        tnum(&t, r, 2, ratio(c, "gpa_frames", "gpa", cs), "x");
-        tset(&t, r++, 3, "%s vs %s", a, b);
-        double s1 = ns(c, "gpa", cs), s2 = ns(c, "gpa", "mt2_churn_8_512");
-        fmt_num(a, sizeof a, s1, "");
-        fmt_num(b, sizeof b, s2, "");
-        tset(&t, r, 0, "GPA 2-thread / 1-thread throughput");
-        tset(&t, r, 1, "%s", where);
-        tnum(&t, r, 2, s1 / s2, "x");
-        tset(&t, r++, 3, "1T %s, 2T %s per op", a, b);
-        fmt_num(a, sizeof a, ns(c, "gpa", "xthread_8_512"), "");
-        fmt_num(b, sizeof b, ns(c, "mimalloc", "xthread_8_512"), "");
-        tset(&t, r, 0, "GPA cross-thread free vs mimalloc");
-        tset(&t, r, 1, "%s", where);
-        tnum(&t, r, 2, ratio(c, "gpa", "mimalloc", "xthread_8_512"), "x");
-        tset(&t, r++, 3, "%s vs %s", a, b);
-        fmt_num(a, sizeof a, ns(c, "arena", cs), "");
-        fmt_num(b, sizeof b, ns(c, "bump", cs), "");
-        tset(&t, r, 0, "arena vs bare bump, churn 8-512 B");
-        tset(&t, r, 1, "%s", where);
-        tnum(&t, r, 2, ratio(c, "arena", "bump", cs), "x");
-        tset(&t, r++, 3, "%s vs %s", a, b);
-        if (k > 0) {
-            fmt_num(a, sizeof a, ns(c, "raw", cs), "");
-            fmt_num(b, sizeof b, ns(c, "enif", cs), "");
-            tset(&t, r, 0, "raw vs direct enif_alloc, churn 8-512 B");
-            tset(&t, r, 1, "%s", where);
-            tnum(&t, r, 2, ratio(c, "raw", "enif", cs), "x");
-            tset(&t, r++, 3, "%s vs %s", a, b);
-        }
+        const char *vs = "%s vs %s";
+        headline(&t, r++, "GPA churn 8-512 B vs mimalloc", where, c, "gpa", cs,
+                 "mimalloc", cs, vs);
+        headline(&t, r++,
+                 k == 0 ? "GPA churn 8-512 B vs glibc malloc"
+                        : "GPA churn 8-512 B vs enif_alloc",
+                 where, c, "gpa", cs, c->ref2, cs, vs);
+        headline(&t, r++, "GPA tracking on vs off, churn 8-512 B", where, c,
+                 "gpa_track", cs, "gpa", cs, vs);
+        headline(&t, r++, "GPA tracked with 6 frames vs off, churn 8-512 B",
+                 where, c, "gpa_frames", cs, "gpa", cs, vs);
+        headline(&t, r++, "GPA 2-thread / 1-thread throughput", where, c, "gpa",
+                 cs, "gpa", "mt2_churn_8_512", "1T %s, 2T %s per op");
+        headline(&t, r++, "GPA cross-thread free vs mimalloc", where, c, "gpa",
+                 "xthread_8_512", "mimalloc", "xthread_8_512", vs);
+        headline(&t, r++, "arena vs bare bump, churn 8-512 B", where, c,
+                 "arena", cs, "bump", cs, vs);
+        if (k > 0)
+            headline(&t, r++, "raw vs direct enif_alloc, churn 8-512 B", where,
+                     c, "raw", cs, "enif", cs, vs);
     }
     for (int s = 0; s < 2; s++) {
         const char *setting = s == 0 ? "standalone" : "beam";
@@ -520,75 +557,21 @@ int main(int argc, char **argv) {
     emit(md, &t);
 
     /* 2 threads vs 1. */
-    tinit(&t,
-          "2-thread churn throughput / 1-thread (8-512 B; 2.0 = perfect "
-          "scaling on 2 cores)",
-          NCTX + 1);
-    tset(&t, 0, 0, "allocator");
-    for (int k = 0; k < NCTX; k++)
-        tset(&t, 0, k + 1, "%s", ctxs[k].label);
-    for (int a = 0; a < nal; a++) {
-        tset(&t, a + 1, 0, "%s", al_names[a]);
-        for (int k = 0; k < NCTX; k++)
-            tnum(&t, a + 1, k + 1,
-                 ns(&ctxs[k], al_names[a], cs) /
-                     ns(&ctxs[k], al_names[a], "mt2_churn_8_512"),
-                 "x");
-    }
-    emit(md, &t);
-
-    /* Cross-thread vs mimalloc. */
-    tinit(&t,
-          "Producer/consumer cross-thread frees: ratio to mimalloc "
-          "(ns/op in brackets)",
-          NCTX + 1);
-    tset(&t, 0, 0, "allocator");
-    for (int k = 0; k < NCTX; k++)
-        tset(&t, 0, k + 1, "%s", ctxs[k].label);
-    for (int a = 0; a < nal; a++) {
-        tset(&t, a + 1, 0, "%s", al_names[a]);
-        for (int k = 0; k < NCTX; k++) {
-            char q[32], v[32];
-            fmt_num(q, sizeof q,
-                    ratio(&ctxs[k], al_names[a], "mimalloc", "xthread_8_512"),
-                    "x");
-            cell_text(v, sizeof v, &ctxs[k], al_names[a], "xthread_8_512");
-            if (strcmp(q, "-") == 0)
-                tset(&t, a + 1, k + 1, "%s", v);
-            else
-                tset(&t, a + 1, k + 1, "%s (%s)", q, v);
-        }
-    }
-    emit(md, &t);
-
-    /* Arena vs bump. */
-    tinit(&t, "arena (through the interface) / bare pointer bump", NCTX + 1);
-    tset(&t, 0, 0, "workload");
-    for (int k = 0; k < NCTX; k++)
-        tset(&t, 0, k + 1, "%s", ctxs[k].label);
-    for (int w = 0; w < nwl; w++) {
-        tset(&t, w + 1, 0, "%s", wl_names[w]);
-        for (int k = 0; k < NCTX; k++)
-            tnum(&t, w + 1, k + 1,
-                 ratio(&ctxs[k], "arena", "bump", wl_names[w]), "x");
-    }
-    emit(md, &t);
-
-    /* raw vs enif. */
-    tinit(&t,
-          "raw (beam_raw_allocator through the interface) / direct "
-          "enif_alloc",
-          3);
-    tset(&t, 0, 0, "workload");
-    tset(&t, 0, 1, "%s", ctxs[1].label);
-    tset(&t, 0, 2, "%s", ctxs[2].label);
-    for (int w = 0; w < nwl; w++) {
-        tset(&t, w + 1, 0, "%s", wl_names[w]);
-        for (int k = 1; k < NCTX; k++)
-            tnum(&t, w + 1, k, ratio(&ctxs[k], "raw", "enif", wl_names[w]),
-                 "x");
-    }
-    emit(md, &t);
+    ctx_table(md, &t,
+              "2-thread churn throughput / 1-thread (8-512 B; 2.0 = perfect "
+              "scaling on 2 cores)",
+              "allocator", 0, al_names, nal, scaling_cell);
+    ctx_table(md, &t,
+              "Producer/consumer cross-thread frees: ratio to mimalloc "
+              "(ns/op in brackets)",
+              "allocator", 0, al_names, nal, xthread_cell);
+    ctx_table(md, &t, "arena (through the interface) / bare pointer bump",
+              "workload", 0, wl_names, nwl, arena_cell);
+    /* Only the BEAM contexts have enif. */
+    ctx_table(md, &t,
+              "raw (beam_raw_allocator through the interface) / direct "
+              "enif_alloc",
+              "workload", 1, wl_names, nwl, raw_cell);
 
     /* RSS. */
     tinit(&t,
@@ -689,12 +672,7 @@ int main(int argc, char **argv) {
 
     /* Chart data and script. */
     char datpath[1024];
-    snprintf(datpath, sizeof datpath, "%s/chart.dat", workdir);
-    FILE *dat = fopen(datpath, "w");
-    if (!dat) {
-        perror(datpath);
-        return 1;
-    }
+    FILE *dat = create(datpath, sizeof datpath, workdir, "chart.dat");
     fprintf(dat, "# alloc standalone beam_normal beam_dirty rss_sa rss_beam\n");
     for (int a = 0; a < nal; a++) {
         fprintf(dat, "%s", al_names[a]);
@@ -717,12 +695,7 @@ int main(int argc, char **argv) {
         fprintf(dat, "\n");
     }
     fclose(dat);
-    snprintf(path, sizeof path, "%s/chart.gp", workdir);
-    FILE *gp = fopen(path, "w");
-    if (!gp) {
-        perror(path);
-        return 1;
-    }
+    FILE *gp = create(path, sizeof path, workdir, "chart.gp");
     fprintf(gp,
             "set terminal pngcairo noenhanced size 1400,1000 font 'sans,11'\n"
             "set output '%s/chart.png'\n"

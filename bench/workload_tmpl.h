@@ -252,12 +252,7 @@ static void *BW(_consumer)(void *arg) {
 static int BW(_xthread)(bench_ctx *c, const bench_spec *s, size_t ops,
                         uint64_t *ns, char *err, size_t errlen) {
     bench_mt m;
-    memset(&m, 0, sizeof m);
-    m.ctx = c;
-    m.spec = s;
-    m.ops = ops;
-    atomic_init(&m.ready, 0);
-    atomic_init(&m.go, 0);
+    bench_mt_init(&m, c, s, ops);
     atomic_store(&bench_ring.head, 0);
     atomic_store(&bench_ring.tail, 0);
     atomic_store(&bench_ring.stop, SIZE_MAX);
@@ -338,12 +333,7 @@ static void *BW(_mt2_thread)(void *arg) {
 static int BW(_mt2)(bench_ctx *c, const bench_spec *s, size_t ops, uint64_t *ns,
                     char *err, size_t errlen) {
     bench_mt m;
-    memset(&m, 0, sizeof m);
-    m.ctx = c;
-    m.spec = s;
-    m.ops = ops;
-    atomic_init(&m.ready, 0);
-    atomic_init(&m.go, 0);
+    bench_mt_init(&m, c, s, ops);
     bench_thread th;
     if (bench_host_thread_start(&th, BW(_mt2_thread), &m) != 0) {
         snprintf(err, errlen, "thread creation failed");
@@ -362,6 +352,21 @@ static int BW(_mt2)(bench_ctx *c, const bench_spec *s, size_t ops, uint64_t *ns,
     return 0;
 }
 
+/* A new block of n bytes in slot k of the RSS table, every byte written
+ * (with byte): false, err set, when the allocation fails. */
+static bool BW(_rss_put)(bench_ctx *c, size_t k, size_t n, int byte, char *err,
+                         size_t errlen) {
+    void *p = BA(_alloc)(c, n);
+    if (p == NULL) {
+        snprintf(err, errlen, "allocation of %zu bytes failed", n);
+        return false;
+    }
+    memset(p, byte, n);
+    bench_rss_tab.p[k] = p;
+    bench_rss_tab.n[k] = n;
+    return true;
+}
+
 /* Peak RSS over live bytes: 20000 slots of mixed sizes, every byte
  * written, RSS sampled every 1024 ops. */
 static int BW(_rss)(bench_ctx *c, size_t ops, bench_rss_result *r, char *err,
@@ -373,15 +378,10 @@ static int BW(_rss)(bench_ctx *c, size_t ops, bench_rss_result *r, char *err,
     r->rss_before = r->rss_peak = bench_rss_bytes();
     for (size_t i = 0; i < BENCH_RSS_SLOTS; i++) {
         size_t n = bench_mixed_size(bench_rng(&rng));
-        void *p = BA(_alloc)(c, n);
-        if (p == NULL) {
-            snprintf(err, errlen, "allocation of %zu bytes failed", n);
+        if (!BW(_rss_put)(c, i, n, (int)i, err, errlen)) {
             rc = -1;
             break;
         }
-        memset(p, (int)i, n);
-        bench_rss_tab.p[i] = p;
-        bench_rss_tab.n[i] = n;
         live += n;
     }
     peak = live;
@@ -398,15 +398,10 @@ static int BW(_rss)(bench_ctx *c, size_t ops, bench_rss_result *r, char *err,
         live -= bench_rss_tab.n[k];
         bench_rss_tab.p[k] = NULL;
         bench_rss_tab.n[k] = 0;
-        void *p = BA(_alloc)(c, n);
-        if (p == NULL) {
-            snprintf(err, errlen, "allocation of %zu bytes failed", n);
+        if (!BW(_rss_put)(c, k, n, (int)i, err, errlen)) {
             rc = -1;
             break;
         }
-        memset(p, (int)i, n);
-        bench_rss_tab.p[k] = p;
-        bench_rss_tab.n[k] = n;
         live += n;
         if (live > peak)
             peak = live;

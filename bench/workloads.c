@@ -289,6 +289,16 @@ typedef struct bench_mt {
     int err[2];
 } bench_mt;
 
+static void bench_mt_init(bench_mt *m, bench_ctx *c, const bench_spec *s,
+                          size_t ops) {
+    memset(m, 0, sizeof *m);
+    m->ctx = c;
+    m->spec = s;
+    m->ops = ops;
+    atomic_init(&m->ready, 0);
+    atomic_init(&m->go, 0);
+}
+
 typedef struct bench_rss_result {
     size_t peak_live;  /* largest sum of live requested bytes */
     size_t rss_before; /* resident bytes before the first allocation */
@@ -445,99 +455,66 @@ typedef void *(*bench_fn_rallocx)(void *, size_t, int);
  * template turns one into the wl_<id>_* workload functions.
  * ---------------------------------------------------------------------- */
 
+/* The adapters of a peer whose free takes the pointer alone (the length
+ * and alignment the workloads pass are not its business): its malloc,
+ * aligned (n, al), free and realloc. */
+#define BENCH_POINTER_FREE_ADAPTERS(id, malloc_fn, aligned_fn, free_fn,        \
+                                    realloc_fn)                                \
+    BENCH_INLINE void *ad_##id##_alloc(bench_ctx *c, size_t n) {               \
+        (void)c;                                                               \
+        return malloc_fn(n);                                                   \
+    }                                                                          \
+    BENCH_INLINE void ad_##id##_free(bench_ctx *c, void *p, size_t n) {        \
+        (void)c;                                                               \
+        (void)n;                                                               \
+        free_fn(p);                                                            \
+    }                                                                          \
+    BENCH_INLINE void *ad_##id##_alloc_al(bench_ctx *c, size_t n, size_t al) { \
+        (void)c;                                                               \
+        return aligned_fn(n, al);                                              \
+    }                                                                          \
+    BENCH_INLINE void ad_##id##_free_al(bench_ctx *c, void *p, size_t n,       \
+                                        size_t al) {                           \
+        (void)c;                                                               \
+        (void)n;                                                               \
+        (void)al;                                                              \
+        free_fn(p);                                                            \
+    }                                                                          \
+    BENCH_INLINE void *ad_##id##_realloc(bench_ctx *c, void *p, size_t o,      \
+                                         size_t n) {                           \
+        (void)c;                                                               \
+        (void)o;                                                               \
+        return realloc_fn(p, n);                                               \
+    }
+
 #if defined(BENCH_HOST_NIF)
-BENCH_INLINE void *ad_enif_alloc(bench_ctx *c, size_t n) {
-    (void)c;
-    return enif_alloc(n);
-}
-BENCH_INLINE void ad_enif_free(bench_ctx *c, void *p, size_t n) {
-    (void)c;
-    (void)n;
-    enif_free(p);
-}
 /* enif_alloc has no aligned form: those cells are n/a (never called). */
-BENCH_INLINE void *ad_enif_alloc_al(bench_ctx *c, size_t n, size_t al) {
-    (void)c;
+BENCH_INLINE void *bench_enif_no_aligned(size_t n, size_t al) {
     (void)n;
     (void)al;
     return NULL;
 }
-BENCH_INLINE void ad_enif_free_al(bench_ctx *c, void *p, size_t n, size_t al) {
-    (void)c;
-    (void)n;
-    (void)al;
-    enif_free(p);
-}
-BENCH_INLINE void *ad_enif_realloc(bench_ctx *c, void *p, size_t o, size_t n) {
-    (void)c;
-    (void)o;
-    return enif_realloc(p, n);
-}
+BENCH_POINTER_FREE_ADAPTERS(enif, enif_alloc, bench_enif_no_aligned, enif_free,
+                            enif_realloc)
 #define BA_ID enif
 #include "workload_tmpl.h"
 #endif
 
 #if defined(BENCH_WITH_MALLOC)
-BENCH_INLINE void *ad_malloc_alloc(bench_ctx *c, size_t n) {
-    (void)c;
-    return malloc(n);
-}
-BENCH_INLINE void ad_malloc_free(bench_ctx *c, void *p, size_t n) {
-    (void)c;
-    (void)n;
-    free(p);
-}
 /* posix_memalign rather than aligned_alloc: C11 wants the size of the
  * latter to be a multiple of the alignment (glibc does not care, ASan does). */
-BENCH_INLINE void *ad_malloc_alloc_al(bench_ctx *c, size_t n, size_t al) {
-    (void)c;
+BENCH_INLINE void *bench_posix_aligned(size_t n, size_t al) {
     void *p;
     return posix_memalign(&p, al, n) == 0 ? p : NULL;
 }
-BENCH_INLINE void ad_malloc_free_al(bench_ctx *c, void *p, size_t n,
-                                    size_t al) {
-    (void)c;
-    (void)n;
-    (void)al;
-    free(p);
-}
-BENCH_INLINE void *ad_malloc_realloc(bench_ctx *c, void *p, size_t o,
-                                     size_t n) {
-    (void)c;
-    (void)o;
-    return realloc(p, n);
-}
+BENCH_POINTER_FREE_ADAPTERS(malloc, malloc, bench_posix_aligned, free, realloc)
 #define BA_ID malloc
 #include "workload_tmpl.h"
 #endif
 
 #if defined(BENCH_WITH_MIMALLOC) || defined(BENCH_PEERS_DLOPEN)
-BENCH_INLINE void *ad_mimalloc_alloc(bench_ctx *c, size_t n) {
-    (void)c;
-    return MI_MALLOC(n);
-}
-BENCH_INLINE void ad_mimalloc_free(bench_ctx *c, void *p, size_t n) {
-    (void)c;
-    (void)n;
-    MI_FREE(p);
-}
-BENCH_INLINE void *ad_mimalloc_alloc_al(bench_ctx *c, size_t n, size_t al) {
-    (void)c;
-    return MI_MALLOC_ALIGNED(n, al);
-}
-BENCH_INLINE void ad_mimalloc_free_al(bench_ctx *c, void *p, size_t n,
-                                      size_t al) {
-    (void)c;
-    (void)n;
-    (void)al;
-    MI_FREE(p);
-}
-BENCH_INLINE void *ad_mimalloc_realloc(bench_ctx *c, void *p, size_t o,
-                                       size_t n) {
-    (void)c;
-    (void)o;
-    return MI_REALLOC(p, n);
-}
+BENCH_POINTER_FREE_ADAPTERS(mimalloc, MI_MALLOC, MI_MALLOC_ALIGNED, MI_FREE,
+                            MI_REALLOC)
 #define BA_ID mimalloc
 #include "workload_tmpl.h"
 #endif
@@ -571,32 +548,10 @@ BENCH_INLINE void *ad_jemalloc_realloc(bench_ctx *c, void *p, size_t o,
 #endif
 
 #if defined(BENCH_WITH_TCMALLOC) || defined(BENCH_PEERS_DLOPEN)
-BENCH_INLINE void *ad_tcmalloc_alloc(bench_ctx *c, size_t n) {
-    (void)c;
-    return TC_MALLOC(n);
-}
-BENCH_INLINE void ad_tcmalloc_free(bench_ctx *c, void *p, size_t n) {
-    (void)c;
-    (void)n;
-    TC_FREE(p);
-}
-BENCH_INLINE void *ad_tcmalloc_alloc_al(bench_ctx *c, size_t n, size_t al) {
-    (void)c;
-    return TC_MEMALIGN(al, n);
-}
-BENCH_INLINE void ad_tcmalloc_free_al(bench_ctx *c, void *p, size_t n,
-                                      size_t al) {
-    (void)c;
-    (void)n;
-    (void)al;
-    TC_FREE(p);
-}
-BENCH_INLINE void *ad_tcmalloc_realloc(bench_ctx *c, void *p, size_t o,
-                                       size_t n) {
-    (void)c;
-    (void)o;
-    return TC_REALLOC(p, n);
-}
+/* tc_memalign takes the alignment first. */
+#define BENCH_TC_ALIGNED(n, al) TC_MEMALIGN(al, n)
+BENCH_POINTER_FREE_ADAPTERS(tcmalloc, TC_MALLOC, BENCH_TC_ALIGNED, TC_FREE,
+                            TC_REALLOC)
 #define BA_ID tcmalloc
 #include "workload_tmpl.h"
 #endif
@@ -659,6 +614,19 @@ BENCH_INLINE void *ad_bump_realloc(bench_ctx *c, void *p, size_t o, size_t n) {
 #endif
 
 #if defined(BENCH_WITH_BEAM)
+/* Address space for a bump region of len bytes, reserved (pages are backed
+ * only when touched): NULL, errno set, when there is none. */
+static char *bench_reserve(size_t len) {
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return m == MAP_FAILED ? NULL : (char *)m;
+}
+
+static void bench_release(char *base, size_t len) {
+    if (base != NULL)
+        munmap(base, len);
+}
+
 /* The check-free floor: one free list per 16-byte class up to 64 KiB, per
  * thread (context), no checks, no stats, no interface: what the churn
  * costs when an allocator does nothing but reuse. Not thread-safe (no
@@ -709,19 +677,17 @@ BENCH_INLINE void *ad_floor_realloc(bench_ctx *c, void *p, size_t o, size_t n) {
 
 static int bench_begin_floor(bench_ctx *c, int nt, char *err, size_t len) {
     for (int i = 0; i < nt; i++) {
-        void *m = mmap(NULL, BENCH_FLOOR_REGION, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        char *m = bench_reserve(BENCH_FLOOR_REGION);
         c[i].floor_free = (void **)calloc(BENCH_FLOOR_CLASSES, sizeof(void *));
-        if (m == MAP_FAILED || c[i].floor_free == NULL) {
+        if (m == NULL || c[i].floor_free == NULL) {
             snprintf(err, len, "floor: no memory");
-            if (m != MAP_FAILED)
-                munmap(m, BENCH_FLOOR_REGION);
+            bench_release(m, BENCH_FLOOR_REGION);
             free(c[i].floor_free);
             c[i].floor_free = NULL;
             return -1;
         }
-        c[i].floor_base = c[i].floor_cur = (char *)m;
-        c[i].floor_end = (char *)m + BENCH_FLOOR_REGION;
+        c[i].floor_base = c[i].floor_cur = m;
+        c[i].floor_end = m + BENCH_FLOOR_REGION;
     }
     return 0;
 }
@@ -729,8 +695,7 @@ static int bench_end_floor(bench_ctx *c, int nt, char *err, size_t len) {
     (void)err;
     (void)len;
     for (int i = 0; i < nt; i++) {
-        if (c[i].floor_base != NULL)
-            munmap(c[i].floor_base, BENCH_FLOOR_REGION);
+        bench_release(c[i].floor_base, BENCH_FLOOR_REGION);
         free(c[i].floor_free);
         c[i].floor_free = NULL;
         c[i].floor_base = c[i].floor_cur = c[i].floor_end = NULL;
@@ -784,20 +749,18 @@ static const char *bench_tc_unavailable(void) {
 #endif
 
 #if defined(BENCH_WITH_BEAM)
-static int bench_begin_raw(bench_ctx *c, int nt, char *err, size_t len) {
-    (void)err;
-    (void)len;
-    for (int i = 0; i < nt; i++)
-        c[i].a = beam_raw_allocator;
-    return 0;
-}
-static int bench_begin_large(bench_ctx *c, int nt, char *err, size_t len) {
-    (void)err;
-    (void)len;
-    for (int i = 0; i < nt; i++)
-        c[i].a = beam_large_allocator;
-    return 0;
-}
+/* bench_begin_<name>: every thread on the one process-wide allocator. */
+#define BENCH_BEGIN_SHARED(name, allocator)                                    \
+    static int bench_begin_##name(bench_ctx *c, int nt, char *err,             \
+                                  size_t len) {                                \
+        (void)err;                                                             \
+        (void)len;                                                             \
+        for (int i = 0; i < nt; i++)                                           \
+            c[i].a = allocator;                                                \
+        return 0;                                                              \
+    }
+BENCH_BEGIN_SHARED(raw, beam_raw_allocator)
+BENCH_BEGIN_SHARED(large, beam_large_allocator)
 
 #if !defined(BENCH_NO_GPA)
 /* One instance per cell (or paired member), over beam_large_allocator,
@@ -888,14 +851,13 @@ static int bench_end_arena(bench_ctx *c, int nt, char *err, size_t len) {
 #define BENCH_BUMP_REGION ((size_t)4 << 30)
 static int bench_begin_bump(bench_ctx *c, int nt, char *err, size_t len) {
     for (int i = 0; i < nt; i++) {
-        void *m = mmap(NULL, BENCH_BUMP_REGION, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (m == MAP_FAILED) {
+        char *m = bench_reserve(BENCH_BUMP_REGION);
+        if (m == NULL) {
             snprintf(err, len, "mmap: %s", strerror(errno));
             return -1;
         }
-        c[i].bump_base = c[i].bump_cur = (char *)m;
-        c[i].bump_end = (char *)m + BENCH_BUMP_REGION;
+        c[i].bump_base = c[i].bump_cur = m;
+        c[i].bump_end = m + BENCH_BUMP_REGION;
     }
     return 0;
 }
@@ -907,8 +869,7 @@ static int bench_end_bump(bench_ctx *c, int nt, char *err, size_t len) {
     (void)err;
     (void)len;
     for (int i = 0; i < nt; i++) {
-        if (c[i].bump_base != NULL)
-            munmap(c[i].bump_base, BENCH_BUMP_REGION);
+        bench_release(c[i].bump_base, BENCH_BUMP_REGION);
         c[i].bump_base = c[i].bump_cur = c[i].bump_end = NULL;
     }
     return 0;

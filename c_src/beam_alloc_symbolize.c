@@ -30,6 +30,8 @@
 #define _GNU_SOURCE
 #include <erl_nif.h>
 
+#include "nif_text.h"
+
 #if defined(__linux__)
 #include <elf.h>
 #include <link.h>
@@ -46,15 +48,6 @@
 #include <elfutils/libdwfl.h>
 #include <stdlib.h>
 #endif
-
-static ERL_NIF_TERM make_string(ErlNifEnv *env, const char *s) {
-    size_t len = strlen(s);
-    ERL_NIF_TERM bin;
-    unsigned char *p = enif_make_new_binary(env, len, &bin);
-    if (p != NULL)
-        memcpy(p, s, len);
-    return bin;
-}
 
 static ERL_NIF_TERM error_term(ErlNifEnv *env) {
     return enif_make_atom(env, "error");
@@ -198,7 +191,7 @@ static Dwfl_Module *module_of(const find *f) {
 }
 
 static ERL_NIF_TERM string_or_nil(ErlNifEnv *env, const char *s) {
-    return s != NULL ? make_string(env, s) : enif_make_atom(env, "nil");
+    return s != NULL ? text_binary(env, s) : enif_make_atom(env, "nil");
 }
 
 static ERL_NIF_TERM frame_term(ErlNifEnv *env, const char *fun,

@@ -38,6 +38,7 @@
  */
 #define _GNU_SOURCE
 #include "../src/nif/abi.h"
+#include "nif_text.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -273,22 +274,33 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     return p;
 }
 
+/* The allocator mem came from: that of its block when the session holds
+ * one (b), else the session's current one. */
+static beam_allocator_t parent_of(const session *s, const block *b) {
+    return b != NULL ? b->parent : current_parent(s);
+}
+
+/* A resize or remap is a request like an allocation when it grows a block
+ * in a counted scope: true when this one must fail. */
+static bool growth_fails(session *s, int kind, size_t len, size_t new_len,
+                         uintptr_t ret) {
+    size_t index;
+    return new_len > len && counting(s) &&
+           request(s, kind, new_len, ret, &index);
+}
+
 static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t ret) {
     session *s = ctx;
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
-    beam_allocator_t parent = b != NULL ? b->parent : current_parent(s);
-    size_t index;
-    bool ok = false;
-    if (parent.vtable != NULL &&
-        !(new_len > len && counting(s) &&
-          request(s, REQ_RESIZE, new_len, ret, &index))) {
-        ok = parent.vtable->resize(parent.ctx, mem, len, alignment, new_len,
-                                   ret);
-        if (ok && b != NULL)
-            b->len = new_len;
-    }
+    beam_allocator_t parent = parent_of(s, b);
+    bool ok =
+        parent.vtable != NULL &&
+        !growth_fails(s, REQ_RESIZE, len, new_len, ret) &&
+        parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret);
+    if (ok && b != NULL)
+        b->len = new_len;
     pthread_mutex_unlock(&s->lock);
     return ok;
 }
@@ -298,20 +310,16 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
     session *s = ctx;
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
-    beam_allocator_t parent = b != NULL ? b->parent : current_parent(s);
-    size_t index;
+    beam_allocator_t parent = parent_of(s, b);
     void *p = NULL;
-    if (parent.vtable != NULL &&
-        !(new_len > len && counting(s) &&
-          request(s, REQ_REMAP, new_len, ret, &index))) {
+    if (parent.vtable != NULL && !growth_fails(s, REQ_REMAP, len, new_len, ret))
         p = parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
-        if (p != NULL && b != NULL) {
-            block moved = *b;
-            moved.ptr = p;
-            moved.len = new_len;
-            erase_block(s, b);
-            add_block(s, &moved);
-        }
+    if (p != NULL && b != NULL) {
+        block moved = *b;
+        moved.ptr = p;
+        moved.len = new_len;
+        erase_block(s, b);
+        add_block(s, &moved);
     }
     pthread_mutex_unlock(&s->lock);
     return p;
@@ -322,7 +330,7 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
     session *s = ctx;
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
-    beam_allocator_t parent = b != NULL ? b->parent : current_parent(s);
+    beam_allocator_t parent = parent_of(s, b);
     if (b != NULL)
         erase_block(s, b);
     if (parent.vtable != NULL)
@@ -597,15 +605,6 @@ static ERL_NIF_TERM atom(ErlNifEnv *env, const char *name) {
     return enif_make_atom(env, name);
 }
 
-static ERL_NIF_TERM string(ErlNifEnv *env, const char *s) {
-    size_t len = strlen(s);
-    ERL_NIF_TERM bin;
-    unsigned char *p = enif_make_new_binary(env, len, &bin);
-    if (p != NULL)
-        memcpy(p, s, len);
-    return bin;
-}
-
 /* The session of argv[0], owned by the caller; NULL otherwise. */
 static session *owned_session(ErlNifEnv *env, ERL_NIF_TERM term) {
     session_ref *ref;
@@ -677,7 +676,8 @@ static ERL_NIF_TERM nif_attach(ErlNifEnv *env, int argc,
     pthread_mutex_lock(&s->lock);
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = s->nlibs; i-- > 0;)
-        list = enif_make_list_cell(env, string(env, s->libs[i].module), list);
+        list =
+            enif_make_list_cell(env, text_binary(env, s->libs[i].module), list);
     pthread_mutex_unlock(&s->lock);
     return list;
 }
@@ -719,7 +719,7 @@ static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
     char buf[512];
     if (site == 0)
         return atom(env, "undefined");
-    return string(env, beam__describe_addr(site, buf, sizeof buf));
+    return text_binary(env, beam__describe_addr(site, buf, sizeof buf));
 }
 
 static ERL_NIF_TERM kind_term(ErlNifEnv *env, int kind) {
@@ -779,8 +779,8 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
     for (size_t i = s->nmisuse < MAX_MISUSE ? s->nmisuse : MAX_MISUSE; i-- > 0;)
         misuse = enif_make_list_cell(
             env,
-            enif_make_tuple3(env, string(env, s->misuse[i].kind),
-                             string(env, s->misuse[i].line),
+            enif_make_tuple3(env, text_binary(env, s->misuse[i].kind),
+                             text_binary(env, s->misuse[i].line),
                              enif_make_uint64(env, s->misuse[i].after)),
             misuse);
 
@@ -869,12 +869,18 @@ static ERL_NIF_TERM stats_term(ErlNifEnv *env, const beam_alloc_stats *s,
 }
 
 /* Calls take(h, arg) with the hooks of each loaded library whose module is
- * named want, held open for the call, until one takes it (returns true):
- * whether one did. */
-static bool with_module_hooks(const ErlNifBinary *want,
+ * named by the binary name, held open for the call, until one takes it
+ * (returns true): whether one did. When none did, *error is what the NIF
+ * returns: badarg for a name that is no binary, else {error, not_found}. */
+static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name,
                               bool (*take)(const beam__fault_hooks *h,
                                            void *arg),
-                              void *arg) {
+                              void *arg, ERL_NIF_TERM *error) {
+    ErlNifBinary want;
+    if (!enif_inspect_binary(env, name, &want)) {
+        *error = enif_make_badarg(env);
+        return false;
+    }
     name_list l = {NULL, 0, 0};
     list_objects(&l);
     bool found = false;
@@ -886,12 +892,15 @@ static bool with_module_hooks(const ErlNifBinary *want,
         if (h == NULL)
             continue;
         const char *module = h->module();
-        if (strlen(module) == want->size &&
-            memcmp(module, want->data, want->size) == 0)
+        if (strlen(module) == want.size &&
+            memcmp(module, want.data, want.size) == 0)
             found = take(h, arg);
         dlclose(handle);
     }
     enif_free(l.names);
+    if (!found)
+        *error = enif_make_tuple2(env, enif_make_atom(env, "error"),
+                                  enif_make_atom(env, "not_found"));
     return found;
 }
 
@@ -924,16 +933,13 @@ static bool take_stats(const beam__fault_hooks *h, void *arg) {
 static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[]) {
     (void)argc;
-    ErlNifBinary want;
-    if (!enif_inspect_binary(env, argv[0], &want))
-        return enif_make_badarg(env);
     stats_out o;
     o.env = env;
     o.backing = 0;
     o.n = 3;
-    if (!with_module_hooks(&want, take_stats, &o))
-        return enif_make_tuple2(env, enif_make_atom(env, "error"),
-                                enif_make_atom(env, "not_found"));
+    ERL_NIF_TERM error;
+    if (!with_module_hooks(env, argv[0], take_stats, &o, &error))
+        return error;
     o.keys[0] = enif_make_atom(env, "raw");
     o.keys[1] = enif_make_atom(env, "large");
     o.keys[2] = enif_make_atom(env, "general_purpose");
@@ -963,13 +969,10 @@ static bool take_collect(const beam__fault_hooks *h, void *arg) {
 static ERL_NIF_TERM nif_collect(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]) {
     (void)argc;
-    ErlNifBinary want;
-    if (!enif_inspect_binary(env, argv[0], &want))
-        return enif_make_badarg(env);
-    return with_module_hooks(&want, take_collect, NULL)
+    ERL_NIF_TERM error;
+    return with_module_hooks(env, argv[0], take_collect, NULL, &error)
                ? enif_make_atom(env, "ok")
-               : enif_make_tuple2(env, enif_make_atom(env, "error"),
-                                  enif_make_atom(env, "not_found"));
+               : error;
 }
 
 static ErlNifFunc funcs[] = {

@@ -417,6 +417,14 @@ static void fz_took(fz_model *m, void *p, size_t len, size_t align,
     fz_add(m, p, len, align, elem);
 }
 
+/* The block the input picks, in *i: false when there is none. */
+static inline bool fz_pick(const fz_model *m, fz_reader *r, size_t *i) {
+    if (m->n == 0)
+        return false;
+    *i = fz_u8(r) % m->n;
+    return true;
+}
+
 static void fz_op_free(fz_target *t, fz_model *m, fz_reader *r);
 
 /* The answer p to an allocation of len bytes (elem-byte elements when
@@ -495,9 +503,9 @@ static void fz_op_alloc_array(fz_target *t, fz_model *m, fz_reader *r) {
 }
 
 static void fz_op_free(fz_target *t, fz_model *m, fz_reader *r) {
-    if (m->n == 0)
-        return;
-    fz_free_at(t, m, fz_u8(r) % m->n);
+    size_t i;
+    if (fz_pick(m, r, &i))
+        fz_free_at(t, m, i);
 }
 
 /* The block at i now has new_len bytes at p (the first min bytes kept). */
@@ -517,9 +525,9 @@ static void fz_changed(fz_model *m, size_t i, void *p, size_t new_len) {
  * (a length above PTRDIFF_MAX, a zero or unchanged length) the answer is
  * fixed by the contract; elsewhere the harness may know it. */
 static void fz_op_resize(fz_target *t, fz_model *m, fz_reader *r) {
-    if (m->n == 0)
+    size_t i;
+    if (!fz_pick(m, r, &i))
         return;
-    size_t i = fz_u8(r) % m->n;
     fz_block *b = &m->b[i];
     size_t new_len = fz_new_len(r, b->len);
     if (!fz_askable(new_len, m))
@@ -554,9 +562,9 @@ static void fz_op_resize(fz_target *t, fz_model *m, fz_reader *r) {
  * allocate, copy and free; typed through beam_realloc_array for blocks made
  * by beam_alloc_array). */
 static void fz_op_remap(fz_target *t, fz_model *m, fz_reader *r, bool realloc) {
-    if (m->n == 0)
+    size_t i;
+    if (!fz_pick(m, r, &i))
         return;
-    size_t i = fz_u8(r) % m->n;
     fz_block *b = &m->b[i];
     bool typed = realloc && b->elem != 0 && (fz_u8(r) & 1);
     size_t new_len, new_n = 0;

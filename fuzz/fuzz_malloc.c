@@ -158,9 +158,9 @@ static void fm_calloc(fm_target *t, fz_model *m, fz_reader *r) {
 }
 
 static void fm_mrealloc(fm_target *t, fz_model *m, fz_reader *r) {
-    if (m->n == 0)
+    size_t i;
+    if (!fz_pick(m, r, &i))
         return;
-    size_t i = fz_u8(r) % m->n;
     fz_block *b = &m->b[i];
     size_t n = fz_new_len(r, b->len);
     if ((fm_sane(n) && n > b->len && n - b->len > FZ_BUDGET - m->live_bytes) ||
@@ -188,9 +188,9 @@ static void fm_mrealloc(fm_target *t, fz_model *m, fz_reader *r) {
 }
 
 static void fm_mfree(fm_target *t, fz_model *m, fz_reader *r) {
-    if (m->n == 0)
+    size_t i;
+    if (!fz_pick(m, r, &i))
         return;
-    size_t i = fz_u8(r) % m->n;
     fz_verify(&m->b[i]);
     beam_mfree(t->a, m->b[i].ptr);
     fz_remove(m, i);
@@ -210,26 +210,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static fz_model m;
     memset(&m, 0, sizeof m);
     for (int ops = 0; r.n > 0 && ops < FZ_MAX_OPS; ops++) {
-        switch (fz_u8(&r) % 8) {
-        case 0:
-        case 1:
-        case 2:
-            fm_malloc(&t, &m, &r);
-            break;
-        case 3:
-            fm_calloc(&t, &m, &r);
-            break;
-        case 4:
-        case 5:
-            fm_mrealloc(&t, &m, &r);
-            break;
-        case 6:
-            fm_mfree(&t, &m, &r);
-            break;
-        default:
+        /* Weighted: malloc 3 in 8, realloc 2, calloc, free, check 1 each. */
+        static void (*const op[])(fm_target *, fz_model *, fz_reader *) = {
+            fm_malloc,   fm_malloc,   fm_malloc, fm_calloc,
+            fm_mrealloc, fm_mrealloc, fm_mfree};
+        size_t k = fz_u8(&r) % 8;
+        if (k < sizeof op / sizeof op[0])
+            op[k](&t, &m, &r);
+        else
             fm_check(&t, &m);
-            break;
-        }
     }
     while (m.n > 0) {
         fz_verify(&m.b[0]);

@@ -4,6 +4,7 @@ defmodule BeamAlloc.ConcurrencyTest do
   # and freeing them on other threads, for a few seconds.
   use ExUnit.Case, async: true
 
+  alias BeamAlloc.Test.Peers
   alias BeamAlloc.Test.Stress
 
   @processes 40
@@ -15,32 +16,19 @@ defmodule BeamAlloc.ConcurrencyTest do
     deadline = System.monotonic_time(:millisecond) + @duration_ms
 
     pids =
-      for i <- 1..@processes do
-        spawn_link(fn ->
-          peers = receive do: ({:peers, peers} -> peers)
-          result = work(i, peers, deadline, %{made: 0, freed: 0, churns: 0, errors: []})
-          send(parent, {:done, self(), result})
-        end)
-      end
+      Peers.start(@processes, fn i, peers ->
+        result = work(i, peers, deadline, %{made: 0, freed: 0, churns: 0, errors: []})
+        send(parent, {:done, self(), result})
+      end)
 
-    Enum.each(pids, &send(&1, {:peers, pids}))
-
-    results =
-      for pid <- pids do
-        assert_receive {:done, ^pid, result}, 30_000
-        result
-      end
-
-    for result <- results, do: assert(%{errors: []} = result)
-
-    total = fn key -> results |> Enum.map(& &1[key]) |> Enum.sum() end
+    total = Peers.totals(pids, :done, 30_000)
     assert total.(:made) > 1_000
     assert total.(:freed) > 0
     assert total.(:churns) > 100
 
     # Blocks still in mailboxes of finished processes die with them, through
     # the resource destructor; give the collector a moment.
-    assert eventually(fn -> Stress.live_blocks() == 0 end)
+    assert Peers.eventually(fn -> Stress.live_blocks() == 0 end)
     refute Stress.detect_leaks()
     assert Stress.misuse_count() == 0
   end
@@ -50,11 +38,13 @@ defmodule BeamAlloc.ConcurrencyTest do
   # private churn now and then, until the deadline.
   defp work(i, peers, deadline, acc) do
     if System.monotonic_time(:millisecond) >= deadline do
-      drain(acc)
+      # Whatever arrived after the deadline is freed too (or left to the
+      # destructor if it arrives later still).
+      free_received(acc, &Stress.block_free/1)
     else
       acc
       |> make_and_hand(i, peers)
-      |> free_received()
+      |> free_received(&free_anywhere/1)
       |> maybe_churn(i)
       |> then(&work(i, peers, deadline, &1))
     end
@@ -69,19 +59,22 @@ defmodule BeamAlloc.ConcurrencyTest do
     %{acc | made: acc.made + 1}
   end
 
-  defp free_received(acc) do
+  # Frees every block already received, each with free.(block).
+  defp free_received(acc, free) do
     receive do
       {:block, block} ->
-        free =
-          if :rand.uniform(2) == 1, do: &Stress.block_free/1, else: &Stress.block_free_dirty/1
-
         case free.(block) do
-          :ok -> free_received(%{acc | freed: acc.freed + 1})
-          error -> free_received(failed(acc, error))
+          :ok -> free_received(%{acc | freed: acc.freed + 1}, free)
+          error -> free_received(failed(acc, error), free)
         end
     after
       0 -> acc
     end
+  end
+
+  # On a normal or a dirty scheduler, at random.
+  defp free_anywhere(block) do
+    if :rand.uniform(2) == 1, do: Stress.block_free(block), else: Stress.block_free_dirty(block)
   end
 
   defp maybe_churn(acc, i) do
@@ -97,33 +90,4 @@ defmodule BeamAlloc.ConcurrencyTest do
   defp churned(acc, error), do: failed(acc, error)
 
   defp failed(acc, error), do: %{acc | errors: [error | acc.errors]}
-
-  # Whatever arrived after the deadline is freed too (or left to the
-  # destructor if it arrives later still).
-  defp drain(acc) do
-    receive do
-      {:block, block} ->
-        case Stress.block_free(block) do
-          :ok -> drain(%{acc | freed: acc.freed + 1})
-          error -> drain(failed(acc, error))
-        end
-    after
-      0 -> acc
-    end
-  end
-
-  defp eventually(fun, tries \\ 100) do
-    cond do
-      fun.() ->
-        true
-
-      tries == 0 ->
-        false
-
-      true ->
-        :erlang.garbage_collect()
-        Process.sleep(50)
-        eventually(fun, tries - 1)
-    end
-  end
 end

@@ -20,6 +20,16 @@ defmodule BeamAlloc.MisuseTest do
   defp message(fun, kind),
     do: "memory misuse detected in function `BeamAlloc.Test.Misuse.#{fun}/0`: #{kind}"
 
+  # The line of source (by default this module's NIF) that carries the
+  # comment /* SITE: marker */.
+  defp line_of(marker, source \\ @source) do
+    source
+    |> File.read!()
+    |> String.split("\n")
+    |> Enum.find_index(&String.contains?(&1, "/* SITE: #{marker} */"))
+    |> Kernel.+(1)
+  end
+
   # Reports are messages to the reporter: wait for at least count.
   defp reports(count, tries \\ 100) do
     got = Reporter.recent()
@@ -136,12 +146,7 @@ defmodule BeamAlloc.MisuseTest do
       [raw] = Enum.filter(:beam_alloc_erl_test.take_reports(), &(&1 =~ "double free"))
       assert raw =~ ~r/called from erl_module_nif\.so\+0x[0-9a-f]+/
 
-      line =
-        "test/nifs/erl_module_nif.c"
-        |> File.read!()
-        |> String.split("\n")
-        |> Enum.find_index(&String.contains?(&1, "/* SITE: erl double free */"))
-        |> Kernel.+(1)
+      line = line_of("erl double free", "test/nifs/erl_module_nif.c")
 
       resolved = BeamAlloc.Symbolizer.resolve_sites(raw)
       assert resolved =~ "called from double_free (test/nifs/erl_module_nif.c:#{line})"
@@ -162,12 +167,7 @@ defmodule BeamAlloc.MisuseTest do
     test "each report names its own library's lines, never the other's" do
       Code.ensure_loaded!(BeamAlloc.Test.TwinMisuse)
 
-      twin_line =
-        "test/nifs/twin/misuse_nif.c"
-        |> File.read!()
-        |> String.split("\n")
-        |> Enum.find_index(&String.contains?(&1, "/* SITE: twin double free */"))
-        |> Kernel.+(1)
+      twin_line = line_of("twin double free", "test/nifs/twin/misuse_nif.c")
 
       capture_log(fn ->
         assert :ok = BeamAlloc.Test.TwinMisuse.twin_double_free()
@@ -194,15 +194,6 @@ defmodule BeamAlloc.MisuseTest do
   end
 
   describe "sites" do
-    # The line of the source that carries `marker`.
-    defp line_of(marker) do
-      @source
-      |> File.read!()
-      |> String.split("\n")
-      |> Enum.find_index(&String.contains?(&1, "/* SITE: #{marker} */"))
-      |> Kernel.+(1)
-    end
-
     test "name the exact file.c:line of a leaking allocation, a bad free and its block" do
       capture_log(fn ->
         assert_raise RuntimeError, message(:leak_and_bad_free, "double free"), fn ->
@@ -254,12 +245,16 @@ defmodule BeamAlloc.MisuseFaultInjectionTest do
   alias BeamAlloc.AllocationFailureError
   alias BeamAlloc.Test.Misuse
 
+  # What check_all_allocation_failures raises over Misuse.fun().
+  defp failures_of(fun) do
+    assert_raise AllocationFailureError, fn ->
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> apply(Misuse, fun, []) end)
+    end
+  end
+
   test "a misuse in a run is a problem of its own, with its report and allocation count" do
     capture_log(fn ->
-      error =
-        assert_raise AllocationFailureError, fn ->
-          BeamAlloc.Testing.check_all_allocation_failures(fn -> Misuse.double_free_plain() end)
-        end
+      error = failures_of(:double_free_plain)
 
       # The NIF handles its one allocation failing; what is wrong is the
       # double free of the runs where the allocation succeeds.
@@ -292,10 +287,7 @@ defmodule BeamAlloc.MisuseFaultInjectionTest do
 
   test "a leak_check NIF that misuses fails the first run, with the misuse named" do
     capture_log(fn ->
-      error =
-        assert_raise AllocationFailureError, fn ->
-          BeamAlloc.Testing.check_all_allocation_failures(fn -> Misuse.double_free() end)
-        end
+      error = failures_of(:double_free)
 
       assert [
                %{kind: :misuse, misuse: "double free", index: nil},

@@ -40,25 +40,24 @@ defmodule BeamAlloc.NifGlueTest do
   end
 
   describe "alignment" do
-    test "the large allocator serves 1024-byte alignment" do
-      for size <- [1, 1000, 1024, 5000] do
-        assert {:ok, address} = Glue.alloc_aligned(:large, size, 1024)
-        assert rem(address, 1024) == 0
+    # A block of each size from allocator kind, at alignment.
+    defp assert_aligned(kind, sizes, alignment) do
+      for size <- sizes do
+        assert {:ok, address} = Glue.alloc_aligned(kind, size, alignment)
+        assert rem(address, alignment) == 0
       end
+    end
+
+    test "the large allocator serves 1024-byte alignment" do
+      assert_aligned(:large, [1, 1000, 1024, 5000], 1024)
     end
 
     test "the general purpose allocator serves 1024-byte alignment" do
-      for size <- [1, 1000, 1024, 20_000] do
-        assert {:ok, address} = Glue.alloc_aligned(:gpa, size, 1024)
-        assert rem(address, 1024) == 0
-      end
+      assert_aligned(:gpa, [1, 1000, 1024, 20_000], 1024)
     end
 
     test "the raw allocator serves up to 8 bytes" do
-      for alignment <- [1, 2, 4, 8] do
-        assert {:ok, address} = Glue.alloc_aligned(:raw, 24, alignment)
-        assert rem(address, alignment) == 0
-      end
+      for alignment <- [1, 2, 4, 8], do: assert_aligned(:raw, [24], alignment)
     end
 
     test "the raw allocator refuses 16-byte alignment" do
@@ -116,19 +115,11 @@ defmodule BeamAlloc.NifGlueTest do
 
   describe "custom allocator" do
     test "sees every allocation of the call" do
-      assert :ok = Glue.custom_alloc(100)
-      msgs = messages()
-      assert {:alloc, 100} in msgs
-      assert {:free, 200} in msgs
-      assert balance(msgs) == 0
+      assert_sees_every_allocation(&Glue.custom_alloc/1, 100)
     end
 
     test "works on dirty schedulers" do
-      assert :ok = Glue.custom_alloc_dirty(1000)
-      msgs = messages()
-      assert {:alloc, 1000} in msgs
-      assert {:free, 2000} in msgs
-      assert balance(msgs) == 0
+      assert_sees_every_allocation(&Glue.custom_alloc_dirty/1, 1000)
     end
 
     test "bad arguments raise ArgumentError and allocate nothing" do
@@ -196,6 +187,16 @@ defmodule BeamAlloc.NifGlueTest do
       assert Glue.current_function() == "BeamAlloc.Test.Glue.current_function/0"
       assert Glue.raw_current_function() == nil
     end
+  end
+
+  # custom_alloc(n) (or its dirty twin) allocates n bytes, grows them to
+  # 2n and frees them: its allocator must be told of each step.
+  defp assert_sees_every_allocation(custom_alloc, n) do
+    assert :ok = custom_alloc.(n)
+    msgs = messages()
+    assert {:alloc, n} in msgs
+    assert {:free, 2 * n} in msgs
+    assert balance(msgs) == 0
   end
 
   # The custom allocator's messages to this process, in order.

@@ -6,26 +6,27 @@ defmodule BeamAlloc.NifOptionsTest do
 
   alias BeamAlloc.Test.Options
 
+  # Options.fun() leaks under leak_check: RuntimeError names the function.
+  defp assert_leak_raised(fun) do
+    message = "memory leak detected in function `BeamAlloc.Test.Options.#{fun}/0`"
+    assert_raise RuntimeError, message, fn -> apply(Options, fun, []) end
+  end
+
   describe "use BeamAlloc.Nif" do
-    test "sets the allocator of a NIF that has none in C" do
-      assert Options.kind() == :gpa
-    end
-
-    test "replaces the allocator a NIF chose in C" do
-      assert Options.kind_large() == :raw
-    end
-
-    test "turns leak_check off, with another allocator" do
-      assert Options.kind_checked() == :large
+    # Each NIF answers with the kind of its beam_allocator.
+    for {what, fun, kind} <- [
+          {"sets the allocator of a NIF that has none in C", :kind, :gpa},
+          {"replaces the allocator a NIF chose in C", :kind_large, :raw},
+          {"turns leak_check off, with another allocator", :kind_checked, :large},
+          {"turns scratch off", :kind_scratch, :raw}
+        ] do
+      test what do
+        assert apply(Options, unquote(fun), []) == unquote(kind)
+      end
     end
 
     test "turns leak_check on" do
-      message = "memory leak detected in function `BeamAlloc.Test.Options.leaky/0`"
-      assert_raise RuntimeError, message, fn -> Options.leaky() end
-    end
-
-    test "turns scratch off" do
-      assert Options.kind_scratch() == :raw
+      assert_leak_raised(:leaky)
     end
 
     test "applies a name to every arity, and {name, arity} over it" do
@@ -34,8 +35,7 @@ defmodule BeamAlloc.NifOptionsTest do
     end
 
     test "leaves the NIFs it does not name alone" do
-      message = "memory leak detected in function `BeamAlloc.Test.Options.leaky_checked/0`"
-      assert_raise RuntimeError, message, fn -> Options.leaky_checked() end
+      assert_leak_raised(:leaky_checked)
     end
 
     test "passes the options to the library as a map" do

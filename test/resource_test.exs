@@ -5,6 +5,7 @@ defmodule BeamAlloc.ResourceTest do
   # the whole library's resources, so it runs alone).
   use ExUnit.Case, async: true
 
+  alias BeamAlloc.Test.Peers
   alias BeamAlloc.Test.Resource
   alias BeamAlloc.Test.ResourcePlain
 
@@ -248,36 +249,18 @@ defmodule BeamAlloc.ResourceTest do
         parent = self()
 
         pids =
-          for i <- 1..@processes do
-            spawn_link(fn ->
-              peers = receive do: ({:peers, peers} -> peers)
+          Peers.start(@processes, fn i, peers ->
+            acc =
+              rounds({res, churn}, i, peers, @rounds, %{sent: 0, freed: 0, churns: 0, errors: []})
 
-              acc =
-                rounds({res, churn}, i, peers, @rounds, %{
-                  sent: 0,
-                  freed: 0,
-                  churns: 0,
-                  errors: []
-                })
+            send(parent, {:done, self()})
+            receive do: (:finish -> :ok)
+            send(parent, {:result, self(), drain(res, acc)})
+          end)
 
-              send(parent, {:done, self()})
-              receive do: (:finish -> :ok)
-              send(parent, {:result, self(), drain(res, acc)})
-            end)
-          end
-
-        Enum.each(pids, &send(&1, {:peers, pids}))
         for pid <- pids, do: assert_receive({:done, ^pid}, 60_000)
         Enum.each(pids, &send(&1, :finish))
-
-        results =
-          for pid <- pids do
-            assert_receive {:result, ^pid, result}, 60_000
-            result
-          end
-
-        for result <- results, do: assert(%{errors: []} = result)
-        total = fn key -> results |> Enum.map(& &1[key]) |> Enum.sum() end
+        total = Peers.totals(pids, :result, 60_000)
         assert total.(:sent) == @processes * @rounds
         assert total.(:freed) == total.(:sent)
         assert total.(:churns) > 0
@@ -383,6 +366,7 @@ defmodule BeamAlloc.ResourceGCTest do
   # time).
   use ExUnit.Case, async: false
 
+  alias BeamAlloc.Test.Peers
   alias BeamAlloc.Test.Resource
 
   @holders 8
@@ -392,7 +376,7 @@ defmodule BeamAlloc.ResourceGCTest do
 
   @tag timeout: 120_000
   test "resources die with their processes and with garbage collection" do
-    assert eventually(fn -> Resource.live_count() == 0 end),
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end),
            "resources of earlier tests are still alive: #{Resource.live_count()}"
 
     baseline = settled_system_memory()
@@ -435,7 +419,7 @@ defmodule BeamAlloc.ResourceGCTest do
 
     Enum.each(holders, &send(&1, :go))
 
-    assert eventually(fn -> Resource.live_count() == 0 end),
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end),
            "still live after GC: #{Resource.live_count()}"
 
     after_gc = settled_system_memory()
@@ -447,7 +431,7 @@ defmodule BeamAlloc.ResourceGCTest do
   end
 
   test "a reference kept in C outlives the term, until dropped" do
-    assert eventually(fn -> Resource.live_count() == 0 end)
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end)
 
     {pid, ref} =
       spawn_monitor(fn ->
@@ -463,15 +447,15 @@ defmodule BeamAlloc.ResourceGCTest do
     assert Resource.live_count() == 1
 
     assert :ok = Resource.drop_kept()
-    assert eventually(fn -> Resource.live_count() == 0 end)
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end)
     assert {:error, :none} = Resource.drop_kept()
   end
 
   test "a resource held only by C goes when dropped" do
-    assert eventually(fn -> Resource.live_count() == 0 end)
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end)
     assert Resource.new_dropped(:gpa) >= 1
     assert Resource.new_dropped(:arena) >= 1
-    assert eventually(fn -> Resource.live_count() == 0 end)
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end)
   end
 
   # The test process keeps the resources handed over for a while, then
@@ -493,23 +477,6 @@ defmodule BeamAlloc.ResourceGCTest do
 
     for res <- List.flatten(given), do: assert(%{live_blocks: @blocks} = Resource.usage(res))
     peak
-  end
-
-  # Poll (collecting garbage everywhere) until fun is true; about 10 s at
-  # most.
-  defp eventually(fun, tries \\ 200) do
-    cond do
-      fun.() ->
-        true
-
-      tries == 0 ->
-        false
-
-      true ->
-        Enum.each(Process.list(), &:erlang.garbage_collect/1)
-        Process.sleep(50)
-        eventually(fun, tries - 1)
-    end
   end
 
   defp settled_system_memory do

@@ -17,6 +17,8 @@
 #include <beam_alloc_nif.h>
 #include <beam_alloc/sqlite3.h>
 
+#include "orders.h"
+
 #include <mimalloc.h>
 #include <stdio.h>
 #include <string.h>
@@ -152,42 +154,12 @@ static ERL_NIF_TERM workload(ErlNifEnv *env, int argc,
     if (!enif_get_int(env, argv[0], &rows) || rows < 1)
         return enif_make_badarg(env);
     sqlite3 *db = NULL;
-    sqlite3_stmt *c = NULL, *o = NULL, *q = NULL;
+    sqlite3_stmt *q = NULL;
     long long check = 0;
     long long cpu0 = thread_cpu_ns();
     int rc = sqlite3_open(":memory:", &db);
     if (rc == SQLITE_OK)
-        rc = exec(db, "create table customer(id integer primary key,"
-                      " name text, region integer);"
-                      "create table orders(id integer primary key,"
-                      " customer integer, amount integer, note text);"
-                      "begin");
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, "insert into customer values(?,?,?)", -1,
-                                &c, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, "insert into orders values(?,?,?,?)", -1,
-                                &o, NULL);
-    char text[64];
-    for (int i = 0; rc == SQLITE_OK && i < rows; i++) {
-        snprintf(text, sizeof text, "customer %d, region %d", i, i % 50);
-        sqlite3_bind_int(c, 1, i);
-        sqlite3_bind_text(c, 2, text, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int(c, 3, i % 50);
-        rc = sqlite3_step(c) == SQLITE_DONE ? sqlite3_reset(c) : SQLITE_ERROR;
-        for (int k = 0; rc == SQLITE_OK && k < 3; k++) {
-            snprintf(text, sizeof text, "order %d/%d for %d", k, i * 7 % 997,
-                     i);
-            sqlite3_bind_int(o, 1, 3 * i + k);
-            sqlite3_bind_int(o, 2, (int)(((long long)i * 7919 + k) % rows));
-            sqlite3_bind_int(o, 3, (i * 31 + k * 17) % 1000);
-            sqlite3_bind_text(o, 4, text, -1, SQLITE_TRANSIENT);
-            rc = sqlite3_step(o) == SQLITE_DONE ? sqlite3_reset(o)
-                                                : SQLITE_ERROR;
-        }
-    }
-    sqlite3_finalize(c);
-    sqlite3_finalize(o);
+        rc = orders_populate(db, rows, 50, 3);
     if (rc == SQLITE_OK)
         rc = exec(db, "commit;"
                       "create index orders_customer on orders(customer);"

@@ -16,6 +16,7 @@
 #include "nif_internal.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <string.h>
 
 typedef struct override_table {
@@ -104,6 +105,20 @@ static bool get_allocator(ErlNifEnv *env, ERL_NIF_TERM t,
     return true;
 }
 
+/* The options that are true or false: each one's field in an override and
+ * the bit that says it is set. */
+static const struct {
+    const char *name;
+    size_t offset; /* of its bool in beam__nif_override */
+    unsigned bit;
+} bool_options[] = {
+    {"leak_check", offsetof(beam__nif_override, leak_check),
+     BEAM__OVERRIDE_LEAK_CHECK},
+    {"scratch", offsetof(beam__nif_override, scratch), BEAM__OVERRIDE_SCRATCH},
+    {"raise_on_misuse", offsetof(beam__nif_override, raise_on_misuse),
+     BEAM__OVERRIDE_RAISE_ON_MISUSE},
+};
+
 /* One option into ov. key names the function, for messages. */
 static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
                         ERL_NIF_TERM value, beam__nif_override *ov) {
@@ -112,25 +127,18 @@ static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
         return fail(p->env, BAD_OPTION,
                     "unknown option %T for %T (known: " KNOWN_OPTIONS ")", name,
                     key);
-    if (strcmp(opt, "leak_check") == 0) {
-        if (!get_bool(p->env, value, &ov->leak_check))
+    for (size_t i = 0; i < sizeof bool_options / sizeof bool_options[0]; i++) {
+        if (strcmp(opt, bool_options[i].name) != 0)
+            continue;
+        bool *field = (bool *)((char *)ov + bool_options[i].offset);
+        if (!get_bool(p->env, value, field))
             return fail(p->env, BAD_VALUE,
-                        "leak_check for %T must be true or false, got %T", key,
+                        "%s for %T must be true or false, got %T", opt, key,
                         value);
-        ov->set |= BEAM__OVERRIDE_LEAK_CHECK;
-    } else if (strcmp(opt, "scratch") == 0) {
-        if (!get_bool(p->env, value, &ov->scratch))
-            return fail(p->env, BAD_VALUE,
-                        "scratch for %T must be true or false, got %T", key,
-                        value);
-        ov->set |= BEAM__OVERRIDE_SCRATCH;
-    } else if (strcmp(opt, "raise_on_misuse") == 0) {
-        if (!get_bool(p->env, value, &ov->raise_on_misuse))
-            return fail(p->env, BAD_VALUE,
-                        "raise_on_misuse for %T must be true or false, got %T",
-                        key, value);
-        ov->set |= BEAM__OVERRIDE_RAISE_ON_MISUSE;
-    } else if (strcmp(opt, "allocator") == 0) {
+        ov->set |= bool_options[i].bit;
+        return 0;
+    }
+    if (strcmp(opt, "allocator") == 0) {
         if (!get_allocator(p->env, value, &ov->allocator))
             return fail(p->env, BAD_VALUE,
                         "allocator for %T must be raw, large or gpa, got %T",

@@ -6,52 +6,62 @@
 
 #include <string.h>
 
-/* A counting parent: the failing allocator that never fails. */
-static beam_allocator_t counted(beam_failing_t *f) {
-    beam_failing_init(f, beam_raw_allocator, SIZE_MAX);
-    return beam_failing_allocator(f);
-}
-
 static size_t live_chunks(const beam_failing_t *f) {
     return f->allocations - f->deallocations;
 }
 
-TEST(arena_bumps_and_gives_everything_back_at_deinit) {
-    beam_failing_t f;
+/* An arena over a counting parent (the failing allocator that never
+ * fails): its counters show exactly what the arena holds. */
+typedef struct counted {
+    beam_failing_t parent;
     beam_arena_t arena;
-    beam_arena_init(&arena, counted(&f));
-    beam_allocator_t a = beam_arena_allocator(&arena);
-    CHECK(beam_arena_used(&arena) == 0 && f.allocations == 0);
+} counted;
+
+static beam_allocator_t counted_arena(counted *c) {
+    beam_failing_init(&c->parent, beam_raw_allocator, SIZE_MAX);
+    beam_arena_init(&c->arena, beam_failing_allocator(&c->parent));
+    return beam_arena_allocator(&c->arena);
+}
+
+/* Deinit, and whether every chunk went back to the parent, every byte. */
+static bool deinit_gives_everything_back(counted *c) {
+    beam_arena_deinit(&c->arena);
+    return live_chunks(&c->parent) == 0 &&
+           c->parent.allocated_bytes == c->parent.freed_bytes;
+}
+
+TEST(arena_bumps_and_gives_everything_back_at_deinit) {
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
+    CHECK(beam_arena_used(&c.arena) == 0 && c.parent.allocations == 0);
     char *p = beam_alloc_bytes(a, 10, 1);
     char *q = beam_alloc_bytes(a, 6, 1);
     CHECK(p != NULL && q == p + 10);
-    CHECK(beam_arena_used(&arena) == 16 && f.allocations == 1);
+    CHECK(beam_arena_used(&c.arena) == 16 && c.parent.allocations == 1);
     memcpy(p, "0123456789", 10);
     memcpy(q, "abcdef", 6);
     CHECK(memcmp(p, "0123456789abcdef", 16) == 0);
     /* Zero-length blocks cost nothing. */
     CHECK(beam_alloc_bytes(a, 0, 64) != NULL);
-    CHECK(beam_arena_used(&arena) == 16);
-    beam_arena_deinit(&arena);
-    CHECK(f.allocations == 1 && f.deallocations == 1);
-    CHECK(f.allocated_bytes == f.freed_bytes);
-    CHECK(beam_arena_used(&arena) == 0);
+    CHECK(beam_arena_used(&c.arena) == 16);
+    beam_arena_deinit(&c.arena);
+    CHECK(c.parent.allocations == 1 && c.parent.deallocations == 1);
+    CHECK(c.parent.allocated_bytes == c.parent.freed_bytes);
+    CHECK(beam_arena_used(&c.arena) == 0);
 }
 
 TEST(arena_last_block_resizes_and_frees_others_do_not) {
-    beam_failing_t f;
-    beam_arena_t arena;
-    beam_arena_init(&arena, counted(&f));
-    beam_allocator_t a = beam_arena_allocator(&arena);
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
     char *first = beam_alloc_bytes(a, 32, 8);
     char *last = beam_alloc_bytes(a, 32, 8);
     CHECK(first != NULL && last == first + 32);
-    CHECK(beam_arena_used(&arena) == 64);
+    CHECK(beam_arena_used(&c.arena) == 64);
     CHECK(beam_resize_bytes(a, last, 32, 8, 100));
-    CHECK(beam_arena_used(&arena) == 132);
+    CHECK(beam_arena_used(&c.arena) == 132);
     CHECK(beam_remap_bytes(a, last, 100, 8, 200) == last);
     CHECK(beam_resize_bytes(a, last, 200, 8, 16));
-    CHECK(beam_arena_used(&arena) == 48);
+    CHECK(beam_arena_used(&c.arena) == 48);
     /* Beyond the chunk: only a move could do it, and remap does not. */
     CHECK(!beam_resize_bytes(a, last, 16, 8, 1u << 20));
     CHECK(beam_remap_bytes(a, last, 16, 8, 1u << 20) == NULL);
@@ -59,16 +69,15 @@ TEST(arena_last_block_resizes_and_frees_others_do_not) {
     CHECK(beam_remap_bytes(a, first, 32, 8, 33) == NULL);
     CHECK(beam_resize_bytes(a, first, 32, 8, 20));
     beam_free_bytes(a, first, 20, 8);
-    CHECK(beam_arena_used(&arena) == 48);
+    CHECK(beam_arena_used(&c.arena) == 48);
     beam_free_bytes(a, last, 16, 8);
-    CHECK(beam_arena_used(&arena) == 32);
+    CHECK(beam_arena_used(&c.arena) == 32);
     CHECK(beam_alloc_bytes(a, 8, 8) == last);
     /* realloc of a non-last block copies into a new one. */
     memset(first, 0x42, 20);
     char *moved = beam_realloc_bytes(a, first, 20, 8, 40);
     CHECK(moved != NULL && moved != first && moved[19] == 0x42);
-    beam_arena_deinit(&arena);
-    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+    CHECK(deinit_gives_everything_back(&c));
 }
 
 TEST(arena_pads_alignments_larger_than_the_parent_serves) {
@@ -95,10 +104,8 @@ TEST(arena_pads_alignments_larger_than_the_parent_serves) {
 }
 
 TEST(arena_overflowing_requests_fail_and_arena_stays_usable) {
-    beam_failing_t f;
-    beam_arena_t arena;
-    beam_arena_init(&arena, counted(&f));
-    beam_allocator_t a = beam_arena_allocator(&arena);
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
     CHECK(beam_alloc_bytes(a, 16, 8) != NULL);
     for (size_t i = 0; i < 32; i++)
         CHECK(beam_alloc_bytes(a, SIZE_MAX - i, 1) == NULL);
@@ -107,33 +114,29 @@ TEST(arena_overflowing_requests_fail_and_arena_stays_usable) {
     CHECK(beam_alloc_bytes(a, (size_t)PTRDIFF_MAX - 16, 8) == NULL);
     CHECK(beam_alloc_bytes(a, 1, (size_t)1 << (sizeof(size_t) * 8 - 1)) ==
           NULL);
-    CHECK(beam_arena_used(&arena) == 16);
+    CHECK(beam_arena_used(&c.arena) == 16);
     char *p = beam_alloc_bytes(a, 100, 8);
     CHECK(p != NULL);
     memset(p, 0, 100);
-    beam_arena_deinit(&arena);
-    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+    CHECK(deinit_gives_everything_back(&c));
 }
 
 TEST(arena_chunks_grow_geometrically) {
-    beam_failing_t f;
-    beam_arena_t arena;
-    beam_arena_init(&arena, counted(&f));
-    beam_allocator_t a = beam_arena_allocator(&arena);
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
     for (size_t i = 0; i < 4096; i++) {
         unsigned char *p = beam_alloc_bytes(a, 1000, 1);
         CHECK(p != NULL);
         p[0] = p[999] = (unsigned char)i;
     }
     /* 4 MB in chunks of 4 KiB, 8 KiB, ...: a dozen or so parent calls. */
-    CHECK(f.allocations >= 8 && f.allocations <= 16);
-    CHECK(beam_arena_used(&arena) == 4096 * 1000);
+    CHECK(c.parent.allocations >= 8 && c.parent.allocations <= 16);
+    CHECK(beam_arena_used(&c.arena) == 4096 * 1000);
     /* A block larger than the next chunk would be gets its own size. */
     unsigned char *big = beam_alloc_bytes(a, (size_t)64 << 20, 1);
     CHECK(big != NULL);
     big[((size_t)64 << 20) - 1] = 1;
-    beam_arena_deinit(&arena);
-    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+    CHECK(deinit_gives_everything_back(&c));
 }
 
 TEST(arena_many_mixed_alignments_keep_their_contents) {
@@ -178,66 +181,60 @@ TEST(arena_many_mixed_alignments_keep_their_contents) {
 }
 
 TEST(arena_reset_free_all_returns_every_chunk) {
-    beam_failing_t f;
-    beam_arena_t arena;
-    beam_arena_init(&arena, counted(&f));
-    beam_allocator_t a = beam_arena_allocator(&arena);
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
     for (size_t i = 0; i < 100; i++)
         CHECK(beam_alloc_bytes(a, 500, 16) != NULL);
-    CHECK(live_chunks(&f) > 1);
-    CHECK(beam_arena_reset(&arena, BEAM_ARENA_FREE_ALL));
-    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
-    CHECK(beam_arena_used(&arena) == 0);
+    CHECK(live_chunks(&c.parent) > 1);
+    CHECK(beam_arena_reset(&c.arena, BEAM_ARENA_FREE_ALL));
+    CHECK(live_chunks(&c.parent) == 0 &&
+          c.parent.allocated_bytes == c.parent.freed_bytes);
+    CHECK(beam_arena_used(&c.arena) == 0);
     CHECK(beam_alloc_bytes(a, 10, 1) != NULL);
-    beam_arena_deinit(&arena);
-    CHECK(live_chunks(&f) == 0);
+    beam_arena_deinit(&c.arena);
+    CHECK(live_chunks(&c.parent) == 0);
 }
 
 TEST(arena_reset_retains_one_chunk_as_large_as_everything_used) {
-    beam_failing_t f;
-    beam_arena_t arena;
-    beam_arena_init(&arena, counted(&f));
-    beam_allocator_t a = beam_arena_allocator(&arena);
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
     /* Two chunks, neither big enough for both blocks. */
     CHECK(beam_alloc_bytes(a, 4000, 1) != NULL);
     CHECK(beam_alloc_bytes(a, 8000, 1) != NULL);
-    CHECK(live_chunks(&f) == 2 && beam_arena_used(&arena) == 12000);
-    CHECK(beam_arena_reset(&arena)); /* one argument: retain */
-    CHECK(live_chunks(&f) == 1 && beam_arena_used(&arena) == 0);
-    size_t calls = f.alloc_index;
+    CHECK(live_chunks(&c.parent) == 2 && beam_arena_used(&c.arena) == 12000);
+    CHECK(beam_arena_reset(&c.arena)); /* one argument: retain */
+    CHECK(live_chunks(&c.parent) == 1 && beam_arena_used(&c.arena) == 0);
+    size_t calls = c.parent.alloc_index;
     /* The same round again takes nothing more from the parent. */
     unsigned char *p = beam_alloc_bytes(a, 4000, 1);
     unsigned char *q = beam_alloc_bytes(a, 8000, 1);
-    CHECK(p != NULL && q == p + 4000 && f.alloc_index == calls);
+    CHECK(p != NULL && q == p + 4000 && c.parent.alloc_index == calls);
     memset(p, 1, 12000);
     /* A chunk that already suffices is kept as it is. */
-    CHECK(beam_arena_reset(&arena, BEAM_ARENA_RETAIN_CAPACITY));
-    CHECK(live_chunks(&f) == 1 && f.alloc_index == calls);
+    CHECK(beam_arena_reset(&c.arena, BEAM_ARENA_RETAIN_CAPACITY));
+    CHECK(live_chunks(&c.parent) == 1 && c.parent.alloc_index == calls);
     /* Retaining an unused arena keeps its capacity. */
-    CHECK(beam_arena_reset(&arena));
-    CHECK(live_chunks(&f) == 1);
-    beam_arena_deinit(&arena);
-    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+    CHECK(beam_arena_reset(&c.arena));
+    CHECK(live_chunks(&c.parent) == 1);
+    CHECK(deinit_gives_everything_back(&c));
 }
 
 TEST(arena_reset_retain_failure_leaves_an_empty_usable_arena) {
-    beam_failing_t f;
-    beam_arena_t arena;
-    beam_arena_init(&arena, counted(&f));
-    beam_allocator_t a = beam_arena_allocator(&arena);
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
     CHECK(beam_alloc_bytes(a, 4000, 1) != NULL);
     CHECK(beam_alloc_bytes(a, 8000, 1) != NULL);
-    f.fail_index = f.alloc_index; /* the retained chunk cannot be had */
-    CHECK(!beam_arena_reset(&arena));
-    CHECK(f.has_induced_failure);
-    CHECK(live_chunks(&f) == 0 && beam_arena_used(&arena) == 0);
+    c.parent.fail_index =
+        c.parent.alloc_index; /* the retained chunk cannot be had */
+    CHECK(!beam_arena_reset(&c.arena));
+    CHECK(c.parent.has_induced_failure);
+    CHECK(live_chunks(&c.parent) == 0 && beam_arena_used(&c.arena) == 0);
     CHECK(beam_alloc_bytes(a, 1, 1) == NULL);
-    f.fail_index = SIZE_MAX;
+    c.parent.fail_index = SIZE_MAX;
     char *p = beam_alloc_bytes(a, 10, 1);
     CHECK(p != NULL);
     memset(p, 0, 10);
-    beam_arena_deinit(&arena);
-    CHECK(live_chunks(&f) == 0 && f.allocated_bytes == f.freed_bytes);
+    CHECK(deinit_gives_everything_back(&c));
 }
 
 TEST(arena_over_a_fixed_buffer_rolls_it_back) {

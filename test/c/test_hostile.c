@@ -138,6 +138,12 @@ static bool subject_close(subject *s) {
         CHECK(closed);                                                         \
     }
 
+/* A test that is check over every subject. */
+#define HOSTILE_TEST(name, check)                                              \
+    TEST(name) {                                                               \
+        FOR_EVERY_SUBJECT(check);                                              \
+    }
+
 static void fill(unsigned char *p, size_t len, unsigned seed) {
     for (size_t i = 0; i < len; i++)
         p[i] = (unsigned char)(seed + i * 7u);
@@ -214,9 +220,7 @@ static bool near_size_max(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_sizes_near_size_max_fail) {
-    FOR_EVERY_SUBJECT(near_size_max);
-}
+HOSTILE_TEST(hostile_sizes_near_size_max_fail, near_size_max)
 
 static bool around_ptrdiff_max(subject *s) {
     for (size_t k = 0; k < N_SOME_ALIGNS; k++) {
@@ -233,9 +237,7 @@ static bool around_ptrdiff_max(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_sizes_around_ptrdiff_max_fail) {
-    FOR_EVERY_SUBJECT(around_ptrdiff_max);
-}
+HOSTILE_TEST(hostile_sizes_around_ptrdiff_max_fail, around_ptrdiff_max)
 
 /* len + alignment - 1 wraps to 0 (or to PTRDIFF_MAX + 1): the classic
  * rounding overflow. */
@@ -252,9 +254,8 @@ static bool wrap_with_alignment(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_size_max_minus_alignment_plus_two_fails) {
-    FOR_EVERY_SUBJECT(wrap_with_alignment);
-}
+HOSTILE_TEST(hostile_size_max_minus_alignment_plus_two_fails,
+             wrap_with_alignment)
 
 struct page {
     unsigned char bytes[4096];
@@ -295,9 +296,7 @@ static bool count_times_size(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_count_times_size_overflow_fails) {
-    FOR_EVERY_SUBJECT(count_times_size);
-}
+HOSTILE_TEST(hostile_count_times_size_overflow_fails, count_times_size)
 
 /* ---- alignments ----------------------------------------------------------
  */
@@ -318,9 +317,9 @@ static bool huge_alignments(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_alignments_up_to_2_pow_30_and_beyond_with_hostile_sizes_fail) {
-    FOR_EVERY_SUBJECT(huge_alignments);
-}
+HOSTILE_TEST(
+    hostile_alignments_up_to_2_pow_30_and_beyond_with_hostile_sizes_fail,
+    huge_alignments)
 
 static const size_t bad_aligns[] = {
     0,       3, 5, 6, 12, 24, 48, 100, 257, 4097, 65535, (size_t)PTRDIFF_MAX,
@@ -353,9 +352,8 @@ static bool non_power_of_two_alignments(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_non_power_of_two_alignments_fail) {
-    FOR_EVERY_SUBJECT(non_power_of_two_alignments);
-}
+HOSTILE_TEST(hostile_non_power_of_two_alignments_fail,
+             non_power_of_two_alignments)
 
 /* ---- failed grows -----------------------------------------------------------
  */
@@ -417,9 +415,8 @@ static bool failed_grow_keeps_block(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_failed_grow_leaves_the_block_intact_and_freeable) {
-    FOR_EVERY_SUBJECT(failed_grow_keeps_block);
-}
+HOSTILE_TEST(hostile_failed_grow_leaves_the_block_intact_and_freeable,
+             failed_grow_keeps_block)
 
 /* The zero-length sentinel cannot be grown to a hostile length either. */
 static bool zero_length_grows(subject *s) {
@@ -435,6 +432,5 @@ static bool zero_length_grows(subject *s) {
     return serves_normally(s);
 }
 
-TEST(hostile_zero_length_block_grown_to_hostile_lengths_fails) {
-    FOR_EVERY_SUBJECT(zero_length_grows);
-}
+HOSTILE_TEST(hostile_zero_length_block_grown_to_hostile_lengths_fails,
+             zero_length_grows)

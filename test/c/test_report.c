@@ -22,23 +22,25 @@ typedef struct hook_ctx {
 
 static hook_ctx ctx_a, ctx_b;
 
+/* A call of the hook that owns ctx, which must come with ctx as its user
+ * pointer. */
+static void count_call(hook_ctx *ctx, void *user) {
+    atomic_fetch_add(&ctx->inside, 1);
+    atomic_fetch_add(&ctx->calls, 1);
+    if (user != ctx)
+        atomic_fetch_add(&ctx->wrong_user, 1);
+    atomic_fetch_sub(&ctx->inside, 1);
+}
+
 /* Each hook knows which user pointer it must get with it. */
 static void hook_a(void *user, const char *line) {
     (void)line;
-    atomic_fetch_add(&ctx_a.inside, 1);
-    atomic_fetch_add(&ctx_a.calls, 1);
-    if (user != &ctx_a)
-        atomic_fetch_add(&ctx_a.wrong_user, 1);
-    atomic_fetch_sub(&ctx_a.inside, 1);
+    count_call(&ctx_a, user);
 }
 
 static void hook_b(void *user, const char *line) {
     (void)line;
-    atomic_fetch_add(&ctx_b.inside, 1);
-    atomic_fetch_add(&ctx_b.calls, 1);
-    if (user != &ctx_b)
-        atomic_fetch_add(&ctx_b.wrong_user, 1);
-    atomic_fetch_sub(&ctx_b.inside, 1);
+    count_call(&ctx_b, user);
 }
 
 TEST(gpa_report_hook_exchange_gives_back_the_hook_and_its_user) {

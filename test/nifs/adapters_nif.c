@@ -12,6 +12,19 @@
 #include <beam_alloc/zlib.h>
 #include <beam_alloc/zstd.h>
 
+/* The result of a (de)compression into out: its first n bytes as a binary
+ * when it worked, else {error, why} (out released). */
+static ERL_NIF_TERM output(ErlNifEnv *env, ErlNifBinary *out, size_t n,
+                           bool worked, const char *why) {
+    if (!worked) {
+        enif_release_binary(out);
+        return beam_make_error(env, why);
+    }
+    if (n < out->size)
+        enif_realloc_binary(out, n);
+    return enif_make_binary(env, out);
+}
+
 /* zlib's one-shot compress as :zlib.compress/1 does it: default level,
  * zlib header, 15-bit window, memLevel 8. */
 static ERL_NIF_TERM compress_with(ErlNifEnv *env, ERL_NIF_TERM arg) {
@@ -36,12 +49,7 @@ static ERL_NIF_TERM compress_with(ErlNifEnv *env, ERL_NIF_TERM arg) {
     int rc = deflate(&z, Z_FINISH);
     size_t n = z.total_out;
     deflateEnd(&z);
-    if (rc != Z_STREAM_END) {
-        enif_release_binary(&out);
-        return beam_make_error(env, "deflate");
-    }
-    enif_realloc_binary(&out, n);
-    return enif_make_binary(env, &out);
+    return output(env, &out, n, rc == Z_STREAM_END, "deflate");
 }
 
 static ERL_NIF_TERM uncompress_with(ErlNifEnv *env, ERL_NIF_TERM arg) {
@@ -75,26 +83,22 @@ static ERL_NIF_TERM uncompress_with(ErlNifEnv *env, ERL_NIF_TERM arg) {
     }
     size_t n = z.total_out;
     inflateEnd(&z);
-    if (rc != Z_STREAM_END) {
-        enif_release_binary(&out);
-        return beam_make_error(env, rc == Z_MEM_ERROR ? "enomem" : "inflate");
-    }
-    enif_realloc_binary(&out, n);
-    return enif_make_binary(env, &out);
+    return output(env, &out, n, rc == Z_STREAM_END,
+                  rc == Z_MEM_ERROR ? "enomem" : "inflate");
 }
 
-BEAM_NIF(zlib_compress) {
-    return compress_with(env, argv[0]);
-}
-BEAM_NIF(zlib_compress_checked, .leak_check = true) {
-    return compress_with(env, argv[0]);
-}
-BEAM_NIF(zlib_uncompress) {
-    return uncompress_with(env, argv[0]);
-}
-BEAM_NIF(zlib_uncompress_checked, .leak_check = true) {
-    return uncompress_with(env, argv[0]);
-}
+/* Each NIF comes with a leak-checked twin, name_checked: the same call
+ * under leak_check. */
+#define WITH_CHECKED_TWIN(name, call)                                          \
+    BEAM_NIF(name) {                                                           \
+        return call;                                                           \
+    }                                                                          \
+    BEAM_NIF(name##_checked, .leak_check = true) {                             \
+        return call;                                                           \
+    }
+
+WITH_CHECKED_TWIN(zlib_compress, compress_with(env, argv[0]))
+WITH_CHECKED_TWIN(zlib_uncompress, uncompress_with(env, argv[0]))
 
 /* A stream never ended: the leak report must name zlib's function. */
 BEAM_NIF(zlib_leak, .leak_check = true) {
@@ -126,12 +130,7 @@ static ERL_NIF_TERM zstd_compress_with(ErlNifEnv *env, ERL_NIF_TERM arg,
     size_t n =
         ZSTD_compressCCtx(c, out.data, out.size, in.data, in.size, level);
     ZSTD_freeCCtx(c);
-    if (ZSTD_isError(n)) {
-        enif_release_binary(&out);
-        return beam_make_error(env, "zstd");
-    }
-    enif_realloc_binary(&out, n);
-    return enif_make_binary(env, &out);
+    return output(env, &out, n, !ZSTD_isError(n), "zstd");
 }
 
 static ERL_NIF_TERM zstd_decompress_with(ErlNifEnv *env, ERL_NIF_TERM arg) {
@@ -151,41 +150,26 @@ static ERL_NIF_TERM zstd_decompress_with(ErlNifEnv *env, ERL_NIF_TERM arg) {
     }
     size_t n = ZSTD_decompressDCtx(d, out.data, out.size, in.data, in.size);
     ZSTD_freeDCtx(d);
-    if (ZSTD_isError(n) || n != size) {
-        enif_release_binary(&out);
-        return beam_make_error(env, "zstd");
-    }
-    return enif_make_binary(env, &out);
+    return output(env, &out, n, !ZSTD_isError(n) && n == size, "zstd");
 }
 
-BEAM_NIF(zstd_compress) {
-    return zstd_compress_with(env, argv[0], argv[1]);
-}
-BEAM_NIF(zstd_compress_checked, .leak_check = true) {
-    return zstd_compress_with(env, argv[0], argv[1]);
-}
-BEAM_NIF(zstd_decompress) {
-    return zstd_decompress_with(env, argv[0]);
-}
-BEAM_NIF(zstd_decompress_checked, .leak_check = true) {
-    return zstd_decompress_with(env, argv[0]);
-}
+WITH_CHECKED_TWIN(zstd_compress, zstd_compress_with(env, argv[0], argv[1]))
+WITH_CHECKED_TWIN(zstd_decompress, zstd_decompress_with(env, argv[0]))
+
+/* A NIF and its twin in the table, both on a dirty CPU scheduler. */
+/* clang-format off */
+#define DIRTY_WITH_TWIN(name, arity)                                           \
+    {#name, arity, name, ERL_NIF_DIRTY_JOB_CPU_BOUND},                         \
+    {#name "_checked", arity, name##_checked, ERL_NIF_DIRTY_JOB_CPU_BOUND}
 
 static ErlNifFunc funcs[] = {
-    {"zlib_compress", 1, zlib_compress, ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"zlib_compress_checked", 1, zlib_compress_checked,
-     ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"zlib_uncompress", 1, zlib_uncompress, ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"zlib_uncompress_checked", 1, zlib_uncompress_checked,
-     ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    DIRTY_WITH_TWIN(zlib_compress, 1),
+    DIRTY_WITH_TWIN(zlib_uncompress, 1),
     {"zlib_leak", 0, zlib_leak, 0},
-    {"zstd_compress", 2, zstd_compress, ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"zstd_compress_checked", 2, zstd_compress_checked,
-     ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"zstd_decompress", 1, zstd_decompress, ERL_NIF_DIRTY_JOB_CPU_BOUND},
-    {"zstd_decompress_checked", 1, zstd_decompress_checked,
-     ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    DIRTY_WITH_TWIN(zstd_compress, 2),
+    DIRTY_WITH_TWIN(zstd_decompress, 1),
     {"take_reports", 0, take_reports, 0},
 };
+/* clang-format on */
 
 BEAM_NIF_INIT(Elixir.AdaptersNif, funcs, load_capturing_reports, NULL, NULL)

@@ -15,9 +15,9 @@ static ERL_NIF_TERM ok(ErlNifEnv *env) {
 /* correct(n): n blocks of growing sizes, each checked, then a realloc
  * that grows the last one (a remap, or an alloc + copy); on any failure
  * every block taken so far goes back and the result is {:error, :enomem}. */
-static ERL_NIF_TERM correct_impl(ErlNifEnv *env, ERL_NIF_TERM count) {
+static ERL_NIF_TERM correct_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     size_t n;
-    if (!get_size(env, count, &n) || n == 0 || n > 64)
+    if (!get_size(env, argv[0], &n) || n == 0 || n > 64)
         return enif_make_badarg(env);
     uint64_t *blocks[64];
     size_t got;
@@ -46,13 +46,7 @@ static ERL_NIF_TERM correct_impl(ErlNifEnv *env, ERL_NIF_TERM count) {
     return result;
 }
 
-BEAM_NIF(correct) {
-    return correct_impl(env, argv[0]);
-}
-
-BEAM_NIF(correct_dirty) {
-    return correct_impl(env, argv[0]);
-}
+NIF_WITH_DIRTY_TWIN(correct, correct_impl)
 
 /* The same, but a failure raises RuntimeError instead of returning. */
 BEAM_NIF(correct_raising) {

@@ -16,41 +16,77 @@ static beam_allocator_t process_wide(void) {
     return beam_general_purpose_allocator;
 }
 
+/* The kinds of misuse, each on a fresh block of n bytes (enomem when there
+ * is none). Macros rather than functions: the reports name the site of the
+ * misusing call, and that must be the NIF's own line. */
+#define NEW_BLOCK(p, n)                                                        \
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, n);           \
+    if (p == NULL)                                                             \
+    return beam_make_error(env, "enomem")
+
+#define DOUBLE_FREE(n)                                                         \
+    do {                                                                       \
+        NEW_BLOCK(p, n);                                                       \
+        beam_free(beam_allocator, p, n);                                       \
+        beam_free(beam_allocator, p, n);                                       \
+    } while (0)
+
+#define WRITE_PAST_END(n)                                                      \
+    do {                                                                       \
+        NEW_BLOCK(p, n);                                                       \
+        p[n] = 1;                                                              \
+        beam_free(beam_allocator, p, n);                                       \
+    } while (0)
+
+#define WRONG_LENGTH(n, freed)                                                 \
+    do {                                                                       \
+        NEW_BLOCK(p, n);                                                       \
+        beam_free(beam_allocator, p, freed);                                   \
+    } while (0)
+
+/* A double free of n bytes at alignment. */
+#define DOUBLE_FREE_BYTES(n, alignment)                                        \
+    do {                                                                       \
+        void *p = beam_alloc_bytes(beam_allocator, n, alignment);              \
+        if (p == NULL)                                                         \
+            return beam_make_error(env, "enomem");                             \
+        beam_free_bytes(beam_allocator, p, n, alignment);                      \
+        beam_free_bytes(beam_allocator, p, n, alignment);                      \
+    } while (0)
+
+/* A block of n bytes at alignment, freed as if at another one. */
+#define FREED_ALIGNED(n, alignment, freed)                                     \
+    do {                                                                       \
+        void *p = beam_alloc_bytes(beam_allocator, n, alignment);              \
+        if (p == NULL)                                                         \
+            return beam_make_error(env, "enomem");                             \
+        beam_free_bytes(beam_allocator, p, n, freed);                          \
+    } while (0)
+
+/* Past the words the free list uses, so nothing but the poison changes:
+ * found when the call ends. */
+#define WRITE_AFTER_FREE(n, at)                                                \
+    do {                                                                       \
+        NEW_BLOCK(p, n);                                                       \
+        beam_free(beam_allocator, p, n);                                       \
+        volatile unsigned char *dangling = p;                                  \
+        dangling[at] = 7;                                                      \
+    } while (0)
+
+/* A NIF under leak_check whose whole body is one misuse. */
+#define MISUSE_NIF(name, misuse)                                               \
+    BEAM_NIF(name, .leak_check = true) {                                       \
+        misuse;                                                                \
+        return ok(env);                                                        \
+    }
+
 /* --- One kind each, under leak_check ------------------------------------- */
 
-BEAM_NIF(double_free, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, 24);
-    beam_free(beam_allocator, p, 24);
-    return ok(env);
-}
-
-BEAM_NIF(write_past_end, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    p[24] = 1;
-    beam_free(beam_allocator, p, 24);
-    return ok(env);
-}
-
-BEAM_NIF(wrong_length, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, 16);
-    return ok(env);
-}
-
-BEAM_NIF(wrong_alignment, .leak_check = true) {
-    void *p = beam_alloc_bytes(beam_allocator, 64, 16);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free_bytes(beam_allocator, p, 64, 8);
-    return ok(env);
-}
+MISUSE_NIF(double_free, DOUBLE_FREE(24))
+MISUSE_NIF(write_past_end, WRITE_PAST_END(24))
+MISUSE_NIF(wrong_length, WRONG_LENGTH(24, 16))
+MISUSE_NIF(write_after_free, WRITE_AFTER_FREE(64, 20))
+MISUSE_NIF(wrong_alignment, FREED_ALIGNED(64, 16, 8))
 
 BEAM_NIF(foreign_free, .leak_check = true) {
     /* Memory of another allocator: the checking instance must not take
@@ -66,59 +102,16 @@ BEAM_NIF(foreign_free, .leak_check = true) {
     return ok(env);
 }
 
-BEAM_NIF(write_after_free, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 64);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, 64);
-    /* Past the words the free list uses, so nothing but the poison
-     * changes: found when the call ends. */
-    volatile unsigned char *dangling = p;
-    dangling[20] = 7;
-    return ok(env);
-}
-
-/* Misuse, then an exception of its own: the misuse is the error raised. */
 /* --- The same kinds on blocks above the slab classes (large blocks) ----- */
 
 #define LARGE 10000
 
-BEAM_NIF(large_double_free, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, LARGE);
-    beam_free(beam_allocator, p, LARGE);
-    return ok(env);
-}
+MISUSE_NIF(large_double_free, DOUBLE_FREE(LARGE))
+MISUSE_NIF(large_write_past_end, WRITE_PAST_END(LARGE))
+MISUSE_NIF(large_wrong_length, WRONG_LENGTH(LARGE, LARGE - 1))
+MISUSE_NIF(large_write_after_free, WRITE_AFTER_FREE(LARGE, 100))
 
-BEAM_NIF(large_write_past_end, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    p[LARGE] = 1;
-    beam_free(beam_allocator, p, LARGE);
-    return ok(env);
-}
-
-BEAM_NIF(large_wrong_length, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, LARGE - 1);
-    return ok(env);
-}
-
-BEAM_NIF(large_write_after_free, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, LARGE);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, LARGE);
-    volatile unsigned char *dangling = p;
-    dangling[100] = 7;
-    return ok(env);
-}
-
+/* Misuse, then an exception of its own: the misuse is the error raised. */
 BEAM_NIF(double_free_and_badarg, .leak_check = true) {
     unsigned char *p = beam_alloc(beam_allocator, unsigned char, 8);
     if (p != NULL) {
@@ -130,34 +123,23 @@ BEAM_NIF(double_free_and_badarg, .leak_check = true) {
 
 /* --- Without leak_check -------------------------------------------------- */
 
-/* The process-wide instance sees a double free; the call goes on. */
+/* The process-wide instance sees a double free; the call goes on. (The
+ * three differ only in their options.) */
 BEAM_NIF(double_free_plain, .allocator = process_wide) {
-    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free_bytes(beam_allocator, p, 24, 8);
-    beam_free_bytes(beam_allocator, p, 24, 8);
+    DOUBLE_FREE_BYTES(24, 8);
     return ok(env);
 }
 
 /* The same, asked to raise in C. */
 BEAM_NIF(double_free_raising, .allocator = process_wide,
          .raise_on_misuse = true) {
-    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free_bytes(beam_allocator, p, 24, 8);
-    beam_free_bytes(beam_allocator, p, 24, 8);
+    DOUBLE_FREE_BYTES(24, 8);
     return ok(env);
 }
 
 /* The same, asked to raise from Elixir (test/support/misuse.ex). */
 BEAM_NIF(double_free_opted, .allocator = process_wide) {
-    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free_bytes(beam_allocator, p, 24, 8);
-    beam_free_bytes(beam_allocator, p, 24, 8);
+    DOUBLE_FREE_BYTES(24, 8);
     return ok(env);
 }
 
@@ -207,32 +189,16 @@ BEAM_NIF(leak_deep, .leak_check = true) {
 
 /* A free whose alignment is no power of two: the library ignores it and
  * reports it, a misuse like a wrong length (the block is left over). */
-BEAM_NIF(impossible_free, .leak_check = true) {
-    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free_bytes(beam_allocator, p, 24, 3);
-    return ok(env);
-}
+MISUSE_NIF(impossible_free, FREED_ALIGNED(24, 8, 3))
 
 /* Called by nested_outer, a BEAM_NIF inside a BEAM_NIF: a misuse of its
  * own (it raises, and the outer call goes on). */
-BEAM_NIF(nested_inner, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, 16);
-    return ok(env);
-}
+MISUSE_NIF(nested_inner, WRONG_LENGTH(24, 16))
 
 /* A double free first, then a call with another kind of misuse: the outer
  * call raises with its own first one. */
 BEAM_NIF(nested_outer, .leak_check = true) {
-    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free(beam_allocator, p, 24);
-    beam_free(beam_allocator, p, 24);
+    DOUBLE_FREE(24);
     (void)nested_inner(env, 0, argv);
     return ok(env);
 }

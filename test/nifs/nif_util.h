@@ -15,6 +15,17 @@
 #include <stdint.h>
 #include <string.h>
 
+/* A NIF and its twin name_dirty, which the module's table puts on a dirty
+ * scheduler: both are body(env, argv), each a C function of its own so
+ * that each table entry has its own. */
+#define NIF_WITH_DIRTY_TWIN(name, body)                                        \
+    BEAM_NIF(name) {                                                           \
+        return body(env, argv);                                                \
+    }                                                                          \
+    BEAM_NIF(name##_dirty) {                                                   \
+        return body(env, argv);                                                \
+    }
+
 /* A non-negative integer that fits size_t. */
 static inline bool get_size(ErlNifEnv *env, ERL_NIF_TERM term, size_t *out) {
     ErlNifUInt64 v;
@@ -46,6 +57,34 @@ static inline bool same_allocator(beam_allocator_t a, beam_allocator_t b) {
     return a.vtable == b.vtable && a.ctx == b.ctx;
 }
 
+/* %{names[i] => values[i]}, atoms for keys; badarg past MAP_MAX_KEYS. */
+#define MAP_MAX_KEYS 16
+
+static inline ERL_NIF_TERM make_map(ErlNifEnv *env, size_t n,
+                                    const char *const names[],
+                                    ERL_NIF_TERM values[]) {
+    ERL_NIF_TERM keys[MAP_MAX_KEYS], map;
+    if (n > MAP_MAX_KEYS)
+        return enif_make_badarg(env);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = enif_make_atom(env, names[i]);
+    if (!enif_make_map_from_arrays(env, keys, values, n, &map))
+        return enif_make_badarg(env);
+    return map;
+}
+
+/* The same with unsigned integers for values (counters, stats). */
+static inline ERL_NIF_TERM make_uint_map(ErlNifEnv *env, size_t n,
+                                         const char *const names[],
+                                         const uint64_t values[]) {
+    ERL_NIF_TERM terms[MAP_MAX_KEYS];
+    if (n > MAP_MAX_KEYS)
+        return enif_make_badarg(env);
+    for (size_t i = 0; i < n; i++)
+        terms[i] = enif_make_uint64(env, values[i]);
+    return make_map(env, n, names, terms);
+}
+
 /* A block's contents: tag, tag + 1, ... so that whoever frees a block can
  * tell it was not overwritten meanwhile. */
 static inline bool intact(const unsigned char *mem, size_t len,
@@ -69,6 +108,67 @@ static inline uint64_t next_random(uint64_t *state) {
     x ^= x >> 27;
     *state = x;
     return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* --- Churn ----------------------------------------------------------------
+ * A private workload inside one call, churn(Iterations, Seed): Iterations
+ * times, a random one of nslots blocks of a is replaced by a new one
+ * (lengths from len_of, given a random number), each block checked before
+ * it is freed, all freed at the end. ok, {error, corrupted}, or
+ * {error, enomem} when an allocation failed (*failed then true, for callers
+ * that describe that failure their own way); badarg for bad arguments. */
+
+#define CHURN_MAX_SLOTS 64
+
+static inline ERL_NIF_TERM churn_blocks(ErlNifEnv *env, beam_allocator_t a,
+                                        size_t nslots,
+                                        size_t (*len_of)(uint64_t random),
+                                        ERL_NIF_TERM iterations_arg,
+                                        ERL_NIF_TERM seed_arg, bool *failed) {
+    *failed = false;
+    size_t iterations;
+    ErlNifUInt64 seed;
+    if (!get_size(env, iterations_arg, &iterations) ||
+        !enif_get_uint64(env, seed_arg, &seed))
+        return enif_make_badarg(env);
+    struct {
+        unsigned char *mem;
+        size_t len;
+        unsigned char tag;
+    } slots[CHURN_MAX_SLOTS];
+    memset(slots, 0, sizeof slots); /* (C++ has no {0} for all fields) */
+    uint64_t state = seed | 1;
+    bool corrupted = false;
+    if (nslots > CHURN_MAX_SLOTS)
+        nslots = CHURN_MAX_SLOTS;
+    for (size_t i = 0; i < iterations && !*failed; i++) {
+        uint64_t x = next_random(&state);
+        size_t k = x % nslots;
+        if (slots[k].mem != NULL) {
+            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
+            beam_free(a, slots[k].mem, slots[k].len);
+            slots[k].mem = NULL;
+        }
+        size_t len = len_of(x);
+        unsigned char *mem = beam_alloc(a, unsigned char, len);
+        if (mem == NULL) {
+            *failed = true;
+            break;
+        }
+        slots[k].mem = mem;
+        slots[k].len = len;
+        slots[k].tag = (unsigned char)(x >> 40);
+        fill(mem, len, slots[k].tag);
+    }
+    for (size_t k = 0; k < nslots; k++)
+        if (slots[k].mem != NULL) {
+            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
+            beam_free(a, slots[k].mem, slots[k].len);
+        }
+    if (*failed)
+        return beam_make_error(env, "enomem");
+    return corrupted ? beam_make_error(env, "corrupted")
+                     : enif_make_atom(env, "ok");
 }
 
 /* --- Captured reports ---------------------------------------------------

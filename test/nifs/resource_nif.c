@@ -326,19 +326,13 @@ BEAM_NIF(calls_after_release) {
 /* usage(res) -> %{kind:, released:, live_blocks:, live_bytes:,
  * parent_bytes:} */
 static ERL_NIF_TERM usage_map(ErlNifEnv *env, beam_resource_usage u) {
-    ERL_NIF_TERM keys[5] = {
-        enif_make_atom(env, "kind"), enif_make_atom(env, "released"),
-        enif_make_atom(env, "live_blocks"), enif_make_atom(env, "live_bytes"),
-        enif_make_atom(env, "parent_bytes")};
-    ERL_NIF_TERM values[5] = {kind_atom(env, u.kind),
-                              make_bool(env, u.released),
-                              enif_make_uint64(env, u.live_blocks),
-                              enif_make_uint64(env, u.live_bytes),
-                              enif_make_uint64(env, u.parent_bytes)};
-    ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, values, 5, &map))
-        return enif_make_badarg(env);
-    return map;
+    static const char *const names[] = {"kind", "released", "live_blocks",
+                                        "live_bytes", "parent_bytes"};
+    ERL_NIF_TERM values[] = {kind_atom(env, u.kind), make_bool(env, u.released),
+                             enif_make_uint64(env, u.live_blocks),
+                             enif_make_uint64(env, u.live_bytes),
+                             enif_make_uint64(env, u.parent_bytes)};
+    return make_map(env, 5, names, values);
 }
 
 BEAM_NIF(usage) {
@@ -433,61 +427,20 @@ BEAM_NIF(dead_allocator) {
 
 /* --- churn(res, iterations, seed): many blocks in one call ------------- */
 
-#define CHURN_SLOTS 32
+/* Mostly small, one in sixteen above the GPA's slab limit. */
+static size_t churn_len(uint64_t x) {
+    return (x >> 8) % 16 == 0 ? 8193 + (x >> 16) % 8192 : 1 + (x >> 16) % 512;
+}
 
 static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     GET_RESOURCE(0, r);
-    size_t iterations;
-    ErlNifUInt64 seed;
-    if (!get_size(env, argv[1], &iterations) ||
-        !enif_get_uint64(env, argv[2], &seed))
-        return enif_make_badarg(env);
-    beam_allocator_t a = beam_resource_allocator(r);
-    struct {
-        unsigned char *mem;
-        size_t len;
-        unsigned char tag;
-    } slots[CHURN_SLOTS] = {{0}};
-    uint64_t state = seed | 1;
-    bool corrupted = false, failed = false;
-    for (size_t i = 0; i < iterations && !failed; i++) {
-        uint64_t x = next_random(&state);
-        size_t k = x % CHURN_SLOTS;
-        if (slots[k].mem != NULL) {
-            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
-            beam_free(a, slots[k].mem, slots[k].len);
-            slots[k].mem = NULL;
-        }
-        /* Mostly small, one in sixteen above the GPA's slab limit. */
-        size_t len =
-            (x >> 8) % 16 == 0 ? 8193 + (x >> 16) % 8192 : 1 + (x >> 16) % 512;
-        unsigned char *mem = beam_alloc(a, unsigned char, len);
-        if (mem == NULL) {
-            failed = true;
-            break;
-        }
-        slots[k].mem = mem;
-        slots[k].len = len;
-        slots[k].tag = (unsigned char)(x >> 40);
-        fill(mem, len, slots[k].tag);
-    }
-    for (size_t k = 0; k < CHURN_SLOTS; k++)
-        if (slots[k].mem != NULL) {
-            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
-            beam_free(a, slots[k].mem, slots[k].len);
-        }
-    if (failed)
-        return alloc_error(env, r);
-    return corrupted ? beam_make_error(env, "corrupted")
-                     : enif_make_atom(env, "ok");
+    bool failed;
+    ERL_NIF_TERM result = churn_blocks(env, beam_resource_allocator(r), 32,
+                                       churn_len, argv[1], argv[2], &failed);
+    return failed ? alloc_error(env, r) : result;
 }
 
-BEAM_NIF(churn) {
-    return run_churn(env, argv);
-}
-BEAM_NIF(churn_dirty) {
-    return run_churn(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(churn, run_churn)
 
 static ErlNifFunc funcs[] = {
     {"new", 1, new, 0},

@@ -185,40 +185,27 @@ BEAM_NIF(drain) {
 
 /* counters(): %{corrupt: n, failed: n} */
 BEAM_NIF(counters) {
-    ERL_NIF_TERM keys[] = {enif_make_atom(env, "corrupt"),
-                           enif_make_atom(env, "failed")};
-    ERL_NIF_TERM values[] = {enif_make_uint64(env, atomic_load(&corrupt)),
-                             enif_make_uint64(env, atomic_load(&failed))};
-    ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, values, 2, &map);
-    return map;
+    static const char *const names[] = {"corrupt", "failed"};
+    uint64_t values[] = {atomic_load(&corrupt), atomic_load(&failed)};
+    return make_uint_map(env, 2, names, values);
 }
 
 static ERL_NIF_TERM stats_map(ErlNifEnv *env, beam_allocator_t a) {
+    static const char *const names[] = {"live_blocks", "live_bytes",
+                                        "allocations"};
     beam_alloc_stats s;
     beam_allocator_stats(a, &s);
-    ERL_NIF_TERM keys[] = {enif_make_atom(env, "live_blocks"),
-                           enif_make_atom(env, "live_bytes"),
-                           enif_make_atom(env, "allocations")};
-    ERL_NIF_TERM values[] = {enif_make_uint64(env, s.live_blocks),
-                             enif_make_uint64(env, s.live_bytes),
-                             enif_make_uint64(env, s.allocations)};
-    ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, values, 3, &map);
-    return map;
+    uint64_t values[] = {s.live_blocks, s.live_bytes, s.allocations};
+    return make_uint_map(env, 3, names, values);
 }
 
 /* stats(): %{raw: %{...}, large: %{...}, gpa: %{...}} for this library. */
 BEAM_NIF(stats) {
-    ERL_NIF_TERM keys[] = {enif_make_atom(env, "raw"),
-                           enif_make_atom(env, "large"),
-                           enif_make_atom(env, "gpa")};
+    static const char *const names[] = {"raw", "large", "gpa"};
     ERL_NIF_TERM values[] = {stats_map(env, beam_raw_allocator),
                              stats_map(env, beam_large_allocator),
                              stats_map(env, beam_general_purpose_allocator)};
-    ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, values, 3, &map);
-    return map;
+    return make_map(env, 3, names, values);
 }
 
 /* collect(): beam_gpa_collect on this thread (normal, dirty CPU, dirty IO

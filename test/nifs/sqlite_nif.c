@@ -19,6 +19,8 @@
 
 #include <beam_alloc/sqlite3.h>
 
+#include "../../bench/sqlite/orders.h"
+
 #include <stdio.h>
 
 static beam_gpa_t sqlite_gpa;
@@ -64,43 +66,13 @@ static int exec(const char *sql) {
     return sqlite3_exec(db, sql, NULL, NULL, NULL);
 }
 
-/* populate(Rows): two tables, Rows customers and 2 * Rows orders, in one
- * transaction with prepared statements, then an index. */
+/* populate(Rows): the orders database of bench-sqlite, Rows customers in
+ * 17 regions and 2 * Rows orders, then an index. */
 BEAM_NIF(populate) {
     int rows;
     if (db == NULL || !enif_get_int(env, argv[0], &rows) || rows < 1)
         return enif_make_badarg(env);
-    int rc = exec("create table customer(id integer primary key, name text,"
-                  " region integer);"
-                  "create table orders(id integer primary key, customer"
-                  " integer, amount integer, note text);"
-                  "begin");
-    sqlite3_stmt *c = NULL, *o = NULL;
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, "insert into customer values(?, ?, ?)", -1,
-                                &c, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db, "insert into orders values(?, ?, ?, ?)", -1,
-                                &o, NULL);
-    char text[64];
-    for (int i = 0; rc == SQLITE_OK && i < rows; i++) {
-        snprintf(text, sizeof text, "customer %d of region %d", i, i % 17);
-        sqlite3_bind_int(c, 1, i);
-        sqlite3_bind_text(c, 2, text, -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int(c, 3, i % 17);
-        rc = sqlite3_step(c) == SQLITE_DONE ? sqlite3_reset(c) : SQLITE_ERROR;
-        for (int k = 0; rc == SQLITE_OK && k < 2; k++) {
-            snprintf(text, sizeof text, "order %d.%d", i, k);
-            sqlite3_bind_int(o, 1, 2 * i + k);
-            sqlite3_bind_int(o, 2, (i * 7919 + k) % rows);
-            sqlite3_bind_int(o, 3, (i * 31 + k * 17) % 1000);
-            sqlite3_bind_text(o, 4, text, -1, SQLITE_TRANSIENT);
-            rc = sqlite3_step(o) == SQLITE_DONE ? sqlite3_reset(o)
-                                                : SQLITE_ERROR;
-        }
-    }
-    sqlite3_finalize(c);
-    sqlite3_finalize(o);
+    int rc = orders_populate(db, rows, 17, 2);
     if (rc == SQLITE_OK)
         rc = exec("commit; create index orders_customer on orders(customer)");
     return rc == SQLITE_OK ? enif_make_atom(env, "ok")

@@ -68,79 +68,27 @@ static ERL_NIF_TERM free_block(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     return ok ? enif_make_atom(env, "ok") : beam_make_error(env, "corrupted");
 }
 
-BEAM_NIF(block_new) {
-    return new_block(env, argv);
-}
-BEAM_NIF(block_new_dirty) {
-    return new_block(env, argv);
-}
-BEAM_NIF(block_free) {
-    return free_block(env, argv);
-}
-BEAM_NIF(block_free_dirty) {
-    return free_block(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(block_new, new_block)
+NIF_WITH_DIRTY_TWIN(block_free, free_block)
 
-/* churn(iterations, seed): a private workload inside one call, mixed sizes
- * from 1 byte to a few above the slab limit, each block checked before it
- * is freed. Keep iterations small on normal schedulers (a NIF should return
- * within a millisecond); dirty ones can take more. */
-#define CHURN_SLOTS 64
+/* churn(iterations, seed): a private workload inside one call
+ * (churn_blocks), mixed sizes from 1 byte to a few above the slab limit.
+ * Keep iterations small on normal schedulers (a NIF should return within a
+ * millisecond); dirty ones can take more. */
+
+/* Mostly small blocks, one in sixteen up to 3 slabs' worth. */
+static size_t churn_len(uint64_t r) {
+    return (r >> 8) % 16 == 0 ? 1 + (r >> 16) % (3 * 8192)
+                              : 1 + (r >> 16) % 512;
+}
 
 static ERL_NIF_TERM run_churn(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
-    size_t iterations;
-    ErlNifUInt64 seed;
-    if (!get_size(env, argv[0], &iterations) ||
-        !enif_get_uint64(env, argv[1], &seed))
-        return enif_make_badarg(env);
-    struct {
-        unsigned char *mem;
-        size_t len;
-        unsigned char tag;
-    } slots[CHURN_SLOTS] = {{0}};
-    uint64_t state = seed | 1;
-    bool corrupted = false, exhausted = false;
-    beam_allocator_t a = beam_general_purpose_allocator;
-
-    for (size_t i = 0; i < iterations && !exhausted; i++) {
-        uint64_t r = next_random(&state);
-        size_t k = r % CHURN_SLOTS;
-        if (slots[k].mem != NULL) {
-            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
-            beam_free(a, slots[k].mem, slots[k].len);
-            slots[k].mem = NULL;
-        }
-        /* Mostly small blocks, one in sixteen up to 3 slabs' worth. */
-        size_t len = (r >> 8) % 16 == 0 ? 1 + (r >> 16) % (3 * 8192)
-                                        : 1 + (r >> 16) % 512;
-        unsigned char tag = (unsigned char)(r >> 40);
-        unsigned char *mem = beam_alloc(a, unsigned char, len);
-        if (mem == NULL) {
-            exhausted = true;
-            break;
-        }
-        fill(mem, len, tag);
-        slots[k].mem = mem;
-        slots[k].len = len;
-        slots[k].tag = tag;
-    }
-    for (size_t k = 0; k < CHURN_SLOTS; k++)
-        if (slots[k].mem != NULL) {
-            corrupted |= !intact(slots[k].mem, slots[k].len, slots[k].tag);
-            beam_free(a, slots[k].mem, slots[k].len);
-        }
-    if (exhausted)
-        return beam_make_error(env, "enomem");
-    return corrupted ? beam_make_error(env, "corrupted")
-                     : enif_make_atom(env, "ok");
+    bool failed;
+    return churn_blocks(env, beam_general_purpose_allocator, 64, churn_len,
+                        argv[0], argv[1], &failed);
 }
 
-BEAM_NIF(churn) {
-    return run_churn(env, argv);
-}
-BEAM_NIF(churn_dirty) {
-    return run_churn(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(churn, run_churn)
 
 /* --- The process-wide instance's state --------------------------------- */
 

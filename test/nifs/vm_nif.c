@@ -78,12 +78,7 @@ static ERL_NIF_TERM grow_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     }
     return enif_make_atom(env, "ok");
 }
-BEAM_NIF(grow) {
-    return grow_impl(env, argv);
-}
-BEAM_NIF(grow_dirty) {
-    return grow_impl(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(grow, grow_impl)
 
 /* checked(iterations, seed): a leak_check call that also uses the
  * process-wide instance, each call a new instance on this thread. */
@@ -128,12 +123,7 @@ static ERL_NIF_TERM hold_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
     }
     return bin;
 }
-BEAM_NIF(hold) {
-    return hold_impl(env, argv);
-}
-BEAM_NIF(hold_dirty) {
-    return hold_impl(env, argv);
-}
+NIF_WITH_DIRTY_TWIN(hold, hold_impl)
 
 /* drop(binary, len): free what hold returned. */
 BEAM_NIF(drop) {
@@ -151,17 +141,11 @@ BEAM_NIF(drop) {
 static ERL_NIF_TERM usage_map(ErlNifEnv *env) {
     beam_gpa_usage u =
         beam_gpa_usage_of(&beam_general_purpose_allocator_instance);
-    ERL_NIF_TERM keys[] = {enif_make_atom(env, "live_blocks"),
-                           enif_make_atom(env, "live_bytes"),
-                           enif_make_atom(env, "backing_bytes"),
-                           enif_make_atom(env, "misuse_count")};
-    ERL_NIF_TERM vals[] = {enif_make_uint64(env, u.live_blocks),
-                           enif_make_uint64(env, u.live_bytes),
-                           enif_make_uint64(env, u.backing_bytes),
-                           enif_make_uint64(env, u.misuse_count)};
-    ERL_NIF_TERM map;
-    enif_make_map_from_arrays(env, keys, vals, 4, &map);
-    return map;
+    static const char *const names[] = {"live_blocks", "live_bytes",
+                                        "backing_bytes", "misuse_count"};
+    uint64_t values[] = {u.live_blocks, u.live_bytes, u.backing_bytes,
+                         u.misuse_count};
+    return make_uint_map(env, 4, names, values);
 }
 
 /* collect(): beam_gpa_collect on the process-wide instance, then its usage. */
