@@ -6,8 +6,12 @@
  *
  * These are out of line on purpose: __builtin_return_address(0) then names
  * the user's call site, which is what leak reports should show.
+ *
+ * A general purpose allocator's small blocks skip the vtable: the sized
+ * helpers run its fast paths inline (gpa_fast.h), which check what the
+ * helpers would (a miss goes the usual way, the checks included).
  */
-#include "internal.h"
+#include "gpa_fast.h"
 
 #include <stdio.h>
 
@@ -69,7 +73,24 @@ static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
     return false;
 }
 
+/* The GPA's fast paths, when a is one (else NULL / false). */
+static inline __attribute__((always_inline)) void *
+gpa_alloc_fast(beam_allocator_t a, size_t len, size_t alignment) {
+    if (a.vtable != &beam__gpa_vtable)
+        return NULL;
+    return beam__gpa_alloc_fast((beam_gpa_t *)a.ctx, len, alignment);
+}
+
+static inline __attribute__((always_inline)) bool
+gpa_free_fast(beam_allocator_t a, void *mem, size_t len, size_t alignment) {
+    return a.vtable == &beam__gpa_vtable &&
+           beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len, alignment);
+}
+
 void *beam_alloc_bytes(beam_allocator_t a, size_t len, size_t alignment) {
+    void *p = gpa_alloc_fast(a, len, alignment);
+    if (BEAM__LIKELY(p != NULL))
+        return p;
     return alloc_impl(a, len, alignment, BEAM__RET_ADDR());
 }
 
@@ -129,6 +150,8 @@ void *beam_realloc_bytes(beam_allocator_t a, void *mem, size_t len,
 
 void beam_free_bytes(beam_allocator_t a, void *mem, size_t len,
                      size_t alignment) {
+    if (BEAM__LIKELY(gpa_free_fast(a, mem, len, alignment)))
+        return;
     free_impl(a, mem, len, alignment, BEAM__RET_ADDR());
 }
 
@@ -137,6 +160,9 @@ void *beam_alloc_array(beam_allocator_t a, size_t n, size_t size,
     size_t len;
     if (beam_mul_overflow(n, size, &len))
         return NULL;
+    void *p = gpa_alloc_fast(a, len, alignment);
+    if (BEAM__LIKELY(p != NULL))
+        return p;
     return alloc_impl(a, len, alignment, BEAM__RET_ADDR());
 }
 
@@ -151,6 +177,8 @@ void beam_free_array(beam_allocator_t a, void *p, size_t n, size_t size,
                          p, n, size);
         return;
     }
+    if (BEAM__LIKELY(gpa_free_fast(a, p, len, alignment)))
+        return;
     free_impl(a, p, len, alignment, ret);
 }
 

@@ -109,19 +109,29 @@ static inline void beam__count_alloc_fast(beam__counters *c, size_t len) {
     beam__atomic_bump(&c->bytes, (int64_t)len);
 }
 
-static inline void beam__count_free_fast(beam__counters *c, size_t len) {
+/* Returns the live bytes after the free, for beam__publish_due_at (one
+ * load of the counter, not two). */
+static inline int64_t beam__count_free_fast(beam__counters *c, size_t len) {
     beam__atomic_bump(&c->frees, 1);
-    beam__atomic_bump(&c->bytes, -(int64_t)len);
+    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) - (int64_t)len;
+    beam__atomic_store_relaxed(&c->bytes, bytes);
+    return bytes;
 }
 
 /* Publish a rise when it reaches a step, and a fall at once: the published
  * total then never exceeds what is live, so neither does the peak taken
  * from it (a rise may lag by a step per thread: the peak can be low, never
  * high). A fall is cheap to publish in practice: it happens only when the
- * live total reaches a new low since the last publication. */
-static inline bool beam__publish_due(const beam__counters *c) {
-    int64_t d = beam__atomic_load_relaxed(&c->bytes) - c->mark;
+ * live total reaches a new low since the last publication. bytes: c's
+ * live bytes as its owner last wrote them. */
+static inline bool beam__publish_due_at(const beam__counters *c,
+                                        int64_t bytes) {
+    int64_t d = bytes - c->mark;
     return d >= BEAM__PUBLISH_STEP || d < 0;
+}
+
+static inline bool beam__publish_due(const beam__counters *c) {
+    return beam__publish_due_at(c, beam__atomic_load_relaxed(&c->bytes));
 }
 
 static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
@@ -137,8 +147,8 @@ static inline void beam__count_alloc(beam__counters *c, beam__peak *p,
 
 static inline void beam__count_free(beam__counters *c, beam__peak *p,
                                     size_t len) {
-    beam__count_free_fast(c, len);
-    beam__maybe_publish(c, p);
+    if (BEAM__UNLIKELY(beam__publish_due_at(c, beam__count_free_fast(c, len))))
+        beam__publish(c, p);
 }
 
 /* A block changed size in place (or moved, counted as one block). */
