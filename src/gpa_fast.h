@@ -128,7 +128,9 @@ beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
-    if (BEAM__LIKELY(gpa_fast_alignment(alignment) && s != NULL && st != NULL &&
+    /* (No test of st against NULL: an entry without an owner has
+     * fast_span 0, so its range test fails before st is read.) */
+    if (BEAM__LIKELY(gpa_fast_alignment(alignment) && s != NULL &&
                      beam__gpa_owner(s) == st &&
                      len - s->prev_size - 1 < (size_t)s->fast_span &&
                      beam__gpa_block_index(s, mem) >= 0 &&

@@ -92,6 +92,8 @@
  *  - thread_free is a pointer (blocks are 16-aligned and below 2^48: the
  *    address map serves nothing above) with FULL_BIT in bit 0 and the
  *    number of blocks on the list in bits 48-63 (at most 4096 per slab).
+ *  - fast_span != 0 only on a formatted, untracked slab outside the pool,
+ *    so only with st != NULL (the fast free relies on it, gpa_fast.h).
  *  - used counts blocks handed out minus frees collected; thread_free holds
  *    frees not yet collected. A slab in the pool has used == 0.
  */

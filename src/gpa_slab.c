@@ -74,6 +74,7 @@ static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
             gpa_defer_free(defer, s->info, info_bytes(s),
                            BEAM_ALIGNOF(gpa_block_info), true);
         s->info = NULL;
+        s->fast_span = 0; /* ownerless: see the invariants */
         beam__atomic_store_release(&s->st, NULL);
     }
     gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);

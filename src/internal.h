@@ -104,13 +104,15 @@ BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 
 /* Hot-path counting: no publication (the caller publishes at its slow
  * points, which bound how far the peak can lag). */
-static inline void beam__count_alloc_fast(beam__counters *c, size_t len) {
+/* Both return the live bytes after the change, for beam__publish_due_at
+ * (one load of the counter, not two). */
+static inline int64_t beam__count_alloc_fast(beam__counters *c, size_t len) {
     beam__atomic_bump(&c->allocs, 1);
-    beam__atomic_bump(&c->bytes, (int64_t)len);
+    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) + (int64_t)len;
+    beam__atomic_store_relaxed(&c->bytes, bytes);
+    return bytes;
 }
 
-/* Returns the live bytes after the free, for beam__publish_due_at (one
- * load of the counter, not two). */
 static inline int64_t beam__count_free_fast(beam__counters *c, size_t len) {
     beam__atomic_bump(&c->frees, 1);
     int64_t bytes = beam__atomic_load_relaxed(&c->bytes) - (int64_t)len;
@@ -141,8 +143,8 @@ static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
 
 static inline void beam__count_alloc(beam__counters *c, beam__peak *p,
                                      size_t len) {
-    beam__count_alloc_fast(c, len);
-    beam__maybe_publish(c, p);
+    if (BEAM__UNLIKELY(beam__publish_due_at(c, beam__count_alloc_fast(c, len))))
+        beam__publish(c, p);
 }
 
 static inline void beam__count_free(beam__counters *c, beam__peak *p,
@@ -186,6 +188,10 @@ BEAM__HIDDEN BEAM__NOINLINE void beam__stats_list_thread(void);
 
 static inline beam__counters *beam__thread_counters(int kind) {
     beam__thread_stats *t = &beam__stats_mine;
+    /* One thread-local access, not one per field (in a dlopen'ed NIF each
+     * can be a call): the empty asm hands the compiler an address it
+     * cannot recompute. */
+    __asm__("" : "+r"(t));
     if (BEAM__UNLIKELY(!t->listed))
         beam__stats_list_thread();
     return &t->kind[kind];
