@@ -44,8 +44,11 @@ BEAM__HIDDEN void beam__report_line(const char *line);
 typedef struct beam__misuse_record {
     unsigned long count, watch_from;
     const char *kind; /* one of the kinds below (static text) */
-    char line[512];   /* the first report line of the call */
+    char *line;       /* the first report line of the call: BEAM__MISUSE_LINE
+                         bytes of the thread's cold block, NULL until the first
+                         misuse (or when that block could not be had) */
 } beam__misuse_record;
+#define BEAM__MISUSE_LINE 512
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
 /* Count a misuse of kind (static text) reported as line. */
 BEAM__HIDDEN void beam__misuse_note(const char *kind, const char *line);
@@ -166,6 +169,30 @@ BEAM__HIDDEN void beam__stats_add(beam_alloc_stats *out,
 /* Fold c into the retired counters r (c's owner is going away). */
 BEAM__HIDDEN void beam__counters_retire(beam__counters *r, beam__counters *c,
                                         beam__peak *p);
+
+/* Per-thread state kept out of the thread-local block (thread_exit.c).
+ * A dlopen'ed NIF reaches its thread-local variables through TLS
+ * descriptors: when the library's whole thread-local block fits in the
+ * static TLS glibc keeps spare for libraries loaded later
+ * (glibc.rtld.optional_static_tls, 512 bytes by default), glibc places it
+ * there and an access costs a couple of instructions; otherwise every
+ * access is a call into the dynamic linker (_dl_tlsdesc_dynamic, ~15
+ * instructions, two per GPA alloc+free). glibc decides at load time and
+ * falls back by itself, so nothing can fail: the thread-local block just
+ * holds only what the fast paths need, and the buffers go here, taken from
+ * the system allocator on a thread's first use and given back when it
+ * exits. */
+#define BEAM__TRACE_CACHE_SLOTS 64
+#define BEAM__NIF_NAME_MAX 1200
+struct beam__trace;
+typedef struct beam__thread_cold {
+    char misuse_line[BEAM__MISUSE_LINE]; /* beam__misuse.line */
+    const struct beam__trace *trace_cache[BEAM__TRACE_CACHE_SLOTS]; /* frames.c
+                                                                     */
+    char nif_name[BEAM__NIF_NAME_MAX]; /* beam_nif_function_name */
+} beam__thread_cold;
+/* This thread's, made on first use; NULL when out of memory. */
+BEAM__HIDDEN beam__thread_cold *beam__cold(void);
 
 /* Thread exit (thread_exit.c): arm the library's one exit hook for this
  * thread; when the thread ends it runs these cleanups, in this order. */
