@@ -1,12 +1,14 @@
 /*
- * The general purpose allocator: the hot paths and the public functions
- * (design, invariants and lock order: gpa_internal.h).
+ * The general purpose allocator: the vtable, the general paths and the
+ * public functions (design, invariants and lock order: gpa_internal.h; the
+ * fast paths, which core.c's helpers run too: gpa_fast.h).
  *
  * Allocation: class from length, heap from a thread-local slot, take a
- * block of the current slab (take_block, shared by the fast path and the
- * general one). Free: slab from the address map, checks (ours, this class,
- * a block boundary, not already free), then onto the slab's own list when
- * this thread's heap owns it, else onto its atomic stack.
+ * block of the current slab (take_block; the fast path pops inline, both
+ * account for it in gpa_hand_out). Free: slab from the address map, checks
+ * (ours, this class, a block boundary, not already free), then onto the
+ * slab's own list when this thread's heap owns it, else onto its heap's
+ * stash or its atomic stack.
  */
 #include "frames.h"
 #include "gpa_fast.h"

@@ -1,9 +1,10 @@
 /*
  * The general purpose allocator's types, invariants and lock order, in one
- * place. gpa.c has the hot paths and the public functions; gpa_slab.c the
- * segments, slabs and address map; gpa_heap.c threads, heaps, the registry
- * and collection; gpa_large.c blocks above the slab classes; gpa_report.c
- * leaks and misuse.
+ * place. gpa_fast.h has the fast paths (inline: core.c's calling helpers
+ * run them without the vtable); gpa.c the vtable, the general paths and the
+ * public functions; gpa_slab.c the segments, slabs and address map;
+ * gpa_heap.c threads, heaps, the registry and collection; gpa_large.c
+ * blocks above the slab classes; gpa_report.c leaks and misuse.
  *
  * Design:
  *
