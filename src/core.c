@@ -6,8 +6,12 @@
  *
  * These are out of line on purpose: __builtin_return_address(0) then names
  * the user's call site, which is what leak reports should show.
+ *
+ * The sized and array helpers skip the vtable for a general purpose
+ * allocator's small blocks and for the raw allocator (alloc_entry).
  */
-#include "internal.h"
+#include "gpa_fast.h"
+#include "raw.h"
 
 #include <stdio.h>
 
@@ -69,8 +73,56 @@ static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
     return false;
 }
 
+/* What the GPA's fast paths below did not settle: the raw allocator's
+ * calls run inline (raw.h) when their arguments are sound, which settles
+ * them, failures too (so nothing is asked twice); the rest goes through
+ * the vtable. Out of line, and the only call the fast paths make, so that
+ * they need neither saved registers nor a copy of a on the stack. */
+static BEAM__NOINLINE void *alloc_other(beam_allocator_t a, size_t len,
+                                        size_t alignment, uintptr_t ret) {
+    if (a.vtable == &beam__raw_vtable &&
+        BEAM__LIKELY(len - 1 < BEAM__MAX_LEN && beam__is_pow2(alignment)))
+        return beam__raw_alloc(len, alignment);
+    return alloc_impl(a, len, alignment, ret);
+}
+
+static BEAM__NOINLINE void free_other(beam_allocator_t a, void *mem, size_t len,
+                                      size_t alignment, uintptr_t ret) {
+    if (a.vtable == &beam__raw_vtable &&
+        BEAM__LIKELY(mem != NULL && len - 1 < BEAM__MAX_LEN &&
+                     beam__is_pow2(alignment))) {
+        beam__raw_free(mem, len);
+        return;
+    }
+    free_impl(a, mem, len, alignment, ret);
+}
+
+/* The helpers' entries. A general purpose allocator's small blocks skip
+ * the vtable: its fast paths run inline (gpa_fast.h), and one that does
+ * not settle a call leaves it wholly to the vtable, checks included. */
+static inline __attribute__((always_inline)) void *
+alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
+    if (a.vtable == &beam__gpa_vtable) {
+        void *p = beam__gpa_alloc_fast((beam_gpa_t *)a.ctx, len, alignment);
+        if (BEAM__LIKELY(p != NULL))
+            return p;
+    }
+    return alloc_other(a, len, alignment, ret);
+}
+
+static inline __attribute__((always_inline)) void
+free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
+           uintptr_t ret) {
+    if (a.vtable == &beam__gpa_vtable) {
+        if (BEAM__LIKELY(
+                beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len, alignment)))
+            return;
+    }
+    free_other(a, mem, len, alignment, ret);
+}
+
 void *beam_alloc_bytes(beam_allocator_t a, size_t len, size_t alignment) {
-    return alloc_impl(a, len, alignment, BEAM__RET_ADDR());
+    return alloc_entry(a, len, alignment, BEAM__RET_ADDR());
 }
 
 bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
@@ -129,7 +181,7 @@ void *beam_realloc_bytes(beam_allocator_t a, void *mem, size_t len,
 
 void beam_free_bytes(beam_allocator_t a, void *mem, size_t len,
                      size_t alignment) {
-    free_impl(a, mem, len, alignment, BEAM__RET_ADDR());
+    free_entry(a, mem, len, alignment, BEAM__RET_ADDR());
 }
 
 void *beam_alloc_array(beam_allocator_t a, size_t n, size_t size,
@@ -137,7 +189,7 @@ void *beam_alloc_array(beam_allocator_t a, size_t n, size_t size,
     size_t len;
     if (beam_mul_overflow(n, size, &len))
         return NULL;
-    return alloc_impl(a, len, alignment, BEAM__RET_ADDR());
+    return alloc_entry(a, len, alignment, BEAM__RET_ADDR());
 }
 
 void beam_free_array(beam_allocator_t a, void *p, size_t n, size_t size,
@@ -151,7 +203,7 @@ void beam_free_array(beam_allocator_t a, void *p, size_t n, size_t size,
                          p, n, size);
         return;
     }
-    free_impl(a, p, len, alignment, ret);
+    free_entry(a, p, len, alignment, ret);
 }
 
 void *beam_realloc_array(beam_allocator_t a, void *p, size_t old_n,
@@ -166,7 +218,7 @@ void *beam_realloc_array(beam_allocator_t a, void *p, size_t old_n,
 /* The same, for shims that pass their own caller's address. */
 void *beam_alloc_bytes_at(beam_allocator_t a, size_t len, size_t alignment,
                           uintptr_t ret_addr) {
-    return alloc_impl(a, len, alignment, ret_addr);
+    return alloc_entry(a, len, alignment, ret_addr);
 }
 
 void *beam_realloc_bytes_at(beam_allocator_t a, void *mem, size_t len,
@@ -177,5 +229,5 @@ void *beam_realloc_bytes_at(beam_allocator_t a, void *mem, size_t len,
 
 void beam_free_bytes_at(beam_allocator_t a, void *mem, size_t len,
                         size_t alignment, uintptr_t ret_addr) {
-    free_impl(a, mem, len, alignment, ret_addr);
+    free_entry(a, mem, len, alignment, ret_addr);
 }

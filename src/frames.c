@@ -238,9 +238,7 @@ __attribute__((destructor)) static void depot_unload(void) {
  * mapped on ret): a program allocates from few stacks, again and again,
  * and a hit costs a compare of a few words instead of a hash and a probe
  * of the shared table. */
-#define CACHE_SLOTS 64
-
-static BEAM_THREAD_LOCAL const beam__trace *cache[CACHE_SLOTS];
+#define CACHE_SLOTS BEAM__TRACE_CACHE_SLOTS
 
 WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
     uintptr_t pc[BEAM__MAX_FRAMES];
@@ -248,7 +246,13 @@ WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
         walk(ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth);
     if (n <= 1)
         return ret;
-    const beam__trace **c = &cache[(ret ^ (ret >> 6)) & (CACHE_SLOTS - 1)];
+    /* (The cache lives in the thread's cold block: without one, a dummy.) */
+    beam__thread_cold *cold = beam__cold();
+    const beam__trace *none = NULL;
+    const beam__trace **c =
+        cold != NULL
+            ? &cold->trace_cache[(ret ^ (ret >> 6)) & (CACHE_SLOTS - 1)]
+            : &none;
     if (BEAM__LIKELY(*c != NULL && same_pcs(*c, pc, n)))
         return (uintptr_t)*c | BEAM__SITE_TRACE;
     uint32_t hash = hash_of(pc, n);

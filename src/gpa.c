@@ -1,15 +1,17 @@
 /*
- * The general purpose allocator: the hot paths and the public functions
- * (design, invariants and lock order: gpa_internal.h).
+ * The general purpose allocator: the vtable, the general paths and the
+ * public functions (design, invariants and lock order: gpa_internal.h; the
+ * fast paths, which core.c's helpers run too: gpa_fast.h).
  *
  * Allocation: class from length, heap from a thread-local slot, take a
- * block of the current slab (take_block, shared by the fast path and the
- * general one). Free: slab from the address map, checks (ours, this class,
- * a block boundary, not already free), then onto the slab's own list when
- * this thread's heap owns it, else onto its atomic stack.
+ * block of the current slab (take_block; the fast path pops inline, both
+ * account for it in gpa_hand_out). Free: slab from the address map, checks
+ * (ours, this class, a block boundary, not already free), then onto the
+ * slab's own list when this thread's heap owns it, else onto its heap's
+ * stash or its atomic stack.
  */
 #include "frames.h"
-#include "gpa_internal.h"
+#include "gpa_fast.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -106,17 +108,8 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
     }
 }
 
-/* Hand out block b of s (popped from its free list, or bumped): the one
- * place both paths account for a block. */
-static inline __attribute__((always_inline)) void
-hand_out(gpa_heap *h, gpa_slab *s, void **b, size_t len) {
-    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
-    s->used++;
-    beam__count_alloc_fast(&h->stats, len);
-}
-
 /* Hand out a block of s, which has one: its free list first, else bump.
- * The general path; the fast path pops inline with the same hand_out. */
+ * The general path; the fast path pops inline with the same gpa_hand_out. */
 static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
                                size_t alignment, uintptr_t ret) {
     void **b = s->free;
@@ -128,7 +121,7 @@ static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
         /* Scans read bump to tell handed-out blocks from the rest. */
         beam__atomic_store_plain_relaxed(&s->bump, s->bump + s->size);
     }
-    hand_out(h, s, b, len);
+    gpa_hand_out(h, s, b, len);
     note_alloc(s, b, len, alignment, ret, reused);
     return b;
 }
@@ -229,42 +222,22 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
             beam__atomic_add_relaxed(&st->large_counts.failed, 1);
         return NULL;
     }
-    gpa_heap_enter(h);
+    uint32_t busy = gpa_heap_enter(h);
     if (BEAM__UNLIKELY(gpa_heap_revoked(h)))
-        beam__gpa_heap_wait_revoked(h);
+        beam__gpa_heap_wait_revoked(h, busy);
     gpa_slab *s = h->cur[cls];
     void *b = has_room(s) ? take_block(h, s, len, alignment, ret)
                           : alloc_slow(h, cls, len, alignment, ret);
-    gpa_heap_leave(h);
+    gpa_heap_leave(h, busy);
     return b;
 }
 
-/* The fast path: a small block off the current slab's free list, with no
- * call but the tail call to the general path. Tracked slabs (info; safe
- * mode implies it, and its classes differ) go the general way. */
+/* The vtable's entry: the fast path (gpa_fast.h), else the general one. */
 static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
-    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
-    gpa_state *st = beam__gpa_state_of(gpa);
-    if (BEAM__LIKELY(len <= GPA_SMALL_DIRECT && alignment <= GPA_MIN_BLOCK &&
-                     st != NULL)) {
-        gpa_tls_slot *slot = &beam__gpa_tls[0];
-        if (BEAM__LIKELY(slot->id == st->id)) {
-            gpa_heap *h = slot->heap;
-            gpa_heap_enter(h);
-            if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
-                gpa_slab *s = h->cur[beam__gpa_class_by_16[(len + 15) >> 4]];
-                void **b = s->free;
-                if (BEAM__LIKELY(b != NULL && s->info == NULL)) {
-                    s->free = (void **)b[0];
-                    hand_out(h, s, b, len);
-                    gpa_heap_leave(h);
-                    return b;
-                }
-            }
-            gpa_heap_leave(h);
-        }
-    }
-    return alloc_general(gpa, len, alignment, ret);
+    void *b = beam__gpa_alloc_fast((beam_gpa_t *)ctx, len, alignment);
+    if (BEAM__LIKELY(b != NULL))
+        return b;
+    return alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
 }
 
 /* ---- free --------------------------------------------------------------- */
@@ -303,8 +276,8 @@ void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
 }
 
 /* A free by a thread with no heap of st: counted in the shared counters. */
-static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
-                                       size_t len) {
+BEAM__NOINLINE void beam__gpa_free_remote(gpa_state *st, gpa_slab *s, void **b,
+                                          size_t len) {
     beam__atomic_add_relaxed(&st->remote_frees, 1);
     beam__atomic_sub_relaxed(&st->remote_bytes, (int64_t)len);
     beam__atomic_sub_relaxed(&st->peak.published, (int64_t)len);
@@ -317,77 +290,33 @@ static BEAM__NOINLINE void remote_free(gpa_state *st, gpa_slab *s, void **b,
  * and a heap's counters are written by its thread alone; a collector never
  * touches them), which spares the shared counters' atomics. Out of line, so
  * that the local free stays free of calls. */
-static BEAM__NOINLINE void free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
-                                          size_t len, gpa_heap *h) {
+BEAM__NOINLINE void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s,
+                                             void **b, size_t len,
+                                             gpa_heap *h) {
     /* Counted first: once pushed, the block may be collected and handed
      * out again by another thread, whose rise must not find this fall
      * still unpublished (the peak would then read high). */
     beam__count_free(&h->stats, &st->peak, len);
-    gpa_heap_enter(h);
+    uint32_t busy = gpa_heap_enter(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
         b[0] = h->stash;
         h->stash = b;
         if (++h->stash_n >= GPA_STASH_MAX)
             beam__gpa_stash_flush(st, h);
-        gpa_heap_leave(h);
+        gpa_heap_leave(h, busy);
     } else {
-        gpa_heap_leave(h);
+        gpa_heap_leave(h, busy);
         slab_push(st, s, b);
     }
 }
 
-/* The block b of slab s passed every check: give it back, to the owner's
- * list when this thread's heap owns the slab, else through free_elsewhere,
- * or, with no heap of st on this thread, to the slab's atomic stack. The
- * local free makes no call but, rarely, one in tail position. */
-static inline __attribute__((always_inline)) void
-release_block(gpa_state *st, gpa_slab *s, void **b, size_t len) {
-    b[1] = (void *)beam__gpa_tag(st, b);
-    gpa_tls_slot *slot = &beam__gpa_tls[0];
-    if (BEAM__LIKELY(slot->id == st->id)) {
-        gpa_heap *h = slot->heap;
-        gpa_heap_enter(h);
-        if (BEAM__LIKELY(!gpa_heap_revoked(h) &&
-                         beam__atomic_load_relaxed(&s->heap) == h)) {
-            GPA_ASSERT(s->used > 0 && gpa_where(s) == WHERE_CUR);
-            b[0] = s->free;
-            s->free = b;
-            s->used--;
-            gpa_heap_leave(h);
-            beam__count_free_fast(&h->stats, len);
-            if (BEAM__UNLIKELY(beam__publish_due(&h->stats)))
-                beam__publish(&h->stats, &st->peak);
-            return;
-        }
-        gpa_heap_leave(h);
-        free_elsewhere(st, s, b, len, h);
-        return;
-    }
-    remote_free(st, s, b, len);
-}
-
-/* The fast path: a small untracked block, checked (ours, this class, a block
- * boundary, not already free) and released. The class check is a range
- * test on the slab's own fields: prev_size < len <= size is what
- * beam__gpa_class_for(len, alignment) == s->cls means for alignments up to
- * GPA_MIN_BLOCK, without the table. Tracked slabs (info, which safe mode
- * implies) go the general way, which checks the exact length. */
+/* The vtable's entry: the fast path (gpa_fast.h), else the general one. */
 static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
-    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
-    gpa_state *st = beam__gpa_state_of(gpa);
-    gpa_slab *s = beam__gpa_map_slot(mem);
-    void **b = (void **)mem;
-    if (BEAM__LIKELY(alignment <= GPA_MIN_BLOCK && s != NULL && st != NULL &&
-                     beam__gpa_owner(s) == st &&
-                     len - s->prev_size - 1 <
-                         (size_t)(s->size - s->prev_size) &&
-                     s->info == NULL && beam__gpa_block_index(s, mem) >= 0 &&
-                     (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
-        release_block(st, s, b, len);
+    if (BEAM__LIKELY(
+            beam__gpa_free_fast((beam_gpa_t *)ctx, mem, len, alignment)))
         return;
-    }
-    free_slow(gpa, mem, len, alignment, ret);
+    free_slow((beam_gpa_t *)ctx, mem, len, alignment, ret);
 }
 
 /* Everything the fast path did not settle: tracked blocks, large blocks and
@@ -434,7 +363,7 @@ static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
             if (st->safe)
                 safe_on_free(st, s, b, real_len, alignment, ret, site);
         }
-        release_block(st, s, b, real_len);
+        beam__gpa_release(st, s, b, real_len);
         return;
     }
     /* A slab of another instance may still hold one of our large blocks:

@@ -335,10 +335,10 @@ void beam__gpa_heaps_free_all(gpa_state *st, gpa_defer **defer) {
     }
 }
 
-void beam__gpa_heap_wait_revoked(gpa_heap *h) {
+void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
     /* The collector holds the lock for as long as revoked is set. */
     while (gpa_heap_revoked(h)) {
-        gpa_heap_leave(h);
+        gpa_heap_leave(h, n);
         gpa_lock(h->st);
         gpa_unlock(h->st);
         gpa_heap_enter(h);

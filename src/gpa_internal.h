@@ -1,9 +1,10 @@
 /*
  * The general purpose allocator's types, invariants and lock order, in one
- * place. gpa.c has the hot paths and the public functions; gpa_slab.c the
- * segments, slabs and address map; gpa_heap.c threads, heaps, the registry
- * and collection; gpa_large.c blocks above the slab classes; gpa_report.c
- * leaks and misuse.
+ * place. gpa_fast.h has the fast paths (inline: core.c's calling helpers
+ * run them without the vtable); gpa.c the vtable, the general paths and the
+ * public functions; gpa_slab.c the segments, slabs and address map;
+ * gpa_heap.c threads, heaps, the registry and collection; gpa_large.c
+ * blocks above the slab classes; gpa_report.c leaks and misuse.
  *
  * Design:
  *
@@ -92,6 +93,8 @@
  *  - thread_free is a pointer (blocks are 16-aligned and below 2^48: the
  *    address map serves nothing above) with FULL_BIT in bit 0 and the
  *    number of blocks on the list in bits 48-63 (at most 4096 per slab).
+ *  - fast_span != 0 only on a formatted, untracked slab outside the pool,
+ *    so only with st != NULL (the fast free relies on it, gpa_fast.h).
  *  - used counts blocks handed out minus frees collected; thread_free holds
  *    frees not yet collected. A slab in the pool has used == 0.
  */
@@ -136,29 +139,37 @@ struct gpa_segment;
 typedef struct beam_gpa_state gpa_state;
 
 typedef struct gpa_slab {
-    /* Owner-only while CUR (the lock's while ownerless), hot. (Aligned:
-     * slabs are packed in the address map.) */
+    /* The first cache line holds all the fast paths read or write
+     * (gpa_fast.h), and nothing other threads write: owner-only while CUR
+     * (the lock's while ownerless), or written once per formatting.
+     * (Aligned: slabs are packed in the address map.) */
     _Alignas(64) void **free; /* free list, linked through word 0 */
     char *bump;               /* next never-used block (read by scans) */
-    char *end;                /* bump limit: base + nblocks * size */
-    uint32_t used;            /* see the invariants */
-    uint32_t size;            /* block size of the class */
-    uint32_t recip; /* ceil(2^32 / size): offset / size without a divide */
+    char *base;
+    gpa_state *_Atomic st;           /* NULL: not part of any instance */
+    _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
+    uint32_t used;                   /* see the invariants */
+    uint32_t size;                   /* block size of the class */
+    uint32_t recip;     /* ceil(2^32 / size): offset / size without a divide */
+    uint16_t prev_size; /* size of the class below (0 for the first): a
+                           length belongs here iff prev_size < len <= size */
+    uint16_t fast_span; /* size - prev_size, or 0 when tracked (info): the
+                           fast paths' class check and "untracked" test in
+                           one (gpa_fast.h) */
     uint16_t cls;
     _Atomic uint8_t where; /* enum gpa_where */
     uint16_t requeue;      /* frees waiting that bring a FULL slab back */
-    uint16_t prev_size;    /* size of the class below (0 for the first): a
-                              length belongs here iff prev_size < len <= size */
-    /* Shared. */
-    _Atomic uintptr_t thread_free;   /* remote frees | count | FULL_BIT */
-    _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
-    struct gpa_slab *next, *prev;    /* pool or partial list (lock) */
-    struct gpa_slab *reclaim_next;   /* reclaim stack */
-    char *base;
-    gpa_state *_Atomic st; /* NULL: not part of any instance */
+    /* The rest: colder, or shared. */
+    _Alignas(64) _Atomic uintptr_t thread_free; /* remote frees | count |
+                                                   FULL_BIT */
+    char *end;                     /* bump limit: base + nblocks * size */
+    struct gpa_slab *next, *prev;  /* pool or partial list (lock) */
+    struct gpa_slab *reclaim_next; /* reclaim stack */
     struct gpa_segment *seg;
     gpa_block_info *info; /* TRACK_SITES only */
 } gpa_slab;
+_Static_assert(offsetof(gpa_slab, thread_free) == 64,
+               "the fast paths' fields fit one cache line");
 
 typedef struct gpa_segment {
     struct gpa_segment *next;
@@ -457,8 +468,9 @@ BEAM__HIDDEN gpa_heap *beam__gpa_heap_if_any(const gpa_state *st);
 /* Push every block of h's stash to its slab (the owner inside the busy
  * bracket, or a collector holding the lock while h is idle). */
 BEAM__HIDDEN void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h);
-/* Wait out a collector that is taking h's slabs (owner, h->busy set). */
-BEAM__HIDDEN void beam__gpa_heap_wait_revoked(gpa_heap *h);
+/* Wait out a collector that is taking h's slabs (owner, inside a bracket
+ * whose enter returned n). */
+BEAM__HIDDEN void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n);
 /* Give back what can be given back now (beam_gpa_collect). */
 BEAM__HIDDEN void beam__gpa_collect_all(gpa_state *st);
 /* Deinit: out of the registry, once no thread is retiring one of its heaps. */
@@ -492,20 +504,22 @@ BEAM__HIDDEN bool beam__gpa_registry_empty(void);
  * same heap (a refill asks a backing that frees into this instance; a
  * report hook), and the inner leave must not end the outer call's claim.
  * Only the owner writes it: plain stores. */
-static inline void gpa_heap_enter(gpa_heap *h) {
+static inline uint32_t gpa_heap_enter(gpa_heap *h) {
     uint32_t n = beam__atomic_load_relaxed(&h->busy);
     gpa_busy_store(&h->busy, n + 1);
     beam__atomic_compiler_fence();
+    return n;
 }
 
 static inline bool gpa_heap_revoked(gpa_heap *h) {
     return gpa_busy_load(&h->revoked) != 0;
 }
 
-static inline void gpa_heap_leave(gpa_heap *h) {
-    uint32_t n = beam__atomic_load_relaxed(&h->busy);
-    GPA_ASSERT(n > 0);
-    beam__atomic_store_release(&h->busy, n - 1);
+/* n: what the matching enter returned (brackets nest, so busy is n + 1
+ * again by now: a store, without reading it back). */
+static inline void gpa_heap_leave(gpa_heap *h, uint32_t n) {
+    GPA_ASSERT(beam__atomic_load_relaxed(&h->busy) == n + 1);
+    beam__atomic_store_release(&h->busy, n);
 }
 
 /* ---- large blocks (gpa_large.c) ----------------------------------------- */

@@ -74,6 +74,7 @@ static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
             gpa_defer_free(defer, s->info, info_bytes(s),
                            BEAM_ALIGNOF(gpa_block_info), true);
         s->info = NULL;
+        s->fast_span = 0; /* ownerless: see the invariants */
         beam__atomic_store_release(&s->st, NULL);
     }
     gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);
@@ -214,6 +215,7 @@ static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info) {
     s->end = s->base + (size_t)nblocks * size;
     s->requeue = (uint16_t)(nblocks >= 16 ? nblocks / 8 : 1);
     s->prev_size = (uint16_t)(cls == 0 ? 0 : beam__gpa_class_size[cls - 1]);
+    s->fast_span = (uint16_t)(info == NULL ? size - s->prev_size : 0);
     beam__atomic_store_relaxed(&s->thread_free, 0);
 }
 
@@ -226,6 +228,7 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     GPA_ASSERT(s->used == 0 && beam__atomic_load_relaxed(&s->heap) == NULL);
     gpa_set_where(s, WHERE_POOL);
+    s->fast_span = 0; /* no block to free in it */
     if (s->info != NULL) {
         gpa_defer_free(defer, s->info, info_bytes(s),
                        BEAM_ALIGNOF(gpa_block_info), true);

@@ -44,8 +44,11 @@ BEAM__HIDDEN void beam__report_line(const char *line);
 typedef struct beam__misuse_record {
     unsigned long count, watch_from;
     const char *kind; /* one of the kinds below (static text) */
-    char line[512];   /* the first report line of the call */
+    char *line;       /* the first report line of the call: BEAM__MISUSE_LINE
+                         bytes of the thread's cold block, NULL until the first
+                         misuse (or when that block could not be had) */
 } beam__misuse_record;
+#define BEAM__MISUSE_LINE 512
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
 /* Count a misuse of kind (static text) reported as line. */
 BEAM__HIDDEN void beam__misuse_note(const char *kind, const char *line);
@@ -104,24 +107,36 @@ BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 
 /* Hot-path counting: no publication (the caller publishes at its slow
  * points, which bound how far the peak can lag). */
-static inline void beam__count_alloc_fast(beam__counters *c, size_t len) {
+/* Both return the live bytes after the change, for beam__publish_due_at
+ * (one load of the counter, not two). */
+static inline int64_t beam__count_alloc_fast(beam__counters *c, size_t len) {
     beam__atomic_bump(&c->allocs, 1);
-    beam__atomic_bump(&c->bytes, (int64_t)len);
+    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) + (int64_t)len;
+    beam__atomic_store_relaxed(&c->bytes, bytes);
+    return bytes;
 }
 
-static inline void beam__count_free_fast(beam__counters *c, size_t len) {
+static inline int64_t beam__count_free_fast(beam__counters *c, size_t len) {
     beam__atomic_bump(&c->frees, 1);
-    beam__atomic_bump(&c->bytes, -(int64_t)len);
+    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) - (int64_t)len;
+    beam__atomic_store_relaxed(&c->bytes, bytes);
+    return bytes;
 }
 
 /* Publish a rise when it reaches a step, and a fall at once: the published
  * total then never exceeds what is live, so neither does the peak taken
  * from it (a rise may lag by a step per thread: the peak can be low, never
  * high). A fall is cheap to publish in practice: it happens only when the
- * live total reaches a new low since the last publication. */
-static inline bool beam__publish_due(const beam__counters *c) {
-    int64_t d = beam__atomic_load_relaxed(&c->bytes) - c->mark;
+ * live total reaches a new low since the last publication. bytes: c's
+ * live bytes as its owner last wrote them. */
+static inline bool beam__publish_due_at(const beam__counters *c,
+                                        int64_t bytes) {
+    int64_t d = bytes - c->mark;
     return d >= BEAM__PUBLISH_STEP || d < 0;
+}
+
+static inline bool beam__publish_due(const beam__counters *c) {
+    return beam__publish_due_at(c, beam__atomic_load_relaxed(&c->bytes));
 }
 
 static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
@@ -131,14 +146,14 @@ static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
 
 static inline void beam__count_alloc(beam__counters *c, beam__peak *p,
                                      size_t len) {
-    beam__count_alloc_fast(c, len);
-    beam__maybe_publish(c, p);
+    if (BEAM__UNLIKELY(beam__publish_due_at(c, beam__count_alloc_fast(c, len))))
+        beam__publish(c, p);
 }
 
 static inline void beam__count_free(beam__counters *c, beam__peak *p,
                                     size_t len) {
-    beam__count_free_fast(c, len);
-    beam__maybe_publish(c, p);
+    if (BEAM__UNLIKELY(beam__publish_due_at(c, beam__count_free_fast(c, len))))
+        beam__publish(c, p);
 }
 
 /* A block changed size in place (or moved, counted as one block). */
@@ -154,6 +169,30 @@ BEAM__HIDDEN void beam__stats_add(beam_alloc_stats *out,
 /* Fold c into the retired counters r (c's owner is going away). */
 BEAM__HIDDEN void beam__counters_retire(beam__counters *r, beam__counters *c,
                                         beam__peak *p);
+
+/* Per-thread state kept out of the thread-local block (thread_exit.c).
+ * A dlopen'ed NIF reaches its thread-local variables through TLS
+ * descriptors: when the library's whole thread-local block fits in the
+ * static TLS glibc keeps spare for libraries loaded later
+ * (glibc.rtld.optional_static_tls, 512 bytes by default), glibc places it
+ * there and an access costs a couple of instructions; otherwise every
+ * access is a call into the dynamic linker (_dl_tlsdesc_dynamic, ~15
+ * instructions, two per GPA alloc+free). glibc decides at load time and
+ * falls back by itself, so nothing can fail: the thread-local block just
+ * holds only what the fast paths need, and the buffers go here, taken from
+ * the system allocator on a thread's first use and given back when it
+ * exits. */
+#define BEAM__TRACE_CACHE_SLOTS 64
+#define BEAM__NIF_NAME_MAX 1200
+struct beam__trace;
+typedef struct beam__thread_cold {
+    char misuse_line[BEAM__MISUSE_LINE]; /* beam__misuse.line */
+    const struct beam__trace *trace_cache[BEAM__TRACE_CACHE_SLOTS]; /* frames.c
+                                                                     */
+    char nif_name[BEAM__NIF_NAME_MAX]; /* beam_nif_function_name */
+} beam__thread_cold;
+/* This thread's, made on first use; NULL when out of memory. */
+BEAM__HIDDEN beam__thread_cold *beam__cold(void);
 
 /* Thread exit (thread_exit.c): arm the library's one exit hook for this
  * thread; when the thread ends it runs these cleanups, in this order. */
@@ -176,6 +215,10 @@ BEAM__HIDDEN BEAM__NOINLINE void beam__stats_list_thread(void);
 
 static inline beam__counters *beam__thread_counters(int kind) {
     beam__thread_stats *t = &beam__stats_mine;
+    /* One thread-local access, not one per field (in a dlopen'ed NIF each
+     * can be a call): the empty asm hands the compiler an address it
+     * cannot recompute. */
+    __asm__("" : "+r"(t));
     if (BEAM__UNLIKELY(!t->listed))
         beam__stats_list_thread();
     return &t->kind[kind];

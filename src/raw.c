@@ -5,29 +5,21 @@
  * misaligned memory. Also home of the thread-local beam_allocator, whose
  * initial value on every thread is this allocator.
  */
-#include "internal.h"
+#include "raw.h"
 
-static inline beam__counters *counters(void) {
-    return beam__thread_counters(BEAM__RAW);
-}
-
-/* Failed, or misaligned (belt and braces: should the backend ever hand out
- * less than it promises, fail the call instead of breaking the contract). */
-static BEAM__NOINLINE void *raw_alloc_failed(void *p) {
+/* Belt and braces: should the backend ever hand out less alignment than it
+ * promises, fail the call instead of breaking the contract. */
+void *beam__raw_alloc_failed(void *p) {
     if (p != NULL)
         beam__sys_free(p);
-    beam__atomic_bump(&counters()->failed, 1);
+    beam__atomic_bump(&beam__raw_counters()->failed, 1);
     return NULL;
 }
 
 static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ctx;
     (void)ret;
-    void *p = alignment <= BEAM_MAX_ALIGN ? beam__sys_alloc(len) : NULL;
-    if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (alignment - 1)) != 0))
-        return raw_alloc_failed(p);
-    beam__count_alloc(counters(), &beam__kind_peak[BEAM__RAW], len);
-    return p;
+    return beam__raw_alloc(len, alignment);
 }
 
 /* The backend knows no capacity beyond len: only shrinking is in place. */
@@ -39,7 +31,8 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ret;
     if (new_len > len)
         return false;
-    beam__count_resize(counters(), &beam__kind_peak[BEAM__RAW], len, new_len);
+    beam__count_resize(beam__raw_counters(), &beam__kind_peak[BEAM__RAW], len,
+                       new_len);
     return true;
 }
 
@@ -53,8 +46,8 @@ static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
         return NULL;
     void *p = beam__sys_realloc(mem, new_len);
     if (p != NULL)
-        beam__count_resize(counters(), &beam__kind_peak[BEAM__RAW], len,
-                           new_len);
+        beam__count_resize(beam__raw_counters(), &beam__kind_peak[BEAM__RAW],
+                           len, new_len);
     return p;
 }
 
@@ -63,8 +56,7 @@ static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ctx;
     (void)alignment;
     (void)ret;
-    beam__sys_free(mem);
-    beam__count_free(counters(), &beam__kind_peak[BEAM__RAW], len);
+    beam__raw_free(mem, len);
 }
 
 const beam_allocator_vtable beam__raw_vtable = {raw_alloc, raw_resize,

@@ -115,7 +115,12 @@ void beam__misuse_note(const char *kind, const char *line) {
     beam__misuse_record *m = &beam__misuse;
     if (m->count == m->watch_from) {
         m->kind = kind;
-        snprintf(m->line, sizeof m->line, "%s", line);
+        if (m->line == NULL) {
+            beam__thread_cold *c = beam__cold();
+            m->line = c != NULL ? c->misuse_line : NULL;
+        }
+        if (m->line != NULL)
+            snprintf(m->line, BEAM__MISUSE_LINE, "%s", line);
     }
     m->count++;
 }

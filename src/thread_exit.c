@@ -10,17 +10,35 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <string.h>
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static bool exit_key_ok;
 static BEAM_THREAD_LOCAL bool armed;
+static BEAM_THREAD_LOCAL beam__thread_cold *cold;
+
+beam__thread_cold *beam__cold(void) {
+    if (BEAM__LIKELY(cold != NULL))
+        return cold;
+    beam__thread_cold *c = (beam__thread_cold *)beam__sys_alloc(sizeof *c);
+    if (c == NULL)
+        return NULL;
+    memset(c, 0, sizeof *c);
+    beam__thread_exit_arm();
+    cold = c;
+    return c;
+}
 
 static void on_thread_exit(void *unused) {
     (void)unused;
     armed = false;
     beam__gpa_thread_exit();   /* may free through the large allocator... */
     beam__stats_thread_exit(); /* ...so its counters are folded after */
+    /* Last: the cleanups above may report misuse into it. */
+    beam__misuse.line = NULL;
+    beam__sys_free(cold);
+    cold = NULL;
 }
 
 static void make_exit_key(void) {

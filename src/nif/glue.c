@@ -207,7 +207,7 @@ ErlNifEnv *beam__nif_current_env(void) {
 
 /* Atoms, escapes and an arity: an 8-byte atom can take 9 bytes quoted, so
  * 255-character names fit twice over. */
-#define MFA_MAX 1200
+#define MFA_MAX BEAM__NIF_NAME_MAX
 
 /* --- Writing names the way Erlang does ---------------------------------- */
 
@@ -282,11 +282,14 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
 }
 
 const char *beam_nif_function_name(void) {
-    static BEAM_THREAD_LOCAL char buf[MFA_MAX];
-    if (current_call == NULL)
+    /* In the thread's cold block (internal.h: keeping the thread-local
+     * block small keeps the fast paths fast); NULL too if that cannot be
+     * had. */
+    beam__thread_cold *c = current_call != NULL ? beam__cold() : NULL;
+    if (c == NULL)
         return NULL;
-    format_mfa(current_call, buf, sizeof buf);
-    return buf;
+    format_mfa(current_call, c->nif_name, sizeof c->nif_name);
+    return c->nif_name;
 }
 
 const char *beam_nif_module_name(void) {
@@ -396,9 +399,10 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
      * once it is over; this call's own would overwrite it. */
     const bool outer_misused = misuse_before != outer_watch;
     const char *const outer_kind = m->kind;
-    char outer_line[sizeof m->line];
+    char outer_line[BEAM__MISUSE_LINE];
     if (outer_misused)
-        memcpy(outer_line, m->line, sizeof outer_line);
+        snprintf(outer_line, sizeof outer_line, "%s",
+                 m->line != NULL ? m->line : "");
     m->watch_from = misuse_before;
 
     /* A custom allocator becomes the backing of the checking instance, so
@@ -463,11 +467,13 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         driver->size >=
             offsetof(beam__fault_driver, misuse) + sizeof driver->misuse &&
         driver->misuse != NULL)
-        driver->misuse(&pid, &beam__fault_hooks_self, kind, m->line);
+        driver->misuse(&pid, &beam__fault_hooks_self, kind,
+                       m->line != NULL ? m->line : "");
     m->watch_from = outer_watch;
     if (outer_misused) {
         m->kind = outer_kind;
-        memcpy(m->line, outer_line, sizeof m->line);
+        if (m->line != NULL)
+            memcpy(m->line, outer_line, BEAM__MISUSE_LINE);
     }
 
     /* Both override whatever the body returned or raised: a misuse or a

@@ -796,3 +796,28 @@ TEST(gpa_safe_mode_checks_large_blocks_too) {
     beam_free_bytes(a, q, 10000, 8);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* The helpers run the GPA's fast paths without the vtable (gpa_fast.h):
+ * arguments the helpers refuse stay refused, and a pointer into a slab
+ * given back to the pool is caught, not freed (its fast_span is 0). */
+TEST(gpa_helpers_fast_paths_keep_every_check) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    CHECK(beam_alloc_bytes(a, 24, 3) == NULL); /* not a power of two */
+    CHECK(beam_alloc_bytes(a, 24, 0) == NULL);
+    char *p = beam_alloc_bytes(a, 24, 8);
+    CHECK(p != NULL);
+    check_capture_reports();
+    beam_free_bytes(a, p, 24, 3);
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("impossible length"));
+    beam_free_bytes(a, p, 0, 8); /* len 0: the contract's no-op */
+    CHECK(check_report_count() == 1);
+    beam_free_bytes(a, p, 24, 8); /* still live, freed now */
+    CHECK(check_report_count() == 1);
+    beam_gpa_collect(&g); /* the empty slab goes back to the pool */
+    beam_free_bytes(a, p, 24, 8);
+    CHECK(check_report_count() == 2);
+    check_release_reports();
+    CHECK(!beam_gpa_deinit(&g));
+}

@@ -250,3 +250,28 @@ TEST(gpa_tracked_frames_reach_leak_reports_and_are_stored_once) {
     CHECK(s1 == s2);
     check_release_reports();
 }
+
+/* The misuse line lives in the thread's cold block (internal.h), made on
+ * the thread's first misuse and given back when the thread exits (ASan
+ * and valgrind would see it left behind). */
+static void *misuse_on_a_new_thread(void *arg) {
+    bool *ok = (bool *)arg;
+    beam__misuse_record *m = &beam__misuse;
+    m->watch_from = m->count;
+    int on_stack;
+    beam_free_bytes(beam_general_purpose_allocator, &on_stack, sizeof on_stack,
+                    4);
+    *ok = m->count == m->watch_from + 1 && m->line != NULL &&
+          strstr(m->line, "does not own") != NULL;
+    return NULL;
+}
+
+TEST(misuse_line_is_kept_per_thread_and_given_back_at_exit) {
+    check_capture_reports();
+    bool ok = false;
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, misuse_on_a_new_thread, &ok) == 0);
+    pthread_join(t, NULL);
+    CHECK(ok);
+    check_release_reports();
+}

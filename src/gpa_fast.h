@@ -1,0 +1,144 @@
+/*
+ * The general purpose allocator's fast paths, inline (design: gpa_internal.h).
+ *
+ * Two callers share them: the vtable functions of gpa.c, and the calling
+ * helpers of core.c, which skip the vtable when the allocator is a GPA (an
+ * indirect call, a second frame and an argument shuffle fewer per call).
+ * The helpers stay out of line, so reports still name the user's call
+ * site. Each fast path either settles the call or leaves it wholly to the
+ * general path, which checks everything again: a miss changes nothing.
+ *
+ * Every check of the general path is made here too, on the slab's first
+ * cache line: the block is one of ours (address map, owner), of this class
+ * (length range), at a block boundary below bump, and not already free (its
+ * tag).
+ */
+#ifndef BEAM_ALLOC_GPA_FAST_H
+#define BEAM_ALLOC_GPA_FAST_H
+
+#include "gpa_internal.h"
+
+/* Alignments the fast paths serve: the powers of two up to GPA_MIN_BLOCK,
+ * as a bit set, so "a power of two, and small" is one test. */
+#define GPA_FAST_ALIGNS                                                        \
+    ((1u << 1) | (1u << 2) | (1u << 4) | (1u << 8) | (1u << 16))
+_Static_assert(GPA_MIN_BLOCK == 16, "GPA_FAST_ALIGNS lists 1 to 16");
+
+static inline bool gpa_fast_alignment(size_t alignment) {
+    return alignment <= GPA_MIN_BLOCK && ((GPA_FAST_ALIGNS >> alignment) & 1);
+}
+
+/* This thread's first slot: the heap of the instance it used last. One
+ * thread-local access per call: in a dlopen'ed NIF each is a call (a TLS
+ * descriptor), and the compiler, left alone, makes one per field read. The
+ * empty asm hands it an address it cannot recompute. */
+static inline gpa_tls_slot *gpa_fast_slot(void) {
+    gpa_tls_slot *slot = &beam__gpa_tls[0];
+    __asm__("" : "+r"(slot));
+    return slot;
+}
+
+/* Hand out block b of s (popped from its free list, or bumped): the one
+ * place every path accounts for a block. */
+static inline __attribute__((always_inline)) void
+gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b, size_t len) {
+    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
+    s->used++;
+    beam__count_alloc_fast(&h->stats, len);
+}
+
+/* A small block off the current slab's free list of this thread's heap, or
+ * NULL: then the general path decides (anything else: no heap yet, an
+ * empty list, a tracked slab, a collector at work, odd arguments). len 0
+ * and bad alignments fall through to it too. */
+static inline __attribute__((always_inline)) void *
+beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (BEAM__UNLIKELY(len - 1 >= GPA_SMALL_DIRECT ||
+                       !gpa_fast_alignment(alignment) || st == NULL))
+        return NULL;
+    gpa_tls_slot *slot = gpa_fast_slot();
+    if (BEAM__UNLIKELY(slot->id != st->id))
+        return NULL;
+    gpa_heap *h = slot->heap;
+    void **b = NULL;
+    uint32_t busy = gpa_heap_enter(h);
+    if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
+        gpa_slab *s = h->cur[beam__gpa_class_by_16[(len + 15) >> 4]];
+        b = s->free;
+        /* fast_span is 0 for tracked slabs, which note every block. */
+        if (BEAM__LIKELY(b != NULL && s->fast_span != 0)) {
+            s->free = (void **)b[0];
+            gpa_hand_out(h, s, b, len);
+        } else {
+            b = NULL;
+        }
+    }
+    gpa_heap_leave(h, busy);
+    return b;
+}
+
+/* Out of line (gpa.c): a free into a slab this thread's heap h does not
+ * own; a free by a thread with no heap of st. */
+BEAM__HIDDEN void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
+                                           size_t len, gpa_heap *h);
+BEAM__HIDDEN void beam__gpa_free_remote(gpa_state *st, gpa_slab *s, void **b,
+                                        size_t len);
+
+/* The block b of slab s passed every check: tag it free and give it back,
+ * to the owner's list when this thread's heap owns the slab, else through
+ * free_elsewhere, or, with no heap of st on this thread, to the slab's
+ * atomic stack. The local free makes no call but, rarely, the publication
+ * of the stats. */
+static inline __attribute__((always_inline)) void
+beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
+    b[1] = (void *)beam__gpa_tag(st, b);
+    gpa_tls_slot *slot = gpa_fast_slot();
+    if (BEAM__UNLIKELY(slot->id != st->id)) {
+        beam__gpa_free_remote(st, s, b, len);
+        return;
+    }
+    gpa_heap *h = slot->heap;
+    uint32_t busy = gpa_heap_enter(h);
+    if (BEAM__LIKELY(!gpa_heap_revoked(h) &&
+                     beam__atomic_load_relaxed(&s->heap) == h)) {
+        GPA_ASSERT(s->used > 0 && gpa_where(s) == WHERE_CUR);
+        b[0] = s->free;
+        s->free = b;
+        s->used--;
+        gpa_heap_leave(h, busy);
+        int64_t bytes = beam__count_free_fast(&h->stats, len);
+        if (BEAM__UNLIKELY(beam__publish_due_at(&h->stats, bytes)))
+            beam__publish(&h->stats, &st->peak);
+        return;
+    }
+    gpa_heap_leave(h, busy);
+    beam__gpa_free_elsewhere(st, s, b, len, h);
+}
+
+/* Free a small untracked block when every check passes (then true); false
+ * leaves the call, misuse included, to the general path. The class check
+ * is a range test on the slab: prev_size < len <= size is what
+ * beam__gpa_class_for(len, alignment) == s->cls means for alignments up to
+ * GPA_MIN_BLOCK, without the table; with fast_span 0 (a tracked slab, whose
+ * exact lengths the general path checks) no length passes. It also rejects
+ * len 0, as the helpers must. */
+static inline __attribute__((always_inline)) bool
+beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    gpa_slab *s = beam__gpa_map_slot(mem);
+    void **b = (void **)mem;
+    /* (No test of st against NULL: an entry without an owner has
+     * fast_span 0, so its range test fails before st is read.) */
+    if (BEAM__LIKELY(gpa_fast_alignment(alignment) && s != NULL &&
+                     beam__gpa_owner(s) == st &&
+                     len - s->prev_size - 1 < (size_t)s->fast_span &&
+                     beam__gpa_block_index(s, mem) >= 0 &&
+                     (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
+        beam__gpa_release(st, s, b, len);
+        return true;
+    }
+    return false;
+}
+
+#endif
