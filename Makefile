@@ -30,9 +30,10 @@ WARN      := -Wall -Wextra -Werror
 # there for the walk to reach the caller's.
 FRAME_FLAGS := -fno-omit-frame-pointer
 LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRAME_FLAGS)
-# TLS descriptors make thread-local access from a dlopen'ed NIF a couple of
-# instructions instead of a __tls_get_addr call, without needing static TLS
-# space: the GPA's fast paths read a thread-local slot on every call.
+# TLS descriptors: thread-local access from a dlopen'ed NIF is a couple of
+# instructions when glibc (2.32 or later) places the library's small
+# thread-local block in its spare static TLS (src/internal.h says when),
+# and a call into the dynamic linker otherwise, never a load failure.
 TLS_DIALECT := $(shell $(CC) -mtls-dialect=gnu2 -x c -c /dev/null -o /dev/null 2>/dev/null && echo -mtls-dialect=gnu2)
 LIB_FLAGS += $(TLS_DIALECT)
 

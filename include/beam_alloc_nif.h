@@ -263,7 +263,8 @@ BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
 BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                                  const char *message);
 /** "M.fun/arity" of the running BEAM_NIF when known (for messages;
- * "my_mod:fun/arity" in an Erlang module), else NULL. Thread-local text,
+ * "my_mod:fun/arity" in an Erlang module), else NULL (also when the
+ * thread's small buffer for it cannot be allocated). Per-thread text,
  * valid until the next call on this thread. */
 BEAM_API const char *beam_nif_function_name(void);
 /** The same, under its first name (it names a function, not a module). */

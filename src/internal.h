@@ -181,7 +181,12 @@ BEAM__HIDDEN void beam__counters_retire(beam__counters *r, beam__counters *c,
  * falls back by itself, so nothing can fail: the thread-local block just
  * holds only what the fast paths need, and the buffers go here, taken from
  * the system allocator on a thread's first use and given back when it
- * exits. */
+ * exits (or when the library is unloaded first). The spare is one budget
+ * for the whole process: the first NIF library loaded gets the fast
+ * access, later ones (and one whose own thread-locals push it past 512
+ * bytes) the call. Before glibc 2.32 that spare was shared with libraries
+ * built for initial-exec TLS; there a few NIF libraries could take what
+ * such a library, dlopen'ed later, needs. */
 #define BEAM__TRACE_CACHE_SLOTS 64
 #define BEAM__NIF_NAME_MAX 1200
 struct beam__trace;
@@ -189,10 +194,17 @@ typedef struct beam__thread_cold {
     char misuse_line[BEAM__MISUSE_LINE]; /* beam__misuse.line */
     const struct beam__trace *trace_cache[BEAM__TRACE_CACHE_SLOTS]; /* frames.c
                                                                      */
-    char nif_name[BEAM__NIF_NAME_MAX]; /* beam_nif_function_name */
+    char nif_name[BEAM__NIF_NAME_MAX];     /* beam_nif_function_name */
+    struct beam__thread_cold *prev, *next; /* every live one (thread_exit.c) */
 } beam__thread_cold;
 /* This thread's, made on first use; NULL when out of memory. */
 BEAM__HIDDEN beam__thread_cold *beam__cold(void);
+/* Give back every thread's cold block, for a library being unloaded while
+ * its threads live on (nothing of the library may run meanwhile; a thread
+ * that runs it again later gets a new block). */
+BEAM__HIDDEN void beam__cold_release_all(void);
+/* How many cold blocks are live (tests). */
+BEAM__HIDDEN size_t beam__cold_count(void);
 
 /* Thread exit (thread_exit.c): arm the library's one exit hook for this
  * thread; when the thread ends it runs these cleanups, in this order. */

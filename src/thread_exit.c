@@ -16,18 +16,83 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t exit_key;
 static bool exit_key_ok;
 static BEAM_THREAD_LOCAL bool armed;
+
+/* Cold blocks: each thread's, and all of them on one list, so that an
+ * unloaded library does not leave those of the threads that outlive it
+ * behind (their thread-locals go with the library; the blocks would not).
+ * The generation tells a thread that its block was given back meanwhile.
+ * cold_lock is a leaf: nothing is called while it is held. */
+static pthread_mutex_t cold_lock = PTHREAD_MUTEX_INITIALIZER;
+static beam__thread_cold *cold_all;
+static size_t cold_n;
+static _Atomic unsigned cold_gen;
 static BEAM_THREAD_LOCAL beam__thread_cold *cold;
+static BEAM_THREAD_LOCAL unsigned cold_mine_gen;
 
 beam__thread_cold *beam__cold(void) {
-    if (BEAM__LIKELY(cold != NULL))
+    unsigned gen = beam__atomic_load_acquire(&cold_gen);
+    if (BEAM__LIKELY(cold != NULL && cold_mine_gen == gen))
         return cold;
     beam__thread_cold *c = (beam__thread_cold *)beam__sys_alloc(sizeof *c);
     if (c == NULL)
         return NULL;
     memset(c, 0, sizeof *c);
     beam__thread_exit_arm();
+    pthread_mutex_lock(&cold_lock);
+    c->next = cold_all;
+    if (cold_all != NULL)
+        cold_all->prev = c;
+    cold_all = c;
+    cold_n++;
+    pthread_mutex_unlock(&cold_lock);
     cold = c;
+    cold_mine_gen = gen;
     return c;
+}
+
+/* This thread's block, if it still has one, off the list and given back. */
+static void cold_release_mine(void) {
+    beam__thread_cold *c = cold;
+    cold = NULL;
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&cold_lock);
+    bool listed = cold_mine_gen == beam__atomic_load_relaxed(&cold_gen);
+    if (listed) {
+        if (c->prev != NULL)
+            c->prev->next = c->next;
+        else
+            cold_all = c->next;
+        if (c->next != NULL)
+            c->next->prev = c->prev;
+        cold_n--;
+    }
+    pthread_mutex_unlock(&cold_lock);
+    if (listed)
+        beam__sys_free(c);
+}
+
+void beam__cold_release_all(void) {
+    pthread_mutex_lock(&cold_lock);
+    beam__thread_cold *c = cold_all;
+    cold_all = NULL;
+    cold_n = 0;
+    beam__atomic_add_relaxed(&cold_gen, 1);
+    pthread_mutex_unlock(&cold_lock);
+    while (c != NULL) {
+        beam__thread_cold *next = c->next;
+        beam__sys_free(c);
+        c = next;
+    }
+    beam__misuse.line = NULL;
+    cold = NULL;
+}
+
+size_t beam__cold_count(void) {
+    pthread_mutex_lock(&cold_lock);
+    size_t n = cold_n;
+    pthread_mutex_unlock(&cold_lock);
+    return n;
 }
 
 static void on_thread_exit(void *unused) {
@@ -37,8 +102,7 @@ static void on_thread_exit(void *unused) {
     beam__stats_thread_exit(); /* ...so its counters are folded after */
     /* Last: the cleanups above may report misuse into it. */
     beam__misuse.line = NULL;
-    beam__sys_free(cold);
-    cold = NULL;
+    cold_release_mine();
 }
 
 static void make_exit_key(void) {

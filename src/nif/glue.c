@@ -55,6 +55,8 @@ void beam_nif_unloaded(void) {
      * goes, with whatever blocks it still has (unreachable now). */
     beam_general_purpose_allocator_instance.flags |= BEAM_GPA_QUIET_LEAKS;
     beam_gpa_deinit(&beam_general_purpose_allocator_instance);
+    /* And the schedulers' per-thread buffers, which outlive the library. */
+    beam__cold_release_all();
 }
 
 const ErlNifFunc *beam__nif_funcs(int *count) {

@@ -3,6 +3,8 @@
  * the frames kept of an allocation's stack. Names start with gpa_ so that
  * the ThreadSanitizer run (make c-test-tsan) takes them too.
  */
+#define _POSIX_C_SOURCE 200809L /* pthread barriers */
+
 #include "check.h"
 
 #include "frames.h"
@@ -274,4 +276,55 @@ TEST(misuse_line_is_kept_per_thread_and_given_back_at_exit) {
     pthread_join(t, NULL);
     CHECK(ok);
     check_release_reports();
+}
+
+/* A library unloaded while its threads live on gives their cold blocks
+ * back (beam__cold_release_all); a thread that runs the library again
+ * later gets a new one, and its exit gives that back. */
+#define COLD_THREADS 4
+static pthread_barrier_t cold_taken, cold_released, cold_retaken, cold_counted;
+
+static void *cold_user(void *arg) {
+    (void)arg;
+    bool ok = beam__cold() != NULL;
+    pthread_barrier_wait(&cold_taken);
+    pthread_barrier_wait(&cold_released);
+    beam__thread_cold *again = beam__cold();
+    ok = ok && again != NULL;
+    memset(again->misuse_line, 'x', sizeof again->misuse_line);
+    pthread_barrier_wait(&cold_retaken);
+    pthread_barrier_wait(&cold_counted);
+    return ok ? arg : NULL;
+}
+
+TEST(gpa_cold_blocks_of_live_threads_go_back_at_unload) {
+    pthread_barrier_init(&cold_taken, NULL, COLD_THREADS + 1);
+    pthread_barrier_init(&cold_released, NULL, COLD_THREADS + 1);
+    pthread_barrier_init(&cold_retaken, NULL, COLD_THREADS + 1);
+    pthread_barrier_init(&cold_counted, NULL, COLD_THREADS + 1);
+    pthread_t t[COLD_THREADS];
+    int arg[COLD_THREADS];
+    for (int i = 0; i < COLD_THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, cold_user, &arg[i]) == 0);
+    pthread_barrier_wait(&cold_taken);
+    CHECK(beam__cold_count() >= COLD_THREADS);
+    beam__cold_release_all();
+    CHECK(beam__cold_count() == 0);
+    pthread_barrier_wait(&cold_released);
+    pthread_barrier_wait(&cold_retaken);
+    CHECK(beam__cold_count() == COLD_THREADS);
+    pthread_barrier_wait(&cold_counted);
+    for (int i = 0; i < COLD_THREADS; i++) {
+        void *r = NULL;
+        pthread_join(t[i], &r);
+        CHECK(r == &arg[i]);
+    }
+    CHECK(beam__cold_count() == 0);
+    /* This thread's own, given back above, is made anew on demand. */
+    CHECK(beam__cold() != NULL);
+    CHECK(beam__cold_count() == 1);
+    pthread_barrier_destroy(&cold_taken);
+    pthread_barrier_destroy(&cold_released);
+    pthread_barrier_destroy(&cold_retaken);
+    pthread_barrier_destroy(&cold_counted);
 }
