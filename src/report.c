@@ -115,10 +115,10 @@ void beam__misuse_note(const char *kind, const char *line) {
     beam__misuse_record *m = &beam__misuse;
     if (m->count == m->watch_from) {
         m->kind = kind;
-        if (m->line == NULL) {
-            beam__thread_cold *c = beam__cold();
-            m->line = c != NULL ? c->misuse_line : NULL;
-        }
+        /* Asked each time: the block may have been given back meanwhile
+         * (beam__cold_release_all). */
+        beam__thread_cold *c = beam__cold();
+        m->line = c != NULL ? c->misuse_line : NULL;
         if (m->line != NULL)
             snprintf(m->line, BEAM__MISUSE_LINE, "%s", line);
     }
