@@ -44,12 +44,13 @@ BEAM__HIDDEN void beam__report_line(const char *line);
 typedef struct beam__misuse_record {
     unsigned long count, watch_from;
     const char *kind; /* one of the kinds below (static text) */
-    char *line;       /* the first report line of the call: BEAM__MISUSE_LINE
-                         bytes of the thread's cold block, NULL until the first
-                         misuse (or when that block could not be had) */
 } beam__misuse_record;
 #define BEAM__MISUSE_LINE 512
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
+/* The first report line of the call: BEAM__MISUSE_LINE bytes of the
+ * thread's cold block, NULL when that block cannot be had. Asked each time,
+ * never kept: the block may be given back meanwhile (unload). */
+BEAM__HIDDEN char *beam__misuse_line(void);
 /* Count a misuse of kind (static text) reported as line. */
 BEAM__HIDDEN void beam__misuse_note(const char *kind, const char *line);
 /* Replace the default hook (kept out of the way of a user's hook), and
@@ -191,7 +192,7 @@ BEAM__HIDDEN void beam__counters_retire(beam__counters *r, beam__counters *c,
 #define BEAM__NIF_NAME_MAX 1200
 struct beam__trace;
 typedef struct beam__thread_cold {
-    char misuse_line[BEAM__MISUSE_LINE]; /* beam__misuse.line */
+    char misuse_line[BEAM__MISUSE_LINE]; /* beam__misuse_line() */
     const struct beam__trace *trace_cache[BEAM__TRACE_CACHE_SLOTS]; /* frames.c
                                                                      */
     char nif_name[BEAM__NIF_NAME_MAX];     /* beam_nif_function_name */
@@ -200,8 +201,10 @@ typedef struct beam__thread_cold {
 /* This thread's, made on first use; NULL when out of memory. */
 BEAM__HIDDEN beam__thread_cold *beam__cold(void);
 /* Give back every thread's cold block, for a library being unloaded while
- * its threads live on (nothing of the library may run meanwhile; a thread
- * that runs it again later gets a new block). */
+ * its threads live on. Nothing of the library runs meanwhile but the
+ * thread-exit hook of an exiting thread, which the list's lock and its
+ * generation keep from freeing a block twice; a thread that runs the
+ * library again (a copy that stays mapped) gets a new block. */
 BEAM__HIDDEN void beam__cold_release_all(void);
 /* How many cold blocks are live (tests). */
 BEAM__HIDDEN size_t beam__cold_count(void);

@@ -111,16 +111,18 @@ void beam__assert_fail(const char *what, const char *file, int line) {
 
 BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
 
+char *beam__misuse_line(void) {
+    beam__thread_cold *c = beam__cold();
+    return c != NULL ? c->misuse_line : NULL;
+}
+
 void beam__misuse_note(const char *kind, const char *line) {
     beam__misuse_record *m = &beam__misuse;
     if (m->count == m->watch_from) {
         m->kind = kind;
-        /* Asked each time: the block may have been given back meanwhile
-         * (beam__cold_release_all). */
-        beam__thread_cold *c = beam__cold();
-        m->line = c != NULL ? c->misuse_line : NULL;
-        if (m->line != NULL)
-            snprintf(m->line, BEAM__MISUSE_LINE, "%s", line);
+        char *buf = beam__misuse_line();
+        if (buf != NULL)
+            snprintf(buf, BEAM__MISUSE_LINE, "%s", line);
     }
     m->count++;
 }

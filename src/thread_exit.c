@@ -30,8 +30,8 @@ static BEAM_THREAD_LOCAL beam__thread_cold *cold;
 static BEAM_THREAD_LOCAL unsigned cold_mine_gen;
 
 beam__thread_cold *beam__cold(void) {
-    unsigned gen = beam__atomic_load_acquire(&cold_gen);
-    if (BEAM__LIKELY(cold != NULL && cold_mine_gen == gen))
+    if (BEAM__LIKELY(cold != NULL &&
+                     cold_mine_gen == beam__atomic_load_acquire(&cold_gen)))
         return cold;
     beam__thread_cold *c = (beam__thread_cold *)beam__sys_alloc(sizeof *c);
     if (c == NULL)
@@ -44,9 +44,11 @@ beam__thread_cold *beam__cold(void) {
         cold_all->prev = c;
     cold_all = c;
     cold_n++;
+    /* Under the lock: a release since the load above has made a new list,
+     * which c is on, so c is of the new generation. */
+    cold_mine_gen = beam__atomic_load_relaxed(&cold_gen);
     pthread_mutex_unlock(&cold_lock);
     cold = c;
-    cold_mine_gen = gen;
     return c;
 }
 
@@ -84,7 +86,6 @@ void beam__cold_release_all(void) {
         beam__sys_free(c);
         c = next;
     }
-    beam__misuse.line = NULL;
     cold = NULL;
 }
 
@@ -101,7 +102,6 @@ static void on_thread_exit(void *unused) {
     beam__gpa_thread_exit();   /* may free through the large allocator... */
     beam__stats_thread_exit(); /* ...so its counters are folded after */
     /* Last: the cleanups above may report misuse into it. */
-    beam__misuse.line = NULL;
     cold_release_mine();
 }
 

@@ -381,6 +381,17 @@ static call_options resolve(const beam_nif_options *options,
  *
  * and come down in reverse: the plan lets go of the call's blocks, the
  * arena gives its chunks back, then the leak check looks at what is left. */
+/* The calling thread's first misuse line of the call ("" when none could
+ * be kept), and a copy of it. */
+static const char *misuse_text(void) {
+    const char *line = beam__misuse_line();
+    return line != NULL ? line : "";
+}
+
+static void misuse_line_copy(char out[BEAM__MISUSE_LINE]) {
+    snprintf(out, BEAM__MISUSE_LINE, "%s", misuse_text());
+}
+
 static BEAM__NOINLINE ERL_NIF_TERM
 call_composed(const beam_nif_options *options, const beam__nif_override *ov,
               const beam__fault_driver *driver, const nif_call *call,
@@ -403,8 +414,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     const char *const outer_kind = m->kind;
     char outer_line[BEAM__MISUSE_LINE];
     if (outer_misused)
-        snprintf(outer_line, sizeof outer_line, "%s",
-                 m->line != NULL ? m->line : "");
+        misuse_line_copy(outer_line);
     m->watch_from = misuse_before;
 
     /* A custom allocator becomes the backing of the checking instance, so
@@ -469,13 +479,13 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         driver->size >=
             offsetof(beam__fault_driver, misuse) + sizeof driver->misuse &&
         driver->misuse != NULL)
-        driver->misuse(&pid, &beam__fault_hooks_self, kind,
-                       m->line != NULL ? m->line : "");
+        driver->misuse(&pid, &beam__fault_hooks_self, kind, misuse_text());
     m->watch_from = outer_watch;
     if (outer_misused) {
         m->kind = outer_kind;
-        if (m->line != NULL)
-            memcpy(m->line, outer_line, BEAM__MISUSE_LINE);
+        char *now = beam__misuse_line();
+        if (now != NULL)
+            memcpy(now, outer_line, BEAM__MISUSE_LINE);
     }
 
     /* Both override whatever the body returned or raised: a misuse or a
