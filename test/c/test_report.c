@@ -256,16 +256,21 @@ TEST(gpa_tracked_frames_reach_leak_reports_and_are_stored_once) {
 /* The misuse line lives in the thread's cold block (internal.h), made on
  * the thread's first misuse and given back when the thread exits (ASan
  * and valgrind would see it left behind). */
-static void *misuse_on_a_new_thread(void *arg) {
-    bool *ok = (bool *)arg;
+/* One misuse on this thread (a free of a pointer the GPA does not own):
+ * counted once, and its line kept. */
+static bool misuse_once_and_keep_the_line(void) {
     beam__misuse_record *m = &beam__misuse;
     m->watch_from = m->count;
     int on_stack;
     beam_free_bytes(beam_general_purpose_allocator, &on_stack, sizeof on_stack,
                     4);
     const char *line = beam__misuse_line();
-    *ok = m->count == m->watch_from + 1 && line != NULL &&
-          strstr(line, "does not own") != NULL;
+    return m->count == m->watch_from + 1 && line != NULL &&
+           strstr(line, "does not own") != NULL;
+}
+
+static void *misuse_on_a_new_thread(void *arg) {
+    *(bool *)arg = misuse_once_and_keep_the_line();
     return NULL;
 }
 
@@ -337,13 +342,7 @@ TEST(gpa_cold_blocks_of_live_threads_go_back_at_unload) {
 static pthread_barrier_t stale_taken, stale_released;
 
 static void *stale_holder(void *arg) {
-    bool *ok = (bool *)arg;
-    beam__misuse_record *m = &beam__misuse;
-    m->watch_from = m->count;
-    int on_stack;
-    beam_free_bytes(beam_general_purpose_allocator, &on_stack, sizeof on_stack,
-                    4);
-    *ok = strstr(beam__misuse_line(), "does not own") != NULL;
+    *(bool *)arg = misuse_once_and_keep_the_line();
     pthread_barrier_wait(&stale_taken);
     pthread_barrier_wait(&stale_released);
     return NULL;
