@@ -7,8 +7,9 @@
  * These are out of line on purpose: __builtin_return_address(0) then names
  * the user's call site, which is what leak reports should show.
  *
- * The sized and array helpers skip the vtable for a general purpose
- * allocator's small blocks and for the raw allocator (alloc_entry).
+ * The helpers skip the vtable for a general purpose allocator's small
+ * blocks (alloc_entry, free_entry) and for the raw allocator (alloc_impl,
+ * free_impl).
  */
 #include "gpa_fast.h"
 #include "raw.h"
@@ -24,12 +25,22 @@ static inline void *zero_len_block(size_t alignment) {
 }
 
 /* len - 1 >= BEAM__MAX_LEN: len is 0 or above the limit, in one test (the
- * common case pays one branch for all the edge cases). */
-static void *alloc_impl(beam_allocator_t a, size_t len, size_t alignment,
-                        uintptr_t ret) {
+ * common case pays one branch for all the edge cases). Then what the
+ * vtable would run, without it: a GPA's general path (its fast path has
+ * had its try in alloc_entry), the raw allocator inline (raw.h); others
+ * through the vtable. Out of line: the only call the GPA's fast paths below
+ * make when they do not settle a call, so that they need neither saved
+ * registers nor a copy of a on the stack. */
+static BEAM__NOINLINE void *alloc_impl(beam_allocator_t a, size_t len,
+                                       size_t alignment, uintptr_t ret) {
     if (BEAM__UNLIKELY(!beam__is_pow2(alignment) || len - 1 >= BEAM__MAX_LEN))
         return beam__is_pow2(alignment) && len == 0 ? zero_len_block(alignment)
                                                     : NULL;
+    if (a.vtable == &beam__gpa_vtable)
+        return beam__gpa_alloc_general((beam_gpa_t *)a.ctx, len, alignment,
+                                       ret);
+    if (a.vtable == &beam__raw_vtable)
+        return beam__raw_alloc(len, alignment);
     return a.vtable->alloc(a.ctx, len, alignment, ret);
 }
 
@@ -46,15 +57,21 @@ static BEAM__NOINLINE void report_bad_free(void *mem, size_t len,
     beam__report_line(line);
 }
 
-static inline void free_impl(beam_allocator_t a, void *mem, size_t len,
-                             size_t alignment, uintptr_t ret) {
+/* Checks, then as alloc_impl. */
+static BEAM__NOINLINE void free_impl(beam_allocator_t a, void *mem, size_t len,
+                                     size_t alignment, uintptr_t ret) {
     if (BEAM__UNLIKELY(mem == NULL || len - 1 >= BEAM__MAX_LEN ||
                        !beam__is_pow2(alignment))) {
         if (mem != NULL && len != 0)
             report_bad_free(mem, len, alignment, ret);
         return;
     }
-    a.vtable->free(a.ctx, mem, len, alignment, ret);
+    if (a.vtable == &beam__gpa_vtable)
+        beam__gpa_free_general((beam_gpa_t *)a.ctx, mem, len, alignment, ret);
+    else if (a.vtable == &beam__raw_vtable)
+        beam__raw_free(mem, len);
+    else
+        a.vtable->free(a.ctx, mem, len, alignment, ret);
 }
 
 /* Shared by remap and realloc: the cases the vtable never sees. Returns
@@ -73,30 +90,6 @@ static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
     return false;
 }
 
-/* What the GPA's fast paths below did not settle: the raw allocator's
- * calls run inline (raw.h) when their arguments are sound, which settles
- * them, failures too (so nothing is asked twice); the rest goes through
- * the vtable. Out of line, and the only call the fast paths make, so that
- * they need neither saved registers nor a copy of a on the stack. */
-static BEAM__NOINLINE void *alloc_other(beam_allocator_t a, size_t len,
-                                        size_t alignment, uintptr_t ret) {
-    if (a.vtable == &beam__raw_vtable &&
-        BEAM__LIKELY(len - 1 < BEAM__MAX_LEN && beam__is_pow2(alignment)))
-        return beam__raw_alloc(len, alignment);
-    return alloc_impl(a, len, alignment, ret);
-}
-
-static BEAM__NOINLINE void free_other(beam_allocator_t a, void *mem, size_t len,
-                                      size_t alignment, uintptr_t ret) {
-    if (a.vtable == &beam__raw_vtable &&
-        BEAM__LIKELY(mem != NULL && len - 1 < BEAM__MAX_LEN &&
-                     beam__is_pow2(alignment))) {
-        beam__raw_free(mem, len);
-        return;
-    }
-    free_impl(a, mem, len, alignment, ret);
-}
-
 /* The helpers' entries. A general purpose allocator's small blocks skip
  * the vtable: its fast paths run inline (gpa_fast.h), and one that does
  * not settle a call leaves it wholly to the vtable, checks included. */
@@ -107,7 +100,7 @@ alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
         if (BEAM__LIKELY(p != NULL))
             return p;
     }
-    return alloc_other(a, len, alignment, ret);
+    return alloc_impl(a, len, alignment, ret);
 }
 
 static inline __attribute__((always_inline)) void
@@ -118,7 +111,7 @@ free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
                 beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len, alignment)))
             return;
     }
-    free_other(a, mem, len, alignment, ret);
+    free_impl(a, mem, len, alignment, ret);
 }
 
 void *beam_alloc_bytes(beam_allocator_t a, size_t len, size_t alignment) {
@@ -160,7 +153,7 @@ static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
     if (remap_edge(a, mem, len, alignment, new_len, ret, &out))
         return out;
     if (len == 0 || mem == NULL)
-        return alloc_impl(a, new_len, alignment, ret);
+        return alloc_entry(a, new_len, alignment, ret);
     if (new_len == len)
         return mem;
     out = a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);

@@ -202,8 +202,8 @@ have:;
 }
 
 /* Every allocation the fast path below does not settle. */
-static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
-                                          size_t alignment, uintptr_t ret) {
+BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
+                                             size_t alignment, uintptr_t ret) {
     /* Safe mode keeps at least one byte after each block for a canary. */
     unsigned cls = beam__gpa_class_for(
         len + ((gpa->flags & BEAM_GPA_SAFE) != 0), alignment);
@@ -213,9 +213,9 @@ static BEAM__NOINLINE void *alloc_general(beam_gpa_t *gpa, size_t len,
                           : beam__gpa_large_alloc(st, len, alignment, ret);
     }
     gpa_state *st = beam__gpa_state_of(gpa);
-    gpa_heap *h = st != NULL && beam__gpa_tls[0].id == st->id
-                      ? beam__gpa_tls[0].heap
-                      : beam__gpa_heap_slow(gpa);
+    gpa_tls_slot *slot = gpa_fast_slot();
+    gpa_heap *h = st != NULL && slot->id == st->id ? slot->heap
+                                                   : beam__gpa_heap_slow(gpa);
     if (h == NULL) {
         st = beam__gpa_state_of(gpa);
         if (st != NULL)
@@ -237,13 +237,10 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     void *b = beam__gpa_alloc_fast((beam_gpa_t *)ctx, len, alignment);
     if (BEAM__LIKELY(b != NULL))
         return b;
-    return alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
+    return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
 }
 
 /* ---- free --------------------------------------------------------------- */
-
-static BEAM__NOINLINE void free_slow(beam_gpa_t *gpa, void *mem, size_t len,
-                                     size_t alignment, uintptr_t ret);
 
 /* Push b on s's thread_free stack (any thread; s is not this thread's
  * current slab). The push that brings a detached slab's waiting frees to its
@@ -316,13 +313,14 @@ static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
     if (BEAM__LIKELY(
             beam__gpa_free_fast((beam_gpa_t *)ctx, mem, len, alignment)))
         return;
-    free_slow((beam_gpa_t *)ctx, mem, len, alignment, ret);
+    beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
 }
 
 /* Everything the fast path did not settle: tracked blocks, large blocks and
  * misuse, told apart carefully. */
-static void free_slow(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
-                      uintptr_t ret) {
+BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
+                                           size_t len, size_t alignment,
+                                           uintptr_t ret) {
     if (mem == NULL)
         return; /* the contract's no-op, also through the vtable */
     gpa_state *st = beam__gpa_state_of(gpa);

@@ -78,6 +78,15 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
     return b;
 }
 
+/* The general paths (gpa.c): every case, checks included; the vtable runs
+ * them when the fast paths above and below do not settle a call, and the
+ * helpers go to them directly (a second try of the fast path would only
+ * miss again). */
+BEAM__HIDDEN void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
+                                           size_t alignment, uintptr_t ret);
+BEAM__HIDDEN void beam__gpa_free_general(beam_gpa_t *gpa, void *mem, size_t len,
+                                         size_t alignment, uintptr_t ret);
+
 /* Out of line (gpa.c): a free into a slab this thread's heap h does not
  * own; a free by a thread with no heap of st. */
 BEAM__HIDDEN void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
@@ -107,9 +116,7 @@ beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
         s->free = b;
         s->used--;
         gpa_heap_leave(h, busy);
-        int64_t bytes = beam__count_free_fast(&h->stats, len);
-        if (BEAM__UNLIKELY(beam__publish_due_at(&h->stats, bytes)))
-            beam__publish(&h->stats, &st->peak);
+        beam__count_free(&h->stats, &st->peak, len);
         return;
     }
     gpa_heap_leave(h, busy);
