@@ -106,22 +106,24 @@ typedef struct beam__peak {
 BEAM__HIDDEN void beam__publish(beam__counters *c, beam__peak *p);
 BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 
-/* Hot-path counting: no publication (the caller publishes at its slow
- * points, which bound how far the peak can lag). */
-/* Both return the live bytes after the change, for beam__publish_due_at
- * (one load of the counter, not two). */
-static inline int64_t beam__count_alloc_fast(beam__counters *c, size_t len) {
-    beam__atomic_bump(&c->allocs, 1);
-    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) + (int64_t)len;
+/* c's live bytes moved by d; returns them after the change, for
+ * beam__publish_due_at (one load of the counter, not two). */
+static inline int64_t beam__count_bytes(beam__counters *c, int64_t d) {
+    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) + d;
     beam__atomic_store_relaxed(&c->bytes, bytes);
     return bytes;
 }
 
+/* Hot-path counting: no publication (the caller publishes at its slow
+ * points, which bound how far the peak can lag). */
+static inline int64_t beam__count_alloc_fast(beam__counters *c, size_t len) {
+    beam__atomic_bump(&c->allocs, 1);
+    return beam__count_bytes(c, (int64_t)len);
+}
+
 static inline int64_t beam__count_free_fast(beam__counters *c, size_t len) {
     beam__atomic_bump(&c->frees, 1);
-    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) - (int64_t)len;
-    beam__atomic_store_relaxed(&c->bytes, bytes);
-    return bytes;
+    return beam__count_bytes(c, -(int64_t)len);
 }
 
 /* Publish a rise when it reaches a step, and a fall at once: the published
@@ -134,15 +136,6 @@ static inline bool beam__publish_due_at(const beam__counters *c,
                                         int64_t bytes) {
     int64_t d = bytes - c->mark;
     return d >= BEAM__PUBLISH_STEP || d < 0;
-}
-
-static inline bool beam__publish_due(const beam__counters *c) {
-    return beam__publish_due_at(c, beam__atomic_load_relaxed(&c->bytes));
-}
-
-static inline void beam__maybe_publish(beam__counters *c, beam__peak *p) {
-    if (BEAM__UNLIKELY(beam__publish_due(c)))
-        beam__publish(c, p);
 }
 
 static inline void beam__count_alloc(beam__counters *c, beam__peak *p,
@@ -160,8 +153,9 @@ static inline void beam__count_free(beam__counters *c, beam__peak *p,
 /* A block changed size in place (or moved, counted as one block). */
 static inline void beam__count_resize(beam__counters *c, beam__peak *p,
                                       size_t len, size_t new_len) {
-    beam__atomic_bump(&c->bytes, (int64_t)new_len - (int64_t)len);
-    beam__maybe_publish(c, p);
+    int64_t bytes = beam__count_bytes(c, (int64_t)new_len - (int64_t)len);
+    if (BEAM__UNLIKELY(beam__publish_due_at(c, bytes)))
+        beam__publish(c, p);
 }
 
 /* Add c into a beam_alloc_stats being folded. */
