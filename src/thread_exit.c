@@ -24,7 +24,6 @@ static BEAM_THREAD_LOCAL bool armed;
  * cold_lock is a leaf: nothing is called while it is held. */
 static pthread_mutex_t cold_lock = PTHREAD_MUTEX_INITIALIZER;
 static beam__thread_cold *cold_all;
-static size_t cold_n;
 static _Atomic unsigned cold_gen;
 static BEAM_THREAD_LOCAL beam__thread_cold *cold;
 static BEAM_THREAD_LOCAL unsigned cold_mine_gen;
@@ -43,7 +42,6 @@ beam__thread_cold *beam__cold(void) {
     if (cold_all != NULL)
         cold_all->prev = c;
     cold_all = c;
-    cold_n++;
     /* Under the lock: a release since the load above has made a new list,
      * which c is on, so c is of the new generation. */
     cold_mine_gen = beam__atomic_load_relaxed(&cold_gen);
@@ -67,7 +65,6 @@ static void cold_release_mine(void) {
             cold_all = c->next;
         if (c->next != NULL)
             c->next->prev = c->prev;
-        cold_n--;
     }
     pthread_mutex_unlock(&cold_lock);
     if (listed)
@@ -78,7 +75,6 @@ void beam__cold_release_all(void) {
     pthread_mutex_lock(&cold_lock);
     beam__thread_cold *c = cold_all;
     cold_all = NULL;
-    cold_n = 0;
     beam__atomic_add_relaxed(&cold_gen, 1);
     pthread_mutex_unlock(&cold_lock);
     while (c != NULL) {
@@ -86,12 +82,13 @@ void beam__cold_release_all(void) {
         beam__sys_free(c);
         c = next;
     }
-    cold = NULL;
 }
 
 size_t beam__cold_count(void) {
+    size_t n = 0;
     pthread_mutex_lock(&cold_lock);
-    size_t n = cold_n;
+    for (const beam__thread_cold *c = cold_all; c != NULL; c = c->next)
+        n++;
     pthread_mutex_unlock(&cold_lock);
     return n;
 }
