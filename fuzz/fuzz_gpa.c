@@ -51,12 +51,22 @@ static bool is_small(const gpa_user *u, size_t len, size_t align) {
     return len + u->safe <= BEAM_GPA_SMALL_MAX && align <= BEAM_GPA_SMALL_MAX;
 }
 
+/* A medium block of an untracked instance: a run of 4 KiB pages in one of
+ * its 64 KiB slabs, checked at free by its page count, like a class. */
+#define MEDIUM_MAX 65536
+#define PAGE 4096
+static bool is_medium(const gpa_user *u, size_t len, size_t align) {
+    return !u->track && !is_small(u, len, align) && len <= MEDIUM_MAX &&
+           align <= PAGE;
+}
+
 static int expect_alloc(fz_target *t, size_t len, size_t align, void **where) {
     gpa_user *u = t->user;
     (void)where;
     if (u->backing == B_FAILING)
         return FZ_MAY;
-    if (is_small(u, len, align) || u->backing != B_RAW)
+    if (is_small(u, len, align) || is_medium(u, len, align) ||
+        u->backing != B_RAW)
         return FZ_MUST_WORK;
     return align <= BEAM_MAX_ALIGN ? FZ_MUST_WORK : FZ_MUST_FAIL;
 }
@@ -124,9 +134,13 @@ static void misuse(fz_target *t, fz_model *m, fz_reader *r) {
             return;
         fz_block b = m->b[i];
         fz_verify(&b);
-        size_t wrong = u->track || !is_small(u, b.len, b.align)
-                           ? b.len + 1 + fz_u8(r)
-                           : (size_t)BEAM_GPA_SMALL_MAX + 1 + fz_u8(r);
+        /* (Medium: four pages more or fewer, still medium.) */
+        size_t wrong =
+            is_medium(u, b.len, b.align)
+                ? (b.len > MEDIUM_MAX / 2 ? b.len - 4 * PAGE : b.len + 4 * PAGE)
+            : u->track || !is_small(u, b.len, b.align)
+                ? b.len + 1 + fz_u8(r)
+                : (size_t)BEAM_GPA_SMALL_MAX + 1 + fz_u8(r);
         beam_free_bytes(t->a, b.ptr, wrong, b.align);
         fz_remove(m, i); /* freed anyway */
         break;
@@ -136,7 +150,9 @@ static void misuse(fz_target *t, fz_model *m, fz_reader *r) {
             return;
         fz_block b = m->b[i];
         fz_verify(&b);
-        size_t wrong = u->track || !is_small(u, b.len, b.align)
+        size_t wrong = is_medium(u, b.len, b.align)
+                           ? (size_t)PAGE << (1 + fz_u8(r) % 3)
+                       : u->track || !is_small(u, b.len, b.align)
                            ? b.align << (1 + fz_u8(r) % 3)
                            : (size_t)BEAM_GPA_SMALL_MAX << (1 + fz_u8(r) % 3);
         beam_free_bytes(t->a, b.ptr, b.len, wrong);

@@ -227,12 +227,14 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * per instance, small blocks (<= BEAM_GPA_SMALL_MAX) come from 64 KiB slabs
  * of one size class carved out of large chunks ("segments", 256 KiB to
  * 4 MiB) of the backing allocator (so memory stays tracked by the VM when
- * the backing is), with no per-block header; larger blocks pass through to
- * the backing allocator (the instance keeps up to 16 freed ones, 1 MiB in
- * all, for reuse). Frees from another thread are lock-free. Misuse (double
- * free, a pointer it does not own, a wrong length or alignment) is reported
- * through the report hook (section 7) and otherwise ignored: the process
- * keeps running.
+ * the backing is), with no per-block header. Medium blocks, above that up
+ * to 64 KiB, are runs of 4 KiB pages in slabs shared by all medium sizes
+ * (untracked instances; tracked ones record them as large blocks). Larger
+ * blocks pass through to the backing allocator (the instance keeps up to
+ * 16 freed ones, 1 MiB in all, for reuse). Small blocks freed by another
+ * thread go back without a lock. Misuse (double free, a pointer it does not
+ * own, a wrong length or alignment) is reported through the report hook
+ * (section 7) and otherwise ignored: the process keeps running.
  *
  * Composition: an instance may be the backing of another, to any depth (GPA
  * over GPA over GPA), and any number of instances may be used from one
@@ -249,6 +251,8 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     class finds it, or at beam_gpa_collect. (A full slab with fewer than
  *     an eighth free stays out of reach until then: at most an eighth of a
  *     slab per slab.)
+ *   - Medium blocks belong to the instance, not to a heap: a medium slab
+ *     goes back to the pool the moment its last block is freed.
  *   - A thread's frees into slabs its heap does not own wait on the heap
  *     (up to 63 blocks) and reach their slabs at its next refill, or when
  *     the heap is retired or collected.
@@ -269,7 +273,8 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * internal; set options through beam_gpa_init_ex.
  * ---------------------------------------------------------------------- */
 
-/** Largest block served from slabs; larger ones go to the backing. */
+/** Largest block served from a size class; above it, blocks up to 64 KiB
+ * are runs of pages (untracked instances), larger ones go to the backing. */
 #define BEAM_GPA_SMALL_MAX 8192
 
 /** Options for beam_gpa_init_ex. */

@@ -209,8 +209,11 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
         len + ((gpa->flags & BEAM_GPA_SAFE) != 0), alignment);
     if (cls == GPA_CLASSES) {
         gpa_state *st = beam__gpa_state_slow(gpa);
-        return st == NULL ? NULL
-                          : beam__gpa_large_alloc(st, len, alignment, ret);
+        if (st == NULL)
+            return NULL;
+        if (!st->track && len <= GPA_MEDIUM_MAX && alignment <= GPA_PAGE_SIZE)
+            return beam__gpa_medium_alloc(st, len);
+        return beam__gpa_large_alloc(st, len, alignment, ret);
     }
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_tls_slot *slot = gpa_fast_slot();
@@ -330,6 +333,10 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
     }
     gpa_slab *s = beam__gpa_map_slot(mem);
     gpa_state *owner = beam__gpa_owner(s);
+    if (owner == st && gpa_where(s) == WHERE_MEDIUM) {
+        beam__gpa_medium_free(st, s, mem, len, alignment, ret);
+        return;
+    }
     if (owner == st) {
         void **b = (void **)mem;
         long idx = beam__gpa_block_index(s, mem);
@@ -391,6 +398,8 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     gpa_slab *s = beam__gpa_map_slot(mem);
     if (beam__gpa_owner(s) != st)
         return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret);
+    if (gpa_where(s) == WHERE_MEDIUM)
+        return beam__gpa_medium_resize(st, s, mem, len, alignment, new_len);
     /* In place only within the class: free derives it from the length. */
     size_t pad = st->safe; /* room for the canary */
     long idx = beam__gpa_block_index(s, mem);

@@ -36,8 +36,15 @@
  *  - A free block carries a tag in its second word: cookie ^ its address.
  *    That catches double frees and lets leak detection tell live blocks
  *    from free ones without a per-block bit. Allocation clears the tag.
- *  - Blocks above BEAM_GPA_SMALL_MAX (or with an alignment no class gives)
- *    go to the backing allocator and are recorded in a hash table.
+ *  - Medium blocks, above BEAM_GPA_SMALL_MAX up to a slab (64 KiB), of an
+ *    untracked instance: runs of 4 KiB pages of a *medium slab*, a pool
+ *    slab whose pages serve blocks of any size (so a few medium blocks of
+ *    many sizes share slabs, unlike classes, which would take a slab each).
+ *    The instance lock guards them; a medium slab with no block left goes
+ *    back to the pool at once (gpa_medium.c).
+ *  - Blocks above that (or with an alignment no class or page gives, or of
+ *    a tracked instance, which records every block) go to the backing
+ *    allocator and are recorded in a hash table.
  *
  * Locks, and the order every path obeys (debug builds check it, see
  * gpa_lock and GPA_ASSERT_NO_LOCK):
@@ -118,6 +125,13 @@
 #define GPA_MAX_SEGMENT_SLABS 63
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 #define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
+/* Medium blocks: above the slab classes, up to a slab, as runs of pages of
+ * a medium slab (gpa_medium.c). */
+#define GPA_PAGE_SHIFT 12
+#define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
+#define GPA_MEDIUM_PAGES (GPA_SLAB_SIZE / GPA_PAGE_SIZE)
+#define GPA_MEDIUM_MAX GPA_SLAB_SIZE
+#define GPA_MEDIUM_CLS 0xffff /* slab->cls of a medium slab */
 
 enum gpa_where {
     WHERE_POOL,    /* free for any class */
@@ -125,6 +139,7 @@ enum gpa_where {
     WHERE_FULL,    /* detached, exhausted, FULL_BIT set */
     WHERE_RECLAIM, /* on the instance's reclaim stack */
     WHERE_PARTIAL, /* ownerless, in partial[cls] */
+    WHERE_MEDIUM,  /* pages of medium blocks (gpa_medium.c), lock held */
 };
 
 /* Per-block record in BEAM_GPA_TRACK_SITES mode (len == 0: free). */
@@ -167,6 +182,11 @@ typedef struct gpa_slab {
     struct gpa_slab *reclaim_next; /* reclaim stack */
     struct gpa_segment *seg;
     gpa_block_info *info; /* TRACK_SITES only */
+    /* Medium slabs (WHERE_MEDIUM; lock held): bit p of pages_used is set
+     * while page p is part of a block, bit p of pages_start while a block
+     * starts there. A block ends where the next starts or the next free
+     * page is; a free run is the free pages between blocks. */
+    uint16_t pages_used, pages_start;
 } gpa_slab;
 _Static_assert(offsetof(gpa_slab, thread_free) == 64,
                "the fast paths' fields fit one cache line");
@@ -245,6 +265,9 @@ struct beam_gpa_state {
     gpa_slab *pool;
     size_t pool_count;
     gpa_slab *partial[GPA_CLASSES];
+    /* Medium slabs by their longest free run: medium[k] lists those whose
+     * longest run is k pages (a full one is in no list). */
+    gpa_slab *medium[GPA_MEDIUM_PAGES + 1];
     gpa_heap *heaps;
     gpa_large *large;
     size_t large_cap, large_count, large_used; /* used: live + tombstones */
@@ -396,7 +419,7 @@ static inline gpa_slab *beam__gpa_seg_slab(const gpa_segment *seg, unsigned i) {
     return beam__gpa_map_slot(seg->base + (size_t)i * GPA_SLAB_SIZE);
 }
 
-static inline uint8_t gpa_where(gpa_slab *s) {
+static inline uint8_t gpa_where(const gpa_slab *s) {
     return beam__atomic_load_relaxed(&s->where);
 }
 
@@ -434,6 +457,10 @@ BEAM__HIDDEN void beam__gpa_slab_park(gpa_state *st, gpa_slab *s,
  * on defer. */
 BEAM__HIDDEN void beam__gpa_slab_release(gpa_state *st, gpa_slab *s,
                                          gpa_defer **defer);
+/* Lock held on entry and on return, though dropped meanwhile when the pool
+ * is empty and a segment must be taken: a slab out of the pool, not yet
+ * formatted (still WHERE_POOL). NULL when out of memory. */
+BEAM__HIDDEN gpa_slab *beam__gpa_pool_take(gpa_state *st);
 /* Detached slab s came back to life (a free took FULL off): on the
  * instance's reclaim stack. Lock-free, any thread. */
 BEAM__HIDDEN void beam__gpa_reclaim_push(gpa_state *st, gpa_slab *s);
@@ -521,6 +548,26 @@ static inline void gpa_heap_leave(gpa_heap *h, uint32_t n) {
     GPA_ASSERT(beam__atomic_load_relaxed(&h->busy) == n + 1);
     beam__atomic_store_release(&h->busy, n);
 }
+
+/* ---- medium blocks (gpa_medium.c) --------------------------------------- */
+
+/* A block of len (BEAM_GPA_SMALL_MAX < len <= GPA_MEDIUM_MAX) at page
+ * alignment, for an untracked instance; NULL when out of memory. No lock
+ * held; takes it. */
+BEAM__HIDDEN void *beam__gpa_medium_alloc(gpa_state *st, size_t len);
+/* Free mem, in medium slab s of st (the map says so): checked under the
+ * lock like any free (double, inside a block, wrong length). */
+BEAM__HIDDEN void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem,
+                                        size_t len, size_t alignment,
+                                        uintptr_t ret);
+/* Resize mem in place (its run shrinks, or grows into the free pages after
+ * it); false when it cannot. */
+BEAM__HIDDEN bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem,
+                                          size_t len, size_t alignment,
+                                          size_t new_len);
+/* Lock held: the bytes of the block that starts at p in medium slab s, or 0
+ * when no block starts there. */
+BEAM__HIDDEN size_t beam__gpa_medium_block(const gpa_slab *s, const void *p);
 
 /* ---- large blocks (gpa_large.c) ----------------------------------------- */
 

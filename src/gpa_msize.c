@@ -5,11 +5,12 @@
  * Kept apart from the allocator's own files on purpose, and small: it
  * relies only on these internals of gpa_internal.h
  *   beam__gpa_state_of, beam__gpa_map_slot, beam__gpa_owner,
- *   beam__gpa_block_index, slab->size, st->track, slab->info[i].len and
- *   .alignment (tracked mode), beam__gpa_large_find under gpa_lock(st)
- *   (its .len, .alignment), and the class table beam__gpa_class_size with
- *   GPA_CLASSES (each class serves every length up to its size at
- *   alignment 16, the smallest class that fits being the one chosen).
+ *   beam__gpa_block_index, slab->size, st->track, gpa_where and
+ *   beam__gpa_medium_block under gpa_lock(st) for medium slabs,
+ * slab->info[i].len and .alignment (tracked mode), beam__gpa_large_find under
+ * gpa_lock(st) (its .len, .alignment), and the class table beam__gpa_class_size
+ * with GPA_CLASSES (each class serves every length up to its size at alignment
+ * 16, the smallest class that fits being the one chosen).
  */
 #include "gpa_msize.h"
 
@@ -36,6 +37,8 @@ size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
         return n == 0 ? 1 : n;
     if (BEAM__LIKELY(n <= BEAM_GPA_SMALL_MAX))
         return class_by_step[(n + 15) >> 4];
+    if (n <= GPA_MEDIUM_MAX) /* a run of whole pages */
+        return (size_t)beam__align_up(n, GPA_PAGE_SIZE);
     return (size_t)beam__align_up(n, 16);
 }
 
@@ -45,6 +48,16 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
     if (st == NULL || p == NULL)
         return false;
     gpa_slab *s = beam__gpa_map_slot(p);
+    if (beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM) {
+        /* A medium block: its pages, which its free accepts as a length. */
+        gpa_lock(st);
+        size_t bytes =
+            gpa_where(s) == WHERE_MEDIUM ? beam__gpa_medium_block(s, p) : 0;
+        gpa_unlock(st);
+        *len = bytes;
+        *alignment = 16;
+        return bytes != 0;
+    }
     if (beam__gpa_owner(s) == st) {
         long idx = beam__gpa_block_index(s, p);
         if (idx < 0)

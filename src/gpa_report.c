@@ -93,6 +93,22 @@ static void report_leak(size_t len, bool exact, size_t alignment, const void *p,
                      len, p);
 }
 
+/* The live blocks of medium slab s (lock held: its masks are the lock's):
+ * each block's pages, as exact as an untracked small block's class. */
+static void scan_medium(const gpa_slab *s, beam_gpa_usage *u, gpa_leak *out,
+                        size_t report, size_t *reported) {
+    for (unsigned p = 0; p < GPA_MEDIUM_PAGES; p++) {
+        const char *b = s->base + ((size_t)p << GPA_PAGE_SHIFT);
+        size_t bytes = beam__gpa_medium_block(s, b);
+        if (bytes == 0)
+            continue;
+        u->live_blocks++;
+        u->live_bytes += bytes;
+        if (*reported < report)
+            out[(*reported)++] = (gpa_leak){b, bytes, 0, 0, false};
+    }
+}
+
 /* Other threads may be allocating while this walks their slabs: it reads
  * bump pointers and free tags without their owners' consent. Both only ever
  * name memory that stays mapped while the instance lock is held, so the
@@ -114,6 +130,10 @@ beam__gpa_scan(gpa_state *st, gpa_leak *out, size_t report, size_t *reported) {
             gpa_slab *s = beam__gpa_seg_slab(seg, i);
             if (gpa_where(s) == WHERE_POOL)
                 continue;
+            if (gpa_where(s) == WHERE_MEDIUM) {
+                scan_medium(s, &u, out, report, reported);
+                continue;
+            }
             char *bump = beam__atomic_load_plain_relaxed(&s->bump);
             size_t n = (size_t)(bump - s->base) / s->size;
             for (size_t k = 0; k < n; k++) {

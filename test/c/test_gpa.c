@@ -648,30 +648,30 @@ TEST(gpa_large_blocks_are_reused_from_the_heap_cache) {
     beam_gpa_t g;
     beam_gpa_init(&g, beam_failing_allocator(&f));
     beam_allocator_t a = beam_gpa_allocator(&g);
-    char *p = beam_alloc_bytes(a, 40000, 8);
+    char *p = beam_alloc_bytes(a, 400000, 8);
     CHECK(p != NULL);
-    memset(p, 1, 40000);
-    beam_free_bytes(a, p, 40000, 8);
+    memset(p, 1, 400000);
+    beam_free_bytes(a, p, 400000, 8);
     size_t backing_allocs = f.allocations;
     /* A request up to 1/8 smaller takes the cached block, exactly sized
      * for its caller; the backing is not asked again. */
-    char *q = beam_alloc_bytes(a, 36000, 8);
+    char *q = beam_alloc_bytes(a, 360000, 8);
     CHECK(q == p);
     CHECK(f.allocations == backing_allocs);
-    memset(q, 2, 36000);
+    memset(q, 2, 360000);
     /* Growing back within what the backing holds stays in place. */
-    CHECK(beam_resize_bytes(a, q, 36000, 8, 40000));
+    CHECK(beam_resize_bytes(a, q, 360000, 8, 400000));
     beam_alloc_stats s;
     CHECK(beam_allocator_stats(a, &s));
-    CHECK(s.live_bytes == 40000 && s.live_blocks == 1);
+    CHECK(s.live_bytes == 400000 && s.live_blocks == 1);
     /* A much smaller request, or another alignment, does not reuse it. */
-    beam_free_bytes(a, q, 40000, 8);
-    char *r = beam_alloc_bytes(a, 20000, 8);
-    char *t = beam_alloc_bytes(a, 40000, 64);
+    beam_free_bytes(a, q, 400000, 8);
+    char *r = beam_alloc_bytes(a, 200000, 8);
+    char *t = beam_alloc_bytes(a, 400000, 64);
     CHECK(r != NULL && r != p && t != NULL && t != p);
     CHECK(check_aligned(t, 64));
-    beam_free_bytes(a, r, 20000, 8);
-    beam_free_bytes(a, t, 40000, 64);
+    beam_free_bytes(a, r, 200000, 8);
+    beam_free_bytes(a, t, 400000, 64);
     /* Freed blocks are not leaks; collect gives the cache back. */
     CHECK(!beam_gpa_detect_leaks(&g));
     beam_gpa_collect(&g);

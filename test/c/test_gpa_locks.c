@@ -103,8 +103,10 @@ static size_t pick_len(uint64_t *rng) {
     uint64_t r = rng_next(rng);
     switch (r % 8) {
     case 0:
-        return 9000 + r % 60000; /* large: straight to the parent */
+        return 70000 + r % 60000; /* large: straight to the parent */
     case 1:
+        return 9000 + r % 56000; /* medium: pages, a refill from the pool */
+    case 2:
         return 1000 + r % 7000;
     default:
         return 1 + r % 512;

@@ -1,0 +1,229 @@
+/*
+ * Medium blocks of the general purpose allocator: above the slab classes
+ * (BEAM_GPA_SMALL_MAX) up to a slab (64 KiB), for untracked instances.
+ *
+ * A class per size would hold a slab per class in use: a dozen medium
+ * sizes, a dozen slabs, mostly empty (the memory cost that kept such
+ * classes out before). Here a *medium slab* is a pool slab cut into 16
+ * pages of 4 KiB, and a block is a run of pages, of whatever length it
+ * needs: blocks of all medium sizes share slabs. Before, such a block went
+ * through the hash table of gpa_large.c to the backing allocator: a few
+ * hundred ns of enif_alloc inside a BEAM on every cache miss.
+ *
+ * What a slab holds is two 16-bit masks in its metadata (pages_used,
+ * pages_start: gpa_internal.h), so a free is checked without reading the
+ * block: a page that starts no block is a double free or a pointer inside
+ * a block, and the run's length in pages must be the one the length asks
+ * for (the medium analogue of the class check). Slabs with free pages are
+ * kept by their longest free run (st->medium[k]), so an allocation of n
+ * pages takes the first slab of the first non-empty list from n up.
+ *
+ * Everything here is under the instance lock: medium blocks are rarer and
+ * larger than small ones, and the lock is a leaf (rules in
+ * gpa_internal.h). A slab whose last block goes is released to the pool at
+ * once, where small classes and other medium blocks can take it.
+ */
+#include "gpa_internal.h"
+
+/* Pages a length takes. */
+static unsigned pages_for(size_t len) {
+    return (unsigned)((len + GPA_PAGE_SIZE - 1) >> GPA_PAGE_SHIFT);
+}
+
+static uint32_t free_pages(const gpa_slab *s) {
+    return ~(uint32_t)s->pages_used & ((1u << GPA_MEDIUM_PAGES) - 1);
+}
+
+/* The longest run of set bits in m. */
+static unsigned longest_run(uint32_t m) {
+    unsigned n = 0;
+    for (; m != 0; n++)
+        m &= m << 1;
+    return n;
+}
+
+/* The first page of the first run of n free pages of s (there is one). */
+static unsigned find_run(const gpa_slab *s, unsigned n) {
+    uint32_t f = free_pages(s), m = f;
+    for (unsigned i = 1; i < n; i++)
+        m &= f >> i;
+    GPA_ASSERT(m != 0);
+    return (unsigned)__builtin_ctz(m);
+}
+
+/* Pages of the block that starts at page p: up to the next start or the
+ * next free page (bits 16 and up of ~pages_used end every block). */
+static unsigned block_pages(const gpa_slab *s, unsigned p) {
+    uint32_t stop = ((uint32_t)s->pages_start | ~(uint32_t)s->pages_used) &
+                    ~((2u << p) - 1);
+    return (unsigned)__builtin_ctz(stop) - p;
+}
+
+/* Pages p .. p + n - 1 as a mask. */
+static uint16_t run_mask(unsigned p, unsigned n) {
+    return (uint16_t)(((1u << n) - 1) << p);
+}
+
+/* s goes in the list of its longest free run (none when full); the run is
+ * kept in s->requeue, which medium slabs do not otherwise use, so taking
+ * it out again costs no second count. */
+static void bin_put(gpa_state *st, gpa_slab *s) {
+    unsigned k = longest_run(free_pages(s));
+    s->requeue = (uint16_t)k;
+    if (k != 0)
+        gpa_list_push(&st->medium[k], s);
+}
+
+static void bin_take(gpa_state *st, gpa_slab *s) {
+    GPA_ASSERT(s->requeue == longest_run(free_pages(s)));
+    if (s->requeue != 0)
+        gpa_list_unlink(&st->medium[s->requeue], s);
+}
+
+/* A pool slab becomes a medium slab: no classes, no fast path (fast_span
+ * 0 sends every free of it to the general path), pages for size so that
+ * beam__gpa_block_index names pages. */
+static void medium_format(gpa_slab *s) {
+    GPA_ASSERT(gpa_where(s) == WHERE_POOL && s->used == 0);
+    s->info = NULL;
+    s->size = (uint32_t)GPA_PAGE_SIZE;
+    s->recip = (uint32_t)(((uint64_t)1 << 32) / GPA_PAGE_SIZE);
+    s->cls = GPA_MEDIUM_CLS;
+    s->free = NULL;
+    s->end = s->base + GPA_SLAB_SIZE;
+    beam__atomic_store_plain_relaxed(&s->bump, s->end);
+    s->requeue = 0;
+    s->prev_size = 0;
+    s->fast_span = 0;
+    s->pages_used = s->pages_start = 0;
+    beam__atomic_store_relaxed(&s->thread_free, 0);
+    gpa_set_where(s, WHERE_MEDIUM);
+}
+
+/* Lock held: a medium slab with a run of n free pages, out of its list;
+ * NULL when out of memory. */
+static gpa_slab *slab_with_run(gpa_state *st, unsigned n) {
+    for (unsigned k = n; k <= GPA_MEDIUM_PAGES; k++) {
+        gpa_slab *s = st->medium[k];
+        if (s != NULL) {
+            gpa_list_unlink(&st->medium[k], s);
+            s->requeue = 0;
+            return s;
+        }
+    }
+    /* (The pool may drop the lock to grow; a slab freed into the lists
+     * meanwhile is found by the next allocation.) */
+    gpa_slab *s = beam__gpa_pool_take(st);
+    if (s != NULL)
+        medium_format(s);
+    return s;
+}
+
+void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
+    GPA_ASSERT(len > BEAM_GPA_SMALL_MAX && len <= GPA_MEDIUM_MAX && !st->track);
+    unsigned n = pages_for(len);
+    gpa_lock(st);
+    gpa_slab *s = slab_with_run(st, n);
+    void *p = NULL;
+    if (s != NULL) {
+        unsigned at = find_run(s, n);
+        s->pages_used |= run_mask(at, n);
+        s->pages_start |= (uint16_t)(1u << at);
+        s->used++;
+        bin_put(st, s);
+        p = s->base + ((size_t)at << GPA_PAGE_SHIFT);
+        beam__count_alloc(&st->large_counts, &st->peak, len);
+    } else {
+        beam__atomic_add_relaxed(&st->large_counts.failed, 1);
+    }
+    gpa_unlock(st);
+    return p;
+}
+
+size_t beam__gpa_medium_block(const gpa_slab *s, const void *p) {
+    size_t off = (size_t)((const char *)p - s->base);
+    if (off >= GPA_SLAB_SIZE || (off & (GPA_PAGE_SIZE - 1)) != 0)
+        return 0;
+    unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
+    if (!(s->pages_start & (1u << at)))
+        return 0;
+    return (size_t)block_pages(s, at) << GPA_PAGE_SHIFT;
+}
+
+/* What is wrong with a free of mem (len, alignment) in s, or NULL. Lock
+ * held. */
+static const char *free_problem(const gpa_slab *s, const void *mem, size_t len,
+                                size_t alignment, bool *freed_anyway) {
+    *freed_anyway = false;
+    if (gpa_where(s) != WHERE_MEDIUM)
+        return "free of a pointer into unused memory (or a double free)";
+    size_t bytes = beam__gpa_medium_block(s, mem);
+    if (bytes == 0) {
+        size_t off = (size_t)((const char *)mem - s->base);
+        bool inside = s->pages_used & (1u << (off >> GPA_PAGE_SHIFT));
+        return inside || (off & (GPA_PAGE_SIZE - 1)) != 0
+                   ? "free of a pointer inside a block"
+                   : "double free";
+    }
+    *freed_anyway = true;
+    if (pages_for(len) != bytes >> GPA_PAGE_SHIFT ||
+        len <= BEAM_GPA_SMALL_MAX || alignment > GPA_PAGE_SIZE)
+        return "free with a wrong length or alignment (freed anyway)";
+    return NULL;
+}
+
+void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
+                           size_t alignment, uintptr_t ret) {
+    gpa_defer *defer = NULL;
+    bool freed;
+    gpa_lock(st);
+    const char *problem = free_problem(s, mem, len, alignment, &freed);
+    if (freed) {
+        unsigned at =
+            (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
+        bin_take(st, s);
+        s->pages_used &= (uint16_t)~run_mask(at, block_pages(s, at));
+        s->pages_start &= (uint16_t) ~(1u << at);
+        s->used--;
+        beam__count_free(&st->large_counts, &st->peak, len);
+        if (s->used == 0) {
+            GPA_ASSERT(s->pages_used == 0 && s->pages_start == 0);
+            beam__gpa_slab_release(st, s, &defer);
+        } else {
+            bin_put(st, s);
+        }
+    }
+    gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
+    if (problem != NULL)
+        beam__gpa_misuse(st, problem, mem, len, alignment, ret);
+}
+
+bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
+                             size_t alignment, size_t new_len) {
+    if (new_len <= BEAM_GPA_SMALL_MAX || new_len > GPA_MEDIUM_MAX ||
+        alignment > GPA_PAGE_SIZE)
+        return false;
+    bool ok = false;
+    gpa_lock(st);
+    size_t bytes =
+        gpa_where(s) == WHERE_MEDIUM ? beam__gpa_medium_block(s, mem) : 0;
+    unsigned at = (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
+    unsigned have = (unsigned)(bytes >> GPA_PAGE_SHIFT);
+    unsigned want = pages_for(new_len);
+    /* The block must be what the caller says it is, and a grown block may
+     * take only free pages right after it. */
+    if (bytes != 0 && pages_for(len) == have && len > BEAM_GPA_SMALL_MAX &&
+        at + want <= GPA_MEDIUM_PAGES &&
+        (want <= have || (free_pages(s) & run_mask(at + have, want - have)) ==
+                             run_mask(at + have, want - have))) {
+        bin_take(st, s);
+        s->pages_used &= (uint16_t)~run_mask(at, have);
+        s->pages_used |= run_mask(at, want);
+        bin_put(st, s);
+        beam__count_resize(&st->large_counts, &st->peak, len, new_len);
+        ok = true;
+    }
+    gpa_unlock(st);
+    return ok;
+}

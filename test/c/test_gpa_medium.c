@@ -1,0 +1,299 @@
+/* Medium blocks of the general purpose allocator (above BEAM_GPA_SMALL_MAX,
+ * up to 64 KiB): runs of 4 KiB pages in shared slabs (src/gpa_medium.c). */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#define KIB 1024
+#define SLAB (64 * KIB)
+#define PAGE (4 * KIB)
+
+/* A GPA over a failing allocator that never fails: f counts what reaches
+ * the backing. */
+typedef struct counted {
+    beam_failing_t f;
+    beam_gpa_t g;
+    beam_allocator_t a;
+} counted;
+
+static void counted_init(counted *c, unsigned flags) {
+    beam_failing_init(&c->f, beam_large_allocator, SIZE_MAX);
+    beam_gpa_init_ex(&c->g, beam_failing_allocator(&c->f), flags);
+    c->a = beam_gpa_allocator(&c->g);
+}
+
+static bool same_slab(const void *p, const void *q) {
+    return (uintptr_t)p / SLAB == (uintptr_t)q / SLAB;
+}
+
+TEST(gpa_medium_blocks_share_one_slab_whatever_their_sizes) {
+    counted c;
+    counted_init(&c, 0);
+    /* 12 + 16 + 20 + 12 KiB: 3 + 4 + 5 + 3 pages, one slab between them
+     * (a class per size would have taken four). */
+    size_t lens[] = {9 * KIB, 13 * KIB, 17 * KIB, 8 * KIB + 1};
+    char *p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = beam_alloc_bytes(c.a, lens[i], 8);
+        CHECK(p[i] != NULL && check_aligned(p[i], PAGE));
+        memset(p[i], 'a' + i, lens[i]);
+    }
+    for (int i = 1; i < 4; i++)
+        CHECK(same_slab(p[0], p[i]));
+    for (int i = 0; i < 4; i++)
+        CHECK(p[i][0] == 'a' + i && p[i][lens[i] - 1] == 'a' + i);
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(c.a, &s));
+    CHECK(s.live_blocks == 4 &&
+          s.live_bytes == lens[0] + lens[1] + lens[2] + lens[3]);
+    beam_gpa_usage u = beam_gpa_usage_of(&c.g);
+    CHECK(u.live_blocks == 4);
+    CHECK(u.live_bytes == (3 + 4 + 5 + 3) * PAGE); /* pages, like classes */
+    for (int i = 0; i < 4; i++)
+        beam_free_bytes(c.a, p[i], lens[i], 8);
+    CHECK(beam_allocator_stats(c.a, &s));
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0);
+    CHECK(!beam_gpa_detect_leaks(&c.g));
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
+TEST(gpa_medium_sizes_from_just_above_small_to_a_whole_slab) {
+    counted c;
+    counted_init(&c, 0);
+    for (size_t len = 8 * KIB + 1; len <= SLAB; len += 997) {
+        unsigned char *p = beam_alloc_bytes(c.a, len, 16);
+        CHECK(p != NULL && check_aligned(p, PAGE));
+        memset(p, 0x5a, len);
+        unsigned char *q = beam_alloc_bytes(c.a, len, PAGE);
+        CHECK(q != NULL && q != p && check_aligned(q, PAGE));
+        memset(q, 0xa5, len);
+        CHECK(p[len - 1] == 0x5a);
+        beam_free_bytes(c.a, p, len, 16);
+        beam_free_bytes(c.a, q, len, PAGE);
+    }
+    /* A whole slab, and alignments pages do not give: the large path. */
+    void *w = beam_alloc_bytes(c.a, SLAB, 8);
+    void *x = beam_alloc_bytes(c.a, 10 * KIB, 8 * KIB);
+    CHECK(w != NULL && x != NULL && check_aligned(x, 8 * KIB));
+    beam_free_bytes(c.a, w, SLAB, 8);
+    beam_free_bytes(c.a, x, 10 * KIB, 8 * KIB);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
+TEST(gpa_medium_slab_goes_back_when_its_last_block_does) {
+    counted c;
+    counted_init(&c, 0);
+    /* This thread's heap first: it is metadata from the backing too. */
+    void *warm = beam_alloc_bytes(c.a, 16, 8);
+    char *p = beam_alloc_bytes(c.a, 20 * KIB, 8);
+    CHECK(warm != NULL && p != NULL);
+    size_t backing = c.f.allocations;
+    beam_free_bytes(c.a, p, 20 * KIB, 8);
+    /* Back in the pool: a small class can take it now, and does, before
+     * any new segment is asked for. */
+    size_t n = 0;
+    void *blocks[64];
+    for (; n < 64; n++) {
+        blocks[n] = beam_alloc_bytes(c.a, 2 * KIB, 8);
+        CHECK(blocks[n] != NULL);
+        if (same_slab(blocks[n], p))
+            break;
+    }
+    CHECK(n < 64);
+    CHECK(c.f.allocations == backing);
+    for (size_t i = 0; i <= n; i++)
+        beam_free_bytes(c.a, blocks[i], 2 * KIB, 8);
+    beam_free_bytes(c.a, warm, 16, 8);
+    beam_gpa_collect(&c.g);
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
+TEST(gpa_medium_misuse_is_reported_and_ignored) {
+    counted c;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    char *p = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    char *q = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    CHECK(p != NULL && q != NULL && same_slab(p, q));
+    check_capture_reports();
+    beam_free_bytes(c.a, p + PAGE, 12 * KIB, 8); /* inside: a page of p */
+    bool inside = strstr(check_last_report(), "inside a block") != NULL;
+    beam_free_bytes(c.a, p + 16, 12 * KIB, 8); /* inside, not at a page */
+    bool unaligned = strstr(check_last_report(), "inside a block") != NULL &&
+                     check_report_count() == 2;
+    beam_free_bytes(c.a, p, 12 * KIB, 8);
+    beam_free_bytes(c.a, p, 12 * KIB, 8); /* twice */
+    bool twice = strstr(check_last_report(), "double free") != NULL;
+    /* 30 KiB is 8 pages, q has 3: reported, and freed anyway. */
+    beam_free_bytes(c.a, q, 30 * KIB, 8);
+    bool wrong = strstr(check_last_report(), "wrong length") != NULL;
+    size_t reports = check_report_count();
+    check_release_reports();
+    CHECK(inside && unaligned && twice && wrong);
+    CHECK(reports == 4);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 4);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
+TEST(gpa_medium_leaks_are_listed_with_their_pages) {
+    counted c;
+    counted_init(&c, 0);
+    char *p = beam_alloc_bytes(c.a, 10 * KIB, 8);
+    CHECK(p != NULL);
+    check_capture_reports();
+    bool leaked = beam_gpa_detect_leaks(&c.g);
+    bool named = check_report_contains("size class 12288");
+    check_release_reports();
+    CHECK(leaked && named);
+    beam_free_bytes(c.a, p, 10 * KIB, 8);
+    CHECK(!beam_gpa_detect_leaks(&c.g));
+    CHECK(!beam_gpa_deinit(&c.g));
+}
+
+TEST(gpa_medium_resize_in_place_into_free_pages_only) {
+    counted c;
+    counted_init(&c, 0);
+    char *p = beam_alloc_bytes(c.a, 9 * KIB, 8); /* pages 0-2 */
+    char *q = beam_alloc_bytes(c.a, 9 * KIB, 8); /* pages 3-5 */
+    CHECK(p != NULL && q == p + 3 * PAGE);
+    memset(p, 7, 9 * KIB);
+    /* Within its pages, then not past q. */
+    CHECK(beam_resize_bytes(c.a, p, 9 * KIB, 8, 12 * KIB));
+    CHECK(!beam_resize_bytes(c.a, p, 12 * KIB, 8, 12 * KIB + 1));
+    /* q grows into the free pages after it, shrinks, and p can then not
+     * shrink into the small classes (its free would look for a class). */
+    CHECK(beam_resize_bytes(c.a, q, 9 * KIB, 8, 40 * KIB));
+    CHECK(beam_resize_bytes(c.a, q, 40 * KIB, 8, 9 * KIB));
+    CHECK(!beam_resize_bytes(c.a, p, 12 * KIB, 8, 4 * KIB));
+    /* Past the slab: no. A wrong old length: no. */
+    CHECK(!beam_resize_bytes(c.a, q, 9 * KIB, 8, SLAB + 1));
+    CHECK(!beam_resize_bytes(c.a, q, 30 * KIB, 8, 31 * KIB));
+    /* realloc moves what cannot grow in place, contents kept. */
+    char *r = beam_realloc_bytes(c.a, p, 12 * KIB, 8, 60 * KIB);
+    CHECK(r != NULL && r[0] == 7 && r[9 * KIB - 1] == 7);
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(c.a, &s));
+    CHECK(s.live_blocks == 2 && s.live_bytes == 60 * KIB + 9 * KIB);
+    beam_free_bytes(c.a, r, 60 * KIB, 8);
+    beam_free_bytes(c.a, q, 9 * KIB, 8);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
+TEST(gpa_medium_tracked_instances_keep_exact_records) {
+    /* A tracked instance records each block: medium ones take the large
+     * path, whose table has the exact length and site. */
+    counted c;
+    counted_init(&c, BEAM_GPA_TRACK_SITES);
+    char *p = beam_alloc_bytes(c.a, 10 * KIB, 8);
+    CHECK(p != NULL);
+    CHECK(beam_gpa_usage_of(&c.g).live_bytes == 10 * KIB);
+    beam_free_bytes(c.a, p, 10 * KIB, 8);
+    CHECK(!beam_gpa_deinit(&c.g));
+}
+
+/* ---- threads ---------------------------------------------------------------
+ * Blocks allocated on one thread and freed on another, and churn on all:
+ * the masks are the lock's, so TSan has nothing to say and nothing is lost. */
+
+enum { THREADS = 4, ROUNDS = 3000, KEPT = 32 };
+
+typedef struct medium_arg {
+    beam_allocator_t a;
+    unsigned seed;
+    _Atomic(char *) *handoff; /* blocks given to the next thread */
+    _Atomic bool *bad;
+} medium_arg;
+
+static size_t medium_len(unsigned *seed) {
+    *seed = *seed * 1103515245u + 12345u;
+    return 8 * KIB + 1 + (*seed >> 8) % (SLAB - 8 * KIB);
+}
+
+static void *medium_worker(void *arg) {
+    medium_arg *m = (medium_arg *)arg;
+    char *kept[KEPT] = {0};
+    size_t len[KEPT] = {0};
+    for (int i = 0; i < ROUNDS; i++) {
+        int k = i % KEPT;
+        if (kept[k] != NULL) {
+            if (kept[k][0] != (char)k || kept[k][len[k] - 1] != (char)k)
+                atomic_store(m->bad, true);
+            beam_free_bytes(m->a, kept[k], len[k], 8);
+        }
+        len[k] = medium_len(&m->seed);
+        kept[k] = beam_alloc_bytes(m->a, len[k], 8);
+        if (kept[k] == NULL) {
+            atomic_store(m->bad, true);
+            break;
+        }
+        kept[k][0] = kept[k][len[k] - 1] = (char)k;
+        /* Now and then a 16 KiB block goes to another thread, which frees
+         * the one it finds there. */
+        if (i % 7 == 0) {
+            char *b = beam_alloc_bytes(m->a, 16 * KIB, 8);
+            if (b == NULL) {
+                atomic_store(m->bad, true);
+                break;
+            }
+            char *old = atomic_exchange(&m->handoff[i % THREADS], b);
+            if (old != NULL)
+                beam_free_bytes(m->a, old, 16 * KIB, 8);
+        }
+    }
+    for (int k = 0; k < KEPT; k++)
+        if (kept[k] != NULL)
+            beam_free_bytes(m->a, kept[k], len[k], 8);
+    return NULL;
+}
+
+TEST(gpa_medium_blocks_across_threads) {
+    /* Over the large allocator, which is thread-safe (the failing one
+     * counts without atomics): its stats show that everything went back. */
+    beam_alloc_stats before;
+    CHECK(beam_allocator_stats(beam_large_allocator, &before));
+    struct {
+        beam_gpa_t g;
+        beam_allocator_t a;
+    } c;
+    beam_gpa_init(&c.g, beam_large_allocator);
+    c.a = beam_gpa_allocator(&c.g);
+    _Atomic(char *) handoff[THREADS];
+    _Atomic bool bad = false;
+    for (int i = 0; i < THREADS; i++)
+        atomic_init(&handoff[i], NULL);
+    pthread_t t[THREADS];
+    medium_arg args[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (medium_arg){c.a, 17u * (unsigned)i + 1, handoff, &bad};
+        CHECK(pthread_create(&t[i], NULL, medium_worker, &args[i]) == 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < THREADS; i++) {
+        char *b = atomic_load(&handoff[i]);
+        if (b != NULL)
+            beam_free_bytes(c.a, b, 16 * KIB, 8);
+    }
+    CHECK(!atomic_load(&bad));
+    CHECK(!beam_gpa_detect_leaks(&c.g));
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(c.a, &s));
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0);
+    CHECK(!beam_gpa_deinit(&c.g));
+    beam_alloc_stats after;
+    CHECK(beam_allocator_stats(beam_large_allocator, &after));
+    CHECK(after.live_bytes == before.live_bytes);
+}
