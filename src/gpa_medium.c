@@ -42,11 +42,16 @@ static unsigned longest_run(uint32_t m) {
     return n;
 }
 
-/* The first page of the first run of n free pages of s (there is one). */
+/* The first page of the first run of n free pages of s (there is one).
+ * Bit p of m stays set while pages p .. p + have - 1 are all free; have
+ * doubles, then tops up to n: four steps at most instead of n - 1. */
 static unsigned find_run(const gpa_slab *s, unsigned n) {
-    uint32_t f = free_pages(s), m = f;
-    for (unsigned i = 1; i < n; i++)
-        m &= f >> i;
+    uint32_t m = free_pages(s);
+    unsigned have = 1;
+    for (; 2 * have <= n; have *= 2)
+        m &= m >> have;
+    if (have < n)
+        m &= m >> (n - have);
     GPA_ASSERT(m != 0);
     return (unsigned)__builtin_ctz(m);
 }
