@@ -142,7 +142,11 @@ static void misuse(fz_target *t, fz_model *m, fz_reader *r) {
                 ? b.len + 1 + fz_u8(r)
                 : (size_t)BEAM_GPA_SMALL_MAX + 1 + fz_u8(r);
         beam_free_bytes(t->a, b.ptr, wrong, b.align);
-        fz_remove(m, i); /* freed anyway */
+        /* Freed anyway, except a small block of an untracked instance
+         * given a length no class serves: that is taken for the second
+         * free of a bigger block whose memory the slab now is, and left. */
+        if (u->track || !is_small(u, b.len, b.align))
+            fz_remove(m, i);
         break;
     }
     case 2: { /* a wrong alignment */

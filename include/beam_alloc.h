@@ -252,7 +252,9 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     an eighth free stays out of reach until then: at most an eighth of a
  *     slab per slab.)
  *   - Medium blocks belong to the instance, not to a heap: a medium slab
- *     goes back to the pool the moment its last block is freed.
+ *     goes back to the pool the moment its last block is freed. A medium
+ *     block takes whole 4 KiB pages (8193 bytes take 12 KiB), and two
+ *     blocks of just over 32 KiB cannot share a slab.
  *   - A thread's frees into slabs its heap does not own wait on the heap
  *     (up to 63 blocks) and reach their slabs at its next refill, or when
  *     the heap is retired or collected.

@@ -354,6 +354,16 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
                                 site);
             return;
         }
+        if (s->info == NULL && len > BEAM_GPA_SMALL_MAX) {
+            /* No block of that length lives in a class slab: most likely
+             * the second free of a medium or large block whose memory has
+             * since become this slab. Freeing would free another block. */
+            beam__gpa_misuse_at(st,
+                                "double free, or a free with a wrong length "
+                                "(one no size class serves: not freed)",
+                                mem, len, alignment, ret, site);
+            return;
+        }
         if (s->info != NULL ? (s->info[idx].len != len ||
                                s->info[idx].alignment != alignment)
                             : beam__gpa_class_for(len, alignment) != s->cls)

@@ -100,6 +100,11 @@
  *  - thread_free is a pointer (blocks are 16-aligned and below 2^48: the
  *    address map serves nothing above) with FULL_BIT in bit 0 and the
  *    number of blocks on the list in bits 48-63 (at most 4096 per slab).
+ *  - A medium slab (WHERE_MEDIUM, cls GPA_MEDIUM_CLS) has no heap, no free
+ *    list, fast_span 0 and bump == end == base (so neither fast nor class
+ *    paths take a pointer of it); used counts its blocks, and it is in
+ *    st->medium[requeue] when requeue (its longest free run) is not 0. It
+ *    goes back to the pool when used reaches 0. All of it is the lock's.
  *  - fast_span != 0 only on a formatted, untracked slab outside the pool,
  *    so only with st != NULL (the fast free relies on it, gpa_fast.h).
  *  - used counts blocks handed out minus frees collected; thread_free holds
@@ -173,7 +178,8 @@ typedef struct gpa_slab {
                            one (gpa_fast.h) */
     uint16_t cls;
     _Atomic uint8_t where; /* enum gpa_where */
-    uint16_t requeue;      /* frees waiting that bring a FULL slab back */
+    uint16_t requeue;      /* frees waiting that bring a FULL slab back;
+                              a medium slab's longest free run (its list) */
     /* The rest: colder, or shared. */
     _Alignas(64) _Atomic uintptr_t thread_free; /* remote frees | count |
                                                    FULL_BIT */
@@ -411,7 +417,7 @@ static inline gpa_slab *beam__gpa_map_slot(const void *p) {
 }
 
 /* The instance owning the slab s (NULL: none, or s NULL). Lock-free. */
-static inline gpa_state *beam__gpa_owner(gpa_slab *s) {
+static inline gpa_state *beam__gpa_owner(const gpa_slab *s) {
     return s == NULL ? NULL : beam__atomic_load_acquire(&s->st);
 }
 

@@ -95,8 +95,10 @@ static void medium_format(gpa_slab *s) {
     s->recip = (uint32_t)(((uint64_t)1 << 32) / GPA_PAGE_SIZE);
     s->cls = GPA_MEDIUM_CLS;
     s->free = NULL;
-    s->end = s->base + GPA_SLAB_SIZE;
-    beam__atomic_store_plain_relaxed(&s->bump, s->end);
+    /* No bump and no end: beam__gpa_block_index then refuses every
+     * pointer, so a class path that read a stale state cannot take one. */
+    s->end = s->base;
+    beam__atomic_store_plain_relaxed(&s->bump, s->base);
     s->requeue = 0;
     s->prev_size = 0;
     s->fast_span = 0;
@@ -155,24 +157,40 @@ size_t beam__gpa_medium_block(const gpa_slab *s, const void *p) {
     return (size_t)block_pages(s, at) << GPA_PAGE_SHIFT;
 }
 
-/* What is wrong with a free of mem (len, alignment) in s, or NULL. Lock
- * held. */
-static const char *free_problem(const gpa_slab *s, const void *mem, size_t len,
-                                size_t alignment, bool *freed_anyway) {
-    *freed_anyway = false;
-    if (gpa_where(s) != WHERE_MEDIUM)
+/* What is wrong with a free of mem (len, alignment) in s, or NULL; *counted:
+ * the length to count it freed with, 0 when it must not be freed. Lock
+ * held: s's owner and state are checked again under it, since the slab may
+ * have gone back to the pool (and even to another instance) after the
+ * caller looked. */
+static const char *free_problem(const gpa_state *st, const gpa_slab *s,
+                                const void *mem, size_t len, size_t alignment,
+                                size_t *counted) {
+    *counted = 0;
+    if (beam__gpa_owner(s) != st || gpa_where(s) != WHERE_MEDIUM)
         return "free of a pointer into unused memory (or a double free)";
+    size_t off = (size_t)((const char *)mem - s->base);
     size_t bytes = beam__gpa_medium_block(s, mem);
     if (bytes == 0) {
-        size_t off = (size_t)((const char *)mem - s->base);
-        bool inside = s->pages_used & (1u << (off >> GPA_PAGE_SHIFT));
-        return inside || (off & (GPA_PAGE_SIZE - 1)) != 0
-                   ? "free of a pointer inside a block"
-                   : "double free";
+        if (s->pages_used & (1u << (off >> GPA_PAGE_SHIFT)))
+            return "free of a pointer inside a block";
+        return (off & (GPA_PAGE_SIZE - 1)) != 0
+                   ? "free of a pointer into unused memory"
+                   : "double free (the block's pages are free)";
     }
-    *freed_anyway = true;
-    if (pages_for(len) != bytes >> GPA_PAGE_SHIFT ||
-        len <= BEAM_GPA_SMALL_MAX || alignment > GPA_PAGE_SIZE)
+    /* A small length: the second free of a small block whose slab has
+     * since become this medium one, most likely; freeing would free the
+     * medium block that lives here now. */
+    if (len <= BEAM_GPA_SMALL_MAX)
+        return "double free, or a free with a wrong length (one no medium "
+               "block has: not freed)";
+    if (pages_for(len) != bytes >> GPA_PAGE_SHIFT) {
+        /* Counted as the least the block can have been asked for, so the
+         * live bytes never go below what is live. */
+        *counted = bytes - GPA_PAGE_SIZE + 1;
+        return "free with a wrong length or alignment (freed anyway)";
+    }
+    *counted = len;
+    if (alignment > GPA_PAGE_SIZE)
         return "free with a wrong length or alignment (freed anyway)";
     return NULL;
 }
@@ -180,17 +198,17 @@ static const char *free_problem(const gpa_slab *s, const void *mem, size_t len,
 void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
                            size_t alignment, uintptr_t ret) {
     gpa_defer *defer = NULL;
-    bool freed;
+    size_t counted;
     gpa_lock(st);
-    const char *problem = free_problem(s, mem, len, alignment, &freed);
-    if (freed) {
+    const char *problem = free_problem(st, s, mem, len, alignment, &counted);
+    if (counted != 0) {
         unsigned at =
             (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
         bin_take(st, s);
         s->pages_used &= (uint16_t)~run_mask(at, block_pages(s, at));
         s->pages_start &= (uint16_t) ~(1u << at);
         s->used--;
-        beam__count_free(&st->large_counts, &st->peak, len);
+        beam__count_free(&st->large_counts, &st->peak, counted);
         if (s->used == 0) {
             GPA_ASSERT(s->pages_used == 0 && s->pages_start == 0);
             beam__gpa_slab_release(st, s, &defer);
@@ -211,8 +229,10 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
         return false;
     bool ok = false;
     gpa_lock(st);
-    size_t bytes =
-        gpa_where(s) == WHERE_MEDIUM ? beam__gpa_medium_block(s, mem) : 0;
+    /* (Owner and state again under the lock: see free_problem.) */
+    size_t bytes = beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM
+                       ? beam__gpa_medium_block(s, mem)
+                       : 0;
     unsigned at = (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
     unsigned have = (unsigned)(bytes >> GPA_PAGE_SHIFT);
     unsigned want = pages_for(new_len);

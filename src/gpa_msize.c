@@ -5,12 +5,13 @@
  * Kept apart from the allocator's own files on purpose, and small: it
  * relies only on these internals of gpa_internal.h
  *   beam__gpa_state_of, beam__gpa_map_slot, beam__gpa_owner,
- *   beam__gpa_block_index, slab->size, st->track, gpa_where and
- *   beam__gpa_medium_block under gpa_lock(st) for medium slabs,
- * slab->info[i].len and .alignment (tracked mode), beam__gpa_large_find under
- * gpa_lock(st) (its .len, .alignment), and the class table beam__gpa_class_size
- * with GPA_CLASSES (each class serves every length up to its size at alignment
- * 16, the smallest class that fits being the one chosen).
+ *   beam__gpa_block_index, slab->size, st->track, slab->info[i].len and
+ *   .alignment (tracked mode), beam__gpa_large_find under gpa_lock(st)
+ *   (its .len, .alignment), gpa_where and beam__gpa_medium_block under
+ *   gpa_lock(st) (medium slabs), GPA_MEDIUM_MAX and GPA_PAGE_SIZE, and the
+ *   class table beam__gpa_class_size with GPA_CLASSES (each class serves
+ *   every length up to its size at alignment 16, the smallest class that
+ *   fits being the one chosen).
  */
 #include "gpa_msize.h"
 
@@ -51,8 +52,9 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
     if (beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM) {
         /* A medium block: its pages, which its free accepts as a length. */
         gpa_lock(st);
-        size_t bytes =
-            gpa_where(s) == WHERE_MEDIUM ? beam__gpa_medium_block(s, p) : 0;
+        size_t bytes = beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM
+                           ? beam__gpa_medium_block(s, p)
+                           : 0;
         gpa_unlock(st);
         *len = bytes;
         *alignment = 16;

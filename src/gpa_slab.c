@@ -347,16 +347,10 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, gpa_block_info **info,
 
 gpa_slab *beam__gpa_pool_take(gpa_state *st) {
     GPA_ASSERT_LOCKED(st);
-    for (int round = 0; round < 3; round++) {
-        gpa_slab *s = st->pool;
-        if (s != NULL) {
-            gpa_list_unlink(&st->pool, s);
-            st->pool_count--;
-            s->seg->nfree--;
-            return s;
-        }
-        /* The segment is taken with the lock dropped (rule 2); then look
-         * again: another thread may have filled the pool meanwhile. */
+    if (st->pool == NULL) {
+        /* The segment is taken with the lock dropped (rule 2); the pool
+         * may have filled meanwhile, and has a slab either way after the
+         * insert. */
         unsigned n = st->next_segment_slabs;
         gpa_unlock(st);
         gpa_segment *fresh = segment_new(st, n);
@@ -365,7 +359,11 @@ gpa_slab *beam__gpa_pool_take(gpa_state *st) {
             return NULL;
         segment_insert(st, fresh);
     }
-    return NULL;
+    gpa_slab *s = st->pool;
+    gpa_list_unlink(&st->pool, s);
+    st->pool_count--;
+    s->seg->nfree--;
+    return s;
 }
 
 gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {

@@ -145,6 +145,128 @@ TEST(gpa_medium_misuse_is_reported_and_ignored) {
     CHECK(c.f.allocated_bytes == c.f.freed_bytes);
 }
 
+/* Found in review: the memory of a freed medium block soon belongs to a
+ * class slab (and the other way round), at the same address. A second
+ * free of the old block must not free the new one. */
+TEST(gpa_medium_second_free_after_reuse_by_a_class_frees_nothing) {
+    counted c;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    void *warm = beam_alloc_bytes(c.a, 16, 8); /* the heap first */
+    char *p = beam_alloc_bytes(c.a, 10000, 8);
+    CHECK(warm != NULL && p != NULL);
+    beam_free_bytes(c.a, p, 10000, 8); /* its slab goes back to the pool */
+    char *q = beam_alloc_bytes(c.a, 4096, 8);
+    CHECK(q == p); /* a class slab took it */
+    memset(q, 9, 4096);
+    check_capture_reports();
+    beam_free_bytes(c.a, p, 10000, 8); /* the stale second free */
+    bool said = strstr(check_last_report(), "double free") != NULL;
+    check_release_reports();
+    CHECK(said);
+    char *r = beam_alloc_bytes(c.a, 4096, 8);
+    CHECK(r != NULL && r != q); /* q was not freed */
+    CHECK(q[0] == 9 && q[4095] == 9);
+    beam_free_bytes(c.a, q, 4096, 8);
+    beam_free_bytes(c.a, r, 4096, 8);
+    beam_free_bytes(c.a, warm, 16, 8);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
+/* A thread that takes a 4 KiB block, frees it and ends: its heap is
+ * retired and the empty slab goes back to the pool (the segment stays). */
+static void *small_and_gone(void *arg) {
+    beam_allocator_t *a = (beam_allocator_t *)arg;
+    void *q = beam_alloc_bytes(*a, 4096, 8);
+    if (q != NULL)
+        beam_free_bytes(*a, q, 4096, 8);
+    return q;
+}
+
+TEST(gpa_medium_second_free_of_a_small_block_after_reuse_frees_nothing) {
+    counted c;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    pthread_t t;
+    void *q = NULL;
+    CHECK(pthread_create(&t, NULL, small_and_gone, &c.a) == 0);
+    pthread_join(t, &q);
+    char *p = beam_alloc_bytes(c.a, 10000, 8);
+    CHECK(q != NULL && p == q); /* the slab is a medium one now */
+    memset(p, 3, 10000);
+    check_capture_reports();
+    beam_free_bytes(c.a, q, 4096, 8); /* the stale second free */
+    bool said = strstr(check_last_report(), "double free") != NULL;
+    check_release_reports();
+    CHECK(said);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 1);
+    CHECK(p[0] == 3 && p[9999] == 3);
+    beam_free_bytes(c.a, p, 10000, 8);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
+TEST(gpa_medium_wrong_length_free_keeps_the_stats_sane) {
+    counted c;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    char *p = beam_alloc_bytes(c.a, 9000, 8); /* 3 pages */
+    CHECK(p != NULL);
+    check_capture_reports();
+    beam_free_bytes(c.a, p, 60000, 8); /* 15 pages: reported, freed */
+    check_release_reports();
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(c.a, &s));
+    /* Counted as the least a 3-page block can have had (8193 bytes): the
+     * live bytes stay at or above what is really live (nothing). */
+    CHECK(s.live_blocks == 0);
+    CHECK(s.live_bytes < 4096);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 1);
+    CHECK(!beam_gpa_deinit(&c.g));
+}
+
+TEST(gpa_medium_block_of_another_instance_is_not_taken) {
+    counted c, d;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    counted_init(&d, 0);
+    char *own = beam_alloc_bytes(c.a, 20 * KIB, 8); /* c is set up */
+    char *p = beam_alloc_bytes(d.a, 20 * KIB, 8);
+    CHECK(own != NULL && p != NULL);
+    check_capture_reports();
+    beam_free_bytes(c.a, p, 20 * KIB, 8);
+    bool said = check_report_contains("another allocator instance");
+    check_release_reports();
+    CHECK(said);
+    CHECK(beam_gpa_usage_of(&d.g).live_blocks == 1);
+    beam_free_bytes(d.a, p, 20 * KIB, 8);
+    beam_free_bytes(c.a, own, 20 * KIB, 8);
+    CHECK(!beam_gpa_deinit(&d.g));
+    CHECK(!beam_gpa_deinit(&c.g));
+    CHECK(d.f.allocated_bytes == d.f.freed_bytes);
+}
+
+TEST(gpa_medium_deinit_and_collect_give_every_byte_back) {
+    counted c;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    char *kept[40];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 40; i++) {
+            kept[i] = beam_alloc_bytes(c.a, (size_t)(9 + i) * KIB, 8);
+            CHECK(kept[i] != NULL);
+        }
+        for (int i = 0; i < 40; i++)
+            beam_free_bytes(c.a, kept[i], (size_t)(9 + i) * KIB, 8);
+    }
+    /* Everything free: collect gives the segments back. */
+    beam_gpa_collect(&c.g);
+    CHECK(beam_gpa_usage_of(&c.g).backing_bytes < 256 * KIB);
+    /* Live medium blocks at deinit: a leak, and still every byte back. */
+    for (int i = 0; i < 10; i++)
+        CHECK(beam_alloc_bytes(c.a, 30 * KIB, 8) != NULL);
+    CHECK(beam_gpa_deinit(&c.g));
+    CHECK(c.f.allocated_bytes == c.f.freed_bytes);
+}
+
 TEST(gpa_medium_leaks_are_listed_with_their_pages) {
     counted c;
     counted_init(&c, 0);
