@@ -133,7 +133,7 @@ beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
 static inline __attribute__((always_inline)) bool
 beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
-    gpa_slab *s = beam__gpa_map_slot(mem);
+    gpa_slab *s = beam__gpa_slab_of(mem);
     void **b = (void **)mem;
     /* (No test of st against NULL: an entry without an owner has
      * fast_span 0, so its range test fails before st is read.) */

@@ -118,6 +118,12 @@
 #define GPA_MAX_SEGMENT_SLABS 63
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 #define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
+/* Sub-slabs (see "Small first slabs" above): pages of 4 KiB, 16 a chunk. */
+#define GPA_PAGE_SHIFT 12
+#define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
+#define GPA_PAGES ((unsigned)(GPA_SLAB_SIZE / GPA_PAGE_SIZE))
+#define GPA_PAGE_FREE 0xFE /* mixed[].start: ours, in no sub-slab */
+#define GPA_PAGE_NONE 0xFF /* mixed[].start: not ours (slack's neighbour) */
 
 enum gpa_where {
     WHERE_POOL,    /* free for any class */
@@ -125,6 +131,7 @@ enum gpa_where {
     WHERE_FULL,    /* detached, exhausted, FULL_BIT set */
     WHERE_RECLAIM, /* on the instance's reclaim stack */
     WHERE_PARTIAL, /* ownerless, in partial[cls] */
+    WHERE_MIXED,   /* a map entry only: its chunk is cut into sub-slabs */
 };
 
 /* Per-block record in BEAM_GPA_TRACK_SITES mode (len == 0: free). */
@@ -136,20 +143,34 @@ typedef struct gpa_block_info {
 
 struct gpa_heap;
 struct gpa_segment;
+struct gpa_mixed;
 typedef struct beam_gpa_state gpa_state;
 
 typedef struct gpa_slab {
     /* The first cache line holds all the fast paths read or write
      * (gpa_fast.h), and nothing other threads write: owner-only while CUR
      * (the lock's while ownerless), or written once per formatting.
-     * (Aligned: slabs are packed in the address map.) */
-    _Alignas(64) void **free; /* free list, linked through word 0 */
-    char *bump;               /* next never-used block (read by scans) */
+     * (Aligned: slabs are packed in the address map.) A map entry of a
+     * chunk cut into sub-slabs (WHERE_MIXED) has no free list, owner, count
+     * or size of its own: in their place it keeps what the inline free
+     * needs to find the sub-slab, on this same line. */
+    _Alignas(64) union {
+        void **free;            /* free list, linked through word 0 */
+        struct gpa_mixed *subs; /* WHERE_MIXED: its sub-slabs */
+    };
+    char *bump; /* next never-used block (read by scans) */
     char *base;
-    gpa_state *_Atomic st;           /* NULL: not part of any instance */
-    _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
-    uint32_t used;                   /* see the invariants */
-    uint32_t size;                   /* block size of the class */
+    gpa_state *_Atomic st; /* NULL: not part of any instance */
+    union {
+        struct {
+            _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
+            uint32_t used;                   /* see the invariants */
+            uint32_t size;                   /* block size of the class */
+        };
+        /* WHERE_MIXED: page -> first page of its sub-slab, GPA_PAGE_FREE
+         * or GPA_PAGE_NONE (frees read it without the lock). */
+        uint8_t pages[GPA_PAGES];
+    };
     uint32_t recip;     /* ceil(2^32 / size): offset / size without a divide */
     uint16_t prev_size; /* size of the class below (0 for the first): a
                            length belongs here iff prev_size < len <= size */
@@ -167,9 +188,31 @@ typedef struct gpa_slab {
     struct gpa_slab *reclaim_next; /* reclaim stack */
     struct gpa_segment *seg;
     gpa_block_info *info; /* TRACK_SITES only */
+    /* A sub-slab: its chunk. A map entry: its chunk's sub-slabs while
+     * WHERE_MIXED, and kept (for reuse) while the segment lives. */
+    _Atomic(struct gpa_mixed *) mixed;
 } gpa_slab;
+_Static_assert(offsetof(gpa_slab, recip) == 48,
+               "a mixed chunk's page table takes no room of its own");
 _Static_assert(offsetof(gpa_slab, thread_free) == 64,
                "the fast paths' fields fit one cache line");
+
+/* A chunk cut into sub-slabs: a slab lent out of the pool, or a piece of a
+ * segment's slack. Metadata, from the backing; lives as long as its
+ * segment. Lock held. (Which page is in which sub-slab is in the chunk's
+ * map entry, pages[], where the inline free finds it.) */
+typedef struct gpa_mixed {
+    gpa_slab sub[GPA_PAGES]; /* the sub-slab whose first page is k */
+    gpa_slab *entry;         /* the chunk's map entry */
+    char *base;              /* the chunk, 64 KiB aligned */
+    struct gpa_mixed *next;  /* in st->mixed while in use */
+    struct gpa_segment *seg;
+    void *raw;       /* what the backing returned (aligned inside) */
+    uint16_t usable; /* pages that are ours */
+    uint16_t taken;  /* pages in sub-slabs */
+    bool slack;      /* in a segment's slack (else a lent pool slab) */
+    bool listed;     /* on st->mixed */
+} gpa_mixed;
 
 typedef struct gpa_segment {
     struct gpa_segment *next;
@@ -177,7 +220,8 @@ typedef struct gpa_segment {
     size_t raw_len;
     char *base; /* first slab, 64 KiB aligned */
     unsigned nslabs;
-    unsigned nfree; /* slabs in the pool */
+    unsigned nfree;      /* slabs in the pool */
+    gpa_mixed *slack[2]; /* its slack's chunks, when claimed */
 } gpa_segment;
 
 typedef struct gpa_large {
@@ -219,6 +263,9 @@ typedef struct gpa_heap {
     _Atomic uint32_t busy;
     _Atomic uint32_t revoked;
     gpa_slab *cur[GPA_CLASSES]; /* never NULL: empty sentinel at first */
+    uint8_t subs[GPA_CLASSES];  /* sub-slabs taken per class */
+    bool graduated;             /* busy: whole slabs only (gpa.c) */
+    uint64_t frees_mark;        /* stats.frees when last stripped */
     beam__counters stats;       /* this heap's allocations and frees */
     unsigned refills;           /* alloc_slow calls, to pace trimming */
     /* The stash (see "The stash" above): blocks this heap's thread freed
@@ -241,10 +288,11 @@ struct beam_gpa_state {
     pthread_mutex_t lock;
     /* Lock held: */
     gpa_segment *segments;
-    unsigned next_segment_slabs;
+    size_t slabs; /* in all segments */
     gpa_slab *pool;
     size_t pool_count;
     gpa_slab *partial[GPA_CLASSES];
+    gpa_mixed *mixed; /* chunks cut into sub-slabs */
     gpa_heap *heaps;
     gpa_large *large;
     size_t large_cap, large_count, large_used; /* used: live + tombstones */
@@ -400,10 +448,43 @@ static inline uint8_t gpa_where(gpa_slab *s) {
     return beam__atomic_load_relaxed(&s->where);
 }
 
+/* Page k of the mixed chunk of map entry e: see pages[]. */
+static inline uint8_t gpa_page(gpa_slab *e, unsigned k) {
+    return beam__atomic_load_plain_relaxed(&e->pages[k]);
+}
+
+static inline void gpa_set_page(gpa_slab *e, unsigned k, uint8_t v) {
+    beam__atomic_store_plain_relaxed(&e->pages[k], v);
+}
+
+/* The slab holding p: its map entry, or for a chunk cut into sub-slabs the
+ * sub-slab of p's page; the entry itself (WHERE_MIXED, no block in it) for
+ * a page of ours in no sub-slab; NULL for a page that is not ours (a
+ * neighbour's, in a chunk a segment's slack shares). Lock-free. */
+static inline gpa_slab *beam__gpa_slab_of(const void *p) {
+    gpa_slab *e = beam__gpa_map_slot(p);
+    if (BEAM__LIKELY(e == NULL || gpa_where(e) != WHERE_MIXED))
+        return e;
+    unsigned page =
+        (unsigned)((uintptr_t)p >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);
+    uint8_t k = gpa_page(e, page);
+    if (BEAM__LIKELY(k < GPA_PAGES))
+        return &e->subs->sub[k];
+    return k == GPA_PAGE_FREE ? e : NULL;
+}
+
+/* s is a sub-slab (not a map entry). */
+static inline bool gpa_is_sub(gpa_slab *s) {
+    struct gpa_mixed *m = beam__atomic_load_relaxed(&s->mixed);
+    return m != NULL && s >= m->sub && s < m->sub + GPA_PAGES;
+}
+
 /* The invariants of a formatted slab (debug builds). */
 #define GPA_ASSERT_SLAB(s)                                                     \
     do {                                                                       \
-        GPA_ASSERT(((uintptr_t)(s)->base & (GPA_SLAB_SIZE - 1)) == 0);         \
+        GPA_ASSERT(((uintptr_t)(s)->base &                                     \
+                    ((gpa_is_sub(s) ? GPA_PAGE_SIZE : GPA_SLAB_SIZE) - 1)) ==  \
+                   0);                                                         \
         GPA_ASSERT((s)->size % GPA_MIN_BLOCK == 0 && (s)->size != 0);          \
         GPA_ASSERT((s)->bump >= (s)->base && (s)->bump <= (s)->end);           \
         GPA_ASSERT((s)->end <= (s)->base + GPA_SLAB_SIZE);                     \
@@ -426,6 +507,9 @@ BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
  * segment from the backing when needed. NULL when out of memory. No lock
  * held; takes it. */
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
+/* A heap that has freed this many blocks is busy (see "Small first
+ * slabs"): it takes whole slabs from then on. */
+#define GPA_GRADUATE_FREES 16384
 /* s (ownerless or being given up by its owner, lock held) goes back to the
  * pool when it has no live block, else to its partial list. */
 BEAM__HIDDEN void beam__gpa_slab_park(gpa_state *st, gpa_slab *s,
