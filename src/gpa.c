@@ -203,6 +203,18 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
     return false;
 }
 
+static bool heap_busy(gpa_heap *h) {
+    return beam__atomic_load_relaxed(&h->stats.frees) - h->frees_mark >=
+           GPA_GRADUATE_FREES;
+}
+
+BEAM__NOINLINE void beam__gpa_heap_busy(gpa_heap *h) {
+    uint32_t busy = gpa_heap_enter(h);
+    if (!gpa_heap_revoked(h) && !h->graduated && heap_busy(h))
+        graduate(h);
+    gpa_heap_leave(h, busy);
+}
+
 /* The current slab of cls has nothing left (owner, h busy). */
 static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
                                        size_t alignment, uintptr_t ret) {
@@ -214,9 +226,7 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
         trim_empty_cur(h, cls);
-    if (BEAM__UNLIKELY(!h->graduated) &&
-        beam__atomic_load_relaxed(&h->stats.frees) - h->frees_mark >=
-            GPA_GRADUATE_FREES)
+    if (BEAM__UNLIKELY(!h->graduated) && heap_busy(h))
         graduate(h);
     gpa_slab *s = h->cur[cls];
     if (s != &beam__gpa_empty_slab) {

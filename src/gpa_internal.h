@@ -12,8 +12,8 @@
  *    Its metadata (struct gpa_slab) lives outside it, in a global address
  *    map, so blocks have no header. Slabs are carved out of *segments*: one
  *    request of (n + 1) * 64 KiB to the backing allocator at modest
- *    alignment, aligned inside; the slack at one end holds the segment's
- *    header.
+ *    alignment, aligned inside; the slack at the two ends (64 KiB in all)
+ *    is room for sub-slabs (below). A segment's header is metadata apart.
  *  - Every thread has its own *heap* per instance. A heap owns only its
  *    *current* slab of each class (cur[cls]): only the owner pops, bumps or
  *    pushes on its free list. Other threads free into a slab's atomic
@@ -38,6 +38,57 @@
  *    from free ones without a per-block bit. Allocation clears the tag.
  *  - Blocks above BEAM_GPA_SMALL_MAX (or with an alignment no class gives)
  *    go to the backing allocator and are recorded in a hash table.
+ *  - Small first slabs. A whole slab per class is 64 KiB whatever a thread
+ *    keeps in it, and the VM counts every byte the backing hands out: a
+ *    thread with a few blocks of many classes held megabytes. So a heap's
+ *    first slabs of a class are *sub-slabs*: a few 4 KiB pages of a
+ *    *mixed chunk* (struct gpa_mixed), GPA_SUB_STEPS of them, each twice
+ *    the last (from two blocks' worth, at most half a chunk), and only
+ *    then whole slabs. A sub-slab is a struct gpa_slab like any other,
+ *    with its own free list, thread_free, where and requeue, living in the
+ *    chunk's gpa_mixed (metadata from the backing) rather than in the map,
+ *    so allocation (cur[cls]), detaching, reclaiming, the partial lists,
+ *    adoption by other heaps and collection all work on it unchanged;
+ *    only its release differs (its pages go back to its chunk).
+ *  - A mixed chunk is a pool slab lent out (back to the pool when its last
+ *    sub-slab goes), or a piece of a segment's *slack*: the (up to) 64 KiB
+ *    a segment asks beyond its slabs to align them, once wasted, now room
+ *    for sub-slabs. A slack chunk is shared with whatever the backing put
+ *    next to the segment, so only its whole pages inside the segment are
+ *    ours (usable); its map entry is claimed with a compare-and-swap on
+ *    the owner. When the neighbour is another segment's slack that got
+ *    there first, a segment of the same instance joins that chunk (its
+ *    pages become usable there too); another instance's keeps it, and
+ *    that piece stays unused, as all slack did before.
+ *  - The map entry of a mixed chunk (WHERE_MIXED) keeps, in place of the
+ *    free list, owner, count and size it does not need, the chunk's
+ *    gpa_mixed and a page table (page -> first page of its sub-slab, or
+ *    ours-but-free, or not ours), on the fast paths' cache line: the
+ *    inline free resolves the sub-slab with one more load (gpa_fast.h,
+ *    beam__gpa_slab_of) and makes every check on it. The entry itself has
+ *    no block (bump == base) and fast_span 0, so a pointer into a free page
+ *    fails the checks, and one into a page not ours goes to the large
+ *    table, like any pointer the map does not know.
+ *  - Segments: the first is slack alone (one 64 KiB request, all of it
+ *    sub-slab room); the next grow by an eighth of the instance's slabs,
+ *    so what a segment holds unused stays a small part of the whole. With
+ *    the pool empty, a heap takes the slack's room (a sub-slab of up to
+ *    half a chunk) before asking the backing for more.
+ *  - A busy heap (GPA_GRADUATE_FREES frees since it was last stripped,
+ *    noticed at a refill or, every so many frees, by the free itself)
+ *    *graduates*: it retires its current sub-slabs (detached, back when
+ *    every block in them is free) and takes whole slabs only, in segments
+ *    of three slabs at least, whose slack it leaves unused. Sub-slabs save
+ *    memory, not time: a free into one costs a dependent load more, and
+ *    frees mixing sub-slabs and slabs mispredict the branch between them.
+ *    Collection (stripping) makes the heap small again. A thread's floor
+ *    is therefore what it holds while it is not busy, or after a
+ *    collection; a busy thread's is what it was before (a slab for each
+ *    class in use).
+ *    So a thread holding a few blocks costs one 64 KiB request and some
+ *    8 KiB of metadata, not a slab per class: the per-thread floor (bench
+ *    `mem`: held - 1.5 x live, the worst of five small live sets) is about
+ *    135 KiB, 8.5 MiB for 64 schedulers (it was 2.2 MiB, 142 MiB).
  *
  * Locks, and the order every path obeys (debug builds check it, see
  * gpa_lock and GPA_ASSERT_NO_LOCK):
@@ -78,9 +129,26 @@
  * bracket (a collector's while the heap is revoked), like cur[].
  *
  * Invariants (asserted in debug builds):
- *  - slab->base is 64 KiB aligned; blocks are at base + k * size for
- *    k < (bump - base) / size; size is a multiple of 16.
- *  - where == CUR iff heap != NULL iff the slab is some heap's cur[cls].
+ *  - slab->base is 64 KiB aligned, a sub-slab's 4 KiB aligned and aligned
+ *    to the largest power of two dividing its size (up to 8 KiB), so that
+ *    a class serves the alignments its size has; blocks are at base + k *
+ *    size for k < (bump - base) / size; size is a multiple of 16; end is
+ *    at most base + its span (64 KiB, or the sub-slab's pages).
+ *  - WHERE_MIXED only on a map entry, of a chunk cut into sub-slabs: its
+ *    owner is the instance of every page of it that is ours; fast_span 0,
+ *    bump == base == end, subs and pages[] valid, heap, used and size
+ *    meaningless (pages[] stands in for them). A sub-slab's pages all map
+ *    to its first page; a page no sub-slab holds is GPA_PAGE_FREE when it
+ *    is ours, GPA_PAGE_NONE when not. A slack chunk's entry has one owner
+ *    instance (claimed by compare-and-swap, released with the segment)
+ *    and at most two segments of it (the claimer's and one joiner's).
+ *  - A sub-slab in use has its pages taken in its chunk and its st set;
+ *    released (used == 0, via beam__gpa_slab_release), its pages are free
+ *    again. A lent chunk with no page taken is back in the pool; a segment
+ *    goes back to the backing only with every slab in the pool and every
+ *    page of its slack free.
+ *  - where == CUR iff heap != NULL iff the slab is some heap's cur[cls]
+ *    (sub-slabs included).
  *    Otherwise exactly one of: in the pool (POOL), detached with FULL_BIT
  *    set and in no list (FULL), on the reclaim stack (RECLAIM), in
  *    partial[cls] (PARTIAL).
@@ -207,21 +275,30 @@ typedef struct gpa_mixed {
     char *base;              /* the chunk, 64 KiB aligned */
     struct gpa_mixed *next;  /* in st->mixed while in use */
     struct gpa_segment *seg;
-    void *raw;       /* what the backing returned (aligned inside) */
+    void *raw;       /* what the backing returned (aligned inside); NULL
+                        for a segment's own (room) */
     uint16_t usable; /* pages that are ours */
     uint16_t taken;  /* pages in sub-slabs */
     bool slack;      /* in a segment's slack (else a lent pool slab) */
-    bool listed;     /* on st->mixed */
+    unsigned joined_k;
+    struct gpa_segment *joined; /* a segment whose slack shares the chunk
+                                   (its pages usable too), or NULL */
+    bool listed;                /* on st->mixed */
 } gpa_mixed;
 
 typedef struct gpa_segment {
+    gpa_mixed room[2]; /* for the slack's two chunks, when claimed */
     struct gpa_segment *next;
     void *raw; /* what the backing returned */
     size_t raw_len;
     char *base; /* first slab, 64 KiB aligned */
     unsigned nslabs;
     unsigned nfree;      /* slabs in the pool */
-    gpa_mixed *slack[2]; /* its slack's chunks, when claimed */
+    gpa_mixed *slack[2]; /* &room[k] when the chunk was claimed, another
+                            segment's when this one joined it, else NULL */
+    uint16_t own[2];     /* this segment's pages in those chunks */
+    char *chunk[2];      /* the chunks */
+    void *meta;          /* what the backing returned for this header */
 } gpa_segment;
 
 typedef struct gpa_large {
@@ -509,7 +586,7 @@ BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
 /* A heap that has freed this many blocks is busy (see "Small first
  * slabs"): it takes whole slabs from then on. */
-#define GPA_GRADUATE_FREES 16384
+#define GPA_GRADUATE_FREES 16384 /* a power of two (gpa_fast.h) */
 /* s (ownerless or being given up by its owner, lock held) goes back to the
  * pool when it has no live block, else to its partial list. */
 BEAM__HIDDEN void beam__gpa_slab_park(gpa_state *st, gpa_slab *s,

@@ -3,11 +3,14 @@
  * (the types and the slab life cycle are in gpa_internal.h).
  *
  * A segment is one request to the backing allocator of (n + 1) slabs' worth
- * at alignment 8; n 64 KiB-aligned slabs are carved inside and the slack at
- * the unaligned end (at least half a slab on one side) holds the segment
- * header. Asking the backing for 64 KiB alignment instead would, over the
- * large allocator, cost a second slab per segment. Segments are taken
- * before the instance lock and given back after it (lock order rule 2).
+ * at alignment 8; n 64 KiB-aligned slabs are carved inside, and the slack at
+ * the two ends (a slab's worth in all, in the chunks before and after the
+ * slabs) becomes room for sub-slabs: mixed chunks, as are pool slabs lent
+ * out (see "Small first slabs" in gpa_internal.h). Asking the backing for
+ * 64 KiB alignment instead would, over the large allocator, cost a second
+ * slab per segment. The header (with the slack chunks' metadata) is a
+ * separate request, like all metadata. Segments are taken before the
+ * instance lock and given back after it (lock order rule 2).
  *
  * The address map is global, shared by all instances, so any pointer can be
  * classified. Its leaves come from calloc in both builds: they are
@@ -67,9 +70,12 @@ static size_t info_bytes(const gpa_slab *s) {
 
 /* ---- mixed chunks (see "Small first slabs" in gpa_internal.h) ----------- */
 
-/* A gpa_mixed is 64-aligned (its sub-slabs are); the backing need not
- * serve that, so it is aligned by hand inside a bigger piece. */
+/* A gpa_mixed, and a segment's header (which holds two), are 64-aligned
+ * (their sub-slabs are); the backing need not serve that, so they are
+ * aligned by hand inside bigger pieces. A segment's header is metadata
+ * apart from its memory, like the map: no block borders on it. */
 #define MIXED_META_LEN (sizeof(gpa_mixed) + 64 - BEAM_MAX_ALIGN)
+#define SEGMENT_META_LEN (sizeof(gpa_segment) + 64 - BEAM_MAX_ALIGN)
 
 /* Metadata for a mixed chunk, from the backing (no lock held). */
 static gpa_mixed *mixed_meta_new(gpa_state *st) {
@@ -150,7 +156,8 @@ static void mixed_free(gpa_mixed *m, gpa_defer **defer) {
                            BEAM_ALIGNOF(gpa_block_info), true);
         s->info = NULL;
     }
-    gpa_defer_free(defer, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN, true);
+    if (m->raw != NULL)
+        gpa_defer_free(defer, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN, true);
 }
 
 /* The whole pages of [lo, hi), in the chunk at chunk, as a page mask. */
@@ -167,35 +174,96 @@ static uint16_t pages_within(const char *chunk, const char *lo,
     return (uint16_t)(((1u << last) - 1) & ~((1u << first) - 1));
 }
 
-/* No lock held: [lo, hi), a piece of a new segment's slack inside one
- * chunk, becomes room for sub-slabs. The chunk's map entry is claimed with
- * a compare-and-swap on its owner: the slack of a neighbouring segment (of
- * any instance) may share the chunk, and the first to claim it wins (the
- * other's piece stays unused, as all slack did before). NULL when the piece
- * has no whole page, or lost, or no memory. */
-static gpa_mixed *slack_claim(gpa_state *st, gpa_segment *seg, char *lo,
-                              char *hi) {
-    char *chunk = (char *)((uintptr_t)lo & ~(GPA_SLAB_SIZE - 1));
-    uint16_t usable = pages_within(chunk, lo, hi);
-    if (usable == 0)
-        return NULL;
-    gpa_slab *e = map_slot_make(chunk);
-    gpa_mixed *m = e == NULL ? NULL : mixed_meta_new(st);
-    if (m == NULL)
-        return NULL;
-    gpa_state *none = NULL;
-    if (!beam__atomic_cas_acq_rel(&e->st, &none, st)) {
-        mixed_meta_drop(st, m);
-        return NULL;
-    }
+/* The chunk's map entry e, claimed, describes the slack piece k of seg:
+ * seg->room[k], pages usable. */
+static gpa_mixed *slack_take(gpa_state *st, gpa_segment *seg, unsigned k,
+                             gpa_slab *e, char *chunk) {
+    (void)st;
     /* An unowned entry keeps nothing of its past but zeros here (see
      * entry_unmap). */
-    GPA_ASSERT(e->fast_span == 0 && e->info == NULL &&
-               beam__atomic_load_relaxed(&e->mixed) == NULL);
+    GPA_ASSERT(beam__gpa_owner(e) == st && e->fast_span == 0 &&
+               e->info == NULL && beam__atomic_load_relaxed(&e->mixed) == NULL);
     e->seg = seg;
     e->base = chunk;
-    entry_mix(e, m, seg, usable, true);
-    return m;
+    entry_mix(e, &seg->room[k], seg, seg->own[k], true);
+    return &seg->room[k];
+}
+
+/* No lock held: [lo, hi), piece k of a new segment's slack (inside one
+ * chunk), becomes room for sub-slabs, described by seg->room[k]. The
+ * chunk's map entry is claimed with a compare-and-swap on its owner: the
+ * slack of a neighbouring segment (of any instance) may share the chunk,
+ * and the first to claim it wins. NULL when the piece has no whole page,
+ * or lost (segment_insert tries to join it then), or no memory for the
+ * map. */
+static gpa_mixed *slack_claim(gpa_state *st, gpa_segment *seg, unsigned k,
+                              char *lo, char *hi) {
+    char *chunk = (char *)((uintptr_t)lo & ~(GPA_SLAB_SIZE - 1));
+    seg->own[k] = pages_within(chunk, lo, hi);
+    seg->chunk[k] = chunk;
+    gpa_slab *e = seg->own[k] == 0 ? NULL : map_slot_make(chunk);
+    if (e == NULL) {
+        seg->own[k] = 0;
+        return NULL;
+    }
+    gpa_state *none = NULL;
+    if (!beam__atomic_cas_acq_rel(&e->st, &none, st))
+        return NULL;
+    return slack_take(st, seg, k, e, chunk);
+}
+
+static bool slack_owner(const gpa_segment *seg, unsigned k) {
+    return seg->slack[k] == &seg->room[k];
+}
+
+/* Lock held: slack piece k of seg, whose chunk another segment claimed
+ * first. When that is a segment of this instance (segments often lie side
+ * by side in the backing), this one's pages join its chunk (one joiner a
+ * chunk at most); when nobody holds the chunk any more, it is claimed now.
+ * Otherwise the piece stays unused. */
+static void slack_join(gpa_state *st, gpa_segment *seg, unsigned k) {
+    gpa_slab *e = beam__gpa_map_slot(seg->chunk[k]);
+    gpa_state *none = NULL;
+    if (beam__atomic_cas_acq_rel(&e->st, &none, st)) {
+        seg->slack[k] = slack_take(st, seg, k, e, seg->chunk[k]);
+        mixed_list(st, seg->slack[k]);
+        return;
+    }
+    gpa_mixed *m = e->subs;
+    if (none != st || gpa_where(e) != WHERE_MIXED || !m->slack ||
+        m->joined != NULL || (m->usable & seg->own[k]) != 0) {
+        seg->own[k] = 0;
+        return;
+    }
+    m->usable |= seg->own[k];
+    for (unsigned p = 0; p < GPA_PAGES; p++)
+        if ((seg->own[k] >> p) & 1)
+            gpa_set_page(e, p, GPA_PAGE_FREE);
+    m->joined = seg;
+    m->joined_k = k;
+    seg->slack[k] = m;
+}
+
+/* Lock held: seg, about to go, takes its pages out of a chunk it joined,
+ * or its chunk from the segment that joined it. */
+static void slack_leave(gpa_segment *seg, unsigned k) {
+    gpa_mixed *m = seg->slack[k];
+    if (slack_owner(seg, k)) {
+        if (m->joined != NULL) {
+            m->joined->slack[m->joined_k] = NULL;
+            m->joined->own[m->joined_k] = 0;
+            m->joined = NULL;
+        }
+        return;
+    }
+    GPA_ASSERT((m->taken & seg->own[k]) == 0);
+    m->usable &= (uint16_t)~seg->own[k];
+    for (unsigned p = 0; p < GPA_PAGES; p++)
+        if ((seg->own[k] >> p) & 1)
+            gpa_set_page(m->entry, p, GPA_PAGE_NONE);
+    m->joined = NULL;
+    seg->slack[k] = NULL;
+    seg->own[k] = 0;
 }
 
 /* Lock held (or not yet published): the map entry e no longer describes
@@ -221,27 +289,28 @@ static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
     for (unsigned i = 0; i < seg->nslabs; i++)
         entry_unmap(beam__gpa_seg_slab(seg, i), defer);
     for (unsigned k = 0; k < 2; k++)
-        if (seg->slack[k] != NULL)
-            entry_unmap(beam__gpa_map_slot(seg->slack[k]->base), defer);
+        if (slack_owner(seg, k))
+            entry_unmap(seg->room[k].entry, defer);
     gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);
-    gpa_defer_free(defer, seg, sizeof *seg, BEAM_ALIGNOF(gpa_segment), true);
+    gpa_defer_free(defer, seg->meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN, true);
 }
 
 /* A new segment of n slabs (n may be 0: slack only) from the backing,
  * mapped, not yet linked in. No lock held. */
 static gpa_segment *segment_new(gpa_state *st, unsigned n) {
-    gpa_segment *seg = (gpa_segment *)gpa_meta_alloc(st, sizeof *seg,
-                                                     BEAM_ALIGNOF(gpa_segment));
-    if (seg == NULL)
+    void *meta = gpa_meta_alloc(st, SEGMENT_META_LEN, BEAM_MAX_ALIGN);
+    if (meta == NULL)
         return NULL;
-    memset(seg, 0, sizeof *seg);
     size_t raw_len = (size_t)(n + 1) * GPA_SLAB_SIZE;
     char *raw = (char *)gpa_backing_alloc(st, raw_len, BEAM_MAX_ALIGN, 0);
     if (raw == NULL) {
-        beam__atomic_sub_relaxed(&st->meta_bytes, sizeof *seg);
-        gpa_backing_free(st, seg, sizeof *seg, BEAM_ALIGNOF(gpa_segment), 0);
+        beam__atomic_sub_relaxed(&st->meta_bytes, SEGMENT_META_LEN);
+        gpa_backing_free(st, meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN, 0);
         return NULL;
     }
+    gpa_segment *seg = (gpa_segment *)beam__align_up((uintptr_t)meta, 64);
+    memset(seg, 0, sizeof *seg);
+    seg->meta = meta;
     char *base = (char *)beam__align_up((uintptr_t)raw, GPA_SLAB_SIZE);
     seg->raw = raw;
     seg->raw_len = raw_len;
@@ -269,9 +338,9 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         seg->nslabs = i + 1;
     }
     /* The slack, a slab's worth at the two ends, is room for sub-slabs. */
-    seg->slack[0] = slack_claim(st, seg, raw, base);
-    seg->slack[1] =
-        slack_claim(st, seg, base + (size_t)n * GPA_SLAB_SIZE, raw + raw_len);
+    seg->slack[0] = slack_claim(st, seg, 0, raw, base);
+    seg->slack[1] = slack_claim(st, seg, 1, base + (size_t)n * GPA_SLAB_SIZE,
+                                raw + raw_len);
     return seg;
 }
 
@@ -285,17 +354,25 @@ static void segment_insert(gpa_state *st, gpa_segment *seg) {
         gpa_list_push(&st->pool, beam__gpa_seg_slab(seg, i));
     seg->nfree = seg->nslabs;
     st->pool_count += seg->nslabs;
-    for (unsigned k = 0; k < 2; k++)
+    for (unsigned k = 0; k < 2; k++) {
         if (seg->slack[k] != NULL)
             mixed_list(st, seg->slack[k]);
+        else if (seg->own[k] != 0)
+            slack_join(st, seg, k);
+    }
     st->slabs += seg->nslabs;
 }
 
-/* Every slab in the pool and no sub-slab in the slack. */
+/* Every slab in the pool and no sub-slab in the slack (in the whole chunk
+ * when it is this segment's, joined or not: the chunk's metadata goes with
+ * it). */
 static bool segment_idle(const gpa_segment *seg) {
-    for (unsigned k = 0; k < 2; k++)
-        if (seg->slack[k] != NULL && seg->slack[k]->taken != 0)
+    for (unsigned k = 0; k < 2; k++) {
+        const gpa_mixed *m = seg->slack[k];
+        if (m != NULL &&
+            (m->taken & (slack_owner(seg, k) ? 0xFFFF : seg->own[k])) != 0)
             return false;
+    }
     return seg->nfree == seg->nslabs;
 }
 
@@ -306,9 +383,13 @@ static void segment_remove(gpa_state *st, gpa_segment *seg, gpa_defer **defer) {
         gpa_list_unlink(&st->pool, beam__gpa_seg_slab(seg, i));
     st->pool_count -= seg->nslabs;
     st->slabs -= seg->nslabs;
-    for (unsigned k = 0; k < 2; k++)
-        if (seg->slack[k] != NULL)
+    for (unsigned k = 0; k < 2; k++) {
+        if (seg->slack[k] == NULL)
+            continue;
+        if (slack_owner(seg, k))
             mixed_unlist(st, seg->slack[k]);
+        slack_leave(seg, k);
+    }
     for (gpa_segment **p = &st->segments; *p != NULL; p = &(*p)->next)
         if (*p == seg) {
             *p = seg->next;
@@ -423,7 +504,10 @@ static void sub_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     if (m->taken != 0)
         return;
     if (m->slack) {
+        gpa_segment *joined = m->joined; /* m may go with m->seg */
         segment_maybe_remove(st, m->seg, defer);
+        if (joined != NULL)
+            segment_maybe_remove(st, joined, defer);
         return;
     }
     mixed_unlist(st, m);
@@ -682,11 +766,11 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
  * with the instance by an eighth of its slabs, small enough that what a
  * segment holds unused stays a small part of the whole (with the slack in
  * use, a small segment costs no more than a big one). A busy heap leaves
- * the slack unused, and gets bigger segments (half the instance's slabs)
- * to keep it a small part. */
+ * the slack unused: its segments have three slabs at least, so that the
+ * slack is a quarter of them at most. */
 static unsigned segment_slabs(const gpa_state *st, const gpa_heap *h,
                               unsigned pages) {
-    size_t n = st->slabs / (h->graduated ? 2 : 8);
+    size_t n = st->slabs / 8;
     if (h->graduated && n < 3)
         n = 3;
     if (n == 0 && (st->segments != NULL || pages == 0))
