@@ -14,6 +14,13 @@
  *   bit 4     with the process-wide instance: deinit and init it again at
  *             the end
  *   bit 5     BEAM_GPA_SAFE (canaries, fill patterns; implies tracking)
+ *   bit 6     beam_gpa_collect before every full check: heaps stripped,
+ *             sub-slabs released, segments given back, heaps small again
+ * A fresh instance serves each class's first blocks from sub-slabs (pages
+ * of mixed chunks: a segment's slack, lent pool slabs) and later ones from
+ * whole slabs, so inputs exercise both and the moves between them; the
+ * process-wide instance, used input after input, goes busy (whole slabs
+ * only) once it has freed enough.
  * Outside misuse mode nothing may be reported. beam_gpa_usage_of must agree
  * with the model (live blocks, bytes, misuse) at every check. At the end
  * every block is freed, nothing is live, and deinit reports no leak; over
@@ -33,6 +40,7 @@ typedef struct {
     int backing;
     bool track;
     bool safe;
+    bool collect;    /* mode bit 6 */
     size_t misuse;   /* misuse the instance must have counted */
     size_t reported; /* reports the harness caused on purpose */
 } gpa_user;
@@ -88,6 +96,8 @@ static void check(fz_target *t, const fz_model *m, bool full) {
     FZ_ASSERT(reports == u->reported);
     if (!full)
         return;
+    if (u->collect)
+        beam_gpa_collect(u->g);
     beam_gpa_usage g = beam_gpa_usage_of(u->g);
     FZ_ASSERT(g.live_blocks == fz_live_count(m));
     if (u->track)
@@ -241,6 +251,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bool misuse_mode = mode & 1;
     u.track = (mode & 0x22) != 0;
     u.safe = (mode & 0x20) != 0;
+    u.collect = (mode & 0x40) != 0;
     u.backing = (mode >> 2) & 3;
     if (misuse_mode && (u.backing == B_FAILING || u.backing == B_GLOBAL))
         u.backing = B_LARGE; /* misuse needs an instance that has memory */

@@ -156,6 +156,39 @@ static void trim_empty_cur(gpa_heap *h, unsigned keep) {
 
 /* The owner gives up an exhausted current slab: false when a remote free
  * raced in (then the slab has room again and stays). */
+static bool detach_full(gpa_heap *h, gpa_slab *s);
+
+/* h, busy (GPA_GRADUATE_FREES), retires its current sub-slabs: its next
+ * blocks of those classes come from whole slabs, which the inline free
+ * finds without a lookup. A retired sub-slab is detached like a full one
+ * and comes back (to be released) when every block in it is free. */
+static void retire_sub(gpa_heap *h, gpa_slab *s, gpa_defer **defer) {
+    beam__gpa_slab_collect_remote(s);
+    while (s->used != 0) {
+        /* (Pushers read it racing: one that reads the old mark brings the
+         * slab back early, to the partial list; no harm.) */
+        beam__atomic_store_plain_relaxed(&s->requeue, (uint16_t)s->used);
+        if (detach_full(h, s))
+            return;
+    }
+    gpa_lock(h->st);
+    beam__atomic_store_relaxed(&s->heap, NULL);
+    beam__gpa_slab_park(h->st, s, defer);
+    gpa_unlock(h->st);
+}
+
+static void graduate(gpa_heap *h) {
+    gpa_defer *defer = NULL;
+    h->graduated = true;
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        gpa_slab *t = h->cur[c];
+        if (t == &beam__gpa_empty_slab || !gpa_is_sub(t))
+            continue;
+        h->cur[c] = &beam__gpa_empty_slab;
+        retire_sub(h, t, &defer);
+    }
+    beam__gpa_defer_run(h->st, defer);
+}
 static bool detach_full(gpa_heap *h, gpa_slab *s) {
     /* Ownerless first: from the moment FULL is set, this thread's frees
      * into it must take the atomic path like everyone else's. */
@@ -170,6 +203,18 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
     return false;
 }
 
+static bool heap_busy(gpa_heap *h) {
+    return beam__atomic_load_relaxed(&h->stats.frees) - h->frees_mark >=
+           GPA_GRADUATE_FREES;
+}
+
+BEAM__NOINLINE void beam__gpa_heap_busy(gpa_heap *h) {
+    uint32_t busy = gpa_heap_enter(h);
+    if (!gpa_heap_revoked(h) && !h->graduated && heap_busy(h))
+        graduate(h);
+    gpa_heap_leave(h, busy);
+}
+
 /* The current slab of cls has nothing left (owner, h busy). */
 static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
                                        size_t alignment, uintptr_t ret) {
@@ -181,6 +226,8 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
         trim_empty_cur(h, cls);
+    if (BEAM__UNLIKELY(!h->graduated) && heap_busy(h))
+        graduate(h);
     gpa_slab *s = h->cur[cls];
     if (s != &beam__gpa_empty_slab) {
         beam__gpa_slab_collect_remote(s);
@@ -255,7 +302,8 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
     do {
         b[0] = GPA_TF_PTR(old);
         next = (uintptr_t)b + ((old >> GPA_TF_COUNT_SHIFT) + 1) * GPA_TF_ONE;
-        if ((old & GPA_FULL_BIT) && GPA_TF_COUNT(next) < s->requeue)
+        if ((old & GPA_FULL_BIT) &&
+            GPA_TF_COUNT(next) < beam__atomic_load_plain_relaxed(&s->requeue))
             next |= GPA_FULL_BIT;
     } while (!beam__atomic_cas_weak_acq_rel(&s->thread_free, &old, next));
     /* (Acquire too: the push that takes FULL off goes on to write the slab's
@@ -270,7 +318,7 @@ void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
     h->stash_n = 0;
     while (b != NULL) {
         void **next = (void **)b[0];
-        slab_push(st, beam__gpa_map_slot(b), b);
+        slab_push(st, beam__gpa_slab_of(b), b);
         b = next;
     }
 }
@@ -331,7 +379,7 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
         beam__gpa_misuse_stateless(gpa->flags, mem, len, alignment, ret);
         return;
     }
-    gpa_slab *s = beam__gpa_map_slot(mem);
+    gpa_slab *s = beam__gpa_slab_of(mem);
     gpa_state *owner = beam__gpa_owner(s);
     if (owner == st && gpa_where(s) == WHERE_MEDIUM) {
         beam__gpa_medium_free(st, s, mem, len, alignment, ret);
@@ -340,7 +388,8 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
     if (owner == st) {
         void **b = (void **)mem;
         long idx = beam__gpa_block_index(s, mem);
-        if (idx < 0 || gpa_where(s) == WHERE_POOL) {
+        if (idx < 0 || gpa_where(s) == WHERE_POOL ||
+            gpa_where(s) == WHERE_MIXED) {
             beam__gpa_misuse(st,
                              "free of a pointer inside a block or into "
                              "unused memory",
@@ -405,7 +454,7 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL)
         return false;
-    gpa_slab *s = beam__gpa_map_slot(mem);
+    gpa_slab *s = beam__gpa_slab_of(mem);
     if (beam__gpa_owner(s) != st)
         return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret);
     if (gpa_where(s) == WHERE_MEDIUM)
@@ -436,7 +485,7 @@ static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     /* Only a large block that stays large can move in the backing. */
-    if (st == NULL || beam__gpa_owner(beam__gpa_map_slot(mem)) == st ||
+    if (st == NULL || beam__gpa_owner(beam__gpa_slab_of(mem)) == st ||
         beam__gpa_class_for(new_len, alignment) != GPA_CLASSES)
         return NULL;
     return beam__gpa_large_remap(st, mem, len, alignment, new_len, ret);

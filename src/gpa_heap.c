@@ -153,7 +153,6 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     st->flags = gpa->flags;
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
     st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
-    st->next_segment_slabs = 3;
     beam__atomic_store_relaxed(&st->meta_bytes, sizeof *st);
     pthread_mutex_init(&st->lock, NULL);
     if (!registry_add(st)) {
@@ -203,6 +202,10 @@ static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
         h->cur[c] = &beam__gpa_empty_slab;
         beam__gpa_slab_park(st, s, defer);
     }
+    /* Stripped, the heap starts small again (see "Small first slabs"). */
+    h->graduated = false;
+    h->frees_mark = beam__atomic_load_relaxed(&h->stats.frees);
+    memset(h->subs, 0, sizeof h->subs);
 }
 
 /* The heap's own thread, lock held: the heap ends. */

@@ -12,8 +12,8 @@
  *    Its metadata (struct gpa_slab) lives outside it, in a global address
  *    map, so blocks have no header. Slabs are carved out of *segments*: one
  *    request of (n + 1) * 64 KiB to the backing allocator at modest
- *    alignment, aligned inside; the slack at one end holds the segment's
- *    header.
+ *    alignment, aligned inside; the slack at the two ends (64 KiB in all)
+ *    is room for sub-slabs (below). A segment's header is metadata apart.
  *  - Every thread has its own *heap* per instance. A heap owns only its
  *    *current* slab of each class (cur[cls]): only the owner pops, bumps or
  *    pushes on its free list. Other threads free into a slab's atomic
@@ -45,6 +45,57 @@
  *  - Blocks above that (or with an alignment no class or page gives, or of
  *    a tracked instance, which records every block) go to the backing
  *    allocator and are recorded in a hash table.
+ *  - Small first slabs. A whole slab per class is 64 KiB whatever a thread
+ *    keeps in it, and the VM counts every byte the backing hands out: a
+ *    thread with a few blocks of many classes held megabytes. So a heap's
+ *    first slabs of a class are *sub-slabs*: a few 4 KiB pages of a
+ *    *mixed chunk* (struct gpa_mixed), GPA_SUB_STEPS of them, each twice
+ *    the last (from two blocks' worth, at most half a chunk), and only
+ *    then whole slabs. A sub-slab is a struct gpa_slab like any other,
+ *    with its own free list, thread_free, where and requeue, living in the
+ *    chunk's gpa_mixed (metadata from the backing) rather than in the map,
+ *    so allocation (cur[cls]), detaching, reclaiming, the partial lists,
+ *    adoption by other heaps and collection all work on it unchanged;
+ *    only its release differs (its pages go back to its chunk).
+ *  - A mixed chunk is a pool slab lent out (back to the pool when its last
+ *    sub-slab goes), or a piece of a segment's *slack*: the (up to) 64 KiB
+ *    a segment asks beyond its slabs to align them, once wasted, now room
+ *    for sub-slabs. A slack chunk is shared with whatever the backing put
+ *    next to the segment, so only its whole pages inside the segment are
+ *    ours (usable); its map entry is claimed with a compare-and-swap on
+ *    the owner. When the neighbour is another segment's slack that got
+ *    there first, a segment of the same instance joins that chunk (its
+ *    pages become usable there too); another instance's keeps it, and
+ *    that piece stays unused, as all slack did before.
+ *  - The map entry of a mixed chunk (WHERE_MIXED) keeps, in place of the
+ *    free list, owner, count and size it does not need, the chunk's
+ *    gpa_mixed and a page table (page -> first page of its sub-slab, or
+ *    ours-but-free, or not ours), on the fast paths' cache line: the
+ *    inline free resolves the sub-slab with one more load (gpa_fast.h,
+ *    beam__gpa_slab_of) and makes every check on it. The entry itself has
+ *    no block (bump == base) and fast_span 0, so a pointer into a free page
+ *    fails the checks, and one into a page not ours goes to the large
+ *    table, like any pointer the map does not know.
+ *  - Segments: the first is slack alone (one 64 KiB request, all of it
+ *    sub-slab room); the next grow by an eighth of the instance's slabs,
+ *    so what a segment holds unused stays a small part of the whole. With
+ *    the pool empty, a heap takes the slack's room (a sub-slab of up to
+ *    half a chunk) before asking the backing for more.
+ *  - A busy heap (GPA_GRADUATE_FREES frees since it was last stripped,
+ *    noticed at a refill or, every so many frees, by the free itself)
+ *    *graduates*: it retires its current sub-slabs (detached, back when
+ *    every block in them is free) and takes whole slabs only, in segments
+ *    of three slabs at least, whose slack it leaves unused. Sub-slabs save
+ *    memory, not time: a free into one costs a dependent load more, and
+ *    frees mixing sub-slabs and slabs mispredict the branch between them.
+ *    Collection (stripping) makes the heap small again. A thread's floor
+ *    is therefore what it holds while it is not busy, or after a
+ *    collection; a busy thread's is what it was before (a slab for each
+ *    class in use).
+ *    So a thread holding a few blocks costs one 64 KiB request and some
+ *    8 KiB of metadata, not a slab per class: the per-thread floor (bench
+ *    `mem`: held - 1.5 x live, the worst of five small live sets) is about
+ *    135 KiB, 8.5 MiB for 64 schedulers (it was 2.2 MiB, 142 MiB).
  *
  * Locks, and the order every path obeys (debug builds check it, see
  * gpa_lock and GPA_ASSERT_NO_LOCK):
@@ -85,9 +136,26 @@
  * bracket (a collector's while the heap is revoked), like cur[].
  *
  * Invariants (asserted in debug builds):
- *  - slab->base is 64 KiB aligned; blocks are at base + k * size for
- *    k < (bump - base) / size; size is a multiple of 16.
- *  - where == CUR iff heap != NULL iff the slab is some heap's cur[cls].
+ *  - slab->base is 64 KiB aligned, a sub-slab's 4 KiB aligned and aligned
+ *    to the largest power of two dividing its size (up to 8 KiB), so that
+ *    a class serves the alignments its size has; blocks are at base + k *
+ *    size for k < (bump - base) / size; size is a multiple of 16; end is
+ *    at most base + its span (64 KiB, or the sub-slab's pages).
+ *  - WHERE_MIXED only on a map entry, of a chunk cut into sub-slabs: its
+ *    owner is the instance of every page of it that is ours; fast_span 0,
+ *    bump == base == end, subs and pages[] valid, heap, used and size
+ *    meaningless (pages[] stands in for them). A sub-slab's pages all map
+ *    to its first page; a page no sub-slab holds is GPA_PAGE_FREE when it
+ *    is ours, GPA_PAGE_NONE when not. A slack chunk's entry has one owner
+ *    instance (claimed by compare-and-swap, released with the segment)
+ *    and at most two segments of it (the claimer's and one joiner's).
+ *  - A sub-slab in use has its pages taken in its chunk and its st set;
+ *    released (used == 0, via beam__gpa_slab_release), its pages are free
+ *    again. A lent chunk with no page taken is back in the pool; a segment
+ *    goes back to the backing only with every slab in the pool and every
+ *    page of its slack free.
+ *  - where == CUR iff heap != NULL iff the slab is some heap's cur[cls]
+ *    (sub-slabs included).
  *    Otherwise exactly one of: in the pool (POOL), detached with FULL_BIT
  *    set and in no list (FULL), on the reclaim stack (RECLAIM), in
  *    partial[cls] (PARTIAL).
@@ -130,11 +198,14 @@
 #define GPA_MAX_SEGMENT_SLABS 63
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 #define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
-/* Medium blocks: above the slab classes, up to a slab, as runs of pages of
- * a medium slab (gpa_medium.c). */
+/* Sub-slabs (see "Small first slabs" above): pages of 4 KiB, 16 a chunk. */
 #define GPA_PAGE_SHIFT 12
 #define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
-#define GPA_MEDIUM_PAGES (GPA_SLAB_SIZE / GPA_PAGE_SIZE)
+#define GPA_PAGES ((unsigned)(GPA_SLAB_SIZE / GPA_PAGE_SIZE))
+#define GPA_PAGE_FREE 0xFE /* mixed[].start: ours, in no sub-slab */
+#define GPA_PAGE_NONE 0xFF /* mixed[].start: not ours (slack's neighbour) */
+/* Medium blocks: above the slab classes, up to a slab, as runs of the same
+ * pages in a medium slab (gpa_medium.c). */
 #define GPA_MEDIUM_MAX GPA_SLAB_SIZE
 #define GPA_MEDIUM_CLS 0xffff /* slab->cls of a medium slab */
 
@@ -144,6 +215,7 @@ enum gpa_where {
     WHERE_FULL,    /* detached, exhausted, FULL_BIT set */
     WHERE_RECLAIM, /* on the instance's reclaim stack */
     WHERE_PARTIAL, /* ownerless, in partial[cls] */
+    WHERE_MIXED,   /* a map entry only: its chunk is cut into sub-slabs */
     WHERE_MEDIUM,  /* pages of medium blocks (gpa_medium.c), lock held */
 };
 
@@ -156,21 +228,44 @@ typedef struct gpa_block_info {
 
 struct gpa_heap;
 struct gpa_segment;
+struct gpa_mixed;
 typedef struct beam_gpa_state gpa_state;
 
 typedef struct gpa_slab {
     /* The first cache line holds all the fast paths read or write
      * (gpa_fast.h), and nothing other threads write: owner-only while CUR
      * (the lock's while ownerless), or written once per formatting.
-     * (Aligned: slabs are packed in the address map.) */
-    _Alignas(64) void **free; /* free list, linked through word 0 */
-    char *bump;               /* next never-used block (read by scans) */
+     * (Aligned: slabs are packed in the address map.) A map entry of a
+     * chunk cut into sub-slabs (WHERE_MIXED) has no free list, owner, count
+     * or size of its own: in their place it keeps what the inline free
+     * needs to find the sub-slab, on this same line. */
+    _Alignas(64) union {
+        void **free;            /* free list, linked through word 0 */
+        struct gpa_mixed *subs; /* WHERE_MIXED: its sub-slabs */
+    };
+    char *bump; /* next never-used block (read by scans) */
     char *base;
-    gpa_state *_Atomic st;           /* NULL: not part of any instance */
-    _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
-    uint32_t used;                   /* see the invariants */
-    uint32_t size;                   /* block size of the class */
-    uint32_t recip;     /* ceil(2^32 / size): offset / size without a divide */
+    gpa_state *_Atomic st; /* NULL: not part of any instance */
+    union {
+        struct {
+            _Atomic(struct gpa_heap *) heap; /* owner; NULL unless CUR */
+            uint32_t used;                   /* see the invariants */
+            uint32_t size;                   /* block size of the class */
+        };
+        /* WHERE_MIXED: page -> first page of its sub-slab, GPA_PAGE_FREE
+         * or GPA_PAGE_NONE (frees read it without the lock). */
+        uint8_t pages[GPA_PAGES];
+    };
+    union {
+        uint32_t recip; /* ceil(2^32 / size): offset / size without a divide */
+        /* A medium slab (WHERE_MEDIUM, lock held), which divides nothing:
+         * bit p of pages_used is set while page p is part of a block, of
+         * pages_start while a block starts there. A block ends where the
+         * next starts or at the next free page. */
+        struct {
+            uint16_t pages_used, pages_start;
+        };
+    };
     uint16_t prev_size; /* size of the class below (0 for the first): a
                            length belongs here iff prev_size < len <= size */
     uint16_t fast_span; /* size - prev_size, or 0 when tracked (info): the
@@ -188,22 +283,49 @@ typedef struct gpa_slab {
     struct gpa_slab *reclaim_next; /* reclaim stack */
     struct gpa_segment *seg;
     gpa_block_info *info; /* TRACK_SITES only */
-    /* Medium slabs (WHERE_MEDIUM; lock held): bit p of pages_used is set
-     * while page p is part of a block, bit p of pages_start while a block
-     * starts there. A block ends where the next starts or the next free
-     * page is; a free run is the free pages between blocks. */
-    uint16_t pages_used, pages_start;
+    /* A sub-slab: its chunk. A map entry: its chunk's sub-slabs while
+     * WHERE_MIXED, and kept (for reuse) while the segment lives. */
+    _Atomic(struct gpa_mixed *) mixed;
 } gpa_slab;
+_Static_assert(offsetof(gpa_slab, recip) == 48,
+               "a mixed chunk's page table takes no room of its own");
 _Static_assert(offsetof(gpa_slab, thread_free) == 64,
                "the fast paths' fields fit one cache line");
 
+/* A chunk cut into sub-slabs: a slab lent out of the pool, or a piece of a
+ * segment's slack. Metadata, from the backing; lives as long as its
+ * segment. Lock held. (Which page is in which sub-slab is in the chunk's
+ * map entry, pages[], where the inline free finds it.) */
+typedef struct gpa_mixed {
+    gpa_slab sub[GPA_PAGES]; /* the sub-slab whose first page is k */
+    gpa_slab *entry;         /* the chunk's map entry */
+    char *base;              /* the chunk, 64 KiB aligned */
+    struct gpa_mixed *next;  /* in st->mixed while in use */
+    struct gpa_segment *seg;
+    void *raw;       /* what the backing returned (aligned inside); NULL
+                        for a segment's own (room) */
+    uint16_t usable; /* pages that are ours */
+    uint16_t taken;  /* pages in sub-slabs */
+    bool slack;      /* in a segment's slack (else a lent pool slab) */
+    unsigned joined_k;
+    struct gpa_segment *joined; /* a segment whose slack shares the chunk
+                                   (its pages usable too), or NULL */
+    bool listed;                /* on st->mixed */
+} gpa_mixed;
+
 typedef struct gpa_segment {
+    gpa_mixed room[2]; /* for the slack's two chunks, when claimed */
     struct gpa_segment *next;
     void *raw; /* what the backing returned */
     size_t raw_len;
     char *base; /* first slab, 64 KiB aligned */
     unsigned nslabs;
-    unsigned nfree; /* slabs in the pool */
+    unsigned nfree;      /* slabs in the pool */
+    gpa_mixed *slack[2]; /* &room[k] when the chunk was claimed, another
+                            segment's when this one joined it, else NULL */
+    uint16_t own[2];     /* this segment's pages in those chunks */
+    char *chunk[2];      /* the chunks */
+    void *meta;          /* what the backing returned for this header */
 } gpa_segment;
 
 typedef struct gpa_large {
@@ -245,6 +367,9 @@ typedef struct gpa_heap {
     _Atomic uint32_t busy;
     _Atomic uint32_t revoked;
     gpa_slab *cur[GPA_CLASSES]; /* never NULL: empty sentinel at first */
+    uint8_t subs[GPA_CLASSES];  /* sub-slabs taken per class */
+    bool graduated;             /* busy: whole slabs only (gpa.c) */
+    uint64_t frees_mark;        /* stats.frees when last stripped */
     beam__counters stats;       /* this heap's allocations and frees */
     unsigned refills;           /* alloc_slow calls, to pace trimming */
     /* The stash (see "The stash" above): blocks this heap's thread freed
@@ -267,13 +392,14 @@ struct beam_gpa_state {
     pthread_mutex_t lock;
     /* Lock held: */
     gpa_segment *segments;
-    unsigned next_segment_slabs;
+    size_t slabs; /* in all segments */
     gpa_slab *pool;
     size_t pool_count;
     gpa_slab *partial[GPA_CLASSES];
+    gpa_mixed *mixed; /* chunks cut into sub-slabs */
     /* Medium slabs by their longest free run: medium[k] lists those whose
      * longest run is k pages (a full one is in no list). */
-    gpa_slab *medium[GPA_MEDIUM_PAGES + 1];
+    gpa_slab *medium[GPA_PAGES + 1];
     gpa_heap *heaps;
     gpa_large *large;
     size_t large_cap, large_count, large_used; /* used: live + tombstones */
@@ -429,10 +555,43 @@ static inline uint8_t gpa_where(const gpa_slab *s) {
     return beam__atomic_load_relaxed(&s->where);
 }
 
+/* Page k of the mixed chunk of map entry e: see pages[]. */
+static inline uint8_t gpa_page(gpa_slab *e, unsigned k) {
+    return beam__atomic_load_plain_relaxed(&e->pages[k]);
+}
+
+static inline void gpa_set_page(gpa_slab *e, unsigned k, uint8_t v) {
+    beam__atomic_store_plain_relaxed(&e->pages[k], v);
+}
+
+/* The slab holding p: its map entry, or for a chunk cut into sub-slabs the
+ * sub-slab of p's page; the entry itself (WHERE_MIXED, no block in it) for
+ * a page of ours in no sub-slab; NULL for a page that is not ours (a
+ * neighbour's, in a chunk a segment's slack shares). Lock-free. */
+static inline gpa_slab *beam__gpa_slab_of(const void *p) {
+    gpa_slab *e = beam__gpa_map_slot(p);
+    if (BEAM__LIKELY(e == NULL || gpa_where(e) != WHERE_MIXED))
+        return e;
+    unsigned page =
+        (unsigned)((uintptr_t)p >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);
+    uint8_t k = gpa_page(e, page);
+    if (BEAM__LIKELY(k < GPA_PAGES))
+        return &e->subs->sub[k];
+    return k == GPA_PAGE_FREE ? e : NULL;
+}
+
+/* s is a sub-slab (not a map entry). */
+static inline bool gpa_is_sub(gpa_slab *s) {
+    struct gpa_mixed *m = beam__atomic_load_relaxed(&s->mixed);
+    return m != NULL && s >= m->sub && s < m->sub + GPA_PAGES;
+}
+
 /* The invariants of a formatted slab (debug builds). */
 #define GPA_ASSERT_SLAB(s)                                                     \
     do {                                                                       \
-        GPA_ASSERT(((uintptr_t)(s)->base & (GPA_SLAB_SIZE - 1)) == 0);         \
+        GPA_ASSERT(((uintptr_t)(s)->base &                                     \
+                    ((gpa_is_sub(s) ? GPA_PAGE_SIZE : GPA_SLAB_SIZE) - 1)) ==  \
+                   0);                                                         \
         GPA_ASSERT((s)->size % GPA_MIN_BLOCK == 0 && (s)->size != 0);          \
         GPA_ASSERT((s)->bump >= (s)->base && (s)->bump <= (s)->end);           \
         GPA_ASSERT((s)->end <= (s)->base + GPA_SLAB_SIZE);                     \
@@ -455,6 +614,9 @@ BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
  * segment from the backing when needed. NULL when out of memory. No lock
  * held; takes it. */
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
+/* A heap that has freed this many blocks is busy (see "Small first
+ * slabs"): it takes whole slabs from then on. */
+#define GPA_GRADUATE_FREES 16384 /* a power of two (gpa_fast.h) */
 /* s (ownerless or being given up by its owner, lock held) goes back to the
  * pool when it has no live block, else to its partial list. */
 BEAM__HIDDEN void beam__gpa_slab_park(gpa_state *st, gpa_slab *s,

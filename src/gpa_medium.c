@@ -31,7 +31,7 @@ static unsigned pages_for(size_t len) {
 }
 
 static uint32_t free_pages(const gpa_slab *s) {
-    return ~(uint32_t)s->pages_used & ((1u << GPA_MEDIUM_PAGES) - 1);
+    return ~(uint32_t)s->pages_used & ((1u << GPA_PAGES) - 1);
 }
 
 /* The longest run of set bits in m. */
@@ -92,7 +92,6 @@ static void medium_format(gpa_slab *s) {
     GPA_ASSERT(gpa_where(s) == WHERE_POOL && s->used == 0);
     s->info = NULL;
     s->size = (uint32_t)GPA_PAGE_SIZE;
-    s->recip = (uint32_t)(((uint64_t)1 << 32) / GPA_PAGE_SIZE);
     s->cls = GPA_MEDIUM_CLS;
     s->free = NULL;
     /* No bump and no end: beam__gpa_block_index then refuses every
@@ -110,7 +109,7 @@ static void medium_format(gpa_slab *s) {
 /* Lock held: a medium slab with a run of n free pages, out of its list;
  * NULL when out of memory. */
 static gpa_slab *slab_with_run(gpa_state *st, unsigned n) {
-    for (unsigned k = n; k <= GPA_MEDIUM_PAGES; k++) {
+    for (unsigned k = n; k <= GPA_PAGES; k++) {
         gpa_slab *s = st->medium[k];
         if (s != NULL) {
             gpa_list_unlink(&st->medium[k], s);
@@ -239,7 +238,7 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     /* The block must be what the caller says it is, and a grown block may
      * take only free pages right after it. */
     if (bytes != 0 && pages_for(len) == have && len > BEAM_GPA_SMALL_MAX &&
-        at + want <= GPA_MEDIUM_PAGES &&
+        at + want <= GPA_PAGES &&
         (want <= have || (free_pages(s) & run_mask(at + have, want - have)) ==
                              run_mask(at + have, want - have))) {
         bin_take(st, s);

@@ -4,7 +4,7 @@
  *
  * Kept apart from the allocator's own files on purpose, and small: it
  * relies only on these internals of gpa_internal.h
- *   beam__gpa_state_of, beam__gpa_map_slot, beam__gpa_owner,
+ *   beam__gpa_state_of, beam__gpa_slab_of, beam__gpa_owner,
  *   beam__gpa_block_index, slab->size, st->track, slab->info[i].len and
  *   .alignment (tracked mode), beam__gpa_large_find under gpa_lock(st)
  *   (its .len, .alignment), gpa_where and beam__gpa_medium_block under
@@ -48,7 +48,7 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL || p == NULL)
         return false;
-    gpa_slab *s = beam__gpa_map_slot(p);
+    gpa_slab *s = beam__gpa_slab_of(p);
     if (beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM) {
         /* A medium block: its pages, which its free accepts as a length. */
         gpa_lock(st);

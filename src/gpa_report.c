@@ -93,21 +93,29 @@ static void report_leak(size_t len, bool exact, size_t alignment, const void *p,
                      len, p);
 }
 
-/* The live blocks of medium slab s (lock held: its masks are the lock's):
- * each block's pages, as exact as an untracked small block's class. */
-static void scan_medium(const gpa_slab *s, beam_gpa_usage *u, gpa_leak *out,
-                        size_t report, size_t *reported) {
-    for (unsigned p = 0; p < GPA_MEDIUM_PAGES; p++) {
-        const char *b = s->base + ((size_t)p << GPA_PAGE_SHIFT);
-        size_t bytes = beam__gpa_medium_block(s, b);
-        if (bytes == 0)
-            continue;
-        u->live_blocks++;
-        u->live_bytes += bytes;
-        if (*reported < report)
-            out[(*reported)++] = (gpa_leak){b, bytes, 0, 0, false};
-    }
+/* Calls fn on every slab of st that holds blocks: the segments' slabs and
+ * the mixed chunks' sub-slabs (lock held). */
+static void each_slab(gpa_state *st,
+                      void (*fn)(gpa_state *, gpa_slab *, void *), void *ctx) {
+    GPA_ASSERT_LOCKED(st);
+    for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next)
+        for (unsigned i = 0; i < seg->nslabs; i++) {
+            gpa_slab *s = beam__gpa_seg_slab(seg, i);
+            uint8_t w = gpa_where(s);
+            if (w != WHERE_POOL && w != WHERE_MIXED)
+                fn(st, s, ctx);
+        }
+    for (gpa_mixed *m = st->mixed; m != NULL; m = m->next)
+        for (unsigned k = 0; k < GPA_PAGES; k++)
+            if (gpa_page(m->entry, k) == k)
+                fn(st, &m->sub[k], ctx);
 }
+
+typedef struct scan_ctx {
+    beam_gpa_usage u;
+    gpa_leak *out;
+    size_t report, reported;
+} scan_ctx;
 
 /* Other threads may be allocating while this walks their slabs: it reads
  * bump pointers and free tags without their owners' consent. Both only ever
@@ -118,55 +126,71 @@ static void scan_medium(const gpa_slab *s, beam_gpa_usage *u, gpa_leak *out,
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("thread")))
 #endif
-beam_gpa_usage
-beam__gpa_scan(gpa_state *st, gpa_leak *out, size_t report, size_t *reported) {
-    GPA_ASSERT_LOCKED(st);
-    beam_gpa_usage u = {
-        0, 0, st->backing_bytes + beam__atomic_load_relaxed(&st->meta_bytes),
-        beam__atomic_load_relaxed(&st->misuse)};
-    *reported = 0;
-    for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
-        for (unsigned i = 0; i < seg->nslabs; i++) {
-            gpa_slab *s = beam__gpa_seg_slab(seg, i);
-            if (gpa_where(s) == WHERE_POOL)
-                continue;
-            if (gpa_where(s) == WHERE_MEDIUM) {
-                scan_medium(s, &u, out, report, reported);
-                continue;
-            }
-            char *bump = beam__atomic_load_plain_relaxed(&s->bump);
-            size_t n = (size_t)(bump - s->base) / s->size;
-            for (size_t k = 0; k < n; k++) {
-                void **b = (void **)(s->base + k * s->size);
-                bool live = s->info != NULL
-                                ? s->info[k].len != 0
-                                : (uintptr_t)b[1] != beam__gpa_tag(st, b);
-                if (!live)
-                    continue;
-                u.live_blocks++;
-                u.live_bytes += s->info != NULL ? s->info[k].len : s->size;
-                if (*reported < report) {
-                    gpa_leak *l = &out[(*reported)++];
-                    l->p = b;
-                    l->exact = s->info != NULL;
-                    l->len = l->exact ? s->info[k].len : s->size;
-                    l->alignment = l->exact ? s->info[k].alignment : 0;
-                    l->site = l->exact ? s->info[k].site : 0;
-                }
-            }
+/* The live blocks of medium slab s (lock held: its masks are the lock's):
+ * each block's pages, as exact as an untracked small block's class. */
+static void
+scan_medium(const gpa_slab *s, scan_ctx *c) {
+    for (unsigned p = 0; p < GPA_PAGES; p++) {
+        const char *b = s->base + ((size_t)p << GPA_PAGE_SHIFT);
+        size_t bytes = beam__gpa_medium_block(s, b);
+        if (bytes == 0)
+            continue;
+        c->u.live_blocks++;
+        c->u.live_bytes += bytes;
+        if (c->reported < c->report)
+            c->out[c->reported++] = (gpa_leak){b, bytes, 0, 0, false};
+    }
+}
+
+static void scan_slab(gpa_state *st, gpa_slab *s, void *arg) {
+    scan_ctx *c = (scan_ctx *)arg;
+    if (gpa_where(s) == WHERE_MEDIUM) {
+        scan_medium(s, c);
+        return;
+    }
+    char *bump = beam__atomic_load_plain_relaxed(&s->bump);
+    size_t n = (size_t)(bump - s->base) / s->size;
+    for (size_t k = 0; k < n; k++) {
+        void **b = (void **)(s->base + k * s->size);
+        bool live = s->info != NULL ? s->info[k].len != 0
+                                    : (uintptr_t)b[1] != beam__gpa_tag(st, b);
+        if (!live)
+            continue;
+        c->u.live_blocks++;
+        c->u.live_bytes += s->info != NULL ? s->info[k].len : s->size;
+        if (c->reported < c->report) {
+            gpa_leak *l = &c->out[c->reported++];
+            l->p = b;
+            l->exact = s->info != NULL;
+            l->len = l->exact ? s->info[k].len : s->size;
+            l->alignment = l->exact ? s->info[k].alignment : 0;
+            l->site = l->exact ? s->info[k].site : 0;
         }
     }
+}
+
+beam_gpa_usage beam__gpa_scan(gpa_state *st, gpa_leak *out, size_t report,
+                              size_t *reported) {
+    GPA_ASSERT_LOCKED(st);
+    scan_ctx c = {
+        {0, 0, st->backing_bytes + beam__atomic_load_relaxed(&st->meta_bytes),
+         beam__atomic_load_relaxed(&st->misuse)},
+        out,
+        report,
+        0};
+    each_slab(st, scan_slab, &c);
     for (size_t i = 0; i < st->large_cap; i++) {
         gpa_large *e = &st->large[i];
         if (e->ptr == NULL || e->ptr == GPA_TOMBSTONE)
             continue;
-        u.live_blocks++;
-        u.live_bytes += e->len;
-        if (*reported < report)
-            out[(*reported)++] =
+        c.u.live_blocks++;
+        c.u.live_bytes += e->len;
+        if (c.reported < report)
+            out[c.reported++] =
                 (gpa_leak){e->ptr, e->len, e->alignment, e->site, true};
     }
-    return u;
+    *reported = c.reported;
+    return c.u;
 }
 
 void beam__gpa_report_leaks(const gpa_leak *leaks, size_t n, size_t total) {
@@ -187,6 +211,11 @@ typedef struct freed_bad {
     uintptr_t site;
 } freed_bad;
 
+typedef struct freed_ctx {
+    freed_bad *out;
+    size_t found;
+} freed_ctx;
+
 /* A write after free is otherwise found only when the block is handed out
  * again, which a short call may never do: look at every freed block of a
  * safe instance once, at its end. Lock held; the reports are made after
@@ -194,34 +223,33 @@ typedef struct freed_bad {
 #if defined(__clang__) || defined(__GNUC__)
 __attribute__((no_sanitize("thread")))
 #endif
-static size_t
-check_freed_locked(gpa_state *st, freed_bad *out) {
-    GPA_ASSERT_LOCKED(st);
-    size_t found = 0;
-    for (gpa_segment *seg = st->segments; seg != NULL; seg = seg->next) {
-        for (unsigned i = 0; i < seg->nslabs; i++) {
-            gpa_slab *s = beam__gpa_seg_slab(seg, i);
-            if (gpa_where(s) == WHERE_POOL || s->info == NULL)
-                continue;
-            char *bump = beam__atomic_load_plain_relaxed(&s->bump);
-            size_t n = (size_t)(bump - s->base) / s->size;
-            for (size_t k = 0; k < n; k++) {
-                if (s->info[k].len != 0)
-                    continue;
-                const unsigned char *b =
-                    (const unsigned char *)(s->base + k * s->size);
-                size_t at = gpa_first_other(b, 2 * sizeof(void *), s->size,
-                                            GPA_FREED_FILL);
-                if (at == s->size)
-                    continue;
-                if (found < FREED_LISTED)
-                    out[found] = (freed_bad){
-                        b, s->size, at, s->info[k].alignment, s->info[k].site};
-                found++;
-            }
-        }
+static void
+check_freed_slab(gpa_state *st, gpa_slab *s, void *arg) {
+    (void)st;
+    freed_ctx *c = (freed_ctx *)arg;
+    if (s->info == NULL)
+        return;
+    char *bump = beam__atomic_load_plain_relaxed(&s->bump);
+    size_t n = (size_t)(bump - s->base) / s->size;
+    for (size_t k = 0; k < n; k++) {
+        if (s->info[k].len != 0)
+            continue;
+        const unsigned char *b = (const unsigned char *)(s->base + k * s->size);
+        size_t at =
+            gpa_first_other(b, 2 * sizeof(void *), s->size, GPA_FREED_FILL);
+        if (at == s->size)
+            continue;
+        if (c->found < FREED_LISTED)
+            c->out[c->found] = (freed_bad){b, s->size, at, s->info[k].alignment,
+                                           s->info[k].site};
+        c->found++;
     }
-    return found;
+}
+
+static size_t check_freed_locked(gpa_state *st, freed_bad *out) {
+    freed_ctx c = {out, 0};
+    each_slab(st, check_freed_slab, &c);
+    return c.found;
 }
 
 size_t beam__gpa_check_freed(beam_gpa_t *gpa) {

@@ -3,11 +3,14 @@
  * (the types and the slab life cycle are in gpa_internal.h).
  *
  * A segment is one request to the backing allocator of (n + 1) slabs' worth
- * at alignment 8; n 64 KiB-aligned slabs are carved inside and the slack at
- * the unaligned end (at least half a slab on one side) holds the segment
- * header. Asking the backing for 64 KiB alignment instead would, over the
- * large allocator, cost a second slab per segment. Segments are taken
- * before the instance lock and given back after it (lock order rule 2).
+ * at alignment 8; n 64 KiB-aligned slabs are carved inside, and the slack at
+ * the two ends (a slab's worth in all, in the chunks before and after the
+ * slabs) becomes room for sub-slabs: mixed chunks, as are pool slabs lent
+ * out (see "Small first slabs" in gpa_internal.h). Asking the backing for
+ * 64 KiB alignment instead would, over the large allocator, cost a second
+ * slab per segment. The header (with the slack chunks' metadata) is a
+ * separate request, like all metadata. Segments are taken before the
+ * instance lock and given back after it (lock order rule 2).
  *
  * The address map is global, shared by all instances, so any pointer can be
  * classified. Its leaves come from calloc in both builds: they are
@@ -65,36 +68,272 @@ static size_t info_bytes(const gpa_slab *s) {
     return (GPA_SLAB_SIZE / s->size) * sizeof(gpa_block_info);
 }
 
-/* Lock held (or the segment not yet published): unmap its slabs and queue
- * its memory. */
-static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
-    for (unsigned i = 0; i < seg->nslabs; i++) {
-        gpa_slab *s = beam__gpa_seg_slab(seg, i);
+/* ---- mixed chunks (see "Small first slabs" in gpa_internal.h) ----------- */
+
+/* A gpa_mixed, and a segment's header (which holds two), are 64-aligned
+ * (their sub-slabs are); the backing need not serve that, so they are
+ * aligned by hand inside bigger pieces. A segment's header is metadata
+ * apart from its memory, like the map: no block borders on it. */
+#define MIXED_META_LEN (sizeof(gpa_mixed) + 64 - BEAM_MAX_ALIGN)
+#define SEGMENT_META_LEN (sizeof(gpa_segment) + 64 - BEAM_MAX_ALIGN)
+
+/* Metadata for a mixed chunk, from the backing (no lock held). */
+static gpa_mixed *mixed_meta_new(gpa_state *st) {
+    void *raw = gpa_meta_alloc(st, MIXED_META_LEN, BEAM_MAX_ALIGN);
+    if (raw == NULL)
+        return NULL;
+    gpa_mixed *m = (gpa_mixed *)beam__align_up((uintptr_t)raw, 64);
+    memset(m, 0, sizeof *m);
+    m->raw = raw;
+    return m;
+}
+
+/* No lock held: metadata that found no use goes straight back. */
+static void mixed_meta_drop(gpa_state *st, gpa_mixed *m) {
+    beam__atomic_sub_relaxed(&st->meta_bytes, MIXED_META_LEN);
+    gpa_backing_free(st, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN, 0);
+}
+
+/* Map entry e's chunk, of which the pages in usable are ours, is cut into
+ * sub-slabs described by m (none yet). The entry keeps no block of its
+ * own (bump == base) and has fast_span 0, so the inline free looks up the
+ * sub-slab (beam__gpa_slab_of). Lock held, or the chunk not yet published.
+ */
+static void entry_mix(gpa_slab *e, gpa_mixed *m, gpa_segment *seg,
+                      uint16_t usable, bool slack) {
+    char *base = e->base;
+    m->entry = e;
+    m->base = base;
+    m->seg = seg;
+    m->usable = usable;
+    m->taken = 0;
+    m->slack = slack;
+    beam__atomic_store_relaxed(&e->mixed, m);
+    e->fast_span = 0;
+    e->end = base;
+    beam__atomic_store_plain_relaxed(&e->bump, base);
+    e->subs = m;
+    for (unsigned k = 0; k < GPA_PAGES; k++)
+        gpa_set_page(e, k, (usable >> k) & 1 ? GPA_PAGE_FREE : GPA_PAGE_NONE);
+    gpa_set_where(e, WHERE_MIXED);
+}
+
+/* Lock held: a lent chunk with no sub-slab left is a plain pool slab
+ * again. Its page table goes first out of sight (where), then is
+ * overwritten by the fields it stood in for; the entry keeps m (in mixed)
+ * for the chunk's next loan. */
+static void entry_unmix(gpa_slab *e) {
+    gpa_set_where(e, WHERE_POOL);
+    beam__atomic_store_relaxed(&e->heap, NULL);
+    e->used = 0;
+    e->size = 0;
+}
+
+static void mixed_list(gpa_state *st, gpa_mixed *m) {
+    GPA_ASSERT(!m->listed);
+    m->next = st->mixed;
+    st->mixed = m;
+    m->listed = true;
+}
+
+static void mixed_unlist(gpa_state *st, gpa_mixed *m) {
+    for (gpa_mixed **p = &st->mixed; *p != NULL; p = &(*p)->next)
+        if (*p == m) {
+            *p = m->next;
+            break;
+        }
+    m->next = NULL;
+    m->listed = false;
+}
+
+/* Lock held (or not yet published): m's sub-slabs' records and m itself
+ * on defer. */
+static void mixed_free(gpa_mixed *m, gpa_defer **defer) {
+    for (unsigned k = 0; k < GPA_PAGES; k++) {
+        gpa_slab *s = &m->sub[k];
         if (s->info != NULL)
             gpa_defer_free(defer, s->info, info_bytes(s),
                            BEAM_ALIGNOF(gpa_block_info), true);
         s->info = NULL;
-        s->fast_span = 0; /* ownerless: see the invariants */
-        beam__atomic_store_release(&s->st, NULL);
     }
-    gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);
+    if (m->raw != NULL)
+        gpa_defer_free(defer, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN, true);
 }
 
-/* A new segment of n slabs from the backing, mapped, not yet linked in. No
- * lock held. */
+/* The whole pages of [lo, hi), in the chunk at chunk, as a page mask. */
+static uint16_t pages_within(const char *chunk, const char *lo,
+                             const char *hi) {
+    uintptr_t c = (uintptr_t)chunk;
+    unsigned first =
+        (unsigned)((beam__align_up((uintptr_t)lo, GPA_PAGE_SIZE) - c) >>
+                   GPA_PAGE_SHIFT);
+    unsigned last = (unsigned)((((uintptr_t)hi & ~(GPA_PAGE_SIZE - 1)) - c) >>
+                               GPA_PAGE_SHIFT);
+    if (first >= last)
+        return 0;
+    return (uint16_t)(((1u << last) - 1) & ~((1u << first) - 1));
+}
+
+/* The chunk's map entry e, claimed, describes the slack piece k of seg:
+ * seg->room[k], pages usable. */
+static gpa_mixed *slack_take(gpa_state *st, gpa_segment *seg, unsigned k,
+                             gpa_slab *e, char *chunk) {
+    (void)st;
+    /* An unowned entry keeps nothing of its past but zeros here (see
+     * entry_unmap). */
+    GPA_ASSERT(beam__gpa_owner(e) == st && e->fast_span == 0 &&
+               e->info == NULL && beam__atomic_load_relaxed(&e->mixed) == NULL);
+    e->seg = seg;
+    e->base = chunk;
+    entry_mix(e, &seg->room[k], seg, seg->own[k], true);
+    return &seg->room[k];
+}
+
+/* No lock held: [lo, hi), piece k of a new segment's slack (inside one
+ * chunk), becomes room for sub-slabs, described by seg->room[k]. The
+ * chunk's map entry is claimed with a compare-and-swap on its owner: the
+ * slack of a neighbouring segment (of any instance) may share the chunk,
+ * and the first to claim it wins. NULL when the piece has no whole page,
+ * or lost (segment_insert tries to join it then), or no memory for the
+ * map. */
+static gpa_mixed *slack_claim(gpa_state *st, gpa_segment *seg, unsigned k,
+                              char *lo, char *hi) {
+    char *chunk = (char *)((uintptr_t)lo & ~(GPA_SLAB_SIZE - 1));
+    seg->own[k] = pages_within(chunk, lo, hi);
+    seg->chunk[k] = chunk;
+    gpa_slab *e = seg->own[k] == 0 ? NULL : map_slot_make(chunk);
+    if (e == NULL) {
+        seg->own[k] = 0;
+        return NULL;
+    }
+    gpa_state *none = NULL;
+    if (!beam__atomic_cas_acq_rel(&e->st, &none, st))
+        return NULL;
+    return slack_take(st, seg, k, e, chunk);
+}
+
+static bool slack_owner(const gpa_segment *seg, unsigned k) {
+    return seg->slack[k] == &seg->room[k];
+}
+
+/* Lock held: slack piece k of seg, whose chunk another segment claimed
+ * first. When that is a segment of this instance (segments often lie side
+ * by side in the backing), this one's pages join its chunk (one joiner a
+ * chunk at most); when nobody holds the chunk any more, it is claimed now.
+ * Otherwise the piece stays unused. */
+static void slack_join(gpa_state *st, gpa_segment *seg, unsigned k) {
+    gpa_slab *e = beam__gpa_map_slot(seg->chunk[k]);
+    gpa_state *none = NULL;
+    if (beam__atomic_cas_acq_rel(&e->st, &none, st)) {
+        seg->slack[k] = slack_take(st, seg, k, e, seg->chunk[k]);
+        mixed_list(st, seg->slack[k]);
+        return;
+    }
+    gpa_mixed *m = e->subs;
+    if (none != st || gpa_where(e) != WHERE_MIXED || !m->slack ||
+        m->joined != NULL || (m->usable & seg->own[k]) != 0) {
+        seg->own[k] = 0;
+        return;
+    }
+    m->usable |= seg->own[k];
+    for (unsigned p = 0; p < GPA_PAGES; p++)
+        if ((seg->own[k] >> p) & 1)
+            gpa_set_page(e, p, GPA_PAGE_FREE);
+    m->joined = seg;
+    m->joined_k = k;
+    seg->slack[k] = m;
+}
+
+/* Lock held: seg, about to go, takes its pages out of a chunk it joined,
+ * or its chunk from the segment that joined it. */
+static void slack_leave(gpa_segment *seg, unsigned k) {
+    gpa_mixed *m = seg->slack[k];
+    if (slack_owner(seg, k)) {
+        if (m->joined != NULL) {
+            m->joined->slack[m->joined_k] = NULL;
+            m->joined->own[m->joined_k] = 0;
+            m->joined = NULL;
+        }
+        return;
+    }
+    GPA_ASSERT((m->taken & seg->own[k]) == 0);
+    m->usable &= (uint16_t)~seg->own[k];
+    for (unsigned p = 0; p < GPA_PAGES; p++)
+        if ((seg->own[k] >> p) & 1)
+            gpa_set_page(m->entry, p, GPA_PAGE_NONE);
+    m->joined = NULL;
+    seg->slack[k] = NULL;
+    seg->own[k] = 0;
+}
+
+/* Lock held (or not yet published): the map entry e no longer describes
+ * memory of ours. The owner goes last, with a release: whoever claims the
+ * entry next reads it after every write here. */
+static void entry_unmap(gpa_slab *e, gpa_defer **defer) {
+    gpa_mixed *m = beam__atomic_load_relaxed(&e->mixed);
+    if (m != NULL)
+        mixed_free(m, defer);
+    if (e->info != NULL)
+        gpa_defer_free(defer, e->info, info_bytes(e),
+                       BEAM_ALIGNOF(gpa_block_info), true);
+    e->info = NULL;
+    beam__atomic_store_relaxed(&e->mixed, NULL);
+    e->fast_span = 0; /* ownerless: see the invariants */
+    gpa_set_where(e, WHERE_POOL);
+    beam__atomic_store_release(&e->st, NULL);
+}
+
+/* Lock held (or the segment not yet published): unmap its slabs and its
+ * slack and queue its memory. */
+static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
+    for (unsigned i = 0; i < seg->nslabs; i++)
+        entry_unmap(beam__gpa_seg_slab(seg, i), defer);
+    for (unsigned k = 0; k < 2; k++)
+        if (slack_owner(seg, k))
+            entry_unmap(seg->room[k].entry, defer);
+    gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);
+    gpa_defer_free(defer, seg->meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN, true);
+}
+
+/* A new segment of n slabs (n may be 0: slack only) from the backing,
+ * mapped, not yet linked in. No lock held. */
+/* A map entry for a new segment's slab, back to zeros but for st (which
+ * the caller publishes last). Any thread may read any entry at any time: a
+ * free reads the entry of whatever pointer it gets, and a block freed to
+ * the backing just before may be this very memory. The backing orders that
+ * free before our reuse, but not in a way a race detector sees for the
+ * map, which is not that memory: so what such a reader looks at (where,
+ * st, the heap word, thread_free, mixed) is written atomically here, and
+ * the rest, which only the owner's paths read, plainly. */
+static void entry_reset(gpa_slab *s) {
+    gpa_set_where(s, WHERE_POOL);
+    beam__atomic_store_relaxed(&s->heap, NULL);
+    beam__atomic_store_relaxed(&s->thread_free, 0);
+    beam__atomic_store_relaxed(&s->mixed, NULL);
+    s->free = NULL;
+    s->bump = s->base = s->end = NULL;
+    s->used = s->size = s->recip = 0;
+    s->prev_size = s->fast_span = s->cls = s->requeue = 0;
+    s->next = s->prev = s->reclaim_next = NULL;
+    s->seg = NULL;
+    s->info = NULL;
+}
+
 static gpa_segment *segment_new(gpa_state *st, unsigned n) {
+    void *meta = gpa_meta_alloc(st, SEGMENT_META_LEN, BEAM_MAX_ALIGN);
+    if (meta == NULL)
+        return NULL;
     size_t raw_len = (size_t)(n + 1) * GPA_SLAB_SIZE;
     char *raw = (char *)gpa_backing_alloc(st, raw_len, BEAM_MAX_ALIGN, 0);
-    if (raw == NULL)
+    if (raw == NULL) {
+        beam__atomic_sub_relaxed(&st->meta_bytes, SEGMENT_META_LEN);
+        gpa_backing_free(st, meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN, 0);
         return NULL;
-    char *base = (char *)beam__align_up((uintptr_t)raw, GPA_SLAB_SIZE);
-    size_t pre = (size_t)(base - raw);
-    /* The header goes in whichever slack is big enough (one always is: they
-     * add up to a slab). */
-    gpa_segment *seg =
-        (gpa_segment *)(pre >= sizeof(gpa_segment) ? raw
-                                                   : base + n * GPA_SLAB_SIZE);
+    }
+    gpa_segment *seg = (gpa_segment *)beam__align_up((uintptr_t)meta, 64);
     memset(seg, 0, sizeof *seg);
+    seg->meta = meta;
+    char *base = (char *)beam__align_up((uintptr_t)raw, GPA_SLAB_SIZE);
     seg->raw = raw;
     seg->raw_len = raw_len;
     seg->base = base;
@@ -112,7 +351,7 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         gpa_state *prev = beam__atomic_load_acquire(&s->st);
         GPA_ASSERT(prev == NULL);
         (void)prev;
-        memset(s, 0, sizeof *s);
+        entry_reset(s);
         s->base = s->end = base + i * GPA_SLAB_SIZE;
         s->bump = s->base;
         s->seg = seg;
@@ -120,6 +359,10 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         beam__atomic_store_release(&s->st, st);
         seg->nslabs = i + 1;
     }
+    /* The slack, a slab's worth at the two ends, is room for sub-slabs. */
+    seg->slack[0] = slack_claim(st, seg, 0, raw, base);
+    seg->slack[1] = slack_claim(st, seg, 1, base + (size_t)n * GPA_SLAB_SIZE,
+                                raw + raw_len);
     return seg;
 }
 
@@ -133,16 +376,42 @@ static void segment_insert(gpa_state *st, gpa_segment *seg) {
         gpa_list_push(&st->pool, beam__gpa_seg_slab(seg, i));
     seg->nfree = seg->nslabs;
     st->pool_count += seg->nslabs;
-    if (st->next_segment_slabs < GPA_MAX_SEGMENT_SLABS)
-        st->next_segment_slabs = st->next_segment_slabs * 2 + 1;
+    for (unsigned k = 0; k < 2; k++) {
+        if (seg->slack[k] != NULL)
+            mixed_list(st, seg->slack[k]);
+        else if (seg->own[k] != 0)
+            slack_join(st, seg, k);
+    }
+    st->slabs += seg->nslabs;
+}
+
+/* Every slab in the pool and no sub-slab in the slack (in the whole chunk
+ * when it is this segment's, joined or not: the chunk's metadata goes with
+ * it). */
+static bool segment_idle(const gpa_segment *seg) {
+    for (unsigned k = 0; k < 2; k++) {
+        const gpa_mixed *m = seg->slack[k];
+        if (m != NULL &&
+            (m->taken & (slack_owner(seg, k) ? 0xFFFF : seg->own[k])) != 0)
+            return false;
+    }
+    return seg->nfree == seg->nslabs;
 }
 
 /* Lock held: a wholly free segment leaves the instance. */
 static void segment_remove(gpa_state *st, gpa_segment *seg, gpa_defer **defer) {
-    GPA_ASSERT(seg->nfree == seg->nslabs);
+    GPA_ASSERT(segment_idle(seg));
     for (unsigned i = 0; i < seg->nslabs; i++)
         gpa_list_unlink(&st->pool, beam__gpa_seg_slab(seg, i));
     st->pool_count -= seg->nslabs;
+    st->slabs -= seg->nslabs;
+    for (unsigned k = 0; k < 2; k++) {
+        if (seg->slack[k] == NULL)
+            continue;
+        if (slack_owner(seg, k))
+            mixed_unlist(st, seg->slack[k]);
+        slack_leave(seg, k);
+    }
     for (gpa_segment **p = &st->segments; *p != NULL; p = &(*p)->next)
         if (*p == seg) {
             *p = seg->next;
@@ -161,6 +430,8 @@ void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer) {
     }
     st->pool = NULL;
     st->pool_count = 0;
+    st->slabs = 0;
+    st->mixed = NULL;
     memset(st->partial, 0, sizeof st->partial);
     beam__atomic_store_relaxed(&st->reclaim, NULL);
 }
@@ -200,12 +471,14 @@ uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
     return n;
 }
 
-/* Lock held: s, from the pool, becomes a slab of class cls (info: its block
- * records in tracked mode, from the caller). */
-static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info) {
+/* Lock held: s, from the pool (or pages of a mixed chunk), becomes a slab
+ * of class cls over span bytes (info: its block records in tracked mode,
+ * from the caller). */
+static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info,
+                        size_t span) {
     GPA_ASSERT(gpa_where(s) == WHERE_POOL && s->used == 0);
     uint32_t size = beam__gpa_class_size[cls];
-    uint32_t nblocks = (uint32_t)(GPA_SLAB_SIZE / size);
+    uint32_t nblocks = (uint32_t)(span / size);
     s->info = info;
     s->size = size;
     s->recip = (uint32_t)((((uint64_t)1 << 32) + size - 1) / size);
@@ -224,6 +497,46 @@ static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info) {
  * pay the backing allocator each round. */
 #define POOL_KEEP 8
 
+static void segment_maybe_remove(gpa_state *st, gpa_segment *seg,
+                                 gpa_defer **defer) {
+    if (segment_idle(seg) && st->pool_count >= seg->nslabs + POOL_KEEP)
+        segment_remove(st, seg, defer);
+}
+
+/* Lock held: the pool's first slab, taken out of it. */
+static gpa_slab *pool_take(gpa_state *st) {
+    gpa_slab *s = st->pool;
+    gpa_list_unlink(&st->pool, s);
+    st->pool_count--;
+    s->seg->nfree--;
+    return s;
+}
+
+/* Lock held: the pages of released sub-slab s are free again; a lent chunk
+ * with none taken goes back to the pool, a segment with nothing in use
+ * perhaps back to the backing. */
+static void sub_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
+    gpa_mixed *m = beam__atomic_load_relaxed(&s->mixed);
+    gpa_slab *e = m->entry;
+    unsigned first = (unsigned)((s->base - m->base) >> GPA_PAGE_SHIFT);
+    for (unsigned k = first; k < GPA_PAGES && gpa_page(e, k) == first; k++) {
+        gpa_set_page(e, k, GPA_PAGE_FREE);
+        m->taken &= (uint16_t) ~(1u << k);
+    }
+    if (m->taken != 0)
+        return;
+    if (m->slack) {
+        gpa_segment *joined = m->joined; /* m may go with m->seg */
+        segment_maybe_remove(st, m->seg, defer);
+        if (joined != NULL)
+            segment_maybe_remove(st, joined, defer);
+        return;
+    }
+    mixed_unlist(st, m);
+    entry_unmix(e);
+    beam__gpa_slab_release(st, e, defer);
+}
+
 void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     GPA_ASSERT(s->used == 0 && beam__atomic_load_relaxed(&s->heap) == NULL);
@@ -236,12 +549,14 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     }
     s->end = s->base; /* nothing valid in it any more */
     beam__atomic_store_plain_relaxed(&s->bump, s->base);
+    if (gpa_is_sub(s)) {
+        sub_release(st, s, defer);
+        return;
+    }
     gpa_list_push(&st->pool, s);
     st->pool_count++;
-    gpa_segment *seg = s->seg;
-    if (++seg->nfree == seg->nslabs &&
-        st->pool_count >= seg->nslabs + POOL_KEEP)
-        segment_remove(st, seg, defer);
+    s->seg->nfree++;
+    segment_maybe_remove(st, s->seg, defer);
 }
 
 void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
@@ -301,9 +616,110 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
     }
     for (gpa_segment *seg = st->segments, *next; seg != NULL; seg = next) {
         next = seg->next;
-        if (seg->nfree == seg->nslabs)
+        if (segment_idle(seg))
             segment_remove(st, seg, defer);
     }
+}
+
+/* ---- sub-slabs ------------------------------------------------------------
+ * A heap's first slabs of a class are sub-slabs of a few pages, growing:
+ * GPA_SUB_STEPS of them, each twice the last, before it takes whole slabs.
+ * So a thread with a few blocks of many classes holds pages, not slabs. */
+#define GPA_SUB_STEPS 4
+
+/* Pages of h's next sub-slab of cls, or 0 for a whole slab. The first holds
+ * two blocks at least; none is over half a chunk. */
+static unsigned sub_pages(const gpa_heap *h, unsigned cls) {
+    unsigned k = h->subs[cls];
+    size_t size = beam__gpa_class_size[cls];
+    unsigned first = (unsigned)((2 * size + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE);
+    if (k + 1 > GPA_SUB_STEPS)
+        return 0;
+    return (first << k) < GPA_PAGES / 2 ? first << k : GPA_PAGES / 2;
+}
+
+/* Pages a sub-slab of cls starts at a multiple of: blocks must keep every
+ * alignment their size has (beam__gpa_class_for relies on it). */
+static unsigned sub_align(unsigned cls) {
+    uint32_t size = beam__gpa_class_size[cls];
+    uint32_t low = size & (0u - size);
+    return low > GPA_PAGE_SIZE ? (unsigned)(low / GPA_PAGE_SIZE) : 1;
+}
+
+/* The first of n free pages of m at a multiple of align, or -1. */
+static int mixed_room(const gpa_mixed *m, unsigned n, unsigned align) {
+    uint32_t want = (1u << n) - 1;
+    uint32_t avail = (uint32_t)(m->usable & ~m->taken);
+    for (unsigned i = 0; i + n <= GPA_PAGES; i += align)
+        if (((avail >> i) & want) == want)
+            return (int)i;
+    return -1;
+}
+
+/* Lock held: pages first .. first + n - 1 of m become a sub-slab of cls. */
+static gpa_slab *sub_carve(gpa_state *st, gpa_mixed *m, unsigned first,
+                           unsigned n, unsigned cls, gpa_block_info *info) {
+    gpa_slab *s = &m->sub[first];
+    GPA_ASSERT(gpa_where(s) == WHERE_POOL && s->used == 0);
+    s->base = m->base + (size_t)first * GPA_PAGE_SIZE;
+    s->seg = m->seg;
+    s->next = s->prev = s->reclaim_next = NULL;
+    beam__atomic_store_relaxed(&s->mixed, m);
+    beam__atomic_store_release(&s->st, st);
+    for (unsigned k = first; k < first + n; k++) {
+        gpa_set_page(m->entry, k, (uint8_t)first);
+        m->taken |= (uint16_t)(1u << k);
+    }
+    slab_format(s, cls, info, (size_t)n * GPA_PAGE_SIZE);
+    return s;
+}
+
+/* Lock held: the pool's first slab becomes a mixed chunk (with the
+ * metadata of its last loan, or *spare). NULL when the pool is empty or
+ * metadata is missing. */
+static gpa_mixed *lend_pool_slab(gpa_state *st, gpa_mixed **spare) {
+    gpa_slab *e = st->pool;
+    if (e == NULL)
+        return NULL;
+    gpa_mixed *m = beam__atomic_load_relaxed(&e->mixed);
+    if (m == NULL && (m = *spare) == NULL)
+        return NULL;
+    if (m == *spare)
+        *spare = NULL;
+    pool_take(st);
+    entry_mix(e, m, e->seg, 0xFFFF, false);
+    mixed_list(st, m);
+    return m;
+}
+
+/* Lock held: a new sub-slab of n pages for cls, in a chunk with room or a
+ * pool slab lent out; NULL when there is neither. */
+static gpa_slab *sub_find(gpa_state *st, unsigned cls, unsigned n,
+                          gpa_block_info *info, gpa_mixed **spare) {
+    unsigned align = sub_align(cls);
+    for (gpa_mixed *m = st->mixed; m != NULL; m = m->next) {
+        int first = mixed_room(m, n, align);
+        if (first >= 0)
+            return sub_carve(st, m, (unsigned)first, n, cls, info);
+    }
+    gpa_mixed *m = lend_pool_slab(st, spare);
+    return m == NULL ? NULL : sub_carve(st, m, 0, n, cls, info);
+}
+
+/* Lock held, the pool empty: rather than a new segment, or failing when the
+ * backing has nothing more, the biggest sub-slab of cls the mixed chunks
+ * have room for (half a chunk at most). NULL when none. */
+static gpa_slab *sub_fallback(gpa_state *st, unsigned cls,
+                              gpa_block_info *info) {
+    size_t size = beam__gpa_class_size[cls];
+    unsigned least = (unsigned)((size + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE);
+    gpa_mixed *none = NULL;
+    for (unsigned n = GPA_PAGES / 2; n >= least && n > 0; n /= 2) {
+        gpa_slab *s = sub_find(st, cls, n, info, &none);
+        if (s != NULL)
+            return s;
+    }
+    return NULL;
 }
 
 /* How many slabs a refill takes off the reclaim stack at most: enough to
@@ -311,10 +727,8 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
  * few enough to keep a refill short. */
 #define RECLAIM_BATCH 32
 
-/* Lock held: a slab of class cls with room, or NULL when the partial list
- * and the pool have none (or tracking needs info and has none). */
-static gpa_slab *slab_find(gpa_state *st, unsigned cls, gpa_block_info **info,
-                           gpa_defer **defer) {
+/* Lock held: a slab of class cls from the partial list, or NULL. */
+static gpa_slab *partial_find(gpa_state *st, unsigned cls, gpa_defer **defer) {
     beam__gpa_reclaim_drain(st, RECLAIM_BATCH, defer);
     gpa_slab *s;
     while ((s = st->partial[cls]) != NULL) {
@@ -331,17 +745,129 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, gpa_block_info **info,
             return s;
         }
     }
-    if (st->pool == NULL || (st->track && *info == NULL))
+    return NULL;
+}
+
+/* What a slab search lacked, to be taken with no lock held. */
+typedef struct slab_need {
+    gpa_block_info *info; /* tracked mode: records for the new slab */
+    gpa_mixed *spare;     /* metadata for a chunk to lend */
+    unsigned pages;       /* a sub-slab of this many pages; 0: a slab */
+    bool carved;          /* the slab found is a new sub-slab */
+    bool small_ok;        /* a sub-slab will do instead of a slab */
+} slab_need;
+
+/* Lock held: a slab of class cls with room, or NULL when the partial list,
+ * the mixed chunks and the pool have none (or tracking needs info and has
+ * none). */
+static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
+                           gpa_defer **defer) {
+    gpa_slab *s = partial_find(st, cls, defer);
+    if (s != NULL)
+        return s;
+    if (st->track && need->info == NULL)
         return NULL;
-    s = st->pool;
-    gpa_list_unlink(&st->pool, s);
-    st->pool_count--;
-    s->seg->nfree--;
-    slab_format(s, cls, st->track ? *info : NULL);
-    if (st->track) {
-        memset(*info, 0, info_bytes(s));
-        *info = NULL;
+    if (need->pages != 0) {
+        s = sub_find(st, cls, need->pages, need->info, &need->spare);
+        need->carved = s != NULL;
+    } else if (st->pool != NULL) {
+        s = pool_take(st);
+        slab_format(s, cls, need->info, GPA_SLAB_SIZE);
+    } else if (need->small_ok) {
+        s = sub_fallback(st, cls, need->info);
     }
+    if (s != NULL && st->track) {
+        memset(need->info, 0, info_bytes(s));
+        need->info = NULL;
+    }
+    return s;
+}
+
+/* Lock held: slabs in the next segment, for h wanting pages (0: a slab).
+ * The first segment is slack alone, room for sub-slabs; the next ones grow
+ * with the instance by an eighth of its slabs, small enough that what a
+ * segment holds unused stays a small part of the whole (with the slack in
+ * use, a small segment costs no more than a big one). A busy heap leaves
+ * the slack unused: its segments have three slabs at least, so that the
+ * slack is a quarter of them at most. */
+static unsigned segment_slabs(const gpa_state *st, const gpa_heap *h,
+                              unsigned pages) {
+    size_t n = st->slabs / 8;
+    if (h != NULL && h->graduated && n < 3)
+        n = 3;
+    if (n == 0 && (st->segments != NULL || pages == 0))
+        n = 1;
+    return n > GPA_MAX_SEGMENT_SLABS ? GPA_MAX_SEGMENT_SLABS : (unsigned)n;
+}
+
+/* What was left over from a slab search goes back (no lock held). */
+static void slab_need_drop(gpa_state *st, slab_need *need, size_t info_len) {
+    if (need->info != NULL) {
+        beam__atomic_sub_relaxed(&st->meta_bytes, info_len);
+        gpa_backing_free(st, need->info, info_len, BEAM_ALIGNOF(gpa_block_info),
+                         0);
+    }
+    if (need->spare != NULL)
+        mixed_meta_drop(st, need->spare);
+}
+
+gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
+    gpa_state *st = h->st;
+    gpa_defer *defer = NULL;
+    /* A busy heap's slabs are whole, and so are its segments' (its
+     * slack would go unused: see segment_slabs). */
+    slab_need need = {NULL, NULL, h->graduated ? 0 : sub_pages(h, cls), false,
+                      !h->graduated};
+    size_t info_len =
+        (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
+    gpa_segment *fresh = NULL;
+    gpa_slab *s = NULL;
+    for (int round = 0; round < 4; round++) {
+        /* The last rounds settle for a whole slab: a sub-slab may keep
+         * missing (slack claimed by neighbours, pages taken meanwhile). */
+        if (round >= 2)
+            need.pages = 0;
+        gpa_lock(st);
+        if (fresh != NULL) {
+            segment_insert(st, fresh);
+            fresh = NULL;
+        }
+        s = slab_find(st, cls, &need, &defer);
+        if (s != NULL) {
+            gpa_set_where(s, WHERE_CUR);
+            beam__atomic_store_relaxed(&s->heap, h);
+        }
+        bool need_segment = s == NULL && st->pool == NULL;
+        bool need_meta = s == NULL && !need_segment && need.pages != 0 &&
+                         need.spare == NULL &&
+                         beam__atomic_load_relaxed(&st->pool->mixed) == NULL;
+        unsigned n = segment_slabs(st, h, need.pages);
+        gpa_unlock(st);
+        if (s != NULL)
+            break;
+        /* What was missing is taken with no lock held, then we look
+         * again (another thread may have filled the gap meanwhile). */
+        if (st->track && need.info == NULL &&
+            (need.info = (gpa_block_info *)gpa_meta_alloc(
+                 st, info_len, BEAM_ALIGNOF(gpa_block_info))) == NULL)
+            break;
+        if (need_meta && (need.spare = mixed_meta_new(st)) == NULL)
+            break;
+        if (need_segment && (fresh = segment_new(st, n)) == NULL) {
+            if (need.small_ok)
+                break;
+            need.small_ok = true; /* one more look: any room will do */
+        }
+    }
+    if (fresh != NULL) { /* out of rounds: keep it for the next refill */
+        gpa_lock(st);
+        segment_insert(st, fresh);
+        gpa_unlock(st);
+    }
+    if (need.carved)
+        h->subs[cls]++;
+    slab_need_drop(st, &need, info_len);
+    beam__gpa_defer_run(st, defer);
     return s;
 }
 
@@ -350,8 +876,8 @@ gpa_slab *beam__gpa_pool_take(gpa_state *st) {
     if (st->pool == NULL) {
         /* The segment is taken with the lock dropped (rule 2); the pool
          * may have filled meanwhile, and has a slab either way after the
-         * insert. */
-        unsigned n = st->next_segment_slabs;
+         * insert. (A medium slab is a whole slab: never the slack.) */
+        unsigned n = segment_slabs(st, NULL, 0);
         gpa_unlock(st);
         gpa_segment *fresh = segment_new(st, n);
         gpa_lock(st);
@@ -359,55 +885,5 @@ gpa_slab *beam__gpa_pool_take(gpa_state *st) {
             return NULL;
         segment_insert(st, fresh);
     }
-    gpa_slab *s = st->pool;
-    gpa_list_unlink(&st->pool, s);
-    st->pool_count--;
-    s->seg->nfree--;
-    return s;
-}
-
-gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
-    gpa_state *st = h->st;
-    gpa_defer *defer = NULL;
-    gpa_block_info *info = NULL;
-    size_t info_len =
-        (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
-    gpa_segment *fresh = NULL;
-    gpa_slab *s = NULL;
-    for (int round = 0; round < 3; round++) {
-        gpa_lock(st);
-        if (fresh != NULL) {
-            segment_insert(st, fresh);
-            fresh = NULL;
-        }
-        s = slab_find(st, cls, &info, &defer);
-        if (s != NULL) {
-            gpa_set_where(s, WHERE_CUR);
-            beam__atomic_store_relaxed(&s->heap, h);
-        }
-        bool need_segment = s == NULL && st->pool == NULL;
-        unsigned n = st->next_segment_slabs;
-        gpa_unlock(st);
-        if (s != NULL)
-            break;
-        /* What was missing is taken with no lock held, then we look
-         * again (another thread may have filled the gap meanwhile). */
-        if (st->track && info == NULL &&
-            (info = (gpa_block_info *)gpa_meta_alloc(
-                 st, info_len, BEAM_ALIGNOF(gpa_block_info))) == NULL)
-            break;
-        if (need_segment && (fresh = segment_new(st, n)) == NULL)
-            break;
-    }
-    if (fresh != NULL) { /* out of rounds: keep it for the next refill */
-        gpa_lock(st);
-        segment_insert(st, fresh);
-        gpa_unlock(st);
-    }
-    if (info != NULL) {
-        beam__atomic_sub_relaxed(&st->meta_bytes, info_len);
-        gpa_backing_free(st, info, info_len, BEAM_ALIGNOF(gpa_block_info), 0);
-    }
-    beam__gpa_defer_run(st, defer);
-    return s;
+    return pool_take(st);
 }

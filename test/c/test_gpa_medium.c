@@ -95,7 +95,7 @@ TEST(gpa_medium_slab_goes_back_when_its_last_block_does) {
     void *warm = beam_alloc_bytes(c.a, 16, 8);
     char *p = beam_alloc_bytes(c.a, 20 * KIB, 8);
     CHECK(warm != NULL && p != NULL);
-    size_t backing = c.f.allocations;
+    size_t backing = c.f.allocated_bytes;
     beam_free_bytes(c.a, p, 20 * KIB, 8);
     /* Back in the pool: a small class can take it now, and does, before
      * any new segment is asked for. */
@@ -108,7 +108,8 @@ TEST(gpa_medium_slab_goes_back_when_its_last_block_does) {
             break;
     }
     CHECK(n < 64);
-    CHECK(c.f.allocations == backing);
+    /* (Metadata perhaps, a segment not: segments are 64 KiB and more.) */
+    CHECK(c.f.allocated_bytes - backing < SLAB);
     for (size_t i = 0; i <= n; i++)
         beam_free_bytes(c.a, blocks[i], 2 * KIB, 8);
     beam_free_bytes(c.a, warm, 16, 8);
@@ -151,58 +152,66 @@ TEST(gpa_medium_misuse_is_reported_and_ignored) {
 TEST(gpa_medium_second_free_after_reuse_by_a_class_frees_nothing) {
     counted c;
     counted_init(&c, BEAM_GPA_QUIET_LEAKS);
-    void *warm = beam_alloc_bytes(c.a, 16, 8); /* the heap first */
     char *p = beam_alloc_bytes(c.a, 10000, 8);
-    CHECK(warm != NULL && p != NULL);
+    CHECK(p != NULL);
     beam_free_bytes(c.a, p, 10000, 8); /* its slab goes back to the pool */
-    char *q = beam_alloc_bytes(c.a, 4096, 8);
-    CHECK(q == p); /* a class slab took it */
-    memset(q, 9, 4096);
+    enum { MAX = 200 };
+    static char *q[MAX];
+    int n = 0, at = -1;
+    for (; n < MAX && at < 0; n++) {
+        q[n] = beam_alloc_bytes(c.a, 4096, 8);
+        CHECK(q[n] != NULL);
+        memset(q[n], n & 0x7f, 4096);
+        if (q[n] == p)
+            at = n;
+    }
+    CHECK(at >= 0); /* a class slab took the memory */
+    size_t live = beam_gpa_usage_of(&c.g).live_blocks;
     check_capture_reports();
     beam_free_bytes(c.a, p, 10000, 8); /* the stale second free */
     bool said = strstr(check_last_report(), "double free") != NULL;
     check_release_reports();
     CHECK(said);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == live); /* q[at] lives */
     char *r = beam_alloc_bytes(c.a, 4096, 8);
-    CHECK(r != NULL && r != q); /* q was not freed */
-    CHECK(q[0] == 9 && q[4095] == 9);
-    beam_free_bytes(c.a, q, 4096, 8);
+    CHECK(r != NULL && r != p);
     beam_free_bytes(c.a, r, 4096, 8);
-    beam_free_bytes(c.a, warm, 16, 8);
+    for (int i = 0; i < n; i++) {
+        CHECK(q[i][0] == (i & 0x7f) && q[i][4095] == (i & 0x7f));
+        beam_free_bytes(c.a, q[i], 4096, 8);
+    }
     CHECK(beam_gpa_usage_of(&c.g).live_blocks == 0);
     CHECK(!beam_gpa_deinit(&c.g));
     CHECK(c.f.allocated_bytes == c.f.freed_bytes);
 }
 
-/* A thread that takes a 4 KiB block, frees it and ends: its heap is
- * retired and the empty slab goes back to the pool (the segment stays). */
-static void *small_and_gone(void *arg) {
-    beam_allocator_t *a = (beam_allocator_t *)arg;
-    void *q = beam_alloc_bytes(*a, 4096, 8);
-    if (q != NULL)
-        beam_free_bytes(*a, q, 4096, 8);
-    return q;
-}
-
-TEST(gpa_medium_second_free_of_a_small_block_after_reuse_frees_nothing) {
+/* The other way round: a small block freed, its memory now a medium
+ * slab's, and its second free arriving. Which addresses coincide depends
+ * on the pool; what matters is the rule, checked directly: a small length
+ * on a medium slab frees nothing, and a length no class serves on a class
+ * slab neither. */
+TEST(gpa_medium_lengths_of_the_other_kind_free_nothing) {
     counted c;
     counted_init(&c, BEAM_GPA_QUIET_LEAKS);
-    pthread_t t;
-    void *q = NULL;
-    CHECK(pthread_create(&t, NULL, small_and_gone, &c.a) == 0);
-    pthread_join(t, &q);
     char *p = beam_alloc_bytes(c.a, 10000, 8);
-    CHECK(q != NULL && p == q); /* the slab is a medium one now */
+    char *q = beam_alloc_bytes(c.a, 4096, 8);
+    CHECK(p != NULL && q != NULL);
     memset(p, 3, 10000);
+    memset(q, 4, 4096);
     check_capture_reports();
-    beam_free_bytes(c.a, q, 4096, 8); /* the stale second free */
-    bool said = strstr(check_last_report(), "double free") != NULL;
+    beam_free_bytes(c.a, p, 4096, 8);
+    bool small_on_medium = strstr(check_last_report(), "double free") != NULL;
+    beam_free_bytes(c.a, q, 10000, 8);
+    bool medium_on_small = strstr(check_last_report(), "double free") != NULL;
+    size_t reports = check_report_count();
     check_release_reports();
-    CHECK(said);
-    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 1);
-    CHECK(p[0] == 3 && p[9999] == 3);
+    CHECK(small_on_medium && medium_on_small && reports == 2);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 2);
+    CHECK(p[0] == 3 && p[9999] == 3 && q[0] == 4 && q[4095] == 4);
     beam_free_bytes(c.a, p, 10000, 8);
+    beam_free_bytes(c.a, q, 4096, 8);
     CHECK(beam_gpa_usage_of(&c.g).live_blocks == 0);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 2);
     CHECK(!beam_gpa_deinit(&c.g));
     CHECK(c.f.allocated_bytes == c.f.freed_bytes);
 }

@@ -1,0 +1,384 @@
+/* Unit tests of the general purpose allocator's sub-slabs ("Small first
+ * slabs" in src/gpa_internal.h): what a thread with a few blocks holds,
+ * and that every check, report and walk covers blocks in sub-slabs. */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include "gpa_internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+static beam_gpa_t fresh(unsigned flags) {
+    beam_gpa_t g;
+    beam_gpa_init_ex(&g, beam_large_allocator, flags);
+    return g;
+}
+
+/* What the large allocator (the backing) has handed out in all: what a
+ * BEAM would count for the instance. */
+static size_t backing_live(void) {
+    beam_alloc_stats s;
+    memset(&s, 0, sizeof s);
+    beam_allocator_stats(beam_large_allocator, &s);
+    return s.live_bytes;
+}
+
+static bool in_sub_slab(const void *p) {
+    gpa_slab *s = beam__gpa_slab_of(p);
+    return s != NULL && gpa_is_sub(s);
+}
+
+static bool in_whole_slab(const void *p) {
+    gpa_slab *s = beam__gpa_slab_of(p);
+    return s != NULL && !gpa_is_sub(s) &&
+           ((uintptr_t)s->base & (GPA_SLAB_SIZE - 1)) == 0;
+}
+
+TEST(gpa_sub_few_blocks_hold_little_and_deinit_gives_all_back) {
+    size_t before = backing_live();
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 16 };
+    void *p[N];
+    size_t live = 0;
+    for (int i = 0; i < N; i++) {
+        size_t len = 8 + (size_t)i * 32; /* 16 classes from 16 to 512 */
+        CHECK((p[i] = beam_alloc_bytes(a, len, 8)) != NULL);
+        CHECK(in_sub_slab(p[i]));
+        memset(p[i], i, len);
+        live += len;
+    }
+    /* One slab's worth from the backing (the first segment is slack
+     * alone) and the metadata: not a slab per class. */
+    size_t held = backing_live() - before;
+    CHECK(held < 96 * 1024);
+    CHECK(held == beam_gpa_usage_of(&g).backing_bytes);
+    for (int i = 0; i < N; i++)
+        beam_free_bytes(a, p[i], 8 + (size_t)i * 32, 8);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(backing_live() == before);
+    (void)live;
+}
+
+TEST(gpa_sub_mixed_sizes_stay_within_the_floor) {
+    size_t before = backing_live();
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 64 };
+    void *p[N];
+    size_t len[N], live = 0;
+    uint32_t x = 12345;
+    for (int i = 0; i < N; i++) {
+        x = x * 1103515245u + 12345u;
+        len[i] = 8 + (x >> 8) % 8185; /* 8 B to 8 KiB */
+        CHECK((p[i] = beam_alloc_bytes(a, len[i], 8)) != NULL);
+        live += len[i];
+    }
+    /* The bench's bound (held - 1.5 x live <= 256 KiB) depends on where
+     * the backing puts segments (a slack chunk shared with another
+     * segment's slack serves one of them only, as under the sanitizers'
+     * allocators): a looser one here. A slab per class would be 1.9 MiB. */
+    size_t held = backing_live() - before;
+    CHECK(held < live + 512 * 1024);
+    for (int i = 0; i < N; i++)
+        beam_free_bytes(a, p[i], len[i], 8);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(backing_live() == before);
+}
+
+TEST(gpa_sub_blocks_keep_their_alignment) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    static const size_t aligns[] = {16, 32, 64, 256, 1024, 4096, 8192};
+    void *p[7][3];
+    for (int i = 0; i < 7; i++)
+        for (int k = 0; k < 3; k++) {
+            size_t len = aligns[i] * (size_t)(k + 1) / 2 + 1;
+            if (len > BEAM_GPA_SMALL_MAX)
+                len = aligns[i];
+            p[i][k] = beam_alloc_bytes(a, len, aligns[i]);
+            CHECK(p[i][k] != NULL && check_aligned(p[i][k], aligns[i]));
+            memset(p[i][k], 0x33, len);
+        }
+    CHECK(in_sub_slab(p[6][0])); /* 8 KiB alignment in a sub-slab too */
+    for (int i = 0; i < 7; i++)
+        for (int k = 0; k < 3; k++) {
+            size_t len = aligns[i] * (size_t)(k + 1) / 2 + 1;
+            if (len > BEAM_GPA_SMALL_MAX)
+                len = aligns[i];
+            beam_free_bytes(a, p[i][k], len, aligns[i]);
+        }
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_sub_misuse_is_caught) {
+    beam_gpa_t g = fresh(0);
+    beam_gpa_t other = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    char *p = beam_alloc_bytes(a, 40, 8);
+    char *q = beam_alloc_bytes(a, 40, 8);
+    char *theirs = beam_alloc_bytes(beam_gpa_allocator(&other), 40, 8);
+    CHECK(p != NULL && q != NULL && theirs != NULL);
+    CHECK(in_sub_slab(p) && in_sub_slab(q) && in_sub_slab(theirs));
+    /* A page of a mixed chunk that is ours but in no sub-slab, and, when
+     * a chunk is shared with the slack's neighbour, a page that is not
+     * ours: the address alone tells, without reading the memory. */
+    CHECK(gpa_where(beam__gpa_map_slot(p)) == WHERE_MIXED);
+    char *unused = NULL, *neighbour = NULL;
+    for (gpa_mixed *m = beam__gpa_state_of(&g)->mixed; m != NULL; m = m->next)
+        for (unsigned k = 0; k < GPA_PAGES; k++) {
+            char *page = m->base + k * GPA_PAGE_SIZE;
+            if (gpa_page(m->entry, k) == GPA_PAGE_FREE && unused == NULL)
+                unused = page;
+            if (gpa_page(m->entry, k) == GPA_PAGE_NONE && neighbour == NULL)
+                neighbour = page;
+        }
+    CHECK(unused != NULL);
+    check_capture_reports();
+    beam_free_bytes(a, p, 40, 8);
+    beam_free_bytes(a, p, 40, 8);
+    CHECK(check_report_count() == 1 && check_report_contains("double free"));
+    beam_free_bytes(a, q + 16, 24, 8);
+    CHECK(check_report_count() == 2 && check_report_contains("inside a block"));
+    beam_free_bytes(a, unused, 40, 8);
+    CHECK(check_report_count() == 3 && check_report_contains("unused memory"));
+    beam_free_bytes(a, theirs, 40, 8);
+    CHECK(check_report_count() == 4 &&
+          check_report_contains("another allocator instance"));
+    size_t expected = 4;
+    if (neighbour != NULL) {
+        beam_free_bytes(a, neighbour, 40, 8);
+        CHECK(check_report_count() == 5 && check_report_contains("not own"));
+        expected++;
+    }
+    /* A wrong length is reported, and the block freed anyway. */
+    beam_free_bytes(a, q, 700, 8);
+    CHECK(check_report_count() == expected + 1 &&
+          check_report_contains("wrong length"));
+    check_release_reports();
+    CHECK(beam_gpa_usage_of(&g).misuse_count == expected + 1);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    /* The sub-slab's free list is intact. */
+    void *x = beam_alloc_bytes(a, 40, 8);
+    void *y = beam_alloc_bytes(a, 40, 8);
+    CHECK(x != NULL && y != NULL && x != y && in_sub_slab(x));
+    beam_free_bytes(a, x, 40, 8);
+    beam_free_bytes(a, y, 40, 8);
+    beam_free_bytes(beam_gpa_allocator(&other), theirs, 40, 8);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(!beam_gpa_deinit(&other));
+}
+
+TEST(gpa_sub_tracked_misuse_and_leaks_are_exact) {
+    beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES | BEAM_GPA_QUIET_LEAKS);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 24, 8);
+    void *q = beam_alloc_bytes(a, 3000, 8);
+    CHECK(p != NULL && q != NULL && in_sub_slab(p) && in_sub_slab(q));
+    check_capture_reports();
+    beam_free_bytes(a, p, 20, 8); /* same class, wrong exact length */
+    CHECK(check_report_count() == 1 && check_report_contains("wrong length"));
+    beam_free_bytes(a, p, 24, 8);
+    CHECK(check_report_count() == 2 && check_report_contains("double free"));
+    check_release_reports();
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_blocks == 1 && u.live_bytes == 3000);
+    CHECK(beam_gpa_detect_leaks(&g));
+    CHECK(beam_gpa_deinit(&g)); /* q leaked; deinit frees it */
+}
+
+TEST(gpa_sub_leaks_are_reported) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 100, 8);
+    void *q = beam_alloc_bytes(a, 1000, 8);
+    CHECK(p != NULL && q != NULL && in_sub_slab(p) && in_sub_slab(q));
+    check_capture_reports();
+    CHECK(beam_gpa_detect_leaks(&g));
+    CHECK(check_report_count() == 2);
+    CHECK(check_report_contains("leak: block of size class"));
+    check_release_reports();
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_blocks == 2 && u.live_bytes == 112 + 1024);
+    beam_free_bytes(a, p, 100, 8);
+    beam_free_bytes(a, q, 1000, 8);
+    CHECK(!beam_gpa_detect_leaks(&g));
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_sub_filling_moves_the_class_to_whole_slabs) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 4000 }; /* 64 B blocks: four sub-slabs hold 960 */
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+    CHECK(in_sub_slab(p[0]));
+    /* The first sub-slabs (one page, then two, four, eight) hold the first
+     * 960; then whole slabs take over (a segment's slack, when the pool is
+     * empty, still serves as sub-slabs before the backing is asked for
+     * more, so not every block after those is in a whole slab). */
+    size_t whole = 0;
+    for (int i = 0; i < N; i++) {
+        CHECK(i >= 960 || in_sub_slab(p[i]));
+        whole += in_whole_slab(p[i]);
+    }
+    CHECK(whole >= 1024); /* a whole slab's worth at least */
+    CHECK(beam_gpa_usage_of(&g).live_blocks == N);
+    for (int i = 0; i < N; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_sub_a_busy_heap_graduates_to_whole_slabs) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *keep = beam_alloc_bytes(a, 64, 8);
+    CHECK(keep != NULL && in_sub_slab(keep));
+    for (int i = 0; i < GPA_GRADUATE_FREES + 16; i++) {
+        void *t = beam_alloc_bytes(a, 64, 8);
+        CHECK(t != NULL);
+        beam_free_bytes(a, t, 64, 8);
+    }
+    /* The next refill (a class not used yet) finds the heap busy. */
+    void *big = beam_alloc_bytes(a, 300, 8);
+    CHECK(big != NULL && in_whole_slab(big));
+    void *more = beam_alloc_bytes(a, 64, 8);
+    CHECK(more != NULL && in_whole_slab(more));
+    /* The retired sub-slab still frees what it holds. */
+    beam_free_bytes(a, keep, 64, 8);
+    beam_free_bytes(a, big, 300, 8);
+    beam_free_bytes(a, more, 64, 8);
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    /* Collected, the heap starts small again. */
+    beam_gpa_collect(&g);
+    void *again = beam_alloc_bytes(a, 64, 8);
+    CHECK(again != NULL && in_sub_slab(again));
+    beam_free_bytes(a, again, 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+typedef struct sub_owner {
+    beam_gpa_t *gpa;
+    void *blocks[32];
+    size_t lens[32];
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int phase; /* 1: allocated, 2: may exit */
+} sub_owner;
+
+static void *allocate_few_then_idle(void *arg) {
+    sub_owner *o = (sub_owner *)arg;
+    beam_allocator_t a = beam_gpa_allocator(o->gpa);
+    for (int i = 0; i < 32; i++) {
+        o->lens[i] = 8 + (size_t)i * 100;
+        o->blocks[i] = beam_alloc_bytes(a, o->lens[i], 8);
+    }
+    pthread_mutex_lock(&o->lock);
+    o->phase = 1;
+    pthread_cond_broadcast(&o->cond);
+    while (o->phase != 2)
+        pthread_cond_wait(&o->cond, &o->lock);
+    pthread_mutex_unlock(&o->lock);
+    return NULL;
+}
+
+TEST(gpa_sub_blocks_freed_elsewhere_and_idle_heaps_are_collected) {
+    size_t before = backing_live();
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    /* This thread's heap first, so that the owner's sub-slabs are not
+     * in the very first segment. */
+    void *mine = beam_alloc_bytes(a, 16, 8);
+    CHECK(mine != NULL);
+    size_t base = beam_gpa_usage_of(&g).backing_bytes;
+    sub_owner o;
+    memset(&o, 0, sizeof o);
+    o.gpa = &g;
+    pthread_mutex_init(&o.lock, NULL);
+    pthread_cond_init(&o.cond, NULL);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, allocate_few_then_idle, &o) == 0);
+    pthread_mutex_lock(&o.lock);
+    while (o.phase != 1)
+        pthread_cond_wait(&o.cond, &o.lock);
+    pthread_mutex_unlock(&o.lock);
+    bool all = true, subs = true;
+    for (int i = 0; i < 32; i++) {
+        all = all && o.blocks[i] != NULL;
+        subs = subs && in_sub_slab(o.blocks[i]);
+    }
+    /* Freed by this thread, into the idle owner's sub-slabs. */
+    for (int i = 0; i < 32; i++)
+        beam_free_bytes(a, o.blocks[i], o.lens[i], 8);
+    beam_free_bytes(a, mine, 16, 8);
+    beam_gpa_collect(&g);
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    pthread_mutex_lock(&o.lock);
+    o.phase = 2;
+    pthread_cond_broadcast(&o.cond);
+    pthread_mutex_unlock(&o.lock);
+    pthread_join(t, NULL);
+    CHECK(all && subs);
+    CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    /* Every segment went back: metadata (state, heaps) only. */
+    CHECK(u.backing_bytes < base);
+    CHECK(u.backing_bytes < 16 * 1024);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(backing_live() == before);
+}
+
+static void *free_pair(void *arg) {
+    void **x = (void **)arg;
+    beam_free_bytes(beam_gpa_allocator((beam_gpa_t *)x[0]), x[1], 2000, 8);
+    beam_free_bytes(beam_gpa_allocator((beam_gpa_t *)x[0]), x[2], 2000, 8);
+    return NULL;
+}
+
+TEST(gpa_sub_cross_thread_frees_come_back) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    /* Two 2 KiB blocks fill their first sub-slab (one page). */
+    void *x[3] = {&g, beam_alloc_bytes(a, 2000, 8),
+                  beam_alloc_bytes(a, 2000, 8)};
+    CHECK(x[1] != NULL && x[2] != NULL);
+    CHECK(in_sub_slab(x[1]) &&
+          beam__gpa_slab_of(x[1]) == beam__gpa_slab_of(x[2]));
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, free_pair, x) == 0);
+    pthread_join(t, NULL);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    /* The sub-slab has no room of its own: the refill collects what the
+     * other thread freed, and hands it out again. */
+    void *y = beam_alloc_bytes(a, 2000, 8);
+    void *z = beam_alloc_bytes(a, 2000, 8);
+    CHECK(y != NULL && z != NULL && y != z);
+    CHECK((y == x[1] || y == x[2]) && (z == x[1] || z == x[2]));
+    beam_free_bytes(a, y, 2000, 8);
+    beam_free_bytes(a, z, 2000, 8);
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_sub_usable_size_and_resize_in_a_sub_slab) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    char *p = beam_malloc(a, 100);
+    CHECK(p != NULL && in_sub_slab(p));
+    CHECK(beam_msize(a, p) >= 100 && beam_msize(a, p) <= 112);
+    char *q = beam_alloc_bytes(a, 100, 8);
+    CHECK(q != NULL && in_sub_slab(q));
+    CHECK(beam_resize_bytes(a, q, 100, 8, 110));
+    CHECK(!beam_resize_bytes(a, q, 110, 8, 200));
+    beam_free_bytes(a, q, 110, 8);
+    beam_mfree(a, p);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
