@@ -570,7 +570,8 @@ static inline void gpa_set_page(gpa_slab *e, unsigned k, uint8_t v) {
  * neighbour's, in a chunk a segment's slack shares). Lock-free. */
 static inline gpa_slab *beam__gpa_slab_of(const void *p) {
     gpa_slab *e = beam__gpa_map_slot(p);
-    if (BEAM__LIKELY(e == NULL || gpa_where(e) != WHERE_MIXED))
+    if (BEAM__LIKELY(e == NULL ||
+                     beam__atomic_load_acquire(&e->where) != WHERE_MIXED))
         return e;
     unsigned page =
         (unsigned)((uintptr_t)p >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);

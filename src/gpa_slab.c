@@ -115,7 +115,10 @@ static void entry_mix(gpa_slab *e, gpa_mixed *m, gpa_segment *seg,
     e->subs = m;
     for (unsigned k = 0; k < GPA_PAGES; k++)
         gpa_set_page(e, k, (usable >> k) & 1 ? GPA_PAGE_FREE : GPA_PAGE_NONE);
-    gpa_set_where(e, WHERE_MIXED);
+    /* Release: a free that sees MIXED (acquire, beam__gpa_slab_of) sees
+     * subs and the page table written above (found in review; free on x86,
+     * needed on weakly ordered CPUs). */
+    beam__atomic_store_release(&e->where, (uint8_t)WHERE_MIXED);
 }
 
 /* Lock held: a lent chunk with no sub-slab left is a plain pool slab
@@ -295,8 +298,6 @@ static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
     gpa_defer_free(defer, seg->meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN, true);
 }
 
-/* A new segment of n slabs (n may be 0: slack only) from the backing,
- * mapped, not yet linked in. No lock held. */
 /* A map entry for a new segment's slab, back to zeros but for st (which
  * the caller publishes last). Any thread may read any entry at any time: a
  * free reads the entry of whatever pointer it gets, and a block freed to
@@ -319,6 +320,8 @@ static void entry_reset(gpa_slab *s) {
     s->info = NULL;
 }
 
+/* A new segment of n slabs (n may be 0: slack only) from the backing,
+ * mapped, not yet linked in. No lock held. */
 static gpa_segment *segment_new(gpa_state *st, unsigned n) {
     void *meta = gpa_meta_alloc(st, SEGMENT_META_LEN, BEAM_MAX_ALIGN);
     if (meta == NULL)
@@ -363,6 +366,16 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
     seg->slack[0] = slack_claim(st, seg, 0, raw, base);
     seg->slack[1] = slack_claim(st, seg, 1, base + (size_t)n * GPA_SLAB_SIZE,
                                 raw + raw_len);
+    if (n == 0 && seg->slack[0] == NULL && seg->slack[1] == NULL) {
+        /* Slack alone and none of it ours: its chunks are held by whatever
+         * lies around it, as when the backing is another instance, which
+         * serves 64 KiB as one aligned slab of its own (found in review).
+         * A first segment has no sibling to join: a slab's worth instead. */
+        gpa_defer *defer = NULL;
+        segment_drop(seg, &defer);
+        beam__gpa_defer_run(st, defer);
+        return segment_new(st, 1);
+    }
     return seg;
 }
 
@@ -568,6 +581,12 @@ void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
         beam__gpa_slab_release(st, s, defer);
         return;
     }
+    /* A retired sub-slab's mark was raised to its live blocks (gpa.c,
+     * retire_sub); back on the partial list it is an ordinary slab again
+     * (found in review: the raised mark stayed). */
+    uint32_t nblocks = (uint32_t)((s->end - s->base) / s->size);
+    beam__atomic_store_plain_relaxed(
+        &s->requeue, (uint16_t)(nblocks >= 16 ? nblocks / 8 : 1));
     gpa_set_where(s, WHERE_PARTIAL);
     gpa_list_push(&st->partial[s->cls], s);
 }
@@ -853,12 +872,19 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
             (need.info = (gpa_block_info *)gpa_meta_alloc(
                  st, info_len, BEAM_ALIGNOF(gpa_block_info))) == NULL)
             break;
-        if (need_meta && (need.spare = mixed_meta_new(st)) == NULL)
-            break;
+        if (need_meta && (need.spare = mixed_meta_new(st)) == NULL) {
+            need.pages = 0; /* no metadata for a chunk: a whole slab */
+            continue;
+        }
         if (need_segment && (fresh = segment_new(st, n)) == NULL) {
-            if (need.small_ok)
+            if (need.small_ok && need.pages == 0)
                 break;
-            need.small_ok = true; /* one more look: any room will do */
+            /* One more look, for any room: a whole slab, or what the
+             * fallback finds in a chunk (found in review: with a sub-slab
+             * step asked for, the fallback was never tried, and a refused
+             * backing failed allocations the pages held could serve). */
+            need.pages = 0;
+            need.small_ok = true;
         }
     }
     if (fresh != NULL) { /* out of rounds: keep it for the next refill */
