@@ -604,6 +604,10 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
  * GPA_SUB_STEPS of them, each twice the last, before it takes whole slabs.
  * So a thread with a few blocks of many classes holds pages, not slabs. */
 #define GPA_SUB_STEPS 4
+/* Pages of sub-slabs a heap carves at most until it is stripped (256 KiB):
+ * beyond, it is no small heap, and what its sub-slabs would save is small
+ * beside what it holds; whole slabs serve it faster. */
+#define SUB_BUDGET 64
 
 /* Pages of h's next sub-slab of cls, or 0 for a whole slab. The first holds
  * two blocks at least; none is over half a chunk. */
@@ -611,7 +615,7 @@ static unsigned sub_pages(const gpa_heap *h, unsigned cls) {
     unsigned k = h->subs[cls];
     size_t size = beam__gpa_class_size[cls];
     unsigned first = (unsigned)((2 * size + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE);
-    if (k + 1 > GPA_SUB_STEPS)
+    if (k + 1 > GPA_SUB_STEPS || h->sub_total >= SUB_BUDGET)
         return 0;
     return (first << k) < GPA_PAGES / 2 ? first << k : GPA_PAGES / 2;
 }
@@ -765,12 +769,14 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
  * The first segment is slack alone, room for sub-slabs; the next ones grow
  * with the instance by an eighth of its slabs, small enough that what a
  * segment holds unused stays a small part of the whole (with the slack in
- * use, a small segment costs no more than a big one). A busy heap leaves
- * the slack unused: its segments have three slabs at least, so that the
- * slack is a quarter of them at most. */
+ * use, a small segment costs no more than a big one), and by a quarter
+ * from 32 slabs on (fewer segments: fewer headers and slack pages touched,
+ * a lower peak RSS). A busy heap leaves the slack unused: its segments
+ * have three slabs at least, so that the slack is a quarter of them at
+ * most. */
 static unsigned segment_slabs(const gpa_state *st, const gpa_heap *h,
                               unsigned pages) {
-    size_t n = st->slabs / 8;
+    size_t n = st->slabs / (st->slabs < 32 ? 8 : 4);
     if (h->graduated && n < 3)
         n = 3;
     if (n == 0 && (st->segments != NULL || pages == 0))
@@ -842,8 +848,10 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         segment_insert(st, fresh);
         gpa_unlock(st);
     }
-    if (need.carved)
+    if (need.carved) {
         h->subs[cls]++;
+        h->sub_total += need.pages;
+    }
     slab_need_drop(st, &need, info_len);
     beam__gpa_defer_run(st, defer);
     return s;
