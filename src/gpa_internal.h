@@ -63,11 +63,12 @@
  *  - The map entry of a mixed chunk (WHERE_MIXED) keeps, in place of the
  *    free list, owner, count and size it does not need, the chunk's
  *    gpa_mixed and a page table (page -> first page of its sub-slab, or
- *    ours-but-free, or not ours), on the fast paths' cache line: the
- *    inline free resolves the sub-slab with one more load (gpa_fast.h,
- *    beam__gpa_slab_of) and makes every check on it. The entry itself has
- *    no block (bump == base) and fast_span 0, so a pointer into a free page
- *    fails the checks, and one into a page not ours goes to the large
+ *    ours-but-free, or not ours), on one cache line: beam__gpa_slab_of
+ *    finds a sub-slab with one load more than a slab. The entry has no
+ *    block of its own (bump == base) and fast_span 0, so the inline free
+ *    misses on it, at no cost to frees into slabs, and the general path
+ *    finds the sub-slab and makes every check on it; a pointer into a
+ *    free page fails them, one into a page not ours goes to the large
  *    table, like any pointer the map does not know.
  *  - Segments: the first is slack alone (one 64 KiB request, all of it
  *    sub-slab room); the next grow by an eighth of the instance's slabs
@@ -76,12 +77,11 @@
  *    the pool empty, a heap takes the slack's room (a sub-slab of up to
  *    half a chunk) before asking the backing for more.
  *  - A busy heap (GPA_GRADUATE_FREES frees since it was last stripped,
- *    noticed at a refill or, every so many frees, by the free itself)
- *    *graduates*: it retires its current sub-slabs (detached, back when
- *    every block in them is free) and takes whole slabs only, in segments
- *    of three slabs at least, whose slack it leaves unused. Sub-slabs save
- *    memory, not time: a free into one costs a dependent load more, and
- *    frees mixing sub-slabs and slabs mispredict the branch between them.
+ *    noticed at a refill or at a free into a sub-slab) *graduates*: it
+ *    retires its current sub-slabs (detached, back when every block in
+ *    them is free) and takes whole slabs only, in segments of three slabs
+ *    at least, whose slack it leaves unused. Sub-slabs save memory, not
+ *    time: a free into one takes the general path.
  *    Collection (stripping) makes the heap small again. A thread's floor
  *    is therefore what it holds while it is not busy, or after a
  *    collection; a busy thread's is what it was before (a slab for each

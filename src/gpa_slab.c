@@ -190,37 +190,27 @@ static gpa_mixed *slack_take(gpa_state *st, gpa_segment *seg, unsigned k,
 }
 
 /* No lock held: [lo, hi), piece k of a new segment's slack (inside one
- * chunk), becomes room for sub-slabs, described by seg->room[k]. The
- * chunk's map entry is claimed with a compare-and-swap on its owner: the
- * slack of a neighbouring segment (of any instance) may share the chunk,
- * and the first to claim it wins. NULL when the piece has no whole page,
- * or lost (segment_insert tries to join it then), or no memory for the
- * map. */
-static gpa_mixed *slack_claim(gpa_state *st, gpa_segment *seg, unsigned k,
-                              char *lo, char *hi) {
+ * chunk): its whole pages, and the chunk's map entry made ready (a leaf
+ * may need making). segment_insert claims it. */
+static void slack_prepare(gpa_segment *seg, unsigned k, char *lo, char *hi) {
     char *chunk = (char *)((uintptr_t)lo & ~(GPA_SLAB_SIZE - 1));
     seg->own[k] = pages_within(chunk, lo, hi);
     seg->chunk[k] = chunk;
-    gpa_slab *e = seg->own[k] == 0 ? NULL : map_slot_make(chunk);
-    if (e == NULL) {
+    if (seg->own[k] != 0 && map_slot_make(chunk) == NULL)
         seg->own[k] = 0;
-        return NULL;
-    }
-    gpa_state *none = NULL;
-    if (!beam__atomic_cas_acq_rel(&e->st, &none, st))
-        return NULL;
-    return slack_take(st, seg, k, e, chunk);
 }
 
 static bool slack_owner(const gpa_segment *seg, unsigned k) {
     return seg->slack[k] == &seg->room[k];
 }
 
-/* Lock held: slack piece k of seg, whose chunk another segment claimed
- * first. When that is a segment of this instance (segments often lie side
- * by side in the backing), this one's pages join its chunk (one joiner a
- * chunk at most); when nobody holds the chunk any more, it is claimed now.
- * Otherwise the piece stays unused. */
+/* Lock held: slack piece k of seg becomes room for sub-slabs. The chunk's
+ * map entry is claimed with a compare-and-swap on its owner, since the
+ * slack of a neighbouring segment of any instance may share the chunk (its
+ * claim is made under its own instance's lock). When a segment of this
+ * instance has it (segments often lie side by side in the backing), this
+ * one's pages join that chunk (one joiner a chunk at most); when another
+ * instance has it, the piece stays unused, as all slack did before. */
 static void slack_join(gpa_state *st, gpa_segment *seg, unsigned k) {
     gpa_slab *e = beam__gpa_map_slot(seg->chunk[k]);
     gpa_state *none = NULL;
@@ -338,9 +328,8 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         seg->nslabs = i + 1;
     }
     /* The slack, a slab's worth at the two ends, is room for sub-slabs. */
-    seg->slack[0] = slack_claim(st, seg, 0, raw, base);
-    seg->slack[1] = slack_claim(st, seg, 1, base + (size_t)n * GPA_SLAB_SIZE,
-                                raw + raw_len);
+    slack_prepare(seg, 0, raw, base);
+    slack_prepare(seg, 1, base + (size_t)n * GPA_SLAB_SIZE, raw + raw_len);
     return seg;
 }
 
@@ -354,12 +343,9 @@ static void segment_insert(gpa_state *st, gpa_segment *seg) {
         gpa_list_push(&st->pool, beam__gpa_seg_slab(seg, i));
     seg->nfree = seg->nslabs;
     st->pool_count += seg->nslabs;
-    for (unsigned k = 0; k < 2; k++) {
-        if (seg->slack[k] != NULL)
-            mixed_list(st, seg->slack[k]);
-        else if (seg->own[k] != 0)
+    for (unsigned k = 0; k < 2; k++)
+        if (seg->own[k] != 0)
             slack_join(st, seg, k);
-    }
     st->slabs += seg->nslabs;
 }
 
