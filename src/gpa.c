@@ -208,7 +208,14 @@ static bool heap_busy(gpa_heap *h) {
            GPA_GRADUATE_FREES;
 }
 
-BEAM__NOINLINE void beam__gpa_heap_busy(gpa_heap *h) {
+/* After a free into a sub-slab (the general path's): this thread's heap
+ * of st may have become busy, and would not find out in a refill if its
+ * allocations never miss (one block allocated and freed over and over). */
+static void free_sub_done(gpa_state *st) {
+    gpa_tls_slot *slot = gpa_fast_slot();
+    if (slot->id != st->id)
+        return;
+    gpa_heap *h = slot->heap;
     uint32_t busy = gpa_heap_enter(h);
     if (!gpa_heap_revoked(h) && !h->graduated && heap_busy(h))
         graduate(h);
@@ -427,7 +434,10 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
             if (st->safe)
                 safe_on_free(st, s, b, real_len, alignment, ret, site);
         }
+        bool sub = gpa_is_sub(s);
         beam__gpa_release(st, s, b, real_len);
+        if (sub)
+            free_sub_done(st);
         return;
     }
     /* A slab of another instance may still hold one of our large blocks:

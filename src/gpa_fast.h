@@ -93,9 +93,6 @@ BEAM__HIDDEN void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
                                            size_t len, gpa_heap *h);
 BEAM__HIDDEN void beam__gpa_free_remote(gpa_state *st, gpa_slab *s, void **b,
                                         size_t len);
-/* Out of line (gpa.c): h's owner, out of any bracket, checks whether h has
- * become busy (GPA_GRADUATE_FREES) and if so moves it to whole slabs. */
-BEAM__HIDDEN void beam__gpa_heap_busy(gpa_heap *h);
 
 /* The block b of slab s passed every check: tag it free and give it back,
  * to the owner's list when this thread's heap owns the slab, else through
@@ -120,11 +117,6 @@ beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
         s->used--;
         gpa_heap_leave(h, busy);
         beam__count_free(&h->stats, &st->peak, len);
-        /* Every so many frees, a heap may have become busy (a heap whose
-         * allocations never miss would not find out in a refill). */
-        if (BEAM__UNLIKELY((beam__atomic_load_relaxed(&h->stats.frees) &
-                            (GPA_GRADUATE_FREES - 1)) == 0))
-            beam__gpa_heap_busy(h);
         return;
     }
     gpa_heap_leave(h, busy);
@@ -141,10 +133,12 @@ beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
 static inline __attribute__((always_inline)) bool
 beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
-    gpa_slab *s = beam__gpa_slab_of(mem);
+    gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
     /* (No test of st against NULL: an entry without an owner has
-     * fast_span 0, so its range test fails before st is read.) */
+     * fast_span 0, so its range test fails before st is read. So has the
+     * entry of a chunk cut into sub-slabs: a block in a sub-slab is the
+     * general path's, which finds the sub-slab.) */
     if (BEAM__LIKELY(gpa_fast_alignment(alignment) && s != NULL &&
                      beam__gpa_owner(s) == st &&
                      len - s->prev_size - 1 < (size_t)s->fast_span &&

@@ -206,6 +206,7 @@ static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     h->graduated = false;
     h->frees_mark = beam__atomic_load_relaxed(&h->stats.frees);
     memset(h->subs, 0, sizeof h->subs);
+    h->sub_total = 0;
 }
 
 /* The heap's own thread, lock held: the heap ends. */

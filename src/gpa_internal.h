@@ -51,12 +51,12 @@
  *    first slabs of a class are *sub-slabs*: a few 4 KiB pages of a
  *    *mixed chunk* (struct gpa_mixed), GPA_SUB_STEPS of them, each twice
  *    the last (from two blocks' worth, at most half a chunk), and only
- *    then whole slabs. A sub-slab is a struct gpa_slab like any other,
- *    with its own free list, thread_free, where and requeue, living in the
- *    chunk's gpa_mixed (metadata from the backing) rather than in the map,
- *    so allocation (cur[cls]), detaching, reclaiming, the partial lists,
- *    adoption by other heaps and collection all work on it unchanged;
- *    only its release differs (its pages go back to its chunk).
+ *    then whole slabs; 256 KiB of sub-slabs at most per heap. A sub-slab is a
+ * struct gpa_slab like any other, with its own free list, thread_free, where
+ * and requeue, living in the chunk's gpa_mixed (metadata from the backing)
+ * rather than in the map, so allocation (cur[cls]), detaching, reclaiming, the
+ * partial lists, adoption by other heaps and collection all work on it
+ * unchanged; only its release differs (its pages go back to its chunk).
  *  - A mixed chunk is a pool slab lent out (back to the pool when its last
  *    sub-slab goes), or a piece of a segment's *slack*: the (up to) 64 KiB
  *    a segment asks beyond its slabs to align them, once wasted, now room
@@ -70,24 +70,25 @@
  *  - The map entry of a mixed chunk (WHERE_MIXED) keeps, in place of the
  *    free list, owner, count and size it does not need, the chunk's
  *    gpa_mixed and a page table (page -> first page of its sub-slab, or
- *    ours-but-free, or not ours), on the fast paths' cache line: the
- *    inline free resolves the sub-slab with one more load (gpa_fast.h,
- *    beam__gpa_slab_of) and makes every check on it. The entry itself has
- *    no block (bump == base) and fast_span 0, so a pointer into a free page
- *    fails the checks, and one into a page not ours goes to the large
+ *    ours-but-free, or not ours), on one cache line: beam__gpa_slab_of
+ *    finds a sub-slab with one load more than a slab. The entry has no
+ *    block of its own (bump == base) and fast_span 0, so the inline free
+ *    misses on it, at no cost to frees into slabs, and the general path
+ *    finds the sub-slab and makes every check on it; a pointer into a
+ *    free page fails them, one into a page not ours goes to the large
  *    table, like any pointer the map does not know.
  *  - Segments: the first is slack alone (one 64 KiB request, all of it
- *    sub-slab room); the next grow by an eighth of the instance's slabs,
- *    so what a segment holds unused stays a small part of the whole. With
+ *    sub-slab room); the next grow by an eighth of the instance's slabs
+ *    (a quarter from 32 on), so what a segment holds unused stays a small
+ *    part of the whole. With
  *    the pool empty, a heap takes the slack's room (a sub-slab of up to
  *    half a chunk) before asking the backing for more.
  *  - A busy heap (GPA_GRADUATE_FREES frees since it was last stripped,
- *    noticed at a refill or, every so many frees, by the free itself)
- *    *graduates*: it retires its current sub-slabs (detached, back when
- *    every block in them is free) and takes whole slabs only, in segments
- *    of three slabs at least, whose slack it leaves unused. Sub-slabs save
- *    memory, not time: a free into one costs a dependent load more, and
- *    frees mixing sub-slabs and slabs mispredict the branch between them.
+ *    noticed at a refill or at a free into a sub-slab) *graduates*: it
+ *    retires its current sub-slabs (detached, back when every block in
+ *    them is free) and takes whole slabs only, in segments of three slabs
+ *    at least, whose slack it leaves unused. Sub-slabs save memory, not
+ *    time: a free into one takes the general path.
  *    Collection (stripping) makes the heap small again. A thread's floor
  *    is therefore what it holds while it is not busy, or after a
  *    collection; a busy thread's is what it was before (a slab for each
@@ -369,6 +370,7 @@ typedef struct gpa_heap {
     gpa_slab *cur[GPA_CLASSES]; /* never NULL: empty sentinel at first */
     uint8_t subs[GPA_CLASSES];  /* sub-slabs taken per class */
     bool graduated;             /* busy: whole slabs only (gpa.c) */
+    unsigned sub_total;         /* pages of sub-slabs taken (gpa_slab.c) */
     uint64_t frees_mark;        /* stats.frees when last stripped */
     beam__counters stats;       /* this heap's allocations and frees */
     unsigned refills;           /* alloc_slow calls, to pace trimming */

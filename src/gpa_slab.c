@@ -193,37 +193,27 @@ static gpa_mixed *slack_take(gpa_state *st, gpa_segment *seg, unsigned k,
 }
 
 /* No lock held: [lo, hi), piece k of a new segment's slack (inside one
- * chunk), becomes room for sub-slabs, described by seg->room[k]. The
- * chunk's map entry is claimed with a compare-and-swap on its owner: the
- * slack of a neighbouring segment (of any instance) may share the chunk,
- * and the first to claim it wins. NULL when the piece has no whole page,
- * or lost (segment_insert tries to join it then), or no memory for the
- * map. */
-static gpa_mixed *slack_claim(gpa_state *st, gpa_segment *seg, unsigned k,
-                              char *lo, char *hi) {
+ * chunk): its whole pages, and the chunk's map entry made ready (a leaf
+ * may need making). segment_insert claims it. */
+static void slack_prepare(gpa_segment *seg, unsigned k, char *lo, char *hi) {
     char *chunk = (char *)((uintptr_t)lo & ~(GPA_SLAB_SIZE - 1));
     seg->own[k] = pages_within(chunk, lo, hi);
     seg->chunk[k] = chunk;
-    gpa_slab *e = seg->own[k] == 0 ? NULL : map_slot_make(chunk);
-    if (e == NULL) {
+    if (seg->own[k] != 0 && map_slot_make(chunk) == NULL)
         seg->own[k] = 0;
-        return NULL;
-    }
-    gpa_state *none = NULL;
-    if (!beam__atomic_cas_acq_rel(&e->st, &none, st))
-        return NULL;
-    return slack_take(st, seg, k, e, chunk);
 }
 
 static bool slack_owner(const gpa_segment *seg, unsigned k) {
     return seg->slack[k] == &seg->room[k];
 }
 
-/* Lock held: slack piece k of seg, whose chunk another segment claimed
- * first. When that is a segment of this instance (segments often lie side
- * by side in the backing), this one's pages join its chunk (one joiner a
- * chunk at most); when nobody holds the chunk any more, it is claimed now.
- * Otherwise the piece stays unused. */
+/* Lock held: slack piece k of seg becomes room for sub-slabs. The chunk's
+ * map entry is claimed with a compare-and-swap on its owner, since the
+ * slack of a neighbouring segment of any instance may share the chunk (its
+ * claim is made under its own instance's lock). When a segment of this
+ * instance has it (segments often lie side by side in the backing), this
+ * one's pages join that chunk (one joiner a chunk at most); when another
+ * instance has it, the piece stays unused, as all slack did before. */
 static void slack_join(gpa_state *st, gpa_segment *seg, unsigned k) {
     gpa_slab *e = beam__gpa_map_slot(seg->chunk[k]);
     gpa_state *none = NULL;
@@ -363,19 +353,8 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         seg->nslabs = i + 1;
     }
     /* The slack, a slab's worth at the two ends, is room for sub-slabs. */
-    seg->slack[0] = slack_claim(st, seg, 0, raw, base);
-    seg->slack[1] = slack_claim(st, seg, 1, base + (size_t)n * GPA_SLAB_SIZE,
-                                raw + raw_len);
-    if (n == 0 && seg->slack[0] == NULL && seg->slack[1] == NULL) {
-        /* Slack alone and none of it ours: its chunks are held by whatever
-         * lies around it, as when the backing is another instance, which
-         * serves 64 KiB as one aligned slab of its own (found in review).
-         * A first segment has no sibling to join: a slab's worth instead. */
-        gpa_defer *defer = NULL;
-        segment_drop(seg, &defer);
-        beam__gpa_defer_run(st, defer);
-        return segment_new(st, 1);
-    }
+    slack_prepare(seg, 0, raw, base);
+    slack_prepare(seg, 1, base + (size_t)n * GPA_SLAB_SIZE, raw + raw_len);
     return seg;
 }
 
@@ -389,12 +368,9 @@ static void segment_insert(gpa_state *st, gpa_segment *seg) {
         gpa_list_push(&st->pool, beam__gpa_seg_slab(seg, i));
     seg->nfree = seg->nslabs;
     st->pool_count += seg->nslabs;
-    for (unsigned k = 0; k < 2; k++) {
-        if (seg->slack[k] != NULL)
-            mixed_list(st, seg->slack[k]);
-        else if (seg->own[k] != 0)
+    for (unsigned k = 0; k < 2; k++)
+        if (seg->own[k] != 0)
             slack_join(st, seg, k);
-    }
     st->slabs += seg->nslabs;
 }
 
@@ -645,6 +621,10 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
  * GPA_SUB_STEPS of them, each twice the last, before it takes whole slabs.
  * So a thread with a few blocks of many classes holds pages, not slabs. */
 #define GPA_SUB_STEPS 4
+/* Pages of sub-slabs a heap carves at most until it is stripped (256 KiB):
+ * beyond, it is no small heap, and what its sub-slabs would save is small
+ * beside what it holds; whole slabs serve it faster. */
+#define SUB_BUDGET 64
 
 /* Pages of h's next sub-slab of cls, or 0 for a whole slab. The first holds
  * two blocks at least; none is over half a chunk. */
@@ -652,7 +632,7 @@ static unsigned sub_pages(const gpa_heap *h, unsigned cls) {
     unsigned k = h->subs[cls];
     size_t size = beam__gpa_class_size[cls];
     unsigned first = (unsigned)((2 * size + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE);
-    if (k + 1 > GPA_SUB_STEPS)
+    if (k + 1 > GPA_SUB_STEPS || h->sub_total >= SUB_BUDGET)
         return 0;
     return (first << k) < GPA_PAGES / 2 ? first << k : GPA_PAGES / 2;
 }
@@ -806,17 +786,23 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
  * The first segment is slack alone, room for sub-slabs; the next ones grow
  * with the instance by an eighth of its slabs, small enough that what a
  * segment holds unused stays a small part of the whole (with the slack in
- * use, a small segment costs no more than a big one). A busy heap (or h
- * NULL: a medium slab, which is whole) leaves the slack unused: its
- * segments have three slabs at least, so that the slack is a quarter of
- * them at most. (Medium slabs in one-slab segments held twice their size:
- * 64 medium blocks of up to 64 KiB, 1.8 MB live, held 3.5 MB; now 2.7.) */
+ * use, a small segment costs no more than a big one), and by a quarter
+ * from 32 slabs on (fewer segments: fewer headers and slack pages touched,
+ * a lower peak RSS). A busy heap (or h NULL: a medium slab, which is
+ * whole) leaves the slack unused: its segments have three slabs at least,
+ * so that the slack is a quarter of them at most (medium slabs in one-slab
+ * segments held twice their size: 64 medium blocks of up to 64 KiB, 1.8 MB
+ * live, held 3.5 MB; 2.7 with three). Over another instance the first
+ * segment is not slack alone: that instance serves 64 KiB as one aligned
+ * slab of its own, whose chunk is then not ours to claim (found in
+ * review). */
 static unsigned segment_slabs(const gpa_state *st, const gpa_heap *h,
                               unsigned pages) {
-    size_t n = st->slabs / 8;
+    size_t n = st->slabs / (st->slabs < 32 ? 8 : 4);
     if ((h == NULL || h->graduated) && n < 3)
         n = 3;
-    if (n == 0 && (st->segments != NULL || pages == 0))
+    if (n == 0 && (st->segments != NULL || pages == 0 ||
+                   st->backing.vtable == &beam__gpa_vtable))
         n = 1;
     return n > GPA_MAX_SEGMENT_SLABS ? GPA_MAX_SEGMENT_SLABS : (unsigned)n;
 }
@@ -892,8 +878,10 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         segment_insert(st, fresh);
         gpa_unlock(st);
     }
-    if (need.carved)
+    if (need.carved) {
         h->subs[cls]++;
+        h->sub_total += need.pages;
+    }
     slab_need_drop(st, &need, info_len);
     beam__gpa_defer_run(st, defer);
     return s;
