@@ -105,7 +105,10 @@ TEST(gpa_sub_blocks_keep_their_alignment) {
             CHECK(p[i][k] != NULL && check_aligned(p[i][k], aligns[i]));
             memset(p[i][k], 0x33, len);
         }
-    CHECK(in_sub_slab(p[6][0])); /* 8 KiB alignment in a sub-slab too */
+    /* (Whether the 8 KiB-aligned ones land in a sub-slab depends on how
+     * much of the slack's chunks the backing's neighbours hold: under
+     * valgrind's malloc, after the other tests, sometimes none. Their
+     * alignment is what must hold.) */
     for (int i = 0; i < 7; i++)
         for (int k = 0; k < 3; k++) {
             size_t len = aligns[i] * (size_t)(k + 1) / 2 + 1;
