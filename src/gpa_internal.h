@@ -80,9 +80,11 @@
  *  - Segments: the first is slack alone (one 64 KiB request, all of it
  *    sub-slab room); the next grow by an eighth of the instance's slabs
  *    (a quarter from 32 on), so what a segment holds unused stays a small
- *    part of the whole. With
- *    the pool empty, a heap takes the slack's room (a sub-slab of up to
- *    half a chunk) before asking the backing for more.
+ *    part of the whole. With the pool empty, a heap that is not busy
+ *    takes the slack's room (a sub-slab of up to half a chunk) before
+ *    asking the backing for more, while the instance has under 2 MiB of
+ *    slabs (beyond, the slack is a small part, and frees into sub-slabs
+ *    would cost big heaps time).
  *  - A busy heap (GPA_GRADUATE_FREES frees since it was last stripped,
  *    noticed at a refill or at a free into a sub-slab) *graduates*: it
  *    retires its current sub-slabs (detached, back when every block in

@@ -707,16 +707,22 @@ static gpa_slab *sub_find(gpa_state *st, unsigned cls, unsigned n,
 
 /* Lock held, the pool empty: rather than a new segment, or failing when the
  * backing has nothing more, the biggest sub-slab of cls the mixed chunks
- * have room for (half a chunk at most). NULL when none. */
-static gpa_slab *sub_fallback(gpa_state *st, unsigned cls,
-                              gpa_block_info *info) {
+ * have room for (half a chunk at most). NULL when none. Not for a busy heap
+ * (the sub-slab's frees would be slow), nor, unless out of memory, in an
+ * instance of FALLBACK_SLABS slabs (2 MiB) or more, whose segments are big
+ * enough that their slack matters little. */
+#define FALLBACK_SLABS 32
+static gpa_slab *sub_fallback(gpa_state *st, unsigned cls, gpa_block_info *info,
+                              unsigned *pages) {
     size_t size = beam__gpa_class_size[cls];
     unsigned least = (unsigned)((size + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE);
     gpa_mixed *none = NULL;
     for (unsigned n = GPA_PAGES / 2; n >= least && n > 0; n /= 2) {
         gpa_slab *s = sub_find(st, cls, n, info, &none);
-        if (s != NULL)
+        if (s != NULL) {
+            *pages = n;
             return s;
+        }
     }
     return NULL;
 }
@@ -752,8 +758,11 @@ typedef struct slab_need {
     gpa_block_info *info; /* tracked mode: records for the new slab */
     gpa_mixed *spare;     /* metadata for a chunk to lend */
     unsigned pages;       /* a sub-slab of this many pages; 0: a slab */
-    bool carved;          /* the slab found is a new sub-slab */
-    bool small_ok;        /* a sub-slab will do instead of a slab */
+    unsigned carved;      /* pages of the slab found, a new sub-slab */
+    bool stepped;         /* it is h's next step (sub_pages) */
+    bool small_ok;        /* a sub-slab will do instead of a slab, in a
+                             small instance (FALLBACK_SLABS) */
+    bool any_room;        /* the same, in any instance (out of memory) */
 } slab_need;
 
 /* Lock held: a slab of class cls with room, or NULL when the partial list,
@@ -768,12 +777,14 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
         return NULL;
     if (need->pages != 0) {
         s = sub_find(st, cls, need->pages, need->info, &need->spare);
-        need->carved = s != NULL;
+        need->carved = s != NULL ? need->pages : 0;
+        need->stepped = s != NULL;
     } else if (st->pool != NULL) {
         s = pool_take(st);
         slab_format(s, cls, need->info, GPA_SLAB_SIZE);
-    } else if (need->small_ok) {
-        s = sub_fallback(st, cls, need->info);
+    } else if ((need->small_ok && st->slabs < FALLBACK_SLABS) ||
+               need->any_room) {
+        s = sub_fallback(st, cls, need->info, &need->carved);
     }
     if (s != NULL && st->track) {
         memset(need->info, 0, info_bytes(s));
@@ -823,8 +834,9 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
     gpa_defer *defer = NULL;
     /* A busy heap's slabs are whole, and so are its segments' (its
      * slack would go unused: see segment_slabs). */
-    slab_need need = {NULL, NULL, h->graduated ? 0 : sub_pages(h, cls), false,
-                      !h->graduated};
+    slab_need need = {NULL, NULL,  h->graduated ? 0 : sub_pages(h, cls),
+                      0,    false, !h->graduated,
+                      false};
     size_t info_len =
         (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
     gpa_segment *fresh = NULL;
@@ -863,14 +875,14 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
             continue;
         }
         if (need_segment && (fresh = segment_new(st, n)) == NULL) {
-            if (need.small_ok && need.pages == 0)
+            if (need.any_room && need.pages == 0)
                 break;
             /* One more look, for any room: a whole slab, or what the
              * fallback finds in a chunk (found in review: with a sub-slab
              * step asked for, the fallback was never tried, and a refused
              * backing failed allocations the pages held could serve). */
             need.pages = 0;
-            need.small_ok = true;
+            need.any_room = true;
         }
     }
     if (fresh != NULL) { /* out of rounds: keep it for the next refill */
@@ -878,9 +890,9 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         segment_insert(st, fresh);
         gpa_unlock(st);
     }
-    if (need.carved) {
+    if (need.stepped) {
         h->subs[cls]++;
-        h->sub_total += need.pages;
+        h->sub_total += need.carved;
     }
     slab_need_drop(st, &need, info_len);
     beam__gpa_defer_run(st, defer);
