@@ -225,13 +225,18 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *
  * Thread-safe, built for small-block churn: each thread gets its own heap
  * per instance, small blocks (<= BEAM_GPA_SMALL_MAX) come from 64 KiB slabs
- * of one size class carved out of large chunks ("segments", 256 KiB to
- * 4 MiB) of the backing allocator (so memory stays tracked by the VM when
- * the backing is), with no per-block header. Medium blocks, above that up
- * to 64 KiB, are runs of 4 KiB pages in slabs shared by all medium sizes
- * (untracked instances; tracked ones record them as large blocks). Larger
- * blocks pass through to the backing allocator (the instance keeps up to
- * 16 freed ones, 1 MiB in all, for reuse). Small blocks freed by another
+ * of one size class carved out of larger chunks ("segments", which grow
+ * with the instance up to 4 MiB) of the backing allocator (so memory stays
+ * tracked by the VM when the backing is), with no per-block header. A
+ * thread's first slabs of a class are smaller ("sub-slabs": a few 4 KiB
+ * pages of a shared slab, or of the room a segment needs to align its
+ * slabs): a thread with a few blocks of many sizes holds at most about
+ * 130 KiB beyond 1.5 times their bytes, not a slab per class. Medium
+ * blocks, above BEAM_GPA_SMALL_MAX up to 64 KiB, are runs of 4 KiB pages in
+ * slabs shared by all medium sizes (untracked instances; tracked ones
+ * record them as large blocks). Larger blocks pass through to the backing
+ * allocator (the instance keeps up to 16 freed ones, 1 MiB in all, for
+ * reuse). Small blocks freed by another
  * thread go back without a lock. Misuse (double free, a pointer it does not
  * own, a wrong length or alignment) is reported through the report hook
  * (section 7) and otherwise ignored: the process keeps running.
@@ -244,7 +249,11 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * What is held, and when it goes back:
  *   - A thread's heap holds at most one slab per size class, the one it
  *     allocates from. It keeps empty ones for up to 4 classes (so alloc/free
- *     of one block does not cycle slabs).
+ *     of one block does not cycle slabs). Its first ones of a class are
+ *     sub-slabs of growing size (256 KiB of them at most per heap); a heap
+ *     that has freed 16384 blocks takes whole slabs only (their frees are
+ *     cheaper) until it is collected. A sub-slab that leaves its heap
+ *     empty gives its pages back to their slab.
  *   - A slab that fills up leaves its heap. Once an eighth of its blocks
  *     are freed (by any thread) it is reusable by every heap; once all are
  *     free it goes back to the instance's pool when a heap refilling that
