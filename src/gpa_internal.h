@@ -98,7 +98,7 @@
  *    So a thread holding a few blocks costs one 64 KiB request and some
  *    8 KiB of metadata, not a slab per class: the per-thread floor (bench
  *    `mem`: held - 1.5 x live, the worst of five small live sets) is about
- *    135 KiB, 8.5 MiB for 64 schedulers (it was 2.2 MiB, 142 MiB).
+ *    130 KiB, 8.2 MiB for 64 schedulers (it was 2.2 MiB, 142 MiB).
  *
  * Locks, and the order every path obeys (debug builds check it, see
  * gpa_lock and GPA_ASSERT_NO_LOCK):
