@@ -738,9 +738,10 @@ BEAM__HIDDEN void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem,
 BEAM__HIDDEN bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem,
                                           size_t len, size_t alignment,
                                           size_t new_len);
-/* Lock held: the bytes of the block that starts at p in medium slab s, or 0
- * when no block starts there. */
-BEAM__HIDDEN size_t beam__gpa_medium_block(const gpa_slab *s, const void *p);
+/* Lock held: the bytes of the block that starts at p in s, or 0 when s is
+ * not (or no longer) a medium slab of st or no block starts there. */
+BEAM__HIDDEN size_t beam__gpa_medium_block(const gpa_state *st,
+                                           const gpa_slab *s, const void *p);
 
 /* ---- large blocks (gpa_large.c) ----------------------------------------- */
 

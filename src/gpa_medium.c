@@ -86,8 +86,8 @@ static void bin_take(gpa_state *st, gpa_slab *s) {
 }
 
 /* A pool slab becomes a medium slab: no classes, no fast path (fast_span
- * 0 sends every free of it to the general path), pages for size so that
- * beam__gpa_block_index names pages. */
+ * 0 sends every free of it to the general path). size stays non-zero for
+ * a class path that reads a stale state and divides by it. */
 static void medium_format(gpa_slab *s) {
     GPA_ASSERT(gpa_where(s) == WHERE_POOL && s->used == 0);
     s->info = NULL;
@@ -146,7 +146,13 @@ void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
     return p;
 }
 
-size_t beam__gpa_medium_block(const gpa_slab *s, const void *p) {
+size_t beam__gpa_medium_block(const gpa_state *st, const gpa_slab *s,
+                              const void *p) {
+    /* Owner and state again, under the lock: a caller's look without it
+     * may be stale (the slab gone back to the pool, or to another
+     * instance). */
+    if (beam__gpa_owner(s) != st || gpa_where(s) != WHERE_MEDIUM)
+        return 0;
     size_t off = (size_t)((const char *)p - s->base);
     if (off >= GPA_SLAB_SIZE || (off & (GPA_PAGE_SIZE - 1)) != 0)
         return 0;
@@ -156,19 +162,16 @@ size_t beam__gpa_medium_block(const gpa_slab *s, const void *p) {
     return (size_t)block_pages(s, at) << GPA_PAGE_SHIFT;
 }
 
-/* What is wrong with a free of mem (len, alignment) in s, or NULL; *counted:
- * the length to count it freed with, 0 when it must not be freed. Lock
- * held: s's owner and state are checked again under it, since the slab may
- * have gone back to the pool (and even to another instance) after the
- * caller looked. */
+/* What is wrong with a free of mem (len, alignment) in s, whose block
+ * there has bytes (beam__gpa_medium_block), or NULL; *counted: the length
+ * to count it freed with, 0 when it must not be freed. Lock held. */
 static const char *free_problem(const gpa_state *st, const gpa_slab *s,
-                                const void *mem, size_t len, size_t alignment,
-                                size_t *counted) {
+                                const void *mem, size_t bytes, size_t len,
+                                size_t alignment, size_t *counted) {
     *counted = 0;
     if (beam__gpa_owner(s) != st || gpa_where(s) != WHERE_MEDIUM)
         return "free of a pointer into unused memory (or a double free)";
     size_t off = (size_t)((const char *)mem - s->base);
-    size_t bytes = beam__gpa_medium_block(s, mem);
     if (bytes == 0) {
         if (s->pages_used & (1u << (off >> GPA_PAGE_SHIFT)))
             return "free of a pointer inside a block";
@@ -199,12 +202,15 @@ void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     gpa_defer *defer = NULL;
     size_t counted;
     gpa_lock(st);
-    const char *problem = free_problem(st, s, mem, len, alignment, &counted);
+    size_t bytes = beam__gpa_medium_block(st, s, mem);
+    const char *problem =
+        free_problem(st, s, mem, bytes, len, alignment, &counted);
     if (counted != 0) {
         unsigned at =
             (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
         bin_take(st, s);
-        s->pages_used &= (uint16_t)~run_mask(at, block_pages(s, at));
+        s->pages_used &=
+            (uint16_t)~run_mask(at, (unsigned)(bytes >> GPA_PAGE_SHIFT));
         s->pages_start &= (uint16_t) ~(1u << at);
         s->used--;
         beam__count_free(&st->large_counts, &st->peak, counted);
@@ -228,17 +234,13 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
         return false;
     bool ok = false;
     gpa_lock(st);
-    /* (Owner and state again under the lock: see free_problem.) */
-    size_t bytes = beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM
-                       ? beam__gpa_medium_block(s, mem)
-                       : 0;
+    size_t bytes = beam__gpa_medium_block(st, s, mem);
     unsigned at = (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
     unsigned have = (unsigned)(bytes >> GPA_PAGE_SHIFT);
     unsigned want = pages_for(new_len);
     /* The block must be what the caller says it is, and a grown block may
      * take only free pages right after it. */
-    if (bytes != 0 && pages_for(len) == have && len > BEAM_GPA_SMALL_MAX &&
-        at + want <= GPA_PAGES &&
+    if (bytes != 0 && pages_for(len) == have && at + want <= GPA_PAGES &&
         (want <= have || (free_pages(s) & run_mask(at + have, want - have)) ==
                              run_mask(at + have, want - have))) {
         bin_take(st, s);

@@ -52,9 +52,7 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
     if (beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM) {
         /* A medium block: its pages, which its free accepts as a length. */
         gpa_lock(st);
-        size_t bytes = beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM
-                           ? beam__gpa_medium_block(s, p)
-                           : 0;
+        size_t bytes = beam__gpa_medium_block(st, s, p);
         gpa_unlock(st);
         *len = bytes;
         *alignment = 16;

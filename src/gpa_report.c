@@ -129,10 +129,10 @@ __attribute__((no_sanitize("thread")))
 /* The live blocks of medium slab s (lock held: its masks are the lock's):
  * each block's pages, as exact as an untracked small block's class. */
 static void
-scan_medium(const gpa_slab *s, scan_ctx *c) {
+scan_medium(const gpa_state *st, const gpa_slab *s, scan_ctx *c) {
     for (unsigned p = 0; p < GPA_PAGES; p++) {
         const char *b = s->base + ((size_t)p << GPA_PAGE_SHIFT);
-        size_t bytes = beam__gpa_medium_block(s, b);
+        size_t bytes = beam__gpa_medium_block(st, s, b);
         if (bytes == 0)
             continue;
         c->u.live_blocks++;
@@ -145,7 +145,7 @@ scan_medium(const gpa_slab *s, scan_ctx *c) {
 static void scan_slab(gpa_state *st, gpa_slab *s, void *arg) {
     scan_ctx *c = (scan_ctx *)arg;
     if (gpa_where(s) == WHERE_MEDIUM) {
-        scan_medium(s, c);
+        scan_medium(st, s, c);
         return;
     }
     char *bump = beam__atomic_load_plain_relaxed(&s->bump);
