@@ -117,19 +117,9 @@ typedef struct scan_ctx {
     size_t report, reported;
 } scan_ctx;
 
-/* Other threads may be allocating while this walks their slabs: it reads
- * bump pointers and free tags without their owners' consent. Both only ever
- * name memory that stays mapped while the instance lock is held, so the
- * worst outcome is a snapshot a moment old. (Those reads are the only
- * unsynchronised ones in the allocator; ThreadSanitizer is told so here
- * rather than by a suppression file.) */
-#if defined(__clang__) || defined(__GNUC__)
-__attribute__((no_sanitize("thread")))
-#endif
 /* The live blocks of medium slab s (lock held: its masks are the lock's):
  * each block's pages, as exact as an untracked small block's class. */
-static void
-scan_medium(const gpa_state *st, const gpa_slab *s, scan_ctx *c) {
+static void scan_medium(const gpa_state *st, const gpa_slab *s, scan_ctx *c) {
     for (unsigned p = 0; p < GPA_PAGES; p++) {
         const char *b = s->base + ((size_t)p << GPA_PAGE_SHIFT);
         size_t bytes = beam__gpa_medium_block(st, s, b);
@@ -142,7 +132,17 @@ scan_medium(const gpa_state *st, const gpa_slab *s, scan_ctx *c) {
     }
 }
 
-static void scan_slab(gpa_state *st, gpa_slab *s, void *arg) {
+/* Other threads may be allocating while this walks their slabs: it reads
+ * bump pointers and free tags without their owners' consent. Both only ever
+ * name memory that stays mapped while the instance lock is held, so the
+ * worst outcome is a snapshot a moment old. (Those reads are the only
+ * unsynchronised ones in the allocator; ThreadSanitizer is told so here
+ * rather than by a suppression file.) */
+#if defined(__clang__) || defined(__GNUC__)
+__attribute__((no_sanitize("thread")))
+#endif
+static void
+scan_slab(gpa_state *st, gpa_slab *s, void *arg) {
     scan_ctx *c = (scan_ctx *)arg;
     if (gpa_where(s) == WHERE_MEDIUM) {
         scan_medium(st, s, c);
