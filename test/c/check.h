@@ -6,6 +6,7 @@
 #ifndef CHECK_H
 #define CHECK_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,8 +36,38 @@ void check_fail(const char *file, int line, const char *what);
 void check_capture_reports(void);
 void check_release_reports(void);
 size_t check_report_count(void);
-const char *check_last_report(void);
 bool check_report_contains(const char *needle);
+/* The last report (not any) names needle. */
+bool check_last_report_has(const char *needle);
+
+/* A step two threads take together: one says it reached `at` (set), the
+ * other waits until it has (wait). For a thread kept idle, alive, while the
+ * test works on what it left. */
+typedef struct check_phase {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int at;
+} check_phase;
+
+static inline void check_phase_init(check_phase *p) {
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    p->at = 0;
+}
+
+static inline void check_phase_set(check_phase *p, int at) {
+    pthread_mutex_lock(&p->lock);
+    p->at = at;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static inline void check_phase_wait(check_phase *p, int at) {
+    pthread_mutex_lock(&p->lock);
+    while (p->at != at)
+        pthread_cond_wait(&p->cond, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+}
 
 static inline bool check_aligned(const void *p, size_t alignment) {
     return ((uintptr_t)p & (alignment - 1)) == 0;

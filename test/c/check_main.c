@@ -65,8 +65,11 @@ size_t check_report_count(void) {
     return n;
 }
 
-const char *check_last_report(void) {
-    return last_report;
+bool check_last_report_has(const char *needle) {
+    pthread_mutex_lock(&report_lock);
+    bool found = strstr(last_report, needle) != NULL;
+    pthread_mutex_unlock(&report_lock);
+    return found;
 }
 
 bool check_report_contains(const char *needle) {

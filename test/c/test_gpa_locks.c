@@ -316,9 +316,7 @@ typedef struct idle_owner {
     beam_gpa_t *gpa;
     size_t count, len;
     void **blocks;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int phase; /* 0 allocating, 1 allocated (owner idle), 2 exit */
+    check_phase phase; /* 0 allocating, 1 allocated (owner idle), 2 exit */
 } idle_owner;
 
 static void *allocate_then_idle(void *arg) {
@@ -326,12 +324,8 @@ static void *allocate_then_idle(void *arg) {
     beam_allocator_t a = beam_gpa_allocator(o->gpa);
     for (size_t i = 0; i < o->count; i++)
         o->blocks[i] = beam_alloc_bytes(a, o->len, 8);
-    pthread_mutex_lock(&o->lock);
-    o->phase = 1;
-    pthread_cond_broadcast(&o->cond);
-    while (o->phase != 2)
-        pthread_cond_wait(&o->cond, &o->lock);
-    pthread_mutex_unlock(&o->lock);
+    check_phase_set(&o->phase, 1);
+    check_phase_wait(&o->phase, 2);
     return NULL;
 }
 
@@ -347,17 +341,11 @@ TEST(gpa_memory_freed_elsewhere_comes_back_while_its_owner_idles) {
         o[i].count = 100000;
         o[i].len = 64;
         o[i].blocks = calloc(o[i].count, sizeof(void *));
-        pthread_mutex_init(&o[i].lock, NULL);
-        pthread_cond_init(&o[i].cond, NULL);
-        o[i].phase = 0;
+        check_phase_init(&o[i].phase);
         pthread_create(&t[i], NULL, allocate_then_idle, &o[i]);
     }
-    for (int i = 0; i < OWNERS; i++) {
-        pthread_mutex_lock(&o[i].lock);
-        while (o[i].phase != 1)
-            pthread_cond_wait(&o[i].cond, &o[i].lock);
-        pthread_mutex_unlock(&o[i].lock);
-    }
+    for (int i = 0; i < OWNERS; i++)
+        check_phase_wait(&o[i].phase, 1);
     size_t peak = beam_gpa_usage_of(&g).backing_bytes;
     bool all = true;
     for (int i = 0; i < OWNERS; i++)
@@ -370,10 +358,7 @@ TEST(gpa_memory_freed_elsewhere_comes_back_while_its_owner_idles) {
     beam_gpa_collect(&g);
     beam_gpa_usage u = beam_gpa_usage_of(&g);
     for (int i = 0; i < OWNERS; i++) {
-        pthread_mutex_lock(&o[i].lock);
-        o[i].phase = 2;
-        pthread_cond_broadcast(&o[i].cond);
-        pthread_mutex_unlock(&o[i].lock);
+        check_phase_set(&o[i].phase, 2);
         pthread_join(t[i], NULL);
         free(o[i].blocks);
     }
@@ -396,13 +381,8 @@ TEST(gpa_owner_reuses_what_another_thread_freed) {
     beam_gpa_t g;
     beam_gpa_init(&g, beam_large_allocator);
     beam_allocator_t a = beam_gpa_allocator(&g);
-    idle_owner o = {&g,
-                    200000,
-                    64,
-                    NULL,
-                    PTHREAD_MUTEX_INITIALIZER,
-                    PTHREAD_COND_INITIALIZER,
-                    0};
+    idle_owner o = {.gpa = &g, .count = 200000, .len = 64};
+    check_phase_init(&o.phase);
     o.blocks = calloc(o.count, sizeof(void *));
     for (int round = 0; round < 3; round++) {
         for (size_t k = 0; k < o.count; k++)

@@ -43,13 +43,11 @@ TEST(gpa_sub_few_blocks_hold_little_and_deinit_gives_all_back) {
     beam_allocator_t a = beam_gpa_allocator(&g);
     enum { N = 16 };
     void *p[N];
-    size_t live = 0;
     for (int i = 0; i < N; i++) {
         size_t len = 8 + (size_t)i * 32; /* 16 classes from 16 to 512 */
         CHECK((p[i] = beam_alloc_bytes(a, len, 8)) != NULL);
         CHECK(in_sub_slab(p[i]));
         memset(p[i], i, len);
-        live += len;
     }
     /* One slab's worth from the backing (the first segment is slack
      * alone) and the metadata, or two when neighbours in the backing hold
@@ -62,7 +60,6 @@ TEST(gpa_sub_few_blocks_hold_little_and_deinit_gives_all_back) {
         beam_free_bytes(a, p[i], 8 + (size_t)i * 32, 8);
     CHECK(!beam_gpa_deinit(&g));
     CHECK(backing_live() == before);
-    (void)live;
 }
 
 TEST(gpa_sub_mixed_sizes_stay_within_the_floor) {
@@ -273,9 +270,7 @@ typedef struct sub_owner {
     beam_gpa_t *gpa;
     void *blocks[32];
     size_t lens[32];
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    int phase; /* 1: allocated, 2: may exit */
+    check_phase phase; /* 1: allocated, 2: may exit */
 } sub_owner;
 
 static void *allocate_few_then_idle(void *arg) {
@@ -285,12 +280,8 @@ static void *allocate_few_then_idle(void *arg) {
         o->lens[i] = 8 + (size_t)i * 100;
         o->blocks[i] = beam_alloc_bytes(a, o->lens[i], 8);
     }
-    pthread_mutex_lock(&o->lock);
-    o->phase = 1;
-    pthread_cond_broadcast(&o->cond);
-    while (o->phase != 2)
-        pthread_cond_wait(&o->cond, &o->lock);
-    pthread_mutex_unlock(&o->lock);
+    check_phase_set(&o->phase, 1);
+    check_phase_wait(&o->phase, 2);
     return NULL;
 }
 
@@ -306,14 +297,10 @@ TEST(gpa_sub_blocks_freed_elsewhere_and_idle_heaps_are_collected) {
     sub_owner o;
     memset(&o, 0, sizeof o);
     o.gpa = &g;
-    pthread_mutex_init(&o.lock, NULL);
-    pthread_cond_init(&o.cond, NULL);
+    check_phase_init(&o.phase);
     pthread_t t;
     CHECK(pthread_create(&t, NULL, allocate_few_then_idle, &o) == 0);
-    pthread_mutex_lock(&o.lock);
-    while (o.phase != 1)
-        pthread_cond_wait(&o.cond, &o.lock);
-    pthread_mutex_unlock(&o.lock);
+    check_phase_wait(&o.phase, 1);
     bool all = true, subs = true;
     for (int i = 0; i < 32; i++) {
         all = all && o.blocks[i] != NULL;
@@ -325,10 +312,7 @@ TEST(gpa_sub_blocks_freed_elsewhere_and_idle_heaps_are_collected) {
     beam_free_bytes(a, mine, 16, 8);
     beam_gpa_collect(&g);
     beam_gpa_usage u = beam_gpa_usage_of(&g);
-    pthread_mutex_lock(&o.lock);
-    o.phase = 2;
-    pthread_cond_broadcast(&o.cond);
-    pthread_mutex_unlock(&o.lock);
+    check_phase_set(&o.phase, 2);
     pthread_join(t, NULL);
     CHECK(all && subs);
     CHECK(u.live_blocks == 0 && u.misuse_count == 0);
