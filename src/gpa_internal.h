@@ -50,7 +50,7 @@
  *    thread with a few blocks of many classes held megabytes. So a heap's
  *    first slabs of a class are *sub-slabs*: a few 4 KiB pages of a
  *    *mixed chunk* (struct gpa_mixed), GPA_SUB_STEPS of them, each twice
- *    the last (from two blocks' worth, at most a quarter chunk), and only
+ *    the last (from two blocks' worth, at most half a chunk), and only
  *    then whole slabs; 256 KiB of sub-slabs at most per heap. A sub-slab is a
  * struct gpa_slab like any other, with its own free list, thread_free, where
  * and requeue, living in the chunk's gpa_mixed (metadata from the backing)

@@ -627,18 +627,14 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
 #define SUB_BUDGET 64
 
 /* Pages of h's next sub-slab of cls, or 0 for a whole slab. The first holds
- * two blocks at least; none is over a quarter chunk: a segment's slack
- * splits its whole pages between two chunks wherever the backing put it,
- * and half-chunk steps often found no run that long (bench mem: a second
- * 128 KiB segment in 5 of 18 runs, the floor 263 KiB; with quarter steps 0
- * of 42, 131-133 KiB). */
+ * two blocks at least; none is over half a chunk. */
 static unsigned sub_pages(const gpa_heap *h, unsigned cls) {
     unsigned k = h->subs[cls];
     size_t size = beam__gpa_class_size[cls];
     unsigned first = (unsigned)((2 * size + GPA_PAGE_SIZE - 1) / GPA_PAGE_SIZE);
     if (k + 1 > GPA_SUB_STEPS || h->sub_total >= SUB_BUDGET)
         return 0;
-    return (first << k) < GPA_PAGES / 4 ? first << k : GPA_PAGES / 4;
+    return (first << k) < GPA_PAGES / 2 ? first << k : GPA_PAGES / 2;
 }
 
 /* Pages a sub-slab of cls starts at a multiple of: blocks must keep every
