@@ -16,11 +16,16 @@
 #include <stdio.h>
 #include <string.h>
 
-/* 16-byte steps to 128, then four classes per doubling (<= 12.5% waste). */
+/* 16-byte steps to 128, then four classes per doubling (<= 20% waste).
+ * Above 4 KiB a slab holds only 8 to 16 blocks, so the classes there are
+ * the largest sizes that fit 14, 12 and 10 blocks (multiples of 16): no
+ * slab ends in a few KiB no block can use, and a 4 KiB page with a small
+ * header (SQLite's page cache: 4096 + about 200 bytes) takes 4672 bytes,
+ * not 5120. */
 const uint32_t beam__gpa_class_size[GPA_CLASSES] = {
     16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,
     256,  320,  384,  448,  512,  640,  768,  896,  1024, 1280, 1536,
-    1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192};
+    1792, 2048, 2560, 3072, 3584, 4096, 4672, 5456, 6544, 8192};
 
 /* class_of(len) for len in 16-byte steps up to 1024, by table: one load.
  * A constant, so that allocations made before any constructor ran (a C
@@ -34,10 +39,20 @@ const uint8_t beam__gpa_class_by_16[GPA_SMALL_DIRECT / 16 + 1] = {
 
 gpa_slab beam__gpa_empty_slab;
 
-/* Class of len: four classes per doubling from 128 on. */
+/* Class of len: four classes per doubling from 128 on, evenly spaced up
+ * to 4 KiB; above, the classes that fit a slab (see the table), found by
+ * comparison. */
+#define GPA_FIT_FIRST 28 /* the first class above 4 KiB */
+_Static_assert(GPA_FIT_FIRST + 4 == GPA_CLASSES, "four classes above 4 KiB");
 static unsigned class_of_arith(size_t len) {
     if (len <= 128)
         return len <= 16 ? 0 : (unsigned)((len + 15) >> 4) - 1;
+    if (len > 4096) {
+        unsigned c = GPA_FIT_FIRST;
+        while (beam__gpa_class_size[c] < len)
+            c++;
+        return c;
+    }
     size_t s = len - 1;
     unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)s);
     return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3);

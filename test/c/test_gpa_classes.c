@@ -1,0 +1,63 @@
+/* Unit tests of the general purpose allocator's size classes: the class
+ * a length and alignment get is the smallest that holds the length and
+ * keeps the alignment, by every path that picks one (the 16-byte table of
+ * the fast paths, the arithmetic and the comparisons above 4 KiB). */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#include <stdio.h>
+
+#include "gpa_internal.h"
+
+/* The smallest class of size >= len whose size the alignment divides, by
+ * a plain search of the table; GPA_CLASSES when none. */
+static unsigned smallest_fit(size_t len, size_t alignment) {
+    for (unsigned c = 0; c < GPA_CLASSES; c++)
+        if (beam__gpa_class_size[c] >= len &&
+            beam__gpa_class_size[c] % alignment == 0)
+            return c;
+    return GPA_CLASSES;
+}
+
+TEST(gpa_classes_every_length_gets_the_smallest_class_that_fits) {
+    bool ok = true;
+    for (size_t len = 1; len <= BEAM_GPA_SMALL_MAX + 1 && ok; len++) {
+        for (size_t al = 1; al <= 2 * BEAM_GPA_SMALL_MAX && ok; al *= 2) {
+            unsigned want = al <= GPA_MIN_BLOCK ? smallest_fit(len, 1)
+                                                : smallest_fit(len, al);
+            if (len > BEAM_GPA_SMALL_MAX || al > BEAM_GPA_SMALL_MAX)
+                want = GPA_CLASSES;
+            unsigned got = beam__gpa_class_for(len, al);
+            if (got != want) {
+                fprintf(stderr,
+                        "  length %zu alignment %zu: class %u, not %u\n", len,
+                        al, got, want);
+                ok = false;
+            }
+        }
+        if (len <= GPA_SMALL_DIRECT &&
+            beam__gpa_class_by_16[(len + 15) >> 4] != smallest_fit(len, 1)) {
+            fprintf(stderr, "  length %zu: the 16-byte table is wrong\n", len);
+            ok = false;
+        }
+    }
+    CHECK(ok);
+}
+
+/* Blocks sit at multiples of their size from the slab's start: every
+ * class size is a multiple of GPA_MIN_BLOCK, the classes grow, and above
+ * 4 KiB no slab leaves a block's worth of room unused beyond its 16
+ * bytes of rounding per block. */
+TEST(gpa_classes_are_ordered_and_fill_their_slabs) {
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        uint32_t size = beam__gpa_class_size[c];
+        CHECK(size % GPA_MIN_BLOCK == 0);
+        CHECK(c == 0 || size > beam__gpa_class_size[c - 1]);
+        if (size > 4096) {
+            size_t n = GPA_SLAB_SIZE / size;
+            CHECK(GPA_SLAB_SIZE - n * size < n * GPA_MIN_BLOCK);
+        }
+    }
+    CHECK(beam__gpa_class_size[GPA_CLASSES - 1] == BEAM_GPA_SMALL_MAX);
+}
