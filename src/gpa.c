@@ -16,16 +16,18 @@
 #include <stdio.h>
 #include <string.h>
 
-/* 16-byte steps to 128, then four classes per doubling (<= 20% waste).
- * Above 4 KiB a slab holds only 8 to 16 blocks, so the classes there are
- * the largest sizes that fit 14, 12 and 10 blocks (multiples of 16): no
- * slab ends in a few KiB no block can use, and a 4 KiB page with a small
- * header (SQLite's page cache: 4096 + about 200 bytes) takes 4672 bytes,
- * not 5120. */
+/* 16-byte steps to 128, then four classes per doubling (<= 20% waste;
+ * 25% from 6 to 8 KiB). Above 4 KiB a slab holds only 8 to 16 blocks, so
+ * the first two classes there are the largest sizes that fit 14 and 12
+ * blocks (multiples of 16), and a 4 KiB page with a small header
+ * (SQLite's page cache: 4096 + about 200 bytes) takes 4672 bytes, not
+ * 5120. (6544, which fits 10, made a thread's few blocks of 8 B-8 KiB
+ * need one more segment in most `mem` runs of `make bench`; 6144 did
+ * not.) */
 const uint32_t beam__gpa_class_size[GPA_CLASSES] = {
     16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,
     256,  320,  384,  448,  512,  640,  768,  896,  1024, 1280, 1536,
-    1792, 2048, 2560, 3072, 3584, 4096, 4672, 5456, 6544, 8192};
+    1792, 2048, 2560, 3072, 3584, 4096, 4672, 5456, 6144, 8192};
 
 /* class_of(len) for len in 16-byte steps up to 1024, by table: one load.
  * A constant, so that allocations made before any constructor ran (a C
