@@ -251,9 +251,10 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *   - A thread's heap holds at most one slab per size class, the one it
  *     allocates from. It keeps empty ones for up to 4 classes (so alloc/free
  *     of one block does not cycle slabs). Its first ones of a class are
- *     sub-slabs of growing size (256 KiB of them at most per heap); a heap
- *     that has freed 16384 blocks takes whole slabs only (their frees are
- *     cheaper) until it is collected. A sub-slab that leaves its heap
+ *     sub-slabs of growing size (256 KiB of them at most per heap); a class
+ *     whose blocks the heap's thread has freed 16384 times into sub-slabs
+ *     takes whole slabs only (their frees are cheaper) until the heap is
+ *     collected. A sub-slab that leaves its heap
  *     empty gives its pages back to their slab.
  *   - A slab that fills up leaves its heap. Once an eighth of its blocks
  *     are freed (by any thread) it is reusable by every heap; once all are

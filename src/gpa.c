@@ -175,8 +175,8 @@ static void trim_empty_cur(gpa_heap *h, unsigned keep) {
  * raced in (then the slab has room again and stays). */
 static bool detach_full(gpa_heap *h, gpa_slab *s);
 
-/* h, busy (GPA_GRADUATE_FREES), retires its current sub-slabs: its next
- * blocks of those classes come from whole slabs, which the inline free
+/* A class of h gone busy (GPA_CLASS_BUSY_FREES) retires its current
+ * sub-slab: its next blocks come from whole slabs, which the inline free
  * finds without a lookup. A retired sub-slab is detached like a full one
  * and comes back (to be released) when every block in it is free. */
 static void retire_sub(gpa_heap *h, gpa_slab *s, gpa_defer **defer) {
@@ -194,16 +194,17 @@ static void retire_sub(gpa_heap *h, gpa_slab *s, gpa_defer **defer) {
     gpa_unlock(h->st);
 }
 
-static void graduate(gpa_heap *h) {
-    gpa_defer *defer = NULL;
+/* Class cls of h graduates: whole slabs from its next refill on (no more
+ * sub-slab steps), until the heap is stripped. Owner, inside a bracket. */
+static void graduate(gpa_heap *h, unsigned cls) {
     h->graduated = true;
-    for (unsigned c = 0; c < GPA_CLASSES; c++) {
-        gpa_slab *t = h->cur[c];
-        if (t == &beam__gpa_empty_slab || !gpa_is_sub(t))
-            continue;
-        h->cur[c] = &beam__gpa_empty_slab;
-        retire_sub(h, t, &defer);
-    }
+    h->subs[cls] = GPA_SUB_STEPS;
+    gpa_slab *t = h->cur[cls];
+    if (t == &beam__gpa_empty_slab || !gpa_is_sub(t))
+        return;
+    gpa_defer *defer = NULL;
+    h->cur[cls] = &beam__gpa_empty_slab;
+    retire_sub(h, t, &defer);
     beam__gpa_defer_run(h->st, defer);
 }
 static bool detach_full(gpa_heap *h, gpa_slab *s) {
@@ -220,25 +221,6 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
     return false;
 }
 
-static bool heap_busy(gpa_heap *h) {
-    return beam__atomic_load_relaxed(&h->stats.frees) - h->frees_mark >=
-           GPA_GRADUATE_FREES;
-}
-
-/* After a free into a sub-slab (the general path's): this thread's heap
- * of st may have become busy, and would not find out in a refill if its
- * allocations never miss (one block allocated and freed over and over). */
-static void free_sub_done(gpa_state *st) {
-    gpa_tls_slot *slot = gpa_fast_slot();
-    if (slot->id != st->id)
-        return;
-    gpa_heap *h = slot->heap;
-    uint32_t busy = gpa_heap_enter(h);
-    if (!gpa_heap_revoked(h) && !h->graduated && heap_busy(h))
-        graduate(h);
-    gpa_heap_leave(h, busy);
-}
-
 /* The current slab of cls has nothing left (owner, h busy). */
 static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
                                        size_t alignment, uintptr_t ret) {
@@ -250,8 +232,6 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
         trim_empty_cur(h, cls);
-    if (BEAM__UNLIKELY(!h->graduated) && heap_busy(h))
-        graduate(h);
     gpa_slab *s = h->cur[cls];
     if (s != &beam__gpa_empty_slab) {
         beam__gpa_slab_collect_remote(s);
@@ -382,6 +362,44 @@ BEAM__NOINLINE void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s,
     }
 }
 
+/* This thread freed a block of class cls into a sub-slab: counted in its
+ * heap of st, whose class graduates when the count reaches
+ * GPA_CLASS_BUSY_FREES. A refill would not notice a busy class whose
+ * allocations never miss (a block allocated and freed over and over in one
+ * sub-slab); counting frees sees it, and leaves classes seldom freed in
+ * sub-slabs, where a few blocks take a few pages, not a slab. */
+static void sub_freed(gpa_state *st, unsigned cls) {
+    gpa_tls_slot *slot = gpa_fast_slot();
+    if (slot->id != st->id)
+        return;
+    gpa_heap *h = slot->heap;
+    uint32_t busy = gpa_heap_enter(h);
+    if (!gpa_heap_revoked(h) && h->sub_frees[cls] < GPA_CLASS_BUSY_FREES &&
+        ++h->sub_frees[cls] == GPA_CLASS_BUSY_FREES)
+        graduate(h, cls);
+    gpa_heap_leave(h, busy);
+}
+
+/* A free whose map entry e is a chunk cut into sub-slabs: the page table
+ * names the sub-slab, which gets every check of the inline free. (st is
+ * tested: a released sub-slab's fields may still be read by a free racing
+ * its chunk's reuse, and a NULL st must not pass for its owner.) */
+BEAM__NOINLINE bool beam__gpa_free_sub(gpa_state *st, gpa_slab *e, void **b,
+                                       size_t len) {
+    unsigned page =
+        (unsigned)((uintptr_t)b >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);
+    uint8_t k = gpa_page(e, page);
+    if (st == NULL || k >= GPA_PAGES)
+        return false;
+    gpa_slab *s = &e->subs->sub[k];
+    if (!gpa_fast_free_ok(st, s, b, len))
+        return false;
+    unsigned cls = s->cls;
+    beam__gpa_release(st, s, b, len);
+    sub_freed(st, cls);
+    return true;
+}
+
 /* The vtable's entry: the fast path (gpa_fast.h), else the general one. */
 static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
@@ -452,9 +470,10 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
                 safe_on_free(st, s, b, real_len, alignment, ret, site);
         }
         bool sub = gpa_is_sub(s);
+        unsigned cls = s->cls;
         beam__gpa_release(st, s, b, real_len);
-        if (sub)
-            free_sub_done(st);
+        if (sub) /* tracked, safe, or an alignment the inline free refuses */
+            sub_freed(st, cls);
         return;
     }
     /* A slab of another instance may still hold one of our large blocks:

@@ -123,31 +123,48 @@ beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
     beam__gpa_free_elsewhere(st, s, b, len, h);
 }
 
-/* Free a small untracked block when every check passes (then true); false
- * leaves the call, misuse included, to the general path. The class check
- * is a range test on the slab: prev_size < len <= size is what
+/* Every check of a small free on slab s (a slab, or a sub-slab): ours
+ * (owner), of this class, at a block boundary below bump, not free. The
+ * class check is a range test on the slab: prev_size < len <= size is what
  * beam__gpa_class_for(len, alignment) == s->cls means for alignments up to
  * GPA_MIN_BLOCK, without the table; with fast_span 0 (a tracked slab, whose
- * exact lengths the general path checks) no length passes. It also rejects
- * len 0, as the helpers must. */
+ * exact lengths the general path checks, or a map entry with no blocks of
+ * its own) no length passes. It also rejects len 0, as the helpers must. */
+static inline __attribute__((always_inline)) bool
+gpa_fast_free_ok(gpa_state *st, gpa_slab *s, void **b, size_t len) {
+    return beam__gpa_owner(s) == st &&
+           len - s->prev_size - 1 < (size_t)s->fast_span &&
+           beam__gpa_block_index(s, b) >= 0 &&
+           (uintptr_t)b[1] != beam__gpa_tag(st, b);
+}
+
+/* Out of line (gpa.c): the free of a block in a sub-slab of the chunk
+ * whose map entry is e (WHERE_MIXED), with the same checks; false leaves
+ * it to the general path. */
+BEAM__HIDDEN bool beam__gpa_free_sub(gpa_state *st, gpa_slab *e, void **b,
+                                     size_t len);
+
+/* Free a small untracked block when every check passes (then true); false
+ * leaves the call, misuse included, to the general path. */
 static inline __attribute__((always_inline)) bool
 beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
     /* (No test of st against NULL: an entry without an owner has
-     * fast_span 0, so its range test fails before st is read. So has the
-     * entry of a chunk cut into sub-slabs: a block in a sub-slab is the
-     * general path's, which finds the sub-slab.) */
-    if (BEAM__LIKELY(gpa_fast_alignment(alignment) && s != NULL &&
-                     beam__gpa_owner(s) == st &&
-                     len - s->prev_size - 1 < (size_t)s->fast_span &&
-                     beam__gpa_block_index(s, mem) >= 0 &&
-                     (uintptr_t)b[1] != beam__gpa_tag(st, b))) {
+     * fast_span 0, so its range test fails before st is read.) */
+    if (BEAM__UNLIKELY(!gpa_fast_alignment(alignment)))
+        return false;
+    if (BEAM__LIKELY(s != NULL && gpa_fast_free_ok(st, s, b, len))) {
         beam__gpa_release(st, s, b, len);
         return true;
     }
-    return false;
+    /* A block in a sub-slab: its chunk's map entry (fast_span 0) failed
+     * the range test. A call more than a slab's free, off its path. (The
+     * entry's where, not its fast_span: a miss may be a stale pointer into
+     * an entry being reset, whose plain fields are not ours to read.) */
+    return s != NULL && beam__atomic_load_acquire(&s->where) == WHERE_MIXED &&
+           beam__gpa_free_sub(st, s, b, len);
 }
 
 #endif

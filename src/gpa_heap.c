@@ -204,7 +204,7 @@ static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     }
     /* Stripped, the heap starts small again (see "Small first slabs"). */
     h->graduated = false;
-    h->frees_mark = beam__atomic_load_relaxed(&h->stats.frees);
+    memset(h->sub_frees, 0, sizeof h->sub_frees);
     memset(h->subs, 0, sizeof h->subs);
     h->sub_total = 0;
 }

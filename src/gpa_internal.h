@@ -72,11 +72,13 @@
  *    gpa_mixed and a page table (page -> first page of its sub-slab, or
  *    ours-but-free, or not ours), on one cache line: beam__gpa_slab_of
  *    finds a sub-slab with one load more than a slab. The entry has no
- *    block of its own (bump == base) and fast_span 0, so the inline free
- *    misses on it, at no cost to frees into slabs, and the general path
- *    finds the sub-slab and makes every check on it; a pointer into a
- *    free page fails them, one into a page not ours goes to the large
- *    table, like any pointer the map does not know.
+ *    block of its own (bump == base) and fast_span 0, so the inline
+ *    free's checks miss on it, at no cost to frees into slabs; then it
+ *    sees WHERE_MIXED and calls beam__gpa_free_sub, which finds the
+ *    sub-slab and makes every check on it. A pointer into a free page
+ *    fails them and goes on to the general path, which reports it; one
+ *    into a page not ours goes to the large table, like any pointer the
+ *    map does not know.
  *  - Segments: the first is slack alone (one 64 KiB request, all of it
  *    sub-slab room); the next grow by an eighth of the instance's slabs
  *    (a quarter from 32 on), so what a segment holds unused stays a small
@@ -85,16 +87,28 @@
  *    asking the backing for more, while the instance has under 2 MiB of
  *    slabs (beyond, the slack is a small part, and frees into sub-slabs
  *    would cost big heaps time).
- *  - A busy heap (GPA_GRADUATE_FREES frees since it was last stripped,
- *    noticed at a refill or at a free into a sub-slab) *graduates*: it
- *    retires its current sub-slabs (detached, back when every block in
- *    them is free) and takes whole slabs only, in segments of three slabs
- *    at least, whose slack it leaves unused. Sub-slabs save memory, not
- *    time: a free into one takes the general path.
- *    Collection (stripping) makes the heap small again. A thread's floor
- *    is therefore what it holds while it is not busy, or after a
- *    collection; a busy thread's is what it was before (a slab for each
- *    class in use).
+ *  - Sub-slabs save memory, not time: a free into one is a call more
+ *    than one into a slab (beam__gpa_free_sub, from the inline free),
+ *    and a class with more blocks than its sub-slab holds has them spread
+ *    over several, detached as they filled, whose frees take the stash.
+ *    So a busy class of a heap (its thread has freed GPA_CLASS_BUSY_FREES
+ *    blocks of it into sub-slabs since the heap was last stripped)
+ *    *graduates*: it retires its current sub-slab (detached, back when
+ *    every block in it is free) and takes whole slabs from then on. The
+ *    other classes keep their sub-slabs, so a thread busy with a few
+ *    classes does not hold a whole slab for every class it touched once.
+ *    (When a busy heap graduated as a whole, SQLite's VM-counted peak in
+ *    bench-sqlite's workload was 1.59x its own highwater at 20,000 rows,
+ *    1.37x at 40,000; per class it is 1.44x and 1.19x.) A heap with a
+ *    graduated class takes segments of three slabs at least, and no
+ *    sub-slab in place of a whole slab when the pool is empty; its other
+ *    classes' sub-slabs may still use the slack. (Frees count in the
+ *    freeing thread's heap: one that frees what other threads allocated
+ *    may graduate classes it never allocates, which costs it only that
+ *    minimum segment size.) Collection (stripping) makes the heap small
+ *    again.
+ *    A thread's floor is therefore what it holds in the classes it does
+ *    not use much, plus a slab for each busy one.
  *    So a thread holding a few blocks costs one 64 KiB request and some
  *    8 KiB of metadata, not a slab per class: the per-thread floor (bench
  *    `mem`: held - 1.5 x live, the worst of five small live sets) is about
@@ -371,11 +385,13 @@ typedef struct gpa_heap {
     _Atomic uint32_t revoked;
     gpa_slab *cur[GPA_CLASSES]; /* never NULL: empty sentinel at first */
     uint8_t subs[GPA_CLASSES];  /* sub-slabs taken per class */
-    bool graduated;             /* busy: whole slabs only (gpa.c) */
-    unsigned sub_total;         /* pages of sub-slabs taken (gpa_slab.c) */
-    uint64_t frees_mark;        /* stats.frees when last stripped */
-    beam__counters stats;       /* this heap's allocations and frees */
-    unsigned refills;           /* alloc_slow calls, to pace trimming */
+    /* This thread's frees into sub-slabs per class, up to
+     * GPA_CLASS_BUSY_FREES: then the class graduates (gpa.c). */
+    uint16_t sub_frees[GPA_CLASSES];
+    bool graduated;       /* a class graduated: segments of whole slabs */
+    unsigned sub_total;   /* pages of sub-slabs taken (gpa_slab.c) */
+    beam__counters stats; /* this heap's allocations and frees */
+    unsigned refills;     /* alloc_slow calls, to pace trimming */
     /* The stash (see "The stash" above): blocks this heap's thread freed
      * into slabs the heap does not own, linked through word 0. */
     void **stash;
@@ -535,7 +551,7 @@ BEAM__HIDDEN void beam__gpa_defer_run(gpa_state *st, gpa_defer *list);
 BEAM__HIDDEN extern _Atomic(gpa_slab *) beam__gpa_map_root[GPA_MAP_SIZE];
 
 /* The map entry of p, owned or not; NULL when no leaf covers p. */
-static inline gpa_slab *beam__gpa_map_slot(const void *p) {
+static BEAM__ALWAYS_INLINE gpa_slab *beam__gpa_map_slot(const void *p) {
     uintptr_t g = (uintptr_t)p >> GPA_SLAB_SHIFT;
     if (BEAM__UNLIKELY(g >> (2 * GPA_MAP_BITS)))
         return NULL;
@@ -547,7 +563,7 @@ static inline gpa_slab *beam__gpa_map_slot(const void *p) {
 }
 
 /* The instance owning the slab s (NULL: none, or s NULL). Lock-free. */
-static inline gpa_state *beam__gpa_owner(const gpa_slab *s) {
+static BEAM__ALWAYS_INLINE gpa_state *beam__gpa_owner(const gpa_slab *s) {
     return s == NULL ? NULL : beam__atomic_load_acquire(&s->st);
 }
 
@@ -560,7 +576,7 @@ static inline uint8_t gpa_where(const gpa_slab *s) {
 }
 
 /* Page k of the mixed chunk of map entry e: see pages[]. */
-static inline uint8_t gpa_page(gpa_slab *e, unsigned k) {
+static BEAM__ALWAYS_INLINE uint8_t gpa_page(gpa_slab *e, unsigned k) {
     return beam__atomic_load_plain_relaxed(&e->pages[k]);
 }
 
@@ -619,9 +635,14 @@ BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
  * segment from the backing when needed. NULL when out of memory. No lock
  * held; takes it. */
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
-/* A heap that has freed this many blocks is busy (see "Small first
- * slabs"): it takes whole slabs from then on. */
-#define GPA_GRADUATE_FREES 16384 /* a power of two (gpa_fast.h) */
+/* Frees into sub-slabs after which a class of a heap graduates (see
+ * "Small first slabs"): it takes whole slabs from then on. */
+#define GPA_CLASS_BUSY_FREES 16384
+_Static_assert(GPA_CLASS_BUSY_FREES <= UINT16_MAX,
+               "gpa_heap.sub_frees counts up to it");
+/* Sub-slabs a class of a heap takes, each twice the last, before it takes
+ * whole slabs (gpa_slab.c; a class that graduates skips the rest). */
+#define GPA_SUB_STEPS 4
 /* s (ownerless or being given up by its owner, lock held) goes back to the
  * pool when it has no live block, else to its partial list. */
 BEAM__HIDDEN void beam__gpa_slab_park(gpa_state *st, gpa_slab *s,
@@ -704,20 +725,20 @@ BEAM__HIDDEN bool beam__gpa_registry_empty(void);
  * same heap (a refill asks a backing that frees into this instance; a
  * report hook), and the inner leave must not end the outer call's claim.
  * Only the owner writes it: plain stores. */
-static inline uint32_t gpa_heap_enter(gpa_heap *h) {
+static BEAM__ALWAYS_INLINE uint32_t gpa_heap_enter(gpa_heap *h) {
     uint32_t n = beam__atomic_load_relaxed(&h->busy);
     gpa_busy_store(&h->busy, n + 1);
     beam__atomic_compiler_fence();
     return n;
 }
 
-static inline bool gpa_heap_revoked(gpa_heap *h) {
+static BEAM__ALWAYS_INLINE bool gpa_heap_revoked(gpa_heap *h) {
     return gpa_busy_load(&h->revoked) != 0;
 }
 
 /* n: what the matching enter returned (brackets nest, so busy is n + 1
  * again by now: a store, without reading it back). */
-static inline void gpa_heap_leave(gpa_heap *h, uint32_t n) {
+static BEAM__ALWAYS_INLINE void gpa_heap_leave(gpa_heap *h, uint32_t n) {
     GPA_ASSERT(beam__atomic_load_relaxed(&h->busy) == n + 1);
     beam__atomic_store_release(&h->busy, n);
 }
@@ -810,7 +831,8 @@ static inline gpa_state *beam__gpa_state_of(beam_gpa_t *gpa) {
     return beam__atomic_load_plain_acquire(&gpa->internal_state);
 }
 
-static inline uintptr_t beam__gpa_tag(const gpa_state *st, const void *b) {
+static BEAM__ALWAYS_INLINE uintptr_t beam__gpa_tag(const gpa_state *st,
+                                                   const void *b) {
     return st->cookie ^ (uintptr_t)b;
 }
 
@@ -823,7 +845,8 @@ static inline uint32_t beam__gpa_index_of(const gpa_slab *s, const void *p) {
 /* Index of block p in slab s, or -1 when p is not at a block boundary of a
  * block handed out at some point (past bump, the free-tag word is
  * garbage). */
-static inline long beam__gpa_block_index(const gpa_slab *s, const void *p) {
+static BEAM__ALWAYS_INLINE long beam__gpa_block_index(const gpa_slab *s,
+                                                      const void *p) {
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
     uint32_t idx = (uint32_t)(((uint64_t)off * s->recip) >> 32);
     if (idx * s->size != off ||

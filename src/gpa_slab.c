@@ -97,7 +97,8 @@ static void mixed_meta_drop(gpa_state *st, gpa_mixed *m) {
 /* Map entry e's chunk, of which the pages in usable are ours, is cut into
  * sub-slabs described by m (none yet). The entry keeps no block of its
  * own (bump == base) and has fast_span 0, so the inline free looks up the
- * sub-slab (beam__gpa_slab_of). Lock held, or the chunk not yet published.
+ * sub-slab (beam__gpa_free_sub), as the general path does
+ * (beam__gpa_slab_of). Lock held, or the chunk not yet published.
  */
 static void entry_mix(gpa_slab *e, gpa_mixed *m, gpa_segment *seg,
                       uint16_t usable, bool slack) {
@@ -620,7 +621,6 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
  * A heap's first slabs of a class are sub-slabs of a few pages, growing:
  * GPA_SUB_STEPS of them, each twice the last, before it takes whole slabs.
  * So a thread with a few blocks of many classes holds pages, not slabs. */
-#define GPA_SUB_STEPS 4
 /* Pages of sub-slabs a heap carves at most until it is stripped (256 KiB):
  * beyond, it is no small heap, and what its sub-slabs would save is small
  * beside what it holds; whole slabs serve it faster. */
@@ -799,12 +799,12 @@ static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
  * segment holds unused stays a small part of the whole (with the slack in
  * use, a small segment costs no more than a big one), and by a quarter
  * from 32 slabs on (fewer segments: fewer headers and slack pages touched,
- * a lower peak RSS). A busy heap (or h NULL: a medium slab, which is
- * whole) leaves the slack unused: its segments have three slabs at least,
- * so that the slack is a quarter of them at most (medium slabs in one-slab
- * segments held twice their size: 64 medium blocks of up to 64 KiB, 1.8 MB
- * live, held 3.5 MB; 2.7 with three). Over another instance the first
- * segment is not slack alone: that instance serves 64 KiB as one aligned
+ * a lower peak RSS). A heap with a busy class (or h NULL: a medium slab,
+ * which is whole) uses little of the slack: its segments have three slabs at
+ * least, so that the slack is a quarter of them at most (medium slabs in
+ * one-slab segments held twice their size: 64 medium blocks of up to 64
+ * KiB, 1.8 MB live, held 3.5 MB; 2.7 with three). Over another instance the
+ * first segment is not slack alone: that instance serves 64 KiB as one aligned
  * slab of its own, whose chunk is then not ours to claim (found in
  * review). */
 static unsigned segment_slabs(const gpa_state *st, const gpa_heap *h,
@@ -832,11 +832,11 @@ static void slab_need_drop(gpa_state *st, slab_need *need, size_t info_len) {
 gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
     gpa_state *st = h->st;
     gpa_defer *defer = NULL;
-    /* A busy heap's slabs are whole, and so are its segments' (its
-     * slack would go unused: see segment_slabs). */
-    slab_need need = {NULL, NULL,  h->graduated ? 0 : sub_pages(h, cls),
-                      0,    false, !h->graduated,
-                      false};
+    /* A busy class's slabs are whole (sub_pages says 0); a heap with one
+     * takes no sub-slab in place of a whole slab (small_ok), and takes
+     * whole segments (see segment_slabs). */
+    slab_need need = {NULL,          NULL, sub_pages(h, cls), 0, false,
+                      !h->graduated, false};
     size_t info_len =
         (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
     gpa_segment *fresh = NULL;

@@ -16,6 +16,9 @@
 #define BEAM__LIKELY(x) __builtin_expect(!!(x), 1)
 #define BEAM__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define BEAM__NOINLINE __attribute__((noinline))
+/* For the few helpers every fast path is made of: left to itself, the
+ * compiler may call one out of line once a caller grows. */
+#define BEAM__ALWAYS_INLINE inline __attribute__((always_inline))
 #define BEAM__RET_ADDR() ((uintptr_t)__builtin_return_address(0))
 #define BEAM__PRINTF(f, a) __attribute__((format(printf, f, a)))
 
@@ -108,7 +111,8 @@ BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 
 /* c's live bytes moved by d; returns them after the change, for
  * beam__publish_due_at (one load of the counter, not two). */
-static inline int64_t beam__count_bytes(beam__counters *c, int64_t d) {
+static BEAM__ALWAYS_INLINE int64_t beam__count_bytes(beam__counters *c,
+                                                     int64_t d) {
     int64_t bytes = beam__atomic_load_relaxed(&c->bytes) + d;
     beam__atomic_store_relaxed(&c->bytes, bytes);
     return bytes;
@@ -116,12 +120,14 @@ static inline int64_t beam__count_bytes(beam__counters *c, int64_t d) {
 
 /* Hot-path counting: no publication (the caller publishes at its slow
  * points, which bound how far the peak can lag). */
-static inline int64_t beam__count_alloc_fast(beam__counters *c, size_t len) {
+static BEAM__ALWAYS_INLINE int64_t beam__count_alloc_fast(beam__counters *c,
+                                                          size_t len) {
     beam__atomic_bump(&c->allocs, 1);
     return beam__count_bytes(c, (int64_t)len);
 }
 
-static inline int64_t beam__count_free_fast(beam__counters *c, size_t len) {
+static BEAM__ALWAYS_INLINE int64_t beam__count_free_fast(beam__counters *c,
+                                                         size_t len) {
     beam__atomic_bump(&c->frees, 1);
     return beam__count_bytes(c, -(int64_t)len);
 }
@@ -132,8 +138,8 @@ static inline int64_t beam__count_free_fast(beam__counters *c, size_t len) {
  * high). A fall is cheap to publish in practice: it happens only when the
  * live total reaches a new low since the last publication. bytes: c's
  * live bytes as its owner last wrote them. */
-static inline bool beam__publish_due_at(const beam__counters *c,
-                                        int64_t bytes) {
+static BEAM__ALWAYS_INLINE bool beam__publish_due_at(const beam__counters *c,
+                                                     int64_t bytes) {
     int64_t d = bytes - c->mark;
     return d >= BEAM__PUBLISH_STEP || d < 0;
 }
@@ -144,8 +150,8 @@ static inline void beam__count_alloc(beam__counters *c, beam__peak *p,
         beam__publish(c, p);
 }
 
-static inline void beam__count_free(beam__counters *c, beam__peak *p,
-                                    size_t len) {
+static BEAM__ALWAYS_INLINE void beam__count_free(beam__counters *c,
+                                                 beam__peak *p, size_t len) {
     if (BEAM__UNLIKELY(beam__publish_due_at(c, beam__count_free_fast(c, len))))
         beam__publish(c, p);
 }

@@ -237,21 +237,36 @@ TEST(gpa_sub_filling_moves_the_class_to_whole_slabs) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
-TEST(gpa_sub_a_busy_heap_graduates_to_whole_slabs) {
+/* One block of len allocated and freed until its class is busy (it then
+ * graduates); false when an allocation failed. */
+static bool make_class_busy(beam_allocator_t a, size_t len) {
+    for (int i = 0; i < GPA_CLASS_BUSY_FREES + 16; i++) {
+        void *t = beam_alloc_bytes(a, len, 8);
+        if (t == NULL)
+            return false;
+        beam_free_bytes(a, t, len, 8);
+    }
+    return true;
+}
+
+TEST(gpa_sub_a_busy_class_graduates_to_whole_slabs) {
     beam_gpa_t g = fresh(0);
     beam_allocator_t a = beam_gpa_allocator(&g);
     void *keep = beam_alloc_bytes(a, 64, 8);
-    CHECK(keep != NULL && in_sub_slab(keep));
-    for (int i = 0; i < GPA_GRADUATE_FREES + 16; i++) {
-        void *t = beam_alloc_bytes(a, 64, 8);
-        CHECK(t != NULL);
-        beam_free_bytes(a, t, 64, 8);
-    }
-    /* The next refill (a class not used yet) finds the heap busy. */
-    void *big = beam_alloc_bytes(a, 300, 8);
-    CHECK(big != NULL && in_whole_slab(big));
+    void *few = beam_alloc_bytes(a, 1000, 8);
+    CHECK(keep != NULL && in_sub_slab(keep) && few != NULL && in_sub_slab(few));
+    CHECK(make_class_busy(a, 64));
+    /* The class freed that often graduated: its sub-slab is retired, its
+     * blocks come from a whole slab. */
     void *more = beam_alloc_bytes(a, 64, 8);
     CHECK(more != NULL && in_whole_slab(more));
+    /* Classes seldom freed keep their sub-slabs, new ones get them. */
+    void *again_few = beam_alloc_bytes(a, 1000, 8);
+    CHECK(again_few != NULL && in_sub_slab(again_few));
+    void *big = beam_alloc_bytes(a, 300, 8);
+    CHECK(big != NULL && in_sub_slab(big));
+    beam_free_bytes(a, few, 1000, 8);
+    beam_free_bytes(a, again_few, 1000, 8);
     /* The retired sub-slab still frees what it holds. */
     beam_free_bytes(a, keep, 64, 8);
     beam_free_bytes(a, big, 300, 8);
@@ -263,6 +278,22 @@ TEST(gpa_sub_a_busy_heap_graduates_to_whole_slabs) {
     void *again = beam_alloc_bytes(a, 64, 8);
     CHECK(again != NULL && in_sub_slab(again));
     beam_free_bytes(a, again, 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* Found in review: frees the inline path leaves to the general one (a
+ * tracked instance's, all of them) count towards graduation too. */
+TEST(gpa_sub_a_tracked_class_graduates_too) {
+    beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *first = beam_alloc_bytes(a, 64, 8);
+    CHECK(first != NULL && in_sub_slab(first));
+    beam_free_bytes(a, first, 64, 8);
+    CHECK(make_class_busy(a, 64));
+    void *more = beam_alloc_bytes(a, 64, 8);
+    CHECK(more != NULL && in_whole_slab(more));
+    beam_free_bytes(a, more, 64, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
     CHECK(!beam_gpa_deinit(&g));
 }
 
