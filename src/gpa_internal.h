@@ -97,9 +97,14 @@
  *    every block in it is free) and takes whole slabs from then on. The
  *    other classes keep their sub-slabs, so a thread busy with a few
  *    classes does not hold a whole slab for every class it touched once.
- *    (When a busy heap graduated as a whole, SQLite's VM-counted peak in
- *    bench-sqlite's workload was 1.59x its own highwater at 20,000 rows,
- *    1.37x at 40,000; per class it is 1.44x and 1.19x.) A heap with a
+ *    (SQLite's VM-counted peak over its own highwater, bench-sqlite's
+ *    workload at 10, 20, 30 and 40 thousand rows: 2.20, 1.59, 1.46, 1.37
+ *    when a heap graduated as a whole after 16,384 frees; 1.94, 1.62,
+ *    1.27, 1.18 per class. A higher count kept more classes small, 1.44 at
+ *    20,000 rows with 16,384, but a thread that starts small again, new
+ *    or collected, then frees that many blocks of each class it uses
+ *    through sub-slabs: two pinned threads made 1.2-1.4x the throughput
+ *    of one instead of 2-2.5x.) A heap with a
  *    graduated class takes segments of three slabs at least, and no
  *    sub-slab in place of a whole slab when the pool is empty; its other
  *    classes' sub-slabs may still use the slack. (Frees count in the
@@ -637,7 +642,7 @@ BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
 /* Frees into sub-slabs after which a class of a heap graduates (see
  * "Small first slabs"): it takes whole slabs from then on. */
-#define GPA_CLASS_BUSY_FREES 16384
+#define GPA_CLASS_BUSY_FREES 1024
 _Static_assert(GPA_CLASS_BUSY_FREES <= UINT16_MAX,
                "gpa_heap.sub_frees counts up to it");
 /* Sub-slabs a class of a heap takes, each twice the last, before it takes
