@@ -140,9 +140,10 @@ static size_t fz_hostile(fz_reader *r) {
 }
 
 static const size_t fz_edges[] = {
-    1,    7,    8,    9,    15,   16,   17,    24,    31,    32,   33,
-    48,   63,   64,   65,   127,  128,  129,   1023,  1024,  1025, 4095,
-    4096, 4097, 7168, 8191, 8192, 8193, 16384, 65535, 65536, 65537};
+    1,    7,    8,    9,     15,    16,    17,   24,   31,   32,
+    33,   48,   63,   64,    65,    127,   128,  129,  1023, 1024,
+    1025, 4095, 4096, 4097,  4672,  4673,  5456, 5457, 6144, 6145,
+    8191, 8192, 8193, 16384, 65535, 65536, 65537};
 
 /* A request length: mostly small, some around the size-class and slab
  * boundaries, a few large, now and then 0 or hostile. */

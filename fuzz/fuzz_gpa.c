@@ -18,9 +18,9 @@
  *             sub-slabs released, segments given back, heaps small again
  * A fresh instance serves each class's first blocks from sub-slabs (pages
  * of mixed chunks: a segment's slack, lent pool slabs) and later ones from
- * whole slabs, so inputs exercise both and the moves between them; the
- * process-wide instance, used input after input, goes busy (whole slabs
- * only) once it has freed enough.
+ * whole slabs, so inputs exercise both and the moves between them; on the
+ * process-wide instance, used input after input, the classes freed often
+ * graduate (whole slabs only) once they have been freed enough.
  * Outside misuse mode nothing may be reported. beam_gpa_usage_of must agree
  * with the model (live blocks, bytes, misuse) at every check. At the end
  * every block is freed, nothing is live, and deinit reports no leak; over

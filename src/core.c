@@ -28,9 +28,10 @@ static inline void *zero_len_block(size_t alignment) {
  * common case pays one branch for all the edge cases). Then what the
  * vtable would run, without it: a GPA's general path (its fast path has
  * had its try in alloc_entry), the raw allocator inline (raw.h); others
- * through the vtable. Out of line: the only call the GPA's fast paths below
- * make when they do not settle a call, so that they need neither saved
- * registers nor a copy of a on the stack. It takes a's two words apart:
+ * through the vtable. Out of line, and with beam__gpa_free_in_chunk the
+ * only calls the GPA's fast paths below make when they do not settle a
+ * call, each a tail call, so that they need no frame of their own and no
+ * copy of a on the stack. It takes a's two words apart:
  * passed on whole, the struct went through the stack in every helper (gcc
  * 12: two stores, two loads and a frame adjustment per call, fast path
  * included). */
@@ -112,9 +113,17 @@ static inline __attribute__((always_inline)) void
 free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
            uintptr_t ret) {
     if (a.vtable == &beam__gpa_vtable) {
-        if (BEAM__LIKELY(
-                beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len, alignment)))
+        gpa_free_outcome r =
+            beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len, alignment);
+        if (BEAM__LIKELY(r == GPA_FREED))
             return;
+        /* (mem and the alignment passed the fast path's tests; len is
+         * free_impl's to judge when out of range, 0 included.) */
+        if (r == GPA_FREE_IN_CHUNK && len - 1 < BEAM__MAX_LEN) {
+            beam__gpa_free_in_chunk((beam_gpa_t *)a.ctx, mem, len, alignment,
+                                    ret);
+            return;
+        }
     }
     free_impl(a.ctx, a.vtable, mem, len, alignment, ret);
 }

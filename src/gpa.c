@@ -23,7 +23,9 @@
  * (SQLite's page cache: 4096 + about 200 bytes) takes 4672 bytes, not
  * 5120. (6544, which fits 10, made a thread's few blocks of 8 B-8 KiB
  * need one more segment in most `mem` runs of `make bench`; 6144 did
- * not.) */
+ * not.) The waste bounds are for alignments up to 16: a larger one takes
+ * the first class its size is a multiple of (4097-5120 B at 128-1024
+ * takes 6144, where it took 5120). */
 const uint32_t beam__gpa_class_size[GPA_CLASSES] = {
     16,   32,   48,   64,   80,   96,   112,  128,  160,  192,  224,
     256,  320,  384,  448,  512,  640,  768,  896,  1024, 1280, 1536,
@@ -380,33 +382,45 @@ static void sub_freed(gpa_state *st, unsigned cls) {
     gpa_heap_leave(h, busy);
 }
 
-/* A free whose map entry e is a chunk cut into sub-slabs: the page table
- * names the sub-slab, which gets every check of the inline free. (st is
- * tested: a released sub-slab's fields may still be read by a free racing
- * its chunk's reuse, and a NULL st must not pass for its owner.) */
-BEAM__NOINLINE bool beam__gpa_free_sub(gpa_state *st, gpa_slab *e, void **b,
-                                       size_t len) {
-    unsigned page =
-        (unsigned)((uintptr_t)b >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);
-    uint8_t k = gpa_page(e, page);
-    if (st == NULL || k >= GPA_PAGES)
-        return false;
-    gpa_slab *s = &e->subs->sub[k];
-    if (!gpa_fast_free_ok(st, s, b, len))
-        return false;
-    unsigned cls = s->cls;
-    beam__gpa_release(st, s, b, len);
-    sub_freed(st, cls);
-    return true;
+/* A free into a chunk cut into sub-slabs (the inline free saw its map
+ * entry): the page table names the sub-slab, which gets every check of
+ * the inline free; anything they do not pass goes to the general path,
+ * which reports it. (st is tested: a released sub-slab's fields may still
+ * be read by a free racing its chunk's reuse, and a NULL st must not pass
+ * for its owner. where is read again: the chunk may have changed since.) */
+BEAM__NOINLINE void beam__gpa_free_in_chunk(beam_gpa_t *gpa, void *mem,
+                                            size_t len, size_t alignment,
+                                            uintptr_t ret) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    gpa_slab *e = beam__gpa_map_slot(mem);
+    void **b = (void **)mem;
+    if (st != NULL && e != NULL &&
+        beam__atomic_load_acquire(&e->where) == WHERE_MIXED) {
+        unsigned page =
+            (unsigned)((uintptr_t)mem >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);
+        uint8_t k = gpa_page(e, page);
+        gpa_slab *s = k < GPA_PAGES ? &e->subs->sub[k] : NULL;
+        if (s != NULL && gpa_fast_free_ok(st, s, b, len)) {
+            unsigned cls = s->cls;
+            beam__gpa_release(st, s, b, len);
+            sub_freed(st, cls);
+            return;
+        }
+    }
+    beam__gpa_free_general(gpa, mem, len, alignment, ret);
 }
 
 /* The vtable's entry: the fast path (gpa_fast.h), else the general one. */
 static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
-    if (BEAM__LIKELY(
-            beam__gpa_free_fast((beam_gpa_t *)ctx, mem, len, alignment)))
+    gpa_free_outcome r =
+        beam__gpa_free_fast((beam_gpa_t *)ctx, mem, len, alignment);
+    if (BEAM__LIKELY(r == GPA_FREED))
         return;
-    beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
+    if (r == GPA_FREE_IN_CHUNK)
+        beam__gpa_free_in_chunk((beam_gpa_t *)ctx, mem, len, alignment, ret);
+    else
+        beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
 }
 
 /* Everything the fast path did not settle: tracked blocks, large blocks and

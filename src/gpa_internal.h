@@ -74,7 +74,7 @@
  *    finds a sub-slab with one load more than a slab. The entry has no
  *    block of its own (bump == base) and fast_span 0, so the inline
  *    free's checks miss on it, at no cost to frees into slabs; then it
- *    sees WHERE_MIXED and calls beam__gpa_free_sub, which finds the
+ *    sees WHERE_MIXED and calls beam__gpa_free_in_chunk, which finds the
  *    sub-slab and makes every check on it. A pointer into a free page
  *    fails them and goes on to the general path, which reports it; one
  *    into a page not ours goes to the large table, like any pointer the
@@ -88,7 +88,7 @@
  *    slabs (beyond, the slack is a small part, and frees into sub-slabs
  *    would cost big heaps time).
  *  - Sub-slabs save memory, not time: a free into one is a call more
- *    than one into a slab (beam__gpa_free_sub, from the inline free),
+ *    than one into a slab (beam__gpa_free_in_chunk, after the inline free),
  *    and a class with more blocks than its sub-slab holds has them spread
  *    over several, detached as they filled, whose frees take the stash.
  *    So a busy class of a heap (its thread has freed GPA_CLASS_BUSY_FREES

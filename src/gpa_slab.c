@@ -97,7 +97,7 @@ static void mixed_meta_drop(gpa_state *st, gpa_mixed *m) {
 /* Map entry e's chunk, of which the pages in usable are ours, is cut into
  * sub-slabs described by m (none yet). The entry keeps no block of its
  * own (bump == base) and has fast_span 0, so the inline free looks up the
- * sub-slab (beam__gpa_free_sub), as the general path does
+ * sub-slab (beam__gpa_free_in_chunk), as the general path does
  * (beam__gpa_slab_of). Lock held, or the chunk not yet published.
  */
 static void entry_mix(gpa_slab *e, gpa_mixed *m, gpa_segment *seg,
