@@ -113,17 +113,9 @@ static inline __attribute__((always_inline)) void
 free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
            uintptr_t ret) {
     if (a.vtable == &beam__gpa_vtable) {
-        gpa_free_outcome r =
-            beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len, alignment);
-        if (BEAM__LIKELY(r == GPA_FREED))
+        if (BEAM__LIKELY(beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len,
+                                             alignment, ret)))
             return;
-        /* (mem and the alignment passed the fast path's tests; len is
-         * free_impl's to judge when out of range, 0 included.) */
-        if (r == GPA_FREE_IN_CHUNK && len - 1 < BEAM__MAX_LEN) {
-            beam__gpa_free_in_chunk((beam_gpa_t *)a.ctx, mem, len, alignment,
-                                    ret);
-            return;
-        }
     }
     free_impl(a.ctx, a.vtable, mem, len, alignment, ret);
 }

@@ -382,30 +382,32 @@ static void sub_freed(gpa_state *st, unsigned cls) {
     gpa_heap_leave(h, busy);
 }
 
+/* Block b of slab s passed every check: released, and counted towards
+ * its class's graduation when s is a sub-slab (its class read first: once
+ * released, the sub-slab may go and be carved again). */
+static void release_counted(gpa_state *st, gpa_slab *s, void **b, size_t len) {
+    bool sub = gpa_is_sub(s);
+    unsigned cls = s->cls;
+    beam__gpa_release(st, s, b, len);
+    if (sub)
+        sub_freed(st, cls);
+}
+
 /* A free into a chunk cut into sub-slabs (the inline free saw its map
- * entry): the page table names the sub-slab, which gets every check of
- * the inline free; anything they do not pass goes to the general path,
- * which reports it. (st is tested: a released sub-slab's fields may still
- * be read by a free racing its chunk's reuse, and a NULL st must not pass
- * for its owner. where is read again: the chunk may have changed since.) */
+ * entry): the sub-slab the page table names gets every check of the
+ * inline free; anything they do not pass goes to the general path, which
+ * reports it. (The lookup is made again: the chunk may have changed
+ * since. st is tested: a released sub-slab's fields may still be read by
+ * a free racing its chunk's reuse, and a NULL st must not pass for its
+ * owner.) */
 BEAM__NOINLINE void beam__gpa_free_in_chunk(beam_gpa_t *gpa, void *mem,
                                             size_t len, size_t alignment,
                                             uintptr_t ret) {
     gpa_state *st = beam__gpa_state_of(gpa);
-    gpa_slab *e = beam__gpa_map_slot(mem);
-    void **b = (void **)mem;
-    if (st != NULL && e != NULL &&
-        beam__atomic_load_acquire(&e->where) == WHERE_MIXED) {
-        unsigned page =
-            (unsigned)((uintptr_t)mem >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);
-        uint8_t k = gpa_page(e, page);
-        gpa_slab *s = k < GPA_PAGES ? &e->subs->sub[k] : NULL;
-        if (s != NULL && gpa_fast_free_ok(st, s, b, len)) {
-            unsigned cls = s->cls;
-            beam__gpa_release(st, s, b, len);
-            sub_freed(st, cls);
-            return;
-        }
+    gpa_slab *s = beam__gpa_slab_of(mem);
+    if (st != NULL && s != NULL && gpa_fast_free_ok(st, s, mem, len)) {
+        release_counted(st, s, (void **)mem, len);
+        return;
     }
     beam__gpa_free_general(gpa, mem, len, alignment, ret);
 }
@@ -413,14 +415,10 @@ BEAM__NOINLINE void beam__gpa_free_in_chunk(beam_gpa_t *gpa, void *mem,
 /* The vtable's entry: the fast path (gpa_fast.h), else the general one. */
 static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
-    gpa_free_outcome r =
-        beam__gpa_free_fast((beam_gpa_t *)ctx, mem, len, alignment);
-    if (BEAM__LIKELY(r == GPA_FREED))
+    if (BEAM__LIKELY(
+            beam__gpa_free_fast((beam_gpa_t *)ctx, mem, len, alignment, ret)))
         return;
-    if (r == GPA_FREE_IN_CHUNK)
-        beam__gpa_free_in_chunk((beam_gpa_t *)ctx, mem, len, alignment, ret);
-    else
-        beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
+    beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
 }
 
 /* Everything the fast path did not settle: tracked blocks, large blocks and
@@ -483,11 +481,9 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
             if (st->safe)
                 safe_on_free(st, s, b, real_len, alignment, ret, site);
         }
-        bool sub = gpa_is_sub(s);
-        unsigned cls = s->cls;
-        beam__gpa_release(st, s, b, real_len);
-        if (sub) /* tracked, safe, or an alignment the inline free refuses */
-            sub_freed(st, cls);
+        /* (A sub-slab's free counts here too: tracked, safe, or an
+         * alignment the inline free refuses.) */
+        release_counted(st, s, b, real_len);
         return;
     }
     /* A slab of another instance may still hold one of our large blocks:

@@ -138,16 +138,6 @@ gpa_fast_free_ok(gpa_state *st, gpa_slab *s, void **b, size_t len) {
            (uintptr_t)b[1] != beam__gpa_tag(st, b);
 }
 
-/* What the inline free did: freed the block; left it to the general path
- * (misuse included); or found it in a chunk cut into sub-slabs, for
- * beam__gpa_free_in_chunk. The callers end in one tail call either way,
- * so the inline free needs no stack frame of its own. */
-typedef enum {
-    GPA_FREED,
-    GPA_FREE_GENERAL,
-    GPA_FREE_IN_CHUNK
-} gpa_free_outcome;
-
 /* Out of line (gpa.c): the free of a block in a sub-slab, with every
  * check of the inline free; what they do not settle goes on to the
  * general path. */
@@ -155,27 +145,35 @@ BEAM__HIDDEN void beam__gpa_free_in_chunk(beam_gpa_t *gpa, void *mem,
                                           size_t len, size_t alignment,
                                           uintptr_t ret);
 
-/* Free a small untracked block when every check passes. */
-static inline __attribute__((always_inline)) gpa_free_outcome
-beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment) {
+/* Free a small untracked block when every check passes, or hand a block
+ * in a chunk cut into sub-slabs to beam__gpa_free_in_chunk (then true, as
+ * a tail call: the inline free needs no stack frame of its own); false
+ * leaves the call, misuse included, to the general path. */
+static inline __attribute__((always_inline)) bool
+beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
+                    uintptr_t ret) {
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
     /* (No test of st against NULL: an entry without an owner has
      * fast_span 0, so its range test fails before st is read.) */
     if (BEAM__UNLIKELY(!gpa_fast_alignment(alignment)))
-        return GPA_FREE_GENERAL;
+        return false;
     if (BEAM__LIKELY(s != NULL && gpa_fast_free_ok(st, s, b, len))) {
         beam__gpa_release(st, s, b, len);
-        return GPA_FREED;
+        return true;
     }
     /* A block in a sub-slab: its chunk's map entry (fast_span 0) failed
      * the range test. A call more than a slab's free, off its path. (The
      * entry's where, not its fast_span: a miss may be a stale pointer into
-     * an entry being reset, whose plain fields are not ours to read.) */
-    return s != NULL && beam__atomic_load_acquire(&s->where) == WHERE_MIXED
-               ? GPA_FREE_IN_CHUNK
-               : GPA_FREE_GENERAL;
+     * an entry being reset, whose plain fields are not ours to read. A
+     * length out of range, 0 included, is the general path's to judge.) */
+    if (s != NULL && len - 1 < BEAM__MAX_LEN &&
+        beam__atomic_load_acquire(&s->where) == WHERE_MIXED) {
+        beam__gpa_free_in_chunk(gpa, mem, len, alignment, ret);
+        return true;
+    }
+    return false;
 }
 
 #endif
