@@ -96,15 +96,12 @@
  *    *graduates*: it retires its current sub-slab (detached, back when
  *    every block in it is free) and takes whole slabs from then on. The
  *    other classes keep their sub-slabs, so a thread busy with a few
- *    classes does not hold a whole slab for every class it touched once.
- *    (SQLite's VM-counted peak over its own highwater, bench-sqlite's
- *    workload at 10, 20, 30 and 40 thousand rows: 2.20, 1.59, 1.46, 1.37
- *    when a heap graduated as a whole after 16,384 frees; 1.94, 1.62,
- *    1.27, 1.18 per class. A higher count kept more classes small, 1.44 at
- *    20,000 rows with 16,384, but a thread that starts small again, new
- *    or collected, then frees that many blocks of each class it uses
- *    through sub-slabs: two pinned threads made 1.2-1.4x the throughput
- *    of one instead of 2-2.5x.) A heap with a
+ *    classes does not hold a whole slab for every class it touched once
+ *    (SQLite's figures: README, "C libraries"). The count is low because
+ *    a thread that starts small again, new or collected, frees that many
+ *    blocks of each class it uses through sub-slabs before it is fast
+ *    (with 16,384, two pinned threads made 1.2-1.4x the throughput of
+ *    one instead of 2-2.5x). A heap with a
  *    graduated class takes segments of three slabs at least, and no
  *    sub-slab in place of a whole slab when the pool is empty; its other
  *    classes' sub-slabs may still use the slack. (Frees count in the
