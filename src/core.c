@@ -96,6 +96,19 @@ static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
     return false;
 }
 
+/* The raw allocator's alloc and free once the entries below have checked
+ * the call: out of line, so that the GPA's fast paths in the same entries
+ * keep their small frames (inline, the raw path's call to the backend made
+ * every entry save three more registers). Each is one tail call away from
+ * the helper, against alloc_impl's and free_impl's checks and dispatch. */
+static BEAM__NOINLINE void *raw_alloc_checked(size_t len, size_t alignment) {
+    return beam__raw_alloc(len, alignment);
+}
+
+static BEAM__NOINLINE void raw_free_checked(void *mem, size_t len) {
+    beam__raw_free(mem, len);
+}
+
 /* The helpers' entries. A general purpose allocator's small blocks skip
  * the vtable: its fast paths run inline (gpa_fast.h), and one that does
  * not settle a call leaves it wholly to the vtable, checks included. */
@@ -105,6 +118,10 @@ alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
         void *p = beam__gpa_alloc_fast((beam_gpa_t *)a.ctx, len, alignment);
         if (BEAM__LIKELY(p != NULL))
             return p;
+    } else if (a.vtable == &beam__raw_vtable &&
+               BEAM__LIKELY(len - 1 < BEAM__MAX_LEN &&
+                            beam__raw_alignment(alignment))) {
+        return raw_alloc_checked(len, alignment);
     }
     return alloc_impl(a.ctx, a.vtable, len, alignment, ret);
 }
@@ -116,6 +133,11 @@ free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
         if (BEAM__LIKELY(beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len,
                                              alignment, ret)))
             return;
+    } else if (a.vtable == &beam__raw_vtable &&
+               BEAM__LIKELY(mem != NULL && len - 1 < BEAM__MAX_LEN &&
+                            beam__raw_alignment(alignment))) {
+        raw_free_checked(mem, len);
+        return;
     }
     free_impl(a.ctx, a.vtable, mem, len, alignment, ret);
 }

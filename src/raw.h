@@ -26,10 +26,22 @@ beam__raw_alloc(size_t len, size_t alignment) {
     return p;
 }
 
+/* Counted first, so that the backend's free is a tail call: the helper
+ * then needs no frame to keep mem across a call. */
 static inline __attribute__((always_inline)) void beam__raw_free(void *mem,
                                                                  size_t len) {
-    beam__sys_free(mem);
     beam__count_free(beam__raw_counters(), &beam__kind_peak[BEAM__RAW], len);
+    beam__sys_free(mem);
+}
+
+/* The alignments the raw allocator serves, 1 to BEAM_MAX_ALIGN, as a bit
+ * set: "a power of two it can serve" in one test, as the helpers' inline
+ * raw paths need it. */
+#define BEAM__RAW_ALIGNS ((1u << 1) | (1u << 2) | (1u << 4) | (1u << 8))
+_Static_assert(BEAM_MAX_ALIGN == 8, "BEAM__RAW_ALIGNS lists 1 to 8");
+
+static inline bool beam__raw_alignment(size_t alignment) {
+    return alignment <= BEAM_MAX_ALIGN && ((BEAM__RAW_ALIGNS >> alignment) & 1);
 }
 
 #endif
