@@ -7,9 +7,8 @@
  * These are out of line on purpose: __builtin_return_address(0) then names
  * the user's call site, which is what leak reports should show.
  *
- * The helpers skip the vtable for a general purpose allocator's small
- * blocks (alloc_entry, free_entry) and for the raw allocator (alloc_impl,
- * free_impl).
+ * The helpers skip the vtable for a general purpose allocator's small and
+ * medium blocks and for the raw allocator (alloc_entry, free_entry).
  */
 #include "gpa_fast.h"
 #include "raw.h"
@@ -118,6 +117,9 @@ alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
         void *p = beam__gpa_alloc_fast((beam_gpa_t *)a.ctx, len, alignment);
         if (BEAM__LIKELY(p != NULL))
             return p;
+        if (beam__gpa_medium_fast(len, alignment))
+            return beam__gpa_medium_alloc_entry(a.ctx, a.vtable, len, alignment,
+                                                ret);
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {

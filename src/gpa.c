@@ -293,6 +293,9 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     void *b = beam__gpa_alloc_fast((beam_gpa_t *)ctx, len, alignment);
     if (BEAM__LIKELY(b != NULL))
         return b;
+    if (beam__gpa_medium_fast(len, alignment))
+        return beam__gpa_medium_alloc_entry(ctx, &beam__gpa_vtable, len,
+                                            alignment, ret);
     return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
 }
 

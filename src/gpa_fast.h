@@ -12,6 +12,11 @@
  * cache line: the block is one of ours (address map, owner), of this class
  * (length range), at a block boundary below bump, and not already free (its
  * tag).
+ *
+ * Medium blocks take a shorter way too: their lengths go from the helpers
+ * straight to gpa_medium.c (no class search), and a free whose map entry
+ * is a medium slab of this instance goes straight to the medium free,
+ * which makes every check under the lock.
  */
 #ifndef BEAM_ALLOC_GPA_FAST_H
 #define BEAM_ALLOC_GPA_FAST_H
@@ -77,6 +82,26 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
     gpa_heap_leave(h, busy);
     return b;
 }
+
+/* A medium length (above the slab classes, up to a slab) at an alignment
+ * the fast paths serve: the helpers send such a call straight to
+ * beam__gpa_medium_alloc_entry, past the general path's class search. */
+static inline bool beam__gpa_medium_fast(size_t len, size_t alignment) {
+    return len - (BEAM_GPA_SMALL_MAX + 1) <
+               GPA_MEDIUM_MAX - BEAM_GPA_SMALL_MAX &&
+           gpa_fast_alignment(alignment);
+}
+
+/* Out of line (gpa_medium.c): a medium block for a length
+ * beam__gpa_medium_fast accepted; what it cannot serve (no state yet, a
+ * tracked instance) goes on to the general path. It takes the helpers'
+ * arguments where they hold them (vt, the GPA's vtable, unused): a tail
+ * call from them then moves no register, on the small blocks' path
+ * included. */
+BEAM__HIDDEN void *beam__gpa_medium_alloc_entry(void *gpa,
+                                                const beam_allocator_vtable *vt,
+                                                size_t len, size_t alignment,
+                                                uintptr_t ret);
 
 /* The general paths (gpa.c): every case, checks included; the vtable runs
  * them when the fast paths above and below do not settle a call, and the
@@ -168,10 +193,18 @@ beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
      * entry's where, not its fast_span: a miss may be a stale pointer into
      * an entry being reset, whose plain fields are not ours to read. A
      * length out of range, 0 included, is the general path's to judge.) */
-    if (s != NULL && len - 1 < BEAM__MAX_LEN &&
-        beam__atomic_load_acquire(&s->where) == WHERE_MIXED) {
-        beam__gpa_free_in_chunk(gpa, mem, len, alignment, ret);
-        return true;
+    if (s != NULL && len - 1 < BEAM__MAX_LEN) {
+        unsigned where = beam__atomic_load_acquire(&s->where);
+        if (where == WHERE_MIXED) {
+            beam__gpa_free_in_chunk(gpa, mem, len, alignment, ret);
+            return true;
+        }
+        /* A medium slab of this instance: its free checks everything
+         * again under the lock (a stale look is only a misuse's). */
+        if (where == WHERE_MEDIUM && beam__gpa_owner(s) == st) {
+            beam__gpa_medium_free(st, s, mem, len, alignment, ret);
+            return true;
+        }
     }
     return false;
 }

@@ -23,7 +23,7 @@
  * gpa_internal.h). A slab whose last block goes is released to the pool at
  * once, where small classes and other medium blocks can take it.
  */
-#include "gpa_internal.h"
+#include "gpa_fast.h"
 
 /* Pages a length takes. */
 static unsigned pages_for(size_t len) {
@@ -144,6 +144,19 @@ void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
     }
     gpa_unlock(st);
     return p;
+}
+
+void *beam__gpa_medium_alloc_entry(void *ctx, const beam_allocator_vtable *vt,
+                                   size_t len, size_t alignment,
+                                   uintptr_t ret) {
+    GPA_ASSERT(vt == &beam__gpa_vtable &&
+               beam__gpa_medium_fast(len, alignment));
+    (void)vt;
+    beam_gpa_t *gpa = ctx;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (BEAM__LIKELY(st != NULL && !st->track))
+        return beam__gpa_medium_alloc(st, len);
+    return beam__gpa_alloc_general(gpa, len, alignment, ret);
 }
 
 size_t beam__gpa_medium_block(const gpa_state *st, const gpa_slab *s,

@@ -427,3 +427,53 @@ TEST(gpa_medium_blocks_across_threads) {
     CHECK(beam_allocator_stats(beam_large_allocator, &after));
     CHECK(after.live_bytes == before.live_bytes);
 }
+
+/* Medium lengths go from the helpers (and the vtable) straight to the
+ * medium slabs, past the class search, and their frees straight to the
+ * medium free: the same blocks, checks and counts by every way in,
+ * including a first call that finds no state yet, alignments above what
+ * that way serves, and frees that must not take it. */
+TEST(gpa_medium_blocks_by_every_way_in) {
+    counted c;
+    counted_init(&c, 0);
+    /* The instance's first call: a medium block, before it has a state. */
+    char *first = beam_alloc_bytes(c.a, 20 * KIB, 8);
+    CHECK(first != NULL && check_aligned(first, PAGE));
+    /* Through the vtable, as the C++ adapter and other allocators call. */
+    char *v = c.a.vtable->alloc(c.a.ctx, 9 * KIB, 16, 0);
+    CHECK(v != NULL && same_slab(first, v));
+    /* An alignment above 16 takes the general path to the same slabs. */
+    char *big_al = beam_alloc_bytes(c.a, 10 * KIB, 4096);
+    CHECK(big_al != NULL && check_aligned(big_al, 4096) &&
+          same_slab(first, big_al));
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(c.a, &s));
+    CHECK(s.live_blocks == 3 && s.live_bytes == 39 * KIB);
+    /* A free inside a block is reported and frees nothing; one with a
+     * length of another page count is reported and frees the block (the
+     * medium rule), counted as the least it can have been asked for. */
+    beam_free_bytes(c.a, first + PAGE, 16 * KIB, 8);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 1);
+    CHECK(beam_allocator_stats(c.a, &s));
+    CHECK(s.live_blocks == 3);
+    char *w = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    CHECK(w != NULL);
+    beam_free_bytes(c.a, w, 32 * KIB, 8);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 2);
+    CHECK(beam_allocator_stats(c.a, &s));
+    /* (12 KiB's 3 pages freed as 8 KiB + 1: the stats keep 4 KiB - 1
+     * the caller's wrong length cannot tell apart from live.) */
+    CHECK(s.live_blocks == 3 && s.live_bytes == 43 * KIB - 1);
+    /* Correct frees, by the vtable and by the helpers at either alignment;
+     * then a second free, reported. */
+    c.a.vtable->free(c.a.ctx, v, 9 * KIB, 16, 0);
+    beam_free_bytes(c.a, big_al, 10 * KIB, 4096);
+    beam_free_bytes(c.a, first, 20 * KIB, 8);
+    beam_free_bytes(c.a, first, 20 * KIB, 8);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 3);
+    CHECK(beam_allocator_stats(c.a, &s));
+    CHECK(s.live_blocks == 0 && s.live_bytes == 4 * KIB - 1);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 0);
+    CHECK(!beam_gpa_detect_leaks(&c.g));
+    CHECK(counted_end_clean(&c));
+}
