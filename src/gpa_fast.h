@@ -200,8 +200,11 @@ beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
             return true;
         }
         /* A medium slab of this instance: its free checks everything
-         * again under the lock (a stale look is only a misuse's). */
-        if (where == WHERE_MEDIUM && beam__gpa_owner(s) == st) {
+         * again under the lock (a stale look is only a misuse's). st is
+         * tested: an entry being unmapped loses its owner after its where,
+         * and a free through an instance with no state must not pass for
+         * its owner's (the general path reports it). */
+        if (where == WHERE_MEDIUM && st != NULL && beam__gpa_owner(s) == st) {
             beam__gpa_medium_free(st, s, mem, len, alignment, ret);
             return true;
         }
