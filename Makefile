@@ -12,13 +12,14 @@ CFLAGS  ?= -O2 -g
 BUILD   := build
 SAN_CC  ?= clang
 
-# Folders are the build boundary: the allocators (src/*.c) go into both
-# libraries; the NIF glue (src/nif/) and the enif backend only into the NIF
-# one; the libc backend only into the standalone one.
-COMMON_SRC      := $(wildcard src/*.c)
+# Folders are the build boundary: the allocators (src/*.c) and the
+# operating system's part (src/os/) go into both libraries; the NIF glue
+# (src/nif/) and the enif backend only into the NIF one; the libc backend
+# only into the standalone one.
+COMMON_SRC      := $(wildcard src/*.c src/os/*.c)
 NIF_SRC         := $(COMMON_SRC) src/backend/enif.c $(wildcard src/nif/*.c)
 STANDALONE_SRC  := $(COMMON_SRC) src/backend/libc.c
-HEADERS         := $(wildcard include/*.h include/*.hpp include/beam_alloc/*.h src/*.h src/nif/*.h)
+HEADERS         := $(wildcard include/*.h include/*.hpp include/beam_alloc/*.h src/*.h src/os/*.h src/nif/*.h)
 
 # Found when first needed (after `make deps` may have installed Erlang),
 # then remembered.

@@ -51,6 +51,8 @@
 #define beam__atomic_or_acq_rel(p, v) atomic_fetch_or_explicit(p, v, BEAM__AR)
 #define beam__atomic_exchange_acquire(p, v)                                    \
     atomic_exchange_explicit(p, v, BEAM__ACQ)
+#define beam__atomic_exchange_release(p, v)                                    \
+    atomic_exchange_explicit(p, v, BEAM__REL)
 #define beam__atomic_exchange_acq_rel(p, v)                                    \
     atomic_exchange_explicit(p, v, BEAM__AR)
 

@@ -630,7 +630,7 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
     beam__gpa_heaps_free_all(st, &defer);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
-    pthread_mutex_destroy(&st->lock);
+    beam__lock_destroy(&st->lock);
     beam_allocator_t backing = st->backing;
     beam__atomic_store_plain_release(&gpa->internal_state, NULL);
     GPA_ASSERT_NO_LOCK();

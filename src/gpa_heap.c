@@ -154,9 +154,9 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
     st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
     beam__atomic_store_relaxed(&st->meta_bytes, sizeof *st);
-    pthread_mutex_init(&st->lock, NULL);
+    beam__lock_init(&st->lock);
     if (!registry_add(st)) {
-        pthread_mutex_destroy(&st->lock);
+        beam__lock_destroy(&st->lock);
         b.vtable->free(b.ctx, st, sizeof *st, BEAM_ALIGNOF(gpa_state), 0);
         return NULL;
     }
@@ -178,7 +178,7 @@ gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa) {
     if (beam__atomic_cas_plain_acq_rel(&gpa->internal_state, &st, fresh))
         return fresh;
     beam__gpa_registry_remove(fresh);
-    pthread_mutex_destroy(&fresh->lock);
+    beam__lock_destroy(&fresh->lock);
     fresh->backing.vtable->free(fresh->backing.ctx, fresh, sizeof *fresh,
                                 BEAM_ALIGNOF(gpa_state), 0);
     return st;

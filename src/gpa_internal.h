@@ -201,6 +201,7 @@
 #define BEAM_ALLOC_GPA_INTERNAL_H
 
 #include "internal.h"
+#include "os/lock.h"
 
 #include <pthread.h>
 
@@ -411,7 +412,7 @@ struct beam_gpa_state {
     bool safe;             /* BEAM_GPA_SAFE */
     unsigned flags;        /* beam_gpa_init_ex's: frames kept (frames.h) */
     _Atomic uint32_t pins; /* threads retiring a heap of it (gpa_heap.c) */
-    pthread_mutex_t lock;
+    beam__lock lock;
     /* Lock held: */
     gpa_segment *segments;
     size_t slabs; /* in all segments */
@@ -480,7 +481,7 @@ BEAM__HIDDEN extern BEAM_THREAD_LOCAL const gpa_state *beam__gpa_lock_held;
 
 static inline void gpa_lock(gpa_state *st) {
     GPA_ASSERT_NO_LOCK();
-    pthread_mutex_lock(&st->lock);
+    beam__lock_take(&st->lock);
 #ifdef BEAM_ALLOC_DEBUG
     beam__gpa_lock_held = st;
 #endif
@@ -491,7 +492,7 @@ static inline void gpa_unlock(gpa_state *st) {
 #ifdef BEAM_ALLOC_DEBUG
     beam__gpa_lock_held = NULL;
 #endif
-    pthread_mutex_unlock(&st->lock);
+    beam__lock_drop(&st->lock);
 }
 
 /* ---- the backing allocator: never with a lock held (rule 2) ------------ */
@@ -708,14 +709,7 @@ BEAM__HIDDEN bool beam__gpa_registry_empty(void);
  * The owner's side is ordered against the collector's by a process-wide
  * barrier (membarrier), which TSan does not know: under TSan both sides
  * use sequentially consistent accesses instead. */
-#if defined(__SANITIZE_THREAD__)
-#define GPA_BUSY_SEQ_CST 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define GPA_BUSY_SEQ_CST 1
-#endif
-#endif
-#ifdef GPA_BUSY_SEQ_CST
+#ifdef BEAM__TSAN
 #define gpa_busy_store(p, v) beam__atomic_store_seq_cst(p, v)
 #define gpa_busy_load(p) beam__atomic_load_seq_cst(p)
 #else

@@ -22,6 +22,17 @@
 #define BEAM__RET_ADDR() ((uintptr_t)__builtin_return_address(0))
 #define BEAM__PRINTF(f, a) __attribute__((format(printf, f, a)))
 
+/* Built with ThreadSanitizer (gcc says so one way, clang another): the
+ * code it cannot follow (a process-wide barrier, a futex) then takes the
+ * ways it knows. */
+#if defined(__SANITIZE_THREAD__)
+#define BEAM__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define BEAM__TSAN 1
+#endif
+#endif
+
 /* The system backend: enif_alloc & co. in the NIF build (backend/enif.c),
  * malloc & co. in the standalone build (backend/libc.c). Same contract as
  * malloc, except that alignment is only BEAM_MAX_ALIGN. */
