@@ -23,7 +23,10 @@
 #include <pthread.h>
 
 #if defined(__linux__) && !defined(BEAM__TSAN)
+#include <sys/syscall.h>
+#ifdef SYS_futex /* (not on 32-bit ports with only the time64 call) */
 #define BEAM__LOCK_FUTEX 1
+#endif
 #endif
 
 #ifdef BEAM__LOCK_FUTEX

@@ -1,12 +1,14 @@
-/* The instance lock (src/os/lock.h): a futex word on Linux, a pthread
- * mutex under TSan and elsewhere. Mutual exclusion, and no lost wake-up,
- * under contention from more threads than cores (a lost wake-up hangs the
- * test, which the suite's time limit turns into a failure), and errno
- * left alone on every way through. */
+/* The GPA's instance lock (src/os/lock.h): a futex word on Linux, a
+ * pthread mutex under TSan and elsewhere. Mutual exclusion, and no lost
+ * wake-up, under contention from more threads than cores, and errno left
+ * alone on every way through. A lost wake-up would hang: an alarm turns
+ * that into a failure (the process dies of SIGALRM). The tests' names
+ * start with gpa_ so that the TSan run (make c-test-tsan) takes them too. */
 #include "check.h"
 
 #include <errno.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include "os/lock.h"
 
@@ -44,12 +46,13 @@ static void *lock_worker(void *arg) {
     return errno_moved;
 }
 
-TEST(os_lock_excludes_and_wakes_every_waiter) {
+TEST(gpa_lock_excludes_and_wakes_every_waiter) {
     beam__lock_init(&shared.lock);
     shared.counter = 0;
     shared.inside = 0;
     shared.overlap = false;
     pthread_t th[LOCK_THREADS];
+    alarm(120); /* a second or less when it works, under TSan included */
     for (int i = 0; i < LOCK_THREADS; i++)
         CHECK(pthread_create(&th[i], NULL, lock_worker, NULL) == 0);
     bool errno_moved = false;
@@ -58,6 +61,7 @@ TEST(os_lock_excludes_and_wakes_every_waiter) {
         CHECK(pthread_join(th[i], &moved) == 0);
         errno_moved |= moved != NULL;
     }
+    alarm(0);
     CHECK(!shared.overlap);
     CHECK(!errno_moved);
     CHECK(shared.counter == (long)LOCK_THREADS * LOCK_ROUNDS);
@@ -66,7 +70,7 @@ TEST(os_lock_excludes_and_wakes_every_waiter) {
 
 /* Uncontended too, errno stays as it was: the malloc-style calls promise
  * errno only on failure (the contended ways are checked above). */
-TEST(os_lock_leaves_errno_alone) {
+TEST(gpa_lock_leaves_errno_alone) {
     beam__lock_init(&shared.lock);
     errno = EDOM;
     beam__lock_take(&shared.lock);
