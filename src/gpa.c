@@ -31,41 +31,45 @@ const uint32_t beam__gpa_class_size[GPA_CLASSES] = {
     256,  320,  384,  448,  512,  640,  768,  896,  1024, 1280, 1536,
     1792, 2048, 2560, 3072, 3584, 4096, 4672, 5456, 6144, 8192};
 
-/* class_of(len) for len in 16-byte steps up to 1024, by table: one load.
+/* class_of(len) for len in 16-byte steps up to 8 KiB, by table: one load
+ * (512 bytes; the lengths up to 1 KiB, most of them, use the first 65).
  * A constant, so that allocations made before any constructor ran (a C
  * constructor or C++ static initialiser of the user's) are classed right.
- * test_gpa.c checks it against class_of_arith. */
+ * test_gpa_classes.c checks it against a plain search of the classes. */
 const uint8_t beam__gpa_class_by_16[GPA_SMALL_DIRECT / 16 + 1] = {
-    0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  8,  9,  9,  10, 10, 11, 11,
-    12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16,
-    16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18,
-    18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19};
+    0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  8,  9,  9,  10, 10, 11, 11, 12, 12,
+    12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 16, 16,
+    16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18,
+    19, 19, 19, 19, 19, 19, 19, 19, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20,
+    20, 20, 20, 20, 20, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21,
+    21, 21, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 23,
+    23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 24, 24, 24, 24,
+    24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24,
+    24, 24, 24, 24, 24, 24, 24, 24, 24, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25,
+    25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25,
+    25, 25, 25, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26,
+    26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 26, 27, 27, 27,
+    27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 27,
+    27, 27, 27, 27, 27, 27, 27, 27, 27, 27, 28, 28, 28, 28, 28, 28, 28, 28, 28,
+    28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28,
+    28, 28, 28, 28, 28, 28, 28, 28, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29,
+    29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29,
+    29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29, 29,
+    30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30,
+    30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30,
+    30, 30, 30, 30, 30, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31,
+    31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31, 31};
 
 gpa_slab beam__gpa_empty_slab;
 
-/* Class of len: four classes per doubling from 128 on, evenly spaced up
- * to 4 KiB; above, the classes that fit a slab (see the table), found by
- * comparison. */
-#define GPA_FIT_FIRST 28 /* the first class above 4 KiB */
-_Static_assert(GPA_FIT_FIRST + 4 == GPA_CLASSES, "four classes above 4 KiB");
-static unsigned class_of_arith(size_t len) {
-    if (len <= 128)
-        return len <= 16 ? 0 : (unsigned)((len + 15) >> 4) - 1;
-    if (len > 4096) {
-        unsigned c = GPA_FIT_FIRST;
-        while (beam__gpa_class_size[c] < len)
-            c++;
-        return c;
-    }
-    size_t s = len - 1;
-    unsigned b = 63u - (unsigned)__builtin_clzll((unsigned long long)s);
-    return 8 + (b - 7) * 4 + (unsigned)((s >> (b - 2)) & 3);
-}
-
 static inline unsigned class_of(size_t len) {
-    if (BEAM__LIKELY(len <= GPA_SMALL_DIRECT))
-        return beam__gpa_class_by_16[(len + 15) >> 4];
-    return class_of_arith(len);
+    GPA_ASSERT(len <= GPA_SMALL_DIRECT);
+    return beam__gpa_class_by_16[(len + 15) >> 4];
 }
 
 /* Blocks sit at multiples of their size from a 64 KiB boundary, so a class

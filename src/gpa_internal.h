@@ -451,8 +451,11 @@ struct beam_gpa_state {
 /* ---- size classes (compile-time tables, gpa.c) ------------------------- */
 
 BEAM__HIDDEN extern const uint32_t beam__gpa_class_size[GPA_CLASSES];
-/* Class of a length up to 1024 in 16-byte steps: class_by_16[(len+15)/16]. */
-#define GPA_SMALL_DIRECT 1024
+/* Class of a length up to 8 KiB (every small length) in 16-byte steps:
+ * class_by_16[(len+15)/16]. The fast paths serve every small length. */
+#define GPA_SMALL_DIRECT 8192
+_Static_assert(GPA_SMALL_DIRECT == BEAM_GPA_SMALL_MAX,
+               "class_by_16 covers every small length");
 BEAM__HIDDEN extern const uint8_t
     beam__gpa_class_by_16[GPA_SMALL_DIRECT / 16 + 1];
 /* Class for (len, alignment), or GPA_CLASSES when only the backing serves

@@ -1,7 +1,8 @@
 /* Unit tests of the general purpose allocator's size classes: the class
  * a length and alignment get is the smallest that holds the length and
- * keeps the alignment, by every path that picks one (the 16-byte table of
- * the fast paths, the arithmetic and the comparisons above 4 KiB). */
+ * keeps the alignment, by every path that picks one (the 16-byte table,
+ * which covers every small length, and the step up for alignments above
+ * 16). */
 #include "check.h"
 
 #include <beam_alloc.h>
