@@ -25,12 +25,13 @@ static inline void *zero_len_block(size_t alignment) {
 
 /* len - 1 >= BEAM__MAX_LEN: len is 0 or above the limit, in one test (the
  * common case pays one branch for all the edge cases). Then what the
- * vtable would run, without it: a GPA's general path (its fast path has
- * had its try in alloc_entry), the raw allocator inline (raw.h); others
- * through the vtable. Out of line, and with beam__gpa_free_in_chunk the
- * only calls the GPA's fast paths below make when they do not settle a
- * call, each a tail call, so that they need no frame of their own and no
- * copy of a on the stack. It takes a's two words apart:
+ * vtable would run, without it: a GPA's general path (its fast paths have
+ * had their try in alloc_entry), the raw allocator inline (raw.h); others
+ * through the vtable. Out of line, like every call the entries below make
+ * when their inline paths do not settle a call (the GPA's medium and
+ * sub-slab ways, the raw allocator's checked calls), each a tail call, so
+ * that the entries need no frame of their own and no copy of a on the
+ * stack. It takes a's two words apart:
  * passed on whole, the struct went through the stack in every helper (gcc
  * 12: two stores, two loads and a frame adjustment per call, fast path
  * included). */
@@ -100,30 +101,32 @@ static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
  * keep their small frames (inline, the raw path's call to the backend made
  * every entry save three more registers). Each is one tail call away from
  * the helper, against alloc_impl's and free_impl's checks and dispatch. */
-static BEAM__NOINLINE void *raw_alloc_checked(size_t len, size_t alignment) {
+static BEAM__NOINLINE void *raw_alloc_after_checks(size_t len,
+                                                   size_t alignment) {
     return beam__raw_alloc(len, alignment);
 }
 
-static BEAM__NOINLINE void raw_free_checked(void *mem, size_t len) {
+static BEAM__NOINLINE void raw_free_after_checks(void *mem, size_t len) {
     beam__raw_free(mem, len);
 }
 
-/* The helpers' entries. A general purpose allocator's small blocks skip
- * the vtable: its fast paths run inline (gpa_fast.h), and one that does
- * not settle a call leaves it wholly to the vtable, checks included. */
+/* The helpers' entries. A general purpose allocator's small and medium
+ * blocks and the raw allocator skip the vtable: the GPA's fast paths run
+ * inline (gpa_fast.h), and a call none of them settles goes to
+ * alloc_impl or free_impl, checks included. */
 static inline __attribute__((always_inline)) void *
 alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
     if (a.vtable == &beam__gpa_vtable) {
         void *p = beam__gpa_alloc_fast((beam_gpa_t *)a.ctx, len, alignment);
         if (BEAM__LIKELY(p != NULL))
             return p;
-        if (beam__gpa_medium_fast(len, alignment))
+        if (beam__gpa_is_medium_call(len, alignment))
             return beam__gpa_medium_alloc_entry(a.ctx, a.vtable, len, alignment,
                                                 ret);
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {
-        return raw_alloc_checked(len, alignment);
+        return raw_alloc_after_checks(len, alignment);
     }
     return alloc_impl(a.ctx, a.vtable, len, alignment, ret);
 }
@@ -138,7 +141,7 @@ free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(mem != NULL && len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {
-        raw_free_checked(mem, len);
+        raw_free_after_checks(mem, len);
         return;
     }
     free_impl(a.ctx, a.vtable, mem, len, alignment, ret);

@@ -32,11 +32,11 @@ const uint32_t beam__gpa_class_size[GPA_CLASSES] = {
     1792, 2048, 2560, 3072, 3584, 4096, 4672, 5456, 6144, 8192};
 
 /* class_of(len) for len in 16-byte steps up to 8 KiB, by table: one load
- * (512 bytes; the lengths up to 1 KiB, most of them, use the first 65).
+ * (513 bytes; the lengths up to 1 KiB, most of them, use the first 65).
  * A constant, so that allocations made before any constructor ran (a C
  * constructor or C++ static initialiser of the user's) are classed right.
  * test_gpa_classes.c checks it against a plain search of the classes. */
-const uint8_t beam__gpa_class_by_16[GPA_SMALL_DIRECT / 16 + 1] = {
+const uint8_t beam__gpa_class_by_16[BEAM_GPA_SMALL_MAX / 16 + 1] = {
     0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  8,  9,  9,  10, 10, 11, 11, 12, 12,
     12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 16, 16,
     16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18,
@@ -68,7 +68,7 @@ const uint8_t beam__gpa_class_by_16[GPA_SMALL_DIRECT / 16 + 1] = {
 gpa_slab beam__gpa_empty_slab;
 
 static inline unsigned class_of(size_t len) {
-    GPA_ASSERT(len <= GPA_SMALL_DIRECT);
+    GPA_ASSERT(len <= BEAM_GPA_SMALL_MAX);
     return beam__gpa_class_by_16[(len + 15) >> 4];
 }
 
@@ -297,7 +297,7 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     void *b = beam__gpa_alloc_fast((beam_gpa_t *)ctx, len, alignment);
     if (BEAM__LIKELY(b != NULL))
         return b;
-    if (beam__gpa_medium_fast(len, alignment))
+    if (beam__gpa_is_medium_call(len, alignment))
         return beam__gpa_medium_alloc_entry(ctx, &beam__gpa_vtable, len,
                                             alignment, ret);
     return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);

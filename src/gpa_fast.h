@@ -59,7 +59,7 @@ gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b, size_t len) {
 static inline __attribute__((always_inline)) void *
 beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
-    if (BEAM__UNLIKELY(len - 1 >= GPA_SMALL_DIRECT ||
+    if (BEAM__UNLIKELY(len - 1 >= BEAM_GPA_SMALL_MAX ||
                        !gpa_fast_alignment(alignment) || st == NULL))
         return NULL;
     gpa_tls_slot *slot = gpa_fast_slot();
@@ -86,7 +86,7 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
 /* A medium length (above the slab classes, up to a slab) at an alignment
  * the fast paths serve: the helpers send such a call straight to
  * beam__gpa_medium_alloc_entry, past the general path's class search. */
-static inline bool beam__gpa_medium_fast(size_t len, size_t alignment) {
+static inline bool beam__gpa_is_medium_call(size_t len, size_t alignment) {
     return len - (BEAM_GPA_SMALL_MAX + 1) <
                GPA_MEDIUM_MAX - BEAM_GPA_SMALL_MAX &&
            gpa_fast_alignment(alignment);
@@ -180,8 +180,9 @@ beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;
-    /* (No test of st against NULL: an entry without an owner has
-     * fast_span 0, so its range test fails before st is read.) */
+    /* (No test of st against NULL for the class test below: an entry
+     * without an owner has fast_span 0, so its range test fails before st
+     * is read. The medium way further down does test it.) */
     if (BEAM__UNLIKELY(!gpa_fast_alignment(alignment)))
         return false;
     if (BEAM__LIKELY(s != NULL && gpa_fast_free_ok(st, s, b, len))) {

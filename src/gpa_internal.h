@@ -188,8 +188,9 @@
  *    address map serves nothing above) with FULL_BIT in bit 0 and the
  *    number of blocks on the list in bits 48-63 (at most 4096 per slab).
  *  - A medium slab (WHERE_MEDIUM, cls GPA_MEDIUM_CLS) has no heap, no free
- *    list, fast_span 0 and bump == end == base (so neither fast nor class
- *    paths take a pointer of it); used counts its blocks, and it is in
+ *    list, fast_span 0 and bump == end == base (so no class check, fast or
+ *    general, passes a pointer of it: its frees go to gpa_medium.c by
+ *    its where); used counts its blocks, and it is in
  *    st->medium[requeue] when requeue (its longest free run) is not 0. It
  *    goes back to the pool when used reaches 0. All of it is the lock's.
  *  - fast_span != 0 only on a formatted, untracked slab outside the pool,
@@ -202,8 +203,6 @@
 
 #include "internal.h"
 #include "os/lock.h"
-
-#include <pthread.h>
 
 #define GPA_SLAB_SHIFT 16
 #define GPA_SLAB_SIZE ((size_t)1 << GPA_SLAB_SHIFT)
@@ -451,13 +450,10 @@ struct beam_gpa_state {
 /* ---- size classes (compile-time tables, gpa.c) ------------------------- */
 
 BEAM__HIDDEN extern const uint32_t beam__gpa_class_size[GPA_CLASSES];
-/* Class of a length up to 8 KiB (every small length) in 16-byte steps:
- * class_by_16[(len+15)/16]. The fast paths serve every small length. */
-#define GPA_SMALL_DIRECT 8192
-_Static_assert(GPA_SMALL_DIRECT == BEAM_GPA_SMALL_MAX,
-               "class_by_16 covers every small length");
+/* Class of every small length (up to BEAM_GPA_SMALL_MAX) in 16-byte
+ * steps: class_by_16[(len+15)/16]. The fast paths serve every one. */
 BEAM__HIDDEN extern const uint8_t
-    beam__gpa_class_by_16[GPA_SMALL_DIRECT / 16 + 1];
+    beam__gpa_class_by_16[BEAM_GPA_SMALL_MAX / 16 + 1];
 /* Class for (len, alignment), or GPA_CLASSES when only the backing serves
  * it. */
 BEAM__HIDDEN unsigned beam__gpa_class_for(size_t len, size_t alignment);

@@ -85,9 +85,10 @@ static void bin_take(gpa_state *st, gpa_slab *s) {
         gpa_list_unlink(&st->medium[s->requeue], s);
 }
 
-/* A pool slab becomes a medium slab: no classes, no fast path (fast_span
- * 0 sends every free of it to the general path). size stays non-zero for
- * a class path that reads a stale state and divides by it. */
+/* A pool slab becomes a medium slab: no classes (fast_span 0: no length
+ * passes the inline free's class test, which then sends the free to
+ * beam__gpa_medium_free by the slab's where). size stays non-zero for a
+ * class path that reads a stale state and divides by it. */
 static void medium_format(gpa_slab *s) {
     GPA_ASSERT(gpa_where(s) == WHERE_POOL && s->used == 0);
     s->info = NULL;
@@ -150,7 +151,7 @@ void *beam__gpa_medium_alloc_entry(void *ctx, const beam_allocator_vtable *vt,
                                    size_t len, size_t alignment,
                                    uintptr_t ret) {
     GPA_ASSERT(vt == &beam__gpa_vtable &&
-               beam__gpa_medium_fast(len, alignment));
+               beam__gpa_is_medium_call(len, alignment));
     (void)vt;
     beam_gpa_t *gpa = ctx;
     gpa_state *st = beam__gpa_state_of(gpa);

@@ -37,7 +37,7 @@ TEST(gpa_classes_every_length_gets_the_smallest_class_that_fits) {
                 ok = false;
             }
         }
-        if (len <= GPA_SMALL_DIRECT &&
+        if (len <= BEAM_GPA_SMALL_MAX &&
             beam__gpa_class_by_16[(len + 15) >> 4] != smallest_fit(len, 1)) {
             fprintf(stderr, "  length %zu: the 16-byte table is wrong\n", len);
             ok = false;
