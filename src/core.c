@@ -25,11 +25,12 @@ static inline void *zero_len_block(size_t alignment) {
 
 /* len - 1 >= BEAM__MAX_LEN: len is 0 or above the limit, in one test (the
  * common case pays one branch for all the edge cases). Then what the
- * vtable would run, without it: a GPA's general path (its fast paths have
- * had their try in alloc_entry), the raw allocator inline (raw.h); others
- * through the vtable. Out of line, like every call the entries below make
- * when their inline paths do not settle a call (the GPA's medium and
- * sub-slab ways, the raw allocator's checked calls), each a tail call, so
+ * vtable would run: a GPA's general path directly (its fast paths have
+ * had their try in alloc_entry), others, the raw allocator's edge cases
+ * included, through the vtable. Out of line, like every call the entries
+ * below make when their inline paths do not settle a call (the GPA's
+ * medium and sub-slab ways, the raw allocator's own alloc and free, called
+ * once the entry has checked the call), each a tail call, so
  * that the entries need no frame of their own and no copy of a on the
  * stack. It takes a's two words apart:
  * passed on whole, the struct went through the stack in every helper (gcc
@@ -44,8 +45,6 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
                                                     : NULL;
     if (vt == &beam__gpa_vtable)
         return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
-    if (vt == &beam__raw_vtable)
-        return beam__raw_alloc(len, alignment);
     return vt->alloc(ctx, len, alignment, ret);
 }
 
@@ -74,8 +73,6 @@ static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
     }
     if (vt == &beam__gpa_vtable)
         beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
-    else if (vt == &beam__raw_vtable)
-        beam__raw_free(mem, len);
     else
         vt->free(ctx, mem, len, alignment, ret);
 }
@@ -96,20 +93,6 @@ static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
     return false;
 }
 
-/* The raw allocator's alloc and free once the entries below have checked
- * the call: out of line, so that the GPA's fast paths in the same entries
- * keep their small frames (inline, the raw path's call to the backend made
- * every entry save three more registers). Each is one tail call away from
- * the helper, against alloc_impl's and free_impl's checks and dispatch. */
-static BEAM__NOINLINE void *raw_alloc_after_checks(size_t len,
-                                                   size_t alignment) {
-    return beam__raw_alloc(len, alignment);
-}
-
-static BEAM__NOINLINE void raw_free_after_checks(void *mem, size_t len) {
-    beam__raw_free(mem, len);
-}
-
 /* The helpers' entries. A general purpose allocator's small and medium
  * blocks and the raw allocator skip the vtable: the GPA's fast paths run
  * inline (gpa_fast.h), and a call none of them settles goes to
@@ -126,7 +109,7 @@ alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {
-        return raw_alloc_after_checks(len, alignment);
+        return beam__raw_alloc(len, alignment);
     }
     return alloc_impl(a.ctx, a.vtable, len, alignment, ret);
 }
@@ -141,7 +124,7 @@ free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(mem != NULL && len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {
-        raw_free_after_checks(mem, len);
+        beam__raw_free(mem, len);
         return;
     }
     free_impl(a.ctx, a.vtable, mem, len, alignment, ret);

@@ -7,19 +7,26 @@
  */
 #include "raw.h"
 
-/* Belt and braces: should the backend ever hand out less alignment than it
- * promises, fail the call instead of breaking the contract. */
-void *beam__raw_alloc_failed(void *p) {
+static inline beam__counters *raw_counters(void) {
+    return beam__thread_counters(BEAM__RAW);
+}
+
+/* Failed, or misaligned. Belt and braces: should the backend ever hand
+ * out less alignment than it promises, fail the call instead of breaking
+ * the contract. */
+static BEAM__NOINLINE void *raw_alloc_failed(void *p) {
     if (p != NULL)
         beam__sys_free(p);
-    beam__atomic_bump(&beam__raw_counters()->failed, 1);
+    beam__atomic_bump(&raw_counters()->failed, 1);
     return NULL;
 }
 
-static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
-    (void)ctx;
-    (void)ret;
-    return beam__raw_alloc(len, alignment);
+void *beam__raw_alloc(size_t len, size_t alignment) {
+    void *p = alignment <= BEAM_MAX_ALIGN ? beam__sys_alloc(len) : NULL;
+    if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (alignment - 1)) != 0))
+        return raw_alloc_failed(p);
+    beam__count_alloc(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
+    return p;
 }
 
 /* The backend knows no capacity beyond len: only shrinking is in place. */
@@ -31,7 +38,7 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ret;
     if (new_len > len)
         return false;
-    beam__count_resize(beam__raw_counters(), &beam__kind_peak[BEAM__RAW], len,
+    beam__count_resize(raw_counters(), &beam__kind_peak[BEAM__RAW], len,
                        new_len);
     return true;
 }
@@ -46,9 +53,23 @@ static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
         return NULL;
     void *p = beam__sys_realloc(mem, new_len);
     if (p != NULL)
-        beam__count_resize(beam__raw_counters(), &beam__kind_peak[BEAM__RAW],
-                           len, new_len);
+        beam__count_resize(raw_counters(), &beam__kind_peak[BEAM__RAW], len,
+                           new_len);
     return p;
+}
+
+/* Counted first, so that the backend's free is a tail call. */
+void beam__raw_free(void *mem, size_t len) {
+    beam__count_free(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
+    beam__sys_free(mem);
+}
+
+/* The vtable's alloc and free: what the helpers call directly, for the
+ * other callers of the interface. */
+static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
+    (void)ctx;
+    (void)ret;
+    return beam__raw_alloc(len, alignment);
 }
 
 static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,
