@@ -97,8 +97,8 @@ static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
  * blocks and the raw allocator skip the vtable: the GPA's fast paths run
  * inline (gpa_fast.h), and a call none of them settles goes to
  * alloc_impl or free_impl, checks included. */
-static inline __attribute__((always_inline)) void *
-alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
+static BEAM__ALWAYS_INLINE void *alloc_entry(beam_allocator_t a, size_t len,
+                                             size_t alignment, uintptr_t ret) {
     if (a.vtable == &beam__gpa_vtable) {
         void *p = beam__gpa_alloc_fast((beam_gpa_t *)a.ctx, len, alignment);
         if (BEAM__LIKELY(p != NULL))
@@ -114,9 +114,9 @@ alloc_entry(beam_allocator_t a, size_t len, size_t alignment, uintptr_t ret) {
     return alloc_impl(a.ctx, a.vtable, len, alignment, ret);
 }
 
-static inline __attribute__((always_inline)) void
-free_entry(beam_allocator_t a, void *mem, size_t len, size_t alignment,
-           uintptr_t ret) {
+static BEAM__ALWAYS_INLINE void free_entry(beam_allocator_t a, void *mem,
+                                           size_t len, size_t alignment,
+                                           uintptr_t ret) {
     if (a.vtable == &beam__gpa_vtable) {
         if (BEAM__LIKELY(beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len,
                                              alignment, ret)))

@@ -23,14 +23,9 @@
 
 #include "gpa_internal.h"
 
-/* Alignments the fast paths serve: the powers of two up to GPA_MIN_BLOCK,
- * as a bit set, so "a power of two, and small" is one test. */
-#define GPA_FAST_ALIGNS                                                        \
-    ((1u << 1) | (1u << 2) | (1u << 4) | (1u << 8) | (1u << 16))
-_Static_assert(GPA_MIN_BLOCK == 16, "GPA_FAST_ALIGNS lists 1 to 16");
-
+/* Alignments the fast paths serve: the powers of two up to GPA_MIN_BLOCK. */
 static inline bool gpa_fast_alignment(size_t alignment) {
-    return alignment <= GPA_MIN_BLOCK && ((GPA_FAST_ALIGNS >> alignment) & 1);
+    return beam__is_pow2_at_most(alignment, GPA_MIN_BLOCK);
 }
 
 /* This thread's first slot: the heap of the instance it used last. One
@@ -45,8 +40,8 @@ static inline gpa_tls_slot *gpa_fast_slot(void) {
 
 /* Hand out block b of s (popped from its free list, or bumped): the one
  * place every path accounts for a block. */
-static inline __attribute__((always_inline)) void
-gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b, size_t len) {
+static BEAM__ALWAYS_INLINE void gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b,
+                                             size_t len) {
     b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
     s->used++;
     beam__count_alloc_fast(&h->stats, len);
@@ -56,7 +51,7 @@ gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b, size_t len) {
  * NULL: then the general path decides (anything else: no heap yet, an
  * empty list, a tracked slab, a collector at work, odd arguments). len 0
  * and bad alignments fall through to it too. */
-static inline __attribute__((always_inline)) void *
+static BEAM__ALWAYS_INLINE void *
 beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
     if (BEAM__UNLIKELY(len - 1 >= BEAM_GPA_SMALL_MAX ||
@@ -93,7 +88,7 @@ static inline bool beam__gpa_is_medium_call(size_t len, size_t alignment) {
 }
 
 /* Out of line (gpa_medium.c): a medium block for a length
- * beam__gpa_medium_fast accepted; what it cannot serve (no state yet, a
+ * beam__gpa_is_medium_call accepted; what it cannot serve (no state yet, a
  * tracked instance) goes on to the general path. It takes the helpers'
  * arguments where they hold them (vt, the GPA's vtable, unused): a tail
  * call from them then moves no register, on the small blocks' path
@@ -124,8 +119,8 @@ BEAM__HIDDEN void beam__gpa_free_remote(gpa_state *st, gpa_slab *s, void **b,
  * free_elsewhere, or, with no heap of st on this thread, to the slab's
  * atomic stack. The local free makes no call but, rarely, the publication
  * of the stats. */
-static inline __attribute__((always_inline)) void
-beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
+static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
+                                                  void **b, size_t len) {
     b[1] = (void *)beam__gpa_tag(st, b);
     gpa_tls_slot *slot = gpa_fast_slot();
     if (BEAM__UNLIKELY(slot->id != st->id)) {
@@ -155,8 +150,8 @@ beam__gpa_release(gpa_state *st, gpa_slab *s, void **b, size_t len) {
  * GPA_MIN_BLOCK, without the table; with fast_span 0 (a tracked slab, whose
  * exact lengths the general path checks, or a map entry with no blocks of
  * its own) no length passes. It also rejects len 0, as the helpers must. */
-static inline __attribute__((always_inline)) bool
-gpa_fast_free_ok(gpa_state *st, gpa_slab *s, void **b, size_t len) {
+static BEAM__ALWAYS_INLINE bool gpa_fast_free_ok(gpa_state *st, gpa_slab *s,
+                                                 void **b, size_t len) {
     return beam__gpa_owner(s) == st &&
            len - s->prev_size - 1 < (size_t)s->fast_span &&
            beam__gpa_block_index(s, b) >= 0 &&
@@ -174,9 +169,10 @@ BEAM__HIDDEN void beam__gpa_free_in_chunk(beam_gpa_t *gpa, void *mem,
  * in a chunk cut into sub-slabs to beam__gpa_free_in_chunk (then true, as
  * a tail call: the inline free needs no stack frame of its own); false
  * leaves the call, misuse included, to the general path. */
-static inline __attribute__((always_inline)) bool
-beam__gpa_free_fast(beam_gpa_t *gpa, void *mem, size_t len, size_t alignment,
-                    uintptr_t ret) {
+static BEAM__ALWAYS_INLINE bool beam__gpa_free_fast(beam_gpa_t *gpa, void *mem,
+                                                    size_t len,
+                                                    size_t alignment,
+                                                    uintptr_t ret) {
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_map_slot(mem);
     void **b = (void **)mem;

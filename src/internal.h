@@ -89,6 +89,12 @@ static inline bool beam__is_pow2(size_t x) {
     return x != 0 && (x & (x - 1)) == 0;
 }
 
+/* x is a power of two no greater than max: the fast paths' alignment
+ * test, in two branches (x - 1 wraps for 0). */
+static BEAM__ALWAYS_INLINE bool beam__is_pow2_at_most(size_t x, size_t max) {
+    return x - 1 < max && (x & (x - 1)) == 0;
+}
+
 static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
     return (x + (alignment - 1)) & ~(uintptr_t)(alignment - 1);
 }

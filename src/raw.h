@@ -15,14 +15,10 @@
 BEAM__HIDDEN void *beam__raw_alloc(size_t len, size_t alignment);
 BEAM__HIDDEN void beam__raw_free(void *mem, size_t len);
 
-/* The alignments the raw allocator serves, 1 to BEAM_MAX_ALIGN, as a bit
- * set: "a power of two it can serve" in one test, as the helpers' inline
- * raw paths need it. */
-#define BEAM__RAW_ALIGNS ((1u << 1) | (1u << 2) | (1u << 4) | (1u << 8))
-_Static_assert(BEAM_MAX_ALIGN == 8, "BEAM__RAW_ALIGNS lists 1 to 8");
-
+/* The alignments the raw allocator serves, as the helpers' inline raw
+ * paths test them. */
 static inline bool beam__raw_alignment(size_t alignment) {
-    return alignment <= BEAM_MAX_ALIGN && ((BEAM__RAW_ALIGNS >> alignment) & 1);
+    return beam__is_pow2_at_most(alignment, BEAM_MAX_ALIGN);
 }
 
 #endif
