@@ -1,4 +1,11 @@
-ExUnit.configure(exclude: [:soak])
+# FailureRecap prints every failure again once the suite is done, where a
+# CI log's tail shows it.
+ExUnit.configure(
+  exclude: [:soak],
+  formatters: [ExUnit.CLIFormatter, BeamAlloc.Test.FailureRecap]
+)
+
+ExUnit.after_suite(fn _ -> BeamAlloc.Test.FailureRecap.print() end)
 ExUnit.start()
 
 # Many tests check that reports name source lines, which the symbolizer
