@@ -181,6 +181,9 @@ defmodule BeamAlloc.FaultInjectionTest do
     test "other processes calling the same NIFs meanwhile are not affected" do
       parent = self()
       hammer = spawn_link(fn -> hammer(parent, 0, []) end)
+      # The checks start once the hammer runs: on a loaded machine it could
+      # otherwise get its first turn only after them, and prove nothing.
+      assert_receive {:hammering, ^hammer}, 30_000
 
       for _ <- 1..15 do
         assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
@@ -391,6 +394,7 @@ defmodule BeamAlloc.FaultInjectionTest do
       0 ->
         results = [Faults.correct(3), Faults.leaky_on_failure(), Faults.allocator_is_raw()]
         unexpected = if results == [:ok, :ok, true], do: unexpected, else: [results | unexpected]
+        if calls == 0, do: send(parent, {:hammering, self()})
         hammer(parent, calls + 1, unexpected)
     end
   end
