@@ -13,14 +13,12 @@
  */
 #define _GNU_SOURCE
 #include "gpa_internal.h"
+#include "os/barrier.h"
 
-#include <linux/membarrier.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
 #ifdef BEAM_ALLOC_DEBUG
@@ -354,28 +352,6 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
  * available: without it an idle heap keeps its current slabs (at most one
  * per class) until its thread allocates, exits, or collects itself. */
 
-static pthread_once_t barrier_once = PTHREAD_ONCE_INIT;
-static bool barrier_ok;
-
-static void barrier_init(void) {
-#ifdef SYS_membarrier
-    barrier_ok = syscall(SYS_membarrier,
-                         MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-#endif
-}
-
-/* Every thread of the process passes a full barrier: an owner that stored
- * busy before it is seen busy, one that stores it after sees revoked. */
-static bool process_barrier(void) {
-    pthread_once(&barrier_once, barrier_init);
-#ifdef SYS_membarrier
-    return barrier_ok &&
-           syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
-#else
-    return false;
-#endif
-}
-
 /* Lock held: strip every heap whose owner is not inside a call. */
 static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
     /* This thread's own heap, unless a call of this instance is in
@@ -390,7 +366,9 @@ static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
         }
     if (!any)
         return;
-    bool fenced = process_barrier();
+    /* Every owner that stored busy before the barrier is seen busy, one
+     * that stores it after sees revoked (os/barrier.h). */
+    bool fenced = beam__process_barrier();
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next) {
         if (beam__atomic_load_relaxed(&h->revoked) == 0)
             continue;

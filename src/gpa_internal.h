@@ -136,7 +136,7 @@
  * Taking a heap from an idle thread (gpa_heap.c, collection): a heap's
  * owner marks itself busy (h->busy) for the length of each call and checks
  * h->revoked; a collector, under the instance lock, sets revoked, issues a
- * process-wide memory barrier (membarrier), and reads busy. Idle: the heap
+ * process-wide memory barrier (os/barrier.h), and reads busy. Idle: the heap
  * is the collector's until it clears revoked; busy: it backs off. The owner
  * pays two plain stores and a load per call; the barrier is the collector's.
  *
@@ -706,7 +706,7 @@ BEAM__HIDDEN bool beam__gpa_registry_empty(void);
 /* A heap call's bracket (see "Taking a heap" above). enter, then check
  * revoked before touching h's slabs; leave when done.
  * The owner's side is ordered against the collector's by a process-wide
- * barrier (membarrier), which TSan does not know: under TSan both sides
+ * barrier (os/barrier.h), which TSan does not know: under TSan both sides
  * use sequentially consistent accesses instead. */
 #ifdef BEAM__TSAN
 #define gpa_busy_store(p, v) beam__atomic_store_seq_cst(p, v)

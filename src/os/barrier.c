@@ -1,0 +1,40 @@
+/* The process-wide memory barrier (barrier.h). */
+#define _GNU_SOURCE /* syscall() */
+#include "barrier.h"
+
+#ifdef BEAM__HAVE_MEMBARRIER
+
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <unistd.h>
+
+static pthread_once_t barrier_once = PTHREAD_ONCE_INIT;
+static bool barrier_ok;
+
+/* Registration is once per process; a kernel without the command (or a
+ * seccomp filter) refuses it, and the barrier is then never attempted. */
+static void barrier_init(void) {
+    barrier_ok = syscall(SYS_membarrier,
+                         MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+}
+
+/* errno is the caller's (beam_gpa_collect is public): a refusal must not
+ * change it. */
+bool beam__process_barrier(void) {
+    int saved = errno;
+    pthread_once(&barrier_once, barrier_init);
+    bool ok =
+        barrier_ok &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
+    errno = saved;
+    return ok;
+}
+
+#else
+
+bool beam__process_barrier(void) {
+    return false;
+}
+
+#endif
