@@ -50,14 +50,24 @@ static void *bump(beam_arena_t *arena, chunk_t *c, size_t len,
     return data_of(c) + (c->end - len);
 }
 
+/* A chunk's parent length: HEADER + cap rounded up to CHUNK_ALIGN, so
+ * that a bump-style parent (a fixed buffer) places the next chunk right
+ * after it, with no padding between them that freeing the chunks newest
+ * first could not give back. 0 when that overflows. */
+static size_t chunk_total(size_t cap) {
+    if (cap > BEAM__MAX_LEN - HEADER - (CHUNK_ALIGN - 1))
+        return 0;
+    return (size_t)beam__align_up(HEADER + cap, CHUNK_ALIGN);
+}
+
 /* Parent length of a chunk that holds len bytes at alignment wherever the
  * parent places it (data is CHUNK_ALIGN-aligned, so the padding is at most
  * alignment - CHUNK_ALIGN); 0 when that overflows. */
 static size_t min_total(size_t len, size_t alignment) {
     size_t pad = alignment > CHUNK_ALIGN ? alignment - CHUNK_ALIGN : 0;
-    if (len > BEAM__MAX_LEN - HEADER || pad > BEAM__MAX_LEN - HEADER - len)
+    if (len > BEAM__MAX_LEN - pad)
         return 0;
-    return HEADER + len + pad;
+    return chunk_total(len + pad);
 }
 
 static chunk_t *push_chunk(beam_arena_t *arena, size_t total, uintptr_t ret) {
@@ -206,9 +216,8 @@ static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
     if (!replace)
         return true;
     /* Freed first: the old chunks and the new one never coexist. */
-    if (target > BEAM__MAX_LEN - HEADER)
-        return false;
-    return push_chunk(arena, HEADER + target, ret) != NULL;
+    size_t total = chunk_total(target);
+    return total != 0 && push_chunk(arena, total, ret) != NULL;
 }
 
 bool beam_arena_reset_mode_(beam_arena_t *arena, beam_arena_reset_mode mode) {

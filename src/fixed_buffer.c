@@ -9,10 +9,14 @@
  */
 #include "internal.h"
 
-/* Compared as integers: mem need not point into this buffer. */
+/* Compared as integers: mem need not point into this buffer. The block
+ * must also fit in what is handed out (len <= end_index): a block of
+ * another buffer that happens to end here (a neighbour's, in the same
+ * array) is not ours, and giving its bytes back would wrap end_index. */
 static bool is_last(const beam_fixed_buffer_t *fb, const void *mem,
                     size_t len) {
-    return (uintptr_t)mem + len == (uintptr_t)fb->buffer + fb->end_index;
+    return len <= fb->end_index &&
+           (uintptr_t)mem + len == (uintptr_t)fb->buffer + fb->end_index;
 }
 
 static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {

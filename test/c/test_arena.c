@@ -263,6 +263,33 @@ TEST(arena_over_a_fixed_buffer_rolls_it_back) {
     CHECK(fb.end_index == 0);
 }
 
+/* Lengths that are not multiples of 8: each chunk's parent block used to
+ * be HEADER + len exactly, the fixed buffer padded the next chunk to 8,
+ * and freeing newest first stopped at the gap (4120 of 8192 bytes lost
+ * after deinit; resets failed for want of room). */
+TEST(arena_over_a_fixed_buffer_rolls_back_odd_lengths_too) {
+    static _Alignas(16) unsigned char buf[8192];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_fixed_buffer_allocator(&fb));
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    CHECK(beam_alloc_bytes(a, 4090, 1) != NULL);
+    CHECK(beam_alloc_bytes(a, 10, 1) != NULL);
+    beam_arena_deinit(&arena);
+    CHECK(fb.end_index == 0);
+
+    beam_arena_init(&arena, beam_fixed_buffer_allocator(&fb));
+    for (int round = 0; round < 4; round++) {
+        for (size_t len = 1; len < 2000; len += 333)
+            CHECK(beam_alloc_bytes(a, len, 1) != NULL);
+        CHECK(beam_arena_reset(&arena, BEAM_ARENA_RETAIN_CAPACITY));
+    }
+    CHECK(beam_arena_reset(&arena, BEAM_ARENA_FREE_ALL));
+    CHECK(fb.end_index == 0);
+    beam_arena_deinit(&arena);
+}
+
 /* Every fail_index of an arena workload: failures surface as NULL, and
  * deinit gives back everything that was taken. */
 TEST(arena_over_failing_allocator_surfaces_failures_and_leaks_nothing) {

@@ -132,3 +132,37 @@ TEST(fixed_buffer_reset_and_empty_buffer) {
     beam_free_bytes(n, z, 0, 1);
     CHECK(none.end_index == 0);
 }
+
+/* Two fixed buffers side by side in one array: a block of the first that
+ * ends where the second's used part ends (here: at the second's start,
+ * while it is empty, and at its end_index later) is not the second's. Its
+ * free and resize through the second change nothing: before, they gave
+ * back bytes the second never handed out, end_index wrapped, and the next
+ * allocation landed in the first buffer's block. */
+TEST(fixed_buffer_ignores_a_neighbours_block) {
+    static _Alignas(64) unsigned char two[2048];
+    beam_fixed_buffer_t fa, fb;
+    beam_fixed_buffer_init(&fa, two, 1024);
+    beam_fixed_buffer_init(&fb, two + 1024, 1024);
+    beam_allocator_t a = beam_fixed_buffer_allocator(&fa);
+    beam_allocator_t b = beam_fixed_buffer_allocator(&fb);
+    unsigned char *p = beam_alloc_bytes(a, 1024, 1);
+    CHECK(p == two);
+    memset(p, 'A', 1024);
+
+    beam_free_bytes(b, p + 960, 64, 1);
+    CHECK(fb.end_index == 0);
+    CHECK(!beam_resize_bytes(b, p + 1000, 24, 1, 30));
+    CHECK(beam_resize_bytes(b, p + 1000, 24, 1, 8)); /* a shrink: no-op */
+    CHECK(fb.end_index == 0);
+    unsigned char *q = beam_alloc_bytes(b, 32, 1);
+    CHECK(q == two + 1024);
+    memset(q, 'B', 32);
+    CHECK(p[960] == 'A' && p[1023] == 'A');
+
+    /* A length longer than what b handed out, ending at its end_index. */
+    beam_free_bytes(b, q - 8, 40, 1);
+    CHECK(fb.end_index == 32);
+    beam_free_bytes(b, q, 32, 1);
+    CHECK(fb.end_index == 0);
+}
