@@ -205,7 +205,13 @@ static void misuse(fz_target *t, fz_model *m, fz_reader *r) {
         size_t align = (size_t)1 << (fz_u8(r) % 13);
         beam_free_bytes(t->a, (void *)(uintptr_t)align, (size_t)fz_u8(r) + 1,
                         align);
-        break;
+        if (align >= 4096)
+            break; /* the instance's to report */
+        /* In the first page: refused by the helpers (as in case 8). */
+        u->reported++;
+        FZ_ASSERT(reports == u->reported);
+        FZ_ASSERT(beam_gpa_usage_of(u->g).misuse_count == u->misuse);
+        return;
     }
     case 8: { /* refused by the helpers before the instance sees it */
         if (!pick_live(m, r, &i))

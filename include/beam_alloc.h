@@ -79,7 +79,9 @@ extern "C" {
  *   - mem, len and alignment describe a live block of this allocator, with
  *     len as it was last allocated or resized.
  * A vtable function in turn must never return misaligned memory, never
- * abort on exhaustion, and on failure leave the old block untouched.
+ * abort on exhaustion, and on failure leave the old block untouched. Its
+ * blocks are real addresses, never in the first page (4096 bytes): the
+ * helpers refuse such a pointer passed with a length, as a misuse.
  * ---------------------------------------------------------------------- */
 
 typedef struct beam_allocator_vtable {

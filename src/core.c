@@ -11,6 +11,7 @@
  * medium blocks and for the raw allocator (alloc_entry, free_entry).
  */
 #include "gpa_fast.h"
+#include "gpa_msize.h"
 #include "raw.h"
 
 #include <stdio.h>
@@ -48,15 +49,27 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
     return vt->alloc(ctx, len, alignment, ret);
 }
 
+/* A block the helpers rule out without asking its allocator, or reading
+ * it: a length above the limit, or an address in the first page (none of
+ * the library's allocators hands one out; the zero-length sentinel of an
+ * alignment below a page is one, passed with a length). (mem NULL or len
+ * 0 is a call's "no block", handled apart.) */
+static inline bool impossible_block(const void *mem, size_t len) {
+    return len > BEAM__MAX_LEN || (uintptr_t)mem < BEAM__MIN_BLOCK_ADDR;
+}
+
 /* A misuse like the GPA's wrong-length free (and counted as one, so that a
- * leak_check call raises with that kind, not as the leak it leaves). */
-static BEAM__NOINLINE void report_bad_free(void *mem, size_t len,
-                                           size_t alignment, uintptr_t ret) {
+ * leak_check call raises with that kind, not as the leak it leaves). call:
+ * "free", "resize", "remap" or "realloc". */
+static BEAM__NOINLINE void report_impossible(const char *call, void *mem,
+                                             size_t len, size_t alignment,
+                                             uintptr_t ret) {
     char site[512], line[BEAM__REPORT_LINE];
     snprintf(line, sizeof line,
-             "beam_alloc: free of %p ignored: impossible length %zu "
-             "or alignment %zu (called from %s)",
-             mem, len, alignment, beam__describe_addr(ret, site, sizeof site));
+             "beam_alloc: %s of %p ignored: impossible length %zu or "
+             "alignment %zu, or an address no block has (called from %s)",
+             call, mem, len, alignment,
+             beam__describe_addr(ret, site, sizeof site));
     beam__misuse_note("free with a wrong length or alignment", line);
     beam__report_line(line);
 }
@@ -65,10 +78,10 @@ static BEAM__NOINLINE void report_bad_free(void *mem, size_t len,
 static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
                                      void *mem, size_t len, size_t alignment,
                                      uintptr_t ret) {
-    if (BEAM__UNLIKELY(mem == NULL || len - 1 >= BEAM__MAX_LEN ||
-                       !beam__is_pow2(alignment))) {
+    if (BEAM__UNLIKELY(mem == NULL || len == 0 || !beam__is_pow2(alignment) ||
+                       impossible_block(mem, len))) {
         if (mem != NULL && len != 0)
-            report_bad_free(mem, len, alignment, ret);
+            report_impossible("free", mem, len, alignment, ret);
         return;
     }
     if (vt == &beam__gpa_vtable)
@@ -79,12 +92,16 @@ static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
 
 /* Shared by remap and realloc: the cases the vtable never sees. Returns
  * true when it settled the call, with the answer in *out. */
-static bool remap_edge(beam_allocator_t a, void *mem, size_t len,
-                       size_t alignment, size_t new_len, uintptr_t ret,
-                       void **out) {
+static bool remap_edge(const char *call, beam_allocator_t a, void *mem,
+                       size_t len, size_t alignment, size_t new_len,
+                       uintptr_t ret, void **out) {
     *out = NULL;
     if (!beam__is_pow2(alignment) || new_len > BEAM__MAX_LEN)
         return true;
+    if (mem != NULL && len != 0 && impossible_block(mem, len)) {
+        report_impossible(call, mem, len, alignment, ret);
+        return true;
+    }
     if (new_len == 0) {
         free_impl(a.ctx, a.vtable, mem, len, alignment, ret);
         *out = zero_len_block(alignment);
@@ -122,7 +139,8 @@ static BEAM__ALWAYS_INLINE void free_entry(beam_allocator_t a, void *mem,
                                              alignment, ret)))
             return;
     } else if (a.vtable == &beam__raw_vtable &&
-               BEAM__LIKELY(mem != NULL && len - 1 < BEAM__MAX_LEN &&
+               BEAM__LIKELY((uintptr_t)mem >= BEAM__MIN_BLOCK_ADDR &&
+                            len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {
         beam__raw_free(mem, len);
         return;
@@ -141,6 +159,10 @@ bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
         return false;
     if (len == 0 || mem == NULL)
         return new_len == 0;
+    if (impossible_block(mem, len)) {
+        report_impossible("resize", mem, len, alignment, ret);
+        return false;
+    }
     if (new_len == 0) {
         free_impl(a.ctx, a.vtable, mem, len, alignment, ret);
         return true;
@@ -154,7 +176,7 @@ void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
                        size_t alignment, size_t new_len) {
     uintptr_t ret = BEAM__RET_ADDR();
     void *out;
-    if (remap_edge(a, mem, len, alignment, new_len, ret, &out))
+    if (remap_edge("remap", a, mem, len, alignment, new_len, ret, &out))
         return out;
     if (len == 0 || mem == NULL)
         return NULL;
@@ -166,12 +188,17 @@ void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
 static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
                           size_t alignment, size_t new_len, uintptr_t ret) {
     void *out;
-    if (remap_edge(a, mem, len, alignment, new_len, ret, &out))
+    if (remap_edge("realloc", a, mem, len, alignment, new_len, ret, &out))
         return out;
     if (len == 0 || mem == NULL)
         return alloc_entry(a, new_len, alignment, ret);
     if (new_len == len)
         return mem;
+    /* The copy below reads len bytes of mem: a GPA first makes sure they
+     * are a live block's (a freed block would be read after its free). */
+    if (a.vtable == &beam__gpa_vtable &&
+        !beam__gpa_realloc_ok((beam_gpa_t *)a.ctx, mem, len, alignment, ret))
+        return NULL;
     out = a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
     if (out != NULL)
         return out;

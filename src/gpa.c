@@ -522,10 +522,17 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
         return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret);
     if (gpa_where(s) == WHERE_MEDIUM)
         return beam__gpa_medium_resize(st, s, mem, len, alignment, new_len);
+    long idx = beam__gpa_block_index(s, mem);
+    if (!gpa_small_live(st, s, mem, idx, true)) {
+        beam__gpa_misuse(st,
+                         "resize of a pointer that is not a live block "
+                         "(freed, or inside a block): not resized",
+                         mem, len, alignment, ret);
+        return false;
+    }
     /* In place only within the class: free derives it from the length. */
     size_t pad = st->safe; /* room for the canary */
-    long idx = beam__gpa_block_index(s, mem);
-    if (idx < 0 || beam__gpa_class_for(len + pad, alignment) != s->cls ||
+    if (beam__gpa_class_for(len + pad, alignment) != s->cls ||
         beam__gpa_class_for(new_len + pad, alignment) != s->cls)
         return false;
     if (s->info != NULL)

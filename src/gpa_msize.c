@@ -5,10 +5,10 @@
  * Kept apart from the allocator's own files on purpose, and small: it
  * relies only on these internals of gpa_internal.h
  *   beam__gpa_state_of, beam__gpa_slab_of, beam__gpa_owner,
- *   beam__gpa_block_index, slab->size, st->track, slab->info[i].len and
- *   .alignment (tracked mode), beam__gpa_large_find under gpa_lock(st)
- *   (its .len, .alignment), gpa_where and beam__gpa_medium_block under
- *   gpa_lock(st) (medium slabs), GPA_MEDIUM_MAX and GPA_PAGE_SIZE, and the
+ *   beam__gpa_block_index, gpa_small_live, slab->size, st->track,
+ * slab->info[i].len and .alignment (tracked mode), beam__gpa_large_find under
+ * gpa_lock(st) (its .len, .alignment), gpa_where and beam__gpa_medium_block
+ * under gpa_lock(st) (medium slabs), GPA_MEDIUM_MAX and GPA_PAGE_SIZE, and the
  *   class table beam__gpa_class_size with GPA_CLASSES (each class serves
  *   every length up to its size at alignment 16, the smallest class that
  *   fits being the one chosen).
@@ -43,8 +43,8 @@ size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
     return (size_t)beam__align_up(n, 16);
 }
 
-bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
-                          size_t *alignment) {
+bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
+                          size_t *len, size_t *alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL || p == NULL)
         return false;
@@ -60,12 +60,10 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
     }
     if (beam__gpa_owner(s) == st) {
         long idx = beam__gpa_block_index(s, p);
-        if (idx < 0)
+        if (!gpa_small_live(st, s, p, idx, owned))
             return false;
         if (st->track) {
             const gpa_block_info *i = &s->info[idx];
-            if (i->len == 0)
-                return false;
             *len = i->len;
             *alignment = i->alignment;
             return true;
@@ -87,4 +85,22 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, size_t *len,
     }
     gpa_unlock(st);
     return found;
+}
+
+bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,
+                          size_t alignment, uintptr_t ret) {
+    size_t have, have_alignment;
+    if (beam__gpa_block_size(gpa, p, true, &have, &have_alignment) &&
+        len <= have)
+        return true;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL)
+        beam__gpa_misuse_stateless(gpa->flags, p, len, alignment, ret);
+    else
+        beam__gpa_misuse(st,
+                         "realloc of a pointer that is not a live block of "
+                         "that length (freed, foreign, inside a block, or "
+                         "a length too long): nothing copied or freed",
+                         p, len, alignment, ret);
+    return false;
 }

@@ -14,10 +14,21 @@ BEAM__HIDDEN size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n);
 
 /* The length and alignment gpa holds for the live block at p, as its free
  * wants them. false when p is not a block of gpa (not one of its blocks, or
- * a tracked block already freed): the caller lets the instance's free
- * report it. Lock-free for small blocks; takes the instance lock for large
- * ones. */
+ * one already freed): the caller lets the instance's free report it.
+ * owned: the caller owns the block (it frees or moves it), so its memory
+ * may be read for the free tag; a size query passes false, and an
+ * untracked small block freed already then still answers its class.
+ * Lock-free for small blocks; takes the instance lock for medium and
+ * large ones. */
 BEAM__HIDDEN bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p,
-                                       size_t *len, size_t *alignment);
+                                       bool owned, size_t *len,
+                                       size_t *alignment);
+
+/* Before a realloc copies len bytes out of p to move it: true when p is a
+ * live block of gpa holding at least len bytes; otherwise the misuse is
+ * reported (ret: the caller's call) and nothing may be read from p. */
+BEAM__HIDDEN bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p,
+                                       size_t len, size_t alignment,
+                                       uintptr_t ret);
 
 #endif

@@ -103,6 +103,11 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * break pointer subtraction, so no allocator hands them out. */
 #define BEAM__MAX_LEN ((size_t)PTRDIFF_MAX)
 
+/* No allocator hands out a block in the first page, which no system maps:
+ * a pointer there, passed with a length, is the zero-length sentinel
+ * (core.c) or garbage, and the helpers reject it without reading it. */
+#define BEAM__MIN_BLOCK_ADDR ((uintptr_t)4096)
+
 /* ---- stats (stats.c) ------------------------------------------------
  * Counters are written by one thread (or heap owner) and read by anyone:
  * relaxed atomics, so that a read is a race-free snapshot, at the cost of

@@ -74,8 +74,11 @@ enum hdr_state { HDR_LIVE, HDR_FREED, HDR_BAD };
 /* Read p's header: its usable size and the parent block's address. */
 static inline enum hdr_state hdr_read(const void *p, size_t *good,
                                       char **base) {
-    if (((uintptr_t)p & 15) != 0)
-        return HDR_BAD; /* never one of ours: do not even read */
+    /* Never one of ours: not even read. (A block's header is the word
+     * before it, in the parent's block: neither is in the first page.) */
+    if (((uintptr_t)p & 15) != 0 ||
+        (uintptr_t)p < BEAM__MIN_BLOCK_ADDR + sizeof(uint64_t))
+        return HDR_BAD;
     uint64_t w = *word_of(p);
     uint64_t g = w & GOOD_MAX;
     uint64_t check = check_of(p, g);
@@ -172,7 +175,7 @@ static inline void *gpa_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
 
 static void gpa_mfree(beam_allocator_t a, void *p, uintptr_t ret) {
     size_t len, alignment;
-    if (!beam__gpa_block_size((beam_gpa_t *)a.ctx, p, &len, &alignment)) {
+    if (!beam__gpa_block_size((beam_gpa_t *)a.ctx, p, true, &len, &alignment)) {
         /* Not a live block: the instance's free says what it is instead
          * (double free, foreign pointer, inside a block) and counts it. */
         len = 16;
@@ -193,7 +196,7 @@ static void *gpa_mrealloc(beam_allocator_t a, void *p, size_t n,
                           uintptr_t ret) {
     beam_gpa_t *gpa = (beam_gpa_t *)a.ctx;
     size_t len, alignment;
-    if (!beam__gpa_block_size(gpa, p, &len, &alignment)) {
+    if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
         report_not_gpa_block("beam_mrealloc", p, ret);
         return NULL;
     }
@@ -285,7 +288,9 @@ size_t beam_msize(beam_allocator_t a, const void *p) {
         return 0;
     if (is_gpa(a)) {
         size_t len, alignment;
-        if (beam__gpa_block_size((beam_gpa_t *)a.ctx, p, &len, &alignment))
+        /* Not owned: another thread may be writing the block. */
+        if (beam__gpa_block_size((beam_gpa_t *)a.ctx, p, false, &len,
+                                 &alignment))
             return len;
         report_not_gpa_block("beam_msize", p, BEAM__RET_ADDR());
         return 0;

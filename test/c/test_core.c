@@ -337,3 +337,34 @@ TEST(large_alignment_beyond_ptrdiff_max_fails_cleanly) {
     CHECK(p != NULL);
     beam_free_bytes(beam_large_allocator, p, 1, 4096);
 }
+
+/* An old length above the limit, or a block address no allocator hands
+ * out (the zero-length sentinel, passed with a length), is refused by the
+ * helpers with a report, before the allocator is asked: the raw
+ * allocator's counters went wrong on the one, and a copy read address 0x10
+ * on the other. */
+TEST(core_impossible_old_lengths_and_addresses_are_refused) {
+    beam_alloc_stats before, after;
+    void *p = beam_alloc_bytes(beam_raw_allocator, 32, 8);
+    CHECK(p != NULL);
+    CHECK(beam_allocator_stats(beam_raw_allocator, &before));
+    void *zero = beam_alloc_bytes(beam_raw_allocator, 0, 16);
+    check_capture_reports();
+    CHECK(!beam_resize_bytes(beam_raw_allocator, p, SIZE_MAX, 8, 10));
+    CHECK(beam_remap_bytes(beam_raw_allocator, p, SIZE_MAX / 2 + 1, 8, 10) ==
+          NULL);
+    CHECK(beam_realloc_bytes(beam_raw_allocator, p, SIZE_MAX, 8, 64) == NULL);
+    CHECK(beam_realloc_bytes(beam_raw_allocator, zero, 16, 16, 32) == NULL);
+    CHECK(!beam_resize_bytes(beam_raw_allocator, zero, 16, 16, 8));
+    beam_free_bytes(beam_raw_allocator, zero, 16, 16);
+    beam_free_bytes(beam_raw_allocator, (void *)(uintptr_t)64, 8, 8);
+    CHECK(check_report_count() == 7);
+    CHECK(check_report_contains("impossible length"));
+    check_release_reports();
+    CHECK(beam_allocator_stats(beam_raw_allocator, &after));
+    CHECK(after.live_bytes == before.live_bytes);
+    CHECK(after.live_blocks == before.live_blocks);
+    /* The zero-length block itself is still freed as one. */
+    beam_free_bytes(beam_raw_allocator, zero, 0, 16);
+    beam_free_bytes(beam_raw_allocator, p, 32, 8);
+}

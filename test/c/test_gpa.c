@@ -821,3 +821,68 @@ TEST(gpa_helpers_fast_paths_keep_every_check) {
     check_release_reports();
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* A realloc that must move a block copies len bytes out of it: a freed
+ * block (small, medium, large), a length longer than the block, or a
+ * pointer inside one is refused with a report before anything is read
+ * (ASan saw the read of a freed 2 MiB block, before this check). */
+TEST(gpa_realloc_of_a_block_that_is_not_live_reads_nothing) {
+    static const size_t lens[] = {48, 20000, (size_t)2 << 20};
+    for (unsigned flags = 0; flags <= BEAM_GPA_TRACK_SITES;
+         flags += BEAM_GPA_TRACK_SITES) {
+        for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+            beam_gpa_t g = fresh(flags);
+            beam_allocator_t a = beam_gpa_allocator(&g);
+            size_t len = lens[i];
+            char *keep = beam_alloc_bytes(a, len, 16); /* the slab stays */
+            char *p = beam_alloc_bytes(a, len, 16);
+            CHECK(keep != NULL && p != NULL);
+            beam_free_bytes(a, p, len, 16);
+            check_capture_reports();
+            CHECK(beam_realloc_bytes(a, p, len, 16, 3 * len) == NULL);
+            CHECK(check_report_count() == 1);
+            CHECK(check_report_contains("realloc of a pointer that is not a "
+                                        "live block"));
+            /* Too long a length for a live block: nothing read past it. */
+            memset(keep, 7, len);
+            CHECK(beam_realloc_bytes(a, keep, 4 * len, 16, 5 * len) == NULL);
+            CHECK(check_report_count() == 2);
+            CHECK(keep[len - 1] == 7);
+            CHECK(beam_gpa_usage_of(&g).live_blocks == 1);
+            /* The right length still moves it. */
+            char *q = beam_realloc_bytes(a, keep, len, 16, 3 * len);
+            CHECK(q != NULL && q[len - 1] == 7);
+            CHECK(check_report_count() == 2);
+            check_release_reports();
+            beam_free_bytes(a, q, 3 * len, 16);
+            CHECK(!beam_gpa_deinit(&g));
+        }
+    }
+}
+
+/* Resizing a freed small block used to succeed: it counted a live block
+ * again, and deinit then reported a leak that was not there. */
+TEST(gpa_resize_of_a_freed_block_is_refused_and_reported) {
+    for (unsigned flags = 0; flags <= BEAM_GPA_TRACK_SITES;
+         flags += BEAM_GPA_TRACK_SITES) {
+        beam_gpa_t g = fresh(flags);
+        beam_allocator_t a = beam_gpa_allocator(&g);
+        void *keep = beam_alloc_bytes(a, 48, 8);
+        void *p = beam_alloc_bytes(a, 48, 8);
+        beam_free_bytes(a, p, 48, 8);
+        check_capture_reports();
+        CHECK(!beam_resize_bytes(a, p, 48, 8, 40));
+        CHECK(beam_remap_bytes(a, p, 48, 8, 40) == NULL);
+        CHECK(check_report_count() == 2);
+        CHECK(check_report_contains("resize of a pointer that is not a live "
+                                    "block"));
+        /* Inside a live block, too. */
+        CHECK(!beam_resize_bytes(a, (char *)keep + 16, 32, 8, 24));
+        CHECK(check_report_count() == 3);
+        check_release_reports();
+        beam_gpa_usage u = beam_gpa_usage_of(&g);
+        CHECK(u.live_blocks == 1 && u.misuse_count == 3);
+        beam_free_bytes(a, keep, 48, 8);
+        CHECK(!beam_gpa_deinit(&g));
+    }
+}
