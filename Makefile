@@ -162,7 +162,12 @@ format:
 MIX_ENV      ?= dev
 MIX_APP_PATH ?= $(CURDIR)/_build/$(MIX_ENV)/lib/beam_alloc
 
-NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS)
+# No identical code folding (as beam_alloc.mk gives users): GCC would merge
+# the test NIFs whose bodies are alike, and their reports would name one
+# another's lines.
+NO_ICF := $(shell $(CC) -Werror -fno-ipa-icf -x c -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+NO_ICF_CXX = $(shell $(CXX) -Werror -fno-ipa-icf -x c++ -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS) $(NO_ICF)
 # Each NIF gets its own copy of the library; --exclude-libs keeps that copy
 # private to it (nothing of beam_alloc is exported from the .so).
 ifeq ($(shell uname -s),Darwin)
@@ -176,7 +181,7 @@ TEST_NIF_CXX := $(wildcard test/nifs/*.cpp)
 TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
                 $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
 CXX          ?= g++
-NIF_CXXFLAGS := -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread
+NIF_CXXFLAGS = -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(NO_ICF_CXX)
 # The test NIFs of the adapter headers link what they adapt.
 $(MIX_APP_PATH)/priv/adapters_nif.so: NIF_LIBS := -lz -lzstd
 $(MIX_APP_PATH)/priv/sqlite_nif.so: NIF_LIBS := -lsqlite3

@@ -15,9 +15,12 @@
 #   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
 #                           rule that builds it with beam_alloc's Makefile
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
-#   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden
-#                           and both include dirs (-g and frame pointers: reports
-#                           give source lines and callers)
+#   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden,
+#                           both include dirs, and -fno-ipa-icf where $(CC) has
+#                           it (-g and frame pointers: reports give source lines
+#                           and callers; no folding: GCC would merge NIFs with
+#                           identical code, and a report would name the other)
+#   BEAM_ALLOC_CXXFLAGS     the same for $(CXX)
 #   BEAM_ALLOC_LDFLAGS      -shared, and -Wl,--exclude-libs,ALL so that none of
 #                           beam_alloc's symbols is exported from your NIF
 #   BEAM_ALLOC_BUILD_NIF    a recipe: compiles and links the C sources among
@@ -48,7 +51,16 @@ BEAM_ALLOC_STANDALONE_LIBS := -pthread
 # Found when first needed, then remembered (an environment value wins).
 ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null))$(ERTS_INCLUDE_DIR)
 
-BEAM_ALLOC_CFLAGS = -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
+# -fno-ipa-icf for compilers that take it (-Werror: clang only warns about
+# flags it does not know). Asked wherever the flags are used, of the
+# compiler in force there (a target may set its own CC): a few
+# milliseconds per NIF built.
+BEAM_ALLOC_NO_ICF_CC = $(shell $(CC) -Werror -fno-ipa-icf -x c -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+BEAM_ALLOC_NO_ICF_CXX = $(shell $(CXX) -Werror -fno-ipa-icf -x c++ -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+
+BEAM_ALLOC_BASE_FLAGS = -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
+BEAM_ALLOC_CFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CC)
+BEAM_ALLOC_CXXFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CXX)
 ifeq ($(shell uname -s),Darwin)
 BEAM_ALLOC_LDFLAGS := -shared -undefined dynamic_lookup -pthread
 else
@@ -67,7 +79,7 @@ BEAM_ALLOC_CXX_CSRC = $(filter %.c,$^)
 BEAM_ALLOC_CXX_COBJ = $(foreach c,$(BEAM_ALLOC_CXX_CSRC),$@-$(notdir $(c)).o)
 BEAM_ALLOC_BUILD_NIF_CXX = mkdir -p $(@D) && \
     $(foreach c,$(BEAM_ALLOC_CXX_CSRC),$(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) -c $(c) -o $@-$(notdir $(c)).o &&) \
-    $(CXX) $(BEAM_ALLOC_CFLAGS) $(CXXFLAGS) $(filter %.cc %.cpp %.cxx,$^) $(BEAM_ALLOC_CXX_COBJ) \
+    $(CXX) $(BEAM_ALLOC_CXXFLAGS) $(CXXFLAGS) $(filter %.cc %.cpp %.cxx,$^) $(BEAM_ALLOC_CXX_COBJ) \
         $(BEAM_ALLOC_LIB) $(BEAM_ALLOC_LDFLAGS) $(LDFLAGS) $(LDLIBS) -o $@; \
     status=$$?; rm -f $(BEAM_ALLOC_CXX_COBJ); exit $$status
 

@@ -200,6 +200,16 @@ defmodule BeamAlloc.MixCompilerTest do
 
     assert {{:noop, []}, [], _} = compile(dir, app)
 
+    # An edit right after a build, within its second: seen, by content
+    # (whole-second modification times took it for older than the object).
+    # A file dated forward without a change rebuilds nothing.
+    File.write!(Path.join(dir, "c_src/answer.h"), "#define ANSWER_HALF 7\n")
+    assert {{:ok, _}, lines, _} = compile(dir, app)
+    assert "beam_alloc: compiling c_src/tmp_nif.c (tmp_nif)" in lines
+    assert call_answer(so) == 14
+    File.touch!(Path.join(dir, "c_src/tmp_nif.c"))
+    assert {{:noop, []}, [], _} = compile(dir, app)
+
     # CFLAGS from the environment are part of the command: a change rebuilds.
     System.put_env("CFLAGS", "-O1")
     assert {{:ok, _}, lines, _} = compile(dir, app)

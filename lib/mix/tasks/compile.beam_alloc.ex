@@ -23,15 +23,18 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   Every object is compiled with `-g` (so that reports can name source
   lines), `-fno-omit-frame-pointer` (so that they can give the callers of
-  an allocation), `-fPIC`, `-fvisibility=hidden` and the include directories of
+  an allocation), `-fno-ipa-icf` where the compiler has it (GCC would
+  otherwise merge NIFs with identical code, and a report would name the
+  other one), `-fPIC`, `-fvisibility=hidden` and the include directories of
   beam_alloc and of the running VM's `erl_nif.h`; the shared object is
   linked with `-Wl,--exclude-libs,ALL`, so none of beam_alloc's symbols is
   exported from it (only `nif_init` and the fault-injection hook).
 
   Objects go to `_build/<env>/lib/my_app/beam_alloc/obj/`, with the headers
-  each one includes: a source is recompiled when it, a header it includes,
-  or its command line changed, and a library relinked only when one of its
-  objects or beam_alloc's library changed. `mix compile --force` rebuilds
+  each one includes: a source is recompiled when its contents, a header it
+  includes, or its command line changed (by content, not modification
+  time), and a library relinked only when one of its objects or
+  beam_alloc's library changed. `mix compile --force` rebuilds
   everything; `mix clean` removes what this compiler built.
 
   ## Options (under `:beam_alloc`)
@@ -395,6 +398,29 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     ]
   end
 
+  # GCC at -O2 merges functions whose code is identical (-fipa-icf): two
+  # NIFs with the same body then share one address, and a misuse report
+  # names the other one's function and line. Off, for compilers that know
+  # the flag (clang has no such pass; -Werror makes it refuse the flag
+  # instead of warning). Asked once per compiler and language.
+  defp no_code_folding([exe | args], lang) do
+    key = {__MODULE__, :no_ipa_icf, exe, args, lang}
+
+    with nil <- Process.get(key) do
+      x = if lang == :cxx, do: "c++", else: "c"
+      probe = args ++ ["-Werror", "-fno-ipa-icf", "-x", x, "-c", "/dev/null", "-o", "/dev/null"]
+
+      flags =
+        case System.cmd(exe, probe, stderr_to_stdout: true) do
+          {_, 0} -> ["-fno-ipa-icf"]
+          _ -> []
+        end
+
+      Process.put(key, flags)
+      flags
+    end
+  end
+
   defp base_ldflags do
     case :os.type() do
       {:unix, :darwin} -> ["-shared", "-undefined", "dynamic_lookup", "-pthread"]
@@ -418,7 +444,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
             do: {cxx, env_flags("CXXFLAGS", ["-O2"])},
             else: {cc, env_flags("CFLAGS", ["-O2"])}
 
-        flags = base_cflags(root, erts) ++ env_flags ++ config.cflags ++ nif.cflags
+        flags =
+          base_cflags(root, erts) ++
+            no_code_folding(driver, lang) ++ env_flags ++ config.cflags ++ nif.cflags
+
         compile_one(name, source, obj_dir, driver, flags, force)
       end
 
@@ -533,12 +562,19 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     else
       File.mkdir_p!(Path.dirname(obj))
       Mix.shell().info("beam_alloc: compiling #{rel} (#{name})")
+      before = sum_of([source])
       {out, status} = System.cmd(exe, args, stderr_to_stdout: true)
       if out != "", do: IO.write(out)
       diagnostics = diagnostics(out)
 
       if status == 0 do
         File.write!(cmd_file, command)
+        # A source edited while it compiled: the object is of the old one,
+        # so no sum, and the next compile builds it again.
+        if sum_of([source]) == before,
+          do: record_sum(obj <> ".sum", read_deps(dep)),
+          else: File.rm(obj <> ".sum")
+
         {:ok, obj, diagnostics}
       else
         File.rm(obj)
@@ -560,20 +596,48 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     end
   end
 
+  # Up to date when built by the same command from the same contents. By
+  # content, not by modification time: the times File.stat gives are whole
+  # seconds, so an edit within the second of the build looked older than
+  # the object, and the old library stayed (a checkout can also date a
+  # changed file back).
   defp up_to_date?(obj, dep, cmd_file, command) do
-    with {:ok, %{mtime: obj_time}} <- File.stat(obj, time: :posix),
+    with true <- File.exists?(obj),
          {:ok, ^command} <- File.read(cmd_file),
-         {:ok, deps} <- read_deps(dep) do
-      Enum.all?(deps, fn file ->
-        case File.stat(file, time: :posix) do
-          {:ok, %{mtime: t}} -> t <= obj_time
-          _ -> false
-        end
-      end)
+         {:ok, deps} <- read_deps(dep),
+         {:ok, sum} <- sum_of(deps) do
+      File.read(obj <> ".sum") == {:ok, sum}
     else
       _ -> false
     end
   end
+
+  # The MD5 of the files' names and contents (a few headers and a source;
+  # beam_alloc's library, about 1 MB, for a link: milliseconds), or :error
+  # when one cannot be read.
+  defp sum_of(files) do
+    Enum.reduce_while(files, [], fn file, acc ->
+      case File.read(file) do
+        {:ok, data} -> {:cont, [acc, file, 0, :erlang.md5(data)]}
+        _ -> {:halt, :error}
+      end
+    end)
+    |> case do
+      :error -> :error
+      parts -> {:ok, Base.encode16(:erlang.md5(parts))}
+    end
+  end
+
+  # Written after a build; without a sum (unreadable inputs), the next
+  # compile builds again.
+  defp record_sum(sum_file, {:ok, files}) do
+    case sum_of(files) do
+      {:ok, sum} -> File.write!(sum_file, sum)
+      :error -> File.rm(sum_file)
+    end
+  end
+
+  defp record_sum(sum_file, :error), do: File.rm(sum_file)
 
   # The prerequisites of a make rule written by -MMD ("obj: a.c b.h \\").
   defp read_deps(dep) do
@@ -598,17 +662,14 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     args = pre ++ args ++ ["-o", so]
     command = Enum.join([exe | args], "\0")
 
-    fresh? =
-      not rebuilt? and
-        match?({:ok, ^command}, File.read(cmd_file)) and
-        case File.stat(so, time: :posix) do
-          {:ok, %{mtime: so_time}} ->
-            Enum.all?(inputs, fn input ->
-              match?({:ok, %{mtime: t}} when t <= so_time, File.stat(input, time: :posix))
-            end)
+    sum_file = Path.join(obj_root(), "#{name}.so.sum")
 
-          _ ->
-            false
+    fresh? =
+      not rebuilt? and File.exists?(so) and
+        match?({:ok, ^command}, File.read(cmd_file)) and
+        case sum_of(inputs) do
+          {:ok, sum} -> File.read(sum_file) == {:ok, sum}
+          :error -> false
         end
 
     if fresh? do
@@ -622,6 +683,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
       if status == 0 do
         File.write!(cmd_file, command)
+        record_sum(sum_file, {:ok, inputs})
         :ok
       else
         File.rm(cmd_file)
