@@ -70,17 +70,27 @@ collect(Other) ->
 %% The full report (which key, which value) goes to the logger.
 -spec explain_load_error(ok | {error, term()}) -> ok | {error, term()}.
 explain_load_error({error, {load, Text}} = Error) ->
-    case re:run(Text, "\\(([0-9]+)\\)\\.$", [{capture, all_but_first, list}]) of
-        {match, [Code]} ->
-            case load_reason(list_to_integer(Code)) of
-                undefined -> Error;
-                Why -> {error, {load, <<"beam_alloc: ", Why/binary,
-                                       " (the logger has the details)">>}}
-            end;
-        nomatch -> Error
+    case load_reason(load_code(Text)) of
+        undefined -> Error;
+        Why -> {error, {load, <<"beam_alloc: ", Why/binary,
+                               " (the details went to the logger, or to standard "
+                               "error where the beam_alloc application is not "
+                               "started)">>}}
     end;
 explain_load_error(Other) ->
     Other.
+
+%% The code at the end of the VM's "Library load-call unsuccessful (N)."
+%% text, or undefined: anything else, text or not, is not ours to explain.
+load_code(Text) when is_list(Text); is_binary(Text) ->
+    try re:run(Text, "\\(([0-9]+)\\)\\.$", [{capture, all_but_first, list}]) of
+        {match, [Code]} -> list_to_integer(Code);
+        nomatch -> undefined
+    catch
+        error:badarg -> undefined
+    end;
+load_code(_) ->
+    undefined.
 
 %% The codes of src/nif/load_options.c.
 load_reason(16#ba1) -> <<"a load_info key is neither a function name nor {Name, Arity}">>;

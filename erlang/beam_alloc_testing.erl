@@ -96,11 +96,17 @@ options(Opts) when is_list(Opts) ->
     lists:member(Expect, [any, raise, error_tuple]) orelse
         badarg("invalid value for expect, expected any, raise or error_tuple, got: ~0tp", [Expect]),
     Modules = proplists:get_value(modules, Opts, all),
-    (Modules =:= all orelse (is_list(Modules) andalso lists:all(fun is_atom/1, Modules))) orelse
+    (Modules =:= all orelse module_list(Modules)) orelse
         badarg("invalid value for modules, expected all or a list of modules, got: ~0tp", [Modules]),
     {Expect, Modules};
 options(Other) ->
     badarg("expected options as a map or a property list, got: ~0tp", [Other]).
+
+%% A proper list of atoms (lists:all/2 raises a function_clause on an
+%% improper one, which would hide the option's own error).
+module_list([]) -> true;
+module_list([M | Rest]) when is_atom(M) -> module_list(Rest);
+module_list(_) -> false.
 
 badarg(Format, Args) ->
     erlang:error({badarg, iolist_to_binary(io_lib:format(Format, Args))}).

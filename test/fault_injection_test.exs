@@ -252,6 +252,20 @@ defmodule BeamAlloc.FaultInjectionTest do
         check_all_allocation_failures(fn -> :ok end, modules: Faults)
       end
 
+      # An improper list raised Enum's FunctionClauseError instead.
+      assert_raise ArgumentError, ~r/invalid value for :modules option/, fn ->
+        check_all_allocation_failures(fn -> :ok end, modules: [Faults | :x])
+      end
+
+      assert {:badarg, message} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end, %{
+                   modules: [Faults | :x]
+                 })
+               )
+
+      assert message =~ "invalid value for modules"
+
       assert_raise ArgumentError, ~r/unknown keys \[:retries\]/, fn ->
         check_all_allocation_failures(fn -> :ok end, retries: 3)
       end

@@ -6,6 +6,10 @@ defmodule BeamAlloc.NifOptionsTest do
 
   alias BeamAlloc.Test.Options
 
+  # The hint after "X names no function of the NIF table".
+  @fun_options " (load_info maps each function's name to its options: " <>
+                 "\#{Fun => \#{leak_check => true}})"
+
   # Options.fun() leaks under leak_check: RuntimeError names the function.
   defp assert_leak_raised(fun) do
     message = "memory leak detected in function `BeamAlloc.Test.Options.#{fun}/0`"
@@ -138,12 +142,21 @@ defmodule BeamAlloc.NifOptionsTest do
             {%{no_such_nif: []}, "a load_info key names no function of the NIF table"}
           ] do
         assert {:error, {:load, message}} = :beam_alloc.explain_load_error(load_fresh(info))
-        assert message == "beam_alloc: #{why} (the logger has the details)", inspect(info)
+
+        assert message ==
+                 "beam_alloc: #{why} (the details went to the logger, or to standard " <>
+                   "error where the beam_alloc application is not started)",
+               inspect(info)
       end
 
       assert :beam_alloc.explain_load_error(:ok) == :ok
       other = {:error, {:load, ~c"Library load-call unsuccessful (1)."}}
       assert :beam_alloc.explain_load_error(other) == other
+
+      # Reasons that are not text pass through too (re:run raised on them).
+      for text <- [:x, 42, [256, 1000], {:load, :x}] do
+        assert :beam_alloc.explain_load_error({:error, {:load, text}}) == {:error, {:load, text}}
+      end
     end
 
     test "is ignored when it is not a map" do
@@ -174,8 +187,10 @@ defmodule BeamAlloc.NifOptionsTest do
             {%{kind: :nope}, "the options of kind must be a map or a property list, got nope"},
             {%{kind: [:scratch]}, "the options of kind must be {Name, Value} pairs, got scratch"},
             {%{"kind" => []}, ~s(keys must be a NIF name or {Name, Arity}, got <<"kind">>)},
-            {%{nope: []}, "nope names no function of the NIF table"},
-            {%{{:kind, 3} => []}, "{kind,3} names no function of the NIF table"}
+            {%{nope: []}, "nope names no function of the NIF table" <> @fun_options},
+            {%{{:kind, 3} => []}, "{kind,3} names no function of the NIF table" <> @fun_options},
+            # Options given at the top level: the key is what is wrong.
+            {%{leak_check: true}, "leak_check names no function of the NIF table" <> @fun_options}
           ] do
         assert {code, [report]} = Options.parse_load_info(info)
         assert code != 0

@@ -171,7 +171,9 @@ defmodule BeamAlloc.Testing do
 
     modules = opts[:modules]
 
-    unless modules == :all or (is_list(modules) and Enum.all?(modules, &is_atom/1)) do
+    # (A proper list: Enum.all?/2 raises a FunctionClauseError on an
+    # improper one, which would hide this error.)
+    unless modules == :all or module_list?(modules) do
       raise ArgumentError,
             "invalid value for :modules option, expected :all or a list of modules, got: " <>
               inspect(modules)
@@ -179,6 +181,10 @@ defmodule BeamAlloc.Testing do
 
     {expect, modules}
   end
+
+  defp module_list?([]), do: true
+  defp module_list?([m | rest]) when is_atom(m), do: module_list?(rest)
+  defp module_list?(_), do: false
 
   # The Erlang checker writes an absent index, request or site as
   # :undefined; Elixir's problems use nil.

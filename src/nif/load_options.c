@@ -203,6 +203,18 @@ static bool get_key(ErlNifEnv *env, ERL_NIF_TERM key, char *name, size_t n,
            enif_get_int(env, t[1], arity) && *arity >= 0;
 }
 
+/* f is what the key (name, and arity unless it is -1) names. */
+static bool nif_matches(const ErlNifFunc *f, const char *name, int arity) {
+    return strcmp(f->name, name) == 0 && (arity < 0 || (int)f->arity == arity);
+}
+
+static bool names_a_nif(const parse *p, const char *name, int arity) {
+    for (int i = 0; i < p->count; i++)
+        if (nif_matches(&p->funcs[i], name, arity))
+            return true;
+    return false;
+}
+
 /* Apply one map entry. Name keys go in the first pass, {Name, Arity} keys
  * in the second, so that the more specific one wins. */
 static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
@@ -214,18 +226,24 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
                     "keys must be a NIF name or {Name, Arity}, got %T", key);
     if ((arity >= 0) != exact_pass)
         return 0;
+    /* The key first: options given at the top level (#{leak_check =>
+     * true}) are keys that name no function, and saying so helps more than
+     * a complaint about their value. */
+    if (!names_a_nif(p, name, arity))
+        return fail(p->env, NO_SUCH_NIF,
+                    "%T names no function of the NIF table (load_info maps "
+                    "each function's name to its options: #{Fun => "
+                    "#{leak_check => true}})",
+                    key);
     beam__nif_override ov;
     memset(&ov, 0, sizeof ov);
     int rc = parse_options(p, key, options, &ov);
     if (rc != 0)
         return rc;
-    bool found = false;
     for (int i = 0; i < p->count; i++) {
         const ErlNifFunc *f = &p->funcs[i];
-        if (strcmp(f->name, name) != 0 ||
-            (arity >= 0 && (int)f->arity != arity))
+        if (!nif_matches(f, name, arity))
             continue;
-        found = true;
         beam__nif_override *e = &p->table->entry[i];
         e->set |= ov.set;
         if (ov.set & BEAM__OVERRIDE_LEAK_CHECK)
@@ -237,9 +255,6 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
         if (ov.set & BEAM__OVERRIDE_RAISE_ON_MISUSE)
             e->raise_on_misuse = ov.raise_on_misuse;
     }
-    if (!found)
-        return fail(p->env, NO_SUCH_NIF,
-                    "%T names no function of the NIF table", key);
     return 0;
 }
 

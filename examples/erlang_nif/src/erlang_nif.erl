@@ -8,7 +8,9 @@
 load() ->
     Path = filename:join(code:priv_dir(erlang_nif), "erlang_nif"),
     %% Per-NIF options from Erlang, as load_info: leaky/0 is leak-checked.
-    erlang:load_nif(Path, #{leaky => #{leak_check => true}}).
+    %% explain_load_error/1 turns a refusal of them into its reason.
+    beam_alloc:explain_load_error(
+      erlang:load_nif(Path, #{leaky => #{leak_check => true}})).
 
 %% The integers of a comma-separated binary: {ok, [integer()]} | {error, Reason}.
 parse_ints(_Text) -> erlang:nif_error(not_loaded).
