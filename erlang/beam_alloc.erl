@@ -4,7 +4,7 @@
 %% is a front for this one.
 -module(beam_alloc).
 
--export([stats/1, find_stats/1, collect/1, explain_load_error/1]).
+-export([stats/1, find_stats/1, collect/1, explain_load_error/1, take_reports/0]).
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
@@ -61,6 +61,31 @@ collect(Module) when is_atom(Module) ->
     end;
 collect(Other) ->
     erlang:error(badarg, [Other]).
+
+%% The reports (a leak, a double free, ...) the beam_alloc application's
+%% reporter has kept since the last take, oldest first, as {Module, Line}:
+%% Module the module whose NIF library reported, Line the report with its
+%% code sites as source lines (my_nif:double_free/0's "called from
+%% double_free (c_src/my_nif.c:42)"). An EUnit test can take what came
+%% before it, run, and check what its code reported. Raises
+%% erlang:error({not_started, beam_alloc}) when the application is not
+%% running: start it first (application:ensure_all_started(beam_alloc));
+%% until then reports go to standard error with sites as my_nif.so+0x1c1b.
+-spec take_reports() -> [{module(), binary()}].
+take_reports() ->
+    %% The reporter the C side sends to: the Elixir one first (a Mix
+    %% build), else the Erlang one (rebar3).
+    Reporter = case {whereis('Elixir.BeamAlloc.Reporter'), whereis(beam_alloc_reporter)} of
+                   {Pid, _} when is_pid(Pid) -> Pid;
+                   {_, Pid} -> Pid
+               end,
+    %% (Gone between the lookup and the call: not started either.)
+    try is_pid(Reporter) andalso gen_server:call(Reporter, take) of
+        false -> erlang:error({not_started, beam_alloc});
+        Reports -> Reports
+    catch
+        exit:{noproc, _} -> erlang:error({not_started, beam_alloc})
+    end.
 
 %% A readable reason for what erlang:load_nif/2 returned when BEAM_NIF_INIT
 %% refused the load_info (the VM can only show a number): wrap the result

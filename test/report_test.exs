@@ -27,6 +27,45 @@ defmodule BeamAlloc.ReportTest do
     end
   end
 
+  test "Erlang code takes them with beam_alloc:take_reports/0" do
+    capture_log(fn ->
+      assert :ok = Report.double_free()
+      # (The NIF call returns once the reporter has read the message.)
+      assert [{Report, line}] = :beam_alloc.take_reports()
+      assert line =~ "called from double_free (test/nifs/report_nif.c:"
+      assert [] = :beam_alloc.take_reports()
+    end)
+  end
+
+  test "the Erlang reporter (the application built by rebar3) logs and keeps reports" do
+    # Started beside the Elixir one, which the NIFs here send to: this
+    # one is fed by hand, in the message's shape (src/nif/report.c).
+    start_supervised!(%{id: :erlang_reporter, start: {:beam_alloc_reporter, :start_link, []}})
+
+    log =
+      capture_log(fn ->
+        for n <- 1..3 do
+          send(
+            :beam_alloc_reporter,
+            {:beam_alloc_report, Report, "report #{n}", self(), :undefined}
+          )
+        end
+
+        assert [{Report, "report 1"}, {Report, "report 2"}, {Report, "report 3"}] =
+                 :beam_alloc_reporter.recent()
+
+        assert length(:beam_alloc_reporter.take()) == 3
+        assert [] = :beam_alloc_reporter.take()
+
+        # Anything else is ignored, and the reporter stays.
+        send(:beam_alloc_reporter, {:beam_alloc_report, Report, 42, self(), :undefined})
+        send(:beam_alloc_reporter, :other)
+        assert [] = :beam_alloc_reporter.recent()
+      end)
+
+    assert log =~ "[warning] report 2"
+  end
+
   test "a double free is logged as a warning naming the module" do
     log =
       capture_log(fn ->

@@ -37,9 +37,10 @@ BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
 BEAM__HIDDEN const char *beam__nif_module_atom(void);
 
 /* Reports inside a BEAM (report.c): to the registered
- * 'Elixir.BeamAlloc.Reporter' process, which logs them, else stderr. */
+ * 'Elixir.BeamAlloc.Reporter' or beam_alloc_reporter process, which logs
+ * them, else stderr. */
 BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
-/* Waiting for BeamAlloc.Reporter (report.c): the resource type of the
+/* Waiting for the reporter (report.c): the resource type of the
  * acknowledgements, opened at load and upgrade and used once the load
  * succeeded (beam_nif_loaded); and the end of an
  * outermost BEAM_NIF call, which returns result once the reporter has read

@@ -1,10 +1,11 @@
 /*
  * Reports inside a BEAM go to the Erlang logger: as a message
- * {beam_alloc_report, Module, Line, Pid} to the process registered as
- * 'Elixir.BeamAlloc.Reporter' (started by the beam_alloc application),
- * which logs it and keeps the latest for tests. Without that process (an
- * Erlang node that did not start the application) the line goes to stderr,
- * as in the standalone build.
+ * {beam_alloc_report, Module, Line, Pid, Ack} to the process registered as
+ * 'Elixir.BeamAlloc.Reporter' (started by the beam_alloc application of a
+ * Mix build) or beam_alloc_reporter (the same application built by
+ * rebar3), which logs it and keeps the latest for tests. Without either (a
+ * node that did not start the application) the line goes to stderr, as in
+ * the standalone build.
  *
  * Who made a report: the calling process's pid goes in the message, and
  * the reporter reads that process's $callers and $ancestors (BeamAlloc.Case
@@ -146,6 +147,20 @@ ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
 
 /* --- The hook ------------------------------------------------------------ */
 
+/* The reporter of the beam_alloc application: the Elixir one (a Mix
+ * build) or the Erlang one (rebar3: erlang/beam_alloc_reporter.erl). A
+ * node runs one of them (a test may start both: the Elixir one wins, as
+ * in beam_alloc:take_reports/0). Reports are rare: two lookups cost
+ * nothing. */
+static bool find_reporter(ErlNifEnv *caller, ErlNifEnv *msg_env,
+                          ErlNifPid *pid) {
+    return enif_whereis_pid(
+               caller, enif_make_atom(msg_env, "Elixir.BeamAlloc.Reporter"),
+               pid) ||
+           enif_whereis_pid(
+               caller, enif_make_atom(msg_env, "beam_alloc_reporter"), pid);
+}
+
 void beam__report_to_logger(void *user, const char *line) {
     (void)user;
     /* The calling NIF's env when there is one; NULL from threads of our
@@ -161,10 +176,7 @@ void beam__report_to_logger(void *user, const char *line) {
     ERL_NIF_TERM bin;
     unsigned char *data = enif_make_new_binary(msg_env, len, &bin);
     const char *module = beam__nif_module_atom();
-    if (data == NULL ||
-        !enif_whereis_pid(caller,
-                          enif_make_atom(msg_env, "Elixir.BeamAlloc.Reporter"),
-                          &pid)) {
+    if (data == NULL || !find_reporter(caller, msg_env, &pid)) {
         enif_free_env(msg_env);
         beam__report_to_stderr(line);
         return;

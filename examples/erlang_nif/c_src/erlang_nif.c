@@ -52,6 +52,24 @@ BEAM_NIF(leaky) {
     return enif_make_atom(env, "ok");
 }
 
+/* The process-wide general purpose allocator as this NIF's
+ * beam_allocator (.allocator takes a function). */
+static beam_allocator_t gpa(void) {
+    return beam_general_purpose_allocator;
+}
+
+/* Frees a block twice, on purpose: the allocator reports it (with the
+ * beam_alloc application started, the report's site is this file's line,
+ * and beam_alloc:take_reports/0 returns it) and the call goes on. */
+BEAM_NIF(free_twice, .allocator = gpa) {
+    char *p = beam_alloc(beam_allocator, char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 24);
+    beam_free(beam_allocator, p, 24);
+    return enif_make_atom(env, "ok");
+}
+
 /* A block held across calls, from beam_raw_allocator: beam_alloc:stats/1
  * sees it. */
 static ErlNifMutex *kept_lock;
@@ -98,6 +116,7 @@ static ErlNifFunc funcs[] = {
     {"leaky", 0, leaky, 0},
     {"keep", 1, keep, 0},
     {"drop", 0, drop, 0},
+    {"free_twice", 0, free_twice, 0},
 };
 
 BEAM_NIF_INIT(erlang_nif, funcs, load, NULL, NULL)

@@ -1,7 +1,7 @@
 %% The NIFs of c_src/erlang_nif.c, built with beam_alloc.
 -module(erlang_nif).
 
--export([parse_ints/1, leaky/0, keep/1, drop/0]).
+-export([parse_ints/1, leaky/0, keep/1, drop/0, free_twice/0]).
 
 -on_load(load/0).
 
@@ -19,3 +19,5 @@ leaky() -> erlang:nif_error(not_loaded).
 %% Holds N bytes from beam_raw_allocator until drop/0.
 keep(_N) -> erlang:nif_error(not_loaded).
 drop() -> erlang:nif_error(not_loaded).
+%% Frees a block twice: reported (see beam_alloc:take_reports/0), returns ok.
+free_twice() -> erlang:nif_error(not_loaded).

@@ -51,7 +51,7 @@ bad_options_test() ->
                  beam_alloc_testing:check_all_allocation_failures(fun() -> ok end,
                                                                   [{modules, [lists]}])).
 
-%% --- leak_check and stats ----------------------------------------------------
+%% --- leak_check, misuse and stats ---------------------------------------------
 
 leak_is_an_erlang_error_test() ->
     ?assertError({memory_leak, <<"memory leak detected in function erlang_nif:leaky/0">>},
@@ -68,3 +68,23 @@ stats_test() ->
     ?assertMatch(#{raw := #{live_bytes := Before}, large := #{}, general_purpose := #{}},
                  beam_alloc:stats(erlang_nif)),
     ?assertError({not_loaded, lists}, beam_alloc:stats(lists)).
+
+%% A misuse is reported with its source line: the beam_alloc application's
+%% reporter (started here) writes the site as function (file.c:line) and
+%% keeps the report for beam_alloc:take_reports/0.
+misuse_report_names_the_source_line_test() ->
+    {ok, _} = application:ensure_all_started(beam_alloc),
+    _ = beam_alloc:take_reports(),
+    %% (Not a speed check: the call waits until the reporter has read the
+    %% report, which is at once, or a whole second if it never lets go.)
+    {Micros, ok} = timer:tc(erlang_nif, free_twice, []),
+    ?assert(Micros < 500000),
+    [{erlang_nif, Line}] = beam_alloc:take_reports(),
+    ?assertMatch({match, _},
+                 re:run(Line, "double free: .*called from free_twice "
+                              "\\([^)]*erlang_nif\\.c:[0-9]+\\)")).
+
+take_reports_needs_the_application_test() ->
+    _ = application:stop(beam_alloc),
+    ?assertError({not_started, beam_alloc}, beam_alloc:take_reports()),
+    {ok, _} = application:ensure_all_started(beam_alloc).
