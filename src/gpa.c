@@ -530,6 +530,16 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          mem, len, alignment, ret);
         return false;
     }
+    /* Tracked: the exact length is known, and a wrong one would overwrite
+     * the record (and the canary's place) with it. */
+    if (s->info != NULL &&
+        (s->info[idx].len != len || s->info[idx].alignment != alignment)) {
+        beam__gpa_misuse_at(st,
+                            "resize with a wrong length or alignment: not "
+                            "resized",
+                            mem, len, alignment, ret, s->info[idx].site);
+        return false;
+    }
     /* In place only within the class: free derives it from the length. */
     size_t pad = st->safe; /* room for the canary */
     if (beam__gpa_class_for(len + pad, alignment) != s->cls ||

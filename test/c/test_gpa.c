@@ -879,9 +879,19 @@ TEST(gpa_resize_of_a_freed_block_is_refused_and_reported) {
         /* Inside a live block, too. */
         CHECK(!beam_resize_bytes(a, (char *)keep + 16, 32, 8, 24));
         CHECK(check_report_count() == 3);
+        size_t misuse = 3;
+        if (flags & BEAM_GPA_TRACK_SITES) {
+            /* A wrong old length of a tracked block: it rewrote the
+             * record with the caller's lengths. */
+            CHECK(!beam_resize_bytes(a, keep, 40, 8, 44));
+            CHECK(check_report_count() == 4);
+            CHECK(check_report_contains("resize with a wrong length"));
+            misuse++;
+        }
         check_release_reports();
         beam_gpa_usage u = beam_gpa_usage_of(&g);
-        CHECK(u.live_blocks == 1 && u.misuse_count == 3);
+        CHECK(u.live_blocks == 1 && u.misuse_count == misuse);
+        CHECK(u.live_bytes == 48);
         beam_free_bytes(a, keep, 48, 8);
         CHECK(!beam_gpa_deinit(&g));
     }
