@@ -267,7 +267,9 @@ defmodule BeamAlloc.MisuseFaultInjectionTest do
       # The NIF handles its one allocation failing; what is wrong is the
       # double free of the runs where the allocation succeeds.
       assert error.allocations == 1
-      assert [_ | _] = misuse = Enum.filter(error.problems, &(&1.kind == :misuse))
+      # One problem: the first run and the last (both without failures)
+      # misuse alike, and it is listed once.
+      assert [_] = misuse = Enum.filter(error.problems, &(&1.kind == :misuse))
       assert Enum.all?(error.problems, &(&1.kind == :misuse))
 
       for problem <- misuse do
