@@ -90,6 +90,23 @@ defmodule BeamAlloc.NifOptionsTest do
       end
     end
 
+    test "a library that was not built: the load error says where to look" do
+      result = :erlang.load_nif(~c"/nonexistent/no_such_nif", [])
+
+      assert {:error, {:load_failed, text}} =
+               BeamAlloc.Nif.__explain_load__(result, :beam_alloc, "no_such_nif")
+
+      text = List.to_string(text)
+      assert text =~ "cannot open shared object file"
+      assert text =~ "is :beam_alloc in the compilers: of beam_alloc's mix.exs"
+    end
+
+    test "reject NIF names the module does not define, at compile time" do
+      assert_raise ArgumentError, ~r/:nifs names nope, parse\/2, which the module does not/, fn ->
+        compile(library: "x", nifs: [{:nope, [leak_check: true]}, {{:parse, 2}, []}])
+      end
+    end
+
     test "take the application from the Mix project by default" do
       assert BeamAlloc.Test.OptionsDefaultApp.kind() == :large
     end

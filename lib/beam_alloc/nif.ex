@@ -84,23 +84,82 @@ defmodule BeamAlloc.Nif do
 
     quote do
       @on_load :__beam_alloc_load_nif__
+      @beam_alloc_nif_keys unquote(Macro.escape(Map.keys(opts.nifs)))
+      @before_compile BeamAlloc.Nif
 
       @doc false
       def __beam_alloc_nif_options__, do: unquote(Macro.escape(opts.nifs))
 
       @doc false
       def __beam_alloc_load_nif__ do
-        case BeamAlloc.Nif.__library_path__(unquote(opts.otp_app), unquote(opts.library)) do
+        app = unquote(opts.otp_app)
+        library = unquote(opts.library)
+
+        # (load_nif must be called from this module.)
+        case BeamAlloc.Nif.__library_path__(app, library) do
           {:ok, path} ->
             path
             |> :erlang.load_nif(__beam_alloc_nif_options__())
-            |> :beam_alloc.explain_load_error()
+            |> BeamAlloc.Nif.__explain_load__(app, library)
 
-          {:error, _} = error -> error
+          {:error, _} = error ->
+            error
         end
       end
     end
   end
+
+  @doc false
+  # Every function :nifs names must be one of the module's: a typo there
+  # is said at compile time, not only when the library refuses the name
+  # at load.
+  defmacro __before_compile__(env) do
+    defs = Module.definitions_in(env.module, :def)
+
+    missing =
+      env.module
+      |> Module.get_attribute(:beam_alloc_nif_keys)
+      |> Enum.reject(fn
+        {name, arity} -> {name, arity} in defs
+        name -> Enum.any?(defs, fn {def_name, _} -> def_name == name end)
+      end)
+
+    if missing != [] do
+      raise ArgumentError,
+            "use BeamAlloc.Nif in #{inspect(env.module)}: :nifs names " <>
+              Enum.map_join(missing, ", ", &describe/1) <>
+              ", which the module does not define (each NIF needs its stub, " <>
+              "def name(...), do: :erlang.nif_error(:not_loaded))"
+    end
+
+    nil
+  end
+
+  @doc false
+  # What the on_load of a module that uses BeamAlloc.Nif returns for
+  # load_nif's result: :ok, or an error that says what to do where it can.
+  def __explain_load__(result, app, library) do
+    result
+    |> :beam_alloc.explain_load_error()
+    |> explain_missing(app, library)
+  end
+
+  # No such file: the library was not built, most often because the Mix
+  # project does not run beam_alloc's compiler for it.
+  defp explain_missing({:error, {:load_failed, text}} = error, app, library) do
+    if List.to_string(text) =~ "cannot open shared object file" do
+      hint =
+        " (is :beam_alloc in the compilers: of #{app}'s mix.exs, " <>
+          "compilers: [:beam_alloc] ++ Mix.compilers(), with " <>
+          "beam_alloc: [nifs: [#{library}: [...sources]]]?)"
+
+      {:error, {:load_failed, text ++ String.to_charlist(hint)}}
+    else
+      error
+    end
+  end
+
+  defp explain_missing(result, _app, _library), do: result
 
   @doc false
   # Where the library of app is: {:ok, charlist} | {:error, reason}.
