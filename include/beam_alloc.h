@@ -332,7 +332,9 @@ typedef struct beam_gpa {
     struct beam_gpa_state *internal_state; /* made lazily; not for users */
 } beam_gpa_t;
 
-/** Prepare an instance over backing. Cannot fail (memory is taken lazily). */
+/** Prepare an instance over backing. Cannot fail (memory is taken lazily).
+ * An instance given itself as backing refuses every allocation (and says
+ * so in a report): it would have recursed without end. */
 BEAM_API void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing);
 /** beam_gpa_init with options (enum beam_gpa_flags). */
 BEAM_API void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
@@ -399,6 +401,8 @@ typedef enum beam_arena_reset_mode {
 } beam_arena_reset_mode;
 typedef beam_arena_reset_mode beam_arena_reset_mode_t;
 
+/** An arena over parent. One given itself as parent refuses every
+ * allocation (and says so in a report). */
 BEAM_API void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent);
 BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
 /** Free every block of the arena at once. beam_arena_reset(&arena) retains

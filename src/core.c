@@ -110,6 +110,30 @@ static bool remap_edge(const char *call, beam_allocator_t a, void *mem,
     return false;
 }
 
+/* ---- the refusing allocator (internal.h) ---- */
+
+static void *refuse_alloc(void *ctx, size_t len, size_t alignment,
+                          uintptr_t ret) {
+    (void)ctx, (void)len, (void)alignment, (void)ret;
+    return NULL;
+}
+static bool refuse_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                          size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return false;
+}
+static void *refuse_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                          size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return NULL;
+}
+static void refuse_free(void *ctx, void *mem, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)ret;
+}
+const beam_allocator_vtable beam__refusing_vtable = {
+    refuse_alloc, refuse_resize, refuse_remap, refuse_free};
+
 /* The helpers' entries. A general purpose allocator's small and medium
  * blocks and the raw allocator skip the vtable: the GPA's fast paths run
  * inline (gpa_fast.h), and a call none of them settles goes to

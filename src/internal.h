@@ -103,6 +103,11 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * break pointer subtraction, so no allocator hands them out. */
 #define BEAM__MAX_LEN ((size_t)PTRDIFF_MAX)
 
+/* An allocator that refuses everything: alloc and remap NULL, resize
+ * false, free a no-op (core.c). What a resource allocator of no resource
+ * is, and what an instance given itself as its parent gets instead. */
+BEAM__HIDDEN extern const beam_allocator_vtable beam__refusing_vtable;
+
 /* No allocator hands out a block in the first page, which no system maps:
  * a pointer there, passed with a length, is the zero-length sentinel
  * (core.c) or garbage, and the helpers reject it without reading it. */

@@ -252,29 +252,6 @@ static void res_free(void *ctx, void *mem, size_t len, size_t alignment,
 static const beam_allocator_vtable resource_vtable = {res_alloc, res_resize,
                                                       res_remap, res_free};
 
-/* beam_resource_allocator(NULL): every call fails, every free is a no-op. */
-static void *dead_alloc(void *ctx, size_t len, size_t alignment,
-                        uintptr_t ret) {
-    (void)ctx, (void)len, (void)alignment, (void)ret;
-    return NULL;
-}
-static bool dead_resize(void *ctx, void *mem, size_t len, size_t alignment,
-                        size_t new_len, uintptr_t ret) {
-    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
-    return false;
-}
-static void *dead_remap(void *ctx, void *mem, size_t len, size_t alignment,
-                        size_t new_len, uintptr_t ret) {
-    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
-    return NULL;
-}
-static void dead_free(void *ctx, void *mem, size_t len, size_t alignment,
-                      uintptr_t ret) {
-    (void)ctx, (void)mem, (void)len, (void)alignment, (void)ret;
-}
-static const beam_allocator_vtable dead_vtable = {dead_alloc, dead_resize,
-                                                  dead_remap, dead_free};
-
 /* --- The resource type ------------------------------------------------- */
 
 /* May run on any thread, long after the last NIF call that used the
@@ -400,7 +377,9 @@ void beam_resource_drop(beam_resource_t *r) {
 }
 
 beam_allocator_t beam_resource_allocator(beam_resource_t *r) {
-    beam_allocator_t a = {r, r != NULL ? &resource_vtable : &dead_vtable};
+    /* (beam_resource_allocator(NULL): every call fails.) */
+    beam_allocator_t a = {r, r != NULL ? &resource_vtable
+                                       : &beam__refusing_vtable};
     return a;
 }
 

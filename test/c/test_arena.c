@@ -315,3 +315,15 @@ TEST(arena_over_failing_allocator_surfaces_failures_and_leaks_nothing) {
         CHECK(f.allocated_bytes == f.freed_bytes);
     }
 }
+
+/* The same for an arena given itself as its parent. */
+TEST(arena_over_itself_refuses_instead_of_recursing) {
+    static beam_arena_t ar;
+    check_capture_reports();
+    beam_arena_init(&ar, beam_arena_allocator(&ar));
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("given itself as its parent"));
+    CHECK(beam_alloc_bytes(beam_arena_allocator(&ar), 10, 1) == NULL);
+    check_release_reports();
+    beam_arena_deinit(&ar);
+}

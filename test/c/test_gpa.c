@@ -896,3 +896,20 @@ TEST(gpa_resize_of_a_freed_block_is_refused_and_reported) {
         CHECK(!beam_gpa_deinit(&g));
     }
 }
+
+/* An instance given itself as its backing asked itself for its first
+ * segment until the stack ran out; it refuses everything instead, and
+ * says so once. */
+TEST(gpa_over_itself_refuses_instead_of_recursing) {
+    static beam_gpa_t g;
+    check_capture_reports();
+    beam_gpa_init(&g, beam_gpa_allocator(&g));
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("given itself as its backing"));
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    CHECK(beam_alloc_bytes(a, 24, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, 20000, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, 1 << 20, 8) == NULL);
+    check_release_reports();
+    CHECK(!beam_gpa_deinit(&g));
+}
