@@ -70,7 +70,10 @@ static BEAM__NOINLINE void report_impossible(const char *call, void *mem,
              "alignment %zu, or an address no block has (called from %s)",
              call, mem, len, alignment,
              beam__describe_addr(ret, site, sizeof site));
-    beam__misuse_note("free with a wrong length or alignment", line);
+    beam__misuse_note(strcmp(call, "free") == 0
+                          ? "free with a wrong length or alignment"
+                          : BEAM__KIND_RESIZE,
+                      line);
     beam__report_line(line);
 }
 

@@ -90,17 +90,28 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
 bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,
                           size_t alignment, uintptr_t ret) {
     size_t have, have_alignment;
-    if (beam__gpa_block_size(gpa, p, true, &have, &have_alignment) &&
-        len <= have)
-        return true;
     gpa_state *st = beam__gpa_state_of(gpa);
+    if (beam__gpa_block_size(gpa, p, true, &have, &have_alignment)) {
+        /* Untracked, a small block's length is its class (len up to it
+         * is what its free accepts); tracked, the record is exact, and
+         * the move's free would report a difference anyway: said here,
+         * once, and nothing moves. */
+        if (st->track ? len == have && alignment == have_alignment
+                      : len <= have)
+            return true;
+        beam__gpa_misuse(st,
+                         "realloc with a wrong length or alignment: nothing "
+                         "copied or freed",
+                         p, len, alignment, ret);
+        return false;
+    }
     if (st == NULL)
         beam__gpa_misuse_stateless(gpa->flags, p, len, alignment, ret);
     else
         beam__gpa_misuse(st,
-                         "realloc of a pointer that is not a live block of "
-                         "that length (freed, foreign, inside a block, or "
-                         "a length too long): nothing copied or freed",
+                         "realloc of a pointer that is not a live block "
+                         "(freed, foreign, or inside a block): nothing copied "
+                         "or freed",
                          p, len, alignment, ret);
     return false;
 }

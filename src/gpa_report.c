@@ -20,6 +20,8 @@ static const char *kind_of(const char *what) {
         {"free with a wrong length", "free with a wrong length or alignment"},
         {"write after free", "write after free"},
         {"free of a", "free of a pointer the allocator does not own"},
+        {"resize ", BEAM__KIND_RESIZE},
+        {"realloc ", BEAM__KIND_RESIZE},
     };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strncmp(what, kinds[i].prefix, strlen(kinds[i].prefix)) == 0)

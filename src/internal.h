@@ -65,6 +65,10 @@ BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
  * thread's cold block, NULL when that block cannot be had. Asked each time,
  * never kept: the block may be given back meanwhile (unload). */
 BEAM__HIDDEN char *beam__misuse_line(void);
+/* The kind of a resize, remap or realloc given a block that is not live,
+ * or a wrong length or alignment (the frees' kinds are the GPA's). */
+#define BEAM__KIND_RESIZE                                                      \
+    "resize or realloc with a wrong pointer, length or alignment"
 /* Count a misuse of kind (static text) reported as line. */
 BEAM__HIDDEN void beam__misuse_note(const char *kind, const char *line);
 /* Replace the default hook (kept out of the way of a user's hook), and

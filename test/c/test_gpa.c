@@ -913,3 +913,27 @@ TEST(gpa_over_itself_refuses_instead_of_recursing) {
     check_release_reports();
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* A realloc of a tracked block with a wrong old length or alignment is
+ * one misuse, said once, and nothing moves: before, the remap's resize
+ * refused it, the move copied and the free reported it again. */
+TEST(gpa_tracked_realloc_with_a_wrong_length_is_one_report) {
+    beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    char *p = beam_alloc_bytes(a, 48, 8);
+    CHECK(p != NULL);
+    memset(p, 5, 48);
+    check_capture_reports();
+    CHECK(beam_realloc_bytes(a, p, 40, 8, 44) == NULL);
+    CHECK(beam_realloc_bytes(a, p, 48, 16, 100) == NULL);
+    CHECK(check_report_count() == 2);
+    CHECK(check_report_contains("realloc with a wrong length or alignment"));
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 2);
+    CHECK(p[47] == 5);
+    char *q = beam_realloc_bytes(a, p, 48, 8, 100);
+    CHECK(q != NULL && q[47] == 5);
+    CHECK(check_report_count() == 2);
+    check_release_reports();
+    beam_free_bytes(a, q, 100, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
