@@ -91,14 +91,45 @@ defmodule BeamAlloc.NifOptionsTest do
     end
 
     test "a library that was not built: the load error says where to look" do
-      result = :erlang.load_nif(~c"/nonexistent/no_such_nif", [])
+      path = ~c"/nonexistent/no_such_nif"
+      result = :erlang.load_nif(path, [])
 
       assert {:error, {:load_failed, text}} =
-               BeamAlloc.Nif.__explain_load__(result, :beam_alloc, "no_such_nif")
+               BeamAlloc.Nif.__explain_load__(result, path, "no_such_nif")
 
       text = List.to_string(text)
-      assert text =~ "cannot open shared object file"
-      assert text =~ "is :beam_alloc in the compilers: of beam_alloc's mix.exs"
+      assert text =~ "no /nonexistent/no_such_nif.so: is :beam_alloc in the compilers:"
+      assert text =~ "nifs: [{:no_such_nif, [...sources]}]"
+
+      # A library that is there but cannot load (here: not a library at
+      # all) gets no such hint.
+      file =
+        Path.join(System.tmp_dir!(), "beam_alloc_not_a_nif_#{System.unique_integer([:positive])}")
+
+      File.write!(file <> ".so", "not an ELF file")
+      result = :erlang.load_nif(String.to_charlist(file), [])
+      assert {:error, {:load_failed, text}} = BeamAlloc.Nif.__explain_load__(result, file, "x")
+      refute List.to_string(text) =~ "compilers:"
+      File.rm!(file <> ".so")
+    end
+
+    test "accept a private stub under nifs: (a public wrapper calls it)" do
+      module = Module.concat(__MODULE__, "Compiled#{System.unique_integer([:positive])}")
+
+      # Compiles (then its on_load finds no library "x", which is only
+      # logged).
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert [{^module, _}] =
+                 Code.compile_quoted(
+                   quote do
+                     defmodule unquote(module) do
+                       use BeamAlloc.Nif, library: "x", nifs: [parse: [leak_check: true]]
+                       def run(x), do: parse(x)
+                       defp parse(_), do: :erlang.nif_error(:not_loaded)
+                     end
+                   end
+                 )
+      end)
     end
 
     test "reject NIF names the module does not define, at compile time" do

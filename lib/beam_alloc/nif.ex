@@ -100,7 +100,7 @@ defmodule BeamAlloc.Nif do
           {:ok, path} ->
             path
             |> :erlang.load_nif(__beam_alloc_nif_options__())
-            |> BeamAlloc.Nif.__explain_load__(app, library)
+            |> BeamAlloc.Nif.__explain_load__(path, library)
 
           {:error, _} = error ->
             error
@@ -114,7 +114,9 @@ defmodule BeamAlloc.Nif do
   # is said at compile time, not only when the library refuses the name
   # at load.
   defmacro __before_compile__(env) do
-    defs = Module.definitions_in(env.module, :def)
+    # Any kind: a defp stub, called by a public wrapper, is replaced by
+    # the NIF just the same.
+    defs = Module.definitions_in(env.module)
 
     missing =
       env.module
@@ -137,29 +139,33 @@ defmodule BeamAlloc.Nif do
 
   @doc false
   # What the on_load of a module that uses BeamAlloc.Nif returns for
-  # load_nif's result: :ok, or an error that says what to do where it can.
-  def __explain_load__(result, app, library) do
+  # load_nif's result (path: what it was given, without extension): :ok,
+  # or an error that says what to do where it can.
+  def __explain_load__(result, path, library) do
     result
     |> :beam_alloc.explain_load_error()
-    |> explain_missing(app, library)
+    |> explain_missing(path, library)
   end
 
-  # No such file: the library was not built, most often because the Mix
-  # project does not run beam_alloc's compiler for it.
-  defp explain_missing({:error, {:load_failed, text}} = error, app, library) do
-    if List.to_string(text) =~ "cannot open shared object file" do
+  # No library file at all (not a dependency of it missing, which dlopen
+  # words the same way on Linux): it was not built, most often because the
+  # Mix project does not run beam_alloc's compiler for it. By the file, not
+  # the message, which differs from one C library to the next.
+  defp explain_missing({:error, {:load_failed, text}} = error, path, library)
+       when is_list(text) do
+    if File.exists?(to_string(path) <> ".so") do
+      error
+    else
       hint =
-        " (is :beam_alloc in the compilers: of #{app}'s mix.exs, " <>
+        " (no #{path}.so: is :beam_alloc in the compilers: of the mix.exs, " <>
           "compilers: [:beam_alloc] ++ Mix.compilers(), with " <>
-          "beam_alloc: [nifs: [#{library}: [...sources]]]?)"
+          "beam_alloc: [nifs: [{#{inspect(String.to_atom(library))}, [...sources]}]]?)"
 
       {:error, {:load_failed, text ++ String.to_charlist(hint)}}
-    else
-      error
     end
   end
 
-  defp explain_missing(result, _app, _library), do: result
+  defp explain_missing(result, _path, _library), do: result
 
   @doc false
   # Where the library of app is: {:ok, charlist} | {:error, reason}.
