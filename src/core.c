@@ -49,13 +49,15 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
     return vt->alloc(ctx, len, alignment, ret);
 }
 
-/* A block the helpers rule out without asking its allocator, or reading
- * it: a length above the limit, or an address in the first page (none of
- * the library's allocators hands one out; the zero-length sentinel of an
- * alignment below a page is one, passed with a length). (mem NULL or len
- * 0 is a call's "no block", handled apart.) */
-static inline bool impossible_block(const void *mem, size_t len) {
-    return len > BEAM__MAX_LEN || (uintptr_t)mem < BEAM__MIN_BLOCK_ADDR;
+/* mem and len could be a block: a length from 1 to the limit, and an
+ * address past the first page (none of the library's allocators hands one
+ * out; the zero-length sentinel of an alignment below a page is one). The
+ * helpers rule the rest out without asking the allocator or reading the
+ * memory; mem NULL or len 0, a call's "no block", fail it too, so callers
+ * that accept those test them first. Two compares: the raw allocator's
+ * inline free makes this very test. */
+static BEAM__ALWAYS_INLINE bool real_block(const void *mem, size_t len) {
+    return (uintptr_t)mem >= BEAM__MIN_BLOCK_ADDR && len - 1 < BEAM__MAX_LEN;
 }
 
 /* A misuse like the GPA's wrong-length free (and counted as one, so that a
@@ -81,8 +83,7 @@ static BEAM__NOINLINE void report_impossible(const char *call, void *mem,
 static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
                                      void *mem, size_t len, size_t alignment,
                                      uintptr_t ret) {
-    if (BEAM__UNLIKELY(mem == NULL || len == 0 || !beam__is_pow2(alignment) ||
-                       impossible_block(mem, len))) {
+    if (BEAM__UNLIKELY(!real_block(mem, len) || !beam__is_pow2(alignment))) {
         if (mem != NULL && len != 0)
             report_impossible("free", mem, len, alignment, ret);
         return;
@@ -101,7 +102,7 @@ static bool remap_edge(const char *call, beam_allocator_t a, void *mem,
     *out = NULL;
     if (!beam__is_pow2(alignment) || new_len > BEAM__MAX_LEN)
         return true;
-    if (mem != NULL && len != 0 && impossible_block(mem, len)) {
+    if (mem != NULL && len != 0 && !real_block(mem, len)) {
         report_impossible(call, mem, len, alignment, ret);
         return true;
     }
@@ -166,8 +167,7 @@ static BEAM__ALWAYS_INLINE void free_entry(beam_allocator_t a, void *mem,
                                              alignment, ret)))
             return;
     } else if (a.vtable == &beam__raw_vtable &&
-               BEAM__LIKELY((uintptr_t)mem >= BEAM__MIN_BLOCK_ADDR &&
-                            len - 1 < BEAM__MAX_LEN &&
+               BEAM__LIKELY(real_block(mem, len) &&
                             beam__raw_alignment(alignment))) {
         beam__raw_free(mem, len);
         return;
@@ -186,7 +186,7 @@ bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
         return false;
     if (len == 0 || mem == NULL)
         return new_len == 0;
-    if (impossible_block(mem, len)) {
+    if (!real_block(mem, len)) {
         report_impossible("resize", mem, len, alignment, ret);
         return false;
     }

@@ -449,8 +449,7 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
     if (owner == st) {
         void **b = (void **)mem;
         long idx = beam__gpa_block_index(s, mem);
-        if (idx < 0 || gpa_where(s) == WHERE_POOL ||
-            gpa_where(s) == WHERE_MIXED) {
+        if (!gpa_small_at_block(s, idx)) {
             beam__gpa_misuse(st,
                              "free of a pointer inside a block or into "
                              "unused memory",
@@ -458,8 +457,7 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
             return;
         }
         uintptr_t site = s->info != NULL ? s->info[idx].site : 0;
-        if ((uintptr_t)b[1] == beam__gpa_tag(st, b) ||
-            (s->info != NULL && s->info[idx].len == 0)) {
+        if (gpa_small_freed(st, s, b, idx, true)) {
             beam__gpa_misuse_at(st, "double free", mem, len, alignment, ret,
                                 site);
             return;

@@ -850,21 +850,32 @@ static BEAM__ALWAYS_INLINE long beam__gpa_block_index(const gpa_slab *s,
     return (long)idx;
 }
 
-/* Block idx of s (an index beam__gpa_block_index gave) is live: s serves
- * blocks (not the pool, not a chunk's map entry), a tracked block's
- * recorded length is not 0, and, with read_tag, an untracked block is not
- * tagged free. The tag is in the block's memory: only a caller that owns
- * the block (a resize, a realloc, a free) may read it; a size query on a
- * block another thread writes may not (a data race), and goes without.
- * The free checks the same, telling the cases apart for its reports. */
-static inline bool gpa_small_live(gpa_state *st, gpa_slab *s, const void *p,
-                                  long idx, bool read_tag) {
-    if (idx < 0 || gpa_where(s) == WHERE_POOL || gpa_where(s) == WHERE_MIXED)
-        return false;
-    if (s->info != NULL)
-        return s->info[idx].len != 0;
-    return !read_tag ||
-           (uintptr_t)((void *const *)p)[1] != beam__gpa_tag(st, p);
+/* Block idx of s (an index beam__gpa_block_index gave, maybe -1) is a
+ * block at all: s serves blocks (not the pool, not a chunk's map entry). */
+static inline bool gpa_small_at_block(const gpa_slab *s, long idx) {
+    return idx >= 0 && gpa_where(s) != WHERE_POOL &&
+           gpa_where(s) != WHERE_MIXED;
+}
+
+/* ... and it is free: its recorded length is 0 (tracked), or, with
+ * read_tag, its second word is the free tag. The tag is in the block's
+ * memory: only a caller that owns the block (a free, a resize, a realloc)
+ * may read it; a size query on a block another thread writes may not (a
+ * data race), and goes without. */
+static inline bool gpa_small_freed(const gpa_state *st, const gpa_slab *s,
+                                   const void *p, long idx, bool read_tag) {
+    return (s->info != NULL && s->info[idx].len == 0) ||
+           (read_tag &&
+            (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p));
+}
+
+/* A live small block: what resize, realloc and size queries must see
+ * before they believe a pointer (the free tells the two cases apart, for
+ * its reports). */
+static inline bool gpa_small_live(const gpa_state *st, const gpa_slab *s,
+                                  const void *p, long idx, bool read_tag) {
+    return gpa_small_at_block(s, idx) &&
+           !gpa_small_freed(st, s, p, idx, read_tag);
 }
 
 /* ---- one list helper for slab lists (pool, partial) ------------------- */

@@ -3,15 +3,15 @@
  * alone, so that malloc-style blocks need no header (see malloc.c).
  *
  * Kept apart from the allocator's own files on purpose, and small: it
- * relies only on these internals of gpa_internal.h
- *   beam__gpa_state_of, beam__gpa_slab_of, beam__gpa_owner,
- *   beam__gpa_block_index, gpa_small_live, slab->size, st->track,
- * slab->info[i].len and .alignment (tracked mode), beam__gpa_large_find under
- * gpa_lock(st) (its .len, .alignment), gpa_where and beam__gpa_medium_block
- * under gpa_lock(st) (medium slabs), GPA_MEDIUM_MAX and GPA_PAGE_SIZE, and the
- *   class table beam__gpa_class_size with GPA_CLASSES (each class serves
- *   every length up to its size at alignment 16, the smallest class that
- *   fits being the one chosen).
+ * relies only on these internals of gpa_internal.h: beam__gpa_state_of,
+ * beam__gpa_slab_of, beam__gpa_owner, beam__gpa_block_index,
+ * gpa_small_live, slab->size, st->track, slab->info[i].len and .alignment
+ * (tracked mode), beam__gpa_large_find under gpa_lock(st) (its .len,
+ * .alignment), gpa_where and beam__gpa_medium_block under gpa_lock(st)
+ * (medium slabs), GPA_MEDIUM_MAX and GPA_PAGE_SIZE, and the class table
+ * beam__gpa_class_size with GPA_CLASSES (each class serves every length up
+ * to its size at alignment 16, the smallest class that fits being the one
+ * chosen).
  */
 #include "gpa_msize.h"
 
