@@ -35,7 +35,11 @@ LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRA
 # instructions when glibc (2.32 or later) places the library's small
 # thread-local block in its spare static TLS (src/internal.h says when),
 # and a call into the dynamic linker otherwise, never a load failure.
-TLS_DIALECT := $(shell $(CC) -mtls-dialect=gnu2 -x c -c /dev/null -o /dev/null 2>/dev/null && echo -mtls-dialect=gnu2)
+# $(call cc_flag,COMPILER,LANGUAGE,FLAG): FLAG when COMPILER takes it for
+# LANGUAGE (c, c++) without a warning (clang only warns about some flags
+# it does not know), else nothing.
+cc_flag = $(shell $(1) -Werror $(3) -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo $(3))
+TLS_DIALECT := $(call cc_flag,$(CC),c,-mtls-dialect=gnu2)
 LIB_FLAGS += $(TLS_DIALECT)
 
 NIF_OBJ        := $(NIF_SRC:src/%.c=$(BUILD)/nif/%.o)
@@ -165,8 +169,8 @@ MIX_APP_PATH ?= $(CURDIR)/_build/$(MIX_ENV)/lib/beam_alloc
 # No identical code folding (as beam_alloc.mk gives users): GCC would merge
 # the test NIFs whose bodies are alike, and their reports would name one
 # another's lines.
-NO_ICF := $(shell $(CC) -Werror -fno-ipa-icf -x c -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
-NO_ICF_CXX = $(shell $(CXX) -Werror -fno-ipa-icf -x c++ -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+NO_ICF := $(call cc_flag,$(CC),c,-fno-ipa-icf)
+NO_ICF_CXX = $(call cc_flag,$(CXX),c++,-fno-ipa-icf)
 NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS) $(NO_ICF)
 # Each NIF gets its own copy of the library; --exclude-libs keeps that copy
 # private to it (nothing of beam_alloc is exported from the .so).

@@ -55,8 +55,9 @@ ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:fo
 # flags it does not know). Asked wherever the flags are used, of the
 # compiler in force there (a target may set its own CC): a few
 # milliseconds per NIF built.
-BEAM_ALLOC_NO_ICF_CC = $(shell $(CC) -Werror -fno-ipa-icf -x c -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
-BEAM_ALLOC_NO_ICF_CXX = $(shell $(CXX) -Werror -fno-ipa-icf -x c++ -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+beam_alloc_no_icf = $(shell $(1) -Werror -fno-ipa-icf -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+BEAM_ALLOC_NO_ICF_CC = $(call beam_alloc_no_icf,$(CC),c)
+BEAM_ALLOC_NO_ICF_CXX = $(call beam_alloc_no_icf,$(CXX),c++)
 
 BEAM_ALLOC_BASE_FLAGS = -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
 BEAM_ALLOC_CFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CC)

@@ -171,9 +171,11 @@ defmodule BeamAlloc.Testing do
 
     modules = opts[:modules]
 
-    # (A proper list: Enum.all?/2 raises a FunctionClauseError on an
+    # (A proper list first: Enum.all?/2 raises a FunctionClauseError on an
     # improper one, which would hide this error.)
-    unless modules == :all or module_list?(modules) do
+    unless modules == :all or
+             (is_list(modules) and not List.improper?(modules) and
+                Enum.all?(modules, &is_atom/1)) do
       raise ArgumentError,
             "invalid value for :modules option, expected :all or a list of modules, got: " <>
               inspect(modules)
@@ -181,10 +183,6 @@ defmodule BeamAlloc.Testing do
 
     {expect, modules}
   end
-
-  defp module_list?([]), do: true
-  defp module_list?([m | rest]) when is_atom(m), do: module_list?(rest)
-  defp module_list?(_), do: false
 
   # The Erlang checker writes an absent index, request or site as
   # :undefined; Elixir's problems use nil.
