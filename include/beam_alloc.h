@@ -205,7 +205,9 @@ static inline size_t beam_align_at_least(size_t alignment, size_t natural) {
 /** enif_alloc / enif_realloc / enif_free (malloc in the standalone build).
  * Memory is tracked by the VM (:erlang.memory(:system)). Alignments above
  * BEAM_MAX_ALIGN fail with NULL. Resize succeeds only when shrinking; remap
- * uses enif_realloc. Stateless: ctx is NULL. */
+ * uses enif_realloc. Stateless: ctx is NULL. It keeps nothing about its
+ * blocks, so a double or foreign free goes to enif_free as it is (the
+ * general purpose allocator catches those). */
 BEAM_API extern const beam_allocator_t beam_raw_allocator;
 
 /** Any power-of-two alignment, on top of the raw allocator, so still tracked
@@ -213,7 +215,11 @@ BEAM_API extern const beam_allocator_t beam_raw_allocator;
  * at no cost. Larger alignments cost a penalty: each block takes
  * len + alignment + 8 bytes from the raw allocator (a 4096-aligned 100-byte
  * block takes 4204 bytes). Shrinks in place; grows in place within the
- * slack; remap may move through enif_realloc. */
+ * slack; remap may move through enif_realloc. A free, resize or remap at
+ * an alignment above BEAM_MAX_ALIGN is refused with a report (a misuse)
+ * when the block was not allocated at it or cannot hold the length; a
+ * block allocated above BEAM_MAX_ALIGN and freed at or below it cannot be
+ * told from a raw block, and goes to enif_free as the raw allocator's do. */
 BEAM_API extern const beam_allocator_t beam_large_allocator;
 
 /** The allocator a NIF should use. Set on entry to every NIF declared with

@@ -62,21 +62,28 @@ static BEAM__ALWAYS_INLINE bool real_block(const void *mem, size_t len) {
 
 /* A misuse like the GPA's wrong-length free (and counted as one, so that a
  * leak_check call raises with that kind, not as the leak it leaves). call:
- * "free", "resize", "remap" or "realloc". */
-static BEAM__NOINLINE void report_impossible(const char *call, void *mem,
-                                             size_t len, size_t alignment,
-                                             uintptr_t ret) {
+ * "free", "resize", "remap" or "realloc"; what: the refusal's reason. */
+BEAM__NOINLINE void beam__report_refused(const char *call, void *mem,
+                                         size_t len, size_t alignment,
+                                         uintptr_t ret, const char *what) {
     char site[512], line[BEAM__REPORT_LINE];
     snprintf(line, sizeof line,
-             "beam_alloc: %s of %p ignored: impossible length %zu or "
-             "alignment %zu, or an address no block has (called from %s)",
-             call, mem, len, alignment,
+             "beam_alloc: %s of %p ignored: %s (length %zu, alignment %zu; "
+             "called from %s)",
+             call, mem, what, len, alignment,
              beam__describe_addr(ret, site, sizeof site));
     beam__misuse_note(strcmp(call, "free") == 0
                           ? "free with a wrong length or alignment"
                           : BEAM__KIND_RESIZE,
                       line);
     beam__report_line(line);
+}
+
+static void report_impossible(const char *call, void *mem, size_t len,
+                              size_t alignment, uintptr_t ret) {
+    beam__report_refused(call, mem, len, alignment, ret,
+                         "impossible length or alignment, or an address no "
+                         "block has");
 }
 
 /* Checks, then as alloc_impl. */
@@ -226,8 +233,12 @@ static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
     if (a.vtable == &beam__gpa_vtable &&
         !beam__gpa_realloc_ok((beam_gpa_t *)a.ctx, mem, len, alignment, ret))
         return NULL;
+    /* Any other allocator checks the block in its remap, itself or through
+     * its parent (a failing or resource allocator over a GPA): a remap that
+     * reported a misuse refused the block, and nothing is read from it. */
+    unsigned long misuse = beam__misuse.count;
     out = a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
-    if (out != NULL)
+    if (out != NULL || beam__misuse.count != misuse)
         return out;
     out = a.vtable->alloc(a.ctx, new_len, alignment, ret);
     if (out == NULL)

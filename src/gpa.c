@@ -12,6 +12,7 @@
  */
 #include "frames.h"
 #include "gpa_fast.h"
+#include "gpa_msize.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -558,8 +559,16 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
 
 static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
+    unsigned long misuse = beam__misuse.count;
     if (gpa_resize(ctx, mem, len, alignment, new_len, ret))
         return mem;
+    /* Not in place: the caller may go on to copy len bytes out of mem (a
+     * realloc, or a failing or resource allocator's over this one). They
+     * must be a live block's, or the misuse is reported, once (the resize
+     * may have said it already), and the answer is NULL. */
+    if (beam__misuse.count != misuse ||
+        !beam__gpa_realloc_ok(ctx, mem, len, alignment, ret))
+        return NULL;
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     /* Only a large block that stays large can move in the backing. */

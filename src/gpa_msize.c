@@ -100,8 +100,8 @@ bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,
                       : len <= have)
             return true;
         beam__gpa_misuse(st,
-                         "realloc with a wrong length or alignment: nothing "
-                         "copied or freed",
+                         "remap or realloc with a wrong length or alignment: "
+                         "nothing copied or freed",
                          p, len, alignment, ret);
         return false;
     }
@@ -109,9 +109,9 @@ bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,
         beam__gpa_misuse_stateless(gpa->flags, p, len, alignment, ret);
     else
         beam__gpa_misuse(st,
-                         "realloc of a pointer that is not a live block "
-                         "(freed, foreign, or inside a block): nothing copied "
-                         "or freed",
+                         "remap or realloc of a pointer that is not a live "
+                         "block (freed, foreign, or inside a block): nothing "
+                         "copied or freed",
                          p, len, alignment, ret);
     return false;
 }

@@ -69,6 +69,11 @@ BEAM__HIDDEN char *beam__misuse_line(void);
  * or a wrong length or alignment (the frees' kinds are the GPA's). */
 #define BEAM__KIND_RESIZE                                                      \
     "resize or realloc with a wrong pointer, length or alignment"
+/* Report a free, resize, remap or realloc (call) refused as a misuse, with
+ * its reason (what) and the caller's site (core.c). */
+BEAM__HIDDEN void beam__report_refused(const char *call, void *mem, size_t len,
+                                       size_t alignment, uintptr_t ret,
+                                       const char *what);
 /* Count a misuse of kind (static text) reported as line. */
 BEAM__HIDDEN void beam__misuse_note(const char *kind, const char *line);
 /* Replace the default hook (kept out of the way of a user's hook), and

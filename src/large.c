@@ -39,6 +39,25 @@ static size_t total_for(size_t len, size_t alignment) {
     return len + extra;
 }
 
+/* mem, freed or resized at alignment (above BEAM_MAX_ALIGN), is a block
+ * this allocator placed: aligned, and its header names a raw block around
+ * it, at most alignment + 8 bytes below, with room for len. A block
+ * allocated at 8 or less has no header: it is caught by its address alone
+ * unless that happens to be aligned, and then by what the 16 bytes below
+ * it hold (the raw allocator's own tag words, never such a header). The
+ * other way round, a header block freed at 8 or less, cannot be told from
+ * a raw block without a header read outside it, and goes to enif_free. */
+static bool placed(void *mem, size_t len, size_t alignment) {
+    uintptr_t user = (uintptr_t)mem;
+    if (user % alignment != 0)
+        return false;
+    const large_header *h = header_of(mem);
+    uintptr_t raw = (uintptr_t)h->raw;
+    return raw % BEAM_MAX_ALIGN == 0 && raw <= user - HEADER_SIZE &&
+           user - raw <= alignment + HEADER_SIZE - BEAM_MAX_ALIGN &&
+           h->total <= BEAM__MAX_LEN && len <= h->total - (user - raw);
+}
+
 static void *place(void *raw, size_t total, size_t alignment) {
     uintptr_t user = beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
     large_header *h = header_of((void *)user);
@@ -110,11 +129,22 @@ static void *large_alloc(void *ctx, size_t len, size_t alignment,
     return p;
 }
 
+/* A call given a block placed at another alignment: reported, refused. */
+static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
+                      uintptr_t ret) {
+    if (alignment <= BEAM_MAX_ALIGN || placed(mem, len, alignment))
+        return false;
+    beam__report_refused(call, mem, len, alignment, ret,
+                         "not a block of the large allocator at this "
+                         "alignment and length");
+    return true;
+}
+
 static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     (void)ctx;
-    (void)ret;
-    if (!resize_impl(mem, len, alignment, new_len))
+    if (misplaced("resize", mem, len, alignment, ret) ||
+        !resize_impl(mem, len, alignment, new_len))
         return false;
     beam__count_resize(counters(), &beam__kind_peak[BEAM__LARGE], len, new_len);
     return true;
@@ -123,7 +153,8 @@ static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     (void)ctx;
-    (void)ret;
+    if (misplaced("remap", mem, len, alignment, ret))
+        return NULL;
     void *p = remap_impl(mem, len, alignment, new_len);
     if (p != NULL)
         beam__count_resize(counters(), &beam__kind_peak[BEAM__LARGE], len,
@@ -134,7 +165,8 @@ static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void large_free(void *ctx, void *mem, size_t len, size_t alignment,
                        uintptr_t ret) {
     (void)ctx;
-    (void)ret;
+    if (misplaced("free", mem, len, alignment, ret))
+        return;
     beam__sys_free(alignment <= BEAM_MAX_ALIGN ? mem : header_of(mem)->raw);
     beam__count_free(counters(), &beam__kind_peak[BEAM__LARGE], len);
 }

@@ -368,3 +368,42 @@ TEST(core_impossible_old_lengths_and_addresses_are_refused) {
     beam_free_bytes(beam_raw_allocator, zero, 0, 16);
     beam_free_bytes(beam_raw_allocator, p, 32, 8);
 }
+
+/* The large allocator given a block at another alignment than its own: a
+ * block of alignment 8 freed, resized or remapped at 4096 (its address is
+ * not aligned), and an aligned address whose 16 bytes below hold no header
+ * (zeros inside a live block): each refused with a report, the counters
+ * left alone, the block still freed at its own alignment. A free used to
+ * read the header and hand enif_free whatever it held. */
+TEST(large_block_at_another_alignment_is_refused) {
+    beam_alloc_stats before, after;
+    char *p = beam_alloc_bytes(beam_large_allocator, 3 * 4096, 8);
+    CHECK(p != NULL);
+    memset(p, 0, 3 * 4096);
+    CHECK(beam_allocator_stats(beam_large_allocator, &before));
+    char *odd = (uintptr_t)p % 4096 != 0 ? p : p + 8;
+    char *aligned = (char *)(((uintptr_t)p + 4096 + 4095) & ~(uintptr_t)4095);
+    check_capture_reports();
+    beam_free_bytes(beam_large_allocator, odd, 64, 4096);
+    CHECK(!beam_resize_bytes(beam_large_allocator, odd, 64, 4096, 32));
+    CHECK(beam_remap_bytes(beam_large_allocator, odd, 64, 4096, 128) == NULL);
+    CHECK(beam_realloc_bytes(beam_large_allocator, odd, 64, 4096, 9000) ==
+          NULL);
+    beam_free_bytes(beam_large_allocator, aligned, 64, 4096);
+    beam_free_bytes(beam_large_allocator, aligned, 64, 16);
+    CHECK(check_report_count() == 6);
+    CHECK(check_last_report_has("not a block of the large allocator"));
+    check_release_reports();
+    CHECK(beam_allocator_stats(beam_large_allocator, &after));
+    CHECK(after.live_blocks == before.live_blocks);
+    CHECK(after.frees == before.frees);
+    beam_free_bytes(beam_large_allocator, p, 3 * 4096, 8);
+    /* An aligned block freed at a wrong length it could not hold. */
+    void *q = beam_alloc_bytes(beam_large_allocator, 100, 64);
+    CHECK(q != NULL);
+    check_capture_reports();
+    beam_free_bytes(beam_large_allocator, q, 1 << 20, 64);
+    CHECK(check_report_count() == 1);
+    check_release_reports();
+    beam_free_bytes(beam_large_allocator, q, 100, 64);
+}

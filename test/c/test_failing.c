@@ -131,3 +131,32 @@ TEST(failing_loop_over_every_fail_index_leaks_nothing) {
         CHECK(f.allocated_bytes == f.freed_bytes);
     }
 }
+
+/* A realloc that must move a block copies len bytes out of it. Over a
+ * general purpose allocator the failing allocator's remap reaches the
+ * GPA's checks, which refuse a freed block with a report: the realloc then
+ * stops there, with nothing read, allocated or freed (it used to copy the
+ * freed block, and a freed 2 MiB block is unmapped). */
+TEST(failing_realloc_of_a_freed_gpa_block_reads_nothing) {
+    static const size_t lens[] = {48, 20000, (size_t)2 << 20};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        beam_gpa_t g;
+        beam_gpa_init(&g, beam_large_allocator);
+        beam_failing_t f;
+        beam_failing_init(&f, beam_gpa_allocator(&g), SIZE_MAX);
+        beam_allocator_t a = beam_failing_allocator(&f);
+        size_t len = lens[i];
+        void *keep = beam_alloc_bytes(a, len, 16); /* the slab stays */
+        void *p = beam_alloc_bytes(a, len, 16);
+        CHECK(keep != NULL && p != NULL);
+        beam_free_bytes(a, p, len, 16);
+        check_capture_reports();
+        CHECK(beam_realloc_bytes(a, p, len, 16, 3 * len) == NULL);
+        CHECK(check_report_count() == 1);
+        check_release_reports();
+        CHECK(f.allocations == 2 && f.deallocations == 1);
+        CHECK(beam_gpa_usage_of(&g).live_blocks == 1);
+        beam_free_bytes(a, keep, len, 16);
+        CHECK(!beam_gpa_deinit(&g));
+    }
+}
