@@ -76,12 +76,12 @@ static void failing_free(void *ctx, void *mem, size_t len, size_t alignment,
     f->freed_bytes += len;
 }
 
-static const beam_allocator_vtable failing_vtable = {
+const beam_allocator_vtable beam__failing_vtable = {
     failing_alloc, failing_resize, failing_remap, failing_free};
 
 void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
                        size_t fail_index) {
-    f->parent = parent;
+    f->parent = beam__parent_or_refusing("beam_failing_init", f, parent);
     f->fail_index = fail_index;
     f->alloc_index = 0;
     f->allocations = 0;
@@ -92,6 +92,6 @@ void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
 }
 
 beam_allocator_t beam_failing_allocator(beam_failing_t *f) {
-    beam_allocator_t a = {f, &failing_vtable};
+    beam_allocator_t a = {f, &beam__failing_vtable};
     return a;
 }

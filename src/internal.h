@@ -117,6 +117,20 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * is, and what an instance given itself as its parent gets instead. */
 BEAM__HIDDEN extern const beam_allocator_vtable beam__refusing_vtable;
 
+/* The vtables of the allocators built on another (a GPA's backing, an
+ * arena's and a failing allocator's parent), which the cycle check below
+ * follows. */
+BEAM__HIDDEN extern const beam_allocator_vtable beam__arena_vtable;
+BEAM__HIDDEN extern const beam_allocator_vtable beam__failing_vtable;
+
+/* The parent an allocator self (what, for the report: "beam_arena_init")
+ * is given: as it is, or, when following the library's allocators down
+ * from it comes back to self, the refusing allocator, with a report. Such
+ * a cycle would ask itself for memory until the stack ran out (core.c). */
+BEAM__HIDDEN beam_allocator_t beam__parent_or_refusing(const char *what,
+                                                       const void *self,
+                                                       beam_allocator_t parent);
+
 /* No allocator hands out a block in the first page, which no system maps:
  * a pointer there, passed with a length, is the zero-length sentinel
  * (core.c) or garbage, and the helpers reject it without reading it. */
