@@ -217,9 +217,10 @@ BEAM_API extern const beam_allocator_t beam_raw_allocator;
  * block takes 4204 bytes). Shrinks in place; grows in place within the
  * slack; remap may move through enif_realloc. A free, resize or remap at
  * an alignment above BEAM_MAX_ALIGN is refused with a report (a misuse)
- * when the block was not allocated at it or cannot hold the length; a
- * block allocated above BEAM_MAX_ALIGN and freed at or below it cannot be
- * told from a raw block, and goes to enif_free as the raw allocator's do. */
+ * when the address is not aligned to it, or the block's header is not
+ * found below it or cannot hold the length; a block allocated above
+ * BEAM_MAX_ALIGN and freed at or below it cannot be told from a raw block,
+ * and goes to enif_free as the raw allocator's do. */
 BEAM_API extern const beam_allocator_t beam_large_allocator;
 
 /** The allocator a NIF should use. Set on entry to every NIF declared with

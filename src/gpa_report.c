@@ -22,6 +22,7 @@ static const char *kind_of(const char *what) {
         {"free of a", "free of a pointer the allocator does not own"},
         {"resize ", BEAM__KIND_RESIZE},
         {"realloc ", BEAM__KIND_RESIZE},
+        {"remap ", BEAM__KIND_RESIZE},
     };
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strncmp(what, kinds[i].prefix, strlen(kinds[i].prefix)) == 0)

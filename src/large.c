@@ -39,14 +39,18 @@ static size_t total_for(size_t len, size_t alignment) {
     return len + extra;
 }
 
-/* mem, freed or resized at alignment (above BEAM_MAX_ALIGN), is a block
- * this allocator placed: aligned, and its header names a raw block around
- * it, at most alignment + 8 bytes below, with room for len. A block
+/* mem, freed or resized at alignment (above BEAM_MAX_ALIGN), looks like a
+ * block this allocator placed: aligned, and its header names a raw block
+ * around it, at most alignment + 8 bytes below, with room for len. A block
  * allocated at 8 or less has no header: it is caught by its address alone
  * unless that happens to be aligned, and then by what the 16 bytes below
- * it hold (the raw allocator's own tag words, never such a header). The
+ * it hold (the raw allocator's own tag words, never such a header; reading
+ * them is outside the block, which only a misuse does, and valgrind says
+ * so). A header block freed at another alignment above 8 passes when its
+ * address suits that one too: the header is right, and so is the free. The
  * other way round, a header block freed at 8 or less, cannot be told from
- * a raw block without a header read outside it, and goes to enif_free. */
+ * a raw block without a read outside every raw block, and goes to
+ * enif_free. */
 static bool placed(void *mem, size_t len, size_t alignment) {
     uintptr_t user = (uintptr_t)mem;
     if (user % alignment != 0)
@@ -55,7 +59,8 @@ static bool placed(void *mem, size_t len, size_t alignment) {
     uintptr_t raw = (uintptr_t)h->raw;
     return raw % BEAM_MAX_ALIGN == 0 && raw <= user - HEADER_SIZE &&
            user - raw <= alignment + HEADER_SIZE - BEAM_MAX_ALIGN &&
-           h->total <= BEAM__MAX_LEN && len <= h->total - (user - raw);
+           h->total <= BEAM__MAX_LEN && user - raw <= h->total &&
+           len <= h->total - (user - raw);
 }
 
 static void *place(void *raw, size_t total, size_t alignment) {

@@ -179,6 +179,52 @@ TEST(gpa_misuse_is_counted_for_the_thread_with_its_kind) {
     check_release_reports();
 }
 
+/* Each refused resize, remap or realloc is counted with the resize kind
+ * (leak_check raises with it), whichever allocator refuses: a GPA's
+ * realloc and remap of a freed block, the same through a failing
+ * allocator, and the large allocator's block at another alignment. (The
+ * GPA's messages began "remap or realloc" and fell to the kind "misuse".) */
+TEST(refused_resizes_and_reallocs_have_the_resize_kind) {
+    check_capture_reports();
+    beam__misuse_record *m = &beam__misuse;
+    unsigned long outer_watch = m->watch_from;
+    beam_gpa_t gpa;
+    beam_gpa_init(&gpa, beam_large_allocator);
+    beam_failing_t f;
+    beam_failing_init(&f, beam_gpa_allocator(&gpa), SIZE_MAX);
+    beam_allocator_t through[2] = {beam_gpa_allocator(&gpa),
+                                   beam_failing_allocator(&f)};
+    for (int i = 0; i < 2; i++) {
+        beam_allocator_t a = through[i];
+        void *keep = beam_alloc_bytes(a, 20000, 16);
+        void *p = beam_alloc_bytes(a, 20000, 16);
+        CHECK(keep != NULL && p != NULL);
+        beam_free_bytes(a, p, 20000, 16);
+        m->watch_from = m->count;
+        CHECK(beam_realloc_bytes(a, p, 20000, 16, 90000) == NULL);
+        CHECK(m->count == m->watch_from + 1);
+        CHECK(strcmp(m->kind, BEAM__KIND_RESIZE) == 0);
+        m->watch_from = m->count;
+        CHECK(beam_remap_bytes(a, p, 20000, 16, 90000) == NULL);
+        CHECK(m->count == m->watch_from + 1);
+        CHECK(strcmp(m->kind, BEAM__KIND_RESIZE) == 0);
+        beam_free_bytes(a, keep, 20000, 16);
+    }
+    char *b = beam_alloc_bytes(beam_large_allocator, 64, 8);
+    CHECK(b != NULL);
+    size_t odd = (uintptr_t)b % 4096 != 0 ? 0 : 8;
+    m->watch_from = m->count;
+    CHECK(!beam_resize_bytes(beam_large_allocator, b + odd, 32, 4096, 16));
+    CHECK(strcmp(m->kind, BEAM__KIND_RESIZE) == 0);
+    m->watch_from = m->count;
+    beam_free_bytes(beam_large_allocator, b + odd, 32, 4096);
+    CHECK(strcmp(m->kind, "free with a wrong length or alignment") == 0);
+    beam_free_bytes(beam_large_allocator, b, 64, 8);
+    m->watch_from = outer_watch;
+    CHECK(!beam_gpa_deinit(&gpa));
+    check_release_reports();
+}
+
 /* --- Frames --------------------------------------------------------------- */
 
 static BEAM__NOINLINE size_t capture_inner(uintptr_t *out, size_t n) {
