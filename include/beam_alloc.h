@@ -82,6 +82,14 @@ extern "C" {
  * abort on exhaustion, and on failure leave the old block untouched. Its
  * blocks are real addresses, never in the first page (4096 bytes): the
  * helpers refuse such a pointer passed with a length, as a misuse.
+ *
+ * Allocators compose: a GPA over an arena over a failing allocator, and so
+ * on. A cycle (an allocator built, through others, on itself) would ask
+ * itself for memory without end; the library's allocators count how deeply
+ * they are nested on a thread, and a call nested more than 48 deep fails
+ * (NULL, or false) with a report, as does a resource allocator reached
+ * again through its own parent. A GPA or arena given itself is refused at
+ * init already.
  * ---------------------------------------------------------------------- */
 
 typedef struct beam_allocator_vtable {
@@ -340,9 +348,8 @@ typedef struct beam_gpa {
 } beam_gpa_t;
 
 /** Prepare an instance over backing. Cannot fail (memory is taken lazily).
- * An instance given itself as backing, or an allocator built on it (through
- * arenas, failing allocators and other instances), refuses every allocation
- * (and says so in a report): it would have recursed without end. */
+ * An instance given itself as backing refuses every allocation (and says
+ * so in a report): it would have recursed without end. */
 BEAM_API void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing);
 /** beam_gpa_init with options (enum beam_gpa_flags). */
 BEAM_API void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
@@ -409,8 +416,8 @@ typedef enum beam_arena_reset_mode {
 } beam_arena_reset_mode;
 typedef beam_arena_reset_mode beam_arena_reset_mode_t;
 
-/** An arena over parent. One given itself as parent, or an allocator built
- * on it, refuses every allocation (and says so in a report). */
+/** An arena over parent. One given itself as parent refuses every
+ * allocation (and says so in a report). */
 BEAM_API void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent);
 BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
 /** Free every block of the arena at once. beam_arena_reset(&arena) retains
@@ -459,9 +466,6 @@ typedef struct beam_failing {
     bool has_induced_failure; /* a failure was injected */
 } beam_failing_t;
 
-/** A failing allocator over parent. One given itself as parent, or an
- * allocator built on it, refuses every allocation (and says so in a
- * report). */
 BEAM_API void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
                                 size_t fail_index);
 BEAM_API beam_allocator_t beam_failing_allocator(beam_failing_t *f);

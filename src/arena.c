@@ -71,8 +71,11 @@ static size_t min_total(size_t len, size_t alignment) {
 }
 
 static chunk_t *push_chunk(beam_arena_t *arena, size_t total, uintptr_t ret) {
+    if (!beam__nest_enter())
+        return NULL;
     chunk_t *c =
         arena->parent.vtable->alloc(arena->parent.ctx, total, CHUNK_ALIGN, ret);
+    beam__nest_leave();
     if (c == NULL)
         return NULL;
     c->next = arena->chunks;
@@ -165,17 +168,26 @@ static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
     }
 }
 
-const beam_allocator_vtable beam__arena_vtable = {arena_alloc, arena_resize,
-                                                  arena_remap, arena_free};
+static const beam_allocator_vtable arena_vtable = {arena_alloc, arena_resize,
+                                                   arena_remap, arena_free};
 
 void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent) {
-    arena->parent = beam__parent_or_refusing("beam_arena_init", arena, parent);
+    /* Its own parent, its first chunk would be asked of itself, without
+     * end: it refuses everything instead (a longer cycle is not seen). */
+    if (parent.vtable == &arena_vtable && parent.ctx == arena) {
+        beam__report("beam_alloc: beam_arena_init: the arena at %p was given "
+                     "itself as its parent; it refuses every allocation",
+                     (void *)arena);
+        parent.ctx = NULL;
+        parent.vtable = &beam__refusing_vtable;
+    }
+    arena->parent = parent;
     arena->chunks = NULL;
     arena->used = 0;
 }
 
 beam_allocator_t beam_arena_allocator(beam_arena_t *arena) {
-    beam_allocator_t a = {arena, &beam__arena_vtable};
+    beam_allocator_t a = {arena, &arena_vtable};
     return a;
 }
 

@@ -145,43 +145,20 @@ static void refuse_free(void *ctx, void *mem, size_t len, size_t alignment,
 const beam_allocator_vtable beam__refusing_vtable = {
     refuse_alloc, refuse_resize, refuse_remap, refuse_free};
 
-/* ---- cycles of allocators (internal.h) ---- */
+/* ---- nesting (internal.h) ---- */
 
-/* What a is built on, when it is one of the library's allocators that has
- * a parent; else no allocator. Only a ctx whose vtable is ours is read, so
- * a user's allocator, or garbage, ends the walk. */
-static beam_allocator_t parent_of(beam_allocator_t a) {
-    beam_allocator_t none = {NULL, NULL};
-    if (a.ctx == NULL)
-        return none;
-    if (a.vtable == &beam__gpa_vtable)
-        return ((const beam_gpa_t *)a.ctx)->backing;
-    if (a.vtable == &beam__arena_vtable)
-        return ((const beam_arena_t *)a.ctx)->parent;
-    if (a.vtable == &beam__failing_vtable)
-        return ((const beam_failing_t *)a.ctx)->parent;
-    return none;
-}
+BEAM_THREAD_LOCAL beam__nesting_state beam__nesting;
 
-/* Deeper chains are not followed (none is built on purpose). */
-#define CYCLE_DEPTH_MAX 64
-
-beam_allocator_t beam__parent_or_refusing(const char *what, const void *self,
-                                          beam_allocator_t parent) {
-    beam_allocator_t a = parent;
-    for (int depth = 0; depth < CYCLE_DEPTH_MAX && a.vtable != NULL; depth++) {
-        if (a.ctx == self) {
-            beam__report("beam_alloc: %s: the allocator at %p would be built "
-                         "on itself%s; it refuses every allocation",
-                         what, self,
-                         depth == 0 ? ""
-                                    : " (through the allocators under it)");
-            beam_allocator_t refusing = {NULL, &beam__refusing_vtable};
-            return refusing;
-        }
-        a = parent_of(a);
-    }
-    return parent;
+/* Said once per descent; always false, for beam__nest_enter to return. */
+BEAM__NOINLINE bool beam__nesting_refused(void) {
+    if (beam__nesting.broken)
+        return false;
+    beam__nesting.broken = true;
+    beam__report("beam_alloc: allocators nested more than %d deep on this "
+                 "thread: a cycle (an allocator built, through others, on "
+                 "itself)? The call fails.",
+                 BEAM__NESTING_MAX);
+    return false;
 }
 
 /* The helpers' entries. A general purpose allocator's small and medium

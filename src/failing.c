@@ -19,7 +19,10 @@ static void *failing_alloc(void *ctx, size_t len, size_t alignment,
         f->has_induced_failure = true;
         return NULL;
     }
+    if (!beam__nest_enter())
+        return NULL;
     void *p = f->parent.vtable->alloc(f->parent.ctx, len, alignment, ret);
+    beam__nest_leave();
     if (p == NULL)
         return NULL;
     f->allocations++;
@@ -47,10 +50,12 @@ static void count_resize(beam_failing_t *f, size_t len, size_t new_len) {
 static bool failing_resize(void *ctx, void *mem, size_t len, size_t alignment,
                            size_t new_len, uintptr_t ret) {
     beam_failing_t *f = ctx;
-    if (refuse_growth(f, len, new_len))
+    if (refuse_growth(f, len, new_len) || !beam__nest_enter())
         return false;
-    if (!f->parent.vtable->resize(f->parent.ctx, mem, len, alignment, new_len,
-                                  ret))
+    bool ok = f->parent.vtable->resize(f->parent.ctx, mem, len, alignment,
+                                       new_len, ret);
+    beam__nest_leave();
+    if (!ok)
         return false;
     count_resize(f, len, new_len);
     return true;
@@ -59,10 +64,11 @@ static bool failing_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *failing_remap(void *ctx, void *mem, size_t len, size_t alignment,
                            size_t new_len, uintptr_t ret) {
     beam_failing_t *f = ctx;
-    if (refuse_growth(f, len, new_len))
+    if (refuse_growth(f, len, new_len) || !beam__nest_enter())
         return NULL;
     void *p = f->parent.vtable->remap(f->parent.ctx, mem, len, alignment,
                                       new_len, ret);
+    beam__nest_leave();
     if (p != NULL)
         count_resize(f, len, new_len);
     return p;
@@ -76,12 +82,12 @@ static void failing_free(void *ctx, void *mem, size_t len, size_t alignment,
     f->freed_bytes += len;
 }
 
-const beam_allocator_vtable beam__failing_vtable = {
+static const beam_allocator_vtable failing_vtable = {
     failing_alloc, failing_resize, failing_remap, failing_free};
 
 void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
                        size_t fail_index) {
-    f->parent = beam__parent_or_refusing("beam_failing_init", f, parent);
+    f->parent = parent;
     f->fail_index = fail_index;
     f->alloc_index = 0;
     f->allocations = 0;
@@ -92,6 +98,6 @@ void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
 }
 
 beam_allocator_t beam_failing_allocator(beam_failing_t *f) {
-    beam_allocator_t a = {f, &beam__failing_vtable};
+    beam_allocator_t a = {f, &failing_vtable};
     return a;
 }

@@ -499,7 +499,11 @@ static inline void gpa_unlock(gpa_state *st) {
 static inline void *gpa_backing_alloc(gpa_state *st, size_t len,
                                       size_t alignment, uintptr_t ret) {
     GPA_ASSERT_NO_LOCK();
-    return st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
+    if (!beam__nest_enter())
+        return NULL;
+    void *p = st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
+    beam__nest_leave();
+    return p;
 }
 
 static inline void gpa_backing_free(gpa_state *st, void *p, size_t len,

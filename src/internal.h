@@ -117,19 +117,37 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * is, and what an instance given itself as its parent gets instead. */
 BEAM__HIDDEN extern const beam_allocator_vtable beam__refusing_vtable;
 
-/* The vtables of the allocators built on another (a GPA's backing, an
- * arena's and a failing allocator's parent), which the cycle check below
- * follows. */
-BEAM__HIDDEN extern const beam_allocator_vtable beam__arena_vtable;
-BEAM__HIDDEN extern const beam_allocator_vtable beam__failing_vtable;
-
-/* The parent an allocator self (what, for the report: "beam_arena_init")
- * is given: as it is, or, when following the library's allocators down
- * from it comes back to self, the refusing allocator, with a report. Such
- * a cycle would ask itself for memory until the stack ran out (core.c). */
-BEAM__HIDDEN beam_allocator_t beam__parent_or_refusing(const char *what,
-                                                       const void *self,
-                                                       beam_allocator_t parent);
+/* Allocators asking their parents, nested, on this thread: an arena for a
+ * chunk, a failing or resource allocator for every call, a GPA for its
+ * state, segments and large blocks. Only a cycle of allocators (one built,
+ * through others, on itself) goes deeper than BEAM__NESTING_MAX; it would
+ * recurse until the stack ran out. beam__nest_enter counts a parent call
+ * in, or refuses it with a report (then the caller fails the call);
+ * beam__nest_leave counts it out. Checked where it is cheap: the parent
+ * calls that allocate or move memory, not the frees (a cycle never
+ * allocated anything to free). */
+#define BEAM__NESTING_MAX 48
+typedef struct beam__nesting_state {
+    unsigned depth;
+    /* A call went too deep: every parent call of this descent fails at
+     * once, so that retries (an arena's smaller chunk, at every level)
+     * do not each go down again, which would take exponential time. */
+    bool broken;
+} beam__nesting_state;
+BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nesting_state beam__nesting;
+BEAM__HIDDEN bool beam__nesting_refused(void);
+static inline bool beam__nest_enter(void) {
+    beam__nesting_state *n = &beam__nesting;
+    if (BEAM__UNLIKELY(n->depth >= BEAM__NESTING_MAX || n->broken))
+        return beam__nesting_refused();
+    n->depth++;
+    return true;
+}
+static inline void beam__nest_leave(void) {
+    beam__nesting_state *n = &beam__nesting;
+    if (--n->depth == 0)
+        n->broken = false;
+}
 
 /* No allocator hands out a block in the first page, which no system maps:
  * a pointer there, passed with a length, is the zero-length sentinel

@@ -150,6 +150,16 @@ defmodule BeamAlloc.ResourceTest do
         assert %{parent_bytes: 0} = Resource.usage(res)
       end
 
+      test "a resource built, through its parent, on itself fails its allocations" do
+        # The GPA kind recursed until the stack ran out, the arena kind
+        # waited for its own lock: the whole VM went down or froze.
+        {:ok, res} = Resource.new_cycle(@kind)
+        assert {:error, :enomem} = Resource.alloc(res, 100)
+        assert {:error, :enomem} = Resource.alloc(res, 100_000)
+        assert Enum.any?(Resource.take_reports(), &(&1 =~ "nested more than 48 deep"))
+        assert :ok = Resource.release(res)
+      end
+
       test "a resource over the raw allocator" do
         {:ok, res} = Resource.new_raw(@kind)
         assert {:ok, true} = Resource.aligned(res, 100, 8)

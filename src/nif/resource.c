@@ -66,6 +66,9 @@ struct beam_resource {
     beam_allocator_t parent; /* where everything comes from in the end */
     beam_allocator_t inner;  /* the gpa or the arena below */
     pthread_mutex_t lock;    /* BEAM_RESOURCE_ARENA: guards arena */
+    /* The thread holding lock (its &beam__nesting), else 0: a thread that
+     * finds itself there came back through a cycle of allocators. */
+    _Atomic uintptr_t holder;
     union {
         beam_gpa_t gpa;
         beam_arena_t arena;
@@ -106,7 +109,10 @@ static void adjust(_Atomic size_t *c, size_t len, size_t new_len) {
 static void *parent_alloc(void *ctx, size_t len, size_t alignment,
                           uintptr_t ret) {
     beam_resource_t *r = ctx;
+    if (!beam__nest_enter())
+        return NULL;
     void *p = r->parent.vtable->alloc(r->parent.ctx, len, alignment, ret);
+    beam__nest_leave();
     if (p != NULL)
         add(&r->parent_bytes, len);
     return p;
@@ -115,8 +121,11 @@ static void *parent_alloc(void *ctx, size_t len, size_t alignment,
 static bool parent_resize(void *ctx, void *mem, size_t len, size_t alignment,
                           size_t new_len, uintptr_t ret) {
     beam_resource_t *r = ctx;
+    if (!beam__nest_enter())
+        return false;
     bool ok = r->parent.vtable->resize(r->parent.ctx, mem, len, alignment,
                                        new_len, ret);
+    beam__nest_leave();
     if (ok)
         adjust(&r->parent_bytes, len, new_len);
     return ok;
@@ -125,8 +134,11 @@ static bool parent_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *parent_remap(void *ctx, void *mem, size_t len, size_t alignment,
                           size_t new_len, uintptr_t ret) {
     beam_resource_t *r = ctx;
+    if (!beam__nest_enter())
+        return NULL;
     void *p = r->parent.vtable->remap(r->parent.ctx, mem, len, alignment,
                                       new_len, ret);
+    beam__nest_leave();
     if (p != NULL)
         adjust(&r->parent_bytes, len, new_len);
     return p;
@@ -180,13 +192,26 @@ static inline void leave(beam_resource_t *r) {
         teardown(r); /* released while we were inside: ours to finish */
 }
 
-static inline void lock(beam_resource_t *r) {
-    if (r->kind == BEAM_RESOURCE_ARENA)
-        pthread_mutex_lock(&r->lock);
+/* false: this thread holds the lock already, further up its stack; the
+ * resource's allocator was reached again through its own parent (a cycle
+ * of allocators), and waiting would never end. Reported; the call fails. */
+static inline bool lock(beam_resource_t *r) {
+    if (r->kind != BEAM_RESOURCE_ARENA)
+        return true;
+    uintptr_t me = (uintptr_t)&beam__nesting;
+    if (BEAM__UNLIKELY(beam__atomic_load_relaxed(&r->holder) == me)) {
+        beam__nesting_refused();
+        return false;
+    }
+    pthread_mutex_lock(&r->lock);
+    beam__atomic_store_relaxed(&r->holder, me);
+    return true;
 }
 static inline void unlock(beam_resource_t *r) {
-    if (r->kind == BEAM_RESOURCE_ARENA)
+    if (r->kind == BEAM_RESOURCE_ARENA) {
+        beam__atomic_store_relaxed(&r->holder, 0);
         pthread_mutex_unlock(&r->lock);
+    }
 }
 
 /* --- The resource allocator's vtable ----------------------------------- */
@@ -195,7 +220,10 @@ static void *res_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     beam_resource_t *r = ctx;
     if (!enter(r))
         return NULL;
-    lock(r);
+    if (!lock(r)) {
+        leave(r);
+        return NULL;
+    }
     void *p = r->inner.vtable->alloc(r->inner.ctx, len, alignment, ret);
     unlock(r);
     if (p != NULL) {
@@ -211,7 +239,10 @@ static bool res_resize(void *ctx, void *mem, size_t len, size_t alignment,
     beam_resource_t *r = ctx;
     if (!enter(r))
         return false;
-    lock(r);
+    if (!lock(r)) {
+        leave(r);
+        return false;
+    }
     bool ok = r->inner.vtable->resize(r->inner.ctx, mem, len, alignment,
                                       new_len, ret);
     unlock(r);
@@ -226,7 +257,10 @@ static void *res_remap(void *ctx, void *mem, size_t len, size_t alignment,
     beam_resource_t *r = ctx;
     if (!enter(r))
         return NULL;
-    lock(r);
+    if (!lock(r)) {
+        leave(r);
+        return NULL;
+    }
     void *p =
         r->inner.vtable->remap(r->inner.ctx, mem, len, alignment, new_len, ret);
     unlock(r);
@@ -241,7 +275,10 @@ static void res_free(void *ctx, void *mem, size_t len, size_t alignment,
     beam_resource_t *r = ctx;
     if (!enter(r))
         return; /* released: the block went with everything else */
-    lock(r);
+    if (!lock(r)) {
+        leave(r);
+        return;
+    }
     r->inner.vtable->free(r->inner.ctx, mem, len, alignment, ret);
     unlock(r);
     sub(&r->live_blocks, 1);

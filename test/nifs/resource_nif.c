@@ -115,6 +115,26 @@ BEAM_NIF(new_failing) {
     return make_ok(env, term);
 }
 
+/* new_cycle(kind): a resource over an arena that is then made over the
+ * resource's own allocator, a cycle: its first allocation used to recurse
+ * (GPA kind) or wait for its own lock for ever (arena kind). The arena is
+ * a static, re-made by each call (a call at a time: not thread-safe). */
+static beam_arena_t cycle_arena;
+
+BEAM_NIF(new_cycle) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    beam_arena_init(&cycle_arena, beam_raw_allocator);
+    ERL_NIF_TERM term;
+    beam_resource_t *r = beam_resource_new(
+        env, kind, beam_arena_allocator(&cycle_arena), sizeof(area), &term);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    beam_arena_init(&cycle_arena, beam_resource_allocator(r));
+    return make_ok(env, term);
+}
+
 /* Store b in a free slot; -1 when all are taken. */
 static int claim(area *ar, block *b) {
     unsigned start = atomic_fetch_add(&ar->hint, 1);
@@ -446,6 +466,7 @@ static ErlNifFunc funcs[] = {
     {"new", 1, new, 0},
     {"new_raw", 1, new_raw, 0},
     {"new_failing", 2, new_failing, 0},
+    {"new_cycle", 1, new_cycle, 0},
     {"alloc", 2, alloc, 0},
     {"alloc_checked", 2, alloc_checked, 0},
     {"write", 4, res_write, 0},
