@@ -149,15 +149,21 @@ const beam_allocator_vtable beam__refusing_vtable = {
 
 BEAM_THREAD_LOCAL beam__nesting_state beam__nesting;
 
-/* Said once per descent; always false, for beam__nest_enter to return. */
-BEAM__NOINLINE bool beam__nesting_refused(void) {
+/* Said once per descent; always false, for beam__nest_enter to return.
+ * why: what was seen, when not the depth. */
+BEAM__NOINLINE bool beam__nesting_refused(const char *why) {
     if (beam__nesting.broken)
         return false;
     beam__nesting.broken = true;
-    beam__report("beam_alloc: allocators nested more than %d deep on this "
-                 "thread: a cycle (an allocator built, through others, on "
-                 "itself)? The call fails.",
-                 BEAM__NESTING_MAX);
+    if (why != NULL)
+        beam__report("beam_alloc: %s: a cycle (an allocator built, through "
+                     "others, on itself). The call fails.",
+                     why);
+    else
+        beam__report("beam_alloc: allocators nested more than %d deep on "
+                     "this thread: a cycle (an allocator built, through "
+                     "others, on itself)? The call fails.",
+                     BEAM__NESTING_MAX);
     return false;
 }
 

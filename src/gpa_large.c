@@ -342,8 +342,12 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
     size_t backing_len = e->backing_len;
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
-    if (!st->backing.vtable->resize(st->backing.ctx, mem, backing_len,
-                                    alignment, want, ret))
+    if (!beam__nest_enter())
+        return false;
+    bool grown = st->backing.vtable->resize(st->backing.ctx, mem, backing_len,
+                                            alignment, want, ret);
+    beam__nest_leave();
+    if (!grown)
         return false;
     /* The caller owns the block: nobody else removed it meanwhile. */
     gpa_lock(st);
@@ -373,8 +377,11 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
     size_t want = backing_len_for(st, new_len);
+    if (!beam__nest_enter())
+        return NULL;
     void *p = st->backing.vtable->remap(st->backing.ctx, mem, backing_len,
                                         alignment, want, ret);
+    beam__nest_leave();
     if (p == NULL)
         return NULL;
     /* Room for the moved entry first (the old one only turns into a

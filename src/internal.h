@@ -135,11 +135,11 @@ typedef struct beam__nesting_state {
     bool broken;
 } beam__nesting_state;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nesting_state beam__nesting;
-BEAM__HIDDEN bool beam__nesting_refused(void);
+BEAM__HIDDEN bool beam__nesting_refused(const char *why);
 static inline bool beam__nest_enter(void) {
     beam__nesting_state *n = &beam__nesting;
     if (BEAM__UNLIKELY(n->depth >= BEAM__NESTING_MAX || n->broken))
-        return beam__nesting_refused();
+        return beam__nesting_refused(NULL);
     n->depth++;
     return true;
 }

@@ -200,7 +200,9 @@ static inline bool lock(beam_resource_t *r) {
         return true;
     uintptr_t me = (uintptr_t)&beam__nesting;
     if (BEAM__UNLIKELY(beam__atomic_load_relaxed(&r->holder) == me)) {
-        beam__nesting_refused();
+        beam__nesting_refused("a resource allocator reached again through "
+                              "its own parent, on the thread that holds its "
+                              "lock");
         return false;
     }
     pthread_mutex_lock(&r->lock);

@@ -411,6 +411,24 @@ TEST(allocator_cycles_fail_their_first_allocation) {
     for (int i = 0; i < 70; i++)
         beam_arena_deinit(&ring[i]);
 
+    /* A GPA whose backing leads back to it once a large block exists: the
+     * block's remap and resize went down for ever (found in review). */
+    beam_allocator_t to = beam_large_allocator;
+    beam_allocator_t via = {&to, &through_vtable};
+    beam_gpa_init(&g, via);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *big = beam_alloc_bytes(a, 1 << 20, 4096);
+    CHECK(big != NULL);
+    to = a;
+    check_capture_reports();
+    CHECK(beam_remap_bytes(a, big, 1 << 20, 4096, 4 << 20) == NULL);
+    CHECK(check_report_contains("nested more than 48 deep"));
+    CHECK(!beam_resize_bytes(a, big, 1 << 20, 4096, 4 << 20));
+    check_release_reports();
+    to = beam_large_allocator;
+    beam_free_bytes(a, big, 1 << 20, 4096);
+    CHECK(!beam_gpa_deinit(&g));
+
     /* No cycle: 20 arenas deep, over the raw allocator. */
     for (int i = 0; i < 20; i++)
         beam_arena_init(&ring[i], i == 19 ? beam_raw_allocator
