@@ -255,7 +255,7 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * blocks, above BEAM_GPA_SMALL_MAX up to 64 KiB, are runs of 4 KiB pages in
  * slabs shared by all medium sizes (untracked instances; tracked ones
  * record them as large blocks). Larger blocks pass through to the backing
- * allocator (the instance keeps up to 16 freed ones, 1 MiB in all, for
+ * allocator (the instance keeps up to 16 freed ones, 512 KiB in all, for
  * reuse). Small blocks freed by another
  * thread go back without a lock. Misuse (double free, a pointer it does not
  * own, a wrong length or alignment) is reported through the report hook

@@ -357,9 +357,14 @@ typedef struct gpa_large {
 
 /* Freed large blocks an instance keeps for reuse (lock held): a hit skips
  * the backing allocator, which inside a BEAM is enif_alloc's few hundred
- * ns. */
+ * ns. 512 KiB in all: a block must be within an eighth of a request's
+ * length to serve it, so a big one kept waits for its own size, counted by
+ * the VM meanwhile. With 1 MiB, SQLite's sorter, whose buffer doubles from
+ * 64 KiB to 2 MiB, left its freed 1 MiB buffer here through the next
+ * sort's growth: the VM-counted peak of bench-sqlite was 10,727 KiB, 9,703
+ * with 512 KiB (1.62 and 1.47 times SQLite's highwater). */
 #define GPA_LARGE_CACHE 16
-#define GPA_LARGE_CACHE_BYTES ((size_t)1 << 20)
+#define GPA_LARGE_CACHE_BYTES ((size_t)1 << 19)
 /* The last large blocks freed, so that a second free of one is named a
  * double free rather than a foreign pointer. */
 #define GPA_LARGE_FREED_RING 64

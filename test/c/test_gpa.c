@@ -681,6 +681,32 @@ TEST(gpa_large_blocks_are_reused_from_the_heap_cache) {
     CHECK(f.allocated_bytes == f.freed_bytes); /* every byte went back */
 }
 
+/* The cache holds 512 KiB in all: a freed block bigger than what is left
+ * of that goes back to the backing at once (a 1 MiB one kept waited, with
+ * the VM counting it, for a request of its own size that SQLite's doubling
+ * sorter never made). */
+TEST(gpa_large_cache_keeps_half_a_mib_at_most) {
+    beam_failing_t f;
+    beam_failing_init(&f, beam_large_allocator, SIZE_MAX);
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_failing_allocator(&f));
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *big = beam_alloc_bytes(a, 600000, 8);
+    void *mid = beam_alloc_bytes(a, 300000, 8);
+    void *more = beam_alloc_bytes(a, 300000, 8);
+    CHECK(big != NULL && mid != NULL && more != NULL);
+    size_t freed = f.freed_bytes;
+    beam_free_bytes(a, big, 600000, 8);
+    CHECK(f.freed_bytes >= freed + 600000); /* not kept */
+    freed = f.freed_bytes;
+    beam_free_bytes(a, mid, 300000, 8);
+    CHECK(f.freed_bytes == freed); /* kept */
+    beam_free_bytes(a, more, 300000, 8);
+    CHECK(f.freed_bytes >= freed + 300000); /* over 512 KiB with mid */
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(f.allocated_bytes == f.freed_bytes);
+}
+
 /* ---- found in review ------------------------------------------------------
  */
 
