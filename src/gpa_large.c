@@ -373,31 +373,38 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
         gpa_unlock(st);
         return NULL;
     }
-    size_t backing_len = e->backing_len;
+    /* Out of the table while the backing works: once it has moved the
+     * block, its old address is the backing's to hand to another thread,
+     * whose entry must not meet this one's (found in review: it could
+     * land in an earlier tombstone, and the entry removed after the move
+     * was then the other thread's). Put back if the move fails. */
+    gpa_large old = *e;
+    remove_entry(st, e);
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
     size_t want = backing_len_for(st, new_len);
-    if (!beam__nest_enter())
-        return NULL;
-    void *p = st->backing.vtable->remap(st->backing.ctx, mem, backing_len,
-                                        alignment, want, ret);
-    beam__nest_leave();
-    if (p == NULL)
-        return NULL;
-    /* Room for the moved entry first (the old one only turns into a
-     * tombstone): without it, moves alone would fill the table until
-     * lookups never end. Making room may drop the lock; if it cannot (out
-     * of memory), the table still has an empty slot, since every insert
-     * makes room first. */
+    void *p = NULL;
+    if (beam__nest_enter()) {
+        p = st->backing.vtable->remap(st->backing.ctx, mem, old.backing_len,
+                                      alignment, want, ret);
+        beam__nest_leave();
+    }
+    /* Room for the entry first (the old one turned into a tombstone):
+     * without it, moves alone would fill the table until lookups never
+     * end. Making room may drop the lock; if it cannot (out of memory),
+     * the table still has an empty slot, since every insert makes room
+     * first. */
     gpa_defer *defer = NULL;
     gpa_lock(st);
     make_room(st, &defer);
-    e = beam__gpa_large_find(st, mem);
-    GPA_ASSERT(e != NULL);
-    gpa_large moved = {p, new_len, alignment, e != NULL ? e->site : ret, want};
-    if (e != NULL)
-        remove_entry(st, e);
-    st->backing_bytes += want - backing_len;
+    if (p == NULL) {
+        insert(st, &old);
+        gpa_unlock(st);
+        beam__gpa_defer_run(st, defer);
+        return NULL;
+    }
+    gpa_large moved = {p, new_len, alignment, old.site, want};
+    st->backing_bytes += want - old.backing_len;
     insert(st, &moved);
     beam__count_resize(&st->large_counts, &st->peak, len, new_len);
     gpa_unlock(st);

@@ -707,6 +707,116 @@ TEST(gpa_large_cache_keeps_half_a_mib_at_most) {
     CHECK(f.allocated_bytes == f.freed_bytes);
 }
 
+/* A large block's remap and another thread's allocation, racing: the
+ * backing moves the block and, like libc, hands its old address at once
+ * to the other thread. Before, the old entry stayed in the table through
+ * the move; the other thread's entry for the same address could land in
+ * an earlier tombstone, and the remap then removed that one instead of its
+ * own (the stats went wrong, and a later request could get the other
+ * thread's smaller block from the cache: a heap overflow). The backing
+ * below serves slots of a private region, the table's hash is the one of
+ * gpa_large.c (slot_of), and the other thread runs inside the backing's
+ * remap. */
+#define RACE_SLOT ((size_t)1 << 20)
+#define RACE_SLOTS 64
+static struct {
+    char *region;
+    void *reuse, *forced;
+    unsigned next;
+    check_phase phase;
+    bool in_remap;
+} race;
+
+static void *race_alloc(void *c, size_t l, size_t a, uintptr_t r) {
+    (void)c, (void)l, (void)a, (void)r;
+    void *p = race.reuse != NULL ? race.reuse : race.forced;
+    if (p != NULL) {
+        if (race.reuse != NULL)
+            race.reuse = NULL;
+        else
+            race.forced = NULL;
+        return p;
+    }
+    return race.next < RACE_SLOTS ? race.region + race.next++ * RACE_SLOT
+                                  : NULL;
+}
+static bool race_resize(void *c, void *m, size_t l, size_t a, size_t n,
+                        uintptr_t r) {
+    (void)c, (void)m, (void)l, (void)a, (void)n, (void)r;
+    return false;
+}
+static void *race_remap(void *c, void *m, size_t l, size_t a, size_t n,
+                        uintptr_t r) {
+    void *p = race_alloc(c, n, a, r);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, m, l < n ? l : n);
+    race.reuse = m; /* the old block is free: its address goes out next */
+    if (race.in_remap) {
+        check_phase_set(&race.phase, 1);
+        check_phase_wait(&race.phase, 2);
+    }
+    return p;
+}
+static void race_free(void *c, void *m, size_t l, size_t a, uintptr_t r) {
+    (void)c, (void)m, (void)l, (void)a, (void)r;
+}
+static const beam_allocator_vtable race_vtable = {race_alloc, race_resize,
+                                                  race_remap, race_free};
+static beam_gpa_t race_gpa;
+static void *race_other;
+
+static size_t race_home(const void *p) { /* gpa_large.c's slot_of, 16 */
+    uint64_t x = (uint64_t)(uintptr_t)p * 0x9E3779B97F4A7C15ull;
+    return (size_t)(x >> 32) & 15;
+}
+
+static void *race_thread(void *unused) {
+    (void)unused;
+    check_phase_wait(&race.phase, 1);
+    race_other = beam_alloc_bytes(beam_gpa_allocator(&race_gpa), 200000, 8);
+    check_phase_set(&race.phase, 2);
+    return NULL;
+}
+
+TEST(gpa_large_remap_racing_an_allocation_of_its_old_address) {
+    static char region[RACE_SLOTS * RACE_SLOT]; /* zero pages until used */
+    memset(&race, 0, sizeof race);
+    race.region = (char *)(((uintptr_t)region + 4095) & ~(uintptr_t)4095);
+    check_phase_init(&race.phase);
+    beam_allocator_t back = {NULL, &race_vtable};
+    beam_gpa_init(&race_gpa, back);
+    beam_allocator_t a = beam_gpa_allocator(&race_gpa);
+    beam_free_bytes(a, beam_alloc_bytes(a, 100, 8), 100, 8);
+    /* Two slots with one home in the 16-entry table: D, then M. */
+    unsigned d = race.next, m = d + 1;
+    while (m < RACE_SLOTS - 4 && race_home(race.region + m * RACE_SLOT) !=
+                                     race_home(race.region + d * RACE_SLOT))
+        m++;
+    CHECK(m < RACE_SLOTS - 4);
+    race.forced = race.region + d * RACE_SLOT;
+    void *dp = beam_alloc_bytes(a, 600000, 8); /* too big for the cache */
+    race.forced = race.region + m * RACE_SLOT;
+    void *mp = beam_alloc_bytes(a, 100000, 8);
+    CHECK(dp != NULL && mp != NULL);
+    race.next = m + 1;
+    beam_free_bytes(a, dp, 600000, 8); /* its entry: a tombstone */
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, race_thread, NULL) == 0);
+    race.in_remap = true;
+    void *np = beam_remap_bytes(a, mp, 100000, 8, 300000);
+    race.in_remap = false;
+    pthread_join(t, NULL);
+    CHECK(np != NULL && race_other == mp);
+    beam_gpa_usage u = beam_gpa_usage_of(&race_gpa);
+    CHECK(u.live_blocks == 2 && u.live_bytes == 500000);
+    beam_free_bytes(a, race_other, 200000, 8);
+    beam_free_bytes(a, np, 300000, 8);
+    u = beam_gpa_usage_of(&race_gpa);
+    CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&race_gpa));
+}
+
 /* ---- found in review ------------------------------------------------------
  */
 
