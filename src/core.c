@@ -11,7 +11,6 @@
  * medium blocks and for the raw allocator (alloc_entry, free_entry).
  */
 #include "gpa_fast.h"
-#include "gpa_msize.h"
 #include "raw.h"
 
 #include <stdio.h>
@@ -250,14 +249,10 @@ static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
         return alloc_entry(a, new_len, alignment, ret);
     if (new_len == len)
         return mem;
-    /* The copy below reads len bytes of mem: a GPA first makes sure they
-     * are a live block's (a freed block would be read after its free). */
-    if (a.vtable == &beam__gpa_vtable &&
-        !beam__gpa_realloc_ok((beam_gpa_t *)a.ctx, mem, len, alignment, ret))
-        return NULL;
-    /* Any other allocator checks the block in its remap, itself or through
-     * its parent (a failing or resource allocator over a GPA): a remap that
-     * reported a misuse refused the block, and nothing is read from it. */
+    /* The copy below reads len bytes of mem. The allocator checks the
+     * block in its remap, itself or through its parent (a failing or
+     * resource allocator over a GPA): a remap that reported a misuse
+     * refused the block, and nothing is read from it. */
     unsigned long misuse = beam__misuse.count;
     out = a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
     if (out != NULL || beam__misuse.count != misuse)

@@ -510,8 +510,22 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
 
 /* ---- resize, remap ------------------------------------------------------- */
 
-static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
-                       size_t new_len, uintptr_t ret) {
+/* What a refused small-block resize says, in the words of the call made:
+ * a resize, or a remap or realloc, which would have gone on to copy the
+ * block (the same words as beam__gpa_realloc_ok's, for the same refusal). */
+typedef struct resize_words {
+    const char *not_live, *wrong_length;
+} resize_words;
+static const resize_words resize_said = {
+    "resize of a pointer that is not a live block (freed, or inside a "
+    "block): not resized",
+    "resize with a wrong length or alignment: not resized"};
+static const resize_words remap_said = {GPA_SAID_MOVE_NOT_LIVE,
+                                        GPA_SAID_MOVE_WRONG_LENGTH};
+
+static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t ret,
+                        const resize_words *said) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL)
@@ -523,20 +537,15 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
         return beam__gpa_medium_resize(st, s, mem, len, alignment, new_len);
     long idx = beam__gpa_block_index(s, mem);
     if (!gpa_small_live(st, s, mem, idx, true)) {
-        beam__gpa_misuse(st,
-                         "resize of a pointer that is not a live block "
-                         "(freed, or inside a block): not resized",
-                         mem, len, alignment, ret);
+        beam__gpa_misuse(st, said->not_live, mem, len, alignment, ret);
         return false;
     }
     /* Tracked: the exact length is known, and a wrong one would overwrite
      * the record (and the canary's place) with it. */
     if (s->info != NULL &&
         (s->info[idx].len != len || s->info[idx].alignment != alignment)) {
-        beam__gpa_misuse_at(st,
-                            "resize with a wrong length or alignment: not "
-                            "resized",
-                            mem, len, alignment, ret, s->info[idx].site);
+        beam__gpa_misuse_at(st, said->wrong_length, mem, len, alignment, ret,
+                            s->info[idx].site);
         return false;
     }
     /* In place only within the class: free derives it from the length. */
@@ -557,15 +566,20 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
     return true;
 }
 
+static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                       size_t new_len, uintptr_t ret) {
+    return resize_impl(ctx, mem, len, alignment, new_len, ret, &resize_said);
+}
+
 static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     unsigned long misuse = beam__misuse.count;
-    if (gpa_resize(ctx, mem, len, alignment, new_len, ret))
+    if (resize_impl(ctx, mem, len, alignment, new_len, ret, &remap_said))
         return mem;
     /* Not in place: the caller may go on to copy len bytes out of mem (a
-     * realloc, or a failing or resource allocator's over this one). They
-     * must be a live block's, or the misuse is reported, once (the resize
-     * may have said it already), and the answer is NULL. */
+     * realloc, core.c, or a failing or resource allocator's over this
+     * one). They must be a live block's, or the misuse is reported, once
+     * (the resize may have said it already), and the answer is NULL. */
     if (beam__misuse.count != misuse ||
         !beam__gpa_realloc_ok(ctx, mem, len, alignment, ret))
         return NULL;

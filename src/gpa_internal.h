@@ -859,6 +859,15 @@ static BEAM__ALWAYS_INLINE long beam__gpa_block_index(const gpa_slab *s,
     return (long)idx;
 }
 
+/* What a refused remap or realloc says (gpa.c, gpa_msize.c): nothing was
+ * read from the block. */
+#define GPA_SAID_MOVE_NOT_LIVE                                                 \
+    "remap or realloc of a pointer that is not a live block (freed, "          \
+    "foreign, or inside a block): nothing copied or freed"
+#define GPA_SAID_MOVE_WRONG_LENGTH                                             \
+    "remap or realloc with a wrong length or alignment: nothing copied or "    \
+    "freed"
+
 /* Block idx of s (an index beam__gpa_block_index gave, maybe -1) is a
  * block at all: s serves blocks (not the pool, not a chunk's map entry). */
 static inline bool gpa_small_at_block(const gpa_slab *s, long idx) {

@@ -99,19 +99,13 @@ bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,
         if (st->track ? len == have && alignment == have_alignment
                       : len <= have)
             return true;
-        beam__gpa_misuse(st,
-                         "remap or realloc with a wrong length or alignment: "
-                         "nothing copied or freed",
-                         p, len, alignment, ret);
+        beam__gpa_misuse(st, GPA_SAID_MOVE_WRONG_LENGTH, p, len, alignment,
+                         ret);
         return false;
     }
     if (st == NULL)
         beam__gpa_misuse_stateless(gpa->flags, p, len, alignment, ret);
     else
-        beam__gpa_misuse(st,
-                         "remap or realloc of a pointer that is not a live "
-                         "block (freed, foreign, or inside a block): nothing "
-                         "copied or freed",
-                         p, len, alignment, ret);
+        beam__gpa_misuse(st, GPA_SAID_MOVE_NOT_LIVE, p, len, alignment, ret);
     return false;
 }

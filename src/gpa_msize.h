@@ -24,9 +24,11 @@ BEAM__HIDDEN bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p,
                                        bool owned, size_t *len,
                                        size_t *alignment);
 
-/* Before a realloc copies len bytes out of p to move it: true when p is a
- * live block of gpa holding at least len bytes; otherwise the misuse is
- * reported (ret: the caller's call) and nothing may be read from p. */
+/* Before a block that cannot change size in place is moved (the GPA's
+ * remap, which realloc calls before it copies len bytes out of p): true
+ * when p is a live block of gpa holding at least len bytes; otherwise the
+ * misuse is reported (ret: the caller's call) and nothing may be read
+ * from p. */
 BEAM__HIDDEN bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p,
                                        size_t len, size_t alignment,
                                        uintptr_t ret);
