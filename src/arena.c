@@ -71,11 +71,7 @@ static size_t min_total(size_t len, size_t alignment) {
 }
 
 static chunk_t *push_chunk(beam_arena_t *arena, size_t total, uintptr_t ret) {
-    if (!beam__nest_enter())
-        return NULL;
-    chunk_t *c =
-        arena->parent.vtable->alloc(arena->parent.ctx, total, CHUNK_ALIGN, ret);
-    beam__nest_leave();
+    chunk_t *c = beam__parent_alloc(arena->parent, total, CHUNK_ALIGN, ret);
     if (c == NULL)
         return NULL;
     c->next = arena->chunks;

@@ -19,10 +19,7 @@ static void *failing_alloc(void *ctx, size_t len, size_t alignment,
         f->has_induced_failure = true;
         return NULL;
     }
-    if (!beam__nest_enter())
-        return NULL;
-    void *p = f->parent.vtable->alloc(f->parent.ctx, len, alignment, ret);
-    beam__nest_leave();
+    void *p = beam__parent_alloc(f->parent, len, alignment, ret);
     if (p == NULL)
         return NULL;
     f->allocations++;
@@ -50,12 +47,8 @@ static void count_resize(beam_failing_t *f, size_t len, size_t new_len) {
 static bool failing_resize(void *ctx, void *mem, size_t len, size_t alignment,
                            size_t new_len, uintptr_t ret) {
     beam_failing_t *f = ctx;
-    if (refuse_growth(f, len, new_len) || !beam__nest_enter())
-        return false;
-    bool ok = f->parent.vtable->resize(f->parent.ctx, mem, len, alignment,
-                                       new_len, ret);
-    beam__nest_leave();
-    if (!ok)
+    if (refuse_growth(f, len, new_len) ||
+        !beam__parent_resize(f->parent, mem, len, alignment, new_len, ret))
         return false;
     count_resize(f, len, new_len);
     return true;
@@ -64,11 +57,9 @@ static bool failing_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *failing_remap(void *ctx, void *mem, size_t len, size_t alignment,
                            size_t new_len, uintptr_t ret) {
     beam_failing_t *f = ctx;
-    if (refuse_growth(f, len, new_len) || !beam__nest_enter())
+    if (refuse_growth(f, len, new_len))
         return NULL;
-    void *p = f->parent.vtable->remap(f->parent.ctx, mem, len, alignment,
-                                      new_len, ret);
-    beam__nest_leave();
+    void *p = beam__parent_remap(f->parent, mem, len, alignment, new_len, ret);
     if (p != NULL)
         count_resize(f, len, new_len);
     return p;

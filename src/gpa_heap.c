@@ -142,11 +142,8 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     if (b.vtable == NULL)
         return NULL;
     GPA_ASSERT_NO_LOCK();
-    if (!beam__nest_enter())
-        return NULL;
-    gpa_state *st = (gpa_state *)b.vtable->alloc(b.ctx, sizeof *st,
-                                                 BEAM_ALIGNOF(gpa_state), 0);
-    beam__nest_leave();
+    gpa_state *st = (gpa_state *)beam__parent_alloc(b, sizeof *st,
+                                                    BEAM_ALIGNOF(gpa_state), 0);
     if (st == NULL)
         return NULL;
     memset(st, 0, sizeof *st);

@@ -504,11 +504,7 @@ static inline void gpa_unlock(gpa_state *st) {
 static inline void *gpa_backing_alloc(gpa_state *st, size_t len,
                                       size_t alignment, uintptr_t ret) {
     GPA_ASSERT_NO_LOCK();
-    if (!beam__nest_enter())
-        return NULL;
-    void *p = st->backing.vtable->alloc(st->backing.ctx, len, alignment, ret);
-    beam__nest_leave();
-    return p;
+    return beam__parent_alloc(st->backing, len, alignment, ret);
 }
 
 static inline void gpa_backing_free(gpa_state *st, void *p, size_t len,

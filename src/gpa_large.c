@@ -342,12 +342,8 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
     size_t backing_len = e->backing_len;
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
-    if (!beam__nest_enter())
-        return false;
-    bool grown = st->backing.vtable->resize(st->backing.ctx, mem, backing_len,
-                                            alignment, want, ret);
-    beam__nest_leave();
-    if (!grown)
+    if (!beam__parent_resize(st->backing, mem, backing_len, alignment, want,
+                             ret))
         return false;
     /* The caller owns the block: nobody else removed it meanwhile. */
     gpa_lock(st);
@@ -383,12 +379,8 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
     size_t want = backing_len_for(st, new_len);
-    void *p = NULL;
-    if (beam__nest_enter()) {
-        p = st->backing.vtable->remap(st->backing.ctx, mem, old.backing_len,
-                                      alignment, want, ret);
-        beam__nest_leave();
-    }
+    void *p = beam__parent_remap(st->backing, mem, old.backing_len, alignment,
+                                 want, ret);
     /* Room for the entry first (the old one turned into a tombstone):
      * without it, moves alone would fill the table until lookups never
      * end. Making room may drop the lock; if it cannot (out of memory),

@@ -149,6 +149,38 @@ static inline void beam__nest_leave(void) {
         n->broken = false;
 }
 
+/* An allocator's calls to its parent (a GPA's to its backing) that
+ * allocate or move memory: the parent's vtable, counted in the nesting
+ * and refused past it (NULL, false). Every such call goes through these. */
+static inline void *beam__parent_alloc(beam_allocator_t parent, size_t len,
+                                       size_t alignment, uintptr_t ret) {
+    if (!beam__nest_enter())
+        return NULL;
+    void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
+    beam__nest_leave();
+    return p;
+}
+static inline bool beam__parent_resize(beam_allocator_t parent, void *mem,
+                                       size_t len, size_t alignment,
+                                       size_t new_len, uintptr_t ret) {
+    if (!beam__nest_enter())
+        return false;
+    bool ok =
+        parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret);
+    beam__nest_leave();
+    return ok;
+}
+static inline void *beam__parent_remap(beam_allocator_t parent, void *mem,
+                                       size_t len, size_t alignment,
+                                       size_t new_len, uintptr_t ret) {
+    if (!beam__nest_enter())
+        return NULL;
+    void *p =
+        parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
+    beam__nest_leave();
+    return p;
+}
+
 /* No allocator hands out a block in the first page, which no system maps:
  * a pointer there, passed with a length, is the zero-length sentinel
  * (core.c) or garbage, and the helpers reject it without reading it. */

@@ -109,10 +109,7 @@ static void adjust(_Atomic size_t *c, size_t len, size_t new_len) {
 static void *parent_alloc(void *ctx, size_t len, size_t alignment,
                           uintptr_t ret) {
     beam_resource_t *r = ctx;
-    if (!beam__nest_enter())
-        return NULL;
-    void *p = r->parent.vtable->alloc(r->parent.ctx, len, alignment, ret);
-    beam__nest_leave();
+    void *p = beam__parent_alloc(r->parent, len, alignment, ret);
     if (p != NULL)
         add(&r->parent_bytes, len);
     return p;
@@ -121,11 +118,7 @@ static void *parent_alloc(void *ctx, size_t len, size_t alignment,
 static bool parent_resize(void *ctx, void *mem, size_t len, size_t alignment,
                           size_t new_len, uintptr_t ret) {
     beam_resource_t *r = ctx;
-    if (!beam__nest_enter())
-        return false;
-    bool ok = r->parent.vtable->resize(r->parent.ctx, mem, len, alignment,
-                                       new_len, ret);
-    beam__nest_leave();
+    bool ok = beam__parent_resize(r->parent, mem, len, alignment, new_len, ret);
     if (ok)
         adjust(&r->parent_bytes, len, new_len);
     return ok;
@@ -134,11 +127,7 @@ static bool parent_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *parent_remap(void *ctx, void *mem, size_t len, size_t alignment,
                           size_t new_len, uintptr_t ret) {
     beam_resource_t *r = ctx;
-    if (!beam__nest_enter())
-        return NULL;
-    void *p = r->parent.vtable->remap(r->parent.ctx, mem, len, alignment,
-                                      new_len, ret);
-    beam__nest_leave();
+    void *p = beam__parent_remap(r->parent, mem, len, alignment, new_len, ret);
     if (p != NULL)
         adjust(&r->parent_bytes, len, new_len);
     return p;
