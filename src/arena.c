@@ -168,16 +168,8 @@ static const beam_allocator_vtable arena_vtable = {arena_alloc, arena_resize,
                                                    arena_remap, arena_free};
 
 void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent) {
-    /* Its own parent, its first chunk would be asked of itself, without
-     * end: it refuses everything instead (a longer cycle is not seen). */
-    if (parent.vtable == &arena_vtable && parent.ctx == arena) {
-        beam__report("beam_alloc: beam_arena_init: the arena at %p was given "
-                     "itself as its parent; it refuses every allocation",
-                     (void *)arena);
-        parent.ctx = NULL;
-        parent.vtable = &beam__refusing_vtable;
-    }
-    arena->parent = parent;
+    arena->parent = beam__parent_not_self(parent, arena, &arena_vtable,
+                                          "beam_arena_init", "arena", "parent");
     arena->chunks = NULL;
     arena->used = 0;
 }

@@ -144,6 +144,20 @@ static void refuse_free(void *ctx, void *mem, size_t len, size_t alignment,
 const beam_allocator_vtable beam__refusing_vtable = {
     refuse_alloc, refuse_resize, refuse_remap, refuse_free};
 
+beam_allocator_t beam__parent_not_self(beam_allocator_t parent,
+                                       const void *self,
+                                       const beam_allocator_vtable *own,
+                                       const char *who, const char *noun,
+                                       const char *role) {
+    if (parent.vtable != own || parent.ctx != self)
+        return parent;
+    beam__report("beam_alloc: %s: the %s at %p was given itself as its %s; "
+                 "it refuses every allocation",
+                 who, noun, self, role);
+    beam_allocator_t refusing = {NULL, &beam__refusing_vtable};
+    return refusing;
+}
+
 /* ---- nesting (internal.h) ---- */
 
 BEAM_THREAD_LOCAL beam__nesting_state beam__nesting;

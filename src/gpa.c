@@ -605,18 +605,9 @@ const beam_allocator_t beam_general_purpose_allocator = {
 
 void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
                       unsigned flags) {
-    /* Its own backing, it would ask itself for its first segment, and so
-     * on until the stack ran out: it refuses everything instead. (A longer
-     * cycle, through other instances, is not seen.) */
-    if (backing.vtable == &beam__gpa_vtable && backing.ctx == gpa) {
-        beam__report("beam_alloc: beam_gpa_init: the instance at %p was given "
-                     "itself as its backing allocator; it refuses every "
-                     "allocation",
-                     (void *)gpa);
-        backing.ctx = NULL;
-        backing.vtable = &beam__refusing_vtable;
-    }
-    gpa->backing = backing;
+    gpa->backing =
+        beam__parent_not_self(backing, gpa, &beam__gpa_vtable, "beam_gpa_init",
+                              "instance", "backing allocator");
     gpa->flags = flags;
     gpa->internal_state = NULL;
 }

@@ -117,6 +117,16 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * is, and what an instance given itself as its parent gets instead. */
 BEAM__HIDDEN extern const beam_allocator_vtable beam__refusing_vtable;
 
+/* The parent an allocator's init keeps: parent, or, when it is the
+ * allocator itself (self, whose vtable is own), the refusing allocator,
+ * with a report (who: the init; noun and role word it: "instance",
+ * "backing allocator"). Built on itself it would ask itself for memory
+ * without end; said at init, though the nesting count below would catch
+ * it at the first allocation, as it catches longer cycles (core.c). */
+BEAM__HIDDEN beam_allocator_t beam__parent_not_self(
+    beam_allocator_t parent, const void *self, const beam_allocator_vtable *own,
+    const char *who, const char *noun, const char *role);
+
 /* Allocators asking their parents, nested, on this thread: an arena for a
  * chunk, a failing or resource allocator for every call, a GPA for its
  * state, segments and large blocks. Only a cycle of allocators (one built,

@@ -205,16 +205,23 @@ static inline void unlock(beam_resource_t *r) {
     }
 }
 
+/* enter, then lock: false, with nothing held, when the resource is
+ * released or the lock refused. */
+static inline bool enter_locked(beam_resource_t *r) {
+    if (!enter(r))
+        return false;
+    if (lock(r))
+        return true;
+    leave(r);
+    return false;
+}
+
 /* --- The resource allocator's vtable ----------------------------------- */
 
 static void *res_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     beam_resource_t *r = ctx;
-    if (!enter(r))
+    if (!enter_locked(r))
         return NULL;
-    if (!lock(r)) {
-        leave(r);
-        return NULL;
-    }
     void *p = r->inner.vtable->alloc(r->inner.ctx, len, alignment, ret);
     unlock(r);
     if (p != NULL) {
@@ -228,12 +235,8 @@ static void *res_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 static bool res_resize(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     beam_resource_t *r = ctx;
-    if (!enter(r))
+    if (!enter_locked(r))
         return false;
-    if (!lock(r)) {
-        leave(r);
-        return false;
-    }
     bool ok = r->inner.vtable->resize(r->inner.ctx, mem, len, alignment,
                                       new_len, ret);
     unlock(r);
@@ -246,12 +249,8 @@ static bool res_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *res_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     beam_resource_t *r = ctx;
-    if (!enter(r))
+    if (!enter_locked(r))
         return NULL;
-    if (!lock(r)) {
-        leave(r);
-        return NULL;
-    }
     void *p =
         r->inner.vtable->remap(r->inner.ctx, mem, len, alignment, new_len, ret);
     unlock(r);
@@ -264,12 +263,8 @@ static void *res_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void res_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     beam_resource_t *r = ctx;
-    if (!enter(r))
+    if (!enter_locked(r))
         return; /* released: the block went with everything else */
-    if (!lock(r)) {
-        leave(r);
-        return;
-    }
     r->inner.vtable->free(r->inner.ctx, mem, len, alignment, ret);
     unlock(r);
     sub(&r->live_blocks, 1);
