@@ -88,10 +88,13 @@ extern "C" {
  * itself for memory without end; the library's allocators count how deeply
  * they are nested on a thread, and a call nested more than 48 deep fails
  * (NULL, or false) with a report, as does a resource allocator reached
- * again through its own parent on the thread that holds it (two threads
- * each in one of two resources built on each other wait for each other:
- * that cycle is not seen). A GPA or arena given itself is refused at init
- * already.
+ * again through its own parent on the thread that holds it, or whose
+ * lock is held by a thread that waits, through other allocators, for one
+ * this thread holds (resources built on each other, used by several
+ * threads at once: the thread that would close the cycle fails instead of
+ * waiting). Cycles through locks of the caller's own, or through another
+ * copy of the library, are not seen. A GPA or arena given itself is
+ * refused at init already.
  * ---------------------------------------------------------------------- */
 
 typedef struct beam_allocator_vtable {

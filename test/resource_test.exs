@@ -183,6 +183,19 @@ defmodule BeamAlloc.ResourceTest do
     end
   end
 
+  describe "two arena resources built on each other" do
+    test "used by two threads at once, they fail instead of waiting for each other" do
+      # Each thread holds its own resource's lock and asks for the other's
+      # (the NIF makes them meet there): both used to wait for ever.
+      assert {:ok, [:enomem, :enomem]} = Resource.cross_cycle()
+
+      assert Enum.any?(
+               Resource.take_reports(),
+               &(&1 =~ "held by a thread waiting, through other allocators")
+             )
+    end
+  end
+
   describe "wrong arguments" do
     test "anything but one of our resources raises ArgumentError" do
       {:ok, res} = Resource.new(:arena)

@@ -66,9 +66,11 @@ struct beam_resource {
     beam_allocator_t parent; /* where everything comes from in the end */
     beam_allocator_t inner;  /* the gpa or the arena below */
     pthread_mutex_t lock;    /* BEAM_RESOURCE_ARENA: guards arena */
-    /* The thread holding lock (its &beam__nesting), else 0: a thread that
-     * finds itself there came back through a cycle of allocators. */
-    _Atomic uintptr_t holder;
+    /* The thread holding lock (see me()), else NULL: a thread that finds
+     * itself there came back through a cycle of allocators; one that
+     * finds a thread waiting, through others, for a lock it holds would
+     * wait for ever (see lock_contended). */
+    const void *_Atomic holder;
     union {
         beam_gpa_t gpa;
         beam_arena_t arena;
@@ -181,26 +183,127 @@ static inline void leave(beam_resource_t *r) {
         teardown(r); /* released while we were inside: ours to finish */
 }
 
-/* false: this thread holds the lock already, further up its stack; the
- * resource's allocator was reached again through its own parent (a cycle
- * of allocators), and waiting would never end. Reported; the call fails. */
+/* A thread, as the resource locks know it: the address of one of its
+ * thread-locals, compared, never read (a thread that has exited leaves no
+ * pointer behind to follow). */
+static BEAM_THREAD_LOCAL char this_thread;
+
+static inline const void *me(void) {
+    const void *w = &this_thread;
+    __asm__("" : "+r"(w)); /* one thread-local access (a call, dlopen'ed) */
+    return w;
+}
+
+/* The wait-for graph: every thread blocked, or about to block, on a
+ * resource lock, with the resource it waits for. waits_lock guards it, a
+ * leaf: nothing is called while it is held. A listed resource is alive:
+ * its waiting thread entered it and takes its edge off before it leaves.
+ * Past WAITS_MAX threads waiting at once (far more than a VM has
+ * schedulers) a thread waits unwatched. */
+#define WAITS_MAX 1024
+typedef struct wait_edge {
+    const void *who;
+    beam_resource_t *on;
+} wait_edge;
+static pthread_mutex_t waits_lock = PTHREAD_MUTEX_INITIALIZER;
+static wait_edge waits[WAITS_MAX];
+static unsigned waits_n;
+
+/* waits_lock held: the resource who waits for, or NULL. */
+static beam_resource_t *waited_by(const void *who) {
+    for (unsigned i = 0; i < waits_n; i++)
+        if (waits[i].who == who)
+            return waits[i].on;
+    return NULL;
+}
+
+/* waits_lock held: who's edge off the graph. */
+static void wait_remove(const void *who) {
+    for (unsigned i = 0; i < waits_n; i++)
+        if (waits[i].who == who) {
+            waits[i] = waits[--waits_n];
+            return;
+        }
+}
+
+/* waits_lock held: from r, its holder, the resource that one waits for,
+ * that one's holder...: true when the chain comes back to who. Every
+ * holder on the chain but the last waits, so it is one of waits_n
+ * threads: a chain longer than that runs round a cycle without who in
+ * it, which the thread that closed it is breaking. */
+static bool chain_reaches(beam_resource_t *r, const void *who) {
+    for (unsigned i = 0; r != NULL && i <= waits_n; i++) {
+        const void *h = beam__atomic_load_acquire(&r->holder);
+        if (h == who)
+            return true;
+        if (h == NULL)
+            return false;
+        r = waited_by(h);
+    }
+    return false;
+}
+
+/* The lock of r is taken. Two resources built on each other (each one's
+ * parent leads to the other), used by two threads at once: each thread
+ * holds one lock and wants the other's, and both would wait for ever,
+ * schedulers of the VM among them. So a thread about to wait lists itself
+ * in the wait-for graph and follows the chain of holders: a chain back to
+ * itself is a cycle, and its call fails (reported) instead, which lets
+ * its locks go to the threads of the cycle that listed themselves before.
+ *
+ * The last thread to close a cycle sees it: the graph changes only under
+ * waits_lock; every thread of the cycle stored its holders before it
+ * listed itself, then blocks with its edge listed and its locks held, so
+ * what the chain reads is the state it is stuck in, not a passing one. A
+ * holder seen without an edge is running: the chain ends there. */
+static BEAM__NOINLINE bool lock_contended(beam_resource_t *r, const void *who) {
+    pthread_mutex_lock(&waits_lock);
+    bool listed = waits_n < WAITS_MAX;
+    bool cycle = false;
+    if (listed) {
+        waits[waits_n++] = (wait_edge){who, r};
+        cycle = chain_reaches(r, who);
+        if (cycle)
+            wait_remove(who);
+    }
+    pthread_mutex_unlock(&waits_lock);
+    if (cycle)
+        return beam__nesting_refused(
+            "a resource allocator whose lock is held by a thread waiting, "
+            "through other allocators, for a lock this thread holds "
+            "(resources built on each other, used by several threads at "
+            "once)");
+    pthread_mutex_lock(&r->lock);
+    if (listed) {
+        pthread_mutex_lock(&waits_lock);
+        wait_remove(who);
+        pthread_mutex_unlock(&waits_lock);
+    }
+    return true;
+}
+
+/* false: this thread holds the lock already, further up its stack (the
+ * resource's allocator was reached again through its own parent), or the
+ * lock is held by a thread that waits for this one (lock_contended):
+ * waiting would never end. Reported; the call fails. */
 static inline bool lock(beam_resource_t *r) {
     if (r->kind != BEAM_RESOURCE_ARENA)
         return true;
-    uintptr_t me = (uintptr_t)&beam__nesting;
-    if (BEAM__UNLIKELY(beam__atomic_load_relaxed(&r->holder) == me)) {
+    const void *w = me();
+    if (BEAM__UNLIKELY(beam__atomic_load_relaxed(&r->holder) == w)) {
         beam__nesting_refused("a resource allocator reached again through "
                               "its own parent, on the thread that holds its "
                               "lock");
         return false;
     }
-    pthread_mutex_lock(&r->lock);
-    beam__atomic_store_relaxed(&r->holder, me);
+    if (pthread_mutex_trylock(&r->lock) != 0 && !lock_contended(r, w))
+        return false;
+    beam__atomic_store_release(&r->holder, w);
     return true;
 }
 static inline void unlock(beam_resource_t *r) {
     if (r->kind == BEAM_RESOURCE_ARENA) {
-        beam__atomic_store_relaxed(&r->holder, 0);
+        beam__atomic_store_release(&r->holder, NULL);
         pthread_mutex_unlock(&r->lock);
     }
 }

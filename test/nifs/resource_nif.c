@@ -13,6 +13,7 @@
 #include "nif_util.h"
 
 #include <stdatomic.h>
+#include <time.h>
 
 #define SLOTS 4096
 
@@ -133,6 +134,137 @@ BEAM_NIF(new_cycle) {
         return beam_make_error(env, "enomem");
     beam_arena_init(&cycle_arena, beam_resource_allocator(r));
     return make_ok(env, term);
+}
+
+/* cross_cycle(): two arena resources built on each other. Each one's
+ * parent is a rendezvous: an allocator that waits (up to 5 s) until both
+ * threads have reached theirs, then asks the other resource. Two threads
+ * allocate at once, one in each resource: each arena's first chunk takes
+ * its thread, holding its own resource's lock, to the rendezvous, then to
+ * the other resource, whose lock the other thread holds. They used to wait
+ * for each other for ever. Now the one that closes the cycle fails; the
+ * other then comes back to its own lock through the first resource's
+ * parent and fails too. {ok, [Result1, Result2]} (each ok or enomem), or
+ * {error, hung} when a thread is not done within 20 s (it is then left to
+ * its fate, with its resources kept). A dirty IO NIF: it waits. One call
+ * at a time: the rendezvous are statics. */
+typedef struct rendezvous {
+    atomic_bool here;
+    struct rendezvous *other;
+    beam_allocator_t target;
+} rendezvous;
+
+static rendezvous rendezvous_at[2];
+
+static void sleep_ms(long ms) {
+    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+static void *rendezvous_alloc(void *ctx, size_t len, size_t alignment,
+                              uintptr_t ret) {
+    rendezvous *rv = ctx;
+    atomic_store(&rv->here, true);
+    for (int i = 0; i < 5000 && !atomic_load(&rv->other->here); i++)
+        sleep_ms(1);
+    return rv->target.vtable->alloc(rv->target.ctx, len, alignment, ret);
+}
+
+static bool rendezvous_resize(void *ctx, void *mem, size_t len,
+                              size_t alignment, size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return false;
+}
+
+static void *rendezvous_remap(void *ctx, void *mem, size_t len,
+                              size_t alignment, size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return NULL;
+}
+
+static void rendezvous_free(void *ctx, void *mem, size_t len, size_t alignment,
+                            uintptr_t ret) {
+    rendezvous *rv = ctx;
+    rv->target.vtable->free(rv->target.ctx, mem, len, alignment, ret);
+}
+
+static const beam_allocator_vtable rendezvous_vtable = {
+    rendezvous_alloc, rendezvous_resize, rendezvous_remap, rendezvous_free};
+
+typedef struct cross_job {
+    beam_resource_t *r;
+    bool got;
+    atomic_bool done;
+} cross_job;
+
+static cross_job cross_jobs[2];
+
+static void *cross_job_run(void *arg) {
+    cross_job *j = arg;
+    beam_allocator_t a = beam_resource_allocator(j->r);
+    void *p = beam_alloc_bytes(a, 1000, 8);
+    j->got = p != NULL;
+    if (p != NULL)
+        beam_free_bytes(a, p, 1000, 8);
+    atomic_store(&j->done, true);
+    return NULL;
+}
+
+/* Both jobs done within ms milliseconds. */
+static bool cross_jobs_done(int ms) {
+    for (int waited = 0; waited < ms; waited += 10) {
+        if (atomic_load(&cross_jobs[0].done) &&
+            atomic_load(&cross_jobs[1].done))
+            return true;
+        sleep_ms(10);
+    }
+    return false;
+}
+
+BEAM_NIF(cross_cycle) {
+    (void)argv;
+    beam_resource_t *r[2];
+    ERL_NIF_TERM terms[2];
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&rendezvous_at[i].here, false);
+        rendezvous_at[i].other = &rendezvous_at[1 - i];
+        beam_allocator_t parent = {&rendezvous_at[i], &rendezvous_vtable};
+        r[i] =
+            beam_resource_new(env, BEAM_RESOURCE_ARENA, parent, 0, &terms[i]);
+        if (r[i] == NULL)
+            return beam_make_error(env, "enomem");
+    }
+    rendezvous_at[0].target = beam_resource_allocator(r[1]);
+    rendezvous_at[1].target = beam_resource_allocator(r[0]);
+    ErlNifTid tid[2];
+    int started = 0;
+    for (int i = 0; i < 2; i++) {
+        cross_jobs[i].r = r[i];
+        cross_jobs[i].got = false;
+        atomic_store(&cross_jobs[i].done, false);
+    }
+    for (; started < 2; started++)
+        if (enif_thread_create("beam_alloc_cross", &tid[started], cross_job_run,
+                               &cross_jobs[started], NULL) != 0)
+            break;
+    if (started < 2) {
+        /* The one that started meets nobody and finishes alone. */
+        for (int i = started; i < 2; i++)
+            atomic_store(&cross_jobs[i].done, true);
+    }
+    if (!cross_jobs_done(20000)) {
+        beam_resource_keep(r[0]); /* the threads still use them */
+        beam_resource_keep(r[1]);
+        return beam_make_error(env, "hung");
+    }
+    for (int i = 0; i < started; i++)
+        enif_thread_join(tid[i], NULL);
+    if (started < 2)
+        return enif_raise_exception(env, enif_make_atom(env, "thread"));
+    ERL_NIF_TERM results[2];
+    for (int i = 0; i < 2; i++)
+        results[i] = enif_make_atom(env, cross_jobs[i].got ? "ok" : "enomem");
+    return make_ok(env, enif_make_list_from_array(env, results, 2));
 }
 
 /* Store b in a free slot; -1 when all are taken. */
@@ -467,6 +599,7 @@ static ErlNifFunc funcs[] = {
     {"new_raw", 1, new_raw, 0},
     {"new_failing", 2, new_failing, 0},
     {"new_cycle", 1, new_cycle, 0},
+    {"cross_cycle", 0, cross_cycle, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"alloc", 2, alloc, 0},
     {"alloc_checked", 2, alloc_checked, 0},
     {"write", 4, res_write, 0},
