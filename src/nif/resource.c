@@ -183,13 +183,11 @@ static inline void leave(beam_resource_t *r) {
         teardown(r); /* released while we were inside: ours to finish */
 }
 
-/* A thread, as the resource locks know it: the address of one of its
- * thread-locals, compared, never read (a thread that has exited leaves no
- * pointer behind to follow). */
-static BEAM_THREAD_LOCAL char this_thread;
-
+/* A thread, as the resource locks know it: the address of its nesting
+ * state (a thread-local the library has anyway: the thread-local block
+ * stays small, see internal.h), compared, never read through. */
 static inline const void *me(void) {
-    const void *w = &this_thread;
+    const void *w = &beam__nesting;
     __asm__("" : "+r"(w)); /* one thread-local access (a call, dlopen'ed) */
     return w;
 }
