@@ -1,4 +1,5 @@
 /* Unit tests of the general purpose allocator (standalone build). */
+#define _POSIX_C_SOURCE 200809L /* pthread barriers */
 #include "check.h"
 
 #include <beam_alloc.h>
@@ -579,6 +580,50 @@ TEST(gpa_collect_gives_back_what_other_threads_emptied) {
     void *p = beam_alloc_bytes(a, 100, 8);
     CHECK(p != NULL);
     beam_free_bytes(a, p, 100, 8);
+    CHECK(!beam_gpa_deinit(&shared_gpa));
+}
+
+/* A thread that only frees what another allocated (a consumer) and then
+ * lives on, idle: its frees are all counted, and collect gives every
+ * segment they emptied back without it. */
+static pthread_barrier_t consumer_done, consumer_may_go;
+
+static void *consume_and_wait(void *arg) {
+    void *bad = free_remote_blocks(arg);
+    pthread_barrier_wait(&consumer_done);
+    pthread_barrier_wait(&consumer_may_go);
+    return bad;
+}
+
+TEST(gpa_frees_of_a_live_idle_consumer_thread_are_counted_and_collected) {
+    beam_gpa_init(&shared_gpa, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
+    static uint64_t *blocks[5000];
+    for (int i = 0; i < 5000; i++)
+        CHECK((blocks[i] = make_block(a, 2 + (size_t)i % 200)));
+    size_t full = beam_gpa_usage_of(&shared_gpa).backing_bytes;
+    pthread_barrier_init(&consumer_done, NULL, 2);
+    pthread_barrier_init(&consumer_may_go, NULL, 2);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, consume_and_wait, blocks) == 0);
+    pthread_barrier_wait(&consumer_done);
+    /* The consumer is alive and idle, its last frees on its heap's stash. */
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(a, &s));
+    CHECK(s.frees == 5000 && s.live_blocks == 0 && s.live_bytes == 0);
+    CHECK(beam_gpa_usage_of(&shared_gpa).live_blocks == 0);
+    beam_gpa_collect(&shared_gpa);
+    size_t after = beam_gpa_usage_of(&shared_gpa).backing_bytes;
+    CHECK(after < full / 4);
+    CHECK(after < 64 * 1024); /* metadata only: its stash was flushed too */
+    pthread_barrier_wait(&consumer_may_go);
+    void *bad;
+    pthread_join(t, &bad);
+    CHECK(bad == NULL);
+    pthread_barrier_destroy(&consumer_done);
+    pthread_barrier_destroy(&consumer_may_go);
+    CHECK(beam_allocator_stats(a, &s));
+    CHECK(s.frees == 5000 && s.live_bytes == 0);
     CHECK(!beam_gpa_deinit(&shared_gpa));
 }
 
