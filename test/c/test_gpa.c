@@ -558,25 +558,38 @@ static void *free_remote_blocks(void *arg) {
     return NULL;
 }
 
-TEST(gpa_collect_gives_back_what_other_threads_emptied) {
+/* shared_gpa, fresh, with 5000 blocks of many classes in blocks; *full:
+ * what it holds from its backing then. */
+static void fill_for_remote_frees(uint64_t **blocks, size_t *full) {
     beam_gpa_init(&shared_gpa, beam_large_allocator);
     beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
-    static uint64_t *blocks[5000];
     for (int i = 0; i < 5000; i++)
         CHECK((blocks[i] = make_block(a, 2 + (size_t)i % 200)));
-    size_t full = beam_gpa_usage_of(&shared_gpa).backing_bytes;
-    pthread_t t;
-    void *bad;
-    CHECK(pthread_create(&t, NULL, free_remote_blocks, blocks) == 0);
-    pthread_join(t, &bad);
-    CHECK(bad == NULL);
-    /* Emptied by another thread: only this one can see it, on collect. */
+    *full = beam_gpa_usage_of(&shared_gpa).backing_bytes;
+}
+
+/* Every block freed by another thread: only this one can see what they
+ * emptied, on collect, which gives every segment back (of full). */
+static void check_collect_after_remote_frees(size_t full) {
     CHECK(beam_gpa_usage_of(&shared_gpa).live_blocks == 0);
     beam_gpa_collect(&shared_gpa);
     size_t after = beam_gpa_usage_of(&shared_gpa).backing_bytes;
     CHECK(after < full / 4);
     CHECK(after < 64 * 1024); /* metadata only: every segment went back */
+}
+
+TEST(gpa_collect_gives_back_what_other_threads_emptied) {
+    static uint64_t *blocks[5000];
+    size_t full = 0;
+    fill_for_remote_frees(blocks, &full);
+    pthread_t t;
+    void *bad;
+    CHECK(pthread_create(&t, NULL, free_remote_blocks, blocks) == 0);
+    pthread_join(t, &bad);
+    CHECK(bad == NULL);
+    check_collect_after_remote_frees(full);
     /* And the instance works on as before. */
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
     void *p = beam_alloc_bytes(a, 100, 8);
     CHECK(p != NULL);
     beam_free_bytes(a, p, 100, 8);
@@ -596,26 +609,19 @@ static void *consume_and_wait(void *arg) {
 }
 
 TEST(gpa_frees_of_a_live_idle_consumer_thread_are_counted_and_collected) {
-    beam_gpa_init(&shared_gpa, beam_large_allocator);
-    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
     static uint64_t *blocks[5000];
-    for (int i = 0; i < 5000; i++)
-        CHECK((blocks[i] = make_block(a, 2 + (size_t)i % 200)));
-    size_t full = beam_gpa_usage_of(&shared_gpa).backing_bytes;
+    size_t full = 0;
+    fill_for_remote_frees(blocks, &full);
+    beam_allocator_t a = beam_gpa_allocator(&shared_gpa);
     pthread_barrier_init(&consumer_done, NULL, 2);
     pthread_barrier_init(&consumer_may_go, NULL, 2);
     pthread_t t;
     CHECK(pthread_create(&t, NULL, consume_and_wait, blocks) == 0);
     pthread_barrier_wait(&consumer_done);
-    /* The consumer is alive and idle, its last frees on its heap's stash. */
     beam_alloc_stats s;
     CHECK(beam_allocator_stats(a, &s));
     CHECK(s.frees == 5000 && s.live_blocks == 0 && s.live_bytes == 0);
-    CHECK(beam_gpa_usage_of(&shared_gpa).live_blocks == 0);
-    beam_gpa_collect(&shared_gpa);
-    size_t after = beam_gpa_usage_of(&shared_gpa).backing_bytes;
-    CHECK(after < full / 4);
-    CHECK(after < 64 * 1024); /* metadata only: its stash was flushed too */
+    check_collect_after_remote_frees(full);
     pthread_barrier_wait(&consumer_may_go);
     void *bad;
     pthread_join(t, &bad);
