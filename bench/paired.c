@@ -34,6 +34,7 @@
 #ifndef BENCH_PAIRED_C
 #define BENCH_PAIRED_C
 
+#include <pthread.h>
 #include <sys/resource.h>
 
 #define PAIRED_MAX_MEMBERS 16
@@ -250,6 +251,9 @@ static struct {
     /* PG_PC: the threads' CPU time per op, summed over the threads. */
     double cpu[PAIRED_MAX_MEMBERS][PAIRED_MAX_REPS];
     double other[PAIRED_MAX_REPS];
+    /* Pinned groups: a cache line's round trip between CPUs 0 and 1 at
+     * the start of each repetition (ns; -1: not measured). */
+    double trip[PAIRED_MAX_REPS];
     void **slot_p;
     uint32_t *slot_n;
 } pr;
@@ -388,11 +392,61 @@ static int paired_begin(int gi, double scale, const char *setting) {
     return 0;
 }
 
+/* A cache line's round trip between two threads pinned to CPUs 0 and 1,
+ * in ns, or -1. What a cross-thread free or a shared counter costs
+ * follows it, and on a virtual machine it moves with where the host puts
+ * the two virtual CPUs (siblings of one core or two cores: 2x and more),
+ * which no other processes' CPU time shows: pinned groups print it so
+ * that runs can be compared. */
+typedef struct paired_trip {
+    _Atomic unsigned turn;
+    unsigned n;
+} paired_trip;
+
+static void *paired_trip_back(void *arg) {
+    paired_trip *t = (paired_trip *)arg;
+    (void)bench_pin_self(1, NULL);
+    for (unsigned i = 0; i < t->n; i++) {
+        while (atomic_load_explicit(&t->turn, memory_order_acquire) !=
+               2 * i + 1)
+            ;
+        atomic_store_explicit(&t->turn, 2 * i + 2, memory_order_release);
+    }
+    return NULL;
+}
+
+static double paired_trip_ns(void) {
+    paired_trip t = {0, 5000};
+    cpu_set_t saved;
+    pthread_t other;
+    if (sysconf(_SC_NPROCESSORS_ONLN) < 2 || bench_pin_self(0, &saved) != 0)
+        return -1;
+    if (pthread_create(&other, NULL, paired_trip_back, &t) != 0) {
+        sched_setaffinity(0, sizeof saved, &saved);
+        return -1;
+    }
+    /* Timed from the 100th trip on: the first ones wait for the other
+     * thread to start and move to its CPU. */
+    uint64_t t0 = 0;
+    for (unsigned i = 0; i < t.n; i++) {
+        if (i == 100)
+            t0 = bench_now_ns();
+        atomic_store_explicit(&t.turn, 2 * i + 1, memory_order_release);
+        while (atomic_load_explicit(&t.turn, memory_order_acquire) != 2 * i + 2)
+            ;
+    }
+    double ns = (double)(bench_now_ns() - t0) / (t.n - 100);
+    pthread_join(other, NULL);
+    sched_setaffinity(0, sizeof saved, &saved);
+    return ns;
+}
+
 /* One repetition: every member once, starting at a member that rotates. */
 static int paired_rep(void) {
     if (pr.g == NULL || pr.nreps >= PAIRED_MAX_REPS)
         return -1;
     int r = pr.nreps;
+    pr.trip[r] = pr.g->pin ? paired_trip_ns() : -1;
     double b0 = paired_machine_busy(), s0 = paired_self_cpu();
     uint64_t t0 = bench_now_ns();
     for (int k = 0; k < pr.nm; k++) {
@@ -481,6 +535,18 @@ static void paired_end(FILE *f) {
             omed, disturbed, pr.nreps, PAIRED_DISTURBED,
             disturbed ? "  WARNING: disturbed, trust the ratios, not the ns"
                       : "");
+    double trip[PAIRED_MAX_REPS];
+    int ntrip = 0;
+    for (int r = 0; r < pr.nreps; r++)
+        if (pr.trip[r] > 0)
+            trip[ntrip++] = pr.trip[r];
+    if (ntrip > 0) {
+        double med = paired_median(trip, ntrip); /* (sorts trip) */
+        fprintf(f,
+                "   cache line round trip CPU 0 <-> 1: %.0f ns [%.0f .. %.0f] "
+                "(cross-thread costs follow it)\n",
+                med, trip[0], trip[ntrip - 1]);
+    }
     fprintf(f, "  %-14s %7s  %-22s %s\n", "member", "threads",
             "ns/op median [min..max]", "");
     bool all = g->pin; /* pinned cases: every repetition */
