@@ -225,29 +225,33 @@ static void wait_remove(const void *who) {
 }
 
 /* waits_lock held: from r, its holder, the resource that one waits for,
- * that one's holder...: true when the chain comes back to who. Every
- * holder on the chain but the last waits, so it is one of waits_n
- * threads: a chain longer than that runs round a cycle without who in
- * it, which the thread that closed it is breaking. */
-static bool chain_reaches(beam_resource_t *r, const void *who) {
+ * that one's holder...: how many threads stand between r's holder and
+ * who when the chain comes back to who (0: who holds r already), else
+ * -1. Every holder on the chain but the last waits, so it is one of
+ * waits_n threads: a chain longer than that runs round a cycle without
+ * who in it, which the thread that closed it is breaking. */
+static int chain_back_to(beam_resource_t *r, const void *who) {
     for (unsigned i = 0; r != NULL && i <= waits_n; i++) {
         const void *h = beam__atomic_load_acquire(&r->holder);
         if (h == who)
-            return true;
+            return (int)i;
         if (h == NULL)
-            return false;
+            return -1;
         r = waited_by(h);
     }
-    return false;
+    return -1;
 }
 
-/* The lock of r is taken. Two resources built on each other (each one's
- * parent leads to the other), used by two threads at once: each thread
- * holds one lock and wants the other's, and both would wait for ever,
- * schedulers of the VM among them. So a thread about to wait lists itself
- * in the wait-for graph and follows the chain of holders: a chain back to
- * itself is a cycle, and its call fails (reported) instead, which lets
- * its locks go to the threads of the cycle that listed themselves before.
+/* The lock of r is taken. By this very thread, further up its stack: the
+ * resource's allocator was reached again through its own parent. Or by a
+ * thread that waits, through others, for a lock this one holds: two
+ * resources built on each other (each one's parent leads to the other),
+ * used by two threads at once, each holding one lock and wanting the
+ * other's, would wait for ever, schedulers of the VM among them. So a
+ * thread about to wait lists itself in the wait-for graph and follows the
+ * chain of holders: a chain back to itself is a cycle, and its call fails
+ * (reported) instead, which lets its locks go to the threads of the cycle
+ * that listed themselves before.
  *
  * The last thread to close a cycle sees it: the graph changes only under
  * waits_lock; every thread of the cycle stored its holders before it
@@ -256,16 +260,22 @@ static bool chain_reaches(beam_resource_t *r, const void *who) {
  * holder seen without an edge is running: the chain ends there. */
 static BEAM__NOINLINE bool lock_contended(beam_resource_t *r, const void *who) {
     pthread_mutex_lock(&waits_lock);
+    /* (Unlisted, past WAITS_MAX, it still sees its own cycles; others'
+     * walks do not see it.) */
     bool listed = waits_n < WAITS_MAX;
-    bool cycle = false;
-    if (listed) {
+    if (listed)
         waits[waits_n++] = (wait_edge){who, r};
-        cycle = chain_reaches(r, who);
-        if (cycle)
-            wait_remove(who);
+    int between = chain_back_to(r, who);
+    if (listed && between >= 0) {
+        wait_remove(who);
+        listed = false;
     }
     pthread_mutex_unlock(&waits_lock);
-    if (cycle)
+    if (between == 0)
+        return beam__nesting_refused(
+            "a resource allocator reached again through its own parent, on "
+            "the thread that holds its lock");
+    if (between > 0)
         return beam__nesting_refused(
             "a resource allocator whose lock is held by a thread waiting, "
             "through other allocators, for a lock this thread holds "
@@ -280,21 +290,14 @@ static BEAM__NOINLINE bool lock_contended(beam_resource_t *r, const void *who) {
     return true;
 }
 
-/* false: this thread holds the lock already, further up its stack (the
- * resource's allocator was reached again through its own parent), or the
- * lock is held by a thread that waits for this one (lock_contended):
- * waiting would never end. Reported; the call fails. */
+/* false: waiting for the lock would never end (lock_contended); reported,
+ * the call fails. */
 static inline bool lock(beam_resource_t *r) {
     if (r->kind != BEAM_RESOURCE_ARENA)
         return true;
     const void *w = me();
-    if (BEAM__UNLIKELY(beam__atomic_load_relaxed(&r->holder) == w)) {
-        beam__nesting_refused("a resource allocator reached again through "
-                              "its own parent, on the thread that holds its "
-                              "lock");
-        return false;
-    }
-    if (pthread_mutex_trylock(&r->lock) != 0 && !lock_contended(r, w))
+    if (BEAM__UNLIKELY(pthread_mutex_trylock(&r->lock) != 0) &&
+        !lock_contended(r, w))
         return false;
     beam__atomic_store_release(&r->holder, w);
     return true;
