@@ -237,30 +237,27 @@ BEAM_NIF(cross_cycle) {
     rendezvous_at[0].target = beam_resource_allocator(r[1]);
     rendezvous_at[1].target = beam_resource_allocator(r[0]);
     ErlNifTid tid[2];
-    int started = 0;
     for (int i = 0; i < 2; i++) {
         cross_jobs[i].r = r[i];
         cross_jobs[i].got = false;
         atomic_store(&cross_jobs[i].done, false);
     }
-    for (; started < 2; started++)
-        if (enif_thread_create("beam_alloc_cross", &tid[started], cross_job_run,
-                               &cross_jobs[started], NULL) != 0)
-            break;
-    if (started < 2) {
-        /* The one that started meets nobody and finishes alone. */
-        for (int i = started; i < 2; i++)
-            atomic_store(&cross_jobs[i].done, true);
-    }
+    for (int i = 0; i < 2; i++)
+        if (enif_thread_create("beam_alloc_cross", &tid[i], cross_job_run,
+                               &cross_jobs[i], NULL) != 0) {
+            /* One that started meets nobody: it fails alone (its own lock,
+             * reached again), after the rendezvous gives up. */
+            for (int k = 0; k < i; k++)
+                enif_thread_join(tid[k], NULL);
+            return enif_raise_exception(env, enif_make_atom(env, "thread"));
+        }
     if (!cross_jobs_done(20000)) {
         beam_resource_keep(r[0]); /* the threads still use them */
         beam_resource_keep(r[1]);
         return beam_make_error(env, "hung");
     }
-    for (int i = 0; i < started; i++)
+    for (int i = 0; i < 2; i++)
         enif_thread_join(tid[i], NULL);
-    if (started < 2)
-        return enif_raise_exception(env, enif_make_atom(env, "thread"));
     ERL_NIF_TERM results[2];
     for (int i = 0; i < 2; i++)
         results[i] = enif_make_atom(env, cross_jobs[i].got ? "ok" : "enomem");
