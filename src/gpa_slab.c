@@ -829,6 +829,14 @@ static void slab_need_drop(gpa_state *st, slab_need *need, size_t info_len) {
         mixed_meta_drop(st, need->spare);
 }
 
+/* How many times a refill looks for a slab with room at most, taking what
+ * was missing in between. A fresh instance whose first segment's slack is
+ * all claimed by neighbours in the backing (seen under valgrind) misses
+ * four times before its first sub-slab: the slack segment, then one with a
+ * slab whose slack is claimed too, then a chunk's metadata to lend that
+ * slab; only the last two looks settle for a whole slab. */
+#define SLAB_LOOKS 6
+
 gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
     gpa_state *st = h->st;
     gpa_defer *defer = NULL;
@@ -841,10 +849,10 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
     gpa_segment *fresh = NULL;
     gpa_slab *s = NULL;
-    for (int round = 0; round < 4; round++) {
-        /* The last rounds settle for a whole slab: a sub-slab may keep
-         * missing (slack claimed by neighbours, pages taken meanwhile). */
-        if (round >= 2)
+    for (int misses = 0; misses < SLAB_LOOKS;) {
+        /* The last looks settle for a whole slab: a sub-slab may keep
+         * missing (pages taken meanwhile by other threads). */
+        if (misses >= SLAB_LOOKS - 2)
             need.pages = 0;
         gpa_lock(st);
         if (fresh != NULL) {
@@ -856,9 +864,14 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
             gpa_set_where(s, WHERE_CUR);
             beam__atomic_store_relaxed(&s->heap, h);
         }
-        bool need_segment = s == NULL && st->pool == NULL;
-        bool need_meta = s == NULL && !need_segment && need.pages != 0 &&
-                         need.spare == NULL &&
+        /* Without records for a new slab, a tracked instance has not
+         * looked beyond the partial list yet: neither a segment nor a
+         * chunk's metadata may be missing (found with a test: it took a
+         * segment it had room for). */
+        bool need_info = s == NULL && st->track && need.info == NULL;
+        bool need_segment = s == NULL && !need_info && st->pool == NULL;
+        bool need_meta = s == NULL && !need_info && !need_segment &&
+                         need.pages != 0 && need.spare == NULL &&
                          beam__atomic_load_relaxed(&st->pool->mixed) == NULL;
         unsigned n = segment_slabs(st, h, need.pages);
         gpa_unlock(st);
@@ -866,10 +879,14 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
             break;
         /* What was missing is taken with no lock held, then we look
          * again (another thread may have filled the gap meanwhile). */
-        if (st->track && need.info == NULL &&
-            (need.info = (gpa_block_info *)gpa_meta_alloc(
-                 st, info_len, BEAM_ALIGNOF(gpa_block_info))) == NULL)
-            break;
+        if (need_info) { /* once: the next look may miss, not for this */
+            need.info = (gpa_block_info *)gpa_meta_alloc(
+                st, info_len, BEAM_ALIGNOF(gpa_block_info));
+            if (need.info == NULL)
+                break;
+            continue;
+        }
+        misses++;
         if (need_meta && (need.spare = mixed_meta_new(st)) == NULL) {
             need.pages = 0; /* no metadata for a chunk: a whole slab */
             continue;
@@ -885,7 +902,7 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
             need.any_room = true;
         }
     }
-    if (fresh != NULL) { /* out of rounds: keep it for the next refill */
+    if (fresh != NULL) { /* out of looks: keep it for the next refill */
         gpa_lock(st);
         segment_insert(st, fresh);
         gpa_unlock(st);
