@@ -829,13 +829,90 @@ static void slab_need_drop(gpa_state *st, slab_need *need, size_t info_len) {
         mixed_meta_drop(st, need->spare);
 }
 
-/* How many times a refill looks for a slab with room at most, taking what
- * was missing in between. A fresh instance whose first segment's slack is
- * all claimed by neighbours in the backing (seen under valgrind) misses
- * four times before its first sub-slab: the slack segment, then one with a
- * slab whose slack is claimed too, then a chunk's metadata to lend that
- * slab; only the last two looks settle for a whole slab. */
-#define SLAB_LOOKS 6
+/* What a look that found no slab lacked, to be taken with no lock held
+ * before the next. */
+typedef enum slab_lack {
+    LACK_ROOM,    /* nothing to take: pages taken meanwhile, say */
+    LACK_INFO,    /* a tracked instance's block records for a new slab */
+    LACK_SEGMENT, /* the pool is empty */
+    LACK_META,    /* metadata for a pool slab to lend as a mixed chunk */
+} slab_lack;
+
+/* One look, under the lock: a segment taken since the last joins the pool
+ * first; then a slab of cls with room, which becomes h's current, or NULL
+ * and, in *lack, what was lacking (*n: the slabs of a segment, if that;
+ * both mean nothing when a slab is found). */
+static gpa_slab *slab_look(gpa_heap *h, unsigned cls, slab_need *need,
+                           gpa_segment **fresh, gpa_defer **defer,
+                           slab_lack *lack, unsigned *n) {
+    gpa_state *st = h->st;
+    gpa_lock(st);
+    if (*fresh != NULL) {
+        segment_insert(st, *fresh);
+        *fresh = NULL;
+    }
+    gpa_slab *s = slab_find(st, cls, need, defer);
+    *lack = LACK_ROOM;
+    if (s != NULL) {
+        gpa_set_where(s, WHERE_CUR);
+        beam__atomic_store_relaxed(&s->heap, h);
+    } else if (st->track && need->info == NULL) {
+        /* Without records for a new slab, a tracked instance has not
+         * looked beyond the partial list: neither a segment nor a chunk's
+         * metadata may be missing (found with a test: it took a segment it
+         * had room for). */
+        *lack = LACK_INFO;
+    } else if (st->pool == NULL) {
+        *lack = LACK_SEGMENT;
+    } else if (need->pages != 0 && need->spare == NULL &&
+               beam__atomic_load_relaxed(&st->pool->mixed) == NULL) {
+        *lack = LACK_META;
+    }
+    *n = segment_slabs(st, h, need->pages);
+    gpa_unlock(st);
+    return s;
+}
+
+/* No lock held: take what a look lacked (another thread may fill the gap
+ * meanwhile; the next look sees). false: out of memory, give up. */
+static bool slab_lack_take(gpa_state *st, slab_need *need, slab_lack lack,
+                           unsigned n, gpa_segment **fresh, size_t info_len) {
+    switch (lack) {
+    case LACK_INFO:
+        need->info = (gpa_block_info *)gpa_meta_alloc(
+            st, info_len, BEAM_ALIGNOF(gpa_block_info));
+        return need->info != NULL;
+    case LACK_META:
+        if ((need->spare = mixed_meta_new(st)) == NULL)
+            need->pages = 0; /* no metadata for a chunk: a whole slab */
+        return true;
+    case LACK_SEGMENT:
+        if ((*fresh = segment_new(st, n)) != NULL)
+            return true;
+        if (need->any_room && need->pages == 0)
+            return false;
+        /* One more look, for any room: a whole slab, or what the fallback
+         * finds in a chunk (found in review: with a sub-slab step asked
+         * for, the fallback was never tried, and a refused backing failed
+         * allocations the pages held could serve). */
+        need->pages = 0;
+        need->any_room = true;
+        return true;
+    case LACK_ROOM:
+        break;
+    }
+    return true;
+}
+
+/* How many looks for a slab with room a refill may miss (the look made
+ * before a tracked instance has its block records is not counted: it saw
+ * the partial list only), taking what was missing in between. A fresh
+ * instance whose first segment's slack is all claimed by neighbours in the
+ * backing (seen under valgrind) misses three times: the slack segment,
+ * then one with a slab whose slack is claimed too, then a chunk's metadata
+ * to lend that slab; its fourth look finds the sub-slab. The last two are
+ * made to settle for a whole slab, so six is the least that serves it. */
+#define SLAB_MISSES 6
 
 gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
     gpa_state *st = h->st;
@@ -849,58 +926,18 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
     gpa_segment *fresh = NULL;
     gpa_slab *s = NULL;
-    for (int misses = 0; misses < SLAB_LOOKS;) {
+    for (int misses = 0; misses < SLAB_MISSES;) {
         /* The last looks settle for a whole slab: a sub-slab may keep
          * missing (pages taken meanwhile by other threads). */
-        if (misses >= SLAB_LOOKS - 2)
+        if (misses >= SLAB_MISSES - 2)
             need.pages = 0;
-        gpa_lock(st);
-        if (fresh != NULL) {
-            segment_insert(st, fresh);
-            fresh = NULL;
-        }
-        s = slab_find(st, cls, &need, &defer);
-        if (s != NULL) {
-            gpa_set_where(s, WHERE_CUR);
-            beam__atomic_store_relaxed(&s->heap, h);
-        }
-        /* Without records for a new slab, a tracked instance has not
-         * looked beyond the partial list yet: neither a segment nor a
-         * chunk's metadata may be missing (found with a test: it took a
-         * segment it had room for). */
-        bool need_info = s == NULL && st->track && need.info == NULL;
-        bool need_segment = s == NULL && !need_info && st->pool == NULL;
-        bool need_meta = s == NULL && !need_info && !need_segment &&
-                         need.pages != 0 && need.spare == NULL &&
-                         beam__atomic_load_relaxed(&st->pool->mixed) == NULL;
-        unsigned n = segment_slabs(st, h, need.pages);
-        gpa_unlock(st);
-        if (s != NULL)
+        slab_lack lack;
+        unsigned n;
+        s = slab_look(h, cls, &need, &fresh, &defer, &lack, &n);
+        if (s != NULL || !slab_lack_take(st, &need, lack, n, &fresh, info_len))
             break;
-        /* What was missing is taken with no lock held, then we look
-         * again (another thread may have filled the gap meanwhile). */
-        if (need_info) { /* once: the next look may miss, not for this */
-            need.info = (gpa_block_info *)gpa_meta_alloc(
-                st, info_len, BEAM_ALIGNOF(gpa_block_info));
-            if (need.info == NULL)
-                break;
-            continue;
-        }
-        misses++;
-        if (need_meta && (need.spare = mixed_meta_new(st)) == NULL) {
-            need.pages = 0; /* no metadata for a chunk: a whole slab */
-            continue;
-        }
-        if (need_segment && (fresh = segment_new(st, n)) == NULL) {
-            if (need.any_room && need.pages == 0)
-                break;
-            /* One more look, for any room: a whole slab, or what the
-             * fallback finds in a chunk (found in review: with a sub-slab
-             * step asked for, the fallback was never tried, and a refused
-             * backing failed allocations the pages held could serve). */
-            need.pages = 0;
-            need.any_room = true;
-        }
+        if (lack != LACK_INFO) /* (once: then the look saw everything) */
+            misses++;
     }
     if (fresh != NULL) { /* out of looks: keep it for the next refill */
         gpa_lock(st);

@@ -447,7 +447,10 @@ TEST(gpa_sub_over_another_instance_the_first_segment_is_usable) {
 
 /* A backing that puts each segment (a request of whole slabs) where the
  * test says, in a region of its own, and everything else (metadata) in
- * the large allocator: neighbours in the backing, made to order. */
+ * the large allocator: neighbours in the backing, made to order. (A
+ * tracked instance's block records for 16-byte blocks are 64 KiB too:
+ * the tests below allocate none. A refused request still counts in next,
+ * so a test that expects fewer segments sees one asked for too many.) */
 typedef struct placing {
     char *at[4]; /* where the next segments go, in order */
     int next;
@@ -516,16 +519,19 @@ static void first_blocks_among_neighbours(unsigned flags, bool crowded) {
     /* Chunks 0-1 and 2-3 claimed; this instance's slack segment between,
      * its next one either across chunks 5-7, between two more neighbours
      * (4-5 and 7-8), or across 9-11 with no neighbour. */
-    neighbour n[4];
+    /* Static: a failed check leaves early, and the instances left behind
+     * must not point into a dead frame. */
+    static neighbour n[4];
+    static placing mine;
+    static beam_gpa_t g;
     int settled = 0;
     char *at[4] = {region + K / 2, region + 5 * K / 2, region + 9 * K / 2,
                    region + 15 * K / 2};
     for (; settled < (crowded ? 4 : 2); settled++)
         CHECK(neighbour_settle(&n[settled], at[settled]));
-    placing mine = {{region + 3 * K / 2,
-                     crowded ? region + 11 * K / 2 : region + 19 * K / 2},
-                    0};
-    beam_gpa_t g;
+    mine = (placing){{region + 3 * K / 2,
+                      crowded ? region + 11 * K / 2 : region + 19 * K / 2},
+                     0};
     beam_gpa_init_ex(&g, (beam_allocator_t){&mine, &placing_vtable}, flags);
     beam_allocator_t a = beam_gpa_allocator(&g);
     void *p = beam_alloc_bytes(a, 24, 8);
