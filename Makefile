@@ -290,7 +290,7 @@ demo-run: lib $(DEMO_SO)
 # Installs the peers (mimalloc, jemalloc, tcmalloc, gnuplot) when missing,
 # builds, runs everything once, writes bench/results/. See bench/run.sh.
 bench:
-	@CC="$(CC)" MAKE="$(MAKE)" bench/run.sh
+	@CC="$(CC)" MAKE="$(MAKE)" NIF_LDFLAGS="$(NIF_LDFLAGS)" bench/run.sh
 
 # SQLite's allocator in a BEAM: malloc, enif_alloc with a size header,
 # beam_alloc's general purpose allocator (beam_sqlite3_use) and mimalloc,

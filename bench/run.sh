@@ -28,6 +28,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 CC=${CC:-cc}
 MAKE=${MAKE:-make}
+# How the Makefile links a NIF (it passes NIF_LDFLAGS; the bench NIF is linked alike).
+NIF_LDFLAGS=${NIF_LDFLAGS:?bench/run.sh: run it through make bench, which passes NIF_LDFLAGS}
 SCALE=${BENCH_SCALE:-1}
 REPS=${BENCH_REPS:-5}
 MATRIX=${BENCH_MATRIX:-0}
@@ -110,10 +112,9 @@ $SA -DBENCH_WITH_MIMALLOC -o "$WORK/bench_sa_mimalloc" -lmimalloc
 $SA -DBENCH_WITH_JEMALLOC -o "$WORK/bench_sa_jemalloc" -ljemalloc
 $SA -DBENCH_WITH_TCMALLOC -o "$WORK/bench_sa_tcmalloc" -ltcmalloc_minimal
 # Built as a user's NIF is (beam_alloc.mk, the Mix compiler): hidden
-# visibility and --exclude-libs, so its calls into its own copy of beam_alloc
-# are direct calls, not through the PLT as an exported symbol's would be.
-NIF_LD=(-shared)
-[ "$(uname -s)" = Darwin ] && NIF_LD+=(-undefined dynamic_lookup) || NIF_LD+=(-Wl,--exclude-libs,ALL)
+# visibility, and the Makefile's NIF_LDFLAGS (--exclude-libs), so its calls
+# into its own copy of beam_alloc are direct, not through the PLT.
+read -ra NIF_LD <<<"$NIF_LDFLAGS"
 $CC "${CFLAGS_BENCH[@]}" ${OPT[@]+"${OPT[@]}"} -fPIC -fvisibility=hidden -I"$ERTS_INCLUDE_DIR" \
   bench/nif/bench_nif.c $LIB_NIF "${NIF_LD[@]}" -ldl -o "$WORK/bench_nif.so"
 erlc -o "$WORK" bench/nif/bench_nif.erl
