@@ -211,34 +211,70 @@ static const char *free_problem(const gpa_state *st, const gpa_slab *s,
     return NULL;
 }
 
-void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
-                           size_t alignment, uintptr_t ret) {
+/* Lock held: the run of pages pages at page at of s is free again; s goes
+ * back to the pool when that was its last block. */
+static void free_run(gpa_state *st, gpa_slab *s, unsigned at, unsigned pages,
+                     size_t counted, gpa_defer **defer) {
+    bin_take(st, s);
+    s->pages_used &= (uint16_t)~run_mask(at, pages);
+    s->pages_start &= (uint16_t) ~(1u << at);
+    s->used--;
+    beam__count_free(&st->large_counts, &st->peak, counted);
+    if (s->used == 0) {
+        GPA_ASSERT(s->pages_used == 0 && s->pages_start == 0);
+        beam__gpa_slab_release(st, s, defer);
+    } else {
+        bin_put(st, s);
+    }
+}
+
+/* A free with a problem, or one that may have one: every check, under a
+ * lock of its own (what the common case saw without it may have changed
+ * since), and the misuse reported after. */
+static BEAM__NOINLINE void free_checked(gpa_state *st, gpa_slab *s, void *mem,
+                                        size_t len, size_t alignment,
+                                        uintptr_t ret) {
     gpa_defer *defer = NULL;
     size_t counted;
     gpa_lock(st);
     size_t bytes = beam__gpa_medium_block(st, s, mem);
     const char *problem =
         free_problem(st, s, mem, bytes, len, alignment, &counted);
-    if (counted != 0) {
-        unsigned at =
-            (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
-        bin_take(st, s);
-        s->pages_used &=
-            (uint16_t)~run_mask(at, (unsigned)(bytes >> GPA_PAGE_SHIFT));
-        s->pages_start &= (uint16_t) ~(1u << at);
-        s->used--;
-        beam__count_free(&st->large_counts, &st->peak, counted);
-        if (s->used == 0) {
-            GPA_ASSERT(s->pages_used == 0 && s->pages_start == 0);
-            beam__gpa_slab_release(st, s, &defer);
-        } else {
-            bin_put(st, s);
-        }
-    }
+    if (counted != 0)
+        free_run(st, s,
+                 (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT),
+                 (unsigned)(bytes >> GPA_PAGE_SHIFT), counted, &defer);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
     if (problem != NULL)
         beam__gpa_misuse(st, problem, mem, len, alignment, ret);
+}
+
+void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
+                           size_t alignment, uintptr_t ret) {
+    /* The common case in one pass under the lock: a block of this
+     * instance's medium slab, starting at mem, of the pages len asks for.
+     * Anything else, misuse included, goes to free_checked, which decides
+     * it with the checks that name the problem. */
+    gpa_defer *defer = NULL;
+    gpa_lock(st);
+    size_t off = (size_t)((char *)mem - s->base);
+    unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
+    if (BEAM__LIKELY(beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM &&
+                     off < GPA_SLAB_SIZE && (off & (GPA_PAGE_SIZE - 1)) == 0 &&
+                     (s->pages_start & (1u << at)) != 0 &&
+                     len > BEAM_GPA_SMALL_MAX && alignment <= GPA_PAGE_SIZE)) {
+        unsigned pages = block_pages(s, at);
+        if (BEAM__LIKELY(pages_for(len) == pages)) {
+            free_run(st, s, at, pages, len, &defer);
+            gpa_unlock(st);
+            if (defer != NULL)
+                beam__gpa_defer_run(st, defer);
+            return;
+        }
+    }
+    gpa_unlock(st);
+    free_checked(st, s, mem, len, alignment, ret);
 }
 
 bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
