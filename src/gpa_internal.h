@@ -427,6 +427,7 @@ struct beam_gpa_state {
     /* Medium slabs by their longest free run: medium[k] lists those whose
      * longest run is k pages (a full one is in no list). */
     gpa_slab *medium[GPA_PAGES + 1];
+    uint32_t medium_lists; /* bit k: medium[k] is not empty */
     gpa_heap *heaps;
     gpa_large *large;
     size_t large_cap, large_count, large_used; /* used: live + tombstones */

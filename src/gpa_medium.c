@@ -34,24 +34,46 @@ static uint32_t free_pages(const gpa_slab *s) {
     return ~(uint32_t)s->pages_used & ((1u << GPA_PAGES) - 1);
 }
 
-/* The longest run of set bits in m. */
+/* The longest run of set bits in each byte value (a constant: no
+ * constructor has to run before the first medium block). */
+static const uint8_t byte_run[256] = {
+    0, 1, 1, 2, 1, 1, 2, 3, 1, 1, 1, 2, 2, 2, 3, 4, 1, 1, 1, 2, 1, 1, 2, 3,
+    2, 2, 2, 2, 3, 3, 4, 5, 1, 1, 1, 2, 1, 1, 2, 3, 1, 1, 1, 2, 2, 2, 3, 4,
+    2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 5, 6, 1, 1, 1, 2, 1, 1, 2, 3,
+    1, 1, 1, 2, 2, 2, 3, 4, 1, 1, 1, 2, 1, 1, 2, 3, 2, 2, 2, 2, 3, 3, 4, 5,
+    2, 2, 2, 2, 2, 2, 2, 3, 2, 2, 2, 2, 2, 2, 3, 4, 3, 3, 3, 3, 3, 3, 3, 3,
+    4, 4, 4, 4, 5, 5, 6, 7, 1, 1, 1, 2, 1, 1, 2, 3, 1, 1, 1, 2, 2, 2, 3, 4,
+    1, 1, 1, 2, 1, 1, 2, 3, 2, 2, 2, 2, 3, 3, 4, 5, 1, 1, 1, 2, 1, 1, 2, 3,
+    1, 1, 1, 2, 2, 2, 3, 4, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 5, 6,
+    2, 2, 2, 2, 2, 2, 2, 3, 2, 2, 2, 2, 2, 2, 3, 4, 2, 2, 2, 2, 2, 2, 2, 3,
+    2, 2, 2, 2, 3, 3, 4, 5, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 7, 8};
+
+/* The longest run of set bits in the 16 bits of m: the longest in either
+ * byte, or the run that crosses between them (the low byte's top ones and
+ * the high byte's bottom ones). No loop: the length is random from call
+ * to call, and a loop over it mispredicted its exit every time. */
 static unsigned longest_run(uint32_t m) {
-    unsigned n = 0;
-    for (; m != 0; n++)
-        m &= m << 1;
-    return n;
+    uint32_t lo = m & 0xff, hi = (m >> 8) & 0xff;
+    unsigned inner = byte_run[lo] > byte_run[hi] ? byte_run[lo] : byte_run[hi];
+    unsigned cross = (unsigned)__builtin_clz(((~lo & 0xff) << 24) | 0x800000u) +
+                     (unsigned)__builtin_ctz(~hi | 0x100u);
+    return inner > cross ? inner : cross;
 }
 
 /* The first page of the first run of n free pages of s (there is one).
- * Bit p of m stays set while pages p .. p + have - 1 are all free; have
- * doubles, then tops up to n: four steps at most instead of n - 1. */
+ * Bit p of m stays set while pages p .. p + have - 1 are all free; each
+ * step adds up to have, so four steps reach any n up to 16, whatever n is
+ * (no loop whose count varies, and so no mispredicted exit). */
 static unsigned find_run(const gpa_slab *s, unsigned n) {
+    GPA_ASSERT(n >= 1 && n <= GPA_PAGES);
     uint32_t m = free_pages(s);
     unsigned have = 1;
-    for (; 2 * have <= n; have *= 2)
-        m &= m >> have;
-    if (have < n)
-        m &= m >> (n - have);
+    for (unsigned i = 0; i < 4; i++) {
+        unsigned step = n - have < have ? n - have : have;
+        m &= m >> step;
+        have += step;
+    }
     GPA_ASSERT(m != 0);
     return (unsigned)__builtin_ctz(m);
 }
@@ -69,20 +91,32 @@ static uint16_t run_mask(unsigned p, unsigned n) {
     return (uint16_t)(((1u << n) - 1) << p);
 }
 
-/* s goes in the list of its longest free run (none when full); the run is
- * kept in s->requeue, which medium slabs do not otherwise use, so taking
- * it out again costs no second count. */
-static void bin_put(gpa_state *st, gpa_slab *s) {
-    unsigned k = longest_run(free_pages(s));
-    s->requeue = (uint16_t)k;
-    if (k != 0)
-        gpa_list_push(&st->medium[k], s);
+/* Lock held: take s out of medium[k], whose bit in medium_lists says
+ * whether any slab is left in it. */
+static void bin_unlink(gpa_state *st, gpa_slab *s, unsigned k) {
+    GPA_ASSERT(st->medium_lists & (1u << k));
+    gpa_list_unlink(&st->medium[k], s);
+    if (st->medium[k] == NULL)
+        st->medium_lists &= ~(1u << k);
 }
 
-static void bin_take(gpa_state *st, gpa_slab *s) {
-    GPA_ASSERT(s->requeue == longest_run(free_pages(s)));
-    if (s->requeue != 0)
-        gpa_list_unlink(&st->medium[s->requeue], s);
+/* Lock held: the pages of s changed, and its longest free run was old (0:
+ * it was in no list). s is kept in the list of its longest free run (none
+ * when full), and the run in s->requeue, which medium slabs do not
+ * otherwise use. It moves only when that run changed: most changes leave
+ * it, and then no neighbour's metadata is touched. */
+static void bin_move(gpa_state *st, gpa_slab *s, unsigned old) {
+    GPA_ASSERT(s->requeue == old);
+    unsigned k = longest_run(free_pages(s));
+    if (k == old)
+        return;
+    if (old != 0)
+        bin_unlink(st, s, old);
+    s->requeue = (uint16_t)k;
+    if (k != 0) {
+        gpa_list_push(&st->medium[k], s);
+        st->medium_lists |= 1u << k;
+    }
 }
 
 /* A pool slab becomes a medium slab: no classes (fast_span 0: no length
@@ -107,16 +141,16 @@ static void medium_format(gpa_slab *s) {
     gpa_set_where(s, WHERE_MEDIUM);
 }
 
-/* Lock held: a medium slab with a run of n free pages, out of its list;
- * NULL when out of memory. */
+/* Lock held: a medium slab with a run of n free pages (left in its list:
+ * bin_move moves it once its pages have changed, if it must); NULL when
+ * out of memory. */
 static gpa_slab *slab_with_run(gpa_state *st, unsigned n) {
-    for (unsigned k = n; k <= GPA_PAGES; k++) {
+    uint32_t lists = st->medium_lists >> n << n;
+    if (lists != 0) {
+        unsigned k = (unsigned)__builtin_ctz(lists);
         gpa_slab *s = st->medium[k];
-        if (s != NULL) {
-            gpa_list_unlink(&st->medium[k], s);
-            s->requeue = 0;
-            return s;
-        }
+        GPA_ASSERT(s != NULL && s->requeue == k);
+        return s;
     }
     /* (The pool may drop the lock to grow; a slab freed into the lists
      * meanwhile is found by the next allocation.) */
@@ -137,7 +171,7 @@ void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
         s->pages_used |= run_mask(at, n);
         s->pages_start |= (uint16_t)(1u << at);
         s->used++;
-        bin_put(st, s);
+        bin_move(st, s, s->requeue);
         p = s->base + ((size_t)at << GPA_PAGE_SHIFT);
         beam__count_alloc(&st->large_counts, &st->peak, len);
     } else {
@@ -215,16 +249,18 @@ static const char *free_problem(const gpa_state *st, const gpa_slab *s,
  * back to the pool when that was its last block. */
 static void free_run(gpa_state *st, gpa_slab *s, unsigned at, unsigned pages,
                      size_t counted, gpa_defer **defer) {
-    bin_take(st, s);
+    unsigned old = s->requeue;
     s->pages_used &= (uint16_t)~run_mask(at, pages);
     s->pages_start &= (uint16_t) ~(1u << at);
     s->used--;
     beam__count_free(&st->large_counts, &st->peak, counted);
     if (s->used == 0) {
         GPA_ASSERT(s->pages_used == 0 && s->pages_start == 0);
+        if (old != 0)
+            bin_unlink(st, s, old);
         beam__gpa_slab_release(st, s, defer);
     } else {
-        bin_put(st, s);
+        bin_move(st, s, old);
     }
 }
 
@@ -293,10 +329,10 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     if (bytes != 0 && pages_for(len) == have && at + want <= GPA_PAGES &&
         (want <= have || (free_pages(s) & run_mask(at + have, want - have)) ==
                              run_mask(at + have, want - have))) {
-        bin_take(st, s);
+        unsigned old = s->requeue;
         s->pages_used &= (uint16_t)~run_mask(at, have);
         s->pages_used |= run_mask(at, want);
-        bin_put(st, s);
+        bin_move(st, s, old);
         beam__count_resize(&st->large_counts, &st->peak, len, new_len);
         ok = true;
     }
