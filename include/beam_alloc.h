@@ -284,10 +284,16 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     class finds it, or at beam_gpa_collect. (A full slab with fewer than
  *     an eighth free stays out of reach until then: at most an eighth of a
  *     slab per slab.)
- *   - Medium blocks belong to the instance, not to a heap: a medium slab
- *     goes back to the pool the moment its last block is freed. A medium
- *     block takes whole 4 KiB pages (8193 bytes take 12 KiB), and two
- *     blocks of just over 32 KiB cannot share a slab.
+ *   - Medium blocks belong to the instance, not to a heap. A medium block
+ *     takes whole 4 KiB pages (8193 bytes take 12 KiB), and two blocks of
+ *     just over 32 KiB cannot share a slab. A freed medium block is kept
+ *     whole for the next allocation of as many pages while there is room:
+ *     at most 8 of each length, kept only while they come to no more than
+ *     1/32 of the live medium bytes, and given back to their slabs when
+ *     the live bytes fall until they are over 1/16; so none once no medium
+ *     block is live, and none after beam_gpa_collect. A kept block keeps
+ *     its slab; a medium slab goes back to the pool the moment its last
+ *     block is back in it.
  *   - A thread's frees into slabs its heap does not own wait on the heap
  *     (up to 63 blocks) and reach their slabs at its next refill, or when
  *     the heap is retired or collected.
@@ -374,9 +380,10 @@ BEAM_API bool beam_gpa_deinit(beam_gpa_t *gpa);
  * slabs of every heap whose thread is not inside a call of this instance at
  * that moment (idle schedulers, dirty ones included: on Linux, through a
  * process-wide memory barrier; elsewhere only the calling thread's heap),
- * frees other threads made are collected, every slab without a live block
- * goes to the pool, the cached large blocks and every wholly free segment go
- * back to the backing allocator. Costs a walk over the instance's partly
+ * frees other threads made are collected, the freed medium blocks kept for
+ * reuse go back to their slabs, every slab without a live block goes to the
+ * pool, the cached large blocks and every wholly free segment go back to the
+ * backing allocator. Costs a walk over the instance's partly
  * used slabs and the frees waiting in them, under the instance's lock: call
  * it from a dirty scheduler or a process of its own when much is held.
  * Threads whose slabs were taken take slabs afresh on their next call. */

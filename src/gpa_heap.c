@@ -385,6 +385,7 @@ void beam__gpa_collect_all(gpa_state *st) {
     gpa_defer *defer = NULL;
     gpa_lock(st);
     strip_idle_heaps(st, mine, &defer);
+    beam__gpa_medium_flush(st, &defer);
     beam__gpa_slabs_trim(st, &defer);
     beam__gpa_cache_flush(st, &defer);
     gpa_unlock(st);

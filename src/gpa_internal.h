@@ -190,9 +190,10 @@
  *  - A medium slab (WHERE_MEDIUM, cls GPA_MEDIUM_CLS) has no heap, no free
  *    list, fast_span 0 and bump == end == base (so no class check, fast or
  *    general, passes a pointer of it: its frees go to gpa_medium.c by
- *    its where); used counts its blocks, and it is in
- *    st->medium[requeue] when requeue (its longest free run) is not 0. It
- *    goes back to the pool when used reaches 0. All of it is the lock's.
+ *    its where); used counts its blocks, those in st->medium_cache (set
+ *    in pages_cached) included, and it is in st->medium[requeue] when
+ *    requeue (its longest free run) is not 0. It goes back to the pool
+ *    when used reaches 0. All of it is the lock's.
  *  - fast_span != 0 only on a formatted, untracked slab outside the pool,
  *    so only with st != NULL (the fast free relies on it, gpa_fast.h).
  *  - used counts blocks handed out minus frees collected; thread_free holds
@@ -227,6 +228,12 @@
  * pages in a medium slab (gpa_medium.c). */
 #define GPA_MEDIUM_MAX GPA_SLAB_SIZE
 #define GPA_MEDIUM_CLS 0xffff /* slab->cls of a medium slab */
+/* Freed medium blocks kept whole for reuse (gpa_medium.c): at most this
+ * many of each length in pages; one is kept only if they then come to no
+ * more than 1/SHARE of the live medium bytes, and they are given back down
+ * to that once the live bytes fall until they are over 2/SHARE. */
+#define GPA_MEDIUM_CACHE 8
+#define GPA_MEDIUM_CACHE_SHARE 32
 
 enum gpa_where {
     WHERE_POOL,    /* free for any class */
@@ -294,6 +301,8 @@ typedef struct gpa_slab {
     _Atomic uint8_t where; /* enum gpa_where */
     uint16_t requeue;      /* frees waiting that bring a FULL slab back;
                               a medium slab's longest free run (its list) */
+    uint16_t pages_cached; /* medium: the blocks (by first page) that are
+                              freed but kept whole in st->medium_cache */
     /* The rest: colder, or shared. */
     _Alignas(64) _Atomic uintptr_t thread_free; /* remote frees | count |
                                                    FULL_BIT */
@@ -428,6 +437,14 @@ struct beam_gpa_state {
      * longest run is k pages (a full one is in no list). */
     gpa_slab *medium[GPA_PAGES + 1];
     uint32_t medium_lists; /* bit k: medium[k] is not empty */
+    /* Freed medium blocks kept whole (gpa_medium.c): medium_cached[n]
+     * blocks of n pages, the i-th at page medium_cache_at[n][i] of slab
+     * medium_cache[n][i]; medium_cache_bytes: their pages, in bytes. */
+    gpa_slab *medium_cache[GPA_PAGES + 1][GPA_MEDIUM_CACHE];
+    uint8_t medium_cache_at[GPA_PAGES + 1][GPA_MEDIUM_CACHE];
+    uint8_t medium_cached[GPA_PAGES + 1];
+    size_t medium_cache_bytes;
+    size_t medium_live; /* pages of the live medium blocks, in bytes */
     gpa_heap *heaps;
     gpa_large *large;
     size_t large_cap, large_count, large_used; /* used: live + tombstones */
@@ -760,10 +777,14 @@ BEAM__HIDDEN void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem,
 BEAM__HIDDEN bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem,
                                           size_t len, size_t alignment,
                                           size_t new_len);
-/* Lock held: the bytes of the block that starts at p in s, or 0 when s is
- * not (or no longer) a medium slab of st or no block starts there. */
+/* Lock held: the bytes of the live block that starts at p in s, or 0 when
+ * s is not (or no longer) a medium slab of st or no live block starts
+ * there (a freed block kept in the cache included). */
 BEAM__HIDDEN size_t beam__gpa_medium_block(const gpa_state *st,
                                            const gpa_slab *s, const void *p);
+/* Lock held: every freed block kept in the cache goes back to its slab
+ * (beam_gpa_collect). */
+BEAM__HIDDEN void beam__gpa_medium_flush(gpa_state *st, gpa_defer **defer);
 
 /* ---- large blocks (gpa_large.c) ----------------------------------------- */
 

@@ -18,10 +18,16 @@
  * kept by their longest free run (st->medium[k]), so an allocation of n
  * pages takes the first slab of the first non-empty list from n up.
  *
+ * A freed block is first offered to a cache of blocks kept whole for the
+ * next allocation of as many pages (below): under churn, that skips the
+ * search, the lists and the formatting of slabs that go back and forth to
+ * the pool, which were most of a medium call's cost.
+ *
  * Everything here is under the instance lock: medium blocks are rarer and
  * larger than small ones, and the lock is a leaf (rules in
- * gpa_internal.h). A slab whose last block goes is released to the pool at
- * once, where small classes and other medium blocks can take it.
+ * gpa_internal.h). A slab whose last block goes back to its masks is
+ * released to the pool at once, where small classes and other medium
+ * blocks can take it (a block in the cache keeps its slab).
  */
 #include "gpa_fast.h"
 
@@ -137,8 +143,112 @@ static void medium_format(gpa_slab *s) {
     s->prev_size = 0;
     s->fast_span = 0;
     s->pages_used = s->pages_start = 0;
+    s->pages_cached = 0;
     beam__atomic_store_relaxed(&s->thread_free, 0);
     gpa_set_where(s, WHERE_MEDIUM);
+}
+
+/* Lock held: the run of pages pages at page at of s is free again in its
+ * masks; s goes back to the pool when that was its last block. (The caller
+ * counts the free: a cached block was counted when it was freed.) */
+static void run_free(gpa_state *st, gpa_slab *s, unsigned at, unsigned pages,
+                     gpa_defer **defer) {
+    GPA_ASSERT(!(s->pages_cached & (1u << at)));
+    unsigned old = s->requeue;
+    s->pages_used &= (uint16_t)~run_mask(at, pages);
+    s->pages_start &= (uint16_t) ~(1u << at);
+    s->used--;
+    if (s->used == 0) {
+        GPA_ASSERT(s->pages_used == 0 && s->pages_start == 0 &&
+                   s->pages_cached == 0);
+        if (old != 0)
+            bin_unlink(st, s, old);
+        beam__gpa_slab_release(st, s, defer);
+    } else {
+        bin_move(st, s, old);
+    }
+}
+
+/* ---- the cache of freed blocks ---------------------------------------------
+ * A freed block kept whole, as it is, for the next allocation of as many
+ * pages: at most GPA_MEDIUM_CACHE blocks of each length. One is kept only
+ * if the cache then holds no more than 1/GPA_MEDIUM_CACHE_SHARE of the live
+ * medium bytes, and once these fall until it holds more than twice that,
+ * it gives blocks back down to its share (cache_check): what it holds stays
+ * in proportion to what is in use, and is nothing when nothing is (the
+ * last free empties it). A cached block keeps its pages in its slab's
+ * masks and its place in used (so its slab stays out of the pool);
+ * pages_cached marks it freed for every check (a second free of it is a
+ * double free, its size is no block's). beam_gpa_collect empties the
+ * cache, and an allocation that finds no run and no slab empties it and
+ * tries again. */
+
+static unsigned page_of(const gpa_slab *s, const void *p) {
+    return (unsigned)((size_t)((const char *)p - s->base) >> GPA_PAGE_SHIFT);
+}
+
+/* Lock held: a cached block of n pages, out of the cache, or NULL; *sp,
+ * *atp: its slab and first page. */
+static BEAM__ALWAYS_INLINE char *cache_take(gpa_state *st, unsigned n,
+                                            gpa_slab **sp, unsigned *atp) {
+    if (st->medium_cached[n] == 0)
+        return NULL;
+    unsigned i = --st->medium_cached[n];
+    gpa_slab *s = st->medium_cache[n][i];
+    unsigned at = st->medium_cache_at[n][i];
+    GPA_ASSERT(gpa_where(s) == WHERE_MEDIUM && (s->pages_cached & (1u << at)) &&
+               (s->pages_start & (1u << at)) && block_pages(s, at) == n);
+    s->pages_cached &= (uint16_t) ~(1u << at);
+    st->medium_cache_bytes -= (size_t)n << GPA_PAGE_SHIFT;
+    *sp = s;
+    *atp = at;
+    return s->base + ((size_t)at << GPA_PAGE_SHIFT);
+}
+
+/* Lock held: keep the freed block of pages pages at page at of s in the
+ * cache; false when there is no room for it. */
+static BEAM__ALWAYS_INLINE bool cache_put(gpa_state *st, gpa_slab *s,
+                                          unsigned at, unsigned pages) {
+    size_t bytes = (size_t)pages << GPA_PAGE_SHIFT;
+    unsigned i = st->medium_cached[pages];
+    if (i == GPA_MEDIUM_CACHE || st->medium_cache_bytes + bytes >
+                                     st->medium_live / GPA_MEDIUM_CACHE_SHARE)
+        return false;
+    st->medium_cache[pages][i] = s;
+    st->medium_cache_at[pages][i] = (uint8_t)at;
+    st->medium_cached[pages] = (uint8_t)(i + 1);
+    s->pages_cached |= (uint16_t)(1u << at);
+    st->medium_cache_bytes += bytes;
+    return true;
+}
+
+/* Lock held: cached blocks go back to their slabs, the longest first,
+ * until the cache holds no more than budget bytes. */
+static void cache_trim(gpa_state *st, size_t budget, gpa_defer **defer) {
+    for (unsigned n = GPA_PAGES; n > 0 && st->medium_cache_bytes > budget;
+         n--) {
+        gpa_slab *s;
+        unsigned at;
+        while (st->medium_cache_bytes > budget &&
+               cache_take(st, n, &s, &at) != NULL)
+            run_free(st, s, at, n, defer);
+    }
+    GPA_ASSERT(st->medium_cache_bytes <= budget);
+}
+
+/* Lock held: the live bytes fell. Past twice its share of them, the cache
+ * goes back to its share (not at every fall: under churn the live bytes
+ * go up and down by a block at each call, and a cache trimmed at every
+ * fall would hand back blocks the next call asks for again). */
+static void cache_check(gpa_state *st, gpa_defer **defer) {
+    size_t share = st->medium_live / GPA_MEDIUM_CACHE_SHARE;
+    if (st->medium_cache_bytes > 2 * share)
+        cache_trim(st, share, defer);
+}
+
+void beam__gpa_medium_flush(gpa_state *st, gpa_defer **defer) {
+    GPA_ASSERT_LOCKED(st);
+    cache_trim(st, 0, defer);
 }
 
 /* Lock held: a medium slab with a run of n free pages (left in its list:
@@ -164,20 +274,37 @@ void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
     GPA_ASSERT(len > BEAM_GPA_SMALL_MAX && len <= GPA_MEDIUM_MAX && !st->track);
     unsigned n = pages_for(len);
     gpa_lock(st);
-    gpa_slab *s = slab_with_run(st, n);
-    void *p = NULL;
+    gpa_slab *s;
+    unsigned at;
+    void *p = cache_take(st, n, &s, &at);
+    if (p != NULL) {
+        st->medium_live += (size_t)n << GPA_PAGE_SHIFT;
+        beam__count_alloc(&st->large_counts, &st->peak, len);
+        gpa_unlock(st);
+        return p;
+    }
+    gpa_defer *defer = NULL;
+    s = slab_with_run(st, n);
+    if (s == NULL && st->medium_cache_bytes != 0) {
+        /* Out of memory: the cached blocks may free a run, or a slab. */
+        cache_trim(st, 0, &defer);
+        s = slab_with_run(st, n);
+    }
     if (s != NULL) {
-        unsigned at = find_run(s, n);
+        at = find_run(s, n);
         s->pages_used |= run_mask(at, n);
         s->pages_start |= (uint16_t)(1u << at);
         s->used++;
         bin_move(st, s, s->requeue);
         p = s->base + ((size_t)at << GPA_PAGE_SHIFT);
+        st->medium_live += (size_t)n << GPA_PAGE_SHIFT;
         beam__count_alloc(&st->large_counts, &st->peak, len);
     } else {
         beam__atomic_add_relaxed(&st->large_counts.failed, 1);
     }
     gpa_unlock(st);
+    if (defer != NULL)
+        beam__gpa_defer_run(st, defer);
     return p;
 }
 
@@ -205,7 +332,7 @@ size_t beam__gpa_medium_block(const gpa_state *st, const gpa_slab *s,
     if (off >= GPA_SLAB_SIZE || (off & (GPA_PAGE_SIZE - 1)) != 0)
         return 0;
     unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
-    if (!(s->pages_start & (1u << at)))
+    if (!(s->pages_start & ~s->pages_cached & (1u << at)))
         return 0;
     return (size_t)block_pages(s, at) << GPA_PAGE_SHIFT;
 }
@@ -221,6 +348,9 @@ static const char *free_problem(const gpa_state *st, const gpa_slab *s,
         return "free of a pointer into unused memory (or a double free)";
     size_t off = (size_t)((const char *)mem - s->base);
     if (bytes == 0) {
+        if ((off & (GPA_PAGE_SIZE - 1)) == 0 &&
+            (s->pages_cached & (1u << (off >> GPA_PAGE_SHIFT))))
+            return "double free (the block was freed already)";
         if (s->pages_used & (1u << (off >> GPA_PAGE_SHIFT)))
             return "free of a pointer inside a block";
         return (off & (GPA_PAGE_SIZE - 1)) != 0
@@ -245,23 +375,19 @@ static const char *free_problem(const gpa_state *st, const gpa_slab *s,
     return NULL;
 }
 
-/* Lock held: the run of pages pages at page at of s is free again; s goes
- * back to the pool when that was its last block. */
-static void free_run(gpa_state *st, gpa_slab *s, unsigned at, unsigned pages,
-                     size_t counted, gpa_defer **defer) {
-    unsigned old = s->requeue;
-    s->pages_used &= (uint16_t)~run_mask(at, pages);
-    s->pages_start &= (uint16_t) ~(1u << at);
-    s->used--;
+/* Lock held: the live block of pages pages at page at of s is freed (its
+ * free counted as counted bytes): kept in the cache, or back in its slab,
+ * and then the cache perhaps over its share of what is live now. */
+static BEAM__ALWAYS_INLINE void block_free(gpa_state *st, gpa_slab *s,
+                                           unsigned at, unsigned pages,
+                                           size_t counted, bool cache,
+                                           gpa_defer **defer) {
+    st->medium_live -= (size_t)pages << GPA_PAGE_SHIFT;
     beam__count_free(&st->large_counts, &st->peak, counted);
-    if (s->used == 0) {
-        GPA_ASSERT(s->pages_used == 0 && s->pages_start == 0);
-        if (old != 0)
-            bin_unlink(st, s, old);
-        beam__gpa_slab_release(st, s, defer);
-    } else {
-        bin_move(st, s, old);
-    }
+    if (cache && cache_put(st, s, at, pages))
+        return;
+    run_free(st, s, at, pages, defer);
+    cache_check(st, defer);
 }
 
 /* A free with a problem, or one that may have one: every check, under a
@@ -277,9 +403,8 @@ static BEAM__NOINLINE void free_checked(gpa_state *st, gpa_slab *s, void *mem,
     const char *problem =
         free_problem(st, s, mem, bytes, len, alignment, &counted);
     if (counted != 0)
-        free_run(st, s,
-                 (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT),
-                 (unsigned)(bytes >> GPA_PAGE_SHIFT), counted, &defer);
+        block_free(st, s, page_of(s, mem), (unsigned)(bytes >> GPA_PAGE_SHIFT),
+                   counted, false, &defer);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
     if (problem != NULL)
@@ -298,11 +423,11 @@ void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
     if (BEAM__LIKELY(beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM &&
                      off < GPA_SLAB_SIZE && (off & (GPA_PAGE_SIZE - 1)) == 0 &&
-                     (s->pages_start & (1u << at)) != 0 &&
+                     (s->pages_start & ~s->pages_cached & (1u << at)) != 0 &&
                      len > BEAM_GPA_SMALL_MAX && alignment <= GPA_PAGE_SIZE)) {
         unsigned pages = block_pages(s, at);
         if (BEAM__LIKELY(pages_for(len) == pages)) {
-            free_run(st, s, at, pages, len, &defer);
+            block_free(st, s, at, pages, len, true, &defer);
             gpa_unlock(st);
             if (defer != NULL)
                 beam__gpa_defer_run(st, defer);
@@ -319,6 +444,7 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
         alignment > GPA_PAGE_SIZE)
         return false;
     bool ok = false;
+    gpa_defer *defer = NULL;
     gpa_lock(st);
     size_t bytes = beam__gpa_medium_block(st, s, mem);
     unsigned at = (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
@@ -333,9 +459,14 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
         s->pages_used &= (uint16_t)~run_mask(at, have);
         s->pages_used |= run_mask(at, want);
         bin_move(st, s, old);
+        st->medium_live = st->medium_live - ((size_t)have << GPA_PAGE_SHIFT) +
+                          ((size_t)want << GPA_PAGE_SHIFT);
+        /* (Shrunk, the live bytes may no longer allow what is cached.) */
+        cache_check(st, &defer);
         beam__count_resize(&st->large_counts, &st->peak, len, new_len);
         ok = true;
     }
     gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
     return ok;
 }

@@ -508,3 +508,220 @@ TEST(gpa_medium_free_of_an_entry_being_unmapped_by_a_stateless_instance) {
     CHECK(counted_end_clean(&c));
     CHECK(counted_end_clean(&none));
 }
+
+/* ---- the cache of freed blocks (gpa_medium.c) --------------------------- */
+
+/* Enough live medium blocks that the cache's share of them (1/32) holds a
+ * few blocks of 12 KiB: 64 x 12 KiB live is 768 KiB, a share of 24 KiB. */
+#define CACHE_LIVE 64
+
+static void cache_fill(counted *c, char **live) {
+    for (int i = 0; i < CACHE_LIVE; i++) {
+        live[i] = beam_alloc_bytes(c->a, 12 * KIB, 8);
+        CHECK(live[i] != NULL);
+    }
+}
+
+static void cache_drain(counted *c, char **live) {
+    for (int i = 0; i < CACHE_LIVE; i++)
+        if (live[i] != NULL)
+            beam_free_bytes(c->a, live[i], 12 * KIB, 8);
+}
+
+/* Free live[k], which the cache keeps (its only block). */
+static void cache_one(counted *c, char **live, int k) {
+    beam_free_bytes(c->a, live[k], 12 * KIB, 8);
+    live[k] = NULL;
+    CHECK(beam__gpa_state_of(&c->g)->medium_cache_bytes == 12 * KIB);
+}
+
+TEST(gpa_medium_freed_block_is_kept_for_the_next_of_its_pages) {
+    counted c;
+    counted_init(&c, 0);
+    char *live[CACHE_LIVE];
+    cache_fill(&c, live);
+    gpa_state *st = beam__gpa_state_of(&c.g);
+    char *p = live[10];
+    cache_one(&c, live, 10);
+    /* Another page count does not take it; 3 pages do, at once. */
+    char *other = beam_alloc_bytes(c.a, 20 * KIB, 8);
+    CHECK(other != NULL && other != p);
+    char *q = beam_alloc_bytes(c.a, 9 * KIB, 8);
+    CHECK(q == p && st->medium_cache_bytes == 0);
+    memset(q, 'q', 9 * KIB);
+    beam_gpa_usage u = beam_gpa_usage_of(&c.g);
+    CHECK(u.live_blocks == CACHE_LIVE + 1 && u.misuse_count == 0);
+    beam_free_bytes(c.a, q, 9 * KIB, 8);
+    beam_free_bytes(c.a, other, 20 * KIB, 8);
+    cache_drain(&c, live);
+    /* Nothing live: nothing cached, every slab back in the pool. */
+    CHECK(st->medium_cache_bytes == 0 && st->medium_live == 0);
+    CHECK(!beam_gpa_detect_leaks(&c.g));
+    CHECK(counted_end_clean(&c));
+}
+
+/* A cached block is freed for every check: a second free is a double
+ * free that caches nothing twice, and it is no block to realloc, to ask
+ * the size of, or to report as a leak. */
+TEST(gpa_medium_cached_block_is_freed_for_every_check) {
+    counted c;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    char *live[CACHE_LIVE];
+    cache_fill(&c, live);
+    gpa_state *st = beam__gpa_state_of(&c.g);
+    char *p = live[3];
+    cache_one(&c, live, 3);
+    check_capture_reports();
+    beam_free_bytes(c.a, p, 12 * KIB, 8);
+    bool twice = check_last_report_has("double free");
+    void *moved = beam_realloc_bytes(c.a, p, 12 * KIB, 8, 40 * KIB);
+    bool refused = moved == NULL && check_report_count() == 2;
+    bool resized = beam_resize_bytes(c.a, p, 12 * KIB, 8, 10 * KIB);
+    size_t reports = check_report_count();
+    check_release_reports();
+    CHECK(twice && refused && !resized);
+    /* (The medium resize refuses a block that is not live without a
+     * report, cached or not, as it did before the cache: only the free and
+     * the realloc are reported.) */
+    CHECK(reports == 2);
+    CHECK(st->medium_cache_bytes == 12 * KIB);
+    beam_gpa_usage u = beam_gpa_usage_of(&c.g);
+    CHECK(u.live_blocks == CACHE_LIVE - 1 && u.misuse_count == 2);
+    /* Handed out once, not twice. */
+    char *q = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    char *r = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    CHECK(q == p && r != NULL && r != p);
+    beam_free_bytes(c.a, q, 12 * KIB, 8);
+    beam_free_bytes(c.a, r, 12 * KIB, 8);
+    cache_drain(&c, live);
+    CHECK(!beam_gpa_detect_leaks(&c.g));
+    CHECK(counted_end_clean(&c));
+}
+
+/* What the cache holds stays within twice its share of the live medium
+ * bytes after every call, whatever the lengths; it is empty when nothing
+ * is live, and beam_gpa_collect empties it. */
+TEST(gpa_medium_cache_stays_within_its_share) {
+    counted c;
+    counted_init(&c, 0);
+    enum { N = 300 };
+    static char *p[N];
+    static size_t len[N];
+    unsigned seed = 7;
+    gpa_state *st = NULL;
+    bool within = true;
+    size_t most = 0;
+    for (int round = 0; round < 4000; round++) {
+        seed = seed * 1103515245u + 12345u;
+        int k = (int)((seed >> 8) % N);
+        if (p[k] != NULL) {
+            beam_free_bytes(c.a, p[k], len[k], 8);
+            p[k] = NULL;
+        } else {
+            len[k] = 8 * KIB + 1 + (seed >> 12) % (56 * KIB);
+            p[k] = beam_alloc_bytes(c.a, len[k], 8);
+            CHECK(p[k] != NULL);
+        }
+        st = beam__gpa_state_of(&c.g);
+        within &= st->medium_cache_bytes <=
+                  2 * (st->medium_live / GPA_MEDIUM_CACHE_SHARE);
+        if (st->medium_cache_bytes > most)
+            most = st->medium_cache_bytes;
+    }
+    CHECK(within && most > 0);
+    /* Falling live bytes: the cache follows them down. */
+    for (int k = 0; k < N; k++) {
+        if (p[k] == NULL)
+            continue;
+        beam_free_bytes(c.a, p[k], len[k], 8);
+        p[k] = NULL;
+        within &= st->medium_cache_bytes <=
+                  2 * (st->medium_live / GPA_MEDIUM_CACHE_SHARE);
+    }
+    CHECK(within);
+    CHECK(st->medium_cache_bytes == 0 && st->medium_live == 0);
+    /* And beam_gpa_collect empties it. */
+    for (int k = 0; k < N; k++) {
+        len[k] = 8 * KIB + 1 + (size_t)k * 97 % (56 * KIB);
+        p[k] = beam_alloc_bytes(c.a, len[k], 8);
+        CHECK(p[k] != NULL);
+    }
+    for (int k = 0; k < N; k += 2) {
+        beam_free_bytes(c.a, p[k], len[k], 8);
+        p[k] = NULL;
+    }
+    CHECK(st->medium_cache_bytes > 0);
+    beam_gpa_collect(&c.g);
+    CHECK(st->medium_cache_bytes == 0);
+    for (int k = 0; k < N; k++)
+        if (p[k] != NULL)
+            beam_free_bytes(c.a, p[k], len[k], 8);
+    CHECK(st->medium_cache_bytes == 0 && st->medium_live == 0);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    CHECK(counted_end_clean(&c));
+}
+
+/* A block shrunk in place lowers the live bytes too: the cache follows. */
+TEST(gpa_medium_cache_follows_blocks_shrunk_in_place) {
+    counted c;
+    counted_init(&c, 0);
+    char *big[7];
+    for (int i = 0; i < 7; i++) {
+        big[i] = beam_alloc_bytes(c.a, 64 * KIB, 8);
+        CHECK(big[i] != NULL);
+    }
+    char *p = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(c.a, p, 12 * KIB, 8);
+    gpa_state *st = beam__gpa_state_of(&c.g);
+    /* 448 KiB live: a share of 14 KiB holds the 12 KiB block. */
+    CHECK(st->medium_cache_bytes == 12 * KIB);
+    /* Each shrink takes 52 KiB off: after four, twice the share (15 KiB)
+     * still holds it; after five (11.75 KiB) it goes back. */
+    for (int i = 0; i < 5; i++) {
+        CHECK(beam_resize_bytes(c.a, big[i], 64 * KIB, 8, 12 * KIB));
+        CHECK(st->medium_cache_bytes == (i < 4 ? 12 * KIB : 0));
+    }
+    for (int i = 0; i < 7; i++)
+        beam_free_bytes(c.a, big[i], i < 5 ? 12 * KIB : 64 * KIB, 8);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    CHECK(counted_end_clean(&c));
+}
+
+/* Out of memory, an allocation gives the cached blocks back to their slabs
+ * and tries again: a slab whose only block is cached serves it. */
+TEST(gpa_medium_allocation_out_of_memory_empties_the_cache_first) {
+    counted c;
+    counted_init(&c, 0);
+    enum { FULL = 40, MORE = 64 };
+    char *full[FULL + MORE];
+    for (int i = 0; i < FULL; i++) {
+        full[i] = beam_alloc_bytes(c.a, 64 * KIB, 8);
+        CHECK(full[i] != NULL);
+    }
+    /* Alone in a slab of its own (the others are full), then cached. */
+    char *p = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    CHECK(p != NULL);
+    for (int i = 0; i < FULL; i++)
+        CHECK(!same_slab(p, full[i]));
+    beam_free_bytes(c.a, p, 12 * KIB, 8);
+    gpa_state *st = beam__gpa_state_of(&c.g);
+    CHECK(st->medium_cache_bytes == 12 * KIB);
+    /* The backing fails from now on: whole slabs come from the pool until
+     * it is empty, then from the cached block's slab, then none. */
+    c.f.fail_index = c.f.alloc_index;
+    int n = FULL;
+    bool reused = false;
+    while (n < FULL + MORE) {
+        char *q = beam_alloc_bytes(c.a, 64 * KIB, 8);
+        if (q == NULL)
+            break;
+        reused |= same_slab(q, p);
+        full[n++] = q;
+    }
+    CHECK(n < FULL + MORE && reused && st->medium_cache_bytes == 0);
+    for (int i = 0; i < n; i++)
+        beam_free_bytes(c.a, full[i], 64 * KIB, 8);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    CHECK(counted_end_clean(&c));
+}
