@@ -10,8 +10,9 @@
  * through the hash table of gpa_large.c to the backing allocator: a few
  * hundred ns of enif_alloc inside a BEAM on every cache miss.
  *
- * What a slab holds is two 16-bit masks in its metadata (pages_used,
- * pages_start: gpa_internal.h), so a free is checked without reading the
+ * What a slab holds is 16-bit masks in its metadata (pages_used,
+ * pages_start, and pages_cached for the cache below: gpa_internal.h), so a
+ * free is checked without reading the
  * block: a page that starts no block is a double free or a pointer inside
  * a block, and the run's length in pages must be the one the length asks
  * for (the medium analogue of the class check). Slabs with free pages are
@@ -32,8 +33,10 @@
 #include "gpa_fast.h"
 
 /* Pages a length takes. */
-static unsigned pages_for(size_t len) {
-    return (unsigned)((len + GPA_PAGE_SIZE - 1) >> GPA_PAGE_SHIFT);
+static size_t pages_for(size_t len) {
+    /* (Any length: a free's may be absurd, and must not pass for the pages
+     * of a block by wrapping.) */
+    return (len >> GPA_PAGE_SHIFT) + ((len & (GPA_PAGE_SIZE - 1)) != 0);
 }
 
 static uint32_t free_pages(const gpa_slab *s) {
@@ -66,6 +69,16 @@ static unsigned longest_run(uint32_t m) {
                      (unsigned)__builtin_ctz(~hi | 0x100u);
     return inner > cross ? inner : cross;
 }
+
+#ifdef BEAM_ALLOC_DEBUG
+/* The same bit by bit: debug builds check the table's answer against it. */
+static unsigned longest_run_slow(uint32_t m) {
+    unsigned n = 0;
+    for (; m != 0; n++)
+        m &= m << 1;
+    return n;
+}
+#endif
 
 /* The first page of the first run of n free pages of s (there is one).
  * Bit p of m stays set while pages p .. p + have - 1 are all free; each
@@ -114,6 +127,7 @@ static void bin_unlink(gpa_state *st, gpa_slab *s, unsigned k) {
 static void bin_move(gpa_state *st, gpa_slab *s, unsigned old) {
     GPA_ASSERT(s->requeue == old);
     unsigned k = longest_run(free_pages(s));
+    GPA_ASSERT(k == longest_run_slow(free_pages(s)));
     if (k == old)
         return;
     if (old != 0)
@@ -272,7 +286,7 @@ static gpa_slab *slab_with_run(gpa_state *st, unsigned n) {
 
 void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
     GPA_ASSERT(len > BEAM_GPA_SMALL_MAX && len <= GPA_MEDIUM_MAX && !st->track);
-    unsigned n = pages_for(len);
+    unsigned n = (unsigned)pages_for(len);
     gpa_lock(st);
     gpa_slab *s;
     unsigned at;
@@ -292,6 +306,8 @@ void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
     }
     if (s != NULL) {
         at = find_run(s, n);
+        GPA_ASSERT(at + n <= GPA_PAGES &&
+                   (free_pages(s) & run_mask(at, n)) == run_mask(at, n));
         s->pages_used |= run_mask(at, n);
         s->pages_start |= (uint16_t)(1u << at);
         s->used++;
@@ -347,6 +363,8 @@ static const char *free_problem(const gpa_state *st, const gpa_slab *s,
     if (beam__gpa_owner(s) != st || gpa_where(s) != WHERE_MEDIUM)
         return "free of a pointer into unused memory (or a double free)";
     size_t off = (size_t)((const char *)mem - s->base);
+    /* (mem's own entry: a medium slab is a whole 64 KiB one.) */
+    GPA_ASSERT(off < GPA_SLAB_SIZE);
     if (bytes == 0) {
         if ((off & (GPA_PAGE_SIZE - 1)) == 0 &&
             (s->pages_cached & (1u << (off >> GPA_PAGE_SHIFT))))
@@ -419,19 +437,23 @@ void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
      * it with the checks that name the problem. */
     gpa_defer *defer = NULL;
     gpa_lock(st);
-    size_t off = (size_t)((char *)mem - s->base);
-    unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
-    if (BEAM__LIKELY(beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM &&
-                     off < GPA_SLAB_SIZE && (off & (GPA_PAGE_SIZE - 1)) == 0 &&
-                     (s->pages_start & ~s->pages_cached & (1u << at)) != 0 &&
-                     len > BEAM_GPA_SMALL_MAX && alignment <= GPA_PAGE_SIZE)) {
-        unsigned pages = block_pages(s, at);
-        if (BEAM__LIKELY(pages_for(len) == pages)) {
-            block_free(st, s, at, pages, len, true, &defer);
-            gpa_unlock(st);
-            if (defer != NULL)
-                beam__gpa_defer_run(st, defer);
-            return;
+    if (BEAM__LIKELY(beam__gpa_owner(s) == st &&
+                     gpa_where(s) == WHERE_MEDIUM)) {
+        /* (s->base only now: an entry being reset is not ours to read.) */
+        size_t off = (size_t)((char *)mem - s->base);
+        unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
+        if (BEAM__LIKELY(
+                off < GPA_SLAB_SIZE && (off & (GPA_PAGE_SIZE - 1)) == 0 &&
+                (s->pages_start & ~s->pages_cached & (1u << at)) != 0 &&
+                len > BEAM_GPA_SMALL_MAX && alignment <= GPA_PAGE_SIZE)) {
+            unsigned pages = block_pages(s, at);
+            if (BEAM__LIKELY(pages_for(len) == pages)) {
+                block_free(st, s, at, pages, len, true, &defer);
+                gpa_unlock(st);
+                if (defer != NULL)
+                    beam__gpa_defer_run(st, defer);
+                return;
+            }
         }
     }
     gpa_unlock(st);
@@ -447,9 +469,11 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     gpa_defer *defer = NULL;
     gpa_lock(st);
     size_t bytes = beam__gpa_medium_block(st, s, mem);
-    unsigned at = (unsigned)((size_t)((char *)mem - s->base) >> GPA_PAGE_SHIFT);
+    /* (s->base only once the block is known to be st's: an entry being
+     * reset is not ours to read.) */
+    unsigned at = bytes != 0 ? page_of(s, mem) : 0;
     unsigned have = (unsigned)(bytes >> GPA_PAGE_SHIFT);
-    unsigned want = pages_for(new_len);
+    unsigned want = (unsigned)pages_for(new_len);
     /* The block must be what the caller says it is, and a grown block may
      * take only free pages right after it. */
     if (bytes != 0 && pages_for(len) == have && at + want <= GPA_PAGES &&

@@ -735,3 +735,21 @@ TEST(gpa_medium_allocation_out_of_memory_empties_the_cache_first) {
     CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
     CHECK(counted_end_clean(&c));
 }
+
+/* A length too large for any medium block, whatever its low bits, is a
+ * wrong length: reported, and the block freed (found in review: the pages
+ * of 2^44 + 12 KiB once wrapped to the block's 3). */
+TEST(gpa_medium_free_with_an_absurd_length_is_a_wrong_length) {
+    counted c;
+    counted_init(&c, BEAM_GPA_QUIET_LEAKS);
+    char *p = beam_alloc_bytes(c.a, 12 * KIB, 8);
+    CHECK(p != NULL);
+    check_capture_reports();
+    beam_free_bytes(c.a, p, ((size_t)1 << 44) + 12 * KIB, 8);
+    bool wrong = check_last_report_has("wrong length");
+    check_release_reports();
+    CHECK(wrong);
+    beam_gpa_usage u = beam_gpa_usage_of(&c.g);
+    CHECK(u.misuse_count == 1 && u.live_blocks == 0);
+    CHECK(counted_end_clean(&c));
+}
