@@ -13,6 +13,7 @@
 #include <beam_alloc.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -127,6 +128,11 @@ TEST(gpa_report_hook_swapped_while_threads_report) {
             quiet_after_swap = false;
         if (atomic_load(to_b ? &ctx_a.inside : &ctx_b.inside) != 0)
             quiet_after_swap = false;
+        /* Let the reporting threads run: valgrind runs one thread at a
+         * time, and once let this loop use up its bound before they had
+         * made 50 reports each. */
+        if (i % 64 == 63)
+            sched_yield();
     }
     atomic_store(&stop_reporting, true);
     for (int i = 0; i < 4; i++)
