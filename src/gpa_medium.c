@@ -11,11 +11,11 @@
  * hundred ns of enif_alloc inside a BEAM on every cache miss.
  *
  * What a slab holds is 16-bit masks in its metadata (pages_used,
- * pages_start, and pages_cached for the cache below: gpa_internal.h), so a
- * free is checked without reading the
- * block: a page that starts no block is a double free or a pointer inside
- * a block, and the run's length in pages must be the one the length asks
- * for (the medium analogue of the class check). Slabs with free pages are
+ * pages_start, and pages_cached for the cache below: gpa_internal.h), so
+ * a free is checked without reading the block: a page that starts no
+ * block is a double free or a pointer inside a block, and the run's length
+ * in pages must be the one the length asks for (the medium analogue of the
+ * class check). Slabs with free pages are
  * kept by their longest free run (st->medium[k]), so an allocation of n
  * pages takes the first slab of the first non-empty list from n up.
  *
@@ -122,8 +122,8 @@ static void bin_unlink(gpa_state *st, gpa_slab *s, unsigned k) {
 /* Lock held: the pages of s changed, and its longest free run was old (0:
  * it was in no list). s is kept in the list of its longest free run (none
  * when full), and the run in s->requeue, which medium slabs do not
- * otherwise use. It moves only when that run changed: most changes leave
- * it, and then no neighbour's metadata is touched. */
+ * otherwise use. It moves only when that run changed: a change that
+ * leaves it touches no neighbour's metadata. */
 static void bin_move(gpa_state *st, gpa_slab *s, unsigned old) {
     GPA_ASSERT(s->requeue == old);
     unsigned k = longest_run(free_pages(s));
@@ -251,9 +251,10 @@ static void cache_trim(gpa_state *st, size_t budget, gpa_defer **defer) {
 }
 
 /* Lock held: the live bytes fell. Past twice its share of them, the cache
- * goes back to its share (not at every fall: under churn the live bytes
- * go up and down by a block at each call, and a cache trimmed at every
- * fall would hand back blocks the next call asks for again). */
+ * goes back to its share. (The margin keeps a cache at its share from
+ * being trimmed at every fall of the live bytes under churn, where they go
+ * up and down by a block a call; trimming at the share itself measured no
+ * slower, so the margin is a choice, not a measured need.) */
 static void cache_check(gpa_state *st, gpa_defer **defer) {
     size_t share = st->medium_live / GPA_MEDIUM_CACHE_SHARE;
     if (st->medium_cache_bytes > 2 * share)
