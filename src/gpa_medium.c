@@ -285,35 +285,38 @@ static gpa_slab *slab_with_run(gpa_state *st, unsigned n) {
     return s;
 }
 
+/* Lock held: a new block of n pages in a slab's free pages (the cache had
+ * none); NULL when out of memory. */
+static char *run_take(gpa_state *st, unsigned n, gpa_defer **defer) {
+    gpa_slab *s = slab_with_run(st, n);
+    if (s == NULL && st->medium_cache_bytes != 0) {
+        /* Out of memory: the cached blocks may free a run, or a slab. */
+        cache_trim(st, 0, defer);
+        s = slab_with_run(st, n);
+    }
+    if (s == NULL)
+        return NULL;
+    unsigned at = find_run(s, n);
+    GPA_ASSERT(at + n <= GPA_PAGES &&
+               (free_pages(s) & run_mask(at, n)) == run_mask(at, n));
+    s->pages_used |= run_mask(at, n);
+    s->pages_start |= (uint16_t)(1u << at);
+    s->used++;
+    bin_move(st, s, s->requeue);
+    return s->base + ((size_t)at << GPA_PAGE_SHIFT);
+}
+
 void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
     GPA_ASSERT(len > BEAM_GPA_SMALL_MAX && len <= GPA_MEDIUM_MAX && !st->track);
     unsigned n = (unsigned)pages_for(len);
+    gpa_defer *defer = NULL;
     gpa_lock(st);
     gpa_slab *s;
     unsigned at;
-    void *p = cache_take(st, n, &s, &at);
+    char *p = cache_take(st, n, &s, &at);
+    if (p == NULL)
+        p = run_take(st, n, &defer);
     if (p != NULL) {
-        st->medium_live += (size_t)n << GPA_PAGE_SHIFT;
-        beam__count_alloc(&st->large_counts, &st->peak, len);
-        gpa_unlock(st);
-        return p;
-    }
-    gpa_defer *defer = NULL;
-    s = slab_with_run(st, n);
-    if (s == NULL && st->medium_cache_bytes != 0) {
-        /* Out of memory: the cached blocks may free a run, or a slab. */
-        cache_trim(st, 0, &defer);
-        s = slab_with_run(st, n);
-    }
-    if (s != NULL) {
-        at = find_run(s, n);
-        GPA_ASSERT(at + n <= GPA_PAGES &&
-                   (free_pages(s) & run_mask(at, n)) == run_mask(at, n));
-        s->pages_used |= run_mask(at, n);
-        s->pages_start |= (uint16_t)(1u << at);
-        s->used++;
-        bin_move(st, s, s->requeue);
-        p = s->base + ((size_t)at << GPA_PAGE_SHIFT);
         st->medium_live += (size_t)n << GPA_PAGE_SHIFT;
         beam__count_alloc(&st->large_counts, &st->peak, len);
     } else {
@@ -338,20 +341,30 @@ void *beam__gpa_medium_alloc_entry(void *ctx, const beam_allocator_vtable *vt,
     return beam__gpa_alloc_general(gpa, len, alignment, ret);
 }
 
-size_t beam__gpa_medium_block(const gpa_state *st, const gpa_slab *s,
-                              const void *p) {
+/* The pages of the live block that starts at p in s, and in *at its first
+ * page; 0 when there is none (beam__gpa_medium_block says when). Inline
+ * for the free's common case. */
+static BEAM__ALWAYS_INLINE unsigned
+live_run(const gpa_state *st, const gpa_slab *s, const void *p, unsigned *at) {
     /* Owner and state again, under the lock: a caller's look without it
      * may be stale (the slab gone back to the pool, or to another
-     * instance). */
+     * instance). s->base only then: an entry being reset is not ours to
+     * read. */
     if (beam__gpa_owner(s) != st || gpa_where(s) != WHERE_MEDIUM)
         return 0;
     size_t off = (size_t)((const char *)p - s->base);
     if (off >= GPA_SLAB_SIZE || (off & (GPA_PAGE_SIZE - 1)) != 0)
         return 0;
-    unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
-    if (!(s->pages_start & ~s->pages_cached & (1u << at)))
+    *at = (unsigned)(off >> GPA_PAGE_SHIFT);
+    if (!(s->pages_start & ~s->pages_cached & (1u << *at)))
         return 0;
-    return (size_t)block_pages(s, at) << GPA_PAGE_SHIFT;
+    return block_pages(s, *at);
+}
+
+size_t beam__gpa_medium_block(const gpa_state *st, const gpa_slab *s,
+                              const void *p) {
+    unsigned at;
+    return (size_t)live_run(st, s, p, &at) << GPA_PAGE_SHIFT;
 }
 
 /* What is wrong with a free of mem (len, alignment) in s, whose block
@@ -438,24 +451,15 @@ void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
      * it with the checks that name the problem. */
     gpa_defer *defer = NULL;
     gpa_lock(st);
-    if (BEAM__LIKELY(beam__gpa_owner(s) == st &&
-                     gpa_where(s) == WHERE_MEDIUM)) {
-        /* (s->base only now: an entry being reset is not ours to read.) */
-        size_t off = (size_t)((char *)mem - s->base);
-        unsigned at = (unsigned)(off >> GPA_PAGE_SHIFT);
-        if (BEAM__LIKELY(
-                off < GPA_SLAB_SIZE && (off & (GPA_PAGE_SIZE - 1)) == 0 &&
-                (s->pages_start & ~s->pages_cached & (1u << at)) != 0 &&
-                len > BEAM_GPA_SMALL_MAX && alignment <= GPA_PAGE_SIZE)) {
-            unsigned pages = block_pages(s, at);
-            if (BEAM__LIKELY(pages_for(len) == pages)) {
-                block_free(st, s, at, pages, len, true, &defer);
-                gpa_unlock(st);
-                if (defer != NULL)
-                    beam__gpa_defer_run(st, defer);
-                return;
-            }
-        }
+    unsigned at;
+    unsigned pages = live_run(st, s, mem, &at);
+    if (BEAM__LIKELY(pages != 0 && len > BEAM_GPA_SMALL_MAX &&
+                     alignment <= GPA_PAGE_SIZE && pages_for(len) == pages)) {
+        block_free(st, s, at, pages, len, true, &defer);
+        gpa_unlock(st);
+        if (defer != NULL)
+            beam__gpa_defer_run(st, defer);
+        return;
     }
     gpa_unlock(st);
     free_checked(st, s, mem, len, alignment, ret);
