@@ -732,13 +732,28 @@ static gpa_slab *sub_fallback(gpa_state *st, unsigned cls, gpa_block_info *info,
  * few enough to keep a refill short. */
 #define RECLAIM_BATCH 32
 
-/* Lock held: a slab of class cls from the partial list, or NULL. */
-static gpa_slab *partial_find(gpa_state *st, unsigned cls, gpa_defer **defer) {
+/* Lock held: a slab of class cls with room from the partial list, or
+ * NULL. whole: the class graduated, only a whole slab will do: partial
+ * sub-slabs are passed over (taken again, they kept a graduated class on
+ * the chunk's slower free for good: over a backing that placed segments
+ * so that sub-slabs served two classes, 17% of a million churn frees).
+ * They stay listed, for heaps that still take sub-slabs and for a refill
+ * short of memory (any_room), and go once empty. The walk past them is
+ * bounded by the class's sub-slabs, a few per heap. */
+static gpa_slab *partial_find(gpa_state *st, unsigned cls, bool whole,
+                              gpa_defer **defer) {
     beam__gpa_reclaim_drain(st, RECLAIM_BATCH, defer);
-    gpa_slab *s;
-    while ((s = st->partial[cls]) != NULL) {
-        gpa_list_unlink(&st->partial[cls], s);
+    gpa_slab *next;
+    for (gpa_slab *s = st->partial[cls]; s != NULL; s = next) {
+        next = s->next;
         beam__gpa_slab_collect_remote(s);
+        if (whole && gpa_is_sub(s) && s->used != 0)
+            continue;
+        gpa_list_unlink(&st->partial[cls], s);
+        if (whole && gpa_is_sub(s)) {
+            beam__gpa_slab_park(st, s, defer); /* empty: released */
+            continue;
+        }
         if (s->free != NULL || s->bump < s->end)
             return s;
         /* Parked with live blocks and nothing free: it must not be lost
@@ -763,6 +778,7 @@ typedef struct slab_need {
     bool small_ok;        /* a sub-slab will do instead of a slab, in a
                              small instance (FALLBACK_SLABS) */
     bool any_room;        /* the same, in any instance (out of memory) */
+    bool whole;           /* the class graduated: no partial sub-slab */
 } slab_need;
 
 /* Lock held: a slab of class cls with room, or NULL when the partial list,
@@ -770,7 +786,7 @@ typedef struct slab_need {
  * none). */
 static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
                            gpa_defer **defer) {
-    gpa_slab *s = partial_find(st, cls, defer);
+    gpa_slab *s = partial_find(st, cls, need->whole && !need->any_room, defer);
     if (s != NULL)
         return s;
     if (st->track && need->info == NULL)
@@ -917,11 +933,13 @@ static bool slab_lack_take(gpa_state *st, slab_need *need, slab_lack lack,
 gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
     gpa_state *st = h->st;
     gpa_defer *defer = NULL;
-    /* A busy class's slabs are whole (sub_pages says 0); a heap with one
-     * takes no sub-slab in place of a whole slab (small_ok), and takes
-     * whole segments (see segment_slabs). */
-    slab_need need = {NULL,          NULL, sub_pages(h, cls), 0, false,
-                      !h->graduated, false};
+    /* A busy class's slabs are whole (sub_pages says 0), none of them a
+     * partial sub-slab (whole); a heap with one takes no sub-slab in place
+     * of a whole slab (small_ok), and takes whole segments (see
+     * segment_slabs). */
+    slab_need need = {.pages = sub_pages(h, cls),
+                      .small_ok = !h->graduated,
+                      .whole = h->sub_frees[cls] >= GPA_CLASS_BUSY_FREES};
     size_t info_len =
         (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
     gpa_segment *fresh = NULL;

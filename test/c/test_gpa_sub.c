@@ -296,6 +296,40 @@ TEST(gpa_sub_a_busy_class_graduates_to_whole_slabs) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* Found measuring churn over a backing that placed segments so that
+ * sub-slabs served a class: a graduated class took partial sub-slabs back
+ * from the list (they had room), and so stayed on sub-slabs, and the
+ * chunk's slower free, for good. */
+TEST(gpa_sub_a_graduated_class_takes_no_partial_sub_slab) {
+    size_t before = backing_live();
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 96 }; /* the first sub-slab (one page) holds 64 of them */
+    static void *p[N];
+    for (int i = 0; i < N; i++)
+        CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL && in_sub_slab(p[i]));
+    /* A third of the first sub-slab freed (into the heap's stash, as the
+     * sub-slab is full and detached): the first refill after graduation
+     * puts it back on the partial list, with room. */
+    for (int i = 0; i < N / 3; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    CHECK(make_class_busy(a, 64));
+    enum { M = 80 }; /* a refill's worth and more */
+    static void *more[M];
+    for (int i = 0; i < M; i++)
+        CHECK((more[i] = beam_alloc_bytes(a, 64, 8)) != NULL &&
+              in_whole_slab(more[i]));
+    /* The sub-slabs passed over still free what they hold, and go. */
+    for (int i = N / 3; i < N; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    for (int i = 0; i < M; i++)
+        beam_free_bytes(a, more[i], 64, 8);
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(backing_live() == before);
+}
+
 /* Found in review: frees the inline path leaves to the general one (a
  * tracked instance's, all of them) count towards graduation too. */
 TEST(gpa_sub_a_tracked_class_graduates_too) {
@@ -555,4 +589,32 @@ TEST(gpa_sub_first_blocks_with_all_slack_claimed_by_neighbours) {
 TEST(gpa_sub_first_tracked_blocks_with_all_slack_claimed_by_neighbours) {
     first_blocks_among_neighbours(BEAM_GPA_TRACK_SITES, false);
     first_blocks_among_neighbours(BEAM_GPA_TRACK_SITES, true);
+}
+
+/* Found in review: short of memory, a graduated class is still served by
+ * a partial sub-slab (passing them over must not have given them away).
+ * One aligned segment, all of it slack; every later one refused. */
+TEST(gpa_sub_short_of_memory_a_graduated_class_takes_a_partial_sub_slab) {
+    enum { K = 64 * 1024, N = 900 };
+    char *region = aligned_alloc(K, K);
+    CHECK(region != NULL);
+    static placing pl;
+    static beam_gpa_t g;
+    static void *p[N];
+    pl = (placing){{region}, 0};
+    beam_gpa_init_ex(&g, (beam_allocator_t){&pl, &placing_vtable}, 0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *x = beam_alloc_bytes(a, 1000, 8);
+    CHECK(x != NULL && in_sub_slab(x));
+    for (int i = 0; i < N; i++)
+        CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL && in_sub_slab(p[i]));
+    for (int i = 0; i < 32; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    CHECK(make_class_busy(a, 64));
+    for (int i = 32; i < N; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    beam_free_bytes(a, x, 1000, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+    free(region);
 }
