@@ -69,7 +69,7 @@
 #define beam__atomic_cas_weak_release(p, e, d)                                 \
     BEAM__CAS(weak, p, e, d, BEAM__REL, BEAM__RLX)
 #define beam__atomic_cas_weak_acq_rel(p, e, d)                                 \
-    BEAM__CAS(weak, p, e, d, BEAM__AR, BEAM__RLX)
+    BEAM__CAS(weak, p, e, d, BEAM__AR, BEAM__ACQ)
 
 /* A counter with a single writer (a thread's own statistics): a relaxed
  * load and store, no locked instruction; readers on other threads see

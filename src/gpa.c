@@ -189,8 +189,9 @@ static bool detach_full(gpa_heap *h, gpa_slab *s);
 static void retire_sub(gpa_heap *h, gpa_slab *s, gpa_defer **defer) {
     beam__gpa_slab_collect_remote(s);
     while (s->used != 0) {
-        /* (Pushers read it racing: one that reads the old mark brings the
-         * slab back early, to the partial list; no harm.) */
+        /* (Pushers read the mark only once they see FULL, which
+         * detach_full sets after this store, and they see it with
+         * acquire (slab_push): the mark they read is this one.) */
         beam__atomic_store_plain_relaxed(&s->requeue, (uint16_t)s->used);
         if (detach_full(h, s))
             return;
@@ -311,7 +312,12 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
  * requeue mark takes FULL off and hands the slab to the instance, which
  * gives it back to the pool once it is empty. */
 static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
-    uintptr_t old = beam__atomic_load_relaxed(&s->thread_free);
+    /* Acquire, here and when the exchange below fails: the requeue mark
+     * read against a FULL bit must be the one written before that bit was
+     * set (on a weakly ordered processor a relaxed read could see an older
+     * mark, higher than the live blocks of a retired sub-slab, and the
+     * slab's last free would leave it FULL for good; found in review). */
+    uintptr_t old = beam__atomic_load_acquire(&s->thread_free);
     uintptr_t next;
     do {
         b[0] = GPA_TF_PTR(old);

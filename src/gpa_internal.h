@@ -94,7 +94,10 @@
  *    So a busy class of a heap (its thread has freed GPA_CLASS_BUSY_FREES
  *    blocks of it into sub-slabs since the heap was last stripped)
  *    *graduates*: it retires its current sub-slab (detached, back when
- *    every block in it is free) and takes whole slabs from then on. The
+ *    every block in it is free) and takes whole slabs from then on,
+ *    passing over the class's sub-slabs on the partial list (left there
+ *    for heaps that still take sub-slabs, and for a refill short of
+ *    memory). The
  *    other classes keep their sub-slabs, so a thread busy with a few
  *    classes does not hold a whole slab for every class it touched once
  *    (SQLite's figures: README, "C libraries"). The count is low because
@@ -183,7 +186,8 @@
  *    thread_free to requeue, which then puts the slab on the reclaim stack:
  *    so a slab is on that stack at most once. A FULL slab therefore has
  *    more than nblocks - requeue live blocks: what it keeps out of reach
- *    is at most 1/8 of it.
+ *    is at most 1/8 of it, but for a sub-slab retired at graduation,
+ *    whose mark is its live blocks (it comes back only when empty).
  *  - thread_free is a pointer (blocks are 16-aligned and below 2^48: the
  *    address map serves nothing above) with FULL_BIT in bit 0 and the
  *    number of blocks on the list in bits 48-63 (at most 4096 per slab).
