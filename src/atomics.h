@@ -13,7 +13,8 @@
  *
  * Compare-and-swap: the strong forms load with the same order on failure
  * as far as C11 allows (callers use the value seen); the weak forms sit in
- * retry loops that recompute from the value seen, which is read relaxed.
+ * retry loops that recompute from the value seen, which is read relaxed,
+ * but by the acq_rel form (its caller reads what the winner published).
  */
 #ifndef BEAM_ALLOC_ATOMICS_H
 #define BEAM_ALLOC_ATOMICS_H

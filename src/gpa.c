@@ -390,7 +390,7 @@ static void sub_freed(gpa_state *st, unsigned cls) {
         return;
     gpa_heap *h = slot->heap;
     uint32_t busy = gpa_heap_enter(h);
-    if (!gpa_heap_revoked(h) && h->sub_frees[cls] < GPA_CLASS_BUSY_FREES &&
+    if (!gpa_heap_revoked(h) && !gpa_class_graduated(h, cls) &&
         ++h->sub_frees[cls] == GPA_CLASS_BUSY_FREES)
         graduate(h, cls);
     gpa_heap_leave(h, busy);

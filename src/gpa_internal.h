@@ -95,9 +95,9 @@
  *    blocks of it into sub-slabs since the heap was last stripped)
  *    *graduates*: it retires its current sub-slab (detached, back when
  *    every block in it is free) and takes whole slabs from then on,
- *    passing over the class's sub-slabs on the partial list (left there
- *    for heaps that still take sub-slabs, and for a refill short of
- *    memory). The
+ *    passing over the class's partial sub-slabs (kept apart, for heaps
+ *    that still take sub-slabs and for a refill short of memory; a
+ *    collection gives the empty ones back). The
  *    other classes keep their sub-slabs, so a thread busy with a few
  *    classes does not hold a whole slab for every class it touched once
  *    (SQLite's figures: README, "C libraries"). The count is low because
@@ -180,7 +180,7 @@
  *    (sub-slabs included).
  *    Otherwise exactly one of: in the pool (POOL), detached with FULL_BIT
  *    set and in no list (FULL), on the reclaim stack (RECLAIM), in
- *    partial[cls] (PARTIAL).
+ *    partial[cls] or, a sub-slab, partial_sub[cls] (PARTIAL).
  *  - FULL_BIT is set only on detaching, only when thread_free is empty,
  *    and cleared only by the push that brings the count of frees waiting in
  *    thread_free to requeue, which then puts the slab on the reclaim stack:
@@ -244,7 +244,7 @@ enum gpa_where {
     WHERE_CUR,     /* a heap's current slab for its class */
     WHERE_FULL,    /* detached, exhausted, FULL_BIT set */
     WHERE_RECLAIM, /* on the instance's reclaim stack */
-    WHERE_PARTIAL, /* ownerless, in partial[cls] */
+    WHERE_PARTIAL, /* ownerless, in partial[cls] or partial_sub[cls] */
     WHERE_MIXED,   /* a map entry only: its chunk is cut into sub-slabs */
     WHERE_MEDIUM,  /* pages of medium blocks (gpa_medium.c), lock held */
 };
@@ -436,6 +436,9 @@ struct beam_gpa_state {
     gpa_slab *pool;
     size_t pool_count;
     gpa_slab *partial[GPA_CLASSES];
+    /* The partial sub-slabs, apart: a graduated class's refill passes them
+     * over without a walk (gpa_slab.c, partial_find). */
+    gpa_slab *partial_sub[GPA_CLASSES];
     gpa_mixed *mixed; /* chunks cut into sub-slabs */
     /* Medium slabs by their longest free run: medium[k] lists those whose
      * longest run is k pages (a full one is in no list). */
@@ -669,6 +672,12 @@ BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
 #define GPA_CLASS_BUSY_FREES 1024
 _Static_assert(GPA_CLASS_BUSY_FREES <= UINT16_MAX,
                "gpa_heap.sub_frees counts up to it");
+/* Class cls of h graduated: the count stops at the mark, and only a strip
+ * of the heap resets it (one test for gpa.c's count and gpa_slab.c's
+ * refill, which must agree). */
+static inline bool gpa_class_graduated(const gpa_heap *h, unsigned cls) {
+    return h->sub_frees[cls] >= GPA_CLASS_BUSY_FREES;
+}
 /* Sub-slabs a class of a heap takes, each twice the last, before it takes
  * whole slabs (gpa_slab.c; a class that graduates skips the rest). */
 #define GPA_SUB_STEPS 4

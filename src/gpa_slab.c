@@ -423,6 +423,7 @@ void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer) {
     st->slabs = 0;
     st->mixed = NULL;
     memset(st->partial, 0, sizeof st->partial);
+    memset(st->partial_sub, 0, sizeof st->partial_sub);
     beam__atomic_store_relaxed(&st->reclaim, NULL);
 }
 
@@ -549,6 +550,11 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     segment_maybe_remove(st, s->seg, defer);
 }
 
+/* The partial list s belongs on: sub-slabs are kept apart. */
+static gpa_slab **partial_list(gpa_state *st, gpa_slab *s) {
+    return gpa_is_sub(s) ? &st->partial_sub[s->cls] : &st->partial[s->cls];
+}
+
 void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     beam__atomic_store_relaxed(&s->heap, NULL);
@@ -565,7 +571,7 @@ void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     beam__atomic_store_plain_relaxed(
         &s->requeue, (uint16_t)(nblocks >= 16 ? nblocks / 8 : 1));
     gpa_set_where(s, WHERE_PARTIAL);
-    gpa_list_push(&st->partial[s->cls], s);
+    gpa_list_push(partial_list(st, s), s);
 }
 
 void beam__gpa_reclaim_push(gpa_state *st, gpa_slab *s) {
@@ -596,19 +602,24 @@ void beam__gpa_reclaim_drain(gpa_state *st, size_t max, gpa_defer **defer) {
     }
 }
 
+/* Lock held: the empty slabs of a partial list go. */
+static void trim_list(gpa_state *st, gpa_slab **head, gpa_defer **defer) {
+    for (gpa_slab *s = *head, *next; s != NULL; s = next) {
+        next = s->next;
+        beam__gpa_slab_collect_remote(s);
+        if (s->used == 0) {
+            gpa_list_unlink(head, s);
+            beam__gpa_slab_release(st, s, defer);
+        }
+    }
+}
+
 void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     beam__gpa_reclaim_drain(st, SIZE_MAX, defer);
     for (unsigned c = 0; c < GPA_CLASSES; c++) {
-        for (gpa_slab *s = st->partial[c]; s != NULL;) {
-            gpa_slab *next = s->next;
-            beam__gpa_slab_collect_remote(s);
-            if (s->used == 0) {
-                gpa_list_unlink(&st->partial[c], s);
-                beam__gpa_slab_release(st, s, defer);
-            }
-            s = next;
-        }
+        trim_list(st, &st->partial[c], defer);
+        trim_list(st, &st->partial_sub[c], defer);
     }
     for (gpa_segment *seg = st->segments, *next; seg != NULL; seg = next) {
         next = seg->next;
@@ -732,28 +743,12 @@ static gpa_slab *sub_fallback(gpa_state *st, unsigned cls, gpa_block_info *info,
  * few enough to keep a refill short. */
 #define RECLAIM_BATCH 32
 
-/* Lock held: a slab of class cls with room from the partial list, or
- * NULL. whole: the class graduated, only a whole slab will do: partial
- * sub-slabs are passed over (taken again, they kept a graduated class on
- * the chunk's slower free for good: over a backing that placed segments
- * so that sub-slabs served two classes, 17% of a million churn frees).
- * They stay listed, for heaps that still take sub-slabs and for a refill
- * short of memory (any_room), and go once empty. The walk past them is
- * bounded by the class's sub-slabs, a few per heap. */
-static gpa_slab *partial_find(gpa_state *st, unsigned cls, bool whole,
-                              gpa_defer **defer) {
-    beam__gpa_reclaim_drain(st, RECLAIM_BATCH, defer);
-    gpa_slab *next;
-    for (gpa_slab *s = st->partial[cls]; s != NULL; s = next) {
-        next = s->next;
+/* Lock held: a slab with room from the partial list head, or NULL. */
+static gpa_slab *partial_take(gpa_slab **head) {
+    gpa_slab *s;
+    while ((s = *head) != NULL) {
+        gpa_list_unlink(head, s);
         beam__gpa_slab_collect_remote(s);
-        if (whole && gpa_is_sub(s) && s->used != 0)
-            continue;
-        gpa_list_unlink(&st->partial[cls], s);
-        if (whole && gpa_is_sub(s)) {
-            beam__gpa_slab_park(st, s, defer); /* empty: released */
-            continue;
-        }
         if (s->free != NULL || s->bump < s->end)
             return s;
         /* Parked with live blocks and nothing free: it must not be lost
@@ -768,6 +763,32 @@ static gpa_slab *partial_find(gpa_state *st, unsigned cls, bool whole,
     return NULL;
 }
 
+/* Lock held: a partial slab of class cls with room, or NULL; whole slabs
+ * first (their frees are the inline path's). whole: the class graduated,
+ * and takes no sub-slab (taken again, partial sub-slabs kept a graduated
+ * class on the chunk's slower free for good: over a backing that placed
+ * segments so that sub-slabs served two classes, 17% of a million churn
+ * frees). */
+static gpa_slab *partial_find(gpa_state *st, unsigned cls, bool whole,
+                              gpa_defer **defer) {
+    beam__gpa_reclaim_drain(st, RECLAIM_BATCH, defer);
+    gpa_slab *s = partial_take(&st->partial[cls]);
+    if (!whole)
+        return s != NULL ? s : partial_take(&st->partial_sub[cls]);
+    /* Passed over, the sub-slabs still go once empty: one look per refill
+     * at the first (found in review: left for a collection, they held
+     * their pages). */
+    gpa_slab *sub = st->partial_sub[cls];
+    if (sub != NULL) {
+        beam__gpa_slab_collect_remote(sub);
+        if (sub->used == 0) {
+            gpa_list_unlink(&st->partial_sub[cls], sub);
+            beam__gpa_slab_release(st, sub, defer);
+        }
+    }
+    return s;
+}
+
 /* What a slab search lacked, to be taken with no lock held. */
 typedef struct slab_need {
     gpa_block_info *info; /* tracked mode: records for the new slab */
@@ -778,7 +799,8 @@ typedef struct slab_need {
     bool small_ok;        /* a sub-slab will do instead of a slab, in a
                              small instance (FALLBACK_SLABS) */
     bool any_room;        /* the same, in any instance (out of memory) */
-    bool whole;           /* the class graduated: no partial sub-slab */
+    bool whole;           /* the class graduated: no partial sub-slab, unless
+                             any_room */
 } slab_need;
 
 /* Lock held: a slab of class cls with room, or NULL when the partial list,
@@ -897,6 +919,14 @@ static bool slab_lack_take(gpa_state *st, slab_need *need, slab_lack lack,
     case LACK_INFO:
         need->info = (gpa_block_info *)gpa_meta_alloc(
             st, info_len, BEAM_ALIGNOF(gpa_block_info));
+        if (need->info == NULL && need->whole && !need->any_room) {
+            /* A partial sub-slab, passed over, needs no new records: it
+             * will do now (found in review: a tracked instance short of
+             * memory failed where it had room). */
+            need->any_room = true;
+            need->pages = 0;
+            return true;
+        }
         return need->info != NULL;
     case LACK_META:
         if ((need->spare = mixed_meta_new(st)) == NULL)
@@ -920,9 +950,10 @@ static bool slab_lack_take(gpa_state *st, slab_need *need, slab_lack lack,
     return true;
 }
 
-/* How many looks for a slab with room a refill may miss (the look made
- * before a tracked instance has its block records is not counted: it saw
- * the partial list only), taking what was missing in between. A fresh
+/* How many looks for a slab with room a refill may miss (the looks made
+ * before a tracked instance has its block records are not counted: they
+ * saw the partial lists only; two for a graduated class refused its
+ * records), taking what was missing in between. A fresh
  * instance whose first segment's slack is all claimed by neighbours in the
  * backing (seen under valgrind) misses three times: the slack segment,
  * then one with a slab whose slack is claimed too, then a chunk's metadata
@@ -939,7 +970,7 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
      * segment_slabs). */
     slab_need need = {.pages = sub_pages(h, cls),
                       .small_ok = !h->graduated,
-                      .whole = h->sub_frees[cls] >= GPA_CLASS_BUSY_FREES};
+                      .whole = gpa_class_graduated(h, cls)};
     size_t info_len =
         (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
     gpa_segment *fresh = NULL;
@@ -954,7 +985,7 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         s = slab_look(h, cls, &need, &fresh, &defer, &lack, &n);
         if (s != NULL || !slab_lack_take(st, &need, lack, n, &fresh, info_len))
             break;
-        if (lack != LACK_INFO) /* (once: then the look saw everything) */
+        if (lack != LACK_INFO) /* (at most twice: see above) */
             misses++;
     }
     if (fresh != NULL) { /* out of looks: keep it for the next refill */

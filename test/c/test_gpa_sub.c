@@ -308,24 +308,38 @@ TEST(gpa_sub_a_graduated_class_takes_no_partial_sub_slab) {
     static void *p[N];
     for (int i = 0; i < N; i++)
         CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL && in_sub_slab(p[i]));
-    /* A third of the first sub-slab freed (into the heap's stash, as the
+    /* Half the first sub-slab freed (into the heap's stash, as the
      * sub-slab is full and detached): the first refill after graduation
      * puts it back on the partial list, with room. */
     for (int i = 0; i < N / 3; i++)
         beam_free_bytes(a, p[i], 64, 8);
     CHECK(make_class_busy(a, 64));
-    enum { M = 80 }; /* a refill's worth and more */
+    enum { M = 80 }; /* more than the passed-over sub-slab's room */
     static void *more[M];
     for (int i = 0; i < M; i++)
         CHECK((more[i] = beam_alloc_bytes(a, 64, 8)) != NULL &&
               in_whole_slab(more[i]));
-    /* The sub-slabs passed over still free what they hold, and go. */
+    /* The sub-slabs passed over still free what they hold, and a
+     * collection gives them back. */
     for (int i = N / 3; i < N; i++)
         beam_free_bytes(a, p[i], 64, 8);
     for (int i = 0; i < M; i++)
         beam_free_bytes(a, more[i], 64, 8);
     beam_gpa_usage u = beam_gpa_usage_of(&g);
     CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    /* Empty, they go at the refills that pass them over. */
+    gpa_state *st = beam__gpa_state_of(&g);
+    unsigned cls = beam__gpa_class_for(64, 8);
+    enum { R = 3 * 1024 }; /* three whole slabs: refills */
+    static void *r[R];
+    for (int i = 0; i < R; i++)
+        CHECK((r[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+    CHECK(st->partial_sub[cls] == NULL);
+    for (int i = 0; i < R; i++)
+        beam_free_bytes(a, r[i], 64, 8);
+    beam_gpa_collect(&g);
+    for (unsigned c = 0; c < GPA_CLASSES; c++)
+        CHECK(st->partial_sub[c] == NULL);
     CHECK(!beam_gpa_deinit(&g));
     CHECK(backing_live() == before);
 }
@@ -498,14 +512,15 @@ static void *placing_alloc(void *ctx, size_t len, size_t alignment,
     return pl->next < 4 ? pl->at[pl->next++] : NULL;
 }
 
-static bool placing_resize(void *ctx, void *mem, size_t len, size_t alignment,
-                           size_t new_len, uintptr_t ret) {
+/* Neither test backing resizes or moves a block. */
+static bool no_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                      size_t new_len, uintptr_t ret) {
     (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
     return false;
 }
 
-static void *placing_remap(void *ctx, void *mem, size_t len, size_t alignment,
-                           size_t new_len, uintptr_t ret) {
+static void *no_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                      size_t new_len, uintptr_t ret) {
     (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
     return NULL;
 }
@@ -517,8 +532,8 @@ static void placing_free(void *ctx, void *mem, size_t len, size_t alignment,
         beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
 }
 
-static const beam_allocator_vtable placing_vtable = {
-    placing_alloc, placing_resize, placing_remap, placing_free};
+static const beam_allocator_vtable placing_vtable = {placing_alloc, no_resize,
+                                                     no_remap, placing_free};
 
 /* An instance whose first segment (slack alone, one slab's worth) the
  * backing puts at at, holding a block so that its slack's two chunks are
@@ -617,4 +632,46 @@ TEST(gpa_sub_short_of_memory_a_graduated_class_takes_a_partial_sub_slab) {
     CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
     CHECK(!beam_gpa_deinit(&g));
     free(region);
+}
+
+/* A backing that refuses once told to. */
+static bool refusing;
+static void *refusing_alloc(void *ctx, size_t len, size_t alignment,
+                            uintptr_t ret) {
+    (void)ctx;
+    return refusing
+               ? NULL
+               : beam_large_allocator.vtable->alloc(NULL, len, alignment, ret);
+}
+static void refusing_free(void *ctx, void *mem, size_t len, size_t alignment,
+                          uintptr_t ret) {
+    (void)ctx;
+    beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
+}
+static const beam_allocator_vtable refusing_vtable = {refusing_alloc, no_resize,
+                                                      no_remap, refusing_free};
+
+/* Found in review: a tracked instance needs block records for a new slab;
+ * refused them, a graduated class must still take the partial sub-slab
+ * with room (which has its records). */
+TEST(gpa_sub_tracked_short_of_memory_graduated_takes_a_partial_sub_slab) {
+    enum { N = 96 };
+    static beam_gpa_t g;
+    static void *p[N];
+    refusing = false;
+    beam_gpa_init_ex(&g, (beam_allocator_t){NULL, &refusing_vtable},
+                     BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (int i = 0; i < N; i++)
+        CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL && in_sub_slab(p[i]));
+    for (int i = 0; i < 32; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    refusing = true;
+    bool served = make_class_busy(a, 64);
+    refusing = false;
+    CHECK(served);
+    for (int i = 32; i < N; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
 }
