@@ -473,15 +473,12 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     bool ok = false;
     gpa_defer *defer = NULL;
     gpa_lock(st);
-    size_t bytes = beam__gpa_medium_block(st, s, mem);
-    /* (s->base only once the block is known to be st's: an entry being
-     * reset is not ours to read.) */
-    unsigned at = bytes != 0 ? page_of(s, mem) : 0;
-    unsigned have = (unsigned)(bytes >> GPA_PAGE_SHIFT);
+    unsigned at = 0;
+    unsigned have = live_run(st, s, mem, &at);
     unsigned want = (unsigned)pages_for(new_len);
     /* The block must be what the caller says it is, and a grown block may
      * take only free pages right after it. */
-    if (bytes != 0 && pages_for(len) == have && at + want <= GPA_PAGES &&
+    if (have != 0 && pages_for(len) == have && at + want <= GPA_PAGES &&
         (want <= have || (free_pages(s) & run_mask(at + have, want - have)) ==
                              run_mask(at + have, want - have))) {
         unsigned old = s->requeue;

@@ -602,15 +602,22 @@ void beam__gpa_reclaim_drain(gpa_state *st, size_t max, gpa_defer **defer) {
     }
 }
 
+/* Lock held: s, on the partial list at head, goes if it is empty (its
+ * remote frees counted in first). */
+static void partial_release_empty(gpa_state *st, gpa_slab **head, gpa_slab *s,
+                                  gpa_defer **defer) {
+    beam__gpa_slab_collect_remote(s);
+    if (s->used == 0) {
+        gpa_list_unlink(head, s);
+        beam__gpa_slab_release(st, s, defer);
+    }
+}
+
 /* Lock held: the empty slabs of a partial list go. */
 static void trim_list(gpa_state *st, gpa_slab **head, gpa_defer **defer) {
     for (gpa_slab *s = *head, *next; s != NULL; s = next) {
         next = s->next;
-        beam__gpa_slab_collect_remote(s);
-        if (s->used == 0) {
-            gpa_list_unlink(head, s);
-            beam__gpa_slab_release(st, s, defer);
-        }
+        partial_release_empty(st, head, s, defer);
     }
 }
 
@@ -778,14 +785,9 @@ static gpa_slab *partial_find(gpa_state *st, unsigned cls, bool whole,
     /* Passed over, the sub-slabs still go once empty: one look per refill
      * at the first (found in review: left for a collection, they held
      * their pages). */
-    gpa_slab *sub = st->partial_sub[cls];
-    if (sub != NULL) {
-        beam__gpa_slab_collect_remote(sub);
-        if (sub->used == 0) {
-            gpa_list_unlink(&st->partial_sub[cls], sub);
-            beam__gpa_slab_release(st, sub, defer);
-        }
-    }
+    if (st->partial_sub[cls] != NULL)
+        partial_release_empty(st, &st->partial_sub[cls], st->partial_sub[cls],
+                              defer);
     return s;
 }
 
@@ -799,16 +801,23 @@ typedef struct slab_need {
     bool small_ok;        /* a sub-slab will do instead of a slab, in a
                              small instance (FALLBACK_SLABS) */
     bool any_room;        /* the same, in any instance (out of memory) */
-    bool whole;           /* the class graduated: no partial sub-slab, unless
-                             any_room */
+    bool whole;           /* the class graduated: no partial sub-slab */
 } slab_need;
+
+/* Short of memory: the next look takes any room, a whole slab or what a
+ * chunk has, a partial sub-slab too. */
+static void need_any_room(slab_need *need) {
+    need->pages = 0;
+    need->any_room = true;
+    need->whole = false;
+}
 
 /* Lock held: a slab of class cls with room, or NULL when the partial list,
  * the mixed chunks and the pool have none (or tracking needs info and has
  * none). */
 static gpa_slab *slab_find(gpa_state *st, unsigned cls, slab_need *need,
                            gpa_defer **defer) {
-    gpa_slab *s = partial_find(st, cls, need->whole && !need->any_room, defer);
+    gpa_slab *s = partial_find(st, cls, need->whole, defer);
     if (s != NULL)
         return s;
     if (st->track && need->info == NULL)
@@ -919,12 +928,11 @@ static bool slab_lack_take(gpa_state *st, slab_need *need, slab_lack lack,
     case LACK_INFO:
         need->info = (gpa_block_info *)gpa_meta_alloc(
             st, info_len, BEAM_ALIGNOF(gpa_block_info));
-        if (need->info == NULL && need->whole && !need->any_room) {
+        if (need->info == NULL && need->whole) {
             /* A partial sub-slab, passed over, needs no new records: it
              * will do now (found in review: a tracked instance short of
              * memory failed where it had room). */
-            need->any_room = true;
-            need->pages = 0;
+            need_any_room(need);
             return true;
         }
         return need->info != NULL;
@@ -941,8 +949,7 @@ static bool slab_lack_take(gpa_state *st, slab_need *need, slab_lack lack,
          * finds in a chunk (found in review: with a sub-slab step asked
          * for, the fallback was never tried, and a refused backing failed
          * allocations the pages held could serve). */
-        need->pages = 0;
-        need->any_room = true;
+        need_any_room(need);
         return true;
     case LACK_ROOM:
         break;

@@ -264,6 +264,24 @@ static bool make_class_busy(beam_allocator_t a, size_t len) {
     return true;
 }
 
+/* The setup of the tests of a graduated class's partial sub-slabs: n
+ * blocks of 64 B, all in sub-slabs, then the first 32 (half the first
+ * sub-slab, full and detached) freed, waiting in the heap's stash; false
+ * when a block failed or missed a sub-slab. */
+static bool sub_blocks_some_freed(beam_allocator_t a, void **p, int n) {
+    for (int i = 0; i < n; i++)
+        if ((p[i] = beam_alloc_bytes(a, 64, 8)) == NULL || !in_sub_slab(p[i]))
+            return false;
+    for (int i = 0; i < 32; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+    return true;
+}
+
+static void free_64s(beam_allocator_t a, void **p, int from, int to) {
+    for (int i = from; i < to; i++)
+        beam_free_bytes(a, p[i], 64, 8);
+}
+
 TEST(gpa_sub_a_busy_class_graduates_to_whole_slabs) {
     beam_gpa_t g = fresh(0);
     beam_allocator_t a = beam_gpa_allocator(&g);
@@ -306,13 +324,9 @@ TEST(gpa_sub_a_graduated_class_takes_no_partial_sub_slab) {
     beam_allocator_t a = beam_gpa_allocator(&g);
     enum { N = 96 }; /* the first sub-slab (one page) holds 64 of them */
     static void *p[N];
-    for (int i = 0; i < N; i++)
-        CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL && in_sub_slab(p[i]));
-    /* Half the first sub-slab freed (into the heap's stash, as the
-     * sub-slab is full and detached): the first refill after graduation
-     * puts it back on the partial list, with room. */
-    for (int i = 0; i < N / 3; i++)
-        beam_free_bytes(a, p[i], 64, 8);
+    /* The first refill after graduation puts the first sub-slab back on
+     * the partial list, with room. */
+    CHECK(sub_blocks_some_freed(a, p, N));
     CHECK(make_class_busy(a, 64));
     enum { M = 80 }; /* more than the passed-over sub-slab's room */
     static void *more[M];
@@ -321,10 +335,8 @@ TEST(gpa_sub_a_graduated_class_takes_no_partial_sub_slab) {
               in_whole_slab(more[i]));
     /* The sub-slabs passed over still free what they hold, and a
      * collection gives them back. */
-    for (int i = N / 3; i < N; i++)
-        beam_free_bytes(a, p[i], 64, 8);
-    for (int i = 0; i < M; i++)
-        beam_free_bytes(a, more[i], 64, 8);
+    free_64s(a, p, 32, N);
+    free_64s(a, more, 0, M);
     beam_gpa_usage u = beam_gpa_usage_of(&g);
     CHECK(u.live_blocks == 0 && u.misuse_count == 0);
     /* Empty, they go at the refills that pass them over. */
@@ -335,8 +347,7 @@ TEST(gpa_sub_a_graduated_class_takes_no_partial_sub_slab) {
     for (int i = 0; i < R; i++)
         CHECK((r[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
     CHECK(st->partial_sub[cls] == NULL);
-    for (int i = 0; i < R; i++)
-        beam_free_bytes(a, r[i], 64, 8);
+    free_64s(a, r, 0, R);
     beam_gpa_collect(&g);
     for (unsigned c = 0; c < GPA_CLASSES; c++)
         CHECK(st->partial_sub[c] == NULL);
@@ -621,13 +632,9 @@ TEST(gpa_sub_short_of_memory_a_graduated_class_takes_a_partial_sub_slab) {
     beam_allocator_t a = beam_gpa_allocator(&g);
     void *x = beam_alloc_bytes(a, 1000, 8);
     CHECK(x != NULL && in_sub_slab(x));
-    for (int i = 0; i < N; i++)
-        CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL && in_sub_slab(p[i]));
-    for (int i = 0; i < 32; i++)
-        beam_free_bytes(a, p[i], 64, 8);
+    CHECK(sub_blocks_some_freed(a, p, N));
     CHECK(make_class_busy(a, 64));
-    for (int i = 32; i < N; i++)
-        beam_free_bytes(a, p[i], 64, 8);
+    free_64s(a, p, 32, N);
     beam_free_bytes(a, x, 1000, 8);
     CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
     CHECK(!beam_gpa_deinit(&g));
@@ -662,16 +669,12 @@ TEST(gpa_sub_tracked_short_of_memory_graduated_takes_a_partial_sub_slab) {
     beam_gpa_init_ex(&g, (beam_allocator_t){NULL, &refusing_vtable},
                      BEAM_GPA_TRACK_SITES);
     beam_allocator_t a = beam_gpa_allocator(&g);
-    for (int i = 0; i < N; i++)
-        CHECK((p[i] = beam_alloc_bytes(a, 64, 8)) != NULL && in_sub_slab(p[i]));
-    for (int i = 0; i < 32; i++)
-        beam_free_bytes(a, p[i], 64, 8);
+    CHECK(sub_blocks_some_freed(a, p, N));
     refusing = true;
     bool served = make_class_busy(a, 64);
     refusing = false;
     CHECK(served);
-    for (int i = 32; i < N; i++)
-        beam_free_bytes(a, p[i], 64, 8);
+    free_64s(a, p, 32, N);
     CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
     CHECK(!beam_gpa_deinit(&g));
 }
