@@ -155,7 +155,11 @@
  * (retired or collected). Stashed blocks are free to every check (their
  * tag is set) and counted as freed, but still used in their slab, which
  * therefore stays out of the pool. The stash is owner-only inside the busy
- * bracket (a collector's while the heap is revoked), like cur[].
+ * bracket (a collector's while the heap is revoked), like cur[]. It is not
+ * a cache to allocate from: blocks handed out from it never go home, and
+ * in a class whose blocks outgrow a slab the frees and allocations then
+ * switch between slab and stash unpredictably (measured: README, "Where
+ * the time goes").
  *
  * Invariants (asserted in debug builds):
  *  - slab->base is 64 KiB aligned, a sub-slab's 4 KiB aligned and aligned
