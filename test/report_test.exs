@@ -79,6 +79,19 @@ defmodule BeamAlloc.ReportTest do
     assert log =~ "double free"
   end
 
+  test "a call that reported and then yields (enif_schedule_nif) returns its continuation's value" do
+    # It hung the scheduler: the wait for the reporter scheduled itself
+    # over the body's continuation, then ran again for ever.
+    capture_log(fn ->
+      task = Task.async(fn -> Report.double_free_then_yield() end)
+      assert {:ok, :continued} = Task.yield(task, 5_000) || Task.shutdown(task)
+      assert [{Report, line}] = reports(1)
+      assert line =~ "double free"
+      assert :ok = Report.double_free()
+      assert [{Report, _}] = reports(1)
+    end)
+  end
+
   test "a write past the end of a block fails a leak_check call and is reported" do
     capture_log(fn ->
       assert_raise RuntimeError,

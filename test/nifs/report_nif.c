@@ -37,8 +37,32 @@ BEAM_NIF(leaky, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+static ERL_NIF_TERM continued(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_atom(env, "continued");
+}
+
+/* double_free_then_yield(): a report, then the body yields to a
+ * continuation (enif_schedule_nif), which the call's wait for the
+ * reporter must leave alone. */
+BEAM_NIF(double_free_then_yield) {
+    beam_gpa_t gpa;
+    beam_gpa_init(&gpa, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    void *p = beam_alloc_bytes(a, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(a, p, 24, 8);
+    beam_free_bytes(a, p, 24, 8);
+    beam_gpa_deinit(&gpa);
+    return enif_schedule_nif(env, "continued", 0, continued, argc, argv);
+}
+
 static ErlNifFunc funcs[] = {
     {"double_free", 0, double_free, 0},
+    {"double_free_then_yield", 0, double_free_then_yield, 0},
     {"overrun", 0, overrun, 0},
     {"leaky", 0, leaky, ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };
