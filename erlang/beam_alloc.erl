@@ -124,4 +124,6 @@ load_reason(16#ba3) -> <<"a load_info value is neither a map nor a property list
 load_reason(16#ba4) -> <<"load_info names an unknown option">>;
 load_reason(16#ba5) -> <<"a load_info option has a value it cannot take">>;
 load_reason(16#ba6) -> <<"out of memory while reading load_info">>;
+load_reason(16#ba7) ->
+    <<"load_info gives different options to two names of one C function on the same kind of scheduler">>;
 load_reason(_) -> undefined.

@@ -33,6 +33,10 @@ defmodule BeamAlloc.NifOptionsTest do
       assert_leak_raised(:leaky)
     end
 
+    test "leaves a dirty twin (one C function, another name) its own options" do
+      assert Options.leaky_dirty() == :ok
+    end
+
     test "applies a name to every arity, and {name, arity} over it" do
       assert Options.two() == :large
       assert Options.two(:x) == {:arena, :gpa}
@@ -149,6 +153,7 @@ defmodule BeamAlloc.NifOptionsTest do
       # scratch added to a leak-checked NIF: an arena over the checking instance
       assert :beam_alloc_options_erl.kind_checked() == {:arena, :leak_check}
       assert :beam_alloc_options_erl.leaky_checked() == :ok
+      assert :beam_alloc_options_erl.leaky_checked_twin() == :ok
     end
 
     test "with {name, arity} sets that arity only" do
@@ -205,6 +210,37 @@ defmodule BeamAlloc.NifOptionsTest do
       for text <- [:x, 42, [256, 1000], {:load, :x}] do
         assert :beam_alloc.explain_load_error({:error, {:load, text}}) == {:error, {:load, text}}
       end
+    end
+
+    test "refuses different options for twins on one scheduler, which a call cannot tell apart" do
+      info = %{leaky_checked: [leak_check: false]}
+      assert {:error, {:load, message}} = :beam_alloc.explain_load_error(load_fresh(info))
+
+      assert message =~
+               "load_info gives different options to two names of one C function " <>
+                 "on the same kind of scheduler"
+
+      assert {0xBA7, [report]} = Options.parse_load_info(info)
+
+      assert report =~
+               "load_info: leaky_checked/0 and leaky_checked_twin/0 are one C function " <>
+                 "on the same kind of scheduler"
+
+      assert :ok =
+               load_fresh(%{
+                 leaky_checked: [leak_check: false],
+                 leaky_checked_twin: [leak_check: false]
+               })
+
+      assert apply(@module, :leaky_checked, []) == :ok
+      assert apply(@module, :leaky_checked_twin, []) == :ok
+    end
+
+    test "gives a dirty twin its own options, and its own name in messages" do
+      assert :ok = load_fresh(%{leaky_dirty: [leak_check: true]})
+      assert apply(@module, :leaky, []) == :ok
+      message = "memory leak detected in function `#{inspect(@module)}.leaky_dirty/0`"
+      assert_raise RuntimeError, message, fn -> apply(@module, :leaky_dirty, []) end
     end
 
     test "is ignored when it is not a map" do
@@ -265,6 +301,8 @@ defmodule BeamAlloc.NifOptionsTest do
               two: 1,
               leaky: 0,
               leaky_checked: 0,
+              leaky_dirty: 0,
+              leaky_checked_twin: 0,
               parse_load_info: 1,
               take_reports: 0
             ] do

@@ -59,6 +59,53 @@ void beam_nif_unloaded(void) {
     beam__cold_release_all();
 }
 
+/* The scheduler an entry asks for: 0 (normal) or its dirty flag. */
+static unsigned entry_kind(const ErlNifFunc *f) {
+    return f->flags &
+           (ERL_NIF_DIRTY_JOB_CPU_BOUND | ERL_NIF_DIRTY_JOB_IO_BOUND);
+}
+
+unsigned beam__nif_thread_kind(void) {
+    switch (enif_thread_type()) {
+    case ERL_NIF_THR_DIRTY_CPU_SCHEDULER:
+        return ERL_NIF_DIRTY_JOB_CPU_BOUND;
+    case ERL_NIF_THR_DIRTY_IO_SCHEDULER:
+        return ERL_NIF_DIRTY_JOB_IO_BOUND;
+    default:
+        return 0;
+    }
+}
+
+static bool entry_is(const ErlNifFunc *f, beam_nif_body_fn self, int argc) {
+    return (beam_nif_body_fn)f->fptr == self && (int)f->arity == argc;
+}
+
+int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
+                       beam_nif_body_fn self, int argc) {
+    int first = 0;
+    while (first < count && !entry_is(&funcs[first], self, argc))
+        first++;
+    if (first == count)
+        return -1;
+    /* Twins (one C function under several names, often a normal and a
+     * dirty variant): the one for the scheduler this call runs on. */
+    unsigned kind = ~0u;
+    for (int i = first + 1; i < count; i++) {
+        if (!entry_is(&funcs[i], self, argc))
+            continue;
+        if (kind == ~0u)
+            kind = beam__nif_thread_kind();
+        if (entry_kind(&funcs[first]) != kind && entry_kind(&funcs[i]) == kind)
+            return i;
+    }
+    return first;
+}
+
+bool beam__nif_twins(const ErlNifFunc *a, const ErlNifFunc *b) {
+    return a->fptr == b->fptr && a->arity == b->arity &&
+           entry_kind(a) == entry_kind(b);
+}
+
 const ErlNifFunc *beam__nif_funcs(int *count) {
     *count = module_func_count;
     return module_funcs;
@@ -253,18 +300,14 @@ static bool module_is_erlang(void) {
  * module); the C name and argc when the function is not in it (or no
  * module was registered). The table is searched by function pointer, so a
  * NIF whose C name differs from its Erlang name (BEAM_NIF(nif_free) in
- * {"free", 1, nif_free, 0}) is named as Erlang knows it. */
+ * {"free", 1, nif_free, 0}) is named as Erlang knows it, and a function
+ * listed under several names by the entry for this call's scheduler
+ * (beam__nif_entry_of; the first of twins on the same scheduler). */
 static void format_mfa(const nif_call *call, char *buf, size_t n) {
-    const char *fun = call->c_name;
     int arity = call->argc;
-    for (int i = 0; i < module_func_count; i++) {
-        const ErlNifFunc *f = &module_funcs[i];
-        if ((beam_nif_body_fn)f->fptr == call->self &&
-            (int)f->arity == call->argc) {
-            fun = f->name;
-            break;
-        }
-    }
+    int i = beam__nif_entry_of(module_funcs, module_func_count, call->self,
+                               call->argc);
+    const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
     size_t len = 0;
     buf[0] = '\0';
     if (module_is_erlang()) {

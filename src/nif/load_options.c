@@ -6,7 +6,9 @@
  *
  * overrides the BEAM_NIF options of the functions it names. The parsed
  * result is one entry per function of the registered table; beam_nif_call
- * finds its entry by (fptr, arity), as the leak messages find names.
+ * finds its entry as the leak messages find names (beam__nif_entry_of:
+ * by function pointer and arity, and by scheduler for a function listed
+ * under several names).
  *
  * Loads and upgrades happen before the module's NIFs can run, but code of
  * the old module instance may still be running during an upgrade: a new
@@ -32,11 +34,8 @@ const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,
     const override_table *t = beam__atomic_load_acquire(&overrides);
     if (BEAM__LIKELY(t == NULL))
         return NULL;
-    for (int i = 0; i < t->count; i++)
-        if ((beam_nif_body_fn)t->funcs[i].fptr == self &&
-            (int)t->funcs[i].arity == argc)
-            return t->entry[i].set != 0 ? &t->entry[i] : NULL;
-    return NULL;
+    int i = beam__nif_entry_of(t->funcs, t->count, self, argc);
+    return i >= 0 && t->entry[i].set != 0 ? &t->entry[i] : NULL;
 }
 
 /* --- Parsing -------------------------------------------------------------- */
@@ -49,6 +48,7 @@ enum {
     BAD_OPTION = 0xba4,  /* an unknown option name */
     BAD_VALUE = 0xba5,   /* a known option with a value it cannot take */
     NO_MEMORY = 0xba6,
+    TWINS_DIFFER = 0xba7, /* twins (beam__nif_twins) given different options */
 };
 
 typedef struct parse {
@@ -258,6 +258,38 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
     return 0;
 }
 
+static bool same_options(const beam__nif_override *a,
+                         const beam__nif_override *b) {
+    return a->set == b->set &&
+           (!(a->set & BEAM__OVERRIDE_LEAK_CHECK) ||
+            a->leak_check == b->leak_check) &&
+           (!(a->set & BEAM__OVERRIDE_SCRATCH) || a->scratch == b->scratch) &&
+           (!(a->set & BEAM__OVERRIDE_RAISE_ON_MISUSE) ||
+            a->raise_on_misuse == b->raise_on_misuse) &&
+           (!(a->set & BEAM__OVERRIDE_ALLOCATOR) ||
+            (a->allocator.ctx == b->allocator.ctx &&
+             a->allocator.vtable == b->allocator.vtable));
+}
+
+/* A call of one C function listed under two names for the same scheduler
+ * cannot tell which name it was called by: such twins must have the same
+ * options, or the load fails (rather than one name's options silently
+ * applying to both). */
+static int check_twins(const parse *p) {
+    for (int i = 0; i < p->count; i++)
+        for (int j = i + 1; j < p->count; j++)
+            if (beam__nif_twins(&p->funcs[i], &p->funcs[j]) &&
+                !same_options(&p->table->entry[i], &p->table->entry[j]))
+                return fail(p->env, TWINS_DIFFER,
+                            "%s/%u and %s/%u are one C function on the same "
+                            "kind of scheduler, which cannot tell them apart, "
+                            "and get different options (give each its own "
+                            "BEAM_NIF, or both the same options)",
+                            p->funcs[i].name, p->funcs[i].arity,
+                            p->funcs[j].name, p->funcs[j].arity);
+    return 0;
+}
+
 static int apply_pass(parse *p, ERL_NIF_TERM map, bool exact_pass) {
     ErlNifMapIterator it;
     if (!enif_map_iterator_create(p->env, map, &it, ERL_NIF_MAP_ITERATOR_FIRST))
@@ -293,6 +325,8 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
     int rc = apply_pass(&p, load_info, false);
     if (rc == 0)
         rc = apply_pass(&p, load_info, true);
+    if (rc == 0)
+        rc = check_twins(&p);
     if (rc != 0) {
         enif_free(p.table);
         return rc;

@@ -103,6 +103,11 @@ static ErlNifFunc funcs[] = {
     {"two", 1, two_1, 0},
     {"leaky", 0, leaky, 0},
     {"leaky_checked", 0, leaky_checked, 0},
+    /* Twins: one C function under two names. leaky on a dirty scheduler
+     * too, with options of its own; leaky_checked twice on the same
+     * scheduler, which load_info must give the same options. */
+    {"leaky_dirty", 0, leaky, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"leaky_checked_twin", 0, leaky_checked, 0},
     {"parse_load_info", 1, parse_load_info, 0},
     {"take_reports", 0, take_reports, 0},
 };
