@@ -274,6 +274,17 @@ defmodule BeamAlloc.FaultInjectionTest do
         check_all_allocation_failures(fn -> :ok end, retries: 3)
       end
 
+      # An improper options list raised Keyword's FunctionClauseError.
+      message = "check_all_allocation_failures/2 expects a keyword list of options, got: "
+
+      assert_raise ArgumentError, message <> "[{:expect, :any} | :x]", fn ->
+        check_all_allocation_failures(fn -> :ok end, [{:expect, :any} | :x])
+      end
+
+      assert_raise ArgumentError, message <> "[:expect]", fn ->
+        check_all_allocation_failures(fn -> :ok end, [:expect])
+      end
+
       assert_raise ArgumentError, ~r/expects a function of arity 0/, fn ->
         check_all_allocation_failures(fn _ -> :ok end)
       end

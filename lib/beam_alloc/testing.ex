@@ -154,11 +154,20 @@ defmodule BeamAlloc.Testing do
   end
 
   def check_all_allocation_failures(_fun, opts) do
-    raise ArgumentError,
-          "check_all_allocation_failures/2 expects a keyword list of options, got: #{inspect(opts)}"
+    raise not_options(opts)
+  end
+
+  defp not_options(opts) do
+    ArgumentError.exception(
+      "check_all_allocation_failures/2 expects a keyword list of options, got: #{inspect(opts)}"
+    )
   end
 
   defp validate_options!(opts) do
+    # (A keyword list first: Keyword.validate!/2 raises a FunctionClauseError
+    # on an improper list, which would hide this error.)
+    unless Keyword.keyword?(opts), do: raise(not_options(opts))
+
     opts = Keyword.validate!(opts, expect: :any, modules: :all)
 
     expect = opts[:expect]
