@@ -370,6 +370,14 @@ defmodule BeamAlloc.FaultInjectionTest do
 
       assert {:badarg, _} = catch_error(:beam_alloc_testing.check_all_allocation_failures(:nope))
 
+      # An improper options list raised lists:foreach's function_clause.
+      assert {:badarg, "expected options as a map or a property list, got: [{expect,any}|x]"} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end, [
+                   {:expect, :any} | :x
+                 ])
+               )
+
       assert {:not_loaded, [:lists]} =
                catch_error(
                  :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end,
