@@ -92,6 +92,12 @@ defmodule BeamAlloc.NifOptionsTest do
       assert_raise ArgumentError, ~r/invalid value for :nifs option/, fn ->
         compile(library: "x", nifs: :all)
       end
+
+      # An improper list raised Enum's FunctionClauseError instead. (Quoted:
+      # an improper list is no literal of the AST compile/1 builds.)
+      assert_raise ArgumentError,
+                   ~r/invalid value for :nifs option, .*got: \[{:parse, \[\]} \| :b\]$/,
+                   fn -> compile(quote(do: [library: "x", nifs: [{:parse, []} | :b]])) end
     end
 
     test "a library that was not built: the load error says where to look" do

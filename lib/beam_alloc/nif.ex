@@ -226,7 +226,15 @@ defmodule BeamAlloc.Nif do
               "the application whose priv/ holds the NIF library (no Mix project to take it from)"
   end
 
-  defp validate_nifs!(nifs) when is_list(nifs) do
+  defp validate_nifs!(nifs) do
+    # (A proper list first: Map.new/2 raises a FunctionClauseError on an
+    # improper one, which would hide this error.)
+    unless is_list(nifs) and not List.improper?(nifs) do
+      raise ArgumentError,
+            "invalid value for :nifs option, expected a keyword list of NIF names " <>
+              "and their options, got: #{inspect(nifs)}"
+    end
+
     Map.new(nifs, fn
       {key, options} ->
         {validate_key!(key), validate_nif_options!(key, options)}
@@ -235,12 +243,6 @@ defmodule BeamAlloc.Nif do
         raise ArgumentError,
               "invalid entry in :nifs option, expected {name, options}, got: #{inspect(other)}"
     end)
-  end
-
-  defp validate_nifs!(other) do
-    raise ArgumentError,
-          "invalid value for :nifs option, expected a keyword list of NIF names " <>
-            "and their options, got: #{inspect(other)}"
   end
 
   defp validate_key!(name) when is_atom(name) and name not in [nil, true, false], do: name
