@@ -37,14 +37,18 @@ stats(Module) when is_atom(Module) ->
 stats(Other) ->
     erlang:error(badarg, [Other]).
 
-%% As stats/1, without raising: {ok, Stats} or {error, not_loaded}.
+%% As stats/1, without raising when no library is loaded for Module:
+%% {ok, Stats} or {error, not_loaded}. Raises badarg, as stats/1 does, when
+%% Module is not an atom.
 -spec find_stats(module()) -> {ok, stats()} | {error, not_loaded}.
 find_stats(Module) when is_atom(Module) ->
     _ = code:ensure_loaded(Module),
     case beam_alloc_testing_nif:stats(atom_to_binary(Module, utf8)) of
         {ok, Stats} -> {ok, Stats};
         {error, not_found} -> {error, not_loaded}
-    end.
+    end;
+find_stats(Other) ->
+    erlang:error(badarg, [Other]).
 
 %% Give back what the process-wide general purpose allocator of Module's NIF
 %% library holds and does not need: beam_gpa_collect from any process. It

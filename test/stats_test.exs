@@ -53,4 +53,13 @@ defmodule BeamAlloc.StatsTest do
 
     assert_raise ArgumentError, ~r/expected a module name/, fn -> BeamAlloc.stats("Guide") end
   end
+
+  test "from Erlang, a module that is not an atom is badarg" do
+    assert {:ok, %{raw: _}} = :beam_alloc.find_stats(Guide)
+    assert {:error, :not_loaded} = :beam_alloc.find_stats(Enum)
+    assert :badarg = catch_error(:beam_alloc.stats(1))
+    # It raised a function_clause instead.
+    assert :badarg = catch_error(:beam_alloc.find_stats(1))
+    assert :badarg = catch_error(:beam_alloc.collect(1))
+  end
 end
