@@ -118,11 +118,14 @@ static void *arena_alloc(void *ctx, size_t len, size_t alignment,
 }
 
 /* Only the newest block ends at the newest chunk's bump pointer. Compared
- * as integers: mem may belong to another chunk, another object. */
+ * as integers: mem may belong to another chunk, another object. The block
+ * must fit in what the chunk handed out (len <= end), and its start is
+ * computed from that, not mem + len, which wraps for a huge len: a bogus
+ * free passed as the newest block and underflowed end and used. */
 static bool is_last(const beam_arena_t *arena, const void *mem, size_t len) {
     chunk_t *c = arena->chunks;
-    return c != NULL && (uintptr_t)mem >= (uintptr_t)data_of(c) &&
-           (uintptr_t)mem + len == (uintptr_t)(data_of(c) + c->end);
+    return c != NULL && len <= c->end &&
+           (uintptr_t)mem == (uintptr_t)(data_of(c) + (c->end - len));
 }
 
 static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
