@@ -523,8 +523,8 @@ typedef struct resize_words {
     const char *not_live, *wrong_length;
 } resize_words;
 static const resize_words resize_said = {
-    "resize of a pointer that is not a live block (freed, or inside a "
-    "block): not resized",
+    "resize of a pointer that is not a live block (freed, foreign, or "
+    "inside a block): not resized",
     "resize with a wrong length or alignment: not resized"};
 static const resize_words remap_said = {GPA_SAID_MOVE_NOT_LIVE,
                                         GPA_SAID_MOVE_WRONG_LENGTH};
@@ -538,9 +538,11 @@ static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
         return false;
     gpa_slab *s = beam__gpa_slab_of(mem);
     if (beam__gpa_owner(s) != st)
-        return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret);
+        return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret,
+                                      said->not_live);
     if (gpa_where(s) == WHERE_MEDIUM)
-        return beam__gpa_medium_resize(st, s, mem, len, alignment, new_len);
+        return beam__gpa_medium_resize(st, s, mem, len, alignment, new_len, ret,
+                                       said->not_live);
     long idx = beam__gpa_block_index(s, mem);
     if (!gpa_small_live(st, s, mem, idx, true)) {
         beam__gpa_misuse(st, said->not_live, mem, len, alignment, ret);

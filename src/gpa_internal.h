@@ -799,10 +799,12 @@ BEAM__HIDDEN void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem,
                                         size_t len, size_t alignment,
                                         uintptr_t ret);
 /* Resize mem in place (its run shrinks, or grows into the free pages after
- * it); false when it cannot. */
+ * it); false when it cannot. No live block at mem (freed, or foreign) is a
+ * misuse, reported as not_live: the caller's words for its call. */
 BEAM__HIDDEN bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem,
                                           size_t len, size_t alignment,
-                                          size_t new_len);
+                                          size_t new_len, uintptr_t ret,
+                                          const char *not_live);
 /* Lock held: the bytes of the live block that starts at p in s, or 0 when
  * s is not (or no longer) a medium slab of st or no live block starts
  * there (a freed block kept in the cache included). */
@@ -830,9 +832,11 @@ BEAM__HIDDEN gpa_large_freed beam__gpa_large_free(gpa_state *st, void *mem,
  * to; up to max copied to out. */
 BEAM__HIDDEN size_t beam__gpa_large_check_freed(gpa_state *st, gpa_large *out,
                                                 size_t *at, size_t max);
+/* Resize mem in place, false when it cannot; no large block of st at mem
+ * (freed, or foreign) is reported as not_live, as for a medium block. */
 BEAM__HIDDEN bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                                          size_t alignment, size_t new_len,
-                                         uintptr_t ret);
+                                         uintptr_t ret, const char *not_live);
 BEAM__HIDDEN void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
                                          size_t alignment, size_t new_len,
                                          uintptr_t ret);

@@ -321,11 +321,14 @@ static void safe_refill(void *mem, size_t len, size_t new_len,
 }
 
 bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
-                            size_t alignment, size_t new_len, uintptr_t ret) {
+                            size_t alignment, size_t new_len, uintptr_t ret,
+                            const char *not_live) {
     gpa_lock(st);
     gpa_large *e = beam__gpa_large_find(st, mem);
     if (e == NULL || e->len != len || e->alignment != alignment) {
         gpa_unlock(st);
+        if (e == NULL)
+            beam__gpa_misuse(st, not_live, mem, len, alignment, ret);
         return false;
     }
     /* Within what the backing holds, in place costs nothing. */

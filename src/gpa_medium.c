@@ -466,7 +466,8 @@ void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
 }
 
 bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
-                             size_t alignment, size_t new_len) {
+                             size_t alignment, size_t new_len, uintptr_t ret,
+                             const char *not_live) {
     if (new_len <= BEAM_GPA_SMALL_MAX || new_len > GPA_MEDIUM_MAX ||
         alignment > GPA_PAGE_SIZE)
         return false;
@@ -494,5 +495,7 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     }
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
+    if (have == 0)
+        beam__gpa_misuse(st, not_live, mem, len, alignment, ret);
     return ok;
 }
