@@ -236,8 +236,10 @@ bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
         free_impl(a.ctx, a.vtable, mem, len, alignment, ret);
         return true;
     }
-    if (new_len == len)
-        return true;
+    /* The same length too: only the allocator knows whether mem is a live
+     * block (a GPA refuses and reports a freed or foreign one), and every
+     * built-in one keeps a live block as it is. The same for remap and
+     * realloc. */
     return a.vtable->resize(a.ctx, mem, len, alignment, new_len, ret);
 }
 
@@ -249,8 +251,6 @@ void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
         return out;
     if (len == 0 || mem == NULL)
         return NULL;
-    if (new_len == len)
-        return mem;
     return a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
 }
 
@@ -261,8 +261,6 @@ static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
         return out;
     if (len == 0 || mem == NULL)
         return alloc_entry(a, new_len, alignment, ret);
-    if (new_len == len)
-        return mem;
     /* The copy below reads len bytes of mem. The allocator checks the
      * block in its remap, itself or through its parent (a failing or
      * resource allocator over a GPA): a remap that reported a misuse

@@ -93,10 +93,12 @@ static bool resize_impl(void *mem, size_t len, size_t alignment,
     return new_len <= end - (uintptr_t)mem;
 }
 
+/* Straight through, like the raw allocator's remap: the same length is
+ * the block as it is, with no backend call. */
 static void *remap_impl(void *mem, size_t len, size_t alignment,
                         size_t new_len) {
     if (alignment <= BEAM_MAX_ALIGN)
-        return beam__sys_realloc(mem, new_len);
+        return new_len == len ? mem : beam__sys_realloc(mem, new_len);
     if (resize_impl(mem, len, alignment, new_len))
         return mem;
     size_t total = total_for(new_len, alignment);

@@ -44,13 +44,17 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
 }
 
 /* enif_realloc keeps the backend's alignment, which is all this allocator
- * serves; on failure it leaves the old block alone, as remap must. */
+ * serves; on failure it leaves the old block alone, as remap must. The
+ * same length is the block as it is: no call to the backend for nothing
+ * (the helpers ask the allocator, so that a GPA can check the block). */
 static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
     (void)ret;
     if (alignment > BEAM_MAX_ALIGN)
         return NULL;
+    if (new_len == len)
+        return mem;
     void *p = beam__sys_realloc(mem, new_len);
     if (p != NULL)
         beam__count_resize(raw_counters(), &beam__kind_peak[BEAM__RAW], len,

@@ -414,3 +414,97 @@ TEST(large_block_at_another_alignment_is_refused) {
     check_release_reports();
     beam_free_bytes(beam_large_allocator, q, 100, 64);
 }
+
+/* Resize, remap and realloc of a live block to its own length: the block
+ * as it is. The helpers ask the allocator even then (so that a general
+ * purpose allocator can refuse a freed block), and every built-in one
+ * must say yes. */
+static bool same_length_kept(beam_allocator_t a, void *p, size_t len,
+                             size_t alignment) {
+    return p != NULL && beam_resize_bytes(a, p, len, alignment, len) &&
+           beam_remap_bytes(a, p, len, alignment, len) == p &&
+           beam_realloc_bytes(a, p, len, alignment, len) == p;
+}
+
+/* Nothing allocated, freed or resized between the two. */
+static bool stats_unchanged(beam_allocator_t a, const beam_alloc_stats *was) {
+    beam_alloc_stats now;
+    return beam_allocator_stats(a, &now) && now.live_bytes == was->live_bytes &&
+           now.live_blocks == was->live_blocks &&
+           now.allocations == was->allocations && now.frees == was->frees &&
+           now.failed == was->failed;
+}
+
+/* The counted allocators, each kind of block (a GPA's small, medium and
+ * large ones, plain and safe): kept, and their stats unchanged. */
+TEST(core_same_length_resize_keeps_live_blocks_of_counted_allocators) {
+    beam_gpa_t g, safe;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_gpa_init_ex(&safe, beam_large_allocator, BEAM_GPA_SAFE);
+    beam_allocator_t ga = beam_gpa_allocator(&g);
+    beam_allocator_t sa = beam_gpa_allocator(&safe);
+    const struct {
+        beam_allocator_t a;
+        size_t len, alignment;
+    } cases[] = {
+        {beam_raw_allocator, 100, 8},
+        {beam_large_allocator, 100, 8},
+        {beam_large_allocator, 100, 4096},
+        {ga, 100, 8},
+        {ga, 12 * 1024, 8},
+        {ga, 256 * 1024, 8},
+        {ga, 256 * 1024, 4096},
+        {sa, 100, 8},
+        {sa, 12 * 1024, 8},
+        {sa, 256 * 1024, 8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        beam_allocator_t a = cases[i].a;
+        size_t len = cases[i].len, alignment = cases[i].alignment;
+        beam_alloc_stats was;
+        char *p = beam_alloc_bytes(a, len, alignment);
+        CHECK(p != NULL && beam_allocator_stats(a, &was));
+        memset(p, 0x5a, len);
+        CHECK(same_length_kept(a, p, len, alignment));
+        CHECK(stats_unchanged(a, &was));
+        CHECK(p[0] == 0x5a && p[len - 1] == 0x5a);
+        beam_free_bytes(a, p, len, alignment);
+    }
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(beam_gpa_usage_of(&safe).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g) && !beam_gpa_deinit(&safe));
+}
+
+/* The arena and the fixed buffer (the newest block and an older one) and
+ * the failing allocator, at its failing point too: kept, nothing given
+ * back or taken. */
+TEST(core_same_length_resize_keeps_live_blocks_of_composed_allocators) {
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    beam_allocator_t aa = beam_arena_allocator(&arena);
+    void *older = beam_alloc_bytes(aa, 32, 8),
+         *newest = beam_alloc_bytes(aa, 32, 8);
+    CHECK(same_length_kept(aa, older, 32, 8));
+    CHECK(same_length_kept(aa, newest, 32, 8));
+    CHECK(beam_arena_used(&arena) == 64);
+    beam_arena_deinit(&arena);
+
+    static _Alignas(16) unsigned char buf[256];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_allocator_t fa = beam_fixed_buffer_allocator(&fb);
+    older = beam_alloc_bytes(fa, 32, 8);
+    newest = beam_alloc_bytes(fa, 32, 8);
+    CHECK(same_length_kept(fa, older, 32, 8));
+    CHECK(same_length_kept(fa, newest, 32, 8));
+    CHECK(fb.end_index == 64);
+
+    beam_failing_t f;
+    beam_failing_init(&f, beam_raw_allocator, 1);
+    beam_allocator_t xa = beam_failing_allocator(&f);
+    void *p = beam_alloc_bytes(xa, 32, 8);
+    CHECK(same_length_kept(xa, p, 32, 8));
+    CHECK(f.allocations == 1 && f.allocated_bytes == 32);
+    CHECK(f.freed_bytes == 0 && !f.has_induced_failure);
+    beam_free_bytes(xa, p, 32, 8);
+}

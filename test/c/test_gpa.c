@@ -1124,3 +1124,41 @@ TEST(gpa_tracked_realloc_with_a_wrong_length_is_one_report) {
     beam_free_bytes(a, q, 100, 8);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* Resize, remap and realloc of a block to its own length: the instance
+ * still checks the block. The helpers used to answer for it (true, the
+ * same pointer) without asking, so a freed or foreign block passed for
+ * live, unreported. */
+static bool same_length_refused(beam_gpa_t *g, void *p, size_t len) {
+    beam_allocator_t a = beam_gpa_allocator(g);
+    size_t before = beam_gpa_usage_of(g).misuse_count;
+    return !beam_resize_bytes(a, p, len, 8, len) &&
+           beam_remap_bytes(a, p, len, 8, len) == NULL &&
+           beam_realloc_bytes(a, p, len, 8, len) == NULL &&
+           beam_gpa_usage_of(g).misuse_count == before + 3;
+}
+
+/* A freed small, medium and large block, and memory the instance never
+ * saw: each call refused and counted once. */
+TEST(gpa_same_length_resize_of_freed_or_foreign_block_is_misuse) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    static const size_t lens[] = {100, 12 * 1024, 256 * 1024};
+    static _Alignas(16) char foreign[256];
+    void *keep = beam_alloc_bytes(a, 100, 8); /* the small slab stays */
+    CHECK(keep != NULL);
+    check_capture_reports();
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        void *p = beam_alloc_bytes(a, lens[i], 8);
+        CHECK(p != NULL);
+        beam_free_bytes(a, p, lens[i], 8);
+        CHECK(same_length_refused(&g, p, lens[i]));
+    }
+    CHECK(same_length_refused(&g, foreign + 16, 100));
+    CHECK(check_report_count() == 12);
+    CHECK(check_report_contains("not a live block"));
+    check_release_reports();
+    beam_free_bytes(a, keep, 100, 8);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
