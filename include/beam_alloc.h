@@ -93,8 +93,8 @@ extern "C" {
  * this thread holds (resources built on each other, used by several
  * threads at once: the thread that would close the cycle fails instead of
  * waiting). Cycles through locks of the caller's own, or through another
- * copy of the library, are not seen. A GPA or arena given itself is
- * refused at init already.
+ * copy of the library, are not seen. A GPA, arena or failing allocator
+ * given itself is refused at init already.
  * ---------------------------------------------------------------------- */
 
 typedef struct beam_allocator_vtable {
@@ -116,7 +116,11 @@ typedef struct beam_allocator_vtable {
 } beam_allocator_vtable;
 typedef beam_allocator_vtable beam_allocator_vtable_t;
 
-/** An allocator: passed and copied by value, two words. */
+/** An allocator: passed and copied by value, two words. A zero-initialised
+ * one ({0}, no vtable) refuses every call: alloc and remap NULL, resize
+ * false, a free of a block reported and ignored; an allocator built on it
+ * (GPA, arena, failing) refuses every allocation, said in a report at
+ * init. */
 typedef struct beam_allocator {
     void *ctx;
     const beam_allocator_vtable *vtable;
@@ -360,7 +364,8 @@ typedef struct beam_gpa {
 
 /** Prepare an instance over backing. Cannot fail (memory is taken lazily).
  * An instance given itself as backing refuses every allocation (and says
- * so in a report): it would have recursed without end. */
+ * so in a report): it would have recursed without end. The same for a
+ * zero-initialised backing ({0}). */
 BEAM_API void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing);
 /** beam_gpa_init with options (enum beam_gpa_flags). */
 BEAM_API void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
@@ -428,8 +433,9 @@ typedef enum beam_arena_reset_mode {
 } beam_arena_reset_mode;
 typedef beam_arena_reset_mode beam_arena_reset_mode_t;
 
-/** An arena over parent. One given itself as parent refuses every
- * allocation (and says so in a report). */
+/** An arena over parent. One given itself or a zero-initialised allocator
+ * as parent refuses every allocation (and says so in a report), as does a
+ * zeroed arena never initialised (without the report). */
 BEAM_API void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent);
 BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
 /** Free every block of the arena at once. beam_arena_reset(&arena) retains
@@ -466,7 +472,8 @@ BEAM_API void beam_fixed_buffer_reset(beam_fixed_buffer_t *fb);
 /* Failing: fault injection over any parent. Allocation number 0, 1, ...
  * succeeds through the parent until number fail_index, which and every later
  * one fails. Resize and remap to a larger size also fail once the failing
- * point is reached. Not thread-safe. */
+ * point is reached. Not thread-safe. Over itself or a zero-initialised
+ * parent it refuses every allocation (and says so in a report). */
 typedef struct beam_failing {
     beam_allocator_t parent;
     size_t fail_index;        /* first allocation number that fails */

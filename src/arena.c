@@ -190,8 +190,8 @@ static void free_chunks_except(beam_arena_t *arena, chunk_t *keep,
     while (c != NULL) {
         chunk_t *next = c->next;
         if (c != keep)
-            arena->parent.vtable->free(arena->parent.ctx, c, HEADER + c->cap,
-                                       CHUNK_ALIGN, ret);
+            beam__parent_free(arena->parent, c, HEADER + c->cap, CHUNK_ALIGN,
+                              ret);
         c = next;
     }
     arena->chunks = keep;

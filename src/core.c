@@ -23,6 +23,14 @@ static inline void *zero_len_block(size_t alignment) {
     return (void *)(uintptr_t)alignment;
 }
 
+/* A zero-initialised allocator ({0}) is the refusing one (internal.h):
+ * tested only here, out of line, once the inline paths have compared the
+ * vtable with the GPA's and the raw allocator's. */
+static inline const beam_allocator_vtable *
+usable(const beam_allocator_vtable *vt) {
+    return BEAM__LIKELY(vt != NULL) ? vt : &beam__refusing_vtable;
+}
+
 /* len - 1 >= BEAM__MAX_LEN: len is 0 or above the limit, in one test (the
  * common case pays one branch for all the edge cases). Then what the
  * vtable would run: a GPA's general path directly (its fast paths have
@@ -45,7 +53,7 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
                                                     : NULL;
     if (vt == &beam__gpa_vtable)
         return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
-    return vt->alloc(ctx, len, alignment, ret);
+    return usable(vt)->alloc(ctx, len, alignment, ret);
 }
 
 /* mem and len could be a block: a length from 1 to the limit, and an
@@ -96,6 +104,9 @@ static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
     }
     if (vt == &beam__gpa_vtable)
         beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
+    else if (BEAM__UNLIKELY(vt == NULL))
+        beam__report_refused("free", mem, len, alignment, ret,
+                             BEAM__SAID_NO_VTABLE);
     else
         vt->free(ctx, mem, len, alignment, ret);
 }
@@ -149,11 +160,16 @@ beam_allocator_t beam__parent_not_self(beam_allocator_t parent,
                                        const beam_allocator_vtable *own,
                                        const char *who, const char *noun,
                                        const char *role) {
-    if (parent.vtable != own || parent.ctx != self)
+    const char *given;
+    if (parent.vtable == NULL)
+        given = "a zero-initialised allocator (no vtable)";
+    else if (parent.vtable == own && parent.ctx == self)
+        given = "itself";
+    else
         return parent;
-    beam__report("beam_alloc: %s: the %s at %p was given itself as its %s; "
-                 "it refuses every allocation",
-                 who, noun, self, role);
+    beam__report("beam_alloc: %s: the %s at %p was given %s as its %s; it "
+                 "refuses every allocation",
+                 who, noun, self, given, role);
     beam_allocator_t refusing = {NULL, &beam__refusing_vtable};
     return refusing;
 }
@@ -240,7 +256,7 @@ bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
      * block (a GPA refuses and reports a freed or foreign one), and every
      * built-in one keeps a live block as it is. The same for remap and
      * realloc. */
-    return a.vtable->resize(a.ctx, mem, len, alignment, new_len, ret);
+    return usable(a.vtable)->resize(a.ctx, mem, len, alignment, new_len, ret);
 }
 
 void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
@@ -251,7 +267,7 @@ void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
         return out;
     if (len == 0 || mem == NULL)
         return NULL;
-    return a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
+    return usable(a.vtable)->remap(a.ctx, mem, len, alignment, new_len, ret);
 }
 
 static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
@@ -265,15 +281,16 @@ static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
      * block in its remap, itself or through its parent (a failing or
      * resource allocator over a GPA): a remap that reported a misuse
      * refused the block, and nothing is read from it. */
+    const beam_allocator_vtable *vt = usable(a.vtable);
     unsigned long misuse = beam__misuse.count;
-    out = a.vtable->remap(a.ctx, mem, len, alignment, new_len, ret);
+    out = vt->remap(a.ctx, mem, len, alignment, new_len, ret);
     if (out != NULL || beam__misuse.count != misuse)
         return out;
-    out = a.vtable->alloc(a.ctx, new_len, alignment, ret);
+    out = vt->alloc(a.ctx, new_len, alignment, ret);
     if (out == NULL)
         return NULL;
     memcpy(out, mem, len < new_len ? len : new_len);
-    a.vtable->free(a.ctx, mem, len, alignment, ret);
+    vt->free(a.ctx, mem, len, alignment, ret);
     return out;
 }
 

@@ -68,7 +68,7 @@ static void *failing_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void failing_free(void *ctx, void *mem, size_t len, size_t alignment,
                          uintptr_t ret) {
     beam_failing_t *f = ctx;
-    f->parent.vtable->free(f->parent.ctx, mem, len, alignment, ret);
+    beam__parent_free(f->parent, mem, len, alignment, ret);
     f->deallocations++;
     f->freed_bytes += len;
 }
@@ -78,7 +78,9 @@ static const beam_allocator_vtable failing_vtable = {
 
 void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
                        size_t fail_index) {
-    f->parent = parent;
+    f->parent =
+        beam__parent_not_self(parent, f, &failing_vtable, "beam_failing_init",
+                              "failing allocator", "parent");
     f->fail_index = fail_index;
     f->alloc_index = 0;
     f->allocations = 0;

@@ -114,15 +114,24 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
 
 /* An allocator that refuses everything: alloc and remap NULL, resize
  * false, free a no-op (core.c). What a resource allocator of no resource
- * is, and what an instance given itself as its parent gets instead. */
+ * is, and what an instance given itself as its parent gets instead. A
+ * zero-initialised allocator ({0}: no vtable) is taken for it: the
+ * helpers' slow paths and the parent calls below test for NULL, so that
+ * {0} fails every call instead of crashing (the fast paths compare the
+ * vtable with known ones first and never read a NULL one). */
 BEAM__HIDDEN extern const beam_allocator_vtable beam__refusing_vtable;
 
+/* What a free given a zero-initialised allocator says (core.c, malloc.c). */
+#define BEAM__SAID_NO_VTABLE                                                   \
+    "the allocator is zero-initialised (no vtable) and has no blocks"
+
 /* The parent an allocator's init keeps: parent, or, when it is the
- * allocator itself (self, whose vtable is own), the refusing allocator,
- * with a report (who: the init; noun and role word it: "instance",
- * "backing allocator"). Built on itself it would ask itself for memory
- * without end; said at init, though the nesting count below would catch
- * it at the first allocation, as it catches longer cycles (core.c). */
+ * allocator itself (self, whose vtable is own) or zero-initialised, the
+ * refusing allocator, with a report (who: the init; noun and role word
+ * it: "instance", "backing allocator"). Built on itself it would ask
+ * itself for memory without end; said at init, though the nesting count
+ * below would catch it at the first allocation, as it catches longer
+ * cycles (core.c). */
 BEAM__HIDDEN beam_allocator_t beam__parent_not_self(
     beam_allocator_t parent, const void *self, const beam_allocator_vtable *own,
     const char *who, const char *noun, const char *role);
@@ -161,10 +170,12 @@ static inline void beam__nest_leave(void) {
 
 /* An allocator's calls to its parent (a GPA's to its backing) that
  * allocate or move memory: the parent's vtable, counted in the nesting
- * and refused past it (NULL, false). Every such call goes through these. */
+ * and refused past it (NULL, false). Every such call goes through these.
+ * A parent with no vtable (an arena or failing allocator left zeroed,
+ * never initialised) refuses, as the refusing allocator would. */
 static inline void *beam__parent_alloc(beam_allocator_t parent, size_t len,
                                        size_t alignment, uintptr_t ret) {
-    if (!beam__nest_enter())
+    if (BEAM__UNLIKELY(parent.vtable == NULL) || !beam__nest_enter())
         return NULL;
     void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
     beam__nest_leave();
@@ -173,7 +184,7 @@ static inline void *beam__parent_alloc(beam_allocator_t parent, size_t len,
 static inline bool beam__parent_resize(beam_allocator_t parent, void *mem,
                                        size_t len, size_t alignment,
                                        size_t new_len, uintptr_t ret) {
-    if (!beam__nest_enter())
+    if (BEAM__UNLIKELY(parent.vtable == NULL) || !beam__nest_enter())
         return false;
     bool ok =
         parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret);
@@ -183,12 +194,21 @@ static inline bool beam__parent_resize(beam_allocator_t parent, void *mem,
 static inline void *beam__parent_remap(beam_allocator_t parent, void *mem,
                                        size_t len, size_t alignment,
                                        size_t new_len, uintptr_t ret) {
-    if (!beam__nest_enter())
+    if (BEAM__UNLIKELY(parent.vtable == NULL) || !beam__nest_enter())
         return NULL;
     void *p =
         parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
     beam__nest_leave();
     return p;
+}
+/* A block back to the parent that gave it (not counted in the nesting: a
+ * cycle never allocated anything to free). No vtable: nothing was ever
+ * given, and the free is a no-op, as the refusing allocator's. */
+static inline void beam__parent_free(beam_allocator_t parent, void *mem,
+                                     size_t len, size_t alignment,
+                                     uintptr_t ret) {
+    if (BEAM__LIKELY(parent.vtable != NULL))
+        parent.vtable->free(parent.ctx, mem, len, alignment, ret);
 }
 
 /* No allocator hands out a block in the first page, which no system maps:

@@ -91,27 +91,45 @@ static inline enum hdr_state hdr_read(const void *p, size_t *good,
     return HDR_BAD;
 }
 
-static BEAM__NOINLINE void report_bad(const char *call, const void *p,
-                                      enum hdr_state why, uintptr_t ret) {
+static BEAM__NOINLINE void report_ignored(const char *call, const void *p,
+                                          const char *what, uintptr_t ret) {
     char site[128];
     beam__report("beam_alloc: %s of %p ignored: %s (called from %s)", call, p,
-                 why == HDR_FREED
-                     ? "double free (the block was freed already)"
-                     : "not a live block of beam_malloc & co. over this "
-                       "allocator (freed already, a sized block, or "
-                       "foreign)",
-                 beam__describe_addr(ret, site, sizeof site));
+                 what, beam__describe_addr(ret, site, sizeof site));
+}
+
+static void report_bad(const char *call, const void *p, enum hdr_state why,
+                       uintptr_t ret) {
+    report_ignored(call, p,
+                   why == HDR_FREED
+                       ? "double free (the block was freed already)"
+                       : "not a live block of beam_malloc & co. over this "
+                         "allocator (freed already, a sized block, or "
+                         "foreign)",
+                   ret);
+}
+
+/* The header paths serve every allocator but a GPA, a zero-initialised
+ * one ({0}, no vtable) included: it serves nothing and has no blocks, so
+ * they test for it before the vtable is called or a header read (the GPA
+ * paths compare the vtable with the GPA's and need no test). */
+static inline bool no_vtable(beam_allocator_t a) {
+    return BEAM__UNLIKELY(a.vtable == NULL);
 }
 
 static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
     size_t good = hdr_good(n);
-    if (good == 0)
+    if (good == 0 || no_vtable(a))
         return NULL;
     void *base = a.vtable->alloc(a.ctx, good + HDR, 8, ret);
     return base != NULL ? hdr_place(base, good) : NULL;
 }
 
 static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
+    if (no_vtable(a)) {
+        report_ignored("beam_mfree", p, BEAM__SAID_NO_VTABLE, ret);
+        return;
+    }
     size_t good;
     char *base;
     enum hdr_state st = hdr_read(p, &good, &base);
@@ -125,6 +143,8 @@ static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
 
 static void *hdr_mrealloc(beam_allocator_t a, void *p, size_t n,
                           uintptr_t ret) {
+    if (no_vtable(a))
+        return NULL;
     size_t good, new_good = hdr_good(n);
     char *base;
     enum hdr_state st = hdr_read(p, &good, &base);
@@ -293,6 +313,10 @@ size_t beam_msize(beam_allocator_t a, const void *p) {
                                  &alignment))
             return len;
         report_not_gpa_block("beam_msize", p, BEAM__RET_ADDR());
+        return 0;
+    }
+    if (no_vtable(a)) {
+        report_ignored("beam_msize", p, BEAM__SAID_NO_VTABLE, BEAM__RET_ADDR());
         return 0;
     }
     size_t good;

@@ -138,7 +138,7 @@ static void *parent_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void parent_free(void *ctx, void *mem, size_t len, size_t alignment,
                         uintptr_t ret) {
     beam_resource_t *r = ctx;
-    r->parent.vtable->free(r->parent.ctx, mem, len, alignment, ret);
+    beam__parent_free(r->parent, mem, len, alignment, ret);
     sub(&r->parent_bytes, len);
 }
 

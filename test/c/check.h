@@ -39,6 +39,10 @@ size_t check_report_count(void);
 bool check_report_contains(const char *needle);
 /* The last report (not any) names needle. */
 bool check_last_report_has(const char *needle);
+/* Exactly one report since capturing began, and it names needle. */
+static inline bool check_said_once(const char *needle) {
+    return check_report_count() == 1 && check_report_contains(needle);
+}
 
 /* A step two threads take together: one says it reached `at` (set), the
  * other waits until it has (wait). For a thread kept idle, alive, while the

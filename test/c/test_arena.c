@@ -460,3 +460,20 @@ TEST(allocator_cycles_fail_their_first_allocation) {
     for (int i = 0; i < 20; i++)
         beam_arena_deinit(&ring[i]);
 }
+
+/* A zeroed arena never initialised (a static one) crashed at its first
+ * allocation, reading its parent's missing vtable: it refuses it instead
+ * (silently: nothing was said at an init), and resets and deinits as an
+ * empty arena. (Over a zero-initialised parent: test_core.c.) */
+TEST(arena_zeroed_never_initialised_refuses) {
+    static beam_arena_t zeroed;
+    beam_allocator_t za = beam_arena_allocator(&zeroed);
+    check_capture_reports();
+    CHECK(beam_alloc_bytes(za, 10, 8) == NULL);
+    CHECK(beam_alloc_bytes(za, 1 << 20, 8) == NULL);
+    CHECK(check_report_count() == 0);
+    check_release_reports();
+    CHECK(beam_arena_used(&zeroed) == 0);
+    CHECK(beam_arena_reset(&zeroed, BEAM_ARENA_FREE_ALL));
+    beam_arena_deinit(&zeroed);
+}

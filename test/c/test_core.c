@@ -2,6 +2,8 @@
  * allocators. */
 #include "check.h"
 
+#include "internal.h"
+
 #include <beam_alloc.h>
 
 #include <pthread.h>
@@ -507,4 +509,77 @@ TEST(core_same_length_resize_keeps_live_blocks_of_composed_allocators) {
     CHECK(f.allocations == 1 && f.allocated_bytes == 32);
     CHECK(f.freed_bytes == 0 && !f.has_induced_failure);
     beam_free_bytes(xa, p, 32, 8);
+}
+
+/* A zero-initialised allocator ({0}: no vtable) crashed every helper. It
+ * refuses every call instead: alloc NULL, resize false, remap and realloc
+ * NULL, a free of a real block reported as a refused call (a misuse) and
+ * ignored; NULL and the zero-length sentinel stay silent no-ops. */
+TEST(core_zero_initialised_allocator_refuses_every_call) {
+    beam_allocator_t z = {0};
+    char *p = beam_alloc_bytes(beam_raw_allocator, 32, 8);
+    CHECK(p != NULL);
+    check_capture_reports();
+    CHECK(beam_alloc_bytes(z, 10, 8) == NULL);
+    CHECK(beam_alloc(z, uint32_t, 4) == NULL);
+    CHECK(!beam_resize_bytes(z, p, 32, 8, 16));
+    CHECK(!beam_resize_bytes(z, p, 32, 8, 32));
+    CHECK(beam_remap_bytes(z, p, 32, 8, 64) == NULL);
+    CHECK(beam_realloc_bytes(z, p, 32, 8, 64) == NULL);
+    CHECK(beam_realloc_bytes(z, NULL, 0, 8, 64) == NULL);
+    void *zero = beam_alloc_bytes(z, 0, 8);
+    beam_free_bytes(z, zero, 0, 8);
+    beam_free_bytes(z, NULL, 0, 8);
+    CHECK(check_report_count() == 0);
+    unsigned long misuse = beam__misuse.count;
+    beam_free_bytes(z, p, 32, 8);
+    CHECK(check_report_count() == 1);
+    CHECK(check_last_report_has("zero-initialised"));
+    CHECK(beam__misuse.count == misuse + 1);
+    check_release_reports();
+    /* Left alone: still the raw allocator's live block. */
+    memset(p, 0, 32);
+    beam_free_bytes(beam_raw_allocator, p, 32, 8);
+}
+
+/* The allocators built on a zero-initialised one: the arena and the
+ * failing allocator crashed at their first allocation (the GPA answered
+ * NULL, without a word). Each refuses every allocation now, said once, at
+ * init, as for one given itself. */
+static beam_gpa_t zero_g;
+static beam_arena_t zero_ar;
+static beam_failing_t zero_f;
+
+static beam_allocator_t gpa_over(beam_allocator_t parent) {
+    beam_gpa_init(&zero_g, parent);
+    return beam_gpa_allocator(&zero_g);
+}
+static beam_allocator_t arena_over(beam_allocator_t parent) {
+    beam_arena_init(&zero_ar, parent);
+    return beam_arena_allocator(&zero_ar);
+}
+static beam_allocator_t failing_over(beam_allocator_t parent) {
+    beam_failing_init(&zero_f, parent, 5);
+    return beam_failing_allocator(&zero_f);
+}
+
+TEST(core_allocators_over_a_zero_initialised_one_refuse_with_a_report) {
+    beam_allocator_t (*const over[])(beam_allocator_t) = {gpa_over, arena_over,
+                                                          failing_over};
+    beam_allocator_t z = {0};
+    for (size_t i = 0; i < sizeof over / sizeof over[0]; i++) {
+        check_capture_reports();
+        beam_allocator_t a = over[i](z);
+        CHECK(check_said_once("given a zero-initialised allocator"));
+        CHECK(beam_alloc_bytes(a, 10, 8) == NULL);
+        CHECK(beam_alloc_bytes(a, 1 << 20, 8) == NULL);
+        CHECK(beam_realloc_bytes(a, NULL, 0, 8, 10) == NULL);
+        CHECK(check_report_count() == 1);
+        check_release_reports();
+    }
+    /* The parent refused, not the failing index; nothing is held. */
+    CHECK(zero_f.allocations == 0 && !zero_f.has_induced_failure);
+    CHECK(beam_arena_used(&zero_ar) == 0);
+    beam_arena_deinit(&zero_ar);
+    CHECK(!beam_gpa_deinit(&zero_g));
 }

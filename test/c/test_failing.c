@@ -160,3 +160,15 @@ TEST(failing_realloc_of_a_freed_gpa_block_reads_nothing) {
         CHECK(!beam_gpa_deinit(&g));
     }
 }
+
+/* A zeroed failing allocator never initialised fails from allocation 0
+ * on (fail_index 0), and a shrink it would pass on finds no parent to
+ * crash in. (Over a zero-initialised parent: test_core.c.) */
+TEST(failing_zeroed_never_initialised_refuses) {
+    static beam_failing_t zeroed;
+    static _Alignas(16) char foreign[64];
+    beam_allocator_t za = beam_failing_allocator(&zeroed);
+    CHECK(beam_alloc_bytes(za, 10, 8) == NULL);
+    CHECK(!beam_resize_bytes(za, foreign + 16, 32, 8, 16));
+    CHECK(beam_remap_bytes(za, foreign + 16, 32, 8, 16) == NULL);
+}

@@ -1162,3 +1162,12 @@ TEST(gpa_same_length_resize_of_freed_or_foreign_block_is_misuse) {
     CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* A zeroed instance never initialised answers NULL, and has nothing to
+ * give back. (Over a zero-initialised backing: test_core.c.) */
+TEST(gpa_zeroed_never_initialised_refuses) {
+    static beam_gpa_t zeroed;
+    CHECK(beam_alloc_bytes(beam_gpa_allocator(&zeroed), 10, 8) == NULL);
+    CHECK(beam_alloc_bytes(beam_gpa_allocator(&zeroed), 1 << 20, 8) == NULL);
+    CHECK(!beam_gpa_deinit(&zeroed));
+}

@@ -378,3 +378,26 @@ TEST(gpa_msize_reads_no_block_memory) {
     beam_mfree(a, msize_block);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* The malloc-style calls over a zero-initialised allocator crashed; they
+ * fail instead (NULL, 0), and a free or size of a block is reported and
+ * ignored, as for any block not of this allocator. */
+TEST(malloc_over_a_zero_initialised_allocator_fails) {
+    beam_allocator_t z = {0};
+    void *p = beam_malloc(beam_raw_allocator, 32);
+    CHECK(p != NULL);
+    check_capture_reports();
+    CHECK(beam_malloc(z, 10) == NULL);
+    CHECK(beam_calloc(z, 2, 10) == NULL);
+    CHECK(beam_mrealloc(z, NULL, 10) == NULL);
+    CHECK(beam_mrealloc(z, p, 64) == NULL);
+    beam_mfree(z, NULL);
+    CHECK(check_report_count() == 0);
+    beam_mfree(z, p);
+    CHECK(beam_msize(z, p) == 0);
+    CHECK(check_report_count() == 2);
+    CHECK(check_last_report_has("zero-initialised"));
+    check_release_reports();
+    CHECK(beam_msize(beam_raw_allocator, p) >= 32); /* still live */
+    beam_mfree(beam_raw_allocator, p);
+}
