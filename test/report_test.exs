@@ -92,6 +92,35 @@ defmodule BeamAlloc.ReportTest do
     end)
   end
 
+  test "a leak_check call that yielded raises, and leaves the process's next yielding call its own" do
+    # ERTS puts a call's saved state back when a continuation raises, not
+    # when the call that scheduled it does: raising from the call itself
+    # left it to the process's next yielding NIF, which then raised as
+    # this call. Without a reporter nothing else schedules over the body.
+    reporter = Process.whereis(Reporter)
+    Process.unregister(Reporter)
+
+    try do
+      task =
+        Task.async(fn ->
+          assert_raise RuntimeError,
+                       "memory leak detected in function " <>
+                         "`BeamAlloc.Test.Report.leaky_then_yield/0`",
+                       fn -> Report.leaky_then_yield() end
+
+          try do
+            Report.yield_raise(:some_arg)
+          rescue
+            e in ErlangError -> {e.original, __STACKTRACE__}
+          end
+        end)
+
+      assert {:raised_later, [{Report, :yield_raise, [:some_arg], _} | _]} = Task.await(task)
+    after
+      Process.register(reporter, Reporter)
+    end
+  end
+
   test "a write past the end of a block fails a leak_check call and is reported" do
     capture_log(fn ->
       assert_raise RuntimeError,

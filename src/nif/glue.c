@@ -343,45 +343,71 @@ const char *beam_nif_module_name(void) {
 
 /* --- The wrapper -------------------------------------------------------- */
 
+static ERL_NIF_TERM raise_now(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    return enif_raise_exception(env, argv[0]);
+}
+
+/* Raise reason instead of what the body returned (result). When the body
+ * scheduled a continuation (enif_schedule_nif), from a continuation of
+ * ours that replaces it: ERTS puts the call's saved state back when a
+ * continuation raises, not when the call that scheduled one does (found in
+ * review: the process's next yielding NIF then raised with this call's
+ * name and arguments). */
+static ERL_NIF_TERM raise_instead(ErlNifEnv *env, ERL_NIF_TERM result,
+                                  ERL_NIF_TERM reason) {
+    if (beam__scheduled(env, result))
+        return enif_schedule_nif(env, "beam_alloc_raise", 0, raise_now, 1,
+                                 &reason);
+    return enif_raise_exception(env, reason);
+}
+
 /* "<what> detected in function `M.fun/arity`<tail>" as RuntimeError in an
  * Elixir module; in an Erlang one erlang:error({Tag, Message}), the
  * function written the Erlang way and without the backquotes. */
 static ERL_NIF_TERM raise_detected(ErlNifEnv *env, const nif_call *call,
-                                   const char *what, const char *tag,
-                                   const char *tail) {
+                                   ERL_NIF_TERM result, const char *what,
+                                   const char *tag, const char *tail) {
     char mfa[MFA_MAX];
     char message[MFA_MAX + 128];
     format_mfa(call, mfa, sizeof mfa);
-    if (!module_is_erlang()) {
-        snprintf(message, sizeof message, "%s detected in function `%s`%s",
-                 what, mfa, tail);
-        return beam_raise(env, "RuntimeError", message);
+    const bool erlang = module_is_erlang();
+    snprintf(message, sizeof message,
+             erlang ? "%s detected in function %s%s"
+                    : "%s detected in function `%s`%s",
+             what, mfa, tail);
+    ERL_NIF_TERM reason;
+    if (!erlang) {
+        if (!beam__exception_term(env, "RuntimeError", message, &reason))
+            reason = enif_make_atom(env, "enomem");
+        return raise_instead(env, result, reason);
     }
-    snprintf(message, sizeof message, "%s detected in function %s%s", what, mfa,
-             tail);
     size_t len = strlen(message);
     ERL_NIF_TERM text;
     unsigned char *bytes = enif_make_new_binary(env, len, &text);
     if (bytes == NULL)
-        return enif_raise_exception(env, enif_make_atom(env, tag));
+        return raise_instead(env, result, enif_make_atom(env, tag));
     memcpy(bytes, message, len);
-    return enif_raise_exception(
-        env, enif_make_tuple2(env, enif_make_atom(env, tag), text));
+    return raise_instead(env, result,
+                         enif_make_tuple2(env, enif_make_atom(env, tag), text));
 }
 
 /* A leak raises RuntimeError in an Elixir module and
  * erlang:error({memory_leak, Message}) in an Erlang one. */
-static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call) {
-    return raise_detected(env, call, "memory leak", "memory_leak", "");
+static ERL_NIF_TERM raise_leak(ErlNifEnv *env, const nif_call *call,
+                               ERL_NIF_TERM result) {
+    return raise_detected(env, call, result, "memory leak", "memory_leak", "");
 }
 
 /* A misuse: the same, with its kind ("...: double free"), and
  * {memory_misuse, Message}. */
 static ERL_NIF_TERM raise_misuse(ErlNifEnv *env, const nif_call *call,
-                                 const char *kind) {
+                                 ERL_NIF_TERM result, const char *kind) {
     char tail[128];
     snprintf(tail, sizeof tail, ": %s", kind);
-    return raise_detected(env, call, "memory misuse", "memory_misuse", tail);
+    return raise_detected(env, call, result, "memory misuse", "memory_misuse",
+                          tail);
 }
 
 /* The options of one call: the BEAM_NIF ones with load_info's overrides
@@ -536,9 +562,9 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
      * otherwise. A misuse first: it often causes the leak (a free that
      * missed its block). */
     if (misused && (o.leak_check || o.raise_on_misuse))
-        return raise_misuse(env, call, kind);
+        return raise_misuse(env, call, result, kind);
     if (leaked)
-        return raise_leak(env, call);
+        return raise_leak(env, call, result);
     return result;
 }
 

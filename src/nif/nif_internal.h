@@ -58,6 +58,23 @@ BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
  * who made the call's reports (at once when it made none). */
 BEAM__HIDDEN void beam__report_ack_open(ErlNifEnv *env);
 BEAM__HIDDEN void beam__report_ack_loaded(int result);
+/* The Elixir exception struct beam_raise raises (terms.c), without
+ * raising it: false when it cannot be made (no memory). */
+BEAM__HIDDEN bool beam__exception_term(ErlNifEnv *env, const char *exception,
+                                       const char *message, ERL_NIF_TERM *out);
+/* The value a NIF returns when it raised or scheduled a continuation
+ * (enif_schedule_nif): ERTS's non-value, 0 in a release emulator and
+ * another header word in a debug one. A header's primary tag (the low two
+ * bits, 00) is never that of a term a NIF can return (list 01, boxed 10,
+ * immediate 11), in any build. */
+static inline bool beam__is_non_value(ERL_NIF_TERM t) {
+    return (t & 3) == 0;
+}
+/* The call's body scheduled a continuation: it returned the non-value
+ * and raised nothing. */
+static inline bool beam__scheduled(ErlNifEnv *env, ERL_NIF_TERM result) {
+    return beam__is_non_value(result) && !enif_has_pending_exception(env, NULL);
+}
 BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env,
                                             ERL_NIF_TERM result);
 /* The env of the BEAM_NIF call running on this thread, or NULL. */

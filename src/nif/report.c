@@ -131,31 +131,22 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
     return raised ? enif_raise_exception(env, argv[2]) : argv[2];
 }
 
-/* The value a NIF returns when it raised or scheduled a continuation
- * (enif_schedule_nif): ERTS's non-value, 0 in a release emulator and
- * another header word in a debug one. A header's primary tag (the low two
- * bits, 00) is never that of a term a NIF can return (list 01, boxed 10,
- * immediate 11), in any build. */
-static bool is_non_value(ERL_NIF_TERM t) {
-    return (t & 3) == 0;
-}
-
 ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
     report_ack *a = pending;
     if (a == NULL)
         return result;
     pending = NULL;
-    ERL_NIF_TERM reason;
-    int raised = enif_has_pending_exception(env, &reason);
-    /* The body scheduled its continuation: a call schedules one at most
-     * (a second enif_schedule_nif would replace the body's, whose result
-     * the wait would then return as its own, never a value), so the call
-     * does not wait: its reports reach the reporter all the same, but a
-     * Task that ends at once may lose them to its test. */
-    if (!raised && is_non_value(result)) {
+    /* The body scheduled its continuation: the wait would replace it (a
+     * second enif_schedule_nif) and then return the body's non-value as
+     * its own result, for ever. So the call does not wait: its reports
+     * reach the reporter all the same, but a Task that ends at once may
+     * lose them to its test. */
+    if (beam__scheduled(env, result)) {
         ack_release(a);
         return result;
     }
+    ERL_NIF_TERM reason;
+    int raised = enif_has_pending_exception(env, &reason);
     ERL_NIF_TERM args[4] = {
         enif_make_uint64(env, (ErlNifUInt64)(uintptr_t)a),
         enif_make_int64(env, enif_monotonic_time(ERL_NIF_USEC) + WAIT_USEC),

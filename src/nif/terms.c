@@ -56,6 +56,14 @@ ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason) {
 
 ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                         const char *message) {
+    ERL_NIF_TERM reason;
+    if (!beam__exception_term(env, exception, message, &reason))
+        return enif_make_badarg(env);
+    return enif_raise_exception(env, reason);
+}
+
+bool beam__exception_term(ErlNifEnv *env, const char *exception,
+                          const char *message, ERL_NIF_TERM *out) {
     /* Elixir module atoms carry the "Elixir." prefix; accept the name
      * either way so callers can write what they see in Elixir. */
     static const char prefix[] = "Elixir.";
@@ -73,7 +81,7 @@ ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
     ERL_NIF_TERM text;
     unsigned char *buf = enif_make_new_binary(env, len, &text);
     if (buf == NULL)
-        return enif_make_badarg(env);
+        return false;
     memcpy(buf, message, len);
 
     /* An exception is a struct with __exception__: true; raised as an
@@ -83,8 +91,5 @@ ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                             enif_make_atom(env, "message")};
     ERL_NIF_TERM values[3] = {enif_make_atom(env, module),
                               enif_make_atom(env, "true"), text};
-    ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, values, 3, &map))
-        return enif_make_badarg(env);
-    return enif_raise_exception(env, map);
+    return enif_make_map_from_arrays(env, keys, values, 3, out) != 0;
 }

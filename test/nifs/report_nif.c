@@ -60,11 +60,34 @@ BEAM_NIF(double_free_then_yield) {
     return enif_schedule_nif(env, "continued", 0, continued, argc, argv);
 }
 
+/* leaky_then_yield(): a leak_check call that leaks 40 bytes and yields: it
+ * raises the leak instead of running its continuation. */
+BEAM_NIF(leaky_then_yield, .leak_check = true) {
+    void *p = beam_alloc(beam_allocator, unsigned char, 40);
+    (void)p;
+    return enif_schedule_nif(env, "continued", 0, continued, argc, argv);
+}
+
+static ERL_NIF_TERM raise_later(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_raise_exception(env, enif_make_atom(env, "raised_later"));
+}
+
+/* yield_raise(Arg): yields to a continuation that raises raised_later,
+ * which ERTS reports as raised by yield_raise(Arg). */
+BEAM_NIF(yield_raise) {
+    return enif_schedule_nif(env, "raise_later", 0, raise_later, argc, argv);
+}
+
 static ErlNifFunc funcs[] = {
     {"double_free", 0, double_free, 0},
     {"double_free_then_yield", 0, double_free_then_yield, 0},
     {"overrun", 0, overrun, 0},
     {"leaky", 0, leaky, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"leaky_then_yield", 0, leaky_then_yield, 0},
+    {"yield_raise", 1, yield_raise, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Report, funcs, NULL, NULL, NULL)
