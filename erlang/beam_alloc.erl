@@ -129,5 +129,5 @@ load_reason(16#ba4) -> <<"load_info names an unknown option">>;
 load_reason(16#ba5) -> <<"a load_info option has a value it cannot take">>;
 load_reason(16#ba6) -> <<"out of memory while reading load_info">>;
 load_reason(16#ba7) ->
-    <<"load_info gives different options to two names of one C function on the same kind of scheduler">>;
+    <<"load_info gives two names of one C function options a call cannot keep apart">>;
 load_reason(_) -> undefined.

@@ -223,14 +223,14 @@ defmodule BeamAlloc.NifOptionsTest do
       assert {:error, {:load, message}} = :beam_alloc.explain_load_error(load_fresh(info))
 
       assert message =~
-               "load_info gives different options to two names of one C function " <>
-                 "on the same kind of scheduler"
+               "load_info gives two names of one C function options a call cannot keep apart"
 
       assert {0xBA7, [report]} = Options.parse_load_info(info)
 
       assert report =~
                "load_info: leaky_checked/0 and leaky_checked_twin/0 are one C function " <>
-                 "on the same kind of scheduler"
+                 "and get different entries (on the same kind of scheduler a call " <>
+                 "cannot tell them apart"
 
       assert :ok =
                load_fresh(%{
@@ -240,6 +240,18 @@ defmodule BeamAlloc.NifOptionsTest do
 
       assert apply(@module, :leaky_checked, []) == :ok
       assert apply(@module, :leaky_checked_twin, []) == :ok
+    end
+
+    test "refuses different allocators for twins on two kinds of scheduler" do
+      # A body moving itself to a dirty scheduler would free with the other allocator.
+      info = %{leaky_dirty: [allocator: :gpa]}
+      assert {0xBA7, [report]} = Options.parse_load_info(info)
+
+      assert report =~
+               "leaky/0 and leaky_dirty/0 are one C function and get different allocators"
+
+      assert {:error, {:load, _}} = load_fresh(info)
+      assert :ok = load_fresh(%{leaky: [allocator: :gpa], leaky_dirty: [allocator: :gpa]})
     end
 
     test "gives a dirty twin its own options, and its own name in messages" do

@@ -48,7 +48,7 @@ enum {
     BAD_OPTION = 0xba4,  /* an unknown option name */
     BAD_VALUE = 0xba5,   /* a known option with a value it cannot take */
     NO_MEMORY = 0xba6,
-    TWINS_DIFFER = 0xba7, /* twins (beam__nif_twins) given different options */
+    TWINS_DIFFER = 0xba7, /* one C function's names given options it mixes */
 };
 
 typedef struct parse {
@@ -258,35 +258,56 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
     return 0;
 }
 
+static bool same_allocator(const beam__nif_override *a,
+                           const beam__nif_override *b) {
+    unsigned set = a->set & BEAM__OVERRIDE_ALLOCATOR;
+    return set == (b->set & BEAM__OVERRIDE_ALLOCATOR) &&
+           (set == 0 || (a->allocator.ctx == b->allocator.ctx &&
+                         a->allocator.vtable == b->allocator.vtable));
+}
+
+/* The same load_info entries (not the same options in effect: an entry
+ * that repeats a C default still differs from none). */
 static bool same_options(const beam__nif_override *a,
                          const beam__nif_override *b) {
-    return a->set == b->set &&
+    return a->set == b->set && same_allocator(a, b) &&
            (!(a->set & BEAM__OVERRIDE_LEAK_CHECK) ||
             a->leak_check == b->leak_check) &&
            (!(a->set & BEAM__OVERRIDE_SCRATCH) || a->scratch == b->scratch) &&
            (!(a->set & BEAM__OVERRIDE_RAISE_ON_MISUSE) ||
-            a->raise_on_misuse == b->raise_on_misuse) &&
-           (!(a->set & BEAM__OVERRIDE_ALLOCATOR) ||
-            (a->allocator.ctx == b->allocator.ctx &&
-             a->allocator.vtable == b->allocator.vtable));
+            a->raise_on_misuse == b->raise_on_misuse);
 }
 
-/* A call of one C function listed under two names for the same scheduler
- * cannot tell which name it was called by: such twins must have the same
- * options, or the load fails (rather than one name's options silently
- * applying to both). */
+/* One C function under two names. On the same kind of scheduler a call
+ * cannot tell which name it was called by, so such twins must have the
+ * same load_info entries; on different kinds, a body that moves itself to
+ * the other kind (enif_schedule_nif of itself, dirty) would free there
+ * with the other twin's allocator what it allocated here, so they must
+ * have the same allocator. Otherwise the load fails, rather than one
+ * name's options silently applying to both. */
 static int check_twins(const parse *p) {
     for (int i = 0; i < p->count; i++)
-        for (int j = i + 1; j < p->count; j++)
-            if (beam__nif_twins(&p->funcs[i], &p->funcs[j]) &&
-                !same_options(&p->table->entry[i], &p->table->entry[j]))
-                return fail(p->env, TWINS_DIFFER,
-                            "%s/%u and %s/%u are one C function on the same "
-                            "kind of scheduler, which cannot tell them apart, "
-                            "and get different options (give each its own "
-                            "BEAM_NIF, or both the same options)",
-                            p->funcs[i].name, p->funcs[i].arity,
-                            p->funcs[j].name, p->funcs[j].arity);
+        for (int j = i + 1; j < p->count; j++) {
+            const ErlNifFunc *a = &p->funcs[i], *b = &p->funcs[j];
+            if (a->fptr != b->fptr || a->arity != b->arity)
+                continue;
+            const beam__nif_override *x = &p->table->entry[i];
+            const beam__nif_override *y = &p->table->entry[j];
+            bool alike = beam__nif_twins(a, b);
+            if (alike ? same_options(x, y) : same_allocator(x, y))
+                continue;
+            return fail(p->env, TWINS_DIFFER,
+                        "%s/%u and %s/%u are one C function and get different "
+                        "%s (%s; give each its own BEAM_NIF, or both the same "
+                        "entries)",
+                        a->name, a->arity, b->name, b->arity,
+                        alike ? "entries" : "allocators",
+                        alike ? "on the same kind of scheduler a call cannot "
+                                "tell them apart"
+                              : "a call that moves to the other kind of "
+                                "scheduler would free with the other's "
+                                "allocator");
+        }
     return 0;
 }
 
