@@ -159,7 +159,6 @@ defmodule BeamAlloc.NifOptionsTest do
       # scratch added to a leak-checked NIF: an arena over the checking instance
       assert :beam_alloc_options_erl.kind_checked() == {:arena, :leak_check}
       assert :beam_alloc_options_erl.leaky_checked() == :ok
-      assert :beam_alloc_options_erl.leaky_checked_twin() == :ok
     end
 
     test "with {name, arity} sets that arity only" do
@@ -219,7 +218,7 @@ defmodule BeamAlloc.NifOptionsTest do
     end
 
     test "refuses different options for twins on one scheduler, which a call cannot tell apart" do
-      info = %{leaky_checked: [leak_check: false]}
+      info = %{checked_twin: [leak_check: false]}
       assert {:error, {:load, message}} = :beam_alloc.explain_load_error(load_fresh(info))
 
       assert message =~
@@ -228,18 +227,18 @@ defmodule BeamAlloc.NifOptionsTest do
       assert {0xBA7, [report]} = Options.parse_load_info(info)
 
       assert report =~
-               "load_info: leaky_checked/0 and leaky_checked_twin/0 are one C function " <>
+               "load_info: checked_twin/0 and checked_twin_too/0 are one C function " <>
                  "and get different entries (on the same kind of scheduler a call " <>
                  "cannot tell them apart"
 
       assert :ok =
                load_fresh(%{
-                 leaky_checked: [leak_check: false],
-                 leaky_checked_twin: [leak_check: false]
+                 checked_twin: [leak_check: false],
+                 checked_twin_too: [leak_check: false]
                })
 
-      assert apply(@module, :leaky_checked, []) == :ok
-      assert apply(@module, :leaky_checked_twin, []) == :ok
+      assert apply(@module, :checked_twin, []) == :ok
+      assert apply(@module, :checked_twin_too, []) == :ok
     end
 
     test "refuses different allocators for twins on two kinds of scheduler" do
@@ -320,7 +319,8 @@ defmodule BeamAlloc.NifOptionsTest do
               leaky: 0,
               leaky_checked: 0,
               leaky_dirty: 0,
-              leaky_checked_twin: 0,
+              checked_twin: 0,
+              checked_twin_too: 0,
               parse_load_info: 1,
               take_reports: 0
             ] do

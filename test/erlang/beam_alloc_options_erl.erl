@@ -3,8 +3,8 @@
 -module(beam_alloc_options_erl).
 
 -export([kind/0, kind_large/0, kind_checked/0, kind_scratch/0, two/0, two/1,
-         leaky/0, leaky_checked/0, leaky_dirty/0, leaky_checked_twin/0,
-         parse_load_info/1, take_reports/0]).
+         leaky/0, leaky_checked/0, leaky_dirty/0, checked_twin/0,
+         checked_twin_too/0, parse_load_info/1, take_reports/0]).
 
 -on_load(load/0).
 
@@ -13,9 +13,7 @@ load() ->
     erlang:load_nif(Path, #{kind => #{allocator => large},
                             kind_checked => [{scratch, true}],
                             {two, 0} => #{leak_check => true},
-                            leaky_checked => #{leak_check => false},
-                            %% one C function: the same options
-                            leaky_checked_twin => #{leak_check => false}}).
+                            leaky_checked => #{leak_check => false}}).
 
 kind() -> erlang:nif_error(not_loaded).
 kind_large() -> erlang:nif_error(not_loaded).
@@ -26,6 +24,7 @@ two(_) -> erlang:nif_error(not_loaded).
 leaky() -> erlang:nif_error(not_loaded).
 leaky_checked() -> erlang:nif_error(not_loaded).
 leaky_dirty() -> erlang:nif_error(not_loaded).
-leaky_checked_twin() -> erlang:nif_error(not_loaded).
+checked_twin() -> erlang:nif_error(not_loaded).
+checked_twin_too() -> erlang:nif_error(not_loaded).
 parse_load_info(_) -> erlang:nif_error(not_loaded).
 take_reports() -> erlang:nif_error(not_loaded).

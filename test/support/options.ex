@@ -19,7 +19,7 @@ defmodule BeamAlloc.Test.Options do
 
   use BeamAlloc.Test.NifModule,
     stubs: ~w(kind/0 kind_large/0 kind_checked/0 kind_scratch/0 two/0 two/1
-              leaky/0 leaky_checked/0 leaky_dirty/0 leaky_checked_twin/0
+              leaky/0 leaky_checked/0 leaky_dirty/0 checked_twin/0 checked_twin_too/0
               parse_load_info/1 take_reports/0)
 end
 
@@ -31,6 +31,6 @@ defmodule BeamAlloc.Test.OptionsDefaultApp do
 
   use BeamAlloc.Test.NifModule,
     stubs: ~w(kind/0 kind_large/0 kind_checked/0 kind_scratch/0 two/0 two/1
-              leaky/0 leaky_checked/0 leaky_dirty/0 leaky_checked_twin/0
+              leaky/0 leaky_checked/0 leaky_dirty/0 checked_twin/0 checked_twin_too/0
               parse_load_info/1 take_reports/0)
 end
