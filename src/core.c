@@ -23,14 +23,6 @@ static inline void *zero_len_block(size_t alignment) {
     return (void *)(uintptr_t)alignment;
 }
 
-/* A zero-initialised allocator ({0}) is the refusing one (internal.h):
- * tested only here, out of line, once the inline paths have compared the
- * vtable with the GPA's and the raw allocator's. */
-static inline const beam_allocator_vtable *
-usable(const beam_allocator_vtable *vt) {
-    return BEAM__LIKELY(vt != NULL) ? vt : &beam__refusing_vtable;
-}
-
 /* len - 1 >= BEAM__MAX_LEN: len is 0 or above the limit, in one test (the
  * common case pays one branch for all the edge cases). Then what the
  * vtable would run: a GPA's general path directly (its fast paths have
@@ -53,7 +45,7 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
                                                     : NULL;
     if (vt == &beam__gpa_vtable)
         return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
-    return usable(vt)->alloc(ctx, len, alignment, ret);
+    return beam__vtable_or_refusing(vt)->alloc(ctx, len, alignment, ret);
 }
 
 /* mem and len could be a block: a length from 1 to the limit, and an
@@ -256,7 +248,8 @@ bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
      * block (a GPA refuses and reports a freed or foreign one), and every
      * built-in one keeps a live block as it is. The same for remap and
      * realloc. */
-    return usable(a.vtable)->resize(a.ctx, mem, len, alignment, new_len, ret);
+    return beam__vtable_or_refusing(a.vtable)->resize(a.ctx, mem, len,
+                                                      alignment, new_len, ret);
 }
 
 void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
@@ -267,7 +260,8 @@ void *beam_remap_bytes(beam_allocator_t a, void *mem, size_t len,
         return out;
     if (len == 0 || mem == NULL)
         return NULL;
-    return usable(a.vtable)->remap(a.ctx, mem, len, alignment, new_len, ret);
+    return beam__vtable_or_refusing(a.vtable)->remap(a.ctx, mem, len, alignment,
+                                                     new_len, ret);
 }
 
 static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
@@ -281,7 +275,7 @@ static void *realloc_impl(beam_allocator_t a, void *mem, size_t len,
      * block in its remap, itself or through its parent (a failing or
      * resource allocator over a GPA): a remap that reported a misuse
      * refused the block, and nothing is read from it. */
-    const beam_allocator_vtable *vt = usable(a.vtable);
+    const beam_allocator_vtable *vt = beam__vtable_or_refusing(a.vtable);
     unsigned long misuse = beam__misuse.count;
     out = vt->remap(a.ctx, mem, len, alignment, new_len, ret);
     if (out != NULL || beam__misuse.count != misuse)

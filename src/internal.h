@@ -121,6 +121,14 @@ static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
  * vtable with known ones first and never read a NULL one). */
 BEAM__HIDDEN extern const beam_allocator_vtable beam__refusing_vtable;
 
+/* The vtable to call for an allocator's vtable vt: vt, or the refusing
+ * one when vt is NULL (a zero-initialised allocator). For the slow paths
+ * only: the fast paths compare vt with known ones first. */
+static inline const beam_allocator_vtable *
+beam__vtable_or_refusing(const beam_allocator_vtable *vt) {
+    return BEAM__LIKELY(vt != NULL) ? vt : &beam__refusing_vtable;
+}
+
 /* What a free given a zero-initialised allocator says (core.c, malloc.c). */
 #define BEAM__SAID_NO_VTABLE                                                   \
     "the allocator is zero-initialised (no vtable) and has no blocks"
@@ -172,43 +180,43 @@ static inline void beam__nest_leave(void) {
  * allocate or move memory: the parent's vtable, counted in the nesting
  * and refused past it (NULL, false). Every such call goes through these.
  * A parent with no vtable (an arena or failing allocator left zeroed,
- * never initialised) refuses, as the refusing allocator would. */
+ * never initialised) is the refusing allocator. */
 static inline void *beam__parent_alloc(beam_allocator_t parent, size_t len,
                                        size_t alignment, uintptr_t ret) {
-    if (BEAM__UNLIKELY(parent.vtable == NULL) || !beam__nest_enter())
+    if (!beam__nest_enter())
         return NULL;
-    void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
+    void *p = beam__vtable_or_refusing(parent.vtable)
+                  ->alloc(parent.ctx, len, alignment, ret);
     beam__nest_leave();
     return p;
 }
 static inline bool beam__parent_resize(beam_allocator_t parent, void *mem,
                                        size_t len, size_t alignment,
                                        size_t new_len, uintptr_t ret) {
-    if (BEAM__UNLIKELY(parent.vtable == NULL) || !beam__nest_enter())
+    if (!beam__nest_enter())
         return false;
-    bool ok =
-        parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret);
+    bool ok = beam__vtable_or_refusing(parent.vtable)
+                  ->resize(parent.ctx, mem, len, alignment, new_len, ret);
     beam__nest_leave();
     return ok;
 }
 static inline void *beam__parent_remap(beam_allocator_t parent, void *mem,
                                        size_t len, size_t alignment,
                                        size_t new_len, uintptr_t ret) {
-    if (BEAM__UNLIKELY(parent.vtable == NULL) || !beam__nest_enter())
+    if (!beam__nest_enter())
         return NULL;
-    void *p =
-        parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
+    void *p = beam__vtable_or_refusing(parent.vtable)
+                  ->remap(parent.ctx, mem, len, alignment, new_len, ret);
     beam__nest_leave();
     return p;
 }
 /* A block back to the parent that gave it (not counted in the nesting: a
- * cycle never allocated anything to free). No vtable: nothing was ever
- * given, and the free is a no-op, as the refusing allocator's. */
+ * cycle never allocated anything to free). */
 static inline void beam__parent_free(beam_allocator_t parent, void *mem,
                                      size_t len, size_t alignment,
                                      uintptr_t ret) {
-    if (BEAM__LIKELY(parent.vtable != NULL))
-        parent.vtable->free(parent.ctx, mem, len, alignment, ret);
+    beam__vtable_or_refusing(parent.vtable)
+        ->free(parent.ctx, mem, len, alignment, ret);
 }
 
 /* No allocator hands out a block in the first page, which no system maps:

@@ -110,18 +110,20 @@ static void report_bad(const char *call, const void *p, enum hdr_state why,
 }
 
 /* The header paths serve every allocator but a GPA, a zero-initialised
- * one ({0}, no vtable) included: it serves nothing and has no blocks, so
- * they test for it before the vtable is called or a header read (the GPA
- * paths compare the vtable with the GPA's and need no test). */
+ * one ({0}, no vtable) included: it serves nothing (hdr_malloc calls the
+ * refusing allocator for it) and has no blocks, so the paths given a
+ * block test for it before a header is read (the GPA paths compare the
+ * vtable with the GPA's and need no test). */
 static inline bool no_vtable(beam_allocator_t a) {
     return BEAM__UNLIKELY(a.vtable == NULL);
 }
 
 static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
     size_t good = hdr_good(n);
-    if (good == 0 || no_vtable(a))
+    if (good == 0)
         return NULL;
-    void *base = a.vtable->alloc(a.ctx, good + HDR, 8, ret);
+    void *base =
+        beam__vtable_or_refusing(a.vtable)->alloc(a.ctx, good + HDR, 8, ret);
     return base != NULL ? hdr_place(base, good) : NULL;
 }
 

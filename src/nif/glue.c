@@ -59,13 +59,14 @@ void beam_nif_unloaded(void) {
     beam__cold_release_all();
 }
 
-/* The scheduler an entry asks for: 0 (normal) or its dirty flag. */
-static unsigned entry_kind(const ErlNifFunc *f) {
+unsigned beam__nif_entry_kind(const ErlNifFunc *f) {
     return f->flags &
            (ERL_NIF_DIRTY_JOB_CPU_BOUND | ERL_NIF_DIRTY_JOB_IO_BOUND);
 }
 
-unsigned beam__nif_thread_kind(void) {
+/* This thread's scheduler as an entry's flags say it: 0 (normal, or no
+ * scheduler), ERL_NIF_DIRTY_JOB_CPU_BOUND or ERL_NIF_DIRTY_JOB_IO_BOUND. */
+static unsigned thread_kind(void) {
     switch (enif_thread_type()) {
     case ERL_NIF_THR_DIRTY_CPU_SCHEDULER:
         return ERL_NIF_DIRTY_JOB_CPU_BOUND;
@@ -94,16 +95,12 @@ int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
         if (!entry_is(&funcs[i], self, argc))
             continue;
         if (kind == ~0u)
-            kind = beam__nif_thread_kind();
-        if (entry_kind(&funcs[first]) != kind && entry_kind(&funcs[i]) == kind)
+            kind = thread_kind();
+        if (beam__nif_entry_kind(&funcs[first]) != kind &&
+            beam__nif_entry_kind(&funcs[i]) == kind)
             return i;
     }
     return first;
-}
-
-bool beam__nif_twins(const ErlNifFunc *a, const ErlNifFunc *b) {
-    return a->fptr == b->fptr && a->arity == b->arity &&
-           entry_kind(a) == entry_kind(b);
 }
 
 const ErlNifFunc *beam__nif_funcs(int *count) {

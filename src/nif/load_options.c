@@ -293,7 +293,7 @@ static int check_twins(const parse *p) {
                 continue;
             const beam__nif_override *x = &p->table->entry[i];
             const beam__nif_override *y = &p->table->entry[j];
-            bool alike = beam__nif_twins(a, b);
+            bool alike = beam__nif_entry_kind(a) == beam__nif_entry_kind(b);
             if (alike ? same_options(x, y) : same_allocator(x, y))
                 continue;
             return fail(p->env, TWINS_DIFFER,

@@ -37,13 +37,11 @@ BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
  * is, or -1. By function pointer and arity; when one C function is
  * listed under several names (a normal and a dirty variant), the entry
  * for the scheduler the call runs on, and the first of those when several
- * ask for it (beam__nif_twins: they cannot be told apart). */
+ * ask for it (they cannot be told apart). */
 BEAM__HIDDEN int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
                                     beam_nif_body_fn self, int argc);
-BEAM__HIDDEN bool beam__nif_twins(const ErlNifFunc *a, const ErlNifFunc *b);
-/* This thread's scheduler as an entry's flags say it: 0 (normal, or no
- * scheduler), ERL_NIF_DIRTY_JOB_CPU_BOUND or ERL_NIF_DIRTY_JOB_IO_BOUND. */
-BEAM__HIDDEN unsigned beam__nif_thread_kind(void);
+/* The scheduler an entry asks for: 0 (normal) or its dirty flag. */
+BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
 /* The module atom's text registered at load ("" before). */
 BEAM__HIDDEN const char *beam__nif_module_atom(void);
 
