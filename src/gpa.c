@@ -516,22 +516,17 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
 
 /* ---- resize, remap ------------------------------------------------------- */
 
-/* What a refused small-block resize says, in the words of the call made:
- * a resize, or a remap or realloc, which would have gone on to copy the
- * block (the same words as beam__gpa_realloc_ok's, for the same refusal). */
-typedef struct resize_words {
-    const char *not_live, *wrong_length;
-} resize_words;
-static const resize_words resize_said = {
+/* The remap's words are beam__gpa_realloc_ok's, for the same refusal. */
+static const gpa_resize_words resize_said = {
     "resize of a pointer that is not a live block (freed, foreign, or "
     "inside a block): not resized",
     "resize with a wrong length or alignment: not resized"};
-static const resize_words remap_said = {GPA_SAID_MOVE_NOT_LIVE,
-                                        GPA_SAID_MOVE_WRONG_LENGTH};
+static const gpa_resize_words remap_said = {GPA_SAID_MOVE_NOT_LIVE,
+                                            GPA_SAID_MOVE_WRONG_LENGTH};
 
 static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t ret,
-                        const resize_words *said) {
+                        const gpa_resize_words *said) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL)
@@ -539,10 +534,10 @@ static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
     gpa_slab *s = beam__gpa_slab_of(mem);
     if (beam__gpa_owner(s) != st)
         return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret,
-                                      said->not_live);
+                                      said);
     if (gpa_where(s) == WHERE_MEDIUM)
         return beam__gpa_medium_resize(st, s, mem, len, alignment, new_len, ret,
-                                       said->not_live);
+                                       said);
     long idx = beam__gpa_block_index(s, mem);
     if (!gpa_small_live(st, s, mem, idx, true)) {
         beam__gpa_misuse(st, said->not_live, mem, len, alignment, ret);
@@ -556,10 +551,15 @@ static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
                             s->info[idx].site);
         return false;
     }
-    /* In place only within the class: free derives it from the length. */
+    /* Untracked, the class stands for the length: len of another class is
+     * not this block's (its free would say so too). */
     size_t pad = st->safe; /* room for the canary */
-    if (beam__gpa_class_for(len + pad, alignment) != s->cls ||
-        beam__gpa_class_for(new_len + pad, alignment) != s->cls)
+    if (beam__gpa_class_for(len + pad, alignment) != s->cls) {
+        beam__gpa_misuse(st, said->wrong_length, mem, len, alignment, ret);
+        return false;
+    }
+    /* In place only within the class: free derives it from the length. */
+    if (beam__gpa_class_for(new_len + pad, alignment) != s->cls)
         return false;
     if (s->info != NULL)
         s->info[idx].len = (uint32_t)new_len;

@@ -798,13 +798,22 @@ BEAM__HIDDEN void *beam__gpa_medium_alloc(gpa_state *st, size_t len);
 BEAM__HIDDEN void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem,
                                         size_t len, size_t alignment,
                                         uintptr_t ret);
+/* What a refused resize says, in the words of the call made: a resize, or
+ * a remap or realloc, which would have gone on to copy the block (gpa.c). A
+ * misuse is reported whatever the new length: a resize may fail for want
+ * of room, and its caller would never learn that the block was wrong. */
+typedef struct gpa_resize_words {
+    const char *not_live;     /* freed, foreign, or inside a block */
+    const char *wrong_length; /* a live block, of another length */
+} gpa_resize_words;
+
 /* Resize mem in place (its run shrinks, or grows into the free pages after
- * it); false when it cannot. No live block at mem (freed, or foreign) is a
- * misuse, reported as not_live: the caller's words for its call. */
+ * it); false when it cannot. No live block at mem (freed, or foreign), or
+ * one of other pages than len's, is a misuse, reported in said's words. */
 BEAM__HIDDEN bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem,
                                           size_t len, size_t alignment,
                                           size_t new_len, uintptr_t ret,
-                                          const char *not_live);
+                                          const gpa_resize_words *said);
 /* Lock held: the bytes of the live block that starts at p in s, or 0 when
  * s is not (or no longer) a medium slab of st or no live block starts
  * there (a freed block kept in the cache included). */
@@ -833,10 +842,12 @@ BEAM__HIDDEN gpa_large_freed beam__gpa_large_free(gpa_state *st, void *mem,
 BEAM__HIDDEN size_t beam__gpa_large_check_freed(gpa_state *st, gpa_large *out,
                                                 size_t *at, size_t max);
 /* Resize mem in place, false when it cannot; no large block of st at mem
- * (freed, or foreign) is reported as not_live, as for a medium block. */
+ * (freed, or foreign), or one of another length or alignment, is reported
+ * in said's words, as for a medium block. */
 BEAM__HIDDEN bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                                          size_t alignment, size_t new_len,
-                                         uintptr_t ret, const char *not_live);
+                                         uintptr_t ret,
+                                         const gpa_resize_words *said);
 BEAM__HIDDEN void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
                                          size_t alignment, size_t new_len,
                                          uintptr_t ret);

@@ -322,13 +322,19 @@ static void safe_refill(void *mem, size_t len, size_t new_len,
 
 bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                             size_t alignment, size_t new_len, uintptr_t ret,
-                            const char *not_live) {
+                            const gpa_resize_words *said) {
     gpa_lock(st);
     gpa_large *e = beam__gpa_large_find(st, mem);
-    if (e == NULL || e->len != len || e->alignment != alignment) {
+    if (e == NULL) {
         gpa_unlock(st);
-        if (e == NULL)
-            beam__gpa_misuse(st, not_live, mem, len, alignment, ret);
+        beam__gpa_misuse(st, said->not_live, mem, len, alignment, ret);
+        return false;
+    }
+    if (e->len != len || e->alignment != alignment) {
+        uintptr_t site = e->site;
+        gpa_unlock(st);
+        beam__gpa_misuse_at(st, said->wrong_length, mem, len, alignment, ret,
+                            site);
         return false;
     }
     /* Within what the backing holds, in place costs nothing. */

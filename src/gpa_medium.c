@@ -467,19 +467,21 @@ void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem, size_t len,
 
 bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
                              size_t alignment, size_t new_len, uintptr_t ret,
-                             const char *not_live) {
-    if (new_len <= BEAM_GPA_SMALL_MAX || new_len > GPA_MEDIUM_MAX ||
-        alignment > GPA_PAGE_SIZE)
-        return false;
+                             const gpa_resize_words *said) {
+    /* A medium block stays medium in place. Whether mem is live is asked
+     * whatever new_len is: a block that is not is a misuse to report,
+     * even when the answer would have been no anyway. */
+    bool fits = new_len > BEAM_GPA_SMALL_MAX && new_len <= GPA_MEDIUM_MAX &&
+                alignment <= GPA_PAGE_SIZE;
     bool ok = false;
     gpa_defer *defer = NULL;
     gpa_lock(st);
     unsigned at = 0;
     unsigned have = live_run(st, s, mem, &at);
-    unsigned want = (unsigned)pages_for(new_len);
+    unsigned want = fits ? (unsigned)pages_for(new_len) : 0;
     /* The block must be what the caller says it is, and a grown block may
      * take only free pages right after it. */
-    if (have != 0 && pages_for(len) == have && at + want <= GPA_PAGES &&
+    if (fits && have != 0 && pages_for(len) == have && at + want <= GPA_PAGES &&
         (want <= have || (free_pages(s) & run_mask(at + have, want - have)) ==
                              run_mask(at + have, want - have))) {
         unsigned old = s->requeue;
@@ -496,6 +498,8 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
     if (have == 0)
-        beam__gpa_misuse(st, not_live, mem, len, alignment, ret);
+        beam__gpa_misuse(st, said->not_live, mem, len, alignment, ret);
+    else if (pages_for(len) != have || alignment > GPA_PAGE_SIZE)
+        beam__gpa_misuse(st, said->wrong_length, mem, len, alignment, ret);
     return ok;
 }

@@ -1084,6 +1084,42 @@ TEST(gpa_resize_of_a_freed_block_is_refused_and_reported) {
     }
 }
 
+/* A wrong old length is said for every kind of block, tracked or not:
+ * untracked, a small block's of another class and a large block's other
+ * than its own went unreported, so that a caller who took the refusal for
+ * want of room never learnt of it. The block stays as it was. */
+TEST(gpa_resize_with_a_wrong_length_is_reported_for_every_kind) {
+    for (unsigned flags = 0; flags <= BEAM_GPA_TRACK_SITES;
+         flags += BEAM_GPA_TRACK_SITES) {
+        beam_gpa_t g = fresh(flags);
+        beam_allocator_t a = beam_gpa_allocator(&g);
+        char *small = beam_alloc_bytes(a, 48, 8);
+        char *large = beam_alloc_bytes(a, 200000, 8);
+        CHECK(small != NULL && large != NULL);
+        check_capture_reports();
+        CHECK(!beam_resize_bytes(a, small, 200, 8, 40));
+        CHECK(check_report_count() == 1);
+        CHECK(!beam_resize_bytes(a, large, 150000, 8, 100000));
+        CHECK(check_report_count() == 2);
+        CHECK(!beam_resize_bytes(a, large, 200000, 64, 100000));
+        CHECK(check_report_count() == 3);
+        CHECK(check_last_report_has("resize with a wrong length"));
+        /* A realloc with a wrong length copies and frees nothing. */
+        CHECK(beam_realloc_bytes(a, large, 150000, 8, 300000) == NULL);
+        CHECK(check_report_count() == 4);
+        CHECK(check_last_report_has("remap or realloc with a wrong length"));
+        check_release_reports();
+        beam_gpa_usage u = beam_gpa_usage_of(&g);
+        CHECK(u.live_blocks == 2 && u.misuse_count == 4);
+        CHECK(u.live_bytes == 48 + 200000);
+        /* The right lengths still work. */
+        CHECK(beam_resize_bytes(a, large, 200000, 8, 100000));
+        beam_free_bytes(a, small, 48, 8);
+        beam_free_bytes(a, large, 100000, 8);
+        CHECK(!beam_gpa_deinit(&g));
+    }
+}
+
 /* An instance given itself as its backing asked itself for its first
  * segment until the stack ran out; it refuses everything instead, and
  * says so once. */

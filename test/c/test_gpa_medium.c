@@ -308,9 +308,14 @@ TEST(gpa_medium_resize_in_place_into_free_pages_only) {
     CHECK(beam_resize_bytes(c.a, q, 9 * KIB, 8, 40 * KIB));
     CHECK(beam_resize_bytes(c.a, q, 40 * KIB, 8, 9 * KIB));
     CHECK(!beam_resize_bytes(c.a, p, 12 * KIB, 8, 4 * KIB));
-    /* Past the slab: no. A wrong old length: no. */
+    /* Past the slab: no. A wrong old length: no, and a misuse, said. */
     CHECK(!beam_resize_bytes(c.a, q, 9 * KIB, 8, SLAB + 1));
-    CHECK(!beam_resize_bytes(c.a, q, 30 * KIB, 8, 31 * KIB));
+    check_capture_reports();
+    bool wrong = !beam_resize_bytes(c.a, q, 30 * KIB, 8, 31 * KIB);
+    bool said = check_report_count() == 1 &&
+                check_last_report_has("resize with a wrong length");
+    check_release_reports();
+    CHECK(wrong && said);
     /* realloc moves what cannot grow in place, contents kept. */
     char *r = beam_realloc_bytes(c.a, p, 12 * KIB, 8, 60 * KIB);
     CHECK(r != NULL && r[0] == 7 && r[9 * KIB - 1] == 7);
@@ -319,7 +324,7 @@ TEST(gpa_medium_resize_in_place_into_free_pages_only) {
     CHECK(s.live_blocks == 2 && s.live_bytes == 60 * KIB + 9 * KIB);
     beam_free_bytes(c.a, r, 60 * KIB, 8);
     beam_free_bytes(c.a, q, 9 * KIB, 8);
-    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 0);
+    CHECK(beam_gpa_usage_of(&c.g).misuse_count == 1);
     CHECK(counted_end_clean(&c));
 }
 
@@ -577,16 +582,20 @@ TEST(gpa_medium_cached_block_is_freed_for_every_check) {
     void *moved = beam_realloc_bytes(c.a, p, 12 * KIB, 8, 40 * KIB);
     bool refused = moved == NULL && check_report_count() == 2;
     bool resized = beam_resize_bytes(c.a, p, 12 * KIB, 8, 10 * KIB);
+    /* To a length no medium block has, small or past a slab: the same. */
+    bool to_small = beam_resize_bytes(c.a, p, 12 * KIB, 8, 100);
+    bool to_large = beam_resize_bytes(c.a, p, 12 * KIB, 8, 100 * KIB);
     size_t reports = check_report_count();
     check_release_reports();
-    CHECK(twice && refused && !resized);
+    CHECK(twice && refused && !resized && !to_small && !to_large);
     /* The resize of a block that is not live is a misuse like the free
      * and the realloc (a small block's always was; a medium one's went
-     * unreported, and a same-length resize of it then passed for live). */
-    CHECK(reports == 3);
+     * unreported, and a same-length resize of it then passed for live),
+     * whatever the new length. */
+    CHECK(reports == 5);
     CHECK(st->medium_cache_bytes == 12 * KIB);
     beam_gpa_usage u = beam_gpa_usage_of(&c.g);
-    CHECK(u.live_blocks == CACHE_LIVE - 1 && u.misuse_count == 3);
+    CHECK(u.live_blocks == CACHE_LIVE - 1 && u.misuse_count == 5);
     /* Handed out once, not twice. */
     char *q = beam_alloc_bytes(c.a, 12 * KIB, 8);
     char *r = beam_alloc_bytes(c.a, 12 * KIB, 8);
