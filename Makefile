@@ -157,6 +157,7 @@ clean:
 
 format:
 	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h
+	mix format
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
 # `make nifs` is what mix's :beam_alloc_make compiler runs (see

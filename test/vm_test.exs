@@ -10,9 +10,16 @@ defmodule BeamAlloc.VmTest do
     ebin = to_string(:code.lib_dir(:beam_alloc, :ebin))
 
     args = [
-      "-s", "KILL", to_string(seconds), System.find_executable("elixir"),
-      "--erl", "+S 8:8 +SDcpu 4:4 +SDio 4", "-pa", ebin,
-      "-e", "BeamAlloc.Test.VmScenarios.#{call}"
+      "-s",
+      "KILL",
+      to_string(seconds),
+      System.find_executable("elixir"),
+      "--erl",
+      "+S 8:8 +SDcpu 4:4 +SDio 4",
+      "-pa",
+      ebin,
+      "-e",
+      "BeamAlloc.Test.VmScenarios.#{call}"
     ]
 
     {out, status} = System.cmd("timeout", args, stderr_to_stdout: true)
@@ -44,6 +51,7 @@ defmodule BeamAlloc.VmTest do
     assert %{live_blocks: 0, backing_bytes: held} = Vm.usage()
     # Metadata only: every slab went back, and so every segment.
     assert held < 64 * 1024
+
     assert_raise ArgumentError, ~r/no NIF library built with beam_alloc/, fn ->
       BeamAlloc.collect(Enum)
     end

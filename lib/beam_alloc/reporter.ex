@@ -124,7 +124,7 @@ defmodule BeamAlloc.Reporter do
           taken
           |> Enum.reverse()
           |> Enum.map_reduce(state.known, fn {:beam_alloc_report, module, line, pid, _ack},
-                                               known ->
+                                             known ->
             pid = if is_pid(pid), do: pid
             {callers, known} = callers(pid, known)
             {{module, line, pid, callers}, known}
