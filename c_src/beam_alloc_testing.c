@@ -538,7 +538,9 @@ static void attach_libraries(ErlNifEnv *env, session *s, ERL_NIF_TERM list) {
             continue;
         const char *module = h->module();
         pthread_mutex_lock(&s->lock);
-        bool take = module[0] != '\0' && !has_lib(s, h) &&
+        /* Not into a closed session: nothing would ever detach it, and
+         * the library would stay attached to it, for no later session. */
+        bool take = !s->closed && module[0] != '\0' && !has_lib(s, h) &&
                     wanted(env, list, module) &&
                     grow_array((void **)&s->libs, &s->libs_cap, s->nlibs + 1,
                                sizeof *s->libs) &&
@@ -681,7 +683,8 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
 }
 
 /* attach(Session, all | [ModuleName :: binary()]) -> [ModuleName]: every
- * library attached so far (dirty IO: it walks the loader's list). */
+ * library attached so far (dirty IO: it walks the loader's list); badarg
+ * once the session is closed. */
 static ERL_NIF_TERM nif_attach(ErlNifEnv *env, int argc,
                                const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -691,6 +694,10 @@ static ERL_NIF_TERM nif_attach(ErlNifEnv *env, int argc,
         return enif_make_badarg(env);
     attach_libraries(env, s, argv[1]);
     pthread_mutex_lock(&s->lock);
+    if (s->closed) {
+        pthread_mutex_unlock(&s->lock);
+        return enif_make_badarg(env);
+    }
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = s->nlibs; i-- > 0;)
         list =

@@ -226,6 +226,16 @@ defmodule BeamAlloc.FaultInjectionTest do
       # and the outer check was closed properly
       assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
     end
+
+    test "a closed session attaches no library" do
+      # (The internal NIF that the Testing modules drive.) A library
+      # attached to a closed session was never detached again.
+      {:ok, session} = :beam_alloc_testing_nif.open()
+      assert "Elixir.BeamAlloc.Test.Faults" in :beam_alloc_testing_nif.attach(session, :all)
+      :ok = :beam_alloc_testing_nif.close(session)
+      assert_raise ArgumentError, fn -> :beam_alloc_testing_nif.attach(session, :all) end
+      assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
+    end
   end
 
   describe "the :modules option" do

@@ -82,12 +82,12 @@ static bool entry_is(const ErlNifFunc *f, beam_nif_body_fn self, int argc) {
 }
 
 int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
-                       beam_nif_body_fn self, int argc) {
+                       beam_nif_body_fn self, int argc, bool twins) {
     int first = 0;
     while (first < count && !entry_is(&funcs[first], self, argc))
         first++;
-    if (first == count)
-        return -1;
+    if (first == count || !twins)
+        return first == count ? -1 : first;
     /* Twins (one C function under several names, often a normal and a
      * dirty variant): the one for the scheduler this call runs on. */
     unsigned kind = ~0u;
@@ -303,7 +303,7 @@ static bool module_is_erlang(void) {
 static void format_mfa(const nif_call *call, char *buf, size_t n) {
     int arity = call->argc;
     int i = beam__nif_entry_of(module_funcs, module_func_count, call->self,
-                               call->argc);
+                               call->argc, true);
     const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
     size_t len = 0;
     buf[0] = '\0';

@@ -24,6 +24,8 @@
 typedef struct override_table {
     const ErlNifFunc *funcs; /* the table the entries describe */
     int count;
+    bool twins; /* funcs lists a function twice (each call then asks its
+                 * scheduler); without, a call's entry is the first match */
     beam__nif_override entry[]; /* entry[i] is funcs[i]'s */
 } override_table;
 
@@ -34,7 +36,7 @@ const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,
     const override_table *t = beam__atomic_load_acquire(&overrides);
     if (BEAM__LIKELY(t == NULL))
         return NULL;
-    int i = beam__nif_entry_of(t->funcs, t->count, self, argc);
+    int i = beam__nif_entry_of(t->funcs, t->count, self, argc, t->twins);
     return i >= 0 && t->entry[i].set != 0 ? &t->entry[i] : NULL;
 }
 
@@ -284,13 +286,15 @@ static bool same_options(const beam__nif_override *a,
  * the other kind (enif_schedule_nif of itself, dirty) would free there
  * with the other twin's allocator what it allocated here, so they must
  * have the same allocator. Otherwise the load fails, rather than one
- * name's options silently applying to both. */
+ * name's options silently applying to both. Whether there are twins at
+ * all is noted: without, a call's lookup stops at its first match. */
 static int check_twins(const parse *p) {
     for (int i = 0; i < p->count; i++)
         for (int j = i + 1; j < p->count; j++) {
             const ErlNifFunc *a = &p->funcs[i], *b = &p->funcs[j];
             if (a->fptr != b->fptr || a->arity != b->arity)
                 continue;
+            p->table->twins = true;
             const beam__nif_override *x = &p->table->entry[i];
             const beam__nif_override *y = &p->table->entry[j];
             bool alike = beam__nif_entry_kind(a) == beam__nif_entry_kind(b);

@@ -37,9 +37,12 @@ BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
  * is, or -1. By function pointer and arity; when one C function is
  * listed under several names (a normal and a dirty variant), the entry
  * for the scheduler the call runs on, and the first of those when several
- * ask for it (they cannot be told apart). */
+ * ask for it (they cannot be told apart). twins false says funcs lists no
+ * function twice: the first match is the entry, and the rest of the
+ * table is not searched (a call's lookup of its load_info options). */
 BEAM__HIDDEN int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
-                                    beam_nif_body_fn self, int argc);
+                                    beam_nif_body_fn self, int argc,
+                                    bool twins);
 /* The scheduler an entry asks for: 0 (normal) or its dirty flag. */
 BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
 /* The module atom's text registered at load ("" before). */
