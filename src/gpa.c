@@ -444,7 +444,8 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
         return; /* the contract's no-op, also through the vtable */
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
-        beam__gpa_misuse_stateless(gpa->flags, mem, len, alignment, ret);
+        beam__gpa_misuse_stateless(gpa->flags, "free", mem, len, alignment,
+                                   ret);
         return;
     }
     gpa_slab *s = beam__gpa_slab_of(mem);
@@ -518,19 +519,24 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
 
 /* The remap's words are beam__gpa_realloc_ok's, for the same refusal. */
 static const gpa_resize_words resize_said = {
+    "resize",
     "resize of a pointer that is not a live block (freed, foreign, or "
     "inside a block): not resized",
     "resize with a wrong length or alignment: not resized"};
-static const gpa_resize_words remap_said = {GPA_SAID_MOVE_NOT_LIVE,
-                                            GPA_SAID_MOVE_WRONG_LENGTH};
+static const gpa_resize_words remap_said = {
+    "remap or realloc", GPA_SAID_MOVE_NOT_LIVE, GPA_SAID_MOVE_WRONG_LENGTH};
 
 static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t ret,
                         const gpa_resize_words *said) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
-    if (st == NULL)
+    if (st == NULL) {
+        /* No block lives in an instance without state. */
+        beam__gpa_misuse_stateless(gpa->flags, said->call, mem, len, alignment,
+                                   ret);
         return false;
+    }
     gpa_slab *s = beam__gpa_slab_of(mem);
     if (beam__gpa_owner(s) != st)
         return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret,

@@ -803,6 +803,7 @@ BEAM__HIDDEN void beam__gpa_medium_free(gpa_state *st, gpa_slab *s, void *mem,
  * misuse is reported whatever the new length: a resize may fail for want
  * of room, and its caller would never learn that the block was wrong. */
 typedef struct gpa_resize_words {
+    const char *call;         /* the call, for beam__gpa_misuse_stateless */
     const char *not_live;     /* freed, foreign, or inside a block */
     const char *wrong_length; /* a live block, of another length */
 } gpa_resize_words;
@@ -869,10 +870,11 @@ BEAM__HIDDEN void beam__gpa_misuse_at(gpa_state *st, const char *what,
                                       const void *p, size_t len,
                                       size_t alignment, uintptr_t ret,
                                       uintptr_t alloc_site);
-/* A free through an instance that has no state (never used, or deinit). */
-BEAM__HIDDEN void beam__gpa_misuse_stateless(unsigned flags, const void *p,
-                                             size_t len, size_t alignment,
-                                             uintptr_t ret);
+/* A call given a block through an instance that has no state (never used,
+ * or deinit): call names it ("free", "resize", "remap or realloc"). */
+BEAM__HIDDEN void beam__gpa_misuse_stateless(unsigned flags, const char *call,
+                                             const void *p, size_t len,
+                                             size_t alignment, uintptr_t ret);
 /* Walk live blocks (lock held). Up to `report` of them are copied into
  * out (so that they are reported after the unlock). */
 typedef struct gpa_leak {

@@ -104,7 +104,8 @@ bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,
         return false;
     }
     if (st == NULL)
-        beam__gpa_misuse_stateless(gpa->flags, p, len, alignment, ret);
+        beam__gpa_misuse_stateless(gpa->flags, "remap or realloc", p, len,
+                                   alignment, ret);
     else
         beam__gpa_misuse(st, GPA_SAID_MOVE_NOT_LIVE, p, len, alignment, ret);
     return false;

@@ -60,20 +60,22 @@ void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
     beam__report_line(line);
 }
 
-/* A free through an instance without state: it never allocated, or was
- * deinitialised. Nothing to count in; still a misuse of the call. */
-void beam__gpa_misuse_stateless(unsigned flags, const void *p, size_t len,
-                                size_t alignment, uintptr_t ret) {
-    char site[600], line[BEAM__REPORT_LINE];
+/* A call given a block through an instance without state: it never
+ * allocated, or was deinitialised. Nothing to count in; still a misuse of
+ * the call, of the kind its words say (a free's, or a resize's). */
+void beam__gpa_misuse_stateless(unsigned flags, const char *call, const void *p,
+                                size_t len, size_t alignment, uintptr_t ret) {
+    char site[600], what[100], line[BEAM__REPORT_LINE];
     uintptr_t pcs[BEAM__MAX_FRAMES];
     size_t n = beam__stack_above(ret, pcs, beam__frames_depth(flags));
+    snprintf(what, sizeof what, "%s of a pointer", call);
     snprintf(line, sizeof line,
-             "beam_alloc: general purpose allocator: free of a pointer "
-             "through an instance that has no memory (never used, or "
-             "deinit): %p (length %zu, alignment %zu), called from %s",
-             p, len, alignment,
+             "beam_alloc: general purpose allocator: %s through an instance "
+             "that has no memory (never used, or deinit): %p (length %zu, "
+             "alignment %zu), called from %s",
+             what, p, len, alignment,
              beam__describe_frames(pcs, n, site, sizeof site));
-    beam__misuse_note(kind_of("free of a"), line);
+    beam__misuse_note(kind_of(what), line);
     beam__report_line(line);
 }
 
