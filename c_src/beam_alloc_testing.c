@@ -11,7 +11,8 @@
  * the call would have had. The plan allocator
  *
  *   - numbers every request for memory of the run (alloc, and resize or
- *     remap that grows: each can fail), across calls and libraries;
+ *     remap that grows: each can fail; a remap left to its caller and the
+ *     allocation that makes the move are one), across calls and libraries;
  *   - fails request number fail_index and every later one;
  *   - records each request's site (its ret_addr) in the first run, and in
  *     later runs compares the sites up to the failing one with it, which
@@ -37,7 +38,7 @@
  * left live). Everything a closed session does not need goes at close (its
  * libraries, the first run's sites, the misuse records, and the block table
  * when no block is left live), so every check leaves the struct session
- * behind for the life of the VM: 336 bytes on 64-bit Linux, plus
+ * behind for the life of the VM: 376 bytes on 64-bit Linux, plus
  * enif_alloc's own few. Keep what only runs need out of the struct: the
  * misuse records alone (4.6 KB) once cost every check 5 KB.
  */
@@ -93,6 +94,21 @@ typedef struct request_info {
     uintptr_t expected; /* mismatch only: the first run's site (0: none) */
 } request_info;
 
+/* A growing remap that came back NULL, its parent's "allocate, copy and
+ * free yourself" (or failed here): the allocation that follows from the
+ * same site, of the new length, is that move, as beam_realloc makes it,
+ * and the same request, not a second one. So a realloc that grows counts
+ * once whichever allocator is under the plan: enif_realloc moves any
+ * block, a general purpose allocator's remap no small one (its count was
+ * twice the raw allocator's). Any other request forgets it. */
+typedef struct pending_move {
+    bool set;
+    bool fails; /* the remap was failed: so is its allocation */
+    uintptr_t site;
+    size_t len, alignment;
+    size_t index; /* the remap's request number */
+} pending_move;
+
 typedef struct misuse_record {
     char kind[64];
     char line[512];
@@ -116,6 +132,7 @@ typedef struct session {
     request_info induced;
     request_info mismatch;
     bool lost; /* bookkeeping ran out of memory: results incomplete */
+    pending_move move;
 
     /* Misuse the run's calls reported (the first MAX_MISUSE of them).
      * Allocated apart, MAX_MISUSE records at open, and freed at close: they
@@ -263,6 +280,16 @@ static bool request(session *s, int kind, size_t len, uintptr_t site,
     return true;
 }
 
+/* The allocation is the move a remap just left to its caller (see
+ * pending_move); taken or not, the remap is forgotten. */
+static bool completes_move(session *s, size_t len, size_t alignment,
+                           uintptr_t ret) {
+    bool same = s->move.set && s->move.site == ret && s->move.len == len &&
+                s->move.alignment == alignment;
+    s->move.set = false;
+    return same;
+}
+
 static void *plan_alloc(void *ctx, size_t len, size_t alignment,
                         uintptr_t ret) {
     session *s = ctx;
@@ -270,7 +297,15 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     beam_allocator_t parent = current_parent(s);
     size_t index = 0;
     bool counted = counting(s);
-    if (counted && request(s, REQ_ALLOC, len, ret, &index)) {
+    bool fails = false;
+    bool move = completes_move(s, len, alignment, ret);
+    if (counted && move) {
+        index = s->move.index;
+        fails = s->move.fails;
+    } else if (counted) {
+        fails = request(s, REQ_ALLOC, len, ret, &index);
+    }
+    if (fails) {
         pthread_mutex_unlock(&s->lock);
         return NULL;
     }
@@ -292,10 +327,10 @@ static beam_allocator_t parent_of(const session *s, const block *b) {
 /* A resize or remap is a request like an allocation when it grows a block
  * in a counted scope: true when this one must fail. */
 static bool growth_fails(session *s, int kind, size_t len, size_t new_len,
-                         uintptr_t ret) {
-    size_t index;
+                         uintptr_t ret, size_t *index) {
+    s->move.set = false;
     return new_len > len && counting(s) &&
-           request(s, kind, new_len, ret, &index);
+           request(s, kind, new_len, ret, index);
 }
 
 static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
@@ -304,9 +339,10 @@ static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);
+    size_t index;
     bool ok =
         parent.vtable != NULL &&
-        !growth_fails(s, REQ_RESIZE, len, new_len, ret) &&
+        !growth_fails(s, REQ_RESIZE, len, new_len, ret, &index) &&
         parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret);
     if (ok && b != NULL)
         b->len = new_len;
@@ -321,8 +357,12 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);
     void *p = NULL;
-    if (parent.vtable != NULL && !growth_fails(s, REQ_REMAP, len, new_len, ret))
+    size_t index = 0;
+    bool fails = growth_fails(s, REQ_REMAP, len, new_len, ret, &index);
+    if (parent.vtable != NULL && !fails)
         p = parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
+    if (p == NULL && new_len > len && counting(s))
+        s->move = (pending_move){true, fails, ret, new_len, alignment, index};
     if (p != NULL && b != NULL) {
         block moved = *b;
         moved.ptr = p;
@@ -732,6 +772,7 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
         memset(&s->induced, 0, sizeof s->induced);
         memset(&s->mismatch, 0, sizeof s->mismatch);
         s->lost = false;
+        s->move.set = false;
         s->nmisuse = 0;
         s->running = true;
     }

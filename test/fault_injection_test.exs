@@ -25,6 +25,12 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert {:ok, 4} = check_all_allocation_failures(&Faults.grow/0)
     end
 
+    test "counts each growth once over a general purpose allocator too" do
+      # Its remap moves no small block: beam_realloc's remap comes back
+      # NULL and the allocation that follows is the same request.
+      assert {:ok, 4} = check_all_allocation_failures(&Faults.grow_gpa/0)
+    end
+
     test "passes when failures raise, with expect: :raise" do
       assert {:ok, 2} = check_all_allocation_failures(&Faults.correct_raising/0, expect: :raise)
     end

@@ -126,7 +126,7 @@ BEAM_NIF(nondeterministic) {
 
 /* Grows a block step by step with beam_realloc: every growth is a request
  * that can fail, and a failed one leaves the old block to free. */
-BEAM_NIF(grow) {
+static ERL_NIF_TERM grow_impl(ErlNifEnv *env) {
     size_t len = 8;
     unsigned char *p = beam_alloc(beam_allocator, unsigned char, len);
     if (p == NULL)
@@ -142,6 +142,21 @@ BEAM_NIF(grow) {
     }
     beam_free(beam_allocator, p, len);
     return ok(env);
+}
+
+BEAM_NIF(grow) {
+    return grow_impl(env);
+}
+
+/* The same over the process-wide general purpose allocator, whose remap
+ * moves no small block: each growth is a remap that comes back NULL and
+ * the allocation beam_realloc then makes, one request all the same. */
+static beam_allocator_t process_wide_gpa(void) {
+    return beam_general_purpose_allocator;
+}
+
+BEAM_NIF(grow_gpa, .allocator = process_wide_gpa) {
+    return grow_impl(env);
 }
 
 /* Scratch: never frees, the arena does; failures still surface. */
@@ -246,6 +261,7 @@ static ErlNifFunc funcs[] = {
     {"nondeterministic", 0, nondeterministic, 0},
     {"reset_nondeterministic", 0, reset_nondeterministic, 0},
     {"grow", 0, grow, 0},
+    {"grow_gpa", 0, grow_gpa, 0},
     {"scratch_work", 0, scratch_work, 0},
     {"checked_leaky", 0, checked_leaky, 0},
     {"buffer_new", 0, buffer_new, 0},
