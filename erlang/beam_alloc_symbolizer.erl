@@ -17,7 +17,7 @@
 %% loadable).
 -module(beam_alloc_symbolizer).
 
--export([resolve_sites/1, site/2, with_libdw/0]).
+-export([resolve_sites/1, site/2, with_libdw/0, frames_text/3]).
 
 -on_load(load/0).
 
@@ -100,15 +100,32 @@ site(Object, Offset) ->
     case safe_resolve(Object, Offset) of
         {ok, [_ | _] = Frames} ->
             case lists:any(fun({F, File, _}) -> F =/= nil orelse File =/= nil end, Frames) of
-                true ->
-                    {ok, iolist_to_binary(
-                           lists:join(<<" <- ">>, [frame(Fr, Object, Offset) || Fr <- Frames]))};
-                false ->
-                    error
+                true -> {ok, frames_text(Frames, Object, Offset)};
+                false -> error
             end;
         _ ->
             error
     end.
+
+%% The text of a site's frames (as resolve/2 gives them, innermost first)
+%% in Object at Offset; exported for the tests. A frame whose function is
+%% the one of the frame inside it goes: GCC may leave a function's code as
+%% an inlined copy of itself in its own out-of-line body (partial
+%% inlining), and that outer frame would only add the function's first
+%% line, the BEAM_NIF line for a NIF body (`parse (c.c:42) <- parse
+%% (c.c:30)`).
+-spec frames_text([{binary() | nil, binary() | nil, non_neg_integer()}],
+                  binary(), non_neg_integer()) -> binary().
+frames_text(Frames, Object, Offset) ->
+    iolist_to_binary(
+      lists:join(<<" <- ">>, [frame(Fr, Object, Offset) || Fr <- collapse(Frames)])).
+
+collapse([{F, _, _} = Inner, {F, _, _} | Rest]) when F =/= nil ->
+    collapse([Inner | Rest]);
+collapse([Frame | Rest]) ->
+    [Frame | collapse(Rest)];
+collapse([]) ->
+    [].
 
 safe_resolve(Object, Offset) ->
     try

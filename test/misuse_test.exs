@@ -171,6 +171,28 @@ defmodule BeamAlloc.MisuseTest do
       assert BeamAlloc.Symbolizer.resolve_sites("no sites here: 0x7f00") ==
                "no sites here: 0x7f00"
     end
+
+    test "a function inlined into itself is one frame" do
+      # GCC's partial inlining can leave a NIF body as an inlined copy of
+      # itself, at its BEAM_NIF line: `sum (c.c:102) <- sum (c.c:85)`.
+      frames = [
+        {"beam_nif_body_sum", "c_src/c.c", 102},
+        {"beam_nif_body_sum", "c_src/c.c", 85},
+        {"helper", "c_src/c.c", 12}
+      ]
+
+      assert :beam_alloc_symbolizer.frames_text(frames, "c.so", 0x10) ==
+               "sum (c_src/c.c:102) <- helper (c_src/c.c:12)"
+
+      # A real call chain keeps every frame, and unknown functions stay.
+      frames = [{"read_int", "c_src/c.c", 12}, {"parse", "c_src/c.c", 42}]
+
+      assert :beam_alloc_symbolizer.frames_text(frames, "c.so", 0x10) ==
+               "read_int (c_src/c.c:12) <- parse (c_src/c.c:42)"
+
+      assert :beam_alloc_symbolizer.frames_text([{nil, nil, 0}, {nil, nil, 0}], "c.so", 0x1F) ==
+               "? (c.so+0x1f) <- ? (c.so+0x1f)"
+    end
   end
 
   describe "two loaded libraries with the same base name" do
