@@ -12,7 +12,8 @@
  *
  *   - numbers every request for memory of the run (alloc, and resize or
  *     remap that grows: each can fail; a remap left to its caller and the
- *     allocation that makes the move are one), across calls and libraries;
+ *     allocation that makes the move count as the remap), across calls and
+ *     libraries;
  *   - fails request number fail_index and every later one;
  *   - records each request's site (its ret_addr) in the first run, and in
  *     later runs compares the sites up to the failing one with it, which
@@ -38,7 +39,7 @@
  * left live). Everything a closed session does not need goes at close (its
  * libraries, the first run's sites, the misuse records, and the block table
  * when no block is left live), so every check leaves the struct session
- * behind for the life of the VM: 376 bytes on 64-bit Linux, plus
+ * behind for the life of the VM: 384 bytes on 64-bit Linux, plus
  * enif_alloc's own few. Keep what only runs need out of the struct: the
  * misuse records alone (4.6 KB) once cost every check 5 KB.
  */
@@ -94,19 +95,24 @@ typedef struct request_info {
     uintptr_t expected; /* mismatch only: the first run's site (0: none) */
 } request_info;
 
-/* A growing remap that came back NULL, its parent's "allocate, copy and
- * free yourself" (or failed here): the allocation that follows from the
- * same site, of the new length, is that move, as beam_realloc makes it,
- * and the same request, not a second one. So a realloc that grows counts
- * once whichever allocator is under the plan: enif_realloc moves any
- * block, a general purpose allocator's remap no small one (its count was
- * twice the raw allocator's). Any other request forgets it. */
+/* A remap that came back NULL, its parent's "allocate, copy and free
+ * yourself" (or failed here): the allocation that follows from the same
+ * site, of the new length, is that move, as beam_realloc makes it, and no
+ * request of its own. So a realloc counts as the raw allocator's does
+ * whichever allocator is under the plan (enif_realloc moves any block, a
+ * general purpose allocator's remap no small one across its size
+ * classes): a growth once (the remap), a shrink not at all, and the block
+ * keeps its record (its number and site in messages). Any other request
+ * forgets it. */
 typedef struct pending_move {
     bool set;
-    bool fails; /* the remap was failed: so is its allocation */
+    bool fails;   /* the remap was failed, or its block is gone: so is the
+                   * allocation (and nothing is copied) */
+    bool tracked; /* the block was the run's: the moved one is too */
     uintptr_t site;
     size_t len, alignment;
-    size_t index; /* the remap's request number */
+    size_t index; /* the block's record, for the moved one */
+    uintptr_t block_site;
 } pending_move;
 
 typedef struct misuse_record {
@@ -280,6 +286,20 @@ static bool request(session *s, int kind, size_t len, uintptr_t site,
     return true;
 }
 
+/* A misuse in the run (lock held): a problem whatever the call returned. */
+static void note_misuse(session *s, const char *kind, const char *line) {
+    if (!s->running)
+        return;
+    if (s->nmisuse < MAX_MISUSE) {
+        snprintf(s->misuse[s->nmisuse].kind, sizeof s->misuse[0].kind, "%s",
+                 kind);
+        snprintf(s->misuse[s->nmisuse].line, sizeof s->misuse[0].line, "%s",
+                 line);
+        s->misuse[s->nmisuse].after = s->requests;
+    }
+    s->nmisuse++;
+}
+
 /* The allocation is the move a remap just left to its caller (see
  * pending_move); taken or not, the remap is forgotten. */
 static bool completes_move(session *s, size_t len, size_t alignment,
@@ -298,10 +318,15 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     size_t index = 0;
     bool counted = counting(s);
     bool fails = false;
+    bool track = counted;
+    uintptr_t site = ret;
     bool move = completes_move(s, len, alignment, ret);
-    if (counted && move) {
+    if (move && s->move.fails) {
+        fails = true;
+    } else if (counted && move) {
+        track = s->move.tracked;
         index = s->move.index;
-        fails = s->move.fails;
+        site = s->move.block_site;
     } else if (counted) {
         fails = request(s, REQ_ALLOC, len, ret, &index);
     }
@@ -310,8 +335,8 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
         return NULL;
     }
     void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
-    if (p != NULL && counted) {
-        block b = {p, len, alignment, ret, index, s->run, s->scope, parent};
+    if (p != NULL && track) {
+        block b = {p, len, alignment, site, index, s->run, s->scope, parent};
         add_block(s, &b);
     }
     pthread_mutex_unlock(&s->lock);
@@ -361,8 +386,26 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
     bool fails = growth_fails(s, REQ_REMAP, len, new_len, ret, &index);
     if (parent.vtable != NULL && !fails)
         p = parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
-    if (p == NULL && new_len > len && counting(s))
-        s->move = (pending_move){true, fails, ret, new_len, alignment, index};
+    /* A block left in a leak_check instance that ended with its call: its
+     * memory went with the instance, and a copy would read it. */
+    bool gone = b != NULL && b->parent.vtable == NULL;
+    if (gone)
+        /* (The kind is BEAM__KIND_RESIZE's, as the allocators' refusals.) */
+        note_misuse(s,
+                    "resize or realloc with a wrong pointer, length or "
+                    "alignment",
+                    "beam_alloc: fault injection: remap or realloc of a block "
+                    "left in a leak_check call's allocator after that call "
+                    "ended (its memory went with it): nothing copied");
+    if (p == NULL && (counting(s) || gone))
+        s->move = (pending_move){true,
+                                 fails || gone,
+                                 b != NULL,
+                                 ret,
+                                 new_len,
+                                 alignment,
+                                 b != NULL ? b->index : index,
+                                 b != NULL ? b->site : ret};
     if (p != NULL && b != NULL) {
         block moved = *b;
         moved.ptr = p;
@@ -472,16 +515,7 @@ static void driver_misuse(const ErlNifPid *pid, const beam__fault_hooks *app,
     if (s == NULL)
         return;
     pthread_mutex_lock(&s->lock);
-    if (s->running) {
-        if (s->nmisuse < MAX_MISUSE) {
-            snprintf(s->misuse[s->nmisuse].kind, sizeof s->misuse[0].kind, "%s",
-                     kind);
-            snprintf(s->misuse[s->nmisuse].line, sizeof s->misuse[0].line, "%s",
-                     line);
-            s->misuse[s->nmisuse].after = s->requests;
-        }
-        s->nmisuse++;
-    }
+    note_misuse(s, kind, line);
     pthread_mutex_unlock(&s->lock);
 }
 

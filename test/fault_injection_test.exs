@@ -97,6 +97,38 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert site != block_site
     end
 
+    test "names the same block over any allocator, a block moved keeping its record" do
+      # A shrink (no request) and a growth (one) by beam_realloc, both moves
+      # over the GPA, then a failed allocation that leaks the block.
+      for fun <- [&Faults.reshape_leaky/0, &Faults.reshape_leaky_gpa/0] do
+        error = catch_check(fun)
+        assert error.allocations == 3
+
+        assert [%{kind: :leak, index: 2, blocks: [%{index: 0, size: 64, site: site}]}] =
+                 error.problems
+
+        assert site =~ ~r"^reshape_leaky_impl \(test/nifs/faults_nif\.c:\d+\)$"
+      end
+    end
+
+    test "a block left in a leak_check call's allocator is not copied after the call" do
+      fun = fn ->
+        catch_error(Faults.leave_behind())
+        Faults.grow_left_behind()
+      end
+
+      # The realloc is a misuse, refused (NULL): the NIF's {:error, :enomem}
+      # then comes without an injected failure.
+      error = catch_check(fun)
+
+      assert [
+               %{kind: :misuse, report: report},
+               %{kind: :failed_without_injection, outcome: {:returned, {:error, :enomem}}}
+             ] = error.problems
+
+      assert report =~ "its memory went with it): nothing copied"
+    end
+
     test "is caught under leak_check too, which raises as well" do
       error = catch_check(&Faults.checked_leaky/0)
       assert [%{kind: :leak, index: 1, blocks: [%{index: 0, size: 16}]}] = error.problems

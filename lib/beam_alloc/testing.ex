@@ -40,8 +40,9 @@ defmodule BeamAlloc.Testing do
   Every request for memory through `beam_allocator` in a `BEAM_NIF` that the
   calling process makes, in any NIF library built with beam_alloc's
   `BEAM_NIF_INIT`: allocations, and resizes or remaps that grow a block
-  (each may fail; a `beam_realloc` that grows is one request, even when it
-  has to allocate, copy and free). Allocations through other allocators
+  (each may fail; a `beam_realloc` counts the same over any allocator, even
+  when it has to allocate, copy and free: a growth once, a shrink not at
+  all). Allocations through other allocators
   (`beam_raw_allocator`, `beam_general_purpose_allocator`, malloc), in raw
   NIFs, or in other processes (including processes the function spawns) are
   not counted and never fail.

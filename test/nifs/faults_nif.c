@@ -159,6 +159,61 @@ BEAM_NIF(grow_gpa, .allocator = process_wide_gpa) {
     return grow_impl(env);
 }
 
+/* A block shrunk, then grown, by beam_realloc, and left behind when the
+ * allocation after them fails: the shrink is no request, the growth one,
+ * and the block that leaks is allocation #0 (the moves keep its record),
+ * over any allocator; the GPA's remap moves it both times. */
+static ERL_NIF_TERM reshape_leaky_impl(ErlNifEnv *env) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 256);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *q = beam_realloc(beam_allocator, p, 256, 8);
+    if (q == NULL) {
+        beam_free(beam_allocator, p, 256);
+        return beam_make_error(env, "enomem");
+    }
+    p = q;
+    q = beam_realloc(beam_allocator, p, 8, 64);
+    if (q == NULL) {
+        beam_free(beam_allocator, p, 8);
+        return beam_make_error(env, "enomem");
+    }
+    p = q;
+    unsigned char *r = beam_alloc(beam_allocator, unsigned char, 16);
+    if (r == NULL)
+        return beam_make_error(env, "enomem"); /* leaks p */
+    beam_free(beam_allocator, r, 16);
+    beam_free(beam_allocator, p, 64);
+    return ok(env);
+}
+
+BEAM_NIF(reshape_leaky) {
+    return reshape_leaky_impl(env);
+}
+
+BEAM_NIF(reshape_leaky_gpa, .allocator = process_wide_gpa) {
+    return reshape_leaky_impl(env);
+}
+
+/* A block left in a leak_check call's instance (it raises: a leak), kept
+ * past the call; another call then grows it, which must copy nothing:
+ * its memory went with the instance. */
+static unsigned char *left_behind;
+
+BEAM_NIF(leave_behind, .leak_check = true) {
+    left_behind = beam_alloc(beam_allocator, unsigned char, 16);
+    return ok(env);
+}
+
+BEAM_NIF(grow_left_behind) {
+    unsigned char *p = beam_realloc(beam_allocator, left_behind, 16, 4096);
+    left_behind = NULL;
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 4096);
+    return ok(env);
+}
+
 /* Scratch: never frees, the arena does; failures still surface. */
 BEAM_NIF(scratch_work, .scratch = true) {
     for (int i = 1; i <= 4; i++)
@@ -262,6 +317,10 @@ static ErlNifFunc funcs[] = {
     {"reset_nondeterministic", 0, reset_nondeterministic, 0},
     {"grow", 0, grow, 0},
     {"grow_gpa", 0, grow_gpa, 0},
+    {"reshape_leaky", 0, reshape_leaky, 0},
+    {"reshape_leaky_gpa", 0, reshape_leaky_gpa, 0},
+    {"leave_behind", 0, leave_behind, 0},
+    {"grow_left_behind", 0, grow_left_behind, 0},
     {"scratch_work", 0, scratch_work, 0},
     {"checked_leaky", 0, checked_leaky, 0},
     {"buffer_new", 0, buffer_new, 0},
