@@ -402,6 +402,14 @@ defmodule BeamAlloc.CaseTest do
     assert :ok = BeamAlloc.Case.check!(mark, self(), false)
   end
 
+  test "since/1 takes only a mark: anything else is an ArgumentError, not []" do
+    for bad <- [:bad, -1, 1.5, "0"] do
+      assert_raise ArgumentError, ~r/expected a mark from BeamAlloc.Reporter.mark/, fn ->
+        Reporter.since(bad)
+      end
+    end
+  end
+
   # A real test module using the guard, run by ExUnit in a VM of its own:
   # its test that triggers a report fails, the clean one and the one
   # tagged to allow reports pass.

@@ -81,8 +81,16 @@ defmodule BeamAlloc.Reporter do
   from the same node are all in.
   """
   @spec since(non_neg_integer) :: [report]
-  def since(mark) do
+  def since(mark) when is_integer(mark) and mark >= 0 do
     GenServer.call(__MODULE__, {:since, mark})
+  end
+
+  # (Compared with the reports' numbers, anything else read as a mark
+  # that no report is after: an empty list, as if nothing was reported.)
+  def since(other) do
+    raise ArgumentError,
+          "expected a mark from BeamAlloc.Reporter.mark/0 (a non-negative " <>
+            "integer), got: #{inspect(other)}"
   end
 
   @impl true
