@@ -39,7 +39,7 @@
  * left live). Everything a closed session does not need goes at close (its
  * libraries, the first run's sites, the misuse records, and the block table
  * when no block is left live), so every check leaves the struct session
- * behind for the life of the VM: 384 bytes on 64-bit Linux, plus
+ * behind for the life of the VM: 392 bytes on 64-bit Linux, plus
  * enif_alloc's own few. Keep what only runs need out of the struct: the
  * misuse records alone (4.6 KB) once cost every check 5 KB.
  */
@@ -111,8 +111,11 @@ typedef struct pending_move {
     bool tracked; /* the block was the run's: the moved one is too */
     uintptr_t site;
     size_t len, alignment;
-    size_t index; /* the block's record, for the moved one */
+    /* The block's record, for the moved one: its number, site and run (a
+     * block leaked in an earlier run stays that run's). */
+    size_t index;
     uintptr_t block_site;
+    unsigned block_run;
 } pending_move;
 
 typedef struct misuse_record {
@@ -320,6 +323,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     bool fails = false;
     bool track = counted;
     uintptr_t site = ret;
+    unsigned run = s->run;
     bool move = completes_move(s, len, alignment, ret);
     if (move && s->move.fails) {
         fails = true;
@@ -327,6 +331,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
         track = s->move.tracked;
         index = s->move.index;
         site = s->move.block_site;
+        run = s->move.block_run;
     } else if (counted) {
         fails = request(s, REQ_ALLOC, len, ret, &index);
     }
@@ -336,8 +341,14 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     }
     void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
     if (p != NULL && track) {
-        block b = {p, len, alignment, site, index, s->run, s->scope, parent};
+        block b = {p, len, alignment, site, index, run, s->scope, parent};
         add_block(s, &b);
+    } else if (p != NULL) {
+        /* Not the run's: a record of the address is stale (see add_block),
+         * and would take this block's free or remap for its own. */
+        block *stale = find_block(s, p);
+        if (stale != NULL)
+            erase_block(s, stale);
     }
     pthread_mutex_unlock(&s->lock);
     return p;
@@ -405,7 +416,8 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
                                  new_len,
                                  alignment,
                                  b != NULL ? b->index : index,
-                                 b != NULL ? b->site : ret};
+                                 b != NULL ? b->site : ret,
+                                 b != NULL ? b->run : s->run};
     if (p != NULL && b != NULL) {
         block moved = *b;
         moved.ptr = p;

@@ -195,6 +195,46 @@ BEAM_NIF(reshape_leaky_gpa, .allocator = process_wide_gpa) {
     return reshape_leaky_impl(env);
 }
 
+/* A block kept (leaked) when the second allocation fails, in the first run
+ * that fails it; every later run shrinks the kept block, a move over the
+ * GPA. The kept block stays a leak of the run that lost it, over any
+ * allocator: the move keeps its run, not only its number and site. */
+typedef struct kept_block {
+    unsigned char *p;
+    size_t len;
+} kept_block;
+static kept_block kept_raw, kept_gpa;
+
+static ERL_NIF_TERM keep_then_shrink_impl(ErlNifEnv *env, kept_block *k) {
+    unsigned char *a = beam_alloc(beam_allocator, unsigned char, 256);
+    if (a == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *b = beam_alloc(beam_allocator, unsigned char, 16);
+    if (b == NULL) {
+        if (k->p == NULL)
+            *k = (kept_block){a, 256};
+        else
+            beam_free(beam_allocator, a, 256);
+        return beam_make_error(env, "enomem");
+    }
+    beam_free(beam_allocator, b, 16);
+    beam_free(beam_allocator, a, 256);
+    if (k->p != NULL && k->len > 8) {
+        unsigned char *q = beam_realloc(beam_allocator, k->p, k->len, 8);
+        if (q != NULL)
+            *k = (kept_block){q, 8};
+    }
+    return ok(env);
+}
+
+BEAM_NIF(keep_then_shrink) {
+    return keep_then_shrink_impl(env, &kept_raw);
+}
+
+BEAM_NIF(keep_then_shrink_gpa, .allocator = process_wide_gpa) {
+    return keep_then_shrink_impl(env, &kept_gpa);
+}
+
 /* A block left in a leak_check call's instance (it raises: a leak), kept
  * past the call; another call then grows it, which must copy nothing:
  * its memory went with the instance. */
@@ -320,6 +360,8 @@ static ErlNifFunc funcs[] = {
     {"reshape_leaky", 0, reshape_leaky, 0},
     {"reshape_leaky_gpa", 0, reshape_leaky_gpa, 0},
     {"leave_behind", 0, leave_behind, 0},
+    {"keep_then_shrink", 0, keep_then_shrink, 0},
+    {"keep_then_shrink_gpa", 0, keep_then_shrink_gpa, 0},
     {"grow_left_behind", 0, grow_left_behind, 0},
     {"scratch_work", 0, scratch_work, 0},
     {"checked_leaky", 0, checked_leaky, 0},
