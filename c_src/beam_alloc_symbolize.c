@@ -237,6 +237,17 @@ static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
     Dwarf_Die *scopes = NULL;
     int nscopes =
         cudie != NULL ? dwarf_getscopes(cudie, addr - bias, &scopes) : -1;
+    /* Past an inlined function, dwarf_getscopes goes on into that
+     * function's own definition, not to the function it was inlined into:
+     * the callers are the innermost scope's nesting in the code itself
+     * (dwarf_getscopes_die, as eu-addr2line -i walks it). With only the
+     * first, a second inlined level was named as the outer function. */
+    if (nscopes > 0) {
+        Dwarf_Die innermost = scopes[0];
+        free(scopes);
+        scopes = NULL;
+        nscopes = dwarf_getscopes_die(&innermost, &scopes);
+    }
     bool outer_done = false;
     for (int i = 0; i < nscopes && n < 31; i++) {
         int tag = dwarf_tag(&scopes[i]);

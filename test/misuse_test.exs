@@ -267,6 +267,19 @@ defmodule BeamAlloc.MisuseTest do
         refute leak =~ "beam_nif_call"
       end)
     end
+
+    test "name each function inlined at the call, innermost first, from the debug information" do
+      capture_log(fn ->
+        assert_raise RuntimeError, fn -> Misuse.leak_inlined() end
+        leak = Enum.find(reports(2), &(&1 =~ "leak: 24 bytes"))
+
+        # Two levels: the second was named as the NIF, at the first's call.
+        assert leak =~
+                 "allocated from inlined_deep_alloc (#{@source}:#{line_of("ideep")}) <- " <>
+                   "inlined_middle_alloc (#{@source}:#{line_of("imiddle")}) <- " <>
+                   "leak_inlined (#{@source}:#{line_of("itop")})"
+      end)
+    end
   end
 end
 

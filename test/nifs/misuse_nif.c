@@ -179,6 +179,26 @@ __attribute__((noinline)) static unsigned char *middle_alloc(size_t n) {
     return p;
 }
 
+/* The same, inlined: the frames of one address, from the debug
+ * information (inner <- middle <- the NIF). */
+__attribute__((always_inline)) static inline unsigned char *
+inlined_deep_alloc(size_t n) {
+    return beam_alloc(beam_allocator, unsigned char, n); /* SITE: ideep */
+}
+
+__attribute__((always_inline)) static inline unsigned char *
+inlined_middle_alloc(size_t n) {
+    return inlined_deep_alloc(n); /* SITE: imiddle */
+}
+
+BEAM_NIF(leak_inlined, .leak_check = true) {
+    unsigned char *p = inlined_middle_alloc(24); /* SITE: itop */
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[0] = 1;
+    return ok(env);
+}
+
 BEAM_NIF(leak_deep, .leak_check = true) {
     unsigned char *p = middle_alloc(24); /* SITE: top */
     if (p == NULL)
@@ -207,6 +227,7 @@ static ErlNifFunc funcs[] = {
     {"impossible_free", 0, impossible_free, 0},
     {"nested_outer", 0, nested_outer, 0},
     {"leak_deep", 0, leak_deep, 0},
+    {"leak_inlined", 0, leak_inlined, 0},
     {"double_free", 0, double_free, 0},
     {"write_past_end", 0, write_past_end, 0},
     {"wrong_length", 0, wrong_length, 0},
