@@ -109,18 +109,20 @@ site(Object, Offset) ->
 
 %% The text of a site's frames (as resolve/2 gives them, innermost first)
 %% in Object at Offset; exported for the tests. A frame whose function is
-%% the one of the frame inside it goes: GCC may leave a function's code as
-%% an inlined copy of itself in its own out-of-line body (partial
-%% inlining), and that outer frame would only add the function's first
-%% line, the BEAM_NIF line for a NIF body (`parse (c.c:42) <- parse
-%% (c.c:30)`).
+%% the one of the frame inside it, in the same file and at an earlier line,
+%% goes: GCC may leave a function's code as an inlined copy of itself in
+%% its own out-of-line body (partial inlining), and that outer frame would
+%% only add the function's first line, the BEAM_NIF line for a NIF body
+%% (`parse (c.c:42) <- parse (c.c:30)`). (Not any two of one name: C++
+%% frames have short names, and two functions may share one.)
 -spec frames_text([{binary() | nil, binary() | nil, non_neg_integer()}],
                   binary(), non_neg_integer()) -> binary().
 frames_text(Frames, Object, Offset) ->
     iolist_to_binary(
       lists:join(<<" <- ">>, [frame(Fr, Object, Offset) || Fr <- collapse(Frames)])).
 
-collapse([{F, _, _} = Inner, {F, _, _} | Rest]) when F =/= nil ->
+collapse([{F, File, Line} = Inner, {F, File, Outer} | Rest])
+  when F =/= nil, File =/= nil, Outer < Line ->
     collapse([Inner | Rest]);
 collapse([Frame | Rest]) ->
     [Frame | collapse(Rest)];

@@ -184,6 +184,14 @@ defmodule BeamAlloc.MisuseTest do
       assert :beam_alloc_symbolizer.frames_text(frames, "c.so", 0x10) ==
                "sum (c_src/c.c:102) <- helper (c_src/c.c:12)"
 
+      # Two C++ functions of one short name, one calling the other further
+      # down the file (polymorphic_allocator's deallocate inlined into
+      # allocator_traits'), are two frames.
+      frames = [{"deallocate", "memory_resource", 187}, {"deallocate", "memory_resource", 489}]
+
+      assert :beam_alloc_symbolizer.frames_text(frames, "c.so", 0x10) ==
+               "deallocate (memory_resource:187) <- deallocate (memory_resource:489)"
+
       # A real call chain keeps every frame, and unknown functions stay.
       frames = [{"read_int", "c_src/c.c", 12}, {"parse", "c_src/c.c", 42}]
 
