@@ -23,6 +23,10 @@
 %%            {error, _} or error; raise: an exception only; error_tuple:
 %%            a returned {error, _} or error only.
 %%   modules  all (default), or a list of NIF modules (loaded first).
+%%            With all, a library that the fun loads itself (its module's
+%%            first call) is attached after the first run, which then ran
+%%            outside the check, for real, and runs again: load such
+%%            modules first (code:ensure_loaded/1) when that would harm.
 %%
 %% Errors (erlang:error/1):
 %%   {allocation_failures, #{message := binary(), allocations := N,

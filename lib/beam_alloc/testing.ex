@@ -105,7 +105,11 @@ defmodule BeamAlloc.Testing do
       `:raise` or `:error_tuple`; see `t:expect/0`.
     * `:modules` - the NIF modules whose allocations are counted and failed:
       `:all` (the default: every loaded NIF library built with beam_alloc),
-      or a list of modules, which are loaded first if needed.
+      or a list of modules, which are loaded first if needed. With `:all`,
+      a library that the function loads itself (its module's first call) is
+      attached after the first run, which then ran outside the check, for
+      real, and runs again: load such modules first (`Code.ensure_loaded!/1`)
+      when that would harm.
 
   ## Examples
 

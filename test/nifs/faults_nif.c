@@ -237,7 +237,8 @@ BEAM_NIF(keep_then_shrink_gpa, .allocator = process_wide_gpa) {
 
 /* A block left in a leak_check call's instance (it raises: a leak), kept
  * past the call; another call then grows it, which must copy nothing:
- * its memory went with the instance. */
+ * its memory went with the instance. Only under a check, which refuses
+ * the growth: outside one, the realloc would read that memory. */
 static unsigned char *left_behind;
 
 BEAM_NIF(leave_behind, .leak_check = true) {
