@@ -401,23 +401,22 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
      * memory went with the instance, and a copy would read it. */
     bool gone = b != NULL && b->parent.vtable == NULL;
     if (gone)
-        /* (The kind is BEAM__KIND_RESIZE's, as the allocators' refusals.) */
-        note_misuse(s,
-                    "resize or realloc with a wrong pointer, length or "
-                    "alignment",
+        note_misuse(s, BEAM__KIND_RESIZE,
                     "beam_alloc: fault injection: remap or realloc of a block "
                     "left in a leak_check call's allocator after that call "
                     "ended (its memory went with it): nothing copied");
     if (p == NULL && (counting(s) || gone))
-        s->move = (pending_move){true,
-                                 fails || gone,
-                                 b != NULL,
-                                 ret,
-                                 new_len,
-                                 alignment,
-                                 b != NULL ? b->index : index,
-                                 b != NULL ? b->site : ret,
-                                 b != NULL ? b->run : s->run};
+        s->move = (pending_move){
+            .set = true,
+            .fails = fails || gone,
+            .tracked = b != NULL,
+            .site = ret,
+            .len = new_len,
+            .alignment = alignment,
+            .index = b != NULL ? b->index : index,
+            .block_site = b != NULL ? b->site : ret,
+            .block_run = b != NULL ? b->run : s->run,
+        };
     if (p != NULL && b != NULL) {
         block moved = *b;
         moved.ptr = p;

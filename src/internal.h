@@ -8,6 +8,7 @@
 #include "beam_alloc.h"
 
 #include "atomics.h"
+#include "misuse_kinds.h"
 
 #include <stdarg.h>
 
@@ -65,10 +66,6 @@ BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
  * thread's cold block, NULL when that block cannot be had. Asked each time,
  * never kept: the block may be given back meanwhile (unload). */
 BEAM__HIDDEN char *beam__misuse_line(void);
-/* The kind of a resize, remap or realloc given a block that is not live,
- * or a wrong length or alignment (the frees' kinds are the GPA's). */
-#define BEAM__KIND_RESIZE                                                      \
-    "resize or realloc with a wrong pointer, length or alignment"
 /* Report a free, resize, remap or realloc (call) refused as a misuse, with
  * its reason (what) and the caller's site (core.c). */
 BEAM__HIDDEN void beam__report_refused(const char *call, void *mem, size_t len,

@@ -31,6 +31,8 @@
 
 #include <beam_alloc_nif.h>
 
+#include "../misuse_kinds.h"
+
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,0 +1,16 @@
+/*
+ * Misuse kinds named in more than one library: each NIF library's copy of
+ * beam_alloc (internal.h) and the fault-injection driver, which records a
+ * misuse of its own under the same kind (included by nif/abi.h, the one
+ * header the driver meets the copies through). Plain text, no
+ * dependencies: the standalone build includes it too.
+ */
+#ifndef BEAM_ALLOC_MISUSE_KINDS_H
+#define BEAM_ALLOC_MISUSE_KINDS_H
+
+/* The kind of a resize, remap or realloc given a block that is not live,
+ * or a wrong length or alignment (the frees' kinds are the GPA's). */
+#define BEAM__KIND_RESIZE                                                      \
+    "resize or realloc with a wrong pointer, length or alignment"
+
+#endif
