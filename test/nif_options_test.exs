@@ -51,7 +51,14 @@ defmodule BeamAlloc.NifOptionsTest do
                {:two, 1} => %{allocator: :gpa, scratch: true},
                kind: %{allocator: :gpa},
                leaky: %{leak_check: true}
-             } = Options.__beam_alloc_nif_options__()
+             } = Options.beam_alloc_nif_options()
+    end
+
+    test "adds no double-underscore name to the module" do
+      # Only Elixir's own __info__/1: what it generates is beam_alloc_*.
+      names = for {name, _} <- Options.__info__(:functions), do: Atom.to_string(name)
+      assert "beam_alloc_load_nif" in names
+      assert Enum.filter(names, &String.contains?(&1, "__")) == []
     end
   end
 
@@ -105,7 +112,7 @@ defmodule BeamAlloc.NifOptionsTest do
       result = :erlang.load_nif(path, [])
 
       assert {:error, {:load_failed, text}} =
-               BeamAlloc.Nif.__explain_load__(result, path, "no_such_nif")
+               BeamAlloc.Nif.explain_load(result, path, "no_such_nif")
 
       text = List.to_string(text)
       assert text =~ "no /nonexistent/no_such_nif.so: is :beam_alloc in the compilers:"
@@ -118,7 +125,7 @@ defmodule BeamAlloc.NifOptionsTest do
 
       File.write!(file <> ".so", "not an ELF file")
       result = :erlang.load_nif(String.to_charlist(file), [])
-      assert {:error, {:load_failed, text}} = BeamAlloc.Nif.__explain_load__(result, file, "x")
+      assert {:error, {:load_failed, text}} = BeamAlloc.Nif.explain_load(result, file, "x")
       refute List.to_string(text) =~ "compilers:"
       File.rm!(file <> ".so")
     end

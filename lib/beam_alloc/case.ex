@@ -43,13 +43,13 @@ defmodule BeamAlloc.Case do
   defmacro __using__(_opts) do
     quote do
       setup context do
-        BeamAlloc.Case.__setup__(context)
+        BeamAlloc.Case.setup_reports(context)
       end
     end
   end
 
   @doc false
-  def __setup__(context) do
+  def setup_reports(context) do
     unless context[:beam_alloc_reports] == :allow do
       test_pid = self()
       mark = mark!()

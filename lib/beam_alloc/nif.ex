@@ -82,25 +82,27 @@ defmodule BeamAlloc.Nif do
     {opts, _} = Code.eval_quoted(opts, [], __CALLER__)
     opts = validate_use_options!(opts, __CALLER__)
 
+    # What this puts into the user's module is named beam_alloc_*, never
+    # __*__: nothing with a double underscore goes into user code.
     quote do
-      @on_load :__beam_alloc_load_nif__
+      @on_load :beam_alloc_load_nif
       @beam_alloc_nif_keys unquote(Macro.escape(Map.keys(opts.nifs)))
       @before_compile BeamAlloc.Nif
 
       @doc false
-      def __beam_alloc_nif_options__, do: unquote(Macro.escape(opts.nifs))
+      def beam_alloc_nif_options, do: unquote(Macro.escape(opts.nifs))
 
       @doc false
-      def __beam_alloc_load_nif__ do
+      def beam_alloc_load_nif do
         app = unquote(opts.otp_app)
         library = unquote(opts.library)
 
         # (load_nif must be called from this module.)
-        case BeamAlloc.Nif.__library_path__(app, library) do
+        case BeamAlloc.Nif.library_path(app, library) do
           {:ok, path} ->
             path
-            |> :erlang.load_nif(__beam_alloc_nif_options__())
-            |> BeamAlloc.Nif.__explain_load__(path, library)
+            |> :erlang.load_nif(beam_alloc_nif_options())
+            |> BeamAlloc.Nif.explain_load(path, library)
 
           {:error, _} = error ->
             error
@@ -141,7 +143,7 @@ defmodule BeamAlloc.Nif do
   # What the on_load of a module that uses BeamAlloc.Nif returns for
   # load_nif's result (path: what it was given, without extension): :ok,
   # or an error that says what to do where it can.
-  def __explain_load__(result, path, library) do
+  def explain_load(result, path, library) do
     result
     |> :beam_alloc.explain_load_error()
     |> explain_missing(path, library)
@@ -169,7 +171,7 @@ defmodule BeamAlloc.Nif do
 
   @doc false
   # Where the library of app is: {:ok, charlist} | {:error, reason}.
-  def __library_path__(app, library) do
+  def library_path(app, library) do
     case :code.priv_dir(app) do
       {:error, reason} -> {:error, {:no_priv_dir, app, reason}}
       priv -> {:ok, :filename.join(priv, String.to_charlist(library))}
