@@ -62,6 +62,19 @@
 %% Delays (ms) waiting for resource destructors before blocks are counted.
 -define(SETTLE_MS, [0, 1, 2, 4, 8]).
 
+%% Whole waits that freed nothing before a check stops waiting (settle/1).
+-define(USELESS_WAITS, 3).
+
+%% The process dictionary key of what a check learns (check_get/2).
+-define(CHECK, {?MODULE, check}).
+
+%% Blocks a leak problem lists in the message (its blocks key has them all,
+%% up to the driver's 100).
+-define(BLOCKS_SHOWN, 10).
+
+%% Characters an outcome's term takes in the message at most.
+-define(TERM_CHARS, 400).
+
 -spec check_all_allocation_failures(fun(() -> term())) -> {ok, non_neg_integer()}.
 check_all_allocation_failures(Fun) ->
     check_all_allocation_failures(Fun, []).
@@ -128,6 +141,7 @@ run_check(Fun, Expect, Modules) ->
             try
                 checked(Session, Fun, Expect, Modules)
             after
+                erase(?CHECK),
                 beam_alloc_testing_nif:close(Session)
             end;
         {error, already_open} ->
@@ -193,22 +207,46 @@ invoke(Fun) ->
 %% their destructors free would pass for a leak. A collection releases
 %% them, and the VM runs their destructors shortly after, as scheduler
 %% work: give it a few milliseconds while blocks are live.
+%%
+%% Blocks a function leaks never go, and it leaks on every failure path
+%% after the first bug: ?USELESS_WAITS whole waits that freed nothing, and
+%% none that freed anything, and the check stops waiting past a yield (15
+%% ms a run made a check of 300 allocations take seconds, past EUnit's
+%% timeout, which hides the problems). A wait that freed nothing leaves a
+%% leak to report: the check fails already when it stops waiting.
 settle(Session) ->
     erlang:garbage_collect(),
-    settle(Session, ?SETTLE_MS).
-
-settle(_Session, []) ->
-    ok;
-settle(Session, [Ms | Rest]) ->
     case beam_alloc_testing_nif:live(Session) of
         0 ->
             ok;
-        _ ->
-            case Ms of
-                0 -> erlang:yield();
-                _ -> timer:sleep(Ms)
-            end,
-            settle(Session, Rest)
+        Live ->
+            %% helped, or how many whole waits freed nothing
+            Waits = check_get(waits, 0),
+            Full = Waits =:= helped orelse Waits < ?USELESS_WAITS,
+            Schedule = case Full of
+                           true -> ?SETTLE_MS;
+                           false -> [0]
+                       end,
+            Left = wait(Session, Schedule, Live),
+            if
+                Left < Live -> check_put(waits, helped);
+                Full, Waits =/= helped -> check_put(waits, Waits + 1);
+                true -> ok
+            end
+    end.
+
+%% The blocks still live after waiting Schedule's steps (or fewer, once
+%% none is).
+wait(_Session, [], Live) ->
+    Live;
+wait(Session, [Ms | Rest], _Live) ->
+    case Ms of
+        0 -> erlang:yield();
+        _ -> timer:sleep(Ms)
+    end,
+    case beam_alloc_testing_nif:live(Session) of
+        0 -> 0;
+        Live -> wait(Session, Rest, Live)
     end.
 
 %% One run per allocation, then one without failures. Nondeterminism stops
@@ -331,8 +369,38 @@ request({Index, Kind, Size, Site}) ->
     #{index => Index, kind => Kind, size => Size, site => resolve(Site)}.
 
 %% Sites come as lib.so+0x1c1b: their source lines when known.
-resolve(Site) when is_binary(Site) -> beam_alloc_symbolizer:resolve_sites(Site);
+%% A site's text, resolved once per check: every run of a function that
+%% leaks on its failure paths lists the same sites again, and each
+%% resolution walks the loaded objects and the debug info (N allocations
+%% made N^2 / 2 of them: 47 s for 1000).
+resolve(Site) when is_binary(Site) ->
+    Sites = check_get(sites, #{}),
+    case Sites of
+        #{Site := Text} ->
+            Text;
+        _ ->
+            Text = beam_alloc_symbolizer:resolve_sites(Site),
+            check_put(sites, Sites#{Site => Text}),
+            Text
+    end;
 resolve(Site) -> Site.
+
+%% What a check learns as it goes (sites resolved, waits that freed
+%% nothing), in the process dictionary: the runs are many functions deep.
+%% Erased when the check ends; checks do not nest.
+check_get(Key, Default) ->
+    maps:get(Key, case get(?CHECK) of
+                      undefined -> #{};
+                      State -> State
+                  end, Default).
+
+check_put(Key, Value) ->
+    State = case get(?CHECK) of
+                undefined -> #{};
+                Old -> Old
+            end,
+    put(?CHECK, State#{Key => Value}),
+    ok.
 
 %% Did the outcome surface a failure the way Expect asks?
 surfaced({raised, _, _, _}, Expect) -> Expect =:= any orelse Expect =:= raise;
@@ -359,12 +427,13 @@ format_problems(Problems, Count) ->
                       lists:join("\n", [["  * ", describe(P)] || P <- Problems])]).
 
 describe(#{kind := leak, blocks := Blocks, leaked := Leaked} = P) ->
+    Shown = lists:sublist(Blocks, ?BLOCKS_SHOWN),
     Lines = [fmt("\n      ~b ~ts from allocation #~b at ~ts",
                  [S, plural(S, "byte"), I, site(Site)])
-             || #{index := I, size := S, site := Site} <- Blocks],
-    More = case Leaked > length(Blocks) of
-               true -> "\n      ...";
-               false -> ""
+             || #{index := I, size := S, site := Site} <- Shown],
+    More = case Leaked - length(Shown) of
+               0 -> "";
+               Hidden -> fmt("\n      ... and ~b more", [Hidden])
            end,
     [when_(P), fmt(" left ~b ~ts live:", [Leaked, plural(Leaked, "block")]), Lines, More];
 describe(#{kind := swallowed, outcome := Outcome} = P) ->
@@ -410,10 +479,12 @@ request_text(#{kind := Kind, size := Size, site := Site}) ->
 site(undefined) -> "an unknown site";
 site(Site) -> Site.
 
+%% (A limit in characters, not in depth: a depth cuts binaries short, and
+%% a leak_check error's message would lose the function's name.)
 outcome({returned, Value}) ->
-    ["returned ", io_lib:format("~0tP", [Value, 12])];
+    ["returned ", io_lib:format("~0tp", [Value], [{chars_limit, ?TERM_CHARS}])];
 outcome({raised, Class, Reason, _Stacktrace}) ->
-    ["raised ", io_lib:format("~ts:~0tP", [Class, Reason, 12])].
+    ["raised ", io_lib:format("~ts:~0tp", [Class, Reason], [{chars_limit, ?TERM_CHARS}])].
 
 fmt(Format, Args) ->
     unicode:characters_to_binary(io_lib:format(Format, Args)).

@@ -111,6 +111,23 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert site != block_site
     end
 
+    test "lists ten blocks of a leak in the message, and all in the problem" do
+      # Failing allocation #k leaks blocks 0 .. k-1: 29 problems, the last
+      # with 29 blocks.
+      error = catch_check(fn -> Faults.leak_all_on_failure(30) end)
+      assert error.allocations == 30
+      assert length(error.problems) == 29
+
+      assert %{index: 29, leaked: 29, blocks: blocks} = List.last(error.problems)
+      assert Enum.map(blocks, & &1.index) == Enum.to_list(0..28)
+
+      last = error.message |> String.split("  * ") |> List.last()
+      assert length(Regex.scan(~r/16 bytes from allocation #/, last)) == 10
+      assert last =~ "from allocation #9 at leak_all_on_failure ("
+      assert last =~ ~r/\.\.\. and 19 more$/
+      refute last =~ "allocation #10 "
+    end
+
     test "names the same block over any allocator, a block moved keeping its record" do
       # A shrink (no request) and a growth (one) by beam_realloc, both moves
       # over the GPA, then a failed allocation that leaks the block.

@@ -52,13 +52,21 @@ defmodule BeamAlloc.AllocationFailureError do
     header <> "\n\n" <> Enum.map_join(problems, "\n", &("  * " <> describe(&1)))
   end
 
+  # A leak lists its first @blocks_shown blocks in the message (its
+  # :blocks has them all, up to the driver's 100): a function that leaks
+  # on every failure path would otherwise make a message of megabytes.
+  @blocks_shown 10
+
   defp describe(%{kind: :leak} = p) do
+    shown = Enum.take(p.blocks, @blocks_shown)
+
     blocks =
-      Enum.map_join(p.blocks, "", fn b ->
+      Enum.map_join(shown, "", fn b ->
         "\n      #{b.size} #{plural(b.size, "byte")} from allocation ##{b.index} at #{site(b.site)}"
       end)
 
-    more = if p.leaked > length(p.blocks), do: "\n      ...", else: ""
+    hidden = p.leaked - length(shown)
+    more = if hidden > 0, do: "\n      ... and #{hidden} more", else: ""
 
     "#{when_(p)} left #{p.leaked} #{plural(p.leaked, "block")} live:" <> blocks <> more
   end

@@ -63,6 +63,23 @@ BEAM_NIF(correct_raising) {
     return ok(env);
 }
 
+/* leak_all_on_failure(N): N blocks of 16 bytes (N at most 64); a failure
+ * returns at once, leaking every block before it. */
+BEAM_NIF(leak_all_on_failure) {
+    unsigned n;
+    if (!enif_get_uint(env, argv[0], &n) || n > 64)
+        return enif_make_badarg(env);
+    unsigned char *blocks[64];
+    for (unsigned i = 0; i < n; i++) {
+        blocks[i] = beam_alloc(beam_allocator, unsigned char, 16);
+        if (blocks[i] == NULL)
+            return beam_make_error(env, "enomem"); /* the bug */
+    }
+    for (unsigned i = 0; i < n; i++)
+        beam_free(beam_allocator, blocks[i], 16);
+    return ok(env);
+}
+
 /* Three allocations; the third one's failure path forgets the first. */
 BEAM_NIF(leaky_on_failure) {
     unsigned char *a = beam_alloc(beam_allocator, unsigned char, 16);
@@ -353,6 +370,7 @@ static ErlNifFunc funcs[] = {
     {"correct_dirty", 1, correct_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"correct_raising", 0, correct_raising, 0},
     {"leaky_on_failure", 0, leaky_on_failure, 0},
+    {"leak_all_on_failure", 1, leak_all_on_failure, 0},
     {"swallows", 0, swallows, 0},
     {"nondeterministic", 0, nondeterministic, 0},
     {"reset_nondeterministic", 0, reset_nondeterministic, 0},

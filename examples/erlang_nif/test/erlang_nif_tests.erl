@@ -43,6 +43,19 @@ swallowed_failure_is_an_erlang_error_test() ->
                                 "swallowed: the function returned ok"))
     end.
 
+%% A leak_check error under the check: the message quotes it whole, the
+%% function's name included (a depth limit cut binaries short).
+leak_under_a_check_is_quoted_whole_test() ->
+    try beam_alloc_testing:check_all_allocation_failures(fun erlang_nif:leaky/0) of
+        Result -> ?assertEqual(an_error, Result)
+    catch
+        error:{allocation_failures, #{problems := [#{kind := failed_without_injection}],
+                                      message := Message}} ->
+            ?assertMatch({match, _},
+                         re:run(Message, "it raised error:\\{memory_leak,<<\"memory leak "
+                                "detected in function erlang_nif:leaky/0\">>\\}"))
+    end.
+
 bad_options_test() ->
     ?assertError({badarg, <<"invalid value for expect, expected any, raise or error_tuple, got: maybe">>},
                  beam_alloc_testing:check_all_allocation_failures(fun() -> ok end,
