@@ -256,10 +256,15 @@ BEAM_API void beam_nif_unloaded(void);
  * bytes wide. */
 BEAM_API ERL_NIF_TERM beam_make_uint_list(ErlNifEnv *env, const void *p,
                                           size_t n, size_t elem_size);
-/** {:error, reason} with reason an atom. */
+/** {error, Reason} ({:error, reason} in Elixir) with Reason an atom. */
 BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
-/** Raise an Elixir exception (module "ArgumentError", "RuntimeError", ...,
- * without "Elixir.") with message. */
+/** Raise an exception with message, in the language of the module the
+ * library was loaded for (BEAM_NIF_INIT): from an Elixir module the
+ * exception struct named (module "ArgumentError", "RuntimeError", ...,
+ * without "Elixir."); from an Erlang module erlang:error({Name, Message}),
+ * Name an atom and Message a binary (beam_raise(env, "badarg", "expects a
+ * binary") raises {badarg, <<"expects a binary">>}). A name longer than
+ * an atom can be, or no memory for the message, raises badarg. */
 BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                                  const char *message);
 /** "M.fun/arity" of the running BEAM_NIF when known (for messages;

@@ -52,6 +52,11 @@ defmodule BeamAlloc.LeakCheckTest do
       assert "beam_alloc: memory leak detected in function beam_alloc_erl_test:leaky/0:" in :beam_alloc_erl_test.take_reports()
     end
 
+    test "beam_raise raises an Erlang term in an Erlang module" do
+      assert {:badarg, "expects a binary"} = catch_error(:beam_alloc_erl_test.raise_badarg())
+      assert {:ArgumentError, "bad value"} = catch_error(:beam_alloc_erl_test.raise_named())
+    end
+
     test "quotes an Erlang atom that needs it, and names a NIF by its Erlang name" do
       # C name nif_free, Erlang name 'free'; C name nif_end, Erlang name 'end'
       assert {:memory_leak, "memory leak detected in function beam_alloc_erl_test:free/1"} =

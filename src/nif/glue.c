@@ -287,8 +287,9 @@ static void put_erlang_atom(char *buf, size_t n, size_t *len, const char *s) {
 }
 
 /* Is the registered module an Erlang one (no "Elixir." prefix)? Its
- * messages are written the Erlang way and its errors are Erlang terms. */
-static bool module_is_erlang(void) {
+ * messages are written the Erlang way and its errors are Erlang terms
+ * (beam_raise's too, in terms.c). */
+bool beam__module_is_erlang(void) {
     return module_atom[0] != '\0' && strncmp(module_atom, "Elixir.", 7) != 0 &&
            strcmp(module_atom, "Elixir") != 0;
 }
@@ -307,7 +308,7 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
     const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
     size_t len = 0;
     buf[0] = '\0';
-    if (module_is_erlang()) {
+    if (beam__module_is_erlang()) {
         put_erlang_atom(buf, n, &len, module_atom);
         put(buf, n, &len, ":");
         put_erlang_atom(buf, n, &len, fun);
@@ -369,7 +370,7 @@ static ERL_NIF_TERM raise_detected(ErlNifEnv *env, const nif_call *call,
     char mfa[MFA_MAX];
     char message[MFA_MAX + 128];
     format_mfa(call, mfa, sizeof mfa);
-    const bool erlang = module_is_erlang();
+    const bool erlang = beam__module_is_erlang();
     snprintf(message, sizeof message,
              erlang ? "%s detected in function %s%s"
                     : "%s detected in function `%s`%s",
@@ -531,7 +532,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
             char mfa[MFA_MAX];
             format_mfa(call, mfa, sizeof mfa);
             beam__report(
-                module_is_erlang()
+                beam__module_is_erlang()
                     ? "beam_alloc: memory leak detected in function %s:"
                     : "beam_alloc: memory leak detected in function `%s`:",
                 mfa);

@@ -59,6 +59,8 @@ BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
  * who made the call's reports (at once when it made none). */
 BEAM__HIDDEN void beam__report_ack_open(ErlNifEnv *env);
 BEAM__HIDDEN void beam__report_ack_loaded(int result);
+/* Whether the library's module is an Erlang one (glue.c). */
+BEAM__HIDDEN bool beam__module_is_erlang(void);
 /* The Elixir exception struct beam_raise raises (terms.c), without
  * raising it: false when it cannot be made (no memory). */
 BEAM__HIDDEN bool beam__exception_term(ErlNifEnv *env, const char *exception,

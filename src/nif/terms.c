@@ -54,10 +54,36 @@ ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason) {
                             enif_make_atom(env, reason));
 }
 
+/* erlang:error({Tag, Message}), Tag the exception's name as an atom (a
+ * leading "Elixir." dropped): what an Erlang module's callers match. */
+static bool erlang_error_term(ErlNifEnv *env, const char *exception,
+                              const char *message, ERL_NIF_TERM *out) {
+    static const char prefix[] = "Elixir.";
+    if (exception == NULL)
+        exception = "error";
+    if (strncmp(exception, prefix, sizeof prefix - 1) == 0)
+        exception += sizeof prefix - 1;
+    if (message == NULL)
+        message = "";
+    if (strlen(exception) > 255) /* longer than any atom */
+        return false;
+    ERL_NIF_TERM text;
+    size_t len = strlen(message);
+    unsigned char *buf = enif_make_new_binary(env, len, &text);
+    if (buf == NULL)
+        return false;
+    memcpy(buf, message, len);
+    *out = enif_make_tuple2(env, enif_make_atom(env, exception), text);
+    return true;
+}
+
 ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                         const char *message) {
     ERL_NIF_TERM reason;
-    if (!beam__exception_term(env, exception, message, &reason))
+    bool made = beam__module_is_erlang()
+                    ? erlang_error_term(env, exception, message, &reason)
+                    : beam__exception_term(env, exception, message, &reason);
+    if (!made)
         return enif_make_badarg(env);
     return enif_raise_exception(env, reason);
 }

@@ -50,10 +50,25 @@ BEAM_NIF(double_free, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* raise_badarg(): beam_raise from an Erlang module raises an Erlang term;
+ * raise_named(Name): the same with an "Elixir."-prefixed name. */
+BEAM_NIF(raise_badarg) {
+    return beam_raise(env, "badarg", "expects a binary");
+}
+
+BEAM_NIF(raise_named) {
+    return beam_raise(env, "Elixir.ArgumentError", "bad value");
+}
+
 static ErlNifFunc funcs[] = {
-    {"leaky", 0, leaky, 0},   {"double_free", 0, double_free, 0},
-    {"free", 1, nif_free, 0}, {"end", 0, nif_end, 0},
-    {"clean", 0, clean, 0},   {"take_reports", 0, take_reports, 0},
+    {"leaky", 0, leaky, 0},
+    {"double_free", 0, double_free, 0},
+    {"free", 1, nif_free, 0},
+    {"end", 0, nif_end, 0},
+    {"clean", 0, clean, 0},
+    {"take_reports", 0, take_reports, 0},
+    {"raise_badarg", 0, raise_badarg, 0},
+    {"raise_named", 0, raise_named, 0},
 };
 
 BEAM_NIF_INIT(beam_alloc_erl_test, funcs, load_capturing_reports, NULL, NULL)

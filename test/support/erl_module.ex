@@ -2,8 +2,9 @@ defmodule :beam_alloc_erl_test do
   @moduledoc false
   # A NIF module named the Erlang way (test/nifs/erl_module_nif.c): leaks
   # and misuse raise {:memory_leak, message} / {:memory_misuse, message},
-  # the function written the Erlang way.
+  # the function written the Erlang way; beam_raise raises {Name, Message}.
   use BeamAlloc.Test.NifModule,
     nif: "erl_module_nif",
-    stubs: ~w(leaky/0 clean/0 double_free/0 free/1 end/0 take_reports/0)
+    stubs: ~w(leaky/0 clean/0 double_free/0 free/1 end/0 take_reports/0 raise_badarg/0
+              raise_named/0)
 end
