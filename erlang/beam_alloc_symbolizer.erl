@@ -54,7 +54,9 @@ resolve_sites(Text) when is_binary(Text) ->
     case re:run(Text, ?SITE, [global, {capture, all, index}]) of
         nomatch -> Text;
         {match, Matches} -> splice(Text, drop_cut(Text, Matches), 0, [])
-    end.
+    end;
+resolve_sites(Other) ->
+    erlang:error(badarg, [Other]).
 
 %% The C side writes a report into 1024 bytes: a line of 1023 was maybe cut
 %% short, and a site at its very end may have lost digits of its offset

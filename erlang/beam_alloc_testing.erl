@@ -22,7 +22,8 @@
 %%   expect   any (default): an exception, exit or throw, or a returned
 %%            {error, _} or error; raise: an exception only; error_tuple:
 %%            a returned {error, _} or error only.
-%%   modules  all (default), or a list of NIF modules (loaded first).
+%%   modules  all (default), or a non-empty list of NIF modules (loaded
+%%            first).
 %%            With all, a library that the fun loads itself (its module's
 %%            first call) is attached after the first run, which then ran
 %%            outside the check, for real, and runs again: load such
@@ -110,12 +111,17 @@ options(Opts) when is_list(Opts), length(Opts) >= 0 ->
          (Other) ->
               badarg("expected options as a map or a property list, got: ~0tp", [Other])
       end, Opts),
+    %% (proplists would take the first and drop the other unchecked.)
+    [badarg("option ~0tp given twice", [K])
+     || K <- Known, length([K2 || {K2, _} <- Opts, K2 =:= K]) > 1],
     Expect = proplists:get_value(expect, Opts, any),
     lists:member(Expect, [any, raise, error_tuple]) orelse
         badarg("invalid value for expect, expected any, raise or error_tuple, got: ~0tp", [Expect]),
     Modules = proplists:get_value(modules, Opts, all),
-    (Modules =:= all orelse module_list(Modules)) orelse
-        badarg("invalid value for modules, expected all or a list of modules, got: ~0tp", [Modules]),
+    %% (An empty list would count nothing and pass: {ok, 0}.)
+    (Modules =:= all orelse (Modules =/= [] andalso module_list(Modules))) orelse
+        badarg("invalid value for modules, expected all or a non-empty list of modules, "
+               "got: ~0tp", [Modules]),
     {Expect, Modules};
 options(Other) ->
     badarg("expected options as a map or a property list, got: ~0tp", [Other]).

@@ -361,6 +361,24 @@ defmodule BeamAlloc.FaultInjectionTest do
 
       assert message =~ "invalid value for modules"
 
+      # An empty list counted nothing and passed; of two, the second was
+      # never looked at.
+      assert_raise ArgumentError, ~r/expected :all or a non-empty list of modules/, fn ->
+        check_all_allocation_failures(fn -> :ok end, modules: [])
+      end
+
+      assert_raise ArgumentError, "option :expect given twice", fn ->
+        check_all_allocation_failures(fn -> :ok end, expect: :raise, expect: :bogus)
+      end
+
+      assert {:badarg, "option modules given twice"} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end,
+                   modules: [Faults],
+                   modules: :all
+                 )
+               )
+
       assert_raise ArgumentError, ~r/unknown keys \[:retries\]/, fn ->
         check_all_allocation_failures(fn -> :ok end, retries: 3)
       end

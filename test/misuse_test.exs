@@ -170,6 +170,11 @@ defmodule BeamAlloc.MisuseTest do
 
       assert BeamAlloc.Symbolizer.resolve_sites("no sites here: 0x7f00") ==
                "no sites here: 0x7f00"
+
+      # Text is a binary: anything else is badarg, not a FunctionClauseError.
+      assert_raise ArgumentError, fn ->
+        BeamAlloc.Symbolizer.resolve_sites(~c"misuse_nif.so+0x10")
+      end
     end
 
     test "a function inlined into itself is one frame" do

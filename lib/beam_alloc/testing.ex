@@ -105,7 +105,7 @@ defmodule BeamAlloc.Testing do
       `:raise` or `:error_tuple`; see `t:expect/0`.
     * `:modules` - the NIF modules whose allocations are counted and failed:
       `:all` (the default: every loaded NIF library built with beam_alloc),
-      or a list of modules, which are loaded first if needed. With `:all`,
+      or a non-empty list of modules, which are loaded first if needed. With `:all`,
       a library that the function loads itself (its module's first call) is
       attached after the first run, which then ran outside the check, for
       real, and runs again: load such modules first (`Code.ensure_loaded!/1`)
@@ -174,6 +174,12 @@ defmodule BeamAlloc.Testing do
     # on an improper list, which would hide this error.)
     unless Keyword.keyword?(opts), do: raise(not_options(opts))
 
+    # (Of two, Keyword.validate!/2 and opts[...] would take one and drop
+    # the other unchecked.)
+    for key <- [:expect, :modules], length(Keyword.get_values(opts, key)) > 1 do
+      raise ArgumentError, "option #{inspect(key)} given twice"
+    end
+
     opts = Keyword.validate!(opts, expect: :any, modules: :all)
 
     expect = opts[:expect]
@@ -187,13 +193,14 @@ defmodule BeamAlloc.Testing do
     modules = opts[:modules]
 
     # (A proper list first: Enum.all?/2 raises a FunctionClauseError on an
-    # improper one, which would hide this error.)
+    # improper one, which would hide this error. An empty list would count
+    # nothing and pass: {:ok, 0}.)
     unless modules == :all or
-             (is_list(modules) and not List.improper?(modules) and
+             (is_list(modules) and modules != [] and not List.improper?(modules) and
                 Enum.all?(modules, &is_atom/1)) do
       raise ArgumentError,
-            "invalid value for :modules option, expected :all or a list of modules, got: " <>
-              inspect(modules)
+            "invalid value for :modules option, expected :all or a non-empty list of modules, " <>
+              "got: " <> inspect(modules)
     end
 
     {expect, modules}

@@ -60,6 +60,13 @@ bad_options_test() ->
     ?assertError({badarg, <<"invalid value for expect, expected any, raise or error_tuple, got: maybe">>},
                  beam_alloc_testing:check_all_allocation_failures(fun() -> ok end,
                                                                   #{expect => maybe})),
+    ?assertError({badarg, <<"invalid value for modules, expected all or a non-empty list "
+                            "of modules, got: []">>},
+                 beam_alloc_testing:check_all_allocation_failures(fun() -> ok end,
+                                                                  #{modules => []})),
+    ?assertError({badarg, <<"option expect given twice">>},
+                 beam_alloc_testing:check_all_allocation_failures(
+                   fun() -> ok end, [{expect, raise}, {expect, bogus}])),
     ?assertError({not_loaded, [lists]},
                  beam_alloc_testing:check_all_allocation_failures(fun() -> ok end,
                                                                   [{modules, [lists]}])).
