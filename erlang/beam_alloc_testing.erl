@@ -63,9 +63,6 @@
 %% Delays (ms) waiting for resource destructors before blocks are counted.
 -define(SETTLE_MS, [0, 1, 2, 4, 8]).
 
-%% Whole waits that freed nothing before a check stops waiting (settle/1).
--define(USELESS_WAITS, 3).
-
 %% The process dictionary key of what a check learns (check_get/2).
 -define(CHECK, {?MODULE, check}).
 
@@ -212,47 +209,26 @@ invoke(Fun) ->
 %% Resources the run dropped must go before the blocks are counted, or what
 %% their destructors free would pass for a leak. A collection releases
 %% them, and the VM runs their destructors shortly after, as scheduler
-%% work: give it a few milliseconds while blocks are live.
-%%
-%% Blocks a function leaks never go, and it leaks on every failure path
-%% after the first bug: ?USELESS_WAITS whole waits that freed nothing, and
-%% none that freed anything, and the check stops waiting past a yield (15
-%% ms a run made a check of 300 allocations take seconds, past EUnit's
-%% timeout, which hides the problems). A wait that freed nothing leaves a
-%% leak to report: the check fails already when it stops waiting.
+%% work: give it a few milliseconds while blocks are live. (Every run of
+%% a function that leaks waits so: 15 ms a run. Waiting less after a few
+%% waits that freed nothing was tried, and reported a late destructor's
+%% block as a leak.)
 settle(Session) ->
     erlang:garbage_collect(),
+    settle(Session, ?SETTLE_MS).
+
+settle(_Session, []) ->
+    ok;
+settle(Session, [Ms | Rest]) ->
     case beam_alloc_testing_nif:live(Session) of
         0 ->
             ok;
-        Live ->
-            %% helped, or how many whole waits freed nothing
-            Waits = check_get(waits, 0),
-            Full = Waits =:= helped orelse Waits < ?USELESS_WAITS,
-            Schedule = case Full of
-                           true -> ?SETTLE_MS;
-                           false -> [0]
-                       end,
-            Left = wait(Session, Schedule, Live),
-            if
-                Left < Live -> check_put(waits, helped);
-                Full, Waits =/= helped -> check_put(waits, Waits + 1);
-                true -> ok
-            end
-    end.
-
-%% The blocks still live after waiting Schedule's steps (or fewer, once
-%% none is).
-wait(_Session, [], Live) ->
-    Live;
-wait(Session, [Ms | Rest], _Live) ->
-    case Ms of
-        0 -> erlang:yield();
-        _ -> timer:sleep(Ms)
-    end,
-    case beam_alloc_testing_nif:live(Session) of
-        0 -> 0;
-        Live -> wait(Session, Rest, Live)
+        _ ->
+            case Ms of
+                0 -> erlang:yield();
+                _ -> timer:sleep(Ms)
+            end,
+            settle(Session, Rest)
     end.
 
 %% One run per allocation, then one without failures. Nondeterminism stops
@@ -391,8 +367,8 @@ resolve(Site) when is_binary(Site) ->
     end;
 resolve(Site) -> Site.
 
-%% What a check learns as it goes (sites resolved, waits that freed
-%% nothing), in the process dictionary: the runs are many functions deep.
+%% What a check learns as it goes (the sites resolved), in the process
+%% dictionary: the runs are many functions deep.
 %% Erased when the check ends; checks do not nest.
 check_get(Key, Default) ->
     maps:get(Key, case get(?CHECK) of
@@ -429,8 +405,9 @@ format_problems(Problems, Count) ->
     N = length(Problems),
     Header = fmt("~b allocation failure ~ts (~b ~ts, each failed in turn):",
                  [N, plural(N, "problem"), Count, plural(Count, "allocation")]),
-    iolist_to_binary([Header, "\n\n",
-                      lists:join("\n", [["  * ", describe(P)] || P <- Problems])]).
+    %% (Characters, not bytes: an outcome's term may hold any, as '€'.)
+    unicode:characters_to_binary(
+      [Header, "\n\n", lists:join("\n", [["  * ", describe(P)] || P <- Problems])]).
 
 describe(#{kind := leak, blocks := Blocks, leaked := Leaked} = P) ->
     Shown = lists:sublist(Blocks, ?BLOCKS_SHOWN),

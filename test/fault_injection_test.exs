@@ -337,6 +337,15 @@ defmodule BeamAlloc.FaultInjectionTest do
     end
   end
 
+  describe "the message" do
+    test "takes any character an outcome holds" do
+      # An atom of one character above 255 made iolist_to_binary raise.
+      problem = %{kind: :failed_without_injection, index: :undefined, outcome: {:returned, :"€"}}
+      message = :beam_alloc_testing.format_problems([problem], 0)
+      assert message =~ "it returned '€'"
+    end
+  end
+
   describe "options" do
     test "are validated" do
       assert_raise ArgumentError, ~r/invalid value for :expect option/, fn ->

@@ -175,6 +175,11 @@ defmodule BeamAlloc.NifGlueTest do
       assert_raise RuntimeError, "", fn -> Glue.raise_exception(RuntimeError, "") end
       # The "Elixir." prefix is optional.
       assert_raise ArgumentError, "x", fn -> Glue.raise_exception(:ArgumentError, "x") end
+
+      # A name that does not fit an atom with its prefix is badarg (it was
+      # cut short: a struct of another module).
+      long = String.to_atom(String.duplicate("E", 250))
+      assert catch_error(Glue.raise_exception(long, "x")) == :badarg
     end
 
     test "beam_raise's exception is a proper struct" do

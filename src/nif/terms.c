@@ -96,10 +96,12 @@ bool beam__exception_term(ErlNifEnv *env, const char *exception,
     char module[256];
     if (exception == NULL)
         exception = "RuntimeError";
-    if (strncmp(exception, prefix, sizeof prefix - 1) == 0)
-        snprintf(module, sizeof module, "%s", exception);
-    else
-        snprintf(module, sizeof module, "%s%s", prefix, exception);
+    /* A name cut to fit would raise a struct of another module. */
+    int n = strncmp(exception, prefix, sizeof prefix - 1) == 0
+                ? snprintf(module, sizeof module, "%s", exception)
+                : snprintf(module, sizeof module, "%s%s", prefix, exception);
+    if (n < 0 || n > 255) /* longer than any atom */
+        return false;
 
     if (message == NULL)
         message = "";
