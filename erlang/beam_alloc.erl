@@ -124,7 +124,8 @@ load_code(_) ->
 %% The codes of src/nif/load_options.c.
 load_reason(16#ba1) -> <<"a load_info key is neither a function name nor {Name, Arity}">>;
 load_reason(16#ba2) -> <<"a load_info key names no function of the NIF table">>;
-load_reason(16#ba3) -> <<"a load_info value is neither a map nor a property list">>;
+load_reason(16#ba3) ->
+    <<"a load_info value is neither a map nor a property list (under beam_alloc: not a map)">>;
 load_reason(16#ba4) -> <<"load_info names an unknown option">>;
 load_reason(16#ba5) -> <<"a load_info option has a value it cannot take">>;
 load_reason(16#ba6) -> <<"out of memory while reading load_info">>;

@@ -204,7 +204,12 @@ BEAM_API void beam_nif_unloaded(void);
  * option or a bad value fails the load
  * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
  * (section 7). A load_info that is not a map is left to LOAD alone; a map
- * is passed on to LOAD as well.
+ * is passed on to LOAD as well. A map with the key beam_alloc holds the
+ * options under that key alone, its other keys being LOAD's own settings:
+ *
+ *     #{beam_alloc => #{check_me => #{leak_check => true}}, pool_size => 4}
+ *
+ * (a NIF named beam_alloc then takes its options under it too).
  *
  * Unload: after UNLOAD (which may be NULL), the library's copy of
  * beam_general_purpose_allocator is torn down once no module instance and

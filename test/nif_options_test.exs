@@ -8,7 +8,8 @@ defmodule BeamAlloc.NifOptionsTest do
 
   # The hint after "X names no function of the NIF table".
   @fun_options " (load_info maps each function's name to its options: " <>
-                 "\#{Fun => \#{leak_check => true}})"
+                 "\#{Fun => \#{leak_check => true}}; beside settings of your own, " <>
+                 "under beam_alloc: \#{beam_alloc => \#{Fun => ...}})"
 
   # Options.fun() leaks under leak_check: RuntimeError names the function.
   defp assert_leak_raised(fun) do
@@ -202,7 +203,8 @@ defmodule BeamAlloc.NifOptionsTest do
       for {info, why} <- [
             {%{kind: %{leak: true}}, "load_info names an unknown option"},
             {%{kind: %{allocator: :fast}}, "a load_info option has a value it cannot take"},
-            {%{kind: :nope}, "a load_info value is neither a map nor a property list"},
+            {%{kind: :nope},
+             "a load_info value is neither a map nor a property list (under beam_alloc: not a map)"},
             {%{"kind" => []}, "a load_info key is neither a function name nor {Name, Arity}"},
             {%{no_such_nif: []}, "a load_info key names no function of the NIF table"}
           ] do
@@ -277,6 +279,26 @@ defmodule BeamAlloc.NifOptionsTest do
       assert :ok = load_fresh(%{kind: [allocator: :large], kind_scratch: []})
       assert apply(@module, :kind, []) == :large
       assert apply(@module, :kind_scratch, []) == {:arena, :raw}
+    end
+
+    test "sits under beam_alloc beside the NIF's own settings" do
+      # A NIF whose load reads a map of its own could take no options: every
+      # key had to name a function.
+      assert :ok = load_fresh(%{beam_alloc: %{kind: [allocator: :large]}, pool_size: 4})
+      assert apply(@module, :kind, []) == :large
+      assert apply(@module, :kind_scratch, []) == {:arena, :raw}
+
+      assert :ok = load_fresh(%{beam_alloc: %{}, pool_size: 4})
+      assert apply(@module, :kind, []) == :raw
+
+      assert {0xBA3, [report]} = Options.parse_load_info(%{beam_alloc: [kind: []]})
+
+      assert report =~
+               "load_info: the options under beam_alloc must be a map of each function's " <>
+                 "options, got [{kind,[]}]"
+
+      assert {0xBA2, [report]} = Options.parse_load_info(%{beam_alloc: %{pool_size: 4}})
+      assert report =~ "load_info: pool_size names no function of the NIF table"
     end
 
     test "is reported with the reason" do

@@ -235,7 +235,8 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
         return fail(p->env, NO_SUCH_NIF,
                     "%T names no function of the NIF table (load_info maps "
                     "each function's name to its options: #{Fun => "
-                    "#{leak_check => true}})",
+                    "#{leak_check => true}}; beside settings of your own, "
+                    "under beam_alloc: #{beam_alloc => #{Fun => ...}})",
                     key);
     beam__nif_override ov;
     memset(&ov, 0, sizeof ov);
@@ -329,8 +330,36 @@ static int apply_pass(parse *p, ERL_NIF_TERM map, bool exact_pass) {
     return rc;
 }
 
+/* The options in load_info: the map itself, or, when it has the key
+ * beam_alloc, that key's value alone, so that a NIF whose load reads a map
+ * of its own settings can take options too (#{beam_alloc => #{Fun =>
+ * Options}, pool_size => 4}). false with a report when that value is not a
+ * map. */
+static bool options_in(ErlNifEnv *env, ERL_NIF_TERM load_info,
+                       ERL_NIF_TERM *out, int *rc) {
+    ERL_NIF_TERM value;
+    *rc = 0;
+    *out = load_info;
+    if (!enif_get_map_value(env, load_info, enif_make_atom(env, "beam_alloc"),
+                            &value))
+        return true;
+    if (!enif_is_map(env, value)) {
+        *rc = fail(env, BAD_OPTIONS,
+                   "the options under beam_alloc must be a map of each "
+                   "function's options, got %T",
+                   value);
+        return false;
+    }
+    *out = value;
+    return true;
+}
+
 int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
     size_t size;
+    int rc = 0;
+    if (enif_is_map(env, load_info) &&
+        !options_in(env, load_info, &load_info, &rc))
+        return rc;
     if (!enif_is_map(env, load_info) ||
         !enif_get_map_size(env, load_info, &size) || size == 0) {
         beam__atomic_store_release(&overrides, NULL);
@@ -347,7 +376,7 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
     p.table->funcs = p.funcs;
     p.table->count = p.count;
 
-    int rc = apply_pass(&p, load_info, false);
+    rc = apply_pass(&p, load_info, false);
     if (rc == 0)
         rc = apply_pass(&p, load_info, true);
     if (rc == 0)
