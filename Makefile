@@ -122,7 +122,7 @@ ADAPTER_LIBS := -lsqlite3 -lz -lzstd
 # The public headers, strict: beam_alloc.h alone with no ERTS include path,
 # built and linked against the standalone library; beam_alloc_nif.h with a
 # NIF using every public macro (test/header/sample_nif.c) as C11 and C++17
-# with gcc and clang; the adapter headers run against SQLite, zlib and zstd
+# (-Wpedantic, and -fno-exceptions) with gcc and clang; the adapter headers run against SQLite, zlib and zstd
 # (test/header/adapters.c, C11) and the C++ one with STL and pmr containers
 # (test/header/cxx.cpp, C++17), with both compilers; and BEAM_NIF without
 # beam_alloc_nif.h must fail with a message that names it.
@@ -136,7 +136,8 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    $$cc -std=c11 -pedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cc.o || exit 1; \
 	done
 	for cxx in g++ $(SAN_CC)++; do \
-	    $$cxx -std=c++17 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
+	    $$cxx -std=c++17 -Wpedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
+	    $$cxx -std=c++17 -fno-exceptions $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-noexc-$$cxx.o || exit 1; \
 	done
 	for cc in gcc $(SAN_CC); do \
 	    $$cc -std=c11 -pedantic $(HEADER_STRICT) test/header/adapters.c $(BUILD)/libbeam_alloc_standalone.a \

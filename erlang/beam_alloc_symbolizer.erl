@@ -123,9 +123,14 @@ frames_text(Frames, Object, Offset) ->
     iolist_to_binary(
       lists:join(<<" <- ">>, [frame(Fr, Object, Offset) || Fr <- collapse(Frames)])).
 
-collapse([{F, File, Line} = Inner, {F, File, Outer} | Rest])
-  when F =/= nil, File =/= nil, Outer < Line ->
-    collapse([Inner | Rest]);
+collapse([{F, File, Line} = Inner, {G, File, Outer} | Rest] = Frames)
+  when F =/= nil, G =/= nil, File =/= nil, Outer < Line ->
+    %% (By the names reports give: in C++, BEAM_NIF's guard calls the body,
+    %% beam_nif_guard_X and beam_nif_body_X both X.)
+    case function(F) =:= function(G) of
+        true -> collapse([Inner | Rest]);
+        false -> [Inner | collapse(tl(Frames))]
+    end;
 collapse([Frame | Rest]) ->
     [Frame | collapse(Rest)];
 collapse([]) ->
@@ -144,10 +149,11 @@ frame({Fun, _, _}, Object, Offset) ->
     [function(Fun), <<" (">>, Object, <<"+0x">>,
      string:lowercase(integer_to_binary(Offset, 16)), <<")">>].
 
-%% BEAM_NIF(name) puts the body in beam_nif_body_name: the NIF's name is
-%% what its author wrote.
+%% BEAM_NIF(name) puts the body in beam_nif_body_name (and, in C++, calls
+%% it from beam_nif_guard_name): the NIF's name is what its author wrote.
 function(nil) -> <<"?">>;
 function(<<"beam_nif_body_", Name/binary>>) -> Name;
+function(<<"beam_nif_guard_", Name/binary>>) -> Name;
 function(Name) -> Name.
 
 relative(File) ->

@@ -10,11 +10,13 @@
  * Both default to the thread's beam_allocator as it is when they are
  * constructed (in a BEAM_NIF body: the call's allocator, leak-checked with
  * .leak_check = true), and keep that allocator for life: a container built
- * in one call and used in another keeps freeing where it allocated.
+ * in one call and used in another keeps freeing where it allocated. (Not
+ * past a leak_check call: its allocator goes when the call returns.)
  *
  * Failure throws std::bad_alloc (std::bad_array_new_length on an overflowing
- * count), as the standard asks of allocators. Never let an exception leave
- * a NIF: catch it in the body and return an error term.
+ * count), as the standard asks of allocators. Catch it in the body and
+ * return an error term; one that leaves a BEAM_NIF body is raised to the
+ * caller ("out of memory") rather than crossing the VM's C frames.
  *
  * Both pass sizes, so no header is added to any block; reports (leaks,
  * misuse) name the container code that called them.

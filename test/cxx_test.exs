@@ -15,6 +15,30 @@ defmodule BeamAlloc.CxxTest do
       CxxNif.leak()
     end
 
-    assert Enum.any?(CxxNif.take_reports(), &(&1 =~ "leak: 800 bytes"))
+    assert [report] = Enum.filter(CxxNif.take_reports(), &(&1 =~ "leak: 800 bytes"))
+    # one frame for the NIF, though BEAM_NIF's guard calls its body
+    assert BeamAlloc.Symbolizer.resolve_sites(report) =~
+             ~r"allocated from leak \(test/nifs/cxx_nif\.cpp:\d+\)$"
+  end
+
+  test "an exception that leaves a NIF body is raised, not the VM's abort" do
+    assert_raise RuntimeError, "uncaught C++ exception: boom", fn -> CxxNif.throws() end
+  end
+
+  test "std::bad_alloc left uncaught surfaces as out of memory under fault injection" do
+    assert CxxNif.grow(100) == 100
+
+    assert {:ok, count} =
+             BeamAlloc.Testing.check_all_allocation_failures(fn -> CxxNif.grow(100) end)
+
+    # one allocation per growth of the vector's capacity
+    assert count >= 7
+
+    # and it is a raise, "out of memory": not the error tuple asked for here
+    assert_raise BeamAlloc.AllocationFailureError, ~r/RuntimeError.*out of memory/, fn ->
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> CxxNif.grow(100) end,
+        expect: :error_tuple
+      )
+    end
   end
 end

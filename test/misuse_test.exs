@@ -197,6 +197,11 @@ defmodule BeamAlloc.MisuseTest do
       assert :beam_alloc_symbolizer.frames_text(frames, "c.so", 0x10) ==
                "deallocate (memory_resource:187) <- deallocate (memory_resource:489)"
 
+      # In C++, BEAM_NIF's guard calls the body: one frame too, by the
+      # names reports give (it read leak (c.cpp:51) <- leak (c.cpp:48)).
+      frames = [{"beam_nif_body_leak", "c.cpp", 51}, {"beam_nif_guard_leak", "c.cpp", 48}]
+      assert :beam_alloc_symbolizer.frames_text(frames, "c.so", 0x10) == "leak (c.cpp:51)"
+
       # A real call chain keeps every frame, and unknown functions stay.
       frames = [{"read_int", "c_src/c.c", 12}, {"parse", "c_src/c.c", 42}]
 

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory_resource>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -55,9 +56,29 @@ BEAM_NIF(leak, .leak_check = true) {
     }
 }
 
+// throws() -> raises: an exception leaves the body (it aborted the VM).
+BEAM_NIF(throws) {
+    throw std::runtime_error("boom");
+}
+
+// grow(N) -> N: a vector grown to N elements, std::bad_alloc not caught:
+// under fault injection each failure is an "out of memory" raise, and the
+// unwinding frees what the vector held.
+BEAM_NIF(grow, .leak_check = true) {
+    int n;
+    if (!enif_get_int(env, argv[0], &n) || n < 0)
+        return enif_make_badarg(env);
+    std::vector<int, beam::allocator<int>> v;
+    for (int i = 0; i < n; i++)
+        v.push_back(i);
+    return enif_make_int(env, (int)v.size());
+}
+
 static ErlNifFunc funcs[] = {
     {"containers", 1, containers, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"leak", 0, leak, 0},
+    {"throws", 0, throws, 0},
+    {"grow", 1, grow, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"take_reports", 0, take_reports, 0},
 };
 
