@@ -33,6 +33,7 @@
 
 #include "gpa_msize.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* ---- the header scheme -------------------------------------------------- */
@@ -91,11 +92,32 @@ static inline enum hdr_state hdr_read(const void *p, size_t *good,
     return HDR_BAD;
 }
 
+/* The misuse kind of a call given a bad pointer, as the sized calls count
+ * theirs (so that leak_check, raise_on_misuse and the fault-injection
+ * check see it); NULL for beam_msize, a query. */
+static const char *bad_pointer_kind(const char *call, bool freed) {
+    if (strcmp(call, "beam_mfree") == 0)
+        return freed ? "double free"
+                     : "free of a pointer the allocator does not own";
+    if (strcmp(call, "beam_mrealloc") == 0)
+        return BEAM__KIND_RESIZE;
+    return NULL;
+}
+
+static void note_and_report(const char *kind, const char *text) {
+    if (kind != NULL)
+        beam__misuse_note(kind, text);
+    beam__report_line(text);
+}
+
 static BEAM__NOINLINE void report_ignored(const char *call, const void *p,
-                                          const char *what, uintptr_t ret) {
-    char site[128];
-    beam__report("beam_alloc: %s of %p ignored: %s (called from %s)", call, p,
-                 what, beam__describe_addr(ret, site, sizeof site));
+                                          const char *what, bool freed,
+                                          uintptr_t ret) {
+    char site[128], line[BEAM__REPORT_LINE];
+    snprintf(line, sizeof line,
+             "beam_alloc: %s of %p ignored: %s (called from %s)", call, p, what,
+             beam__describe_addr(ret, site, sizeof site));
+    note_and_report(bad_pointer_kind(call, freed), line);
 }
 
 static void report_bad(const char *call, const void *p, enum hdr_state why,
@@ -106,7 +128,7 @@ static void report_bad(const char *call, const void *p, enum hdr_state why,
                        : "not a live block of beam_malloc & co. over this "
                          "allocator (freed already, a sized block, or "
                          "foreign)",
-                   ret);
+                   why == HDR_FREED, ret);
 }
 
 /* The header paths serve every allocator but a GPA, a zero-initialised
@@ -129,7 +151,7 @@ static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
 
 static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
     if (no_vtable(a)) {
-        report_ignored("beam_mfree", p, BEAM__SAID_NO_VTABLE, ret);
+        report_ignored("beam_mfree", p, BEAM__SAID_NO_VTABLE, false, ret);
         return;
     }
     size_t good;
@@ -208,10 +230,12 @@ static void gpa_mfree(beam_allocator_t a, void *p, uintptr_t ret) {
 
 static BEAM__NOINLINE void report_not_gpa_block(const char *call, const void *p,
                                                 uintptr_t ret) {
-    char site[128];
-    beam__report("beam_alloc: %s of %p: not a live block of this general "
-                 "purpose allocator (called from %s)",
-                 call, p, beam__describe_addr(ret, site, sizeof site));
+    char site[128], line[BEAM__REPORT_LINE];
+    snprintf(line, sizeof line,
+             "beam_alloc: %s of %p: not a live block of this general purpose "
+             "allocator (called from %s)",
+             call, p, beam__describe_addr(ret, site, sizeof site));
+    note_and_report(bad_pointer_kind(call, false), line);
 }
 
 static void *gpa_mrealloc(beam_allocator_t a, void *p, size_t n,
@@ -318,7 +342,8 @@ size_t beam_msize(beam_allocator_t a, const void *p) {
         return 0;
     }
     if (no_vtable(a)) {
-        report_ignored("beam_msize", p, BEAM__SAID_NO_VTABLE, BEAM__RET_ADDR());
+        report_ignored("beam_msize", p, BEAM__SAID_NO_VTABLE, false,
+                       BEAM__RET_ADDR());
         return 0;
     }
     size_t good;

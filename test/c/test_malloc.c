@@ -3,6 +3,7 @@
  * purpose allocator, misuse reported, caller addresses passed through. */
 #include "check.h"
 #include "flip_allocator.h"
+#include "internal.h"
 
 #include <beam_alloc.h>
 
@@ -191,6 +192,9 @@ TEST(malloc_misuse_over_a_header_allocator_is_reported_and_ignored) {
     beam_failing_init(&f, beam_raw_allocator, SIZE_MAX);
     beam_allocator_t a = beam_failing_allocator(&f);
     check_capture_reports();
+    /* Each is counted as a misuse, as a sized call's (leak_check and the
+     * fault-injection check see it), but the beam_msize query. */
+    unsigned long misuse = beam__misuse.count;
     /* A sized block is not a malloc-style one. */
     void *sized = beam_alloc_bytes(a, 64, 8);
     CHECK(sized != NULL);
@@ -199,9 +203,12 @@ TEST(malloc_misuse_over_a_header_allocator_is_reported_and_ignored) {
     CHECK(check_report_count() == 1);
     CHECK(check_report_contains("beam_mfree"));
     CHECK(check_report_contains("not a live block"));
+    CHECK(beam__misuse.count == misuse + 1);
     CHECK(beam_msize(a, (char *)sized + 16) == 0);
+    CHECK(beam__misuse.count == misuse + 1);
     CHECK(beam_mrealloc(a, (char *)sized + 16, 10) == NULL);
     CHECK(check_report_count() == 3);
+    CHECK(beam__misuse.count == misuse + 2);
     beam_free_bytes(a, sized, 64, 8);
     /* A double free is named as one while the parent leaves the memory
      * alone (a fixed buffer does, for all but its last block), and nothing
@@ -220,6 +227,7 @@ TEST(malloc_misuse_over_a_header_allocator_is_reported_and_ignored) {
     beam_mfree(b, p);
     CHECK(check_report_count() == 4);
     CHECK(check_report_contains("double free"));
+    CHECK(beam__misuse.count == misuse + 3);
     CHECK(ff.deallocations == 1); /* nothing reached the parent */
     beam_mfree(b, last);
     /* A misaligned pointer is rejected without being read. */
@@ -232,6 +240,7 @@ TEST(malloc_misuse_over_a_header_allocator_is_reported_and_ignored) {
     beam_mfree(beam_raw_allocator, zero);
     CHECK(beam_mrealloc(beam_raw_allocator, zero, 32) == NULL);
     CHECK(check_report_count() == 8);
+    CHECK(beam__misuse.count == misuse + 6);
     check_release_reports();
 }
 
@@ -260,6 +269,10 @@ TEST(malloc_mixing_over_the_general_purpose_allocator_is_defined) {
     beam_mfree(a, stranger);
     CHECK(check_report_contains("does not own"));
     CHECK(beam_msize(a, stranger) == 0);
+    /* A realloc of it: not a block of the instance, a misuse. */
+    unsigned long misuse = beam__misuse.count;
+    CHECK(beam_mrealloc(a, stranger, 64) == NULL);
+    CHECK(beam__misuse.count == misuse + 1);
     check_release_reports();
     CHECK(beam_gpa_usage_of(&g).misuse_count == 3);
     CHECK(!beam_gpa_deinit(&g));
