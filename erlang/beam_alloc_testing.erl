@@ -18,6 +18,12 @@
 %% (or only those of the modules option). Other processes calling the same
 %% NIFs are not affected.
 %%
+%% Time: a run that leaves blocks live waits up to 15 ms for resource
+%% destructors, so a function that leaks on many failure paths makes a
+%% slow check (300 allocations each leaking: about 6 s). EUnit stops a
+%% test after 5 s with a bare timeout: give such a test more time, as a
+%% generator: parse_test_() -> {timeout, 60, fun() -> ... end}.
+%%
 %% Options (a map or a property list):
 %%   expect   any (default): an exception, exit or throw, or a returned
 %%            {error, _} or error; raise: an exception only; error_tuple:
