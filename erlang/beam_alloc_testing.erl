@@ -69,8 +69,8 @@
 %% Delays (ms) waiting for resource destructors before blocks are counted.
 -define(SETTLE_MS, [0, 1, 2, 4, 8]).
 
-%% The process dictionary key of what a check learns (check_get/2).
--define(CHECK, {?MODULE, check}).
+%% The process dictionary key of the sites a check resolved (resolve/1).
+-define(SITES, {?MODULE, sites}).
 
 %% Blocks a leak problem lists in the message (its blocks key has them all,
 %% up to the driver's 100).
@@ -150,7 +150,7 @@ run_check(Fun, Expect, Modules) ->
             try
                 checked(Session, Fun, Expect, Modules)
             after
-                erase(?CHECK),
+                erase(?SITES),
                 beam_alloc_testing_nif:close(Session)
             end;
         {error, already_open} ->
@@ -361,34 +361,22 @@ request({Index, Kind, Size, Site}) ->
 %% leaks on its failure paths lists the same sites again, and each
 %% resolution walks the loaded objects and the debug info (N allocations
 %% made N^2 / 2 of them: 47 s for 1000).
+%% The cache is in the process dictionary (the runs are many functions
+%% deep), erased when the check ends; checks do not nest.
 resolve(Site) when is_binary(Site) ->
-    Sites = check_get(sites, #{}),
+    Sites = case get(?SITES) of
+                undefined -> #{};
+                Map -> Map
+            end,
     case Sites of
         #{Site := Text} ->
             Text;
         _ ->
             Text = beam_alloc_symbolizer:resolve_sites(Site),
-            check_put(sites, Sites#{Site => Text}),
+            put(?SITES, Sites#{Site => Text}),
             Text
     end;
 resolve(Site) -> Site.
-
-%% What a check learns as it goes (the sites resolved), in the process
-%% dictionary: the runs are many functions deep.
-%% Erased when the check ends; checks do not nest.
-check_get(Key, Default) ->
-    maps:get(Key, case get(?CHECK) of
-                      undefined -> #{};
-                      State -> State
-                  end, Default).
-
-check_put(Key, Value) ->
-    State = case get(?CHECK) of
-                undefined -> #{};
-                Old -> Old
-            end,
-    put(?CHECK, State#{Key => Value}),
-    ok.
 
 %% Did the outcome surface a failure the way Expect asks?
 surfaced({raised, _, _, _}, Expect) -> Expect =:= any orelse Expect =:= raise;

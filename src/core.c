@@ -71,9 +71,8 @@ BEAM__NOINLINE void beam__report_refused(const char *call, void *mem,
              "called from %s)",
              call, mem, what, len, alignment,
              beam__describe_addr(ret, site, sizeof site));
-    beam__misuse_note(strcmp(call, "free") == 0
-                          ? "free with a wrong length or alignment"
-                          : BEAM__KIND_RESIZE,
+    beam__misuse_note(strcmp(call, "free") == 0 ? BEAM__KIND_WRONG_FREE
+                                                : BEAM__KIND_RESIZE,
                       line);
     beam__report_line(line);
 }

@@ -15,11 +15,11 @@ static const char *kind_of(const char *what) {
     static const struct {
         const char *prefix, *kind;
     } kinds[] = {
-        {"double free", "double free"},
+        {"double free", BEAM__KIND_DOUBLE_FREE},
         {"write past the end", "write past the end of a block"},
-        {"free with a wrong length", "free with a wrong length or alignment"},
+        {"free with a wrong length", BEAM__KIND_WRONG_FREE},
         {"write after free", "write after free"},
-        {"free of a", "free of a pointer the allocator does not own"},
+        {"free of a", BEAM__KIND_FOREIGN_FREE},
         {"resize ", BEAM__KIND_RESIZE},
         {"realloc ", BEAM__KIND_RESIZE},
         {"remap ", BEAM__KIND_RESIZE},

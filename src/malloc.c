@@ -97,8 +97,7 @@ static inline enum hdr_state hdr_read(const void *p, size_t *good,
  * check see it); NULL for beam_msize, a query. */
 static const char *bad_pointer_kind(const char *call, bool freed) {
     if (strcmp(call, "beam_mfree") == 0)
-        return freed ? "double free"
-                     : "free of a pointer the allocator does not own";
+        return freed ? BEAM__KIND_DOUBLE_FREE : BEAM__KIND_FOREIGN_FREE;
     if (strcmp(call, "beam_mrealloc") == 0)
         return BEAM__KIND_RESIZE;
     return NULL;

@@ -9,8 +9,13 @@
 #define BEAM_ALLOC_MISUSE_KINDS_H
 
 /* The kind of a resize, remap or realloc given a block that is not live,
- * or a wrong length or alignment (the frees' kinds are the GPA's). */
+ * or a wrong length or alignment. */
 #define BEAM__KIND_RESIZE                                                      \
     "resize or realloc with a wrong pointer, length or alignment"
+/* The frees' kinds: the GPA's reports, the refused sized frees (core.c)
+ * and the malloc-style calls (malloc.c) count under these. */
+#define BEAM__KIND_DOUBLE_FREE "double free"
+#define BEAM__KIND_WRONG_FREE "free with a wrong length or alignment"
+#define BEAM__KIND_FOREIGN_FREE "free of a pointer the allocator does not own"
 
 #endif

@@ -381,14 +381,9 @@ static ERL_NIF_TERM raise_detected(ErlNifEnv *env, const nif_call *call,
             reason = enif_make_atom(env, "enomem");
         return raise_instead(env, result, reason);
     }
-    size_t len = strlen(message);
-    ERL_NIF_TERM text;
-    unsigned char *bytes = enif_make_new_binary(env, len, &text);
-    if (bytes == NULL)
-        return raise_instead(env, result, enif_make_atom(env, tag));
-    memcpy(bytes, message, len);
-    return raise_instead(env, result,
-                         enif_make_tuple2(env, enif_make_atom(env, tag), text));
+    if (!beam__error_term(env, tag, message, &reason))
+        reason = enif_make_atom(env, tag);
+    return raise_instead(env, result, reason);
 }
 
 /* A leak raises RuntimeError in an Elixir module and

@@ -61,6 +61,11 @@ BEAM__HIDDEN void beam__report_ack_open(ErlNifEnv *env);
 BEAM__HIDDEN void beam__report_ack_loaded(int result);
 /* Whether the library's module is an Erlang one (glue.c). */
 BEAM__HIDDEN bool beam__module_is_erlang(void);
+/* erlang:error's reason {Tag, Message} of an Erlang module's errors
+ * (terms.c), Message a binary: false when it cannot be made (a tag longer
+ * than an atom, no memory). */
+BEAM__HIDDEN bool beam__error_term(ErlNifEnv *env, const char *tag,
+                                   const char *message, ERL_NIF_TERM *out);
 /* The Elixir exception struct beam_raise raises (terms.c), without
  * raising it: false when it cannot be made (no memory). */
 BEAM__HIDDEN bool beam__exception_term(ErlNifEnv *env, const char *exception,

@@ -54,8 +54,30 @@ ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason) {
                             enif_make_atom(env, reason));
 }
 
-/* erlang:error({Tag, Message}), Tag the exception's name as an atom (a
- * leading "Elixir." dropped): what an Erlang module's callers match. */
+/* message (NULL: "") as a binary; false without memory. */
+static bool message_binary(ErlNifEnv *env, const char *message,
+                           ERL_NIF_TERM *text) {
+    if (message == NULL)
+        message = "";
+    size_t len = strlen(message);
+    unsigned char *buf = enif_make_new_binary(env, len, text);
+    if (buf == NULL)
+        return false;
+    memcpy(buf, message, len);
+    return true;
+}
+
+bool beam__error_term(ErlNifEnv *env, const char *tag, const char *message,
+                      ERL_NIF_TERM *out) {
+    ERL_NIF_TERM text;
+    if (strlen(tag) > 255 || !message_binary(env, message, &text))
+        return false;
+    *out = enif_make_tuple2(env, enif_make_atom(env, tag), text);
+    return true;
+}
+
+/* beam_raise's reason in an Erlang module: {Name, Message}, a leading
+ * "Elixir." dropped from the name, what Erlang callers match. */
 static bool erlang_error_term(ErlNifEnv *env, const char *exception,
                               const char *message, ERL_NIF_TERM *out) {
     static const char prefix[] = "Elixir.";
@@ -63,18 +85,7 @@ static bool erlang_error_term(ErlNifEnv *env, const char *exception,
         exception = "error";
     if (strncmp(exception, prefix, sizeof prefix - 1) == 0)
         exception += sizeof prefix - 1;
-    if (message == NULL)
-        message = "";
-    if (strlen(exception) > 255) /* longer than any atom */
-        return false;
-    ERL_NIF_TERM text;
-    size_t len = strlen(message);
-    unsigned char *buf = enif_make_new_binary(env, len, &text);
-    if (buf == NULL)
-        return false;
-    memcpy(buf, message, len);
-    *out = enif_make_tuple2(env, enif_make_atom(env, exception), text);
-    return true;
+    return beam__error_term(env, exception, message, out);
 }
 
 ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
@@ -103,14 +114,9 @@ bool beam__exception_term(ErlNifEnv *env, const char *exception,
     if (n < 0 || n > 255) /* longer than any atom */
         return false;
 
-    if (message == NULL)
-        message = "";
-    size_t len = strlen(message);
     ERL_NIF_TERM text;
-    unsigned char *buf = enif_make_new_binary(env, len, &text);
-    if (buf == NULL)
+    if (!message_binary(env, message, &text))
         return false;
-    memcpy(buf, message, len);
 
     /* An exception is a struct with __exception__: true; raised as an
      * error with that map as reason, Elixir rescues it as the struct. */
