@@ -20,7 +20,12 @@
  *     catches runs that do not repeat the first (nondeterminism);
  *   - tracks every live block with its site, its number, and the allocator
  *     it came from (frees go back there, whichever call makes them), so a
- *     run that leaves blocks behind is caught and the blocks named.
+ *     run that leaves blocks behind is caught and the blocks named. A
+ *     run's blocks still live at its end are leak suspects: one that a
+ *     resource destructor frees later was no leak; one still live when the
+ *     check asks (leaks/1, once, after waiting for destructors), or freed
+ *     by a call of a later run, is a leak of its run. (So no run waits for
+ *     destructors.)
  *
  * Other processes are never affected: they find no running session of
  * theirs and their calls go on as usual. Calls of the owner into libraries
@@ -39,7 +44,7 @@
  * left live). Everything a closed session does not need goes at close (its
  * libraries, the first run's sites, the misuse records, and the block table
  * when no block is left live), so every check leaves the struct session
- * behind for the life of the VM: 392 bytes on 64-bit Linux, plus
+ * behind for the life of the VM: 448 bytes on 64-bit Linux, plus
  * enif_alloc's own few. Keep what only runs need out of the struct: the
  * misuse records alone (4.6 KB) once cost every check 5 KB.
  */
@@ -75,7 +80,8 @@ typedef struct block {
     size_t alignment;
     uintptr_t site;
     size_t index;            /* request number in its run */
-    unsigned run;            /* run that made it; 0 once reported */
+    unsigned run;            /* run that made it; 0 once reported (a leak
+                              * suspect while not its run's: see settle) */
     uint64_t scope;          /* call-local call it belongs to; 0: none */
     beam_allocator_t parent; /* vtable NULL: its allocator died */
 } block;
@@ -112,11 +118,25 @@ typedef struct pending_move {
     uintptr_t site;
     size_t len, alignment;
     /* The block's record, for the moved one: its number, site and run (a
-     * block leaked in an earlier run stays that run's). */
+     * block leaked in an earlier run stays that run's, with the length it
+     * had then); from: its address. */
     size_t index;
     uintptr_t block_site;
     unsigned block_run;
+    size_t block_len;
+    void *from;
 } pending_move;
+
+/* A leak of an earlier run whose block is gone from the table, kept until
+ * the check asks for the leaks: a later run's call freed it, or its memory
+ * went behind the session's back (a leak_check instance freed it at the
+ * end of its call) and the address was handed out again. */
+typedef struct leak_record {
+    unsigned run;
+    size_t index;
+    size_t len;
+    uintptr_t site;
+} leak_record;
 
 typedef struct misuse_record {
     char kind[64];
@@ -153,8 +173,10 @@ typedef struct session {
     uintptr_t *sites;
     size_t nsites, sites_cap;
 
-    /* The calls in flight (the owner's, innermost). */
+    /* The calls in flight (the owner's, innermost), and the thread the
+     * owner's outermost one runs on. */
     unsigned depth;
+    pthread_t call_thread;
     beam_allocator_t parent;
     uint64_t scope;
     uint64_t next_scope;
@@ -163,6 +185,11 @@ typedef struct session {
     /* Live blocks: open addressing on ptr, linear probing. */
     block *blocks;
     size_t blocks_cap, blocks_live, blocks_used;
+
+    /* Leaks of earlier runs no longer in the table (leak_record). */
+    leak_record *gone;
+    size_t ngone, gone_cap;
+    bool gone_lost; /* one could not be kept: the leaks are incomplete */
 } session;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -238,13 +265,40 @@ static bool reserve_block(session *s) {
     return true;
 }
 
+/* A block of a run that has ended, not yet reported: a leak of that run,
+ * unless a resource destructor frees it before the check asks (see
+ * settle in beam_alloc_testing.erl). */
+static bool suspect(const session *s, const block *b) {
+    return b->run != 0 && !s->closed && (b->run != s->run || !s->running);
+}
+
+/* b, a suspect, leaves the table a leak all the same: its record is kept
+ * apart until the check asks for the leaks. */
+static void keep_gone(session *s, const block *b) {
+    if (!grow_array((void **)&s->gone, &s->gone_cap, s->ngone + 1,
+                    sizeof *s->gone)) {
+        s->gone_lost = true;
+        return;
+    }
+    s->gone[s->ngone++] = (leak_record){b->run, b->index, b->len, b->site};
+}
+
+/* A record for the same address is stale: that block went back behind the
+ * session's back (a leak_check instance freed it at the end of its call)
+ * and the address was handed out again. A suspect's is a leak of its
+ * run. */
+static void drop_stale(session *s, block *stale) {
+    if (suspect(s, stale))
+        keep_gone(s, stale);
+    erase_block(s, stale);
+}
+
 static void add_block(session *s, const block *b) {
-    /* A record for the same address is stale: that block went back behind
-     * the session's back (a leak_check instance freed it at the end of its
-     * call) and the address was handed out again. */
     block *stale = find_block(s, b->ptr);
     if (stale != NULL) {
+        drop_stale(s, stale);
         *stale = *b;
+        s->blocks_live++;
         return;
     }
     if (!reserve_block(s)) {
@@ -313,6 +367,20 @@ static bool completes_move(session *s, size_t len, size_t alignment,
     return same;
 }
 
+/* A suspect's record went with its block to a new address (the move a
+ * remap left to its caller): the old block's free is no leak's. */
+static void moved_away(session *s, const void *from) {
+    block *old = find_block(s, from);
+    if (old != NULL && suspect(s, old))
+        old->run = 0;
+}
+
+/* What a block's record keeps of a new length: a suspect keeps the one it
+ * had when its run ended (its leak's). */
+static size_t recorded_len(const session *s, const block *b, size_t new_len) {
+    return suspect(s, b) ? b->len : new_len;
+}
+
 static void *plan_alloc(void *ctx, size_t len, size_t alignment,
                         uintptr_t ret) {
     session *s = ctx;
@@ -324,6 +392,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     bool track = counted;
     uintptr_t site = ret;
     unsigned run = s->run;
+    size_t kept_len = len;
     bool move = completes_move(s, len, alignment, ret);
     if (move && s->move.fails) {
         fails = true;
@@ -332,6 +401,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
         index = s->move.index;
         site = s->move.block_site;
         run = s->move.block_run;
+        kept_len = s->move.block_len;
     } else if (counted) {
         fails = request(s, REQ_ALLOC, len, ret, &index);
     }
@@ -341,14 +411,16 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     }
     void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
     if (p != NULL && track) {
-        block b = {p, len, alignment, site, index, run, s->scope, parent};
+        block b = {p, kept_len, alignment, site, index, run, s->scope, parent};
+        if (move)
+            moved_away(s, s->move.from);
         add_block(s, &b);
     } else if (p != NULL) {
         /* Not the run's: a record of the address is stale (see add_block),
          * and would take this block's free or remap for its own. */
         block *stale = find_block(s, p);
         if (stale != NULL)
-            erase_block(s, stale);
+            drop_stale(s, stale);
     }
     pthread_mutex_unlock(&s->lock);
     return p;
@@ -381,7 +453,7 @@ static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
         !growth_fails(s, REQ_RESIZE, len, new_len, ret, &index) &&
         parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret);
     if (ok && b != NULL)
-        b->len = new_len;
+        b->len = recorded_len(s, b, new_len);
     pthread_mutex_unlock(&s->lock);
     return ok;
 }
@@ -416,16 +488,30 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
             .index = b != NULL ? b->index : index,
             .block_site = b != NULL ? b->site : ret,
             .block_run = b != NULL ? b->run : s->run,
+            .block_len = b != NULL ? recorded_len(s, b, new_len) : new_len,
+            .from = mem,
         };
     if (p != NULL && b != NULL) {
         block moved = *b;
         moved.ptr = p;
-        moved.len = new_len;
+        moved.len = recorded_len(s, b, new_len);
         erase_block(s, b);
         add_block(s, &moved);
     }
     pthread_mutex_unlock(&s->lock);
     return p;
+}
+
+/* A suspect freed by a call of a later run is still a leak of its own run
+ * (a block left in a global and freed by the next call); one freed
+ * anywhere else, by a resource destructor, was not leaked. The owner's
+ * calls run on one thread at a time: a destructor on another thread while
+ * one runs is not that call's doing (the VM runs destructors as scheduler
+ * work, never inside a NIF call). So is a free by a thread the call
+ * started, or by the owner outside BEAM_NIF calls: such frees of an
+ * earlier run's block pass for a destructor's. */
+static bool freed_by_a_call(const session *s) {
+    return counting(s) && pthread_equal(pthread_self(), s->call_thread);
 }
 
 static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
@@ -434,8 +520,11 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);
-    if (b != NULL)
+    if (b != NULL) {
+        if (suspect(s, b) && freed_by_a_call(s))
+            keep_gone(s, b);
         erase_block(s, b);
+    }
     if (parent.vtable != NULL)
         parent.vtable->free(parent.ctx, mem, len, alignment, ret);
     pthread_mutex_unlock(&s->lock);
@@ -489,7 +578,8 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
                    : 0;
     if (!(flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL)))
         s->fallback = parent;
-    s->depth++;
+    if (s->depth++ == 0)
+        s->call_thread = pthread_self();
     pthread_mutex_unlock(&s->lock);
     *out = (beam_allocator_t){s, &plan_vtable};
     return true;
@@ -678,6 +768,9 @@ static void close_session(session *s) {
     enif_free(s->misuse);
     s->misuse = NULL;
     s->nmisuse = 0;
+    enif_free(s->gone);
+    s->gone = NULL;
+    s->ngone = s->gone_cap = 0;
     if (s->blocks_live == 0) {
         enif_free(s->blocks);
         s->blocks = NULL;
@@ -847,39 +940,40 @@ static ERL_NIF_TERM request_term(ErlNifEnv *env, const request_info *r) {
         enif_make_uint64(env, r->len), site_term(env, r->site));
 }
 
-/* Blocks reported at most, per run (the count is always exact). */
-#define MAX_REPORTED 100
+/* The caller's open session of term, locked, when it is running or not as
+ * running says; NULL otherwise. */
+static session *lock_owned(ErlNifEnv *env, ERL_NIF_TERM term, bool running) {
+    session *s = owned_session(env, term);
+    if (s == NULL)
+        return NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->running != running || s->closed) {
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+    }
+    return s;
+}
 
-/* end_run(Session) -> #{requests, induced, mismatch, leaks, leaked, lost,
- *                        misuse, misused} */
+static ERL_NIF_TERM map_of(ErlNifEnv *env, ERL_NIF_TERM keys[],
+                           ERL_NIF_TERM values[], size_t n) {
+    ERL_NIF_TERM map;
+    if (!enif_make_map_from_arrays(env, keys, values, n, &map))
+        return enif_make_badarg(env);
+    return map;
+}
+
+/* end_run(Session) -> #{run, requests, induced, mismatch, lost, misuse,
+ *                        misused}
+ * The run's blocks still live are its leak suspects from now on (leaks/1
+ * tells which stayed leaks). */
 static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]) {
     (void)argc;
-    session *s = owned_session(env, argv[0]);
+    session *s = lock_owned(env, argv[0], true);
     if (s == NULL)
         return enif_make_badarg(env);
-    pthread_mutex_lock(&s->lock);
-    if (!s->running) {
-        pthread_mutex_unlock(&s->lock);
-        return enif_make_badarg(env);
-    }
     s->running = false;
 
-    ERL_NIF_TERM leaks = enif_make_list(env, 0);
-    size_t leaked = 0;
-    for (size_t i = 0; i < s->blocks_cap; i++) {
-        block *b = &s->blocks[i];
-        if (b->ptr == NULL || b->ptr == TOMBSTONE || b->run != s->run)
-            continue;
-        b->run = 0; /* reported once */
-        if (leaked++ < MAX_REPORTED)
-            leaks = enif_make_list_cell(
-                env,
-                enif_make_tuple3(env, enif_make_uint64(env, b->index),
-                                 enif_make_uint64(env, b->len),
-                                 site_term(env, b->site)),
-                leaks);
-    }
     ERL_NIF_TERM mismatch = atom(env, "undefined");
     if (s->mismatch.happened)
         mismatch = enif_make_tuple2(env, request_term(env, &s->mismatch),
@@ -894,28 +988,24 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
                              enif_make_uint64(env, s->misuse[i].after)),
             misuse);
 
-    ERL_NIF_TERM keys[] = {atom(env, "requests"), atom(env, "induced"),
-                           atom(env, "mismatch"), atom(env, "leaks"),
-                           atom(env, "leaked"),   atom(env, "lost"),
-                           atom(env, "misuse"),   atom(env, "misused")};
-    ERL_NIF_TERM values[] = {enif_make_uint64(env, s->requests),
+    ERL_NIF_TERM keys[] = {atom(env, "run"),     atom(env, "requests"),
+                           atom(env, "induced"), atom(env, "mismatch"),
+                           atom(env, "lost"),    atom(env, "misuse"),
+                           atom(env, "misused")};
+    ERL_NIF_TERM values[] = {enif_make_uint(env, s->run),
+                             enif_make_uint64(env, s->requests),
                              request_term(env, &s->induced),
                              mismatch,
-                             leaks,
-                             enif_make_uint64(env, leaked),
                              atom(env, s->lost ? "true" : "false"),
                              misuse,
                              enif_make_uint64(env, s->nmisuse)};
     pthread_mutex_unlock(&s->lock);
-    ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, keys, values, 8, &map))
-        return enif_make_badarg(env);
-    return map;
+    return map_of(env, keys, values, 7);
 }
 
-/* live(Session) -> blocks of the running run still live (to wait for
- * resource destructors, which the VM runs a little after the collection
- * that released their resources). */
+/* live(Session) -> leak suspects still live (to wait for resource
+ * destructors, which the VM runs a little after the collection that
+ * released their resources). */
 static ERL_NIF_TERM nif_live(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -926,11 +1016,98 @@ static ERL_NIF_TERM nif_live(ErlNifEnv *env, int argc,
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->blocks_cap; i++) {
         const block *b = &s->blocks[i];
-        live += b->ptr != NULL && b->ptr != TOMBSTONE && b->run == s->run &&
-                s->run != 0;
+        live += b->ptr != NULL && b->ptr != TOMBSTONE && suspect(s, b);
     }
     pthread_mutex_unlock(&s->lock);
     return enif_make_uint64(env, live);
+}
+
+/* Blocks listed at most, per run (the count is always exact). */
+#define MAX_REPORTED 100
+
+static int by_run_then_index(const void *a, const void *b) {
+    const leak_record *x = a, *y = b;
+    if (x->run != y->run)
+        return x->run < y->run ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* Every suspect, in the table or gone, sorted by run then number; they
+ * are reported from now on (lock held). NULL when out of memory. */
+static leak_record *take_leaks(session *s, size_t *n) {
+    size_t count = s->ngone;
+    for (size_t i = 0; i < s->blocks_cap; i++) {
+        const block *b = &s->blocks[i];
+        count += b->ptr != NULL && b->ptr != TOMBSTONE && suspect(s, b);
+    }
+    leak_record *all = enif_alloc((count ? count : 1) * sizeof *all);
+    if (all == NULL)
+        return NULL;
+    size_t k = s->ngone;
+    if (k > 0)
+        memcpy(all, s->gone, k * sizeof *all);
+    for (size_t i = 0; i < s->blocks_cap; i++) {
+        block *b = &s->blocks[i];
+        if (b->ptr == NULL || b->ptr == TOMBSTONE || !suspect(s, b))
+            continue;
+        all[k++] = (leak_record){b->run, b->index, b->len, b->site};
+        b->run = 0; /* reported once */
+    }
+    s->ngone = 0;
+    qsort(all, k, sizeof *all, by_run_then_index);
+    *n = k;
+    return all;
+}
+
+/* [{Run, Leaked, [{Index, Len, Site}]}] of records sorted by run. */
+static ERL_NIF_TERM runs_term(ErlNifEnv *env, const leak_record *all,
+                              size_t n) {
+    ERL_NIF_TERM runs = enif_make_list(env, 0);
+    for (size_t end = n; end > 0;) {
+        size_t start = end - 1;
+        while (start > 0 && all[start - 1].run == all[end - 1].run)
+            start--;
+        size_t leaked = end - start;
+        size_t shown = leaked < MAX_REPORTED ? leaked : MAX_REPORTED;
+        ERL_NIF_TERM blocks = enif_make_list(env, 0);
+        for (size_t i = start + shown; i-- > start;)
+            blocks = enif_make_list_cell(
+                env,
+                enif_make_tuple3(env, enif_make_uint64(env, all[i].index),
+                                 enif_make_uint64(env, all[i].len),
+                                 site_term(env, all[i].site)),
+                blocks);
+        runs = enif_make_list_cell(
+            env,
+            enif_make_tuple3(env, enif_make_uint(env, all[start].run),
+                             enif_make_uint64(env, leaked), blocks),
+            runs);
+        end = start;
+    }
+    return runs;
+}
+
+/* leaks(Session) -> #{runs => [{Run, Leaked, Blocks}], lost}: the leaks of
+ * every run since the last call, Blocks the first MAX_REPORTED of each
+ * ({Index, Len, Site}); lost: some could not be kept (out of memory; which
+ * runs' is not known). Between runs. */
+static ERL_NIF_TERM nif_leaks(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    session *s = lock_owned(env, argv[0], false);
+    if (s == NULL)
+        return enif_make_badarg(env);
+    size_t n = 0;
+    leak_record *all = take_leaks(s, &n);
+    bool lost = s->gone_lost || all == NULL;
+    s->gone_lost = all == NULL;
+    pthread_mutex_unlock(&s->lock);
+    ERL_NIF_TERM runs = runs_term(env, all, n);
+    if (all != NULL)
+        enif_free(all);
+    ERL_NIF_TERM keys[] = {atom(env, "runs"), atom(env, "lost")};
+    ERL_NIF_TERM values[] = {runs, atom(env, lost ? "true" : "false")};
+    return map_of(env, keys, values, 2);
 }
 
 /* close(Session) -> ok (idempotent; the destructor does it too) */
@@ -1093,6 +1270,7 @@ static ErlNifFunc funcs[] = {
     {"begin_run", 3, nif_begin_run, 0},
     {"end_run", 1, nif_end_run, 0},
     {"live", 1, nif_live, 0},
+    {"leaks", 1, nif_leaks, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"close", 1, nif_close, 0},
 };
 

@@ -18,11 +18,12 @@
 %% (or only those of the modules option). Other processes calling the same
 %% NIFs are not affected.
 %%
-%% Time: a run that leaves blocks live waits up to 15 ms for resource
-%% destructors, so a function that leaks on many failure paths makes a
-%% slow check (300 allocations each leaking: about 6 s). EUnit stops a
-%% test after 5 s with a bare timeout: give such a test more time, as a
-%% generator: parse_test_() -> {timeout, 60, fun() -> ... end}.
+%% Time: N + 2 runs of the function, and, when blocks are left live, one
+%% wait of up to 63 ms at the end for resource destructors (a function with
+%% 300 allocations that leaks on every failure path: about 0.2 s). EUnit
+%% stops a test after 5 s with a bare timeout: give a check of a slow
+%% function more time, as a generator:
+%% parse_test_() -> {timeout, 60, fun() -> ... end}.
 %%
 %% Options (a map or a property list):
 %%   expect   any (default): an exception, exit or throw, or a returned
@@ -66,8 +67,9 @@
                      atom() => term()}.
 -export_type([expect/0, problem/0]).
 
-%% Delays (ms) waiting for resource destructors before blocks are counted.
--define(SETTLE_MS, [0, 1, 2, 4, 8]).
+%% Delays (ms) waiting for resource destructors before blocks are counted,
+%% once per check (63 ms at most, while blocks are live).
+-define(SETTLE_MS, [0, 1, 2, 4, 8, 16, 32]).
 
 %% The process dictionary key of the sites a check resolved (resolve/1).
 -define(SITES, {?MODULE, sites}).
@@ -186,9 +188,9 @@ first_run(Session, Fun, Expect, Modules, Attached) ->
                            [#{kind => failed_without_injection, index => undefined,
                               outcome => maps:get(outcome, First)}], Count};
         false ->
-            Problems = check_failures(Session, Fun, Expect, Count,
-                                      leak_problems(undefined, undefined, First)),
-            case lists:reverse(Problems) of
+            {Last, Earlier} = check_failures(Session, Fun, Expect, Count,
+                                             leak_problems(undefined, undefined, First)),
+            case lists:reverse(with_leaks(Session, Last, Earlier)) of
                 [] -> {ok, Count};
                 Ps -> {problems, Ps, Count}
             end
@@ -199,10 +201,14 @@ wanted(Modules) -> [atom_to_binary(M, utf8) || M <- Modules].
 
 %% --- Runs -----------------------------------------------------------------
 
+%% A run's blocks still live at its end are its leak suspects; the check
+%% asks which stayed leaks once, at its end (with_leaks/3).
 run(Session, FailIndex, Mode, Fun) ->
     ok = beam_alloc_testing_nif:begin_run(Session, FailIndex, Mode),
     Outcome = invoke(Fun),
-    settle(Session),
+    %% (Resources the run dropped go now: their destructors free their
+    %% blocks while the next runs go on.)
+    erlang:garbage_collect(),
     maps:put(outcome, Outcome, beam_alloc_testing_nif:end_run(Session)).
 
 invoke(Fun) ->
@@ -212,13 +218,14 @@ invoke(Fun) ->
         Class:Reason:Stacktrace -> {raised, Class, Reason, Stacktrace}
     end.
 
-%% Resources the run dropped must go before the blocks are counted, or what
+%% Resources the runs dropped must go before the blocks are counted, or what
 %% their destructors free would pass for a leak. A collection releases
 %% them, and the VM runs their destructors shortly after, as scheduler
-%% work: give it a few milliseconds while blocks are live. (Every run of
-%% a function that leaks waits so: 15 ms a run. Waiting less after a few
-%% waits that freed nothing was tried, and reported a late destructor's
-%% block as a leak.)
+%% work: give it a few milliseconds while blocks are live. This is done
+%% once, when the runs are over: a block a destructor frees in the meantime
+%% was no leak, one that a later run's call frees still is (the driver
+%% tells them apart). (Waiting after every run cost a function that leaks
+%% 15 ms a run: 6 s for 300 allocations.)
 settle(Session) ->
     erlang:garbage_collect(),
     settle(Session, ?SETTLE_MS).
@@ -239,23 +246,48 @@ settle(Session, [Ms | Rest]) ->
 
 %% One run per allocation, then one without failures. Nondeterminism stops
 %% the runs: the numbers no longer mean the same thing. Problems are
-%% accumulated newest first.
+%% accumulated newest first, leaks as placeholders (leak_problems/3):
+%% {LastRunProblems, EarlierProblems}.
 check_failures(Session, Fun, Expect, Count, Acc) ->
     failure_runs(Session, Fun, Expect, Count, 0, Acc).
 
 failure_runs(Session, Fun, Expect, Count, Index, Acc) when Index < Count ->
     Run = run(Session, Index, compare, Fun),
     case failure_run_problems(Index, Run, Count, Expect) of
-        {halt, New} -> New ++ Acc;
+        {halt, New} -> {[], New ++ Acc};
         {cont, New} -> failure_runs(Session, Fun, Expect, Count, Index + 1, New ++ Acc)
     end;
 failure_runs(Session, Fun, Expect, Count, _Index, Acc) ->
     Last = run(Session, infinity, compare, Fun),
-    %% The last run repeats the first (both without failures): a problem
-    %% both showed, the same call's, is listed once.
+    {last_run_problems(Last, Count, Expect), Acc}.
+
+%% The problems with their leak placeholders replaced, once the runs'
+%% destructors had their time: Earlier's, then the last run's that Earlier
+%% does not have (it repeats the first run, both without failures: a
+%% problem both showed, the same call's, is listed once). Newest first.
+with_leaks(Session, Last, Earlier) ->
+    settle(Session),
+    #{runs := Runs, lost := Lost} = beam_alloc_testing_nif:leaks(Session),
+    ByRun = maps:from_list([{R, {Leaked, Blocks}} || {R, Leaked, Blocks} <- Runs]),
+    Acc = resolve_leaks(ByRun, Earlier),
     Seen = [same_problem(P) || P <- Acc],
-    [P || P <- last_run_problems(Last, Count, Expect),
-          not lists:member(same_problem(P), Seen)] ++ Acc.
+    New = [P || P <- resolve_leaks(ByRun, Last),
+                not lists:member(same_problem(P), Seen)],
+    %% Leaks the driver could not keep (out of memory), of runs unknown.
+    LostP = case Lost of
+                true -> [#{kind => incomplete, index => undefined, request => undefined}];
+                false -> []
+            end,
+    LostP ++ New ++ Acc.
+
+resolve_leaks(ByRun, Problems) ->
+    lists:flatmap(
+      fun({leaks_of, Run, Index, Request, Lost}) ->
+              {Leaked, Blocks} = maps:get(Run, ByRun, {0, []}),
+              leak_problems_only(Index, Request, Blocks, Leaked, Lost);
+         (P) ->
+              [P]
+      end, Problems).
 
 %% A problem as another run would show it again: its report with the
 %% addresses in it blanked (the blocks differ from run to run; the sites
@@ -317,10 +349,11 @@ misuse_problems(Index, Request, #{misuse := Misuse, misused := Misused}) ->
 misuse_problems(_Index, _Request, _Run) ->
     [].
 
-leak_problems(Index, Request, Run) ->
-    misuse_problems(Index, Request, Run) ++ leak_problems_only(Index, Request, Run).
+%% A run's misuse, and a placeholder for its leaks (with_leaks/3).
+leak_problems(Index, Request, #{run := Run, lost := Lost} = R) ->
+    misuse_problems(Index, Request, R) ++ [{leaks_of, Run, Index, Request, Lost}].
 
-leak_problems_only(Index, Request, #{leaks := Leaks, leaked := Leaked, lost := Lost}) ->
+leak_problems_only(Index, Request, Leaks, Leaked, Lost) ->
     LostP = case Lost of
                 true -> [#{kind => incomplete, index => Index, request => Request}];
                 false -> []

@@ -6,8 +6,11 @@
 %%   open() -> {ok, Session} | {error, already_open | enomem}
 %%   attach(Session, all | [ModuleName :: binary()]) -> [ModuleName]
 %%   begin_run(Session, FailIndex | infinity, record | compare) -> ok
-%%   end_run(Session) -> #{requests, induced, mismatch, leaks, leaked, lost}
-%%   live(Session) -> blocks of the current run still live
+%%   end_run(Session) -> #{run, requests, induced, mismatch, lost, misuse,
+%%                         misused}
+%%   live(Session) -> leak suspects (blocks of ended runs) still live
+%%   leaks(Session) -> #{runs => [{Run, Leaked, [{Index, Len, Site}]}],
+%%                       lost => boolean()}
 %%   close(Session) -> ok
 %%   stats(ModuleName :: binary()) -> {ok, #{raw, large, general_purpose}}
 %%                                    | {error, not_found}
@@ -17,8 +20,8 @@
 %% session. Absent values (a site, a request) are the atom undefined.
 -module(beam_alloc_testing_nif).
 
--export([open/0, attach/2, begin_run/3, end_run/1, live/1, close/1, stats/1,
-         collect/1]).
+-export([open/0, attach/2, begin_run/3, end_run/1, live/1, leaks/1, close/1,
+         stats/1, collect/1]).
 
 -on_load(load/0).
 
@@ -35,6 +38,7 @@ attach(_Session, _Modules) -> erlang:nif_error(not_loaded).
 begin_run(_Session, _FailIndex, _Mode) -> erlang:nif_error(not_loaded).
 end_run(_Session) -> erlang:nif_error(not_loaded).
 live(_Session) -> erlang:nif_error(not_loaded).
+leaks(_Session) -> erlang:nif_error(not_loaded).
 close(_Session) -> erlang:nif_error(not_loaded).
 stats(_ModuleName) -> erlang:nif_error(not_loaded).
 collect(_ModuleName) -> erlang:nif_error(not_loaded).

@@ -83,6 +83,30 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert Faults.buffers_freed() - freed == 4
     end
 
+    test "a resource the function returns is no leak: its block goes with the result" do
+      assert {:ok, 1} = check_all_allocation_failures(&Faults.buffer_new/0, modules: [Faults])
+    end
+
+    test "a resource another process holds past its run is no leak once it goes" do
+      # Each run's buffer is held until the next run sends its own, the
+      # last one for 20 ms: its destructor frees it during a later run, or
+      # while the check waits at its end, on whichever thread. (Waiting
+      # 15 ms after each run, as the check once did, found leaks here.)
+      holder = spawn_link(&hold_buffers/0)
+
+      fun = fn ->
+        with {:ok, buffer} <- Faults.buffer_new() do
+          send(holder, {:hold, buffer})
+          :ok
+        end
+      end
+
+      freed = Faults.buffers_freed()
+      # Three runs, three resources (the failed allocation's too).
+      assert {:ok, 1} = check_all_allocation_failures(fun, modules: [Faults])
+      assert Faults.buffers_freed() - freed == 3
+    end
+
     test "passes with {:ok, 0} when nothing is allocated" do
       assert {:ok, 0} = check_all_allocation_failures(fn -> :nothing end)
       assert {:ok, 0} = check_all_allocation_failures(fn -> Faults.allocator_is_raw() end)
@@ -151,6 +175,14 @@ defmodule BeamAlloc.FaultInjectionTest do
 
         assert [%{kind: :leak, index: 1, blocks: [%{index: 0, size: 256}]}] = error.problems
       end
+    end
+
+    test "a block freed only by a later run's call is still its run's leak" do
+      error = catch_check(&Faults.free_in_next_call/0)
+      assert error.allocations == 2
+
+      assert [%{kind: :leak, index: 1, blocks: [%{index: 0, size: 32}], leaked: 1}] =
+               error.problems
     end
 
     test "a block left in a leak_check call's allocator is not copied after the call" do
@@ -524,6 +556,19 @@ defmodule BeamAlloc.FaultInjectionTest do
     flunk("expected check_all_allocation_failures/2 to raise")
   rescue
     error in AllocationFailureError -> error
+  end
+
+  # Keeps the last buffer sent, dropping the one before; drops it too
+  # after 20 ms without another.
+  defp hold_buffers do
+    receive do
+      {:hold, buffer} -> Process.put(:buffer, buffer)
+    after
+      20 -> Process.delete(:buffer)
+    end
+
+    :erlang.garbage_collect()
+    hold_buffers()
   end
 
   defp step(:ok), do: {:cont, :ok}

@@ -20,7 +20,9 @@ defmodule BeamAlloc.Testing do
     * the failure surfaced: the function raised or returned `{:error, _}`
       (or `:error`) instead of carrying on as if nothing happened;
     * nothing leaked: every block allocated during the run was freed by the
-      time the function returned;
+      time the function returned, or later by a resource destructor (a
+      resource the function returned or another process held), before the
+      check ends; a block that only a later run's call frees is a leak;
     * the run repeated the first one: the same allocations, from the same
       call sites, up to the failing one; a function whose allocations depend
       on a counter, the clock or randomness cannot be checked this way, and

@@ -8,7 +8,7 @@ defmodule BeamAlloc.Test.Faults do
               leak_all_on_failure/1
               swallows/0 nondeterministic/0 reset_nondeterministic/0 grow/0 grow_gpa/0
               reshape_leaky/0 reshape_leaky_gpa/0 leave_behind/0 grow_left_behind/0
-              keep_then_shrink/0 keep_then_shrink_gpa/0
+              keep_then_shrink/0 keep_then_shrink_gpa/0 free_in_next_call/0
               scratch_work/0 checked_leaky/0 buffer_new/0 buffer_grow/1
               buffers_freed/0 allocator_is_raw/0 take_reports/0)
 end
