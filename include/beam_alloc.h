@@ -555,7 +555,9 @@ typedef beam_alloc_stats beam_alloc_stats_t;
  * thread's own: so the published total is never above what is live (a
  * free counts as done when its call returns), and the peak is never above
  * the true one, but may be low by up to 64 KiB (or a slab's worth of
- * allocations) per other thread. */
+ * allocations) per other thread; never below the live_bytes it comes
+ * with, though (taken from them when it lags: so it can be high by what a
+ * snapshot is off while threads allocate and free). */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
 
 /* ------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 /* Stats of the raw, large and general purpose allocators. Raw and large
  * counters are process-wide, so these tests compare before and after. */
+#define _GNU_SOURCE /* pthread barriers */
 #include "check.h"
 
 #include <beam_alloc.h>
@@ -112,6 +113,44 @@ TEST(stats_gpa_counts_remote_frees_large_blocks_and_exited_threads) {
     CHECK(s.live_blocks == 0 && s.live_bytes == 0);
     CHECK(beam_gpa_usage_of(&shared).live_blocks == 0); /* agrees with scan */
     CHECK(!beam_gpa_deinit(&shared));
+}
+
+/* Another thread's rise not yet published: the peak a reader gets still
+ * covers the live total it gets with it. */
+typedef struct small_holder {
+    beam_gpa_t *gpa;
+    pthread_barrier_t bar;
+} small_holder;
+
+static void *hold_small_blocks(void *arg) {
+    small_holder *h = arg;
+    beam_allocator_t a = beam_gpa_allocator(h->gpa);
+    void *b[10];
+    for (int i = 0; i < 10; i++)
+        b[i] = beam_alloc_bytes(a, 100, 8);
+    pthread_barrier_wait(&h->bar); /* 1: allocated */
+    pthread_barrier_wait(&h->bar); /* 2: read */
+    for (int i = 0; i < 10; i++)
+        beam_free_bytes(a, b[i], 100, 8);
+    return NULL;
+}
+
+TEST(stats_peak_is_never_below_the_live_total) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_raw_allocator);
+    small_holder h = {.gpa = &g};
+    pthread_barrier_init(&h.bar, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, hold_small_blocks, &h);
+    pthread_barrier_wait(&h.bar);
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(beam_gpa_allocator(&g), &s));
+    pthread_barrier_wait(&h.bar);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&h.bar);
+    CHECK(s.live_bytes == 1000);
+    CHECK(s.peak_bytes >= s.live_bytes);
+    CHECK(!beam_gpa_deinit(&g));
 }
 
 TEST(stats_gpa_counts_failures) {
