@@ -61,7 +61,13 @@ nif-lib: $(BUILD)/libbeam_alloc.a
 standalone-lib: $(BUILD)/libbeam_alloc_standalone.a
 	@:
 
-$(BUILD)/nif/%.o: src/%.c $(HEADERS)
+# Said before any object is built: an empty -I would take the next flag
+# (-c) for its folder, and every compile would fail as a link.
+.PHONY: erts-include-dir
+erts-include-dir:
+	@if [ -z "$(ERTS_INCLUDE_DIR)" ]; then echo "erl not found: run 'make deps', put erl on PATH, or set ERTS_INCLUDE_DIR (the folder of erl_nif.h)" >&2; exit 1; fi
+
+$(BUILD)/nif/%.o: src/%.c $(HEADERS) | erts-include-dir
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR) -c $< -o $@
 
@@ -69,8 +75,7 @@ $(BUILD)/standalone/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE -c $< -o $@
 
-$(BUILD)/libbeam_alloc.a: $(NIF_OBJ)
-	@if [ -z "$(ERTS_INCLUDE_DIR)" ]; then echo "erl not found: run 'make deps' or set ERTS_INCLUDE_DIR" >&2; exit 1; fi
+$(BUILD)/libbeam_alloc.a: $(NIF_OBJ) | erts-include-dir
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libbeam_alloc_standalone.a: $(STANDALONE_OBJ)
@@ -235,6 +240,29 @@ rebar3-nifs: $(BUILD)/libbeam_alloc.a
 
 rebar3-clean:
 	rm -rf $(BUILD) priv
+
+# make (beam_alloc.mk's BEAM_ALLOC_APP): beam_alloc's Erlang side as an OTP
+# application directory, ERLANG_APP_DIR (its name must stay beam_alloc:
+# code:priv_dir/1 finds the NIFs by it): ebin/ with the modules and
+# beam_alloc.app, priv/ with the driver and the symbolizer.
+.PHONY: erlang-app
+ERLANG_APP_DIR ?= $(CURDIR)/$(BUILD)/erlang/beam_alloc
+ERLANG_APP_BEAMS := $(patsubst erlang/%.erl,$(ERLANG_APP_DIR)/ebin/%.beam,$(wildcard erlang/*.erl))
+erlang-app: $(BUILD)/libbeam_alloc.a $(ERLANG_APP_BEAMS) $(ERLANG_APP_DIR)/ebin/beam_alloc.app
+	@$(MAKE) --no-print-directory erlang-app-nifs MIX_APP_PATH=$(ERLANG_APP_DIR)
+
+# (A goal of its own, quiet when they are up to date.)
+.PHONY: erlang-app-nifs
+erlang-app-nifs: $(TESTING_SO) $(SYMBOLIZE_SO)
+	@:
+
+$(ERLANG_APP_DIR)/ebin/%.beam: erlang/%.erl
+	@mkdir -p $(@D)
+	erlc +debug_info -o $(@D) $<
+
+$(ERLANG_APP_DIR)/ebin/beam_alloc.app: erlang/beam_alloc.app.src
+	@mkdir -p $(@D)
+	cp $< $@
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)

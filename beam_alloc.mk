@@ -30,6 +30,17 @@
 #                           with C ones: C++ with CXX and CXXFLAGS, C with
 #                           CC and CFLAGS, linked by CXX
 #
+# and, for Erlang projects built with make, beam_alloc's Erlang side
+# (beam_alloc_testing, beam_alloc:stats/1 and take_reports/0, the
+# explain_load_error/1 of an on_load) as an OTP application directory:
+#   BEAM_ALLOC_APP_DIR      where it goes (default
+#                           $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc; set it
+#                           to a folder of yours for a read-only checkout;
+#                           its last part must stay beam_alloc)
+#   BEAM_ALLOC_EBIN         its ebin/, for erl -pa (priv/ is beside it)
+#   BEAM_ALLOC_APP          $(BEAM_ALLOC_EBIN)/beam_alloc.app, with a rule
+#                           that builds the whole directory: depend on it
+#
 # and, for plain C programs without a BEAM (the malloc-backed build):
 #   BEAM_ALLOC_STANDALONE_LIB     build/libbeam_alloc_standalone.a, with a
 #                                 rule that builds it
@@ -91,6 +102,12 @@ $(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) nif-lib ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
 $(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib
-.PHONY: FORCE_BEAM_ALLOC_NIF_LIB FORCE_BEAM_ALLOC_STANDALONE_LIB
+BEAM_ALLOC_APP_DIR ?= $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc
+BEAM_ALLOC_EBIN := $(BEAM_ALLOC_APP_DIR)/ebin
+BEAM_ALLOC_APP := $(BEAM_ALLOC_EBIN)/beam_alloc.app
+$(BEAM_ALLOC_APP): FORCE_BEAM_ALLOC_APP
+	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) erlang-app \
+	    ERLANG_APP_DIR=$(abspath $(BEAM_ALLOC_APP_DIR)) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
+.PHONY: FORCE_BEAM_ALLOC_NIF_LIB FORCE_BEAM_ALLOC_STANDALONE_LIB FORCE_BEAM_ALLOC_APP
 
 .DEFAULT_GOAL := $(BEAM_ALLOC_SAVED_GOAL)
