@@ -65,7 +65,7 @@ standalone-lib: $(BUILD)/libbeam_alloc_standalone.a
 # (-c) for its folder, and every compile would fail as a link.
 .PHONY: erts-include-dir
 erts-include-dir:
-	@if [ -z "$(ERTS_INCLUDE_DIR)" ]; then echo "erl not found: run 'make deps', put erl on PATH, or set ERTS_INCLUDE_DIR (the folder of erl_nif.h)" >&2; exit 1; fi
+	@if [ -z "$(ERTS_INCLUDE_DIR)" ]; then echo "ERTS_INCLUDE_DIR is empty (erl not on PATH?): set it to the folder of erl_nif.h, or put erl on PATH (in this checkout, make deps installs Erlang)" >&2; exit 1; fi
 
 $(BUILD)/nif/%.o: src/%.c $(HEADERS) | erts-include-dir
 	@mkdir -p $(@D)
@@ -220,14 +220,14 @@ LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
 $(LIBDW_STAMP):
 	@mkdir -p $(@D) && touch $@
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP)
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP) | erts-include-dir
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing (no /usr/include/elfutils/libdwfl.h): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
-$(TESTING_SO): c_src/beam_alloc_testing.c c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(TESTING_SO): c_src/beam_alloc_testing.c c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a | erts-include-dir
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
@@ -260,9 +260,12 @@ $(ERLANG_APP_DIR)/ebin/%.beam: erlang/%.erl
 	@mkdir -p $(@D)
 	erlc +debug_info -o $(@D) $<
 
-$(ERLANG_APP_DIR)/ebin/beam_alloc.app: erlang/beam_alloc.app.src
+# (With its modules: releases need the list. beam_alloc.mk's
+# BEAM_ALLOC_BUILD_APP does the same for a user's application.)
+$(ERLANG_APP_DIR)/ebin/beam_alloc.app: erlang/beam_alloc.app.src $(wildcard erlang/*.erl)
 	@mkdir -p $(@D)
-	cp $< $@
+	@echo "writing $@"
+	@erl -noshell -eval '{ok, [{application, A, Ps}]} = file:consult("$<"), Ms = [list_to_atom(filename:basename(F, ".erl")) || F <- string:lexemes("$(filter %.erl,$^)", " ")], ok = file:write_file("$@", io_lib:format("~tp.~n", [{application, A, [{modules, Ms} | proplists:delete(modules, Ps)]}])), halt().'
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)

@@ -1,8 +1,7 @@
 # beam_alloc.mk: build a NIF against beam_alloc from any make.
 #
-# Include it from your Makefile (plain make, erlang.mk, a rebar3
-# pre_hooks make, or elixir_make's / Mix's `make: true` mode, which exports
-# BEAM_ALLOC_MK):
+# Include it from your Makefile (plain GNU make, a rebar3 pre_hooks make,
+# or elixir_make's / Mix's `make: true` mode, which exports BEAM_ALLOC_MK):
 #
 #     include path/to/beam_alloc/beam_alloc.mk
 #
@@ -33,13 +32,18 @@
 # and, for Erlang projects built with make, beam_alloc's Erlang side
 # (beam_alloc_testing, beam_alloc:stats/1 and take_reports/0, the
 # explain_load_error/1 of an on_load) as an OTP application directory:
-#   BEAM_ALLOC_APP_DIR      where it goes (default
-#                           $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc; set it
-#                           to a folder of yours for a read-only checkout;
-#                           its last part must stay beam_alloc)
+#   BEAM_ALLOC_APP_DIR      where it goes, set before the include (default
+#                           $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc; the
+#                           C library still builds in the checkout's build/);
+#                           its last part must be beam_alloc or
+#                           beam_alloc-VSN: code:priv_dir/1 finds it by name
 #   BEAM_ALLOC_EBIN         its ebin/, for erl -pa (priv/ is beside it)
 #   BEAM_ALLOC_APP          $(BEAM_ALLOC_EBIN)/beam_alloc.app, with a rule
 #                           that builds the whole directory: depend on it
+#   BEAM_ALLOC_BUILD_APP    a recipe for your own ebin/my_app.app: from the
+#                           .app.src first among the prerequisites, with the
+#                           modules of the .erl files among them (releases
+#                           need the list)
 #
 # and, for plain C programs without a BEAM (the malloc-backed build):
 #   BEAM_ALLOC_STANDALONE_LIB     build/libbeam_alloc_standalone.a, with a
@@ -103,11 +107,18 @@ $(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
 $(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib
 BEAM_ALLOC_APP_DIR ?= $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc
-BEAM_ALLOC_EBIN := $(BEAM_ALLOC_APP_DIR)/ebin
+BEAM_ALLOC_APP_ROOT := $(abspath $(BEAM_ALLOC_APP_DIR))
+ifeq ($(filter beam_alloc beam_alloc-%,$(notdir $(BEAM_ALLOC_APP_ROOT))),)
+$(error BEAM_ALLOC_APP_DIR ($(BEAM_ALLOC_APP_DIR)) must end in beam_alloc or beam_alloc-VSN: code:priv_dir/1 finds the application by its folder's name)
+endif
+BEAM_ALLOC_EBIN := $(BEAM_ALLOC_APP_ROOT)/ebin
 BEAM_ALLOC_APP := $(BEAM_ALLOC_EBIN)/beam_alloc.app
-$(BEAM_ALLOC_APP): FORCE_BEAM_ALLOC_APP
+# (After the library: two makes must not build it at once under make -j.)
+$(BEAM_ALLOC_APP): FORCE_BEAM_ALLOC_APP | $(BEAM_ALLOC_LIB)
+	$(if $(filter-out $(BEAM_ALLOC_APP_ROOT),$(abspath $(BEAM_ALLOC_APP_DIR))),$(error BEAM_ALLOC_APP_DIR changed after beam_alloc.mk was included: set it before the include))
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) erlang-app \
-	    ERLANG_APP_DIR=$(abspath $(BEAM_ALLOC_APP_DIR)) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
+	    ERLANG_APP_DIR=$(BEAM_ALLOC_APP_ROOT) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
+BEAM_ALLOC_BUILD_APP = mkdir -p $(@D) && erl -noshell -eval '{ok, [{application, A, Ps}]} = file:consult("$<"), Ms = [list_to_atom(filename:basename(F, ".erl")) || F <- string:lexemes("$(filter %.erl,$^)", " ")], ok = file:write_file("$@", io_lib:format("~tp.~n", [{application, A, [{modules, Ms} | proplists:delete(modules, Ps)]}])), halt().'
 .PHONY: FORCE_BEAM_ALLOC_NIF_LIB FORCE_BEAM_ALLOC_STANDALONE_LIB FORCE_BEAM_ALLOC_APP
 
 .DEFAULT_GOAL := $(BEAM_ALLOC_SAVED_GOAL)

@@ -549,15 +549,15 @@ typedef beam_alloc_stats beam_alloc_stats_t;
  * raw ones), and general purpose allocator instances. false, with *out
  * zeroed, for an allocator that keeps none. Exact when nothing runs
  * concurrently, a snapshot otherwise. peak_bytes is the highest live total
- * seen when threads publish their changes. A thread publishes every fall
- * at once and a rise when it reaches 64 KiB (raw, large) or when a heap
- * refills a slab (general purpose), and a read publishes the reading
- * thread's own: so the published total is never above what is live (a
- * free counts as done when its call returns), and the peak is never above
- * the true one, but may be low by up to 64 KiB (or a slab's worth of
- * allocations) per other thread; never below the live_bytes it comes
- * with, though (taken from them when it lags: so it can be high by what a
- * snapshot is off while threads allocate and free). */
+ * seen when threads publish their changes or a read adds them up. A thread
+ * publishes every fall at once and a rise when it reaches 64 KiB (raw,
+ * large) or when a heap refills a slab (general purpose), so the peak may
+ * be low by up to 64 KiB (or a slab's worth of allocations) per other
+ * thread; a read's total counts too, so the peak is never below the
+ * live_bytes it comes with, and never falls. Read while nothing else runs,
+ * it is never above the true peak; a read while threads allocate and free
+ * adds up counters taken at slightly different times, and can raise it by
+ * what that total is off. */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
 
 /* ------------------------------------------------------------------------

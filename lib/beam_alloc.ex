@@ -64,7 +64,8 @@ defmodule BeamAlloc do
   (`:erlang.memory(:system)`) adds each allocator's overhead: about 16 bytes
   per `enif_alloc` block, the large allocator's alignment padding, and the
   general purpose allocator's unused slab space (`backing_bytes` minus its
-  `live_bytes`). `peak_bytes` can lag by up to 64 KiB per thread.
+  `live_bytes`). `peak_bytes` can lag by up to 64 KiB per thread, and is
+  never below the `live_bytes` it comes with.
 
   Raises `ArgumentError` when no such library is loaded.
 

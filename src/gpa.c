@@ -702,7 +702,7 @@ bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {
     if (st == NULL)
         return true; /* never used: all zero */
     /* This thread's own lag is known: publish it (other heaps' increases
-     * may lag, which keeps the peak low, never high). */
+     * may lag: see beam__stats_peak_of_read). */
     gpa_heap *mine = beam__gpa_heap_if_any(st);
     if (mine != NULL)
         beam__publish(&mine->stats, &st->peak);
@@ -716,6 +716,6 @@ bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {
     out->frees += rf;
     out->live_blocks -= (size_t)rf;
     out->live_bytes += (size_t)beam__atomic_load_relaxed(&st->remote_bytes);
-    out->peak_bytes = (size_t)beam__atomic_load_relaxed(&st->peak.peak);
+    beam__stats_peak_of_read(&st->peak, out);
     return true;
 }

@@ -243,6 +243,10 @@ typedef struct beam__peak {
 /* Add what c changed since its last publication to p, and raise p's peak. */
 BEAM__HIDDEN void beam__publish(beam__counters *c, beam__peak *p);
 BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
+/* A stats read's peak_bytes, from p and the live total *out holds (which
+ * feeds p: a read's peak is never below its live_bytes). */
+BEAM__HIDDEN void beam__stats_peak_of_read(beam__peak *p,
+                                           beam_alloc_stats *out);
 
 /* c's live bytes moved by d; returns them after the change, for
  * beam__publish_due_at (one load of the counter, not two). */

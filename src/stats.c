@@ -96,7 +96,21 @@ static void fold_kind(int kind, beam_alloc_stats *out) {
     pthread_mutex_unlock(&list_lock);
 }
 
-static bool stats_of(beam_allocator_t a, beam_alloc_stats *out) {
+/* The peak of a read: other threads' rises wait to be published (up to a
+ * step each), so the peak can lag the live total the fold finds, and a
+ * peak below the live_bytes it comes with reads as nonsense (one read on
+ * a dirty scheduler gave peak 0 with 124 bytes live). The fold's total
+ * feeds the peak, so later reads never give less. (A fold while threads
+ * allocate and free is no snapshot: it can raise the peak by what it is
+ * off; a total below zero, a fold's skew too, feeds nothing.) */
+void beam__stats_peak_of_read(beam__peak *p, beam_alloc_stats *out) {
+    if ((int64_t)out->live_bytes > 0)
+        beam__peak_observe(p, (int64_t)out->live_bytes);
+    out->peak_bytes = (size_t)beam__atomic_load_relaxed(&p->peak);
+}
+
+bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out) {
+    memset(out, 0, sizeof *out);
     int kind;
     if (a.vtable == &beam__raw_vtable)
         kind = BEAM__RAW;
@@ -107,20 +121,6 @@ static bool stats_of(beam_allocator_t a, beam_alloc_stats *out) {
     else
         return false;
     fold_kind(kind, out);
-    out->peak_bytes =
-        (size_t)beam__atomic_load_relaxed(&beam__kind_peak[kind].peak);
-    return true;
-}
-
-bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out) {
-    memset(out, 0, sizeof *out);
-    if (!stats_of(a, out))
-        return false;
-    /* Other threads' rises wait to be published (up to a step each), so
-     * the peak can lag what the fold finds live: a peak below the live
-     * total it comes with reads as nonsense (a reading on a dirty
-     * scheduler saw peak 0 with 124 bytes live). */
-    if (out->peak_bytes < out->live_bytes)
-        out->peak_bytes = out->live_bytes;
+    beam__stats_peak_of_read(&beam__kind_peak[kind], out);
     return true;
 }
