@@ -260,12 +260,11 @@ $(ERLANG_APP_DIR)/ebin/%.beam: erlang/%.erl
 	@mkdir -p $(@D)
 	erlc +debug_info -o $(@D) $<
 
-# (With its modules: releases need the list. beam_alloc.mk's
-# BEAM_ALLOC_BUILD_APP does the same for a user's application.)
+# (With its modules: releases need the list.)
 $(ERLANG_APP_DIR)/ebin/beam_alloc.app: erlang/beam_alloc.app.src $(wildcard erlang/*.erl)
 	@mkdir -p $(@D)
 	@echo "writing $@"
-	@erl -noshell -eval '{ok, [{application, A, Ps}]} = file:consult("$<"), Ms = [list_to_atom(filename:basename(F, ".erl")) || F <- string:lexemes("$(filter %.erl,$^)", " ")], ok = file:write_file("$@", io_lib:format("~tp.~n", [{application, A, [{modules, Ms} | proplists:delete(modules, Ps)]}])), halt().'
+	@escript scripts/app-file $@ $< $(filter %.erl,$^)
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)

@@ -118,7 +118,8 @@ $(BEAM_ALLOC_APP): FORCE_BEAM_ALLOC_APP | $(BEAM_ALLOC_LIB)
 	$(if $(filter-out $(BEAM_ALLOC_APP_ROOT),$(abspath $(BEAM_ALLOC_APP_DIR))),$(error BEAM_ALLOC_APP_DIR changed after beam_alloc.mk was included: set it before the include))
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) erlang-app \
 	    ERLANG_APP_DIR=$(BEAM_ALLOC_APP_ROOT) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
-BEAM_ALLOC_BUILD_APP = mkdir -p $(@D) && erl -noshell -eval '{ok, [{application, A, Ps}]} = file:consult("$<"), Ms = [list_to_atom(filename:basename(F, ".erl")) || F <- string:lexemes("$(filter %.erl,$^)", " ")], ok = file:write_file("$@", io_lib:format("~tp.~n", [{application, A, [{modules, Ms} | proplists:delete(modules, Ps)]}])), halt().'
+BEAM_ALLOC_BUILD_APP = mkdir -p $(@D) && \
+    escript $(BEAM_ALLOC_DIR)/scripts/app-file $@ $< $(filter %.erl,$^)
 .PHONY: FORCE_BEAM_ALLOC_NIF_LIB FORCE_BEAM_ALLOC_STANDALONE_LIB FORCE_BEAM_ALLOC_APP
 
 .DEFAULT_GOAL := $(BEAM_ALLOC_SAVED_GOAL)

@@ -127,10 +127,11 @@ typedef struct pending_move {
     void *from;
 } pending_move;
 
-/* A leak of an earlier run whose block is gone from the table, kept until
- * the check asks for the leaks: a later run's call freed it, or its memory
- * went behind the session's back (a leak_check instance freed it at the
- * end of its call) and the address was handed out again. */
+/* A leak of an earlier run, kept apart from the block table until the
+ * check asks for the leaks: its block is gone from the table (a later
+ * run's call freed it, or its memory went behind the session's back, a
+ * leak_check instance freeing it at the end of its call, and the address
+ * was handed out again), or the check is asking (take_leaks). */
 typedef struct leak_record {
     unsigned run;
     size_t index;
@@ -186,10 +187,10 @@ typedef struct session {
     block *blocks;
     size_t blocks_cap, blocks_live, blocks_used;
 
-    /* Leaks of earlier runs no longer in the table (leak_record). */
-    leak_record *gone;
-    size_t ngone, gone_cap;
-    bool gone_lost; /* one could not be kept: the leaks are incomplete */
+    /* Leaks of earlier runs kept apart (leak_record). */
+    leak_record *leaks;
+    size_t nleaks, leaks_cap;
+    bool leaks_lost; /* one could not be kept: the leaks are incomplete */
 } session;
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -272,15 +273,20 @@ static bool suspect(const session *s, const block *b) {
     return b->run != 0 && !s->closed && (b->run != s->run || !s->running);
 }
 
-/* b, a suspect, leaves the table a leak all the same: its record is kept
- * apart until the check asks for the leaks. */
-static void keep_gone(session *s, const block *b) {
-    if (!grow_array((void **)&s->gone, &s->gone_cap, s->ngone + 1,
-                    sizeof *s->gone)) {
-        s->gone_lost = true;
+/* Suspect b is a leak of its run: its record is kept apart until the
+ * check asks for the leaks. */
+static void keep_leak(session *s, const block *b) {
+    if (!grow_array((void **)&s->leaks, &s->leaks_cap, s->nleaks + 1,
+                    sizeof *s->leaks)) {
+        s->leaks_lost = true;
         return;
     }
-    s->gone[s->ngone++] = (leak_record){b->run, b->index, b->len, b->site};
+    s->leaks[s->nleaks++] = (leak_record){b->run, b->index, b->len, b->site};
+}
+
+/* A slot of the table holding a suspect. */
+static bool live_suspect(const session *s, const block *b) {
+    return b->ptr != NULL && b->ptr != TOMBSTONE && suspect(s, b);
 }
 
 /* A record for the same address is stale: that block went back behind the
@@ -289,7 +295,7 @@ static void keep_gone(session *s, const block *b) {
  * run. */
 static void drop_stale(session *s, block *stale) {
     if (suspect(s, stale))
-        keep_gone(s, stale);
+        keep_leak(s, stale);
     erase_block(s, stale);
 }
 
@@ -522,7 +528,7 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
     beam_allocator_t parent = parent_of(s, b);
     if (b != NULL) {
         if (suspect(s, b) && freed_by_a_call(s))
-            keep_gone(s, b);
+            keep_leak(s, b);
         erase_block(s, b);
     }
     if (parent.vtable != NULL)
@@ -768,9 +774,9 @@ static void close_session(session *s) {
     enif_free(s->misuse);
     s->misuse = NULL;
     s->nmisuse = 0;
-    enif_free(s->gone);
-    s->gone = NULL;
-    s->ngone = s->gone_cap = 0;
+    enif_free(s->leaks);
+    s->leaks = NULL;
+    s->nleaks = s->leaks_cap = 0;
     if (s->blocks_live == 0) {
         enif_free(s->blocks);
         s->blocks = NULL;
@@ -1016,7 +1022,7 @@ static ERL_NIF_TERM nif_live(ErlNifEnv *env, int argc,
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->blocks_cap; i++) {
         const block *b = &s->blocks[i];
-        live += b->ptr != NULL && b->ptr != TOMBSTONE && suspect(s, b);
+        live += live_suspect(s, b);
     }
     pthread_mutex_unlock(&s->lock);
     return enif_make_uint64(env, live);
@@ -1032,30 +1038,22 @@ static int by_run_then_index(const void *a, const void *b) {
     return (x->index > y->index) - (x->index < y->index);
 }
 
-/* Every suspect, in the table or gone, sorted by run then number; they
- * are reported from now on (lock held). NULL when out of memory. */
+/* Every leak, kept apart or a suspect still in the table (reported from
+ * now on), sorted by run then number: the caller's to free (lock held). */
 static leak_record *take_leaks(session *s, size_t *n) {
-    size_t count = s->ngone;
-    for (size_t i = 0; i < s->blocks_cap; i++) {
-        const block *b = &s->blocks[i];
-        count += b->ptr != NULL && b->ptr != TOMBSTONE && suspect(s, b);
-    }
-    leak_record *all = enif_alloc((count ? count : 1) * sizeof *all);
-    if (all == NULL)
-        return NULL;
-    size_t k = s->ngone;
-    if (k > 0)
-        memcpy(all, s->gone, k * sizeof *all);
     for (size_t i = 0; i < s->blocks_cap; i++) {
         block *b = &s->blocks[i];
-        if (b->ptr == NULL || b->ptr == TOMBSTONE || !suspect(s, b))
+        if (!live_suspect(s, b))
             continue;
-        all[k++] = (leak_record){b->run, b->index, b->len, b->site};
+        keep_leak(s, b);
         b->run = 0; /* reported once */
     }
-    s->ngone = 0;
-    qsort(all, k, sizeof *all, by_run_then_index);
-    *n = k;
+    leak_record *all = s->leaks;
+    *n = s->nleaks;
+    s->leaks = NULL;
+    s->nleaks = s->leaks_cap = 0;
+    if (*n > 1)
+        qsort(all, *n, sizeof *all, by_run_then_index);
     return all;
 }
 
@@ -1097,14 +1095,13 @@ static ERL_NIF_TERM nif_leaks(ErlNifEnv *env, int argc,
     session *s = lock_owned(env, argv[0], false);
     if (s == NULL)
         return enif_make_badarg(env);
-    size_t n = 0;
+    size_t n;
     leak_record *all = take_leaks(s, &n);
-    bool lost = s->gone_lost || all == NULL;
-    s->gone_lost = all == NULL;
+    bool lost = s->leaks_lost;
+    s->leaks_lost = false;
     pthread_mutex_unlock(&s->lock);
     ERL_NIF_TERM runs = runs_term(env, all, n);
-    if (all != NULL)
-        enif_free(all);
+    enif_free(all);
     ERL_NIF_TERM keys[] = {atom(env, "runs"), atom(env, "lost")};
     ERL_NIF_TERM values[] = {runs, atom(env, lost ? "true" : "false")};
     return map_of(env, keys, values, 2);
