@@ -73,18 +73,25 @@ splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc) ->
     Whole = binary:part(Text, Start, Len),
     [Exported, Object, Offset, Close] = [part(Text, G) || G <- pad(Groups)],
     Described =
-        case Exported =/= <<>> andalso Close =:= <<>> of
+        case {Exported, Close} of
             %% "fun (" without its ")" is not a site of ours: leave it whole.
-            true ->
+            {<<_, _/binary>>, <<>>} ->
                 Whole;
-            false ->
-                case site(Object, binary_to_integer(Offset, 16)) of
-                    {ok, D} -> D;
-                    error -> Whole
-                end
+            %% A bare site: a ")" after it closes the text around it, as in
+            %% "(length 8; called from lib.so+0x1c1b)", and stays.
+            {<<>>, _} ->
+                resolved(Object, Offset, Whole, Close);
+            _ ->
+                resolved(Object, Offset, Whole, <<>>)
         end,
     splice(Text, Rest, Start + Len,
            [Described, binary:part(Text, At, Start - At) | Acc]).
+
+resolved(Object, Offset, Whole, After) ->
+    case site(Object, binary_to_integer(Offset, 16)) of
+        {ok, D} -> [D, After];
+        error -> Whole
+    end.
 
 %% Unmatched trailing groups are left out of re's result.
 pad(Groups) -> Groups ++ lists:duplicate(4 - length(Groups), {-1, 0}).

@@ -164,6 +164,16 @@ defmodule BeamAlloc.MisuseTest do
       assert resolved =~ "called from double_free (test/nifs/erl_module_nif.c:#{line})"
       refute resolved =~ "erl_module_nif.so+0x"
 
+      # A ")" right after a bare site closes the text around it, and stays
+      # (it was taken for the site's own, as in "fun (lib.so+0x1c)").
+      [site] = Regex.run(~r/erl_module_nif\.so\+0x[0-9a-f]+/, raw)
+
+      assert BeamAlloc.Symbolizer.resolve_sites("(length 8; called from #{site})") ==
+               "(length 8; called from double_free (test/nifs/erl_module_nif.c:#{line}))"
+
+      assert BeamAlloc.Symbolizer.resolve_sites("at double_free (#{site}).") ==
+               "at double_free (test/nifs/erl_module_nif.c:#{line})."
+
       # What it cannot place stays as it was.
       assert BeamAlloc.Symbolizer.resolve_sites("at no_such_object.so+0x10") ==
                "at no_such_object.so+0x10"
