@@ -8,7 +8,8 @@
  * moves; any block shrinks in place; after a reset nothing is in use. At the
  * end the arena must have given every chunk back: the GPA parent has no
  * live block and saw no misuse (chunk lengths match), the failing parent's
- * counters balance, and nothing was reported.
+ * counters balance, and nothing was reported but the requests for an
+ * alignment that is not a power of two (fz_bad_align_calls).
  */
 #include "driver.h"
 
@@ -82,7 +83,7 @@ static void check(fz_target *t, const fz_model *m, bool full) {
     arena_user *u = t->user;
     (void)full;
     FZ_ASSERT(beam_arena_used(&u->arena) >= m->live_bytes);
-    FZ_ASSERT(reports == 0);
+    FZ_ASSERT(reports == fz_bad_align_calls);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -90,6 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     fz_reader r = {data, size};
     memset(&u, 0, sizeof u);
     reports = 0;
+    fz_bad_align_calls = 0;
     beam_set_report_hook(count_report, NULL);
     uint8_t mode = fz_u8(&r);
     u.parent = mode % P_KINDS;
@@ -151,7 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     default:
         break;
     }
-    FZ_ASSERT(reports == 0);
+    FZ_ASSERT(reports == fz_bad_align_calls);
     beam_set_report_hook(NULL, NULL);
     return 0;
 }

@@ -131,7 +131,10 @@ typedef struct beam_allocator {
  *
  * Use these rather than the vtable. They check what the vtable may assume:
  * a non-power-of-two alignment or a length above PTRDIFF_MAX fails (NULL or
- * false) before the allocator is asked; zero lengths are answered here.
+ * false) before the allocator is asked; zero lengths are answered here. A
+ * bad alignment (0 included), always a bug at the call, is also reported
+ * (section 7) as a misuse of kind "alignment not a power of two", with the
+ * caller's site; a length too large is not (input may ask for one).
  * ret_addr passed to the vtable is the helper's caller.
  * ---------------------------------------------------------------------- */
 
@@ -450,7 +453,9 @@ BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
 BEAM_API bool beam_arena_reset_mode_(beam_arena_t *arena,
                                      beam_arena_reset_mode mode);
 BEAM_API bool beam_arena_reset_default_(beam_arena_t *arena);
-/** Give everything back to the parent. The arena may be initialised again. */
+/** Give everything back to the parent. The arena may be initialised again;
+ * until then every call through it is refused (NULL, false) and reported
+ * as a misuse ("use of an allocator after its deinit"). */
 BEAM_API void beam_arena_deinit(beam_arena_t *arena);
 /** Bytes handed out since the last reset (including alignment padding). */
 BEAM_API size_t beam_arena_used(const beam_arena_t *arena);
@@ -473,7 +478,10 @@ BEAM_API void beam_fixed_buffer_reset(beam_fixed_buffer_t *fb);
  * succeeds through the parent until number fail_index, which and every later
  * one fails. Resize and remap to a larger size also fail once the failing
  * point is reached. Not thread-safe. Over itself or a zero-initialised
- * parent it refuses every allocation (and says so in a report). */
+ * parent it refuses every allocation (and says so in a report). The
+ * counters count calls: a free the parent reports as a misuse and ignores
+ * (a double free) counts too, so after a reported misuse they no longer
+ * balance to what is live. */
 typedef struct beam_failing {
     beam_allocator_t parent;
     size_t fail_index;        /* first allocation number that fails */
@@ -540,24 +548,27 @@ typedef struct beam_alloc_stats {
     size_t peak_bytes;    /* highest live_bytes seen (see below) */
     uint64_t allocations; /* successful allocations (remaps not counted) */
     uint64_t frees;
-    uint64_t failed; /* allocations answered with NULL */
+    uint64_t failed; /* allocations the allocator answered with NULL
+                        (not those the helpers refuse before asking it:
+                        a bad alignment, a length above PTRDIFF_MAX) */
 } beam_alloc_stats;
 typedef beam_alloc_stats beam_alloc_stats_t;
 
 /** The counters of a (an allocator's) instance: beam_raw_allocator,
  * beam_large_allocator (its own calls; large blocks are not also counted as
  * raw ones), and general purpose allocator instances. false, with *out
- * zeroed, for an allocator that keeps none. Exact when nothing runs
- * concurrently, a snapshot otherwise. peak_bytes is the highest live total
- * seen when threads publish their changes or a read adds them up. A thread
- * publishes every fall at once and a rise when it reaches 64 KiB (raw,
- * large) or when a heap refills a slab (general purpose), so the peak may
- * be low by up to 64 KiB (or a slab's worth of allocations) per other
- * thread; a read's total counts too, so the peak is never below the
- * live_bytes it comes with, and never falls. Read while nothing else runs,
- * it is never above the true peak; a read while threads allocate and free
- * adds up counters taken at slightly different times, and can raise it by
- * what that total is off. */
+ * zeroed, for an allocator that keeps none (out NULL: only that answer). Exact
+ * when nothing runs concurrently, a snapshot otherwise. peak_bytes is the
+ * highest live total seen when threads publish their changes or a read adds
+ * them up. A thread publishes every fall at once and a rise when it reaches 64
+ * KiB (raw, large) or when a heap refills a slab (general purpose), so the peak
+ * may be low by up to 64 KiB (or a slab's worth of allocations) per thread, the
+ * reading one included (a rise it took back before reaching a step was never
+ * published: 20,000 bytes allocated and freed leave the peak at 0); a read's
+ * total counts too, so the peak is never below the live_bytes it comes with,
+ * and never falls. Read while nothing else runs, it is never above the true
+ * peak; a read while threads allocate and free adds up counters taken at
+ * slightly different times, and can raise it by what that total is off. */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
 
 /* ------------------------------------------------------------------------
@@ -593,13 +604,23 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     allocated; and a malloc-style block p is, for the sized calls, the
  *     block (p, beam_msize(a, p), 16). A sized free with another length is
  *     the instance's usual "wrong length" misuse (reported exactly in
- *     tracked mode, by size class otherwise).
+ *     tracked mode, by size class otherwise). Untracked, beam_mfree of a
+ *     sized block counts its size class freed where the allocation
+ *     counted its length, so live_bytes drifts by the difference
+ *     (tracked, the exact length is known and nothing drifts).
  *   - Other allocators: beam_mfree, beam_mrealloc and beam_msize check the
  *     header; a block that does not carry a valid one (a sized block, one
  *     freed already, a pointer from elsewhere) is reported through the
  *     report hook (section 7) as misuse and left alone (msize answers 0,
  *     mrealloc NULL). The check is 16 bits of the address and size: a
- *     wrong pointer slips through once in 65536. A sized free of a
+ *     wrong pointer slips through once in 65536. Reading the header needs
+ *     its memory still mapped: a block freed already whose memory the
+ *     parent gave back to the system (glibc's malloc unmaps blocks of 128
+ *     KiB and more; enif_alloc, its single-block carriers) faults instead,
+ *     as a second free() would. An instance of the general purpose
+ *     allocator (but one over beam_raw_allocator, which gets headers too)
+ *     reads no freed block's memory it could have given back: over it,
+ *     every double free is reported. A sized free of a
  *     malloc-style block hands the parent a pointer inside its block: the
  *     general purpose allocator reports that, the raw allocator cannot.
  *     Do not do it.
@@ -678,15 +699,17 @@ BEAM_API void beam_free_bytes_at(beam_allocator_t a, void *mem, size_t len,
  * (beam_allocator_stats answers true for it: a general purpose allocator
  * instance, raw, large) and its instance must outlive the registration.
  * Registering a name again replaces its allocator. false: bad name, an
- * allocator without stats, or the table is full. Thread-safe. */
+ * allocator without stats, or the table is full. Thread-safe (a mutex:
+ * BeamAlloc.collect/1 collects registered instances under it, so their
+ * backing allocators must not call these functions). */
 BEAM_API bool beam_stats_register(const char *name, beam_allocator_t a);
 /** Forget name (call before the instance's memory goes). false when it was
  * not registered. */
 BEAM_API bool beam_stats_unregister(const char *name);
 /** The i-th registered name (0-based), its counters in *out and, for a
  * general purpose allocator, its backing bytes in *backing_bytes (else 0);
- * name is copied into name_out (BEAM_STATS_NAME_MAX + 1 bytes). false past
- * the last. */
+ * name is copied into name_out (BEAM_STATS_NAME_MAX + 1 bytes); an out
+ * parameter given as NULL is skipped. false past the last. */
 BEAM_API bool beam_stats_named(size_t i, char *name_out, beam_alloc_stats *out,
                                size_t *backing_bytes);
 

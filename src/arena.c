@@ -15,6 +15,8 @@
  */
 #include "internal.h"
 
+#include <stdio.h>
+
 struct beam_arena_chunk_internal {
     struct beam_arena_chunk_internal *next; /* the next older chunk */
     size_t cap;                             /* usable bytes after the header */
@@ -102,6 +104,29 @@ static BEAM__NOINLINE chunk_t *grow(beam_arena_t *arena, size_t min,
     return push_chunk(arena, min, ret);
 }
 
+/* After beam_arena_deinit the parent is the refusing allocator with the
+ * arena itself as context (which beam_arena_init never makes), and the
+ * arena's calls report their use. Before, an allocation took a new chunk
+ * from the old parent, which nothing would ever give back. */
+static bool is_dead(const beam_arena_t *arena) {
+    return arena->parent.vtable == &beam__refusing_vtable &&
+           arena->parent.ctx == arena;
+}
+
+/* what: "allocation", "free", "resize". */
+static BEAM__NOINLINE void report_dead(const char *what, const void *mem,
+                                       size_t len, uintptr_t ret) {
+    char site[512], block[64] = "", line[BEAM__REPORT_LINE];
+    if (mem != NULL)
+        snprintf(block, sizeof block, " at %p", mem);
+    snprintf(line, sizeof line,
+             "beam_alloc: %s of %zu bytes%s through an arena after "
+             "beam_arena_deinit: refused (called from %s)",
+             what, len, block, beam__describe_addr(ret, site, sizeof site));
+    beam__misuse_note(BEAM__KIND_AFTER_DEINIT, line);
+    beam__report_line(line);
+}
+
 static void *arena_alloc(void *ctx, size_t len, size_t alignment,
                          uintptr_t ret) {
     beam_arena_t *arena = ctx;
@@ -109,6 +134,10 @@ static void *arena_alloc(void *ctx, size_t len, size_t alignment,
         void *p = bump(arena, arena->chunks, len, alignment);
         if (p != NULL)
             return p;
+    }
+    if (BEAM__UNLIKELY(is_dead(arena))) {
+        report_dead("allocation", NULL, len, ret);
+        return NULL;
     }
     size_t min = min_total(len, alignment);
     if (min == 0)
@@ -131,11 +160,16 @@ static bool is_last(const beam_arena_t *arena, const void *mem, size_t len) {
 static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     (void)alignment;
-    (void)ret;
     beam_arena_t *arena = ctx;
-    /* Any block can shrink in place; only the newest gives bytes back. */
-    if (!is_last(arena, mem, len))
+    /* Any block can shrink in place; only the newest gives bytes back.
+     * (After deinit no block is the newest: the test is off that path.) */
+    if (!is_last(arena, mem, len)) {
+        if (BEAM__UNLIKELY(is_dead(arena))) {
+            report_dead("resize", mem, len, ret);
+            return false;
+        }
         return new_len <= len;
+    }
     chunk_t *c = arena->chunks;
     if (new_len <= len) {
         c->end -= len - new_len;
@@ -159,11 +193,12 @@ static void *arena_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
                        uintptr_t ret) {
     (void)alignment;
-    (void)ret;
     beam_arena_t *arena = ctx;
     if (is_last(arena, mem, len)) {
         arena->chunks->end -= len;
         arena->used -= len;
+    } else if (BEAM__UNLIKELY(is_dead(arena))) {
+        report_dead("free", mem, len, ret);
     }
 }
 
@@ -233,6 +268,7 @@ bool beam_arena_reset_default_(beam_arena_t *arena) {
 
 void beam_arena_deinit(beam_arena_t *arena) {
     free_chunks_except(arena, NULL, BEAM__RET_ADDR());
+    arena->parent = (beam_allocator_t){arena, &beam__refusing_vtable};
 }
 
 size_t beam_arena_used(const beam_arena_t *arena) {

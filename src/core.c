@@ -36,13 +36,32 @@ static inline void *zero_len_block(size_t alignment) {
  * passed on whole, the struct went through the stack in every helper (gcc
  * 12: two stores, two loads and a frame adjustment per call, fast path
  * included). */
+/* An alignment that is not a power of two: a bug at the call, never an
+ * answer the allocator gives (unlike a length too large for memory, which
+ * input can ask for), so it is reported with the caller's site as well as
+ * refused. */
+static BEAM__NOINLINE void report_bad_alignment(const char *call, size_t len,
+                                                size_t alignment,
+                                                uintptr_t ret) {
+    char site[512], line[BEAM__REPORT_LINE];
+    snprintf(line, sizeof line,
+             "beam_alloc: %s of %zu bytes refused: alignment %zu is not a "
+             "power of two (called from %s)",
+             call, len, alignment, beam__describe_addr(ret, site, sizeof site));
+    beam__misuse_note(BEAM__KIND_BAD_ALIGNMENT, line);
+    beam__report_line(line);
+}
+
 static BEAM__NOINLINE void *alloc_impl(void *ctx,
                                        const beam_allocator_vtable *vt,
                                        size_t len, size_t alignment,
                                        uintptr_t ret) {
-    if (BEAM__UNLIKELY(!beam__is_pow2(alignment) || len - 1 >= BEAM__MAX_LEN))
-        return beam__is_pow2(alignment) && len == 0 ? zero_len_block(alignment)
-                                                    : NULL;
+    if (BEAM__UNLIKELY(!beam__is_pow2(alignment))) {
+        report_bad_alignment("allocation", len, alignment, ret);
+        return NULL;
+    }
+    if (BEAM__UNLIKELY(len - 1 >= BEAM__MAX_LEN))
+        return len == 0 ? zero_len_block(alignment) : NULL;
     if (vt == &beam__gpa_vtable)
         return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
     return beam__vtable_or_refusing(vt)->alloc(ctx, len, alignment, ret);
@@ -57,6 +76,13 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
  * inline free makes this very test. */
 static BEAM__ALWAYS_INLINE bool real_block(const void *mem, size_t len) {
     return (uintptr_t)mem >= BEAM__MIN_BLOCK_ADDR && len - 1 < BEAM__MAX_LEN;
+}
+
+/* ... and not the zero-length sentinel of alignment, which is past the
+ * first page from an alignment of a page on (the raw allocator freed
+ * 0x1000 given with a length). The slow paths' test. */
+static bool real_block_at(const void *mem, size_t len, size_t alignment) {
+    return real_block(mem, len) && (uintptr_t)mem != alignment;
 }
 
 /* A misuse like the GPA's wrong-length free (and counted as one, so that a
@@ -88,7 +114,8 @@ static void report_impossible(const char *call, void *mem, size_t len,
 static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
                                      void *mem, size_t len, size_t alignment,
                                      uintptr_t ret) {
-    if (BEAM__UNLIKELY(!real_block(mem, len) || !beam__is_pow2(alignment))) {
+    if (BEAM__UNLIKELY(!real_block_at(mem, len, alignment) ||
+                       !beam__is_pow2(alignment))) {
         if (mem != NULL && len != 0)
             report_impossible("free", mem, len, alignment, ret);
         return;
@@ -108,9 +135,13 @@ static bool remap_edge(const char *call, beam_allocator_t a, void *mem,
                        size_t len, size_t alignment, size_t new_len,
                        uintptr_t ret, void **out) {
     *out = NULL;
-    if (!beam__is_pow2(alignment) || new_len > BEAM__MAX_LEN)
+    if (!beam__is_pow2(alignment)) {
+        report_bad_alignment(call, new_len, alignment, ret);
         return true;
-    if (mem != NULL && len != 0 && !real_block(mem, len)) {
+    }
+    if (new_len > BEAM__MAX_LEN)
+        return true;
+    if (mem != NULL && len != 0 && !real_block_at(mem, len, alignment)) {
         report_impossible(call, mem, len, alignment, ret);
         return true;
     }
@@ -231,11 +262,15 @@ void *beam_alloc_bytes(beam_allocator_t a, size_t len, size_t alignment) {
 bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
                        size_t alignment, size_t new_len) {
     uintptr_t ret = BEAM__RET_ADDR();
-    if (!beam__is_pow2(alignment) || new_len > BEAM__MAX_LEN)
+    if (!beam__is_pow2(alignment)) {
+        report_bad_alignment("resize", new_len, alignment, ret);
+        return false;
+    }
+    if (new_len > BEAM__MAX_LEN)
         return false;
     if (len == 0 || mem == NULL)
         return new_len == 0;
-    if (!real_block(mem, len)) {
+    if (!real_block_at(mem, len, alignment)) {
         report_impossible("resize", mem, len, alignment, ret);
         return false;
     }

@@ -458,9 +458,15 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
         void **b = (void **)mem;
         long idx = beam__gpa_block_index(s, mem);
         if (!gpa_small_at_block(s, idx)) {
+            /* A slab back in the pool holds no block: most likely it held
+             * the block, which was freed, and then the slab emptied. */
             beam__gpa_misuse(st,
-                             "free of a pointer inside a block or into "
-                             "unused memory",
+                             gpa_where(s) == WHERE_POOL
+                                 ? "double free, or a free of a pointer "
+                                   "into unused memory (its slab holds no "
+                                   "block)"
+                                 : "free of a pointer inside a block or "
+                                   "into unused memory",
                              mem, len, alignment, ret);
             return;
         }

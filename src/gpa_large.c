@@ -99,7 +99,14 @@ static bool make_room(gpa_state *st, gpa_defer **defer) {
 /* What the backing holds for a block of len: a safe instance's canary
  * after it, and at least a gpa_defer's worth (a freed block may carry
  * one). */
+/* The longest large block: room for safe mode's canary within the
+ * lengths a backing may be asked for (PTRDIFF_MAX; it passed the backing
+ * 0x800000000000000f, found in review). Every mode, so that all answer
+ * alike. */
+#define GPA_LARGE_MAX (BEAM__MAX_LEN - GPA_LARGE_CANARY)
+
 static size_t backing_len_for(const gpa_state *st, size_t len) {
+    GPA_ASSERT(len <= GPA_LARGE_MAX);
     size_t want = len + (st->safe ? GPA_LARGE_CANARY : 0);
     return want < GPA_DEFER_MIN ? GPA_DEFER_MIN : want;
 }
@@ -180,6 +187,10 @@ static void safe_hand_out(gpa_state *st, const gpa_large *e, bool cached,
 
 void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
                             uintptr_t ret) {
+    if (BEAM__UNLIKELY(len > GPA_LARGE_MAX)) {
+        beam__atomic_add_relaxed(&st->large_counts.failed, 1);
+        return NULL;
+    }
     gpa_defer *defer = NULL;
     gpa_large e;
     /* Before the lock: capturing frames may take the depot's. */
@@ -337,6 +348,10 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                             site);
         return false;
     }
+    if (new_len > GPA_LARGE_MAX) {
+        gpa_unlock(st);
+        return false;
+    }
     /* Within what the backing holds, in place costs nothing. */
     size_t want = backing_len_for(st, new_len);
     if (want <= e->backing_len) {
@@ -372,6 +387,8 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
 
 void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
                             size_t alignment, size_t new_len, uintptr_t ret) {
+    if (new_len > GPA_LARGE_MAX)
+        return NULL;
     gpa_lock(st);
     gpa_large *e = beam__gpa_large_find(st, mem);
     if (e == NULL || e->len != len || e->alignment != alignment) {

@@ -375,7 +375,7 @@ static const char *free_problem(const gpa_state *st, const gpa_slab *s,
                                 size_t alignment, size_t *counted) {
     *counted = 0;
     if (beam__gpa_owner(s) != st || gpa_where(s) != WHERE_MEDIUM)
-        return "free of a pointer into unused memory (or a double free)";
+        return "double free, or a free of a pointer into unused memory";
     size_t off = (size_t)((const char *)mem - s->base);
     /* (mem's own entry: a medium slab is a whole 64 KiB one.) */
     GPA_ASSERT(off < GPA_SLAB_SIZE);

@@ -7,6 +7,13 @@
 
 #include "internal.h"
 
+/* The length beam_mfree passes to the instance's free for a pointer that
+ * is not a live block, so that the instance names the misuse (double
+ * free, foreign pointer, ...): the call has no length, and the report says
+ * so rather than print one. No caller's length is this (the helpers stop
+ * lengths above PTRDIFF_MAX), and no check takes it for a block's. */
+#define BEAM__GPA_LEN_UNSIZED SIZE_MAX
+
 /* The length to allocate for a malloc-style block of n bytes from gpa: the
  * size class (untracked), n itself (tracked: exact lengths are checked),
  * or n rounded up to 16 above the classes. 0 when n is too large. */

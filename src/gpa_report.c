@@ -4,6 +4,7 @@
  */
 #include "frames.h"
 #include "gpa_internal.h"
+#include "gpa_msize.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -30,14 +31,25 @@ static const char *kind_of(const char *what) {
     return "misuse";
 }
 
+/* "length L, alignment A" of a call, or what beam_mfree gave: no length
+ * (BEAM__GPA_LEN_UNSIZED). */
+static const char *call_len(size_t len, size_t alignment, char *buf,
+                            size_t size) {
+    if (len == BEAM__GPA_LEN_UNSIZED)
+        return "beam_mfree: no length";
+    snprintf(buf, size, "length %zu, alignment %zu", len, alignment);
+    return buf;
+}
+
 /* Frames kept of the offending call: as many as the instance keeps of an
  * allocation (several in safe mode), taken here, on the misusing thread. */
 void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
                          size_t len, size_t alignment, uintptr_t ret,
                          uintptr_t alloc_site) {
-    char site[600], from[600], line[BEAM__REPORT_LINE];
+    char site[600], from[600], lens[64], line[BEAM__REPORT_LINE];
     uintptr_t pcs[BEAM__MAX_FRAMES];
     size_t n = beam__stack_above(ret, pcs, beam__frames_depth(st->flags));
+    const char *said_len = call_len(len, alignment, lens, sizeof lens);
     beam__atomic_add_relaxed(&st->misuse, 1);
     /* ret 0: found after the fact (a check at the end of a call), where
      * no call of the user's is at fault: no "called from". */
@@ -47,33 +59,34 @@ void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
                  beam__describe_frames(pcs, n, site, sizeof site));
     if (alloc_site != 0)
         snprintf(line, sizeof line,
-                 "beam_alloc: general purpose allocator: %s: %p (length "
-                 "%zu, alignment %zu)%s; the block was allocated from %s",
-                 what, p, len, alignment, called,
+                 "beam_alloc: general purpose allocator: %s: %p (%s)%s; "
+                 "the block was allocated from %s",
+                 what, p, said_len, called,
                  beam__describe_site(alloc_site, from, sizeof from));
     else
         snprintf(line, sizeof line,
-                 "beam_alloc: general purpose allocator: %s: %p (length "
-                 "%zu, alignment %zu)%s",
-                 what, p, len, alignment, called);
+                 "beam_alloc: general purpose allocator: %s: %p (%s)%s", what,
+                 p, said_len, called);
     beam__misuse_note(kind_of(what), line);
     beam__report_line(line);
 }
 
 /* A call given a block through an instance without state: it never
- * allocated, or was deinitialised. Nothing to count in; still a misuse of
+ * allocated, or was deinitialised. The pointer comes first in the words:
+ * a foreign free in a leak_check call that had allocated nothing read as
+ * a fault of the allocator's. Nothing to count in; still a misuse of
  * the call, of the kind its words say (a free's, or a resize's). */
 void beam__gpa_misuse_stateless(unsigned flags, const char *call, const void *p,
                                 size_t len, size_t alignment, uintptr_t ret) {
-    char site[600], what[100], line[BEAM__REPORT_LINE];
+    char site[600], what[100], lens[64], line[BEAM__REPORT_LINE];
     uintptr_t pcs[BEAM__MAX_FRAMES];
     size_t n = beam__stack_above(ret, pcs, beam__frames_depth(flags));
     snprintf(what, sizeof what, "%s of a pointer", call);
     snprintf(line, sizeof line,
-             "beam_alloc: general purpose allocator: %s through an instance "
-             "that has no memory (never used, or deinit): %p (length %zu, "
-             "alignment %zu), called from %s",
-             what, p, len, alignment,
+             "beam_alloc: general purpose allocator: %s it does not own "
+             "(the instance has no memory: nothing allocated yet, or "
+             "deinit): %p (%s), called from %s",
+             what, p, call_len(len, alignment, lens, sizeof lens),
              beam__describe_frames(pcs, n, site, sizeof site));
     beam__misuse_note(kind_of(what), line);
     beam__report_line(line);

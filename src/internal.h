@@ -379,6 +379,9 @@ static inline beam__counters *beam__thread_counters(int kind) {
 }
 BEAM__HIDDEN extern beam__peak beam__kind_peak[BEAM__KINDS];
 BEAM__HIDDEN bool beam__gpa_stats(void *ctx, beam_alloc_stats *out);
+/* beam_gpa_collect on every general purpose instance registered for named
+ * stats (stats_named.c). */
+BEAM__HIDDEN void beam__stats_named_collect(void);
 /* Safe mode: report every freed block written since it was freed
  * (gpa_report.c); the number found. */
 BEAM__HIDDEN size_t beam__gpa_check_freed(beam_gpa_t *gpa);

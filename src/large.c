@@ -143,7 +143,8 @@ static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
         return false;
     beam__report_refused(call, mem, len, alignment, ret,
                          "not a block of the large allocator at this "
-                         "alignment and length");
+                         "alignment and length (freed already, or "
+                         "another allocator's)");
     return true;
 }
 
@@ -169,12 +170,23 @@ static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
     return p;
 }
 
+/* A header's raw pointer once its block is freed: no raw block is there
+ * (not 8-aligned), so a second free finds no header and is reported,
+ * while the backend keeps the memory mapped (a read of memory it gave
+ * back to the system faults, as its own free would). */
+#define FREED_RAW ((void *)(uintptr_t)1)
+
 static void large_free(void *ctx, void *mem, size_t len, size_t alignment,
                        uintptr_t ret) {
     (void)ctx;
     if (misplaced("free", mem, len, alignment, ret))
         return;
-    beam__sys_free(alignment <= BEAM_MAX_ALIGN ? mem : header_of(mem)->raw);
+    void *raw = mem;
+    if (alignment > BEAM_MAX_ALIGN) {
+        raw = header_of(mem)->raw;
+        header_of(mem)->raw = FREED_RAW;
+    }
+    beam__sys_free(raw);
     beam__count_free(counters(), &beam__kind_peak[BEAM__LARGE], len);
 }
 

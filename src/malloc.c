@@ -221,7 +221,7 @@ static void gpa_mfree(beam_allocator_t a, void *p, uintptr_t ret) {
     if (!beam__gpa_block_size((beam_gpa_t *)a.ctx, p, true, &len, &alignment)) {
         /* Not a live block: the instance's free says what it is instead
          * (double free, foreign pointer, inside a block) and counts it. */
-        len = 16;
+        len = BEAM__GPA_LEN_UNSIZED;
         alignment = 16;
     }
     a.vtable->free(a.ctx, p, len, alignment, ret);

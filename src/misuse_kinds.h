@@ -17,5 +17,10 @@
 #define BEAM__KIND_DOUBLE_FREE "double free"
 #define BEAM__KIND_WRONG_FREE "free with a wrong length or alignment"
 #define BEAM__KIND_FOREIGN_FREE "free of a pointer the allocator does not own"
+/* An allocation, resize, remap or realloc asked for an alignment that is
+ * not a power of two (0 included): refused (NULL, false) and reported. */
+#define BEAM__KIND_BAD_ALIGNMENT "alignment not a power of two"
+/* A call through an allocator after its deinit (an arena's). */
+#define BEAM__KIND_AFTER_DEINIT "use of an allocator after its deinit"
 
 #endif

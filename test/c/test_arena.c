@@ -1,6 +1,7 @@
 /* The arena allocator, over the raw allocator, a fixed buffer and the
  * failing allocator (whose counters show exactly what the parent holds). */
 #include "check.h"
+#include "internal.h"
 
 #include <beam_alloc.h>
 
@@ -49,6 +50,40 @@ TEST(arena_bumps_and_gives_everything_back_at_deinit) {
     CHECK(c.parent.allocations == 1 && c.parent.deallocations == 1);
     CHECK(c.parent.allocated_bytes == c.parent.freed_bytes);
     CHECK(beam_arena_used(&c.arena) == 0);
+}
+
+/* Used after beam_arena_deinit: each call refused and reported with its
+ * site, as a misuse, and nothing taken from the parent (an allocation took
+ * a chunk nothing gave back). beam_arena_init makes it usable again. */
+TEST(arena_used_after_deinit_is_refused_and_reported) {
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
+    char *p = beam_alloc_bytes(a, 24, 8);
+    CHECK(p != NULL);
+    beam_arena_deinit(&c.arena);
+    beam__misuse_record *m = &beam__misuse;
+    unsigned long outer = m->watch_from;
+    m->watch_from = m->count;
+    check_capture_reports();
+    CHECK(beam_alloc_bytes(a, 24, 8) == NULL);
+    CHECK(check_last_report_has("allocation of 24 bytes through an arena "
+                                "after beam_arena_deinit"));
+    CHECK(strcmp(m->kind, "use of an allocator after its deinit") == 0);
+    beam_free_bytes(a, p, 24, 8);
+    CHECK(check_last_report_has("free of 24 bytes at"));
+    CHECK(!beam_resize_bytes(a, p, 24, 8, 8));
+    CHECK(beam_realloc_bytes(a, p, 24, 8, 48) == NULL);
+    /* (The realloc's remap reported, and a remap that reports stops it.) */
+    CHECK(check_report_count() == 4);
+    CHECK(m->count == m->watch_from + 4);
+    check_release_reports();
+    m->watch_from = outer;
+    CHECK(c.parent.allocations == 1 && c.parent.deallocations == 1);
+    beam_arena_deinit(&c.arena); /* twice: nothing to do */
+    beam_arena_init(&c.arena, beam_failing_allocator(&c.parent));
+    void *q = beam_alloc_bytes(a, 24, 8);
+    CHECK(q != NULL && c.parent.allocations == 2);
+    beam_arena_deinit(&c.arena);
 }
 
 TEST(arena_last_block_resizes_and_frees_others_do_not) {

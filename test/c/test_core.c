@@ -2,6 +2,12 @@
  * allocators. */
 #include "check.h"
 
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+
 #include "internal.h"
 
 #include <beam_alloc.h>
@@ -369,6 +375,113 @@ TEST(core_impossible_old_lengths_and_addresses_are_refused) {
     /* The zero-length block itself is still freed as one. */
     beam_free_bytes(beam_raw_allocator, zero, 0, 16);
     beam_free_bytes(beam_raw_allocator, p, 32, 8);
+}
+
+/* An alignment that is not a power of two is refused, as before, and now
+ * reported with the call's site and counted as a misuse (a leak_check
+ * call raises on it): it was a bare NULL, which a NIF turned into
+ * {error, enomem} with no line to look at. */
+TEST(core_bad_alignments_are_refused_and_reported) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t as[] = {beam_raw_allocator, beam_large_allocator,
+                             beam_gpa_allocator(&g)};
+    for (size_t i = 0; i < sizeof as / sizeof as[0]; i++) {
+        beam_allocator_t a = as[i];
+        void *p = beam_alloc_bytes(a, 24, 8);
+        CHECK(p != NULL);
+        beam__misuse_record *m = &beam__misuse;
+        unsigned long outer = m->watch_from;
+        m->watch_from = m->count;
+        check_capture_reports();
+        CHECK(beam_alloc_bytes(a, 24, 3) == NULL);
+        CHECK(check_last_report_has("allocation of 24 bytes refused: "
+                                    "alignment 3 is not a power of two"));
+        CHECK(strcmp(m->kind, "alignment not a power of two") == 0);
+        CHECK(beam_alloc_bytes(a, 0, 0) == NULL);
+        CHECK(beam_alloc_aligned(a, uint64_t, 4, 24) == NULL);
+        CHECK(!beam_resize_bytes(a, p, 24, 12, 16));
+        CHECK(beam_remap_bytes(a, p, 24, 12, 48) == NULL);
+        CHECK(beam_realloc_bytes(a, p, 24, 12, 48) == NULL);
+        CHECK(check_report_count() == 6);
+        CHECK(check_last_report_has("realloc of 48 bytes refused"));
+        CHECK(m->count == m->watch_from + 6);
+        check_release_reports();
+        m->watch_from = outer;
+        beam_free_bytes(a, p, 24, 8);
+    }
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* The zero-length sentinel of a page alignment or more lies past the first
+ * page, where blocks are: given with a length, it is still refused with a
+ * report (the raw and large allocators freed 0x1000, an arena's realloc
+ * copied from it). */
+TEST(core_sentinels_of_big_alignments_are_refused) {
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t as[] = {beam_raw_allocator, beam_large_allocator,
+                             beam_arena_allocator(&arena),
+                             beam_gpa_allocator(&g)};
+    size_t aligns[] = {4096, (size_t)1 << 20, (size_t)1 << 63};
+    for (size_t i = 0; i < sizeof as / sizeof as[0]; i++)
+        for (size_t k = 0; k < sizeof aligns / sizeof aligns[0]; k++) {
+            size_t al = aligns[k];
+            void *z = beam_alloc_bytes(as[i], 0, al);
+            CHECK(z == (void *)(uintptr_t)al);
+            check_capture_reports();
+            beam_free_bytes(as[i], z, 10, al);
+            CHECK(!beam_resize_bytes(as[i], z, 10, al, 5));
+            CHECK(beam_remap_bytes(as[i], z, 10, al, 20) == NULL);
+            CHECK(beam_realloc_bytes(as[i], z, 10, al, 20) == NULL);
+            CHECK(check_report_count() == 4);
+            CHECK(check_report_contains("impossible length"));
+            check_release_reports();
+            beam_free_bytes(as[i], z, 0, al);
+        }
+    beam_arena_deinit(&arena);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* Whether this run may read memory free() took back: not under ASan or
+ * valgrind, which would (rightly) call it an error. */
+static bool may_read_freed_memory(void) {
+#if defined(__SANITIZE_ADDRESS__)
+    return false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    return false;
+#endif
+#endif
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+    if (RUNNING_ON_VALGRIND)
+        return false;
+#endif
+#endif
+    return true;
+}
+
+/* A header block of the large allocator freed twice: the first free
+ * marks its header, so the second is reported and refused (it went to
+ * free() with the raw pointer still in the header: glibc aborted). Only
+ * while the memory stays mapped (blocks well below glibc's 128 KiB), and
+ * not under the checkers, which rightly object to the read. */
+TEST(large_double_free_of_a_header_block_is_reported) {
+    if (!may_read_freed_memory())
+        return;
+    size_t aligns[] = {16, 64, 4096};
+    for (size_t i = 0; i < 3; i++) {
+        void *p = beam_alloc_bytes(beam_large_allocator, 100, aligns[i]);
+        CHECK(p != NULL);
+        beam_free_bytes(beam_large_allocator, p, 100, aligns[i]);
+        check_capture_reports();
+        beam_free_bytes(beam_large_allocator, p, 100, aligns[i]);
+        CHECK(check_said_once("freed already"));
+        check_release_reports();
+    }
 }
 
 /* The large allocator given a block at another alignment than its own: a

@@ -242,6 +242,72 @@ TEST(gpa_hostile_sizes_fail_and_leave_it_usable) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* A backing that records the longest length it was asked for, and
+ * refuses what no machine has (passed on, TSan's malloc aborts). */
+static size_t longest_asked;
+#define LONG_REFUSED ((size_t)1 << 40)
+static void *long_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
+    (void)ctx;
+    if (len > longest_asked)
+        longest_asked = len;
+    if (len >= LONG_REFUSED)
+        return NULL;
+    return beam_large_allocator.vtable->alloc(NULL, len, alignment, r);
+}
+static bool long_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t r) {
+    (void)ctx;
+    if (new_len > longest_asked)
+        longest_asked = new_len;
+    if (new_len >= LONG_REFUSED)
+        return false;
+    return beam_large_allocator.vtable->resize(NULL, mem, len, alignment,
+                                               new_len, r);
+}
+static void *long_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                        size_t new_len, uintptr_t r) {
+    (void)ctx;
+    if (new_len > longest_asked)
+        longest_asked = new_len;
+    if (new_len >= LONG_REFUSED)
+        return NULL;
+    return beam_large_allocator.vtable->remap(NULL, mem, len, alignment,
+                                              new_len, r);
+}
+static void long_free(void *ctx, void *mem, size_t len, size_t alignment,
+                      uintptr_t r) {
+    (void)ctx;
+    beam_large_allocator.vtable->free(NULL, mem, len, alignment, r);
+}
+static const beam_allocator_vtable long_vtable = {long_alloc, long_resize,
+                                                  long_remap, long_free};
+
+/* The longest requests pass the backing no length above PTRDIFF_MAX, what
+ * a vtable may rely on: safe mode's canary made it PTRDIFF_MAX + 16. */
+TEST(gpa_never_asks_its_backing_for_more_than_ptrdiff_max) {
+    for (unsigned mode = 0; mode < 3; mode++) {
+        beam_gpa_t g;
+        beam_allocator_t backing = {NULL, &long_vtable};
+        beam_gpa_init_ex(&g, backing,
+                         mode == 0   ? 0
+                         : mode == 1 ? BEAM_GPA_TRACK_SITES
+                                     : BEAM_GPA_SAFE);
+        beam_allocator_t a = beam_gpa_allocator(&g);
+        longest_asked = 0;
+        size_t lens[] = {PTRDIFF_MAX, PTRDIFF_MAX - 8, PTRDIFF_MAX - 16};
+        for (size_t i = 0; i < 3; i++)
+            CHECK(beam_alloc_bytes(a, lens[i], 8) == NULL);
+        void *p = beam_alloc_bytes(a, 100000, 8);
+        CHECK(p != NULL);
+        CHECK(!beam_resize_bytes(a, p, 100000, 8, PTRDIFF_MAX));
+        CHECK(beam_remap_bytes(a, p, 100000, 8, PTRDIFF_MAX - 4) == NULL);
+        CHECK(beam_realloc_bytes(a, p, 100000, 8, PTRDIFF_MAX) == NULL);
+        CHECK(longest_asked <= PTRDIFF_MAX);
+        beam_free_bytes(a, p, 100000, 8);
+        CHECK(!beam_gpa_deinit(&g));
+    }
+}
+
 TEST(gpa_slabs_are_recycled_across_rounds) {
     beam_gpa_t g = fresh(0);
     beam_allocator_t a = beam_gpa_allocator(&g);

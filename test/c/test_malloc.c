@@ -278,6 +278,53 @@ TEST(malloc_mixing_over_the_general_purpose_allocator_is_defined) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* A pointer beam_mfree cannot free is named by the instance's own report,
+ * which has no length to print: none is made up (it printed "length 16,
+ * alignment 16" for every block). */
+TEST(malloc_misuse_over_the_general_purpose_allocator_gives_no_length) {
+    for (unsigned mode = 0; mode < 3; mode++) {
+        beam_gpa_t g = gpa_with(mode == 0   ? 0
+                                : mode == 1 ? BEAM_GPA_TRACK_SITES
+                                            : BEAM_GPA_SAFE);
+        beam_allocator_t a = beam_gpa_allocator(&g);
+        /* Small, medium (untracked) and large blocks. */
+        size_t lens[] = {100, 20000, 200000};
+        for (size_t i = 0; i < 3; i++) {
+            void *p = beam_malloc(a, lens[i]);
+            CHECK(p != NULL);
+            beam_mfree(a, p);
+            check_capture_reports();
+            beam_mfree(a, p);
+            CHECK(check_said_once("double free") &&
+                  check_last_report_has("(beam_mfree: no length)") &&
+                  !check_report_contains("length 16"));
+            check_release_reports();
+        }
+        CHECK(beam_gpa_usage_of(&g).misuse_count == 3);
+        CHECK(!beam_gpa_deinit(&g));
+    }
+}
+
+/* A medium block freed twice, once its slab is back in the pool: a double
+ * free, most likely, and counted as one (raise_on_misuse named it a
+ * foreign pointer). */
+TEST(gpa_medium_double_free_into_an_emptied_slab_says_so) {
+    beam_gpa_t g = gpa_with(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 20000, 16);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, 20000, 16);
+    check_capture_reports();
+    beam__misuse.watch_from = beam__misuse.count;
+    beam_free_bytes(a, p, 20000, 16);
+    CHECK(check_said_once("double free, or a free of a pointer into unused "
+                          "memory") &&
+          check_last_report_has("(length 20000, alignment 16)"));
+    CHECK(strcmp(beam__misuse.kind, BEAM__KIND_DOUBLE_FREE) == 0);
+    check_release_reports();
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* Records the ret_addr each call passes down. */
 static uintptr_t last_ret;
 static void *ret_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
@@ -350,6 +397,10 @@ TEST(named_stats_register_list_and_forget) {
     CHECK(strcmp(name, "my_sqlite") == 0);
     CHECK(s.live_blocks == 1 && s.live_bytes == 112 && backing > 0);
     CHECK(!beam_stats_named(1, name, &s, &backing));
+    /* Out parameters not wanted: NULL (a memset of NULL before). */
+    CHECK(beam_stats_named(0, NULL, NULL, NULL));
+    CHECK(beam_allocator_stats(a, NULL));
+    CHECK(!beam_allocator_stats(beam_arena_allocator(&arena), NULL));
     CHECK(beam_stats_register("my_sqlite", beam_raw_allocator)); /* replaced */
     CHECK(beam_stats_named(0, name, &s, &backing) && backing == 0);
     CHECK(beam_stats_unregister("my_sqlite"));
