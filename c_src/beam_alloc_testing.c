@@ -604,8 +604,11 @@ static void driver_leave(beam__fault_frame *frame) {
                 /* The arena takes them all back: not leaks. */
                 erase_block(s, b);
             else
-                /* Left in a leak_check instance that is about to go: still
-                 * leaks of this run, but nothing to free them with. */
+                /* Left in a leak_check instance: leaks of this run. The
+                 * library's copy keeps such an instance (until unload), but
+                 * an older copy let it go, and this driver cannot tell
+                 * which: a later free goes nowhere (the block stays with
+                 * the instance). */
                 b->parent.vtable = NULL;
         }
     s->parent = frame->saved_parent;

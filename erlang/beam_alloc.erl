@@ -54,8 +54,9 @@ find_stats(Other) ->
 %% library holds and does not need: beam_gpa_collect from any process. It
 %% takes the current slabs of schedulers that are idle (dirty ones too),
 %% returns every slab without a live block, and every wholly free segment
-%% to enif_alloc, so :erlang.memory(system) goes down. Runs on a dirty
-%% scheduler. Raises erlang:error({not_loaded, Module}) like stats/1.
+%% to enif_alloc, so :erlang.memory(system) goes down; the library's
+%% instances registered for named stats (beam_stats_register) too. Runs on
+%% a dirty scheduler. Raises erlang:error({not_loaded, Module}) like stats/1.
 -spec collect(module()) -> ok.
 collect(Module) when is_atom(Module) ->
     _ = code:ensure_loaded(Module),

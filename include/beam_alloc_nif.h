@@ -373,7 +373,8 @@ BEAM_API const char *beam_nif_module_name(void);
  * The parent must serve calls from any thread and outlive the resource:
  * beam_raw_allocator, beam_large_allocator, beam_general_purpose_allocator,
  * a beam_gpa_t that outlives it. Not beam_allocator inside a leak_check
- * NIF (an instance that dies when the call returns), not a plain arena.
+ * NIF (the call's checking instance: whatever is live in it at return is
+ * the call's leak), not a plain arena.
  * Memory comes from the parent (with the enif backends:
  * :erlang.memory(:system)); the resource object itself, with its user area,
  * counts under :erlang.memory(:binary).

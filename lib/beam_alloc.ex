@@ -100,7 +100,9 @@ defmodule BeamAlloc do
   NIF library holds and does not need (`beam_gpa_collect`): the current
   slabs of schedulers that are idle, dirty ones included, every slab without
   a live block, and every wholly free segment, so that
-  `:erlang.memory(:system)` goes down after a burst. Runs on a dirty
+  `:erlang.memory(:system)` goes down after a burst. The library's
+  instances registered for named stats (`beam_stats_register`, SQLite's
+  say) are collected too. Runs on a dirty
   scheduler; call it from any process, for example after a burst whose
   blocks were freed elsewhere. Raises `ArgumentError` when no library built
   with beam_alloc is loaded for `module`.

@@ -137,14 +137,19 @@ defmodule BeamAlloc.NifGlueTest do
       assert balance(msgs) == 0
     end
 
-    test "still raises on a leak, and still gives every byte back" do
+    test "still raises on a leak, and keeps what the leaked blocks need" do
       message = "memory leak detected in function `BeamAlloc.Test.Glue.composed_leaky/1`"
 
       assert_raise RuntimeError, message, fn -> Glue.composed_leaky(100) end
 
+      # The leaking call's instance stays, with its memory from the custom
+      # allocator, until the library is unloaded: the NIF may have kept a
+      # copy of its allocator with the blocks (a resource's C library
+      # context), and their frees must find it. It gave everything back,
+      # and a later free through a kept copy crashed the VM.
       msgs = messages()
       assert [_ | _] = for({:alloc, n} <- msgs, do: n)
-      assert balance(msgs) == 0
+      assert balance(msgs) > 0
     end
   end
 

@@ -53,6 +53,14 @@ defmodule BeamAlloc.SqliteTest do
     assert stats.live_blocks == 0
     assert stats.live_bytes == 0
     assert stats.allocations > 50_000
+
+    # Nothing live: collect gives the named instance's memory back too (it
+    # reached only the process-wide instance, and SQLite's kept 750 KB).
+    assert :ok = BeamAlloc.collect(SqliteNif)
+    after_collect = BeamAlloc.stats(SqliteNif).sqlite.backing_bytes
+
+    assert after_collect <= 128 * 1024,
+           "held #{stats.backing_bytes}, then #{after_collect} after collect"
   end
 
   test "many connections at once on the general purpose allocator" do

@@ -46,8 +46,9 @@
 enum {
     /* The parent is this call's scratch arena: blocks die with the call. */
     BEAM__FAULT_SCRATCH = 1u << 0,
-    /* The parent dies with the call (a leak_check instance): blocks still
-     * live at the end are leaks, and nothing can free them afterwards. */
+    /* The parent is the call's own (a leak_check instance): blocks still
+     * live at the end are leaks, and the driver frees none of them
+     * afterwards (the instance is kept, or, in older copies, gone). */
     BEAM__FAULT_CALL_LOCAL = 1u << 1,
 };
 

@@ -59,6 +59,7 @@ static void hooks_stats(beam_alloc_stats out[3], size_t *gpa_backing_bytes) {
 
 static void hooks_collect(void) {
     beam_gpa_collect(&beam_general_purpose_allocator_instance);
+    beam__stats_named_collect();
 }
 
 const beam__fault_hooks beam__fault_hooks_self = {

@@ -3,9 +3,10 @@
  *
  * beam_nif_call brackets every BEAM_NIF body: it sets the thread-local
  * beam_allocator for the call and puts the thread's previous value back
- * afterwards. Putting it back matters for leak_check, whose allocator lives
- * on this function's stack: a raw NIF (which sets nothing) running later on
- * the same scheduler must never find beam_allocator pointing at it.
+ * afterwards. Putting it back matters for leak_check and scratch, whose
+ * allocators go at the end of the call: a raw NIF (which sets nothing)
+ * running later on the same scheduler must never find beam_allocator
+ * pointing at one of them.
  *
  * The library is linked statically into each NIF shared object, so this
  * file's statics belong to one NIF module: BEAM_NIF_INIT registers that
@@ -47,12 +48,54 @@ int beam_nif_loaded(int result) {
     return result;
 }
 
+/* A leak_check call's instance, on the heap. One whose call left blocks
+ * live is kept (a leak, reported and raised), never deinitialised while
+ * the library lives: the body may have stored a copy of its beam_allocator
+ * with a block (a zstd context in a resource, say), and a later free
+ * through it must find the instance, not a dead stack frame (it did: a
+ * resource's destructor crashed the VM). Kept ones go at the last unload. */
+typedef struct kept_instance {
+    beam_gpa_t gpa;
+    struct kept_instance *next;
+} kept_instance;
+static kept_instance *_Atomic kept_instances;
+
+static void keep_instance(kept_instance *k) {
+    kept_instance *head = beam__atomic_load_relaxed(&kept_instances);
+    do {
+        k->next = head;
+    } while (!beam__atomic_cas_weak_release(&kept_instances, &head, k));
+}
+
+/* Before the process-wide instance goes: a kept instance may take its
+ * memory from it (.allocator gpa). One over any other backing than raw,
+ * large and that one is left as it is: its backing may be gone already
+ * (a user's instance, deinitialised in the library's unload callback,
+ * which runs first), and with it everything the kept one holds. */
+static void free_kept_instances(void) {
+    kept_instance *k = beam__atomic_exchange_acquire(&kept_instances, NULL);
+    while (k != NULL) {
+        kept_instance *next = k->next;
+        const beam_allocator_t b = k->gpa.backing;
+        if (b.vtable == &beam__raw_vtable || b.vtable == &beam__large_vtable ||
+            (b.vtable == &beam__gpa_vtable &&
+             b.ctx == &beam_general_purpose_allocator_instance)) {
+            k->gpa.flags |= BEAM_GPA_QUIET_LEAKS; /* reported in their call */
+            beam_gpa_deinit(&k->gpa);
+        }
+        beam__sys_free(k);
+        k = next;
+    }
+}
+
 void beam_nif_unloaded(void) {
     if (beam__atomic_sub_acq_rel(&module_instances, 1) != 1 ||
         beam_resource_live_count() != 0)
         return;
     /* Nothing of this library can run any more: its process-wide instance
-     * goes, with whatever blocks it still has (unreachable now). */
+     * goes, with whatever blocks it still has (unreachable now), and so do
+     * the leak_check instances kept with blocks live. */
+    free_kept_instances();
     beam_general_purpose_allocator_instance.flags |= BEAM_GPA_QUIET_LEAKS;
     beam_gpa_deinit(&beam_general_purpose_allocator_instance);
     /* And the schedulers' per-thread buffers, which outlive the library. */
@@ -461,6 +504,11 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
               int argc, const ERL_NIF_TERM argv[]) {
     const call_options o = resolve(options, ov);
     beam_allocator_t a = o.allocator;
+    kept_instance *check = NULL;
+    /* (First: without it the body does not run, and nothing needs undoing.
+     * enomem, as the VM raises when it cannot allocate.) */
+    if (o.leak_check && (check = beam__sys_alloc(sizeof *check)) == NULL)
+        return enif_raise_exception(env, enif_make_atom(env, "enomem"));
 
     /* Misuse any allocator reports on this thread from here to the end of
      * the cleanup belongs to this call (see beam__misuse_record). */
@@ -482,13 +530,13 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     /* A custom allocator becomes the backing of the checking instance, so
      * the two options compose: blocks still come from the user's
      * allocator, and the instance sees every one of them. */
-    beam_gpa_t gpa;
     if (o.leak_check) {
         /* Safe mode: sites for the leak report, and canaries and poison
          * so that overruns and writes after free show up too. */
-        beam_gpa_init_ex(&gpa, o.has_allocator ? a : beam_large_allocator,
+        beam_gpa_init_ex(&check->gpa,
+                         o.has_allocator ? a : beam_large_allocator,
                          BEAM_GPA_SAFE | BEAM_GPA_FRAMES(options->frames));
-        a = beam_gpa_allocator(&gpa);
+        a = beam_gpa_allocator(&check->gpa);
     }
     beam_arena_t arena;
     if (o.scratch) {
@@ -520,10 +568,10 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     bool leaked = false;
     if (o.leak_check) {
         /* Freed blocks written since: found now or never. */
-        beam__gpa_check_freed(&gpa);
+        beam__gpa_check_freed(&check->gpa);
         /* Name the function before the instance lists the blocks, so the
          * report reads as one story. */
-        if (beam_gpa_usage_of(&gpa).live_blocks != 0) {
+        if (beam_gpa_usage_of(&check->gpa).live_blocks != 0) {
             char mfa[MFA_MAX];
             format_mfa(call, mfa, sizeof mfa);
             beam__report(
@@ -531,8 +579,16 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
                     ? "beam_alloc: memory leak detected in function %s:"
                     : "beam_alloc: memory leak detected in function `%s`:",
                 mfa);
+            leaked = beam_gpa_detect_leaks(&check->gpa);
         }
-        leaked = beam_gpa_deinit(&gpa);
+        if (leaked) {
+            /* Kept with what the leaked blocks need, not more. */
+            beam_gpa_collect(&check->gpa);
+            keep_instance(check);
+        } else {
+            beam_gpa_deinit(&check->gpa);
+            beam__sys_free(check);
+        }
     }
 
     const bool misused = m->count != misuse_before;

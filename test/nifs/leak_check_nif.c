@@ -91,6 +91,61 @@ BEAM_NIF(raise_and_leak, .leak_check = true) {
     return enif_make_badarg(env);
 }
 
+/* keep_for_later(n): keeps a block of n bytes and a copy of the call's
+ * allocator, as a NIF keeps a C library's context in a resource: a leak
+ * (raised), and free_kept() frees the block through the copy later. The
+ * call's instance used to be gone by then (it lived on the wrapper's
+ * stack), and the free crashed the VM. */
+static struct {
+    beam_allocator_t a;
+    void *p;
+    size_t n;
+} kept;
+
+BEAM_NIF(keep_for_later, .leak_check = true) {
+    size_t n;
+    if (!get_size(env, argv[0], &n) || n == 0 || kept.p != NULL)
+        return enif_make_badarg(env);
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, n);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[0] = 1;
+    kept.a = beam_allocator;
+    kept.p = p;
+    kept.n = n;
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(free_kept) {
+    if (kept.p == NULL)
+        return enif_make_badarg(env);
+    beam_free(kept.a, (unsigned char *)kept.p, kept.n);
+    kept.p = NULL;
+    return enif_make_atom(env, "ok");
+}
+
+/* aligned_*(al): a block of 64 bytes at alignment al, freed; ok or
+ * {error, enomem}. The plain call's allocator is raw (alignments up to
+ * 8); the checked one's a general purpose instance. */
+static ERL_NIF_TERM aligned_block(ErlNifEnv *env, ERL_NIF_TERM arg) {
+    size_t al;
+    if (!get_size(env, arg, &al) || al == 0 || (al & (al - 1)) != 0)
+        return enif_make_badarg(env);
+    void *p = beam_alloc_bytes(beam_allocator, 64, al);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 64, al);
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(aligned_checked, .leak_check = true) {
+    return aligned_block(env, argv[0]);
+}
+
+BEAM_NIF(aligned_plain) {
+    return aligned_block(env, argv[0]);
+}
+
 /* A function whose Elixir name needs quotes. */
 BEAM_NIF(odd_name, .leak_check = true) {
     uint64_t *leaked = beam_create(beam_allocator, uint64_t);
@@ -109,6 +164,10 @@ static ErlNifFunc funcs[] = {
     {"raise_clean", 0, raise_clean, 0},
     {"raise_and_leak", 0, raise_and_leak, 0},
     {"odd-name?", 0, odd_name, 0},
+    {"keep_for_later", 1, keep_for_later, 0},
+    {"free_kept", 0, free_kept, 0},
+    {"aligned_checked", 1, aligned_checked, 0},
+    {"aligned_plain", 1, aligned_plain, 0},
     {"take_reports", 0, take_reports, 0},
 };
 
