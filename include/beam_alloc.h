@@ -667,6 +667,8 @@ BEAM_API BEAM_NODISCARD void *beam_calloc_at(beam_allocator_t a, size_t count,
 BEAM_API BEAM_NODISCARD void *beam_mrealloc_at(beam_allocator_t a, void *p,
                                                size_t size, uintptr_t ret_addr);
 BEAM_API void beam_mfree_at(beam_allocator_t a, void *p, uintptr_t ret_addr);
+BEAM_API size_t beam_msize_at(beam_allocator_t a, const void *p,
+                              uintptr_t ret_addr);
 
 /** The sized calls of section 3 with the caller's return address, for
  * shims that know sizes (C++ allocators). */

@@ -328,7 +328,7 @@ void beam_mfree_at(beam_allocator_t a, void *p, uintptr_t ret_addr) {
     mfree_impl(a, p, ret_addr);
 }
 
-size_t beam_msize(beam_allocator_t a, const void *p) {
+static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
     if (p == NULL)
         return 0;
     if (is_gpa(a)) {
@@ -337,12 +337,11 @@ size_t beam_msize(beam_allocator_t a, const void *p) {
         if (beam__gpa_block_size((beam_gpa_t *)a.ctx, p, false, &len,
                                  &alignment))
             return len;
-        report_not_gpa_block("beam_msize", p, BEAM__RET_ADDR());
+        report_not_gpa_block("beam_msize", p, ret);
         return 0;
     }
     if (no_vtable(a)) {
-        report_ignored("beam_msize", p, BEAM__SAID_NO_VTABLE, false,
-                       BEAM__RET_ADDR());
+        report_ignored("beam_msize", p, BEAM__SAID_NO_VTABLE, false, ret);
         return 0;
     }
     size_t good;
@@ -350,8 +349,16 @@ size_t beam_msize(beam_allocator_t a, const void *p) {
     enum hdr_state st = hdr_read(p, &good, &base);
     if (st == HDR_LIVE)
         return good;
-    report_bad("beam_msize", p, st, BEAM__RET_ADDR());
+    report_bad("beam_msize", p, st, ret);
     return 0;
+}
+
+size_t beam_msize(beam_allocator_t a, const void *p) {
+    return msize_impl(a, p, BEAM__RET_ADDR());
+}
+
+size_t beam_msize_at(beam_allocator_t a, const void *p, uintptr_t ret_addr) {
+    return msize_impl(a, p, ret_addr);
 }
 
 size_t beam_mgood_size(beam_allocator_t a, size_t size) {

@@ -71,7 +71,7 @@ BEAM_SQLITE3_HOOK void *beam_sqlite3_realloc_hook(void *p, int n) {
 }
 
 BEAM_SQLITE3_HOOK int beam_sqlite3_size_hook(void *p) {
-    size_t n = beam_msize(beam_sqlite3_allocator, p);
+    size_t n = beam_msize_at(beam_sqlite3_allocator, p, BEAM_RET_ADDR());
     return n > 0x7fffffff ? 0x7fffffff : (int)n;
 }
 

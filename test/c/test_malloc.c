@@ -376,6 +376,15 @@ TEST(malloc_at_passes_the_callers_address_down) {
     CHECK(p != NULL && last_ret == 0x6789);
     beam_free_bytes_at(a, p, 4000, 8, 0x789a);
     CHECK(last_ret == 0x789a);
+    /* A size query's report names the given caller too (SQLite's xSize
+     * hook passes its own caller; a site is named by its call instruction,
+     * the byte before the return address). */
+    static _Alignas(16) char not_a_block[64];
+    check_capture_reports();
+    CHECK(beam_msize_at(a, not_a_block + 16, 0x89ab) == 0);
+    CHECK(check_said_once("beam_msize") &&
+          check_last_report_has("called from 0x89aa"));
+    check_release_reports();
 }
 
 TEST(named_stats_register_list_and_forget) {
