@@ -55,9 +55,27 @@
 %%   {not_loaded, [Module]}            no NIF library built with beam_alloc
 %%                                     is loaded for these modules
 %%   {driver, Reason}                  the driver could not start a check
+%%
+%% Reports as failures: without_reports(Fun) runs Fun and returns what it
+%% returns, or raises erlang:error({beam_alloc_reports, [Line]}) when
+%% beam_alloc reported a problem while it ran (a double free or a leak in
+%% a NIF without leak_check is reported and the call goes on: the test
+%% would pass). The Erlang form of Elixir's `use BeamAlloc.Case`:
+%%
+%%     parse_test() ->
+%%         ?assertMatch({ok, _}, beam_alloc_testing:without_reports(
+%%                                   fun() -> my_nif:parse(<<"[1]">>) end)).
+%%
+%% It takes the node's reports (beam_alloc:take_reports/0) before and
+%% after, so every report made meanwhile counts, whoever made it: run such
+%% tests one at a time, as EUnit does unless told otherwise. A report
+%% wins over an exception of Fun (a misuse often causes the failure). The
+%% beam_alloc application must be started ({not_started, beam_alloc}
+%% otherwise): application:ensure_all_started(beam_alloc).
 -module(beam_alloc_testing).
 
 -export([check_all_allocation_failures/1, check_all_allocation_failures/2]).
+-export([without_reports/1]).
 %% Internal: the Elixir front (BeamAlloc.Testing) raises its own exceptions
 %% from these results.
 -export([run_check/3, format_problems/2]).
@@ -66,6 +84,23 @@
 -type problem() :: #{kind := atom(), index := non_neg_integer() | undefined,
                      atom() => term()}.
 -export_type([expect/0, problem/0]).
+
+-spec without_reports(fun(() -> T)) -> T.
+without_reports(Fun) when is_function(Fun, 0) ->
+    _ = beam_alloc:take_reports(),
+    Outcome = try {returned, Fun()}
+              catch Class:Reason:Stack -> {raised, Class, Reason, Stack}
+              end,
+    case [Line || {_Module, Line} <- beam_alloc:take_reports()] of
+        [] -> pass_on(Outcome);
+        Lines -> erlang:error({beam_alloc_reports, Lines})
+    end;
+without_reports(Other) ->
+    erlang:error({badarg, <<"without_reports/1 takes a fun of arity 0">>},
+                 [Other]).
+
+pass_on({returned, Value}) -> Value;
+pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 
 %% Delays (ms) waiting for resource destructors before blocks are counted,
 %% once per check (127 ms at most, while blocks are live: the VM can run

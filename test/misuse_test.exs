@@ -149,6 +149,31 @@ defmodule BeamAlloc.MisuseTest do
     end
   end
 
+  describe "beam_alloc_testing:without_reports/1 (Erlang's BeamAlloc.Case)" do
+    test "passes the fun's result on when nothing was reported" do
+      assert :beam_alloc_testing.without_reports(fn -> {:ok, 1} end) == {:ok, 1}
+
+      assert_raise ArgumentError, fn ->
+        :beam_alloc_testing.without_reports(fn -> raise ArgumentError end)
+      end
+    end
+
+    test "raises {beam_alloc_reports, Lines}, source lines in them, for a misuse that returned" do
+      capture_log(fn ->
+        assert {:beam_alloc_reports, [line]} =
+                 catch_error(:beam_alloc_testing.without_reports(&Misuse.double_free_plain/0))
+
+        assert line =~ "double free"
+        assert line =~ "called from double_free_plain (#{@source}:"
+      end)
+    end
+
+    test "refuses what is not a fun of arity 0" do
+      assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(:not_a_fun))
+      assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(fn _ -> :ok end))
+    end
+  end
+
   describe "BeamAlloc.Symbolizer" do
     test "turns the sites of a report line into source lines, and leaves the rest" do
       :beam_alloc_erl_test.take_reports()

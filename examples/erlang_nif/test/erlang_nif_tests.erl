@@ -104,6 +104,15 @@ misuse_report_names_the_source_line_test() ->
                  re:run(Line, "double free: .*called from free_twice "
                               "\\([^)]*erlang_nif\\.c:[0-9]+\\)")).
 
+%% Reports as test failures (the Erlang form of Elixir's use BeamAlloc.Case):
+%% a misuse that lets the call return still fails the test, with its lines.
+without_reports_test() ->
+    {ok, _} = application:ensure_all_started(beam_alloc),
+    ?assertEqual({ok, [1]}, beam_alloc_testing:without_reports(
+                              fun() -> erlang_nif:parse_ints(<<"1">>) end)),
+    ?assertError({beam_alloc_reports, [_]},
+                 beam_alloc_testing:without_reports(fun erlang_nif:free_twice/0)).
+
 take_reports_needs_the_application_test() ->
     _ = application:stop(beam_alloc),
     ?assertError({not_started, beam_alloc}, beam_alloc:take_reports()),
