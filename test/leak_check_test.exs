@@ -132,3 +132,28 @@ defmodule BeamAlloc.LeakCheckTest do
     assert_raise RuntimeError, "memory leak detected in function `#{function}`", fun
   end
 end
+
+defmodule BeamAlloc.KeptInstanceTest do
+  # What a leaking leak_check call's kept instance holds once its blocks
+  # are freed. Not async: it reads the library's large-allocator total,
+  # which the async leak tests move.
+  use ExUnit.Case, async: false
+
+  test "a kept instance gives back what its freed blocks held" do
+    large = fn -> BeamAlloc.stats(LeakCheckTest).large.live_bytes end
+    before = large.()
+
+    for _ <- 1..20 do
+      assert_raise RuntimeError, fn -> LeakCheckTest.keep_for_later(24) end
+      assert :ok = LeakCheckTest.free_kept()
+    end
+
+    # Each kept instance held ~100 KB until the library was unloaded; now
+    # the next keep collects the ones before it (a few KB each).
+    kept = large.() - before
+    assert kept < 20 * 16_384, "20 kept instances hold #{kept} bytes"
+
+    assert :ok = BeamAlloc.collect(LeakCheckTest)
+    assert large.() - before <= kept
+  end
+end

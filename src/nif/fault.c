@@ -11,6 +11,7 @@
 #include "nif_internal.h"
 
 #include <pthread.h>
+#include <string.h>
 
 _Atomic(const beam__fault_driver *) beam__fault_driver_now;
 
@@ -48,24 +49,45 @@ static void hooks_detach(const beam__fault_driver *driver) {
     pthread_mutex_unlock(&attach_lock);
 }
 
+/* The hooks below run on the driver's calls, at any time: only while a
+ * module instance is loaded (glue.c's lock), else as for a library with
+ * nothing (zeros, nothing to collect). */
 static void hooks_stats(beam_alloc_stats out[3], size_t *gpa_backing_bytes) {
+    memset(out, 0, 3 * sizeof *out);
+    *gpa_backing_bytes = 0;
+    if (!beam__nif_library_enter())
+        return;
     beam_allocator_stats(beam_raw_allocator, &out[0]);
     beam_allocator_stats(beam_large_allocator, &out[1]);
     beam_allocator_stats(beam_general_purpose_allocator, &out[2]);
     *gpa_backing_bytes =
         beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
             .backing_bytes;
+    beam__nif_library_leave();
+}
+
+static bool hooks_named(size_t i, char *name_out, beam_alloc_stats *out,
+                        size_t *backing_bytes) {
+    if (!beam__nif_library_enter())
+        return false;
+    bool found = beam_stats_named(i, name_out, out, backing_bytes);
+    beam__nif_library_leave();
+    return found;
 }
 
 static void hooks_collect(void) {
+    if (!beam__nif_library_enter())
+        return;
     beam_gpa_collect(&beam_general_purpose_allocator_instance);
     beam__stats_named_collect();
+    beam__nif_collect_kept();
+    beam__nif_library_leave();
 }
 
 const beam__fault_hooks beam__fault_hooks_self = {
     BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
     beam__nif_module_atom, hooks_attach,        hooks_detach,
-    hooks_stats,           beam_stats_named,    hooks_collect,
+    hooks_stats,           hooks_named,         hooks_collect,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {

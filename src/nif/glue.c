@@ -16,6 +16,7 @@
 #include "../frames.h"
 #include "nif_internal.h"
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,14 +39,34 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
 
 /* Module instances (old and new code of one module share this copy of the
  * library across a hot upgrade) that loaded successfully and are not yet
- * unloaded. */
-static _Atomic int module_instances;
+ * unloaded; and the lock under which the last unload tears the library's
+ * allocators down, which the fault driver's stats and collect hooks take
+ * too (they run on the driver's NIF calls, not on this module's: a
+ * collect during the last unload used the process-wide instance as it
+ * was freed and crashed the VM, a stats read hung on its freed lock). */
+static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
+static int module_instances;
 
 int beam_nif_loaded(int result) {
     beam__report_ack_loaded(result);
-    if (result == 0)
-        beam__atomic_add_relaxed(&module_instances, 1);
+    if (result == 0) {
+        pthread_mutex_lock(&instances_lock);
+        module_instances++;
+        pthread_mutex_unlock(&instances_lock);
+    }
     return result;
+}
+
+bool beam__nif_library_enter(void) {
+    pthread_mutex_lock(&instances_lock);
+    if (module_instances > 0)
+        return true;
+    pthread_mutex_unlock(&instances_lock);
+    return false;
+}
+
+void beam__nif_library_leave(void) {
+    pthread_mutex_unlock(&instances_lock);
 }
 
 /* A leak_check call's instance, on the heap. One whose call left blocks
@@ -72,14 +93,18 @@ static void keep_instance(kept_instance *k) {
  * large and that one is left as it is: its backing may be gone already
  * (a user's instance, deinitialised in the library's unload callback,
  * which runs first), and with it everything the kept one holds. */
+static bool kept_over_ours(const kept_instance *k) {
+    const beam_allocator_t b = k->gpa.backing;
+    return b.vtable == &beam__raw_vtable || b.vtable == &beam__large_vtable ||
+           (b.vtable == &beam__gpa_vtable &&
+            b.ctx == &beam_general_purpose_allocator_instance);
+}
+
 static void free_kept_instances(void) {
     kept_instance *k = beam__atomic_exchange_acquire(&kept_instances, NULL);
     while (k != NULL) {
         kept_instance *next = k->next;
-        const beam_allocator_t b = k->gpa.backing;
-        if (b.vtable == &beam__raw_vtable || b.vtable == &beam__large_vtable ||
-            (b.vtable == &beam__gpa_vtable &&
-             b.ctx == &beam_general_purpose_allocator_instance)) {
+        if (kept_over_ours(k)) {
             k->gpa.flags |= BEAM_GPA_QUIET_LEAKS; /* reported in their call */
             beam_gpa_deinit(&k->gpa);
         }
@@ -89,17 +114,34 @@ static void free_kept_instances(void) {
 }
 
 void beam_nif_unloaded(void) {
-    if (beam__atomic_sub_acq_rel(&module_instances, 1) != 1 ||
-        beam_resource_live_count() != 0)
-        return;
-    /* Nothing of this library can run any more: its process-wide instance
-     * goes, with whatever blocks it still has (unreachable now), and so do
-     * the leak_check instances kept with blocks live. */
-    free_kept_instances();
-    beam_general_purpose_allocator_instance.flags |= BEAM_GPA_QUIET_LEAKS;
-    beam_gpa_deinit(&beam_general_purpose_allocator_instance);
-    /* And the schedulers' per-thread buffers, which outlive the library. */
-    beam__cold_release_all();
+    pthread_mutex_lock(&instances_lock);
+    if (--module_instances == 0 && beam_resource_live_count() == 0) {
+        /* Nothing of this library can run any more: its process-wide
+         * instance goes, with whatever blocks it still has (unreachable
+         * now), and so do the leak_check instances kept with blocks
+         * live. */
+        free_kept_instances();
+        beam_general_purpose_allocator_instance.flags |= BEAM_GPA_QUIET_LEAKS;
+        beam_gpa_deinit(&beam_general_purpose_allocator_instance);
+        /* And the schedulers' per-thread buffers, which outlive the
+         * library. */
+        beam__cold_release_all();
+    }
+    pthread_mutex_unlock(&instances_lock);
+}
+
+/* Kept instances give back what their blocks no longer need (a kept
+ * instance's blocks may all be freed by now; it stays, its memory need
+ * not): at each keep, and from BeamAlloc.collect/1 (fault.c, library
+ * entered). Either way no unload can run meanwhile. */
+void beam__nif_collect_kept(void) {
+    /* Only those over the library's own allocators: a user's may be gone
+     * (deinitialised in UNLOAD, which runs before the last unload takes
+     * the lock), and its code must not run under the lock anyway. */
+    for (kept_instance *k = beam__atomic_load_acquire(&kept_instances);
+         k != NULL; k = k->next)
+        if (kept_over_ours(k))
+            beam_gpa_collect(&k->gpa);
 }
 
 unsigned beam__nif_entry_kind(const ErlNifFunc *f) {
@@ -582,9 +624,13 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
             leaked = beam_gpa_detect_leaks(&check->gpa);
         }
         if (leaked) {
-            /* Kept with what the leaked blocks need, not more. */
-            beam_gpa_collect(&check->gpa);
+            /* Kept with what the leaked blocks need, not more; and the
+             * instances kept before give back what their blocks, freed
+             * since, no longer need (each held ~100 KB until a collect,
+             * ~4 KB after). */
+            beam_gpa_collect(&check->gpa); /* its backing is alive now */
             keep_instance(check);
+            beam__nif_collect_kept();
         } else {
             beam_gpa_deinit(&check->gpa);
             beam__sys_free(check);

@@ -47,6 +47,14 @@ BEAM__HIDDEN int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
 BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
 /* The module atom's text registered at load ("" before). */
 BEAM__HIDDEN const char *beam__nif_module_atom(void);
+/* While a module instance is loaded: true, holding the lock the last
+ * unload tears the allocators down under; leave releases it. false when
+ * none is (nothing to read). For calls from outside the module's NIFs (the
+ * fault driver's hooks). */
+BEAM__HIDDEN bool beam__nif_library_enter(void);
+BEAM__HIDDEN void beam__nif_library_leave(void);
+/* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
+BEAM__HIDDEN void beam__nif_collect_kept(void);
 
 /* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' or beam_alloc_reporter process, which logs

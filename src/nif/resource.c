@@ -43,8 +43,10 @@
  * module upgraded to another copy of the library opens a new type instead
  * of handing the old objects to code that does not know their state (the
  * VM keeps the old library loaded until they are gone). The same copy
- * opened again (a reload or upgrade from the same file) takes its own type
- * over.
+ * opened again by a hot upgrade (the old code still there) takes its own
+ * type over; after a delete and purge the VM has unlinked the type, and a
+ * reload opens a new one: an old instance's resources are then a badarg
+ * to the new code.
  */
 #include "nif_internal.h"
 
