@@ -95,7 +95,9 @@ defmodule BeamAlloc.Testing do
   Returns `{:ok, count}`, `count` being the number of allocations the
   function makes (and so the number of failures it survived). A function
   that makes no allocation through `beam_allocator` passes with
-  `{:ok, 0}`.
+  `{:ok, 0}`: it checked nothing, as when the NIF is called through
+  another process (a GenServer, a Task), whose calls are not counted.
+  Match the count you expect (`{:ok, 4} = ...`) to see that.
 
   The first run must succeed: a function that raises, or returns an error
   (as `:expect` defines it), before any failure is injected raises
