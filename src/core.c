@@ -23,19 +23,6 @@ static inline void *zero_len_block(size_t alignment) {
     return (void *)(uintptr_t)alignment;
 }
 
-/* len - 1 >= BEAM__MAX_LEN: len is 0 or above the limit, in one test (the
- * common case pays one branch for all the edge cases). Then what the
- * vtable would run: a GPA's general path directly (its fast paths have
- * had their try in alloc_entry), others, the raw allocator's edge cases
- * included, through the vtable. Out of line, like every call the entries
- * below make when their inline paths do not settle a call (the GPA's
- * medium and sub-slab ways, the raw allocator's own alloc and free, called
- * once the entry has checked the call), each a tail call, so
- * that the entries need no frame of their own and no copy of a on the
- * stack. It takes a's two words apart:
- * passed on whole, the struct went through the stack in every helper (gcc
- * 12: two stores, two loads and a frame adjustment per call, fast path
- * included). */
 /* An alignment that is not a power of two: a bug at the call, never an
  * answer the allocator gives (unlike a length too large for memory, which
  * input can ask for), so it is reported with the caller's site as well as
@@ -52,6 +39,19 @@ static BEAM__NOINLINE void report_bad_alignment(const char *call, size_t len,
     beam__report_line(line);
 }
 
+/* A bad alignment first (reported), then len - 1 >= BEAM__MAX_LEN: len is
+ * 0 or above the limit, in one test. Then what the
+ * vtable would run: a GPA's general path directly (its fast paths have
+ * had their try in alloc_entry), others, the raw allocator's edge cases
+ * included, through the vtable. Out of line, like every call the entries
+ * below make when their inline paths do not settle a call (the GPA's
+ * medium and sub-slab ways, the raw allocator's own alloc and free, called
+ * once the entry has checked the call), each a tail call, so
+ * that the entries need no frame of their own and no copy of a on the
+ * stack. It takes a's two words apart:
+ * passed on whole, the struct went through the stack in every helper (gcc
+ * 12: two stores, two loads and a frame adjustment per call, fast path
+ * included). */
 static BEAM__NOINLINE void *alloc_impl(void *ctx,
                                        const beam_allocator_vtable *vt,
                                        size_t len, size_t alignment,

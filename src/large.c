@@ -171,9 +171,15 @@ static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
 }
 
 /* A header's raw pointer once its block is freed: no raw block is there
- * (not 8-aligned), so a second free finds no header and is reported,
- * while the backend keeps the memory mapped (a read of memory it gave
- * back to the system faults, as its own free would). */
+ * (not 8-aligned), so a second free finds no header and is reported. Where
+ * the header starts the raw block, the backend's own free-list words land
+ * on it (glibc's: a mangled pointer and a key), which pass for no header
+ * either (placed() checks the offset and length they would give); an
+ * allocator that wrote something placed() takes for a header there is not
+ * known. Only while the backend keeps the memory mapped (a read of memory
+ * it gave back to the system faults, as its own free would); and a block a
+ * remap moved leaves its old address unmarked (the backend's realloc freed
+ * it). */
 #define FREED_RAW ((void *)(uintptr_t)1)
 
 static void large_free(void *ctx, void *mem, size_t len, size_t alignment,

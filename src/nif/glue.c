@@ -80,6 +80,8 @@ typedef struct kept_instance {
     struct kept_instance *next;
 } kept_instance;
 static kept_instance *_Atomic kept_instances;
+/* Kept instances a new keep collects, newest first (below). */
+#define KEPT_COLLECTED 16
 
 static void keep_instance(kept_instance *k) {
     kept_instance *head = beam__atomic_load_relaxed(&kept_instances);
@@ -132,14 +134,17 @@ void beam_nif_unloaded(void) {
 
 /* Kept instances give back what their blocks no longer need (a kept
  * instance's blocks may all be freed by now; it stays, its memory need
- * not): at each keep, and from BeamAlloc.collect/1 (fault.c, library
- * entered). Either way no unload can run meanwhile. */
-void beam__nif_collect_kept(void) {
+ * not): the max newest ones (the list is newest first), at each keep the
+ * KEPT_COLLECTED before it, which bounds a keep's cost (all of them made
+ * keeping quadratic: 375 ms for 2000 leaks); all of them from
+ * BeamAlloc.collect/1 (fault.c, library entered). Either way no unload
+ * can run meanwhile. */
+void beam__nif_collect_kept(size_t max) {
     /* Only those over the library's own allocators: a user's may be gone
      * (deinitialised in UNLOAD, which runs before the last unload takes
      * the lock), and its code must not run under the lock anyway. */
     for (kept_instance *k = beam__atomic_load_acquire(&kept_instances);
-         k != NULL; k = k->next)
+         k != NULL && max-- > 0; k = k->next)
         if (kept_over_ours(k))
             beam_gpa_collect(&k->gpa);
 }
@@ -630,7 +635,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
              * ~4 KB after). */
             beam_gpa_collect(&check->gpa); /* its backing is alive now */
             keep_instance(check);
-            beam__nif_collect_kept();
+            beam__nif_collect_kept(KEPT_COLLECTED);
         } else {
             beam_gpa_deinit(&check->gpa);
             beam__sys_free(check);

@@ -53,8 +53,9 @@ BEAM__HIDDEN const char *beam__nif_module_atom(void);
  * fault driver's hooks). */
 BEAM__HIDDEN bool beam__nif_library_enter(void);
 BEAM__HIDDEN void beam__nif_library_leave(void);
-/* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
-BEAM__HIDDEN void beam__nif_collect_kept(void);
+/* beam_gpa_collect on the max newest leak_check instances kept (glue.c),
+ * entered. */
+BEAM__HIDDEN void beam__nif_collect_kept(size_t max);
 
 /* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' or beam_alloc_reporter process, which logs
