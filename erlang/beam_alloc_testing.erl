@@ -90,9 +90,7 @@
 -spec without_reports(fun(() -> T)) -> T.
 without_reports(Fun) when is_function(Fun, 0) ->
     _ = beam_alloc:take_reports(),
-    Outcome = try {returned, Fun()}
-              catch Class:Reason:Stack -> {raised, Class, Reason, Stack}
-              end,
+    Outcome = invoke(Fun),
     case [Line || {_Module, Line} <- beam_alloc:take_reports()] of
         [] -> pass_on(Outcome);
         Lines -> erlang:error({beam_alloc_reports, Lines})

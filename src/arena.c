@@ -116,15 +116,13 @@ static bool is_dead(const beam_arena_t *arena) {
 /* what: "allocation", "free", "resize". */
 static BEAM__NOINLINE void report_dead(const char *what, const void *mem,
                                        size_t len, uintptr_t ret) {
-    char site[512], block[64] = "", line[BEAM__REPORT_LINE];
+    char block[64] = "";
     if (mem != NULL)
         snprintf(block, sizeof block, " at %p", mem);
-    snprintf(line, sizeof line,
-             "beam_alloc: %s of %zu bytes%s through an arena after "
-             "beam_arena_deinit: refused (called from %s)",
-             what, len, block, beam__describe_addr(ret, site, sizeof site));
-    beam__misuse_note(BEAM__KIND_AFTER_DEINIT, line);
-    beam__report_line(line);
+    beam__report_misuse(BEAM__KIND_AFTER_DEINIT, ret,
+                        "beam_alloc: %s of %zu bytes%s through an arena "
+                        "after beam_arena_deinit: refused",
+                        what, len, block);
 }
 
 static void *arena_alloc(void *ctx, size_t len, size_t alignment,

@@ -30,13 +30,10 @@ static inline void *zero_len_block(size_t alignment) {
 static BEAM__NOINLINE void report_bad_alignment(const char *call, size_t len,
                                                 size_t alignment,
                                                 uintptr_t ret) {
-    char site[512], line[BEAM__REPORT_LINE];
-    snprintf(line, sizeof line,
-             "beam_alloc: %s of %zu bytes refused: alignment %zu is not a "
-             "power of two (called from %s)",
-             call, len, alignment, beam__describe_addr(ret, site, sizeof site));
-    beam__misuse_note(BEAM__KIND_BAD_ALIGNMENT, line);
-    beam__report_line(line);
+    beam__report_misuse(BEAM__KIND_BAD_ALIGNMENT, ret,
+                        "beam_alloc: %s of %zu bytes refused: alignment %zu "
+                        "is not a power of two",
+                        call, len, alignment);
 }
 
 /* A bad alignment first (reported), then len - 1 >= BEAM__MAX_LEN: len is

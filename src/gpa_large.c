@@ -96,15 +96,15 @@ static bool make_room(gpa_state *st, gpa_defer **defer) {
 /* ---- the cache (lock held) ------------------------------------------------
  */
 
-/* What the backing holds for a block of len: a safe instance's canary
- * after it, and at least a gpa_defer's worth (a freed block may carry
- * one). */
 /* The longest large block: room for safe mode's canary within the
  * lengths a backing may be asked for (PTRDIFF_MAX; it passed the backing
  * 0x800000000000000f, found in review). Every mode, so that all answer
  * alike. */
 #define GPA_LARGE_MAX (BEAM__MAX_LEN - GPA_LARGE_CANARY)
 
+/* What the backing holds for a block of len: a safe instance's canary
+ * after it, and at least a gpa_defer's worth (a freed block may carry
+ * one). */
 static size_t backing_len_for(const gpa_state *st, size_t len) {
     GPA_ASSERT(len <= GPA_LARGE_MAX);
     size_t want = len + (st->safe ? GPA_LARGE_CANARY : 0);

@@ -51,6 +51,10 @@ BEAM__HIDDEN extern const beam_allocator_vtable beam__gpa_vtable;
 #define BEAM__REPORT_LINE 1024
 BEAM__HIDDEN void beam__report(const char *fmt, ...) BEAM__PRINTF(1, 2);
 BEAM__HIDDEN void beam__report_line(const char *line);
+/* A misuse of kind (NULL: a report only, no misuse) at the caller's call
+ * ret: fmt's text, then " (called from SITE)". */
+BEAM__HIDDEN void beam__report_misuse(const char *kind, uintptr_t ret,
+                                      const char *fmt, ...) BEAM__PRINTF(3, 4);
 
 /* Misuse the calling thread has reported (report.c). The NIF glue watches
  * it across a call: set watch_from = count before, and any misuse during

@@ -103,20 +103,11 @@ static const char *bad_pointer_kind(const char *call, bool freed) {
     return NULL;
 }
 
-static void note_and_report(const char *kind, const char *text) {
-    if (kind != NULL)
-        beam__misuse_note(kind, text);
-    beam__report_line(text);
-}
-
 static BEAM__NOINLINE void report_ignored(const char *call, const void *p,
                                           const char *what, bool freed,
                                           uintptr_t ret) {
-    char site[128], line[BEAM__REPORT_LINE];
-    snprintf(line, sizeof line,
-             "beam_alloc: %s of %p ignored: %s (called from %s)", call, p, what,
-             beam__describe_addr(ret, site, sizeof site));
-    note_and_report(bad_pointer_kind(call, freed), line);
+    beam__report_misuse(bad_pointer_kind(call, freed), ret,
+                        "beam_alloc: %s of %p ignored: %s", call, p, what);
 }
 
 static void report_bad(const char *call, const void *p, enum hdr_state why,
@@ -229,12 +220,10 @@ static void gpa_mfree(beam_allocator_t a, void *p, uintptr_t ret) {
 
 static BEAM__NOINLINE void report_not_gpa_block(const char *call, const void *p,
                                                 uintptr_t ret) {
-    char site[128], line[BEAM__REPORT_LINE];
-    snprintf(line, sizeof line,
-             "beam_alloc: %s of %p: not a live block of this general purpose "
-             "allocator (called from %s)",
-             call, p, beam__describe_addr(ret, site, sizeof site));
-    note_and_report(bad_pointer_kind(call, false), line);
+    beam__report_misuse(bad_pointer_kind(call, false), ret,
+                        "beam_alloc: %s of %p: not a live block of this "
+                        "general purpose allocator",
+                        call, p);
 }
 
 static void *gpa_mrealloc(beam_allocator_t a, void *p, size_t n,

@@ -100,6 +100,24 @@ void beam__report(const char *fmt, ...) {
     beam__report_line(line);
 }
 
+void beam__report_misuse(const char *kind, uintptr_t ret, const char *fmt,
+                         ...) {
+    char site[512], line[BEAM__REPORT_LINE];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* The site after the text, cut like one snprintf of both would be. */
+    size_t used = n < 0                     ? 0
+                  : (size_t)n < sizeof line ? (size_t)n
+                                            : sizeof line - 1;
+    snprintf(line + used, sizeof line - used, " (called from %s)",
+             beam__describe_addr(ret, site, sizeof site));
+    if (kind != NULL)
+        beam__misuse_note(kind, line);
+    beam__report_line(line);
+}
+
 void beam__assert_fail(const char *what, const char *file, int line) {
     /* Straight to stderr: the hook may need the very state that broke. */
     fprintf(stderr, "beam_alloc: internal check failed: %s (%s:%d)\n", what,
@@ -122,7 +140,8 @@ void beam__misuse_note(const char *kind, const char *line) {
         m->kind = kind;
         char *buf = beam__misuse_line();
         if (buf != NULL)
-            snprintf(buf, BEAM__MISUSE_LINE, "%s", line);
+            snprintf(buf, BEAM__MISUSE_LINE, "%.*s", BEAM__MISUSE_LINE - 1,
+                     line);
     }
     m->count++;
 }

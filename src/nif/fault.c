@@ -80,7 +80,7 @@ static void hooks_collect(void) {
         return;
     beam_gpa_collect(&beam_general_purpose_allocator_instance);
     beam__stats_named_collect();
-    beam__nif_collect_kept(SIZE_MAX);
+    beam__nif_collect_kept();
     beam__nif_library_leave();
 }
 

@@ -134,19 +134,22 @@ void beam_nif_unloaded(void) {
 
 /* Kept instances give back what their blocks no longer need (a kept
  * instance's blocks may all be freed by now; it stays, its memory need
- * not): the max newest ones (the list is newest first), at each keep the
- * KEPT_COLLECTED before it, which bounds a keep's cost (all of them made
- * keeping quadratic: 375 ms for 2000 leaks); all of them from
+ * not): max of them from k on, the list being newest first. At each keep
+ * the KEPT_COLLECTED before it, which bounds a keep's cost (all of them
+ * made keeping quadratic: 375 ms for 2000 leaks); all of them from
  * BeamAlloc.collect/1 (fault.c, library entered). Either way no unload
- * can run meanwhile. */
-void beam__nif_collect_kept(size_t max) {
-    /* Only those over the library's own allocators: a user's may be gone
-     * (deinitialised in UNLOAD, which runs before the last unload takes
-     * the lock), and its code must not run under the lock anyway. */
-    for (kept_instance *k = beam__atomic_load_acquire(&kept_instances);
-         k != NULL && max-- > 0; k = k->next)
+ * can run meanwhile. Only those over the library's own allocators: a
+ * user's may be gone (deinitialised in UNLOAD, which runs before the last
+ * unload takes the lock), and its code must not run under the lock
+ * anyway. */
+static void collect_kept_from(kept_instance *k, size_t max) {
+    for (; k != NULL && max-- > 0; k = k->next)
         if (kept_over_ours(k))
             beam_gpa_collect(&k->gpa);
+}
+
+void beam__nif_collect_kept(void) {
+    collect_kept_from(beam__atomic_load_acquire(&kept_instances), SIZE_MAX);
 }
 
 unsigned beam__nif_entry_kind(const ErlNifFunc *f) {
@@ -635,7 +638,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
              * ~4 KB after). */
             beam_gpa_collect(&check->gpa); /* its backing is alive now */
             keep_instance(check);
-            beam__nif_collect_kept(KEPT_COLLECTED);
+            collect_kept_from(check->next, KEPT_COLLECTED);
         } else {
             beam_gpa_deinit(&check->gpa);
             beam__sys_free(check);

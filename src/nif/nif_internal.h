@@ -53,9 +53,8 @@ BEAM__HIDDEN const char *beam__nif_module_atom(void);
  * fault driver's hooks). */
 BEAM__HIDDEN bool beam__nif_library_enter(void);
 BEAM__HIDDEN void beam__nif_library_leave(void);
-/* beam_gpa_collect on the max newest leak_check instances kept (glue.c),
- * entered. */
-BEAM__HIDDEN void beam__nif_collect_kept(size_t max);
+/* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
+BEAM__HIDDEN void beam__nif_collect_kept(void);
 
 /* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' or beam_alloc_reporter process, which logs

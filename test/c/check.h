@@ -44,6 +44,16 @@ static inline bool check_said_once(const char *needle) {
     return check_report_count() == 1 && check_report_contains(needle);
 }
 
+/* The calling thread's misuse record (beam__misuse, internal.h), watched
+ * as a NIF call watches it: check_watch_misuse starts a watch (the kind
+ * kept is then the first misuse's) and returns the outer one, which
+ * check_unwatch_misuse puts back; check_misuse_seen counts the misuse since
+ * the watch began, check_misuse_kind names the first. */
+unsigned long check_watch_misuse(void);
+void check_unwatch_misuse(unsigned long outer);
+unsigned long check_misuse_seen(void);
+const char *check_misuse_kind(void);
+
 /* A step two threads take together: one says it reached `at` (set), the
  * other waits until it has (wait). For a thread kept idle, alive, while the
  * test works on what it left. */

@@ -1,4 +1,5 @@
 #include "check.h"
+#include "internal.h"
 
 #include <beam_alloc.h>
 
@@ -99,4 +100,22 @@ int main(int argc, char **argv) {
     }
     printf("%zu passed, %zu failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
+}
+
+unsigned long check_watch_misuse(void) {
+    unsigned long outer = beam__misuse.watch_from;
+    beam__misuse.watch_from = beam__misuse.count;
+    return outer;
+}
+
+void check_unwatch_misuse(unsigned long outer) {
+    beam__misuse.watch_from = outer;
+}
+
+unsigned long check_misuse_seen(void) {
+    return beam__misuse.count - beam__misuse.watch_from;
+}
+
+const char *check_misuse_kind(void) {
+    return beam__misuse.kind;
 }

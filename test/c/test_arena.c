@@ -1,7 +1,6 @@
 /* The arena allocator, over the raw allocator, a fixed buffer and the
  * failing allocator (whose counters show exactly what the parent holds). */
 #include "check.h"
-#include "internal.h"
 
 #include <beam_alloc.h>
 
@@ -61,23 +60,22 @@ TEST(arena_used_after_deinit_is_refused_and_reported) {
     char *p = beam_alloc_bytes(a, 24, 8);
     CHECK(p != NULL);
     beam_arena_deinit(&c.arena);
-    beam__misuse_record *m = &beam__misuse;
-    unsigned long outer = m->watch_from;
-    m->watch_from = m->count;
+    unsigned long outer = check_watch_misuse();
     check_capture_reports();
     CHECK(beam_alloc_bytes(a, 24, 8) == NULL);
     CHECK(check_last_report_has("allocation of 24 bytes through an arena "
                                 "after beam_arena_deinit"));
-    CHECK(strcmp(m->kind, "use of an allocator after its deinit") == 0);
+    CHECK(strcmp(check_misuse_kind(), "use of an allocator after its deinit") ==
+          0);
     beam_free_bytes(a, p, 24, 8);
     CHECK(check_last_report_has("free of 24 bytes at"));
     CHECK(!beam_resize_bytes(a, p, 24, 8, 8));
     CHECK(beam_realloc_bytes(a, p, 24, 8, 48) == NULL);
     /* (The realloc's remap reported, and a remap that reports stops it.) */
     CHECK(check_report_count() == 4);
-    CHECK(m->count == m->watch_from + 4);
+    CHECK(check_misuse_seen() == 4);
     check_release_reports();
-    m->watch_from = outer;
+    check_unwatch_misuse(outer);
     CHECK(c.parent.allocations == 1 && c.parent.deallocations == 1);
     beam_arena_deinit(&c.arena); /* twice: nothing to do */
     beam_arena_init(&c.arena, beam_failing_allocator(&c.parent));

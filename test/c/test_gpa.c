@@ -245,34 +245,30 @@ TEST(gpa_hostile_sizes_fail_and_leave_it_usable) {
 /* A backing that records the longest length it was asked for, and
  * refuses what no machine has (passed on, TSan's malloc aborts). */
 static size_t longest_asked;
-#define LONG_REFUSED ((size_t)1 << 40)
-static void *long_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
-    (void)ctx;
+/* Whether a request for len may go on to the large allocator. */
+static bool long_ask(size_t len) {
     if (len > longest_asked)
         longest_asked = len;
-    if (len >= LONG_REFUSED)
-        return NULL;
-    return beam_large_allocator.vtable->alloc(NULL, len, alignment, r);
+    return len < ((size_t)1 << 40);
+}
+static void *long_alloc(void *ctx, size_t len, size_t alignment, uintptr_t r) {
+    (void)ctx;
+    return long_ask(len)
+               ? beam_large_allocator.vtable->alloc(NULL, len, alignment, r)
+               : NULL;
 }
 static bool long_resize(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t r) {
     (void)ctx;
-    if (new_len > longest_asked)
-        longest_asked = new_len;
-    if (new_len >= LONG_REFUSED)
-        return false;
-    return beam_large_allocator.vtable->resize(NULL, mem, len, alignment,
-                                               new_len, r);
+    return long_ask(new_len) && beam_large_allocator.vtable->resize(
+                                    NULL, mem, len, alignment, new_len, r);
 }
 static void *long_remap(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t r) {
     (void)ctx;
-    if (new_len > longest_asked)
-        longest_asked = new_len;
-    if (new_len >= LONG_REFUSED)
-        return NULL;
-    return beam_large_allocator.vtable->remap(NULL, mem, len, alignment,
-                                              new_len, r);
+    return long_ask(new_len) ? beam_large_allocator.vtable->remap(
+                                   NULL, mem, len, alignment, new_len, r)
+                             : NULL;
 }
 static void long_free(void *ctx, void *mem, size_t len, size_t alignment,
                       uintptr_t r) {

@@ -315,13 +315,14 @@ TEST(gpa_medium_double_free_into_an_emptied_slab_says_so) {
     CHECK(p != NULL);
     beam_free_bytes(a, p, 20000, 16);
     check_capture_reports();
-    beam__misuse.watch_from = beam__misuse.count;
+    unsigned long outer = check_watch_misuse();
     beam_free_bytes(a, p, 20000, 16);
     CHECK(check_said_once("double free, or a free of a pointer into unused "
                           "memory") &&
           check_last_report_has("(length 20000, alignment 16)"));
-    CHECK(strcmp(beam__misuse.kind, BEAM__KIND_DOUBLE_FREE) == 0);
+    CHECK(strcmp(check_misuse_kind(), BEAM__KIND_DOUBLE_FREE) == 0);
     check_release_reports();
+    check_unwatch_misuse(outer);
     CHECK(!beam_gpa_deinit(&g));
 }
 
