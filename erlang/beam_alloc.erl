@@ -98,6 +98,8 @@ take_reports() ->
 %%   {error, {load, "Library load-call unsuccessful (2980)."}} becomes
 %%   {error, {load, <<"beam_alloc: load_info names an unknown option ...">>}}
 %% The full report (which key, which value) goes to the logger.
+%% A library that fails to load with an undefined symbol gets a hint
+%% appended to its {error, {load_failed, Text}}: which link step to mend.
 -spec explain_load_error(ok | {error, term()}) -> ok | {error, term()}.
 explain_load_error({error, {load, Text}} = Error) ->
     case load_reason(load_code(Text)) of
@@ -107,8 +109,30 @@ explain_load_error({error, {load, Text}} = Error) ->
                                "error where the beam_alloc application is not "
                                "started)">>}}
     end;
+explain_load_error({error, {load_failed, Text}} = Error) when is_list(Text) ->
+    case undefined_symbol(Text) of
+        undefined -> Error;
+        Symbol -> {error, {load_failed, Text ++ undefined_symbol_hint(Symbol)}}
+    end;
 explain_load_error(Other) ->
     Other.
+
+%% dlopen's "undefined symbol: deflate": most often a C library the sources
+%% call and the link did not name (the link of a shared object accepts
+%% undefined symbols: the VM's own enif_ functions are some).
+undefined_symbol(Text) ->
+    try re:run(Text, "undefined symbol: ([^ ,'\"]+)", [{capture, all_but_first, list}]) of
+        {match, [Symbol]} -> Symbol;
+        nomatch -> undefined
+    catch
+        error:badarg -> undefined
+    end.
+
+undefined_symbol_hint(Symbol) ->
+    " (beam_alloc: nothing the NIF library was linked with defines " ++ Symbol ++
+        ": link the C library that does, libs: [\"name\"] in the Mix options"
+        " (beam_alloc: [nifs: ...]) or LDLIBS += -lname in a Makefile that includes"
+        " beam_alloc.mk; or a source that defines it is missing from the build)".
 
 %% The code at the end of the VM's "Library load-call unsuccessful (N)."
 %% text, or undefined: anything else, text or not, is not ours to explain.

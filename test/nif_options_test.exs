@@ -131,6 +131,50 @@ defmodule BeamAlloc.NifOptionsTest do
       File.rm!(file <> ".so")
     end
 
+    test "a library that calls what nothing linked defines: the load error says which link to mend" do
+      dir = Path.join(System.tmp_dir!(), "beam_alloc_undef_#{System.unique_integer([:positive])}")
+      File.mkdir_p!(dir)
+      src = Path.join(dir, "undef_nif.c")
+      # A C library's function the link did not name (libs: left out).
+      File.write!(src, """
+      extern int beam_alloc_test_nowhere(int);
+      int calls_it(int x) { return beam_alloc_test_nowhere(x); }
+      """)
+
+      cc = System.get_env("CC") || "cc"
+      so = Path.join(dir, "undef_nif")
+      {_, 0} = System.cmd(cc, ["-shared", "-fPIC", "-o", so <> ".so", src])
+      result = :erlang.load_nif(String.to_charlist(so), [])
+
+      assert {:error, {:load_failed, text}} = :beam_alloc.explain_load_error(result)
+      text = List.to_string(text)
+      assert text =~ "undefined symbol: beam_alloc_test_nowhere"
+
+      assert text =~
+               "(beam_alloc: nothing the NIF library was linked with defines " <>
+                 "beam_alloc_test_nowhere: link the C library that does, " <>
+                 "libs: [\"name\"] in the Mix options"
+
+      # The Mix path (use BeamAlloc.Nif) gives the same hint, and not the
+      # one for a library that was not built.
+      assert {:error, {:load_failed, mix_text}} =
+               BeamAlloc.Nif.explain_load(result, so, "undef_nif")
+
+      assert List.to_string(mix_text) == text
+
+      # Other load failures, and texts that are not character lists, pass
+      # through unchanged.
+      for other <- [
+            {:error, {:load_failed, ~c"Failed to load NIF library: 'x.so: bad ELF'"}},
+            {:error, {:load_failed, "undefined symbol: x"}},
+            {:error, {:load_failed, [1000, 1001]}}
+          ] do
+        assert :beam_alloc.explain_load_error(other) == other
+      end
+
+      File.rm_rf!(dir)
+    end
+
     test "accept a private stub under nifs: (a public wrapper calls it)" do
       module = Module.concat(__MODULE__, "Compiled#{System.unique_integer([:positive])}")
 
