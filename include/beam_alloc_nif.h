@@ -70,7 +70,9 @@ typedef struct beam_nif_options {
      * (erlang:error({memory_misuse, Message}) from an Erlang module).
      * Without it (and without .leak_check) misuse is reported and the call
      * returns as usual. Counts what any allocator reports on the calling
-     * thread during the call, beam_general_purpose_allocator included. */
+     * thread during the call, beam_general_purpose_allocator included;
+     * under .leak_check also a misuse of the checking instance on another
+     * thread (one the body started) before the call is over. */
     bool raise_on_misuse;
     /** .leak_check: frames of each allocation's stack kept for reports
      * (1 to 16; 0 means 6). See BEAM_GPA_FRAMES. */
@@ -112,7 +114,9 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  * C++ exception that leaves the body is raised as an Erlang exception
  * (std::bad_alloc as "out of memory", another std::exception with "uncaught
  * C++ exception: " and its what()), where it would have crossed the VM's C
- * frames and aborted it (beam::allocator throws under fault injection). */
+ * frames and aborted it (beam::allocator throws under fault injection).
+ * In C++ the options go in their declaration order (leak_check, allocator,
+ * scratch, raise_on_misuse, frames): g++ refuses any other. */
 #define BEAM_NIF(...) BEAM_INTERNAL_NIF(__VA_ARGS__, .beam_reserved_end = 0)
 /* C++ before C++20 takes designated initialisers only as an extension and
  * warns about the fields they leave out; the options are meant to be

@@ -477,6 +477,9 @@ struct beam_gpa_state {
     /* Lock-free: */
     _Atomic(gpa_slab *) reclaim; /* pushed by frees, popped under the lock */
     _Atomic size_t misuse;
+    /* The kind of the first misuse (a static string): a leak_check call
+     * raises with it when the misuse was on another thread. */
+    _Atomic(const char *) first_misuse_kind;
     _Atomic size_t meta_bytes; /* heaps, tables: metadata from the backing */
     /* Stats beyond the heaps': retired heaps' and large blocks' counters
      * (lock held), and what other threads' frees and in-place resizes

@@ -67,8 +67,17 @@ void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
         snprintf(line, sizeof line,
                  "beam_alloc: general purpose allocator: %s: %p (%s)%s", what,
                  p, said_len, called);
-    beam__misuse_note(kind_of(what), line);
+    const char *kind = kind_of(what);
+    const char *none = NULL;
+    beam__atomic_cas_acq_rel(&st->first_misuse_kind, &none, kind);
+    beam__misuse_note(kind, line);
     beam__report_line(line);
+}
+
+const char *beam__gpa_first_misuse(beam_gpa_t *gpa) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    return st != NULL ? beam__atomic_load_acquire(&st->first_misuse_kind)
+                      : NULL;
 }
 
 /* A call given a block through an instance without state: it never

@@ -389,5 +389,8 @@ BEAM__HIDDEN void beam__stats_named_collect(void);
 /* Safe mode: report every freed block written since it was freed
  * (gpa_report.c); the number found. */
 BEAM__HIDDEN size_t beam__gpa_check_freed(beam_gpa_t *gpa);
+/* The kind of gpa's first misuse, on any thread, or NULL: none yet
+ * (gpa_report.c). */
+BEAM__HIDDEN const char *beam__gpa_first_misuse(beam_gpa_t *gpa);
 
 #endif

@@ -96,6 +96,30 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    test "a misuse on a thread the call started raises too" do
+      capture_log(fn ->
+        assert_raise RuntimeError, message(:thread_double_free, "double free"), fn ->
+          Misuse.thread_double_free()
+        end
+
+        assert Enum.any?(reports(1), &(&1 =~ "called from double_free_on (#{@source}:"))
+      end)
+
+      # And check_all_allocation_failures lists it as a misuse.
+      capture_log(fn ->
+        error =
+          assert_raise BeamAlloc.AllocationFailureError, fn ->
+            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.thread_double_free/0)
+          end
+
+        assert Enum.any?(
+                 error.problems,
+                 &(&1.kind == :misuse and &1.misuse == "double free" and
+                     &1.report =~ "on another thread")
+               )
+      end)
+    end
+
     test "the misuse wins over the NIF's own exception" do
       capture_log(fn ->
         assert_raise RuntimeError, message(:double_free_and_badarg, "double free"), fn ->
@@ -304,6 +328,17 @@ defmodule BeamAlloc.MisuseTest do
         # The leak: the line of the allocation, not the one after it.
         assert leak =~ "allocated from leak_and_bad_free (#{@source}:#{line_of("leak")})"
       end)
+    end
+
+    test "the guide's quoted report names this test's lines" do
+      # (Its text block is no example the guide tests compile: a line moved
+      # in the NIF left the guide's numbers 22 lines out.)
+      guide = File.read!("guides/allocators.md")
+      assert guide =~ "called from leak_and_bad_free (#{@source}:#{line_of("bad free")});"
+
+      assert guide =~
+               "make_block (#{@source}:#{line_of("helper")}) <- " <>
+                 "leak_and_bad_free (#{@source}:#{line_of("caller")})"
     end
 
     test "name each caller of an allocation, innermost first, from the stack" do

@@ -223,7 +223,31 @@ BEAM_NIF(nested_outer, .leak_check = true) {
     return ok(env);
 }
 
+/* A thread the call starts and joins double-frees through the call's
+ * allocator (a copy: beam_allocator is the calling thread's): the call
+ * raises, though its own thread saw nothing. */
+static void *double_free_on(void *arg) {
+    beam_allocator_t a = *(beam_allocator_t *)arg;
+    void *p = beam_alloc_bytes(a, 24, 8);
+    if (p != NULL) {
+        beam_free_bytes(a, p, 24, 8);
+        beam_free_bytes(a, p, 24, 8);
+    }
+    return NULL;
+}
+
+BEAM_NIF(thread_double_free, .leak_check = true) {
+    beam_allocator_t a = beam_allocator;
+    ErlNifTid tid;
+    if (enif_thread_create("double_free_on", &tid, double_free_on, &a, NULL) !=
+        0)
+        return enif_make_badarg(env);
+    enif_thread_join(tid, NULL);
+    return ok(env);
+}
+
 static ErlNifFunc funcs[] = {
+    {"thread_double_free", 0, thread_double_free, 0},
     {"impossible_free", 0, impossible_free, 0},
     {"nested_outer", 0, nested_outer, 0},
     {"leak_deep", 0, leak_deep, 0},
