@@ -130,7 +130,9 @@ ADAPTER_LIBS := -lsqlite3 -lz -lzstd
 # (-Wpedantic, and -fno-exceptions) with gcc and clang; the adapter headers run against SQLite, zlib and zstd
 # (test/header/adapters.c, C11) and the C++ one with STL and pmr containers
 # (test/header/cxx.cpp, C++17), with both compilers; and BEAM_NIF without
-# beam_alloc_nif.h must fail with a message that names it.
+# beam_alloc_nif.h must fail with a message that names it, in C and C++;
+# the C++ adapter builds with -fno-exceptions and -fno-rtti, and C++14
+# fails with a message that names C++17.
 HEADER_STRICT := -Wall -Wextra -Werror -Iinclude
 header-test: $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(BUILD)/header
@@ -143,6 +145,12 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	for cxx in g++ $(SAN_CC)++; do \
 	    $$cxx -std=c++17 -Wpedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
 	    $$cxx -std=c++17 -fno-exceptions $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-noexc-$$cxx.o || exit 1; \
+	    for f in -fno-exceptions -fno-rtti; do \
+	        $$cxx -std=c++17 $$f -Wpedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/cxx_flags.cpp -o $(BUILD)/header/cxx$$f-$$cxx.o || exit 1; \
+	    done; \
+	    if $$cxx -std=c++14 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/cxx_flags.cpp -o $(BUILD)/header/cxx14.o 2>$(BUILD)/header/cxx14.err; then \
+	        echo "beam_alloc.hpp compiled as C++14" >&2; exit 1; fi; \
+	    grep -q 'needs C++17' $(BUILD)/header/cxx14.err || { cat $(BUILD)/header/cxx14.err; exit 1; }; \
 	done
 	for cc in gcc $(SAN_CC); do \
 	    $$cc -std=c11 -pedantic $(HEADER_STRICT) test/header/adapters.c $(BUILD)/libbeam_alloc_standalone.a \
@@ -156,6 +164,11 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    if $$cc -std=c11 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/missing_nif_header.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
 	        echo "BEAM_NIF compiled without beam_alloc_nif.h" >&2; exit 1; fi; \
 	    grep -q 'beam_alloc_nif.h' $(BUILD)/header/missing.err || { cat $(BUILD)/header/missing.err; exit 1; }; \
+	done
+	for cxx in g++ $(SAN_CC)++; do \
+	    if $$cxx -std=c++17 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/missing_nif_header.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
+	        echo "BEAM_NIF compiled without beam_alloc_nif.h (C++)" >&2; exit 1; fi; \
+	    grep -q 'static assertion failed: BEAM_NIF needs #include <beam_alloc_nif.h>\|static_assert failed.*BEAM_NIF needs #include <beam_alloc_nif.h>\|static assertion failed.*BEAM_NIF needs' $(BUILD)/header/missing.err || { cat $(BUILD)/header/missing.err; exit 1; }; \
 	done
 
 clean:

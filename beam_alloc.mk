@@ -84,7 +84,8 @@ BEAM_ALLOC_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
 CFLAGS ?= -O2
-CXXFLAGS ?= -O2
+# (<beam_alloc.hpp> needs C++17, which clang++ 14 does not default to.)
+CXXFLAGS ?= -O2 -std=gnu++17
 
 BEAM_ALLOC_BUILD_NIF = mkdir -p $(@D) && \
     $(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) $(filter %.c,$^) $(BEAM_ALLOC_LIB) \

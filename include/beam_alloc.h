@@ -269,7 +269,9 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * reuse). Small blocks freed by another
  * thread go back without a lock. Misuse (double free, a pointer it does not
  * own, a wrong length or alignment) is reported through the report hook
- * (section 7) and otherwise ignored: the process keeps running.
+ * (section 7), and the process keeps running: a double or foreign free is
+ * ignored, a free of a live block with a wrong length or alignment frees
+ * the block anyway (the report says "freed anyway").
  *
  * Composition: an instance may be the backing of another, to any depth (GPA
  * over GPA over GPA), and any number of instances may be used from one
@@ -723,10 +725,17 @@ BEAM_API bool beam_stats_named(size_t i, char *name_out, beam_alloc_stats *out,
  * compile with a message that says so (and never silently mean something
  * else). */
 #ifndef BEAM_ALLOC_NIF_H
+#ifdef __cplusplus
+#define BEAM_INTERNAL_STATIC_ASSERT static_assert
+#else
+#define BEAM_INTERNAL_STATIC_ASSERT _Static_assert
+#endif
 #define BEAM_NIF(...)                                                          \
-    _Static_assert(0, "BEAM_NIF needs #include <beam_alloc_nif.h>")
+    BEAM_INTERNAL_STATIC_ASSERT(0, "BEAM_NIF needs #include "                  \
+                                   "<beam_alloc_nif.h>")
 #define BEAM_NIF_INIT(...)                                                     \
-    _Static_assert(0, "BEAM_NIF_INIT needs #include <beam_alloc_nif.h>")
+    BEAM_INTERNAL_STATIC_ASSERT(                                               \
+        0, "BEAM_NIF_INIT needs #include <beam_alloc_nif.h>")
 #endif
 
 #endif /* BEAM_ALLOC_H */

@@ -16,7 +16,10 @@
  * Failure throws std::bad_alloc (std::bad_array_new_length on an overflowing
  * count), as the standard asks of allocators. Catch it in the body and
  * return an error term; one that leaves a BEAM_NIF body is raised to the
- * caller ("out of memory") rather than crossing the VM's C frames.
+ * caller ("out of memory") rather than crossing the VM's C frames. (Built
+ * with -fno-exceptions, a failure aborts, the VM with it, as with the
+ * standard library's allocators: use the C interface where memory can run
+ * out, and under fault injection.)
  *
  * Both pass sizes, so no header is added to any block; reports (leaks,
  * misuse) name the container code that called them.
@@ -24,9 +27,15 @@
 #ifndef BEAM_ALLOC_HPP
 #define BEAM_ALLOC_HPP
 
+/* (std::pmr is C++17's; clang++ 14 compiles C++14 unless told.) */
+#if __cplusplus < 201703L
+#error "<beam_alloc.hpp> needs C++17 or later: compile with -std=c++17"
+#endif
+
 #include "beam_alloc.h"
 
 #include <cstddef>
+#include <cstdlib>
 #include <memory_resource>
 #include <new>
 #include <type_traits>
@@ -35,6 +44,15 @@
 #define BEAM_HPP_NOINLINE __attribute__((noinline))
 #else
 #define BEAM_HPP_NOINLINE
+#endif
+
+/* Built with -fno-exceptions an allocation that fails aborts, as the
+ * standard library's own allocators then do: no container can take a
+ * null block. */
+#if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
+#define BEAM_HPP_THROW(e) throw e
+#else
+#define BEAM_HPP_THROW(e) std::abort()
 #endif
 
 namespace beam {
@@ -60,10 +78,10 @@ template <class T> class allocator {
     BEAM_HPP_NOINLINE T *allocate(std::size_t n) {
         std::size_t len;
         if (beam_mul_overflow(n, sizeof(T), &len))
-            throw std::bad_array_new_length();
+            BEAM_HPP_THROW(std::bad_array_new_length());
         void *p = beam_alloc_bytes_at(a_, len, alignof(T), BEAM_RET_ADDR());
         if (p == nullptr)
-            throw std::bad_alloc();
+            BEAM_HPP_THROW(std::bad_alloc());
         return static_cast<T *>(p);
     }
 
@@ -108,7 +126,7 @@ class memory_resource : public std::pmr::memory_resource {
                                         std::size_t alignment) override {
         void *p = beam_alloc_bytes_at(a_, bytes, alignment, BEAM_RET_ADDR());
         if (p == nullptr)
-            throw std::bad_alloc();
+            BEAM_HPP_THROW(std::bad_alloc());
         return p;
     }
 
@@ -119,9 +137,15 @@ class memory_resource : public std::pmr::memory_resource {
 
     bool do_is_equal(
         const std::pmr::memory_resource &other) const noexcept override {
+#if defined(__cpp_rtti) || defined(__GXX_RTTI)
         const memory_resource *o =
             dynamic_cast<const memory_resource *>(&other);
         return o != nullptr && o->a_.ctx == a_.ctx && o->a_.vtable == a_.vtable;
+#else
+        /* Without RTTI other's type is unknown: only itself is surely
+         * equal (unequal resources copy where they could have moved). */
+        return this == &other;
+#endif
     }
 
   private:

@@ -160,6 +160,29 @@ defmodule BeamAlloc.MixCompilerTest do
     answer
   end
 
+  # clang++ 14 compiles C++14 unless told, and <beam_alloc.hpp> is C++17:
+  # the default CXXFLAGS say so.
+  test "builds <beam_alloc.hpp> code with clang++ and no CXXFLAGS of the user's", %{dir: dir} do
+    if System.find_executable("clang++") do
+      app = project(dir, :mixc_clangxx, nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]])
+
+      File.write!(Path.join(dir, "c_src/twice.cpp"), """
+      #include <beam_alloc.hpp>
+      #include <vector>
+      extern "C" int cxx_twice(int x) {
+          std::vector<int, beam::allocator<int>> v{x, x};
+          return v[0] + v[1];
+      }
+      """)
+
+      System.put_env("CXX", "clang++")
+      System.delete_env("CXXFLAGS")
+      assert {{:ok, []}, lines, _} = compile(dir, app)
+      assert "beam_alloc: linking priv/tmp_nif.so" in lines, Enum.join(lines, "\n")
+      assert call_answer(so_path(dir, app, :tmp_nif)) == 42
+    end
+  end
+
   test "builds C and C++ sources into priv/<name>.so under _build, exporting nothing of beam_alloc",
        %{dir: dir} do
     app =
