@@ -71,7 +71,8 @@ defmodule BeamAlloc.Nif do
   Options are checked when the module is compiled: an unknown name or value
   raises `ArgumentError` there. The C side checks again at load, for
   modules that pass the map themselves: a bad map fails the load, and the
-  reason is reported on standard error.
+  reason goes to the logger (to standard error where the beam_alloc
+  application is not started).
   """
 
   @allocators [:raw, :large, :gpa]
