@@ -93,18 +93,21 @@ take_reports() ->
     end.
 
 %% A readable reason for what erlang:load_nif/2 returned when BEAM_NIF_INIT
-%% refused the load_info (the VM can only show a number): wrap the result
-%% of your on_load's load_nif with it. Other errors pass through unchanged.
+%% refused the load_info (the VM can only show a number), at a load or an
+%% upgrade: wrap the result of your on_load's load_nif with it. Other
+%% errors pass through unchanged.
 %%   {error, {load, "Library load-call unsuccessful (2980)."}} becomes
 %%   {error, {load, <<"beam_alloc: load_info names an unknown option ...">>}}
 %% The full report (which key, which value) goes to the logger.
 %% A library that fails to load with an undefined symbol gets a hint
 %% appended to its {error, {load_failed, Text}}: which link step to mend.
 -spec explain_load_error(ok | {error, term()}) -> ok | {error, term()}.
-explain_load_error({error, {load, Text}} = Error) ->
+explain_load_error({error, {Kind, Text}} = Error) when Kind =:= load; Kind =:= upgrade ->
+    %% (upgrade: the library loaded again for a new version of a module
+    %% whose old one still has it, a recompile or a hot upgrade.)
     case load_reason(load_code(Text)) of
         undefined -> Error;
-        Why -> {error, {load, <<"beam_alloc: ", Why/binary,
+        Why -> {error, {Kind, <<"beam_alloc: ", Why/binary,
                                " (the details went to the logger, or to standard "
                                "error where the beam_alloc application is not "
                                "started)">>}}

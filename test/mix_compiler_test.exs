@@ -325,6 +325,14 @@ defmodule BeamAlloc.MixCompilerTest do
 
     app = project(dir, :mixc_unknown, nifz: [])
     assert_raise Mix.Error, ~r/unknown option\(s\) :nifz/, fn -> compile(dir, app) end
+
+    # (Both built priv/tmp_nif.so, the last one silently.)
+    app =
+      project(dir, :mixc_twice, nifs: [tmp_nif: ["c_src/tmp_nif.c"], tmp_nif: ["c_src/twice.cpp"]])
+
+    assert_raise Mix.Error, ~r/NIF tmp_nif is given twice under :nifs/, fn ->
+      compile(dir, app)
+    end
   end
 
   test "make mode runs the project's Makefile with beam_alloc's paths exported", %{dir: dir} do

@@ -176,22 +176,55 @@ defmodule BeamAlloc.NifOptionsTest do
     end
 
     test "accept a private stub under nifs: (a public wrapper calls it)" do
-      module = Module.concat(__MODULE__, "Compiled#{System.unique_integer([:positive])}")
+      compile_module(
+        quote do
+          use BeamAlloc.Nif, library: "x", nifs: [parse: [leak_check: true]]
+          def run(x), do: parse(x)
+          defp parse(_), do: :erlang.nif_error(:not_loaded)
+        end
+      )
+    end
 
-      # Compiles (then its on_load finds no library "x", which is only
-      # logged).
-      ExUnit.CaptureLog.capture_log(fn ->
-        assert [{^module, _}] =
-                 Code.compile_quoted(
-                   quote do
-                     defmodule unquote(module) do
-                       use BeamAlloc.Nif, library: "x", nifs: [parse: [leak_check: true]]
-                       def run(x), do: parse(x)
-                       defp parse(_), do: :erlang.nif_error(:not_loaded)
-                     end
+    test "read module attributes set above the use (a macro saw only their names)" do
+      compile_module(
+        quote do
+          @library "x"
+          @parse_options [leak_check: true, allocator: :gpa]
+          use BeamAlloc.Nif, library: @library, nifs: [parse: @parse_options]
+          def parse(_), do: :erlang.nif_error(:not_loaded)
+        end
+      )
+
+      # A bad value from an attribute is named as such (it read as nil:
+      # "expected a keyword list, got: nil").
+      assert_raise ArgumentError,
+                   ~r/:allocator of NIF parse, expected :raw, :large or :gpa/,
+                   fn ->
+                     compile_module(
+                       quote do
+                         @parse_options [allocator: :fast]
+                         use BeamAlloc.Nif, library: "x", nifs: [parse: @parse_options]
+                         def parse(_), do: :erlang.nif_error(:not_loaded)
+                       end
+                     )
                    end
-                 )
-      end)
+    end
+
+    test "reject a NIF or an option given twice, and a library with its extension" do
+      # (Each used to be silently the last one; "x.so" looked for x.so.so.)
+      assert_raise ArgumentError, ~r/the :nifs option: parse is given more than once/, fn ->
+        compile(library: "x", nifs: [parse: [leak_check: true], parse: [scratch: true]])
+      end
+
+      assert_raise ArgumentError,
+                   ~r/the options of NIF parse: leak_check is given more than once/,
+                   fn ->
+                     compile(library: "x", nifs: [parse: [leak_check: true, leak_check: false]])
+                   end
+
+      assert_raise ArgumentError,
+                   ~r/expected the path without extension: library: "x", got: "x.so"/,
+                   fn -> compile(library: "x.so") end
     end
 
     test "reject NIF names the module does not define, at compile time" do
@@ -268,6 +301,19 @@ defmodule BeamAlloc.NifOptionsTest do
       for text <- [:x, 42, [256, 1000], {:load, :x}] do
         assert :beam_alloc.explain_load_error({:error, {:load, text}}) == {:error, {:load, text}}
       end
+    end
+
+    test "is explained at an upgrade too (a new version of a module whose old one has the library)" do
+      assert :ok = load_fresh(%{})
+
+      ExUnit.CaptureIO.capture_io(:stderr, fn ->
+        assert {:error, {:upgrade, message}} =
+                 :beam_alloc.explain_load_error(load_version(%{kind: %{leak: true}}))
+
+        assert message ==
+                 "beam_alloc: load_info names an unknown option (the details went to the " <>
+                   "logger, or to standard error where the beam_alloc application is not started)"
+      end)
     end
 
     test "refuses different options for twins on one scheduler, which a call cannot tell apart" do
@@ -379,6 +425,12 @@ defmodule BeamAlloc.NifOptionsTest do
       :code.purge(@module)
       :code.delete(@module)
       :code.purge(@module)
+      load_version(info)
+    end
+
+    # A new version of the module, over the current one (which keeps its
+    # library: load_nif upgrades it).
+    defp load_version(info) do
       path = :filename.join(:code.priv_dir(:beam_alloc), ~c"load_info_nif")
 
       stubs =
@@ -413,6 +465,23 @@ defmodule BeamAlloc.NifOptionsTest do
       Module.create(@module, contents, Macro.Env.location(__ENV__))
       apply(@module, :load, [info])
     end
+  end
+
+  # Compiles a module of body (its on_load then finds no library "x",
+  # which is only logged); returns its name.
+  defp compile_module(body) do
+    module = Module.concat(__MODULE__, "Compiled#{System.unique_integer([:positive])}")
+
+    ExUnit.CaptureLog.capture_log(fn ->
+      assert [{^module, _}] =
+               Code.compile_quoted(
+                 quote do
+                   defmodule unquote(module), do: unquote(body)
+                 end
+               )
+    end)
+
+    module
   end
 
   # Compiles a module that uses BeamAlloc.Nif with opts; returns its name.

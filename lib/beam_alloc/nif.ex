@@ -79,24 +79,25 @@ defmodule BeamAlloc.Nif do
 
   @doc false
   defmacro __using__(opts) do
-    # Evaluated at compile time, so that module attributes work too.
-    {opts, _} = Code.eval_quoted(opts, [], __CALLER__)
-    opts = validate_use_options!(opts, __CALLER__)
-
+    # The options are read in the module's body, where module attributes
+    # set above the `use` have their values (a macro sees only their names:
+    # `nifs: [parse: @opts]` read as nil), and checked there.
+    #
     # What this puts into the user's module is named beam_alloc_*, never
     # __*__: nothing with a double underscore goes into user code.
     quote do
+      @beam_alloc_nif_use BeamAlloc.Nif.validate_use_options!(unquote(opts), __ENV__)
       @on_load :beam_alloc_load_nif
-      @beam_alloc_nif_keys unquote(Macro.escape(Map.keys(opts.nifs)))
+      @beam_alloc_nif_keys Map.keys(@beam_alloc_nif_use.nifs)
       @before_compile BeamAlloc.Nif
 
       @doc false
-      def beam_alloc_nif_options, do: unquote(Macro.escape(opts.nifs))
+      def beam_alloc_nif_options, do: @beam_alloc_nif_use.nifs
 
       @doc false
       def beam_alloc_load_nif do
-        app = unquote(opts.otp_app)
-        library = unquote(opts.library)
+        app = @beam_alloc_nif_use.otp_app
+        library = @beam_alloc_nif_use.library
 
         # (load_nif must be called from this module.)
         case BeamAlloc.Nif.library_path(app, library) do
@@ -179,7 +180,9 @@ defmodule BeamAlloc.Nif do
     end
   end
 
-  defp validate_use_options!(opts, caller) do
+  @doc false
+  # The options of `use BeamAlloc.Nif` in caller's module, checked.
+  def validate_use_options!(opts, caller) do
     unless Keyword.keyword?(opts) do
       raise ArgumentError,
             "use BeamAlloc.Nif expects a keyword list of options, got: #{inspect(opts)}"
@@ -190,7 +193,7 @@ defmodule BeamAlloc.Nif do
     library =
       case opts[:library] do
         library when is_binary(library) and library != "" ->
-          library
+          without_extension!(library)
 
         nil ->
           raise ArgumentError,
@@ -220,6 +223,29 @@ defmodule BeamAlloc.Nif do
     %{library: library, otp_app: otp_app, nifs: validate_nifs!(opts[:nifs])}
   end
 
+  # load_nif adds the extension itself: "my_nif.so" looked for
+  # my_nif.so.so.
+  defp without_extension!(library) do
+    if Path.extname(library) in [".so", ".dll", ".dylib"] do
+      raise ArgumentError,
+            "invalid value for :library option, expected the path without extension: " <>
+              "library: #{inspect(Path.rootname(library))}, got: #{inspect(library)}"
+    end
+
+    library
+  end
+
+  # A name given twice: Map.new kept the last one silently.
+  defp no_duplicates!(pairs, what) do
+    case Enum.map(pairs, &elem(&1, 0)) -- Enum.uniq(Enum.map(pairs, &elem(&1, 0))) do
+      [] ->
+        :ok
+
+      [key | _] ->
+        raise ArgumentError, "#{what}: #{describe(key)} is given more than once"
+    end
+  end
+
   defp default_otp_app(caller) do
     app = Code.ensure_loaded?(Mix.Project) && Mix.Project.config()[:app]
 
@@ -238,14 +264,18 @@ defmodule BeamAlloc.Nif do
               "and their options, got: #{inspect(nifs)}"
     end
 
-    Map.new(nifs, fn
-      {key, options} ->
-        {validate_key!(key), validate_nif_options!(key, options)}
+    pairs =
+      Enum.map(nifs, fn
+        {key, options} ->
+          {validate_key!(key), validate_nif_options!(key, options)}
 
-      other ->
-        raise ArgumentError,
-              "invalid entry in :nifs option, expected {name, options}, got: #{inspect(other)}"
-    end)
+        other ->
+          raise ArgumentError,
+                "invalid entry in :nifs option, expected {name, options}, got: #{inspect(other)}"
+      end)
+
+    no_duplicates!(pairs, "the :nifs option")
+    Map.new(pairs)
   end
 
   defp validate_key!(name) when is_atom(name) and name not in [nil, true, false], do: name
@@ -266,6 +296,7 @@ defmodule BeamAlloc.Nif do
               "expected a keyword list, got: #{inspect(options)}"
     end
 
+    no_duplicates!(options, "the options of NIF #{describe(key)}")
     Map.new(options, fn {name, value} -> {name, validate_nif_option!(key, name, value)} end)
   end
 

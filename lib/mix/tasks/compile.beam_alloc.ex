@@ -173,6 +173,18 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       )
     end
 
+    # Two entries of one name build one priv/<name>.so, the last silently.
+    case Keyword.keys(nifs) -- Enum.uniq(Keyword.keys(nifs)) do
+      [] ->
+        :ok
+
+      [name | _] ->
+        Mix.raise(
+          "beam_alloc: NIF #{name} is given twice under :nifs (each builds priv/#{name}.so): " <>
+            "list every source of it in one entry"
+        )
+    end
+
     if nifs == [] and !opts[:make] do
       Mix.raise(
         "beam_alloc: nothing to build: give :nifs (e.g. beam_alloc: [nifs: [my_nif: [\"c_src/my_nif.c\"]]]) " <>
