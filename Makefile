@@ -184,7 +184,9 @@ format:
 # set: the library always, the test NIFs (test/nifs/*.c, one shared object
 # per Elixir module) into $(MIX_APP_PATH)/priv only for MIX_ENV=test.
 MIX_ENV      ?= dev
-MIX_APP_PATH ?= $(CURDIR)/_build/$(MIX_ENV)/lib/beam_alloc
+# (Relative: make splits targets at spaces, and $(CURDIR) may have some.
+# Mix's compiler hands a path with spaces over as a link under build/.)
+MIX_APP_PATH ?= _build/$(MIX_ENV)/lib/beam_alloc
 
 # No identical code folding (as beam_alloc.mk gives users): GCC would merge
 # the test NIFs whose bodies are alike, and their reports would name one
@@ -249,7 +251,7 @@ $(TESTING_SO): c_src/beam_alloc_testing.c c_src/nif_text.h $(HEADERS) $(BUILD)/l
 # into _build.
 .PHONY: rebar3-nifs rebar3-clean
 rebar3-nifs: $(BUILD)/libbeam_alloc.a
-	@$(MAKE) --no-print-directory $(CURDIR)/priv/beam_alloc_testing.so $(CURDIR)/priv/beam_alloc_symbolize.so MIX_APP_PATH=$(CURDIR)
+	@$(MAKE) --no-print-directory erlang-app-nifs MIX_APP_PATH=.
 
 rebar3-clean:
 	rm -rf $(BUILD) priv
@@ -259,7 +261,7 @@ rebar3-clean:
 # code:priv_dir/1 finds the NIFs by it): ebin/ with the modules and
 # beam_alloc.app, priv/ with the driver and the symbolizer.
 .PHONY: erlang-app
-ERLANG_APP_DIR ?= $(CURDIR)/$(BUILD)/erlang/beam_alloc
+ERLANG_APP_DIR ?= $(BUILD)/erlang/beam_alloc
 ERLANG_APP_BEAMS := $(patsubst erlang/%.erl,$(ERLANG_APP_DIR)/ebin/%.beam,$(wildcard erlang/*.erl))
 erlang-app: $(BUILD)/libbeam_alloc.a $(ERLANG_APP_BEAMS) $(ERLANG_APP_DIR)/ebin/beam_alloc.app
 	@$(MAKE) --no-print-directory erlang-app-nifs MIX_APP_PATH=$(ERLANG_APP_DIR)

@@ -66,13 +66,30 @@ defmodule Mix.Tasks.Compile.BeamAllocMake do
 
   defp env do
     [
-      {"MIX_APP_PATH", Mix.Project.app_path()},
+      {"MIX_APP_PATH", make_path(Mix.Project.app_path())},
       {"MIX_ENV", to_string(Mix.env())},
       {"MIX_TARGET", to_string(Mix.target())},
       {"MIX_BUILD_PATH", Mix.Project.build_path()},
       {"MIX_COMPILE_PATH", Mix.Project.compile_path()},
       {"ERTS_INCLUDE_DIR", erts_include_dir()}
     ]
+  end
+
+  # make splits targets at spaces: a project in "My Projects/app" failed
+  # with "No rule to make target". Such a path reaches make as a symbolic
+  # link under build/, relative to the directory make runs in.
+  defp make_path(path) do
+    if String.match?(path, ~r/\s/) do
+      link = Path.join("build", "mix_app_path-#{:erlang.phash2(path)}")
+      full = Path.join(project_dir(), link)
+      File.mkdir_p!(Path.dirname(full))
+      _ = File.rm(full)
+      File.mkdir_p!(path)
+      File.ln_s!(path, full)
+      link
+    else
+      path
+    end
   end
 
   defp erts_include_dir do
