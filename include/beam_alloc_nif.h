@@ -243,7 +243,9 @@ BEAM_API void beam_nif_unloaded(void);
  * place of the .allocator function). A name missing from FUNCS, an unknown
  * option or a bad value fails the load
  * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
- * (section 7). A load_info that is not a map is left to LOAD alone; a map
+ * (section 7). A load_info that is not a map is left to LOAD alone (a list
+ * that names a NIF, [{check_me, [{leak_check, true}]}], is reported: its
+ * options are not applied); a map
  * is passed on to LOAD as well. A map with the key beam_alloc holds the
  * options under that key alone, its other keys being LOAD's own settings:
  *

@@ -303,6 +303,23 @@ defmodule BeamAlloc.NifOptionsTest do
       end
     end
 
+    test "a list naming a NIF is left to the library's load, with a warning that says so" do
+      list = [{:leaky, [leak_check: true]}, :other, {"x", 1}]
+      assert :ok = load_fresh(list)
+      # (Not applied: the leak is not raised.)
+      assert apply(@module, :leaky, []) == :ok
+
+      assert {0, [report]} = apply(@module, :parse_load_info, [list])
+
+      assert report ==
+               "beam_alloc: the NIF library of 'Elixir.BeamAlloc.Test.LoadInfo' got a list " <>
+                 "as load_info, which is left to its own load: the options it gives leaky " <>
+                 "are not applied (beam_alloc's need a map, \#{leaky => \#{...}})"
+
+      # A list that names no NIF (the library's own settings) is quiet.
+      assert {0, []} = apply(@module, :parse_load_info, [[pool_size: 4]])
+    end
+
     test "is explained at an upgrade too (a new version of a module whose old one has the library)" do
       assert :ok = load_fresh(%{})
 

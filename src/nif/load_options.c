@@ -354,9 +354,45 @@ static bool options_in(ErlNifEnv *env, ERL_NIF_TERM load_info,
     return true;
 }
 
+/* How many elements of a list load_info warn_list_options looks at. */
+#define LIST_LOOKS 64
+
+/* A list load_info is left to the library's own load (README), but one
+ * that names a NIF ([{parse, [{leak_check, true}]}], as option values may
+ * be property lists) reads like options whose author expects them applied:
+ * say that they are not (found in a review: a leak went unraised). */
+static void warn_list_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
+    int count;
+    const ErlNifFunc *funcs = beam__nif_funcs(&count);
+    ERL_NIF_TERM head, tail = load_info;
+    for (int n = 0;
+         n < LIST_LOOKS && enif_get_list_cell(env, tail, &head, &tail); n++) {
+        const ERL_NIF_TERM *pair;
+        int arity;
+        char name[256], module[300];
+        if (!enif_get_tuple(env, head, &arity, &pair) || arity != 2 ||
+            !enif_get_atom(env, pair[0], name, sizeof name, ERL_NIF_LATIN1))
+            continue;
+        for (int i = 0; i < count; i++) {
+            if (strcmp(funcs[i].name, name) != 0)
+                continue;
+            enif_snprintf(module, sizeof module, "%T",
+                          enif_make_atom(env, beam__nif_module_atom()));
+            beam__report("beam_alloc: the NIF library of %s got a list as "
+                         "load_info, which is left to its own load: the "
+                         "options it gives %s are not applied (beam_alloc's "
+                         "need a map, #{%s => #{...}})",
+                         module, name, name);
+            return;
+        }
+    }
+}
+
 int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
     size_t size;
     int rc = 0;
+    if (enif_is_list(env, load_info))
+        warn_list_options(env, load_info);
     if (enif_is_map(env, load_info) &&
         !options_in(env, load_info, &load_info, &rc))
         return rc;
