@@ -310,9 +310,12 @@ BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
  * exception struct named (module "ArgumentError", "RuntimeError", ...,
  * without "Elixir."); from an Erlang module erlang:error({Name, Message}),
  * Name an atom and Message a binary (beam_raise(env, "badarg", "expects a
- * binary") raises {badarg, <<"expects a binary">>}). A NULL name is
- * RuntimeError, or error from an Erlang module; a name longer than an
- * atom can be, or no memory for the message, raises badarg. */
+ * binary") raises {badarg, <<"expects a binary">>}). In an Elixir module
+ * an Erlang name (lower case) raises Elixir's exception for it: badarg
+ * ArgumentError, badarith ArithmeticError, system_limit SystemLimitError,
+ * any other RuntimeError "name: message". A NULL name is RuntimeError, or
+ * error from an Erlang module; a name longer than an atom can be, or no
+ * memory for the message, raises badarg. */
 BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                                  const char *message);
 /** "M.fun/arity" of the running BEAM_NIF when known (for messages;

@@ -187,6 +187,29 @@ defmodule BeamAlloc.NifGlueTest do
       assert catch_error(Glue.raise_exception(long, "x")) == :badarg
     end
 
+    test "beam_raise with an Erlang name raises Elixir's exception for it" do
+      # (It raised %{__struct__: :"Elixir.badarg"}, which no message reads.)
+      assert %ArgumentError{message: "expects a binary"} =
+               catch_error(Glue.raise_exception(:badarg, "expects a binary"))
+
+      assert %ArithmeticError{message: "x"} = catch_error(Glue.raise_exception(:badarith, "x"))
+
+      assert %SystemLimitError{message: "x"} =
+               catch_error(Glue.raise_exception(:system_limit, "x"))
+
+      error = catch_error(Glue.raise_exception(:timeout, "after 5 s"))
+      assert %RuntimeError{message: "timeout: after 5 s"} = error
+      assert Exception.message(error) == "timeout: after 5 s"
+
+      # The longest atom still names its error.
+      long = "a" <> String.duplicate("b", 254)
+
+      assert %RuntimeError{message: message} =
+               catch_error(Glue.raise_exception(String.to_atom(long), "x"))
+
+      assert message == long <> ": x"
+    end
+
     test "beam_raise's exception is a proper struct" do
       error = catch_error(Glue.raise_exception(ArgumentError, "why"))
       assert %ArgumentError{message: "why"} = error

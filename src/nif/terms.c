@@ -54,17 +54,26 @@ ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason) {
                             enif_make_atom(env, reason));
 }
 
-/* message (NULL: "") as a binary; false without memory. */
-static bool message_binary(ErlNifEnv *env, const char *message,
-                           ERL_NIF_TERM *text) {
+/* head (NULL: none) and message (NULL: "") as one binary; false without
+ * memory. */
+static bool text_binary(ErlNifEnv *env, const char *head, const char *message,
+                        ERL_NIF_TERM *text) {
+    if (head == NULL)
+        head = "";
     if (message == NULL)
         message = "";
-    size_t len = strlen(message);
-    unsigned char *buf = enif_make_new_binary(env, len, text);
+    size_t h = strlen(head), len = strlen(message);
+    unsigned char *buf = enif_make_new_binary(env, h + len, text);
     if (buf == NULL)
         return false;
-    memcpy(buf, message, len);
+    memcpy(buf, head, h);
+    memcpy(buf + h, message, len);
     return true;
+}
+
+static bool message_binary(ErlNifEnv *env, const char *message,
+                           ERL_NIF_TERM *text) {
+    return text_binary(env, NULL, message, text);
 }
 
 bool beam__error_term(ErlNifEnv *env, const char *tag, const char *message,
@@ -99,14 +108,38 @@ ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
     return enif_raise_exception(env, reason);
 }
 
+/* An Erlang error name (lower case: no Elixir module) in an Elixir module:
+ * the exception Elixir gives that error, else RuntimeError with the name
+ * before the message (*head). beam_raise(env, "badarg", ...), the header's
+ * own example, raised a struct of no module, %{__struct__:
+ * :"Elixir.badarg"}, whose message Exception.message/1 could not read. */
+static const char *elixir_name_of(const char *exception, const char **head) {
+    static const struct {
+        const char *erlang, *elixir;
+    } known[] = {{"badarg", "ArgumentError"},
+                 {"badarith", "ArithmeticError"},
+                 {"system_limit", "SystemLimitError"}};
+    *head = NULL;
+    if (!(exception[0] >= 'a' && exception[0] <= 'z'))
+        return exception;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(exception, known[i].erlang) == 0)
+            return known[i].elixir;
+    *head = exception;
+    return "RuntimeError";
+}
+
 bool beam__exception_term(ErlNifEnv *env, const char *exception,
                           const char *message, ERL_NIF_TERM *out) {
     /* Elixir module atoms carry the "Elixir." prefix; accept the name
      * either way so callers can write what they see in Elixir. */
     static const char prefix[] = "Elixir.";
     char module[256];
+    const char *head = NULL;
     if (exception == NULL)
         exception = "RuntimeError";
+    else
+        exception = elixir_name_of(exception, &head);
     /* A name cut to fit would raise a struct of another module. */
     int n = strncmp(exception, prefix, sizeof prefix - 1) == 0
                 ? snprintf(module, sizeof module, "%s", exception)
@@ -115,7 +148,11 @@ bool beam__exception_term(ErlNifEnv *env, const char *exception,
         return false;
 
     ERL_NIF_TERM text;
-    if (!message_binary(env, message, &text))
+    char named[260];
+    if (head != NULL &&
+        snprintf(named, sizeof named, "%s: ", head) > 257) /* no atom */
+        return false;
+    if (!text_binary(env, head != NULL ? named : NULL, message, &text))
         return false;
 
     /* An exception is a struct with __exception__: true; raised as an

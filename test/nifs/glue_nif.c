@@ -301,7 +301,7 @@ BEAM_NIF(uint_list) {
 
 /* raise_exception(module, message): beam_raise with the caller's strings. */
 BEAM_NIF(raise_exception) {
-    char module[128];
+    char module[256];
     ErlNifBinary message;
     if (!enif_get_atom(env, argv[0], module, sizeof module, ERL_NIF_LATIN1) ||
         !enif_inspect_binary(env, argv[1], &message))
