@@ -76,7 +76,9 @@ BEAM_ALLOC_NO_ICF_CXX = $(call beam_alloc_no_icf,$(CXX),c++)
 
 BEAM_ALLOC_BASE_FLAGS = -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
 BEAM_ALLOC_CFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CC)
-BEAM_ALLOC_CXXFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CXX)
+# (<beam_alloc.hpp> needs C++17, which clang++ 14 does not default to; a
+# -std in CXXFLAGS, which comes after, wins.)
+BEAM_ALLOC_CXXFLAGS = -std=gnu++17 $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CXX)
 ifeq ($(shell uname -s),Darwin)
 BEAM_ALLOC_LDFLAGS := -shared -undefined dynamic_lookup -pthread
 else
@@ -84,8 +86,7 @@ BEAM_ALLOC_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
 CFLAGS ?= -O2
-# (<beam_alloc.hpp> needs C++17, which clang++ 14 does not default to.)
-CXXFLAGS ?= -O2 -std=gnu++17
+CXXFLAGS ?= -O2
 
 BEAM_ALLOC_BUILD_NIF = mkdir -p $(@D) && \
     $(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) $(filter %.c,$^) $(BEAM_ALLOC_LIB) \

@@ -115,23 +115,39 @@ explain_load_error({error, {Kind, Text}} = Error) when Kind =:= load; Kind =:= u
 explain_load_error({error, {load_failed, Text}} = Error) when is_list(Text) ->
     case undefined_symbol(Text) of
         undefined -> Error;
-        Symbol -> {error, {load_failed, Text ++ undefined_symbol_hint(Symbol)}}
+        {Symbol, Versioned} ->
+            Hint = undefined_symbol_hint(Symbol, Versioned),
+            %% (Explained once: a second call keeps the text as it is.)
+            case lists:suffix(Hint, Text) of
+                true -> Error;
+                false -> {error, {load_failed, Text ++ Hint}}
+            end
     end;
 explain_load_error(Other) ->
     Other.
 
 %% dlopen's "undefined symbol: deflate": most often a C library the sources
 %% call and the link did not name (the link of a shared object accepts
-%% undefined symbols: the VM's own enif_ functions are some).
+%% undefined symbols: the VM's own enif_ functions are some). {Symbol,
+%% Versioned}: ", version V" follows it (a library older than the one
+%% built against).
 undefined_symbol(Text) ->
-    try re:run(Text, "undefined symbol: ([^ ,'\"]+)", [{capture, all_but_first, list}]) of
-        {match, [Symbol]} -> Symbol;
+    try re:run(Text, "undefined symbol: ([^ ,'\"]+)(, version )?",
+               [{capture, all_but_first, list}]) of
+        {match, [Symbol]} -> {Symbol, false};
+        {match, [Symbol, _]} -> {Symbol, true};
         nomatch -> undefined
     catch
         error:badarg -> undefined
     end.
 
-undefined_symbol_hint(Symbol) ->
+undefined_symbol_hint("enif_" ++ _ = Symbol, _) ->
+    " (beam_alloc: this VM has no " ++ Symbol ++ ": the NIF library was built"
+        " against the erl_nif.h of a newer Erlang/OTP; build it for this one)";
+undefined_symbol_hint(Symbol, true) ->
+    " (beam_alloc: the library that defines " ++ Symbol ++ " here is older than"
+        " the one the NIF library was built against; build it on this machine)";
+undefined_symbol_hint(Symbol, false) ->
     " (beam_alloc: nothing the NIF library was linked with defines " ++ Symbol ++
         ": link the C library that does, libs: [\"name\"] in the Mix options"
         " (beam_alloc: [nifs: ...]) or LDLIBS += -lname in a Makefile that includes"

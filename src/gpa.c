@@ -647,6 +647,10 @@ void beam_gpa_collect(beam_gpa_t *gpa) {
         beam__gpa_collect_all(st);
 }
 
+bool beam__gpa_prepare(beam_gpa_t *gpa) {
+    return beam__gpa_state_slow(gpa) != NULL;
+}
+
 beam_gpa_usage beam_gpa_usage_of(beam_gpa_t *gpa) {
     gpa_state *st = beam__gpa_state_of(gpa);
     beam_gpa_usage u;

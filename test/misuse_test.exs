@@ -120,6 +120,19 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    test "a misuse on a thread the call started raises, though the call allocated nothing" do
+      capture_log(fn ->
+        assert_raise RuntimeError,
+                     message(
+                       :thread_foreign_free,
+                       "free of a pointer the allocator does not own"
+                     ),
+                     fn -> Misuse.thread_foreign_free() end
+
+        assert Enum.any?(reports(1), &(&1 =~ "called from foreign_free_on (#{@source}:"))
+      end)
+    end
+
     test "the misuse wins over the NIF's own exception" do
       capture_log(fn ->
         assert_raise RuntimeError, message(:double_free_and_badarg, "double free"), fn ->

@@ -162,6 +162,31 @@ defmodule BeamAlloc.NifOptionsTest do
 
       assert List.to_string(mix_text) == text
 
+      # Explained once: a second call leaves the text as it is.
+      assert :beam_alloc.explain_load_error(
+               {:error, {:load_failed, text |> String.to_charlist()}}
+             ) ==
+               {:error, {:load_failed, String.to_charlist(text)}}
+
+      # A VM function the VM lacks, and a symbol of a library version
+      # newer than this machine's, get their own hints.
+      assert {:error, {:load_failed, enif}} =
+               :beam_alloc.explain_load_error(
+                 {:error, {:load_failed, ~c"x.so: undefined symbol: enif_new_thing"}}
+               )
+
+      assert List.to_string(enif) =~
+               "(beam_alloc: this VM has no enif_new_thing: the NIF library was built against " <>
+                 "the erl_nif.h of a newer Erlang/OTP; build it for this one)"
+
+      assert {:error, {:load_failed, versioned}} =
+               :beam_alloc.explain_load_error(
+                 {:error, {:load_failed, ~c"x.so: undefined symbol: deflate2, version ZLIB_9"}}
+               )
+
+      assert List.to_string(versioned) =~
+               "(beam_alloc: the library that defines deflate2 here is older than the one"
+
       # Other load failures, and texts that are not character lists, pass
       # through unchanged.
       for other <- [

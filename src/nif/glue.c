@@ -592,6 +592,10 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         beam_gpa_init_ex(&check->gpa,
                          o.has_allocator ? a : beam_large_allocator,
                          BEAM_GPA_SAFE | BEAM_GPA_FRAMES(options->frames));
+        /* With its state from the start: a misuse on another thread
+         * before any allocation (a foreign free) is kept in it too (found
+         * in review). Without memory for it, the first allocation fails. */
+        (void)beam__gpa_prepare(&check->gpa);
         a = beam_gpa_allocator(&check->gpa);
     }
     beam_arena_t arena;

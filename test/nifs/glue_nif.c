@@ -147,12 +147,18 @@ BEAM_NIF(failing_alloc, .leak_check = true) {
  * {:alloc, len}, {:free, len}, {:resize | :remap, old_len, new_len}. The
  * process and env are per call, so they live in a thread-local that the
  * allocator function disarms on entry and the NIF body arms once it has the
- * pid; anything allocated outside that window goes unreported. */
+ * pid. Blocks allocated before (a leak_check instance's state, made before
+ * the body runs) are told when it arms, a few at most; anything else
+ * outside that window goes unreported. */
+
+#define PENDING_MAX 4
 
 typedef struct messenger {
     ErlNifEnv *env;
     ErlNifPid pid;
     bool armed;
+    unsigned pending;
+    size_t pending_len[PENDING_MAX];
 } messenger;
 
 static BEAM_THREAD_LOCAL messenger this_thread_messenger;
@@ -169,6 +175,8 @@ static void *messaging_alloc(void *ctx, size_t len, size_t alignment,
     if (p != NULL && m->armed)
         tell(m, enif_make_tuple2(m->env, enif_make_atom(m->env, "alloc"),
                                  enif_make_uint64(m->env, len)));
+    else if (p != NULL && m->pending < PENDING_MAX)
+        m->pending_len[m->pending++] = len;
     return p;
 }
 
@@ -210,6 +218,7 @@ static const beam_allocator_vtable messaging_vtable = {
 
 static beam_allocator_t messaging_allocator(void) {
     this_thread_messenger.armed = false;
+    this_thread_messenger.pending = 0;
     return (beam_allocator_t){&this_thread_messenger, &messaging_vtable};
 }
 
@@ -219,6 +228,10 @@ static bool arm_messenger(ErlNifEnv *env) {
         return false;
     m->env = env;
     m->armed = true;
+    for (unsigned i = 0; i < m->pending; i++)
+        tell(m, enif_make_tuple2(env, enif_make_atom(env, "alloc"),
+                                 enif_make_uint64(env, m->pending_len[i])));
+    m->pending = 0;
     return true;
 }
 

@@ -236,18 +236,36 @@ static void *double_free_on(void *arg) {
     return NULL;
 }
 
-BEAM_NIF(thread_double_free, .leak_check = true) {
+/* Runs fn on a thread of its own, given a copy of the call's allocator,
+ * and waits for it. */
+static ERL_NIF_TERM on_a_thread(ErlNifEnv *env, void *(*fn)(void *)) {
     beam_allocator_t a = beam_allocator;
     ErlNifTid tid;
-    if (enif_thread_create("double_free_on", &tid, double_free_on, &a, NULL) !=
-        0)
+    if (enif_thread_create("misuse", &tid, fn, &a, NULL) != 0)
         return enif_make_badarg(env);
     enif_thread_join(tid, NULL);
     return ok(env);
 }
 
+BEAM_NIF(thread_double_free, .leak_check = true) {
+    return on_a_thread(env, double_free_on);
+}
+
+/* The same with a foreign free, in a call that allocates nothing itself
+ * (its instance had no state to keep the misuse in). */
+static void *foreign_free_on(void *arg) {
+    static char not_ours[64];
+    beam_free_bytes(*(beam_allocator_t *)arg, not_ours, 24, 8);
+    return NULL;
+}
+
+BEAM_NIF(thread_foreign_free, .leak_check = true) {
+    return on_a_thread(env, foreign_free_on);
+}
+
 static ErlNifFunc funcs[] = {
     {"thread_double_free", 0, thread_double_free, 0},
+    {"thread_foreign_free", 0, thread_foreign_free, 0},
     {"impossible_free", 0, impossible_free, 0},
     {"nested_outer", 0, nested_outer, 0},
     {"leak_deep", 0, leak_deep, 0},

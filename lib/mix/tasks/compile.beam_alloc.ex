@@ -70,9 +70,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   ## Environment
 
     * `CC` (default `cc`) and `CXX` (default `c++`): the compilers;
-    * `CFLAGS` (default `-O2`), `CXXFLAGS` (default `-O2 -std=gnu++17`:
-      `<beam_alloc.hpp>` needs C++17, which clang++ 14 does not default
-      to), `LDFLAGS`: added to every compilation or link (`-g` stays on);
+    * `CFLAGS` (default `-O2`), `CXXFLAGS` (default `-O2`), `LDFLAGS`:
+      added to every compilation or link (`-g` stays on); C++ is compiled
+      with `-std=gnu++17` before them (`<beam_alloc.hpp>` needs C++17,
+      which clang++ 14 does not default to; a `-std` of yours wins);
     * `ERTS_INCLUDE_DIR`: where `erl_nif.h` is (default: the running VM's).
 
   ## Your own Makefile
@@ -454,7 +455,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       for {source, lang} <- Enum.zip(sources, langs) do
         {driver, env_flags} =
           if lang == :cxx,
-            do: {cxx, env_flags("CXXFLAGS", ["-O2", "-std=gnu++17"])},
+            do: {cxx, ["-std=gnu++17" | env_flags("CXXFLAGS", ["-O2"])]},
             else: {cc, env_flags("CFLAGS", ["-O2"])}
 
         flags =
