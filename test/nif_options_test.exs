@@ -217,8 +217,13 @@ defmodule BeamAlloc.NifOptionsTest do
           @parse_options [leak_check: true, allocator: :gpa]
           use BeamAlloc.Nif, library: @library, nifs: [parse: @parse_options]
           def parse(_), do: :erlang.nif_error(:not_loaded)
+          # What beam_alloc_nif_options/0 returns (the module cannot be
+          # called: its on_load fails without library "x").
+          send(unquote(self()), {:nif_options, @beam_alloc_nif_options})
         end
       )
+
+      assert_received {:nif_options, %{parse: %{leak_check: true, allocator: :gpa}}}
 
       # A bad value from an attribute is named as such (it read as nil:
       # "expected a keyword list, got: nil").
@@ -341,8 +346,10 @@ defmodule BeamAlloc.NifOptionsTest do
                  "as load_info, which is left to its own load: the options it gives leaky " <>
                  "are not applied (beam_alloc's need a map, \#{leaky => \#{...}})"
 
-      # A list that names no NIF (the library's own settings) is quiet.
-      assert {0, []} = apply(@module, :parse_load_info, [[pool_size: 4]])
+      # {Name, Arity} keys too; a list of the library's own settings, even
+      # one named like a NIF, is quiet.
+      assert {0, [_]} = apply(@module, :parse_load_info, [[{{:leaky, 0}, %{leak_check: true}}]])
+      assert {0, []} = apply(@module, :parse_load_info, [[pool_size: 4, leaky: true]])
     end
 
     test "is explained at an upgrade too (a new version of a module whose old one has the library)" do

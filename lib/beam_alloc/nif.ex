@@ -87,17 +87,21 @@ defmodule BeamAlloc.Nif do
     # __*__: nothing with a double underscore goes into user code.
     quote do
       @beam_alloc_nif_use BeamAlloc.Nif.validate_use_options!(unquote(opts), __ENV__)
+      # (Values, not expressions, in the functions below.)
+      @beam_alloc_nif_options @beam_alloc_nif_use.nifs
+      @beam_alloc_nif_app @beam_alloc_nif_use.otp_app
+      @beam_alloc_nif_library @beam_alloc_nif_use.library
       @on_load :beam_alloc_load_nif
-      @beam_alloc_nif_keys Map.keys(@beam_alloc_nif_use.nifs)
+      @beam_alloc_nif_keys Map.keys(@beam_alloc_nif_options)
       @before_compile BeamAlloc.Nif
 
       @doc false
-      def beam_alloc_nif_options, do: @beam_alloc_nif_use.nifs
+      def beam_alloc_nif_options, do: @beam_alloc_nif_options
 
       @doc false
       def beam_alloc_load_nif do
-        app = @beam_alloc_nif_use.otp_app
-        library = @beam_alloc_nif_use.library
+        app = @beam_alloc_nif_app
+        library = @beam_alloc_nif_library
 
         # (load_nif must be called from this module.)
         case BeamAlloc.Nif.library_path(app, library) do

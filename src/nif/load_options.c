@@ -361,17 +361,30 @@ static bool options_in(ErlNifEnv *env, ERL_NIF_TERM load_info,
  * that names a NIF ([{parse, [{leak_check, true}]}], as option values may
  * be property lists) reads like options whose author expects them applied:
  * say that they are not (found in a review: a leak went unraised). */
+/* The function name of a list entry shaped like options, {Name, Options}
+ * or {{Name, Arity}, Options} with Options a list or a map (a setting of
+ * the library's own, {pool_size, 4}, is not), into name; false otherwise. */
+static bool options_entry(ErlNifEnv *env, ERL_NIF_TERM entry, char *name,
+                          unsigned size) {
+    const ERL_NIF_TERM *pair, *key;
+    int arity, key_arity;
+    if (!enif_get_tuple(env, entry, &arity, &pair) || arity != 2 ||
+        !(enif_is_list(env, pair[1]) || enif_is_map(env, pair[1])))
+        return false;
+    ERL_NIF_TERM atom = pair[0];
+    if (enif_get_tuple(env, pair[0], &key_arity, &key) && key_arity == 2)
+        atom = key[0];
+    return enif_get_atom(env, atom, name, size, ERL_NIF_LATIN1) > 0;
+}
+
 static void warn_list_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
     int count;
     const ErlNifFunc *funcs = beam__nif_funcs(&count);
     ERL_NIF_TERM head, tail = load_info;
     for (int n = 0;
          n < LIST_LOOKS && enif_get_list_cell(env, tail, &head, &tail); n++) {
-        const ERL_NIF_TERM *pair;
-        int arity;
         char name[256], module[300];
-        if (!enif_get_tuple(env, head, &arity, &pair) || arity != 2 ||
-            !enif_get_atom(env, pair[0], name, sizeof name, ERL_NIF_LATIN1))
+        if (!options_entry(env, head, name, sizeof name))
             continue;
         for (int i = 0; i < count; i++) {
             if (strcmp(funcs[i].name, name) != 0)
