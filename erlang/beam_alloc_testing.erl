@@ -466,8 +466,14 @@ error_value(_) -> false.
 -spec format_problems([problem()], non_neg_integer()) -> binary().
 format_problems(Problems, Count) ->
     N = length(Problems),
-    Header = fmt("~b allocation failure ~ts (~b ~ts, each failed in turn):",
-                 [N, plural(N, "problem"), Count, plural(Count, "allocation")]),
+    %% (A first run that failed already: no allocation was failed at all.)
+    How = case lists:any(fun(#{kind := K}) -> K =:= failed_without_injection end,
+                         Problems) of
+              true -> "none failed: the run without failures already failed";
+              false -> "each failed in turn"
+          end,
+    Header = fmt("~b allocation failure ~ts (~b ~ts, ~ts):",
+                 [N, plural(N, "problem"), Count, plural(Count, "allocation"), How]),
     %% (Characters, not bytes: an outcome's term may hold any, as '€'.)
     unicode:characters_to_binary(
       [Header, "\n\n", lists:join("\n", [["  * ", describe(P)] || P <- Problems])]).

@@ -290,6 +290,18 @@ defmodule BeamAlloc.FaultInjectionTest do
 
       assert [%{kind: :failed_without_injection, outcome: {:raised, :error, _, _}}] =
                error.problems
+
+      # No allocation was failed: the header does not say each was.
+      assert Exception.message(error) =~
+               "1 allocation failure problem (0 allocations, none failed: " <>
+                 "the run without failures already failed):"
+
+      assert {:allocation_failures, %{message: message}} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> {:error, :broken} end)
+               )
+
+      assert message =~ "(0 allocations, none failed: the run without failures already failed):"
     end
   end
 

@@ -45,9 +45,15 @@ defmodule BeamAlloc.AllocationFailureError do
   defp format(%{problems: problems, allocations: count}) do
     n = length(problems)
 
+    # (A first run that failed already: no allocation was failed at all.)
+    how =
+      if Enum.any?(problems, &(&1.kind == :failed_without_injection)),
+        do: "none failed: the run without failures already failed",
+        else: "each failed in turn"
+
     header =
       "#{n} allocation failure #{plural(n, "problem")} " <>
-        "(#{count} #{plural(count, "allocation")}, each failed in turn):"
+        "(#{count} #{plural(count, "allocation")}, #{how}):"
 
     header <> "\n\n" <> Enum.map_join(problems, "\n", &("  * " <> describe(&1)))
   end
