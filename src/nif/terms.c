@@ -54,20 +54,22 @@ ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason) {
                             enif_make_atom(env, reason));
 }
 
-/* head (NULL: none) and message (NULL: "") as one binary; false without
- * memory. */
+/* "head: message" (head NULL: message alone; message NULL: "") as a
+ * binary; false without memory. */
 static bool text_binary(ErlNifEnv *env, const char *head, const char *message,
                         ERL_NIF_TERM *text) {
+    const char *sep = head != NULL ? ": " : "";
     if (head == NULL)
         head = "";
     if (message == NULL)
         message = "";
-    size_t h = strlen(head), len = strlen(message);
-    unsigned char *buf = enif_make_new_binary(env, h + len, text);
+    size_t h = strlen(head), s = strlen(sep), len = strlen(message);
+    unsigned char *buf = enif_make_new_binary(env, h + s + len, text);
     if (buf == NULL)
         return false;
     memcpy(buf, head, h);
-    memcpy(buf + h, message, len);
+    memcpy(buf + h, sep, s);
+    memcpy(buf + h + s, message, len);
     return true;
 }
 
@@ -148,11 +150,9 @@ bool beam__exception_term(ErlNifEnv *env, const char *exception,
         return false;
 
     ERL_NIF_TERM text;
-    char named[260];
-    if (head != NULL &&
-        snprintf(named, sizeof named, "%s: ", head) > 257) /* no atom */
+    if (head != NULL && strlen(head) > 255) /* longer than any atom */
         return false;
-    if (!text_binary(env, head != NULL ? named : NULL, message, &text))
+    if (!text_binary(env, head, message, &text))
         return false;
 
     /* An exception is a struct with __exception__: true; raised as an

@@ -54,6 +54,11 @@ void check_unwatch_misuse(unsigned long outer);
 unsigned long check_misuse_seen(void);
 const char *check_misuse_kind(void);
 
+/* A backing's free that hands the block to beam_large_allocator: for test
+ * backings that differ from it only in what they allocate. */
+void check_large_free(void *ctx, void *mem, size_t len, size_t alignment,
+                      uintptr_t ret);
+
 /* A step two threads take together: one says it reached `at` (set), the
  * other waits until it has (wait). For a thread kept idle, alive, while the
  * test works on what it left. */

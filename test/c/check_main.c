@@ -102,6 +102,12 @@ int main(int argc, char **argv) {
     return failed == 0 ? 0 : 1;
 }
 
+void check_large_free(void *ctx, void *mem, size_t len, size_t alignment,
+                      uintptr_t ret) {
+    (void)ctx;
+    beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
+}
+
 unsigned long check_watch_misuse(void) {
     unsigned long outer = beam__misuse.watch_from;
     beam__misuse.watch_from = beam__misuse.count;

@@ -270,13 +270,8 @@ static void *long_remap(void *ctx, void *mem, size_t len, size_t alignment,
                                    NULL, mem, len, alignment, new_len, r)
                              : NULL;
 }
-static void long_free(void *ctx, void *mem, size_t len, size_t alignment,
-                      uintptr_t r) {
-    (void)ctx;
-    beam_large_allocator.vtable->free(NULL, mem, len, alignment, r);
-}
 static const beam_allocator_vtable long_vtable = {long_alloc, long_resize,
-                                                  long_remap, long_free};
+                                                  long_remap, check_large_free};
 
 /* The longest requests pass the backing no length above PTRDIFF_MAX, what
  * a vtable may rely on: safe mode's canary made it PTRDIFF_MAX + 16. */
@@ -717,12 +712,8 @@ static void *refusing_remap(void *c, void *m, size_t l, size_t al, size_t n,
                ? NULL
                : beam_large_allocator.vtable->remap(NULL, m, l, al, n, r);
 }
-static void refusing_free(void *c, void *m, size_t l, size_t al, uintptr_t r) {
-    (void)c;
-    beam_large_allocator.vtable->free(NULL, m, l, al, r);
-}
 static const beam_allocator_vtable refusing_vtable = {
-    refusing_alloc, refusing_resize, refusing_remap, refusing_free};
+    refusing_alloc, refusing_resize, refusing_remap, check_large_free};
 
 TEST(gpa_out_of_slabs_never_hands_memory_out_twice) {
     beam_gpa_t g;

@@ -547,13 +547,8 @@ static void *forward_alloc(void *c, size_t len, size_t al, uintptr_t r) {
     return beam_large_allocator.vtable->alloc(NULL, len, al, r);
 }
 
-static void forward_free(void *c, void *m, size_t l, size_t al, uintptr_t r) {
-    (void)c;
-    beam_large_allocator.vtable->free(NULL, m, l, al, r);
-}
-
-static const beam_allocator_vtable moving_vtable = {forward_alloc, never_resize,
-                                                    moving_remap, forward_free};
+static const beam_allocator_vtable moving_vtable = {
+    forward_alloc, never_resize, moving_remap, check_large_free};
 
 /* Moves alone (no allocation between them) must not fill the large-block
  * table: a lookup of a pointer not in it would then never end. */

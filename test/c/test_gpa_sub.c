@@ -650,13 +650,8 @@ static void *refusing_alloc(void *ctx, size_t len, size_t alignment,
                ? NULL
                : beam_large_allocator.vtable->alloc(NULL, len, alignment, ret);
 }
-static void refusing_free(void *ctx, void *mem, size_t len, size_t alignment,
-                          uintptr_t ret) {
-    (void)ctx;
-    beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
-}
-static const beam_allocator_vtable refusing_vtable = {refusing_alloc, no_resize,
-                                                      no_remap, refusing_free};
+static const beam_allocator_vtable refusing_vtable = {
+    refusing_alloc, no_resize, no_remap, check_large_free};
 
 /* Found in review: a tracked instance needs block records for a new slab;
  * refused them, a graduated class must still take the partial sub-slab
