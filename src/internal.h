@@ -233,7 +233,8 @@ static inline void beam__parent_free(beam_allocator_t parent, void *mem,
 typedef struct beam__counters {
     _Atomic int64_t bytes; /* live bytes: allocated minus freed */
     _Atomic uint64_t allocs, frees, failed;
-    int64_t mark; /* owner-only: bytes when last published to the peak */
+    int64_t mark; /* owner-only: what c has published to the peak, at most
+                     bytes (see beam__publish) */
 } beam__counters;
 
 /* The shared side: a live-bytes total fed in steps, for the peak. */
@@ -243,8 +244,16 @@ typedef struct beam__peak {
 } beam__peak;
 
 #define BEAM__PUBLISH_STEP ((int64_t)64 * 1024)
+/* A fall is published this far below the live bytes, so that the small
+ * falls after it, as churn makes them, need no publication of their own (a
+ * locked add on a shared line, which also stalls the caller's pending
+ * misses): with every fall published exactly, half the frees of a churn
+ * published one. Less than a step: a thread's published part stays within
+ * a step below its live bytes, as the peak's bound says. */
+#define BEAM__PUBLISH_CUSHION ((int64_t)16 * 1024)
 
-/* Add what c changed since its last publication to p, and raise p's peak. */
+/* Add what c changed since its last publication to p: a rise exactly (and
+ * raise p's peak), a fall with the cushion. */
 BEAM__HIDDEN void beam__publish(beam__counters *c, beam__peak *p);
 BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 /* A stats read's peak_bytes, from p and the live total *out holds (which
@@ -275,12 +284,13 @@ static BEAM__ALWAYS_INLINE int64_t beam__count_free_fast(beam__counters *c,
     return beam__count_bytes(c, -(int64_t)len);
 }
 
-/* Publish a rise when it reaches a step, and a fall at once: the published
- * total then never exceeds what is live, so neither does the peak taken
- * from it (a rise may lag by a step per thread: the peak can be low, never
- * high). A fall is cheap to publish in practice: it happens only when the
- * live total reaches a new low since the last publication. bytes: c's
- * live bytes as its owner last wrote them. */
+/* Publish a rise when it reaches a step, and a fall at once (a cushion
+ * below, beam__publish): the published total then never exceeds what is
+ * live, so neither does the peak taken from it (a thread's part lags its
+ * live bytes by less than a step: the peak can be low, never high). A fall
+ * is published only when the live bytes go below what was published, which
+ * the cushion puts out of reach of churn's small moves. bytes: c's live
+ * bytes as its owner last wrote them. */
 static BEAM__ALWAYS_INLINE bool beam__publish_due_at(const beam__counters *c,
                                                      int64_t bytes) {
     int64_t d = bytes - c->mark;

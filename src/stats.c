@@ -28,6 +28,16 @@ void beam__peak_observe(beam__peak *p, int64_t live) {
 void beam__publish(beam__counters *c, beam__peak *p) {
     int64_t bytes = beam__atomic_load_relaxed(&c->bytes);
     int64_t d = bytes - c->mark;
+    if (d < 0) {
+        /* A fall raises no peak. Published below bytes: the published
+         * total still never exceeds what is live. (A fall is published
+         * as it happens, so mark <= bytes between calls: a publication
+         * at any other time, a thread's last included, is exact.) */
+        d -= BEAM__PUBLISH_CUSHION;
+        c->mark += d;
+        beam__atomic_add_relaxed(&p->published, d);
+        return;
+    }
     c->mark = bytes;
     int64_t live = beam__atomic_add_relaxed(&p->published, d) + d;
     beam__peak_observe(p, live);
@@ -47,6 +57,9 @@ void beam__stats_add(beam_alloc_stats *out, const beam__counters *c) {
 
 void beam__counters_retire(beam__counters *r, beam__counters *c,
                            beam__peak *p) {
+    /* Exact (mark <= bytes between calls): no cushion stays in the
+     * published total once c is gone, which would drift the peak low with
+     * every thread retired. */
     beam__publish(c, p);
     beam__atomic_bump(&r->bytes, beam__atomic_load_relaxed(&c->bytes));
     beam__atomic_bump(&r->allocs, beam__atomic_load_relaxed(&c->allocs));

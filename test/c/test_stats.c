@@ -156,6 +156,61 @@ TEST(stats_peak_is_never_below_a_read_live_total) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* Falls are published a cushion below the live bytes (churn's small falls
+ * then publish nothing); a heap retired with its thread publishes exactly:
+ * the cushions of exited threads must not stay in the published total, or
+ * the peak would drift low by one for every thread gone. */
+#define CUSHION_THREADS 16
+#define CUSHION_BLOCKS 100
+
+static void *alloc_free_half(void *arg) {
+    beam_gpa_t *g = arg;
+    beam_allocator_t a = beam_gpa_allocator(g);
+    void **kept = beam_alloc_bytes(a, sizeof(void *) * CUSHION_BLOCKS / 2, 8);
+    void *b[CUSHION_BLOCKS];
+    for (int i = 0; i < CUSHION_BLOCKS; i++)
+        b[i] = beam_alloc_bytes(a, 1000, 8);
+    for (int i = 0; i < CUSHION_BLOCKS / 2; i++)
+        beam_free_bytes(a, b[i], 1000, 8); /* falls below the last rise */
+    for (int i = 0; i < CUSHION_BLOCKS / 2; i++)
+        kept[i] = b[CUSHION_BLOCKS / 2 + i];
+    return kept;
+}
+
+TEST(stats_peak_keeps_exited_threads_exact) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_raw_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void **kept[CUSHION_THREADS];
+    for (int t = 0; t < CUSHION_THREADS; t++) {
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, alloc_free_half, &g) == 0);
+        pthread_join(th, (void **)&kept[t]); /* its heap retires */
+        CHECK(kept[t] != NULL);
+    }
+    static void *mine[600];
+    for (int i = 0; i < 600; i++)
+        CHECK((mine[i] = beam_alloc_bytes(a, 1000, 8)) != NULL);
+    for (int i = 0; i < 600; i++)
+        beam_free_bytes(a, mine[i], 1000, 8);
+    beam_alloc_stats s = stats_of(a);
+    size_t kept_bytes = (size_t)CUSHION_THREADS *
+                        (CUSHION_BLOCKS / 2 * 1000 + sizeof(void *) * 50);
+    size_t true_peak = kept_bytes + 600 * 1000;
+    CHECK(s.live_bytes == kept_bytes);
+    /* Low by at most the reader's lag (a slab's allocations and 16 KiB),
+     * never high: everything ran one thread at a time. */
+    CHECK(s.peak_bytes + 64 * 1024 + 16 * 1024 >= true_peak);
+    CHECK(s.peak_bytes <= true_peak);
+    for (int t = 0; t < CUSHION_THREADS; t++) {
+        for (int i = 0; i < CUSHION_BLOCKS / 2; i++)
+            beam_free_bytes(a, kept[t][i], 1000, 8);
+        beam_free_bytes(a, kept[t], sizeof(void *) * CUSHION_BLOCKS / 2, 8);
+    }
+    CHECK(stats_of(a).live_bytes == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 TEST(stats_gpa_counts_failures) {
     beam_failing_t f;
     beam_failing_init(&f, beam_large_allocator, 1);
