@@ -360,7 +360,11 @@ enum beam_gpa_flags {
  * Frames come from frame pointers, two loads each: build the code whose
  * callers you want to see with -fno-omit-frame-pointer (frames of code built
  * without are skipped or end the stack early; the call site is always
- * exact). Distinct stacks are stored once each, process-wide. */
+ * exact). An allocation made from another library's code (zlib, zstd,
+ * SQLite, libstdc++ calling your hooks), built without them, is walked by
+ * the unwinder instead (microseconds, those allocations only), so its
+ * stack reaches your line that called the library. Distinct stacks are
+ * stored once each, process-wide. */
 #define BEAM_GPA_FRAMES(n) ((((unsigned)(n)) & 31u) << 8)
 
 typedef struct beam_gpa {

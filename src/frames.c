@@ -17,6 +17,15 @@
  * calling thread's stack, moves up, and is aligned; so code without frame
  * pointers (rbp holding anything) can end the walk early but never make it
  * read outside the stack.
+ *
+ * One exception: an allocation whose caller (ret) lies outside the module
+ * this copy of beam_alloc is linked into comes from another library's code
+ * (zstd, zlib, SQLite, libstdc++ calling the hooks), built without frame
+ * pointers: the walk would skip from the hook to the NIF's own caller and
+ * never name the NIF's line that called the library. Those stacks are
+ * walked by the unwinder (_Unwind_Backtrace, from .eh_frame), found at run
+ * time, so that nothing new is linked: microseconds, but only for those
+ * allocations, and only in the modes that keep stacks.
  */
 #define _GNU_SOURCE
 #include "frames.h"
@@ -25,6 +34,12 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__linux__)
+#include <dlfcn.h>
+#include <link.h>
+#include <unwind.h>
+#define HAVE_UNWINDER 1
+#endif
 
 /* --- The calling thread's stack ------------------------------------------- */
 
@@ -115,10 +130,124 @@ static inline WALK_INLINE size_t walk(uintptr_t ret, uintptr_t *out, size_t n) {
     return got;
 }
 
+#if HAVE_UNWINDER
+/* --- Stacks through other libraries' code ---------------------------------
+ * The text of this module (the NIF library, or the program) and the
+ * unwinder's entry points, found once. */
+
+static struct {
+    pthread_once_t once;
+    uintptr_t lo, hi; /* this module's executable segment(s) */
+    _Unwind_Reason_Code (*backtrace)(_Unwind_Trace_Fn, void *);
+    _Unwind_Ptr (*get_ip)(struct _Unwind_Context *);
+    _Unwind_Word (*get_cfa)(struct _Unwind_Context *);
+} unwinder = {.once = PTHREAD_ONCE_INIT};
+
+static int own_segments(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    uintptr_t me = (uintptr_t)arg, lo = UINTPTR_MAX, hi = 0;
+    for (size_t i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+            continue;
+        uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+        lo = a < lo ? a : lo;
+        hi = a + ph->p_memsz > hi ? a + ph->p_memsz : hi;
+    }
+    if (me < lo || me >= hi)
+        return 0;
+    unwinder.lo = lo;
+    unwinder.hi = hi;
+    return 1;
+}
+
+static void unwinder_find(void) {
+    dl_iterate_phdr(own_segments, (void *)(uintptr_t)&unwinder_find);
+    /* libgcc_s is in the VM already (the JIT is C++); a C program may
+     * need it loaded. Never unloaded: its functions stay in use. */
+    void *lib = dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (lib == NULL)
+        lib = dlopen("libgcc_s.so.1", RTLD_NOW);
+    void *from = lib != NULL ? lib : RTLD_DEFAULT;
+    *(void **)&unwinder.get_ip = dlsym(from, "_Unwind_GetIP");
+    *(void **)&unwinder.get_cfa = dlsym(from, "_Unwind_GetCFA");
+    if (unwinder.get_ip != NULL && unwinder.get_cfa != NULL)
+        *(void **)&unwinder.backtrace = dlsym(from, "_Unwind_Backtrace");
+}
+
+/* ret is in another module's code, and the unwinder is there to walk it. */
+static bool walk_by_unwinder(uintptr_t ret) {
+    pthread_once(&unwinder.once, unwinder_find);
+    return unwinder.backtrace != NULL &&
+           (ret < unwinder.lo || ret >= unwinder.hi);
+}
+
+typedef struct unwind_walk {
+    uintptr_t ret, stop, *out;
+    size_t n, got;
+    unsigned steps;
+} unwind_walk;
+
+/* One frame, innermost first: skip the library's own up to ret, then keep
+ * return addresses until n, or until the glue's frame, as walk does. The
+ * context's CFA is that of the frame called from this one: the frame that
+ * holds the address kept last, whose base (below its return address and
+ * saved frame pointer) at or above the stop is the glue's, so that address
+ * returns into the glue and goes too. */
+static _Unwind_Reason_Code unwind_step(struct _Unwind_Context *ctx, void *arg) {
+    unwind_walk *w = arg;
+    uintptr_t pc = (uintptr_t)unwinder.get_ip(ctx);
+    if (w->got == 0) {
+        if (pc == w->ret)
+            w->out[w->got++] = pc;
+        else if (++w->steps > 12)
+            return _URC_END_OF_STACK; /* ret is not on this stack */
+        return _URC_NO_REASON;
+    }
+    uintptr_t base = (uintptr_t)unwinder.get_cfa(ctx) - 2 * sizeof(uintptr_t);
+    if (w->stop != 0 && base >= w->stop) {
+        if (w->got > 1)
+            w->got--;
+        return _URC_END_OF_STACK;
+    }
+    if (w->got == w->n || pc == 0)
+        return _URC_END_OF_STACK;
+    w->out[w->got++] = pc;
+    return _URC_NO_REASON;
+}
+
+static BEAM__NOINLINE size_t unwind(uintptr_t ret, uintptr_t *out, size_t n) {
+    unwind_walk w = {ret, beam__frames_stop, out, n, 0, 0};
+    unwinder.backtrace(unwind_step, &w);
+    if (w.got == 0)
+        out[w.got++] = ret;
+    return w.got;
+}
+
+#else
+static bool walk_by_unwinder(uintptr_t ret) {
+    (void)ret;
+    return false;
+}
+static size_t unwind(uintptr_t ret, uintptr_t *out, size_t n) {
+    (void)n;
+    out[0] = ret;
+    return 1;
+}
+#endif
+
+/* walk, or the unwinder for a stack entered from another library. */
+static inline WALK_INLINE size_t walk_any(uintptr_t ret, uintptr_t *out,
+                                          size_t n) {
+    if (n > 1 && ret != 0 && walk_by_unwinder(ret))
+        return unwind(ret, out, n);
+    return walk(ret, out, n);
+}
+
 WALKS size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n) {
     if (n == 0)
         return 0;
-    return walk(ret, out, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n);
+    return walk_any(ret, out, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n);
 }
 
 /* --- The depot ----------------------------------------------------------- *
@@ -243,7 +372,7 @@ __attribute__((destructor)) static void depot_unload(void) {
 WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
     uintptr_t pc[BEAM__MAX_FRAMES];
     size_t n =
-        walk(ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth);
+        walk_any(ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth);
     if (n <= 1)
         return ret;
     /* (The cache lives in the thread's cold block: without one, a dummy.) */
