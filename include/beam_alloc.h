@@ -185,11 +185,11 @@ BEAM_API void beam_free_array(beam_allocator_t a, void *p, size_t n,
 BEAM_API BEAM_NODISCARD void *beam_realloc_array(beam_allocator_t a, void *p,
                                                  size_t old_n, size_t new_n,
                                                  size_t size, size_t alignment);
-/** max(alignment, natural); 0 (so: failure) when alignment is not a power of
- * two. */
+/** max(alignment, natural); alignment itself when it is not a power of two
+ * (so the call fails, and its report gives the alignment as written). */
 static inline size_t beam_align_at_least(size_t alignment, size_t natural) {
     if (alignment == 0 || (alignment & (alignment - 1)) != 0)
-        return 0;
+        return alignment;
     return alignment > natural ? alignment : natural;
 }
 

@@ -65,8 +65,9 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
 }
 
 /* mem and len could be a block: a length from 1 to the limit, and an
- * address past the first page (none of the library's allocators hands one
- * out; the zero-length sentinel of an alignment below a page is one). The
+ * address past the first 64 KiB (none of the library's allocators hands
+ * one out; the zero-length sentinels of alignments below that are there).
+ * The
  * helpers rule the rest out without asking the allocator or reading the
  * memory; mem NULL or len 0, a call's "no block", fail it too, so callers
  * that accept those test them first. Two compares: the raw allocator's
@@ -76,8 +77,8 @@ static BEAM__ALWAYS_INLINE bool real_block(const void *mem, size_t len) {
 }
 
 /* ... and not the zero-length sentinel of alignment, which is past the
- * first page from an alignment of a page on (the raw allocator freed
- * 0x1000 given with a length). The slow paths' test. */
+ * first 64 KiB from an alignment of 64 KiB on (the raw allocator freed
+ * 0x10000 given with a length). The slow paths' test. */
 static bool real_block_at(const void *mem, size_t len, size_t alignment) {
     return real_block(mem, len) && (uintptr_t)mem != alignment;
 }
@@ -342,10 +343,13 @@ void beam_free_array(beam_allocator_t a, void *p, size_t n, size_t size,
     size_t len;
     uintptr_t ret = BEAM__RET_ADDR();
     if (beam_mul_overflow(n, size, &len)) {
+        /* A misuse with its site, as a wrong length is (under leak_check
+         * it raises as such, not as the leak it leaves). */
         if (p != NULL)
-            beam__report("beam_alloc: free of %p ignored: %zu elements of %zu "
-                         "bytes overflow",
-                         p, n, size);
+            beam__report_misuse(BEAM__KIND_WRONG_FREE, ret,
+                                "beam_alloc: free of %p ignored: %zu elements "
+                                "of %zu bytes overflow",
+                                p, n, size);
         return;
     }
     free_entry(a, p, len, alignment, ret);

@@ -220,10 +220,12 @@ static inline void beam__parent_free(beam_allocator_t parent, void *mem,
         ->free(parent.ctx, mem, len, alignment, ret);
 }
 
-/* No allocator hands out a block in the first page, which no system maps:
- * a pointer there, passed with a length, is the zero-length sentinel
- * (core.c) or garbage, and the helpers reject it without reading it. */
-#define BEAM__MIN_BLOCK_ADDR ((uintptr_t)4096)
+/* No allocator hands out a block in the first 64 KiB, which Linux keeps
+ * unmapped (vm.mmap_min_addr; macOS the first 4 GiB): a pointer there,
+ * passed with a length, is a zero-length sentinel (core.c: the address is
+ * the alignment, up to 32 KiB here, whatever alignment the call gives) or
+ * garbage, and the helpers reject it without reading it. */
+#define BEAM__MIN_BLOCK_ADDR ((uintptr_t)65536)
 
 /* ---- stats (stats.c) ------------------------------------------------
  * Counters are written by one thread (or heap owner) and read by anyone:

@@ -76,7 +76,7 @@ enum hdr_state { HDR_LIVE, HDR_FREED, HDR_BAD };
 static inline enum hdr_state hdr_read(const void *p, size_t *good,
                                       char **base) {
     /* Never one of ours: not even read. (A block's header is the word
-     * before it, in the parent's block: neither is in the first page.) */
+     * before it, in the parent's block: neither is in the first 64 KiB.) */
     if (((uintptr_t)p & 15) != 0 ||
         (uintptr_t)p < BEAM__MIN_BLOCK_ADDR + sizeof(uint64_t))
         return HDR_BAD;

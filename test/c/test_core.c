@@ -92,6 +92,52 @@ TEST(core_zero_length_is_a_sentinel_the_allocator_never_sees) {
     CHECK(rec.calls == 2 && rec.free_len == 10);
 }
 
+/* A sentinel given back with a length and another alignment (found by a
+ * hostile review: the large allocator read a header below 0x2000 and
+ * crashed; the raw one handed 0x2000 to free): refused with a report by
+ * every allocator, never read. */
+TEST(core_sentinel_freed_with_a_length_at_another_alignment_is_refused) {
+    check_capture_reports();
+    static const beam_allocator_t *const all[] = {&beam_raw_allocator,
+                                                  &beam_large_allocator};
+    for (size_t i = 0; i < 2; i++) {
+        beam_allocator_t a = *all[i];
+        void *z = beam_alloc_bytes(a, 0, 8192);
+        CHECK(z != NULL);
+        size_t before = check_report_count();
+        beam_free_bytes(a, z, 4096, 16);
+        CHECK(beam_realloc_bytes(a, z, 4096, 16, 10) == NULL);
+        CHECK(!beam_resize_bytes(a, z, 4096, 16, 10));
+        beam_free_bytes(a, z, 4096, 8);
+        CHECK(check_report_count() >= before + 3);
+        CHECK(check_last_report_has("ignored"));
+        beam_free_bytes(a, z, 0, 8192);
+    }
+    check_release_reports();
+}
+
+/* The typed macros' misuse: reported with the caller's site and the
+ * alignment as written (found by a hostile review: an overflowing free had
+ * no site and was no misuse; a bad alignment read "alignment 0"). */
+TEST(core_typed_macros_report_their_misuse_as_written) {
+    check_capture_reports();
+    unsigned long outer = check_watch_misuse();
+    double *d = beam_alloc_aligned(beam_raw_allocator, double, 4, 3);
+    CHECK(d == NULL);
+    CHECK(check_last_report_has("alignment 3 is not a power of two"));
+    CHECK(check_last_report_has("called from "));
+    double *ok = beam_alloc(beam_raw_allocator, double, 4);
+    CHECK(ok != NULL);
+    size_t before = check_report_count();
+    beam_free(beam_raw_allocator, ok, (size_t)1 << 62);
+    CHECK(check_report_count() == before + 1);
+    CHECK(check_last_report_has("overflow (called from "));
+    CHECK(check_misuse_seen() == 1 + 1);
+    beam_free(beam_raw_allocator, ok, 4);
+    check_unwatch_misuse(outer);
+    check_release_reports();
+}
+
 TEST(core_non_power_of_two_alignment_fails) {
     static const size_t bad[] = {0, 3, 6, 12, 24, 100, 4097};
     void *p = beam_alloc_bytes(beam_raw_allocator, 16, 8);
