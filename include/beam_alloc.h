@@ -265,8 +265,9 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * blocks, above BEAM_GPA_SMALL_MAX up to 64 KiB, are runs of 4 KiB pages in
  * slabs shared by all medium sizes (untracked instances; tracked ones
  * record them as large blocks). Larger blocks pass through to the backing
- * allocator (the instance keeps up to 16 freed ones, 512 KiB in all, for
- * reuse). Small blocks freed by another
+ * allocator (the instance keeps up to 16 freed ones, 512 KiB in all with
+ * what their alignment costs the backing, for reuse). Small blocks freed
+ * by another
  * thread go back without a lock. Misuse (double free, a pointer it does not
  * own, a wrong length or alignment) is reported through the report hook
  * (section 7), and the process keeps running: a double or foreign free is
@@ -373,6 +374,10 @@ typedef struct beam_gpa {
     struct beam_gpa_state *internal_state; /* made lazily; not for users */
 } beam_gpa_t;
 
+/* Every function of this section and the next given NULL for its instance
+ * reports a misuse ("NULL instance") and does nothing: false, 0, zeroed
+ * usage, or (the allocator getters) an allocator that refuses every call. */
+
 /** Prepare an instance over backing. Cannot fail (memory is taken lazily).
  * An instance given itself as backing refuses every allocation (and says
  * so in a report): it would have recursed without end. The same for a
@@ -389,7 +394,9 @@ BEAM_API beam_allocator_t beam_gpa_allocator(beam_gpa_t *gpa);
 BEAM_API bool beam_gpa_detect_leaks(beam_gpa_t *gpa);
 /** Free everything the instance holds; true when any block was still live
  * (each is reported first). No other thread may use the instance during or
- * after this call, until it is initialised again. */
+ * after this call, until it is initialised again: until then an allocation
+ * through it fails and is reported as a misuse ("use of an allocator after
+ * its deinit"). */
 BEAM_API bool beam_gpa_deinit(beam_gpa_t *gpa);
 
 /** Give back everything that can be given back now, from any thread: the
@@ -427,7 +434,9 @@ BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
 
 /* Arena: bump allocation in chunks taken from the parent; individual frees
  * only reclaim the most recent block; everything goes back at reset/deinit.
- * Not thread-safe. */
+ * A free or resize whose length would make an older block end where the
+ * newest one does is refused and reported (it would hand the newest, live
+ * block out again). Not thread-safe. */
 typedef struct beam_arena {
     beam_allocator_t parent;
     struct beam_arena_chunk_internal *chunks; /* internal: newest first */
@@ -469,11 +478,14 @@ BEAM_API void beam_arena_deinit(beam_arena_t *arena);
 BEAM_API size_t beam_arena_used(const beam_arena_t *arena);
 
 /* Fixed buffer: bump allocation inside a caller's buffer; the last block can
- * grow, shrink and be freed. Not thread-safe. */
+ * grow, shrink and be freed (a length that would make an older block end
+ * where the newest does is refused and reported, as in the arena). Not
+ * thread-safe. */
 typedef struct beam_fixed_buffer {
     unsigned char *buffer;
     size_t len;
-    size_t end_index; /* bytes in use */
+    size_t end_index;  /* bytes in use */
+    size_t last_index; /* internal: where the newest block starts */
 } beam_fixed_buffer_t;
 
 BEAM_API void beam_fixed_buffer_init(beam_fixed_buffer_t *fb, void *buf,

@@ -21,10 +21,13 @@ struct beam_arena_chunk_internal {
     struct beam_arena_chunk_internal *next; /* the next older chunk */
     size_t cap;                             /* usable bytes after the header */
     size_t end;                             /* bytes handed out, from data_of */
+    size_t last; /* where the newest block starts, or NO_LAST once given back
+                    (then a block ending at end is taken for it, as before) */
 };
 typedef struct beam_arena_chunk_internal chunk_t;
 
 #define HEADER sizeof(chunk_t)
+#define NO_LAST SIZE_MAX
 /* Data starts HEADER (a multiple of this) bytes into the parent block. */
 #define CHUNK_ALIGN BEAM_ALIGNOF(chunk_t)
 /* A page: small arenas stay cheap, and every parent serves it well. */
@@ -48,8 +51,9 @@ static void *bump(beam_arena_t *arena, chunk_t *c, size_t len,
     if (pad > avail || len > avail - pad)
         return NULL;
     c->end += pad + len;
+    c->last = c->end - len;
     arena->used += pad + len;
-    return data_of(c) + (c->end - len);
+    return data_of(c) + c->last;
 }
 
 /* A chunk's parent length: HEADER + cap rounded up to CHUNK_ALIGN, so
@@ -79,6 +83,7 @@ static chunk_t *push_chunk(beam_arena_t *arena, size_t total, uintptr_t ret) {
     c->next = arena->chunks;
     c->cap = total - HEADER;
     c->end = 0;
+    c->last = NO_LAST;
     arena->chunks = c;
     return c;
 }
@@ -113,7 +118,7 @@ static bool is_dead(const beam_arena_t *arena) {
            arena->parent.ctx == arena;
 }
 
-/* what: "allocation", "free", "resize". */
+/* what: "allocation", "free", "resize", "reset". */
 static BEAM__NOINLINE void report_dead(const char *what, const void *mem,
                                        size_t len, uintptr_t ret) {
     char block[64] = "";
@@ -149,21 +154,35 @@ static void *arena_alloc(void *ctx, size_t len, size_t alignment,
  * must fit in what the chunk handed out (len <= end), and its start is
  * computed from that, not mem + len, which wraps for a huge len: a bogus
  * free passed as the newest block and underflowed end and used. */
-static bool is_last(const beam_arena_t *arena, const void *mem, size_t len) {
+static bool ends_at_bump(const beam_arena_t *arena, const void *mem,
+                         size_t len) {
     chunk_t *c = arena->chunks;
     return c != NULL && len <= c->end &&
            (uintptr_t)mem == (uintptr_t)(data_of(c) + (c->end - len));
 }
 
+/* ... and starts where the newest block does, when that is known: a
+ * longer length given for an older block would end there too, and
+ * rolling back over the newest (live) block would hand it out again. */
+static bool is_last(const beam_arena_t *arena, const void *mem, size_t len) {
+    chunk_t *c = arena->chunks;
+    return ends_at_bump(arena, mem, len) &&
+           (c->last == NO_LAST || c->end - len == c->last);
+}
+
 static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
-    (void)alignment;
     beam_arena_t *arena = ctx;
     /* Any block can shrink in place; only the newest gives bytes back.
      * (After deinit no block is the newest: the test is off that path.) */
     if (!is_last(arena, mem, len)) {
         if (BEAM__UNLIKELY(is_dead(arena))) {
             report_dead("resize", mem, len, ret);
+            return false;
+        }
+        if (BEAM__UNLIKELY(ends_at_bump(arena, mem, len))) {
+            beam__report_not_newest("resize", mem, len, alignment, ret,
+                                    "arena");
             return false;
         }
         return new_len <= len;
@@ -190,13 +209,15 @@ static void *arena_remap(void *ctx, void *mem, size_t len, size_t alignment,
 
 static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
                        uintptr_t ret) {
-    (void)alignment;
     beam_arena_t *arena = ctx;
     if (is_last(arena, mem, len)) {
         arena->chunks->end -= len;
+        arena->chunks->last = NO_LAST;
         arena->used -= len;
     } else if (BEAM__UNLIKELY(is_dead(arena))) {
         report_dead("free", mem, len, ret);
+    } else if (BEAM__UNLIKELY(ends_at_bump(arena, mem, len))) {
+        beam__report_not_newest("free", mem, len, alignment, ret, "arena");
     }
 }
 
@@ -204,6 +225,8 @@ static const beam_allocator_vtable arena_vtable = {arena_alloc, arena_resize,
                                                    arena_remap, arena_free};
 
 void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent) {
+    if (beam__null_instance(arena, "beam_arena_init", BEAM__RET_ADDR()))
+        return;
     arena->parent = beam__parent_not_self(parent, arena, &arena_vtable,
                                           "beam_arena_init", "arena", "parent");
     arena->chunks = NULL;
@@ -211,6 +234,8 @@ void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent) {
 }
 
 beam_allocator_t beam_arena_allocator(beam_arena_t *arena) {
+    if (beam__null_instance(arena, "beam_arena_allocator", BEAM__RET_ADDR()))
+        return BEAM__REFUSING_ALLOCATOR;
     beam_allocator_t a = {arena, &arena_vtable};
     return a;
 }
@@ -231,6 +256,7 @@ static void free_chunks_except(beam_arena_t *arena, chunk_t *keep,
     if (keep != NULL) {
         keep->next = NULL;
         keep->end = 0;
+        keep->last = NO_LAST;
     }
     arena->used = 0;
 }
@@ -240,6 +266,10 @@ static void free_chunks_except(beam_arena_t *arena, chunk_t *keep,
  * can, one such chunk replaces them all. */
 static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
                        uintptr_t ret) {
+    if (BEAM__UNLIKELY(is_dead(arena))) {
+        report_dead("reset", NULL, arena->used, ret);
+        return false;
+    }
     size_t target = arena->used;
     chunk_t *keep = NULL;
     if (mode == BEAM_ARENA_RETAIN_CAPACITY)
@@ -257,18 +287,26 @@ static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
 }
 
 bool beam_arena_reset_mode_(beam_arena_t *arena, beam_arena_reset_mode mode) {
+    if (beam__null_instance(arena, "beam_arena_reset", BEAM__RET_ADDR()))
+        return false;
     return reset_impl(arena, mode, BEAM__RET_ADDR());
 }
 
 bool beam_arena_reset_default_(beam_arena_t *arena) {
+    if (beam__null_instance(arena, "beam_arena_reset", BEAM__RET_ADDR()))
+        return false;
     return reset_impl(arena, BEAM_ARENA_RETAIN_CAPACITY, BEAM__RET_ADDR());
 }
 
 void beam_arena_deinit(beam_arena_t *arena) {
+    if (beam__null_instance(arena, "beam_arena_deinit", BEAM__RET_ADDR()))
+        return;
     free_chunks_except(arena, NULL, BEAM__RET_ADDR());
     arena->parent = (beam_allocator_t){arena, &beam__refusing_vtable};
 }
 
 size_t beam_arena_used(const beam_arena_t *arena) {
+    if (beam__null_instance(arena, "beam_arena_used", BEAM__RET_ADDR()))
+        return 0;
     return arena->used;
 }

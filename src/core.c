@@ -101,6 +101,17 @@ BEAM__NOINLINE void beam__report_refused(const char *call, void *mem,
     beam__report_line(line);
 }
 
+BEAM__NOINLINE void beam__report_not_newest(const char *call, void *mem,
+                                            size_t len, size_t alignment,
+                                            uintptr_t ret, const char *who) {
+    char what[160];
+    snprintf(what, sizeof what,
+             "wrong length or address: the block named ends where the %s's "
+             "newest (live) block ends, but does not start where it starts",
+             who);
+    beam__report_refused(call, mem, len, alignment, ret, what);
+}
+
 static void report_impossible(const char *call, void *mem, size_t len,
                               size_t alignment, uintptr_t ret) {
     beam__report_refused(call, mem, len, alignment, ret,
@@ -149,6 +160,17 @@ static bool remap_edge(const char *call, beam_allocator_t a, void *mem,
         return true;
     }
     return false;
+}
+
+BEAM__NOINLINE bool beam__null_instance(const void *instance, const char *fn,
+                                        uintptr_t ret) {
+    if (BEAM__LIKELY(instance != NULL))
+        return false;
+    beam__report_misuse(BEAM__KIND_NULL_INSTANCE, ret,
+                        "beam_alloc: %s given NULL for its instance: nothing "
+                        "done",
+                        fn);
+    return true;
 }
 
 /* ---- the refusing allocator (internal.h) ---- */

@@ -78,6 +78,8 @@ static const beam_allocator_vtable failing_vtable = {
 
 void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
                        size_t fail_index) {
+    if (beam__null_instance(f, "beam_failing_init", BEAM__RET_ADDR()))
+        return;
     f->parent =
         beam__parent_not_self(parent, f, &failing_vtable, "beam_failing_init",
                               "failing allocator", "parent");
@@ -91,6 +93,8 @@ void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
 }
 
 beam_allocator_t beam_failing_allocator(beam_failing_t *f) {
+    if (beam__null_instance(f, "beam_failing_allocator", BEAM__RET_ADDR()))
+        return BEAM__REFUSING_ALLOCATOR;
     beam_allocator_t a = {f, &failing_vtable};
     return a;
 }

@@ -13,10 +13,21 @@
  * must also fit in what is handed out (len <= end_index): a block of
  * another buffer that happens to end here (a neighbour's, in the same
  * array) is not ours, and giving its bytes back would wrap end_index. */
-static bool is_last(const beam_fixed_buffer_t *fb, const void *mem,
-                    size_t len) {
+static bool ends_at_end(const beam_fixed_buffer_t *fb, const void *mem,
+                        size_t len) {
     return len <= fb->end_index &&
            (uintptr_t)mem + len == (uintptr_t)fb->buffer + fb->end_index;
+}
+
+/* ... and starts where the newest block does, when that is known
+ * (last_index): a longer length given for an older block ends there too,
+ * and rolling back over the newest (live) block would hand it out again.
+ * Once the newest is given back, the one before it is not known, and any
+ * block ending at end_index is taken for it, as Zig's allocator does. */
+static bool is_last(const beam_fixed_buffer_t *fb, const void *mem,
+                    size_t len) {
+    return ends_at_end(fb, mem, len) && (fb->last_index == SIZE_MAX ||
+                                         fb->end_index - len == fb->last_index);
 }
 
 static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
@@ -33,18 +44,23 @@ static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     if (pad > avail || len > avail - pad)
         return NULL;
     unsigned char *p = fb->buffer + fb->end_index + pad;
+    fb->last_index = fb->end_index + pad;
     fb->end_index += pad + len;
     return p;
 }
 
 static bool fb_resize(void *ctx, void *mem, size_t len, size_t alignment,
                       size_t new_len, uintptr_t ret) {
-    (void)alignment;
-    (void)ret;
     beam_fixed_buffer_t *fb = ctx;
     /* Any block can shrink in place; only the newest gives bytes back. */
-    if (!is_last(fb, mem, len))
+    if (!is_last(fb, mem, len)) {
+        if (BEAM__UNLIKELY(ends_at_end(fb, mem, len))) {
+            beam__report_not_newest("resize", mem, len, alignment, ret,
+                                    "buffer");
+            return false;
+        }
         return new_len <= len;
+    }
     if (new_len <= len) {
         fb->end_index -= len - new_len;
         return true;
@@ -63,29 +79,40 @@ static void *fb_remap(void *ctx, void *mem, size_t len, size_t alignment,
 
 static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
                     uintptr_t ret) {
-    (void)alignment;
-    (void)ret;
     beam_fixed_buffer_t *fb = ctx;
-    if (is_last(fb, mem, len))
+    if (is_last(fb, mem, len)) {
         fb->end_index -= len;
+        fb->last_index = SIZE_MAX;
+    } else if (BEAM__UNLIKELY(ends_at_end(fb, mem, len))) {
+        beam__report_not_newest("free", mem, len, alignment, ret, "buffer");
+    }
 }
 
 static const beam_allocator_vtable fb_vtable = {fb_alloc, fb_resize, fb_remap,
                                                 fb_free};
 
 void beam_fixed_buffer_init(beam_fixed_buffer_t *fb, void *buf, size_t len) {
+    if (beam__null_instance(fb, "beam_fixed_buffer_init", BEAM__RET_ADDR()))
+        return;
     fb->buffer = buf;
     /* Objects never exceed PTRDIFF_MAX; a larger len is a caller's error
      * that must not turn into pointer overflow here. */
     fb->len = buf != NULL ? (len < BEAM__MAX_LEN ? len : BEAM__MAX_LEN) : 0;
     fb->end_index = 0;
+    fb->last_index = SIZE_MAX;
 }
 
 beam_allocator_t beam_fixed_buffer_allocator(beam_fixed_buffer_t *fb) {
+    if (beam__null_instance(fb, "beam_fixed_buffer_allocator",
+                            BEAM__RET_ADDR()))
+        return BEAM__REFUSING_ALLOCATOR;
     beam_allocator_t a = {fb, &fb_vtable};
     return a;
 }
 
 void beam_fixed_buffer_reset(beam_fixed_buffer_t *fb) {
+    if (beam__null_instance(fb, "beam_fixed_buffer_reset", BEAM__RET_ADDR()))
+        return;
     fb->end_index = 0;
+    fb->last_index = SIZE_MAX;
 }

@@ -261,6 +261,23 @@ have:;
 }
 
 /* Every allocation the fast path below does not settle. */
+/* After beam_gpa_deinit the backing is the refusing allocator with the
+ * instance itself as context (which beam_gpa_init never makes): no state
+ * can be made again, and an allocation says why it failed. Before, it made
+ * a new state silently, which nothing would ever give back. */
+static bool gpa_dead(const beam_gpa_t *gpa) {
+    return gpa->backing.vtable == &beam__refusing_vtable &&
+           gpa->backing.ctx == gpa;
+}
+
+static BEAM__NOINLINE void *refuse_dead(size_t len, uintptr_t ret) {
+    beam__report_misuse(BEAM__KIND_AFTER_DEINIT, ret,
+                        "beam_alloc: allocation of %zu bytes through a general "
+                        "purpose allocator after beam_gpa_deinit: refused",
+                        len);
+    return NULL;
+}
+
 BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
                                              size_t alignment, uintptr_t ret) {
     /* Safe mode keeps at least one byte after each block for a canary. */
@@ -269,7 +286,7 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
     if (cls == GPA_CLASSES) {
         gpa_state *st = beam__gpa_state_slow(gpa);
         if (st == NULL)
-            return NULL;
+            return gpa_dead(gpa) ? refuse_dead(len, ret) : NULL;
         if (!st->track && len <= GPA_MEDIUM_MAX && alignment <= GPA_PAGE_SIZE)
             return beam__gpa_medium_alloc(st, len);
         return beam__gpa_large_alloc(st, len, alignment, ret);
@@ -282,7 +299,7 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
         st = beam__gpa_state_of(gpa);
         if (st != NULL)
             beam__atomic_add_relaxed(&st->large_counts.failed, 1);
-        return NULL;
+        return gpa_dead(gpa) ? refuse_dead(len, ret) : NULL;
     }
     uint32_t busy = gpa_heap_enter(h);
     if (BEAM__UNLIKELY(gpa_heap_revoked(h)))
@@ -625,6 +642,8 @@ const beam_allocator_t beam_general_purpose_allocator = {
 
 void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
                       unsigned flags) {
+    if (beam__null_instance(gpa, "beam_gpa_init", BEAM__RET_ADDR()))
+        return;
     gpa->backing =
         beam__parent_not_self(backing, gpa, &beam__gpa_vtable, "beam_gpa_init",
                               "instance", "backing allocator");
@@ -633,15 +652,21 @@ void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
 }
 
 void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing) {
+    if (beam__null_instance(gpa, "beam_gpa_init", BEAM__RET_ADDR()))
+        return;
     beam_gpa_init_ex(gpa, backing, 0);
 }
 
 beam_allocator_t beam_gpa_allocator(beam_gpa_t *gpa) {
+    if (beam__null_instance(gpa, "beam_gpa_allocator", BEAM__RET_ADDR()))
+        return BEAM__REFUSING_ALLOCATOR;
     beam_allocator_t a = {gpa, &beam__gpa_vtable};
     return a;
 }
 
 void beam_gpa_collect(beam_gpa_t *gpa) {
+    if (beam__null_instance(gpa, "beam_gpa_collect", BEAM__RET_ADDR()))
+        return;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st != NULL)
         beam__gpa_collect_all(st);
@@ -652,9 +677,11 @@ bool beam__gpa_prepare(beam_gpa_t *gpa) {
 }
 
 beam_gpa_usage beam_gpa_usage_of(beam_gpa_t *gpa) {
-    gpa_state *st = beam__gpa_state_of(gpa);
     beam_gpa_usage u;
     memset(&u, 0, sizeof u);
+    if (beam__null_instance(gpa, "beam_gpa_usage_of", BEAM__RET_ADDR()))
+        return u;
+    gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL)
         return u;
     size_t n = 0;
@@ -679,6 +706,8 @@ static bool scan_and_report(gpa_state *st, bool quiet) {
 }
 
 bool beam_gpa_detect_leaks(beam_gpa_t *gpa) {
+    if (beam__null_instance(gpa, "beam_gpa_detect_leaks", BEAM__RET_ADDR()))
+        return false;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL)
         return false;
@@ -686,9 +715,13 @@ bool beam_gpa_detect_leaks(beam_gpa_t *gpa) {
 }
 
 bool beam_gpa_deinit(beam_gpa_t *gpa) {
-    gpa_state *st = beam__gpa_state_of(gpa);
-    if (st == NULL)
+    if (beam__null_instance(gpa, "beam_gpa_deinit", BEAM__RET_ADDR()))
         return false;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL) {
+        gpa->backing = (beam_allocator_t){gpa, &beam__refusing_vtable};
+        return false;
+    }
     beam__gpa_registry_remove(st);
     bool leaked = scan_and_report(st, (gpa->flags & BEAM_GPA_QUIET_LEAKS) != 0);
     gpa_defer *defer = NULL;
@@ -701,6 +734,7 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
     beam__lock_destroy(&st->lock);
     beam_allocator_t backing = st->backing;
     beam__atomic_store_plain_release(&gpa->internal_state, NULL);
+    gpa->backing = (beam_allocator_t){gpa, &beam__refusing_vtable};
     GPA_ASSERT_NO_LOCK();
     backing.vtable->free(backing.ctx, st, sizeof *st, BEAM_ALIGNOF(gpa_state),
                          0);

@@ -111,6 +111,15 @@ static size_t backing_len_for(const gpa_state *st, size_t len) {
     return want < GPA_DEFER_MIN ? GPA_DEFER_MIN : want;
 }
 
+/* What a cached block holds of the backing, against the cache's bytes: its
+ * length and, at an alignment above the backing's natural one, what
+ * aligning costs a backing like the large allocator (up to the alignment
+ * again). Length alone let 16 blocks of 100 bytes at 32 MiB keep 512 MiB
+ * (found in review). */
+static size_t cache_cost(const gpa_large *e) {
+    return e->backing_len + (e->alignment > BEAM_MAX_ALIGN ? e->alignment : 0);
+}
+
 /* A cached block for (len, alignment): same alignment, at most 1/8 longer
  * than needed (so reuse does not inflate memory). */
 static bool cache_take(gpa_state *st, size_t len, size_t alignment,
@@ -121,7 +130,7 @@ static bool cache_take(gpa_state *st, size_t len, size_t alignment,
         if (c->alignment == alignment && c->backing_len >= need &&
             c->backing_len - need <= len / 8) {
             *out = *c;
-            st->cache_bytes -= c->backing_len;
+            st->cache_bytes -= cache_cost(c);
             *c = st->cache[--st->cache_n];
             return true;
         }
@@ -130,11 +139,12 @@ static bool cache_take(gpa_state *st, size_t len, size_t alignment,
 }
 
 static bool cache_put(gpa_state *st, const gpa_large *e) {
+    size_t cost = cache_cost(e);
     if (st->cache_n == GPA_LARGE_CACHE ||
-        e->backing_len > GPA_LARGE_CACHE_BYTES - st->cache_bytes)
+        cost > GPA_LARGE_CACHE_BYTES - st->cache_bytes)
         return false;
     st->cache[st->cache_n++] = *e;
-    st->cache_bytes += e->backing_len;
+    st->cache_bytes += cost;
     return true;
 }
 

@@ -75,6 +75,20 @@ BEAM__HIDDEN char *beam__misuse_line(void);
 BEAM__HIDDEN void beam__report_refused(const char *call, void *mem, size_t len,
                                        size_t alignment, uintptr_t ret,
                                        const char *what);
+/* A bump allocator's (who: "arena", "buffer") free or resize of a block
+ * that ends where its newest block ends but does not start where that one
+ * starts: a wrong length or address, refused (core.c). */
+BEAM__HIDDEN void beam__report_not_newest(const char *call, void *mem,
+                                          size_t len, size_t alignment,
+                                          uintptr_t ret, const char *who);
+/* fn was given a NULL instance: reported as a misuse at ret (core.c);
+ * true then, and the caller does nothing. */
+BEAM__HIDDEN bool beam__null_instance(const void *instance, const char *fn,
+                                      uintptr_t ret);
+/* What an allocator's getter gives for a NULL instance: every call
+ * through it refused. */
+#define BEAM__REFUSING_ALLOCATOR                                               \
+    ((beam_allocator_t){NULL, &beam__refusing_vtable})
 /* Count a misuse of kind (static text) reported as line. */
 BEAM__HIDDEN void beam__misuse_note(const char *kind, const char *line);
 /* Replace the default hook (kept out of the way of a user's hook), and

@@ -22,5 +22,9 @@
 #define BEAM__KIND_BAD_ALIGNMENT "alignment not a power of two"
 /* A call through an allocator after its deinit (an arena's). */
 #define BEAM__KIND_AFTER_DEINIT "use of an allocator after its deinit"
+/* A NULL instance given to an instance's function (init, deinit, ...):
+ * nothing done, the answer of "nothing there" (false, 0, a refusing
+ * allocator). */
+#define BEAM__KIND_NULL_INSTANCE "NULL instance"
 
 #endif

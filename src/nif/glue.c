@@ -125,6 +125,11 @@ void beam_nif_unloaded(void) {
         free_kept_instances();
         beam_general_purpose_allocator_instance.flags |= BEAM_GPA_QUIET_LEAKS;
         beam_gpa_deinit(&beam_general_purpose_allocator_instance);
+        /* As it was before its first use: a library the VM keeps mapped
+         * and loads again starts with it usable (deinit leaves an
+         * instance refusing until it is initialised again). */
+        beam_gpa_init(&beam_general_purpose_allocator_instance,
+                      beam_large_allocator);
         /* And the schedulers' per-thread buffers, which outlive the
          * library. */
         beam__cold_release_all();

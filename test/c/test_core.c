@@ -740,3 +740,34 @@ TEST(core_allocators_over_a_zero_initialised_one_refuse_with_a_report) {
     beam_arena_deinit(&zero_ar);
     CHECK(!beam_gpa_deinit(&zero_g));
 }
+
+/* NULL for an instance: reported as a misuse, nothing done, and the
+ * answer of "nothing there" (found by a hostile review: each crashed). */
+TEST(core_null_instances_are_reported_not_followed) {
+    check_capture_reports();
+    unsigned long outer = check_watch_misuse();
+    beam_gpa_init(NULL, beam_raw_allocator);
+    beam_gpa_init_ex(NULL, beam_raw_allocator, BEAM_GPA_SAFE);
+    CHECK(!beam_gpa_deinit(NULL));
+    beam_gpa_collect(NULL);
+    CHECK(beam_gpa_usage_of(NULL).backing_bytes == 0);
+    CHECK(!beam_gpa_detect_leaks(NULL));
+    beam_allocator_t g = beam_gpa_allocator(NULL);
+    CHECK(beam_alloc_bytes(g, 16, 8) == NULL);
+    beam_arena_init(NULL, beam_raw_allocator);
+    CHECK(!beam_arena_reset(NULL));
+    CHECK(beam_arena_used(NULL) == 0);
+    beam_arena_deinit(NULL);
+    CHECK(beam_alloc_bytes(beam_arena_allocator(NULL), 16, 8) == NULL);
+    beam_fixed_buffer_init(NULL, NULL, 0);
+    beam_fixed_buffer_reset(NULL);
+    CHECK(beam_alloc_bytes(beam_fixed_buffer_allocator(NULL), 16, 8) == NULL);
+    beam_failing_init(NULL, beam_raw_allocator, 0);
+    CHECK(beam_alloc_bytes(beam_failing_allocator(NULL), 16, 8) == NULL);
+    CHECK(check_misuse_seen() == 17);
+    CHECK(strcmp(check_misuse_kind(), "NULL instance") == 0);
+    CHECK(check_last_report_has("beam_failing_allocator given NULL"));
+    CHECK(check_last_report_has("called from "));
+    check_unwatch_misuse(outer);
+    check_release_reports();
+}

@@ -811,6 +811,32 @@ TEST(gpa_large_cache_keeps_half_a_mib_at_most) {
     CHECK(f.allocated_bytes == f.freed_bytes);
 }
 
+/* The cache's bytes count what an alignment costs the backing: 16 small
+ * blocks at 32 MiB kept 512 MiB of the large allocator's (found in review). */
+TEST(gpa_large_cache_counts_alignment_padding) {
+    beam_failing_t f;
+    beam_failing_init(&f, beam_large_allocator, SIZE_MAX);
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_failing_allocator(&f));
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    const size_t align = (size_t)32 << 20;
+    void *p[4];
+    for (int i = 0; i < 4; i++)
+        CHECK((p[i] = beam_alloc_bytes(a, 100, align)) != NULL);
+    size_t freed = f.freed_bytes;
+    for (int i = 0; i < 4; i++)
+        beam_free_bytes(a, p[i], 100, align);
+    CHECK(f.freed_bytes >= freed + 4 * 100); /* none kept */
+    /* An alignment that costs little is still cached. */
+    void *q = beam_alloc_bytes(a, 100000, 4096);
+    CHECK(q != NULL);
+    freed = f.freed_bytes;
+    beam_free_bytes(a, q, 100000, 4096);
+    CHECK(f.freed_bytes == freed);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(f.allocated_bytes == f.freed_bytes);
+}
+
 /* A large block's remap and another thread's allocation, racing: the
  * backing moves the block and, like libc, hands its old address at once
  * to the other thread. Before, the old entry stayed in the table through
@@ -1259,4 +1285,32 @@ TEST(gpa_zeroed_never_initialised_refuses) {
     CHECK(beam_alloc_bytes(beam_gpa_allocator(&zeroed), 10, 8) == NULL);
     CHECK(beam_alloc_bytes(beam_gpa_allocator(&zeroed), 1 << 20, 8) == NULL);
     CHECK(!beam_gpa_deinit(&zeroed));
+}
+
+/* An allocation through an instance after its deinit fails with a misuse
+ * report; before, it made a new state silently, which nothing gave back
+ * (found by a hostile review). Initialised again, it works. */
+TEST(gpa_use_after_deinit_is_refused_until_init) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p = beam_alloc_bytes(a, 40, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, 40, 8);
+    CHECK(!beam_gpa_deinit(&g));
+    check_capture_reports();
+    unsigned long outer = check_watch_misuse();
+    CHECK(beam_alloc_bytes(a, 40, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, 100000, 8) == NULL);
+    CHECK(check_misuse_seen() == 2);
+    CHECK(strcmp(check_misuse_kind(), "use of an allocator after its deinit") ==
+          0);
+    CHECK(check_last_report_has("after beam_gpa_deinit"));
+    check_unwatch_misuse(outer);
+    check_release_reports();
+    CHECK(beam_gpa_usage_of(&g).backing_bytes == 0);
+    beam_gpa_init(&g, beam_large_allocator);
+    CHECK((p = beam_alloc_bytes(a, 40, 8)) != NULL);
+    beam_free_bytes(a, p, 40, 8);
+    CHECK(!beam_gpa_deinit(&g));
 }
