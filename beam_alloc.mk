@@ -56,7 +56,11 @@
 # Leave the including Makefile's default goal alone (restored at the end).
 BEAM_ALLOC_SAVED_GOAL := $(.DEFAULT_GOAL)
 
-BEAM_ALLOC_DIR := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+# As the include named it (relative to this make's directory, when it was):
+# an absolute path with a space in it is one make cannot use, and a project
+# that reaches beam_alloc through a link (c_src/.beam_alloc, the rebar3
+# Makefile of the README) has none in the relative one.
+BEAM_ALLOC_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 BEAM_ALLOC_INCLUDE_DIR := $(BEAM_ALLOC_DIR)/include
 BEAM_ALLOC_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a
 BEAM_ALLOC_STANDALONE_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc_standalone.a
