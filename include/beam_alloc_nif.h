@@ -462,6 +462,19 @@ BEAM_API void beam_resource_unpin(beam_resource_t *r);
  * allocations fail, later frees do nothing. The destructor does the same
  * when the resource is garbage collected. */
 BEAM_API void beam_resource_release(beam_resource_t *r);
+/** What lives in a resource's memory and needs taking down (a C library's
+ * context with threads of its own, a mutex in the user area): fn(r) runs
+ * once when r is released, by beam_resource_release or by the garbage
+ * collector, before its memory goes back. Inside fn the blocks are still
+ * there to read and tear down, but the allocator already refuses (its
+ * frees do nothing, as after any release) and no other thread is inside
+ * it. fn runs on whichever thread completes the release, a scheduler
+ * running the destructor included: keep it short, and call nothing that
+ * needs an env. false (fn not set) for NULL or a released r; a later call
+ * replaces fn (NULL: none). */
+typedef void (*beam_resource_release_fn)(beam_resource_t *r);
+BEAM_API bool beam_resource_on_release(beam_resource_t *r,
+                                       beam_resource_release_fn fn);
 /** true once beam_resource_release (or the destructor) has run, and for
  * NULL. */
 BEAM_API bool beam_resource_is_released(const beam_resource_t *r);

@@ -69,6 +69,18 @@ defmodule BeamAlloc.GuideToolsTest do
   end
 
   describe "resource-scoped memory" do
+    test "a release hook takes down the mutex in a bag's user area" do
+      # (The hook's semantics are resource_test's; here the guide's code
+      # runs through a release and a collection.)
+      bag = shared_bag_new()
+      assert is_reference(bag)
+      assert :ok = bag_release(bag)
+      assert :ok = bag_release(bag)
+      {pid, ref} = spawn_monitor(fn -> shared_bag_new() end)
+      assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+      :erlang.garbage_collect()
+    end
+
     test "a bag of binaries in resource memory" do
       bag = bag_new()
       assert :ok = bag_put(bag, "one")

@@ -461,6 +461,32 @@ defmodule BeamAlloc.ResourceGCTest do
     assert Enum.filter(Resource.take_reports(), &(&1 =~ "resource")) == []
   end
 
+  test "a release hook runs once, on release or garbage collection, with the memory still there" do
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end)
+    {good, bad} = Resource.hook_runs()
+
+    for kind <- [:gpa, :arena] do
+      {:ok, res} = Resource.new_hooked(kind)
+      assert :ok = Resource.release(res)
+      assert :ok = Resource.release(res)
+      # Released: no hook can be set any more.
+      assert Resource.set_hook_again(res) == false
+    end
+
+    assert Resource.hook_runs() == {good + 2, bad}
+
+    # Collected with their processes: the destructor runs the hook.
+    for kind <- [:gpa, :arena] do
+      {pid, ref} = spawn_monitor(fn -> {:ok, _} = Resource.new_hooked(kind) end)
+      assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+    end
+
+    assert Peers.eventually(fn -> Resource.hook_runs() == {good + 4, bad} end),
+           inspect(Resource.hook_runs())
+
+    assert Peers.eventually(fn -> Resource.live_count() == 0 end)
+  end
+
   test "a reference kept in C outlives the term, until dropped" do
     assert Peers.eventually(fn -> Resource.live_count() == 0 end)
 

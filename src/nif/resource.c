@@ -63,6 +63,8 @@ struct beam_resource {
     _Atomic size_t live_bytes;   /* see the invariants */
     _Atomic size_t parent_bytes; /* see the invariants */
     atomic_bool torn_down;       /* teardown has run (or must never run) */
+    /* The user's hook, run by teardown before the memory goes. */
+    _Atomic(beam_resource_release_fn) on_release;
     beam_resource_kind kind;
     bool has_lock;
     beam_allocator_t parent; /* where everything comes from in the end */
@@ -152,6 +154,13 @@ static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
 static void teardown(beam_resource_t *r) {
     if (beam__atomic_exchange_acq_rel(&r->torn_down, true))
         return;
+    /* First: what lives in the memory (a library's context, its threads,
+     * a mutex in the user area) goes down while the memory is still
+     * there. Nobody else is inside, and nobody can enter. */
+    beam_resource_release_fn fn = beam__atomic_exchange_acq_rel(
+        &r->on_release, (beam_resource_release_fn)NULL);
+    if (fn != NULL)
+        fn(r);
     if (r->kind == BEAM_RESOURCE_GPA)
         (void)beam_gpa_deinit(&r->impl.gpa); /* live blocks are expected */
     else
@@ -450,6 +459,7 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
     beam__atomic_init(&r->live_bytes, 0);
     beam__atomic_init(&r->parent_bytes, 0);
     beam__atomic_init(&r->torn_down, false);
+    beam__atomic_init(&r->on_release, (beam_resource_release_fn)NULL);
     r->kind = kind;
     r->parent = parent.vtable != NULL ? parent : beam_large_allocator;
     r->user_size = user_size;
@@ -527,6 +537,16 @@ bool beam_resource_pin(beam_resource_t *r) {
 void beam_resource_unpin(beam_resource_t *r) {
     if (r != NULL)
         leave(r);
+}
+
+bool beam_resource_on_release(beam_resource_t *r, beam_resource_release_fn fn) {
+    /* Inside, teardown cannot run: set now, fn runs (or the release came
+     * first, and it never will: false). */
+    if (r == NULL || !enter(r))
+        return false;
+    beam__atomic_store_release(&r->on_release, fn);
+    leave(r);
+    return true;
 }
 
 void beam_resource_release(beam_resource_t *r) {

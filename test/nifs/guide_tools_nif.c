@@ -301,6 +301,33 @@ BEAM_NIF(bag_release) {
     return enif_make_atom(env, "ok");
 }
 
+/* The guide's release hook: a bag whose user area holds a mutex. */
+typedef struct shared_bag {
+    ErlNifMutex *lock; /* every put takes it */
+    bag bag;
+} shared_bag;
+
+static void shared_bag_down(beam_resource_t *r) {
+    shared_bag *sb = beam_resource_user_data(r);
+    if (sb->lock != NULL)
+        enif_mutex_destroy(sb->lock);
+}
+
+BEAM_NIF(shared_bag_new) {
+    ERL_NIF_TERM term;
+    beam_resource_t *r =
+        beam_resource_new(env, BEAM_RESOURCE_ARENA, beam_large_allocator,
+                          sizeof(shared_bag), &term);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    shared_bag *sb = beam_resource_user_data(r);
+    sb->lock = enif_mutex_create("shared_bag");
+    beam_resource_on_release(r, shared_bag_down);
+    if (sb->lock == NULL)
+        return beam_make_error(env, "enomem");
+    return term;
+}
+
 /* --- Stats ---------------------------------------------------------------- */
 
 static ERL_NIF_TERM stats_map(ErlNifEnv *env, beam_alloc_stats s) {
@@ -352,6 +379,7 @@ static ErlNifFunc funcs[] = {
     {"bag_put", 2, bag_put, 0},
     {"bag_to_list", 1, bag_to_list, 0},
     {"bag_release", 1, bag_release, 0},
+    {"shared_bag_new", 0, shared_bag_new, 0},
     {"gpa_stats", 0, gpa_stats, 0},
     {"take_reports", 0, take_reports, 0},
 };

@@ -449,6 +449,59 @@ BEAM_NIF(release) {
     return enif_make_atom(env, "ok");
 }
 
+/* new_hooked(kind): a resource whose release hook checks that a block
+ * written at creation (slot 0) is still there, intact, then frees it (a
+ * no-op by then) and counts the run: good (intact) or bad. hook_runs() ->
+ * {good, bad}. set_hook_again(res): beam_resource_on_release on res now. */
+static atomic_uint hook_good, hook_bad;
+#define HOOK_LEN 256
+
+static void check_on_release(beam_resource_t *r) {
+    area *ar = beam_resource_user_data(r);
+    block *b = atomic_load(&ar->slots[0]);
+    bool intact = b != NULL && b->len == HOOK_LEN;
+    for (size_t i = 0; intact && i < HOOK_LEN; i++)
+        intact = b->data[i] == (unsigned char)i;
+    beam_allocator_t a = beam_resource_allocator(r);
+    if (b != NULL)
+        beam_free_bytes(a, b, block_total(HOOK_LEN), BLOCK_ALIGN);
+    atomic_fetch_add(intact ? &hook_good : &hook_bad, 1);
+}
+
+BEAM_NIF(new_hooked) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM term;
+    beam_resource_t *r =
+        beam_resource_new(env, kind, beam_large_allocator, sizeof(area), &term);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    block *b = beam_alloc_bytes(beam_resource_allocator(r),
+                                block_total(HOOK_LEN), BLOCK_ALIGN);
+    if (b == NULL)
+        return alloc_error(env, r);
+    b->len = HOOK_LEN;
+    for (size_t i = 0; i < HOOK_LEN; i++)
+        b->data[i] = (unsigned char)i;
+    area *ar = beam_resource_user_data(r);
+    atomic_store(&ar->slots[0], b);
+    if (!beam_resource_on_release(r, check_on_release))
+        return beam_make_error(env, "on_release");
+    return make_ok(env, term);
+}
+
+BEAM_NIF(hook_runs) {
+    (void)argv;
+    return enif_make_tuple2(env, enif_make_uint(env, atomic_load(&hook_good)),
+                            enif_make_uint(env, atomic_load(&hook_bad)));
+}
+
+BEAM_NIF(set_hook_again) {
+    GET_RESOURCE(0, r);
+    return make_bool(env, beam_resource_on_release(r, check_on_release));
+}
+
 /* calls_after_release(res): on a fresh resource, allocate, release, then
  * every call: alloc and remap NULL, resize false, free a no-op. */
 BEAM_NIF(calls_after_release) {
@@ -605,6 +658,9 @@ static ErlNifFunc funcs[] = {
     {"free", 2, res_free, 0},
     {"aligned", 3, aligned, 0},
     {"release", 1, release, 0},
+    {"new_hooked", 1, new_hooked, 0},
+    {"hook_runs", 0, hook_runs, 0},
+    {"set_hook_again", 1, set_hook_again, 0},
     {"calls_after_release", 1, calls_after_release, 0},
     {"usage", 1, usage, 0},
     {"live_count", 0, live_count, 0},
