@@ -9,7 +9,9 @@
 #     	$(BEAM_ALLOC_BUILD_NIF)
 #
 # It defines:
-#   BEAM_ALLOC_DIR          beam_alloc's directory (where this file is)
+#   BEAM_ALLOC_DIR          beam_alloc's directory (where this file is):
+#                           absolute, but relative to this make's directory
+#                           when the absolute path holds a space
 #   BEAM_ALLOC_INCLUDE_DIR  its include/ (beam_alloc.h, beam_alloc_nif.h)
 #   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
 #                           rule that builds it with beam_alloc's Makefile
@@ -56,11 +58,13 @@
 # Leave the including Makefile's default goal alone (restored at the end).
 BEAM_ALLOC_SAVED_GOAL := $(.DEFAULT_GOAL)
 
-# As the include named it (relative to this make's directory, when it was):
-# an absolute path with a space in it is one make cannot use, and a project
-# that reaches beam_alloc through a link (c_src/.beam_alloc, the rebar3
-# Makefile of the README) has none in the relative one.
-BEAM_ALLOC_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+# Absolute, unless that path holds a space, which make cannot use: then as
+# the include named it, relative to this make's directory (a project that
+# reaches beam_alloc through a link, c_src/.beam_alloc as the rebar3
+# Makefile of the README does, has no space there; recipes must then run
+# from this make's directory).
+BEAM_ALLOC_DIR_NAMED := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+BEAM_ALLOC_DIR := $(if $(filter 1,$(words $(abspath $(BEAM_ALLOC_DIR_NAMED)))),$(abspath $(BEAM_ALLOC_DIR_NAMED)),$(BEAM_ALLOC_DIR_NAMED))
 BEAM_ALLOC_INCLUDE_DIR := $(BEAM_ALLOC_DIR)/include
 BEAM_ALLOC_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a
 BEAM_ALLOC_STANDALONE_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc_standalone.a

@@ -419,7 +419,7 @@ static void fz_took(fz_model *m, void *p, size_t len, size_t align,
                     size_t elem) {
     FZ_ASSERT(fz_aligned(p, align));
     if (len == 0)
-        FZ_ASSERT(p == (void *)(uintptr_t)align);
+        FZ_ASSERT(p == (void *)(uintptr_t)(0 - (uintptr_t)align));
     fz_add(m, p, len, align, elem);
 }
 
@@ -613,7 +613,7 @@ static void fz_op_remap(fz_target *t, fz_model *m, fz_reader *r, bool realloc) {
         FZ_ASSERT(p == NULL);
     } else if (new_len == 0) {
         /* Freed (when it was a block), answered with the sentinel. */
-        FZ_ASSERT(p == (void *)(uintptr_t)b->align);
+        FZ_ASSERT(p == (void *)(uintptr_t)(0 - (uintptr_t)b->align));
         size_t align = b->align;
         fz_remove(m, i);
         fz_add(m, p, 0, align, 0);

@@ -222,10 +222,10 @@ static void misuse(fz_target *t, fz_model *m, fz_reader *r) {
     }
     case 6: { /* the zero-length sentinel, freed with a length */
         size_t align = (size_t)1 << (fz_u8(r) % 13);
-        beam_free_bytes(t->a, (void *)(uintptr_t)align, (size_t)fz_u8(r) + 1,
-                        align);
-        /* Refused by the helpers (as in case 8), past the first page too
-         * (the sentinel's address is its alignment). */
+        beam_free_bytes(t->a, (void *)(uintptr_t)(0 - (uintptr_t)align),
+                        (size_t)fz_u8(r) + 1, align);
+        /* Refused by the helpers (as in case 8): the sentinel is in the
+         * upper half, where no block is. */
         u->reported++;
         FZ_ASSERT(reports == u->reported + fz_bad_align_calls);
         FZ_ASSERT(beam_gpa_usage_of(u->g).misuse_count == u->misuse);

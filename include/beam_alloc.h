@@ -140,7 +140,9 @@ typedef struct beam_allocator {
 
 /** Allocate len bytes aligned to alignment. len == 0 returns a non-NULL
  * sentinel (never dereference it) that beam_free_bytes(a, p, 0, alignment)
- * accepts. NULL when the allocator cannot serve the request. */
+ * accepts: the highest address aligned to alignment, as Zig's, where no
+ * block can be (given back with a length, it is refused and reported). NULL
+ * when the allocator cannot serve the request. */
 BEAM_API BEAM_NODISCARD void *beam_alloc_bytes(beam_allocator_t a, size_t len,
                                                size_t alignment);
 
@@ -363,8 +365,8 @@ enum beam_gpa_flags {
  * without are skipped or end the stack early; the call site is always
  * exact). An allocation made from another library's code (zlib, zstd,
  * SQLite, libstdc++ calling your hooks), built without them, is walked by
- * the unwinder instead (microseconds, those allocations only), so its
- * stack reaches your line that called the library. Distinct stacks are
+ * the unwinder instead on Linux (microseconds, those allocations only), so
+ * its stack reaches your line that called the library. Distinct stacks are
  * stored once each, process-wide. */
 #define BEAM_GPA_FRAMES(n) ((((unsigned)(n)) & 31u) << 8)
 

@@ -468,10 +468,16 @@ BEAM_API void beam_resource_release(beam_resource_t *r);
  * collector, before its memory goes back. Inside fn the blocks are still
  * there to read and tear down, but the allocator already refuses (its
  * frees do nothing, as after any release) and no other thread is inside
- * it. fn runs on whichever thread completes the release, a scheduler
- * running the destructor included: keep it short, and call nothing that
- * needs an env. false (fn not set) for NULL or a released r; a later call
- * replaces fn (NULL: none). */
+ * it. fn never runs inside a call of r's allocator: a release that lands
+ * while one is in progress (a library's own thread allocating, whose
+ * teardown would then join itself) leaves fn and the memory to the next
+ * release, pin or unpin, or to the collection. Otherwise fn runs on
+ * whichever thread completes the release, a scheduler running the
+ * destructor included: keep it short, and call nothing that needs an env.
+ * Code that uses what fn takes down (a mutex in the user area) holds a pin
+ * meanwhile: a pin fails once r is released, and fn waits for the unpin.
+ * false (fn not set) for NULL or a released r; a later call replaces fn
+ * (NULL: none). */
 typedef void (*beam_resource_release_fn)(beam_resource_t *r);
 BEAM_API bool beam_resource_on_release(beam_resource_t *r,
                                        beam_resource_release_fn fn);

@@ -18,9 +18,13 @@
 #include <string.h>
 
 /* Zero-length blocks are never given to an allocator: they are this
- * sentinel, an address that is aligned, non-NULL and never dereferenced. */
+ * sentinel, an address that is aligned, non-NULL and never dereferenced:
+ * the highest one aligned to alignment, as Zig's is, in the top half of
+ * the address space, which is the kernel's (x86-64, AArch64), so no block
+ * of any allocator can be there, and the helpers tell it apart by its sign
+ * whatever alignment a misuse gives it back with. */
 static inline void *zero_len_block(size_t alignment) {
-    return (void *)(uintptr_t)alignment;
+    return (void *)(uintptr_t)(0 - (uintptr_t)alignment);
 }
 
 /* An alignment that is not a power of two: a bug at the call, never an
@@ -65,22 +69,23 @@ static BEAM__NOINLINE void *alloc_impl(void *ctx,
 }
 
 /* mem and len could be a block: a length from 1 to the limit, and an
- * address past the first 64 KiB (none of the library's allocators hands
- * one out; the zero-length sentinels of alignments below that are there).
- * The
+ * address past the first 64 KiB and in the lower half (no allocator hands
+ * one out elsewhere; the zero-length sentinels are in the upper half, one
+ * signed compare for both). The
  * helpers rule the rest out without asking the allocator or reading the
  * memory; mem NULL or len 0, a call's "no block", fail it too, so callers
  * that accept those test them first. Two compares: the raw allocator's
  * inline free makes this very test. */
 static BEAM__ALWAYS_INLINE bool real_block(const void *mem, size_t len) {
-    return (uintptr_t)mem >= BEAM__MIN_BLOCK_ADDR && len - 1 < BEAM__MAX_LEN;
+    return (intptr_t)mem >= (intptr_t)BEAM__MIN_BLOCK_ADDR &&
+           len - 1 < BEAM__MAX_LEN;
 }
 
-/* ... and not the zero-length sentinel of alignment, which is past the
- * first 64 KiB from an alignment of 64 KiB on (the raw allocator freed
- * 0x10000 given with a length). The slow paths' test. */
+/* The slow paths' test (the alignment no longer matters: every sentinel
+ * is in the upper half). */
 static bool real_block_at(const void *mem, size_t len, size_t alignment) {
-    return real_block(mem, len) && (uintptr_t)mem != alignment;
+    (void)alignment;
+    return real_block(mem, len);
 }
 
 /* A misuse like the GPA's wrong-length free (and counted as one, so that a

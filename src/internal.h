@@ -235,10 +235,11 @@ static inline void beam__parent_free(beam_allocator_t parent, void *mem,
 }
 
 /* No allocator hands out a block in the first 64 KiB, which Linux keeps
- * unmapped (vm.mmap_min_addr; macOS the first 4 GiB): a pointer there,
- * passed with a length, is a zero-length sentinel (core.c: the address is
- * the alignment, up to 32 KiB here, whatever alignment the call gives) or
- * garbage, and the helpers reject it without reading it. */
+ * unmapped by default (vm.mmap_min_addr, which some systems lower; macOS
+ * the first 4 GiB), and no heap uses: a pointer there, or in the upper
+ * half (where core.c's zero-length sentinels are), passed with a length,
+ * is garbage or a sentinel, and the helpers reject it without reading
+ * it. */
 #define BEAM__MIN_BLOCK_ADDR ((uintptr_t)65536)
 
 /* ---- stats (stats.c) ------------------------------------------------

@@ -78,7 +78,7 @@ static inline enum hdr_state hdr_read(const void *p, size_t *good,
     /* Never one of ours: not even read. (A block's header is the word
      * before it, in the parent's block: neither is in the first 64 KiB.) */
     if (((uintptr_t)p & 15) != 0 ||
-        (uintptr_t)p < BEAM__MIN_BLOCK_ADDR + sizeof(uint64_t))
+        (intptr_t)p < (intptr_t)(BEAM__MIN_BLOCK_ADDR + sizeof(uint64_t)))
         return HDR_BAD;
     uint64_t w = *word_of(p);
     uint64_t g = w & GOOD_MAX;

@@ -487,6 +487,13 @@ defmodule BeamAlloc.ResourceGCTest do
     assert Peers.eventually(fn -> Resource.live_count() == 0 end)
   end
 
+  test "a release landing inside an allocator call leaves the hook to the next outside actor" do
+    # (found in review: a zstd worker thread allocating when another
+    # process released would have run the hook, which joins that thread)
+    assert Resource.hook_after_call(:gpa) == {0, 1}
+    assert Resource.hook_after_call(:arena) == {0, 1}
+  end
+
   test "a reference kept in C outlives the term, until dropped" do
     assert Peers.eventually(fn -> Resource.live_count() == 0 end)
 

@@ -151,7 +151,14 @@ static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
 
 /* --- Lifetime ---------------------------------------------------------- */
 
-static void teardown(beam_resource_t *r) {
+/* in_call: the last one out is a call of the allocator (res_*), which may
+ * come from deep inside the code the hook takes down (a zstd worker
+ * thread allocating: the hook would join that very thread). With a hook,
+ * such a call leaves everything to the next outside actor (a pin or unpin,
+ * a release, the destructor); without one, it tears down as before. */
+static void teardown(beam_resource_t *r, bool in_call) {
+    if (in_call && beam__atomic_load_acquire(&r->on_release) != NULL)
+        return;
     if (beam__atomic_exchange_acq_rel(&r->torn_down, true))
         return;
     /* First: what lives in the memory (a library's context, its threads,
@@ -175,8 +182,9 @@ static void teardown(beam_resource_t *r) {
     sub(&live_allocators, 1);
 }
 
-/* Entry into the inner allocator: false (and nothing held) once released. */
-static inline bool enter(beam_resource_t *r) {
+/* Entry into the inner allocator: false (and nothing held) once released.
+ * in_call: an allocator call's entry, not a pin (see teardown). */
+static inline bool enter(beam_resource_t *r, bool in_call) {
     size_t v = beam__atomic_add_acquire(&r->state, USER);
     if (BEAM__LIKELY(!(v & RELEASED)))
         return true;
@@ -184,14 +192,14 @@ static inline bool enter(beam_resource_t *r) {
      * torn_down flag keeps teardown from running twice. */
     v = beam__atomic_sub_acq_rel(&r->state, USER);
     if (v == (USER | RELEASED))
-        teardown(r);
+        teardown(r, in_call);
     return false;
 }
 
-static inline void leave(beam_resource_t *r) {
+static inline void leave(beam_resource_t *r, bool in_call) {
     size_t v = beam__atomic_sub_acq_rel(&r->state, USER);
     if (BEAM__UNLIKELY(v == (USER | RELEASED)))
-        teardown(r); /* released while we were inside: ours to finish */
+        teardown(r, in_call); /* released while we were inside */
 }
 
 /* A thread, as the resource locks know it: the address of its nesting
@@ -323,11 +331,11 @@ static inline void unlock(beam_resource_t *r) {
 /* enter, then lock: false, with nothing held, when the resource is
  * released or the lock refused. */
 static inline bool enter_locked(beam_resource_t *r) {
-    if (!enter(r))
+    if (!enter(r, true))
         return false;
     if (lock(r))
         return true;
-    leave(r);
+    leave(r, true);
     return false;
 }
 
@@ -343,7 +351,7 @@ static void *res_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
         add(&r->live_blocks, 1);
         add(&r->live_bytes, len);
     }
-    leave(r);
+    leave(r, true);
     return p;
 }
 
@@ -357,7 +365,7 @@ static bool res_resize(void *ctx, void *mem, size_t len, size_t alignment,
     unlock(r);
     if (ok)
         adjust(&r->live_bytes, len, new_len);
-    leave(r);
+    leave(r, true);
     return ok;
 }
 
@@ -371,7 +379,7 @@ static void *res_remap(void *ctx, void *mem, size_t len, size_t alignment,
     unlock(r);
     if (p != NULL)
         adjust(&r->live_bytes, len, new_len);
-    leave(r);
+    leave(r, true);
     return p;
 }
 
@@ -384,7 +392,7 @@ static void res_free(void *ctx, void *mem, size_t len, size_t alignment,
     unlock(r);
     sub(&r->live_blocks, 1);
     sub(&r->live_bytes, len);
-    leave(r);
+    leave(r, true);
 }
 
 static const beam_allocator_vtable resource_vtable = {res_alloc, res_resize,
@@ -404,7 +412,7 @@ static void resource_dtor(ErlNifEnv *env, void *obj) {
         beam__report("beam_alloc: resource %p destroyed with %zu entries "
                      "still inside (an unpin missing?)",
                      obj, v / USER);
-    teardown(r);
+    teardown(r, false);
     if (r->has_lock)
         pthread_mutex_destroy(&r->lock);
 }
@@ -531,21 +539,21 @@ size_t beam_resource_user_size(const beam_resource_t *r) {
 }
 
 bool beam_resource_pin(beam_resource_t *r) {
-    return r != NULL && enter(r);
+    return r != NULL && enter(r, false);
 }
 
 void beam_resource_unpin(beam_resource_t *r) {
     if (r != NULL)
-        leave(r);
+        leave(r, false);
 }
 
 bool beam_resource_on_release(beam_resource_t *r, beam_resource_release_fn fn) {
     /* Inside, teardown cannot run: set now, fn runs (or the release came
      * first, and it never will: false). */
-    if (r == NULL || !enter(r))
+    if (r == NULL || !enter(r, false))
         return false;
     beam__atomic_store_release(&r->on_release, fn);
-    leave(r);
+    leave(r, false);
     return true;
 }
 
@@ -553,8 +561,10 @@ void beam_resource_release(beam_resource_t *r) {
     if (r == NULL)
         return;
     size_t v = beam__atomic_or_acq_rel(&r->state, RELEASED);
-    if (v == 0)
-        teardown(r); /* nobody inside: now; otherwise the last to leave */
+    /* Nobody inside: now (again, if a call left it to us, see teardown);
+     * otherwise the last to leave. */
+    if ((v & ~RELEASED) == 0)
+        teardown(r, false);
 }
 
 bool beam_resource_is_released(const beam_resource_t *r) {

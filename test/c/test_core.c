@@ -100,19 +100,22 @@ TEST(core_sentinel_freed_with_a_length_at_another_alignment_is_refused) {
     check_capture_reports();
     static const beam_allocator_t *const all[] = {&beam_raw_allocator,
                                                   &beam_large_allocator};
-    for (size_t i = 0; i < 2; i++) {
-        beam_allocator_t a = *all[i];
-        void *z = beam_alloc_bytes(a, 0, 8192);
-        CHECK(z != NULL);
-        size_t before = check_report_count();
-        beam_free_bytes(a, z, 4096, 16);
-        CHECK(beam_realloc_bytes(a, z, 4096, 16, 10) == NULL);
-        CHECK(!beam_resize_bytes(a, z, 4096, 16, 10));
-        beam_free_bytes(a, z, 4096, 8);
-        CHECK(check_report_count() >= before + 3);
-        CHECK(check_last_report_has("ignored"));
-        beam_free_bytes(a, z, 0, 8192);
-    }
+    static const size_t alignments[] = {8192, (size_t)1 << 16, (size_t)1 << 20,
+                                        (size_t)1 << 31};
+    for (size_t i = 0; i < 2; i++)
+        for (size_t k = 0; k < 4; k++) {
+            beam_allocator_t a = *all[i];
+            void *z = beam_alloc_bytes(a, 0, alignments[k]);
+            CHECK(z != NULL);
+            size_t before = check_report_count();
+            beam_free_bytes(a, z, 4096, 16);
+            CHECK(beam_realloc_bytes(a, z, 4096, 16, 10) == NULL);
+            CHECK(!beam_resize_bytes(a, z, 4096, 16, 10));
+            beam_free_bytes(a, z, 1, 8);
+            CHECK(check_report_count() >= before + 3);
+            CHECK(check_last_report_has("ignored"));
+            beam_free_bytes(a, z, 0, alignments[k]);
+        }
     check_release_reports();
 }
 
@@ -474,7 +477,7 @@ TEST(core_sentinels_of_big_alignments_are_refused) {
         for (size_t k = 0; k < sizeof aligns / sizeof aligns[0]; k++) {
             size_t al = aligns[k];
             void *z = beam_alloc_bytes(as[i], 0, al);
-            CHECK(z == (void *)(uintptr_t)al);
+            CHECK(z == (void *)(uintptr_t)(0 - al));
             check_capture_reports();
             beam_free_bytes(as[i], z, 10, al);
             CHECK(!beam_resize_bytes(as[i], z, 10, al, 5));

@@ -491,6 +491,79 @@ BEAM_NIF(new_hooked) {
     return make_ok(env, term);
 }
 
+/* hook_after_call(kind): a resource whose parent releases it from inside
+ * the allocation that reaches the parent, as another thread's release
+ * would land while a library's own thread is inside the allocator. The
+ * hook must not run in that call (it would take down the code that is
+ * calling), but at the next release from outside. -> {runs during the
+ * call, runs after the second release}. */
+static atomic_uint counted_hook_runs;
+static beam_resource_t *release_me;
+
+static void count_release(beam_resource_t *r) {
+    (void)r;
+    atomic_fetch_add(&counted_hook_runs, 1);
+}
+
+static void *releasing_alloc(void *ctx, size_t len, size_t alignment,
+                             uintptr_t ret) {
+    (void)ctx;
+    if (release_me != NULL)
+        beam_resource_release(release_me);
+    return beam_alloc_bytes_at(beam_large_allocator, len, alignment, ret);
+}
+
+static bool releasing_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                             size_t new_len, uintptr_t ret) {
+    (void)ctx;
+    (void)ret;
+    return beam_resize_bytes(beam_large_allocator, mem, len, alignment,
+                             new_len);
+}
+
+static void *releasing_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                             size_t new_len, uintptr_t ret) {
+    (void)ctx;
+    (void)ret;
+    return beam_remap_bytes(beam_large_allocator, mem, len, alignment, new_len);
+}
+
+static void releasing_free(void *ctx, void *mem, size_t len, size_t alignment,
+                           uintptr_t ret) {
+    (void)ctx;
+    (void)ret;
+    beam_free_bytes(beam_large_allocator, mem, len, alignment);
+}
+
+static const beam_allocator_vtable releasing_vtable = {
+    releasing_alloc, releasing_resize, releasing_remap, releasing_free};
+
+BEAM_NIF(hook_after_call) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    beam_allocator_t parent = {NULL, &releasing_vtable};
+    beam_resource_t *r = beam_resource_new(NULL, kind, parent, 0, NULL);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    if (!beam_resource_on_release(r, count_release))
+        return beam_make_error(env, "on_release");
+    unsigned before = atomic_load(&counted_hook_runs);
+    release_me = r;
+    void *p = beam_alloc_bytes(beam_resource_allocator(r), 100000, 16);
+    release_me = NULL;
+    unsigned during = atomic_load(&counted_hook_runs) - before;
+    bool released = beam_resource_is_released(r);
+    beam_resource_release(r); /* from outside: now the hook runs */
+    unsigned after = atomic_load(&counted_hook_runs) - before;
+    beam_resource_drop(r);
+    (void)p; /* gone with the resource */
+    if (!released)
+        return beam_make_error(env, "not_released");
+    return enif_make_tuple2(env, enif_make_uint(env, during),
+                            enif_make_uint(env, after));
+}
+
 BEAM_NIF(hook_runs) {
     (void)argv;
     return enif_make_tuple2(env, enif_make_uint(env, atomic_load(&hook_good)),
@@ -660,6 +733,7 @@ static ErlNifFunc funcs[] = {
     {"release", 1, release, 0},
     {"new_hooked", 1, new_hooked, 0},
     {"hook_runs", 0, hook_runs, 0},
+    {"hook_after_call", 1, hook_after_call, 0},
     {"set_hook_again", 1, set_hook_again, 0},
     {"calls_after_release", 1, calls_after_release, 0},
     {"usage", 1, usage, 0},
