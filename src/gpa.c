@@ -733,11 +733,11 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
     beam__gpa_defer_run(st, defer);
     beam__lock_destroy(&st->lock);
     beam_allocator_t backing = st->backing;
+    size_t st_align = gpa_meta_alignment(st, BEAM_ALIGNOF(gpa_state));
     beam__atomic_store_plain_release(&gpa->internal_state, NULL);
     gpa->backing = (beam_allocator_t){gpa, &beam__refusing_vtable};
     GPA_ASSERT_NO_LOCK();
-    backing.vtable->free(backing.ctx, st, sizeof *st, BEAM_ALIGNOF(gpa_state),
-                         0);
+    backing.vtable->free(backing.ctx, st, sizeof *st, st_align, 0);
     return leaked;
 }
 

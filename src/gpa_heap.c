@@ -142,11 +142,23 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     if (b.vtable == NULL)
         return NULL;
     GPA_ASSERT_NO_LOCK();
-    gpa_state *st = (gpa_state *)beam__parent_alloc(b, sizeof *st,
-                                                    BEAM_ALIGNOF(gpa_state), 0);
+    /* Over another instance: metadata apart from its slabs, when its
+     * backing serves the alignment (see gpa_meta_alignment). */
+    size_t meta_align = 0;
+    gpa_state *st = NULL;
+    if (b.vtable == &beam__gpa_vtable) {
+        st = (gpa_state *)beam__parent_alloc(b, sizeof *st,
+                                             GPA_NESTED_META_ALIGN, 0);
+        if (st != NULL)
+            meta_align = GPA_NESTED_META_ALIGN;
+    }
+    if (st == NULL)
+        st = (gpa_state *)beam__parent_alloc(b, sizeof *st,
+                                             BEAM_ALIGNOF(gpa_state), 0);
     if (st == NULL)
         return NULL;
     memset(st, 0, sizeof *st);
+    st->meta_align = meta_align;
     st->backing = b;
     st->flags = gpa->flags;
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
@@ -155,7 +167,8 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     beam__lock_init(&st->lock);
     if (!registry_add(st)) {
         beam__lock_destroy(&st->lock);
-        b.vtable->free(b.ctx, st, sizeof *st, BEAM_ALIGNOF(gpa_state), 0);
+        b.vtable->free(b.ctx, st, sizeof *st,
+                       gpa_meta_alignment(st, BEAM_ALIGNOF(gpa_state)), 0);
         return NULL;
     }
     st->cookie = make_cookie(st, st->id);
@@ -177,8 +190,9 @@ gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa) {
         return fresh;
     beam__gpa_registry_remove(fresh);
     beam__lock_destroy(&fresh->lock);
-    fresh->backing.vtable->free(fresh->backing.ctx, fresh, sizeof *fresh,
-                                BEAM_ALIGNOF(gpa_state), 0);
+    fresh->backing.vtable->free(
+        fresh->backing.ctx, fresh, sizeof *fresh,
+        gpa_meta_alignment(fresh, BEAM_ALIGNOF(gpa_state)), 0);
     return st;
 }
 

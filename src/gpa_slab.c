@@ -57,8 +57,9 @@ void beam__gpa_defer_run(gpa_state *st, gpa_defer *list) {
         list = d->next;
         size_t len = d->len;
         if (d->meta)
-            beam__atomic_sub_relaxed(&st->meta_bytes, len);
-        gpa_backing_free(st, d, len, d->alignment, 0);
+            gpa_meta_free(st, d, len, d->alignment);
+        else
+            gpa_backing_free(st, d, len, d->alignment, 0);
     }
 }
 
@@ -90,8 +91,7 @@ static gpa_mixed *mixed_meta_new(gpa_state *st) {
 
 /* No lock held: metadata that found no use goes straight back. */
 static void mixed_meta_drop(gpa_state *st, gpa_mixed *m) {
-    beam__atomic_sub_relaxed(&st->meta_bytes, MIXED_META_LEN);
-    gpa_backing_free(st, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN, 0);
+    gpa_meta_free(st, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN);
 }
 
 /* Map entry e's chunk, of which the pages in usable are ours, is cut into
@@ -320,8 +320,7 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
     size_t raw_len = (size_t)(n + 1) * GPA_SLAB_SIZE;
     char *raw = (char *)gpa_backing_alloc(st, raw_len, BEAM_MAX_ALIGN, 0);
     if (raw == NULL) {
-        beam__atomic_sub_relaxed(&st->meta_bytes, SEGMENT_META_LEN);
-        gpa_backing_free(st, meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN, 0);
+        gpa_meta_free(st, meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN);
         return NULL;
     }
     gpa_segment *seg = (gpa_segment *)beam__align_up((uintptr_t)meta, 64);
@@ -868,9 +867,7 @@ static unsigned segment_slabs(const gpa_state *st, const gpa_heap *h,
 /* What was left over from a slab search goes back (no lock held). */
 static void slab_need_drop(gpa_state *st, slab_need *need, size_t info_len) {
     if (need->info != NULL) {
-        beam__atomic_sub_relaxed(&st->meta_bytes, info_len);
-        gpa_backing_free(st, need->info, info_len, BEAM_ALIGNOF(gpa_block_info),
-                         0);
+        gpa_meta_free(st, need->info, info_len, BEAM_ALIGNOF(gpa_block_info));
     }
     if (need->spare != NULL)
         mixed_meta_drop(st, need->spare);
