@@ -470,8 +470,11 @@ BEAM_API void beam_resource_release(beam_resource_t *r);
  * frees do nothing, as after any release) and no other thread is inside
  * it. fn never runs inside a call of r's allocator: a release that lands
  * while one is in progress (a library's own thread allocating, whose
- * teardown would then join itself) leaves fn and the memory to the next
- * release, pin or unpin, or to the collection. Otherwise fn runs on
+ * teardown would then join itself) leaves fn and the memory to a later
+ * release, pin or unpin that finds no call in progress, and at the latest
+ * to the collection of r (or the drop of its last reference); a thread of
+ * the library's that keeps calling the allocator after the release keeps
+ * them waiting. Otherwise fn runs on
  * whichever thread completes the release, a scheduler running the
  * destructor included: keep it short, and call nothing that needs an env.
  * Code that uses what fn takes down (a mutex in the user area) holds a pin

@@ -137,24 +137,31 @@ static uintptr_t make_cookie(const void *salt, uint64_t id) {
     return (uintptr_t)(x | 1); /* odd: a tag is never an aligned pointer */
 }
 
+/* The alignment metadata takes over backing b (see gpa_meta_alignment):
+ * GPA_NESTED_META_ALIGN when b is an instance whose chain of backings ends
+ * in the large allocator, which serves it (the process-wide instance's
+ * does); else none (a chain down to the raw allocator or to a user's
+ * allocator, which might refuse it and count a failure). Backings are set
+ * at init and not changed while in use: reading them races nothing. */
+static size_t meta_align_over(beam_allocator_t b) {
+    if (b.vtable != &beam__gpa_vtable)
+        return 0;
+    for (int depth = 0; depth < 16 && b.vtable == &beam__gpa_vtable; depth++)
+        b = ((const beam_gpa_t *)b.ctx)->backing;
+    return b.vtable == &beam__large_vtable ? GPA_NESTED_META_ALIGN : 0;
+}
+
 static gpa_state *state_create(beam_gpa_t *gpa) {
     beam_allocator_t b = gpa->backing;
     if (b.vtable == NULL)
         return NULL;
     GPA_ASSERT_NO_LOCK();
-    /* Over another instance: metadata apart from its slabs, when its
-     * backing serves the alignment (see gpa_meta_alignment). */
-    size_t meta_align = 0;
-    gpa_state *st = NULL;
-    if (b.vtable == &beam__gpa_vtable) {
-        st = (gpa_state *)beam__parent_alloc(b, sizeof *st,
-                                             GPA_NESTED_META_ALIGN, 0);
-        if (st != NULL)
-            meta_align = GPA_NESTED_META_ALIGN;
-    }
-    if (st == NULL)
-        st = (gpa_state *)beam__parent_alloc(b, sizeof *st,
-                                             BEAM_ALIGNOF(gpa_state), 0);
+    size_t meta_align = meta_align_over(b);
+    gpa_state *st = (gpa_state *)beam__parent_alloc(
+        b, sizeof *st,
+        meta_align > BEAM_ALIGNOF(gpa_state) ? meta_align
+                                             : BEAM_ALIGNOF(gpa_state),
+        0);
     if (st == NULL)
         return NULL;
     memset(st, 0, sizeof *st);

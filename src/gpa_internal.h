@@ -563,10 +563,11 @@ static inline void gpa_backing_free(gpa_state *st, void *p, size_t len,
  * as long as the thread, landed in the slabs of a burst there and kept
  * whole segments from going back (13-17 MB for 8 KB live, in a stress
  * test). The alignment costs up to 16 KiB a piece, for nested instances
- * only, and only when the backing's own backing serves it: the state, the
- * first such request, tries it and sets meta_align for the rest (a chain
- * down to the raw allocator, which serves no such alignment, keeps the
- * natural ones). Every metadata request and its free go through this. */
+ * only, and only when the chain of backings ends in the large allocator,
+ * which serves it (meta_align, set with the state, gpa_heap.c; a chain down
+ * to the raw allocator keeps the natural alignments, rather than have a
+ * refusal counted as a failure). Every metadata request and its free go
+ * through this. */
 #define GPA_NESTED_META_ALIGN ((size_t)16384)
 static inline size_t gpa_meta_alignment(const gpa_state *st, size_t alignment) {
     return alignment < st->meta_align ? st->meta_align : alignment;

@@ -633,3 +633,20 @@ TEST(gpa_over_gpa_metadata_keeps_no_segment_of_a_burst) {
     CHECK(!beam_gpa_deinit(&upper));
     CHECK(!beam_gpa_deinit(&lower));
 }
+
+/* ... and over a chain that ends in the raw allocator, which serves no such
+ * alignment, it asks nothing the lower instance would refuse and count as
+ * a failure (found in review). */
+TEST(gpa_over_gpa_over_raw_counts_no_failure) {
+    beam_gpa_t lo, hi;
+    beam_gpa_init(&lo, beam_raw_allocator);
+    beam_gpa_init(&hi, beam_gpa_allocator(&lo));
+    void *p = beam_alloc_bytes(beam_gpa_allocator(&hi), 100, 16);
+    CHECK(p != NULL);
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(beam_gpa_allocator(&lo), &s));
+    CHECK(s.failed == 0);
+    beam_free_bytes(beam_gpa_allocator(&hi), p, 100, 16);
+    CHECK(!beam_gpa_deinit(&hi));
+    CHECK(!beam_gpa_deinit(&lo));
+}
