@@ -109,13 +109,11 @@ static BEAM__NOINLINE chunk_t *grow(beam_arena_t *arena, size_t min,
     return push_chunk(arena, min, ret);
 }
 
-/* After beam_arena_deinit the parent is the refusing allocator with the
- * arena itself as context (which beam_arena_init never makes), and the
- * arena's calls report their use. Before, an allocation took a new chunk
- * from the old parent, which nothing would ever give back. */
+/* After beam_arena_deinit (beam__deinited) the arena's calls report their
+ * use. Before, an allocation took a new chunk from the old parent, which
+ * nothing would ever give back. */
 static bool is_dead(const beam_arena_t *arena) {
-    return arena->parent.vtable == &beam__refusing_vtable &&
-           arena->parent.ctx == arena;
+    return beam__is_deinited(arena->parent, arena);
 }
 
 /* what: "allocation", "free", "resize", "reset". */
@@ -161,13 +159,13 @@ static bool ends_at_bump(const beam_arena_t *arena, const void *mem,
            (uintptr_t)mem == (uintptr_t)(data_of(c) + (c->end - len));
 }
 
-/* ... and starts where the newest block does, when that is known: a
- * longer length given for an older block would end there too, and
- * rolling back over the newest (live) block would hand it out again. */
-static bool is_last(const beam_arena_t *arena, const void *mem, size_t len) {
-    chunk_t *c = arena->chunks;
-    return ends_at_bump(arena, mem, len) &&
-           (c->last == NO_LAST || c->end - len == c->last);
+/* A block that ends at the bump pointer (ends_at_bump) is the newest one
+ * when it also starts where that one does, or when that is not known (the
+ * newest was given back): a longer length given for an older block ends
+ * there too, and rolling back over the newest (live) block would hand it
+ * out again. */
+static bool starts_newest(const chunk_t *c, size_t len) {
+    return c->last == NO_LAST || c->end - len == c->last;
 }
 
 static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
@@ -175,19 +173,18 @@ static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
     beam_arena_t *arena = ctx;
     /* Any block can shrink in place; only the newest gives bytes back.
      * (After deinit no block is the newest: the test is off that path.) */
-    if (!is_last(arena, mem, len)) {
+    if (!ends_at_bump(arena, mem, len)) {
         if (BEAM__UNLIKELY(is_dead(arena))) {
             report_dead("resize", mem, len, ret);
-            return false;
-        }
-        if (BEAM__UNLIKELY(ends_at_bump(arena, mem, len))) {
-            beam__report_not_newest("resize", mem, len, alignment, ret,
-                                    "arena");
             return false;
         }
         return new_len <= len;
     }
     chunk_t *c = arena->chunks;
+    if (BEAM__UNLIKELY(!starts_newest(c, len))) {
+        beam__report_not_newest("resize", mem, len, alignment, ret, "arena");
+        return false;
+    }
     if (new_len <= len) {
         c->end -= len - new_len;
         arena->used -= len - new_len;
@@ -210,14 +207,17 @@ static void *arena_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
                        uintptr_t ret) {
     beam_arena_t *arena = ctx;
-    if (is_last(arena, mem, len)) {
-        arena->chunks->end -= len;
-        arena->chunks->last = NO_LAST;
+    if (ends_at_bump(arena, mem, len)) {
+        chunk_t *c = arena->chunks;
+        if (BEAM__UNLIKELY(!starts_newest(c, len))) {
+            beam__report_not_newest("free", mem, len, alignment, ret, "arena");
+            return;
+        }
+        c->end -= len;
+        c->last = NO_LAST;
         arena->used -= len;
     } else if (BEAM__UNLIKELY(is_dead(arena))) {
         report_dead("free", mem, len, ret);
-    } else if (BEAM__UNLIKELY(ends_at_bump(arena, mem, len))) {
-        beam__report_not_newest("free", mem, len, alignment, ret, "arena");
     }
 }
 
@@ -266,6 +266,8 @@ static void free_chunks_except(beam_arena_t *arena, chunk_t *keep,
  * can, one such chunk replaces them all. */
 static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
                        uintptr_t ret) {
+    if (beam__null_instance(arena, "beam_arena_reset", ret))
+        return false;
     if (BEAM__UNLIKELY(is_dead(arena))) {
         report_dead("reset", NULL, arena->used, ret);
         return false;
@@ -287,14 +289,10 @@ static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
 }
 
 bool beam_arena_reset_mode_(beam_arena_t *arena, beam_arena_reset_mode mode) {
-    if (beam__null_instance(arena, "beam_arena_reset", BEAM__RET_ADDR()))
-        return false;
     return reset_impl(arena, mode, BEAM__RET_ADDR());
 }
 
 bool beam_arena_reset_default_(beam_arena_t *arena) {
-    if (beam__null_instance(arena, "beam_arena_reset", BEAM__RET_ADDR()))
-        return false;
     return reset_impl(arena, BEAM_ARENA_RETAIN_CAPACITY, BEAM__RET_ADDR());
 }
 
@@ -302,7 +300,7 @@ void beam_arena_deinit(beam_arena_t *arena) {
     if (beam__null_instance(arena, "beam_arena_deinit", BEAM__RET_ADDR()))
         return;
     free_chunks_except(arena, NULL, BEAM__RET_ADDR());
-    arena->parent = (beam_allocator_t){arena, &beam__refusing_vtable};
+    arena->parent = beam__deinited(arena);
 }
 
 size_t beam_arena_used(const beam_arena_t *arena) {

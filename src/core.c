@@ -81,13 +81,6 @@ static BEAM__ALWAYS_INLINE bool real_block(const void *mem, size_t len) {
            len - 1 < BEAM__MAX_LEN;
 }
 
-/* The slow paths' test (the alignment no longer matters: every sentinel
- * is in the upper half). */
-static bool real_block_at(const void *mem, size_t len, size_t alignment) {
-    (void)alignment;
-    return real_block(mem, len);
-}
-
 /* A misuse like the GPA's wrong-length free (and counted as one, so that a
  * leak_check call raises with that kind, not as the leak it leaves). call:
  * "free", "resize", "remap" or "realloc"; what: the refusal's reason. */
@@ -128,8 +121,7 @@ static void report_impossible(const char *call, void *mem, size_t len,
 static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
                                      void *mem, size_t len, size_t alignment,
                                      uintptr_t ret) {
-    if (BEAM__UNLIKELY(!real_block_at(mem, len, alignment) ||
-                       !beam__is_pow2(alignment))) {
+    if (BEAM__UNLIKELY(!real_block(mem, len) || !beam__is_pow2(alignment))) {
         if (mem != NULL && len != 0)
             report_impossible("free", mem, len, alignment, ret);
         return;
@@ -155,7 +147,7 @@ static bool remap_edge(const char *call, beam_allocator_t a, void *mem,
     }
     if (new_len > BEAM__MAX_LEN)
         return true;
-    if (mem != NULL && len != 0 && !real_block_at(mem, len, alignment)) {
+    if (mem != NULL && len != 0 && !real_block(mem, len)) {
         report_impossible(call, mem, len, alignment, ret);
         return true;
     }
@@ -295,7 +287,7 @@ bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
         return false;
     if (len == 0 || mem == NULL)
         return new_len == 0;
-    if (!real_block_at(mem, len, alignment)) {
+    if (!real_block(mem, len)) {
         report_impossible("resize", mem, len, alignment, ret);
         return false;
     }

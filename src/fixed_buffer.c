@@ -19,15 +19,14 @@ static bool ends_at_end(const beam_fixed_buffer_t *fb, const void *mem,
            (uintptr_t)mem + len == (uintptr_t)fb->buffer + fb->end_index;
 }
 
-/* ... and starts where the newest block does, when that is known
- * (last_index): a longer length given for an older block ends there too,
- * and rolling back over the newest (live) block would hand it out again.
- * Once the newest is given back, the one before it is not known, and any
- * block ending at end_index is taken for it, as Zig's allocator does. */
-static bool is_last(const beam_fixed_buffer_t *fb, const void *mem,
-                    size_t len) {
-    return ends_at_end(fb, mem, len) && (fb->last_index == SIZE_MAX ||
-                                         fb->end_index - len == fb->last_index);
+/* A block that ends at end_index (ends_at_end) is the newest one when it
+ * also starts where that one does (last_index): a longer length given for
+ * an older block ends there too, and rolling back over the newest (live)
+ * block would hand it out again. Once the newest is given back, the one
+ * before it is not known, and any block ending at end_index is taken for
+ * it, as Zig's allocator does. */
+static bool starts_newest(const beam_fixed_buffer_t *fb, size_t len) {
+    return fb->last_index == SIZE_MAX || fb->end_index - len == fb->last_index;
 }
 
 static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
@@ -53,13 +52,11 @@ static bool fb_resize(void *ctx, void *mem, size_t len, size_t alignment,
                       size_t new_len, uintptr_t ret) {
     beam_fixed_buffer_t *fb = ctx;
     /* Any block can shrink in place; only the newest gives bytes back. */
-    if (!is_last(fb, mem, len)) {
-        if (BEAM__UNLIKELY(ends_at_end(fb, mem, len))) {
-            beam__report_not_newest("resize", mem, len, alignment, ret,
-                                    "buffer");
-            return false;
-        }
+    if (!ends_at_end(fb, mem, len))
         return new_len <= len;
+    if (BEAM__UNLIKELY(!starts_newest(fb, len))) {
+        beam__report_not_newest("resize", mem, len, alignment, ret, "buffer");
+        return false;
     }
     if (new_len <= len) {
         fb->end_index -= len - new_len;
@@ -80,12 +77,14 @@ static void *fb_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
                     uintptr_t ret) {
     beam_fixed_buffer_t *fb = ctx;
-    if (is_last(fb, mem, len)) {
-        fb->end_index -= len;
-        fb->last_index = SIZE_MAX;
-    } else if (BEAM__UNLIKELY(ends_at_end(fb, mem, len))) {
+    if (!ends_at_end(fb, mem, len))
+        return;
+    if (BEAM__UNLIKELY(!starts_newest(fb, len))) {
         beam__report_not_newest("free", mem, len, alignment, ret, "buffer");
+        return;
     }
+    fb->end_index -= len;
+    fb->last_index = SIZE_MAX;
 }
 
 static const beam_allocator_vtable fb_vtable = {fb_alloc, fb_resize, fb_remap,

@@ -260,17 +260,14 @@ have:;
     return b;
 }
 
-/* Every allocation the fast path below does not settle. */
-/* After beam_gpa_deinit the backing is the refusing allocator with the
- * instance itself as context (which beam_gpa_init never makes): no state
- * can be made again, and an allocation says why it failed. Before, it made
- * a new state silently, which nothing would ever give back. */
-static bool gpa_dead(const beam_gpa_t *gpa) {
-    return gpa->backing.vtable == &beam__refusing_vtable &&
-           gpa->backing.ctx == gpa;
-}
-
-static BEAM__NOINLINE void *refuse_dead(size_t len, uintptr_t ret) {
+/* An allocation that got no state or heap: NULL, reported first when gpa
+ * is deinited (beam__deinited: no state can be made again until its init,
+ * and the caller learns why; before, a new state was made silently, which
+ * nothing would ever give back). */
+static BEAM__NOINLINE void *no_state_answer(const beam_gpa_t *gpa, size_t len,
+                                            uintptr_t ret) {
+    if (!beam__is_deinited(gpa->backing, gpa))
+        return NULL;
     beam__report_misuse(BEAM__KIND_AFTER_DEINIT, ret,
                         "beam_alloc: allocation of %zu bytes through a general "
                         "purpose allocator after beam_gpa_deinit: refused",
@@ -278,6 +275,7 @@ static BEAM__NOINLINE void *refuse_dead(size_t len, uintptr_t ret) {
     return NULL;
 }
 
+/* Every allocation the fast path below does not settle. */
 BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
                                              size_t alignment, uintptr_t ret) {
     /* Safe mode keeps at least one byte after each block for a canary. */
@@ -286,7 +284,7 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
     if (cls == GPA_CLASSES) {
         gpa_state *st = beam__gpa_state_slow(gpa);
         if (st == NULL)
-            return gpa_dead(gpa) ? refuse_dead(len, ret) : NULL;
+            return no_state_answer(gpa, len, ret);
         if (!st->track && len <= GPA_MEDIUM_MAX && alignment <= GPA_PAGE_SIZE)
             return beam__gpa_medium_alloc(st, len);
         return beam__gpa_large_alloc(st, len, alignment, ret);
@@ -299,7 +297,7 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
         st = beam__gpa_state_of(gpa);
         if (st != NULL)
             beam__atomic_add_relaxed(&st->large_counts.failed, 1);
-        return gpa_dead(gpa) ? refuse_dead(len, ret) : NULL;
+        return no_state_answer(gpa, len, ret);
     }
     uint32_t busy = gpa_heap_enter(h);
     if (BEAM__UNLIKELY(gpa_heap_revoked(h)))
@@ -719,7 +717,7 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
         return false;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
-        gpa->backing = (beam_allocator_t){gpa, &beam__refusing_vtable};
+        gpa->backing = beam__deinited(gpa);
         return false;
     }
     beam__gpa_registry_remove(st);
@@ -731,13 +729,9 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
     beam__gpa_heaps_free_all(st, &defer);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
-    beam__lock_destroy(&st->lock);
-    beam_allocator_t backing = st->backing;
-    size_t st_align = gpa_meta_alignment(st, BEAM_ALIGNOF(gpa_state));
     beam__atomic_store_plain_release(&gpa->internal_state, NULL);
-    gpa->backing = (beam_allocator_t){gpa, &beam__refusing_vtable};
-    GPA_ASSERT_NO_LOCK();
-    backing.vtable->free(backing.ctx, st, sizeof *st, st_align, 0);
+    gpa->backing = beam__deinited(gpa);
+    beam__gpa_state_free(st);
     return leaked;
 }
 

@@ -151,6 +151,21 @@ static size_t meta_align_over(beam_allocator_t b) {
     return b.vtable == &beam__large_vtable ? GPA_NESTED_META_ALIGN : 0;
 }
 
+/* A state's alignment at its backing: its type's, or meta_align (the
+ * state is metadata too) when that is larger. */
+static size_t state_alignment(size_t meta_align) {
+    return meta_align > BEAM_ALIGNOF(gpa_state) ? meta_align
+                                                : BEAM_ALIGNOF(gpa_state);
+}
+
+void beam__gpa_state_free(gpa_state *st) {
+    beam_allocator_t b = st->backing;
+    size_t alignment = state_alignment(st->meta_align);
+    beam__lock_destroy(&st->lock);
+    GPA_ASSERT_NO_LOCK();
+    b.vtable->free(b.ctx, st, sizeof *st, alignment, 0);
+}
+
 static gpa_state *state_create(beam_gpa_t *gpa) {
     beam_allocator_t b = gpa->backing;
     if (b.vtable == NULL)
@@ -158,10 +173,7 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     GPA_ASSERT_NO_LOCK();
     size_t meta_align = meta_align_over(b);
     gpa_state *st = (gpa_state *)beam__parent_alloc(
-        b, sizeof *st,
-        meta_align > BEAM_ALIGNOF(gpa_state) ? meta_align
-                                             : BEAM_ALIGNOF(gpa_state),
-        0);
+        b, sizeof *st, state_alignment(meta_align), 0);
     if (st == NULL)
         return NULL;
     memset(st, 0, sizeof *st);
@@ -173,9 +185,7 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     beam__atomic_store_relaxed(&st->meta_bytes, sizeof *st);
     beam__lock_init(&st->lock);
     if (!registry_add(st)) {
-        beam__lock_destroy(&st->lock);
-        b.vtable->free(b.ctx, st, sizeof *st,
-                       gpa_meta_alignment(st, BEAM_ALIGNOF(gpa_state)), 0);
+        beam__gpa_state_free(st);
         return NULL;
     }
     st->cookie = make_cookie(st, st->id);
@@ -196,10 +206,7 @@ gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa) {
     if (beam__atomic_cas_plain_acq_rel(&gpa->internal_state, &st, fresh))
         return fresh;
     beam__gpa_registry_remove(fresh);
-    beam__lock_destroy(&fresh->lock);
-    fresh->backing.vtable->free(
-        fresh->backing.ctx, fresh, sizeof *fresh,
-        gpa_meta_alignment(fresh, BEAM_ALIGNOF(gpa_state)), 0);
+    beam__gpa_state_free(fresh);
     return st;
 }
 

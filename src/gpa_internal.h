@@ -762,6 +762,9 @@ typedef struct gpa_tls_slot {
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
 
 BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
+/* A state made by it, out of the registry and unpublished (or given up by
+ * deinit): its lock and its memory back to its backing (no lock held). */
+BEAM__HIDDEN void beam__gpa_state_free(gpa_state *st);
 /* This thread's heap of gpa, made when missing; NULL when out of memory. */
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);
 /* This thread's heap of st if it has one (never makes one). */

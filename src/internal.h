@@ -144,6 +144,19 @@ beam__vtable_or_refusing(const beam_allocator_vtable *vt) {
     return BEAM__LIKELY(vt != NULL) ? vt : &beam__refusing_vtable;
 }
 
+/* What a composable allocator's deinit leaves as its parent (or backing):
+ * the refusing allocator with the allocator itself as context, which no
+ * init makes, so that later calls are refused and can tell why (a use
+ * after deinit) until it is initialised again. */
+static inline beam_allocator_t beam__deinited(const void *self) {
+    beam_allocator_t a = {(void *)self, &beam__refusing_vtable};
+    return a;
+}
+static inline bool beam__is_deinited(beam_allocator_t parent,
+                                     const void *self) {
+    return parent.vtable == &beam__refusing_vtable && parent.ctx == self;
+}
+
 /* What a free given a zero-initialised allocator says (core.c, malloc.c). */
 #define BEAM__SAID_NO_VTABLE                                                   \
     "the allocator is zero-initialised (no vtable) and has no blocks"

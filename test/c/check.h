@@ -54,6 +54,14 @@ void check_unwatch_misuse(unsigned long outer);
 unsigned long check_misuse_seen(void);
 const char *check_misuse_kind(void);
 
+/* A bump allocator a (an arena, a fixed buffer), fresh and empty: a wrong
+ * length that makes an older block end where the newest ends is refused
+ * with a report, never rolled back over the newest (live) block, and LIFO
+ * frees still roll back. used(ctx): its bytes in use. */
+struct beam_allocator;
+void check_bump_wrong_length(struct beam_allocator a,
+                             size_t (*used)(const void *ctx), const void *ctx);
+
 /* A backing's free that hands the block to beam_large_allocator: for test
  * backings that differ from it only in what they allocate. */
 void check_large_free(void *ctx, void *mem, size_t len, size_t alignment,

@@ -108,6 +108,27 @@ void check_large_free(void *ctx, void *mem, size_t len, size_t alignment,
     beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
 }
 
+void check_bump_wrong_length(beam_allocator_t a,
+                             size_t (*used)(const void *ctx), const void *ctx) {
+    check_capture_reports();
+    unsigned char *x = beam_alloc_bytes(a, 96, 16);
+    unsigned char *y = beam_alloc_bytes(a, 96, 16);
+    CHECK(x != NULL && y == x + 96);
+    memset(y, 0x5a, 96);
+    beam_free_bytes(a, x, 192, 16);
+    CHECK(check_said_once("newest (live) block"));
+    CHECK(!beam_resize_bytes(a, x, 192, 16, 100));
+    CHECK(used(ctx) == 192);
+    unsigned char *z = beam_alloc_bytes(a, 32, 16);
+    CHECK(z == y + 96 && y[0] == 0x5a && y[95] == 0x5a);
+    beam_free_bytes(a, z, 32, 16);
+    beam_free_bytes(a, y, 96, 16);
+    beam_free_bytes(a, x, 96, 16);
+    CHECK(used(ctx) == 0);
+    CHECK(check_report_count() == 2);
+    check_release_reports();
+}
+
 unsigned long check_watch_misuse(void) {
     unsigned long outer = beam__misuse.watch_from;
     beam__misuse.watch_from = beam__misuse.count;

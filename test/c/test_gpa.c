@@ -746,12 +746,18 @@ TEST(gpa_out_of_slabs_never_hands_memory_out_twice) {
     beam_gpa_deinit(&g);
 }
 
+/* g over a counter of what really reaches the backing (f, a failing
+ * allocator that never fails). */
+static beam_allocator_t counted_gpa(beam_failing_t *f, beam_gpa_t *g) {
+    beam_failing_init(f, beam_large_allocator, SIZE_MAX);
+    beam_gpa_init(g, beam_failing_allocator(f));
+    return beam_gpa_allocator(g);
+}
+
 TEST(gpa_large_blocks_are_reused_from_the_heap_cache) {
-    beam_failing_t f; /* counts what really reaches the backing */
-    beam_failing_init(&f, beam_large_allocator, SIZE_MAX);
+    beam_failing_t f;
     beam_gpa_t g;
-    beam_gpa_init(&g, beam_failing_allocator(&f));
-    beam_allocator_t a = beam_gpa_allocator(&g);
+    beam_allocator_t a = counted_gpa(&f, &g);
     char *p = beam_alloc_bytes(a, 400000, 8);
     CHECK(p != NULL);
     memset(p, 1, 400000);
@@ -791,10 +797,8 @@ TEST(gpa_large_blocks_are_reused_from_the_heap_cache) {
  * sorter never made). */
 TEST(gpa_large_cache_keeps_half_a_mib_at_most) {
     beam_failing_t f;
-    beam_failing_init(&f, beam_large_allocator, SIZE_MAX);
     beam_gpa_t g;
-    beam_gpa_init(&g, beam_failing_allocator(&f));
-    beam_allocator_t a = beam_gpa_allocator(&g);
+    beam_allocator_t a = counted_gpa(&f, &g);
     void *big = beam_alloc_bytes(a, 600000, 8);
     void *mid = beam_alloc_bytes(a, 300000, 8);
     void *more = beam_alloc_bytes(a, 300000, 8);
@@ -815,10 +819,8 @@ TEST(gpa_large_cache_keeps_half_a_mib_at_most) {
  * blocks at 32 MiB kept 512 MiB of the large allocator's (found in review). */
 TEST(gpa_large_cache_counts_alignment_padding) {
     beam_failing_t f;
-    beam_failing_init(&f, beam_large_allocator, SIZE_MAX);
     beam_gpa_t g;
-    beam_gpa_init(&g, beam_failing_allocator(&f));
-    beam_allocator_t a = beam_gpa_allocator(&g);
+    beam_allocator_t a = counted_gpa(&f, &g);
     const size_t align = (size_t)32 << 20;
     void *p[4];
     for (int i = 0; i < 4; i++)
