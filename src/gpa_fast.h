@@ -31,8 +31,14 @@ static inline bool gpa_fast_alignment(size_t alignment) {
 /* This thread's first slot: the heap of the instance it used last. One
  * thread-local access per call: in a dlopen'ed NIF each is a call (a TLS
  * descriptor), and the compiler, left alone, makes one per field read. The
- * empty asm hands it an address it cannot recompute. */
+ * empty asm hands it an address it cannot recompute. In a NIF whose slots
+ * are in static TLS, the thread pointer plus their offset, no call. */
 static inline gpa_tls_slot *gpa_fast_slot(void) {
+#ifdef GPA_TLS_OFFSET
+    intptr_t off = beam__atomic_load_relaxed(&beam__gpa_tls_offset);
+    if (BEAM__LIKELY(off != 0))
+        return (gpa_tls_slot *)(beam__thread_pointer() + off);
+#endif
     gpa_tls_slot *slot = &beam__gpa_tls[0];
     __asm__("" : "+r"(slot));
     return slot;

@@ -21,6 +21,9 @@
 #include <time.h>
 
 BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
+#ifdef GPA_TLS_OFFSET
+_Atomic intptr_t beam__gpa_tls_offset;
+#endif
 #ifdef BEAM_ALLOC_DEBUG
 BEAM_THREAD_LOCAL const gpa_state *beam__gpa_lock_held;
 #endif
@@ -319,6 +322,13 @@ gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa) {
     gpa_state *st = beam__gpa_state_slow(gpa);
     if (st == NULL)
         return NULL;
+#ifdef GPA_TLS_OFFSET
+    /* Every thread's first call of every instance comes here: the first
+     * one finds the offset (the same for all), or finds none each time. */
+    if (beam__atomic_load_relaxed(&beam__gpa_tls_offset) == 0)
+        beam__atomic_store_relaxed(&beam__gpa_tls_offset,
+                                   BEAM__TLS_STATIC_OFFSET(beam__gpa_tls));
+#endif
     int at = -1;
     for (int i = 0; i < GPA_TLS_SLOTS; i++)
         if (beam__gpa_tls[i].id == st->id) {

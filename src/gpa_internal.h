@@ -212,6 +212,7 @@
 
 #include "internal.h"
 #include "os/lock.h"
+#include "os/tls.h"
 
 #define GPA_SLAB_SHIFT 16
 #define GPA_SLAB_SIZE ((size_t)1 << GPA_SLAB_SHIFT)
@@ -760,6 +761,13 @@ typedef struct gpa_tls_slot {
     uint32_t reg;
 } gpa_tls_slot;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
+/* In a NIF, the slots' offset from the thread pointer once the dynamic
+ * linker is known to have put them in static TLS (os/tls.h), else 0: then
+ * the fast paths find them without its call. */
+#if defined(BEAM__HAVE_TLS_OFFSET) && !defined(BEAM_ALLOC_STANDALONE)
+#define GPA_TLS_OFFSET 1
+BEAM__HIDDEN extern _Atomic intptr_t beam__gpa_tls_offset;
+#endif
 
 BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
 /* A state made by it, out of the registry and unpublished (or given up by

@@ -1,0 +1,47 @@
+/* A thread-local object's static offset (src/os/tls.h), on which the NIF
+ * build's fast paths find their thread's slots: it must be the object's
+ * distance from the thread pointer on every thread, or 0. This executable
+ * is linked with the object in its own static TLS (the linker rewrites the
+ * descriptor's address into the offset); a dlopen'ed NIF reads the offset
+ * from the descriptor, whose two answers are tested here with made-up
+ * descriptors (every BEAM test runs the real ones: the first NIF library
+ * loaded gets static TLS, later ones dynamic). */
+#include "check.h"
+
+#include <pthread.h>
+
+#include "os/tls.h"
+
+#ifdef BEAM__HAVE_TLS_OFFSET
+static __thread char tls_probe[48];
+
+static void *address_here(void *arg) {
+    intptr_t off = *(const intptr_t *)arg;
+    return beam__thread_pointer() + off == tls_probe ? (void *)1 : NULL;
+}
+
+TEST(os_tls_offset_is_the_same_on_every_thread) {
+    intptr_t off = BEAM__TLS_STATIC_OFFSET(tls_probe);
+    CHECK(off != 0);
+    CHECK(beam__thread_pointer() + off == tls_probe);
+    pthread_t th;
+    void *same = NULL;
+    CHECK(pthread_create(&th, NULL, address_here, &off) == 0);
+    CHECK(pthread_join(th, &same) == 0);
+    CHECK(same != NULL);
+}
+
+TEST(os_tls_offset_comes_only_from_a_static_descriptor) {
+    char *addr = tls_probe + 8;
+    intptr_t off = addr - beam__thread_pointer();
+    /* _dl_tlsdesc_return's argument is the offset itself... */
+    intptr_t static_desc[2] = {0, off};
+    CHECK(beam__tls_static_offset(addr, (intptr_t)static_desc) == off);
+    /* ...a dynamic descriptor's is a pointer to its module and offset. */
+    intptr_t dynamic_arg[2] = {3, 8};
+    intptr_t dynamic_desc[2] = {0, (intptr_t)dynamic_arg};
+    CHECK(beam__tls_static_offset(addr, (intptr_t)dynamic_desc) == 0);
+    /* An executable's linker hands the offset in the descriptor's place. */
+    CHECK(beam__tls_static_offset(addr, off) == off);
+}
+#endif
