@@ -132,11 +132,58 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
     }
 }
 
-/* Hand out a block of s, which has one: its free list first, else bump.
- * The general path; the fast path pops inline with the same gpa_hand_out. */
+/* A tracked slab's free block b, at the head of its free list: its tag
+ * and its link are intact. A write after free into a block's first 16
+ * bytes (which safe mode's poison leaves to them) changes them, and the
+ * link, followed, would make the next allocation take any address (found
+ * by a C++ walkthrough: a segfault inside leak_check). The link must be
+ * the end of the list or a free block of s. */
+static bool free_link_ok(gpa_state *st, gpa_slab *s, void **b) {
+    char *next = (char *)b[0];
+    if ((uintptr_t)b[1] != beam__gpa_tag(st, b))
+        return false;
+    if (next == NULL)
+        return true;
+    return next >= s->base && next < s->bump &&
+           beam__gpa_block_index(s, next) >= 0 &&
+           (uintptr_t)((void **)next)[1] == beam__gpa_tag(st, next);
+}
+
+/* Reported, and the list dropped. A slab with no block out starts again
+ * (its blocks are all free: none is in a stash or on its remote list,
+ * which count as out). Otherwise the dropped blocks stay out of reach
+ * until it empties: its requeue mark comes down to the blocks still out,
+ * whose frees then bring it back once it is detached (a FULL slab's mark
+ * above them would keep it FULL for good). */
+static BEAM__NOINLINE void free_list_broken(gpa_state *st, gpa_slab *s,
+                                            void **b, uintptr_t ret) {
+    long idx = beam__gpa_block_index(s, b);
+    beam__gpa_misuse_at(st,
+                        "write after free (the first 16 bytes of a freed "
+                        "block changed; found when the block was to be "
+                        "reused; the blocks freed after it are not reused)",
+                        b, s->size, 0, ret, idx >= 0 ? s->info[idx].site : 0);
+    s->free = NULL;
+    if (s->used == 0)
+        beam__atomic_store_plain_relaxed(&s->bump, s->base);
+    else if (s->used < beam__atomic_load_plain_relaxed(&s->requeue))
+        beam__atomic_store_plain_relaxed(&s->requeue, (uint16_t)s->used);
+}
+
+/* Hand out a block of s, which has one: its free list first, else bump;
+ * NULL when a tracked slab's list was broken and nothing is left to bump.
+ * The general path; the fast path pops inline with the same gpa_hand_out
+ * (never from tracked slabs). */
 static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
                                size_t alignment, uintptr_t ret) {
     void **b = s->free;
+    if (BEAM__UNLIKELY(s->info != NULL) && b != NULL &&
+        !free_link_ok(h->st, s, b)) {
+        free_list_broken(h->st, s, b, ret);
+        b = NULL;
+        if (s->bump >= s->end)
+            return NULL; /* alloc_slow takes another slab */
+    }
     bool reused = b != NULL;
     if (reused) {
         s->free = (void **)b[0];
@@ -229,6 +276,16 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
     return false;
 }
 
+/* A block from a refill: this heap's chance to feed the shared peak. */
+static void *refilled(gpa_heap *h, void *b) {
+    beam__publish(&h->stats, &h->st->peak);
+    return b;
+}
+
+/* Slabs a refill tries when tracked slabs' free lists turn out broken
+ * (take_block): each is reported, detached and passed over. */
+#define GPA_REFILL_ROUNDS 8
+
 /* The current slab of cls has nothing left (owner, h busy). */
 static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
                                        size_t alignment, uintptr_t ret) {
@@ -240,24 +297,28 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
         trim_empty_cur(h, cls);
-    gpa_slab *s = h->cur[cls];
-    if (s != &beam__gpa_empty_slab) {
-        beam__gpa_slab_collect_remote(s);
-        if (has_room(s) || !detach_full(h, s))
-            goto have;
-        h->cur[cls] = &beam__gpa_empty_slab;
+    for (unsigned round = 0; round < GPA_REFILL_ROUNDS; round++) {
+        gpa_slab *s = h->cur[cls];
+        if (s != &beam__gpa_empty_slab) {
+            beam__gpa_slab_collect_remote(s);
+            if (has_room(s) || !detach_full(h, s)) {
+                void *b = take_block(h, s, len, alignment, ret);
+                if (b != NULL)
+                    return refilled(h, b);
+                continue; /* broken and spent: detached next round */
+            }
+            h->cur[cls] = &beam__gpa_empty_slab;
+        }
+        s = beam__gpa_slab_acquire(h, cls);
+        if (s == NULL)
+            break;
+        h->cur[cls] = s;
+        void *b = take_block(h, s, len, alignment, ret);
+        if (b != NULL)
+            return refilled(h, b);
     }
-    s = beam__gpa_slab_acquire(h, cls);
-    if (s == NULL) {
-        beam__atomic_bump(&h->stats.failed, 1);
-        return NULL;
-    }
-    h->cur[cls] = s;
-have:;
-    void *b = take_block(h, s, len, alignment, ret);
-    /* A refill is this heap's chance to feed the shared peak. */
-    beam__publish(&h->stats, &h->st->peak);
-    return b;
+    beam__atomic_bump(&h->stats.failed, 1);
+    return NULL;
 }
 
 /* An allocation that got no state or heap: NULL, reported first when gpa
@@ -303,8 +364,9 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
     if (BEAM__UNLIKELY(gpa_heap_revoked(h)))
         beam__gpa_heap_wait_revoked(h, busy);
     gpa_slab *s = h->cur[cls];
-    void *b = has_room(s) ? take_block(h, s, len, alignment, ret)
-                          : alloc_slow(h, cls, len, alignment, ret);
+    void *b = has_room(s) ? take_block(h, s, len, alignment, ret) : NULL;
+    if (b == NULL)
+        b = alloc_slow(h, cls, len, alignment, ret);
     gpa_heap_leave(h, busy);
     return b;
 }
@@ -347,12 +409,41 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
         beam__gpa_reclaim_push(st, s);
 }
 
+/* A tracked instance's stash link: a freed small block of st (a write
+ * after free into the first word of a stashed block would send the walk,
+ * and the push, anywhere: found in review). */
+static bool stash_link_ok(gpa_state *st, void **b) {
+    gpa_slab *s = beam__gpa_slab_of(b);
+    if (beam__gpa_owner(s) != st || s->info == NULL)
+        return false;
+    long idx = beam__gpa_block_index(s, b);
+    return gpa_small_at_block(s, idx) && s->info[idx].len == 0 &&
+           (uintptr_t)b[1] == beam__gpa_tag(st, b);
+}
+
+/* Reported; the rest of the stash is not pushed (its blocks, freed, stay
+ * out of reach until their instance goes). */
+static BEAM__NOINLINE void stash_broken(gpa_state *st, void **b) {
+    gpa_slab *s = beam__gpa_slab_of(b);
+    long idx = beam__gpa_block_index(s, b);
+    beam__gpa_misuse_at(st,
+                        "write after free (the first word of a freed block "
+                        "changed; found when it was given back to its slab; "
+                        "the blocks freed before it are not reused)",
+                        b, s->size, 0, 0, idx >= 0 ? s->info[idx].site : 0);
+}
+
 void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
     void **b = h->stash;
     h->stash = NULL;
     h->stash_n = 0;
     while (b != NULL) {
         void **next = (void **)b[0];
+        if (BEAM__UNLIKELY(st->track) && next != NULL &&
+            !stash_link_ok(st, next)) {
+            stash_broken(st, b);
+            next = NULL;
+        }
         slab_push(st, beam__gpa_slab_of(b), b);
         b = next;
     }

@@ -553,6 +553,141 @@ TEST(gpa_safe_mode_catches_a_write_after_free) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* The first 16 bytes of a freed block are its free-list link and tag
+ * (safe mode poisons the rest): a write there is reported when the block
+ * is to be reused, and the next allocations take no address from it (the
+ * link, followed, made the second allocation after it segfault). */
+static void check_write_into_free_link(size_t len, size_t word,
+                                       uintptr_t value) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    uintptr_t *keep = beam_alloc_bytes(a, len, 8);
+    uintptr_t *p = beam_alloc_bytes(a, len, 8);
+    CHECK(keep != NULL && p != NULL);
+    beam_free_bytes(a, p, len, 8);
+    check_capture_reports();
+    p[word] = value; /* the bug */
+    uintptr_t *q = beam_alloc_bytes(a, len, 8);
+    uintptr_t *r = beam_alloc_bytes(a, len, 8);
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("write after free"));
+    CHECK(check_report_contains("first 16 bytes"));
+    CHECK(q != NULL && r != NULL && q != p && r != p && q != r);
+    CHECK(q != (uintptr_t *)value && r != (uintptr_t *)value);
+    memset(q, 1, len);
+    memset(r, 2, len);
+    beam_free_bytes(a, q, len, 8);
+    beam_free_bytes(a, r, len, 8);
+    beam_free_bytes(a, keep, len, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 1);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_safe_mode_catches_a_write_into_a_free_blocks_link_or_tag) {
+    check_write_into_free_link(8, 0, 0x4141414141414141u);
+    check_write_into_free_link(8, 1, 0);
+    check_write_into_free_link(64, 0, 0x4141414141414141u);
+    check_write_into_free_link(64, 1, 7);
+    check_write_into_free_link(4000, 0, 16);
+}
+
+#define BROKEN_N 2000
+static void *broken_blocks[BROKEN_N];
+
+typedef struct {
+    beam_allocator_t a;
+    size_t from, to;
+} frees_of;
+
+static void *free_range(void *arg) {
+    frees_of *f = arg;
+    for (size_t i = f->from; i < f->to; i++)
+        beam_free_bytes(f->a, broken_blocks[i], 64, 8);
+    return NULL;
+}
+
+static int cmp_ptr(const void *x, const void *y) {
+    uintptr_t a = *(const uintptr_t *)x, b = *(const uintptr_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* A broken free list costs its slab's freed blocks, never an allocation
+ * nor the slab: with the blocks freed by another thread (full slabs come
+ * back through their remote lists, a broken one with nothing left to bump
+ * gave NULL), every allocation after it succeeds, no block is handed out
+ * twice, and once all is freed the instance gives its slabs back as it
+ * did before (a slab left FULL below its requeue mark stayed for good). */
+TEST(gpa_safe_mode_broken_free_list_costs_no_allocation_nor_slab) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < BROKEN_N; i++)
+            CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+        frees_of f = {a, 1, BROKEN_N};
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, free_range, &f) == 0);
+        CHECK(pthread_join(th, NULL) == 0);
+        beam_free_bytes(a, broken_blocks[0], 64, 8);
+        beam_gpa_collect(&g);
+    }
+    size_t baseline = beam_gpa_usage_of(&g).backing_bytes;
+    for (size_t i = 0; i < BROKEN_N; i++)
+        CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+    frees_of f = {a, 1, BROKEN_N};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, free_range, &f) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+    check_capture_reports();
+    ((uintptr_t *)broken_blocks[BROKEN_N - 1])[0] = 0x4141414141414140u;
+    ((uintptr_t *)broken_blocks[BROKEN_N / 2])[0] = 16;
+    for (size_t i = 1; i < BROKEN_N; i++)
+        CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+    CHECK(check_report_count() >= 1 && check_report_count() <= 2);
+    CHECK(check_report_contains("first 16 bytes"));
+    void *sorted[BROKEN_N];
+    memcpy(sorted, broken_blocks, sizeof sorted);
+    qsort(sorted, BROKEN_N, sizeof sorted[0], cmp_ptr);
+    for (size_t i = 1; i < BROKEN_N; i++)
+        CHECK(sorted[i] != sorted[i - 1]);
+    for (size_t i = 0; i < BROKEN_N; i++)
+        beam_free_bytes(a, broken_blocks[i], 64, 8);
+    beam_gpa_collect(&g);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes <= baseline);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* The first word of a block the thread freed into a slab it no longer
+ * allocates from (its stash, given back at the next refill), pointed at a
+ * live block: the live block is never taken for a freed one (it was freed
+ * behind the user's back and handed out again). Wherever the freed blocks
+ * went, the write is reported once. */
+TEST(gpa_safe_mode_write_into_a_stashed_block_frees_nothing_live) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (size_t i = 0; i < BROKEN_N; i++)
+        CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+    void *live = broken_blocks[BROKEN_N - 1];
+    beam_free_bytes(a, broken_blocks[0], 64, 8);
+    beam_free_bytes(a, broken_blocks[1], 64, 8);
+    check_capture_reports();
+    ((void **)broken_blocks[1])[0] = live;
+    for (size_t i = 0; i < 2; i++)
+        CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+    void *more[400];
+    for (size_t i = 0; i < 400; i++) {
+        CHECK((more[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+        CHECK(more[i] != live);
+    }
+    CHECK(broken_blocks[0] != live && broken_blocks[1] != live);
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("write after free"));
+    for (size_t i = 0; i < 400; i++)
+        beam_free_bytes(a, more[i], 64, 8);
+    for (size_t i = 0; i < BROKEN_N; i++)
+        beam_free_bytes(a, broken_blocks[i], 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 TEST(gpa_safe_mode_double_free_names_the_allocation_site) {
     beam_gpa_t g = fresh(BEAM_GPA_SAFE);
     beam_allocator_t a = beam_gpa_allocator(&g);
