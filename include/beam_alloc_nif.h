@@ -390,7 +390,9 @@ BEAM_API const char *beam_nif_module_name(void);
  *
  * Each NIF library has its own resource type (and its own copy of this
  * library): a term made by another NIF library, or by an older copy of the
- * same module's library after a code upgrade, is not one of ours. */
+ * same module's library after a code upgrade to a new library file, is not
+ * one of ours. (Loading the same file again, the VM keeps the library it
+ * has mapped, and its resources stay ours.) */
 
 /** What a resource allocator is built from (see above). */
 typedef enum beam_resource_kind {
@@ -521,8 +523,10 @@ beam_nif_internal_raise_current(ErlNifEnv *env) noexcept {
         return beam_raise(env, nullptr, "out of memory");
     } catch (const std::exception &e) {
         char text[256];
-        enif_snprintf(text, sizeof text, "uncaught C++ exception: %s",
-                      e.what());
+        int n = enif_snprintf(text, sizeof text, "uncaught C++ exception: %s",
+                              e.what());
+        if (n >= (int)sizeof text) /* cut short: say so */
+            enif_snprintf(text + sizeof text - 4, 4, "...");
         return beam_raise(env, nullptr, text);
     } catch (...) {
         return beam_raise(env, nullptr, "uncaught C++ exception");

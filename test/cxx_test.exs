@@ -25,6 +25,20 @@ defmodule BeamAlloc.CxxTest do
     assert_raise RuntimeError, "uncaught C++ exception: boom", fn -> CxxNif.throws() end
   end
 
+  test "an exception's text is cut short with ... and kept a string" do
+    e = assert_raise RuntimeError, fn -> CxxNif.throws_text(String.duplicate("é", 200)) end
+    assert byte_size(e.message) == 255
+    assert String.ends_with?(e.message, "...")
+    assert String.valid?(e.message)
+
+    e =
+      assert_raise RuntimeError, fn ->
+        CxxNif.throws_text(<<0xFF, 0xC3, "ok ", 0xED, 0xA0, 0x80>>)
+      end
+
+    assert e.message == "uncaught C++ exception: ??ok ???"
+  end
+
   test "std::bad_alloc left uncaught surfaces as out of memory under fault injection" do
     assert CxxNif.grow(100) == 100
 

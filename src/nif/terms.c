@@ -54,8 +54,46 @@ ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason) {
                             enif_make_atom(env, reason));
 }
 
+/* The length of the valid UTF-8 sequence at p (n bytes left), 0 when
+ * there is none (RFC 3629: no overlong forms, no surrogates, nothing above
+ * U+10FFFF). */
+static size_t utf8_sequence(const unsigned char *p, size_t n) {
+    unsigned char c = p[0];
+    size_t len = c < 0x80                 ? 1
+                 : c >= 0xC2 && c <= 0xDF ? 2
+                 : c >= 0xE0 && c <= 0xEF ? 3
+                 : c >= 0xF0 && c <= 0xF4 ? 4
+                                          : 0;
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) ||
+        (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F))
+        return 0;
+    return len;
+}
+
+/* Copy n bytes of text, each byte of no valid UTF-8 sequence written as
+ * '?': messages become Elixir strings (an exception's message), and a C
+ * library's text (a C++ what(), cut short in the middle of a character)
+ * need not be UTF-8. */
+static void copy_as_utf8(unsigned char *out, const char *text, size_t n) {
+    const unsigned char *p = (const unsigned char *)text;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_sequence(p + i, n - i);
+        if (len == 0) {
+            out[i++] = '?';
+            continue;
+        }
+        memcpy(out + i, p + i, len);
+        i += len;
+    }
+}
+
 /* "head: message" (head NULL: message alone; message NULL: "") as a
- * binary; false without memory. */
+ * binary, in UTF-8; false without memory. */
 static bool text_binary(ErlNifEnv *env, const char *head, const char *message,
                         ERL_NIF_TERM *text) {
     const char *sep = head != NULL ? ": " : "";
@@ -67,9 +105,9 @@ static bool text_binary(ErlNifEnv *env, const char *head, const char *message,
     unsigned char *buf = enif_make_new_binary(env, h + s + len, text);
     if (buf == NULL)
         return false;
-    memcpy(buf, head, h);
+    copy_as_utf8(buf, head, h);
     memcpy(buf + h, sep, s);
-    memcpy(buf + h + s, message, len);
+    copy_as_utf8(buf + h + s, message, len);
     return true;
 }
 

@@ -61,6 +61,17 @@ BEAM_NIF(throws) {
     throw std::runtime_error("boom");
 }
 
+// throws_text(Binary) -> raises a std::runtime_error whose what() is the
+// binary's bytes: a long text is cut short with "...", bytes that are not
+// UTF-8 become '?' (an Elixir message is a string).
+BEAM_NIF(throws_text) {
+    ErlNifBinary bin;
+    if (!enif_inspect_binary(env, argv[0], &bin))
+        return enif_make_badarg(env);
+    throw std::runtime_error(
+        std::string(reinterpret_cast<const char *>(bin.data), bin.size));
+}
+
 // grow(N) -> N: a vector grown to N elements, std::bad_alloc not caught:
 // under fault injection each failure is an "out of memory" raise, and the
 // unwinding frees what the vector held.
@@ -78,6 +89,7 @@ static ErlNifFunc funcs[] = {
     {"containers", 1, containers, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"leak", 0, leak, 0},
     {"throws", 0, throws, 0},
+    {"throws_text", 1, throws_text, 0},
     {"grow", 1, grow, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"take_reports", 0, take_reports, 0},
 };
