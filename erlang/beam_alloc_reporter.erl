@@ -42,7 +42,11 @@ init([]) ->
 handle_call(take, _From, Kept) ->
     {reply, queue:to_list(Kept), queue:new()};
 handle_call(recent, _From, Kept) ->
-    {reply, queue:to_list(Kept), Kept}.
+    {reply, queue:to_list(Kept), Kept};
+%% A call it does not know is answered, not a crash that loses the kept
+%% reports.
+handle_call(Other, _From, Kept) ->
+    {reply, {error, {unknown_call, Other}}, Kept}.
 
 handle_cast(_Msg, Kept) ->
     {noreply, Kept}.

@@ -56,7 +56,10 @@ resolve_sites(Text) when is_binary(Text) ->
         {match, Matches} -> splice(Text, drop_cut(Text, Matches), 0, [])
     end;
 resolve_sites(Other) ->
-    erlang:error(badarg, [Other]).
+    erlang:error({badarg, iolist_to_binary(
+                            io_lib:format("resolve_sites/1 takes a binary (a report's text), got ~0tp",
+                                          [Other]))},
+                 [Other]).
 
 %% The C side writes a report into 1024 bytes: a line of 1023 was maybe cut
 %% short, and a site at its very end may have lost digits of its offset
@@ -105,6 +108,13 @@ part(Text, {Start, Len}) -> binary:part(Text, Start, Len).
 %% {ok, <<"parse (c_src/my_nif.c:42)">>}, or error when nothing is known
 %% about it, or when several loaded objects have that base name.
 -spec site(binary(), non_neg_integer()) -> {ok, binary()} | error.
+site(Object, Offset) when not is_binary(Object);
+                          not is_integer(Offset); Offset < 0 ->
+    erlang:error({badarg, iolist_to_binary(
+                            io_lib:format("site/2 takes an object's name (a binary) and "
+                                          "an offset (a non-negative integer), got ~0tp "
+                                          "and ~0tp", [Object, Offset]))},
+                 [Object, Offset]);
 site(Object, Offset) ->
     case safe_resolve(Object, Offset) of
         {ok, [_ | _] = Frames} ->

@@ -243,10 +243,25 @@ defmodule BeamAlloc.MisuseTest do
       assert BeamAlloc.Symbolizer.resolve_sites("no sites here: 0x7f00") ==
                "no sites here: 0x7f00"
 
-      # Text is a binary: anything else is badarg, not a FunctionClauseError.
-      assert_raise ArgumentError, fn ->
-        BeamAlloc.Symbolizer.resolve_sites(~c"misuse_nif.so+0x10")
+      # Text is a binary: anything else is an ArgumentError saying what it
+      # takes, not a FunctionClauseError or a bare "argument error".
+      for bad <- [~c"misuse_nif.so+0x10", nil, 7] do
+        assert_raise ArgumentError, ~r/expected a report's text/, fn ->
+          BeamAlloc.Symbolizer.resolve_sites(bad)
+        end
       end
+
+      for {object, offset} <- [{1, 2}, {"x", -1}, {"x", :x}, {~c"x.so", 16}] do
+        assert_raise ArgumentError, ~r/expected an object's name/, fn ->
+          BeamAlloc.Symbolizer.site(object, offset)
+        end
+      end
+
+      # From Erlang: {badarg, Message}.
+      assert {:badarg, msg} = catch_error(:beam_alloc_symbolizer.site(:foo, :foo))
+      assert msg =~ "site/2 takes"
+      assert {:badarg, msg} = catch_error(:beam_alloc_symbolizer.resolve_sites(nil))
+      assert msg =~ "resolve_sites/1 takes a binary"
     end
 
     test "a function inlined into itself is one frame" do

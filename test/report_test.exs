@@ -61,9 +61,28 @@ defmodule BeamAlloc.ReportTest do
         send(:beam_alloc_reporter, {:beam_alloc_report, Report, 42, self(), :undefined})
         send(:beam_alloc_reporter, :other)
         assert [] = :beam_alloc_reporter.recent()
+
+        # A call it does not know is answered; the kept reports stay.
+        send(:beam_alloc_reporter, {:beam_alloc_report, Report, "kept", self(), :undefined})
+        pid = Process.whereis(:beam_alloc_reporter)
+
+        assert {:error, {:unknown_call, :junk}} = :gen_server.call(:beam_alloc_reporter, :junk)
+
+        assert [{Report, "kept"}] = :beam_alloc_reporter.recent()
+        assert Process.whereis(:beam_alloc_reporter) == pid
       end)
 
     assert log =~ "[warning] report 2"
+  end
+
+  test "the Elixir reporter answers a call it does not know and keeps its reports" do
+    mark = BeamAlloc.Reporter.mark()
+    kept = BeamAlloc.Reporter.recent()
+    pid = Process.whereis(BeamAlloc.Reporter)
+    assert {:error, {:unknown_call, :junk}} = GenServer.call(BeamAlloc.Reporter, :junk)
+    assert Process.whereis(BeamAlloc.Reporter) == pid
+    assert BeamAlloc.Reporter.mark() == mark
+    assert BeamAlloc.Reporter.recent() == kept
   end
 
   test "a double free is logged as a warning naming the module" do

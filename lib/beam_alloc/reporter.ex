@@ -163,6 +163,10 @@ defmodule BeamAlloc.Reporter do
     {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
   end
 
+  # A call it does not know is answered, not a crash that loses the kept
+  # reports.
+  def handle_call(other, _from, state), do: {:reply, {:error, {:unknown_call, other}}, state}
+
   defp keep({module, line, pid, callers}, state) do
     # Source lines here, in this process, on a dirty scheduler: never on
     # the thread that reported (it is inside an allocator call).

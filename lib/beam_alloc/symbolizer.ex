@@ -30,7 +30,11 @@ defmodule BeamAlloc.Symbolizer do
   says, as `function (lib.so+0x1c1b)` where only its symbols do.
   """
   @spec resolve_sites(String.t()) :: String.t()
-  defdelegate resolve_sites(text), to: :beam_alloc_symbolizer
+  def resolve_sites(text) when is_binary(text), do: :beam_alloc_symbolizer.resolve_sites(text)
+
+  def resolve_sites(other) do
+    raise ArgumentError, "expected a report's text (a binary), got: #{inspect(other)}"
+  end
 
   @doc """
   Whether sites can become source lines here: `true` when the symbolizer's
@@ -46,5 +50,13 @@ defmodule BeamAlloc.Symbolizer do
   (c_src/my_nif.c:42)"}`, or `:error` when nothing is known about it.
   """
   @spec site(String.t(), non_neg_integer) :: {:ok, String.t()} | :error
-  defdelegate site(object, offset), to: :beam_alloc_symbolizer
+  def site(object, offset)
+      when is_binary(object) and is_integer(offset) and offset >= 0,
+      do: :beam_alloc_symbolizer.site(object, offset)
+
+  def site(object, offset) do
+    raise ArgumentError,
+          "expected an object's name (a binary) and an offset (a non-negative " <>
+            "integer), got: #{inspect(object)} and #{inspect(offset)}"
+  end
 end
