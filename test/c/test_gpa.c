@@ -606,6 +606,17 @@ static void *free_range(void *arg) {
     return NULL;
 }
 
+/* BROKEN_N blocks of 64 bytes, all but the first freed by another thread
+ * (one with no heap of the instance: they go back through remote lists). */
+static void alloc_then_free_elsewhere(beam_allocator_t a) {
+    for (size_t i = 0; i < BROKEN_N; i++)
+        CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
+    frees_of f = {a, 1, BROKEN_N};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, free_range, &f) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+}
+
 static int cmp_ptr(const void *x, const void *y) {
     uintptr_t a = *(const uintptr_t *)x, b = *(const uintptr_t *)y;
     return a < b ? -1 : a > b;
@@ -621,22 +632,12 @@ TEST(gpa_safe_mode_broken_free_list_costs_no_allocation_nor_slab) {
     beam_gpa_t g = fresh(BEAM_GPA_SAFE);
     beam_allocator_t a = beam_gpa_allocator(&g);
     for (int round = 0; round < 2; round++) {
-        for (size_t i = 0; i < BROKEN_N; i++)
-            CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
-        frees_of f = {a, 1, BROKEN_N};
-        pthread_t th;
-        CHECK(pthread_create(&th, NULL, free_range, &f) == 0);
-        CHECK(pthread_join(th, NULL) == 0);
+        alloc_then_free_elsewhere(a);
         beam_free_bytes(a, broken_blocks[0], 64, 8);
         beam_gpa_collect(&g);
     }
     size_t baseline = beam_gpa_usage_of(&g).backing_bytes;
-    for (size_t i = 0; i < BROKEN_N; i++)
-        CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
-    frees_of f = {a, 1, BROKEN_N};
-    pthread_t th;
-    CHECK(pthread_create(&th, NULL, free_range, &f) == 0);
-    CHECK(pthread_join(th, NULL) == 0);
+    alloc_then_free_elsewhere(a);
     check_capture_reports();
     ((uintptr_t *)broken_blocks[BROKEN_N - 1])[0] = 0x4141414141414140u;
     ((uintptr_t *)broken_blocks[BROKEN_N / 2])[0] = 16;

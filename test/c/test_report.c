@@ -91,6 +91,11 @@ static void *report_loop(void *arg) {
             break;
         beam_free_bytes(a, p, 32, 8);
         beam_free_bytes(a, p, 32, 8); /* reported: double free */
+        /* A gap for the swapping thread: reports hold the hook's lock for
+         * reading, and glibc's rwlock lets new readers in ahead of a
+         * waiting writer (under valgrind, which runs one thread at a time,
+         * the swaps starved for minutes). */
+        sched_yield();
     }
     beam_gpa_deinit(&gpa);
     return NULL;
@@ -111,16 +116,30 @@ TEST(gpa_report_hook_swapped_while_threads_report) {
     for (int i = 0; i < 4; i++)
         CHECK(pthread_create(&t[i], NULL, report_loop, NULL) == 0);
     bool quiet_after_swap = true;
-    /* Swap until both hooks have served reports (bounded, not timed). */
+    /* Swap until both hooks have served reports (bounded, not timed): each
+     * swap once the hook in place has served a report since it was put
+     * there. (Swapping at every turn, valgrind, which runs one thread at a
+     * time, could give every report to the same hook, and the loop then
+     * ran its whole bound: 13 minutes and more.) */
+    bool on_b = false;
+    long served = 0; /* calls of the hook in place when it was put there */
     for (long i = 0; i < 50000000 && (atomic_load(&ctx_a.calls) < 50 ||
                                       atomic_load(&ctx_b.calls) < 50);
          i++) {
+        if (atomic_load(on_b ? &ctx_b.calls : &ctx_a.calls) == served) {
+            /* Let the reporting threads run. */
+            if (i % 64 == 63)
+                sched_yield();
+            continue;
+        }
         beam_report_fn old;
         void *old_user;
-        bool to_b = i % 2 == 0;
+        bool to_b = !on_b;
+        served = atomic_load(to_b ? &ctx_b.calls : &ctx_a.calls);
         beam_exchange_report_hook(to_b ? hook_b : hook_a,
                                   to_b ? (void *)&ctx_b : (void *)&ctx_a, &old,
                                   &old_user);
+        on_b = to_b;
         /* The hook just replaced was given back with its own pointer, and
          * nobody is inside it any more. */
         if (old != (to_b ? hook_a : hook_b) ||
@@ -128,11 +147,6 @@ TEST(gpa_report_hook_swapped_while_threads_report) {
             quiet_after_swap = false;
         if (atomic_load(to_b ? &ctx_a.inside : &ctx_b.inside) != 0)
             quiet_after_swap = false;
-        /* Let the reporting threads run: valgrind runs one thread at a
-         * time, and once let this loop use up its bound before they had
-         * made 50 reports each. */
-        if (i % 64 == 63)
-            sched_yield();
     }
     atomic_store(&stop_reporting, true);
     for (int i = 0; i < 4; i++)
