@@ -139,14 +139,8 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
  * by a C++ walkthrough: a segfault inside leak_check). The link must be
  * the end of the list or a free block of s. */
 static bool free_link_ok(gpa_state *st, gpa_slab *s, void **b) {
-    char *next = (char *)b[0];
-    if ((uintptr_t)b[1] != beam__gpa_tag(st, b))
-        return false;
-    if (next == NULL)
-        return true;
-    return next >= s->base && next < s->bump &&
-           beam__gpa_block_index(s, next) >= 0 &&
-           (uintptr_t)((void **)next)[1] == beam__gpa_tag(st, next);
+    return (uintptr_t)b[1] == beam__gpa_tag(st, b) &&
+           (b[0] == NULL || gpa_link_ok(st, s, b[0]));
 }
 
 /* Reported, and the list dropped. A slab with no block out starts again
@@ -157,12 +151,11 @@ static bool free_link_ok(gpa_state *st, gpa_slab *s, void **b) {
  * above them would keep it FULL for good). */
 static BEAM__NOINLINE void free_list_broken(gpa_state *st, gpa_slab *s,
                                             void **b, uintptr_t ret) {
-    long idx = beam__gpa_block_index(s, b);
-    beam__gpa_misuse_at(st,
-                        "write after free (the first 16 bytes of a freed "
-                        "block changed; found when the block was to be "
-                        "reused; the blocks freed after it are not reused)",
-                        b, s->size, 0, ret, idx >= 0 ? s->info[idx].site : 0);
+    beam__gpa_link_broken(st, s, b,
+                          "the first 16 bytes of a freed block changed; "
+                          "found when the block was to be reused; the blocks "
+                          "freed after it are not reused",
+                          ret);
     s->free = NULL;
     if (s->used == 0)
         beam__atomic_store_plain_relaxed(&s->bump, s->base);
@@ -414,23 +407,9 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
  * and the push, anywhere: found in review). */
 static bool stash_link_ok(gpa_state *st, void **b) {
     gpa_slab *s = beam__gpa_slab_of(b);
-    if (beam__gpa_owner(s) != st || s->info == NULL)
-        return false;
-    long idx = beam__gpa_block_index(s, b);
-    return gpa_small_at_block(s, idx) && s->info[idx].len == 0 &&
-           (uintptr_t)b[1] == beam__gpa_tag(st, b);
-}
-
-/* Reported; the rest of the stash is not pushed (its blocks, freed, stay
- * out of reach until their instance goes). */
-static BEAM__NOINLINE void stash_broken(gpa_state *st, void **b) {
-    gpa_slab *s = beam__gpa_slab_of(b);
-    long idx = beam__gpa_block_index(s, b);
-    beam__gpa_misuse_at(st,
-                        "write after free (the first word of a freed block "
-                        "changed; found when it was given back to its slab; "
-                        "the blocks freed before it are not reused)",
-                        b, s->size, 0, 0, idx >= 0 ? s->info[idx].site : 0);
+    return beam__gpa_owner(s) == st && s->info != NULL &&
+           gpa_where(s) != WHERE_POOL && gpa_where(s) != WHERE_MIXED &&
+           gpa_link_ok(st, s, b);
 }
 
 void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
@@ -441,7 +420,13 @@ void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
         void **next = (void **)b[0];
         if (BEAM__UNLIKELY(st->track) && next != NULL &&
             !stash_link_ok(st, next)) {
-            stash_broken(st, b);
+            /* The rest of the stash is not pushed (its blocks, freed,
+             * stay out of reach until their instance goes). */
+            beam__gpa_link_broken(st, beam__gpa_slab_of(b), b,
+                                  "the first word of a freed block changed; "
+                                  "found when it was given back to its slab; "
+                                  "the blocks freed before it are not reused",
+                                  0);
             next = NULL;
         }
         slab_push(st, beam__gpa_slab_of(b), b);

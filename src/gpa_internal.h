@@ -988,6 +988,28 @@ static inline bool gpa_small_freed(const gpa_state *st, const gpa_slab *s,
             (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p));
 }
 
+/* A link p read from a freed block of the tracked slab s (its first word,
+ * which a write after free may have changed) names a freed block of s:
+ * below bump at a block boundary, recorded free, tagged free. Only then
+ * may it be followed (a free list's pop, the stash flush, the walk to a
+ * remote list's tail). */
+static inline bool gpa_link_ok(const gpa_state *st, const gpa_slab *s,
+                               const void *p) {
+    if ((const char *)p < s->base ||
+        (const char *)p >= beam__atomic_load_plain_relaxed(&s->bump))
+        return false;
+    long idx = beam__gpa_block_index(s, p);
+    return idx >= 0 && s->info[idx].len == 0 &&
+           (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p);
+}
+
+/* A free-list link found broken at the freed block b of s (gpa_link_ok):
+ * reported as a write after free, where names where it was found. */
+BEAM__HIDDEN BEAM__NOINLINE void beam__gpa_link_broken(gpa_state *st,
+                                                       gpa_slab *s, void *b,
+                                                       const char *where,
+                                                       uintptr_t ret);
+
 /* A live small block: what resize, realloc and size queries must see
  * before they believe a pointer (the free tells the two cases apart, for
  * its reports). */

@@ -41,6 +41,15 @@ static const char *call_len(size_t len, size_t alignment, char *buf,
     return buf;
 }
 
+void beam__gpa_link_broken(gpa_state *st, gpa_slab *s, void *b,
+                           const char *where, uintptr_t ret) {
+    char what[224];
+    snprintf(what, sizeof what, "write after free (%s)", where);
+    long idx = beam__gpa_block_index(s, b);
+    beam__gpa_misuse_at(st, what, b, s->size, 0, ret,
+                        idx >= 0 ? s->info[idx].site : 0);
+}
+
 /* Frames kept of the offending call: as many as the instance keeps of an
  * allocation (several in safe mode), taken here, on the misusing thread. */
 void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,

@@ -429,31 +429,6 @@ void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer) {
 /* ---- slabs ----------------------------------------------------------------
  */
 
-/* A tracked slab's remote list link: a freed block of s (a write after
- * free into the first word of a block another thread freed would send the
- * walk anywhere: found in review). Its owner's call (s is current, or
- * under the lock). */
-static bool remote_link_ok(gpa_slab *s, void **b) {
-    gpa_state *st = beam__gpa_owner(s);
-    if ((char *)b < s->base || (char *)b >= s->bump)
-        return false;
-    long idx = beam__gpa_block_index(s, b);
-    return idx >= 0 && s->info[idx].len == 0 &&
-           (uintptr_t)b[1] == beam__gpa_tag(st, b);
-}
-
-/* Reported; the list ends at b (the blocks freed after it stay out of
- * reach until the slab is empty and starts again: they count as free). */
-static BEAM__NOINLINE void remote_list_broken(gpa_slab *s, void **b) {
-    long idx = beam__gpa_block_index(s, b);
-    beam__gpa_misuse_at(beam__gpa_owner(s),
-                        "write after free (the first word of a block freed "
-                        "by another thread changed; found when it came back "
-                        "to its slab; the blocks freed after it are not "
-                        "reused)",
-                        b, s->size, 0, 0, idx >= 0 ? s->info[idx].site : 0);
-}
-
 uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
     /* Read before exchanging: most calls find nothing, and a load does not
      * take the line away from the threads that push. */
@@ -468,15 +443,23 @@ uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
         return 0;
     /* The count comes with the list, so the list is walked (each block a
      * likely cache miss) only when there is a free list to append. */
-    bool cut = false;
     if (s->free != NULL) {
         void **tail = head;
         uint32_t k = 1;
         while (tail[0] != NULL) {
+            /* A tracked slab's links are checked (a write after free into
+             * the first word of a block another thread freed would send
+             * the walk anywhere: found in review); the list ends at a
+             * broken one (the blocks after it count as free and stay out
+             * of reach until the slab is empty and starts again). */
             if (BEAM__UNLIKELY(s->info != NULL) &&
-                (k == n || !remote_link_ok(s, (void **)tail[0]))) {
-                remote_list_broken(s, tail);
-                cut = true;
+                (k == n || !gpa_link_ok(beam__gpa_owner(s), s, tail[0]))) {
+                beam__gpa_link_broken(
+                    beam__gpa_owner(s), s, tail,
+                    "the first word of a block freed by another thread "
+                    "changed; found when it came back to its slab; the "
+                    "blocks freed after it are not reused",
+                    0);
                 break;
             }
             tail = (void **)tail[0];
@@ -485,15 +468,14 @@ uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
         tail[0] = s->free;
     }
 #ifdef BEAM_ALLOC_DEBUG
-    /* (A tracked slab's list may hold a write after free, which only the
-     * checked walk above and take_block's follow.) */
+    /* (Not a tracked slab's list: it may hold a write after free, which
+     * only the checked walks follow.) */
     uint32_t walked = 0;
-    for (void **b = head; b != NULL && walked <= n && s->info == NULL;
+    for (void **b = head; s->info == NULL && b != NULL && walked <= n;
          b = (void **)b[0])
         walked++;
-    GPA_ASSERT(walked >= n || cut || s->info != NULL);
+    GPA_ASSERT(s->info != NULL || walked >= n);
 #endif
-    (void)cut;
     s->free = head;
     s->used -= n;
     GPA_ASSERT_SLAB(s);
