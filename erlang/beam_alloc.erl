@@ -165,7 +165,7 @@ load_code(Text) when is_list(Text); is_binary(Text) ->
 load_code(_) ->
     undefined.
 
-%% The codes of src/nif/load_options.c.
+%% The codes of src/nif/load_options.c and src/nif/nif_internal.h.
 load_reason(16#ba1) -> <<"a load_info key is neither a function name nor {Name, Arity}">>;
 load_reason(16#ba2) -> <<"a load_info key names no function of the NIF table">>;
 load_reason(16#ba3) ->
@@ -175,4 +175,6 @@ load_reason(16#ba5) -> <<"a load_info option has a value it cannot take">>;
 load_reason(16#ba6) -> <<"out of memory while reading load_info">>;
 load_reason(16#ba7) ->
     <<"load_info gives two names of one C function options a call cannot keep apart">>;
+load_reason(16#ba8) ->
+    <<"the library's load or upgrade callback let a C++ exception out">>;
 load_reason(_) -> undefined.

@@ -226,6 +226,27 @@ BEAM_API int beam_nif_loaded(int result);
  * leave nothing behind. */
 BEAM_API void beam_nif_unloaded(void);
 
+/** Called by BEAM_NIF_INIT when the user's load, upgrade or unload
+ * (callback: "load", ...) let a C++ exception out, with its text: reports
+ * it (section 7) and returns the code that fails a load or upgrade
+ * (beam_alloc:explain_load_error/1 reads it). */
+BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
+                                              const char *callback,
+                                              const char *text);
+#ifdef BEAM_INTERNAL_CXX_GUARD
+#define BEAM_INTERNAL_CALL_LOAD(f, env, priv, info)                            \
+    beam_nif_internal_load_guarded(f, env, priv, info)
+#define BEAM_INTERNAL_CALL_UPGRADE(f, env, priv, old, info)                    \
+    beam_nif_internal_upgrade_guarded(f, env, priv, old, info)
+#define BEAM_INTERNAL_CALL_UNLOAD(f, env, priv)                                \
+    beam_nif_internal_unload_guarded(f, env, priv)
+#else
+#define BEAM_INTERNAL_CALL_LOAD(f, env, priv, info) f(env, priv, info)
+#define BEAM_INTERNAL_CALL_UPGRADE(f, env, priv, old, info)                    \
+    f(env, priv, old, info)
+#define BEAM_INTERNAL_CALL_UNLOAD(f, env, priv) f(env, priv)
+#endif
+
 /** Drop-in for ERL_NIF_INIT(NAME, FUNCS, LOAD, NULL, UPGRADE, UNLOAD).
  *
  * Per-NIF options from load_info. When the module loads the library with a
@@ -253,6 +274,11 @@ BEAM_API void beam_nif_unloaded(void);
  *
  * (a NIF named beam_alloc then takes its options under it too).
  *
+ * In C++, an exception that leaves LOAD, UPGRADE or UNLOAD is reported
+ * (section 7) with its text, as one from a BEAM_NIF body is raised: a load
+ * or upgrade then fails ({error, {load, "... (2984)."}}, which
+ * beam_alloc:explain_load_error/1 explains), an unload goes on.
+ *
  * Unload: after UNLOAD (which may be NULL), the library's copy of
  * beam_general_purpose_allocator is torn down once no module instance and
  * no resource of the library is left (see beam_nif_unloaded): blocks still
@@ -278,7 +304,8 @@ BEAM_API void beam_nif_unloaded(void);
         int options_failed = beam_nif_glue_start(env, info);                   \
         if (options_failed)                                                    \
             return options_failed;                                             \
-        return beam_nif_loaded(user ? user(env, priv, info) : 0);              \
+        return beam_nif_loaded(                                                \
+            user ? BEAM_INTERNAL_CALL_LOAD(user, env, priv, info) : 0);        \
     }                                                                          \
     static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
                                      ERL_NIF_TERM info) {                      \
@@ -286,12 +313,14 @@ BEAM_API void beam_nif_unloaded(void);
         int options_failed = beam_nif_glue_start(env, info);                   \
         if (options_failed)                                                    \
             return options_failed;                                             \
-        return beam_nif_loaded(user ? user(env, priv, old, info) : 0);         \
+        return beam_nif_loaded(                                                \
+            user ? BEAM_INTERNAL_CALL_UPGRADE(user, env, priv, old, info)      \
+                 : 0);                                                         \
     }                                                                          \
     static void beam_nif_glue_unload(ErlNifEnv *env, void *priv) {             \
         beam_nif_unload_fn user = (UNLOAD);                                    \
         if (user)                                                              \
-            user(env, priv);                                                   \
+            BEAM_INTERNAL_CALL_UNLOAD(user, env, priv);                        \
         beam_nif_unloaded();                                                   \
     }                                                                          \
     ERL_NIF_INIT(NAME, FUNCS, beam_nif_glue_load, NULL, beam_nif_glue_upgrade, \
@@ -513,23 +542,72 @@ BEAM_API size_t beam_resource_live_count(void);
 extern "C++" {
 #include <exception>
 #include <new>
+/* The text of the exception being handled, as a raise or a report gives
+ * it (call it in a catch block only). */
+static inline void beam_nif_internal_current_text(char *text,
+                                                  size_t size) noexcept {
+    try {
+        throw;
+    } catch (const std::bad_alloc &) {
+        enif_snprintf(text, size, "out of memory");
+    } catch (const std::exception &e) {
+        int n =
+            enif_snprintf(text, size, "uncaught C++ exception: %s", e.what());
+        if (n >= (int)size) /* cut short: say so */
+            enif_snprintf(text + size - 4, 4, "...");
+    } catch (...) {
+        enif_snprintf(text, size, "uncaught C++ exception");
+    }
+}
+
 /* The exception being handled, raised as beam_raise does (call it in a
  * catch block only). */
 static inline ERL_NIF_TERM
 beam_nif_internal_raise_current(ErlNifEnv *env) noexcept {
+    char text[256];
+    beam_nif_internal_current_text(text, sizeof text);
+    return beam_raise(env, nullptr, text);
+}
+
+/* BEAM_NIF_INIT's calls of the user's load, upgrade and unload: the VM
+ * calls them through C frames, where an exception would end the VM. One
+ * that leaves them is reported; a load or upgrade then fails. */
+static inline int
+beam_nif_internal_callback_threw_current(ErlNifEnv *env,
+                                         const char *callback) noexcept {
+    char text[256];
+    beam_nif_internal_current_text(text, sizeof text);
+    return beam_nif_internal_callback_threw(env, callback, text);
+}
+
+static inline int beam_nif_internal_load_guarded(beam_nif_load_fn f,
+                                                 ErlNifEnv *env, void **priv,
+                                                 ERL_NIF_TERM info) noexcept {
     try {
-        throw;
-    } catch (const std::bad_alloc &) {
-        return beam_raise(env, nullptr, "out of memory");
-    } catch (const std::exception &e) {
-        char text[256];
-        int n = enif_snprintf(text, sizeof text, "uncaught C++ exception: %s",
-                              e.what());
-        if (n >= (int)sizeof text) /* cut short: say so */
-            enif_snprintf(text + sizeof text - 4, 4, "...");
-        return beam_raise(env, nullptr, text);
+        return f(env, priv, info);
     } catch (...) {
-        return beam_raise(env, nullptr, "uncaught C++ exception");
+        return beam_nif_internal_callback_threw_current(env, "load");
+    }
+}
+
+static inline int
+beam_nif_internal_upgrade_guarded(beam_nif_upgrade_fn f, ErlNifEnv *env,
+                                  void **priv, void **old,
+                                  ERL_NIF_TERM info) noexcept {
+    try {
+        return f(env, priv, old, info);
+    } catch (...) {
+        return beam_nif_internal_callback_threw_current(env, "upgrade");
+    }
+}
+
+static inline void beam_nif_internal_unload_guarded(beam_nif_unload_fn f,
+                                                    ErlNifEnv *env,
+                                                    void *priv) noexcept {
+    try {
+        f(env, priv);
+    } catch (...) {
+        beam_nif_internal_callback_threw_current(env, "unload");
     }
 }
 }

@@ -57,6 +57,20 @@ int beam_nif_loaded(int result) {
     return result;
 }
 
+int beam_nif_internal_callback_threw(ErlNifEnv *env, const char *callback,
+                                     const char *text) {
+    char module[300];
+    enif_snprintf(module, sizeof module, "%T",
+                  enif_make_atom(env, beam__nif_module_atom()));
+    bool unload = callback != NULL && strcmp(callback, "unload") == 0;
+    beam__report("beam_alloc: the %s callback of the NIF library of %s let a "
+                 "C++ exception out: %s; %s",
+                 callback ? callback : "load", module, text ? text : "",
+                 unload ? "the library is unloaded all the same"
+                        : "the load fails");
+    return BEAM__LOAD_CALLBACK_THREW;
+}
+
 bool beam__nif_library_enter(void) {
     pthread_mutex_lock(&instances_lock);
     if (module_instances > 0)

@@ -45,6 +45,11 @@ BEAM__HIDDEN int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
                                     bool twins);
 /* The scheduler an entry asks for: 0 (normal) or its dirty flag. */
 BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
+/* The load failure code of a load or upgrade callback that let a C++
+ * exception out (beam_nif_internal_callback_threw), after load_options.c's
+ * codes 0xba1-0xba7; beam_alloc:explain_load_error/1 reads them all. */
+#define BEAM__LOAD_CALLBACK_THREW 0xba8
+
 /* The module atom's text registered at load ("" before). */
 BEAM__HIDDEN const char *beam__nif_module_atom(void);
 /* While a module instance is loaded: true, holding the lock the last

@@ -1,0 +1,133 @@
+defmodule BeamAlloc.CxxLoadTest do
+  # A C++ exception out of a NIF library's load, upgrade or unload
+  # (test/nifs/cxx_load_nif.cpp) is reported and fails the load: it does
+  # not end the VM. Not async: the tests read BeamAlloc.Reporter, which
+  # every library shares.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias BeamAlloc.Reporter
+
+  @module BeamAlloc.Test.CxxLoad
+
+  setup do
+    on_exit(fn -> capture_log(fn -> drop_module() end) end)
+    :ok
+  end
+
+  defp drop_module do
+    :code.purge(@module)
+    :code.delete(@module)
+    :code.purge(@module)
+  end
+
+  # A new version of the module whose load loads the library with info;
+  # over the current one, if any (then the library is upgraded).
+  defp load_version(info) do
+    path = :filename.join(:code.priv_dir(:beam_alloc), ~c"cxx_load_nif")
+
+    contents =
+      quote do
+        def load(info), do: :erlang.load_nif(unquote(path), info)
+        def ping, do: :erlang.nif_error(:not_loaded)
+      end
+
+    # (Over the current version on purpose: no warning about it.)
+    ignore = Code.get_compiler_option(:ignore_module_conflict)
+    Code.put_compiler_option(:ignore_module_conflict, true)
+
+    try do
+      Module.create(@module, contents, Macro.Env.location(__ENV__))
+    after
+      Code.put_compiler_option(:ignore_module_conflict, ignore)
+    end
+
+    apply(@module, :load, [info])
+  end
+
+  defp load_fresh(info) do
+    drop_module()
+    load_version(info)
+  end
+
+  # The reports after mark that name this library: reports are messages
+  # to the reporter, so wait for them.
+  defp reports_since(mark, tries \\ 100) do
+    got =
+      for %{line: line} <- Reporter.since(mark),
+          line =~ "'Elixir.BeamAlloc.Test.CxxLoad'",
+          do: line
+
+    if got == [] and tries > 0 do
+      Process.sleep(10)
+      reports_since(mark, tries - 1)
+    else
+      got
+    end
+  end
+
+  test "a load that throws fails with a reason, reported with the exception's text" do
+    for {info, text} <- [
+          {:throw_load, "uncaught C++ exception: load boom"},
+          {:throw_int, "uncaught C++ exception"},
+          {:throw_bad_alloc, "out of memory"}
+        ] do
+      mark = Reporter.mark()
+
+      capture_log(fn ->
+        assert {:error, {:load, message}} = :beam_alloc.explain_load_error(load_fresh(info))
+
+        assert message ==
+                 "beam_alloc: the library's load or upgrade callback let a C++ exception " <>
+                   "out (the details went to the logger, or to standard error where the " <>
+                   "beam_alloc application is not started)"
+
+        assert reports_since(mark) == [
+                 "beam_alloc: the load callback of the NIF library of " <>
+                   "'Elixir.BeamAlloc.Test.CxxLoad' let a C++ exception out: #{text}; " <>
+                   "the load fails"
+               ]
+      end)
+    end
+
+    # The library is usable after all that.
+    assert :ok = load_fresh(:none)
+    assert apply(@module, :ping, []) == :pong
+  end
+
+  test "an upgrade that throws fails and leaves the old version working" do
+    assert :ok = load_fresh(:none)
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      assert {:error, {:upgrade, _}} = load_version(:throw_upgrade)
+
+      assert reports_since(mark) == [
+               "beam_alloc: the upgrade callback of the NIF library of " <>
+                 "'Elixir.BeamAlloc.Test.CxxLoad' let a C++ exception out: " <>
+                 "uncaught C++ exception: upgrade boom; the load fails"
+             ]
+    end)
+  end
+
+  test "an unload that throws is reported and the library is unloaded all the same" do
+    assert :ok = load_fresh(:throw_unload)
+    assert apply(@module, :ping, []) == :pong
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      drop_module()
+
+      assert reports_since(mark) == [
+               "beam_alloc: the unload callback of the NIF library of " <>
+                 "'Elixir.BeamAlloc.Test.CxxLoad' let a C++ exception out: " <>
+                 "uncaught C++ exception: unload boom; the library is unloaded all the same"
+             ]
+    end)
+
+    # Loaded again from scratch, it works.
+    assert :ok = load_fresh(:none)
+    assert apply(@module, :ping, []) == :pong
+  end
+end

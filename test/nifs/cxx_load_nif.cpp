@@ -1,0 +1,42 @@
+// Load, upgrade and unload callbacks that throw when load_info asks them
+// to: BEAM_NIF_INIT catches what leaves them (an exception through the
+// VM's C frames would end the VM), reports it and fails the load.
+#include <beam_alloc_nif.h>
+
+#include <stdexcept>
+
+static bool throw_at_unload;
+
+static bool info_is(ErlNifEnv *env, ERL_NIF_TERM info, const char *atom) {
+    return enif_is_identical(info, enif_make_atom(env, atom));
+}
+
+static int load(ErlNifEnv *env, void **, ERL_NIF_TERM info) {
+    if (info_is(env, info, "throw_load"))
+        throw std::runtime_error("load boom");
+    if (info_is(env, info, "throw_int"))
+        throw 42;
+    if (info_is(env, info, "throw_bad_alloc"))
+        throw std::bad_alloc();
+    throw_at_unload = info_is(env, info, "throw_unload");
+    return 0;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **, ERL_NIF_TERM info) {
+    if (info_is(env, info, "throw_upgrade"))
+        throw std::runtime_error("upgrade boom");
+    return load(env, priv, info);
+}
+
+static void unload(ErlNifEnv *, void *) {
+    if (throw_at_unload)
+        throw std::runtime_error("unload boom");
+}
+
+BEAM_NIF(ping) {
+    return enif_make_atom(env, "pong");
+}
+
+static ErlNifFunc funcs[] = {{"ping", 0, ping, 0}};
+
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.CxxLoad, funcs, load, upgrade, unload)
