@@ -85,6 +85,25 @@ defmodule BeamAlloc.ReportTest do
     assert BeamAlloc.Reporter.recent() == kept
   end
 
+  test "the Elixir reporter ignores messages not shaped as reports and keeps its reports" do
+    mark = BeamAlloc.Reporter.mark()
+    kept = BeamAlloc.Reporter.recent()
+    pid = Process.whereis(BeamAlloc.Reporter)
+
+    # (A line that is not a binary crashed it in the symbolizer.)
+    for junk <- [
+          {:beam_alloc_report, Report, 42, self(), :undefined},
+          {:beam_alloc_report, Report, ~c"charlist", self()},
+          {:beam_alloc_report, "not a module", "line"},
+          :other
+        ],
+        do: send(BeamAlloc.Reporter, junk)
+
+    assert BeamAlloc.Reporter.mark() == mark
+    assert BeamAlloc.Reporter.recent() == kept
+    assert Process.whereis(BeamAlloc.Reporter) == pid
+  end
+
   test "a double free is logged as a warning naming the module" do
     log =
       capture_log(fn ->

@@ -99,17 +99,23 @@ defmodule BeamAlloc.Reporter do
   end
 
   @impl true
-  def handle_info({:beam_alloc_report, _module, _line, _pid, _ack} = message, state) do
+  # Only reports of the shape the C side sends (a module, a binary line):
+  # anything else someone sends is dropped by the last clause, not a crash
+  # that loses the kept reports.
+  def handle_info({:beam_alloc_report, module, line, _pid, _ack} = message, state)
+      when is_atom(module) and is_binary(line) do
     {:noreply, attribute([message], state), {:continue, :release}}
   end
 
   # From library copies of earlier versions.
-  def handle_info({:beam_alloc_report, module, line, pid}, state) do
+  def handle_info({:beam_alloc_report, module, line, pid}, state)
+      when is_atom(module) and is_binary(line) do
     message = {:beam_alloc_report, module, line, pid, :undefined}
     {:noreply, attribute([message], state), {:continue, :release}}
   end
 
-  def handle_info({:beam_alloc_report, module, line}, state) do
+  def handle_info({:beam_alloc_report, module, line}, state)
+      when is_atom(module) and is_binary(line) do
     message = {:beam_alloc_report, module, line, :undefined, :undefined}
     {:noreply, attribute([message], state), {:continue, :release}}
   end
@@ -121,10 +127,11 @@ defmodule BeamAlloc.Reporter do
   # may be about to exit.
   defp attribute(taken, state) do
     receive do
-      {:beam_alloc_report, _, _, _, _} = message ->
+      {:beam_alloc_report, module, line, _, _} = message
+      when is_atom(module) and is_binary(line) ->
         attribute([message | taken], state)
 
-      {:beam_alloc_report, module, line, pid} ->
+      {:beam_alloc_report, module, line, pid} when is_atom(module) and is_binary(line) ->
         attribute([{:beam_alloc_report, module, line, pid, :undefined} | taken], state)
     after
       0 ->
@@ -170,7 +177,15 @@ defmodule BeamAlloc.Reporter do
   defp keep({module, line, pid, callers}, state) do
     # Source lines here, in this process, on a dirty scheduler: never on
     # the thread that reported (it is inside an allocator call).
-    line = BeamAlloc.Symbolizer.resolve_sites(line)
+    # A line the symbolizer chokes on is kept as it came: losing the
+    # reporter (and what it kept) to one report would be worse.
+    line =
+      try do
+        BeamAlloc.Symbolizer.resolve_sites(line)
+      rescue
+        _ -> line
+      end
+
     Logger.warning(line, beam_alloc: module)
     seq = state.seq + 1
     report = %{seq: seq, module: module, line: line, pid: pid, callers: callers}
