@@ -272,6 +272,49 @@ defmodule BeamAlloc.MixCompilerTest do
     assert call_answer(so) == 42
   end
 
+  test ":cxxflags reach C++ sources only, after :cflags", %{dir: dir} do
+    File.write!(Path.join(dir, "c_src/only_c.c"), """
+    #include <beam_alloc_nif.h>
+    #if !defined(FROM_CFLAGS) || defined(FROM_CXXFLAGS) || defined(FROM_NIF_CXXFLAGS)
+    #error "C flags wrong"
+    #endif
+    extern int cxx_answer(void);
+    BEAM_NIF(answer) { return enif_make_int(env, cxx_answer()); }
+    static ErlNifFunc funcs[] = {{"answer", 0, answer, 0}};
+    BEAM_NIF_INIT(tmp_nif, funcs, NULL, NULL, NULL)
+    """)
+
+    File.write!(Path.join(dir, "c_src/only_cxx.cpp"), """
+    #if !defined(FROM_CFLAGS) || !defined(FROM_CXXFLAGS) || !defined(FROM_NIF_CXXFLAGS)
+    #error "C++ flags missing"
+    #endif
+    #if __cplusplus < 202002L
+    #error "-std=c++20 from :cxxflags did not win over the default"
+    #endif
+    extern "C" int cxx_answer(void) { return 42; }
+    """)
+
+    app =
+      project(dir, :mixc_cxxflags,
+        nifs: [
+          tmp_nif: [
+            sources: ["c_src/only_c.c", "c_src/only_cxx.cpp"],
+            cxxflags: ["-DFROM_NIF_CXXFLAGS"]
+          ]
+        ],
+        cflags: ["-DFROM_CFLAGS", "-Werror"],
+        cxxflags: ["-std=c++20", "-DFROM_CXXFLAGS"]
+      )
+
+    assert {{:ok, []}, lines, _} = compile(dir, app)
+    assert "beam_alloc: linking priv/tmp_nif.so" in lines, Enum.join(lines, "\n")
+    assert call_answer(so_path(dir, app, :tmp_nif)) == 42
+
+    # A value that is not a list of strings is refused like :cflags.
+    app = project(dir, :mixc_cxxflags_bad, nifs: [tmp_nif: ["c_src/only_c.c"]], cxxflags: "-O3")
+    assert_raise Mix.Error, ~r/cxxflags/, fn -> compile(dir, app) end
+  end
+
   test "a compiler error fails with file:line, as output and as a diagnostic", %{dir: dir} do
     File.write!(Path.join(dir, "c_src/broken.c"), """
     #include <beam_alloc_nif.h>

@@ -41,12 +41,15 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
     * `:nifs` - a keyword list of NIF libraries: each name (the `.so` is
       `priv/<name>.so`) with either its list of sources or a keyword list
-      of `:sources` and the per-library `:cflags`, `:ldflags` and `:libs`
+      of `:sources` and the per-library `:cflags`, `:cxxflags`, `:ldflags`
+      and `:libs`
       below. Sources ending in `.c` are C, in `.cc`, `.cpp`, `.cxx` or
       `.C` C++; a library with any C++ source is linked by the C++
       compiler.
     * `:cflags` - extra flags for every compilation (C and C++), after
       `CFLAGS`/`CXXFLAGS`, e.g. `["-Wall", "-Werror", "-DNDEBUG"]`.
+    * `:cxxflags` - extra flags for C++ sources only, after `:cflags`,
+      e.g. `["-std=c++20", "-fno-rtti"]` (flags a C compiler refuses).
     * `:ldflags` - extra flags for every link, e.g. `["-L/opt/lib"]`.
     * `:libs` - libraries to link, after beam_alloc's: `["sqlite3"]` is
       `-lsqlite3`; an entry starting with `-` or ending in `.a`/`.so` is
@@ -154,14 +157,14 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       )
     end
 
-    case Keyword.keys(opts) -- [:nifs, :make, :cflags, :ldflags, :libs] do
+    case Keyword.keys(opts) -- [:nifs, :make, :cflags, :cxxflags, :ldflags, :libs] do
       [] ->
         :ok
 
       unknown ->
         Mix.raise(
           "beam_alloc: unknown option(s) #{Enum.map_join(unknown, ", ", &inspect/1)} under :beam_alloc " <>
-            "(known: :nifs, :make, :cflags, :ldflags, :libs)"
+            "(known: :nifs, :make, :cflags, :cxxflags, :ldflags, :libs)"
         )
     end
 
@@ -197,6 +200,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       nifs: Enum.map(nifs, &nif_options!/1),
       make: make_options!(Keyword.get(opts, :make, false)),
       cflags: string_list!(opts, :cflags),
+      cxxflags: string_list!(opts, :cxxflags),
       ldflags: string_list!(opts, :ldflags),
       libs: string_list!(opts, :libs)
     }
@@ -204,7 +208,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   defp nif_options!({name, sources}) when is_list(sources) and sources != [] do
     if Enum.all?(sources, &is_binary/1) do
-      {name, %{sources: sources, cflags: [], ldflags: [], libs: []}}
+      {name, %{sources: sources, cflags: [], cxxflags: [], ldflags: [], libs: []}}
     else
       unless Keyword.keyword?(sources) do
         Mix.raise(
@@ -213,7 +217,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
         )
       end
 
-      case Keyword.keys(sources) -- [:sources, :cflags, :ldflags, :libs] do
+      case Keyword.keys(sources) -- [:sources, :cflags, :cxxflags, :ldflags, :libs] do
         [] -> :ok
         unknown -> Mix.raise("beam_alloc: NIF #{name}: unknown option(s) #{inspect(unknown)}")
       end
@@ -225,6 +229,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
        %{
          sources: srcs,
          cflags: string_list!(sources, :cflags),
+         cxxflags: string_list!(sources, :cxxflags),
          ldflags: string_list!(sources, :ldflags),
          libs: string_list!(sources, :libs)
        }}
@@ -458,9 +463,12 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
             do: {cxx, ["-std=gnu++17" | env_flags("CXXFLAGS", ["-O2"])]},
             else: {cc, env_flags("CFLAGS", ["-O2"])}
 
+        lang_flags = if lang == :cxx, do: config.cxxflags ++ nif.cxxflags, else: []
+
         flags =
           base_cflags(root, erts) ++
-            no_code_folding(driver, lang) ++ env_flags ++ config.cflags ++ nif.cflags
+            no_code_folding(driver, lang) ++
+            env_flags ++ config.cflags ++ nif.cflags ++ lang_flags
 
         compile_one(name, source, obj_dir, driver, flags, force)
       end
