@@ -78,6 +78,11 @@ typedef struct beam_nif_options {
      * (1 to 16; 0 means 6). See BEAM_GPA_FRAMES. */
     unsigned frames;
     int beam_reserved_end; /* internal: lets BEAM_NIF(name) take no options */
+    /* internal: how .allocator is called. NULL (C): directly; in C++, a
+     * guard that catches an exception (false, with its text), which the
+     * call then raises: it would otherwise cross the VM's C frames. */
+    bool (*beam_internal_pick)(beam_allocator_t (*allocator)(void),
+                               beam_allocator_t *out, char *text, size_t size);
 } beam_nif_options;
 typedef beam_nif_options beam_nif_options_t;
 
@@ -114,10 +119,13 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  * C++ exception that leaves the body is raised as an Erlang exception
  * (std::bad_alloc as "out of memory", another std::exception with "uncaught
  * C++ exception: " and its what()), where it would have crossed the VM's C
- * frames and aborted it (beam::allocator throws under fault injection).
+ * frames and aborted it (beam::allocator throws under fault injection);
+ * so is one that leaves the .allocator function.
  * In C++ the options go in their declaration order (leak_check, allocator,
  * scratch, raise_on_misuse, frames): g++ refuses any other. */
-#define BEAM_NIF(...) BEAM_INTERNAL_NIF(__VA_ARGS__, .beam_reserved_end = 0)
+#define BEAM_NIF(...)                                                          \
+    BEAM_INTERNAL_NIF(__VA_ARGS__, .beam_reserved_end = 0,                     \
+                      .beam_internal_pick = BEAM_INTERNAL_PICK)
 /* C++ before C++20 takes designated initialisers only as an extension and
  * warns about the fields they leave out; the options are meant to be
  * partial. (In C++20, name options in declaration order.) */
@@ -155,6 +163,7 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
 /* The body as beam_nif_call calls it: through C frames, where no C++
  * exception may pass. */
 #define BEAM_INTERNAL_ENTRY(name) beam_nif_guard_##name
+#define BEAM_INTERNAL_PICK beam_nif_internal_pick_guarded
 #define BEAM_INTERNAL_GUARD(name)                                              \
     static ERL_NIF_TERM beam_nif_guard_##name(                                 \
         ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) noexcept {        \
@@ -167,6 +176,7 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
 #else
 #define BEAM_INTERNAL_ENTRY(name) beam_nif_body_##name
 #define BEAM_INTERNAL_GUARD(name)
+#define BEAM_INTERNAL_PICK NULL
 #endif
 #define BEAM_INTERNAL_NIF(name, ...)                                           \
     static ERL_NIF_TERM beam_nif_body_##name(ErlNifEnv *env, int argc,         \
@@ -276,8 +286,8 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  *
  * In C++, an exception that leaves LOAD, UPGRADE or UNLOAD is reported
  * (section 7) with its text, as one from a BEAM_NIF body is raised: a load
- * or upgrade then fails ({error, {load, "... (2984)."}}, which
- * beam_alloc:explain_load_error/1 explains), an unload goes on.
+ * or upgrade then fails ({error, {load, "... (2984)."}}, or {upgrade, ...},
+ * which beam_alloc:explain_load_error/1 explains), an unload goes on.
  *
  * Unload: after UNLOAD (which may be NULL), the library's copy of
  * beam_general_purpose_allocator is torn down once no module instance and
@@ -567,6 +577,21 @@ beam_nif_internal_raise_current(ErlNifEnv *env) noexcept {
     char text[256];
     beam_nif_internal_current_text(text, sizeof text);
     return beam_raise(env, nullptr, text);
+}
+
+/* beam_nif_call's call of a BEAM_NIF's .allocator (its
+ * beam_internal_pick): false, with the text of the exception that left it. */
+static inline bool beam_nif_internal_pick_guarded(beam_allocator_t (*f)(void),
+                                                  beam_allocator_t *out,
+                                                  char *text,
+                                                  size_t size) noexcept {
+    try {
+        *out = f();
+        return true;
+    } catch (...) {
+        beam_nif_internal_current_text(text, size);
+        return false;
+    }
 }
 
 /* BEAM_NIF_INIT's calls of the user's load, upgrade and unload: the VM

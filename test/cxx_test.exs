@@ -25,6 +25,16 @@ defmodule BeamAlloc.CxxTest do
     assert_raise RuntimeError, "uncaught C++ exception: boom", fn -> CxxNif.throws() end
   end
 
+  test "an exception out of the .allocator function is raised and the body does not run" do
+    for nif <- [:throws_in_allocator, :throws_in_allocator_checked] do
+      assert_raise RuntimeError, "uncaught C++ exception: picker boom", fn ->
+        apply(CxxNif, nif, [])
+      end
+    end
+
+    assert CxxNif.picked_body_runs() == 0
+  end
+
   test "an exception's text is cut short with ... and kept a string" do
     e = assert_raise RuntimeError, fn -> CxxNif.throws_text(String.duplicate("é", 200)) end
     assert byte_size(e.message) == 255

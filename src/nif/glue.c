@@ -523,18 +523,41 @@ typedef struct call_options {
     bool raise_on_misuse;
     bool has_allocator; /* an allocator was chosen (else: the default) */
     beam_allocator_t allocator;
+    bool threw; /* .allocator let a C++ exception out: the call raises */
+    ERL_NIF_TERM raised;
 } call_options;
 
+/* .allocator's allocator in *a; false when it let a C++ exception out
+ * (its guard, beam_internal_pick, caught it), which *raised then raises as
+ * a body's would be. */
+static bool pick_allocator(const beam_nif_options *options, ErlNifEnv *env,
+                           beam_allocator_t *a, ERL_NIF_TERM *raised) {
+    if (options->beam_internal_pick == NULL) {
+        *a = options->allocator();
+        return true;
+    }
+    char text[256];
+    if (options->beam_internal_pick(options->allocator, a, text, sizeof text))
+        return true;
+    *raised = beam_raise(env, NULL, text);
+    return false;
+}
+
 static call_options resolve(const beam_nif_options *options,
-                            const beam__nif_override *ov) {
-    call_options o = {options->leak_check, options->scratch,
-                      options->raise_on_misuse, false, beam_raw_allocator};
+                            const beam__nif_override *ov, ErlNifEnv *env) {
+    call_options o = {options->leak_check,
+                      options->scratch,
+                      options->raise_on_misuse,
+                      false,
+                      beam_raw_allocator,
+                      false,
+                      0};
     if (ov != NULL && (ov->set & BEAM__OVERRIDE_ALLOCATOR)) {
         o.has_allocator = true;
         o.allocator = ov->allocator;
     } else if (options->allocator != NULL) {
         o.has_allocator = true;
-        o.allocator = options->allocator();
+        o.threw = !pick_allocator(options, env, &o.allocator, &o.raised);
     }
     if (ov != NULL && (ov->set & BEAM__OVERRIDE_LEAK_CHECK))
         o.leak_check = ov->leak_check;
@@ -577,7 +600,9 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
               const beam__fault_driver *driver, const nif_call *call,
               beam_allocator_t saved, beam_nif_body_fn body, ErlNifEnv *env,
               int argc, const ERL_NIF_TERM argv[]) {
-    const call_options o = resolve(options, ov);
+    const call_options o = resolve(options, ov, env);
+    if (o.threw)
+        return o.raised;
     beam_allocator_t a = o.allocator;
     kept_instance *check = NULL;
     /* (First: without it the body does not run, and nothing needs undoing.
@@ -731,9 +756,10 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
                        driver != NULL)) {
         result = call_composed(options, ov, driver, &call, saved, body, env,
                                argc, argv);
-    } else {
-        beam_allocator =
-            options->allocator ? options->allocator() : beam_raw_allocator;
+    } else if (options->allocator == NULL) {
+        beam_allocator = beam_raw_allocator;
+        result = body(env, argc, argv);
+    } else if (pick_allocator(options, env, &beam_allocator, &result)) {
         result = body(env, argc, argv);
     }
 

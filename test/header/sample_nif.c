@@ -60,4 +60,24 @@ static ErlNifFunc funcs[] = {
     {"everything", 0, everything, 0},
 };
 
-BEAM_NIF_INIT(Elixir.HeaderTest, funcs, NULL, NULL, NULL)
+/* Callbacks of every kind: in C++ BEAM_NIF_INIT calls them through its
+ * exception guards. */
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)env;
+    (void)info;
+    *priv = NULL;
+    return 0;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **old,
+                   ERL_NIF_TERM info) {
+    (void)old;
+    return load(env, priv, info);
+}
+
+static void unload(ErlNifEnv *env, void *priv) {
+    (void)env;
+    (void)priv;
+}
+
+BEAM_NIF_INIT(Elixir.HeaderTest, funcs, load, upgrade, unload)

@@ -61,6 +61,31 @@ BEAM_NIF(throws) {
     throw std::runtime_error("boom");
 }
 
+// An .allocator function that throws: the call raises, its body never
+// runs (the exception would have crossed the VM's C frames), plain and
+// under leak_check alike.
+static beam_allocator_t throwing_pick(void) {
+    throw std::runtime_error("picker boom");
+}
+
+static int picked_body_ran;
+
+BEAM_NIF(throws_in_allocator, .allocator = throwing_pick) {
+    picked_body_ran++;
+    return enif_make_int(env, picked_body_ran);
+}
+
+BEAM_NIF(throws_in_allocator_checked, .leak_check = true,
+         .allocator = throwing_pick) {
+    picked_body_ran++;
+    return enif_make_int(env, picked_body_ran);
+}
+
+// picked_body_runs() -> how often those bodies ran (never, they should).
+BEAM_NIF(picked_body_runs) {
+    return enif_make_int(env, picked_body_ran);
+}
+
 // throws_text(Binary) -> raises a std::runtime_error whose what() is the
 // binary's bytes: a long text is cut short with "...", bytes that are not
 // UTF-8 become '?' (an Elixir message is a string).
@@ -90,6 +115,9 @@ static ErlNifFunc funcs[] = {
     {"leak", 0, leak, 0},
     {"throws", 0, throws, 0},
     {"throws_text", 1, throws_text, 0},
+    {"throws_in_allocator", 0, throws_in_allocator, 0},
+    {"throws_in_allocator_checked", 0, throws_in_allocator_checked, 0},
+    {"picked_body_runs", 0, picked_body_runs, 0},
     {"grow", 1, grow, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"take_reports", 0, take_reports, 0},
 };
