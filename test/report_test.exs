@@ -102,6 +102,24 @@ defmodule BeamAlloc.ReportTest do
     assert BeamAlloc.Reporter.mark() == mark
     assert BeamAlloc.Reporter.recent() == kept
     assert Process.whereis(BeamAlloc.Reporter) == pid
+
+    # A report whose pid is of another node is kept, without a process
+    # to attribute it to (reading its process info raised).
+    name = "other@nowhere"
+
+    remote =
+      :erlang.binary_to_term(
+        <<131, 88, 118, byte_size(name)::16, name::binary, 1::32, 0::32, 1::32>>
+      )
+
+    assert node(remote) == :other@nowhere
+
+    capture_log(fn ->
+      send(BeamAlloc.Reporter, {:beam_alloc_report, Report, "from afar", remote, :undefined})
+      assert [%{line: "from afar", pid: nil}] = BeamAlloc.Reporter.since(mark)
+    end)
+
+    assert Process.whereis(BeamAlloc.Reporter) == pid
   end
 
   test "a double free is logged as a warning naming the module" do

@@ -140,7 +140,8 @@ defmodule BeamAlloc.Reporter do
           |> Enum.reverse()
           |> Enum.map_reduce(state.known, fn {:beam_alloc_report, module, line, pid, _ack},
                                              known ->
-            pid = if is_pid(pid), do: pid
+            # (A pid of another node has no process info to read here.)
+            pid = if is_pid(pid) and node(pid) == node(), do: pid
             {callers, known} = callers(pid, known)
             {{module, line, pid, callers}, known}
           end)
@@ -182,8 +183,8 @@ defmodule BeamAlloc.Reporter do
     line =
       try do
         BeamAlloc.Symbolizer.resolve_sites(line)
-      rescue
-        _ -> line
+      catch
+        _, _ -> line
       end
 
     Logger.warning(line, beam_alloc: module)
