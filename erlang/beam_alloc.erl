@@ -93,7 +93,8 @@ take_reports() ->
     end.
 
 %% A readable reason for what erlang:load_nif/2 returned when BEAM_NIF_INIT
-%% refused the load_info (the VM can only show a number), at a load or an
+%% refused the load_info, or the library's own load or upgrade callback let
+%% a C++ exception out (the VM can only show a number), at a load or an
 %% upgrade: wrap the result of your on_load's load_nif with it. Other
 %% errors pass through unchanged.
 %%   {error, {load, "Library load-call unsuccessful (2980)."}} becomes

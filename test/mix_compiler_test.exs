@@ -400,5 +400,12 @@ defmodule BeamAlloc.MixCompilerTest do
 
     File.write!(Path.join(dir, "Makefile"), "all:\n\t@exit 3\n")
     assert_raise Mix.Error, ~r/exited with 2/, fn -> compile(dir, app) end
+
+    # Flags for :nifs builds, with none to build, are refused, not ignored.
+    app = project(dir, :mixc_make_flags, make: true, cflags: ["-DX"], libs: ["z"])
+
+    assert_raise Mix.Error, ~r/:cflags, :libs under :beam_alloc apply to :nifs builds only/, fn ->
+      compile(dir, app)
+    end
   end
 end

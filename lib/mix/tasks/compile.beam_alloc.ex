@@ -59,6 +59,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       default goal), `:makefile`, `:dir` (default: the project directory)
       and `:args`. See "Your own Makefile" below.
 
+  `:cflags`, `:cxxflags`, `:ldflags` and `:libs` are for the `:nifs`
+  builds: a Makefile sets its own (given with `make:` alone, they fail the
+  build rather than be ignored).
+
   Example with everything:
 
       beam_alloc: [
@@ -67,6 +71,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
           db_nif: [sources: ["c_src/db_nif.c"], libs: ["sqlite3"]]
         ],
         cflags: ["-Wall", "-Wextra"],
+        cxxflags: ["-std=c++20"],
         ldflags: []
       ]
 
@@ -90,7 +95,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     * `ERTS_INCLUDE_DIR`: the directory of `erl_nif.h`;
     * `BEAM_ALLOC_DIR`, `BEAM_ALLOC_INCLUDE_DIR`, `BEAM_ALLOC_LIB`
       (`libbeam_alloc.a`, already built), `BEAM_ALLOC_CFLAGS` and
-      `BEAM_ALLOC_LDFLAGS` (the flags above), and `BEAM_ALLOC_MK`, the path
+      `BEAM_ALLOC_LDFLAGS` (what any NIF built on beam_alloc needs: its
+      include directories and link flags; not `:cflags` and the like), and `BEAM_ALLOC_MK`, the path
       of `beam_alloc.mk`, which a Makefile can include instead
       (`include $(BEAM_ALLOC_MK)`).
 
@@ -193,6 +199,16 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       Mix.raise(
         "beam_alloc: nothing to build: give :nifs (e.g. beam_alloc: [nifs: [my_nif: [\"c_src/my_nif.c\"]]]) " <>
           "or make: true under :beam_alloc in mix.exs"
+      )
+    end
+
+    flags = for key <- [:cflags, :cxxflags, :ldflags, :libs], opts[key] not in [nil, []], do: key
+
+    if nifs == [] and flags != [] do
+      Mix.raise(
+        "beam_alloc: #{Enum.map_join(flags, ", ", &inspect/1)} under :beam_alloc apply to " <>
+          ":nifs builds only, and there are none: with make:, set the flags in your Makefile " <>
+          "(it gets BEAM_ALLOC_CFLAGS and BEAM_ALLOC_LDFLAGS, see mix help compile.beam_alloc)"
       )
     end
 
