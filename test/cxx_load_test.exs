@@ -22,15 +22,15 @@ defmodule BeamAlloc.CxxLoadTest do
     :code.purge(@module)
   end
 
-  # A new version of the module whose load loads the library with info;
-  # over the current one, if any (then the library is upgraded).
-  defp load_version(info) do
-    path = :filename.join(:code.priv_dir(:beam_alloc), ~c"cxx_load_nif")
-
+  # A new version of the module, over the current one if any (then the
+  # library is upgraded), with the NIFs' stubs and loader, the code that
+  # loads the library.
+  defp create_version(loader) do
     contents =
       quote do
-        def load(info), do: :erlang.load_nif(unquote(path), info)
+        unquote(loader)
         def ping, do: :erlang.nif_error(:not_loaded)
+        def alloc_kind, do: :erlang.nif_error(:not_loaded)
       end
 
     # (Over the current version on purpose: no warning about it.)
@@ -42,8 +42,28 @@ defmodule BeamAlloc.CxxLoadTest do
     after
       Code.put_compiler_option(:ignore_module_conflict, ignore)
     end
+  end
 
+  defp nif_path, do: :filename.join(:code.priv_dir(:beam_alloc), ~c"cxx_load_nif")
+
+  # A new version whose load/1 loads the library with info.
+  defp load_version(info) do
+    create_version(quote(do: def(load(info), do: :erlang.load_nif(unquote(nif_path()), info))))
     apply(@module, :load, [info])
+  end
+
+  # A new version that loads the library in its on_load: when that fails,
+  # the new version is not loaded (Elixir logs why) and the one before
+  # stays the module's code.
+  defp load_on_load(info) do
+    create_version(
+      quote do
+        @on_load :load_it
+        def load_it, do: :erlang.load_nif(unquote(nif_path()), unquote(Macro.escape(info)))
+      end
+    )
+
+    :ok
   end
 
   defp load_fresh(info) do
@@ -109,6 +129,27 @@ defmodule BeamAlloc.CxxLoadTest do
                  "uncaught C++ exception: upgrade boom; the load fails"
              ]
     end)
+  end
+
+  test "a failed upgrade leaves the running version its load_info options" do
+    drop_module()
+    assert :ok = load_on_load(%{beam_alloc: %{alloc_kind: [allocator: :large]}})
+    assert apply(@module, :alloc_kind, []) == :large
+
+    capture_log(fn ->
+      # (The options of the new version were in force before its upgrade
+      # callback had answered, and stayed when it refused.)
+      for why <- [:throw_upgrade, :fail_upgrade] do
+        info = %{:beam_alloc => %{alloc_kind: [allocator: :raw]}, why => true}
+        # (Elixir logs the on_load failure; the version before stays.)
+        load_on_load(info)
+        assert apply(@module, :alloc_kind, []) == :large
+      end
+    end)
+
+    # A successful upgrade changes them.
+    assert :ok = load_on_load(%{beam_alloc: %{alloc_kind: [allocator: :raw]}})
+    assert apply(@module, :alloc_kind, []) == :raw
   end
 
   test "an unload that throws is reported and the library is unloaded all the same" do

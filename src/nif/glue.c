@@ -49,6 +49,7 @@ static int module_instances;
 
 int beam_nif_loaded(int result) {
     beam__report_ack_loaded(result);
+    beam__load_options_settle(result);
     if (result == 0) {
         pthread_mutex_lock(&instances_lock);
         module_instances++;

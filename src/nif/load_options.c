@@ -12,8 +12,8 @@
  *
  * Loads and upgrades happen before the module's NIFs can run, but code of
  * the old module instance may still be running during an upgrade: a new
- * table is published with one atomic store, and an old one is never freed
- * (one small block per upgrade).
+ * table is published with one atomic store once the load has succeeded,
+ * and an old one is never freed (one small block per upgrade).
  */
 #include "nif_internal.h"
 
@@ -30,6 +30,31 @@ typedef struct override_table {
 } override_table;
 
 static _Atomic(const override_table *) overrides;
+/* The table a load or upgrade parsed, published only once the library's
+ * own callback has accepted the load (beam__load_options_settle): a failed
+ * upgrade leaves the code still running with its options (they changed
+ * under it, leak_check and allocator included; found by a walkthrough).
+ * Loads of one library are one at a time (the code server's). */
+static override_table *pending;
+static bool pending_set;
+
+static void set_pending(override_table *t) {
+    if (pending != NULL)
+        enif_free(pending); /* (never published) */
+    pending = t;
+    pending_set = true;
+}
+
+void beam__load_options_settle(int result) {
+    if (!pending_set)
+        return;
+    if (result == 0) {
+        beam__atomic_store_release(&overrides, pending);
+        pending = NULL;
+    }
+    set_pending(NULL);
+    pending_set = false;
+}
 
 const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,
                                                  int argc) {
@@ -411,7 +436,7 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         return rc;
     if (!enif_is_map(env, load_info) ||
         !enif_get_map_size(env, load_info, &size) || size == 0) {
-        beam__atomic_store_release(&overrides, NULL);
+        set_pending(NULL);
         return 0;
     }
     parse p = {env, NULL, 0, NULL};
@@ -434,6 +459,6 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         enif_free(p.table);
         return rc;
     }
-    beam__atomic_store_release(&overrides, p.table);
+    set_pending(p.table);
     return 0;
 }

@@ -50,6 +50,11 @@ BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
  * codes 0xba1-0xba7; beam_alloc:explain_load_error/1 reads them all. */
 #define BEAM__LOAD_CALLBACK_THREW 0xba8
 
+/* The end of a load or upgrade whose load_info beam_nif_load_options took
+ * (result: what the library's callback returned): its options take effect
+ * when it is 0, and are dropped otherwise (load_options.c). */
+BEAM__HIDDEN void beam__load_options_settle(int result);
+
 /* The module atom's text registered at load ("" before). */
 BEAM__HIDDEN const char *beam__nif_module_atom(void);
 /* While a module instance is loaded: true, holding the lock the last

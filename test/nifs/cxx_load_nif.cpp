@@ -7,8 +7,13 @@
 
 static bool throw_at_unload;
 
+// info is the atom, or a map with the atom as a key (next to beam_alloc's
+// options).
 static bool info_is(ErlNifEnv *env, ERL_NIF_TERM info, const char *atom) {
-    return enif_is_identical(info, enif_make_atom(env, atom));
+    ERL_NIF_TERM key = enif_make_atom(env, atom), value;
+    return enif_is_identical(info, key) ||
+           (enif_is_map(env, info) &&
+            enif_get_map_value(env, info, key, &value));
 }
 
 static int load(ErlNifEnv *env, void **, ERL_NIF_TERM info) {
@@ -25,6 +30,8 @@ static int load(ErlNifEnv *env, void **, ERL_NIF_TERM info) {
 static int upgrade(ErlNifEnv *env, void **priv, void **, ERL_NIF_TERM info) {
     if (info_is(env, info, "throw_upgrade"))
         throw std::runtime_error("upgrade boom");
+    if (info_is(env, info, "fail_upgrade"))
+        return 1;
     return load(env, priv, info);
 }
 
@@ -37,6 +44,17 @@ BEAM_NIF(ping) {
     return enif_make_atom(env, "pong");
 }
 
-static ErlNifFunc funcs[] = {{"ping", 0, ping, 0}};
+// alloc_kind() -> raw | large | other: the call's beam_allocator, which
+// load_info's options choose.
+BEAM_NIF(alloc_kind) {
+    const char *kind =
+        beam_allocator.vtable == beam_raw_allocator.vtable     ? "raw"
+        : beam_allocator.vtable == beam_large_allocator.vtable ? "large"
+                                                               : "other";
+    return enif_make_atom(env, kind);
+}
+
+static ErlNifFunc funcs[] = {{"ping", 0, ping, 0},
+                             {"alloc_kind", 0, alloc_kind, 0}};
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.CxxLoad, funcs, load, upgrade, unload)
