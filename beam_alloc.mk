@@ -17,10 +17,12 @@
 #                           rule that builds it with beam_alloc's Makefile
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
 #   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden,
-#                           both include dirs, and -fno-ipa-icf where $(CC) has
-#                           it (-g and frame pointers: reports give source lines
-#                           and callers; no folding: GCC would merge NIFs with
-#                           identical code, and a report would name the other)
+#                           both include dirs, and -fno-ipa-icf
+#                           -fno-crossjumping where $(CC) has them (-g and
+#                           frame pointers: reports give source lines and
+#                           callers; no folding: GCC would merge NIFs with
+#                           identical code, or identical calls ending two
+#                           branches, and a report would name the other line)
 #   BEAM_ALLOC_CXXFLAGS     the same for $(CXX)
 #   BEAM_ALLOC_LDFLAGS      -shared, and -Wl,--exclude-libs,ALL so that none of
 #                           beam_alloc's symbols is exported from your NIF
@@ -74,11 +76,12 @@ BEAM_ALLOC_STANDALONE_LIBS := -pthread
 # Found when first needed, then remembered (an environment value wins).
 ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null))$(ERTS_INCLUDE_DIR)
 
-# -fno-ipa-icf for compilers that take it (-Werror: clang only warns about
+# -fno-ipa-icf -fno-crossjumping for compilers that take them (GCC; -Werror:
+# clang only warns about
 # flags it does not know). Asked wherever the flags are used, of the
 # compiler in force there (a target may set its own CC): a few
 # milliseconds per NIF built.
-beam_alloc_no_icf = $(shell $(1) -Werror -fno-ipa-icf -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf)
+beam_alloc_no_icf = $(shell $(1) -Werror -fno-ipa-icf -fno-crossjumping -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf -fno-crossjumping)
 BEAM_ALLOC_NO_ICF_CC = $(call beam_alloc_no_icf,$(CC),c)
 BEAM_ALLOC_NO_ICF_CXX = $(call beam_alloc_no_icf,$(CXX),c++)
 

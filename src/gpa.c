@@ -402,16 +402,6 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
         beam__gpa_reclaim_push(st, s);
 }
 
-/* A tracked instance's stash link: a freed small block of st (a write
- * after free into the first word of a stashed block would send the walk,
- * and the push, anywhere: found in review). */
-static bool stash_link_ok(gpa_state *st, void **b) {
-    gpa_slab *s = beam__gpa_slab_of(b);
-    return beam__gpa_owner(s) == st && s->info != NULL &&
-           gpa_where(s) != WHERE_POOL && gpa_where(s) != WHERE_MIXED &&
-           gpa_link_ok(st, s, b);
-}
-
 void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
     void **b = h->stash;
     h->stash = NULL;
@@ -419,7 +409,7 @@ void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
     while (b != NULL) {
         void **next = (void **)b[0];
         if (BEAM__UNLIKELY(st->track) && next != NULL &&
-            !stash_link_ok(st, next)) {
+            !gpa_any_link_ok(st, next)) {
             /* The rest of the stash is not pushed (its blocks, freed,
              * stay out of reach until their instance goes). */
             beam__gpa_link_broken(st, beam__gpa_slab_of(b), b,
@@ -577,14 +567,21 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
                                 mem, len, alignment, ret, site);
             return;
         }
+        size_t real_len = len;
         if (s->info != NULL ? (s->info[idx].len != len ||
                                s->info[idx].alignment != alignment)
-                            : beam__gpa_class_for(len, alignment) != s->cls)
+                            : beam__gpa_class_for(len, alignment) != s->cls) {
             beam__gpa_misuse_at(st,
                                 "free with a wrong length or alignment "
                                 "(freed anyway)",
                                 mem, len, alignment, ret, site);
-        size_t real_len = len;
+            /* Untracked, counted as the least a block of its class can
+             * have been asked for: live bytes never go below what is live
+             * (counted with the wrong length, they went below zero for
+             * good; found by a walkthrough). */
+            if (len - s->prev_size - 1 >= (size_t)(s->size - s->prev_size))
+                real_len = (size_t)s->prev_size + 1;
+        }
         if (s->info != NULL) {
             real_len = s->info[idx].len;
             s->info[idx].len = 0;

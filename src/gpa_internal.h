@@ -1003,6 +1003,17 @@ static inline bool gpa_link_ok(const gpa_state *st, const gpa_slab *s,
            (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p);
 }
 
+/* A tracked instance's link that may lead out of its slab (a stash's, or
+ * one looked at on its own): a freed small block of st in any of its
+ * tracked slabs (a write after free into the first word of a stashed block
+ * would send the walk, and the push, anywhere: found in review). */
+static inline bool gpa_any_link_ok(const gpa_state *st, const void *p) {
+    const gpa_slab *s = beam__gpa_slab_of(p);
+    return beam__gpa_owner(s) == st && s->info != NULL &&
+           gpa_where(s) != WHERE_POOL && gpa_where(s) != WHERE_MIXED &&
+           gpa_link_ok(st, s, p);
+}
+
 /* A free-list link found broken at the freed block b of s (gpa_link_ok):
  * reported as a write after free, where names where it was found. */
 BEAM__HIDDEN BEAM__NOINLINE void beam__gpa_link_broken(gpa_state *st,

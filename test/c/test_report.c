@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 /* --- The hook and its user pointer ---------------------------------------- */
@@ -206,6 +207,40 @@ TEST(gpa_misuse_is_counted_for_the_thread_with_its_kind) {
     CHECK(check_report_contains("write after free"));
     beam_gpa_deinit(&gpa);
     m->watch_from = outer_watch;
+    check_release_reports();
+}
+
+/* A write after free into the first 16 bytes of a freed block (its link
+ * and tag, which hold no fill) that no allocation reuses: found by the
+ * end-of-call check too, for blocks of 8 bytes (all link and tag) as of
+ * 64, each write at its byte; a block freed and left alone is clean. */
+TEST(gpa_check_freed_sees_writes_into_the_link_and_tag) {
+    check_capture_reports();
+    for (size_t len = 8; len <= 64; len *= 8) {
+        for (size_t at = 0; at < 16; at += 5) {
+            beam_gpa_t gpa;
+            beam_gpa_init_ex(&gpa, beam_large_allocator,
+                             BEAM_GPA_SAFE | BEAM_GPA_QUIET_LEAKS);
+            beam_allocator_t a = beam_gpa_allocator(&gpa);
+            unsigned char *keep = beam_alloc(a, unsigned char, len);
+            unsigned char *q = beam_alloc(a, unsigned char, len);
+            unsigned char *clean = beam_alloc(a, unsigned char, len);
+            CHECK(keep != NULL && q != NULL && clean != NULL);
+            beam_free(a, clean, len);
+            beam_free(a, q, len);
+            CHECK(beam__gpa_check_freed(&gpa) == 0);
+            q[at] ^= 0x5a;
+            size_t before = check_report_count();
+            CHECK(beam__gpa_check_freed(&gpa) == 1);
+            CHECK(check_report_count() == before + 1);
+            char want[64];
+            snprintf(want, sizeof want, "write after free (byte %zu of",
+                     at < 8 ? (size_t)0 : at);
+            CHECK(check_last_report_has(want));
+            beam_free(a, keep, len);
+            beam_gpa_deinit(&gpa);
+        }
+    }
     check_release_reports();
 }
 

@@ -226,6 +226,30 @@ TEST(stats_gpa_counts_failures) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+TEST(stats_gpa_live_bytes_stay_at_most_live_after_a_wrong_length_free) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *keep = beam_alloc_bytes(a, 100, 8);
+    void *p = beam_alloc_bytes(a, 40, 8);
+    CHECK(keep != NULL && p != NULL);
+    check_capture_reports();
+    /* Too long (80: another class) and too short (8): freed anyway,
+     * counted as the least its class serves (33) and as given. */
+    beam_free_bytes(a, p, 80, 8);
+    p = beam_alloc_bytes(a, 40, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, 8, 8);
+    check_release_reports();
+    beam_alloc_stats s = stats_of(a);
+    CHECK(s.live_blocks == 1);
+    CHECK(s.live_bytes >= 100 && s.live_bytes <= 100 + 7 + 32);
+    CHECK(s.peak_bytes >= s.live_bytes);
+    beam_free_bytes(a, keep, 100, 8);
+    CHECK(stats_of(a).live_bytes <= 7 + 32);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 TEST(stats_other_allocators_have_none) {
     beam_arena_t arena;
     beam_arena_init(&arena, beam_raw_allocator);

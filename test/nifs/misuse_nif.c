@@ -263,6 +263,29 @@ BEAM_NIF(thread_foreign_free, .leak_check = true) {
     return on_a_thread(env, foreign_free_on);
 }
 
+/* branch_free(Which): two frees alike ending two branches, each of a
+ * pointer the allocator does not own. GCC at -O2 merges such calls
+ * (-fcrossjumping) into one return address, and the report named the
+ * other branch's line; built with -fno-crossjumping, each its own. */
+BEAM_NIF(branch_free, .leak_check = true) {
+    int which;
+    char local[16], other[16];
+    if (!enif_get_int(env, argv[0], &which))
+        return enif_make_badarg(env);
+    void *own = beam_alloc_bytes(beam_allocator, 16, 8);
+    if (own == NULL)
+        return beam_make_error(env, "enomem");
+    if (which == 1) {
+        local[0] = 1;
+        beam_free(beam_allocator, local, 16); /* SITE: branch one */
+    } else if (which == 2) {
+        other[0] = 2;
+        beam_free(beam_allocator, other, 16); /* SITE: branch two */
+    }
+    beam_free_bytes(beam_allocator, own, 16, 8);
+    return enif_make_int(env, local[0] + other[0]);
+}
+
 static ErlNifFunc funcs[] = {
     {"thread_double_free", 0, thread_double_free, 0},
     {"thread_foreign_free", 0, thread_foreign_free, 0},
@@ -275,6 +298,7 @@ static ErlNifFunc funcs[] = {
     {"wrong_length", 0, wrong_length, 0},
     {"wrong_alignment", 0, wrong_alignment, 0},
     {"foreign_free", 0, foreign_free, 0},
+    {"branch_free", 1, branch_free, 0},
     {"write_after_free", 0, write_after_free, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"large_double_free", 0, large_double_free, 0},
     {"large_write_past_end", 0, large_write_past_end, 0},

@@ -23,9 +23,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   Every object is compiled with `-g` (so that reports can name source
   lines), `-fno-omit-frame-pointer` (so that they can give the callers of
-  an allocation), `-fno-ipa-icf` where the compiler has it (GCC would
-  otherwise merge NIFs with identical code, and a report would name the
-  other one), `-fPIC`, `-fvisibility=hidden` and the include directories of
+  an allocation), `-fno-ipa-icf -fno-crossjumping` where the compiler has
+  them (GCC would otherwise merge NIFs with identical code, or identical
+  calls that end two branches of one function, and a report would name
+  the other one), `-fPIC`, `-fvisibility=hidden` and the include directories of
   beam_alloc and of the running VM's `erl_nif.h`; the shared object is
   linked with `-Wl,--exclude-libs,ALL`, so none of beam_alloc's symbols is
   exported from it (only `nif_init` and the fault-injection hook).
@@ -435,19 +436,23 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   # GCC at -O2 merges functions whose code is identical (-fipa-icf): two
   # NIFs with the same body then share one address, and a misuse report
-  # names the other one's function and line. Off, for compilers that know
-  # the flag (clang has no such pass; -Werror makes it refuse the flag
-  # instead of warning). Asked once per compiler and language.
+  # names the other one's function and line. It also merges identical
+  # calls that end two branches (-fcrossjumping): two beam_free calls of
+  # one function share one return address, and a report names the other's
+  # line (found by a walkthrough). Off, for compilers that know the flags
+  # (clang has no such passes; -Werror makes it refuse the flags instead
+  # of warning). Asked once per compiler and language.
   defp no_code_folding([exe | args], lang) do
     key = {__MODULE__, :no_ipa_icf, exe, args, lang}
 
     with nil <- Process.get(key) do
       x = if lang == :cxx, do: "c++", else: "c"
-      probe = args ++ ["-Werror", "-fno-ipa-icf", "-x", x, "-c", "/dev/null", "-o", "/dev/null"]
+      no_folding = ["-fno-ipa-icf", "-fno-crossjumping"]
+      probe = args ++ ["-Werror" | no_folding] ++ ["-x", x, "-c", "/dev/null", "-o", "/dev/null"]
 
       flags =
         case System.cmd(exe, probe, stderr_to_stdout: true) do
-          {_, 0} -> ["-fno-ipa-icf"]
+          {_, 0} -> no_folding
           _ -> []
         end
 
