@@ -219,21 +219,46 @@ static void call_site(Dwarf_Die *cudie, Dwarf_Die *inlined, const char **file,
         *line = (int)no;
 }
 
+/* The compilation unit whose code holds addr, and its line (file NULL
+ * when unknown). libdw answers from .debug_aranges when an object has
+ * one, and then knows only the units listed there: clang lists none by
+ * default, gcc lists its own, so in a NIF of clang-built sources linked
+ * with a gcc-built libbeam_alloc.a it named one of beam_alloc's units or
+ * none (a walkthrough's reports had no source lines). A unit that does
+ * not hold addr sends the search through every unit. */
+static Dwarf_Die *unit_at(Dwfl_Module *mod, Dwarf_Addr addr, Dwarf_Addr *bias,
+                          const char **file, int *line) {
+    *file = NULL;
+    *line = 0;
+    Dwarf_Die *cu = dwfl_module_addrdie(mod, addr, bias);
+    if (cu != NULL && dwarf_haspc(cu, addr - *bias) == 1) {
+        Dwfl_Line *l = dwfl_module_getsrc(mod, addr);
+        Dwarf_Addr at;
+        if (l != NULL)
+            *file = dwfl_lineinfo(l, &at, line, NULL, NULL, NULL);
+        return cu;
+    }
+    for (cu = dwfl_module_nextcu(mod, NULL, bias); cu != NULL;
+         cu = dwfl_module_nextcu(mod, cu, bias))
+        if (dwarf_haspc(cu, addr - *bias) == 1) {
+            Dwarf_Line *l = dwarf_getsrc_die(cu, addr - *bias);
+            if (l != NULL && dwarf_lineno(l, line) == 0)
+                *file = dwarf_linesrc(l, NULL, NULL);
+            return cu;
+        }
+    return NULL;
+}
+
 /* The frames at addr, innermost first: one per function inlined there,
  * then the function itself (what addr2line -i prints). Lock held. */
 static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
                               Dwarf_Addr addr) {
-    const char *file = NULL;
-    int line = 0;
-    Dwfl_Line *l = dwfl_module_getsrc(mod, addr);
-    if (l != NULL) {
-        Dwarf_Addr at;
-        file = dwfl_lineinfo(l, &at, &line, NULL, NULL, NULL);
-    }
+    const char *file;
+    int line;
     ERL_NIF_TERM frames[32];
     unsigned n = 0;
     Dwarf_Addr bias = 0;
-    Dwarf_Die *cudie = dwfl_module_addrdie(mod, addr, &bias);
+    Dwarf_Die *cudie = unit_at(mod, addr, &bias, &file, &line);
     Dwarf_Die *scopes = NULL;
     int nscopes =
         cudie != NULL ? dwarf_getscopes(cudie, addr - bias, &scopes) : -1;

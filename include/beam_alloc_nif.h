@@ -430,8 +430,10 @@ BEAM_API const char *beam_nif_module_name(void);
  * Each NIF library has its own resource type (and its own copy of this
  * library): a term made by another NIF library, or by an older copy of the
  * same module's library after a code upgrade to a new library file, is not
- * one of ours. (Loading the same file again, the VM keeps the library it
- * has mapped, and its resources stay ours.) */
+ * one of ours. (A new version of the module loading the same file, an
+ * upgrade, keeps the library the VM has mapped, and its resources stay
+ * ours; a module deleted and purged, then loaded again, starts with a new
+ * resource type: terms made before are refused, with badarg.) */
 
 /** What a resource allocator is built from (see above). */
 typedef enum beam_resource_kind {

@@ -42,6 +42,16 @@ defmodule BeamAlloc.MisuseTest do
     end
   end
 
+  test "two frees alike ending two branches are each reported at their own line" do
+    for {which, marker} <- [{1, "branch one"}, {2, "branch two"}] do
+      capture_log(fn ->
+        assert_raise RuntimeError, fn -> Misuse.branch_free(which) end
+        assert [line | _] = reports(1)
+        assert line =~ "called from branch_free (#{@source}:#{line_of(marker)})", line
+      end)
+    end
+  end
+
   describe "under leak_check, each kind raises once the call is over" do
     for {fun, kind} <- [
           double_free: "double free",
@@ -496,34 +506,85 @@ defmodule BeamAlloc.CaseTest do
     assert error.message =~ "double_free_plain (test/nifs/misuse_nif.c:"
   end
 
-  test "check!/3 counts calls of the test's Tasks, not of unrelated processes (async)" do
-    mark = Reporter.mark()
+  # A double free in a process that start (given the process's function)
+  # starts; the process lives until its report is in (the reporter reads
+  # whom it works for when the report arrives).
+  defp double_free_in(start) do
     test_pid = self()
+    mark = Reporter.mark()
+
+    pid =
+      start.(fn ->
+        Misuse.double_free_plain()
+        send(test_pid, :called)
+        receive do: (:done -> :ok)
+      end)
+
+    assert_receive :called
+    assert [_] = wait_for(mark)
+    send(pid, :done)
+  end
+
+  test "check!/3 counts calls of the test's Tasks and spawned processes, not of unrelated ones (async)" do
+    mark = Reporter.mark()
 
     capture_log(fn ->
-      # The Task lives until its report is in: the reporter reads its
-      # $callers when the report arrives.
-      task =
-        Task.async(fn ->
-          Misuse.double_free_plain()
-          send(test_pid, :called)
-          receive do: (:done -> :ok)
-        end)
+      double_free_in(&Task.async(&1).pid)
+      # A plain spawn records neither $callers nor $ancestors: its
+      # parent, the test, is what the reporter reads (OTP 25 on).
+      double_free_in(&spawn/1)
 
-      assert_receive :called
-      assert [_] = wait_for(mark)
-      send(task.pid, :done)
-      Task.await(task)
-
+      # A process whose parent is gone before it reports: nobody's.
       other_mark = Reporter.mark()
-      spawn(fn -> Misuse.double_free_plain() end)
+
+      spawn(fn ->
+        middle = self()
+
+        spawn(fn ->
+          ref = Process.monitor(middle)
+          receive do: ({:DOWN, ^ref, _, _, _} -> Misuse.double_free_plain())
+        end)
+      end)
+
       assert [_] = wait_for(other_mark)
     end)
 
-    assert [report] = BeamAlloc.Case.reports(mark, self(), true)
-    assert report.line =~ "double free"
+    parent_known? =
+      try do
+        match?({:parent, _}, Process.info(self(), :parent))
+      rescue
+        ArgumentError -> false
+      end
+
+    reports = BeamAlloc.Case.reports(mark, self(), true)
+    assert length(reports) == if(parent_known?, do: 2, else: 1)
+    assert Enum.all?(reports, &(&1.line =~ "double free"))
     # Not async: whatever was reported during the test counts.
-    assert length(BeamAlloc.Case.reports(mark, self(), false)) == 2
+    assert length(BeamAlloc.Case.reports(mark, self(), false)) == 3
+  end
+
+  test "check!/3 says so when the reporter no longer keeps some of the test's reports" do
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      for _ <- 1..(Reporter.kept() + 10), do: Misuse.double_free_plain()
+      wait_until_mark(mark + Reporter.kept() + 10)
+    end)
+
+    error =
+      assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, self(), false) end
+
+    assert error.message =~
+             "beam_alloc reported #{Reporter.kept()} problems during the test (and 10 " <>
+               "earlier reports, no longer kept by BeamAlloc.Reporter, which keeps " <>
+               "the latest #{Reporter.kept()}):"
+  end
+
+  defp wait_until_mark(at, tries \\ 200) do
+    if Reporter.mark() < at and tries > 0 do
+      Process.sleep(10)
+      wait_until_mark(at, tries - 1)
+    end
   end
 
   test "check!/3 passes when nothing was reported" do

@@ -138,26 +138,37 @@ defmodule BeamAlloc.MixCompilerTest do
   end
 
   # Loads the library under the module name it was built for and calls it.
-  defp call_answer(so) do
-    :code.purge(:tmp_nif)
-    :code.delete(:tmp_nif)
+  defp call_answer(so),
+    do: with_nif(:tmp_nif, so, :answer, fn -> apply(:tmp_nif, :answer, []) end)
+
+  # fun's result, with module (whose NIF library so is, with one NIF,
+  # fun_name/0) created and loaded around it.
+  defp with_nif(module, so, fun_name, fun) do
+    drop = fn ->
+      :code.purge(module)
+      :code.delete(module)
+      :code.purge(module)
+    end
+
+    drop.()
 
     {:module, _, _, _} =
       Module.create(
-        :tmp_nif,
+        module,
         quote do
           def load(path), do: :erlang.load_nif(path, 0)
-          def answer, do: :erlang.nif_error(:not_loaded)
+          def unquote(fun_name)(), do: :erlang.nif_error(:not_loaded)
         end,
         Macro.Env.location(__ENV__)
       )
 
-    :ok = apply(:tmp_nif, :load, [String.to_charlist(Path.rootname(so))])
-    answer = apply(:tmp_nif, :answer, [])
-    :code.purge(:tmp_nif)
-    :code.delete(:tmp_nif)
-    :code.purge(:tmp_nif)
-    answer
+    :ok = apply(module, :load, [String.to_charlist(Path.rootname(so))])
+
+    try do
+      fun.()
+    after
+      drop.()
+    end
   end
 
   # clang++ 14 compiles C++14 unless told, and <beam_alloc.hpp> is C++17:
@@ -181,6 +192,59 @@ defmodule BeamAlloc.MixCompilerTest do
       assert {{:ok, []}, lines, _} = compile(dir, app)
       assert "beam_alloc: linking priv/tmp_nif.so" in lines, Enum.join(lines, "\n")
       assert call_answer(so_path(dir, app, :tmp_nif)) == 42
+    end
+  end
+
+  # clang writes no .debug_aranges, the gcc-built libbeam_alloc.a does:
+  # libdw then found no compilation unit, or one of beam_alloc's, for the
+  # NIF's own code, and its reports had no source lines.
+  test "reports of a NIF built with clang name its source lines", %{dir: dir} do
+    if System.find_executable("clang") && BeamAlloc.Symbolizer.with_libdw?() do
+      File.write!(Path.join(dir, "c_src/clang_leak.c"), """
+      #include <beam_alloc_nif.h>
+      BEAM_NIF(leaky, .leak_check = true) {
+          int *p = beam_alloc(beam_allocator, int, 4);
+          return enif_make_int(env, p != NULL);
+      }
+      static ErlNifFunc funcs[] = {{"leaky", 0, leaky, 0}};
+      BEAM_NIF_INIT(beam_alloc_clang_leak, funcs, NULL, NULL, NULL)
+      """)
+
+      app = project(dir, :mixc_clang_lines, nifs: [clang_leak: ["c_src/clang_leak.c"]])
+      System.put_env("CC", "clang")
+      assert {{:ok, []}, _, _} = compile(dir, app)
+      so = so_path(dir, app, :clang_leak)
+
+      mark = BeamAlloc.Reporter.mark()
+
+      # (The reports taken while the library is loaded: its sites are
+      # resolved in the loaded object.)
+      reports =
+        with_nif(:beam_alloc_clang_leak, so, :leaky, fn ->
+          ExUnit.CaptureLog.capture_log(fn ->
+            # (An Erlang module: erlang:error({memory_leak, Message}).)
+            assert_raise ErlangError, ~r/memory leak detected/, fn ->
+              apply(:beam_alloc_clang_leak, :leaky, [])
+            end
+          end)
+
+          wait_reports(mark, 2)
+        end)
+
+      assert [line] = for(%{line: l} <- reports, l =~ "leak: ", do: l)
+      assert line =~ ~r"allocated from leaky \(\S*clang_leak\.c:3\)", line
+    end
+  end
+
+  # At least count reports after mark (they are messages to the reporter).
+  defp wait_reports(mark, count, tries \\ 100) do
+    case BeamAlloc.Reporter.since(mark) do
+      reports when length(reports) < count and tries > 0 ->
+        Process.sleep(10)
+        wait_reports(mark, count, tries - 1)
+
+      reports ->
+        reports
     end
   end
 

@@ -26,7 +26,8 @@ defmodule BeamAlloc.Case do
   Which reports count: those made by NIF calls of the test process or of
   processes it started (a `Task`'s `$callers`, a proc_lib process's
   `$ancestors`: `Task.async/1`, `Task.async_stream/3`, a GenServer started
-  by the test). A `BEAM_NIF` call that reported returns only once
+  by the test; and, from OTP 25 on, the processes that spawned it while
+  they live: `spawn/1`, `spawn_link/1`). A `BEAM_NIF` call that reported returns only once
   `BeamAlloc.Reporter` has read who made the call, so a Task that ends
   right after its call still counts. In a test module that is not async, every report made
   while the test ran (the test runs alone; threads and resource
@@ -75,8 +76,9 @@ defmodule BeamAlloc.Case do
   @doc """
   The reports since `mark` (from `BeamAlloc.Reporter.mark/0`) that belong
   to the test running in `test_pid`: made by it or by a process it started
-  (`$callers` or `$ancestors` of the reporting process, read by the
-  reporter before the reporting call returns); when `async?` is false,
+  (`$callers`, `$ancestors` or, from OTP 25 on, the live chain of parents
+  of the reporting process, read by the reporter before the reporting call
+  returns); when `async?` is false,
   every report since the mark (the test runs alone).
   """
   @spec reports(non_neg_integer, pid, boolean) :: [Reporter.report()]
@@ -104,8 +106,21 @@ defmodule BeamAlloc.Case do
         raise ExUnit.AssertionError,
           message:
             "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} " <>
-              "during the test:\n\n" <>
+              "during the test#{dropped_note(mark, reports)}:\n\n" <>
               Enum.map_join(reports, "\n", &("  " <> &1.line))
+    end
+  end
+
+  # The reporter keeps the latest reports only: say so when some made
+  # since the mark are gone (150 double frees read as "100 problems").
+  defp dropped_note(mark, [%{seq: first} | _]) do
+    case Reporter.since(mark) do
+      [%{seq: oldest} | _] when oldest > mark + 1 and oldest <= first ->
+        " (and #{oldest - mark - 1} earlier reports, no longer kept by " <>
+          "BeamAlloc.Reporter, which keeps the latest #{Reporter.kept()})"
+
+      _ ->
+        ""
     end
   end
 end

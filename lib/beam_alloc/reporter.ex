@@ -68,6 +68,12 @@ defmodule BeamAlloc.Reporter do
   end
 
   @doc """
+  How many reports it keeps: the latest, older ones dropped.
+  """
+  @spec kept() :: pos_integer
+  def kept, do: @keep
+
+  @doc """
   A mark for `since/1`: the number of reports received so far.
   """
   @spec mark() :: non_neg_integer
@@ -210,7 +216,8 @@ defmodule BeamAlloc.Reporter do
         callers =
           Enum.uniq(
             List.wrap(dict[:"$callers"]) ++
-              Enum.filter(List.wrap(dict[:"$ancestors"]), &is_pid/1)
+              Enum.filter(List.wrap(dict[:"$ancestors"]), &is_pid/1) ++
+              parents(pid, 8)
           )
 
         known = if map_size(known) >= @remember, do: %{}, else: known
@@ -219,6 +226,21 @@ defmodule BeamAlloc.Reporter do
       nil ->
         {Map.get(known, pid, []), known}
     end
+  end
+
+  # The process that spawned pid, its own, and so on while they live (up
+  # to depth): a plain spawn or spawn_link records neither $callers nor
+  # $ancestors, and its reports were nobody's (found by a walkthrough).
+  # Process.info/2 knows :parent from OTP 25 on; before, none.
+  defp parents(_pid, 0), do: []
+
+  defp parents(pid, depth) do
+    case Process.info(pid, :parent) do
+      {:parent, parent} when is_pid(parent) -> [parent | parents(parent, depth - 1)]
+      _ -> []
+    end
+  rescue
+    ArgumentError -> []
   end
 
   defp pairs(queue), do: Enum.map(:queue.to_list(queue), &{&1.module, &1.line})
