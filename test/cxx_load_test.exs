@@ -31,6 +31,7 @@ defmodule BeamAlloc.CxxLoadTest do
         unquote(loader)
         def ping, do: :erlang.nif_error(:not_loaded)
         def alloc_kind, do: :erlang.nif_error(:not_loaded)
+        def load_setting, do: :erlang.nif_error(:not_loaded)
       end
 
     # (Over the current version on purpose: no warning about it.)
@@ -150,6 +151,41 @@ defmodule BeamAlloc.CxxLoadTest do
     # A successful upgrade changes them.
     assert :ok = load_on_load(%{beam_alloc: %{alloc_kind: [allocator: :raw]}})
     assert apply(@module, :alloc_kind, []) == :raw
+  end
+
+  test "use BeamAlloc.Nif passes :load_info to the library's load, the :nifs options under beam_alloc" do
+    drop_module()
+
+    use_it = fn opts ->
+      Code.compile_quoted(
+        quote do
+          defmodule unquote(@module) do
+            use BeamAlloc.Nif, unquote([otp_app: :beam_alloc, library: "cxx_load_nif"] ++ opts)
+            def ping, do: :erlang.nif_error(:not_loaded)
+            def alloc_kind, do: :erlang.nif_error(:not_loaded)
+            def load_setting, do: :erlang.nif_error(:not_loaded)
+          end
+        end
+      )
+    end
+
+    use_it.(load_info: Macro.escape(%{pool_size: 4}), nifs: [alloc_kind: [allocator: :large]])
+    assert apply(@module, :load_setting, []) == 4
+    assert apply(@module, :alloc_kind, []) == :large
+    drop_module()
+
+    # Without :load_info the load gets the options' map alone, as before.
+    use_it.(nifs: [alloc_kind: [allocator: :large]])
+    assert apply(@module, :load_setting, []) == -1
+    assert apply(@module, :alloc_kind, []) == :large
+
+    for {bad, why} <- [
+          {Macro.escape(%{beam_alloc: %{}}),
+           ~r/the key beam_alloc is where the :nifs options go/},
+          {[pool_size: 4], ~r/expected a map of the library's own settings/}
+        ] do
+      assert_raise ArgumentError, why, fn -> use_it.(load_info: bad) end
+    end
   end
 
   test "an unload that throws is reported and the library is unloaded all the same" do

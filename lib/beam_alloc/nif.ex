@@ -45,6 +45,11 @@ defmodule BeamAlloc.Nif do
       options. A name applies to every arity of that name; to set one arity
       only, give the key as `{name, arity}` (`[{{:parse, 2}, scratch: true}]`).
       NIFs not listed keep the options of their C code.
+    * `:load_info` - the library's own settings, a map its load callback
+      (`BEAM_NIF_INIT`'s LOAD) gets as `load_info`, with the per-NIF
+      options under the key `beam_alloc` (`load_info: %{pool_size: 4}`
+      loads with `%{pool_size: 4, beam_alloc: %{...}}`). Without it the
+      load callback gets the per-NIF options' map alone.
 
   ## Per-NIF options
 
@@ -89,6 +94,7 @@ defmodule BeamAlloc.Nif do
       @beam_alloc_nif_use BeamAlloc.Nif.validate_use_options!(unquote(opts), __ENV__)
       # (Values, not expressions, in the functions below.)
       @beam_alloc_nif_options @beam_alloc_nif_use.nifs
+      @beam_alloc_nif_load_info @beam_alloc_nif_use.load_info
       @beam_alloc_nif_app @beam_alloc_nif_use.otp_app
       @beam_alloc_nif_library @beam_alloc_nif_use.library
       @on_load :beam_alloc_load_nif
@@ -107,7 +113,7 @@ defmodule BeamAlloc.Nif do
         case BeamAlloc.Nif.library_path(app, library) do
           {:ok, path} ->
             path
-            |> :erlang.load_nif(beam_alloc_nif_options())
+            |> :erlang.load_nif(@beam_alloc_nif_load_info)
             |> BeamAlloc.Nif.explain_load(path, library)
 
           {:error, _} = error ->
@@ -192,7 +198,7 @@ defmodule BeamAlloc.Nif do
             "use BeamAlloc.Nif expects a keyword list of options, got: #{inspect(opts)}"
     end
 
-    opts = Keyword.validate!(opts, [:library, :otp_app, nifs: []])
+    opts = Keyword.validate!(opts, [:library, :otp_app, :load_info, nifs: []])
 
     library =
       case opts[:library] do
@@ -224,7 +230,30 @@ defmodule BeamAlloc.Nif do
           default_otp_app(caller)
       end
 
-    %{library: library, otp_app: otp_app, nifs: validate_nifs!(opts[:nifs])}
+    nifs = validate_nifs!(opts[:nifs])
+    %{library: library, otp_app: otp_app, nifs: nifs, load_info: load_info!(opts, nifs)}
+  end
+
+  # What load_nif gets: the per-NIF options, alone or under beam_alloc in
+  # the library's own map (where BEAM_NIF_INIT looks for them).
+  defp load_info!(opts, nifs) do
+    case Keyword.fetch(opts, :load_info) do
+      :error ->
+        nifs
+
+      {:ok, info} when is_map(info) and not is_map_key(info, :beam_alloc) ->
+        Map.put(info, :beam_alloc, nifs)
+
+      {:ok, info} when is_map(info) ->
+        raise ArgumentError,
+              "invalid value for :load_info option: the key beam_alloc is where " <>
+                "the :nifs options go, got: #{inspect(info)}"
+
+      {:ok, other} ->
+        raise ArgumentError,
+              "invalid value for :load_info option, expected a map of the library's " <>
+                "own settings, got: #{inspect(other)}"
+    end
   end
 
   # load_nif adds the extension itself: "my_nif.so" looked for

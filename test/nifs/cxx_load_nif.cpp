@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 static bool throw_at_unload;
+static int pool_size = -1; // load_info's pool_size, a setting of its own
 
 // info is the atom, or a map with the atom as a key (next to beam_alloc's
 // options).
@@ -24,6 +25,12 @@ static int load(ErlNifEnv *env, void **, ERL_NIF_TERM info) {
     if (info_is(env, info, "throw_bad_alloc"))
         throw std::bad_alloc();
     throw_at_unload = info_is(env, info, "throw_unload");
+    ERL_NIF_TERM size;
+    if (!enif_is_map(env, info) ||
+        !enif_get_map_value(env, info, enif_make_atom(env, "pool_size"),
+                            &size) ||
+        !enif_get_int(env, size, &pool_size))
+        pool_size = -1;
     return 0;
 }
 
@@ -54,7 +61,13 @@ BEAM_NIF(alloc_kind) {
     return enif_make_atom(env, kind);
 }
 
+// load_setting() -> the pool_size the load got, or -1.
+BEAM_NIF(load_setting) {
+    return enif_make_int(env, pool_size);
+}
+
 static ErlNifFunc funcs[] = {{"ping", 0, ping, 0},
-                             {"alloc_kind", 0, alloc_kind, 0}};
+                             {"alloc_kind", 0, alloc_kind, 0},
+                             {"load_setting", 0, load_setting, 0}};
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.CxxLoad, funcs, load, upgrade, unload)
