@@ -191,8 +191,12 @@ MIX_APP_PATH ?= _build/$(MIX_ENV)/lib/beam_alloc
 # No identical code folding (as beam_alloc.mk gives users): GCC would merge
 # the test NIFs whose bodies are alike, and their reports would name one
 # another's lines.
-NO_ICF := $(call cc_flag,$(CC),c,-fno-ipa-icf -fno-crossjumping)
-NO_ICF_CXX = $(call cc_flag,$(CXX),c++,-fno-ipa-icf -fno-crossjumping)
+# No merging of identical code (a report would name the other copy's line):
+# GCC's flags, or clang's (each compiler refuses the other's).
+NO_FOLD_GCC := -fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge
+NO_FOLD_CLANG := -mllvm -enable-tail-merge=false -mllvm -simplifycfg-sink-common=false
+NO_ICF := $(call cc_flag,$(CC),c,$(NO_FOLD_GCC)) $(call cc_flag,$(CC),c,$(NO_FOLD_CLANG))
+NO_ICF_CXX = $(call cc_flag,$(CXX),c++,$(NO_FOLD_GCC)) $(call cc_flag,$(CXX),c++,$(NO_FOLD_CLANG))
 NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS) $(NO_ICF)
 # Each NIF gets its own copy of the library; --exclude-libs keeps that copy
 # private to it (nothing of beam_alloc is exported from the .so).

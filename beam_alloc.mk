@@ -17,12 +17,13 @@
 #                           rule that builds it with beam_alloc's Makefile
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
 #   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden,
-#                           both include dirs, and -fno-ipa-icf
-#                           -fno-crossjumping where $(CC) has them (-g and
-#                           frame pointers: reports give source lines and
-#                           callers; no folding: GCC would merge NIFs with
-#                           identical code, or identical calls ending two
-#                           branches, and a report would name the other line)
+#                           both include dirs, and the flags that keep
+#                           $(CC) from merging identical code (GCC's
+#                           -fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge,
+#                           or clang's -mllvm tail-merge and sinking flags)
+#                           (-g and frame pointers: reports give source lines
+#                           and callers; no merging: a report would name the
+#                           other NIF's, or the other branch's, line)
 #   BEAM_ALLOC_CXXFLAGS     the same for $(CXX)
 #   BEAM_ALLOC_LDFLAGS      -shared, and -Wl,--exclude-libs,ALL so that none of
 #                           beam_alloc's symbols is exported from your NIF
@@ -76,12 +77,15 @@ BEAM_ALLOC_STANDALONE_LIBS := -pthread
 # Found when first needed, then remembered (an environment value wins).
 ERTS_INCLUDE_DIR ?= $(eval ERTS_INCLUDE_DIR := $(shell erl -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)]), halt().' 2>/dev/null))$(ERTS_INCLUDE_DIR)
 
-# -fno-ipa-icf -fno-crossjumping for compilers that take them (GCC; -Werror:
-# clang only warns about
+# The no-merging flags for compilers that take them (GCC's, or clang's;
+# -Werror: clang only warns about
 # flags it does not know). Asked wherever the flags are used, of the
 # compiler in force there (a target may set its own CC): a few
 # milliseconds per NIF built.
-beam_alloc_no_icf = $(shell $(1) -Werror -fno-ipa-icf -fno-crossjumping -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo -fno-ipa-icf -fno-crossjumping)
+BEAM_ALLOC_NO_FOLD_GCC = -fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge
+BEAM_ALLOC_NO_FOLD_CLANG = -mllvm -enable-tail-merge=false -mllvm -simplifycfg-sink-common=false
+beam_alloc_flags_if = $(shell $(1) -Werror $(3) -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo $(3))
+beam_alloc_no_icf = $(call beam_alloc_flags_if,$(1),$(2),$(BEAM_ALLOC_NO_FOLD_GCC)) $(call beam_alloc_flags_if,$(1),$(2),$(BEAM_ALLOC_NO_FOLD_CLANG))
 BEAM_ALLOC_NO_ICF_CC = $(call beam_alloc_no_icf,$(CC),c)
 BEAM_ALLOC_NO_ICF_CXX = $(call beam_alloc_no_icf,$(CXX),c++)
 

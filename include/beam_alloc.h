@@ -630,8 +630,9 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     the instance's usual "wrong length" misuse (reported exactly in
  *     tracked mode, by size class otherwise). Untracked, beam_mfree of a
  *     sized block counts its size class freed where the allocation
- *     counted its length, so live_bytes drifts by the difference
- *     (tracked, the exact length is known and nothing drifts).
+ *     counted its length, so live_bytes drifts by the difference, down
+ *     (a read never gives less than 0); tracked, the exact length is
+ *     known and nothing drifts.
  *   - Other allocators: beam_mfree, beam_mrealloc and beam_msize check the
  *     header; a block that does not carry a valid one (a sized block, one
  *     freed already, a pointer from elsewhere) is reported through the

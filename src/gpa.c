@@ -409,7 +409,7 @@ void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
     while (b != NULL) {
         void **next = (void **)b[0];
         if (BEAM__UNLIKELY(st->track) && next != NULL &&
-            !gpa_any_link_ok(st, next)) {
+            !gpa_any_link_ok(st, next, true)) {
             /* The rest of the stash is not pushed (its blocks, freed,
              * stay out of reach until their instance goes). */
             beam__gpa_link_broken(st, beam__gpa_slab_of(b), b,
@@ -576,9 +576,9 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
                                 "(freed anyway)",
                                 mem, len, alignment, ret, site);
             /* Untracked, counted as the least a block of its class can
-             * have been asked for: live bytes never go below what is live
-             * (counted with the wrong length, they went below zero for
-             * good; found by a walkthrough). */
+             * have been asked for, which no sized allocation of it
+             * exceeds: counted with the wrong length, live bytes went
+             * below zero for good (found by a walkthrough). */
             if (len - s->prev_size - 1 >= (size_t)(s->size - s->prev_size))
                 real_len = (size_t)s->prev_size + 1;
         }

@@ -993,13 +993,17 @@ static inline bool gpa_small_freed(const gpa_state *st, const gpa_slab *s,
  * below bump at a block boundary, recorded free, tagged free. Only then
  * may it be followed (a free list's pop, the stash flush, the walk to a
  * remote list's tail). */
-static inline bool gpa_link_ok(const gpa_state *st, const gpa_slab *s,
-                               const void *p) {
+static inline bool gpa_link_at_freed(const gpa_slab *s, const void *p) {
     if ((const char *)p < s->base ||
         (const char *)p >= beam__atomic_load_plain_relaxed(&s->bump))
         return false;
     long idx = beam__gpa_block_index(s, p);
-    return idx >= 0 && s->info[idx].len == 0 &&
+    return idx >= 0 && s->info[idx].len == 0;
+}
+
+static inline bool gpa_link_ok(const gpa_state *st, const gpa_slab *s,
+                               const void *p) {
+    return gpa_link_at_freed(s, p) &&
            (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p);
 }
 
@@ -1007,11 +1011,16 @@ static inline bool gpa_link_ok(const gpa_state *st, const gpa_slab *s,
  * one looked at on its own): a freed small block of st in any of its
  * tracked slabs (a write after free into the first word of a stashed block
  * would send the walk, and the push, anywhere: found in review). */
-static inline bool gpa_any_link_ok(const gpa_state *st, const void *p) {
+/* tag: the target's tag is checked too (before the link is followed);
+ * without, only where it points (a check of each block on its own: a
+ * write into one block's tag must not be blamed on the block linking to
+ * it; found in review). */
+static inline bool gpa_any_link_ok(const gpa_state *st, const void *p,
+                                   bool tag) {
     const gpa_slab *s = beam__gpa_slab_of(p);
     return beam__gpa_owner(s) == st && s->info != NULL &&
            gpa_where(s) != WHERE_POOL && gpa_where(s) != WHERE_MIXED &&
-           gpa_link_ok(st, s, p);
+           (tag ? gpa_link_ok(st, s, p) : gpa_link_at_freed(s, p));
 }
 
 /* A free-list link found broken at the freed block b of s (gpa_link_ok):

@@ -256,8 +256,8 @@ typedef struct freed_ctx {
  * bytes, which hold no fill), or SIZE_MAX when both are as a free left
  * them: its tag, and a link that ends its list or leads to another freed
  * block of st (a write there went unseen unless the block was handed out
- * again; found by a walkthrough). A broken link is byte 0: what it held is
- * not known. */
+ * again; found by a walkthrough), whose own tag is its own check. A broken
+ * link is byte 0: what it held is not known. */
 static size_t freed_head_changed(const gpa_state *st, void *const *b) {
     uintptr_t tag = beam__gpa_tag(st, b);
     if ((uintptr_t)b[1] != tag) {
@@ -269,7 +269,7 @@ static size_t freed_head_changed(const gpa_state *st, void *const *b) {
             i++;
         return sizeof(void *) + i;
     }
-    if (b[0] != NULL && !gpa_any_link_ok(st, b[0]))
+    if (b[0] != NULL && !gpa_any_link_ok(st, b[0], false))
         return 0;
     return SIZE_MAX;
 }

@@ -117,7 +117,16 @@ static void fold_kind(int kind, beam_alloc_stats *out) {
  * allocate and free is no snapshot: it can raise the peak by what it is
  * off; a total below zero, a fold's skew too, feeds nothing.) */
 void beam__stats_peak_of_read(beam__peak *p, beam_alloc_stats *out) {
-    if ((int64_t)out->live_bytes > 0)
+    /* A total below zero reads as 0, not as 2^64 less a little: a fold's
+     * skew, or a drift that the lengths frees are counted with can make
+     * (beam_mfree of a sized block counts its size class; a wrong length
+     * in the same class is not seen without tracking; found by a
+     * review). */
+    if ((int64_t)out->live_bytes < 0)
+        out->live_bytes = 0;
+    if ((int64_t)out->live_blocks < 0)
+        out->live_blocks = 0;
+    if (out->live_bytes > 0)
         beam__peak_observe(p, (int64_t)out->live_bytes);
     out->peak_bytes = (size_t)beam__atomic_load_relaxed(&p->peak);
 }

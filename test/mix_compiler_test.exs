@@ -139,11 +139,11 @@ defmodule BeamAlloc.MixCompilerTest do
 
   # Loads the library under the module name it was built for and calls it.
   defp call_answer(so),
-    do: with_nif(:tmp_nif, so, :answer, fn -> apply(:tmp_nif, :answer, []) end)
+    do: with_nif(:tmp_nif, so, [answer: 0], fn -> apply(:tmp_nif, :answer, []) end)
 
-  # fun's result, with module (whose NIF library so is, with one NIF,
-  # fun_name/0) created and loaded around it.
-  defp with_nif(module, so, fun_name, fun) do
+  # fun's result, with module (whose NIF library so is, with the NIFs
+  # nifs, [name: arity]) created and loaded around it.
+  defp with_nif(module, so, nifs, fun) do
     drop = fn ->
       :code.purge(module)
       :code.delete(module)
@@ -152,12 +152,18 @@ defmodule BeamAlloc.MixCompilerTest do
 
     drop.()
 
+    stubs =
+      for {name, arity} <- nifs do
+        args = Macro.generate_arguments(arity, __MODULE__)
+        quote do: def(unquote(name)(unquote_splicing(args)), do: :erlang.nif_error(:not_loaded))
+      end
+
     {:module, _, _, _} =
       Module.create(
         module,
         quote do
           def load(path), do: :erlang.load_nif(path, 0)
-          def unquote(fun_name)(), do: :erlang.nif_error(:not_loaded)
+          unquote_splicing(stubs)
         end,
         Macro.Env.location(__ENV__)
       )
@@ -206,7 +212,19 @@ defmodule BeamAlloc.MixCompilerTest do
           int *p = beam_alloc(beam_allocator, int, 4);
           return enif_make_int(env, p != NULL);
       }
-      static ErlNifFunc funcs[] = {{"leaky", 0, leaky, 0}};
+      BEAM_NIF(branchy, .leak_check = true) {
+          int which; char local[16] = {0};
+          void *own = beam_alloc_bytes(beam_allocator, 16, 8);
+          if (!enif_get_int(env, argv[0], &which) || own == NULL) return enif_make_badarg(env);
+          if (which == 1) {
+              beam_free(beam_allocator, local, 16);
+          } else if (which == 2) {
+              beam_free(beam_allocator, local, 16);
+          }
+          beam_free_bytes(beam_allocator, own, 16, 8);
+          return enif_make_int(env, local[0]);
+      }
+      static ErlNifFunc funcs[] = {{"leaky", 0, leaky, 0}, {"branchy", 1, branchy, 0}};
       BEAM_NIF_INIT(beam_alloc_clang_leak, funcs, NULL, NULL, NULL)
       """)
 
@@ -219,20 +237,32 @@ defmodule BeamAlloc.MixCompilerTest do
 
       # (The reports taken while the library is loaded: its sites are
       # resolved in the loaded object.)
+      # Two frees alike ending two branches, each at its line: clang
+      # merges them unless told not to (the Mix compiler does).
       reports =
-        with_nif(:beam_alloc_clang_leak, so, :leaky, fn ->
+        with_nif(:beam_alloc_clang_leak, so, [leaky: 0, branchy: 1], fn ->
           ExUnit.CaptureLog.capture_log(fn ->
             # (An Erlang module: erlang:error({memory_leak, Message}).)
             assert_raise ErlangError, ~r/memory leak detected/, fn ->
               apply(:beam_alloc_clang_leak, :leaky, [])
             end
+
+            for which <- [1, 2] do
+              assert_raise ErlangError, ~r/memory misuse detected/, fn ->
+                apply(:beam_alloc_clang_leak, :branchy, [which])
+              end
+            end
           end)
 
-          wait_reports(mark, 2)
+          wait_reports(mark, 4)
         end)
 
       assert [line] = for(%{line: l} <- reports, l =~ "leak: ", do: l)
       assert line =~ ~r"allocated from leaky \(\S*clang_leak\.c:3\)", line
+
+      assert [one, two] = for(%{line: l} <- reports, l =~ "does not own", do: l)
+      assert one =~ ~r"called from branchy \(\S*clang_leak\.c:11\)", one
+      assert two =~ ~r"called from branchy \(\S*clang_leak\.c:13\)", two
     end
   end
 

@@ -228,9 +228,10 @@ defmodule BeamAlloc.Reporter do
     end
   end
 
-  # The process that spawned pid, its own, and so on while they live (up
-  # to depth): a plain spawn or spawn_link records neither $callers nor
-  # $ancestors, and its reports were nobody's (found by a walkthrough).
+  # The process that spawned pid, and that one's parent, and so on up to
+  # depth, as far as a live process leads (a dead one's pid is the last):
+  # a plain spawn or spawn_link records neither $callers nor $ancestors,
+  # and its reports were nobody's (found by a walkthrough).
   # Process.info/2 knows :parent from OTP 25 on; before, none.
   defp parents(_pid, 0), do: []
 

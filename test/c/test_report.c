@@ -244,6 +244,33 @@ TEST(gpa_check_freed_sees_writes_into_the_link_and_tag) {
     check_release_reports();
 }
 
+/* A write into a freed block's tag is that block's report alone: the
+ * freed block whose link leads to it is not blamed too (it was: two
+ * reports, the first naming the innocent block; found in review). */
+TEST(gpa_check_freed_blames_only_the_block_written) {
+    check_capture_reports();
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_large_allocator,
+                     BEAM_GPA_SAFE | BEAM_GPA_QUIET_LEAKS);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    unsigned char *first = beam_alloc(a, unsigned char, 24);
+    unsigned char *second = beam_alloc(a, unsigned char, 24);
+    CHECK(first != NULL && second != NULL);
+    beam_free(a, first, 24);
+    beam_free(a, second, 24); /* its link leads to first */
+    CHECK(*(void **)second == first);
+    first[12] ^= 1;
+    size_t before = check_report_count();
+    CHECK(beam__gpa_check_freed(&gpa) == 1);
+    CHECK(check_report_count() == before + 1);
+    char want[64];
+    snprintf(want, sizeof want, "%p", (void *)first);
+    CHECK(check_last_report_has(want));
+    CHECK(check_last_report_has("byte 12 of"));
+    beam_gpa_deinit(&gpa);
+    check_release_reports();
+}
+
 /* Each refused resize, remap or realloc is counted with the resize kind
  * (leak_check raises with it), whichever allocator refuses: a GPA's
  * realloc and remap of a freed block, the same through a failing

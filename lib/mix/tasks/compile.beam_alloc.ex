@@ -23,10 +23,12 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   Every object is compiled with `-g` (so that reports can name source
   lines), `-fno-omit-frame-pointer` (so that they can give the callers of
-  an allocation), `-fno-ipa-icf -fno-crossjumping` where the compiler has
-  them (GCC would otherwise merge NIFs with identical code, or identical
-  calls that end two branches of one function, and a report would name
-  the other one), `-fPIC`, `-fvisibility=hidden` and the include directories of
+  an allocation), flags that keep the compiler from merging identical
+  code (GCC's `-fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge`, or
+  clang's `-mllvm -enable-tail-merge=false -mllvm
+  -simplifycfg-sink-common=false`: otherwise NIFs with identical code, or
+  identical calls that end two branches of one function, share one
+  address, and a report names the other one's line), `-fPIC`, `-fvisibility=hidden` and the include directories of
   beam_alloc and of the running VM's `erl_nif.h`; the shared object is
   linked with `-Wl,--exclude-libs,ALL`, so none of beam_alloc's symbols is
   exported from it (only `nif_init` and the fault-injection hook).
@@ -437,24 +439,27 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   # GCC at -O2 merges functions whose code is identical (-fipa-icf): two
   # NIFs with the same body then share one address, and a misuse report
   # names the other one's function and line. It also merges identical
-  # calls that end two branches (-fcrossjumping): two beam_free calls of
-  # one function share one return address, and a report names the other's
-  # line (found by a walkthrough). Off, for compilers that know the flags
-  # (clang has no such passes; -Werror makes it refuse the flags instead
-  # of warning). Asked once per compiler and language.
+  # calls that end two branches (-fcrossjumping, -ftree-tail-merge), and
+  # clang does too (tail merging, sinking common code): two beam_free
+  # calls of one function share one return address, and a report names
+  # the other's line (found by a walkthrough and a review). Off, with the
+  # flags of whichever compiler takes them (-Werror makes clang refuse
+  # GCC's instead of warning). Asked once per compiler and language.
   defp no_code_folding([exe | args], lang) do
     key = {__MODULE__, :no_ipa_icf, exe, args, lang}
 
     with nil <- Process.get(key) do
       x = if lang == :cxx, do: "c++", else: "c"
-      no_folding = ["-fno-ipa-icf", "-fno-crossjumping"]
-      probe = args ++ ["-Werror" | no_folding] ++ ["-x", x, "-c", "/dev/null", "-o", "/dev/null"]
 
       flags =
-        case System.cmd(exe, probe, stderr_to_stdout: true) do
-          {_, 0} -> no_folding
-          _ -> []
-        end
+        for no_merging <- [
+              ["-fno-ipa-icf", "-fno-crossjumping", "-fno-tree-tail-merge"],
+              ["-mllvm", "-enable-tail-merge=false", "-mllvm", "-simplifycfg-sink-common=false"]
+            ],
+            probe = args ++ ["-Werror" | no_merging] ++ ~w(-x #{x} -c /dev/null -o /dev/null),
+            match?({_, 0}, System.cmd(exe, probe, stderr_to_stdout: true)),
+            flag <- no_merging,
+            do: flag
 
       Process.put(key, flags)
       flags
