@@ -243,18 +243,14 @@ BEAM_API void beam_nif_unloaded(void);
 BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
                                               const char *callback,
                                               const char *text);
+/* BEAM_NIF_INIT's call of the user's load, upgrade or unload (call, an
+ * int expression; what: "load", ...): in C++ through a guard
+ * (beam_nif_internal_callback_guarded). */
 #ifdef BEAM_INTERNAL_CXX_GUARD
-#define BEAM_INTERNAL_CALL_LOAD(f, env, priv, info)                            \
-    beam_nif_internal_load_guarded(f, env, priv, info)
-#define BEAM_INTERNAL_CALL_UPGRADE(f, env, priv, old, info)                    \
-    beam_nif_internal_upgrade_guarded(f, env, priv, old, info)
-#define BEAM_INTERNAL_CALL_UNLOAD(f, env, priv)                                \
-    beam_nif_internal_unload_guarded(f, env, priv)
+#define BEAM_INTERNAL_CALLBACK(env, what, call)                                \
+    beam_nif_internal_callback_guarded(env, what, [&]() { return call; })
 #else
-#define BEAM_INTERNAL_CALL_LOAD(f, env, priv, info) f(env, priv, info)
-#define BEAM_INTERNAL_CALL_UPGRADE(f, env, priv, old, info)                    \
-    f(env, priv, old, info)
-#define BEAM_INTERNAL_CALL_UNLOAD(f, env, priv) f(env, priv)
+#define BEAM_INTERNAL_CALLBACK(env, what, call) (call)
 #endif
 
 /** Drop-in for ERL_NIF_INIT(NAME, FUNCS, LOAD, NULL, UPGRADE, UNLOAD).
@@ -315,7 +311,8 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
         if (options_failed)                                                    \
             return options_failed;                                             \
         return beam_nif_loaded(                                                \
-            user ? BEAM_INTERNAL_CALL_LOAD(user, env, priv, info) : 0);        \
+            user ? BEAM_INTERNAL_CALLBACK(env, "load", user(env, priv, info))  \
+                 : 0);                                                         \
     }                                                                          \
     static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
                                      ERL_NIF_TERM info) {                      \
@@ -324,13 +321,14 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
         if (options_failed)                                                    \
             return options_failed;                                             \
         return beam_nif_loaded(                                                \
-            user ? BEAM_INTERNAL_CALL_UPGRADE(user, env, priv, old, info)      \
+            user ? BEAM_INTERNAL_CALLBACK(env, "upgrade",                      \
+                                          user(env, priv, old, info))          \
                  : 0);                                                         \
     }                                                                          \
     static void beam_nif_glue_unload(ErlNifEnv *env, void *priv) {             \
         beam_nif_unload_fn user = (UNLOAD);                                    \
         if (user)                                                              \
-            BEAM_INTERNAL_CALL_UNLOAD(user, env, priv);                        \
+            (void)BEAM_INTERNAL_CALLBACK(env, "unload", (user(env, priv), 0)); \
         beam_nif_unloaded();                                                   \
     }                                                                          \
     ERL_NIF_INIT(NAME, FUNCS, beam_nif_glue_load, NULL, beam_nif_glue_upgrade, \
@@ -598,43 +596,17 @@ static inline bool beam_nif_internal_pick_guarded(beam_allocator_t (*f)(void),
 
 /* BEAM_NIF_INIT's calls of the user's load, upgrade and unload: the VM
  * calls them through C frames, where an exception would end the VM. One
- * that leaves them is reported; a load or upgrade then fails. */
-static inline int
-beam_nif_internal_callback_threw_current(ErlNifEnv *env,
-                                         const char *callback) noexcept {
-    char text[256];
-    beam_nif_internal_current_text(text, sizeof text);
-    return beam_nif_internal_callback_threw(env, callback, text);
-}
-
-static inline int beam_nif_internal_load_guarded(beam_nif_load_fn f,
-                                                 ErlNifEnv *env, void **priv,
-                                                 ERL_NIF_TERM info) noexcept {
+ * that leaves them is reported, and its code fails a load or upgrade. */
+template <typename Call>
+static inline int beam_nif_internal_callback_guarded(ErlNifEnv *env,
+                                                     const char *what,
+                                                     Call call) noexcept {
     try {
-        return f(env, priv, info);
+        return call();
     } catch (...) {
-        return beam_nif_internal_callback_threw_current(env, "load");
-    }
-}
-
-static inline int
-beam_nif_internal_upgrade_guarded(beam_nif_upgrade_fn f, ErlNifEnv *env,
-                                  void **priv, void **old,
-                                  ERL_NIF_TERM info) noexcept {
-    try {
-        return f(env, priv, old, info);
-    } catch (...) {
-        return beam_nif_internal_callback_threw_current(env, "upgrade");
-    }
-}
-
-static inline void beam_nif_internal_unload_guarded(beam_nif_unload_fn f,
-                                                    ErlNifEnv *env,
-                                                    void *priv) noexcept {
-    try {
-        f(env, priv);
-    } catch (...) {
-        beam_nif_internal_callback_threw_current(env, "unload");
+        char text[256];
+        beam_nif_internal_current_text(text, sizeof text);
+        return beam_nif_internal_callback_threw(env, what, text);
     }
 }
 }

@@ -1010,10 +1010,10 @@ static inline bool gpa_link_ok(const gpa_state *st, const gpa_slab *s,
 /* A tracked instance's link that may lead out of its slab (a stash's, or
  * one looked at on its own): a freed small block of st in any of its
  * tracked slabs (a write after free into the first word of a stashed block
- * would send the walk, and the push, anywhere: found in review). */
-/* tag: the target's tag is checked too (before the link is followed);
- * without, only where it points (a check of each block on its own: a
- * write into one block's tag must not be blamed on the block linking to
+ * would send the walk, and the push, anywhere: found in review). tag: its
+ * target's tag is checked too, as before a link is followed; without,
+ * only where it points (the end-of-call check visits each block on its
+ * own: a write into one block's tag is not blamed on the block linking to
  * it; found in review). */
 static inline bool gpa_any_link_ok(const gpa_state *st, const void *p,
                                    bool tag) {

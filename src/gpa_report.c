@@ -294,7 +294,7 @@ check_freed_slab(gpa_state *st, gpa_slab *s, void *arg) {
             continue;
         const unsigned char *b = (const unsigned char *)(s->base + k * s->size);
         size_t at = freed_head_changed(st, (void *const *)b);
-        if (at == s->size || at == SIZE_MAX)
+        if (at == SIZE_MAX)
             at =
                 gpa_first_other(b, 2 * sizeof(void *), s->size, GPA_FREED_FILL);
         if (at == s->size)

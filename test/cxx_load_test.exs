@@ -72,20 +72,11 @@ defmodule BeamAlloc.CxxLoadTest do
     load_version(info)
   end
 
-  # The reports after mark that name this library: reports are messages
-  # to the reporter, so wait for them.
-  defp reports_since(mark, tries \\ 100) do
-    got =
-      for %{line: line} <- Reporter.since(mark),
-          line =~ "'Elixir.BeamAlloc.Test.CxxLoad'",
-          do: line
-
-    if got == [] and tries > 0 do
-      Process.sleep(10)
-      reports_since(mark, tries - 1)
-    else
-      got
-    end
+  # The reports after mark that name this library.
+  defp reports_since(mark) do
+    for %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
+        line =~ "'Elixir.BeamAlloc.Test.CxxLoad'",
+        do: line
   end
 
   test "a load that throws fails with a reason, reported with the exception's text" do

@@ -482,16 +482,7 @@ defmodule BeamAlloc.CaseTest do
   alias BeamAlloc.Reporter
   alias BeamAlloc.Test.Misuse
 
-  defp wait_for(mark, tries \\ 100) do
-    case Reporter.since(mark) do
-      [] when tries > 0 ->
-        Process.sleep(10)
-        wait_for(mark, tries - 1)
-
-      reports ->
-        reports
-    end
-  end
+  defp wait_for(mark), do: BeamAlloc.Test.Reports.wait_since(mark)
 
   test "check!/3 fails with the report when the test's own call reported" do
     mark = Reporter.mark()
@@ -568,7 +559,7 @@ defmodule BeamAlloc.CaseTest do
 
     capture_log(fn ->
       for _ <- 1..(Reporter.kept() + 10), do: Misuse.double_free_plain()
-      wait_until_mark(mark + Reporter.kept() + 10)
+      BeamAlloc.Test.Reports.wait_since(mark, Reporter.kept() + 10)
     end)
 
     error =
@@ -578,13 +569,6 @@ defmodule BeamAlloc.CaseTest do
              "beam_alloc reported #{Reporter.kept()} problems during the test (and 10 " <>
                "earlier reports, no longer kept by BeamAlloc.Reporter, which keeps " <>
                "the latest #{Reporter.kept()}):"
-  end
-
-  defp wait_until_mark(at, tries \\ 200) do
-    if Reporter.mark() < at and tries > 0 do
-      Process.sleep(10)
-      wait_until_mark(at, tries - 1)
-    end
   end
 
   test "check!/3 passes when nothing was reported" do

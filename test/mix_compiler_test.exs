@@ -254,7 +254,7 @@ defmodule BeamAlloc.MixCompilerTest do
             end
           end)
 
-          wait_reports(mark, 4)
+          BeamAlloc.Test.Reports.wait_since(mark, 4)
         end)
 
       assert [line] = for(%{line: l} <- reports, l =~ "leak: ", do: l)
@@ -263,18 +263,6 @@ defmodule BeamAlloc.MixCompilerTest do
       assert [one, two] = for(%{line: l} <- reports, l =~ "does not own", do: l)
       assert one =~ ~r"called from branchy \(\S*clang_leak\.c:11\)", one
       assert two =~ ~r"called from branchy \(\S*clang_leak\.c:13\)", two
-    end
-  end
-
-  # At least count reports after mark (they are messages to the reporter).
-  defp wait_reports(mark, count, tries \\ 100) do
-    case BeamAlloc.Reporter.since(mark) do
-      reports when length(reports) < count and tries > 0 ->
-        Process.sleep(10)
-        wait_reports(mark, count, tries - 1)
-
-      reports ->
-        reports
     end
   end
 

@@ -82,10 +82,10 @@ defmodule BeamAlloc.Case do
   every report since the mark (the test runs alone).
   """
   @spec reports(non_neg_integer, pid, boolean) :: [Reporter.report()]
-  def reports(mark, test_pid, async?) do
-    mark
-    |> Reporter.since()
-    |> Enum.filter(fn report ->
+  def reports(mark, test_pid, async?), do: mark |> Reporter.since() |> of_test(test_pid, async?)
+
+  defp of_test(reports, test_pid, async?) do
+    Enum.filter(reports, fn report ->
       not async? or report.pid == test_pid or test_pid in report.callers
     end)
   end
@@ -96,7 +96,9 @@ defmodule BeamAlloc.Case do
   """
   @spec check!(non_neg_integer, pid, boolean) :: :ok
   def check!(mark, test_pid, async?) do
-    case reports(mark, test_pid, async?) do
+    kept = Reporter.since(mark)
+
+    case of_test(kept, test_pid, async?) do
       [] ->
         :ok
 
@@ -106,21 +108,17 @@ defmodule BeamAlloc.Case do
         raise ExUnit.AssertionError,
           message:
             "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} " <>
-              "during the test#{dropped_note(mark, reports)}:\n\n" <>
+              "during the test#{dropped_note(mark, kept)}:\n\n" <>
               Enum.map_join(reports, "\n", &("  " <> &1.line))
     end
   end
 
   # The reporter keeps the latest reports only: say so when some made
   # since the mark are gone (150 double frees read as "100 problems").
-  defp dropped_note(mark, [%{seq: first} | _]) do
-    case Reporter.since(mark) do
-      [%{seq: oldest} | _] when oldest > mark + 1 and oldest <= first ->
-        " (and #{oldest - mark - 1} earlier reports, no longer kept by " <>
-          "BeamAlloc.Reporter, which keeps the latest #{Reporter.kept()})"
-
-      _ ->
-        ""
-    end
+  defp dropped_note(mark, [%{seq: oldest} | _]) when oldest > mark + 1 do
+    " (and #{oldest - mark - 1} earlier reports, no longer kept by " <>
+      "BeamAlloc.Reporter, which keeps the latest #{Reporter.kept()})"
   end
+
+  defp dropped_note(_mark, _kept), do: ""
 end

@@ -546,13 +546,10 @@ static bool pick_allocator(const beam_nif_options *options, ErlNifEnv *env,
 
 static call_options resolve(const beam_nif_options *options,
                             const beam__nif_override *ov, ErlNifEnv *env) {
-    call_options o = {options->leak_check,
-                      options->scratch,
-                      options->raise_on_misuse,
-                      false,
-                      beam_raw_allocator,
-                      false,
-                      0};
+    call_options o = {.leak_check = options->leak_check,
+                      .scratch = options->scratch,
+                      .raise_on_misuse = options->raise_on_misuse,
+                      .allocator = beam_raw_allocator};
     if (ov != NULL && (ov->set & BEAM__OVERRIDE_ALLOCATOR)) {
         o.has_allocator = true;
         o.allocator = ov->allocator;

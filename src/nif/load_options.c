@@ -48,12 +48,13 @@ static void set_pending(override_table *t) {
 void beam__load_options_settle(int result) {
     if (!pending_set)
         return;
-    if (result == 0) {
-        beam__atomic_store_release(&overrides, pending);
-        pending = NULL;
-    }
-    set_pending(NULL);
+    override_table *t = pending;
+    pending = NULL;
     pending_set = false;
+    if (result == 0)
+        beam__atomic_store_release(&overrides, t);
+    else if (t != NULL)
+        enif_free(t); /* (never published) */
 }
 
 const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,

@@ -1,0 +1,19 @@
+defmodule BeamAlloc.Test.Reports do
+  @moduledoc false
+  # Reports are messages to BeamAlloc.Reporter: a test that made some
+  # waits for them here.
+
+  alias BeamAlloc.Reporter
+
+  # The reports since mark (Reporter.since/1) once count of them have
+  # arrived, or after 2 s (then what arrived: the test's assertion says
+  # what is missing).
+  def wait_since(mark, count \\ 1, tries \\ 200) do
+    if Reporter.mark() < mark + count and tries > 0 do
+      Process.sleep(10)
+      wait_since(mark, count, tries - 1)
+    else
+      Reporter.since(mark)
+    end
+  end
+end
