@@ -104,24 +104,26 @@ defmodule BeamAlloc.Reporter do
     {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: []}}
   end
 
-  @impl true
   # Only reports of the shape the C side sends (a module, a binary line):
-  # anything else someone sends is dropped by the last clause, not a crash
-  # that loses the kept reports.
+  # anything else someone sends is dropped by handle_info's last clause,
+  # not a crash that loses the kept reports.
+  defguardp is_report(module, line) when is_atom(module) and is_binary(line)
+
+  @impl true
   def handle_info({:beam_alloc_report, module, line, _pid, _ack} = message, state)
-      when is_atom(module) and is_binary(line) do
+      when is_report(module, line) do
     {:noreply, attribute([message], state), {:continue, :release}}
   end
 
   # From library copies of earlier versions.
   def handle_info({:beam_alloc_report, module, line, pid}, state)
-      when is_atom(module) and is_binary(line) do
+      when is_report(module, line) do
     message = {:beam_alloc_report, module, line, pid, :undefined}
     {:noreply, attribute([message], state), {:continue, :release}}
   end
 
   def handle_info({:beam_alloc_report, module, line}, state)
-      when is_atom(module) and is_binary(line) do
+      when is_report(module, line) do
     message = {:beam_alloc_report, module, line, :undefined, :undefined}
     {:noreply, attribute([message], state), {:continue, :release}}
   end
@@ -134,10 +136,10 @@ defmodule BeamAlloc.Reporter do
   defp attribute(taken, state) do
     receive do
       {:beam_alloc_report, module, line, _, _} = message
-      when is_atom(module) and is_binary(line) ->
+      when is_report(module, line) ->
         attribute([message | taken], state)
 
-      {:beam_alloc_report, module, line, pid} when is_atom(module) and is_binary(line) ->
+      {:beam_alloc_report, module, line, pid} when is_report(module, line) ->
         attribute([{:beam_alloc_report, module, line, pid, :undefined} | taken], state)
     after
       0 ->

@@ -28,7 +28,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   clang's `-mllvm -enable-tail-merge=false -mllvm
   -simplifycfg-sink-common=false`: otherwise NIFs with identical code, or
   identical calls that end two branches of one function, share one
-  address, and a report names the other one's line), `-fPIC`, `-fvisibility=hidden` and the include directories of
+  address, and a report names the other one's line), `-fPIC`,
+  `-fvisibility=hidden` and the include directories of
   beam_alloc and of the running VM's `erl_nif.h`; the shared object is
   linked with `-Wl,--exclude-libs,ALL`, so none of beam_alloc's symbols is
   exported from it (only `nif_init` and the fault-injection hook).
@@ -99,7 +100,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     * `BEAM_ALLOC_DIR`, `BEAM_ALLOC_INCLUDE_DIR`, `BEAM_ALLOC_LIB`
       (`libbeam_alloc.a`, already built), `BEAM_ALLOC_CFLAGS` and
       `BEAM_ALLOC_LDFLAGS` (what any NIF built on beam_alloc needs: its
-      include directories and link flags; not `:cflags` and the like), and `BEAM_ALLOC_MK`, the path
+      include directories and link flags; not `:cflags` and the like),
+      and `BEAM_ALLOC_MK`, the path
       of `beam_alloc.mk`, which a Makefile can include instead
       (`include $(BEAM_ALLOC_MK)`).
 
@@ -113,6 +115,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   @root Path.expand("../../..", __DIR__)
 
   @cxx_exts ~w(.cc .cpp .cxx .C .c++)
+  # The flag options, global and per NIF (lists of strings, default []).
+  @flag_options [:cflags, :cxxflags, :ldflags, :libs]
   @c_exts ~w(.c)
 
   @impl Mix.Task.Compiler
@@ -166,14 +170,14 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       )
     end
 
-    case Keyword.keys(opts) -- [:nifs, :make, :cflags, :cxxflags, :ldflags, :libs] do
+    case Keyword.keys(opts) -- [:nifs, :make | @flag_options] do
       [] ->
         :ok
 
       unknown ->
         Mix.raise(
           "beam_alloc: unknown option(s) #{Enum.map_join(unknown, ", ", &inspect/1)} under :beam_alloc " <>
-            "(known: :nifs, :make, :cflags, :cxxflags, :ldflags, :libs)"
+            "(known: #{Enum.map_join([:nifs, :make | @flag_options], ", ", &inspect/1)})"
         )
     end
 
@@ -205,7 +209,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       )
     end
 
-    flags = for key <- [:cflags, :cxxflags, :ldflags, :libs], opts[key] not in [nil, []], do: key
+    flags = for key <- @flag_options, opts[key] not in [nil, []], do: key
 
     if nifs == [] and flags != [] do
       Mix.raise(
@@ -215,19 +219,17 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       )
     end
 
-    %{
+    Map.merge(flag_options!(opts), %{
       nifs: Enum.map(nifs, &nif_options!/1),
-      make: make_options!(Keyword.get(opts, :make, false)),
-      cflags: string_list!(opts, :cflags),
-      cxxflags: string_list!(opts, :cxxflags),
-      ldflags: string_list!(opts, :ldflags),
-      libs: string_list!(opts, :libs)
-    }
+      make: make_options!(Keyword.get(opts, :make, false))
+    })
   end
+
+  defp flag_options!(opts), do: Map.new(@flag_options, &{&1, string_list!(opts, &1)})
 
   defp nif_options!({name, sources}) when is_list(sources) and sources != [] do
     if Enum.all?(sources, &is_binary/1) do
-      {name, %{sources: sources, cflags: [], cxxflags: [], ldflags: [], libs: []}}
+      {name, Map.put(flag_options!([]), :sources, sources)}
     else
       unless Keyword.keyword?(sources) do
         Mix.raise(
@@ -236,7 +238,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
         )
       end
 
-      case Keyword.keys(sources) -- [:sources, :cflags, :cxxflags, :ldflags, :libs] do
+      case Keyword.keys(sources) -- [:sources | @flag_options] do
         [] -> :ok
         unknown -> Mix.raise("beam_alloc: NIF #{name}: unknown option(s) #{inspect(unknown)}")
       end
@@ -244,14 +246,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       srcs = string_list!(sources, :sources)
       if srcs == [], do: Mix.raise("beam_alloc: NIF #{name}: no :sources given")
 
-      {name,
-       %{
-         sources: srcs,
-         cflags: string_list!(sources, :cflags),
-         cxxflags: string_list!(sources, :cxxflags),
-         ldflags: string_list!(sources, :ldflags),
-         libs: string_list!(sources, :libs)
-       }}
+      {name, Map.put(flag_options!(sources), :sources, srcs)}
     end
   end
 
