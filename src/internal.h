@@ -23,6 +23,8 @@
 #define BEAM__RET_ADDR() ((uintptr_t)__builtin_return_address(0))
 #define BEAM__PRINTF(f, a) __attribute__((format(printf, f, a)))
 
+#include "os/tls.h"
+
 /* Built with ThreadSanitizer (gcc says so one way, clang another): the
  * code it cannot follow (a process-wide barrier, a futex) then takes the
  * ways it knows. */
@@ -410,16 +412,42 @@ typedef struct beam__thread_stats {
 } beam__thread_stats;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__thread_stats beam__stats_mine;
 BEAM__HIDDEN BEAM__NOINLINE void beam__stats_list_thread(void);
+/* In a NIF, beam__stats_mine's offset from the thread pointer once the
+ * dynamic linker is known to have put it in static TLS (os/tls.h), else 0;
+ * set when a thread is listed. Without it every count would start with
+ * the linker's call (raw allocator: ~3% of an enif_alloc+enif_free). */
+#if defined(BEAM__HAVE_TLS_OFFSET) && !defined(BEAM_ALLOC_STANDALONE)
+#define BEAM__STATS_TLS_OFFSET 1
+BEAM__HIDDEN extern _Atomic intptr_t beam__stats_tls_offset;
+#endif
 
-static inline beam__counters *beam__thread_counters(int kind) {
-    beam__thread_stats *t = &beam__stats_mine;
+/* The calling thread's counters of kind once it is listed, else NULL
+ * (then beam__thread_counters lists it). */
+static BEAM__ALWAYS_INLINE beam__counters *
+beam__thread_counters_listed(int kind) {
+    beam__thread_stats *t;
+#ifdef BEAM__STATS_TLS_OFFSET
+    intptr_t off = beam__atomic_load_relaxed(&beam__stats_tls_offset);
+    if (BEAM__UNLIKELY(off == 0))
+        return NULL;
+    t = (beam__thread_stats *)(beam__thread_pointer() + off);
+#else
+    t = &beam__stats_mine;
     /* One thread-local access, not one per field (in a dlopen'ed NIF each
      * can be a call): the empty asm hands the compiler an address it
      * cannot recompute. */
     __asm__("" : "+r"(t));
-    if (BEAM__UNLIKELY(!t->listed))
-        beam__stats_list_thread();
-    return &t->kind[kind];
+#endif
+    return BEAM__LIKELY(t->listed) ? &t->kind[kind] : NULL;
+}
+
+/* The calling thread's counters of kind, listing the thread first when
+ * needed. */
+BEAM__HIDDEN BEAM__NOINLINE beam__counters *
+beam__thread_counters_slow(int kind);
+static inline beam__counters *beam__thread_counters(int kind) {
+    beam__counters *c = beam__thread_counters_listed(kind);
+    return BEAM__LIKELY(c != NULL) ? c : beam__thread_counters_slow(kind);
 }
 BEAM__HIDDEN extern beam__peak beam__kind_peak[BEAM__KINDS];
 BEAM__HIDDEN bool beam__gpa_stats(void *ctx, beam_alloc_stats *out);

@@ -23,7 +23,9 @@ static BEAM__NOINLINE void *raw_alloc_failed(void *p) {
 
 void *beam__raw_alloc(size_t len, size_t alignment) {
     void *p = alignment <= BEAM_MAX_ALIGN ? beam__sys_alloc(len) : NULL;
-    if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (alignment - 1)) != 0))
+    /* (BEAM_MAX_ALIGN, not alignment: what the backend promises, checked
+     * without keeping alignment across the call.) */
+    if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (BEAM_MAX_ALIGN - 1)) != 0))
         return raw_alloc_failed(p);
     beam__count_alloc(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
     return p;
@@ -62,9 +64,31 @@ static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
     return p;
 }
 
+/* The free's ways off its path: a thread not listed yet, and a count
+ * that publishes. Apart, so that the free itself needs no frame and ends
+ * in a jump to the backend. */
+static BEAM__NOINLINE void raw_free_listing(void *mem, size_t len) {
+    beam__count_free(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
+    beam__sys_free(mem);
+}
+
+static BEAM__NOINLINE void raw_free_publishing(void *mem, beam__counters *c) {
+    beam__publish(c, &beam__kind_peak[BEAM__RAW]);
+    beam__sys_free(mem);
+}
+
 /* Counted first, so that the backend's free is a tail call. */
 void beam__raw_free(void *mem, size_t len) {
-    beam__count_free(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
+    beam__counters *c = beam__thread_counters_listed(BEAM__RAW);
+    if (BEAM__UNLIKELY(c == NULL)) {
+        raw_free_listing(mem, len);
+        return;
+    }
+    if (BEAM__UNLIKELY(
+            beam__publish_due_at(c, beam__count_free_fast(c, len)))) {
+        raw_free_publishing(mem, c);
+        return;
+    }
     beam__sys_free(mem);
 }
 

@@ -97,6 +97,23 @@ void beam__stats_list_thread(void) {
     pthread_mutex_unlock(&list_lock);
 }
 
+#ifdef BEAM__STATS_TLS_OFFSET
+_Atomic intptr_t beam__stats_tls_offset;
+#endif
+
+beam__counters *beam__thread_counters_slow(int kind) {
+    if (!beam__stats_mine.listed)
+        beam__stats_list_thread();
+#ifdef BEAM__STATS_TLS_OFFSET
+    /* The same on every thread: the first to get here finds it (or finds
+     * none each time, and the counters keep the ordinary access). */
+    if (beam__atomic_load_relaxed(&beam__stats_tls_offset) == 0)
+        beam__atomic_store_relaxed(&beam__stats_tls_offset,
+                                   BEAM__TLS_STATIC_OFFSET(beam__stats_mine));
+#endif
+    return &beam__stats_mine.kind[kind];
+}
+
 static void fold_kind(int kind, beam_alloc_stats *out) {
     /* This thread's lag is known: publish it. (A fold of other threads'
      * counters is no snapshot, so it never feeds the peak.) */

@@ -22,14 +22,16 @@
 #ifndef BEAM_ALLOC_OS_TLS_H
 #define BEAM_ALLOC_OS_TLS_H
 
-#include "../internal.h"
+/* (Self-contained: internal.h includes it, for the thread-local counters
+ * there.) */
+#include <stdint.h>
 
 #if defined(__x86_64__) && defined(__linux__)
 #define BEAM__HAVE_TLS_OFFSET 1
 
 /* x86-64 keeps the thread pointer at %fs:0. Not volatile: within one
  * thread it never changes, so the compiler may reuse it. */
-static BEAM__ALWAYS_INLINE char *beam__thread_pointer(void) {
+static inline __attribute__((always_inline)) char *beam__thread_pointer(void) {
     char *tp;
     __asm__("mov %%fs:0, %0" : "=r"(tp));
     return tp;
