@@ -78,7 +78,7 @@ typedef struct block {
     void *ptr; /* NULL: empty slot; TOMBSTONE: deleted */
     size_t len;
     size_t alignment;
-    uintptr_t site;
+    uintptr_t site;          /* as described (see described_site) */
     size_t index;            /* request number in its run */
     unsigned run;            /* run that made it; 0 once reported (a leak
                               * suspect while not its run's: see settle) */
@@ -90,6 +90,7 @@ typedef struct attached_lib {
     const beam__fault_hooks *hooks;
     void *handle; /* dlopen reference that keeps the library mapped */
     char module[256];
+    uintptr_t lo, hi; /* its loaded segments' span (0, 0: not known) */
 } attached_lib;
 
 typedef struct request_info {
@@ -97,9 +98,16 @@ typedef struct request_info {
     size_t index;
     int kind;
     size_t len;
-    uintptr_t site;
+    uintptr_t site;     /* as described (see described_site) */
     uintptr_t expected; /* mismatch only: the first run's site (0: none) */
 } request_info;
+
+/* A request of the first run: where it returns to (what later runs must
+ * repeat), and how it is described. */
+typedef struct first_site {
+    uintptr_t ret;
+    uintptr_t site;
+} first_site;
 
 /* A remap that came back NULL, its parent's "allocate, copy and free
  * yourself" (or failed here): the allocation that follows from the same
@@ -171,7 +179,7 @@ typedef struct session {
     size_t nmisuse;
 
     /* Sites of the first run's requests. */
-    uintptr_t *sites;
+    first_site *sites;
     size_t nsites, sites_cap;
 
     /* The calls in flight (the owner's, innermost), and the thread the
@@ -326,26 +334,59 @@ static beam_allocator_t current_parent(const session *s) {
     return s->depth > 0 && !s->closed ? s->parent : s->fallback;
 }
 
-/* Number a request; true when it must fail. */
-static bool request(session *s, int kind, size_t len, uintptr_t site,
-                    size_t *index) {
+static bool in_attached(const session *s, uintptr_t pc) {
+    for (size_t i = 0; i < s->nlibs; i++)
+        if (pc >= s->libs[i].lo && pc < s->libs[i].hi)
+            return true;
+    return false;
+}
+
+/* Frames a request made outside the NIF libraries is described by. */
+#define FOREIGN_FRAMES 8
+
+/* How a request returning to ret is named in problems: ret alone when it
+ * is in a NIF library under the check (the NIF's own call: its line says
+ * where), else the calls that led there, up to the first one in such a
+ * library: a C library's request (zlib, zstd, SQLite, libstdc++ calling
+ * the NIF's hooks) is then "deflateInit2_ (libz.so.1+0x8da6) <- ... <-
+ * the NIF's line that called zlib", not zlib's function alone. Walks from
+ * here: call it on the request's own path. */
+static uintptr_t described_site(const session *s, uintptr_t ret) {
+    if (ret == 0 || in_attached(s, ret))
+        return ret;
+    uintptr_t pc[FOREIGN_FRAMES];
+    size_t n = beam__stack_above(ret, pc, FOREIGN_FRAMES);
+    for (size_t i = 1; i < n; i++)
+        if (in_attached(s, pc[i])) {
+            n = i + 1;
+            break;
+        }
+    return beam__trace_intern(pc, n);
+}
+
+/* Number a request returning to ret; true when it must fail. *site: how
+ * it is described. */
+static bool request(session *s, int kind, size_t len, uintptr_t ret,
+                    size_t *index, uintptr_t *site) {
     size_t i = s->requests++;
     *index = i;
+    uintptr_t at = described_site(s, ret);
+    *site = at;
     if (s->mode == MODE_RECORD) {
         if (grow_array((void **)&s->sites, &s->sites_cap, s->nsites + 1,
                        sizeof *s->sites))
-            s->sites[s->nsites++] = site;
+            s->sites[s->nsites++] = (first_site){ret, at};
         else
             s->lost = true;
     } else if (i <= s->fail_index && !s->mismatch.happened) {
-        uintptr_t expected = i < s->nsites ? s->sites[i] : 0;
-        if (expected != site)
-            s->mismatch = (request_info){true, i, kind, len, site, expected};
+        first_site expected = i < s->nsites ? s->sites[i] : (first_site){0, 0};
+        if (expected.ret != ret)
+            s->mismatch = (request_info){true, i, kind, len, at, expected.site};
     }
     if (i < s->fail_index)
         return false;
     if (!s->induced.happened)
-        s->induced = (request_info){true, i, kind, len, site, 0};
+        s->induced = (request_info){true, i, kind, len, at, 0};
     return true;
 }
 
@@ -409,7 +450,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
         run = s->move.block_run;
         kept_len = s->move.block_len;
     } else if (counted) {
-        fails = request(s, REQ_ALLOC, len, ret, &index);
+        fails = request(s, REQ_ALLOC, len, ret, &index, &site);
     }
     if (fails) {
         pthread_mutex_unlock(&s->lock);
@@ -443,8 +484,9 @@ static beam_allocator_t parent_of(const session *s, const block *b) {
 static bool growth_fails(session *s, int kind, size_t len, size_t new_len,
                          uintptr_t ret, size_t *index) {
     s->move.set = false;
+    uintptr_t site;
     return new_len > len && counting(s) &&
-           request(s, kind, new_len, ret, index);
+           request(s, kind, new_len, ret, index, &site);
 }
 
 static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
@@ -636,12 +678,20 @@ static const beam__fault_driver driver = {
 
 /* --- Finding the libraries -------------------------------------------- */
 
+/* A loaded object: its path, and the span of its loaded segments (0, 0:
+ * not known). */
+typedef struct object_name {
+    char *name;
+    uintptr_t lo, hi;
+} object_name;
+
 typedef struct name_list {
-    char **names;
+    object_name *names;
     size_t n, cap;
 } name_list;
 
-static void add_name(name_list *l, const char *name) {
+static void add_name(name_list *l, const char *name, uintptr_t lo,
+                     uintptr_t hi) {
     if (name == NULL || name[0] == '\0' ||
         !grow_array((void **)&l->names, &l->cap, l->n + 1, sizeof *l->names))
         return;
@@ -650,20 +700,34 @@ static void add_name(name_list *l, const char *name) {
     if (copy == NULL)
         return;
     memcpy(copy, name, len);
-    l->names[l->n++] = copy;
+    l->names[l->n++] = (object_name){copy, lo, hi};
 }
 
 #if defined(__APPLE__)
 static void list_objects(name_list *l) {
     uint32_t n = _dyld_image_count();
     for (uint32_t i = 0; i < n; i++)
-        add_name(l, _dyld_get_image_name(i));
+        add_name(l, _dyld_get_image_name(i), 0, 0);
 }
 #else
-/* Names only: no dlopen while the loader's list is being walked. */
+/* Names and spans only: no dlopen while the loader's list is being
+ * walked. */
 static int add_object(struct dl_phdr_info *info, size_t size, void *data) {
     (void)size;
-    add_name(data, info->dlpi_name);
+    uintptr_t lo = UINTPTR_MAX, hi = 0;
+    for (size_t i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        if (start < lo)
+            lo = start;
+        if (start + ph->p_memsz > hi)
+            hi = start + ph->p_memsz;
+    }
+    if (hi == 0)
+        lo = 0;
+    add_name(data, info->dlpi_name, lo, hi);
     return 0;
 }
 
@@ -716,8 +780,8 @@ static void attach_libraries(ErlNifEnv *env, session *s, ERL_NIF_TERM list) {
     list_objects(&l);
     for (size_t i = 0; i < l.n; i++) {
         void *handle;
-        const beam__fault_hooks *h = hooks_in(l.names[i], &handle);
-        enif_free(l.names[i]);
+        const beam__fault_hooks *h = hooks_in(l.names[i].name, &handle);
+        enif_free(l.names[i].name);
         if (h == NULL)
             continue;
         const char *module = h->module();
@@ -734,6 +798,8 @@ static void attach_libraries(ErlNifEnv *env, session *s, ERL_NIF_TERM list) {
             lib->hooks = h;
             lib->handle = handle;
             snprintf(lib->module, sizeof lib->module, "%s", module);
+            lib->lo = l.names[i].lo;
+            lib->hi = l.names[i].hi;
         }
         pthread_mutex_unlock(&s->lock);
         if (!take)
@@ -931,7 +997,7 @@ static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
     char buf[512];
     if (site == 0)
         return atom(env, "undefined");
-    return text_binary(env, beam__describe_addr(site, buf, sizeof buf));
+    return text_binary(env, beam__describe_site(site, buf, sizeof buf));
 }
 
 static ERL_NIF_TERM kind_term(ErlNifEnv *env, int kind) {
@@ -1174,8 +1240,8 @@ static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name,
     for (size_t i = 0; i < l.n; i++) {
         void *handle = NULL;
         const beam__fault_hooks *h =
-            found ? NULL : hooks_in(l.names[i], &handle);
-        enif_free(l.names[i]);
+            found ? NULL : hooks_in(l.names[i].name, &handle);
+        enif_free(l.names[i].name);
         if (h == NULL)
             continue;
         const char *module = h->module();

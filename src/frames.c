@@ -369,6 +369,22 @@ __attribute__((destructor)) static void depot_unload(void) {
  * of the shared table. */
 #define CACHE_SLOTS BEAM__TRACE_CACHE_SLOTS
 
+/* The depot's entry for pc[0..n), tagged, or pc[0] when the depot is
+ * full. c: the caller's cached entry for these frames' site, updated. */
+static uintptr_t intern(const uintptr_t *pc, size_t n, const beam__trace **c) {
+    if (BEAM__LIKELY(*c != NULL && same_pcs(*c, pc, n)))
+        return (uintptr_t)*c | BEAM__SITE_TRACE;
+    uint32_t hash = hash_of(pc, n);
+    size_t empty;
+    beam__trace *t = depot_find(hash, pc, n, &empty);
+    if (BEAM__UNLIKELY(t == NULL))
+        t = depot_insert(hash, pc, n);
+    if (t == NULL)
+        return pc[0];
+    *c = t;
+    return (uintptr_t)t | BEAM__SITE_TRACE;
+}
+
 WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
     uintptr_t pc[BEAM__MAX_FRAMES];
     size_t n =
@@ -378,21 +394,18 @@ WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
     /* (The cache lives in the thread's cold block: without one, a dummy.) */
     beam__thread_cold *cold = beam__cold();
     const beam__trace *none = NULL;
-    const beam__trace **c =
+    return intern(
+        pc, n,
         cold != NULL
             ? &cold->trace_cache[(ret ^ (ret >> 6)) & (CACHE_SLOTS - 1)]
-            : &none;
-    if (BEAM__LIKELY(*c != NULL && same_pcs(*c, pc, n)))
-        return (uintptr_t)*c | BEAM__SITE_TRACE;
-    uint32_t hash = hash_of(pc, n);
-    size_t empty;
-    beam__trace *t = depot_find(hash, pc, n, &empty);
-    if (BEAM__UNLIKELY(t == NULL))
-        t = depot_insert(hash, pc, n);
-    if (t == NULL)
-        return ret;
-    *c = t;
-    return (uintptr_t)t | BEAM__SITE_TRACE;
+            : &none);
+}
+
+uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n) {
+    if (n <= 1)
+        return n == 1 ? pc[0] : 0;
+    const beam__trace *none = NULL;
+    return intern(pc, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n, &none);
 }
 
 /* --- Text ---------------------------------------------------------------- */

@@ -77,6 +77,11 @@ BEAM__HIDDEN extern BEAM_THREAD_LOCAL uintptr_t beam__frames_stop;
  * then up to n - 1 more. For reports (no depot). */
 BEAM__HIDDEN size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n);
 
+/* A site for frames pc[0..n) (innermost first, as beam__stack_above gives
+ * them): a tagged depot entry, or pc[0] alone when n is 1 or the depot is
+ * full (0 when n is 0). For callers that choose the frames themselves. */
+BEAM__HIDDEN uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n);
+
 /* "a <- b <- c": each frame as beam__describe_addr writes it. */
 BEAM__HIDDEN const char *beam__describe_site(uintptr_t site, char *buf,
                                              size_t n);

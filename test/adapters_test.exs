@@ -55,6 +55,31 @@ defmodule BeamAlloc.AdaptersTest do
 
       assert count >= 5
     end
+
+    test "check_all_allocation_failures names a leak of zlib's blocks by zlib's function and the NIF's line" do
+      error =
+        assert_raise BeamAlloc.AllocationFailureError, fn ->
+          Testing.check_all_allocation_failures(fn -> AdaptersNif.zlib_end_forgotten() end)
+        end
+
+      leaks = Enum.filter(error.problems, &(&1.kind == :leak))
+      assert [%{request: %{site: failed}} | _] = leaks
+      sites = for p <- leaks, b <- p.blocks, do: b.site
+      assert sites != []
+      # zlib's request: its function, then the calls up to the NIF's, which
+      # ends the chain (not the glue's frames, nor the VM's).
+      chain = ~r/^deflateInit2_ \(libz\.so[^)]*\)( <- [^<]*\(libz\.so[^)]*\))* <- [^<]+$/
+      assert Enum.all?(sites, &(&1 =~ chain)), inspect(sites)
+      # The NIF's own request: its one frame.
+      refute failed =~ "<-"
+
+      if BeamAlloc.Symbolizer.with_libdw?() do
+        assert Enum.all?(sites, &(&1 =~ ~r/<- zlib_end_forgotten \(\S*adapters_nif\.c:167\)$/)),
+               inspect(sites)
+
+        assert failed =~ ~r/^zlib_end_forgotten \(\S*adapters_nif\.c:169\)$/
+      end
+    end
   end
 
   describe "zstd" do
