@@ -419,26 +419,35 @@ BEAM__HIDDEN BEAM__NOINLINE void beam__stats_list_thread(void);
 #if defined(BEAM__HAVE_TLS_OFFSET) && !defined(BEAM_ALLOC_STANDALONE)
 #define BEAM__STATS_TLS_OFFSET 1
 BEAM__HIDDEN extern _Atomic intptr_t beam__stats_tls_offset;
+/* beam__stats_tls_offset's value once the block is known not to be in
+ * static TLS (an offset of the 8-aligned block is never odd). */
+#define BEAM__STATS_TLS_DYNAMIC 1
 #endif
 
+static BEAM__ALWAYS_INLINE beam__counters *
+beam__stats_listed_at(beam__thread_stats *t, int kind) {
+    return BEAM__LIKELY(t->listed) ? &t->kind[kind] : NULL;
+}
+
 /* The calling thread's counters of kind once it is listed, else NULL
- * (then beam__thread_counters lists it). */
+ * (then beam__thread_counters lists it). A library in dynamic TLS (every
+ * beam_alloc NIF loaded after the first, as the per-thread state above
+ * says) keeps the ordinary access, the linker's call. */
 static BEAM__ALWAYS_INLINE beam__counters *
 beam__thread_counters_listed(int kind) {
     beam__thread_stats *t;
 #ifdef BEAM__STATS_TLS_OFFSET
     intptr_t off = beam__atomic_load_relaxed(&beam__stats_tls_offset);
-    if (BEAM__UNLIKELY(off == 0))
-        return NULL;
-    t = (beam__thread_stats *)(beam__thread_pointer() + off);
-#else
+    if (BEAM__LIKELY(off != 0 && off != BEAM__STATS_TLS_DYNAMIC))
+        return beam__stats_listed_at(
+            (beam__thread_stats *)(beam__thread_pointer() + off), kind);
+#endif
     t = &beam__stats_mine;
     /* One thread-local access, not one per field (in a dlopen'ed NIF each
      * can be a call): the empty asm hands the compiler an address it
      * cannot recompute. */
     __asm__("" : "+r"(t));
-#endif
-    return BEAM__LIKELY(t->listed) ? &t->kind[kind] : NULL;
+    return beam__stats_listed_at(t, kind);
 }
 
 /* The calling thread's counters of kind, listing the thread first when

@@ -105,11 +105,13 @@ beam__counters *beam__thread_counters_slow(int kind) {
     if (!beam__stats_mine.listed)
         beam__stats_list_thread();
 #ifdef BEAM__STATS_TLS_OFFSET
-    /* The same on every thread: the first to get here finds it (or finds
-     * none each time, and the counters keep the ordinary access). */
-    if (beam__atomic_load_relaxed(&beam__stats_tls_offset) == 0)
+    /* The same on every thread: the first to get here finds it, or finds
+     * that there is none (then the counters keep the ordinary access). */
+    if (beam__atomic_load_relaxed(&beam__stats_tls_offset) == 0) {
+        intptr_t off = BEAM__TLS_STATIC_OFFSET(beam__stats_mine);
         beam__atomic_store_relaxed(&beam__stats_tls_offset,
-                                   BEAM__TLS_STATIC_OFFSET(beam__stats_mine));
+                                   off != 0 ? off : BEAM__STATS_TLS_DYNAMIC);
+    }
 #endif
     return &beam__stats_mine.kind[kind];
 }

@@ -36,10 +36,10 @@ defmodule BeamAlloc.Testing do
   information, else its function or the library and offset of the call
   (`my_nif.so+0x1a2b`); a request a C library makes through the NIF's
   hooks (zlib, zstd, SQLite) by the calls that led to it, up to the NIF's
-  (`deflateInit2_ (libz.so.1+0x8d86) <- deflateInit_ (libz.so.1+0x8fbd)
-  <- compress_nif (c_src/my_nif.c:88)`). A misuse of memory in any run (a
-  double free, a write past the end of a block, ...) is a problem too, with
-  its report.
+  (16 frames at most; `deflateInit2_ (libz.so.1+0x8d86) <- deflateInit_
+  (libz.so.1+0x8fbd) <- compress_nif (c_src/my_nif.c:88)`). A misuse of
+  memory in any run (a double free, a write past the end of a block, ...)
+  is a problem too, with its report.
 
   ## What is counted
 
