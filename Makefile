@@ -35,11 +35,20 @@ LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRA
 # instructions when glibc (2.32 or later) places the library's small
 # thread-local block in its spare static TLS (src/internal.h says when),
 # and a call into the dynamic linker otherwise, never a load failure.
+# Only with -mgeneral-regs-only: the compiler assumes a descriptor call
+# keeps every register, and glibc before 2.40 (Debian 12's 2.36, BZ
+# #31372) lets the first access on a thread to a library in dynamic TLS
+# (every beam_alloc NIF loaded after the first) clobber the vector
+# registers: a value the compiler kept in one across the access was lost
+# (seen: a stack walk's return address, held in xmm0, became 0). The
+# library has no floating point, so it keeps nothing there; a compiler
+# without the flag gets the traditional dialect, a plain call.
 # $(call cc_flag,COMPILER,LANGUAGE,FLAG): FLAG when COMPILER takes it for
 # LANGUAGE (c, c++) without a warning (clang only warns about some flags
 # it does not know), else nothing.
 cc_flag = $(shell $(1) -Werror $(3) -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo $(3))
-TLS_DIALECT := $(call cc_flag,$(CC),c,-mtls-dialect=gnu2)
+GP_ONLY := $(call cc_flag,$(CC),c,-mgeneral-regs-only)
+TLS_DIALECT := $(if $(GP_ONLY),$(call cc_flag,$(CC),c,-mtls-dialect=gnu2) $(GP_ONLY))
 LIB_FLAGS += $(TLS_DIALECT)
 
 NIF_OBJ        := $(NIF_SRC:src/%.c=$(BUILD)/nif/%.o)
@@ -310,10 +319,21 @@ test: deps
 	@$(MAKE) --no-print-directory test-all
 
 # Every suite; TESTS= runs some (scripts/fresh-machine-check does).
-TESTS ?= lib c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test mix-test \
-         examples-test fresh-machine-check
+TESTS ?= lib tls-check c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test \
+         mix-test examples-test fresh-machine-check
 test-all: $(TESTS)
 	@:
+
+# TLS descriptors stay safe only while the library keeps no value in a
+# vector register (see TLS_DIALECT): a compiler or flag change that brings
+# one back fails here, not in a VM on the first access of some thread.
+.PHONY: tls-check
+tls-check: $(BUILD)/libbeam_alloc.a
+	@if [ -n "$(findstring gnu2,$(TLS_DIALECT))" ] && \
+	    objdump -d $(BUILD)/libbeam_alloc.a | grep -q '%[xyz]mm'; then \
+	  echo "tls-check: libbeam_alloc.a uses vector registers with TLS descriptors (Makefile, TLS_DIALECT)" >&2; exit 1; \
+	fi
+	@echo "tls-check: ok ($(if $(TLS_DIALECT),$(TLS_DIALECT),traditional TLS dialect))"
 
 # The examples, each built and tested as a user would from a clean copy
 # (scripts/test-examples), and the README's commands on a simulated machine
