@@ -14,7 +14,11 @@
  * past a leak_check call: its allocator goes when the call returns.)
  *
  * Failure throws std::bad_alloc (std::bad_array_new_length on an overflowing
- * count), as the standard asks of allocators. Catch it in the body and
+ * count), as the standard asks of allocators; beam::bad_alignment, a
+ * std::bad_alloc with its own text, when the allocator is the raw one and
+ * the type's alignment is above the 8 it serves (alignas(16), long double,
+ * std::pmr::monotonic_buffer_resource): give the NIF .allocator = large
+ * or gpa. Catch it in the body and
  * return an error term; one that leaves a BEAM_NIF body is raised to the
  * caller ("out of memory") rather than crossing the VM's C frames. (Built
  * with -fno-exceptions, a failure aborts, the VM with it, as with the
@@ -35,6 +39,7 @@
 #include "beam_alloc.h"
 
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <memory_resource>
 #include <new>
@@ -56,6 +61,43 @@
 #endif
 
 namespace beam {
+
+/** Thrown instead of std::bad_alloc when the raw allocator says no to an
+ * alignment above BEAM_MAX_ALIGN, which it never serves: out of memory
+ * would send its reader looking in the wrong place. A std::bad_alloc, so
+ * that code catching that catches it too. */
+class bad_alignment : public std::bad_alloc {
+  public:
+    explicit bad_alignment(std::size_t alignment) noexcept
+        : alignment_(alignment) {
+        std::snprintf(text_, sizeof text_,
+                      "beam_alloc: alignment %zu is above what the raw "
+                      "allocator serves (%d): give the NIF .allocator = a "
+                      "large or general purpose allocator",
+                      alignment, BEAM_MAX_ALIGN);
+    }
+
+    const char *what() const noexcept override {
+        return text_;
+    }
+
+    /** The alignment asked for. */
+    std::size_t alignment() const noexcept {
+        return alignment_;
+    }
+
+  private:
+    std::size_t alignment_;
+    char text_[160];
+};
+
+/** What a C++ allocator throws when a (asked for alignment) said no. */
+[[noreturn]] inline void throw_failed(beam_allocator_t a,
+                                      std::size_t alignment) {
+    if (alignment > BEAM_MAX_ALIGN && a.vtable == beam_raw_allocator.vtable)
+        BEAM_HPP_THROW(bad_alignment(alignment));
+    BEAM_HPP_THROW(std::bad_alloc());
+}
 
 /** An STL allocator: every allocation of a container goes to the
  * beam_allocator_t it holds. */
@@ -81,7 +123,7 @@ template <class T> class allocator {
             BEAM_HPP_THROW(std::bad_array_new_length());
         void *p = beam_alloc_bytes_at(a_, len, alignof(T), BEAM_RET_ADDR());
         if (p == nullptr)
-            BEAM_HPP_THROW(std::bad_alloc());
+            throw_failed(a_, alignof(T));
         return static_cast<T *>(p);
     }
 
@@ -126,7 +168,7 @@ class memory_resource : public std::pmr::memory_resource {
                                         std::size_t alignment) override {
         void *p = beam_alloc_bytes_at(a_, bytes, alignment, BEAM_RET_ADDR());
         if (p == nullptr)
-            BEAM_HPP_THROW(std::bad_alloc());
+            throw_failed(a_, alignment);
         return p;
     }
 

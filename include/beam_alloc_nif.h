@@ -550,6 +550,7 @@ BEAM_API size_t beam_resource_live_count(void);
 #ifdef BEAM_INTERNAL_CXX_GUARD
 /* extern "C++": the header may be included inside a user's extern "C". */
 extern "C++" {
+#include <cstring>
 #include <exception>
 #include <new>
 /* The text of the exception being handled, as a raise or a report gives
@@ -558,8 +559,13 @@ static inline void beam_nif_internal_current_text(char *text,
                                                   size_t size) noexcept {
     try {
         throw;
-    } catch (const std::bad_alloc &) {
-        enif_snprintf(text, size, "out of memory");
+    } catch (const std::bad_alloc &e) {
+        /* beam::bad_alignment's text says more than out of memory. */
+        const char *w = e.what();
+        if (std::strncmp(w, "beam_alloc: ", 12) == 0)
+            enif_snprintf(text, size, "%s", w + 12);
+        else
+            enif_snprintf(text, size, "out of memory");
     } catch (const std::exception &e) {
         int n =
             enif_snprintf(text, size, "uncaught C++ exception: %s", e.what());

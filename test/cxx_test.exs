@@ -49,6 +49,19 @@ defmodule BeamAlloc.CxxTest do
     assert e.message == "uncaught C++ exception: ??ok ???"
   end
 
+  test "an over-aligned type on the raw allocator raises saying so, not out of memory" do
+    for way <- [:vector, :pmr] do
+      assert_raise RuntimeError,
+                   "alignment 32 is above what the raw allocator serves (8): " <>
+                     "give the NIF .allocator = a large or general purpose allocator",
+                   fn -> CxxNif.overaligned(way) end
+
+      # a std::bad_alloc still, to code that catches that
+      assert CxxNif.overaligned_caught(way) == :caught
+      assert CxxNif.overaligned_gpa(way) == 1
+    end
+  end
+
   test "std::bad_alloc left uncaught surfaces as out of memory under fault injection" do
     assert CxxNif.grow(100) == 100
 

@@ -110,6 +110,54 @@ BEAM_NIF(grow, .leak_check = true) {
     return enif_make_int(env, (int)v.size());
 }
 
+// A type the raw allocator cannot align (it serves 8).
+struct alignas(32) wide {
+    double x[4];
+};
+
+// One wide element in a vector on beam::allocator, or (pmr) on
+// beam::memory_resource: both over the call's allocator.
+static int push_wide(bool pmr) {
+    if (pmr) {
+        beam::memory_resource r;
+        std::pmr::vector<wide> v{&r};
+        v.push_back(wide{});
+        return (int)v.size();
+    }
+    std::vector<wide, beam::allocator<wide>> v;
+    v.push_back(wide{});
+    return (int)v.size();
+}
+
+static bool pmr_arg(ErlNifEnv *env, ERL_NIF_TERM t) {
+    return enif_is_identical(t, enif_make_atom(env, "pmr"));
+}
+
+// overaligned(Way) -> raises: on the raw allocator (the default) the
+// failure says it is the alignment, not memory. Way: pmr or vector.
+BEAM_NIF(overaligned) {
+    return enif_make_int(env, push_wide(pmr_arg(env, argv[0])));
+}
+
+// overaligned_caught(Way) -> caught: beam::bad_alignment is a std::bad_alloc.
+BEAM_NIF(overaligned_caught) {
+    try {
+        push_wide(pmr_arg(env, argv[0]));
+        return enif_make_atom(env, "not_thrown");
+    } catch (const std::bad_alloc &) {
+        return enif_make_atom(env, "caught");
+    }
+}
+
+static beam_allocator_t pick_gpa(void) {
+    return beam_general_purpose_allocator;
+}
+
+// overaligned_gpa(Way) -> 1: the general purpose allocator serves it.
+BEAM_NIF(overaligned_gpa, .allocator = pick_gpa) {
+    return enif_make_int(env, push_wide(pmr_arg(env, argv[0])));
+}
+
 static ErlNifFunc funcs[] = {
     {"containers", 1, containers, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"leak", 0, leak, 0},
@@ -120,6 +168,9 @@ static ErlNifFunc funcs[] = {
     {"picked_body_runs", 0, picked_body_runs, 0},
     {"grow", 1, grow, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"take_reports", 0, take_reports, 0},
+    {"overaligned", 1, overaligned, 0},
+    {"overaligned_caught", 1, overaligned_caught, 0},
+    {"overaligned_gpa", 1, overaligned_gpa, 0},
 };
 
 BEAM_NIF_INIT(Elixir.CxxNif, funcs, load_capturing_reports, NULL, NULL)
