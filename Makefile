@@ -48,7 +48,8 @@ LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRA
 # it does not know), else nothing.
 cc_flag = $(shell $(1) -Werror $(3) -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo $(3))
 GP_ONLY := $(call cc_flag,$(CC),c,-mgeneral-regs-only)
-TLS_DIALECT := $(if $(GP_ONLY),$(call cc_flag,$(CC),c,-mtls-dialect=gnu2) $(GP_ONLY))
+GNU2 := $(call cc_flag,$(CC),c,-mtls-dialect=gnu2)
+TLS_DIALECT := $(if $(and $(GP_ONLY),$(GNU2)),$(GNU2) $(GP_ONLY))
 LIB_FLAGS += $(TLS_DIALECT)
 
 NIF_OBJ        := $(NIF_SRC:src/%.c=$(BUILD)/nif/%.o)

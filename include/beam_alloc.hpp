@@ -91,13 +91,17 @@ class bad_alignment : public std::bad_alloc {
     char text_[160];
 };
 
-/** What a C++ allocator throws when a (asked for alignment) said no. */
+namespace detail {
+/* What a C++ allocator throws when a (asked for alignment) said no. Only
+ * the raw allocator itself is known to refuse an alignment: through a
+ * wrapper (fault injection's included) the refusal is a std::bad_alloc. */
 [[noreturn]] inline void throw_failed(beam_allocator_t a,
                                       std::size_t alignment) {
     if (alignment > BEAM_MAX_ALIGN && a.vtable == beam_raw_allocator.vtable)
         BEAM_HPP_THROW(bad_alignment(alignment));
     BEAM_HPP_THROW(std::bad_alloc());
 }
+} // namespace detail
 
 /** An STL allocator: every allocation of a container goes to the
  * beam_allocator_t it holds. */
@@ -123,7 +127,7 @@ template <class T> class allocator {
             BEAM_HPP_THROW(std::bad_array_new_length());
         void *p = beam_alloc_bytes_at(a_, len, alignof(T), BEAM_RET_ADDR());
         if (p == nullptr)
-            throw_failed(a_, alignof(T));
+            detail::throw_failed(a_, alignof(T));
         return static_cast<T *>(p);
     }
 
@@ -168,7 +172,7 @@ class memory_resource : public std::pmr::memory_resource {
                                         std::size_t alignment) override {
         void *p = beam_alloc_bytes_at(a_, bytes, alignment, BEAM_RET_ADDR());
         if (p == nullptr)
-            throw_failed(a_, alignment);
+            detail::throw_failed(a_, alignment);
         return p;
     }
 

@@ -117,8 +117,9 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  * Besides name itself, BEAM_NIF defines beam_nif_body_<name> and
  * beam_nif_options_<name> (static), and in C++ beam_nif_guard_<name>: a
  * C++ exception that leaves the body is raised as an Erlang exception
- * (std::bad_alloc as "out of memory", another std::exception with "uncaught
- * C++ exception: " and its what()), where it would have crossed the VM's C
+ * (std::bad_alloc as "out of memory", beam::bad_alignment with its text,
+ * another std::exception with "uncaught C++ exception: " and its what()),
+ * where it would have crossed the VM's C
  * frames and aborted it (beam::allocator throws under fault injection);
  * so is one that leaves the .allocator function.
  * In C++ the options go in their declaration order (leak_check, allocator,
