@@ -232,6 +232,12 @@ static inline size_t beam_align_at_least(size_t alignment, size_t natural) {
  * general purpose allocator catches those). */
 BEAM_API extern const beam_allocator_t beam_raw_allocator;
 
+/* For <beam_alloc.hpp>, not to be called directly: true, once, when the
+ * raw allocator's last refusal on this thread was of alignment, above
+ * BEAM_MAX_ALIGN (through any wrapper: its C++ adapters then say so rather
+ * than out of memory). */
+BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment);
+
 /** Any power-of-two alignment, on top of the raw allocator, so still tracked
  * by the VM. Alignments <= BEAM_MAX_ALIGN pass straight to the raw allocator
  * at no cost. Larger alignments cost a penalty: each block takes

@@ -15,10 +15,10 @@
  *
  * Failure throws std::bad_alloc (std::bad_array_new_length on an overflowing
  * count), as the standard asks of allocators; beam::bad_alignment, a
- * std::bad_alloc with its own text, when the allocator is the raw one and
- * the type's alignment is above the 8 it serves (alignas(16), long double,
- * std::pmr::monotonic_buffer_resource): give the NIF .allocator = large
- * or gpa. Catch it in the body and
+ * std::bad_alloc with its own text, when the raw allocator (under any
+ * wrapper) refused the type's alignment, above the 8 it serves
+ * (alignas(16), long double, std::pmr::monotonic_buffer_resource): give
+ * the NIF .allocator = large or gpa. Catch it in the body and
  * return an error term; one that leaves a BEAM_NIF body is raised to the
  * caller ("out of memory") rather than crossing the VM's C frames. (Built
  * with -fno-exceptions, a failure aborts, the VM with it, as with the
@@ -92,12 +92,15 @@ class bad_alignment : public std::bad_alloc {
 };
 
 namespace detail {
-/* What a C++ allocator throws when a (asked for alignment) said no. Only
- * the raw allocator itself is known to refuse an alignment: through a
- * wrapper (fault injection's included) the refusal is a std::bad_alloc. */
+/* What a C++ allocator throws when a (asked for alignment) said no:
+ * bad_alignment when the raw allocator refused the alignment, itself or
+ * under a wrapper (fault injection's plan, a budget); a failure a wrapper
+ * made up (an injected one) never reached it, and is a bad_alloc. */
 [[noreturn]] inline void throw_failed(beam_allocator_t a,
                                       std::size_t alignment) {
-    if (alignment > BEAM_MAX_ALIGN && a.vtable == beam_raw_allocator.vtable)
+    if (alignment > BEAM_MAX_ALIGN &&
+        (beam_internal_raw_refused_alignment(alignment) ||
+         a.vtable == beam_raw_allocator.vtable))
         BEAM_HPP_THROW(bad_alignment(alignment));
     BEAM_HPP_THROW(std::bad_alloc());
 }

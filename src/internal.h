@@ -380,7 +380,8 @@ typedef struct beam__thread_cold {
     char misuse_line[BEAM__MISUSE_LINE]; /* beam__misuse_line() */
     const struct beam__trace *trace_cache[BEAM__TRACE_CACHE_SLOTS]; /* frames.c
                                                                      */
-    char nif_name[BEAM__NIF_NAME_MAX];     /* beam_nif_function_name */
+    char nif_name[BEAM__NIF_NAME_MAX]; /* beam_nif_function_name */
+    size_t raw_refused_alignment; /* raw.c: its last refusal, 0 once read */
     struct beam__thread_cold *prev, *next; /* every live one (thread_exit.c) */
 } beam__thread_cold;
 /* This thread's, made on first use; NULL when out of memory. */

@@ -13,12 +13,26 @@ static inline beam__counters *raw_counters(void) {
 
 /* Failed, or misaligned. Belt and braces: should the backend ever hand
  * out less alignment than it promises, fail the call instead of breaking
- * the contract. */
-static BEAM__NOINLINE void *raw_alloc_failed(void *p) {
+ * the contract. An alignment above what it serves is kept for the C++
+ * adapters (beam_internal_raw_refused_alignment). */
+static BEAM__NOINLINE void *raw_alloc_failed(void *p, size_t alignment) {
     if (p != NULL)
         beam__sys_free(p);
+    if (alignment > BEAM_MAX_ALIGN) {
+        beam__thread_cold *cold = beam__cold();
+        if (cold != NULL)
+            cold->raw_refused_alignment = alignment;
+    }
     beam__atomic_bump(&raw_counters()->failed, 1);
     return NULL;
+}
+
+bool beam_internal_raw_refused_alignment(size_t alignment) {
+    beam__thread_cold *cold = beam__cold();
+    if (cold == NULL || cold->raw_refused_alignment != alignment)
+        return false;
+    cold->raw_refused_alignment = 0;
+    return true;
 }
 
 void *beam__raw_alloc(size_t len, size_t alignment) {
@@ -26,7 +40,7 @@ void *beam__raw_alloc(size_t len, size_t alignment) {
     /* (BEAM_MAX_ALIGN, not alignment: what the backend promises, checked
      * without keeping alignment across the call.) */
     if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (BEAM_MAX_ALIGN - 1)) != 0))
-        return raw_alloc_failed(p);
+        return raw_alloc_failed(p, alignment);
     beam__count_alloc(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
     return p;
 }

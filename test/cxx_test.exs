@@ -62,6 +62,16 @@ defmodule BeamAlloc.CxxTest do
     end
   end
 
+  test "an over-aligned type says so under fault injection too, whose plan wraps raw" do
+    e =
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(fn -> CxxNif.overaligned(:vector) end)
+      end
+
+    assert e.message =~ "alignment 32 is above what the raw allocator serves (8)"
+    refute e.message =~ "out of memory"
+  end
+
   test "std::bad_alloc left uncaught surfaces as out of memory under fault injection" do
     assert CxxNif.grow(100) == 100
 
