@@ -237,6 +237,9 @@ BEAM_API extern const beam_allocator_t beam_raw_allocator;
  * BEAM_MAX_ALIGN (through any wrapper: its C++ adapters then say so rather
  * than out of memory). */
 BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment);
+/* How the C++ exceptions beam_alloc throws begin their what(): a NIF's
+ * raise of one gives the text after it (beam_alloc_nif.h). */
+#define BEAM_INTERNAL_CXX_TEXT "beam_alloc: "
 
 /** Any power-of-two alignment, on top of the raw allocator, so still tracked
  * by the VM. Alignments <= BEAM_MAX_ALIGN pass straight to the raw allocator

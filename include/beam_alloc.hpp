@@ -71,7 +71,8 @@ class bad_alignment : public std::bad_alloc {
     explicit bad_alignment(std::size_t alignment) noexcept
         : alignment_(alignment) {
         std::snprintf(text_, sizeof text_,
-                      "beam_alloc: alignment %zu is above what the raw "
+                      BEAM_INTERNAL_CXX_TEXT
+                      "alignment %zu is above what the raw "
                       "allocator serves (%d): give the NIF .allocator = a "
                       "large or general purpose allocator",
                       alignment, BEAM_MAX_ALIGN);
@@ -92,15 +93,13 @@ class bad_alignment : public std::bad_alloc {
 };
 
 namespace detail {
-/* What a C++ allocator throws when a (asked for alignment) said no:
+/* What a C++ allocator throws when a request for alignment failed:
  * bad_alignment when the raw allocator refused the alignment, itself or
  * under a wrapper (fault injection's plan, a budget); a failure a wrapper
  * made up (an injected one) never reached it, and is a bad_alloc. */
-[[noreturn]] inline void throw_failed(beam_allocator_t a,
-                                      std::size_t alignment) {
+[[noreturn]] inline void throw_failed(std::size_t alignment) {
     if (alignment > BEAM_MAX_ALIGN &&
-        (beam_internal_raw_refused_alignment(alignment) ||
-         a.vtable == beam_raw_allocator.vtable))
+        beam_internal_raw_refused_alignment(alignment))
         BEAM_HPP_THROW(bad_alignment(alignment));
     BEAM_HPP_THROW(std::bad_alloc());
 }
@@ -130,7 +129,7 @@ template <class T> class allocator {
             BEAM_HPP_THROW(std::bad_array_new_length());
         void *p = beam_alloc_bytes_at(a_, len, alignof(T), BEAM_RET_ADDR());
         if (p == nullptr)
-            detail::throw_failed(a_, alignof(T));
+            detail::throw_failed(alignof(T));
         return static_cast<T *>(p);
     }
 
@@ -175,7 +174,7 @@ class memory_resource : public std::pmr::memory_resource {
                                         std::size_t alignment) override {
         void *p = beam_alloc_bytes_at(a_, bytes, alignment, BEAM_RET_ADDR());
         if (p == nullptr)
-            detail::throw_failed(a_, alignment);
+            detail::throw_failed(alignment);
         return p;
     }
 

@@ -563,8 +563,9 @@ static inline void beam_nif_internal_current_text(char *text,
     } catch (const std::bad_alloc &e) {
         /* beam::bad_alignment's text says more than out of memory. */
         const char *w = e.what();
-        if (std::strncmp(w, "beam_alloc: ", 12) == 0)
-            enif_snprintf(text, size, "%s", w + 12);
+        const size_t own = sizeof BEAM_INTERNAL_CXX_TEXT - 1;
+        if (std::strncmp(w, BEAM_INTERNAL_CXX_TEXT, own) == 0)
+            enif_snprintf(text, size, "%s", w + own);
         else
             enif_snprintf(text, size, "out of memory");
     } catch (const std::exception &e) {

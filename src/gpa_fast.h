@@ -34,12 +34,14 @@ static inline bool gpa_fast_alignment(size_t alignment) {
  * empty asm hands it an address it cannot recompute. In a NIF whose slots
  * are in static TLS, the thread pointer plus their offset, no call. */
 static inline gpa_tls_slot *gpa_fast_slot(void) {
+    gpa_tls_slot *slot;
 #ifdef GPA_TLS_OFFSET
-    intptr_t off = beam__atomic_load_relaxed(&beam__gpa_tls_offset);
-    if (BEAM__LIKELY(off != 0))
-        return (gpa_tls_slot *)(beam__thread_pointer() + off);
+    slot = (gpa_tls_slot *)beam__tls_cached(
+        beam__atomic_load_relaxed(&beam__gpa_tls_offset));
+    if (BEAM__LIKELY(slot != NULL))
+        return slot;
 #endif
-    gpa_tls_slot *slot = &beam__gpa_tls[0];
+    slot = &beam__gpa_tls[0];
     __asm__("" : "+r"(slot));
     return slot;
 }

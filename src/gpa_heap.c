@@ -323,11 +323,8 @@ gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa) {
     if (st == NULL)
         return NULL;
 #ifdef GPA_TLS_OFFSET
-    /* Every thread's first call of every instance comes here: the first
-     * one finds the offset (the same for all), or finds none each time. */
-    if (beam__atomic_load_relaxed(&beam__gpa_tls_offset) == 0)
-        beam__atomic_store_relaxed(&beam__gpa_tls_offset,
-                                   BEAM__TLS_STATIC_OFFSET(beam__gpa_tls));
+    /* Every thread's first call of every instance comes here. */
+    BEAM__TLS_LEARN(beam__gpa_tls_offset, beam__gpa_tls);
 #endif
     int at = -1;
     for (int i = 0; i < GPA_TLS_SLOTS; i++)

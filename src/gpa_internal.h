@@ -761,9 +761,9 @@ typedef struct gpa_tls_slot {
     uint32_t reg;
 } gpa_tls_slot;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
-/* In a NIF, the slots' offset from the thread pointer once the dynamic
- * linker is known to have put them in static TLS (os/tls.h), else 0: then
- * the fast paths find them without its call. */
+/* In a NIF, the slots' cached offset (os/tls.h), learned by a thread's
+ * first call of an instance: in static TLS the fast paths find them
+ * without the linker's call. */
 #if defined(BEAM__HAVE_TLS_OFFSET) && !defined(BEAM_ALLOC_STANDALONE)
 #define GPA_TLS_OFFSET 1
 BEAM__HIDDEN extern _Atomic intptr_t beam__gpa_tls_offset;

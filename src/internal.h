@@ -413,16 +413,12 @@ typedef struct beam__thread_stats {
 } beam__thread_stats;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__thread_stats beam__stats_mine;
 BEAM__HIDDEN BEAM__NOINLINE void beam__stats_list_thread(void);
-/* In a NIF, beam__stats_mine's offset from the thread pointer once the
- * dynamic linker is known to have put it in static TLS (os/tls.h), else 0;
- * set when a thread is listed. Without it every count would start with
- * the linker's call (raw allocator: ~3% of an enif_alloc+enif_free). */
+/* In a NIF, beam__stats_mine's cached offset (os/tls.h), learned when a
+ * thread is listed. Without it every count would start with the linker's
+ * call (raw allocator: ~3% of an enif_alloc+enif_free). */
 #if defined(BEAM__HAVE_TLS_OFFSET) && !defined(BEAM_ALLOC_STANDALONE)
 #define BEAM__STATS_TLS_OFFSET 1
 BEAM__HIDDEN extern _Atomic intptr_t beam__stats_tls_offset;
-/* beam__stats_tls_offset's value once the block is known not to be in
- * static TLS (an offset of the 8-aligned block is never odd). */
-#define BEAM__STATS_TLS_DYNAMIC 1
 #endif
 
 static BEAM__ALWAYS_INLINE beam__counters *
@@ -438,10 +434,10 @@ static BEAM__ALWAYS_INLINE beam__counters *
 beam__thread_counters_listed(int kind) {
     beam__thread_stats *t;
 #ifdef BEAM__STATS_TLS_OFFSET
-    intptr_t off = beam__atomic_load_relaxed(&beam__stats_tls_offset);
-    if (BEAM__LIKELY(off != 0 && off != BEAM__STATS_TLS_DYNAMIC))
-        return beam__stats_listed_at(
-            (beam__thread_stats *)(beam__thread_pointer() + off), kind);
+    t = (beam__thread_stats *)beam__tls_cached(
+        beam__atomic_load_relaxed(&beam__stats_tls_offset));
+    if (BEAM__LIKELY(t != NULL))
+        return beam__stats_listed_at(t, kind);
 #endif
     t = &beam__stats_mine;
     /* One thread-local access, not one per field (in a dlopen'ed NIF each

@@ -105,13 +105,7 @@ beam__counters *beam__thread_counters_slow(int kind) {
     if (!beam__stats_mine.listed)
         beam__stats_list_thread();
 #ifdef BEAM__STATS_TLS_OFFSET
-    /* The same on every thread: the first to get here finds it, or finds
-     * that there is none (then the counters keep the ordinary access). */
-    if (beam__atomic_load_relaxed(&beam__stats_tls_offset) == 0) {
-        intptr_t off = BEAM__TLS_STATIC_OFFSET(beam__stats_mine);
-        beam__atomic_store_relaxed(&beam__stats_tls_offset,
-                                   off != 0 ? off : BEAM__STATS_TLS_DYNAMIC);
-    }
+    BEAM__TLS_LEARN(beam__stats_tls_offset, beam__stats_mine);
 #endif
     return &beam__stats_mine.kind[kind];
 }

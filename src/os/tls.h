@@ -57,6 +57,30 @@ static inline intptr_t beam__tls_static_offset(char *addr, intptr_t desc) {
     /* A descriptor: {resolver, argument}. */
     return ((const intptr_t *)desc)[1] == off ? off : 0;
 }
+
+/* A thread-local object's offset, cached for every thread in an
+ * _Atomic intptr_t: 0 until learned, BEAM__TLS_DYNAMIC once known not to
+ * be static (an offset of an object aligned to 8 is never odd), else the
+ * offset. BEAM__TLS_LEARN(cache, var) learns it, once, on any thread (the
+ * slow path that first meets the object; it needs atomics.h);
+ * beam__tls_cached(off), given the cache's value, is the object's address
+ * on this thread, or NULL: then the ordinary access, the linker's call. */
+#define BEAM__TLS_DYNAMIC 1
+#define BEAM__TLS_LEARN(cache, var)                                            \
+    do {                                                                       \
+        if (beam__atomic_load_relaxed(&(cache)) == 0) {                        \
+            intptr_t off_ = BEAM__TLS_STATIC_OFFSET(var);                      \
+            beam__atomic_store_relaxed(&(cache),                               \
+                                       off_ != 0 ? off_ : BEAM__TLS_DYNAMIC);  \
+        }                                                                      \
+    } while (0)
+
+static inline __attribute__((always_inline)) char *
+beam__tls_cached(intptr_t off) {
+    /* One compare for both: 0 and 1 are the only values not above 1. */
+    return (uintptr_t)off > BEAM__TLS_DYNAMIC ? beam__thread_pointer() + off
+                                              : NULL;
+}
 #endif
 
 #endif
