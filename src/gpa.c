@@ -257,8 +257,11 @@ static void graduate(gpa_heap *h, unsigned cls) {
 }
 static bool detach_full(gpa_heap *h, gpa_slab *s) {
     /* Ownerless first: from the moment FULL is set, this thread's frees
-     * into it must take the atomic path like everyone else's. */
-    beam__atomic_store_relaxed(&s->heap, NULL);
+     * into it must not take the local path. A whole untracked slab keeps
+     * the mark of the heap that left it, whose next free into it takes it
+     * back (kept_reattach); a sub-slab or a tracked slab does not. */
+    bool mark = !gpa_is_sub(s) && s->info == NULL;
+    beam__atomic_store_relaxed(&s->heap, mark ? gpa_left_by(h) : NULL);
     gpa_set_where(s, WHERE_FULL);
     uintptr_t expect = 0;
     if (beam__atomic_cas_acq_rel(&s->thread_free, &expect, GPA_FULL_BIT))
@@ -267,6 +270,103 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
     gpa_set_where(s, WHERE_CUR);
     beam__gpa_slab_collect_remote(s);
     return false;
+}
+
+/* ---- kept slabs (see "Kept slabs" in gpa_internal.h) ------------------ */
+
+static void kept_append(gpa_heap *h, gpa_slab *s) {
+    GPA_ASSERT(s->next == NULL && s->prev == NULL && s->cls < GPA_CLASSES);
+    s->prev = h->kept[s->cls].tail;
+    if (s->prev != NULL)
+        s->prev->next = s;
+    else
+        h->kept[s->cls].head = s;
+    h->kept[s->cls].tail = s;
+    h->kept[s->cls].n++;
+}
+
+static void kept_unlink(gpa_heap *h, gpa_slab *s) {
+    GPA_ASSERT(gpa_where(s) == WHERE_KEPT &&
+               beam__atomic_load_relaxed(&s->heap) == gpa_kept_by(h));
+    GPA_ASSERT(s->prev != NULL ? s->prev->next == s
+                               : h->kept[s->cls].head == s);
+    GPA_ASSERT(s->next != NULL ? s->next->prev == s
+                               : h->kept[s->cls].tail == s);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        h->kept[s->cls].head = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    else
+        h->kept[s->cls].tail = s->prev;
+    s->next = s->prev = NULL;
+    h->kept[s->cls].n--;
+}
+
+/* The oldest kept slab of cls becomes h's current one, or NULL. A kept
+ * slab has room: it came back with a free, and only a current slab hands
+ * out blocks. */
+static gpa_slab *kept_take(gpa_heap *h, unsigned cls) {
+    gpa_slab *s = h->kept[cls].head;
+    if (s == NULL)
+        return NULL;
+    kept_unlink(h, s);
+    GPA_ASSERT(has_room(s));
+    gpa_set_where(s, WHERE_CUR);
+    beam__atomic_store_relaxed(&s->heap, h);
+    return s;
+}
+
+/* A free by h's thread into a slab h left FULL: h takes it back (KEPT)
+ * unless other threads' frees requeued it meanwhile, or another heap took
+ * it: taking FULL off thread_free is the one way to own a detached slab,
+ * so exactly one of them wins (a stale mark may win too, against a slab
+ * FULL again since: as good an owner as any). Frees waiting there are
+ * collected at once. */
+static bool kept_reattach(gpa_heap *h, gpa_slab *s) {
+    if (h->kept[s->cls].n >= GPA_KEPT_MAX)
+        return false;
+    uintptr_t tf = beam__atomic_load_acquire(&s->thread_free);
+    while (tf & GPA_FULL_BIT) {
+        if (beam__atomic_cas_weak_acq_rel(&s->thread_free, &tf,
+                                          tf & ~GPA_FULL_BIT)) {
+            beam__atomic_store_relaxed(&s->heap, gpa_kept_by(h));
+            gpa_set_where(s, WHERE_KEPT);
+            kept_append(h, s);
+            /* The frees waiting there are h's to count now: left counted
+             * as used, they kept a slab whose last block h freed from
+             * ever going back (it stayed KEPT, wholly free). */
+            if (tf != GPA_FULL_BIT)
+                beam__gpa_slab_collect_remote(s);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Owner, in a bracket: block b (tagged free) goes back to s, which h
+ * keeps; an emptied kept slab goes back to the instance at once, so a
+ * thread that frees what it made holds no empty slab for it. */
+static void kept_free(gpa_heap *h, gpa_slab *s, void **b) {
+    GPA_ASSERT(s->used > 0);
+    b[0] = s->free;
+    s->free = b;
+    if (--s->used != 0) {
+        /* The rest may all be waiting in thread_free (other threads'
+         * frees, or this heap's stash pushed after it took the slab
+         * back): then this was its last live block too. */
+        uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
+        if (tf == 0 || GPA_TF_COUNT(tf) != s->used ||
+            (beam__gpa_slab_collect_remote(s), s->used != 0))
+            return;
+    }
+    kept_unlink(h, s);
+    gpa_defer *defer = NULL;
+    gpa_lock(h->st);
+    beam__gpa_slab_park(h->st, s, &defer);
+    gpa_unlock(h->st);
+    beam__gpa_defer_run(h->st, defer);
 }
 
 /* A block from a refill: this heap's chance to feed the shared peak. */
@@ -302,7 +402,9 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
             }
             h->cur[cls] = &beam__gpa_empty_slab;
         }
-        s = beam__gpa_slab_acquire(h, cls);
+        s = kept_take(h, cls);
+        if (s == NULL)
+            s = beam__gpa_slab_acquire(h, cls);
         if (s == NULL)
             break;
         h->cur[cls] = s;
@@ -448,6 +550,16 @@ BEAM__NOINLINE void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s,
     beam__count_free(&h->stats, &st->peak, len);
     uint32_t busy = gpa_heap_enter(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
+        /* (One load tells both states. Only h's thread, or a collector
+         * holding h, sets and clears kept_by(h); left_by(h) may be stale,
+         * which kept_reattach's compare-and-swap settles.) */
+        gpa_heap *o = beam__atomic_load_relaxed(&s->heap);
+        if (o == gpa_kept_by(h) ||
+            (o == gpa_left_by(h) && kept_reattach(h, s))) {
+            kept_free(h, s, b);
+            gpa_heap_leave(h, busy);
+            return;
+        }
         b[0] = h->stash;
         h->stash = b;
         if (++h->stash_n >= GPA_STASH_MAX)

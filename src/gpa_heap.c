@@ -216,20 +216,31 @@ gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa) {
 /* ---- heaps --------------------------------------------------------------- */
 
 /* Lock held, h's owner not running in it: h's stash goes to its slabs and
- * every current slab of h is parked with the instance. O(classes +
- * GPA_STASH_MAX). */
+ * every current and kept slab of h is parked with the instance. O(classes +
+ * GPA_STASH_MAX + kept slabs). */
 static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     /* The stash first: some of it may belong to the slabs parked below. */
     beam__gpa_stash_flush(st, h);
     for (unsigned c = 0; c < GPA_CLASSES; c++) {
         gpa_slab *s = h->cur[c];
-        if (s == &beam__gpa_empty_slab)
-            continue;
-        GPA_ASSERT(gpa_where(s) == WHERE_CUR &&
-                   beam__atomic_load_relaxed(&s->heap) == h);
-        h->cur[c] = &beam__gpa_empty_slab;
-        beam__gpa_slab_park(st, s, defer);
+        if (s != &beam__gpa_empty_slab) {
+            GPA_ASSERT(gpa_where(s) == WHERE_CUR &&
+                       beam__atomic_load_relaxed(&s->heap) == h);
+            h->cur[c] = &beam__gpa_empty_slab;
+            beam__gpa_slab_park(st, s, defer);
+        }
+        /* Kept slabs go the same way (the owner's calls unlink them in
+         * gpa.c; here the lock holds h, whose owner is away). */
+        while ((s = h->kept[c].head) != NULL) {
+            GPA_ASSERT(gpa_where(s) == WHERE_KEPT &&
+                       beam__atomic_load_relaxed(&s->heap) == gpa_kept_by(h));
+            h->kept[c].head = s->next;
+            s->next = s->prev = NULL;
+            beam__gpa_slab_park(st, s, defer);
+        }
+        h->kept[c].tail = NULL;
+        h->kept[c].n = 0;
     }
     /* Stripped, the heap starts small again (see "Small first slabs"). */
     h->graduated = false;
@@ -385,7 +396,8 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
 /* ---- collection ----------------------------------------------------------
  * Other threads' heaps are taken only when the process-wide barrier is
  * available: without it an idle heap keeps its current slabs (at most one
- * per class) until its thread allocates, exits, or collects itself. */
+ * per class) and its kept ones (GPA_KEPT_MAX per class) until its thread
+ * allocates, exits, or collects itself. */
 
 /* Lock held: strip every heap whose owner is not inside a call. */
 static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {

@@ -1452,3 +1452,207 @@ TEST(gpa_use_after_deinit_is_refused_until_init) {
     beam_free_bytes(a, p, 40, 8);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* ---- kept slabs (gpa_internal.h, "Kept slabs") ---------------------------
+ * A heap takes back the full slabs its own thread frees into; these tests
+ * fill many slabs of one class so that most frees land in such slabs. */
+
+#define KEPT_N 12000 /* 256-byte blocks: about 47 slabs' worth */
+#define KEPT_LEN 256
+static void *kept_blocks[KEPT_N];
+
+static void kept_fill(beam_allocator_t a, size_t from, size_t to) {
+    for (size_t i = from; i < to; i++) {
+        CHECK((kept_blocks[i] = beam_alloc_bytes(a, KEPT_LEN, 8)) != NULL);
+        memset(kept_blocks[i], (int)(i & 0xff), KEPT_LEN);
+    }
+}
+
+/* Every live block is distinct and still holds what was written into it. */
+static void kept_check_live(size_t n, size_t step) {
+    static void *sorted[KEPT_N];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += step) {
+        unsigned char *p = kept_blocks[i];
+        CHECK(p[0] == (unsigned char)(i & 0xff) &&
+              p[KEPT_LEN - 1] == (unsigned char)(i & 0xff));
+        sorted[k++] = p;
+    }
+    qsort(sorted, k, sizeof sorted[0], cmp_ptr);
+    for (size_t i = 1; i < k; i++)
+        CHECK(sorted[i] != sorted[i - 1]);
+}
+
+/* The owner frees every other block (its slabs come back to it), allocates
+ * as many again from them, and frees everything: no block is handed out
+ * twice, nothing grows, and a collect gives everything back. */
+TEST(gpa_kept_slabs_serve_their_heap_and_go_back_when_empty) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (int round = 0; round < 3; round++) {
+        kept_fill(a, 0, KEPT_N);
+        for (size_t i = 0; i < KEPT_N; i += 2)
+            beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
+        for (size_t i = 0; i < KEPT_N; i += 2) {
+            CHECK((kept_blocks[i] = beam_alloc_bytes(a, KEPT_LEN, 8)) != NULL);
+            memset(kept_blocks[i], (int)(i & 0xff), KEPT_LEN);
+        }
+        kept_check_live(KEPT_N, 1);
+        size_t peak = beam_gpa_usage_of(&g).backing_bytes;
+        for (size_t i = 0; i < KEPT_N; i++)
+            beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
+        beam_gpa_usage u = beam_gpa_usage_of(&g);
+        CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+        CHECK(u.backing_bytes <= peak);
+        beam_gpa_collect(&g);
+        CHECK(beam_gpa_usage_of(&g).backing_bytes <= 64 * 1024);
+    }
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+typedef struct kept_frees {
+    beam_allocator_t a;
+    size_t from, step;
+    pthread_barrier_t *go;
+} kept_frees;
+
+static void *kept_free_some(void *arg) {
+    kept_frees *f = arg;
+    if (f->go != NULL)
+        pthread_barrier_wait(f->go);
+    for (size_t i = f->from; i < KEPT_N; i += f->step)
+        beam_free_bytes(f->a, kept_blocks[i], KEPT_LEN, 8);
+    return NULL;
+}
+
+/* The owner's frees (which take its full slabs back) race another thread's
+ * frees into the same slabs (which may requeue them): every slab ends with
+ * exactly one owner, so the blocks allocated after are distinct and
+ * everything goes back. (For TSan and ASan.) */
+TEST(gpa_kept_slabs_race_remote_frees) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (int round = 0; round < 4; round++) {
+        kept_fill(a, 0, KEPT_N);
+        pthread_barrier_t go;
+        CHECK(pthread_barrier_init(&go, NULL, 2) == 0);
+        kept_frees remote = {a, 1, 4, &go}, mine = {a, 0, 4, &go};
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, kept_free_some, &remote) == 0);
+        kept_free_some(&mine);
+        CHECK(pthread_join(th, NULL) == 0);
+        pthread_barrier_destroy(&go);
+        for (size_t i = 0; i < KEPT_N; i += 4)
+            kept_fill(a, i, i + 2);
+        kept_check_live(KEPT_N, 1);
+        for (size_t i = 0; i < KEPT_N; i++)
+            beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
+        CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    }
+    beam_gpa_collect(&g);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes <= 64 * 1024);
+    CHECK(!beam_gpa_usage_of(&g).misuse_count);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+static void *kept_fill_free_half_exit(void *arg) {
+    beam_allocator_t a = *(beam_allocator_t *)arg;
+    kept_fill(a, 0, KEPT_N);
+    for (size_t i = 0; i < KEPT_N; i += 2)
+        beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
+    return NULL;
+}
+
+/* A thread exits holding kept slabs: they go to the instance with its heap
+ * (another thread then allocates from them), and its live blocks free from
+ * anywhere. */
+TEST(gpa_kept_slabs_leave_with_their_thread) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, kept_fill_free_half_exit, &a) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+    size_t held = beam_gpa_usage_of(&g).backing_bytes;
+    for (size_t i = 0; i < KEPT_N; i += 2) {
+        CHECK((kept_blocks[i] = beam_alloc_bytes(a, KEPT_LEN, 8)) != NULL);
+        memset(kept_blocks[i], (int)(i & 0xff), KEPT_LEN);
+    }
+    kept_check_live(KEPT_N, 1);
+    /* The exited thread's free half served most of these. */
+    CHECK(beam_gpa_usage_of(&g).backing_bytes < held + held / 4);
+    for (size_t i = 0; i < KEPT_N; i++)
+        beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
+    beam_gpa_collect(&g);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes <= 64 * 1024);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* A second free of a block whose slab its heap took back is reported, and
+ * the slab hands the block out once. */
+TEST(gpa_kept_slab_double_free_is_reported) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    kept_fill(a, 0, KEPT_N);
+    void *p = kept_blocks[KEPT_N / 2]; /* in a whole slab long full */
+    beam_free_bytes(a, p, KEPT_LEN, 8);
+    check_capture_reports();
+    beam_free_bytes(a, p, KEPT_LEN, 8);
+    CHECK(check_report_count() == 1 && check_report_contains("double free"));
+    check_release_reports();
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 1);
+    kept_blocks[KEPT_N / 2] = NULL;
+    size_t seen = 0;
+    void *more[300];
+    for (size_t i = 0; i < 300; i++) {
+        CHECK((more[i] = beam_alloc_bytes(a, KEPT_LEN, 8)) != NULL);
+        seen += more[i] == p;
+    }
+    CHECK(seen <= 1);
+    for (size_t i = 0; i < 300; i++)
+        beam_free_bytes(a, more[i], KEPT_LEN, 8);
+    for (size_t i = 0; i < KEPT_N; i++)
+        if (kept_blocks[i] != NULL)
+            beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+static void kept_alloc_all_free_all_in(beam_allocator_t a) {
+    static void *mine[KEPT_N];
+    for (size_t i = 0; i < KEPT_N; i++)
+        CHECK((mine[i] = beam_alloc_bytes(a, KEPT_LEN, 8)) != NULL);
+    for (size_t i = 0; i < KEPT_N; i++)
+        beam_free_bytes(a, mine[i], KEPT_LEN, 8);
+}
+
+static void *kept_alloc_all_free_all(void *arg) {
+    kept_alloc_all_free_all_in(*(beam_allocator_t *)arg);
+    return NULL;
+}
+
+/* A kept slab whose last blocks are freed by another thread (or waited in
+ * thread_free when its heap took it back) is wholly free: it goes back
+ * like any other, and an idle heap does not sit on it (so another thread
+ * allocating the same class reuses it). */
+TEST(gpa_kept_slab_emptied_by_others_is_not_hoarded) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    kept_fill(a, 0, KEPT_N);
+    /* Another thread frees one block of every slab first (it waits in the
+     * full slab's thread_free), then this thread frees the rest. */
+    kept_frees remote = {a, 5, 256, NULL};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, kept_free_some, &remote) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+    for (size_t i = 0; i < KEPT_N; i++)
+        if (i % 256 != 5)
+            beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    size_t held = beam_gpa_usage_of(&g).backing_bytes;
+    /* This thread stays, idle; another allocates as much. */
+    CHECK(pthread_create(&th, NULL, kept_alloc_all_free_all, &a) == 0);
+    CHECK(pthread_join(th, NULL) == 0);
+    size_t after = beam_gpa_usage_of(&g).backing_bytes;
+    CHECK(after < held + held / 4);
+    CHECK(!beam_gpa_deinit(&g));
+}
