@@ -170,6 +170,17 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    $$cxx -std=c++17 -pedantic $(HEADER_STRICT) test/header/cxx.cpp $(BUILD)/libbeam_alloc_standalone.a \
 	        -pthread -ldl -o $(BUILD)/header/cxx-$$cxx && $(BUILD)/header/cxx-$$cxx || exit 1; \
 	done
+	@# -fno-exceptions: a failure aborts, saying what the exception would have.
+	for cxx in g++ $(SAN_CC)++; do \
+	    $$cxx -std=c++17 -fno-exceptions -pedantic $(HEADER_STRICT) test/header/cxx_noexc.cpp \
+	        $(BUILD)/libbeam_alloc_standalone.a -pthread -ldl -o $(BUILD)/header/noexc-$$cxx || exit 1; \
+	    for m in oom:'a C++ allocation failed (std::bad_alloc); built without C++ exceptions: aborting' \
+	             align:'alignment 32 is above what the raw allocator serves (8)'; do \
+	        rc=0; $(BUILD)/header/noexc-$$cxx $${m%%:*} 2>$(BUILD)/header/noexc.err || rc=$$?; \
+	        [ $$rc -eq 134 ] && grep -qF "beam_alloc: $${m#*:}" $(BUILD)/header/noexc.err || \
+	            { echo "noexc-$$cxx $${m%%:*}: exit $$rc" >&2; cat $(BUILD)/header/noexc.err >&2; exit 1; }; \
+	    done; \
+	done
 	for cc in gcc $(SAN_CC); do \
 	    if $$cc -std=c11 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/missing_nif_header.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
 	        echo "BEAM_NIF compiled without beam_alloc_nif.h" >&2; exit 1; fi; \

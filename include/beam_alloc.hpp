@@ -22,8 +22,9 @@
  * return an error term; one that leaves a BEAM_NIF body is raised to the
  * caller ("out of memory") rather than crossing the VM's C frames. (Built
  * with -fno-exceptions, a failure aborts, the VM with it, as with the
- * standard library's allocators: use the C interface where memory can run
- * out, and under fault injection.)
+ * standard library's allocators, after writing what the exception would
+ * have said to stderr: use the C interface where memory can run out, and
+ * under fault injection.)
  *
  * Both pass sizes, so no header is added to any block; reports (leaks,
  * misuse) name the container code that called them.
@@ -41,6 +42,8 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <exception>
 #include <memory_resource>
 #include <new>
 #include <type_traits>
@@ -52,15 +55,33 @@
 #endif
 
 /* Built with -fno-exceptions an allocation that fails aborts, as the
- * standard library's own allocators then do: no container can take a
- * null block. */
+ * standard library's own allocators then do (no container can take a
+ * null block), but first says on stderr what the exception would have. */
 #if defined(__cpp_exceptions) || defined(__EXCEPTIONS)
 #define BEAM_HPP_THROW(e) throw e
 #else
-#define BEAM_HPP_THROW(e) std::abort()
+#define BEAM_HPP_THROW(e) ::beam::detail::abort_with(e)
 #endif
 
 namespace beam {
+
+namespace detail {
+/* -fno-exceptions: the text a throw of e would have carried, then abort
+ * (the VM's stderr is the one place left to say why it stopped). */
+[[noreturn]] inline void abort_with(const std::exception &e) noexcept {
+    const char *what = e.what();
+    if (std::strncmp(what, BEAM_INTERNAL_CXX_TEXT,
+                     sizeof BEAM_INTERNAL_CXX_TEXT - 1) == 0)
+        std::fprintf(stderr, "%s", what);
+    else
+        std::fprintf(stderr,
+                     BEAM_INTERNAL_CXX_TEXT "a C++ allocation failed (%s)",
+                     what);
+    std::fprintf(stderr, "; built without C++ exceptions: aborting\n");
+    std::fflush(stderr);
+    std::abort();
+}
+} // namespace detail
 
 /** Thrown instead of std::bad_alloc when the raw allocator says no to an
  * alignment above BEAM_MAX_ALIGN, which it never serves: out of memory
