@@ -303,18 +303,18 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     empty gives its pages back to their slab.
  *   - A slab that fills up leaves its heap. When the heap's own thread
  *     frees a block into it before other threads' frees requeue it, the
- *     heap takes it back (up to 32 such
- *     slabs per class), allocates from it when its current slab of that
- *     class runs out, and gives it back to the instance's pool the moment
- *     the heap's thread frees its last block, or when the heap is retired
- *     or collected (until then its free blocks serve that heap alone: one
- *     whose last blocks other threads free stays with an idle heap, up to
- *     32 slabs per class). Otherwise, once
- *     an eighth of its blocks are freed (by any thread) it is reusable by
- *     every heap; once all are free it goes back to the instance's pool
- *     when a heap refilling that class finds it, or at beam_gpa_collect.
- *     (A full slab with fewer than an eighth free stays out of reach until
- *     then: at most an eighth of a slab per slab.)
+ *     heap takes it back (up to 32 such slabs per class) and allocates from
+ *     it when its current slab of that class runs out; it goes back to the
+ *     instance's pool the moment the heap's thread frees its last block,
+ *     and to the instance when the heap is retired or collected. Until
+ *     then its free blocks serve that heap alone: one whose last blocks
+ *     other threads free stays with an idle heap (up to 32 slabs per
+ *     class). Otherwise, once an eighth of its blocks are freed (by any
+ *     thread) it is reusable by every heap; once all are free it goes back
+ *     to the instance's pool when a heap refilling that class finds it, or
+ *     at beam_gpa_collect. (A full slab with fewer than an eighth free
+ *     stays out of reach until then: at most an eighth of a slab per
+ *     slab.)
  *   - Medium blocks belong to the instance, not to a heap. A medium block
  *     takes whole 4 KiB pages (8193 bytes take 12 KiB), and two blocks of
  *     just over 32 KiB cannot share a slab. A freed medium block is kept
@@ -332,15 +332,17 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     as soon as the pool holds 8 more free slabs than the segment has, and
  *     always at beam_gpa_collect.
  *   - So, without collect, an instance never holds more slabs of a class
- *     than it held at once with live blocks of that class, plus one per heap
- *     and class; with collect, it holds the slabs with live blocks and the
- *     segments they are in (a segment goes back only when wholly free).
+ *     than it held at once with live blocks of that class, plus 33 per heap
+ *     and class (its current slab and up to 32 kept ones); with collect,
+ *     it holds the slabs with live blocks and the segments they are in (a
+ *     segment goes back only when wholly free).
  *   - A thread that exits, or uses so many instances that one of its eight
  *     per-thread slots is reused (slots of instances already gone are reused
  *     first), gives its heap's slabs to the instance in a step per current
- *     or kept slab (at most 33 per class), however much it allocated: no
- *     call pauses for a walk over what is held (1,024 kept slabs added
- *     ~15 us to the evicting call, standalone).
+ *     or kept slab (at most 33 per class), however much it allocated: the
+ *     pause is bounded by that, not by what is held (1,024 kept slabs, 32
+ *     in each of the 32 classes, added ~15 us to the evicting call,
+ *     standalone).
  *
  * A beam_gpa_t is usable once beam_gpa_init returns (it allocates lazily)
  * and until beam_gpa_deinit; it may then be initialised again. The fields are

@@ -69,15 +69,13 @@ namespace detail {
 /* -fno-exceptions: the text a throw of e would have carried, then abort
  * (the VM's stderr is the one place left to say why it stopped). */
 [[noreturn]] inline void abort_with(const std::exception &e) noexcept {
+    /* One write, so that other threads' output does not split it. */
     const char *what = e.what();
-    if (std::strncmp(what, BEAM_INTERNAL_CXX_TEXT,
-                     sizeof BEAM_INTERNAL_CXX_TEXT - 1) == 0)
-        std::fprintf(stderr, "%s", what);
-    else
-        std::fprintf(stderr,
-                     BEAM_INTERNAL_CXX_TEXT "a C++ allocation failed (%s)",
-                     what);
-    std::fprintf(stderr, "; built without C++ exceptions: aborting\n");
+    bool own = std::strncmp(what, BEAM_INTERNAL_CXX_TEXT,
+                            sizeof BEAM_INTERNAL_CXX_TEXT - 1) == 0;
+    std::fprintf(stderr, "%s%s%s; built without C++ exceptions: aborting\n",
+                 own ? "" : BEAM_INTERNAL_CXX_TEXT "a C++ allocation failed (",
+                 what, own ? "" : ")");
     std::fflush(stderr);
     std::abort();
 }
