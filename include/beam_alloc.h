@@ -240,6 +240,18 @@ BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment);
 /* How the C++ exceptions beam_alloc throws begin their what(): a NIF's
  * raise of one gives the text after it (beam_alloc_nif.h). */
 #define BEAM_INTERNAL_CXX_TEXT "beam_alloc: "
+#ifdef __cplusplus
+/* The text after BEAM_INTERNAL_CXX_TEXT when what begins with it (an
+ * exception of beam_alloc's own), else NULL. */
+static inline const char *beam_internal_cxx_own_text(const char *what) {
+    const char *p = BEAM_INTERNAL_CXX_TEXT;
+    while (*p != '\0' && *what == *p) {
+        p++;
+        what++;
+    }
+    return *p == '\0' ? what : NULL;
+}
+#endif
 
 /** Any power-of-two alignment, on top of the raw allocator, so still tracked
  * by the VM. Alignments <= BEAM_MAX_ALIGN pass straight to the raw allocator

@@ -42,7 +42,6 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <memory_resource>
 #include <new>
@@ -70,12 +69,12 @@ namespace detail {
  * (the VM's stderr is the one place left to say why it stopped). */
 [[noreturn]] inline void abort_with(const std::exception &e) noexcept {
     /* One write, so that other threads' output does not split it. */
-    const char *what = e.what();
-    bool own = std::strncmp(what, BEAM_INTERNAL_CXX_TEXT,
-                            sizeof BEAM_INTERNAL_CXX_TEXT - 1) == 0;
-    std::fprintf(stderr, "%s%s%s; built without C++ exceptions: aborting\n",
-                 own ? "" : BEAM_INTERNAL_CXX_TEXT "a C++ allocation failed (",
-                 what, own ? "" : ")");
+    const char *own = beam_internal_cxx_own_text(e.what());
+    std::fprintf(stderr,
+                 BEAM_INTERNAL_CXX_TEXT
+                 "%s%s%s; built without C++ exceptions: aborting\n",
+                 own != NULL ? "" : "a C++ allocation failed (",
+                 own != NULL ? own : e.what(), own != NULL ? "" : ")");
     std::fflush(stderr);
     std::abort();
 }

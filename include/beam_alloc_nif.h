@@ -551,7 +551,6 @@ BEAM_API size_t beam_resource_live_count(void);
 #ifdef BEAM_INTERNAL_CXX_GUARD
 /* extern "C++": the header may be included inside a user's extern "C". */
 extern "C++" {
-#include <cstring>
 #include <exception>
 #include <new>
 /* The text of the exception being handled, as a raise or a report gives
@@ -562,12 +561,8 @@ static inline void beam_nif_internal_current_text(char *text,
         throw;
     } catch (const std::bad_alloc &e) {
         /* beam::bad_alignment's text says more than out of memory. */
-        const char *w = e.what();
-        const size_t own = sizeof BEAM_INTERNAL_CXX_TEXT - 1;
-        if (std::strncmp(w, BEAM_INTERNAL_CXX_TEXT, own) == 0)
-            enif_snprintf(text, size, "%s", w + own);
-        else
-            enif_snprintf(text, size, "out of memory");
+        const char *own = beam_internal_cxx_own_text(e.what());
+        enif_snprintf(text, size, "%s", own != NULL ? own : "out of memory");
     } catch (const std::exception &e) {
         int n =
             enif_snprintf(text, size, "uncaught C++ exception: %s", e.what());

@@ -274,44 +274,14 @@ static bool detach_full(gpa_heap *h, gpa_slab *s) {
 
 /* ---- kept slabs (see "Kept slabs" in gpa_internal.h) ------------------ */
 
-static void kept_append(gpa_heap *h, gpa_slab *s) {
-    GPA_ASSERT(s->next == NULL && s->prev == NULL && s->cls < GPA_CLASSES);
-    s->prev = h->kept[s->cls].tail;
-    if (s->prev != NULL)
-        s->prev->next = s;
-    else
-        h->kept[s->cls].head = s;
-    h->kept[s->cls].tail = s;
-    h->kept[s->cls].n++;
-}
-
-static void kept_unlink(gpa_heap *h, gpa_slab *s) {
-    GPA_ASSERT(gpa_where(s) == WHERE_KEPT &&
-               beam__atomic_load_relaxed(&s->heap) == gpa_kept_by(h));
-    GPA_ASSERT(s->prev != NULL ? s->prev->next == s
-                               : h->kept[s->cls].head == s);
-    GPA_ASSERT(s->next != NULL ? s->next->prev == s
-                               : h->kept[s->cls].tail == s);
-    if (s->prev != NULL)
-        s->prev->next = s->next;
-    else
-        h->kept[s->cls].head = s->next;
-    if (s->next != NULL)
-        s->next->prev = s->prev;
-    else
-        h->kept[s->cls].tail = s->prev;
-    s->next = s->prev = NULL;
-    h->kept[s->cls].n--;
-}
-
 /* The oldest kept slab of cls becomes h's current one, or NULL. A kept
  * slab has room: it came back with a free, and only a current slab hands
  * out blocks. */
 static gpa_slab *kept_take(gpa_heap *h, unsigned cls) {
-    gpa_slab *s = h->kept[cls].head;
+    gpa_slab *s = h->kept[cls].tail;
     if (s == NULL)
         return NULL;
-    kept_unlink(h, s);
+    gpa_kept_unlink(h, s);
     GPA_ASSERT(has_room(s));
     gpa_set_where(s, WHERE_CUR);
     beam__atomic_store_relaxed(&s->heap, h);
@@ -333,7 +303,7 @@ static bool kept_reattach(gpa_heap *h, gpa_slab *s) {
                                           tf & ~GPA_FULL_BIT)) {
             beam__atomic_store_relaxed(&s->heap, gpa_kept_by(h));
             gpa_set_where(s, WHERE_KEPT);
-            kept_append(h, s);
+            gpa_kept_add(h, s);
             /* The frees waiting there are h's to count now: left counted
              * as used, they kept a slab whose last block h freed from
              * ever going back (it stayed KEPT, wholly free). */
@@ -361,7 +331,7 @@ static void kept_free(gpa_heap *h, gpa_slab *s, void **b) {
             (beam__gpa_slab_collect_remote(s), s->used != 0))
             return;
     }
-    kept_unlink(h, s);
+    gpa_kept_unlink(h, s);
     gpa_defer *defer = NULL;
     gpa_lock(h->st);
     beam__gpa_slab_park(h->st, s, &defer);

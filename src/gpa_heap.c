@@ -230,17 +230,12 @@ static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
             h->cur[c] = &beam__gpa_empty_slab;
             beam__gpa_slab_park(st, s, defer);
         }
-        /* Kept slabs go the same way (the owner's calls unlink them in
-         * gpa.c; here the lock holds h, whose owner is away). */
+        /* Kept slabs go the same way (the lock holds h, whose owner is
+         * away). */
         while ((s = h->kept[c].head) != NULL) {
-            GPA_ASSERT(gpa_where(s) == WHERE_KEPT &&
-                       beam__atomic_load_relaxed(&s->heap) == gpa_kept_by(h));
-            h->kept[c].head = s->next;
-            s->next = s->prev = NULL;
+            gpa_kept_unlink(h, s);
             beam__gpa_slab_park(st, s, defer);
         }
-        h->kept[c].tail = NULL;
-        h->kept[c].n = 0;
     }
     /* Stripped, the heap starts small again (see "Small first slabs"). */
     h->graduated = false;

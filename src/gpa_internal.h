@@ -36,7 +36,7 @@
  *    free by that heap's thread into it takes FULL off (the one way to own
  *    a detached slab, so it races the requeueing push and any other heap
  *    fairly) and the heap keeps it (KEPT, heap = gpa_kept_by(h), on
- *    h->kept[cls], oldest first); the heap's frees into it are then plain
+ *    h->kept[cls]); the heap's frees into it are then plain
  *    pushes on its free list, and its next refill of that class takes the
  *    oldest kept slab before asking the instance. Without them, with many
  *    blocks live, nearly every free landed in a detached slab and took the
@@ -455,8 +455,9 @@ typedef struct gpa_heap {
     unsigned stash_n;
     gpa_state *st;
     struct gpa_heap *next, *prev; /* in st->heaps (lock) */
-    /* Slabs this heap took back after they filled (see "Kept slabs"),
-     * oldest first, linked through next and prev; owner-only like cur. */
+    /* Slabs this heap took back after they filled (see "Kept slabs"):
+     * newest at head, oldest at tail, linked through next and prev
+     * (gpa_kept_add, gpa_kept_unlink); owner-only like cur. */
     struct {
         gpa_slab *head, *tail;
         uint32_t n;
@@ -1112,6 +1113,26 @@ static inline void gpa_list_unlink(gpa_slab **head, gpa_slab *s) {
     if (s->next != NULL)
         s->next->prev = s->prev;
     s->next = s->prev = NULL;
+}
+
+/* A heap's kept list of s's class (see "Kept slabs"): the lists above,
+ * with a tail to take the oldest from. Owner (or a collector holding h). */
+static inline void gpa_kept_add(gpa_heap *h, gpa_slab *s) {
+    GPA_ASSERT(s->cls < GPA_CLASSES);
+    if (h->kept[s->cls].tail == NULL)
+        h->kept[s->cls].tail = s;
+    gpa_list_push(&h->kept[s->cls].head, s);
+    h->kept[s->cls].n++;
+}
+
+static inline void gpa_kept_unlink(gpa_heap *h, gpa_slab *s) {
+    GPA_ASSERT(gpa_where(s) == WHERE_KEPT &&
+               beam__atomic_load_relaxed(&s->heap) == gpa_kept_by(h));
+    GPA_ASSERT(s->next != NULL || h->kept[s->cls].tail == s);
+    if (h->kept[s->cls].tail == s)
+        h->kept[s->cls].tail = s->prev;
+    gpa_list_unlink(&h->kept[s->cls].head, s);
+    h->kept[s->cls].n--;
 }
 
 #endif

@@ -622,6 +622,17 @@ static int cmp_ptr(const void *x, const void *y) {
     return a < b ? -1 : a > b;
 }
 
+/* No two of the n blocks are the same block. */
+static void check_distinct(void *const *blocks, size_t n) {
+    void **sorted = malloc(n * sizeof *sorted);
+    CHECK(sorted != NULL);
+    memcpy(sorted, blocks, n * sizeof *sorted);
+    qsort(sorted, n, sizeof sorted[0], cmp_ptr);
+    for (size_t i = 1; i < n; i++)
+        CHECK(sorted[i] != sorted[i - 1]);
+    free(sorted);
+}
+
 /* A broken free list costs its slab's freed blocks, never an allocation
  * nor the slab: with the blocks freed by another thread (full slabs come
  * back through their remote lists, a broken one with nothing left to bump
@@ -645,11 +656,7 @@ TEST(gpa_safe_mode_broken_free_list_costs_no_allocation_nor_slab) {
         CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
     CHECK(check_report_count() >= 1 && check_report_count() <= 2);
     CHECK(check_report_contains("first 16 bytes"));
-    void *sorted[BROKEN_N];
-    memcpy(sorted, broken_blocks, sizeof sorted);
-    qsort(sorted, BROKEN_N, sizeof sorted[0], cmp_ptr);
-    for (size_t i = 1; i < BROKEN_N; i++)
-        CHECK(sorted[i] != sorted[i - 1]);
+    check_distinct(broken_blocks, BROKEN_N);
     for (size_t i = 0; i < BROKEN_N; i++)
         beam_free_bytes(a, broken_blocks[i], 64, 8);
     beam_gpa_collect(&g);
@@ -1468,19 +1475,14 @@ static void kept_fill(beam_allocator_t a, size_t from, size_t to) {
     }
 }
 
-/* Every live block is distinct and still holds what was written into it. */
-static void kept_check_live(size_t n, size_t step) {
-    static void *sorted[KEPT_N];
-    size_t k = 0;
-    for (size_t i = 0; i < n; i += step) {
+/* Every block is distinct and still holds what was written into it. */
+static void kept_check_live(void) {
+    for (size_t i = 0; i < KEPT_N; i++) {
         unsigned char *p = kept_blocks[i];
         CHECK(p[0] == (unsigned char)(i & 0xff) &&
               p[KEPT_LEN - 1] == (unsigned char)(i & 0xff));
-        sorted[k++] = p;
     }
-    qsort(sorted, k, sizeof sorted[0], cmp_ptr);
-    for (size_t i = 1; i < k; i++)
-        CHECK(sorted[i] != sorted[i - 1]);
+    check_distinct(kept_blocks, KEPT_N);
 }
 
 /* The owner frees every other block (its slabs come back to it), allocates
@@ -1497,7 +1499,7 @@ TEST(gpa_kept_slabs_serve_their_heap_and_go_back_when_empty) {
             CHECK((kept_blocks[i] = beam_alloc_bytes(a, KEPT_LEN, 8)) != NULL);
             memset(kept_blocks[i], (int)(i & 0xff), KEPT_LEN);
         }
-        kept_check_live(KEPT_N, 1);
+        kept_check_live();
         size_t peak = beam_gpa_usage_of(&g).backing_bytes;
         for (size_t i = 0; i < KEPT_N; i++)
             beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
@@ -1544,7 +1546,7 @@ TEST(gpa_kept_slabs_race_remote_frees) {
         pthread_barrier_destroy(&go);
         for (size_t i = 0; i < KEPT_N; i += 4)
             kept_fill(a, i, i + 2);
-        kept_check_live(KEPT_N, 1);
+        kept_check_live();
         for (size_t i = 0; i < KEPT_N; i++)
             beam_free_bytes(a, kept_blocks[i], KEPT_LEN, 8);
         CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
@@ -1577,7 +1579,7 @@ TEST(gpa_kept_slabs_leave_with_their_thread) {
         CHECK((kept_blocks[i] = beam_alloc_bytes(a, KEPT_LEN, 8)) != NULL);
         memset(kept_blocks[i], (int)(i & 0xff), KEPT_LEN);
     }
-    kept_check_live(KEPT_N, 1);
+    kept_check_live();
     /* The exited thread's free half served most of these. */
     CHECK(beam_gpa_usage_of(&g).backing_bytes < held + held / 4);
     for (size_t i = 0; i < KEPT_N; i++)
