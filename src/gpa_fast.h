@@ -70,7 +70,7 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
         return NULL;
     gpa_heap *h = slot->heap;
     void **b = NULL;
-    uint32_t busy = gpa_heap_enter(h);
+    gpa_heap_enter_fast(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
         gpa_slab *s = h->cur[beam__gpa_class_by_16[(len + 15) >> 4]];
         b = s->free;
@@ -82,7 +82,7 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
             b = NULL;
         }
     }
-    gpa_heap_leave(h, busy);
+    gpa_heap_leave_fast(h);
     return b;
 }
 
@@ -136,18 +136,18 @@ static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
         return;
     }
     gpa_heap *h = slot->heap;
-    uint32_t busy = gpa_heap_enter(h);
+    gpa_heap_enter_fast(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h) &&
                      beam__atomic_load_relaxed(&s->heap) == h)) {
         GPA_ASSERT(s->used > 0 && gpa_where(s) == WHERE_CUR);
         b[0] = s->free;
         s->free = b;
         s->used--;
-        gpa_heap_leave(h, busy);
+        gpa_heap_leave_fast(h);
         beam__count_free(&h->stats, &st->peak, len);
         return;
     }
-    gpa_heap_leave(h, busy);
+    gpa_heap_leave_fast(h);
     beam__gpa_free_elsewhere(st, s, b, len, h);
 }
 

@@ -402,7 +402,7 @@ static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
         heap_strip(st, mine, defer);
     bool any = false;
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
-        if (h != mine && beam__atomic_load_relaxed(&h->busy) == 0) {
+        if (h != mine && !gpa_heap_in_call(h, false)) {
             gpa_busy_store(&h->revoked, 1);
             any = true;
         }
@@ -414,7 +414,7 @@ static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next) {
         if (beam__atomic_load_relaxed(&h->revoked) == 0)
             continue;
-        if (fenced && gpa_busy_load(&h->busy) == 0)
+        if (fenced && !gpa_heap_in_call(h, true))
             heap_strip(st, h, defer);
         beam__atomic_store_release(&h->revoked, 0);
     }
