@@ -495,7 +495,10 @@ BEAM_API size_t beam_resource_user_size(const beam_resource_t *r);
  * releases r meanwhile (the release completes at the unpin). false: r is
  * released, do not touch its blocks (and do not unpin). Pins nest; a pin is
  * cheap (one atomic operation) but must not outlive the caller's reference.
- * Releasing while holding a pin is allowed. */
+ * Releasing while holding a pin is allowed. A pin still held when the
+ * resource is garbage collected is reported ("destroyed with 1 entries
+ * still inside (an unpin missing?)"), with the call site of the first pin
+ * taken since the resource last had none. */
 BEAM_API BEAM_NODISCARD bool beam_resource_pin(beam_resource_t *r);
 BEAM_API void beam_resource_unpin(beam_resource_t *r);
 

@@ -127,6 +127,37 @@ defmodule BeamAlloc.ResourceTest do
         assert %{released: true, parent_bytes: 0} = Resource.usage(res)
       end
 
+      test "a pin never undone is reported with the pin's call site when the resource goes" do
+        _ = Resource.take_reports()
+
+        {pid, ref} =
+          spawn_monitor(fn ->
+            {:ok, res} = Resource.new(@kind)
+            :ok = Resource.pin_forgotten(res)
+          end)
+
+        assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+
+        line =
+          File.read!("test/nifs/resource_nif.c")
+          |> String.split("\n")
+          |> Enum.find_index(&(&1 =~ "/* the forgotten pin */"))
+
+        said =
+          "destroyed with 1 entries still inside (an unpin missing?); the first pin since " <>
+            "it last had none inside was taken (called from pin_forgotten " <>
+            "(test/nifs/resource_nif.c:#{line + 1})"
+
+        # (Captured raw, "resource_nif.so+0x5090", as the hook gets it;
+        # the Reporter resolves sites the same way before it logs.)
+        assert Peers.eventually(fn ->
+                 Resource.take_reports()
+                 |> Enum.map(&BeamAlloc.Symbolizer.resolve_sites/1)
+                 |> Enum.any?(&(&1 =~ said))
+               end),
+               "no report of the forgotten pin, or one without its site"
+      end
+
       test "a leak-checked call may allocate into a resource" do
         {:ok, res} = Resource.new(@kind)
         assert {:ok, slot} = Resource.alloc_checked(res, 300)

@@ -63,6 +63,12 @@ struct beam_resource {
     _Atomic size_t live_bytes;   /* see the invariants */
     _Atomic size_t parent_bytes; /* see the invariants */
     atomic_bool torn_down;       /* teardown has run (or must never run) */
+    /* Where the first pin since the resource last had nothing inside was
+     * taken (its caller's return address; 0 when that first entry was an
+     * allocator call): what the destructor names when a pin outlives the
+     * resource. A pin that finds others inside is not the one a missing
+     * unpin most likely belongs to. */
+    _Atomic uintptr_t first_pin;
     /* The user's hook, run by teardown before the memory goes. */
     _Atomic(beam_resource_release_fn) on_release;
     beam_resource_kind kind;
@@ -183,9 +189,14 @@ static void teardown(beam_resource_t *r, bool in_call) {
 }
 
 /* Entry into the inner allocator: false (and nothing held) once released.
- * in_call: an allocator call's entry, not a pin (see teardown). */
-static inline bool enter(beam_resource_t *r, bool in_call) {
+ * in_call: an allocator call's entry, not a pin (see teardown). pin: a
+ * pin's call site, else 0 (noted when the entry finds nobody inside). */
+static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
     size_t v = beam__atomic_add_acquire(&r->state, USER);
+    if (BEAM__LIKELY(v == 0)) {
+        beam__atomic_store_relaxed(&r->first_pin, pin);
+        return true;
+    }
     if (BEAM__LIKELY(!(v & RELEASED)))
         return true;
     /* Undo. This may be the step that leaves the word at RELEASED: the
@@ -331,7 +342,7 @@ static inline void unlock(beam_resource_t *r) {
 /* enter, then lock: false, with nothing held, when the resource is
  * released or the lock refused. */
 static inline bool enter_locked(beam_resource_t *r) {
-    if (!enter(r, true))
+    if (!enter(r, true, 0))
         return false;
     if (lock(r))
         return true;
@@ -400,6 +411,25 @@ static const beam_allocator_vtable resource_vtable = {res_alloc, res_resize,
 
 /* --- The resource type ------------------------------------------------- */
 
+/* A pin or call outlived the last reference: a caller's bug. The memory
+ * goes anyway; better reported than kept forever, with the site of the
+ * pin most likely left without its unpin (a report, not a misuse of the
+ * thread that happens to run the destructor). */
+static void report_left_inside(beam_resource_t *r, size_t entries) {
+    uintptr_t site = beam__atomic_load_relaxed(&r->first_pin);
+    if (site == 0)
+        beam__report("beam_alloc: resource %p destroyed with %zu entries "
+                     "still inside (an unpin missing?)",
+                     (void *)r, entries);
+    else
+        beam__report_misuse(NULL, site,
+                            "beam_alloc: resource %p destroyed with %zu "
+                            "entries still inside (an unpin missing?); the "
+                            "first pin since it last had none inside was "
+                            "taken",
+                            (void *)r, entries);
+}
+
 /* May run on any thread, long after the last NIF call that used the
  * resource. Nobody holds a reference any more, so nobody is inside. */
 static void resource_dtor(ErlNifEnv *env, void *obj) {
@@ -407,11 +437,7 @@ static void resource_dtor(ErlNifEnv *env, void *obj) {
     beam_resource_t *r = obj;
     size_t v = beam__atomic_or_acq_rel(&r->state, RELEASED);
     if (v > RELEASED)
-        /* A pin or call outlived the last reference: a caller's bug. The
-         * memory goes anyway; better reported than kept forever. */
-        beam__report("beam_alloc: resource %p destroyed with %zu entries "
-                     "still inside (an unpin missing?)",
-                     obj, v / USER);
+        report_left_inside(r, v / USER);
     teardown(r, false);
     if (r->has_lock)
         pthread_mutex_destroy(&r->lock);
@@ -467,6 +493,7 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
     beam__atomic_init(&r->live_bytes, 0);
     beam__atomic_init(&r->parent_bytes, 0);
     beam__atomic_init(&r->torn_down, false);
+    beam__atomic_init(&r->first_pin, (uintptr_t)0);
     beam__atomic_init(&r->on_release, (beam_resource_release_fn)NULL);
     r->kind = kind;
     r->parent = parent.vtable != NULL ? parent : beam_large_allocator;
@@ -539,7 +566,7 @@ size_t beam_resource_user_size(const beam_resource_t *r) {
 }
 
 bool beam_resource_pin(beam_resource_t *r) {
-    return r != NULL && enter(r, false);
+    return r != NULL && enter(r, false, BEAM__RET_ADDR());
 }
 
 void beam_resource_unpin(beam_resource_t *r) {
@@ -550,7 +577,7 @@ void beam_resource_unpin(beam_resource_t *r) {
 bool beam_resource_on_release(beam_resource_t *r, beam_resource_release_fn fn) {
     /* Inside, teardown cannot run: set now, fn runs (or the release came
      * first, and it never will: false). */
-    if (r == NULL || !enter(r, false))
+    if (r == NULL || !enter(r, false, 0))
         return false;
     beam__atomic_store_release(&r->on_release, fn);
     leave(r, false);

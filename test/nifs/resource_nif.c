@@ -425,6 +425,18 @@ BEAM_NIF(res_free) {
     return enif_make_atom(env, "ok");
 }
 
+/* pin_forgotten(res): a pin without its unpin (a caller's bug: the
+ * destructor reports it, naming this function). Pinned twice around a
+ * balanced pair, so that the forgotten pin is the first, not the newest. */
+BEAM_NIF(pin_forgotten) {
+    GET_RESOURCE(0, r);
+    if (!beam_resource_pin(r)) /* the forgotten pin */
+        return beam_make_error(env, "released");
+    if (beam_resource_pin(r))
+        beam_resource_unpin(r);
+    return enif_make_atom(env, "ok");
+}
+
 /* aligned(res, size, alignment) -> {:ok, aligned?} (the block is freed) */
 BEAM_NIF(aligned) {
     GET_RESOURCE(0, r);
@@ -747,6 +759,7 @@ static ErlNifFunc funcs[] = {
     {"churn", 3, churn, 0},
     {"churn_dirty", 3, churn_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"take_reports", 0, take_reports, 0},
+    {"pin_forgotten", 1, pin_forgotten, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Resource, funcs, load_capturing_reports,

@@ -10,7 +10,7 @@ defmodule BeamAlloc.Test.Resource do
               set_hook_again/1
               calls_after_release/1 usage/1 live_count/0 is_resource/1
               pin_across_release/2 keep/1 drop_kept/0 new_dropped/1
-              dead_allocator/0 churn/3 churn_dirty/3 take_reports/0)
+              dead_allocator/0 churn/3 churn_dirty/3 take_reports/0 pin_forgotten/1)
 end
 
 defmodule BeamAlloc.Test.ResourcePlain do
