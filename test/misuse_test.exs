@@ -571,6 +571,49 @@ defmodule BeamAlloc.CaseTest do
                "the latest #{Reporter.kept()}):"
   end
 
+  # A misuse in a loop on many processes puts the reporter behind, and a
+  # call that reported waits (yielding) until the reporter has read it, a
+  # second at most: past 256 reports unread, calls stop waiting, or each
+  # would take its whole second.
+  test "calls stop waiting for the reporter once it is 256 reports behind" do
+    reporter = Process.whereis(Reporter)
+    parent = self()
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      :sys.suspend(reporter)
+
+      quick =
+        try do
+          for i <- 1..300 do
+            spawn(fn ->
+              :ok = Misuse.double_free_plain()
+              send(parent, {:returned, i})
+            end)
+          end
+
+          # The reporter reads nothing meanwhile: a call that waits returns
+          # after its second, one past the backlog at once.
+          Process.sleep(500)
+          count_returned(0)
+        after
+          :sys.resume(reporter)
+        end
+
+      assert quick in 40..100, "#{quick} of 300 calls returned before the reporter read"
+      BeamAlloc.Test.Reports.wait_since(mark, 300)
+      for _ <- 1..(300 - quick), do: assert_receive({:returned, _}, 5_000)
+    end)
+  end
+
+  defp count_returned(n) do
+    receive do
+      {:returned, _} -> count_returned(n + 1)
+    after
+      0 -> n
+    end
+  end
+
   test "check!/3 passes when nothing was reported" do
     mark = Reporter.mark()
     assert :ok = BeamAlloc.Case.check!(mark, self(), false)

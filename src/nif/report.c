@@ -48,6 +48,16 @@ static ErlNifResourceType *ack_type_opened;
  * latest report's (the reporter reads messages in order). */
 static BEAM_THREAD_LOCAL report_ack *pending;
 
+/* Acknowledgements of this library made and not yet read, every thread's.
+ * A flood of reports (a misuse in a loop, on many processes) puts the
+ * reporter behind, and every call waiting for it yields in a loop, taking
+ * the schedulers from the very process it waits for: each call would take
+ * its whole second. So past ACK_BACKLOG_MAX a report carries no
+ * acknowledgement and its call does not wait (the report is sent all the
+ * same; only the attribution to a Task that ends at once may be lost). */
+#define ACK_BACKLOG_MAX 256
+static _Atomic int unread_acks;
+
 static void ack_release(report_ack *a) {
     if (beam__atomic_sub_acq_rel(&a->refs, 1) == 1)
         enif_free(a);
@@ -59,6 +69,7 @@ static void ack_destroyed(ErlNifEnv *env, void *obj) {
     if (a != NULL) {
         beam__atomic_store_release(&a->read, true);
         ack_release(a);
+        beam__atomic_sub_relaxed(&unread_acks, 1);
     }
 }
 
@@ -85,7 +96,8 @@ void beam__report_ack_loaded(int result) {
 static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     ERL_NIF_TERM none = enif_make_atom(msg_env, "undefined");
     ErlNifResourceType *type = beam__atomic_load_acquire(&ack_type);
-    if (!in_call || type == NULL)
+    if (!in_call || type == NULL ||
+        beam__atomic_load_relaxed(&unread_acks) >= ACK_BACKLOG_MAX)
         return none;
     report_ack *a = enif_alloc(sizeof *a);
     if (a == NULL)
@@ -98,6 +110,7 @@ static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     beam__atomic_init(&a->refs, 2);
     beam__atomic_init(&a->read, false);
     r->ack = a;
+    beam__atomic_add_relaxed(&unread_acks, 1);
     ERL_NIF_TERM term = enif_make_resource(msg_env, r);
     enif_release_resource(r); /* the message's term holds it now */
     if (pending != NULL)
