@@ -498,7 +498,8 @@ BEAM_API size_t beam_resource_user_size(const beam_resource_t *r);
  * Releasing while holding a pin is allowed. A pin still held when the
  * resource is garbage collected is reported ("destroyed with 1 entries
  * still inside (an unpin missing?)"), with the call site of the first pin
- * taken since the resource last had none. */
+ * taken since the resource last had none (often, not always, the one left
+ * open). */
 BEAM_API BEAM_NODISCARD bool beam_resource_pin(beam_resource_t *r);
 BEAM_API void beam_resource_unpin(beam_resource_t *r);
 

@@ -311,7 +311,7 @@ static int victim_slot(void) {
         if (!slot_live_locked(&beam__gpa_tls[i]))
             at = i;
     for (int i = GPA_TLS_SLOTS - 1; i >= 0 && at < 0; i--)
-        if (beam__atomic_load_relaxed(&beam__gpa_tls[i].heap->busy) == 0)
+        if (!gpa_heap_in_call(beam__gpa_tls[i].heap, false))
             at = i;
     pthread_mutex_unlock(&registry.lock);
     return at;
@@ -398,7 +398,7 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
 static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
     /* This thread's own heap, unless a call of this instance is in
      * progress further up the stack (collect from a report hook). */
-    if (mine != NULL && beam__atomic_load_relaxed(&mine->busy) == 0)
+    if (mine != NULL && !gpa_heap_in_call(mine, false))
         heap_strip(st, mine, defer);
     bool any = false;
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next)

@@ -900,8 +900,9 @@ static BEAM__ALWAYS_INLINE void gpa_heap_leave_fast(gpa_heap *h) {
     beam__atomic_store_release(&h->fast_busy, 0);
 }
 
-/* The collector's look at h (lock held): is its owner inside a call,
- * general or fast? After the barrier, with gpa_busy_load (fenced). */
+/* Is h's owner inside a call, general or fast? The collector's look
+ * (lock held; fenced: after its barrier, with gpa_busy_load), and the
+ * owner's own, at a heap a call further up its stack may be using. */
 static inline bool gpa_heap_in_call(gpa_heap *h, bool fenced) {
     if (fenced)
         return gpa_busy_load(&h->busy) != 0 ||

@@ -574,36 +574,55 @@ defmodule BeamAlloc.CaseTest do
   # A misuse in a loop on many processes puts the reporter behind, and a
   # call that reported waits (yielding) until the reporter has read it, a
   # second at most: past 256 reports unread, calls stop waiting, or each
-  # would take its whole second.
+  # would take its whole second. Once the reporter has caught up, calls
+  # wait again.
   test "calls stop waiting for the reporter once it is 256 reports behind" do
     reporter = Process.whereis(Reporter)
-    parent = self()
+    # (A test killed by its timeout skips `after`: the reporter must not
+    # stay suspended for the rest of the suite.)
+    on_exit(fn -> :sys.resume(reporter) end)
     mark = Reporter.mark()
 
     capture_log(fn ->
-      :sys.suspend(reporter)
-
-      quick =
-        try do
-          for i <- 1..300 do
-            spawn(fn ->
-              :ok = Misuse.double_free_plain()
-              send(parent, {:returned, i})
-            end)
-          end
-
-          # The reporter reads nothing meanwhile: a call that waits returns
-          # after its second, one past the backlog at once.
-          Process.sleep(500)
-          count_returned(0)
-        after
-          :sys.resume(reporter)
-        end
-
+      quick = with_reporter_suspended(reporter, fn -> report_from_processes(300) end)
       assert quick in 40..100, "#{quick} of 300 calls returned before the reporter read"
-      BeamAlloc.Test.Reports.wait_since(mark, 300)
-      for _ <- 1..(300 - quick), do: assert_receive({:returned, _}, 5_000)
+      for _ <- 1..(300 - quick), do: assert_receive({:returned, _}, 30_000)
+      # It logs them all before it answers (a mark after them, then).
+      assert GenServer.call(Reporter, :mark, 60_000) >= mark + 300
+
+      assert 0 == with_reporter_suspended(reporter, fn -> report_from_processes(1) end),
+             "a call did not wait for the reporter once it had caught up"
+
+      assert_receive {:returned, _}, 30_000
+      assert GenServer.call(Reporter, :mark, 60_000) >= mark + 301
     end)
+  end
+
+  defp with_reporter_suspended(reporter, fun) do
+    :sys.suspend(reporter)
+
+    try do
+      fun.()
+    after
+      :sys.resume(reporter)
+    end
+  end
+
+  # n processes report once each; how many of their calls returned within
+  # half a second (with the reporter suspended, one that waits returns
+  # after its second).
+  defp report_from_processes(n) do
+    parent = self()
+
+    for i <- 1..n do
+      spawn(fn ->
+        :ok = Misuse.double_free_plain()
+        send(parent, {:returned, i})
+      end)
+    end
+
+    Process.sleep(500)
+    count_returned(0)
   end
 
   defp count_returned(n) do

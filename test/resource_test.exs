@@ -145,7 +145,8 @@ defmodule BeamAlloc.ResourceTest do
 
         said =
           "destroyed with 1 entries still inside (an unpin missing?); the first pin since " <>
-            "it last had none inside was taken (called from pin_forgotten " <>
+            "it last had none inside, perhaps not the one left open, was taken " <>
+            "(called from pin_forgotten " <>
             "(test/nifs/resource_nif.c:#{line + 1})"
 
         # (Captured raw, "resource_nif.so+0x5090", as the hook gets it;

@@ -30,8 +30,8 @@ defmodule BeamAlloc.Case do
   they live: `spawn/1`, `spawn_link/1`). A `BEAM_NIF` call that reported returns only once
   `BeamAlloc.Reporter` has read who made the call, so a Task that ends
   right after its call still counts (it waits a second at most, and not
-  at all while the reporter is 256 reports behind: a flood of reports
-  would otherwise slow every reporting call to one a second). In a test module that is not async, every report made
+  at all while 256 reports of its NIF library wait to be read: a flood of
+  reports would otherwise slow every reporting call to one a second). In a test module that is not async, every report made
   while the test ran (the test runs alone; threads and resource
   destructors report without a process). A test that triggers
   reports on purpose opts out with `@tag beam_alloc_reports: :allow`.

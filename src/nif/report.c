@@ -15,7 +15,9 @@
  * has read them. Each message carries an acknowledgement, a resource whose
  * destructor runs when the reporter lets go of it (it collects its garbage
  * once it has read who sent what); the call, at its end, yields (rescheduling
- * itself, never blocking the scheduler) until then, for one second at most.
+ * itself, never blocking the scheduler) until then, for one second at most,
+ * and not at all while ACK_BACKLOG_MAX of this library's reports wait to
+ * be read (a flood: see unread_acks).
  *
  * The hook may run on any thread (never with a lock of beam_alloc's
  * allocators held), inside the allocator call that found the problem;

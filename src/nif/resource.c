@@ -64,10 +64,11 @@ struct beam_resource {
     _Atomic size_t parent_bytes; /* see the invariants */
     atomic_bool torn_down;       /* teardown has run (or must never run) */
     /* Where the first pin since the resource last had nothing inside was
-     * taken (its caller's return address; 0 when that first entry was an
-     * allocator call): what the destructor names when a pin outlives the
-     * resource. A pin that finds others inside is not the one a missing
-     * unpin most likely belongs to. */
+     * taken (its caller's return address; 0 when that first entry was not
+     * a pin): what the destructor names when a pin outlives the resource.
+     * Often the forgotten one, not always (an outer pin around the one
+     * left open, another process's pin held meanwhile): the report says
+     * which pin it names, no more. */
     _Atomic uintptr_t first_pin;
     /* The user's hook, run by teardown before the memory goes. */
     _Atomic(beam_resource_release_fn) on_release;
@@ -413,8 +414,8 @@ static const beam_allocator_vtable resource_vtable = {res_alloc, res_resize,
 
 /* A pin or call outlived the last reference: a caller's bug. The memory
  * goes anyway; better reported than kept forever, with the site of the
- * pin most likely left without its unpin (a report, not a misuse of the
- * thread that happens to run the destructor). */
+ * first pin since the resource had none inside (see first_pin; a report,
+ * not a misuse of the thread that happens to run the destructor). */
 static void report_left_inside(beam_resource_t *r, size_t entries) {
     uintptr_t site = beam__atomic_load_relaxed(&r->first_pin);
     if (site == 0)
@@ -425,8 +426,8 @@ static void report_left_inside(beam_resource_t *r, size_t entries) {
         beam__report_misuse(NULL, site,
                             "beam_alloc: resource %p destroyed with %zu "
                             "entries still inside (an unpin missing?); the "
-                            "first pin since it last had none inside was "
-                            "taken",
+                            "first pin since it last had none inside, "
+                            "perhaps not the one left open, was taken",
                             (void *)r, entries);
 }
 
