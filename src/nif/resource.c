@@ -416,18 +416,18 @@ static const beam_allocator_vtable resource_vtable = {res_alloc, res_resize,
  * goes anyway; better reported than kept forever, with the site of the
  * first pin since the resource had none inside (see first_pin; a report,
  * not a misuse of the thread that happens to run the destructor). */
+#define LEFT_INSIDE                                                            \
+    "beam_alloc: resource %p destroyed with %zu entries still inside (an "     \
+    "unpin missing?)"
 static void report_left_inside(beam_resource_t *r, size_t entries) {
     uintptr_t site = beam__atomic_load_relaxed(&r->first_pin);
     if (site == 0)
-        beam__report("beam_alloc: resource %p destroyed with %zu entries "
-                     "still inside (an unpin missing?)",
-                     (void *)r, entries);
+        beam__report(LEFT_INSIDE, (void *)r, entries);
     else
         beam__report_misuse(NULL, site,
-                            "beam_alloc: resource %p destroyed with %zu "
-                            "entries still inside (an unpin missing?); the "
-                            "first pin since it last had none inside, "
-                            "perhaps not the one left open, was taken",
+                            LEFT_INSIDE "; the first pin since it last had "
+                                        "none inside, perhaps not the one "
+                                        "left open, was taken",
                             (void *)r, entries);
 }
 
