@@ -200,6 +200,14 @@ static inline bool has_room(const gpa_slab *s) {
  * every class it ever used. */
 #define EMPTY_CUR_KEEP 4
 
+/* s, which h gives up, to the instance (beam__gpa_slab_park, which takes
+ * its owner off), under the lock; what it frees runs from defer. */
+static void park_locked(gpa_heap *h, gpa_slab *s, gpa_defer **defer) {
+    gpa_lock(h->st);
+    beam__gpa_slab_park(h->st, s, defer);
+    gpa_unlock(h->st);
+}
+
 static void trim_empty_cur(gpa_heap *h, unsigned keep) {
     unsigned empty = 0;
     gpa_defer *defer = NULL;
@@ -211,9 +219,7 @@ static void trim_empty_cur(gpa_heap *h, unsigned keep) {
         if (t->used != 0 || empty++ < EMPTY_CUR_KEEP)
             continue;
         h->cur[c] = &beam__gpa_empty_slab;
-        gpa_lock(h->st);
-        beam__gpa_slab_park(h->st, t, &defer);
-        gpa_unlock(h->st);
+        park_locked(h, t, &defer);
     }
     beam__gpa_defer_run(h->st, defer);
 }
@@ -236,10 +242,7 @@ static void retire_sub(gpa_heap *h, gpa_slab *s, gpa_defer **defer) {
         if (detach_full(h, s))
             return;
     }
-    gpa_lock(h->st);
-    beam__atomic_store_relaxed(&s->heap, NULL);
-    beam__gpa_slab_park(h->st, s, defer);
-    gpa_unlock(h->st);
+    park_locked(h, s, defer);
 }
 
 /* Class cls of h graduates: whole slabs from its next refill on (no more
@@ -319,23 +322,21 @@ static bool kept_reattach(gpa_heap *h, gpa_slab *s) {
  * keeps; an emptied kept slab goes back to the instance at once, so a
  * thread that frees what it made holds no empty slab for it. */
 static void kept_free(gpa_heap *h, gpa_slab *s, void **b) {
-    GPA_ASSERT(s->used > 0);
-    b[0] = s->free;
-    s->free = b;
-    if (--s->used != 0) {
+    gpa_take_back(s, b);
+    if (s->used != 0) {
         /* The rest may all be waiting in thread_free (other threads'
          * frees, or this heap's stash pushed after it took the slab
          * back): then this was its last live block too. */
         uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
-        if (tf == 0 || GPA_TF_COUNT(tf) != s->used ||
-            (beam__gpa_slab_collect_remote(s), s->used != 0))
+        if (tf == 0 || GPA_TF_COUNT(tf) != s->used)
+            return;
+        beam__gpa_slab_collect_remote(s);
+        if (s->used != 0)
             return;
     }
     gpa_kept_unlink(h, s);
     gpa_defer *defer = NULL;
-    gpa_lock(h->st);
-    beam__gpa_slab_park(h->st, s, &defer);
-    gpa_unlock(h->st);
+    park_locked(h, s, &defer);
     beam__gpa_defer_run(h->st, defer);
 }
 

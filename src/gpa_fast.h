@@ -55,6 +55,16 @@ static BEAM__ALWAYS_INLINE void gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b,
     beam__count_alloc_fast(&h->stats, len);
 }
 
+/* Block b (tagged free) back on s's free list, by its owner: the one
+ * place a free puts a block on a slab's own list (the inline free into a
+ * current slab, a free into a kept one). */
+static BEAM__ALWAYS_INLINE void gpa_take_back(gpa_slab *s, void **b) {
+    GPA_ASSERT(s->used > 0);
+    b[0] = s->free;
+    s->free = b;
+    s->used--;
+}
+
 /* A small block off the current slab's free list of this thread's heap, or
  * NULL: then the general path decides (anything else: no heap yet, an
  * empty list, a tracked slab, a collector at work, odd arguments). len 0
@@ -139,10 +149,8 @@ static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
     gpa_heap_enter_fast(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h) &&
                      beam__atomic_load_relaxed(&s->heap) == h)) {
-        GPA_ASSERT(s->used > 0 && gpa_where(s) == WHERE_CUR);
-        b[0] = s->free;
-        s->free = b;
-        s->used--;
+        GPA_ASSERT(gpa_where(s) == WHERE_CUR);
+        gpa_take_back(s, b);
         gpa_heap_leave_fast(h);
         beam__count_free(&h->stats, &st->peak, len);
         return;
