@@ -132,11 +132,23 @@ BEAM__HIDDEN void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
 BEAM__HIDDEN void beam__gpa_free_remote(gpa_state *st, gpa_slab *s, void **b,
                                         size_t len);
 
+/* A free by h's thread into s, whose heap field o it read, that is a plain
+ * push on s's own list: s is kept by h and keeps a live block after it
+ * (one more than this one is live, none waiting in thread_free). With
+ * 100,000 blocks live nearly every free lands in a kept slab; out of line
+ * (beam__gpa_free_elsewhere) each took some 60 instructions more. A free
+ * that may leave s with no live block goes there: it parks s. */
+static BEAM__ALWAYS_INLINE bool gpa_kept_plain_free(gpa_heap *h, gpa_slab *s,
+                                                    gpa_heap *o) {
+    return o == gpa_kept_by(h) && s->used > 1 &&
+           beam__atomic_load_relaxed(&s->thread_free) == 0;
+}
+
 /* The block b of slab s passed every check: tag it free and give it back,
- * to the owner's list when this thread's heap owns the slab, else through
- * free_elsewhere, or, with no heap of st on this thread, to the slab's
- * atomic stack. The local free makes no call but, rarely, the publication
- * of the stats. */
+ * to the slab's own list when this thread's heap owns or keeps it (but a
+ * kept slab's last live block), else through free_elsewhere, or, with no
+ * heap of st on this thread, to the slab's atomic stack. The local free
+ * makes no call but, rarely, the publication of the stats. */
 static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
                                                   void **b, size_t len) {
     b[1] = (void *)beam__gpa_tag(st, b);
@@ -147,13 +159,15 @@ static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
     }
     gpa_heap *h = slot->heap;
     gpa_heap_enter_fast(h);
-    if (BEAM__LIKELY(!gpa_heap_revoked(h) &&
-                     beam__atomic_load_relaxed(&s->heap) == h)) {
-        GPA_ASSERT(gpa_where(s) == WHERE_CUR);
-        gpa_take_back(s, b);
-        gpa_heap_leave_fast(h);
-        beam__count_free(&h->stats, &st->peak, len);
-        return;
+    if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
+        gpa_heap *o = beam__atomic_load_relaxed(&s->heap);
+        if (BEAM__LIKELY(o == h || gpa_kept_plain_free(h, s, o))) {
+            GPA_ASSERT(gpa_where(s) == (o == h ? WHERE_CUR : WHERE_KEPT));
+            gpa_take_back(s, b);
+            gpa_heap_leave_fast(h);
+            beam__count_free(&h->stats, &st->peak, len);
+            return;
+        }
     }
     gpa_heap_leave_fast(h);
     beam__gpa_free_elsewhere(st, s, b, len, h);

@@ -37,13 +37,14 @@
  *    a detached slab, so it races the requeueing push and any other heap
  *    fairly) and the heap keeps it (KEPT, heap = gpa_kept_by(h), on
  *    h->kept[cls]); the heap's frees into it are then plain
- *    pushes on its free list, and its next refill of that class takes the
- *    oldest kept slab before asking the instance. Without them, with many
- *    blocks live, nearly every free landed in a detached slab and took the
- *    stash, an atomic push, the requeue and a locked adoption (100,000
- *    live blocks, alternated: 2.26-3.01x mimalloc, 2.09-2.15x with them;
- *    README). The
- *    heap's free that leaves a kept slab with no live block (the rest
+ *    pushes on its free list (inline, gpa_fast.h, but for one that may
+ *    be its last live block), and its next refill of that class takes
+ *    the oldest kept slab before asking the instance. Without them, with
+ *    many blocks live, nearly every free landed in a detached slab and
+ *    took the stash, an atomic push, the requeue and a locked adoption
+ *    (100,000 live blocks, alternated: 2.26-3.01x mimalloc, 2.09-2.15x
+ *    with them, 1.67-1.86x with their frees inline; README). The heap's
+ *    free that leaves a kept slab with no live block (the rest
  *    waiting in thread_free included) gives it back to the pool at once;
  *    one whose last blocks other threads free stays kept, wholly free,
  *    until the heap refills that class, or is retired or collected (an
