@@ -234,9 +234,11 @@ BEAM_API extern const beam_allocator_t beam_raw_allocator;
 
 /* For <beam_alloc.hpp>, not to be called directly: true, once, when the
  * raw allocator's last refusal on this thread was of alignment, above
- * BEAM_MAX_ALIGN (through any wrapper: its C++ adapters then say so rather
- * than out of memory). */
-BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment);
+ * BEAM_MAX_ALIGN, in a call made with return address ret (through any
+ * wrapper that passes it on: its C++ adapters then say so rather than out
+ * of memory). */
+BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment,
+                                                  uintptr_t ret);
 /* How the C++ exceptions beam_alloc throws begin their what(): a NIF's
  * raise of one gives the text after it (beam_alloc_nif.h). */
 #define BEAM_INTERNAL_CXX_TEXT "beam_alloc: "
@@ -645,7 +647,8 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     bytes in its stats. With BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE the
  *     block is exactly size bytes long, so overruns are caught to the byte.
  *     (An instance over beam_raw_allocator, which cannot align its large
- *     blocks to 16, is treated as any other allocator.)
+ *     blocks to 16, is treated as any other allocator; so is one over a
+ *     failing allocator or another instance that ends in it.)
  *   - Over any other allocator, each block carries a 16-byte header (the
  *     least that keeps 16-byte alignment over an allocator that only gives
  *     8): the parent allocation is beam_mgood_size(a, size) + 16 bytes at

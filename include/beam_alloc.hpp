@@ -111,13 +111,14 @@ class bad_alignment : public std::bad_alloc {
 };
 
 namespace detail {
-/* What a C++ allocator throws when a request for alignment failed:
- * bad_alignment when the raw allocator refused the alignment, itself or
- * under a wrapper (fault injection's plan, a budget); a failure a wrapper
- * made up (an injected one) never reached it, and is a bad_alloc. */
-[[noreturn]] inline void throw_failed(std::size_t alignment) {
+/* What a C++ allocator throws when a request for alignment, made with
+ * return address ret, failed: bad_alignment when the raw allocator refused
+ * that request, itself or under a wrapper (fault injection's plan, a
+ * budget); a failure a wrapper made up (an injected one) never reached it,
+ * and is a bad_alloc. */
+[[noreturn]] inline void throw_failed(std::size_t alignment, uintptr_t ret) {
     if (alignment > BEAM_MAX_ALIGN &&
-        beam_internal_raw_refused_alignment(alignment))
+        beam_internal_raw_refused_alignment(alignment, ret))
         BEAM_HPP_THROW(bad_alignment(alignment));
     BEAM_HPP_THROW(std::bad_alloc());
 }
@@ -145,9 +146,10 @@ template <class T> class allocator {
         std::size_t len;
         if (beam_mul_overflow(n, sizeof(T), &len))
             BEAM_HPP_THROW(std::bad_array_new_length());
-        void *p = beam_alloc_bytes_at(a_, len, alignof(T), BEAM_RET_ADDR());
+        const uintptr_t ret = BEAM_RET_ADDR();
+        void *p = beam_alloc_bytes_at(a_, len, alignof(T), ret);
         if (p == nullptr)
-            detail::throw_failed(alignof(T));
+            detail::throw_failed(alignof(T), ret);
         return static_cast<T *>(p);
     }
 
@@ -190,9 +192,10 @@ class memory_resource : public std::pmr::memory_resource {
   protected:
     BEAM_HPP_NOINLINE void *do_allocate(std::size_t bytes,
                                         std::size_t alignment) override {
-        void *p = beam_alloc_bytes_at(a_, bytes, alignment, BEAM_RET_ADDR());
+        const uintptr_t ret = BEAM_RET_ADDR();
+        void *p = beam_alloc_bytes_at(a_, bytes, alignment, ret);
         if (p == nullptr)
-            detail::throw_failed(alignment);
+            detail::throw_failed(alignment, ret);
         return p;
     }
 

@@ -261,9 +261,12 @@ static void free_chunks_except(beam_arena_t *arena, chunk_t *keep,
     arena->used = 0;
 }
 
-/* Retaining keeps the newest chunk that can hold everything used this
- * round (the capacity is never shrunk: FREE_ALL is for that); when none
- * can, one such chunk replaces them all. */
+/* Retaining keeps one chunk that can hold everything used this round: the
+ * oldest, when it can, else one new chunk as large as the largest (the
+ * capacity is never shrunk: FREE_ALL is for that) replaces them all. Only
+ * the oldest: under a bump-style parent (a fixed buffer) the chunks above
+ * a kept one go back, but those below it stayed taken for good, even after
+ * beam_arena_deinit (found in review). */
 static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
                        uintptr_t ret) {
     if (beam__null_instance(arena, "beam_arena_reset", ret))
@@ -273,17 +276,23 @@ static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
         return false;
     }
     size_t target = arena->used;
-    chunk_t *keep = NULL;
-    if (mode == BEAM_ARENA_RETAIN_CAPACITY)
-        for (chunk_t *c = arena->chunks; c != NULL && keep == NULL; c = c->next)
-            if (c->cap >= target)
-                keep = c;
-    bool replace =
-        mode == BEAM_ARENA_RETAIN_CAPACITY && keep == NULL && target > 0;
+    chunk_t *oldest = NULL;
+    size_t largest = 0;
+    for (chunk_t *c = arena->chunks; c != NULL; c = c->next) {
+        oldest = c;
+        largest = c->cap > largest ? c->cap : largest;
+    }
+    bool retain = mode == BEAM_ARENA_RETAIN_CAPACITY;
+    chunk_t *keep =
+        retain && oldest != NULL && oldest->cap >= target ? oldest : NULL;
+    bool replace = retain && keep == NULL && target > 0;
     free_chunks_except(arena, keep, ret);
     if (!replace)
         return true;
-    /* Freed first: the old chunks and the new one never coexist. */
+    /* Freed first: the old chunks and the new one never coexist. The
+     * largest may now be refused where everything used still fits. */
+    if (largest > target && push_chunk(arena, chunk_total(largest), ret))
+        return true;
     size_t total = chunk_total(target);
     return total != 0 && push_chunk(arena, total, ret) != NULL;
 }

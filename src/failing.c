@@ -73,16 +73,16 @@ static void failing_free(void *ctx, void *mem, size_t len, size_t alignment,
     f->freed_bytes += len;
 }
 
-static const beam_allocator_vtable failing_vtable = {
+const beam_allocator_vtable beam__failing_vtable = {
     failing_alloc, failing_resize, failing_remap, failing_free};
 
 void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
                        size_t fail_index) {
     if (beam__null_instance(f, "beam_failing_init", BEAM__RET_ADDR()))
         return;
-    f->parent =
-        beam__parent_not_self(parent, f, &failing_vtable, "beam_failing_init",
-                              "failing allocator", "parent");
+    f->parent = beam__parent_not_self(parent, f, &beam__failing_vtable,
+                                      "beam_failing_init", "failing allocator",
+                                      "parent");
     f->fail_index = fail_index;
     f->alloc_index = 0;
     f->allocations = 0;
@@ -95,6 +95,6 @@ void beam_failing_init(beam_failing_t *f, beam_allocator_t parent,
 beam_allocator_t beam_failing_allocator(beam_failing_t *f) {
     if (beam__null_instance(f, "beam_failing_allocator", BEAM__RET_ADDR()))
         return BEAM__REFUSING_ALLOCATOR;
-    beam_allocator_t a = {f, &failing_vtable};
+    beam_allocator_t a = {f, &beam__failing_vtable};
     return a;
 }

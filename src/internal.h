@@ -48,6 +48,7 @@ BEAM__HIDDEN void beam__sys_free(void *mem);
 BEAM__HIDDEN extern const beam_allocator_vtable beam__raw_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__large_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__gpa_vtable;
+BEAM__HIDDEN extern const beam_allocator_vtable beam__failing_vtable;
 
 /* Reporting (report.c): one formatted line through the report hook. */
 #define BEAM__REPORT_LINE 1024
@@ -382,6 +383,7 @@ typedef struct beam__thread_cold {
                                                                      */
     char nif_name[BEAM__NIF_NAME_MAX]; /* beam_nif_function_name */
     size_t raw_refused_alignment; /* raw.c: its last refusal, 0 once read */
+    uintptr_t raw_refused_ret;    /* and that call's return address */
     struct beam__thread_cold *prev, *next; /* every live one (thread_exit.c) */
 } beam__thread_cold;
 /* This thread's, made on first use; NULL when out of memory. */

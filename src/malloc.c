@@ -193,11 +193,29 @@ static void *hdr_mrealloc(beam_allocator_t a, void *p, size_t n,
 /* ---- over a general purpose allocator: no header ------------------------ */
 
 /* An instance passes blocks above its classes to its backing with our
- * alignment of 16, which beam_raw_allocator cannot give: over that backing
- * the instance gets headers like any other allocator. */
+ * alignment of 16, which beam_raw_allocator cannot give, nor anything that
+ * passes the alignment on to it: a failing allocator, another instance
+ * (blocks above 64 KiB came back NULL over those; found in review). Over
+ * such a backing the instance gets headers like any other allocator. The
+ * walk is bounded: allocators built on each other in a loop (refused at
+ * their first allocation anyway) get headers too. */
+static bool backing_serves_16(beam_allocator_t b) {
+    for (int hop = 0; hop < 8; hop++) {
+        if (b.vtable == &beam__raw_vtable)
+            return false;
+        if (b.vtable == &beam__failing_vtable)
+            b = ((const beam_failing_t *)b.ctx)->parent;
+        else if (b.vtable == &beam__gpa_vtable)
+            b = ((const beam_gpa_t *)b.ctx)->backing;
+        else
+            return true;
+    }
+    return false;
+}
+
 static inline bool is_gpa(beam_allocator_t a) {
     return a.vtable == &beam__gpa_vtable &&
-           ((const beam_gpa_t *)a.ctx)->backing.vtable != &beam__raw_vtable;
+           backing_serves_16(((const beam_gpa_t *)a.ctx)->backing);
 }
 
 static inline void *gpa_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {

@@ -13,23 +13,33 @@ static inline beam__counters *raw_counters(void) {
 
 /* Failed, or misaligned. Belt and braces: should the backend ever hand
  * out less alignment than it promises, fail the call instead of breaking
- * the contract. An alignment above what it serves is kept for the C++
- * adapters (beam_internal_raw_refused_alignment). */
-static BEAM__NOINLINE void *raw_alloc_failed(void *p, size_t alignment) {
+ * the contract. */
+static BEAM__NOINLINE void *raw_alloc_failed(void *p) {
     if (p != NULL)
         beam__sys_free(p);
-    if (alignment > BEAM_MAX_ALIGN) {
-        beam__thread_cold *cold = beam__cold();
-        if (cold != NULL)
-            cold->raw_refused_alignment = alignment;
+    beam__atomic_bump(&raw_counters()->failed, 1);
+    return NULL;
+}
+
+/* An alignment above what the backend serves: refused, and kept with the
+ * call's return address for the C++ adapters, which ask with theirs
+ * (beam_internal_raw_refused_alignment). Kept by alignment alone, a
+ * refusal the C code had handled made a later failure of a C++ adapter
+ * at that alignment (an injected one) a bad_alignment (found in review). */
+static BEAM__NOINLINE void *raw_refuse(size_t alignment, uintptr_t ret) {
+    beam__thread_cold *cold = beam__cold();
+    if (cold != NULL) {
+        cold->raw_refused_alignment = alignment;
+        cold->raw_refused_ret = ret;
     }
     beam__atomic_bump(&raw_counters()->failed, 1);
     return NULL;
 }
 
-bool beam_internal_raw_refused_alignment(size_t alignment) {
+bool beam_internal_raw_refused_alignment(size_t alignment, uintptr_t ret) {
     beam__thread_cold *cold = beam__cold();
-    if (cold == NULL || cold->raw_refused_alignment != alignment)
+    if (cold == NULL || cold->raw_refused_alignment != alignment ||
+        cold->raw_refused_ret != ret)
         return false;
     cold->raw_refused_alignment = 0;
     return true;
@@ -40,7 +50,7 @@ void *beam__raw_alloc(size_t len, size_t alignment) {
     /* (BEAM_MAX_ALIGN, not alignment: what the backend promises, checked
      * without keeping alignment across the call.) */
     if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (BEAM_MAX_ALIGN - 1)) != 0))
-        return raw_alloc_failed(p, alignment);
+        return raw_alloc_failed(p);
     beam__count_alloc(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
     return p;
 }
@@ -110,7 +120,8 @@ void beam__raw_free(void *mem, size_t len) {
  * other callers of the interface. */
 static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ctx;
-    (void)ret;
+    if (BEAM__UNLIKELY(alignment > BEAM_MAX_ALIGN))
+        return raw_refuse(alignment, ret);
     return beam__raw_alloc(len, alignment);
 }
 

@@ -96,6 +96,31 @@ TEST(malloc_over_composed_allocators) {
     CHECK(f.allocated_bytes == f.freed_bytes);
 }
 
+/* An instance over the raw allocator, directly or through allocators that
+ * pass the alignment on to it, cannot have its large blocks aligned to 16:
+ * it gets headers. Through a failing allocator or a second instance,
+ * blocks above 64 KiB came back NULL (found in review). */
+TEST(malloc_over_an_instance_backed_by_raw_through_wrappers) {
+    beam_failing_t f;
+    beam_failing_init(&f, beam_raw_allocator, SIZE_MAX);
+    beam_gpa_t over_failing, over_raw, over_gpa;
+    beam_gpa_init(&over_failing, beam_failing_allocator(&f));
+    beam_gpa_init(&over_raw, beam_raw_allocator);
+    beam_gpa_init(&over_gpa, beam_gpa_allocator(&over_raw));
+    beam_gpa_t *all[] = {&over_failing, &over_raw, &over_gpa};
+    for (size_t i = 0; i < 3; i++) {
+        beam_allocator_t a = beam_gpa_allocator(all[i]);
+        CHECK(exercise(a));
+        void *big = beam_malloc(a, 1 << 20);
+        CHECK(big != NULL && check_aligned(big, 16));
+        beam_mfree(a, big);
+    }
+    CHECK(!beam_gpa_deinit(&over_gpa));
+    CHECK(!beam_gpa_deinit(&over_raw));
+    CHECK(!beam_gpa_deinit(&over_failing));
+    CHECK(f.allocated_bytes == f.freed_bytes);
+}
+
 TEST(malloc_over_a_parent_whose_blocks_change_residue_on_remap) {
     beam_allocator_t a = {NULL, &flip_vtable};
     CHECK(exercise(a));

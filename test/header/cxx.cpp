@@ -9,6 +9,45 @@
 #include <string>
 #include <vector>
 
+struct alignas(16) wide {
+    double d[2];
+};
+
+// 0 when a C++ allocation of over-aligned elements reads as it should: a
+// raw allocator's refusal of this very request is a bad_alignment, through
+// a failing allocator too; an injected failure is a bad_alloc, even after a
+// refusal of that alignment that C code made (and handled) on this thread
+// (which made it a bad_alignment; found in review).
+static int over_aligned() {
+    beam_failing_t pass;
+    beam_failing_init(&pass, beam_raw_allocator, SIZE_MAX);
+    beam_allocator_t refusing[] = {beam_raw_allocator,
+                                   beam_failing_allocator(&pass)};
+    for (beam_allocator_t a : refusing) {
+        try {
+            (void)beam::allocator<wide>(a).allocate(1);
+            std::fputs("cxx.cpp: over-aligned allocation served\n", stderr);
+            return 1;
+        } catch (const beam::bad_alignment &e) {
+            if (e.alignment() != 16)
+                return 1;
+        }
+    }
+    if (beam_alloc_bytes(beam_raw_allocator, 64, 16) != nullptr)
+        return 1;
+    beam_failing_t inject;
+    beam_failing_init(&inject, beam_raw_allocator, 0);
+    try {
+        (void)beam::allocator<wide>(beam_failing_allocator(&inject)).allocate(1);
+        return 1;
+    } catch (const beam::bad_alignment &) {
+        std::fputs("cxx.cpp: injected failure read as bad_alignment\n", stderr);
+        return 1;
+    } catch (const std::bad_alloc &) {
+    }
+    return 0;
+}
+
 int main() {
     beam_gpa_t gpa;
     beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_TRACK_SITES);
@@ -49,5 +88,5 @@ int main() {
         std::fputs("cxx.cpp: leak\n", stderr);
         return 1;
     }
-    return 0;
+    return over_aligned();
 }
