@@ -178,4 +178,7 @@ load_reason(16#ba7) ->
     <<"load_info gives two names of one C function options a call cannot keep apart">>;
 load_reason(16#ba8) ->
     <<"the library's load or upgrade callback let a C++ exception out">>;
+load_reason(16#ba9) ->
+    <<"the library's load callback set priv_data and BEAM_NIF_INIT has no upgrade "
+      "callback to give the new version of the module one">>;
 load_reason(_) -> undefined.

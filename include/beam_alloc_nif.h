@@ -223,13 +223,22 @@ BEAM_API const void *beam_nif_fault_hooks_internal(void);
     }
 #endif
 
-typedef int (*beam_nif_load_fn)(ErlNifEnv *, void **, ERL_NIF_TERM);
 typedef int (*beam_nif_upgrade_fn)(ErlNifEnv *, void **, void **, ERL_NIF_TERM);
 typedef void (*beam_nif_unload_fn)(ErlNifEnv *, void *);
 
 /** Called by BEAM_NIF_INIT after a load or upgrade callback with its result
  * (which it returns): counts the module instances using this library. */
 BEAM_API int beam_nif_loaded(int result);
+/** beam_nif_loaded after the load callback, with the priv_data it left. */
+BEAM_API int beam_nif_loaded_priv(int result, const void *priv);
+typedef int (*beam_nif_load_fn)(ErlNifEnv *, void **, ERL_NIF_TERM);
+/** BEAM_NIF_INIT's upgrade when it was given no upgrade callback: load
+ * (which runs the load callback) for a library not loaded yet (another
+ * file than the old version's); else 0, or a failure when the load
+ * callback set priv_data, which the new version would not have. */
+BEAM_API int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
+                                               ERL_NIF_TERM info,
+                                               beam_nif_load_fn load);
 /** Called by BEAM_NIF_INIT's unload callback, after the user's: when the
  * last module instance using this library goes (hot upgrade keeps the new
  * one) and no resource of it is live, the library's process-wide general
@@ -286,6 +295,14 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * or upgrade then fails ({error, {load, "... (2984)."}}, or {upgrade, ...},
  * which beam_alloc:explain_load_error/1 explains), an unload goes on.
  *
+ * Upgrade (a new version of the module loads the library while its old
+ * version keeps one: a hot upgrade, a recompile) with UPGRADE NULL, where
+ * ERL_NIF_INIT would refuse it: a library from another file than the old
+ * version's is a fresh copy and runs LOAD, as a first load does; the same
+ * file is shared as it is (LOAD does not run again), unless LOAD set
+ * priv_data, which the new version would not have: then the upgrade fails
+ * ({error, {upgrade, ...}}, reported; give an UPGRADE that sets it).
+ *
  * Unload: after UNLOAD (which may be NULL), the library's copy of
  * beam_general_purpose_allocator is torn down once no module instance and
  * no resource of the library is left (see beam_nif_unloaded): blocks still
@@ -305,15 +322,21 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
         beam_nif_resource_on_load(env); /* resource-scoped allocators */       \
         return 0;                                                              \
     }                                                                          \
+    static int beam_nif_glue_load_user(ErlNifEnv *env, void **priv,            \
+                                       ERL_NIF_TERM info) {                    \
+        beam_nif_load_fn user = (LOAD);                                        \
+        /* (The call first: *priv is what it leaves.) */                       \
+        int beam_nif_load_result =                                             \
+            user ? BEAM_INTERNAL_CALLBACK(env, "load", user(env, priv, info))  \
+                 : 0;                                                          \
+        return beam_nif_loaded_priv(beam_nif_load_result, *priv);              \
+    }                                                                          \
     static int beam_nif_glue_load(ErlNifEnv *env, void **priv,                 \
                                   ERL_NIF_TERM info) {                         \
-        beam_nif_load_fn user = (LOAD);                                        \
         int options_failed = beam_nif_glue_start(env, info);                   \
         if (options_failed)                                                    \
             return options_failed;                                             \
-        return beam_nif_loaded(                                                \
-            user ? BEAM_INTERNAL_CALLBACK(env, "load", user(env, priv, info))  \
-                 : 0);                                                         \
+        return beam_nif_glue_load_user(env, priv, info);                       \
     }                                                                          \
     static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
                                      ERL_NIF_TERM info) {                      \
@@ -321,10 +344,11 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
         int options_failed = beam_nif_glue_start(env, info);                   \
         if (options_failed)                                                    \
             return options_failed;                                             \
-        return beam_nif_loaded(                                                \
-            user ? BEAM_INTERNAL_CALLBACK(env, "upgrade",                      \
-                                          user(env, priv, old, info))          \
-                 : 0);                                                         \
+        if (!user)                                                             \
+            return beam_nif_upgrade_without_callback(env, priv, info,          \
+                                                     beam_nif_glue_load_user); \
+        return beam_nif_loaded(BEAM_INTERNAL_CALLBACK(                         \
+            env, "upgrade", user(env, priv, old, info)));                      \
     }                                                                          \
     static void beam_nif_glue_unload(ErlNifEnv *env, void *priv) {             \
         beam_nif_unload_fn user = (UNLOAD);                                    \

@@ -47,6 +47,10 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
 static int module_instances;
 
+/* The user's load callback set priv_data (see
+ * beam_nif_upgrade_without_callback). */
+static bool load_set_priv;
+
 int beam_nif_loaded(int result) {
     beam__report_ack_loaded(result);
     beam__load_options_settle(result);
@@ -56,6 +60,45 @@ int beam_nif_loaded(int result) {
         pthread_mutex_unlock(&instances_lock);
     }
     return result;
+}
+
+int beam_nif_loaded_priv(int result, const void *priv) {
+    if (result == 0 && priv != NULL)
+        load_set_priv = true;
+    return beam_nif_loaded(result);
+}
+
+/* A new version of the module loads this library while its old version
+ * keeps one, and BEAM_NIF_INIT was given no upgrade callback. Returning 0
+ * there (all this did before) left a library loaded from another file
+ * (a fresh copy: no module instance of it yet) with its load callback
+ * never run: its first NIF call used a resource type never opened and
+ * crashed the VM (found in review). Such a copy now runs the load
+ * callback, as a first load would. A copy already loaded shares what
+ * its load set up, but the new version's priv_data starts NULL: when the
+ * load callback set one, the upgrade fails, reported, rather than let
+ * enif_priv_data read NULL. */
+int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
+                                      ERL_NIF_TERM info,
+                                      beam_nif_load_fn load) {
+    pthread_mutex_lock(&instances_lock);
+    bool fresh = module_instances == 0;
+    pthread_mutex_unlock(&instances_lock);
+    if (fresh)
+        return load(env, priv, info);
+    if (load_set_priv) {
+        char module[300];
+        enif_snprintf(module, sizeof module, "%T",
+                      enif_make_atom(env, beam__nif_module_atom()));
+        beam__report("beam_alloc: a new version of %s loads the NIF library "
+                     "its old version runs, whose load callback set "
+                     "priv_data; with no upgrade callback given to "
+                     "BEAM_NIF_INIT the new version would have none, so the "
+                     "upgrade fails (give one: it may take *old_priv)",
+                     module);
+        return beam_nif_loaded(BEAM__UPGRADE_NEEDS_CALLBACK);
+    }
+    return beam_nif_loaded(0);
 }
 
 int beam_nif_internal_callback_threw(ErlNifEnv *env, const char *callback,

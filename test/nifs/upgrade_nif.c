@@ -1,0 +1,66 @@
+/*
+ * A new version of a module loading its NIF library with no upgrade
+ * callback given to BEAM_NIF_INIT (test/upgrade_test.exs): from another
+ * file, the library is a fresh copy whose load callback must run (it
+ * opens the resource type make/0 needs); from the same file, the copy is
+ * shared, unless its load set priv_data (load_info set_priv), which the new
+ * version would not have.
+ */
+#include <beam_alloc_nif.h>
+
+static ErlNifResourceType *thing_type;
+static int loads; /* load callbacks run in this copy */
+static int priv_token;
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    /* TAKEOVER too: a fresh copy loads while the old version's type lives. */
+    thing_type =
+        enif_open_resource_type(env, NULL, "thing", NULL,
+                                ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
+    if (thing_type == NULL)
+        return 1;
+    if (enif_is_identical(info, enif_make_atom(env, "set_priv")))
+        *priv = &priv_token;
+    loads++;
+    return 0;
+}
+
+/* make(): a resource of the type the load callback opened, or
+ * {error, no_type} when it never ran in this copy. */
+static ERL_NIF_TERM make(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    if (thing_type == NULL)
+        return beam_make_error(env, "no_type");
+    void *r = enif_alloc_resource(thing_type, 8);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    ERL_NIF_TERM term = enif_make_resource(env, r);
+    enif_release_resource(r);
+    return enif_make_tuple2(env, enif_make_atom(env, "ok"), term);
+}
+
+/* loads(): how many load callbacks ran in this copy of the library. */
+static ERL_NIF_TERM loads_nif(ErlNifEnv *env, int argc,
+                              const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_int(env, loads);
+}
+
+/* priv(): set when this version's priv_data is the load callback's. */
+static ERL_NIF_TERM priv_nif(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_atom(env,
+                          enif_priv_data(env) == &priv_token ? "set" : "none");
+}
+
+static ErlNifFunc funcs[] = {
+    {"make", 0, make, 0},
+    {"loads", 0, loads_nif, 0},
+    {"priv", 0, priv_nif, 0},
+};
+
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, NULL)
