@@ -181,4 +181,7 @@ load_reason(16#ba8) ->
 load_reason(16#ba9) ->
     <<"the library's load callback set priv_data and BEAM_NIF_INIT has no upgrade "
       "callback to give the new version of the module one">>;
+load_reason(16#baa) ->
+    <<"a load_info key names only plain functions of the NIF table (not BEAM_NIF), "
+      "which options do not reach">>;
 load_reason(_) -> undefined.

@@ -114,8 +114,9 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  *     BEAM_NIF(nif_compress) { ... }
  *     static ErlNifFunc funcs[] = {{"compress", 1, nif_compress, 0}};
  *
- * Besides name itself, BEAM_NIF defines beam_nif_body_<name> and
- * beam_nif_options_<name> (static), and in C++ beam_nif_guard_<name>: a
+ * Besides name itself, BEAM_NIF defines beam_nif_body_<name>,
+ * beam_nif_options_<name>, beam_nif_mark_<name> and beam_nif_note_<name>
+ * (static), and in C++ beam_nif_guard_<name>: a
  * C++ exception that leaves the body is raised as an Erlang exception
  * (std::bad_alloc as "out of memory", beam::bad_alignment with its text,
  * another std::exception with "uncaught C++ exception: " and its what()),
@@ -191,9 +192,31 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
         return beam_nif_call(&beam_nif_options_##name, #name, name,            \
                              BEAM_INTERNAL_ENTRY(name), env, argc, argv);      \
     }                                                                          \
+    BEAM_INTERNAL_NIF_MARK(name)                                               \
     static ERL_NIF_TERM beam_nif_body_##name(                                  \
         ErlNifEnv *env BEAM_INTERNAL_UNUSED, int argc BEAM_INTERNAL_UNUSED,    \
         const ERL_NIF_TERM argv[] BEAM_INTERNAL_UNUSED)
+
+/* Every BEAM_NIF's function, listed as the library is loaded (a
+ * constructor per BEAM_NIF pushes its static node): load_info options that
+ * name only plain functions of the table (raw NIFs, which no option
+ * reaches) then fail the load rather than do nothing. Without constructors
+ * there is no list, and no check. */
+typedef struct beam_nif_mark {
+    beam_nif_body_fn fn;
+    struct beam_nif_mark *next;
+} beam_nif_mark;
+/** Internal: BEAM_NIF's constructor calls it. */
+BEAM_API void beam_nif_internal_mark(beam_nif_mark *mark);
+#if defined(__GNUC__) || defined(__clang__)
+#define BEAM_INTERNAL_NIF_MARK(name)                                           \
+    static beam_nif_mark beam_nif_mark_##name = {name, NULL};                  \
+    __attribute__((constructor)) static void beam_nif_note_##name(void) {      \
+        beam_nif_internal_mark(&beam_nif_mark_##name);                         \
+    }
+#else
+#define BEAM_INTERNAL_NIF_MARK(name)
+#endif
 
 /** Called by BEAM_NIF_INIT at load: remembers the module name and the
  * function table (for messages). */
@@ -277,8 +300,9 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * map or a property list of leak_check (boolean), scratch (boolean),
  * raise_on_misuse (boolean) and allocator (raw, large or gpa:
  * beam_raw_allocator, beam_large_allocator, beam_general_purpose_allocator, in
- * place of the .allocator function). A name missing from FUNCS, an unknown
- * option or a bad value fails the load
+ * place of the .allocator function). A name missing from FUNCS, or whose
+ * functions there are all plain ones (not BEAM_NIF: no option reaches
+ * them), an unknown option or a bad value fails the load
  * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
  * (section 7). A load_info that is not a map is left to LOAD alone (a list
  * that names a NIF, [{check_me, [{leak_check, true}]}], is reported: its

@@ -6,6 +6,10 @@ defmodule BeamAlloc.NifOptionsTest do
 
   alias BeamAlloc.Test.Options
 
+  # What follows a key that names only raw NIFs.
+  @raw_nif " names only plain functions of the NIF table, which options do not reach: " <>
+             "define it with BEAM_NIF"
+
   # The hint after "X names no function of the NIF table".
   @fun_options " (load_info maps each function's name to its options: " <>
                  "\#{Fun => \#{leak_check => true}}; beside settings of your own, " <>
@@ -313,7 +317,10 @@ defmodule BeamAlloc.NifOptionsTest do
             {%{kind: :nope},
              "a load_info value is neither a map nor a property list (under beam_alloc: not a map)"},
             {%{"kind" => []}, "a load_info key is neither a function name nor {Name, Arity}"},
-            {%{no_such_nif: []}, "a load_info key names no function of the NIF table"}
+            {%{no_such_nif: []}, "a load_info key names no function of the NIF table"},
+            {%{take_reports: [scratch: true]},
+             "a load_info key names only plain functions of the NIF table (not BEAM_NIF), " <>
+               "which options do not reach"}
           ] do
         assert {:error, {:load, message}} = :beam_alloc.explain_load_error(load_fresh(info))
 
@@ -459,7 +466,12 @@ defmodule BeamAlloc.NifOptionsTest do
             {%{nope: []}, "nope names no function of the NIF table" <> @fun_options},
             {%{{:kind, 3} => []}, "{kind,3} names no function of the NIF table" <> @fun_options},
             # Options given at the top level: the key is what is wrong.
-            {%{leak_check: true}, "leak_check names no function of the NIF table" <> @fun_options}
+            {%{leak_check: true},
+             "leak_check names no function of the NIF table" <> @fun_options},
+            # A plain function of the table (a raw NIF): no option reaches
+            # it (they were taken and did nothing; found in review).
+            {%{take_reports: [leak_check: true]}, "take_reports" <> @raw_nif},
+            {%{{:parse_load_info, 1} => %{scratch: true}}, "{parse_load_info,1}" <> @raw_nif}
           ] do
         assert {code, [report]} = Options.parse_load_info(info)
         assert code != 0

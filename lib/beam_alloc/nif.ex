@@ -75,7 +75,9 @@ defmodule BeamAlloc.Nif do
 
   Options are checked when the module is compiled: an unknown name or value
   raises `ArgumentError` there. The C side checks again at load, for
-  modules that pass the map themselves: a bad map fails the load, and the
+  modules that pass the map themselves, and for names that are plain
+  functions of the NIF table (not `BEAM_NIF`: no option reaches them): a
+  bad map fails the load, and the
   reason goes to the logger (to standard error where the beam_alloc
   application is not started).
   """

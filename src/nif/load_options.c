@@ -77,6 +77,8 @@ enum {
     BAD_VALUE = 0xba5,   /* a known option with a value it cannot take */
     NO_MEMORY = 0xba6,
     TWINS_DIFFER = 0xba7, /* one C function's names given options it mixes */
+    /* 0xba8, 0xba9: glue.c's (nif_internal.h) */
+    NOT_BEAM_NIF = 0xbaa, /* a key naming only plain functions of the table */
 };
 
 typedef struct parse {
@@ -236,6 +238,35 @@ static bool nif_matches(const ErlNifFunc *f, const char *name, int arity) {
     return strcmp(f->name, name) == 0 && (arity < 0 || (int)f->arity == arity);
 }
 
+/* Every BEAM_NIF's function in this library (BEAM_INTERNAL_NIF_MARK),
+ * pushed by constructors as the library is loaded, before any other code
+ * of it runs. */
+static beam_nif_mark *marks;
+
+void beam_nif_internal_mark(beam_nif_mark *mark) {
+    mark->next = marks;
+    marks = mark;
+}
+
+/* f is a BEAM_NIF's function, or there is no list to tell. */
+static bool is_beam_nif(beam_nif_body_fn f) {
+    if (marks == NULL)
+        return true;
+    for (const beam_nif_mark *m = marks; m != NULL; m = m->next)
+        if (m->fn == f)
+            return true;
+    return false;
+}
+
+/* Some function the key names is a BEAM_NIF, which options reach. */
+static bool names_a_beam_nif(const parse *p, const char *name, int arity) {
+    for (int i = 0; i < p->count; i++)
+        if (nif_matches(&p->funcs[i], name, arity) &&
+            is_beam_nif(p->funcs[i].fptr))
+            return true;
+    return false;
+}
+
 static bool names_a_nif(const parse *p, const char *name, int arity) {
     for (int i = 0; i < p->count; i++)
         if (nif_matches(&p->funcs[i], name, arity))
@@ -263,6 +294,11 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
                     "each function's name to its options: #{Fun => "
                     "#{leak_check => true}}; beside settings of your own, "
                     "under beam_alloc: #{beam_alloc => #{Fun => ...}})",
+                    key);
+    if (!names_a_beam_nif(p, name, arity))
+        return fail(p->env, NOT_BEAM_NIF,
+                    "%T names only plain functions of the NIF table, which "
+                    "options do not reach: define it with BEAM_NIF",
                     key);
     beam__nif_override ov;
     memset(&ov, 0, sizeof ov);
