@@ -144,11 +144,15 @@ check_all_allocation_failures(Fun, _Opts) ->
 options(Opts) when is_map(Opts) ->
     options(maps:to_list(Opts));
 %% (length/1 fails on an improper list, which then takes the last clause.)
-options(Opts) when is_list(Opts), length(Opts) >= 0 ->
+options(Opts0) when is_list(Opts0), length(Opts0) >= 0 ->
     Known = [expect, modules],
+    %% (A bare atom is the property list's shorthand for {Atom, true}.)
+    Opts = [case O of A when is_atom(A) -> {A, true}; _ -> O end || O <- Opts0],
     lists:foreach(
       fun({K, _}) when is_atom(K) ->
               lists:member(K, Known) orelse badarg("unknown option ~0tp (known: expect, modules)", [K]);
+         ({K, _}) ->
+              badarg("expected option names as atoms (expect, modules), got: ~0tp", [K]);
          (Other) ->
               badarg("expected options as a map or a property list, got: ~0tp", [Other])
       end, Opts),

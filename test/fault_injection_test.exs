@@ -532,6 +532,20 @@ defmodule BeamAlloc.FaultInjectionTest do
 
       assert {:badarg, _} = catch_error(:beam_alloc_testing.check_all_allocation_failures(:nope))
 
+      # A map with a key that is no atom was said to be no map; a bare atom
+      # is the property list's {Atom, true}.
+      assert {:badarg, "expected option names as atoms (expect, modules), got: <<\"expect\">>"} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end, %{
+                   "expect" => :any
+                 })
+               )
+
+      assert {:badarg, "invalid value for expect, expected any, raise or error_tuple, got: true"} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end, [:expect])
+               )
+
       # An improper options list raised lists:foreach's function_clause.
       assert {:badarg, "expected options as a map or a property list, got: [{expect,any}|x]"} =
                catch_error(

@@ -452,6 +452,22 @@ defmodule BeamAlloc.MixCompilerTest do
     app = project(dir, :mixc_unknown, nifz: [])
     assert_raise Mix.Error, ~r/unknown option\(s\) :nifz/, fn -> compile(dir, app) end
 
+    # Options of the wrong shape name themselves (they crashed in
+    # System.cmd/3 or Enum with a generic error; found in review).
+    for {name, opts, message} <- [
+          {:mixc_bad_target, [make: [target: :all]], ~r/:make option :target to be a string/},
+          {:mixc_bad_makefile, [make: [makefile: :x]], ~r/:make option :makefile to be a string/},
+          {:mixc_bad_dir, [make: [dir: 5]], ~r/:make option :dir to be a string/},
+          {:mixc_bad_make, [make: ["all"]], ~r/expected :make to be true or a keyword list/},
+          {:mixc_improper_sources, [nifs: [tmp_nif: ["c_src/tmp_nif.c" | "x"]]],
+           ~r/NIF tmp_nif: expected a list of source files/},
+          {:mixc_improper_cflags, [nifs: [tmp_nif: ["c_src/tmp_nif.c"]], cflags: ["-Wall" | "x"]],
+           ~r/expected :cflags to be a list of strings/}
+        ] do
+      app = project(dir, name, opts)
+      assert_raise Mix.Error, message, fn -> compile(dir, app) end
+    end
+
     # (Both built priv/tmp_nif.so, the last one silently.)
     app =
       project(dir, :mixc_twice, nifs: [tmp_nif: ["c_src/tmp_nif.c"], tmp_nif: ["c_src/twice.cpp"]])

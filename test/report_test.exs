@@ -85,6 +85,29 @@ defmodule BeamAlloc.ReportTest do
     assert BeamAlloc.Reporter.recent() == kept
   end
 
+  test "the Elixir reporter's functions say what to start when it is not running" do
+    # (Not async: no other test reports while the name is away.)
+    pid = Process.whereis(BeamAlloc.Reporter)
+    Process.unregister(BeamAlloc.Reporter)
+
+    try do
+      for call <- [
+            &BeamAlloc.Reporter.recent/0,
+            &BeamAlloc.Reporter.take/0,
+            &BeamAlloc.Reporter.mark/0,
+            fn -> BeamAlloc.Reporter.since(0) end,
+            fn -> BeamAlloc.Case.reports(0, self(), false) end
+          ] do
+        assert_raise RuntimeError,
+                     "BeamAlloc.Reporter is not running: start the :beam_alloc application " <>
+                       "(Application.ensure_all_started(:beam_alloc))",
+                     call
+      end
+    after
+      Process.register(pid, BeamAlloc.Reporter)
+    end
+  end
+
   test "the Elixir reporter ignores messages not shaped as reports and keeps its reports" do
     mark = BeamAlloc.Reporter.mark()
     kept = BeamAlloc.Reporter.recent()

@@ -68,11 +68,12 @@ defmodule BeamAlloc.Case do
 
   defp mark! do
     Reporter.mark()
-  catch
-    :exit, {:noproc, _} ->
-      raise RuntimeError,
-            "use BeamAlloc.Case reads BeamAlloc.Reporter, which is not running: " <>
-              "start the :beam_alloc application (Application.ensure_all_started(:beam_alloc))"
+  rescue
+    RuntimeError ->
+      reraise RuntimeError,
+              "use BeamAlloc.Case reads BeamAlloc.Reporter, which is not running: start " <>
+                "the :beam_alloc application (Application.ensure_all_started(:beam_alloc))",
+              __STACKTRACE__
   end
 
   @doc """

@@ -22,7 +22,8 @@ defmodule BeamAlloc.Reporter do
   (an Erlang node that did not start the application), reports go to the
   node's standard error, with sites as `lib.so+0x1c1b` (`addr2line -e
   lib.so 0x1c1b` gives the line). A NIF that installs its own hook with
-  `beam_set_report_hook` gets the lines itself, in that form.
+  `beam_set_report_hook` gets the lines itself, in that form. Its
+  functions then raise `RuntimeError` saying so.
   """
   use GenServer
 
@@ -55,7 +56,7 @@ defmodule BeamAlloc.Reporter do
   """
   @spec recent() :: [{module(), String.t()}]
   def recent do
-    GenServer.call(__MODULE__, :recent)
+    call(:recent)
   end
 
   @doc """
@@ -64,7 +65,7 @@ defmodule BeamAlloc.Reporter do
   """
   @spec take() :: [{module(), String.t()}]
   def take do
-    GenServer.call(__MODULE__, :take)
+    call(:take)
   end
 
   @doc """
@@ -78,7 +79,7 @@ defmodule BeamAlloc.Reporter do
   """
   @spec mark() :: non_neg_integer
   def mark do
-    GenServer.call(__MODULE__, :mark)
+    call(:mark)
   end
 
   @doc """
@@ -88,7 +89,7 @@ defmodule BeamAlloc.Reporter do
   """
   @spec since(non_neg_integer) :: [report]
   def since(mark) when is_integer(mark) and mark >= 0 do
-    GenServer.call(__MODULE__, {:since, mark})
+    call({:since, mark})
   end
 
   # (Compared with the reports' numbers, anything else read as a mark
@@ -97,6 +98,18 @@ defmodule BeamAlloc.Reporter do
     raise ArgumentError,
           "expected a mark from BeamAlloc.Reporter.mark/0 (a non-negative " <>
             "integer), got: #{inspect(other)}"
+  end
+
+  # Without the application, a call said {:noproc, {GenServer, :call, ...}}:
+  # a RuntimeError says what to start (the Erlang side raises
+  # {not_started, beam_alloc}).
+  defp call(request) do
+    GenServer.call(__MODULE__, request)
+  catch
+    :exit, {:noproc, _} ->
+      raise RuntimeError,
+            "BeamAlloc.Reporter is not running: start the :beam_alloc application " <>
+              "(Application.ensure_all_started(:beam_alloc))"
   end
 
   @impl true

@@ -228,6 +228,13 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   defp flag_options!(opts), do: Map.new(@flag_options, &{&1, string_list!(opts, &1)})
 
   defp nif_options!({name, sources}) when is_list(sources) and sources != [] do
+    if List.improper?(sources) do
+      Mix.raise(
+        "beam_alloc: NIF #{name}: expected a list of source files or a keyword list " <>
+          "with :sources, got: #{inspect(sources)}"
+      )
+    end
+
     if Enum.all?(sources, &is_binary/1) do
       {name, Map.put(flag_options!([]), :sources, sources)}
     else
@@ -261,15 +268,19 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   defp make_options!(true), do: make_options!([])
 
   defp make_options!(opts) when is_list(opts) do
+    unless Keyword.keyword?(opts) do
+      Mix.raise("beam_alloc: expected :make to be true or a keyword list, got: #{inspect(opts)}")
+    end
+
     case Keyword.keys(opts) -- [:target, :makefile, :dir, :args] do
       [] -> :ok
       unknown -> Mix.raise("beam_alloc: unknown :make option(s) #{inspect(unknown)}")
     end
 
     %{
-      target: Keyword.get(opts, :target),
-      makefile: Keyword.get(opts, :makefile),
-      dir: Keyword.get(opts, :dir, "."),
+      target: make_string!(opts, :target, nil),
+      makefile: make_string!(opts, :makefile, nil),
+      dir: make_string!(opts, :dir, "."),
       args: string_list!(opts, :args)
     }
   end
@@ -278,10 +289,24 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     do:
       Mix.raise("beam_alloc: expected :make to be true or a keyword list, got: #{inspect(other)}")
 
+  # A :make option that names one thing (a target, a file, a directory).
+  defp make_string!(opts, key, default) do
+    case Keyword.get(opts, key, default) do
+      value when is_binary(value) or value == default ->
+        value
+
+      other ->
+        Mix.raise(
+          "beam_alloc: expected :make option #{inspect(key)} to be a string, got: " <>
+            inspect(other)
+        )
+    end
+  end
+
   defp string_list!(opts, key) do
     case Keyword.get(opts, key, []) do
       list when is_list(list) ->
-        if Enum.all?(list, &is_binary/1) do
+        if not List.improper?(list) and Enum.all?(list, &is_binary/1) do
           list
         else
           Mix.raise(
