@@ -179,8 +179,8 @@ load_reason(16#ba7) ->
 load_reason(16#ba8) ->
     <<"the library's load or upgrade callback let a C++ exception out">>;
 load_reason(16#ba9) ->
-    <<"the library's load callback set priv_data and BEAM_NIF_INIT has no upgrade "
-      "callback to give the new version of the module one">>;
+    <<"the new version of the module shares the library file of the old one, whose "
+      "load callback it cannot run again, and BEAM_NIF_INIT has no upgrade callback">>;
 load_reason(16#baa) ->
     <<"a load_info key names only plain functions of the NIF table (not BEAM_NIF), "
       "which options do not reach">>;

@@ -646,9 +646,11 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     of beam_mgood_size(a, size) bytes does, and is counted as that many
  *     bytes in its stats. With BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE the
  *     block is exactly size bytes long, so overruns are caught to the byte.
- *     (An instance over beam_raw_allocator, which cannot align its large
- *     blocks to 16, is treated as any other allocator; so is one over a
- *     failing allocator or another instance that ends in it.)
+ *     (An instance whose large blocks come from beam_raw_allocator, which
+ *     cannot align them to 16, directly or through failing allocators or
+ *     other instances, is treated as any other allocator; so is one over an
+ *     allocator of your own, or a resource's. Over the large allocator, an
+ *     arena or a fixed buffer, through those or not, it has no header.)
  *   - Over any other allocator, each block carries a 16-byte header (the
  *     least that keeps 16-byte alignment over an allocator that only gives
  *     8): the parent allocation is beam_mgood_size(a, size) + 16 bytes at

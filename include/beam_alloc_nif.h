@@ -206,7 +206,8 @@ typedef struct beam_nif_mark {
     beam_nif_body_fn fn;
     struct beam_nif_mark *next;
 } beam_nif_mark;
-/** Internal: BEAM_NIF's constructor calls it. */
+/** Internal: BEAM_NIF's constructor calls it; BEAM_NIF_INIT's, with NULL,
+ * says the list is kept (a table with no BEAM_NIF at all has it empty). */
 BEAM_API void beam_nif_internal_mark(beam_nif_mark *mark);
 #if defined(__GNUC__) || defined(__clang__)
 #define BEAM_INTERNAL_NIF_MARK(name)                                           \
@@ -214,8 +215,13 @@ BEAM_API void beam_nif_internal_mark(beam_nif_mark *mark);
     __attribute__((constructor)) static void beam_nif_note_##name(void) {      \
         beam_nif_internal_mark(&beam_nif_mark_##name);                         \
     }
+#define BEAM_INTERNAL_INIT_MARK                                                \
+    __attribute__((constructor)) static void beam_nif_note_init(void) {        \
+        beam_nif_internal_mark(NULL);                                          \
+    }
 #else
 #define BEAM_INTERNAL_NIF_MARK(name)
+#define BEAM_INTERNAL_INIT_MARK
 #endif
 
 /** Called by BEAM_NIF_INIT at load: remembers the module name and the
@@ -252,13 +258,11 @@ typedef void (*beam_nif_unload_fn)(ErlNifEnv *, void *);
 /** Called by BEAM_NIF_INIT after a load or upgrade callback with its result
  * (which it returns): counts the module instances using this library. */
 BEAM_API int beam_nif_loaded(int result);
-/** beam_nif_loaded after the load callback, with the priv_data it left. */
-BEAM_API int beam_nif_loaded_priv(int result, const void *priv);
 typedef int (*beam_nif_load_fn)(ErlNifEnv *, void **, ERL_NIF_TERM);
-/** BEAM_NIF_INIT's upgrade when it was given no upgrade callback: load
- * (which runs the load callback) for a library not loaded yet (another
- * file than the old version's); else 0, or a failure when the load
- * callback set priv_data, which the new version would not have. */
+/** BEAM_NIF_INIT's upgrade when it was given no upgrade callback: 0 without
+ * a load callback (load NULL); load (which runs it) for a library not
+ * loaded yet (another file than the old version's); else a failure,
+ * reported. */
 BEAM_API int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
                                                ERL_NIF_TERM info,
                                                beam_nif_load_fn load);
@@ -320,12 +324,15 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * which beam_alloc:explain_load_error/1 explains), an unload goes on.
  *
  * Upgrade (a new version of the module loads the library while its old
- * version keeps one: a hot upgrade, a recompile) with UPGRADE NULL, where
- * ERL_NIF_INIT would refuse it: a library from another file than the old
- * version's is a fresh copy and runs LOAD, as a first load does; the same
- * file is shared as it is (LOAD does not run again), unless LOAD set
- * priv_data, which the new version would not have: then the upgrade fails
- * ({error, {upgrade, ...}}, reported; give an UPGRADE that sets it).
+ * version keeps one: a hot upgrade, a recompile) with UPGRADE NULL: a
+ * library from another file than the old version's is a fresh copy and
+ * runs LOAD, as a first load does (resource types opened there need
+ * ERL_NIF_RT_TAKEOVER too); with LOAD NULL as well the upgrade just takes
+ * place; otherwise it fails, as with ERL_NIF_INIT ({error, {upgrade,
+ * ...}}, reported): what LOAD set up stays the old version's, its resource
+ * types go when that version is purged, and running LOAD again over state
+ * the old version still uses is not BEAM_NIF_INIT's to decide. Give an
+ * UPGRADE for that.
  *
  * Unload: after UNLOAD (which may be NULL), the library's copy of
  * beam_general_purpose_allocator is torn down once no module instance and
@@ -336,6 +343,7 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
 #define BEAM_NIF_INIT(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)                      \
     BEAM_INTERNAL_FAULT_HOOKS_EXPORT                                           \
+    BEAM_INTERNAL_INIT_MARK                                                    \
     /* Load and upgrade alike, up to the user's function. */                   \
     static int beam_nif_glue_start(ErlNifEnv *env, ERL_NIF_TERM info) {        \
         beam_nif_register(BEAM_NIF_STRINGIFY(NAME), FUNCS,                     \
@@ -349,11 +357,9 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
     static int beam_nif_glue_load_user(ErlNifEnv *env, void **priv,            \
                                        ERL_NIF_TERM info) {                    \
         beam_nif_load_fn user = (LOAD);                                        \
-        /* (The call first: *priv is what it leaves.) */                       \
-        int beam_nif_load_result =                                             \
+        return beam_nif_loaded(                                                \
             user ? BEAM_INTERNAL_CALLBACK(env, "load", user(env, priv, info))  \
-                 : 0;                                                          \
-        return beam_nif_loaded_priv(beam_nif_load_result, *priv);              \
+                 : 0);                                                         \
     }                                                                          \
     static int beam_nif_glue_load(ErlNifEnv *env, void **priv,                 \
                                   ERL_NIF_TERM info) {                         \
@@ -365,12 +371,14 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
     static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
                                      ERL_NIF_TERM info) {                      \
         beam_nif_upgrade_fn user = (UPGRADE);                                  \
+        beam_nif_load_fn beam_nif_user_load = (LOAD);                          \
         int options_failed = beam_nif_glue_start(env, info);                   \
         if (options_failed)                                                    \
             return options_failed;                                             \
         if (!user)                                                             \
-            return beam_nif_upgrade_without_callback(env, priv, info,          \
-                                                     beam_nif_glue_load_user); \
+            return beam_nif_upgrade_without_callback(                          \
+                env, priv, info,                                               \
+                beam_nif_user_load ? beam_nif_glue_load_user : NULL);          \
         return beam_nif_loaded(BEAM_INTERNAL_CALLBACK(                         \
             env, "upgrade", user(env, priv, old, info)));                      \
     }                                                                          \

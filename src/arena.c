@@ -221,13 +221,13 @@ static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
     }
 }
 
-static const beam_allocator_vtable arena_vtable = {arena_alloc, arena_resize,
-                                                   arena_remap, arena_free};
+const beam_allocator_vtable beam__arena_vtable = {arena_alloc, arena_resize,
+                                                  arena_remap, arena_free};
 
 void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent) {
     if (beam__null_instance(arena, "beam_arena_init", BEAM__RET_ADDR()))
         return;
-    arena->parent = beam__parent_not_self(parent, arena, &arena_vtable,
+    arena->parent = beam__parent_not_self(parent, arena, &beam__arena_vtable,
                                           "beam_arena_init", "arena", "parent");
     arena->chunks = NULL;
     arena->used = 0;
@@ -236,7 +236,7 @@ void beam_arena_init(beam_arena_t *arena, beam_allocator_t parent) {
 beam_allocator_t beam_arena_allocator(beam_arena_t *arena) {
     if (beam__null_instance(arena, "beam_arena_allocator", BEAM__RET_ADDR()))
         return BEAM__REFUSING_ALLOCATOR;
-    beam_allocator_t a = {arena, &arena_vtable};
+    beam_allocator_t a = {arena, &beam__arena_vtable};
     return a;
 }
 

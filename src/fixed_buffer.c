@@ -87,8 +87,8 @@ static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
     fb->last_index = SIZE_MAX;
 }
 
-static const beam_allocator_vtable fb_vtable = {fb_alloc, fb_resize, fb_remap,
-                                                fb_free};
+const beam_allocator_vtable beam__fixed_buffer_vtable = {fb_alloc, fb_resize,
+                                                         fb_remap, fb_free};
 
 void beam_fixed_buffer_init(beam_fixed_buffer_t *fb, void *buf, size_t len) {
     if (beam__null_instance(fb, "beam_fixed_buffer_init", BEAM__RET_ADDR()))
@@ -105,7 +105,7 @@ beam_allocator_t beam_fixed_buffer_allocator(beam_fixed_buffer_t *fb) {
     if (beam__null_instance(fb, "beam_fixed_buffer_allocator",
                             BEAM__RET_ADDR()))
         return BEAM__REFUSING_ALLOCATOR;
-    beam_allocator_t a = {fb, &fb_vtable};
+    beam_allocator_t a = {fb, &beam__fixed_buffer_vtable};
     return a;
 }
 

@@ -49,6 +49,8 @@ BEAM__HIDDEN extern const beam_allocator_vtable beam__raw_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__large_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__gpa_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__failing_vtable;
+BEAM__HIDDEN extern const beam_allocator_vtable beam__arena_vtable;
+BEAM__HIDDEN extern const beam_allocator_vtable beam__fixed_buffer_vtable;
 
 /* Reporting (report.c): one formatted line through the report hook. */
 #define BEAM__REPORT_LINE 1024

@@ -193,22 +193,25 @@ static void *hdr_mrealloc(beam_allocator_t a, void *p, size_t n,
 /* ---- over a general purpose allocator: no header ------------------------ */
 
 /* An instance passes blocks above its classes to its backing with our
- * alignment of 16, which beam_raw_allocator cannot give, nor anything that
- * passes the alignment on to it: a failing allocator, another instance
- * (blocks above 64 KiB came back NULL over those; found in review). Over
- * such a backing the instance gets headers like any other allocator. The
- * walk is bounded: allocators built on each other in a loop (refused at
- * their first allocation anyway) get headers too. */
+ * alignment of 16. The large allocator, arenas and fixed buffers serve it;
+ * beam_raw_allocator cannot, nor anything that passes the alignment on to
+ * it: a failing allocator, another instance (blocks above 64 KiB came back
+ * NULL over those; found in review). Over any other backing (one it does
+ * not know: a resource's, one of the user's) the instance gets headers
+ * like any other allocator, which is always safe. The walk is bounded:
+ * allocators built on each other in a loop get headers too. */
 static bool backing_serves_16(beam_allocator_t b) {
     for (int hop = 0; hop < 8; hop++) {
-        if (b.vtable == &beam__raw_vtable)
-            return false;
+        if (b.vtable == &beam__large_vtable ||
+            b.vtable == &beam__arena_vtable ||
+            b.vtable == &beam__fixed_buffer_vtable)
+            return true;
         if (b.vtable == &beam__failing_vtable)
             b = ((const beam_failing_t *)b.ctx)->parent;
         else if (b.vtable == &beam__gpa_vtable)
             b = ((const beam_gpa_t *)b.ctx)->backing;
         else
-            return true;
+            return false;
     }
     return false;
 }

@@ -1,10 +1,12 @@
 defmodule BeamAlloc.UpgradeTest do
   # A new version of a module loads its NIF library while the old version
   # keeps one (a hot upgrade, a recompile), and BEAM_NIF_INIT has no
-  # upgrade callback (test/nifs/upgrade_nif.c). From another file the
-  # library is a fresh copy: its load callback must run (before, it did
-  # not, and the first NIF call crashed the VM). Not async: the tests read
-  # BeamAlloc.Reporter, which every library shares.
+  # upgrade callback (test/nifs/upgrade_nif.c, upgrade_plain_nif.c). From
+  # another file the library is a fresh copy: its load callback must run
+  # (before, it did not, and the first NIF call crashed the VM). From the
+  # same file the upgrade fails as with ERL_NIF_INIT, unless there is no
+  # load callback. Not async: the tests read BeamAlloc.Reporter, which
+  # every library shares.
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
@@ -12,40 +14,41 @@ defmodule BeamAlloc.UpgradeTest do
   alias BeamAlloc.Reporter
 
   @module BeamAlloc.Test.Upgrade
+  @plain BeamAlloc.Test.UpgradePlain
 
   setup do
     dir = Path.join(System.tmp_dir!(), "beam_alloc_upgrade_#{System.unique_integer([:positive])}")
-    so = Path.join(:code.priv_dir(:beam_alloc), "upgrade_nif.so")
 
-    for copy <- ["a", "b"] do
+    for copy <- ["a", "b"], so <- ["upgrade_nif.so", "upgrade_plain_nif.so"] do
       File.mkdir_p!(Path.join(dir, copy))
-      File.cp!(so, Path.join([dir, copy, "upgrade_nif.so"]))
+      File.cp!(Path.join(:code.priv_dir(:beam_alloc), so), Path.join([dir, copy, so]))
     end
 
     on_exit(fn ->
       capture_log(fn ->
-        :code.purge(@module)
-        :code.delete(@module)
-        :code.purge(@module)
+        drop_module()
+        drop_module(@plain)
       end)
 
       File.rm_rf!(dir)
     end)
 
     drop_module()
+    drop_module(@plain)
     {:ok, dir: dir}
   end
 
-  defp drop_module do
-    :code.purge(@module)
-    :code.delete(@module)
-    :code.purge(@module)
+  defp drop_module(module \\ @module) do
+    :code.purge(module)
+    :code.delete(module)
+    :code.purge(module)
   end
 
-  # A new version of the module (over the current one, which the VM keeps
-  # as old code) that loads the library from copy with info.
-  defp load_version(dir, copy, info) do
-    path = String.to_charlist(Path.join([dir, copy, "upgrade_nif"]))
+  # A new version of module (over the current one, which the VM keeps as
+  # old code) that loads the library so (its file name, no extension) from
+  # copy with info.
+  defp load_version(dir, copy, info, module \\ @module, so \\ "upgrade_nif") do
+    path = String.to_charlist(Path.join([dir, copy, so]))
 
     contents =
       quote do
@@ -53,18 +56,19 @@ defmodule BeamAlloc.UpgradeTest do
         def make, do: :erlang.nif_error(:not_loaded)
         def loads, do: :erlang.nif_error(:not_loaded)
         def priv, do: :erlang.nif_error(:not_loaded)
+        def ping, do: :erlang.nif_error(:not_loaded)
       end
 
     ignore = Code.get_compiler_option(:ignore_module_conflict)
     Code.put_compiler_option(:ignore_module_conflict, true)
 
     try do
-      Module.create(@module, contents, Macro.Env.location(__ENV__))
+      Module.create(module, contents, Macro.Env.location(__ENV__))
     after
       Code.put_compiler_option(:ignore_module_conflict, ignore)
     end
 
-    apply(@module, :load, [info])
+    apply(module, :load, [info])
   end
 
   defp call(fun), do: apply(@module, fun, [])
@@ -75,13 +79,9 @@ defmodule BeamAlloc.UpgradeTest do
     assert :ok = load_version(dir, "b", :plain)
     assert {:ok, _} = call(:make)
     assert call(:loads) == 1
-  end
-
-  test "the same file is shared: its load callback does not run again", %{dir: dir} do
-    assert :ok = load_version(dir, "a", :plain)
-    assert :ok = load_version(dir, "a", :plain)
+    # The old version purged, the type its load opened lives on (taken over).
+    :code.purge(@module)
     assert {:ok, _} = call(:make)
-    assert call(:loads) == 1
   end
 
   test "another file whose load sets priv_data gives the new version its own", %{dir: dir} do
@@ -90,16 +90,15 @@ defmodule BeamAlloc.UpgradeTest do
     assert call(:priv) == :set
   end
 
-  test "the same file whose load set priv_data fails the upgrade, reported", %{dir: dir} do
-    assert :ok = load_version(dir, "a", :set_priv)
-    assert call(:priv) == :set
+  test "the same file, with a load callback, fails the upgrade, reported", %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
     mark = Reporter.mark()
 
     capture_log(fn ->
       assert {:error, {:upgrade, message}} =
-               :beam_alloc.explain_load_error(load_version(dir, "a", :set_priv))
+               :beam_alloc.explain_load_error(load_version(dir, "a", :plain))
 
-      assert message =~ "the library's load callback set priv_data and BEAM_NIF_INIT has no"
+      assert message =~ "shares the library file of the old one, whose load callback it cannot"
     end)
 
     assert [line] =
@@ -109,7 +108,25 @@ defmodule BeamAlloc.UpgradeTest do
                do: line
              )
 
-    assert line =~ "whose load callback set priv_data"
-    assert line =~ "the upgrade fails"
+    assert line =~ "has a load callback but no upgrade callback"
+    assert line =~ "the upgrade fails, as with ERL_NIF_INIT"
+  end
+
+  test "the same file, with no load callback, is upgraded", %{dir: dir} do
+    assert :ok = load_version(dir, "a", :none, @plain, "upgrade_plain_nif")
+    assert :ok = load_version(dir, "a", :none, @plain, "upgrade_plain_nif")
+    assert apply(@plain, :ping, []) == :pong
+  end
+
+  test "load_info options for a table of raw NIFs alone fail the load", %{dir: dir} do
+    # (The list of BEAM_NIFs is empty there, and was read as no list.)
+    capture_log(fn ->
+      assert {:error, {:load, message}} =
+               :beam_alloc.explain_load_error(
+                 load_version(dir, "a", %{ping: %{leak_check: true}}, @plain, "upgrade_plain_nif")
+               )
+
+      assert message =~ "names only plain functions of the NIF table"
+    end)
   end
 end

@@ -47,10 +47,6 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
 static int module_instances;
 
-/* The user's load callback set priv_data (see
- * beam_nif_upgrade_without_callback). */
-static bool load_set_priv;
-
 int beam_nif_loaded(int result) {
     beam__report_ack_loaded(result);
     beam__load_options_settle(result);
@@ -62,43 +58,42 @@ int beam_nif_loaded(int result) {
     return result;
 }
 
-int beam_nif_loaded_priv(int result, const void *priv) {
-    if (result == 0 && priv != NULL)
-        load_set_priv = true;
-    return beam_nif_loaded(result);
-}
-
 /* A new version of the module loads this library while its old version
- * keeps one, and BEAM_NIF_INIT was given no upgrade callback. Returning 0
- * there (all this did before) left a library loaded from another file
- * (a fresh copy: no module instance of it yet) with its load callback
- * never run: its first NIF call used a resource type never opened and
- * crashed the VM (found in review). Such a copy now runs the load
- * callback, as a first load would. A copy already loaded shares what
- * its load set up, but the new version's priv_data starts NULL: when the
- * load callback set one, the upgrade fails, reported, rather than let
- * enif_priv_data read NULL. */
+ * keeps one, and BEAM_NIF_INIT was given no upgrade callback (load: its
+ * load callback's caller, NULL when it has none). Returning 0 there (all
+ * this did before) left a library loaded from another file (a fresh copy:
+ * no module instance of it yet) with its load callback never run: its
+ * first NIF call used a resource type never opened and crashed the VM
+ * (found in review). Such a copy now runs the load callback, as a first
+ * load would. A copy already loaded cannot share what its load callback
+ * set up: the resource types it opened belong to the old version, and go
+ * when it is purged (and priv_data starts NULL); that upgrade fails, as
+ * ERL_NIF_INIT's would, and says why. With no load callback there is
+ * nothing of the user's to set up. (module_instances is read once: loads,
+ * upgrades and purges of a module do not overlap, the code server's
+ * lock.) */
 int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
                                       ERL_NIF_TERM info,
                                       beam_nif_load_fn load) {
+    if (load == NULL)
+        return beam_nif_loaded(0);
     pthread_mutex_lock(&instances_lock);
     bool fresh = module_instances == 0;
     pthread_mutex_unlock(&instances_lock);
     if (fresh)
         return load(env, priv, info);
-    if (load_set_priv) {
-        char module[300];
-        enif_snprintf(module, sizeof module, "%T",
-                      enif_make_atom(env, beam__nif_module_atom()));
-        beam__report("beam_alloc: a new version of %s loads the NIF library "
-                     "its old version runs, whose load callback set "
-                     "priv_data; with no upgrade callback given to "
-                     "BEAM_NIF_INIT the new version would have none, so the "
-                     "upgrade fails (give one: it may take *old_priv)",
-                     module);
-        return beam_nif_loaded(BEAM__UPGRADE_NEEDS_CALLBACK);
-    }
-    return beam_nif_loaded(0);
+    char module[300];
+    enif_snprintf(module, sizeof module, "%T",
+                  enif_make_atom(env, beam__nif_module_atom()));
+    beam__report("beam_alloc: a new version of %s loads the NIF library its "
+                 "old version runs, and BEAM_NIF_INIT has a load callback but "
+                 "no upgrade callback: what the load set up (its resource "
+                 "types, priv_data) stays the old version's and goes when it "
+                 "is purged, so the upgrade fails, as with ERL_NIF_INIT (give "
+                 "an upgrade callback; it may open the types with "
+                 "ERL_NIF_RT_TAKEOVER)",
+                 module);
+    return beam_nif_loaded(BEAM__UPGRADE_NEEDS_CALLBACK);
 }
 
 int beam_nif_internal_callback_threw(ErlNifEnv *env, const char *callback,

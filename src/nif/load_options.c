@@ -242,15 +242,22 @@ static bool nif_matches(const ErlNifFunc *f, const char *name, int arity) {
  * pushed by constructors as the library is loaded, before any other code
  * of it runs. */
 static beam_nif_mark *marks;
+/* BEAM_NIF_INIT's constructor ran: the list is kept (without it, a table
+ * of raw NIFs alone would read as no list; found in review). */
+static bool marks_kept;
 
 void beam_nif_internal_mark(beam_nif_mark *mark) {
+    if (mark == NULL) {
+        marks_kept = true;
+        return;
+    }
     mark->next = marks;
     marks = mark;
 }
 
 /* f is a BEAM_NIF's function, or there is no list to tell. */
 static bool is_beam_nif(beam_nif_body_fn f) {
-    if (marks == NULL)
+    if (!marks_kept)
         return true;
     for (const beam_nif_mark *m = marks; m != NULL; m = m->next)
         if (m->fn == f)

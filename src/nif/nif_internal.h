@@ -49,8 +49,8 @@ BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
  * exception out (beam_nif_internal_callback_threw), after load_options.c's
  * codes 0xba1-0xba7; beam_alloc:explain_load_error/1 reads them all. */
 #define BEAM__LOAD_CALLBACK_THREW 0xba8
-/* An upgrade without an upgrade callback whose library's load callback set
- * priv_data (beam_nif_upgrade_without_callback). */
+/* An upgrade without an upgrade callback of a library already loaded,
+ * whose load callback would not run (beam_nif_upgrade_without_callback). */
 #define BEAM__UPGRADE_NEEDS_CALLBACK 0xba9
 
 /* The end of a load or upgrade whose load_info beam_nif_load_options took

@@ -98,8 +98,9 @@ TEST(malloc_over_composed_allocators) {
 
 /* An instance over the raw allocator, directly or through allocators that
  * pass the alignment on to it, cannot have its large blocks aligned to 16:
- * it gets headers. Through a failing allocator or a second instance,
- * blocks above 64 KiB came back NULL (found in review). */
+ * it gets headers, as over an allocator it does not know. Through a failing
+ * allocator or a second instance, blocks above 64 KiB came back NULL (found in
+ * review). */
 TEST(malloc_over_an_instance_backed_by_raw_through_wrappers) {
     beam_failing_t f;
     beam_failing_init(&f, beam_raw_allocator, SIZE_MAX);
@@ -119,6 +120,13 @@ TEST(malloc_over_an_instance_backed_by_raw_through_wrappers) {
     CHECK(!beam_gpa_deinit(&over_raw));
     CHECK(!beam_gpa_deinit(&over_failing));
     CHECK(f.allocated_bytes == f.freed_bytes);
+
+    /* Over an allocator it does not know (one of the user's), headers too:
+     * nothing says it serves 16. */
+    beam_gpa_t over_own;
+    beam_gpa_init(&over_own, (beam_allocator_t){NULL, &flip_vtable});
+    CHECK(exercise(beam_gpa_allocator(&over_own)));
+    CHECK(!beam_gpa_deinit(&over_own));
 }
 
 TEST(malloc_over_a_parent_whose_blocks_change_residue_on_remap) {

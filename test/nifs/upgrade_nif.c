@@ -2,9 +2,9 @@
  * A new version of a module loading its NIF library with no upgrade
  * callback given to BEAM_NIF_INIT (test/upgrade_test.exs): from another
  * file, the library is a fresh copy whose load callback must run (it
- * opens the resource type make/0 needs); from the same file, the copy is
- * shared, unless its load set priv_data (load_info set_priv), which the new
- * version would not have.
+ * opens the resource type make/0 needs, and sets priv_data with load_info
+ * set_priv); from the same file, the upgrade fails, as the load callback
+ * would not run.
  */
 #include <beam_alloc_nif.h>
 

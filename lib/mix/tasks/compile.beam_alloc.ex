@@ -289,16 +289,22 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     do:
       Mix.raise("beam_alloc: expected :make to be true or a keyword list, got: #{inspect(other)}")
 
-  # A :make option that names one thing (a target, a file, a directory).
+  # A :make option that names one thing (a target, a file, a directory): a
+  # string, or a charlist as before this was checked.
   defp make_string!(opts, key, default) do
-    case Keyword.get(opts, key, default) do
-      value when is_binary(value) or value == default ->
+    value = Keyword.get(opts, key, default)
+
+    cond do
+      is_binary(value) or value == default ->
         value
 
-      other ->
+      is_list(value) and value != [] and :io_lib.printable_unicode_list(value) ->
+        List.to_string(value)
+
+      true ->
         Mix.raise(
           "beam_alloc: expected :make option #{inspect(key)} to be a string, got: " <>
-            inspect(other)
+            inspect(value)
         )
     end
   end
