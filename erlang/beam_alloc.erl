@@ -184,4 +184,5 @@ load_reason(16#ba9) ->
 load_reason(16#baa) ->
     <<"a load_info key names only plain functions of the NIF table (not BEAM_NIF), "
       "which options do not reach">>;
+load_reason(16#bab) -> <<"a load_info property list gives an option twice">>;
 load_reason(_) -> undefined.

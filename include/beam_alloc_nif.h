@@ -306,7 +306,7 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * beam_raw_allocator, beam_large_allocator, beam_general_purpose_allocator, in
  * place of the .allocator function). A name missing from FUNCS, or whose
  * functions there are all plain ones (not BEAM_NIF: no option reaches
- * them), an unknown option or a bad value fails the load
+ * them), an unknown option, one given twice or a bad value fails the load
  * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
  * (section 7). A load_info that is not a map is left to LOAD alone (a list
  * that names a NIF, [{check_me, [{leak_check, true}]}], is reported: its

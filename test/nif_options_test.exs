@@ -318,6 +318,8 @@ defmodule BeamAlloc.NifOptionsTest do
              "a load_info value is neither a map nor a property list (under beam_alloc: not a map)"},
             {%{"kind" => []}, "a load_info key is neither a function name nor {Name, Arity}"},
             {%{no_such_nif: []}, "a load_info key names no function of the NIF table"},
+            {%{kind: [scratch: true, scratch: true]},
+             "a load_info property list gives an option twice"},
             {%{take_reports: [scratch: true]},
              "a load_info key names only plain functions of the NIF table (not BEAM_NIF), " <>
                "which options do not reach"}
@@ -471,7 +473,12 @@ defmodule BeamAlloc.NifOptionsTest do
             # A plain function of the table (a raw NIF): no option reaches
             # it (they were taken and did nothing; found in review).
             {%{take_reports: [leak_check: true]}, "take_reports" <> @raw_nif},
-            {%{{:parse_load_info, 1} => %{scratch: true}}, "{parse_load_info,1}" <> @raw_nif}
+            {%{{:parse_load_info, 1} => %{scratch: true}}, "{parse_load_info,1}" <> @raw_nif},
+            # Twice in a property list: which one counts was the last, silently.
+            {%{kind: [leak_check: true, leak_check: false]},
+             "leak_check is given twice for kind"},
+            {%{kind: [allocator: :raw, scratch: true, allocator: :gpa]},
+             "allocator is given twice for kind"}
           ] do
         assert {code, [report]} = Options.parse_load_info(info)
         assert code != 0

@@ -79,6 +79,7 @@ enum {
     TWINS_DIFFER = 0xba7, /* one C function's names given options it mixes */
     /* 0xba8, 0xba9: glue.c's (nif_internal.h) */
     NOT_BEAM_NIF = 0xbaa, /* a key naming only plain functions of the table */
+    TWICE = 0xbab,        /* an option given twice in one list */
 };
 
 typedef struct parse {
@@ -150,6 +151,17 @@ static const struct {
 };
 
 /* One option into ov. key names the function, for messages. */
+/* An option a property list gives twice: which one counts is a matter of
+ * convention (proplists takes the first, a map built from the list the
+ * last; this took the last, silently), so neither does (found in review;
+ * use BeamAlloc.Nif refuses it too). */
+static int given_twice(parse *p, ERL_NIF_TERM key, const char *opt,
+                       unsigned set, unsigned bit) {
+    if ((set & bit) == 0)
+        return 0;
+    return fail(p->env, TWICE, "%s is given twice for %T", opt, key);
+}
+
 static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
                         ERL_NIF_TERM value, beam__nif_override *ov) {
     char opt[24];
@@ -161,6 +173,9 @@ static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
         if (strcmp(opt, bool_options[i].name) != 0)
             continue;
         bool *field = (bool *)((char *)ov + bool_options[i].offset);
+        int twice = given_twice(p, key, opt, ov->set, bool_options[i].bit);
+        if (twice != 0)
+            return twice;
         if (!get_bool(p->env, value, field))
             return fail(p->env, BAD_VALUE,
                         "%s for %T must be true or false, got %T", opt, key,
@@ -169,6 +184,9 @@ static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
         return 0;
     }
     if (strcmp(opt, "allocator") == 0) {
+        int twice = given_twice(p, key, opt, ov->set, BEAM__OVERRIDE_ALLOCATOR);
+        if (twice != 0)
+            return twice;
         if (!get_allocator(p->env, value, &ov->allocator))
             return fail(p->env, BAD_VALUE,
                         "allocator for %T must be raw, large or gpa, got %T",

@@ -47,7 +47,8 @@ BEAM__HIDDEN int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
 BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
 /* The load failure code of a load or upgrade callback that let a C++
  * exception out (beam_nif_internal_callback_threw), after load_options.c's
- * codes 0xba1-0xba7; beam_alloc:explain_load_error/1 reads them all. */
+ * codes 0xba1-0xba7 (and 0xbaa, 0xbab); beam_alloc:explain_load_error/1
+ * reads them all. */
 #define BEAM__LOAD_CALLBACK_THREW 0xba8
 /* An upgrade without an upgrade callback of a library already loaded,
  * whose load callback would not run (beam_nif_upgrade_without_callback). */
