@@ -83,8 +83,7 @@ int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
     if (fresh)
         return load(env, priv, info);
     char module[300];
-    enif_snprintf(module, sizeof module, "%T",
-                  enif_make_atom(env, beam__nif_module_atom()));
+    beam__nif_module_text(env, module, sizeof module);
     beam__report("beam_alloc: a new version of %s loads the NIF library its "
                  "old version runs, and BEAM_NIF_INIT has a load callback but "
                  "no upgrade callback: what the load set up (its resource "
@@ -99,8 +98,7 @@ int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
 int beam_nif_internal_callback_threw(ErlNifEnv *env, const char *callback,
                                      const char *text) {
     char module[300];
-    enif_snprintf(module, sizeof module, "%T",
-                  enif_make_atom(env, beam__nif_module_atom()));
+    beam__nif_module_text(env, module, sizeof module);
     bool unload = callback != NULL && strcmp(callback, "unload") == 0;
     beam__report("beam_alloc: the %s callback of the NIF library of %s let a "
                  "C++ exception out: %s; %s",
@@ -261,6 +259,10 @@ const ErlNifFunc *beam__nif_funcs(int *count) {
 
 const char *beam__nif_module_atom(void) {
     return module_atom;
+}
+
+void beam__nif_module_text(ErlNifEnv *env, char *buf, size_t size) {
+    enif_snprintf(buf, size, "%T", enif_make_atom(env, module_atom));
 }
 
 /* --- Writing names the way Elixir's inspect/1 does ---------------------- */

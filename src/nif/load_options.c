@@ -99,8 +99,7 @@ static int fail(ErlNifEnv *env, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     enif_vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    enif_snprintf(module, sizeof module, "%T",
-                  enif_make_atom(env, beam__nif_module_atom()));
+    beam__nif_module_text(env, module, sizeof module);
     beam__report("beam_alloc: cannot load the NIF library of %s: "
                  "load_info: %s",
                  module, why);
@@ -150,53 +149,43 @@ static const struct {
      BEAM__OVERRIDE_RAISE_ON_MISUSE},
 };
 
-/* One option into ov. key names the function, for messages. */
-/* An option a property list gives twice: which one counts is a matter of
+/* One option into ov. key names the function, for messages. An option a
+ * property list gives twice fails: which one counts is a matter of
  * convention (proplists takes the first, a map built from the list the
  * last; this took the last, silently), so neither does (found in review;
  * use BeamAlloc.Nif refuses it too). */
-static int given_twice(parse *p, ERL_NIF_TERM key, const char *opt,
-                       unsigned set, unsigned bit) {
-    if ((set & bit) == 0)
-        return 0;
-    return fail(p->env, TWICE, "%s is given twice for %T", opt, key);
-}
-
 static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
                         ERL_NIF_TERM value, beam__nif_override *ov) {
     char opt[24];
-    if (!enif_get_atom(p->env, name, opt, sizeof opt, ERL_NIF_LATIN1))
+    size_t b = 0; /* bool_options' entry, for a true-or-false option */
+    unsigned bit = 0;
+    if (enif_get_atom(p->env, name, opt, sizeof opt, ERL_NIF_LATIN1)) {
+        for (size_t i = 0; i < sizeof bool_options / sizeof bool_options[0];
+             i++)
+            if (strcmp(opt, bool_options[i].name) == 0) {
+                b = i;
+                bit = bool_options[i].bit;
+            }
+        if (bit == 0 && strcmp(opt, "allocator") == 0)
+            bit = BEAM__OVERRIDE_ALLOCATOR;
+    }
+    if (bit == 0)
         return fail(p->env, BAD_OPTION,
                     "unknown option %T for %T (known: " KNOWN_OPTIONS ")", name,
                     key);
-    for (size_t i = 0; i < sizeof bool_options / sizeof bool_options[0]; i++) {
-        if (strcmp(opt, bool_options[i].name) != 0)
-            continue;
-        bool *field = (bool *)((char *)ov + bool_options[i].offset);
-        int twice = given_twice(p, key, opt, ov->set, bool_options[i].bit);
-        if (twice != 0)
-            return twice;
-        if (!get_bool(p->env, value, field))
-            return fail(p->env, BAD_VALUE,
-                        "%s for %T must be true or false, got %T", opt, key,
-                        value);
-        ov->set |= bool_options[i].bit;
-        return 0;
-    }
-    if (strcmp(opt, "allocator") == 0) {
-        int twice = given_twice(p, key, opt, ov->set, BEAM__OVERRIDE_ALLOCATOR);
-        if (twice != 0)
-            return twice;
+    if (ov->set & bit)
+        return fail(p->env, TWICE, "%s is given twice for %T", opt, key);
+    if (bit == BEAM__OVERRIDE_ALLOCATOR) {
         if (!get_allocator(p->env, value, &ov->allocator))
             return fail(p->env, BAD_VALUE,
                         "allocator for %T must be raw, large or gpa, got %T",
                         key, value);
-        ov->set |= BEAM__OVERRIDE_ALLOCATOR;
-    } else {
-        return fail(p->env, BAD_OPTION,
-                    "unknown option %T for %T (known: " KNOWN_OPTIONS ")", name,
-                    key);
+    } else if (!get_bool(p->env, value,
+                         (bool *)((char *)ov + bool_options[b].offset))) {
+        return fail(p->env, BAD_VALUE,
+                    "%s for %T must be true or false, got %T", opt, key, value);
     }
+    ov->set |= bit;
     return 0;
 }
 
@@ -283,20 +272,20 @@ static bool is_beam_nif(beam_nif_body_fn f) {
     return false;
 }
 
-/* Some function the key names is a BEAM_NIF, which options reach. */
-static bool names_a_beam_nif(const parse *p, const char *name, int arity) {
-    for (int i = 0; i < p->count; i++)
-        if (nif_matches(&p->funcs[i], name, arity) &&
-            is_beam_nif(p->funcs[i].fptr))
-            return true;
-    return false;
-}
+/* What a key names in the table: nothing, plain functions only (raw NIFs,
+ * which options do not reach), or a BEAM_NIF. */
+typedef enum { NAMES_NOTHING, NAMES_PLAIN, NAMES_BEAM_NIF } key_names;
 
-static bool names_a_nif(const parse *p, const char *name, int arity) {
-    for (int i = 0; i < p->count; i++)
-        if (nif_matches(&p->funcs[i], name, arity))
-            return true;
-    return false;
+static key_names names_of(const parse *p, const char *name, int arity) {
+    key_names found = NAMES_NOTHING;
+    for (int i = 0; i < p->count; i++) {
+        if (!nif_matches(&p->funcs[i], name, arity))
+            continue;
+        if (is_beam_nif(p->funcs[i].fptr))
+            return NAMES_BEAM_NIF;
+        found = NAMES_PLAIN;
+    }
+    return found;
 }
 
 /* Apply one map entry. Name keys go in the first pass, {Name, Arity} keys
@@ -313,14 +302,15 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
     /* The key first: options given at the top level (#{leak_check =>
      * true}) are keys that name no function, and saying so helps more than
      * a complaint about their value. */
-    if (!names_a_nif(p, name, arity))
+    key_names names = names_of(p, name, arity);
+    if (names == NAMES_NOTHING)
         return fail(p->env, NO_SUCH_NIF,
                     "%T names no function of the NIF table (load_info maps "
                     "each function's name to its options: #{Fun => "
                     "#{leak_check => true}}; beside settings of your own, "
                     "under beam_alloc: #{beam_alloc => #{Fun => ...}})",
                     key);
-    if (!names_a_beam_nif(p, name, arity))
+    if (names == NAMES_PLAIN)
         return fail(p->env, NOT_BEAM_NIF,
                     "%T names only plain functions of the NIF table, which "
                     "options do not reach: define it with BEAM_NIF",
@@ -476,8 +466,7 @@ static void warn_list_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         for (int i = 0; i < count; i++) {
             if (strcmp(funcs[i].name, name) != 0)
                 continue;
-            enif_snprintf(module, sizeof module, "%T",
-                          enif_make_atom(env, beam__nif_module_atom()));
+            beam__nif_module_text(env, module, sizeof module);
             beam__report("beam_alloc: the NIF library of %s got a list as "
                          "load_info, which is left to its own load: the "
                          "options it gives %s are not applied (beam_alloc's "

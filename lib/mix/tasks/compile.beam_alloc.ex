@@ -228,14 +228,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   defp flag_options!(opts), do: Map.new(@flag_options, &{&1, string_list!(opts, &1)})
 
   defp nif_options!({name, sources}) when is_list(sources) and sources != [] do
-    if List.improper?(sources) do
-      Mix.raise(
-        "beam_alloc: NIF #{name}: expected a list of source files or a keyword list " <>
-          "with :sources, got: #{inspect(sources)}"
-      )
-    end
-
-    if Enum.all?(sources, &is_binary/1) do
+    # (An improper list is neither: Keyword.keyword?/1 below says so.)
+    if not List.improper?(sources) and Enum.all?(sources, &is_binary/1) do
       {name, Map.put(flag_options!([]), :sources, sources)}
     else
       unless Keyword.keyword?(sources) do
