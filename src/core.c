@@ -135,6 +135,21 @@ static BEAM__NOINLINE void free_impl(void *ctx, const beam_allocator_vtable *vt,
         vt->free(ctx, mem, len, alignment, ret);
 }
 
+/* free_impl for a GPA, called where the helpers hold their arguments
+ * (unused: the vtable's place). A call of its own: given the vtable, the
+ * compiler kept its address in a register through the inline free (it had
+ * it from the vtable test), and then had to save one more register on
+ * every call. Not static, so that no compiler drops the unused argument
+ * and moves the others. */
+BEAM__HIDDEN BEAM__NOINLINE void
+beam__gpa_free_impl(void *ctx, const void *unused, void *mem, size_t len,
+                    size_t alignment, uintptr_t ret);
+void beam__gpa_free_impl(void *ctx, const void *unused, void *mem, size_t len,
+                         size_t alignment, uintptr_t ret) {
+    (void)unused;
+    free_impl(ctx, &beam__gpa_vtable, mem, len, alignment, ret);
+}
+
 /* Shared by remap and realloc: the cases the vtable never sees. Returns
  * true when it settled the call, with the answer in *out. */
 static bool remap_edge(const char *call, beam_allocator_t a, void *mem,
@@ -247,13 +262,13 @@ static BEAM__ALWAYS_INLINE void *alloc_entry(beam_allocator_t a, size_t len,
             return p;
         if (beam__gpa_is_medium_call(len, alignment))
             return beam__gpa_medium_alloc_entry(a.ctx, a.vtable, len, alignment,
-                                                ret);
+                                                beam__ret_of(ret));
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {
         return beam__raw_alloc(len, alignment);
     }
-    return alloc_impl(a.ctx, a.vtable, len, alignment, ret);
+    return alloc_impl(a.ctx, a.vtable, len, alignment, beam__ret_of(ret));
 }
 
 static BEAM__ALWAYS_INLINE void free_entry(beam_allocator_t a, void *mem,
@@ -263,17 +278,20 @@ static BEAM__ALWAYS_INLINE void free_entry(beam_allocator_t a, void *mem,
         if (BEAM__LIKELY(beam__gpa_free_fast((beam_gpa_t *)a.ctx, mem, len,
                                              alignment, ret)))
             return;
+        beam__gpa_free_impl(a.ctx, NULL, mem, len, alignment,
+                            beam__ret_of(ret));
+        return;
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(real_block(mem, len) &&
                             beam__raw_alignment(alignment))) {
         beam__raw_free(mem, len);
         return;
     }
-    free_impl(a.ctx, a.vtable, mem, len, alignment, ret);
+    free_impl(a.ctx, a.vtable, mem, len, alignment, beam__ret_of(ret));
 }
 
 void *beam_alloc_bytes(beam_allocator_t a, size_t len, size_t alignment) {
-    return alloc_entry(a, len, alignment, BEAM__RET_ADDR());
+    return alloc_entry(a, len, alignment, BEAM__RET_LAZY);
 }
 
 bool beam_resize_bytes(beam_allocator_t a, void *mem, size_t len,
@@ -346,7 +364,7 @@ void *beam_realloc_bytes(beam_allocator_t a, void *mem, size_t len,
 
 void beam_free_bytes(beam_allocator_t a, void *mem, size_t len,
                      size_t alignment) {
-    free_entry(a, mem, len, alignment, BEAM__RET_ADDR());
+    free_entry(a, mem, len, alignment, BEAM__RET_LAZY);
 }
 
 void *beam_alloc_array(beam_allocator_t a, size_t n, size_t size,
@@ -354,14 +372,14 @@ void *beam_alloc_array(beam_allocator_t a, size_t n, size_t size,
     size_t len;
     if (beam_mul_overflow(n, size, &len))
         return NULL;
-    return alloc_entry(a, len, alignment, BEAM__RET_ADDR());
+    return alloc_entry(a, len, alignment, BEAM__RET_LAZY);
 }
 
 void beam_free_array(beam_allocator_t a, void *p, size_t n, size_t size,
                      size_t alignment) {
     size_t len;
-    uintptr_t ret = BEAM__RET_ADDR();
     if (beam_mul_overflow(n, size, &len)) {
+        uintptr_t ret = BEAM__RET_ADDR();
         /* A misuse with its site, as a wrong length is (under leak_check
          * it raises as such, not as the leak it leaves). */
         if (p != NULL)
@@ -371,7 +389,7 @@ void beam_free_array(beam_allocator_t a, void *p, size_t n, size_t size,
                                 p, n, size);
         return;
     }
-    free_entry(a, p, len, alignment, ret);
+    free_entry(a, p, len, alignment, BEAM__RET_LAZY);
 }
 
 void *beam_realloc_array(beam_allocator_t a, void *p, size_t old_n,

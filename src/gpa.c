@@ -578,9 +578,11 @@ static void release_counted(gpa_state *st, gpa_slab *s, void **b, size_t len) {
  * since. st is tested: a released sub-slab's fields may still be read by
  * a free racing its chunk's reuse, and a NULL st must not pass for its
  * owner.) */
-BEAM__NOINLINE void beam__gpa_free_in_chunk(beam_gpa_t *gpa, void *mem,
-                                            size_t len, size_t alignment,
-                                            uintptr_t ret) {
+BEAM__NOINLINE void beam__gpa_free_in_chunk(beam_gpa_t *gpa,
+                                            const beam_allocator_vtable *vt,
+                                            void *mem, size_t len,
+                                            size_t alignment, uintptr_t ret) {
+    (void)vt;
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = beam__gpa_slab_of(mem);
     if (st != NULL && s != NULL && gpa_fast_free_ok(st, s, mem, len)) {

@@ -190,10 +190,12 @@ static BEAM__ALWAYS_INLINE bool gpa_fast_free_ok(gpa_state *st, gpa_slab *s,
 
 /* Out of line (gpa.c): the free of a block in a sub-slab, with every
  * check of the inline free; what they do not settle goes on to the
- * general path. */
-BEAM__HIDDEN void beam__gpa_free_in_chunk(beam_gpa_t *gpa, void *mem,
-                                          size_t len, size_t alignment,
-                                          uintptr_t ret);
+ * general path. vt (unused) keeps the helpers' arguments where they hold
+ * them, as beam__gpa_medium_alloc_entry does. */
+BEAM__HIDDEN void beam__gpa_free_in_chunk(beam_gpa_t *gpa,
+                                          const beam_allocator_vtable *vt,
+                                          void *mem, size_t len,
+                                          size_t alignment, uintptr_t ret);
 
 /* Free a small untracked block when every check passes, or hand a block
  * in a chunk cut into sub-slabs to beam__gpa_free_in_chunk (then true, as
@@ -223,7 +225,8 @@ static BEAM__ALWAYS_INLINE bool beam__gpa_free_fast(beam_gpa_t *gpa, void *mem,
     if (s != NULL && len - 1 < BEAM__MAX_LEN) {
         unsigned where = beam__atomic_load_acquire(&s->where);
         if (where == WHERE_MIXED) {
-            beam__gpa_free_in_chunk(gpa, mem, len, alignment, ret);
+            beam__gpa_free_in_chunk(gpa, &beam__gpa_vtable, mem, len, alignment,
+                                    beam__ret_of(ret));
             return true;
         }
         /* A medium slab of this instance: its free checks everything
@@ -232,7 +235,8 @@ static BEAM__ALWAYS_INLINE bool beam__gpa_free_fast(beam_gpa_t *gpa, void *mem,
          * and a free through an instance with no state must not pass for
          * its owner's (the general path reports it). */
         if (where == WHERE_MEDIUM && st != NULL && beam__gpa_owner(s) == st) {
-            beam__gpa_medium_free(st, s, mem, len, alignment, ret);
+            beam__gpa_medium_free(st, s, mem, len, alignment,
+                                  beam__ret_of(ret));
             return true;
         }
     }
