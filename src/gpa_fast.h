@@ -184,8 +184,7 @@ static BEAM__ALWAYS_INLINE bool gpa_fast_free_ok(gpa_state *st, gpa_slab *s,
                                                  void **b, size_t len) {
     return beam__gpa_owner(s) == st &&
            len - s->prev_size - 1 < (size_t)s->fast_span &&
-           beam__gpa_block_index(s, b) >= 0 &&
-           (uintptr_t)b[1] != beam__gpa_tag(st, b);
+           beam__gpa_at_block(s, b) && (uintptr_t)b[1] != beam__gpa_tag(st, b);
 }
 
 /* Out of line (gpa.c): the free of a block in a sub-slab, with every

@@ -46,6 +46,24 @@ TEST(gpa_classes_every_length_gets_the_smallest_class_that_fits) {
     CHECK(ok);
 }
 
+/* The inline free's boundary test (beam__gpa_divides) against a plain
+ * remainder, for every class size and every offset in a slab, with the
+ * inverse as slabs are formatted. */
+TEST(gpa_classes_boundary_test_is_exact_for_every_offset) {
+    bool ok = true;
+    for (unsigned c = 0; c < GPA_CLASSES && ok; c++) {
+        uint32_t size = beam__gpa_class_size[c];
+        uint32_t recip = (uint32_t)((((uint64_t)1 << 32) + size - 1) / size);
+        for (uint32_t off = 0; off < GPA_SLAB_SIZE && ok; off++) {
+            if (beam__gpa_divides(recip, off) != (off % size == 0)) {
+                fprintf(stderr, "  size %u offset %u: wrong\n", size, off);
+                ok = false;
+            }
+        }
+    }
+    CHECK(ok);
+}
+
 /* Blocks sit at multiples of their size from the slab's start: every
  * class size is a multiple of GPA_MIN_BLOCK, the classes grow, and no
  * slab leaves more than a page unused. */
