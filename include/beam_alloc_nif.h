@@ -475,9 +475,11 @@ BEAM_API const char *beam_nif_module_name(void);
  *
  * The parent must serve calls from any thread and outlive the resource:
  * beam_raw_allocator, beam_large_allocator, beam_general_purpose_allocator,
- * a beam_gpa_t that outlives it. Not beam_allocator inside a leak_check
- * NIF (the call's checking instance: whatever is live in it at return is
- * the call's leak), not a plain arena.
+ * a beam_gpa_t that outlives it, not a plain arena. beam_allocator too:
+ * where it is the call's own (a leak_check or scratch call, or one under
+ * fault injection), gone at its return, the resource takes the allocator
+ * beam_allocator is without those options (the NIF's .allocator, or the
+ * raw allocator), so its memory is neither the call's leak nor injected.
  * Memory comes from the parent (with the enif backends:
  * :erlang.memory(:system)); the resource object itself, with its user area,
  * counts under :erlang.memory(:binary).

@@ -43,6 +43,10 @@ size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
     return (size_t)beam__align_up(n, 16);
 }
 
+bool beam__gpa_stateless(beam_gpa_t *gpa) {
+    return beam__gpa_state_of(gpa) == NULL;
+}
+
 bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
                           size_t *len, size_t *alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);

@@ -31,6 +31,10 @@ BEAM__HIDDEN bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p,
                                        bool owned, size_t *len,
                                        size_t *alignment);
 
+/* gpa has no state: no block of it is live (none made yet, or its deinit
+ * gave them all back). */
+BEAM__HIDDEN bool beam__gpa_stateless(beam_gpa_t *gpa);
+
 /* Before a block that cannot change size in place is moved (the GPA's
  * remap, which realloc calls before it copies len bytes out of p): true
  * when p is a live block of gpa holding at least len bytes; otherwise the

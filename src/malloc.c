@@ -221,6 +221,17 @@ static inline bool is_gpa(beam_allocator_t a) {
            backing_serves_16(((const beam_gpa_t *)a.ctx)->backing);
 }
 
+/* For the calls on a block (free, realloc, size): is_gpa, or an instance
+ * with no state, which has no live block, headers or not: its own path
+ * reports the pointer. A deinit instance's backing refuses everything,
+ * so is_gpa sent its blocks down the header path, which read the word
+ * before each, memory deinit had given back (beam_mfree, beam_msize and
+ * beam_mrealloc crashed on a block of 1 MiB; found in a bug hunt). */
+static inline bool gpa_answers(beam_allocator_t a) {
+    return is_gpa(a) || (a.vtable == &beam__gpa_vtable &&
+                         beam__gpa_stateless((beam_gpa_t *)a.ctx));
+}
+
 static inline void *gpa_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
     size_t good = beam__gpa_good_size((beam_gpa_t *)a.ctx, n);
     if (good == 0)
@@ -280,7 +291,7 @@ static inline void *malloc_impl(beam_allocator_t a, size_t n, uintptr_t ret) {
 static inline void mfree_impl(beam_allocator_t a, void *p, uintptr_t ret) {
     if (p == NULL)
         return;
-    if (is_gpa(a))
+    if (gpa_answers(a))
         gpa_mfree(a, p, ret);
     else
         hdr_free(a, p, ret);
@@ -301,7 +312,8 @@ static void *mrealloc_impl(beam_allocator_t a, void *p, size_t n,
                            uintptr_t ret) {
     if (p == NULL)
         return malloc_impl(a, n, ret);
-    return is_gpa(a) ? gpa_mrealloc(a, p, n, ret) : hdr_mrealloc(a, p, n, ret);
+    return gpa_answers(a) ? gpa_mrealloc(a, p, n, ret)
+                          : hdr_mrealloc(a, p, n, ret);
 }
 
 void *beam_malloc(beam_allocator_t a, size_t size) {
@@ -341,7 +353,7 @@ void beam_mfree_at(beam_allocator_t a, void *p, uintptr_t ret_addr) {
 static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
     if (p == NULL)
         return 0;
-    if (is_gpa(a)) {
+    if (gpa_answers(a)) {
         size_t len, alignment;
         /* Not owned: another thread may be writing the block. */
         if (beam__gpa_block_size((beam_gpa_t *)a.ctx, p, false, &len,

@@ -166,6 +166,45 @@ defmodule BeamAlloc.ResourceTest do
         assert Resource.usage(res).live_blocks == 1
       end
 
+      test "a resource made over beam_allocator outlives a leak_check or scratch call" do
+        # There beam_allocator is the call's own (a checking instance, an
+        # arena): the resource takes the allocator the call has without
+        # them. Over the call's own, the next allocation crashed the VM.
+        for new <- [
+              &Resource.new_here/1,
+              &Resource.new_here_checked/1,
+              &Resource.new_here_scratch/1
+            ] do
+          {:ok, res} = new.(@kind)
+          data = :binary.copy(<<7>>, 5000)
+          assert {:ok, slot} = Resource.alloc(res, 5000)
+          assert :ok = Resource.write(res, slot, 0, data)
+          assert {:ok, ^data} = Resource.read(res, slot, 0, 5000)
+          assert {:ok, _} = Resource.alloc_checked(res, 64)
+          assert %{live_blocks: 2, parent_bytes: parent} = Resource.usage(res)
+          assert parent >= 5064
+          assert :ok = Resource.release(res)
+        end
+      end
+
+      test "a resource made over beam_allocator under fault injection outlives the call" do
+        # The injected allocator is the call's own too.
+        assert {:ok, _} =
+                 BeamAlloc.Testing.check_all_allocation_failures(fn ->
+                   case Resource.new_here(@kind) do
+                     {:ok, res} ->
+                       {:ok, _} = Resource.alloc(res, 100)
+                       res
+
+                     {:error, :enomem} ->
+                       nil
+                   end
+                 end)
+
+        {:ok, res} = Resource.new_here(@kind)
+        assert {:ok, _} = Resource.alloc(res, 100)
+      end
+
       test "a failing parent gives {:error, :enomem}, and the resource goes on" do
         # Parent calls that succeed before the first failure: the GPA takes
         # its state, a heap and a segment (its header, kept apart, and its

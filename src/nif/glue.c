@@ -394,11 +394,23 @@ typedef struct nif_call {
     const char *c_name;
     int argc;
     ErlNifEnv *env;
+    /* While the body runs, when leak_check, scratch or fault injection
+     * gave it an allocator of the call's own (scoped, gone at its
+     * return): the one beam_allocator is without them (lasting). */
+    beam_allocator_t scoped, lasting;
 } nif_call;
 
 /* The innermost BEAM_NIF running on this thread, for beam_nif_function_name
  * (NULL outside one: it points at beam_nif_call's frame). */
 static BEAM_THREAD_LOCAL const nif_call *current_call;
+
+beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent) {
+    const nif_call *c = current_call;
+    if (c != NULL && c->scoped.vtable != NULL &&
+        parent.vtable == c->scoped.vtable && parent.ctx == c->scoped.ctx)
+        return c->lasting;
+    return parent;
+}
 
 ErlNifEnv *beam__nif_current_env(void) {
     return current_call != NULL ? current_call->env : NULL;
@@ -635,7 +647,7 @@ static void misuse_line_copy(char out[BEAM__MISUSE_LINE]) {
 
 static BEAM__NOINLINE ERL_NIF_TERM
 call_composed(const beam_nif_options *options, const beam__nif_override *ov,
-              const beam__fault_driver *driver, const nif_call *call,
+              const beam__fault_driver *driver, nif_call *call,
               beam_allocator_t saved, beam_nif_body_fn body, ErlNifEnv *env,
               int argc, const ERL_NIF_TERM argv[]) {
     const call_options o = resolve(options, ov, env);
@@ -697,10 +709,15 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
                           &frame, &a);
 
     beam_allocator = a;
+    if (a.ctx != o.allocator.ctx || a.vtable != o.allocator.vtable) {
+        call->scoped = a;
+        call->lasting = o.allocator;
+    }
     ERL_NIF_TERM result = body(env, argc, argv);
     /* The allocators below are about to go: nothing (a report hook
      * included) may reach them through the thread-local from here on. */
     beam_allocator = saved;
+    call->scoped.vtable = NULL;
 
     if (faulted)
         driver->leave(&frame);
@@ -779,7 +796,7 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
                            const ERL_NIF_TERM argv[]) {
     const beam_allocator_t saved = beam_allocator;
     const nif_call *const outer = current_call;
-    const nif_call call = {self, c_name, argc, env};
+    nif_call call = {self, c_name, argc, env, {NULL, NULL}, {NULL, NULL}};
     current_call = &call;
     /* Stacks in reports end at the body (frames.h). */
     const uintptr_t outer_stop = beam__frames_stop;

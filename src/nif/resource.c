@@ -497,6 +497,12 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
     beam__atomic_init(&r->first_pin, (uintptr_t)0);
     beam__atomic_init(&r->on_release, (beam_resource_release_fn)NULL);
     r->kind = kind;
+    /* A resource outlives the call that makes it: over the call's own
+     * allocator (beam_allocator in a leak_check or scratch call, or under
+     * fault injection) its first allocation after the call crashed the
+     * VM (found in a bug hunt: leak_check turned on from Elixir made a
+     * correct NIF segfault). */
+    parent = beam__nif_lasting_parent(parent);
     r->parent = parent.vtable != NULL ? parent : beam_large_allocator;
     r->user_size = user_size;
 

@@ -486,6 +486,29 @@ TEST(gpa_msize_reads_no_block_memory) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* After beam_gpa_deinit, the malloc-style calls on a block of the
+ * instance are reported, as the sized free is, and read nothing: they read
+ * the header word before it, in memory deinit had given back (a 1 MiB
+ * block's was unmapped: a crash). */
+TEST(malloc_calls_after_deinit_are_reported_not_followed) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *small = beam_malloc(a, 100);
+    void *big = beam_malloc(a, 1 << 20);
+    CHECK(small != NULL && big != NULL);
+    CHECK(beam_gpa_deinit(&g)); /* both leak */
+    check_capture_reports();
+    beam_mfree(a, big);
+    CHECK(check_report_count() == 1);
+    CHECK(beam_msize(a, big) == 0);
+    CHECK(beam_mrealloc(a, small, 200) == NULL);
+    beam_mfree(a, small);
+    CHECK(check_report_count() == 4);
+    CHECK(beam_malloc(a, 10) == NULL);
+    check_release_reports();
+}
+
 /* The malloc-style calls over a zero-initialised allocator crashed; they
  * fail instead (NULL, 0), and a free or size of a block is reported and
  * ignored, as for any block not of this allocator. */

@@ -86,6 +86,31 @@ BEAM_NIF(new) {
     return make_ok(env, term);
 }
 
+/* new_here(kind), and the same in a leak_check and in a scratch call: over
+ * beam_allocator, which in those two (and under fault injection) is the
+ * call's own allocator, gone at its return: the resource takes the one
+ * beam_allocator is without them (the raw allocator here). */
+static ERL_NIF_TERM new_over_beam_allocator(ErlNifEnv *env,
+                                            const ERL_NIF_TERM argv[]) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM term;
+    if (!beam_resource_new(env, kind, beam_allocator, sizeof(area), &term))
+        return beam_make_error(env, "enomem");
+    return make_ok(env, term);
+}
+
+BEAM_NIF(new_here) {
+    return new_over_beam_allocator(env, argv);
+}
+BEAM_NIF(new_here_checked, .leak_check = true) {
+    return new_over_beam_allocator(env, argv);
+}
+BEAM_NIF(new_here_scratch, .scratch = true) {
+    return new_over_beam_allocator(env, argv);
+}
+
 /* new_raw(kind): over beam_raw_allocator, with no user area (so no slots:
  * only for aligned/3). */
 BEAM_NIF(new_raw) {
@@ -732,6 +757,9 @@ NIF_WITH_DIRTY_TWIN(churn, run_churn)
 static ErlNifFunc funcs[] = {
     {"new", 1, new, 0},
     {"new_raw", 1, new_raw, 0},
+    {"new_here", 1, new_here, 0},
+    {"new_here_checked", 1, new_here_checked, 0},
+    {"new_here_scratch", 1, new_here_scratch, 0},
     {"new_failing", 2, new_failing, 0},
     {"new_cycle", 1, new_cycle, 0},
     {"cross_cycle", 0, cross_cycle, ERL_NIF_DIRTY_JOB_IO_BOUND},
