@@ -484,6 +484,18 @@ defmodule BeamAlloc.CaseTest do
 
   defp wait_for(mark), do: BeamAlloc.Test.Reports.wait_since(mark)
 
+  test "use BeamAlloc.Case before use ExUnit.Case says so at compile time" do
+    code = """
+    defmodule BeamAlloc.CaseTest.WrongOrder do
+      use BeamAlloc.Case
+      use ExUnit.Case
+    end
+    """
+
+    error = assert_raise CompileError, fn -> Code.compile_string(code) end
+    assert Exception.message(error) =~ "use BeamAlloc.Case must come after use ExUnit.Case"
+  end
+
   test "check!/3 fails with the report when the test's own call reported" do
     mark = Reporter.mark()
     capture_log(fn -> assert :ok = Misuse.double_free_plain() end)

@@ -417,6 +417,11 @@ defmodule BeamAlloc.NifOptionsTest do
       assert_raise RuntimeError, message, fn -> apply(@module, :leaky_dirty, []) end
     end
 
+    test "takes a bare atom of a property list as {Atom, true}, as proplists do" do
+      assert :ok = load_fresh(%{kind: [:scratch]})
+      assert apply(@module, :kind, []) == {:arena, :raw}
+    end
+
     test "is ignored when it is not a map" do
       assert :ok = load_fresh(:not_a_map)
       assert apply(@module, :kind, []) == :raw
@@ -463,7 +468,9 @@ defmodule BeamAlloc.NifOptionsTest do
             {%{kind: [scratch: 1]}, "scratch for kind must be true or false, got 1"},
             {%{kind: [leak_check: nil]}, "leak_check for kind must be true or false, got nil"},
             {%{kind: :nope}, "the options of kind must be a map or a property list, got nope"},
-            {%{kind: [:scratch]}, "the options of kind must be {Name, Value} pairs, got scratch"},
+            {%{kind: [5]}, "the options of kind must be {Name, Value} pairs or atoms, got 5"},
+            # A bare atom is {Atom, true}: an option that takes no boolean says so.
+            {%{kind: [:allocator]}, "allocator for kind must be raw, large or gpa, got true"},
             {%{"kind" => []}, ~s(keys must be a NIF name or {Name, Arity}, got <<"kind">>)},
             {%{nope: []}, "nope names no function of the NIF table" <> @fun_options},
             {%{{:kind, 3} => []}, "{kind,3} names no function of the NIF table" <> @fun_options},

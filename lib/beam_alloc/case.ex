@@ -44,6 +44,22 @@ defmodule BeamAlloc.Case do
 
   @doc false
   defmacro __using__(_opts) do
+    # It adds a setup callback: ExUnit.Case must come first (else the
+    # error was "undefined function setup/2", which says nothing of it).
+    setup_imported? =
+      Enum.any?(__CALLER__.macros, fn {module, macros} ->
+        module == ExUnit.Callbacks and {:setup, 2} in macros
+      end)
+
+    unless setup_imported? do
+      raise CompileError,
+        file: __CALLER__.file,
+        line: __CALLER__.line,
+        description:
+          "use BeamAlloc.Case must come after use ExUnit.Case in a test module: " <>
+            "it adds a setup callback, which ExUnit.Case defines"
+    end
+
     quote do
       setup context do
         BeamAlloc.Case.setup_reports(context)

@@ -218,9 +218,16 @@ static int parse_options(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
     while (rc == 0 && enif_get_list_cell(env, tail, &head, &tail)) {
         const ERL_NIF_TERM *pair;
         int arity;
+        /* A bare atom is {Atom, true}, as in proplists (and in
+         * beam_alloc_testing's options). */
+        if (enif_is_atom(env, head)) {
+            rc = parse_option(p, key, head, enif_make_atom(env, "true"), ov);
+            continue;
+        }
         if (!enif_get_tuple(env, head, &arity, &pair) || arity != 2)
             return fail(p->env, BAD_OPTIONS,
-                        "the options of %T must be {Name, Value} pairs, got %T",
+                        "the options of %T must be {Name, Value} pairs or "
+                        "atoms, got %T",
                         key, head);
         rc = parse_option(p, key, pair[0], pair[1], ov);
     }
