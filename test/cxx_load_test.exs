@@ -75,7 +75,7 @@ defmodule BeamAlloc.CxxLoadTest do
   # The reports after mark that name this library.
   defp reports_since(mark) do
     for %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
-        line =~ "'Elixir.BeamAlloc.Test.CxxLoad'",
+        line =~ "BeamAlloc.Test.CxxLoad",
         do: line
   end
 
@@ -97,7 +97,7 @@ defmodule BeamAlloc.CxxLoadTest do
 
         assert reports_since(mark) == [
                  "beam_alloc: the load callback of the NIF library of " <>
-                   "'Elixir.BeamAlloc.Test.CxxLoad' let a C++ exception out: #{text}; " <>
+                   "BeamAlloc.Test.CxxLoad let a C++ exception out: #{text}; " <>
                    "the load fails"
                ]
       end)
@@ -117,7 +117,7 @@ defmodule BeamAlloc.CxxLoadTest do
 
       assert reports_since(mark) == [
                "beam_alloc: the upgrade callback of the NIF library of " <>
-                 "'Elixir.BeamAlloc.Test.CxxLoad' let a C++ exception out: " <>
+                 "BeamAlloc.Test.CxxLoad let a C++ exception out: " <>
                  "uncaught C++ exception: upgrade boom; the load fails"
              ]
     end)
@@ -189,7 +189,7 @@ defmodule BeamAlloc.CxxLoadTest do
 
       assert reports_since(mark) == [
                "beam_alloc: the unload callback of the NIF library of " <>
-                 "'Elixir.BeamAlloc.Test.CxxLoad' let a C++ exception out: " <>
+                 "BeamAlloc.Test.CxxLoad let a C++ exception out: " <>
                  "uncaught C++ exception: unload boom; the library is unloaded all the same"
              ]
     end)

@@ -496,6 +496,16 @@ defmodule BeamAlloc.CaseTest do
     assert Exception.message(error) =~ "use BeamAlloc.Case must come after use ExUnit.Case"
   end
 
+  test "a misspelled tag of use BeamAlloc.Case, or value, raises instead of guarding" do
+    assert_raise ArgumentError, ~r/beam_alloc_reports: :alow: the tag takes one value/, fn ->
+      BeamAlloc.Case.setup_reports(%{beam_alloc_reports: :alow})
+    end
+
+    assert_raise ArgumentError, ~r/unknown tag :beam_alloc_report for BeamAlloc.Case/, fn ->
+      BeamAlloc.Case.setup_reports(%{beam_alloc_report: :allow})
+    end
+  end
+
   test "check!/3 fails with the report when the test's own call reported" do
     mark = Reporter.mark()
     capture_log(fn -> assert :ok = Misuse.double_free_plain() end)

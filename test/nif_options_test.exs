@@ -351,7 +351,7 @@ defmodule BeamAlloc.NifOptionsTest do
       assert {0, [report]} = apply(@module, :parse_load_info, [list])
 
       assert report ==
-               "beam_alloc: the NIF library of 'Elixir.BeamAlloc.Test.LoadInfo' got a list " <>
+               "beam_alloc: the NIF library of BeamAlloc.Test.LoadInfo got a list " <>
                  "as load_info, which is left to its own load: the options it gives leaky " <>
                  "are not applied (beam_alloc's need a map, \#{leaky => \#{...}})"
 
@@ -458,7 +458,7 @@ defmodule BeamAlloc.NifOptionsTest do
       assert {_, [report]} = Options.parse_load_info(%{kind: %{leak: true}})
 
       assert report ==
-               "beam_alloc: cannot load the NIF library of 'Elixir.BeamAlloc.Test.Options': " <>
+               "beam_alloc: cannot load the NIF library of BeamAlloc.Test.Options: " <>
                  "load_info: unknown option leak for kind (known: allocator, leak_check, " <>
                  "raise_on_misuse, scratch)"
 

@@ -104,7 +104,7 @@ defmodule BeamAlloc.UpgradeTest do
     assert [line] =
              for(
                %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
-               line =~ "'Elixir.BeamAlloc.Test.Upgrade'",
+               line =~ "new version of BeamAlloc.Test.Upgrade ",
                do: line
              )
 

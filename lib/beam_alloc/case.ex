@@ -69,6 +69,8 @@ defmodule BeamAlloc.Case do
 
   @doc false
   def setup_reports(context) do
+    check_tags!(context)
+
     unless context[:beam_alloc_reports] == :allow do
       test_pid = self()
       mark = mark!()
@@ -77,6 +79,29 @@ defmodule BeamAlloc.Case do
       ExUnit.Callbacks.on_exit({__MODULE__, make_ref()}, fn ->
         check!(mark, test_pid, async?)
       end)
+    end
+
+    :ok
+  end
+
+  # A misspelled tag or value would have guarded the test as if it were
+  # not there, with no word about it (found in a bug hunt).
+  defp check_tags!(context) do
+    case Map.fetch(context, :beam_alloc_reports) do
+      {:ok, value} when value != :allow ->
+        raise ArgumentError,
+              "@tag beam_alloc_reports: #{inspect(value)}: the tag takes one value, :allow"
+
+      _ ->
+        :ok
+    end
+
+    for key <- Map.keys(context),
+        is_atom(key),
+        key != :beam_alloc_reports,
+        String.starts_with?(Atom.to_string(key), "beam_alloc") do
+      raise ArgumentError,
+            "unknown tag #{inspect(key)} for BeamAlloc.Case (its tag is :beam_alloc_reports)"
     end
 
     :ok

@@ -261,9 +261,6 @@ const char *beam__nif_module_atom(void) {
     return module_atom;
 }
 
-void beam__nif_module_text(ErlNifEnv *env, char *buf, size_t size) {
-    enif_snprintf(buf, size, "%T", enif_make_atom(env, module_atom));
-}
 
 /* --- Writing names the way Elixir's inspect/1 does ---------------------- */
 
@@ -457,6 +454,19 @@ static void put_erlang_atom(char *buf, size_t n, size_t *len, const char *s) {
 bool beam__module_is_erlang(void) {
     return module_atom[0] != '\0' && strncmp(module_atom, "Elixir.", 7) != 0 &&
            strcmp(module_atom, "Elixir") != 0;
+}
+
+/* The module as its language writes it: my_mod, 'My-Mod', or MyApp.Nif
+ * (an Elixir module's load errors said 'Elixir.MyApp.Nif'; found in a bug
+ * hunt). */
+void beam__nif_module_text(ErlNifEnv *env, char *buf, size_t size) {
+    (void)env;
+    size_t len = 0;
+    buf[0] = '\0';
+    if (module_atom[0] == '\0' || beam__module_is_erlang())
+        put_erlang_atom(buf, size, &len, module_atom);
+    else
+        put_module(buf, size, &len, module_atom);
 }
 
 /* "M.fun/arity" from the registered table (my_mod:fun/arity for an Erlang
