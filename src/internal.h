@@ -37,17 +37,6 @@ beam__ret_of(uintptr_t ret) {
 
 #include "os/tls.h"
 
-/* Built with ThreadSanitizer (gcc says so one way, clang another): the
- * code it cannot follow (a process-wide barrier, a futex) then takes the
- * ways it knows. */
-#if defined(__SANITIZE_THREAD__)
-#define BEAM__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define BEAM__TSAN 1
-#endif
-#endif
-
 /* The system backend: enif_alloc & co. in the NIF build (backend/enif.c),
  * malloc & co. in the standalone build (backend/libc.c). Same contract as
  * malloc, except that alignment is only BEAM_MAX_ALIGN. */
@@ -308,51 +297,24 @@ BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 BEAM__HIDDEN void beam__stats_peak_of_read(beam__peak *p,
                                            beam_alloc_stats *out);
 
-/* The counters' owner adds to them in one instruction on x86-64, a
- * read-modify-write to memory that is not locked (no other thread
- * writes them) and that readers on other threads see whole, like the
- * relaxed store it stands for: the compiler makes a relaxed load and
- * store of an _Atomic three instructions, and these run four times per
- * allocation and free. ThreadSanitizer cannot see inside asm: its builds,
- * and other processors, keep the load and store. */
-#if defined(__x86_64__) && !defined(BEAM__TSAN)
-#define BEAM__OWNER_ADD 1
-#endif
-
-static BEAM__ALWAYS_INLINE void beam__count_one(_Atomic uint64_t *n) {
-#ifdef BEAM__OWNER_ADD
-    __asm__("addq $1, %0" : "+m"(*(uint64_t *)n));
-#else
-    beam__atomic_bump(n, 1);
-#endif
-}
-
 /* c's live bytes moved by d; returns them after the change, for
  * beam__publish_due_at (one load of the counter, not two). */
 static BEAM__ALWAYS_INLINE int64_t beam__count_bytes(beam__counters *c,
                                                      int64_t d) {
-#ifdef BEAM__OWNER_ADD
-    int64_t before = d;
-    __asm__("xaddq %0, %1" : "+r"(before), "+m"(*(int64_t *)&c->bytes));
-    return before + d;
-#else
-    int64_t bytes = beam__atomic_load_relaxed(&c->bytes) + d;
-    beam__atomic_store_relaxed(&c->bytes, bytes);
-    return bytes;
-#endif
+    return beam__atomic_bump_fetch(&c->bytes, d);
 }
 
 /* Hot-path counting: no publication (the caller publishes at its slow
  * points, which bound how far the peak can lag). */
 static BEAM__ALWAYS_INLINE int64_t beam__count_alloc_fast(beam__counters *c,
                                                           size_t len) {
-    beam__count_one(&c->allocs);
+    beam__atomic_bump(&c->allocs, 1);
     return beam__count_bytes(c, (int64_t)len);
 }
 
 static BEAM__ALWAYS_INLINE int64_t beam__count_free_fast(beam__counters *c,
                                                          size_t len) {
-    beam__count_one(&c->frees);
+    beam__atomic_bump(&c->frees, 1);
     return beam__count_bytes(c, -(int64_t)len);
 }
 

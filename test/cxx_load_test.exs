@@ -34,15 +34,7 @@ defmodule BeamAlloc.CxxLoadTest do
         def load_setting, do: :erlang.nif_error(:not_loaded)
       end
 
-    # (Over the current version on purpose: no warning about it.)
-    ignore = Code.get_compiler_option(:ignore_module_conflict)
-    Code.put_compiler_option(:ignore_module_conflict, true)
-
-    try do
-      Module.create(@module, contents, Macro.Env.location(__ENV__))
-    after
-      Code.put_compiler_option(:ignore_module_conflict, ignore)
-    end
+    BeamAlloc.Test.NifModule.create_version(@module, contents, __ENV__)
   end
 
   defp nif_path, do: :filename.join(:code.priv_dir(:beam_alloc), ~c"cxx_load_nif")

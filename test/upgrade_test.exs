@@ -59,15 +59,7 @@ defmodule BeamAlloc.UpgradeTest do
         def ping, do: :erlang.nif_error(:not_loaded)
       end
 
-    ignore = Code.get_compiler_option(:ignore_module_conflict)
-    Code.put_compiler_option(:ignore_module_conflict, true)
-
-    try do
-      Module.create(module, contents, Macro.Env.location(__ENV__))
-    after
-      Code.put_compiler_option(:ignore_module_conflict, ignore)
-    end
-
+    BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
     apply(module, :load, [info])
   end
 

@@ -83,7 +83,7 @@ int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
     if (fresh)
         return load(env, priv, info);
     char module[300];
-    beam__nif_module_text(env, module, sizeof module);
+    beam__nif_module_text(module, sizeof module);
     beam__report("beam_alloc: a new version of %s loads the NIF library its "
                  "old version runs, and BEAM_NIF_INIT has a load callback but "
                  "no upgrade callback: what the load set up (its resource "
@@ -97,8 +97,9 @@ int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
 
 int beam_nif_internal_callback_threw(ErlNifEnv *env, const char *callback,
                                      const char *text) {
+    (void)env;
     char module[300];
-    beam__nif_module_text(env, module, sizeof module);
+    beam__nif_module_text(module, sizeof module);
     bool unload = callback != NULL && strcmp(callback, "unload") == 0;
     beam__report("beam_alloc: the %s callback of the NIF library of %s let a "
                  "C++ exception out: %s; %s",
@@ -260,7 +261,6 @@ const ErlNifFunc *beam__nif_funcs(int *count) {
 const char *beam__nif_module_atom(void) {
     return module_atom;
 }
-
 
 /* --- Writing names the way Elixir's inspect/1 does ---------------------- */
 
@@ -459,8 +459,7 @@ bool beam__module_is_erlang(void) {
 /* The module as its language writes it: my_mod, 'My-Mod', or MyApp.Nif
  * (an Elixir module's load errors said 'Elixir.MyApp.Nif'; found in a bug
  * hunt). */
-void beam__nif_module_text(ErlNifEnv *env, char *buf, size_t size) {
-    (void)env;
+void beam__nif_module_text(char *buf, size_t size) {
     size_t len = 0;
     buf[0] = '\0';
     if (module_atom[0] == '\0' || beam__module_is_erlang())

@@ -92,14 +92,15 @@ typedef struct parse {
 #define KNOWN_OPTIONS "allocator, leak_check, raise_on_misuse, scratch"
 
 /* Report why the load fails (fmt takes enif_snprintf's %T for terms). The
- * terms are written as Erlang writes them, and so is the module. */
-static int fail(ErlNifEnv *env, int code, const char *fmt, ...) {
+ * terms are written as Erlang writes them, the module as its language
+ * does. */
+static int fail(int code, const char *fmt, ...) {
     char why[400], module[300];
     va_list ap;
     va_start(ap, fmt);
     enif_vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    beam__nif_module_text(env, module, sizeof module);
+    beam__nif_module_text(module, sizeof module);
     beam__report("beam_alloc: cannot load the NIF library of %s: "
                  "load_info: %s",
                  module, why);
@@ -170,20 +171,20 @@ static int parse_option(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM name,
             bit = BEAM__OVERRIDE_ALLOCATOR;
     }
     if (bit == 0)
-        return fail(p->env, BAD_OPTION,
+        return fail(BAD_OPTION,
                     "unknown option %T for %T (known: " KNOWN_OPTIONS ")", name,
                     key);
     if (ov->set & bit)
-        return fail(p->env, TWICE, "%s is given twice for %T", opt, key);
+        return fail(TWICE, "%s is given twice for %T", opt, key);
     if (bit == BEAM__OVERRIDE_ALLOCATOR) {
         if (!get_allocator(p->env, value, &ov->allocator))
-            return fail(p->env, BAD_VALUE,
+            return fail(BAD_VALUE,
                         "allocator for %T must be raw, large or gpa, got %T",
                         key, value);
     } else if (!get_bool(p->env, value,
                          (bool *)((char *)ov + bool_options[b].offset))) {
-        return fail(p->env, BAD_VALUE,
-                    "%s for %T must be true or false, got %T", opt, key, value);
+        return fail(BAD_VALUE, "%s for %T must be true or false, got %T", opt,
+                    key, value);
     }
     ov->set |= bit;
     return 0;
@@ -198,8 +199,7 @@ static int parse_options(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
         ErlNifMapIterator it;
         if (!enif_map_iterator_create(env, options, &it,
                                       ERL_NIF_MAP_ITERATOR_FIRST))
-            return fail(p->env, BAD_OPTIONS, "the options of %T are not a map",
-                        key);
+            return fail(BAD_OPTIONS, "the options of %T are not a map", key);
         ERL_NIF_TERM name, value;
         while (rc == 0 && enif_map_iterator_get_pair(env, &it, &name, &value)) {
             rc = parse_option(p, key, name, value, ov);
@@ -210,7 +210,7 @@ static int parse_options(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
     }
     unsigned len;
     if (!enif_get_list_length(env, options, &len))
-        return fail(p->env, BAD_OPTIONS,
+        return fail(BAD_OPTIONS,
                     "the options of %T must be a map or a property list, got "
                     "%T",
                     key, options);
@@ -225,7 +225,7 @@ static int parse_options(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
             continue;
         }
         if (!enif_get_tuple(env, head, &arity, &pair) || arity != 2)
-            return fail(p->env, BAD_OPTIONS,
+            return fail(BAD_OPTIONS,
                         "the options of %T must be {Name, Value} pairs or "
                         "atoms, got %T",
                         key, head);
@@ -302,8 +302,8 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
     char name[256];
     int arity;
     if (!get_key(p->env, key, name, sizeof name, &arity))
-        return fail(p->env, BAD_KEY,
-                    "keys must be a NIF name or {Name, Arity}, got %T", key);
+        return fail(BAD_KEY, "keys must be a NIF name or {Name, Arity}, got %T",
+                    key);
     if ((arity >= 0) != exact_pass)
         return 0;
     /* The key first: options given at the top level (#{leak_check =>
@@ -311,14 +311,14 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
      * a complaint about their value. */
     key_names names = names_of(p, name, arity);
     if (names == NAMES_NOTHING)
-        return fail(p->env, NO_SUCH_NIF,
+        return fail(NO_SUCH_NIF,
                     "%T names no function of the NIF table (load_info maps "
                     "each function's name to its options: #{Fun => "
                     "#{leak_check => true}}; beside settings of your own, "
                     "under beam_alloc: #{beam_alloc => #{Fun => ...}})",
                     key);
     if (names == NAMES_PLAIN)
-        return fail(p->env, NOT_BEAM_NIF,
+        return fail(NOT_BEAM_NIF,
                     "%T names only plain functions of the NIF table, which "
                     "options do not reach: define it with BEAM_NIF",
                     key);
@@ -385,7 +385,7 @@ static int check_twins(const parse *p) {
             bool alike = beam__nif_entry_kind(a) == beam__nif_entry_kind(b);
             if (alike ? same_options(x, y) : same_allocator(x, y))
                 continue;
-            return fail(p->env, TWINS_DIFFER,
+            return fail(TWINS_DIFFER,
                         "%s/%u and %s/%u are one C function and get different "
                         "%s (%s; give each its own BEAM_NIF, or both the same "
                         "entries)",
@@ -428,7 +428,7 @@ static bool options_in(ErlNifEnv *env, ERL_NIF_TERM load_info,
                             &value))
         return true;
     if (!enif_is_map(env, value)) {
-        *rc = fail(env, BAD_OPTIONS,
+        *rc = fail(BAD_OPTIONS,
                    "the options under beam_alloc must be a map of each "
                    "function's options, got %T",
                    value);
@@ -473,7 +473,7 @@ static void warn_list_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         for (int i = 0; i < count; i++) {
             if (strcmp(funcs[i].name, name) != 0)
                 continue;
-            beam__nif_module_text(env, module, sizeof module);
+            beam__nif_module_text(module, sizeof module);
             beam__report("beam_alloc: the NIF library of %s got a list as "
                          "load_info, which is left to its own load: the "
                          "options it gives %s are not applied (beam_alloc's "
@@ -503,7 +503,7 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         sizeof(override_table) + (size_t)p.count * sizeof(beam__nif_override);
     p.table = enif_alloc(bytes);
     if (p.table == NULL)
-        return fail(env, NO_MEMORY, "no memory for the options");
+        return fail(NO_MEMORY, "no memory for the options");
     memset(p.table, 0, bytes);
     p.table->funcs = p.funcs;
     p.table->count = p.count;

@@ -61,9 +61,9 @@ BEAM__HIDDEN void beam__load_options_settle(int result);
 
 /* The module atom's text registered at load ("" before). */
 BEAM__HIDDEN const char *beam__nif_module_atom(void);
-/* That module atom as Erlang writes it ('Elixir.Foo'), into buf: what
- * reports name the library by. */
-BEAM__HIDDEN void beam__nif_module_text(ErlNifEnv *env, char *buf, size_t size);
+/* That module as its language writes it (my_mod, Foo.Bar), into buf:
+ * what reports name the library by. */
+BEAM__HIDDEN void beam__nif_module_text(char *buf, size_t size);
 /* While a module instance is loaded: true, holding the lock the last
  * unload tears the allocators down under; leave releases it. false when
  * none is (nothing to read). For calls from outside the module's NIFs (the

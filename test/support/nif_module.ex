@@ -42,4 +42,18 @@ defmodule BeamAlloc.Test.NifModule do
 
     [loader | stubs]
   end
+
+  # A new version of module from contents (its location: env's), over the
+  # current one if any (a library it loads again is then upgraded), on
+  # purpose: without the compiler's warning about redefining it.
+  def create_version(module, contents, env) do
+    ignore = Code.get_compiler_option(:ignore_module_conflict)
+    Code.put_compiler_option(:ignore_module_conflict, true)
+
+    try do
+      Module.create(module, contents, Macro.Env.location(env))
+    after
+      Code.put_compiler_option(:ignore_module_conflict, ignore)
+    end
+  end
 end
