@@ -137,23 +137,34 @@ ADAPTER_LIBS := -lsqlite3 -lz -lzstd
 # The public headers, strict: beam_alloc.h alone with no ERTS include path,
 # built and linked against the standalone library; beam_alloc_nif.h with a
 # NIF using every public macro (test/header/sample_nif.c) as C11 and C++17
-# (-Wpedantic, and -fno-exceptions) with gcc and clang; the adapter headers run against SQLite, zlib and zstd
+# (HEADER_PEDANTIC_C/CXX, and -fno-exceptions) with gcc and clang; the
+# adapter headers run against SQLite, zlib and zstd
 # (test/header/adapters.c, C11) and the C++ one with STL and pmr containers
 # (test/header/cxx.cpp, C++17), with both compilers; and BEAM_NIF without
 # beam_alloc_nif.h must fail with a message that names it, in C and C++;
 # the C++ adapter builds with -fno-exceptions and -fno-rtti, and C++14
 # fails with a message that names C++17.
 HEADER_STRICT := -Wall -Wextra -Werror -Iinclude
+# The warnings strict projects make errors: test/header/sample_nif.c,
+# every public macro and inline function and the adapter headers' hooks in
+# a NIF, must build clean under them too (C as C11, C++ as C++17).
+HEADER_PEDANTIC_C := -Wpedantic -Wcast-qual -Wshadow -Wconversion \
+    -Wsign-conversion -Wbad-function-cast -Wstrict-prototypes \
+    -Wmissing-prototypes -Wdouble-promotion -Wcast-align -Wundef
+HEADER_PEDANTIC_CXX := -Wpedantic -Wold-style-cast \
+    -Wzero-as-null-pointer-constant -Wcast-qual -Wshadow -Wconversion \
+    -Wsign-conversion -Wdouble-promotion -Wcast-align -Wextra-semi \
+    -Wnon-virtual-dtor -Woverloaded-virtual -Wundef
 header-test: $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(BUILD)/header
 	gcc -std=c11 -pedantic $(HEADER_STRICT) test/header/plain.c $(BUILD)/libbeam_alloc_standalone.a -pthread -o $(BUILD)/header/plain
 	$(BUILD)/header/plain
 	g++ -std=c++17 -pedantic $(HEADER_STRICT) -x c++ -c test/header/plain.c -o $(BUILD)/header/plain-cpp.o
 	for cc in gcc $(SAN_CC); do \
-	    $$cc -std=c11 -pedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cc.o || exit 1; \
+	    $$cc -std=c11 $(HEADER_STRICT) $(HEADER_PEDANTIC_C) -I$(ERTS_INCLUDE_DIR) -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cc.o || exit 1; \
 	done
 	for cxx in g++ $(SAN_CC)++; do \
-	    $$cxx -std=c++17 -Wpedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
+	    $$cxx -std=c++17 $(HEADER_STRICT) $(HEADER_PEDANTIC_CXX) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \
 	    $$cxx -std=c++17 -fno-exceptions $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-noexc-$$cxx.o || exit 1; \
 	    for f in -fno-exceptions -fno-rtti; do \
 	        $$cxx -std=c++17 $$f -Wpedantic $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -c test/header/cxx_flags.cpp -o $(BUILD)/header/cxx$$f-$$cxx.o || exit 1; \

@@ -44,12 +44,25 @@ extern "C" {
 #define BEAM_THREAD_LOCAL thread_local
 #define BEAM_ALIGNOF(T) alignof(T)
 #define BEAM_ALIGNOF_EXPR(e) alignof(decltype(e))
-#define BEAM_CAST_LIKE(p, e) ((decltype(+(p)))(e))
+#define BEAM_CAST_LIKE(p, e) (static_cast<decltype(+(p))>(e))
+/* What the headers' macros and inline functions expand to in a user's
+ * code: the C++ forms, so that a C++ project building with
+ * -Wold-style-cast or -Wzero-as-null-pointer-constant as errors can
+ * include them (make header-test compiles test/header/strict.c so). */
+#define BEAM_INTERNAL_AS(T, e) (static_cast<T>(e))
+#define BEAM_INTERNAL_NULL nullptr
+/* A const allocator pointer as a C library's void * context (zlib's
+ * opaque, zstd's customMem), which the hooks read back as const. */
+#define BEAM_INTERNAL_UNCONST(a) (const_cast<beam_allocator_t *>(a))
 #else
 #define BEAM_THREAD_LOCAL _Thread_local
 #define BEAM_ALIGNOF(T) _Alignof(T)
 #define BEAM_ALIGNOF_EXPR(e) _Alignof(__typeof__(e))
 #define BEAM_CAST_LIKE(p, e) ((__typeof__(p))(e))
+#define BEAM_INTERNAL_AS(T, e) ((T)(e))
+#define BEAM_INTERNAL_NULL NULL
+/* (Through an integer: -Wcast-qual warns of a const dropped by a cast.) */
+#define BEAM_INTERNAL_UNCONST(a) ((void *)(uintptr_t)(a))
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -197,11 +210,13 @@ static inline size_t beam_align_at_least(size_t alignment, size_t natural) {
 
 /** n elements of T, aligned to T's alignment. NULL on overflow or OOM. */
 #define beam_alloc(a, T, n)                                                    \
-    ((T *)beam_alloc_array((a), (n), sizeof(T), BEAM_ALIGNOF(T)))
+    BEAM_INTERNAL_AS(T *,                                                      \
+                     beam_alloc_array((a), (n), sizeof(T), BEAM_ALIGNOF(T)))
 /** n elements of T, aligned to max(alignment, alignof(T)). */
 #define beam_alloc_aligned(a, T, n, alignment)                                 \
-    ((T *)beam_alloc_array((a), (n), sizeof(T),                                \
-                           beam_align_at_least((alignment), BEAM_ALIGNOF(T))))
+    BEAM_INTERNAL_AS(T *, beam_alloc_array((a), (n), sizeof(T),                \
+                                           beam_align_at_least(                \
+                                               (alignment), BEAM_ALIGNOF(T))))
 /** Free what beam_alloc(a, T, n) returned. */
 #define beam_free(a, p, n)                                                     \
     beam_free_array((a), (p), (n), sizeof(*(p)), BEAM_ALIGNOF_EXPR(*(p)))
@@ -251,7 +266,7 @@ static inline const char *beam_internal_cxx_own_text(const char *what) {
         p++;
         what++;
     }
-    return *p == '\0' ? what : NULL;
+    return *p == '\0' ? what : nullptr;
 }
 #endif
 
@@ -403,7 +418,7 @@ enum beam_gpa_flags {
  * the unwinder instead on Linux (microseconds, those allocations only), so
  * its stack reaches your line that called the library. Distinct stacks are
  * stored once each, process-wide. */
-#define BEAM_GPA_FRAMES(n) ((((unsigned)(n)) & 31u) << 8)
+#define BEAM_GPA_FRAMES(n) ((BEAM_INTERNAL_AS(unsigned, n) & 31u) << 8)
 
 typedef struct beam_gpa {
     beam_allocator_t backing; /* where chunks and large blocks come from */
@@ -694,10 +709,18 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  * name the library's function ("deflateInit2_ (libz.so.1+0x8d86)") rather
  * than the shim. Use it directly in the hook function (not in a helper it
  * calls), and keep the hook out of line. 0 where the compiler cannot tell. */
-#if defined(__GNUC__) || defined(__clang__)
-#define BEAM_RET_ADDR() ((uintptr_t)__builtin_return_address(0))
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__cplusplus)
+#define BEAM_RET_ADDR()                                                        \
+    (reinterpret_cast<uintptr_t>(__builtin_return_address(0)))
+#elif defined(__GNUC__) || defined(__clang__)
+/* (Through a function: a call's result cast to an integer is what
+ * -Wbad-function-cast warns of, even through a cast to void *.) */
+static inline uintptr_t beam_internal_address(const void *p) {
+    return (uintptr_t)p;
+}
+#define BEAM_RET_ADDR() beam_internal_address(__builtin_return_address(0))
 #else
-#define BEAM_RET_ADDR() ((uintptr_t)0)
+#define BEAM_RET_ADDR() BEAM_INTERNAL_AS(uintptr_t, 0)
 #endif
 
 /** malloc: size bytes aligned to 16; NULL when out of memory. */

@@ -73,8 +73,8 @@ namespace detail {
     std::fprintf(stderr,
                  BEAM_INTERNAL_CXX_TEXT
                  "%s%s%s; built without C++ exceptions: aborting\n",
-                 own != NULL ? "" : "a C++ allocation failed (",
-                 own != NULL ? own : e.what(), own != NULL ? "" : ")");
+                 own != nullptr ? "" : "a C++ allocation failed (",
+                 own != nullptr ? own : e.what(), own != nullptr ? "" : ")");
     std::fflush(stderr);
     std::abort();
 }

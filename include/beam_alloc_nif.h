@@ -624,11 +624,11 @@ static inline void beam_nif_internal_current_text(char *text,
     } catch (const std::bad_alloc &e) {
         /* beam::bad_alignment's text says more than out of memory. */
         const char *own = beam_internal_cxx_own_text(e.what());
-        enif_snprintf(text, size, "%s", own != NULL ? own : "out of memory");
+        enif_snprintf(text, size, "%s", own != nullptr ? own : "out of memory");
     } catch (const std::exception &e) {
         int n =
             enif_snprintf(text, size, "uncaught C++ exception: %s", e.what());
-        if (n >= (int)size) /* cut short: say so */
+        if (n >= static_cast<int>(size)) /* cut short: say so */
             enif_snprintf(text + size - 4, 4, "...");
     } catch (...) {
         enif_snprintf(text, size, "uncaught C++ exception");

@@ -55,8 +55,9 @@ static beam_allocator_t beam_sqlite3_allocator;
 
 BEAM_SQLITE3_HOOK void *beam_sqlite3_malloc_hook(int n) {
     if (n < 0)
-        return NULL;
-    return beam_malloc_at(beam_sqlite3_allocator, (size_t)n, BEAM_RET_ADDR());
+        return BEAM_INTERNAL_NULL;
+    return beam_malloc_at(beam_sqlite3_allocator, BEAM_INTERNAL_AS(size_t, n),
+                          BEAM_RET_ADDR());
 }
 
 BEAM_SQLITE3_HOOK void beam_sqlite3_free_hook(void *p) {
@@ -65,21 +66,23 @@ BEAM_SQLITE3_HOOK void beam_sqlite3_free_hook(void *p) {
 
 BEAM_SQLITE3_HOOK void *beam_sqlite3_realloc_hook(void *p, int n) {
     if (n < 0)
-        return NULL;
-    return beam_mrealloc_at(beam_sqlite3_allocator, p, (size_t)n,
-                            BEAM_RET_ADDR());
+        return BEAM_INTERNAL_NULL;
+    return beam_mrealloc_at(beam_sqlite3_allocator, p,
+                            BEAM_INTERNAL_AS(size_t, n), BEAM_RET_ADDR());
 }
 
 BEAM_SQLITE3_HOOK int beam_sqlite3_size_hook(void *p) {
     size_t n = beam_msize_at(beam_sqlite3_allocator, p, BEAM_RET_ADDR());
-    return n > 0x7fffffff ? 0x7fffffff : (int)n;
+    return n > 0x7fffffff ? 0x7fffffff : BEAM_INTERNAL_AS(int, n);
 }
 
 BEAM_SQLITE3_HOOK int beam_sqlite3_roundup_hook(int n) {
-    size_t r = n < 0 ? 0 : beam_mgood_size(beam_sqlite3_allocator, (size_t)n);
+    size_t r = n < 0 ? 0
+                     : beam_mgood_size(beam_sqlite3_allocator,
+                                       BEAM_INTERNAL_AS(size_t, n));
     /* A size SQLite could not ask for anyway: answer n, the request fails
      * at xMalloc. */
-    return r == 0 || r > 0x7fffffff ? n : (int)r;
+    return r == 0 || r > 0x7fffffff ? n : BEAM_INTERNAL_AS(int, r);
 }
 
 BEAM_SQLITE3_HOOK int beam_sqlite3_init_hook(void *app) {
@@ -100,7 +103,7 @@ static inline int beam_sqlite3_use(beam_allocator_t a) {
         beam_sqlite3_malloc_hook,   beam_sqlite3_free_hook,
         beam_sqlite3_realloc_hook,  beam_sqlite3_size_hook,
         beam_sqlite3_roundup_hook,  beam_sqlite3_init_hook,
-        beam_sqlite3_shutdown_hook, NULL};
+        beam_sqlite3_shutdown_hook, BEAM_INTERNAL_NULL};
     /* Configure first: while SQLite runs (the call then fails) its hooks
      * must go on seeing the allocator they started with. Once it
      * succeeds SQLite is stopped, and nothing calls the hooks until

@@ -30,13 +30,14 @@ BEAM_ZLIB_HOOK voidpf beam_zlib_alloc_hook(voidpf opaque, uInt items,
                                            uInt size) {
     size_t n;
     if (beam_mul_overflow(items, size, &n))
-        return Z_NULL;
-    return beam_malloc_at(*(const beam_allocator_t *)opaque, n,
-                          BEAM_RET_ADDR());
+        return BEAM_INTERNAL_NULL;
+    return beam_malloc_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque),
+                          n, BEAM_RET_ADDR());
 }
 
 BEAM_ZLIB_HOOK void beam_zlib_free_hook(voidpf opaque, voidpf address) {
-    beam_mfree_at(*(const beam_allocator_t *)opaque, address, BEAM_RET_ADDR());
+    beam_mfree_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque), address,
+                  BEAM_RET_ADDR());
 }
 
 /** Sets strm's zalloc, zfree and opaque (before deflateInit/inflateInit):
@@ -45,7 +46,7 @@ BEAM_ZLIB_HOOK void beam_zlib_free_hook(voidpf opaque, voidpf address) {
 static inline void beam_zlib_use(z_stream *strm, const beam_allocator_t *a) {
     strm->zalloc = beam_zlib_alloc_hook;
     strm->zfree = beam_zlib_free_hook;
-    strm->opaque = (voidpf)a;
+    strm->opaque = BEAM_INTERNAL_UNCONST(a);
 }
 
 #ifdef __cplusplus

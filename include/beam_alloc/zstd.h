@@ -27,19 +27,21 @@ extern "C" {
 #endif
 
 BEAM_ZSTD_HOOK void *beam_zstd_alloc_hook(void *opaque, size_t size) {
-    return beam_malloc_at(*(const beam_allocator_t *)opaque, size,
-                          BEAM_RET_ADDR());
+    return beam_malloc_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque),
+                          size, BEAM_RET_ADDR());
 }
 
 BEAM_ZSTD_HOOK void beam_zstd_free_hook(void *opaque, void *address) {
-    beam_mfree_at(*(const beam_allocator_t *)opaque, address, BEAM_RET_ADDR());
+    beam_mfree_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque), address,
+                  BEAM_RET_ADDR());
 }
 
 /** A ZSTD_customMem over *a, for ZSTD_createCCtx_advanced,
  * ZSTD_createDCtx_advanced and friends; *a must stay valid until the
  * context is freed. */
 static inline ZSTD_customMem beam_zstd_mem(const beam_allocator_t *a) {
-    ZSTD_customMem mem = {beam_zstd_alloc_hook, beam_zstd_free_hook, (void *)a};
+    ZSTD_customMem mem = {beam_zstd_alloc_hook, beam_zstd_free_hook,
+                          BEAM_INTERNAL_UNCONST(a)};
     return mem;
 }
 

@@ -1,6 +1,20 @@
 /* Compiled by `make header-test` as C11 and as C++17, with gcc and clang,
- * strict: a NIF using every public macro must build warning-free. */
+ * strict: a NIF using every public macro and inline function, and the
+ * adapter headers' hooks, must build warning-free, also under the warnings
+ * strict projects turn into errors (HEADER_PEDANTIC_C and
+ * HEADER_PEDANTIC_CXX in the Makefile: -Wold-style-cast,
+ * -Wzero-as-null-pointer-constant, -Wcast-qual, -Wconversion,
+ * -Wbad-function-cast, ...). The file itself is clean in both languages
+ * (no NULL, no casts), so that any warning is the headers'. */
+#include <beam_alloc/sqlite3.h>
+#include <beam_alloc/zlib.h>
+#include <beam_alloc/zstd.h>
 #include <beam_alloc_nif.h>
+#ifdef __cplusplus
+#include <beam_alloc.hpp>
+
+#include <vector>
+#endif
 
 static beam_allocator_t pick(void) {
     return beam_large_allocator;
@@ -8,7 +22,7 @@ static beam_allocator_t pick(void) {
 
 BEAM_NIF(plain) {
     uint16_t *xs = beam_alloc(beam_allocator, uint16_t, 4);
-    if (xs == NULL)
+    if (!xs)
         return beam_make_error(env, "enomem");
     xs = beam_realloc(beam_allocator, xs, 4, 8);
     ERL_NIF_TERM list = beam_make_uint_list(env, xs, 4, sizeof *xs);
@@ -23,8 +37,8 @@ BEAM_NIF(checked, .leak_check = true) {
 }
 
 BEAM_NIF(custom, .leak_check = true, .allocator = pick) {
-    void *p = beam_alloc_aligned(beam_allocator, char, 10, 4096);
-    beam_free_aligned(beam_allocator, (char *)p, 10, 4096);
+    char *p = beam_alloc_aligned(beam_allocator, char, 10, 4096);
+    beam_free_aligned(beam_allocator, p, 10, 4096);
     return argc > 0 ? argv[0] : enif_make_atom(env, "ok");
 }
 
@@ -32,24 +46,61 @@ BEAM_NIF(scoped) {
     ERL_NIF_TERM term;
     beam_resource_t *r = beam_resource_new(env, BEAM_RESOURCE_ARENA,
                                            beam_large_allocator, 0, &term);
-    if (r == NULL || !beam_resource_get(env, term, &r) || !beam_resource_pin(r))
+    if (!r || !beam_resource_get(env, term, &r) || !beam_resource_pin(r))
         return beam_make_error(env, "enomem");
     int *xs = beam_alloc(beam_resource_allocator(r), int, 4);
     beam_resource_unpin(r);
     beam_resource_usage u = beam_resource_usage_of(r);
     beam_resource_release(r);
-    return xs != NULL && u.live_blocks == 1 ? term : enif_make_badarg(env);
+    return xs && u.live_blocks == 1 ? term : enif_make_badarg(env);
 }
 
 BEAM_NIF(scratch, .scratch = true) {
     char *s = beam_alloc(beam_allocator, char, 64);
-    return s != NULL ? enif_make_atom(env, "ok")
-                     : beam_make_error(env, "enomem");
+    return s ? enif_make_atom(env, "ok") : beam_make_error(env, "enomem");
 }
 
 BEAM_NIF(everything, .leak_check = true, .allocator = pick, .scratch = true) {
     return enif_make_atom(env, "ok");
 }
+
+/* Instances, their options and the return-address forms. */
+BEAM_NIF(instances) {
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_raw_allocator,
+                     BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(4));
+    uintptr_t ret = BEAM_RET_ADDR();
+    void *p = beam_alloc_bytes_at(beam_gpa_allocator(&gpa), 24, 8, ret);
+    beam_free_bytes_at(beam_gpa_allocator(&gpa), p, 24, 8, ret);
+    bool leaked = beam_gpa_deinit(&gpa);
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    bool kept = beam_arena_reset(&arena);
+    bool freed = beam_arena_reset(&arena, BEAM_ARENA_FREE_ALL);
+    beam_arena_deinit(&arena);
+    return enif_make_atom(env, !leaked && kept && freed ? "ok" : "error");
+}
+
+/* The adapter headers: their hooks compile in the user's code. */
+BEAM_NIF(adapters) {
+    z_stream strm;
+    beam_zlib_use(&strm, &beam_allocator);
+    ZSTD_customMem mem = beam_zstd_mem(&beam_allocator);
+    beam_sqlite3_use(beam_allocator);
+    return enif_make_atom(env, mem.customAlloc ? "ok" : "error");
+}
+
+#ifdef __cplusplus
+BEAM_NIF(containers) {
+    std::vector<long, beam::allocator<long>> v;
+    for (long i = 0; i < 10; i++)
+        v.push_back(i * i);
+    beam::memory_resource r;
+    std::pmr::vector<long> w{&r};
+    w.assign(v.begin(), v.end());
+    return enif_make_long(env, w.back());
+}
+#endif
 
 static ErlNifFunc funcs[] = {
     {"plain", 0, plain, 0},
@@ -58,6 +109,11 @@ static ErlNifFunc funcs[] = {
     {"scoped", 0, scoped, 0},
     {"scratch", 0, scratch, 0},
     {"everything", 0, everything, 0},
+    {"instances", 0, instances, 0},
+    {"adapters", 0, adapters, 0},
+#ifdef __cplusplus
+    {"containers", 0, containers, 0},
+#endif
 };
 
 /* Callbacks of every kind: in C++ BEAM_NIF_INIT calls them through its
@@ -65,7 +121,7 @@ static ErlNifFunc funcs[] = {
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)env;
     (void)info;
-    *priv = NULL;
+    (void)priv;
     return 0;
 }
 
