@@ -332,17 +332,37 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
     return enif_make_tuple2(env, enif_make_atom(env, "ok"), frames);
 }
 
+/* Module versions using this library: a new version of
+ * beam_alloc_symbolizer (c:l/1, a release upgrade) shares it with the old
+ * one until that is purged, whose unload must then leave the lock and the
+ * objects alone. Without an upgrade callback the new version loaded
+ * without its NIF, and every report lost its source lines, silently
+ * (found in a bug hunt). The VM runs these callbacks one at a time. */
+static int users;
+
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)env;
     (void)priv;
     (void)info;
     lock = enif_mutex_create("beam_alloc_symbolize");
+    users = lock != NULL;
     return lock == NULL;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
+    (void)env;
+    (void)priv;
+    (void)old;
+    (void)info;
+    users++;
+    return 0;
 }
 
 static void unload(ErlNifEnv *env, void *priv) {
     (void)env;
     (void)priv;
+    if (--users > 0)
+        return;
     for (int i = 0; i < nobjects; i++) {
         dwfl_end(objects[i].dwfl);
         enif_free(objects[i].path);
@@ -364,6 +384,15 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
 #define load NULL
 #define unload NULL
 
+/* Nothing kept: a new version of the module takes the library as it is. */
+static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
+    (void)env;
+    (void)priv;
+    (void)old;
+    (void)info;
+    return 0;
+}
+
 #endif
 
 /* with_libdw() -> boolean(): whether this library was built with libdw
@@ -384,4 +413,4 @@ static ErlNifFunc funcs[] = {
     {"with_libdw", 0, with_libdw, 0},
 };
 
-ERL_NIF_INIT(beam_alloc_symbolizer, funcs, load, NULL, NULL, unload)
+ERL_NIF_INIT(beam_alloc_symbolizer, funcs, load, NULL, upgrade, unload)

@@ -1212,6 +1212,14 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     return session_type == NULL;
 }
 
+/* A new version of beam_alloc_testing_nif (c:l/1, a release upgrade) over
+ * the same library: it takes the session type over. Without an upgrade
+ * callback the VM refused the load ("Upgrade not supported"). */
+static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
+    (void)old;
+    return load(env, priv, info);
+}
+
 /* --- Stats --------------------------------------------------------------
  * stats(module_name): the allocator counters of the NIF library loaded for
  * that module, found like the libraries a session attaches to. */
@@ -1355,4 +1363,4 @@ static ErlNifFunc funcs[] = {
     {"close", 1, nif_close, 0},
 };
 
-ERL_NIF_INIT(beam_alloc_testing_nif, funcs, load, NULL, NULL, NULL)
+ERL_NIF_INIT(beam_alloc_testing_nif, funcs, load, NULL, upgrade, NULL)

@@ -5,6 +5,8 @@
 -module(beam_alloc).
 
 -export([stats/1, find_stats/1, collect/1, explain_load_error/1, take_reports/0]).
+%% Internal, for beam_alloc_testing.
+-export([driver/1]).
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
@@ -27,7 +29,9 @@
 %% Every NIF library built with beam_alloc has its own copy of the
 %% allocators, so the numbers are that library's alone. Raises
 %% erlang:error({not_loaded, Module}) when no library built with beam_alloc
-%% is loaded for Module, badarg when Module is not an atom.
+%% is loaded for Module, badarg when Module is not an atom, and
+%% erlang:error({driver, Reason}) when beam_alloc's own driver
+%% (priv/beam_alloc_testing.so) cannot be loaded (see driver/1).
 -spec stats(module()) -> stats().
 stats(Module) when is_atom(Module) ->
     case find_stats(Module) of
@@ -43,7 +47,7 @@ stats(Other) ->
 -spec find_stats(module()) -> {ok, stats()} | {error, not_loaded}.
 find_stats(Module) when is_atom(Module) ->
     _ = code:ensure_loaded(Module),
-    case beam_alloc_testing_nif:stats(atom_to_binary(Module, utf8)) of
+    case driver(fun() -> beam_alloc_testing_nif:stats(atom_to_binary(Module, utf8)) end) of
         {ok, Stats} -> {ok, Stats};
         {error, not_found} -> {error, not_loaded}
     end;
@@ -60,12 +64,44 @@ find_stats(Other) ->
 -spec collect(module()) -> ok.
 collect(Module) when is_atom(Module) ->
     _ = code:ensure_loaded(Module),
-    case beam_alloc_testing_nif:collect(atom_to_binary(Module, utf8)) of
+    case driver(fun() -> beam_alloc_testing_nif:collect(atom_to_binary(Module, utf8)) end) of
         ok -> ok;
         {error, not_found} -> erlang:error({not_loaded, Module})
     end;
 collect(Other) ->
     erlang:error(badarg, [Other]).
+
+%% F() (a call of beam_alloc_testing_nif), or erlang:error({driver,
+%% Reason}) when that module is not there because its library did not
+%% load (its on_load failed: beam_alloc's ebin on the path without its
+%% application directory, or the driver not built): the call was a bare
+%% undef, with the reason only in a log line (found in a bug hunt).
+%% Reason: {priv_dir, bad_name} (no beam_alloc application found),
+%% {missing, Path} or {not_loadable, Path}.
+-spec driver(fun(() -> T)) -> T.
+driver(F) ->
+    try F()
+    catch
+        error:undef:Stack ->
+            case Stack of
+                [{beam_alloc_testing_nif, _, _, _} | _] ->
+                    erlang:error({driver, driver_problem()});
+                _ ->
+                    erlang:raise(error, undef, Stack)
+            end
+    end.
+
+driver_problem() ->
+    case code:priv_dir(beam_alloc) of
+        {error, Reason} ->
+            {priv_dir, Reason};
+        Priv ->
+            Path = filename:join(Priv, "beam_alloc_testing.so"),
+            case filelib:is_regular(Path) of
+                true -> {not_loadable, Path};
+                false -> {missing, Path}
+            end
+    end.
 
 %% The reports (a leak, a double free, ...) the beam_alloc application's
 %% reporter has kept since the last take, oldest first, as {Module, Line}:

@@ -27,9 +27,17 @@ load() ->
             ok;
         Priv ->
             %% Without the library sites stay as they are: never a reason
-            %% to keep this module (and the reporter) from loading.
-            _ = erlang:load_nif(filename:join(Priv, "beam_alloc_symbolize"), 0),
-            ok
+            %% to keep this module (and the reporter) from loading; but
+            %% said, since no report then names a source line.
+            case erlang:load_nif(filename:join(Priv, "beam_alloc_symbolize"), 0) of
+                ok ->
+                    ok;
+                {error, Reason} ->
+                    logger:warning("beam_alloc: reports will not name source lines: "
+                                   "the symbolizer's library did not load: ~0tp",
+                                   [Reason]),
+                    ok
+            end
     end.
 
 %% The NIF: {ok, [{Function | nil, File | nil, Line}]} | error, innermost

@@ -118,8 +118,10 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 -define(TERM_CHARS, 400).
 
 -spec check_all_allocation_failures(fun(() -> term())) -> {ok, non_neg_integer()}.
+check_all_allocation_failures(Fun) when is_function(Fun, 0) ->
+    check_all_allocation_failures(Fun, []);
 check_all_allocation_failures(Fun) ->
-    check_all_allocation_failures(Fun, []).
+    not_a_fun(1, Fun).
 
 -spec check_all_allocation_failures(fun(() -> term()), map() | list()) ->
     {ok, non_neg_integer()}.
@@ -137,9 +139,11 @@ check_all_allocation_failures(Fun, Opts) when is_function(Fun, 0) ->
             erlang:error(Reason)
     end;
 check_all_allocation_failures(Fun, _Opts) ->
-    erlang:error({badarg, iolist_to_binary(
-                            io_lib:format("check_all_allocation_failures/2 expects "
-                                          "a fun of arity 0, got: ~0tp", [Fun]))}).
+    not_a_fun(2, Fun).
+
+not_a_fun(Arity, Fun) ->
+    badarg("check_all_allocation_failures/~b expects a fun of arity 0, got: ~0tp",
+           [Arity, Fun]).
 
 options(Opts) when is_map(Opts) ->
     options(maps:to_list(Opts));
@@ -187,7 +191,7 @@ badarg(Format, Args) ->
     {ok, non_neg_integer()} | {problems, [problem()], non_neg_integer()} | {error, term()}.
 run_check(Fun, Expect, Modules) ->
     is_list(Modules) andalso lists:foreach(fun code:ensure_loaded/1, Modules),
-    case beam_alloc_testing_nif:open() of
+    case open_driver() of
         {ok, Session} ->
             try
                 checked(Session, Fun, Expect, Modules)
@@ -199,6 +203,15 @@ run_check(Fun, Expect, Modules) ->
             {error, {already_running, self()}};
         {error, Reason} ->
             {error, {driver, Reason}}
+    end.
+
+%% The driver's open/0, its failure to load ({driver, Reason} raised by
+%% beam_alloc:driver/1) an error like its refusals.
+open_driver() ->
+    try
+        beam_alloc:driver(fun beam_alloc_testing_nif:open/0)
+    catch
+        error:{driver, Reason} -> {error, Reason}
     end.
 
 checked(Session, Fun, Expect, Modules) ->

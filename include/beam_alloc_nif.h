@@ -407,9 +407,12 @@ BEAM_API ERL_NIF_TERM beam_make_error(ErlNifEnv *env, const char *reason);
  * binary") raises {badarg, <<"expects a binary">>}). In an Elixir module
  * an Erlang name (lower case) raises Elixir's exception for it: badarg
  * ArgumentError, badarith ArithmeticError, system_limit SystemLimitError,
- * any other RuntimeError "name: message". A NULL name is RuntimeError, or
- * error from an Erlang module; a name longer than an atom can be, or no
- * memory for the message, raises badarg. */
+ * any other RuntimeError "name: message"; the other way, in an Erlang
+ * module those four Elixir names (with "Elixir." or not) raise badarg,
+ * badarith, system_limit and error, so that one NIF library serves both.
+ * A NULL name is RuntimeError, or error from an Erlang module; a name
+ * longer than an atom can be, or no memory for the message, raises
+ * badarg. */
 BEAM_API ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
                                  const char *message);
 /** "M.fun/arity" of the running BEAM_NIF when known (for messages;
@@ -479,7 +482,11 @@ BEAM_API const char *beam_nif_module_name(void);
  * where it is the call's own (a leak_check or scratch call, or one under
  * fault injection), gone at its return, the resource takes the allocator
  * beam_allocator is without those options (the NIF's .allocator, or the
- * raw allocator), so its memory is neither the call's leak nor injected.
+ * raw allocator), so its memory is neither the call's leak nor injected;
+ * its making is asked of the call's allocator first (the resource's size,
+ * taken and given back), so that under fault injection beam_resource_new
+ * is one of the allocations a check fails (NULL) and its report names the
+ * caller's line.
  * Memory comes from the parent (with the enif backends:
  * :erlang.memory(:system)); the resource object itself, with its user area,
  * counts under :erlang.memory(:binary).

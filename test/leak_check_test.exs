@@ -54,7 +54,8 @@ defmodule BeamAlloc.LeakCheckTest do
 
     test "beam_raise raises an Erlang term in an Erlang module" do
       assert {:badarg, "expects a binary"} = catch_error(:beam_alloc_erl_test.raise_badarg())
-      assert {:ArgumentError, "bad value"} = catch_error(:beam_alloc_erl_test.raise_named())
+      assert {:badarg, "bad value"} = catch_error(:beam_alloc_erl_test.raise_named())
+      assert {:KeyError, "no key"} = catch_error(:beam_alloc_erl_test.raise_other())
     end
 
     test "quotes an Erlang atom that needs it, and names a NIF by its Erlang name" do

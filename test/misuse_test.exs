@@ -739,6 +739,39 @@ defmodule BeamAlloc.CaseTest do
     refute out =~ "test clean"
   end
 
+  test "without its driver, stats and fault injection raise {:driver, reason}, not undef" do
+    # beam_alloc's modules on the path without its application directory:
+    # the driver (priv/beam_alloc_testing.so) cannot load, and its stub
+    # module is not there (its on_load failed). A bare undef said nothing.
+    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+
+    dir =
+      Path.join(System.tmp_dir!(), "beam_alloc_no_driver_#{System.unique_integer([:positive])}")
+
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+
+    for beam <- Path.wildcard(Path.join(ebin, "*.beam")),
+        do: File.cp!(beam, Path.join(dir, Path.basename(beam)))
+
+    script = ~S"""
+    Show = fun(F) -> try F() of V -> {returned, V} catch C:R -> {C, R} end end,
+    io:format("~p~n~p~n~p~n~p~n",
+              [Show(fun() -> beam_alloc:stats(lists) end),
+               Show(fun() -> beam_alloc:collect(lists) end),
+               Show(fun() -> beam_alloc_testing:check_all_allocation_failures(fun() -> ok end) end),
+               Show(fun() -> beam_alloc:driver(fun() -> no_such_module_here:f() end) end)]),
+    halt().
+    """
+
+    {out, 0} =
+      System.cmd("erl", ["-noshell", "-pa", dir, "-eval", script], stderr_to_stdout: true)
+
+    assert out =~
+             "{error,{driver,{priv_dir,bad_name}}}\n{error,{driver,{priv_dir,bad_name}}}\n" <>
+               "{error,{driver,{priv_dir,bad_name}}}\n{error,undef}\n"
+  end
+
   # Runs ExUnit over the test modules in `modules` (source text) in a VM of
   # its own, with beam_alloc started; its output, which ends with
   # "RESULT <ExUnit.run/0's result>".

@@ -110,6 +110,32 @@ defmodule BeamAlloc.UpgradeTest do
     assert apply(@plain, :ping, []) == :pong
   end
 
+  test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do
+    # A new version of each over the same library (c:l/1, a release
+    # upgrade): without upgrade callbacks the symbolizer's new version
+    # loaded without its NIF (reports lost their source lines, silently)
+    # and the driver's refused to load. The old version is purged after.
+    libdw = :beam_alloc_symbolizer.with_libdw()
+
+    for module <- [:beam_alloc_symbolizer, :beam_alloc_testing_nif] do
+      assert {:module, ^module} = :code.load_file(module)
+      assert wait_soft_purge(module)
+    end
+
+    assert :beam_alloc_symbolizer.with_libdw() == libdw
+    assert {:ok, 0} = BeamAlloc.Testing.check_all_allocation_failures(fn -> :ok end)
+    # Purged, the old version's unload left the new one its state.
+    assert :beam_alloc_symbolizer.with_libdw() == libdw
+  end
+
+  defp wait_soft_purge(module, tries \\ 100) do
+    cond do
+      :code.soft_purge(module) -> true
+      tries == 0 -> false
+      true -> Process.sleep(10) && wait_soft_purge(module, tries - 1)
+    end
+  end
+
   test "load_info options for a table of raw NIFs alone fail the load", %{dir: dir} do
     # (The list of BEAM_NIFs is empty there, and was read as no list.)
     capture_log(fn ->

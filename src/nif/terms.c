@@ -125,8 +125,21 @@ bool beam__error_term(ErlNifEnv *env, const char *tag, const char *message,
     return true;
 }
 
+/* The errors both languages name, each its own way: an Erlang name in an
+ * Elixir module raises Elixir's exception, and Elixir's name in an Erlang
+ * module raises the Erlang error (a NIF library shared by both showed
+ * Erlang callers {'ArgumentError', ...}: found in a bug hunt). */
+static const struct {
+    const char *erlang, *elixir;
+} known_errors[] = {{"badarg", "ArgumentError"},
+                    {"badarith", "ArithmeticError"},
+                    {"system_limit", "SystemLimitError"},
+                    {"error", "RuntimeError"}};
+#define KNOWN_ERRORS (sizeof known_errors / sizeof known_errors[0])
+
 /* beam_raise's reason in an Erlang module: {Name, Message}, a leading
- * "Elixir." dropped from the name, what Erlang callers match. */
+ * "Elixir." dropped from the name and Elixir's names of Erlang's errors
+ * turned back into them, what Erlang callers match. */
 static bool erlang_error_term(ErlNifEnv *env, const char *exception,
                               const char *message, ERL_NIF_TERM *out) {
     static const char prefix[] = "Elixir.";
@@ -134,6 +147,9 @@ static bool erlang_error_term(ErlNifEnv *env, const char *exception,
         exception = "error";
     if (strncmp(exception, prefix, sizeof prefix - 1) == 0)
         exception += sizeof prefix - 1;
+    for (size_t i = 0; i < KNOWN_ERRORS; i++)
+        if (strcmp(exception, known_errors[i].elixir) == 0)
+            exception = known_errors[i].erlang;
     return beam__error_term(env, exception, message, out);
 }
 
@@ -154,17 +170,13 @@ ERL_NIF_TERM beam_raise(ErlNifEnv *env, const char *exception,
  * own example, raised a struct of no module, %{__struct__:
  * :"Elixir.badarg"}, whose message Exception.message/1 could not read. */
 static const char *elixir_name_of(const char *exception, const char **head) {
-    static const struct {
-        const char *erlang, *elixir;
-    } known[] = {{"badarg", "ArgumentError"},
-                 {"badarith", "ArithmeticError"},
-                 {"system_limit", "SystemLimitError"}};
     *head = NULL;
     if (!(exception[0] >= 'a' && exception[0] <= 'z'))
         return exception;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (strcmp(exception, known[i].erlang) == 0)
-            return known[i].elixir;
+    /* ("error" is not among them: its RuntimeError says "error: ...".) */
+    for (size_t i = 0; i + 1 < KNOWN_ERRORS; i++)
+        if (strcmp(exception, known_errors[i].erlang) == 0)
+            return known_errors[i].elixir;
     *head = exception;
     return "RuntimeError";
 }

@@ -51,13 +51,19 @@ BEAM_NIF(double_free, .leak_check = true) {
 }
 
 /* raise_badarg(): beam_raise from an Erlang module raises an Erlang term;
- * raise_named(Name): the same with an "Elixir."-prefixed name. */
+ * raise_named(): the same with Elixir's name of an Erlang error, which
+ * gives the Erlang one; raise_other(): an Elixir name of nothing Erlang
+ * has, "Elixir." dropped. */
 BEAM_NIF(raise_badarg) {
     return beam_raise(env, "badarg", "expects a binary");
 }
 
 BEAM_NIF(raise_named) {
     return beam_raise(env, "Elixir.ArgumentError", "bad value");
+}
+
+BEAM_NIF(raise_other) {
+    return beam_raise(env, "Elixir.KeyError", "no key");
 }
 
 static ErlNifFunc funcs[] = {
@@ -69,6 +75,7 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
     {"raise_badarg", 0, raise_badarg, 0},
     {"raise_named", 0, raise_named, 0},
+    {"raise_other", 0, raise_other, 0},
 };
 
 BEAM_NIF_INIT(beam_alloc_erl_test, funcs, load_capturing_reports, NULL, NULL)
