@@ -488,7 +488,11 @@ BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
  * only reclaim the most recent block; everything goes back at reset/deinit.
  * A free or resize whose length would make an older block end where the
  * newest one does is refused and reported (it would hand the newest, live
- * block out again). Not thread-safe. */
+ * block out again). The newest block's start is all it keeps: once that
+ * block is freed, the one before it is not known, and a block given with a
+ * length that ends at the top is taken back as the caller says (as Zig's
+ * allocators do), until the next allocation. Not thread-safe. Initialising
+ * an arena that holds chunks abandons them (deinit it first). */
 typedef struct beam_arena {
     beam_allocator_t parent;
     struct beam_arena_chunk_internal *chunks; /* internal: newest first */
@@ -642,7 +646,14 @@ typedef beam_alloc_stats beam_alloc_stats_t;
  * total counts too, so the peak is never below the live_bytes it comes with,
  * and never falls. Read while nothing else runs, it is never above the true
  * peak; a read while threads allocate and free adds up counters taken at
- * slightly different times, and can raise it by what that total is off. */
+ * slightly different times, and can raise it by what that total is off.
+ * After a misuse the allocator reported, the counts are what it could
+ * tell: a general purpose instance that is not tracked frees a block given
+ * a wrong length (freed anyway) as the least its size class holds, the
+ * length it was asked for not being kept, so its live_bytes stays up by
+ * less than the step to the class below (at most 15 bytes for blocks up to
+ * 128, under a quarter of the class's size above); tracked, the length is
+ * known and the count exact. */
 BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
 
 /* ------------------------------------------------------------------------
@@ -691,7 +702,10 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     freed already, a pointer from elsewhere) is reported through the
  *     report hook (section 7) as misuse and left alone (msize answers 0,
  *     mrealloc NULL). The check is 16 bits of the address and size: a
- *     wrong pointer slips through once in 65536. Reading the header needs
+ *     wrong pointer slips through once in 65536. It does not say which
+ *     allocator made the block: one of another allocator that also
+ *     writes headers (another arena; the raw allocator's, given to an
+ *     arena) passes, and goes to the allocator named. Reading the header needs
  *     its memory still mapped: a block freed already whose memory the
  *     parent gave back to the system (glibc's malloc unmaps blocks of 128
  *     KiB and more; enif_alloc, its single-block carriers) faults instead,

@@ -252,12 +252,16 @@ typedef struct freed_ctx {
     size_t found;
 } freed_ctx;
 
+/* freed_head_changed's answer for a broken link: which of its bytes
+ * changed is not known (what it held is not), only that one did. */
+#define FREED_AT_LINK (SIZE_MAX - 1)
+
 /* The first changed byte of a freed block's link and tag (its first 16
  * bytes, which hold no fill), or SIZE_MAX when both are as a free left
  * them: its tag, and a link that ends its list or leads to another freed
  * block of st (a write there went unseen unless the block was handed out
- * again; found by a walkthrough), whose own tag is its own check. A broken
- * link is byte 0: what it held is not known. */
+ * again; found by a walkthrough), whose own tag is its own check; or
+ * FREED_AT_LINK. */
 static size_t freed_head_changed(const gpa_state *st, void *const *b) {
     uintptr_t tag = beam__gpa_tag(st, b);
     if ((uintptr_t)b[1] != tag) {
@@ -270,7 +274,7 @@ static size_t freed_head_changed(const gpa_state *st, void *const *b) {
         return sizeof(void *) + i;
     }
     if (b[0] != NULL && !gpa_any_link_ok(st, b[0], false))
-        return 0;
+        return FREED_AT_LINK;
     return SIZE_MAX;
 }
 
@@ -334,11 +338,17 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
                             large[i].alignment, 0, large[i].site);
     }
     for (size_t i = 0; i < found && i < FREED_LISTED; i++) {
-        char what[128];
-        snprintf(what, sizeof what,
-                 "write after free (byte %zu of the freed block changed; "
-                 "found at the end of the call)",
-                 bad[i].at);
+        char what[160];
+        if (bad[i].at == FREED_AT_LINK)
+            snprintf(what, sizeof what,
+                     "write after free (bytes 0-%zu of the freed block, its "
+                     "free-list link, changed; found at the end of the call)",
+                     sizeof(void *) - 1);
+        else
+            snprintf(what, sizeof what,
+                     "write after free (byte %zu of the freed block changed; "
+                     "found at the end of the call)",
+                     bad[i].at);
         beam__gpa_misuse_at(st, what, bad[i].p, bad[i].size, bad[i].alignment,
                             0, bad[i].site);
     }

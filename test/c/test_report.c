@@ -233,9 +233,15 @@ TEST(gpa_check_freed_sees_writes_into_the_link_and_tag) {
             size_t before = check_report_count();
             CHECK(beam__gpa_check_freed(&gpa) == 1);
             CHECK(check_report_count() == before + 1);
-            char want[64];
-            snprintf(want, sizeof want, "write after free (byte %zu of",
-                     at < 8 ? (size_t)0 : at);
+            char want[96];
+            if (at < 8)
+                snprintf(want, sizeof want,
+                         "write after free (bytes 0-7 of "
+                         "the freed block, its free-list "
+                         "link, changed");
+            else
+                snprintf(want, sizeof want, "write after free (byte %zu of",
+                         at);
             CHECK(check_last_report_has(want));
             beam_free(a, keep, len);
             beam_gpa_deinit(&gpa);
