@@ -349,11 +349,14 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     return lock == NULL;
 }
 
+/* From the same file, a second user; from another (a release upgrade: the
+ * new version in a new directory, a fresh copy of this library with its
+ * own globals) the copy's first, which load() sets up: the copy had no
+ * lock, and its first resolve aborted the VM (found in review). */
 static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
     (void)old;
-    (void)info;
+    if (lock == NULL)
+        return load(env, priv, info);
     users++;
     return 0;
 }

@@ -48,7 +48,7 @@ extern "C" {
 /* What the headers' macros and inline functions expand to in a user's
  * code: the C++ forms, so that a C++ project building with
  * -Wold-style-cast or -Wzero-as-null-pointer-constant as errors can
- * include them (make header-test compiles test/header/strict.c so). */
+ * include them (make header-test compiles test/header/sample_nif.c so). */
 #define BEAM_INTERNAL_AS(T, e) (static_cast<T>(e))
 #define BEAM_INTERNAL_NULL nullptr
 /* A const allocator pointer as a C library's void * context (zlib's
@@ -374,8 +374,12 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     standalone).
  *
  * A beam_gpa_t is usable once beam_gpa_init returns (it allocates lazily)
- * and until beam_gpa_deinit; it may then be initialised again. The fields are
- * internal; set options through beam_gpa_init_ex.
+ * and until beam_gpa_deinit; it may then be initialised again. Initialised
+ * again without its deinit, it abandons what it held: its blocks and its
+ * state stay allocated from the backing, unreported (init cannot tell an
+ * instance in use from uninitialised memory, nor one whose backing is gone
+ * from one whose backing lives). The fields are internal; set options
+ * through beam_gpa_init_ex.
  * ---------------------------------------------------------------------- */
 
 /** Largest block served from a size class; above it, blocks up to 64 KiB

@@ -81,7 +81,7 @@ defmodule BeamAlloc do
   def stats(module) when is_atom(module) do
     # :beam_alloc.find_stats/1 loads the module first (its @on_load loads
     # its NIF library).
-    case :beam_alloc.find_stats(module) do
+    case driver(fn -> :beam_alloc.find_stats(module) end) do
       {:ok, stats} ->
         stats
 
@@ -109,14 +109,38 @@ defmodule BeamAlloc do
   """
   @spec collect(module()) :: :ok
   def collect(module) when is_atom(module) do
-    :beam_alloc.collect(module)
+    driver(fn -> :beam_alloc.collect(module) end)
   rescue
-    ErlangError ->
-      raise ArgumentError,
-            "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
+    error in ErlangError ->
+      case error.original do
+        {:not_loaded, ^module} ->
+          raise ArgumentError,
+                "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
+
+        _ ->
+          reraise error, __STACKTRACE__
+      end
   end
 
   def collect(other) do
     raise ArgumentError, "expected a module name, got: #{inspect(other)}"
+  end
+
+  # beam_alloc's own driver (priv/beam_alloc_testing.so) not loaded, which
+  # :beam_alloc raises as {:driver, reason}: a RuntimeError saying so (the
+  # ErlangError read as "no NIF library ... for the module": review).
+  defp driver(fun) do
+    fun.()
+  rescue
+    error in ErlangError ->
+      case error.original do
+        {:driver, reason} ->
+          raise RuntimeError,
+                "beam_alloc's driver (priv/beam_alloc_testing.so) could not be loaded: " <>
+                  inspect(reason)
+
+        _ ->
+          reraise error, __STACKTRACE__
+      end
   end
 end

@@ -122,12 +122,22 @@ static void report_bad(const char *call, const void *p, enum hdr_state why,
 }
 
 /* The header paths serve every allocator but a GPA, a zero-initialised
- * one ({0}, no vtable) included: it serves nothing (hdr_malloc calls the
- * refusing allocator for it) and has no blocks, so the paths given a
- * block test for it before a header is read (the GPA paths compare the
- * vtable with the GPA's and need no test). */
+ * one ({0}, no vtable) and the refusing one (what an instance's getter
+ * gives for NULL) included: they serve nothing (hdr_malloc calls the
+ * refusing allocator) and have no blocks, so the paths given a block test
+ * for them before a header is read (the GPA paths compare the vtable with
+ * the GPA's and need no test). Through the refusing allocator a header
+ * was read: beam_msize of a stray pointer faulted (found in a bug hunt). */
 static inline bool no_vtable(beam_allocator_t a) {
-    return BEAM__UNLIKELY(a.vtable == NULL);
+    return BEAM__UNLIKELY(a.vtable == NULL ||
+                          a.vtable == &beam__refusing_vtable);
+}
+
+static const char *no_blocks_said(beam_allocator_t a) {
+    return a.vtable == NULL ? BEAM__SAID_NO_VTABLE
+                            : "the allocator refuses every call (an "
+                              "instance's getter given NULL) and has no "
+                              "blocks";
 }
 
 static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
@@ -141,7 +151,7 @@ static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
 
 static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
     if (no_vtable(a)) {
-        report_ignored("beam_mfree", p, BEAM__SAID_NO_VTABLE, false, ret);
+        report_ignored("beam_mfree", p, no_blocks_said(a), false, ret);
         return;
     }
     size_t good;
@@ -363,7 +373,7 @@ static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
         return 0;
     }
     if (no_vtable(a)) {
-        report_ignored("beam_msize", p, BEAM__SAID_NO_VTABLE, false, ret);
+        report_ignored("beam_msize", p, no_blocks_said(a), false, ret);
         return 0;
     }
     size_t good;

@@ -770,6 +770,27 @@ defmodule BeamAlloc.CaseTest do
     assert out =~
              "{error,{driver,{priv_dir,bad_name}}}\n{error,{driver,{priv_dir,bad_name}}}\n" <>
                "{error,{driver,{priv_dir,bad_name}}}\n{error,undef}\n"
+
+    # From Elixir, a RuntimeError that says so (collect/1 said "no NIF
+    # library built with beam_alloc is loaded for :lists": review).
+    elixir = ~S"""
+    for f <- [fn -> BeamAlloc.stats(:lists) end, fn -> BeamAlloc.collect(:lists) end] do
+      try do
+        f.()
+      rescue
+        e -> IO.puts(inspect(e.__struct__) <> ": " <> Exception.message(e))
+      end
+    end
+    """
+
+    {out, 0} = System.cmd("elixir", ["-pa", dir, "-e", elixir], stderr_to_stdout: true)
+
+    said =
+      "RuntimeError: beam_alloc's driver (priv/beam_alloc_testing.so) could not be loaded: " <>
+        "{:priv_dir, :bad_name}\n"
+
+    # (Twice; the VM's own warnings about the on_load come in between.)
+    assert length(String.split(out, said)) == 3
   end
 
   # Runs ExUnit over the test modules in `modules` (source text) in a VM of

@@ -124,8 +124,75 @@ defmodule BeamAlloc.UpgradeTest do
 
     assert :beam_alloc_symbolizer.with_libdw() == libdw
     assert {:ok, 0} = BeamAlloc.Testing.check_all_allocation_failures(fn -> :ok end)
-    # Purged, the old version's unload left the new one its state.
-    assert :beam_alloc_symbolizer.with_libdw() == libdw
+
+    # Purged, the old version's unload left the new one its lock and its
+    # objects: a report's site still resolves to its source line.
+    :beam_alloc_erl_test.take_reports()
+    catch_error(:beam_alloc_erl_test.double_free())
+    [raw] = Enum.filter(:beam_alloc_erl_test.take_reports(), &(&1 =~ "double free"))
+
+    if libdw do
+      assert BeamAlloc.Symbolizer.resolve_sites(raw) =~
+               "called from double_free (test/nifs/erl_module_nif.c:"
+    end
+  end
+
+  test "the symbolizer upgraded from another directory (a release upgrade) resolves", %{dir: dir} do
+    # The new version's library is a fresh copy, with globals of its own:
+    # its upgrade callback must set them up (it had no lock, and its first
+    # resolve aborted the VM). In an erl of its own: two copies of
+    # beam_alloc's application, the code path switched from one to the other.
+    app = Path.join(Mix.Project.build_path(), "lib/beam_alloc")
+
+    for v <- ["v1", "v2"] do
+      File.mkdir_p!(Path.join([dir, v, "beam_alloc"]))
+
+      {_, 0} =
+        System.cmd("cp", [
+          "-rL",
+          Path.join(app, "ebin"),
+          Path.join(app, "priv"),
+          Path.join([dir, v, "beam_alloc"])
+        ])
+    end
+
+    # A site in the driver's library, which only v1 has loaded: its own
+    # function session_dtor, 4 bytes in.
+    {symbols, 0} = System.cmd("nm", [Path.join(app, "priv/beam_alloc_testing.so")])
+    [hex] = Regex.run(~r/^([0-9a-f]+) t session_dtor$/m, symbols, capture: :all_but_first)
+
+    site =
+      "beam_alloc_testing.so+0x#{Integer.to_string(String.to_integer(hex, 16) + 4, 16) |> String.downcase()}"
+
+    script = """
+    {module, _} = code:ensure_loaded(beam_alloc_testing_nif),
+    {module, _} = code:ensure_loaded(beam_alloc_symbolizer),
+    Site = <<"#{site}">>,
+    R1 = beam_alloc_symbolizer:resolve_sites(Site),
+    true = code:del_path("#{dir}/v1/beam_alloc/ebin"),
+    true = code:add_patha("#{dir}/v2/beam_alloc/ebin"),
+    {module, _} = code:load_file(beam_alloc_symbolizer),
+    R2 = beam_alloc_symbolizer:resolve_sites(Site),
+    true = code:soft_purge(beam_alloc_symbolizer),
+    R3 = beam_alloc_symbolizer:resolve_sites(Site),
+    io:format("~s~n~s~n~s~n", [R1, R2, R3]),
+    halt().
+    """
+
+    {out, 0} =
+      System.cmd("erl", ["-noshell", "-pa", "#{dir}/v1/beam_alloc/ebin", "-eval", script],
+        stderr_to_stdout: true
+      )
+
+    lines = out |> String.split("\n", trim: true) |> Enum.take(-3)
+    assert length(lines) == 3
+
+    if :beam_alloc_symbolizer.with_libdw() do
+      for line <- lines,
+          do: assert(line =~ ~r/^session_dtor \(c_src\/beam_alloc_testing\.c:\d+\)$/)
+    else
+      assert lines == [site, site, site]
+    end
   end
 
   defp wait_soft_purge(module, tries \\ 100) do

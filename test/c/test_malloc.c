@@ -531,3 +531,22 @@ TEST(malloc_over_a_zero_initialised_allocator_fails) {
     CHECK(beam_msize(beam_raw_allocator, p) >= 32); /* still live */
     beam_mfree(beam_raw_allocator, p);
 }
+
+/* The same over the refusing allocator an instance's getter gives for
+ * NULL: it read the header before the pointer, and a stray pointer there
+ * faulted (bug hunt). No blocks: the calls fail, a free or size is
+ * reported and ignored, nothing read. */
+TEST(malloc_over_the_refusing_allocator_reads_nothing) {
+    check_capture_reports();
+    beam_allocator_t r = beam_gpa_allocator(NULL);
+    CHECK(check_report_count() == 1); /* the NULL instance */
+    /* Unmapped (the first page): reading a header there faults. */
+    void *stray = (void *)(uintptr_t)4096;
+    CHECK(beam_malloc(r, 10) == NULL);
+    CHECK(beam_msize(r, stray) == 0);
+    CHECK(check_last_report_has("refuses every call"));
+    beam_mfree(r, stray);
+    CHECK(beam_mrealloc(r, stray, 64) == NULL);
+    CHECK(check_report_count() == 3);
+    check_release_reports();
+}
