@@ -483,10 +483,10 @@ BEAM_API const char *beam_nif_module_name(void);
  * fault injection), gone at its return, the resource takes the allocator
  * beam_allocator is without those options (the NIF's .allocator, or the
  * raw allocator), so its memory is neither the call's leak nor injected;
- * its making is asked of the call's allocator first (the resource's size,
- * taken and given back), so that under fault injection beam_resource_new
- * is one of the allocations a check fails (NULL) and its report names the
- * caller's line.
+ * under fault injection its making is asked of the injecting allocator
+ * first (the resource's size, taken and given back), so that
+ * beam_resource_new is one of the allocations a check fails (NULL) and its
+ * report names the caller's line.
  * Memory comes from the parent (with the enif backends:
  * :erlang.memory(:system)); the resource object itself, with its user area,
  * counts under :erlang.memory(:binary).

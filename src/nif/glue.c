@@ -395,17 +395,23 @@ typedef struct nif_call {
      * gave it an allocator of the call's own (scoped, gone at its
      * return): the one beam_allocator is without them (lasting). */
     beam_allocator_t scoped, lasting;
+    bool injected; /* scoped is fault injection's (else leak_check's or
+                      scratch's own) */
 } nif_call;
 
 /* The innermost BEAM_NIF running on this thread, for beam_nif_function_name
  * (NULL outside one: it points at beam_nif_call's frame). */
 static BEAM_THREAD_LOCAL const nif_call *current_call;
 
-beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent) {
+beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
+                                          bool *injected) {
     const nif_call *c = current_call;
+    *injected = false;
     if (c != NULL && c->scoped.vtable != NULL &&
-        parent.vtable == c->scoped.vtable && parent.ctx == c->scoped.ctx)
+        parent.vtable == c->scoped.vtable && parent.ctx == c->scoped.ctx) {
+        *injected = c->injected;
         return c->lasting;
+    }
     return parent;
 }
 
@@ -721,6 +727,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     if (a.ctx != o.allocator.ctx || a.vtable != o.allocator.vtable) {
         call->scoped = a;
         call->lasting = o.allocator;
+        call->injected = faulted;
     }
     ERL_NIF_TERM result = body(env, argc, argv);
     /* The allocators below are about to go: nothing (a report hook
@@ -805,7 +812,8 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
                            const ERL_NIF_TERM argv[]) {
     const beam_allocator_t saved = beam_allocator;
     const nif_call *const outer = current_call;
-    nif_call call = {self, c_name, argc, env, {NULL, NULL}, {NULL, NULL}};
+    nif_call call = {self,         c_name,       argc, env,
+                     {NULL, NULL}, {NULL, NULL}, false};
     current_call = &call;
     /* Stacks in reports end at the body (frames.h). */
     const uintptr_t outer_stop = beam__frames_stop;

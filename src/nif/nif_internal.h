@@ -115,8 +115,10 @@ BEAM__HIDDEN ErlNifEnv *beam__nif_current_env(void);
 /* The parent a resource made now takes for parent: parent itself, but
  * for the allocator of the running call's own that leak_check, scratch or
  * fault injection gave beam_allocator (gone at the call's return), the
- * allocator beam_allocator is without them. */
-BEAM__HIDDEN beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent);
+ * allocator beam_allocator is without them; *injected: parent was fault
+ * injection's. */
+BEAM__HIDDEN beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
+                                                       bool *injected);
 
 /* The attached driver of this copy, or NULL (the common case). Read with
  * one relaxed load on every BEAM_NIF call. */

@@ -473,12 +473,14 @@ bool beam_resource_init(ErlNifEnv *env) {
 }
 
 /* A resource made over the call's own allocator takes the lasting one
- * (beam__nif_lasting_parent), but its making is still asked of the call's:
- * under fault injection that allocation is one a check counts and fails,
- * so the NIF's handling of a NULL from beam_resource_new is tested (a bug
- * hunt found every resource exempt, where the README promised it checked).
- * Asked with the resource's size and the caller's return address, so that
- * a report names the NIF's line; freed at once. */
+ * (beam__nif_lasting_parent), but under fault injection its making is
+ * still asked of the call's: that allocation is one a check counts and
+ * fails, so the NIF's handling of a NULL from beam_resource_new is tested
+ * (a bug hunt found every resource exempt, where the README promised it
+ * checked). Asked with the resource's size and the caller's return
+ * address, so that a report names the NIF's line; freed at once. Not in a
+ * leak_check or scratch call: there it would only cost (a large user area
+ * taken twice over, in safe mode: review). */
 static bool scoped_allows(beam_allocator_t scoped, size_t len, uintptr_t ret) {
     void *p = beam_alloc_bytes_at(scoped, len, BEAM_MAX_ALIGN, ret);
     if (p == NULL)
@@ -500,8 +502,9 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
         return NULL;
     if (user_size > BEAM__MAX_LEN - sizeof(beam_resource_t))
         return NULL;
-    beam_allocator_t lasting = beam__nif_lasting_parent(parent);
-    if ((lasting.ctx != parent.ctx || lasting.vtable != parent.vtable) &&
+    bool injected;
+    beam_allocator_t lasting = beam__nif_lasting_parent(parent, &injected);
+    if (injected &&
         !scoped_allows(parent, sizeof(beam_resource_t) + user_size, ret))
         return NULL;
     beam_resource_t *r =
