@@ -81,13 +81,9 @@ defmodule BeamAlloc do
   def stats(module) when is_atom(module) do
     # :beam_alloc.find_stats/1 loads the module first (its @on_load loads
     # its NIF library).
-    case driver(fn -> :beam_alloc.find_stats(module) end) do
-      {:ok, stats} ->
-        stats
-
-      {:error, :not_loaded} ->
-        raise ArgumentError,
-              "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
+    case erlang_side(module, fn -> :beam_alloc.find_stats(module) end) do
+      {:ok, stats} -> stats
+      {:error, :not_loaded} -> not_loaded!(module)
     end
   end
 
@@ -109,31 +105,25 @@ defmodule BeamAlloc do
   """
   @spec collect(module()) :: :ok
   def collect(module) when is_atom(module) do
-    driver(fn -> :beam_alloc.collect(module) end)
-  rescue
-    error in ErlangError ->
-      case error.original do
-        {:not_loaded, ^module} ->
-          raise ArgumentError,
-                "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
-
-        _ ->
-          reraise error, __STACKTRACE__
-      end
+    erlang_side(module, fn -> :beam_alloc.collect(module) end)
   end
 
   def collect(other) do
     raise ArgumentError, "expected a module name, got: #{inspect(other)}"
   end
 
-  # beam_alloc's own driver (priv/beam_alloc_testing.so) not loaded, which
-  # :beam_alloc raises as {:driver, reason}: a RuntimeError saying so (the
-  # ErlangError read as "no NIF library ... for the module": review).
-  defp driver(fun) do
+  # A call of :beam_alloc for module, its errors as Elixir's: no library
+  # for module, an ArgumentError; beam_alloc's own driver
+  # (priv/beam_alloc_testing.so) not loaded, a RuntimeError saying so (it
+  # read as "no NIF library ... for the module": review).
+  defp erlang_side(module, fun) do
     fun.()
   rescue
     error in ErlangError ->
       case error.original do
+        {:not_loaded, ^module} ->
+          not_loaded!(module)
+
         {:driver, reason} ->
           raise RuntimeError,
                 "beam_alloc's driver (priv/beam_alloc_testing.so) could not be loaded: " <>
@@ -142,5 +132,9 @@ defmodule BeamAlloc do
         _ ->
           reraise error, __STACKTRACE__
       end
+  end
+
+  defp not_loaded!(module) do
+    raise ArgumentError, "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
   end
 end

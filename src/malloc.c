@@ -128,7 +128,7 @@ static void report_bad(const char *call, const void *p, enum hdr_state why,
  * for them before a header is read (the GPA paths compare the vtable with
  * the GPA's and need no test). Through the refusing allocator a header
  * was read: beam_msize of a stray pointer faulted (found in a bug hunt). */
-static inline bool no_vtable(beam_allocator_t a) {
+static inline bool serves_nothing(beam_allocator_t a) {
     return BEAM__UNLIKELY(a.vtable == NULL ||
                           a.vtable == &beam__refusing_vtable);
 }
@@ -150,7 +150,7 @@ static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
 }
 
 static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
-    if (no_vtable(a)) {
+    if (serves_nothing(a)) {
         report_ignored("beam_mfree", p, no_blocks_said(a), false, ret);
         return;
     }
@@ -167,7 +167,7 @@ static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
 
 static void *hdr_mrealloc(beam_allocator_t a, void *p, size_t n,
                           uintptr_t ret) {
-    if (no_vtable(a))
+    if (serves_nothing(a))
         return NULL;
     size_t good, new_good = hdr_good(n);
     char *base;
@@ -372,7 +372,7 @@ static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
         report_not_gpa_block("beam_msize", p, ret);
         return 0;
     }
-    if (no_vtable(a)) {
+    if (serves_nothing(a)) {
         report_ignored("beam_msize", p, no_blocks_said(a), false, ret);
         return 0;
     }

@@ -128,13 +128,16 @@ bool beam__error_term(ErlNifEnv *env, const char *tag, const char *message,
 /* The errors both languages name, each its own way: an Erlang name in an
  * Elixir module raises Elixir's exception, and Elixir's name in an Erlang
  * module raises the Erlang error (a NIF library shared by both showed
- * Erlang callers {'ArgumentError', ...}: found in a bug hunt). */
+ * Erlang callers {'ArgumentError', ...}: found in a bug hunt). to_elixir:
+ * the first way too ("error" goes to Elixir as any other lower-case name
+ * does, RuntimeError "error: message"). */
 static const struct {
     const char *erlang, *elixir;
-} known_errors[] = {{"badarg", "ArgumentError"},
-                    {"badarith", "ArithmeticError"},
-                    {"system_limit", "SystemLimitError"},
-                    {"error", "RuntimeError"}};
+    bool to_elixir;
+} known_errors[] = {{"badarg", "ArgumentError", true},
+                    {"badarith", "ArithmeticError", true},
+                    {"system_limit", "SystemLimitError", true},
+                    {"error", "RuntimeError", false}};
 #define KNOWN_ERRORS (sizeof known_errors / sizeof known_errors[0])
 
 /* beam_raise's reason in an Erlang module: {Name, Message}, a leading
@@ -173,9 +176,9 @@ static const char *elixir_name_of(const char *exception, const char **head) {
     *head = NULL;
     if (!(exception[0] >= 'a' && exception[0] <= 'z'))
         return exception;
-    /* ("error" is not among them: its RuntimeError says "error: ...".) */
-    for (size_t i = 0; i + 1 < KNOWN_ERRORS; i++)
-        if (strcmp(exception, known_errors[i].erlang) == 0)
+    for (size_t i = 0; i < KNOWN_ERRORS; i++)
+        if (known_errors[i].to_elixir &&
+            strcmp(exception, known_errors[i].erlang) == 0)
             return known_errors[i].elixir;
     *head = exception;
     return "RuntimeError";
