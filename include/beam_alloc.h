@@ -356,7 +356,15 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     block is back in it.
  *   - A thread's frees into slabs its heap does not own wait on the heap
  *     (up to 63 blocks) and reach their slabs at its next refill, or when
- *     the heap is retired or collected.
+ *     the heap is retired or collected. A thread with no heap of the
+ *     instance puts its frees straight into their slabs. When it frees 16
+ *     blocks of the instance in a row (a consumer of another thread's
+ *     blocks) and one of its eight slots is empty, it gets a heap (some
+ *     1.2 KiB from the backing, once, then linked under the instance's
+ *     lock; only when the chain of backings ends in the raw or the large
+ *     allocator), which
+ *     counts its frees without shared atomics and, until it allocates,
+ *     still puts them straight into their slabs.
  *   - A segment whose slabs are all free goes back to the backing allocator
  *     as soon as the pool holds 8 more free slabs than the segment has, and
  *     always at beam_gpa_collect.

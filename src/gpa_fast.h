@@ -126,11 +126,9 @@ BEAM__HIDDEN void beam__gpa_free_general(beam_gpa_t *gpa, void *mem, size_t len,
                                          size_t alignment, uintptr_t ret);
 
 /* Out of line (gpa.c): a free into a slab this thread's heap h does not
- * own; a free by a thread with no heap of st. */
+ * own. */
 BEAM__HIDDEN void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s, void **b,
                                            size_t len, gpa_heap *h);
-BEAM__HIDDEN void beam__gpa_free_remote(gpa_state *st, gpa_slab *s, void **b,
-                                        size_t len);
 
 /* A free by h's thread into s, whose heap field o it read, that is a plain
  * push on s's own list: s is kept by h and keeps a live block after it
@@ -144,20 +142,12 @@ static BEAM__ALWAYS_INLINE bool gpa_kept_plain_free(gpa_heap *h, gpa_slab *s,
            beam__atomic_load_relaxed(&s->thread_free) == 0;
 }
 
-/* The block b of slab s passed every check: tag it free and give it back,
- * to the slab's own list when this thread's heap owns or keeps it (but a
- * kept slab's last live block), else through free_elsewhere, or, with no
- * heap of st on this thread, to the slab's atomic stack. The local free
- * makes no call but, rarely, the publication of the stats. */
-static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
-                                                  void **b, size_t len) {
-    b[1] = (void *)beam__gpa_tag(st, b);
-    gpa_tls_slot *slot = gpa_fast_slot();
-    if (BEAM__UNLIKELY(slot->id != st->id)) {
-        beam__gpa_free_remote(st, s, b, len);
-        return;
-    }
-    gpa_heap *h = slot->heap;
+/* A free by h, this thread's heap of st, of block b of slab s (tagged
+ * free): to the slab's own list when h owns or keeps it (but a kept slab's
+ * last live block), else through free_elsewhere. No call but, rarely, the
+ * publication of the stats. */
+static BEAM__ALWAYS_INLINE void
+gpa_release_by(gpa_state *st, gpa_slab *s, void **b, size_t len, gpa_heap *h) {
     gpa_heap_enter_fast(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
         gpa_heap *o = beam__atomic_load_relaxed(&s->heap);
@@ -171,6 +161,24 @@ static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
     }
     gpa_heap_leave_fast(h);
     beam__gpa_free_elsewhere(st, s, b, len, h);
+}
+
+/* Out of line (gpa.c): a free by a thread whose first slot is not st's. */
+BEAM__HIDDEN void beam__gpa_free_unslotted(gpa_state *st, gpa_slab *s, void **b,
+                                           size_t len);
+
+/* The block b of slab s passed every check: tag it free and give it back
+ * through this thread's heap of st (gpa_release_by), found in the first
+ * slot, else out of line. */
+static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
+                                                  void **b, size_t len) {
+    b[1] = (void *)beam__gpa_tag(st, b);
+    gpa_tls_slot *slot = gpa_fast_slot();
+    if (BEAM__UNLIKELY(slot->id != st->id)) {
+        beam__gpa_free_unslotted(st, s, b, len);
+        return;
+    }
+    gpa_release_by(st, s, b, len, slot->heap);
 }
 
 /* Every check of a small free on slab s (a slab, or a sub-slab): ours

@@ -154,6 +154,15 @@ static size_t meta_align_over(beam_allocator_t b) {
     return b.vtable == &beam__large_vtable ? GPA_NESTED_META_ALIGN : 0;
 }
 
+/* Does the chain of backings from b (instances, to any depth) end in the
+ * raw or the large allocator? Then a heap can be made on any thread: see
+ * beam__gpa_heap_for_free. */
+static bool chain_thread_safe(beam_allocator_t b) {
+    for (int depth = 0; depth < 16 && b.vtable == &beam__gpa_vtable; depth++)
+        b = ((const beam_gpa_t *)b.ctx)->backing;
+    return b.vtable == &beam__raw_vtable || b.vtable == &beam__large_vtable;
+}
+
 /* A state's alignment at its backing: its type's, or meta_align (the
  * state is metadata too) when that is larger. */
 static size_t state_alignment(size_t meta_align) {
@@ -185,6 +194,11 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     st->flags = gpa->flags;
     st->safe = (gpa->flags & BEAM_GPA_SAFE) != 0;
     st->track = st->safe || (gpa->flags & BEAM_GPA_TRACK_SITES) != 0;
+    /* A heap made for a free takes its memory from the backing on the
+     * freeing thread: only over chains of the built-in thread-safe
+     * allocators (a GPA over an arena may be allocated from on one thread
+     * and freed into from others; a failing allocator counts calls). */
+    st->free_heaps = chain_thread_safe(b);
     beam__atomic_store_relaxed(&st->meta_bytes, sizeof *st);
     beam__lock_init(&st->lock);
     if (!registry_add(st)) {
@@ -272,6 +286,9 @@ static void slot_retire(gpa_tls_slot *slot) {
     unpin(st);
 }
 
+/* (A free while the slots are retired may make a heap in one retired
+ * already, beam__gpa_heap_for_free: the hook, armed again by it, retires
+ * that one in its next round.) */
 void beam__gpa_thread_exit(void) {
     for (int i = 0; i < GPA_TLS_SLOTS; i++)
         slot_retire(&beam__gpa_tls[i]);
@@ -317,6 +334,78 @@ static int victim_slot(void) {
     return at;
 }
 
+/* A heap made and given no slot: back to its instance. */
+static void heap_drop(gpa_state *st, gpa_heap *h) {
+    gpa_defer *defer = NULL;
+    gpa_lock(st);
+    heap_abandon(st, h, &defer);
+    gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
+}
+
+/* A slot emptied for a new heap, or -1 (victim_slot). Retiring gives
+ * memory back to other instances: frees only, and a free makes a heap
+ * in an empty slot alone (beam__gpa_heap_for_free), so the one it can
+ * take is the slot just retired: then another goes. */
+static int slot_vacate(void) {
+    for (;;) {
+        int at = victim_slot();
+        if (at < 0)
+            return -1;
+        slot_retire(&beam__gpa_tls[at]);
+        if (beam__gpa_tls[at].id == 0)
+            return at;
+    }
+}
+
+/* A slot no instance holds, or -1. */
+static int empty_slot(void) {
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        if (beam__gpa_tls[i].id == 0)
+            return i;
+    return -1;
+}
+
+/* A heap for a thread that frees into st and has none: made at its
+ * GPA_FREE_STREAK-th free into st in a row (the count is in the thread's
+ * cold block: the library's thread-locals stay within the spare of static
+ * TLS) and put in an empty slot, never in place of another heap: a thread
+ * that streams another's blocks back gets one at once; one that frees now
+ * and then into many instances (blocks of many resources' instances, say)
+ * neither makes a heap for each nor evicts the heaps it allocates from. */
+static gpa_heap *heap_for_free_make(gpa_state *st) {
+    if (!st->free_heaps)
+        return NULL;
+    beam__thread_cold *cold = beam__cold();
+    if (cold == NULL || empty_slot() < 0)
+        return NULL;
+    if (cold->gpa_free_streak_id != st->id) {
+        cold->gpa_free_streak_id = st->id;
+        cold->gpa_free_streak = 0;
+    }
+    if (++cold->gpa_free_streak < GPA_FREE_STREAK)
+        return NULL;
+    cold->gpa_free_streak = 0;
+    /* Made before the slot is chosen: making it may allocate from other
+     * instances, and so use the slots. */
+    gpa_heap *h = heap_create(st);
+    if (h == NULL)
+        return NULL;
+    int at = empty_slot();
+    if (at < 0) {
+        heap_drop(st, h);
+        return NULL;
+    }
+    beam__thread_exit_arm();
+    beam__gpa_tls[at] = (gpa_tls_slot){st, st->id, h, st->reg};
+    return h;
+}
+
+gpa_heap *beam__gpa_heap_for_free(gpa_state *st) {
+    gpa_heap *h = beam__gpa_heap_if_any(st);
+    return h != NULL ? h : heap_for_free_make(st);
+}
+
 gpa_heap *beam__gpa_heap_if_any(const gpa_state *st) {
     for (int i = 0; i < GPA_TLS_SLOTS; i++)
         if (beam__gpa_tls[i].id == st->id)
@@ -326,8 +415,10 @@ gpa_heap *beam__gpa_heap_if_any(const gpa_state *st) {
 
 gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa) {
     gpa_state *st = beam__gpa_state_slow(gpa);
-    if (st == NULL)
-        return NULL;
+    return st == NULL ? NULL : beam__gpa_heap_of(st);
+}
+
+gpa_heap *beam__gpa_heap_of(gpa_state *st) {
 #ifdef GPA_TLS_OFFSET
     /* Every thread's first call of every instance comes here. */
     BEAM__TLS_LEARN(beam__gpa_tls_offset, beam__gpa_tls);
@@ -349,21 +440,13 @@ gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa) {
             return NULL;
         found = (gpa_tls_slot){st, st->id, h, st->reg};
         beam__thread_exit_arm();
-        at = victim_slot();
+        at = slot_vacate();
         if (at < 0) {
             /* Nested eight deep: this call fails rather than take a heap
              * from under a call in progress. */
-            gpa_defer *defer = NULL;
-            gpa_lock(st);
-            heap_abandon(st, h, &defer);
-            gpa_unlock(st);
-            beam__gpa_defer_run(st, defer);
+            heap_drop(st, h);
             return NULL;
         }
-        /* Retiring gives memory back to other instances (frees only: no
-         * slot changes under our feet). */
-        slot_retire(&beam__gpa_tls[at]);
-        GPA_ASSERT(beam__gpa_tls[at].id == 0);
     }
     memmove(&beam__gpa_tls[1], &beam__gpa_tls[0], (size_t)at * sizeof found);
     beam__gpa_tls[0] = found;

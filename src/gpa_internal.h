@@ -179,14 +179,19 @@
  * stash (plain stores); the stash is pushed to the blocks' slabs, one
  * atomic push each, once it holds GPA_STASH_MAX blocks (their lines are in
  * cache by then), before every refill, and whenever the heap is stripped
- * (retired or collected). Stashed blocks are free to every check (their
- * tag is set) and counted as freed, but still used in their slab, which
- * therefore stays out of the pool. The stash is owner-only inside the busy
- * bracket (a collector's while the heap is revoked), like cur[]. It is not
- * a cache to allocate from: blocks handed out from it never go home, and
- * in a class whose blocks outgrow a slab the frees and allocations then
- * switch between slab and stash unpredictably (measured: README, "Where
- * the time goes").
+ * (retired or collected). A thread with no heap of the instance gets one
+ * at its GPA_FREE_STREAK-th free into it in a row, in an empty slot
+ * (beam__gpa_heap_for_free: a consumer of another thread's blocks); such a
+ * heap, until it allocates, stashes nothing: each free is an atomic push
+ * at once, counted in the heap. Without a heap (no empty slot, no memory)
+ * it is the same push, counted in the instance's shared counters. Stashed
+ * blocks are free to every check (their tag is set) and counted as freed, but
+ * still used in their slab, which therefore stays out of the pool. The stash is
+ * owner-only inside the busy bracket (a collector's while the heap is revoked),
+ * like cur[]. It is not a cache to allocate from: blocks handed out from it
+ * never go home, and in a class whose blocks outgrow a slab the frees and
+ * allocations then switch between slab and stash unpredictably (measured:
+ * README, "Where the time goes").
  *
  * Invariants (asserted in debug builds):
  *  - slab->base is 64 KiB aligned, a sub-slab's 4 KiB aligned and aligned
@@ -258,6 +263,7 @@
 #define GPA_MAX_SEGMENT_SLABS 63
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 #define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
+#define GPA_FREE_STREAK 16        /* frees in a row that make a heap */
 #define GPA_KEPT_MAX 32           /* kept slabs a heap holds per class */
 /* Sub-slabs (see "Small first slabs" above): pages of 4 KiB, 16 a chunk. */
 #define GPA_PAGE_SHIFT 12
@@ -452,7 +458,9 @@ typedef struct gpa_heap {
     bool graduated;       /* a class graduated: segments of whole slabs */
     unsigned sub_total;   /* pages of sub-slabs taken (gpa_slab.c) */
     beam__counters stats; /* this heap's allocations and frees */
-    unsigned refills;     /* alloc_slow calls, to pace trimming */
+    unsigned refills;     /* alloc_slow calls, to pace trimming; 0: the
+                             heap never allocated (its frees stash
+                             nothing: beam__gpa_free_elsewhere) */
     /* The stash (see "The stash" above): blocks this heap's thread freed
      * into slabs the heap does not own, linked through word 0. */
     void **stash;
@@ -483,6 +491,8 @@ struct beam_gpa_state {
     uintptr_t cookie; /* free-block tag key */
     bool track;       /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
     bool safe;        /* BEAM_GPA_SAFE */
+    bool free_heaps;  /* a thread that only frees may get a heap (its
+                         backings are: beam__gpa_heap_for_free) */
     unsigned flags;   /* beam_gpa_init_ex's: frames kept (frames.h) */
     char gap_after[64];
     _Atomic uint32_t pins; /* threads retiring a heap of it (gpa_heap.c) */
@@ -834,6 +844,12 @@ BEAM__HIDDEN gpa_state *beam__gpa_state_slow(beam_gpa_t *gpa);
 BEAM__HIDDEN void beam__gpa_state_free(gpa_state *st);
 /* This thread's heap of gpa, made when missing; NULL when out of memory. */
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_slow(beam_gpa_t *gpa);
+/* The same for a state made already; the heap takes the first slot. */
+BEAM__HIDDEN gpa_heap *beam__gpa_heap_of(gpa_state *st);
+/* For a free: this thread's heap of st in any slot, else one made in an
+ * empty slot when the thread has freed GPA_FREE_STREAK blocks of st in a
+ * row; else NULL. */
+BEAM__HIDDEN gpa_heap *beam__gpa_heap_for_free(gpa_state *st);
 /* This thread's heap of st if it has one (never makes one). */
 BEAM__HIDDEN gpa_heap *beam__gpa_heap_if_any(const gpa_state *st);
 /* Push every block of h's stash to its slab (the owner inside the busy

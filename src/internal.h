@@ -385,6 +385,10 @@ typedef struct beam__thread_cold {
     char nif_name[BEAM__NIF_NAME_MAX]; /* beam_nif_function_name */
     size_t raw_refused_alignment; /* raw.c: its last refusal, 0 once read */
     uintptr_t raw_refused_ret;    /* and that call's return address */
+    /* gpa_heap.c: frees in a row into the instance of that id by this
+     * thread, which has no heap of it. */
+    uint64_t gpa_free_streak_id;
+    unsigned gpa_free_streak;
     struct beam__thread_cold *prev, *next; /* every live one (thread_exit.c) */
 } beam__thread_cold;
 /* This thread's, made on first use; NULL when out of memory. */

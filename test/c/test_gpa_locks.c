@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include "check.h"
+#include "gpa_internal.h"
 
 #include <beam_alloc.h>
 
@@ -402,6 +403,138 @@ TEST(gpa_owner_reuses_what_another_thread_freed) {
     CHECK(u.live_blocks == 200000);
     CHECK(u.backing_bytes < 200000 * 64 * 5 / 4 + 2 * 1024 * 1024);
     CHECK(!beam_gpa_deinit(&g));
+}
+
+/* A thread that only frees another's blocks: a streak of frees into one
+ * instance gives it a heap of its own (counted there, stashed, no shared
+ * atomics); frees scattered over instances do not. */
+typedef struct only_frees {
+    beam_gpa_t *gpa[2];
+    void **blocks[2];
+    size_t n;          /* blocks of each freed in stage 0 */
+    size_t all;        /* blocks of gpa[0] */
+    bool heap[3];      /* had a heap of gpa[0] after each stage */
+    bool other_heap;   /* had a heap of gpa[1] after stage 0 */
+    bool stashed;      /* its heap held blocks back after stage 1 */
+    check_phase phase; /* main: 1 stage 1 may go; thread: 2 done */
+} only_frees;
+
+static bool has_heap_of(beam_gpa_t *g) {
+    gpa_state *st = beam__gpa_state_of(g);
+    return st != NULL && beam__gpa_heap_if_any(st) != NULL;
+}
+
+static void *free_alternately_then_in_a_row(void *arg) {
+    only_frees *o = (only_frees *)arg;
+    /* Stage 0: alternately into two instances, never GPA_FREE_STREAK in a
+     * row into either. */
+    for (size_t i = 0; i < o->n; i++)
+        for (int k = 0; k < 2; k++)
+            beam_free_bytes(beam_gpa_allocator(o->gpa[k]), o->blocks[k][i], 64,
+                            8);
+    o->heap[0] = has_heap_of(o->gpa[0]);
+    o->other_heap = has_heap_of(o->gpa[1]);
+    /* Stage 1: a streak into gpa[0]; its blocks then wait in the stash
+     * (fewer than GPA_STASH_MAX) while this thread idles. */
+    beam_allocator_t a = beam_gpa_allocator(o->gpa[0]);
+    for (size_t i = o->n; i < o->n + GPA_FREE_STREAK; i++)
+        beam_free_bytes(a, o->blocks[0][i], 64, 8);
+    o->heap[1] = has_heap_of(o->gpa[0]);
+    /* A heap that never allocated stashes nothing: nothing of its own
+     * would flush the stash while its thread idles. */
+    o->stashed = o->heap[1] &&
+                 beam__gpa_heap_if_any(beam__gpa_state_of(o->gpa[0]))->stash_n;
+    check_phase_set(&o->phase, 1);
+    check_phase_wait(&o->phase, 2);
+    /* Stage 2: the rest, past a full stash. */
+    for (size_t i = o->n + GPA_FREE_STREAK; i < o->all; i++)
+        beam_free_bytes(a, o->blocks[0][i], 64, 8);
+    o->heap[2] = has_heap_of(o->gpa[0]);
+    return NULL;
+}
+
+TEST(gpa_a_thread_that_only_frees_gets_a_heap_by_a_streak) {
+    enum { N = GPA_FREE_STREAK - 1, ALL = 2 * N + 2 * GPA_STASH_MAX };
+    beam_gpa_t g[2];
+    void *b0[ALL], *b1[N];
+    only_frees o = {
+        .gpa = {&g[0], &g[1]}, .blocks = {b0, b1}, .n = N, .all = ALL};
+    check_phase_init(&o.phase);
+    for (int k = 0; k < 2; k++)
+        beam_gpa_init(&g[k], beam_large_allocator);
+    for (size_t i = 0; i < ALL; i++)
+        b0[i] = beam_alloc_bytes(beam_gpa_allocator(&g[0]), 64, 8);
+    for (size_t i = 0; i < N; i++)
+        b1[i] = beam_alloc_bytes(beam_gpa_allocator(&g[1]), 64, 8);
+    pthread_t t;
+    pthread_create(&t, NULL, free_alternately_then_in_a_row, &o);
+    check_phase_wait(&o.phase, 1);
+    /* Stashed blocks count as freed, and a collection takes them back. */
+    beam_gpa_usage mid = beam_gpa_usage_of(&g[0]);
+    beam_gpa_collect(&g[0]);
+    beam_gpa_usage collected = beam_gpa_usage_of(&g[0]);
+    check_phase_set(&o.phase, 2);
+    pthread_join(t, NULL);
+    beam_gpa_usage end = beam_gpa_usage_of(&g[0]);
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(beam_gpa_allocator(&g[0]), &s));
+    CHECK(!o.heap[0] && !o.other_heap);
+    CHECK(o.heap[1] && o.heap[2] && !o.stashed);
+    CHECK(mid.live_blocks == (size_t)ALL - N - GPA_FREE_STREAK);
+    CHECK(collected.live_blocks == mid.live_blocks);
+    CHECK(end.live_blocks == 0 && s.live_bytes == 0);
+    CHECK(s.allocations == ALL && s.frees == ALL);
+    for (int k = 0; k < 2; k++) {
+        CHECK(beam_gpa_usage_of(&g[k]).misuse_count == 0);
+        CHECK(!beam_gpa_deinit(&g[k]));
+    }
+}
+
+typedef struct owner_of {
+    beam_gpa_t *gpa;
+    void **blocks;
+    size_t n;
+} owner_of;
+
+static void *allocate_them(void *arg) {
+    owner_of *o = (owner_of *)arg;
+    for (size_t i = 0; i < o->n; i++)
+        o->blocks[i] = beam_alloc_bytes(beam_gpa_allocator(o->gpa), 64, 8);
+    return NULL;
+}
+
+/* A thread whose eight slots hold heaps it allocates from frees a streak
+ * of another instance's blocks: it makes no heap for them, which would
+ * evict one of its own (each burst of frees into many instances would
+ * strip a heap and make one). */
+TEST(gpa_frees_never_evict_a_heap_the_thread_allocates_from) {
+    enum { N = 4 * GPA_FREE_STREAK };
+    beam_gpa_t g[GPA_TLS_SLOTS + 1];
+    for (int i = 0; i <= GPA_TLS_SLOTS; i++)
+        beam_gpa_init(&g[i], beam_large_allocator);
+    void *theirs[N], *mine[GPA_TLS_SLOTS];
+    owner_of o = {&g[GPA_TLS_SLOTS], theirs, N};
+    pthread_t t;
+    pthread_create(&t, NULL, allocate_them, &o);
+    pthread_join(t, NULL);
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        mine[i] = beam_alloc_bytes(beam_gpa_allocator(&g[i]), 64, 8);
+    for (size_t i = 0; i < N; i++)
+        beam_free_bytes(beam_gpa_allocator(&g[GPA_TLS_SLOTS]), theirs[i], 64,
+                        8);
+    bool own_heaps = true;
+    for (int i = 0; i < GPA_TLS_SLOTS; i++)
+        own_heaps = own_heaps && has_heap_of(&g[i]);
+    CHECK(own_heaps);
+    CHECK(!has_heap_of(&g[GPA_TLS_SLOTS]));
+    beam_alloc_stats s;
+    CHECK(beam_allocator_stats(beam_gpa_allocator(&g[GPA_TLS_SLOTS]), &s));
+    CHECK(s.live_blocks == 0 && s.live_bytes == 0 && s.frees == N);
+    for (int i = 0; i <= GPA_TLS_SLOTS; i++) {
+        if (i < GPA_TLS_SLOTS)
+            beam_free_bytes(beam_gpa_allocator(&g[i]), mine[i], 64, 8);
+        CHECK(!beam_gpa_deinit(&g[i]));
+    }
 }
 
 /* ---- 4. the peak is never above the true one --------------------------- */
