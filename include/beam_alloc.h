@@ -244,7 +244,11 @@ static inline size_t beam_align_at_least(size_t alignment, size_t natural) {
  * BEAM_MAX_ALIGN fail with NULL. Resize succeeds only when shrinking; remap
  * uses enif_realloc. Stateless: ctx is NULL. It keeps nothing about its
  * blocks, so a double or foreign free goes to enif_free as it is (the
- * general purpose allocator catches those). */
+ * general purpose allocator catches those), but for a block of a general
+ * purpose allocator of the same library (one NIF freeing what another,
+ * with a GPA as its allocator, took): a free, resize or remap of one is
+ * refused with a report (a misuse), where enif_free would crash the VM.
+ * The large allocator does the same. */
 BEAM_API extern const beam_allocator_t beam_raw_allocator;
 
 /* For <beam_alloc.hpp>, not to be called directly: true, once, when the
@@ -386,8 +390,11 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * again without its deinit, it abandons what it held: its blocks and its
  * state stay allocated from the backing, unreported (init cannot tell an
  * instance in use from uninitialised memory, nor one whose backing is gone
- * from one whose backing lives). The fields are internal; set options
- * through beam_gpa_init_ex.
+ * from one whose backing lives). Its memory stays marked as an instance's
+ * too: should its backing give that memory back anyway (an arena deinit
+ * under it), the raw and the large allocator refuse, as a general purpose
+ * allocator's, blocks the system later places there. The fields are
+ * internal; set options through beam_gpa_init_ex.
  * ---------------------------------------------------------------------- */
 
 /** Largest block served from a size class; above it, blocks up to 64 KiB

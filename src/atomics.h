@@ -33,6 +33,19 @@
 #endif
 #endif
 
+/* Orderings ThreadSanitizer cannot see, told to it (nothing otherwise):
+ * the system allocator's, from a free of a block to the reuse of its
+ * memory by another thread. */
+#ifdef BEAM__TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define beam__tsan_acquire(p) __tsan_acquire((void *)(p))
+#define beam__tsan_release(p) __tsan_release((void *)(p))
+#else
+#define beam__tsan_acquire(p) ((void)0)
+#define beam__tsan_release(p) ((void)0)
+#endif
+
 #define BEAM__RLX memory_order_relaxed
 #define BEAM__ACQ memory_order_acquire
 #define BEAM__REL memory_order_release

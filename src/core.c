@@ -84,19 +84,39 @@ static BEAM__ALWAYS_INLINE bool real_block(const void *mem, size_t len) {
 /* A misuse like the GPA's wrong-length free (and counted as one, so that a
  * leak_check call raises with that kind, not as the leak it leaves). call:
  * "free", "resize", "remap" or "realloc"; what: the refusal's reason. */
-BEAM__NOINLINE void beam__report_refused(const char *call, void *mem,
-                                         size_t len, size_t alignment,
-                                         uintptr_t ret, const char *what) {
+BEAM__NOINLINE void beam__report_refused_as(const char *kind, const char *call,
+                                            void *mem, size_t len,
+                                            size_t alignment, uintptr_t ret,
+                                            const char *what) {
     char site[512], line[BEAM__REPORT_LINE];
     snprintf(line, sizeof line,
              "beam_alloc: %s of %p ignored: %s (length %zu, alignment %zu; "
              "called from %s)",
              call, mem, what, len, alignment,
              beam__describe_addr(ret, site, sizeof site));
-    beam__misuse_note(strcmp(call, "free") == 0 ? BEAM__KIND_WRONG_FREE
-                                                : BEAM__KIND_RESIZE,
-                      line);
+    beam__misuse_note(kind, line);
     beam__report_line(line);
+}
+
+BEAM__NOINLINE void beam__report_refused(const char *call, void *mem,
+                                         size_t len, size_t alignment,
+                                         uintptr_t ret, const char *what) {
+    beam__report_refused_as(strcmp(call, "free") == 0 ? BEAM__KIND_WRONG_FREE
+                                                      : BEAM__KIND_RESIZE,
+                            call, mem, len, alignment, ret, what);
+}
+
+BEAM__NOINLINE void beam__report_gpa_block(const char *call, const char *who,
+                                           void *mem, size_t len,
+                                           size_t alignment, uintptr_t ret) {
+    char what[200];
+    snprintf(what, sizeof what,
+             "a block of a general purpose allocator, given to the %s "
+             "allocator (only its own allocator can %s it)",
+             who, call);
+    beam__report_refused_as(strcmp(call, "free") == 0 ? BEAM__KIND_FOREIGN_FREE
+                                                      : BEAM__KIND_RESIZE,
+                            call, mem, len, alignment, ret, what);
 }
 
 BEAM__NOINLINE void beam__report_not_newest(const char *call, void *mem,
@@ -283,7 +303,8 @@ static BEAM__ALWAYS_INLINE void free_entry(beam_allocator_t a, void *mem,
         return;
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(real_block(mem, len) &&
-                            beam__raw_alignment(alignment))) {
+                            beam__raw_alignment(alignment) &&
+                            !gpa_map_holds(mem))) {
         beam__raw_free(mem, len);
         return;
     }

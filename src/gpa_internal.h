@@ -730,6 +730,29 @@ static inline gpa_slab *beam__gpa_slab_of(const void *p) {
     return k == GPA_PAGE_FREE ? e : NULL;
 }
 
+/* beam__gpa_holds inline: p is in a slab in use (blocks, live or free) or
+ * in a page of ours of a chunk cut into sub-slabs. Never true of memory
+ * the backing has or lent to anyone else (a refusal would leak it): an
+ * entry is unmapped (where, then its owner) before its memory goes back;
+ * a slack chunk's pages that are not ours are GPA_PAGE_NONE, published
+ * before WHERE_MIXED; a chunk just claimed (owner set, where still POOL)
+ * and a pool slab, which holds no block, answer no. */
+static BEAM__ALWAYS_INLINE bool gpa_map_holds(const void *p) {
+    gpa_slab *e = beam__gpa_map_slot(p);
+    if (BEAM__LIKELY(beam__gpa_owner(e) == NULL))
+        return false;
+    uint8_t where = beam__atomic_load_acquire(&e->where);
+    if (where != WHERE_MIXED)
+        return where != WHERE_POOL;
+    unsigned page =
+        (unsigned)((uintptr_t)p >> GPA_PAGE_SHIFT) & (GPA_PAGES - 1);
+    bool ours = gpa_page(e, page) != GPA_PAGE_NONE;
+    /* A raw block p next to a slack piece: once freed, its memory may go
+     * to a new segment, whose map entry is this one (entry_reset). */
+    beam__tsan_release(e);
+    return ours;
+}
+
 /* s is a sub-slab (not a map entry). */
 static inline bool gpa_is_sub(gpa_slab *s) {
     struct gpa_mixed *m = beam__atomic_load_relaxed(&s->mixed);

@@ -43,6 +43,10 @@ static gpa_slab *map_slot_make(const void *p) {
     return &leaf[g & (GPA_MAP_SIZE - 1)];
 }
 
+bool beam__gpa_holds(const void *p) {
+    return gpa_map_holds(p);
+}
+
 void beam__gpa_map_free(void) {
     for (size_t i = 0; i < GPA_MAP_SIZE; i++) {
         gpa_slab *leaf =
@@ -304,7 +308,11 @@ static void entry_reset(gpa_slab *s) {
     beam__atomic_store_relaxed(&s->mixed, NULL);
     s->free = NULL;
     s->bump = s->base = s->end = NULL;
-    s->used = s->size = s->recip = 0;
+    /* used and size are pages[] of a mixed chunk, which frees read
+     * (beam__gpa_holds, from any thread): atomically. */
+    beam__atomic_store_plain_relaxed(&s->used, 0);
+    beam__atomic_store_plain_relaxed(&s->size, 0);
+    s->recip = 0;
     s->prev_size = s->fast_span = s->cls = s->requeue = 0;
     s->next = s->prev = s->reclaim_next = NULL;
     s->seg = NULL;
@@ -344,6 +352,9 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
         gpa_state *prev = beam__atomic_load_acquire(&s->st);
         GPA_ASSERT(prev == NULL);
         (void)prev;
+        /* And the raw frees that read it (gpa_map_holds) before the
+         * memory came to us through the backing. */
+        beam__tsan_acquire(s);
         entry_reset(s);
         s->base = s->end = base + i * GPA_SLAB_SIZE;
         s->bump = s->base;

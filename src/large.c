@@ -136,9 +136,14 @@ static void *large_alloc(void *ctx, size_t len, size_t alignment,
     return p;
 }
 
-/* A call given a block placed at another alignment: reported, refused. */
+/* A call given a general purpose allocator's block, or a block placed at
+ * another alignment: reported, refused. */
 static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
                       uintptr_t ret) {
+    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
+        beam__report_gpa_block(call, "large", mem, len, alignment, ret);
+        return true;
+    }
     if (alignment <= BEAM_MAX_ALIGN || placed(mem, len, alignment))
         return false;
     beam__report_refused(call, mem, len, alignment, ret,

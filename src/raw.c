@@ -59,9 +59,10 @@ void *beam__raw_alloc(size_t len, size_t alignment) {
 static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
-    (void)mem;
-    (void)alignment;
-    (void)ret;
+    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
+        beam__report_gpa_block("resize", "raw", mem, len, alignment, ret);
+        return false;
+    }
     if (new_len > len)
         return false;
     beam__count_resize(raw_counters(), &beam__kind_peak[BEAM__RAW], len,
@@ -76,9 +77,12 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
-    (void)ret;
     if (alignment > BEAM_MAX_ALIGN)
         return NULL;
+    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
+        beam__report_gpa_block("remap", "raw", mem, len, alignment, ret);
+        return NULL;
+    }
     if (new_len == len)
         return mem;
     void *p = beam__sys_realloc(mem, new_len);
@@ -128,8 +132,10 @@ static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     (void)ctx;
-    (void)alignment;
-    (void)ret;
+    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
+        beam__report_gpa_block("free", "raw", mem, len, alignment, ret);
+        return;
+    }
     beam__raw_free(mem, len);
 }
 

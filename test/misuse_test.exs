@@ -184,6 +184,25 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    test "a general purpose allocator's block freed by a raw NIF is refused, not crashing the VM" do
+      capture_log(fn ->
+        assert :ok = Misuse.keep_gpa_block()
+
+        assert_raise RuntimeError,
+                     message(
+                       :free_kept_block_here,
+                       "free of a pointer the allocator does not own"
+                     ),
+                     fn -> Misuse.free_kept_block_here() end
+
+        assert [line] = reports(1)
+        assert line =~ "a block of a general purpose allocator, given to the raw allocator"
+        assert line =~ "called from free_kept_block_here (#{@source}:#{line_of("wrong nif")})"
+        # Still live and intact: its own NIF frees it.
+        assert :ok = Misuse.free_kept_block_rightly()
+      end)
+    end
+
     test "raise_on_misuse: true from use BeamAlloc.Nif raises" do
       capture_log(fn ->
         assert_raise RuntimeError, message(:double_free_opted, "double free"), fn ->

@@ -240,6 +240,70 @@ TEST(raw_resize_shrinks_in_place_only) {
     beam_free_bytes(beam_raw_allocator, q, 4096, 8);
 }
 
+/* Since the watch began: one misuse, of kind, and one report, saying
+ * said. */
+static bool refused_gpa_block(const char *kind, const char *said) {
+    return check_misuse_seen() == 1 && strcmp(check_misuse_kind(), kind) == 0 &&
+           check_said_once(said);
+}
+
+/* A general purpose allocator's blocks given to the raw or the large
+ * allocator (a NIF whose allocator is raw freeing what one with a GPA
+ * allocated): refused and reported, never handed to the backend, whose
+ * free of an address inside a segment crashes or corrupts it. A sub-slab's
+ * block, a whole slab's and a medium one. */
+TEST(raw_and_large_refuse_a_general_purpose_allocators_blocks) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_raw_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { MANY = 6000 };
+    static void *many[MANY];
+    for (size_t i = 0; i < MANY; i++)
+        many[i] = beam_alloc_bytes(a, 64, 8);
+    void *blocks[] = {many[0], many[MANY - 1], beam_alloc_bytes(a, 20000, 8)};
+    size_t lens[] = {64, 64, 20000};
+    const char *foreign = "free of a pointer the allocator does not own";
+    const char *resize =
+        "resize or realloc with a wrong pointer, length or alignment";
+    for (size_t k = 0; k < 3; k++) {
+        char *p = (char *)blocks[k];
+        size_t len = lens[k];
+        CHECK(p != NULL);
+        fill(p, len, (unsigned)k);
+        const beam_allocator_t others[] = {beam_raw_allocator,
+                                           beam_large_allocator};
+        const char *said[] = {"general purpose allocator, given to the raw",
+                              "general purpose allocator, given to the large"};
+        for (int o = 0; o < 2; o++) {
+            unsigned long outer = check_watch_misuse();
+            check_capture_reports();
+            beam_free_bytes(others[o], p, len, 8);
+            CHECK(refused_gpa_block(foreign, said[o]));
+            check_release_reports();
+            check_unwatch_misuse(outer);
+            outer = check_watch_misuse();
+            check_capture_reports();
+            CHECK(beam_remap_bytes(others[o], p, len, 8, 2 * len) == NULL);
+            CHECK(refused_gpa_block(resize, said[o]));
+            check_release_reports();
+            check_unwatch_misuse(outer);
+            outer = check_watch_misuse();
+            check_capture_reports();
+            CHECK(!beam_resize_bytes(others[o], p, len, 8, len / 2));
+            CHECK(refused_gpa_block(resize, said[o]));
+            check_release_reports();
+            check_unwatch_misuse(outer);
+        }
+        CHECK(filled(p, len, (unsigned)k));
+    }
+    beam_free_bytes(a, blocks[2], 20000, 8);
+    for (size_t i = 0; i < MANY; i++)
+        beam_free_bytes(a, many[i], 64, 8);
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 TEST(large_any_alignment_is_aligned_and_writable) {
     for (size_t align = 1; align <= ((size_t)1 << 24); align *= 2) {
         if (align > (1u << 20) && align != ((size_t)1 << 24))

@@ -285,6 +285,39 @@ BEAM_NIF(branch_free, .leak_check = true) {
     return enif_make_int(env, local[0]);
 }
 
+/* --- A block freed by the wrong NIF -------------------------------------- */
+
+/* A block one NIF takes from the process-wide general purpose allocator
+ * and another, whose allocator is the raw one (the default), frees: the
+ * raw allocator refuses it (enif_free of an address inside the GPA's
+ * memory would crash the VM) and the call raises, naming the line; the
+ * block stays live for the NIF that owns it. */
+static void *kept_block;
+
+BEAM_NIF(keep_gpa_block, .allocator = process_wide) {
+    if (kept_block == NULL)
+        kept_block = beam_alloc_bytes(beam_allocator, 48, 8);
+    if (kept_block == NULL)
+        return enif_make_badarg(env);
+    memset(kept_block, 0x5a, 48);
+    return ok(env);
+}
+
+BEAM_NIF(free_kept_block_here, .raise_on_misuse = true) {
+    beam_free_bytes(beam_allocator, kept_block, 48, 8); /* SITE: wrong nif */
+    return ok(env);
+}
+
+BEAM_NIF(free_kept_block_rightly, .allocator = process_wide) {
+    const unsigned char *p = (const unsigned char *)kept_block;
+    bool intact = p != NULL;
+    for (int i = 0; intact && i < 48; i++)
+        intact = p[i] == 0x5a;
+    beam_free_bytes(beam_allocator, kept_block, 48, 8);
+    kept_block = NULL;
+    return intact ? ok(env) : enif_make_badarg(env);
+}
+
 static ErlNifFunc funcs[] = {
     {"thread_double_free", 0, thread_double_free, 0},
     {"thread_foreign_free", 0, thread_foreign_free, 0},
@@ -307,6 +340,9 @@ static ErlNifFunc funcs[] = {
     {"double_free_plain", 0, double_free_plain, 0},
     {"double_free_raising", 0, double_free_raising, 0},
     {"double_free_opted", 0, double_free_opted, 0},
+    {"keep_gpa_block", 0, keep_gpa_block, 0},
+    {"free_kept_block_here", 0, free_kept_block_here, 0},
+    {"free_kept_block_rightly", 0, free_kept_block_rightly, 0},
     {"leak_and_bad_free", 0, leak_and_bad_free, 0},
 };
 
