@@ -476,15 +476,19 @@ BEAM_API bool beam_gpa_deinit(beam_gpa_t *gpa);
  * process-wide memory barrier; elsewhere only the calling thread's heap),
  * frees other threads made are collected, the freed medium blocks kept for
  * reuse go back to their slabs, every slab without a live block goes to the
- * pool, the cached large blocks and every wholly free segment go back to the
- * backing allocator. Costs a walk over the instance's partly
+ * pool, the cached large blocks, every wholly free segment and, with no
+ * large block live, the large blocks' table go back to the backing
+ * allocator. Costs a walk over the instance's partly
  * used slabs and the frees waiting in them, under the instance's lock: call
  * it from a dirty scheduler or a process of its own when much is held.
  * Threads whose slabs were taken take slabs afresh on their next call. */
 BEAM_API void beam_gpa_collect(beam_gpa_t *gpa);
 
 /** Counters of an instance (a snapshot; exact when nothing runs
- * concurrently). */
+ * concurrently), counted by a walk over its slabs and large blocks under
+ * its lock: some 6 ns a live block (57 ms with 10 million live, in the
+ * BEAM), so call it from a dirty scheduler when much is held.
+ * beam_allocator_stats reads running counters instead. */
 typedef struct beam_gpa_usage {
     size_t live_blocks;   /* blocks allocated and not yet freed */
     size_t live_bytes;    /* their sizes (size-class sizes unless tracked) */

@@ -513,6 +513,7 @@ void beam__gpa_collect_all(gpa_state *st) {
     beam__gpa_medium_flush(st, &defer);
     beam__gpa_slabs_trim(st, &defer);
     beam__gpa_cache_flush(st, &defer);
+    beam__gpa_large_trim(st, &defer);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
 }

@@ -1022,6 +1022,9 @@ BEAM__HIDDEN gpa_large *beam__gpa_large_find(gpa_state *st, const void *p);
 /* Lock held: the cache and (deinit) every live block and the table, onto
  * defer. */
 BEAM__HIDDEN void beam__gpa_cache_flush(gpa_state *st, gpa_defer **defer);
+/* Lock held: the large table back to the backing when no block in it is
+ * live (collect). */
+BEAM__HIDDEN void beam__gpa_large_trim(gpa_state *st, gpa_defer **defer);
 BEAM__HIDDEN void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer);
 
 /* ---- leaks and misuse (gpa_report.c) ---------------------------------- */

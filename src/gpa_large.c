@@ -158,6 +158,21 @@ void beam__gpa_cache_flush(gpa_state *st, gpa_defer **defer) {
     st->cache_bytes = 0;
 }
 
+/* The table of no live block (tombstones at most) goes back: it only
+ * grows with the blocks live at once, so without this an instance that
+ * once held many large blocks kept a table for them all (16,000 blocks:
+ * 1.3 MB) with none live. (One with live blocks keeps its size: shrinking
+ * it would take an allocation, which is not made under the lock.) */
+void beam__gpa_large_trim(gpa_state *st, gpa_defer **defer) {
+    GPA_ASSERT_LOCKED(st);
+    if (st->large == NULL || st->large_count != 0)
+        return;
+    gpa_defer_free(defer, st->large, st->large_cap * sizeof(gpa_large),
+                   BEAM_ALIGNOF(gpa_large), true);
+    st->large = NULL;
+    st->large_cap = st->large_used = 0;
+}
+
 void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer) {
     beam__gpa_cache_flush(st, defer);
     for (size_t i = 0; i < st->large_cap; i++) {

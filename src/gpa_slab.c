@@ -227,8 +227,10 @@ static void slack_join(gpa_state *st, gpa_segment *seg, unsigned k) {
         mixed_list(st, seg->slack[k]);
         return;
     }
-    gpa_mixed *m = e->subs;
-    if (none != st || gpa_where(e) != WHERE_MIXED || !m->slack ||
+    /* Another instance's entry is written under its own lock: nothing of
+     * it is read but its owner (a read of subs raced its entry_mix). */
+    gpa_mixed *m = none == st ? e->subs : NULL;
+    if (m == NULL || gpa_where(e) != WHERE_MIXED || !m->slack ||
         m->joined != NULL || (m->usable & seg->own[k]) != 0) {
         seg->own[k] = 0;
         return;

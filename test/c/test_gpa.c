@@ -958,6 +958,37 @@ TEST(gpa_large_cache_keeps_half_a_mib_at_most) {
     CHECK(f.allocated_bytes == f.freed_bytes);
 }
 
+/* The large-block table follows the blocks: once none is live, a
+ * collection gives it back (it kept the size of the most blocks ever live
+ * at once: 1.3 MB after 16,000 of them, found by a bug hunt), and the
+ * instance keeps working. */
+TEST(gpa_large_table_goes_back_when_no_large_block_is_live) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { LEN = 70000, N = 600 };             /* above the medium blocks */
+    void *first = beam_alloc_bytes(a, LEN, 8); /* state and table made */
+    beam_free_bytes(a, first, LEN, 8);
+    beam_gpa_collect(&g);
+    size_t base = beam_gpa_usage_of(&g).backing_bytes;
+    static void *p[N];
+    for (size_t i = 0; i < N; i++)
+        p[i] = beam_alloc_bytes(a, LEN, 8);
+    bool all = true;
+    for (size_t i = 0; i < N; i++) {
+        all = all && p[i] != NULL;
+        beam_free_bytes(a, p[i], LEN, 8);
+    }
+    beam_gpa_collect(&g);
+    size_t after = beam_gpa_usage_of(&g).backing_bytes;
+    void *again = beam_alloc_bytes(a, LEN, 8);
+    CHECK(all && again != NULL);
+    beam_free_bytes(a, again, LEN, 8);
+    CHECK(after <= base);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* The cache's bytes count what an alignment costs the backing: 16 small
  * blocks at 32 MiB kept 512 MiB of the large allocator's (found in review). */
 TEST(gpa_large_cache_counts_alignment_padding) {
