@@ -182,14 +182,18 @@ static uint16_t pages_within(const char *chunk, const char *lo,
     return (uint16_t)(((1u << last) - 1) & ~((1u << first) - 1));
 }
 
+/* The owner of a slack chunk's map entry while its claimer makes its page
+ * table: no instance's (zeroed, never used), so every reader takes the
+ * chunk for another instance's. */
+static gpa_state gpa_claiming;
+
 /* The chunk's map entry e, claimed, describes the slack piece k of seg:
  * seg->room[k], pages usable. */
-static gpa_mixed *slack_take(gpa_state *st, gpa_segment *seg, unsigned k,
-                             gpa_slab *e, char *chunk) {
-    (void)st;
+static gpa_mixed *slack_take(gpa_segment *seg, unsigned k, gpa_slab *e,
+                             char *chunk) {
     /* An unowned entry keeps nothing of its past but zeros here (see
      * entry_unmap). */
-    GPA_ASSERT(beam__gpa_owner(e) == st && e->fast_span == 0 &&
+    GPA_ASSERT(beam__gpa_owner(e) == &gpa_claiming && e->fast_span == 0 &&
                e->info == NULL && beam__atomic_load_relaxed(&e->mixed) == NULL);
     e->seg = seg;
     e->base = chunk;
@@ -222,9 +226,15 @@ static bool slack_owner(const gpa_segment *seg, unsigned k) {
 static void slack_join(gpa_state *st, gpa_segment *seg, unsigned k) {
     gpa_slab *e = beam__gpa_map_slot(seg->chunk[k]);
     gpa_state *none = NULL;
-    if (beam__atomic_cas_acq_rel(&e->st, &none, st)) {
-        seg->slack[k] = slack_take(st, seg, k, e, seg->chunk[k]);
+    /* Claimed for no instance until its page table is made: a chunk
+     * owned by st while still WHERE_POOL read as a pool slab of st to a
+     * free of a neighbour's block in it (another large block of st, say),
+     * which was reported as a double free and leaked (bug hunt: nested
+     * instances under load). */
+    if (beam__atomic_cas_acq_rel(&e->st, &none, &gpa_claiming)) {
+        seg->slack[k] = slack_take(seg, k, e, seg->chunk[k]);
         mixed_list(st, seg->slack[k]);
+        beam__atomic_store_release(&e->st, st);
         return;
     }
     /* Another instance's entry is written under its own lock: nothing of
