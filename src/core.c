@@ -106,9 +106,9 @@ BEAM__NOINLINE void beam__report_refused(const char *call, void *mem,
                             call, mem, len, alignment, ret, what);
 }
 
-BEAM__NOINLINE void beam__report_gpa_block(const char *call, const char *who,
-                                           void *mem, size_t len,
-                                           size_t alignment, uintptr_t ret) {
+static BEAM__NOINLINE void report_gpa_block(const char *call, const char *who,
+                                            void *mem, size_t len,
+                                            size_t alignment, uintptr_t ret) {
     char what[200];
     snprintf(what, sizeof what,
              "a block of a general purpose allocator, given to the %s "
@@ -117,6 +117,14 @@ BEAM__NOINLINE void beam__report_gpa_block(const char *call, const char *who,
     beam__report_refused_as(strcmp(call, "free") == 0 ? BEAM__KIND_FOREIGN_FREE
                                                       : BEAM__KIND_RESIZE,
                             call, mem, len, alignment, ret, what);
+}
+
+bool beam__refused_gpa_block(const char *call, const char *who, void *mem,
+                             size_t len, size_t alignment, uintptr_t ret) {
+    if (BEAM__LIKELY(!gpa_map_holds(mem)))
+        return false;
+    report_gpa_block(call, who, mem, len, alignment, ret);
+    return true;
 }
 
 BEAM__NOINLINE void beam__report_not_newest(const char *call, void *mem,

@@ -140,6 +140,14 @@ static uintptr_t make_cookie(const void *salt, uint64_t id) {
     return (uintptr_t)(x | 1); /* odd: a tag is never an aligned pointer */
 }
 
+/* The vtable b's chain of instances (GPA over GPA, to a depth of 16) ends
+ * in. */
+static const beam_allocator_vtable *chain_end(beam_allocator_t b) {
+    for (int depth = 0; depth < 16 && b.vtable == &beam__gpa_vtable; depth++)
+        b = ((const beam_gpa_t *)b.ctx)->backing;
+    return b.vtable;
+}
+
 /* The alignment metadata takes over backing b (see gpa_meta_alignment):
  * GPA_NESTED_META_ALIGN when b is an instance whose chain of backings ends
  * in the large allocator, which serves it (the process-wide instance's
@@ -149,18 +157,15 @@ static uintptr_t make_cookie(const void *salt, uint64_t id) {
 static size_t meta_align_over(beam_allocator_t b) {
     if (b.vtable != &beam__gpa_vtable)
         return 0;
-    for (int depth = 0; depth < 16 && b.vtable == &beam__gpa_vtable; depth++)
-        b = ((const beam_gpa_t *)b.ctx)->backing;
-    return b.vtable == &beam__large_vtable ? GPA_NESTED_META_ALIGN : 0;
+    return chain_end(b) == &beam__large_vtable ? GPA_NESTED_META_ALIGN : 0;
 }
 
 /* Does the chain of backings from b (instances, to any depth) end in the
  * raw or the large allocator? Then a heap can be made on any thread: see
  * beam__gpa_heap_for_free. */
 static bool chain_thread_safe(beam_allocator_t b) {
-    for (int depth = 0; depth < 16 && b.vtable == &beam__gpa_vtable; depth++)
-        b = ((const beam_gpa_t *)b.ctx)->backing;
-    return b.vtable == &beam__raw_vtable || b.vtable == &beam__large_vtable;
+    const beam_allocator_vtable *end = chain_end(b);
+    return end == &beam__raw_vtable || end == &beam__large_vtable;
 }
 
 /* A state's alignment at its backing: its type's, or meta_align (the

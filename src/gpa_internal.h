@@ -730,7 +730,7 @@ static inline gpa_slab *beam__gpa_slab_of(const void *p) {
     return k == GPA_PAGE_FREE ? e : NULL;
 }
 
-/* beam__gpa_holds inline: p is in a slab in use (blocks, live or free) or
+/* Is p a general purpose instance's? In a slab in use (blocks, live or free) or
  * in a page of ours of a chunk cut into sub-slabs. Never true of memory
  * the backing has or lent to anyone else (a refusal would leak it): an
  * entry is unmapped (where, then its owner) before its memory goes back;

@@ -43,10 +43,6 @@ static gpa_slab *map_slot_make(const void *p) {
     return &leaf[g & (GPA_MAP_SIZE - 1)];
 }
 
-bool beam__gpa_holds(const void *p) {
-    return gpa_map_holds(p);
-}
-
 void beam__gpa_map_free(void) {
     for (size_t i = 0; i < GPA_MAP_SIZE; i++) {
         gpa_slab *leaf =
@@ -321,7 +317,7 @@ static void entry_reset(gpa_slab *s) {
     s->free = NULL;
     s->bump = s->base = s->end = NULL;
     /* used and size are pages[] of a mixed chunk, which frees read
-     * (beam__gpa_holds, from any thread): atomically. */
+     * (gpa_map_holds, from any thread): atomically. */
     beam__atomic_store_plain_relaxed(&s->used, 0);
     beam__atomic_store_plain_relaxed(&s->size, 0);
     s->recip = 0;

@@ -86,15 +86,14 @@ BEAM__HIDDEN void beam__report_refused_as(const char *kind, const char *call,
                                           void *mem, size_t len,
                                           size_t alignment, uintptr_t ret,
                                           const char *what);
-/* Is p in a segment of a live general purpose instance (this copy of the
- * library's)? Reads the GPA's address map only (gpa_slab.c). */
-BEAM__HIDDEN bool beam__gpa_holds(const void *p);
 /* A free, resize or remap (call) through the raw or the large allocator
- * (who) of such a block, refused: given to the backend, an address inside
- * a segment would crash it or corrupt its heap (core.c). */
-BEAM__HIDDEN void beam__report_gpa_block(const char *call, const char *who,
-                                         void *mem, size_t len,
-                                         size_t alignment, uintptr_t ret);
+ * (who) of a block of a general purpose instance (of this copy of the
+ * library: its address map says so, gpa_map_holds): true, and reported as
+ * a misuse, as given to the backend an address inside a segment would
+ * crash it or corrupt its heap; false for any other block (core.c). */
+BEAM__HIDDEN bool beam__refused_gpa_block(const char *call, const char *who,
+                                          void *mem, size_t len,
+                                          size_t alignment, uintptr_t ret);
 /* A bump allocator's (who: "arena", "buffer") free or resize of a block
  * that ends where its newest block ends but does not start where that one
  * starts: a wrong length or address, refused (core.c). */

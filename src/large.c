@@ -140,10 +140,8 @@ static void *large_alloc(void *ctx, size_t len, size_t alignment,
  * another alignment: reported, refused. */
 static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
                       uintptr_t ret) {
-    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
-        beam__report_gpa_block(call, "large", mem, len, alignment, ret);
+    if (beam__refused_gpa_block(call, "large", mem, len, alignment, ret))
         return true;
-    }
     if (alignment <= BEAM_MAX_ALIGN || placed(mem, len, alignment))
         return false;
     beam__report_refused(call, mem, len, alignment, ret,

@@ -59,10 +59,8 @@ void *beam__raw_alloc(size_t len, size_t alignment) {
 static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
-        beam__report_gpa_block("resize", "raw", mem, len, alignment, ret);
+    if (beam__refused_gpa_block("resize", "raw", mem, len, alignment, ret))
         return false;
-    }
     if (new_len > len)
         return false;
     beam__count_resize(raw_counters(), &beam__kind_peak[BEAM__RAW], len,
@@ -79,10 +77,8 @@ static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ctx;
     if (alignment > BEAM_MAX_ALIGN)
         return NULL;
-    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
-        beam__report_gpa_block("remap", "raw", mem, len, alignment, ret);
+    if (beam__refused_gpa_block("remap", "raw", mem, len, alignment, ret))
         return NULL;
-    }
     if (new_len == len)
         return mem;
     void *p = beam__sys_realloc(mem, new_len);
@@ -132,10 +128,8 @@ static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     (void)ctx;
-    if (BEAM__UNLIKELY(beam__gpa_holds(mem))) {
-        beam__report_gpa_block("free", "raw", mem, len, alignment, ret);
+    if (beam__refused_gpa_block("free", "raw", mem, len, alignment, ret))
         return;
-    }
     beam__raw_free(mem, len);
 }
 
