@@ -108,6 +108,11 @@ extern "C" {
  * waiting). Cycles through locks of the caller's own, or through another
  * copy of the library, are not seen. A GPA, arena or failing allocator
  * given itself is refused at init already.
+ *
+ * A parent must outlive what is built on it: deinit the GPA or arena over
+ * an arena or a GPA before that parent, whose deinit gives back the
+ * memory the child still uses (the child is not told; its next call
+ * would use memory that is gone).
  * ---------------------------------------------------------------------- */
 
 typedef struct beam_allocator_vtable {
@@ -248,7 +253,11 @@ static inline size_t beam_align_at_least(size_t alignment, size_t natural) {
  * purpose allocator of the same library (one NIF freeing what another,
  * with a GPA as its allocator, took): a free, resize or remap of one is
  * refused with a report (a misuse), where enif_free would crash the VM.
- * The large allocator does the same. */
+ * The large allocator does the same. A slab's block is known by the GPA's
+ * address map (some 19 instructions a free); a block above the slab
+ * classes, which is the GPA backing's own, by a set of them all, asked
+ * (under a mutex, one of 64 by address) by every free of BEAM_GPA_SMALL_MAX
+ * bytes or more and every resize or remap while a GPA holds one. */
 BEAM_API extern const beam_allocator_t beam_raw_allocator;
 
 /* For <beam_alloc.hpp>, not to be called directly: true, once, when the
@@ -310,7 +319,11 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * slabs shared by all medium sizes (untracked instances; tracked ones
  * record them as large blocks). Larger blocks pass through to the backing
  * allocator (the instance keeps up to 16 freed ones, 512 KiB in all with
- * what their alignment costs the backing, for reuse). Small blocks freed
+ * what their alignment costs the backing, for reuse); one is not resized
+ * or remapped below BEAM_GPA_SMALL_MAX bytes at an alignment of 8 or less
+ * (the call fails, and a realloc moves it into a slab: the raw
+ * allocator's free checks a block that small only against the slabs).
+ * Small blocks freed
  * by another
  * thread go back without a lock. Misuse (double free, a pointer it does not
  * own, a wrong length or alignment) is reported through the report hook
@@ -774,7 +787,10 @@ BEAM_API BEAM_NODISCARD void *beam_mrealloc(beam_allocator_t a, void *p,
 /** free: p NULL does nothing. */
 BEAM_API void beam_mfree(beam_allocator_t a, void *p);
 /** Usable size of p (>= what was asked; writable up to it). 0 for NULL or
- * for a pointer that is not a live malloc-style block (then reported). */
+ * for a pointer that is not a live malloc-style block (then reported). Of
+ * an untracked general purpose allocator, a freed small block answers its
+ * size class: telling freed from live there reads the block, which
+ * another thread may be writing. */
 BEAM_API size_t beam_msize(beam_allocator_t a, const void *p);
 /** What beam_msize would answer for a block of size bytes from a: the
  * allocator's size class (over a general purpose allocator), else size

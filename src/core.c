@@ -121,7 +121,7 @@ static BEAM__NOINLINE void report_gpa_block(const char *call, const char *who,
 
 bool beam__refused_gpa_block(const char *call, const char *who, void *mem,
                              size_t len, size_t alignment, uintptr_t ret) {
-    if (BEAM__LIKELY(!gpa_map_holds(mem)))
+    if (BEAM__LIKELY(!gpa_map_holds(mem) && !beam__gpa_set_holds(mem)))
         return false;
     report_gpa_block(call, who, mem, len, alignment, ret);
     return true;
@@ -312,7 +312,7 @@ static BEAM__ALWAYS_INLINE void free_entry(beam_allocator_t a, void *mem,
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(real_block(mem, len) &&
                             beam__raw_alignment(alignment) &&
-                            !gpa_map_holds(mem))) {
+                            len < BEAM_GPA_SMALL_MAX && !gpa_map_holds(mem))) {
         beam__raw_free(mem, len);
         return;
     }

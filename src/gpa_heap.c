@@ -533,4 +533,5 @@ __attribute__((destructor)) static void gpa_unload(void) {
         return;
     beam__gpa_registry_free();
     beam__gpa_map_free();
+    beam__gpa_set_free();
 }

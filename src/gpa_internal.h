@@ -650,7 +650,8 @@ typedef struct gpa_defer {
     struct gpa_defer *next;
     size_t len;
     size_t alignment;
-    bool meta; /* counted in meta_bytes */
+    bool meta;  /* counted in meta_bytes */
+    bool noted; /* a large block: unnoted before it goes back */
 } gpa_defer;
 #define GPA_DEFER_MIN sizeof(gpa_defer)
 
@@ -662,7 +663,14 @@ static inline void gpa_defer_free(gpa_defer **list, void *p, size_t len,
     d->len = len;
     d->alignment = alignment;
     d->meta = meta;
+    d->noted = false;
     *list = d;
+}
+
+/* A large block (noted: beam__gpa_set_note) onto the list. */
+static inline void gpa_defer_free_large(gpa_defer **list, gpa_large *e) {
+    gpa_defer_free(list, e->ptr, e->backing_len, e->alignment, false);
+    ((gpa_defer *)e->ptr)->noted = true;
 }
 
 /* Give the deferred pieces back (no lock held). */
@@ -1026,6 +1034,17 @@ BEAM__HIDDEN void beam__gpa_cache_flush(gpa_state *st, gpa_defer **defer);
  * live (collect). */
 BEAM__HIDDEN void beam__gpa_large_trim(gpa_state *st, gpa_defer **defer);
 BEAM__HIDDEN void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer);
+
+/* Every instance's large blocks by address (gpa_large_set.c), for the raw
+ * and the large allocators' refusal; no lock held. A block is noted once
+ * its backing gave it and unnoted before it goes back, so that the set
+ * never holds an address the backing may hand to anyone else. */
+BEAM__HIDDEN void beam__gpa_set_note(const void *p);
+BEAM__HIDDEN void beam__gpa_set_unnote(const void *p);
+BEAM__HIDDEN bool beam__gpa_set_holds(const void *p);
+/* The set's tables back to the system (the library unloading, with no
+ * instance left). */
+BEAM__HIDDEN void beam__gpa_set_free(void);
 
 /* ---- leaks and misuse (gpa_report.c) ---------------------------------- */
 

@@ -153,7 +153,7 @@ void beam__gpa_cache_flush(gpa_state *st, gpa_defer **defer) {
     while (st->cache_n > 0) {
         gpa_large *c = &st->cache[--st->cache_n];
         st->backing_bytes -= c->backing_len;
-        gpa_defer_free(defer, c->ptr, c->backing_len, c->alignment, false);
+        gpa_defer_free_large(defer, c);
     }
     st->cache_bytes = 0;
 }
@@ -178,7 +178,7 @@ void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer) {
     for (size_t i = 0; i < st->large_cap; i++) {
         gpa_large *e = &st->large[i];
         if (e->ptr != NULL && e->ptr != GPA_TOMBSTONE)
-            gpa_defer_free(defer, e->ptr, e->backing_len, e->alignment, false);
+            gpa_defer_free_large(defer, e);
     }
     if (st->large != NULL)
         gpa_defer_free(defer, st->large, st->large_cap * sizeof(gpa_large),
@@ -228,6 +228,8 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
         e.backing_len = backing_len_for(st, len);
         e.alignment = alignment;
         e.ptr = gpa_backing_alloc(st, e.backing_len, alignment, ret);
+        if (e.ptr != NULL)
+            beam__gpa_set_note(e.ptr);
         gpa_lock(st);
         if (e.ptr != NULL)
             st->backing_bytes += e.backing_len;
@@ -243,7 +245,7 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
         /* The table could not grow: the block goes back. */
         if (e.ptr != NULL && !cache_put(st, &e)) {
             st->backing_bytes -= e.backing_len;
-            gpa_defer_free(&defer, e.ptr, e.backing_len, e.alignment, false);
+            gpa_defer_free_large(&defer, &e);
         }
     }
     gpa_unlock(st);
@@ -322,8 +324,10 @@ gpa_large_freed beam__gpa_large_free(gpa_state *st, void *mem, size_t len,
             st->backing_bytes -= copy.backing_len;
         gpa_unlock(st);
     }
-    if (!kept)
+    if (!kept) {
+        beam__gpa_set_unnote(copy.ptr);
         gpa_backing_free(st, copy.ptr, copy.backing_len, copy.alignment, ret);
+    }
     return GPA_LARGE_FREED;
 }
 
@@ -344,6 +348,16 @@ size_t beam__gpa_large_check_freed(gpa_state *st, gpa_large *out, size_t *at,
         found++;
     }
     return found;
+}
+
+/* A block above the slab classes never takes a length the raw
+ * allocator's inline free accepts without asking the set (core.c: under
+ * BEAM_GPA_SMALL_MAX, at an alignment raw serves): such a resize or remap
+ * fails, and a realloc moves the block into a slab, which the address
+ * map knows (review: a shrink in place to 100 bytes went to enif_free
+ * through raw, and was freed again at deinit). */
+static bool stays_large(size_t new_len, size_t alignment) {
+    return new_len >= BEAM_GPA_SMALL_MAX || alignment > BEAM_MAX_ALIGN;
 }
 
 /* Safe mode, a block resized from len to new_len with backing_len behind
@@ -373,7 +387,7 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                             site);
         return false;
     }
-    if (new_len > GPA_LARGE_MAX) {
+    if (new_len > GPA_LARGE_MAX || !stays_large(new_len, alignment)) {
         gpa_unlock(st);
         return false;
     }
@@ -391,8 +405,13 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
     size_t backing_len = e->backing_len;
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
-    if (!beam__parent_resize(st->backing, mem, backing_len, alignment, want,
-                             ret))
+    /* (Unnoted for the backing's call: a raw or a large backing refuses a
+     * noted block, as it must when someone else hands it one.) */
+    beam__gpa_set_unnote(mem);
+    bool resized = beam__parent_resize(st->backing, mem, backing_len, alignment,
+                                       want, ret);
+    beam__gpa_set_note(mem);
+    if (!resized)
         return false;
     /* The caller owns the block: nobody else removed it meanwhile. */
     gpa_lock(st);
@@ -412,7 +431,7 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
 
 void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
                             size_t alignment, size_t new_len, uintptr_t ret) {
-    if (new_len > GPA_LARGE_MAX)
+    if (new_len > GPA_LARGE_MAX || !stays_large(new_len, alignment))
         return NULL;
     gpa_lock(st);
     gpa_large *e = beam__gpa_large_find(st, mem);
@@ -430,8 +449,13 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
     gpa_unlock(st);
     GPA_ASSERT_NO_LOCK();
     size_t want = backing_len_for(st, new_len);
+    /* Unnoted for the backing's call, as for a resize, and while the
+     * backing may move it (and give its address to anyone); noted again
+     * where it is after. */
+    beam__gpa_set_unnote(mem);
     void *p = beam__parent_remap(st->backing, mem, old.backing_len, alignment,
                                  want, ret);
+    beam__gpa_set_note(p != NULL ? p : mem);
     /* Room for the entry first (the old one turned into a tombstone):
      * without it, moves alone would fill the table until lookups never
      * end. Making room may drop the lock; if it cannot (out of memory),

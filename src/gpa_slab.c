@@ -56,6 +56,8 @@ void beam__gpa_defer_run(gpa_state *st, gpa_defer *list) {
         gpa_defer *d = list;
         list = d->next;
         size_t len = d->len;
+        if (d->noted)
+            beam__gpa_set_unnote(d);
         if (d->meta)
             gpa_meta_free(st, d, len, d->alignment);
         else

@@ -88,9 +88,11 @@ BEAM__HIDDEN void beam__report_refused_as(const char *kind, const char *call,
                                           const char *what);
 /* A free, resize or remap (call) through the raw or the large allocator
  * (who) of a block of a general purpose instance (of this copy of the
- * library: its address map says so, gpa_map_holds): true, and reported as
- * a misuse, as given to the backend an address inside a segment would
- * crash it or corrupt its heap; false for any other block (core.c). */
+ * library: its address map says so, gpa_map_holds, or, above the slab
+ * classes, its set of large blocks, beam__gpa_set_holds): true, and
+ * reported as a misuse, as given to the backend an address inside a
+ * segment would crash it or corrupt its heap, and a large block would be
+ * freed under its instance; false for any other block (core.c). */
 BEAM__HIDDEN bool beam__refused_gpa_block(const char *call, const char *who,
                                           void *mem, size_t len,
                                           size_t alignment, uintptr_t ret);

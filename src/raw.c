@@ -75,9 +75,9 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (alignment > BEAM_MAX_ALIGN)
-        return NULL;
     if (beam__refused_gpa_block("remap", "raw", mem, len, alignment, ret))
+        return NULL;
+    if (alignment > BEAM_MAX_ALIGN)
         return NULL;
     if (new_len == len)
         return mem;

@@ -52,6 +52,26 @@ defmodule BeamAlloc.MisuseTest do
     end
   end
 
+  # A GPA block of len kept by one NIF, freed by a raw one: refused.
+  defp refused_in_raw_nif(len) do
+    capture_log(fn ->
+      assert :ok = Misuse.keep_gpa_block(len)
+
+      assert_raise RuntimeError,
+                   message(
+                     :free_kept_block_here,
+                     "free of a pointer the allocator does not own"
+                   ),
+                   fn -> Misuse.free_kept_block_here() end
+
+      assert [line] = reports(1)
+      assert line =~ "a block of a general purpose allocator, given to the raw allocator"
+      assert line =~ "called from free_kept_block_here (#{@source}:#{line_of("wrong nif")})"
+      # Still live and intact: its own NIF frees it.
+      assert :ok = Misuse.free_kept_block_rightly()
+    end)
+  end
+
   describe "under leak_check, each kind raises once the call is over" do
     for {fun, kind} <- [
           double_free: "double free",
@@ -184,23 +204,12 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
-    test "a general purpose allocator's block freed by a raw NIF is refused, not crashing the VM" do
-      capture_log(fn ->
-        assert :ok = Misuse.keep_gpa_block()
-
-        assert_raise RuntimeError,
-                     message(
-                       :free_kept_block_here,
-                       "free of a pointer the allocator does not own"
-                     ),
-                     fn -> Misuse.free_kept_block_here() end
-
-        assert [line] = reports(1)
-        assert line =~ "a block of a general purpose allocator, given to the raw allocator"
-        assert line =~ "called from free_kept_block_here (#{@source}:#{line_of("wrong nif")})"
-        # Still live and intact: its own NIF frees it.
-        assert :ok = Misuse.free_kept_block_rightly()
-      end)
+    # 48 bytes: a slab's block; 100,000: above the slab classes, the
+    # backing's own block (enif_free of it crashed the VM too).
+    for len <- [48, 100_000] do
+      test "a general purpose allocator's block of #{len} bytes freed by a raw NIF is refused, not crashing the VM" do
+        refused_in_raw_nif(unquote(len))
+      end
     end
 
     test "raise_on_misuse: true from use BeamAlloc.Nif raises" do

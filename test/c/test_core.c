@@ -304,6 +304,98 @@ TEST(raw_and_large_refuse_a_general_purpose_allocators_blocks) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* One refused call of a general purpose allocator's block p through o:
+ * the misuse of kind, reported once with said. */
+#define CHECK_REFUSED(kind, said, call)                                        \
+    do {                                                                       \
+        unsigned long outer_ = check_watch_misuse();                           \
+        check_capture_reports();                                               \
+        call;                                                                  \
+        CHECK(refused_gpa_block(kind, said));                                  \
+        check_release_reports();                                               \
+        check_unwatch_misuse(outer_);                                          \
+    } while (0)
+
+/* ... and its large blocks (above the slab classes), which are its
+ * backing's blocks, unknown to the address map: at alignment 8 a raw free
+ * of one freed it under its instance (whose own free then freed it again),
+ * above 8 the large allocator's header made enif_free crash (bug hunt).
+ * An untracked instance's over raw and over large, a tracked one's; big
+ * raw blocks of raw's own are not refused meanwhile, and the instance
+ * still resizes and moves its block through its backing. */
+TEST(raw_and_large_refuse_a_general_purpose_allocators_large_blocks) {
+    const struct {
+        beam_allocator_t backing;
+        unsigned flags;
+        size_t len, alignment;
+    } cases[] = {{beam_raw_allocator, 0, 100000, 8},
+                 {beam_large_allocator, 0, 100000, 16},
+                 {beam_large_allocator, BEAM_GPA_TRACK_SITES, 20000, 8}};
+    const char *foreign = "free of a pointer the allocator does not own";
+    const char *resize =
+        "resize or realloc with a wrong pointer, length or alignment";
+    const beam_allocator_t others[] = {beam_raw_allocator,
+                                       beam_large_allocator};
+    const char *said[] = {"general purpose allocator, given to the raw",
+                          "general purpose allocator, given to the large"};
+    for (unsigned c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        beam_gpa_t g;
+        beam_gpa_init_ex(&g, cases[c].backing, cases[c].flags);
+        beam_allocator_t a = beam_gpa_allocator(&g);
+        size_t len = cases[c].len, al = cases[c].alignment;
+        char *p = beam_alloc_bytes(a, len, al);
+        char *mine = beam_alloc_bytes(beam_raw_allocator, len, 8);
+        CHECK(p != NULL && mine != NULL);
+        fill(p, len, c);
+        for (int o = 0; o < 2; o++) {
+            CHECK_REFUSED(foreign, said[o],
+                          beam_free_bytes(others[o], p, len, al));
+            CHECK_REFUSED(resize, said[o],
+                          CHECK(beam_remap_bytes(others[o], p, len, al,
+                                                 2 * len) == NULL));
+            CHECK_REFUSED(resize, said[o],
+                          CHECK(beam_realloc_bytes(others[o], p, len, al,
+                                                   2 * len) == NULL));
+            CHECK_REFUSED(
+                resize, said[o],
+                CHECK(!beam_resize_bytes(others[o], p, len, al, len / 2)));
+        }
+        CHECK(filled(p, len, c));
+        /* From here on nothing is refused: the instance moves and resizes
+         * its block through its backing, and blocks it gave back (collect
+         * empties its cache) are anyone's again. */
+        unsigned long outer = check_watch_misuse();
+        beam_free_bytes(beam_raw_allocator, mine, len, 8);
+        char *q = beam_realloc_bytes(a, p, len, al, 3 * len);
+        CHECK(q != NULL && filled(q, len, c));
+        CHECK(beam_resize_bytes(a, q, 3 * len, al, 2 * len));
+        /* Shrunk below the slab classes' top, at an alignment raw serves,
+         * it moves into a slab (a large block there would pass raw's
+         * inline free): refused through raw like any slab block. */
+        char *small = beam_realloc_bytes(a, q, 2 * len, al, 100);
+        CHECK(small != NULL && filled(small, 100, c));
+        if (al <= BEAM_MAX_ALIGN) {
+            CHECK(small != q);
+            check_unwatch_misuse(outer);
+            CHECK_REFUSED(foreign, said[0],
+                          beam_free_bytes(beam_raw_allocator, small, 100, al));
+            outer = check_watch_misuse();
+        }
+        beam_free_bytes(a, small, 100, al);
+        beam_gpa_collect(&g);
+        for (int k = 0; k < 4; k++) {
+            char *r = beam_alloc_bytes(beam_raw_allocator, len, 8);
+            CHECK(r != NULL);
+            beam_free_bytes(beam_raw_allocator, r, len, 8);
+        }
+        CHECK(check_misuse_seen() == 0);
+        check_unwatch_misuse(outer);
+        beam_gpa_usage u = beam_gpa_usage_of(&g);
+        CHECK(u.live_blocks == 0 && u.misuse_count == 0);
+        CHECK(!beam_gpa_deinit(&g));
+    }
+}
+
 TEST(large_any_alignment_is_aligned_and_writable) {
     for (size_t align = 1; align <= ((size_t)1 << 24); align *= 2) {
         if (align > (1u << 20) && align != ((size_t)1 << 24))

@@ -288,32 +288,40 @@ BEAM_NIF(branch_free, .leak_check = true) {
 /* --- A block freed by the wrong NIF -------------------------------------- */
 
 /* A block one NIF takes from the process-wide general purpose allocator
- * and another, whose allocator is the raw one (the default), frees: the
- * raw allocator refuses it (enif_free of an address inside the GPA's
- * memory would crash the VM) and the call raises, naming the line; the
- * block stays live for the NIF that owns it. */
+ * (keep_gpa_block(Len): a slab's block, or above the slab classes the
+ * backing's own) and another, whose allocator is the raw one (the
+ * default), frees: the raw allocator refuses it (enif_free of an address
+ * inside the GPA's memory, or of one of its large blocks, would crash the
+ * VM) and the call raises, naming the line; the block stays live for the
+ * NIF that owns it. */
 static void *kept_block;
+static size_t kept_len;
 
 BEAM_NIF(keep_gpa_block, .allocator = process_wide) {
-    if (kept_block == NULL)
-        kept_block = beam_alloc_bytes(beam_allocator, 48, 8);
-    if (kept_block == NULL)
+    unsigned long len;
+    if (kept_block != NULL || !enif_get_ulong(env, argv[0], &len) || len == 0 ||
+        len > ((size_t)1 << 24))
         return enif_make_badarg(env);
-    memset(kept_block, 0x5a, 48);
+    kept_block = beam_alloc_bytes(beam_allocator, len, 8);
+    if (kept_block == NULL)
+        return beam_make_error(env, "enomem");
+    kept_len = len;
+    memset(kept_block, 0x5a, kept_len);
     return ok(env);
 }
 
 BEAM_NIF(free_kept_block_here, .raise_on_misuse = true) {
-    beam_free_bytes(beam_allocator, kept_block, 48, 8); /* SITE: wrong nif */
+    void *p = kept_block;
+    beam_free_bytes(beam_allocator, p, kept_len, 8); /* SITE: wrong nif */
     return ok(env);
 }
 
 BEAM_NIF(free_kept_block_rightly, .allocator = process_wide) {
     const unsigned char *p = (const unsigned char *)kept_block;
     bool intact = p != NULL;
-    for (int i = 0; intact && i < 48; i++)
+    for (size_t i = 0; intact && i < kept_len; i++)
         intact = p[i] == 0x5a;
-    beam_free_bytes(beam_allocator, kept_block, 48, 8);
+    beam_free_bytes(beam_allocator, kept_block, kept_len, 8);
     kept_block = NULL;
     return intact ? ok(env) : enif_make_badarg(env);
 }
@@ -340,7 +348,7 @@ static ErlNifFunc funcs[] = {
     {"double_free_plain", 0, double_free_plain, 0},
     {"double_free_raising", 0, double_free_raising, 0},
     {"double_free_opted", 0, double_free_opted, 0},
-    {"keep_gpa_block", 0, keep_gpa_block, 0},
+    {"keep_gpa_block", 1, keep_gpa_block, 0},
     {"free_kept_block_here", 0, free_kept_block_here, 0},
     {"free_kept_block_rightly", 0, free_kept_block_rightly, 0},
     {"leak_and_bad_free", 0, leak_and_bad_free, 0},

@@ -16,7 +16,7 @@ defmodule BeamAlloc.Test.Misuse do
               double_free_raising/0 double_free_opted/0 leak_and_bad_free/0
               leak_deep/0 leak_inlined/0 impossible_free/0 nested_outer/0
               thread_double_free/0 thread_foreign_free/0 branch_free/1
-              keep_gpa_block/0 free_kept_block_here/0
+              keep_gpa_block/1 free_kept_block_here/0
               free_kept_block_rightly/0)
 end
 

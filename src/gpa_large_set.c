@@ -1,0 +1,164 @@
+/*
+ * The addresses of every instance's large blocks (gpa_large.c: memory an
+ * instance took from its backing for a block above the slab classes and
+ * has not given back, cached blocks included), for the raw and the large
+ * allocators' refusal of a general purpose allocator's block
+ * (beam__refused_gpa_block): the address map answers for slab memory
+ * only, and a large block freed through them went to enif_free, which
+ * crashed on a large allocator's header or, at 8, freed it under its
+ * instance, whose own free or deinit then freed it again (bug hunt).
+ *
+ * A set of counted addresses (an instance over another notes the block
+ * its parent noted too), in stripes, each an open-addressing table under
+ * its own mutex: a leaf, never taken with an instance lock held (blocks
+ * are noted and unnoted next to the backing's calls, which rule 2 of
+ * gpa_internal.h keeps outside them), and nothing else is taken under it
+ * but the system allocator's, for the tables (metadata, like the
+ * registry's). With no block noted, an ask takes no lock.
+ */
+#include "gpa_internal.h"
+
+#include <stdlib.h>
+
+#define SET_STRIPES 64
+#define SET_EMPTY ((uintptr_t)0)
+#define SET_GONE ((uintptr_t)1) /* a removed key: probes go on past it */
+
+typedef struct set_slot {
+    uintptr_t key; /* an address, SET_EMPTY or SET_GONE */
+    size_t count;  /* how many notes it has */
+} set_slot;
+
+typedef struct set_stripe {
+    pthread_mutex_t lock;
+    set_slot *slots;
+    size_t cap;  /* 0, or a power of two */
+    size_t used; /* keys and SET_GONE slots */
+} set_stripe;
+
+static struct {
+    pthread_once_t once;
+    _Atomic size_t noted; /* addresses in the set, all stripes */
+    set_stripe stripes[SET_STRIPES];
+} set = {PTHREAD_ONCE_INIT};
+
+static void set_init(void) {
+    for (size_t i = 0; i < SET_STRIPES; i++)
+        pthread_mutex_init(&set.stripes[i].lock, NULL);
+}
+
+/* Fibonacci hashing: the stripe from the top bits, the slot from the
+ * next ones. (Blocks are at least 8-aligned: the low bits say nothing.) */
+static uint64_t set_hash(uintptr_t p) {
+    return (uint64_t)(p >> 3) * UINT64_C(0x9E3779B97F4A7C15);
+}
+
+static set_stripe *stripe_of(uint64_t h) {
+    return &set.stripes[h >> 58];
+}
+
+/* Stripe lock held: the slot of p, or NULL when p is not in it. */
+static set_slot *slot_find(set_stripe *s, uintptr_t p, uint64_t h) {
+    if (s->cap == 0)
+        return NULL;
+    size_t mask = s->cap - 1;
+    for (size_t i = (size_t)(h >> 16) & mask;; i = (i + 1) & mask) {
+        if (s->slots[i].key == p)
+            return &s->slots[i];
+        if (s->slots[i].key == SET_EMPTY)
+            return NULL;
+    }
+}
+
+/* Stripe lock held: room for one more key (a load of at most 3/4 counting
+ * removed slots, which a rehash drops), or false when the system
+ * allocator has none: the block then goes unnoted (not refused; an unnote
+ * of an address not noted changes nothing, or takes a parent instance's
+ * note early: either way the set never holds memory no instance has). */
+static bool stripe_make_room(set_stripe *s) {
+    if ((s->used + 1) * 4 <= s->cap * 3)
+        return true;
+    size_t live = 0;
+    for (size_t i = 0; i < s->cap; i++)
+        live += s->slots[i].key > SET_GONE;
+    size_t cap = s->cap == 0 ? 16 : s->cap;
+    while ((live + 1) * 2 > cap)
+        cap *= 2;
+    set_slot *slots = (set_slot *)calloc(cap, sizeof *slots);
+    if (slots == NULL)
+        return false;
+    for (size_t i = 0; i < s->cap; i++) {
+        set_slot e = s->slots[i];
+        if (e.key <= SET_GONE)
+            continue;
+        size_t j = (size_t)(set_hash(e.key) >> 16) & (cap - 1);
+        while (slots[j].key != SET_EMPTY)
+            j = (j + 1) & (cap - 1);
+        slots[j] = e;
+    }
+    free(s->slots);
+    s->slots = slots;
+    s->cap = cap;
+    s->used = live;
+    return true;
+}
+
+/* p's stripe, locked, and p's slot in it (NULL: p is not in the set). */
+static set_stripe *stripe_lock(const void *p, uint64_t *h, set_slot **slot) {
+    pthread_once(&set.once, set_init);
+    *h = set_hash((uintptr_t)p);
+    set_stripe *s = stripe_of(*h);
+    pthread_mutex_lock(&s->lock);
+    *slot = slot_find(s, (uintptr_t)p, *h);
+    return s;
+}
+
+void beam__gpa_set_note(const void *p) {
+    GPA_ASSERT_NO_LOCK();
+    uint64_t h;
+    set_slot *e;
+    set_stripe *s = stripe_lock(p, &h, &e);
+    if (e != NULL) {
+        e->count++;
+    } else if (stripe_make_room(s)) {
+        size_t mask = s->cap - 1;
+        size_t i = (size_t)(h >> 16) & mask;
+        while (s->slots[i].key > SET_GONE)
+            i = (i + 1) & mask;
+        s->used += s->slots[i].key == SET_EMPTY;
+        s->slots[i] = (set_slot){(uintptr_t)p, 1};
+        beam__atomic_add_relaxed(&set.noted, 1);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void beam__gpa_set_unnote(const void *p) {
+    GPA_ASSERT_NO_LOCK();
+    uint64_t h;
+    set_slot *e;
+    set_stripe *s = stripe_lock(p, &h, &e);
+    if (e != NULL && --e->count == 0) {
+        e->key = SET_GONE;
+        beam__atomic_sub_relaxed(&set.noted, 1);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+bool beam__gpa_set_holds(const void *p) {
+    if (beam__atomic_load_relaxed(&set.noted) == 0)
+        return false;
+    uint64_t h;
+    set_slot *e;
+    set_stripe *s = stripe_lock(p, &h, &e);
+    pthread_mutex_unlock(&s->lock);
+    return e != NULL;
+}
+
+void beam__gpa_set_free(void) {
+    for (size_t i = 0; i < SET_STRIPES; i++) {
+        free(set.stripes[i].slots);
+        set.stripes[i].slots = NULL;
+        set.stripes[i].cap = set.stripes[i].used = 0;
+    }
+    beam__atomic_store_relaxed(&set.noted, 0);
+}
