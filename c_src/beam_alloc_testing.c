@@ -86,6 +86,17 @@ typedef struct block {
     beam_allocator_t parent; /* vtable NULL: its allocator died */
 } block;
 
+/* A block of the run a call freed through an allocator that checks no
+ * free, held until the call ends (session.freed, hold_freed). */
+typedef struct freed_block {
+    const void *ptr; /* NULL: none */
+    size_t len, alignment;
+    uintptr_t ret; /* the free's */
+    beam_allocator_t parent;
+} freed_block;
+#define FREED_RING 64
+#define FREED_MAX_LEN ((size_t)64 * 1024)
+
 typedef struct attached_lib {
     const beam__fault_hooks *hooks;
     void *handle; /* dlopen reference that keeps the library mapped */
@@ -194,6 +205,14 @@ typedef struct session {
     /* Live blocks: open addressing on ptr, linear probing. */
     block *blocks;
     size_t blocks_cap, blocks_live, blocks_used;
+
+    /* While the call's allocator checks no free (unchecked: the raw or
+     * the large one), the run's blocks the current outermost call frees,
+     * the last FREED_RING of them, held until it ends: a second free of
+     * one is a double free, caught (see hold_freed). */
+    bool unchecked;
+    freed_block *freed; /* FREED_RING, apart like misuse */
+    unsigned freed_next;
 
     /* Leaks of earlier runs kept apart (leak_record). */
     leak_record *leaks;
@@ -443,6 +462,73 @@ static size_t recorded_len(const session *s, const block *b, size_t new_len) {
     return suspect(s, b) ? b->len : new_len;
 }
 
+/* --- Double frees the call's allocator would not see -------------------- */
+
+static bool watching_frees(const session *s) {
+    return s->unchecked && counting(s);
+}
+
+/* Held block f goes to its allocator now (lock held). */
+static void release_freed(freed_block *f) {
+    if (f->ptr == NULL)
+        return;
+    f->parent.vtable->free(f->parent.ctx, (void *)f->ptr, f->len, f->alignment,
+                           f->ret);
+    f->ptr = NULL;
+}
+
+/* Every held block to its allocator (lock held): the call that freed them
+ * has ended, or the session closes. */
+static void release_all_freed(session *s) {
+    for (unsigned i = 0; s->freed != NULL && i < FREED_RING; i++)
+        release_freed(&s->freed[i]);
+}
+
+/* The run's block mem, freed by the current call through parent, which
+ * checks no free: held instead of given back (true), until the call ends
+ * or FREED_RING later frees push it out, so that nobody can be handed its
+ * address meanwhile and a second free of it is certainly a double free
+ * (freed_twice). Blocks above FREED_MAX_LEN go back at once (false). */
+static bool hold_freed(session *s, void *mem, size_t len, size_t alignment,
+                       uintptr_t ret, beam_allocator_t parent) {
+    if (!watching_frees(s) || len > FREED_MAX_LEN)
+        return false;
+    freed_block *f = &s->freed[s->freed_next];
+    release_freed(f);
+    *f = (freed_block){mem, len, alignment, ret, parent};
+    s->freed_next = (s->freed_next + 1) % FREED_RING;
+    return true;
+}
+
+/* A free of mem, which the session holds no live block for: true when
+ * mem is a block the call freed already and holds (hold_freed). Reported
+ * as a misuse of the run, and not passed on: the raw allocator would hand
+ * it to enif_free again, which crashes the VM sooner or later (a check
+ * passed such a NIF, and its later runs crashed the VM; found by a bug
+ * hunt). */
+static bool freed_twice(session *s, void *mem, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    if (!watching_frees(s))
+        return false;
+    const freed_block *f = NULL;
+    for (unsigned i = 0; i < FREED_RING && f == NULL; i++)
+        if (s->freed[i].ptr == mem)
+            f = &s->freed[i];
+    if (f == NULL)
+        return false;
+    char here[256], before[256], line[640];
+    beam__describe_site(described_site(s, ret), here, sizeof here);
+    beam__describe_site(f->ret, before, sizeof before);
+    snprintf(line, sizeof line,
+             "beam_alloc: fault injection: double free: %p (length %zu, "
+             "alignment %zu), called from %s; freed before at %s (length "
+             "%zu): not passed on (the call's allocator, raw or large, checks "
+             "no free, and enif_free would take it twice)",
+             mem, len, alignment, here, before, f->len);
+    note_misuse(s, BEAM__KIND_DOUBLE_FREE, line);
+    return true;
+}
+
 static void *plan_alloc(void *ctx, size_t len, size_t alignment,
                         uintptr_t ret) {
     session *s = ctx;
@@ -583,12 +669,19 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);
+    if (b == NULL && freed_twice(s, mem, len, alignment, ret)) {
+        pthread_mutex_unlock(&s->lock);
+        return;
+    }
+    bool held = false;
     if (b != NULL) {
         if (suspect(s, b) && freed_by_a_call(s))
             keep_leak(s, b);
         erase_block(s, b);
+        held = parent.vtable != NULL &&
+               hold_freed(s, mem, len, alignment, ret, parent);
     }
-    if (parent.vtable != NULL)
+    if (parent.vtable != NULL && !held)
         parent.vtable->free(parent.ctx, mem, len, alignment, ret);
     pthread_mutex_unlock(&s->lock);
 }
@@ -635,7 +728,9 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
     frame->saved_parent = s->parent;
     frame->saved_scope = s->scope;
     frame->reserved[0] = flags;
+    frame->reserved[1] = s->unchecked;
     s->parent = parent;
+    s->unchecked = (flags & BEAM__FAULT_UNCHECKED) != 0;
     s->scope = (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL))
                    ? ++s->next_scope
                    : 0;
@@ -669,8 +764,10 @@ static void driver_leave(beam__fault_frame *frame) {
                 b->parent.vtable = NULL;
         }
     s->parent = frame->saved_parent;
+    s->unchecked = frame->reserved[1] != 0;
     s->scope = frame->saved_scope;
-    s->depth--;
+    if (--s->depth == 0)
+        release_all_freed(s);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -858,6 +955,9 @@ static void close_session(session *s) {
     enif_free(s->misuse);
     s->misuse = NULL;
     s->nmisuse = 0;
+    release_all_freed(s);
+    enif_free(s->freed);
+    s->freed = NULL;
     enif_free(s->leaks);
     s->leaks = NULL;
     s->nleaks = s->leaks_cap = 0;
@@ -922,7 +1022,10 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     session_ref *ref = enif_alloc_resource(session_type, sizeof *ref);
     session *s = room ? enif_alloc(sizeof *s) : NULL;
     misuse_record *misuse = enif_alloc(MAX_MISUSE * sizeof *misuse);
-    if (ref == NULL || s == NULL || misuse == NULL) {
+    freed_block *freed = enif_alloc(FREED_RING * sizeof *freed);
+    if (ref == NULL || s == NULL || misuse == NULL || freed == NULL) {
+        if (freed != NULL)
+            enif_free(freed);
         if (misuse != NULL)
             enif_free(misuse);
         if (s != NULL)
@@ -939,6 +1042,8 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     s->fallback = beam_raw_allocator;
     s->fail_index = NEVER;
     s->misuse = misuse;
+    memset(freed, 0, FREED_RING * sizeof *freed);
+    s->freed = freed;
     ref->s = s;
 
     pthread_mutex_lock(&registry_lock);

@@ -323,15 +323,14 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * or remapped below BEAM_GPA_SMALL_MAX bytes at an alignment of 8 or less
  * (the call fails, and a realloc moves it into a slab: the raw
  * allocator's free checks a block that small only against the slabs).
- * Small blocks freed
- * by another
- * thread go back without a lock. Misuse (double free, a pointer it does not
- * own, a wrong length or alignment) is reported through the report hook
- * (section 7), and the process keeps running: a double or foreign free is
- * ignored; a free of a live block with a wrong length or alignment frees
- * the block anyway (the report says "freed anyway") unless the length
- * names another kind of block (a medium block freed with a small length,
- * a small one with a length above the classes: "not freed").
+ * Small blocks freed by another thread go back without a lock. Misuse
+ * (double free, a pointer it does not own, a wrong length or alignment) is
+ * reported through the report hook (section 7), and the process keeps
+ * running: a double or foreign free is ignored; a free of a live block
+ * with a wrong length or alignment frees the block anyway (the report says
+ * "freed anyway") unless the length names another kind of block (a medium
+ * block freed with a small length, a small one with a length above the
+ * classes: "not freed").
  *
  * Composition: an instance may be the backing of another, to any depth (GPA
  * over GPA over GPA), and any number of instances may be used from one

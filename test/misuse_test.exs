@@ -206,6 +206,34 @@ defmodule BeamAlloc.MisuseTest do
 
     # 48 bytes: a slab's block; 100,000: above the slab classes, the
     # backing's own block (enif_free of it crashed the VM too).
+    test "check_all_allocation_failures catches a double free the raw allocator would pass on" do
+      raw_frees = fn -> BeamAlloc.stats(Misuse).raw end
+
+      capture_log(fn ->
+        before = raw_frees.()
+
+        error =
+          assert_raise BeamAlloc.AllocationFailureError, fn ->
+            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_double_free/0)
+          end
+
+        assert Enum.any?(
+                 error.problems,
+                 &(&1.kind == :misuse and &1.misuse == "double free" and
+                     &1.report =~ "#{@source}:#{line_of("raw twice")}")
+               )
+
+        # Neither free went to enif_free twice: each run's one block, freed once.
+        now = raw_frees.()
+        assert now.allocations - before.allocations == now.frees - before.frees
+      end)
+
+      # A raw block of the NIF's own at a freed block's address is no
+      # double free (the freed block is held until the call ends).
+      assert {:ok, 1} =
+               BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_free_then_reuse/0)
+    end
+
     for len <- [48, 100_000] do
       test "a general purpose allocator's block of #{len} bytes freed by a raw NIF is refused, not crashing the VM" do
         refused_in_raw_nif(unquote(len))

@@ -50,6 +50,10 @@ enum {
      * live at the end are leaks, and the driver frees none of them
      * afterwards (the instance is kept, or, in older copies, gone). */
     BEAM__FAULT_CALL_LOCAL = 1u << 1,
+    /* The parent checks no free (the raw or the large allocator): a block
+     * the call frees twice would go to the system's free twice, and the
+     * driver catches it. (A driver that does not know it ignores it.) */
+    BEAM__FAULT_UNCHECKED = 1u << 2,
 };
 
 /* The driver's state for one call, on beam_nif_call's stack. Opaque to the

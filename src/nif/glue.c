@@ -654,6 +654,13 @@ static void misuse_line_copy(char out[BEAM__MISUSE_LINE]) {
     snprintf(out, BEAM__MISUSE_LINE, "%s", misuse_text());
 }
 
+/* The raw and the large allocator hand a free to the system as it is: a
+ * fault injection check catches a double free of theirs (the driver's
+ * BEAM__FAULT_UNCHECKED), which would crash the VM in the next runs. */
+static bool checks_no_free(beam_allocator_t a) {
+    return a.vtable == &beam__raw_vtable || a.vtable == &beam__large_vtable;
+}
+
 /* What a fault-injection check lists for a misuse on another thread,
  * whose own report names the line. */
 #define ELSEWHERE_LINE                                                         \
@@ -720,7 +727,8 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         faulted =
             driver->enter(&pid, &beam__fault_hooks_self, a,
                           (o.scratch ? BEAM__FAULT_SCRATCH : 0u) |
-                              (o.leak_check ? BEAM__FAULT_CALL_LOCAL : 0u),
+                              (o.leak_check ? BEAM__FAULT_CALL_LOCAL : 0u) |
+                              (checks_no_free(a) ? BEAM__FAULT_UNCHECKED : 0u),
                           &frame, &a);
 
     beam_allocator = a;

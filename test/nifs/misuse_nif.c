@@ -285,6 +285,37 @@ BEAM_NIF(branch_free, .leak_check = true) {
     return enif_make_int(env, local[0]);
 }
 
+/* --- A double free through the raw allocator ---------------------------- */
+
+/* The raw allocator (the default) checks no free: under
+ * check_all_allocation_failures the second free is caught (a misuse of
+ * the run, not passed on). Outside a check it would reach enif_free twice:
+ * the tests call it only inside one. */
+BEAM_NIF(raw_double_free) {
+    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    beam_free_bytes(beam_allocator, p, 24, 8); /* SITE: raw twice */
+    return ok(env);
+}
+
+/* A block freed, then one of the raw allocator's own (which a check does
+ * not count) freed through beam_allocator: in a raw NIF one allocator, no
+ * misuse, and a check passes it (the address of the first may come back
+ * for the second: the check must not take that for a double free). */
+BEAM_NIF(raw_free_then_reuse) {
+    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 24, 8);
+    void *q = beam_alloc_bytes(beam_raw_allocator, 24, 8);
+    if (q == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, q, 24, 8);
+    return ok(env);
+}
+
 /* --- A block freed by the wrong NIF -------------------------------------- */
 
 /* A block one NIF takes from the process-wide general purpose allocator
@@ -352,6 +383,8 @@ static ErlNifFunc funcs[] = {
     {"free_kept_block_here", 0, free_kept_block_here, 0},
     {"free_kept_block_rightly", 0, free_kept_block_rightly, 0},
     {"leak_and_bad_free", 0, leak_and_bad_free, 0},
+    {"raw_double_free", 0, raw_double_free, 0},
+    {"raw_free_then_reuse", 0, raw_free_then_reuse, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)
