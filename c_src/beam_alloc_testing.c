@@ -484,6 +484,15 @@ static void release_all_freed(session *s) {
         release_freed(&s->freed[i]);
 }
 
+/* A free of the run's block b of len would be held (hold_freed). Then a
+ * remap of it moves nothing: in place, or NULL, and a realloc takes a new
+ * block and frees this one through the session, which holds it, so that
+ * a free of the old pointer after the move is caught too (the parent's
+ * remap would have given its memory back at once). */
+static bool would_hold(const session *s, const block *b, size_t len) {
+    return b != NULL && watching_frees(s) && len <= FREED_MAX_LEN;
+}
+
 /* The run's block mem, freed by the current call through parent, which
  * checks no free: held instead of given back (true), until the call ends
  * or FREED_RING later frees push it out, so that nobody can be handed its
@@ -616,7 +625,11 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
     void *p = NULL;
     size_t index = 0;
     bool fails = growth_fails(s, REQ_REMAP, len, new_len, ret, &index);
-    if (parent.vtable != NULL && !fails)
+    if (parent.vtable != NULL && !fails && would_hold(s, b, len))
+        p = parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret)
+                ? mem
+                : NULL;
+    else if (parent.vtable != NULL && !fails)
         p = parent.vtable->remap(parent.ctx, mem, len, alignment, new_len, ret);
     /* A block left in a leak_check instance that ended with its call: its
      * memory went with the instance, and a copy would read it. */

@@ -52,9 +52,10 @@
 %%       expected_site (nondeterministic), misuse, report, 'after' and more
 %%       (misuse: a call of the run misused memory, as its allocator
 %%       reported, or, for the raw and the large allocator, which check
-%%       no free, a block freed twice in one NIF call: the check holds
-%%       what a call frees through them until it ends, and does not pass
-%%       the second free on to enif_free). Sites are source lines
+%%       no free, a block freed twice in one NIF call, or through its
+%%       old address after a realloc moved it: the check holds what a
+%%       call frees through them until it ends, and does not pass the
+%%       second free on to enif_free). Sites are source lines
 %%       (beam_alloc_symbolizer) when the NIF library has debug info.
 %%   {badarg, Message}                 a bad function or option
 %%   {already_running, Pid}            a check is running in this process

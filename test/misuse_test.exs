@@ -234,6 +234,21 @@ defmodule BeamAlloc.MisuseTest do
                BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_free_then_reuse/0)
     end
 
+    test "check_all_allocation_failures catches a free of the old pointer after a realloc moved it" do
+      capture_log(fn ->
+        error =
+          assert_raise BeamAlloc.AllocationFailureError, fn ->
+            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_free_after_realloc/0)
+          end
+
+        assert Enum.any?(
+                 error.problems,
+                 &(&1.kind == :misuse and &1.misuse == "double free" and
+                     &1.report =~ "#{@source}:#{line_of("stale free")}")
+               )
+      end)
+    end
+
     for len <- [48, 100_000] do
       test "a general purpose allocator's block of #{len} bytes freed by a raw NIF is refused, not crashing the VM" do
         refused_in_raw_nif(unquote(len))

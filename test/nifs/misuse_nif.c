@@ -316,6 +316,23 @@ BEAM_NIF(raw_free_then_reuse) {
     return ok(env);
 }
 
+/* A block freed through its old pointer after a realloc moved it: the
+ * realloc freed it already. Caught under a check like raw_double_free
+ * (outside one it would reach enif_free twice). */
+BEAM_NIF(raw_free_after_realloc) {
+    char *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    char *q = beam_realloc_bytes(beam_allocator, p, 24, 8, 3000);
+    if (q == NULL) {
+        beam_free_bytes(beam_allocator, p, 24, 8);
+        return beam_make_error(env, "enomem");
+    }
+    beam_free_bytes(beam_allocator, q, 3000, 8);
+    beam_free_bytes(beam_allocator, p, 24, 8); /* SITE: stale free */
+    return ok(env);
+}
+
 /* --- A block freed by the wrong NIF -------------------------------------- */
 
 /* A block one NIF takes from the process-wide general purpose allocator
@@ -385,6 +402,7 @@ static ErlNifFunc funcs[] = {
     {"leak_and_bad_free", 0, leak_and_bad_free, 0},
     {"raw_double_free", 0, raw_double_free, 0},
     {"raw_free_then_reuse", 0, raw_free_then_reuse, 0},
+    {"raw_free_after_realloc", 0, raw_free_after_realloc, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)
