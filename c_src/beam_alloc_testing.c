@@ -484,29 +484,28 @@ static void release_all_freed(session *s) {
         release_freed(&s->freed[i]);
 }
 
-/* A free of the run's block b of len would be held (hold_freed). Then a
- * remap of it moves nothing: in place, or NULL, and a realloc takes a new
- * block and frees this one through the session, which holds it, so that
- * a free of the old pointer after the move is caught too (the parent's
- * remap would have given its memory back at once). */
+/* A free of the run's block b of len is held (hold_freed): the call's
+ * allocator checks no free, and b is small enough (blocks above
+ * FREED_MAX_LEN go back at once). A remap of such a block moves nothing:
+ * in place, or NULL, and a realloc takes a new block and frees this one
+ * through the session, which holds it, so that a free of the old pointer
+ * after the move is caught too (the parent's remap would have given its
+ * memory back at once). */
 static bool would_hold(const session *s, const block *b, size_t len) {
     return b != NULL && watching_frees(s) && len <= FREED_MAX_LEN;
 }
 
 /* The run's block mem, freed by the current call through parent, which
- * checks no free: held instead of given back (true), until the call ends
- * or FREED_RING later frees push it out, so that nobody can be handed its
- * address meanwhile and a second free of it is certainly a double free
- * (freed_twice). Blocks above FREED_MAX_LEN go back at once (false). */
-static bool hold_freed(session *s, void *mem, size_t len, size_t alignment,
+ * checks no free (would_hold): held instead of given back, until the call
+ * ends or FREED_RING later frees push it out, so that nobody can be handed
+ * its address meanwhile and a second free of it is certainly a double
+ * free (freed_twice). */
+static void hold_freed(session *s, void *mem, size_t len, size_t alignment,
                        uintptr_t ret, beam_allocator_t parent) {
-    if (!watching_frees(s) || len > FREED_MAX_LEN)
-        return false;
     freed_block *f = &s->freed[s->freed_next];
     release_freed(f);
     *f = (freed_block){mem, len, alignment, ret, parent};
     s->freed_next = (s->freed_next + 1) % FREED_RING;
-    return true;
 }
 
 /* A free of mem, which the session holds no live block for: true when
@@ -686,15 +685,15 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    bool held = false;
+    bool held = parent.vtable != NULL && would_hold(s, b, len);
     if (b != NULL) {
         if (suspect(s, b) && freed_by_a_call(s))
             keep_leak(s, b);
         erase_block(s, b);
-        held = parent.vtable != NULL &&
-               hold_freed(s, mem, len, alignment, ret, parent);
     }
-    if (parent.vtable != NULL && !held)
+    if (held)
+        hold_freed(s, mem, len, alignment, ret, parent);
+    else if (parent.vtable != NULL)
         parent.vtable->free(parent.ctx, mem, len, alignment, ret);
     pthread_mutex_unlock(&s->lock);
 }
