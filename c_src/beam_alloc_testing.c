@@ -54,6 +54,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -464,6 +465,26 @@ static size_t recorded_len(const session *s, const block *b, size_t new_len) {
 
 /* --- Double frees the call's allocator would not see -------------------- */
 
+/* note_misuse of a line made from fmt. */
+__attribute__((format(printf, 3, 4))) static void
+note_misusef(session *s, const char *kind, const char *fmt, ...) {
+    char line[640];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    note_misuse(s, kind, line);
+}
+
+/* A misuse's two sites as text: the call's, returning to ret, and the
+ * block's other one (where it was freed before, or allocated). */
+#define SITE_TEXT 256
+static void describe_both(const session *s, uintptr_t ret, uintptr_t other,
+                          char here[SITE_TEXT], char there[SITE_TEXT]) {
+    beam__describe_site(described_site(s, ret), here, SITE_TEXT);
+    beam__describe_site(other, there, SITE_TEXT);
+}
+
 static bool watching_frees(const session *s) {
     return s->unchecked && counting(s);
 }
@@ -484,19 +505,21 @@ static void release_all_freed(session *s) {
         release_freed(&s->freed[i]);
 }
 
-/* A free of the run's block b of len is held (hold_freed): the call's
- * allocator checks no free, and b is small enough (blocks above
- * FREED_MAX_LEN go back at once). A remap of such a block moves nothing:
+/* A free of a block of len is held (hold_freed): the call's allocator
+ * checks no free, and the block is small enough (blocks above
+ * FREED_MAX_LEN go back at once); the run's or not (a block of the raw
+ * allocator's own, freed through the call's: found by a bug hunt, freed
+ * twice it crashed the VM in the check). A remap of such a block moves nothing:
  * in place, or NULL, and a realloc takes a new block and frees this one
  * through the session, which holds it, so that a free of the old pointer
  * after the move is caught too (the parent's remap would have given its
  * memory back at once). */
-static bool would_hold(const session *s, const block *b, size_t len) {
-    return b != NULL && watching_frees(s) && len <= FREED_MAX_LEN;
+static bool would_hold(const session *s, size_t len) {
+    return watching_frees(s) && len <= FREED_MAX_LEN;
 }
 
-/* The run's block mem, freed by the current call through parent, which
- * checks no free (would_hold): held instead of given back, until the call
+/* Block mem, freed by the current call through parent, which checks no
+ * free (would_hold): held instead of given back, until the call
  * ends or FREED_RING later frees push it out, so that nobody can be handed
  * its address meanwhile and a second free of it is certainly a double
  * free (freed_twice). */
@@ -524,16 +547,14 @@ static bool freed_twice(session *s, void *mem, size_t len, size_t alignment,
             f = &s->freed[i];
     if (f == NULL)
         return false;
-    char here[256], before[256], line[640];
-    beam__describe_site(described_site(s, ret), here, sizeof here);
-    beam__describe_site(f->ret, before, sizeof before);
-    snprintf(line, sizeof line,
-             "beam_alloc: fault injection: double free: %p (length %zu, "
-             "alignment %zu), called from %s; freed before at %s (length "
-             "%zu): not passed on (the call's allocator, raw or large, checks "
-             "no free, and enif_free would take it twice)",
-             mem, len, alignment, here, before, f->len);
-    note_misuse(s, BEAM__KIND_DOUBLE_FREE, line);
+    char here[SITE_TEXT], before[SITE_TEXT];
+    describe_both(s, ret, f->ret, here, before);
+    note_misusef(s, BEAM__KIND_DOUBLE_FREE,
+                 "beam_alloc: fault injection: double free: %p (length %zu, "
+                 "alignment %zu), called from %s; freed before at %s (length "
+                 "%zu): not passed on (the call's allocator, raw or large, "
+                 "checks no free, and enif_free would take it twice)",
+                 mem, len, alignment, here, before, f->len);
     return true;
 }
 
@@ -624,7 +645,7 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
     void *p = NULL;
     size_t index = 0;
     bool fails = growth_fails(s, REQ_REMAP, len, new_len, ret, &index);
-    if (parent.vtable != NULL && !fails && would_hold(s, b, len))
+    if (parent.vtable != NULL && !fails && would_hold(s, len))
         p = parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret)
                 ? mem
                 : NULL;
@@ -675,17 +696,43 @@ static bool freed_by_a_call(const session *s) {
     return counting(s) && pthread_equal(pthread_self(), s->call_thread);
 }
 
+/* A free in a call of the run's block b through another allocator than
+ * the one b came from (a raw NIF freeing what one with the process-wide
+ * GPA took, or the other way round): without the check the call's own
+ * allocator would refuse it or report it; the session, which sends the
+ * free where the block came from, reports it instead (before, the check
+ * passed such a call: found by a bug hunt). b's own allocator still takes
+ * it, so that the check goes on without a crash. */
+static void check_freed_through(session *s, const block *b, void *mem,
+                                size_t len, uintptr_t ret) {
+    beam_allocator_t now = current_parent(s);
+    if (!counting(s) || b->parent.vtable == NULL ||
+        (b->parent.vtable == now.vtable && b->parent.ctx == now.ctx))
+        return;
+    char here[SITE_TEXT], made[SITE_TEXT];
+    describe_both(s, ret, b->site, here, made);
+    note_misusef(s, BEAM__KIND_FOREIGN_FREE,
+                 "beam_alloc: fault injection: free of %p (length %zu) "
+                 "through another allocator than the one it came from, called "
+                 "from %s; the block was allocated from %s (without the "
+                 "check, the call's allocator would refuse it or take it for "
+                 "its own)",
+                 mem, len, here, made);
+}
+
 static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
                       uintptr_t ret) {
     session *s = ctx;
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);
+    if (b != NULL)
+        check_freed_through(s, b, mem, len, ret);
     if (b == NULL && freed_twice(s, mem, len, alignment, ret)) {
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    bool held = parent.vtable != NULL && would_hold(s, b, len);
+    bool held = parent.vtable != NULL && would_hold(s, len);
     if (b != NULL) {
         if (suspect(s, b) && freed_by_a_call(s))
             keep_leak(s, b);

@@ -51,7 +51,8 @@
 %%       Value} | {raised, Class, Reason, Stacktrace}), expect, reason and
 %%       expected_site (nondeterministic), misuse, report, 'after' and more
 %%       (misuse: a call of the run misused memory, as its allocator
-%%       reported, or, for the raw and the large allocator, which check
+%%       reported; a block freed through another allocator than the one
+%%       it came from; or, for the raw and the large allocator, which check
 %%       no free, a block freed twice in one NIF call, or through its
 %%       old address after a realloc moved it: the check holds what a
 %%       call frees through them until it ends, and does not pass the

@@ -234,6 +234,43 @@ defmodule BeamAlloc.MisuseTest do
                BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_free_then_reuse/0)
     end
 
+    test "check_all_allocation_failures catches a raw block of the NIF's own freed twice" do
+      capture_log(fn ->
+        error =
+          assert_raise BeamAlloc.AllocationFailureError, fn ->
+            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_own_double_free/0)
+          end
+
+        assert Enum.any?(
+                 error.problems,
+                 &(&1.kind == :misuse and &1.misuse == "double free" and
+                     &1.report =~ "#{@source}:#{line_of("own twice")}")
+               )
+      end)
+    end
+
+    test "check_all_allocation_failures reports a block freed through another allocator than it came from" do
+      capture_log(fn ->
+        for len <- [48, 100_000] do
+          error =
+            assert_raise BeamAlloc.AllocationFailureError, fn ->
+              BeamAlloc.Testing.check_all_allocation_failures(fn ->
+                :ok = Misuse.hand_gpa_block(len)
+                Misuse.free_handed_block()
+              end)
+            end
+
+          assert Enum.any?(
+                   error.problems,
+                   &(&1.kind == :misuse and
+                       &1.misuse == "free of a pointer the allocator does not own" and
+                       &1.report =~ "#{@source}:#{line_of("handed")}")
+                 ),
+                 inspect(error.problems)
+        end
+      end)
+    end
+
     test "check_all_allocation_failures catches a free of the old pointer after a realloc moved it" do
       capture_log(fn ->
         error =

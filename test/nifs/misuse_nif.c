@@ -333,6 +333,45 @@ BEAM_NIF(raw_free_after_realloc) {
     return ok(env);
 }
 
+/* A block of the raw allocator's own (which a check does not count),
+ * freed twice through beam_allocator: caught under a check too. */
+BEAM_NIF(raw_own_double_free) {
+    void *q = beam_alloc_bytes(beam_raw_allocator, 100, 8);
+    if (q == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, q, 100, 8);
+    beam_free_bytes(beam_allocator, q, 100, 8); /* SITE: own twice */
+    return ok(env);
+}
+
+/* A block one call takes from the process-wide GPA (hand_gpa_block(Len))
+ * and a raw call frees (free_handed_block): outside a check the raw
+ * allocator refuses it; a check reports it. The tests call the pair only
+ * inside one. */
+static void *handed;
+static size_t handed_len;
+
+BEAM_NIF(hand_gpa_block, .allocator = process_wide) {
+    unsigned long len;
+    if (handed != NULL || !enif_get_ulong(env, argv[0], &len) || len == 0 ||
+        len > ((size_t)1 << 24))
+        return enif_make_badarg(env);
+    handed = beam_alloc_bytes(beam_allocator, len, 8);
+    if (handed == NULL)
+        return beam_make_error(env, "enomem");
+    handed_len = len;
+    return ok(env);
+}
+
+BEAM_NIF(free_handed_block) {
+    void *p = handed;
+    handed = NULL;
+    if (p == NULL)
+        return enif_make_badarg(env);
+    beam_free_bytes(beam_allocator, p, handed_len, 8); /* SITE: handed */
+    return ok(env);
+}
+
 /* --- A block freed by the wrong NIF -------------------------------------- */
 
 /* A block one NIF takes from the process-wide general purpose allocator
@@ -403,6 +442,9 @@ static ErlNifFunc funcs[] = {
     {"raw_double_free", 0, raw_double_free, 0},
     {"raw_free_then_reuse", 0, raw_free_then_reuse, 0},
     {"raw_free_after_realloc", 0, raw_free_after_realloc, 0},
+    {"raw_own_double_free", 0, raw_own_double_free, 0},
+    {"hand_gpa_block", 1, hand_gpa_block, 0},
+    {"free_handed_block", 0, free_handed_block, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)

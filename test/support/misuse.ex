@@ -18,7 +18,8 @@ defmodule BeamAlloc.Test.Misuse do
               thread_double_free/0 thread_foreign_free/0 branch_free/1
               keep_gpa_block/1 free_kept_block_here/0
               free_kept_block_rightly/0 raw_double_free/0
-              raw_free_then_reuse/0 raw_free_after_realloc/0)
+              raw_free_then_reuse/0 raw_free_after_realloc/0
+              raw_own_double_free/0 hand_gpa_block/1 free_handed_block/0)
 end
 
 defmodule BeamAlloc.Test.TwinMisuse do
