@@ -52,6 +52,21 @@ defmodule BeamAlloc.MisuseTest do
     end
   end
 
+  # check_all_allocation_failures(fun) fails with a misuse of kind whose
+  # report matches report.
+  defp assert_check_misuse(fun, kind, report) do
+    error =
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(fun)
+      end
+
+    assert Enum.any?(
+             error.problems,
+             &(&1.kind == :misuse and &1.misuse == kind and &1.report =~ report)
+           ),
+           inspect(error.problems)
+  end
+
   # A GPA block of len kept by one NIF, freed by a raw one: refused.
   defp refused_in_raw_nif(len) do
     capture_log(fn ->
@@ -137,16 +152,7 @@ defmodule BeamAlloc.MisuseTest do
 
       # And check_all_allocation_failures lists it as a misuse.
       capture_log(fn ->
-        error =
-          assert_raise BeamAlloc.AllocationFailureError, fn ->
-            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.thread_double_free/0)
-          end
-
-        assert Enum.any?(
-                 error.problems,
-                 &(&1.kind == :misuse and &1.misuse == "double free" and
-                     &1.report =~ "on another thread")
-               )
+        assert_check_misuse(&Misuse.thread_double_free/0, "double free", "on another thread")
       end)
     end
 
@@ -204,24 +210,17 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
-    # 48 bytes: a slab's block; 100,000: above the slab classes, the
-    # backing's own block (enif_free of it crashed the VM too).
     test "check_all_allocation_failures catches a double free the raw allocator would pass on" do
       raw_frees = fn -> BeamAlloc.stats(Misuse).raw end
 
       capture_log(fn ->
         before = raw_frees.()
 
-        error =
-          assert_raise BeamAlloc.AllocationFailureError, fn ->
-            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_double_free/0)
-          end
-
-        assert Enum.any?(
-                 error.problems,
-                 &(&1.kind == :misuse and &1.misuse == "double free" and
-                     &1.report =~ "#{@source}:#{line_of("raw twice")}")
-               )
+        assert_check_misuse(
+          &Misuse.raw_double_free/0,
+          "double free",
+          "#{@source}:#{line_of("raw twice")}"
+        )
 
         # Neither free went to enif_free twice: each run's one block, freed once.
         now = raw_frees.()
@@ -236,56 +235,42 @@ defmodule BeamAlloc.MisuseTest do
 
     test "check_all_allocation_failures catches a raw block of the NIF's own freed twice" do
       capture_log(fn ->
-        error =
-          assert_raise BeamAlloc.AllocationFailureError, fn ->
-            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_own_double_free/0)
-          end
-
-        assert Enum.any?(
-                 error.problems,
-                 &(&1.kind == :misuse and &1.misuse == "double free" and
-                     &1.report =~ "#{@source}:#{line_of("own twice")}")
-               )
+        assert_check_misuse(
+          &Misuse.raw_own_double_free/0,
+          "double free",
+          "#{@source}:#{line_of("own twice")}"
+        )
       end)
     end
 
     test "check_all_allocation_failures reports a block freed through another allocator than it came from" do
       capture_log(fn ->
         for len <- [48, 100_000] do
-          error =
-            assert_raise BeamAlloc.AllocationFailureError, fn ->
-              BeamAlloc.Testing.check_all_allocation_failures(fn ->
-                :ok = Misuse.hand_gpa_block(len)
-                Misuse.free_handed_block()
-              end)
-            end
-
-          assert Enum.any?(
-                   error.problems,
-                   &(&1.kind == :misuse and
-                       &1.misuse == "free of a pointer the allocator does not own" and
-                       &1.report =~ "#{@source}:#{line_of("handed")}")
-                 ),
-                 inspect(error.problems)
+          assert_check_misuse(
+            fn ->
+              :ok = Misuse.keep_gpa_block(len)
+              :ok = Misuse.free_kept_block_here()
+              Misuse.forget_kept_block()
+            end,
+            "free of a pointer the allocator does not own",
+            "#{@source}:#{line_of("wrong nif")}"
+          )
         end
       end)
     end
 
     test "check_all_allocation_failures catches a free of the old pointer after a realloc moved it" do
       capture_log(fn ->
-        error =
-          assert_raise BeamAlloc.AllocationFailureError, fn ->
-            BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_free_after_realloc/0)
-          end
-
-        assert Enum.any?(
-                 error.problems,
-                 &(&1.kind == :misuse and &1.misuse == "double free" and
-                     &1.report =~ "#{@source}:#{line_of("stale free")}")
-               )
+        assert_check_misuse(
+          &Misuse.raw_free_after_realloc/0,
+          "double free",
+          "#{@source}:#{line_of("stale free")}"
+        )
       end)
     end
 
+    # 48 bytes: a slab's block; 100,000: above the slab classes, the
+    # backing's own block (enif_free of it crashed the VM too).
     for len <- [48, 100_000] do
       test "a general purpose allocator's block of #{len} bytes freed by a raw NIF is refused, not crashing the VM" do
         refused_in_raw_nif(unquote(len))

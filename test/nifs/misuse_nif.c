@@ -344,34 +344,6 @@ BEAM_NIF(raw_own_double_free) {
     return ok(env);
 }
 
-/* A block one call takes from the process-wide GPA (hand_gpa_block(Len))
- * and a raw call frees (free_handed_block): outside a check the raw
- * allocator refuses it; a check reports it. The tests call the pair only
- * inside one. */
-static void *handed;
-static size_t handed_len;
-
-BEAM_NIF(hand_gpa_block, .allocator = process_wide) {
-    unsigned long len;
-    if (handed != NULL || !enif_get_ulong(env, argv[0], &len) || len == 0 ||
-        len > ((size_t)1 << 24))
-        return enif_make_badarg(env);
-    handed = beam_alloc_bytes(beam_allocator, len, 8);
-    if (handed == NULL)
-        return beam_make_error(env, "enomem");
-    handed_len = len;
-    return ok(env);
-}
-
-BEAM_NIF(free_handed_block) {
-    void *p = handed;
-    handed = NULL;
-    if (p == NULL)
-        return enif_make_badarg(env);
-    beam_free_bytes(beam_allocator, p, handed_len, 8); /* SITE: handed */
-    return ok(env);
-}
-
 /* --- A block freed by the wrong NIF -------------------------------------- */
 
 /* A block one NIF takes from the process-wide general purpose allocator
@@ -380,7 +352,9 @@ BEAM_NIF(free_handed_block) {
  * default), frees: the raw allocator refuses it (enif_free of an address
  * inside the GPA's memory, or of one of its large blocks, would crash the
  * VM) and the call raises, naming the line; the block stays live for the
- * NIF that owns it. */
+ * NIF that owns it. Under check_all_allocation_failures the check sends
+ * that free to the GPA and reports it: forget_kept_block then drops the
+ * pointer, so that the next run keeps a block again. */
 static void *kept_block;
 static size_t kept_len;
 
@@ -400,6 +374,11 @@ BEAM_NIF(keep_gpa_block, .allocator = process_wide) {
 BEAM_NIF(free_kept_block_here, .raise_on_misuse = true) {
     void *p = kept_block;
     beam_free_bytes(beam_allocator, p, kept_len, 8); /* SITE: wrong nif */
+    return ok(env);
+}
+
+BEAM_NIF(forget_kept_block) {
+    kept_block = NULL;
     return ok(env);
 }
 
@@ -443,8 +422,7 @@ static ErlNifFunc funcs[] = {
     {"raw_free_then_reuse", 0, raw_free_then_reuse, 0},
     {"raw_free_after_realloc", 0, raw_free_after_realloc, 0},
     {"raw_own_double_free", 0, raw_own_double_free, 0},
-    {"hand_gpa_block", 1, hand_gpa_block, 0},
-    {"free_handed_block", 0, free_handed_block, 0},
+    {"forget_kept_block", 0, forget_kept_block, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)
