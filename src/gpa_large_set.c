@@ -57,12 +57,26 @@ static set_stripe *stripe_of(uint64_t h) {
     return &set.stripes[h >> 58];
 }
 
+/* The first slot of hash h's probe in a table of cap slots. */
+static size_t slot_home(uint64_t h, size_t cap) {
+    return (size_t)(h >> 16) & (cap - 1);
+}
+
+/* The slot a key of hash h goes in: the first of its probe that holds no
+ * key (empty or removed). The table has room (stripe_make_room). */
+static set_slot *slot_free(set_slot *slots, size_t cap, uint64_t h) {
+    size_t i = slot_home(h, cap);
+    while (slots[i].key > SET_GONE)
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
 /* Stripe lock held: the slot of p, or NULL when p is not in it. */
 static set_slot *slot_find(set_stripe *s, uintptr_t p, uint64_t h) {
     if (s->cap == 0)
         return NULL;
     size_t mask = s->cap - 1;
-    for (size_t i = (size_t)(h >> 16) & mask;; i = (i + 1) & mask) {
+    for (size_t i = slot_home(h, s->cap);; i = (i + 1) & mask) {
         if (s->slots[i].key == p)
             return &s->slots[i];
         if (s->slots[i].key == SET_EMPTY)
@@ -87,15 +101,9 @@ static bool stripe_make_room(set_stripe *s) {
     set_slot *slots = (set_slot *)calloc(cap, sizeof *slots);
     if (slots == NULL)
         return false;
-    for (size_t i = 0; i < s->cap; i++) {
-        set_slot e = s->slots[i];
-        if (e.key <= SET_GONE)
-            continue;
-        size_t j = (size_t)(set_hash(e.key) >> 16) & (cap - 1);
-        while (slots[j].key != SET_EMPTY)
-            j = (j + 1) & (cap - 1);
-        slots[j] = e;
-    }
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->slots[i].key > SET_GONE)
+            *slot_free(slots, cap, set_hash(s->slots[i].key)) = s->slots[i];
     free(s->slots);
     s->slots = slots;
     s->cap = cap;
@@ -121,12 +129,9 @@ void beam__gpa_set_note(const void *p) {
     if (e != NULL) {
         e->count++;
     } else if (stripe_make_room(s)) {
-        size_t mask = s->cap - 1;
-        size_t i = (size_t)(h >> 16) & mask;
-        while (s->slots[i].key > SET_GONE)
-            i = (i + 1) & mask;
-        s->used += s->slots[i].key == SET_EMPTY;
-        s->slots[i] = (set_slot){(uintptr_t)p, 1};
+        set_slot *f = slot_free(s->slots, s->cap, h);
+        s->used += f->key == SET_EMPTY;
+        *f = (set_slot){(uintptr_t)p, 1};
         beam__atomic_add_relaxed(&set.noted, 1);
     }
     pthread_mutex_unlock(&s->lock);
