@@ -186,7 +186,7 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    $$cxx -std=c++17 -fno-exceptions -pedantic $(HEADER_STRICT) test/header/cxx_noexc.cpp \
 	        $(BUILD)/libbeam_alloc_standalone.a -pthread -ldl -o $(BUILD)/header/noexc-$$cxx || exit 1; \
 	    for m in oom:'a C++ allocation failed (std::bad_alloc); built without C++ exceptions: aborting' \
-	             align:'alignment 32 is above what the raw allocator serves (8): give the NIF .allocator = a large or general purpose allocator; built without C++ exceptions: aborting'; do \
+	             align:'alignment 32 is above what the raw allocator serves (8): give the NIF .allocator = a large or general purpose allocator (one over the large allocator: a general purpose allocator'\''s large blocks come from its backing); built without C++ exceptions: aborting'; do \
 	        rc=0; $(BUILD)/header/noexc-$$cxx $${m%%:*} 2>$(BUILD)/header/noexc.err || rc=$$?; \
 	        [ $$rc -eq 134 ] && grep -qF "beam_alloc: $${m#*:}" $(BUILD)/header/noexc.err || \
 	            { echo "noexc-$$cxx $${m%%:*}: exit $$rc" >&2; cat $(BUILD)/header/noexc.err >&2; exit 1; }; \

@@ -318,8 +318,10 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * blocks, above BEAM_GPA_SMALL_MAX up to 64 KiB, are runs of 4 KiB pages in
  * slabs shared by all medium sizes (untracked instances; tracked ones
  * record them as large blocks). Larger blocks pass through to the backing
- * allocator (the instance keeps up to 16 freed ones, 512 KiB in all with
- * what their alignment costs the backing, for reuse); one is not resized
+ * allocator at their alignment, so over the raw allocator (8 at most) one
+ * at a larger alignment fails: back such an instance with the large
+ * allocator. The instance keeps up to 16 freed ones (512 KiB in all with
+ * what their alignment costs the backing) for reuse; one is not resized
  * or remapped below BEAM_GPA_SMALL_MAX bytes at an alignment of 8 or less
  * (the call fails, and a realloc moves it into a slab: the raw
  * allocator's free checks a block that small only against the slabs).

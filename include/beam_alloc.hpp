@@ -92,7 +92,9 @@ class bad_alignment : public std::bad_alloc {
                       BEAM_INTERNAL_CXX_TEXT
                       "alignment %zu is above what the raw "
                       "allocator serves (%d): give the NIF .allocator = a "
-                      "large or general purpose allocator",
+                      "large or general purpose allocator (one over the "
+                      "large allocator: a general purpose allocator's "
+                      "large blocks come from its backing)",
                       alignment, BEAM_MAX_ALIGN);
     }
 
@@ -107,7 +109,7 @@ class bad_alignment : public std::bad_alloc {
 
   private:
     std::size_t alignment_;
-    char text_[160];
+    char text_[256];
 };
 
 namespace detail {
@@ -177,7 +179,11 @@ bool operator!=(const allocator<T> &x, const allocator<U> &y) noexcept {
 }
 
 /** A polymorphic memory resource over a beam_allocator_t (for std::pmr
- * containers, and as the upstream of std::pmr pools). */
+ * containers, and as the upstream of std::pmr pools). libstdc++'s pool
+ * resources ask their upstream for chunks aligned to their block size, up
+ * to 4096, and its monotonic_buffer_resource for 16: over the raw allocator
+ * (8 at most) they throw bad_alignment; give them a large or general
+ * purpose allocator. */
 class memory_resource : public std::pmr::memory_resource {
   public:
     /** Over the thread's beam_allocator as it is now. */

@@ -110,11 +110,19 @@ static BEAM__NOINLINE void report_ignored(const char *call, const void *p,
                         "beam_alloc: %s of %p ignored: %s", call, p, what);
 }
 
+/* A freed block's header read by a free is a double free; read by a query
+ * or a realloc, a use after free (not "double": nothing was freed twice). */
+static const char *freed_text(const char *call) {
+    return strcmp(call, "beam_mfree") == 0
+               ? "double free (the block was freed already)"
+               : "use after free (the block was freed already)";
+}
+
 static void report_bad(const char *call, const void *p, enum hdr_state why,
                        uintptr_t ret) {
     report_ignored(call, p,
                    why == HDR_FREED
-                       ? "double free (the block was freed already)"
+                       ? freed_text(call)
                        : "not a live block of beam_malloc & co. over this "
                          "allocator (freed already, a sized block, or "
                          "foreign)",

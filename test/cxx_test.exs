@@ -53,13 +53,21 @@ defmodule BeamAlloc.CxxTest do
     for way <- [:vector, :pmr] do
       assert_raise RuntimeError,
                    "alignment 32 is above what the raw allocator serves (8): " <>
-                     "give the NIF .allocator = a large or general purpose allocator",
+                     "give the NIF .allocator = a large or general purpose allocator " <>
+                     "(one over the large allocator: a general purpose allocator's " <>
+                     "large blocks come from its backing)",
                    fn -> CxxNif.overaligned(way) end
 
       # a std::bad_alloc still, to code that catches that
       assert CxxNif.overaligned_caught(way) == :caught
       assert CxxNif.overaligned_gpa(way) == 1
     end
+  end
+
+  test "a std::pmr pool resource needs more than the raw allocator's alignment, and says so" do
+    e = assert_raise RuntimeError, fn -> CxxNif.pool_vector_raw() end
+    assert e.message =~ ~r/^alignment \d+ is above what the raw allocator serves \(8\): /
+    assert CxxNif.pool_vector_gpa() == 100
   end
 
   test "an over-aligned type says so under fault injection too, whose plan wraps raw" do

@@ -262,18 +262,29 @@ TEST(malloc_misuse_over_a_header_allocator_is_reported_and_ignored) {
     CHECK(check_report_contains("double free"));
     CHECK(beam__misuse.count == misuse + 3);
     CHECK(ff.deallocations == 1); /* nothing reached the parent */
+    /* A query or a realloc of it is a use after free, not a double free
+     * (found by a bug hunt: both said "double free"). */
+    CHECK(beam_msize(b, p) == 0);
+    CHECK(check_report_count() == 5);
+    CHECK(check_last_report_has("beam_msize of") &&
+          check_last_report_has("ignored: use after free"));
+    CHECK(beam_mrealloc(b, p, 64) == NULL);
+    CHECK(check_report_count() == 6);
+    CHECK(check_last_report_has("beam_mrealloc of") &&
+          check_last_report_has("ignored: use after free"));
+    CHECK(beam__misuse.count == misuse + 4); /* the realloc's */
     beam_mfree(b, last);
     /* A misaligned pointer is rejected without being read. */
     beam_mfree(a, (void *)(uintptr_t)0x1008);
-    CHECK(check_report_count() == 5);
+    CHECK(check_report_count() == 7);
     /* So is one in the first page: the zero-length sentinel of a sized
      * allocation at alignment 16 (0x10) is one (it read address 0x8). */
     void *zero = beam_alloc_bytes(beam_raw_allocator, 0, 16);
     CHECK(beam_msize(beam_raw_allocator, zero) == 0);
     beam_mfree(beam_raw_allocator, zero);
     CHECK(beam_mrealloc(beam_raw_allocator, zero, 32) == NULL);
-    CHECK(check_report_count() == 8);
-    CHECK(beam__misuse.count == misuse + 6);
+    CHECK(check_report_count() == 10);
+    CHECK(beam__misuse.count == misuse + 7);
     check_release_reports();
 }
 

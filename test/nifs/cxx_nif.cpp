@@ -158,6 +158,28 @@ BEAM_NIF(overaligned_gpa, .allocator = pick_gpa) {
     return enif_make_int(env, push_wide(pmr_arg(env, argv[0])));
 }
 
+// 100 ints in a std::pmr::vector on a pool resource over the call's
+// allocator: libstdc++'s pools ask their upstream for chunks aligned to
+// their block size (16 and up), which the raw allocator refuses.
+static int pool_vector() {
+    beam::memory_resource r;
+    std::pmr::unsynchronized_pool_resource pool{&r};
+    std::pmr::vector<int> v{&pool};
+    for (int i = 0; i < 100; i++)
+        v.push_back(i);
+    return (int)v.size();
+}
+
+// pool_vector_raw() -> raises: the alignment, not out of memory.
+BEAM_NIF(pool_vector_raw) {
+    return enif_make_int(env, pool_vector());
+}
+
+// pool_vector_gpa() -> 100.
+BEAM_NIF(pool_vector_gpa, .allocator = pick_gpa) {
+    return enif_make_int(env, pool_vector());
+}
+
 static ErlNifFunc funcs[] = {
     {"containers", 1, containers, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"leak", 0, leak, 0},
@@ -171,6 +193,8 @@ static ErlNifFunc funcs[] = {
     {"overaligned", 1, overaligned, 0},
     {"overaligned_caught", 1, overaligned_caught, 0},
     {"overaligned_gpa", 1, overaligned_gpa, 0},
+    {"pool_vector_raw", 0, pool_vector_raw, 0},
+    {"pool_vector_gpa", 0, pool_vector_gpa, 0},
 };
 
 BEAM_NIF_INIT(Elixir.CxxNif, funcs, load_capturing_reports, NULL, NULL)
