@@ -1088,6 +1088,16 @@ static BEAM__ALWAYS_INLINE uintptr_t beam__gpa_tag(const gpa_state *st,
     return st->cookie ^ (uintptr_t)b;
 }
 
+/* A block handed out by a path that does not pop it off a slab's list (a
+ * medium run, a large block) gets its second word cleared, as gpa_hand_out
+ * clears a small block's: pages that held freed small blocks keep their
+ * tags, and a block's own, at its address, which a realloc then copied
+ * into a small block and later data brought back to that address, made
+ * that block's correct free look like a double free (found by a bug hunt). */
+static inline void gpa_untag(void *p) {
+    ((void **)p)[1] = NULL;
+}
+
 /* Index of the block at p (p known to be a block of s). */
 static inline uint32_t beam__gpa_index_of(const gpa_slab *s, const void *p) {
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);

@@ -250,9 +250,13 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
     }
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
-    if (ok && st->safe)
+    if (!ok)
+        return NULL;
+    if (st->safe)
         safe_hand_out(st, &e, cached, old_site, ret);
-    return ok ? e.ptr : NULL;
+    else
+        gpa_untag(e.ptr);
+    return e.ptr;
 }
 
 /* Lock held: was mem one of ours, freed already (in the cache, or among

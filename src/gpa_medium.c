@@ -325,6 +325,8 @@ void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
     gpa_unlock(st);
     if (defer != NULL)
         beam__gpa_defer_run(st, defer);
+    if (p != NULL)
+        gpa_untag(p);
     return p;
 }
 

@@ -762,3 +762,38 @@ TEST(gpa_medium_free_with_an_absurd_length_is_a_wrong_length) {
     CHECK(u.misuse_count == 1 && u.live_blocks == 0);
     CHECK(counted_end_clean(&c));
 }
+
+/* Blocks that do not come off a slab's free list (medium runs, large
+ * blocks) are handed out untagged too: pages that held freed small blocks
+ * keep their tags, and a medium block at a page start carried its own in
+ * its second word, which a realloc copied into a small block; once the
+ * data reached a small block at that address again, its correct free was
+ * refused as a double free and the block lost (found by a bug hunt). */
+TEST(gpa_medium_and_large_blocks_are_handed_out_untagged) {
+    counted c;
+    counted_init(&c, 0);
+    enum { SMALL = SLAB / 16 };
+    static void *small[SMALL];
+    size_t handed = 0, tagged = 0;
+    for (int round = 0; round < 8; round++) {
+        for (size_t i = 0; i < SMALL; i++)
+            CHECK((small[i] = beam_alloc_bytes(c.a, 16, 8)) != NULL);
+        for (size_t i = 0; i < SMALL; i++)
+            beam_free_bytes(c.a, small[i], 16, 8);
+        beam_gpa_collect(&c.g);
+        const gpa_state *st = beam__gpa_state_of(&c.g);
+        for (int k = 0; k < 16; k++) {
+            size_t lens[] = {9 * KIB, 60 * KIB, 100 * KIB};
+            void **b[3];
+            for (int j = 0; j < 3; j++) {
+                CHECK((b[j] = beam_alloc_bytes(c.a, lens[j], 8)) != NULL);
+                handed++;
+                tagged += (uintptr_t)b[j][1] == beam__gpa_tag(st, b[j]);
+            }
+            for (int j = 0; j < 3; j++)
+                beam_free_bytes(c.a, b[j], lens[j], 8);
+        }
+    }
+    CHECK(handed == 8 * 16 * 3 && tagged == 0);
+    CHECK(counted_end_clean(&c));
+}
