@@ -493,6 +493,7 @@ format_problems(Problems, Count) ->
     How = case lists:any(fun(#{kind := K}) -> K =:= failed_without_injection end,
                          Problems) of
               true -> "none failed: the run without failures already failed";
+              false when Count =:= 0 -> "none to fail";
               false -> "each failed in turn"
           end,
     Header = fmt("~b allocation failure ~ts (~b ~ts, ~ts):",

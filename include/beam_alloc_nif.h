@@ -56,8 +56,9 @@ typedef struct beam_nif_options {
      *     chunk;
      *   - no pointer into it may outlive the call: not in a resource, a
      *     global, another thread, or a binary made with enif_make_resource
-     *     _binary. Copy what must stay (enif_make_new_binary, or another
-     *     allocator).
+     *     _binary, nor a continuation of enif_schedule_nif (each slice is
+     *     a call of its own, with a fresh arena). Copy what must stay
+     *     (enif_make_new_binary, or another allocator).
      * With .leak_check the arena sits over the checking instance and is
      * given back before the check: only blocks allocated some other way can
      * then leak. */

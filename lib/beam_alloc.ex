@@ -135,6 +135,8 @@ defmodule BeamAlloc do
   end
 
   defp not_loaded!(module) do
-    raise ArgumentError, "no NIF library built with beam_alloc is loaded for #{inspect(module)}"
+    raise ArgumentError,
+          "no NIF library built with beam_alloc is loaded for #{inspect(module)} " <>
+            "(its NIF library must be loaded, and initialised with BEAM_NIF_INIT)"
   end
 end

@@ -41,24 +41,46 @@ static const char *call_len(size_t len, size_t alignment, char *buf,
     return buf;
 }
 
+static void misuse_said(gpa_state *st, const char *what, const void *p,
+                        const char *said_len, uintptr_t ret,
+                        uintptr_t alloc_site);
+
+/* A freed small block's length is gone (its record says only "freed"):
+ * the report names its class, not a length the caller never gave. */
+static void misuse_in_freed(gpa_state *st, const char *what, const void *p,
+                            size_t class_size, uintptr_t ret,
+                            uintptr_t alloc_site) {
+    char said[64];
+    snprintf(said, sizeof said, "a freed block of size class %zu", class_size);
+    misuse_said(st, what, p, said, ret, alloc_site);
+}
+
 void beam__gpa_link_broken(gpa_state *st, gpa_slab *s, void *b,
                            const char *where, uintptr_t ret) {
     char what[224];
     snprintf(what, sizeof what, "write after free (%s)", where);
     long idx = beam__gpa_block_index(s, b);
-    beam__gpa_misuse_at(st, what, b, s->size, 0, ret,
-                        idx >= 0 ? s->info[idx].site : 0);
+    misuse_in_freed(st, what, b, s->size, ret,
+                    idx >= 0 ? s->info[idx].site : 0);
 }
 
-/* Frames kept of the offending call: as many as the instance keeps of an
- * allocation (several in safe mode), taken here, on the misusing thread. */
 void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
                          size_t len, size_t alignment, uintptr_t ret,
                          uintptr_t alloc_site) {
-    char site[600], from[600], lens[64], line[BEAM__REPORT_LINE];
+    char lens[64];
+    misuse_said(st, what, p, call_len(len, alignment, lens, sizeof lens), ret,
+                alloc_site);
+}
+
+/* Frames kept of the offending call: as many as the instance keeps of an
+ * allocation (several in safe mode), taken here, on the misusing thread.
+ * said_len: the block's length as the report gives it. */
+static void misuse_said(gpa_state *st, const char *what, const void *p,
+                        const char *said_len, uintptr_t ret,
+                        uintptr_t alloc_site) {
+    char site[600], from[600], line[BEAM__REPORT_LINE];
     uintptr_t pcs[BEAM__MAX_FRAMES];
     size_t n = beam__stack_above(ret, pcs, beam__frames_depth(st->flags));
-    const char *said_len = call_len(len, alignment, lens, sizeof lens);
     beam__atomic_add_relaxed(&st->misuse, 1);
     /* ret 0: found after the fact (a check at the end of a call), where
      * no call of the user's is at fault: no "called from". */
@@ -243,7 +265,7 @@ void beam__gpa_report_leaks(const gpa_leak *leaks, size_t n, size_t total) {
 
 typedef struct freed_bad {
     const void *p;
-    size_t size, at, alignment;
+    size_t size, at;
     uintptr_t site;
 } freed_bad;
 
@@ -304,8 +326,7 @@ check_freed_slab(gpa_state *st, gpa_slab *s, void *arg) {
         if (at == s->size)
             continue;
         if (c->found < FREED_LISTED)
-            c->out[c->found] = (freed_bad){b, s->size, at, s->info[k].alignment,
-                                           s->info[k].site};
+            c->out[c->found] = (freed_bad){b, s->size, at, s->info[k].site};
         c->found++;
     }
 }
@@ -349,8 +370,7 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
                      "write after free (byte %zu of the freed block changed; "
                      "found at the end of the call)",
                      bad[i].at);
-        beam__gpa_misuse_at(st, what, bad[i].p, bad[i].size, bad[i].alignment,
-                            0, bad[i].site);
+        misuse_in_freed(st, what, bad[i].p, bad[i].size, 0, bad[i].site);
     }
     return found + large_found;
 }

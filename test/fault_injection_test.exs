@@ -501,6 +501,19 @@ defmodule BeamAlloc.FaultInjectionTest do
                ~r/^1 allocation failure problem \(2 allocations, each failed in turn\):\n\n  \* failing allocation #1 \(alloc of 24 bytes at swallows \(test\/nifs\/faults_nif\.c:\d+\)\) was swallowed: the function returned ok$/
     end
 
+    test "the message of an error built by hand: no allocation, an unknown problem" do
+      e = %BeamAlloc.AllocationFailureError{} = BeamAlloc.AllocationFailureError.exception([])
+      assert e.message == "0 allocation failure problems (0 allocations, none to fail):\n\n"
+
+      e = BeamAlloc.AllocationFailureError.exception(problems: [%{kind: :weird}], allocations: 2)
+      assert e.message =~ "(2 allocations, each failed in turn)"
+      assert e.message =~ "  * %{kind: :weird}"
+
+      # A known kind missing its keys is shown as it is too.
+      e = BeamAlloc.AllocationFailureError.exception(problems: [%{kind: :leak}])
+      assert e.message =~ "  * %{kind: :leak}"
+    end
+
     test "absent values are undefined in Erlang, nil in Elixir" do
       # One more call on every run: a run makes an allocation the first
       # run did not, which therefore has no site to compare with.

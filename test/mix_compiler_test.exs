@@ -462,7 +462,15 @@ defmodule BeamAlloc.MixCompilerTest do
           {:mixc_improper_sources, [nifs: [tmp_nif: ["c_src/tmp_nif.c" | "x"]]],
            ~r/NIF tmp_nif: expected a list of source files/},
           {:mixc_improper_cflags, [nifs: [tmp_nif: ["c_src/tmp_nif.c"]], cflags: ["-Wall" | "x"]],
-           ~r/expected :cflags to be a list of strings/}
+           ~r/expected :cflags to be a list of strings/},
+          # (A name is a file in priv/: ../x wrote outside it.)
+          {:mixc_path_name, [nifs: ["../evil": ["c_src/tmp_nif.c"]]],
+           ~r/NIF name :"..\/evil" under :nifs is not a plain file name/},
+          {:mixc_dot_name, [nifs: [".hidden": ["c_src/tmp_nif.c"]]],
+           ~r/NIF name :".hidden" under :nifs is not a plain file name/},
+          # (The link failed with "multiple definition" of everything.)
+          {:mixc_source_twice, [nifs: [tmp_nif: ["c_src/tmp_nif.c", "./c_src/tmp_nif.c"]]],
+           ~r/NIF tmp_nif: source .\/c_src\/tmp_nif.c is listed twice under :sources/}
         ] do
       app = project(dir, name, opts)
       assert_raise Mix.Error, message, fn -> compile(dir, app) end

@@ -47,15 +47,30 @@ defmodule BeamAlloc.AllocationFailureError do
 
     # (A first run that failed already: no allocation was failed at all.)
     how =
-      if Enum.any?(problems, &(&1.kind == :failed_without_injection)),
-        do: "none failed: the run without failures already failed",
-        else: "each failed in turn"
+      cond do
+        Enum.any?(problems, &(is_map(&1) and Map.get(&1, :kind) == :failed_without_injection)) ->
+          "none failed: the run without failures already failed"
+
+        count == 0 ->
+          "none to fail"
+
+        true ->
+          "each failed in turn"
+      end
 
     header =
       "#{n} allocation failure #{plural(n, "problem")} " <>
         "(#{count} #{plural(count, "allocation")}, #{how}):"
 
-    header <> "\n\n" <> Enum.map_join(problems, "\n", &("  * " <> describe(&1)))
+    header <> "\n\n" <> Enum.map_join(problems, "\n", &("  * " <> describe_any(&1)))
+  end
+
+  # A problem built by hand (raise with problems: ...) that is not one the
+  # checker makes is shown as it is, not a crash of the message.
+  defp describe_any(p) do
+    describe(p)
+  rescue
+    _ in [FunctionClauseError, KeyError, ArgumentError, ArithmeticError] -> inspect(p)
   end
 
   # A leak lists its first @blocks_shown blocks in the message (its

@@ -190,6 +190,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       )
     end
 
+    Enum.each(Keyword.keys(nifs), &nif_name!/1)
+
     # Two entries of one name build one priv/<name>.so, the last silently.
     case Keyword.keys(nifs) -- Enum.uniq(Keyword.keys(nifs)) do
       [] ->
@@ -220,12 +222,35 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     end
 
     Map.merge(flag_options!(opts), %{
-      nifs: Enum.map(nifs, &nif_options!/1),
+      nifs: Enum.map(nifs, &(&1 |> nif_options!() |> no_source_twice!())),
       make: make_options!(Keyword.get(opts, :make, false))
     })
   end
 
   defp flag_options!(opts), do: Map.new(@flag_options, &{&1, string_list!(opts, &1)})
+
+  # The name is the file priv/<name>.so: a plain file name, not a path
+  # (:"../x" wrote outside priv/).
+  defp nif_name!(name) do
+    unless Atom.to_string(name) =~ ~r/\A[A-Za-z0-9_][A-Za-z0-9_.-]*\z/ do
+      Mix.raise(
+        "beam_alloc: NIF name #{inspect(name)} under :nifs is not a plain file name " <>
+          "(letters, digits, _, . and -, not starting with .): it names priv/<name>.so"
+      )
+    end
+  end
+
+  # A source listed twice is compiled twice, and the link fails with
+  # "multiple definition" of everything in it.
+  defp no_source_twice!({name, %{sources: srcs}} = nif) do
+    case srcs -- Enum.uniq_by(srcs, &Path.expand/1) do
+      [] ->
+        nif
+
+      [src | _] ->
+        Mix.raise("beam_alloc: NIF #{name}: source #{src} is listed twice under :sources")
+    end
+  end
 
   defp nif_options!({name, sources}) when is_list(sources) and sources != [] do
     # (An improper list is neither: Keyword.keyword?/1 below says so.)
