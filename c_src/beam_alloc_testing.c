@@ -696,6 +696,10 @@ static bool freed_by_a_call(const session *s) {
     return counting(s) && pthread_equal(pthread_self(), s->call_thread);
 }
 
+static bool same_parent(beam_allocator_t a, beam_allocator_t b) {
+    return a.vtable == b.vtable && a.ctx == b.ctx;
+}
+
 /* A free in a call of the run's block b through another allocator than
  * the one b came from (a raw NIF freeing what one with the process-wide
  * GPA took, or the other way round): without the check the call's own
@@ -705,9 +709,8 @@ static bool freed_by_a_call(const session *s) {
  * it, so that the check goes on without a crash. */
 static void check_freed_through(session *s, const block *b, void *mem,
                                 size_t len, uintptr_t ret) {
-    beam_allocator_t now = current_parent(s);
     if (!counting(s) || b->parent.vtable == NULL ||
-        (b->parent.vtable == now.vtable && b->parent.ctx == now.ctx))
+        same_parent(b->parent, current_parent(s)))
         return;
     char here[SITE_TEXT], made[SITE_TEXT];
     describe_both(s, ret, b->site, here, made);
@@ -720,14 +723,47 @@ static void check_freed_through(session *s, const block *b, void *mem,
                  mem, len, here, made);
 }
 
+/* A free in a call of the run's block b, through the allocator b came
+ * from, with another length than b's, while that allocator checks no free
+ * (raw, large): a general purpose allocator reports it, the raw allocator
+ * passes it on and counts the wrong length off its stats (a check passed
+ * it: found by a bug hunt). note_other_length reports it as a misuse of
+ * the run, and the free goes on with b's own length (counts stay exact). Not
+ * for a block of an earlier run (a suspect leak, whose record keeps the
+ * length it was allocated with, not its resizes'), nor for a free through
+ * another allocator (check_freed_through's), nor on the alignment (the
+ * large allocator takes a smaller one at a free, as it documents). */
+static bool freed_with_other_length(session *s, const block *b, size_t len) {
+    return watching_frees(s) && !suspect(s, b) && b->len != len &&
+           same_parent(b->parent, current_parent(s));
+}
+
+static void note_other_length(session *s, const block *b, void *mem, size_t len,
+                              uintptr_t ret) {
+    char here[SITE_TEXT], made[SITE_TEXT];
+    describe_both(s, ret, b->site, here, made);
+    note_misusef(s, BEAM__KIND_WRONG_FREE,
+                 "beam_alloc: fault injection: free of %p with length %zu, "
+                 "called from %s; the block was allocated with length %zu "
+                 "(or resized to it) from %s (the call's allocator, raw or "
+                 "large, checks no free: its stats would count the wrong "
+                 "length)",
+                 mem, len, here, b->len, made);
+}
+
 static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
                       uintptr_t ret) {
     session *s = ctx;
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);
-    if (b != NULL)
+    if (b != NULL) {
         check_freed_through(s, b, mem, len, ret);
+        if (freed_with_other_length(s, b, len)) {
+            note_other_length(s, b, mem, len, ret);
+            len = b->len;
+        }
+    }
     if (b == NULL && freed_twice(s, mem, len, alignment, ret)) {
         pthread_mutex_unlock(&s->lock);
         return;

@@ -233,6 +233,25 @@ defmodule BeamAlloc.MisuseTest do
                BeamAlloc.Testing.check_all_allocation_failures(&Misuse.raw_free_then_reuse/0)
     end
 
+    test "check_all_allocation_failures catches a raw free with a wrong length, and keeps the stats" do
+      raw = fn -> BeamAlloc.stats(Misuse).raw end
+
+      capture_log(fn ->
+        before = raw.()
+
+        assert_check_misuse(
+          &Misuse.raw_wrong_length_free/0,
+          "free with a wrong length or alignment",
+          "#{@source}:#{line_of("wrong length")}"
+        )
+
+        # Each run's block went back with its own length.
+        now = raw.()
+        assert now.allocations - before.allocations == now.frees - before.frees
+        assert now.live_bytes == before.live_bytes
+      end)
+    end
+
     test "check_all_allocation_failures catches a raw block of the NIF's own freed twice" do
       capture_log(fn ->
         assert_check_misuse(

@@ -300,6 +300,16 @@ BEAM_NIF(raw_double_free) {
     return ok(env);
 }
 
+/* A raw block freed with a wrong length: the raw allocator cannot tell,
+ * and would count 4000 bytes off its stats; a check reports it. */
+BEAM_NIF(raw_wrong_length_free) {
+    void *p = beam_alloc_bytes(beam_allocator, 24, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 4000, 8); /* SITE: wrong length */
+    return ok(env);
+}
+
 /* A block freed, then one of the raw allocator's own (which a check does
  * not count) freed through beam_allocator: in a raw NIF one allocator, no
  * misuse, and a check passes it (the address of the first may come back
@@ -419,6 +429,7 @@ static ErlNifFunc funcs[] = {
     {"free_kept_block_rightly", 0, free_kept_block_rightly, 0},
     {"leak_and_bad_free", 0, leak_and_bad_free, 0},
     {"raw_double_free", 0, raw_double_free, 0},
+    {"raw_wrong_length_free", 0, raw_wrong_length_free, 0},
     {"raw_free_then_reuse", 0, raw_free_then_reuse, 0},
     {"raw_free_after_realloc", 0, raw_free_after_realloc, 0},
     {"raw_own_double_free", 0, raw_own_double_free, 0},
