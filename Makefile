@@ -77,19 +77,26 @@ standalone-lib: $(BUILD)/libbeam_alloc_standalone.a
 erts-include-dir:
 	@if [ -z "$(ERTS_INCLUDE_DIR)" ]; then echo "ERTS_INCLUDE_DIR is empty (erl not on PATH?): set it to the folder of erl_nif.h, or put erl on PATH (in this checkout, make deps installs Erlang)" >&2; exit 1; fi
 
+# The libraries' objects and archives are written under a name of their
+# own (the shell's PID) and renamed into place: two builds of one checkout
+# at once (two projects sharing a path dependency, built side by side)
+# each see a whole file or none, never one the other is writing (a bug
+# hunt saw an archive with 13 of its members being read).
+TMP_OUT = $@.$$$$.tmp
+
 $(BUILD)/nif/%.o: src/%.c $(HEADERS) | erts-include-dir
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR) -c $< -o $@
+	$(CC) $(CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR) -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
 
 $(BUILD)/standalone/%.o: src/%.c $(HEADERS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE -c $< -o $@
+	$(CC) $(CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
 
 $(BUILD)/libbeam_alloc.a: $(NIF_OBJ) | erts-include-dir
-	rm -f $@ && ar rcs $@ $^
+	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@
 
 $(BUILD)/libbeam_alloc_standalone.a: $(STANDALONE_OBJ)
-	rm -f $@ && ar rcs $@ $^
+	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@
 	@if nm $@ | grep -q enif_; then echo "standalone library references enif_*" >&2; exit 1; fi
 
 # Install Erlang, Elixir and the headers when missing (Debian, as root).
