@@ -221,4 +221,8 @@ load_reason(16#baa) ->
     <<"a load_info key names only plain functions of the NIF table (not BEAM_NIF), "
       "which options do not reach">>;
 load_reason(16#bab) -> <<"a load_info property list gives an option twice">>;
+load_reason(16#bac) ->
+    <<"the new version of the module loads its NIF library from the file of the old "
+      "one, rebuilt since: the VM would keep running the old copy (purge the old "
+      "version first, or restart the node)">>;
 load_reason(_) -> undefined.

@@ -329,7 +329,9 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * library from another file than the old version's is a fresh copy and
  * runs LOAD, as a first load does (resource types opened there need
  * ERL_NIF_RT_TAKEOVER too); with LOAD NULL as well the upgrade just takes
- * place; otherwise it fails, as with ERL_NIF_INIT ({error, {upgrade,
+ * place (unless the file was rebuilt since this copy was loaded from it:
+ * the new version would run the old copy, and the upgrade fails, reported);
+ * otherwise it fails, as with ERL_NIF_INIT ({error, {upgrade,
  * ...}}, reported): what LOAD set up stays the old version's, its resource
  * types go when that version is purged, and running LOAD again over state
  * the old version still uses is not BEAM_NIF_INIT's to decide. Give an

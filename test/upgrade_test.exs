@@ -54,6 +54,7 @@ defmodule BeamAlloc.UpgradeTest do
       quote do
         def load(info), do: :erlang.load_nif(unquote(path), info)
         def make, do: :erlang.nif_error(:not_loaded)
+        def hold, do: :erlang.nif_error(:not_loaded)
         def loads, do: :erlang.nif_error(:not_loaded)
         def priv, do: :erlang.nif_error(:not_loaded)
         def ping, do: :erlang.nif_error(:not_loaded)
@@ -108,6 +109,66 @@ defmodule BeamAlloc.UpgradeTest do
     assert :ok = load_version(dir, "a", :none, @plain, "upgrade_plain_nif")
     assert :ok = load_version(dir, "a", :none, @plain, "upgrade_plain_nif")
     assert apply(@plain, :ping, []) == :pong
+  end
+
+  test "the same file rebuilt since, with no load callback, fails the upgrade: the old copy would run",
+       %{dir: dir} do
+    load_plain = fn -> load_version(dir, "a", :none, @plain, "upgrade_plain_nif") end
+    assert :ok = load_plain.()
+    # A rebuild: a new file under the old name (as the linker writes one).
+    so = Path.join([dir, "a", "upgrade_plain_nif.so"])
+    File.cp!(so, so <> ".new")
+    File.rename!(so <> ".new", so)
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      assert {:error, {:upgrade, message}} = :beam_alloc.explain_load_error(load_plain.())
+      assert message =~ "loads its NIF library from the file of the old one, rebuilt since"
+    end)
+
+    assert [line] =
+             for(
+               %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
+               line =~ "new version of BeamAlloc.Test.UpgradePlain ",
+               do: line
+             )
+
+    assert line =~ "from #{so}, which was rebuilt since the VM loaded it"
+    assert line =~ "Purge the old version first"
+
+    # So done, the rebuilt file is loaded, and its functions run.
+    drop_module(@plain)
+    assert :ok = load_plain.()
+    assert apply(@plain, :ping, []) == :pong
+  end
+
+  test "a module loaded again while a resource keeps the old copy mapped is told it runs that copy",
+       %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    resource = call(:hold)
+    so = Path.join([dir, "a", "upgrade_nif.so"])
+    File.cp!(so, so <> ".new")
+    File.rename!(so <> ".new", so)
+    # Purged, the module's library stays mapped: the resource is alive.
+    capture_log(fn -> drop_module() end)
+    mark = Reporter.mark()
+
+    capture_log(fn -> assert :ok = load_version(dir, "a", :plain) end)
+    # The same copy: its load callback ran twice.
+    assert call(:loads) == 2
+
+    assert [line] =
+             for(
+               %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
+               line =~ "BeamAlloc.Test.Upgrade loads its NIF library",
+               do: line
+             )
+
+    assert line =~ "from #{so}, rebuilt since the VM mapped it"
+    assert line =~ "restart the node"
+    assert {:ok, _} = call(:make)
+    # (The first resource stays alive, and the old copy mapped, until here.)
+    _ = :erlang.phash2(resource)
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

@@ -14,6 +14,7 @@
  * look the running function up there.
  */
 #include "../frames.h"
+#include "../os/library_file.h"
 #include "nif_internal.h"
 
 #include <pthread.h>
@@ -46,6 +47,30 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
  * was freed and crashed the VM, a stats read hung on its freed lock). */
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
 static int module_instances;
+/* The file this copy was mapped from, as it was then (the first load's):
+ * a module loading the same path gets this copy while it is mapped,
+ * whatever the file holds now (upgrade_from_same_file). */
+static char loaded_path[1024];
+static beam__file_id loaded_file;
+
+/* A module instance loads this copy again (after a purge, while the copy
+ * stayed mapped: a resource of it alive, a check's handle; or an upgrade
+ * through the user's own callback): the module runs the copy's C code,
+ * not the file's if it was rebuilt since. Said, not refused: the module
+ * works, and only a restart maps the file anew. (Upgrades without
+ * callbacks fail instead: upgrade_from_same_file.) */
+static void say_if_stale_reload(void) {
+    if (beam__file_unchanged(loaded_path, &loaded_file))
+        return;
+    char module[300];
+    beam__nif_module_text(module, sizeof module);
+    beam__report("beam_alloc: %s loads its NIF library from %s, rebuilt "
+                 "since the VM mapped it; the VM still has the old copy "
+                 "mapped (a resource of it is alive, or a check holds it), "
+                 "so the module runs the old C code: restart the node to run "
+                 "the new one",
+                 module, loaded_path);
+}
 
 int beam_nif_loaded(int result) {
     beam__report_ack_loaded(result);
@@ -54,8 +79,34 @@ int beam_nif_loaded(int result) {
         pthread_mutex_lock(&instances_lock);
         module_instances++;
         pthread_mutex_unlock(&instances_lock);
+        if (!loaded_file.known)
+            beam__library_file((const void *)beam_nif_loaded, loaded_path,
+                               sizeof loaded_path, &loaded_file);
+        else
+            say_if_stale_reload();
     }
     return result;
+}
+
+/* A new version of the module, with no load callback, loads the file this
+ * copy came from. The dynamic linker hands back this copy, loaded under
+ * that name, even when the file was rebuilt since: the new version would
+ * then run the old C code, silently (found by a bug hunt: a recompile in a
+ * running node kept the old NIFs). Then the upgrade fails and says how to
+ * get the new code; otherwise it takes place. */
+static int upgrade_from_same_file(void) {
+    if (beam__file_unchanged(loaded_path, &loaded_file))
+        return beam_nif_loaded(0);
+    char module[300];
+    beam__nif_module_text(module, sizeof module);
+    beam__report("beam_alloc: a new version of %s loads its NIF library from "
+                 "%s, which was rebuilt since the VM loaded it; the VM keeps "
+                 "the copy it has under that name, so the new version would "
+                 "run the old C code: the upgrade fails. Purge the old "
+                 "version first (code:purge/1 and code:delete/1, then load "
+                 "the module), or restart the node",
+                 module, loaded_path);
+    return beam_nif_loaded(BEAM__UPGRADE_FILE_CHANGED);
 }
 
 /* A new version of the module loads this library while its old version
@@ -75,11 +126,11 @@ int beam_nif_loaded(int result) {
 int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
                                       ERL_NIF_TERM info,
                                       beam_nif_load_fn load) {
-    if (load == NULL)
-        return beam_nif_loaded(0);
     pthread_mutex_lock(&instances_lock);
     bool fresh = module_instances == 0;
     pthread_mutex_unlock(&instances_lock);
+    if (load == NULL)
+        return fresh ? beam_nif_loaded(0) : upgrade_from_same_file();
     if (fresh)
         return load(env, priv, info);
     char module[300];

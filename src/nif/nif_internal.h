@@ -48,11 +48,14 @@ BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
 /* The load failure code of a load or upgrade callback that let a C++
  * exception out (beam_nif_internal_callback_threw), after load_options.c's
  * codes 0xba1-0xba7 (and 0xbaa, 0xbab); beam_alloc:explain_load_error/1
- * reads them all. */
+ * reads them all, and the two upgrade codes below. */
 #define BEAM__LOAD_CALLBACK_THREW 0xba8
 /* An upgrade without an upgrade callback of a library already loaded,
  * whose load callback would not run (beam_nif_upgrade_without_callback). */
 #define BEAM__UPGRADE_NEEDS_CALLBACK 0xba9
+/* An upgrade without callbacks from the file this copy of the library was
+ * loaded from, rebuilt since: the new version would run this old copy. */
+#define BEAM__UPGRADE_FILE_CHANGED 0xbac
 
 /* The end of a load or upgrade whose load_info beam_nif_load_options took
  * (result: what the library's callback returned): its options take effect

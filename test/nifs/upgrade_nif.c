@@ -57,8 +57,21 @@ static ERL_NIF_TERM priv_nif(ErlNifEnv *env, int argc,
                           enif_priv_data(env) == &priv_token ? "set" : "none");
 }
 
+/* hold(): a resource of beam_alloc's (its type has a destructor: the VM
+ * keeps this copy mapped while one is alive, the module purged or not). */
+static ERL_NIF_TERM hold(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    ERL_NIF_TERM term;
+    if (!beam_resource_new(env, BEAM_RESOURCE_ARENA, beam_large_allocator, 0,
+                           &term))
+        return beam_make_error(env, "enomem");
+    return term;
+}
+
 static ErlNifFunc funcs[] = {
     {"make", 0, make, 0},
+    {"hold", 0, hold, 0},
     {"loads", 0, loads_nif, 0},
     {"priv", 0, priv_nif, 0},
 };
