@@ -732,6 +732,29 @@ defmodule BeamAlloc.CaseTest do
     end)
   end
 
+  # A reporter that reads nothing (suspended, stuck in a handler) costs one
+  # call its second: the calls after it do not wait until it reads again
+  # (each took its second, until 256 were unread).
+  test "calls stop waiting for a reporter that read nothing in a second" do
+    reporter = Process.whereis(Reporter)
+    on_exit(fn -> :sys.resume(reporter) end)
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      {us, _} =
+        with_reporter_suspended(reporter, fn ->
+          :timer.tc(fn -> for _ <- 1..5, do: :ok = Misuse.double_free_plain() end)
+        end)
+
+      assert us in 1_000_000..3_000_000, "5 reporting calls took #{us} us"
+      assert GenServer.call(Reporter, :mark, 60_000) >= mark + 5
+
+      # It read again: calls wait again.
+      assert 0 == with_reporter_suspended(reporter, fn -> report_from_processes(1) end)
+      assert_receive {:returned, _}, 30_000
+    end)
+  end
+
   defp with_reporter_suspended(reporter, fun) do
     :sys.suspend(reporter)
 
@@ -858,7 +881,10 @@ defmodule BeamAlloc.CaseTest do
     ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
 
     dir =
-      Path.join(System.tmp_dir!(), "beam_alloc_no_driver_#{System.unique_integer([:positive])}")
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_no_driver_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
 
     File.mkdir_p!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)

@@ -126,7 +126,10 @@ defmodule BeamAlloc.NifOptionsTest do
       # A library that is there but cannot load (here: not a library at
       # all) gets no such hint.
       file =
-        Path.join(System.tmp_dir!(), "beam_alloc_not_a_nif_#{System.unique_integer([:positive])}")
+        Path.join(
+          System.tmp_dir!(),
+          "beam_alloc_not_a_nif_#{System.pid()}_#{System.unique_integer([:positive])}"
+        )
 
       File.write!(file <> ".so", "not an ELF file")
       result = :erlang.load_nif(String.to_charlist(file), [])
@@ -136,7 +139,12 @@ defmodule BeamAlloc.NifOptionsTest do
     end
 
     test "a library that calls what nothing linked defines: the load error says which link to mend" do
-      dir = Path.join(System.tmp_dir!(), "beam_alloc_undef_#{System.unique_integer([:positive])}")
+      dir =
+        Path.join(
+          System.tmp_dir!(),
+          "beam_alloc_undef_#{System.pid()}_#{System.unique_integer([:positive])}"
+        )
+
       File.mkdir_p!(dir)
       src = Path.join(dir, "undef_nif.c")
       # A C library's function the link did not name (libs: left out).

@@ -17,7 +17,13 @@ defmodule BeamAlloc.UpgradeTest do
   @plain BeamAlloc.Test.UpgradePlain
 
   setup do
-    dir = Path.join(System.tmp_dir!(), "beam_alloc_upgrade_#{System.unique_integer([:positive])}")
+    # (The OS pid too: unique_integer is unique in one VM only, and two
+    # suites run at once shared a directory, one deleting the other's.)
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_upgrade_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
 
     for copy <- ["a", "b"], so <- ["upgrade_nif.so", "upgrade_plain_nif.so"] do
       File.mkdir_p!(Path.join(dir, copy))

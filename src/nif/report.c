@@ -17,7 +17,8 @@
  * once it has read who sent what); the call, at its end, yields (rescheduling
  * itself, never blocking the scheduler) until then, for one second at most,
  * and not at all while ACK_BACKLOG_MAX of this library's reports wait to
- * be read (a flood: see unread_acks).
+ * be read (a flood: see unread_acks) or once a call waited its second in
+ * vain, until the reporter reads again (reporter_stopped).
  *
  * The hook may run on any thread (never with a lock of beam_alloc's
  * allocators held), inside the allocator call that found the problem;
@@ -59,6 +60,12 @@ static BEAM_THREAD_LOCAL report_ack *pending;
  * same; only the attribution to a Task that ends at once may be lost). */
 #define ACK_BACKLOG_MAX 256
 static _Atomic int unread_acks;
+/* A call waited its whole second and the reporter read nothing: it is
+ * stopped (suspended, or stuck in a handler), not behind. Until it reads
+ * again, reports carry no acknowledgement either: each call that reported
+ * took its second, in turn, until the backlog filled (256 s of calls a
+ * second long, found by a bug hunt). */
+static _Atomic bool reporter_stopped;
 
 static void ack_release(report_ack *a) {
     if (beam__atomic_sub_acq_rel(&a->refs, 1) == 1)
@@ -72,6 +79,7 @@ static void ack_destroyed(ErlNifEnv *env, void *obj) {
         beam__atomic_store_release(&a->read, true);
         ack_release(a);
         beam__atomic_sub_relaxed(&unread_acks, 1);
+        beam__atomic_store_relaxed(&reporter_stopped, false);
     }
 }
 
@@ -99,7 +107,8 @@ static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     ERL_NIF_TERM none = enif_make_atom(msg_env, "undefined");
     ErlNifResourceType *type = beam__atomic_load_acquire(&ack_type);
     if (!in_call || type == NULL ||
-        beam__atomic_load_relaxed(&unread_acks) >= ACK_BACKLOG_MAX)
+        beam__atomic_load_relaxed(&unread_acks) >= ACK_BACKLOG_MAX ||
+        beam__atomic_load_relaxed(&reporter_stopped))
         return none;
     report_ack *a = enif_alloc(sizeof *a);
     if (a == NULL)
@@ -135,12 +144,14 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
         !enif_get_int(env, argv[3], &raised))
         return enif_make_badarg(env);
     report_ack *a = (report_ack *)(uintptr_t)ptr;
-    if (!beam__atomic_load_acquire(&a->read) &&
-        enif_monotonic_time(ERL_NIF_USEC) < deadline) {
-        /* Let the reporter run (on this scheduler too). */
-        enif_consume_timeslice(env, 100);
-        return enif_schedule_nif(env, "beam_alloc_report_wait", 0, wait_read,
-                                 argc, argv);
+    if (!beam__atomic_load_acquire(&a->read)) {
+        if (enif_monotonic_time(ERL_NIF_USEC) < deadline) {
+            /* Let the reporter run (on this scheduler too). */
+            enif_consume_timeslice(env, 100);
+            return enif_schedule_nif(env, "beam_alloc_report_wait", 0,
+                                     wait_read, argc, argv);
+        }
+        beam__atomic_store_relaxed(&reporter_stopped, true);
     }
     ack_release(a);
     return raised ? enif_raise_exception(env, argv[2]) : argv[2];
