@@ -531,6 +531,46 @@ static void hold_freed(session *s, void *mem, size_t len, size_t alignment,
     s->freed_next = (s->freed_next + 1) % FREED_RING;
 }
 
+/* The live block of the run that mem points inside (not at its start),
+ * or NULL. A walk of the table: only frees the session has no block for
+ * ask, while the call's allocator checks no free. */
+static const block *block_around(const session *s, const void *mem) {
+    uintptr_t p = (uintptr_t)mem;
+    for (size_t i = 0; i < s->blocks_cap; i++) {
+        const block *b = &s->blocks[i];
+        if (b->ptr == NULL || b->ptr == TOMBSTONE)
+            continue;
+        uintptr_t at = (uintptr_t)b->ptr;
+        if (p > at && p - at < b->len)
+            return b;
+    }
+    return NULL;
+}
+
+/* A free of mem, which the session has no block for, pointing inside one
+ * of the run's blocks (a sized free of a beam_malloc block over the raw
+ * allocator: its user pointer is past the header): true, reported as a
+ * misuse of the run, and not passed on, as enif_free would crash the VM
+ * on it (it did, in the check: found by a bug hunt). */
+static bool freed_inside(session *s, void *mem, size_t len, uintptr_t ret) {
+    if (!watching_frees(s))
+        return false;
+    const block *b = block_around(s, mem);
+    if (b == NULL)
+        return false;
+    char here[SITE_TEXT], made[SITE_TEXT];
+    describe_both(s, ret, b->site, here, made);
+    note_misusef(s, BEAM__KIND_FOREIGN_FREE,
+                 "beam_alloc: fault injection: free of %p (length %zu), "
+                 "%zu bytes inside a block of length %zu, called from %s; "
+                 "the block was allocated from %s: not passed on (the "
+                 "call's allocator, raw or large, checks no free, and "
+                 "enif_free would crash on it)",
+                 mem, len, (size_t)((uintptr_t)mem - (uintptr_t)b->ptr), b->len,
+                 here, made);
+    return true;
+}
+
 /* A free of mem, which the session holds no live block for: true when
  * mem is a block the call freed already and holds (hold_freed). Reported
  * as a misuse of the run, and not passed on: the raw allocator would hand
@@ -764,7 +804,8 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
             len = b->len;
         }
     }
-    if (b == NULL && freed_twice(s, mem, len, alignment, ret)) {
+    if (b == NULL && (freed_twice(s, mem, len, alignment, ret) ||
+                      freed_inside(s, mem, len, ret))) {
         pthread_mutex_unlock(&s->lock);
         return;
     }

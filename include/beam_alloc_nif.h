@@ -39,7 +39,9 @@ typedef struct beam_nif_options {
      * without "Elixir."), erlang:error({memory_leak, <<"memory leak detected
      * in function my_mod:fun/arity">>}) or {memory_misuse, ...}. The blocks
      * and sites go to the report hook (inside a BEAM: the logger and
-     * BeamAlloc.Reporter). */
+     * BeamAlloc.Reporter). The instance goes at return (unless the call
+     * leaked): a copy of beam_allocator kept by a thread past the call's
+     * end must not be used, as with .scratch. */
     bool leak_check;
     /** beam_allocator for the call; NULL means beam_raw_allocator. */
     beam_allocator_t (*allocator)(void);

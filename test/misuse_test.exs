@@ -252,6 +252,44 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    test "check_all_allocation_failures reports a sized free of a malloc-style raw block" do
+      capture_log(fn ->
+        assert_check_misuse(
+          &Misuse.raw_mfree_sized/0,
+          "free of a pointer the allocator does not own",
+          "#{@source}:#{line_of("sized mfree")}"
+        )
+      end)
+    end
+
+    # A library the first run loads is attached only after it: that run
+    # ran unchecked, and its double free went to enif_free (a bug hunt
+    # crashed the VM so). A remote fun's module is loaded first.
+    test "check_all_allocation_failures loads a remote fun's module first, so its first run is checked" do
+      before = BeamAlloc.stats(Misuse).raw
+
+      capture_log(fn ->
+        :code.purge(Misuse)
+        :code.delete(Misuse)
+        :code.purge(Misuse)
+        refute :code.is_loaded(Misuse)
+
+        assert_check_misuse(
+          &Misuse.raw_double_free/0,
+          "double free",
+          "#{@source}:#{line_of("raw twice")}"
+        )
+      end)
+
+      # Each run's block freed once (the library may be a fresh copy).
+      now = BeamAlloc.stats(Misuse).raw
+
+      base =
+        if now.allocations >= before.allocations, do: before, else: %{allocations: 0, frees: 0}
+
+      assert now.allocations - base.allocations == now.frees - base.frees
+    end
+
     test "check_all_allocation_failures catches a raw block of the NIF's own freed twice" do
       capture_log(fn ->
         assert_check_misuse(

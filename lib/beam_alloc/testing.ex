@@ -117,7 +117,8 @@ defmodule BeamAlloc.Testing do
       a library that the function loads itself (its module's first call) is
       attached after the first run, which then ran outside the check, for
       real, and runs again: load such modules first (`Code.ensure_loaded!/1`)
-      when that would harm.
+      when that would harm (a remote capture's module, `&MyNif.parse/0`, is
+      loaded first by the check).
 
   ## Examples
 

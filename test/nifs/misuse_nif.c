@@ -300,6 +300,17 @@ BEAM_NIF(raw_double_free) {
     return ok(env);
 }
 
+/* A beam_malloc block freed with the sized free: over the raw allocator
+ * its pointer is inside the header's block, and enif_free crashes on it;
+ * a check reports it (it crashed the VM in the check). */
+BEAM_NIF(raw_mfree_sized) {
+    void *p = beam_malloc(beam_allocator, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 24, 8); /* SITE: sized mfree */
+    return ok(env);
+}
+
 /* A raw block freed with a wrong length: the raw allocator cannot tell,
  * and would count 4000 bytes off its stats; a check reports it. */
 BEAM_NIF(raw_wrong_length_free) {
@@ -430,6 +441,7 @@ static ErlNifFunc funcs[] = {
     {"leak_and_bad_free", 0, leak_and_bad_free, 0},
     {"raw_double_free", 0, raw_double_free, 0},
     {"raw_wrong_length_free", 0, raw_wrong_length_free, 0},
+    {"raw_mfree_sized", 0, raw_mfree_sized, 0},
     {"raw_free_then_reuse", 0, raw_free_then_reuse, 0},
     {"raw_free_after_realloc", 0, raw_free_after_realloc, 0},
     {"raw_own_double_free", 0, raw_own_double_free, 0},
