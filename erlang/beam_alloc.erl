@@ -103,6 +103,12 @@ driver_problem() ->
             end
     end.
 
+%% A reporter that died is restarted by the application's supervisor: while
+%% the application runs, its absence is waited out (a second at most)
+%% rather than taken for an application never started (a hunt's reporter,
+%% killed during a test, made without_reports/1 say {not_started, ...}).
+-define(REPORTER_TRIES, 20).
+
 %% The reports (a leak, a double free, ...) the beam_alloc application's
 %% reporter has kept since the last take, oldest first, as {Module, Line}:
 %% Module the module whose NIF library reported, Line the report with its
@@ -110,22 +116,35 @@ driver_problem() ->
 %% double_free (c_src/my_nif.c:42)"). An EUnit test can take what came
 %% before it, run, and check what its code reported. Raises
 %% erlang:error({not_started, beam_alloc}) when the application is not
-%% running: start it first (application:ensure_all_started(beam_alloc));
+%% running (a reporter its supervisor is restarting is waited for, a second
+%% at most): start it first (application:ensure_all_started(beam_alloc));
 %% until then reports go to standard error with sites as my_nif.so+0x1c1b.
 -spec take_reports() -> [{module(), binary()}].
 take_reports() ->
+    take_reports(?REPORTER_TRIES).
+
+take_reports(Tries) ->
     %% The reporter the C side sends to: the Elixir one first (a Mix
     %% build), else the Erlang one (rebar3).
     Reporter = case {whereis('Elixir.BeamAlloc.Reporter'), whereis(beam_alloc_reporter)} of
                    {Pid, _} when is_pid(Pid) -> Pid;
                    {_, Pid} -> Pid
                end,
-    %% (Gone between the lookup and the call: not started either.)
+    %% (Gone between the lookup and the call: not there either.)
     try is_pid(Reporter) andalso gen_server:call(Reporter, take) of
-        false -> erlang:error({not_started, beam_alloc});
+        false -> reporter_absent(Tries);
         Reports -> Reports
     catch
-        exit:{noproc, _} -> erlang:error({not_started, beam_alloc})
+        exit:{noproc, _} -> reporter_absent(Tries)
+    end.
+
+reporter_absent(Tries) ->
+    case Tries > 0 andalso lists:keymember(beam_alloc, 1, application:which_applications()) of
+        true ->
+            timer:sleep(50),
+            take_reports(Tries - 1);
+        false ->
+            erlang:error({not_started, beam_alloc})
     end.
 
 %% A readable reason for what erlang:load_nif/2 returned when BEAM_NIF_INIT

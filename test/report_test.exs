@@ -37,6 +37,22 @@ defmodule BeamAlloc.ReportTest do
     end)
   end
 
+  test "beam_alloc:take_reports/0 waits for a reporter its supervisor restarts" do
+    # (The supervisor held until the call waits: the reporter is absent
+    # then, and the application running. It raised {not_started, ...}.)
+    :sys.suspend(BeamAlloc.Supervisor)
+    on_exit(fn -> :sys.resume(BeamAlloc.Supervisor) end)
+    old = Process.whereis(Reporter)
+    ref = Process.monitor(old)
+    Process.exit(old, :kill)
+    assert_receive {:DOWN, ^ref, _, _, _}
+    task = Task.async(fn -> :beam_alloc.take_reports() end)
+    Process.sleep(200)
+    :sys.resume(BeamAlloc.Supervisor)
+    assert [] = Task.await(task)
+    assert Process.whereis(Reporter) not in [nil, old]
+  end
+
   test "the Erlang reporter (the application built by rebar3) logs and keeps reports" do
     # Started beside the Elixir one, which the NIFs here send to: this
     # one is fed by hand, in the message's shape (src/nif/report.c).
