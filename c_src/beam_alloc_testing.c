@@ -531,14 +531,24 @@ static void hold_freed(session *s, void *mem, size_t len, size_t alignment,
     s->freed_next = (s->freed_next + 1) % FREED_RING;
 }
 
-/* The live block of the run that mem points inside (not at its start),
- * or NULL. A walk of the table: only frees the session has no block for
+static bool same_parent(beam_allocator_t a, beam_allocator_t b) {
+    return a.vtable == b.vtable && a.ctx == b.ctx;
+}
+
+/* The live block of this run, from the call's own allocator, that mem
+ * points inside (not at its start), or NULL. Not a block of an earlier
+ * run (a suspect leak: its record keeps the length it was allocated with,
+ * and its memory may be partly given back) nor one whose allocator died:
+ * their records may cover memory that is someone else's now (found in
+ * review). A walk of the table: only frees the session has no block for
  * ask, while the call's allocator checks no free. */
 static const block *block_around(const session *s, const void *mem) {
     uintptr_t p = (uintptr_t)mem;
+    beam_allocator_t now = current_parent(s);
     for (size_t i = 0; i < s->blocks_cap; i++) {
         const block *b = &s->blocks[i];
-        if (b->ptr == NULL || b->ptr == TOMBSTONE)
+        if (b->ptr == NULL || b->ptr == TOMBSTONE || suspect(s, b) ||
+            b->parent.vtable == NULL || !same_parent(b->parent, now))
             continue;
         uintptr_t at = (uintptr_t)b->ptr;
         if (p > at && p - at < b->len)
@@ -734,10 +744,6 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
  * earlier run's block pass for a destructor's. */
 static bool freed_by_a_call(const session *s) {
     return counting(s) && pthread_equal(pthread_self(), s->call_thread);
-}
-
-static bool same_parent(beam_allocator_t a, beam_allocator_t b) {
-    return a.vtable == b.vtable && a.ctx == b.ctx;
 }
 
 /* A free in a call of the run's block b through another allocator than

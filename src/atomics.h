@@ -69,6 +69,7 @@ void __tsan_release(void *addr);
     atomic_fetch_add_explicit(p, v, BEAM__RLX)
 #define beam__atomic_add_acquire(p, v)                                         \
     atomic_fetch_add_explicit(p, v, BEAM__ACQ)
+#define beam__atomic_add_seq_cst(p, v) atomic_fetch_add_explicit(p, v, BEAM__SC)
 #define beam__atomic_sub_relaxed(p, v)                                         \
     atomic_fetch_sub_explicit(p, v, BEAM__RLX)
 #define beam__atomic_sub_release(p, v)                                         \

@@ -770,10 +770,10 @@ defmodule BeamAlloc.CaseTest do
     end)
   end
 
-  # A reporter that reads nothing (suspended, stuck in a handler) costs one
-  # call its second: the calls after it do not wait until it reads again
-  # (each took its second, until 256 were unread).
-  test "calls stop waiting for a reporter that read nothing in a second" do
+  # A reporter that reads nothing for two seconds while calls wait
+  # (suspended, stuck in a handler) is stopped: the calls after that do not
+  # wait until it reads again (each took its second, until 256 were unread).
+  test "calls stop waiting for a reporter that read nothing for two seconds" do
     reporter = Process.whereis(Reporter)
     on_exit(fn -> :sys.resume(reporter) end)
     mark = Reporter.mark()
@@ -781,16 +781,41 @@ defmodule BeamAlloc.CaseTest do
     capture_log(fn ->
       {us, _} =
         with_reporter_suspended(reporter, fn ->
-          :timer.tc(fn -> for _ <- 1..5, do: :ok = Misuse.double_free_plain() end)
+          :timer.tc(fn -> for _ <- 1..8, do: :ok = Misuse.double_free_plain() end)
         end)
 
-      assert us in 1_000_000..3_000_000, "5 reporting calls took #{us} us"
-      assert GenServer.call(Reporter, :mark, 60_000) >= mark + 5
+      # (Three calls wait their second: 8 s before.)
+      assert us in 2_000_000..5_000_000, "8 reporting calls took #{us} us"
+      assert GenServer.call(Reporter, :mark, 60_000) >= mark + 8
 
       # It read again: calls wait again.
       assert 0 == with_reporter_suspended(reporter, fn -> report_from_processes(1) end)
       assert_receive {:returned, _}, 30_000
     end)
+  end
+
+  # A reporter merely slow (busy for 1.3 s) is not stopped: a Task that
+  # reports after one call waited its second in vain still waits, and its
+  # report is its test's (found in review: it returned at once, and its
+  # report went to no test).
+  test "a Task's report after a slow reporter's stall is still its test's" do
+    reporter = Process.whereis(Reporter)
+    on_exit(fn -> :sys.resume(reporter) end)
+    me = self()
+
+    capture_log(fn ->
+      mark = Reporter.mark()
+      :sys.suspend(reporter)
+      {:ok, _} = :timer.apply_after(1300, :sys, :resume, [reporter])
+      assert :ok = Task.async(&Misuse.double_free_plain/0) |> Task.await(5000)
+      assert :ok = Task.async(&Misuse.double_free_plain/0) |> Task.await(5000)
+      _ = BeamAlloc.Test.Reports.wait_since(mark, 2)
+      send(me, {:mine, length(BeamAlloc.Case.reports(mark, me, true))})
+    end)
+
+    # The first Task waited its second and ended before the reporter read
+    # its report (the bound a call waits); the second's is the test's.
+    assert_received {:mine, 1}
   end
 
   defp with_reporter_suspended(reporter, fun) do

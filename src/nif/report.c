@@ -17,8 +17,9 @@
  * once it has read who sent what); the call, at its end, yields (rescheduling
  * itself, never blocking the scheduler) until then, for one second at most,
  * and not at all while ACK_BACKLOG_MAX of this library's reports wait to
- * be read (a flood: see unread_acks) or once a call waited its second in
- * vain, until the reporter reads again (reporter_stopped).
+ * be read (a flood: see unread_acks) or once the reporter has read
+ * nothing for two seconds while calls waited, until it reads again
+ * (reporter_stopped).
  *
  * The hook may run on any thread (never with a lock of beam_alloc's
  * allocators held), inside the allocator call that found the problem;
@@ -60,12 +61,38 @@ static BEAM_THREAD_LOCAL report_ack *pending;
  * same; only the attribution to a Task that ends at once may be lost). */
 #define ACK_BACKLOG_MAX 256
 static _Atomic int unread_acks;
-/* A call waited its whole second and the reporter read nothing: it is
- * stopped (suspended, or stuck in a handler), not behind. Until it reads
- * again, reports carry no acknowledgement either: each call that reported
- * took its second, in turn, until the backlog filled (256 s of calls a
- * second long, found by a bug hunt). */
-static _Atomic bool reporter_stopped;
+/* A reporter that reads nothing for STOPPED_AFTER_USEC while calls wait
+ * for it is stopped (suspended, stuck in a handler), not just slow: until
+ * it reads again, reports carry no acknowledgement either. Without this,
+ * each call that reported took its second, in turn, until the backlog
+ * filled (256 s of calls a second long, found by a bug hunt); declared
+ * stopped at the first wait that ran out, a reporter busy for 1.3 s lost
+ * the next Task's report to its test (found in review). acks_read counts
+ * the reads; silent_reads is acks_read + 1 as it was when a wait first ran
+ * out without a read, silent_since when: any read since ends the silence,
+ * so a read racing the marking cannot leave it stopped for good. */
+#define STOPPED_AFTER_USEC 2000000
+static _Atomic uint64_t acks_read;
+static _Atomic uint64_t silent_reads;
+static _Atomic int64_t silent_since;
+
+static bool reporter_stopped(void) {
+    uint64_t s = beam__atomic_load_seq_cst(&silent_reads);
+    return s != 0 && beam__atomic_load_seq_cst(&acks_read) == s - 1 &&
+           enif_monotonic_time(ERL_NIF_USEC) -
+                   beam__atomic_load_seq_cst(&silent_since) >=
+               STOPPED_AFTER_USEC;
+}
+
+/* A wait ran out; n: acks_read as it was before the wait saw its ack
+ * unread. */
+static void note_silence(uint64_t n) {
+    if (beam__atomic_load_seq_cst(&silent_reads) == n + 1)
+        return; /* the silence began earlier */
+    beam__atomic_store_seq_cst(&silent_since,
+                               enif_monotonic_time(ERL_NIF_USEC));
+    beam__atomic_store_seq_cst(&silent_reads, n + 1);
+}
 
 static void ack_release(report_ack *a) {
     if (beam__atomic_sub_acq_rel(&a->refs, 1) == 1)
@@ -76,10 +103,11 @@ static void ack_destroyed(ErlNifEnv *env, void *obj) {
     (void)env;
     report_ack *a = ((ack_resource *)obj)->ack;
     if (a != NULL) {
-        beam__atomic_store_release(&a->read, true);
+        /* (read before acks_read: see wait_read.) */
+        beam__atomic_store_seq_cst(&a->read, true);
+        beam__atomic_add_seq_cst(&acks_read, 1);
         ack_release(a);
         beam__atomic_sub_relaxed(&unread_acks, 1);
-        beam__atomic_store_relaxed(&reporter_stopped, false);
     }
 }
 
@@ -108,7 +136,7 @@ static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     ErlNifResourceType *type = beam__atomic_load_acquire(&ack_type);
     if (!in_call || type == NULL ||
         beam__atomic_load_relaxed(&unread_acks) >= ACK_BACKLOG_MAX ||
-        beam__atomic_load_relaxed(&reporter_stopped))
+        reporter_stopped())
         return none;
     report_ack *a = enif_alloc(sizeof *a);
     if (a == NULL)
@@ -144,14 +172,17 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
         !enif_get_int(env, argv[3], &raised))
         return enif_make_badarg(env);
     report_ack *a = (report_ack *)(uintptr_t)ptr;
-    if (!beam__atomic_load_acquire(&a->read)) {
+    /* acks_read before read: a read that this load misses counts after n,
+     * and so ends the silence note_silence marks. */
+    uint64_t n = beam__atomic_load_seq_cst(&acks_read);
+    if (!beam__atomic_load_seq_cst(&a->read)) {
         if (enif_monotonic_time(ERL_NIF_USEC) < deadline) {
             /* Let the reporter run (on this scheduler too). */
             enif_consume_timeslice(env, 100);
             return enif_schedule_nif(env, "beam_alloc_report_wait", 0,
                                      wait_read, argc, argv);
         }
-        beam__atomic_store_relaxed(&reporter_stopped, true);
+        note_silence(n);
     }
     ack_release(a);
     return raised ? enif_raise_exception(env, argv[2]) : argv[2];
