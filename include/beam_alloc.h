@@ -293,7 +293,11 @@ static inline const char *beam_internal_cxx_own_text(const char *what) {
  * when the address is not aligned to it, or the block's header is not
  * found below it or cannot hold the length; a block allocated above
  * BEAM_MAX_ALIGN and freed at or below it cannot be told from a raw block,
- * and goes to enif_free as the raw allocator's do. */
+ * and goes to enif_free as the raw allocator's do. Reading the header needs
+ * its memory still mapped: a second free, resize or remap of a freed
+ * block is refused only while the system keeps the freed memory (glibc's
+ * malloc unmaps blocks of 128 KiB and more at once, enif_alloc its
+ * single-block carriers); otherwise it faults, as a second free() would. */
 BEAM_API extern const beam_allocator_t beam_large_allocator;
 
 /** The allocator a NIF should use. Set on entry to every NIF declared with

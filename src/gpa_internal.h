@@ -668,8 +668,19 @@ static inline void gpa_defer_free(gpa_defer **list, void *p, size_t len,
 }
 
 /* A large block (noted: beam__gpa_set_note) onto the list. */
+/* The alignment a large block of alignment a goes to the backing at: a
+ * pointer's at least. An arena or a fixed buffer hands a block at
+ * alignment 1 out at any address, and the instance writes pointer-sized
+ * words into its large blocks (gpa_untag; gpa_defer's record when one goes
+ * back): at an odd address, undefined behaviour (found by a bug hunt). The
+ * block's record keeps a, which its frees are checked against. */
+static inline size_t gpa_large_backing_alignment(size_t a) {
+    return a < BEAM_MAX_ALIGN ? BEAM_MAX_ALIGN : a;
+}
+
 static inline void gpa_defer_free_large(gpa_defer **list, gpa_large *e) {
-    gpa_defer_free(list, e->ptr, e->backing_len, e->alignment, false);
+    gpa_defer_free(list, e->ptr, e->backing_len,
+                   gpa_large_backing_alignment(e->alignment), false);
     ((gpa_defer *)e->ptr)->noted = true;
 }
 

@@ -65,10 +65,11 @@ static void say_if_stale_reload(void) {
     char module[300];
     beam__nif_module_text(module, sizeof module);
     beam__report("beam_alloc: %s loads its NIF library from %s, rebuilt "
-                 "since the VM mapped it; the VM still has the old copy "
-                 "mapped (a resource of it is alive, or a check holds it), "
-                 "so the module runs the old C code: restart the node to run "
-                 "the new one",
+                 "since the VM mapped it; the VM hands it the copy it has "
+                 "under that name (an upgrade through the upgrade callback, "
+                 "or a load while a resource of the copy is alive or a check "
+                 "holds it), so the module runs the old C code: restart the "
+                 "node to run the new one",
                  module, loaded_path);
 }
 

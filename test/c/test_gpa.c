@@ -991,6 +991,37 @@ TEST(gpa_large_table_goes_back_when_no_large_block_is_live) {
 
 /* The cache's bytes count what an alignment costs the backing: 16 small
  * blocks at 32 MiB kept 512 MiB of the large allocator's (found in review). */
+/* Large blocks at alignment 1 over a bump allocator (a fixed buffer, an
+ * arena) are taken at a pointer's alignment at least: the instance writes
+ * pointer-sized words into them, which at an odd address is undefined
+ * behaviour (UBSan saw it: found by a bug hunt). Their records keep the
+ * alignment asked for, which their frees and reallocs give. */
+TEST(gpa_large_blocks_over_a_bump_allocator_are_pointer_aligned) {
+    static _Alignas(16) unsigned char buf[2 << 20];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_allocator_t back = beam_fixed_buffer_allocator(&fb);
+    beam_gpa_t g;
+    beam_gpa_init(&g, back);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    check_capture_reports();
+    unsigned char *p[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK(beam_alloc_bytes(back, 1, 1) != NULL); /* an odd bump */
+        p[i] = beam_alloc_bytes(a, 100001, 1);
+        CHECK(p[i] != NULL && check_aligned(p[i], sizeof(void *)));
+        memset(p[i], i, 100001);
+    }
+    p[1] = beam_realloc_bytes(a, p[1], 100001, 1, 200001);
+    CHECK(p[1] != NULL && check_aligned(p[1], sizeof(void *)) && p[1][0] == 1);
+    beam_free_bytes(a, p[1], 200001, 1);
+    beam_free_bytes(a, p[0], 100001, 1);
+    beam_free_bytes(a, p[2], 100001, 1);
+    CHECK(check_report_count() == 0);
+    CHECK(!beam_gpa_deinit(&g));
+    check_release_reports();
+}
+
 TEST(gpa_large_cache_counts_alignment_padding) {
     beam_failing_t f;
     beam_gpa_t g;
