@@ -291,7 +291,21 @@ BEAM_NIF(branch_free, .leak_check = true) {
  * check_all_allocation_failures the second free is caught (a misuse of
  * the run, not passed on). Outside a check it would reach enif_free twice:
  * the tests call it only inside one. */
+/* raw_double_free's calls outside a check (beam_allocator the raw one),
+ * in this copy of the library: copy_state/0 gives it with the copy's
+ * identity (a module purged may or may not take its library with it). */
+static int unchecked_double_frees;
+
+BEAM_NIF(copy_state) {
+    return enif_make_tuple2(
+        env,
+        enif_make_uint64(env, (ErlNifUInt64)(uintptr_t)&unchecked_double_frees),
+        enif_make_int(env, unchecked_double_frees));
+}
+
 BEAM_NIF(raw_double_free) {
+    if (beam_allocator.vtable == beam_raw_allocator.vtable)
+        unchecked_double_frees++;
     void *p = beam_alloc_bytes(beam_allocator, 24, 8);
     if (p == NULL)
         return beam_make_error(env, "enomem");
@@ -440,6 +454,7 @@ static ErlNifFunc funcs[] = {
     {"free_kept_block_rightly", 0, free_kept_block_rightly, 0},
     {"leak_and_bad_free", 0, leak_and_bad_free, 0},
     {"raw_double_free", 0, raw_double_free, 0},
+    {"copy_state", 0, copy_state, 0},
     {"raw_wrong_length_free", 0, raw_wrong_length_free, 0},
     {"raw_mfree_sized", 0, raw_mfree_sized, 0},
     {"raw_free_then_reuse", 0, raw_free_then_reuse, 0},

@@ -17,7 +17,7 @@ defmodule BeamAlloc.Test.Misuse do
               leak_deep/0 leak_inlined/0 impossible_free/0 nested_outer/0
               thread_double_free/0 thread_foreign_free/0 branch_free/1
               keep_gpa_block/1 free_kept_block_here/0
-              free_kept_block_rightly/0 raw_double_free/0 raw_wrong_length_free/0 raw_mfree_sized/0
+              free_kept_block_rightly/0 raw_double_free/0 copy_state/0 raw_wrong_length_free/0 raw_mfree_sized/0
               raw_free_then_reuse/0 raw_free_after_realloc/0
               raw_own_double_free/0 forget_kept_block/0)
 end
