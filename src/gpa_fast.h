@@ -50,7 +50,7 @@ static inline gpa_tls_slot *gpa_fast_slot(void) {
  * place every path accounts for a block. */
 static BEAM__ALWAYS_INLINE void gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b,
                                              size_t len) {
-    b[1] = NULL; /* not tagged free (fresh memory may hold an old tag) */
+    gpa_untag(b); /* fresh memory may hold an old tag */
     s->used++;
     beam__count_alloc_fast(&h->stats, len);
 }

@@ -598,16 +598,46 @@ static inline void gpa_unlock(gpa_state *st) {
 
 /* ---- the backing allocator: never with a lock held (rule 2) ------------ */
 
+/* Every block the instance takes from its backing is at a pointer's
+ * alignment at least, whatever alignment it stands for: an arena or a
+ * fixed buffer hands a block at alignment 1 out at any address, and the
+ * instance writes pointer-sized words into what it takes (a large block's
+ * cleared tag word, gpa_defer's record when a piece goes back): at an odd
+ * address, undefined behaviour (found by a bug hunt). A large block's
+ * record keeps the alignment asked for, which its frees are checked
+ * against; the calls below give the backing this one, each the same. */
+static inline size_t gpa_backing_alignment(size_t alignment) {
+    return alignment < BEAM_MAX_ALIGN ? BEAM_MAX_ALIGN : alignment;
+}
+
 static inline void *gpa_backing_alloc(gpa_state *st, size_t len,
                                       size_t alignment, uintptr_t ret) {
     GPA_ASSERT_NO_LOCK();
-    return beam__parent_alloc(st->backing, len, alignment, ret);
+    return beam__parent_alloc(st->backing, len,
+                              gpa_backing_alignment(alignment), ret);
 }
 
 static inline void gpa_backing_free(gpa_state *st, void *p, size_t len,
                                     size_t alignment, uintptr_t ret) {
     GPA_ASSERT_NO_LOCK();
-    st->backing.vtable->free(st->backing.ctx, p, len, alignment, ret);
+    st->backing.vtable->free(st->backing.ctx, p, len,
+                             gpa_backing_alignment(alignment), ret);
+}
+
+static inline bool gpa_backing_resize(gpa_state *st, void *p, size_t len,
+                                      size_t alignment, size_t new_len,
+                                      uintptr_t ret) {
+    GPA_ASSERT_NO_LOCK();
+    return beam__parent_resize(st->backing, p, len,
+                               gpa_backing_alignment(alignment), new_len, ret);
+}
+
+static inline void *gpa_backing_remap(gpa_state *st, void *p, size_t len,
+                                      size_t alignment, size_t new_len,
+                                      uintptr_t ret) {
+    GPA_ASSERT_NO_LOCK();
+    return beam__parent_remap(st->backing, p, len,
+                              gpa_backing_alignment(alignment), new_len, ret);
 }
 
 /* Metadata over a backing that is itself a general purpose allocator is
@@ -668,19 +698,8 @@ static inline void gpa_defer_free(gpa_defer **list, void *p, size_t len,
 }
 
 /* A large block (noted: beam__gpa_set_note) onto the list. */
-/* The alignment a large block of alignment a goes to the backing at: a
- * pointer's at least. An arena or a fixed buffer hands a block at
- * alignment 1 out at any address, and the instance writes pointer-sized
- * words into its large blocks (gpa_untag; gpa_defer's record when one goes
- * back): at an odd address, undefined behaviour (found by a bug hunt). The
- * block's record keeps a, which its frees are checked against. */
-static inline size_t gpa_large_backing_alignment(size_t a) {
-    return a < BEAM_MAX_ALIGN ? BEAM_MAX_ALIGN : a;
-}
-
 static inline void gpa_defer_free_large(gpa_defer **list, gpa_large *e) {
-    gpa_defer_free(list, e->ptr, e->backing_len,
-                   gpa_large_backing_alignment(e->alignment), false);
+    gpa_defer_free(list, e->ptr, e->backing_len, e->alignment, false);
     ((gpa_defer *)e->ptr)->noted = true;
 }
 
@@ -1099,12 +1118,13 @@ static BEAM__ALWAYS_INLINE uintptr_t beam__gpa_tag(const gpa_state *st,
     return st->cookie ^ (uintptr_t)b;
 }
 
-/* A block handed out by a path that does not pop it off a slab's list (a
- * medium run, a large block) gets its second word cleared, as gpa_hand_out
- * clears a small block's: pages that held freed small blocks keep their
- * tags, and a block's own, at its address, which a realloc then copied
- * into a small block and later data brought back to that address, made
- * that block's correct free look like a double free (found by a bug hunt). */
+/* Every block handed out gets its second word (the free tag's place)
+ * cleared: a small one in gpa_hand_out, a medium run and a large block in
+ * their paths. Memory keeps old tags: a medium block at a page where a
+ * freed small block had been carried that block's tag, its own address's,
+ * which a realloc copied into a small block, and once data came back to a
+ * small block at that address its correct free looked like a double free
+ * (found by a bug hunt). */
 static inline void gpa_untag(void *p) {
     ((void **)p)[1] = NULL;
 }

@@ -227,8 +227,7 @@ void *beam__gpa_large_alloc(gpa_state *st, size_t len, size_t alignment,
         gpa_unlock(st);
         e.backing_len = backing_len_for(st, len);
         e.alignment = alignment;
-        e.ptr = gpa_backing_alloc(st, e.backing_len,
-                                  gpa_large_backing_alignment(alignment), ret);
+        e.ptr = gpa_backing_alloc(st, e.backing_len, alignment, ret);
         if (e.ptr != NULL)
             beam__gpa_set_note(e.ptr);
         gpa_lock(st);
@@ -331,8 +330,7 @@ gpa_large_freed beam__gpa_large_free(gpa_state *st, void *mem, size_t len,
     }
     if (!kept) {
         beam__gpa_set_unnote(copy.ptr);
-        gpa_backing_free(st, copy.ptr, copy.backing_len,
-                         gpa_large_backing_alignment(copy.alignment), ret);
+        gpa_backing_free(st, copy.ptr, copy.backing_len, copy.alignment, ret);
     }
     return GPA_LARGE_FREED;
 }
@@ -415,8 +413,7 @@ bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
      * noted block, as it must when someone else hands it one.) */
     beam__gpa_set_unnote(mem);
     bool resized =
-        beam__parent_resize(st->backing, mem, backing_len,
-                            gpa_large_backing_alignment(alignment), want, ret);
+        gpa_backing_resize(st, mem, backing_len, alignment, want, ret);
     beam__gpa_set_note(mem);
     if (!resized)
         return false;
@@ -460,9 +457,7 @@ void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
      * backing may move it (and give its address to anyone); noted again
      * where it is after. */
     beam__gpa_set_unnote(mem);
-    void *p =
-        beam__parent_remap(st->backing, mem, old.backing_len,
-                           gpa_large_backing_alignment(alignment), want, ret);
+    void *p = gpa_backing_remap(st, mem, old.backing_len, alignment, want, ret);
     beam__gpa_set_note(p != NULL ? p : mem);
     /* Room for the entry first (the old one turned into a tombstone):
      * without it, moves alone would fill the table until lookups never
