@@ -72,6 +72,25 @@ defmodule BeamAlloc.UpgradeTest do
 
   defp call(fun), do: apply(@module, fun, [])
 
+  # The one report since mark whose line names about.
+  defp one_report_since(mark, about) do
+    assert [line] =
+             for(
+               %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
+               line =~ about,
+               do: line
+             )
+
+    line
+  end
+
+  # A rebuild of the library file so: a new file under the old name, as
+  # the linker writes one.
+  defp rebuild(so) do
+    File.cp!(so, so <> ".new")
+    File.rename!(so <> ".new", so)
+  end
+
   test "a library from another file runs its load callback", %{dir: dir} do
     assert :ok = load_version(dir, "a", :plain)
     assert {:ok, _} = call(:make)
@@ -100,12 +119,7 @@ defmodule BeamAlloc.UpgradeTest do
       assert message =~ "shares the library file of the old one, whose load callback it cannot"
     end)
 
-    assert [line] =
-             for(
-               %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
-               line =~ "new version of BeamAlloc.Test.Upgrade ",
-               do: line
-             )
+    line = one_report_since(mark, "new version of BeamAlloc.Test.Upgrade ")
 
     assert line =~ "has a load callback but no upgrade callback"
     assert line =~ "the upgrade fails, as with ERL_NIF_INIT"
@@ -121,10 +135,8 @@ defmodule BeamAlloc.UpgradeTest do
        %{dir: dir} do
     load_plain = fn -> load_version(dir, "a", :none, @plain, "upgrade_plain_nif") end
     assert :ok = load_plain.()
-    # A rebuild: a new file under the old name (as the linker writes one).
     so = Path.join([dir, "a", "upgrade_plain_nif.so"])
-    File.cp!(so, so <> ".new")
-    File.rename!(so <> ".new", so)
+    rebuild(so)
     mark = Reporter.mark()
 
     capture_log(fn ->
@@ -132,12 +144,7 @@ defmodule BeamAlloc.UpgradeTest do
       assert message =~ "loads its NIF library from the file of the old one, rebuilt since"
     end)
 
-    assert [line] =
-             for(
-               %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
-               line =~ "new version of BeamAlloc.Test.UpgradePlain ",
-               do: line
-             )
+    line = one_report_since(mark, "new version of BeamAlloc.Test.UpgradePlain ")
 
     assert line =~ "from #{so}, which was rebuilt since the VM loaded it"
     assert line =~ "Purge the old version first"
@@ -153,8 +160,7 @@ defmodule BeamAlloc.UpgradeTest do
     assert :ok = load_version(dir, "a", :plain)
     resource = call(:hold)
     so = Path.join([dir, "a", "upgrade_nif.so"])
-    File.cp!(so, so <> ".new")
-    File.rename!(so <> ".new", so)
+    rebuild(so)
     # Purged, the module's library stays mapped: the resource is alive.
     capture_log(fn -> drop_module() end)
     mark = Reporter.mark()
@@ -163,12 +169,7 @@ defmodule BeamAlloc.UpgradeTest do
     # The same copy: its load callback ran twice.
     assert call(:loads) == 2
 
-    assert [line] =
-             for(
-               %{line: line} <- BeamAlloc.Test.Reports.wait_since(mark),
-               line =~ "BeamAlloc.Test.Upgrade loads its NIF library",
-               do: line
-             )
+    line = one_report_since(mark, "BeamAlloc.Test.Upgrade loads its NIF library")
 
     assert line =~ "from #{so}, rebuilt since the VM mapped it"
     assert line =~ "restart the node"
