@@ -800,6 +800,8 @@ static void note_other_length(session *s, const block *b, void *mem, size_t len,
 static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
                       uintptr_t ret) {
     session *s = ctx;
+    if (mem == NULL)
+        return; /* NULL: the contract's no-op, also through the vtable */
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);

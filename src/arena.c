@@ -207,6 +207,8 @@ static void *arena_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
                        uintptr_t ret) {
     beam_arena_t *arena = ctx;
+    if (mem == NULL)
+        return; /* NULL: the contract's no-op, also through the vtable */
     if (ends_at_bump(arena, mem, len)) {
         chunk_t *c = arena->chunks;
         if (BEAM__UNLIKELY(!starts_newest(c, len))) {

@@ -77,6 +77,8 @@ static void *fb_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
                     uintptr_t ret) {
     beam_fixed_buffer_t *fb = ctx;
+    if (mem == NULL)
+        return; /* NULL: the contract's no-op, also through the vtable */
     if (!ends_at_end(fb, mem, len))
         return;
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {

@@ -128,6 +128,8 @@ static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     (void)ctx;
+    if (mem == NULL)
+        return; /* NULL: the contract's no-op, also through the vtable */
     if (beam__refused_gpa_block("free", "raw", mem, len, alignment, ret))
         return;
     beam__raw_free(mem, len);

@@ -149,6 +149,8 @@ static void *parent_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void parent_free(void *ctx, void *mem, size_t len, size_t alignment,
                         uintptr_t ret) {
     beam_resource_t *r = ctx;
+    if (mem == NULL)
+        return; /* NULL: the contract's no-op, also through the vtable */
     beam__parent_free(r->parent, mem, len, alignment, ret);
     sub(&r->parent_bytes, len);
 }
@@ -398,6 +400,8 @@ static void *res_remap(void *ctx, void *mem, size_t len, size_t alignment,
 static void res_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     beam_resource_t *r = ctx;
+    if (mem == NULL)
+        return; /* NULL: the contract's no-op, also through the vtable */
     if (!enter_locked(r))
         return; /* released: the block went with everything else */
     r->inner.vtable->free(r->inner.ctx, mem, len, alignment, ret);

@@ -92,6 +92,50 @@ TEST(core_zero_length_is_a_sentinel_the_allocator_never_sees) {
     CHECK(rec.calls == 2 && rec.free_len == 10);
 }
 
+/* API.md: "free: ... Freeing NULL with len 0 is a no-op", through the
+ * vtable as well as the helpers (the GPA's free already said so). The large
+ * allocator read a header below NULL at alignments above 8 and crashed; the
+ * raw and large allocators counted a free; the failing allocator counted a
+ * deallocation; an arena after its deinit reported a misuse. */
+TEST(every_vtable_free_of_null_with_len_0_is_a_no_op) {
+    check_capture_reports();
+    beam_gpa_t gpa;
+    beam_gpa_init(&gpa, beam_large_allocator);
+    beam_arena_t arena, dead;
+    beam_arena_init(&arena, beam_raw_allocator);
+    beam_arena_init(&dead, beam_raw_allocator);
+    beam_arena_deinit(&dead);
+    static unsigned char buf[256];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_failing_t fail;
+    beam_failing_init(&fail, beam_large_allocator, 1);
+    beam_allocator_t all[] = {beam_raw_allocator,
+                              beam_large_allocator,
+                              beam_general_purpose_allocator,
+                              beam_gpa_allocator(&gpa),
+                              beam_arena_allocator(&arena),
+                              beam_arena_allocator(&dead),
+                              beam_fixed_buffer_allocator(&fb),
+                              beam_failing_allocator(&fail)};
+    beam_alloc_stats raw0, large0, raw1, large1;
+    CHECK(beam_allocator_stats(beam_raw_allocator, &raw0));
+    CHECK(beam_allocator_stats(beam_large_allocator, &large0));
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        for (size_t al = 1; al <= 4096; al <<= 1)
+            all[i].vtable->free(all[i].ctx, NULL, 0, al, 0);
+    CHECK(beam_allocator_stats(beam_raw_allocator, &raw1));
+    CHECK(beam_allocator_stats(beam_large_allocator, &large1));
+    CHECK(raw1.frees == raw0.frees && raw1.live_blocks == raw0.live_blocks);
+    CHECK(large1.frees == large0.frees &&
+          large1.live_blocks == large0.live_blocks);
+    CHECK(fail.deallocations == 0 && fail.freed_bytes == 0);
+    CHECK(check_report_count() == 0);
+    check_release_reports();
+    CHECK(!beam_gpa_deinit(&gpa));
+    beam_arena_deinit(&arena);
+}
+
 /* A sentinel given back with a length and another alignment (found by a
  * hostile review: the large allocator read a header below 0x2000 and
  * crashed; the raw one handed 0x2000 to free): refused with a report by
