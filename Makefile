@@ -209,6 +209,14 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	        echo "BEAM_NIF compiled without beam_alloc_nif.h (C++)" >&2; exit 1; fi; \
 	    grep -q 'static assertion failed: BEAM_NIF needs #include <beam_alloc_nif.h>\|static_assert failed.*BEAM_NIF needs #include <beam_alloc_nif.h>' $(BUILD)/header/missing.err || { cat $(BUILD)/header/missing.err; exit 1; }; \
 	done
+	@# The glue's functions too: C would declare them implicitly and link.
+	for c in "gcc -std=c11" "$(SAN_CC) -std=c11" "g++ -std=c++17 -x c++" "$(SAN_CC)++ -std=c++17 -x c++"; do \
+	    if $$c $(HEADER_STRICT) -Wno-error -I$(ERTS_INCLUDE_DIR) -c test/header/missing_nif_header_glue.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
+	        echo "the NIF glue's functions compiled without beam_alloc_nif.h ($$c)" >&2; exit 1; fi; \
+	    for n in beam_resource_new beam_make_error; do \
+	        grep -q "static assertion failed: \"*$$n needs #include <beam_alloc_nif.h>\|static_assert failed \"$$n needs #include <beam_alloc_nif.h>" $(BUILD)/header/missing.err || { echo "$$c: $$n" >&2; cat $(BUILD)/header/missing.err; exit 1; }; \
+	    done; \
+	done
 
 clean:
 	rm -rf $(BUILD) _build priv

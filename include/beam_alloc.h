@@ -878,6 +878,58 @@ BEAM_API bool beam_stats_named(size_t i, char *name_out, beam_alloc_stats *out,
 #define BEAM_NIF_INIT(...)                                                     \
     BEAM_INTERNAL_STATIC_ASSERT(                                               \
         0, "BEAM_NIF_INIT needs #include <beam_alloc_nif.h>")
+/* The glue's functions and constants (term helpers, resource-scoped
+ * allocators), used as expressions: a failed static assertion inside one
+ * (C: in a struct's declaration under sizeof; C++: in a lambda), rather
+ * than C's implicit declaration of an undeclared function, which compiles
+ * with a warning, links, and truncates what the function returns.
+ * <beam_alloc_nif.h> undefines each of them. */
+#ifdef __cplusplus
+#define BEAM_INTERNAL_NEEDS_NIF_H(name)                                        \
+    ([] {                                                                      \
+        static_assert(0, #name " needs #include <beam_alloc_nif.h>");          \
+        return 0;                                                              \
+    }())
+#else
+#define BEAM_INTERNAL_NEEDS_NIF_H(name)                                        \
+    sizeof(struct {                                                            \
+        _Static_assert(0, #name " needs #include <beam_alloc_nif.h>");         \
+        int unused;                                                            \
+    })
+#endif
+#define beam_make_uint_list(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_make_uint_list)
+#define beam_make_error(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_make_error)
+#define beam_raise(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_raise)
+#define beam_nif_function_name(...)                                            \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_nif_function_name)
+#define beam_nif_module_name(...)                                              \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_nif_module_name)
+#define beam_resource_init(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_init)
+#define beam_resource_new(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_new)
+#define beam_resource_term(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_term)
+#define beam_resource_get(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_get)
+#define beam_resource_keep(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_keep)
+#define beam_resource_drop(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_drop)
+#define beam_resource_allocator(...)                                           \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_allocator)
+#define beam_resource_user_data(...)                                           \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_user_data)
+#define beam_resource_user_size(...)                                           \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_user_size)
+#define beam_resource_pin(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_pin)
+#define beam_resource_unpin(...) BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_unpin)
+#define beam_resource_release(...)                                             \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_release)
+#define beam_resource_on_release(...)                                          \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_on_release)
+#define beam_resource_is_released(...)                                         \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_is_released)
+#define beam_resource_usage_of(...)                                            \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_usage_of)
+#define beam_resource_live_count(...)                                          \
+    BEAM_INTERNAL_NEEDS_NIF_H(beam_resource_live_count)
+#define BEAM_RESOURCE_GPA BEAM_INTERNAL_NEEDS_NIF_H(BEAM_RESOURCE_GPA)
+#define BEAM_RESOURCE_ARENA BEAM_INTERNAL_NEEDS_NIF_H(BEAM_RESOURCE_ARENA)
 #endif
 
 #endif /* BEAM_ALLOC_H */

@@ -19,6 +19,30 @@
 #undef BEAM_NIF
 #undef BEAM_NIF_INIT
 #include "beam_alloc.h"
+#undef BEAM_INTERNAL_NEEDS_NIF_H
+#undef beam_make_uint_list
+#undef beam_make_error
+#undef beam_raise
+#undef beam_nif_function_name
+#undef beam_nif_module_name
+#undef beam_resource_init
+#undef beam_resource_new
+#undef beam_resource_term
+#undef beam_resource_get
+#undef beam_resource_keep
+#undef beam_resource_drop
+#undef beam_resource_allocator
+#undef beam_resource_user_data
+#undef beam_resource_user_size
+#undef beam_resource_pin
+#undef beam_resource_unpin
+#undef beam_resource_release
+#undef beam_resource_on_release
+#undef beam_resource_is_released
+#undef beam_resource_usage_of
+#undef beam_resource_live_count
+#undef BEAM_RESOURCE_GPA
+#undef BEAM_RESOURCE_ARENA
 
 #ifdef __cplusplus
 extern "C" {
