@@ -87,7 +87,10 @@ extern "C" {
  * An allocator is a context pointer and a const table of four functions.
  * The contract is Zig's std.mem.Allocator; the calling helpers of section 3
  * enforce the caller's side of it, so a vtable function may rely on:
- *   - len > 0 and new_len > 0 (zero lengths never reach a vtable);
+ *   - len > 0 and new_len > 0 (zero lengths never reach a vtable through
+ *     the helpers; a free of NULL with len 0, which a direct caller of
+ *     the vtable may make, must do nothing, as the library's allocators'
+ *     frees do);
  *   - alignment is a power of two;
  *   - mem, len and alignment describe a live block of this allocator, with
  *     len as it was last allocated or resized.
@@ -128,7 +131,7 @@ typedef struct beam_allocator_vtable {
      * and free itself. */
     void *(*remap)(void *ctx, void *mem, size_t len, size_t alignment,
                    size_t new_len, uintptr_t ret_addr);
-    /** Give the block back. */
+    /** Give the block back. mem NULL (len 0): nothing to do. */
     void (*free)(void *ctx, void *mem, size_t len, size_t alignment,
                  uintptr_t ret_addr);
 } beam_allocator_vtable;
