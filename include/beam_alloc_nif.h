@@ -370,7 +370,29 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
 /* NAME may itself be a macro: it is expanded before it is named. */
 #define BEAM_NIF_STRINGIFY_(x) #x
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
-#define BEAM_NIF_INIT(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)                      \
+/* BEAM_NIF_INIT(NAME, FUNCS, LOAD, UPGRADE, UNLOAD), or ERL_NIF_INIT's own
+ * six arguments (NAME, FUNCS, LOAD, RELOAD, UPGRADE, UNLOAD; RELOAD, which
+ * the VM no longer calls, goes to ERL_NIF_INIT as given), so that renaming
+ * an ERL_NIF_INIT line is enough. */
+#define BEAM_NIF_INIT(...)                                                     \
+    BEAM_INTERNAL_NIF_INIT_PICK(__VA_ARGS__, BEAM_INTERNAL_NIF_INIT_6,         \
+                                BEAM_INTERNAL_NIF_INIT_5,                      \
+                                BEAM_INTERNAL_NIF_INIT_BAD, unused_)           \
+    (__VA_ARGS__)
+#define BEAM_INTERNAL_NIF_INIT_PICK(a1, a2, a3, a4, a5, a6, name, ...) name
+#ifdef __cplusplus
+#define BEAM_INTERNAL_NIF_STATIC_ASSERT static_assert
+#else
+#define BEAM_INTERNAL_NIF_STATIC_ASSERT _Static_assert
+#endif
+#define BEAM_INTERNAL_NIF_INIT_BAD(...)                                        \
+    BEAM_INTERNAL_NIF_STATIC_ASSERT(                                           \
+        0, "BEAM_NIF_INIT takes (NAME, FUNCS, LOAD, "                          \
+           "UPGRADE, UNLOAD) or ERL_NIF_INIT's (NAME, "                        \
+           "FUNCS, LOAD, RELOAD, UPGRADE, UNLOAD)")
+#define BEAM_INTERNAL_NIF_INIT_5(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)           \
+    BEAM_INTERNAL_NIF_INIT_6(NAME, FUNCS, LOAD, NULL, UPGRADE, UNLOAD)
+#define BEAM_INTERNAL_NIF_INIT_6(NAME, FUNCS, LOAD, RELOAD, UPGRADE, UNLOAD)   \
     BEAM_INTERNAL_FAULT_HOOKS_EXPORT                                           \
     BEAM_INTERNAL_INIT_MARK                                                    \
     /* Load and upgrade alike, up to the user's function. */                   \
@@ -417,8 +439,8 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
             (void)BEAM_INTERNAL_CALLBACK(env, "unload", (user(env, priv), 0)); \
         beam_nif_unloaded();                                                   \
     }                                                                          \
-    ERL_NIF_INIT(NAME, FUNCS, beam_nif_glue_load, NULL, beam_nif_glue_upgrade, \
-                 beam_nif_glue_unload)
+    ERL_NIF_INIT(NAME, FUNCS, beam_nif_glue_load, RELOAD,                      \
+                 beam_nif_glue_upgrade, beam_nif_glue_unload)
 
 /* Term helpers. */
 

@@ -251,4 +251,14 @@ defmodule BeamAlloc.NifGlueTest do
       {_, old, new}, live -> live - old + new
     end)
   end
+
+  describe "BEAM_NIF_INIT" do
+    test "takes ERL_NIF_INIT's six arguments too (a drop-in: the line renamed)" do
+      assert BeamAlloc.Test.Init6.loads_seen() == 1
+
+      assert_raise RuntimeError,
+                   "memory leak detected in function `BeamAlloc.Test.Init6.leaks/0`",
+                   fn -> ExUnit.CaptureLog.capture_log(fn -> BeamAlloc.Test.Init6.leaks() end) end
+    end
+  end
 end
