@@ -380,7 +380,6 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    (void)make_string;
     return error_term(env);
 }
 

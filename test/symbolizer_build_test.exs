@@ -1,0 +1,38 @@
+defmodule BeamAlloc.SymbolizerBuildTest do
+  # The symbolizer without libdw (README: "libdw-dev for reports that name
+  # source lines (without it they give my_nif.so+0x1c1b offsets)"): its
+  # fallback must still build, or a machine without libdw-dev cannot
+  # compile beam_alloc at all. This machine has libdw, so the test asks
+  # the Makefile for the build a machine without it gets (LIBDW_FLAGS
+  # empty), into a directory of its own.
+  use ExUnit.Case, async: true
+
+  @root Path.expand("..", __DIR__)
+
+  test "the symbolizer builds without libdw, and says it is without" do
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_nolibdw_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
+    File.rm_rf!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+    so = Path.join(dir, "priv/beam_alloc_symbolize.so")
+
+    {out, status} =
+      System.cmd(
+        "make",
+        ["-C", @root, "--no-print-directory", so, "LIBDW_FLAGS=", "MIX_APP_PATH=#{dir}"],
+        stderr_to_stdout: true
+      )
+
+    assert status == 0, out
+    assert out =~ "building the symbolizer without it"
+    assert File.exists?(so)
+    {syms, 0} = System.cmd("nm", ["-D", "--defined-only", so])
+    assert syms =~ "nif_init"
+    {undef, 0} = System.cmd("nm", ["-D", "--undefined-only", so])
+    refute undef =~ "dwfl_"
+  end
+end
