@@ -93,12 +93,11 @@ static BEAM__NOINLINE void safe_on_alloc(gpa_state *st, gpa_slab *s, void **b,
                                          uintptr_t ret) {
     unsigned char *p = (unsigned char *)b;
     gpa_block_info *i = &s->info[beam__gpa_block_index(s, b)];
-    if (reused && gpa_first_other(p, 2 * sizeof(void *), s->size,
-                                  GPA_FREED_FILL) != s->size)
-        beam__gpa_misuse_at(st,
-                            "write after free (found when the block was "
-                            "reused)",
-                            b, s->size, 0, ret, i->site);
+    size_t bad =
+        reused ? gpa_first_other(p, 2 * sizeof(void *), s->size, GPA_FREED_FILL)
+               : s->size;
+    if (bad != s->size)
+        beam__gpa_reuse_dirty(st, s, b, bad, ret, i->site);
     memset(p, GPA_FRESH_FILL, len);
     memset(p + len, GPA_CANARY, s->size - len);
 }

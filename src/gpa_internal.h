@@ -1237,6 +1237,16 @@ static inline bool gpa_any_link_ok(const gpa_state *st, const void *p,
            (tag ? gpa_link_ok(st, s, p) : gpa_link_at_freed(s, p));
 }
 
+/* Safe mode: byte `byte` of the freed block b of s (or of a cached large
+ * block p of len bytes) was written while free, found when the allocation
+ * at ret was to reuse it; alloc_site: where the block was allocated. */
+BEAM__HIDDEN BEAM__NOINLINE void
+beam__gpa_reuse_dirty(gpa_state *st, gpa_slab *s, void *b, size_t byte,
+                      uintptr_t ret, uintptr_t alloc_site);
+BEAM__HIDDEN BEAM__NOINLINE void
+beam__gpa_large_reuse_dirty(gpa_state *st, const void *p, size_t len,
+                            size_t byte, uintptr_t ret, uintptr_t alloc_site);
+
 /* A free-list link found broken at the freed block b of s (gpa_link_ok):
  * reported as a write after free, where names where it was found. */
 BEAM__HIDDEN BEAM__NOINLINE void beam__gpa_link_broken(gpa_state *st,

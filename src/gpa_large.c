@@ -197,15 +197,8 @@ static void safe_hand_out(gpa_state *st, const gpa_large *e, bool cached,
     unsigned char *p = (unsigned char *)e->ptr;
     size_t bad = cached ? gpa_first_other(p, 0, e->backing_len, GPA_FREED_FILL)
                         : e->backing_len;
-    if (bad != e->backing_len) {
-        char what[112];
-        snprintf(what, sizeof what,
-                 "write after free (byte %zu of the freed block changed; "
-                 "found when the block was reused)",
-                 bad);
-        beam__gpa_misuse_at(st, what, p, e->backing_len, e->alignment, ret,
-                            old_site);
-    }
+    if (bad != e->backing_len)
+        beam__gpa_large_reuse_dirty(st, p, e->backing_len, bad, ret, old_site);
     memset(p, GPA_FRESH_FILL, e->len);
     memset(p + e->len, GPA_CANARY, e->backing_len - e->len);
 }

@@ -43,7 +43,14 @@ static const char *call_len(size_t len, size_t alignment, char *buf,
 
 static void misuse_said(gpa_state *st, const char *what, const void *p,
                         const char *said_len, uintptr_t ret,
-                        uintptr_t alloc_site);
+                        uintptr_t alloc_site, const char *ret_is);
+
+/* How a report names its ret: the offending call's site, or, for a
+ * misuse found when an allocation reused a freed block (a write after
+ * free), the allocation's: it did nothing wrong, and "called from" had
+ * readers look for the write at that line. */
+#define CALLED_FROM "called from"
+#define FOUND_BY "found by an allocation at"
 
 /* A freed small block's length is gone (its record says only "freed"):
  * the report names its class, not a length the caller never gave. */
@@ -52,9 +59,33 @@ static void misuse_in_freed(gpa_state *st, const char *what, const void *p,
                             uintptr_t alloc_site) {
     char said[64];
     snprintf(said, sizeof said, "a freed block of size class %zu", class_size);
-    misuse_said(st, what, p, said, ret, alloc_site);
+    misuse_said(st, what, p, said, ret, alloc_site,
+                ret != 0 ? FOUND_BY : CALLED_FROM);
 }
 
+void beam__gpa_reuse_dirty(gpa_state *st, gpa_slab *s, void *b, size_t byte,
+                           uintptr_t ret, uintptr_t alloc_site) {
+    char what[160];
+    snprintf(what, sizeof what,
+             "write after free (byte %zu of the freed block changed; found "
+             "when the block was reused)",
+             byte);
+    misuse_in_freed(st, what, b, s->size, ret, alloc_site);
+}
+
+void beam__gpa_large_reuse_dirty(gpa_state *st, const void *p, size_t len,
+                                 size_t byte, uintptr_t ret,
+                                 uintptr_t alloc_site) {
+    char what[160], said[64];
+    snprintf(what, sizeof what,
+             "write after free (byte %zu of the freed block changed; found "
+             "when the block was reused)",
+             byte);
+    snprintf(said, sizeof said, "a freed block of %zu bytes", len);
+    misuse_said(st, what, p, said, ret, alloc_site, FOUND_BY);
+}
+
+/* (ret, when not 0, is the allocation that was to reuse the block.) */
 void beam__gpa_link_broken(gpa_state *st, gpa_slab *s, void *b,
                            const char *where, uintptr_t ret) {
     char what[224];
@@ -69,7 +100,7 @@ void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
                          uintptr_t alloc_site) {
     char lens[64];
     misuse_said(st, what, p, call_len(len, alignment, lens, sizeof lens), ret,
-                alloc_site);
+                alloc_site, CALLED_FROM);
 }
 
 /* Frames kept of the offending call: as many as the instance keeps of an
@@ -77,7 +108,7 @@ void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
  * said_len: the block's length as the report gives it. */
 static void misuse_said(gpa_state *st, const char *what, const void *p,
                         const char *said_len, uintptr_t ret,
-                        uintptr_t alloc_site) {
+                        uintptr_t alloc_site, const char *ret_is) {
     char site[600], from[600], line[BEAM__REPORT_LINE];
     uintptr_t pcs[BEAM__MAX_FRAMES];
     size_t n = beam__stack_above(ret, pcs, beam__frames_depth(st->flags));
@@ -86,7 +117,7 @@ static void misuse_said(gpa_state *st, const char *what, const void *p,
      * no call of the user's is at fault: no "called from". */
     char called[620] = "";
     if (ret != 0)
-        snprintf(called, sizeof called, ", called from %s",
+        snprintf(called, sizeof called, ", %s %s", ret_is,
                  beam__describe_frames(pcs, n, site, sizeof site));
     if (alloc_site != 0)
         snprintf(line, sizeof line,

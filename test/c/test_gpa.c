@@ -548,8 +548,37 @@ TEST(gpa_safe_mode_catches_a_write_after_free) {
     CHECK(q == p); /* the free list is LIFO: the same block comes back */
     CHECK(check_report_count() == 1);
     CHECK(check_report_contains("write after free"));
+    /* Which byte, and the allocation that found it named as such: not
+     * "called from" (readers looked for the write at that line), and no
+     * "length 48, alignment 0" the caller never gave (bug hunt). */
+    CHECK(check_report_contains("byte 20 of the freed block changed"));
+    CHECK(check_report_contains("a freed block of size class 48"));
+    CHECK(check_report_contains(", found by an allocation at "));
+    CHECK(!check_report_contains("called from"));
+    CHECK(!check_report_contains("alignment 0"));
     CHECK(q[0] == 0xAA && q[39] == 0xAA); /* fresh fill */
     beam_free_bytes(a, q, 40, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* The same for a large block waiting in the instance's cache. */
+TEST(gpa_safe_mode_names_a_write_after_free_into_a_cached_large_block) {
+    beam_gpa_t g = fresh(BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    size_t len = 100000;
+    unsigned char *p = beam_alloc_bytes(a, len, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(a, p, len, 8);
+    check_capture_reports();
+    p[300] = 1; /* the bug */
+    unsigned char *q = beam_alloc_bytes(a, len, 8);
+    CHECK(q == p); /* from the cache */
+    CHECK(check_report_count() == 1);
+    CHECK(check_report_contains("write after free (byte 300 of the freed "
+                                "block changed"));
+    CHECK(check_report_contains(", found by an allocation at "));
+    CHECK(!check_report_contains("called from"));
+    beam_free_bytes(a, q, len, 8);
     CHECK(!beam_gpa_deinit(&g));
 }
 
