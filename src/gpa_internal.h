@@ -534,6 +534,11 @@ struct beam_gpa_state {
     /* The kind of the first misuse (a static string): a leak_check call
      * raises with it when the misuse was on another thread. */
     _Atomic(const char *) first_misuse_kind;
+    /* Its report line, whole once first_misuse_line_set is (release):
+     * what a fault-injection check lists for a misuse on another thread,
+     * whose line the calling thread's record never saw. */
+    _Atomic bool first_misuse_line_set;
+    char first_misuse_line[BEAM__MISUSE_LINE];
     _Atomic size_t meta_bytes; /* heaps, tables: metadata from the backing */
     size_t meta_align;         /* least alignment of metadata requests (see
                                   gpa_meta_alignment); set once at creation */

@@ -488,6 +488,8 @@ BEAM__HIDDEN size_t beam__gpa_check_freed(beam_gpa_t *gpa);
 /* The kind of gpa's first misuse, on any thread, or NULL: none yet
  * (gpa_report.c). */
 BEAM__HIDDEN const char *beam__gpa_first_misuse(beam_gpa_t *gpa);
+/* Its report line (valid while gpa is), or NULL: none, or not whole yet. */
+BEAM__HIDDEN const char *beam__gpa_first_misuse_line(beam_gpa_t *gpa);
 /* gpa's state made now rather than at its first allocation (false: no
  * memory for it), so that even a misuse before any allocation is counted
  * and kept by kind: without state there is nothing to keep it in (gpa.c). */
