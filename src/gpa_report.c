@@ -81,7 +81,8 @@ void beam__gpa_large_reuse_dirty(gpa_state *st, const void *p, size_t len,
              "write after free (byte %zu of the freed block changed; found "
              "when the block was reused)",
              byte);
-    snprintf(said, sizeof said, "a freed block of %zu bytes", len);
+    snprintf(said, sizeof said,
+             "a freed block of %zu bytes, its canary included", len);
     misuse_said(st, what, p, said, ret, alloc_site, FOUND_BY);
 }
 
@@ -400,8 +401,14 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
                  "write after free (byte %zu of the freed block changed; "
                  "found at the end of the call)",
                  large_at[i]);
-        beam__gpa_misuse_at(st, what, large[i].ptr, large[i].backing_len,
-                            large[i].alignment, 0, large[i].site);
+        /* The block's own length, not its backing's (the canary
+         * included: "length 20016" for a block of 20000). */
+        char said[96];
+        snprintf(said, sizeof said,
+                 "a freed block of length %zu, alignment %zu", large[i].len,
+                 large[i].alignment);
+        misuse_said(st, what, large[i].ptr, said, 0, large[i].site,
+                    CALLED_FROM);
     }
     for (size_t i = 0; i < found && i < FREED_LISTED; i++) {
         char what[160];

@@ -578,6 +578,8 @@ TEST(gpa_safe_mode_names_a_write_after_free_into_a_cached_large_block) {
                                 "block changed"));
     CHECK(check_report_contains(", found by an allocation at "));
     CHECK(!check_report_contains("called from"));
+    CHECK(check_report_contains("(a freed block of 100016 bytes, its canary "
+                                "included)"));
     beam_free_bytes(a, q, len, 8);
     CHECK(!beam_gpa_deinit(&g));
 }

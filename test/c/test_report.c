@@ -210,6 +210,28 @@ TEST(gpa_misuse_is_counted_for_the_thread_with_its_kind) {
     check_release_reports();
 }
 
+/* A large block written after its free, found by the end-of-call check:
+ * named by its own length and alignment, not its backing's ("length
+ * 20016" for a block of 20000; bug hunt). */
+TEST(gpa_write_after_free_into_a_large_block_names_its_own_length) {
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    check_capture_reports();
+    unsigned char *big = beam_alloc_bytes(a, 20000, 16);
+    CHECK(big != NULL);
+    beam_free_bytes(a, big, 20000, 16);
+    big[100] = 1;
+    CHECK(beam__gpa_check_freed(&gpa) == 1);
+    CHECK(check_report_contains("byte 100 of the freed block changed; found "
+                                "at the end of the call"));
+    CHECK(check_report_contains("(a freed block of length 20000, alignment "
+                                "16)"));
+    CHECK(!check_report_contains("length 20016"));
+    beam_gpa_deinit(&gpa);
+    check_release_reports();
+}
+
 /* A write after free into the first 16 bytes of a freed block (its link
  * and tag, which hold no fill) that no allocation reuses: found by the
  * end-of-call check too, for blocks of 8 bytes (all link and tag) as of
