@@ -15,6 +15,10 @@
 /* The frees' kinds: the GPA's reports, the refused sized frees (core.c)
  * and the malloc-style calls (malloc.c) count under these. */
 #define BEAM__KIND_DOUBLE_FREE "double free"
+/* beam_msize given a pointer that is no live block of the allocator: a
+ * freed one (a use after free), a sized block, a foreign pointer. */
+#define BEAM__KIND_BAD_SIZE_QUERY                                              \
+    "size query of a pointer that is not a live block"
 #define BEAM__KIND_WRONG_FREE "free with a wrong length or alignment"
 #define BEAM__KIND_FOREIGN_FREE "free of a pointer the allocator does not own"
 /* An allocation, resize, remap or realloc asked for an alignment that is

@@ -119,6 +119,21 @@ defmodule BeamAlloc.MisuseTest do
       end
     end
 
+    test "beam_msize of a freed block raises as a misuse of its own kind" do
+      capture_log(fn ->
+        assert_raise RuntimeError,
+                     message(
+                       :msize_after_free,
+                       "size query of a pointer that is not a live block"
+                     ),
+                     fn -> Misuse.msize_after_free() end
+
+        assert [line | _] = reports(1)
+        assert line =~ "beam_msize of"
+        assert line =~ "from msize_after_free (#{@source}:"
+      end)
+    end
+
     test "a free the library ignores (alignment 3) is a misuse, not a leak" do
       capture_log(fn ->
         assert_raise RuntimeError,

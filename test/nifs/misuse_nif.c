@@ -427,6 +427,16 @@ BEAM_NIF(free_kept_block_rightly, .allocator = process_wide) {
     return intact ? ok(env) : enif_make_badarg(env);
 }
 
+/* beam_msize of a block freed already: a use after free, which raises like
+ * the others (it was reported and the call returned: found by a bug hunt). */
+BEAM_NIF(msize_after_free, .leak_check = true) {
+    void *p = beam_malloc(beam_allocator, 40);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_mfree(beam_allocator, p);
+    return enif_make_uint64(env, beam_msize(beam_allocator, p));
+}
+
 static ErlNifFunc funcs[] = {
     {"thread_double_free", 0, thread_double_free, 0},
     {"thread_foreign_free", 0, thread_foreign_free, 0},
@@ -435,6 +445,7 @@ static ErlNifFunc funcs[] = {
     {"leak_deep", 0, leak_deep, 0},
     {"leak_inlined", 0, leak_inlined, 0},
     {"double_free", 0, double_free, 0},
+    {"msize_after_free", 0, msize_after_free, 0},
     {"write_past_end", 0, write_past_end, 0},
     {"wrong_length", 0, wrong_length, 0},
     {"wrong_alignment", 0, wrong_alignment, 0},

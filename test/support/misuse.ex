@@ -8,7 +8,7 @@ defmodule BeamAlloc.Test.Misuse do
     nifs: [double_free_opted: [raise_on_misuse: true]]
 
   use BeamAlloc.Test.NifModule,
-    stubs: ~w(double_free/0 write_past_end/0 wrong_length/0
+    stubs: ~w(double_free/0 msize_after_free/0 write_past_end/0 wrong_length/0
               wrong_alignment/0 foreign_free/0 write_after_free/0
               large_double_free/0 large_write_past_end/0
               large_wrong_length/0 large_write_after_free/0
