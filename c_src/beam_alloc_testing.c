@@ -1600,9 +1600,76 @@ static ERL_NIF_TERM nif_collect(ErlNifEnv *env, int argc,
                : error;
 }
 
+/* --- Holdings -----------------------------------------------------------
+ * holdings(): for every loaded library built with beam_alloc that can be
+ * collected, what its general purpose allocators (the process-wide one and
+ * its named instances) hold of their backing, keep live, and have done:
+ * [{ModuleName, Held, Live, Ops}] (Ops: allocations plus frees, which stand
+ * still while nothing uses them). beam_alloc_collector collects a library
+ * that holds much more than it keeps live once its Ops stood still for a
+ * while: memory other threads freed goes back to the VM without a call to
+ * collect/1 (a hunt's idle VM held 199 MB with no block live). */
+
+typedef struct holding {
+    uint64_t held, live, ops;
+} holding;
+
+static void add_holding(holding *x, const beam_alloc_stats *s, size_t backing) {
+    x->held += backing;
+    x->live += s->live_bytes;
+    x->ops += s->allocations + s->frees;
+}
+
+static holding holding_of(const beam__fault_hooks *h) {
+    holding x = {0, 0, 0};
+    beam_alloc_stats s[3], ns;
+    size_t backing = 0, nb = 0;
+    char name[BEAM_STATS_NAME_MAX + 1];
+    h->stats(s, &backing);
+    add_holding(&x, &s[2], backing);
+    for (size_t k = 0;
+         k < BEAM_STATS_NAMED_MAX && h->named_stats(k, name, &ns, &nb); k++)
+        add_holding(&x, &ns, nb);
+    return x;
+}
+
+static ERL_NIF_TERM nif_holdings(ErlNifEnv *env, int argc,
+                                 const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    name_list l = {NULL, 0, 0};
+    list_objects(&l);
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = 0; i < l.n; i++) {
+        void *handle = NULL;
+        const beam__fault_hooks *h = hooks_in(l.names[i].name, &handle);
+        enif_free(l.names[i].name);
+        if (h == NULL)
+            continue;
+        const char *module = h->module();
+        /* Libraries older than the collect hook, or not loaded yet. */
+        if (h->size >= sizeof(beam__fault_hooks) && module[0] != '\0') {
+            holding x = holding_of(h);
+            ERL_NIF_TERM name;
+            size_t len = strlen(module);
+            memcpy(enif_make_new_binary(env, len, &name), module, len);
+            list = enif_make_list_cell(
+                env,
+                enif_make_tuple4(env, name, enif_make_uint64(env, x.held),
+                                 enif_make_uint64(env, x.live),
+                                 enif_make_uint64(env, x.ops)),
+                list);
+        }
+        dlclose(handle);
+    }
+    enif_free(l.names);
+    return list;
+}
+
 static ErlNifFunc funcs[] = {
     {"stats", 1, nif_stats, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"collect", 1, nif_collect, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"holdings", 0, nif_holdings, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"open", 0, nif_open, 0},
     {"attach", 2, nif_attach, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"begin_run", 3, nif_begin_run, 0},

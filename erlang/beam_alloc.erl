@@ -61,6 +61,8 @@ find_stats(Other) ->
 %% to enif_alloc, so :erlang.memory(system) goes down; the library's
 %% instances registered for named stats (beam_stats_register) too. Runs on
 %% a dirty scheduler. Raises erlang:error({not_loaded, Module}) like stats/1.
+%% The application's beam_alloc_collector calls it by itself for a library
+%% idle for a second that holds 4 MiB or more beyond what it keeps live.
 -spec collect(module()) -> ok.
 collect(Module) when is_atom(Module) ->
     _ = code:ensure_loaded(Module),

@@ -15,13 +15,14 @@
 %%   stats(ModuleName :: binary()) -> {ok, #{raw, large, general_purpose}}
 %%                                    | {error, not_found}
 %%   collect(ModuleName :: binary()) -> ok | {error, not_found}
+%%   holdings() -> [{ModuleName :: binary(), Held, Live, Ops}]
 %%
 %% Every call but close/1 must come from the process that opened the
 %% session. Absent values (a site, a request) are the atom undefined.
 -module(beam_alloc_testing_nif).
 
 -export([open/0, attach/2, begin_run/3, end_run/1, live/1, leaks/1, close/1,
-         stats/1, collect/1]).
+         stats/1, collect/1, holdings/0]).
 
 -on_load(load/0).
 
@@ -42,3 +43,4 @@ leaks(_Session) -> erlang:nif_error(not_loaded).
 close(_Session) -> erlang:nif_error(not_loaded).
 stats(_ModuleName) -> erlang:nif_error(not_loaded).
 collect(_ModuleName) -> erlang:nif_error(not_loaded).
+holdings() -> erlang:nif_error(not_loaded).

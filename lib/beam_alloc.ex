@@ -102,6 +102,11 @@ defmodule BeamAlloc do
   scheduler; call it from any process, for example after a burst whose
   blocks were freed elsewhere. Raises `ArgumentError` when no library built
   with beam_alloc is loaded for `module`.
+
+  The beam_alloc application also calls it by itself for a library that
+  was idle for a second and holds 4 MiB or more beyond what it keeps live
+  (application environment `auto_collect`, `auto_collect_interval`,
+  `auto_collect_min_bytes`: README, "An idle node gives it back unasked").
   """
   @spec collect(module()) :: :ok
   def collect(module) when is_atom(module) do

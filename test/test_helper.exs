@@ -8,6 +8,11 @@ ExUnit.configure(
 ExUnit.after_suite(fn _ -> BeamAlloc.Test.FailureRecap.print() end)
 ExUnit.start()
 
+# The application's collector gives back what idle libraries hold: tests
+# that measure what an instance holds would see it change under them. Off
+# for the suite; test/vm_test.exs turns it on in a VM of its own.
+Application.put_env(:beam_alloc, :auto_collect, false)
+
 # Many tests check that reports name source lines, which the symbolizer
 # gives only when it was built with libdw: say so once, clearly, instead of
 # failing each of them on a site like "misuse_nif.so+0x3cc4".

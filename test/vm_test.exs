@@ -38,6 +38,11 @@ defmodule BeamAlloc.VmTest do
     assert status == 0, out
   end
 
+  test "memory freed elsewhere goes back to the VM with no call to collect once the library idles" do
+    {out, status} = run_child("auto_collect(128)", 120)
+    assert status == 0, out
+  end
+
   test "BEAM_NIF_INIT expands a module name given as a macro" do
     assert_raise RuntimeError,
                  "memory leak detected in function `BeamAlloc.Test.Vm.leaky/0`",

@@ -72,6 +72,61 @@ defmodule BeamAlloc.Test.VmScenarios do
     Vm.drop(Vm.hold(1, 64), 64)
     Vm.collect()
     before = settle()
+    peak = burst(total_mib)
+    Process.sleep(500)
+    idle = :erlang.memory(:system)
+    # From Elixir, with no help from the NIF: BeamAlloc.collect/1.
+    :ok = BeamAlloc.collect(Vm)
+    usage = Vm.usage()
+    after_collect = settle()
+    IO.puts("before=#{before} peak=#{peak} idle=#{idle} after=#{after_collect}")
+    IO.puts("usage=#{inspect(usage)}")
+
+    finish(
+      peak - before > div(total_mib * @mib, 2) and usage.live_blocks == 0 and
+        after_collect - before < @mib,
+      "memory not back within 1 MiB"
+    )
+  end
+
+  # The same burst with no call to collect: the beam_alloc application's
+  # collector (erlang/beam_alloc_collector.erl) gives it back once the
+  # library has idled for an interval (200 ms here).
+  def auto_collect(total_mib) do
+    Application.put_env(:beam_alloc, :auto_collect_interval, 200)
+    {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    Vm.drop(Vm.hold(1, 64), 64)
+    Vm.collect()
+    before = settle()
+    burst(total_mib)
+    # Right after the frees: still held (what the collector is for).
+    held = Vm.usage().backing_bytes
+    waited = wait_held_below(@mib, 0)
+    after_collect = settle()
+    IO.puts("before=#{before} held=#{held} waited_ms=#{waited} after=#{after_collect}")
+
+    finish(
+      held > div(total_mib * @mib, 2) and is_integer(waited) and
+        after_collect - before < @mib,
+      "memory not given back without a call to collect"
+    )
+  end
+
+  defp wait_held_below(_limit, ms) when ms > 10_000, do: :timeout
+
+  defp wait_held_below(limit, ms) do
+    if Vm.usage().backing_bytes < limit do
+      ms
+    else
+      Process.sleep(100)
+      wait_held_below(limit, ms + 100)
+    end
+  end
+
+  # total_mib of 64-byte blocks allocated on every scheduler (normal and
+  # dirty) and freed by other processes; :erlang.memory(:system) at the
+  # peak.
+  defp burst(total_mib) do
     per_task = 32_768
     tasks = div(total_mib * @mib, 64 * per_task)
 
@@ -90,20 +145,7 @@ defmodule BeamAlloc.Test.VmScenarios do
     |> Enum.map(fn blocks -> Task.async(fn -> Vm.drop(blocks, 64) end) end)
     |> Task.await_many(:infinity)
 
-    Process.sleep(500)
-    idle = :erlang.memory(:system)
-    # From Elixir, with no help from the NIF: BeamAlloc.collect/1.
-    :ok = BeamAlloc.collect(Vm)
-    usage = Vm.usage()
-    after_collect = settle()
-    IO.puts("before=#{before} peak=#{peak} idle=#{idle} after=#{after_collect}")
-    IO.puts("usage=#{inspect(usage)}")
-
-    finish(
-      peak - before > div(total_mib * @mib, 2) and usage.live_blocks == 0 and
-        after_collect - before < @mib,
-      "memory not back within 1 MiB"
-    )
+    peak
   end
 
   # Load, allocate, free, purge: again and again.

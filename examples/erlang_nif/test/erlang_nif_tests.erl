@@ -113,6 +113,16 @@ without_reports_test() ->
     ?assertError({beam_alloc_reports, [_]},
                  beam_alloc_testing:without_reports(fun erlang_nif:free_twice/0)).
 
+%% The application's collector runs under rebar3's build too: it reads
+%% every loaded library's holdings, erlang_nif's among them, and collects
+%% none that holds too little to matter.
+collector_reads_the_libraries_test() ->
+    {ok, _} = application:ensure_all_started(beam_alloc),
+    {ok, _} = erlang_nif:parse_ints(<<"1">>),
+    ?assert(is_pid(whereis(beam_alloc_collector))),
+    ?assert(lists:keymember(<<"erlang_nif">>, 1, beam_alloc_testing_nif:holdings())),
+    ?assertEqual([], beam_alloc_collector:tick()).
+
 take_reports_needs_the_application_test() ->
     _ = application:stop(beam_alloc),
     ?assertError({not_started, beam_alloc}, beam_alloc:take_reports()),
