@@ -36,26 +36,29 @@ start_link() ->
 tick() ->
     gen_server:call(?MODULE, tick, infinity).
 
-%% State: ModuleName => {Ops at the last tick, Ops at its last collection}.
+%% State: {Driver, Seen}. Driver: unknown until the first enabled tick,
+%% then loaded or missing (the driver library could not be loaded: looked
+%% for once, not at every tick). Seen: ModuleName => {Ops at the last tick,
+%% Ops at its last collection}.
 init([]) ->
     schedule(),
-    {ok, #{}}.
+    {ok, {unknown, #{}}}.
 
-handle_call(tick, _From, Seen) ->
-    {Collected, Seen1} = run(Seen),
-    {reply, Collected, Seen1};
-handle_call(_Other, _From, Seen) ->
-    {reply, {error, unknown_call}, Seen}.
+handle_call(tick, _From, State) ->
+    {Collected, State1} = run(State),
+    {reply, Collected, State1};
+handle_call(_Other, _From, State) ->
+    {reply, {error, unknown_call}, State}.
 
-handle_cast(_Msg, Seen) ->
-    {noreply, Seen}.
+handle_cast(_Msg, State) ->
+    {noreply, State}.
 
-handle_info(tick, Seen) ->
+handle_info(tick, State) ->
     schedule(),
-    {_, Seen1} = run(Seen),
-    {noreply, Seen1};
-handle_info(_Msg, Seen) ->
-    {noreply, Seen}.
+    {_, State1} = run(State),
+    {noreply, State1};
+handle_info(_Msg, State) ->
+    {noreply, State}.
 
 schedule() ->
     erlang:send_after(setting(auto_collect_interval, ?INTERVAL), self(), tick).
@@ -66,11 +69,30 @@ setting(Key, Default) ->
         _ -> Default
     end.
 
-run(Seen) ->
+run({Driver0, Seen} = State) ->
     case application:get_env(beam_alloc, auto_collect, true) of
-        false -> {[], Seen};
-        _ -> run(holdings(), setting(auto_collect_min_bytes, ?MIN_BYTES), Seen)
+        false -> {[], State};
+        _ ->
+            case driver(Driver0) of
+                missing -> {[], {missing, Seen}};
+                loaded ->
+                    {Done, Seen1} = run(holdings(), setting(auto_collect_min_bytes,
+                                                            ?MIN_BYTES), Seen),
+                    {Done, {loaded, Seen1}}
+            end
     end.
+
+%% Whether the driver's module loads, asked once: a module whose on_load
+%% fails is not loaded, so every call to it would load it again, and the
+%% code server would log the on_load failure at every tick (it did, every
+%% second, on a node without priv/beam_alloc_testing.so: review).
+driver(unknown) ->
+    case code:ensure_loaded(beam_alloc_testing_nif) of
+        {module, _} -> loaded;
+        {error, _} -> missing
+    end;
+driver(Known) ->
+    Known.
 
 %% Every copy of a module's library counts, summed (an old and a new one
 %% during an upgrade: collect/1 takes the first it finds).
@@ -92,7 +114,7 @@ run(Holdings, MinBytes, Seen) ->
               end, {[], #{}}, Sums).
 
 %% Without the driver library (not built, or beam_alloc's priv not found)
-%% there is nothing to read: the collector idles.
+%% there is nothing to read: the collector idles (driver/1).
 holdings() ->
     try beam_alloc_testing_nif:holdings()
     catch error:_ -> []
