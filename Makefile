@@ -217,6 +217,14 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	        grep -q "static assertion failed: \"*$$n needs #include <beam_alloc_nif.h>\|static_assert failed \"$$n needs #include <beam_alloc_nif.h>" $(BUILD)/header/missing.err || { echo "$$c: $$n" >&2; cat $(BUILD)/header/missing.err; exit 1; }; \
 	    done; \
 	done
+	@# BEAM_NIF_INIT with neither five arguments nor six says which it takes.
+	for c in "gcc -std=c11" "$(SAN_CC) -std=c11" "g++ -std=c++17 -x c++" "$(SAN_CC)++ -std=c++17 -x c++"; do \
+	    for n in 3 7; do \
+	        if $$c $(HEADER_STRICT) -Wno-error -DBEAM_TEST_ARGS=$$n -I$(ERTS_INCLUDE_DIR) -c test/header/nif_init_count.c -o $(BUILD)/header/missing.o 2>$(BUILD)/header/missing.err; then \
+	            echo "BEAM_NIF_INIT compiled with $$n arguments ($$c)" >&2; exit 1; fi; \
+	        grep -q "BEAM_NIF_INIT takes (NAME, FUNCS, LOAD, UPGRADE, UNLOAD)" $(BUILD)/header/missing.err || { echo "$$c: $$n arguments" >&2; cat $(BUILD)/header/missing.err; exit 1; }; \
+	    done; \
+	done
 
 clean:
 	rm -rf $(BUILD) _build priv

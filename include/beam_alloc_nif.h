@@ -374,12 +374,20 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * six arguments (NAME, FUNCS, LOAD, RELOAD, UPGRADE, UNLOAD; RELOAD, which
  * the VM no longer calls, goes to ERL_NIF_INIT as given), so that renaming
  * an ERL_NIF_INIT line is enough. */
+/* Any other count from 1 to 10 picks the static assertion (a shorter
+ * list had 1 to 3 arguments, and 7, pick a name of the list or an
+ * argument: errors that never said which forms it takes). */
 #define BEAM_NIF_INIT(...)                                                     \
-    BEAM_INTERNAL_NIF_INIT_PICK(__VA_ARGS__, BEAM_INTERNAL_NIF_INIT_6,         \
-                                BEAM_INTERNAL_NIF_INIT_5,                      \
-                                BEAM_INTERNAL_NIF_INIT_BAD, unused_)           \
+    BEAM_INTERNAL_NIF_INIT_PICK(                                               \
+        __VA_ARGS__, BEAM_INTERNAL_NIF_INIT_BAD, BEAM_INTERNAL_NIF_INIT_BAD,   \
+        BEAM_INTERNAL_NIF_INIT_BAD, BEAM_INTERNAL_NIF_INIT_BAD,                \
+        BEAM_INTERNAL_NIF_INIT_6, BEAM_INTERNAL_NIF_INIT_5,                    \
+        BEAM_INTERNAL_NIF_INIT_BAD, BEAM_INTERNAL_NIF_INIT_BAD,                \
+        BEAM_INTERNAL_NIF_INIT_BAD, BEAM_INTERNAL_NIF_INIT_BAD, unused_)       \
     (__VA_ARGS__)
-#define BEAM_INTERNAL_NIF_INIT_PICK(a1, a2, a3, a4, a5, a6, name, ...) name
+#define BEAM_INTERNAL_NIF_INIT_PICK(a1, a2, a3, a4, a5, a6, a7, a8, a9, a10,   \
+                                    name, ...)                                 \
+    name
 #ifdef __cplusplus
 #define BEAM_INTERNAL_NIF_STATIC_ASSERT static_assert
 #else
