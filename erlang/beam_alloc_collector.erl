@@ -95,7 +95,7 @@ driver(Known) ->
     Known.
 
 %% Every copy of a module's library counts, summed (an old and a new one
-%% during an upgrade: collect/1 takes the first it finds).
+%% during an upgrade: collect/1 collects each).
 run(Holdings, MinBytes, Seen) ->
     Sums = lists:foldl(fun({M, Held, Live, Ops}, Acc) ->
                                {H0, L0, O0} = maps:get(M, Acc, {0, 0, 0}),

@@ -43,6 +43,11 @@ defmodule BeamAlloc.VmTest do
     assert status == 0, out
   end
 
+  test "a collect reaches every copy of a library loaded for the module (an upgrade's)" do
+    {out, status} = run_child("collect_every_copy(64)", 120)
+    assert status == 0, out
+  end
+
   test "BEAM_NIF_INIT expands a module name given as a macro" do
     assert_raise RuntimeError,
                  "memory leak detected in function `BeamAlloc.Test.Vm.leaky/0`",

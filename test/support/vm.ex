@@ -112,6 +112,55 @@ defmodule BeamAlloc.Test.VmScenarios do
     )
   end
 
+  # A new version of Vm loads its NIF library from another file while the
+  # old version's copy stays (old code, not purged): the burst's memory is
+  # the new copy's, and a collect (the collector's, which sums the copies)
+  # must reach it, not the first copy found alone.
+  def collect_every_copy(total_mib) do
+    Application.put_env(:beam_alloc, :auto_collect_interval, 100_000)
+    {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    Vm.drop(Vm.hold(1, 64), 64)
+    dir = Path.join(System.tmp_dir!(), "beam_alloc_vm_copy_#{System.os_time()}")
+    File.mkdir_p!(dir)
+    File.cp!(Path.join(:code.priv_dir(:beam_alloc), "vm_nif.so"), Path.join(dir, "vm_nif.so"))
+    path = String.to_charlist(Path.join(dir, "vm_nif"))
+
+    stubs =
+      for {name, arity} <- Vm.__info__(:functions), name not in [:__load_nif__] do
+        args = List.duplicate(Macro.var(:_, nil), arity)
+        quote do: def(unquote(name)(unquote_splicing(args)), do: :erlang.nif_error(:not_loaded))
+      end
+
+    Code.compiler_options(ignore_module_conflict: true)
+
+    Module.create(
+      Vm,
+      quote do
+        @on_load :load
+        def load, do: :erlang.load_nif(unquote(path), 0)
+        unquote_splicing(stubs)
+      end,
+      Macro.Env.location(__ENV__)
+    )
+
+    copies = fn ->
+      for {"Elixir.BeamAlloc.Test.Vm", held, _, _} <- :beam_alloc_testing_nif.holdings(), do: held
+    end
+
+    2 = length(copies.())
+    burst(total_mib)
+    held = Enum.sum(copies.())
+    :ok = BeamAlloc.collect(Vm)
+    after_collect = copies.()
+    File.rm_rf!(dir)
+    IO.puts("held=#{held} after=#{inspect(after_collect)}")
+
+    finish(
+      held > div(total_mib * @mib, 2) and Enum.all?(after_collect, &(&1 < @mib)),
+      "a copy of the library still holds the burst after a collect"
+    )
+  end
+
   defp wait_held_below(_limit, ms) when ms > 10_000, do: :timeout
 
   defp wait_held_below(limit, ms) do
