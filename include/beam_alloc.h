@@ -367,10 +367,11 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     thread) it is reusable by every heap; once all are free it goes back
  *     to the instance's pool when a heap refilling that class finds it, or
  *     at beam_gpa_collect (in a node running the beam_alloc application,
- *     its collector calls that for a NIF library idle for a second that
- *     holds 4 MiB beyond what it keeps live: README). (A full slab with fewer
- * than an eighth free stays out of reach until then: at most an eighth of a
- * slab per slab.)
+ *     its collector calls that on a NIF library's process-wide instance
+ *     and its named ones, not on other instances, once the library has
+ *     idled for a second holding 4 MiB beyond what it keeps live: README).
+ *     (A full slab with fewer than an eighth free stays out of reach until
+ *     then: at most an eighth of a slab per slab.)
  *   - Medium blocks belong to the instance, not to a heap. A medium block
  *     takes whole 4 KiB pages (8193 bytes take 12 KiB), and two blocks of
  *     just over 32 KiB cannot share a slab. A freed medium block is kept
