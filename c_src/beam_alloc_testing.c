@@ -1493,16 +1493,21 @@ static ERL_NIF_TERM stats_term(ErlNifEnv *env, const beam_alloc_stats *s,
     return map;
 }
 
-/* Calls take(h, arg) with the hooks of each loaded library whose module is
- * named by the binary name, held open for the call, until one takes it
- * (returns true), or, every: with each of them (an old and a new copy
- * during an upgrade): whether one did. When none did, *error is what the
- * NIF returns: badarg for a name that is no binary, else
- * {error, not_found}. */
-static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name,
+/* Calls take(h, arg) with the hooks of the loaded libraries whose module is
+ * named by the binary name, each held open for the call: with all, every
+ * one of them; else only the newest (the last the dynamic linker loaded,
+ * which takes it): whether one took it. Two copies of a module's library
+ * are loaded at once after a code upgrade to a new library file, while the
+ * old version is not purged or a resource of the old copy keeps it mapped:
+ * the first found was the old copy, so stats/1 read the old copy's counters
+ * and collect/1 (and the application's collector) gave back only what the
+ * old copy held (a release hunt: 212 KB held by the running copy, none of
+ * it given back). When none took it, *error is what the NIF returns:
+ * badarg for a name that is no binary, else {error, not_found}. */
+static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
                               bool (*take)(const beam__fault_hooks *h,
                                            void *arg),
-                              void *arg, bool every, ERL_NIF_TERM *error) {
+                              void *arg, ERL_NIF_TERM *error) {
     ErlNifBinary want;
     if (!enif_inspect_binary(env, name, &want)) {
         *error = enif_make_badarg(env);
@@ -1511,19 +1516,22 @@ static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name,
     name_list l = {NULL, 0, 0};
     list_objects(&l);
     bool found = false;
-    for (size_t i = 0; i < l.n; i++) {
+    /* Newest first, when only one is wanted: the list is in load order. */
+    for (size_t k = 0; k < l.n; k++) {
+        size_t i = all ? k : l.n - 1 - k;
         void *handle = NULL;
         const beam__fault_hooks *h =
-            found && !every ? NULL : hooks_in(l.names[i].name, &handle);
-        enif_free(l.names[i].name);
-        if (h == NULL)
-            continue;
-        const char *module = h->module();
-        if (strlen(module) == want.size &&
-            memcmp(module, want.data, want.size) == 0 && take(h, arg))
-            found = true;
-        dlclose(handle);
+            found && !all ? NULL : hooks_in(l.names[i].name, &handle);
+        if (h != NULL) {
+            const char *module = h->module();
+            if (strlen(module) == want.size &&
+                memcmp(module, want.data, want.size) == 0 && take(h, arg))
+                found = true;
+            dlclose(handle);
+        }
     }
+    for (size_t i = 0; i < l.n; i++)
+        enif_free(l.names[i].name);
     enif_free(l.names);
     if (!found)
         *error = enif_make_tuple2(env, enif_make_atom(env, "error"),
@@ -1565,7 +1573,7 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
     o.backing = 0;
     o.n = 3;
     ERL_NIF_TERM error;
-    if (!with_module_hooks(env, argv[0], take_stats, &o, false, &error))
+    if (!with_module_hooks(env, argv[0], false, take_stats, &o, &error))
         return error;
     o.keys[0] = enif_make_atom(env, "raw");
     o.keys[1] = enif_make_atom(env, "large");
@@ -1581,9 +1589,9 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
 
 /* --- Collect ------------------------------------------------------------
  * collect(module_name): beam_gpa_collect on the process-wide general
- * purpose allocator of every NIF library loaded for that module (an old
- * and a new copy during an upgrade alike): ok, or {error, not_found}.
- * Dirty: a collection walks what the instance holds. */
+ * purpose allocator of every copy of the NIF library loaded for that
+ * module (an old one a resource keeps mapped after an upgrade too): ok, or
+ * {error, not_found}. Dirty: a collection walks what the instance holds. */
 
 /* Libraries older than the collect hook are passed over. */
 static bool take_collect(const beam__fault_hooks *h, void *arg) {
@@ -1598,10 +1606,7 @@ static ERL_NIF_TERM nif_collect(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]) {
     (void)argc;
     ERL_NIF_TERM error;
-    /* Every copy: the collector (beam_alloc_collector) sums what the
-     * copies of a module hold, and a collect of the first copy alone left
-     * a new copy's 150 MB held after an upgrade, for good (review). */
-    return with_module_hooks(env, argv[0], take_collect, NULL, true, &error)
+    return with_module_hooks(env, argv[0], true, take_collect, NULL, &error)
                ? enif_make_atom(env, "ok")
                : error;
 }

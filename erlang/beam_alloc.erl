@@ -27,7 +27,10 @@
 %%   general_purpose  the process-wide general purpose allocator, with
 %%                    backing_bytes, what it holds of the large allocator.
 %% Every NIF library built with beam_alloc has its own copy of the
-%% allocators, so the numbers are that library's alone. Raises
+%% allocators, so the numbers are that library's alone. After a code
+%% upgrade to a new library file, while the old copy is still loaded (the
+%% old version not purged, or a resource of it alive), they are the newest
+%% copy's: the one the current version runs. Raises
 %% erlang:error({not_loaded, Module}) when no library built with beam_alloc
 %% is loaded for Module, badarg when Module is not an atom, and
 %% erlang:error({driver, Reason}) when beam_alloc's own driver
@@ -55,7 +58,8 @@ find_stats(Other) ->
     erlang:error(badarg, [Other]).
 
 %% Give back what the process-wide general purpose allocator of Module's NIF
-%% library holds and does not need: beam_gpa_collect from any process. It
+%% library (of every copy of it loaded, an old one after an upgrade too)
+%% holds and does not need: beam_gpa_collect from any process. It
 %% takes the current slabs of schedulers that are idle (dirty ones too),
 %% returns every slab without a live block, and every wholly free segment
 %% to enif_alloc, so :erlang.memory(system) goes down; the library's

@@ -64,6 +64,7 @@ defmodule BeamAlloc.UpgradeTest do
         def loads, do: :erlang.nif_error(:not_loaded)
         def priv, do: :erlang.nif_error(:not_loaded)
         def ping, do: :erlang.nif_error(:not_loaded)
+        def churn, do: :erlang.nif_error(:not_loaded)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -175,6 +176,29 @@ defmodule BeamAlloc.UpgradeTest do
     assert line =~ "restart the node"
     assert {:ok, _} = call(:make)
     # (The first resource stays alive, and the old copy mapped, until here.)
+    _ = :erlang.phash2(resource)
+  end
+
+  test "stats/1 and collect/1 reach the running copy while an old one stays mapped", %{dir: dir} do
+    # A hot upgrade to a new library file (a release's lib/app-VSN/priv)
+    # while a resource of the old copy is alive: both copies are loaded.
+    # stats/1 read the first one found, the old copy (all zeros), and
+    # collect/1 (and the application's collector) collected only that one:
+    # what the running copy held was never given back (a release hunt).
+    assert :ok = load_version(dir, "a", :plain)
+    resource = call(:hold)
+    assert :ok = load_version(dir, "b", :plain)
+    :code.purge(@module)
+    assert call(:churn) == :ok
+
+    assert %{general_purpose: %{live_bytes: 5000}} = :beam_alloc.stats(@module)
+
+    name = Atom.to_string(@module)
+    held = fn -> for {^name, held, _, _} <- :beam_alloc_testing_nif.holdings(), do: held end
+    assert [_, _] = before = held.()
+    assert :ok = :beam_alloc.collect(@module)
+    # The running copy's slabs of freed blocks went back.
+    assert Enum.sum(held.()) < Enum.max(before) - 65536
     _ = :erlang.phash2(resource)
   end
 

@@ -69,9 +69,30 @@ static ERL_NIF_TERM hold(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     return term;
 }
 
+/* churn(): small blocks of the process-wide general purpose allocator,
+ * allocated and freed, and one of 5000 bytes kept (freed at the next
+ * churn): beam_alloc:stats/1 and collect/1 must reach this copy. */
+static void *churn_kept;
+static ERL_NIF_TERM churn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    beam_allocator_t a = beam_general_purpose_allocator;
+    void *blocks[400];
+    for (size_t i = 0; i < 400; i++)
+        blocks[i] = beam_alloc_bytes(a, 1 + 7 * i, 8);
+    for (size_t i = 0; i < 400; i++)
+        if (blocks[i] != NULL)
+            beam_free_bytes(a, blocks[i], 1 + 7 * i, 8);
+    if (churn_kept != NULL)
+        beam_free_bytes(a, churn_kept, 5000, 8);
+    churn_kept = beam_alloc_bytes(a, 5000, 8);
+    return enif_make_atom(env, churn_kept != NULL ? "ok" : "enomem");
+}
+
 static ErlNifFunc funcs[] = {
     {"make", 0, make, 0},
     {"hold", 0, hold, 0},
+    {"churn", 0, churn, 0},
     {"loads", 0, loads_nif, 0},
     {"priv", 0, priv_nif, 0},
 };
