@@ -15,7 +15,9 @@
 %%
 %% Application environment (read at every tick, so it may change at any
 %% time): auto_collect (true | false, default true), auto_collect_interval
-%% (milliseconds, default 1000), auto_collect_min_bytes (default 4 MiB).
+%% (milliseconds, a positive integer, default 1000), auto_collect_min_bytes
+%% (a non-negative integer, default 4 MiB). Another value is logged as a
+%% warning, once, and the default used.
 %% The beam_alloc application starts it (rebar3's beam_alloc_app, Mix's
 %% BeamAlloc.Application).
 -module(beam_alloc_collector).
@@ -63,16 +65,45 @@ handle_info(_Msg, State) ->
 schedule() ->
     erlang:send_after(setting(auto_collect_interval, ?INTERVAL), self(), tick).
 
+%% A value it cannot take is logged (once per key and value) and the default
+%% used: {auto_collect, "false"} or {auto_collect, off} in a sys.config
+%% went on collecting, silently, and {auto_collect_min_bytes, 0} meant 4 MiB
+%% (a release hunt).
 setting(Key, Default) ->
     case application:get_env(beam_alloc, Key) of
+        undefined -> Default;
         {ok, V} when is_integer(V), V > 0 -> V;
-        _ -> Default
+        {ok, 0} when Key =:= auto_collect_min_bytes -> 0;
+        {ok, V} ->
+            Expected = case Key of
+                           auto_collect_min_bytes -> "a non-negative integer (bytes)";
+                           _ -> "a positive integer (milliseconds)"
+                       end,
+            bad_setting(Key, V, Expected, Default)
     end.
 
-run({Driver0, Seen} = State) ->
+enabled() ->
     case application:get_env(beam_alloc, auto_collect, true) of
-        false -> {[], State};
+        B when is_boolean(B) -> B;
+        V -> bad_setting(auto_collect, V, "true or false", true)
+    end.
+
+bad_setting(Key, Value, Expected, Default) ->
+    case get({bad_setting, Key}) of
+        Value ->
+            ok;
         _ ->
+            put({bad_setting, Key}, Value),
+            logger:warning("beam_alloc: the application environment's ~ts is ~0tp: "
+                           "expected ~ts; using the default, ~0tp",
+                           [Key, Value, Expected, Default], #{beam_alloc => collector})
+    end,
+    Default.
+
+run({Driver0, Seen} = State) ->
+    case enabled() of
+        false -> {[], State};
+        true ->
             case driver(Driver0) of
                 missing -> {[], {missing, Seen}};
                 loaded ->
