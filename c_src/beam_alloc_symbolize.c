@@ -152,6 +152,34 @@ static bool same_build(Dwfl_Module *mod, const find *f) {
            memcmp(bits, f->id, f->id_len) == 0;
 }
 
+static void drop_object(int i) {
+    dwfl_end(objects[i].dwfl);
+    enif_free(objects[i].path);
+    objects[i] = objects[--nobjects];
+}
+
+/* Marks, in the bool array data, the kept objects still loaded. */
+static int mark_loaded(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    bool *loaded = data;
+    if (info->dlpi_name != NULL)
+        for (int i = 0; i < nobjects; i++)
+            if (strcmp(objects[i].path, info->dlpi_name) == 0)
+                loaded[i] = true;
+    return 0;
+}
+
+/* Lets go of the objects no longer loaded. Lock held. */
+static void prune_unloaded(void) {
+    bool loaded[MAX_OBJECTS] = {false};
+    dl_iterate_phdr(mark_loaded, loaded);
+    for (int i = nobjects; i-- > 0;)
+        if (!loaded[i]) {
+            drop_object(i);
+            loaded[i] = loaded[nobjects]; /* the last moved to i */
+        }
+}
+
 /* The module of the loaded object f, opened at bias 0 so that addresses
  * are the offsets the reports give; NULL when its file is not the code
  * that is loaded (rebuilt since: its lines would be wrong). Lock held. */
@@ -167,8 +195,15 @@ static Dwfl_Module *module_of(const find *f) {
         objects[i] = objects[--nobjects];
         break;
     }
+    /* A new one to open: first let go of objects no longer loaded, then,
+     * when still full, of the first kept. Each keeps its file mapped and
+     * its DWARF read: never dropped, a node that loaded 64 libraries in
+     * its life (hot upgrades to lib/app-VSN/priv, a test loading copies)
+     * named no source line for any later one, silently, and kept every
+     * file mapped, deleted or not (a release hunt). */
+    prune_unloaded();
     if (nobjects == MAX_OBJECTS)
-        return NULL;
+        drop_object(0);
     Dwfl *dwfl = dwfl_begin(&callbacks);
     if (dwfl == NULL)
         return NULL;

@@ -229,6 +229,34 @@ defmodule BeamAlloc.UpgradeTest do
     end
   end
 
+  test "the symbolizer names lines in a library loaded after 64 others came and went",
+       %{dir: dir} do
+    # It kept every library it had read (the file mapped, its DWARF read),
+    # 64 at most, unloaded or not: past 64 in a node's life (hot upgrades
+    # to lib/app-VSN/priv, a test loading copies) no later library got a
+    # source line, silently, and every file stayed mapped (a release hunt).
+    src = Path.join(:code.priv_dir(:beam_alloc), "upgrade_plain_nif.so")
+    {symbols, 0} = System.cmd("nm", [src])
+    [hex] = Regex.run(~r/^([0-9a-f]+) t ping$/m, symbols, capture: :all_but_first)
+    offset = String.to_integer(hex, 16) + 4
+
+    for i <- 1..70 do
+      copy = "c#{i}"
+      File.mkdir_p!(Path.join(dir, copy))
+      File.cp!(src, Path.join([dir, copy, "upgrade_plain_nif.so"]))
+      drop_module(@plain)
+      assert :ok = load_version(dir, copy, :plain, @plain, "upgrade_plain_nif")
+      assert {:ok, text} = :beam_alloc_symbolizer.site("upgrade_plain_nif.so", offset), "copy #{i}"
+      assert text =~ "ping (test/nifs/upgrade_plain_nif.c:"
+    end
+
+    # Only the copy loaded last is still read (it is not unloaded yet).
+    if File.exists?("/proc/self/maps") do
+      mapped = Regex.scan(~r{/c\d+/upgrade_plain_nif\.so}, File.read!("/proc/self/maps"))
+      assert Enum.uniq(mapped) == [["/c70/upgrade_plain_nif.so"]]
+    end
+  end
+
   test "the symbolizer upgraded from another directory (a release upgrade) resolves", %{dir: dir} do
     # The new version's library is a fresh copy, with globals of its own:
     # its upgrade callback must set them up (it had no lock, and its first
