@@ -42,7 +42,8 @@ defmodule BeamAlloc.FaultInjectionSitesTest do
   end
 
   test "a passing check resolves no site" do
-    assert {{:ok, 4}, 0} = resolutions(fn -> check_all_allocation_failures(fn -> Faults.correct(3) end) end)
+    assert {{:ok, 4}, 0} =
+             resolutions(fn -> check_all_allocation_failures(fn -> Faults.correct(3) end) end)
   end
 
   test "a problem still names its allocation's site, resolved" do

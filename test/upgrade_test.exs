@@ -246,7 +246,10 @@ defmodule BeamAlloc.UpgradeTest do
       File.cp!(src, Path.join([dir, copy, "upgrade_plain_nif.so"]))
       drop_module(@plain)
       assert :ok = load_version(dir, copy, :plain, @plain, "upgrade_plain_nif")
-      assert {:ok, text} = :beam_alloc_symbolizer.site("upgrade_plain_nif.so", offset), "copy #{i}"
+
+      assert {:ok, text} = :beam_alloc_symbolizer.site("upgrade_plain_nif.so", offset),
+             "copy #{i}"
+
       assert text =~ "ping (test/nifs/upgrade_plain_nif.c:"
     end
 

@@ -90,10 +90,8 @@ static ERL_NIF_TERM churn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
 }
 
 static ErlNifFunc funcs[] = {
-    {"make", 0, make, 0},
-    {"hold", 0, hold, 0},
-    {"churn", 0, churn, 0},
-    {"loads", 0, loads_nif, 0},
+    {"make", 0, make, 0},     {"hold", 0, hold, 0},
+    {"churn", 0, churn, 0},   {"loads", 0, loads_nif, 0},
     {"priv", 0, priv_nif, 0},
 };
 
