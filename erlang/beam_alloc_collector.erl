@@ -24,10 +24,14 @@
 -behaviour(gen_server).
 
 -export([start_link/0, tick/0]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, code_change/3]).
 
 -define(INTERVAL, 1000).
 -define(MIN_BYTES, 4194304).
+%% The longest interval erlang:send_after/3 takes on every VM (about 49.7
+%% days): a larger one made it raise badarg, in init/1 too, so the
+%% supervisor gave up and the application stopped (review).
+-define(MAX_INTERVAL, 4294967295).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -62,6 +66,12 @@ handle_info(tick, State) ->
 handle_info(_Msg, State) ->
     {noreply, State}.
 
+%% A release upgrade from a version whose state was Seen alone.
+code_change(_OldVsn, Seen, _Extra) when is_map(Seen) ->
+    {ok, {unknown, Seen}};
+code_change(_OldVsn, State, _Extra) ->
+    {ok, State}.
+
 schedule() ->
     erlang:send_after(setting(auto_collect_interval, ?INTERVAL), self(), tick).
 
@@ -72,12 +82,12 @@ schedule() ->
 setting(Key, Default) ->
     case application:get_env(beam_alloc, Key) of
         undefined -> Default;
-        {ok, V} when is_integer(V), V > 0 -> V;
-        {ok, 0} when Key =:= auto_collect_min_bytes -> 0;
+        {ok, V} when is_integer(V), V >= 0, Key =:= auto_collect_min_bytes -> V;
+        {ok, V} when is_integer(V), V > 0, V =< ?MAX_INTERVAL -> V;
         {ok, V} ->
             Expected = case Key of
                            auto_collect_min_bytes -> "a non-negative integer (bytes)";
-                           _ -> "a positive integer (milliseconds)"
+                           _ -> "a positive integer (milliseconds) up to 4294967295"
                        end,
             bad_setting(Key, V, Expected, Default)
     end.
@@ -100,6 +110,10 @@ bad_setting(Key, Value, Expected, Default) ->
     end,
     Default.
 
+%% (A state of the version before, Seen alone: its new code may run it
+%% after a release upgrade loaded this module without code_change/3.)
+run(Seen) when is_map(Seen) ->
+    run({unknown, Seen});
 run({Driver0, Seen} = State) ->
     case enabled() of
         false -> {[], State};

@@ -4,8 +4,13 @@ defmodule BeamAlloc.CollectorTest do
   use ExUnit.Case, async: true
 
   test "without the driver library the collector idles, saying so once" do
+    # (The OS pid too: unique_integer is unique in one VM only, and two
+    # suites run at once would share the directory, one deleting it.)
     dir =
-      Path.join(System.tmp_dir!(), "beam_alloc_collector_#{System.unique_integer([:positive])}")
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_collector_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
 
     File.mkdir_p!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
