@@ -123,11 +123,12 @@ static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
 #define MAX_OBJECTS 64
 
 static ErlNifMutex *lock;
-static struct {
+typedef struct kept_object {
     char *path;
     Dwfl *dwfl;
     Dwfl_Module *mod;
-} objects[MAX_OBJECTS];
+} kept_object;
+static kept_object objects[MAX_OBJECTS];
 static int nobjects;
 
 static char *debuginfo_path = NULL;
@@ -152,10 +153,24 @@ static bool same_build(Dwfl_Module *mod, const find *f) {
            memcmp(bits, f->id, f->id_len) == 0;
 }
 
+/* The objects are kept in the order they were last used, least recently
+ * first: a removal keeps that order (it moved the last into the gap, so
+ * objects[0] was soon the one opened last, and with more than 64 libraries
+ * in use each opening dropped one just opened: review). Lock held. */
 static void drop_object(int i) {
     dwfl_end(objects[i].dwfl);
     enif_free(objects[i].path);
-    objects[i] = objects[--nobjects];
+    memmove(&objects[i], &objects[i + 1],
+            (size_t)(nobjects - i - 1) * sizeof objects[0]);
+    nobjects--;
+}
+
+/* objects[i] used now: to the end. Lock held. */
+static void touch_object(int i) {
+    kept_object used = objects[i];
+    memmove(&objects[i], &objects[i + 1],
+            (size_t)(nobjects - i - 1) * sizeof objects[0]);
+    objects[nobjects - 1] = used;
 }
 
 /* Marks, in the bool array data, the kept objects still loaded. */
@@ -174,10 +189,8 @@ static void prune_unloaded(void) {
     bool loaded[MAX_OBJECTS] = {false};
     dl_iterate_phdr(mark_loaded, loaded);
     for (int i = nobjects; i-- > 0;)
-        if (!loaded[i]) {
-            drop_object(i);
-            loaded[i] = loaded[nobjects]; /* the last moved to i */
-        }
+        if (!loaded[i])
+            drop_object(i); /* those after i move down, checked already */
 }
 
 /* The module of the loaded object f, opened at bias 0 so that addresses
@@ -187,20 +200,20 @@ static Dwfl_Module *module_of(const find *f) {
     for (int i = 0; i < nobjects; i++) {
         if (strcmp(objects[i].path, f->path) != 0)
             continue;
-        if (same_build(objects[i].mod, f))
-            return objects[i].mod;
+        if (same_build(objects[i].mod, f)) {
+            touch_object(i);
+            return objects[nobjects - 1].mod;
+        }
         /* Replaced on disk and loaded again: open the new file. */
-        dwfl_end(objects[i].dwfl);
-        enif_free(objects[i].path);
-        objects[i] = objects[--nobjects];
+        drop_object(i);
         break;
     }
     /* A new one to open: first let go of objects no longer loaded, then,
-     * when still full, of the first kept. Each keeps its file mapped and
-     * its DWARF read: never dropped, a node that loaded 64 libraries in
-     * its life (hot upgrades to lib/app-VSN/priv, a test loading copies)
-     * named no source line for any later one, silently, and kept every
-     * file mapped, deleted or not (a release hunt). */
+     * when still full, of the least recently used. Each keeps its file
+     * mapped and its DWARF read: never dropped, a node that loaded 64
+     * libraries in its life (hot upgrades to lib/app-VSN/priv, a test
+     * loading copies) named no source line for any later one, silently,
+     * and kept every file mapped, deleted or not (a release hunt). */
     prune_unloaded();
     if (nobjects == MAX_OBJECTS)
         drop_object(0);

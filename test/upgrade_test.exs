@@ -260,6 +260,46 @@ defmodule BeamAlloc.UpgradeTest do
     end
   end
 
+  test "the symbolizer keeps the libraries it used last when more than 64 are loaded",
+       %{dir: dir} do
+    # Past 64 kept, it lets go of one to open another: it moved the last
+    # kept into the gap, so the one it let go of next was the one opened
+    # just before, and reports alternating over more than 64 loaded
+    # libraries read each one's DWARF again and again (review). Each copy
+    # stays loaded: a resource of it is alive.
+    src = Path.join(:code.priv_dir(:beam_alloc), "upgrade_nif.so")
+    {symbols, 0} = System.cmd("nm", [src])
+    [hex] = Regex.run(~r/^([0-9a-f]+) t churn$/m, symbols, capture: :all_but_first)
+    offset = String.to_integer(hex, 16) + 4
+
+    paths =
+      for i <- 1..67 do
+        copy = "k#{i}"
+        File.mkdir_p!(Path.join(dir, copy))
+        File.cp!(src, Path.join([dir, copy, "upgrade_nif.so"]))
+        assert :ok = load_version(dir, copy, :plain)
+        :code.purge(@module)
+        {Path.join([dir, copy, "upgrade_nif.so"]), call(:hold)}
+      end
+
+    # A kept object maps its file once more than the loaded copy does.
+    maps = fn path ->
+      File.read!("/proc/self/maps")
+      |> String.split("\n")
+      |> Enum.count(&String.ends_with?(&1, path))
+    end
+
+    for {path, _} <- paths do
+      assert {:ok, text} = :beam_alloc_symbolizer.site(path, offset)
+      assert text =~ "churn (test/nifs/upgrade_nif.c:"
+    end
+
+    [{k65, _}, {k66, _}, {k67, _}] = Enum.take(paths, -3)
+    assert maps.(k65) == maps.(k67)
+    assert maps.(k66) == maps.(k67)
+    _ = :erlang.phash2(paths)
+  end
+
   test "the symbolizer upgraded from another directory (a release upgrade) resolves", %{dir: dir} do
     # The new version's library is a fresh copy, with globals of its own:
     # its upgrade callback must set them up (it had no lock, and its first
