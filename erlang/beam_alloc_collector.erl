@@ -140,7 +140,9 @@ driver(Known) ->
     Known.
 
 %% Every copy of a module's library counts, summed (an old and a new one
-%% during an upgrade: collect/1 collects each).
+%% during an upgrade: collect/1 collects each). A library is collected when
+%% it holds min_bytes or more beyond what it keeps live, and more at all (a
+%% min_bytes of 0 collected an idle library holding nothing: review).
 run(Holdings, MinBytes, Seen) ->
     Sums = lists:foldl(fun({M, Held, Live, Ops}, Acc) ->
                                {H0, L0, O0} = maps:get(M, Acc, {0, 0, 0}),
@@ -149,7 +151,7 @@ run(Holdings, MinBytes, Seen) ->
     maps:fold(fun(M, {Held, Live, Ops}, {Done, Acc}) ->
                       {LastOps, CollectedAt} = maps:get(M, Seen, {none, none}),
                       case LastOps =:= Ops andalso CollectedAt =/= Ops
-                          andalso Held - Live >= MinBytes of
+                          andalso Held - Live >= max(MinBytes, 1) of
                           true ->
                               _ = collect(M),
                               {[M | Done], Acc#{M => {Ops, Ops}}};
