@@ -24,6 +24,8 @@
 -behaviour(gen_server).
 
 -export([start_link/0, tick/0]).
+%% For tests.
+-export([step/3]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, code_change/3]).
 
 -define(INTERVAL, 1000).
@@ -44,8 +46,8 @@ tick() ->
 
 %% State: {Driver, Seen}. Driver: unknown until the first enabled tick,
 %% then loaded or missing (the driver library could not be loaded: looked
-%% for once, not at every tick). Seen: ModuleName => {Ops at the last tick,
-%% Ops at its last collection}.
+%% for once, not at every tick). Seen: ModuleName => {Ops and Held at the
+%% last tick, whether it was collected since} (step/3).
 init([]) ->
     schedule(),
     {ok, {unknown, #{}}}.
@@ -144,19 +146,46 @@ driver(Known) ->
 %% it holds min_bytes or more beyond what it keeps live, and more at all (a
 %% min_bytes of 0 collected an idle library holding nothing: review).
 run(Holdings, MinBytes, Seen) ->
+    {Collect, Seen1} = step(Holdings, MinBytes, Seen),
+    _ = [collect(M) || M <- Collect],
+    {Collect, Seen1}.
+
+%% The decision alone (exported for tests): the libraries to collect and
+%% the state to keep. Seen: ModuleName => {Ops, Held, Collected}, what the
+%% last tick read and whether the library was collected since its Ops last
+%% moved. Collected was the Ops count of the collection, compared with the
+%% Ops read: a library whose module was purged and loaded again starts
+%% counting at 0, and the same work done again (a test's, a job's) came to
+%% the same count, so the new copy's memory was taken for what had been
+%% collected and kept for good (a hunt: 35.9 MB held, idle, nothing live,
+%% after a reload and the same burst). Now any move of Ops between two
+%% ticks clears it, and so does Held growing while Ops stood still, which
+%% the same copy cannot do (only allocations make it hold more): a reload
+%% and the same work done within one interval.
+step(Holdings, MinBytes, Seen) ->
     Sums = lists:foldl(fun({M, Held, Live, Ops}, Acc) ->
                                {H0, L0, O0} = maps:get(M, Acc, {0, 0, 0}),
                                Acc#{M => {H0 + Held, L0 + Live, O0 + Ops}}
                        end, #{}, Holdings),
     maps:fold(fun(M, {Held, Live, Ops}, {Done, Acc}) ->
-                      {LastOps, CollectedAt} = maps:get(M, Seen, {none, none}),
-                      case LastOps =:= Ops andalso CollectedAt =/= Ops
+                      Collected = case maps:get(M, Seen, none) of
+                                      {Ops, LastHeld, C} when Held =< LastHeld -> C;
+                                      %% The state of the version before:
+                                      %% {LastOps, Ops at its last collection}.
+                                      {Ops, Ops} -> true;
+                                      _ -> false
+                                  end,
+                      Idle = case maps:get(M, Seen, none) of
+                                 {Ops, _, _} -> true;
+                                 {Ops, _} -> true;
+                                 _ -> false
+                             end,
+                      case Idle andalso not Collected
                           andalso Held - Live >= max(MinBytes, 1) of
                           true ->
-                              _ = collect(M),
-                              {[M | Done], Acc#{M => {Ops, Ops}}};
+                              {[M | Done], Acc#{M => {Ops, Held, true}}};
                           false ->
-                              {Done, Acc#{M => {Ops, CollectedAt}}}
+                              {Done, Acc#{M => {Ops, Held, Collected}}}
                       end
               end, {[], #{}}, Sums).
 
