@@ -513,6 +513,9 @@ void beam__gpa_collect_all(gpa_state *st) {
     if (mine != NULL)
         beam__publish(&mine->stats, &st->peak);
     gpa_defer *defer = NULL;
+    /* The barrier's registration (first use) before the lock: under it,
+     * with idle heaps revoked, their owners waited for it (os/barrier.h). */
+    beam__process_barrier_prepare();
     gpa_lock(st);
     strip_idle_heaps(st, mine, &defer);
     beam__gpa_medium_flush(st, &defer);

@@ -19,6 +19,12 @@ static void barrier_init(void) {
                          MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
 }
 
+void beam__process_barrier_prepare(void) {
+    int saved = errno;
+    pthread_once(&barrier_once, barrier_init);
+    errno = saved;
+}
+
 /* errno is the caller's (beam_gpa_collect is public): a refusal must not
  * change it. */
 bool beam__process_barrier(void) {
@@ -32,6 +38,8 @@ bool beam__process_barrier(void) {
 }
 
 #else
+
+void beam__process_barrier_prepare(void) {}
 
 bool beam__process_barrier(void) {
     return false;

@@ -28,4 +28,13 @@
  * be called under an instance lock. errno is left as it was. */
 BEAM__HIDDEN bool beam__process_barrier(void);
 
+/* Makes the first use ready (Linux: the registration, once per process),
+ * so that beam__process_barrier only issues the barrier. The registration
+ * takes 8-11 ms in a multithreaded process here (the kernel waits for its
+ * threads), and its first use was under an instance lock with the idle
+ * heaps revoked: every other thread's first call of that instance waited
+ * for it (a hunt: a call took 12-24 ms during a node's first collect,
+ * against 40 us otherwise). Call it before taking a lock. */
+BEAM__HIDDEN void beam__process_barrier_prepare(void);
+
 #endif
