@@ -78,7 +78,7 @@ defmodule BeamAlloc do
           large: allocator_stats(),
           general_purpose: map()
         }
-  def stats(module) when is_atom(module) do
+  def stats(module) when is_atom(module) and module not in [nil, true, false] do
     # :beam_alloc.find_stats/1 loads the module first (its @on_load loads
     # its NIF library).
     case erlang_side(module, fn -> :beam_alloc.find_stats(module) end) do
@@ -87,6 +87,9 @@ defmodule BeamAlloc do
     end
   end
 
+  # nil (a missing option, Keyword.get's default) and the booleans are
+  # atoms, but no module: they read "no NIF library ... is loaded for nil",
+  # which sent one looking for a library (a hunt).
   def stats(other) do
     raise ArgumentError, "expected a module name, got: #{inspect(other)}"
   end
@@ -110,7 +113,7 @@ defmodule BeamAlloc do
   `auto_collect_min_bytes`: README, "An idle node gives it back unasked").
   """
   @spec collect(module()) :: :ok
-  def collect(module) when is_atom(module) do
+  def collect(module) when is_atom(module) and module not in [nil, true, false] do
     erlang_side(module, fn -> :beam_alloc.collect(module) end)
   end
 

@@ -52,6 +52,13 @@ defmodule BeamAlloc.StatsTest do
                  fn -> BeamAlloc.stats(Enum) end
 
     assert_raise ArgumentError, ~r/expected a module name/, fn -> BeamAlloc.stats("Guide") end
+
+    # nil is an atom, but no module: a missing option, not a missing library.
+    for f <- [&BeamAlloc.stats/1, &BeamAlloc.collect/1], value <- [nil, true, false] do
+      assert_raise ArgumentError, "expected a module name, got: #{inspect(value)}", fn ->
+        f.(value)
+      end
+    end
   end
 
   test "from Erlang, a module that is not an atom is badarg" do
