@@ -15,7 +15,8 @@
 %%
 %% Application environment (read at every tick, so it may change at any
 %% time): auto_collect (true | false, default true), auto_collect_interval
-%% (milliseconds, a positive integer, default 1000), auto_collect_min_bytes
+%% (milliseconds, a positive integer, default 1000; looked at every second
+%% at least, so a new one takes effect within a second), auto_collect_min_bytes
 %% (a non-negative integer, default 4 MiB). Another value is logged as a
 %% warning, once, and the default used.
 %% The beam_alloc application starts it (rebar3's beam_alloc_app, Mix's
@@ -34,6 +35,8 @@
 %% days): a larger one made it raise badarg, in init/1 too, so the
 %% supervisor gave up and the application stopped (review).
 -define(MAX_INTERVAL, 4294967295).
+%% The longest the collector sleeps between two looks at its interval.
+-define(WAKE, 1000).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -49,7 +52,9 @@ tick() ->
 %% for once, not at every tick). Seen: ModuleName => {Ops and Held at the
 %% last tick, whether it was collected since} (step/3).
 init([]) ->
-    schedule(),
+    put(last_tick, erlang:monotonic_time(millisecond)),
+    _ = erlang:send_after(min(setting(auto_collect_interval, ?INTERVAL), ?WAKE),
+                          self(), tick),
     {ok, {unknown, #{}}}.
 
 handle_call(tick, _From, State) ->
@@ -61,9 +66,22 @@ handle_call(_Other, _From, State) ->
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
+%% The timer wakes it at least every ?WAKE ms, and it runs once the
+%% interval read then has passed since the last run: an interval lowered at
+%% run time (from an hour back to a second, say) took effect only when the
+%% timer armed with the old one fired (a hunt: a burst held 16 MB for as
+%% long, the setting back at 500 ms).
 handle_info(tick, State) ->
-    schedule(),
-    {_, State1} = run(State),
+    Interval = setting(auto_collect_interval, ?INTERVAL),
+    Now = erlang:monotonic_time(millisecond),
+    {State1, Last} = case get(last_tick) of
+                         L when is_integer(L), Now - L < Interval -> {State, L};
+                         _ ->
+                             {_, S} = run(State),
+                             put(last_tick, Now),
+                             {S, Now}
+                     end,
+    _ = erlang:send_after(max(1, min(Interval - (Now - Last), ?WAKE)), self(), tick),
     {noreply, State1};
 handle_info(_Msg, State) ->
     {noreply, State}.
@@ -73,9 +91,6 @@ code_change(_OldVsn, Seen, _Extra) when is_map(Seen) ->
     {ok, {unknown, Seen}};
 code_change(_OldVsn, State, _Extra) ->
     {ok, State}.
-
-schedule() ->
-    erlang:send_after(setting(auto_collect_interval, ?INTERVAL), self(), tick).
 
 %% A value it cannot take is logged (once per key and value) and the default
 %% used: {auto_collect, "false"} or {auto_collect, off} in a sys.config

@@ -92,4 +92,21 @@ defmodule BeamAlloc.CollectorSettingsTest do
     :sys.resume(pid)
     assert {:unknown, %{}} = :sys.get_state(pid)
   end
+
+  test "an interval lowered at run time takes effect within a second" do
+    # The timer was armed with the interval of the tick before: from an
+    # hour back to 50 ms, nothing ran for the hour (a hunt: a burst held
+    # 16 MB the while).
+    Application.put_env(:beam_alloc, :auto_collect, false)
+    Application.put_env(:beam_alloc, :auto_collect_interval, 3_600_000)
+    # Every timer armed before (a second at most) fires and arms the next.
+    Process.sleep(1_100)
+    Application.put_env(:beam_alloc, :auto_collect_interval, 50)
+    Application.put_env(:beam_alloc, :auto_collect, true)
+    # A run says so: it reads min_bytes, here a value it cannot take.
+    bad = "bad #{System.unique_integer([:positive])}"
+    Application.put_env(:beam_alloc, :auto_collect_min_bytes, bad)
+    log = capture_log(fn -> Process.sleep(1_500) end)
+    assert log =~ "auto_collect_min_bytes is \"#{bad}\""
+  end
 end
