@@ -467,6 +467,9 @@ typedef struct beam_gpa {
     beam_allocator_t backing; /* where chunks and large blocks come from */
     unsigned flags;           /* enum beam_gpa_flags */
     struct beam_gpa_state *internal_state; /* made lazily; not for users */
+    /* internal: allocations refused while no state could be made (the
+     * backing refused even that), for beam_allocator_stats' failed */
+    uint64_t internal_failed;
 } beam_gpa_t;
 
 /* Every function of this section and the next given NULL for its instance

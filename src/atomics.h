@@ -139,6 +139,8 @@ static inline int64_t beam__atomic_bump_fetch(_Atomic int64_t *p, int64_t by) {
     __atomic_store_n(p, v, __ATOMIC_RELAXED)
 #define beam__atomic_store_plain_release(p, v)                                 \
     __atomic_store_n(p, v, __ATOMIC_RELEASE)
+#define beam__atomic_add_plain_relaxed(p, v)                                   \
+    __atomic_fetch_add(p, v, __ATOMIC_RELAXED)
 #define beam__atomic_cas_plain_acq_rel(p, expected, desired)                   \
     __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL,     \
                                 __ATOMIC_ACQUIRE)

@@ -390,10 +390,17 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
  * is deinited (beam__deinited: no state can be made again until its init,
  * and the caller learns why; before, a new state was made silently, which
  * nothing would ever give back). */
-static BEAM__NOINLINE void *no_state_answer(const beam_gpa_t *gpa, size_t len,
+static BEAM__NOINLINE void *no_state_answer(beam_gpa_t *gpa, size_t len,
                                             uintptr_t ret) {
-    if (!beam__is_deinited(gpa->backing, gpa))
+    if (!beam__is_deinited(gpa->backing, gpa)) {
+        /* A failure with no state to count it in (the backing refused
+         * even the state: a failing allocator at index 0, an exhausted
+         * parent): counted in the instance itself, else its stats said
+         * failed 0 while every allocation answered NULL (bug hunt). */
+        if (beam__gpa_state_of(gpa) == NULL)
+            beam__atomic_add_plain_relaxed(&gpa->internal_failed, 1);
         return NULL;
+    }
     beam__report_misuse(BEAM__KIND_AFTER_DEINIT, ret,
                         "beam_alloc: allocation of %zu bytes through a general "
                         "purpose allocator after beam_gpa_deinit: refused",
@@ -817,7 +824,7 @@ const beam_allocator_vtable beam__gpa_vtable = {gpa_alloc, gpa_resize,
 /* ---- public ------------------------------------------------------------- */
 
 beam_gpa_t beam_general_purpose_allocator_instance = {
-    {NULL, &beam__large_vtable}, 0, NULL};
+    {NULL, &beam__large_vtable}, 0, NULL, 0};
 
 const beam_allocator_t beam_general_purpose_allocator = {
     &beam_general_purpose_allocator_instance, &beam__gpa_vtable};
@@ -831,6 +838,7 @@ void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
                               "instance", "backing allocator");
     gpa->flags = flags;
     gpa->internal_state = NULL;
+    gpa->internal_failed = 0;
 }
 
 void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing) {
@@ -920,9 +928,12 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
 }
 
 bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {
-    gpa_state *st = beam__gpa_state_of((beam_gpa_t *)ctx);
+    beam_gpa_t *gpa = (beam_gpa_t *)ctx;
+    gpa_state *st = beam__gpa_state_of(gpa);
+    /* Allocations refused before a state could be made (no_state_answer). */
+    out->failed += beam__atomic_load_plain_relaxed(&gpa->internal_failed);
     if (st == NULL)
-        return true; /* never used: all zero */
+        return true; /* no state: nothing else to count */
     /* This thread's own lag is known: publish it (other heaps' increases
      * may lag: see beam__stats_peak_of_read). */
     gpa_heap *mine = beam__gpa_heap_if_any(st);

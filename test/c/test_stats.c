@@ -226,6 +226,38 @@ TEST(stats_gpa_counts_failures) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* From a bug hunt: a backing that refuses even the instance's state (a
+ * failing allocator at index 0, an exhausted parent) left nowhere to count
+ * the failures: every allocation answered NULL and the stats said failed 0
+ * (small, medium, large and malloc-style alike). */
+TEST(stats_gpa_counts_failures_before_any_state) {
+    beam_failing_t f;
+    beam_failing_init(&f, beam_large_allocator, 0);
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_failing_allocator(&f));
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    CHECK(beam_alloc_bytes(a, 32, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, 20000, 8) == NULL);
+    CHECK(beam_alloc_bytes(a, 200000, 8) == NULL);
+    CHECK(beam_malloc(a, 10) == NULL);
+    beam_alloc_stats s = stats_of(a);
+    CHECK(s.failed == 4);
+    CHECK(s.allocations == 0 && s.live_blocks == 0 && s.live_bytes == 0);
+    /* The parent recovers: the state is made, the count carries on. */
+    f.fail_index = SIZE_MAX;
+    void *p = beam_alloc_bytes(a, 32, 8);
+    CHECK(p != NULL);
+    s = stats_of(a);
+    CHECK(s.failed == 4 && s.allocations == 1);
+    beam_free_bytes(a, p, 32, 8);
+    CHECK(!beam_gpa_deinit(&g));
+    /* A new init starts from 0. */
+    beam_failing_init(&f, beam_large_allocator, 0);
+    beam_gpa_init(&g, beam_failing_allocator(&f));
+    CHECK(stats_of(a).failed == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 TEST(stats_gpa_live_bytes_stay_sane_after_wrong_lengths_and_mfree) {
     beam_gpa_t g;
     beam_gpa_init(&g, beam_large_allocator);
