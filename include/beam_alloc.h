@@ -834,6 +834,20 @@ beam_realloc_bytes_at(beam_allocator_t a, void *mem, size_t len,
 BEAM_API void beam_free_bytes_at(beam_allocator_t a, void *mem, size_t len,
                                  size_t alignment, uintptr_t ret_addr);
 
+/* For the adapter headers' hooks, not to be called directly: the allocator
+ * a C library's context pointer (zlib's opaque, zstd's customMem.opaque)
+ * points to. NULL (beam_zlib_use or beam_zstd_mem given NULL) is the
+ * zero-initialised allocator, which refuses every allocation: the library
+ * fails cleanly (Z_MEM_ERROR, a NULL context) where the hook dereferenced
+ * NULL. */
+static inline beam_allocator_t beam_internal_allocator_at(const void *opaque) {
+    if (opaque == BEAM_INTERNAL_NULL) {
+        beam_allocator_t none = {BEAM_INTERNAL_NULL, BEAM_INTERNAL_NULL};
+        return none;
+    }
+    return *BEAM_INTERNAL_AS(const beam_allocator_t *, opaque);
+}
+
 /* ------------------------------------------------------------------------
  * 9. Named stats
  *

@@ -31,13 +31,12 @@ BEAM_ZLIB_HOOK voidpf beam_zlib_alloc_hook(voidpf opaque, uInt items,
     size_t n;
     if (beam_mul_overflow(items, size, &n))
         return BEAM_INTERNAL_NULL;
-    return beam_malloc_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque),
-                          n, BEAM_RET_ADDR());
+    return beam_malloc_at(beam_internal_allocator_at(opaque), n,
+                          BEAM_RET_ADDR());
 }
 
 BEAM_ZLIB_HOOK void beam_zlib_free_hook(voidpf opaque, voidpf address) {
-    beam_mfree_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque), address,
-                  BEAM_RET_ADDR());
+    beam_mfree_at(beam_internal_allocator_at(opaque), address, BEAM_RET_ADDR());
 }
 
 /** Sets strm's zalloc, zfree and opaque (before deflateInit/inflateInit):

@@ -27,13 +27,12 @@ extern "C" {
 #endif
 
 BEAM_ZSTD_HOOK void *beam_zstd_alloc_hook(void *opaque, size_t size) {
-    return beam_malloc_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque),
-                          size, BEAM_RET_ADDR());
+    return beam_malloc_at(beam_internal_allocator_at(opaque), size,
+                          BEAM_RET_ADDR());
 }
 
 BEAM_ZSTD_HOOK void beam_zstd_free_hook(void *opaque, void *address) {
-    beam_mfree_at(*BEAM_INTERNAL_AS(const beam_allocator_t *, opaque), address,
-                  BEAM_RET_ADDR());
+    beam_mfree_at(beam_internal_allocator_at(opaque), address, BEAM_RET_ADDR());
 }
 
 /** A ZSTD_customMem over *a, for ZSTD_createCCtx_advanced,

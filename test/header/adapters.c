@@ -91,12 +91,33 @@ static int sqlite_work(void) {
                : (fprintf(stderr, "sum %lld\n", sum), 1);
 }
 
+/* From a bug hunt: a NULL allocator pointer (beam_zlib_use(&strm, NULL),
+ * beam_zstd_mem(NULL)) made the hooks dereference NULL at the library's
+ * first allocation (SIGSEGV in beam_zlib_alloc_hook). It now refuses every
+ * allocation: the libraries fail cleanly. */
+static int null_allocator_refused(void) {
+    z_stream strm;
+    memset(&strm, 0, sizeof strm);
+    beam_zlib_use(&strm, NULL);
+    if (deflateInit(&strm, Z_DEFAULT_COMPRESSION) != Z_MEM_ERROR)
+        FAIL("deflateInit over a NULL allocator");
+    memset(&strm, 0, sizeof strm);
+    beam_zlib_use(&strm, NULL);
+    if (inflateInit(&strm) != Z_MEM_ERROR)
+        FAIL("inflateInit over a NULL allocator");
+    if (ZSTD_createCCtx_advanced(beam_zstd_mem(NULL)) != NULL ||
+        ZSTD_createDCtx_advanced(beam_zstd_mem(NULL)) != NULL)
+        FAIL("a zstd context over a NULL allocator");
+    return 0;
+}
+
 int main(void) {
     beam_gpa_t gpa;
     beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_TRACK_SITES);
     beam_allocator_t g = beam_gpa_allocator(&gpa);
     if (zlib_round_trip(g) || zlib_round_trip(beam_raw_allocator) ||
-        zstd_round_trip(g) || zstd_round_trip(beam_raw_allocator))
+        zstd_round_trip(g) || zstd_round_trip(beam_raw_allocator) ||
+        null_allocator_refused())
         return 1;
 
     if (beam_sqlite3_use(g) != SQLITE_OK || sqlite3_initialize() != SQLITE_OK)
