@@ -176,6 +176,9 @@ static size_t state_alignment(size_t meta_align) {
 }
 
 void beam__gpa_state_free(gpa_state *st) {
+    char *line = beam__atomic_load_acquire(&st->first_misuse_line);
+    if (line != NULL)
+        beam__sys_free(line);
     beam_allocator_t b = st->backing;
     size_t alignment = state_alignment(st->meta_align);
     beam__lock_destroy(&st->lock);

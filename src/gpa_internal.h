@@ -534,11 +534,14 @@ struct beam_gpa_state {
     /* The kind of the first misuse (a static string): a leak_check call
      * raises with it when the misuse was on another thread. */
     _Atomic(const char *) first_misuse_kind;
-    /* Its report line, whole once first_misuse_line_set is (release):
-     * what a fault-injection check lists for a misuse on another thread,
-     * whose line the calling thread's record never saw. */
-    _Atomic bool first_misuse_line_set;
-    char first_misuse_line[BEAM__MISUSE_LINE];
+    /* Its report line (a copy from the system allocator, published with
+     * release; freed with the state): what a fault-injection check lists
+     * for a misuse on another thread, whose line the calling thread's
+     * record never saw. A pointer, not the 512 bytes in place: the state
+     * that much bigger made the raw allocator's alloc+free on normal
+     * schedulers 1.10-1.12x enif_alloc -> 1.24x (alternated make bench
+     * runs), the VM's allocators placing things otherwise. */
+    _Atomic(char *) first_misuse_line;
     _Atomic size_t meta_bytes; /* heaps, tables: metadata from the backing */
     size_t meta_align;         /* least alignment of metadata requests (see
                                   gpa_meta_alignment); set once at creation */

@@ -133,12 +133,12 @@ static void misuse_said(gpa_state *st, const char *what, const void *p,
     const char *kind = kind_of(what);
     const char *none = NULL;
     if (beam__atomic_cas_acq_rel(&st->first_misuse_kind, &none, kind)) {
-        size_t n = 0; /* (strnlen is not C11) */
-        while (n < sizeof st->first_misuse_line - 1 && line[n] != '\0')
-            n++;
-        memcpy(st->first_misuse_line, line, n);
-        st->first_misuse_line[n] = '\0';
-        beam__atomic_store_release(&st->first_misuse_line_set, true);
+        size_t n = strlen(line);
+        char *copy = beam__sys_alloc(n + 1);
+        if (copy != NULL) {
+            memcpy(copy, line, n + 1);
+            beam__atomic_store_release(&st->first_misuse_line, copy);
+        }
     }
     beam__misuse_note(kind, line);
     beam__report_line(line);
@@ -146,9 +146,8 @@ static void misuse_said(gpa_state *st, const char *what, const void *p,
 
 const char *beam__gpa_first_misuse_line(beam_gpa_t *gpa) {
     gpa_state *st = beam__gpa_state_of(gpa);
-    return st != NULL && beam__atomic_load_acquire(&st->first_misuse_line_set)
-               ? st->first_misuse_line
-               : NULL;
+    return st != NULL ? beam__atomic_load_acquire(&st->first_misuse_line)
+                      : NULL;
 }
 
 const char *beam__gpa_first_misuse(beam_gpa_t *gpa) {
