@@ -49,6 +49,30 @@ defmodule BeamAlloc.CollectorStepTest do
              [[], [m], [], [m], []]
   end
 
+  test "a busy library holding min_bytes beyond live 30 ticks in a row is collected" do
+    # A light steady trickle of calls kept a library busy for good, and
+    # 31 MB that other processes freed with it (a hunt).
+    m = "Elixir.M"
+    trickle = for i <- 1..61, do: [{m, 31 * @mib, 0, i}]
+    done = ticks(trickle)
+    assert for({[_], i} <- Enum.with_index(done), do: i) == [29, 59]
+
+    # Below min_bytes once: the count starts again.
+    dip = for i <- 1..50, do: [{m, if(i == 15, do: @mib, else: 31 * @mib), 0, i}]
+    assert for({[_], i} <- Enum.with_index(ticks(dip)), do: i) == [44]
+
+    # Never while it keeps under min_bytes beyond live.
+    small = for i <- 1..40, do: [{m, 3 * @mib, 0, i}]
+    assert Enum.all?(ticks(small), &(&1 == []))
+  end
+
+  test "the state of the versions before ({Ops, Held, Collected}, {Ops, Ops at its collection}) is taken" do
+    m = "Elixir.M"
+    held = {m, 30 * @mib, 0, 5}
+    assert {[], _} = :beam_alloc_collector.step([held], @min, %{m => {5, 30 * @mib, true}})
+    assert {[^m], _} = :beam_alloc_collector.step([held], @min, %{m => {5, 30 * @mib, false}})
+  end
+
   test "the state of the version before ({Ops, Ops at its collection}) is taken" do
     m = "Elixir.M"
     held = {m, 30 * @mib, 0, 5}

@@ -48,6 +48,11 @@ defmodule BeamAlloc.VmTest do
     assert status == 0, out
   end
 
+  test "a library kept busy by a trickle of calls still gives back what it holds beyond live" do
+    {out, status} = run_child("trickle_collect(64)", 120)
+    assert status == 0, out
+  end
+
   test "BEAM_NIF_INIT expands a module name given as a macro" do
     assert_raise RuntimeError,
                  "memory leak detected in function `BeamAlloc.Test.Vm.leaky/0`",
