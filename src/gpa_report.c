@@ -52,6 +52,17 @@ static void misuse_said(gpa_state *st, const char *what, const void *p,
 #define CALLED_FROM "called from"
 #define FOUND_BY "found by an allocation at"
 
+/* What a write after free found at byte of a freed block says, found
+ * where found says ("when the block was reused", "at the end of the
+ * call"). */
+static void changed_byte(char *what, size_t size, size_t byte,
+                         const char *found) {
+    snprintf(what, size,
+             "write after free (byte %zu of the freed block changed; found "
+             "%s)",
+             byte, found);
+}
+
 /* A freed small block's length is gone (its record says only "freed"):
  * the report names its class, not a length the caller never gave. */
 static void misuse_in_freed(gpa_state *st, const char *what, const void *p,
@@ -66,10 +77,7 @@ static void misuse_in_freed(gpa_state *st, const char *what, const void *p,
 void beam__gpa_reuse_dirty(gpa_state *st, gpa_slab *s, void *b, size_t byte,
                            uintptr_t ret, uintptr_t alloc_site) {
     char what[160];
-    snprintf(what, sizeof what,
-             "write after free (byte %zu of the freed block changed; found "
-             "when the block was reused)",
-             byte);
+    changed_byte(what, sizeof what, byte, "when the block was reused");
     misuse_in_freed(st, what, b, s->size, ret, alloc_site);
 }
 
@@ -77,10 +85,7 @@ void beam__gpa_large_reuse_dirty(gpa_state *st, const void *p, size_t len,
                                  size_t byte, uintptr_t ret,
                                  uintptr_t alloc_site) {
     char what[160], said[64];
-    snprintf(what, sizeof what,
-             "write after free (byte %zu of the freed block changed; found "
-             "when the block was reused)",
-             byte);
+    changed_byte(what, sizeof what, byte, "when the block was reused");
     snprintf(said, sizeof said,
              "a freed block of %zu bytes, its canary included", len);
     misuse_said(st, what, p, said, ret, alloc_site, FOUND_BY);
@@ -395,11 +400,8 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
         beam__gpa_large_check_freed(st, large, large_at, FREED_LISTED);
     gpa_unlock(st);
     for (size_t i = 0; i < large_found && i < FREED_LISTED; i++) {
-        char what[128];
-        snprintf(what, sizeof what,
-                 "write after free (byte %zu of the freed block changed; "
-                 "found at the end of the call)",
-                 large_at[i]);
+        char what[160];
+        changed_byte(what, sizeof what, large_at[i], "at the end of the call");
         /* The block's own length, not its backing's (the canary
          * included: "length 20016" for a block of 20000). */
         char said[96];
@@ -417,10 +419,8 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
                      "free-list link, changed; found at the end of the call)",
                      sizeof(void *) - 1);
         else
-            snprintf(what, sizeof what,
-                     "write after free (byte %zu of the freed block changed; "
-                     "found at the end of the call)",
-                     bad[i].at);
+            changed_byte(what, sizeof what, bad[i].at,
+                         "at the end of the call");
         misuse_in_freed(st, what, bad[i].p, bad[i].size, 0, bad[i].site);
     }
     return found + large_found;
