@@ -177,27 +177,28 @@ run(Holdings, MinBytes, Seen) ->
 %% the state to keep. Seen: ModuleName => {Ops, Held, Collected, Busy},
 %% what the last tick read, whether the library was collected since its Ops
 %% last moved, and the ticks in a row it was busy holding min_bytes beyond
-%% what it keeps live. Collected was the Ops count of the collection, compared with the
-%% Ops read: a library whose module was purged and loaded again starts
+%% what it keeps live. (Collected was once the Ops count of the collection,
+%% compared with the Ops read: a library whose module was purged and loaded again starts
 %% counting at 0, and the same work done again (a test's, a job's) came to
 %% the same count, so the new copy's memory was taken for what had been
 %% collected and kept for good (a hunt: 35.9 MB held, idle, nothing live,
 %% after a reload and the same burst). Now any move of Ops between two
 %% ticks clears it, and so does Held growing while Ops stood still, which
 %% the same copy cannot do (only allocations make it hold more): a reload
-%% and the same work done within one interval.
+%% and the same work done within one interval.)
 step(Holdings, MinBytes, Seen) ->
     Sums = lists:foldl(fun({M, Held, Live, Ops}, Acc) ->
                                {H0, L0, O0} = maps:get(M, Acc, {0, 0, 0}),
                                Acc#{M => {H0 + Held, L0 + Live, O0 + Ops}}
                        end, #{}, Holdings),
     maps:fold(fun(M, {Held, Live, Ops}, {Done, Acc}) ->
-                      Last = maps:get(M, Seen, none),
+                      {LastOps, LastHeld, WasCollected, LastBusy} =
+                          entry(maps:get(M, Seen, none)),
+                      Idle = LastOps =:= Ops,
+                      Collected = Idle andalso Held =< LastHeld andalso WasCollected,
                       Excess = Held - Live >= max(MinBytes, 1),
-                      Collected = collected(Last, Ops, Held),
-                      Idle = idle(Last, Ops),
                       Busy = case Excess andalso not Idle of
-                                 true -> busy_ticks(Last) + 1;
+                                 true -> LastBusy + 1;
                                  false -> 0
                              end,
                       if
@@ -210,21 +211,14 @@ step(Holdings, MinBytes, Seen) ->
                       end
               end, {[], #{}}, Sums).
 
-%% Whether the library was collected since its Ops last moved (see step/3),
-%% from the state of this version, of the one before ({Ops, Held,
-%% Collected}), or of the first ({LastOps, Ops at its last collection}).
-collected({Ops, LastHeld, C, _}, Ops, Held) when Held =< LastHeld -> C;
-collected({Ops, LastHeld, C}, Ops, Held) when Held =< LastHeld -> C;
-collected({Ops, Ops}, Ops, _) -> true;
-collected(_, _, _) -> false.
-
-idle({Ops, _, _, _}, Ops) -> true;
-idle({Ops, _, _}, Ops) -> true;
-idle({Ops, _}, Ops) -> true;
-idle(_, _) -> false.
-
-busy_ticks({_, _, _, Busy}) -> Busy;
-busy_ticks(_) -> 0.
+%% A library's entry as step/3 keeps it, {Ops, Held, Collected, Busy}, from
+%% its own, from an earlier version's ({Ops, Held, Collected}, or {LastOps,
+%% Ops at its last collection}, whose held is unknown: any is no more), or
+%% from none (a library not seen yet).
+entry({_, _, _, _} = E) -> E;
+entry({Ops, Held, Collected}) -> {Ops, Held, Collected, 0};
+entry({LastOps, CollectedAt}) -> {LastOps, infinity, LastOps =:= CollectedAt, 0};
+entry(none) -> {none, 0, false, 0}.
 
 %% Without the driver library (not built, or beam_alloc's priv not found)
 %% there is nothing to read: the collector idles (driver/1).
