@@ -33,24 +33,21 @@ defmodule BeamAlloc.VmTest do
     assert out =~ ~r/calls=\d+/
   end
 
-  test "memory freed elsewhere goes back to the VM while its owners idle" do
-    {out, status} = run_child("memory(256)", 120)
-    assert status == 0, out
-  end
-
-  test "memory freed elsewhere goes back to the VM with no call to collect once the library idles" do
-    {out, status} = run_child("auto_collect(128)", 120)
-    assert status == 0, out
-  end
-
-  test "a collect reaches every copy of a library loaded for the module (an upgrade's)" do
-    {out, status} = run_child("collect_every_copy(64)", 120)
-    assert status == 0, out
-  end
-
-  test "a library kept busy by a trickle of calls still gives back what it holds beyond live" do
-    {out, status} = run_child("trickle_collect(64)", 120)
-    assert status == 0, out
+  # Scenarios that pass when their VM halts with status 0, under a
+  # 120 s watchdog each.
+  for {name, call} <- [
+        {"memory freed elsewhere goes back to the VM while its owners idle", "memory(256)"},
+        {"memory freed elsewhere goes back to the VM with no call to collect once the library idles",
+         "auto_collect(128)"},
+        {"a collect reaches every copy of a library loaded for the module (an upgrade's)",
+         "collect_every_copy(64)"},
+        {"a library kept busy by a trickle of calls still gives back what it holds beyond live",
+         "trickle_collect(64)"}
+      ] do
+    test name do
+      {out, status} = run_child(unquote(call), 120)
+      assert status == 0, out
+    end
   end
 
   test "BEAM_NIF_INIT expands a module name given as a macro" do
