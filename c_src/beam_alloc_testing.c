@@ -1493,6 +1493,48 @@ static ERL_NIF_TERM stats_term(ErlNifEnv *env, const beam_alloc_stats *s,
     return map;
 }
 
+/* Calls visit(h, arg) with the hooks of each loaded library built with
+ * beam_alloc, each held open for the call, in load order or, newest_first,
+ * the other way, until visit returns true: whether it did. (A session's
+ * attach walks the list itself: it keeps the handles it takes.) */
+static bool each_library(bool newest_first,
+                         bool (*visit)(const beam__fault_hooks *h, void *arg),
+                         void *arg) {
+    name_list l = {NULL, 0, 0};
+    list_objects(&l);
+    bool stopped = false;
+    for (size_t k = 0; k < l.n && !stopped; k++) {
+        size_t i = newest_first ? l.n - 1 - k : k;
+        void *handle = NULL;
+        const beam__fault_hooks *h = hooks_in(l.names[i].name, &handle);
+        if (h != NULL) {
+            stopped = visit(h, arg);
+            dlclose(handle);
+        }
+    }
+    for (size_t i = 0; i < l.n; i++)
+        enif_free(l.names[i].name);
+    enif_free(l.names);
+    return stopped;
+}
+
+/* with_module_hooks' visit: the libraries of the module named want. */
+typedef struct module_visit {
+    ErlNifBinary want;
+    bool all, found;
+    bool (*take)(const beam__fault_hooks *h, void *arg);
+    void *arg;
+} module_visit;
+
+static bool visit_module(const beam__fault_hooks *h, void *arg) {
+    module_visit *v = arg;
+    const char *module = h->module();
+    if (strlen(module) == v->want.size &&
+        memcmp(module, v->want.data, v->want.size) == 0 && v->take(h, v->arg))
+        v->found = true;
+    return v->found && !v->all;
+}
+
 /* Calls take(h, arg) with the hooks of the loaded libraries whose module is
  * named by the binary name, each held open for the call: with all, every
  * one of them; else only the newest (the last the dynamic linker loaded,
@@ -1508,35 +1550,17 @@ static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
                               bool (*take)(const beam__fault_hooks *h,
                                            void *arg),
                               void *arg, ERL_NIF_TERM *error) {
-    ErlNifBinary want;
-    if (!enif_inspect_binary(env, name, &want)) {
+    module_visit v = {.all = all, .found = false, .take = take, .arg = arg};
+    if (!enif_inspect_binary(env, name, &v.want)) {
         *error = enif_make_badarg(env);
         return false;
     }
-    name_list l = {NULL, 0, 0};
-    list_objects(&l);
-    bool found = false;
-    /* Newest first, when only one is wanted: the list is in load order. */
-    for (size_t k = 0; k < l.n; k++) {
-        size_t i = all ? k : l.n - 1 - k;
-        void *handle = NULL;
-        const beam__fault_hooks *h =
-            found && !all ? NULL : hooks_in(l.names[i].name, &handle);
-        if (h != NULL) {
-            const char *module = h->module();
-            if (strlen(module) == want.size &&
-                memcmp(module, want.data, want.size) == 0 && take(h, arg))
-                found = true;
-            dlclose(handle);
-        }
-    }
-    for (size_t i = 0; i < l.n; i++)
-        enif_free(l.names[i].name);
-    enif_free(l.names);
-    if (!found)
+    /* Newest first, when only one is wanted. */
+    each_library(!all, visit_module, &v);
+    if (!v.found)
         *error = enif_make_tuple2(env, enif_make_atom(env, "error"),
                                   enif_make_atom(env, "not_found"));
-    return found;
+    return v.found;
 }
 
 /* raw, large, general_purpose, then the library's named instances. */
@@ -1644,37 +1668,37 @@ static holding holding_of(const beam__fault_hooks *h) {
     return x;
 }
 
+typedef struct holdings_out {
+    ErlNifEnv *env;
+    ERL_NIF_TERM list;
+} holdings_out;
+
+static bool add_library_holding(const beam__fault_hooks *h, void *arg) {
+    holdings_out *o = arg;
+    const char *module = h->module();
+    /* Libraries older than the collect hook, or not loaded yet. */
+    if (h->size < sizeof(beam__fault_hooks) || module[0] == '\0')
+        return false;
+    holding x = holding_of(h);
+    ERL_NIF_TERM name;
+    size_t len = strlen(module);
+    memcpy(enif_make_new_binary(o->env, len, &name), module, len);
+    o->list = enif_make_list_cell(
+        o->env,
+        enif_make_tuple4(o->env, name, enif_make_uint64(o->env, x.held),
+                         enif_make_uint64(o->env, x.live),
+                         enif_make_uint64(o->env, x.ops)),
+        o->list);
+    return false;
+}
+
 static ERL_NIF_TERM nif_holdings(ErlNifEnv *env, int argc,
                                  const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    name_list l = {NULL, 0, 0};
-    list_objects(&l);
-    ERL_NIF_TERM list = enif_make_list(env, 0);
-    for (size_t i = 0; i < l.n; i++) {
-        void *handle = NULL;
-        const beam__fault_hooks *h = hooks_in(l.names[i].name, &handle);
-        enif_free(l.names[i].name);
-        if (h == NULL)
-            continue;
-        const char *module = h->module();
-        /* Libraries older than the collect hook, or not loaded yet. */
-        if (h->size >= sizeof(beam__fault_hooks) && module[0] != '\0') {
-            holding x = holding_of(h);
-            ERL_NIF_TERM name;
-            size_t len = strlen(module);
-            memcpy(enif_make_new_binary(env, len, &name), module, len);
-            list = enif_make_list_cell(
-                env,
-                enif_make_tuple4(env, name, enif_make_uint64(env, x.held),
-                                 enif_make_uint64(env, x.live),
-                                 enif_make_uint64(env, x.ops)),
-                list);
-        }
-        dlclose(handle);
-    }
-    enif_free(l.names);
-    return list;
+    holdings_out o = {env, enif_make_list(env, 0)};
+    each_library(false, add_library_holding, &o);
+    return o.list;
 }
 
 static ErlNifFunc funcs[] = {
