@@ -1494,17 +1494,15 @@ static ERL_NIF_TERM stats_term(ErlNifEnv *env, const beam_alloc_stats *s,
 }
 
 /* Calls visit(h, arg) with the hooks of each loaded library built with
- * beam_alloc, each held open for the call, in load order or, newest_first,
- * the other way, until visit returns true: whether it did. (A session's
- * attach walks the list itself: it keeps the handles it takes.) */
-static bool each_library(bool newest_first,
-                         bool (*visit)(const beam__fault_hooks *h, void *arg),
+ * beam_alloc, each held open for the call, in the dynamic linker's load
+ * order, until visit returns true: whether it did. (A session's attach
+ * walks the list itself: it keeps the handles it takes.) */
+static bool each_library(bool (*visit)(const beam__fault_hooks *h, void *arg),
                          void *arg) {
     name_list l = {NULL, 0, 0};
     list_objects(&l);
     bool stopped = false;
-    for (size_t k = 0; k < l.n && !stopped; k++) {
-        size_t i = newest_first ? l.n - 1 - k : k;
+    for (size_t i = 0; i < l.n && !stopped; i++) {
         void *handle = NULL;
         const beam__fault_hooks *h = hooks_in(l.names[i].name, &handle);
         if (h != NULL) {
@@ -1522,41 +1520,65 @@ static bool each_library(bool newest_first,
 typedef struct module_visit {
     ErlNifBinary want;
     bool all, found;
+    int64_t taken_at; /* not all: the loaded_at of the copy taken last */
     bool (*take)(const beam__fault_hooks *h, void *arg);
     void *arg;
 } module_visit;
 
+/* When a module instance last loaded the copy h. Copies older than the
+ * stamp count as loaded before every copy that has one (an upgrade to a
+ * newer beam_alloc), and among themselves in the dynamic linker's order. */
+static int64_t loaded_at(const beam__fault_hooks *h) {
+    return h->size >= sizeof(beam__fault_hooks) ? h->loaded_at() : INT64_MIN;
+}
+
 static bool visit_module(const beam__fault_hooks *h, void *arg) {
     module_visit *v = arg;
     const char *module = h->module();
-    if (strlen(module) == v->want.size &&
-        memcmp(module, v->want.data, v->want.size) == 0 && v->take(h, v->arg))
+    if (strlen(module) != v->want.size ||
+        memcmp(module, v->want.data, v->want.size) != 0)
+        return false;
+    if (!v->all) {
+        int64_t at = loaded_at(h);
+        if (v->found && at < v->taken_at)
+            return false;
+        v->taken_at = at;
+    }
+    if (v->take(h, v->arg))
         v->found = true;
-    return v->found && !v->all;
+    return false;
 }
 
 /* Calls take(h, arg) with the hooks of the loaded libraries whose module is
  * named by the binary name, each held open for the call: with all, every
- * one of them; else only the newest (the last the dynamic linker loaded,
- * which takes it): whether one took it. Two copies of a module's library
- * are loaded at once after a code upgrade to a new library file, while the
- * old version is not purged or a resource of the old copy keeps it mapped:
- * the first found was the old copy, so stats/1 read the old copy's counters
+ * one of them; else the one a module instance loaded last (loaded_at),
+ * which the current version runs: whether one took it. Without all, take
+ * may also be called for copies before that one, and the last call's
+ * reading is the one that counts. Two copies of a module's library are
+ * loaded at once after a code upgrade to a new library file, while the old
+ * version is not purged or a resource of the old copy keeps it mapped: the
+ * first found was the old copy, so stats/1 read the old copy's counters
  * and collect/1 (and the application's collector) gave back only what the
  * old copy held (a release hunt: 212 KB held by the running copy, none of
- * it given back). When none took it, *error is what the NIF returns:
- * badarg for a name that is no binary, else {error, not_found}. */
+ * it given back). The last the dynamic linker mapped was not it either
+ * when the module went back to a file whose copy was still mapped (a
+ * review: v1 from a, v2 from b, v3 from a read b's 0 live). When none took
+ * it, *error is what the NIF returns: badarg for a name that is no binary,
+ * else {error, not_found}. */
 static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
                               bool (*take)(const beam__fault_hooks *h,
                                            void *arg),
                               void *arg, ERL_NIF_TERM *error) {
-    module_visit v = {.all = all, .found = false, .take = take, .arg = arg};
+    module_visit v = {.all = all,
+                      .found = false,
+                      .taken_at = INT64_MIN,
+                      .take = take,
+                      .arg = arg};
     if (!enif_inspect_binary(env, name, &v.want)) {
         *error = enif_make_badarg(env);
         return false;
     }
-    /* Newest first, when only one is wanted. */
-    each_library(!all, visit_module, &v);
+    each_library(visit_module, &v);
     if (!v.found)
         *error = enif_make_tuple2(env, enif_make_atom(env, "error"),
                                   enif_make_atom(env, "not_found"));
@@ -1573,8 +1595,10 @@ typedef struct stats_out {
     unsigned n;
 } stats_out;
 
+/* A later copy's reading replaces an earlier one's (with_module_hooks). */
 static bool take_stats(const beam__fault_hooks *h, void *arg) {
     stats_out *o = arg;
+    o->n = 3;
     h->stats(o->s, &o->backing);
     char name[BEAM_STATS_NAME_MAX + 1];
     beam_alloc_stats ns;
@@ -1620,7 +1644,7 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
 /* Libraries older than the collect hook are passed over. */
 static bool take_collect(const beam__fault_hooks *h, void *arg) {
     (void)arg;
-    if (h->size < sizeof(beam__fault_hooks))
+    if (h->size < BEAM__FAULT_HOOKS_V3_SIZE)
         return false;
     h->collect();
     return true;
@@ -1677,7 +1701,7 @@ static bool add_library_holding(const beam__fault_hooks *h, void *arg) {
     holdings_out *o = arg;
     const char *module = h->module();
     /* Libraries older than the collect hook, or not loaded yet. */
-    if (h->size < sizeof(beam__fault_hooks) || module[0] == '\0')
+    if (h->size < BEAM__FAULT_HOOKS_V3_SIZE || module[0] == '\0')
         return false;
     holding x = holding_of(h);
     ERL_NIF_TERM name;
@@ -1697,7 +1721,7 @@ static ERL_NIF_TERM nif_holdings(ErlNifEnv *env, int argc,
     (void)argc;
     (void)argv;
     holdings_out o = {env, enif_make_list(env, 0)};
-    each_library(false, add_library_holding, &o);
+    each_library(add_library_holding, &o);
     return o.list;
 }
 

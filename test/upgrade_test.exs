@@ -202,6 +202,26 @@ defmodule BeamAlloc.UpgradeTest do
     _ = :erlang.phash2(resource)
   end
 
+  test "stats/1 reads the running copy when the module goes back to a file still mapped",
+       %{dir: dir} do
+    # v1 from a, v2 from b, each copy kept mapped by a resource, both
+    # purged, v3 from a: the VM hands v3 the copy it has, first in load
+    # order, so "the last loaded" was b, which no module runs (0 live; a
+    # review).
+    assert :ok = load_version(dir, "a", :plain)
+    in_a = call(:hold)
+    assert :ok = load_version(dir, "b", :plain)
+    in_b = call(:hold)
+    capture_log(fn -> drop_module() end)
+    assert :ok = load_version(dir, "a", :plain)
+    assert call(:loads) == 2
+    assert call(:churn) == :ok
+
+    assert %{general_purpose: %{live_bytes: 5000}} = :beam_alloc.stats(@module)
+    assert %{general_purpose: %{live_bytes: 5000}} = BeamAlloc.stats(@module)
+    _ = :erlang.phash2({in_a, in_b})
+  end
+
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do
     # A new version of each over the same library (c:l/1, a release
     # upgrade): without upgrade callbacks the symbolizer's new version

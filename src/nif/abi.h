@@ -108,7 +108,17 @@ typedef struct beam__fault_hooks {
     /* beam_gpa_collect on the library's process-wide general purpose
      * allocator (beam_alloc:collect/1). Added last: the size field tells. */
     void (*collect)(void);
+    /* The VM's monotonic time (ns) of the last load or upgrade of a module
+     * instance into this copy that succeeded, INT64_MIN before one. The
+     * module runs the copy loaded last, which is not the last the dynamic
+     * linker mapped when it loads a file whose copy is still mapped: the VM
+     * hands it that copy. Added last: the size field tells. */
+    int64_t (*loaded_at)(void);
 } beam__fault_hooks;
+
+/* The size of the hooks up to collect (copies before loaded_at). */
+#define BEAM__FAULT_HOOKS_V3_SIZE                                              \
+    (offsetof(beam__fault_hooks, collect) + sizeof(void (*)(void)))
 
 /* The size of the hooks up to named_stats (copies before collect). */
 #define BEAM__FAULT_HOOKS_V2_SIZE                                              \

@@ -47,6 +47,9 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
  * was freed and crashed the VM, a stats read hung on its freed lock). */
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
 static int module_instances;
+/* The VM's monotonic time of the last of those loads, INT64_MIN before:
+ * what tells the driver which copy of a module's library runs. */
+static int64_t loaded_at = INT64_MIN;
 /* The file this copy was mapped from, as it was then (the first load's):
  * a module loading the same path gets this copy while it is mapped,
  * whatever the file holds now (upgrade_from_same_file). */
@@ -77,8 +80,10 @@ int beam_nif_loaded(int result) {
     beam__report_ack_loaded(result);
     beam__load_options_settle(result);
     if (result == 0) {
+        int64_t now = enif_monotonic_time(ERL_NIF_NSEC);
         pthread_mutex_lock(&instances_lock);
         module_instances++;
+        loaded_at = now;
         pthread_mutex_unlock(&instances_lock);
         if (!loaded_file.known)
             beam__library_file((const void *)beam_nif_loaded, loaded_path,
@@ -159,6 +164,13 @@ int beam_nif_internal_callback_threw(ErlNifEnv *env, const char *callback,
                  unload ? "the library is unloaded all the same"
                         : "the load fails");
     return BEAM__LOAD_CALLBACK_THREW;
+}
+
+int64_t beam__nif_loaded_at(void) {
+    pthread_mutex_lock(&instances_lock);
+    int64_t at = loaded_at;
+    pthread_mutex_unlock(&instances_lock);
+    return at;
 }
 
 bool beam__nif_library_enter(void) {

@@ -67,6 +67,9 @@ BEAM__HIDDEN const char *beam__nif_module_atom(void);
 /* That module as its language writes it (my_mod, Foo.Bar), into buf:
  * what reports name the library by. */
 BEAM__HIDDEN void beam__nif_module_text(char *buf, size_t size);
+/* The hooks' loaded_at (abi.h): when a module instance last loaded this
+ * copy. */
+BEAM__HIDDEN int64_t beam__nif_loaded_at(void);
 /* While a module instance is loaded: true, holding the lock the last
  * unload tears the allocators down under; leave releases it. false when
  * none is (nothing to read). For calls from outside the module's NIFs (the
