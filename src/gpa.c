@@ -904,6 +904,62 @@ bool beam_gpa_detect_leaks(beam_gpa_t *gpa) {
     return scan_and_report(st, (gpa->flags & BEAM_GPA_QUIET_LEAKS) != 0);
 }
 
+/* st's instance goes: out of the registry, its leaks reported, all its
+ * memory back to its backing; then gpa (its instance, when known) refuses
+ * until its next init. */
+static bool deinit_state(beam_gpa_t *gpa, gpa_state *st, bool quiet) {
+    beam__gpa_registry_remove(st);
+    bool leaked = scan_and_report(st, quiet);
+    gpa_defer *defer = NULL;
+    gpa_lock(st);
+    beam__gpa_large_free_all(st, &defer);
+    beam__gpa_segments_free_all(st, &defer);
+    beam__gpa_heaps_free_all(st, &defer);
+    gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
+    if (gpa != NULL) {
+        beam__atomic_store_plain_release(&gpa->internal_state, NULL);
+        gpa->backing = beam__deinited(gpa);
+    }
+    beam__gpa_state_free(st);
+    return leaked;
+}
+
+static void deinit_instances_over(beam_gpa_t *gpa, uintptr_t ret);
+
+/* A live instance over gpa, whose deinit is under way: its state, its
+ * heaps and its slabs are blocks of gpa's, which gpa's deinit gives back,
+ * and a deinit of it after that walked freed memory (seen: a 3-level
+ * nesting deinitialised outermost first crashed, or looped reporting,
+ * in its inner instances' deinit). So it is deinitialised now, first,
+ * and reported. made_for is the instance the state was made for; when
+ * that no longer holds the state (initialised again without a deinit),
+ * only the state goes. */
+static void deinit_instance_over(beam_gpa_t *gpa, gpa_state *st,
+                                 beam_gpa_t *made_for, uintptr_t ret) {
+    bool holds = beam__gpa_state_of(made_for) == st;
+    beam__report_misuse(
+        BEAM__KIND_DEINIT_ORDER, ret,
+        "beam_alloc: beam_gpa_deinit of instance %p while instance %p, "
+        "which takes its memory from it, is live: that one is deinitialised "
+        "first, now (deinitialise an instance before its backing)",
+        (void *)gpa, (void *)made_for);
+    deinit_instances_over(made_for, ret);
+    unsigned flags = holds ? made_for->flags : st->flags;
+    deinit_state(holds ? made_for : NULL, st,
+                 (flags & BEAM_GPA_QUIET_LEAKS) != 0);
+}
+
+/* Every live instance over gpa, innermost first. Each step takes one out
+ * of the registry, which is walked once: this ends. */
+static void deinit_instances_over(beam_gpa_t *gpa, uintptr_t ret) {
+    uint32_t at = 0;
+    beam_gpa_t *made_for = NULL;
+    gpa_state *st;
+    while ((st = beam__gpa_registry_over(gpa, &at, &made_for)) != NULL)
+        deinit_instance_over(gpa, st, made_for, ret);
+}
+
 bool beam_gpa_deinit(beam_gpa_t *gpa) {
     if (beam__null_instance(gpa, "beam_gpa_deinit", BEAM__RET_ADDR()))
         return false;
@@ -912,19 +968,8 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
         gpa->backing = beam__deinited(gpa);
         return false;
     }
-    beam__gpa_registry_remove(st);
-    bool leaked = scan_and_report(st, (gpa->flags & BEAM_GPA_QUIET_LEAKS) != 0);
-    gpa_defer *defer = NULL;
-    gpa_lock(st);
-    beam__gpa_large_free_all(st, &defer);
-    beam__gpa_segments_free_all(st, &defer);
-    beam__gpa_heaps_free_all(st, &defer);
-    gpa_unlock(st);
-    beam__gpa_defer_run(st, defer);
-    beam__atomic_store_plain_release(&gpa->internal_state, NULL);
-    gpa->backing = beam__deinited(gpa);
-    beam__gpa_state_free(st);
-    return leaked;
+    deinit_instances_over(gpa, BEAM__RET_ADDR());
+    return deinit_state(gpa, st, (gpa->flags & BEAM_GPA_QUIET_LEAKS) != 0);
 }
 
 bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {

@@ -35,7 +35,11 @@ BEAM_THREAD_LOCAL const gpa_state *beam__gpa_lock_held;
 
 typedef struct reg_entry {
     gpa_state *st;
-    uint64_t id; /* 0: free */
+    uint64_t id;      /* 0: free */
+    beam_gpa_t *gpa;  /* the instance st was made for */
+    const void *over; /* its backing when that is an instance, else NULL:
+                         kept here, so that a walk of the table reads no
+                         state (one may be in memory gone wrongly) */
 } reg_entry;
 
 static struct {
@@ -50,7 +54,7 @@ static void registry_lock(void) {
     pthread_mutex_lock(&registry.lock);
 }
 
-static bool registry_add(gpa_state *st) {
+static bool registry_add(gpa_state *st, beam_gpa_t *gpa) {
     registry_lock();
     if (registry.live == registry.cap) {
         uint32_t cap = registry.cap ? registry.cap * 2 : 64;
@@ -72,6 +76,9 @@ static bool registry_add(gpa_state *st) {
     st->reg = i;
     registry.tab[i].st = st;
     registry.tab[i].id = st->id;
+    registry.tab[i].gpa = gpa;
+    registry.tab[i].over =
+        st->backing.vtable == &beam__gpa_vtable ? st->backing.ctx : NULL;
     registry.live++;
     pthread_mutex_unlock(&registry.lock);
     return true;
@@ -86,6 +93,23 @@ void beam__gpa_registry_remove(gpa_state *st) {
     /* A thread that pinned st before it left the table finishes first. */
     while (beam__atomic_load_acquire(&st->pins) != 0)
         sched_yield();
+}
+
+/* A live state at index *at or after whose backing is gpa itself (an
+ * instance over it), and the instance it was made for; *at moves past it.
+ * NULL when none is left. Reads the table alone. */
+gpa_state *beam__gpa_registry_over(const beam_gpa_t *gpa, uint32_t *at,
+                                   beam_gpa_t **made_for) {
+    gpa_state *found = NULL;
+    registry_lock();
+    for (uint32_t i = *at; i < registry.cap && found == NULL; i++)
+        if (registry.tab[i].id != 0 && registry.tab[i].over == gpa) {
+            found = registry.tab[i].st;
+            *made_for = registry.tab[i].gpa;
+            *at = i + 1;
+        }
+    pthread_mutex_unlock(&registry.lock);
+    return found;
 }
 
 static bool slot_live_locked(const gpa_tls_slot *slot) {
@@ -209,7 +233,7 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
     st->free_heaps = chain_thread_safe(b);
     beam__atomic_store_relaxed(&st->meta_bytes, sizeof *st);
     beam__lock_init(&st->lock);
-    if (!registry_add(st)) {
+    if (!registry_add(st, gpa)) {
         beam__gpa_state_free(st);
         return NULL;
     }

@@ -159,6 +159,10 @@
  *  So composition of any depth (GPA over GPA over GPA, resources over the
  *  process-wide GPA, leak_check instances everywhere) cannot deadlock, and
  *  no thread re-enters a lock it holds.
+ *  An instance keeps all it has in blocks of its backing, so the deinit
+ *  of an instance first deinitialises every live instance directly over
+ *  it (found in the registry, rule 3's lock only; gpa.c,
+ *  deinit_instances_over), with no lock held.
  *
  * Taking a heap from an idle thread (gpa_heap.c, collection): a heap's
  * owner marks itself busy for the length of each call (h->busy, a count,
@@ -931,6 +935,11 @@ BEAM__HIDDEN void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n);
 BEAM__HIDDEN void beam__gpa_collect_all(gpa_state *st);
 /* Deinit: out of the registry, once no thread is retiring one of its heaps. */
 BEAM__HIDDEN void beam__gpa_registry_remove(gpa_state *st);
+/* Deinit of gpa: the next live instance over it, from registry index *at
+ * (gpa_heap.c). */
+BEAM__HIDDEN gpa_state *beam__gpa_registry_over(const beam_gpa_t *gpa,
+                                                uint32_t *at,
+                                                beam_gpa_t **made_for);
 BEAM__HIDDEN void beam__gpa_heaps_free_all(gpa_state *st, gpa_defer **defer);
 /* Library unload: the registry's table goes. */
 BEAM__HIDDEN void beam__gpa_registry_free(void);

@@ -26,6 +26,9 @@
 #define BEAM__KIND_BAD_ALIGNMENT "alignment not a power of two"
 /* A call through an allocator after its deinit (an arena's). */
 #define BEAM__KIND_AFTER_DEINIT "use of an allocator after its deinit"
+/* beam_gpa_deinit of an instance while an instance over it (its backing
+ * this one) is live: that one is deinitialised first. */
+#define BEAM__KIND_DEINIT_ORDER "deinit of an instance that backs a live one"
 /* A NULL instance given to an instance's function (init, deinit, ...):
  * nothing done, the answer of "nothing there" (false, 0, a refusing
  * allocator). */

@@ -783,3 +783,73 @@ TEST(gpa_over_gpa_over_raw_counts_no_failure) {
     CHECK(!beam_gpa_deinit(&hi));
     CHECK(!beam_gpa_deinit(&lo));
 }
+
+/* ---- 7. deinit in the wrong order --------------------------------------- */
+
+/* Three instances, each over the one before, used by 8 threads that leave
+ * blocks live in each (small, medium, large); then deinitialised backing
+ * first. The backing's deinit gave back its blocks, which held the
+ * instances over it (states, heaps, segments), and their deinit then
+ * walked freed memory: it crashed, or looped reporting (a bug hunt: 2 of
+ * 3 runs). Now each instance over one being deinitialised goes first,
+ * innermost first, reported; their own deinit after that finds nothing. */
+#define WRONG_ORDER_THREADS 8
+static beam_gpa_t wrong_order[3];
+
+static void *wrong_order_use(void *arg) {
+    unsigned k = (unsigned)(uintptr_t)arg;
+    for (int level = 0; level < 3; level++) {
+        beam_allocator_t a = beam_gpa_allocator(&wrong_order[level]);
+        for (unsigned i = 0; i < 300; i++) {
+            size_t len = 16 + (i * 37 + k * 11) % 3000;
+            if (i % 50 == 0)
+                len = 20000 + i; /* medium */
+            if (i % 97 == 0)
+                len = 100000 + i; /* large */
+            void *p = beam_alloc_bytes(a, len, 8);
+            if (p != NULL)
+                memset(p, 1, len);
+            if (i % 3 != 0)
+                beam_free_bytes(a, p, len, 8);
+        }
+    }
+    return NULL;
+}
+
+TEST(gpa_deinit_of_a_backing_first_deinits_the_instances_over_it) {
+    beam_gpa_init_ex(&wrong_order[0], beam_large_allocator,
+                     BEAM_GPA_QUIET_LEAKS);
+    for (int i = 1; i < 3; i++)
+        beam_gpa_init_ex(&wrong_order[i],
+                         beam_gpa_allocator(&wrong_order[i - 1]),
+                         BEAM_GPA_QUIET_LEAKS);
+    pthread_t t[WRONG_ORDER_THREADS];
+    for (unsigned i = 0; i < WRONG_ORDER_THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, wrong_order_use,
+                             (void *)(uintptr_t)i) == 0);
+    for (unsigned i = 0; i < WRONG_ORDER_THREADS; i++)
+        pthread_join(t[i], NULL);
+    watchdog w;
+    watchdog_start(&w, "deinit in the wrong order", 60);
+    check_capture_reports();
+    unsigned long outer = check_watch_misuse();
+    bool leaked[3];
+    for (int i = 0; i < 3; i++)
+        leaked[i] = beam_gpa_deinit(&wrong_order[i]);
+    unsigned long misuse = check_misuse_seen();
+    const char *kind = check_misuse_kind();
+    check_unwatch_misuse(outer);
+    size_t reports = check_report_count();
+    bool said = check_report_contains("deinitialise an instance before its "
+                                      "backing");
+    /* The innermost, deinitialised with the others: it refuses. */
+    void *p = beam_alloc_bytes(beam_gpa_allocator(&wrong_order[2]), 40, 8);
+    bool refused = p == NULL && check_last_report_has("after beam_gpa_deinit");
+    check_release_reports();
+    watchdog_stop(&w);
+    CHECK(leaked[0] && !leaked[1] && !leaked[2]);
+    /* One for each instance over another, from the first deinit. */
+    CHECK(misuse == 2 && reports == 2 && said);
+    CHECK(strcmp(kind, "deinit of an instance that backs a live one") == 0);
+    CHECK(refused);
+}
