@@ -925,39 +925,48 @@ static bool deinit_state(beam_gpa_t *gpa, gpa_state *st, bool quiet) {
     return leaked;
 }
 
-static void deinit_instances_over(beam_gpa_t *gpa, uintptr_t ret);
+static void deinit_instances_over(beam_gpa_t *gpa, bool quiet, uintptr_t ret);
 
 /* A live instance over gpa, whose deinit is under way: its state, its
  * heaps and its slabs are blocks of gpa's, which gpa's deinit gives back,
  * and a deinit of it after that walked freed memory (seen: a 3-level
  * nesting deinitialised outermost first crashed, or looped reporting,
  * in its inner instances' deinit). So it is deinitialised now, first,
- * and reported. made_for is the instance the state was made for; when
- * that no longer holds the state (initialised again without a deinit),
- * only the state goes. */
+ * and reported, unless gpa's deinit is quiet (what is live at a quiet
+ * deinit goes unreported: the library's unload) or the instance itself is
+ * (the glue's kept leak_check instances, whose leaks were reported in
+ * their call: a user deinitialising the instance they were over in the
+ * unload callback, as the guide says, did nothing wrong). made_for is the
+ * instance the state was made for; when that no longer holds the state
+ * (initialised again without a deinit), only the state goes: the
+ * instances over made_for are over its new state. */
 static void deinit_instance_over(beam_gpa_t *gpa, gpa_state *st,
-                                 beam_gpa_t *made_for, uintptr_t ret) {
+                                 beam_gpa_t *made_for, bool quiet,
+                                 uintptr_t ret) {
     bool holds = beam__gpa_state_of(made_for) == st;
-    beam__report_misuse(
-        BEAM__KIND_DEINIT_ORDER, ret,
-        "beam_alloc: beam_gpa_deinit of instance %p while instance %p, "
-        "which takes its memory from it, is live: that one is deinitialised "
-        "first, now (deinitialise an instance before its backing)",
-        (void *)gpa, (void *)made_for);
-    deinit_instances_over(made_for, ret);
     unsigned flags = holds ? made_for->flags : st->flags;
-    deinit_state(holds ? made_for : NULL, st,
-                 (flags & BEAM_GPA_QUIET_LEAKS) != 0);
+    quiet = quiet || (flags & BEAM_GPA_QUIET_LEAKS) != 0;
+    if (!quiet)
+        beam__report_misuse(
+            BEAM__KIND_DEINIT_ORDER, ret,
+            "beam_alloc: beam_gpa_deinit of instance %p while instance %p, "
+            "which takes its memory from it, is live: that one is "
+            "deinitialised first, now (deinitialise an instance before its "
+            "backing)",
+            (void *)gpa, (void *)made_for);
+    if (holds)
+        deinit_instances_over(made_for, quiet, ret);
+    deinit_state(holds ? made_for : NULL, st, quiet);
 }
 
 /* Every live instance over gpa, innermost first. Each step takes one out
  * of the registry, which is walked once: this ends. */
-static void deinit_instances_over(beam_gpa_t *gpa, uintptr_t ret) {
+static void deinit_instances_over(beam_gpa_t *gpa, bool quiet, uintptr_t ret) {
     uint32_t at = 0;
     beam_gpa_t *made_for = NULL;
     gpa_state *st;
     while ((st = beam__gpa_registry_over(gpa, &at, &made_for)) != NULL)
-        deinit_instance_over(gpa, st, made_for, ret);
+        deinit_instance_over(gpa, st, made_for, quiet, ret);
 }
 
 bool beam_gpa_deinit(beam_gpa_t *gpa) {
@@ -968,8 +977,9 @@ bool beam_gpa_deinit(beam_gpa_t *gpa) {
         gpa->backing = beam__deinited(gpa);
         return false;
     }
-    deinit_instances_over(gpa, BEAM__RET_ADDR());
-    return deinit_state(gpa, st, (gpa->flags & BEAM_GPA_QUIET_LEAKS) != 0);
+    bool quiet = (gpa->flags & BEAM_GPA_QUIET_LEAKS) != 0;
+    deinit_instances_over(gpa, quiet, BEAM__RET_ADDR());
+    return deinit_state(gpa, st, quiet);
 }
 
 bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {

@@ -200,6 +200,9 @@ static kept_instance *_Atomic kept_instances;
 #define KEPT_COLLECTED 16
 
 static void keep_instance(kept_instance *k) {
+    /* Its leaks were reported in their call: not again when it goes (with
+     * the instance it is over, too: gpa.c, deinit_instance_over). */
+    k->gpa.flags |= BEAM_GPA_QUIET_LEAKS;
     kept_instance *head = beam__atomic_load_relaxed(&kept_instances);
     do {
         k->next = head;
@@ -222,10 +225,8 @@ static void free_kept_instances(void) {
     kept_instance *k = beam__atomic_exchange_acquire(&kept_instances, NULL);
     while (k != NULL) {
         kept_instance *next = k->next;
-        if (kept_over_ours(k)) {
-            k->gpa.flags |= BEAM_GPA_QUIET_LEAKS; /* reported in their call */
+        if (kept_over_ours(k))
             beam_gpa_deinit(&k->gpa);
-        }
         beam__sys_free(k);
         k = next;
     }
