@@ -6,7 +6,7 @@
 
 -export([stats/1, find_stats/1, collect/1, explain_load_error/1, take_reports/0]).
 %% Internal, for beam_alloc_testing.
--export([driver/1]).
+-export([driver/1, reporter/0, take_unconsumed_reports/0]).
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
@@ -128,28 +128,39 @@ driver_problem() ->
 %% until then reports go to standard error with sites as my_nif.so+0x1c1b.
 -spec take_reports() -> [{module(), binary()}].
 take_reports() ->
-    take_reports(?REPORTER_TRIES).
+    take(take, ?REPORTER_TRIES).
 
-take_reports(Tries) ->
-    %% The reporter the C side sends to: the Elixir one first (a Mix
-    %% build), else the Erlang one (rebar3).
-    Reporter = case {whereis('Elixir.BeamAlloc.Reporter'), whereis(beam_alloc_reporter)} of
-                   {Pid, _} when is_pid(Pid) -> Pid;
-                   {_, Pid} -> Pid
-               end,
-    %% (Gone between the lookup and the call: not there either.)
-    try is_pid(Reporter) andalso gen_server:call(Reporter, take) of
-        false -> reporter_absent(Tries);
-        Reports -> Reports
-    catch
-        exit:{noproc, _} -> reporter_absent(Tries)
+%% As take_reports/0, without the reports a fault injection check turned
+%% into its result (beam_alloc_testing marks them consumed): what
+%% beam_alloc_testing:without_reports/1 fails with.
+-spec take_unconsumed_reports() -> [{module(), binary()}].
+take_unconsumed_reports() ->
+    take(take_unconsumed, ?REPORTER_TRIES).
+
+%% The reporter the C side sends to: the Elixir one first (a Mix build),
+%% else the Erlang one (rebar3); undefined when neither runs.
+-spec reporter() -> pid() | undefined.
+reporter() ->
+    case {whereis('Elixir.BeamAlloc.Reporter'), whereis(beam_alloc_reporter)} of
+        {Pid, _} when is_pid(Pid) -> Pid;
+        {_, Pid} -> Pid
     end.
 
-reporter_absent(Tries) ->
+take(Request, Tries) ->
+    Reporter = reporter(),
+    %% (Gone between the lookup and the call: not there either.)
+    try is_pid(Reporter) andalso gen_server:call(Reporter, Request) of
+        false -> reporter_absent(Request, Tries);
+        Reports -> Reports
+    catch
+        exit:{noproc, _} -> reporter_absent(Request, Tries)
+    end.
+
+reporter_absent(Request, Tries) ->
     case Tries > 0 andalso lists:keymember(beam_alloc, 1, application:which_applications()) of
         true ->
             timer:sleep(50),
-            take_reports(Tries - 1);
+            take(Request, Tries - 1);
         false ->
             erlang:error({not_started, beam_alloc})
     end.

@@ -11,13 +11,20 @@
 %% metadata #{beam_alloc => Module}, and keeps the latest 100 for tests:
 %% beam_alloc:take_reports/0 returns and forgets them.
 %%
+%% A fault injection check (beam_alloc_testing) that turned some of them
+%% into its result marks those consumed ({consume, ...} below):
+%% beam_alloc_testing:without_reports/1 does not fail for them again. It
+%% finds them by their numbers (mark): each report is numbered as it is
+%% kept, as in the Elixir reporter.
+%%
 %% Without it (the application not started), reports go to standard error
 %% with sites as lib.so+0x1c1b offsets.
 -module(beam_alloc_reporter).
 -behaviour(gen_server).
 
 -export([start_link/0, take/0, recent/0]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
+         code_change/3]).
 
 -define(KEEP, 100).
 
@@ -36,17 +43,42 @@ take() ->
 recent() ->
     gen_server:call(?MODULE, recent).
 
+%% State: #{kept := queue of reports, seq := reports kept so far}; a
+%% report is #{seq, module, line, pid, consumed}.
 init([]) ->
-    {ok, queue:new()}.
+    {ok, #{kept => queue:new(), seq => 0}}.
 
-handle_call(take, _From, Kept) ->
-    {reply, queue:to_list(Kept), queue:new()};
-handle_call(recent, _From, Kept) ->
-    {reply, queue:to_list(Kept), Kept};
+handle_call(take, _From, #{kept := Kept} = S) ->
+    {reply, pairs(queue:to_list(Kept)), S#{kept := queue:new()}};
+handle_call(take_unconsumed, _From, #{kept := Kept} = S) ->
+    {reply, pairs([R || #{consumed := false} = R <- queue:to_list(Kept)]),
+     S#{kept := queue:new()}};
+handle_call(recent, _From, #{kept := Kept} = S) ->
+    {reply, pairs(queue:to_list(Kept)), S};
+handle_call(mark, _From, #{seq := Seq} = S) ->
+    {reply, Seq, S};
+handle_call({consume, Pid, Modules, Windows}, _From, #{kept := Kept} = S) ->
+    Consume = fun(R) -> consume(R, Pid, Modules, Windows) end,
+    {reply, ok, S#{kept := queue:from_list(lists:map(Consume, queue:to_list(Kept)))}};
 %% A call it does not know is answered, not a crash that loses the kept
 %% reports.
-handle_call(Other, _From, Kept) ->
-    {reply, {error, {unknown_call, Other}}, Kept}.
+handle_call(Other, _From, S) ->
+    {reply, {error, {unknown_call, Other}}, S}.
+
+%% Marked consumed: a report Pid made in a call into one of Modules, kept
+%% after From and up to To for one of the windows {From, To} (a run of a
+%% check, beam_alloc_testing).
+consume(#{seq := Seq, module := M, pid := Pid} = R, Pid, Modules, Windows) ->
+    Inside = lists:any(fun({From, To}) -> Seq > From andalso Seq =< To end, Windows),
+    case Inside andalso lists:member(M, Modules) of
+        true -> R#{consumed := true};
+        false -> R
+    end;
+consume(R, _Pid, _Modules, _Windows) ->
+    R.
+
+pairs(Reports) ->
+    [{M, L} || #{module := M, line := L} <- Reports].
 
 handle_cast(_Msg, Kept) ->
     {noreply, Kept}.
@@ -58,32 +90,49 @@ handle_cast(_Msg, Kept) ->
 %% gen_server itself no longer holds the message it handed to handle_info
 %% (collected here, the first one's ack survived, and the call waited its
 %% whole second); and only then are sites resolved (dirty NIF calls, slow).
-handle_info({beam_alloc_report, M, L, _, _} = Msg, Kept) when is_atom(M), is_binary(L) ->
-    {noreply, Kept, {continue, {release, drain([Msg])}}};
-handle_info(_Other, Kept) ->
-    {noreply, Kept}.
+handle_info({beam_alloc_report, M, L, _, _} = Msg, S) when is_atom(M), is_binary(L) ->
+    {noreply, S, {continue, {release, drain([Msg])}}};
+handle_info(_Other, S) ->
+    {noreply, S}.
 
-handle_continue({release, Reports}, Kept) ->
+handle_continue({release, Reports}, S) ->
     erlang:garbage_collect(),
-    {noreply, lists:foldl(fun keep/2, Kept, Reports)}.
+    {noreply, lists:foldl(fun keep/2, S, Reports)}.
 
+%% (A pid of a process, or undefined from threads and destructors.)
 drain(Taken) ->
     receive
         {beam_alloc_report, M, L, _, _} = Msg when is_atom(M), is_binary(L) ->
             drain([Msg | Taken])
     after 0 ->
-        [{Module, Line} || {beam_alloc_report, Module, Line, _, _} <- lists:reverse(Taken)]
+        [{Module, Line, Pid} || {beam_alloc_report, Module, Line, Pid, _} <- lists:reverse(Taken)]
     end.
 
-keep({Module, Line0}, Kept) ->
+keep({Module, Line0, Pid}, #{kept := Kept, seq := Seq0} = S) ->
     %% A line the symbolizer chokes on is kept as it came: losing the
     %% reporter (and what it kept) to one report would be worse.
     Line = try beam_alloc_symbolizer:resolve_sites(Line0)
            catch _:_ -> Line0
            end,
     logger:warning("~ts", [Line], #{beam_alloc => Module}),
-    Kept1 = queue:in({Module, Line}, Kept),
-    case queue:len(Kept1) > ?KEEP of
-        true -> queue:drop(Kept1);
-        false -> Kept1
-    end.
+    Seq = Seq0 + 1,
+    Report = #{seq => Seq, module => Module, line => Line, pid => Pid, consumed => false},
+    Kept1 = queue:in(Report, Kept),
+    S#{seq := Seq,
+       kept := case queue:len(Kept1) > ?KEEP of
+                   true -> queue:drop(Kept1);
+                   false -> Kept1
+               end}.
+
+%% From a version that kept a queue of {Module, Line}.
+code_change(_OldVsn, {_, _} = Queue, _Extra) ->
+    case queue:is_queue(Queue) of
+        true ->
+            Reports = [#{seq => 0, module => M, line => L, pid => undefined, consumed => false}
+                       || {M, L} <- queue:to_list(Queue)],
+            {ok, #{kept => queue:from_list(Reports), seq => 0}};
+        false ->
+            {ok, Queue}
+    end;
+code_change(_OldVsn, S, _Extra) ->
+    {ok, S}.

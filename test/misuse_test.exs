@@ -384,6 +384,29 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    test "passes a misuse a check turned into the error it raised; fails one beside it" do
+      check = fn ->
+        :beam_alloc_testing.check_all_allocation_failures(&Misuse.double_free_on_failure/0)
+      end
+
+      capture_log(fn ->
+        # The check's own error, asserted: the report it lists is its.
+        assert {:allocation_failures, %{problems: [%{kind: :misuse, index: 1}]}} =
+                 catch_error(:beam_alloc_testing.without_reports(check))
+
+        # A misuse outside the check's runs still fails the test.
+        assert {:beam_alloc_reports, [line]} =
+                 catch_error(
+                   :beam_alloc_testing.without_reports(fn ->
+                     catch_error(check.())
+                     Misuse.double_free_plain()
+                   end)
+                 )
+
+        assert line =~ "called from double_free_plain (#{@source}:"
+      end)
+    end
+
     test "refuses what is not a fun of arity 0" do
       assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(:not_a_fun))
       assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(fn _ -> :ok end))
@@ -872,6 +895,57 @@ defmodule BeamAlloc.CaseTest do
     end
   end
 
+  # A check over a NIF on a general purpose allocator that double frees
+  # on its error path only: the allocator reports the misuse, and the check
+  # turns it into the AllocationFailureError the test asserts.
+  defp assert_check_turns_misuse_into_error do
+    error =
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(&Misuse.double_free_on_failure/0)
+      end
+
+    assert [%{kind: :misuse, misuse: "double free", index: 1}] = error.problems
+  end
+
+  test "check!/3 passes when the only report is one a check turned into its asserted error" do
+    mark = Reporter.mark()
+    capture_log(fn -> assert_check_turns_misuse_into_error() end)
+    # The report was made (and is still kept for take/0 and since/1) ...
+    assert [%{consumed: true} = report] = Reporter.since(mark)
+    assert report.line =~ "double_free_on_failure (test/nifs/misuse_nif.c:"
+    # ... but it is the check's result, not a problem of the test's.
+    assert BeamAlloc.Case.reports(mark, self(), true) == []
+    assert :ok = BeamAlloc.Case.check!(mark, self(), true)
+    assert :ok = BeamAlloc.Case.check!(mark, self(), false)
+  end
+
+  test "check!/3 still fails for a report made beside a check, not turned into its result" do
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      assert_check_turns_misuse_into_error()
+      # The same kind of misuse, outside the check's runs.
+      assert :ok = Misuse.double_free_plain()
+      # And inside a check whose modules leave Misuse out: its calls (a
+      # run without failures, and the last run) are not checked, and the
+      # check sees nothing of their misuse.
+      assert {:ok, 0} =
+               BeamAlloc.Testing.check_all_allocation_failures(
+                 &Misuse.double_free_plain/0,
+                 modules: [LeakCheckTest]
+               )
+    end)
+
+    assert [_, _, _, _] = BeamAlloc.Test.Reports.wait_since(mark, 4)
+
+    error =
+      assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, self(), true) end
+
+    assert error.message =~ "beam_alloc reported 3 problems during the test:"
+    assert error.message =~ "double_free_plain (test/nifs/misuse_nif.c:"
+    refute error.message =~ "double_free_on_failure"
+  end
+
   test "check!/3 passes when nothing was reported" do
     mark = Reporter.mark()
     assert :ok = BeamAlloc.Case.check!(mark, self(), false)
@@ -907,6 +981,56 @@ defmodule BeamAlloc.CaseTest do
     assert out =~ ~r/RESULT %\{.*failures: 1/
     assert out =~ "beam_alloc reported 1 problem during the test"
     assert out =~ "double free"
+  end
+
+  # A test that asserts the error a check raised for a misuse the
+  # allocator also reported passes, async or not; one that misuses beside
+  # the check still fails, for that report alone.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case does not fail a test again for a misuse its check listed" do
+    out =
+      run_ex_unit(~S"""
+      defmodule CheckHelpers do
+        def assert_check_misuse do
+          import ExUnit.Assertions
+
+          error =
+            assert_raise BeamAlloc.AllocationFailureError, fn ->
+              BeamAlloc.Testing.check_all_allocation_failures(
+                &BeamAlloc.Test.Misuse.double_free_on_failure/0
+              )
+            end
+
+          assert [%{kind: :misuse, misuse: "double free"}] = error.problems
+        end
+      end
+
+      defmodule GuardedCheck do
+        use ExUnit.Case
+        use BeamAlloc.Case
+
+        test "asserted", do: CheckHelpers.assert_check_misuse()
+
+        test "misuse beside" do
+          CheckHelpers.assert_check_misuse()
+          assert :ok = BeamAlloc.Test.Misuse.double_free_plain()
+        end
+      end
+
+      defmodule GuardedCheckAsync do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        test "asserted in a Task" do
+          Task.async(&CheckHelpers.assert_check_misuse/0) |> Task.await()
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 1/, out
+    assert out =~ ~r/test misuse beside \(GuardedCheck\)\n.*\n\s+beam_alloc reported 1 problem/
+    assert out =~ "called from double_free_plain"
+    refute out =~ ~r/reported.*\n.*called from double_free_on_failure/
   end
 
   # In an async module, reports of the test's own Tasks count, however

@@ -91,6 +91,45 @@ defmodule BeamAlloc.ReportTest do
     assert log =~ "[warning] report 2"
   end
 
+  test "the Erlang reporter marks consumed what a check turned into its result" do
+    start_supervised!(%{id: :erlang_reporter, start: {:beam_alloc_reporter, :start_link, []}})
+    other = spawn(fn -> :ok end)
+
+    capture_log(fn ->
+      mark = :gen_server.call(:beam_alloc_reporter, :mark)
+
+      for {module, pid, n} <- [{Report, self(), 1}, {Report, other, 2}, {Other, self(), 3}] do
+        send(:beam_alloc_reporter, {:beam_alloc_report, module, "report #{n}", pid, :undefined})
+      end
+
+      send(:beam_alloc_reporter, {:beam_alloc_report, Report, "report 4", self(), :undefined})
+      assert length(:beam_alloc_reporter.recent()) == 4
+      # The check's window is reports 1 to 3: of those, only the first is
+      # this process's, in a module the check attached.
+      window = {mark, mark + 3}
+      :ok = :gen_server.call(:beam_alloc_reporter, {:consume, self(), [Report], [window]})
+
+      # Still kept and taken by take/0; not by take_unconsumed, which
+      # without_reports/1 reads.
+      assert length(:beam_alloc_reporter.recent()) == 4
+
+      assert [{Report, "report 2"}, {Other, "report 3"}, {Report, "report 4"}] =
+               :gen_server.call(:beam_alloc_reporter, :take_unconsumed)
+
+      assert [] = :beam_alloc_reporter.recent()
+    end)
+  end
+
+  test "the Erlang reporter takes over the state of its version before, a queue of reports" do
+    old = :queue.from_list([{Report, "a"}, {Report, "b"}])
+    assert {:ok, state} = :beam_alloc_reporter.code_change(:old, old, [])
+
+    assert {:reply, [{Report, "a"}, {Report, "b"}], _} =
+             :beam_alloc_reporter.handle_call(:recent, nil, state)
+
+    assert {:reply, 0, _} = :beam_alloc_reporter.handle_call(:mark, nil, state)
+  end
+
   test "the Elixir reporter answers a call it does not know and keeps its reports" do
     mark = BeamAlloc.Reporter.mark()
     kept = BeamAlloc.Reporter.recent()

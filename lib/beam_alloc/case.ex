@@ -36,6 +36,29 @@ defmodule BeamAlloc.Case do
   destructors report without a process). A test that triggers
   reports on purpose opts out with `@tag beam_alloc_reports: :allow`.
 
+  Not counted: the reports that `BeamAlloc.Testing.check_all_allocation_failures/2`
+  turned into its result: a misuse of one of its runs (a double free on a
+  general purpose allocator, say), which the allocator reported and the
+  check listed in the `BeamAlloc.AllocationFailureError` it raised (the
+  reporter marks those reports `consumed`). A test that asserts that error
+  needs no tag:
+
+      test "the check finds the double free on parse/1's error path" do
+        error =
+          assert_raise BeamAlloc.AllocationFailureError, fn ->
+            BeamAlloc.Testing.check_all_allocation_failures(fn -> MyNif.parse("[1]") end)
+          end
+
+        assert [%{kind: :misuse, misuse: "double free"}] = error.problems
+      end
+
+  Every other report still fails the test: one made outside the check's
+  runs, by another process (a Task the function starts: its calls are not
+  checked), by a NIF of a module the check's `:modules` leave out, or in a
+  run whose problems the check does not list (a run found
+  nondeterministic). A report whose call did not wait for the reporter
+  (see above) may be read after its run is over, and then counts too.
+
   The reports are read from `BeamAlloc.Reporter`, so the `:beam_alloc`
   application must be running (as it is under `mix test`).
   """
@@ -123,14 +146,18 @@ defmodule BeamAlloc.Case do
   (`$callers`, `$ancestors` or, from OTP 25 on, the live chain of parents
   of the reporting process, read by the reporter before the reporting call
   returns); when `async?` is false,
-  every report since the mark (the test runs alone).
+  every report since the mark (the test runs alone). Not those a fault
+  injection check turned into its result (`consumed`).
   """
   @spec reports(non_neg_integer, pid, boolean) :: [Reporter.report()]
   def reports(mark, test_pid, async?), do: mark |> Reporter.since() |> of_test(test_pid, async?)
 
+  # (Not those a fault injection check turned into its result, which the
+  # test got as the check's error: consumed.)
   defp of_test(reports, test_pid, async?) do
     Enum.filter(reports, fn report ->
-      not async? or report.pid == test_pid or test_pid in report.callers
+      not Map.get(report, :consumed, false) and
+        (not async? or report.pid == test_pid or test_pid in report.callers)
     end)
   end
 

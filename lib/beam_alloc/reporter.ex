@@ -18,6 +18,12 @@ defmodule BeamAlloc.Reporter do
   `since/1` with a `mark/0` taken before (what came between), or
   `BeamAlloc.Case`, which fails any test during which a report was made.
 
+  A report that `BeamAlloc.Testing.check_all_allocation_failures/2` turned
+  into its result (a misuse in one of its runs, which the check raises as
+  a problem of its `BeamAlloc.AllocationFailureError`) is marked
+  `consumed`: `BeamAlloc.Case` does not fail the test for it again. It is
+  kept and logged all the same.
+
   It is started by the `:beam_alloc` application. When it is not running
   (an Erlang node that did not start the application), reports go to the
   node's standard error, with sites as `lib.so+0x1c1b` (`addr2line -e
@@ -34,15 +40,17 @@ defmodule BeamAlloc.Reporter do
   @typedoc """
   A kept report: its sequence number, the module whose NIF library made it,
   the line, the process whose NIF call made it (`nil` from threads and
-  destructors), and the processes it works for: its `$callers` and the pids
-  of its `$ancestors`, read before that call returned.
+  destructors), the processes it works for (its `$callers` and the pids
+  of its `$ancestors`, read before that call returned), and whether a
+  fault injection check turned it into its result (`consumed`).
   """
   @type report :: %{
           seq: non_neg_integer,
           module: module,
           line: String.t(),
           pid: pid | nil,
-          callers: [pid]
+          callers: [pid],
+          consumed: boolean
         }
 
   @doc false
@@ -192,6 +200,28 @@ defmodule BeamAlloc.Reporter do
     {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
   end
 
+  # The Erlang side's calls (beam_alloc, beam_alloc_testing), answered as
+  # the Erlang reporter answers them: the reports pid made in calls into
+  # modules, numbered after from and up to to in one of windows (the runs
+  # of a check that turned them into its result), are marked consumed; and
+  # a take of the others.
+  def handle_call({:consume, pid, modules, windows}, _from, state) do
+    consume = fn report ->
+      if report.pid == pid and report.module in modules and
+           Enum.any?(windows, fn {from, to} -> report.seq > from and report.seq <= to end),
+         do: %{report | consumed: true},
+         else: report
+    end
+
+    queue = state.queue |> :queue.to_list() |> Enum.map(consume) |> :queue.from_list()
+    {:reply, :ok, %{state | queue: queue}}
+  end
+
+  def handle_call(:take_unconsumed, _from, state) do
+    unconsumed = :queue.filter(&(not &1.consumed), state.queue)
+    {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
+  end
+
   # A call it does not know is answered, not a crash that loses the kept
   # reports.
   def handle_call(other, _from, state), do: {:reply, {:error, {:unknown_call, other}}, state}
@@ -210,7 +240,16 @@ defmodule BeamAlloc.Reporter do
 
     Logger.warning(line, beam_alloc: module)
     seq = state.seq + 1
-    report = %{seq: seq, module: module, line: line, pid: pid, callers: callers}
+
+    report = %{
+      seq: seq,
+      module: module,
+      line: line,
+      pid: pid,
+      callers: callers,
+      consumed: false
+    }
+
     queue = :queue.in(report, state.queue)
     queue = if :queue.len(queue) > @keep, do: :queue.drop(queue), else: queue
     %{state | queue: queue, seq: seq}

@@ -39,7 +39,8 @@ defmodule BeamAlloc.Testing do
   (16 frames at most; `deflateInit2_ (libz.so.1+0x8d86) <- deflateInit_
   (libz.so.1+0x8fbd) <- compress_nif (c_src/my_nif.c:88)`). A misuse of
   memory in any run (a double free, a write past the end of a block, ...)
-  is a problem too, with its report.
+  is a problem too, with its report (which `BeamAlloc.Case` then does not
+  count against the test again: the check turned it into its error).
 
   ## What is counted
 

@@ -437,6 +437,25 @@ BEAM_NIF(msize_after_free, .leak_check = true) {
     return enif_make_uint64(env, beam_msize(beam_allocator, p));
 }
 
+/* A double free on the error path only: when the second allocation
+ * fails, the first block is freed twice. Only a fault injection check
+ * runs that path, and turns its misuse into a problem of the check's
+ * (the tests of BeamAlloc.Case and without_reports assert that error). */
+BEAM_NIF(double_free_on_failure, .allocator = process_wide) {
+    unsigned char *first = beam_alloc(beam_allocator, unsigned char, 24);
+    if (first == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *second = beam_alloc(beam_allocator, unsigned char, 40);
+    if (second == NULL) {
+        beam_free(beam_allocator, first, 24);
+        beam_free(beam_allocator, first, 24);
+        return beam_make_error(env, "enomem");
+    }
+    beam_free(beam_allocator, second, 40);
+    beam_free(beam_allocator, first, 24);
+    return ok(env);
+}
+
 static ErlNifFunc funcs[] = {
     {"thread_double_free", 0, thread_double_free, 0},
     {"thread_foreign_free", 0, thread_foreign_free, 0},
@@ -460,6 +479,7 @@ static ErlNifFunc funcs[] = {
     {"double_free_plain", 0, double_free_plain, 0},
     {"double_free_raising", 0, double_free_raising, 0},
     {"double_free_opted", 0, double_free_opted, 0},
+    {"double_free_on_failure", 0, double_free_on_failure, 0},
     {"keep_gpa_block", 1, keep_gpa_block, 0},
     {"free_kept_block_here", 0, free_kept_block_here, 0},
     {"free_kept_block_rightly", 0, free_kept_block_rightly, 0},
