@@ -511,7 +511,7 @@ BEAM_API const char *beam_nif_module_name(void);
  * Two kinds:
  *   BEAM_RESOURCE_GPA    a general purpose allocator instance: every free
  *                        gives memory back for reuse; threads allocate in
- *                        parallel. Takes about 260 KiB of the parent with
+ *                        parallel. Takes about 74 KiB of the parent with
  *                        its first small block: for resources that live
  *                        long and churn.
  *   BEAM_RESOURCE_ARENA  an arena behind a mutex: bump allocation in chunks
