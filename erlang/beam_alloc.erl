@@ -67,7 +67,8 @@ find_stats(Other) ->
 %% copy of the library loaded for Module (an old and a new version's, during
 %% an upgrade). Runs on a dirty scheduler. Raises erlang:error({not_loaded, Module}) like stats/1.
 %% The application's beam_alloc_collector calls it by itself for a library
-%% idle for a second that holds 4 MiB or more beyond what it keeps live.
+%% idle for a second that holds 4 MiB or more beyond what it keeps live,
+%% and for a busy one that held that much at 30 ticks in a row.
 -spec collect(module()) -> ok.
 collect(Module) when is_atom(Module) ->
     _ = code:ensure_loaded(Module),

@@ -108,8 +108,9 @@ defmodule BeamAlloc do
   with beam_alloc is loaded for `module`.
 
   The beam_alloc application also calls it by itself for a library that
-  was idle for a second and holds 4 MiB or more beyond what it keeps live
-  (application environment `auto_collect`, `auto_collect_interval`,
+  was idle for a second and holds 4 MiB or more beyond what it keeps live,
+  and for a busy one that held that much at 30 ticks in a row (30 s at
+  the default interval; application environment `auto_collect`, `auto_collect_interval`,
   `auto_collect_min_bytes`: README, "An idle node gives it back unasked").
   """
   @spec collect(module()) :: :ok
