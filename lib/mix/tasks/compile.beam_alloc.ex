@@ -47,8 +47,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       `priv/<name>.so`) with either its list of sources or a keyword list
       of `:sources` and the per-library `:cflags`, `:cxxflags`, `:ldflags`
       and `:libs`
-      below. Sources ending in `.c` are C, in `.cc`, `.cpp`, `.cxx` or
-      `.C` C++; a library with any C++ source is linked by the C++
+      below. Sources ending in `.c` are C, in `.cc`, `.cpp`, `.cxx`, `.c++`
+      or `.C` C++; a library with any C++ source is linked by the C++
       compiler.
     * `:cflags` - extra flags for every compilation (C and C++), after
       `CFLAGS`/`CXXFLAGS`, e.g. `["-Wall", "-Werror", "-DNDEBUG"]`.
