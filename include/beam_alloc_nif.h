@@ -327,6 +327,10 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  *       {basic, 0} => [{allocator, gpa}],          % basic/0 only
  *       parse => #{scratch => true}}
  *
+ * A continuation a NIF schedules of its own C function (enif_schedule_nif,
+ * any number of arguments) takes the NIF's options, as it takes its C
+ * ones (a function listed under several arities: the first entry's).
+ *
  * Keys are a function name (all its arities) or {Name, Arity}; values are a
  * map or a property list of leak_check (boolean), scratch (boolean),
  * raise_on_misuse (boolean) and allocator (raw, large or gpa:

@@ -293,7 +293,8 @@ static unsigned thread_kind(void) {
 }
 
 static bool entry_is(const ErlNifFunc *f, beam_nif_body_fn self, int argc) {
-    return (beam_nif_body_fn)f->fptr == self && (int)f->arity == argc;
+    return (beam_nif_body_fn)f->fptr == self &&
+           (argc < 0 || (int)f->arity == argc);
 }
 
 int beam__nif_entry_of(const ErlNifFunc *funcs, int count,

@@ -63,6 +63,15 @@ const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,
     if (BEAM__LIKELY(t == NULL))
         return NULL;
     int i = beam__nif_entry_of(t->funcs, t->count, self, argc, t->twins);
+    /* A continuation: the NIF's own C function, scheduled (enif_schedule
+     * _nif) with another number of arguments than its table entry's. Its
+     * C options are the NIF's, and so are its load_info ones: without
+     * them a continuation ran on the C default allocator and freed what
+     * the first slice took from the NIF's (refused, and lost), or went
+     * unchecked (bug hunt). One C function listed under several arities
+     * takes the first entry's. */
+    if (i < 0)
+        i = beam__nif_entry_of(t->funcs, t->count, self, -1, t->twins);
     return i >= 0 && t->entry[i].set != 0 ? &t->entry[i] : NULL;
 }
 

@@ -34,9 +34,9 @@ beam__nif_override_for(beam_nif_body_fn self, int argc);
 /* The table registered at load (glue.c), for the option parser. */
 BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
 /* The index of the entry of funcs[count] that a call of self with argc
- * is, or -1. By function pointer and arity; when one C function is
- * listed under several names (a normal and a dirty variant), the entry
- * for the scheduler the call runs on, and the first of those when several
+ * is, or -1. By function pointer and arity (argc -1: any arity); when one C
+ * function is listed under several names (a normal and a dirty variant), the
+ * entry for the scheduler the call runs on, and the first of those when several
  * ask for it (they cannot be told apart). twins false says funcs lists no
  * function twice: the first match is the entry, and the rest of the
  * table is not searched (a call's lookup of its load_info options). */

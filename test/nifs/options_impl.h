@@ -8,25 +8,6 @@
  */
 #include "nif_util.h"
 
-/* What an allocator is, as an atom: raw, large, gpa (the process-wide
- * instance), leak_check (a fresh instance), {arena, Parent} or other. */
-static ERL_NIF_TERM kind_of(ErlNifEnv *env, beam_allocator_t a) {
-    beam_arena_t probe;
-    beam_arena_init(&probe, beam_raw_allocator);
-    if (a.vtable == beam_arena_allocator(&probe).vtable)
-        return enif_make_tuple2(env, enif_make_atom(env, "arena"),
-                                kind_of(env, ((beam_arena_t *)a.ctx)->parent));
-    if (same_allocator(a, beam_raw_allocator))
-        return enif_make_atom(env, "raw");
-    if (same_allocator(a, beam_large_allocator))
-        return enif_make_atom(env, "large");
-    if (same_allocator(a, beam_general_purpose_allocator))
-        return enif_make_atom(env, "gpa");
-    if (a.vtable == beam_general_purpose_allocator.vtable)
-        return enif_make_atom(env, "leak_check");
-    return enif_make_atom(env, "other");
-}
-
 static beam_allocator_t pick_large(void) {
     return beam_large_allocator;
 }

@@ -1,0 +1,15 @@
+defmodule BeamAlloc.Test.Yield do
+  @moduledoc false
+  # NIFs that yield, raise, call one another and start threads
+  # (test/nifs/yield_nif.c); load_info gives walk and hop the process-wide
+  # general purpose allocator.
+  use BeamAlloc.Nif,
+    otp_app: :beam_alloc,
+    library: "yield_nif",
+    nifs: [walk: [allocator: :gpa], hop: [allocator: :gpa]]
+
+  use BeamAlloc.Test.NifModule,
+    stubs: ~w(walk/1 chain/1 hop/1 raise_live/0 raise_freed/0 nested/0
+              trivial/1 trivial_plain/1 thread_allocator/0 load_kind/0
+              take_reports/0)
+end

@@ -1,0 +1,69 @@
+defmodule BeamAlloc.YieldTest do
+  # NIFs that yield with enif_schedule_nif (test/nifs/yield_nif.c): each
+  # slice is a call of its own, and every slice of one NIF gets its
+  # options, load_info's included.
+  use ExUnit.Case, async: true
+
+  alias BeamAlloc.Test.Yield
+
+  describe "a continuation with other arguments than the table's" do
+    test "takes the NIF's load_info allocator in every slice" do
+      Yield.take_reports()
+      # walk/1 reschedules itself with three arguments; load_info gives it
+      # the general purpose allocator. Its continuations ran on the C
+      # default (raw), whose free of the first slice's block was refused.
+      assert Yield.walk(3) == [:gpa, :gpa, :gpa, :gpa]
+      assert Yield.take_reports() == []
+    end
+
+    test "takes it on dirty schedulers too" do
+      Yield.take_reports()
+
+      assert Yield.hop(0) == [
+               normal: :gpa,
+               dirty_io: :gpa,
+               dirty_cpu: :gpa,
+               normal: :gpa
+             ]
+
+      assert Yield.take_reports() == []
+    end
+
+    test "passes check_all_allocation_failures" do
+      assert {:ok, 1} = BeamAlloc.Testing.check_all_allocation_failures(fn -> Yield.walk(3) end)
+      assert {:ok, 1} = BeamAlloc.Testing.check_all_allocation_failures(fn -> Yield.hop(0) end)
+    end
+  end
+
+  describe "a leak_check NIF that yields" do
+    test "is checked slice by slice, over many reschedules" do
+      assert Yield.chain(2000) == :done
+      assert {:ok, 4} = BeamAlloc.Testing.check_all_allocation_failures(fn -> Yield.chain(3) end)
+    end
+  end
+
+  describe "a leak_check NIF that raises" do
+    test "with a block live raises the leak, not its own exception" do
+      Yield.take_reports()
+
+      assert_raise RuntimeError,
+                   "memory leak detected in function `BeamAlloc.Test.Yield.raise_live/0`",
+                   fn -> Yield.raise_live() end
+
+      assert Enum.any?(Yield.take_reports(), &(&1 =~ "leak: 24 bytes"))
+    end
+
+    test "with its blocks freed raises its own exception" do
+      assert_raise ArgumentError, fn -> Yield.raise_freed() end
+    end
+  end
+
+  test "a BEAM_NIF calling another's C function gets the other's allocator, then its own back" do
+    assert Yield.nested() == {{:arena, :raw}, true}
+  end
+
+  test "an enif thread and the load callback see the raw allocator" do
+    assert Yield.thread_allocator() == {:gpa, :raw}
+    assert Yield.load_kind() == :raw
+  end
+end
