@@ -305,8 +305,11 @@ BEAM_API extern const beam_allocator_t beam_large_allocator;
 
 /** The allocator a NIF should use. Set on entry to every NIF declared with
  * BEAM_NIF (default beam_raw_allocator, or that NIF's .allocator option).
- * Raw NIFs do not set it: there it holds whatever the thread last had. Its
- * initial value on every thread is beam_raw_allocator. */
+ * Raw NIFs do not set it, nor do BEAM_NIF_INIT's load, upgrade and unload
+ * callbacks or resource destructors: there it holds whatever the thread
+ * last had. Its initial value on every thread is beam_raw_allocator: a
+ * thread a NIF starts (enif_thread_create) sees that, not the NIF's
+ * allocator; pass it a copy (see .leak_check for how long one lasts). */
 BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
 
 /* ------------------------------------------------------------------------

@@ -65,7 +65,12 @@ typedef struct beam_nif_options {
      * and sites go to the report hook (inside a BEAM: the logger and
      * BeamAlloc.Reporter). The instance goes at return (unless the call
      * leaked): a copy of beam_allocator kept by a thread past the call's
-     * end must not be used, as with .scratch. */
+     * end must not be used, as with .scratch. A NIF that yields
+     * (enif_schedule_nif) is checked slice by slice, each with a fresh
+     * instance: a block of beam_allocator handed to the continuation is a
+     * leak of the slice (raised in place of the continuation); carry such
+     * memory in a named allocator (beam_general_purpose_allocator, or
+     * .allocator's), freed by the last slice. */
     bool leak_check;
     /** beam_allocator for the call; NULL means beam_raw_allocator. */
     beam_allocator_t (*allocator)(void);
