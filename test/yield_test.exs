@@ -40,6 +40,18 @@ defmodule BeamAlloc.YieldTest do
       assert Yield.chain(2000) == :done
       assert {:ok, 4} = BeamAlloc.Testing.check_all_allocation_failures(fn -> Yield.chain(3) end)
     end
+
+    test "names the NIF in a leak its continuation makes" do
+      # The continuation, nif_leak_later with two arguments, is the NIF
+      # leak_later/1, as the VM says too (it named nif_leak_later/2).
+      Yield.take_reports()
+
+      assert_raise RuntimeError,
+                   "memory leak detected in function `BeamAlloc.Test.Yield.leak_later/1`",
+                   fn -> Yield.leak_later(0) end
+
+      assert Enum.any?(Yield.take_reports(), &(&1 =~ "leak: 8 bytes"))
+    end
   end
 
   describe "a leak_check NIF that raises" do

@@ -542,8 +542,9 @@ void beam__nif_module_text(char *buf, size_t size) {
 
 /* "M.fun/arity" from the registered table (my_mod:fun/arity for an Erlang
  * module); the C name and argc when the function is not in it (or no
- * module was registered). The table is searched by function pointer, so a
- * NIF whose C name differs from its Erlang name (BEAM_NIF(nif_free) in
+ * module was registered), under any arity. The table is searched by function
+ * pointer, so a NIF whose C name differs from its Erlang name
+ * (BEAM_NIF(nif_free) in
  * {"free", 1, nif_free, 0}) is named as Erlang knows it, and a function
  * listed under several names by the entry for this call's scheduler
  * (beam__nif_entry_of; the first of twins on the same scheduler). */
@@ -551,6 +552,15 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
     int arity = call->argc;
     int i = beam__nif_entry_of(module_funcs, module_func_count, call->self,
                                call->argc, true);
+    /* A continuation of the NIF's own C function with other arguments:
+     * the NIF, as its options are (beam__nif_override_for) and as the VM
+     * names the function a continuation raises from. */
+    if (i < 0) {
+        i = beam__nif_entry_of(module_funcs, module_func_count, call->self, -1,
+                               true);
+        if (i >= 0)
+            arity = (int)module_funcs[i].arity;
+    }
     const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
     size_t len = 0;
     buf[0] = '\0';

@@ -66,6 +66,18 @@ BEAM_NIF(chain, .leak_check = true) {
     return enif_schedule_nif(env, "chain", 0, chain, 1, &next);
 }
 
+/* leak_later(N): leak_check, its C name another than its Erlang name;
+ * the continuation (two arguments) leaks 8 bytes. */
+BEAM_NIF(nif_leak_later, .leak_check = true) {
+    if (argc == 1) {
+        ERL_NIF_TERM next[2] = {argv[0], argv[0]};
+        return enif_schedule_nif(env, "leak_later", 0, nif_leak_later, 2, next);
+    }
+    void *p = beam_alloc(beam_allocator, unsigned char, 8);
+    (void)p;
+    return enif_make_atom(env, "ok");
+}
+
 /* hop(Step): moves itself normal -> dirty CPU -> dirty IO -> normal,
  * carrying a block of beam_allocator (allocated in the first slice, freed
  * in the last): {thread kind, allocator kind} per slice, last first. */
@@ -199,6 +211,7 @@ static ERL_NIF_TERM load_kind(ErlNifEnv *env, int argc,
 static ErlNifFunc funcs[] = {
     {"walk", 1, walk, 0},
     {"chain", 1, chain, 0},
+    {"leak_later", 1, nif_leak_later, 0},
     {"hop", 1, hop, 0},
     {"raise_live", 0, raise_live, 0},
     {"raise_freed", 0, raise_freed, 0},
