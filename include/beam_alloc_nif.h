@@ -554,7 +554,11 @@ BEAM_API const char *beam_nif_module_name(void);
  * under fault injection its making is asked of the injecting allocator
  * first (the resource's size, taken and given back), so that
  * beam_resource_new is one of the allocations a check fails (NULL) and its
- * report names the caller's line.
+ * report names the caller's line. That is on the call's own thread: on a
+ * thread the NIF started, a copy of such a beam_allocator is taken as it
+ * is, and the resource's memory goes with the call (a leak_check call
+ * raises it as a leak; a scratch call's arena takes it back at return,
+ * under the live resource): there, give the resource a named allocator.
  * Memory comes from the parent (with the enif backends:
  * :erlang.memory(:system)); the resource object itself, with its user area,
  * counts under :erlang.memory(:binary).

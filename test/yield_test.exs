@@ -54,6 +54,13 @@ defmodule BeamAlloc.YieldTest do
     end
   end
 
+  test "a resource made over beam_allocator by a leak_check NIF lasts across its slices" do
+    # The resource takes the NIF's lasting allocator, not the slice's
+    # checking instance: no leak, and a check passes.
+    assert Yield.res_walk(5) == 6
+    assert {:ok, 1} = BeamAlloc.Testing.check_all_allocation_failures(fn -> Yield.res_walk(3) end)
+  end
+
   describe "a leak_check NIF that raises" do
     test "with a block live raises the leak, not its own exception" do
       Yield.take_reports()

@@ -208,6 +208,39 @@ static ERL_NIF_TERM load_kind(ErlNifEnv *env, int argc,
     return kind_of(env, load_allocator);
 }
 
+/* --- Resources across slices ------------------------------------------- */
+
+/* res_walk(N): leak_check; the first slice makes an arena resource over
+ * beam_allocator and allocates from it in every slice, the last releases
+ * it: the live blocks of the resource at the end. */
+BEAM_NIF(res_walk, .leak_check = true) {
+    unsigned n;
+    beam_resource_t *r;
+    ERL_NIF_TERM term;
+    if (!enif_get_uint(env, argv[0], &n))
+        return enif_make_badarg(env);
+    if (argc == 1) {
+        r = beam_resource_new(env, BEAM_RESOURCE_ARENA, beam_allocator, 0,
+                              &term);
+        if (r == NULL)
+            return beam_make_error(env, "enomem");
+    } else {
+        term = argv[1];
+        if (!beam_resource_get(env, term, &r))
+            return enif_make_badarg(env);
+    }
+    void *p = beam_alloc(beam_resource_allocator(r), unsigned char, 100);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    if (n == 0) {
+        size_t live = beam_resource_usage_of(r).live_blocks;
+        beam_resource_release(r);
+        return enif_make_uint64(env, live);
+    }
+    ERL_NIF_TERM next[2] = {enif_make_uint(env, n - 1), term};
+    return enif_schedule_nif(env, "res_walk", 0, res_walk, 2, next);
+}
+
 static ErlNifFunc funcs[] = {
     {"walk", 1, walk, 0},
     {"chain", 1, chain, 0},
@@ -220,6 +253,7 @@ static ErlNifFunc funcs[] = {
     {"trivial_plain", 1, trivial_plain, 0},
     {"thread_allocator", 0, thread_allocator, 0},
     {"load_kind", 0, load_kind, 0},
+    {"res_walk", 1, res_walk, 0},
     {"take_reports", 0, take_reports, 0},
 };
 
