@@ -144,19 +144,6 @@ BEAM_NIF(nested, .leak_check = true) {
     return enif_make_tuple2(env, inner, make_bool(env, same));
 }
 
-/* trivial(): the least a BEAM_NIF can do; trivial_plain() the same
- * without the wrapper (a plain function of the same table). */
-BEAM_NIF(trivial) {
-    return argv[0];
-}
-
-static ERL_NIF_TERM trivial_plain(ErlNifEnv *env, int argc,
-                                  const ERL_NIF_TERM argv[]) {
-    (void)env;
-    (void)argc;
-    return argv[0];
-}
-
 /* A thread's beam_allocator, and what the thread gets allocating. */
 static void *thread_body(void *arg) {
     beam_allocator_t *out = arg;
@@ -249,8 +236,6 @@ static ErlNifFunc funcs[] = {
     {"raise_live", 0, raise_live, 0},
     {"raise_freed", 0, raise_freed, 0},
     {"nested", 0, nested, 0},
-    {"trivial", 1, trivial, 0},
-    {"trivial_plain", 1, trivial_plain, 0},
     {"thread_allocator", 0, thread_allocator, 0},
     {"load_kind", 0, load_kind, 0},
     {"res_walk", 1, res_walk, 0},

@@ -10,6 +10,6 @@ defmodule BeamAlloc.Test.Yield do
 
   use BeamAlloc.Test.NifModule,
     stubs: ~w(walk/1 chain/1 leak_later/1 hop/1 raise_live/0 raise_freed/0 nested/0
-              trivial/1 trivial_plain/1 thread_allocator/0 load_kind/0
+              thread_allocator/0 load_kind/0
               res_walk/1 take_reports/0)
 end
