@@ -335,6 +335,19 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    # Above the 64 KiB the check holds, the large allocator's own refusal
+    # is the report: a double free (it said a wrong length).
+    test "check_all_allocation_failures reports a large allocator's double free at alignment 64 as one" do
+      capture_log(fn ->
+        assert_check_misuse(
+          &Misuse.large_aligned_double_free/0,
+          "double free",
+          "double free (the block was freed already) (length 100000, alignment 64; " <>
+            "called from large_aligned_double_free (#{@source}:#{line_of("large twice")}))"
+        )
+      end)
+    end
+
     test "check_all_allocation_failures catches a free of the old pointer after a realloc moved it" do
       capture_log(fn ->
         assert_check_misuse(

@@ -427,6 +427,19 @@ BEAM_NIF(free_kept_block_rightly, .allocator = process_wide) {
     return intact ? ok(env) : enif_make_badarg(env);
 }
 
+/* A double free of a large allocator's block at alignment 64, of 100,000
+ * bytes: above what a check holds (64 KiB), so the large allocator itself
+ * refuses the second free, as a double free (it said "free with a wrong
+ * length or alignment", with and without a check). */
+static beam_allocator_t large_one(void) {
+    return beam_large_allocator;
+}
+
+BEAM_NIF(large_aligned_double_free, .allocator = large_one) {
+    DOUBLE_FREE_BYTES(100000, 64); /* SITE: large twice */
+    return ok(env);
+}
+
 /* beam_msize of a block freed already: a use after free, which raises like
  * the others (it was reported and the call returned: found by a bug hunt). */
 BEAM_NIF(msize_after_free, .leak_check = true) {
@@ -492,6 +505,7 @@ static ErlNifFunc funcs[] = {
     {"raw_free_after_realloc", 0, raw_free_after_realloc, 0},
     {"raw_own_double_free", 0, raw_own_double_free, 0},
     {"forget_kept_block", 0, forget_kept_block, 0},
+    {"large_aligned_double_free", 0, large_aligned_double_free, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)
