@@ -927,9 +927,29 @@ static void driver_misuse(const ErlNifPid *pid, const beam__fault_hooks *app,
     pthread_mutex_unlock(&s->lock);
 }
 
+/* The allocator under plan allocator a that p (NULL: a new block) goes
+ * to, as plan_alloc and plan_free choose it: so that beam_malloc & co.
+ * size their blocks by it, as they would without the check. Before, they
+ * saw an allocator they did not know and gave every block a header: over
+ * a general purpose allocator its free list then covered the header, so
+ * a double beam_mfree was reported as a foreign free, and a leak_check
+ * instance's canary lay past the header's rounding, so a 2-byte overflow
+ * passed (found by a bug hunt). */
+static bool driver_under(beam_allocator_t a, const void *p,
+                         beam_allocator_t *out) {
+    if (a.vtable != &plan_vtable)
+        return false;
+    session *s = a.ctx;
+    pthread_mutex_lock(&s->lock);
+    *out = parent_of(s, find_block(s, p));
+    pthread_mutex_unlock(&s->lock);
+    return out->vtable != NULL;
+}
+
 static const beam__fault_driver driver = {
     BEAM__FAULT_MAGIC, BEAM__FAULT_VERSION, sizeof(beam__fault_driver),
     driver_enter,      driver_leave,        driver_misuse,
+    driver_under,
 };
 
 /* --- Finding the libraries -------------------------------------------- */

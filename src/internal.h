@@ -96,6 +96,23 @@ BEAM__HIDDEN void beam__report_refused_as(const char *kind, const char *call,
 BEAM__HIDDEN bool beam__refused_gpa_block(const char *call, const char *who,
                                           void *mem, size_t len,
                                           size_t alignment, uintptr_t ret);
+/* When a is a fault-injection driver's plan allocator (one a call of this
+ * copy was given, during a check or kept after it): true, and *out the
+ * allocator under it that block p (NULL: a new block) goes to
+ * (nif/fault.c), which the malloc-style calls size blocks by (malloc.c).
+ * The standalone library has no check. */
+#ifdef BEAM_ALLOC_STANDALONE
+static inline bool beam__fault_under(beam_allocator_t a, const void *p,
+                                     beam_allocator_t *out) {
+    (void)a;
+    (void)p;
+    (void)out;
+    return false;
+}
+#else
+BEAM__HIDDEN bool beam__fault_under(beam_allocator_t a, const void *p,
+                                    beam_allocator_t *out);
+#endif
 /* A bump allocator's (who: "arena", "buffer") free or resize of a block
  * that ends where its newest block ends but does not start where that one
  * starts: a wrong length or address, refused (core.c). */

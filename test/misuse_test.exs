@@ -348,6 +348,56 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    # Under the check the malloc-style calls size blocks by the allocator
+    # under the plan, as they would without it: over a general purpose
+    # allocator no header (a header's word, covered by the GPA's free
+    # list, made a second beam_mfree a foreign free; the header's rounding
+    # hid a leak_check instance's canary).
+    test "check_all_allocation_failures reports a second beam_mfree over the process-wide GPA as a double free" do
+      capture_log(fn ->
+        assert_check_misuse(
+          &Misuse.mfree_twice/0,
+          "double free",
+          "called from mfree_twice (#{@source}:#{line_of("mfree twice")})"
+        )
+      end)
+    end
+
+    test "check_all_allocation_failures finds two bytes past a beam_malloc block in a leak_check NIF" do
+      capture_log(fn ->
+        assert_raise RuntimeError,
+                     message(:malloc_overflow, "write past the end of a block"),
+                     fn ->
+                       Misuse.malloc_overflow()
+                     end
+
+        assert_check_misuse(
+          &Misuse.malloc_overflow/0,
+          "write past the end of a block",
+          "called from malloc_overflow (#{@source}:#{line_of("malloc overflow")})"
+        )
+      end)
+    end
+
+    # A NIF that keeps beam_allocator (the check's plan allocator) with a
+    # block, and frees the block through it once the check is over: still
+    # sized as the check sized it (no header over the GPA), no report.
+    test "a beam_malloc block kept with beam_allocator under a check is freed through it after the check" do
+      capture_log(fn ->
+        # The block left live is the run's leak.
+        assert_raise BeamAlloc.AllocationFailureError, fn ->
+          BeamAlloc.Testing.check_all_allocation_failures(&Misuse.keep_malloc_block/0)
+        end
+
+        Reporter.take()
+        gpa = fn -> BeamAlloc.stats(Misuse).general_purpose.live_blocks end
+        live = gpa.()
+        assert :ok = Misuse.free_kept_malloc_block()
+        assert [] = Reporter.take()
+        assert gpa.() == live - 1
+      end)
+    end
+
     test "check_all_allocation_failures catches a free of the old pointer after a realloc moved it" do
       capture_log(fn ->
         assert_check_misuse(

@@ -84,6 +84,39 @@ static void hooks_collect(void) {
     beam__nif_library_leave();
 }
 
+/* The plan allocator's vtable a call of this copy was last given, and the
+ * driver that gave it (one that answers under): so that the malloc-style
+ * calls know a plan allocator for what it is, also one a NIF kept and uses
+ * after the check detached (a block beam_malloc sized by the GPA under it
+ * must be freed the same way: it was reported as a foreign free). Only a
+ * plan allocator's calls reach the driver, whose library a user of that
+ * allocator needs loaded anyway; every other allocator costs a load and a
+ * compare. */
+static _Atomic(const beam__fault_driver *) plan_driver;
+static _Atomic(const beam_allocator_vtable *) plan_vtable;
+
+void beam__fault_note_plan(const beam__fault_driver *driver,
+                           beam_allocator_t plan) {
+    if (driver->size <
+            offsetof(beam__fault_driver, under) + sizeof driver->under ||
+        driver->under == NULL ||
+        (beam__atomic_load_relaxed(&plan_vtable) == plan.vtable &&
+         beam__atomic_load_relaxed(&plan_driver) == driver))
+        return;
+    /* The driver first: a vtable read with acquire finds its driver (or a
+     * newer one, which refuses a plan allocator not its own). */
+    beam__atomic_store_release(&plan_driver, driver);
+    beam__atomic_store_release(&plan_vtable, plan.vtable);
+}
+
+bool beam__fault_under(beam_allocator_t a, const void *p,
+                       beam_allocator_t *out) {
+    const beam_allocator_vtable *v = beam__atomic_load_acquire(&plan_vtable);
+    if (v == NULL || a.vtable != v)
+        return false;
+    return beam__atomic_load_acquire(&plan_driver)->under(a, p, out);
+}
+
 const beam__fault_hooks beam__fault_hooks_self = {
     BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
     beam__nif_module_atom, hooks_attach,        hooks_detach,

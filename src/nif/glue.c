@@ -806,6 +806,8 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
                               (o.leak_check ? BEAM__FAULT_CALL_LOCAL : 0u) |
                               (checks_no_free(a) ? BEAM__FAULT_UNCHECKED : 0u),
                           &frame, &a);
+    if (faulted)
+        beam__fault_note_plan(driver, a);
 
     beam_allocator = a;
     if (a.ctx != o.allocator.ctx || a.vtable != o.allocator.vtable) {

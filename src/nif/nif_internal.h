@@ -129,6 +129,10 @@ BEAM__HIDDEN beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
 /* The attached driver of this copy, or NULL (the common case). Read with
  * one relaxed load on every BEAM_NIF call. */
 BEAM__HIDDEN extern _Atomic(const beam__fault_driver *) beam__fault_driver_now;
+/* A call was given driver's plan allocator plan: noted for
+ * beam__fault_under (internal.h). */
+BEAM__HIDDEN void beam__fault_note_plan(const beam__fault_driver *driver,
+                                        beam_allocator_t plan);
 /* This copy's hooks (what beam_nif_fault_hooks_internal returns). */
 BEAM__HIDDEN extern const beam__fault_hooks beam__fault_hooks_self;
 

@@ -440,6 +440,53 @@ BEAM_NIF(large_aligned_double_free, .allocator = large_one) {
     return ok(env);
 }
 
+/* A beam_malloc block of the process-wide GPA freed twice with
+ * beam_mfree: a double free, under check_all_allocation_failures too
+ * (there it was "free of a pointer the allocator does not own": the
+ * malloc-style calls gave the block a header, which the GPA's free list
+ * covered). */
+BEAM_NIF(mfree_twice, .allocator = process_wide) {
+    void *p = beam_malloc(beam_allocator, 40);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_mfree(beam_allocator, p);
+    beam_mfree(beam_allocator, p); /* SITE: mfree twice */
+    return ok(env);
+}
+
+/* Two bytes past a beam_malloc block of 30 in a leak_check call: found at
+ * the free, under check_all_allocation_failures too (there it passed:
+ * the header's rounding to 16 held the two bytes before the canary). */
+BEAM_NIF(malloc_overflow, .leak_check = true) {
+    unsigned char *p = beam_malloc(beam_allocator, 30);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[30] = 1;
+    p[31] = 2;
+    beam_mfree(beam_allocator, p); /* SITE: malloc overflow */
+    return ok(env);
+}
+
+/* A beam_malloc block kept with the allocator it came from, beam_allocator
+ * itself (under a check, the plan allocator): freed through that allocator
+ * by free_kept_malloc_block, later (after the check, too). Each call frees
+ * the block the one before kept. */
+static void *kept_malloc;
+static beam_allocator_t kept_malloc_from;
+
+BEAM_NIF(free_kept_malloc_block) {
+    beam_mfree(kept_malloc_from, kept_malloc);
+    kept_malloc = NULL;
+    return ok(env);
+}
+
+BEAM_NIF(keep_malloc_block, .allocator = process_wide) {
+    beam_mfree(kept_malloc_from, kept_malloc);
+    kept_malloc_from = beam_allocator;
+    kept_malloc = beam_malloc(beam_allocator, 40);
+    return kept_malloc != NULL ? ok(env) : beam_make_error(env, "enomem");
+}
+
 /* beam_msize of a block freed already: a use after free, which raises like
  * the others (it was reported and the call returned: found by a bug hunt). */
 BEAM_NIF(msize_after_free, .leak_check = true) {
@@ -506,6 +553,10 @@ static ErlNifFunc funcs[] = {
     {"raw_own_double_free", 0, raw_own_double_free, 0},
     {"forget_kept_block", 0, forget_kept_block, 0},
     {"large_aligned_double_free", 0, large_aligned_double_free, 0},
+    {"mfree_twice", 0, mfree_twice, 0},
+    {"malloc_overflow", 0, malloc_overflow, 0},
+    {"keep_malloc_block", 0, keep_malloc_block, 0},
+    {"free_kept_malloc_block", 0, free_kept_malloc_block, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)
