@@ -1163,7 +1163,45 @@ static session *owned_session(ErlNifEnv *env, ERL_NIF_TERM term) {
     return ref->s;
 }
 
-/* open() -> {ok, Session} | {error, already_open} */
+/* Lists s, opened by self, unless self has a session open already or the
+ * list cannot grow. One critical section: with the check and the insert
+ * apart (the allocations between them), two processes opening at once
+ * both found room for one more and both wrote it, past the array's end
+ * when it was full (static-analysis hunt; ASan saw the write). */
+typedef enum { LISTED, ALREADY_OPEN, NO_ROOM } listing;
+
+static listing list_session(session *s, const ErlNifPid *self) {
+    listing out = LISTED;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < n_open && out == LISTED; i++)
+        if (enif_compare_pids(&open_sessions[i]->owner, self) == 0)
+            out = ALREADY_OPEN;
+    if (out == LISTED && !grow_array((void **)&open_sessions, &open_cap,
+                                     n_open + 1, sizeof *open_sessions))
+        out = NO_ROOM;
+    if (out == LISTED)
+        open_sessions[n_open++] = s;
+    pthread_mutex_unlock(&registry_lock);
+    return out;
+}
+
+/* The parts of a session never listed (any of them NULL; s's lock not
+ * made, or destroyed already). */
+static void free_unlisted(session_ref *ref, session *s, misuse_record *misuse,
+                          freed_block *freed) {
+    if (freed != NULL)
+        enif_free(freed);
+    if (misuse != NULL)
+        enif_free(misuse);
+    if (s != NULL)
+        enif_free(s);
+    if (ref != NULL) {
+        ref->s = NULL;
+        enif_release_resource(ref);
+    }
+}
+
+/* open() -> {ok, Session} | {error, already_open | enomem} */
 static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -1172,32 +1210,12 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     if (enif_self(env, &self) == NULL)
         return enif_make_badarg(env);
 
-    pthread_mutex_lock(&registry_lock);
-    bool already = false;
-    for (size_t i = 0; i < n_open; i++)
-        already |= enif_compare_pids(&open_sessions[i]->owner, &self) == 0;
-    bool room = !already && grow_array((void **)&open_sessions, &open_cap,
-                                       n_open + 1, sizeof *open_sessions);
-    pthread_mutex_unlock(&registry_lock);
-    if (already)
-        return enif_make_tuple2(env, atom(env, "error"),
-                                atom(env, "already_open"));
-
     session_ref *ref = enif_alloc_resource(session_type, sizeof *ref);
-    session *s = room ? enif_alloc(sizeof *s) : NULL;
+    session *s = enif_alloc(sizeof *s);
     misuse_record *misuse = enif_alloc(MAX_MISUSE * sizeof *misuse);
     freed_block *freed = enif_alloc(FREED_RING * sizeof *freed);
     if (ref == NULL || s == NULL || misuse == NULL || freed == NULL) {
-        if (freed != NULL)
-            enif_free(freed);
-        if (misuse != NULL)
-            enif_free(misuse);
-        if (s != NULL)
-            enif_free(s);
-        if (ref != NULL) {
-            ref->s = NULL;
-            enif_release_resource(ref);
-        }
+        free_unlisted(ref, s, misuse, freed);
         return enif_make_tuple2(env, atom(env, "error"), atom(env, "enomem"));
     }
     memset(s, 0, sizeof *s);
@@ -1210,10 +1228,14 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     s->freed = freed;
     ref->s = s;
 
-    pthread_mutex_lock(&registry_lock);
-    open_sessions[n_open++] = s;
-    pthread_mutex_unlock(&registry_lock);
-
+    listing listed = list_session(s, &self);
+    if (listed != LISTED) {
+        pthread_mutex_destroy(&s->lock);
+        free_unlisted(ref, s, misuse, freed);
+        return enif_make_tuple2(
+            env, atom(env, "error"),
+            atom(env, listed == ALREADY_OPEN ? "already_open" : "enomem"));
+    }
     ERL_NIF_TERM term = enif_make_resource(env, ref);
     enif_release_resource(ref);
     return enif_make_tuple2(env, atom(env, "ok"), term);

@@ -332,6 +332,32 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert {:ok, 5} = Task.await(correct)
     end
 
+    test "processes opening sessions at once each get one, past the registry's capacities" do
+      # The open checked for room and listed the session in two critical
+      # sections: two processes at a full registry (16, 32, ... sessions)
+      # both found room and both wrote, past the array's end. A race of
+      # microseconds: this may pass without the fix (ASan, with the gap
+      # widened, saw the write); it must never crash or fail with it.
+      parent = self()
+      at = System.monotonic_time(:microsecond) + 200_000
+
+      pids =
+        for _ <- 1..70 do
+          spawn_link(fn ->
+            spin_until(at)
+            {:ok, session} = :beam_alloc_testing_nif.open()
+            send(parent, {:opened, self()})
+            receive do: (:close -> :ok = :beam_alloc_testing_nif.close(session))
+            send(parent, {:closed, self()})
+          end)
+        end
+
+      for pid <- pids, do: assert_receive({:opened, ^pid}, 30_000)
+      assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
+      for pid <- pids, do: send(pid, :close)
+      for pid <- pids, do: assert_receive({:closed, ^pid}, 30_000)
+    end
+
     test "beam_allocator is the NIF's own again after a check" do
       check_all_allocation_failures(fn -> Faults.correct(2) end)
       assert Faults.allocator_is_raw()
@@ -622,6 +648,12 @@ defmodule BeamAlloc.FaultInjectionTest do
       n = :counters.get(counter, 1)
       Enum.reduce_while(1..n, :ok, fn _, :ok -> step(Faults.correct(1)) end)
     end
+  end
+
+  # Busy until the monotonic clock reaches at (microseconds): processes
+  # that spin are spread over the schedulers, and then act at once.
+  defp spin_until(at) do
+    if System.monotonic_time(:microsecond) < at, do: spin_until(at)
   end
 
   # Calls the NIFs under test until told to stop; collects any result that
