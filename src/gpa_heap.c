@@ -42,12 +42,25 @@ typedef struct reg_entry {
                          state (one may be in memory gone wrongly) */
 } reg_entry;
 
+/* Live entries whose backing is an instance, counted by a hash of that
+ * instance's address: a deinit whose instance's count is 0 has nothing
+ * over it, and does not walk the table. Walking it at every deinit (a
+ * leak_check call's, a resource's), under the one lock, cost time in the
+ * number of states live: 0.2 us a deinit became 52 us with 50,000 live,
+ * and tearing n instances down took n^2 (found in review). */
+#define OVER_BUCKETS 256
+
 static struct {
     pthread_mutex_t lock;
     reg_entry *tab;
     uint32_t cap, live, hint;
     uint64_t next_id;
-} registry = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 1};
+    uint32_t over_live[OVER_BUCKETS];
+} registry = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 1, {0}};
+
+static unsigned over_bucket(const void *gpa) {
+    return (unsigned)(((uint64_t)(uintptr_t)gpa * 0x9E3779B97F4A7C15ull) >> 56);
+}
 
 static void registry_lock(void) {
     GPA_ASSERT_NO_LOCK();
@@ -79,6 +92,8 @@ static bool registry_add(gpa_state *st, beam_gpa_t *gpa) {
     registry.tab[i].gpa = gpa;
     registry.tab[i].over =
         st->backing.vtable == &beam__gpa_vtable ? st->backing.ctx : NULL;
+    if (registry.tab[i].over != NULL)
+        registry.over_live[over_bucket(registry.tab[i].over)]++;
     registry.live++;
     pthread_mutex_unlock(&registry.lock);
     return true;
@@ -86,8 +101,11 @@ static bool registry_add(gpa_state *st, beam_gpa_t *gpa) {
 
 void beam__gpa_registry_remove(gpa_state *st) {
     registry_lock();
+    if (registry.tab[st->reg].over != NULL)
+        registry.over_live[over_bucket(registry.tab[st->reg].over)]--;
     registry.tab[st->reg].st = NULL;
     registry.tab[st->reg].id = 0;
+    registry.tab[st->reg].over = NULL;
     registry.live--;
     pthread_mutex_unlock(&registry.lock);
     /* A thread that pinned st before it left the table finishes first. */
@@ -102,7 +120,8 @@ gpa_state *beam__gpa_registry_over(const beam_gpa_t *gpa, uint32_t *at,
                                    beam_gpa_t **made_for) {
     gpa_state *found = NULL;
     registry_lock();
-    for (uint32_t i = *at; i < registry.cap && found == NULL; i++)
+    uint32_t i = registry.over_live[over_bucket(gpa)] != 0 ? *at : registry.cap;
+    for (; i < registry.cap && found == NULL; i++)
         if (registry.tab[i].id != 0 && registry.tab[i].over == gpa) {
             found = registry.tab[i].st;
             *made_for = registry.tab[i].gpa;
