@@ -23,6 +23,8 @@
 -behaviour(gen_server).
 
 -export([start_link/0, take/0, recent/0]).
+%% Internal: BeamAlloc.Reporter consumes as this one does.
+-export([consumes/5]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          code_change/3]).
 
@@ -66,16 +68,45 @@ handle_call(Other, _From, S) ->
     {reply, {error, {unknown_call, Other}}, S}.
 
 %% Marked consumed: a report Pid made in a call into one of Modules, kept
-%% after From and up to To for one of the windows {From, To} (a run of a
-%% check, beam_alloc_testing).
-consume(#{seq := Seq, module := M, pid := Pid} = R, Pid, Modules, Windows) ->
-    Inside = lists:any(fun({From, To}) -> Seq > From andalso Seq =< To end, Windows),
-    case Inside andalso lists:member(M, Modules) of
+%% after From and up to To, and listed, for one of the windows {From, To,
+%% Lines} (a run of a check, beam_alloc_testing, and the report lines of
+%% the misuse it turned into its result).
+consume(#{seq := Seq, module := M, pid := Pid, line := Line} = R, Pid, Modules, Windows) ->
+    case consumes(Seq, M, Line, Modules, Windows) of
         true -> R#{consumed := true};
         false -> R
     end;
 consume(R, _Pid, _Modules, _Windows) ->
     R.
+
+%% Whether a report (its number, module and line) is one of those a check
+%% turned into its result. Only the lines it listed: another report of
+%% the same run (a leak of an instance the NIF deinitialised, a misuse of
+%% another block) is no problem of the check's, and still counts.
+%% A listed line was cut at 511 bytes before its sites were resolved: a
+%% report then begins with it up to its last space (a site cut short).
+consumes(Seq, Module, Line, Modules, Windows) when is_binary(Line) ->
+    lists:member(Module, Modules) andalso
+        lists:any(fun({From, To, Lines}) when Seq > From, Seq =< To ->
+                          lists:any(fun(L) -> listed(Line, L) end, Lines);
+                     (_) ->
+                          false
+                  end, Windows);
+consumes(_Seq, _Module, _Line, _Modules, _Windows) ->
+    false.
+
+listed(Line, Line) ->
+    true;
+listed(Line, L) when is_binary(L) ->
+    Cut = case binary:matches(L, <<" ">>) of
+              [] -> L;
+              Spaces -> binary:part(L, 0, element(1, lists:last(Spaces)))
+          end,
+    %% (Not a line's first words alone: they would name no block.)
+    byte_size(Cut) >= 64 andalso
+        binary:longest_common_prefix([Line, Cut]) =:= byte_size(Cut);
+listed(_Line, _L) ->
+    false.
 
 pairs(Reports) ->
     [{M, L} || #{module := M, line := L} <- Reports].

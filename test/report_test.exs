@@ -105,9 +105,11 @@ defmodule BeamAlloc.ReportTest do
       send(:beam_alloc_reporter, {:beam_alloc_report, Report, "report 4", self(), :undefined})
       assert length(:beam_alloc_reporter.recent()) == 4
       # The check's window is reports 1 to 3: of those, only the first is
-      # this process's, in a module the check attached.
-      window = {mark, mark + 3}
-      :ok = :gen_server.call(:beam_alloc_reporter, {:consume, self(), [Report], [window]})
+      # this process's, in a module the check attached. Report 4, in the
+      # next window, is not a line the check listed (a leak beside the
+      # misuse it listed, say): it still counts.
+      windows = [{mark, mark + 3, ["report 1"]}, {mark + 3, mark + 4, ["report 1"]}]
+      :ok = :gen_server.call(:beam_alloc_reporter, {:consume, self(), [Report], windows})
 
       # Still kept and taken by take/0; not by take_unconsumed, which
       # without_reports/1 reads.
@@ -118,6 +120,29 @@ defmodule BeamAlloc.ReportTest do
 
       assert [] = :beam_alloc_reporter.recent()
     end)
+  end
+
+  test "a check's listed line consumes its report, cut short or not; no other line does" do
+    full =
+      "beam_alloc: general purpose allocator: double free: 0x7f01 (length 24, alignment 1), " <>
+        "called from parse (c_src/p.c:12) <- decode (c_src/p.c:40)"
+
+    # The driver keeps 511 bytes of the line, then resolves its sites: a
+    # site cut short stays as it came.
+    cut = binary_part(full, 0, byte_size(full) - 20) <> "p.so+0x1c"
+    window = {0, 1, [cut]}
+    assert :beam_alloc_reporter.consumes(1, Report, full, [Report], [window])
+    assert :beam_alloc_reporter.consumes(1, Report, full, [Report], [{0, 1, [full]}])
+    refute :beam_alloc_reporter.consumes(2, Report, full, [Report], [window])
+    refute :beam_alloc_reporter.consumes(1, Other, full, [Report], [window])
+
+    refute :beam_alloc_reporter.consumes(
+             1,
+             Report,
+             "beam_alloc: leak: 8 bytes (alignment 1) at 0x7f02",
+             [Report],
+             [window]
+           )
   end
 
   test "the Erlang reporter takes over the state of its version before, a queue of reports" do

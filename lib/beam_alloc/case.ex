@@ -54,9 +54,10 @@ defmodule BeamAlloc.Case do
 
   Every other report still fails the test: one made outside the check's
   runs, by another process (a Task the function starts: its calls are not
-  checked), by a NIF of a module the check's `:modules` leave out, or in a
+  checked), by a NIF of a module the check's `:modules` leave out, in a
   run whose problems the check does not list (a run found
-  nondeterministic). A report whose call did not wait for the reporter
+  nondeterministic), or in a listed run but not the misuse it lists (a
+  leak reported by an instance the NIF deinitialised there). A report whose call did not wait for the reporter
   (see above) may be read after its run is over, and then counts too.
 
   The reports are read from `BeamAlloc.Reporter`, so the `:beam_alloc`

@@ -202,13 +202,13 @@ defmodule BeamAlloc.Reporter do
 
   # The Erlang side's calls (beam_alloc, beam_alloc_testing), answered as
   # the Erlang reporter answers them: the reports pid made in calls into
-  # modules, numbered after from and up to to in one of windows (the runs
-  # of a check that turned them into its result), are marked consumed; and
-  # a take of the others.
+  # modules, numbered after from and up to to in one of windows, and whose
+  # line is one the window lists (the runs of a check and the misuse it
+  # turned into its result), are marked consumed; and a take of the others.
   def handle_call({:consume, pid, modules, windows}, _from, state) do
     consume = fn report ->
-      if report.pid == pid and report.module in modules and
-           Enum.any?(windows, fn {from, to} -> report.seq > from and report.seq <= to end),
+      if report.pid == pid and
+           :beam_alloc_reporter.consumes(report.seq, report.module, report.line, modules, windows),
          do: %{report | consumed: true},
          else: report
     end
