@@ -145,6 +145,16 @@ defmodule BeamAlloc.ReportTest do
            )
   end
 
+  test "take_unconsumed takes a report kept by the reporter's version before" do
+    # Kept before a code reload: no consumed key (the reporter keeps its
+    # state across the reload).
+    old = %{seq: 1, module: Report, line: "kept before", pid: nil, callers: []}
+    state = %{queue: :queue.from_list([old]), seq: 1, known: %{}, unread: []}
+
+    assert {:reply, [{Report, "kept before"}], _} =
+             BeamAlloc.Reporter.handle_call(:take_unconsumed, nil, state)
+  end
+
   test "the Erlang reporter takes over the state of its version before, a queue of reports" do
     old = :queue.from_list([{Report, "a"}, {Report, "b"}])
     assert {:ok, state} = :beam_alloc_reporter.code_change(:old, old, [])

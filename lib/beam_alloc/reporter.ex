@@ -217,8 +217,11 @@ defmodule BeamAlloc.Reporter do
     {:reply, :ok, %{state | queue: queue}}
   end
 
+  # (A report kept by the version before, across a code reload, has no
+  # consumed key: it is not consumed. &1.consumed raised, and the reporter
+  # went down with what it kept.)
   def handle_call(:take_unconsumed, _from, state) do
-    unconsumed = :queue.filter(&(not &1.consumed), state.queue)
+    unconsumed = :queue.filter(&(not Map.get(&1, :consumed, false)), state.queue)
     {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
   end
 
