@@ -90,7 +90,8 @@ extern "C" {
  *   - len > 0 and new_len > 0 (zero lengths never reach a vtable through
  *     the helpers; a free of NULL with len 0, which a direct caller of
  *     the vtable may make, must do nothing, as the library's allocators'
- *     frees do);
+ *     frees do; a resize or remap to 0 from such a caller the library's
+ *     allocators refuse: false, NULL, nothing changed);
  *   - alignment is a power of two;
  *   - mem, len and alignment describe a live block of this allocator, with
  *     len as it was last allocated or resized.

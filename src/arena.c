@@ -171,6 +171,8 @@ static bool starts_newest(const chunk_t *c, size_t len) {
 static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     beam_arena_t *arena = ctx;
+    if (new_len == 0)
+        return false; /* a direct vtable caller's (the contract: > 0) */
     /* Any block can shrink in place; only the newest gives bytes back.
      * (After deinit no block is the newest: the test is off that path.) */
     if (!ends_at_bump(arena, mem, len)) {

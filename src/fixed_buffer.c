@@ -51,6 +51,8 @@ static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 static bool fb_resize(void *ctx, void *mem, size_t len, size_t alignment,
                       size_t new_len, uintptr_t ret) {
     beam_fixed_buffer_t *fb = ctx;
+    if (new_len == 0)
+        return false; /* a direct vtable caller's (the contract: > 0) */
     /* Any block can shrink in place; only the newest gives bytes back. */
     if (!ends_at_end(fb, mem, len))
         return new_len <= len;

@@ -794,11 +794,15 @@ static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
 
 static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
+    if (new_len == 0)
+        return false; /* a direct vtable caller's (the contract: > 0) */
     return resize_impl(ctx, mem, len, alignment, new_len, ret, &resize_said);
 }
 
 static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
+    if (new_len == 0)
+        return NULL; /* a direct vtable caller's (the contract: > 0) */
     unsigned long misuse = beam__misuse.count;
     if (resize_impl(ctx, mem, len, alignment, new_len, ret, &remap_said))
         return mem;

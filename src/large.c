@@ -134,6 +134,8 @@ static void *alloc_impl(size_t len, size_t alignment) {
 
 static bool resize_impl(void *mem, size_t len, size_t alignment,
                         size_t new_len) {
+    if (new_len == 0)
+        return false; /* a direct vtable caller's: see raw_remap */
     if (alignment <= BEAM_MAX_ALIGN)
         return new_len <= len;
     large_header *h = header_of(mem);
@@ -145,6 +147,8 @@ static bool resize_impl(void *mem, size_t len, size_t alignment,
  * the block as it is, with no backend call. */
 static void *remap_impl(void *mem, size_t len, size_t alignment,
                         size_t new_len) {
+    if (new_len == 0)
+        return NULL; /* a direct vtable caller's: see raw_remap */
     if (alignment <= BEAM_MAX_ALIGN)
         return new_len == len ? mem : beam__sys_realloc(mem, new_len);
     if (resize_impl(mem, len, alignment, new_len))

@@ -61,7 +61,7 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ctx;
     if (beam__refused_gpa_block("resize", "raw", mem, len, alignment, ret))
         return false;
-    if (new_len > len)
+    if (new_len > len || new_len == 0)
         return false;
     beam__count_resize(raw_counters(), &beam__kind_peak[BEAM__RAW], len,
                        new_len);
@@ -77,7 +77,10 @@ static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ctx;
     if (beam__refused_gpa_block("remap", "raw", mem, len, alignment, ret))
         return NULL;
-    if (alignment > BEAM_MAX_ALIGN)
+    /* (new_len 0, from a direct caller of the vtable: realloc would free
+     * the block and answer NULL, "nothing changed", and the caller's free
+     * was a double free.) */
+    if (alignment > BEAM_MAX_ALIGN || new_len == 0)
         return NULL;
     if (new_len == len)
         return mem;

@@ -136,6 +136,52 @@ TEST(every_vtable_free_of_null_with_len_0_is_a_no_op) {
     beam_arena_deinit(&arena);
 }
 
+/* A resize or remap to 0 from a direct caller of the vtable (outside the
+ * contract, which the helpers keep: they free) is refused, nothing
+ * changed, by every allocator of the library, so the caller's free that
+ * follows is sound. The raw and large allocators' remap handed it to
+ * realloc, which freed the block and answered NULL ("nothing changed"):
+ * the free after it was a double free (static analysis, helper). */
+TEST(every_vtable_resize_or_remap_to_0_is_refused) {
+    check_capture_reports();
+    beam_gpa_t gpa;
+    beam_gpa_init(&gpa, beam_large_allocator);
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    static _Alignas(64) unsigned char buf[1 << 16];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_failing_t fail;
+    beam_failing_init(&fail, beam_large_allocator, 1000);
+    beam_allocator_t all[] = {beam_raw_allocator,
+                              beam_large_allocator,
+                              beam_gpa_allocator(&gpa),
+                              beam_arena_allocator(&arena),
+                              beam_fixed_buffer_allocator(&fb),
+                              beam_failing_allocator(&fail)};
+    static const size_t lens[] = {64, 20000, 100000};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        for (size_t k = 0; k < 3; k++)
+            for (size_t al = 8; al <= 64; al *= 8) {
+                const beam_allocator_vtable *vt = all[i].vtable;
+                void *ctx = all[i].ctx;
+                if (i == 0 && al > BEAM_MAX_ALIGN)
+                    continue;
+                void *p = vt->alloc(ctx, lens[k], al, 0);
+                if (p == NULL)
+                    continue; /* the fixed buffer's room */
+                fill(p, lens[k], 3);
+                CHECK(vt->remap(ctx, p, lens[k], al, 0, 0) == NULL);
+                CHECK(!vt->resize(ctx, p, lens[k], al, 0, 0));
+                CHECK(filled(p, lens[k], 3));
+                vt->free(ctx, p, lens[k], al, 0);
+            }
+    CHECK(check_report_count() == 0);
+    check_release_reports();
+    CHECK(!beam_gpa_deinit(&gpa));
+    beam_arena_deinit(&arena);
+}
+
 /* A sentinel given back with a length and another alignment (found by a
  * hostile review: the large allocator read a header below 0x2000 and
  * crashed; the raw one handed 0x2000 to free): refused with a report by
