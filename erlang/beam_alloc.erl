@@ -7,6 +7,15 @@
 -export([stats/1, find_stats/1, collect/1, explain_load_error/1, take_reports/0]).
 %% Internal, for beam_alloc_testing.
 -export([driver/1, reporter/0, take_unconsumed_reports/0]).
+-export([format_error/2]).
+
+%% badarg for a module name that is not an atom, raised in the function
+%% called (so the stack's top frame is it, with its argument), with
+%% error_info: the shell and erl_error say which argument and why
+%% ("argument 1: not a module name (an atom)"), as they do for the BIFs; a
+%% bare badarg said only "bad argument".
+-define(NOT_A_MODULE(Other),
+        erlang:error(badarg, [Other], [{error_info, #{module => ?MODULE}}])).
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
@@ -42,7 +51,7 @@ stats(Module) when is_atom(Module) ->
         {error, not_loaded} -> erlang:error({not_loaded, Module})
     end;
 stats(Other) ->
-    erlang:error(badarg, [Other]).
+    ?NOT_A_MODULE(Other).
 
 %% As stats/1, without raising when no library is loaded for Module:
 %% {ok, Stats} or {error, not_loaded}. Raises badarg, as stats/1 does, when
@@ -55,7 +64,7 @@ find_stats(Module) when is_atom(Module) ->
         {error, not_found} -> {error, not_loaded}
     end;
 find_stats(Other) ->
-    erlang:error(badarg, [Other]).
+    ?NOT_A_MODULE(Other).
 
 %% Give back what the process-wide general purpose allocator of Module's NIF
 %% library (of every copy of it loaded, an old one after an upgrade too)
@@ -77,7 +86,16 @@ collect(Module) when is_atom(Module) ->
         {error, not_found} -> erlang:error({not_loaded, Module})
     end;
 collect(Other) ->
-    erlang:error(badarg, [Other]).
+    ?NOT_A_MODULE(Other).
+
+%% The error_info callback (OTP 24 and later): the cause of a badarg of
+%% stats/1, find_stats/1 or collect/1.
+-spec format_error(term(), erlang:stacktrace()) -> #{pos_integer() => string()}.
+format_error(badarg, [{?MODULE, F, [_], _} | _]) when
+        F =:= stats; F =:= find_stats; F =:= collect ->
+    #{1 => "not a module name (an atom)"};
+format_error(_, _) ->
+    #{}.
 
 %% F() (a call of beam_alloc_testing_nif), or erlang:error({driver,
 %% Reason}) when that module is not there because its library did not

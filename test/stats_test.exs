@@ -69,4 +69,20 @@ defmodule BeamAlloc.StatsTest do
     assert :badarg = catch_error(:beam_alloc.find_stats(1))
     assert :badarg = catch_error(:beam_alloc.collect(1))
   end
+
+  test "from Erlang, the badarg says which argument and why" do
+    # A bare badarg: the shell said "bad argument" and no more.
+    for f <- [:stats, :find_stats, :collect] do
+      {class, reason, stack} =
+        try do
+          apply(:beam_alloc, f, [~c"my_nif"])
+        catch
+          class, reason -> {class, reason, __STACKTRACE__}
+        end
+
+      assert {:error, :badarg} = {class, reason}
+      text = :erl_error.format_exception(class, reason, stack) |> IO.chardata_to_string()
+      assert text =~ "argument 1: not a module name (an atom)"
+    end
+  end
 end
