@@ -147,7 +147,8 @@ ADAPTER_LIBS := -lsqlite3 -lz -lzstd
 # (HEADER_PEDANTIC_C/CXX, and -fno-exceptions) with gcc and clang; the
 # adapter headers run against SQLite, zlib and zstd
 # (test/header/adapters.c, C11) and the C++ one with STL and pmr containers
-# (test/header/cxx.cpp, C++17), with both compilers; and BEAM_NIF without
+# (test/header/cxx.cpp, C++17), with both compilers and with clang++ on
+# libc++ as well; and BEAM_NIF without
 # beam_alloc_nif.h must fail with a message that names it, in C and C++;
 # the C++ adapter builds with -fno-exceptions and -fno-rtti, and C++14
 # fails with a message that names C++17.
@@ -188,6 +189,10 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    $$cxx -std=c++17 -pedantic $(HEADER_STRICT) test/header/cxx.cpp $(BUILD)/libbeam_alloc_standalone.a \
 	        -pthread -ldl -o $(BUILD)/header/cxx-$$cxx && $(BUILD)/header/cxx-$$cxx || exit 1; \
 	done
+	@# libc++ (Debian's libc++-14-dev, which has no <memory_resource>).
+	$(SAN_CC)++ -stdlib=libc++ -std=c++17 -pedantic $(HEADER_STRICT) test/header/cxx.cpp \
+	    $(BUILD)/libbeam_alloc_standalone.a -pthread -ldl -o $(BUILD)/header/cxx-libc++
+	$(BUILD)/header/cxx-libc++
 	@# -fno-exceptions: a failure aborts, saying what the exception would have.
 	for cxx in g++ $(SAN_CC)++; do \
 	    $$cxx -std=c++17 -fno-exceptions -pedantic $(HEADER_STRICT) test/header/cxx_noexc.cpp \

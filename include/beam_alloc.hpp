@@ -7,6 +7,9 @@
  *                           beam::memory_resource r{beam_allocator};
  *                           std::pmr::vector<int> v{&r};
  *
+ * (beam::memory_resource where the standard library has <memory_resource>,
+ * as libc++ has from LLVM 16 only: then BEAM_HPP_HAS_PMR is defined.)
+ *
  * Both default to the thread's beam_allocator as it is when they are
  * constructed (in a BEAM_NIF body: the call's allocator, leak-checked with
  * .leak_check = true), and keep that allocator for life: a container built
@@ -43,8 +46,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <memory_resource>
 #include <new>
+/* libc++ before 16 (Debian 12's libc++-14-dev, clang++ -stdlib=libc++) has
+ * no <memory_resource>: beam::allocator is there all the same, and
+ * beam::memory_resource only where std::pmr is (BEAM_HPP_HAS_PMR). */
+#if __has_include(<memory_resource>)
+#include <memory_resource>
+#define BEAM_HPP_HAS_PMR 1
+#endif
 #include <type_traits>
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -178,6 +187,7 @@ bool operator!=(const allocator<T> &x, const allocator<U> &y) noexcept {
     return !(x == y);
 }
 
+#ifdef BEAM_HPP_HAS_PMR
 /** A polymorphic memory resource over a beam_allocator_t (for std::pmr
  * containers, and as the upstream of std::pmr pools). libstdc++'s pool
  * resources ask their upstream for chunks aligned to their block size, up
@@ -226,6 +236,7 @@ class memory_resource : public std::pmr::memory_resource {
   private:
     beam_allocator_t a_;
 };
+#endif /* BEAM_HPP_HAS_PMR */
 
 } // namespace beam
 

@@ -1,13 +1,19 @@
 // <beam_alloc.hpp>, C++17: STL containers on beam::allocator and std::pmr
 // containers on beam::memory_resource, over a general purpose allocator
-// instance that must end with no block live.
+// instance that must end with no block live. make header-test also builds
+// it against libc++ 14 (clang++ -stdlib=libc++), which has no
+// <memory_resource>: the header included it unconditionally, so no C++
+// NIF built there; the pmr part is then left out.
 #include <beam_alloc.hpp>
 
 #include <cstdio>
 #include <map>
-#include <memory_resource>
 #include <string>
 #include <vector>
+
+#if defined(__GLIBCXX__) && !defined(BEAM_HPP_HAS_PMR)
+#error "libstdc++ has std::pmr: beam::memory_resource must be there"
+#endif
 
 struct alignas(16) wide {
     double d[2];
@@ -60,6 +66,12 @@ int main() {
         std::map<int, double, std::less<int>, pair_alloc> m{pair_alloc(a)};
         for (int i = 0; i < 1000; i++)
             m[i] = i * 0.5;
+        if (v[9999] != 9999 || m[999] != 499.5 ||
+            beam_gpa_usage_of(&gpa).live_blocks == 0) {
+            std::fputs("cxx.cpp: containers\n", stderr);
+            return 1;
+        }
+#ifdef BEAM_HPP_HAS_PMR
         beam::memory_resource r{a};
         std::pmr::vector<std::pmr::string> words{&r};
         for (int i = 0; i < 100; i++)
@@ -68,11 +80,11 @@ int main() {
         std::pmr::map<int, int> pm{&pool};
         for (int i = 0; i < 500; i++)
             pm[i] = i;
-        if (v[9999] != 9999 || m[999] != 499.5 || words[27][0] != 'b' ||
-            pm[499] != 499 || beam_gpa_usage_of(&gpa).live_blocks == 0) {
-            std::fputs("cxx.cpp: containers\n", stderr);
+        if (words[27][0] != 'b' || pm[499] != 499) {
+            std::fputs("cxx.cpp: pmr containers\n", stderr);
             return 1;
         }
+#endif
         beam::allocator<long> huge{a};
         try {
             (void)huge.allocate(SIZE_MAX / 4);
