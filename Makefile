@@ -271,7 +271,7 @@ TEST_NIF_CXX := $(wildcard test/nifs/*.cpp)
 TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
                 $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
 CXX          ?= g++
-NIF_CXXFLAGS = -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(NO_ICF_CXX)
+NIF_CXXFLAGS = -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS) $(NO_ICF_CXX)
 # The test NIFs of the adapter headers link what they adapt.
 $(MIX_APP_PATH)/priv/adapters_nif.so: NIF_LIBS := -lz -lzstd
 $(MIX_APP_PATH)/priv/sqlite_nif.so: NIF_LIBS := -lsqlite3

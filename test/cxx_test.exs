@@ -21,6 +21,26 @@ defmodule BeamAlloc.CxxTest do
              ~r"allocated from leak \(test/nifs/cxx_nif\.cpp:\d+\)$"
   end
 
+  test "a block a container keeps is reported with the NIF's line under the library's frames" do
+    CxxNif.take_reports()
+
+    assert_raise RuntimeError,
+                 ~r"memory leak detected in function `CxxNif.leak_in_containers/0`",
+                 fn ->
+                   CxxNif.leak_in_containers()
+                 end
+
+    reports = Enum.filter(CxxNif.take_reports(), &(&1 =~ "leak: 4 bytes"))
+    assert length(reports) == 2
+
+    # The test NIFs' C++ was built without frame pointers (unlike users'
+    # builds): the walk ended inside libstdc++, at _M_realloc_insert.
+    for report <- reports do
+      assert BeamAlloc.Symbolizer.resolve_sites(report) =~
+               ~r" <- leak_in_containers \(test/nifs/cxx_nif\.cpp:\d+\)$"
+    end
+  end
+
   test "an exception that leaves a NIF body is raised, not the VM's abort" do
     assert_raise RuntimeError, "uncaught C++ exception: boom", fn -> CxxNif.throws() end
   end
