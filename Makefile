@@ -147,8 +147,8 @@ ADAPTER_LIBS := -lsqlite3 -lz -lzstd
 # (HEADER_PEDANTIC_C/CXX, and -fno-exceptions) with gcc and clang; the
 # adapter headers run against SQLite, zlib and zstd
 # (test/header/adapters.c, C11) and the C++ one with STL and pmr containers
-# (test/header/cxx.cpp, C++17), with both compilers and with clang++ on
-# libc++ as well; and BEAM_NIF without
+# (test/header/cxx.cpp, C++17 and C++20, its traits checked at compile
+# time), with both compilers and with clang++ on libc++ as well; and BEAM_NIF without
 # beam_alloc_nif.h must fail with a message that names it, in C and C++;
 # the C++ adapter builds with -fno-exceptions and -fno-rtti, and C++14
 # fails with a message that names C++17.
@@ -185,10 +185,10 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	    $$cc -std=c11 -pedantic $(HEADER_STRICT) test/header/adapters.c $(BUILD)/libbeam_alloc_standalone.a \
 	        $(ADAPTER_LIBS) -pthread -ldl -o $(BUILD)/header/adapters-$$cc && $(BUILD)/header/adapters-$$cc || exit 1; \
 	done
-	for cxx in g++ $(SAN_CC)++; do \
-	    $$cxx -std=c++17 -pedantic $(HEADER_STRICT) test/header/cxx.cpp $(BUILD)/libbeam_alloc_standalone.a \
+	for cxx in g++ $(SAN_CC)++; do for std in c++17 c++20; do \
+	    $$cxx -std=$$std -pedantic $(HEADER_STRICT) test/header/cxx.cpp $(BUILD)/libbeam_alloc_standalone.a \
 	        -pthread -ldl -o $(BUILD)/header/cxx-$$cxx && $(BUILD)/header/cxx-$$cxx || exit 1; \
-	done
+	done; done
 	@# libc++ (Debian's libc++-14-dev, which has no <memory_resource>).
 	$(SAN_CC)++ -stdlib=libc++ -std=c++17 -pedantic $(HEADER_STRICT) test/header/cxx.cpp \
 	    $(BUILD)/libbeam_alloc_standalone.a -pthread -ldl -o $(BUILD)/header/cxx-libc++

@@ -8,11 +8,45 @@
 
 #include <cstdio>
 #include <map>
+#include <memory>
+#include <type_traits>
+#include <utility>
 #include <string>
 #include <vector>
 
 #if defined(__GLIBCXX__) && !defined(BEAM_HPP_HAS_PMR)
 #error "libstdc++ has std::pmr: beam::memory_resource must be there"
+#endif
+
+// The allocator's traits, as containers read them: a container built on
+// one allocator keeps freeing there (every propagate_* true: an assignment
+// or swap takes the other's allocator, never frees through the wrong one),
+// and instances are not interchangeable (is_always_equal false).
+using int_alloc = beam::allocator<int>;
+using int_traits = std::allocator_traits<int_alloc>;
+static_assert(std::is_same<int_traits::rebind_alloc<double>,
+                           beam::allocator<double>>::value,
+              "rebind");
+static_assert(int_traits::propagate_on_container_copy_assignment::value &&
+                  int_traits::propagate_on_container_move_assignment::value &&
+                  int_traits::propagate_on_container_swap::value,
+              "propagate");
+static_assert(!int_traits::is_always_equal::value, "is_always_equal");
+static_assert(std::is_nothrow_copy_constructible<int_alloc>::value &&
+                  std::is_nothrow_move_constructible<int_alloc>::value &&
+                  std::is_nothrow_constructible<int_alloc,
+                                                beam::allocator<char>>::value,
+              "copies never throw");
+static_assert(std::is_nothrow_default_constructible<int_alloc>::value,
+              "default: the thread's beam_allocator");
+static_assert(noexcept(std::declval<int_alloc &>().deallocate(nullptr, 1)),
+              "deallocate");
+static_assert(noexcept(int_alloc() == beam::allocator<char>()),
+              "equality across value types");
+#ifdef BEAM_HPP_HAS_PMR
+static_assert(std::is_base_of<std::pmr::memory_resource,
+                              beam::memory_resource>::value,
+              "memory_resource");
 #endif
 
 struct alignas(16) wide {
@@ -85,6 +119,8 @@ int main() {
             return 1;
         }
 #endif
+        if (int_traits::max_size(int_alloc(a)) != SIZE_MAX / sizeof(int))
+            return 1;
         beam::allocator<long> huge{a};
         try {
             (void)huge.allocate(SIZE_MAX / 4);
