@@ -108,9 +108,13 @@ static inline uintptr_t freed_mark(const void *user) {
 
 /* A block refused at alignment (above BEAM_MAX_ALIGN) and len is one this
  * allocator freed: a double free (or a use after free). Reads where
- * placed() reads, and inside the block the caller names. */
+ * placed() reads, and inside the block the caller names. A header that
+ * places a live block here at this alignment refused only the length: a
+ * wrong length, and the block may be shorter than the mark's offset (the
+ * mark was read past its raw block, ASan's heap-buffer-overflow, where an
+ * old block's mark would have made it a double free). */
 static bool freed_here(void *mem, size_t len, size_t alignment) {
-    if ((uintptr_t)mem % alignment != 0)
+    if ((uintptr_t)mem % alignment != 0 || placed(mem, 0, alignment))
         return false;
     return header_of(mem)->raw == FREED_RAW ||
            (has_mark_room(len) && *mark_of(mem) == freed_mark(mem));

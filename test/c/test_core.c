@@ -787,6 +787,27 @@ TEST(large_double_free_of_a_header_block_is_reported) {
     }
 }
 
+/* A live header block shorter than the freed mark's offset, freed with a
+ * length too long for it (a misuse): a wrong length, not a double free.
+ * The double-free test read a word 64 bytes inside the block the caller
+ * named, past the end of this one's raw block (ASan: heap-buffer-overflow),
+ * and a mark a freed block had left at that address could make it a
+ * double free. */
+TEST(large_wrong_length_free_of_a_short_block_is_no_double_free) {
+    size_t alignment = 32;
+    char *p = beam_alloc_bytes(beam_large_allocator, 8, alignment);
+    CHECK(p != NULL);
+    check_capture_reports();
+    unsigned long outer = check_watch_misuse();
+    beam_free_bytes(beam_large_allocator, p, 100, alignment);
+    CHECK(check_misuse_seen() == 1);
+    CHECK(strcmp(check_misuse_kind(), "free with a wrong length or "
+                                      "alignment") == 0);
+    check_unwatch_misuse(outer);
+    check_release_reports();
+    beam_free_bytes(beam_large_allocator, p, 8, alignment);
+}
+
 /* The large allocator given a block at another alignment than its own: a
  * block of alignment 8 freed, resized or remapped at 4096 (its address is
  * not aligned), and an aligned address whose 16 bytes below hold no header
