@@ -19,10 +19,14 @@ _Atomic(const beam__fault_driver *) beam__fault_driver_now;
 static pthread_mutex_t attach_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned attached; /* attaches not yet detached */
 
+/* A driver of this version, as small as the first one (enter and leave):
+ * the members added since (misuse, under) are called only when its size
+ * says it has them. Asking for the whole struct refused every older
+ * driver, so no check ran in a copy newer than the driver. */
 static bool driver_known(const beam__fault_driver *d) {
     return d != NULL && d->magic == BEAM__FAULT_MAGIC &&
            d->version == BEAM__FAULT_VERSION &&
-           d->size >= sizeof(beam__fault_driver);
+           d->size >= offsetof(beam__fault_driver, misuse);
 }
 
 static bool hooks_attach(const beam__fault_driver *driver) {
