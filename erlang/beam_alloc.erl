@@ -14,8 +14,13 @@
 %% error_info: the shell and erl_error say which argument and why
 %% ("argument 1: not a module name (an atom)"), as they do for the BIFs; a
 %% bare badarg said only "bad argument".
+%% (erlang:error/3 is OTP 24's: before, the plain badarg.)
+-if(?OTP_RELEASE >= 24).
 -define(NOT_A_MODULE(Other),
         erlang:error(badarg, [Other], [{error_info, #{module => ?MODULE}}])).
+-else.
+-define(NOT_A_MODULE(Other), erlang:error(badarg, [Other])).
+-endif.
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
