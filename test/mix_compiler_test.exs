@@ -514,4 +514,44 @@ defmodule BeamAlloc.MixCompilerTest do
       compile(dir, app)
     end
   end
+
+  # Mix runs a task that is not @recursive in the umbrella's root project
+  # when it recurses into the apps: the compiler read the root's mix.exs,
+  # which has no :beam_alloc, and `mix compile` at the root failed with
+  # "nothing to build".
+  test "in an umbrella, builds each app's NIFs in that app", %{dir: dir} do
+    File.write!(Path.join(dir, "mix.exs"), """
+    defmodule MixcUmbrella.MixProject do
+      use Mix.Project
+      def project, do: [apps_path: "apps", version: "0.1.0"]
+    end
+    """)
+
+    for app <- [:mixc_umb_one, :mixc_umb_two] do
+      app_dir = Path.join([dir, "apps", to_string(app)])
+      File.mkdir_p!(Path.join(app_dir, "c_src"))
+      project(app_dir, app, nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]])
+
+      File.write!(
+        Path.join(app_dir, "mix.exs"),
+        File.read!(Path.join(app_dir, "mix.exs"))
+        |> String.replace(
+          "version: \"0.1.0\"",
+          "version: \"0.1.0\", build_path: \"../../_build\""
+        )
+      )
+    end
+
+    {result, _} =
+      with_io(fn ->
+        Mix.Project.in_project(:mixc_umbrella, dir, fn _ ->
+          Mix.Task.rerun("compile.beam_alloc")
+        end)
+      end)
+
+    assert Enum.sort(List.wrap(result)) == [{:ok, []}, {:ok, []}]
+
+    for app <- [:mixc_umb_one, :mixc_umb_two],
+        do: assert(call_answer(so_path(dir, app, :tmp_nif)) == 42)
+  end
 end

@@ -110,6 +110,11 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   use Mix.Task.Compiler
 
+  # Run in each app of an umbrella: without it, Mix runs a compiler of a
+  # child app in the umbrella's root project, whose mix.exs has no
+  # :beam_alloc ("nothing to build"), and `mix compile` at the root failed.
+  @recursive true
+
   # Where this file was compiled from: the dependency's source directory,
   # for path and git dependencies alike (a fallback for deps_paths/0).
   @root Path.expand("../../..", __DIR__)

@@ -23,6 +23,9 @@ defmodule Mix.Tasks.Compile.BeamAllocMake do
 
   use Mix.Task.Compiler
 
+  # In each app of an umbrella, not in its root (see Compile.BeamAlloc).
+  @recursive true
+
   @target "nifs"
 
   @impl Mix.Task.Compiler
