@@ -5,7 +5,8 @@
 #   make demo    a walk through every allocator inside a running BEAM
 #   make clean
 #
-# Honours CC, CFLAGS, ERTS_INCLUDE_DIR and MIX_APP_PATH (elixir_make style).
+# Honours CC, CFLAGS (but for its warning options: see OWN_CFLAGS),
+# ERTS_INCLUDE_DIR and MIX_APP_PATH (elixir_make style).
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -84,13 +85,40 @@ erts-include-dir:
 # hunt saw an archive with 13 of its members being read).
 TMP_OUT = $@.$$$$.tmp
 
-$(BUILD)/nif/%.o: src/%.c $(HEADERS) | erts-include-dir
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR) -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
+# CFLAGS reach beam_alloc's own code (optimisation, debug information,
+# sanitizers, -D, -f and -m flags) but not its warning options (-W...,
+# -pedantic): those are for the user's code, and with the library's
+# -Werror a user's CFLAGS="-O2 -Wshadow" (or -Wpedantic) failed the build
+# of beam_alloc as a dependency. (WARN sets the library's warnings; -Wp,
+# -Wa and -Wl pass options to other tools and stay.)
+comma := ,
+CFLAGS_WARNINGS = $(filter-out -Wp$(comma)% -Wa$(comma)% -Wl$(comma)%,$(filter -W% -pedantic%,$(CFLAGS)))
+OWN_CFLAGS = $(filter-out $(CFLAGS_WARNINGS),$(CFLAGS))
 
-$(BUILD)/standalone/%.o: src/%.c $(HEADERS)
+# Each library's objects are built again when their command line changes:
+# they depend on a file holding it, rewritten only when it differs. (A
+# dependency built once with CFLAGS=-fsanitize=address, or another CC,
+# kept those objects, and a NIF linked later without the flag failed to
+# load with "undefined symbol: __asan_...".)
+NIF_OBJ_CMD = $(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR)
+STANDALONE_OBJ_CMD = $(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE
+# (Compared before anything is written: a prebuilt read-only checkout,
+# with the same command, stays untouched.)
+write_if_changed = printf '%s\n' '$(subst ','\'',$($(1)))' | cmp -s - $@ || \
+    { mkdir -p $(@D) && printf '%s\n' '$(subst ','\'',$($(1)))' >$(TMP_OUT) && mv -f $(TMP_OUT) $@; }
+.PHONY: FORCE_COMMAND
+$(BUILD)/nif/command: FORCE_COMMAND | erts-include-dir
+	@$(call write_if_changed,NIF_OBJ_CMD)
+$(BUILD)/standalone/command: FORCE_COMMAND
+	@$(call write_if_changed,STANDALONE_OBJ_CMD)
+
+$(BUILD)/nif/%.o: src/%.c $(HEADERS) $(BUILD)/nif/command | erts-include-dir
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
+	$(NIF_OBJ_CMD) -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
+
+$(BUILD)/standalone/%.o: src/%.c $(HEADERS) $(BUILD)/standalone/command
+	@mkdir -p $(@D)
+	$(STANDALONE_OBJ_CMD) -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
 
 $(BUILD)/libbeam_alloc.a: $(NIF_OBJ) | erts-include-dir
 	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@
@@ -299,16 +327,16 @@ LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
 $(LIBDW_STAMP):
 	@mkdir -p $(@D) && touch $@
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP) | erts-include-dir
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP) $(BUILD)/nif/command | erts-include-dir
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing (no /usr/include/elfutils/libdwfl.h): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
-	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
+	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
 $(TESTING_SO): c_src/beam_alloc_testing.c c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a | erts-include-dir
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
+	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
 # rebar3 (the pre_hook of rebar.config): the library, and the driver and
 # the symbolizer into priv/ of the source directory, which rebar3 links

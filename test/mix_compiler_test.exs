@@ -554,4 +554,36 @@ defmodule BeamAlloc.MixCompilerTest do
     for app <- [:mixc_umb_one, :mixc_umb_two],
         do: assert(call_answer(so_path(dir, app, :tmp_nif)) == 42)
   end
+
+  # beam_alloc's library in a dependency is built with the environment's
+  # CC and CFLAGS (what ensure_library! and beam_alloc.mk run: make
+  # nif-lib). Its objects did not depend on that command line: built once
+  # with -fsanitize=address they stayed, and a NIF linked later without it
+  # failed to load (undefined __asan_ symbols). And the user's warning
+  # options, under the library's -Werror, failed its build.
+  test "the dependency's library follows CFLAGS, without their warning options", %{dir: dir} do
+    copy = Path.join(dir, "beam_alloc")
+    {_, 0} = System.cmd(Path.join(File.cwd!(), "scripts/copy-tree"), [copy])
+
+    make = fn cflags ->
+      System.cmd("make", ["--no-print-directory", "-j2", "nif-lib"],
+        cd: copy,
+        env: [{"CFLAGS", cflags}, {"MAKEFLAGS", nil}, {"MAKELEVEL", nil}],
+        stderr_to_stdout: true
+      )
+    end
+
+    asan? = fn ->
+      {syms, 0} = System.cmd("nm", ["-u", Path.join(copy, "build/libbeam_alloc.a")])
+      syms =~ "__asan_"
+    end
+
+    assert {_, 0} = make.("-O2 -g -Wpedantic -Wshadow -Wp,-DBEAM_ALLOC_PROBE=1")
+    assert {"", 0} = make.("-O2 -g -Wpedantic -Wshadow -Wp,-DBEAM_ALLOC_PROBE=1")
+    assert {_, 0} = make.("-O1 -g -fsanitize=address")
+    assert asan?.()
+    assert {out, 0} = make.("-O2 -g")
+    assert out =~ "src/gpa.c"
+    refute asan?.()
+  end
 end

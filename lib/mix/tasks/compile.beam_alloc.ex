@@ -130,6 +130,9 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     config = options!(Mix.Project.config())
     root = beam_alloc_root()
     erts = erts_include_dir!()
+    # beam_alloc's library is built with CC: a missing compiler is said
+    # here, not as make's "cc: not found" (Error 127) from inside it.
+    _ = compiler!(:c)
     library = ensure_library!(root, erts)
 
     make_status = if config.make, do: run_make!(config.make, root, erts, library), else: :noop
