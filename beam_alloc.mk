@@ -42,7 +42,10 @@
 #                           C library still builds in the checkout's build/);
 #                           its last part must be beam_alloc or
 #                           beam_alloc-VSN: code:priv_dir/1 finds it by name
-#   BEAM_ALLOC_EBIN         its ebin/, for erl -pa (priv/ is beside it)
+#                           (when its absolute path holds a space, it must
+#                           be inside BEAM_ALLOC_DIR, as the default is)
+#   BEAM_ALLOC_EBIN         its ebin/, for erl -pa (priv/ is beside it):
+#                           absolute, or relative as BEAM_ALLOC_DIR is
 #   BEAM_ALLOC_APP          $(BEAM_ALLOC_EBIN)/beam_alloc.app, with a rule
 #                           that builds the whole directory: depend on it
 #   BEAM_ALLOC_BUILD_APP    a recipe for your own ebin/my_app.app: from the
@@ -124,17 +127,28 @@ $(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
 $(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib
 BEAM_ALLOC_APP_DIR ?= $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc
-BEAM_ALLOC_APP_ROOT := $(abspath $(BEAM_ALLOC_APP_DIR))
+# Absolute unless that holds a space, as BEAM_ALLOC_DIR (an absolute path
+# with a space reached beam_alloc's make as two words: it wrote the
+# application to the path's first part, /tmp/my/ebin for /tmp/my projects,
+# and failed).
+beam_alloc_make_path = $(if $(filter 1,$(words $(abspath $(1)))),$(abspath $(1)),$(1))
+BEAM_ALLOC_APP_ROOT := $(call beam_alloc_make_path,$(BEAM_ALLOC_APP_DIR))
 ifeq ($(filter beam_alloc beam_alloc-%,$(notdir $(BEAM_ALLOC_APP_ROOT))),)
 $(error BEAM_ALLOC_APP_DIR ($(BEAM_ALLOC_APP_DIR)) must end in beam_alloc or beam_alloc-VSN: code:priv_dir/1 finds the application by its folder's name)
+endif
+# The same folder as beam_alloc's make, which runs in BEAM_ALLOC_DIR, names
+# it: absolute, or relative to BEAM_ALLOC_DIR (the default folder is there).
+BEAM_ALLOC_APP_FOR_MAKE := $(if $(filter /%,$(BEAM_ALLOC_APP_ROOT)),$(BEAM_ALLOC_APP_ROOT),$(patsubst $(BEAM_ALLOC_DIR)/%,%,$(filter $(BEAM_ALLOC_DIR)/%,$(BEAM_ALLOC_APP_ROOT))))
+ifeq ($(BEAM_ALLOC_APP_FOR_MAKE),)
+$(error BEAM_ALLOC_APP_DIR ($(BEAM_ALLOC_APP_DIR)): its absolute path holds a space, which make cannot take, and it is not inside BEAM_ALLOC_DIR ($(BEAM_ALLOC_DIR)): leave it unset, or choose a folder inside beam_alloc's or on a path without spaces)
 endif
 BEAM_ALLOC_EBIN := $(BEAM_ALLOC_APP_ROOT)/ebin
 BEAM_ALLOC_APP := $(BEAM_ALLOC_EBIN)/beam_alloc.app
 # (After the library: two makes must not build it at once under make -j.)
 $(BEAM_ALLOC_APP): FORCE_BEAM_ALLOC_APP | $(BEAM_ALLOC_LIB)
-	$(if $(filter-out $(BEAM_ALLOC_APP_ROOT),$(abspath $(BEAM_ALLOC_APP_DIR))),$(error BEAM_ALLOC_APP_DIR changed after beam_alloc.mk was included: set it before the include))
+	$(if $(filter-out $(BEAM_ALLOC_APP_ROOT),$(call beam_alloc_make_path,$(BEAM_ALLOC_APP_DIR))),$(error BEAM_ALLOC_APP_DIR changed after beam_alloc.mk was included: set it before the include))
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) erlang-app \
-	    ERLANG_APP_DIR=$(BEAM_ALLOC_APP_ROOT) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
+	    ERLANG_APP_DIR=$(BEAM_ALLOC_APP_FOR_MAKE) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
 BEAM_ALLOC_BUILD_APP = mkdir -p $(@D) && \
     escript $(BEAM_ALLOC_DIR)/scripts/app-file $@ $< $(filter %.erl,$^)
 .PHONY: FORCE_BEAM_ALLOC_NIF_LIB FORCE_BEAM_ALLOC_STANDALONE_LIB FORCE_BEAM_ALLOC_APP
