@@ -586,4 +586,22 @@ defmodule BeamAlloc.MixCompilerTest do
     assert out =~ "src/gpa.c"
     refute asan?.()
   end
+
+  # -MMD writes a dependency file in make's syntax: # as \\#, $ as $$. Read
+  # without unescaping, a project under such a folder never found its
+  # files, and every compile built everything again.
+  test "a project under a path with #, $, a space and a non-ASCII letter builds once",
+       %{dir: dir} do
+    dir = Path.join(dir, "c#1 $x dé")
+    File.mkdir_p!(Path.join(dir, "c_src"))
+    app = project(dir, :mixc_odd_path, nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]])
+    assert {{:ok, []}, _, _} = compile(dir, app)
+    assert {{:noop, []}, [], _} = compile(dir, app)
+
+    File.write!(Path.join(dir, "c_src/answer.h"), "#define ANSWER_HALF 4\n")
+    assert {{:ok, _}, lines, _} = compile(dir, app)
+    assert "beam_alloc: compiling c_src/tmp_nif.c (tmp_nif)" in lines
+    refute "beam_alloc: compiling c_src/twice.cpp (tmp_nif)" in lines
+    assert call_answer(so_path(dir, app, :tmp_nif)) == 8
+  end
 end

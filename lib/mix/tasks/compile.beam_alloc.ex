@@ -749,12 +749,22 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
         |> String.replace("\\\n", " ")
         |> String.replace("\\ ", "\0")
         |> String.split()
-        |> Enum.map(&String.replace(&1, "\0", " "))
+        |> Enum.map(&unescape_make/1)
 
       {:ok, files}
     else
       _ -> :error
     end
+  end
+
+  # A file name as make's syntax writes it: a space as "\ " (kept whole above),
+  # # as "\#", $ as "$$". (Left so, a file under "c#dir" or "a$b" was never
+  # found, and every compile of such a project built everything again.)
+  defp unescape_make(file) do
+    file
+    |> String.replace("\0", " ")
+    |> String.replace("\\#", "#")
+    |> String.replace("$$", "$")
   end
 
   defp link(name, [exe | pre], args, inputs, rebuilt?) do
