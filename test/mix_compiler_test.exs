@@ -504,6 +504,12 @@ defmodule BeamAlloc.MixCompilerTest do
     assert Enum.sort(exported(so)) == ["beam_alloc_fault_hooks_v1", "nif_init"]
     assert call_answer(so) == 42
 
+    # A Makefile that does not include beam_alloc.mk gets all of its NIF
+    # flags too: the no-merging ones were left out of BEAM_ALLOC_CFLAGS.
+    File.write!(Path.join(dir, "Makefile"), "all:\n\t@echo \"cflags=$(BEAM_ALLOC_CFLAGS)\"\n")
+    assert {{:ok, []}, _, out} = compile(dir, app)
+    assert out =~ ~r/cflags=.*-fvisibility=hidden.*(-fno-ipa-icf|-enable-tail-merge=false)/
+
     File.write!(Path.join(dir, "Makefile"), "all:\n\t@exit 3\n")
     assert_raise Mix.Error, ~r/exited with 2/, fn -> compile(dir, app) end
 

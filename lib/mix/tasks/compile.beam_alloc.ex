@@ -100,7 +100,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     * `BEAM_ALLOC_DIR`, `BEAM_ALLOC_INCLUDE_DIR`, `BEAM_ALLOC_LIB`
       (`libbeam_alloc.a`, already built), `BEAM_ALLOC_CFLAGS` and
       `BEAM_ALLOC_LDFLAGS` (what any NIF built on beam_alloc needs: its
-      include directories and link flags; not `:cflags` and the like),
+      include directories, the flags above for `CC`, and link flags; not
+      `:cflags` and the like),
       and `BEAM_ALLOC_MK`, the path
       of `beam_alloc.mk`, which a Makefile can include instead
       (`include $(BEAM_ALLOC_MK)`).
@@ -452,7 +453,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       {"BEAM_ALLOC_INCLUDE_DIR", Path.join(root, "include")},
       {"BEAM_ALLOC_LIB", library},
       {"BEAM_ALLOC_MK", Path.join(root, "beam_alloc.mk")},
-      {"BEAM_ALLOC_CFLAGS", Enum.join(base_cflags(root, erts), " ")},
+      # (With CC's no-merging flags, as beam_alloc.mk's: without them a
+      # report may name another NIF's line.)
+      {"BEAM_ALLOC_CFLAGS",
+       Enum.join(base_cflags(root, erts) ++ no_code_folding(compiler!(:c), :c), " ")},
       {"BEAM_ALLOC_LDFLAGS", Enum.join(base_ldflags(), " ")}
     ]
 
