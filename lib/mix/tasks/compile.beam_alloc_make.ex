@@ -79,10 +79,14 @@ defmodule Mix.Tasks.Compile.BeamAllocMake do
   end
 
   # make splits targets at spaces: a project in "My Projects/app" failed
-  # with "No rule to make target". Such a path reaches make as a symbolic
-  # link under build/, relative to the directory make runs in.
+  # with "No rule to make target"; and its recipes hand the path to the
+  # shell unquoted: one in "/home/o'brien/app" failed there, an unmatched
+  # quote (and make expands a $ in it). Such a path
+  # reaches make as a symbolic link under build/, relative to the
+  # directory make runs in. (Letters of any language are safe; % and : are
+  # make's own.)
   defp make_path(path) do
-    if String.match?(path, ~r/\s/) do
+    if String.match?(path, ~r/[^\p{L}\p{N}_\/.+,@~-]/u) do
       link = Path.join("build", "mix_app_path-#{:erlang.phash2(path)}")
       full = Path.join(project_dir(), link)
       File.mkdir_p!(Path.dirname(full))
