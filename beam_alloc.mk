@@ -11,7 +11,8 @@
 # It defines:
 #   BEAM_ALLOC_DIR          beam_alloc's directory (where this file is):
 #                           absolute, but relative to this make's directory
-#                           when the absolute path holds a space
+#                           when the absolute path holds a space or a
+#                           character the shell or make takes (' " $ # ...)
 #   BEAM_ALLOC_INCLUDE_DIR  its include/ (beam_alloc.h, beam_alloc_nif.h)
 #   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
 #                           rule that builds it with beam_alloc's Makefile
@@ -64,13 +65,19 @@
 # Leave the including Makefile's default goal alone (restored at the end).
 BEAM_ALLOC_SAVED_GOAL := $(.DEFAULT_GOAL)
 
-# Absolute, unless that path holds a space, which make cannot use: then as
-# the include named it, relative to this make's directory (a project that
-# reaches beam_alloc through a link, c_src/.beam_alloc as the rebar3
-# Makefile of the README does, has no space there; recipes must then run
-# from this make's directory).
+# Absolute, unless that path holds a space, which make cannot use, or a
+# character the recipes' shell or make takes for its own (a quote: a
+# project in /home/o'brien failed in the shell): then as the include named
+# it, relative to this make's directory (a project that reaches beam_alloc
+# through a link, c_src/.beam_alloc as the rebar3 Makefile of the README
+# does, has none of them there; recipes must then run from this make's
+# directory).
+beam_alloc_hash := \#
+beam_alloc_specials := ' " ` $$ \ ; & | < > ( ) * ? [ ] ! % : $(beam_alloc_hash)
+beam_alloc_plain = $(and $(filter 1,$(words $(1))),$(if $(strip $(foreach c,$(beam_alloc_specials),$(findstring $(c),$(1)))),,plain))
+beam_alloc_make_path = $(if $(call beam_alloc_plain,$(abspath $(1))),$(abspath $(1)),$(1))
 BEAM_ALLOC_DIR_NAMED := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-BEAM_ALLOC_DIR := $(if $(filter 1,$(words $(abspath $(BEAM_ALLOC_DIR_NAMED)))),$(abspath $(BEAM_ALLOC_DIR_NAMED)),$(BEAM_ALLOC_DIR_NAMED))
+BEAM_ALLOC_DIR := $(call beam_alloc_make_path,$(BEAM_ALLOC_DIR_NAMED))
 BEAM_ALLOC_INCLUDE_DIR := $(BEAM_ALLOC_DIR)/include
 BEAM_ALLOC_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a
 BEAM_ALLOC_STANDALONE_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc_standalone.a
@@ -127,11 +134,10 @@ $(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
 $(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib
 BEAM_ALLOC_APP_DIR ?= $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc
-# Absolute unless that holds a space, as BEAM_ALLOC_DIR (an absolute path
-# with a space reached beam_alloc's make as two words: it wrote the
-# application to the path's first part, /tmp/my/ebin for /tmp/my projects,
-# and failed).
-beam_alloc_make_path = $(if $(filter 1,$(words $(abspath $(1)))),$(abspath $(1)),$(1))
+# Absolute unless that holds a space (or a quote...), as BEAM_ALLOC_DIR
+# (an absolute path with a space reached beam_alloc's make as two words:
+# it wrote the application to the path's first part, /tmp/my/ebin for
+# /tmp/my projects, and failed).
 BEAM_ALLOC_APP_ROOT := $(call beam_alloc_make_path,$(BEAM_ALLOC_APP_DIR))
 ifeq ($(filter beam_alloc beam_alloc-%,$(notdir $(BEAM_ALLOC_APP_ROOT))),)
 $(error BEAM_ALLOC_APP_DIR ($(BEAM_ALLOC_APP_DIR)) must end in beam_alloc or beam_alloc-VSN: code:priv_dir/1 finds the application by its folder's name)
