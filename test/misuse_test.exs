@@ -1168,6 +1168,48 @@ defmodule BeamAlloc.CaseTest do
     refute out =~ "test clean"
   end
 
+  # Another async test that reports more than the reporter keeps (here
+  # leaks it allows) while a guarded test runs: the guarded test's own
+  # report must still fail it. The guard read the latest Reporter.kept()
+  # reports of all at the test's end, and the test passed.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case fails a test whose report another async test's reports pushed out" do
+    out =
+      run_ex_unit(~S"""
+      defmodule GuardedReporter do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        test "misuses, then waits while another test floods" do
+          assert :ok = BeamAlloc.Test.Misuse.double_free_plain()
+          Process.register(self(), :guarded_reporter)
+          assert_receive :flooded, 60_000
+        end
+      end
+
+      defmodule FloodingNeighbour do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        @tag beam_alloc_reports: :allow
+        test "reports more than the reporter keeps" do
+          wait = fn wait -> Process.whereis(:guarded_reporter) || (Process.sleep(10); wait.(wait)) end
+          wait.(wait)
+          mark = BeamAlloc.Reporter.mark()
+          n = BeamAlloc.Reporter.kept() + 10
+          for _ <- 1..n, do: BeamAlloc.Test.Misuse.double_free_plain()
+          BeamAlloc.Test.Reports.wait_since(mark, n)
+          send(:guarded_reporter, :flooded)
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 1/, out
+
+    assert out =~
+             ~r/test misuses, then waits while another test floods \(GuardedReporter\)\n.*\n\s+beam_alloc reported 1 problem/
+  end
+
   test "without its driver, stats and fault injection raise {:driver, reason}, not undef" do
     # beam_alloc's modules on the path without its application directory:
     # the driver (priv/beam_alloc_testing.so) cannot load, and its stub

@@ -108,6 +108,26 @@ defmodule BeamAlloc.Reporter do
             "integer), got: #{inspect(other)}"
   end
 
+  @doc false
+  # BeamAlloc.Case's guard: from now on, the reports made by pid or a
+  # process working for it (every report when all? is true) are kept for
+  # this watch apart from the latest @keep of all, until unwatch/1 takes
+  # them. Read from the shared queue at the test's end, another async test
+  # reporting more than @keep lines meanwhile pushed the test's own out,
+  # and the test passed (found by a bug hunt).
+  @spec watch(pid, boolean) :: reference
+  def watch(pid, all?) when is_pid(pid) and is_boolean(all?) do
+    ref = make_ref()
+    :ok = call({:watch, ref, pid, all?})
+    ref
+  end
+
+  @doc false
+  # The reports of the watch (the latest @keep of them, oldest first) and
+  # how many it saw in all; the watch ends.
+  @spec unwatch(reference) :: {[report], non_neg_integer}
+  def unwatch(ref) when is_reference(ref), do: call({:unwatch, ref})
+
   # Without the application, a call said {:noproc, {GenServer, :call, ...}}:
   # a RuntimeError says what to start (the Erlang side raises
   # {not_started, beam_alloc}).
@@ -122,7 +142,7 @@ defmodule BeamAlloc.Reporter do
 
   @impl true
   def init(_opts) do
-    {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: []}}
+    {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: [], watches: %{}}}
   end
 
   # Only reports of the shape the C side sends (a module, a binary line):
@@ -213,8 +233,15 @@ defmodule BeamAlloc.Reporter do
          else: report
     end
 
-    queue = state.queue |> :queue.to_list() |> Enum.map(consume) |> :queue.from_list()
-    {:reply, :ok, %{state | queue: queue}}
+    queue = :queue.from_list(Enum.map(:queue.to_list(state.queue), consume))
+
+    # (And the copies a test's watch keeps, which BeamAlloc.Case reads.)
+    watches =
+      Map.new(state.watches, fn {ref, watch} ->
+        {ref, %{watch | kept: :queue.from_list(Enum.map(:queue.to_list(watch.kept), consume))}}
+      end)
+
+    {:reply, :ok, %{state | queue: queue, watches: watches}}
   end
 
   # (A report kept by the version before, across a code reload, has no
@@ -223,6 +250,18 @@ defmodule BeamAlloc.Reporter do
   def handle_call(:take_unconsumed, _from, state) do
     unconsumed = :queue.filter(&(not Map.get(&1, :consumed, false)), state.queue)
     {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
+  end
+
+  def handle_call({:watch, ref, pid, all?}, _from, state) do
+    watch = %{pid: pid, all?: all?, kept: :queue.new(), seen: 0}
+    {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
+  end
+
+  # (A watch the reporter does not know, as after a restart of it, saw
+  # nothing: as since/1 of a mark from before a restart.)
+  def handle_call({:unwatch, ref}, _from, state) do
+    {watch, watches} = Map.pop(state.watches, ref, %{kept: :queue.new(), seen: 0})
+    {:reply, {:queue.to_list(watch.kept), watch.seen}, %{state | watches: watches}}
   end
 
   # A call it does not know is answered, not a crash that loses the kept
@@ -243,19 +282,24 @@ defmodule BeamAlloc.Reporter do
 
     Logger.warning(line, beam_alloc: module)
     seq = state.seq + 1
+    report = %{seq: seq, module: module, line: line, pid: pid, callers: callers, consumed: false}
+    watches = to_watches(report, state.watches)
+    %{state | queue: bounded_in(state.queue, report), seq: seq, watches: watches}
+  end
 
-    report = %{
-      seq: seq,
-      module: module,
-      line: line,
-      pid: pid,
-      callers: callers,
-      consumed: false
-    }
+  defp bounded_in(queue, report) do
+    queue = :queue.in(report, queue)
+    if :queue.len(queue) > @keep, do: :queue.drop(queue), else: queue
+  end
 
-    queue = :queue.in(report, state.queue)
-    queue = if :queue.len(queue) > @keep, do: :queue.drop(queue), else: queue
-    %{state | queue: queue, seq: seq}
+  defp to_watches(report, watches) do
+    Map.new(watches, fn {ref, watch} ->
+      if watch.all? or report.pid == watch.pid or watch.pid in report.callers do
+        {ref, %{watch | kept: bounded_in(watch.kept, report), seen: watch.seen + 1}}
+      else
+        {ref, watch}
+      end
+    end)
   end
 
   # Who the reporting process works for: a Task's $callers lead back to the
