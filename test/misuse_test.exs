@@ -1193,8 +1193,7 @@ defmodule BeamAlloc.CaseTest do
 
         @tag beam_alloc_reports: :allow
         test "reports more than the reporter keeps" do
-          wait = fn wait -> Process.whereis(:guarded_reporter) || (Process.sleep(10); wait.(wait)) end
-          wait.(wait)
+          BeamAlloc.Test.Reports.registered(:guarded_reporter)
           mark = BeamAlloc.Reporter.mark()
           n = BeamAlloc.Reporter.kept() + 10
           for _ <- 1..n, do: BeamAlloc.Test.Misuse.double_free_plain()
@@ -1208,6 +1207,55 @@ defmodule BeamAlloc.CaseTest do
 
     assert out =~
              ~r/test misuses, then waits while another test floods \(GuardedReporter\)\n.*\n\s+beam_alloc reported 1 problem/
+  end
+
+  # A Task reporting while the reporter works through a batch of other
+  # tests' reports taking it over a second (60 here, logged by a handler
+  # that takes 30 ms each): the Task's call waits a second at most, and
+  # the reporter read who made the report only after the whole batch,
+  # once the Task was gone: the report was nobody's, and the test passed.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case counts a Task's report made while the reporter is busy" do
+    out =
+      run_ex_unit(~S"""
+      defmodule SlowHandler do
+        def log(_event, _config), do: Process.sleep(30)
+      end
+
+      :ok = :logger.add_handler(:slow, SlowHandler, %{})
+
+      defmodule GuardedTask do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        test "a Task misuses while the reporter is busy" do
+          Process.register(self(), :guarded_task)
+          assert_receive :busy, 60_000
+          assert :ok = Task.async(fn -> BeamAlloc.Test.Misuse.double_free_plain() end) |> Task.await()
+        end
+      end
+
+      defmodule BusyNeighbour do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        @tag beam_alloc_reports: :allow
+        test "reports 60 times at once" do
+          BeamAlloc.Test.Reports.registered(:guarded_task)
+          mark = BeamAlloc.Reporter.mark()
+          tasks = for _ <- 1..60, do: Task.async(&BeamAlloc.Test.Misuse.double_free_plain/0)
+          Process.sleep(200)
+          send(:guarded_task, :busy)
+          Task.await_many(tasks, 60_000)
+          BeamAlloc.Test.Reports.wait_since(mark, 61, 1000)
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 1/, out
+
+    assert out =~
+             ~r/test a Task misuses while the reporter is busy \(GuardedTask\)\n.*\n\s+beam_alloc reported 1 problem/
   end
 
   test "without its driver, stats and fault injection raise {:driver, reason}, not undef" do

@@ -142,7 +142,7 @@ defmodule BeamAlloc.Reporter do
 
   @impl true
   def init(_opts) do
-    {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: [], watches: %{}}}
+    {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: :queue.new(), watches: %{}}}
   end
 
   # Only reports of the shape the C side sends (a module, a binary line):
@@ -168,6 +168,8 @@ defmodule BeamAlloc.Reporter do
     message = {:beam_alloc_report, module, line, :undefined, :undefined}
     {:noreply, attribute([message], state), {:continue, :release}}
   end
+
+  def handle_info({__MODULE__, :keep_unread}, state), do: {:noreply, state, {:continue, :release}}
 
   def handle_info(_other, state), do: {:noreply, state}
 
@@ -195,7 +197,7 @@ defmodule BeamAlloc.Reporter do
             {{module, line, pid, callers}, known}
           end)
 
-        %{state | known: known, unread: state.unread ++ reports}
+        %{state | known: known, unread: Enum.reduce(reports, state.unread, &:queue.in/2)}
     end
   end
 
@@ -203,20 +205,61 @@ defmodule BeamAlloc.Reporter do
   def handle_continue(:release, state) do
     # The messages are read: collecting them runs the destructors of their
     # acknowledgements, and the NIF calls waiting for those return (see
-    # src/nif/report.c). Then the slow part.
+    # src/nif/report.c). Then the slow part, as many as were read.
     :erlang.garbage_collect()
-    {:noreply, Enum.reduce(state.unread, %{state | unread: []}, &keep/2)}
+    state = keep_unread(state, :queue.len(state.unread))
+    # Those read meanwhile, after what waits in the mailbox now (calls).
+    unless :queue.is_empty(state.unread), do: send(self(), {__MODULE__, :keep_unread})
+    {:noreply, state}
   end
 
-  @impl true
-  def handle_call(:recent, _from, state), do: {:reply, pairs(state.queue), state}
+  # Reports are kept (symbolized and logged) one at a time, and who made
+  # the reports that came meanwhile read after each: read after the whole
+  # batch, a batch taking over a second (60 reports of other tests at once,
+  # a slow log handler) outlasted the wait of a Task's reporting call, and
+  # the Task was gone when the reporter read its callers (found by a bug
+  # hunt: its test passed).
+  defp keep_unread(state, 0), do: state
 
-  def handle_call(:take, _from, state),
+  defp keep_unread(state, n) do
+    {{:value, report}, unread} = :queue.out(state.unread)
+    state = keep(report, %{state | unread: unread})
+    keep_unread(read_waiting(state), n - 1)
+  end
+
+  # The reports waiting in the mailbox, attributed, their calls released.
+  defp read_waiting(state) do
+    receive do
+      {:beam_alloc_report, module, line, _, _} = message when is_report(module, line) ->
+        released(attribute([message], state))
+
+      {:beam_alloc_report, module, line, pid} when is_report(module, line) ->
+        attribute([{:beam_alloc_report, module, line, pid, :undefined}], state)
+    after
+      0 -> state
+    end
+  end
+
+  defp released(state) do
+    :erlang.garbage_collect()
+    state
+  end
+
+  # What was read is kept before any call is answered: reports sent before
+  # the call are all in (since/1).
+  defp kept_all(state), do: keep_unread(state, :queue.len(state.unread))
+
+  @impl true
+  def handle_call(request, from, state), do: answer(request, from, kept_all(state))
+
+  defp answer(:recent, _from, state), do: {:reply, pairs(state.queue), state}
+
+  defp answer(:take, _from, state),
     do: {:reply, pairs(state.queue), %{state | queue: :queue.new()}}
 
-  def handle_call(:mark, _from, state), do: {:reply, state.seq, state}
+  defp answer(:mark, _from, state), do: {:reply, state.seq, state}
 
-  def handle_call({:since, mark}, _from, state) do
+  defp answer({:since, mark}, _from, state) do
     {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
   end
 
@@ -225,7 +268,7 @@ defmodule BeamAlloc.Reporter do
   # modules, numbered after from and up to to in one of windows, and whose
   # line is one the window lists (the runs of a check and the misuse it
   # turned into its result), are marked consumed; and a take of the others.
-  def handle_call({:consume, pid, modules, windows}, _from, state) do
+  defp answer({:consume, pid, modules, windows}, _from, state) do
     consume = fn report ->
       if report.pid == pid and
            :beam_alloc_reporter.consumes(report.seq, report.module, report.line, modules, windows),
@@ -247,26 +290,26 @@ defmodule BeamAlloc.Reporter do
   # (A report kept by the version before, across a code reload, has no
   # consumed key: it is not consumed. &1.consumed raised, and the reporter
   # went down with what it kept.)
-  def handle_call(:take_unconsumed, _from, state) do
+  defp answer(:take_unconsumed, _from, state) do
     unconsumed = :queue.filter(&(not Map.get(&1, :consumed, false)), state.queue)
     {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
   end
 
-  def handle_call({:watch, ref, pid, all?}, _from, state) do
+  defp answer({:watch, ref, pid, all?}, _from, state) do
     watch = %{pid: pid, all?: all?, kept: :queue.new(), seen: 0}
     {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
   end
 
   # (A watch the reporter does not know, as after a restart of it, saw
   # nothing: as since/1 of a mark from before a restart.)
-  def handle_call({:unwatch, ref}, _from, state) do
+  defp answer({:unwatch, ref}, _from, state) do
     {watch, watches} = Map.pop(state.watches, ref, %{kept: :queue.new(), seen: 0})
     {:reply, {:queue.to_list(watch.kept), watch.seen}, %{state | watches: watches}}
   end
 
   # A call it does not know is answered, not a crash that loses the kept
   # reports.
-  def handle_call(other, _from, state), do: {:reply, {:error, {:unknown_call, other}}, state}
+  defp answer(other, _from, state), do: {:reply, {:error, {:unknown_call, other}}, state}
 
   defp keep({module, line, pid, callers}, state) do
     # Source lines here, in this process, on a dirty scheduler: never on

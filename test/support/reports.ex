@@ -16,4 +16,16 @@ defmodule BeamAlloc.Test.Reports do
       Reporter.since(mark)
     end
   end
+
+  # The pid registered as name, once a process (another test) registers it.
+  def registered(name, tries \\ 6000) do
+    case Process.whereis(name) do
+      nil when tries > 0 ->
+        Process.sleep(10)
+        registered(name, tries - 1)
+
+      pid ->
+        pid
+    end
+  end
 end
