@@ -774,6 +774,21 @@ defmodule BeamAlloc.CaseTest do
     assert error.message =~ "double_free_plain (test/nifs/misuse_nif.c:"
   end
 
+  # Reporter.take/0 in another test empties the reporter's latest reports:
+  # the guard, which read them at the test's end, found none, and the test
+  # passed. Its own watch keeps them.
+  test "the guard keeps the test's reports when another test takes the reporter's" do
+    guard = BeamAlloc.Case.start_guard(self(), true)
+    mark = Reporter.mark()
+    capture_log(fn -> assert :ok = Misuse.double_free_plain() end)
+    assert [_] = wait_for(mark)
+    Task.async(&Reporter.take/0) |> Task.await()
+
+    error = assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check_guard!(guard) end
+    assert error.message =~ "beam_alloc reported 1 problem during the test:"
+    assert error.message =~ "double_free_plain (test/nifs/misuse_nif.c:"
+  end
+
   # A double free in a process that start (given the process's function)
   # starts; the process lives until its report is in (the reporter reads
   # whom it works for when the report arrives).
