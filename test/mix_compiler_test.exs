@@ -567,6 +567,8 @@ defmodule BeamAlloc.MixCompilerTest do
   # with -fsanitize=address they stayed, and a NIF linked later without it
   # failed to load (undefined __asan_ symbols). And the user's warning
   # options, under the library's -Werror, failed its build.
+  # (Three builds of the library: over a minute on a busy 2-core machine.)
+  @tag timeout: 300_000
   test "the dependency's library follows CFLAGS, without their warning options", %{dir: dir} do
     copy = Path.join(dir, "beam_alloc")
     {_, 0} = System.cmd(Path.join(File.cwd!(), "scripts/copy-tree"), [copy])
