@@ -145,12 +145,30 @@ defmodule BeamAlloc.Reporter do
     {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: :queue.new(), watches: %{}}}
   end
 
+  # The state of this version: reads unread as a queue and watches. A
+  # reporter of the version before, kept across a code reload, holds unread
+  # as a list and no watches; every callback takes such a state over first
+  # (:queue.len of the list crashed the reporter, and it lost what it kept).
+  defguardp is_current(state)
+            when is_map_key(state, :watches) and not is_list(:erlang.map_get(:unread, state))
+
+  defp current(%{unread: unread} = state) when is_list(unread),
+    do: current(%{state | unread: :queue.from_list(unread)})
+
+  defp current(state), do: Map.put_new(state, :watches, %{})
+
+  @impl true
+  def code_change(_old, state, _extra), do: {:ok, current(state)}
+
   # Only reports of the shape the C side sends (a module, a binary line):
   # anything else someone sends is dropped by handle_info's last clause,
   # not a crash that loses the kept reports.
   defguardp is_report(module, line) when is_atom(module) and is_binary(line)
 
   @impl true
+  def handle_info(message, state) when not is_current(state),
+    do: handle_info(message, current(state))
+
   def handle_info({:beam_alloc_report, module, line, _pid, _ack} = message, state)
       when is_report(module, line) do
     {:noreply, attribute([message], state), {:continue, :release}}
@@ -202,6 +220,9 @@ defmodule BeamAlloc.Reporter do
   end
 
   @impl true
+  def handle_continue(continue, state) when not is_current(state),
+    do: handle_continue(continue, current(state))
+
   def handle_continue(:release, state) do
     # The messages are read: collecting them runs the destructors of their
     # acknowledgements, and the NIF calls waiting for those return (see
@@ -250,7 +271,7 @@ defmodule BeamAlloc.Reporter do
   defp kept_all(state), do: keep_unread(state, :queue.len(state.unread))
 
   @impl true
-  def handle_call(request, from, state), do: answer(request, from, kept_all(state))
+  def handle_call(request, from, state), do: answer(request, from, kept_all(current(state)))
 
   defp answer(:recent, _from, state), do: {:reply, pairs(state.queue), state}
 
