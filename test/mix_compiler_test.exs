@@ -521,6 +521,30 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # make mode gave the Makefile absolute paths: under a folder with a quote
+  # (or a space) its recipes' shell failed ("Unterminated quoted string"),
+  # beam_alloc.mk's own sub-make first. Such paths come relative to the
+  # make's directory.
+  test "make mode builds a project under a path with a quote and a space", %{dir: dir} do
+    dir = Path.join(dir, "o'brien nifs")
+    File.mkdir_p!(Path.join(dir, "c_src"))
+
+    File.write!(Path.join(dir, "Makefile"), """
+    include $(BEAM_ALLOC_MK)
+
+    all: $(MIX_APP_PATH)/priv/tmp_nif.so
+
+    $(MIX_APP_PATH)/priv/tmp_nif.so: c_src/tmp_nif.c c_src/twice.cpp $(BEAM_ALLOC_LIB)
+    \t$(BEAM_ALLOC_BUILD_NIF_CXX)
+    """)
+
+    app = project(dir, :mixc_make_quote, make: [target: "all"])
+    assert {{:ok, []}, _, _} = compile(dir, app)
+    assert call_answer(so_path(dir, app, :tmp_nif)) == 42
+    assert {{:ok, []}, _, out} = compile(dir, app)
+    refute out =~ "tmp_nif.c", out
+  end
+
   # Mix runs a task that is not @recursive in the umbrella's root project
   # when it recurses into the apps: the compiler read the root's mix.exs,
   # which has no :beam_alloc, and `mix compile` at the root failed with

@@ -106,6 +106,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       of `beam_alloc.mk`, which a Makefile can include instead
       (`include $(BEAM_ALLOC_MK)`).
 
+  The paths are absolute, but for one holding a space, a quote or another
+  character make or the shell takes: that one is relative to make's
+  directory.
+
   Set `MAKE` to use another make. A failing make fails the compilation.
   """
 
@@ -442,16 +446,20 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
         if(make_opts.makefile, do: ["-f", make_opts.makefile], else: []) ++
         make_opts.args ++ List.wrap(make_opts.target)
 
+    File.mkdir_p!(Path.join(Mix.Project.app_path(), "priv"))
+    at = &make_path(&1, dir)
+    root = at.(root)
+
     env = [
-      {"MIX_APP_PATH", Mix.Project.app_path()},
+      {"MIX_APP_PATH", at.(Mix.Project.app_path())},
       {"MIX_ENV", to_string(Mix.env())},
       {"MIX_TARGET", to_string(Mix.target())},
-      {"MIX_BUILD_PATH", Mix.Project.build_path()},
-      {"MIX_COMPILE_PATH", Mix.Project.compile_path()},
+      {"MIX_BUILD_PATH", at.(Mix.Project.build_path())},
+      {"MIX_COMPILE_PATH", at.(Mix.Project.compile_path())},
       {"ERTS_INCLUDE_DIR", erts},
       {"BEAM_ALLOC_DIR", root},
       {"BEAM_ALLOC_INCLUDE_DIR", Path.join(root, "include")},
-      {"BEAM_ALLOC_LIB", library},
+      {"BEAM_ALLOC_LIB", at.(library)},
       {"BEAM_ALLOC_MK", Path.join(root, "beam_alloc.mk")},
       # (With CC's no-merging flags, as beam_alloc.mk's: without them a
       # report may name another NIF's line.)
@@ -459,8 +467,6 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
        Enum.join(base_cflags(root, erts) ++ no_code_folding(compiler!(:c), :c), " ")},
       {"BEAM_ALLOC_LDFLAGS", Enum.join(base_ldflags(), " ")}
     ]
-
-    File.mkdir_p!(Path.join(Mix.Project.app_path(), "priv"))
 
     case System.cmd(make, args,
            cd: dir,
@@ -477,6 +483,39 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
             "see its output above"
         )
     end
+  end
+
+  # A path as the Makefile gets it: absolute, unless that holds a space or
+  # a character make or the recipes' shell takes (a quote, $, #...): then
+  # relative to make's directory, when that names the same folder (a ".."
+  # after a symbolic link would not). Given as they were, a project under
+  # /home/o'brien failed in its recipes' shell, beam_alloc.mk's first.
+  defp make_path(path, dir) do
+    rel = relative_path(path, dir)
+    ups = rel |> Path.split() |> Enum.take_while(&(&1 == ".."))
+    lexical = Path.expand(Path.join([dir | ups]))
+
+    if make_plain?(path) or not make_plain?(rel) or
+         not same_file?(Path.join([dir | ups]), lexical),
+       do: path,
+       else: rel
+  end
+
+  defp make_plain?(path), do: not String.match?(path, ~r/[^\p{L}\p{N}_\/.+,@~-]/u)
+
+  # path relative to dir (both absolute), with ".." where it is not below.
+  defp relative_path(path, dir) do
+    {path, dir} = {Path.split(Path.expand(path)), Path.split(Path.expand(dir))}
+    common = Enum.zip(path, dir) |> Enum.take_while(fn {a, b} -> a == b end) |> length()
+    parts = List.duplicate("..", length(dir) - common) ++ Enum.drop(path, common)
+    if parts == [], do: ".", else: Path.join(parts)
+  end
+
+  defp same_file?(a, b) do
+    with {:ok, %File.Stat{major_device: d, inode: i}} <- File.stat(a),
+         {:ok, %File.Stat{major_device: ^d, inode: ^i}} <- File.stat(b),
+         do: true,
+         else: (_ -> false)
   end
 
   # --- Building one NIF library ------------------------------------------------------
