@@ -95,22 +95,31 @@ comma := ,
 CFLAGS_WARNINGS = $(filter-out -Wp$(comma)% -Wa$(comma)% -Wl$(comma)%,$(filter -W% -pedantic%,$(CFLAGS)))
 OWN_CFLAGS = $(filter-out $(CFLAGS_WARNINGS),$(CFLAGS))
 
-# Each library's objects are built again when their command line changes:
-# they depend on a file holding it, rewritten only when it differs. (A
-# dependency built once with CFLAGS=-fsanitize=address, or another CC,
-# kept those objects, and a NIF linked later without the flag failed to
-# load with "undefined symbol: __asan_...".)
+# Each library's objects are built again when CC, or a flag of CFLAGS
+# that changes what they need at link and load time (sanitizers,
+# coverage, profiling, LTO), changes: they depend on a file holding those,
+# rewritten only when it differs. (A dependency built once with
+# CFLAGS=-fsanitize=address, or another CC, kept those objects, and a NIF
+# linked later without the flag failed to load with "undefined symbol:
+# __asan_...".) Not on the rest of CFLAGS: a user's Makefile that adds to
+# an exported CFLAGS (CFLAGS += -fPIC -I...) builds the library through
+# beam_alloc.mk with other CFLAGS than the Mix compiler or the rebar3
+# hook did just before, and with the whole command kept every compile
+# built it twice (a review: 60 objects, 17-42 s, at every mix compile).
 NIF_OBJ_CMD = $(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR)
 STANDALONE_OBJ_CMD = $(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE
+LINK_CFLAGS = $(filter -fsanitize% -fno-sanitize% -fprofile% -fcoverage% --coverage -pg -flto% -fno-lto,$(CFLAGS))
+NIF_OBJ_KEY = $(CC) $(LINK_CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR)
+STANDALONE_OBJ_KEY = $(CC) $(LINK_CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE
 # (Compared before anything is written: a prebuilt read-only checkout,
 # with the same command, stays untouched.)
 write_if_changed = printf '%s\n' '$(subst ','\'',$($(1)))' | cmp -s - $@ || \
     { mkdir -p $(@D) && printf '%s\n' '$(subst ','\'',$($(1)))' >$(TMP_OUT) && mv -f $(TMP_OUT) $@; }
 .PHONY: FORCE_COMMAND
 $(BUILD)/nif/command: FORCE_COMMAND | erts-include-dir
-	@$(call write_if_changed,NIF_OBJ_CMD)
+	@$(call write_if_changed,NIF_OBJ_KEY)
 $(BUILD)/standalone/command: FORCE_COMMAND
-	@$(call write_if_changed,STANDALONE_OBJ_CMD)
+	@$(call write_if_changed,STANDALONE_OBJ_KEY)
 
 $(BUILD)/nif/%.o: src/%.c $(HEADERS) $(BUILD)/nif/command | erts-include-dir
 	@mkdir -p $(@D)

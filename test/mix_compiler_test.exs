@@ -623,6 +623,12 @@ defmodule BeamAlloc.MixCompilerTest do
     assert out =~ "-Wp,-DBEAM_ALLOC_PROBE=1"
     assert {out, 0} = make.("-O2 -g -pedantic -Wshadow -Wp,-DBEAM_ALLOC_PROBE=1")
     refute out =~ "src/gpa_report.c"
+    # Flags a user's Makefile adds to an exported CFLAGS (CFLAGS += -fPIC
+    # -I...), which beam_alloc.mk then passes on: kept as built (rebuilt,
+    # the library was built twice at every compile, the Mix compiler's
+    # CFLAGS and then the Makefile's).
+    assert {out, 0} = make.("-O2 -g -pedantic -Wshadow -fPIC -I/tmp -DX=1")
+    refute out =~ "src/gpa_report.c"
     assert {_, 0} = make.("-O1 -g -fsanitize=address")
     assert asan?.()
     assert {out, 0} = make.("-O2 -g")
