@@ -145,6 +145,25 @@ defmodule BeamAlloc.ReportTest do
            )
   end
 
+  test "a watch is answered without waiting for reports read before it, and leaves them out" do
+    {:ok, state} = BeamAlloc.Reporter.init([])
+    # Read, not yet kept (logged): made before the watch.
+    state = %{state | unread: :queue.from_list([{Report, "made before", nil, []}])}
+    ref = make_ref()
+
+    {:reply, :ok, state} = BeamAlloc.Reporter.handle_call({:watch, ref, self(), true}, nil, state)
+    # Answered at once: the report is still to be kept (it waited for it).
+    assert :queue.len(state.unread) == 1
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        send(self(), {:reply, BeamAlloc.Reporter.handle_call({:unwatch, ref}, nil, state)})
+      end)
+
+    assert_received {:reply, {:reply, {[], 0}, _}}
+    assert log =~ "made before"
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).
