@@ -1627,26 +1627,29 @@ static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
     return v.found;
 }
 
-/* raw, large, general_purpose, then the library's named instances. */
+/* The allocators every library has: raw, large, general_purpose. */
+#define STATS_KINDS 3
+
+/* Those, then the library's named instances. */
 typedef struct stats_out {
     ErlNifEnv *env;
-    beam_alloc_stats s[3];
+    beam_alloc_stats s[STATS_KINDS];
     size_t backing;
-    ERL_NIF_TERM keys[3 + BEAM_STATS_NAMED_MAX];
-    ERL_NIF_TERM values[3 + BEAM_STATS_NAMED_MAX];
+    ERL_NIF_TERM keys[STATS_KINDS + BEAM_STATS_NAMED_MAX];
+    ERL_NIF_TERM values[STATS_KINDS + BEAM_STATS_NAMED_MAX];
     unsigned n;
 } stats_out;
 
 /* A later copy's reading replaces an earlier one's (with_module_hooks). */
 static bool take_stats(const beam__fault_hooks *h, void *arg) {
     stats_out *o = arg;
-    o->n = 3;
+    o->n = STATS_KINDS;
     h->stats(o->s, &o->backing);
     char name[BEAM_STATS_NAME_MAX + 1];
     beam_alloc_stats ns;
     size_t nb;
     if (h->size >= BEAM__FAULT_HOOKS_V2_SIZE)
-        for (size_t k = 0; o->n < 3 + BEAM_STATS_NAMED_MAX &&
+        for (size_t k = 0; o->n < STATS_KINDS + BEAM_STATS_NAMED_MAX &&
                            h->named_stats(k, name, &ns, &nb);
              k++) {
             o->keys[o->n] = enif_make_atom(o->env, name);
@@ -1661,7 +1664,6 @@ static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
     stats_out o;
     o.env = env;
     o.backing = 0;
-    o.n = 3;
     ERL_NIF_TERM error;
     if (!with_module_hooks(env, argv[0], false, take_stats, &o, &error))
         return error;
@@ -1723,7 +1725,7 @@ static void add_holding(holding *x, const beam_alloc_stats *s, size_t backing) {
 
 static holding holding_of(const beam__fault_hooks *h) {
     holding x = {0, 0, 0};
-    beam_alloc_stats s[3], ns;
+    beam_alloc_stats s[STATS_KINDS], ns;
     size_t backing = 0, nb = 0;
     char name[BEAM_STATS_NAME_MAX + 1];
     h->stats(s, &backing);
