@@ -305,12 +305,12 @@ defmodule BeamAlloc.Reporter do
          else: report
     end
 
-    queue = :queue.from_list(Enum.map(:queue.to_list(state.queue), consume))
+    queue = map_queue(state.queue, consume)
 
     # (And the copies a test's watch keeps, which BeamAlloc.Case reads.)
     watches =
       Map.new(state.watches, fn {ref, watch} ->
-        {ref, %{watch | kept: :queue.from_list(Enum.map(:queue.to_list(watch.kept), consume))}}
+        {ref, %{watch | kept: map_queue(watch.kept, consume)}}
       end)
 
     {:reply, :ok, %{state | queue: queue, watches: watches}}
@@ -359,6 +359,8 @@ defmodule BeamAlloc.Reporter do
     watches = to_watches(report, state.watches)
     %{state | queue: bounded_in(state.queue, report), seq: seq, watches: watches}
   end
+
+  defp map_queue(queue, fun), do: :queue.from_list(Enum.map(:queue.to_list(queue), fun))
 
   defp bounded_in(queue, report) do
     queue = :queue.in(report, queue)
