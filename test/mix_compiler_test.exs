@@ -474,7 +474,17 @@ defmodule BeamAlloc.MixCompilerTest do
            ~r/NIF name :".hidden" under :nifs is not a plain file name/},
           # (The link failed with "multiple definition" of everything.)
           {:mixc_source_twice, [nifs: [tmp_nif: ["c_src/tmp_nif.c", "./c_src/tmp_nif.c"]]],
-           ~r/NIF tmp_nif: source .\/c_src\/tmp_nif.c is listed twice under :sources/}
+           ~r/NIF tmp_nif: source .\/c_src\/tmp_nif.c is listed twice under :sources/},
+          # (An option given twice: the first was taken, the other dropped
+          # without a word.)
+          {:mixc_cflags_twice,
+           [nifs: [tmp_nif: ["c_src/tmp_nif.c"]], cflags: ["-O0"], cflags: ["-g"]],
+           ~r/option :cflags is given twice under :beam_alloc/},
+          {:mixc_nif_option_twice,
+           [nifs: [tmp_nif: [sources: ["c_src/tmp_nif.c"], libs: ["m"], libs: ["z"]]]],
+           ~r/option :libs is given twice for NIF tmp_nif/},
+          {:mixc_make_option_twice, [make: [target: "a", target: "b"]],
+           ~r/option :target is given twice under :make/}
         ] do
       app = project(dir, name, opts)
       assert_raise Mix.Error, message, fn -> compile(dir, app) end

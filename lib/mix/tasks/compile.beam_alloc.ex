@@ -183,6 +183,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
       )
     end
 
+    once!(opts, "under :beam_alloc")
+
     case Keyword.keys(opts) -- [:nifs, :make | @flag_options] do
       [] ->
         :ok
@@ -240,6 +242,15 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     })
   end
 
+  # An option given twice: Keyword.get took the first and dropped the
+  # other without a word (cflags: [...], cflags: [...]; bad-arguments hunt).
+  defp once!(opts, where) do
+    case Keyword.keys(opts) -- Enum.uniq(Keyword.keys(opts)) do
+      [] -> :ok
+      [key | _] -> Mix.raise("beam_alloc: option #{inspect(key)} is given twice #{where}")
+    end
+  end
+
   defp flag_options!(opts), do: Map.new(@flag_options, &{&1, string_list!(opts, &1)})
 
   # The name is the file priv/<name>.so: a plain file name, not a path
@@ -277,6 +288,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
         )
       end
 
+      once!(sources, "for NIF #{name}")
+
       case Keyword.keys(sources) -- [:sources | @flag_options] do
         [] -> :ok
         unknown -> Mix.raise("beam_alloc: NIF #{name}: unknown option(s) #{inspect(unknown)}")
@@ -303,6 +316,8 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     unless Keyword.keyword?(opts) do
       Mix.raise("beam_alloc: expected :make to be true or a keyword list, got: #{inspect(opts)}")
     end
+
+    once!(opts, "under :make")
 
     case Keyword.keys(opts) -- [:target, :makefile, :dir, :args] do
       [] -> :ok
