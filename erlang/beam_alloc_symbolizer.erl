@@ -53,6 +53,9 @@ with_libdw() -> false.
 %% object's base name and the call's offset in it.
 -define(SITE, "(?:([A-Za-z_$][\\w$.]*) \\()?([^\\s()<>;,]+)\\+0x([0-9a-f]+)(\\))?").
 
+%% The largest offset a site has (the C side's uint64).
+-define(OFFSET_MAX, 16#FFFFFFFFFFFFFFFF).
+
 %% Text with every site (lib.so+0x1c1b, or fun (lib.so+0x1c1b)) written as
 %% function (file.c:line) where the library's debug information says, as
 %% function (lib.so+0x1c1b) where only its symbols do. A site whose object
@@ -73,6 +76,7 @@ resolve_sites(Other) ->
 %% short, and a site at its very end may have lost digits of its offset
 %% (which would name another line). Such a site stays as it is.
 -define(REPORT_MAX, 1023).
+
 drop_cut(Text, Matches) when byte_size(Text) =:= ?REPORT_MAX ->
     [M || [{Start, Len} | _] = M <- Matches, Start + Len < ?REPORT_MAX];
 drop_cut(_Text, Matches) ->
@@ -98,10 +102,16 @@ splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc) ->
     splice(Text, Rest, Start + Len,
            [Described, binary:part(Text, At, Start - At) | Acc]).
 
+%% (An offset of more than 64 bits is no site: site/2 refuses it.)
 resolved(Object, Offset, Whole, After) ->
-    case site(Object, binary_to_integer(Offset, 16)) of
-        {ok, D} -> [D, After];
-        error -> Whole
+    case binary_to_integer(Offset, 16) of
+        N when N =< ?OFFSET_MAX ->
+            case site(Object, N) of
+                {ok, D} -> [D, After];
+                error -> Whole
+            end;
+        _ ->
+            Whole
     end.
 
 %% Unmatched trailing groups are left out of re's result.
@@ -114,13 +124,15 @@ part(Text, {Start, Len}) -> binary:part(Text, Start, Len).
 %% Object (a base name, <<"my_nif.so">>, or a path, as reports name an
 %% object whose base name another loaded object shares):
 %% {ok, <<"parse (c_src/my_nif.c:42)">>}, or error when nothing is known
-%% about it, or when several loaded objects have that base name.
+%% about it, or when several loaded objects have that base name. An
+%% Offset beyond 64 bits is no offset in an object: badarg, as for a
+%% negative one (it answered error, "nothing known").
 -spec site(binary(), non_neg_integer()) -> {ok, binary()} | error.
 site(Object, Offset) when not is_binary(Object);
-                          not is_integer(Offset); Offset < 0 ->
+                          not is_integer(Offset); Offset < 0; Offset > ?OFFSET_MAX ->
     erlang:error({badarg, iolist_to_binary(
                             io_lib:format("site/2 takes an object's name (a binary) and "
-                                          "an offset (a non-negative integer), got ~0tp "
+                                          "an offset (an integer from 0 to 2^64-1), got ~0tp "
                                           "and ~0tp", [Object, Offset]))},
                  [Object, Offset]);
 site(Object, Offset) ->

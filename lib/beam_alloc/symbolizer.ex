@@ -48,15 +48,17 @@ defmodule BeamAlloc.Symbolizer do
   The function and source line of the call at `offset` in the loaded
   object `object` (a base name, `"my_nif.so"`): `{:ok, "parse
   (c_src/my_nif.c:42)"}`, or `:error` when nothing is known about it.
+  Raises `ArgumentError` for an offset outside 0..2^64-1 or an object that
+  is not a binary.
   """
-  @spec site(String.t(), non_neg_integer) :: {:ok, String.t()} | :error
+  @spec site(String.t(), 0..0xFFFF_FFFF_FFFF_FFFF) :: {:ok, String.t()} | :error
   def site(object, offset)
-      when is_binary(object) and is_integer(offset) and offset >= 0,
+      when is_binary(object) and is_integer(offset) and offset in 0..0xFFFF_FFFF_FFFF_FFFF,
       do: :beam_alloc_symbolizer.site(object, offset)
 
   def site(object, offset) do
     raise ArgumentError,
-          "expected an object's name (a binary) and an offset (a non-negative " <>
-            "integer), got: #{inspect(object)} and #{inspect(offset)}"
+          "expected an object's name (a binary) and an offset (an integer " <>
+            "from 0 to 2^64-1), got: #{inspect(object)} and #{inspect(offset)}"
   end
 end

@@ -1,0 +1,107 @@
+%% The Erlang modules' public functions given arguments of the wrong type
+%% or out of range: an error term that says what was expected ({badarg,
+%% Text}, {not_loaded, Module}) or badarg with error_info, never an answer
+%% as if the argument were fine. Run by test/bad_arguments_test.exs
+%% (BeamAlloc.BadArgumentsTest), which has the Elixir side's table.
+-module(beam_alloc_bad_arguments_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+%% Values of every kind, none of them a module name, a binary, a fun of
+%% arity 0 or options.
+bad_values() ->
+    Dead = spawn(fun() -> ok end),
+    [1, -1, 1 bsl 70, -(1 bsl 70), 1.5, "lists", <<"lists">>, [a | b], [1, 2],
+     #{foo => 1}, {a}, Dead, make_ref(), fun(_) -> ok end, <<1:3>>].
+
+%% Atoms that name no module with a beam_alloc NIF library.
+not_beam_alloc() ->
+    [undefined, no_such_module_here, lists, beam_alloc, crypto].
+
+%% The error F raises (a return is a failure), with its stack.
+error_of(F) ->
+    try F() of
+        Value -> erlang:error({returned, Value})
+    catch
+        error:Reason:Stack -> {Reason, Stack}
+    end.
+
+%% F raises badarg whose error_info gives argument 1 a text.
+assert_badarg_info(F) ->
+    {Reason, [{M, Fun, Args, Info} | _] = Stack} = error_of(F),
+    ?assertEqual(badarg, Reason),
+    ?assertMatch(#{module := M}, proplists:get_value(error_info, Info)),
+    #{1 := Text} = M:format_error(badarg, Stack),
+    ?assert(is_list(Text) andalso Text =/= []),
+    {Fun, Args}.
+
+%% F raises {badarg, Text}, Text matching Pattern.
+assert_badarg_text(F, Pattern) ->
+    {Reason, _} = error_of(F),
+    ?assertMatch({badarg, Text} when is_binary(Text), Reason),
+    {badarg, Text} = Reason,
+    ?assertMatch({match, _}, re:run(Text, Pattern)).
+
+stats_and_collect_test() ->
+    [assert_badarg_info(fun() -> beam_alloc:F(V) end)
+     || V <- bad_values(), F <- [stats, find_stats, collect]],
+    [begin
+         ?assertEqual({not_loaded, M}, element(1, error_of(fun() -> beam_alloc:stats(M) end))),
+         ?assertEqual({error, not_loaded}, beam_alloc:find_stats(M)),
+         ?assertEqual({not_loaded, M}, element(1, error_of(fun() -> beam_alloc:collect(M) end)))
+     end || M <- not_beam_alloc()].
+
+check_all_allocation_failures_test() ->
+    Ok = fun() -> ok end,
+    NotAFun = "expects a fun of arity 0",
+    [begin
+         assert_badarg_text(fun() -> beam_alloc_testing:check_all_allocation_failures(V) end,
+                            NotAFun),
+         assert_badarg_text(fun() -> beam_alloc_testing:check_all_allocation_failures(V, []) end,
+                            NotAFun),
+         assert_badarg_text(
+           fun() -> beam_alloc_testing:check_all_allocation_failures(Ok, #{expect => V}) end,
+           "invalid value for expect"),
+         assert_badarg_text(
+           fun() -> beam_alloc_testing:check_all_allocation_failures(Ok, #{modules => V}) end,
+           "invalid value for modules")
+     end || V <- [fun(_, _) -> ok end, fun lists:reverse/1 | bad_values()]],
+    [assert_badarg_text(fun() -> beam_alloc_testing:check_all_allocation_failures(Ok, Opts) end,
+                        Text)
+     || {Opts, Text} <- [{#{foo => 1}, "unknown option foo"},
+                         {[{foo, 1}], "unknown option foo"},
+                         {[{<<"expect">>, raise}], "option names as atoms"},
+                         {[{expect, raise} | x], "a map or a property list"},
+                         {[expect], "invalid value for expect"},
+                         {[{expect, raise}, {expect, any}], "option expect given twice"},
+                         {#{modules => []}, "non-empty list of modules"},
+                         {#{modules => [lists | x]}, "non-empty list of modules"},
+                         {1, "a map or a property list"},
+                         {<<>>, "a map or a property list"}]],
+    [?assertEqual({not_loaded, [M]},
+                  element(1, error_of(fun() ->
+                                              beam_alloc_testing:check_all_allocation_failures(
+                                                Ok, #{modules => [M]})
+                                      end)))
+     || M <- not_beam_alloc()].
+
+without_reports_test() ->
+    [assert_badarg_text(fun() -> beam_alloc_testing:without_reports(V) end,
+                        "takes a fun of arity 0")
+     || V <- bad_values()].
+
+symbolizer_test() ->
+    [assert_badarg_text(fun() -> beam_alloc_symbolizer:resolve_sites(V) end,
+                        "takes a binary")
+     || V <- [atom, "x.so+0x10" | bad_values()], not is_binary(V)],
+    Offsets = [-1, 1 bsl 64, 1 bsl 70, 1.5, <<"16">>, undefined],
+    [assert_badarg_text(fun() -> beam_alloc_symbolizer:site(O, Off) end,
+                        "an offset \\(an integer from 0 to 2\\^64-1\\)")
+     || O <- [<<"guide_nif.so">> | bad_values()], Off <- [0 | Offsets],
+        not (is_binary(O) andalso is_integer(Off) andalso Off >= 0 andalso Off < 1 bsl 64)],
+    ?assertEqual(error, beam_alloc_symbolizer:site(<<"guide_nif.so">>, (1 bsl 64) - 1)),
+    ?assertEqual(error, beam_alloc_symbolizer:site(<<>>, 0)),
+    ?assertEqual(error, beam_alloc_symbolizer:site(<<"a", 0, "b">>, 0)),
+    %% A site whose offset is too large to be one stays as it is.
+    Text = <<"at guide_nif.so+0x1", (binary:copy(<<"0">>, 16))/binary>>,
+    ?assertEqual(Text, beam_alloc_symbolizer:resolve_sites(Text)).
