@@ -216,6 +216,27 @@ defmodule BeamAlloc.BadArgumentsTest do
     end
   end
 
+  test "use BeamAlloc.Case with options fails to compile, saying it takes none" do
+    for opts <- ["async: true", "[]", ":x"] do
+      code = """
+      defmodule BeamAlloc.BadArgumentsTest.CaseOptions do
+        use ExUnit.Case
+        use BeamAlloc.Case, #{opts}
+      end
+      """
+
+      if opts == "[]" do
+        assert [{_, _}] = Code.compile_string(code)
+        :code.purge(BeamAlloc.BadArgumentsTest.CaseOptions)
+        :code.delete(BeamAlloc.BadArgumentsTest.CaseOptions)
+      else
+        error = assert_raise CompileError, fn -> Code.compile_string(code) end
+        assert Exception.message(error) =~ "use BeamAlloc.Case takes no options, got: "
+        assert Exception.message(error) =~ "give async: to use ExUnit.Case"
+      end
+    end
+  end
+
   test "the Erlang modules' table (EUnit: beam_alloc_bad_arguments_tests)" do
     assert :ok = :eunit.test(:beam_alloc_bad_arguments_tests, [])
   end

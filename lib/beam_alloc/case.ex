@@ -65,12 +65,28 @@ defmodule BeamAlloc.Case do
 
   The reports are read from `BeamAlloc.Reporter`, so the `:beam_alloc`
   application must be running (as it is under `mix test`).
+
+  `use BeamAlloc.Case` takes no options (`async:` goes to `use
+  ExUnit.Case`): any given fail the module's compilation.
   """
 
   alias BeamAlloc.Reporter
 
   @doc false
-  defmacro __using__(_opts) do
+  defmacro __using__(opts) do
+    # It takes no options: `use BeamAlloc.Case, async: true` read as if
+    # async were set, and the test module ran synchronously without a
+    # word (bad-arguments hunt). async belongs to `use ExUnit.Case`.
+    if opts != [] do
+      raise CompileError,
+        file: __CALLER__.file,
+        line: __CALLER__.line,
+        description:
+          "use BeamAlloc.Case takes no options, got: #{Macro.to_string(opts)} " <>
+            "(give async: to use ExUnit.Case; @tag beam_alloc_reports: :allow lets a " <>
+            "test report)"
+    end
+
     # It adds a setup callback: ExUnit.Case must come first (else the
     # error was "undefined function setup/2", which says nothing of it).
     setup_imported? =
