@@ -16,11 +16,11 @@
 %% bare badarg said only "bad argument".
 %% (erlang:error/3 is OTP 24's: before, the plain badarg.)
 -if(?OTP_RELEASE >= 24).
--define(NOT_A_MODULE(Other),
-        erlang:error(badarg, [Other], [{error_info, #{module => ?MODULE}}])).
+-define(BADARG(Args), erlang:error(badarg, Args, [{error_info, #{module => ?MODULE}}])).
 -else.
--define(NOT_A_MODULE(Other), erlang:error(badarg, [Other])).
+-define(BADARG(Args), erlang:error(badarg, Args)).
 -endif.
+-define(NOT_A_MODULE(Other), ?BADARG([Other])).
 
 -type allocator_stats() :: #{live_bytes := non_neg_integer(),
                              live_blocks := non_neg_integer(),
@@ -99,6 +99,8 @@ collect(Other) ->
 format_error(badarg, [{?MODULE, F, [_], _} | _]) when
         F =:= stats; F =:= find_stats; F =:= collect ->
     #{1 => "not a module name (an atom)"};
+format_error(badarg, [{?MODULE, explain_load_error, [_], _} | _]) ->
+    #{1 => "not what erlang:load_nif/2 returns (ok or {error, Reason})"};
 format_error(_, _) ->
     #{}.
 
@@ -193,7 +195,8 @@ reporter_absent(Request, Tries) ->
 %% refused the load_info, or the library's own load or upgrade callback let
 %% a C++ exception out (the VM can only show a number), at a load or an
 %% upgrade: wrap the result of your on_load's load_nif with it. Other
-%% errors pass through unchanged.
+%% errors pass through unchanged; a term that is neither ok nor
+%% {error, _} raises badarg (with error_info).
 %%   {error, {load, "Library load-call unsuccessful (2980)."}} becomes
 %%   {error, {load, <<"beam_alloc: load_info names an unknown option ...">>}}
 %% The full report (which key, which value) goes to the logger.
@@ -221,8 +224,14 @@ explain_load_error({error, {load_failed, Text}} = Error) when is_list(Text) ->
                 false -> {error, {load_failed, Text ++ Hint}}
             end
     end;
+explain_load_error(ok) ->
+    ok;
+explain_load_error({error, _} = Other) ->
+    Other;
+%% (Anything else is no load_nif result: it came back unchanged, so a
+%% wrapped call of the wrong function went unnoticed.)
 explain_load_error(Other) ->
-    Other.
+    ?BADARG([Other]).
 
 %% dlopen's "undefined symbol: deflate": most often a C library the sources
 %% call and the link did not name (the link of a shared object accepts

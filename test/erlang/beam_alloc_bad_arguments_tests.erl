@@ -51,6 +51,15 @@ stats_and_collect_test() ->
          ?assertEqual({not_loaded, M}, element(1, error_of(fun() -> beam_alloc:collect(M) end)))
      end || M <- not_beam_alloc()].
 
+%% (Anything but a load_nif result came back unchanged.)
+explain_load_error_test() ->
+    [assert_badarg_info(fun() -> beam_alloc:explain_load_error(V) end)
+     || V <- [error, {ok, x}, {error} | bad_values()]],
+    ?assertEqual(ok, beam_alloc:explain_load_error(ok)),
+    ?assertEqual({error, x}, beam_alloc:explain_load_error({error, x})),
+    ?assertEqual({error, {load, "other"}},
+                 beam_alloc:explain_load_error({error, {load, "other"}})).
+
 check_all_allocation_failures_test() ->
     Ok = fun() -> ok end,
     NotAFun = "expects a fun of arity 0",
