@@ -4,7 +4,7 @@ defmodule BeamAlloc.BadArgumentsTest do
   # bare badarg from a NIF, a hang or an answer as if the argument were
   # fine. One table of bad values, tried on each function in turn; the
   # Erlang modules' table is the EUnit module beam_alloc_bad_arguments_tests
-  # (test/erlang/), run at the end. Fast: nothing here allocates.
+  # (test/erlang/), run at the end. Fast (0.3 s alone): nothing here allocates.
   use ExUnit.Case, async: true
 
   alias BeamAlloc.Symbolizer
@@ -38,7 +38,9 @@ defmodule BeamAlloc.BadArgumentsTest do
   @not_beam_alloc [nil, true, :no_such_module_here, :lists, BeamAlloc, :crypto]
 
   # fun() raises an exception of one of kinds whose message matches
-  # message, within a second (a hang is a failure too).
+  # message, within 5 s (a hang is a failure too). (Not 1 s: beside other
+  # suites, stats(:crypto)'s code:ensure_loaded/1 alone took 0.3-0.5 s at
+  # times, waiting for the code server.)
   defp assert_clear(label, fun, kinds, message) do
     task =
       Task.async(fn ->
@@ -51,7 +53,7 @@ defmodule BeamAlloc.BadArgumentsTest do
         end
       end)
 
-    case Task.yield(task, 1000) || Task.shutdown(task, :brutal_kill) do
+    case Task.yield(task, 5000) || Task.shutdown(task, :brutal_kill) do
       {:ok, {:raised, %kind{} = e}} ->
         assert kind in kinds, "#{label}: raised #{inspect(e)}"
         assert Exception.message(e) =~ message, "#{label}: #{Exception.message(e)}"
@@ -60,7 +62,7 @@ defmodule BeamAlloc.BadArgumentsTest do
         flunk("#{label}: #{inspect(other)}, expected #{inspect(kinds)}")
 
       nil ->
-        flunk("#{label}: no answer within a second")
+        flunk("#{label}: no answer within 5 s")
     end
   end
 
