@@ -218,6 +218,35 @@ defmodule BeamAlloc.BadArgumentsTest do
     end
   end
 
+  test "AllocationFailureError.exception/1: ArgumentError for options it cannot show" do
+    alias BeamAlloc.AllocationFailureError, as: E
+
+    for {opts, message} <- [
+          {1, ~r/takes a keyword list of :problems, :allocations and :message, got: 1/},
+          {[1, 2], ~r/takes a keyword list/},
+          {[problems: 1], ~r/invalid value for :problems .* expected a list of problem maps/},
+          {[problems: [%{} | :x]], ~r/invalid value for :problems/},
+          {[allocations: -1], ~r/invalid value for :allocations .* a non-negative integer/},
+          {[allocations: 1.5], ~r/invalid value for :allocations/},
+          {[allocations: "2"], ~r/invalid value for :allocations/},
+          {[message: :text], ~r/invalid value for :message .* expected a string/},
+          {[foo: 1], ~r/unknown option :foo for BeamAlloc.AllocationFailureError/},
+          {%{allocations: -1}, ~r/invalid value for :allocations/}
+        ] do
+      assert_clear(
+        "exception(#{inspect(opts)})",
+        fn -> E.exception(opts) end,
+        [ArgumentError],
+        message
+      )
+    end
+
+    # What it takes, as before.
+    assert E.exception(allocations: 0).message =~ "(0 allocations, none to fail)"
+    assert E.exception(message: "given").message == "given"
+    assert E.exception(%{problems: [], allocations: 2}).message =~ "(2 allocations"
+  end
+
   test "use BeamAlloc.Case with options fails to compile, saying it takes none" do
     for opts <- ["async: true", "[]", ":x"] do
       code = """

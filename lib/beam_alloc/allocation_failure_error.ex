@@ -38,8 +38,53 @@ defmodule BeamAlloc.AllocationFailureError do
 
   @impl true
   def exception(opts) do
-    error = struct!(__MODULE__, opts)
+    error = struct!(__MODULE__, valid_options!(opts))
     %{error | message: error.message || format(error)}
+  end
+
+  # A hand-built raise with a count that is no count (allocations: -1 said
+  # "-1 allocations"), problems that are no list (an ArgumentError of
+  # length/1) or options that are no keyword list (Protocol.UndefinedError)
+  # says what it takes instead (bad-arguments hunt).
+  defp valid_options!(opts) do
+    unless Keyword.keyword?(opts) or is_map(opts) do
+      raise ArgumentError,
+            "BeamAlloc.AllocationFailureError takes a keyword list of :problems, " <>
+              ":allocations and :message, got: #{inspect(opts)}"
+    end
+
+    Enum.each(opts, fn
+      {:problems, list} when is_list(list) ->
+        List.improper?(list) and bad_option!(:problems, "a list of problem maps", list)
+
+      {:problems, other} ->
+        bad_option!(:problems, "a list of problem maps", other)
+
+      {:allocations, n} when is_integer(n) and n >= 0 ->
+        :ok
+
+      {:allocations, other} ->
+        bad_option!(:allocations, "a non-negative integer", other)
+
+      {:message, text} when is_binary(text) or is_nil(text) ->
+        :ok
+
+      {:message, other} ->
+        bad_option!(:message, "a string", other)
+
+      {key, _} ->
+        raise ArgumentError,
+              "unknown option #{inspect(key)} for BeamAlloc.AllocationFailureError " <>
+                "(known: :problems, :allocations, :message)"
+    end)
+
+    opts
+  end
+
+  defp bad_option!(key, expected, value) do
+    raise ArgumentError,
+          "invalid value for #{inspect(key)} of BeamAlloc.AllocationFailureError, " <>
+            "expected #{expected}, got: #{inspect(value)}"
   end
 
   defp format(%{problems: problems, allocations: count}) do
