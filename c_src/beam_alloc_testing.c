@@ -1250,12 +1250,13 @@ static ERL_NIF_TERM nif_attach(ErlNifEnv *env, int argc,
     session *s = owned_session(env, argv[0]);
     if (s == NULL ||
         (!enif_is_atom(env, argv[1]) && !enif_is_list(env, argv[1])))
-        return enif_make_badarg(env);
+        return badarg_text(env, "attach/2 takes an open session of this "
+                                "process and all or a list of module names");
     attach_libraries(env, s, argv[1]);
     pthread_mutex_lock(&s->lock);
     if (s->closed) {
         pthread_mutex_unlock(&s->lock);
-        return enif_make_badarg(env);
+        return badarg_text(env, "attach/2: the session is closed");
     }
     ERL_NIF_TERM list = enif_make_list(env, 0);
     for (size_t i = s->nlibs; i-- > 0;)
@@ -1277,7 +1278,9 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
          !enif_is_identical(argv[1], atom(env, "infinity"))) ||
         !enif_get_atom(env, argv[2], mode, sizeof mode, ERL_NIF_LATIN1) ||
         (strcmp(mode, "record") != 0 && strcmp(mode, "compare") != 0))
-        return enif_make_badarg(env);
+        return badarg_text(env, "begin_run/3 takes an open session of this "
+                                "process, a failure index (0 to 2^64-1, or "
+                                "infinity) and record or compare");
 
     pthread_mutex_lock(&s->lock);
     bool ok = !s->closed && !s->running;
@@ -1296,7 +1299,9 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
         s->running = true;
     }
     pthread_mutex_unlock(&s->lock);
-    return ok ? atom(env, "ok") : enif_make_badarg(env);
+    return ok ? atom(env, "ok")
+              : badarg_text(env, "begin_run/3: the session is closed, or "
+                                 "a run is under way (end_run/1)");
 }
 
 static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
@@ -1352,7 +1357,8 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
     (void)argc;
     session *s = lock_owned(env, argv[0], true);
     if (s == NULL)
-        return enif_make_badarg(env);
+        return badarg_text(env, "end_run/1 takes an open session of this "
+                                "process with a run under way (begin_run/3)");
     s->running = false;
 
     ERL_NIF_TERM mismatch = atom(env, "undefined");
@@ -1392,7 +1398,7 @@ static ERL_NIF_TERM nif_live(ErlNifEnv *env, int argc,
     (void)argc;
     session *s = owned_session(env, argv[0]);
     if (s == NULL)
-        return enif_make_badarg(env);
+        return badarg_text(env, "live/1 takes a session of this process");
     size_t live = 0;
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->blocks_cap; i++) {
@@ -1469,7 +1475,8 @@ static ERL_NIF_TERM nif_leaks(ErlNifEnv *env, int argc,
     (void)argc;
     session *s = lock_owned(env, argv[0], false);
     if (s == NULL)
-        return enif_make_badarg(env);
+        return badarg_text(env, "leaks/1 takes an open session of this "
+                                "process between runs");
     size_t n;
     leak_record *all = take_leaks(s, &n);
     bool lost = s->leaks_lost;
@@ -1488,7 +1495,7 @@ static ERL_NIF_TERM nif_close(ErlNifEnv *env, int argc,
     (void)argc;
     session_ref *ref;
     if (!enif_get_resource(env, argv[0], session_type, (void **)&ref))
-        return enif_make_badarg(env);
+        return badarg_text(env, "close/1 takes a session (open/0)");
     if (ref->s != NULL)
         close_session(ref->s);
     return atom(env, "ok");
@@ -1605,8 +1612,8 @@ static bool visit_module(const beam__fault_hooks *h, void *arg) {
  * it given back). The last the dynamic linker mapped was not it either
  * when the module went back to a file whose copy was still mapped (a
  * review: v1 from a, v2 from b, v3 from a read b's 0 live). When none took
- * it, *error is what the NIF returns: badarg for a name that is no binary,
- * else {error, not_found}. */
+ * it, *error is what the NIF returns: {badarg, Text} for a name that is no
+ * binary, else {error, not_found}. */
 static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
                               bool (*take)(const beam__fault_hooks *h,
                                            void *arg),
@@ -1617,7 +1624,8 @@ static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
                       .take = take,
                       .arg = arg};
     if (!enif_inspect_binary(env, name, &v.want)) {
-        *error = enif_make_badarg(env);
+        *error = badarg_text(env, "stats/1 and collect/1 take a module's "
+                                  "name as a binary (atom_to_binary/1)");
         return false;
     }
     each_library(visit_module, &v);

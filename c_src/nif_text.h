@@ -19,4 +19,12 @@ static inline ERL_NIF_TERM text_binary(ErlNifEnv *env, const char *s) {
     return bin;
 }
 
+/* Raises {badarg, Text}: a driver function called with what it cannot
+ * take says what it takes (a bare badarg said only "argument error"). */
+static inline ERL_NIF_TERM badarg_text(ErlNifEnv *env, const char *text) {
+    return enif_raise_exception(
+        env, enif_make_tuple2(env, enif_make_atom(env, "badarg"),
+                              text_binary(env, text)));
+}
+
 #endif

@@ -18,7 +18,9 @@
 %%   holdings() -> [{ModuleName :: binary(), Held, Live, Ops}]
 %%
 %% Every call but close/1 must come from the process that opened the
-%% session. Absent values (a site, a request) are the atom undefined.
+%% session. Absent values (a site, a request) are the atom undefined. An
+%% argument a function cannot take raises {badarg, Text}, Text saying what
+%% it takes.
 -module(beam_alloc_testing_nif).
 
 -export([open/0, attach/2, begin_run/3, end_run/1, live/1, leaks/1, close/1,

@@ -114,3 +114,39 @@ symbolizer_test() ->
     %% A site whose offset is too large to be one stays as it is.
     Text = <<"at guide_nif.so+0x1", (binary:copy(<<"0">>, 16))/binary>>,
     ?assertEqual(Text, beam_alloc_symbolizer:resolve_sites(Text)).
+
+%% The fault-injection driver's NIFs (internal: beam_alloc and
+%% beam_alloc_testing call them with what they take) raise {badarg, Text}
+%% naming the function, not a bare badarg.
+driver_nif_test() ->
+    N = beam_alloc_testing_nif,
+    [begin
+         assert_badarg_text(fun() -> N:stats(V) end, "stats/1 and collect/1 take a module's name"),
+         assert_badarg_text(fun() -> N:collect(V) end, "stats/1 and collect/1 take a module's name"),
+         assert_badarg_text(fun() -> N:attach(V, all) end, "attach/2 takes an open session"),
+         assert_badarg_text(fun() -> N:begin_run(V, 0, record) end, "begin_run/3 takes"),
+         assert_badarg_text(fun() -> N:end_run(V) end, "end_run/1 takes"),
+         assert_badarg_text(fun() -> N:live(V) end, "live/1 takes"),
+         assert_badarg_text(fun() -> N:leaks(V) end, "leaks/1 takes"),
+         assert_badarg_text(fun() -> N:close(V) end, "close/1 takes a session")
+     end || V <- [atom | bad_values()], not is_binary(V)],
+    {ok, S} = N:open(),
+    try
+        [assert_badarg_text(fun() -> N:begin_run(S, I, M) end, "begin_run/3 takes")
+         || {I, M} <- [{-1, record}, {1 bsl 64, record}, {1.5, compare}, {0, replay},
+                       {0, "record"}, {infinity, recordxxxxxxxxxxxx}]],
+        assert_badarg_text(fun() -> N:attach(S, 1) end, "all or a list of module names"),
+        assert_badarg_text(fun() -> N:end_run(S) end, "with a run under way"),
+        ok = N:begin_run(S, infinity, record),
+        assert_badarg_text(fun() -> N:begin_run(S, 0, record) end, "a run is under way"),
+        assert_badarg_text(fun() -> N:leaks(S) end, "between runs"),
+        #{run := 1} = N:end_run(S),
+        %% Another process's session.
+        Self = self(),
+        spawn(fun() -> Self ! {other, catch N:end_run(S)} end),
+        receive {other, {'EXIT', {{badarg, _}, _}}} -> ok end
+    after
+        ok = N:close(S)
+    end,
+    assert_badarg_text(fun() -> N:attach(S, all) end, "attach/2"),
+    assert_badarg_text(fun() -> N:begin_run(S, 0, record) end, "begin_run/3").
