@@ -268,6 +268,30 @@ defmodule BeamAlloc.BadArgumentsTest do
     end
   end
 
+  test "use BeamAlloc.Nif: ArgumentError for a library path outside priv/" do
+    for library <- ["/tmp/my_nif", "../my_nif", "nifs/../../my_nif", "a\0b"] do
+      code = """
+      defmodule BeamAlloc.BadArgumentsTest.Library do
+        use BeamAlloc.Nif, otp_app: :beam_alloc, library: #{inspect(library)}
+      end
+      """
+
+      assert_clear(
+        "library: #{inspect(library)}",
+        fn -> Code.compile_string(code) end,
+        [ArgumentError],
+        ~r/invalid value for :library option, expected a path inside/
+      )
+    end
+
+    # A path below priv/ is one.
+    assert %{library: "twin/misuse_nif"} =
+             BeamAlloc.Nif.validate_use_options!(
+               [otp_app: :beam_alloc, library: "twin/misuse_nif"],
+               __ENV__
+             )
+  end
+
   test "the Erlang modules' table (EUnit: beam_alloc_bad_arguments_tests)" do
     assert :ok = :eunit.test(:beam_alloc_bad_arguments_tests, [])
   end

@@ -38,7 +38,8 @@ defmodule BeamAlloc.Nif do
 
     * `:library` (required) - the NIF library's path inside the
       application's `priv` directory, without the extension: `"my_nif"` for
-      `priv/my_nif.so`.
+      `priv/my_nif.so`, `"nifs/my_nif"` for `priv/nifs/my_nif.so` (an
+      absolute path, or one with `..`, raises `ArgumentError`).
     * `:otp_app` - the application whose `priv` directory holds the library;
       defaults to the application of the Mix project being compiled.
     * `:nifs` - per-NIF options: a keyword list of NIF names and their
@@ -205,7 +206,7 @@ defmodule BeamAlloc.Nif do
     library =
       case opts[:library] do
         library when is_binary(library) and library != "" ->
-          without_extension!(library)
+          library |> inside_priv!() |> without_extension!()
 
         nil ->
           raise ArgumentError,
@@ -256,6 +257,21 @@ defmodule BeamAlloc.Nif do
               "invalid value for :load_info option, expected a map of the library's " <>
                 "own settings, got: #{inspect(other)}"
     end
+  end
+
+  # The path is priv/'s: an absolute one, or one with a .. segment,
+  # loaded a library from anywhere (:filename.join/2 takes an absolute
+  # second part as it is) while the docs say priv/ (bad-arguments hunt).
+  defp inside_priv!(library) do
+    if Path.type(library) != :relative or ".." in Path.split(library) or
+         String.contains?(library, <<0>>) do
+      raise ArgumentError,
+            "invalid value for :library option, expected a path inside the " <>
+              "application's priv/ directory (relative, without ..), got: " <>
+              inspect(library)
+    end
+
+    library
   end
 
   # load_nif adds the extension itself: "my_nif.so" looked for
