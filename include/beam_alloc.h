@@ -765,7 +765,9 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     its memory still mapped: a block freed already whose memory the
  *     parent gave back to the system (glibc's malloc unmaps blocks of 128
  *     KiB and more; enif_alloc, its single-block carriers) faults instead,
- *     as a second free() would. An instance of the general purpose
+ *     as a second free() would. (Over a fixed buffer, directly or through
+ *     failing allocators, a pointer outside the buffer is reported
+ *     unread.) An instance of the general purpose
  *     allocator (but one over beam_raw_allocator, which gets headers too)
  *     reads no freed block's memory it could have given back: over it,
  *     every double free is reported. A sized free of a

@@ -150,6 +150,32 @@ static const char *no_blocks_said(beam_allocator_t a) {
                               "blocks";
 }
 
+/* A fixed buffer's blocks, headers and all, lie inside its buffer, which
+ * the caller may have placed anywhere (at the start of a mapping, say):
+ * a pointer that could have no header word there is not one of its
+ * blocks, and the word before it is not read. Over a fixed buffer, or
+ * failing allocators over one (the walk bounded, as backing_serves_16's).
+ * A sized block at the start of a buffer after an unmapped page faulted
+ * in beam_msize, beam_mfree and beam_mrealloc (found in a bug hunt). */
+static bool outside_fixed_buffer(beam_allocator_t a, const void *p) {
+    for (int hop = 0; hop < 8 && a.vtable == &beam__failing_vtable; hop++)
+        a = ((const beam_failing_t *)a.ctx)->parent;
+    if (a.vtable != &beam__fixed_buffer_vtable)
+        return false;
+    const beam_fixed_buffer_t *fb = a.ctx;
+    uintptr_t u = (uintptr_t)p, lo = (uintptr_t)fb->buffer;
+    return u < lo + sizeof(uint64_t) || u - lo > fb->len;
+}
+
+/* hdr_read for a block of a: HDR_BAD, nothing read, for a pointer outside
+ * a fixed buffer under a. */
+static enum hdr_state hdr_read_of(beam_allocator_t a, const void *p,
+                                  size_t *good, char **base) {
+    if (outside_fixed_buffer(a, p))
+        return HDR_BAD;
+    return hdr_read(p, good, base);
+}
+
 static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
     size_t good = hdr_good(n);
     if (good == 0)
@@ -166,7 +192,7 @@ static void hdr_free(beam_allocator_t a, void *p, uintptr_t ret) {
     }
     size_t good;
     char *base;
-    enum hdr_state st = hdr_read(p, &good, &base);
+    enum hdr_state st = hdr_read_of(a, p, &good, &base);
     if (st != HDR_LIVE) {
         report_bad("beam_mfree", p, st, ret);
         return;
@@ -181,7 +207,7 @@ static void *hdr_mrealloc(beam_allocator_t a, void *p, size_t n,
         return NULL;
     size_t good, new_good = hdr_good(n);
     char *base;
-    enum hdr_state st = hdr_read(p, &good, &base);
+    enum hdr_state st = hdr_read_of(a, p, &good, &base);
     if (st != HDR_LIVE) {
         report_bad("beam_mrealloc", p, st, ret);
         return NULL;
@@ -411,7 +437,7 @@ static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
     }
     size_t good;
     char *base;
-    enum hdr_state st = hdr_read(p, &good, &base);
+    enum hdr_state st = hdr_read_of(a, p, &good, &base);
     if (st == HDR_LIVE)
         return good;
     report_bad("beam_msize", p, st, ret);

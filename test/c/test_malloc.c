@@ -1,6 +1,7 @@
 /* The malloc-style calls (src/malloc.c): 16-byte alignment over every
  * allocator, sizes, overflow, failed grows, no header over the general
  * purpose allocator, misuse reported, caller addresses passed through. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "check.h"
 #include "flip_allocator.h"
 #include "internal.h"
@@ -11,6 +12,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static bool filled(const unsigned char *p, size_t n, unsigned char tag) {
     for (size_t i = 0; i < n; i++)
@@ -560,4 +562,49 @@ TEST(malloc_over_the_refusing_allocator_reads_nothing) {
     CHECK(beam_mrealloc(r, stray, 64) == NULL);
     CHECK(check_report_count() == 3);
     check_release_reports();
+}
+
+/* A fixed buffer's header blocks lie inside it: a pointer that could have
+ * no header word there is reported without the word before it being read.
+ * A sized block at the buffer's start, with an unmapped page before the
+ * buffer, faulted in beam_msize, beam_mfree and beam_mrealloc, directly
+ * and through a failing allocator (found in a bug hunt). */
+TEST(malloc_over_a_fixed_buffer_reads_no_word_before_it) {
+    size_t page = 4096;
+    unsigned char *map = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(map != MAP_FAILED);
+    if (map == MAP_FAILED)
+        return;
+    /* An unmapped page either side of the buffer. */
+    CHECK(mprotect(map, page, PROT_NONE) == 0 &&
+          mprotect(map + 2 * page, page, PROT_NONE) == 0);
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, map + page, page);
+    beam_failing_t f;
+    beam_failing_init(&f, beam_fixed_buffer_allocator(&fb), SIZE_MAX);
+    beam_allocator_t all[] = {beam_fixed_buffer_allocator(&fb),
+                              beam_failing_allocator(&f)};
+    check_capture_reports();
+    for (size_t i = 0; i < 2; i++) {
+        beam_fixed_buffer_reset(&fb);
+        void *sized = beam_alloc_bytes(all[i], 32, 16);
+        CHECK(sized == map + page);
+        CHECK(beam_msize(all[i], sized) == 0);
+        CHECK(check_last_report_has("beam_msize of"));
+        CHECK(beam_mrealloc(all[i], sized, 64) == NULL);
+        CHECK(check_last_report_has("beam_mrealloc of"));
+        beam_mfree(all[i], sized);
+        CHECK(check_last_report_has("beam_mfree of"));
+        /* Past the buffer's end (in the unmapped page): the same. */
+        CHECK(beam_msize(all[i], map + 2 * page + 16) == 0);
+        CHECK(check_report_count() == 4 * (i + 1));
+        /* The buffer's own malloc-style blocks are untouched by it. */
+        void *p = beam_malloc(all[i], 100);
+        CHECK(p != NULL && beam_msize(all[i], p) >= 100);
+        beam_mfree(all[i], p);
+    }
+    check_release_reports();
+    CHECK(f.allocated_bytes == f.freed_bytes + 32);
+    munmap(map, 3 * page);
 }
