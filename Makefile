@@ -188,7 +188,10 @@ ADAPTER_LIBS := -lsqlite3 -lz -lzstd
 # time), with both compilers and with clang++ on libc++ as well; and BEAM_NIF without
 # beam_alloc_nif.h must fail with a message that names it, in C and C++;
 # the C++ adapter builds with -fno-exceptions and -fno-rtti, and C++14
-# fails with a message that names C++17.
+# fails with a message that names C++17. sample_nif.c, and cxx_flags.cpp
+# (BEAM_NIF_INIT with NULL callbacks), are checked strict in every
+# standard (C11, C17, gnu11, C2x; C++17 and C++20 with and without
+# exceptions and RTTI), with clang's -Weverything too (HEADER_EVERYTHING).
 HEADER_STRICT := -Wall -Wextra -Werror -Iinclude
 # The warnings strict projects make errors: test/header/sample_nif.c,
 # every public macro and inline function and the adapter headers' hooks in
@@ -200,6 +203,18 @@ HEADER_PEDANTIC_CXX := -Wpedantic -Wold-style-cast \
     -Wzero-as-null-pointer-constant -Wcast-qual -Wshadow -Wconversion \
     -Wsign-conversion -Wdouble-promotion -Wcast-align -Wextra-semi \
     -Wnon-virtual-dtor -Woverloaded-virtual -Wundef
+# g++'s own: a cast of the headers' to the type its operand has.
+HEADER_PEDANTIC_GXX := -Wuseless-cast
+# clang's -Weverything, less what no header can help: struct padding, C89
+# and C++98 compatibility, clang 16's -Wunsafe-buffer-usage (any pointer
+# arithmetic), and -Wweak-vtables (a header-only class has no out-of-line
+# virtual function to anchor its vtable). C before C2x has no
+# [[maybe_unused]]: BEAM_NIF's parameters take GNU's unused, every use of
+# which -Wused-but-marked-unused reports (HEADER_EVERYTHING_OLD_C).
+HEADER_EVERYTHING := -Weverything -Wno-unknown-warning-option -Wno-padded \
+    -Wno-declaration-after-statement -Wno-c++98-compat \
+    -Wno-c++98-compat-pedantic -Wno-unsafe-buffer-usage -Wno-weak-vtables
+HEADER_EVERYTHING_OLD_C := -Wno-used-but-marked-unused
 header-test: $(BUILD)/libbeam_alloc_standalone.a
 	@mkdir -p $(BUILD)/header
 	gcc -std=c11 -pedantic $(HEADER_STRICT) test/header/plain.c $(BUILD)/libbeam_alloc_standalone.a -pthread -o $(BUILD)/header/plain
@@ -207,6 +222,21 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a
 	g++ -std=c++17 -pedantic $(HEADER_STRICT) -x c++ -c test/header/plain.c -o $(BUILD)/header/plain-cpp.o
 	for cc in gcc $(SAN_CC); do \
 	    $$cc -std=c11 $(HEADER_STRICT) $(HEADER_PEDANTIC_C) -I$(ERTS_INCLUDE_DIR) -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cc.o || exit 1; \
+	done
+	@# Every standard, the ERTS headers as the system's (their warnings are
+	@# not ours); syntax only, for speed.
+	for std in c11 c17 gnu11 c2x; do \
+	    old=$(HEADER_EVERYTHING_OLD_C); [ $$std != c2x ] || old=; \
+	    gcc -std=$$std $(HEADER_STRICT) $(HEADER_PEDANTIC_C) -isystem $(ERTS_INCLUDE_DIR) -fsyntax-only test/header/sample_nif.c && \
+	    $(SAN_CC) -std=$$std $(HEADER_STRICT) $(HEADER_PEDANTIC_C) $(HEADER_EVERYTHING) $$old -isystem $(ERTS_INCLUDE_DIR) -fsyntax-only test/header/sample_nif.c || \
+	        { echo "header-test: the strict $$std build above failed" >&2; exit 1; }; \
+	done
+	for t in "-std=c++17 -x c++ test/header/sample_nif.c" "-std=c++20 -x c++ test/header/sample_nif.c" "-std=c++17 test/header/cxx_flags.cpp"; do \
+	    for f in -fexceptions -fno-exceptions -fno-rtti; do \
+	        g++ $$f $(HEADER_STRICT) $(HEADER_PEDANTIC_CXX) $(HEADER_PEDANTIC_GXX) -isystem $(ERTS_INCLUDE_DIR) -fsyntax-only $$t && \
+	        $(SAN_CC)++ $$f $(HEADER_STRICT) $(HEADER_PEDANTIC_CXX) $(HEADER_EVERYTHING) -isystem $(ERTS_INCLUDE_DIR) -fsyntax-only $$t || \
+	            { echo "header-test: the strict build above ($$t $$f) failed" >&2; exit 1; }; \
+	    done; \
 	done
 	for cxx in g++ $(SAN_CC)++; do \
 	    $$cxx -std=c++17 $(HEADER_STRICT) $(HEADER_PEDANTIC_CXX) -I$(ERTS_INCLUDE_DIR) -x c++ -c test/header/sample_nif.c -o $(BUILD)/header/nif-$$cxx.o || exit 1; \

@@ -73,6 +73,20 @@ extern "C" {
 #define BEAM_NODISCARD
 #endif
 
+/* The adapter headers' hooks (include/beam_alloc/): static, out of line so
+ * that BEAM_RET_ADDR names the C library's caller, and quiet in a
+ * translation unit that includes the header and never uses them (no
+ * -Wunused-function). clang: inline, since its -Wused-but-marked-unused
+ * (in -Weverything) warns of every use of a function marked unused; GCC
+ * warns of an inline function marked noinline, and has no such warning. */
+#if defined(__clang__)
+#define BEAM_INTERNAL_HOOK static inline __attribute__((noinline))
+#elif defined(__GNUC__)
+#define BEAM_INTERNAL_HOOK static __attribute__((noinline, unused))
+#else
+#define BEAM_INTERNAL_HOOK static inline
+#endif
+
 /* Names: everything public starts with beam_ (macros BEAM_); every struct
  * and enum type has a name ending in _t (some also an older one without,
  * kept), function pointer types end in _fn; nothing a user sees contains a
@@ -467,7 +481,19 @@ enum beam_gpa_flags {
  * the unwinder instead on Linux (microseconds, those allocations only), so
  * its stack reaches your line that called the library. Distinct stacks are
  * stored once each, process-wide. */
+#ifdef __cplusplus
+/* (A template: static_cast<unsigned> of an unsigned n is what g++'s
+ * -Wuseless-cast warns of; a plain unsigned parameter would draw
+ * -Wsign-conversion for an int n.) */
+extern "C++" {
+template <class N> constexpr unsigned beam_internal_gpa_frames(N n) noexcept {
+    return (static_cast<unsigned>(n) & 31u) << 8;
+}
+}
+#define BEAM_GPA_FRAMES(n) beam_internal_gpa_frames(n)
+#else
 #define BEAM_GPA_FRAMES(n) ((BEAM_INTERNAL_AS(unsigned, n) & 31u) << 8)
+#endif
 
 typedef struct beam_gpa {
     beam_allocator_t backing; /* where chunks and large blocks come from */

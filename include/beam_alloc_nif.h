@@ -127,10 +127,22 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
                                     beam_nif_body_fn body, ErlNifEnv *env,
                                     int argc, const ERL_NIF_TERM argv[]);
 
-/* A body need not use env, argc or argv; -Wextra must stay quiet. */
-#if defined(__GNUC__) || defined(__clang__)
+/* A body need not use env, argc or argv; -Wextra must stay quiet. The
+ * standard attribute where there is one (C++17, C23): clang's
+ * -Wused-but-marked-unused (in -Weverything) warns of every use of a
+ * parameter marked __attribute__((unused)), not of [[maybe_unused]]. */
+#if defined(__cplusplus) && __cplusplus >= 201703L
+#define BEAM_INTERNAL_UNUSED [[maybe_unused]]
+#elif !defined(__cplusplus) && defined(__has_c_attribute) &&                   \
+    __STDC_VERSION__ > 201710L
+/* (GCC knows the attribute in C11 too, where -Wpedantic warns of it.) */
+#if __has_c_attribute(maybe_unused)
+#define BEAM_INTERNAL_UNUSED [[maybe_unused]]
+#endif
+#endif
+#if !defined(BEAM_INTERNAL_UNUSED) && (defined(__GNUC__) || defined(__clang__))
 #define BEAM_INTERNAL_UNUSED __attribute__((unused))
-#else
+#elif !defined(BEAM_INTERNAL_UNUSED)
 #define BEAM_INTERNAL_UNUSED
 #endif
 
@@ -210,7 +222,7 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
 #else
 #define BEAM_INTERNAL_ENTRY(name) beam_nif_body_##name
 #define BEAM_INTERNAL_GUARD(name)
-#define BEAM_INTERNAL_PICK NULL
+#define BEAM_INTERNAL_PICK BEAM_INTERNAL_NULL
 #endif
 #define BEAM_INTERNAL_NIF(name, ...)                                           \
     static ERL_NIF_TERM beam_nif_body_##name(ErlNifEnv *env, int argc,         \
@@ -226,8 +238,8 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
     }                                                                          \
     BEAM_INTERNAL_NIF_MARK(name)                                               \
     static ERL_NIF_TERM beam_nif_body_##name(                                  \
-        ErlNifEnv *env BEAM_INTERNAL_UNUSED, int argc BEAM_INTERNAL_UNUSED,    \
-        const ERL_NIF_TERM argv[] BEAM_INTERNAL_UNUSED)
+        BEAM_INTERNAL_UNUSED ErlNifEnv *env, BEAM_INTERNAL_UNUSED int argc,    \
+        BEAM_INTERNAL_UNUSED const ERL_NIF_TERM argv[])
 
 /* Every BEAM_NIF's function, listed as the library is loaded (a
  * constructor per BEAM_NIF pushes its static node): load_info options that
@@ -243,13 +255,13 @@ typedef struct beam_nif_mark {
 BEAM_API void beam_nif_internal_mark(beam_nif_mark *mark);
 #if defined(__GNUC__) || defined(__clang__)
 #define BEAM_INTERNAL_NIF_MARK(name)                                           \
-    static beam_nif_mark beam_nif_mark_##name = {name, NULL};                  \
+    static beam_nif_mark beam_nif_mark_##name = {name, BEAM_INTERNAL_NULL};    \
     __attribute__((constructor)) static void beam_nif_note_##name(void) {      \
         beam_nif_internal_mark(&beam_nif_mark_##name);                         \
     }
 #define BEAM_INTERNAL_INIT_MARK                                                \
     __attribute__((constructor)) static void beam_nif_note_init(void) {        \
-        beam_nif_internal_mark(NULL);                                          \
+        beam_nif_internal_mark(BEAM_INTERNAL_NULL);                            \
     }
 #else
 #define BEAM_INTERNAL_NIF_MARK(name)
@@ -408,7 +420,12 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
            "UPGRADE, UNLOAD) or ERL_NIF_INIT's (NAME, "                        \
            "FUNCS, LOAD, RELOAD, UPGRADE, UNLOAD)")
 #define BEAM_INTERNAL_NIF_INIT_5(NAME, FUNCS, LOAD, UPGRADE, UNLOAD)           \
-    BEAM_INTERNAL_NIF_INIT_6(NAME, FUNCS, LOAD, NULL, UPGRADE, UNLOAD)
+    BEAM_INTERNAL_NIF_INIT_6(NAME, FUNCS, LOAD, BEAM_INTERNAL_NULL, UPGRADE,   \
+                             UNLOAD)
+/* LOAD, UPGRADE and UNLOAD initialise their variables unparenthesised:
+ * clang++'s -Wzero-as-null-pointer-constant lets a system header's NULL
+ * (__null) pass where it starts the expression, as in ERL_NIF_INIT, and
+ * reports it behind a parenthesis of ours (test/header/cxx_flags.cpp). */
 #define BEAM_INTERNAL_NIF_INIT_6(NAME, FUNCS, LOAD, RELOAD, UPGRADE, UNLOAD)   \
     BEAM_INTERNAL_FAULT_HOOKS_EXPORT                                           \
     BEAM_INTERNAL_INIT_MARK                                                    \
@@ -424,7 +441,7 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
     }                                                                          \
     static int beam_nif_glue_load_user(ErlNifEnv *env, void **priv,            \
                                        ERL_NIF_TERM info) {                    \
-        beam_nif_load_fn user = (LOAD);                                        \
+        beam_nif_load_fn user = LOAD;                                          \
         return beam_nif_loaded(                                                \
             user ? BEAM_INTERNAL_CALLBACK(env, "load", user(env, priv, info))  \
                  : 0);                                                         \
@@ -438,20 +455,21 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
     }                                                                          \
     static int beam_nif_glue_upgrade(ErlNifEnv *env, void **priv, void **old,  \
                                      ERL_NIF_TERM info) {                      \
-        beam_nif_upgrade_fn user = (UPGRADE);                                  \
-        beam_nif_load_fn beam_nif_user_load = (LOAD);                          \
+        beam_nif_upgrade_fn user = UPGRADE;                                    \
+        beam_nif_load_fn beam_nif_user_load = LOAD;                            \
         int options_failed = beam_nif_glue_start(env, info);                   \
         if (options_failed)                                                    \
             return options_failed;                                             \
         if (!user)                                                             \
             return beam_nif_upgrade_without_callback(                          \
                 env, priv, info,                                               \
-                beam_nif_user_load ? beam_nif_glue_load_user : NULL);          \
+                beam_nif_user_load ? beam_nif_glue_load_user                   \
+                                   : BEAM_INTERNAL_NULL);                      \
         return beam_nif_loaded(BEAM_INTERNAL_CALLBACK(                         \
             env, "upgrade", user(env, priv, old, info)));                      \
     }                                                                          \
     static void beam_nif_glue_unload(ErlNifEnv *env, void *priv) {             \
-        beam_nif_unload_fn user = (UNLOAD);                                    \
+        beam_nif_unload_fn user = UNLOAD;                                      \
         if (user)                                                              \
             (void)BEAM_INTERNAL_CALLBACK(env, "unload", (user(env, priv), 0)); \
         beam_nif_unloaded();                                                   \

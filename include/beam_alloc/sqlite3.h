@@ -47,11 +47,7 @@ extern "C" {
  * per process anyway). */
 static beam_allocator_t beam_sqlite3_allocator;
 
-#if defined(__GNUC__) || defined(__clang__)
-#define BEAM_SQLITE3_HOOK static __attribute__((noinline, unused))
-#else
-#define BEAM_SQLITE3_HOOK static
-#endif
+#define BEAM_SQLITE3_HOOK BEAM_INTERNAL_HOOK
 
 BEAM_SQLITE3_HOOK void *beam_sqlite3_malloc_hook(int n) {
     if (n < 0)

@@ -20,11 +20,7 @@
 extern "C" {
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define BEAM_ZLIB_HOOK static __attribute__((noinline, unused))
-#else
-#define BEAM_ZLIB_HOOK static
-#endif
+#define BEAM_ZLIB_HOOK BEAM_INTERNAL_HOOK
 
 BEAM_ZLIB_HOOK voidpf beam_zlib_alloc_hook(voidpf opaque, uInt items,
                                            uInt size) {

@@ -20,11 +20,7 @@
 extern "C" {
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define BEAM_ZSTD_HOOK static __attribute__((noinline, unused))
-#else
-#define BEAM_ZSTD_HOOK static
-#endif
+#define BEAM_ZSTD_HOOK BEAM_INTERNAL_HOOK
 
 BEAM_ZSTD_HOOK void *beam_zstd_alloc_hook(void *opaque, size_t size) {
     return beam_malloc_at(beam_internal_allocator_at(opaque), size,

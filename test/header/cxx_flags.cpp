@@ -1,7 +1,11 @@
 /* <beam_alloc.hpp> under the flags C++ NIFs are built with: make
  * header-test compiles it with -fno-exceptions and with -fno-rtti (the
  * adapter threw and used dynamic_cast unconditionally), and checks that
- * C++14 fails with a message that names C++17. */
+ * C++14 fails with a message that names C++17. Also strict, as
+ * test/header/sample_nif.c is, for BEAM_NIF_INIT's NULL callbacks: clang++'s
+ * -Wzero-as-null-pointer-constant is quiet about a system header's NULL in
+ * a system macro (ERL_NIF_INIT), not once a macro of ours had put it in
+ * parentheses. */
 #include <beam_alloc.hpp>
 #include <beam_alloc_nif.h>
 

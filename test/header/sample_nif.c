@@ -4,8 +4,11 @@
  * strict projects turn into errors (HEADER_PEDANTIC_C and
  * HEADER_PEDANTIC_CXX in the Makefile: -Wold-style-cast,
  * -Wzero-as-null-pointer-constant, -Wcast-qual, -Wconversion,
- * -Wbad-function-cast, ...). The file itself is clean in both languages
- * (no NULL, no casts), so that any warning is the headers'. */
+ * -Wbad-function-cast, ...), and under clang's -Weverything (less the
+ * warnings HEADER_EVERYTHING turns off) with C from C11 to C2x and C++17
+ * and C++20, with and without exceptions and RTTI. The file itself is
+ * clean in both languages (no NULL, no casts), so that
+ * any warning is the headers'. */
 #include <beam_alloc/sqlite3.h>
 #include <beam_alloc/zlib.h>
 #include <beam_alloc/zstd.h>
@@ -67,8 +70,9 @@ BEAM_NIF(everything, .leak_check = true, .allocator = pick, .scratch = true) {
 /* Instances, their options and the return-address forms. */
 BEAM_NIF(instances) {
     beam_gpa_t gpa;
+    unsigned frames = 4; /* a variable: its type is the macro's own */
     beam_gpa_init_ex(&gpa, beam_raw_allocator,
-                     BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(4));
+                     BEAM_GPA_TRACK_SITES | BEAM_GPA_FRAMES(frames));
     uintptr_t ret = BEAM_RET_ADDR();
     void *p = beam_alloc_bytes_at(beam_gpa_allocator(&gpa), 24, 8, ret);
     beam_free_bytes_at(beam_gpa_allocator(&gpa), p, 24, 8, ret);
