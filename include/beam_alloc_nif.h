@@ -166,7 +166,10 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  * another std::exception with "uncaught C++ exception: " and its what()),
  * where it would have crossed the VM's C
  * frames and aborted it (beam::allocator throws under fault injection);
- * so is one that leaves the .allocator function.
+ * so is one that leaves the .allocator function. A continuation
+ * (enif_schedule_nif) is guarded when it is a BEAM_NIF too, which need not
+ * be in the ErlNifFunc table; a plain C++ function scheduled is not, and
+ * must catch everything itself.
  * In C++ the options go in their declaration order (leak_check, allocator,
  * scratch, raise_on_misuse, frames): g++ refuses any other. */
 #define BEAM_NIF(...)                                                          \

@@ -45,6 +45,12 @@ defmodule BeamAlloc.CxxTest do
     assert_raise RuntimeError, "uncaught C++ exception: boom", fn -> CxxNif.throws() end
   end
 
+  test "an exception that leaves a continuation defined with BEAM_NIF is raised too" do
+    assert_raise RuntimeError, "uncaught C++ exception: later boom", fn ->
+      CxxNif.throws_later()
+    end
+  end
+
   test "an exception out of the .allocator function is raised and the body does not run" do
     for nif <- [:throws_in_allocator, :throws_in_allocator_checked] do
       assert_raise RuntimeError, "uncaught C++ exception: picker boom", fn ->

@@ -78,6 +78,19 @@ BEAM_NIF(throws) {
     throw std::runtime_error("boom");
 }
 
+// throws_later() -> raises: the exception leaves a continuation
+// (enif_schedule_nif) that is a BEAM_NIF listed in no table, whose wrapper
+// guards it as it guards a NIF (a plain C function scheduled has no guard:
+// the exception would cross the VM's C frames and abort it).
+BEAM_NIF(throws_later_slice) {
+    throw std::runtime_error("later boom");
+}
+
+BEAM_NIF(throws_later) {
+    return enif_schedule_nif(env, "throws_later", 0, throws_later_slice, argc,
+                             argv);
+}
+
 // An .allocator function that throws: the call raises, its body never
 // runs (the exception would have crossed the VM's C frames), plain and
 // under leak_check alike.
@@ -202,6 +215,7 @@ static ErlNifFunc funcs[] = {
     {"leak", 0, leak, 0},
     {"leak_in_containers", 0, leak_in_containers, 0},
     {"throws", 0, throws, 0},
+    {"throws_later", 0, throws_later, 0},
     {"throws_text", 1, throws_text, 0},
     {"throws_in_allocator", 0, throws_in_allocator, 0},
     {"throws_in_allocator_checked", 0, throws_in_allocator_checked, 0},
