@@ -290,9 +290,12 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
     Count = maps:get(requests, First),
     case failed(maps:get(outcome, First), Expect) of
         true ->
-            Misuse = misuse_problems(undefined, undefined, First),
-            consume(Misuse, Attached),
-            {problems, without_run_reports(Misuse) ++
+            %% Its leaks too, with their sites: a leak_check NIF that
+            %% leaks raises here, and its error names the function alone.
+            Ps = with_leaks(Session, [],
+                            lists:reverse(leak_problems(undefined, undefined, First)),
+                            Attached),
+            {problems, lists:reverse(Ps) ++
                            [#{kind => failed_without_injection, index => undefined,
                               outcome => maps:get(outcome, First)}], Count};
         false ->

@@ -44,13 +44,19 @@ swallowed_failure_is_an_erlang_error_test() ->
     end.
 
 %% A leak_check error under the check: the message quotes it whole, the
-%% function's name included (a depth limit cut binaries short).
+%% function's name included (a depth limit cut binaries short), after the
+%% leaked block with its source line (the error names the function alone).
 leak_under_a_check_is_quoted_whole_test() ->
     try beam_alloc_testing:check_all_allocation_failures(fun erlang_nif:leaky/0) of
         Result -> ?assertEqual(an_error, Result)
     catch
-        error:{allocation_failures, #{problems := [#{kind := failed_without_injection}],
+        error:{allocation_failures, #{problems := [#{kind := leak, index := undefined,
+                                                     blocks := [#{size := 32}]},
+                                                   #{kind := failed_without_injection}],
                                       message := Message}} ->
+            ?assertMatch({match, _},
+                         re:run(Message, "32 bytes from allocation #0 at "
+                                "leaky \\([^)]*erlang_nif\\.c:[0-9]+\\)")),
             ?assertMatch({match, _},
                          re:run(Message, "it raised error:\\{memory_leak,<<\"memory leak "
                                 "detected in function erlang_nif:leaky/0\">>\\}"))
