@@ -28,10 +28,23 @@
                              allocations := non_neg_integer(),
                              frees := non_neg_integer(),
                              failed := non_neg_integer()}.
+%% A general purpose allocator's, with what it holds of its backing; a
+%% named instance's (beam_stats_register) too, backing_bytes 0 when it is
+%% no general purpose allocator.
+-type gpa_stats() :: #{live_bytes := non_neg_integer(),
+                       live_blocks := non_neg_integer(),
+                       peak_bytes := non_neg_integer(),
+                       allocations := non_neg_integer(),
+                       frees := non_neg_integer(),
+                       failed := non_neg_integer(),
+                       backing_bytes := non_neg_integer()}.
+%% Named instances under their names: the map is open to any atom key
+%% (closed, Dialyzer said a match of #{sqlite := _} could never succeed).
 -type stats() :: #{raw := allocator_stats(),
                    large := allocator_stats(),
-                   general_purpose := map()}.
--export_type([allocator_stats/0, stats/0]).
+                   general_purpose := gpa_stats(),
+                   atom() => gpa_stats()}.
+-export_type([allocator_stats/0, gpa_stats/0, stats/0]).
 
 %% The counters of the NIF library loaded for Module (loading the module
 %% first, which loads its library through its on_load):
@@ -39,7 +52,10 @@
 %%   large            calls through beam_large_allocator, including the
 %%                    chunks the general purpose allocator takes from it;
 %%   general_purpose  the process-wide general purpose allocator, with
-%%                    backing_bytes, what it holds of the large allocator.
+%%                    backing_bytes, what it holds of the large allocator;
+%%   Name             each instance the library registered with
+%%                    beam_stats_register("name", a), as an atom, counted
+%%                    as general_purpose is (#{sqlite := #{live_bytes := _}}).
 %% Every NIF library built with beam_alloc has its own copy of the
 %% allocators, so the numbers are that library's alone. After a code
 %% upgrade to a new library file, while the old copy is still loaded (the

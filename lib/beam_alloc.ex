@@ -58,7 +58,10 @@ defmodule BeamAlloc do
       the general purpose allocator takes from it;
     * `:general_purpose` - the process-wide general purpose allocator, with
       `:backing_bytes`, what it holds of the large allocator (its slabs,
-      partly used or cached, and its metadata).
+      partly used or cached, and its metadata);
+    * each instance the library registered with
+      `beam_stats_register("name", a)`, under `:name`, counted as
+      `:general_purpose` is.
 
   `live_bytes` counts the lengths asked for. The VM's own figure
   (`:erlang.memory(:system)`) adds each allocator's overhead: about 16 bytes
@@ -74,9 +77,10 @@ defmodule BeamAlloc do
         allocations: 3, frees: 2, failed: 0}
   """
   @spec stats(module()) :: %{
-          raw: allocator_stats(),
-          large: allocator_stats(),
-          general_purpose: map()
+          required(:raw) => allocator_stats(),
+          required(:large) => allocator_stats(),
+          required(:general_purpose) => map(),
+          optional(atom()) => map()
         }
   def stats(module) when is_atom(module) and module not in [nil, true, false] do
     # :beam_alloc.find_stats/1 loads the module first (its @on_load loads

@@ -63,6 +63,28 @@ defmodule BeamAlloc.SqliteTest do
            "held #{stats.backing_bytes}, then #{after_collect} after collect"
   end
 
+  # Dialyzer took both types as closed maps: a user's match of a named
+  # instance's counters, #{sqlite := _} = beam_alloc:stats(m), "can never
+  # match" (found adopting it from rebar3).
+  test "the types of stats/1 admit a named instance's key" do
+    stats = BeamAlloc.stats(SqliteNif)
+    assert %{sqlite: %{backing_bytes: _}} = stats
+    {:ok, types} = Code.Typespec.fetch_types(:beam_alloc)
+    [erlang_type] = for {:type, {:stats, type, []}} <- types, do: type
+    {:ok, specs} = Code.Typespec.fetch_specs(BeamAlloc)
+    [elixir_type] = for {{:stats, 1}, [{:type, _, :fun, [_, ret]}]} <- specs, do: ret
+
+    for type <- [erlang_type, elixir_type], key <- Map.keys(stats) do
+      assert admits_key?(type, key), "#{inspect(key)} is not in #{inspect(type)}"
+    end
+  end
+
+  defp admits_key?({:type, _, :map, fields}, key) do
+    Enum.any?(fields, fn {:type, _, _assoc_or_exact, [key_type, _]} ->
+      match?({:atom, _, ^key}, key_type) or match?({:type, _, :atom, []}, key_type)
+    end)
+  end
+
   test "many connections at once on the general purpose allocator" do
     assert :ok = SqliteNif.start_gpa()
     rows = 2000
