@@ -879,7 +879,7 @@ defmodule BeamAlloc.CaseTest do
       quick = with_reporter_suspended(reporter, fn -> report_from_processes(300) end)
       assert quick in 40..100, "#{quick} of 300 calls returned before the reporter read"
       for _ <- 1..(300 - quick), do: assert_receive({:returned, _}, 30_000)
-      # It logs them all before it answers (a mark after them, then).
+      # It counts every report it has read before it answers (a mark after them, then).
       assert GenServer.call(Reporter, :mark, 60_000) >= mark + 300
 
       assert 0 == with_reporter_suspended(reporter, fn -> report_from_processes(1) end),

@@ -164,6 +164,60 @@ defmodule BeamAlloc.ReportTest do
     assert log =~ "made before"
   end
 
+  # A Logger handler as slow as a remote sink: 5 ms a line.
+  defmodule SlowHandler do
+    def log(_event, %{config: %{delay: ms}}), do: Process.sleep(ms)
+  end
+
+  test "under a flood and a slow log handler, calls answer at once with the reports sent before" do
+    # 1,000 reports at 5 ms a line: 5 s of logging. Each call waited for
+    # all of it (25,000 reports took minutes: BeamAlloc.Case's unwatch at
+    # a test's end timed out at 5 s, never-hang recheck).
+    :ok = :logger.add_handler(:beam_alloc_slow, SlowHandler, %{config: %{delay: 5}})
+    on_exit(fn -> :logger.remove_handler(:beam_alloc_slow) end)
+    call = fn request -> GenServer.call(Reporter, request, 1_000) end
+    flood = for n <- 1..1_000, do: "flood #{n}"
+
+    log =
+      capture_log(fn ->
+        ref = Reporter.watch(self(), false)
+        mark = Reporter.mark()
+
+        for line <- flood,
+            do: send(Reporter, {:beam_alloc_report, Report, line, self(), :undefined})
+
+        # The latest 100 of them, in order, numbered in order: all were read.
+        assert call.(:mark) == mark + 1_000
+        since = call.({:since, mark})
+        assert Enum.map(since, & &1.line) == Enum.drop(flood, 900)
+        assert Enum.map(since, & &1.seq) == Enum.to_list((mark + 901)..(mark + 1_000))
+        assert Enum.map(call.(:take), &elem(&1, 1)) == Enum.drop(flood, 900)
+
+        # A report with a site: resolved in the answer, not yet logged.
+        :ok = Report.double_free()
+        {kept, seen} = call.({:unwatch, ref})
+        assert seen == 1_001
+        assert Enum.map(Enum.drop(kept, -1), & &1.line) == Enum.drop(flood, 901)
+        assert List.last(kept).line =~ "called from double_free (test/nifs/report_nif.c:"
+
+        # Every line is logged all the same, in order (fast again).
+        :ok = :logger.remove_handler(:beam_alloc_slow)
+        logged_all()
+      end)
+
+    logged = Regex.scan(~r/\[warning\] (flood \d+|.*double free.*)/, log, capture: :all_but_first)
+    assert List.flatten(logged) |> Enum.take(1_000) == flood
+    assert [last] = List.flatten(logged) |> Enum.drop(1_000)
+    assert last =~ "called from double_free (test/nifs/report_nif.c:"
+  end
+
+  defp logged_all(tries \\ 500) do
+    unless :queue.is_empty(:sys.get_state(Reporter).unlogged) or tries == 0 do
+      Process.sleep(10)
+      logged_all(tries - 1)
+    end
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).

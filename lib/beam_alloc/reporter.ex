@@ -142,23 +142,52 @@ defmodule BeamAlloc.Reporter do
 
   @impl true
   def init(_opts) do
-    {:ok, %{queue: :queue.new(), seq: 0, known: %{}, unread: :queue.new(), watches: %{}}}
+    {:ok,
+     %{
+       queue: :queue.new(),
+       seq: 0,
+       known: %{},
+       unread: :queue.new(),
+       watches: %{},
+       unlogged: :queue.new(),
+       resolved: %{},
+       scheduled: false
+     }}
   end
 
-  # The state of this version: reads unread as a queue and watches. A
-  # reporter of the version before, kept across a code reload, holds unread
-  # as a list and no watches; every callback takes such a state over first
-  # (:queue.len of the list crashed the reporter, and it lost what it kept).
+  # The state of this version: reads unread as a queue, watches, and the
+  # reports kept and not yet logged (unlogged, in order: {seq, module, the
+  # line as it came}; the sites of those lines are not resolved yet in the
+  # kept copies, but for those in resolved, seq => line). A reporter of a
+  # version before, kept across a code reload, holds unread as a list and
+  # no watches, or nothing unlogged (all its lines resolved); every
+  # callback takes such a state over first (:queue.len of the list crashed
+  # the reporter, and it lost what it kept).
   defguardp is_current(state)
-            when is_map_key(state, :watches) and not is_list(:erlang.map_get(:unread, state))
+            when is_map_key(state, :unlogged) and not is_list(:erlang.map_get(:unread, state))
 
   defp current(%{unread: unread} = state) when is_list(unread),
     do: current(%{state | unread: :queue.from_list(unread)})
 
-  defp current(state), do: Map.put_new(state, :watches, %{})
+  defp current(state) do
+    state
+    |> Map.put_new(:watches, %{})
+    |> Map.put_new(:unlogged, :queue.new())
+    |> Map.put_new(:resolved, %{})
+    |> Map.put_new(:scheduled, false)
+  end
 
   @impl true
   def code_change(_old, state, _extra), do: {:ok, current(state)}
+
+  # The slow part (resolving sites, a dirty NIF call of about a
+  # millisecond a site, and logging) is done in slices of @slice ms, the
+  # mailbox read between them: a call waits a slice, not all the work
+  # (under a flood with a slow log handler, minutes: the guard's unwatch
+  # timed out at 5 s, never-hang recheck). Reports read are kept
+  # (numbered, with the line as it came) first: calls need them kept, and
+  # resolve the sites of those they answer with (see resolved/3).
+  @slice 20
 
   # Only reports of the shape the C side sends (a module, a binary line):
   # anything else someone sends is dropped by handle_info's last clause,
@@ -187,7 +216,8 @@ defmodule BeamAlloc.Reporter do
     {:noreply, attribute([message], state), {:continue, :release}}
   end
 
-  def handle_info({__MODULE__, :keep_unread}, state), do: {:noreply, state, {:continue, :release}}
+  def handle_info({__MODULE__, :keep_unread}, state),
+    do: {:noreply, work(%{state | scheduled: false}, @slice)}
 
   def handle_info(_other, state), do: {:noreply, state}
 
@@ -226,20 +256,105 @@ defmodule BeamAlloc.Reporter do
   def handle_continue(:release, state) do
     # The messages are read: collecting them runs the destructors of their
     # acknowledgements, and the NIF calls waiting for those return (see
-    # src/nif/report.c). Then the slow part, as many as were read.
+    # src/nif/report.c). Then the slow part.
     :erlang.garbage_collect()
-    state = keep_unread(state, :queue.len(state.unread))
-    # Those read meanwhile, after what waits in the mailbox now (calls).
-    unless :queue.is_empty(state.unread), do: send(self(), {__MODULE__, :keep_unread})
-    {:noreply, state}
+    {:noreply, work(state, @slice)}
   end
 
-  # Reports are kept (symbolized and logged) one at a time, and who made
-  # the reports that came meanwhile read after each: read after the whole
-  # batch, a batch taking over a second (60 reports of other tests at once,
-  # a slow log handler) outlasted the wait of a Task's reporting call, and
-  # the Task was gone when the reporter read its callers (found by a bug
-  # hunt: its test passed).
+  defp work(state, slice) do
+    deadline = System.monotonic_time(:millisecond) + slice
+    work_until(state, deadline)
+  end
+
+  defp work_until(state, deadline) do
+    cond do
+      idle?(state) -> state
+      System.monotonic_time(:millisecond) >= deadline -> scheduled(state)
+      :queue.is_empty(state.unread) -> work_until(read_waiting(log_one(state)), deadline)
+      true -> work_until(keep_unread(state, 1), deadline)
+    end
+  end
+
+  defp idle?(state), do: :queue.is_empty(state.unread) and :queue.is_empty(state.unlogged)
+
+  # The rest after what waits in the mailbox now (calls), once.
+  defp scheduled(%{scheduled: true} = state), do: state
+
+  defp scheduled(state) do
+    send(self(), {__MODULE__, :keep_unread})
+    %{state | scheduled: true}
+  end
+
+  # The next line, its sites resolved (unless a call did), logged and
+  # written into the kept copies.
+  defp log_one(state) do
+    {{:value, {seq, module, raw}}, unlogged} = :queue.out(state.unlogged)
+    {line, resolved} = Map.pop_lazy(state.resolved, seq, fn -> resolve(raw) end)
+    Logger.warning(line, beam_alloc: module)
+    state = %{state | unlogged: unlogged, resolved: resolved}
+    if line == raw, do: state, else: with_line(state, seq, line)
+  end
+
+  defp with_line(state, seq, line) do
+    put = fn report -> if report.seq == seq, do: %{report | line: line}, else: report end
+
+    watches =
+      Map.new(state.watches, fn {ref, w} -> {ref, %{w | kept: map_queue(w.kept, put)}} end)
+
+    %{state | queue: map_queue(state.queue, put), watches: watches}
+  end
+
+  # Source lines here, in this process, on a dirty scheduler: never on the
+  # thread that reported (it is inside an allocator call). A line the
+  # symbolizer chokes on is kept as it came: losing the reporter (and what
+  # it kept) to one report would be worse.
+  defp resolve(line) do
+    BeamAlloc.Symbolizer.resolve_sites(line)
+  catch
+    _, _ -> line
+  end
+
+  # The reports of queue for which wanted? is true, their sites resolved
+  # (each report once: the line is remembered for its logging, and for
+  # its other copies); the others as they are. A call answers with at
+  # most @keep reports: under a flood, resolving every report read before
+  # answering took minutes.
+  # (A flood repeats lines, a misuse in a loop on a block used again: each
+  # line is resolved once a call, memo.)
+  defp resolved(queue, wanted?, state) do
+    {reports, {resolved, _memo}} =
+      Enum.map_reduce(:queue.to_list(queue), {state.resolved, %{}}, fn report, {resolved, memo} ->
+        cond do
+          not unlogged?(report, state) or not wanted?.(report) ->
+            {report, {resolved, memo}}
+
+          is_map_key(resolved, report.seq) ->
+            {%{report | line: resolved[report.seq]}, {resolved, memo}}
+
+          true ->
+            line = Map.get_lazy(memo, report.line, fn -> resolve(report.line) end)
+            memo = Map.put(memo, report.line, line)
+            {%{report | line: line}, {Map.put(resolved, report.seq, line), memo}}
+        end
+      end)
+
+    {:queue.from_list(reports), %{state | resolved: resolved}}
+  end
+
+  # Whether a kept report is not logged yet: its line may be as it came.
+  defp unlogged?(report, state) do
+    case :queue.peek(state.unlogged) do
+      {:value, {seq, _, _}} -> report.seq >= seq
+      :empty -> false
+    end
+  end
+
+  # Reports are kept (numbered) one at a time, and who made the reports
+  # that came meanwhile read after each: read after the whole batch, a
+  # batch taking over a second (60 reports of other tests at once, a slow
+  # log handler) outlasted the wait of a Task's reporting call, and the
+  # Task was gone when the reporter read its callers (found by a bug hunt:
+  # its test passed).
   defp keep_unread(state, 0), do: state
 
   defp keep_unread(state, n) do
@@ -266,29 +381,44 @@ defmodule BeamAlloc.Reporter do
     state
   end
 
-  # What was read is kept before any call is answered: reports sent before
-  # the call are all in (since/1).
-  defp kept_all(state), do: keep_unread(state, :queue.len(state.unread))
+  # What was read is kept before a call is answered: reports sent before
+  # the call are all in (since/1). Its lines are logged first too, for
+  # @budget ms at most, the rest after (a test's capture_log gets its
+  # lines; under a flood with a slow log handler, logging them all took
+  # minutes, and BeamAlloc.Case's unwatch timed out at 5 s: never-hang
+  # recheck).
+  @budget 100
+
+  defp settled(state) do
+    deadline = System.monotonic_time(:millisecond) + @budget
+    state |> keep_unread(:queue.len(state.unread)) |> work_until(deadline)
+  end
 
   @impl true
-  # A watch is answered at once: the reports read and not yet kept were
-  # made before it, and it leaves them out by their numbers to come
-  # (under a flood with a slow log handler, waiting for them to be logged
-  # took minutes, and BeamAlloc.Case's guard timed out at every test's
-  # start: never-hang recheck).
+  # A watch and a mark are answered at once: the reports read and not yet
+  # kept were made before them, and get the numbers up to
+  # seq + unread (the watch leaves them out by those).
   def handle_call({:watch, _ref, _pid, _all?} = request, from, state),
     do: answer(request, from, current(state))
 
-  def handle_call(request, from, state), do: answer(request, from, kept_all(current(state)))
+  def handle_call(:mark, from, state), do: answer(:mark, from, current(state))
 
-  defp answer(:recent, _from, state), do: {:reply, pairs(state.queue), state}
+  def handle_call(request, from, state), do: answer(request, from, settled(current(state)))
 
-  defp answer(:take, _from, state),
-    do: {:reply, pairs(state.queue), %{state | queue: :queue.new()}}
+  defp answer(:recent, _from, state) do
+    state = resolved_queue(state)
+    {:reply, pairs(state.queue), state}
+  end
 
-  defp answer(:mark, _from, state), do: {:reply, state.seq, state}
+  defp answer(:take, _from, state) do
+    state = resolved_queue(state)
+    {:reply, pairs(state.queue), %{state | queue: :queue.new()}}
+  end
+
+  defp answer(:mark, _from, state), do: {:reply, state.seq + :queue.len(state.unread), state}
 
   defp answer({:since, mark}, _from, state) do
+    state = resolved_queue(state, &(&1.seq > mark))
     {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
   end
 
@@ -298,6 +428,21 @@ defmodule BeamAlloc.Reporter do
   # line is one the window lists (the runs of a check and the misuse it
   # turned into its result), are marked consumed; and a take of the others.
   defp answer({:consume, pid, modules, windows}, _from, state) do
+    # (The lines of the reports that may be consumed resolved first: the
+    # check lists them resolved.)
+    candidate? = fn %{seq: seq} = report ->
+      report.pid == pid and report.module in modules and
+        Enum.any?(windows, &match?({from, to, _} when seq > from and seq <= to, &1))
+    end
+
+    state = resolved_queue(state, candidate?)
+
+    state =
+      Enum.reduce(Map.keys(state.watches), state, fn ref, state ->
+        {kept, state} = resolved(state.watches[ref].kept, candidate?, state)
+        put_in(state.watches[ref].kept, kept)
+      end)
+
     consume = fn report ->
       if report.pid == pid and
            :beam_alloc_reporter.consumes(report.seq, report.module, report.line, modules, windows),
@@ -320,12 +465,13 @@ defmodule BeamAlloc.Reporter do
   # consumed key: it is not consumed. &1.consumed raised, and the reporter
   # went down with what it kept.)
   defp answer(:take_unconsumed, _from, state) do
+    state = resolved_queue(state)
     unconsumed = :queue.filter(&(not Map.get(&1, :consumed, false)), state.queue)
     {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
   end
 
   defp answer({:watch, ref, pid, all?}, _from, state) do
-    after_seq = state.seq + :queue.len(state.unread)
+    {:reply, after_seq, _} = answer(:mark, nil, state)
     watch = %{pid: pid, all?: all?, kept: :queue.new(), seen: 0, after_seq: after_seq}
     {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
   end
@@ -334,30 +480,33 @@ defmodule BeamAlloc.Reporter do
   # nothing: as since/1 of a mark from before a restart.)
   defp answer({:unwatch, ref}, _from, state) do
     {watch, watches} = Map.pop(state.watches, ref, %{kept: :queue.new(), seen: 0})
-    {:reply, {:queue.to_list(watch.kept), watch.seen}, %{state | watches: watches}}
+    {kept, state} = resolved(watch.kept, fn _ -> true end, state)
+    {:reply, {:queue.to_list(kept), watch.seen}, %{state | watches: watches}}
   end
 
   # A call it does not know is answered, not a crash that loses the kept
   # reports.
   defp answer(other, _from, state), do: {:reply, {:error, {:unknown_call, other}}, state}
 
+  # (Its sites resolved later: log_one/1, resolved/3.)
   defp keep({module, line, pid, callers}, state) do
-    # Source lines here, in this process, on a dirty scheduler: never on
-    # the thread that reported (it is inside an allocator call).
-    # A line the symbolizer chokes on is kept as it came: losing the
-    # reporter (and what it kept) to one report would be worse.
-    line =
-      try do
-        BeamAlloc.Symbolizer.resolve_sites(line)
-      catch
-        _, _ -> line
-      end
-
-    Logger.warning(line, beam_alloc: module)
     seq = state.seq + 1
     report = %{seq: seq, module: module, line: line, pid: pid, callers: callers, consumed: false}
     watches = to_watches(report, state.watches)
-    %{state | queue: bounded_in(state.queue, report), seq: seq, watches: watches}
+    unlogged = :queue.in({seq, module, line}, state.unlogged)
+
+    %{
+      state
+      | queue: bounded_in(state.queue, report),
+        seq: seq,
+        watches: watches,
+        unlogged: unlogged
+    }
+  end
+
+  defp resolved_queue(state, wanted? \\ fn _ -> true end) do
+    {queue, state} = resolved(state.queue, wanted?, state)
+    %{state | queue: queue}
   end
 
   defp map_queue(queue, fun), do: :queue.from_list(Enum.map(:queue.to_list(queue), fun))
