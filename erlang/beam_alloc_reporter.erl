@@ -29,6 +29,10 @@
          code_change/3]).
 
 -define(KEEP, 100).
+%% Lines are logged in slices of SLICE ms, the mailbox read between them;
+%% a call logs for BUDGET ms at most before it answers (see log_until/2).
+-define(SLICE, 20).
+-define(BUDGET, 100).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -45,26 +49,58 @@ take() ->
 recent() ->
     gen_server:call(?MODULE, recent).
 
-%% State: #{kept := queue of reports, seq := reports kept so far}; a
-%% report is #{seq, module, line, pid, consumed}.
+%% State: #{kept := queue of reports, seq := reports kept so far,
+%% unlogged := queue of {Seq, Module, Line as it came} kept and not yet
+%% logged, resolved := #{Seq => Line} of those whose sites a call resolved
+%% already, scheduled := whether a {?MODULE, log} message is on its way};
+%% a report is #{seq, module, line, pid, consumed}, its line as it came
+%% while it is not logged (see resolved/2).
 init([]) ->
-    {ok, #{kept => queue:new(), seq => 0}}.
+    {ok, current(#{kept => queue:new(), seq => 0})}.
 
-handle_call(take, _From, #{kept := Kept} = S) ->
-    {reply, pairs(queue:to_list(Kept)), S#{kept := queue:new()}};
-handle_call(take_unconsumed, _From, #{kept := Kept} = S) ->
-    {reply, pairs([R || #{consumed := false} = R <- queue:to_list(Kept)]),
-     S#{kept := queue:new()}};
-handle_call(recent, _From, #{kept := Kept} = S) ->
-    {reply, pairs(queue:to_list(Kept)), S};
+%% (A state of the version before, across a code reload, has no unlogged
+%% lines.)
+current(S) ->
+    maps:merge(#{unlogged => queue:new(), resolved => #{}, scheduled => false}, S).
+
+%% A mark is answered at once: it needs no line. Other calls resolve the
+%% sites of the reports they answer with (at most KEEP), and log what is
+%% kept and not yet logged first, for BUDGET ms at most, the rest after: a
+%% test capturing the log gets its lines, and under a flood of reports
+%% with a slow log handler a call waited for all of them to be resolved
+%% and logged (minutes; a fault injection check's marks and a take timed
+%% out: never-hang recheck). What was read is kept (numbered) before any
+%% call, all the same: reports sent before a call are in its answer.
 handle_call(mark, _From, #{seq := Seq} = S) ->
     {reply, Seq, S};
-handle_call({consume, Pid, Modules, Windows}, _From, #{kept := Kept} = S) ->
+handle_call(Request, From, S) ->
+    answer(Request, From, log_until(current(S), deadline(?BUDGET))).
+
+answer(take, _From, S0) ->
+    #{kept := Kept} = S = resolved(fun(_) -> true end, S0),
+    {reply, pairs(queue:to_list(Kept)), S#{kept := queue:new()}};
+answer(take_unconsumed, _From, S0) ->
+    #{kept := Kept} = S = resolved(fun(_) -> true end, S0),
+    {reply, pairs([R || #{consumed := false} = R <- queue:to_list(Kept)]),
+     S#{kept := queue:new()}};
+answer(recent, _From, S0) ->
+    #{kept := Kept} = S = resolved(fun(_) -> true end, S0),
+    {reply, pairs(queue:to_list(Kept)), S};
+%% (The lines of the reports it may consume resolved first: the check
+%% lists them resolved.)
+answer({consume, Pid, Modules, Windows}, _From, S0) ->
+    Candidate = fun(#{pid := P, module := M, seq := Seq}) ->
+                        P =:= Pid andalso lists:member(M, Modules) andalso
+                            lists:any(fun({From, To, _}) -> Seq > From andalso Seq =< To;
+                                         (_) -> false
+                                      end, Windows)
+                end,
+    #{kept := Kept} = S = resolved(Candidate, S0),
     Consume = fun(R) -> consume(R, Pid, Modules, Windows) end,
     {reply, ok, S#{kept := queue:from_list(lists:map(Consume, queue:to_list(Kept)))}};
 %% A call it does not know is answered, not a crash that loses the kept
 %% reports.
-handle_call(Other, _From, S) ->
+answer(Other, _From, S) ->
     {reply, {error, {unknown_call, Other}}, S}.
 
 %% Marked consumed: a report Pid made in a call into one of Modules, kept
@@ -120,15 +156,92 @@ handle_cast(_Msg, Kept) ->
 %% only {Module, Line}; garbage is collected in handle_continue, once
 %% gen_server itself no longer holds the message it handed to handle_info
 %% (collected here, the first one's ack survived, and the call waited its
-%% whole second); and only then are sites resolved (dirty NIF calls, slow).
+%% whole second); and only then are sites resolved (dirty NIF calls, slow),
+%% as the lines are logged, a slice at a time (or as a call answers with
+%% them).
 handle_info({beam_alloc_report, M, L, _, _} = Msg, S) when is_atom(M), is_binary(L) ->
     {noreply, S, {continue, {release, drain([Msg])}}};
+handle_info({?MODULE, log}, S) ->
+    {noreply, log_until((current(S))#{scheduled := false}, deadline(?SLICE))};
 handle_info(_Other, S) ->
     {noreply, S}.
 
 handle_continue({release, Reports}, S) ->
     erlang:garbage_collect(),
-    {noreply, lists:foldl(fun keep/2, S, Reports)}.
+    Kept = lists:foldl(fun keep/2, current(S), Reports),
+    {noreply, log_until(Kept, deadline(?SLICE))}.
+
+deadline(Ms) ->
+    erlang:monotonic_time(millisecond) + Ms.
+
+%% The lines kept, their sites resolved (unless a call did), logged in
+%% order until Deadline and written into the kept reports; the rest after
+%% what waits in the mailbox now (calls, reports).
+log_until(#{unlogged := Unlogged, resolved := Resolved} = S, Deadline) ->
+    case queue:out(Unlogged) of
+        {empty, _} ->
+            S;
+        {{value, {Seq, Module, Raw}}, Rest} ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true ->
+                    scheduled(S);
+                false ->
+                    {Line, Left} = case maps:take(Seq, Resolved) of
+                                       error -> {resolve(Raw), Resolved};
+                                       Taken -> Taken
+                                   end,
+                    logger:warning("~ts", [Line], #{beam_alloc => Module}),
+                    S1 = S#{unlogged := Rest, resolved := Left},
+                    log_until(with_line(Seq, Line, Raw, S1), Deadline)
+            end
+    end.
+
+with_line(_Seq, Raw, Raw, S) ->
+    S;
+with_line(Seq, Line, _Raw, #{kept := Kept} = S) ->
+    Put = fun(#{seq := N} = R) when N =:= Seq -> R#{line := Line};
+             (R) -> R
+          end,
+    S#{kept := queue:from_list(lists:map(Put, queue:to_list(Kept)))}.
+
+%% The kept reports for which Wanted is true, their sites resolved (each
+%% once: the line is remembered for its logging); the others as they are.
+%% (Each line once a call: a flood repeats them.)
+resolved(Wanted, #{kept := Kept, unlogged := Unlogged, resolved := Resolved0} = S) ->
+    First = case queue:peek(Unlogged) of
+                {value, {Seq, _, _}} -> Seq;
+                empty -> infinity
+            end,
+    {Reports, {Resolved, _Memo}} =
+        lists:mapfoldl(
+          fun(#{seq := Seq, line := Raw} = R, {Resolved1, Memo} = Acc) ->
+                  case is_integer(First) andalso Seq >= First andalso Wanted(R) of
+                      false ->
+                          {R, Acc};
+                      true ->
+                          Line = case {Resolved1, Memo} of
+                                     {#{Seq := L}, _} -> L;
+                                     {_, #{Raw := L}} -> L;
+                                     _ -> resolve(Raw)
+                                 end,
+                          {R#{line := Line},
+                           {Resolved1#{Seq => Line}, Memo#{Raw => Line}}}
+                  end
+          end, {Resolved0, #{}}, queue:to_list(Kept)),
+    S#{kept := queue:from_list(Reports), resolved := Resolved}.
+
+%% A line the symbolizer chokes on is kept as it came: losing the reporter
+%% (and what it kept) to one report would be worse.
+resolve(Line) ->
+    try beam_alloc_symbolizer:resolve_sites(Line)
+    catch _:_ -> Line
+    end.
+
+scheduled(#{scheduled := true} = S) ->
+    S;
+scheduled(S) ->
+    self() ! {?MODULE, log},
+    S#{scheduled := true}.
 
 %% (A pid of a process, or undefined from threads and destructors.)
 drain(Taken) ->
@@ -139,17 +252,13 @@ drain(Taken) ->
         [{Module, Line, Pid} || {beam_alloc_report, Module, Line, Pid, _} <- lists:reverse(Taken)]
     end.
 
-keep({Module, Line0, Pid}, #{kept := Kept, seq := Seq0} = S) ->
-    %% A line the symbolizer chokes on is kept as it came: losing the
-    %% reporter (and what it kept) to one report would be worse.
-    Line = try beam_alloc_symbolizer:resolve_sites(Line0)
-           catch _:_ -> Line0
-           end,
-    logger:warning("~ts", [Line], #{beam_alloc => Module}),
+%% (Its sites resolved later: log_until/2, resolved/2.)
+keep({Module, Line, Pid}, #{kept := Kept, seq := Seq0} = S) ->
     Seq = Seq0 + 1,
     Report = #{seq => Seq, module => Module, line => Line, pid => Pid, consumed => false},
     Kept1 = queue:in(Report, Kept),
     S#{seq := Seq,
+       unlogged := queue:in({Seq, Module, Line}, maps:get(unlogged, S)),
        kept := case queue:len(Kept1) > ?KEEP of
                    true -> queue:drop(Kept1);
                    false -> Kept1
@@ -161,9 +270,9 @@ code_change(_OldVsn, {_, _} = Queue, _Extra) ->
         true ->
             Reports = [#{seq => 0, module => M, line => L, pid => undefined, consumed => false}
                        || {M, L} <- queue:to_list(Queue)],
-            {ok, #{kept => queue:from_list(Reports), seq => 0}};
+            {ok, current(#{kept => queue:from_list(Reports), seq => 0})};
         false ->
             {ok, Queue}
     end;
 code_change(_OldVsn, S, _Extra) ->
-    {ok, S}.
+    {ok, current(S)}.

@@ -211,10 +211,70 @@ defmodule BeamAlloc.ReportTest do
     assert last =~ "called from double_free (test/nifs/report_nif.c:"
   end
 
-  defp logged_all(tries \\ 500) do
-    unless :queue.is_empty(:sys.get_state(Reporter).unlogged) or tries == 0 do
+  test "the Erlang reporter, under a flood and a slow log handler, answers at once too" do
+    start_supervised!(%{id: :erlang_reporter, start: {:beam_alloc_reporter, :start_link, []}})
+    :ok = :logger.add_handler(:beam_alloc_slow, SlowHandler, %{config: %{delay: 5}})
+    on_exit(fn -> :logger.remove_handler(:beam_alloc_slow) end)
+    call = fn request -> :gen_server.call(:beam_alloc_reporter, request, 1_000) end
+    flood = for n <- 1..1_000, do: "flood #{n}"
+
+    log =
+      capture_log(fn ->
+        # A line with a site, as the C side sends it.
+        raw = raw_report(&Report.double_free/0)
+
+        for line <- flood,
+            do: send(:beam_alloc_reporter, {:beam_alloc_report, Report, line, self(), :undefined})
+
+        assert call.(:mark) == 1_000
+        assert Enum.map(call.(:recent), &elem(&1, 1)) == Enum.drop(flood, 900)
+        send(:beam_alloc_reporter, {:beam_alloc_report, Report, raw, self(), :undefined})
+        # Its site resolved in the answer, not yet logged.
+        assert [_ | _] = taken = call.(:take)
+        assert Enum.map(Enum.drop(taken, -1), &elem(&1, 1)) == Enum.drop(flood, 901)
+        assert {Report, last} = List.last(taken)
+        assert last =~ "called from double_free (test/nifs/report_nif.c:"
+
+        :ok = :logger.remove_handler(:beam_alloc_slow)
+        logged_all(:beam_alloc_reporter)
+      end)
+
+    logged = Regex.scan(~r/\[warning\] (flood \d+)/, log, capture: :all_but_first)
+    assert List.flatten(logged) == flood
+
+    assert log =~
+             ~r/flood 1000\n.*\[warning\] .*called from double_free \(test\/nifs\/report_nif.c:/s
+  end
+
+  # The line of the report fun makes, as it came: read from the Elixir
+  # reporter's mailbox, held meanwhile.
+  defp raw_report(fun) do
+    reporter = Process.whereis(Reporter)
+    :sys.suspend(reporter)
+
+    try do
+      spawn(fun)
+      raw_message(reporter, 100)
+    after
+      :sys.resume(reporter)
+    end
+  end
+
+  defp raw_message(reporter, tries) do
+    case Process.info(reporter, :messages) do
+      {:messages, [{:beam_alloc_report, _, raw, _, _} | _]} ->
+        raw
+
+      _ when tries > 0 ->
+        Process.sleep(10)
+        raw_message(reporter, tries - 1)
+    end
+  end
+
+  defp logged_all(reporter \\ Reporter, tries \\ 500) do
+    unless :queue.is_empty(:sys.get_state(reporter).unlogged) or tries == 0 do
       Process.sleep(10)
-      logged_all(tries - 1)
+      logged_all(reporter, tries - 1)
     end
   end
 
