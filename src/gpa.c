@@ -634,6 +634,30 @@ static void gpa_free(void *ctx, void *mem, size_t len, size_t alignment,
     beam__gpa_free_general((beam_gpa_t *)ctx, mem, len, alignment, ret);
 }
 
+/* The slab of p if it is one of st's, else NULL. The map is read
+ * without the lock, a field at a time (where, and a chunk's page, before
+ * the owner), and the entry of a chunk a segment's slack shares changes
+ * while the blocks of its neighbours' pages live (st's own large blocks
+ * among them): claimed or unmapped meanwhile, such a block read as in a
+ * page of st's with no block at it, and its free was refused and the
+ * block leaked (a stress test: GPA over GPA, a collector below). Such a
+ * look, and only such (where one of st's slabs has a block, p is st's),
+ * is made again under the lock, which st's entries change under. */
+gpa_slab *beam__gpa_slab_mine(gpa_state *st, const void *p) {
+    gpa_slab *s = beam__gpa_slab_of(p);
+    if (beam__gpa_owner(s) != st)
+        return NULL;
+    if (gpa_where(s) == WHERE_MEDIUM ||
+        gpa_small_at_block(s, beam__gpa_block_index(s, p)))
+        return s;
+    gpa_lock(st);
+    s = beam__gpa_slab_of(p);
+    if (beam__gpa_owner(s) != st)
+        s = NULL;
+    gpa_unlock(st);
+    return s;
+}
+
 /* Everything the fast path did not settle: tracked blocks, large blocks and
  * misuse, told apart carefully. */
 BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
@@ -647,13 +671,12 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
                                    ret);
         return;
     }
-    gpa_slab *s = beam__gpa_slab_of(mem);
-    gpa_state *owner = beam__gpa_owner(s);
-    if (owner == st && gpa_where(s) == WHERE_MEDIUM) {
+    gpa_slab *s = beam__gpa_slab_mine(st, mem);
+    if (s != NULL && gpa_where(s) == WHERE_MEDIUM) {
         beam__gpa_medium_free(st, s, mem, len, alignment, ret);
         return;
     }
-    if (owner == st) {
+    if (s != NULL) {
         void **b = (void **)mem;
         long idx = beam__gpa_block_index(s, mem);
         if (!gpa_small_at_block(s, idx)) {
@@ -720,7 +743,7 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
         beam__gpa_misuse_at(st, "double free", mem, len, alignment, ret, site);
     else if (r == GPA_LARGE_NOT_OURS)
         beam__gpa_misuse(st,
-                         owner != NULL
+                         beam__gpa_owner(beam__gpa_slab_of(mem)) != NULL
                              ? "free of a block of another allocator instance"
                              : "free of a pointer this allocator does not own "
                                "(foreign, or already freed)",
@@ -749,8 +772,8 @@ static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
                                    ret);
         return false;
     }
-    gpa_slab *s = beam__gpa_slab_of(mem);
-    if (beam__gpa_owner(s) != st)
+    gpa_slab *s = beam__gpa_slab_mine(st, mem);
+    if (s == NULL)
         return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret,
                                       said);
     if (gpa_where(s) == WHERE_MEDIUM)
@@ -816,7 +839,7 @@ static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     /* Only a large block that stays large can move in the backing. */
-    if (st == NULL || beam__gpa_owner(beam__gpa_slab_of(mem)) == st ||
+    if (st == NULL || beam__gpa_slab_mine(st, mem) != NULL ||
         beam__gpa_class_for(new_len, alignment) != GPA_CLASSES)
         return NULL;
     return beam__gpa_large_remap(st, mem, len, alignment, new_len, ret);

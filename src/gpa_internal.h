@@ -803,6 +803,10 @@ static BEAM__ALWAYS_INLINE bool gpa_map_holds(const void *p) {
     return ours;
 }
 
+/* The slab holding p if it is one of st's, else NULL: beam__gpa_slab_of
+ * and the owner, made consistent (gpa.c). No lock held. */
+BEAM__HIDDEN gpa_slab *beam__gpa_slab_mine(gpa_state *st, const void *p);
+
 /* s is a sub-slab (not a map entry). */
 static inline bool gpa_is_sub(gpa_slab *s) {
     struct gpa_mixed *m = beam__atomic_load_relaxed(&s->mixed);

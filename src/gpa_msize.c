@@ -4,7 +4,7 @@
  *
  * Kept apart from the allocator's own files on purpose, and small: it
  * relies only on these internals of gpa_internal.h: beam__gpa_state_of,
- * beam__gpa_slab_of, beam__gpa_owner, beam__gpa_block_index,
+ * beam__gpa_slab_mine, beam__gpa_block_index,
  * gpa_small_live, slab->size, st->track, slab->info[i].len and .alignment
  * (tracked mode), beam__gpa_large_find under gpa_lock(st) (its .len,
  * .alignment), gpa_where and beam__gpa_medium_block under gpa_lock(st)
@@ -52,8 +52,8 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL || p == NULL)
         return false;
-    gpa_slab *s = beam__gpa_slab_of(p);
-    if (beam__gpa_owner(s) == st && gpa_where(s) == WHERE_MEDIUM) {
+    gpa_slab *s = beam__gpa_slab_mine(st, p);
+    if (s != NULL && gpa_where(s) == WHERE_MEDIUM) {
         /* A medium block: its pages, which its free accepts as a length. */
         gpa_lock(st);
         size_t bytes = beam__gpa_medium_block(st, s, p);
@@ -62,7 +62,7 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
         *alignment = 16;
         return bytes != 0;
     }
-    if (beam__gpa_owner(s) == st) {
+    if (s != NULL) {
         long idx = beam__gpa_block_index(s, p);
         if (!gpa_small_live(st, s, p, idx, owned))
             return false;
