@@ -285,6 +285,13 @@ BEAM_API extern const beam_allocator_t beam_raw_allocator;
  * of memory). */
 BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment,
                                                   uintptr_t ret);
+/* For <beam_alloc/sqlite3.h>, not to be called directly: keeps the shared
+ * object this copy of beam_alloc is linked into (the NIF library) mapped
+ * until the process exits, its allocators untouched by its last unload:
+ * hooks in it given to a library that outlives it (one libsqlite3 for
+ * every NIF library of the VM) stay callable after a hot upgrade or a
+ * purge. false when it cannot (not a shared object, or no dlopen). */
+BEAM_API bool beam_internal_keep_mapped(void);
 /* How the C++ exceptions beam_alloc throws begin their what(): a NIF's
  * raise of one gives the text after it (beam_alloc_nif.h). */
 #define BEAM_INTERNAL_CXX_TEXT "beam_alloc: "

@@ -104,6 +104,111 @@ defmodule BeamAlloc.SqliteTest do
     assert BeamAlloc.stats(SqliteNif).sqlite.live_blocks == 0
   end
 
+  test "a hot upgrade to a library from another file, then a purge, keeps SQLite's hooks valid" do
+    # SQLite is one per process, and its hooks were the old copy's: once
+    # the old version was purged (its copy unmapped, libsqlite3 kept by
+    # the new copy) the next SQLite call jumped into unmapped code and the
+    # VM died (SIGSEGV).
+    upgrade_in_own_vm("start_gpa")
+  end
+
+  test "the old copy's purge leaves its process-wide instance to SQLite" do
+    # Kept mapped, the copy's last unload no longer tears down the
+    # instance SQLite allocates from (the new copy's connection holds
+    # blocks of it).
+    upgrade_in_own_vm("start_process_wide")
+  end
+
+  # SQLite started by copy a's start (a start function of SqliteNif), a
+  # new version of SqliteNif from copy b that opens a connection, the old
+  # version purged, then SQLite used by b, shut down, and started on b's
+  # instance. In a VM of its own: SQLite cannot be stopped from here for
+  # good, and the kept copy stays mapped.
+  defp upgrade_in_own_vm(start) do
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_sqlite_upgrade_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
+    on_exit(fn -> File.rm_rf!(dir) end)
+
+    for copy <- ["a", "b"] do
+      File.mkdir_p!(Path.join(dir, copy))
+
+      File.cp!(
+        Path.join(:code.priv_dir(:beam_alloc), "sqlite_nif.so"),
+        Path.join([dir, copy, "sqlite_nif.so"])
+      )
+    end
+
+    stubs =
+      for {name, arity} <- SqliteNif.__info__(:functions),
+          name != :__load_nif__,
+          do: "#{name}/#{arity}"
+
+    script = """
+    version = fn copy ->
+      path = String.to_charlist(Path.join(["#{dir}", copy, "sqlite_nif"]))
+
+      contents =
+        quote do
+          def load, do: :erlang.load_nif(unquote(path), 0)
+          use BeamAlloc.Test.NifModule, stubs: #{inspect(stubs)}
+        end
+
+      BeamAlloc.Test.NifModule.create_version(SqliteNif, contents, __ENV__)
+      :ok = SqliteNif.load()
+    end
+
+    say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
+    version.("a")
+    say.("a start", SqliteNif.#{start}())
+    say.("a database", SqliteNif.database(100))
+    version.("b")
+    say.("b use", SqliteNif.use_again())
+    say.("b open", {SqliteNif.open(), SqliteNif.populate(2000)})
+    :code.purge(SqliteNif)
+    mapped = File.read!("/proc/self/maps") =~ "/a/sqlite_nif.so"
+    say.("a kept mapped", mapped)
+    say.("b database", SqliteNif.database(2000))
+    say.("b query", length(SqliteNif.query()))
+    say.("b close", SqliteNif.close())
+    say.("b shutdown", SqliteNif.shutdown())
+    say.("b start", SqliteNif.start_gpa())
+    say.("b database", SqliteNif.database(100))
+    say.("b shutdown", SqliteNif.shutdown())
+    """
+
+    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+
+    {out, status} =
+      System.cmd("elixir", ["-pa", ebin, "-e", script],
+        stderr_to_stdout: true,
+        env: [{"MIX_ENV", "test"}]
+      )
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+
+    # b's use fails (SQLite runs on a's allocator); a stays mapped after its
+    # purge, and its hooks serve b, until b shuts SQLite down and starts it
+    # on its own instance.
+    assert out =~ """
+           a start :ok
+           a database {100, 4950}
+           b use 21
+           b open {:ok, :ok}
+           a kept mapped true
+           b database {2000, 1999000}
+           b query 17
+           b close :ok
+           b shutdown 0
+           b start :ok
+           b database {100, 4950}
+           b shutdown 0
+           """
+  end
+
   test "open, insert and query survive every allocation failure" do
     assert {5, 10} = SqliteNif.roundtrip(5)
 

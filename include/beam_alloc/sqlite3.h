@@ -4,7 +4,7 @@
  * instead of) <sqlite3.h> and link -lsqlite3 yourself.
  *
  *     static beam_gpa_t sqlite_gpa;        // SQLite's own instance
- *     beam_gpa_init(&sqlite_gpa, beam_large_allocator);
+ *     beam_gpa_init(&sqlite_gpa, beam_large_allocator);  // once: below
  *     beam_stats_register("sqlite", beam_gpa_allocator(&sqlite_gpa));
  *     int rc = beam_sqlite3_use(beam_gpa_allocator(&sqlite_gpa));
  *     if (rc == SQLITE_MISUSE) ... // SQLite was started already
@@ -21,6 +21,24 @@
  * other starts SQLite. Otherwise beam_sqlite3_use changes nothing and
  * returns SQLITE_MISUSE (another library may have started SQLite first;
  * its allocator stays, and so does the one this library gave before).
+ *
+ * A hot upgrade or a purge unloads a NIF library while libsqlite3 stays
+ * (the new copy, or another library, links it): SQLite would go on
+ * calling the hooks of an unmapped copy and crash the VM. So the copy
+ * whose beam_sqlite3_use succeeds stays mapped until the process exits
+ * (beam_internal_keep_mapped), and its last unload tears none of its
+ * allocators down: the hooks, and a, stay valid for SQLite, whichever
+ * copy runs it now. For that, a must live as long: an instance of the
+ * library's own that its unload callback never deinitialises (while
+ * SQLite may run: a new copy may use it; nor does the unload shut SQLite
+ * down), not a call's beam_allocator unless SQLite is shut down before the
+ * call returns. A new copy's beam_sqlite3_use then returns SQLITE_MISUSE
+ * (SQLite runs on the old copy's allocator, which is fine): to move SQLite
+ * to the new copy's, close every connection, sqlite3_shutdown and call it
+ * again. A copy loaded again from the same file is the kept one, its
+ * statics as they were: initialise SQLite's instance once (a static flag),
+ * not again over the blocks SQLite holds. The kept copy costs its mapping
+ * and what SQLite holds, once (a new copy's call fails, so keeps nothing).
  *
  * SQLITE_CONFIG_MEMSTATUS is left as it is (on by default): with it,
  * SQLite counts every allocation under one global mutex, which serialises
@@ -91,9 +109,11 @@ BEAM_SQLITE3_HOOK void beam_sqlite3_shutdown_hook(void *app) {
 }
 
 /** SQLite's allocator becomes a (which must outlive SQLite's use of it:
- * until sqlite3_shutdown). Call before sqlite3_initialize, or after
- * sqlite3_shutdown. Returns SQLite's result code: SQLITE_OK, or
- * SQLITE_MISUSE when SQLite is initialised already (nothing changed). */
+ * until sqlite3_shutdown, or for good once the library is unloaded with
+ * SQLite running; see above). Call before sqlite3_initialize, or after
+ * sqlite3_shutdown. Returns SQLite's result code: SQLITE_OK (this copy of
+ * the NIF library is then kept mapped), or SQLITE_MISUSE when SQLite is
+ * initialised already (nothing changed). */
 static inline int beam_sqlite3_use(beam_allocator_t a) {
     static const sqlite3_mem_methods methods = {
         beam_sqlite3_malloc_hook,   beam_sqlite3_free_hook,
@@ -105,8 +125,13 @@ static inline int beam_sqlite3_use(beam_allocator_t a) {
      * succeeds SQLite is stopped, and nothing calls the hooks until
      * sqlite3_initialize. */
     int rc = sqlite3_config(SQLITE_CONFIG_MALLOC, &methods);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK) {
         beam_sqlite3_allocator = a;
+        /* The hooks outlive this copy's unload (a hot upgrade or purge
+         * while libsqlite3 stays). Failing, the hooks are in no shared
+         * object, which nothing unloads. */
+        (void)beam_internal_keep_mapped();
+    }
     return rc;
 }
 

@@ -234,7 +234,9 @@ static void free_kept_instances(void) {
 
 void beam_nif_unloaded(void) {
     pthread_mutex_lock(&instances_lock);
-    if (--module_instances == 0 && beam_resource_live_count() == 0) {
+    /* (Kept mapped, the library can run still: SQLite's hooks, say.) */
+    if (--module_instances == 0 && beam_resource_live_count() == 0 &&
+        !beam__library_kept_mapped()) {
         /* Nothing of this library can run any more: its process-wide
          * instance goes, with whatever blocks it still has (unreachable
          * now), and so do the leak_check instances kept with blocks

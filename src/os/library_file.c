@@ -44,3 +44,25 @@ bool beam__file_unchanged(const char *path, const beam__file_id *id) {
     return now.dev == id->dev && now.ino == id->ino && now.size == id->size &&
            now.mtime_sec == id->mtime_sec && now.mtime_nsec == id->mtime_nsec;
 }
+
+/* Written once by the header's call, read by the last unload (glue.c). */
+static _Atomic int kept_mapped;
+
+bool beam_internal_keep_mapped(void) {
+    Dl_info info;
+    if (dladdr((void *)beam_internal_keep_mapped, &info) == 0 ||
+        info.dli_fname == NULL || info.dli_fname[0] == '\0')
+        return false;
+    /* A reference of our own, never given back, to the object the VM
+     * already has (NOLOAD: by the name it was loaded under, whatever the
+     * file holds now): the VM's dlclose at the unload leaves it mapped.
+     * NODELETE says so to the linker as well. */
+    if (dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL)
+        return false;
+    beam__atomic_store_release(&kept_mapped, 1);
+    return true;
+}
+
+bool beam__library_kept_mapped(void) {
+    return beam__atomic_load_acquire(&kept_mapped) != 0;
+}

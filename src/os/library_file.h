@@ -5,7 +5,12 @@
  * rebuilt file (the dynamic linker hands back an object already loaded
  * under that name), and would run the old C code.
  *
- * POSIX (dladdr, stat); elsewhere nothing is known, and nothing is said.
+ * And keeping this copy mapped for the process's life
+ * (beam_internal_keep_mapped, beam_alloc.h), for hooks handed to a library
+ * that outlives it.
+ *
+ * POSIX (dladdr, stat, dlopen); elsewhere nothing is known, and nothing is
+ * said.
  */
 #ifndef BEAM_ALLOC_OS_LIBRARY_FILE_H
 #define BEAM_ALLOC_OS_LIBRARY_FILE_H
@@ -29,5 +34,10 @@ BEAM__HIDDEN bool beam__library_file(const void *addr, char *path, size_t n,
  * told (either unknown): only a known change is a change. */
 BEAM__HIDDEN bool beam__file_unchanged(const char *path,
                                        const beam__file_id *id);
+
+/* Has beam_internal_keep_mapped kept this copy mapped? Its last unload
+ * then tears none of its allocators down: another library's hooks in it
+ * (SQLite's) may still use them. */
+BEAM__HIDDEN bool beam__library_kept_mapped(void);
 
 #endif

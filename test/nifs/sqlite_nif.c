@@ -6,7 +6,8 @@
  * connection and one configuration, and the tests that call them run one
  * at a time (async: false):
  *
- *   start_gpa/0, open/0, populate/1, query/0, close/0, shutdown/0:
+ *   start_gpa/0 (start_process_wide/0 on the library's process-wide
+ *   instance), open/0, populate/1, query/0, close/0, shutdown/0:
  *     SQLite on this library's own general purpose instance, listed in
  *     BeamAlloc.stats(SqliteNif) as :sqlite;
  *   database/1: a connection of its own on the running SQLite, for
@@ -35,14 +36,26 @@ static ERL_NIF_TERM sqlite_error(ErlNifEnv *env, int rc, const char *what) {
     return enif_make_tuple2(env, enif_make_atom(env, "error"), bin);
 }
 
-/* start_gpa() -> ok | {error, Msg}: SQLite (re)started on sqlite_gpa. */
-BEAM_NIF(start_gpa) {
+/* SQLite (re)started on a: ok | {error, Msg}. */
+static ERL_NIF_TERM start_on(ErlNifEnv *env, beam_allocator_t a) {
     sqlite3_shutdown();
-    int rc = beam_sqlite3_use(beam_gpa_allocator(&sqlite_gpa));
+    int rc = beam_sqlite3_use(a);
     if (rc == SQLITE_OK)
         rc = sqlite3_initialize();
     return rc == SQLITE_OK ? enif_make_atom(env, "ok")
                            : sqlite_error(env, rc, "start");
+}
+
+/* start_gpa(): SQLite on sqlite_gpa. */
+BEAM_NIF(start_gpa) {
+    return start_on(env, beam_gpa_allocator(&sqlite_gpa));
+}
+
+/* start_process_wide(): SQLite on this library's process-wide instance,
+ * which its last unload tears down unless the library is kept mapped
+ * (beam_sqlite3_use). */
+BEAM_NIF(start_process_wide) {
+    return start_on(env, beam_general_purpose_allocator);
 }
 
 /* use_again() -> SQLite's code for beam_sqlite3_use while it runs. */
@@ -200,7 +213,12 @@ BEAM_NIF(database) {
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    beam_gpa_init(&sqlite_gpa, beam_large_allocator);
+    /* Once (README): a copy kept mapped by beam_sqlite3_use and loaded
+     * again keeps its statics, and SQLite may run on this instance. */
+    static bool sqlite_gpa_ready;
+    if (!sqlite_gpa_ready)
+        beam_gpa_init(&sqlite_gpa, beam_large_allocator);
+    sqlite_gpa_ready = true;
     if (!beam_stats_register("sqlite", beam_gpa_allocator(&sqlite_gpa)))
         return 1;
     return load_capturing_reports(env, priv, info);
@@ -208,6 +226,7 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
 
 static ErlNifFunc funcs[] = {
     {"start_gpa", 0, start_gpa, 0},
+    {"start_process_wide", 0, start_process_wide, 0},
     {"use_again", 0, use_again, 0},
     {"open", 0, open, 0},
     {"populate", 1, populate, ERL_NIF_DIRTY_JOB_CPU_BOUND},
