@@ -278,6 +278,76 @@ defmodule BeamAlloc.ReportTest do
     end
   end
 
+  # As SlowHandler, and sends each line it gets to the test (capture_log's
+  # text lacked some of the last lines of a reporter stopped meanwhile).
+  defmodule CollectHandler do
+    def log(%{msg: msg}, %{config: %{delay: ms, to: pid}}) do
+      Process.sleep(ms)
+      send(pid, {:logged, text(msg)})
+    end
+
+    defp text({:string, s}), do: IO.chardata_to_string(s)
+
+    defp text({format, args}) when is_list(args),
+      do: IO.chardata_to_string(:io_lib.format(format, args))
+
+    defp text(other), do: inspect(other)
+  end
+
+  # A reporter of its own (unnamed: the application's one keeps running),
+  # fed count lines by hand and stopped at once: the lines it logged.
+  defp stopped_after(start, count, delay) do
+    config = %{config: %{delay: delay, to: self()}}
+    :ok = :logger.add_handler(:beam_alloc_collect, CollectHandler, config)
+
+    try do
+      capture_log(fn ->
+        {:ok, pid} = start.()
+
+        for n <- 1..count,
+            do: send(pid, {:beam_alloc_report, Report, "stop #{n}", self(), :undefined})
+
+        :ok = :gen_server.stop(pid)
+      end)
+    after
+      :logger.remove_handler(:beam_alloc_collect)
+    end
+
+    # (Not the Logger's own events: capture_log restarts its console.)
+    Enum.filter(collected([]), &String.match?(&1, ~r/^(stop \d+|beam_alloc: )/))
+  end
+
+  defp collected(lines) do
+    receive do
+      {:logged, line} -> collected([line | lines])
+    after
+      0 -> Enum.reverse(lines)
+    end
+  end
+
+  defp stop_lines(lines), do: Enum.filter(lines, &String.starts_with?(&1, "stop "))
+
+  # A reporter start starts, stopped after 50 lines at 5 ms: a slice
+  # logged 3, the rest waited behind the stop and was never logged.
+  defp assert_logs_on_stop(start) do
+    lines = stopped_after(start, 50, 5)
+    assert stop_lines(lines) == for(n <- 1..50, do: "stop #{n}")
+    refute Enum.any?(lines, &(&1 =~ "not logged"))
+
+    # For a second at most: then it says how many it left.
+    lines = stopped_after(start, 200, 10)
+    logged = stop_lines(lines)
+    assert logged == for(n <- 1..length(logged), do: "stop #{n}")
+    assert length(logged) in 1..199
+
+    assert List.last(lines) ==
+             "beam_alloc: #{200 - length(logged)} more reports not logged: the reporter stopped"
+  end
+
+  test "a reporter stopped logs the lines it has read first" do
+    assert_logs_on_stop(fn -> GenServer.start(Reporter, []) end)
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).
