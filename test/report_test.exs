@@ -348,6 +348,10 @@ defmodule BeamAlloc.ReportTest do
     assert_logs_on_stop(fn -> GenServer.start(Reporter, []) end)
   end
 
+  test "the Erlang reporter stopped logs the lines it has read first too" do
+    assert_logs_on_stop(fn -> :gen_server.start(:beam_alloc_reporter, [], []) end)
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).
