@@ -154,10 +154,16 @@ static const char *no_blocks_said(beam_allocator_t a) {
  * the caller may have placed anywhere (at the start of a mapping, say):
  * a pointer that could have no header word there is not one of its
  * blocks, and the word before it is not read. Over a fixed buffer, or
- * failing allocators over one (the walk bounded, as backing_serves_16's).
- * A sized block at the start of a buffer after an unmapped page faulted
- * in beam_msize, beam_mfree and beam_mrealloc (found in a bug hunt). */
+ * failing allocators over one (the walk bounded, as backing_serves_16's),
+ * and under a fault-injection check's plan allocator too (a NIF's
+ * .allocator a fixed buffer: the VM died of the read under the check,
+ * found in review). A sized block at the start of a buffer after an
+ * unmapped page faulted in beam_msize, beam_mfree and beam_mrealloc
+ * (found in a bug hunt). */
 static bool outside_fixed_buffer(beam_allocator_t a, const void *p) {
+    beam_allocator_t under;
+    if (beam__fault_under(a, p, &under))
+        a = under;
     for (int hop = 0; hop < 8 && a.vtable == &beam__failing_vtable; hop++)
         a = ((const beam_failing_t *)a.ctx)->parent;
     if (a.vtable != &beam__fixed_buffer_vtable)

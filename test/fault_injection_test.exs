@@ -113,6 +113,24 @@ defmodule BeamAlloc.FaultInjectionTest do
     end
   end
 
+  describe "malloc-style calls on a sized block of a NIF's fixed buffer" do
+    test "under the check read no word before the buffer, as without it" do
+      # The buffer starts right after an unmapped page and the sized block
+      # at its start: beam_msize and beam_mrealloc of it are misuses,
+      # reported (0, NULL). Under the check they go through the check's
+      # allocator over the buffer, and read the word before the block:
+      # the VM died of a segmentation fault (review).
+      assert Faults.sized_at_guarded_start() == {0, false}
+      error = catch_check(&Faults.sized_at_guarded_start/0)
+
+      # (The call's first misuse is listed: beam_msize's.)
+      assert [%{kind: :misuse, index: nil, report: report}] = error.problems
+      assert report =~ "beam_msize of"
+      assert report =~ "not a live block of beam_malloc & co."
+      Faults.take_reports()
+    end
+  end
+
   describe "a NIF that leaks on an allocation-failure path" do
     test "is caught at the failing allocation, with the leaked block" do
       error = catch_check(&Faults.leaky_on_failure/0)

@@ -4,9 +4,11 @@
  * a swallowed failure, nondeterminism). Loaded by BeamAlloc.Test.Faults
  * (test/support/faults.ex).
  */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "nif_util.h"
 
 #include <stdatomic.h>
+#include <sys/mman.h>
 
 static ERL_NIF_TERM ok(ErlNifEnv *env) {
     return enif_make_atom(env, "ok");
@@ -379,12 +381,50 @@ BEAM_NIF(allocator_is_raw) {
     return make_bool(env, same_allocator(beam_allocator, beam_raw_allocator));
 }
 
+/* A fixed buffer right after an unmapped page, as the .allocator of
+ * sized_at_guarded_start: its first block starts the mapping's readable
+ * part, so the word before it is unmapped. One page, made at load; every
+ * call starts the buffer afresh (the tests call it from one process). */
+static unsigned char *guarded_page;
+static beam_fixed_buffer_t guarded_buffer;
+
+static beam_allocator_t guarded_fixed_buffer(void) {
+    beam_fixed_buffer_init(&guarded_buffer, guarded_page, 4096);
+    return beam_fixed_buffer_allocator(&guarded_buffer);
+}
+
+static bool map_guarded_page(void) {
+    unsigned char *map = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED || mprotect(map, 4096, PROT_NONE) != 0)
+        return false;
+    guarded_page = map + 4096;
+    return true;
+}
+
+/* sized_at_guarded_start() -> {Msize, Realloc}: a sized block at the start
+ * of that buffer, asked for with the malloc-style calls (a misuse they
+ * report: 0 and NULL, nothing read outside the buffer); {:error, :enomem}
+ * when the
+ * block is not given. Under a check, beam_allocator is the check's plan
+ * allocator over the buffer. */
+BEAM_NIF(sized_at_guarded_start, .allocator = guarded_fixed_buffer) {
+    void *sized = beam_alloc_bytes(beam_allocator, 32, 16);
+    if (sized == NULL)
+        return beam_make_error(env, "enomem");
+    size_t msize = beam_msize(beam_allocator, sized);
+    void *moved = beam_mrealloc(beam_allocator, sized, 64);
+    beam_free_bytes(beam_allocator, sized, 32, 16);
+    return enif_make_tuple2(env, enif_make_uint64(env, msize),
+                            make_bool(env, moved != NULL));
+}
+
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)priv;
     (void)info;
     buffer_type = enif_open_resource_type(env, NULL, "buffer", buffer_dtor,
                                           ERL_NIF_RT_CREATE, NULL);
-    return buffer_type == NULL || capture_reports();
+    return buffer_type == NULL || !map_guarded_page() || capture_reports();
 }
 
 static ErlNifFunc funcs[] = {
@@ -412,6 +452,7 @@ static ErlNifFunc funcs[] = {
     {"buffers_freed", 0, buffers_freed_nif, 0},
     {"allocator_is_raw", 0, allocator_is_raw, 0},
     {"take_reports", 0, take_reports, 0},
+    {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Faults, funcs, load, NULL, NULL)
