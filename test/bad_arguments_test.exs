@@ -251,7 +251,7 @@ defmodule BeamAlloc.BadArgumentsTest do
     for opts <- ["async: true", "[]", ":x"] do
       code = """
       defmodule BeamAlloc.BadArgumentsTest.CaseOptions do
-        use ExUnit.Case
+        use ExUnit.Case, register: false
         use BeamAlloc.Case, #{opts}
       end
       """

@@ -173,9 +173,10 @@ defmodule BeamAlloc.ReportTest do
     # 1,000 reports at 5 ms a line: 5 s of logging. Each call waited for
     # all of it (25,000 reports took minutes: BeamAlloc.Case's unwatch at
     # a test's end timed out at 5 s, never-hang recheck).
+    # The calls get 3 s: well under those 5 s, with room for a loaded host.
     :ok = :logger.add_handler(:beam_alloc_slow, SlowHandler, %{config: %{delay: 5}})
     on_exit(fn -> :logger.remove_handler(:beam_alloc_slow) end)
-    call = fn request -> GenServer.call(Reporter, request, 1_000) end
+    call = fn request -> GenServer.call(Reporter, request, 3_000) end
     flood = for n <- 1..1_000, do: "flood #{n}"
 
     log =
@@ -215,7 +216,7 @@ defmodule BeamAlloc.ReportTest do
     start_supervised!(%{id: :erlang_reporter, start: {:beam_alloc_reporter, :start_link, []}})
     :ok = :logger.add_handler(:beam_alloc_slow, SlowHandler, %{config: %{delay: 5}})
     on_exit(fn -> :logger.remove_handler(:beam_alloc_slow) end)
-    call = fn request -> :gen_server.call(:beam_alloc_reporter, request, 1_000) end
+    call = fn request -> :gen_server.call(:beam_alloc_reporter, request, 3_000) end
     flood = for n <- 1..1_000, do: "flood #{n}"
 
     log =
