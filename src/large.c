@@ -63,14 +63,6 @@ static bool placed(void *mem, size_t len, size_t alignment) {
            len <= h->total - (user - raw);
 }
 
-static void *place(void *raw, size_t total, size_t alignment) {
-    uintptr_t user = beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
-    large_header *h = header_of((void *)user);
-    h->raw = raw;
-    h->total = total;
-    return (void *)user;
-}
-
 /* A header's raw pointer once its block is freed: no raw block is there
  * (not 8-aligned), so a second free finds no header and is reported. Where
  * the header starts the raw block, the backend's own free-list words land
@@ -89,9 +81,9 @@ static void *place(void *raw, size_t total, size_t alignment) {
  * alignment 64 was refused as a wrong length in two of three runs of the
  * misuse tests). A block long enough gets a second mark well inside
  * itself, where neither writes: a word at FREED_MARK_AT, a value of its
- * own address, cleared when such a block is handed out so that a live
- * block's refused free (at another alignment) finds no old one (a block
- * grown past it by a resize or remap, and not written there, might). */
+ * own address, cleared wherever it lies inside a block's raw memory when
+ * the block is placed (place()) so that a live block's refused free (at
+ * another alignment) finds no old one, however the block grew. */
 #define FREED_MARK_AT 64
 
 static inline bool has_mark_room(size_t len) {
@@ -104,6 +96,30 @@ static inline uintptr_t *mark_of(void *user) {
 
 static inline uintptr_t freed_mark(const void *user) {
     return (uintptr_t)user ^ (uintptr_t)0x6c617267652d6672ull;
+}
+
+/* Puts the header of a block at alignment in raw (total bytes), whose
+ * first kept bytes hold the caller's data (0 for a new block; a remap's
+ * contents). The freed mark's word, where it lies in the raw block, is
+ * zeroed past the kept bytes: memory a freed block had at this same
+ * address may still hold its mark there, and a block shorter than the
+ * mark's end that grows past it later (a resize within the slack, a remap)
+ * would otherwise carry it: a refused free at another alignment was then
+ * told as a double free of a live block. A block of 65 to 71 bytes keeps
+ * its own bytes under the word's start: zeroing the last one is enough (a
+ * little-endian word's top byte, never 0 in a mark: a user-space address's
+ * is). */
+static void *place(void *raw, size_t total, size_t alignment, size_t kept) {
+    uintptr_t user = beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
+    large_header *h = header_of((void *)user);
+    h->raw = raw;
+    h->total = total;
+    size_t mark_end = FREED_MARK_AT + sizeof(uintptr_t);
+    if (kept < mark_end && user + mark_end <= (uintptr_t)raw + total) {
+        size_t from = kept > FREED_MARK_AT ? kept : FREED_MARK_AT;
+        memset((char *)user + from, 0, mark_end - from);
+    }
+    return (void *)user;
 }
 
 /* A block refused at alignment (above BEAM_MAX_ALIGN) and len is one this
@@ -130,10 +146,7 @@ static void *alloc_impl(size_t len, size_t alignment) {
     void *raw = beam__sys_alloc(total);
     if (raw == NULL)
         return NULL;
-    void *user = place(raw, total, alignment);
-    if (has_mark_room(len))
-        *mark_of(user) = 0;
-    return user;
+    return place(raw, total, alignment, 0);
 }
 
 static bool resize_impl(void *mem, size_t len, size_t alignment,
@@ -171,7 +184,7 @@ static void *remap_impl(void *mem, size_t len, size_t alignment,
         (void *)beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
     if ((char *)user != (char *)raw + offset)
         memmove(user, (char *)raw + offset, len < new_len ? len : new_len);
-    return place(raw, total, alignment);
+    return place(raw, total, alignment, len < new_len ? len : new_len);
 }
 
 /* The vtable: the above, counted. */
