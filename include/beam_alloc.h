@@ -320,7 +320,8 @@ static inline const char *beam_internal_cxx_own_text(const char *what) {
  * BEAM_MAX_ALIGN and freed at or below it cannot be told from a raw block,
  * and goes to enif_free as the raw allocator's do. Reading the header needs
  * its memory still mapped: a second free, resize or remap of a freed
- * block is refused (reported as a double free, or a use after free) only
+ * block (or of a block's old address after a remap moved it) is refused
+ * (reported as a double free, or a use after free) only
  * while the system keeps the freed memory (glibc's
  * malloc unmaps blocks of 128 KiB and more at once, enif_alloc its
  * single-block carriers); otherwise it faults, as a second free() would. */

@@ -70,9 +70,8 @@ static bool placed(void *mem, size_t len, size_t alignment) {
  * either (placed() checks the offset and length they would give); an
  * allocator that wrote something placed() takes for a header there is not
  * known. Only while the backend keeps the memory mapped (a read of memory
- * it gave back to the system faults, as its own free would); and a block a
- * remap moved leaves its old address unmarked (the backend's realloc freed
- * it). */
+ * it gave back to the system faults, as its own free would). A remap that
+ * moves a block marks its old address too (remap_moving). */
 #define FREED_RAW ((void *)(uintptr_t)1)
 
 /* The header alone often loses that mark: where it lies in the first
@@ -122,6 +121,14 @@ static void *place(void *raw, size_t total, size_t alignment, size_t kept) {
     return (void *)user;
 }
 
+/* What a header block of len bytes leaves behind when freed: the header's
+ * mark and, where it has room, the second one. */
+static void mark_freed(void *mem, size_t len) {
+    header_of(mem)->raw = FREED_RAW;
+    if (has_mark_room(len))
+        *mark_of(mem) = freed_mark(mem);
+}
+
 /* A block refused at alignment (above BEAM_MAX_ALIGN) and len is one this
  * allocator freed: a double free (or a use after free). Reads where
  * placed() reads, and inside the block the caller names. A header that
@@ -160,6 +167,44 @@ static bool resize_impl(void *mem, size_t len, size_t alignment,
     return new_len <= end - (uintptr_t)mem;
 }
 
+/* A header block's remap beyond its slack: the backend's realloc, which
+ * may move the raw block and then frees the old one. The old address gets
+ * a free's marks before the call (a stale pointer freed, resized or
+ * remapped later is then told as a use of a freed block: its header still
+ * named the old raw block, placed() took it for a live one, and free()
+ * aborted on it, "double free or corruption"); where the block stays, or
+ * the call fails, they are taken back (the user's word under the mark
+ * with them). */
+static void *remap_moving(void *mem, size_t len, size_t alignment,
+                          size_t new_len) {
+    size_t total = total_for(new_len, alignment);
+    if (total == 0)
+        return NULL;
+    large_header *h = header_of(mem);
+    large_header was = *h;
+    size_t offset = (uintptr_t)mem - (uintptr_t)was.raw;
+    size_t kept = len < new_len ? len : new_len;
+    uintptr_t word = has_mark_room(len) ? *mark_of(mem) : 0;
+    mark_freed(mem, len);
+    void *raw = beam__sys_realloc(was.raw, total);
+    if (raw == NULL) {
+        *h = was;
+        if (has_mark_room(len))
+            *mark_of(mem) = word;
+        return NULL;
+    }
+    /* The raw block may have moved to an address with another residue
+     * modulo alignment: move the contents to the new aligned spot. */
+    void *user =
+        (void *)beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
+    if ((char *)user != (char *)raw + offset)
+        memmove(user, (char *)raw + offset, kept);
+    user = place(raw, total, alignment, kept);
+    if (has_mark_room(kept))
+        *mark_of(user) = word;
+    return user;
+}
+
 /* Straight through, like the raw allocator's remap: the same length is
  * the block as it is, with no backend call. */
 static void *remap_impl(void *mem, size_t len, size_t alignment,
@@ -170,21 +215,7 @@ static void *remap_impl(void *mem, size_t len, size_t alignment,
         return new_len == len ? mem : beam__sys_realloc(mem, new_len);
     if (resize_impl(mem, len, alignment, new_len))
         return mem;
-    size_t total = total_for(new_len, alignment);
-    if (total == 0)
-        return NULL;
-    large_header *h = header_of(mem);
-    size_t offset = (uintptr_t)mem - (uintptr_t)h->raw;
-    void *raw = beam__sys_realloc(h->raw, total);
-    if (raw == NULL)
-        return NULL;
-    /* The raw block may have moved to an address with another residue
-     * modulo alignment: move the contents to the new aligned spot. */
-    void *user =
-        (void *)beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
-    if ((char *)user != (char *)raw + offset)
-        memmove(user, (char *)raw + offset, len < new_len ? len : new_len);
-    return place(raw, total, alignment, len < new_len ? len : new_len);
+    return remap_moving(mem, len, alignment, new_len);
 }
 
 /* The vtable: the above, counted. */
@@ -264,9 +295,7 @@ static void large_free(void *ctx, void *mem, size_t len, size_t alignment,
     void *raw = mem;
     if (alignment > BEAM_MAX_ALIGN) {
         raw = header_of(mem)->raw;
-        header_of(mem)->raw = FREED_RAW;
-        if (has_mark_room(len))
-            *mark_of(mem) = freed_mark(mem);
+        mark_freed(mem, len);
     }
     beam__sys_free(raw);
     beam__count_free(counters(), &beam__kind_peak[BEAM__LARGE], len);

@@ -790,6 +790,79 @@ TEST(large_double_free_of_a_header_block_is_reported) {
     }
 }
 
+/* A header block's old address after a remap moved it (the backend's
+ * realloc freed the raw block there): a free, resize or remap of that
+ * stale pointer is refused as a use of a freed block, the counters left
+ * alone. The old header still named the old raw block, so the free went
+ * to free() again (glibc aborted: "double free or corruption"). A block
+ * allocated after it keeps realloc from growing most in place. Not under
+ * the checkers (the read of freed memory). */
+TEST(large_stale_pointer_after_a_moving_remap_is_refused) {
+    if (!may_read_freed_memory())
+        return;
+    size_t aligns[] = {16, 64, 4096}, lens[] = {100, 50000}, moved = 0;
+    for (size_t i = 0; i < 6; i++) {
+        size_t len = lens[i / 3], alignment = aligns[i % 3];
+        char *p = beam_alloc_bytes(beam_large_allocator, len, alignment);
+        void *after = beam_alloc_bytes(beam_large_allocator, 3000 + 16 * i, 8);
+        CHECK(p != NULL && after != NULL);
+        memset(p, 7, len);
+        char *q =
+            beam_remap_bytes(beam_large_allocator, p, len, alignment, 4 * len);
+        CHECK(q != NULL && q[len - 1] == 7);
+        beam_alloc_stats before, after_stats;
+        CHECK(beam_allocator_stats(beam_large_allocator, &before));
+        check_capture_reports();
+        if (q != p) {
+            moved++;
+            beam_free_bytes(beam_large_allocator, p, len, alignment);
+            CHECK(check_last_report_has("double free"));
+            CHECK(
+                !beam_resize_bytes(beam_large_allocator, p, len, alignment, 8));
+            CHECK(check_last_report_has("use after free"));
+            CHECK(beam_remap_bytes(beam_large_allocator, p, len, alignment,
+                                   8 * len) == NULL);
+            CHECK(check_last_report_has("use after free"));
+            CHECK(check_report_count() == 3);
+        }
+        check_release_reports();
+        CHECK(beam_allocator_stats(beam_large_allocator, &after_stats));
+        CHECK(after_stats.live_bytes == before.live_bytes &&
+              after_stats.frees == before.frees);
+        beam_free_bytes(beam_large_allocator, q, 4 * len, alignment);
+        beam_free_bytes(beam_large_allocator, after, 3000 + 16 * i, 8);
+    }
+    CHECK(moved > 0); /* (the ones realloc grew in place test nothing) */
+}
+
+/* A remap the backend cannot serve (64 TiB) leaves the block as it was:
+ * the freed marks a remap puts on the old address before realloc are
+ * taken back, the contents under the second one included, and the block
+ * is then freed as a live one (not refused as a double free). */
+TEST(large_failed_remap_leaves_the_block_live) {
+    size_t aligns[] = {16, 64, 8192};
+    for (size_t i = 0; i < 3; i++) {
+        unsigned char *p =
+            beam_alloc_bytes(beam_large_allocator, 100, aligns[i]);
+        CHECK(p != NULL);
+        fill(p, 100, (unsigned)i);
+        CHECK(beam_remap_bytes(beam_large_allocator, p, 100, aligns[i],
+                               (size_t)1 << 46) == NULL);
+        CHECK(beam_realloc_bytes(beam_large_allocator, p, 100, aligns[i],
+                                 (size_t)1 << 46) == NULL);
+        CHECK(filled(p, 100, (unsigned)i));
+        beam_alloc_stats before, after;
+        CHECK(beam_allocator_stats(beam_large_allocator, &before));
+        check_capture_reports();
+        beam_free_bytes(beam_large_allocator, p, 100, aligns[i]);
+        CHECK(check_report_count() == 0);
+        check_release_reports();
+        CHECK(beam_allocator_stats(beam_large_allocator, &after));
+        CHECK(after.frees == before.frees + 1 &&
+              after.live_bytes == before.live_bytes - 100);
+    }
+}
+
 /* A live header block shorter than the freed mark's offset, freed with a
  * length too long for it (a misuse): a wrong length, not a double free.
  * The double-free test read a word 64 bytes inside the block the caller
