@@ -39,6 +39,21 @@ static size_t total_for(size_t len, size_t alignment) {
     return len + extra;
 }
 
+/* The header below mem names a raw block around it: 8-aligned, with room
+ * for the header below mem, reaching mem. Then *offset is mem's distance
+ * from its start and *room the bytes from mem to its end. */
+static bool names_raw_block(void *mem, size_t *offset, size_t *room) {
+    uintptr_t user = (uintptr_t)mem;
+    const large_header *h = header_of(mem);
+    uintptr_t raw = (uintptr_t)h->raw;
+    if (raw % BEAM_MAX_ALIGN != 0 || raw > user - HEADER_SIZE ||
+        h->total > BEAM__MAX_LEN || user - raw > h->total)
+        return false;
+    *offset = user - raw;
+    *room = h->total - *offset;
+    return true;
+}
+
 /* mem, freed or resized at alignment (above BEAM_MAX_ALIGN), looks like a
  * block this allocator placed: aligned, and its header names a raw block
  * around it, at most alignment + 8 bytes below, with room for len. A block
@@ -52,15 +67,10 @@ static size_t total_for(size_t len, size_t alignment) {
  * a raw block without a read outside every raw block, and goes to
  * enif_free. */
 static bool placed(void *mem, size_t len, size_t alignment) {
-    uintptr_t user = (uintptr_t)mem;
-    if (user % alignment != 0)
-        return false;
-    const large_header *h = header_of(mem);
-    uintptr_t raw = (uintptr_t)h->raw;
-    return raw % BEAM_MAX_ALIGN == 0 && raw <= user - HEADER_SIZE &&
-           user - raw <= alignment + HEADER_SIZE - BEAM_MAX_ALIGN &&
-           h->total <= BEAM__MAX_LEN && user - raw <= h->total &&
-           len <= h->total - (user - raw);
+    size_t offset, room;
+    return (uintptr_t)mem % alignment == 0 &&
+           names_raw_block(mem, &offset, &room) &&
+           offset <= alignment + HEADER_SIZE - BEAM_MAX_ALIGN && len <= room;
 }
 
 /* A header's raw pointer once its block is freed: no raw block is there
@@ -135,12 +145,19 @@ static void mark_freed(void *mem, size_t len) {
  * places a live block here at this alignment refused only the length: a
  * wrong length, and the block may be shorter than the mark's offset (the
  * mark was read past its raw block, ASan's heap-buffer-overflow, where an
- * old block's mark would have made it a double free). */
+ * old block's mark would have made it a double free). So may a live block
+ * given at another alignment as well as a wrong length: its header names
+ * its raw block, and the mark is read only inside that. */
 static bool freed_here(void *mem, size_t len, size_t alignment) {
     if ((uintptr_t)mem % alignment != 0 || placed(mem, 0, alignment))
         return false;
-    return header_of(mem)->raw == FREED_RAW ||
-           (has_mark_room(len) && *mark_of(mem) == freed_mark(mem));
+    if (header_of(mem)->raw == FREED_RAW)
+        return true;
+    size_t offset, room;
+    if (!has_mark_room(len) ||
+        (names_raw_block(mem, &offset, &room) && !has_mark_room(room)))
+        return false;
+    return *mark_of(mem) == freed_mark(mem);
 }
 
 /* Alignments the backend serves need no header: straight through. */

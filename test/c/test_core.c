@@ -884,6 +884,36 @@ TEST(large_wrong_length_free_of_a_short_block_is_no_double_free) {
     beam_free_bytes(beam_large_allocator, p, 8, alignment);
 }
 
+/* The same at another alignment too: a live 8-byte block at 64 given to
+ * free, resize and remap at 16 with a length of 100 (a double misuse). Its
+ * header places no block at 16 (but at offset 16), and the double-free
+ * test read the mark 64 bytes in, past the 80-byte raw block (ASan:
+ * heap-buffer-overflow); it is read only inside the raw block the header
+ * names. Each call refused as a wrong length or alignment, the counters
+ * left alone. */
+TEST(large_wrong_length_and_alignment_of_a_short_block_reads_inside_it) {
+    char *p = beam_alloc_bytes(beam_large_allocator, 8, 64);
+    CHECK(p != NULL);
+    beam_alloc_stats before, after;
+    CHECK(beam_allocator_stats(beam_large_allocator, &before));
+    check_capture_reports();
+    unsigned long outer = check_watch_misuse();
+    beam_free_bytes(beam_large_allocator, p, 100, 16);
+    bool resized = beam_resize_bytes(beam_large_allocator, p, 100, 16, 8);
+    void *moved = beam_remap_bytes(beam_large_allocator, p, 100, 16, 200);
+    unsigned long seen = check_misuse_seen();
+    const char *kind = check_misuse_kind();
+    size_t doubles =
+        check_report_contains("the block was freed already") ? 1 : 0;
+    check_unwatch_misuse(outer);
+    check_release_reports();
+    CHECK(beam_allocator_stats(beam_large_allocator, &after));
+    beam_free_bytes(beam_large_allocator, p, 8, 64);
+    CHECK(!resized && moved == NULL && seen == 3 && doubles == 0);
+    CHECK(strcmp(kind, "free with a wrong length or alignment") == 0);
+    CHECK(after.live_bytes == before.live_bytes && after.frees == before.frees);
+}
+
 /* A live block that grew past the freed mark's word (from under 72 bytes
  * to 72 or more: a resize within its slack, a remap) at an address where a
  * freed block had left its mark, then freed at another alignment (a
