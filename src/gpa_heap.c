@@ -58,6 +58,8 @@ static struct {
     uint32_t over_live[OVER_BUCKETS];
 } registry = {PTHREAD_MUTEX_INITIALIZER, NULL, 0, 0, 0, 1, {0}};
 
+uint64_t beam__gpa_registry_reads;
+
 static unsigned over_bucket(const void *gpa) {
     return (unsigned)(((uint64_t)(uintptr_t)gpa * 0x9E3779B97F4A7C15ull) >> 56);
 }
@@ -121,12 +123,14 @@ gpa_state *beam__gpa_registry_over(const beam_gpa_t *gpa, uint32_t *at,
     gpa_state *found = NULL;
     registry_lock();
     uint32_t i = registry.over_live[over_bucket(gpa)] != 0 ? *at : registry.cap;
+    uint32_t first = i;
     for (; i < registry.cap && found == NULL; i++)
         if (registry.tab[i].id != 0 && registry.tab[i].over == gpa) {
             found = registry.tab[i].st;
             *made_for = registry.tab[i].gpa;
             *at = i + 1;
         }
+    beam__gpa_registry_reads += i - first;
     pthread_mutex_unlock(&registry.lock);
     return found;
 }

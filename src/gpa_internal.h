@@ -944,6 +944,10 @@ BEAM__HIDDEN void beam__gpa_registry_remove(gpa_state *st);
 BEAM__HIDDEN gpa_state *beam__gpa_registry_over(const beam_gpa_t *gpa,
                                                 uint32_t *at,
                                                 beam_gpa_t **made_for);
+/* Registry entries those walks have read, in all (under the registry's
+ * lock): what a deinit costs, for the tests, which count it rather than
+ * time it on a shared machine. */
+BEAM__HIDDEN extern uint64_t beam__gpa_registry_reads;
 BEAM__HIDDEN void beam__gpa_heaps_free_all(gpa_state *st, gpa_defer **defer);
 /* Library unload: the registry's table goes. */
 BEAM__HIDDEN void beam__gpa_registry_free(void);
