@@ -125,68 +125,25 @@ defmodule BeamAlloc.SqliteTest do
   # instance. In a VM of its own: SQLite cannot be stopped from here for
   # good, and the kept copy stays mapped.
   defp upgrade_in_own_vm(start) do
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_sqlite_upgrade_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
-    on_exit(fn -> File.rm_rf!(dir) end)
-
-    for copy <- ["a", "b"] do
-      File.mkdir_p!(Path.join(dir, copy))
-
-      File.cp!(
-        Path.join(:code.priv_dir(:beam_alloc), "sqlite_nif.so"),
-        Path.join([dir, copy, "sqlite_nif.so"])
-      )
-    end
-
-    stubs =
-      for {name, arity} <- SqliteNif.__info__(:functions),
-          name != :__load_nif__,
-          do: "#{name}/#{arity}"
-
-    script = """
-    version = fn copy ->
-      path = String.to_charlist(Path.join(["#{dir}", copy, "sqlite_nif"]))
-
-      contents =
-        quote do
-          def load, do: :erlang.load_nif(unquote(path), 0)
-          use BeamAlloc.Test.NifModule, stubs: #{inspect(stubs)}
-        end
-
-      BeamAlloc.Test.NifModule.create_version(SqliteNif, contents, __ENV__)
-      :ok = SqliteNif.load()
-    end
-
-    say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
-    version.("a")
-    say.("a start", SqliteNif.#{start}())
-    say.("a database", SqliteNif.database(100))
-    version.("b")
-    say.("b use", SqliteNif.use_again())
-    say.("b open", {SqliteNif.open(), SqliteNif.populate(2000)})
-    :code.purge(SqliteNif)
-    mapped = File.read!("/proc/self/maps") =~ "/a/sqlite_nif.so"
-    say.("a kept mapped", mapped)
-    say.("b database", SqliteNif.database(2000))
-    say.("b query", length(SqliteNif.query()))
-    say.("b close", SqliteNif.close())
-    say.("b shutdown", SqliteNif.shutdown())
-    say.("b start", SqliteNif.start_gpa())
-    say.("b database", SqliteNif.database(100))
-    say.("b shutdown", SqliteNif.shutdown())
-    """
-
-    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
-
     {out, status} =
-      System.cmd("elixir", ["-pa", ebin, "-e", script],
-        stderr_to_stdout: true,
-        env: [{"MIX_ENV", "test"}]
-      )
+      BeamAlloc.Test.UpgradeVM.run(SqliteNif, "sqlite_nif", "0", """
+      version.("a")
+      say.("a start", SqliteNif.#{start}())
+      say.("a database", SqliteNif.database(100))
+      version.("b")
+      say.("b use", SqliteNif.use_again())
+      say.("b open", {SqliteNif.open(), SqliteNif.populate(2000)})
+      :code.purge(SqliteNif)
+      mapped = File.read!("/proc/self/maps") =~ "/a/sqlite_nif.so"
+      say.("a kept mapped", mapped)
+      say.("b database", SqliteNif.database(2000))
+      say.("b query", length(SqliteNif.query()))
+      say.("b close", SqliteNif.close())
+      say.("b shutdown", SqliteNif.shutdown())
+      say.("b start", SqliteNif.start_gpa())
+      say.("b database", SqliteNif.database(100))
+      say.("b shutdown", SqliteNif.shutdown())
+      """)
 
     assert status == 0, "the VM exited with #{status}:\n#{out}"
 

@@ -1,0 +1,62 @@
+defmodule BeamAlloc.Test.UpgradeVM do
+  @moduledoc false
+  # A hot upgrade between two copies of a test NIF from two files (a/ and
+  # b/ in a temporary folder, as a release's lib/app-VSN/priv would be),
+  # in a VM of its own (elixir -e): what the upgrade keeps mapped, or
+  # crashes, stays there. The script runs with
+  #
+  #   version.(copy): a new version of module that loads that copy of nif
+  #     with load_info (Elixir source), over the current one;
+  #   say.(what, value): prints "what inspect(value)".
+  #
+  # Returns {output with stderr, exit status}.
+  def run(module, nif, load_info, script) do
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_upgrade_#{nif}_#{System.pid()}_#{System.unique_integer([:positive])}"
+      )
+
+    try do
+      for copy <- ["a", "b"] do
+        File.mkdir_p!(Path.join(dir, copy))
+
+        File.cp!(
+          Path.join(:code.priv_dir(:beam_alloc), nif <> ".so"),
+          Path.join([dir, copy, nif <> ".so"])
+        )
+      end
+
+      stubs =
+        for {name, arity} <- module.__info__(:functions),
+            name != :__load_nif__,
+            do: "#{name}/#{arity}"
+
+      prelude = """
+      version = fn copy ->
+        path = String.to_charlist(Path.join([#{inspect(dir)}, copy, #{inspect(nif)}]))
+
+        contents =
+          quote do
+            def load, do: :erlang.load_nif(unquote(path), #{load_info})
+            use BeamAlloc.Test.NifModule, stubs: #{inspect(stubs)}
+          end
+
+        BeamAlloc.Test.NifModule.create_version(#{inspect(module)}, contents, __ENV__)
+        :ok = #{inspect(module)}.load()
+      end
+
+      say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
+      """
+
+      ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+
+      System.cmd("elixir", ["-pa", ebin, "-e", prelude <> script],
+        stderr_to_stdout: true,
+        env: [{"MIX_ENV", "test"}]
+      )
+    after
+      File.rm_rf!(dir)
+    end
+  end
+end
