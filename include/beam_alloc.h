@@ -285,12 +285,15 @@ BEAM_API extern const beam_allocator_t beam_raw_allocator;
  * of memory). */
 BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment,
                                                   uintptr_t ret);
-/* For <beam_alloc/sqlite3.h>, not to be called directly: keeps the shared
- * object this copy of beam_alloc is linked into (the NIF library) mapped
- * until the process exits, its allocators untouched by its last unload:
- * hooks in it given to a library that outlives it (one libsqlite3 for
- * every NIF library of the VM) stay callable after a hot upgrade or a
- * purge. false when it cannot (not a shared object, or no dlopen). */
+/* For the adapter headers (include/beam_alloc/), not to be called
+ * directly: keeps the shared object this copy of beam_alloc is linked into
+ * (the NIF library) mapped until the process exits, its allocators
+ * untouched by its last unload: hooks in it given to something that
+ * outlives it (one libsqlite3 for every NIF library of the VM; a zlib
+ * stream or zstd context in a resource whose type a new copy takes over)
+ * stay callable after a hot upgrade or a purge. false when it cannot (not
+ * a shared object, or no dlopen). The first call does the work; later ones
+ * only say what it did. */
 BEAM_API bool beam_internal_keep_mapped(void);
 /* How the C++ exceptions beam_alloc throws begin their what(): a NIF's
  * raise of one gives the text after it (beam_alloc_nif.h). */
@@ -888,6 +891,23 @@ static inline beam_allocator_t beam_internal_allocator_at(const void *opaque) {
         return none;
     }
     return *BEAM_INTERNAL_AS(const beam_allocator_t *, opaque);
+}
+
+/* For the adapter headers' allocation hooks, not to be called directly:
+ * beam_internal_keep_mapped at their first call (in this translation
+ * unit), then one relaxed load of a flag. The flag only spares calls (two
+ * first calls at once both make it, which is harmless): the kept state is
+ * the library's. */
+static inline void beam_internal_keep_mapped_once(void) {
+#if defined(__GNUC__) || defined(__clang__)
+    static int asked;
+    if (__atomic_load_n(&asked, __ATOMIC_RELAXED) != 0)
+        return;
+    (void)beam_internal_keep_mapped();
+    __atomic_store_n(&asked, 1, __ATOMIC_RELAXED);
+#else
+    (void)beam_internal_keep_mapped(); /* (a load and a call after the first) */
+#endif
 }
 
 /* ------------------------------------------------------------------------

@@ -101,4 +101,65 @@ defmodule BeamAlloc.AdaptersTest do
       assert count >= 2
     end
   end
+
+  describe "a stream in a resource, across a hot upgrade" do
+    # The stream keeps the hooks of the copy of the library that made it.
+    # A new version of the module from another file took the resource type
+    # over and the old version was purged: the VM unmapped the old copy
+    # while the stream lived, and the new copy's destructor, freeing it,
+    # jumped into unmapped code (SIGSEGV, exit 139).
+    test "zlib: the old copy's purge leaves its hooks to the stream" do
+      stream_upgrade_in_own_vm(:zlib)
+    end
+
+    test "zstd: the old copy's purge leaves its hooks to the context" do
+      stream_upgrade_in_own_vm(:zstd)
+    end
+  end
+
+  # A stream made by copy a of AdaptersNif, on its process-wide instance,
+  # in a process of its own; a new version from copy b (taking the type
+  # over); the old version purged; then the stream freed by b's
+  # destructor. In a VM of its own: the kept copy stays mapped. Reports go
+  # to stderr (load_info report_to_stderr): none is expected, a's included.
+  defp stream_upgrade_in_own_vm(kind) do
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(AdaptersNif, "adapters_nif", ":report_to_stderr", """
+      parent = self()
+      version.("a")
+
+      {holder, ref} =
+        spawn_monitor(fn ->
+          stream = AdaptersNif.stream_new(#{inspect(kind)})
+          send(parent, {:made, is_reference(stream)})
+          receive do: (:free -> :ok)
+        end)
+
+      receive do: ({:made, made} -> say.("a stream", made))
+      version.("b")
+      :code.purge(AdaptersNif)
+      say.("a kept mapped", File.read!("/proc/self/maps") =~ "/a/adapters_nif.so")
+      send(holder, :free)
+      receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+
+      freed = fn freed ->
+        case AdaptersNif.streams_freed() do
+          0 -> Process.sleep(10) && freed.(freed)
+          n -> n
+        end
+      end
+
+      say.("b freed", freed.(freed))
+      say.("b compress", AdaptersNif.zlib_compress("abc") == :zlib.compress("abc"))
+      """)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+
+    assert out == """
+           a stream true
+           a kept mapped true
+           b freed 1
+           b compress true
+           """
+  end
 end

@@ -9,6 +9,20 @@
  *
  * Reports (leaks, misuse) name zlib's calling function
  * (deflateInit2_ in libz.so.1), not these hooks.
+ *
+ * A stream kept in a resource can outlive the copy of the NIF library
+ * whose hooks it has: a hot upgrade to a library from another file takes
+ * the resource type over (ERL_NIF_RT_TAKEOVER), the old version's purge
+ * unloads the old copy, and the new copy's deflateEnd called the old
+ * copy's unmapped zfree (the VM died: SIGSEGV). So the allocation hook,
+ * at its first call, keeps its copy of the NIF library mapped until the
+ * VM exits (beam_internal_keep_mapped; later calls cost one relaxed load),
+ * and that copy's last unload tears none of its allocators down (its
+ * process-wide instance, beam_general_purpose_allocator, stays with what
+ * it holds). The cost, once per copy whose hooks served a stream: its
+ * mapping and its process-wide instance; a copy whose hooks never ran is
+ * unloaded as before. A copy loaded again from the same file is the kept
+ * one, its statics as they were: set an instance of its own up once.
  */
 #ifndef BEAM_ALLOC_ZLIB_H
 #define BEAM_ALLOC_ZLIB_H
@@ -25,6 +39,8 @@ extern "C" {
 BEAM_ZLIB_HOOK voidpf beam_zlib_alloc_hook(voidpf opaque, uInt items,
                                            uInt size) {
     size_t n;
+    /* The stream may be freed after this copy's unload: see above. */
+    beam_internal_keep_mapped_once();
     if (beam_mul_overflow(items, size, &n))
         return BEAM_INTERNAL_NULL;
     return beam_malloc_at(beam_internal_allocator_at(opaque), n,

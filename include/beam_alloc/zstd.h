@@ -6,6 +6,20 @@
  *     ZSTD_CCtx *c = ZSTD_createCCtx_advanced(beam_zstd_mem(&a));
  *
  * Reports (leaks, misuse) name zstd's calling function, not these hooks.
+ *
+ * A context kept in a resource can outlive the copy of the NIF library
+ * whose hooks it has: a hot upgrade to a library from another file takes
+ * the resource type over (ERL_NIF_RT_TAKEOVER), the old version's purge
+ * unloads the old copy, and the new copy's ZSTD_freeCCtx called the old
+ * copy's unmapped customFree (the VM died: SIGSEGV). So the allocation
+ * hook, at its first call, keeps its copy of the NIF library mapped until
+ * the VM exits (beam_internal_keep_mapped; later calls cost one relaxed
+ * load), and that copy's last unload tears none of its allocators down
+ * (its process-wide instance, beam_general_purpose_allocator, stays with
+ * what it holds). The cost, once per copy whose hooks served a context:
+ * its mapping and its process-wide instance; a copy whose hooks never ran
+ * is unloaded as before. A copy loaded again from the same file is the
+ * kept one, its statics as they were: set an instance of its own up once.
  */
 #ifndef BEAM_ALLOC_ZSTD_H
 #define BEAM_ALLOC_ZSTD_H
@@ -23,6 +37,8 @@ extern "C" {
 #define BEAM_ZSTD_HOOK BEAM_INTERNAL_HOOK
 
 BEAM_ZSTD_HOOK void *beam_zstd_alloc_hook(void *opaque, size_t size) {
+    /* The context may be freed after this copy's unload: see above. */
+    beam_internal_keep_mapped_once();
     return beam_malloc_at(beam_internal_allocator_at(opaque), size,
                           BEAM_RET_ADDR());
 }

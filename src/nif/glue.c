@@ -234,7 +234,8 @@ static void free_kept_instances(void) {
 
 void beam_nif_unloaded(void) {
     pthread_mutex_lock(&instances_lock);
-    /* (Kept mapped, the library can run still: SQLite's hooks, say.) */
+    /* (Kept mapped, the library can run still: SQLite's hooks, say, or a
+     * zlib stream's in a resource another copy took over.) */
     if (--module_instances == 0 && beam_resource_live_count() == 0 &&
         !beam__library_kept_mapped()) {
         /* Nothing of this library can run any more: its process-wide

@@ -45,10 +45,12 @@ bool beam__file_unchanged(const char *path, const beam__file_id *id) {
            now.mtime_sec == id->mtime_sec && now.mtime_nsec == id->mtime_nsec;
 }
 
-/* Written once by the header's call, read by the last unload (glue.c). */
+/* 0 not asked yet, 1 kept, -1 cannot be: written by the first call, read
+ * by the later ones (the adapter headers' hooks ask again, cheaply) and by
+ * the last unload (glue.c). */
 static _Atomic int kept_mapped;
 
-bool beam_internal_keep_mapped(void) {
+static bool keep_mapped(void) {
     Dl_info info;
     if (dladdr((void *)beam_internal_keep_mapped, &info) == 0 ||
         info.dli_fname == NULL || info.dli_fname[0] == '\0')
@@ -57,12 +59,20 @@ bool beam_internal_keep_mapped(void) {
      * already has (NOLOAD: by the name it was loaded under, whatever the
      * file holds now): the VM's dlclose at the unload leaves it mapped.
      * NODELETE says so to the linker as well. */
-    if (dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) == NULL)
-        return false;
-    beam__atomic_store_release(&kept_mapped, 1);
-    return true;
+    return dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) !=
+           NULL;
+}
+
+bool beam_internal_keep_mapped(void) {
+    int state = beam__atomic_load_acquire(&kept_mapped);
+    if (state == 0) {
+        /* (Two first calls at once take two references: no matter.) */
+        state = keep_mapped() ? 1 : -1;
+        beam__atomic_store_release(&kept_mapped, state);
+    }
+    return state > 0;
 }
 
 bool beam__library_kept_mapped(void) {
-    return beam__atomic_load_acquire(&kept_mapped) != 0;
+    return beam__atomic_load_acquire(&kept_mapped) > 0;
 }

@@ -37,7 +37,7 @@ BEAM__HIDDEN bool beam__file_unchanged(const char *path,
 
 /* Has beam_internal_keep_mapped kept this copy mapped? Its last unload
  * then tears none of its allocators down: another library's hooks in it
- * (SQLite's) may still use them. */
+ * (SQLite's, zlib's, zstd's) may still use them. */
 BEAM__HIDDEN bool beam__library_kept_mapped(void);
 
 #endif

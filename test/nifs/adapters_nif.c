@@ -174,6 +174,74 @@ BEAM_NIF(zlib_end_forgotten) {
     return enif_make_atom(env, "ok");
 }
 
+/* --- A stream kept in a resource, across a hot upgrade ---------------------
+ * stream_new(zlib | zstd): a deflate stream or a zstd compression context
+ * on this copy's process-wide instance, in a resource of type "stream".
+ * Every copy's load opens the type with ERL_NIF_RT_TAKEOVER: a copy loaded
+ * from another file takes the old copy's streams over, and its destructor
+ * frees them, through the hooks of the copy that made them.
+ * streams_freed(): how many streams this copy's destructor freed. (Here,
+ * not at the top: the tests name lines above.) */
+
+#include <stdatomic.h>
+
+typedef struct {
+    beam_allocator_t a; /* lives as long as the stream */
+    bool zstd;
+    bool made;
+    z_stream z;
+    ZSTD_CCtx *c;
+} stream_t;
+
+static ErlNifResourceType *stream_type;
+static atomic_uint streams_freed_count;
+
+static void stream_dtor(ErlNifEnv *env, void *obj) {
+    stream_t *s = (stream_t *)obj;
+    (void)env;
+    if (s->zstd)
+        ZSTD_freeCCtx(s->c);
+    else if (s->made)
+        deflateEnd(&s->z);
+    atomic_fetch_add(&streams_freed_count, 1);
+}
+
+BEAM_NIF(stream_new) {
+    stream_t *s = (stream_t *)enif_alloc_resource(stream_type, sizeof *s);
+    if (s == NULL)
+        return beam_make_error(env, "enomem");
+    memset(s, 0, sizeof *s);
+    s->a = beam_general_purpose_allocator;
+    s->zstd = enif_is_identical(argv[0], enif_make_atom(env, "zstd"));
+    if (s->zstd) {
+        s->c = ZSTD_createCCtx_advanced(beam_zstd_mem(&s->a));
+        s->made = s->c != NULL;
+    } else {
+        beam_zlib_use(&s->z, &s->a);
+        s->made = deflateInit(&s->z, Z_DEFAULT_COMPRESSION) == Z_OK;
+    }
+    ERL_NIF_TERM term = enif_make_resource(env, s);
+    enif_release_resource(s);
+    return s->made ? term : beam_make_error(env, "enomem");
+}
+
+BEAM_NIF(streams_freed) {
+    return enif_make_uint(env, atomic_load(&streams_freed_count));
+}
+
+/* load_info report_to_stderr: reports go to stderr, not captured (a test
+ * in a VM of its own reads the old copy's after its purge there). */
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    stream_type = enif_open_resource_type(
+        env, NULL, "stream", stream_dtor,
+        (ErlNifResourceFlags)(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER), NULL);
+    if (stream_type == NULL)
+        return 1;
+    if (enif_is_identical(info, enif_make_atom(env, "report_to_stderr")))
+        return 0;
+    return load_capturing_reports(env, priv, info);
+}
+
 /* A NIF and its twin in the table, both on a dirty CPU scheduler. */
 /* clang-format off */
 #define DIRTY_WITH_TWIN(name, arity)                                           \
@@ -187,8 +255,10 @@ static ErlNifFunc funcs[] = {
     {"zlib_end_forgotten", 0, zlib_end_forgotten, 0},
     DIRTY_WITH_TWIN(zstd_compress, 2),
     DIRTY_WITH_TWIN(zstd_decompress, 1),
+    {"stream_new", 1, stream_new, 0},
+    {"streams_freed", 0, streams_freed, 0},
     {"take_reports", 0, take_reports, 0},
 };
 /* clang-format on */
 
-BEAM_NIF_INIT(Elixir.AdaptersNif, funcs, load_capturing_reports, NULL, NULL)
+BEAM_NIF_INIT(Elixir.AdaptersNif, funcs, load, NULL, NULL)

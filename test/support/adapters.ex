@@ -8,5 +8,6 @@ defmodule AdaptersNif do
               zlib_uncompress_checked/1 zlib_leak/0 zlib_end_forgotten/0
               zstd_compress/2
               zstd_compress_checked/2 zstd_decompress/1
-              zstd_decompress_checked/1 take_reports/0)
+              zstd_decompress_checked/1 stream_new/1 streams_freed/0
+              take_reports/0)
 end
