@@ -157,6 +157,9 @@ typedef struct leak_record {
     size_t index;
     size_t len;
     uintptr_t site;
+    /* The block's address when a leak_check call's instance kept it (the
+     * instance reported it, at this address), else 0. */
+    uintptr_t call_local;
 } leak_record;
 
 typedef struct misuse_record {
@@ -309,7 +312,10 @@ static void keep_leak(session *s, const block *b) {
         s->leaks_lost = true;
         return;
     }
-    s->leaks[s->nleaks++] = (leak_record){b->run, b->index, b->len, b->site};
+    /* (driver_leave empties the parent of a leak_check call's blocks.) */
+    uintptr_t call_local = b->parent.vtable == NULL ? (uintptr_t)b->ptr : 0;
+    s->leaks[s->nleaks++] =
+        (leak_record){b->run, b->index, b->len, b->site, call_local};
 }
 
 /* A slot of the table holding a suspect. */
@@ -1438,7 +1444,9 @@ static leak_record *take_leaks(session *s, size_t *n) {
     return all;
 }
 
-/* [{Run, Leaked, [{Index, Len, Site}]}] of records sorted by run. */
+/* [{Run, Leaked, [{Index, Len, Site, CallLocal}]}] of records sorted by
+ * run, CallLocal the address a leak_check instance reported the block at
+ * (0: none). */
 static ERL_NIF_TERM runs_term(ErlNifEnv *env, const leak_record *all,
                               size_t n) {
     ERL_NIF_TERM runs = enif_make_list(env, 0);
@@ -1452,9 +1460,10 @@ static ERL_NIF_TERM runs_term(ErlNifEnv *env, const leak_record *all,
         for (size_t i = start + shown; i-- > start;)
             blocks = enif_make_list_cell(
                 env,
-                enif_make_tuple3(env, enif_make_uint64(env, all[i].index),
+                enif_make_tuple4(env, enif_make_uint64(env, all[i].index),
                                  enif_make_uint64(env, all[i].len),
-                                 site_term(env, all[i].site)),
+                                 site_term(env, all[i].site),
+                                 enif_make_uint64(env, all[i].call_local)),
                 blocks);
         runs = enif_make_list_cell(
             env,
@@ -1468,8 +1477,8 @@ static ERL_NIF_TERM runs_term(ErlNifEnv *env, const leak_record *all,
 
 /* leaks(Session) -> #{runs => [{Run, Leaked, Blocks}], lost}: the leaks of
  * every run since the last call, Blocks the first MAX_REPORTED of each
- * ({Index, Len, Site}); lost: some could not be kept (out of memory; which
- * runs' is not known). Between runs. */
+ * ({Index, Len, Site, CallLocal}); lost: some could not be kept (out of memory;
+ * which runs' is not known). Between runs. */
 static ERL_NIF_TERM nif_leaks(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[]) {
     (void)argc;

@@ -109,7 +109,8 @@ answer(Other, _From, S) ->
 %% Marked consumed: a report Pid made in a call into one of Modules, kept
 %% after From and up to To, and listed, for one of the windows {From, To,
 %% Lines} (a run of a check, beam_alloc_testing, and the report lines of
-%% the misuse it turned into its result).
+%% the misuse, and the marks of the leak_check leaks, it turned into its
+%% result).
 consume(#{seq := Seq, module := M, pid := Pid, line := Line} = R, Pid, Modules, Windows) ->
     case consumes(Seq, M, Line, Modules, Windows) of
         true -> R#{consumed := true};
@@ -136,6 +137,13 @@ consumes(_Seq, _Module, _Line, _Modules, _Windows) ->
 
 listed(Line, Line) ->
     true;
+%% A leak_check call's report of its leaked blocks (beam_alloc_testing's
+%% leak_reports/1): the line naming the function, and each block's line,
+%% by its address.
+listed(<<"beam_alloc: memory leak detected in function ", _/binary>>, leak_check_header) ->
+    true;
+listed(<<"beam_alloc: leak: ", Rest/binary>>, {leak_at, At}) ->
+    binary:match(Rest, <<" at ", At/binary, ",">>) =/= nomatch;
 listed(Line, L) when is_binary(L) ->
     Cut = case binary:matches(L, <<" ">>) of
               [] -> L;

@@ -83,8 +83,9 @@
 %% otherwise): application:ensure_all_started(beam_alloc).
 %%
 %% Not counted: the reports a check_all_allocation_failures in Fun turned
-%% into its result (a misuse of one of its runs, listed among the problems
-%% it raised): a test asserting that error has handled them,
+%% into its result (a misuse of one of its runs, or a leak_check NIF's
+%% leak, listed among the problems it raised): a test asserting that error
+%% has handled them,
 %%
 %%     ?assertError({allocation_failures, _},
 %%                  beam_alloc_testing:without_reports(fun() ->
@@ -141,6 +142,11 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 %% A misuse problem's key, until the check returns: the reports its run
 %% made, as the reporter numbered them (see consume/2).
 -define(RUN_REPORTS, {?MODULE, run_reports}).
+
+%% A leak problem's key, until the check returns: what the reports of its
+%% blocks left in a leak_check call's instance look like (see
+%% leak_reports/1), the lines the reporter consumes in its run's window.
+-define(LEAK_REPORTS, {?MODULE, leak_reports}).
 
 %% Blocks a leak problem lists in the message (its blocks key has them all,
 %% up to the driver's 100).
@@ -340,8 +346,15 @@ run(Session, FailIndex, Mode, Fun) ->
 %% once the reporter has read its report; one that did not wait, in a
 %% flood, may be read later and is not consumed: a test failing for it is
 %% the safe side). (The raw and the large allocator's misuse, which the
-%% driver catches itself, and the leaks of a leak_check call under the
-%% check are not reported: nothing to consume.)
+%% driver catches itself, is not reported: nothing to consume.) A leak_check
+%% NIF's leak is reported by its instance, "memory leak detected in function
+%% ...:" and a line a block "leak: ... at 0x...", and raised: a leak problem
+%% the check lists (found writing a new project from the README: asserting
+%% the check's error on such a NIF failed the test under BeamAlloc.Case, for
+%% those reports). Those lines are consumed too, in the run of the leak the
+%% result lists, for the blocks the driver saw left in that instance (by
+%% address); a leak of another instance (one the NIF deinitialised) names
+%% other blocks, and still counts.
 
 reports_start() ->
     put(?REPORTS, case beam_alloc:reporter() of
@@ -388,18 +401,34 @@ consume(Problems, Attached) ->
     end.
 
 %% {From, To, Lines}: each run's window and the report lines of the misuse
-%% it listed (the reporter consumes those alone: beam_alloc_reporter).
+%% and the leak_check leaks it listed (the reporter consumes those alone:
+%% beam_alloc_reporter).
 run_windows(Problems) ->
     ByRun = lists:foldl(
-              fun(#{?RUN_REPORTS := {From, To}, report := Line}, Acc) ->
-                      maps:update_with({From, To}, fun(Ls) -> [Line | Ls] end, [Line], Acc);
+              fun(#{?RUN_REPORTS := {From, To}} = P, Acc) ->
+                      Lines = listed_lines(P),
+                      maps:update_with({From, To}, fun(Ls) -> Lines ++ Ls end, Lines, Acc);
                  (_, Acc) ->
                       Acc
               end, #{}, Problems),
-    [{From, To, Lines} || {{From, To}, Lines} <- maps:to_list(ByRun)].
+    [{From, To, Lines} || {{From, To}, Lines} <- maps:to_list(ByRun), Lines =/= []].
+
+listed_lines(#{report := Line}) -> [Line];
+listed_lines(#{?LEAK_REPORTS := Lines}) -> Lines;
+listed_lines(_) -> [].
 
 without_run_reports(Problems) ->
-    [maps:remove(?RUN_REPORTS, P) || P <- Problems].
+    [maps:without([?RUN_REPORTS, ?LEAK_REPORTS], P) || P <- Problems].
+
+%% The reports of a leak_check call's leaked blocks (Blocks' addresses,
+%% as the instance printed them), and the line that names the function
+%% before them: what beam_alloc_reporter:consumes/5 matches.
+leak_reports(Blocks) ->
+    case [{leak_at, iolist_to_binary(io_lib:format("0x~.16b", [At]))}
+          || {_I, _S, _Site, At} <- Blocks, At =/= 0] of
+        [] -> [];
+        Lines -> [leak_check_header | Lines]
+    end.
 
 invoke(Fun) ->
     try
@@ -475,9 +504,10 @@ with_leaks(Session, Last, Earlier, Attached) ->
 
 resolve_leaks(ByRun, Problems) ->
     lists:flatmap(
-      fun({leaks_of, Run, Index, Request, Lost}) ->
+      fun({leaks_of, Run, Index, Request, Lost, Window}) ->
               {Leaked, Blocks} = maps:get(Run, ByRun, {0, []}),
-              leak_problems_only(Index, Request, Blocks, Leaked, Lost);
+              [with_leak_reports(P, Window, Blocks)
+               || P <- leak_problems_only(Index, Request, Blocks, Leaked, Lost)];
          (P) ->
               [P]
       end, Problems).
@@ -551,7 +581,14 @@ misuse_problems(_Index, _Request, _Run) ->
 
 %% A run's misuse, and a placeholder for its leaks (with_leaks/4).
 leak_problems(Index, Request, #{run := Run, lost := Lost} = R) ->
-    misuse_problems(Index, Request, R) ++ [{leaks_of, Run, Index, Request, Lost}].
+    misuse_problems(Index, Request, R) ++
+        [{leaks_of, Run, Index, Request, Lost, maps:get(reports, R, undefined)}].
+
+%% A leak problem with what the check consumes of its run's reports.
+with_leak_reports(#{kind := leak} = P, {_, _} = Window, Blocks) ->
+    P#{?RUN_REPORTS => Window, ?LEAK_REPORTS => leak_reports(Blocks)};
+with_leak_reports(P, _Window, _Blocks) ->
+    P.
 
 leak_problems_only(Index, Request, Leaks, Leaked, Lost) ->
     [resolved(P) || P <- leak_problems_listed(Index, Request, Leaks, Leaked, Lost)].
@@ -566,7 +603,7 @@ leak_problems_listed(Index, Request, Leaks, Leaked, Lost) ->
                     Blocks = lists:sort(
                                fun(#{index := A}, #{index := B}) -> A =< B end,
                                [#{index => I, size => S, site => resolve(Site)}
-                                || {I, S, Site} <- Leaks]),
+                                || {I, S, Site, _At} <- Leaks]),
                     [#{kind => leak, index => Index, request => Request,
                        blocks => Blocks, leaked => Leaked}];
                 false ->

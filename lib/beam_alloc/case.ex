@@ -42,8 +42,10 @@ defmodule BeamAlloc.Case do
   Not counted: the reports that `BeamAlloc.Testing.check_all_allocation_failures/2`
   turned into its result: a misuse of one of its runs (a double free on a
   general purpose allocator, say), which the allocator reported and the
-  check listed in the `BeamAlloc.AllocationFailureError` it raised (the
-  reporter marks those reports `consumed`). A test that asserts that error
+  check listed in the `BeamAlloc.AllocationFailureError` it raised, and a
+  `leak_check` NIF's leak that a run's call reported and the check listed
+  (the line naming the function and each listed block's) (the reporter
+  marks those reports `consumed`). A test that asserts that error
   needs no tag:
 
       test "the check finds the double free on parse/1's error path" do

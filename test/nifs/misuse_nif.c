@@ -529,6 +529,24 @@ static void leak_in_own_instance(void) {
     (void)beam_gpa_deinit(&own);
 }
 
+/* leak_check: the first block is lost on the failure path (the call's
+ * instance reports it, and the check lists it), where an instance of its
+ * own is also deinitialised with a block live (a leak report the check
+ * does not list). */
+BEAM_NIF(checked_leak_on_failure, .leak_check = true) {
+    unsigned char *first = beam_alloc(beam_allocator, unsigned char, 16);
+    if (first == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *second = beam_alloc(beam_allocator, unsigned char, 32);
+    if (second == NULL) {
+        leak_in_own_instance();
+        return beam_make_error(env, "enomem"); /* first is lost */
+    }
+    beam_free(beam_allocator, second, 32);
+    beam_free(beam_allocator, first, 16);
+    return ok(env);
+}
+
 BEAM_NIF(double_free_and_leak_on_failure, .allocator = process_wide) {
     unsigned char *first = beam_alloc(beam_allocator, unsigned char, 24);
     unsigned char *second =
@@ -570,6 +588,7 @@ static ErlNifFunc funcs[] = {
     {"double_free_raising", 0, double_free_raising, 0},
     {"double_free_opted", 0, double_free_opted, 0},
     {"double_free_on_failure", 0, double_free_on_failure, 0},
+    {"checked_leak_on_failure", 0, checked_leak_on_failure, 0},
     {"double_free_and_leak_on_failure", 0, double_free_and_leak_on_failure, 0},
     {"keep_gpa_block", 1, keep_gpa_block, 0},
     {"free_kept_block_here", 0, free_kept_block_here, 0},
