@@ -23,6 +23,14 @@ defmodule BeamAlloc.Case do
            alignment 8), called from parse (c_src/my_nif.c:42) <- ...; the block was
            allocated from parse (c_src/my_nif.c:30) <- ...
 
+  A NIF call that raises for its own misuse or leak (`leak_check`, or
+  `raise_on_misuse`) fails the test with its `RuntimeError`, which names
+  the function only; ExUnit shows that failure and drops the guard's (an
+  `on_exit` failure of a test that failed already is not shown), so the
+  reports' source lines are then in the log above the failures alone.
+  `@moduletag :capture_log` (or `ExUnit.start(capture_log: true)`) puts
+  the logged lines in the failure.
+
   Which reports count: those made by NIF calls of the test process or of
   processes it started (a `Task`'s `$callers`, a proc_lib process's
   `$ancestors`: `Task.async/1`, `Task.async_stream/3`, a GenServer started
