@@ -64,6 +64,7 @@ defmodule BeamAlloc.UpgradeTest do
         def loads, do: :erlang.nif_error(:not_loaded)
         def priv, do: :erlang.nif_error(:not_loaded)
         def ping, do: :erlang.nif_error(:not_loaded)
+        def keep, do: :erlang.nif_error(:not_loaded)
         def churn, do: :erlang.nif_error(:not_loaded)
       end
 
@@ -177,6 +178,59 @@ defmodule BeamAlloc.UpgradeTest do
     assert {:ok, _} = call(:make)
     # (The first resource stays alive, and the old copy mapped, until here.)
     _ = :erlang.phash2(resource)
+  end
+
+  test "a copy kept mapped for good (beam_sqlite3_use) and rebuilt: the reports say no purge unloads it",
+       %{dir: dir} do
+    # The upgrade's report said to purge the old version first, and the
+    # load after the purge that it was a resource or a check that kept the
+    # copy: neither, and a purge leaves a kept copy mapped. In a VM of its
+    # own: the copy stays mapped until the VM exits.
+    so = Path.join([dir, "a", "upgrade_plain_nif.so"])
+
+    script = """
+    path = ~c"#{Path.rootname(so)}"
+
+    version = fn ->
+      contents =
+        quote do
+          def load, do: :erlang.load_nif(unquote(path), 0)
+          def ping, do: :erlang.nif_error(:not_loaded)
+          def keep, do: :erlang.nif_error(:not_loaded)
+        end
+
+      BeamAlloc.Test.NifModule.create_version(#{inspect(@plain)}, contents, __ENV__)
+      #{inspect(@plain)}.load()
+    end
+
+    say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
+    say.("load", version.())
+    say.("keep", #{inspect(@plain)}.keep())
+    File.cp!("#{so}", "#{so}.new")
+    File.rename!("#{so}.new", "#{so}")
+    say.("upgrade", elem(version.(), 0))
+    for _ <- 1..2, do: :code.purge(#{inspect(@plain)})
+    :code.delete(#{inspect(@plain)})
+    :code.purge(#{inspect(@plain)})
+    say.("load again", version.())
+    say.("ping", #{inspect(@plain)}.ping())
+    """
+
+    {out, status} = BeamAlloc.Test.NifModule.in_own_vm(script)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    assert out =~ "load :ok\nkeep true\n"
+    assert out =~ "upgrade :error\n"
+    assert out =~ "load again :ok\nping :pong\n"
+
+    [upgrade] = Regex.run(~r/^.*which was rebuilt since the VM loaded it.*$/m, out)
+    refute upgrade =~ "Purge the old version first"
+    assert upgrade =~ "kept mapped until the node stops"
+    assert upgrade =~ "restart the node"
+
+    [again] = Regex.run(~r/^.*rebuilt since the VM mapped it.*$/m, out)
+    assert again =~ "kept mapped until the node stops"
+    assert again =~ "restart the node"
   end
 
   test "stats/1 and collect/1 reach the running copy while an old one stays mapped", %{dir: dir} do

@@ -56,6 +56,13 @@ static int64_t loaded_at = INT64_MIN;
 static char loaded_path[1024];
 static beam__file_id loaded_file;
 
+/* Why a purge leaves this copy mapped, when it is kept for good
+ * (beam_internal_keep_mapped): a purge never unloads it, which the
+ * reports below say instead of their usual causes and advice. */
+#define KEPT_FOR_GOOD                                                          \
+    "the copy is kept mapped until the node stops (it gave SQLite its "        \
+    "hooks: beam_sqlite3_use), so no purge unloads it"
+
 /* A module instance loads this copy again (after a purge, while the copy
  * stayed mapped: a resource of it alive, a check's handle; or an upgrade
  * through the user's own callback): the module runs the copy's C code,
@@ -69,11 +76,14 @@ static void say_if_stale_reload(void) {
     beam__nif_module_text(module, sizeof module);
     beam__report("beam_alloc: %s loads its NIF library from %s, rebuilt "
                  "since the VM mapped it; the VM hands it the copy it has "
-                 "under that name (an upgrade through the upgrade callback, "
-                 "or a load while a resource of the copy is alive or a check "
-                 "holds it), so the module runs the old C code: restart the "
-                 "node to run the new one",
-                 module, loaded_path);
+                 "under that name (%s), so the module runs the old C code: "
+                 "restart the node to run the new one",
+                 module, loaded_path,
+                 beam__library_kept_mapped()
+                     ? KEPT_FOR_GOOD
+                     : "an upgrade through the upgrade callback, or a load "
+                       "while a resource of the copy is alive or a check "
+                       "holds it");
 }
 
 int beam_nif_loaded(int result) {
@@ -108,10 +118,13 @@ static int upgrade_from_same_file(void) {
     beam__report("beam_alloc: a new version of %s loads its NIF library from "
                  "%s, which was rebuilt since the VM loaded it; the VM keeps "
                  "the copy it has under that name, so the new version would "
-                 "run the old C code: the upgrade fails. Purge the old "
-                 "version first (code:purge/1 and code:delete/1, then load "
-                 "the module), or restart the node",
-                 module, loaded_path);
+                 "run the old C code: the upgrade fails. %s",
+                 module, loaded_path,
+                 beam__library_kept_mapped()
+                     ? "And " KEPT_FOR_GOOD ": restart the node"
+                     : "Purge the old version first (code:purge/1 and "
+                       "code:delete/1, then load the module), or restart the "
+                       "node");
     return beam_nif_loaded(BEAM__UPGRADE_FILE_CHANGED);
 }
 

@@ -56,4 +56,16 @@ defmodule BeamAlloc.Test.NifModule do
       Code.put_compiler_option(:ignore_module_conflict, ignore)
     end
   end
+
+  # Runs the Elixir script in a VM of its own (the test build's modules on
+  # its path), for what no test VM may keep (SQLite started for good, a
+  # library kept mapped): {output with standard error, exit status}.
+  def in_own_vm(script) do
+    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
+
+    System.cmd("elixir", ["-pa", ebin, "-e", script],
+      stderr_to_stdout: true,
+      env: [{"MIX_ENV", "test"}]
+    )
+  end
 end

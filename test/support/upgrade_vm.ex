@@ -49,12 +49,7 @@ defmodule BeamAlloc.Test.UpgradeVM do
       say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
       """
 
-      ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
-
-      System.cmd("elixir", ["-pa", ebin, "-e", prelude <> script],
-        stderr_to_stdout: true,
-        env: [{"MIX_ENV", "test"}]
-      )
+      BeamAlloc.Test.NifModule.in_own_vm(prelude <> script)
     after
       File.rm_rf!(dir)
     end
