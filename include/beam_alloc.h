@@ -291,9 +291,9 @@ BEAM_API bool beam_internal_raw_refused_alignment(size_t alignment,
  * untouched by its last unload: hooks in it given to something that
  * outlives it (one libsqlite3 for every NIF library of the VM; a zlib
  * stream or zstd context in a resource whose type a new copy takes over)
- * stay callable after a hot upgrade or a purge. false when it cannot (not
- * a shared object, or no dlopen). The first call does the work; later ones
- * only say what it did. */
+ * stay callable after a hot upgrade or a purge. false when no dlopen holds
+ * it (not a shared object); the allocators stay all the same. The first
+ * call does the work; later ones only say what it did. */
 BEAM_API bool beam_internal_keep_mapped(void);
 /* How the C++ exceptions beam_alloc throws begin their what(): a NIF's
  * raise of one gives the text after it (beam_alloc_nif.h). */

@@ -45,9 +45,13 @@ bool beam__file_unchanged(const char *path, const beam__file_id *id) {
            now.mtime_sec == id->mtime_sec && now.mtime_nsec == id->mtime_nsec;
 }
 
-/* 0 not asked yet, 1 kept, -1 cannot be: written by the first call, read
- * by the later ones (the adapter headers' hooks ask again, cheaply) and by
- * the last unload (glue.c). */
+/* 0 not asked yet, 1 kept, -1 asked but no dlopen holds the mapping:
+ * written by the first call, read by the later ones (the adapter headers'
+ * hooks ask again, cheaply) and by the last unload (glue.c), which leaves
+ * the allocators to the hooks in either case: where no dlopen can hold
+ * the mapping, the hooks are in code nothing unmaps (the executable;
+ * musl, whose dlopen finds an object by its file, replaced since, and
+ * which never unloads one), and they use them still. */
 static _Atomic int kept_mapped;
 
 static bool keep_mapped(void) {
@@ -74,5 +78,5 @@ bool beam_internal_keep_mapped(void) {
 }
 
 bool beam__library_kept_mapped(void) {
-    return beam__atomic_load_acquire(&kept_mapped) > 0;
+    return beam__atomic_load_acquire(&kept_mapped) != 0;
 }

@@ -35,9 +35,10 @@ BEAM__HIDDEN bool beam__library_file(const void *addr, char *path, size_t n,
 BEAM__HIDDEN bool beam__file_unchanged(const char *path,
                                        const beam__file_id *id);
 
-/* Has beam_internal_keep_mapped kept this copy mapped? Its last unload
- * then tears none of its allocators down: another library's hooks in it
- * (SQLite's, zlib's, zstd's) may still use them. */
+/* Was beam_internal_keep_mapped called (whether or not a dlopen could
+ * hold the mapping)? The copy's last unload then tears none of its
+ * allocators down: another library's hooks in it (SQLite's, zlib's,
+ * zstd's) may still use them. */
 BEAM__HIDDEN bool beam__library_kept_mapped(void);
 
 #endif
