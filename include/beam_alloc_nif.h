@@ -317,7 +317,8 @@ BEAM_API int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
  * last module instance using this library goes (hot upgrade keeps the new
  * one) and no resource of it is live, the library's process-wide general
  * purpose allocator gives every segment back, so that load/purge cycles
- * leave nothing behind. */
+ * leave nothing behind; not in a copy kept mapped because its zlib, zstd
+ * or SQLite hooks ran (include/beam_alloc/). */
 BEAM_API void beam_nif_unloaded(void);
 
 /** Called by BEAM_NIF_INIT when the user's load, upgrade or unload

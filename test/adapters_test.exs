@@ -117,6 +117,33 @@ defmodule BeamAlloc.AdaptersTest do
     end
   end
 
+  # A copy whose zlib hooks ran stays mapped after its module's purge: a
+  # module loaded again from its file, rebuilt since, runs the old copy.
+  # The report said why as for a resource alive or a check (neither here),
+  # and purging first does not help: it says the hooks, and a restart.
+  test "a module loaded again after its zlib hooks ran is told the copy stays mapped for them" do
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(AdaptersNif, "adapters_nif", ":report_to_stderr", """
+      version.("a")
+      say.("a compress", AdaptersNif.zlib_compress("abc") == :zlib.compress("abc"))
+      [so] = Regex.run(~r{/\\S+/a/adapters_nif\\.so}, File.read!("/proc/self/maps"))
+      File.cp!(so, so <> ".new")
+      File.rename!(so <> ".new", so)
+      :code.purge(AdaptersNif)
+      :code.delete(AdaptersNif)
+      :code.purge(AdaptersNif)
+      version.("a")
+      say.("a again", AdaptersNif.zlib_compress("abc") == :zlib.compress("abc"))
+      """)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    assert out =~ "a compress true\n"
+    assert out =~ "a again true\n"
+    assert [line] = Regex.scan(~r/^.*rebuilt since the VM mapped it.*$/m, out) |> Enum.concat()
+    assert line =~ "its zlib, zstd or SQLite hooks ran"
+    assert line =~ "restart the node"
+  end
+
   # A stream made by copy a of AdaptersNif, on its process-wide instance,
   # in a process of its own; a new version from copy b (taking the type
   # over); the old version purged; then the stream freed by b's

@@ -20,6 +20,8 @@
  * its mapping and its process-wide instance; a copy whose hooks never ran
  * is unloaded as before. A copy loaded again from the same file is the
  * kept one, its statics as they were: set an instance of its own up once.
+ * Its code too: a module loaded again from that file rebuilt since runs
+ * the old copy until the node restarts (a purge first does not unmap it).
  */
 #ifndef BEAM_ALLOC_ZSTD_H
 #define BEAM_ALLOC_ZSTD_H

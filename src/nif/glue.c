@@ -56,19 +56,22 @@ static int64_t loaded_at = INT64_MIN;
 static char loaded_path[1024];
 static beam__file_id loaded_file;
 
-/* Why a purge leaves this copy mapped, when it is kept for good
- * (beam_internal_keep_mapped): a purge never unloads it, which the
- * reports below say instead of their usual causes and advice. */
+/* Why the VM hands a module this copy whatever its file holds now, when
+ * it is kept for good (beam_internal_keep_mapped): a copy whose zlib, zstd
+ * or SQLite hooks ran stays mapped until the VM exits, and no purge
+ * unloads it, which the reports below say instead of their usual causes
+ * and advice (they said a resource or a check kept it, and to purge:
+ * found in review). */
 #define KEPT_FOR_GOOD                                                          \
-    "the copy is kept mapped until the node stops (it gave SQLite its "        \
-    "hooks: beam_sqlite3_use), so no purge unloads it"
+    "the copy is kept mapped until the node stops (its zlib, zstd or "         \
+    "SQLite hooks ran: beam_alloc/zlib.h says why), so no purge unloads it"
 
 /* A module instance loads this copy again (after a purge, while the copy
- * stayed mapped: a resource of it alive, a check's handle; or an upgrade
- * through the user's own callback): the module runs the copy's C code,
- * not the file's if it was rebuilt since. Said, not refused: the module
- * works, and only a restart maps the file anew. (Upgrades without
- * callbacks fail instead: upgrade_from_same_file.) */
+ * stayed mapped: a resource of it alive, a check's handle, its adapter
+ * hooks; or an upgrade through the user's own callback): the module runs
+ * the copy's C code, not the file's if it was rebuilt since. Said, not
+ * refused: the module works, and only a restart maps the file anew.
+ * (Upgrades without callbacks fail instead: upgrade_from_same_file.) */
 static void say_if_stale_reload(void) {
     if (beam__file_unchanged(loaded_path, &loaded_file))
         return;
