@@ -895,16 +895,21 @@ static inline beam_allocator_t beam_internal_allocator_at(const void *opaque) {
 
 /* For the adapter headers' allocation hooks, not to be called directly:
  * beam_internal_keep_mapped at their first call (in this translation
- * unit), then one relaxed load of a flag. The flag only spares calls (two
- * first calls at once both make it, which is harmless): the kept state is
- * the library's. */
+ * unit), then one load of a flag. The flag only spares calls (two first
+ * calls at once both make it, which is harmless): the kept state is the
+ * library's. Acquire and release, not relaxed: a hook that skips the call
+ * on the flag relies on the first caller's dlopen and kept state for the
+ * stream it makes, and the purge that reads that state comes after what
+ * this thread does next, not necessarily after what the first caller did;
+ * a relaxed flag may be seen before them on a weakly ordered CPU (the
+ * same instructions on x86). */
 static inline void beam_internal_keep_mapped_once(void) {
 #if defined(__GNUC__) || defined(__clang__)
     static int asked;
-    if (__atomic_load_n(&asked, __ATOMIC_RELAXED) != 0)
+    if (__atomic_load_n(&asked, __ATOMIC_ACQUIRE) != 0)
         return;
     (void)beam_internal_keep_mapped();
-    __atomic_store_n(&asked, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&asked, 1, __ATOMIC_RELEASE);
 #else
     (void)beam_internal_keep_mapped(); /* (a load and a call after the first) */
 #endif

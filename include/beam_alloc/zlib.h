@@ -16,7 +16,7 @@
  * unloads the old copy, and the new copy's deflateEnd called the old
  * copy's unmapped zfree (the VM died: SIGSEGV). So the allocation hook,
  * at its first call, keeps its copy of the NIF library mapped until the
- * VM exits (beam_internal_keep_mapped; later calls cost one relaxed load),
+ * VM exits (beam_internal_keep_mapped; later calls cost one load),
  * and that copy's last unload tears none of its allocators down (its
  * process-wide instance, beam_general_purpose_allocator, stays with what
  * it holds). The cost, once per copy whose hooks served a stream: its

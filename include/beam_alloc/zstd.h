@@ -13,10 +13,10 @@
  * unloads the old copy, and the new copy's ZSTD_freeCCtx called the old
  * copy's unmapped customFree (the VM died: SIGSEGV). So the allocation
  * hook, at its first call, keeps its copy of the NIF library mapped until
- * the VM exits (beam_internal_keep_mapped; later calls cost one relaxed
- * load), and that copy's last unload tears none of its allocators down
- * (its process-wide instance, beam_general_purpose_allocator, stays with
- * what it holds). The cost, once per copy whose hooks served a context:
+ * the VM exits (beam_internal_keep_mapped; later calls cost one load),
+ * and that copy's last unload tears none of its allocators down (its
+ * process-wide instance, beam_general_purpose_allocator, stays with what
+ * it holds). The cost, once per copy whose hooks served a context:
  * its mapping and its process-wide instance; a copy whose hooks never ran
  * is unloaded as before. A copy loaded again from the same file is the
  * kept one, its statics as they were: set an instance of its own up once.
