@@ -22,6 +22,8 @@
  * kept one, its statics as they were: set an instance of its own up once.
  * Its code too: a module loaded again from that file rebuilt since runs
  * the old copy until the node restarts (a purge first does not unmap it).
+ * Outside the VM (the standalone library in a shared object a program
+ * dlopens) the same holds: once the hooks ran, dlclose leaves it mapped.
  */
 #ifndef BEAM_ALLOC_ZSTD_H
 #define BEAM_ALLOC_ZSTD_H
