@@ -317,8 +317,9 @@ BEAM_API int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
  * last module instance using this library goes (hot upgrade keeps the new
  * one) and no resource of it is live, the library's process-wide general
  * purpose allocator gives every segment back, so that load/purge cycles
- * leave nothing behind; not in a copy kept mapped because its zlib, zstd
- * or SQLite hooks ran (include/beam_alloc/). */
+ * leave nothing behind; but not in a copy kept mapped for a C library's
+ * hooks (beam_internal_keep_mapped: beam_sqlite3_use succeeded, or a zlib
+ * or zstd hook ran), whose allocators those hooks may still use. */
 BEAM_API void beam_nif_unloaded(void);
 
 /** Called by BEAM_NIF_INIT when the user's load, upgrade or unload
@@ -391,7 +392,10 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * Unload: after UNLOAD (which may be NULL), the library's copy of
  * beam_general_purpose_allocator is torn down once no module instance and
  * no resource of the library is left (see beam_nif_unloaded): blocks still
- * live in it then are freed without a report. */
+ * live in it then are freed without a report. Not in a copy kept mapped by
+ * <beam_alloc/sqlite3.h>, <beam_alloc/zlib.h> or <beam_alloc/zstd.h>:
+ * its allocators stay until the VM exits, so UNLOAD must leave what those
+ * hooks use (SQLite's instance, a stream's allocator) as it is. */
 /* NAME may itself be a macro: it is expanded before it is named. */
 #define BEAM_NIF_STRINGIFY_(x) #x
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
