@@ -90,7 +90,7 @@
 %%     ?assertError({allocation_failures, _},
 %%                  beam_alloc_testing:without_reports(fun() ->
 %%                      beam_alloc_testing:check_all_allocation_failures(
-%%                          fun my_nif:parse/0) end)),
+%%                          fun() -> my_nif:parse(<<"[1]">>) end) end)),
 %%
 %% fails on the error's absence only. Any other report still counts: one
 %% made outside the check's runs, by another process, by a NIF of a

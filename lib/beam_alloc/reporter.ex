@@ -19,10 +19,19 @@ defmodule BeamAlloc.Reporter do
   `BeamAlloc.Case`, which fails any test during which a report was made.
 
   A report that `BeamAlloc.Testing.check_all_allocation_failures/2` turned
-  into its result (a misuse in one of its runs, which the check raises as
-  a problem of its `BeamAlloc.AllocationFailureError`) is marked
-  `consumed`: `BeamAlloc.Case` does not fail the test for it again. It is
-  kept and logged all the same.
+  into its result (a misuse in one of its runs, or a `leak_check` NIF's
+  leak it listed: the line naming the function and each listed block's,
+  which the check raises as problems of its
+  `BeamAlloc.AllocationFailureError`) is marked `consumed`:
+  `BeamAlloc.Case` does not fail the test for it again. It is kept and
+  logged all the same.
+
+  Its calls answer with the reports sent before them (of those kept)
+  without waiting for them to be logged: the lines are logged in order, in
+  the background (a call but `mark/0` first logs what is waiting for
+  100 ms at most, so a test's `capture_log` gets its lines). Stopped, it
+  logs what it read and had not logged yet (for a second at most, then
+  says how many it left).
 
   It is started by the `:beam_alloc` application. When it is not running
   (an Erlang node that did not start the application), reports go to the

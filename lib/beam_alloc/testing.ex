@@ -40,7 +40,8 @@ defmodule BeamAlloc.Testing do
   (libz.so.1+0x8fbd) <- compress_nif (c_src/my_nif.c:88)`). A misuse of
   memory in any run (a double free, a write past the end of a block, ...)
   is a problem too, with its report (which `BeamAlloc.Case` then does not
-  count against the test again: the check turned it into its error).
+  count against the test again: the check turned it into its error; nor
+  the reports of a `leak_check` NIF's leak the check lists).
 
   ## What is counted
 
