@@ -802,13 +802,14 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     its memory still mapped: a block freed already whose memory the
  *     parent gave back to the system (glibc's malloc unmaps blocks of 128
  *     KiB and more; enif_alloc, its single-block carriers) faults instead,
- *     as a second free() would. (Over a fixed buffer, directly or through
- *     failing allocators, a pointer outside the buffer is reported
- *     unread.) An instance of the general purpose
- *     allocator (but one over beam_raw_allocator, which gets headers too)
- *     reads no freed block's memory it could have given back: over it,
- *     every double free is reported. A sized free of a
- *     malloc-style block hands the parent a pointer inside its block: the
+ *     as a second free() would. (Over a fixed buffer, directly, through
+ *     failing allocators or under check_all_allocation_failures, a pointer
+ *     that could have no header word inside the buffer, outside it or in
+ *     its first 8 bytes, is reported unread.) An instance of the general
+ *     purpose allocator (but one over beam_raw_allocator, which gets headers
+ *     too) reads no freed block's memory it could have given back: over it,
+ *     every double free is reported. A sized free of a malloc-style block
+ *     hands the parent a pointer inside its block: the
  *     general purpose allocator reports that, the raw allocator cannot.
  *     Do not do it.
  * ---------------------------------------------------------------------- */
