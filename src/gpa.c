@@ -297,7 +297,7 @@ static gpa_slab *kept_take(gpa_heap *h, unsigned cls) {
  * FULL again since: as good an owner as any). Frees waiting there are
  * collected at once. */
 static bool kept_reattach(gpa_heap *h, gpa_slab *s) {
-    if (h->kept[s->cls].n >= GPA_KEPT_MAX)
+    if (h->kept_n >= GPA_KEPT_MAX)
         return false;
     uintptr_t tf = beam__atomic_load_acquire(&s->thread_free);
     while (tf & GPA_FULL_BIT) {

@@ -772,3 +772,46 @@ TEST(gpa_sub_large_block_beside_the_slack_is_freed_while_the_chunk_changes) {
     CHECK(reports == 0);
     CHECK(!leaked);
 }
+
+/* A heap keeps more than 32 full slabs of one class (the cap is on all
+ * classes together): the owner frees one block into each of 40 full whole
+ * slabs (sub-slabs, here or in a segment's slack, are not kept), and every one
+ * of those blocks is handed out again by the allocations that follow, the
+ * current slab's room first. (With 32 per class, the frees beyond went to slabs
+ * left FULL, out of reach until an eighth of their blocks were free.) */
+#define UNCAPPED_N 16384 /* 256-byte blocks: 64 slabs' worth */
+#define UNCAPPED_SLABS 40
+TEST(gpa_kept_slabs_of_one_class_are_not_capped_at_32) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    static void *blocks[UNCAPPED_N], *freed[UNCAPPED_SLABS];
+    static void *more[UNCAPPED_SLABS + 256];
+    for (size_t i = 0; i < UNCAPPED_N; i++)
+        CHECK((blocks[i] = beam_alloc_bytes(a, 256, 8)) != NULL);
+    size_t n = 0;
+    gpa_slab *last = NULL;
+    for (size_t i = 0; i < UNCAPPED_N && n < UNCAPPED_SLABS; i++) {
+        gpa_slab *s = beam__gpa_slab_of(blocks[i]);
+        if (s == last || !in_whole_slab(blocks[i]))
+            continue;
+        last = s;
+        freed[n++] = blocks[i];
+        beam_free_bytes(a, blocks[i], 256, 8);
+        blocks[i] = NULL;
+    }
+    CHECK(n == UNCAPPED_SLABS);
+    size_t back = 0;
+    for (size_t k = 0; k < n + 256; k++) {
+        CHECK((more[k] = beam_alloc_bytes(a, 256, 8)) != NULL);
+        for (size_t j = 0; j < n; j++)
+            back += more[k] == freed[j];
+    }
+    CHECK(back == n);
+    for (size_t k = 0; k < n + 256; k++)
+        beam_free_bytes(a, more[k], 256, 8);
+    for (size_t i = 0; i < UNCAPPED_N; i++)
+        if (blocks[i] != NULL)
+            beam_free_bytes(a, blocks[i], 256, 8);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
