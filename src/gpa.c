@@ -165,9 +165,12 @@ static BEAM__NOINLINE void free_list_broken(gpa_state *st, gpa_slab *s,
 /* Hand out a block of s, which has one: its free list first, else bump;
  * NULL when a tracked slab's list was broken and nothing is left to bump.
  * The general path; the fast path pops inline with the same gpa_hand_out
- * (never from tracked slabs). */
-static inline void *take_block(gpa_heap *h, gpa_slab *s, size_t len,
-                               size_t alignment, uintptr_t ret) {
+ * (never from tracked slabs). Inline in its three callers: as a call, with
+ * its five arguments kept across it, it took some 18 instructions of each
+ * refill's 270 (callgrind, 100,000 live). */
+static BEAM__ALWAYS_INLINE void *take_block(gpa_heap *h, gpa_slab *s,
+                                            size_t len, size_t alignment,
+                                            uintptr_t ret) {
     void **b = s->free;
     if (BEAM__UNLIKELY(s->info != NULL) && b != NULL &&
         !free_link_ok(h->st, s, b)) {
