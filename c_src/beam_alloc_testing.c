@@ -158,8 +158,10 @@ typedef struct leak_record {
     size_t len;
     uintptr_t site;
     /* The block's address when a leak_check call's instance kept it (the
-     * instance reported it, at this address), else 0. */
+     * instance reported it, at this address), else 0; and that call's
+     * scope. */
     uintptr_t call_local;
+    uint64_t scope;
 } leak_record;
 
 typedef struct misuse_record {
@@ -315,7 +317,8 @@ static void keep_leak(session *s, const block *b) {
     /* (driver_leave empties the parent of a leak_check call's blocks.) */
     uintptr_t call_local = b->parent.vtable == NULL ? (uintptr_t)b->ptr : 0;
     s->leaks[s->nleaks++] =
-        (leak_record){b->run, b->index, b->len, b->site, call_local};
+        (leak_record){b->run,  b->index,   b->len,
+                      b->site, call_local, call_local ? b->scope : 0};
 }
 
 /* A slot of the table holding a suspect. */
@@ -1444,41 +1447,98 @@ static leak_record *take_leaks(session *s, size_t *n) {
     return all;
 }
 
-/* [{Run, Leaked, [{Index, Len, Site, CallLocal}]}] of records sorted by
- * run, CallLocal the address a leak_check instance reported the block at
- * (0: none). */
+static uint64_t run_key(const leak_record *r) {
+    return r->run;
+}
+static uint64_t scope_key(const leak_record *r) {
+    return r->scope;
+}
+
+/* Where the group of sorted records r that ends at end (not 0) begins:
+ * the records before it with its last one's key. */
+static size_t group_start(const leak_record *r, size_t end,
+                          uint64_t (*key)(const leak_record *)) {
+    size_t start = end - 1;
+    while (start > 0 && key(&r[start - 1]) == key(&r[end - 1]))
+        start--;
+    return start;
+}
+
+/* Addresses listed at most per leak_check call (its count is exact). */
+#define CALL_LOCAL_LISTED 4096
+
+static int by_scope_then_index(const void *a, const void *b) {
+    const leak_record *x = a, *y = b;
+    if (x->scope != y->scope)
+        return x->scope < y->scope ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* [{Count, [Address]}], a leak_check call's blocks of records all[0..n)
+ * (one run's): what its instance reported, which lists at most 64 blocks
+ * in its own order, not the run's first MAX_REPORTED, then a line "... and
+ * N more" (so the count, and every address up to CALL_LOCAL_LISTED). */
+static ERL_NIF_TERM call_local_term(ErlNifEnv *env, const leak_record *all,
+                                    size_t n) {
+    ERL_NIF_TERM calls = enif_make_list(env, 0);
+    leak_record *mine = enif_alloc((n ? n : 1) * sizeof *mine);
+    if (mine == NULL)
+        return calls; /* nothing consumed: the safe side */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (all[i].call_local != 0)
+            mine[k++] = all[i];
+    qsort(mine, k, sizeof *mine, by_scope_then_index);
+    for (size_t end = k; end > 0;) {
+        size_t start = group_start(mine, end, scope_key);
+        size_t count = end - start;
+        size_t shown = count < CALL_LOCAL_LISTED ? count : CALL_LOCAL_LISTED;
+        ERL_NIF_TERM at = enif_make_list(env, 0);
+        for (size_t i = start + shown; i-- > start;)
+            at = enif_make_list_cell(
+                env, enif_make_uint64(env, mine[i].call_local), at);
+        calls = enif_make_list_cell(
+            env, enif_make_tuple2(env, enif_make_uint64(env, count), at),
+            calls);
+        end = start;
+    }
+    enif_free(mine);
+    return calls;
+}
+
+/* [{Run, Leaked, [{Index, Len, Site}], CallLocal}] of records sorted by
+ * run, CallLocal the run's leak_check calls' blocks (call_local_term). */
 static ERL_NIF_TERM runs_term(ErlNifEnv *env, const leak_record *all,
                               size_t n) {
     ERL_NIF_TERM runs = enif_make_list(env, 0);
     for (size_t end = n; end > 0;) {
-        size_t start = end - 1;
-        while (start > 0 && all[start - 1].run == all[end - 1].run)
-            start--;
+        size_t start = group_start(all, end, run_key);
         size_t leaked = end - start;
         size_t shown = leaked < MAX_REPORTED ? leaked : MAX_REPORTED;
         ERL_NIF_TERM blocks = enif_make_list(env, 0);
         for (size_t i = start + shown; i-- > start;)
             blocks = enif_make_list_cell(
                 env,
-                enif_make_tuple4(env, enif_make_uint64(env, all[i].index),
+                enif_make_tuple3(env, enif_make_uint64(env, all[i].index),
                                  enif_make_uint64(env, all[i].len),
-                                 site_term(env, all[i].site),
-                                 enif_make_uint64(env, all[i].call_local)),
+                                 site_term(env, all[i].site)),
                 blocks);
         runs = enif_make_list_cell(
             env,
-            enif_make_tuple3(env, enif_make_uint(env, all[start].run),
-                             enif_make_uint64(env, leaked), blocks),
+            enif_make_tuple4(env, enif_make_uint(env, all[start].run),
+                             enif_make_uint64(env, leaked), blocks,
+                             call_local_term(env, all + start, leaked)),
             runs);
         end = start;
     }
     return runs;
 }
 
-/* leaks(Session) -> #{runs => [{Run, Leaked, Blocks}], lost}: the leaks of
- * every run since the last call, Blocks the first MAX_REPORTED of each
- * ({Index, Len, Site, CallLocal}); lost: some could not be kept (out of memory;
- * which runs' is not known). Between runs. */
+/* leaks(Session) -> #{runs => [{Run, Leaked, Blocks, CallLocal}], lost}:
+ * the leaks of every run since the last call, Blocks the first MAX_REPORTED
+ * of each ({Index, Len, Site}), CallLocal its leak_check calls' blocks
+ * (call_local_term); lost: some could not be kept (out of memory; which
+ * runs' is not known). Between runs. */
 static ERL_NIF_TERM nif_leaks(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[]) {
     (void)argc;

@@ -138,12 +138,20 @@ consumes(_Seq, _Module, _Line, _Modules, _Windows) ->
 listed(Line, Line) ->
     true;
 %% A leak_check call's report of its leaked blocks (beam_alloc_testing's
-%% leak_reports/1): the line naming the function, and each block's line,
-%% by its address.
+%% leak_reports/1): the line naming the function, each block's line by its
+%% address (one of At's keys, the number the line gives before its first
+%% comma),
+%% and the line that ends a report of more blocks than it lists, by its
+%% count.
 listed(<<"beam_alloc: memory leak detected in function ", _/binary>>, leak_check_header) ->
     true;
-listed(<<"beam_alloc: leak: ", Rest/binary>>, {leak_at, At}) ->
-    binary:match(Rest, <<" at ", At/binary, ",">>) =/= nomatch;
+listed(<<"beam_alloc: leak: ... and ", Rest/binary>>, {leak_more, N}) ->
+    Rest =:= <<(integer_to_binary(N))/binary, " more live blocks">>;
+listed(<<"beam_alloc: leak: ", Rest/binary>>, {leak_in, At}) ->
+    case re:run(Rest, <<"^[^,]* at 0x([0-9a-fA-F]+),">>, [{capture, all_but_first, binary}]) of
+        {match, [A]} -> is_map_key(binary_to_integer(A, 16), At);
+        nomatch -> false
+    end;
 listed(Line, L) when is_binary(L) ->
     Cut = case binary:matches(L, <<" ">>) of
               [] -> L;

@@ -148,6 +148,10 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 %% leak_reports/1), the lines the reporter consumes in its run's window.
 -define(LEAK_REPORTS, {?MODULE, leak_reports}).
 
+%% Blocks a leak_check call's instance lists in its leak report, before
+%% "... and N more live blocks" (src/gpa.c, LEAKS_LISTED).
+-define(INSTANCE_LISTED, 64).
+
 %% Blocks a leak problem lists in the message (its blocks key has them all,
 %% up to the driver's 100).
 -define(BLOCKS_SHOWN, 10).
@@ -420,15 +424,23 @@ listed_lines(_) -> [].
 without_run_reports(Problems) ->
     [maps:without([?RUN_REPORTS, ?LEAK_REPORTS], P) || P <- Problems].
 
-%% The reports of a leak_check call's leaked blocks (Blocks' addresses,
-%% as the instance printed them), and the line that names the function
-%% before them: what beam_alloc_reporter:consumes/5 matches.
-leak_reports(Blocks) ->
-    case [{leak_at, iolist_to_binary(io_lib:format("0x~.16b", [At]))}
-          || {_I, _S, _Site, At} <- Blocks, At =/= 0] of
-        [] -> [];
-        Lines -> [leak_check_header | Lines]
-    end.
+%% The reports of the run's leak_check calls' leaked blocks, CallLocal
+%% [{Count, Addresses}] a call (the driver's): the line that names the
+%% function, each block's line by its address (a number: the line's is
+%% read, not formatted here for each address), and the "... and N more live blocks" that ends a report of more
+%% blocks than the instance lists: what beam_alloc_reporter:consumes/5
+%% matches. (The instance lists its first 64 in its own order, not the
+%% check's first 100 of the run: every address of the call is passed, up
+%% to 4096; and a leak of more than 64 blocks ended in a line that still
+%% counted: review.)
+leak_reports([]) ->
+    [];
+leak_reports(CallLocal) ->
+    [leak_check_header |
+     lists:append(
+       [[{leak_in, maps:from_list([{At, true} || At <- Addresses])} |
+         [{leak_more, Count - ?INSTANCE_LISTED} || Count > ?INSTANCE_LISTED]]
+        || {Count, Addresses} <- CallLocal])].
 
 invoke(Fun) ->
     try
@@ -488,7 +500,8 @@ failure_runs(Session, Fun, Expect, Count, _Index, Acc) ->
 with_leaks(Session, Last, Earlier, Attached) ->
     settle(Session),
     #{runs := Runs, lost := Lost} = beam_alloc_testing_nif:leaks(Session),
-    ByRun = maps:from_list([{R, {Leaked, Blocks}} || {R, Leaked, Blocks} <- Runs]),
+    ByRun = maps:from_list([{R, {Leaked, Blocks, CallLocal}}
+                            || {R, Leaked, Blocks, CallLocal} <- Runs]),
     EarlierPs = resolve_leaks(ByRun, Earlier),
     LastPs = resolve_leaks(ByRun, Last),
     consume(EarlierPs ++ LastPs, Attached),
@@ -505,8 +518,8 @@ with_leaks(Session, Last, Earlier, Attached) ->
 resolve_leaks(ByRun, Problems) ->
     lists:flatmap(
       fun({leaks_of, Run, Index, Request, Lost, Window}) ->
-              {Leaked, Blocks} = maps:get(Run, ByRun, {0, []}),
-              [with_leak_reports(P, Window, Blocks)
+              {Leaked, Blocks, CallLocal} = maps:get(Run, ByRun, {0, [], []}),
+              [with_leak_reports(P, Window, CallLocal)
                || P <- leak_problems_only(Index, Request, Blocks, Leaked, Lost)];
          (P) ->
               [P]
@@ -585,9 +598,9 @@ leak_problems(Index, Request, #{run := Run, lost := Lost} = R) ->
         [{leaks_of, Run, Index, Request, Lost, maps:get(reports, R, undefined)}].
 
 %% A leak problem with what the check consumes of its run's reports.
-with_leak_reports(#{kind := leak} = P, {_, _} = Window, Blocks) ->
-    P#{?RUN_REPORTS => Window, ?LEAK_REPORTS => leak_reports(Blocks)};
-with_leak_reports(P, _Window, _Blocks) ->
+with_leak_reports(#{kind := leak} = P, {_, _} = Window, CallLocal) ->
+    P#{?RUN_REPORTS => Window, ?LEAK_REPORTS => leak_reports(CallLocal)};
+with_leak_reports(P, _Window, _CallLocal) ->
     P.
 
 leak_problems_only(Index, Request, Leaks, Leaked, Lost) ->
@@ -603,7 +616,7 @@ leak_problems_listed(Index, Request, Leaks, Leaked, Lost) ->
                     Blocks = lists:sort(
                                fun(#{index := A}, #{index := B}) -> A =< B end,
                                [#{index => I, size => S, site => resolve(Site)}
-                                || {I, S, Site, _At} <- Leaks]),
+                                || {I, S, Site} <- Leaks]),
                     [#{kind => leak, index => Index, request => Request,
                        blocks => Blocks, leaked => Leaked}];
                 false ->

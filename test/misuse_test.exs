@@ -1026,6 +1026,44 @@ defmodule BeamAlloc.CaseTest do
              BeamAlloc.Case.reports(mark, self(), false)
   end
 
+  test "check!/3 passes when a leak_check NIF's asserted leak is more blocks than its instance lists" do
+    # 70 blocks lost: the call's instance lists 64 and ends with "... and 6
+    # more live blocks"; the check lists all 70 (its cap is 100), so every
+    # report of that leak is the check's. The last line counted, and the
+    # test failed under BeamAlloc.Case (review).
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      error =
+        assert_raise BeamAlloc.AllocationFailureError, fn ->
+          BeamAlloc.Testing.check_all_allocation_failures(fn ->
+            Misuse.checked_many_leaks_on_failure(70)
+          end)
+        end
+
+      assert [%{kind: :leak, index: 70, leaked: 70}] = error.problems
+    end)
+
+    assert [] = BeamAlloc.Case.reports(mark, self(), false)
+    assert length(for %{consumed: true} <- Reporter.since(mark), do: 1) == 66
+  end
+
+  test "check!/3 passes when the blocks a leak_check NIF's instance lists are not the check's first 100" do
+    # 101 blocks lost in a run: the check lists its first 100 by number,
+    # the instance the last one first (it lies in an earlier slab), then 63
+    # others and "... and 37 more live blocks". The last block's line, and
+    # that one, counted: the test failed under BeamAlloc.Case (review).
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(&Misuse.checked_leak_past_listed/0)
+      end
+    end)
+
+    assert [] = BeamAlloc.Case.reports(mark, self(), false)
+  end
+
   test "check!/3 still fails for a leak reported in a run whose misuse the check listed" do
     # The error path double frees (the check lists it) and deinitialises
     # an instance of its own with a block live: a leak report, which the

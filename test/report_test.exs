@@ -146,19 +146,26 @@ defmodule BeamAlloc.ReportTest do
   end
 
   test "a check's leak_check leak consumes the function's line and its blocks' lines, by address" do
-    window = {0, 3, [:leak_check_header, {:leak_at, "0x7f02"}]}
+    window = {0, 3, [:leak_check_header, {:leak_in, %{0x7F02 => true}}, {:leak_more, 6}]}
     header = "beam_alloc: memory leak detected in function `M.f/0`:"
     block = "beam_alloc: leak: 16 bytes (alignment 1) at 0x7f02, allocated from f (c_src/f.c:3)"
     assert :beam_alloc_reporter.consumes(1, Report, header, [Report], [window])
     assert :beam_alloc_reporter.consumes(2, Report, block, [Report], [window])
     refute :beam_alloc_reporter.consumes(4, Report, block, [Report], [window])
+    # The line ending a report of more blocks than the instance lists: by
+    # its count.
+    more = "beam_alloc: leak: ... and 6 more live blocks"
+    assert :beam_alloc_reporter.consumes(3, Report, more, [Report], [window])
 
     # Another block (an instance the NIF deinitialised), one whose address
     # only begins alike, and a misuse line naming the address: still count.
     for other <- [
           "beam_alloc: leak: block of size class 16 at 0x7f03 (enable BEAM_GPA_TRACK_SITES for its site)",
           "beam_alloc: leak: 16 bytes (alignment 1) at 0x7f021, allocated from f (c_src/f.c:3)",
-          "beam_alloc: general purpose allocator: double free: 0x7f02 (length 16, alignment 1)"
+          "beam_alloc: general purpose allocator: double free: 0x7f02 (length 16, alignment 1)",
+          "beam_alloc: leak: 16 bytes (alignment 1) at 0x7f03, allocated from f (c_src/f.c:3) at 0x7f02, x",
+          "beam_alloc: leak: ... and 7 more live blocks",
+          "beam_alloc: leak: ... and 6 more live blocks, x"
         ] do
       refute :beam_alloc_reporter.consumes(2, Report, other, [Report], [window]), other
     end

@@ -547,6 +547,49 @@ BEAM_NIF(checked_leak_on_failure, .leak_check = true) {
     return ok(env);
 }
 
+/* leak_check: n 16-byte blocks (at most 256) lost when the allocation
+ * after them fails (any earlier failure frees those made): more than the
+ * 64 the call's instance lists, which it reports with a line "... and N
+ * more live blocks". */
+BEAM_NIF(checked_many_leaks_on_failure, .leak_check = true) {
+    unsigned n;
+    if (argc != 1 || !enif_get_uint(env, argv[0], &n) || n > 256)
+        return enif_make_badarg(env);
+    unsigned char *blocks[256];
+    for (unsigned i = 0; i < n; i++) {
+        blocks[i] = beam_alloc(beam_allocator, unsigned char, 16);
+        if (blocks[i] == NULL) {
+            while (i-- > 0)
+                beam_free(beam_allocator, blocks[i], 16);
+            return beam_make_error(env, "enomem");
+        }
+    }
+    unsigned char *last = beam_alloc(beam_allocator, unsigned char, 32);
+    if (last == NULL)
+        return beam_make_error(env, "enomem"); /* all n are lost */
+    beam_free(beam_allocator, last, 32);
+    for (unsigned i = 0; i < n; i++)
+        beam_free(beam_allocator, blocks[i], 16);
+    return ok(env);
+}
+
+/* leak_check: leaks 100 64-byte blocks and then a 16-byte one, from a
+ * slab its instance made first (for a 16-byte block freed at once): the
+ * instance lists that block first, and the check does not (it lists a
+ * run's first 100 by number). Any failure leaks what was made. */
+BEAM_NIF(checked_leak_past_listed, .leak_check = true) {
+    unsigned char *first = beam_alloc(beam_allocator, unsigned char, 16);
+    if (first == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, first, 16);
+    for (int i = 0; i < 100; i++)
+        if (beam_alloc(beam_allocator, unsigned char, 64) == NULL)
+            return beam_make_error(env, "enomem");
+    if (beam_alloc(beam_allocator, unsigned char, 16) == NULL)
+        return beam_make_error(env, "enomem");
+    return ok(env);
+}
+
 BEAM_NIF(double_free_and_leak_on_failure, .allocator = process_wide) {
     unsigned char *first = beam_alloc(beam_allocator, unsigned char, 24);
     unsigned char *second =
@@ -589,6 +632,8 @@ static ErlNifFunc funcs[] = {
     {"double_free_opted", 0, double_free_opted, 0},
     {"double_free_on_failure", 0, double_free_on_failure, 0},
     {"checked_leak_on_failure", 0, checked_leak_on_failure, 0},
+    {"checked_many_leaks_on_failure", 1, checked_many_leaks_on_failure, 0},
+    {"checked_leak_past_listed", 0, checked_leak_past_listed, 0},
     {"double_free_and_leak_on_failure", 0, double_free_and_leak_on_failure, 0},
     {"keep_gpa_block", 1, keep_gpa_block, 0},
     {"free_kept_block_here", 0, free_kept_block_here, 0},

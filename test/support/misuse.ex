@@ -14,7 +14,8 @@ defmodule BeamAlloc.Test.Misuse do
               large_wrong_length/0 large_write_after_free/0
               double_free_and_badarg/0 double_free_plain/0
               double_free_raising/0 double_free_opted/0 double_free_on_failure/0 double_free_and_leak_on_failure/0
-              checked_leak_on_failure/0
+              checked_leak_on_failure/0 checked_many_leaks_on_failure/1
+              checked_leak_past_listed/0
               leak_and_bad_free/0
               leak_deep/0 leak_inlined/0 impossible_free/0 nested_outer/0
               thread_double_free/0 thread_foreign_free/0 branch_free/1
