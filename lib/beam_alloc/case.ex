@@ -25,9 +25,10 @@ defmodule BeamAlloc.Case do
 
   A NIF call that raises for its own misuse or leak (`leak_check`, or
   `raise_on_misuse`) fails the test with its `RuntimeError`, which names
-  the function only; ExUnit shows that failure and drops the guard's (an
-  `on_exit` failure of a test that failed already is not shown), so the
-  reports' source lines are then in the log above the failures alone.
+  the function (and a misuse's kind) but no source line; ExUnit shows
+  that failure and drops the guard's (an `on_exit` failure of a test that
+  failed already is not shown), so the reports' source lines are then in
+  the log above the failures alone.
   `@moduletag :capture_log` (or `ExUnit.start(capture_log: true)`) puts
   the logged lines in the failure.
 
@@ -52,9 +53,9 @@ defmodule BeamAlloc.Case do
   general purpose allocator, say), which the allocator reported and the
   check listed in the `BeamAlloc.AllocationFailureError` it raised, and a
   `leak_check` NIF's leak that a run's call reported and the check listed
-  (the line naming the function and each listed block's) (the reporter
-  marks those reports `consumed`). A test that asserts that error
-  needs no tag:
+  (the line naming the function and its blocks' lines, up to 4,096
+  blocks a call) (the reporter marks those reports `consumed`). A test
+  that asserts that error needs no tag:
 
       test "the check finds the double free on parse/1's error path" do
         error =
