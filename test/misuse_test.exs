@@ -1064,6 +1064,31 @@ defmodule BeamAlloc.CaseTest do
     assert [] = BeamAlloc.Case.reports(mark, self(), false)
   end
 
+  test "check!/3 still fails for a leak_check call's leak outside the check, of the function the check lists" do
+    # The same function leaks before the check and in its runs: its
+    # reports there are consumed (the check lists them), its header and
+    # block line before it are not.
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      assert_raise RuntimeError, fn -> Misuse.leak_deep() end
+
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(&Misuse.leak_deep/0)
+      end
+    end)
+
+    assert [
+             %{
+               line:
+                 "beam_alloc: memory leak detected in function `BeamAlloc.Test.Misuse.leak_deep/0`:"
+             },
+             %{line: "beam_alloc: leak: 24 bytes" <> _}
+           ] = BeamAlloc.Case.reports(mark, self(), false)
+
+    assert Enum.any?(Reporter.since(mark), & &1.consumed)
+  end
+
   test "check!/3 still fails for a leak reported in a run whose misuse the check listed" do
     # The error path double frees (the check lists it) and deinitialises
     # an instance of its own with a block live: a leak report, which the
