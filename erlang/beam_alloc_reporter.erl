@@ -36,6 +36,11 @@
 %% A reporter stopped logs what it has not logged yet for STOP_BUDGET ms
 %% at most (see terminate/2).
 -define(STOP_BUDGET, 1000).
+%% At most BACKLOG reports wait to be logged (as in BeamAlloc.Reporter,
+%% which says why): past it the oldest waiting is dropped, and a line in
+%% its place says how many were (drop_oldest/1). init([{backlog, N}]) is
+%% the tests'.
+-define(BACKLOG, 10000).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -55,16 +60,20 @@ recent() ->
 %% State: #{kept := queue of reports, seq := reports kept so far,
 %% unlogged := queue of {Seq, Module, Line as it came} kept and not yet
 %% logged, resolved := #{Seq => Line} of those whose sites a call resolved
-%% already, scheduled := whether a {?MODULE, log} message is on its way};
+%% already, scheduled := whether a {?MODULE, log} message is on its way,
+%% backlog := how many may wait in unlogged (BACKLOG)}; unlogged's head may
+%% be {dropped, Seq, N}: N lines up to Seq's not logged (drop_oldest/1);
 %% a report is #{seq, module, line, pid, consumed}, its line as it came
 %% while it is not logged (see resolved/2).
-init([]) ->
-    {ok, current(#{kept => queue:new(), seq => 0})}.
+init(Opts) ->
+    {ok, current(#{kept => queue:new(), seq => 0,
+                   backlog => proplists:get_value(backlog, Opts, ?BACKLOG)})}.
 
 %% (A state of the version before, across a code reload, has no unlogged
 %% lines.)
 current(S) ->
-    maps:merge(#{unlogged => queue:new(), resolved => #{}, scheduled => false}, S).
+    maps:merge(#{unlogged => queue:new(), resolved => #{}, scheduled => false,
+                 backlog => ?BACKLOG}, S).
 
 %% A mark is answered at once: it needs no line. Other calls resolve the
 %% sites of the reports they answer with (at most KEEP), and log what is
@@ -200,6 +209,11 @@ log_until(#{unlogged := Unlogged, resolved := Resolved} = S, Deadline) ->
     case queue:out(Unlogged) of
         {empty, _} ->
             S;
+        {{value, {dropped, _, N}}, Rest} ->
+            logger:warning("beam_alloc: ~b reports not logged: more than ~b were waiting to be "
+                           "logged (a flood of reports); the latest are kept (recent/0)",
+                           [N, maps:get(backlog, S)]),
+            log_until(S#{unlogged := Rest}, Deadline);
         {{value, {Seq, Module, Raw}}, Rest} ->
             case erlang:monotonic_time(millisecond) >= Deadline of
                 true ->
@@ -228,6 +242,7 @@ with_line(Seq, Line, _Raw, #{kept := Kept} = S) ->
 %% (Each line once a call: a flood repeats them.)
 resolved(Wanted, #{kept := Kept, unlogged := Unlogged, resolved := Resolved0} = S) ->
     First = case queue:peek(Unlogged) of
+                {value, {dropped, Seq, _}} -> Seq + 1;
                 {value, {Seq, _, _}} -> Seq;
                 empty -> infinity
             end,
@@ -276,12 +291,37 @@ keep({Module, Line, Pid}, #{kept := Kept, seq := Seq0} = S) ->
     Seq = Seq0 + 1,
     Report = #{seq => Seq, module => Module, line => Line, pid => Pid, consumed => false},
     Kept1 = queue:in(Report, Kept),
-    S#{seq := Seq,
-       unlogged := queue:in({Seq, Module, Line}, maps:get(unlogged, S)),
-       kept := case queue:len(Kept1) > ?KEEP of
-                   true -> queue:drop(Kept1);
-                   false -> Kept1
-               end}.
+    Unlogged = queue:in({Seq, Module, Line}, maps:get(unlogged, S)),
+    S1 = S#{seq := Seq,
+            unlogged := Unlogged,
+            kept := case queue:len(Kept1) > ?KEEP of
+                        true -> queue:drop(Kept1);
+                        false -> Kept1
+                    end},
+    case waiting(Unlogged) > maps:get(backlog, S1) of
+        true -> drop_oldest(S1);
+        false -> S1
+    end.
+
+%% The oldest line waiting is not logged: counted in the entry that takes
+%% the head of the queue ({dropped, its last Seq, how many}), logged in its
+%% place. Its kept copy stays as it came (no longer after First in
+%% resolved/2).
+drop_oldest(#{unlogged := Unlogged, resolved := Resolved} = S) ->
+    {N, Rest} = case queue:out(Unlogged) of
+                    {{value, {dropped, _, N0}}, Rest0} -> {N0, Rest0};
+                    {{value, _}, _} -> {0, Unlogged}
+                end,
+    {{value, {Seq, _, _}}, Rest1} = queue:out(Rest),
+    S#{unlogged := queue:in_r({dropped, Seq, N + 1}, Rest1),
+       resolved := maps:remove(Seq, Resolved)}.
+
+%% The reports waiting to be logged (the dropped ones not counted).
+waiting(Unlogged) ->
+    case queue:peek(Unlogged) of
+        {value, {dropped, _, _}} -> queue:len(Unlogged) - 1;
+        _ -> queue:len(Unlogged)
+    end.
 
 %% Stopped (gen_server:stop/1, a crash): the reports waiting are kept, and
 %% the lines not logged yet are logged now, for STOP_BUDGET ms at most, and
@@ -292,7 +332,7 @@ terminate(_Reason, S0) ->
     try
         Deadline = deadline(?STOP_BUDGET),
         S = log_until(lists:foldl(fun keep/2, current(S0), drain([])), Deadline),
-        case queue:len(maps:get(unlogged, S)) of
+        case waiting(maps:get(unlogged, S)) of
             0 -> ok;
             Left -> logger:warning("beam_alloc: ~b more reports not logged: the reporter stopped",
                                    [Left])

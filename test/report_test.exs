@@ -379,6 +379,55 @@ defmodule BeamAlloc.ReportTest do
     assert_logs_on_stop(fn -> :gen_server.start(:beam_alloc_reporter, [], []) end)
   end
 
+  # A reporter of its own with a backlog of 50, fed 200 lines at once, a
+  # handler of 5 ms a line: at most 50 wait to be logged, the oldest 150
+  # counted in one line instead; every report numbered all the same.
+  # (Under a flood the lines waiting grew without limit: 16 processes
+  # making double frees for 30 s left 26,000 waiting, 13 MiB.)
+  defp assert_backlog_bounded(start) do
+    :ok =
+      :logger.add_handler(:beam_alloc_collect, CollectHandler, %{config: %{delay: 5, to: self()}})
+
+    try do
+      capture_log(fn ->
+        {:ok, pid} = start.()
+        :sys.suspend(pid)
+
+        for n <- 1..200,
+            do: send(pid, {:beam_alloc_report, Report, "flood #{n}", self(), :undefined})
+
+        :sys.resume(pid)
+        state = :sys.get_state(pid)
+        assert state.seq == 200
+        assert :queue.len(state.unlogged) <= 51
+        # (A call answers with the latest, the count at the queue's head.)
+        assert Enum.map(:gen_server.call(pid, :recent), &elem(&1, 1)) ==
+                 for(n <- 101..200, do: "flood #{n}")
+
+        logged_all(pid)
+        :ok = :gen_server.stop(pid)
+      end)
+    after
+      :logger.remove_handler(:beam_alloc_collect)
+    end
+
+    lines = Enum.filter(collected([]), &String.match?(&1, ~r/^(flood \d+|beam_alloc: )/))
+
+    assert lines == [
+             "beam_alloc: 150 reports not logged: more than 50 were waiting to be logged " <>
+               "(a flood of reports); the latest are kept (recent/0)"
+             | for(n <- 151..200, do: "flood #{n}")
+           ]
+  end
+
+  test "at most a backlog of reports waits to be logged, the others counted" do
+    assert_backlog_bounded(fn -> GenServer.start(Reporter, backlog: 50) end)
+  end
+
+  test "the Erlang reporter bounds its backlog too" do
+    assert_backlog_bounded(fn -> :gen_server.start(:beam_alloc_reporter, [backlog: 50], []) end)
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).

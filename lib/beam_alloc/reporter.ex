@@ -33,6 +33,12 @@ defmodule BeamAlloc.Reporter do
   logs what it read and had not logged yet (for a second at most, then
   says how many it left).
 
+  Under a flood of reports (a misuse in a loop), at most #{10_000} wait
+  to be logged: past that the oldest waiting are not logged, and a line
+  says how many (`beam_alloc: N reports not logged: ...`). They are
+  numbered and kept all the same (`since/1`, `recent/0`), their sites as
+  they came (`lib.so+0x1c1b`).
+
   It is started by the `:beam_alloc` application. When it is not running
   (an Erlang node that did not start the application), reports go to the
   node's standard error, with sites as `lib.so+0x1c1b` (`addr2line -e
@@ -149,10 +155,22 @@ defmodule BeamAlloc.Reporter do
               "(Application.ensure_all_started(:beam_alloc))"
   end
 
+  # At most @backlog reports wait to be logged: under a flood (a misuse
+  # in a loop on many processes) reports come faster than they are logged
+  # (a site resolved and a line logged: about a millisecond each, 5 ms
+  # with a slow handler), and the waiting ones grew without limit (16
+  # processes making double frees for 30 s: 26,000 lines waiting, 13 MiB,
+  # and growing by 600 a second). Past it the oldest waiting is dropped,
+  # and a line in its place says how many were (see drop_oldest/1): about
+  # 5 MiB of lines, 10 s of logging at the default handler's pace. (The
+  # option backlog: n is the tests'.)
+  @backlog 10_000
+
   @impl true
-  def init(_opts) do
+  def init(opts) do
     {:ok,
      %{
+       backlog: Keyword.get(opts, :backlog, @backlog),
        queue: :queue.new(),
        seq: 0,
        known: %{},
@@ -202,7 +220,7 @@ defmodule BeamAlloc.Reporter do
     state = current(state)
     state = state |> keep_unread(:queue.len(state.unread)) |> work_until(deadline)
 
-    case :queue.len(state.unread) + :queue.len(state.unlogged) do
+    case :queue.len(state.unread) + waiting(state.unlogged) do
       0 -> :ok
       left -> Logger.warning("beam_alloc: #{left} more reports not logged: the reporter stopped")
     end
@@ -319,7 +337,21 @@ defmodule BeamAlloc.Reporter do
   # The next line, its sites resolved (unless a call did), logged and
   # written into the kept copies.
   defp log_one(state) do
-    {{:value, {seq, module, raw}}, unlogged} = :queue.out(state.unlogged)
+    case :queue.out(state.unlogged) do
+      {{:value, {:dropped, _seq, n}}, unlogged} ->
+        Logger.warning(
+          "beam_alloc: #{n} reports not logged: more than #{backlog(state)} were " <>
+            "waiting to be logged (a flood of reports); the latest are kept (recent/0)"
+        )
+
+        %{state | unlogged: unlogged}
+
+      {{:value, {seq, module, raw}}, unlogged} ->
+        log_line(state, seq, module, raw, unlogged)
+    end
+  end
+
+  defp log_line(state, seq, module, raw, unlogged) do
     {line, resolved} = Map.pop_lazy(state.resolved, seq, fn -> resolve(raw) end)
     Logger.warning(line, beam_alloc: module)
     state = %{state | unlogged: unlogged, resolved: resolved}
@@ -375,6 +407,7 @@ defmodule BeamAlloc.Reporter do
   # Whether a kept report is not logged yet: its line may be as it came.
   defp unlogged?(report, state) do
     case :queue.peek(state.unlogged) do
+      {:value, {:dropped, seq, _}} -> report.seq > seq
       {:value, {seq, _, _}} -> report.seq >= seq
       :empty -> false
     end
@@ -526,14 +559,43 @@ defmodule BeamAlloc.Reporter do
     watches = to_watches(report, state.watches)
     unlogged = :queue.in({seq, module, line}, state.unlogged)
 
-    %{
+    state = %{
       state
       | queue: bounded_in(state.queue, report),
         seq: seq,
         watches: watches,
         unlogged: unlogged
     }
+
+    if waiting(unlogged) > backlog(state), do: drop_oldest(state), else: state
   end
+
+  # The oldest line waiting is not logged: counted in the line that takes
+  # the head of the queue ({:dropped, its last seq, how many}), which is
+  # logged in its place. Its kept copies stay as they came (sites as
+  # lib.so+0x1c1b), as it is no longer unlogged?/2.
+  defp drop_oldest(state) do
+    {n, rest} =
+      case :queue.out(state.unlogged) do
+        {{:value, {:dropped, _, n}}, rest} -> {n, rest}
+        {{:value, _}, _} -> {0, state.unlogged}
+      end
+
+    {{:value, {seq, _, _}}, rest} = :queue.out(rest)
+    unlogged = :queue.in_r({:dropped, seq, n + 1}, rest)
+    %{state | unlogged: unlogged, resolved: Map.delete(state.resolved, seq)}
+  end
+
+  # The reports waiting to be logged (dropped ones not counted).
+  defp waiting(unlogged) do
+    case :queue.peek(unlogged) do
+      {:value, {:dropped, _, _}} -> :queue.len(unlogged) - 1
+      _ -> :queue.len(unlogged)
+    end
+  end
+
+  # (A state of the version before has no backlog.)
+  defp backlog(state), do: Map.get(state, :backlog, @backlog)
 
   defp resolved_queue(state, wanted? \\ fn _ -> true end) do
     {queue, state} = resolved(state.queue, wanted?, state)
