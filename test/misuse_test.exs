@@ -789,6 +789,24 @@ defmodule BeamAlloc.CaseTest do
     assert error.message =~ "double_free_plain (test/nifs/misuse_nif.c:"
   end
 
+  # More reports than a watch keeps the lines of: every one is counted,
+  # the latest shown (it said "100 problems", and "50 earlier reports, no
+  # longer kept", of reports it did keep count of).
+  test "the guard counts every report of the test, and shows the latest" do
+    guard = BeamAlloc.Case.start_guard(self(), true)
+    mark = Reporter.mark()
+    n = Reporter.kept() + 50
+    capture_log(fn -> for _ <- 1..n, do: :ok = Misuse.double_free_plain() end)
+    assert length(BeamAlloc.Test.Reports.wait_since(mark, n)) == Reporter.kept()
+
+    error = assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check_guard!(guard) end
+
+    assert error.message =~
+             "beam_alloc reported #{n} problems during the test (the latest #{Reporter.kept()} shown):"
+
+    assert length(Regex.scan(~r/called from double_free_plain/, error.message)) == Reporter.kept()
+  end
+
   # A double free in a process that start (given the process's function)
   # starts; the process lives until its report is in (the reporter reads
   # whom it works for when the report arrives).
@@ -1273,6 +1291,69 @@ defmodule BeamAlloc.CaseTest do
              ~r/test task async_stream \(GuardedAsync\)\n.*\n\s+beam_alloc reported 2 problems/
 
     refute out =~ "test clean"
+  end
+
+  # A watch kept the test's latest Reporter.kept() reports only: a double
+  # free followed by more reports than that which a check consumed (a
+  # check per report, or one check whose listed leaks come to more: their
+  # consume marks come after the reports) pushed the double free out, and
+  # the test passed. Every unconsumed report is counted, and a report
+  # pushed out that a check consumes later is not.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case fails a test whose report consumed reports pushed out of its watch" do
+    out =
+      run_ex_unit(~S"""
+      defmodule Checks do
+        import ExUnit.Assertions
+        alias BeamAlloc.Test.Misuse
+
+        # One consumed report a check.
+        def one_each(n) do
+          for _ <- 1..n do
+            assert_raise BeamAlloc.AllocationFailureError, fn ->
+              BeamAlloc.Testing.check_all_allocation_failures(&Misuse.double_free_on_failure/0)
+            end
+          end
+        end
+
+        # 198 consumed reports in one check: three leak_check calls' 70
+        # blocks (a line naming the function, 64 blocks, "... and 6 more").
+        def many_in_one do
+          assert_raise BeamAlloc.AllocationFailureError, fn ->
+            BeamAlloc.Testing.check_all_allocation_failures(fn ->
+              for _ <- 1..3, do: Misuse.checked_many_leaks_on_failure(70)
+            end)
+          end
+        end
+      end
+
+      defmodule GuardedPushedOut do
+        use ExUnit.Case
+        use BeamAlloc.Case
+
+        @moduletag :capture_log
+
+        test "double free, then a check per report" do
+          assert :ok = BeamAlloc.Test.Misuse.double_free_plain()
+          Checks.one_each(BeamAlloc.Reporter.kept() + 1)
+        end
+
+        test "double free, then one check of more" do
+          assert :ok = BeamAlloc.Test.Misuse.double_free_plain()
+          Checks.many_in_one()
+        end
+
+        test "one check of more", do: Checks.many_in_one()
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 2/, out
+
+    for name <- ["double free, then a check per report", "double free, then one check of more"] do
+      assert out =~
+               ~r/test #{name} \(GuardedPushedOut\)\n.*\n\s+beam_alloc reported 1 problem during the test:\n\s+beam_alloc: .*double free.*called from double_free_plain/,
+             out
+    end
   end
 
   # Another async test that reports more than the reporter keeps (here

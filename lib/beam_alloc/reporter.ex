@@ -138,8 +138,11 @@ defmodule BeamAlloc.Reporter do
   end
 
   @doc false
-  # The reports of the watch (the latest @keep of them, oldest first) and
-  # how many it saw in all; the watch ends.
+  # The watch's reports that no check consumed (the latest @keep of them,
+  # oldest first) and how many of those it saw in all; the watch ends.
+  # (Counted, not only the kept ones read: a double free, then more than
+  # @keep reports a check consumed, pushed the double free out of the
+  # watch's latest and the test passed: review.)
   @spec unwatch(reference) :: {[report], non_neg_integer}
   def unwatch(ref) when is_reference(ref), do: call({:unwatch, ref})
 
@@ -202,6 +205,9 @@ defmodule BeamAlloc.Reporter do
     |> Map.put_new(:unlogged, :queue.new())
     |> Map.put_new(:resolved, %{})
     |> Map.put_new(:scheduled, false)
+    |> Map.update!(:watches, fn watches ->
+      Map.new(watches, fn {ref, watch} -> {ref, Map.merge(%{out: %{}, lost: 0}, watch)} end)
+    end)
   end
 
   @impl true
@@ -361,8 +367,13 @@ defmodule BeamAlloc.Reporter do
   defp with_line(state, seq, line) do
     put = fn report -> if report.seq == seq, do: %{report | line: line}, else: report end
 
+    # (A watch's report pushed out of its kept ones too: a check may
+    # consume it later, by its line.)
     watches =
-      Map.new(state.watches, fn {ref, w} -> {ref, %{w | kept: map_queue(w.kept, put)}} end)
+      Map.new(state.watches, fn {ref, w} ->
+        out = if is_map_key(w.out, seq), do: Map.update!(w.out, seq, put), else: w.out
+        {ref, %{w | kept: map_queue(w.kept, put), out: out}}
+      end)
 
     %{state | queue: map_queue(state.queue, put), watches: watches}
   end
@@ -385,8 +396,13 @@ defmodule BeamAlloc.Reporter do
   # (A flood repeats lines, a misuse in a loop on a block used again: each
   # line is resolved once a call, memo.)
   defp resolved(queue, wanted?, state) do
+    {reports, state} = resolved_list(:queue.to_list(queue), wanted?, state)
+    {:queue.from_list(reports), state}
+  end
+
+  defp resolved_list(reports, wanted?, state) do
     {reports, {resolved, _memo}} =
-      Enum.map_reduce(:queue.to_list(queue), {state.resolved, %{}}, fn report, {resolved, memo} ->
+      Enum.map_reduce(reports, {state.resolved, %{}}, fn report, {resolved, memo} ->
         cond do
           not unlogged?(report, state) or not wanted?.(report) ->
             {report, {resolved, memo}}
@@ -401,7 +417,7 @@ defmodule BeamAlloc.Reporter do
         end
       end)
 
-    {:queue.from_list(reports), %{state | resolved: resolved}}
+    {reports, %{state | resolved: resolved}}
   end
 
   # Whether a kept report is not logged yet: its line may be as it came.
@@ -513,6 +529,8 @@ defmodule BeamAlloc.Reporter do
         put_in(state.watches[ref].kept, kept)
       end)
 
+    {out_candidates, state} = out_candidates(state, candidate?)
+
     consume = fn report ->
       if report.pid == pid and
            :beam_alloc_reporter.consumes(report.seq, report.module, report.line, modules, windows),
@@ -522,10 +540,12 @@ defmodule BeamAlloc.Reporter do
 
     queue = map_queue(state.queue, consume)
 
-    # (And the copies a test's watch keeps, which BeamAlloc.Case reads.)
+    # (And the copies a test's watch keeps, which BeamAlloc.Case reads;
+    # those pushed out of them are no longer counted.)
     watches =
       Map.new(state.watches, fn {ref, watch} ->
-        {ref, %{watch | kept: map_queue(watch.kept, consume)}}
+        consumed = for r <- Map.get(out_candidates, ref, []), consume.(r).consumed, do: r.seq
+        {ref, %{watch | kept: map_queue(watch.kept, consume), out: Map.drop(watch.out, consumed)}}
       end)
 
     {:reply, :ok, %{state | queue: queue, watches: watches}}
@@ -542,16 +562,32 @@ defmodule BeamAlloc.Reporter do
 
   defp answer({:watch, ref, pid, all?}, _from, state) do
     {:reply, after_seq, _} = answer(:mark, nil, state)
-    watch = %{pid: pid, all?: all?, kept: :queue.new(), seen: 0, after_seq: after_seq}
+
+    watch = %{
+      pid: pid,
+      all?: all?,
+      kept: :queue.new(),
+      seen: 0,
+      after_seq: after_seq,
+      out: %{},
+      lost: 0
+    }
+
     {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
   end
 
   # (A watch the reporter does not know, as after a restart of it, saw
-  # nothing: as since/1 of a mark from before a restart.)
+  # nothing: as since/1 of a mark from before a restart.) Only the lines
+  # shown are resolved.
   defp answer({:unwatch, ref}, _from, state) do
-    {watch, watches} = Map.pop(state.watches, ref, %{kept: :queue.new(), seen: 0})
-    {kept, state} = resolved(watch.kept, fn _ -> true end, state)
-    {:reply, {:queue.to_list(kept), watch.seen}, %{state | watches: watches}}
+    {watch, watches} = Map.pop(state.watches, ref, %{kept: :queue.new(), out: %{}, lost: 0})
+
+    unconsumed =
+      Enum.sort_by(Map.values(watch.out), & &1.seq) ++
+        Enum.reject(:queue.to_list(watch.kept), &Map.get(&1, :consumed, false))
+
+    {shown, state} = resolved_list(Enum.take(unconsumed, -@keep), fn _ -> true end, state)
+    {:reply, {shown, length(unconsumed) + watch.lost}, %{state | watches: watches}}
   end
 
   # A call it does not know is answered, not a crash that loses the kept
@@ -619,10 +655,48 @@ defmodule BeamAlloc.Reporter do
     Map.new(watches, fn {ref, watch} ->
       if report.seq > Map.get(watch, :after_seq, 0) and
            (watch.all? or report.pid == watch.pid or watch.pid in report.callers) do
-        {ref, %{watch | kept: bounded_in(watch.kept, report), seen: watch.seen + 1}}
+        {ref, watch |> kept_in(report) |> Map.update!(:seen, &(&1 + 1))}
       else
         {ref, watch}
       end
+    end)
+  end
+
+  # A watch keeps its latest @keep reports, and those pushed out of them
+  # that no check has consumed yet (out): a check consumes the reports of
+  # its runs when it is over, and a report of its first runs was pushed
+  # out already. Up to @out_kept of them: more are counted (lost), and
+  # count for the test even if a check consumes them later (a test failing
+  # for that is the safe side; the lines would take the reporter's memory
+  # without bound).
+  @out_kept 10_000
+
+  defp kept_in(watch, report) do
+    kept = :queue.in(report, watch.kept)
+
+    if :queue.len(kept) > @keep do
+      {{:value, oldest}, kept} = :queue.out(kept)
+      pushed_out(%{watch | kept: kept}, oldest)
+    else
+      %{watch | kept: kept}
+    end
+  end
+
+  defp pushed_out(watch, %{consumed: true}), do: watch
+
+  defp pushed_out(watch, report) when map_size(watch.out) < @out_kept,
+    do: %{watch | out: Map.put(watch.out, report.seq, report)}
+
+  defp pushed_out(watch, _report), do: %{watch | lost: watch.lost + 1}
+
+  # The reports pushed out of each watch that a consume call may mark
+  # (candidate?), their lines resolved: ref => [report].
+  defp out_candidates(state, candidate?) do
+    Enum.reduce(state.watches, {%{}, state}, fn {ref, watch}, {acc, state} ->
+      {reports, state} =
+        resolved_list(Enum.filter(Map.values(watch.out), candidate?), fn _ -> true end, state)
+
+      {Map.put(acc, ref, reports), state}
     end)
   end
 
