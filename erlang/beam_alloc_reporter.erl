@@ -29,6 +29,10 @@
          terminate/2, code_change/3]).
 
 -define(KEEP, 100).
+%% A watch (beam_alloc_testing:without_reports/1) keeps up to OUT_KEPT of
+%% its reports pushed out of its latest KEEP that no check consumed yet
+%% (see kept_in/2).
+-define(OUT_KEPT, 10000).
 %% Lines are logged in slices of SLICE ms, the mailbox read between them;
 %% a call logs for BUDGET ms at most before it answers (see log_until/2).
 -define(SLICE, 20).
@@ -58,6 +62,7 @@ recent() ->
     gen_server:call(?MODULE, recent).
 
 %% State: #{kept := queue of reports, seq := reports kept so far,
+%% watches := #{Ref => watch} (see watch/4),
 %% unlogged := queue of {Seq, Module, Line as it came} kept and not yet
 %% logged, resolved := #{Seq => Line} of those whose sites a call resolved
 %% already, scheduled := whether a {?MODULE, log} message is on its way,
@@ -73,7 +78,7 @@ init(Opts) ->
 %% lines.)
 current(S) ->
     maps:merge(#{unlogged => queue:new(), resolved => #{}, scheduled => false,
-                 backlog => ?BACKLOG}, S).
+                 backlog => ?BACKLOG, watches => #{}}, S).
 
 %% A mark is answered at once: it needs no line. Other calls resolve the
 %% sites of the reports they answer with (at most KEEP), and log what is
@@ -85,6 +90,12 @@ current(S) ->
 %% call, all the same: reports sent before a call are in its answer.
 handle_call(mark, _From, #{seq := Seq} = S) ->
     {reply, Seq, S};
+%% A watch is answered at once too: what was kept before it is not its.
+handle_call({watch, Ref, Pid, All}, _From, S0) when is_reference(Ref) ->
+    #{seq := Seq, watches := Watches} = S = current(S0),
+    Watch = #{pid => Pid, all => All =:= true, after_seq => Seq, kept => queue:new(),
+              out => #{}, lost => 0},
+    {reply, ok, S#{watches := Watches#{Ref => Watch}}};
 handle_call(Request, From, S) ->
     answer(Request, From, log_until(current(S), deadline(?BUDGET))).
 
@@ -107,9 +118,24 @@ answer({consume, Pid, Modules, Windows}, _From, S0) ->
                                          (_) -> false
                                       end, Windows)
                 end,
-    #{kept := Kept} = S = resolved(Candidate, S0),
+    #{kept := Kept} = S1 = resolved(Candidate, S0),
     Consume = fun(R) -> consume(R, Pid, Modules, Windows) end,
-    {reply, ok, S#{kept := queue:from_list(lists:map(Consume, queue:to_list(Kept)))}};
+    S = S1#{kept := queue:from_list(lists:map(Consume, queue:to_list(Kept)))},
+    {reply, ok, consume_watched(Candidate, Consume, S)};
+%% The watch's reports no check consumed, the latest KEEP (their sites
+%% resolved), and how many in all; the watch ends. (A watch it does not
+%% know, as after a restart, saw nothing.)
+answer({unwatch, Ref}, _From, #{watches := Watches} = S0) ->
+    case maps:take(Ref, Watches) of
+        error ->
+            {reply, {[], 0}, S0};
+        {#{kept := Kept, out := Out, lost := Lost}, Rest} ->
+            Unconsumed = [R || {_, R} <- lists:sort(maps:to_list(Out))] ++
+                [R || #{consumed := false} = R <- queue:to_list(Kept)],
+            Shown = lists:nthtail(max(0, length(Unconsumed) - ?KEEP), Unconsumed),
+            {Reports, S} = resolved_list(fun(_) -> true end, Shown, S0#{watches := Rest}),
+            {reply, {Reports, length(Unconsumed) + Lost}, S}
+    end;
 %% A call it does not know is answered, not a crash that loses the kept
 %% reports.
 answer(Other, _From, S) ->
@@ -231,16 +257,30 @@ log_until(#{unlogged := Unlogged, resolved := Resolved} = S, Deadline) ->
 
 with_line(_Seq, Raw, Raw, S) ->
     S;
-with_line(Seq, Line, _Raw, #{kept := Kept} = S) ->
+with_line(Seq, Line, _Raw, #{kept := Kept, watches := Watches} = S) ->
     Put = fun(#{seq := N} = R) when N =:= Seq -> R#{line := Line};
              (R) -> R
           end,
-    S#{kept := queue:from_list(lists:map(Put, queue:to_list(Kept)))}.
+    PutQ = fun(Q) -> queue:from_list(lists:map(Put, queue:to_list(Q))) end,
+    %% (And a watch's copies, those pushed out of its latest too: a check
+    %% may consume one later, by its line.)
+    W = maps:map(fun(_, #{kept := K, out := Out} = Watch) ->
+                         Watch#{kept := PutQ(K),
+                                out := case Out of
+                                           #{Seq := R} -> Out#{Seq := R#{line := Line}};
+                                           _ -> Out
+                                       end}
+                 end, Watches),
+    S#{kept := PutQ(Kept), watches := W}.
 
 %% The kept reports for which Wanted is true, their sites resolved (each
 %% once: the line is remembered for its logging); the others as they are.
 %% (Each line once a call: a flood repeats them.)
-resolved(Wanted, #{kept := Kept, unlogged := Unlogged, resolved := Resolved0} = S) ->
+resolved(Wanted, #{kept := Kept} = S0) ->
+    {Reports, S} = resolved_list(Wanted, queue:to_list(Kept), S0),
+    S#{kept := queue:from_list(Reports)}.
+
+resolved_list(Wanted, Reports0, #{unlogged := Unlogged, resolved := Resolved0} = S) ->
     First = case queue:peek(Unlogged) of
                 {value, {dropped, Seq, _}} -> Seq + 1;
                 {value, {Seq, _, _}} -> Seq;
@@ -261,8 +301,8 @@ resolved(Wanted, #{kept := Kept, unlogged := Unlogged, resolved := Resolved0} = 
                           {R#{line := Line},
                            {Resolved1#{Seq => Line}, Memo#{Raw => Line}}}
                   end
-          end, {Resolved0, #{}}, queue:to_list(Kept)),
-    S#{kept := queue:from_list(Reports), resolved := Resolved}.
+          end, {Resolved0, #{}}, Reports0),
+    {Reports, S#{resolved := Resolved}}.
 
 %% A line the symbolizer chokes on is kept as it came: losing the reporter
 %% (and what it kept) to one report would be worse.
@@ -291,8 +331,10 @@ keep({Module, Line, Pid}, #{kept := Kept, seq := Seq0} = S) ->
     Seq = Seq0 + 1,
     Report = #{seq => Seq, module => Module, line => Line, pid => Pid, consumed => false},
     Kept1 = queue:in(Report, Kept),
+    Watches = maps:map(fun(_, W) -> watched(Report, W) end, maps:get(watches, S, #{})),
     Unlogged = queue:in({Seq, Module, Line}, maps:get(unlogged, S)),
     S1 = S#{seq := Seq,
+            watches => Watches,
             unlogged := Unlogged,
             kept := case queue:len(Kept1) > ?KEEP of
                         true -> queue:drop(Kept1);
@@ -322,6 +364,51 @@ waiting(Unlogged) ->
         {value, {dropped, _, _}} -> queue:len(Unlogged) - 1;
         _ -> queue:len(Unlogged)
     end.
+
+%% A watch keeps its latest KEEP reports, and those pushed out of them
+%% that no check has consumed yet (out): a check consumes the reports of
+%% its runs when it is over, and a report of its first runs may be pushed
+%% out by then. Up to OUT_KEPT of them: more are counted (lost), and count
+%% even if a check consumes them later (failing is the safe side; their
+%% lines would take memory without bound). (It kept the latest KEEP alone:
+%% a double free, then more than KEEP reports a check consumed, and
+%% without_reports/1 passed: review.)
+watched(#{seq := Seq, pid := Pid} = R, #{after_seq := After, pid := P, all := All} = W)
+  when Seq > After, (All orelse Pid =:= P) ->
+    kept_in(R, W);
+watched(_R, W) ->
+    W.
+
+kept_in(R, #{kept := Kept0} = W) ->
+    Kept = queue:in(R, Kept0),
+    case queue:len(Kept) > ?KEEP of
+        false ->
+            W#{kept := Kept};
+        true ->
+            {{value, Oldest}, Rest} = queue:out(Kept),
+            pushed_out(Oldest, W#{kept := Rest})
+    end.
+
+pushed_out(#{consumed := true}, W) ->
+    W;
+pushed_out(#{seq := Seq} = R, #{out := Out} = W) when map_size(Out) < ?OUT_KEPT ->
+    W#{out := Out#{Seq => R}};
+pushed_out(_R, #{lost := Lost} = W) ->
+    W#{lost := Lost + 1}.
+
+%% A consume call marks the copies of the watches too: their kept ones,
+%% and those pushed out of them (no longer counted once consumed).
+consume_watched(Candidate, Consume, #{watches := Watches} = S0) ->
+    maps:fold(
+      fun(Ref, #{kept := K, out := Out} = W, S1) ->
+              {Kept, S2} = resolved_list(Candidate, queue:to_list(K), S1),
+              {Outs, S3} = resolved_list(fun(_) -> true end,
+                                         [R || R <- maps:values(Out), Candidate(R)], S2),
+              Consumed = [N || #{seq := N} = R <- Outs, maps:get(consumed, Consume(R))],
+              W1 = W#{kept := queue:from_list(lists:map(Consume, Kept)),
+                      out := maps:without(Consumed, Out)},
+              S3#{watches := (maps:get(watches, S3))#{Ref := W1}}
+      end, S0, Watches).
 
 %% Stopped (gen_server:stop/1, a crash): the reports waiting are kept, and
 %% the lines not logged yet are logged now, for STOP_BUDGET ms at most, and

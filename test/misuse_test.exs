@@ -470,6 +470,39 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    # Its reports were the reporter's latest 100 at the end: a misuse of
+    # the fun's own, then 101 a check consumed, and it passed (review).
+    # Every report counts; more than 100 are said, the latest listed.
+    test "counts a misuse pushed out by reports checks consumed, and every report" do
+      check = fn ->
+        catch_error(
+          :beam_alloc_testing.check_all_allocation_failures(&Misuse.double_free_on_failure/0)
+        )
+      end
+
+      capture_log(fn ->
+        assert {:beam_alloc_reports, [line]} =
+                 catch_error(
+                   :beam_alloc_testing.without_reports(fn ->
+                     Misuse.double_free_plain()
+                     for _ <- 1..101, do: check.()
+                   end)
+                 )
+
+        assert line =~ "called from double_free_plain (#{@source}:"
+
+        assert {:beam_alloc_reports, [said | lines]} =
+                 catch_error(
+                   :beam_alloc_testing.without_reports(fn ->
+                     for _ <- 1..150, do: Misuse.double_free_plain()
+                   end)
+                 )
+
+        assert said == "beam_alloc: 150 reports, the latest 100 below"
+        assert length(lines) == 100
+      end)
+    end
+
     test "refuses what is not a fun of arity 0" do
       assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(:not_a_fun))
       assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(fn _ -> :ok end))

@@ -134,6 +134,39 @@ without_reports_passes_what_a_check_listed_test() ->
                            erlang_nif:free_twice()
                    end)).
 
+%% A report of the fun's own, then more than the reporter keeps (100)
+%% that checks consumed: without_reports/1 read the reporter's latest 100
+%% at the end, all consumed, and passed (review). Every report is counted;
+%% one a check consumes later, once pushed out of the latest, is not.
+without_reports_counts_a_report_pushed_out_test_() ->
+    {timeout, 120,
+     fun() ->
+             {ok, _} = application:ensure_all_started(beam_alloc),
+             CheckEach = fun() ->
+                                 [{'EXIT', {{allocation_failures, _}, _}} =
+                                      (catch beam_alloc_testing:check_all_allocation_failures(
+                                               fun erlang_nif:free_twice/0))
+                                  || _ <- lists:seq(1, 101)],
+                                 ok
+                         end,
+             %% One check of 60 leak_check calls that leak: 120 report
+             %% lines a run (the function's, the block's), which the
+             %% check consumes once it is over.
+             CheckMany = fun() ->
+                                 {'EXIT', {{allocation_failures, _}, _}} =
+                                     (catch beam_alloc_testing:check_all_allocation_failures(
+                                              fun() -> [catch erlang_nif:leaky()
+                                                        || _ <- lists:seq(1, 60)] end)),
+                                 ok
+                         end,
+             ?assertEqual(ok, beam_alloc_testing:without_reports(CheckEach)),
+             ?assertEqual(ok, beam_alloc_testing:without_reports(CheckMany)),
+             [?assertError({beam_alloc_reports, [_]},
+                           beam_alloc_testing:without_reports(
+                             fun() -> ok = erlang_nif:free_twice(), Check() end))
+              || Check <- [CheckEach, CheckMany]]
+     end}.
+
 %% The application's collector runs under rebar3's build too: it reads
 %% every loaded library's holdings, erlang_nif's among them, and collects
 %% none that holds too little to matter.
