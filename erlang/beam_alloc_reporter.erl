@@ -118,7 +118,7 @@ answer({consume, Pid, Modules, Windows}, _From, S0) ->
                                          (_) -> false
                                       end, Windows)
                 end,
-    #{kept := Kept} = S1 = resolved(Candidate, S0),
+    #{kept := Kept} = S1 = resolved(Candidate, true, S0),
     Consume = fun(R) -> consume(R, Pid, Modules, Windows) end,
     S = S1#{kept := queue:from_list(lists:map(Consume, queue:to_list(Kept)))},
     {reply, ok, consume_watched(Candidate, Consume, S)};
@@ -133,7 +133,7 @@ answer({unwatch, Ref}, _From, #{watches := Watches} = S0) ->
             Unconsumed = [R || {_, R} <- lists:sort(maps:to_list(Out))] ++
                 [R || #{consumed := false} = R <- queue:to_list(Kept)],
             Shown = lists:nthtail(max(0, length(Unconsumed) - ?KEEP), Unconsumed),
-            {Reports, S} = resolved_list(fun(_) -> true end, Shown, S0#{watches := Rest}),
+            {Reports, S} = resolved_list(fun(_) -> true end, true, Shown, S0#{watches := Rest}),
             {reply, {Reports, length(Unconsumed) + Lost}, S}
     end;
 %% A call it does not know is answered, not a crash that loses the kept
@@ -276,11 +276,20 @@ with_line(Seq, Line, _Raw, #{kept := Kept, watches := Watches} = S) ->
 %% The kept reports for which Wanted is true, their sites resolved (each
 %% once: the line is remembered for its logging); the others as they are.
 %% (Each line once a call: a flood repeats them.)
-resolved(Wanted, #{kept := Kept} = S0) ->
-    {Reports, S} = resolved_list(Wanted, queue:to_list(Kept), S0),
+resolved(Wanted, S) ->
+    resolved(Wanted, false, S).
+
+%% With Dropped (a consume, an unwatch), also those dropped from the log
+%% (drop_oldest/1), which stay as they came otherwise: a check lists its
+%% misuse's line resolved, and a dropped report of it was not consumed
+%% (without_reports/1 failed for it). (A line resolved already stays as it
+%% is: no site left to resolve.)
+resolved(Wanted, Dropped, #{kept := Kept} = S0) ->
+    {Reports, S} = resolved_list(Wanted, Dropped, queue:to_list(Kept), S0),
     S#{kept := queue:from_list(Reports)}.
 
-resolved_list(Wanted, Reports0, #{unlogged := Unlogged, resolved := Resolved0} = S) ->
+resolved_list(Wanted, Dropped, Reports0,
+              #{unlogged := Unlogged, resolved := Resolved0} = S) ->
     First = case queue:peek(Unlogged) of
                 {value, {dropped, Seq, _}} -> Seq + 1;
                 {value, {Seq, _, _}} -> Seq;
@@ -289,7 +298,8 @@ resolved_list(Wanted, Reports0, #{unlogged := Unlogged, resolved := Resolved0} =
     {Reports, {Resolved, _Memo}} =
         lists:mapfoldl(
           fun(#{seq := Seq, line := Raw} = R, {Resolved1, Memo} = Acc) ->
-                  case is_integer(First) andalso Seq >= First andalso Wanted(R) of
+                  Waiting = is_integer(First) andalso Seq >= First,
+                  case (Waiting orelse Dropped) andalso Wanted(R) of
                       false ->
                           {R, Acc};
                       true ->
@@ -298,8 +308,13 @@ resolved_list(Wanted, Reports0, #{unlogged := Unlogged, resolved := Resolved0} =
                                      {_, #{Raw := L}} -> L;
                                      _ -> resolve(Raw)
                                  end,
-                          {R#{line := Line},
-                           {Resolved1#{Seq => Line}, Memo#{Raw => Line}}}
+                          %% (Remembered for its logging: none for one
+                          %% logged or dropped.)
+                          Resolved2 = case Waiting of
+                                          true -> Resolved1#{Seq => Line};
+                                          false -> Resolved1
+                                      end,
+                          {R#{line := Line}, {Resolved2, Memo#{Raw => Line}}}
                   end
           end, {Resolved0, #{}}, Reports0),
     {Reports, S#{resolved := Resolved}}.
@@ -401,8 +416,8 @@ pushed_out(_R, #{lost := Lost} = W) ->
 consume_watched(Candidate, Consume, #{watches := Watches} = S0) ->
     maps:fold(
       fun(Ref, #{kept := K, out := Out} = W, S1) ->
-              {Kept, S2} = resolved_list(Candidate, queue:to_list(K), S1),
-              {Outs, S3} = resolved_list(fun(_) -> true end,
+              {Kept, S2} = resolved_list(Candidate, true, queue:to_list(K), S1),
+              {Outs, S3} = resolved_list(fun(_) -> true end, true,
                                          [R || R <- maps:values(Out), Candidate(R)], S2),
               Consumed = [N || #{seq := N} = R <- Outs, maps:get(consumed, Consume(R))],
               W1 = W#{kept := queue:from_list(lists:map(Consume, Kept)),

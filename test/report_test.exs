@@ -428,6 +428,54 @@ defmodule BeamAlloc.ReportTest do
     assert_backlog_bounded(fn -> :gen_server.start(:beam_alloc_reporter, [backlog: 50], []) end)
   end
 
+  # A check consumes its misuse's report by its line, which the check
+  # resolves: the reporter resolves its kept copies first. A report
+  # dropped from the log (a flood: more than the backlog waiting) was no
+  # longer resolved, its copies stayed as they came (lib.so+0x...), no
+  # listed line matched, and the guard failed a test for a misuse its
+  # check had turned into its result. A reporter of its own, a backlog of
+  # 1: the misuse's report is dropped by the two after it.
+  defp assert_dropped_consumed(start, watch?) do
+    :beam_alloc_erl_test.take_reports()
+    catch_error(:beam_alloc_erl_test.double_free())
+    [raw] = Enum.filter(:beam_alloc_erl_test.take_reports(), &(&1 =~ "double free"))
+    resolved = BeamAlloc.Symbolizer.resolve_sites(raw)
+    assert resolved != raw
+
+    capture_log(fn ->
+      {:ok, pid} = start.()
+      ref = make_ref()
+      if watch?, do: :ok = :gen_server.call(pid, {:watch, ref, self(), false})
+      :sys.suspend(pid)
+
+      for line <- [raw, "other 1", "other 2"],
+          do: send(pid, {:beam_alloc_report, Report, line, self(), :undefined})
+
+      :sys.resume(pid)
+      :ok = :gen_server.call(pid, {:consume, self(), [Report], [{0, 3, [resolved]}]})
+
+      if watch? do
+        # (An unwatch answers with the unconsumed reports and their count.)
+        {unconsumed, 2} = :gen_server.call(pid, {:unwatch, ref})
+        assert Enum.map(unconsumed, & &1.line) == ["other 1", "other 2"]
+      end
+
+      assert :gen_server.call(pid, :take_unconsumed) == [{Report, "other 1"}, {Report, "other 2"}]
+      :ok = :gen_server.stop(pid)
+    end)
+  end
+
+  test "a check consumes its misuse's report dropped from the log" do
+    assert_dropped_consumed(fn -> GenServer.start(Reporter, backlog: 1) end, true)
+  end
+
+  test "the Erlang reporter consumes a check's report dropped from the log too" do
+    assert_dropped_consumed(
+      fn -> :gen_server.start(:beam_alloc_reporter, [backlog: 1], []) end,
+      false
+    )
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).

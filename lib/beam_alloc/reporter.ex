@@ -395,16 +395,23 @@ defmodule BeamAlloc.Reporter do
   # answering took minutes.
   # (A flood repeats lines, a misuse in a loop on a block used again: each
   # line is resolved once a call, memo.)
-  defp resolved(queue, wanted?, state) do
-    {reports, state} = resolved_list(:queue.to_list(queue), wanted?, state)
+  # With dropped? (a consume, an unwatch), also those dropped from the log
+  # (see drop_oldest/1), which stay as they came otherwise: a check lists
+  # its misuse's line resolved, and a dropped report of it was not consumed
+  # (the guard failed the test for it). (A line resolved already stays as
+  # it is: no site left to resolve.)
+  defp resolved(queue, wanted?, state, dropped? \\ false) do
+    {reports, state} = resolved_list(:queue.to_list(queue), wanted?, state, dropped?)
     {:queue.from_list(reports), state}
   end
 
-  defp resolved_list(reports, wanted?, state) do
+  defp resolved_list(reports, wanted?, state, dropped?) do
     {reports, {resolved, _memo}} =
       Enum.map_reduce(reports, {state.resolved, %{}}, fn report, {resolved, memo} ->
+        unlogged? = unlogged?(report, state)
+
         cond do
-          not unlogged?(report, state) or not wanted?.(report) ->
+          not (unlogged? or dropped?) or not wanted?.(report) ->
             {report, {resolved, memo}}
 
           is_map_key(resolved, report.seq) ->
@@ -413,7 +420,9 @@ defmodule BeamAlloc.Reporter do
           true ->
             line = Map.get_lazy(memo, report.line, fn -> resolve(report.line) end)
             memo = Map.put(memo, report.line, line)
-            {%{report | line: line}, {Map.put(resolved, report.seq, line), memo}}
+            # (Remembered for its logging: none for one logged or dropped.)
+            resolved = if unlogged?, do: Map.put(resolved, report.seq, line), else: resolved
+            {%{report | line: line}, {resolved, memo}}
         end
       end)
 
@@ -521,11 +530,12 @@ defmodule BeamAlloc.Reporter do
         Enum.any?(windows, &match?({from, to, _} when seq > from and seq <= to, &1))
     end
 
-    state = resolved_queue(state, candidate?)
+    {queue, state} = resolved(state.queue, candidate?, state, true)
+    state = %{state | queue: queue}
 
     state =
       Enum.reduce(Map.keys(state.watches), state, fn ref, state ->
-        {kept, state} = resolved(state.watches[ref].kept, candidate?, state)
+        {kept, state} = resolved(state.watches[ref].kept, candidate?, state, true)
         put_in(state.watches[ref].kept, kept)
       end)
 
@@ -586,7 +596,7 @@ defmodule BeamAlloc.Reporter do
       Enum.sort_by(Map.values(watch.out), & &1.seq) ++
         Enum.reject(:queue.to_list(watch.kept), &Map.get(&1, :consumed, false))
 
-    {shown, state} = resolved_list(Enum.take(unconsumed, -@keep), fn _ -> true end, state)
+    {shown, state} = resolved_list(Enum.take(unconsumed, -@keep), fn _ -> true end, state, true)
     {:reply, {shown, length(unconsumed) + watch.lost}, %{state | watches: watches}}
   end
 
@@ -694,7 +704,12 @@ defmodule BeamAlloc.Reporter do
   defp out_candidates(state, candidate?) do
     Enum.reduce(state.watches, {%{}, state}, fn {ref, watch}, {acc, state} ->
       {reports, state} =
-        resolved_list(Enum.filter(Map.values(watch.out), candidate?), fn _ -> true end, state)
+        resolved_list(
+          Enum.filter(Map.values(watch.out), candidate?),
+          fn _ -> true end,
+          state,
+          true
+        )
 
       {Map.put(acc, ref, reports), state}
     end)
