@@ -476,6 +476,45 @@ defmodule BeamAlloc.ReportTest do
     )
   end
 
+  # A reporting call returns once the reporter lets go of its report (the
+  # acknowledgement's destructor). Read between two kept reports, it is
+  # released by a minor collection; but a report that waited in the
+  # mailbox (on the heap) through two collections (here forced, while the
+  # reporter logs a line at 300 ms; spontaneous ones under a flood) was in
+  # the old heap once read: a minor one left it, and the call waited its
+  # whole second (the acknowledgement's bound). A full collection there
+  # took 309 ms.
+  test "a report that waited through collections is released once read" do
+    :ok =
+      :logger.add_handler(:beam_alloc_collect, CollectHandler, %{
+        config: %{delay: 300, to: self()}
+      })
+
+    try do
+      capture_log(fn ->
+        reporter = Process.whereis(Reporter)
+        send(reporter, {:beam_alloc_report, Report, "filler", self(), :undefined})
+        Process.sleep(50)
+        test = self()
+
+        spawn(fn ->
+          t0 = System.monotonic_time(:millisecond)
+          Report.double_free()
+          send(test, {:took, System.monotonic_time(:millisecond) - t0})
+        end)
+
+        Process.sleep(30)
+        for _ <- 1..2, do: :erlang.garbage_collect(reporter, type: :minor)
+
+        assert_receive {:took, ms}, 2_000
+        assert ms < 800, "the reporting call took #{ms} ms"
+        logged_all()
+      end)
+    after
+      :logger.remove_handler(:beam_alloc_collect)
+    end
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).

@@ -171,6 +171,13 @@ defmodule BeamAlloc.Reporter do
 
   @impl true
   def init(opts) do
+    # Reports wait in the mailbox off the heap: read, each is young, and
+    # the minor collection after it releases its acknowledgement
+    # (released/1). On the heap, one that waited through two collections
+    # (spontaneous ones, while a line is logged) was in the old heap once
+    # read, and its call waited its whole second.
+    Process.flag(:message_queue_data, :off_heap)
+
     {:ok,
      %{
        backlog: Keyword.get(opts, :backlog, @backlog),
@@ -210,8 +217,12 @@ defmodule BeamAlloc.Reporter do
     end)
   end
 
+  # (And its mailbox off the heap, as init/1 sets it: see there.)
   @impl true
-  def code_change(_old, state, _extra), do: {:ok, current(state)}
+  def code_change(_old, state, _extra) do
+    Process.flag(:message_queue_data, :off_heap)
+    {:ok, current(state)}
+  end
 
   # Stopped (GenServer.stop/1, a crash): what it has read and not logged
   # yet is logged now, for @stop_budget ms at most, and how many were left
@@ -466,7 +477,8 @@ defmodule BeamAlloc.Reporter do
   end
 
   # A minor collection: the messages just read, and their
-  # acknowledgements, are in the young heap. A full one here (once a
+  # acknowledgements, are in the young heap (the mailbox is off the heap:
+  # init/1). A full one here (once a
   # report kept, while reports kept coming) cost a copy of the whole heap,
   # which grows with what waits: under a flood the reporter kept fewer
   # reports a second than came, and those read and not yet kept grew
