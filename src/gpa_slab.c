@@ -596,11 +596,31 @@ static gpa_slab **partial_list(gpa_state *st, gpa_slab *s) {
     return gpa_is_sub(s) ? &st->partial_sub[s->cls] : &st->partial[s->cls];
 }
 
+/* Lock held, s ownerless: true when every block s has out was waiting in
+ * thread_free, which is then emptied without its list walked: s is empty,
+ * and its free lists go with it (slab_format starts them again). The walk
+ * read every such block, a likely miss each: a heap parking 1,024 kept
+ * slabs whose blocks other threads freed (the kept cap is per heap, so one
+ * class may have them all: 64 MiB) held the lock ~10 ms reading them (found
+ * in review). Not a tracked slab: its walk checks the links. */
+static bool remote_frees_empty(gpa_slab *s) {
+    uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
+    if (s->info != NULL || tf == 0 || GPA_TF_COUNT(tf) != s->used)
+        return false;
+    /* No live block is left to free, so no push races this exchange. */
+    tf = beam__atomic_exchange_acquire(&s->thread_free, 0);
+    GPA_ASSERT((tf & GPA_FULL_BIT) == 0 && GPA_TF_COUNT(tf) == s->used);
+    s->free = NULL;
+    s->used = 0;
+    return true;
+}
+
 void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     beam__atomic_store_relaxed(&s->heap, NULL);
     gpa_set_where(s, WHERE_PARTIAL); /* on its way: ownerless */
-    beam__gpa_slab_collect_remote(s);
+    if (!remote_frees_empty(s))
+        beam__gpa_slab_collect_remote(s);
     if (s->used == 0) {
         beam__gpa_slab_release(st, s, defer);
         return;
