@@ -52,7 +52,9 @@
  *    per heap, all classes together (1,024: what 32 per class came to;
  *    a class with more slabs than 32 then keeps them all, where a cap
  *    per class left most of them FULL, their frees on the stash and the
- *    refills on kept slabs of few free blocks); a heap retired or
+ *    refills on kept slabs of few free blocks; at the cap, a class's oldest
+ *    kept slab that other threads emptied gives way, gpa.c kept_make_room,
+ *    so one class cannot hold the cap for good); a heap retired or
  *    collected parks them like its current slabs. The mark stays on a slab
  * requeued meanwhile until the lock holder parks it: a stale mark costs a
  *    failed compare-and-swap, or takes a slab FULL again since (any
