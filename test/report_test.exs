@@ -525,6 +525,51 @@ defmodule BeamAlloc.ReportTest do
              BeamAlloc.Reporter.handle_call(:take_unconsumed, nil, state)
   end
 
+  # A reporter of the version before 46761e7, kept across a code reload:
+  # its state has unlogged lines (so it passed for current), and its
+  # watches have no out or lost. A report pushing one of a watch's 100
+  # out raised KeyError (watch.lost), and so did logging a line whose
+  # sites a call resolved (w.out): the reporter went down with what it
+  # kept, and the test its watch guarded lost its reports.
+  test "a reporter of the version before watches kept apart reports takes its watches over" do
+    ref = make_ref()
+
+    kept =
+      for n <- 1..100,
+          do: %{
+            seq: n,
+            module: Report,
+            line: "kept #{n}",
+            pid: self(),
+            callers: [],
+            consumed: false
+          }
+
+    watch = %{pid: self(), all?: false, kept: :queue.from_list(kept), seen: 100, after_seq: 0}
+
+    state = %{
+      backlog: 10_000,
+      queue: :queue.from_list(kept),
+      seq: 100,
+      known: %{},
+      unread: :queue.new(),
+      watches: %{ref => watch},
+      unlogged: :queue.from_list([{100, Report, "kept 100"}]),
+      resolved: %{100 => "kept 100, resolved"},
+      scheduled: false
+    }
+
+    capture_log(fn ->
+      report = {:beam_alloc_report, Report, "new", self(), :undefined}
+      assert {:noreply, state, {:continue, :release}} = Reporter.handle_info(report, state)
+      assert {:noreply, state} = Reporter.handle_continue(:release, state)
+      assert {:reply, {shown, 101}, _} = Reporter.handle_call({:unwatch, ref}, nil, state)
+      assert length(shown) == 100
+      assert Enum.at(shown, 98).line == "kept 100, resolved"
+      assert List.last(shown).line == "new"
+    end)
+  end
+
   test "the Erlang reporter takes over the state of its version before, a queue of reports" do
     old = :queue.from_list([{Report, "a"}, {Report, "b"}])
     assert {:ok, state} = :beam_alloc_reporter.code_change(:old, old, [])

@@ -169,6 +169,10 @@ defmodule BeamAlloc.Reporter do
   # option backlog: n is the tests'.)
   @backlog 10_000
 
+  # The state's version (see is_current/1): one more for every key added
+  # to the state or to a watch, which current/1 then defaults.
+  @version 1
+
   @impl true
   def init(opts) do
     # Reports wait in the mailbox off the heap: read, each is young, and
@@ -188,7 +192,8 @@ defmodule BeamAlloc.Reporter do
        watches: %{},
        unlogged: :queue.new(),
        resolved: %{},
-       scheduled: false
+       scheduled: false,
+       version: @version
      }}
   end
 
@@ -199,9 +204,14 @@ defmodule BeamAlloc.Reporter do
   # version before, kept across a code reload, holds unread as a list and
   # no watches, or nothing unlogged (all its lines resolved); every
   # callback takes such a state over first (:queue.len of the list crashed
-  # the reporter, and it lost what it kept).
+  # the reporter, and it lost what it kept). A state is current when it
+  # has this version's number (version): a watch of a version with
+  # unlogged lines but before its pushed-out reports (out, lost) passed
+  # for current, and the first report pushed out of it, or line logged,
+  # crashed the reporter.
   defguardp is_current(state)
-            when is_map_key(state, :unlogged) and not is_list(:erlang.map_get(:unread, state))
+            when is_map_key(state, :version) and :erlang.map_get(:version, state) == @version and
+                   not is_list(:erlang.map_get(:unread, state))
 
   defp current(%{unread: unread} = state) when is_list(unread),
     do: current(%{state | unread: :queue.from_list(unread)})
@@ -215,6 +225,7 @@ defmodule BeamAlloc.Reporter do
     |> Map.update!(:watches, fn watches ->
       Map.new(watches, fn {ref, watch} -> {ref, Map.merge(%{out: %{}, lost: 0}, watch)} end)
     end)
+    |> Map.put(:version, @version)
   end
 
   # (And its mailbox off the heap, as init/1 sets it: see there.)
