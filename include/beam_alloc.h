@@ -387,14 +387,13 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     empty gives its pages back to their slab.
  *   - A slab that fills up leaves its heap. When the heap's own thread
  *     frees a block into it before other threads' frees requeue it, the
- *     heap takes it back (up to 1,024 such slabs, all classes together:
- *     a class may have them all) and allocates from
+ *     heap takes it back (up to 32 such slabs per class) and allocates from
  *     it when its current slab of that class runs out; it goes back to the
  *     instance's pool the moment the heap's thread frees its last block,
  *     and to the instance when the heap is retired or collected. Until
  *     then its free blocks serve that heap alone: one whose last blocks
- *     other threads free stays with an idle heap (up to 1,024 slabs in
- *     all). Otherwise, once an eighth of its blocks are freed (by any
+ *     other threads free stays with an idle heap (up to 32 slabs per
+ *     class). Otherwise, once an eighth of its blocks are freed (by any
  *     thread) it is reusable by every heap; once all are free it goes back
  *     to the instance's pool when a heap refilling that class finds it, or
  *     at beam_gpa_collect (in a node running the beam_alloc application,
@@ -429,21 +428,17 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     as soon as the pool holds 8 more free slabs than the segment has, and
  *     always at beam_gpa_collect.
  *   - So, without collect, an instance never holds more slabs of a class
- *     than it held at once with live blocks of that class, plus, per
- *     heap, its current slab of that class and its kept ones (up to 1,024,
- *     all classes together); with collect,
+ *     than it held at once with live blocks of that class, plus 33 per heap
+ *     and class (its current slab and up to 32 kept ones); with collect,
  *     it holds the slabs with live blocks and the segments they are in (a
  *     segment goes back only when wholly free).
  *   - A thread that exits, or uses so many instances that one of its eight
  *     per-thread slots is reused (slots of instances already gone are reused
  *     first), gives its heap's slabs to the instance in a step per current
- *     or kept slab (at most 32 current and 1,024 kept), however much it
- *     allocated: the pause is bounded by that, not by what is held (1,024
- *     kept slabs added ~15 us to the evicting call, standalone). But a
- *     segment those slabs leave wholly free goes back to the backing
- *     allocator in that call: 1,024 kept slabs of one class whose blocks
- *     other threads freed (64 MiB) took 5-9 ms there (standalone, libc's
- *     munmap; the instance lock is held some 35 us of it).
+ *     or kept slab (at most 33 per class), however much it allocated: the
+ *     pause is bounded by that, not by what is held (1,024 kept slabs, 32
+ *     in each of the 32 classes, added ~15 us to the evicting call,
+ *     standalone).
  *
  * A beam_gpa_t is usable once beam_gpa_init returns (it allocates lazily)
  * and until beam_gpa_deinit; it may then be initialised again. Initialised

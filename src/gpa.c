@@ -299,37 +299,8 @@ static gpa_slab *kept_take(gpa_heap *h, unsigned cls) {
  * so exactly one of them wins (a stale mark may win too, against a slab
  * FULL again since: as good an owner as any). Frees waiting there are
  * collected at once. */
-/* h at its kept cap: the oldest kept slab of some class goes back to the
- * instance if it is wholly free (every block it has out waits in
- * thread_free: other threads freed them), to make room; false when no
- * class's oldest is. The cap is per heap, so without this a class whose
- * kept slabs other threads emptied (a burst handed to them) held it all
- * for good, until a collect: every other class's frees took the stash
- * (1.4x slower churn, 100,000 blocks live) and up to 64 MiB stayed with
- * the idle class (found in review). A class's oldest kept slab is the one
- * other threads have had longest to empty. Not cls's own: its next refill
- * takes that one (so a class past the cap alone, over 64 MiB, pays no
- * look). Only at the cap: a load of each class's tail, and of a slab's
- * count for each other class that has one. */
-static bool kept_make_room(gpa_heap *h, unsigned cls) {
-    for (unsigned c = 0; c < GPA_CLASSES; c++) {
-        gpa_slab *t = h->kept[c].tail;
-        if (t == NULL || c == cls)
-            continue;
-        uintptr_t tf = beam__atomic_load_relaxed(&t->thread_free);
-        if (tf == 0 || GPA_TF_COUNT(tf) != t->used)
-            continue;
-        gpa_kept_unlink(h, t);
-        gpa_defer *defer = NULL;
-        park_locked(h, t, &defer);
-        beam__gpa_defer_run(h->st, defer);
-        return true;
-    }
-    return false;
-}
-
 static bool kept_reattach(gpa_heap *h, gpa_slab *s) {
-    if (h->kept_n >= GPA_KEPT_MAX && !kept_make_room(h, s->cls))
+    if (h->kept[s->cls].n >= GPA_KEPT_MAX)
         return false;
     uintptr_t tf = beam__atomic_load_acquire(&s->thread_free);
     while (tf & GPA_FULL_BIT) {

@@ -529,7 +529,7 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
 /* ---- collection ----------------------------------------------------------
  * Other threads' heaps are taken only when the process-wide barrier is
  * available: without it an idle heap keeps its current slabs (at most one
- * per class) and its kept ones (GPA_KEPT_MAX in all) until its thread
+ * per class) and its kept ones (GPA_KEPT_MAX per class) until its thread
  * allocates, exits, or collects itself. */
 
 /* Lock held: strip every heap whose owner is not inside a call. */

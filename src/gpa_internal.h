@@ -48,15 +48,10 @@
  *    waiting in thread_free included) gives it back to the pool at once;
  *    one whose last blocks other threads free stays kept, wholly free,
  *    until the heap refills that class, or is retired or collected (an
- *    idle heap may hold GPA_KEPT_MAX such slabs). At most GPA_KEPT_MAX
- *    per heap, all classes together (1,024: what 32 per class came to;
- *    a class with more slabs than 32 then keeps them all, where a cap
- *    per class left most of them FULL, their frees on the stash and the
- *    refills on kept slabs of few free blocks; at the cap, a class's oldest
- *    kept slab that other threads emptied gives way, gpa.c kept_make_room,
- *    so one class cannot hold the cap for good); a heap retired or
- *    collected parks them like its current slabs. The mark stays on a slab
- * requeued meanwhile until the lock holder parks it: a stale mark costs a
+ *    idle heap may hold GPA_KEPT_MAX such slabs per class). At most
+ *    GPA_KEPT_MAX per class and heap; a heap retired or collected parks
+ *    them like its current slabs. The mark stays on a slab requeued
+ *    meanwhile until the lock holder parks it: a stale mark costs a
  *    failed compare-and-swap, or takes a slab FULL again since (any
  *    heap taking FULL off owns it rightly).
  *  - The address map (address >> 16 -> slab) tells, for any pointer,
@@ -273,12 +268,7 @@
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 #define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
 #define GPA_FREE_STREAK 16        /* frees in a row that make a heap */
-/* Kept slabs a heap holds, all classes together: as many as 32 in each
- * class would be, but a class with many slabs may use them (with 100,000
- * blocks live a busy class has some 100: capped at 32 each, most of its
- * slabs were not kept, their frees took the stash and refills found kept
- * slabs with few free blocks). */
-#define GPA_KEPT_MAX 1024
+#define GPA_KEPT_MAX 32           /* kept slabs a heap holds per class */
 /* Sub-slabs (see "Small first slabs" above): pages of 4 KiB, 16 a chunk. */
 #define GPA_PAGE_SHIFT 12
 #define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
@@ -486,8 +476,8 @@ typedef struct gpa_heap {
      * (gpa_kept_add, gpa_kept_unlink); owner-only like cur. */
     struct {
         gpa_slab *head, *tail;
+        uint32_t n;
     } kept[GPA_CLASSES];
-    uint32_t kept_n; /* kept slabs in all classes, up to GPA_KEPT_MAX */
 } gpa_heap;
 
 struct beam_gpa_state {
@@ -1327,7 +1317,7 @@ static inline void gpa_kept_add(gpa_heap *h, gpa_slab *s) {
     if (h->kept[s->cls].tail == NULL)
         h->kept[s->cls].tail = s;
     gpa_list_push(&h->kept[s->cls].head, s);
-    h->kept_n++;
+    h->kept[s->cls].n++;
 }
 
 static inline void gpa_kept_unlink(gpa_heap *h, gpa_slab *s) {
@@ -1337,7 +1327,7 @@ static inline void gpa_kept_unlink(gpa_heap *h, gpa_slab *s) {
     if (h->kept[s->cls].tail == s)
         h->kept[s->cls].tail = s->prev;
     gpa_list_unlink(&h->kept[s->cls].head, s);
-    h->kept_n--;
+    h->kept[s->cls].n--;
 }
 
 #endif
