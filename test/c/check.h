@@ -67,6 +67,13 @@ void check_bump_wrong_length(struct beam_allocator a,
 void check_large_free(void *ctx, void *mem, size_t len, size_t alignment,
                       uintptr_t ret);
 
+/* A backing's resize and remap that never resize or move a block: for test
+ * backings that hand out places of their own. */
+bool check_no_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                     size_t new_len, uintptr_t ret);
+void *check_no_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                     size_t new_len, uintptr_t ret);
+
 /* A step two threads take together: one says it reached `at` (set), the
  * other waits until it has (wait). For a thread kept idle, alive, while the
  * test works on what it left. */

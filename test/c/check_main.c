@@ -108,6 +108,18 @@ void check_large_free(void *ctx, void *mem, size_t len, size_t alignment,
     beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
 }
 
+bool check_no_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                     size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return false;
+}
+
+void *check_no_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                     size_t new_len, uintptr_t ret) {
+    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
+    return NULL;
+}
+
 void check_bump_wrong_length(beam_allocator_t a,
                              size_t (*used)(const void *ctx), const void *ctx) {
     check_capture_reports();

@@ -1114,11 +1114,6 @@ static void *race_alloc(void *c, size_t l, size_t a, uintptr_t r) {
     return race.next < RACE_SLOTS ? race.region + race.next++ * RACE_SLOT
                                   : NULL;
 }
-static bool race_resize(void *c, void *m, size_t l, size_t a, size_t n,
-                        uintptr_t r) {
-    (void)c, (void)m, (void)l, (void)a, (void)n, (void)r;
-    return false;
-}
 static void *race_remap(void *c, void *m, size_t l, size_t a, size_t n,
                         uintptr_t r) {
     void *p = race_alloc(c, n, a, r);
@@ -1135,7 +1130,7 @@ static void *race_remap(void *c, void *m, size_t l, size_t a, size_t n,
 static void race_free(void *c, void *m, size_t l, size_t a, uintptr_t r) {
     (void)c, (void)m, (void)l, (void)a, (void)r;
 }
-static const beam_allocator_vtable race_vtable = {race_alloc, race_resize,
+static const beam_allocator_vtable race_vtable = {race_alloc, check_no_resize,
                                                   race_remap, race_free};
 static beam_gpa_t race_gpa;
 static void *race_other;

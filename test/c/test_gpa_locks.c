@@ -669,19 +669,13 @@ static void *moving_remap(void *ctx, void *mem, size_t len, size_t alignment,
     return p;
 }
 
-static bool never_resize(void *c, void *m, size_t l, size_t al, size_t n,
-                         uintptr_t r) {
-    (void)c, (void)m, (void)l, (void)al, (void)n, (void)r;
-    return false;
-}
-
 static void *forward_alloc(void *c, size_t len, size_t al, uintptr_t r) {
     (void)c;
     return beam_large_allocator.vtable->alloc(NULL, len, al, r);
 }
 
 static const beam_allocator_vtable moving_vtable = {
-    forward_alloc, never_resize, moving_remap, check_large_free};
+    forward_alloc, check_no_resize, moving_remap, check_large_free};
 
 /* Moves alone (no allocation between them) must not fill the large-block
  * table: a lookup of a pointer not in it would then never end. */

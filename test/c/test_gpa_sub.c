@@ -529,19 +529,6 @@ static void *placing_alloc(void *ctx, size_t len, size_t alignment,
     return pl->next < 4 ? pl->at[pl->next++] : NULL;
 }
 
-/* Neither test backing resizes or moves a block. */
-static bool no_resize(void *ctx, void *mem, size_t len, size_t alignment,
-                      size_t new_len, uintptr_t ret) {
-    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
-    return false;
-}
-
-static void *no_remap(void *ctx, void *mem, size_t len, size_t alignment,
-                      size_t new_len, uintptr_t ret) {
-    (void)ctx, (void)mem, (void)len, (void)alignment, (void)new_len, (void)ret;
-    return NULL;
-}
-
 static void placing_free(void *ctx, void *mem, size_t len, size_t alignment,
                          uintptr_t ret) {
     (void)ctx;
@@ -549,8 +536,8 @@ static void placing_free(void *ctx, void *mem, size_t len, size_t alignment,
         beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
 }
 
-static const beam_allocator_vtable placing_vtable = {placing_alloc, no_resize,
-                                                     no_remap, placing_free};
+static const beam_allocator_vtable placing_vtable = {
+    placing_alloc, check_no_resize, check_no_remap, placing_free};
 
 /* An instance whose first segment (slack alone, one slab's worth) the
  * backing puts at at, holding a block so that its slack's two chunks are
@@ -657,7 +644,7 @@ static void *refusing_alloc(void *ctx, size_t len, size_t alignment,
                : beam_large_allocator.vtable->alloc(NULL, len, alignment, ret);
 }
 static const beam_allocator_vtable refusing_vtable = {
-    refusing_alloc, no_resize, no_remap, check_large_free};
+    refusing_alloc, check_no_resize, check_no_remap, check_large_free};
 
 /* Found in review: a tracked instance needs block records for a new slab;
  * refused them, a graduated class must still take the partial sub-slab
@@ -704,8 +691,8 @@ static void near_free(void *ctx, void *mem, size_t len, size_t alignment,
         beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
 }
 
-static const beam_allocator_vtable near_vtable = {near_alloc, no_resize,
-                                                  no_remap, near_free};
+static const beam_allocator_vtable near_vtable = {near_alloc, check_no_resize,
+                                                  check_no_remap, near_free};
 
 typedef struct near_free_arg {
     beam_allocator_t a;
@@ -803,26 +790,14 @@ static void *map_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     return p;
 }
 
-static bool map_resize(void *c, void *m, size_t l, size_t al, size_t n,
-                       uintptr_t r) {
-    (void)c, (void)m, (void)l, (void)al, (void)n, (void)r;
-    return false;
-}
-
-static void *map_remap(void *c, void *m, size_t l, size_t al, size_t n,
-                       uintptr_t r) {
-    (void)c, (void)m, (void)l, (void)al, (void)n, (void)r;
-    return NULL;
-}
-
 static void map_free(void *ctx, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     (void)ctx, (void)alignment, (void)ret;
     munmap(mem, map_round(len));
 }
 
-static const beam_allocator_vtable map_vtable = {map_alloc, map_resize,
-                                                 map_remap, map_free};
+static const beam_allocator_vtable map_vtable = {map_alloc, check_no_resize,
+                                                 check_no_remap, map_free};
 
 #define UNREAD_N 16384            /* 256-byte blocks: 64 slabs' worth */
 #define UNREAD_SLABS GPA_KEPT_MAX /* all kept: the cap of a class */
