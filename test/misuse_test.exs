@@ -1540,8 +1540,6 @@ defmodule BeamAlloc.CaseTest do
   # its own, with beam_alloc started; its output, which ends with
   # "RESULT <ExUnit.run/0's result>".
   defp run_ex_unit(modules) do
-    ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
-
     script = """
     {:ok, _} = Application.ensure_all_started(:beam_alloc)
     ExUnit.start(autorun: false, colors: [enabled: false])
@@ -1552,12 +1550,7 @@ defmodule BeamAlloc.CaseTest do
     IO.puts("RESULT " <> inspect(result))
     """
 
-    {out, 0} =
-      System.cmd("elixir", ["-pa", ebin, "-e", script],
-        stderr_to_stdout: true,
-        env: [{"MIX_ENV", "test"}]
-      )
-
+    {out, 0} = BeamAlloc.Test.NifModule.in_own_vm(script)
     out
   end
 end
