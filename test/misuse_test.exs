@@ -1024,6 +1024,19 @@ defmodule BeamAlloc.CaseTest do
     end
   end
 
+  # check_all_allocation_failures(fun), its log captured: the
+  # AllocationFailureError it must raise.
+  defp failed_check(fun) do
+    {error, _log} =
+      with_log(fn ->
+        assert_raise BeamAlloc.AllocationFailureError, fn ->
+          BeamAlloc.Testing.check_all_allocation_failures(fun)
+        end
+      end)
+
+    error
+  end
+
   # A check over a NIF on a general purpose allocator that double frees
   # on its error path only: the allocator reports the misuse, and the check
   # turns it into the AllocationFailureError the test asserts.
@@ -1057,14 +1070,8 @@ defmodule BeamAlloc.CaseTest do
     # NIF deinitialised there is no problem of the check's: it still counts.
     mark = Reporter.mark()
 
-    capture_log(fn ->
-      error =
-        assert_raise BeamAlloc.AllocationFailureError, fn ->
-          BeamAlloc.Testing.check_all_allocation_failures(&Misuse.checked_leak_on_failure/0)
-        end
-
-      assert [%{kind: :leak, index: 1, leaked: 1}] = error.problems
-    end)
+    error = failed_check(&Misuse.checked_leak_on_failure/0)
+    assert [%{kind: :leak, index: 1, leaked: 1}] = error.problems
 
     consumed = for %{consumed: true, line: line} <- Reporter.since(mark), do: line
 
@@ -1084,16 +1091,8 @@ defmodule BeamAlloc.CaseTest do
     # test failed under BeamAlloc.Case (review).
     mark = Reporter.mark()
 
-    capture_log(fn ->
-      error =
-        assert_raise BeamAlloc.AllocationFailureError, fn ->
-          BeamAlloc.Testing.check_all_allocation_failures(fn ->
-            Misuse.checked_many_leaks_on_failure(70)
-          end)
-        end
-
-      assert [%{kind: :leak, index: 70, leaked: 70}] = error.problems
-    end)
+    error = failed_check(fn -> Misuse.checked_many_leaks_on_failure(70) end)
+    assert [%{kind: :leak, index: 70, leaked: 70}] = error.problems
 
     assert [] = BeamAlloc.Case.reports(mark, self(), false)
     assert length(for %{consumed: true} <- Reporter.since(mark), do: 1) == 66
@@ -1106,11 +1105,7 @@ defmodule BeamAlloc.CaseTest do
     # that one, counted: the test failed under BeamAlloc.Case (review).
     mark = Reporter.mark()
 
-    capture_log(fn ->
-      assert_raise BeamAlloc.AllocationFailureError, fn ->
-        BeamAlloc.Testing.check_all_allocation_failures(&Misuse.checked_leak_past_listed/0)
-      end
-    end)
+    failed_check(&Misuse.checked_leak_past_listed/0)
 
     assert [] = BeamAlloc.Case.reports(mark, self(), false)
   end
@@ -1147,16 +1142,8 @@ defmodule BeamAlloc.CaseTest do
     # too, and the test passed (review).
     mark = Reporter.mark()
 
-    capture_log(fn ->
-      error =
-        assert_raise BeamAlloc.AllocationFailureError, fn ->
-          BeamAlloc.Testing.check_all_allocation_failures(
-            &Misuse.double_free_and_leak_on_failure/0
-          )
-        end
-
-      assert [%{kind: :misuse, misuse: "double free"}] = error.problems
-    end)
+    error = failed_check(&Misuse.double_free_and_leak_on_failure/0)
+    assert [%{kind: :misuse, misuse: "double free"}] = error.problems
 
     assert [%{consumed: false, line: "beam_alloc: leak: " <> _}] =
              BeamAlloc.Case.reports(mark, self(), false)
