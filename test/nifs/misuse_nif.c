@@ -516,9 +516,6 @@ BEAM_NIF(double_free_on_failure, .allocator = process_wide) {
     return ok(env);
 }
 
-/* As double_free_on_failure, and the error path also deinitialises an
- * instance of its own with a block live: a leak report, which the check
- * does not list (it sees no block of its own left). */
 /* An instance of its own, deinitialised with a block live: a leak report. */
 static void leak_in_own_instance(void) {
     beam_gpa_t own;
@@ -590,6 +587,9 @@ BEAM_NIF(checked_leak_past_listed, .leak_check = true) {
     return ok(env);
 }
 
+/* As double_free_on_failure, and the error path also deinitialises an
+ * instance of its own with a block live: a leak report, which the check
+ * does not list (it sees no block of its own left). */
 BEAM_NIF(double_free_and_leak_on_failure, .allocator = process_wide) {
     unsigned char *first = beam_alloc(beam_allocator, unsigned char, 24);
     unsigned char *second =
