@@ -1421,11 +1421,25 @@ static ERL_NIF_TERM nif_live(ErlNifEnv *env, int argc,
 /* Blocks listed at most, per run (the count is always exact). */
 #define MAX_REPORTED 100
 
-static int by_run_then_index(const void *a, const void *b) {
+static uint64_t run_key(const leak_record *r) {
+    return r->run;
+}
+static uint64_t scope_key(const leak_record *r) {
+    return r->scope;
+}
+
+/* qsort's order of records by key, then by number. */
+static int by_key_then_index(const void *a, const void *b,
+                             uint64_t (*key)(const leak_record *)) {
     const leak_record *x = a, *y = b;
-    if (x->run != y->run)
-        return x->run < y->run ? -1 : 1;
+    uint64_t kx = key(x), ky = key(y);
+    if (kx != ky)
+        return kx < ky ? -1 : 1;
     return (x->index > y->index) - (x->index < y->index);
+}
+
+static int by_run_then_index(const void *a, const void *b) {
+    return by_key_then_index(a, b, run_key);
 }
 
 /* Every leak, kept apart or a suspect still in the table (reported from
@@ -1447,13 +1461,6 @@ static leak_record *take_leaks(session *s, size_t *n) {
     return all;
 }
 
-static uint64_t run_key(const leak_record *r) {
-    return r->run;
-}
-static uint64_t scope_key(const leak_record *r) {
-    return r->scope;
-}
-
 /* Where the group of sorted records r that ends at end (not 0) begins:
  * the records before it with its last one's key. */
 static size_t group_start(const leak_record *r, size_t end,
@@ -1468,10 +1475,7 @@ static size_t group_start(const leak_record *r, size_t end,
 #define CALL_LOCAL_LISTED 4096
 
 static int by_scope_then_index(const void *a, const void *b) {
-    const leak_record *x = a, *y = b;
-    if (x->scope != y->scope)
-        return x->scope < y->scope ? -1 : 1;
-    return (x->index > y->index) - (x->index < y->index);
+    return by_key_then_index(a, b, scope_key);
 }
 
 /* [{Count, [Address]}], a leak_check call's blocks of records all[0..n)
