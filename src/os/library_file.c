@@ -25,14 +25,21 @@ static bool file_id_at(const char *path, beam__file_id *id) {
     return true;
 }
 
+/* The name the object holding addr was loaded under, or NULL where none
+ * is known (no object; the executable, which dladdr may name ""). */
+static const char *object_name(const void *addr) {
+    Dl_info info;
+    if (dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
+        info.dli_fname[0] == '\0')
+        return NULL;
+    return info.dli_fname;
+}
+
 bool beam__library_file(const void *addr, char *path, size_t n,
                         beam__file_id *id) {
-    Dl_info info;
     *id = (beam__file_id){0};
-    if (n == 0 || dladdr(addr, &info) == 0 || info.dli_fname == NULL ||
-        info.dli_fname[0] == '\0')
-        return false;
-    if ((size_t)snprintf(path, n, "%s", info.dli_fname) >= n)
+    const char *name = n != 0 ? object_name(addr) : NULL;
+    if (name == NULL || (size_t)snprintf(path, n, "%s", name) >= n)
         return false;
     return file_id_at(path, id);
 }
@@ -55,16 +62,14 @@ bool beam__file_unchanged(const char *path, const beam__file_id *id) {
 static _Atomic int kept_mapped;
 
 static bool keep_mapped(void) {
-    Dl_info info;
-    if (dladdr((void *)beam_internal_keep_mapped, &info) == 0 ||
-        info.dli_fname == NULL || info.dli_fname[0] == '\0')
+    const char *name = object_name((const void *)beam_internal_keep_mapped);
+    if (name == NULL)
         return false;
     /* A reference of our own, never given back, to the object the VM
      * already has (NOLOAD: by the name it was loaded under, whatever the
      * file holds now): the VM's dlclose at the unload leaves it mapped.
      * NODELETE says so to the linker as well. */
-    return dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) !=
-           NULL;
+    return dlopen(name, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) != NULL;
 }
 
 bool beam_internal_keep_mapped(void) {
