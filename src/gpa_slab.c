@@ -599,10 +599,12 @@ static gpa_slab **partial_list(gpa_state *st, gpa_slab *s) {
 /* Lock held, s ownerless: true when every block s has out was waiting in
  * thread_free, which is then emptied without its list walked: s is empty,
  * and its free lists go with it (slab_format starts them again). The walk
- * read every such block, a likely miss each: a heap parking 1,024 kept
- * slabs whose blocks other threads freed (the kept cap is per heap, so one
- * class may have them all: 64 MiB) held the lock ~10 ms reading them (found
- * in review). Not a tracked slab: its walk checks the links. */
+ * read every such block, a likely miss each, under the lock: a heap's kept
+ * slabs whose blocks other threads freed (GPA_KEPT_MAX per class, up to
+ * 1,024 in all) are parked at once. Found in review while the cap was
+ * 1,024 per heap (since reverted), when one class could have them all:
+ * 64 MiB of 256-byte blocks held the lock ~10 ms. Not a tracked slab: its
+ * walk checks the links. */
 static bool remote_frees_empty(gpa_slab *s) {
     uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
     if (s->info != NULL || tf == 0 || GPA_TF_COUNT(tf) != s->used)
