@@ -600,7 +600,6 @@ defmodule BeamAlloc.Reporter do
       pid: pid,
       all?: all?,
       kept: :queue.new(),
-      seen: 0,
       after_seq: after_seq,
       out: %{},
       lost: 0
@@ -688,7 +687,7 @@ defmodule BeamAlloc.Reporter do
     Map.new(watches, fn {ref, watch} ->
       if report.seq > Map.get(watch, :after_seq, 0) and
            (watch.all? or report.pid == watch.pid or watch.pid in report.callers) do
-        {ref, watch |> kept_in(report) |> Map.update!(:seen, &(&1 + 1))}
+        {ref, kept_in(watch, report)}
       else
         {ref, watch}
       end
