@@ -341,21 +341,22 @@ drain(Taken) ->
         [{Module, Line, Pid} || {beam_alloc_report, Module, Line, Pid, _} <- lists:reverse(Taken)]
     end.
 
-%% (Its sites resolved later: log_until/2, resolved/2.)
-keep({Module, Line, Pid}, #{kept := Kept, seq := Seq0} = S) ->
+%% (Its sites resolved later: log_until/2, resolved/2. S is current/1's.)
+keep({Module, Line, Pid}, #{kept := Kept, seq := Seq0, watches := Watches0,
+                            unlogged := Unlogged0, backlog := Backlog} = S) ->
     Seq = Seq0 + 1,
     Report = #{seq => Seq, module => Module, line => Line, pid => Pid, consumed => false},
     Kept1 = queue:in(Report, Kept),
-    Watches = maps:map(fun(_, W) -> watched(Report, W) end, maps:get(watches, S, #{})),
-    Unlogged = queue:in({Seq, Module, Line}, maps:get(unlogged, S)),
+    Watches = maps:map(fun(_, W) -> watched(Report, W) end, Watches0),
+    Unlogged = queue:in({Seq, Module, Line}, Unlogged0),
     S1 = S#{seq := Seq,
-            watches => Watches,
+            watches := Watches,
             unlogged := Unlogged,
             kept := case queue:len(Kept1) > ?KEEP of
                         true -> queue:drop(Kept1);
                         false -> Kept1
                     end},
-    case waiting(Unlogged) > maps:get(backlog, S1) of
+    case waiting(Unlogged) > Backlog of
         true -> drop_oldest(S1);
         false -> S1
     end.
