@@ -553,17 +553,6 @@ defmodule BeamAlloc.Reporter do
         Enum.any?(windows, &match?({from, to, _} when seq > from and seq <= to, &1))
     end
 
-    {queue, state} = resolved(state.queue, candidate?, state, true)
-    state = %{state | queue: queue}
-
-    state =
-      Enum.reduce(Map.keys(state.watches), state, fn ref, state ->
-        {kept, state} = resolved(state.watches[ref].kept, candidate?, state, true)
-        put_in(state.watches[ref].kept, kept)
-      end)
-
-    {out_candidates, state} = out_candidates(state, candidate?)
-
     consume = fn report ->
       if report.pid == pid and
            :beam_alloc_reporter.consumes(report.seq, report.module, report.line, modules, windows),
@@ -571,17 +560,22 @@ defmodule BeamAlloc.Reporter do
          else: report
     end
 
-    queue = map_queue(state.queue, consume)
+    {queue, state} = resolved(state.queue, candidate?, state, true)
 
     # (And the copies a test's watch keeps, which BeamAlloc.Case reads;
     # those pushed out of them are no longer counted.)
-    watches =
-      Map.new(state.watches, fn {ref, watch} ->
-        consumed = for r <- Map.get(out_candidates, ref, []), consume.(r).consumed, do: r.seq
-        {ref, %{watch | kept: map_queue(watch.kept, consume), out: Map.drop(watch.out, consumed)}}
+    {watches, state} =
+      Enum.map_reduce(state.watches, state, fn {ref, watch}, state ->
+        {kept, state} = resolved(watch.kept, candidate?, state, true)
+        outs = Enum.filter(Map.values(watch.out), candidate?)
+        {outs, state} = resolved_list(outs, fn _ -> true end, state, true)
+        consumed = for r <- outs, consume.(r).consumed, do: r.seq
+
+        {{ref, %{watch | kept: map_queue(kept, consume), out: Map.drop(watch.out, consumed)}},
+         state}
       end)
 
-    {:reply, :ok, %{state | queue: queue, watches: watches}}
+    {:reply, :ok, %{state | queue: map_queue(queue, consume), watches: Map.new(watches)}}
   end
 
   # (A report kept by the version before, across a code reload, has no
@@ -720,22 +714,6 @@ defmodule BeamAlloc.Reporter do
     do: %{watch | out: Map.put(watch.out, report.seq, report)}
 
   defp pushed_out(watch, _report), do: %{watch | lost: watch.lost + 1}
-
-  # The reports pushed out of each watch that a consume call may mark
-  # (candidate?), their lines resolved: ref => [report].
-  defp out_candidates(state, candidate?) do
-    Enum.reduce(state.watches, {%{}, state}, fn {ref, watch}, {acc, state} ->
-      {reports, state} =
-        resolved_list(
-          Enum.filter(Map.values(watch.out), candidate?),
-          fn _ -> true end,
-          state,
-          true
-        )
-
-      {Map.put(acc, ref, reports), state}
-    end)
-  end
 
   # Who the reporting process works for: a Task's $callers lead back to the
   # test that started it, and $ancestors to whoever started a proc_lib
