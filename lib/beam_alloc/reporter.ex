@@ -513,15 +513,18 @@ defmodule BeamAlloc.Reporter do
   end
 
   @impl true
+  def handle_call(request, from, state) when not is_current(state),
+    do: handle_call(request, from, current(state))
+
   # A watch and a mark are answered at once: the reports read and not yet
   # kept were made before them, and get the numbers up to
   # seq + unread (the watch leaves them out by those).
   def handle_call({:watch, _ref, _pid, _all?} = request, from, state),
-    do: answer(request, from, current(state))
+    do: answer(request, from, state)
 
-  def handle_call(:mark, from, state), do: answer(:mark, from, current(state))
+  def handle_call(:mark, from, state), do: answer(:mark, from, state)
 
-  def handle_call(request, from, state), do: answer(request, from, settled(current(state)))
+  def handle_call(request, from, state), do: answer(request, from, settled(state))
 
   defp answer(:recent, _from, state) do
     state = resolved_queue(state)
