@@ -23,8 +23,9 @@
 -behaviour(gen_server).
 
 -export([start_link/0, take/0, recent/0]).
-%% Internal: BeamAlloc.Reporter consumes as this one does.
--export([consumes/5]).
+%% Internal: BeamAlloc.Reporter consumes, and bounds its backlog, as this
+%% one does.
+-export([consumes/5, drop_oldest/1, waiting/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          terminate/2, code_change/3]).
 
@@ -364,7 +365,8 @@ keep({Module, Line, Pid}, #{kept := Kept, seq := Seq0, watches := Watches0,
 %% The oldest line waiting is not logged: counted in the entry that takes
 %% the head of the queue ({dropped, its last Seq, how many}), logged in its
 %% place. Its kept copy stays as it came (no longer after First in
-%% resolved/2).
+%% resolved/2). (BeamAlloc.Reporter's state is bounded by it too: it has
+%% the same unlogged and resolved.)
 drop_oldest(#{unlogged := Unlogged, resolved := Resolved} = S) ->
     {N, Rest} = case queue:out(Unlogged) of
                     {{value, {dropped, _, N0}}, Rest0} -> {N0, Rest0};

@@ -164,7 +164,7 @@ defmodule BeamAlloc.Reporter do
   # with a slow handler), and the waiting ones grew without limit (16
   # processes making double frees for 30 s: 26,000 lines waiting, 13 MiB,
   # and growing by 600 a second). Past it the oldest waiting is dropped,
-  # and a line in its place says how many were (see drop_oldest/1): about
+  # and a line in its place says how many were (see keep/2): about
   # 5 MiB of lines, 10 s of logging at the default handler's pace. (The
   # option backlog: n is the tests'.)
   @backlog 10_000
@@ -248,7 +248,7 @@ defmodule BeamAlloc.Reporter do
     state = current(state)
     state = state |> keep_unread(:queue.len(state.unread)) |> work_until(deadline)
 
-    case :queue.len(state.unread) + waiting(state.unlogged) do
+    case :queue.len(state.unread) + :beam_alloc_reporter.waiting(state.unlogged) do
       0 -> :ok
       left -> Logger.warning("beam_alloc: #{left} more reports not logged: the reporter stopped")
     end
@@ -418,7 +418,7 @@ defmodule BeamAlloc.Reporter do
   # (A flood repeats lines, a misuse in a loop on a block used again: each
   # line is resolved once a call, memo.)
   # With dropped? (a consume, an unwatch), also those dropped from the log
-  # (see drop_oldest/1), which stay as they came otherwise: a check lists
+  # (see keep/2), which stay as they came otherwise: a check lists
   # its misuse's line resolved, and a dropped report of it was not consumed
   # (the guard failed the test for it). (A line resolved already stays as
   # it is: no site left to resolve.)
@@ -638,31 +638,15 @@ defmodule BeamAlloc.Reporter do
         unlogged: unlogged
     }
 
-    if waiting(unlogged) > backlog(state), do: drop_oldest(state), else: state
-  end
-
-  # The oldest line waiting is not logged: counted in the line that takes
-  # the head of the queue ({:dropped, its last seq, how many}), which is
-  # logged in its place. Its kept copies stay as they came (sites as
-  # lib.so+0x1c1b), as it is no longer unlogged?/2.
-  defp drop_oldest(state) do
-    {n, rest} =
-      case :queue.out(state.unlogged) do
-        {{:value, {:dropped, _, n}}, rest} -> {n, rest}
-        {{:value, _}, _} -> {0, state.unlogged}
-      end
-
-    {{:value, {seq, _, _}}, rest} = :queue.out(rest)
-    unlogged = :queue.in_r({:dropped, seq, n + 1}, rest)
-    %{state | unlogged: unlogged, resolved: Map.delete(state.resolved, seq)}
-  end
-
-  # The reports waiting to be logged (dropped ones not counted).
-  defp waiting(unlogged) do
-    case :queue.peek(unlogged) do
-      {:value, {:dropped, _, _}} -> :queue.len(unlogged) - 1
-      _ -> :queue.len(unlogged)
-    end
+    # Past the backlog the oldest line waiting is not logged: counted in an
+    # entry that takes the head of unlogged ({:dropped, its last seq, how
+    # many}), logged in its place; its kept copies stay as they came (sites
+    # as lib.so+0x1c1b), as it is no longer unlogged?/2. The Erlang
+    # reporter's drop_oldest/1 and waiting/1 (the reports waiting, dropped
+    # ones not counted) do it on the same keys, unlogged and resolved.
+    if :beam_alloc_reporter.waiting(unlogged) > backlog(state),
+      do: :beam_alloc_reporter.drop_oldest(state),
+      else: state
   end
 
   # (A state of the version before has no backlog.)
