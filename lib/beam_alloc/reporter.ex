@@ -664,43 +664,24 @@ defmodule BeamAlloc.Reporter do
     if :queue.len(queue) > @keep, do: :queue.drop(queue), else: queue
   end
 
+  # A watch keeps its latest @keep reports, and those pushed out of them
+  # that no check has consumed yet (out): a check consumes the reports of
+  # its runs when it is over, and a report of its first runs was pushed
+  # out already. Up to 10,000 of them: more are counted (lost), and count
+  # for the test even if a check consumes them later (a test failing for
+  # that is the safe side; the lines would take the reporter's memory
+  # without bound). The Erlang reporter's kept_in/2 does it, on the same
+  # keys (kept, out, lost).
   defp to_watches(report, watches) do
     Map.new(watches, fn {ref, watch} ->
       if report.seq > Map.get(watch, :after_seq, 0) and
            (watch.all? or report.pid == watch.pid or watch.pid in report.callers) do
-        {ref, kept_in(watch, report)}
+        {ref, :beam_alloc_reporter.kept_in(report, watch)}
       else
         {ref, watch}
       end
     end)
   end
-
-  # A watch keeps its latest @keep reports, and those pushed out of them
-  # that no check has consumed yet (out): a check consumes the reports of
-  # its runs when it is over, and a report of its first runs was pushed
-  # out already. Up to @out_kept of them: more are counted (lost), and
-  # count for the test even if a check consumes them later (a test failing
-  # for that is the safe side; the lines would take the reporter's memory
-  # without bound).
-  @out_kept 10_000
-
-  defp kept_in(watch, report) do
-    kept = :queue.in(report, watch.kept)
-
-    if :queue.len(kept) > @keep do
-      {{:value, oldest}, kept} = :queue.out(kept)
-      pushed_out(%{watch | kept: kept}, oldest)
-    else
-      %{watch | kept: kept}
-    end
-  end
-
-  defp pushed_out(watch, %{consumed: true}), do: watch
-
-  defp pushed_out(watch, report) when map_size(watch.out) < @out_kept,
-    do: %{watch | out: Map.put(watch.out, report.seq, report)}
-
-  defp pushed_out(watch, _report), do: %{watch | lost: watch.lost + 1}
 
   # Who the reporting process works for: a Task's $callers lead back to the
   # test that started it, and $ancestors to whoever started a proc_lib
