@@ -23,9 +23,9 @@
 -behaviour(gen_server).
 
 -export([start_link/0, take/0, recent/0]).
-%% Internal: BeamAlloc.Reporter consumes, and bounds its backlog and its
-%% watches, as this one does.
--export([consumes/5, drop_oldest/1, waiting/1, kept_in/2]).
+%% Internal: BeamAlloc.Reporter consumes, resolves the lines it answers
+%% with, and bounds its backlog and its watches, as this one does.
+-export([consumes/5, resolved_list/4, drop_oldest/1, waiting/1, kept_in/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          terminate/2, code_change/3]).
 

@@ -422,43 +422,15 @@ defmodule BeamAlloc.Reporter do
   # its misuse's line resolved, and a dropped report of it was not consumed
   # (the guard failed the test for it). (A line resolved already stays as
   # it is: no site left to resolve.)
+  # (The Erlang reporter's resolved_list/4 does it, on the same keys:
+  # seq and line of a report, unlogged and resolved of the state.)
   defp resolved(queue, wanted?, state, dropped? \\ false) do
     {reports, state} = resolved_list(:queue.to_list(queue), wanted?, state, dropped?)
     {:queue.from_list(reports), state}
   end
 
-  defp resolved_list(reports, wanted?, state, dropped?) do
-    {reports, {resolved, _memo}} =
-      Enum.map_reduce(reports, {state.resolved, %{}}, fn report, {resolved, memo} ->
-        unlogged? = unlogged?(report, state)
-
-        cond do
-          not (unlogged? or dropped?) or not wanted?.(report) ->
-            {report, {resolved, memo}}
-
-          is_map_key(resolved, report.seq) ->
-            {%{report | line: resolved[report.seq]}, {resolved, memo}}
-
-          true ->
-            line = Map.get_lazy(memo, report.line, fn -> resolve(report.line) end)
-            memo = Map.put(memo, report.line, line)
-            # (Remembered for its logging: none for one logged or dropped.)
-            resolved = if unlogged?, do: Map.put(resolved, report.seq, line), else: resolved
-            {%{report | line: line}, {resolved, memo}}
-        end
-      end)
-
-    {reports, %{state | resolved: resolved}}
-  end
-
-  # Whether a kept report is not logged yet: its line may be as it came.
-  defp unlogged?(report, state) do
-    case :queue.peek(state.unlogged) do
-      {:value, {:dropped, seq, _}} -> report.seq > seq
-      {:value, {seq, _, _}} -> report.seq >= seq
-      :empty -> false
-    end
-  end
+  defp resolved_list(reports, wanted?, state, dropped?),
+    do: :beam_alloc_reporter.resolved_list(wanted?, dropped?, reports, state)
 
   # Reports are kept (numbered) one at a time, and who made the reports
   # that came meanwhile read after each: read after the whole batch, a
@@ -641,7 +613,7 @@ defmodule BeamAlloc.Reporter do
     # Past the backlog the oldest line waiting is not logged: counted in an
     # entry that takes the head of unlogged ({:dropped, its last seq, how
     # many}), logged in its place; its kept copies stay as they came (sites
-    # as lib.so+0x1c1b), as it is no longer unlogged?/2. The Erlang
+    # as lib.so+0x1c1b), as it is no longer after unlogged's head. The Erlang
     # reporter's drop_oldest/1 and waiting/1 (the reports waiting, dropped
     # ones not counted) do it on the same keys, unlogged and resolved.
     if :beam_alloc_reporter.waiting(unlogged) > backlog(state),
