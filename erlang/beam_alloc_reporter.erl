@@ -97,22 +97,22 @@ handle_call({watch, Ref, Pid, All}, _From, S0) when is_reference(Ref) ->
     Watch = #{pid => Pid, all => All =:= true, after_seq => Seq, kept => queue:new(),
               out => #{}, lost => 0},
     {reply, ok, S#{watches := Watches#{Ref => Watch}}};
-handle_call(Request, From, S) ->
-    answer(Request, From, log_until(current(S), deadline(?BUDGET))).
+handle_call(Request, _From, S) ->
+    answer(Request, log_until(current(S), deadline(?BUDGET))).
 
-answer(take, _From, S0) ->
+answer(take, S0) ->
     #{kept := Kept} = S = resolved(fun(_) -> true end, S0),
     {reply, pairs(queue:to_list(Kept)), S#{kept := queue:new()}};
-answer(take_unconsumed, _From, S0) ->
+answer(take_unconsumed, S0) ->
     #{kept := Kept} = S = resolved(fun(_) -> true end, S0),
     {reply, pairs([R || #{consumed := false} = R <- queue:to_list(Kept)]),
      S#{kept := queue:new()}};
-answer(recent, _From, S0) ->
+answer(recent, S0) ->
     #{kept := Kept} = S = resolved(fun(_) -> true end, S0),
     {reply, pairs(queue:to_list(Kept)), S};
 %% (The lines of the reports it may consume resolved first: the check
 %% lists them resolved.)
-answer({consume, Pid, Modules, Windows}, _From, S0) ->
+answer({consume, Pid, Modules, Windows}, S0) ->
     Candidate = fun(#{pid := P, module := M, seq := Seq}) ->
                         P =:= Pid andalso lists:member(M, Modules) andalso
                             lists:any(fun({From, To, _}) -> Seq > From andalso Seq =< To;
@@ -126,7 +126,7 @@ answer({consume, Pid, Modules, Windows}, _From, S0) ->
 %% The watch's reports no check consumed, the latest KEEP (their sites
 %% resolved), and how many in all; the watch ends. (A watch it does not
 %% know, as after a restart, saw nothing.)
-answer({unwatch, Ref}, _From, #{watches := Watches} = S0) ->
+answer({unwatch, Ref}, #{watches := Watches} = S0) ->
     case maps:take(Ref, Watches) of
         error ->
             {reply, {[], 0}, S0};
@@ -139,7 +139,7 @@ answer({unwatch, Ref}, _From, #{watches := Watches} = S0) ->
     end;
 %% A call it does not know is answered, not a crash that loses the kept
 %% reports.
-answer(Other, _From, S) ->
+answer(Other, S) ->
     {reply, {error, {unknown_call, Other}}, S}.
 
 %% Marked consumed: a report Pid made in a call into one of Modules, kept

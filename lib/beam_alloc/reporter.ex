@@ -491,26 +491,26 @@ defmodule BeamAlloc.Reporter do
   # A watch and a mark are answered at once: the reports read and not yet
   # kept were made before them, and get the numbers up to
   # seq + unread (the watch leaves them out by those).
-  def handle_call({:watch, _ref, _pid, _all?} = request, from, state),
-    do: answer(request, from, state)
+  def handle_call({:watch, _ref, _pid, _all?} = request, _from, state),
+    do: answer(request, state)
 
-  def handle_call(:mark, from, state), do: answer(:mark, from, state)
+  def handle_call(:mark, _from, state), do: answer(:mark, state)
 
-  def handle_call(request, from, state), do: answer(request, from, settled(state))
+  def handle_call(request, _from, state), do: answer(request, settled(state))
 
-  defp answer(:recent, _from, state) do
+  defp answer(:recent, state) do
     state = resolved_queue(state)
     {:reply, pairs(state.queue), state}
   end
 
-  defp answer(:take, _from, state) do
+  defp answer(:take, state) do
     state = resolved_queue(state)
     {:reply, pairs(state.queue), %{state | queue: :queue.new()}}
   end
 
-  defp answer(:mark, _from, state), do: {:reply, state.seq + :queue.len(state.unread), state}
+  defp answer(:mark, state), do: {:reply, state.seq + :queue.len(state.unread), state}
 
-  defp answer({:since, mark}, _from, state) do
+  defp answer({:since, mark}, state) do
     state = resolved_queue(state, &(&1.seq > mark))
     {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
   end
@@ -520,7 +520,7 @@ defmodule BeamAlloc.Reporter do
   # modules, numbered after from and up to to in one of windows, and whose
   # line is one the window lists (the runs of a check and the misuse it
   # turned into its result), are marked consumed; and a take of the others.
-  defp answer({:consume, pid, modules, windows}, _from, state) do
+  defp answer({:consume, pid, modules, windows}, state) do
     # (The lines of the reports that may be consumed resolved first: the
     # check lists them resolved.)
     candidate? = fn %{seq: seq} = report ->
@@ -556,14 +556,14 @@ defmodule BeamAlloc.Reporter do
   # (A report kept by the version before, across a code reload, has no
   # consumed key: it is not consumed. &1.consumed raised, and the reporter
   # went down with what it kept.)
-  defp answer(:take_unconsumed, _from, state) do
+  defp answer(:take_unconsumed, state) do
     state = resolved_queue(state)
     unconsumed = :queue.filter(&(not Map.get(&1, :consumed, false)), state.queue)
     {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
   end
 
-  defp answer({:watch, ref, pid, all?}, _from, state) do
-    {:reply, after_seq, _} = answer(:mark, nil, state)
+  defp answer({:watch, ref, pid, all?}, state) do
+    {:reply, after_seq, _} = answer(:mark, state)
 
     watch = %{
       pid: pid,
@@ -580,7 +580,7 @@ defmodule BeamAlloc.Reporter do
   # (A watch the reporter does not know, as after a restart of it, saw
   # nothing: as since/1 of a mark from before a restart.) Only the lines
   # shown are resolved.
-  defp answer({:unwatch, ref}, _from, state) do
+  defp answer({:unwatch, ref}, state) do
     {watch, watches} = Map.pop(state.watches, ref, %{kept: :queue.new(), out: %{}, lost: 0})
 
     unconsumed =
@@ -593,7 +593,7 @@ defmodule BeamAlloc.Reporter do
 
   # A call it does not know is answered, not a crash that loses the kept
   # reports.
-  defp answer(other, _from, state), do: {:reply, {:error, {:unknown_call, other}}, state}
+  defp answer(other, state), do: {:reply, {:error, {:unknown_call, other}}, state}
 
   # (Its sites resolved later: log_one/1, resolved/3.)
   defp keep({module, line, pid, callers}, state) do
