@@ -897,7 +897,9 @@ defmodule BeamAlloc.CaseTest do
     assert length(BeamAlloc.Case.reports(mark, self(), false)) == 3
   end
 
-  test "check!/3 says so when the reporter no longer keeps some of the test's reports" do
+  # (It counted the reporter's latest Reporter.kept() alone, and said
+  # "and 10 earlier reports, no longer kept".)
+  test "check!/3 counts every report of the test since the mark, and shows the latest" do
     mark = Reporter.mark()
 
     capture_log(fn ->
@@ -909,9 +911,102 @@ defmodule BeamAlloc.CaseTest do
       assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, self(), false) end
 
     assert error.message =~
-             "beam_alloc reported #{Reporter.kept()} problems during the test (and 10 " <>
-               "earlier reports, no longer kept by BeamAlloc.Reporter, which keeps " <>
-               "the latest #{Reporter.kept()}):"
+             "beam_alloc reported #{Reporter.kept() + 10} problems during the test " <>
+               "(the latest #{Reporter.kept()} shown):"
+
+    assert length(BeamAlloc.Case.reports(mark, self(), true)) == Reporter.kept()
+  end
+
+  # check!/3 read the reporter's latest Reporter.kept() reports of all
+  # (since/1): a double free, then more reports than that which checks
+  # consumed, or which a process not the test's made, pushed the double
+  # free out, and check!/3 passed (a silent pass, as the guard's before
+  # 46761e7). It reads the reporter's ledger of unconsumed reports.
+  @tag timeout: 120_000
+  test "check!/3 fails for a report pushed out by reports checks consumed or others made" do
+    capture_log(fn ->
+      mark = Reporter.mark()
+      assert :ok = Misuse.double_free_plain()
+
+      for _ <- 1..(Reporter.kept() + 1) do
+        assert_raise BeamAlloc.AllocationFailureError, fn ->
+          BeamAlloc.Testing.check_all_allocation_failures(&Misuse.double_free_on_failure/0)
+        end
+      end
+
+      assert Enum.all?(Reporter.since(mark), & &1.consumed)
+      assert_pushed_out_double_free(mark)
+
+      mark = Reporter.mark()
+      assert :ok = Misuse.double_free_plain()
+      others = Reporter.mark()
+      double_frees_of_nobody(Reporter.kept() + 1)
+      BeamAlloc.Test.Reports.wait_since(others, Reporter.kept() + 1)
+      assert BeamAlloc.Case.reports(others, self(), true) == []
+      assert_pushed_out_double_free(mark)
+    end)
+  end
+
+  defp assert_pushed_out_double_free(mark) do
+    # (The double free, mark + 1, no longer among the latest.)
+    assert [%{seq: first} | _] = Reporter.since(mark)
+    assert first > mark + 1
+
+    error =
+      assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, self(), true) end
+
+    assert error.message =~ "beam_alloc reported 1 problem during the test:"
+    assert error.message =~ "called from double_free_plain (test/nifs/misuse_nif.c:"
+  end
+
+  # n double frees of a process whose parent is gone before it reports:
+  # nobody's.
+  defp double_frees_of_nobody(n) do
+    spawn(fn ->
+      middle = self()
+
+      spawn(fn ->
+        ref = Process.monitor(middle)
+        receive do: ({:DOWN, ^ref, _, _, _} -> for(_ <- 1..n, do: Misuse.double_free_plain()))
+      end)
+    end)
+  end
+
+  # Past the reporter's ledger (Reporter.ledger() unconsumed reports) the
+  # oldest goes: check!/3 of a mark before it cannot tell whose it was,
+  # and fails, saying so. (As if the reporter had let go of the report
+  # after the mark: made so, more than 10,000 reports would take seconds.)
+  test "check!/3 fails when the reporter let go of a report made since the mark" do
+    mark = Reporter.mark()
+    lost = :sys.get_state(Reporter).ledger_lost
+    :sys.replace_state(Reporter, &%{&1 | ledger_lost: mark + 1})
+
+    try do
+      error =
+        assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, self(), true) end
+
+      assert error.message ==
+               "beam_alloc may have reported problems during the test: reports made since " <>
+                 "the mark are no longer kept by BeamAlloc.Reporter, which keeps the latest " <>
+                 "#{Reporter.ledger()} that no check consumed, of any test: some may have " <>
+                 "been this test's"
+
+      capture_log(fn -> assert :ok = Misuse.double_free_plain() end)
+      wait_for(mark)
+
+      error =
+        assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, self(), true) end
+
+      assert error.message =~
+               "beam_alloc reported 1 problem during the test, and may have reported more " <>
+                 "(reports made since the mark are no longer kept"
+
+      assert error.message =~ "called from double_free_plain"
+      # (Nothing after the double free, nothing let go after it.)
+      assert :ok = BeamAlloc.Case.check!(mark + 1, self(), true)
+    after
+      :sys.replace_state(Reporter, &%{&1 | ledger_lost: lost})
+    end
   end
 
   # A misuse in a loop on many processes puts the reporter behind, and a

@@ -515,6 +515,51 @@ defmodule BeamAlloc.ReportTest do
     end
   end
 
+  # The ledger check!/3 reads keeps every report no check consumed, up to
+  # its bound (here 2): past it the oldest goes, and an answer for a mark
+  # before that one says so; a report a check consumes leaves it; a take
+  # of the latest leaves it as it is.
+  test "the reporter's ledger lets go of its oldest unconsumed report past its bound, and says so" do
+    capture_log(fn ->
+      {:ok, pid} = GenServer.start(Reporter, ledger: 2)
+      me = self()
+
+      for line <- ["a", "b", "c"],
+          do: send(pid, {:beam_alloc_report, Report, line, me, :undefined})
+
+      assert [_, _, _] = GenServer.call(pid, :take)
+
+      assert {[%{line: "b"}, %{line: "c"}], 2, true} =
+               GenServer.call(pid, {:unconsumed_since, 0, me, false})
+
+      assert {[%{line: "c"}], 1, false} = GenServer.call(pid, {:unconsumed_since, 2, me, false})
+
+      assert {[], 0, false} =
+               GenServer.call(pid, {:unconsumed_since, 1, spawn(fn -> :ok end), false})
+
+      assert {[_], 1, false} = GenServer.call(pid, {:unconsumed_since, 2, self(), true})
+
+      :ok = GenServer.call(pid, {:consume, me, [Report], [{2, 3, ["c"]}]})
+      assert {[%{line: "b"}], 1, false} = GenServer.call(pid, {:unconsumed_since, 1, me, false})
+      :ok = GenServer.stop(pid)
+    end)
+  end
+
+  # A reporter of the version before the ledger (its state has no ledger,
+  # kept across a code reload): what it keeps unconsumed is the ledger,
+  # and the reports before them count as let go.
+  test "a reporter of the version before the ledger takes it over from its latest" do
+    old = %{seq: 5, module: Report, line: "kept 5", pid: self(), callers: [], consumed: true}
+    kept = [old, %{old | seq: 6, line: "kept 6", consumed: false}]
+    state = %{queue: :queue.from_list(kept), seq: 6, known: %{}, unread: []}
+
+    assert {:reply, {[%{line: "kept 6"}], 1, true}, state} =
+             Reporter.handle_call({:unconsumed_since, 0, self(), false}, nil, state)
+
+    assert {:reply, {[%{line: "kept 6"}], 1, false}, _} =
+             Reporter.handle_call({:unconsumed_since, 4, self(), false}, nil, state)
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).

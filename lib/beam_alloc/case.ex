@@ -189,57 +189,89 @@ defmodule BeamAlloc.Case do
   of the reporting process, read by the reporter before the reporting call
   returns); when `async?` is false,
   every report since the mark (the test runs alone). Not those a fault
-  injection check turned into its result (`consumed`).
+  injection check turned into its result (`consumed`). The latest
+  `BeamAlloc.Reporter.kept/0` (100) of them, oldest first: `check!/3`
+  counts them all.
+
+  Read from what the reporter keeps for this apart from its latest 100
+  (`since/1`): the latest 10,000 reports of the node that no check
+  consumed, whoever made them. A report of the test made before more
+  than 10,000 such reports (any test's) is no longer there: `check!/3`
+  fails then, this function leaves it out.
   """
   @spec reports(non_neg_integer, pid, boolean) :: [Reporter.report()]
-  def reports(mark, test_pid, async?), do: mark |> Reporter.since() |> of_test(test_pid, async?)
-
-  # (Not those a fault injection check turned into its result, which the
-  # test got as the check's error: consumed.)
-  defp of_test(reports, test_pid, async?) do
-    Enum.filter(reports, fn report ->
-      not Map.get(report, :consumed, false) and
-        (not async? or report.pid == test_pid or test_pid in report.callers)
-    end)
+  def reports(mark, test_pid, async?) do
+    {reports, _n, _lost?} = unconsumed_since(mark, test_pid, async?)
+    reports
   end
 
   @doc """
-  Raises `ExUnit.AssertionError` listing the reports of `reports/3`, if
-  any; `:ok` otherwise. (The guard itself does not call it: the reporter
-  keeps the test's own reports apart for it, however many others come.)
+  Raises `ExUnit.AssertionError` if beam_alloc reported a problem since
+  `mark` that belongs to the test (see `reports/3`): it counts every such
+  report, however many other reports came meanwhile (other tests', or
+  those a check consumed), and lists the latest 100; `:ok` otherwise.
+
+  Bounded: the reporter keeps the latest 10,000 reports of the node that
+  no check consumed. When one made after `mark` was let go (more than
+  10,000 since, of any test), it fails too, saying so: it cannot tell
+  whether that one was the test's. (The guard itself, `use
+  BeamAlloc.Case`, does not call it: the reporter keeps the test's own
+  reports apart for it, however many others come.)
   """
   @spec check!(non_neg_integer, pid, boolean) :: :ok
   def check!(mark, test_pid, async?) do
-    kept = Reporter.since(mark)
-    reports = of_test(kept, test_pid, async?)
-    fail_with(reports, length(reports), fn _, _ -> dropped_note(dropped(mark, kept)) end)
+    case unconsumed_since(mark, test_pid, async?) do
+      {reports, n, false} -> fail_with(reports, n, &shown_note/2)
+      {reports, n, true} -> fail_lost(reports, n)
+    end
+  end
+
+  # (It read the reporter's latest 100 of all, since/1: a test's report
+  # followed by more than 100 others, other tests' or reports a check
+  # consumed, was pushed out, and check!/3 passed: review of 46761e7.)
+  defp unconsumed_since(mark, test_pid, async?) when is_integer(mark) and mark >= 0,
+    do: Reporter.unconsumed_since(mark, test_pid, not async?)
+
+  defp unconsumed_since(mark, _test_pid, _async?) do
+    raise ArgumentError,
+          "expected a mark from BeamAlloc.Reporter.mark/0 (a non-negative " <>
+            "integer), got: #{inspect(mark)}"
   end
 
   # n problems in all, reports the latest of them; note says what is not
   # shown.
   defp fail_with(_reports, 0, _note), do: :ok
-
-  defp fail_with(reports, n, note) do
-    raise ExUnit.AssertionError,
-      message:
-        "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} " <>
-          "during the test#{note.(n, length(reports))}:\n\n" <>
-          Enum.map_join(reports, "\n", &("  " <> &1.line))
-  end
+  defp fail_with(reports, n, note), do: fail(reported(n) <> note.(n, length(reports)), reports)
 
   defp shown_note(n, n), do: ""
   defp shown_note(_n, 0), do: " (their lines are no longer kept)"
   defp shown_note(_n, shown), do: " (the latest #{shown} shown)"
 
-  # The reporter keeps the latest reports only: say so when some made
-  # since the mark are gone (150 double frees read as "100 problems").
-  defp dropped(mark, [%{seq: oldest} | _]) when oldest > mark + 1, do: oldest - mark - 1
-  defp dropped(_mark, _kept), do: 0
+  # Some report made since the mark is no longer kept: it may have been
+  # the test's, so the test fails (the safe side), with what is kept.
+  defp fail_lost(_reports, 0),
+    do: fail("beam_alloc may have reported problems during the test: " <> lost(), [])
 
-  defp dropped_note(0), do: ""
+  defp fail_lost(reports, n) do
+    fail(
+      reported(n) <> shown_note(n, length(reports)) <> ", and may have reported more (#{lost()})",
+      reports
+    )
+  end
 
-  defp dropped_note(n) do
-    " (and #{n} earlier reports, no longer kept by " <>
-      "BeamAlloc.Reporter, which keeps the latest #{Reporter.kept()})"
+  defp lost do
+    "reports made since the mark are no longer kept by BeamAlloc.Reporter, which keeps " <>
+      "the latest #{Reporter.ledger()} that no check consumed, of any test: some may " <>
+      "have been this test's"
+  end
+
+  defp reported(n),
+    do: "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} during the test"
+
+  defp fail(said, []), do: raise(ExUnit.AssertionError, message: said)
+
+  defp fail(said, reports) do
+    raise ExUnit.AssertionError,
+      message: said <> ":\n\n" <> Enum.map_join(reports, "\n", &("  " <> &1.line))
   end
 end

@@ -52,6 +52,18 @@ defmodule BeamAlloc.Reporter do
 
   @keep 100
 
+  # Every report no check consumed is also kept apart from the latest
+  # @keep of all (queue, which any report pushes along and take/0
+  # empties), the latest @ledger of them (the ledger), for
+  # BeamAlloc.Case.check!/3: read from since/1, a test's report followed
+  # by more than @keep others (other tests', or reports a check consumed)
+  # was pushed out, and check!/3 passed (a silent pass, found in review of
+  # 46761e7). Past @ledger the oldest goes, and its number is remembered
+  # (ledger_lost): a check!/3 of an older mark fails, as it cannot tell
+  # whose it was. Up to about 5 MB of lines. (The option ledger: n is the
+  # tests'.)
+  @ledger 10_000
+
   @typedoc """
   A kept report: its sequence number, the module whose NIF library made it,
   the line, the process whose NIF call made it (`nil` from threads and
@@ -146,6 +158,25 @@ defmodule BeamAlloc.Reporter do
   @spec unwatch(reference) :: {[report], non_neg_integer}
   def unwatch(ref) when is_reference(ref), do: call({:unwatch, ref})
 
+  @doc false
+  # BeamAlloc.Case.check!/3 and reports/3: the reports after mark that no
+  # check consumed, made by pid or a process working for it (every one
+  # when all? is true): the latest @keep of them, oldest first, how many
+  # in all, and whether the reporter let go of one made after mark
+  # (more than @ledger unconsumed reports of anyone's since, see there),
+  # which may have been pid's.
+  @spec unconsumed_since(non_neg_integer, pid, boolean) ::
+          {[report], non_neg_integer, boolean}
+  def unconsumed_since(mark, pid, all?)
+      when is_integer(mark) and mark >= 0 and is_pid(pid) and is_boolean(all?),
+      do: call({:unconsumed_since, mark, pid, all?})
+
+  @doc false
+  # How many unconsumed reports unconsumed_since/3 answers from: the
+  # latest, older ones let go.
+  @spec ledger() :: pos_integer
+  def ledger, do: @ledger
+
   # Without the application, a call said {:noproc, {GenServer, :call, ...}}:
   # a RuntimeError says what to start (the Erlang side raises
   # {not_started, beam_alloc}).
@@ -171,7 +202,7 @@ defmodule BeamAlloc.Reporter do
 
   # The state's version (see is_current/1): one more for every key added
   # to the state or to a watch, which current/1 then defaults.
-  @version 1
+  @version 2
 
   @impl true
   def init(opts) do
@@ -193,6 +224,10 @@ defmodule BeamAlloc.Reporter do
        unlogged: :queue.new(),
        resolved: %{},
        scheduled: false,
+       ledger: %{},
+       ledger_seqs: :queue.new(),
+       ledger_lost: 0,
+       ledger_max: Keyword.get(opts, :ledger, @ledger),
        version: @version
      }}
   end
@@ -222,10 +257,33 @@ defmodule BeamAlloc.Reporter do
     |> Map.put_new(:unlogged, :queue.new())
     |> Map.put_new(:resolved, %{})
     |> Map.put_new(:scheduled, false)
+    |> ledger_taken_over()
     |> Map.update!(:watches, fn watches ->
       Map.new(watches, fn {ref, watch} -> {ref, Map.merge(%{out: %{}, lost: 0}, watch)} end)
     end)
     |> Map.put(:version, @version)
+  end
+
+  # A state of a version before the ledger: its ledger is what it keeps
+  # unconsumed, and every report before those counts as no longer kept
+  # (a check!/3 of a mark before them fails: failing is the safe side).
+  defp ledger_taken_over(%{ledger: _} = state), do: state
+
+  defp ledger_taken_over(state) do
+    kept = Enum.reject(:queue.to_list(state.queue), &Map.get(&1, :consumed, false))
+
+    lost =
+      case :queue.peek(state.queue) do
+        {:value, %{seq: first}} -> first - 1
+        :empty -> state.seq
+      end
+
+    Map.merge(state, %{
+      ledger: Map.new(kept, &{&1.seq, &1}),
+      ledger_seqs: :queue.from_list(Enum.map(kept, & &1.seq)),
+      ledger_lost: lost,
+      ledger_max: @ledger
+    })
   end
 
   # (And its mailbox off the heap, as init/1 sets it: see there.)
@@ -397,7 +455,12 @@ defmodule BeamAlloc.Reporter do
         {ref, %{w | kept: map_queue(w.kept, put), out: out}}
       end)
 
-    %{state | queue: map_queue(state.queue, put), watches: watches}
+    ledger =
+      if is_map_key(state.ledger, seq),
+        do: Map.update!(state.ledger, seq, put),
+        else: state.ledger
+
+    %{state | queue: map_queue(state.queue, put), watches: watches, ledger: ledger}
   end
 
   # Source lines here, in this process, on a dirty scheduler: never on the
@@ -550,6 +613,8 @@ defmodule BeamAlloc.Reporter do
          state}
       end)
 
+    # (And the ledger's, which check!/3 reads.)
+    state = ledger_consumed(state, candidate?, consume)
     {:reply, :ok, %{state | queue: map_queue(queue, consume), watches: Map.new(watches)}}
   end
 
@@ -591,6 +656,21 @@ defmodule BeamAlloc.Reporter do
     {:reply, {shown, length(unconsumed) + watch.lost}, %{state | watches: watches}}
   end
 
+  # check!/3's: the reports since mark no check consumed, made by pid or a
+  # process working for it (every one with all?), the latest @keep of them
+  # (their sites resolved) and how many in all, and whether the ledger
+  # let go of one made after mark (which may be pid's).
+  defp answer({:unconsumed_since, mark, pid, all?}, state) do
+    mine =
+      state.ledger
+      |> Map.values()
+      |> Enum.filter(&(&1.seq > mark and watched?(&1, pid, all?)))
+      |> Enum.sort_by(& &1.seq)
+
+    {shown, state} = resolved_list(Enum.take(mine, -@keep), fn _ -> true end, state, true)
+    {:reply, {shown, length(mine), state.ledger_lost > mark}, state}
+  end
+
   # A call it does not know is answered, not a crash that loses the kept
   # reports.
   defp answer(other, state), do: {:reply, {:error, {:unknown_call, other}}, state}
@@ -603,7 +683,7 @@ defmodule BeamAlloc.Reporter do
     unlogged = :queue.in({seq, module, line}, state.unlogged)
 
     state = %{
-      state
+      ledgered(report, state)
       | queue: bounded_in(state.queue, report),
         seq: seq,
         watches: watches,
@@ -646,13 +726,49 @@ defmodule BeamAlloc.Reporter do
   # keys (kept, out, lost).
   defp to_watches(report, watches) do
     Map.new(watches, fn {ref, watch} ->
-      if report.seq > Map.get(watch, :after_seq, 0) and
-           (watch.all? or report.pid == watch.pid or watch.pid in report.callers) do
+      if report.seq > Map.get(watch, :after_seq, 0) and watched?(report, watch.pid, watch.all?) do
         {ref, :beam_alloc_reporter.kept_in(report, watch)}
       else
         {ref, watch}
       end
     end)
+  end
+
+  defp watched?(report, pid, all?),
+    do: all? or report.pid == pid or pid in report.callers
+
+  # (See @ledger.) ledger_seqs holds the ledger's numbers, oldest first.
+  defp ledgered(report, state) do
+    ledger = Map.put(state.ledger, report.seq, report)
+    seqs = :queue.in(report.seq, state.ledger_seqs)
+
+    if map_size(ledger) > state.ledger_max do
+      {{:value, oldest}, seqs} = :queue.out(seqs)
+      %{state | ledger: Map.delete(ledger, oldest), ledger_seqs: seqs, ledger_lost: oldest}
+    else
+      %{state | ledger: ledger, ledger_seqs: seqs}
+    end
+  end
+
+  # The ledger's reports a consume marks leave it: consumed, they count
+  # for no test.
+  defp ledger_consumed(state, candidate?, consume) do
+    candidates = Enum.filter(Map.values(state.ledger), candidate?)
+    {candidates, state} = resolved_list(candidates, fn _ -> true end, state, true)
+
+    case for r <- candidates, consume.(r).consumed, do: r.seq do
+      [] ->
+        state
+
+      consumed ->
+        gone = MapSet.new(consumed)
+
+        %{
+          state
+          | ledger: Map.drop(state.ledger, consumed),
+            ledger_seqs: :queue.filter(&(not MapSet.member?(gone, &1)), state.ledger_seqs)
+        }
+    end
   end
 
   # Who the reporting process works for: a Task's $callers lead back to the
