@@ -163,7 +163,12 @@ driver_problem() ->
 %% Module the module whose NIF library reported, Line the report with its
 %% code sites as source lines (my_nif:double_free/0's "called from
 %% double_free (c_src/my_nif.c:42)"). An EUnit test can take what came
-%% before it, run, and check what its code reported. Raises
+%% before it, run, and check what its code reported. Bounded: the
+%% reporter keeps the latest 100 reports of the node, whoever made them
+%% (consumed ones too: beam_alloc_testing); of more since the last take,
+%% the oldest are gone, without a word. A test that must fail for every
+%% report made while it ran uses beam_alloc_testing:without_reports/1,
+%% which counts them all. Raises
 %% erlang:error({not_started, beam_alloc}) when the application is not
 %% running (a reporter its supervisor is restarting is waited for, a second
 %% at most): start it first (application:ensure_all_started(beam_alloc));
@@ -174,7 +179,8 @@ take_reports() ->
 
 %% As take_reports/0, without the reports a fault injection check turned
 %% into its result (beam_alloc_testing marks them consumed): what
-%% beam_alloc_testing:without_reports/1 fails with.
+%% beam_alloc_testing:without_reports/1 fails with under a reporter that
+%% keeps no watch (an older version), bounded as take_reports/0 is.
 -spec take_unconsumed_reports() -> [{module(), binary()}].
 take_unconsumed_reports() ->
     take(take_unconsumed, ?REPORTER_TRIES).

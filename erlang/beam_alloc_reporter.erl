@@ -9,7 +9,10 @@
 %% (beam_alloc_symbolizer: function and file.c:line when the library has
 %% debug information), logs it as a warning through logger, with the
 %% metadata #{beam_alloc => Module}, and keeps the latest 100 for tests:
-%% beam_alloc:take_reports/0 returns and forgets them.
+%% beam_alloc:take_reports/0 returns and forgets them. Of more than 100
+%% (anyone's), the oldest are gone: beam_alloc_testing:without_reports/1
+%% has the reporter keep the reports made while its fun runs apart (a
+%% watch, below), and counts them all.
 %%
 %% A fault injection check (beam_alloc_testing) that turned some of them
 %% into its result marks those consumed ({consume, ...} below):
@@ -51,8 +54,9 @@
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
-%% The reports kept, oldest first, as {Module, Line}, Module the module
-%% whose NIF library reported; forgetting them.
+%% The reports kept (the latest 100 of the node, anyone's), oldest first,
+%% as {Module, Line}, Module the module whose NIF library reported;
+%% forgetting them.
 -spec take() -> [{module(), binary()}].
 take() ->
     gen_server:call(?MODULE, take).

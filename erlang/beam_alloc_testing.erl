@@ -75,10 +75,13 @@
 %%         ?assertMatch({ok, _}, beam_alloc_testing:without_reports(
 %%                                   fun() -> my_nif:parse(<<"[1]">>) end)).
 %%
-%% It takes the node's reports (beam_alloc:take_reports/0) before and
-%% after, and every report made meanwhile counts, whoever made it: run such
-%% tests one at a time, as EUnit does unless told otherwise. All of them
-%% are counted, however many; the error lists the latest 100, after a line
+%% The reporter keeps the reports made while Fun runs apart for it (not
+%% its latest 100 of the node, which more reports push along), and every
+%% report made meanwhile counts, whoever made it: run such tests one at a
+%% time, as EUnit does unless told otherwise. (It takes the node's reports,
+%% beam_alloc:take_reports/0, before and after.) All of them that no check
+%% consumed are counted, however many (up to 10,000 lines kept past the
+%% latest 100, more counted); the error lists the latest 100, after a line
 %% "beam_alloc: N reports, the latest 100 below" when there were more. A report
 %% wins over an exception of Fun (a misuse often causes the failure). The
 %% beam_alloc application must be started ({not_started, beam_alloc}

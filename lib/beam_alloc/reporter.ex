@@ -16,7 +16,17 @@ defmodule BeamAlloc.Reporter do
 
   Tests read them three ways: `take/0` (what came since the last take),
   `since/1` with a `mark/0` taken before (what came between), or
-  `BeamAlloc.Case`, which fails any test during which a report was made.
+  `BeamAlloc.Case`, which fails any test during which a report was made
+  (its guard, or `BeamAlloc.Case.check!/3` with a mark).
+
+  `recent/0`, `take/0` and `since/1` are bounded: they read the latest
+  #{100} reports of the whole node, whoever made them, and a report
+  followed by more than #{100} others (another test's, or reports a
+  check consumed) is no longer among them, without a word (`since/1`'s
+  numbers show the gap). `BeamAlloc.Case` counts every report of the test
+  however many others come (`check!/3`: up to #{10_000} unconsumed
+  reports of the node since its mark; past that it fails, as it cannot
+  tell whose the ones let go were).
 
   A report that `BeamAlloc.Testing.check_all_allocation_failures/2` turned
   into its result (a misuse in one of its runs, or a `leak_check` NIF's
@@ -87,7 +97,8 @@ defmodule BeamAlloc.Reporter do
 
   @doc """
   The latest reports, oldest first, as `{module, line}` where `module` is
-  the module whose NIF library reported.
+  the module whose NIF library reported: at most `kept/0` (100), of the
+  whole node, whoever made them.
   """
   @spec recent() :: [{module(), String.t()}]
   def recent do
@@ -96,7 +107,11 @@ defmodule BeamAlloc.Reporter do
 
   @doc """
   The latest reports (as `recent/0`), forgetting them: a test can take
-  what came before it, run, and take what its code reported.
+  what came before it, run, and take what its code reported. Bounded as
+  `recent/0` is: of more than `kept/0` (100) reports since the last take
+  (anyone's), the oldest are gone, without a word; another test's take
+  takes the test's too. To fail a test for every report of its own, use
+  `BeamAlloc.Case`.
   """
   @spec take() :: [{module(), String.t()}]
   def take do
@@ -119,8 +134,14 @@ defmodule BeamAlloc.Reporter do
 
   @doc """
   The reports received after `mark` (of those still kept), oldest first,
-  with who made them (see `t:report/0`). Reports sent before this call
-  from the same node are all in.
+  with who made them (see `t:report/0`), consumed ones too. Reports sent
+  before this call from the same node are all in, of those still kept:
+  the reporter keeps the latest `kept/0` (100) of the whole node, whoever
+  made them, and `take/0` forgets them. A report made after `mark`, then
+  followed by more than 100 others (another test's, or reports a check
+  consumed), is missing: the first report's `seq` above `mark + 1` says
+  some are. `BeamAlloc.Case.check!/3` answers whether the test's own
+  reports since a mark were all consumed, counting every one.
   """
   @spec since(non_neg_integer) :: [report]
   def since(mark) when is_integer(mark) and mark >= 0 do
