@@ -155,6 +155,23 @@ defmodule BeamAlloc.BadArgumentsTest do
     end
   end
 
+  test "BeamAlloc.Case.check!/3 and reports/3: ArgumentError for a bad mark, pid or async?" do
+    for {args, said} <- [
+          {[-1, self(), true], ~r/expected a mark from BeamAlloc.Reporter.mark\/0/},
+          {[:latest, self(), true], ~r/expected a mark/},
+          {[0, :me, true], ~r/expected the test's pid, got: :me/},
+          {[0, self(), nil], ~r/expected async\? to be true or false, got: nil/}
+        ],
+        fun <- [:check!, :reports] do
+      assert_clear(
+        "#{fun}#{inspect(args)}",
+        fn -> apply(BeamAlloc.Case, fun, args) end,
+        [ArgumentError],
+        said
+      )
+    end
+  end
+
   test "check_all_allocation_failures/2: ArgumentError for a bad function or option" do
     ok = fn -> :ok end
 

@@ -229,14 +229,23 @@ defmodule BeamAlloc.Case do
   # (It read the reporter's latest 100 of all, since/1: a test's report
   # followed by more than 100 others, other tests' or reports a check
   # consumed, was pushed out, and check!/3 passed: review of 46761e7.)
-  defp unconsumed_since(mark, test_pid, async?) when is_integer(mark) and mark >= 0,
-    do: Reporter.unconsumed_since(mark, test_pid, not async?)
+  # (A bad argument raised FunctionClauseError from the reporter's
+  # internal call, or nothing: say which argument.)
+  defp unconsumed_since(mark, test_pid, async?)
+       when is_integer(mark) and mark >= 0 and is_pid(test_pid) and is_boolean(async?),
+       do: Reporter.unconsumed_since(mark, test_pid, not async?)
 
-  defp unconsumed_since(mark, _test_pid, _async?) do
+  defp unconsumed_since(mark, _test_pid, _async?) when not (is_integer(mark) and mark >= 0) do
     raise ArgumentError,
           "expected a mark from BeamAlloc.Reporter.mark/0 (a non-negative " <>
             "integer), got: #{inspect(mark)}"
   end
+
+  defp unconsumed_since(_mark, test_pid, _async?) when not is_pid(test_pid),
+    do: raise(ArgumentError, "expected the test's pid, got: #{inspect(test_pid)}")
+
+  defp unconsumed_since(_mark, _test_pid, async?),
+    do: raise(ArgumentError, "expected async? to be true or false, got: #{inspect(async?)}")
 
   # n problems in all, reports the latest of them; note says what is not
   # shown.
