@@ -523,6 +523,7 @@ defmodule BeamAlloc.ReportTest do
     capture_log(fn ->
       {:ok, pid} = GenServer.start(Reporter, ledger: 2)
       me = self()
+      assert 0 = GenServer.call(pid, :mark)
 
       for line <- ["a", "b", "c"],
           do: send(pid, {:beam_alloc_report, Report, line, me, :undefined})
@@ -541,6 +542,28 @@ defmodule BeamAlloc.ReportTest do
 
       :ok = GenServer.call(pid, {:consume, me, [Report], [{2, 3, ["c"]}]})
       assert {[%{line: "b"}], 1, false} = GenServer.call(pid, {:unconsumed_since, 1, me, false})
+      :ok = GenServer.stop(pid)
+    end)
+  end
+
+  # The ledger starts at the first mark: a node where no test takes marks
+  # (production) keeps no report there, and a check of a mark before the
+  # start fails (it cannot tell what came before).
+  test "the reporter's ledger keeps nothing before the first mark" do
+    capture_log(fn ->
+      {:ok, pid} = GenServer.start(Reporter, [])
+      me = self()
+
+      for line <- ["a", "b"],
+          do: send(pid, {:beam_alloc_report, Report, line, me, :undefined})
+
+      assert [_, _] = GenServer.call(pid, :take)
+      assert map_size(:sys.get_state(pid).ledger) == 0
+      assert {[], 0, true} = GenServer.call(pid, {:unconsumed_since, 0, me, false})
+      assert 2 = GenServer.call(pid, :mark)
+      send(pid, {:beam_alloc_report, Report, "c", me, :undefined})
+      assert {[%{line: "c"}], 1, false} = GenServer.call(pid, {:unconsumed_since, 2, me, false})
+      assert {[%{line: "c"}], 1, true} = GenServer.call(pid, {:unconsumed_since, 1, me, false})
       :ok = GenServer.stop(pid)
     end)
   end

@@ -211,10 +211,11 @@ defmodule BeamAlloc.Case do
   report, however many other reports came meanwhile (other tests', or
   those a check consumed), and lists the latest 100; `:ok` otherwise.
 
-  Bounded: the reporter keeps the latest 10,000 reports of the node that
-  no check consumed. When one made after `mark` was let go (more than
-  10,000 since, of any test), it fails too, saying so: it cannot tell
-  whether that one was the test's. (The guard itself, `use
+  Bounded: from the node's first `BeamAlloc.Reporter.mark/0` on (a node
+  that takes no marks keeps nothing for it), the reporter keeps the
+  latest 10,000 reports of the node that no check consumed. When one made
+  after `mark` was let go (more than 10,000 since, of any test), it fails
+  too, saying so: it cannot tell whether that one was the test's. (The guard itself, `use
   BeamAlloc.Case`, does not call it: the reporter keeps the test's own
   reports apart for it, however many others come.)
   """

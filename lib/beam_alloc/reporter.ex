@@ -70,8 +70,10 @@ defmodule BeamAlloc.Reporter do
   # was pushed out, and check!/3 passed (a silent pass, found in review of
   # 46761e7). Past @ledger the oldest goes, and its number is remembered
   # (ledger_lost): a check!/3 of an older mark fails, as it cannot tell
-  # whose it was. Up to about 5 MB of lines. (The option ledger: n is the
-  # tests'.)
+  # whose it was. Up to about 5 MB of lines. The ledger starts at the
+  # first mark/0 (ledger_from): a node where no test takes marks, in
+  # production, keeps nothing there; a mark before that start reads as
+  # let go. (The option ledger: n is the tests'.)
   @ledger 10_000
 
   @typedoc """
@@ -248,6 +250,7 @@ defmodule BeamAlloc.Reporter do
        ledger: %{},
        ledger_seqs: :queue.new(),
        ledger_lost: 0,
+       ledger_from: nil,
        ledger_max: Keyword.get(opts, :ledger, @ledger),
        version: @version
      }}
@@ -303,6 +306,7 @@ defmodule BeamAlloc.Reporter do
       ledger: Map.new(kept, &{&1.seq, &1}),
       ledger_seqs: :queue.from_list(Enum.map(kept, & &1.seq)),
       ledger_lost: lost,
+      ledger_from: lost,
       ledger_max: @ledger
     })
   end
@@ -578,7 +582,10 @@ defmodule BeamAlloc.Reporter do
   def handle_call({:watch, _ref, _pid, _all?} = request, _from, state),
     do: answer(request, state)
 
-  def handle_call(:mark, _from, state), do: answer(:mark, state)
+  def handle_call(:mark, _from, state) do
+    {:reply, mark, state} = answer(:mark, state)
+    {:reply, mark, ledger_started(state, mark)}
+  end
 
   def handle_call(request, _from, state), do: answer(request, settled(state))
 
@@ -689,7 +696,8 @@ defmodule BeamAlloc.Reporter do
       |> Enum.sort_by(& &1.seq)
 
     {shown, state} = resolved_list(Enum.take(mine, -@keep), fn _ -> true end, state, true)
-    {:reply, {shown, length(mine), state.ledger_lost > mark}, state}
+    lost? = state.ledger_from == nil or state.ledger_lost > mark
+    {:reply, {shown, length(mine), lost?}, state}
   end
 
   # A call it does not know is answered, not a crash that loses the kept
@@ -758,7 +766,16 @@ defmodule BeamAlloc.Reporter do
   defp watched?(report, pid, all?),
     do: all? or report.pid == pid or pid in report.callers
 
-  # (See @ledger.) ledger_seqs holds the ledger's numbers, oldest first.
+  # (See @ledger.) The first mark starts the ledger: every report up to
+  # it counts as let go.
+  defp ledger_started(%{ledger_from: nil} = state, mark),
+    do: %{state | ledger_from: mark, ledger_lost: max(state.ledger_lost, mark)}
+
+  defp ledger_started(state, _mark), do: state
+
+  # ledger_seqs holds the ledger's numbers, oldest first.
+  defp ledgered(report, %{ledger_from: nil} = state) when is_map(report), do: state
+
   defp ledgered(report, state) do
     ledger = Map.put(state.ledger, report.seq, report)
     seqs = :queue.in(report.seq, state.ledger_seqs)
