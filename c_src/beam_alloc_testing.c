@@ -1593,7 +1593,8 @@ static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
 
 /* --- Stats --------------------------------------------------------------
  * stats(module_name): the allocator counters of the NIF library loaded for
- * that module, found like the libraries a session attaches to. */
+ * that module, found like the libraries a session attaches to, summed over
+ * every copy of it still mapped (take_stats). */
 
 static ERL_NIF_TERM stats_term(ErlNifEnv *env, const beam_alloc_stats *s,
                                const size_t *backing) {
@@ -1641,61 +1642,35 @@ static bool each_library(bool (*visit)(const beam__fault_hooks *h, void *arg),
 /* with_module_hooks' visit: the libraries of the module named want. */
 typedef struct module_visit {
     ErlNifBinary want;
-    bool all, found;
-    int64_t taken_at; /* not all: the loaded_at of the copy taken last */
+    bool found;
     bool (*take)(const beam__fault_hooks *h, void *arg);
     void *arg;
 } module_visit;
 
-/* When a module instance last loaded the copy h. Copies older than the
- * stamp count as loaded before every copy that has one (an upgrade to a
- * newer beam_alloc), and among themselves in the dynamic linker's order. */
-static int64_t loaded_at(const beam__fault_hooks *h) {
-    return h->size >= sizeof(beam__fault_hooks) ? h->loaded_at() : INT64_MIN;
-}
-
 static bool visit_module(const beam__fault_hooks *h, void *arg) {
     module_visit *v = arg;
     const char *module = h->module();
-    if (strlen(module) != v->want.size ||
-        memcmp(module, v->want.data, v->want.size) != 0)
-        return false;
-    if (!v->all) {
-        int64_t at = loaded_at(h);
-        if (v->found && at < v->taken_at)
-            return false;
-        v->taken_at = at;
-    }
-    if (v->take(h, v->arg))
+    if (strlen(module) == v->want.size &&
+        memcmp(module, v->want.data, v->want.size) == 0 && v->take(h, v->arg))
         v->found = true;
     return false;
 }
 
-/* Calls take(h, arg) with the hooks of the loaded libraries whose module is
- * named by the binary name, each held open for the call: with all, every
- * one of them; else the one a module instance loaded last (loaded_at),
- * which the current version runs: whether one took it. Without all, take
- * may also be called for copies before that one, and the last call's
- * reading is the one that counts. Two copies of a module's library are
- * loaded at once after a code upgrade to a new library file, while the old
- * version is not purged or a resource of the old copy keeps it mapped: the
- * first found was the old copy, so stats/1 read the old copy's counters
- * and collect/1 (and the application's collector) gave back only what the
- * old copy held (a release hunt: 212 KB held by the running copy, none of
- * it given back). The last the dynamic linker mapped was not it either
- * when the module went back to a file whose copy was still mapped (a
- * review: v1 from a, v2 from b, v3 from a read b's 0 live). When none took
- * it, *error is what the NIF returns: {badarg, Text} for a name that is no
- * binary, else {error, not_found}. */
-static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
+/* Calls take(h, arg) with the hooks of every loaded library whose module
+ * is named by the binary name, each held open for the call: whether one
+ * took it. Two copies of a module's library are loaded at once after a
+ * code upgrade to a new library file, while the old version is not purged,
+ * a resource of the old copy keeps it mapped, or a C library's hooks in it
+ * do (beam_internal_keep_mapped): stats/1 and collect/1 reach both (a
+ * release hunt: reading and collecting the first copy found, the old one,
+ * left 212 KB the running copy held). When none took it, *error is what
+ * the NIF returns: {badarg, Text} for a name that is no binary, else
+ * {error, not_found}. */
+static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name,
                               bool (*take)(const beam__fault_hooks *h,
                                            void *arg),
                               void *arg, ERL_NIF_TERM *error) {
-    module_visit v = {.all = all,
-                      .found = false,
-                      .taken_at = INT64_MIN,
-                      .take = take,
-                      .arg = arg};
+    module_visit v = {.found = false, .take = take, .arg = arg};
     if (!enif_inspect_binary(env, name, &v.want)) {
         *error = badarg_text(env, "stats/1 and collect/1 take a module's "
                                   "name as a binary (atom_to_binary/1)");
@@ -1708,56 +1683,120 @@ static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name, bool all,
     return v.found;
 }
 
-/* The allocators every library has: raw, large, general_purpose. */
+/* The allocators every library has: raw, large, general_purpose (the
+ * hooks' stats order). */
 #define STATS_KINDS 3
+#define GPA_KIND 2
 
-/* Those, then the library's named instances. */
-typedef struct stats_out {
-    ErlNifEnv *env;
-    beam_alloc_stats s[STATS_KINDS];
+/* One key of stats/1: its counters summed over the copies read. */
+typedef struct stats_sum {
+    char name[BEAM_STATS_NAME_MAX + 1];
+    beam_alloc_stats s;
     size_t backing;
-    ERL_NIF_TERM keys[STATS_KINDS + BEAM_STATS_NAMED_MAX];
-    ERL_NIF_TERM values[STATS_KINDS + BEAM_STATS_NAMED_MAX];
-    unsigned n;
+} stats_sum;
+
+/* The three every library has, then the named instances of every copy
+ * read, one entry a name (enif_alloc'd, grown as names come). */
+typedef struct stats_out {
+    stats_sum kinds[STATS_KINDS];
+    stats_sum *named;
+    size_t n, cap;
+    bool failed; /* out of memory */
 } stats_out;
 
-/* A later copy's reading replaces an earlier one's (with_module_hooks). */
+static void add_stats(stats_sum *to, const beam_alloc_stats *s,
+                      size_t backing) {
+    to->s.live_bytes += s->live_bytes;
+    to->s.live_blocks += s->live_blocks;
+    to->s.peak_bytes += s->peak_bytes;
+    to->s.allocations += s->allocations;
+    to->s.frees += s->frees;
+    to->s.failed += s->failed;
+    to->backing += backing;
+}
+
+/* The entry of name, added (zero) when new: NULL out of memory. */
+static stats_sum *named_sum(stats_out *o, const char *name) {
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp(o->named[i].name, name) == 0)
+            return &o->named[i];
+    if (o->n == o->cap) {
+        size_t cap = o->cap == 0 ? BEAM_STATS_NAMED_MAX : 2 * o->cap;
+        stats_sum *grown = enif_realloc(o->named, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        o->named = grown;
+        o->cap = cap;
+    }
+    stats_sum *e = &o->named[o->n++];
+    memset(e, 0, sizeof *e);
+    strcpy(e->name, name);
+    return e;
+}
+
+/* Adds copy h's counters: every copy of the module's library still mapped
+ * counts, not only the one the module runs. An old copy's allocators still
+ * hold what the old version left and what others use through it: after a
+ * hot upgrade to another file, SQLite kept allocating through the old
+ * copy's hooks from the old copy's instance (SQLite is one per process,
+ * and the copy whose beam_sqlite3_use succeeded stays mapped), and a
+ * stream in a resource the new copy took over did too (zlib, zstd):
+ * reading the running copy alone, stats/1 said 0 live while SQLite held
+ * hundreds of KB (a review). */
 static bool take_stats(const beam__fault_hooks *h, void *arg) {
     stats_out *o = arg;
-    o->n = STATS_KINDS;
-    h->stats(o->s, &o->backing);
+    beam_alloc_stats s[STATS_KINDS], ns;
+    size_t backing = 0, nb = 0;
     char name[BEAM_STATS_NAME_MAX + 1];
-    beam_alloc_stats ns;
-    size_t nb;
+    h->stats(s, &backing);
+    for (size_t k = 0; k < STATS_KINDS; k++)
+        add_stats(&o->kinds[k], &s[k], k == GPA_KIND ? backing : 0);
     if (h->size >= BEAM__FAULT_HOOKS_V2_SIZE)
-        for (size_t k = 0; o->n < STATS_KINDS + BEAM_STATS_NAMED_MAX &&
-                           h->named_stats(k, name, &ns, &nb);
+        for (size_t k = 0;
+             k < BEAM_STATS_NAMED_MAX && h->named_stats(k, name, &ns, &nb);
              k++) {
-            o->keys[o->n] = enif_make_atom(o->env, name);
-            o->values[o->n++] = stats_term(o->env, &ns, &nb);
+            stats_sum *e = named_sum(o, name);
+            if (e == NULL)
+                o->failed = true;
+            else
+                add_stats(e, &ns, nb);
         }
     return true;
+}
+
+static ERL_NIF_TERM stats_map(ErlNifEnv *env, const stats_out *o) {
+    static const char *const kinds[STATS_KINDS] = {"raw", "large",
+                                                   "general_purpose"};
+    size_t n = STATS_KINDS + o->n;
+    ERL_NIF_TERM *keys = enif_alloc(2 * n * sizeof *keys), map;
+    if (keys == NULL)
+        return enif_make_badarg(env);
+    ERL_NIF_TERM *values = keys + n;
+    for (size_t k = 0; k < n; k++) {
+        const stats_sum *e =
+            k < STATS_KINDS ? &o->kinds[k] : &o->named[k - STATS_KINDS];
+        keys[k] = enif_make_atom(env, k < STATS_KINDS ? kinds[k] : e->name);
+        /* Raw and large hold no backing of their own. */
+        values[k] = stats_term(env, &e->s, k < GPA_KIND ? NULL : &e->backing);
+    }
+    bool made = enif_make_map_from_arrays(env, keys, values, n, &map);
+    enif_free(keys);
+    return made ? enif_make_tuple2(env, enif_make_atom(env, "ok"), map)
+                : enif_make_badarg(env);
 }
 
 static ERL_NIF_TERM nif_stats(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[]) {
     (void)argc;
     stats_out o;
-    o.env = env;
-    o.backing = 0;
-    ERL_NIF_TERM error;
-    if (!with_module_hooks(env, argv[0], false, take_stats, &o, &error))
-        return error;
-    o.keys[0] = enif_make_atom(env, "raw");
-    o.keys[1] = enif_make_atom(env, "large");
-    o.keys[2] = enif_make_atom(env, "general_purpose");
-    o.values[0] = stats_term(env, &o.s[0], NULL);
-    o.values[1] = stats_term(env, &o.s[1], NULL);
-    o.values[2] = stats_term(env, &o.s[2], &o.backing);
-    ERL_NIF_TERM map;
-    if (!enif_make_map_from_arrays(env, o.keys, o.values, o.n, &map))
-        return enif_make_badarg(env);
-    return enif_make_tuple2(env, enif_make_atom(env, "ok"), map);
+    memset(&o, 0, sizeof o);
+    ERL_NIF_TERM result;
+    if (with_module_hooks(env, argv[0], take_stats, &o, &result))
+        result = o.failed ? enif_raise_exception(env, atom(env, "enomem"))
+                          : stats_map(env, &o);
+    if (o.named != NULL)
+        enif_free(o.named);
+    return result;
 }
 
 /* --- Collect ------------------------------------------------------------
@@ -1779,7 +1818,7 @@ static ERL_NIF_TERM nif_collect(ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]) {
     (void)argc;
     ERL_NIF_TERM error;
-    return with_module_hooks(env, argv[0], true, take_collect, NULL, &error)
+    return with_module_hooks(env, argv[0], take_collect, NULL, &error)
                ? enif_make_atom(env, "ok")
                : error;
 }
@@ -1810,7 +1849,7 @@ static holding holding_of(const beam__fault_hooks *h) {
     size_t backing = 0, nb = 0;
     char name[BEAM_STATS_NAME_MAX + 1];
     h->stats(s, &backing);
-    add_holding(&x, &s[2], backing);
+    add_holding(&x, &s[GPA_KIND], backing);
     for (size_t k = 0;
          k < BEAM_STATS_NAMED_MAX && h->named_stats(k, name, &ns, &nb); k++)
         add_holding(&x, &ns, nb);

@@ -58,9 +58,14 @@
 %%                    as general_purpose is (#{sqlite := #{live_bytes := _}}).
 %% Every NIF library built with beam_alloc has its own copy of the
 %% allocators, so the numbers are that library's alone. After a code
-%% upgrade to a new library file, while the old copy is still loaded (the
-%% old version not purged, or a resource of it alive), they are the newest
-%% copy's: the one the current version runs. Raises
+%% upgrade to a new library file, while the old copy is still mapped (the
+%% old version not purged, a resource of it alive, or, purged or not, the
+%% copy kept for SQLite's, zlib's or zstd's hooks), each key sums that key
+%% over every copy: SQLite started by the old copy goes on allocating from
+%% the old copy's instance, which the new copy's connections use too, and
+%% so does a stream in a resource the new copy took over. peak_bytes is
+%% then the sum of each copy's peak (at least the peak of the sum). SQLite is one per process: what it holds is counted by the
+%% library (any module's) whose beam_sqlite3_use succeeded. Raises
 %% erlang:error({not_loaded, Module}) when no library built with beam_alloc
 %% is loaded for Module, badarg when Module is not an atom, and
 %% erlang:error({driver, Reason}) when beam_alloc's own driver

@@ -63,6 +63,16 @@ defmodule BeamAlloc do
       `beam_stats_register("name", a)`, under `:name`, counted as
       `:general_purpose` is.
 
+  After a code upgrade to a new library file, while the old copy is still
+  mapped (the old version not purged, a resource of it alive, or, purged
+  or not, the copy kept for SQLite's, zlib's or zstd's hooks), each key
+  sums that key over every copy: SQLite started by the old copy goes on
+  allocating from the old copy's instance, which the new copy's
+  connections use too, and so does a stream in a resource the new copy
+  took over. `peak_bytes` is then the sum of each copy's peak. SQLite is
+  one per process: what it holds is counted by the library (of any
+  module) whose `beam_sqlite3_use` succeeded.
+
   `live_bytes` counts the lengths asked for. The VM's own figure
   (`:erlang.memory(:system)`) adds each allocator's overhead: about 16 bytes
   per `enif_alloc` block, the large allocator's alignment padding, and the

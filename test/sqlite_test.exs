@@ -166,6 +166,51 @@ defmodule BeamAlloc.SqliteTest do
            """
   end
 
+  # SQLite started by copy a on start (its key in stats/1: key), then a
+  # new version from copy b, whose connection allocates through a's hooks
+  # from a's instance. stats/1 read b's copy only: b's instance, which
+  # SQLite never used, 0 live while SQLite held hundreds of KB, before and
+  # after a's purge (a review).
+  for {start, key} <- [start_gpa: :sqlite, start_process_wide: :general_purpose] do
+    test "after a hot upgrade, stats/1 counts what SQLite holds in the old copy (#{start})" do
+      stats_after_upgrade_in_own_vm(unquote(start), unquote(key))
+    end
+  end
+
+  defp stats_after_upgrade_in_own_vm(start, key) do
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(SqliteNif, "sqlite_nif", "0", """
+      live = fn -> BeamAlloc.stats(SqliteNif).#{key}.live_bytes end
+      version.("a")
+      say.("a start", SqliteNif.#{start}())
+      version.("b")
+      base = live.()
+      say.("b use", SqliteNif.use_again())
+      say.("b open", {SqliteNif.open(), SqliteNif.populate(2000)})
+      say.("b held", live.() - base)
+      :code.purge(SqliteNif)
+      say.("purged held", live.() - base)
+      say.("b close", SqliteNif.close())
+      say.("b shutdown", SqliteNif.shutdown())
+      say.("shut down held", live.() - base)
+      :ok = BeamAlloc.collect(SqliteNif)
+      say.("collected, holds", BeamAlloc.stats(SqliteNif).#{key}.backing_bytes)
+      """)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    assert out =~ "a start :ok\nb use 21\nb open {:ok, :ok}\n"
+    assert out =~ "b close :ok\nb shutdown 0\nshut down held 0\n"
+
+    for stage <- ["b held", "purged held"] do
+      [_, held] = Regex.run(~r/^#{stage} (-?\d+)$/m, out)
+      assert String.to_integer(held) > 200_000, "#{stage}: #{held} bytes\n#{out}"
+    end
+
+    # collect/1 reached the purged copy's instance too.
+    [_, holds] = Regex.run(~r/^collected, holds (\d+)$/m, out)
+    assert String.to_integer(holds) <= 256 * 1024, out
+  end
+
   test "open, insert and query survive every allocation failure" do
     assert {5, 10} = SqliteNif.roundtrip(5)
 

@@ -120,7 +120,9 @@ typedef struct beam__fault_hooks {
      * instance into this copy that succeeded, INT64_MIN before one. The
      * module runs the copy loaded last, which is not the last the dynamic
      * linker mapped when it loads a file whose copy is still mapped: the VM
-     * hands it that copy. Added last: the size field tells. */
+     * hands it that copy. Older drivers read that copy's stats alone;
+     * today's sums every copy's and reads no stamp (copies keep it for
+     * the older ones). Added last: the size field tells. */
     int64_t (*loaded_at)(void);
 } beam__fault_hooks;
 

@@ -47,8 +47,16 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
  * was freed and crashed the VM, a stats read hung on its freed lock). */
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
 static int module_instances;
+/* From the first of those loads until the last unload tears the
+ * allocators down, which it skips while something can still use them (a
+ * resource, a C library's hooks): the stats and collect hooks read them
+ * until then, the module purged or not. (They answered nothing once the
+ * module was purged: after a hot upgrade, what SQLite held through a kept
+ * copy's hooks read 0 while its instance held it.) */
+static bool allocators_up;
 /* The VM's monotonic time of the last of those loads, INT64_MIN before:
- * what tells the driver which copy of a module's library runs. */
+ * which copy of a module's library runs, for drivers that read only that
+ * one (today's sums every copy: abi.h, loaded_at). */
 static int64_t loaded_at = INT64_MIN;
 /* The file this copy was mapped from, as it was then (the first load's):
  * a module loading the same path gets this copy while it is mapped,
@@ -96,6 +104,7 @@ int beam_nif_loaded(int result) {
         int64_t now = enif_monotonic_time(ERL_NIF_NSEC);
         pthread_mutex_lock(&instances_lock);
         module_instances++;
+        allocators_up = true;
         loaded_at = now;
         pthread_mutex_unlock(&instances_lock);
         if (!loaded_file.known)
@@ -191,7 +200,7 @@ int64_t beam__nif_loaded_at(void) {
 
 bool beam__nif_library_enter(void) {
     pthread_mutex_lock(&instances_lock);
-    if (module_instances > 0)
+    if (allocators_up)
         return true;
     pthread_mutex_unlock(&instances_lock);
     return false;
@@ -269,6 +278,7 @@ void beam_nif_unloaded(void) {
         /* And the schedulers' per-thread buffers, which outlive the
          * library. */
         beam__cold_release_all();
+        allocators_up = false;
     }
     pthread_mutex_unlock(&instances_lock);
 }

@@ -70,10 +70,11 @@ BEAM__HIDDEN void beam__nif_module_text(char *buf, size_t size);
 /* The hooks' loaded_at (abi.h): when a module instance last loaded this
  * copy. */
 BEAM__HIDDEN int64_t beam__nif_loaded_at(void);
-/* While a module instance is loaded: true, holding the lock the last
- * unload tears the allocators down under; leave releases it. false when
- * none is (nothing to read). For calls from outside the module's NIFs (the
- * fault driver's hooks). */
+/* While the library's allocators are up (from its first load until the
+ * last unload tears them down, which a kept copy's or a live resource's
+ * skips): true, holding the lock that teardown runs under; leave releases
+ * it. false otherwise (nothing to read). For calls from outside the
+ * module's NIFs (the fault driver's hooks). */
 BEAM__HIDDEN bool beam__nif_library_enter(void);
 BEAM__HIDDEN void beam__nif_library_leave(void);
 /* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
