@@ -7,7 +7,7 @@
  *     beam_gpa_init(&sqlite_gpa, beam_large_allocator);  // once: below
  *     beam_stats_register("sqlite", beam_gpa_allocator(&sqlite_gpa));
  *     int rc = beam_sqlite3_use(beam_gpa_allocator(&sqlite_gpa));
- *     if (rc == SQLITE_MISUSE) ... // SQLite was started already
+ *     if (rc == SQLITE_MISUSE) ... // SQLite was started already: below
  *     rc = sqlite3_initialize();
  *
  * On a general purpose allocator SQLite's memory is counted by the VM
@@ -38,7 +38,14 @@
  * again. A copy loaded again from the same file is the kept one, its
  * statics as they were: initialise SQLite's instance once (a static flag),
  * not again over the blocks SQLite holds. The kept copy costs its mapping
- * and what SQLite holds, once (a new copy's call fails, so keeps nothing).
+ * and what SQLite holds, for each copy SQLite was started on (a new copy's
+ * call fails while SQLite runs, so keeps nothing).
+ *
+ * BeamAlloc.stats(MyNif) sums every copy of the module's library still
+ * mapped, the kept one after its purge too: its "sqlite" key (as above,
+ * registered by each copy) shows what SQLite holds on whichever copy's
+ * instance SQLite runs. SQLite started by another NIF library (this one's
+ * call returning SQLITE_MISUSE) is counted in that library's stats.
  *
  * SQLITE_CONFIG_MEMSTATUS is left as it is (on by default): with it,
  * SQLite counts every allocation under one global mutex, which serialises
