@@ -334,7 +334,7 @@ NIF_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
 TEST_NIF_SRC := $(wildcard test/nifs/*.c test/nifs/*/*.c)
-TEST_NIF_CXX := $(wildcard test/nifs/*.cpp)
+TEST_NIF_CXX := $(wildcard test/nifs/*.cpp test/nifs/*/*.cpp)
 TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
                 $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
 CXX          ?= g++
@@ -411,6 +411,20 @@ $(ERLANG_APP_DIR)/ebin/beam_alloc.app: erlang/beam_alloc.app.src $(wildcard erla
 	@mkdir -p $(@D)
 	@echo "writing $@"
 	@escript scripts/app-file $@ $< $(filter %.erl,$^)
+
+# The lines/ libraries: test/nifs/lines/lines.h under the build flags a
+# user may have, for the symbolizer (test/lines_test.exs). Split DWARF is
+# compiled apart, so that each compiler puts the .dwo beside the object.
+LINES_SO := $(MIX_APP_PATH)/priv/lines
+$(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) $(LINES_SO)/no_debug_cxx_nif.so: $(wildcard test/nifs/lines/*.h)
+$(LINES_SO)/lto_nif.so: CFLAGS += -flto
+$(LINES_SO)/lto_nif.so: NIF_LIBS := -flto
+$(LINES_SO)/no_debug_nif.so $(LINES_SO)/no_debug_cxx_nif.so: CFLAGS += -g0
+$(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so: NIF_LIBS := -Wl,--build-id=none
+$(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -gsplit-dwarf $(NIF_FLAGS) -c $< -o $@.o
+	$(CC) $@.o $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)

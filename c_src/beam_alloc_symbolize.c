@@ -297,6 +297,78 @@ static Dwarf_Die *unit_at(Dwfl_Module *mod, Dwarf_Addr addr, Dwarf_Addr *bias,
     return NULL;
 }
 
+/* The unit whose DIEs describe the code of cu: cu itself, or, for the
+ * skeleton a -gsplit-dwarf build leaves in the object, its split unit (in
+ * the .dwo file or .dwp package): the skeleton has the line table but no
+ * functions, so the scopes were none, and an inlined function's line was
+ * named as the function it is inlined into, its caller's line lost. A
+ * split unit that cannot be found leaves the skeleton (lines only). */
+static Dwarf_Die code_unit(Dwarf_Die *cu) {
+    Dwarf_Die split;
+    uint8_t type;
+    if (dwarf_cu_info(cu->cu, NULL, &type, NULL, &split, NULL, NULL, NULL) ==
+            0 &&
+        type == DW_UT_skeleton && split.cu != NULL)
+        return split;
+    return *cu;
+}
+
+/* DIEs that only group others (no code of their own): C++ member
+ * functions may be defined inside them. */
+static bool groups_scopes(int tag) {
+    return tag == DW_TAG_namespace || tag == DW_TAG_class_type ||
+           tag == DW_TAG_structure_type || tag == DW_TAG_union_type;
+}
+
+static bool holds_code(int tag) {
+    return tag == DW_TAG_subprogram || tag == DW_TAG_inlined_subroutine ||
+           tag == DW_TAG_lexical_block || tag == DW_TAG_entry_point ||
+           tag == DW_TAG_try_block || tag == DW_TAG_catch_block;
+}
+
+/* The innermost DIE under parent whose code holds pc, into *out. For what
+ * dwarf_getscopes does not answer: in a GCC -flto object a function's
+ * concrete DIE refers to its abstract one in another unit (the early
+ * debug information), which dwarf_getscopes looks for in the same unit
+ * and, not finding it, answers no scope: the inlined functions were lost
+ * as above. */
+static bool innermost_at(Dwarf_Die *parent, Dwarf_Addr pc, Dwarf_Die *out,
+                         unsigned depth) {
+    Dwarf_Die child;
+    if (depth > 64 || dwarf_child(parent, &child) != 0)
+        return false;
+    do {
+        int tag = dwarf_tag(&child);
+        if (holds_code(tag) && dwarf_haspc(&child, pc) == 1) {
+            if (!innermost_at(&child, pc, out, depth + 1))
+                *out = child;
+            return true;
+        }
+        if (groups_scopes(tag) && innermost_at(&child, pc, out, depth + 1))
+            return true;
+    } while (dwarf_siblingof(&child, &child) == 0);
+    return false;
+}
+
+/* The scopes at pc in unit, innermost first, as dwarf_getscopes_die gives
+ * them: from the innermost scope up through its nesting in the code. */
+static int scopes_at(Dwarf_Die *unit, Dwarf_Addr pc, Dwarf_Die **scopes) {
+    Dwarf_Die innermost;
+    Dwarf_Die *found = NULL;
+    int n = dwarf_getscopes(unit, pc, &found);
+    if (n > 0)
+        innermost = found[0];
+    free(found);
+    if (n <= 0 && !innermost_at(unit, pc, &innermost, 0))
+        return -1;
+    /* Past an inlined function, dwarf_getscopes goes on into that
+     * function's own definition, not to the function it was inlined into:
+     * the callers are the innermost scope's nesting in the code itself
+     * (dwarf_getscopes_die, as eu-addr2line -i walks it). With only the
+     * first, a second inlined level was named as the outer function. */
+    return dwarf_getscopes_die(&innermost, scopes);
+}
+
 /* The frames at addr, innermost first: one per function inlined there,
  * then the function itself (what addr2line -i prints). Lock held. */
 static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
@@ -307,19 +379,12 @@ static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
     unsigned n = 0;
     Dwarf_Addr bias = 0;
     Dwarf_Die *cudie = unit_at(mod, addr, &bias, &file, &line);
+    Dwarf_Die unit;
     Dwarf_Die *scopes = NULL;
-    int nscopes =
-        cudie != NULL ? dwarf_getscopes(cudie, addr - bias, &scopes) : -1;
-    /* Past an inlined function, dwarf_getscopes goes on into that
-     * function's own definition, not to the function it was inlined into:
-     * the callers are the innermost scope's nesting in the code itself
-     * (dwarf_getscopes_die, as eu-addr2line -i walks it). With only the
-     * first, a second inlined level was named as the outer function. */
-    if (nscopes > 0) {
-        Dwarf_Die innermost = scopes[0];
-        free(scopes);
-        scopes = NULL;
-        nscopes = dwarf_getscopes_die(&innermost, &scopes);
+    int nscopes = -1;
+    if (cudie != NULL) {
+        unit = code_unit(cudie);
+        nscopes = scopes_at(&unit, addr - bias, &scopes);
     }
     bool outer_done = false;
     for (int i = 0; i < nscopes && n < 31; i++) {
@@ -327,7 +392,7 @@ static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
         if (tag == DW_TAG_inlined_subroutine) {
             frames[n++] =
                 frame_term(env, dwarf_diename(&scopes[i]), file, line);
-            call_site(cudie, &scopes[i], &file, &line);
+            call_site(&unit, &scopes[i], &file, &line);
         } else if (tag == DW_TAG_subprogram) {
             frames[n++] =
                 frame_term(env, dwarf_diename(&scopes[i]), file, line);

@@ -1,0 +1,41 @@
+/*
+ * The NIFs of the lines/ libraries: one source, built by the Makefile with
+ * the flags each library's name says (split DWARF, GCC's LTO, no -g, no
+ * build ID), so that test/lines_test.exs can compare the lines their
+ * reports name with the markers here. Keep each marker on its call's line.
+ */
+#ifdef LINES_SHIFTED
+/* The same code as another build, its lines 1000 further on: what a NIF
+ * rebuilt from an edited source would describe. */
+#line 1000
+#endif
+#include <beam_alloc_nif.h>
+
+/* Inlined into its callers at -O2: a report names it, then the caller's
+ * line. */
+static inline void lines_free(beam_allocator_t a, unsigned char *p) {
+    beam_free(a, p, 24); /* SITE: inlined free */
+}
+
+BEAM_NIF(inlined_double_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    lines_free(beam_allocator, p);
+    lines_free(beam_allocator, p); /* SITE: second free */
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(leak, .leak_check = true) {
+    unsigned char *p =
+        beam_alloc(beam_allocator, unsigned char, 24); /* SITE: leak */
+    if (p != NULL)
+        p[0] = 1;
+    return enif_make_atom(env, "ok");
+}
+
+static ErlNifFunc funcs[] = {
+    {"inlined_double_free", 0, inlined_double_free, 0},
+    {"leak", 0, leak, 0},
+};
+BEAM_NIF_INIT(LINES_MODULE, funcs, NULL, NULL, NULL)

@@ -1,0 +1,3 @@
+/* lines.h built as lto (see the Makefile). */
+#define LINES_MODULE Elixir.BeamAlloc.Test.Lines.Lto
+#include "lines.h"

@@ -1,0 +1,3 @@
+/* lines.h built as plain (see the Makefile). */
+#define LINES_MODULE Elixir.BeamAlloc.Test.Lines.Plain
+#include "lines.h"
