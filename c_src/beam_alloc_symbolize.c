@@ -46,7 +46,10 @@
 #ifdef BEAM_HAVE_LIBDW
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #endif
 
 static ERL_NIF_TERM error_term(ErlNifEnv *env) {
@@ -71,6 +74,10 @@ typedef struct find {
     /* The loaded object's GNU build ID (0 bytes: it has none). */
     unsigned char id[MAX_BUILD_ID];
     size_t id_len;
+    uintptr_t code; /* an address of its loaded code */
+    /* Without a build ID: the file its code was mapped from. */
+    dev_t dev;
+    ino_t ino;
 } find;
 /* The build ID note of a loaded object, from its PT_NOTE segments in
  * memory: what the file on disk must carry to describe this code. */
@@ -114,6 +121,10 @@ static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
     if (f->found++ == 0) {
         snprintf(f->path, sizeof f->path, "%s", name);
         loaded_build_id(info, f);
+        for (int i = 0; i < info->dlpi_phnum && f->code == 0; i++)
+            if (info->dlpi_phdr[i].p_type == PT_LOAD &&
+                (info->dlpi_phdr[i].p_flags & PF_X))
+                f->code = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
     }
     return 0; /* on: is it the only one? */
 }
@@ -127,6 +138,8 @@ typedef struct kept_object {
     char *path;
     Dwfl *dwfl;
     Dwfl_Module *mod;
+    dev_t dev; /* the file opened */
+    ino_t ino;
 } kept_object;
 static kept_object objects[MAX_OBJECTS];
 static int nobjects;
@@ -151,6 +164,45 @@ static bool same_build(Dwfl_Module *mod, const find *f) {
     int n = dwfl_module_build_id(mod, &bits, &vaddr);
     return n > 0 && (size_t)n == f->id_len &&
            memcmp(bits, f->id, f->id_len) == 0;
+}
+
+/* --- Objects without a build ID ------------------------------------------ *
+ * Nothing in such an object says which build it is: linked with
+ * --build-id=none (or by a linker that adds none), rebuilt on disk while
+ * the VM runs the old code, its file described the new code, and reports
+ * named the new source's lines for the old code (a hunt: every line 3
+ * off). The file the code was mapped from is then compared instead, as
+ * the kernel's map of this process names it (device and inode): a linker
+ * writes a new file, and the old one, still mapped, is no longer at the
+ * path. */
+
+/* The device and inode of the file mapped at addr, from /proc/self/maps. */
+static bool mapped_file(uintptr_t addr, dev_t *dev, ino_t *ino) {
+    FILE *maps = fopen("/proc/self/maps", "r");
+    char line[4352];
+    bool found = false;
+    if (maps == NULL)
+        return false;
+    while (!found && fgets(line, sizeof line, maps) != NULL) {
+        unsigned long lo, hi, ino_no;
+        unsigned major, minor;
+        found = sscanf(line, "%lx-%lx %*s %*s %x:%x %lu", &lo, &hi, &major,
+                       &minor, &ino_no) == 5 &&
+                addr >= lo && addr < hi;
+        if (found) {
+            *dev = makedev(major, minor);
+            *ino = (ino_t)ino_no;
+        }
+    }
+    fclose(maps);
+    return found && *ino != 0;
+}
+
+/* Is f's file (at its path now) the one its code was mapped from? Only
+ * asked of an object without a build ID (with one, the IDs are compared). */
+static bool file_is_loaded(const find *f, struct stat *st) {
+    return stat(f->path, st) == 0 && st->st_dev == f->dev &&
+           st->st_ino == f->ino;
 }
 
 /* The objects are kept in the order they were last used, least recently
@@ -195,12 +247,15 @@ static void prune_unloaded(void) {
 
 /* The module of the loaded object f, opened at bias 0 so that addresses
  * are the offsets the reports give; NULL when its file is not the code
- * that is loaded (rebuilt since: its lines would be wrong). Lock held. */
-static Dwfl_Module *module_of(const find *f) {
+ * that is loaded (rebuilt since: its lines would be wrong; *changed then
+ * says so). Lock held. */
+static Dwfl_Module *module_of(const find *f, bool *changed) {
     for (int i = 0; i < nobjects; i++) {
         if (strcmp(objects[i].path, f->path) != 0)
             continue;
-        if (same_build(objects[i].mod, f)) {
+        if (same_build(objects[i].mod, f) &&
+            (f->id_len != 0 ||
+             (objects[i].dev == f->dev && objects[i].ino == f->ino))) {
             touch_object(i);
             return objects[nobjects - 1].mod;
         }
@@ -217,15 +272,24 @@ static Dwfl_Module *module_of(const find *f) {
     prune_unloaded();
     if (nobjects == MAX_OBJECTS)
         drop_object(0);
+    struct stat st = {0};
+    *changed = f->id_len == 0 && !file_is_loaded(f, &st);
+    if (*changed)
+        return NULL; /* its lines would be another build's */
     Dwfl *dwfl = dwfl_begin(&callbacks);
     if (dwfl == NULL)
         return NULL;
     dwfl_report_begin(dwfl);
     Dwfl_Module *mod = dwfl_report_elf(dwfl, f->path, f->path, -1, 0, false);
     dwfl_report_end(dwfl, NULL, NULL);
-    char *copy = mod != NULL && same_build(mod, f)
-                     ? enif_alloc(strlen(f->path) + 1)
-                     : NULL;
+    struct stat after;
+    /* (Replaced while it was being opened: which one was read?) */
+    *changed =
+        mod != NULL && !(same_build(mod, f) &&
+                         (f->id_len != 0 || (file_is_loaded(f, &after) &&
+                                             after.st_mtime == st.st_mtime)));
+    bool same = mod != NULL && !*changed;
+    char *copy = same ? enif_alloc(strlen(f->path) + 1) : NULL;
     if (copy == NULL) {
         dwfl_end(dwfl);
         return NULL;
@@ -234,6 +298,8 @@ static Dwfl_Module *module_of(const find *f) {
     objects[nobjects].path = copy;
     objects[nobjects].dwfl = dwfl;
     objects[nobjects].mod = mod;
+    objects[nobjects].dev = st.st_dev;
+    objects[nobjects].ino = st.st_ino;
     nobjects++;
     return mod;
 }
@@ -410,7 +476,8 @@ static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
     return enif_make_list_from_array(env, frames, n);
 }
 
-/* resolve(Object, Offset) -> {ok, [{Function, File, Line}]} | error,
+/* resolve(Object, Offset) -> {ok, [{Function, File, Line}]} | error |
+ * {error, changed} (the object's file is no longer the loaded code),
  * innermost first; Function and File are binaries or nil, Line 0 when
  * unknown. Object is a loaded object's base name, or its path; Offset is a
  * call's offset in it, as reports give them. error when no loaded object,
@@ -434,14 +501,19 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
      * not known, and a line from another would be wrong. */
     if (f.found != 1)
         return error_term(env);
+    if (f.id_len == 0 && !mapped_file(f.code, &f.dev, &f.ino))
+        return error_term(env);
 
     enif_mutex_lock(lock);
-    Dwfl_Module *mod = module_of(&f);
+    bool changed = false;
+    Dwfl_Module *mod = module_of(&f, &changed);
     ERL_NIF_TERM frames =
         mod != NULL ? frames_at(env, mod, (Dwarf_Addr)offset) : 0;
     enif_mutex_unlock(lock);
     if (mod == NULL)
-        return error_term(env);
+        return changed ? enif_make_tuple2(env, error_term(env),
+                                          enif_make_atom(env, "changed"))
+                       : error_term(env);
     return enif_make_tuple2(env, enif_make_atom(env, "ok"), frames);
 }
 

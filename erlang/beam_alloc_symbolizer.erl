@@ -14,7 +14,9 @@
 %% library built without -g still gets its function names (from its symbol
 %% table); a site that cannot be resolved stays as it was, and so does
 %% every site when the NIF is not there (built without libdw, or not
-%% loadable).
+%% loadable). A text none of whose sites got a line, because a library
+%% has no debug information or its file changed on disk since it was
+%% loaded, says so at its end (once per library).
 -module(beam_alloc_symbolizer).
 
 -export([resolve_sites/1, site/2, with_libdw/0, frames_text/3]).
@@ -64,7 +66,7 @@ with_libdw() -> false.
 resolve_sites(Text) when is_binary(Text) ->
     case re:run(Text, ?SITE, [global, {capture, all, index}]) of
         nomatch -> Text;
-        {match, Matches} -> splice(Text, drop_cut(Text, Matches), 0, [])
+        {match, Matches} -> splice(Text, drop_cut(Text, Matches), 0, [], [])
     end;
 resolve_sites(Other) ->
     erlang:error({badarg, iolist_to_binary(
@@ -82,16 +84,17 @@ drop_cut(Text, Matches) when byte_size(Text) =:= ?REPORT_MAX ->
 drop_cut(_Text, Matches) ->
     Matches.
 
-splice(Text, [], At, Acc) ->
-    iolist_to_binary(lists:reverse([binary:part(Text, At, byte_size(Text) - At) | Acc]));
-splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc) ->
+splice(Text, [], At, Acc, Notes) ->
+    iolist_to_binary(lists:reverse([binary:part(Text, At, byte_size(Text) - At) | Acc],
+                                   hints(Notes)));
+splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc, Notes) ->
     Whole = binary:part(Text, Start, Len),
     [Exported, Object, Offset, Close] = [part(Text, G) || G <- pad(Groups)],
     Described =
         case {Exported, Close} of
             %% "fun (" without its ")" is not a site of ours: leave it whole.
             {<<_, _/binary>>, <<>>} ->
-                Whole;
+                {Whole, none};
             %% A bare site: a ")" after it closes the text around it, as in
             %% "(length 8; called from lib.so+0x1c1b)", and stays.
             {<<>>, _} ->
@@ -99,20 +102,44 @@ splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc) ->
             _ ->
                 resolved(Object, Offset, Whole, <<>>)
         end,
+    {Out, Note} = Described,
     splice(Text, Rest, Start + Len,
-           [Described, binary:part(Text, At, Start - At) | Acc]).
+           [Out, binary:part(Text, At, Start - At) | Acc], [Note | Notes]).
 
+%% {Text, Note}: Note says why a site got no line (see hints/1).
 %% (An offset of more than 64 bits is no site: site/2 refuses it.)
 resolved(Object, Offset, Whole, After) ->
     case binary_to_integer(Offset, 16) of
         N when N =< ?OFFSET_MAX ->
-            case site(Object, N) of
-                {ok, D} -> [D, After];
-                error -> Whole
+            case site_lines(Object, N) of
+                {ok, D, true} -> {[D, After], lines};
+                {ok, D, false} -> {[D, After], {no_debug_info, Object}};
+                {error, changed} -> {Whole, {changed, Object}};
+                {error, no_symbols} -> {Whole, {no_debug_info, Object}};
+                error -> {Whole, none}
             end;
         _ ->
-            Whole
+            {Whole, none}
     end.
+
+%% Why the text names no source line, when none of its sites got one: a
+%% library built without -g (its sites then have only function names, and
+%% nothing else says why), or one whose file was rebuilt since the VM
+%% loaded it (its sites stay lib.so+0x..: the new file's lines would be
+%% wrong). A site in a C library without debug information (libz.so.1),
+%% next to the NIF's own lines, needs no word.
+hints(Notes) ->
+    case lists:member(lines, Notes) of
+        true -> [];
+        false -> [hint(N) || N <- lists:usort(Notes), N =/= none]
+    end.
+
+hint({no_debug_info, Object}) ->
+    [<<" (no source lines: ">>, Object,
+     <<" has no debug information for them: build it with -g)">>];
+hint({changed, Object}) ->
+    [<<" (no source lines: ">>, Object,
+     <<" changed on disk since it was loaded)">>].
 
 %% Unmatched trailing groups are left out of re's result.
 pad(Groups) -> Groups ++ lists:duplicate(4 - length(Groups), {-1, 0}).
@@ -136,12 +163,26 @@ site(Object, Offset) when not is_binary(Object);
                                           "and ~0tp", [Object, Offset]))},
                  [Object, Offset]);
 site(Object, Offset) ->
+    case site_lines(Object, Offset) of
+        {ok, Text, _} -> {ok, Text};
+        _ -> error
+    end.
+
+%% {ok, Text, whether a frame has a source line} | {error, changed} |
+%% {error, no_symbols} (stripped of its symbol table too) | error.
+site_lines(Object, Offset) ->
     case safe_resolve(Object, Offset) of
         {ok, [_ | _] = Frames} ->
             case lists:any(fun({F, File, _}) -> F =/= nil orelse File =/= nil end, Frames) of
-                true -> {ok, frames_text(Frames, Object, Offset)};
-                false -> error
+                true ->
+                    {ok, frames_text(Frames, Object, Offset),
+                     lists:any(fun({_, File, Line}) -> is_binary(File) andalso Line > 0 end,
+                               Frames)};
+                false ->
+                    {error, no_symbols}
             end;
+        {error, changed} ->
+            {error, changed};
         _ ->
             error
     end.

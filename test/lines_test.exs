@@ -63,4 +63,57 @@ defmodule BeamAlloc.LinesTest do
   test "LTO (-flto): an inlined function and its caller's line" do
     inlined_free_named(Lines.Lto)
   end
+
+  test "without -g: function names and offsets, and the report says why" do
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.NoDebug.leak() end
+      leak = report("leak: 24 bytes")
+      assert leak =~ ~r/allocated from leak \(no_debug_nif\.so\+0x[0-9a-f]+\)/
+      refute leak =~ @source
+
+      assert String.ends_with?(
+               leak,
+               " (no source lines: no_debug_nif.so has no debug information for them: " <>
+                 "build it with -g)"
+             )
+    end)
+  end
+
+  # A copy of library loaded by module, replaced on disk (a new file, as a
+  # linker writes) by replacement before any report of it was read: its
+  # leak names no line, and says why.
+  defp rebuilt_under_the_vm(module, library, replacement) do
+    priv = Path.join(:code.priv_dir(:beam_alloc), "lines")
+    dir = Path.join(System.tmp_dir!(), "beam_alloc_lines_#{System.pid()}_#{module}")
+    File.rm_rf!(dir)
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+    copy = Path.join(dir, library <> ".so")
+    File.cp!(Path.join(priv, library <> ".so"), copy)
+    assert :ok = module.load(Path.rootname(copy))
+    File.cp!(Path.join(priv, replacement <> ".so"), copy <> ".new")
+    File.rename!(copy <> ".new", copy)
+
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory leak/, fn -> module.leak() end
+      leak = report("leak: 24 bytes")
+      assert leak =~ ~r/allocated from #{library}\.so\+0x[0-9a-f]+ /
+      refute leak =~ @source
+
+      assert String.ends_with?(
+               leak,
+               " (no source lines: #{library}.so changed on disk since it was loaded)"
+             )
+    end)
+  end
+
+  # Nothing in the object says which build it is: the new file's lines
+  # (1000 on) were named for the old code.
+  test "a library without a build ID rebuilt under the VM names no line of the new file" do
+    rebuilt_under_the_vm(Lines.NoBuildId, "no_build_id_nif", "no_build_id_shifted_nif")
+  end
+
+  test "a library with a build ID rebuilt under the VM names no line, and says why" do
+    rebuilt_under_the_vm(Lines.Plain, "plain_nif", "no_build_id_shifted_nif")
+  end
 end

@@ -14,7 +14,11 @@ defmodule BeamAlloc.Symbolizer do
   Functions inlined at the call come first (`read_int (c_src/my_nif.c:12)
   <- parse (c_src/my_nif.c:42)`). A library built without `-g` still gets
   its function names (from its symbol table); a site that cannot be
-  resolved stays as it was. Two loaded libraries with the same file name
+  resolved stays as it was. A text none of whose sites got a source line
+  says why at its end: `(no source lines: my_nif.so has no debug
+  information for them: build it with -g)`, or `(no source lines:
+  my_nif.so changed on disk since it was loaded)` (the file's lines
+  would be another build's). Two loaded libraries with the same file name
   (`nif.so` of two applications) are told apart by path: the C side then
   names the object by its full path, and a bare `nif.so+0x..` that could
   be either stays as it is (no line rather than the other library's).
