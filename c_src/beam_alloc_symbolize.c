@@ -44,6 +44,7 @@
 #include <string.h>
 
 #ifdef BEAM_HAVE_LIBDW
+#include <dlfcn.h>
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
 #include <stdio.h>
@@ -435,6 +436,54 @@ static int scopes_at(Dwarf_Die *unit, Dwarf_Addr pc, Dwarf_Die **scopes) {
     return dwarf_getscopes_die(&innermost, scopes);
 }
 
+/* --- C++ names from the symbol table -------------------------------------- *
+ * Without -g a C++ function has only its symbol's mangled name
+ * ("_ZL28beam_nif_guard_leak_templateP18enif_environment_tiPKm"), where
+ * the debug information gives "leak_template". The C++ runtime's
+ * demangler (the VM links libstdc++; looked up, so that nothing is linked
+ * for it) gives "beam_nif_guard_leak_template(enif_environment_t*, int,
+ * unsigned long const*)"; the parameters go, as in a DWARF name. */
+
+typedef char *demangle_fn(const char *, char *, size_t *, int *);
+
+/* The end of name without its last parenthesised list, where name ends
+ * with one (maybe followed by " const", "&" ...). */
+static size_t without_parameters(const char *name) {
+    size_t end = strlen(name);
+    while (end > 0 && name[end - 1] != ')')
+        if (name[--end] == '>')
+            return strlen(name); /* a template's argument, not a list */
+    int depth = 0;
+    for (size_t i = end; i-- > 0;) {
+        depth += name[i] == ')' ? 1 : name[i] == '(' ? -1 : 0;
+        if (depth == 0)
+            return i > 0 ? i : strlen(name);
+    }
+    return strlen(name);
+}
+
+/* name demangled into buf (n bytes), or name itself. */
+static const char *demangled(const char *name, char *buf, size_t n) {
+    static demangle_fn *demangle;
+    static bool looked;
+    if (name == NULL || strncmp(name, "_Z", 2) != 0)
+        return name;
+    if (!looked) {
+        *(void **)&demangle = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+        looked = true;
+    }
+    int status = -1;
+    char *full = demangle != NULL ? demangle(name, NULL, NULL, &status) : NULL;
+    if (full == NULL || status != 0) {
+        free(full);
+        return name;
+    }
+    size_t len = without_parameters(full);
+    snprintf(buf, n, "%.*s", (int)len, full);
+    free(full);
+    return buf;
+}
+
 /* The frames at addr, innermost first: one per function inlined there,
  * then the function itself (what addr2line -i prints). Lock held. */
 static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
@@ -470,9 +519,11 @@ static ERL_NIF_TERM frames_at(ErlNifEnv *env, Dwfl_Module *mod,
     /* The function the code is in, when the scopes stopped short of it
      * (they may, past an inlined call) or there is no DWARF: the symbol
      * table's name, with the line where the last inlined call sits. */
+    char name[1024];
     if (!outer_done)
-        frames[n++] =
-            frame_term(env, dwfl_module_addrname(mod, addr), file, line);
+        frames[n++] = frame_term(
+            env, demangled(dwfl_module_addrname(mod, addr), name, sizeof name),
+            file, line);
     return enif_make_list_from_array(env, frames, n);
 }
 

@@ -79,6 +79,17 @@ defmodule BeamAlloc.LinesTest do
     end)
   end
 
+  # The symbol table's names are mangled: the C++ runtime demangles them
+  # (they read "_ZL19beam_nif_guard_leakP18enif_environment_tiPKm").
+  test "C++ without -g: demangled function names, without their parameters" do
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.NoDebugCxx.leak() end
+      leak = report("leak: 24 bytes")
+      assert leak =~ ~r/allocated from leak \(no_debug_cxx_nif\.so\+0x[0-9a-f]+\) \(no source/
+      refute leak =~ "_Z"
+    end)
+  end
+
   # A copy of library loaded by module, replaced on disk (a new file, as a
   # linker writes) by replacement before any report of it was read: its
   # leak names no line, and says why.
