@@ -805,7 +805,11 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     as a second free() would. (Over a fixed buffer, directly, through
  *     failing allocators or under check_all_allocation_failures, a pointer
  *     that could have no header word inside the buffer, outside it or in
- *     its first 8 bytes, is reported unread.) An instance of the general
+ *     its first 8 bytes, is reported unread.) A pointer at a page's start,
+ *     whose header word lies on the page before it, is probed first (a
+ *     syscall, on that path only): one at the start of a mapping after an
+ *     unmapped page (or, on Linux, a PROT_NONE one) is reported unread.
+ *     An instance of the general
  *     purpose allocator (but one over beam_raw_allocator, which gets headers
  *     too) reads no freed block's memory it could have given back: over it,
  *     every double free is reported. A sized free of a malloc-style block

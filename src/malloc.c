@@ -32,6 +32,7 @@
 #include "internal.h"
 
 #include "gpa_msize.h"
+#include "os/probe.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -72,15 +73,9 @@ static inline void *hdr_place(void *base, size_t good) {
 
 enum hdr_state { HDR_LIVE, HDR_FREED, HDR_BAD };
 
-/* Read p's header: its usable size and the parent block's address. */
-static inline enum hdr_state hdr_read(const void *p, size_t *good,
-                                      char **base) {
-    /* Never one of ours: not even read. (A block's header is the word
-     * before it, in the parent's block: neither is in the first 64 KiB.) */
-    if (((uintptr_t)p & 15) != 0 ||
-        (intptr_t)p < (intptr_t)(BEAM__MIN_BLOCK_ADDR + sizeof(uint64_t)))
-        return HDR_BAD;
-    uint64_t w = *word_of(p);
+/* What header word w says of block p. */
+static inline enum hdr_state hdr_decode(const void *p, uint64_t w, size_t *good,
+                                        char **base) {
     uint64_t g = w & GOOD_MAX;
     uint64_t check = check_of(p, g);
     *good = (size_t)g;
@@ -90,6 +85,34 @@ static inline enum hdr_state hdr_read(const void *p, size_t *good,
     if (w >> 48 == (check ^ 0xFFFF) && g != 0)
         return HDR_FREED;
     return HDR_BAD;
+}
+
+/* hdr_read of a p at a page's start, whose word lies on the page before:
+ * probed (a syscall), and HDR_BAD unread where that page is not readable.
+ * A pointer these calls never returned (a foreign one at the start of a
+ * mapping after an unmapped or PROT_NONE page) faulted there in
+ * beam_mfree, beam_msize and beam_mrealloc over every allocator with
+ * headers (found in a bug hunt). Apart, so that the common path keeps one
+ * test. */
+static BEAM__NOINLINE enum hdr_state
+hdr_read_probed(const void *p, size_t *good, char **base) {
+    uint64_t w;
+    if (!beam__probe_read(word_of(p), &w, sizeof w))
+        return HDR_BAD;
+    return hdr_decode(p, w, good, base);
+}
+
+/* Read p's header: its usable size and the parent block's address. */
+static inline enum hdr_state hdr_read(const void *p, size_t *good,
+                                      char **base) {
+    /* Never one of ours: not even read. (A block's header is the word
+     * before it, in the parent's block: neither is in the first 64 KiB.) */
+    if (((uintptr_t)p & 15) != 0 ||
+        (intptr_t)p < (intptr_t)(BEAM__MIN_BLOCK_ADDR + sizeof(uint64_t)))
+        return HDR_BAD;
+    if (BEAM__UNLIKELY(!beam__probe_same_page(p, sizeof(uint64_t))))
+        return hdr_read_probed(p, good, base);
+    return hdr_decode(p, *word_of(p), good, base);
 }
 
 /* The misuse kind of a call given a bad pointer, as the sized calls count

@@ -608,3 +608,81 @@ TEST(malloc_over_a_fixed_buffer_reads_no_word_before_it) {
     CHECK(f.allocated_bytes == f.freed_bytes + 32);
     munmap(map, 3 * page);
 }
+
+/* Pages that start a mapping: one after an unmapped page and one after a
+ * PROT_NONE page (a thread stack's guard, say). */
+typedef struct foreign_pages {
+    unsigned char *map;
+    void *after_unmapped, *after_guard;
+} foreign_pages;
+
+static bool foreign_pages_make(foreign_pages *f) {
+    size_t page = 4096;
+    f->map = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE,
+                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (f->map == MAP_FAILED)
+        return false;
+    f->after_unmapped = f->map + page;
+    f->after_guard = f->map + 3 * page;
+    return munmap(f->map, page) == 0 &&
+           mprotect(f->map + 2 * page, page, PROT_NONE) == 0;
+}
+
+/* The three calls on p over a: each reported and ignored, as section 8
+ * says (an instance with no state yet says so its own way). */
+static bool refused_all(beam_allocator_t a, void *p) {
+    size_t before = check_report_count();
+    bool ok = beam_msize(a, p) == 0 && check_report_count() == before + 1;
+    ok = ok && beam_mrealloc(a, p, 64) == NULL &&
+         check_report_count() == before + 2;
+    beam_mfree(a, p);
+    return ok && check_report_count() == before + 3;
+}
+
+/* Over every allocator with headers, the word before a foreign pointer
+ * at the start of a mapping lies on the page before it: beam_msize,
+ * beam_mfree and beam_mrealloc read it and faulted (SIGSEGV) where
+ * section 8 promises a report, over the raw and large allocators, an
+ * arena, a failing allocator, an instance over the raw allocator and one
+ * of the user's (found in a bug hunt). */
+TEST(malloc_calls_read_no_word_before_a_foreign_mapping) {
+    foreign_pages f;
+    CHECK(foreign_pages_make(&f));
+    if (f.map == MAP_FAILED)
+        return;
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    beam_failing_t failing;
+    beam_failing_init(&failing, beam_raw_allocator, SIZE_MAX);
+    beam_gpa_t over_raw;
+    beam_gpa_init(&over_raw, beam_raw_allocator);
+    beam_allocator_t all[] = {beam_raw_allocator,
+                              beam_large_allocator,
+                              beam_arena_allocator(&arena),
+                              beam_failing_allocator(&failing),
+                              beam_gpa_allocator(&over_raw),
+                              {NULL, &flip_vtable}};
+    check_capture_reports();
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        CHECK(refused_all(all[i], f.after_unmapped));
+        CHECK(refused_all(all[i], f.after_guard));
+        CHECK(exercise(all[i])); /* its own blocks still work */
+    }
+    check_release_reports();
+    /* A block of ours at a page's start: its header is probed, and read. */
+    static _Alignas(4096) unsigned char buf[2 * 4096];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_allocator_t b = beam_fixed_buffer_allocator(&fb);
+    CHECK(beam_alloc_bytes(b, 4096 - 16, 16) == buf);
+    void *at_page = beam_malloc(b, 100);
+    CHECK(at_page == buf + 4096);
+    CHECK(beam_msize(b, at_page) == 112);
+    at_page = beam_mrealloc(b, at_page, 200);
+    CHECK(at_page == buf + 4096 && beam_msize(b, at_page) == 208);
+    beam_mfree(b, at_page);
+    CHECK(failing.allocated_bytes == failing.freed_bytes);
+    beam_gpa_deinit(&over_raw);
+    beam_arena_deinit(&arena);
+    munmap(f.map + 4096, 3 * 4096);
+}
