@@ -795,10 +795,14 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  *     freed already, a pointer from elsewhere) is reported through the
  *     report hook (section 7) as misuse and left alone (msize answers 0,
  *     mrealloc NULL). The check is 16 bits of the address and size: a
- *     wrong pointer slips through once in 65536. It does not say which
- *     allocator made the block: one of another allocator that also
- *     writes headers (another arena; the raw allocator's, given to an
- *     arena) passes, and goes to the allocator named. Reading the header needs
+ *     wrong pointer slips through once in 65536 (over a fixed buffer,
+ *     an arena or a general purpose instance with headers, not even then:
+ *     the parent block the header names must also be one the allocator
+ *     holds; the raw and large allocators and yours know none). It does
+ *     not say which allocator made the block where the allocator knows
+ *     no blocks: one of another allocator that also writes headers (an
+ *     arena's, given to the raw allocator) passes, and goes to the
+ *     allocator named. Reading the header needs
  *     its memory still mapped: a block freed already whose memory the
  *     parent gave back to the system (glibc's malloc unmaps blocks of 128
  *     KiB and more; enif_alloc, its single-block carriers) faults instead,

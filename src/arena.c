@@ -159,6 +159,17 @@ static bool ends_at_bump(const beam_arena_t *arena, const void *mem,
            (uintptr_t)mem == (uintptr_t)(data_of(c) + (c->end - len));
 }
 
+/* Compared as integers too, and against each chunk's handed-out bytes
+ * from their start: mem + len may wrap for a garbage len. */
+bool beam__arena_holds(const beam_arena_t *arena, const void *mem, size_t len) {
+    for (chunk_t *c = arena->chunks; c != NULL; c = c->next) {
+        uintptr_t lo = (uintptr_t)data_of(c), at = (uintptr_t)mem;
+        if (at >= lo && at - lo <= c->end)
+            return len <= c->end - (at - lo);
+    }
+    return false;
+}
+
 /* A block that ends at the bump pointer (ends_at_bump) is the newest one
  * when it also starts where that one does, or when that is not known (the
  * newest was given back): a longer length given for an older block ends

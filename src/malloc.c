@@ -173,36 +173,81 @@ static const char *no_blocks_said(beam_allocator_t a) {
                               "blocks";
 }
 
-/* A fixed buffer's blocks, headers and all, lie inside its buffer, which
- * the caller may have placed anywhere (at the start of a mapping, say):
- * a pointer that could have no header word there is not one of its
- * blocks, and the word before it is not read. Over a fixed buffer, or
- * failing allocators over one (the walk bounded, as backing_serves_16's),
- * and under a fault-injection check's plan allocator too (a NIF's
- * .allocator a fixed buffer: the VM died of the read under the check,
- * found in review). A sized block at the start of a buffer after an
- * unmapped page faulted in beam_msize, beam_mfree and beam_mrealloc
- * (found in a bug hunt). */
-static bool outside_fixed_buffer(beam_allocator_t a, const void *p) {
+/* The allocator whose blocks a's are: a, seen through a fault-injection
+ * check's plan allocator (the one under it that p goes to) and failing
+ * allocators (the walk bounded, as backing_serves_16's). */
+static beam_allocator_t holder_of(beam_allocator_t a, const void *p) {
     beam_allocator_t under;
     if (beam__fault_under(a, p, &under))
         a = under;
     for (int hop = 0; hop < 8 && a.vtable == &beam__failing_vtable; hop++)
         a = ((const beam_failing_t *)a.ctx)->parent;
-    if (a.vtable != &beam__fixed_buffer_vtable)
+    return a;
+}
+
+/* A fixed buffer's blocks, headers and all, lie inside its buffer, which
+ * the caller may have placed anywhere (at the start of a mapping, say):
+ * a pointer that could have no header word there is not one of its
+ * blocks, and the word before it is not read. Over a fixed buffer, or
+ * failing allocators over one, and under a fault-injection check's plan
+ * allocator too (a NIF's .allocator a fixed buffer: the VM died of the
+ * read under the check, found in review). A sized block at the start of
+ * a buffer after an unmapped page faulted in beam_msize, beam_mfree and
+ * beam_mrealloc (found in a bug hunt). */
+static bool outside_fixed_buffer(beam_allocator_t h, const void *p) {
+    if (h.vtable != &beam__fixed_buffer_vtable)
         return false;
-    const beam_fixed_buffer_t *fb = a.ctx;
+    const beam_fixed_buffer_t *fb = h.ctx;
     uintptr_t u = (uintptr_t)p, lo = (uintptr_t)fb->buffer;
     return u < lo + sizeof(uint64_t) || u - lo > fb->len;
 }
 
+/* A header that looks live may still be garbage: the word before a
+ * pointer we never returned passes the check once in 65536. Where the
+ * holder of a's blocks knows them (under a fault-injection check, the one
+ * the plan sent base to, which it knows by base, not by the user
+ * pointer), the parent block the header names (base, good + HDR bytes)
+ * must lie in them, or it is not ours: a fixed buffer's and an
+ * arena's handed-out bytes, a general purpose instance's live block (one
+ * over the raw allocator, which gets headers). Before, such a header's
+ * size was believed: beam_msize answered it, beam_mrealloc copied up to
+ * it, beam_mfree freed what it named (found in a bug hunt). Other
+ * allocators (raw, large, the user's) know no blocks: the check is all
+ * there is. */
+static BEAM__NOINLINE bool holder_disowns(beam_allocator_t a, const char *base,
+                                          size_t good) {
+    beam_allocator_t h = holder_of(a, base);
+    size_t len = good + HDR;
+    if (h.vtable == &beam__fixed_buffer_vtable) {
+        const beam_fixed_buffer_t *fb = h.ctx;
+        uintptr_t at = (uintptr_t)base, lo = (uintptr_t)fb->buffer;
+        return at < lo || at - lo > fb->end_index ||
+               len > fb->end_index - (at - lo);
+    }
+    if (h.vtable == &beam__arena_vtable)
+        return !beam__arena_holds(h.ctx, base, len);
+    if (h.vtable == &beam__gpa_vtable) {
+        size_t have, alignment;
+        return !beam__gpa_block_size(h.ctx, base, false, &have, &alignment) ||
+               have < len;
+    }
+    return false;
+}
+
 /* hdr_read for a block of a: HDR_BAD, nothing read, for a pointer outside
- * a fixed buffer under a. */
-static enum hdr_state hdr_read_of(beam_allocator_t a, const void *p,
-                                  size_t *good, char **base) {
-    if (outside_fixed_buffer(a, p))
+ * a fixed buffer under a; HDR_BAD too for a live-looking header whose
+ * parent block the allocator under a does not hold. */
+static inline enum hdr_state hdr_read_of(beam_allocator_t a, const void *p,
+                                         size_t *good, char **base) {
+    beam_allocator_t h = holder_of(a, p);
+    if (outside_fixed_buffer(h, p))
         return HDR_BAD;
-    return hdr_read(p, good, base);
+    enum hdr_state st = hdr_read(p, good, base);
+    /* (The raw and large allocators know no blocks: no call.) */
+    if (st == HDR_LIVE && h.vtable != &beam__raw_vtable &&
+        h.vtable != &beam__large_vtable && holder_disowns(a, *base, *good))
+        return HDR_BAD;
+    return st;
 }
 
 static void *hdr_malloc(beam_allocator_t a, size_t n, uintptr_t ret) {
@@ -448,6 +493,23 @@ void beam_mfree_at(beam_allocator_t a, void *p, uintptr_t ret_addr) {
     mfree_impl(a, p, ret_addr);
 }
 
+/* Apart from msize_impl, as hdr_free is from mfree_impl: the general
+ * purpose allocator's path stays as short. */
+static BEAM__NOINLINE size_t hdr_msize(beam_allocator_t a, const void *p,
+                                       uintptr_t ret) {
+    if (serves_nothing(a)) {
+        report_ignored("beam_msize", p, no_blocks_said(a), false, ret);
+        return 0;
+    }
+    size_t good;
+    char *base;
+    enum hdr_state st = hdr_read_of(a, p, &good, &base);
+    if (st == HDR_LIVE)
+        return good;
+    report_bad("beam_msize", p, st, ret);
+    return 0;
+}
+
 static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
     if (p == NULL)
         return 0;
@@ -460,17 +522,7 @@ static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
         report_not_gpa_block("beam_msize", p, ret);
         return 0;
     }
-    if (serves_nothing(a)) {
-        report_ignored("beam_msize", p, no_blocks_said(a), false, ret);
-        return 0;
-    }
-    size_t good;
-    char *base;
-    enum hdr_state st = hdr_read_of(a, p, &good, &base);
-    if (st == HDR_LIVE)
-        return good;
-    report_bad("beam_msize", p, st, ret);
-    return 0;
+    return hdr_msize(a, p, ret);
 }
 
 size_t beam_msize(beam_allocator_t a, const void *p) {

@@ -686,3 +686,64 @@ TEST(malloc_calls_read_no_word_before_a_foreign_mapping) {
     beam_arena_deinit(&arena);
     munmap(f.map + 4096, 3 * 4096);
 }
+
+/* A header word for block p of good bytes that passes malloc.c's check:
+ * what garbage before a foreign pointer is once in 65536 (the same hash,
+ * written again here). */
+static uint64_t forged_word(const void *p, uint64_t good) {
+    uint64_t x = (uint64_t)(uintptr_t)p ^ (good * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    return (x >> 48) << 48 | (uint64_t)1 << 47 | good;
+}
+
+/* Over an allocator that knows its blocks, a header word that passes the
+ * check but names a parent block the allocator does not hold is not
+ * believed: beam_msize answered its size (here 1 TiB), beam_mrealloc
+ * copied up to it, beam_mfree handed the parent what it named (found in
+ * a bug hunt). Over a fixed buffer, an arena (both within their handed-out
+ * bytes and in a page of nobody's) and an instance over the raw allocator,
+ * directly and through a failing allocator. */
+TEST(malloc_calls_believe_no_forged_header) {
+    static _Alignas(16) unsigned char buf[4096];
+    beam_fixed_buffer_t fb;
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_arena_t arena;
+    beam_arena_init(&arena, beam_raw_allocator);
+    beam_gpa_t over_raw;
+    beam_gpa_init_ex(&over_raw, beam_raw_allocator, BEAM_GPA_TRACK_SITES);
+    beam_failing_t failing;
+    beam_failing_init(&failing, beam_arena_allocator(&arena), SIZE_MAX);
+    beam_allocator_t all[] = {
+        beam_fixed_buffer_allocator(&fb), beam_arena_allocator(&arena),
+        beam_gpa_allocator(&over_raw), beam_failing_allocator(&failing)};
+    static _Alignas(16) uint64_t nobody[8];
+    check_capture_reports();
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) {
+        /* A sized block of the allocator, a forged header inside it. */
+        uint64_t *sized = beam_alloc_bytes(all[i], 64, 16);
+        CHECK(sized != NULL);
+        void *p = sized + 2;
+        sized[1] = forged_word(p, (uint64_t)1 << 40);
+        CHECK(refused_all(all[i], p));
+        /* A live-looking size past the block: refused too. */
+        sized[1] = forged_word(p, 4096);
+        CHECK(refused_all(all[i], p));
+        beam_free_bytes(all[i], sized, 64, 16);
+        nobody[1] = forged_word(&nobody[2], 32);
+        CHECK(refused_all(all[i], &nobody[2]));
+        /* Its own blocks still pass. */
+        size_t said = check_report_count();
+        void *own = beam_malloc(all[i], 100);
+        CHECK(own != NULL && beam_msize(all[i], own) >= 100);
+        own = beam_mrealloc(all[i], own, 300);
+        CHECK(own != NULL && beam_msize(all[i], own) >= 300);
+        beam_mfree(all[i], own);
+        CHECK(check_report_count() == said);
+    }
+    check_release_reports();
+    CHECK(failing.allocated_bytes == failing.freed_bytes);
+    beam_gpa_deinit(&over_raw);
+    beam_arena_deinit(&arena);
+}
