@@ -48,11 +48,16 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
 static pthread_mutex_t instances_lock = PTHREAD_MUTEX_INITIALIZER;
 static int module_instances;
 /* From the first of those loads until the last unload tears the
- * allocators down, which it skips while something can still use them (a
- * resource, a C library's hooks): the stats and collect hooks read them
- * until then, the module purged or not. (They answered nothing once the
- * module was purged: after a hot upgrade, what SQLite held through a kept
- * copy's hooks read 0 while its instance held it.) */
+ * allocators down, which it skips for a copy kept for a C library's hooks
+ * (SQLite, a zlib or zstd stream may use them still): the stats and
+ * collect hooks read them until then, the module purged or not. (They
+ * answered nothing once the module was purged: after a hot upgrade, what
+ * SQLite held through a kept copy's hooks read 0 while its instance held
+ * it.) A resource never keeps them up: the VM runs the unload callback of
+ * a library whose resources outlive its module only after their last
+ * destructor (erl_nif.c, close_lib), and a resource's destructor tears
+ * its own allocator down (upgrade_test: a copy kept mapped by a resource
+ * alone gives its memory back). */
 static bool allocators_up;
 /* The VM's monotonic time of the last of those loads, INT64_MIN before:
  * which copy of a module's library runs, for drivers that read only that
@@ -260,7 +265,9 @@ static void free_kept_instances(void) {
 void beam_nif_unloaded(void) {
     pthread_mutex_lock(&instances_lock);
     /* (Kept mapped, the library can run still: SQLite's hooks, say, or a
-     * zlib stream's in a resource another copy took over.) */
+     * zlib stream's in a resource another copy took over. No resource of
+     * ours is live here, the VM calling this after their destructors
+     * (allocators_up): that test is a guard.) */
     if (--module_instances == 0 && beam_resource_live_count() == 0 &&
         !beam__library_kept_mapped()) {
         /* Nothing of this library can run any more: its process-wide

@@ -71,10 +71,11 @@ BEAM__HIDDEN void beam__nif_module_text(char *buf, size_t size);
  * copy. */
 BEAM__HIDDEN int64_t beam__nif_loaded_at(void);
 /* While the library's allocators are up (from its first load until the
- * last unload tears them down, which a kept copy's or a live resource's
- * skips): true, holding the lock that teardown runs under; leave releases
- * it. false otherwise (nothing to read). For calls from outside the
- * module's NIFs (the fault driver's hooks). */
+ * last unload tears them down, which that of a copy kept for a C
+ * library's hooks skips: glue.c, allocators_up): true, holding the lock
+ * that teardown runs under; leave releases it. false otherwise (nothing
+ * to read). For calls from outside the module's NIFs (the fault driver's
+ * hooks). */
 BEAM__HIDDEN bool beam__nif_library_enter(void);
 BEAM__HIDDEN void beam__nif_library_leave(void);
 /* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
