@@ -64,8 +64,9 @@
 %% over every copy: SQLite started by the old copy goes on allocating from
 %% the old copy's instance, which the new copy's connections use too, and
 %% so does a stream in a resource the new copy took over. peak_bytes is
-%% then the sum of each copy's peak (at least the peak of the sum). SQLite is one per process: what it holds is counted by the
-%% library (any module's) whose beam_sqlite3_use succeeded. Raises
+%% then the sum of each copy's peak (at least the peak of the sum). SQLite
+%% is one per process: what it holds is counted by the library (any
+%% module's) whose beam_sqlite3_use succeeded. Raises
 %% erlang:error({not_loaded, Module}) when no library built with beam_alloc
 %% is loaded for Module, badarg when Module is not an atom, and
 %% erlang:error({driver, Reason}) when beam_alloc's own driver
