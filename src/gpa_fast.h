@@ -52,7 +52,7 @@ static BEAM__ALWAYS_INLINE void gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b,
                                              size_t len) {
     gpa_untag(b); /* fresh memory may hold an old tag */
     s->used++;
-    beam__count_alloc_fast(&h->stats, len);
+    beam__count_alloc_blind(&h->stats, len);
 }
 
 /* Block b (tagged free) back on s's free list, by its owner: the one
@@ -67,8 +67,9 @@ static BEAM__ALWAYS_INLINE void gpa_take_back(gpa_slab *s, void **b) {
 
 /* A small block off the current slab's free list of this thread's heap, or
  * NULL: then the general path decides (anything else: no heap yet, an
- * empty list, a tracked slab, a collector at work, odd arguments). len 0
- * and bad alignments fall through to it too. */
+ * empty list, a tracked instance (its fast_id matches no slot), a
+ * collector at work, odd arguments). len 0 and bad alignments fall
+ * through to it too. */
 static BEAM__ALWAYS_INLINE void *
 beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
     gpa_state *st = beam__gpa_state_of(gpa);
@@ -76,16 +77,18 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
                        !gpa_fast_alignment(alignment) || st == NULL))
         return NULL;
     gpa_tls_slot *slot = gpa_fast_slot();
-    if (BEAM__UNLIKELY(slot->id != st->id))
+    if (BEAM__UNLIKELY(slot->id != st->fast_id))
         return NULL;
     gpa_heap *h = slot->heap;
     void **b = NULL;
     gpa_heap_enter_fast(h);
     if (BEAM__LIKELY(!gpa_heap_revoked(h))) {
-        gpa_slab *s = h->cur[beam__gpa_class_by_16[(len + 15) >> 4]];
+        /* (len + 15) >> 4 as 1 + ((len - 1) >> 4): len - 1 is at hand,
+         * from the range test. */
+        gpa_slab *s = h->cur[beam__gpa_class_by_16[1 + ((len - 1) >> 4)]];
         b = s->free;
-        /* fast_span is 0 for tracked slabs, which note every block. */
-        if (BEAM__LIKELY(b != NULL && s->fast_span != 0)) {
+        GPA_ASSERT(b == NULL || s->fast_span != 0);
+        if (BEAM__LIKELY(b != NULL)) {
             s->free = (void **)b[0];
             gpa_hand_out(h, s, b, len);
         } else {

@@ -261,6 +261,7 @@ static gpa_state *state_create(beam_gpa_t *gpa) {
         return NULL;
     }
     st->cookie = make_cookie(st, st->id);
+    st->fast_id = st->track ? GPA_NO_ID : st->id;
     return st;
 }
 

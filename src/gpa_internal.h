@@ -490,7 +490,13 @@ struct beam_gpa_state {
      * alternated runs; with the gaps 1.07). */
     char gap_before[64];
     beam_allocator_t backing;
-    uint64_t id;      /* unique per state: thread-local slots check it */
+    uint64_t id; /* unique per state: thread-local slots check it */
+    /* What the inline allocation compares a slot's id with: id when
+     * untracked, else GPA_NO_ID, which no slot holds (ids count from 1, an
+     * empty slot's is 0): a tracked instance, whose slabs note every
+     * block, then leaves every allocation to the general path at the test
+     * the fast path makes anyway, not at a test of the slab's own. */
+    uint64_t fast_id;
     uint32_t reg;     /* index in the registry */
     uintptr_t cookie; /* free-block tag key */
     bool track;       /* BEAM_GPA_TRACK_SITES or BEAM_GPA_SAFE */
@@ -900,6 +906,7 @@ BEAM__HIDDEN void beam__gpa_map_free(void);
 /* ---- threads, heaps, registry (gpa_heap.c) --------------------------- */
 
 /* Thread-local slots: which heap this thread uses for which instance. */
+#define GPA_NO_ID UINT64_MAX /* st->fast_id of a tracked instance */
 typedef struct gpa_tls_slot {
     gpa_state *st;
     uint64_t id;
