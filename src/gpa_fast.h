@@ -198,6 +198,21 @@ static BEAM__ALWAYS_INLINE bool gpa_fast_free_ok(gpa_state *st, gpa_slab *s,
            beam__gpa_at_block(s, b) && (uintptr_t)b[1] != beam__gpa_tag(st, b);
 }
 
+/* The same for s, b's entry in the map (gpa_map_slot_masked): b's offset
+ * in s is its low bits; a sub-slab's chunk entry, the one entry whose
+ * blocks are not at that offset, fails the range test (fast_span 0). The
+ * at-block test (bump) comes before the tag is read: b may be a pointer
+ * above the map's reach whose masked entry is another's. */
+static BEAM__ALWAYS_INLINE bool
+gpa_fast_free_ok_entry(gpa_state *st, gpa_slab *s, void **b, size_t len) {
+    /* (Each test likely on its own: the passing free then runs straight
+     * through, each miss a branch off it.) */
+    return BEAM__LIKELY(beam__gpa_owner(s) == st) &&
+           BEAM__LIKELY(len - s->prev_size - 1 < (size_t)s->fast_span) &&
+           BEAM__LIKELY(beam__gpa_at_block_in_entry(s, b)) &&
+           BEAM__LIKELY((uintptr_t)b[1] != beam__gpa_tag(st, b));
+}
+
 /* Out of line (gpa.c): the free of a block in a sub-slab, with every
  * check of the inline free; what they do not settle goes on to the
  * general path. vt (unused) keeps the helpers' arguments where they hold
@@ -216,14 +231,14 @@ static BEAM__ALWAYS_INLINE bool beam__gpa_free_fast(beam_gpa_t *gpa, void *mem,
                                                     size_t alignment,
                                                     uintptr_t ret) {
     gpa_state *st = beam__gpa_state_of(gpa);
-    gpa_slab *s = beam__gpa_map_slot(mem);
+    gpa_slab *s = gpa_map_slot_masked(mem);
     void **b = (void **)mem;
     /* (No test of st against NULL for the class test below: an entry
      * without an owner has fast_span 0, so its range test fails before st
      * is read. The medium way further down does test it.) */
     if (BEAM__UNLIKELY(!gpa_fast_alignment(alignment)))
         return false;
-    if (BEAM__LIKELY(s != NULL && gpa_fast_free_ok(st, s, b, len))) {
+    if (BEAM__LIKELY(s != NULL && gpa_fast_free_ok_entry(st, s, b, len))) {
         beam__gpa_release(st, s, b, len);
         return true;
     }
@@ -231,8 +246,9 @@ static BEAM__ALWAYS_INLINE bool beam__gpa_free_fast(beam_gpa_t *gpa, void *mem,
      * the range test. A call more than a slab's free, off its path. (The
      * entry's where, not its fast_span: a miss may be a stale pointer into
      * an entry being reset, whose plain fields are not ours to read. A
-     * length out of range, 0 included, is the general path's to judge.) */
-    if (s != NULL && len - 1 < BEAM__MAX_LEN) {
+     * length out of range, 0 included, is the general path's to judge.
+     * Below GPA_MAP_END, the masked entry is mem's own.) */
+    if (s != NULL && (uintptr_t)mem < GPA_MAP_END && len - 1 < BEAM__MAX_LEN) {
         unsigned where = beam__atomic_load_acquire(&s->where);
         if (where == WHERE_MIXED) {
             beam__gpa_free_in_chunk(gpa, &beam__gpa_vtable, mem, len, alignment,

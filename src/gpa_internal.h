@@ -732,6 +732,8 @@ BEAM__HIDDEN void beam__gpa_defer_run(gpa_state *st, gpa_defer *list);
  * when the library is unloaded (gpa_slab.c). */
 #define GPA_MAP_BITS 16
 #define GPA_MAP_SIZE ((size_t)1 << GPA_MAP_BITS)
+/* The first address the map does not serve (2^48). */
+#define GPA_MAP_END ((uintptr_t)1 << (GPA_SLAB_SHIFT + 2 * GPA_MAP_BITS))
 BEAM__HIDDEN extern _Atomic(gpa_slab *) beam__gpa_map_root[GPA_MAP_SIZE];
 
 /* The map entry of p, owned or not; NULL when no leaf covers p. */
@@ -741,6 +743,20 @@ static BEAM__ALWAYS_INLINE gpa_slab *beam__gpa_map_slot(const void *p) {
     uintptr_t r = (uintptr_t)p >> (GPA_SLAB_SHIFT + GPA_MAP_BITS);
     if (BEAM__UNLIKELY(r >= GPA_MAP_SIZE))
         return NULL;
+    gpa_slab *leaf = beam__atomic_load_acquire(&beam__gpa_map_root[r]);
+    if (BEAM__UNLIKELY(leaf == NULL))
+        return NULL;
+    return &leaf[((uintptr_t)p >> GPA_SLAB_SHIFT) & (GPA_MAP_SIZE - 1)];
+}
+
+/* beam__gpa_map_slot for the inline free: the root index masked rather
+ * than tested, one compare and branch fewer. A pointer at or above 2^48
+ * gets the entry of another one, which the free's at-block test refuses
+ * before it reads anything at the pointer: p is then above every bump.
+ * What follows a miss tests p below GPA_MAP_END: the entry is then p's. */
+static BEAM__ALWAYS_INLINE gpa_slab *gpa_map_slot_masked(const void *p) {
+    uintptr_t r =
+        ((uintptr_t)p >> (GPA_SLAB_SHIFT + GPA_MAP_BITS)) & (GPA_MAP_SIZE - 1);
     gpa_slab *leaf = beam__atomic_load_acquire(&beam__gpa_map_root[r]);
     if (BEAM__UNLIKELY(leaf == NULL))
         return NULL;
@@ -1199,11 +1215,25 @@ static BEAM__ALWAYS_INLINE bool beam__gpa_divides(uint32_t recip,
  * of its entry, a misuse: base is then NULL, and so is bump, which refuses
  * it. No assert: a debug build would abort where it must report; found
  * in review.) */
+static BEAM__ALWAYS_INLINE bool
+beam__gpa_at_block_off(const gpa_slab *s, const void *p, uint32_t off) {
+    return beam__gpa_divides(s->recip, off) &&
+           (const char *)p < beam__atomic_load_plain_relaxed(&s->bump);
+}
+
 static BEAM__ALWAYS_INLINE bool beam__gpa_at_block(const gpa_slab *s,
                                                    const void *p) {
-    uintptr_t off = (uintptr_t)p - (uintptr_t)s->base;
-    return beam__gpa_divides(s->recip, (uint32_t)off) &&
-           (const char *)p < beam__atomic_load_plain_relaxed(&s->bump);
+    return beam__gpa_at_block_off(
+        s, p, (uint32_t)((uintptr_t)p - (uintptr_t)s->base));
+}
+
+/* The same for s, p's map entry (a whole slab, 64 KiB aligned): the
+ * offset is p's low 16 bits, without a load of base. (A map entry that is
+ * no whole slab, or one being reset, has no block below its bump: p
+ * fails all the same.) */
+static BEAM__ALWAYS_INLINE bool beam__gpa_at_block_in_entry(const gpa_slab *s,
+                                                            const void *p) {
+    return beam__gpa_at_block_off(s, p, (uint16_t)(uintptr_t)p);
 }
 
 /* What a refused remap or realloc says (gpa.c, gpa_msize.c): nothing was

@@ -144,6 +144,36 @@ TEST(gpa_foreign_and_interior_pointers_are_reported) {
     CHECK(!beam_gpa_deinit(&other));
 }
 
+/* The inline free finds a pointer's map entry by its bits 16-47 only (the
+ * root index masked, not tested): a pointer 2^48 above a block gets that
+ * block's entry and passes its owner, class and boundary tests. It must
+ * still be refused before anything is read at it (a non-canonical
+ * address: the read would fault), and reported. Blocks in whole slabs
+ * (the last of many) and in sub-slabs (the first) alike. */
+TEST(gpa_pointers_above_the_map_alias_no_block) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 6000 };
+    static void *blocks[N];
+    for (size_t i = 0; i < N; i++) {
+        blocks[i] = beam_alloc_bytes(a, 64, 8);
+        CHECK(blocks[i] != NULL);
+    }
+    check_capture_reports();
+    size_t tried = 0;
+    for (size_t i = 0; i < N; i += 499) {
+        beam_free_bytes(a, (char *)blocks[i] + ((uintptr_t)1 << 48), 64, 8);
+        tried++;
+    }
+    CHECK(check_report_count() == tried);
+    CHECK(check_report_contains("does not own"));
+    CHECK(beam_gpa_usage_of(&g).misuse_count == tried);
+    for (size_t i = 0; i < N; i++)
+        beam_free_bytes(a, blocks[i], 64, 8);
+    CHECK(!beam_gpa_detect_leaks(&g));
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 TEST(gpa_wrong_length_is_reported_and_block_still_freed) {
     beam_gpa_t g = fresh(0);
     beam_allocator_t a = beam_gpa_allocator(&g);
