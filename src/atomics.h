@@ -103,29 +103,27 @@ void __tsan_release(void *addr);
  * other threads see whole values. On x86-64 one unlocked add to memory,
  * which is what a relaxed load and store amount to there, in one
  * instruction where the compiler makes three of an _Atomic (these run
- * on every allocation and free); beam__atomic_bump_fetch returns the
- * value after (xadd). ThreadSanitizer cannot see inside asm: its builds,
- * and other processors, take the relaxed load and store. */
+ * on every allocation and free). ThreadSanitizer cannot see inside asm:
+ * its builds, and other processors, take the relaxed load and store. */
 #if defined(__x86_64__) && !defined(BEAM__TSAN)
 #define beam__atomic_bump(p, by)                                               \
     do {                                                                       \
         _Static_assert(sizeof *(p) == 8, "a 64-bit counter");                  \
         __asm__("addq %1, %0" : "+m"(*(int64_t *)(p)) : "er"((int64_t)(by)));  \
     } while (0)
-static inline int64_t beam__atomic_bump_fetch(_Atomic int64_t *p, int64_t by) {
-    int64_t before = by;
-    __asm__("xaddq %0, %1" : "+r"(before), "+m"(*(int64_t *)p));
-    return before + by;
-}
 #else
 #define beam__atomic_bump(p, by)                                               \
     beam__atomic_store_relaxed(p, beam__atomic_load_relaxed(p) + (by))
+#endif
+/* The value after is wanted: a relaxed load and store everywhere. On
+ * x86-64 that is a load, an add and a store (three simple instructions);
+ * an xadd was four micro-ops, and with the copy, negation and add back
+ * around it four instructions in the inline free. */
 static inline int64_t beam__atomic_bump_fetch(_Atomic int64_t *p, int64_t by) {
     int64_t after = beam__atomic_load_relaxed(p) + by;
     beam__atomic_store_relaxed(p, after);
     return after;
 }
-#endif
 
 /* Keeps the compiler from moving memory accesses across it (the other
  * half of an ordering that a process-wide barrier provides). */
