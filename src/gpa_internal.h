@@ -450,6 +450,12 @@ static inline size_t gpa_first_other(const unsigned char *p, size_t from,
 }
 
 typedef struct gpa_heap {
+    /* This heap's allocations and frees, first: the inline free's
+     * publication call then takes the heap's address as it is, and the
+     * counters share a cache line with the bracket below, which every
+     * inline call writes too (they were two lines further on, across a
+     * line boundary). */
+    beam__counters stats;
     /* Owner-written, collector-read (see "Taking a heap" above). */
     _Atomic uint32_t busy;
     _Atomic uint32_t revoked;
@@ -459,12 +465,11 @@ typedef struct gpa_heap {
     /* This thread's frees into sub-slabs per class, up to
      * GPA_CLASS_BUSY_FREES: then the class graduates (gpa.c). */
     uint16_t sub_frees[GPA_CLASSES];
-    bool graduated;       /* a class graduated: segments of whole slabs */
-    unsigned sub_total;   /* pages of sub-slabs taken (gpa_slab.c) */
-    beam__counters stats; /* this heap's allocations and frees */
-    unsigned refills;     /* alloc_slow calls, to pace trimming; 0: the
-                             heap never allocated (its frees stash
-                             nothing: beam__gpa_free_elsewhere) */
+    bool graduated;     /* a class graduated: segments of whole slabs */
+    unsigned sub_total; /* pages of sub-slabs taken (gpa_slab.c) */
+    unsigned refills;   /* alloc_slow calls, to pace trimming; 0: the
+                           heap never allocated (its frees stash
+                           nothing: beam__gpa_free_elsewhere) */
     /* The stash (see "The stash" above): blocks this heap's thread freed
      * into slabs the heap does not own, linked through word 0. */
     void **stash;
