@@ -429,16 +429,21 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     always at beam_gpa_collect.
  *   - So, without collect, an instance never holds more slabs of a class
  *     than it held at once with live blocks of that class, plus 33 per heap
- *     and class (its current slab and up to 32 kept ones); with collect,
+ *     and class (its current slab and up to 32 kept ones). Where the
+ *     process-wide barrier works (Linux 4.14 and later, not filtered), a
+ *     heap keeps more, up to 1,024 in all classes; those whose blocks
+ *     other threads freed go back before the instance takes more from its
+ *     backing allocator, and within 256 refills of any thread that
+ *     allocates small blocks (from heaps whose threads are not inside a
+ *     call, as collect takes them), so they never make it grow; with collect,
  *     it holds the slabs with live blocks and the segments they are in (a
  *     segment goes back only when wholly free).
  *   - A thread that exits, or uses so many instances that one of its eight
  *     per-thread slots is reused (slots of instances already gone are reused
  *     first), gives its heap's slabs to the instance in a step per current
- *     or kept slab (at most 33 per class), however much it allocated: the
- *     pause is bounded by that, not by what is held (1,024 kept slabs, 32
- *     in each of the 32 classes, added ~15 us to the evicting call,
- *     standalone).
+ *     or kept slab (at most 32 current and 1,024 kept), however much it
+ *     allocated: the pause is bounded by that, not by what is held (1,024
+ *     kept slabs added ~15 us to the evicting call, standalone).
  *
  * A beam_gpa_t is usable once beam_gpa_init returns (it allocates lazily)
  * and until beam_gpa_deinit; it may then be initialised again. Initialised

@@ -13,6 +13,7 @@
 #include "frames.h"
 #include "gpa_fast.h"
 #include "gpa_msize.h"
+#include "os/barrier.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -293,6 +294,49 @@ static gpa_slab *kept_take(gpa_heap *h, unsigned cls) {
     return s;
 }
 
+/* h at GPA_KEPT_MAX: the oldest kept slab of some class goes back to the
+ * instance if it is wholly free (every block it has out waits in
+ * thread_free: other threads freed them), to make room; false when no
+ * class's oldest is. The cap is per heap, so without this a class whose
+ * kept slabs other threads emptied (a burst handed to them) held it all
+ * for a busy heap (a shed comes only at a look or before a segment, a
+ * collect later): every other class's frees took the stash
+ * (1.4x slower churn, 100,000 blocks live) and up to 64 MiB stayed with
+ * the idle class (found in review). A class's oldest kept slab is the one
+ * other threads have had longest to empty. Not cls's own: its next refill
+ * takes that one (so a class past the cap alone, over 64 MiB, pays no
+ * look). Only at the cap: a load of each class's tail, and of a slab's
+ * count for each other class that has one. */
+static bool kept_make_room(gpa_heap *h, unsigned cls) {
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        gpa_slab *t = h->kept[c].tail;
+        if (t == NULL || c == cls)
+            continue;
+        uintptr_t tf = beam__atomic_load_relaxed(&t->thread_free);
+        if (tf == 0 || GPA_TF_COUNT(tf) != t->used)
+            continue;
+        gpa_kept_unlink(h, t);
+        gpa_defer *defer = NULL;
+        park_locked(h, t, &defer);
+        beam__gpa_defer_run(h->st, defer);
+        return true;
+    }
+    return false;
+}
+
+/* A class of h at GPA_KEPT_CLASS kept slabs may keep one more: only
+ * while wholly free kept slabs can be taken from an idle heap (the barrier
+ * is ready: beam__gpa_shed_kept, which makes it ready once h wants more),
+ * and within GPA_KEPT_MAX in all. Without the barrier, 32 per class bound
+ * what an idle heap keeps that other threads emptied. */
+static bool kept_may_grow(gpa_heap *h, unsigned cls) {
+    if (!beam__process_barrier_ready()) {
+        h->kept_wants_more = true;
+        return false;
+    }
+    return h->kept_n < GPA_KEPT_MAX || kept_make_room(h, cls);
+}
+
 /* A free by h's thread into a slab h left FULL: h takes it back (KEPT)
  * unless other threads' frees requeued it meanwhile, or another heap took
  * it: taking FULL off thread_free is the one way to own a detached slab,
@@ -300,7 +344,7 @@ static gpa_slab *kept_take(gpa_heap *h, unsigned cls) {
  * FULL again since: as good an owner as any). Frees waiting there are
  * collected at once. */
 static bool kept_reattach(gpa_heap *h, gpa_slab *s) {
-    if (h->kept[s->cls].n >= GPA_KEPT_MAX)
+    if (h->kept[s->cls].n >= GPA_KEPT_CLASS && !kept_may_grow(h, s->cls))
         return false;
     uintptr_t tf = beam__atomic_load_acquire(&s->thread_free);
     while (tf & GPA_FULL_BIT) {
@@ -363,6 +407,13 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
         trim_empty_cur(h, cls);
+    /* Every so many more, kept slabs other threads emptied go back from
+     * every heap, this one's included, when slab_push noted some: an idle
+     * heap would keep them (a barrier and a lock each time: not often). */
+    if (BEAM__UNLIKELY((h->refills & (GPA_SHED_REFILLS - 1)) == 0) &&
+        beam__atomic_load_relaxed(&h->st->shed_wanted) != 0 &&
+        beam__atomic_exchange_acquire(&h->st->shed_wanted, 0) != 0)
+        beam__gpa_shed_kept(h->st, h);
     for (unsigned round = 0; round < GPA_REFILL_ROUNDS; round++) {
         gpa_slab *s = h->cur[cls];
         if (s != &beam__gpa_empty_slab) {
@@ -459,6 +510,24 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 
 /* ---- free --------------------------------------------------------------- */
 
+/* A push that left half of s's blocks or more waiting in thread_free (next),
+ * s kept by a heap: s may be wholly free, or near, which its heap, idle,
+ * would not see (see "Kept slabs"). Only the owner knows how many blocks
+ * it has out, so every such push notes it, until a refill sheds: the one
+ * that empties s is noted too. (Slabs below half are left to the shed
+ * before a segment, or to their heap.) */
+static inline bool kept_emptied(gpa_slab *s, uintptr_t next) {
+    uintptr_t o = (uintptr_t)beam__atomic_load_relaxed(&s->heap);
+    return (o & GPA_HEAP_KEPT) != 0 &&
+           (size_t)GPA_TF_COUNT(next) * s->size * 2 >=
+               (size_t)(s->end - s->base);
+}
+
+static BEAM__NOINLINE void kept_emptied_note(gpa_state *st) {
+    if (beam__atomic_load_relaxed(&st->shed_wanted) == 0)
+        beam__atomic_store_relaxed(&st->shed_wanted, 1);
+}
+
 /* Push b on s's thread_free stack (any thread; s is not this thread's
  * current slab). The push that brings a detached slab's waiting frees to its
  * requeue mark takes FULL off and hands the slab to the instance, which
@@ -482,6 +551,8 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
      * reclaim link, after the writes of whoever detached it.) */
     if (BEAM__UNLIKELY((old & GPA_FULL_BIT) && !(next & GPA_FULL_BIT)))
         beam__gpa_reclaim_push(st, s);
+    else if (BEAM__UNLIKELY(kept_emptied(s, next)))
+        kept_emptied_note(st);
 }
 
 void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {

@@ -530,15 +530,16 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
 /* ---- collection ----------------------------------------------------------
  * Other threads' heaps are taken only when the process-wide barrier is
  * available: without it an idle heap keeps its current slabs (at most one
- * per class) and its kept ones (GPA_KEPT_MAX per class) until its thread
+ * per class) and its kept ones (GPA_KEPT_CLASS per class: no more
+ * without the barrier, gpa.c kept_may_grow) until its thread
  * allocates, exits, or collects itself. */
 
-/* Lock held: strip every heap whose owner is not inside a call. */
-static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
-    /* This thread's own heap, unless a call of this instance is in
-     * progress further up the stack (collect from a report hook). */
-    if (mine != NULL && !gpa_heap_in_call(mine, false))
-        heap_strip(st, mine, defer);
+typedef void heap_take_fn(gpa_state *st, gpa_heap *h, gpa_defer **defer);
+
+/* Lock held: what_to_do to every other heap whose owner is not inside a
+ * call (revoked meanwhile); nothing without the process barrier. */
+static void take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
+                            heap_take_fn *what_to_do) {
     bool any = false;
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
         if (h != mine && !gpa_heap_in_call(h, false)) {
@@ -554,9 +555,61 @@ static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
         if (beam__atomic_load_relaxed(&h->revoked) == 0)
             continue;
         if (fenced && !gpa_heap_in_call(h, true))
-            heap_strip(st, h, defer);
+            what_to_do(st, h, defer);
         beam__atomic_store_release(&h->revoked, 0);
     }
+}
+
+/* Lock held: strip every heap whose owner is not inside a call. */
+static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
+    /* This thread's own heap, unless a call of this instance is in
+     * progress further up the stack (collect from a report hook). */
+    if (mine != NULL && !gpa_heap_in_call(mine, false))
+        heap_strip(st, mine, defer);
+    take_idle_heaps(st, mine, defer, heap_strip);
+}
+
+/* Lock held, h's owner away or this thread: h's kept slabs whose every
+ * block out waits in thread_free (other threads freed them: none is in
+ * h's stash, which counts as out) go back to the instance, each without
+ * its list walked (beam__gpa_slab_park). A read of each kept slab's
+ * thread_free, up to GPA_KEPT_MAX. */
+static void heap_shed_kept(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
+    for (unsigned c = 0; c < GPA_CLASSES; c++) {
+        for (gpa_slab *s = h->kept[c].head, *next; s != NULL; s = next) {
+            next = s->next;
+            uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
+            if (tf == 0 || GPA_TF_COUNT(tf) != s->used)
+                continue;
+            gpa_kept_unlink(h, s);
+            beam__gpa_slab_park(st, s, defer);
+        }
+    }
+}
+
+/* Other heaps only when there are any, and only with the barrier ready:
+ * its first use registers the process, which takes 8-11 ms in a
+ * multithreaded one (os/barrier.h), and must not happen under the lock.
+ * A heap registers it here when one of its classes wanted more than
+ * GPA_KEPT_CLASS kept slabs (kept_wants_more): a heap that large, when it
+ * next grows the instance, not the first allocation of every process. */
+static bool other_heaps(const gpa_state *st, const gpa_heap *mine) {
+    return st->heaps != NULL &&
+           (st->heaps != mine || mine == NULL || mine->next != NULL) &&
+           beam__process_barrier_ready();
+}
+
+void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine) {
+    gpa_defer *defer = NULL;
+    if (mine != NULL && mine->kept_wants_more)
+        beam__process_barrier_prepare();
+    gpa_lock(st);
+    if (mine != NULL)
+        heap_shed_kept(st, mine, &defer);
+    if (other_heaps(st, mine))
+        take_idle_heaps(st, mine, &defer, heap_shed_kept);
+    gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
 }
 
 void beam__gpa_collect_all(gpa_state *st) {

@@ -47,9 +47,29 @@
  *    free that leaves a kept slab with no live block (the rest
  *    waiting in thread_free included) gives it back to the pool at once;
  *    one whose last blocks other threads free stays kept, wholly free,
- *    until the heap refills that class, or is retired or collected (an
- *    idle heap may hold GPA_KEPT_MAX such slabs per class). At most
- *    GPA_KEPT_MAX per class and heap; a heap retired or collected parks
+ *    until the heap refills that class, or is retired or collected, or
+ *    a shed (beam__gpa_shed_kept) gives it back: every heap whose owner
+ *    is away (the process barrier, as a collect takes them) and the
+ *    calling one give such slabs back, before the instance takes a
+ *    segment from its backing (small or medium blocks), and at a heap's
+ *    refill (every GPA_SHED_REFILLS) once a push left a kept slab half
+ *    free or more (slab_push). So wholly free kept slabs never make an
+ *    instance grow, and go back as the reclaim stack's slabs do: a burst
+ *    of 1,100 slabs of 256 B handed to other threads, their owner then
+ *    idle, made another thread's same burst grow the backing by 69.7 MiB
+ *    with 1,024 kept a heap and nothing given back, by 1.7 MiB with 32
+ *    per class, and by none now; a third thread's light churn of 64 B
+ *    left 74.4, 8.7 and 8.3 MiB held. At most
+ *    GPA_KEPT_CLASS (32) per class, and beyond, once the barrier is known
+ *    to work (where it does not, nothing could give them back while their
+ *    heap idles), up to GPA_KEPT_MAX (1,024) per heap in all classes:
+ *    with 100,000 blocks live a busy class has some 100 slabs, and a cap
+ *    of 32 per class left most of them FULL, their frees on the stash
+ *    and the refills on kept slabs of few free blocks (callgrind, that
+ *    churn: 275 -> 230 instructions an operation, harness included). At
+ *    GPA_KEPT_MAX, a class's oldest kept slab that other threads emptied
+ *    gives way (gpa.c kept_make_room), so one class cannot hold the cap
+ *    for good while the heap is busy; a heap retired or collected parks
  *    them like its current slabs. The mark stays on a slab requeued
  *    meanwhile until the lock holder parks it: a stale mark costs a
  *    failed compare-and-swap, or takes a slab FULL again since (any
@@ -268,7 +288,17 @@
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 #define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
 #define GPA_FREE_STREAK 16        /* frees in a row that make a heap */
-#define GPA_KEPT_MAX 32           /* kept slabs a heap holds per class */
+/* Kept slabs a heap holds: GPA_KEPT_CLASS per class, and beyond, once the
+ * process barrier is known to work (beam__gpa_shed_kept can then give back
+ * those other threads empty in an idle heap), GPA_KEPT_MAX in all. With
+ * 100,000 blocks live a busy class has some 100 slabs: capped at 32, most
+ * were not kept, their frees took the stash and refills found kept slabs
+ * with few free blocks. */
+#define GPA_KEPT_CLASS 32
+#define GPA_KEPT_MAX 1024
+/* Refills of a heap between its looks at st->shed_wanted (a power of two;
+ * gpa.c alloc_slow). */
+#define GPA_SHED_REFILLS 256
 /* Sub-slabs (see "Small first slabs" above): pages of 4 KiB, 16 a chunk. */
 #define GPA_PAGE_SHIFT 12
 #define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
@@ -483,6 +513,9 @@ typedef struct gpa_heap {
         gpa_slab *head, *tail;
         uint32_t n;
     } kept[GPA_CLASSES];
+    uint32_t kept_n;      /* kept slabs in all classes, up to GPA_KEPT_MAX */
+    bool kept_wants_more; /* a class was refused more than GPA_KEPT_CLASS
+                             for want of the barrier (gpa.c) */
 } gpa_heap;
 
 struct beam_gpa_state {
@@ -545,6 +578,10 @@ struct beam_gpa_state {
     size_t backing_bytes; /* segments and large blocks, cache included */
     /* Lock-free: */
     _Atomic(gpa_slab *) reclaim; /* pushed by frees, popped under the lock */
+    /* 1: a push may have left a kept slab with no live block (gpa.c
+     * slab_push, kept_emptied); a heap's next refill that looks (every
+     * GPA_SHED_REFILLS) gives such slabs back (beam__gpa_shed_kept). */
+    _Atomic uint32_t shed_wanted;
     _Atomic size_t misuse;
     /* The kind of the first misuse (a static string): a leak_check call
      * raises with it when the misuse was on another thread. */
@@ -883,6 +920,12 @@ BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
  * segment from the backing when needed. NULL when out of memory. No lock
  * held; takes it. */
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
+/* No lock held: the kept slabs of st that other threads emptied go back
+ * to the instance, from mine (this thread's heap inside a call, or NULL)
+ * and every other heap whose owner is away (the process barrier, once
+ * ready; gpa_heap.c): before the instance asks its backing for a
+ * segment. */
+BEAM__HIDDEN void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine);
 /* Frees into sub-slabs after which a class of a heap graduates (see
  * "Small first slabs"): it takes whole slabs from then on. */
 #define GPA_CLASS_BUSY_FREES 1024
@@ -1360,6 +1403,7 @@ static inline void gpa_kept_add(gpa_heap *h, gpa_slab *s) {
         h->kept[s->cls].tail = s;
     gpa_list_push(&h->kept[s->cls].head, s);
     h->kept[s->cls].n++;
+    h->kept_n++;
 }
 
 static inline void gpa_kept_unlink(gpa_heap *h, gpa_slab *s) {
@@ -1370,6 +1414,7 @@ static inline void gpa_kept_unlink(gpa_heap *h, gpa_slab *s) {
         h->kept[s->cls].tail = s->prev;
     gpa_list_unlink(&h->kept[s->cls].head, s);
     h->kept[s->cls].n--;
+    h->kept_n--;
 }
 
 #endif

@@ -600,11 +600,10 @@ static gpa_slab **partial_list(gpa_state *st, gpa_slab *s) {
  * thread_free, which is then emptied without its list walked: s is empty,
  * and its free lists go with it (slab_format starts them again). The walk
  * read every such block, a likely miss each, under the lock: a heap's kept
- * slabs whose blocks other threads freed (GPA_KEPT_MAX per class, up to
- * 1,024 in all) are parked at once. Found in review while the cap was
- * 1,024 per heap (since reverted), when one class could have them all:
- * 64 MiB of 256-byte blocks held the lock ~10 ms. Not a tracked slab: its
- * walk checks the links. */
+ * slabs whose blocks other threads freed (up to GPA_KEPT_MAX, 1,024, of
+ * one class) are parked at once, by a collect or beam__gpa_shed_kept:
+ * 64 MiB of 256-byte blocks held the lock ~10 ms (found in review). Not a
+ * tracked slab: its walk checks the links. */
 static bool remote_frees_empty(gpa_slab *s) {
     uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
     if (s->info != NULL || tf == 0 || GPA_TF_COUNT(tf) != s->used)
@@ -1043,6 +1042,7 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         (GPA_SLAB_SIZE / beam__gpa_class_size[cls]) * sizeof(gpa_block_info);
     gpa_segment *fresh = NULL;
     gpa_slab *s = NULL;
+    bool shed = false;
     for (int misses = 0; misses < SLAB_MISSES;) {
         /* The last looks settle for a whole slab: a sub-slab may keep
          * missing (pages taken meanwhile by other threads). */
@@ -1051,7 +1051,16 @@ gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls) {
         slab_lack lack;
         unsigned n;
         s = slab_look(h, cls, &need, &fresh, &defer, &lack, &n);
-        if (s != NULL || !slab_lack_take(st, &need, lack, n, &fresh, info_len))
+        if (s != NULL)
+            break;
+        if (lack == LACK_SEGMENT && !shed) {
+            /* Before the backing is asked for more: kept slabs that
+             * other threads emptied, in idle heaps (see "Kept slabs"). */
+            shed = true;
+            beam__gpa_shed_kept(st, h);
+            continue;
+        }
+        if (!slab_lack_take(st, &need, lack, n, &fresh, info_len))
             break;
         if (lack != LACK_INFO) /* (at most twice: see above) */
             misses++;
@@ -1076,6 +1085,13 @@ gpa_slab *beam__gpa_pool_take(gpa_state *st) {
         /* The segment is taken with the lock dropped (rule 2); the pool
          * may have filled meanwhile, and has a slab either way after the
          * insert. (A medium slab is a whole slab: never the slack.) */
+        gpa_unlock(st);
+        /* Kept slabs other threads emptied in idle heaps first (see "Kept
+         * slabs"), as a small block's refill does. */
+        beam__gpa_shed_kept(st, NULL);
+        gpa_lock(st);
+        if (st->pool != NULL)
+            return pool_take(st);
         unsigned n = segment_slabs(st, NULL, 0);
         gpa_unlock(st);
         gpa_segment *fresh = segment_new(st, n);

@@ -11,12 +11,18 @@
 
 static pthread_once_t barrier_once = PTHREAD_ONCE_INIT;
 static bool barrier_ok;
+static _Atomic bool barrier_ready; /* barrier_ok, for other threads */
 
 /* Registration is once per process; a kernel without the command (or a
  * seccomp filter) refuses it, and the barrier is then never attempted. */
 static void barrier_init(void) {
     barrier_ok = syscall(SYS_membarrier,
                          MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    beam__atomic_store_relaxed(&barrier_ready, barrier_ok);
+}
+
+bool beam__process_barrier_ready(void) {
+    return beam__atomic_load_relaxed(&barrier_ready);
 }
 
 void beam__process_barrier_prepare(void) {
@@ -40,6 +46,10 @@ bool beam__process_barrier(void) {
 #else
 
 void beam__process_barrier_prepare(void) {}
+
+bool beam__process_barrier_ready(void) {
+    return false;
+}
 
 bool beam__process_barrier(void) {
     return false;

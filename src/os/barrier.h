@@ -37,4 +37,9 @@ BEAM__HIDDEN bool beam__process_barrier(void);
  * against 40 us otherwise). Call it before taking a lock. */
 BEAM__HIDDEN void beam__process_barrier_prepare(void);
 
+/* true once beam__process_barrier_prepare (or a barrier) has run and
+ * found the barrier available; false before, or without one. A load: it
+ * never registers, so any path may call it. */
+BEAM__HIDDEN bool beam__process_barrier_ready(void);
+
 #endif
