@@ -288,25 +288,21 @@ defmodule BeamAlloc.Reporter do
     |> Map.put(:version, @version)
   end
 
-  # A state of a version before the ledger: its ledger is what it keeps
-  # unconsumed, and every report before those counts as no longer kept
-  # (a check!/3 of a mark before them fails: failing is the safe side).
+  # A state of a version before the ledger: no mark started it (the
+  # ledger starts at the first mark/0, see @ledger), and a check!/3 of a
+  # mark taken before the reload fails, as it cannot tell what came
+  # before (failing is the safe side). (Its latest reports were taken
+  # over, the ledger started: a node that never takes a mark, hot
+  # upgraded in production, kept up to @ledger lines for good; review of
+  # 5e90e3f.)
   defp ledger_taken_over(%{ledger: _} = state), do: state
 
   defp ledger_taken_over(state) do
-    kept = Enum.reject(:queue.to_list(state.queue), &Map.get(&1, :consumed, false))
-
-    lost =
-      case :queue.peek(state.queue) do
-        {:value, %{seq: first}} -> first - 1
-        :empty -> state.seq
-      end
-
     Map.merge(state, %{
-      ledger: Map.new(kept, &{&1.seq, &1}),
-      ledger_seqs: :queue.from_list(Enum.map(kept, & &1.seq)),
-      ledger_lost: lost,
-      ledger_from: lost,
+      ledger: %{},
+      ledger_seqs: :queue.new(),
+      ledger_lost: state.seq,
+      ledger_from: nil,
       ledger_max: @ledger
     })
   end
