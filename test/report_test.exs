@@ -614,6 +614,23 @@ defmodule BeamAlloc.ReportTest do
     end)
   end
 
+  # A mark the reporter never gave (one of a reporter that restarted
+  # since, whose numbers began again at 0): check!/3 read no report after
+  # it and passed, though the test's report went to the reporter that
+  # died. A mark past the reporter's count reads as let go.
+  test "a mark past what the reporter has counted reads as let go" do
+    capture_log(fn ->
+      {:ok, pid} = GenServer.start(Reporter, [])
+      me = self()
+      assert 0 = GenServer.call(pid, :mark)
+      send(pid, {:beam_alloc_report, Report, "a", me, :undefined})
+      assert {[%{line: "a"}], 1, false} = GenServer.call(pid, {:unconsumed_since, 0, me, false})
+      assert {[], 0, false} = GenServer.call(pid, {:unconsumed_since, 1, me, false})
+      assert {[], 0, true} = GenServer.call(pid, {:unconsumed_since, 500, me, false})
+      :ok = GenServer.stop(pid)
+    end)
+  end
+
   test "take_unconsumed takes a report kept by the reporter's version before" do
     # Kept before a code reload: no consumed key (the reporter keeps its
     # state across the reload).

@@ -215,7 +215,9 @@ defmodule BeamAlloc.Case do
   that takes no marks keeps nothing for it), the reporter keeps the
   latest 10,000 reports of the node that no check consumed. When one made
   after `mark` was let go (more than 10,000 since, of any test), it fails
-  too, saying so: it cannot tell whether that one was the test's. (The guard itself, `use
+  too, saying so: it cannot tell whether that one was the test's; so it
+  does for a mark the reporter did not give (one taken before the
+  reporter restarted, whose reports went with it). (The guard itself, `use
   BeamAlloc.Case`, does not call it: the reporter keeps the test's own
   reports apart for it, however many others come.)
   """
