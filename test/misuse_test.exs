@@ -1311,6 +1311,89 @@ defmodule BeamAlloc.CaseTest do
     assert out =~ "double free"
   end
 
+  # A leak_check NIF's RuntimeError fails the test first, so ExUnit
+  # dropped the guard's failure (on_exit) with the source lines: the lines
+  # were in the log alone. The test's reports are now a second failure of
+  # the same test, the RuntimeError (its message exact) the first; so for
+  # a failed assertion after a misuse the NIF reported and went on. A test
+  # allowed to report gets them with beam_alloc's own error only; the
+  # stack names the test as it did ("(test)"), not the wrapper.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case puts the source lines in the failure of a test that raised" do
+    out =
+      run_ex_unit(~S"""
+      defmodule GuardedRaise do
+        use ExUnit.Case
+        use BeamAlloc.Case
+
+        test "leak", do: BeamAlloc.Test.Misuse.leak_deep()
+        test "misuse", do: BeamAlloc.Test.Misuse.double_free()
+
+        test "assert after a plain misuse" do
+          BeamAlloc.Test.Misuse.double_free_plain()
+          assert 1 + 1 == 3
+        end
+
+        @tag beam_alloc_reports: :allow
+        test "allowed leak", do: BeamAlloc.Test.Misuse.leak_deep()
+
+        @tag beam_alloc_reports: :allow
+        test "allowed assert" do
+          BeamAlloc.Test.Misuse.double_free_plain()
+          assert 1 + 1 == 3
+        end
+
+        describe "clean" do
+          test "exit", do: exit(:boom)
+          test "passes", do: assert(true)
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 6/, out
+
+    failure = fn name ->
+      [_, text] =
+        Regex.run(~r/\) test #{name} \(GuardedRaise\)\n(.*?)(?=\n\s*\d+\) test |\nFinished)/s, out)
+
+      text
+    end
+
+    for name <- ["leak", "allowed leak"] do
+      text = failure.(name)
+      assert text =~ "Failure #1", text
+
+      assert text =~
+               "** (RuntimeError) memory leak detected in function " <>
+                 "`BeamAlloc.Test.Misuse.leak_deep/0`\n",
+             text
+
+      assert text =~ "Failure #2\n     beam_alloc reported 2 problems during the test:", text
+      assert text =~ ~r/leak: 24 bytes.* <- leak_deep \(test\/nifs\/misuse_nif.c:\d+\)/, text
+      assert text =~ ~r/nofile:\d+: \(test\)/, text
+      refute text =~ "overridable", text
+    end
+
+    misuse = failure.("misuse")
+
+    assert misuse =~
+             "** (RuntimeError) memory misuse detected in function " <>
+               "`BeamAlloc.Test.Misuse.double_free/0`: double free\n"
+
+    assert misuse =~ ~r/Failure #2.*called from double_free \(test\/nifs\/misuse_nif.c:\d+\)/s
+
+    assert failure.("assert after a plain misuse") =~
+             ~r/Assertion with == failed.*Failure #2.*called from double_free_plain \(test/s
+
+    for name <- ["allowed assert", "clean exit"] do
+      text = failure.(name)
+      refute text =~ "Failure #", text
+      refute text =~ "beam_alloc reported", text
+    end
+
+    assert failure.("clean exit") =~ "** (exit) :boom"
+  end
+
   # A test that asserts the error a check raised for a misuse the
   # allocator also reported passes, async or not; one that misuses beside
   # the check still fails, for that report alone.

@@ -25,12 +25,33 @@ defmodule BeamAlloc.Case do
 
   A NIF call that raises for its own misuse or leak (`leak_check`, or
   `raise_on_misuse`) fails the test with its `RuntimeError`, which names
-  the function (and a misuse's kind) but no source line; ExUnit shows
-  that failure and drops the guard's (an `on_exit` failure of a test that
-  failed already is not shown), so the reports' source lines are then in
-  the log above the failures alone.
-  `@moduletag :capture_log` (or `ExUnit.start(capture_log: true)`) puts
-  the logged lines in the failure.
+  the function (and a misuse's kind) but no source line. The guard adds
+  the test's reports, with their source lines, as a second failure of the
+  same test (`ExUnit.MultiError`), the `RuntimeError` unchanged:
+
+      1) test check_me/0 (MyNifTest)
+         test/my_nif_test.exs:8
+         Failure #1
+         ** (RuntimeError) memory leak detected in function `MyNif.check_me/0`
+         stacktrace:
+           (my_app 0.1.0) MyNif.check_me()
+           test/my_nif_test.exs:9: (test)
+         Failure #2
+         beam_alloc reported 2 problems during the test:
+
+           beam_alloc: memory leak detected in function `MyNif.check_me/0`:
+           beam_alloc: leak: 40 bytes (alignment 1) at 0x..., allocated from check_me (c_src/my_nif.c:42)
+
+  So for any failure of a guarded test during which reports were made (an
+  assertion that failed after a double free the NIF reported and went
+  on): ExUnit shows a test's first failure only, and the guard's own,
+  found after the test, would be dropped. A test tagged
+  `beam_alloc_reports: :allow` gets the second failure only when it
+  failed with such a `RuntimeError` (or `{:memory_leak, message}` /
+  `{:memory_misuse, message}` from an Erlang module's NIF). To do this the
+  guard wraps each test function of the module (`defoverridable`; the
+  stack trace still reads `(test)`); the reports are read, and their
+  sites resolved, only when the test failed.
 
   Which reports count: those made by NIF calls of the test process or of
   processes it started (a `Task`'s `$callers`, a proc_lib process's
@@ -83,6 +104,9 @@ defmodule BeamAlloc.Case do
 
   alias BeamAlloc.Reporter
 
+  # What a failure of the test needs (see __failed__/3), in its process.
+  @failure_key {__MODULE__, :failure}
+
   @doc false
   defmacro __using__(opts) do
     # It takes no options: `use BeamAlloc.Case, async: true` read as if
@@ -118,20 +142,118 @@ defmodule BeamAlloc.Case do
       setup context do
         BeamAlloc.Case.setup_reports(context)
       end
+
+      @before_compile BeamAlloc.Case
     end
+  end
+
+  # ExUnit shows one failure of a test: the first. A leak_check NIF's
+  # RuntimeError ("memory leak detected in function `M.f/0`") failed the
+  # test, the guard's failure with the source lines came after (on_exit)
+  # and was dropped, and the lines were only in the log (the product
+  # brief: a misuse fails the test and points at the line). Each test function is wrapped: a failure of the
+  # test itself is raised again with the test's reports as a second
+  # failure of the same test (ExUnit.MultiError), the first unchanged.
+  @doc false
+  defmacro __before_compile__(env) do
+    for {name, 1} <- Module.definitions_in(env.module, :def), test_function?(name) do
+      quote do
+        defoverridable [{unquote(name), 1}]
+
+        def unquote(name)(context) do
+          super(context)
+        catch
+          kind, reason -> BeamAlloc.Case.__failed__(kind, reason, __STACKTRACE__)
+        end
+      end
+    end
+  end
+
+  defp test_function?(name) do
+    text = Atom.to_string(name)
+    String.starts_with?(text, "test ") or String.starts_with?(text, "doctest ")
   end
 
   @doc false
   def setup_reports(context) do
     check_tags!(context)
 
-    unless context[:beam_alloc_reports] == :allow do
-      guard = start_guard(self(), Map.get(context, :async, false))
+    async? = Map.get(context, :async, false)
+    allowed? = context[:beam_alloc_reports] == :allow
+
+    unless allowed? do
+      guard = start_guard(self(), async?)
       ExUnit.Callbacks.on_exit({__MODULE__, make_ref()}, fn -> check_guard!(guard) end)
     end
 
+    # (After the watch: a mark is answered at once, a guard's error first.)
+    Process.put(@failure_key, {Reporter.mark(), async?, allowed?})
     :ok
   end
+
+  # The test failed with kind, reason: raised again as it was, or, with
+  # reports of the test not consumed, as an ExUnit.MultiError whose
+  # second failure lists them (the guard's own message). A test allowed to
+  # report gets them only when its failure is beam_alloc's own leak or
+  # misuse error (its reports are then that error's source lines).
+  @doc false
+  def __failed__(kind, reason, stack) do
+    stack = unwrapped(stack)
+
+    with {mark, async?, allowed?} <- Process.get(@failure_key),
+         true <- not allowed? or beam_alloc_error?(reason),
+         [_ | _] = reports <- failure_reports(mark, async?) do
+      errors = failures(kind, reason, stack) ++ [{:error, reports_error(reports), []}]
+      :erlang.raise(:error, %ExUnit.MultiError{errors: errors}, stack)
+    else
+      _ -> :erlang.raise(kind, reason, stack)
+    end
+  end
+
+  # The stack as it was without the wrapper: the test's own frame under
+  # its name (ExUnit writes it "(test)"), not "test x (overridable 1)",
+  # and the wrapper's frame, the next one, gone.
+  defp unwrapped([{module, name, arity, location} = frame | rest]) when is_atom(name) do
+    case Regex.run(~r/^(.*) \(overridable \d+\)$/s, Atom.to_string(name)) do
+      [_, test] ->
+        test = String.to_existing_atom(test)
+        rest = with [{^module, ^test, ^arity, _} | after_it] <- rest, do: after_it
+        [{module, test, arity, location} | unwrapped(rest)]
+
+      nil ->
+        [frame | unwrapped(rest)]
+    end
+  end
+
+  defp unwrapped([frame | rest]), do: [frame | unwrapped(rest)]
+  defp unwrapped([]), do: []
+
+  # (A test that failed several times already: each, then the reports.)
+  defp failures(:error, %ExUnit.MultiError{errors: errors}, _stack), do: errors
+  defp failures(kind, reason, stack), do: [{kind, reason, stack}]
+
+  # (A reporter gone, or too slow to answer: the failure as it was.)
+  defp failure_reports(mark, async?) do
+    reports(mark, self(), async?)
+  rescue
+    _ -> []
+  catch
+    :exit, _ -> []
+  end
+
+  defp reports_error(reports),
+    do: %ExUnit.AssertionError{message: problems(reports, length(reports), "")}
+
+  @beam_alloc_errors ["memory leak detected in function", "memory misuse detected in function"]
+
+  defp beam_alloc_error?(%RuntimeError{message: message}),
+    do: String.starts_with?(message, @beam_alloc_errors)
+
+  defp beam_alloc_error?({tag, message})
+       when tag in [:memory_leak, :memory_misuse] and is_binary(message),
+       do: true
+
+  defp beam_alloc_error?(_reason), do: false
 
   # A misspelled tag or value would have guarded the test as if it were
   # not there, with no word about it (found in a bug hunt).
@@ -280,10 +402,14 @@ defmodule BeamAlloc.Case do
   defp reported(n),
     do: "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} during the test"
 
-  defp fail(said, []), do: raise(ExUnit.AssertionError, message: said)
+  defp fail(said, reports), do: raise(ExUnit.AssertionError, message: said_with(said, reports))
 
-  defp fail(said, reports) do
-    raise ExUnit.AssertionError,
-      message: said <> ":\n\n" <> Enum.map_join(reports, "\n", &("  " <> &1.line))
-  end
+  # The guard's text for n problems (the failure added to a test that
+  # raised, too).
+  defp problems(reports, n, note), do: said_with(reported(n) <> note, reports)
+
+  defp said_with(said, []), do: said
+
+  defp said_with(said, reports),
+    do: said <> ":\n\n" <> Enum.map_join(reports, "\n", &("  " <> &1.line))
 end
