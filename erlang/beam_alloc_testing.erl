@@ -83,7 +83,11 @@
 %% consumed are counted, however many (up to 10,000 lines kept past the
 %% latest 100, more counted); the error lists the latest 100, after a line
 %% "beam_alloc: N reports, the latest 100 below" when there were more. A report
-%% wins over an exception of Fun (a misuse often causes the failure). The
+%% wins over an exception of Fun (a misuse often causes the failure): a
+%% leak_check NIF's {memory_leak, Message}, which names the function alone,
+%% gives way to the leak's lines with their sources. The lines are written
+%% to the test's output too: EUnit's failure cuts an error term's long
+%% binaries, and shows the output whole ("output:<<...>>"). The
 %% beam_alloc application must be started ({not_started, beam_alloc}
 %% otherwise): application:ensure_all_started(beam_alloc).
 %%
@@ -123,8 +127,8 @@ without_reports(Fun) when is_function(Fun, 0) ->
     Outcome = invoke(Fun),
     case unwatch_reports(Watch) of
         {[], 0} -> pass_on(Outcome);
-        {Lines, N} when N =:= length(Lines) -> erlang:error({beam_alloc_reports, Lines});
-        {Lines, N} -> erlang:error({beam_alloc_reports, [not_shown(N, Lines) | Lines]})
+        {Lines, N} when N =:= length(Lines) -> erlang:error({beam_alloc_reports, written(Lines)});
+        {Lines, N} -> erlang:error({beam_alloc_reports, written([not_shown(N, Lines) | Lines])})
     end;
 without_reports(Other) ->
     erlang:error({badarg, <<"without_reports/1 takes a fun of arity 0">>},
@@ -161,6 +165,15 @@ unwatch_reports({Reporter, Ref}) ->
 unwatch_reports(latest) ->
     Lines = [Line || {_Module, Line} <- beam_alloc:take_unconsumed_reports()],
     {Lines, length(Lines)}.
+
+%% The lines are written to the test's output too, whole: EUnit's
+%% failure shows an error term's binaries cut to their first 60 or so
+%% characters (eunit:test/2, `make test`: "<<\"beam_alloc: leak: 24 bytes
+%% (alignment 1) at 0x7f..., \"...>>", the source line cut off), and the
+%% output after it in full (output:<<...>>; rebar3's Output:).
+written(Lines) ->
+    _ = (catch io:put_chars([[Line, $\n] || Line <- Lines])),
+    Lines.
 
 not_shown(N, []) ->
     iolist_to_binary(io_lib:format("beam_alloc: ~b reports, their lines no longer kept", [N]));

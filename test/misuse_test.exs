@@ -4,6 +4,7 @@ defmodule BeamAlloc.MisuseTest do
   # the tests read BeamAlloc.Reporter, which every library shares.
   use ExUnit.Case, async: false
 
+  import ExUnit.CaptureIO
   import ExUnit.CaptureLog
 
   alias BeamAlloc.Reporter
@@ -444,6 +445,26 @@ defmodule BeamAlloc.MisuseTest do
 
         assert line =~ "double free"
         assert line =~ "called from double_free_plain (#{@source}:"
+      end)
+    end
+
+    # EUnit (eunit:test/2) cuts the error term's binaries to some 60
+    # characters, the source line with them; it shows the test's output
+    # whole, where the lines are written too.
+    test "raises a leak_check NIF's leak as its lines, written to the output too" do
+      capture_log(fn ->
+        output =
+          capture_io(fn ->
+            assert {:beam_alloc_reports, [named, leak]} =
+                     catch_error(:beam_alloc_testing.without_reports(&Misuse.leak_deep/0))
+
+            assert named =~ "memory leak detected in function `BeamAlloc.Test.Misuse.leak_deep/0`"
+            assert leak =~ ~r/<- leak_deep \(#{@source}:\d+\)/
+            send(self(), {:lines, [named, leak]})
+          end)
+
+        assert_received {:lines, lines}
+        assert output == Enum.map_join(lines, &(&1 <> "\n"))
       end)
     end
 
@@ -1354,7 +1375,10 @@ defmodule BeamAlloc.CaseTest do
 
     failure = fn name ->
       [_, text] =
-        Regex.run(~r/\) test #{name} \(GuardedRaise\)\n(.*?)(?=\n\s*\d+\) test |\nFinished)/s, out)
+        Regex.run(
+          ~r/\) test #{name} \(GuardedRaise\)\n(.*?)(?=\n\s*\d+\) test |\nFinished)/s,
+          out
+        )
 
       text
     end
