@@ -169,10 +169,10 @@ defmodule BeamAlloc.Case do
     end
   end
 
-  defp test_function?(name) do
-    text = Atom.to_string(name)
-    String.starts_with?(text, "test ") or String.starts_with?(text, "doctest ")
-  end
+  # ExUnit names a test "test name" (also under describe), a doctest
+  # "doctest ...", and StreamData's property "property name".
+  defp test_function?(name),
+    do: String.starts_with?(Atom.to_string(name), ["test ", "doctest ", "property "])
 
   @doc false
   def setup_reports(context) do
