@@ -1418,6 +1418,35 @@ defmodule BeamAlloc.CaseTest do
     assert failure.("clean exit") =~ "** (exit) :boom"
   end
 
+  # A test allowed to report never read the reporter: it runs, and fails
+  # as it is, where the :beam_alloc application is not started (the mark
+  # the guard takes for a failure's lines raised "BeamAlloc.Reporter is
+  # not running" in its setup: review).
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case: an allowed test needs no reporter" do
+    script = """
+    ExUnit.start(autorun: false, colors: [enabled: false])
+
+    defmodule AllowedNoReporter do
+      use ExUnit.Case
+      use BeamAlloc.Case
+
+      @tag beam_alloc_reports: :allow
+      test "passes", do: assert(true)
+
+      @tag beam_alloc_reports: :allow
+      test "fails", do: assert(1 + 1 == 3)
+    end
+
+    IO.puts("RESULT " <> inspect(ExUnit.run()))
+    """
+
+    {out, 0} = BeamAlloc.Test.NifModule.in_own_vm(script)
+    assert out =~ ~r/RESULT %\{.*failures: 1/, out
+    assert out =~ "Assertion with == failed", out
+    refute out =~ "not running", out
+  end
+
   # A test that asserts the error a check raised for a misuse the
   # allocator also reported passes, async or not; one that misuses beside
   # the check still fails, for that report alone.
