@@ -1418,6 +1418,66 @@ defmodule BeamAlloc.CaseTest do
     assert failure.("clean exit") =~ "** (exit) :boom"
   end
 
+  # The wrapper of each test function (defoverridable) broke three things
+  # a test module could do without BeamAlloc.Case (review): used twice (a
+  # case template's `using` and the module itself), each test was wrapped
+  # twice and its failure listed the reports twice, with two "(test)"
+  # frames; a test name ExUnit takes (up to 255 characters) no longer
+  # compiled ("test <name> (overridable 1)" is past the atom limit); and a
+  # test that timed out showed the wrapper's frame as the test, at the
+  # module's first line ("code: defmodule ..."), not at the test.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case: used twice, long test names, a timed out test's line" do
+    long = String.duplicate("x", 245)
+
+    modules = """
+    defmodule GuardTemplate do
+      use ExUnit.CaseTemplate
+
+      using do
+        quote do
+          use BeamAlloc.Case
+        end
+      end
+    end
+
+    defmodule GuardedTwice do
+      use GuardTemplate
+      use BeamAlloc.Case
+
+      test "fails" do
+        BeamAlloc.Test.Misuse.double_free_plain()
+        assert 1 + 1 == 3
+      end
+
+      test "#{long}", do: assert(true)
+
+      @tag timeout: 200
+      test "slow" do
+        Process.sleep(5_000)
+      end
+    end
+    """
+
+    out = run_ex_unit(modules)
+    assert out =~ ~r/RESULT %\{.*failures: 2/, out
+
+    [_, fails] =
+      Regex.run(~r/\) test fails \(GuardedTwice\)\n(.*?)(?=\n\s*\d+\) test |\nFinished)/s, out)
+
+    assert fails =~ "Failure #2", fails
+    refute fails =~ "Failure #3", fails
+    assert length(Regex.scan(~r/\(test\)/, fails)) == 1, fails
+
+    # (run_ex_unit's script puts the modules from its fourth line on.)
+    slow_line = 3 + Enum.find_index(String.split(modules, "\n"), &(&1 =~ ~s(test "slow"))) + 1
+
+    [_, slow] =
+      Regex.run(~r/\) test slow \(GuardedTwice\)\n(.*?)(?=\n\s*\d+\) test |\nFinished)/s, out)
+
+    assert slow =~ "nofile:#{slow_line}: (test)", slow
+  end
+
   # A test allowed to report never read the reporter: it runs, and fails
   # as it is, where the :beam_alloc application is not started (the mark
   # the guard takes for a failure's lines raised "BeamAlloc.Reporter is

@@ -50,8 +50,13 @@ defmodule BeamAlloc.Case do
   failed with such a `RuntimeError` (or `{:memory_leak, message}` /
   `{:memory_misuse, message}` from an Erlang module's NIF). To do this the
   guard wraps each test function of the module (`defoverridable`; the
-  stack trace still reads `(test)`); the reports are read, and their
-  sites resolved, only when the test failed.
+  stack trace still reads `(test)`; a test that timed out shows it at
+  the test's line, under a frame of its body `"test ... (overridable 1)"`;
+  a test whose name, `"test "` included, is longer than 238 characters is
+  not wrapped, its failure as without the guard); the reports are read,
+  and their sites resolved, only when the test failed. A module that gets
+  `use BeamAlloc.Case` twice (from a case template's `using` and itself)
+  is guarded once.
 
   Which reports count: those made by NIF calls of the test process or of
   processes it started (a `Task`'s `$callers`, a proc_lib process's
@@ -138,12 +143,21 @@ defmodule BeamAlloc.Case do
             "it adds a setup callback, which ExUnit.Case defines"
     end
 
-    quote do
-      setup context do
-        BeamAlloc.Case.setup_reports(context)
-      end
+    # Once a module: used twice (a case template's `using`, then the
+    # module itself), each test was wrapped twice and its failure listed
+    # the reports twice (review).
+    if Module.get_attribute(__CALLER__.module, :beam_alloc_case_used) do
+      :ok
+    else
+      Module.put_attribute(__CALLER__.module, :beam_alloc_case_used, true)
 
-      @before_compile BeamAlloc.Case
+      quote do
+        setup context do
+          BeamAlloc.Case.setup_reports(context)
+        end
+
+        @before_compile BeamAlloc.Case
+      end
     end
   end
 
@@ -156,8 +170,14 @@ defmodule BeamAlloc.Case do
   # failure of the same test (ExUnit.MultiError), the first unchanged.
   @doc false
   defmacro __before_compile__(env) do
-    for {name, 1} <- Module.definitions_in(env.module, :def), test_function?(name) do
-      quote do
+    for {name, 1} <- Module.definitions_in(env.module, :def),
+        test_function?(name),
+        overridable_name_fits?(name) do
+      # (At the test's line: a test that timed out shows the wrapper's
+      # frame as "(test)", which stood at the module's first line.)
+      {:v1, :def, meta, _clauses} = Module.get_definition(env.module, {name, 1})
+
+      quote line: Keyword.get(meta, :line, env.line) do
         defoverridable [{unquote(name), 1}]
 
         def unquote(name)(context) do
@@ -173,6 +193,13 @@ defmodule BeamAlloc.Case do
   # "doctest ...", and StreamData's property "property name".
   defp test_function?(name),
     do: String.starts_with?(Atom.to_string(name), ["test ", "doctest ", "property "])
+
+  # defoverridable names the test's body "<name> (overridable 1)", an
+  # atom of 255 characters at most: a test name ExUnit takes failed the
+  # module's compilation (SystemLimitError). Such a test is left
+  # unwrapped, guarded as before (its failure without the reports).
+  defp overridable_name_fits?(name),
+    do: String.length(Atom.to_string(name)) + String.length(" (overridable 99)") <= 255
 
   @doc false
   def setup_reports(context) do
