@@ -1478,6 +1478,47 @@ defmodule BeamAlloc.CaseTest do
     assert slow =~ "nofile:#{slow_line}: (test)", slow
   end
 
+  # The failure's reports were read from the reporter's latest
+  # Reporter.kept() of all: in an async module, other tests reporting more
+  # than that between the test's report and its failure pushed the test's
+  # own out, and the failure came without them (the guard's own, which has
+  # them, is dropped: the test failed). They are read from the guard's
+  # watch, as the guard reads them (review).
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case: a failure's reports, however many others report meanwhile" do
+    out =
+      run_ex_unit(~S"""
+      flooder =
+        spawn(fn ->
+          receive do
+            {:flood, from} ->
+              for _ <- 1..(BeamAlloc.Reporter.kept() + 20),
+                  do: BeamAlloc.Test.Misuse.double_free_plain()
+
+              send(from, :flooded)
+          end
+        end)
+
+      :persistent_term.put(:flooder, flooder)
+
+      defmodule GuardedFlooded do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        @tag :capture_log
+        test "fails after others flood" do
+          BeamAlloc.Test.Misuse.double_free_plain()
+          send(:persistent_term.get(:flooder), {:flood, self()})
+          assert_receive :flooded, 30_000
+          assert 1 + 1 == 3
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 1/, out
+    assert out =~ ~r/Failure #2\n\s+beam_alloc reported 1 problem during the test:\n.*/, out
+  end
+
   # A test allowed to report never read the reporter: it runs, and fails
   # as it is, where the :beam_alloc application is not started (the mark
   # the guard takes for a failure's lines raised "BeamAlloc.Reporter is

@@ -208,16 +208,16 @@ defmodule BeamAlloc.Case do
     async? = Map.get(context, :async, false)
     allowed? = context[:beam_alloc_reports] == :allow
 
-    unless allowed? do
+    # A failure of the test reads the guard's watch (the test's own
+    # reports, however many others report); a test allowed to report has
+    # none, and reads those since a mark. (It never needed the reporter:
+    # without one, its failures stay as they are.)
+    if allowed? do
+      with {:ok, mark} <- mark(), do: Process.put(@failure_key, {{:mark, mark}, async?, true})
+    else
       guard = start_guard(self(), async?)
       ExUnit.Callbacks.on_exit({__MODULE__, make_ref()}, fn -> check_guard!(guard) end)
-    end
-
-    # (After the watch: a mark is answered at once, a guard's error first.
-    # A test allowed to report never needed the reporter: without one, its
-    # failures stay as they are.)
-    with {:ok, mark} <- mark() do
-      Process.put(@failure_key, {mark, async?, allowed?})
+      Process.put(@failure_key, {{:guard, guard}, async?, false})
     end
 
     :ok
@@ -238,10 +238,10 @@ defmodule BeamAlloc.Case do
   def __failed__(kind, reason, stack) do
     stack = unwrapped(stack)
 
-    with {mark, async?, allowed?} <- Process.get(@failure_key),
+    with {from, async?, allowed?} <- Process.get(@failure_key),
          true <- not allowed? or beam_alloc_error?(reason),
-         [_ | _] = reports <- failure_reports(mark, async?) do
-      errors = failures(kind, reason, stack) ++ [{:error, reports_error(reports), []}]
+         {reports, n} when n > 0 <- failure_reports(from, async?) do
+      errors = failures(kind, reason, stack) ++ [{:error, reports_error(reports, n), []}]
       :erlang.raise(:error, %ExUnit.MultiError{errors: errors}, stack)
     else
       _ -> :erlang.raise(kind, reason, stack)
@@ -271,16 +271,27 @@ defmodule BeamAlloc.Case do
   defp failures(kind, reason, stack), do: [{kind, reason, stack}]
 
   # (A reporter gone, or too slow to answer: the failure as it was.)
-  defp failure_reports(mark, async?) do
-    reports(mark, self(), async?)
+  # The guard's watch ends here: its check after the test (on_exit) then
+  # finds nothing, and the test failed anyway. (They were read from the
+  # reporter's latest Reporter.kept() of all: other async tests reporting
+  # more than that before the failure pushed the test's own out: review.)
+  defp failure_reports(from, async?) do
+    case from do
+      {:guard, guard} ->
+        Reporter.unwatch(guard)
+
+      {:mark, mark} ->
+        reports = reports(mark, self(), async?)
+        {reports, length(reports)}
+    end
   rescue
-    _ -> []
+    _ -> {[], 0}
   catch
-    :exit, _ -> []
+    :exit, _ -> {[], 0}
   end
 
-  defp reports_error(reports),
-    do: %ExUnit.AssertionError{message: problems(reports, length(reports), "")}
+  defp reports_error(reports, n),
+    do: %ExUnit.AssertionError{message: problems(reports, n, shown_note(n, length(reports)))}
 
   @beam_alloc_errors ["memory leak detected in function", "memory misuse detected in function"]
 
