@@ -1478,6 +1478,42 @@ defmodule BeamAlloc.CaseTest do
     assert slow =~ "nofile:#{slow_line}: (test)", slow
   end
 
+  # ExUnit.Case.register_test/4 names a test "<type> <name>" of any type:
+  # Wallaby's "feature ...", say. The wrapper took "test", "doctest" and
+  # "property" alone: another type's failure kept its error alone, the
+  # reports dropped with the guard's failure (review). The tests are those
+  # ExUnit registered.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case wraps a test of any type ExUnit registered" do
+    out =
+      run_ex_unit(~S"""
+      defmodule FeatureCase do
+        defmacro feature(message, do: contents) do
+          contents = Macro.escape(contents, unquote: true)
+
+          quote bind_quoted: [message: message, contents: contents] do
+            name = ExUnit.Case.register_test(__ENV__, :feature, message, [])
+            def unquote(name)(_context), do: unquote(contents)
+          end
+        end
+      end
+
+      defmodule GuardedFeature do
+        use ExUnit.Case
+        use BeamAlloc.Case
+        import FeatureCase
+
+        feature "fails" do
+          BeamAlloc.Test.Misuse.double_free_plain()
+          assert 1 + 1 == 3
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 1/, out
+    assert out =~ ~r/Failure #2\n\s+beam_alloc reported 1 problem during the test:/, out
+  end
+
   # The failure's reports were read from the reporter's latest
   # Reporter.kept() of all: in an async module, other tests reporting more
   # than that between the test's report and its failure pushed the test's

@@ -170,8 +170,10 @@ defmodule BeamAlloc.Case do
   # failure of the same test (ExUnit.MultiError), the first unchanged.
   @doc false
   defmacro __before_compile__(env) do
+    registered = registered_tests(env.module)
+
     for {name, 1} <- Module.definitions_in(env.module, :def),
-        test_function?(name),
+        test_function?(name, registered),
         overridable_name_fits?(name) do
       # (At the test's line: a test that timed out shows the wrapper's
       # frame as "(test)", which stood at the module's first line.)
@@ -190,9 +192,21 @@ defmodule BeamAlloc.Case do
   end
 
   # ExUnit names a test "test name" (also under describe), a doctest
-  # "doctest ...", and StreamData's property "property name".
-  defp test_function?(name),
-    do: String.starts_with?(Atom.to_string(name), ["test ", "doctest ", "property "])
+  # "doctest ...", StreamData's property "property name", any other test
+  # registered with ExUnit.Case.register_test/4 "<type> name" (Wallaby's
+  # "feature ...", which the names alone left out: review): the tests
+  # ExUnit keeps in @ex_unit_tests, and those names where it is not read.
+  defp test_function?(name, registered),
+    do:
+      MapSet.member?(registered, name) or
+        String.starts_with?(Atom.to_string(name), ["test ", "doctest ", "property "])
+
+  defp registered_tests(module) do
+    case Module.get_attribute(module, :ex_unit_tests) do
+      tests when is_list(tests) -> MapSet.new(for %{name: name} <- tests, do: name)
+      _ -> MapSet.new()
+    end
+  end
 
   # defoverridable names the test's body "<name> (overridable 1)", an
   # atom of 255 characters at most: a test name ExUnit takes failed the
