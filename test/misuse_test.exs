@@ -1478,6 +1478,40 @@ defmodule BeamAlloc.CaseTest do
     assert slow =~ "nofile:#{slow_line}: (test)", slow
   end
 
+  # In a case template's body (not its `using`), the guard's setup
+  # reaches the modules that use the template, but the wrapper (a
+  # @before_compile of the template, which has no tests) does not: their
+  # failures came without the reports, silently (review). It compiles, as
+  # it did, with a warning that says where it goes.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case in a case template's body warns: the wrapper needs `using`" do
+    out =
+      run_ex_unit(~S"""
+      defmodule BodyTemplate do
+        use ExUnit.CaseTemplate
+        use BeamAlloc.Case
+      end
+
+      defmodule UsingTemplate do
+        use ExUnit.CaseTemplate
+
+        using do
+          quote do
+            use BeamAlloc.Case
+          end
+        end
+      end
+
+      defmodule ViaUsing do
+        use UsingTemplate
+        test "passes", do: assert(true)
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 0/, out
+    assert [_] = Regex.scan(~r/warning: .*BodyTemplate.*using/, out), out
+  end
+
   # ExUnit.Case.register_test/4 names a test "<type> <name>" of any type:
   # Wallaby's "feature ...", say. The wrapper took "test", "doctest" and
   # "property" alone: another type's failure kept its error alone, the
