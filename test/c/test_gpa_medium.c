@@ -236,6 +236,45 @@ TEST(gpa_medium_wrong_length_free_keeps_the_stats_sane) {
     CHECK(!beam_gpa_deinit(&c.g));
 }
 
+/* The inline free finds a pointer's map entry by its bits 16-47 (the root
+ * index masked): a pointer 2^48 above or below a medium block (the upper
+ * half, wrapped) gets that block's entry, a medium slab of this instance.
+ * Its way to the medium free is for pointers below the map's end only
+ * (gpa_fast.h): without that test such a free reached the medium free
+ * with an offset of 2^48 and more, whose debug check failed, and which
+ * (shifting by it) called the pointer one inside a block. Each is a
+ * foreign pointer, reported as such, none freed, through the helpers and
+ * the vtable alike. */
+TEST(gpa_medium_pointers_beyond_the_map_alias_no_block) {
+    counted c;
+    counted_init(&c, 0);
+    char *p = beam_alloc_bytes(c.a, 9000, 8);
+    char *q = beam_alloc_bytes(c.a, 20 * KIB, 8);
+    CHECK(p != NULL && q != NULL && same_slab(p, q));
+    const uintptr_t span = (uintptr_t)1 << 48;
+    const uintptr_t at_p = (uintptr_t)p, at_q = (uintptr_t)q;
+    char *aliases[] = {(char *)(at_p + span), (char *)(at_q + span),
+                       (char *)(at_p - span), (char *)(at_q - 3 * span)};
+    size_t lens[] = {9000, 20 * KIB, 9000, 20 * KIB};
+    check_capture_reports();
+    for (size_t i = 0; i < 4; i++) {
+        beam_free_bytes(c.a, aliases[i], lens[i], 8);
+        c.a.vtable->free(c.a.ctx, aliases[i], lens[i], 8, 0);
+    }
+    size_t said = check_report_count();
+    bool foreign = check_report_contains("does not own") &&
+                   !check_report_contains("inside a block") &&
+                   !check_report_contains("double free");
+    check_release_reports();
+    CHECK(said == 8);
+    CHECK(foreign);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 2);
+    beam_free_bytes(c.a, p, 9000, 8);
+    beam_free_bytes(c.a, q, 20 * KIB, 8);
+    CHECK(beam_gpa_usage_of(&c.g).live_blocks == 0);
+    CHECK(counted_end_clean(&c));
+}
+
 TEST(gpa_medium_block_of_another_instance_is_not_taken) {
     counted c, d;
     counted_init(&c, BEAM_GPA_QUIET_LEAKS);
