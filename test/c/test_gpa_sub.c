@@ -321,6 +321,39 @@ TEST(gpa_sub_a_busy_class_graduates_to_whole_slabs) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* A free through an instance with no state of a small block whose slab's
+ * map entry has no owner but a class and a bump (as while another
+ * instance formats it, its owner set last) is reported, by the helpers
+ * and by the vtable. The inline free left st to the owner test, which
+ * NULL passed, and read the free tag through it: a crash. The entry is
+ * made so by hand (a graduated class: the block's slab is its entry),
+ * the owner cleared, then put back; the medium twin is in
+ * test_gpa_medium.c. */
+TEST(gpa_small_free_of_an_ownerless_entry_by_a_stateless_instance) {
+    beam_gpa_t g = fresh(0), none = fresh(0); /* none: never used */
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    beam_allocator_t na = beam_gpa_allocator(&none);
+    CHECK(make_class_busy(a, 256));
+    char *p = beam_alloc_bytes(a, 256, 8);
+    CHECK(p != NULL && in_whole_slab(p));
+    gpa_slab *e = beam__gpa_map_slot(p);
+    CHECK(gpa_where(e) == WHERE_CUR && e->fast_span != 0);
+    gpa_state *owner = beam__atomic_load_acquire(&e->st);
+    beam__atomic_store_release(&e->st, NULL);
+    check_capture_reports();
+    beam_free_bytes(na, p, 256, 8);
+    na.vtable->free(na.ctx, p, 256, 8, 0);
+    bool said = check_report_count() == 2;
+    check_release_reports();
+    beam__atomic_store_release(&e->st, owner);
+    CHECK(said);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 1);
+    beam_free_bytes(a, p, 256, 8);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(!beam_gpa_deinit(&none));
+}
+
 /* Found measuring churn over a backing that placed segments so that
  * sub-slabs served a class: a graduated class took partial sub-slabs back
  * from the list (they had room), and so stayed on sub-slabs, and the
