@@ -419,7 +419,7 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     instance puts its frees straight into their slabs. When it frees 16
  *     blocks of the instance in a row (a consumer of another thread's
  *     blocks) and one of its eight slots is empty, it gets a heap (some
- *     1.2 KiB from the backing, once, then linked under the instance's
+ *     1.3 KiB from the backing, once, then linked under the instance's
  *     lock; only when the chain of backings ends in the raw or the large
  *     allocator), which
  *     counts its frees without shared atomics and, until it allocates,

@@ -314,6 +314,18 @@ static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     h->sub_total = 0;
 }
 
+/* A heap's block at its backing: room to align it to 64 bytes inside
+ * whatever the backing gives (a pointer's alignment at least,
+ * gpa_backing_alignment; the raw allocator refuses more than 16), asked
+ * at BEAM_MAX_ALIGN. */
+#define HEAP_BLOCK_LEN (sizeof(gpa_heap) + _Alignof(gpa_heap) - BEAM_MAX_ALIGN)
+
+/* h's block onto the list, for the backing (h's fields are read first:
+ * the record overwrites them). */
+static void heap_defer_free(gpa_defer **defer, gpa_heap *h) {
+    gpa_defer_free(defer, h->mem, HEAP_BLOCK_LEN, BEAM_MAX_ALIGN, true);
+}
+
 /* The heap's own thread, lock held: the heap ends. */
 static void heap_abandon(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     heap_strip(st, h, defer);
@@ -324,7 +336,7 @@ static void heap_abandon(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
         st->heaps = h->next;
     if (h->next != NULL)
         h->next->prev = h->prev;
-    gpa_defer_free(defer, h, sizeof *h, BEAM_ALIGNOF(gpa_heap), true);
+    heap_defer_free(defer, h);
 }
 
 /* Retire a slot: abandon its heap if its instance still lives. */
@@ -351,11 +363,13 @@ void beam__gpa_thread_exit(void) {
 }
 
 static gpa_heap *heap_create(gpa_state *st) {
-    gpa_heap *h =
-        (gpa_heap *)gpa_meta_alloc(st, sizeof *h, BEAM_ALIGNOF(gpa_heap));
-    if (h == NULL)
+    char *mem = (char *)gpa_meta_alloc(st, HEAP_BLOCK_LEN, BEAM_MAX_ALIGN);
+    if (mem == NULL)
         return NULL;
+    uintptr_t line = _Alignof(gpa_heap) - 1;
+    gpa_heap *h = (gpa_heap *)(((uintptr_t)mem + line) & ~line);
     memset(h, 0, sizeof *h);
+    h->mem = mem;
     for (int c = 0; c < GPA_CLASSES; c++)
         h->cur[c] = &beam__gpa_empty_slab;
     h->st = st;
@@ -513,7 +527,7 @@ void beam__gpa_heaps_free_all(gpa_state *st, gpa_defer **defer) {
     while (st->heaps != NULL) {
         gpa_heap *h = st->heaps;
         st->heaps = h->next;
-        gpa_defer_free(defer, h, sizeof *h, BEAM_ALIGNOF(gpa_heap), true);
+        heap_defer_free(defer, h);
     }
 }
 

@@ -484,8 +484,10 @@ typedef struct gpa_heap {
      * publication call then takes the heap's address as it is, and the
      * counters share a cache line with the bracket below, which every
      * inline call writes too (they were two lines further on, across a
-     * line boundary). */
-    beam__counters stats;
+     * line boundary). That line is the heap's first: heaps are 64-byte
+     * aligned (heap_create; a backing gives 16 at most, and a heap at 32
+     * mod 64, as malloc placed a worker thread's, had it across two). */
+    _Alignas(64) beam__counters stats;
     /* Owner-written, collector-read (see "Taking a heap" above). */
     _Atomic uint32_t busy;
     _Atomic uint32_t revoked;
@@ -516,7 +518,13 @@ typedef struct gpa_heap {
     uint32_t kept_n;      /* kept slabs in all classes, up to GPA_KEPT_MAX */
     bool kept_wants_more; /* a class was refused more than GPA_KEPT_CLASS
                              for want of the barrier (gpa.c) */
+    void *mem; /* the backing's block the heap was aligned in: its free's */
 } gpa_heap;
+/* What every inline call writes besides cur[cls], on the first line. */
+_Static_assert(_Alignof(gpa_heap) == 64 &&
+                   offsetof(gpa_heap, fast_busy) + sizeof(uint32_t) <= 64 &&
+                   offsetof(gpa_heap, revoked) + sizeof(uint32_t) <= 64,
+               "a heap's counters and bracket share its first cache line");
 
 struct beam_gpa_state {
     /* Every fast path of every thread reads the fields up to pins. The

@@ -1117,3 +1117,64 @@ TEST(gpa_kept_slabs_emptied_elsewhere_go_back_at_another_threads_refill) {
     CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* ---- a heap's layout ----------------------------------------------------- */
+
+/* A backing that puts every block at a pointer's or 16 bytes' alignment 16
+ * bytes past a cache line (as malloc placed a worker thread's heap at 32
+ * mod 64 often), and larger alignments exactly. */
+static atomic_long skew_live;
+
+static void *skew_alloc(void *ctx, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    (void)ctx, (void)ret;
+    size_t al = alignment > 64 ? alignment : 64;
+    void *raw = NULL;
+    if (posix_memalign(&raw, al, len + (alignment <= 16 ? 64 : 0)) != 0)
+        return NULL;
+    atomic_fetch_add(&skew_live, 1);
+    return alignment <= 16 ? (char *)raw + 16 : raw;
+}
+
+static void skew_free(void *ctx, void *mem, size_t len, size_t alignment,
+                      uintptr_t ret) {
+    (void)ctx, (void)len, (void)ret;
+    atomic_fetch_sub(&skew_live, 1);
+    free(alignment <= 16 ? (char *)mem - 16 : mem);
+}
+
+static const beam_allocator_vtable skew_vtable = {skew_alloc, check_no_resize,
+                                                  check_no_remap, skew_free};
+
+static bool heap_on_a_line(beam_gpa_t *g) {
+    beam_allocator_t a = beam_gpa_allocator(g);
+    void *p = beam_alloc_bytes(a, 100, 8);
+    gpa_heap *h = beam__gpa_heap_if_any(beam__gpa_state_of(g));
+    beam_free_bytes(a, p, 100, 8);
+    return p != NULL && h != NULL && ((uintptr_t)h & 63) == 0;
+}
+
+static void *heap_on_a_line_thread(void *g) {
+    return heap_on_a_line((beam_gpa_t *)g) ? g : NULL;
+}
+
+/* Every heap starts on a cache line, whatever its backing's alignment: the
+ * counters and the bracket every inline call writes share its first line
+ * (a heap 16 or 32 bytes past one had them across two), on any thread;
+ * the backing gets back each block it gave. */
+TEST(gpa_heaps_are_on_a_cache_line_whatever_the_backing) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, (beam_allocator_t){NULL, &skew_vtable});
+    CHECK(heap_on_a_line(&g));
+    pthread_t t[3];
+    void *ok[3];
+    for (int i = 0; i < 3; i++)
+        CHECK(pthread_create(&t[i], NULL, heap_on_a_line_thread, &g) == 0);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], &ok[i]);
+        CHECK(ok[i] == &g);
+    }
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(atomic_load(&skew_live) == 0);
+}
