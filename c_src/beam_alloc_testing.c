@@ -1734,6 +1734,43 @@ static stats_sum *named_sum(stats_out *o, const char *name) {
     return e;
 }
 
+/* Copy h's named instances into out, each name once; how many. A copy
+ * with named_all reads them all at once, under its table's lock. An older
+ * one reads the i-th name a call at a time: a name registered or
+ * unregistered between two calls shifts the rest by one, so a name read
+ * at i may come again at i + 1 (it was summed twice); its first reading
+ * is kept. (One there may still be missed.) */
+static size_t named_of(const beam__fault_hooks *h,
+                       stats_sum out[BEAM_STATS_NAMED_MAX]) {
+    if (h->size > BEAM__FAULT_HOOKS_V4_SIZE) {
+        beam__named_reading r[BEAM_STATS_NAMED_MAX];
+        size_t n = h->named_all(r, BEAM_STATS_NAMED_MAX);
+        for (size_t k = 0; k < n; k++) {
+            /* (A reading's name is the longer: abi.h.) */
+            memcpy(out[k].name, r[k].name, sizeof out[k].name - 1);
+            out[k].name[sizeof out[k].name - 1] = '\0';
+            out[k].s = r[k].stats;
+            out[k].backing = r[k].backing_bytes;
+        }
+        return n;
+    }
+    size_t n = 0;
+    if (h->size < BEAM__FAULT_HOOKS_V2_SIZE)
+        return 0;
+    stats_sum e;
+    memset(&e, 0, sizeof e);
+    for (size_t k = 0; k < BEAM_STATS_NAMED_MAX &&
+                       h->named_stats(k, e.name, &e.s, &e.backing);
+         k++) {
+        bool again = false;
+        for (size_t j = 0; j < n && !again; j++)
+            again = strcmp(out[j].name, e.name) == 0;
+        if (!again)
+            out[n++] = e;
+    }
+    return n;
+}
+
 /* Adds copy h's counters: every copy of the module's library still mapped
  * counts, not only the one the module runs. An old copy's allocators still
  * hold what the old version left and what others use through it: after a
@@ -1745,22 +1782,20 @@ static stats_sum *named_sum(stats_out *o, const char *name) {
  * hundreds of KB (a review). */
 static bool take_stats(const beam__fault_hooks *h, void *arg) {
     stats_out *o = arg;
-    beam_alloc_stats s[STATS_KINDS], ns;
-    size_t backing = 0, nb = 0;
-    char name[BEAM_STATS_NAME_MAX + 1];
+    beam_alloc_stats s[STATS_KINDS];
+    size_t backing = 0;
+    stats_sum named[BEAM_STATS_NAMED_MAX];
     h->stats(s, &backing);
     for (size_t k = 0; k < STATS_KINDS; k++)
         add_stats(&o->kinds[k], &s[k], k == GPA_KIND ? backing : 0);
-    if (h->size >= BEAM__FAULT_HOOKS_V2_SIZE)
-        for (size_t k = 0;
-             k < BEAM_STATS_NAMED_MAX && h->named_stats(k, name, &ns, &nb);
-             k++) {
-            stats_sum *e = named_sum(o, name);
-            if (e == NULL)
-                o->failed = true;
-            else
-                add_stats(e, &ns, nb);
-        }
+    size_t n = named_of(h, named);
+    for (size_t k = 0; k < n; k++) {
+        stats_sum *e = named_sum(o, named[k].name);
+        if (e == NULL)
+            o->failed = true;
+        else
+            add_stats(e, &named[k].s, named[k].backing);
+    }
     return true;
 }
 
@@ -1845,14 +1880,14 @@ static void add_holding(holding *x, const beam_alloc_stats *s, size_t backing) {
 
 static holding holding_of(const beam__fault_hooks *h) {
     holding x = {0, 0, 0};
-    beam_alloc_stats s[STATS_KINDS], ns;
-    size_t backing = 0, nb = 0;
-    char name[BEAM_STATS_NAME_MAX + 1];
+    beam_alloc_stats s[STATS_KINDS];
+    size_t backing = 0;
+    stats_sum named[BEAM_STATS_NAMED_MAX];
     h->stats(s, &backing);
     add_holding(&x, &s[GPA_KIND], backing);
-    for (size_t k = 0;
-         k < BEAM_STATS_NAMED_MAX && h->named_stats(k, name, &ns, &nb); k++)
-        add_holding(&x, &ns, nb);
+    size_t n = named_of(h, named);
+    for (size_t k = 0; k < n; k++)
+        add_holding(&x, &named[k].s, named[k].backing);
     return x;
 }
 

@@ -513,6 +513,14 @@ BEAM__HIDDEN bool beam__gpa_stats(void *ctx, beam_alloc_stats *out);
 /* beam_gpa_collect on every general purpose instance registered for named
  * stats (stats_named.c). */
 BEAM__HIDDEN void beam__stats_named_collect(void);
+/* Every registered name, its counters and backing bytes, through fn, all
+ * under the table's lock (one consistent reading: the NIF glue's
+ * named_all hook); returns how many (stats_named.c). fn must not call the
+ * functions of stats_named.c. */
+typedef void beam__named_fn(void *arg, const char *name,
+                            const beam_alloc_stats *stats,
+                            size_t backing_bytes);
+BEAM__HIDDEN size_t beam__stats_named_each(beam__named_fn *fn, void *arg);
 /* Safe mode: report every freed block written since it was freed
  * (gpa_report.c); the number found. */
 BEAM__HIDDEN size_t beam__gpa_check_freed(beam_gpa_t *gpa);

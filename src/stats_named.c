@@ -70,9 +70,15 @@ bool beam_stats_unregister(const char *name) {
     return found;
 }
 
+/* What a general purpose instance holds of its backing; 0 for others. */
+static size_t backing_of(beam_allocator_t a) {
+    return a.vtable == &beam__gpa_vtable
+               ? beam_gpa_usage_of((beam_gpa_t *)a.ctx).backing_bytes
+               : 0;
+}
+
 bool beam_stats_named(size_t i, char *name_out, beam_alloc_stats *out,
                       size_t *backing_bytes) {
-    named copy;
     size_t seen = 0;
     bool found = false;
     /* Read under the lock, so that an unregister cannot pull the instance
@@ -80,22 +86,32 @@ bool beam_stats_named(size_t i, char *name_out, beam_alloc_stats *out,
     pthread_mutex_lock(&lock);
     for (size_t k = 0; k < BEAM_STATS_NAMED_MAX && !found; k++)
         if (table[k].name[0] != '\0' && seen++ == i) {
-            copy = table[k];
             found = true;
             /* (Each out parameter may be NULL: that one is skipped.) */
             if (out != NULL)
-                beam_allocator_stats(copy.a, out);
+                beam_allocator_stats(table[k].a, out);
             if (backing_bytes != NULL)
-                *backing_bytes =
-                    copy.a.vtable == &beam__gpa_vtable
-                        ? beam_gpa_usage_of((beam_gpa_t *)copy.a.ctx)
-                              .backing_bytes
-                        : 0;
+                *backing_bytes = backing_of(table[k].a);
             if (name_out != NULL)
-                strcpy(name_out, copy.name);
+                strcpy(name_out, table[k].name);
         }
     pthread_mutex_unlock(&lock);
     return found;
+}
+
+size_t beam__stats_named_each(beam__named_fn *fn, void *arg) {
+    size_t n = 0;
+    pthread_mutex_lock(&lock);
+    for (size_t k = 0; k < BEAM_STATS_NAMED_MAX; k++)
+        if (table[k].name[0] != '\0') {
+            beam_alloc_stats s;
+            memset(&s, 0, sizeof s);
+            beam_allocator_stats(table[k].a, &s);
+            fn(arg, table[k].name, &s, backing_of(table[k].a));
+            n++;
+        }
+    pthread_mutex_unlock(&lock);
+    return n;
 }
 
 /* BeamAlloc.collect/1 (src/nif/fault.c): the registered general purpose

@@ -85,4 +85,25 @@ defmodule BeamAlloc.StatsTest do
       assert text =~ "argument 1: not a module name (an atom)"
     end
   end
+
+  # The driver read a library's named stats a name at a time, each read
+  # under the table's lock on its own: with another name registered and
+  # unregistered in a slot before it meanwhile, "stress_named" (one live
+  # block) was read twice in one copy, summed (2 blocks), or missed.
+  test "a named instance is read once while other names come and go" do
+    alias BeamAlloc.Test.Stress
+    assert Stress.names_setup()
+    churn = Task.async(fn -> Stress.names_churn() end)
+
+    seen =
+      for _ <- 1..3000 do
+        BeamAlloc.stats(Stress) |> Map.get(:stress_named, %{}) |> Map.get(:live_blocks)
+      end
+
+    Stress.names_stop()
+    rounds = Task.await(churn, 30_000)
+    assert Stress.names_teardown()
+    assert rounds > 0
+    assert Enum.frequencies(seen) == %{1 => 3000}
+  end
 end

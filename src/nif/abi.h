@@ -93,6 +93,15 @@ typedef struct beam__fault_driver {
     bool (*under)(beam_allocator_t a, const void *p, beam_allocator_t *out);
 } beam__fault_driver;
 
+/* One reading of named_all: a name, its counters, its backing bytes. Its
+ * layout is shared by the copies: never changed. */
+typedef struct beam__named_reading {
+    char name[64];
+    beam_alloc_stats stats;
+    size_t backing_bytes;
+} beam__named_reading;
+_Static_assert(BEAM_STATS_NAME_MAX + 1 <= 64, "a name fits a reading");
+
 /* A library copy, as the driver sees it (what beam_alloc_fault_hooks_v1
  * returns). */
 typedef struct beam__fault_hooks {
@@ -124,7 +133,17 @@ typedef struct beam__fault_hooks {
      * today's sums every copy's and reads no stamp (copies keep it for
      * the older ones). Added last: the size field tells. */
     int64_t (*loaded_at)(void);
+    /* Every named stat of the library at once (beam_stats_register), read
+     * under the table's lock: up to max into out; returns how many. Read
+     * name by name (named_stats, a lock each), a name registered or
+     * unregistered between two reads shifted the rest: one was read twice
+     * (and summed twice) or missed. Added last: the size field tells. */
+    size_t (*named_all)(beam__named_reading *out, size_t max);
 } beam__fault_hooks;
+
+/* The size of the hooks up to loaded_at (copies before named_all). */
+#define BEAM__FAULT_HOOKS_V4_SIZE                                              \
+    (offsetof(beam__fault_hooks, loaded_at) + sizeof(void (*)(void)))
 
 /* The size of the hooks up to collect (copies before loaded_at). */
 #define BEAM__FAULT_HOOKS_V3_SIZE                                              \

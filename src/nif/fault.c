@@ -79,6 +79,33 @@ static bool hooks_named(size_t i, char *name_out, beam_alloc_stats *out,
     return found;
 }
 
+/* Where named_all's readings go: out, up to max. */
+typedef struct named_into {
+    beam__named_reading *out;
+    size_t max, n;
+} named_into;
+
+static void named_take(void *arg, const char *name,
+                       const beam_alloc_stats *stats, size_t backing_bytes) {
+    named_into *to = arg;
+    if (to->n == to->max)
+        return;
+    beam__named_reading *r = &to->out[to->n++];
+    memset(r, 0, sizeof *r);
+    strcpy(r->name, name);
+    r->stats = *stats;
+    r->backing_bytes = backing_bytes;
+}
+
+static size_t hooks_named_all(beam__named_reading *out, size_t max) {
+    named_into to = {out, max, 0};
+    if (!beam__nif_library_enter())
+        return 0;
+    beam__stats_named_each(named_take, &to);
+    beam__nif_library_leave();
+    return to.n;
+}
+
 static void hooks_collect(void) {
     if (!beam__nif_library_enter())
         return;
@@ -125,7 +152,7 @@ const beam__fault_hooks beam__fault_hooks_self = {
     BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
     beam__nif_module_atom, hooks_attach,        hooks_detach,
     hooks_stats,           hooks_named,         hooks_collect,
-    beam__nif_loaded_at,
+    beam__nif_loaded_at,   hooks_named_all,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {

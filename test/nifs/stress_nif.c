@@ -109,6 +109,52 @@ BEAM_NIF(misuse_count) {
     return enif_make_uint64(env, u.misuse_count);
 }
 
+/* --- Named stats while other names come and go (stats_test.exs) -------- */
+
+static beam_gpa_t named_gpa;
+static void *named_block;
+static atomic_bool names_stopping;
+
+/* names_setup(): "stress_named" over an instance with one live block,
+ * registered in the table's second slot, the first left free for
+ * names_churn. */
+BEAM_NIF(names_setup) {
+    beam_gpa_init(&named_gpa, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&named_gpa);
+    named_block = beam_alloc_bytes(a, 100, 8);
+    atomic_store(&names_stopping, false);
+    return make_bool(env, named_block != NULL &&
+                              beam_stats_register("stress_gap", a) &&
+                              beam_stats_register("stress_named", a) &&
+                              beam_stats_unregister("stress_gap"));
+}
+
+/* names_churn() (dirty): "stress_gap" registered (in the first slot) and
+ * unregistered until names_stop; the number of rounds. */
+static ERL_NIF_TERM names_churn(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]) {
+    (void)argc, (void)argv;
+    beam_allocator_t a = beam_gpa_allocator(&named_gpa);
+    uint64_t rounds = 0;
+    while (!atomic_load(&names_stopping) &&
+           beam_stats_register("stress_gap", a) &&
+           beam_stats_unregister("stress_gap"))
+        rounds++;
+    return enif_make_uint64(env, rounds);
+}
+
+BEAM_NIF(names_stop) {
+    atomic_store(&names_stopping, true);
+    return enif_make_atom(env, "ok");
+}
+
+/* names_teardown(): true when the instance ends clean. */
+BEAM_NIF(names_teardown) {
+    beam_stats_unregister("stress_named");
+    beam_free_bytes(beam_gpa_allocator(&named_gpa), named_block, 100, 8);
+    return make_bool(env, !beam_gpa_deinit(&named_gpa));
+}
+
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)priv;
     (void)info;
@@ -130,6 +176,10 @@ static ErlNifFunc funcs[] = {
     {"live_blocks", 0, live_blocks, 0},
     {"misuse_count", 0, misuse_count, 0},
     {"take_reports", 0, take_reports, 0},
+    {"names_setup", 0, names_setup, 0},
+    {"names_churn", 0, names_churn, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"names_stop", 0, names_stop, 0},
+    {"names_teardown", 0, names_teardown, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Stress, funcs, load, NULL, NULL)
