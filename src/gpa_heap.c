@@ -654,5 +654,5 @@ __attribute__((destructor)) static void gpa_unload(void) {
         return;
     beam__gpa_registry_free();
     beam__gpa_map_free();
-    beam__gpa_set_free();
+    beam__set_free(BEAM__SET_GPA_LARGE);
 }

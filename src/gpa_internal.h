@@ -1169,16 +1169,25 @@ BEAM__HIDDEN void beam__gpa_cache_flush(gpa_state *st, gpa_defer **defer);
 BEAM__HIDDEN void beam__gpa_large_trim(gpa_state *st, gpa_defer **defer);
 BEAM__HIDDEN void beam__gpa_large_free_all(gpa_state *st, gpa_defer **defer);
 
-/* Every instance's large blocks by address (gpa_large_set.c), for the raw
+/* Every instance's large blocks by address (addr_set.c), for the raw
  * and the large allocators' refusal; no lock held. A block is noted once
  * its backing gave it and unnoted before it goes back, so that the set
- * never holds an address the backing may hand to anyone else. */
-BEAM__HIDDEN void beam__gpa_set_note(const void *p);
-BEAM__HIDDEN void beam__gpa_set_unnote(const void *p);
-BEAM__HIDDEN bool beam__gpa_set_holds(const void *p);
-/* The set's tables back to the system (the library unloading, with no
- * instance left). */
-BEAM__HIDDEN void beam__gpa_set_free(void);
+ * never holds an address the backing may hand to anyone else. One the
+ * system allocator had no room to note goes unnoted, not refused: an
+ * unnote of an address not noted changes nothing, or takes a parent
+ * instance's note early; either way the set never holds memory no
+ * instance has. */
+static inline void beam__gpa_set_note(const void *p) {
+    GPA_ASSERT_NO_LOCK();
+    beam__set_note(BEAM__SET_GPA_LARGE, p);
+}
+static inline void beam__gpa_set_unnote(const void *p) {
+    GPA_ASSERT_NO_LOCK();
+    (void)beam__set_unnote(BEAM__SET_GPA_LARGE, p);
+}
+static inline bool beam__gpa_set_holds(const void *p) {
+    return beam__set_holds(BEAM__SET_GPA_LARGE, p);
+}
 
 /* ---- leaks and misuse (gpa_report.c) ---------------------------------- */
 

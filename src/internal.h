@@ -101,6 +101,29 @@ BEAM__HIDDEN void beam__report_refused_as(const char *kind, const char *call,
 BEAM__HIDDEN bool beam__refused_gpa_block(const char *call, const char *who,
                                           void *mem, size_t len,
                                           size_t alignment, uintptr_t ret);
+/* Sets of addresses (addr_set.c), each counting its notes of an address;
+ * any thread, no lock of ours held (the sets' locks are leaves). unnote
+ * says whether p was noted; holds takes no lock while the set is empty.
+ * free gives the set's tables back (the library unloading). */
+typedef enum beam__set_id {
+    BEAM__SET_GPA_LARGE,         /* instances' large blocks (gpa_large.c) */
+    BEAM__SET_LARGE_PAGE_STARTS, /* large.c's blocks that start a page */
+    BEAM__SETS
+} beam__set_id;
+BEAM__HIDDEN void beam__set_note(beam__set_id id, const void *p);
+BEAM__HIDDEN bool beam__set_unnote(beam__set_id id, const void *p);
+/* Each set's count of addresses, on a cache line of its own: an ask's
+ * test, inline, of every raw and large free for the first set. */
+typedef struct beam__set_size {
+    _Alignas(64) _Atomic size_t noted;
+} beam__set_size;
+BEAM__HIDDEN extern beam__set_size beam__set_sizes[BEAM__SETS];
+BEAM__HIDDEN bool beam__set_lookup(beam__set_id id, const void *p);
+static inline bool beam__set_holds(beam__set_id id, const void *p) {
+    return beam__atomic_load_relaxed(&beam__set_sizes[id].noted) != 0 &&
+           beam__set_lookup(id, p);
+}
+BEAM__HIDDEN void beam__set_free(beam__set_id id);
 /* When a is a fault-injection driver's plan allocator (one a call of this
  * copy was given, during a check or kept after it): true, and *out the
  * allocator under it that block p (NULL: a new block) goes to
