@@ -747,3 +747,43 @@ TEST(malloc_calls_believe_no_forged_header) {
     beam_gpa_deinit(&over_raw);
     beam_arena_deinit(&arena);
 }
+
+/* The large allocator's own header (blocks above 8-byte alignment) lies
+ * before its blocks too: a sized free, resize or realloc at an alignment
+ * of 32 or a page of a foreign pointer at the start of a mapping read it
+ * off the page before and faulted (a C++ allocator's over-aligned type
+ * reaches it through beam_free_bytes_at), where the allocator reports and
+ * refuses. */
+TEST(large_allocator_reads_no_header_before_a_foreign_mapping) {
+    foreign_pages f;
+    CHECK(foreign_pages_make(&f));
+    if (f.map == MAP_FAILED)
+        return;
+    beam_allocator_t a = beam_large_allocator;
+    void *foreign[] = {f.after_unmapped, f.after_guard};
+    size_t aligns[] = {32, 4096};
+    check_capture_reports();
+    for (size_t i = 0; i < 4; i++) {
+        void *p = foreign[i % 2];
+        size_t align = aligns[i / 2], said = check_report_count();
+        beam_free_bytes(a, p, 64, align);
+        CHECK(check_report_count() == said + 1);
+        CHECK(!beam_resize_bytes(a, p, 64, align, 128));
+        CHECK(beam_realloc_bytes(a, p, 64, align, 128) == NULL);
+        CHECK(check_report_count() == said + 3);
+    }
+    /* Its own blocks that start a page (noted) still pass, moved or not. */
+    size_t said = check_report_count();
+    for (size_t shift = 12; shift <= 16; shift++) {
+        size_t align = (size_t)1 << shift;
+        void *own = beam_alloc_bytes(a, 100, align);
+        CHECK(own != NULL && check_aligned(own, align));
+        CHECK(beam_resize_bytes(a, own, 100, align, 200));
+        own = beam_realloc_bytes(a, own, 200, align, 3 * align);
+        CHECK(own != NULL && check_aligned(own, align));
+        beam_free_bytes(a, own, 3 * align, align);
+    }
+    CHECK(check_report_count() == said);
+    check_release_reports();
+    munmap(f.map + 4096, 3 * 4096);
+}
