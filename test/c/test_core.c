@@ -1193,3 +1193,63 @@ TEST(core_null_instances_are_reported_not_followed) {
     check_unwatch_misuse(outer);
     check_release_reports();
 }
+
+/* Blocks that start a page are noted in a set (large.c) while live, so
+ * that their header is read without a probe: allocated on some threads
+ * and resized and freed on others, concurrently, many enough to grow the
+ * set's tables (c-test-tsan runs gpa_ tests only: run this one's build
+ * there by hand, build/test-tsan/run_tests large_page). */
+#define PAGE_BLOCKS 512
+typedef struct page_blocks {
+    void *p[PAGE_BLOCKS];
+    size_t align;
+} page_blocks;
+
+static void *page_blocks_alloc(void *arg) {
+    page_blocks *b = arg;
+    for (size_t i = 0; i < PAGE_BLOCKS; i++) {
+        b->p[i] = beam_alloc_bytes(beam_large_allocator, 100, b->align);
+        if (b->p[i] != NULL)
+            memset(b->p[i], 1, 100);
+    }
+    return NULL;
+}
+
+static void *page_blocks_free(void *arg) {
+    page_blocks *b = arg;
+    for (size_t i = 0; i < PAGE_BLOCKS; i++) {
+        if (!beam_resize_bytes(beam_large_allocator, b->p[i], 100, b->align,
+                               50))
+            continue; /* (the check below says it) */
+        beam_free_bytes(beam_large_allocator, b->p[i], 50, b->align);
+    }
+    return NULL;
+}
+
+TEST(large_page_blocks_across_threads) {
+    enum { N = 4 };
+    static page_blocks blocks[N];
+    pthread_t t[N];
+    check_capture_reports();
+    for (size_t i = 0; i < N; i++) {
+        blocks[i].align = (size_t)4096 << (i % 2);
+        CHECK(pthread_create(&t[i], NULL, page_blocks_alloc, &blocks[i]) == 0);
+    }
+    for (size_t i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    for (size_t i = 0; i < N; i++)
+        for (size_t k = 0; k < PAGE_BLOCKS; k++)
+            CHECK(blocks[i].p[k] != NULL &&
+                  beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS, blocks[i].p[k]));
+    for (size_t i = 0; i < N; i++) /* each thread frees another's */
+        CHECK(pthread_create(&t[i], NULL, page_blocks_free,
+                             &blocks[(i + 1) % N]) == 0);
+    for (size_t i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    for (size_t i = 0; i < N; i++)
+        for (size_t k = 0; k < PAGE_BLOCKS; k++)
+            CHECK(
+                !beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS, blocks[i].p[k]));
+    CHECK(check_report_count() == 0);
+    check_release_reports();
+}
