@@ -45,43 +45,62 @@ static size_t total_for(size_t len, size_t alignment) {
  * never returned (a C++ allocator's over-aligned type freed through
  * beam_free_bytes_at, say) at the start of a mapping after an unmapped or
  * PROT_NONE page, a read there faulted (found in a bug hunt). Such blocks
- * of ours are noted in a set (addr_set.c) from place() until mark_freed():
- * a noted one's header is read as it is; any other pointer's there is
- * copied through os/probe.h, a syscall, paid only by a misuse (or by a
- * block of another copy of the library, or one the set had no room for).
- * Probing every such block's header instead cost 2,900 ns an alloc and
- * free at alignment 4096, not 50. */
+ * of ours are noted in a set (addr_set.c) from place() until they are
+ * freed or moved; each call asks the set once, up front (header_direct:
+ * a free takes the block out as it asks). A noted one's header is read as
+ * it is; any other pointer's there is copied through os/probe.h, a
+ * syscall, paid only by a misuse (or by a block of another copy of the
+ * library, or one the set had no memory to note). Probing every such
+ * block's header instead cost 2,900 ns an alloc and free at alignment
+ * 4096, not 50. */
+#define PAGE_STARTS BEAM__SET_LARGE_PAGE_STARTS
+
 static inline bool header_on_own_page(const void *user) {
     return BEAM__LIKELY(beam__probe_same_page(user, HEADER_SIZE));
 }
 
-/* The header of mem, which starts a page: itself when noted, else a copy
- * in *buf, or NULL when it is unreadable. Out of line: the common path
- * stays the few loads it was. */
-static BEAM__NOINLINE const large_header *header_off_page(void *mem,
-                                                          large_header *buf) {
-    if (beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS, mem))
-        return header_of(mem);
+/* The set's part of header_direct, out of line. */
+static BEAM__NOINLINE bool noted_slow(void *mem, bool take) {
+    return take ? beam__set_unnote(PAGE_STARTS, mem)
+                : beam__set_holds(PAGE_STARTS, mem);
+}
+
+/* The header below mem, given at alignment, may be read as it is: it is
+ * on mem's page (or there is none), or mem is noted; take: and mem is
+ * noted no longer (a free's, before the backend may hand the memory on;
+ * it notes mem again when it refuses the call: taken()). */
+static inline bool header_direct(void *mem, size_t alignment, bool take) {
+    if (alignment <= BEAM_MAX_ALIGN || header_on_own_page(mem))
+        return true;
+    return noted_slow(mem, take);
+}
+
+/* header_direct(mem, alignment, true) said direct: it took mem's note. */
+static inline bool taken(void *mem, size_t alignment, bool direct) {
+    return direct && alignment > BEAM_MAX_ALIGN && !header_on_own_page(mem);
+}
+
+/* A copy of the header below mem in *buf, or NULL when it is unreadable:
+ * out of line, for a pointer that starts a page and is not noted. */
+static BEAM__NOINLINE const large_header *header_probe(void *mem,
+                                                       large_header *buf) {
     return beam__probe_read(header_of(mem), buf, HEADER_SIZE) ? buf : NULL;
 }
 
-/* The header below mem, readable (*buf may hold a copy), or NULL. */
-static inline const large_header *header_read(void *mem, large_header *buf) {
-    if (header_on_own_page(mem))
-        return header_of(mem);
-    return header_off_page(mem, buf);
+/* The header below mem (direct: header_direct's answer), readable, or
+ * NULL; *buf may hold a copy. */
+static inline const large_header *header_read(void *mem, bool direct,
+                                              large_header *buf) {
+    return BEAM__LIKELY(direct) ? header_of(mem) : header_probe(mem, buf);
 }
 
-/* The header below mem names a raw block around it: 8-aligned, with room
- * for the header below mem, reaching mem. Then *offset is mem's distance
- * from its start and *room the bytes from mem to its end. */
-static BEAM__ALWAYS_INLINE bool names_raw_block(void *mem, size_t *offset,
-                                                size_t *room) {
+/* Header h (below mem, or a copy of it) names a raw block around mem:
+ * 8-aligned, with room for the header below mem, reaching mem. Then
+ * *offset is mem's distance from its start and *room the bytes from mem
+ * to its end. */
+static inline bool header_names_raw_block(const large_header *h, void *mem,
+                                          size_t *offset, size_t *room) {
     uintptr_t user = (uintptr_t)mem;
-    large_header buf;
-    const large_header *h = header_read(mem, &buf);
-    if (h == NULL)
-        return false;
     uintptr_t raw = (uintptr_t)h->raw;
     if (raw % BEAM_MAX_ALIGN != 0 || raw > user - HEADER_SIZE ||
         h->total > BEAM__MAX_LEN || user - raw > h->total)
@@ -89,6 +108,23 @@ static BEAM__ALWAYS_INLINE bool names_raw_block(void *mem, size_t *offset,
     *offset = user - raw;
     *room = h->total - *offset;
     return true;
+}
+
+/* placed() by header h (mem's own, or a copy of it). */
+static inline bool placed_by(const large_header *h, void *mem, size_t len,
+                             size_t alignment) {
+    size_t offset, room;
+    return header_names_raw_block(h, mem, &offset, &room) &&
+           offset <= alignment + HEADER_SIZE - BEAM_MAX_ALIGN && len <= room;
+}
+
+/* placed() of a header that is not direct: probed, out of line, so that
+ * the common path stays a leaf. */
+static BEAM__NOINLINE bool placed_probed(void *mem, size_t len,
+                                         size_t alignment) {
+    large_header buf;
+    const large_header *h = header_probe(mem, &buf);
+    return h != NULL && placed_by(h, mem, len, alignment);
 }
 
 /* mem, freed or resized at alignment (above BEAM_MAX_ALIGN), looks like a
@@ -102,12 +138,13 @@ static BEAM__ALWAYS_INLINE bool names_raw_block(void *mem, size_t *offset,
  * address suits that one too: the header is right, and so is the free. The
  * other way round, a header block freed at 8 or less, cannot be told from
  * a raw block without a read outside every raw block, and goes to
- * enif_free. */
-static bool placed(void *mem, size_t len, size_t alignment) {
-    size_t offset, room;
-    return (uintptr_t)mem % alignment == 0 &&
-           names_raw_block(mem, &offset, &room) &&
-           offset <= alignment + HEADER_SIZE - BEAM_MAX_ALIGN && len <= room;
+ * enif_free. direct: header_direct's answer. */
+static bool placed(void *mem, size_t len, size_t alignment, bool direct) {
+    if ((uintptr_t)mem % alignment != 0)
+        return false;
+    if (BEAM__UNLIKELY(!direct))
+        return placed_probed(mem, len, alignment);
+    return placed_by(header_of(mem), mem, len, alignment);
 }
 
 /* A header's raw pointer once its block is freed: no raw block is there
@@ -154,7 +191,7 @@ static inline uintptr_t freed_mark(const void *user) {
  * told as a double free of a live block. A block of 65 to 71 bytes keeps
  * its own bytes under the word's start: zeroing the last one is enough (a
  * little-endian word's top byte, never 0 in a mark: a user-space address's
- * is). A block that starts a page is noted (header_read). */
+ * is). A block that starts a page is noted (header_direct). */
 static BEAM__ALWAYS_INLINE void *place(void *raw, size_t total,
                                        size_t alignment, size_t kept) {
     uintptr_t user = beam__align_up((uintptr_t)raw + HEADER_SIZE, alignment);
@@ -167,20 +204,16 @@ static BEAM__ALWAYS_INLINE void *place(void *raw, size_t total,
         memset((char *)user + from, 0, mark_end - from);
     }
     if (!header_on_own_page((void *)user))
-        beam__set_note(BEAM__SET_LARGE_PAGE_STARTS, (void *)user);
+        beam__set_note(PAGE_STARTS, (void *)user);
     return (void *)user;
 }
 
 /* What a header block of len bytes leaves behind when freed: the header's
- * mark and, where it has room, the second one; a block that starts a page
- * is unnoted, before the backend may hand its memory to anyone else.
- * true when it was noted. */
-static bool mark_freed(void *mem, size_t len) {
+ * mark and, where it has room, the second one. */
+static void mark_freed(void *mem, size_t len) {
     header_of(mem)->raw = FREED_RAW;
     if (has_mark_room(len))
         *mark_of(mem) = freed_mark(mem);
-    return !header_on_own_page(mem) &&
-           beam__set_unnote(BEAM__SET_LARGE_PAGE_STARTS, mem);
 }
 
 /* A block refused at alignment (above BEAM_MAX_ALIGN) and len is one this
@@ -192,18 +225,19 @@ static bool mark_freed(void *mem, size_t len) {
  * old block's mark would have made it a double free). So may a live block
  * given at another alignment as well as a wrong length: its header names
  * its raw block, and the mark is read only inside that. */
-static bool freed_here(void *mem, size_t len, size_t alignment) {
-    if ((uintptr_t)mem % alignment != 0 || placed(mem, 0, alignment))
+static bool freed_here(void *mem, size_t len, size_t alignment, bool direct) {
+    if ((uintptr_t)mem % alignment != 0 || placed(mem, 0, alignment, direct))
         return false;
     large_header buf;
-    const large_header *h = header_read(mem, &buf);
+    const large_header *h = header_read(mem, direct, &buf);
     if (h == NULL)
         return false; /* (unreadable: no block of ours was there) */
     if (h->raw == FREED_RAW)
         return true;
     size_t offset, room;
     if (!has_mark_room(len) ||
-        (names_raw_block(mem, &offset, &room) && !has_mark_room(room)))
+        (header_names_raw_block(h, mem, &offset, &room) &&
+         !has_mark_room(room)))
         return false;
     return *mark_of(mem) == freed_mark(mem);
 }
@@ -239,7 +273,7 @@ static bool resize_impl(void *mem, size_t len, size_t alignment,
  * named the old raw block, placed() took it for a live one, and free()
  * aborted on it, "double free or corruption"); where the block stays, or
  * the call fails, they are taken back (the user's word under the mark
- * with them). */
+ * with them), and so is its note when it starts a page. */
 static void *remap_moving(void *mem, size_t len, size_t alignment,
                           size_t new_len) {
     size_t total = total_for(new_len, alignment);
@@ -250,14 +284,15 @@ static void *remap_moving(void *mem, size_t len, size_t alignment,
     size_t offset = (uintptr_t)mem - (uintptr_t)was.raw;
     size_t kept = len < new_len ? len : new_len;
     uintptr_t word = has_mark_room(len) ? *mark_of(mem) : 0;
-    bool noted = mark_freed(mem, len);
+    mark_freed(mem, len);
+    bool noted = taken(mem, alignment, header_direct(mem, alignment, true));
     void *raw = beam__sys_realloc(was.raw, total);
     if (raw == NULL) {
         *h = was;
         if (has_mark_room(len))
             *mark_of(mem) = word;
         if (noted)
-            beam__set_note(BEAM__SET_LARGE_PAGE_STARTS, mem);
+            beam__set_note(PAGE_STARTS, mem);
         return NULL;
     }
     /* The raw block may have moved to an address with another residue
@@ -309,13 +344,13 @@ static void *large_alloc(void *ctx, size_t len, size_t alignment,
  * wrong length: the kind leak_check and the fault-injection check raise
  * with. */
 static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
-                      uintptr_t ret) {
+                      bool direct, uintptr_t ret) {
     if (beam__refused_gpa_block(call, "large", mem, len, alignment, ret))
         return true;
-    if (alignment <= BEAM_MAX_ALIGN || placed(mem, len, alignment))
+    if (alignment <= BEAM_MAX_ALIGN || placed(mem, len, alignment, direct))
         return false;
     bool is_free = strcmp(call, "free") == 0;
-    if (freed_here(mem, len, alignment)) {
+    if (freed_here(mem, len, alignment, direct)) {
         beam__report_refused_as(
             is_free ? BEAM__KIND_DOUBLE_FREE : BEAM__KIND_RESIZE, call, mem,
             len, alignment, ret,
@@ -333,7 +368,8 @@ static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
 static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (misplaced("resize", mem, len, alignment, ret) ||
+    if (misplaced("resize", mem, len, alignment,
+                  header_direct(mem, alignment, false), ret) ||
         !resize_impl(mem, len, alignment, new_len))
         return false;
     beam__count_resize(counters(), &beam__kind_peak[BEAM__LARGE], len, new_len);
@@ -343,7 +379,8 @@ static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (misplaced("remap", mem, len, alignment, ret))
+    if (misplaced("remap", mem, len, alignment,
+                  header_direct(mem, alignment, false), ret))
         return NULL;
     void *p = remap_impl(mem, len, alignment, new_len);
     if (p != NULL)
@@ -357,12 +394,16 @@ static void large_free(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ctx;
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
-    if (misplaced("free", mem, len, alignment, ret))
+    bool direct = header_direct(mem, alignment, true);
+    if (misplaced("free", mem, len, alignment, direct, ret)) {
+        if (taken(mem, alignment, direct))
+            beam__set_note(PAGE_STARTS, mem); /* (live, misused) */
         return;
+    }
     void *raw = mem;
     if (alignment > BEAM_MAX_ALIGN) {
         raw = header_of(mem)->raw;
-        (void)mark_freed(mem, len);
+        mark_freed(mem, len);
     }
     beam__sys_free(raw);
     beam__count_free(counters(), &beam__kind_peak[BEAM__LARGE], len);

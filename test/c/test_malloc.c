@@ -781,7 +781,12 @@ TEST(large_allocator_reads_no_header_before_a_foreign_mapping) {
         CHECK(beam_resize_bytes(a, own, 100, align, 200));
         own = beam_realloc_bytes(a, own, 200, align, 3 * align);
         CHECK(own != NULL && check_aligned(own, align));
+        /* A free refused (a wrong length) leaves it noted and live. */
+        beam_free_bytes(a, own, 5 * align, align);
+        CHECK(check_report_count() == ++said);
+        CHECK(beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS, own));
         beam_free_bytes(a, own, 3 * align, align);
+        CHECK(!beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS, own));
     }
     CHECK(check_report_count() == said);
     check_release_reports();
