@@ -737,8 +737,10 @@ typedef beam_alloc_stats beam_alloc_stats_t;
  * them up. A thread publishes every fall at once (16 KiB below, so that the
  * small falls after it need no publication of their own) and a rise when it
  * reaches 64 KiB (raw, large) or when a heap refills a slab (general
- * purpose), so the peak may be low by up to 64 KiB (or a slab's worth of
- * allocations and 16 KiB) per thread, the reading one included (a rise it
+ * purpose; its medium blocks, above BEAM_GPA_SMALL_MAX up to 64 KiB, are
+ * published exactly at every call), so the peak may be low by up to 64 KiB
+ * (or a slab's worth of allocations and 16 KiB) per thread, the reading
+ * one included (a rise it
  * took back before reaching a step was never
  * published: 20,000 bytes allocated and freed leave the peak at 0); a read's
  * total counts too, so the peak is never below the live_bytes it comes with,

@@ -885,7 +885,8 @@ static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
     int64_t d = (int64_t)new_len - (int64_t)len;
     beam__atomic_add_relaxed(&st->remote_bytes, d);
     beam__peak_observe(&st->peak,
-                       beam__atomic_add_relaxed(&st->peak.published, d) + d);
+                       beam__atomic_add_relaxed(&st->peak.published, d) + d +
+                           beam__atomic_load_relaxed(&st->peak.locked_part));
     return true;
 }
 
@@ -1098,6 +1099,7 @@ bool beam__gpa_stats(void *ctx, beam_alloc_stats *out) {
     gpa_lock(st);
     beam__stats_add(out, &st->retired);
     beam__stats_add(out, &st->large_counts);
+    beam__stats_add(out, &st->medium_counts);
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
         beam__stats_add(out, &h->stats);
     gpa_unlock(st);

@@ -607,10 +607,11 @@ struct beam_gpa_state {
     _Atomic size_t meta_bytes; /* heaps, tables: metadata from the backing */
     size_t meta_align;         /* least alignment of metadata requests (see
                                   gpa_meta_alignment); set once at creation */
-    /* Stats beyond the heaps': retired heaps' and large blocks' counters
-     * (lock held), and what other threads' frees and in-place resizes
-     * changed (atomic, any thread). */
-    beam__counters retired, large_counts;
+    /* Stats beyond the heaps': retired heaps', large and medium blocks'
+     * counters (lock held; medium_counts publishes to peak.locked_part),
+     * and what other threads' frees and in-place resizes changed (atomic,
+     * any thread). */
+    beam__counters retired, large_counts, medium_counts;
     _Atomic uint64_t remote_frees;
     _Atomic int64_t remote_bytes;
     beam__peak peak;

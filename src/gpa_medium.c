@@ -318,9 +318,9 @@ void *beam__gpa_medium_alloc(gpa_state *st, size_t len) {
         p = run_take(st, n, &defer);
     if (p != NULL) {
         st->medium_live += (size_t)n << GPA_PAGE_SHIFT;
-        beam__count_alloc(&st->large_counts, &st->peak, len);
+        beam__count_alloc_locked(&st->medium_counts, &st->peak, len);
     } else {
-        beam__atomic_add_relaxed(&st->large_counts.failed, 1);
+        beam__atomic_add_relaxed(&st->medium_counts.failed, 1);
     }
     gpa_unlock(st);
     if (defer != NULL)
@@ -417,7 +417,7 @@ static BEAM__ALWAYS_INLINE void block_free(gpa_state *st, gpa_slab *s,
                                            size_t counted, bool cache,
                                            gpa_defer **defer) {
     st->medium_live -= (size_t)pages << GPA_PAGE_SHIFT;
-    beam__count_free(&st->large_counts, &st->peak, counted);
+    beam__count_free_locked(&st->medium_counts, &st->peak, counted);
     if (cache && cache_put(st, s, at, pages))
         return;
     run_free(st, s, at, pages, defer);
@@ -494,7 +494,9 @@ bool beam__gpa_medium_resize(gpa_state *st, gpa_slab *s, void *mem, size_t len,
                           ((size_t)want << GPA_PAGE_SHIFT);
         /* (Shrunk, the live bytes may no longer allow what is cached.) */
         cache_check(st, &defer);
-        beam__count_resize(&st->large_counts, &st->peak, len, new_len);
+        beam__count_locked(&st->peak,
+                           beam__count_bytes(&st->medium_counts,
+                                             (int64_t)new_len - (int64_t)len));
         ok = true;
     }
     gpa_unlock(st);

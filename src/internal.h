@@ -337,6 +337,10 @@ typedef struct beam__counters {
 typedef struct beam__peak {
     _Atomic int64_t published;
     _Atomic int64_t peak;
+    /* The live bytes of one counter whose every change a lock serialises
+     * (a GPA instance's medium blocks: beam__count_locked), published
+     * exactly at each; every rise's total adds it. 0 for the rest. */
+    _Atomic int64_t locked_part;
 } beam__peak;
 
 #define BEAM__PUBLISH_STEP ((int64_t)64 * 1024)
@@ -351,6 +355,7 @@ typedef struct beam__peak {
 /* Add what c changed since its last publication to p: a rise exactly (and
  * raise p's peak), a fall with the cushion. */
 BEAM__HIDDEN void beam__publish(beam__counters *c, beam__peak *p);
+
 BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
 /* A stats read's peak_bytes, from p and the live total *out holds (which
  * feeds p: a read's peak is never below its live_bytes). */
@@ -410,6 +415,32 @@ static BEAM__ALWAYS_INLINE void beam__count_free(beam__counters *c,
                                                  beam__peak *p, size_t len) {
     if (BEAM__UNLIKELY(beam__publish_due_at(c, beam__count_free_fast(c, len))))
         beam__publish(c, p);
+}
+
+/* c, p's locked_part counter (lock held), moved to bytes live: published
+ * exactly, a plain store, and the peak raised if the total now passes it
+ * (two loads and a compare; the compare-and-swap only past the peak). The
+ * steps above would publish about every other medium call (blocks of 8-64
+ * KiB against a 16 KiB cushion and a 64 KiB step): a branch mispredicted
+ * as often, and a call and a locked add on a shared line when taken
+ * (standalone paired churn of 1-64 KiB: 1.60x mimalloc with them, 1.52x
+ * with no publication at all). */
+static BEAM__ALWAYS_INLINE void beam__count_locked(beam__peak *p,
+                                                   int64_t bytes) {
+    beam__atomic_store_relaxed(&p->locked_part, bytes);
+    int64_t live = beam__atomic_load_relaxed(&p->published) + bytes;
+    if (BEAM__UNLIKELY(live > beam__atomic_load_relaxed(&p->peak)))
+        beam__peak_observe(p, live);
+}
+
+static BEAM__ALWAYS_INLINE void
+beam__count_alloc_locked(beam__counters *c, beam__peak *p, size_t len) {
+    beam__count_locked(p, beam__count_alloc_fast(c, len));
+}
+
+static BEAM__ALWAYS_INLINE void
+beam__count_free_locked(beam__counters *c, beam__peak *p, size_t len) {
+    beam__count_locked(p, beam__count_free_fast(c, len));
 }
 
 /* A block changed size in place (or moved, counted as one block). */
