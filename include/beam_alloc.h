@@ -408,8 +408,8 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     just over 32 KiB cannot share a slab. A freed medium block is kept
  *     whole for the next allocation of as many pages while there is room:
  *     at most 8 of each length, kept only while they come to no more than
- *     1/24 of the live medium bytes, and given back to their slabs when
- *     the live bytes fall until they are over 1/12; so none once no medium
+ *     1/16 of the live medium bytes, and given back to their slabs when
+ *     the live bytes fall until they are over 1/8; so none once no medium
  *     block is live, and none after beam_gpa_collect. A kept block keeps
  *     its slab; a medium slab goes back to the pool the moment its last
  *     block is back in it.

@@ -316,7 +316,7 @@
  * more than 1/SHARE of the live medium bytes, and they are given back down
  * to that once the live bytes fall until they are over 2/SHARE. */
 #define GPA_MEDIUM_CACHE 8
-#define GPA_MEDIUM_CACHE_SHARE 24
+#define GPA_MEDIUM_CACHE_SHARE 16
 
 enum gpa_where {
     WHERE_POOL,    /* free for any class */
