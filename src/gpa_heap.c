@@ -586,17 +586,28 @@ static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
 /* Lock held, h's owner away or this thread: h's kept slabs whose every
  * block out waits in thread_free (other threads freed them: none is in
  * h's stash, which counts as out) go back to the instance, each without
- * its list walked (beam__gpa_slab_park). A read of each kept slab's
- * thread_free, up to GPA_KEPT_MAX. */
+ * its list walked (beam__gpa_slab_park). So do, beyond GPA_KEPT_CLASS of a
+ * class, those with as many frees waiting as bring a FULL slab back (its
+ * requeue mark), their frees left waiting (beam__gpa_slab_park_pending):
+ * with 32 a class such a slab was FULL and went back at that mark, and
+ * kept beyond, one live block each, an idle heap held up to 1,024 slabs
+ * (64 MiB) that only its own refills of that class would use (found in
+ * review). A read of each kept slab's thread_free, up to GPA_KEPT_MAX. */
 static void heap_shed_kept(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     for (unsigned c = 0; c < GPA_CLASSES; c++) {
         for (gpa_slab *s = h->kept[c].head, *next; s != NULL; s = next) {
             next = s->next;
             uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
-            if (tf == 0 || GPA_TF_COUNT(tf) != s->used)
+            if (tf == 0)
                 continue;
-            gpa_kept_unlink(h, s);
-            beam__gpa_slab_park(st, s, defer);
+            if (GPA_TF_COUNT(tf) == s->used) {
+                gpa_kept_unlink(h, s);
+                beam__gpa_slab_park(st, s, defer);
+            } else if (h->kept[c].n > GPA_KEPT_CLASS &&
+                       GPA_TF_COUNT(tf) >= beam__gpa_slab_mark(s)) {
+                gpa_kept_unlink(h, s);
+                beam__gpa_slab_park_pending(st, s);
+            }
         }
     }
 }

@@ -955,6 +955,13 @@ static inline bool gpa_class_graduated(const gpa_heap *h, unsigned cls) {
  * pool when it has no live block, else to its partial list. */
 BEAM__HIDDEN void beam__gpa_slab_park(gpa_state *st, gpa_slab *s,
                                       gpa_defer **defer);
+/* The requeue mark of s, a whole slab: the frees waiting in its
+ * thread_free that bring it back from FULL (gpa_slab.c). */
+BEAM__HIDDEN uint16_t beam__gpa_slab_mark(const gpa_slab *s);
+/* s (being given up by its owner, lock held), with live blocks, to its
+ * partial list, its remote frees left in thread_free for whoever takes it
+ * (partial_take collects them): no list walked under the lock. */
+BEAM__HIDDEN void beam__gpa_slab_park_pending(gpa_state *st, gpa_slab *s);
 /* An empty slab back to the pool (lock held); a segment that empties goes
  * on defer. */
 BEAM__HIDDEN void beam__gpa_slab_release(gpa_state *st, gpa_slab *s,

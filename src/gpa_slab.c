@@ -629,9 +629,21 @@ void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     /* A retired sub-slab's mark was raised to its live blocks (gpa.c,
      * retire_sub); back on the partial list it is an ordinary slab again
      * (found in review: the raised mark stayed). */
+    beam__atomic_store_plain_relaxed(&s->requeue, beam__gpa_slab_mark(s));
+    gpa_set_where(s, WHERE_PARTIAL);
+    gpa_list_push(partial_list(st, s), s);
+}
+
+uint16_t beam__gpa_slab_mark(const gpa_slab *s) {
     uint32_t nblocks = (uint32_t)((s->end - s->base) / s->size);
-    beam__atomic_store_plain_relaxed(
-        &s->requeue, (uint16_t)(nblocks >= 16 ? nblocks / 8 : 1));
+    return (uint16_t)(nblocks >= 16 ? nblocks / 8 : 1);
+}
+
+void beam__gpa_slab_park_pending(gpa_state *st, gpa_slab *s) {
+    GPA_ASSERT_LOCKED(st);
+    GPA_ASSERT(!gpa_is_sub(s) && s->used != 0);
+    beam__atomic_store_relaxed(&s->heap, NULL);
+    beam__atomic_store_plain_relaxed(&s->requeue, beam__gpa_slab_mark(s));
     gpa_set_where(s, WHERE_PARTIAL);
     gpa_list_push(partial_list(st, s), s);
 }

@@ -1178,3 +1178,75 @@ TEST(gpa_heaps_are_on_a_cache_line_whatever_the_backing) {
     CHECK(!beam_gpa_deinit(&g));
     CHECK(atomic_load(&skew_live) == 0);
 }
+
+/* Kept slabs that other threads nearly emptied while their heap idles: one
+ * block of each still live. Beyond GPA_KEPT_CLASS of a class, such a slab
+ * was left FULL (32 a class), and went back to the instance once an eighth
+ * of its blocks were free (its requeue mark): a burst handed to other
+ * threads held 32 slabs of its class in an idle heap. Kept beyond, nothing
+ * but the heap's own refill of that class took them back (the shed takes
+ * wholly free ones only): an idle heap held up to 1,024 slabs, 64 MiB, for
+ * 1,024 live blocks. So the shed gives back those beyond GPA_KEPT_CLASS of
+ * a class that are as free as that mark: this thread keeps 72 full 256-byte
+ * slabs (one block freed into each, one more kept live), another frees the
+ * rest of their blocks, and while this thread idles a third allocates as
+ * many blocks again: this heap keeps 32 of that class at most after, and
+ * the backing grows by less than 40 slabs (it grew by 72). */
+#define FRAG_SLABS 72
+#define FRAG_N 32768 /* 256-byte blocks: 128 slabs' worth */
+static void *frag_live[FRAG_SLABS], *frag_blocks[FRAG_N];
+
+static void *frag_free_rest(void *arg) {
+    beam_allocator_t a = *(beam_allocator_t *)arg;
+    for (size_t i = 0; i < FRAG_N; i++)
+        if (frag_blocks[i] != NULL)
+            beam_free_bytes(a, frag_blocks[i], 256, 8);
+    return NULL;
+}
+
+static void *frag_burst_again(void *arg) {
+    beam_allocator_t a = *(beam_allocator_t *)arg;
+    for (size_t i = 0; i < FRAG_N; i++)
+        frag_blocks[i] = beam_alloc_bytes(a, 256, 8);
+    return NULL;
+}
+
+TEST(gpa_kept_slabs_nearly_emptied_elsewhere_go_back_before_the_backing_grows) {
+    beam__process_barrier_prepare();
+    if (!beam__process_barrier_ready())
+        return; /* then 32 a class at most (GPA_KEPT_CLASS) */
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (size_t i = 0; i < FRAG_N; i++)
+        CHECK((frag_blocks[i] = beam_alloc_bytes(a, 256, 8)) != NULL);
+    size_t k = 0;
+    gpa_slab *last = NULL;
+    for (size_t i = 0; i + 1 < FRAG_N && k < FRAG_SLABS; i++) {
+        gpa_slab *s = beam__gpa_slab_of(frag_blocks[i]);
+        if (s == last || !in_whole_slab(frag_blocks[i]) ||
+            beam__gpa_slab_of(frag_blocks[i + 1]) != s)
+            continue;
+        last = s;
+        beam_free_bytes(a, frag_blocks[i], 256, 8); /* kept: its own */
+        frag_blocks[i] = NULL;
+        frag_live[k++] = frag_blocks[i + 1];
+        frag_blocks[i + 1] = NULL;
+    }
+    CHECK(k == FRAG_SLABS);
+    gpa_heap *h = beam__gpa_heap_if_any(beam__gpa_state_of(&g));
+    CHECK(h != NULL && h->kept_n == FRAG_SLABS);
+    shed_run(frag_free_rest, &a);
+    size_t held = beam_gpa_usage_of(&g).backing_bytes;
+    shed_run(frag_burst_again, &a);
+    for (size_t i = 0; i < FRAG_N; i++)
+        CHECK(frag_blocks[i] != NULL);
+    CHECK(h->kept[beam__gpa_slab_of(frag_live[0])->cls].n <= GPA_KEPT_CLASS);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes <
+          held + (FRAG_N / 256 - (FRAG_SLABS - GPA_KEPT_CLASS) + 8) *
+                     GPA_SLAB_SIZE);
+    shed_run(frag_free_rest, &a);
+    for (size_t i = 0; i < FRAG_SLABS; i++)
+        beam_free_bytes(a, frag_live[i], 256, 8);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
