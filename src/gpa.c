@@ -510,17 +510,23 @@ static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
 
 /* ---- free --------------------------------------------------------------- */
 
-/* A push that left half of s's blocks or more waiting in thread_free (next),
- * s kept by a heap: s may be wholly free, or near, which its heap, idle,
+/* For a push onto s: the bytes of s's blocks when s is kept by a heap, else
+ * SIZE_MAX; a push that leaves half of them or more waiting in thread_free
+ * (kept_emptied) may leave s wholly free, or near, which its heap, idle,
  * would not see (see "Kept slabs"). Only the owner knows how many blocks
  * it has out, so every such push notes it, until a refill sheds: the one
  * that empties s is noted too. (Slabs below half are left to the shed
- * before a segment, or to their heap.) */
-static inline bool kept_emptied(gpa_slab *s, uintptr_t next) {
+ * before a segment, or to their heap.) Read before the push, while the
+ * block pushed keeps s as it is: once pushed, it may be s's last, and s
+ * go back and be formatted again, a sub-slab's record freed with its chunk
+ * (found in review: read after, under TSan a race with the release). */
+static inline size_t kept_span(const gpa_slab *s) {
     uintptr_t o = (uintptr_t)beam__atomic_load_relaxed(&s->heap);
-    return (o & GPA_HEAP_KEPT) != 0 &&
-           (size_t)GPA_TF_COUNT(next) * s->size * 2 >=
-               (size_t)(s->end - s->base);
+    return (o & GPA_HEAP_KEPT) != 0 ? (size_t)(s->end - s->base) : SIZE_MAX;
+}
+
+static inline bool kept_emptied(size_t span, uint32_t size, uintptr_t next) {
+    return (size_t)GPA_TF_COUNT(next) * size * 2 >= span;
 }
 
 static BEAM__NOINLINE void kept_emptied_note(gpa_state *st) {
@@ -540,6 +546,8 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
      * slab's last free would leave it FULL for good; found in review). */
     uintptr_t old = beam__atomic_load_acquire(&s->thread_free);
     uintptr_t next;
+    size_t span = kept_span(s);
+    uint32_t size = s->size;
     do {
         b[0] = GPA_TF_PTR(old);
         next = (uintptr_t)b + ((old >> GPA_TF_COUNT_SHIFT) + 1) * GPA_TF_ONE;
@@ -551,7 +559,7 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
      * reclaim link, after the writes of whoever detached it.) */
     if (BEAM__UNLIKELY((old & GPA_FULL_BIT) && !(next & GPA_FULL_BIT)))
         beam__gpa_reclaim_push(st, s);
-    else if (BEAM__UNLIKELY(kept_emptied(s, next)))
+    else if (BEAM__UNLIKELY(kept_emptied(span, size, next)))
         kept_emptied_note(st);
 }
 

@@ -10,6 +10,7 @@
 #include "os/barrier.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1247,6 +1248,69 @@ TEST(gpa_kept_slabs_nearly_emptied_elsewhere_go_back_before_the_backing_grows) {
     shed_run(frag_free_rest, &a);
     for (size_t i = 0; i < FRAG_SLABS; i++)
         beam_free_bytes(a, frag_live[i], 256, 8);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* A free by another thread into a kept slab reads nothing of the slab once
+ * its block is pushed (slab_push): that push may be the slab's last, and
+ * the slab then goes (a sub-slab's record with its chunk) and is formatted
+ * again by whoever takes it. Here another thread frees the rest of a kept
+ * slab's blocks and, without ending (its heap's retirement would take the
+ * lock after it, and so order its reads before the collect), waits while
+ * this thread collects, which gives the slab back: under ThreadSanitizer a
+ * read after the push (its length, to note a kept slab half free) races
+ * the slab's release. */
+#define AFTER_N 4096 /* 256-byte blocks: 16 slabs' worth */
+static void *after_blocks[AFTER_N];
+static atomic_int after_pushed, after_go;
+
+static void *after_free_rest(void *arg) {
+    beam_allocator_t a = *(beam_allocator_t *)arg;
+    for (size_t i = 0; i < AFTER_N; i++)
+        if (after_blocks[i] != NULL)
+            beam_free_bytes(a, after_blocks[i], 256, 8);
+    /* Relaxed: no order between this thread's reads and the collect. */
+    atomic_store_explicit(&after_pushed, 1, memory_order_relaxed);
+    while (atomic_load_explicit(&after_go, memory_order_relaxed) == 0)
+        sched_yield();
+    return NULL;
+}
+
+TEST(gpa_free_into_a_kept_slab_reads_nothing_after_its_push) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    for (size_t i = 0; i < AFTER_N; i++)
+        CHECK((after_blocks[i] = beam_alloc_bytes(a, 256, 8)) != NULL);
+    static void *mine[AFTER_N];
+    size_t kept = AFTER_N;
+    for (size_t i = AFTER_N / 2; i < AFTER_N && kept == AFTER_N; i++)
+        if (in_whole_slab(after_blocks[i]) &&
+            beam__gpa_slab_of(after_blocks[i - 1]) !=
+                beam__gpa_slab_of(after_blocks[i]))
+            kept = i;
+    CHECK(kept < AFTER_N);
+    gpa_slab *s = beam__gpa_slab_of(after_blocks[kept]);
+    for (size_t i = 0; i < AFTER_N; i++)
+        if (beam__gpa_slab_of(after_blocks[i]) != s) {
+            mine[i] = after_blocks[i];
+            after_blocks[i] = NULL;
+        }
+    beam_free_bytes(a, after_blocks[kept], 256, 8); /* kept: its own */
+    after_blocks[kept] = NULL;
+    CHECK(gpa_where(s) == WHERE_KEPT);
+    atomic_store(&after_pushed, 0);
+    atomic_store(&after_go, 0);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, after_free_rest, &a) == 0);
+    while (atomic_load_explicit(&after_pushed, memory_order_relaxed) == 0)
+        sched_yield();
+    beam_gpa_collect(&g);
+    atomic_store(&after_go, 1);
+    CHECK(pthread_join(th, NULL) == 0);
+    for (size_t i = 0; i < AFTER_N; i++)
+        if (mine[i] != NULL)
+            beam_free_bytes(a, mine[i], 256, 8);
     CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
     CHECK(!beam_gpa_deinit(&g));
 }
