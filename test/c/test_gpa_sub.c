@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 static beam_gpa_t fresh(unsigned flags) {
     beam_gpa_t g;
@@ -1311,6 +1312,149 @@ TEST(gpa_free_into_a_kept_slab_reads_nothing_after_its_push) {
     for (size_t i = 0; i < AFTER_N; i++)
         if (mine[i] != NULL)
             beam_free_bytes(a, mine[i], 256, 8);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* Sheds against owners coming back: threads each allocate bursts of
+ * 256-byte blocks, keep their slabs (one block freed into each), hand the
+ * rest to the next thread to free, free some of their own blocks again
+ * (plain pushes into kept slabs while another thread's shed may take
+ * them), take medium blocks (a shed before the pool grows) and idle now
+ * and then (their heaps taken by the sheds of the others). Every block is
+ * freed once and the instance ends with nothing live; the sanitizers
+ * watch the rest. */
+#define CHURN_THREADS 6
+#define CHURN_ROUNDS 40
+#define CHURN_BURST 2048 /* 8 slabs' worth */
+#define CHURN_KEEP 8
+#define CHURN_LAST (CHURN_KEEP * CHURN_BURST)
+typedef struct churn_box {
+    pthread_mutex_t lock;
+    void *blocks[CHURN_BURST];
+    void *last[CHURN_LAST];
+    size_t n, n_last;
+} churn_box;
+static churn_box churn_boxes[CHURN_THREADS];
+static beam_allocator_t churn_a;
+static pthread_barrier_t churn_all;
+
+/* The blocks another thread handed over through box, freed here. */
+static void churn_drain(churn_box *box) {
+    pthread_mutex_lock(&box->lock);
+    for (size_t i = 0; i < box->n; i++)
+        beam_free_bytes(churn_a, box->blocks[i], 256, 8);
+    box->n = 0;
+    pthread_mutex_unlock(&box->lock);
+}
+
+/* One round of thread t: its blocks of CHURN_KEEP rounds ago go first;
+ * of this round's, one per 256 stays live for CHURN_KEEP rounds (so its
+ * heap keeps some 64 slabs, beyond 32 a class where the barrier works). */
+static void churn_round(unsigned t, void **all, unsigned round) {
+    void **mine = all + (round % CHURN_KEEP) * CHURN_BURST;
+    for (size_t i = 0; i < CHURN_BURST; i++)
+        if (mine[i] != NULL)
+            beam_free_bytes(churn_a, mine[i], 256, 8);
+    for (size_t i = 0; i < CHURN_BURST; i++)
+        CHECK((mine[i] = beam_alloc_bytes(churn_a, 256, 8)) != NULL);
+    churn_box *next = &churn_boxes[(t + 1) % CHURN_THREADS];
+    pthread_mutex_lock(&next->lock);
+    for (size_t i = 0; i < CHURN_BURST; i++)
+        if (i % 256 != 0 && i % 256 != 255 && next->n < CHURN_BURST) {
+            next->blocks[next->n++] = mine[i];
+            mine[i] = NULL;
+        }
+    pthread_mutex_unlock(&next->lock);
+    for (size_t i = 0; i < CHURN_BURST; i += 256) { /* kept slabs */
+        beam_free_bytes(churn_a, mine[i], 256, 8);
+        mine[i] = NULL;
+    }
+    void *medium = beam_alloc_bytes(churn_a, 32 * 1024, 8);
+    CHECK(medium != NULL);
+    churn_drain(&churn_boxes[t]);
+    if (round % 4 == t % 4)
+        usleep(200); /* idle: a shed may take this heap */
+    beam_free_bytes(churn_a, medium, 32 * 1024, 8);
+}
+
+/* Last, every thread keeps CHURN_KEEP bursts' slabs, one block of each
+ * live, and hands the rest to the next thread; once all have, each frees
+ * what it was handed (into the kept slabs of a thread that may be idle,
+ * or coming back) while it churns 64-byte and medium blocks (sheds). */
+static void churn_last(unsigned t, void **all) {
+    for (unsigned round = 0; round < CHURN_KEEP; round++) {
+        void **mine = all + round * CHURN_BURST;
+        for (size_t i = 0; i < CHURN_BURST; i++)
+            if (mine[i] != NULL)
+                beam_free_bytes(churn_a, mine[i], 256, 8);
+        for (size_t i = 0; i < CHURN_BURST; i++)
+            CHECK((mine[i] = beam_alloc_bytes(churn_a, 256, 8)) != NULL);
+    }
+    for (size_t i = 0; i < CHURN_KEEP * CHURN_BURST; i += 256) {
+        beam_free_bytes(churn_a, all[i], 256, 8);
+        all[i] = NULL;
+    }
+    churn_box *next = &churn_boxes[(t + 1) % CHURN_THREADS];
+    pthread_mutex_lock(&next->lock);
+    for (size_t i = 0; i < CHURN_KEEP * CHURN_BURST; i++)
+        if (all[i] != NULL && i % 256 != 255) {
+            next->last[next->n_last++] = all[i];
+            all[i] = NULL;
+        }
+    pthread_mutex_unlock(&next->lock);
+    pthread_barrier_wait(&churn_all);
+    churn_box *box = &churn_boxes[t];
+    pthread_mutex_lock(&box->lock);
+    for (size_t i = 0; i < box->n_last; i++) {
+        beam_free_bytes(churn_a, box->last[i], 256, 8);
+        if (i % 512 == 0)
+            beam_free_bytes(churn_a, beam_alloc_bytes(churn_a, 32 * 1024, 8),
+                            32 * 1024, 8);
+        if (i % 64 == 0)
+            beam_free_bytes(churn_a, beam_alloc_bytes(churn_a, 64, 8), 64, 8);
+    }
+    box->n_last = 0;
+    pthread_mutex_unlock(&box->lock);
+}
+
+static void churn_run(unsigned t) {
+    void **all = calloc(CHURN_KEEP * CHURN_BURST, sizeof *all);
+    CHECK(all != NULL);
+    for (unsigned round = 0; round < CHURN_ROUNDS; round++)
+        churn_round(t, all, round);
+    churn_last(t, all);
+    for (size_t i = 0; i < CHURN_KEEP * CHURN_BURST; i++)
+        if (all[i] != NULL)
+            beam_free_bytes(churn_a, all[i], 256, 8);
+    free(all);
+}
+
+static void *churn_thread(void *arg) {
+    churn_run((unsigned)(uintptr_t)arg);
+    return NULL;
+}
+
+TEST(gpa_sheds_race_owners_and_remote_frees) {
+    beam__process_barrier_prepare();
+    beam_gpa_t g = fresh(0);
+    churn_a = beam_gpa_allocator(&g);
+    pthread_t th[CHURN_THREADS];
+    for (unsigned t = 0; t < CHURN_THREADS; t++) {
+        pthread_mutex_init(&churn_boxes[t].lock, NULL);
+        churn_boxes[t].n = churn_boxes[t].n_last = 0;
+    }
+    pthread_barrier_init(&churn_all, NULL, CHURN_THREADS);
+    for (unsigned t = 0; t < CHURN_THREADS; t++)
+        CHECK(pthread_create(&th[t], NULL, churn_thread,
+                             (void *)(uintptr_t)t) == 0);
+    for (unsigned t = 0; t < CHURN_THREADS; t++)
+        CHECK(pthread_join(th[t], NULL) == 0);
+    for (unsigned t = 0; t < CHURN_THREADS; t++) {
+        churn_drain(&churn_boxes[t]);
+        pthread_mutex_destroy(&churn_boxes[t].lock);
+    }
+    pthread_barrier_destroy(&churn_all);
     CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
     CHECK(!beam_gpa_deinit(&g));
 }
