@@ -61,7 +61,12 @@
  *    idle, made another thread's same burst grow the backing by 69.7 MiB
  *    with 1,024 kept a heap and nothing given back, by 1.7 MiB with 32
  *    per class, and by none now; a third thread's light churn of 64 B
- *    left 74.4, 8.7 and 8.3 MiB held. At most
+ *    left 74.4, 8.7 and 8.3 MiB held. The shed also gives back, beyond
+ *    GPA_KEPT_CLASS of a class, kept slabs with their requeue mark of
+ *    frees waiting, to the partial lists, those frees left waiting
+ *    (beam__gpa_slab_park_pending): with 32 per class such a slab was
+ *    FULL and went back at that mark; kept, one live block each, an idle
+ *    heap held up to 1,024 of them. At most
  *    GPA_KEPT_CLASS (32) per class, and beyond, once the barrier is known
  *    to work (where it does not, nothing could give them back while their
  *    heap idles), up to GPA_KEPT_MAX (1,024) per heap in all classes:
