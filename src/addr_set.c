@@ -165,12 +165,22 @@ bool beam__set_lookup(beam__set_id id, const void *p) {
     return e != NULL;
 }
 
+/* Each stripe under its lock, its addresses taken off the set's count:
+ * at exit the destructors run while other threads may still call in (a
+ * scheduler's NIF as the VM halts), and a note made unlocked into a freed
+ * table wrote into freed memory. A note after this makes a table again. */
 void beam__set_free(beam__set_id id) {
+    pthread_once(&all.once, sets_init);
     for (size_t i = 0; i < SET_STRIPES; i++) {
         set_stripe *s = &all.stripes[id][i];
+        beam__lock_take(&s->lock);
+        size_t live = 0;
+        for (size_t k = 0; k < s->cap; k++)
+            live += s->slots[k].key > SET_GONE;
         free(s->slots);
         s->slots = NULL;
         s->cap = s->used = 0;
+        beam__atomic_sub_relaxed(&beam__set_sizes[id].noted, live);
+        beam__lock_drop(&s->lock);
     }
-    beam__atomic_store_relaxed(&beam__set_sizes[id].noted, 0);
 }

@@ -415,8 +415,9 @@ const beam_allocator_vtable beam__large_vtable = {large_alloc, large_resize,
 const beam_allocator_t beam_large_allocator = {NULL, &beam__large_vtable};
 
 /* The set of blocks that start a page back to the system when the library
- * unloads. A call after it (another destructor's) finds the set empty and
- * probes instead: slower, still right. */
+ * unloads, or the process exits with other threads still calling in
+ * (beam__set_free takes each stripe's lock). A call after it finds the set
+ * empty and probes instead: slower, still right. */
 __attribute__((destructor)) static void large_unload(void) {
     beam__set_free(BEAM__SET_LARGE_PAGE_STARTS);
 }

@@ -13,6 +13,7 @@
 #include <beam_alloc.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* Over the large allocator, recording what reached the vtable: the typed
@@ -1252,4 +1253,46 @@ TEST(large_page_blocks_across_threads) {
                 !beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS, blocks[i].p[k]));
     CHECK(check_report_count() == 0);
     check_release_reports();
+}
+
+/* The sets' tables are given back by the library's destructors (large.c's
+ * unconditionally), which at exit run while other threads may still call
+ * in: a note or unnote then used a freed table (ASan: heap-use-after-free)
+ * and the set's count was stored 0 over their changes (then wrapped below
+ * 0 by their unnotes). Addresses made up, never read. */
+#define SET_RACE_KEYS 300
+static _Atomic bool set_race_stop;
+
+static void *set_race_churn(void *arg) {
+    uintptr_t base = (uintptr_t)arg;
+    while (!atomic_load(&set_race_stop)) {
+        for (uintptr_t i = 0; i < SET_RACE_KEYS; i++)
+            beam__set_note(BEAM__SET_LARGE_PAGE_STARTS,
+                           (void *)(base + i * 4096));
+        for (uintptr_t i = 0; i < SET_RACE_KEYS; i++)
+            (void)beam__set_unnote(BEAM__SET_LARGE_PAGE_STARTS,
+                                   (void *)(base + i * 4096));
+    }
+    return NULL;
+}
+
+TEST(set_free_while_other_threads_note) {
+    enum { N = 2 };
+    pthread_t t[N];
+    beam__set_free(BEAM__SET_LARGE_PAGE_STARTS); /* (others' notes: probed) */
+    atomic_store(&set_race_stop, false);
+    for (uintptr_t i = 0; i < N; i++)
+        CHECK(pthread_create(&t[i], NULL, set_race_churn,
+                             (void *)((i + 1) << 40)) == 0);
+    for (int k = 0; k < 2000; k++)
+        beam__set_free(BEAM__SET_LARGE_PAGE_STARTS);
+    atomic_store(&set_race_stop, true);
+    for (size_t i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    CHECK(beam__atomic_load_relaxed(
+              &beam__set_sizes[BEAM__SET_LARGE_PAGE_STARTS].noted) == 0);
+    for (uintptr_t i = 0; i < N; i++)
+        CHECK(!beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS,
+                               (void *)((i + 1) << 40)));
+    beam__set_free(BEAM__SET_LARGE_PAGE_STARTS);
 }
