@@ -14,7 +14,11 @@
  *   the counts.
  * - BEAM__SET_LARGE_PAGE_STARTS: the large allocator's live blocks whose
  *   header lies on the page before them (large.c), so that a header there
- *   is read only for a block it placed.
+ *   is read only for a block it placed. Not counted: one live block an
+ *   address, so a note of an address noted already finds a note left
+ *   behind (a block freed by another copy of the library, which cannot
+ *   reach this copy's set), and takes its place instead of stacking on it
+ *   for good.
  *
  * Each set is in stripes, each an open-addressing table under its own
  * lock: a leaf, never taken with an instance lock held (blocks are noted
@@ -49,6 +53,9 @@ static struct {
     pthread_once_t once;
     set_stripe stripes[BEAM__SETS][SET_STRIPES];
 } all = {PTHREAD_ONCE_INIT};
+
+/* Which sets count their notes of an address (the others hold one). */
+static const bool set_counted[BEAM__SETS] = {[BEAM__SET_GPA_LARGE] = true};
 
 /* Addresses in each set, all stripes (internal.h). */
 beam__set_size beam__set_sizes[BEAM__SETS];
@@ -135,7 +142,7 @@ void beam__set_note(beam__set_id id, const void *p) {
     set_slot *e;
     set_stripe *s = stripe_lock(id, p, &h, &e);
     if (e != NULL) {
-        e->count++;
+        e->count += set_counted[id];
     } else if (stripe_make_room(s)) {
         set_slot *f = slot_free(s->slots, s->cap, h);
         s->used += f->key == SET_EMPTY;

@@ -101,10 +101,11 @@ BEAM__HIDDEN void beam__report_refused_as(const char *kind, const char *call,
 BEAM__HIDDEN bool beam__refused_gpa_block(const char *call, const char *who,
                                           void *mem, size_t len,
                                           size_t alignment, uintptr_t ret);
-/* Sets of addresses (addr_set.c), each counting its notes of an address;
- * any thread, no lock of ours held (the sets' locks are leaves). unnote
- * says whether p was noted; holds takes no lock while the set is empty.
- * free gives the set's tables back (the library unloading). */
+/* Sets of addresses (addr_set.c), the first counting its notes of an
+ * address, the other holding one at most (addr_set.c says why); any thread, no
+ * lock of ours held (the sets' locks are leaves). unnote says whether p was
+ * noted; holds takes no lock while the set is empty. free gives the set's
+ * tables back (the library unloading). */
 typedef enum beam__set_id {
     BEAM__SET_GPA_LARGE,         /* instances' large blocks (gpa_large.c) */
     BEAM__SET_LARGE_PAGE_STARTS, /* large.c's blocks that start a page */
