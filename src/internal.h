@@ -125,6 +125,8 @@ static inline bool beam__set_holds(beam__set_id id, const void *p) {
            beam__set_lookup(id, p);
 }
 BEAM__HIDDEN void beam__set_free(beam__set_id id);
+/* The bytes of set id's tables (for tests). */
+BEAM__HIDDEN size_t beam__set_table_bytes(beam__set_id id);
 /* When a is a fault-injection driver's plan allocator (one a call of this
  * copy was given, during a check or kept after it): true, and *out the
  * allocator under it that block p (NULL: a new block) goes to

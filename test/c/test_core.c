@@ -1313,3 +1313,34 @@ TEST(large_page_block_takes_the_place_of_a_stale_note) {
         CHECK(!beam__set_holds(BEAM__SET_LARGE_PAGE_STARTS, p));
     }
 }
+
+/* A set's tables grew for a peak of addresses and stayed that size for
+ * good once they were gone: given back when a stripe empties (all but a
+ * small table), and sized for what they hold when rehashed. Addresses
+ * made up, never read. */
+TEST(set_tables_shrink_after_a_peak) {
+    const beam__set_id id = BEAM__SET_LARGE_PAGE_STARTS;
+    const uintptr_t base = (uintptr_t)1 << 42;
+    beam__set_free(id); /* (others' notes: probed) */
+    for (uintptr_t i = 0; i < 20000; i++)
+        beam__set_note(id, (void *)(base + i * 4096));
+    CHECK(beam__set_table_bytes(id) >= 20000 * 2 * sizeof(uintptr_t));
+    for (uintptr_t i = 0; i < 20000; i++)
+        CHECK(beam__set_unnote(id, (void *)(base + i * 4096)));
+    CHECK(beam__set_table_bytes(id) <= 64 * 16 * 2 * sizeof(uintptr_t));
+    /* Some kept live, the rest gone: the next rehash shrinks the table. */
+    for (uintptr_t i = 0; i < 20000; i++)
+        beam__set_note(id, (void *)(base + i * 4096));
+    for (uintptr_t i = 64; i < 20000; i++)
+        (void)beam__set_unnote(id, (void *)(base + i * 4096));
+    const uintptr_t other = base + 20000 * 4096;
+    for (uintptr_t i = 0; i < 60000; i++) { /* churn, one live at a time */
+        beam__set_note(id, (void *)(other + i * 4096));
+        CHECK(beam__set_unnote(id, (void *)(other + i * 4096)));
+    }
+    CHECK(beam__set_table_bytes(id) <= 64 * 64 * 2 * sizeof(uintptr_t));
+    for (uintptr_t i = 0; i < 64; i++)
+        CHECK(beam__set_holds(id, (void *)(base + i * 4096)));
+    beam__set_free(id);
+    CHECK(beam__set_table_bytes(id) == 0);
+}
