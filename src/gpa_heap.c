@@ -550,6 +550,8 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
 
 typedef void heap_take_fn(gpa_state *st, gpa_heap *h, gpa_defer **defer);
 
+_Atomic uint64_t beam__gpa_heap_barriers;
+
 /* Lock held: what_to_do to every other heap whose owner is not inside a
  * call (revoked meanwhile); nothing without the process barrier. */
 static void take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
@@ -564,6 +566,7 @@ static void take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
         return;
     /* Every owner that stored busy before the barrier is seen busy, one
      * that stores it after sees revoked (os/barrier.h). */
+    beam__atomic_add_relaxed(&beam__gpa_heap_barriers, 1);
     bool fenced = beam__process_barrier();
     for (gpa_heap *h = st->heaps; h != NULL; h = h->next) {
         if (beam__atomic_load_relaxed(&h->revoked) == 0)
@@ -625,6 +628,11 @@ static bool other_heaps(const gpa_state *st, const gpa_heap *mine) {
 }
 
 void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine) {
+    /* A tracked instance keeps no slab (gpa.c kept_reattach): each of its
+     * growths revoked every idle heap and interrupted every processor
+     * (the barrier) to find nothing. */
+    if (st->track)
+        return;
     gpa_defer *defer = NULL;
     if (mine != NULL && mine->kept_wants_more)
         beam__process_barrier_prepare();

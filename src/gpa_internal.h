@@ -942,6 +942,10 @@ BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
  * ready; gpa_heap.c): before the instance asks its backing for a
  * segment. */
 BEAM__HIDDEN void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine);
+/* Process barriers issued to take idle heaps (a collect's or a shed's;
+ * atomic: under the locks of different instances): the tests count them,
+ * each interrupts every processor. */
+BEAM__HIDDEN extern _Atomic uint64_t beam__gpa_heap_barriers;
 /* Frees into sub-slabs after which a class of a heap graduates (see
  * "Small first slabs"): it takes whole slabs from then on. */
 #define GPA_CLASS_BUSY_FREES 1024

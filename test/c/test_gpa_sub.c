@@ -1120,6 +1120,58 @@ TEST(gpa_kept_slabs_emptied_elsewhere_go_back_at_another_threads_refill) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* A thread of g with a heap that idles until idle_go is set: a heap a
+ * shed may take. */
+static atomic_int idle_go, idle_ready;
+
+static void *idle_heap_thread(void *arg) {
+    beam_allocator_t a = *(beam_allocator_t *)arg;
+    void *p = beam_alloc_bytes(a, 64, 8);
+    atomic_store(&idle_ready, 1);
+    while (!atomic_load(&idle_go))
+        usleep(1000);
+    beam_free_bytes(a, p, 64, 8);
+    return NULL;
+}
+
+static void idle_heap_start(pthread_t *th, beam_allocator_t *a) {
+    atomic_store(&idle_go, 0);
+    atomic_store(&idle_ready, 0);
+    CHECK(pthread_create(th, NULL, idle_heap_thread, a) == 0);
+    while (!atomic_load(&idle_ready))
+        usleep(1000);
+}
+
+static void idle_heap_stop(pthread_t th) {
+    atomic_store(&idle_go, 1);
+    CHECK(pthread_join(th, NULL) == 0);
+}
+
+/* A tracked instance keeps no slab, so it sheds nothing: each of its
+ * growths revoked every idle heap and issued a process barrier (which
+ * interrupts every processor) for nothing. Here 4 MiB of 1 KiB blocks
+ * grow one while another thread's heap idles: no barrier. */
+#define TRACKED_GROWTH 4096
+TEST(gpa_tracked_instances_grow_without_a_shed) {
+    beam__process_barrier_prepare();
+    beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    pthread_t th;
+    idle_heap_start(&th, &a);
+    static void *blocks[TRACKED_GROWTH];
+    size_t held = beam_gpa_usage_of(&g).backing_bytes;
+    uint64_t barriers = beam__gpa_heap_barriers;
+    for (size_t i = 0; i < TRACKED_GROWTH; i++)
+        CHECK((blocks[i] = beam_alloc_bytes(a, 1024, 8)) != NULL);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes > held + 2 * GPA_SLAB_SIZE);
+    CHECK(beam__gpa_heap_barriers == barriers);
+    for (size_t i = 0; i < TRACKED_GROWTH; i++)
+        beam_free_bytes(a, blocks[i], 1024, 8);
+    idle_heap_stop(th);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* ---- a heap's layout ----------------------------------------------------- */
 
 /* A backing that puts every block at a pointer's or 16 bytes' alignment 16
