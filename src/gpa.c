@@ -407,13 +407,11 @@ static BEAM__NOINLINE void *alloc_slow(gpa_heap *h, unsigned cls, size_t len,
      * classes beyond the few a heap keeps. */
     if ((++h->refills & 15) == 0)
         trim_empty_cur(h, cls);
-    /* Every so many more, kept slabs other threads emptied go back from
-     * every heap, this one's included, when slab_push noted some: an idle
-     * heap would keep them (a barrier and a lock each time: not often). */
-    if (BEAM__UNLIKELY((h->refills & (GPA_SHED_REFILLS - 1)) == 0) &&
-        beam__atomic_load_relaxed(&h->st->shed_wanted) != 0 &&
-        beam__atomic_exchange_acquire(&h->st->shed_wanted, 0) != 0)
-        beam__gpa_shed_kept(h->st, h);
+    /* Every so many more, kept slabs other threads emptied go back when
+     * slab_push noted some: this heap's, and now and then quiet heaps'
+     * (beam__gpa_shed_look). */
+    if (BEAM__UNLIKELY((h->refills & (GPA_SHED_REFILLS - 1)) == 0))
+        beam__gpa_shed_look(h);
     for (unsigned round = 0; round < GPA_REFILL_ROUNDS; round++) {
         gpa_slab *s = h->cur[cls];
         if (s != &beam__gpa_empty_slab) {

@@ -15,6 +15,7 @@
 #include "gpa_internal.h"
 #include "os/barrier.h"
 
+#include <limits.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,31 +551,74 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
 
 typedef void heap_take_fn(gpa_state *st, gpa_heap *h, gpa_defer **defer);
 
-_Atomic uint64_t beam__gpa_heap_barriers;
+_Atomic uint64_t beam__gpa_heap_barriers, beam__gpa_heaps_taken;
 
-/* Lock held: what_to_do to every other heap whose owner is not inside a
- * call (revoked meanwhile); nothing without the process barrier. */
-static void take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
-                            heap_take_fn *what_to_do) {
-    bool any = false;
-    for (gpa_heap *h = st->heaps; h != NULL; h = h->next)
-        if (h != mine && !gpa_heap_in_call(h, false)) {
-            gpa_busy_store(&h->revoked, 1);
-            any = true;
-        }
-    if (!any)
+/* Lock held: h, revoked, goes to the end of st->heaps, so that the next
+ * shed, which takes at most GPA_SHED_HEAPS, starts with the others. */
+static void heap_to_tail(gpa_state *st, gpa_heap *h) {
+    if (h->next == NULL)
         return;
+    gpa_heap *tail = h->next;
+    while (tail->next != NULL)
+        tail = tail->next;
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        st->heaps = h->next;
+    h->next->prev = h->prev;
+    tail->next = h;
+    h->prev = tail;
+    h->next = NULL;
+}
+
+/* Lock held: h's owner looked (gpa.c refill_look) since the last shed
+ * that read it; a heap no shed read counts as quiet. */
+static bool heap_looked(gpa_heap *h) {
+    uint32_t looked = beam__atomic_load_relaxed(&h->looked);
+    bool moved = h->looked_read && looked != h->looked_seen;
+    h->looked_seen = looked;
+    h->looked_read = true;
+    return moved;
+}
+
+/* Lock held: what_to_do to up to max other heaps whose owner is not inside
+ * a call (revoked meanwhile), only quiet ones (heap_looked) if asked;
+ * nothing without the process barrier. Those taken go to the end of the
+ * list (heap_to_tail). True when a heap was passed over as busy. */
+static bool take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
+                            heap_take_fn *what_to_do, unsigned max,
+                            bool quiet) {
+    unsigned n = 0;
+    bool busy = false;
+    for (gpa_heap *h = st->heaps; h != NULL && n < max; h = h->next) {
+        if (h == mine)
+            continue;
+        if (gpa_heap_in_call(h, false) || (heap_looked(h) && quiet)) {
+            busy = true;
+            continue;
+        }
+        gpa_busy_store(&h->revoked, 1);
+        n++;
+    }
+    if (n == 0)
+        return busy;
     /* Every owner that stored busy before the barrier is seen busy, one
      * that stores it after sees revoked (os/barrier.h). */
     beam__atomic_add_relaxed(&beam__gpa_heap_barriers, 1);
     bool fenced = beam__process_barrier();
-    for (gpa_heap *h = st->heaps; h != NULL; h = h->next) {
+    for (gpa_heap *h = st->heaps, *next; h != NULL && n != 0; h = next) {
+        next = h->next;
         if (beam__atomic_load_relaxed(&h->revoked) == 0)
             continue;
-        if (fenced && !gpa_heap_in_call(h, true))
+        if (fenced && !gpa_heap_in_call(h, true)) {
             what_to_do(st, h, defer);
+            beam__atomic_add_relaxed(&beam__gpa_heaps_taken, 1);
+        }
         beam__atomic_store_release(&h->revoked, 0);
+        heap_to_tail(st, h);
+        n--;
     }
+    return busy;
 }
 
 /* Lock held: strip every heap whose owner is not inside a call. */
@@ -583,10 +627,10 @@ static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
      * progress further up the stack (collect from a report hook). */
     if (mine != NULL && !gpa_heap_in_call(mine, false))
         heap_strip(st, mine, defer);
-    take_idle_heaps(st, mine, defer, heap_strip);
+    (void)take_idle_heaps(st, mine, defer, heap_strip, UINT_MAX, false);
 }
 
-/* Lock held, h's owner away or this thread: h's kept slabs whose every
+/* h's owner, or the lock holder while it is away: h's kept slabs whose every
  * block out waits in thread_free (other threads freed them: none is in
  * h's stash, which counts as out) go back to the instance, each without
  * its list walked (beam__gpa_slab_park). So do, beyond GPA_KEPT_CLASS of a
@@ -595,24 +639,44 @@ static void strip_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer) {
  * with 32 a class such a slab was FULL and went back at that mark, and
  * kept beyond, one live block each, an idle heap held up to 1,024 slabs
  * (64 MiB) that only its own refills of that class would use (found in
- * review). A read of each kept slab's thread_free, up to GPA_KEPT_MAX. */
-static void heap_shed_kept(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
+ * review). A read of each kept slab's thread_free, up to GPA_KEPT_MAX;
+ * the slabs taken off h's lists, linked through next (the owner's walk
+ * needs no lock). */
+static gpa_slab *kept_pick(gpa_heap *h) {
+    gpa_slab *picked = NULL, **end = &picked;
     for (unsigned c = 0; c < GPA_CLASSES; c++) {
         for (gpa_slab *s = h->kept[c].head, *next; s != NULL; s = next) {
             next = s->next;
             uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
-            if (tf == 0)
+            if (tf == 0 || (GPA_TF_COUNT(tf) != s->used &&
+                            (h->kept[c].n <= GPA_KEPT_CLASS ||
+                             GPA_TF_COUNT(tf) < beam__gpa_slab_mark(s))))
                 continue;
-            if (GPA_TF_COUNT(tf) == s->used) {
-                gpa_kept_unlink(h, s);
-                beam__gpa_slab_park(st, s, defer);
-            } else if (h->kept[c].n > GPA_KEPT_CLASS &&
-                       GPA_TF_COUNT(tf) >= beam__gpa_slab_mark(s)) {
-                gpa_kept_unlink(h, s);
-                beam__gpa_slab_park_pending(st, s);
-            }
+            gpa_kept_unlink(h, s);
+            *end = s; /* in the lists' order: so they go back */
+            end = &s->next;
         }
     }
+    *end = NULL;
+    return picked;
+}
+
+/* Lock held: the slabs kept_pick took go back (frees only add to
+ * thread_free meanwhile: a slab wholly free then still is). */
+static void kept_park(gpa_state *st, gpa_slab *picked, gpa_defer **defer) {
+    for (gpa_slab *s = picked, *next; s != NULL; s = next) {
+        next = s->next;
+        s->next = NULL; /* off every list, as a park wants it */
+        uintptr_t tf = beam__atomic_load_relaxed(&s->thread_free);
+        if (GPA_TF_COUNT(tf) == s->used)
+            beam__gpa_slab_park(st, s, defer);
+        else
+            beam__gpa_slab_park_pending(st, s);
+    }
+}
+
+static void heap_shed_kept(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
+    kept_park(st, kept_pick(h), defer);
 }
 
 /* Other heaps only when there are any, and only with the barrier ready:
@@ -636,11 +700,49 @@ void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine) {
     gpa_defer *defer = NULL;
     if (mine != NULL && mine->kept_wants_more)
         beam__process_barrier_prepare();
+    gpa_slab *picked = mine != NULL ? kept_pick(mine) : NULL;
     gpa_lock(st);
-    if (mine != NULL)
-        heap_shed_kept(st, mine, &defer);
+    kept_park(st, picked, &defer);
     if (other_heaps(st, mine))
-        take_idle_heaps(st, mine, &defer, heap_shed_kept);
+        (void)take_idle_heaps(st, mine, &defer, heap_shed_kept, GPA_SHED_HEAPS,
+                              false);
+    gpa_unlock(st);
+    beam__gpa_defer_run(st, defer);
+}
+
+/* Whether this refill's look may take other heaps: at most one look an
+ * instance every GPA_SHED_GAP_NS (one thread wins the slot). */
+static bool shed_due(gpa_state *st) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t due = beam__atomic_load_relaxed(&st->shed_due);
+    return now >= due &&
+           beam__atomic_cas_acq_rel(&st->shed_due, &due, now + GPA_SHED_GAP_NS);
+}
+
+void beam__gpa_shed_look(gpa_heap *h) {
+    gpa_state *st = h->st;
+    beam__atomic_store_relaxed(&h->looked, h->refills);
+    if (st->track || beam__atomic_load_relaxed(&st->shed_wanted) == 0)
+        return;
+    if (h->kept_wants_more)
+        beam__process_barrier_prepare();
+    /* This heap's own, with no lock for the walk and none at all when
+     * nothing is due; the flag stays up for the others. */
+    gpa_slab *picked = kept_pick(h);
+    bool others =
+        shed_due(st) && beam__atomic_exchange_acquire(&st->shed_wanted, 0) != 0;
+    if (picked == NULL && !others)
+        return;
+    gpa_defer *defer = NULL;
+    gpa_lock(st);
+    kept_park(st, picked, &defer);
+    /* A heap passed over as busy may idle by the next: the flag stays up
+     * for it (slab_push may have noted its slabs for the last time). */
+    if (others && other_heaps(st, h) &&
+        take_idle_heaps(st, h, &defer, heap_shed_kept, GPA_SHED_HEAPS, true))
+        beam__atomic_store_relaxed(&st->shed_wanted, 1);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
 }

@@ -55,7 +55,18 @@
  *    calling one give such slabs back, before the instance takes a
  *    segment from its backing (small or medium blocks), and at a heap's
  *    refill (every GPA_SHED_REFILLS) once a push left a kept slab half
- *    free or more (slab_push). So wholly free kept slabs never make an
+ *    free or more (slab_push): there the heap's own, walked without the
+ *    lock, and, at most every GPA_SHED_GAP_NS an instance, those of idle
+ *    heaps that have not refilled since the last such shed (a busy heap
+ *    sheds its own; with cross-thread frees the flag is nearly always up,
+ *    and sheds of every idle heap came 39 a second with 8 threads, a
+ *    barrier and up to 56 ms each). A shed takes at most GPA_SHED_HEAPS
+ *    idle heaps, the next shed the next ones (one over 32 idle heaps of
+ *    1,024 kept slabs held the lock 0.8 ms, up to 43 ms). A shed gives
+ *    memory back to the backing too: a segment left wholly free goes
+ *    (gpa_slab.c segment_maybe_remove), so the idle heaps' part of a
+ *    refill's shed is what brought 74.4 MiB held down to 8.3 below (a
+ *    third thread's light churn). So wholly free kept slabs never make an
  *    instance grow, and go back as the reclaim stack's slabs do: a burst
  *    of 1,100 slabs of 256 B handed to other threads, their owner then
  *    idle, made another thread's same burst grow the backing by 69.7 MiB
@@ -306,6 +317,12 @@
 /* Refills of a heap between its looks at st->shed_wanted (a power of two;
  * gpa.c alloc_slow). */
 #define GPA_SHED_REFILLS 256
+/* Idle heaps a shed takes at most (a read of up to GPA_KEPT_MAX kept
+ * slabs each, under the lock): the rest wait for the next shed. */
+#define GPA_SHED_HEAPS 4
+/* The least time between two refills' sheds of other heaps (a barrier
+ * each, which interrupts every processor): 100 ms. */
+#define GPA_SHED_GAP_NS 100000000u
 /* Sub-slabs (see "Small first slabs" above): pages of 4 KiB, 16 a chunk. */
 #define GPA_PAGE_SHIFT 12
 #define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
@@ -525,6 +542,12 @@ typedef struct gpa_heap {
     uint32_t kept_n;      /* kept slabs in all classes, up to GPA_KEPT_MAX */
     bool kept_wants_more; /* a class was refused more than GPA_KEPT_CLASS
                              for want of the barrier (gpa.c) */
+    /* h->refills at the owner's last look (every GPA_SHED_REFILLS), read
+     * by sheds (gpa_heap.c heap_looked): a heap that looked since the last
+     * shed is busy, and sheds its own kept slabs. */
+    _Atomic uint32_t looked;
+    uint32_t looked_seen; /* looked as a shed last read it (lock) */
+    bool looked_read;     /* a shed read it */
     void *mem; /* the backing's block the heap was aligned in: its free's */
 } gpa_heap;
 /* What every inline call writes besides cur[cls], on the first line. */
@@ -595,8 +618,11 @@ struct beam_gpa_state {
     _Atomic(gpa_slab *) reclaim; /* pushed by frees, popped under the lock */
     /* 1: a push may have left a kept slab with no live block (gpa.c
      * slab_push, kept_emptied); a heap's next refill that looks (every
-     * GPA_SHED_REFILLS) gives such slabs back (beam__gpa_shed_kept). */
+     * GPA_SHED_REFILLS) gives such slabs back (beam__gpa_shed_look). */
     _Atomic uint32_t shed_wanted;
+    /* CLOCK_MONOTONIC ns before which no refill's look takes other heaps
+     * (beam__gpa_shed_look). */
+    _Atomic uint64_t shed_due;
     _Atomic size_t misuse;
     /* The kind of the first misuse (a static string): a leak_check call
      * raises with it when the misuse was on another thread. */
@@ -938,14 +964,21 @@ BEAM__HIDDEN uint32_t beam__gpa_slab_collect_remote(gpa_slab *s);
 BEAM__HIDDEN gpa_slab *beam__gpa_slab_acquire(gpa_heap *h, unsigned cls);
 /* No lock held: the kept slabs of st that other threads emptied go back
  * to the instance, from mine (this thread's heap inside a call, or NULL)
- * and every other heap whose owner is away (the process barrier, once
- * ready; gpa_heap.c): before the instance asks its backing for a
- * segment. */
+ * and up to GPA_SHED_HEAPS other heaps whose owner is away (the process
+ * barrier, once ready; gpa_heap.c): before the instance asks its backing
+ * for a segment. */
 BEAM__HIDDEN void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine);
+/* Owner, at a refill every GPA_SHED_REFILLS, no lock held: when slab_push
+ * noted a kept slab half free, h's own kept slabs that other threads
+ * emptied go back (no barrier), and at most every GPA_SHED_GAP_NS those of
+ * up to GPA_SHED_HEAPS quiet idle heaps (gpa_heap.c). */
+BEAM__HIDDEN void beam__gpa_shed_look(gpa_heap *h);
 /* Process barriers issued to take idle heaps (a collect's or a shed's;
  * atomic: under the locks of different instances): the tests count them,
  * each interrupts every processor. */
 BEAM__HIDDEN extern _Atomic uint64_t beam__gpa_heap_barriers;
+/* Idle heaps those barriers let the lock holder take, in all. */
+BEAM__HIDDEN extern _Atomic uint64_t beam__gpa_heaps_taken;
 /* Frees into sub-slabs after which a class of a heap graduates (see
  * "Small first slabs"): it takes whole slabs from then on. */
 #define GPA_CLASS_BUSY_FREES 1024

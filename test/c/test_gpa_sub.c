@@ -1172,6 +1172,96 @@ TEST(gpa_tracked_instances_grow_without_a_shed) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* Refills' sheds of other heaps come at most every GPA_SHED_GAP_NS an
+ * instance: with other threads' frees into kept slabs all the time (the
+ * flag, st->shed_wanted, nearly always up), one came every 256 refills of
+ * every thread (39 a second with 8 threads), each a process barrier that
+ * interrupts every processor. Here the flag is raised before every
+ * refill of this thread (of 8 KiB blocks, 8 a slab) while another
+ * thread's heap idles (LOOKS looks at least: a refill an iteration). */
+#define LOOKS 64
+static void refill_looks(beam_gpa_t *g, beam_allocator_t a, size_t *looks) {
+    gpa_state *st = beam__gpa_state_of(g);
+    void *b[9];
+    unsigned refills = 0;
+    for (size_t i = 0; i < LOOKS * GPA_SHED_REFILLS; i++) {
+        if (looks != NULL)
+            atomic_store(&st->shed_wanted, 1);
+        for (int k = 0; k < 9; k++) /* one slab's worth and one more */
+            CHECK((b[k] = beam_alloc_bytes(a, 8192, 8)) != NULL);
+        for (int k = 0; k < 9; k++)
+            beam_free_bytes(a, b[k], 8192, 8);
+        if (i == 0)
+            refills = beam__gpa_heap_if_any(st)->refills;
+    }
+    if (looks != NULL)
+        *looks =
+            (beam__gpa_heap_if_any(st)->refills - refills) / GPA_SHED_REFILLS;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+TEST(gpa_refills_shed_other_heaps_at_most_every_gap) {
+    beam__process_barrier_prepare();
+    if (!beam__process_barrier_ready())
+        return;
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    pthread_t th;
+    idle_heap_start(&th, &a);
+    refill_looks(&g, a, NULL); /* its slabs: no growth below */
+    size_t held = beam_gpa_usage_of(&g).backing_bytes;
+    uint64_t barriers = beam__gpa_heap_barriers, t0 = now_ns();
+    size_t looks = 0;
+    refill_looks(&g, a, &looks);
+    uint64_t took = now_ns() - t0;
+    barriers = beam__gpa_heap_barriers - barriers;
+    CHECK(beam_gpa_usage_of(&g).backing_bytes == held);
+    CHECK(looks >= LOOKS - 1);
+    CHECK(barriers >= 1 && barriers <= 1 + took / GPA_SHED_GAP_NS);
+    idle_heap_stop(th);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* A shed takes at most GPA_SHED_HEAPS idle heaps under one hold of the
+ * lock (a read of up to GPA_KEPT_MAX kept slabs each): one over 32 idle
+ * heaps of 1,024 kept slabs held it 0.8 ms, up to 43 ms. The next shed
+ * takes the next ones. Here 6 threads' heaps idle while this thread grows
+ * the instance. */
+#define IDLE_HEAPS 6
+TEST(gpa_sheds_take_a_few_idle_heaps_a_time) {
+    beam__process_barrier_prepare();
+    if (!beam__process_barrier_ready())
+        return;
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    pthread_t th[IDLE_HEAPS];
+    for (int i = 0; i < IDLE_HEAPS; i++)
+        idle_heap_start(&th[i], &a);
+    uint64_t barriers = beam__gpa_heap_barriers;
+    uint64_t taken = beam__gpa_heaps_taken;
+    size_t held = beam_gpa_usage_of(&g).backing_bytes;
+    static void *blocks[TRACKED_GROWTH];
+    for (size_t i = 0; i < TRACKED_GROWTH; i++)
+        CHECK((blocks[i] = beam_alloc_bytes(a, 1024, 8)) != NULL);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes > held);
+    barriers = beam__gpa_heap_barriers - barriers;
+    taken = beam__gpa_heaps_taken - taken;
+    CHECK(barriers >= 1 && taken >= 1);
+    CHECK(taken <= barriers * GPA_SHED_HEAPS);
+    for (size_t i = 0; i < TRACKED_GROWTH; i++)
+        beam_free_bytes(a, blocks[i], 1024, 8);
+    for (int i = 0; i < IDLE_HEAPS; i++)
+        idle_heap_stop(th[i]);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* ---- a heap's layout ----------------------------------------------------- */
 
 /* A backing that puts every block at a pointer's or 16 bytes' alignment 16
