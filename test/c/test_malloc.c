@@ -778,8 +778,11 @@ TEST(large_allocator_reads_no_header_before_a_foreign_mapping) {
         size_t align = (size_t)1 << shift;
         void *own = beam_alloc_bytes(a, 100, align);
         CHECK(own != NULL && check_aligned(own, align));
-        CHECK(beam_resize_bytes(a, own, 100, align, 200));
-        own = beam_realloc_bytes(a, own, 200, align, 3 * align);
+        /* In place or not, as the backing has room (valgrind's malloc
+         * keeps none past a block): never a report. */
+        size_t len = beam_resize_bytes(a, own, 100, align, 200) ? 200 : 100;
+        CHECK(check_report_count() == said);
+        own = beam_realloc_bytes(a, own, len, align, 3 * align);
         CHECK(own != NULL && check_aligned(own, align));
         /* A free refused (a wrong length) leaves it noted and live. */
         beam_free_bytes(a, own, 5 * align, align);
