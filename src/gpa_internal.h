@@ -29,10 +29,12 @@
  *    lock, which stands in for the owner of every ownerless slab, reclaimed
  *    slabs are collected and go back to the pool when empty or to the
  *    partial list of their class, from which heaps adopt them: a refill
- *    parks up to 32, and the whole stack is parked before the instance
- *    takes a segment from its backing (small or medium blocks; gpa_slab.c
- *    before_growth). So memory freed by other threads comes back without
- *    its allocating thread's help, and never makes the instance grow.
+ *    parks up to 32, and before the instance takes a segment from its
+ *    backing (small or medium blocks; gpa_slab.c before_growth) the stack
+ *    is parked until a slab is in the pool (not further: each wholly free
+ *    slab may give a segment back, in the allocating call). So memory
+ *    freed by other threads comes back without its allocating thread's
+ *    help, and never makes the instance grow.
  *  - *Kept slabs*: a detached whole slab (not a sub-slab, not tracked)
  *    keeps the mark of the heap that left it (heap = gpa_left_by(h)). A
  *    free by that heap's thread into it takes FULL off (the one way to own
