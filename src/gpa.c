@@ -527,9 +527,11 @@ static inline bool kept_emptied(size_t span, uint32_t size, uintptr_t next) {
     return (size_t)GPA_TF_COUNT(next) * size * 2 >= span;
 }
 
+/* GPA_SHED_MORE too becomes GPA_SHED_PUSHED: the next look's shed starts
+ * a new round, in which the heaps the last one took count again. */
 static BEAM__NOINLINE void kept_emptied_note(gpa_state *st) {
-    if (beam__atomic_load_relaxed(&st->shed_wanted) == 0)
-        beam__atomic_store_relaxed(&st->shed_wanted, 1);
+    if (beam__atomic_load_relaxed(&st->shed_wanted) != GPA_SHED_PUSHED)
+        beam__atomic_store_relaxed(&st->shed_wanted, GPA_SHED_PUSHED);
 }
 
 /* Push b on s's thread_free stack (any thread; s is not this thread's

@@ -581,27 +581,39 @@ static bool heap_looked(gpa_heap *h) {
     return moved;
 }
 
+/* Lock held: a look's shed (quiet) passes over the heaps its round took
+ * already (st->shed_round). */
+static bool heap_shed_this_round(const gpa_state *st, const gpa_heap *h,
+                                 bool quiet) {
+    return quiet && h->shed_round == st->shed_round;
+}
+
 /* Lock held: what_to_do to up to max other heaps whose owner is not inside
- * a call (revoked meanwhile), only quiet ones (heap_looked) if asked;
- * nothing without the process barrier. Those taken go to the end of the
- * list (heap_to_tail). True when a heap was passed over as busy. */
+ * a call (revoked meanwhile), only quiet ones (heap_looked) of this round
+ * not yet taken if asked; nothing without the process barrier. Those taken
+ * go to the end of the list (heap_to_tail). True when a heap was left:
+ * passed over as busy, or past max (a look's shed that took GPA_SHED_HEAPS
+ * and said nothing of the rest left them their emptied slabs: no push
+ * would raise the flag again). */
 static bool take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
                             heap_take_fn *what_to_do, unsigned max,
                             bool quiet) {
     unsigned n = 0;
-    bool busy = false;
-    for (gpa_heap *h = st->heaps; h != NULL && n < max; h = h->next) {
-        if (h == mine)
+    bool left = false;
+    for (gpa_heap *h = st->heaps; h != NULL && !(left && n == max);
+         h = h->next) {
+        if (h == mine || heap_shed_this_round(st, h, quiet))
             continue;
-        if (gpa_heap_in_call(h, false) || (heap_looked(h) && quiet)) {
-            busy = true;
+        if (n == max || gpa_heap_in_call(h, false) ||
+            (heap_looked(h) && quiet)) {
+            left = true;
             continue;
         }
         gpa_busy_store(&h->revoked, 1);
         n++;
     }
     if (n == 0)
-        return busy;
+        return left;
     /* Every owner that stored busy before the barrier is seen busy, one
      * that stores it after sees revoked (os/barrier.h). */
     beam__atomic_add_relaxed(&beam__gpa_heap_barriers, 1);
@@ -613,12 +625,15 @@ static bool take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
         if (fenced && !gpa_heap_in_call(h, true)) {
             what_to_do(st, h, defer);
             beam__atomic_add_relaxed(&beam__gpa_heaps_taken, 1);
+            h->shed_round = st->shed_round;
+        } else {
+            left = true;
         }
         beam__atomic_store_release(&h->revoked, 0);
         heap_to_tail(st, h);
         n--;
     }
-    return busy;
+    return left;
 }
 
 /* Lock held: strip every heap whose owner is not inside a call. */
@@ -731,18 +746,25 @@ void beam__gpa_shed_look(gpa_heap *h) {
     /* This heap's own, with no lock for the walk and none at all when
      * nothing is due; the flag stays up for the others. */
     gpa_slab *picked = kept_pick(h);
+    uint32_t wanted = 0;
     bool others =
-        shed_due(st) && beam__atomic_exchange_acquire(&st->shed_wanted, 0) != 0;
+        shed_due(st) &&
+        (wanted = beam__atomic_exchange_acquire(&st->shed_wanted, 0)) != 0;
     if (picked == NULL && !others)
         return;
     gpa_defer *defer = NULL;
     gpa_lock(st);
     kept_park(st, picked, &defer);
-    /* A heap passed over as busy may idle by the next: the flag stays up
-     * for it (slab_push may have noted its slabs for the last time). */
+    /* A push's note starts a round: every idle heap once. */
+    if (others && wanted == GPA_SHED_PUSHED)
+        st->shed_round++;
+    /* A heap left (passed over as busy: it may idle by the next; or past
+     * GPA_SHED_HEAPS) keeps the flag up for the next: slab_push may have
+     * noted its slabs for the last time. A push meanwhile wins. */
+    uint32_t none = 0;
     if (others && other_heaps(st, h) &&
         take_idle_heaps(st, h, &defer, heap_shed_kept, GPA_SHED_HEAPS, true))
-        beam__atomic_store_relaxed(&st->shed_wanted, 1);
+        (void)beam__atomic_cas_acq_rel(&st->shed_wanted, &none, GPA_SHED_MORE);
     gpa_unlock(st);
     beam__gpa_defer_run(st, defer);
 }

@@ -64,7 +64,10 @@
  *    and sheds of every idle heap came 39 a second with 8 threads, a
  *    barrier and up to 56 ms each). A shed takes at most GPA_SHED_HEAPS
  *    idle heaps, the next shed the next ones (one over 32 idle heaps of
- *    1,024 kept slabs held the lock 0.8 ms, up to 43 ms). A shed gives
+ *    1,024 kept slabs held the lock 0.8 ms, up to 43 ms); the looks'
+ *    sheds that follow a push's note (a round) take every idle heap once,
+ *    the flag kept up until they have (cleared after the first four, the
+ *    rest kept their emptied slabs: no push noted them again). A shed gives
  *    memory back to the backing too: a segment left wholly free goes
  *    (gpa_slab.c segment_maybe_remove), so the idle heaps' part of a
  *    refill's shed is what brought 74.4 MiB held down to 8.3 below (a
@@ -322,6 +325,10 @@
 /* Idle heaps a shed takes at most (a read of up to GPA_KEPT_MAX kept
  * slabs each, under the lock): the rest wait for the next shed. */
 #define GPA_SHED_HEAPS 4
+/* st->shed_wanted: a push noted a kept slab half free or more (gpa.c
+ * slab_push), and a look's shed left heaps of its round (gpa_heap.c). */
+#define GPA_SHED_PUSHED 1u
+#define GPA_SHED_MORE 2u
 /* The least time between two refills' sheds of other heaps (a barrier
  * each, which interrupts every processor): 100 ms. */
 #define GPA_SHED_GAP_NS 100000000u
@@ -550,6 +557,7 @@ typedef struct gpa_heap {
     _Atomic uint32_t looked;
     uint32_t looked_seen; /* looked as a shed last read it (lock) */
     bool looked_read;     /* a shed read it */
+    uint32_t shed_round;  /* st->shed_round when a look's shed took it (lock) */
     void *mem; /* the backing's block the heap was aligned in: its free's */
 } gpa_heap;
 /* What every inline call writes besides cur[cls], on the first line. */
@@ -616,11 +624,17 @@ struct beam_gpa_state {
     } freed_ring[GPA_LARGE_FREED_RING]; /* the last large blocks freed */
     unsigned freed_next;
     size_t backing_bytes; /* segments and large blocks, cache included */
+    /* Rounds of looks' sheds (gpa_heap.c beam__gpa_shed_look): one starts
+     * when a look takes the flag a push raised, and takes each idle heap
+     * once, GPA_SHED_HEAPS a look. */
+    uint32_t shed_round;
     /* Lock-free: */
     _Atomic(gpa_slab *) reclaim; /* pushed by frees, popped under the lock */
-    /* 1: a push may have left a kept slab with no live block (gpa.c
-     * slab_push, kept_emptied); a heap's next refill that looks (every
-     * GPA_SHED_REFILLS) gives such slabs back (beam__gpa_shed_look). */
+    /* GPA_SHED_PUSHED: a push may have left a kept slab with no live block
+     * (gpa.c slab_push, kept_emptied); GPA_SHED_MORE: a look's shed left
+     * idle heaps of its round for the next. A heap's next refill that
+     * looks (every GPA_SHED_REFILLS) gives such slabs back
+     * (beam__gpa_shed_look). */
     _Atomic uint32_t shed_wanted;
     /* CLOCK_MONOTONIC ns before which no refill's look takes other heaps
      * (beam__gpa_shed_look). */

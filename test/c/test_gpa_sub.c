@@ -1262,6 +1262,93 @@ TEST(gpa_sheds_take_a_few_idle_heaps_a_time) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* Idle heaps past the first GPA_SHED_HEAPS go back too: a refill's look
+ * that took GPA_SHED_HEAPS quiet heaps, none passed over as busy, cleared
+ * the flag, and no push raised it again (their slabs were wholly free
+ * already): the others kept their emptied slabs until a growth or a
+ * collect. Here 6 threads each keep 4 full 256-byte slabs (one block
+ * freed into each), another thread frees the rest, and a third churns
+ * 8 KiB blocks (a refill an iteration, no growth) for up to a second, ten
+ * gaps: every idle heap's kept slabs go back. */
+#define SPREAD_HEAPS 6
+#define SPREAD_N 8192 /* 256-byte blocks: 32 slabs' worth */
+#define SPREAD_KEPT 4
+static struct spread_heap {
+    beam_allocator_t a;
+    void *blocks[SPREAD_N];
+    gpa_heap *h;
+    uint32_t kept;
+} spread[SPREAD_HEAPS];
+
+static void *spread_idle(void *arg) {
+    struct spread_heap *sp = arg;
+    for (size_t i = 0; i < SPREAD_N; i++)
+        sp->blocks[i] = beam_alloc_bytes(sp->a, 256, 8);
+    free_one_per_slab(sp->a, sp->blocks, SPREAD_N, 256, SPREAD_KEPT, NULL);
+    sp->h = beam__gpa_heap_if_any(beam__gpa_state_of(sp->a.ctx));
+    sp->kept = sp->h != NULL ? sp->h->kept_n : 0; /* checked: SPREAD_KEPT */
+    atomic_fetch_add(&idle_ready, 1);
+    while (!atomic_load(&idle_go))
+        usleep(1000);
+    return NULL;
+}
+
+static void *spread_free_rest(void *arg) {
+    (void)arg;
+    for (int t = 0; t < SPREAD_HEAPS; t++)
+        for (size_t i = 0; i < SPREAD_N; i++)
+            if (spread[t].blocks[i] != NULL)
+                beam_free_bytes(spread[t].a, spread[t].blocks[i], 256, 8);
+    return NULL;
+}
+
+static void *spread_churn(void *arg) {
+    beam_allocator_t a = *(beam_allocator_t *)arg;
+    uint64_t taken = beam__gpa_heaps_taken, t0 = now_ns();
+    void *b[9];
+    while (beam__gpa_heaps_taken - taken < SPREAD_HEAPS &&
+           now_ns() - t0 < 10 * (uint64_t)GPA_SHED_GAP_NS) {
+        for (int k = 0; k < 9; k++) /* one slab's worth and one more */
+            b[k] = beam_alloc_bytes(a, 8192, 8);
+        for (int k = 0; k < 9; k++)
+            if (b[k] != NULL) /* (a failure shows as a kept slab left) */
+                beam_free_bytes(a, b[k], 8192, 8);
+    }
+    return NULL;
+}
+
+TEST(gpa_refills_shed_every_idle_heap_a_few_at_a_time) {
+    beam__process_barrier_prepare();
+    if (!beam__process_barrier_ready())
+        return;
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    pthread_t th[SPREAD_HEAPS];
+    atomic_store(&idle_go, 0);
+    atomic_store(&idle_ready, 0);
+    /* One after the other: a free while another thread's growth sheds
+     * (revokes) the heap is pushed, and its slab not kept. */
+    for (int t = 0; t < SPREAD_HEAPS; t++) {
+        spread[t].a = a;
+        CHECK(pthread_create(&th[t], NULL, spread_idle, &spread[t]) == 0);
+        while (atomic_load(&idle_ready) < t + 1)
+            usleep(1000);
+    }
+    for (int t = 0; t < SPREAD_HEAPS; t++)
+        CHECK(spread[t].kept == SPREAD_KEPT);
+    shed_run(spread_free_rest, &a);
+    size_t held = beam_gpa_usage_of(&g).backing_bytes;
+    shed_run(spread_churn, &a);
+    CHECK(beam_gpa_usage_of(&g).backing_bytes <= held); /* no growth shed */
+    for (int t = 0; t < SPREAD_HEAPS; t++)
+        CHECK(spread[t].h->kept_n == 0);
+    atomic_store(&idle_go, 1);
+    for (int t = 0; t < SPREAD_HEAPS; t++)
+        CHECK(pthread_join(th[t], NULL) == 0);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* ---- a heap's layout ----------------------------------------------------- */
 
 /* A backing that puts every block at a pointer's or 16 bytes' alignment 16
