@@ -552,23 +552,35 @@ void beam__gpa_heap_wait_revoked(gpa_heap *h, uint32_t n) {
 typedef void heap_take_fn(gpa_state *st, gpa_heap *h, gpa_defer **defer);
 
 _Atomic uint64_t beam__gpa_heap_barriers, beam__gpa_heaps_taken;
+_Atomic uint64_t beam__gpa_heap_tail_steps;
 
-/* Lock held: h, revoked, goes to the end of st->heaps, so that the next
- * shed, which takes at most GPA_SHED_HEAPS, starts with the others. */
-static void heap_to_tail(gpa_state *st, gpa_heap *h) {
-    if (h->next == NULL)
+/* Lock held: the last heap of st->heaps (not empty), one walk a take. */
+static gpa_heap *heaps_tail(gpa_state *st) {
+    gpa_heap *tail = st->heaps;
+    uint64_t steps = 0;
+    for (; tail->next != NULL; tail = tail->next)
+        steps++;
+    beam__atomic_add_relaxed(&beam__gpa_heap_tail_steps, steps);
+    return tail;
+}
+
+/* Lock held: h, revoked, goes to the end of st->heaps, *tail (which it
+ * then is), so that the next shed, which takes at most GPA_SHED_HEAPS,
+ * starts with the others. The end is found once a take: found again for
+ * each heap, a collect of n idle heaps stepped n * n / 2 heaps under the
+ * lock (2,000 idle threads: 1 to 1.8 s instead of 30 ms). */
+static void heap_to_tail(gpa_state *st, gpa_heap *h, gpa_heap **tail) {
+    if (h == *tail)
         return;
-    gpa_heap *tail = h->next;
-    while (tail->next != NULL)
-        tail = tail->next;
     if (h->prev != NULL)
         h->prev->next = h->next;
     else
         st->heaps = h->next;
     h->next->prev = h->prev;
-    tail->next = h;
-    h->prev = tail;
+    (*tail)->next = h;
+    h->prev = *tail;
     h->next = NULL;
+    *tail = h;
 }
 
 /* Lock held: h's owner looked (gpa.c refill_look) since the last shed
@@ -618,6 +630,7 @@ static bool take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
      * that stores it after sees revoked (os/barrier.h). */
     beam__atomic_add_relaxed(&beam__gpa_heap_barriers, 1);
     bool fenced = beam__process_barrier();
+    gpa_heap *tail = heaps_tail(st);
     for (gpa_heap *h = st->heaps, *next; h != NULL && n != 0; h = next) {
         next = h->next;
         if (beam__atomic_load_relaxed(&h->revoked) == 0)
@@ -630,7 +643,7 @@ static bool take_idle_heaps(gpa_state *st, gpa_heap *mine, gpa_defer **defer,
             left = true;
         }
         beam__atomic_store_release(&h->revoked, 0);
-        heap_to_tail(st, h);
+        heap_to_tail(st, h, &tail);
         n--;
     }
     return left;

@@ -995,6 +995,10 @@ BEAM__HIDDEN void beam__gpa_shed_look(gpa_heap *h);
 BEAM__HIDDEN extern _Atomic uint64_t beam__gpa_heap_barriers;
 /* Idle heaps those barriers let the lock holder take, in all. */
 BEAM__HIDDEN extern _Atomic uint64_t beam__gpa_heaps_taken;
+/* Heaps stepped over, lock held, to find the end of an instance's list
+ * (gpa_heap.c take_idle_heaps moves the heaps it took there): the tests
+ * count them. */
+BEAM__HIDDEN extern _Atomic uint64_t beam__gpa_heap_tail_steps;
 /* Frees into sub-slabs after which a class of a heap graduates (see
  * "Small first slabs"): it takes whole slabs from then on. */
 #define GPA_CLASS_BUSY_FREES 1024

@@ -1349,6 +1349,34 @@ TEST(gpa_refills_shed_every_idle_heap_a_few_at_a_time) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* A collect moves the idle heaps it took to the end of the list (so that
+ * a shed, which takes a few, takes the next ones) in one walk: each move
+ * walked to the end again, a collect of n idle heaps n * n / 2 steps under
+ * the lock (2,000 idle threads: 1 to 1.8 s instead of 30 ms). Here 64. */
+#define MOVED_HEAPS 64
+TEST(gpa_collect_moves_idle_heaps_in_one_walk) {
+    beam__process_barrier_prepare();
+    if (!beam__process_barrier_ready())
+        return;
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    pthread_t th[MOVED_HEAPS];
+    for (int i = 0; i < MOVED_HEAPS; i++)
+        idle_heap_start(&th[i], &a);
+    uint64_t taken = beam__gpa_heaps_taken;
+    uint64_t steps = beam__gpa_heap_tail_steps;
+    beam_gpa_collect(&g);
+    taken = beam__gpa_heaps_taken - taken;
+    steps = beam__gpa_heap_tail_steps - steps;
+    CHECK(taken == MOVED_HEAPS);
+    CHECK(steps <= MOVED_HEAPS);
+    atomic_store(&idle_go, 1);
+    for (int i = 0; i < MOVED_HEAPS; i++)
+        CHECK(pthread_join(th[i], NULL) == 0);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* ---- a heap's layout ----------------------------------------------------- */
 
 /* A backing that puts every block at a pointer's or 16 bytes' alignment 16
