@@ -433,9 +433,13 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     process-wide barrier works (Linux 4.14 and later, not filtered), a
  *     heap keeps more, up to 1,024 in all classes; those whose blocks
  *     other threads freed go back before the instance takes more from its
- *     backing allocator, and within 256 refills of any thread that
- *     allocates small blocks (from heaps whose threads are not inside a
- *     call, as collect takes them), so they never make it grow; with collect,
+ *     backing allocator: the calling thread's, and those of four heaps
+ *     whose threads are not inside a call (as collect takes them), the
+ *     next growth the next four. Once another thread's free left one half
+ *     free, a thread's every 256th refill of small blocks gives back its
+ *     own heap's, and, at most every 100 ms an instance, those of four
+ *     idle heaps that came to no 256th refill since (the next such refill
+ *     the next four). With collect,
  *     it holds the slabs with live blocks and the segments they are in (a
  *     segment goes back only when wholly free).
  *   - A thread that exits, or uses so many instances that one of its eight

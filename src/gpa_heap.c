@@ -583,8 +583,9 @@ static void heap_to_tail(gpa_state *st, gpa_heap *h, gpa_heap **tail) {
     *tail = h;
 }
 
-/* Lock held: h's owner looked (gpa.c refill_look) since the last shed
- * that read it; a heap no shed read counts as quiet. */
+/* Lock held: h's owner looked (beam__gpa_shed_look, at its every
+ * GPA_SHED_REFILLS-th refill) since the last shed that read it; a heap no
+ * shed read counts as quiet. */
 static bool heap_looked(gpa_heap *h) {
     uint32_t looked = beam__atomic_load_relaxed(&h->looked);
     bool moved = h->looked_read && looked != h->looked_seen;

@@ -59,7 +59,7 @@
  *    refill (every GPA_SHED_REFILLS) once a push left a kept slab half
  *    free or more (slab_push): there the heap's own, walked without the
  *    lock, and, at most every GPA_SHED_GAP_NS an instance, those of idle
- *    heaps that have not refilled since the last such shed (a busy heap
+ *    heaps that made no such look since a shed last read them (a busy heap
  *    sheds its own; with cross-thread frees the flag is nearly always up,
  *    and sheds of every idle heap came 39 a second with 8 threads, a
  *    barrier and up to 56 ms each). A shed takes at most GPA_SHED_HEAPS
@@ -71,8 +71,11 @@
  *    memory back to the backing too: a segment left wholly free goes
  *    (gpa_slab.c segment_maybe_remove), so the idle heaps' part of a
  *    refill's shed is what brought 74.4 MiB held down to 8.3 below (a
- *    third thread's light churn). So wholly free kept slabs never make an
- *    instance grow, and go back as the reclaim stack's slabs do: a burst
+ *    third thread's light churn). So wholly free kept slabs hardly make an
+ *    instance grow (each growth first takes GPA_SHED_HEAPS more idle
+ *    heaps: with more idle heaps holding such slabs, a growth may come
+ *    before the shed reaches theirs), and go back as the reclaim stack's
+ *    slabs do: a burst
  *    of 1,100 slabs of 256 B handed to other threads, their owner then
  *    idle, made another thread's same burst grow the backing by 69.7 MiB
  *    with 1,024 kept a heap and nothing given back, by 1.7 MiB with 32

@@ -380,9 +380,10 @@ static BEAM__ALWAYS_INLINE int64_t beam__count_alloc_fast(beam__counters *c,
     return beam__count_bytes(c, (int64_t)len);
 }
 
-/* The same, for a caller that does not look at the live bytes after: an
- * add where beam__count_bytes' exchange-and-add returns them (on x86 an
- * xadd is four micro-ops, an add to memory two). */
+/* The same, for a caller that does not look at the live bytes after: one
+ * add to memory on x86-64 (beam__atomic_bump), where beam__count_bytes
+ * reads them back (beam__atomic_bump_fetch: a load, an add and a store;
+ * an xadd there was four micro-ops). */
 static BEAM__ALWAYS_INLINE void beam__count_alloc_blind(beam__counters *c,
                                                         size_t len) {
     beam__atomic_bump(&c->allocs, 1);
