@@ -18,7 +18,9 @@
  *
  * Each object's debug information is opened once and kept (objects are
  * few: the NIF libraries of the node), and used only while the file's
- * GNU build ID is the loaded code's: a library rebuilt on disk is opened
+ * GNU build ID is the loaded code's (for a library linked without one,
+ * while the file at its path is the one its code was mapped from, by
+ * device and inode: below): a library rebuilt on disk is opened
  * again, and one whose file no longer matches what is loaded is not
  * described at all (wrong lines would be worse than none). For the same
  * reason a base name that several loaded objects share (two applications'
