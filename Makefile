@@ -420,7 +420,7 @@ $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) $(LINES_SO)/no_debug_cxx
 $(LINES_SO)/lto_nif.so: CFLAGS += -flto
 $(LINES_SO)/lto_nif.so: NIF_LIBS := -flto
 $(LINES_SO)/no_debug_nif.so $(LINES_SO)/no_debug_cxx_nif.so: CFLAGS += -g0
-$(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so: NIF_LIBS := -Wl,--build-id=none
+$(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so $(LINES_SO)/no_build_id_kept_nif.so: NIF_LIBS := -Wl,--build-id=none
 $(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -gsplit-dwarf $(NIF_FLAGS) -c $< -o $@.o

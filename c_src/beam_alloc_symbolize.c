@@ -20,7 +20,7 @@
  * few: the NIF libraries of the node), and used only while the file's
  * GNU build ID is the loaded code's (for a library linked without one,
  * while the file at its path is the one its code was mapped from, by
- * device and inode: below): a library rebuilt on disk is opened
+ * inode: below): a library rebuilt on disk is opened
  * again, and one whose file no longer matches what is loaded is not
  * described at all (wrong lines would be worse than none). For the same
  * reason a base name that several loaded objects share (two applications'
@@ -52,7 +52,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #endif
 
 static ERL_NIF_TERM error_term(ErlNifEnv *env) {
@@ -78,8 +77,7 @@ typedef struct find {
     unsigned char id[MAX_BUILD_ID];
     size_t id_len;
     uintptr_t code; /* an address of its loaded code */
-    /* Without a build ID: the file its code was mapped from. */
-    dev_t dev;
+    /* Without a build ID: the inode of the file its code was mapped from. */
     ino_t ino;
 } find;
 /* The build ID note of a loaded object, from its PT_NOTE segments in
@@ -141,8 +139,7 @@ typedef struct kept_object {
     char *path;
     Dwfl *dwfl;
     Dwfl_Module *mod;
-    dev_t dev; /* the file opened */
-    ino_t ino;
+    ino_t ino; /* the file opened */
 } kept_object;
 static kept_object objects[MAX_OBJECTS];
 static int nobjects;
@@ -175,12 +172,15 @@ static bool same_build(Dwfl_Module *mod, const find *f) {
  * the VM runs the old code, its file described the new code, and reports
  * named the new source's lines for the old code (a hunt: every line 3
  * off). The file the code was mapped from is then compared instead, as
- * the kernel's map of this process names it (device and inode): a linker
- * writes a new file, and the old one, still mapped, is no longer at the
- * path. */
+ * the kernel's map of this process names it: a linker writes a new file,
+ * and the old one, still mapped, is no longer at the path. By inode only:
+ * the device the map names is not always the one stat gives (on btrfs,
+ * stat gives the subvolume's, the map the file system's: every such
+ * library was taken for changed and named no line, a review), and an
+ * inode still mapped keeps its number from being reused. */
 
-/* The device and inode of the file mapped at addr, from /proc/self/maps. */
-static bool mapped_file(uintptr_t addr, dev_t *dev, ino_t *ino) {
+/* The inode of the file mapped at addr, from /proc/self/maps. */
+static bool mapped_file(uintptr_t addr, ino_t *ino) {
     FILE *maps = fopen("/proc/self/maps", "r");
     char line[4352];
     bool found = false;
@@ -188,14 +188,11 @@ static bool mapped_file(uintptr_t addr, dev_t *dev, ino_t *ino) {
         return false;
     while (!found && fgets(line, sizeof line, maps) != NULL) {
         unsigned long lo, hi, ino_no;
-        unsigned major, minor;
-        found = sscanf(line, "%lx-%lx %*s %*s %x:%x %lu", &lo, &hi, &major,
-                       &minor, &ino_no) == 5 &&
-                addr >= lo && addr < hi;
-        if (found) {
-            *dev = makedev(major, minor);
+        found =
+            sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino_no) == 3 &&
+            addr >= lo && addr < hi;
+        if (found)
             *ino = (ino_t)ino_no;
-        }
     }
     fclose(maps);
     return found && *ino != 0;
@@ -204,8 +201,7 @@ static bool mapped_file(uintptr_t addr, dev_t *dev, ino_t *ino) {
 /* Is f's file (at its path now) the one its code was mapped from? Only
  * asked of an object without a build ID (with one, the IDs are compared). */
 static bool file_is_loaded(const find *f, struct stat *st) {
-    return stat(f->path, st) == 0 && st->st_dev == f->dev &&
-           st->st_ino == f->ino;
+    return stat(f->path, st) == 0 && st->st_ino == f->ino;
 }
 
 /* The objects are kept in the order they were last used, least recently
@@ -257,8 +253,7 @@ static Dwfl_Module *module_of(const find *f, bool *changed) {
         if (strcmp(objects[i].path, f->path) != 0)
             continue;
         if (same_build(objects[i].mod, f) &&
-            (f->id_len != 0 ||
-             (objects[i].dev == f->dev && objects[i].ino == f->ino))) {
+            (f->id_len != 0 || objects[i].ino == f->ino)) {
             touch_object(i);
             return objects[nobjects - 1].mod;
         }
@@ -301,7 +296,6 @@ static Dwfl_Module *module_of(const find *f, bool *changed) {
     objects[nobjects].path = copy;
     objects[nobjects].dwfl = dwfl;
     objects[nobjects].mod = mod;
-    objects[nobjects].dev = st.st_dev;
     objects[nobjects].ino = st.st_ino;
     nobjects++;
     return mod;
@@ -554,7 +548,7 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
      * not known, and a line from another would be wrong. */
     if (f.found != 1)
         return error_term(env);
-    if (f.id_len == 0 && !mapped_file(f.code, &f.dev, &f.ino))
+    if (f.id_len == 0 && !mapped_file(f.code, &f.ino))
         return error_term(env);
 
     enif_mutex_lock(lock);

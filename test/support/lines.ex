@@ -13,9 +13,13 @@ for {module, library} <- [
   end
 end
 
-# Loaded by the test from a copy it then replaces on disk: load/1 takes the
-# copy's path (without .so).
-for module <- [BeamAlloc.Test.Lines.Plain, BeamAlloc.Test.Lines.NoBuildId] do
+# Loaded by the tests from a copy (which some replace on disk): load/1
+# takes the copy's path (without .so).
+for module <- [
+      BeamAlloc.Test.Lines.Plain,
+      BeamAlloc.Test.Lines.NoBuildId,
+      BeamAlloc.Test.Lines.NoBuildIdKept
+    ] do
   defmodule module do
     @moduledoc false
     use BeamAlloc.Test.NifModule, stubs: ~w(inlined_double_free/0 leak/0)
