@@ -43,6 +43,7 @@
 #undef BEAM_HAVE_LIBDW
 #endif
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 #ifdef BEAM_HAVE_LIBDW
@@ -68,6 +69,18 @@ static ERL_NIF_TERM error_term(ErlNifEnv *env) {
 
 #define MAX_BUILD_ID 64
 
+/* The loader's counts of objects loaded and unloaded so far (from
+ * dl_iterate_phdr): while neither moves, every loaded object's code stays
+ * mapped from the same file. */
+typedef struct loads {
+    unsigned long long adds, subs;
+    bool known; /* (a loader that does not give them: never the same) */
+} loads;
+
+static bool same_loads(loads a, loads b) {
+    return a.known && b.known && a.adds == b.adds && a.subs == b.subs;
+}
+
 typedef struct find {
     const char *name; /* a base name, or a path (it has a '/') */
     bool is_path;
@@ -79,6 +92,7 @@ typedef struct find {
     uintptr_t code; /* an address of its loaded code */
     /* Without a build ID: the inode of the file its code was mapped from. */
     ino_t ino;
+    loads loads; /* when it was found */
 } find;
 /* The build ID note of a loaded object, from its PT_NOTE segments in
  * memory: what the file on disk must carry to describe this code. */
@@ -110,7 +124,6 @@ static void loaded_build_id(const struct dl_phdr_info *info, find *f) {
 }
 
 static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
-    (void)size;
     find *f = data;
     const char *name = info->dlpi_name;
     if (name == NULL || name[0] == '\0')
@@ -120,6 +133,9 @@ static int match_object(struct dl_phdr_info *info, size_t size, void *data) {
     if (strcmp(f->is_path ? name : base, f->name) != 0)
         return 0;
     if (f->found++ == 0) {
+        if (size >=
+            offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+            f->loads = (loads){info->dlpi_adds, info->dlpi_subs, true};
         snprintf(f->path, sizeof f->path, "%s", name);
         loaded_build_id(info, f);
         for (int i = 0; i < info->dlpi_phnum && f->code == 0; i++)
@@ -140,6 +156,10 @@ typedef struct kept_object {
     Dwfl *dwfl;
     Dwfl_Module *mod;
     ino_t ino; /* the file opened */
+    /* Without a build ID: its code's address and the loads at which the
+     * file mapped there was last read to be ino (see mapped_inode). */
+    uintptr_t code;
+    loads seen;
 } kept_object;
 static kept_object objects[MAX_OBJECTS];
 static int nobjects;
@@ -196,6 +216,23 @@ static bool mapped_file(uintptr_t addr, ino_t *ino) {
     }
     fclose(maps);
     return found && *ino != 0;
+}
+
+/* f->ino, the inode of the file f's code was mapped from. Reading
+ * /proc/self/maps reads every mapping of the VM, for each site of each
+ * report in a flood: a kept object of f's path that saw its code at the
+ * same address, with nothing loaded or unloaded since, has the answer
+ * that read would give (the same object, mapped from the same file).
+ * Lock held. */
+static bool mapped_inode(find *f) {
+    for (int i = 0; i < nobjects; i++)
+        if (strcmp(objects[i].path, f->path) == 0 &&
+            objects[i].code == f->code &&
+            same_loads(objects[i].seen, f->loads)) {
+            f->ino = objects[i].ino;
+            return true;
+        }
+    return mapped_file(f->code, &f->ino);
 }
 
 /* Is f's file (at its path now) the one its code was mapped from? Only
@@ -293,10 +330,8 @@ static Dwfl_Module *module_of(const find *f, bool *changed) {
         return NULL;
     }
     strcpy(copy, f->path);
-    objects[nobjects].path = copy;
-    objects[nobjects].dwfl = dwfl;
-    objects[nobjects].mod = mod;
-    objects[nobjects].ino = st.st_ino;
+    objects[nobjects] =
+        (kept_object){.path = copy, .dwfl = dwfl, .mod = mod, .ino = st.st_ino};
     nobjects++;
     return mod;
 }
@@ -548,12 +583,16 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
      * not known, and a line from another would be wrong. */
     if (f.found != 1)
         return error_term(env);
-    if (f.id_len == 0 && !mapped_file(f.code, &f.ino))
-        return error_term(env);
 
     enif_mutex_lock(lock);
     bool changed = false;
-    Dwfl_Module *mod = module_of(&f, &changed);
+    bool mapped = f.id_len != 0 || mapped_inode(&f);
+    Dwfl_Module *mod = mapped ? module_of(&f, &changed) : NULL;
+    if (mod != NULL && f.id_len == 0) {
+        /* (module_of leaves the object it answers from last.) */
+        objects[nobjects - 1].code = f.code;
+        objects[nobjects - 1].seen = f.loads;
+    }
     ERL_NIF_TERM frames =
         mod != NULL ? frames_at(env, mod, (Dwarf_Addr)offset) : 0;
     enif_mutex_unlock(lock);
