@@ -18,13 +18,7 @@ defmodule BeamAlloc.LinesTest do
     :ok
   end
 
-  defp line_of(marker) do
-    @source
-    |> File.read!()
-    |> String.split("\n")
-    |> Enum.find_index(&String.contains?(&1, "/* SITE: #{marker} */"))
-    |> Kernel.+(1)
-  end
+  defp line_of(marker), do: BeamAlloc.Test.Reports.line_of(@source, marker)
 
   # The first report that matches pattern, waiting for the reporter.
   defp report(pattern, tries \\ 200) do

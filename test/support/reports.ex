@@ -17,6 +17,16 @@ defmodule BeamAlloc.Test.Reports do
     end
   end
 
+  # The line of source that carries the comment /* SITE: marker */: where
+  # a test NIF marks a call its reports must name.
+  def line_of(source, marker) do
+    source
+    |> File.read!()
+    |> String.split("\n")
+    |> Enum.find_index(&String.contains?(&1, "/* SITE: #{marker} */"))
+    |> Kernel.+(1)
+  end
+
   # The pid registered as name, once a process (another test) registers it.
   def registered(name, tries \\ 6000) do
     case Process.whereis(name) do
