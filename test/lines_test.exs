@@ -84,18 +84,25 @@ defmodule BeamAlloc.LinesTest do
     end)
   end
 
-  # A copy of library loaded by module, replaced on disk (a new file, as a
-  # linker writes) by replacement before any report of it was read: its
-  # leak names no line, and says why.
-  defp rebuilt_under_the_vm(module, library, replacement) do
-    priv = Path.join(:code.priv_dir(:beam_alloc), "lines")
-    dir = Path.join(System.tmp_dir!(), "beam_alloc_lines_#{System.pid()}_#{module}")
+  # module loaded from a copy of the lines/ library in dir, made anew and
+  # removed on exit: the copy's path.
+  defp load_copy(module, dir, library) do
     File.rm_rf!(dir)
     File.mkdir_p!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
     copy = Path.join(dir, library <> ".so")
-    File.cp!(Path.join(priv, library <> ".so"), copy)
+    File.cp!(Path.join([:code.priv_dir(:beam_alloc), "lines", library <> ".so"]), copy)
     assert :ok = module.load(Path.rootname(copy))
+    copy
+  end
+
+  # A copy of library loaded by module, replaced on disk (a new file, as a
+  # linker writes) by replacement before any report of it was read: its
+  # leak names no line, and says why.
+  defp rebuilt_under_the_vm(module, library, replacement) do
+    dir = Path.join(System.tmp_dir!(), "beam_alloc_lines_#{System.pid()}_#{module}")
+    copy = load_copy(module, dir, library)
+    priv = Path.join(:code.priv_dir(:beam_alloc), "lines")
     File.cp!(Path.join(priv, replacement <> ".so"), copy <> ".new")
     File.rename!(copy <> ".new", copy)
 
@@ -132,12 +139,7 @@ defmodule BeamAlloc.LinesTest do
 
   test "a library without a build ID on btrfs names its lines" do
     dir = Path.join(@btrfs, "beam_alloc_lines_#{System.pid()}")
-    File.rm_rf!(dir)
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    copy = Path.join(dir, "no_build_id_kept_nif.so")
-    File.cp!(Path.join([:code.priv_dir(:beam_alloc), "lines", "no_build_id_kept_nif.so"]), copy)
-    assert :ok = Lines.NoBuildIdKept.load(Path.rootname(copy))
+    load_copy(Lines.NoBuildIdKept, dir, "no_build_id_kept_nif")
 
     capture_log(fn ->
       assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.NoBuildIdKept.leak() end
