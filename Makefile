@@ -416,7 +416,7 @@ $(ERLANG_APP_DIR)/ebin/beam_alloc.app: erlang/beam_alloc.app.src $(wildcard erla
 # user may have, for the symbolizer (test/lines_test.exs). Split DWARF is
 # compiled apart, so that each compiler puts the .dwo beside the object.
 LINES_SO := $(MIX_APP_PATH)/priv/lines
-$(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) $(LINES_SO)/no_debug_cxx_nif.so: $(wildcard test/nifs/lines/*.h)
+$(filter $(LINES_SO)/%,$(TEST_NIF_SO)): $(wildcard test/nifs/lines/*.h)
 $(LINES_SO)/lto_nif.so: CFLAGS += -flto
 $(LINES_SO)/lto_nif.so: NIF_LIBS := -flto
 $(LINES_SO)/no_debug_nif.so $(LINES_SO)/no_debug_cxx_nif.so: CFLAGS += -g0
