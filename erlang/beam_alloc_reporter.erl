@@ -28,7 +28,8 @@
 -export([start_link/0, take/0, recent/0]).
 %% Internal: BeamAlloc.Reporter consumes, resolves the lines it answers
 %% with, and bounds its backlog and its watches, as this one does.
--export([consumes/5, resolved_list/4, drop_oldest/1, waiting/1, kept_in/2]).
+-export([consumes/5, resolved_list/4, drop_oldest/1, waiting/1, kept_in/2,
+         consume_watched/3, consumed/4]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          terminate/2, code_change/3]).
 
@@ -424,13 +425,20 @@ consume_watched(Candidate, Consume, #{watches := Watches} = S0) ->
     maps:fold(
       fun(Ref, #{kept := K, out := Out} = W, S1) ->
               {Kept, S2} = resolved_list(Candidate, true, queue:to_list(K), S1),
-              {Outs, S3} = resolved_list(fun(_) -> true end, true,
-                                         [R || R <- maps:values(Out), Candidate(R)], S2),
-              Consumed = [N || #{seq := N} = R <- Outs, maps:get(consumed, Consume(R))],
+              {Consumed, S3} = consumed(Candidate, Consume, maps:values(Out), S2),
               W1 = W#{kept := queue:from_list(lists:map(Consume, Kept)),
                       out := maps:without(Consumed, Out)},
               S3#{watches := (maps:get(watches, S3))#{Ref := W1}}
       end, S0, Watches).
+
+%% The numbers of the reports of a store kept apart from the latest (a
+%% watch's out; BeamAlloc.Reporter's ledger) that a consume call marks,
+%% which leave the store: their candidates' lines resolved first (the
+%% check lists them resolved).
+consumed(Candidate, Consume, Reports, S0) ->
+    {Candidates, S} = resolved_list(fun(_) -> true end, true,
+                                    [R || R <- Reports, Candidate(R)], S0),
+    {[N || #{seq := N} = R <- Candidates, maps:get(consumed, Consume(R))], S}.
 
 %% Stopped (gen_server:stop/1, a crash): the reports waiting are kept, and
 %% the lines not logged yet are logged now, for STOP_BUDGET ms at most, and

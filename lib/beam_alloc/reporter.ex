@@ -638,23 +638,14 @@ defmodule BeamAlloc.Reporter do
     end
 
     {queue, state} = resolved(state.queue, candidate?, state, true)
+    state = %{state | queue: map_queue(queue, consume)}
 
-    # (And the copies a test's watch keeps, which BeamAlloc.Case reads;
-    # those pushed out of them are no longer counted.)
-    {watches, state} =
-      Enum.map_reduce(state.watches, state, fn {ref, watch}, state ->
-        {kept, state} = resolved(watch.kept, candidate?, state, true)
-        outs = Enum.filter(Map.values(watch.out), candidate?)
-        {outs, state} = resolved_list(outs, fn _ -> true end, state, true)
-        consumed = for r <- outs, consume.(r).consumed, do: r.seq
-
-        {{ref, %{watch | kept: map_queue(kept, consume), out: Map.drop(watch.out, consumed)}},
-         state}
-      end)
-
-    # (And the ledger's, which check!/3 reads.)
-    state = ledger_consumed(state, candidate?, consume)
-    {:reply, :ok, %{state | queue: map_queue(queue, consume), watches: Map.new(watches)}}
+    # (And the copies a test's watch keeps, which BeamAlloc.Case reads,
+    # those pushed out of them no longer counted, as the Erlang reporter
+    # marks them: same keys, kept and out; and the ledger's, which check!/3
+    # reads.)
+    state = :beam_alloc_reporter.consume_watched(candidate?, consume, state)
+    {:reply, :ok, ledger_consumed(state, candidate?, consume)}
   end
 
   # (A report kept by the version before, across a code reload, has no
@@ -812,9 +803,10 @@ defmodule BeamAlloc.Reporter do
   defp ledger_consumed(%{ledger: nil} = state, _candidate?, _consume), do: state
 
   defp ledger_consumed(state, candidate?, consume) do
-    candidates = Enum.filter(ledger_after(state.ledger, 0), candidate?)
-    {candidates, state} = resolved_list(candidates, fn _ -> true end, state, true)
-    for r <- candidates, consume.(r).consumed, do: :ets.delete(state.ledger, r.seq)
+    {consumed, state} =
+      :beam_alloc_reporter.consumed(candidate?, consume, ledger_after(state.ledger, 0), state)
+
+    for seq <- consumed, do: :ets.delete(state.ledger, seq)
     state
   end
 
