@@ -27,9 +27,10 @@
 
 -export([start_link/0, take/0, recent/0]).
 %% Internal: BeamAlloc.Reporter consumes, resolves the lines it answers
-%% with, and bounds its backlog and its watches, as this one does.
+%% with, bounds its backlog and its watches, and ends a watch, as this one
+%% does.
 -export([consumes/5, resolved_list/4, drop_oldest/1, waiting/1, kept_in/2,
-         consume_watched/3, consumed/4]).
+         consume_watched/3, consumed/4, unwatched/2, latest_resolved/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          terminate/2, code_change/3]).
 
@@ -131,17 +132,9 @@ answer({consume, Pid, Modules, Windows}, S0) ->
 %% The watch's reports no check consumed, the latest KEEP (their sites
 %% resolved), and how many in all; the watch ends. (A watch it does not
 %% know, as after a restart, saw nothing.)
-answer({unwatch, Ref}, #{watches := Watches} = S0) ->
-    case maps:take(Ref, Watches) of
-        error ->
-            {reply, {[], 0}, S0};
-        {#{kept := Kept, out := Out, lost := Lost}, Rest} ->
-            Unconsumed = [R || {_, R} <- lists:sort(maps:to_list(Out))] ++
-                [R || #{consumed := false} = R <- queue:to_list(Kept)],
-            Shown = lists:nthtail(max(0, length(Unconsumed) - ?KEEP), Unconsumed),
-            {Reports, S} = resolved_list(fun(_) -> true end, true, Shown, S0#{watches := Rest}),
-            {reply, {Reports, length(Unconsumed) + Lost}, S}
-    end;
+answer({unwatch, Ref}, S0) ->
+    {Reply, S} = unwatched(Ref, S0),
+    {reply, Reply, S};
 %% A call it does not know is answered, not a crash that loses the kept
 %% reports.
 answer(Other, S) ->
@@ -324,6 +317,27 @@ resolved_list(Wanted, Dropped, Reports0,
                   end
           end, {Resolved0, #{}}, Reports0),
     {Reports, S#{resolved := Resolved}}.
+
+%% {Reports, N}, the reply to an unwatch: the latest KEEP of the watch's
+%% reports no check consumed (those pushed out of its latest first), and
+%% how many in all; the watch gone from S. (A report of a version without
+%% consumed is not consumed.)
+unwatched(Ref, #{watches := Watches} = S0) ->
+    case maps:take(Ref, Watches) of
+        error ->
+            {{[], 0}, S0};
+        {#{kept := Kept, out := Out, lost := Lost}, Rest} ->
+            Unconsumed = [R || {_, R} <- lists:sort(maps:to_list(Out))] ++
+                [R || R <- queue:to_list(Kept), not maps:get(consumed, R, false)],
+            {Reports, S} = latest_resolved(Unconsumed, S0#{watches := Rest}),
+            {{Reports, length(Unconsumed) + Lost}, S}
+    end.
+
+%% The latest KEEP of Reports (oldest first), their sites resolved: what a
+%% call that counts them all shows of them.
+latest_resolved(Reports, S) ->
+    Shown = lists:nthtail(max(0, length(Reports) - ?KEEP), Reports),
+    resolved_list(fun(_) -> true end, true, Shown, S).
 
 %% A line the symbolizer chokes on is kept as it came: losing the reporter
 %% (and what it kept) to one report would be worse.

@@ -524,12 +524,11 @@ defmodule BeamAlloc.Reporter do
   # (The Erlang reporter's resolved_list/4 does it, on the same keys:
   # seq and line of a report, unlogged and resolved of the state.)
   defp resolved(queue, wanted?, state, dropped? \\ false) do
-    {reports, state} = resolved_list(:queue.to_list(queue), wanted?, state, dropped?)
+    {reports, state} =
+      :beam_alloc_reporter.resolved_list(wanted?, dropped?, :queue.to_list(queue), state)
+
     {:queue.from_list(reports), state}
   end
-
-  defp resolved_list(reports, wanted?, state, dropped?),
-    do: :beam_alloc_reporter.resolved_list(wanted?, dropped?, reports, state)
 
   # Reports are kept (numbered) one at a time, and who made the reports
   # that came meanwhile read after each: read after the whole batch, a
@@ -674,16 +673,11 @@ defmodule BeamAlloc.Reporter do
 
   # (A watch the reporter does not know, as after a restart of it, saw
   # nothing: as since/1 of a mark from before a restart.) Only the lines
-  # shown are resolved.
+  # shown are resolved. The Erlang reporter's unwatched/2 answers it, on
+  # the same keys (watches; a watch's kept, out and lost).
   defp answer({:unwatch, ref}, state) do
-    {watch, watches} = Map.pop(state.watches, ref, %{kept: :queue.new(), out: %{}, lost: 0})
-
-    unconsumed =
-      Enum.sort_by(Map.values(watch.out), & &1.seq) ++
-        Enum.reject(:queue.to_list(watch.kept), &Map.get(&1, :consumed, false))
-
-    {shown, state} = resolved_list(Enum.take(unconsumed, -@keep), fn _ -> true end, state, true)
-    {:reply, {shown, length(unconsumed) + watch.lost}, %{state | watches: watches}}
+    {reply, state} = :beam_alloc_reporter.unwatched(ref, state)
+    {:reply, reply, state}
   end
 
   # check!/3's: the reports since mark no check consumed, made by pid or a
@@ -693,7 +687,7 @@ defmodule BeamAlloc.Reporter do
   defp answer({:unconsumed_since, mark, pid, all?}, state) do
     mine = Enum.filter(ledger_after(state.ledger, mark), &watched?(&1, pid, all?))
 
-    {shown, state} = resolved_list(Enum.take(mine, -@keep), fn _ -> true end, state, true)
+    {shown, state} = :beam_alloc_reporter.latest_resolved(mine, state)
     # (A mark past what it counted is not one of its own: one of a
     # reporter that restarted since, the test's reports gone with it. It
     # read no report after it, and check!/3 passed.)
