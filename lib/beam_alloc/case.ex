@@ -324,8 +324,13 @@ defmodule BeamAlloc.Case do
     :exit, _ -> {[], 0}
   end
 
-  defp reports_error(reports, n),
-    do: %ExUnit.AssertionError{message: problems(reports, n, shown_note(n, length(reports)))}
+  # The guard's failure for n problems, reports the latest of them (the
+  # note says what is not shown): raised after the test, or added to its
+  # own failure.
+  defp reports_error(reports, n) do
+    said = reported(n) <> shown_note(n, length(reports))
+    %ExUnit.AssertionError{message: said_with(said, reports)}
+  end
 
   @beam_alloc_errors ["memory leak detected in function", "memory misuse detected in function"]
 
@@ -384,7 +389,7 @@ defmodule BeamAlloc.Case do
     # more than Reporter.kept() that a check consumed was pushed out of the
     # latest, and the test passed: review.)
     {reports, unconsumed} = Reporter.unwatch(guard)
-    fail_with(reports, unconsumed, &shown_note/2)
+    fail_with(reports, unconsumed)
   end
 
   @doc """
@@ -429,7 +434,7 @@ defmodule BeamAlloc.Case do
   @spec check!(non_neg_integer, pid, boolean) :: :ok
   def check!(mark, test_pid, async?) do
     case unconsumed_since(mark, test_pid, async?) do
-      {reports, n, false} -> fail_with(reports, n, &shown_note/2)
+      {reports, n, false} -> fail_with(reports, n)
       {reports, n, true} -> fail_lost(reports, n)
     end
   end
@@ -455,10 +460,8 @@ defmodule BeamAlloc.Case do
   defp unconsumed_since(_mark, _test_pid, async?),
     do: raise(ArgumentError, "expected async? to be true or false, got: #{inspect(async?)}")
 
-  # n problems in all, reports the latest of them; note says what is not
-  # shown.
-  defp fail_with(_reports, 0, _note), do: :ok
-  defp fail_with(reports, n, note), do: fail(reported(n) <> note.(n, length(reports)), reports)
+  defp fail_with(_reports, 0), do: :ok
+  defp fail_with(reports, n), do: raise(reports_error(reports, n))
 
   defp shown_note(n, n), do: ""
   defp shown_note(_n, 0), do: " (their lines are no longer kept)"
@@ -486,10 +489,6 @@ defmodule BeamAlloc.Case do
     do: "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} during the test"
 
   defp fail(said, reports), do: raise(ExUnit.AssertionError, message: said_with(said, reports))
-
-  # The guard's text for n problems (the failure added to a test that
-  # raised, too).
-  defp problems(reports, n, note), do: said_with(reported(n) <> note, reports)
 
   defp said_with(said, []), do: said
 
