@@ -1599,24 +1599,23 @@ defmodule BeamAlloc.CaseTest do
   # not running" in its setup: review).
   @tag timeout: 120_000
   test "use BeamAlloc.Case: an allowed test needs no reporter" do
-    script = """
-    ExUnit.start(autorun: false, colors: [enabled: false])
+    out =
+      run_ex_unit(
+        ~S"""
+        defmodule AllowedNoReporter do
+          use ExUnit.Case
+          use BeamAlloc.Case
 
-    defmodule AllowedNoReporter do
-      use ExUnit.Case
-      use BeamAlloc.Case
+          @tag beam_alloc_reports: :allow
+          test "passes", do: assert(true)
 
-      @tag beam_alloc_reports: :allow
-      test "passes", do: assert(true)
+          @tag beam_alloc_reports: :allow
+          test "fails", do: assert(1 + 1 == 3)
+        end
+        """,
+        started: false
+      )
 
-      @tag beam_alloc_reports: :allow
-      test "fails", do: assert(1 + 1 == 3)
-    end
-
-    IO.puts("RESULT " <> inspect(ExUnit.run()))
-    """
-
-    {out, 0} = BeamAlloc.Test.NifModule.in_own_vm(script)
     assert out =~ ~r/RESULT %\{.*failures: 1/, out
     assert out =~ "Assertion with == failed", out
     refute out =~ "not running", out
@@ -1930,11 +1929,13 @@ defmodule BeamAlloc.CaseTest do
   end
 
   # Runs ExUnit over the test modules in `modules` (source text) in a VM of
-  # its own, with beam_alloc started; its output, which ends with
-  # "RESULT <ExUnit.run/0's result>".
-  defp run_ex_unit(modules) do
+  # its own, with beam_alloc started (not with started: false); its
+  # output, which ends with "RESULT <ExUnit.run/0's result>".
+  defp run_ex_unit(modules, opts \\ [started: true]) do
+    start = if opts[:started], do: "{:ok, _} = Application.ensure_all_started(:beam_alloc)"
+
     script = """
-    {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    #{start}
     ExUnit.start(autorun: false, colors: [enabled: false])
 
     #{modules}
