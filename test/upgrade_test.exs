@@ -276,8 +276,7 @@ defmodule BeamAlloc.UpgradeTest do
     _ = :erlang.phash2({in_a, in_b})
   end
 
-  test "a copy kept mapped by a resource alone gives its memory back when the resource dies",
-       %{dir: dir} do
+  test "a copy kept mapped by a resource alone gives its memory back when the resource dies" do
     # Each round: the running copy's process-wide instance holds about
     # 1 MB (churn), a resource of it is alive, a new version from the other
     # file comes and the old one is purged: the old copy stays mapped for
@@ -286,27 +285,8 @@ defmodule BeamAlloc.UpgradeTest do
     # finds no resource live and tears the allocators down before the
     # unmapping. (A review feared it skipped that teardown for good: 1 MB
     # lost a round.) In a VM of its own: :erlang.memory(:system) of this
-    # one moves with the other tests.
-    path = fn copy -> Path.join([dir, copy, "upgrade_nif"]) end
-
+    # one moves with the other tests (version.(copy): UpgradeVM's).
     script = """
-    version = fn path ->
-      contents =
-        quote do
-          def load, do: :erlang.load_nif(unquote(String.to_charlist(path)), :plain)
-          def hold, do: :erlang.nif_error(:not_loaded)
-          def churn, do: :erlang.nif_error(:not_loaded)
-          def make, do: :erlang.nif_error(:not_loaded)
-          def loads, do: :erlang.nif_error(:not_loaded)
-          def priv, do: :erlang.nif_error(:not_loaded)
-          def ping, do: :erlang.nif_error(:not_loaded)
-          def keep, do: :erlang.nif_error(:not_loaded)
-        end
-
-      BeamAlloc.Test.NifModule.create_version(#{inspect(@module)}, contents, __ENV__)
-      :ok = #{inspect(@module)}.load()
-    end
-
     name = #{inspect(Atom.to_string(@module))}
     held = fn -> Enum.sum(for {^name, h, _, _} <- :beam_alloc_testing_nif.holdings(), do: h) end
 
@@ -328,8 +308,8 @@ defmodule BeamAlloc.UpgradeTest do
       copy_held
     end
 
-    a = #{inspect(path.("a"))}
-    b = #{inspect(path.("b"))}
+    a = "a"
+    b = "b"
     rounds = fn n -> for i <- 1..n, do: round.(if rem(i, 2) == 1, do: {a, b}, else: {b, a}) end
     version.(a)
     _ = rounds.(2)
@@ -342,7 +322,11 @@ defmodule BeamAlloc.UpgradeTest do
     IO.puts("grew \#{:erlang.memory(:system) - before}")
     """
 
-    {out, status} = BeamAlloc.Test.NifModule.in_own_vm(script)
+    stubs = ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0)
+
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: stubs)
+
     assert status == 0, "the VM exited with #{status}:\n#{out}"
     [_, least] = Regex.run(~r/^least held (\d+)$/m, out)
     [_, grew] = Regex.run(~r/^grew (-?\d+)$/m, out)

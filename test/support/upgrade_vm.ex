@@ -9,8 +9,11 @@ defmodule BeamAlloc.Test.UpgradeVM do
   #     with load_info (Elixir source), over the current one;
   #   say.(what, value): prints "what inspect(value)".
   #
+  # The stubs are module's functions in this VM, or opts' stubs:
+  # ["name/arity", ...] when module is not loaded here.
+  #
   # Returns {output with stderr, exit status}.
-  def run(module, nif, load_info, script) do
+  def run(module, nif, load_info, script, opts \\ []) do
     dir =
       Path.join(
         System.tmp_dir!(),
@@ -28,9 +31,11 @@ defmodule BeamAlloc.Test.UpgradeVM do
       end
 
       stubs =
-        for {name, arity} <- module.__info__(:functions),
-            name != :__load_nif__,
-            do: "#{name}/#{arity}"
+        Keyword.get_lazy(opts, :stubs, fn ->
+          for {name, arity} <- module.__info__(:functions),
+              name != :__load_nif__,
+              do: "#{name}/#{arity}"
+        end)
 
       prelude = """
       version = fn copy ->
