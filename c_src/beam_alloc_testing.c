@@ -1688,12 +1688,9 @@ static bool with_module_hooks(ErlNifEnv *env, ERL_NIF_TERM name,
 #define STATS_KINDS 3
 #define GPA_KIND 2
 
-/* One key of stats/1: its counters summed over the copies read. */
-typedef struct stats_sum {
-    char name[BEAM_STATS_NAME_MAX + 1];
-    beam_alloc_stats s;
-    size_t backing;
-} stats_sum;
+/* One key of stats/1: a reading of named_all (abi.h, its name unused for
+ * the three kinds), its counters summed over the copies read. */
+typedef beam__named_reading stats_sum;
 
 /* The three every library has, then the named instances of every copy
  * read, one entry a name (enif_alloc'd, grown as names come). */
@@ -1706,13 +1703,13 @@ typedef struct stats_out {
 
 static void add_stats(stats_sum *to, const beam_alloc_stats *s,
                       size_t backing) {
-    to->s.live_bytes += s->live_bytes;
-    to->s.live_blocks += s->live_blocks;
-    to->s.peak_bytes += s->peak_bytes;
-    to->s.allocations += s->allocations;
-    to->s.frees += s->frees;
-    to->s.failed += s->failed;
-    to->backing += backing;
+    to->stats.live_bytes += s->live_bytes;
+    to->stats.live_blocks += s->live_blocks;
+    to->stats.peak_bytes += s->peak_bytes;
+    to->stats.allocations += s->allocations;
+    to->stats.frees += s->frees;
+    to->stats.failed += s->failed;
+    to->backing_bytes += backing;
 }
 
 /* The entry of name, added (zero) when new: NULL out of memory. */
@@ -1743,15 +1740,9 @@ static stats_sum *named_sum(stats_out *o, const char *name) {
 static size_t named_of(const beam__fault_hooks *h,
                        stats_sum out[BEAM_STATS_NAMED_MAX]) {
     if (h->size > BEAM__FAULT_HOOKS_V4_SIZE) {
-        beam__named_reading r[BEAM_STATS_NAMED_MAX];
-        size_t n = h->named_all(r, BEAM_STATS_NAMED_MAX);
-        for (size_t k = 0; k < n; k++) {
-            /* (A reading's name is the longer: abi.h.) */
-            memcpy(out[k].name, r[k].name, sizeof out[k].name - 1);
+        size_t n = h->named_all(out, BEAM_STATS_NAMED_MAX);
+        for (size_t k = 0; k < n; k++) /* (ended inside, whatever it says) */
             out[k].name[sizeof out[k].name - 1] = '\0';
-            out[k].s = r[k].stats;
-            out[k].backing = r[k].backing_bytes;
-        }
         return n;
     }
     size_t n = 0;
@@ -1760,7 +1751,7 @@ static size_t named_of(const beam__fault_hooks *h,
     stats_sum e;
     memset(&e, 0, sizeof e);
     for (size_t k = 0; k < BEAM_STATS_NAMED_MAX &&
-                       h->named_stats(k, e.name, &e.s, &e.backing);
+                       h->named_stats(k, e.name, &e.stats, &e.backing_bytes);
          k++) {
         bool again = false;
         for (size_t j = 0; j < n && !again; j++)
@@ -1794,7 +1785,7 @@ static bool take_stats(const beam__fault_hooks *h, void *arg) {
         if (e == NULL)
             o->failed = true;
         else
-            add_stats(e, &named[k].s, named[k].backing);
+            add_stats(e, &named[k].stats, named[k].backing_bytes);
     }
     return true;
 }
@@ -1812,7 +1803,8 @@ static ERL_NIF_TERM stats_map(ErlNifEnv *env, const stats_out *o) {
             k < STATS_KINDS ? &o->kinds[k] : &o->named[k - STATS_KINDS];
         keys[k] = enif_make_atom(env, k < STATS_KINDS ? kinds[k] : e->name);
         /* Raw and large hold no backing of their own. */
-        values[k] = stats_term(env, &e->s, k < GPA_KIND ? NULL : &e->backing);
+        values[k] =
+            stats_term(env, &e->stats, k < GPA_KIND ? NULL : &e->backing_bytes);
     }
     bool made = enif_make_map_from_arrays(env, keys, values, n, &map);
     enif_free(keys);
@@ -1887,7 +1879,7 @@ static holding holding_of(const beam__fault_hooks *h) {
     add_holding(&x, &s[GPA_KIND], backing);
     size_t n = named_of(h, named);
     for (size_t k = 0; k < n; k++)
-        add_holding(&x, &named[k].s, named[k].backing);
+        add_holding(&x, &named[k].stats, named[k].backing_bytes);
     return x;
 }
 
