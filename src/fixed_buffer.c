@@ -19,6 +19,15 @@ static bool ends_at_end(const beam_fixed_buffer_t *fb, const void *mem,
            (uintptr_t)mem + len == (uintptr_t)fb->buffer + fb->end_index;
 }
 
+/* Compared as integers, against the handed-out bytes from the buffer's
+ * start: mem + len may wrap for a garbage len. */
+bool beam__fixed_buffer_holds(const beam_fixed_buffer_t *fb, const void *mem,
+                              size_t len) {
+    uintptr_t at = (uintptr_t)mem, lo = (uintptr_t)fb->buffer;
+    return at >= lo && at - lo <= fb->end_index &&
+           len <= fb->end_index - (at - lo);
+}
+
 /* A block that ends at end_index (ends_at_end) is the newest one when it
  * also starts where that one does (last_index): a longer length given for
  * an older block ends there too, and rolling back over the newest (live)

@@ -53,10 +53,13 @@ BEAM__HIDDEN extern const beam_allocator_vtable beam__failing_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__arena_vtable;
 BEAM__HIDDEN extern const beam_allocator_vtable beam__fixed_buffer_vtable;
 
-/* The len bytes at mem lie in what one of arena's chunks handed out: for
- * a malloc-style header's claim of its parent block (malloc.c). */
+/* The len bytes at mem lie in what one of arena's chunks handed out, or
+ * in what fb handed out: for a malloc-style header's claim of its parent
+ * block (malloc.c). */
 BEAM__HIDDEN bool beam__arena_holds(const beam_arena_t *arena, const void *mem,
                                     size_t len);
+BEAM__HIDDEN bool beam__fixed_buffer_holds(const beam_fixed_buffer_t *fb,
+                                           const void *mem, size_t len);
 
 /* Reporting (report.c): one formatted line through the report hook. */
 #define BEAM__REPORT_LINE 1024

@@ -202,36 +202,36 @@ static bool outside_fixed_buffer(beam_allocator_t h, const void *p) {
     return u < lo + sizeof(uint64_t) || u - lo > fb->len;
 }
 
-/* A header that looks live may still be garbage: the word before a
- * pointer we never returned passes the check once in 65536. Where the
- * holder of a's blocks knows them (under a fault-injection check, the one
- * the plan sent base to, which it knows by base, not by the user
- * pointer), the parent block the header names (base, good + HDR bytes)
- * must lie in them, or it is not ours: a fixed buffer's and an
- * arena's handed-out bytes, a general purpose instance's live block (one
- * over the raw allocator, which gets headers). Before, such a header's
- * size was believed: beam_msize answered it, beam_mrealloc copied up to
- * it, beam_mfree freed what it named (found in a bug hunt). Other
- * allocators (raw, large, the user's) know no blocks: the check is all
- * there is. */
-static BEAM__NOINLINE bool holder_disowns(beam_allocator_t a, const char *base,
-                                          size_t good) {
-    beam_allocator_t h = holder_of(a, base);
-    size_t len = good + HDR;
-    if (h.vtable == &beam__fixed_buffer_vtable) {
-        const beam_fixed_buffer_t *fb = h.ctx;
-        uintptr_t at = (uintptr_t)base, lo = (uintptr_t)fb->buffer;
-        return at < lo || at - lo > fb->end_index ||
-               len > fb->end_index - (at - lo);
-    }
+/* Whether allocator h's handed-out memory holds the len bytes at mem, as
+ * each kind that knows its blocks tells: a fixed buffer's and an arena's
+ * handed-out bytes, a general purpose instance's live block (one over
+ * the raw allocator, which gets headers). Other allocators (raw, large,
+ * the user's) know no blocks: true. */
+static bool holds(beam_allocator_t h, const void *mem, size_t len) {
+    if (h.vtable == &beam__fixed_buffer_vtable)
+        return beam__fixed_buffer_holds(h.ctx, mem, len);
     if (h.vtable == &beam__arena_vtable)
-        return !beam__arena_holds(h.ctx, base, len);
+        return beam__arena_holds(h.ctx, mem, len);
     if (h.vtable == &beam__gpa_vtable) {
         size_t have, alignment;
-        return !beam__gpa_block_size(h.ctx, base, false, &have, &alignment) ||
-               have < len;
+        return beam__gpa_block_size(h.ctx, mem, false, &have, &alignment) &&
+               have >= len;
     }
-    return false;
+    return true;
+}
+
+/* A header that looks live may still be garbage: the word before a
+ * pointer we never returned passes the check once in 65536. The parent
+ * block the header names (base, good + HDR bytes) must be held by the
+ * holder of a's blocks (under a fault-injection check, the one the plan
+ * sent base to, which it knows by base, not by the user pointer), or it
+ * is not ours. Before, such a header's size was believed: beam_msize
+ * answered it, beam_mrealloc copied up to it, beam_mfree freed what it
+ * named (found in a bug hunt). Where the holder knows no blocks, the
+ * check is all there is. */
+static BEAM__NOINLINE bool holder_disowns(beam_allocator_t a, const char *base,
+                                          size_t good) {
+    return !holds(holder_of(a, base), base, good + HDR);
 }
 
 /* hdr_read for a block of a: HDR_BAD, nothing read, for a pointer outside
