@@ -46,13 +46,13 @@ static size_t total_for(size_t len, size_t alignment) {
  * beam_free_bytes_at, say) at the start of a mapping after an unmapped or
  * PROT_NONE page, a read there faulted (found in a bug hunt). Such blocks
  * of ours are noted in a set (addr_set.c) from place() until they are
- * freed or moved; each call asks the set once, up front (header_direct:
- * a free takes the block out as it asks). A noted one's header is read as
- * it is; any other pointer's there is copied through os/probe.h, a
- * syscall, paid only by a misuse (or by a block of another copy of the
- * library, or one the set had no memory to note). Probing every such
- * block's header instead cost 2,900 ns an alloc and free at alignment
- * 4096, not 50. */
+ * freed or moved; each call asks the set once, up front (header_direct; a
+ * free takes the note as it asks, take_note, and asks again only for a
+ * block not noted). A noted one's header is read as it is; any other
+ * pointer's there is copied through os/probe.h, a syscall, paid only by
+ * a misuse (or by a block of another copy of the library, or one the set
+ * had no memory to note). Probing every such block's header instead cost
+ * 2,900 ns an alloc and free at alignment 4096, not 50. */
 #define PAGE_STARTS BEAM__SET_LARGE_PAGE_STARTS
 
 static inline bool header_on_own_page(const void *user) {
@@ -60,24 +60,25 @@ static inline bool header_on_own_page(const void *user) {
 }
 
 /* The set's part of header_direct, out of line. */
-static BEAM__NOINLINE bool noted_slow(void *mem, bool take) {
-    return take ? beam__set_unnote(PAGE_STARTS, mem)
-                : beam__set_holds(PAGE_STARTS, mem);
+static BEAM__NOINLINE bool noted_slow(void *mem) {
+    return beam__set_holds(PAGE_STARTS, mem);
 }
 
 /* The header below mem, given at alignment, may be read as it is: it is
- * on mem's page (or there is none), or mem is noted; take: and mem is
- * noted no longer (a free's, before the backend may hand the memory on;
- * it notes mem again when it refuses the call: taken()). */
-static inline bool header_direct(void *mem, size_t alignment, bool take) {
+ * on mem's page (or there is none), or mem is noted. */
+static inline bool header_direct(void *mem, size_t alignment) {
     if (alignment <= BEAM_MAX_ALIGN || header_on_own_page(mem))
         return true;
-    return noted_slow(mem, take);
+    return noted_slow(mem);
 }
 
-/* header_direct(mem, alignment, true) said direct: it took mem's note. */
-static inline bool taken(void *mem, size_t alignment, bool direct) {
-    return direct && alignment > BEAM_MAX_ALIGN && !header_on_own_page(mem);
+/* Before the backend may hand mem's memory on (a free, a moving remap):
+ * mem's note taken, where it starts a page; true when it had one, which
+ * the call puts back where it goes no further (a free refused, a remap
+ * failed). A block it says true of has its header read directly. */
+static inline bool take_note(void *mem, size_t alignment) {
+    return alignment > BEAM_MAX_ALIGN && !header_on_own_page(mem) &&
+           beam__set_unnote(PAGE_STARTS, mem);
 }
 
 /* A copy of the header below mem in *buf, or NULL when it is unreadable:
@@ -285,7 +286,7 @@ static void *remap_moving(void *mem, size_t len, size_t alignment,
     size_t kept = len < new_len ? len : new_len;
     uintptr_t word = has_mark_room(len) ? *mark_of(mem) : 0;
     mark_freed(mem, len);
-    bool noted = taken(mem, alignment, header_direct(mem, alignment, true));
+    bool noted = take_note(mem, alignment);
     void *raw = beam__sys_realloc(was.raw, total);
     if (raw == NULL) {
         *h = was;
@@ -368,8 +369,8 @@ static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
 static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (misplaced("resize", mem, len, alignment,
-                  header_direct(mem, alignment, false), ret) ||
+    if (misplaced("resize", mem, len, alignment, header_direct(mem, alignment),
+                  ret) ||
         !resize_impl(mem, len, alignment, new_len))
         return false;
     beam__count_resize(counters(), &beam__kind_peak[BEAM__LARGE], len, new_len);
@@ -379,8 +380,8 @@ static bool large_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *large_remap(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (misplaced("remap", mem, len, alignment,
-                  header_direct(mem, alignment, false), ret))
+    if (misplaced("remap", mem, len, alignment, header_direct(mem, alignment),
+                  ret))
         return NULL;
     void *p = remap_impl(mem, len, alignment, new_len);
     if (p != NULL)
@@ -394,9 +395,10 @@ static void large_free(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ctx;
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
-    bool direct = header_direct(mem, alignment, true);
-    if (misplaced("free", mem, len, alignment, direct, ret)) {
-        if (taken(mem, alignment, direct))
+    bool noted = take_note(mem, alignment);
+    if (misplaced("free", mem, len, alignment,
+                  noted || header_direct(mem, alignment), ret)) {
+        if (noted)
             beam__set_note(PAGE_STARTS, mem); /* (live, misused) */
         return;
     }
