@@ -23,13 +23,8 @@ defmodule BeamAlloc.MisuseTest do
 
   # The line of source (by default this module's NIF) that carries the
   # comment /* SITE: marker */.
-  defp line_of(marker, source \\ @source) do
-    source
-    |> File.read!()
-    |> String.split("\n")
-    |> Enum.find_index(&String.contains?(&1, "/* SITE: #{marker} */"))
-    |> Kernel.+(1)
-  end
+  defp line_of(marker, source \\ @source),
+    do: BeamAlloc.Test.Reports.line_of(source, marker)
 
   # Reports are messages to the reporter: wait for at least count.
   defp reports(count, tries \\ 100) do
