@@ -315,16 +315,10 @@ static void heap_strip(gpa_state *st, gpa_heap *h, gpa_defer **defer) {
     h->sub_total = 0;
 }
 
-/* A heap's block at its backing: room to align it to 64 bytes inside
- * whatever the backing gives (a pointer's alignment at least,
- * gpa_backing_alignment; the raw allocator refuses more than 16), asked
- * at BEAM_MAX_ALIGN. */
-#define HEAP_BLOCK_LEN (sizeof(gpa_heap) + _Alignof(gpa_heap) - BEAM_MAX_ALIGN)
-
 /* h's block onto the list, for the backing (h's fields are read first:
  * the record overwrites them). */
 static void heap_defer_free(gpa_defer **defer, gpa_heap *h) {
-    gpa_defer_free(defer, h->mem, HEAP_BLOCK_LEN, BEAM_MAX_ALIGN, true);
+    gpa_line_meta_defer(defer, h->mem, sizeof *h);
 }
 
 /* The heap's own thread, lock held: the heap ends. */
@@ -364,11 +358,11 @@ void beam__gpa_thread_exit(void) {
 }
 
 static gpa_heap *heap_create(gpa_state *st) {
-    char *mem = (char *)gpa_meta_alloc(st, HEAP_BLOCK_LEN, BEAM_MAX_ALIGN);
-    if (mem == NULL)
+    /* 64-aligned: its first cache line is its counters' (gpa_heap). */
+    void *mem;
+    gpa_heap *h = (gpa_heap *)gpa_line_meta_alloc(st, sizeof *h, &mem);
+    if (h == NULL)
         return NULL;
-    uintptr_t line = _Alignof(gpa_heap) - 1;
-    gpa_heap *h = (gpa_heap *)(((uintptr_t)mem + line) & ~line);
     memset(h, 0, sizeof *h);
     h->mem = mem;
     for (int c = 0; c < GPA_CLASSES; c++)

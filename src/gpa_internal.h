@@ -818,6 +818,24 @@ static inline void gpa_defer_free(gpa_defer **list, void *p, size_t len,
     *list = d;
 }
 
+/* Metadata on cache lines of its own (a heap, a mixed chunk's record, a
+ * segment's header: 64-aligned), which the backing need not serve: it is
+ * aligned by hand inside a piece GPA_LINE_META_LEN(len) long, asked at
+ * BEAM_MAX_ALIGN. *raw is that piece, which its free takes; NULL when out
+ * of memory. */
+#define GPA_LINE_META_LEN(len) ((len) + 64 - BEAM_MAX_ALIGN)
+static inline void *gpa_line_meta_alloc(gpa_state *st, size_t len, void **raw) {
+    *raw = gpa_meta_alloc(st, GPA_LINE_META_LEN(len), BEAM_MAX_ALIGN);
+    return *raw == NULL ? NULL : (void *)beam__align_up((uintptr_t)*raw, 64);
+}
+static inline void gpa_line_meta_free(gpa_state *st, void *raw, size_t len) {
+    gpa_meta_free(st, raw, GPA_LINE_META_LEN(len), BEAM_MAX_ALIGN);
+}
+static inline void gpa_line_meta_defer(gpa_defer **list, void *raw,
+                                       size_t len) {
+    gpa_defer_free(list, raw, GPA_LINE_META_LEN(len), BEAM_MAX_ALIGN, true);
+}
+
 /* A large block (noted: beam__gpa_set_note) onto the list. */
 static inline void gpa_defer_free_large(gpa_defer **list, gpa_large *e) {
     gpa_defer_free(list, e->ptr, e->backing_len, e->alignment, false);

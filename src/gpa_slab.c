@@ -74,18 +74,15 @@ static size_t info_bytes(const gpa_slab *s) {
 /* ---- mixed chunks (see "Small first slabs" in gpa_internal.h) ----------- */
 
 /* A gpa_mixed, and a segment's header (which holds two), are 64-aligned
- * (their sub-slabs are); the backing need not serve that, so they are
- * aligned by hand inside bigger pieces. A segment's header is metadata
- * apart from its memory, like the map: no block borders on it. */
-#define MIXED_META_LEN (sizeof(gpa_mixed) + 64 - BEAM_MAX_ALIGN)
-#define SEGMENT_META_LEN (sizeof(gpa_segment) + 64 - BEAM_MAX_ALIGN)
+ * (their sub-slabs are): gpa_line_meta_alloc. A segment's header is
+ * metadata apart from its memory, like the map: no block borders on it. */
 
 /* Metadata for a mixed chunk, from the backing (no lock held). */
 static gpa_mixed *mixed_meta_new(gpa_state *st) {
-    void *raw = gpa_meta_alloc(st, MIXED_META_LEN, BEAM_MAX_ALIGN);
-    if (raw == NULL)
+    void *raw;
+    gpa_mixed *m = (gpa_mixed *)gpa_line_meta_alloc(st, sizeof *m, &raw);
+    if (m == NULL)
         return NULL;
-    gpa_mixed *m = (gpa_mixed *)beam__align_up((uintptr_t)raw, 64);
     memset(m, 0, sizeof *m);
     m->raw = raw;
     return m;
@@ -93,7 +90,7 @@ static gpa_mixed *mixed_meta_new(gpa_state *st) {
 
 /* No lock held: metadata that found no use goes straight back. */
 static void mixed_meta_drop(gpa_state *st, gpa_mixed *m) {
-    gpa_meta_free(st, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN);
+    gpa_line_meta_free(st, m->raw, sizeof *m);
 }
 
 /* Map entry e's chunk, of which the pages in usable are ours, is cut into
@@ -163,7 +160,7 @@ static void mixed_free(gpa_mixed *m, gpa_defer **defer) {
         s->info = NULL;
     }
     if (m->raw != NULL)
-        gpa_defer_free(defer, m->raw, MIXED_META_LEN, BEAM_MAX_ALIGN, true);
+        gpa_line_meta_defer(defer, m->raw, sizeof *m);
 }
 
 /* The whole pages of [lo, hi), in the chunk at chunk, as a page mask. */
@@ -300,7 +297,7 @@ static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
         if (slack_owner(seg, k))
             entry_unmap(seg->room[k].entry, defer);
     gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);
-    gpa_defer_free(defer, seg->meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN, true);
+    gpa_line_meta_defer(defer, seg->meta, sizeof *seg);
 }
 
 /* A map entry for a new segment's slab, back to zeros but for st (which
@@ -332,16 +329,17 @@ static void entry_reset(gpa_slab *s) {
 /* A new segment of n slabs (n may be 0: slack only) from the backing,
  * mapped, not yet linked in. No lock held. */
 static gpa_segment *segment_new(gpa_state *st, unsigned n) {
-    void *meta = gpa_meta_alloc(st, SEGMENT_META_LEN, BEAM_MAX_ALIGN);
-    if (meta == NULL)
+    void *meta;
+    gpa_segment *seg =
+        (gpa_segment *)gpa_line_meta_alloc(st, sizeof *seg, &meta);
+    if (seg == NULL)
         return NULL;
     size_t raw_len = (size_t)(n + 1) * GPA_SLAB_SIZE;
     char *raw = (char *)gpa_backing_alloc(st, raw_len, BEAM_MAX_ALIGN, 0);
     if (raw == NULL) {
-        gpa_meta_free(st, meta, SEGMENT_META_LEN, BEAM_MAX_ALIGN);
+        gpa_line_meta_free(st, meta, sizeof *seg);
         return NULL;
     }
-    gpa_segment *seg = (gpa_segment *)beam__align_up((uintptr_t)meta, 64);
     memset(seg, 0, sizeof *seg);
     seg->meta = meta;
     char *base = (char *)beam__align_up((uintptr_t)raw, GPA_SLAB_SIZE);
