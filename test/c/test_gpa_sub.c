@@ -838,6 +838,24 @@ static size_t free_one_per_slab(beam_allocator_t a, void **blocks, size_t n,
     return k;
 }
 
+/* A fresh instance (no flags) and its allocator, where the process barrier
+ * works: false where it does not (then 32 kept slabs a class at most,
+ * GPA_KEPT_CLASS, and no shed takes another thread's heap). */
+static bool barrier_fresh(beam_gpa_t *g, beam_allocator_t *a) {
+    beam__process_barrier_prepare();
+    if (!beam__process_barrier_ready())
+        return false;
+    *g = fresh(0);
+    *a = beam_gpa_allocator(g);
+    return true;
+}
+
+/* A test's end: every block of g freed, and g deinit with no leak. */
+static void all_freed_then_deinit(beam_gpa_t *g) {
+    CHECK(beam_gpa_usage_of(g).live_blocks == 0);
+    CHECK(!beam_gpa_deinit(g));
+}
+
 /* A heap keeps more than 32 full slabs of one class (beyond 32 a class,
  * the cap is on all classes together, where the barrier works): the owner frees
  * one block into each of 40 full whole slabs (sub-slabs, here or in a segment's
@@ -848,11 +866,10 @@ static size_t free_one_per_slab(beam_allocator_t a, void **blocks, size_t n,
 #define UNCAPPED_N 20480 /* 256-byte blocks: 80 slabs' worth */
 #define UNCAPPED_SLABS 40
 TEST(gpa_kept_slabs_of_one_class_are_not_capped_at_32) {
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
-        return; /* then 32 a class at most (GPA_KEPT_CLASS) */
-    beam_gpa_t g = fresh(0);
-    beam_allocator_t a = beam_gpa_allocator(&g);
+    beam_gpa_t g;
+    beam_allocator_t a;
+    if (!barrier_fresh(&g, &a))
+        return;
     static void *blocks[UNCAPPED_N], *freed[UNCAPPED_SLABS];
     for (size_t i = 0; i < UNCAPPED_N; i++)
         CHECK((blocks[i] = beam_alloc_bytes(a, 256, 8)) != NULL);
@@ -863,8 +880,7 @@ TEST(gpa_kept_slabs_of_one_class_are_not_capped_at_32) {
     for (size_t i = 0; i < UNCAPPED_N; i++)
         if (blocks[i] != NULL)
             beam_free_bytes(a, blocks[i], 256, 8);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
 }
 
 /* A backing of mappings of its own, whose pages a test may take away
@@ -997,11 +1013,10 @@ static void *crowd_free_rest(void *arg) {
 }
 
 TEST(gpa_kept_slabs_emptied_elsewhere_leave_room_for_other_classes) {
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
-        return; /* then 32 a class at most (GPA_KEPT_CLASS) */
-    beam_gpa_t g = fresh(0);
-    beam_allocator_t a = beam_gpa_allocator(&g);
+    beam_gpa_t g;
+    beam_allocator_t a;
+    if (!barrier_fresh(&g, &a))
+        return;
     size_t nbig = sizeof crowd_blocks / sizeof *crowd_blocks;
     for (size_t i = 0; i < nbig; i++)
         CHECK((crowd_blocks[i] = beam_alloc_bytes(a, 256, 8)) != NULL);
@@ -1020,8 +1035,7 @@ TEST(gpa_kept_slabs_emptied_elsewhere_leave_room_for_other_classes) {
     for (size_t i = 0; i < CROWD_BIG; i++)
         if (blocks[i] != NULL)
             beam_free_bytes(a, blocks[i], 128, 8);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
 }
 
 /* Kept slabs that other threads emptied while their heap is idle go back
@@ -1054,11 +1068,8 @@ static void shed_run(void *(*fn)(void *), beam_allocator_t *a) {
  * GPA_KEPT_CLASS), or when a check failed. */
 static void shed_setup(beam_gpa_t *g, beam_allocator_t *a, bool *done) {
     *done = false;
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
+    if (!barrier_fresh(g, a))
         return;
-    *g = fresh(0);
-    *a = beam_gpa_allocator(g);
     for (size_t i = 0; i < UNREAD_N; i++)
         CHECK((unread_blocks[i] = beam_alloc_bytes(*a, 256, 8)) != NULL);
     CHECK(free_one_per_slab(*a, unread_blocks, UNREAD_N, 256, SHED_SLABS,
@@ -1085,8 +1096,7 @@ TEST(gpa_kept_slabs_emptied_elsewhere_go_back_before_the_backing_grows) {
     CHECK(beam_gpa_usage_of(&g).backing_bytes <
           held + GPA_KEPT_CLASS * GPA_SLAB_SIZE);
     shed_run(unread_free_rest, &a);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
 }
 
 /* The same, but the third thread never makes the instance grow: it churns
@@ -1116,11 +1126,10 @@ TEST(gpa_kept_slabs_emptied_elsewhere_go_back_at_another_threads_refill) {
     gpa_heap *h = beam__gpa_heap_if_any(beam__gpa_state_of(&g));
     shed_run(shed_churn, &a);
     CHECK(h->kept_n == 0);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
 }
 
-/* A thread of g with a heap that idles until idle_go is set: a heap a
+/* Threads of g with a heap each that idles until idle_go is set: heaps a
  * shed may take. */
 static atomic_int idle_go, idle_ready;
 
@@ -1134,17 +1143,20 @@ static void *idle_heap_thread(void *arg) {
     return NULL;
 }
 
-static void idle_heap_start(pthread_t *th, beam_allocator_t *a) {
+static void idle_heaps_start(pthread_t *th, int n, beam_allocator_t *a) {
     atomic_store(&idle_go, 0);
-    atomic_store(&idle_ready, 0);
-    CHECK(pthread_create(th, NULL, idle_heap_thread, a) == 0);
-    while (!atomic_load(&idle_ready))
-        usleep(1000);
+    for (int i = 0; i < n; i++) {
+        atomic_store(&idle_ready, 0);
+        CHECK(pthread_create(&th[i], NULL, idle_heap_thread, a) == 0);
+        while (!atomic_load(&idle_ready))
+            usleep(1000);
+    }
 }
 
-static void idle_heap_stop(pthread_t th) {
+static void idle_heaps_stop(pthread_t *th, int n) {
     atomic_store(&idle_go, 1);
-    CHECK(pthread_join(th, NULL) == 0);
+    for (int i = 0; i < n; i++)
+        CHECK(pthread_join(th[i], NULL) == 0);
 }
 
 /* A tracked instance keeps no slab, so it sheds nothing: each of its
@@ -1157,7 +1169,7 @@ TEST(gpa_tracked_instances_grow_without_a_shed) {
     beam_gpa_t g = fresh(BEAM_GPA_TRACK_SITES);
     beam_allocator_t a = beam_gpa_allocator(&g);
     pthread_t th;
-    idle_heap_start(&th, &a);
+    idle_heaps_start(&th, 1, &a);
     static void *blocks[TRACKED_GROWTH];
     size_t held = beam_gpa_usage_of(&g).backing_bytes;
     uint64_t barriers = beam__gpa_heap_barriers;
@@ -1167,9 +1179,8 @@ TEST(gpa_tracked_instances_grow_without_a_shed) {
     CHECK(beam__gpa_heap_barriers == barriers);
     for (size_t i = 0; i < TRACKED_GROWTH; i++)
         beam_free_bytes(a, blocks[i], 1024, 8);
-    idle_heap_stop(th);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    idle_heaps_stop(&th, 1);
+    all_freed_then_deinit(&g);
 }
 
 /* Refills' sheds of other heaps come at most every GPA_SHED_GAP_NS an
@@ -1206,13 +1217,12 @@ static uint64_t now_ns(void) {
 }
 
 TEST(gpa_refills_shed_other_heaps_at_most_every_gap) {
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
+    beam_gpa_t g;
+    beam_allocator_t a;
+    if (!barrier_fresh(&g, &a))
         return;
-    beam_gpa_t g = fresh(0);
-    beam_allocator_t a = beam_gpa_allocator(&g);
     pthread_t th;
-    idle_heap_start(&th, &a);
+    idle_heaps_start(&th, 1, &a);
     refill_looks(&g, a, NULL); /* its slabs: no growth below */
     size_t held = beam_gpa_usage_of(&g).backing_bytes;
     uint64_t barriers = beam__gpa_heap_barriers, t0 = now_ns();
@@ -1223,9 +1233,8 @@ TEST(gpa_refills_shed_other_heaps_at_most_every_gap) {
     CHECK(beam_gpa_usage_of(&g).backing_bytes == held);
     CHECK(looks >= LOOKS - 1);
     CHECK(barriers >= 1 && barriers <= 1 + took / GPA_SHED_GAP_NS);
-    idle_heap_stop(th);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    idle_heaps_stop(&th, 1);
+    all_freed_then_deinit(&g);
 }
 
 /* A shed takes at most GPA_SHED_HEAPS idle heaps under one hold of the
@@ -1235,14 +1244,12 @@ TEST(gpa_refills_shed_other_heaps_at_most_every_gap) {
  * the instance. */
 #define IDLE_HEAPS 6
 TEST(gpa_sheds_take_a_few_idle_heaps_a_time) {
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
+    beam_gpa_t g;
+    beam_allocator_t a;
+    if (!barrier_fresh(&g, &a))
         return;
-    beam_gpa_t g = fresh(0);
-    beam_allocator_t a = beam_gpa_allocator(&g);
     pthread_t th[IDLE_HEAPS];
-    for (int i = 0; i < IDLE_HEAPS; i++)
-        idle_heap_start(&th[i], &a);
+    idle_heaps_start(th, IDLE_HEAPS, &a);
     uint64_t barriers = beam__gpa_heap_barriers;
     uint64_t taken = beam__gpa_heaps_taken;
     size_t held = beam_gpa_usage_of(&g).backing_bytes;
@@ -1256,10 +1263,8 @@ TEST(gpa_sheds_take_a_few_idle_heaps_a_time) {
     CHECK(taken <= barriers * GPA_SHED_HEAPS);
     for (size_t i = 0; i < TRACKED_GROWTH; i++)
         beam_free_bytes(a, blocks[i], 1024, 8);
-    for (int i = 0; i < IDLE_HEAPS; i++)
-        idle_heap_stop(th[i]);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    idle_heaps_stop(th, IDLE_HEAPS);
+    all_freed_then_deinit(&g);
 }
 
 /* Idle heaps past the first GPA_SHED_HEAPS go back too: a refill's look
@@ -1318,11 +1323,10 @@ static void *spread_churn(void *arg) {
 }
 
 TEST(gpa_refills_shed_every_idle_heap_a_few_at_a_time) {
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
+    beam_gpa_t g;
+    beam_allocator_t a;
+    if (!barrier_fresh(&g, &a))
         return;
-    beam_gpa_t g = fresh(0);
-    beam_allocator_t a = beam_gpa_allocator(&g);
     pthread_t th[SPREAD_HEAPS];
     atomic_store(&idle_go, 0);
     atomic_store(&idle_ready, 0);
@@ -1342,11 +1346,8 @@ TEST(gpa_refills_shed_every_idle_heap_a_few_at_a_time) {
     CHECK(beam_gpa_usage_of(&g).backing_bytes <= held); /* no growth shed */
     for (int t = 0; t < SPREAD_HEAPS; t++)
         CHECK(spread[t].h->kept_n == 0);
-    atomic_store(&idle_go, 1);
-    for (int t = 0; t < SPREAD_HEAPS; t++)
-        CHECK(pthread_join(th[t], NULL) == 0);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    idle_heaps_stop(th, SPREAD_HEAPS);
+    all_freed_then_deinit(&g);
 }
 
 /* A collect moves the idle heaps it took to the end of the list (so that
@@ -1355,14 +1356,12 @@ TEST(gpa_refills_shed_every_idle_heap_a_few_at_a_time) {
  * the lock (2,000 idle threads: 1 to 1.8 s instead of 30 ms). Here 64. */
 #define MOVED_HEAPS 64
 TEST(gpa_collect_moves_idle_heaps_in_one_walk) {
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
+    beam_gpa_t g;
+    beam_allocator_t a;
+    if (!barrier_fresh(&g, &a))
         return;
-    beam_gpa_t g = fresh(0);
-    beam_allocator_t a = beam_gpa_allocator(&g);
     pthread_t th[MOVED_HEAPS];
-    for (int i = 0; i < MOVED_HEAPS; i++)
-        idle_heap_start(&th[i], &a);
+    idle_heaps_start(th, MOVED_HEAPS, &a);
     uint64_t taken = beam__gpa_heaps_taken;
     uint64_t steps = beam__gpa_heap_tail_steps;
     beam_gpa_collect(&g);
@@ -1370,11 +1369,8 @@ TEST(gpa_collect_moves_idle_heaps_in_one_walk) {
     steps = beam__gpa_heap_tail_steps - steps;
     CHECK(taken == MOVED_HEAPS);
     CHECK(steps <= MOVED_HEAPS);
-    atomic_store(&idle_go, 1);
-    for (int i = 0; i < MOVED_HEAPS; i++)
-        CHECK(pthread_join(th[i], NULL) == 0);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    idle_heaps_stop(th, MOVED_HEAPS);
+    all_freed_then_deinit(&g);
 }
 
 /* ---- a heap's layout ----------------------------------------------------- */
@@ -1433,8 +1429,7 @@ TEST(gpa_heaps_are_on_a_cache_line_whatever_the_backing) {
         pthread_join(t[i], &ok[i]);
         CHECK(ok[i] == &g);
     }
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
     CHECK(atomic_load(&skew_live) == 0);
 }
 
@@ -1471,11 +1466,10 @@ static void *frag_burst_again(void *arg) {
 }
 
 TEST(gpa_kept_slabs_nearly_emptied_elsewhere_go_back_before_the_backing_grows) {
-    beam__process_barrier_prepare();
-    if (!beam__process_barrier_ready())
-        return; /* then 32 a class at most (GPA_KEPT_CLASS) */
-    beam_gpa_t g = fresh(0);
-    beam_allocator_t a = beam_gpa_allocator(&g);
+    beam_gpa_t g;
+    beam_allocator_t a;
+    if (!barrier_fresh(&g, &a))
+        return;
     for (size_t i = 0; i < FRAG_N; i++)
         CHECK((frag_blocks[i] = beam_alloc_bytes(a, 256, 8)) != NULL);
     size_t k = 0;
@@ -1506,8 +1500,7 @@ TEST(gpa_kept_slabs_nearly_emptied_elsewhere_go_back_before_the_backing_grows) {
     shed_run(frag_free_rest, &a);
     for (size_t i = 0; i < FRAG_SLABS; i++)
         beam_free_bytes(a, frag_live[i], 256, 8);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
 }
 
 /* A free by another thread into a kept slab reads nothing of the slab once
@@ -1569,8 +1562,7 @@ TEST(gpa_free_into_a_kept_slab_reads_nothing_after_its_push) {
     for (size_t i = 0; i < AFTER_N; i++)
         if (mine[i] != NULL)
             beam_free_bytes(a, mine[i], 256, 8);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
 }
 
 /* Sheds against owners coming back: threads each allocate bursts of
@@ -1712,8 +1704,7 @@ TEST(gpa_sheds_race_owners_and_remote_frees) {
         pthread_mutex_destroy(&churn_boxes[t].lock);
     }
     pthread_barrier_destroy(&churn_all);
-    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
-    CHECK(!beam_gpa_deinit(&g));
+    all_freed_then_deinit(&g);
 }
 
 /* A free by another thread reads nothing of a sub-slab after its push:
