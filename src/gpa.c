@@ -892,9 +892,7 @@ static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
         memset((char *)mem + len, GPA_FRESH_FILL, new_len - len);
     int64_t d = (int64_t)new_len - (int64_t)len;
     beam__atomic_add_relaxed(&st->remote_bytes, d);
-    beam__peak_observe(&st->peak,
-                       beam__atomic_add_relaxed(&st->peak.published, d) + d +
-                           beam__atomic_load_relaxed(&st->peak.locked_part));
+    beam__peak_add(&st->peak, d);
     return true;
 }
 

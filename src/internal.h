@@ -363,6 +363,13 @@ typedef struct beam__peak {
 BEAM__HIDDEN void beam__publish(beam__counters *c, beam__peak *p);
 
 BEAM__HIDDEN void beam__peak_observe(beam__peak *p, int64_t live);
+/* d bytes added to p's published total exactly, and the peak raised if
+ * that total and p's locked_part pass it (every rise's total adds
+ * locked_part: beam__publish's, an in-place resize's). */
+static inline void beam__peak_add(beam__peak *p, int64_t d) {
+    int64_t live = beam__atomic_add_relaxed(&p->published, d) + d;
+    beam__peak_observe(p, live + beam__atomic_load_relaxed(&p->locked_part));
+}
 /* A stats read's peak_bytes, from p and the live total *out holds (which
  * feeds p: a read's peak is never below its live_bytes). */
 BEAM__HIDDEN void beam__stats_peak_of_read(beam__peak *p,

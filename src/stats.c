@@ -39,8 +39,7 @@ void beam__publish(beam__counters *c, beam__peak *p) {
         return;
     }
     c->mark = bytes;
-    int64_t live = beam__atomic_add_relaxed(&p->published, d) + d;
-    beam__peak_observe(p, live + beam__atomic_load_relaxed(&p->locked_part));
+    beam__peak_add(p, d);
 }
 
 void beam__stats_add(beam_alloc_stats *out, const beam__counters *c) {
