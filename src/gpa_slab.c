@@ -614,6 +614,16 @@ static bool remote_frees_empty(gpa_slab *s) {
     return true;
 }
 
+/* Lock held: s, ownerless with live blocks, onto its partial list at its
+ * requeue mark. A retired sub-slab's mark was raised to its live blocks
+ * (gpa.c, retire_sub); back on the partial list it is an ordinary slab
+ * again (found in review: the raised mark stayed). */
+static BEAM__ALWAYS_INLINE void partial_requeue(gpa_state *st, gpa_slab *s) {
+    beam__atomic_store_plain_relaxed(&s->requeue, beam__gpa_slab_mark(s));
+    gpa_set_where(s, WHERE_PARTIAL);
+    gpa_list_push(partial_list(st, s), s);
+}
+
 void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     GPA_ASSERT_LOCKED(st);
     beam__atomic_store_relaxed(&s->heap, NULL);
@@ -624,12 +634,7 @@ void beam__gpa_slab_park(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
         beam__gpa_slab_release(st, s, defer);
         return;
     }
-    /* A retired sub-slab's mark was raised to its live blocks (gpa.c,
-     * retire_sub); back on the partial list it is an ordinary slab again
-     * (found in review: the raised mark stayed). */
-    beam__atomic_store_plain_relaxed(&s->requeue, beam__gpa_slab_mark(s));
-    gpa_set_where(s, WHERE_PARTIAL);
-    gpa_list_push(partial_list(st, s), s);
+    partial_requeue(st, s);
 }
 
 uint16_t beam__gpa_slab_mark(const gpa_slab *s) {
@@ -641,9 +646,7 @@ void beam__gpa_slab_park_pending(gpa_state *st, gpa_slab *s) {
     GPA_ASSERT_LOCKED(st);
     GPA_ASSERT(!gpa_is_sub(s) && s->used != 0);
     beam__atomic_store_relaxed(&s->heap, NULL);
-    beam__atomic_store_plain_relaxed(&s->requeue, beam__gpa_slab_mark(s));
-    gpa_set_where(s, WHERE_PARTIAL);
-    gpa_list_push(partial_list(st, s), s);
+    partial_requeue(st, s);
 }
 
 void beam__gpa_reclaim_push(gpa_state *st, gpa_slab *s) {
