@@ -714,6 +714,18 @@ static bool other_heaps(const gpa_state *st, const gpa_heap *mine) {
            beam__process_barrier_ready();
 }
 
+/* No lock held: the kept slabs of mine (this thread's heap, or NULL) that
+ * other threads emptied, taken off its lists (kept_pick) for kept_park;
+ * the barrier is readied first when mine wanted more (other_heaps: not
+ * under the lock). */
+static gpa_slab *own_pick(gpa_heap *mine) {
+    if (mine == NULL)
+        return NULL;
+    if (mine->kept_wants_more)
+        beam__process_barrier_prepare();
+    return kept_pick(mine);
+}
+
 void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine) {
     /* A tracked instance keeps no slab (gpa.c kept_reattach): each of its
      * growths revoked every idle heap and interrupted every processor
@@ -721,9 +733,7 @@ void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine) {
     if (st->track)
         return;
     gpa_defer *defer = NULL;
-    if (mine != NULL && mine->kept_wants_more)
-        beam__process_barrier_prepare();
-    gpa_slab *picked = mine != NULL ? kept_pick(mine) : NULL;
+    gpa_slab *picked = own_pick(mine);
     gpa_lock(st);
     kept_park(st, picked, &defer);
     if (other_heaps(st, mine))
@@ -749,11 +759,9 @@ void beam__gpa_shed_look(gpa_heap *h) {
     beam__atomic_store_relaxed(&h->looked, h->refills);
     if (st->track || beam__atomic_load_relaxed(&st->shed_wanted) == 0)
         return;
-    if (h->kept_wants_more)
-        beam__process_barrier_prepare();
     /* This heap's own, with no lock for the walk and none at all when
      * nothing is due; the flag stays up for the others. */
-    gpa_slab *picked = kept_pick(h);
+    gpa_slab *picked = own_pick(h);
     uint32_t wanted = 0;
     bool others =
         shed_due(st) &&
