@@ -936,8 +936,31 @@ static void driver_misuse(const ErlNifPid *pid, const beam__fault_hooks *app,
     pthread_mutex_unlock(&s->lock);
 }
 
+/* The block p is, or the one p lies in that starts 8 or 16 bytes before
+ * it: beam_malloc & co. hand out a block of most allocators past a header
+ * word (src/malloc.c), placed 8 or 16 bytes into the parent block this
+ * table records. (Blocks do not overlap: one holds p at most. One left in
+ * a leak_check call's instance, its memory gone, is passed over: p may
+ * be another's now.) Found by p alone, such a block was taken for an
+ * unknown one, which goes to the call's allocator: one kept and sized or
+ * freed later, in a call whose allocator is a fixed buffer (or by a
+ * destructor after one), lay outside that buffer, and beam_msize said 0
+ * and beam_mfree left it live, each reported as a misuse; in a raw call,
+ * the parent block's holds check was skipped, and a forged header's size
+ * believed (found in review). */
+static block *block_at_or_under_header(session *s, const void *p) {
+    block *b = find_block(s, p);
+    for (uintptr_t back = 8; b == NULL && p != NULL && back <= 16; back += 8) {
+        block *h = find_block(s, (const void *)((uintptr_t)p - back));
+        if (h != NULL && h->len > back && h->parent.vtable != NULL)
+            b = h;
+    }
+    return b;
+}
+
 /* The allocator under plan allocator a that p (NULL: a new block) goes
- * to, as plan_alloc and plan_free choose it: so that beam_malloc & co.
+ * to, as plan_alloc and plan_free choose it (p found as
+ * block_at_or_under_header finds it): so that beam_malloc & co.
  * size their blocks by it, as they would without the check. Before, they
  * saw an allocator they did not know and gave every block a header: over
  * a general purpose allocator its free list then covered the header, so
@@ -950,7 +973,7 @@ static bool driver_under(beam_allocator_t a, const void *p,
         return false;
     session *s = a.ctx;
     pthread_mutex_lock(&s->lock);
-    *out = parent_of(s, find_block(s, p));
+    *out = parent_of(s, block_at_or_under_header(s, p));
     pthread_mutex_unlock(&s->lock);
     return out->vtable != NULL;
 }

@@ -174,8 +174,10 @@ static const char *no_blocks_said(beam_allocator_t a) {
 }
 
 /* The allocator whose blocks a's are: a, seen through a fault-injection
- * check's plan allocator (the one under it that p goes to) and failing
- * allocators (the walk bounded, as backing_serves_16's). */
+ * check's plan allocator (the one under it that p goes to: the plan
+ * records a header block by its parent's start, 8 or 16 bytes before p,
+ * and the driver looks there too) and failing allocators (the walk
+ * bounded, as backing_serves_16's). */
 static beam_allocator_t holder_of(beam_allocator_t a, const void *p) {
     beam_allocator_t under;
     if (beam__fault_under(a, p, &under))

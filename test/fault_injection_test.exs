@@ -83,6 +83,54 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert Faults.buffers_freed() - freed == 4
     end
 
+    test "follows a beam_malloc block by its header's start into another allocator's call" do
+      # mbuffer_new/0 (raw) takes the block; mbuffer_size/1, whose
+      # allocator is a fixed buffer, sizes it through the allocator kept
+      # with it, and the destructor frees it through that one after that
+      # call. The check knows the block by its parent block's start, the
+      # header's, not by the pointer beam_malloc returned: found by that
+      # pointer, the block went to the call's fixed buffer, outside which
+      # it lies, so beam_msize said 0 (a misuse) and beam_mfree left it
+      # live (a leak).
+      fun = fn ->
+        with {:ok, buffer} <- Faults.mbuffer_new() do
+          send(self(), {:msize, Faults.mbuffer_size(buffer)})
+          :ok
+        end
+      end
+
+      freed = Faults.mbuffers_freed()
+      assert {:ok, 1} = check_all_allocation_failures(fun, modules: [Faults])
+      # The runs the block was given in, each freed by the destructor.
+      sizes = collect_msizes([])
+      assert sizes != [] and Enum.all?(sizes, &(&1 == 48))
+      assert Faults.mbuffers_freed() - freed == length(sizes)
+
+      # As without the check.
+      {:ok, buffer} = Faults.mbuffer_new()
+      assert Faults.mbuffer_size(buffer) == 48
+    end
+
+    test "believes no forged header in a kept block of another allocator" do
+      # forged_new/0 (a fixed buffer) writes a header word that passes the
+      # check in a sized block of its buffer; forged_size/1 (raw) asks
+      # beam_msize of the pointer after it through the buffer's allocator
+      # kept with the block. Its parent block is not the buffer's: 0, a
+      # misuse. Under the check, the holds check was skipped (the block,
+      # found by that pointer, went to the call's raw allocator, which
+      # knows no blocks): beam_msize said 4096.
+      {:ok, forged} = Faults.forged_new()
+      assert Faults.forged_size(forged) == 0
+      Faults.take_reports()
+
+      fun = fn -> with {:ok, forged} <- Faults.forged_new(), do: Faults.forged_size(forged) end
+      error = catch_check(fun, modules: [Faults])
+      assert [%{kind: :misuse, report: report}] = error.problems
+      assert report =~ "beam_msize of"
+      assert report =~ "not a live block of beam_malloc & co."
+      Faults.take_reports()
+    end
+
     test "a resource the function returns is no leak: its block goes with the result" do
       assert {:ok, 1} = check_all_allocation_failures(&Faults.buffer_new/0, modules: [Faults])
     end
@@ -655,6 +703,14 @@ defmodule BeamAlloc.FaultInjectionTest do
     flunk("expected check_all_allocation_failures/2 to raise")
   rescue
     error in AllocationFailureError -> error
+  end
+
+  defp collect_msizes(acc) do
+    receive do
+      {:msize, size} -> collect_msizes([size | acc])
+    after
+      0 -> acc
+    end
   end
 
   # Keeps the last buffer sent, dropping the one before; drops it too

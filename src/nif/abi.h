@@ -85,11 +85,13 @@ typedef struct beam__fault_driver {
                    const char *kind, const char *line);
     /* When a is the driver's plan allocator: true, and *out the allocator
      * under it that block p goes to (its own when p is a block the plan
-     * knows; else, and for p NULL, the one a new block goes to). The
-     * malloc-style calls size their blocks by it (a general purpose
-     * allocator's need no header), as they would without the plan. Any
-     * thread, during the check or after it (a plan allocator a NIF kept).
-     * Added last: copies check size before calling it. */
+     * knows, or lies in one that starts 8 or 16 bytes before it, past the
+     * header beam_malloc & co. put there; else, and for p NULL, the one a
+     * new block goes to). The malloc-style calls size their blocks by it
+     * (a general purpose allocator's need no header), as they would
+     * without the plan. Any thread, during the check or after it (a plan
+     * allocator a NIF kept). Added last: copies check size before calling
+     * it. */
     bool (*under)(beam_allocator_t a, const void *p, beam_allocator_t *out);
 } beam__fault_driver;
 

@@ -375,6 +375,130 @@ BEAM_NIF(buffer_grow) {
     return ok(env);
 }
 
+/* --- A malloc-style block kept across calls of other allocators ---------
+ * mbuffer_new/0 (the raw allocator) takes a beam_malloc block and keeps it
+ * in a resource with the allocator it came from; mbuffer_size/1, a NIF
+ * whose allocator is a fixed buffer, sizes it through that allocator, and
+ * the destructor frees it through it, after that call. Without a check the
+ * kept allocator is the raw one; under one it is the check's allocator,
+ * whose current allocator is then the fixed buffer: the block's header
+ * lies before the pointer, and the check knows the block by that start. */
+
+typedef struct mbuffer {
+    beam_allocator_t allocator;
+    void *data;
+} mbuffer;
+
+static ErlNifResourceType *mbuffer_type;
+
+static _Atomic unsigned long mbuffers_freed;
+
+static void mbuffer_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    mbuffer *b = obj;
+    if (b->data != NULL)
+        mbuffers_freed++;
+    beam_mfree(b->allocator, b->data);
+}
+
+/* mbuffers_freed(): how many blocks the destructor has freed. */
+static ERL_NIF_TERM mbuffers_freed_nif(ErlNifEnv *env, int argc,
+                                       const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_uint64(env, mbuffers_freed);
+}
+
+BEAM_NIF(mbuffer_new) {
+    mbuffer *b = enif_alloc_resource(mbuffer_type, sizeof *b);
+    if (b == NULL)
+        return beam_make_error(env, "enomem");
+    b->allocator = beam_allocator;
+    b->data = beam_malloc(beam_allocator, 40);
+    ERL_NIF_TERM term = enif_make_resource(env, b);
+    enif_release_resource(b);
+    return b->data != NULL ? make_ok(env, term)
+                           : beam_make_error(env, "enomem");
+}
+
+/* A fixed buffer of its own for mbuffer_size/1, started afresh at each
+ * call (the tests call it from one process). */
+static _Alignas(16) unsigned char small_bytes[1024];
+static beam_fixed_buffer_t small_buffer;
+
+static beam_allocator_t small_fixed_buffer(void) {
+    beam_fixed_buffer_init(&small_buffer, small_bytes, sizeof small_bytes);
+    return beam_fixed_buffer_allocator(&small_buffer);
+}
+
+/* mbuffer_size(Buffer) -> beam_msize of its block, through its allocator. */
+BEAM_NIF(mbuffer_size, .allocator = small_fixed_buffer) {
+    mbuffer *b;
+    if (!enif_get_resource(env, argv[0], mbuffer_type, (void **)&b))
+        return enif_make_badarg(env);
+    return enif_make_uint64(env, beam_msize(b->allocator, b->data));
+}
+
+/* --- A forged header in a kept block of a fixed buffer -------------------
+ * forged_new/0, whose allocator is a fixed buffer kept from call to call,
+ * takes a sized block of 64 bytes and writes in it, 16 bytes in, a header
+ * word that passes malloc.c's check (what garbage there does once in
+ * 65536), naming a parent block of 4096 bytes, which the buffer never
+ * handed out; forged_size/1, a raw NIF, asks beam_msize of the pointer
+ * after that word through the allocator kept with the block: 0, a misuse
+ * the buffer's holds check finds. The destructor frees the sized block. */
+
+typedef struct forged {
+    beam_allocator_t allocator;
+    uint64_t *sized;
+} forged;
+
+static ErlNifResourceType *forged_type;
+static _Alignas(16) unsigned char kept_bytes[4096];
+static beam_fixed_buffer_t kept_buffer; /* started at load */
+
+static beam_allocator_t kept_fixed_buffer(void) {
+    return beam_fixed_buffer_allocator(&kept_buffer);
+}
+
+/* A header word for block p of good bytes, 16 bytes into its parent, that
+ * passes malloc.c's check (the same hash, written again here). */
+static uint64_t forged_word(const void *p, uint64_t good) {
+    uint64_t x = (uint64_t)(uintptr_t)p ^ (good * 0x9E3779B97F4A7C15ull);
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    return (x >> 48) << 48 | (uint64_t)1 << 47 | good;
+}
+
+static void forged_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    forged *f = obj;
+    beam_free_bytes(f->allocator, f->sized, 64, 16);
+}
+
+BEAM_NIF(forged_new, .allocator = kept_fixed_buffer) {
+    forged *f = enif_alloc_resource(forged_type, sizeof *f);
+    if (f == NULL)
+        return beam_make_error(env, "enomem");
+    f->allocator = beam_allocator;
+    f->sized = beam_alloc_bytes(beam_allocator, 64, 16);
+    if (f->sized != NULL)
+        f->sized[1] = forged_word(f->sized + 2, 4096);
+    ERL_NIF_TERM term = enif_make_resource(env, f);
+    enif_release_resource(f);
+    return f->sized != NULL ? make_ok(env, term)
+                            : beam_make_error(env, "enomem");
+}
+
+/* forged_size(Forged) -> beam_msize of the pointer after the forged word. */
+BEAM_NIF(forged_size) {
+    forged *f;
+    if (!enif_get_resource(env, argv[0], forged_type, (void **)&f))
+        return enif_make_badarg(env);
+    return enif_make_uint64(env, beam_msize(f->allocator, f->sized + 2));
+}
+
 /* Whether beam_allocator is the plain raw allocator (false while this
  * process runs a check: then it is the checker's). */
 BEAM_NIF(allocator_is_raw) {
@@ -424,7 +548,13 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     (void)info;
     buffer_type = enif_open_resource_type(env, NULL, "buffer", buffer_dtor,
                                           ERL_NIF_RT_CREATE, NULL);
-    return buffer_type == NULL || !map_guarded_page() || capture_reports();
+    mbuffer_type = enif_open_resource_type(env, NULL, "mbuffer", mbuffer_dtor,
+                                           ERL_NIF_RT_CREATE, NULL);
+    forged_type = enif_open_resource_type(env, NULL, "forged", forged_dtor,
+                                          ERL_NIF_RT_CREATE, NULL);
+    beam_fixed_buffer_init(&kept_buffer, kept_bytes, sizeof kept_bytes);
+    return buffer_type == NULL || mbuffer_type == NULL || forged_type == NULL ||
+           !map_guarded_page() || capture_reports();
 }
 
 static ErlNifFunc funcs[] = {
@@ -450,6 +580,11 @@ static ErlNifFunc funcs[] = {
     {"buffer_new", 0, buffer_new, 0},
     {"buffer_grow", 1, buffer_grow, 0},
     {"buffers_freed", 0, buffers_freed_nif, 0},
+    {"mbuffer_new", 0, mbuffer_new, 0},
+    {"mbuffer_size", 1, mbuffer_size, 0},
+    {"mbuffers_freed", 0, mbuffers_freed_nif, 0},
+    {"forged_new", 0, forged_new, 0},
+    {"forged_size", 1, forged_size, 0},
     {"allocator_is_raw", 0, allocator_is_raw, 0},
     {"take_reports", 0, take_reports, 0},
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
