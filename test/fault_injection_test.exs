@@ -131,6 +131,31 @@ defmodule BeamAlloc.FaultInjectionTest do
       Faults.take_reports()
     end
 
+    test "a free inside a kept block goes to that block's general purpose allocator" do
+      # gmbuffer_new/0 (the process-wide general purpose allocator) keeps a
+      # beam_malloc block; gmbuffer_free_inside/1 (raw) frees a pointer 16
+      # bytes into it through the allocator kept with it: the instance
+      # reports a free inside a block. Under the check the block the
+      # pointer lies in sent beam_mfree down the instance's path, whose
+      # free the plan, knowing no block at the pointer, passed to the
+      # call's raw allocator: the report blamed a free of a whole block of
+      # the instance given to the raw allocator, "length 18446744073709551615".
+      Faults.take_reports()
+      {:ok, buffer} = Faults.gmbuffer_new()
+      assert Faults.gmbuffer_free_inside(buffer) == :ok
+      assert Enum.any?(Faults.take_reports(), &(&1 =~ "inside a block"))
+
+      fun = fn ->
+        with {:ok, buffer} <- Faults.gmbuffer_new(), do: Faults.gmbuffer_free_inside(buffer)
+      end
+
+      error = catch_check(fun, modules: [Faults])
+      assert [%{kind: :misuse, report: report}] = error.problems
+      assert report =~ "inside a block"
+      refute report =~ "raw allocator"
+      Faults.take_reports()
+    end
+
     test "a resource the function returns is no leak: its block goes with the result" do
       assert {:ok, 1} = check_all_allocation_failures(&Faults.buffer_new/0, modules: [Faults])
     end

@@ -409,8 +409,9 @@ static ERL_NIF_TERM mbuffers_freed_nif(ErlNifEnv *env, int argc,
     return enif_make_uint64(env, mbuffers_freed);
 }
 
-BEAM_NIF(mbuffer_new) {
-    mbuffer *b = enif_alloc_resource(mbuffer_type, sizeof *b);
+/* {ok, Resource} of type, holding a beam_malloc block of the call's. */
+static ERL_NIF_TERM new_mbuffer(ErlNifEnv *env, ErlNifResourceType *type) {
+    mbuffer *b = enif_alloc_resource(type, sizeof *b);
     if (b == NULL)
         return beam_make_error(env, "enomem");
     b->allocator = beam_allocator;
@@ -419,6 +420,10 @@ BEAM_NIF(mbuffer_new) {
     enif_release_resource(b);
     return b->data != NULL ? make_ok(env, term)
                            : beam_make_error(env, "enomem");
+}
+
+BEAM_NIF(mbuffer_new) {
+    return new_mbuffer(env, mbuffer_type);
 }
 
 /* A fixed buffer of its own for mbuffer_size/1, started afresh at each
@@ -437,6 +442,36 @@ BEAM_NIF(mbuffer_size, .allocator = small_fixed_buffer) {
     if (!enif_get_resource(env, argv[0], mbuffer_type, (void **)&b))
         return enif_make_badarg(env);
     return enif_make_uint64(env, beam_msize(b->allocator, b->data));
+}
+
+/* --- A free inside a kept block of a general purpose allocator ----------
+ * gmbuffer_new/0, over the process-wide general purpose allocator, takes a
+ * beam_malloc block (no header: the instance knows its size) and keeps it
+ * with its allocator; gmbuffer_free_inside/1, a raw NIF, hands beam_mfree
+ * a pointer 16 bytes into it through that allocator: a misuse the instance
+ * reports. The destructor frees the block. */
+
+static ErlNifResourceType *gmbuffer_type;
+
+static void gmbuffer_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    mbuffer *b = obj;
+    beam_mfree(b->allocator, b->data);
+}
+
+/* (A type of its own: mbuffers_freed counts mbuffer_new's blocks only.) */
+BEAM_NIF(gmbuffer_new, .allocator = process_wide_gpa) {
+    return new_mbuffer(env, gmbuffer_type);
+}
+
+/* gmbuffer_free_inside(Buffer) -> ok, beam_mfree of a pointer 16 bytes
+ * into its block, through its allocator. */
+BEAM_NIF(gmbuffer_free_inside) {
+    mbuffer *b;
+    if (!enif_get_resource(env, argv[0], gmbuffer_type, (void **)&b))
+        return enif_make_badarg(env);
+    beam_mfree(b->allocator, (char *)b->data + 16);
+    return ok(env);
 }
 
 /* --- A forged header in a kept block of a fixed buffer -------------------
@@ -552,9 +587,11 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
                                            ERL_NIF_RT_CREATE, NULL);
     forged_type = enif_open_resource_type(env, NULL, "forged", forged_dtor,
                                           ERL_NIF_RT_CREATE, NULL);
+    gmbuffer_type = enif_open_resource_type(
+        env, NULL, "gmbuffer", gmbuffer_dtor, ERL_NIF_RT_CREATE, NULL);
     beam_fixed_buffer_init(&kept_buffer, kept_bytes, sizeof kept_bytes);
     return buffer_type == NULL || mbuffer_type == NULL || forged_type == NULL ||
-           !map_guarded_page() || capture_reports();
+           gmbuffer_type == NULL || !map_guarded_page() || capture_reports();
 }
 
 static ErlNifFunc funcs[] = {
@@ -583,6 +620,8 @@ static ErlNifFunc funcs[] = {
     {"mbuffer_new", 0, mbuffer_new, 0},
     {"mbuffer_size", 1, mbuffer_size, 0},
     {"mbuffers_freed", 0, mbuffers_freed_nif, 0},
+    {"gmbuffer_new", 0, gmbuffer_new, 0},
+    {"gmbuffer_free_inside", 1, gmbuffer_free_inside, 0},
     {"forged_new", 0, forged_new, 0},
     {"forged_size", 1, forged_size, 0},
     {"allocator_is_raw", 0, allocator_is_raw, 0},

@@ -11,7 +11,8 @@ defmodule BeamAlloc.Test.Faults do
               keep_then_shrink/0 keep_then_shrink_gpa/0 free_in_next_call/0
               scratch_work/0 checked_leaky/0 buffer_new/0 buffer_grow/1
               buffers_freed/0 mbuffer_new/0 mbuffer_size/1 mbuffers_freed/0
-              forged_new/0 forged_size/1
+              forged_new/0 forged_size/1 gmbuffer_new/0
+              gmbuffer_free_inside/1
               allocator_is_raw/0 take_reports/0
               sized_at_guarded_start/0)
 end
