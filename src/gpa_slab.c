@@ -14,7 +14,11 @@
  *
  * The address map is global, shared by all instances, so any pointer can be
  * classified. Its leaves come from calloc in both builds: they are
- * metadata, not NIF data, and mostly untouched zero pages.
+ * metadata, not NIF data, and mostly untouched zero pages. calloc aligns
+ * to 16 (an 8 MiB one is a fresh mapping plus glibc's 16-byte header), and
+ * an entry is 64-aligned so that the fast paths read one line of it, not
+ * two: a leaf is aligned inside a slightly larger request, whose address
+ * it keeps in the word before it, for map_leaf_free.
  */
 #include "gpa_internal.h"
 
@@ -22,6 +26,23 @@
 #include <string.h>
 
 _Atomic(gpa_slab *) beam__gpa_map_root[GPA_MAP_SIZE];
+
+/* A zeroed leaf, 64-aligned (see above); NULL when calloc fails. */
+static gpa_slab *map_leaf_new(void) {
+    size_t pad = _Alignof(gpa_slab) + sizeof(void *);
+    char *raw = (char *)calloc(1, GPA_MAP_SIZE * sizeof(gpa_slab) + pad);
+    if (raw == NULL)
+        return NULL;
+    uintptr_t at =
+        ((uintptr_t)raw + pad) & ~(uintptr_t)(_Alignof(gpa_slab) - 1);
+    ((void **)at)[-1] = raw;
+    return (gpa_slab *)at;
+}
+
+static void map_leaf_free(gpa_slab *leaf) {
+    if (leaf != NULL)
+        free(((void **)leaf)[-1]);
+}
 
 /* The map entry for p, making its leaf when needed; NULL when p is above 48
  * bits or no leaf could be made. */
@@ -32,13 +53,13 @@ static gpa_slab *map_slot_make(const void *p) {
     _Atomic(gpa_slab *) *root = &beam__gpa_map_root[g >> GPA_MAP_BITS];
     gpa_slab *leaf = beam__atomic_load_acquire(root);
     if (leaf == NULL) {
-        gpa_slab *fresh = (gpa_slab *)calloc(GPA_MAP_SIZE, sizeof(gpa_slab));
+        gpa_slab *fresh = map_leaf_new();
         if (fresh == NULL)
             return NULL;
         if (beam__atomic_cas_acq_rel(root, &leaf, fresh))
             leaf = fresh;
         else
-            free(fresh); /* another thread made it first */
+            map_leaf_free(fresh); /* another thread made it first */
     }
     return &leaf[g & (GPA_MAP_SIZE - 1)];
 }
@@ -47,7 +68,7 @@ void beam__gpa_map_free(void) {
     for (size_t i = 0; i < GPA_MAP_SIZE; i++) {
         gpa_slab *leaf =
             beam__atomic_exchange_acq_rel(&beam__gpa_map_root[i], NULL);
-        free(leaf);
+        map_leaf_free(leaf);
     }
 }
 

@@ -356,6 +356,22 @@ TEST(gpa_small_free_of_an_ownerless_entry_by_a_stateless_instance) {
     CHECK(!beam_gpa_deinit(&none));
 }
 
+/* Map entries are 64-aligned, as gpa_slab declares: the fast paths' fields
+ * are on its first line. Leaves came from calloc, 16-aligned: every entry
+ * straddled two lines (found by a session 35 helper). */
+TEST(gpa_map_entries_are_cache_line_aligned) {
+    beam_gpa_t g = fresh(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    CHECK(make_class_busy(a, 64));
+    char *p = beam_alloc_bytes(a, 64, 8);
+    CHECK(p != NULL);
+    gpa_slab *e = beam__gpa_map_slot(p);
+    CHECK(e != NULL && (uintptr_t)e % 64 == 0);
+    CHECK((uintptr_t)&e->pages_cached / 64 == (uintptr_t)&e->free / 64);
+    beam_free_bytes(a, p, 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* Found measuring churn over a backing that placed segments so that
  * sub-slabs served a class: a graduated class took partial sub-slabs back
  * from the list (they had room), and so stayed on sub-slabs, and the
