@@ -294,7 +294,7 @@ static BEAM__ALWAYS_INLINE void *alloc_entry(beam_allocator_t a, size_t len,
     } else if (a.vtable == &beam__raw_vtable &&
                BEAM__LIKELY(len - 1 < BEAM__MAX_LEN &&
                             beam__raw_alignment(alignment))) {
-        return beam__raw_alloc(len, alignment);
+        return beam__raw_alloc(len);
     }
     return alloc_impl(a.ctx, a.vtable, len, alignment, beam__ret_of(ret));
 }

@@ -6,6 +6,7 @@
  * initial value on every thread is this allocator.
  */
 #include "raw.h"
+#include "sys_direct.h"
 
 static inline beam__counters *raw_counters(void) {
     return beam__thread_counters(BEAM__RAW);
@@ -45,13 +46,51 @@ bool beam_internal_raw_refused_alignment(size_t alignment, uintptr_t ret) {
     return true;
 }
 
-void *beam__raw_alloc(size_t len, size_t alignment) {
-    void *p = alignment <= BEAM_MAX_ALIGN ? beam__sys_alloc(len) : NULL;
-    /* (BEAM_MAX_ALIGN, not alignment: what the backend promises, checked
-     * without keeping alignment across the call.) */
-    if (BEAM__UNLIKELY(p == NULL || ((uintptr_t)p & (BEAM_MAX_ALIGN - 1)) != 0))
+/* p as the backend gave it is no block: NULL, or, belt and braces, less
+ * aligned than it promises. */
+static BEAM__ALWAYS_INLINE bool raw_bad(const void *p) {
+    return p == NULL || ((uintptr_t)p & (BEAM_MAX_ALIGN - 1)) != 0;
+}
+
+/* Counted after the backend's answer: the fast path's ways off it (a
+ * thread not listed yet, a count that publishes). */
+static BEAM__NOINLINE void *raw_alloc_counting_after(size_t len) {
+    void *p = beam__sys_alloc(len);
+    if (BEAM__UNLIKELY(raw_bad(p)))
         return raw_alloc_failed(p);
     beam__count_alloc(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
+    return p;
+}
+
+/* The fast path counted a call that failed: taken back. */
+static BEAM__NOINLINE void *raw_alloc_uncount(void *p, size_t len) {
+    beam__counters *c = raw_counters();
+    beam__atomic_bump(&c->allocs, (uint64_t)-1);
+    beam__count_bytes(c, -(int64_t)len);
+    return raw_alloc_failed(p);
+}
+
+/* Counted before the backend's call, so that only len (for the failure's
+ * take-back) and the answer live across it: counted after, the count's
+ * work waited for the call and len and the answer both had to be kept
+ * (two registers saved and restored on every call). Only a count that publishes
+ * nothing, which keeps the block within a step of what is published (a reader's
+ * fold can see a failing call's bytes while it runs, as it can see any count
+ * half done; the publication, which feeds the peak, never does). */
+void *beam__raw_alloc(size_t len) {
+    beam__counters *c = beam__thread_counters_listed(BEAM__RAW);
+    if (BEAM__UNLIKELY(c == NULL))
+        return raw_alloc_counting_after(len);
+    /* (Unsigned: a length near the limit wraps to a fall, which is due.) */
+    int64_t bytes =
+        (int64_t)((uint64_t)beam__atomic_load_relaxed(&c->bytes) + len);
+    if (BEAM__UNLIKELY(beam__publish_due_at(c, bytes)))
+        return raw_alloc_counting_after(len);
+    beam__atomic_bump(&c->allocs, 1);
+    beam__atomic_store_relaxed(&c->bytes, bytes);
+    void *p = beam__sys_alloc_direct(len);
+    if (BEAM__UNLIKELY(raw_bad(p)))
+        return raw_alloc_uncount(p, len);
     return p;
 }
 
@@ -116,7 +155,7 @@ void beam__raw_free(void *mem, size_t len) {
         raw_free_publishing(mem, c);
         return;
     }
-    beam__sys_free(mem);
+    beam__sys_free_direct(mem);
 }
 
 /* The vtable's alloc and free: what the helpers call directly, for the
@@ -125,7 +164,7 @@ static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ctx;
     if (BEAM__UNLIKELY(alignment > BEAM_MAX_ALIGN))
         return raw_refuse(alignment, ret);
-    return beam__raw_alloc(len, alignment);
+    return beam__raw_alloc(len);
 }
 
 static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,

@@ -9,10 +9,10 @@
 
 #include "internal.h"
 
-/* len and alignment as the helpers check them; an alignment above
- * BEAM_MAX_ALIGN fails (NULL, counted). Out of line: called by a tail
- * call, the helpers' GPA paths keep their small frames. */
-BEAM__HIDDEN void *beam__raw_alloc(size_t len, size_t alignment);
+/* len as the helpers check it, for an alignment the raw allocator serves
+ * (beam__raw_alignment: its callers have tested it). Out of line: called
+ * by a tail call, the helpers' GPA paths keep their small frames. */
+BEAM__HIDDEN void *beam__raw_alloc(size_t len);
 BEAM__HIDDEN void beam__raw_free(void *mem, size_t len);
 
 /* The alignments the raw allocator serves, as the helpers' inline raw
