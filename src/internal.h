@@ -547,25 +547,45 @@ beam__stats_listed_at(beam__thread_stats *t, int kind) {
     return BEAM__LIKELY(t->listed) ? &t->kind[kind] : NULL;
 }
 
-/* The calling thread's counters of kind once it is listed, else NULL
- * (then beam__thread_counters lists it). A library in dynamic TLS (every
- * beam_alloc NIF loaded after the first, as the per-thread state above
- * says) keeps the ordinary access, the linker's call. */
-static BEAM__ALWAYS_INLINE beam__counters *
-beam__thread_counters_listed(int kind) {
+/* The calling thread's counters (listed or not). A library in dynamic TLS
+ * (every beam_alloc NIF loaded after the first, as the per-thread state
+ * above says) keeps the ordinary access, the linker's call. */
+static BEAM__ALWAYS_INLINE beam__thread_stats *beam__thread_stats_here(void) {
     beam__thread_stats *t;
 #ifdef BEAM__STATS_TLS_OFFSET
     t = (beam__thread_stats *)beam__tls_cached(
         beam__atomic_load_relaxed(&beam__stats_tls_offset));
     if (BEAM__LIKELY(t != NULL))
-        return beam__stats_listed_at(t, kind);
+        return t;
 #endif
     t = &beam__stats_mine;
     /* One thread-local access, not one per field (in a dlopen'ed NIF each
      * can be a call): the empty asm hands the compiler an address it
      * cannot recompute. */
     __asm__("" : "+r"(t));
-    return beam__stats_listed_at(t, kind);
+    return t;
+}
+
+/* A thread's counters' mark while it is not listed: so far below any
+ * count that every count is due to publish (beam__publish_due_at), and
+ * the publishing paths list the thread first (beam__thread_counters), so
+ * that the raw allocator's fast paths count into beam__thread_counters_any
+ * with no test of their own for it. Listing sets the marks to 0, a
+ * thread's exit back to this (stats.c). */
+#define BEAM__MARK_UNLISTED (INT64_MIN / 4)
+
+/* The calling thread's counters of kind, listed or not: for a count whose
+ * publication, always due while the thread is not listed, goes through
+ * beam__thread_counters first. */
+static BEAM__ALWAYS_INLINE beam__counters *beam__thread_counters_any(int kind) {
+    return &beam__thread_stats_here()->kind[kind];
+}
+
+/* The calling thread's counters of kind once it is listed, else NULL
+ * (then beam__thread_counters lists it). */
+static BEAM__ALWAYS_INLINE beam__counters *
+beam__thread_counters_listed(int kind) {
+    return beam__stats_listed_at(beam__thread_stats_here(), kind);
 }
 
 /* The calling thread's counters of kind, listing the thread first when

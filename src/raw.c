@@ -52,8 +52,8 @@ static BEAM__ALWAYS_INLINE bool raw_bad(const void *p) {
     return p == NULL || ((uintptr_t)p & (BEAM_MAX_ALIGN - 1)) != 0;
 }
 
-/* Counted after the backend's answer: the fast path's ways off it (a
- * thread not listed yet, a count that publishes). */
+/* Counted after the backend's answer: the fast path's way off it, a
+ * count that publishes (every count of a thread not listed yet). */
 static BEAM__NOINLINE void *raw_alloc_counting_after(size_t len) {
     void *p = beam__sys_alloc(len);
     if (BEAM__UNLIKELY(raw_bad(p)))
@@ -78,9 +78,7 @@ static BEAM__NOINLINE void *raw_alloc_uncount(void *p, size_t len) {
  * fold can see a failing call's bytes while it runs, as it can see any count
  * half done; the publication, which feeds the peak, never does). */
 void *beam__raw_alloc(size_t len) {
-    beam__counters *c = beam__thread_counters_listed(BEAM__RAW);
-    if (BEAM__UNLIKELY(c == NULL))
-        return raw_alloc_counting_after(len);
+    beam__counters *c = beam__thread_counters_any(BEAM__RAW);
     /* (Unsigned: a length near the limit wraps to a fall, which is due.) */
     int64_t bytes =
         (int64_t)((uint64_t)beam__atomic_load_relaxed(&c->bytes) + len);
@@ -130,29 +128,20 @@ static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
     return p;
 }
 
-/* The free's ways off its path: a thread not listed yet, and a count
- * that publishes. Apart, so that the free itself needs no frame and ends
- * in a jump to the backend. */
-static BEAM__NOINLINE void raw_free_listing(void *mem, size_t len) {
-    beam__count_free(raw_counters(), &beam__kind_peak[BEAM__RAW], len);
-    beam__sys_free(mem);
-}
-
-static BEAM__NOINLINE void raw_free_publishing(void *mem, beam__counters *c) {
-    beam__publish(c, &beam__kind_peak[BEAM__RAW]);
+/* The free's way off its path, a count that publishes (every count of a
+ * thread not listed yet, which raw_counters lists). Apart, so that the
+ * free itself needs no frame and ends in a jump to the backend. */
+static BEAM__NOINLINE void raw_free_publishing(void *mem) {
+    beam__publish(raw_counters(), &beam__kind_peak[BEAM__RAW]);
     beam__sys_free(mem);
 }
 
 /* Counted first, so that the backend's free is a tail call. */
 void beam__raw_free(void *mem, size_t len) {
-    beam__counters *c = beam__thread_counters_listed(BEAM__RAW);
-    if (BEAM__UNLIKELY(c == NULL)) {
-        raw_free_listing(mem, len);
-        return;
-    }
+    beam__counters *c = beam__thread_counters_any(BEAM__RAW);
     if (BEAM__UNLIKELY(
             beam__publish_due_at(c, beam__count_free_fast(c, len)))) {
-        raw_free_publishing(mem, c);
+        raw_free_publishing(mem);
         return;
     }
     beam__sys_free_direct(mem);

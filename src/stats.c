@@ -12,8 +12,11 @@
 
 typedef beam__thread_stats thread_stats;
 
-/* The calling thread's counters (internal.h reads them inline). */
-BEAM_THREAD_LOCAL thread_stats beam__stats_mine;
+/* The calling thread's counters (internal.h reads them inline), not
+ * listed: every count is due (BEAM__MARK_UNLISTED). */
+_Static_assert(BEAM__KINDS == 2, "a mark for every kind below");
+BEAM_THREAD_LOCAL thread_stats beam__stats_mine = {
+    .kind = {{.mark = BEAM__MARK_UNLISTED}, {.mark = BEAM__MARK_UNLISTED}}};
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static thread_stats *threads;
 static beam__counters retired[BEAM__KINDS];
@@ -71,9 +74,11 @@ void beam__stats_thread_exit(void) {
     if (!beam__stats_mine.listed)
         return;
     pthread_mutex_lock(&list_lock);
-    for (int k = 0; k < BEAM__KINDS; k++)
+    for (int k = 0; k < BEAM__KINDS; k++) {
         beam__counters_retire(&retired[k], &beam__stats_mine.kind[k],
                               &beam__kind_peak[k]);
+        beam__stats_mine.kind[k].mark = BEAM__MARK_UNLISTED;
+    }
     if (beam__stats_mine.prev != NULL)
         beam__stats_mine.prev->next = beam__stats_mine.next;
     else
@@ -92,6 +97,10 @@ void beam__stats_list_thread(void) {
     if (threads != NULL)
         threads->prev = &beam__stats_mine;
     threads = &beam__stats_mine;
+    /* (Counts made before, with the marks unlisted, are then published
+     * from 0, as if the thread had been listed at its first.) */
+    for (int k = 0; k < BEAM__KINDS; k++)
+        beam__stats_mine.kind[k].mark = 0;
     beam__stats_mine.listed = true;
     pthread_mutex_unlock(&list_lock);
 }

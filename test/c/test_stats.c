@@ -113,6 +113,76 @@ TEST(stats_raw_takes_back_a_small_allocation_the_backend_refused) {
     CHECK(WEXITSTATUS(st) == 0);
 }
 
+/* A thread's first raw counts: made before it is listed (its marks are
+ * BEAM__MARK_UNLISTED, so the first count publishes, which lists it). A
+ * free first, then an allocation; read while it lives and after it
+ * exits. */
+typedef struct first_counts {
+    pthread_barrier_t bar;
+    void *given, *made;
+} first_counts;
+
+static void *raw_free_then_alloc(void *arg) {
+    first_counts *f = arg;
+    beam_free_bytes(beam_raw_allocator, f->given, 100, 8);
+    pthread_barrier_wait(&f->bar); /* 1: read */
+    pthread_barrier_wait(&f->bar); /* 2 */
+    f->made = beam_alloc_bytes(beam_raw_allocator, 300, 8);
+    pthread_barrier_wait(&f->bar); /* 3: read */
+    pthread_barrier_wait(&f->bar); /* 4 */
+    return NULL;
+}
+
+static void *raw_alloc_first(void *arg) {
+    first_counts *f = arg;
+    f->made = beam_alloc_bytes(beam_raw_allocator, 200, 8);
+    pthread_barrier_wait(&f->bar); /* 1: read */
+    pthread_barrier_wait(&f->bar); /* 2 */
+    return NULL;
+}
+
+TEST(stats_raw_counts_a_new_threads_first_free_and_alloc) {
+    beam_allocator_t a = beam_raw_allocator;
+    beam_alloc_stats before = stats_of(a), s;
+    first_counts f = {.given = beam_alloc_bytes(a, 100, 8)};
+    CHECK(f.given != NULL);
+    pthread_barrier_init(&f.bar, NULL, 2);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, raw_free_then_alloc, &f) == 0);
+    pthread_barrier_wait(&f.bar); /* 1 */
+    s = stats_of(a);
+    bool freed = s.frees - before.frees == 1 &&
+                 s.live_blocks == before.live_blocks &&
+                 s.live_bytes == before.live_bytes;
+    pthread_barrier_wait(&f.bar); /* 2 */
+    pthread_barrier_wait(&f.bar); /* 3 */
+    s = stats_of(a);
+    bool made = s.allocations - before.allocations == 2 &&
+                s.live_blocks - before.live_blocks == 1 &&
+                s.live_bytes - before.live_bytes == 300;
+    pthread_barrier_wait(&f.bar); /* 4 */
+    pthread_join(t, NULL);
+    beam_alloc_stats gone = stats_of(a); /* retired with its thread */
+    beam_free_bytes(a, f.made, 300, 8);
+    CHECK(pthread_create(&t, NULL, raw_alloc_first, &f) == 0);
+    pthread_barrier_wait(&f.bar); /* 1 */
+    beam_alloc_stats second = stats_of(a);
+    pthread_barrier_wait(&f.bar); /* 2 */
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&f.bar);
+    beam_free_bytes(a, f.made, 200, 8);
+    CHECK(freed);
+    CHECK(made);
+    CHECK(gone.live_bytes - before.live_bytes == 300);
+    CHECK(second.allocations - before.allocations == 3);
+    CHECK(second.live_bytes - before.live_bytes == 200);
+    s = stats_of(a);
+    CHECK(s.live_bytes == before.live_bytes);
+    CHECK(s.live_blocks == before.live_blocks);
+    /* An unlisted mark published as a count would have made it absurd. */
+    CHECK(s.peak_bytes < before.peak_bytes + ((size_t)1 << 20));
+}
+
 TEST(stats_large_counts_its_own_blocks_only) {
     beam_alloc_stats raw0 = stats_of(beam_raw_allocator);
     beam_alloc_stats large0 = stats_of(beam_large_allocator);
