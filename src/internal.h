@@ -530,6 +530,11 @@ enum { BEAM__RAW, BEAM__LARGE, BEAM__KINDS };
 typedef struct beam__thread_stats {
     beam__counters kind[BEAM__KINDS];
     bool listed;
+    /* raw.c: the length of the raw allocation under way, counted before
+     * the backend's call, for its take-back should the call fail (kept
+     * here, len lived in a saved register across every call). Below a
+     * publication step: a count that publishes takes another path. */
+    uint32_t raw_pending;
     struct beam__thread_stats *next, *prev;
 } beam__thread_stats;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__thread_stats beam__stats_mine;

@@ -62,23 +62,27 @@ static BEAM__NOINLINE void *raw_alloc_counting_after(size_t len) {
     return p;
 }
 
-/* The fast path counted a call that failed: taken back. */
-static BEAM__NOINLINE void *raw_alloc_uncount(void *p, size_t len) {
-    beam__counters *c = raw_counters();
+/* The fast path counted a call that failed: taken back (the thread is
+ * listed: its count was not due). */
+static BEAM__NOINLINE void *raw_alloc_uncount(void *p) {
+    beam__thread_stats *t = beam__thread_stats_here();
+    beam__counters *c = &t->kind[BEAM__RAW];
     beam__atomic_bump(&c->allocs, (uint64_t)-1);
-    beam__count_bytes(c, -(int64_t)len);
+    beam__count_bytes(c, -(int64_t)t->raw_pending);
     return raw_alloc_failed(p);
 }
 
-/* Counted before the backend's call, so that only len (for the failure's
- * take-back) and the answer live across it: counted after, the count's
- * work waited for the call and len and the answer both had to be kept
- * (two registers saved and restored on every call). Only a count that publishes
- * nothing, which keeps the block within a step of what is published (a reader's
- * fold can see a failing call's bytes while it runs, as it can see any count
- * half done; the publication, which feeds the peak, never does). */
+/* Counted before the backend's call, so that nothing of the call's lives
+ * across it but the answer (counted after, len and the answer both were
+ * kept: two registers saved and restored on every call); len is left in
+ * raw_pending for a failure's take-back. Only a count that publishes
+ * nothing, which keeps the block within a step of what is published, and
+ * len below it (a reader's fold can see a failing call's bytes while it
+ * runs, as it can see any count half done; the publication, which feeds
+ * the peak, never does). */
 void *beam__raw_alloc(size_t len) {
-    beam__counters *c = beam__thread_counters_any(BEAM__RAW);
+    beam__thread_stats *t = beam__thread_stats_here();
+    beam__counters *c = &t->kind[BEAM__RAW];
     /* (Unsigned: a length near the limit wraps to a fall, which is due.) */
     int64_t bytes =
         (int64_t)((uint64_t)beam__atomic_load_relaxed(&c->bytes) + len);
@@ -86,9 +90,10 @@ void *beam__raw_alloc(size_t len) {
         return raw_alloc_counting_after(len);
     beam__atomic_bump(&c->allocs, 1);
     beam__atomic_store_relaxed(&c->bytes, bytes);
+    t->raw_pending = (uint32_t)len;
     void *p = beam__sys_alloc_direct(len);
     if (BEAM__UNLIKELY(raw_bad(p)))
-        return raw_alloc_uncount(p, len);
+        return raw_alloc_uncount(p);
     return p;
 }
 
