@@ -415,8 +415,12 @@ static BEAM__ALWAYS_INLINE int64_t beam__count_free_fast(beam__counters *c,
  * bytes as its owner last wrote them. */
 static BEAM__ALWAYS_INLINE bool beam__publish_due_at(const beam__counters *c,
                                                      int64_t bytes) {
-    int64_t d = bytes - c->mark;
-    return d >= BEAM__PUBLISH_STEP || d < 0;
+    /* d >= STEP || d < 0 for d = bytes - mark, in one unsigned compare,
+     * which also keeps the difference defined when it wraps: the raw
+     * allocator asks before its backend's call, where bytes can include
+     * a length near the limit (due, as it wraps or not), and an unlisted
+     * mark is far below any count (BEAM__MARK_UNLISTED). */
+    return (uint64_t)bytes - (uint64_t)c->mark >= (uint64_t)BEAM__PUBLISH_STEP;
 }
 
 static inline void beam__count_alloc(beam__counters *c, beam__peak *p,

@@ -83,7 +83,8 @@ static BEAM__NOINLINE void *raw_alloc_uncount(void *p) {
 void *beam__raw_alloc(size_t len) {
     beam__thread_stats *t = beam__thread_stats_here();
     beam__counters *c = &t->kind[BEAM__RAW];
-    /* (Unsigned: a length near the limit wraps to a fall, which is due.) */
+    /* (Unsigned: a length near the limit, which is always due, must not
+     * overflow.) */
     int64_t bytes =
         (int64_t)((uint64_t)beam__atomic_load_relaxed(&c->bytes) + len);
     if (BEAM__UNLIKELY(beam__publish_due_at(c, bytes)))
