@@ -83,8 +83,9 @@ static BEAM__NOINLINE void *raw_alloc_uncount(void *p) {
 void *beam__raw_alloc(size_t len) {
     beam__thread_stats *t = beam__thread_stats_here();
     beam__counters *c = &t->kind[BEAM__RAW];
-    /* (Unsigned: a length near the limit, which is always due, must not
-     * overflow.) */
+    /* (Unsigned: a length near BEAM__MAX_LEN, which is always due, must
+     * not overflow. Above it, bytes + len can wrap to a count not due:
+     * the vtable's alloc keeps such lengths away.) */
     int64_t bytes =
         (int64_t)((uint64_t)beam__atomic_load_relaxed(&c->bytes) + len);
     if (BEAM__UNLIKELY(beam__publish_due_at(c, bytes)))
@@ -159,6 +160,12 @@ static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ctx;
     if (BEAM__UNLIKELY(alignment > BEAM_MAX_ALIGN))
         return raw_refuse(alignment, ret);
+    /* (A length the helpers refuse, from a direct caller: beam__raw_alloc
+     * counts before the call only for one it can tell is below a step,
+     * and one near SIZE_MAX wraps the live bytes to just below
+     * themselves, a count not due.) */
+    if (BEAM__UNLIKELY(len > BEAM__MAX_LEN))
+        return raw_alloc_counting_after(len);
     return beam__raw_alloc(len);
 }
 

@@ -9,7 +9,8 @@
 
 #include "internal.h"
 
-/* len as the helpers check it, for an alignment the raw allocator serves
+/* len as the helpers check it (at most BEAM__MAX_LEN: a longer one can
+ * pass for a count below a step), for an alignment the raw allocator serves
  * (beam__raw_alignment: its callers have tested it). Out of line: called
  * by a tail call, the helpers' GPA paths keep their small frames. */
 BEAM__HIDDEN void *beam__raw_alloc(size_t len);

@@ -49,6 +49,27 @@ TEST(stats_raw_counts_allocations_frees_resizes_and_failures) {
     CHECK(after.frees - before.frees >= 2);
 }
 
+/* A length near SIZE_MAX through the vtable (the helpers refuse it before
+ * asking): the backend fails it, and nothing but the failure is counted.
+ * Asked with live bytes a little above this thread's last publication
+ * (the read publishes them), bytes + len wrapped to just below them, a
+ * count not due: the raw allocator counted it before the backend's call
+ * and took back the length's low 32 bits, 4 GiB off the live bytes. */
+TEST(stats_raw_vtable_length_near_size_max_counts_only_a_failure) {
+    beam_allocator_t a = beam_raw_allocator;
+    beam_alloc_stats before = stats_of(a);
+    void *x = beam_alloc_bytes(a, 64, 8);
+    CHECK(x != NULL);
+    CHECK(a.vtable->alloc(a.ctx, SIZE_MAX, 8, 0) == NULL);
+    CHECK(a.vtable->alloc(a.ctx, SIZE_MAX - 10, 8, 0) == NULL);
+    beam_alloc_stats s = stats_of(a);
+    beam_free_bytes(a, x, 64, 8);
+    CHECK(s.live_bytes - before.live_bytes == 64);
+    CHECK(s.allocations - before.allocations == 1);
+    CHECK(s.failed - before.failed == 2);
+    CHECK(s.peak_bytes < before.peak_bytes + ((size_t)1 << 20));
+}
+
 /* The child of the test below: its address space limited to what it has
  * and a little more, 64-byte raw blocks until one fails. 0: counted right;
  * 2: none failed; 3: no limit could be set. */
