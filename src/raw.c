@@ -77,9 +77,11 @@ static BEAM__NOINLINE void *raw_alloc_uncount(void *p) {
  * kept: two registers saved and restored on every call); len is left in
  * raw_pending for a failure's take-back. Only a count that publishes
  * nothing, which keeps the block within a step of what is published, and
- * len below it (a reader's fold can see a failing call's bytes while it
- * runs, as it can see any count half done; the publication, which feeds
- * the peak, never does). */
+ * len below it. (A reader's fold can see a failing call's bytes while it
+ * runs, and a read's total feeds the peak (beam__stats_peak_of_read): a
+ * read concurrent with a failing call can raise the peak by its length,
+ * as the header allows a concurrent read's skew to; this thread's
+ * publication never includes them.) */
 void *beam__raw_alloc(size_t len) {
     beam__thread_stats *t = beam__thread_stats_here();
     beam__counters *c = &t->kind[BEAM__RAW];
