@@ -155,6 +155,23 @@ defmodule BeamAlloc.BadArgumentsTest do
     end
   end
 
+  # A mark past the reporter's count was never given by mark/0 (made up,
+  # or taken before the reporter restarted): since/1 answered [], and
+  # went on hiding the reports numbered up to it once they came.
+  test "Reporter.since/1: ArgumentError for a mark past the reports received" do
+    mark = BeamAlloc.Reporter.mark()
+    assert is_list(BeamAlloc.Reporter.since(mark))
+
+    for value <- [mark + 1_000_000_000, 2 ** 70] do
+      assert_clear(
+        "since(#{inspect(value)})",
+        fn -> BeamAlloc.Reporter.since(value) end,
+        [ArgumentError],
+        ~r/mark #{value} is past the \d+ reports BeamAlloc.Reporter has received/
+      )
+    end
+  end
+
   test "BeamAlloc.Case.check!/3 and reports/3: ArgumentError for a bad mark, pid or async?" do
     for {args, said} <- [
           {[-1, self(), true], ~r/expected a mark from BeamAlloc.Reporter.mark\/0/},

@@ -149,10 +149,22 @@ defmodule BeamAlloc.Reporter do
   consumed), is missing: the first report's `seq` above `mark + 1` says
   some are. `BeamAlloc.Case.check!/3` answers whether the test's own
   reports since a mark were all consumed, counting every one.
+
+  Raises `ArgumentError` for a mark past the reports received so far:
+  not one `mark/0` gave (made up, or taken before the reporter restarted).
   """
   @spec since(non_neg_integer) :: [report]
   def since(mark) when is_integer(mark) and mark >= 0 do
-    call({:since, mark})
+    case call({:since, mark}) do
+      {:past_count, count} ->
+        raise ArgumentError,
+              "mark #{mark} is past the #{count} reports BeamAlloc.Reporter has " <>
+                "received: not a mark from BeamAlloc.Reporter.mark/0 (or one " <>
+                "taken before the reporter restarted)"
+
+      reports ->
+        reports
+    end
   end
 
   # (Compared with the reports' numbers, anything else read as a mark
@@ -611,9 +623,17 @@ defmodule BeamAlloc.Reporter do
 
   defp answer(:mark, state), do: {:reply, state.seq + :queue.len(state.unread), state}
 
+  # (A mark past the count, as mark/0 gives it, is none of mark/0's:
+  # answered [], it hid the reports numbered up to it as they came.)
   defp answer({:since, mark}, state) do
-    state = resolved_queue(state, &(&1.seq > mark))
-    {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
+    {:reply, count, _} = answer(:mark, state)
+
+    if mark > count do
+      {:reply, {:past_count, count}, state}
+    else
+      state = resolved_queue(state, &(&1.seq > mark))
+      {:reply, Enum.filter(:queue.to_list(state.queue), &(&1.seq > mark)), state}
+    end
   end
 
   # The Erlang side's calls (beam_alloc, beam_alloc_testing), answered as
