@@ -290,10 +290,11 @@ defmodule BeamAlloc.BadArgumentsTest do
       end
       """
 
+      # (Left loaded: ExUnit before 1.15 has no register: false and runs
+      # the module, which has no tests; deleted, its run raised
+      # UndefinedFunctionError __ex_unit__/0 in the log, now and then.)
       if opts == "[]" do
         assert [{_, _}] = Code.compile_string(code)
-        :code.purge(BeamAlloc.BadArgumentsTest.CaseOptions)
-        :code.delete(BeamAlloc.BadArgumentsTest.CaseOptions)
       else
         error = assert_raise CompileError, fn -> Code.compile_string(code) end
         assert Exception.message(error) =~ "use BeamAlloc.Case takes no options, got: "
