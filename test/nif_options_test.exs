@@ -112,6 +112,15 @@ defmodule BeamAlloc.NifOptionsTest do
                    fn -> compile(quote(do: [library: "x", nifs: [{:parse, []} | :b]])) end
     end
 
+    test "an unknown otp_app: the load error names the option" do
+      assert {:error, {:no_priv_dir, :no_such_app_here, text}} =
+               BeamAlloc.Nif.library_path(:no_such_app_here, "my_nif")
+
+      assert List.to_string(text) =~
+               "no application :no_such_app_here is on the code path, so no priv/ " <>
+                 "to load my_nif.so from: otp_app: names the application"
+    end
+
     test "a library that was not built: the load error says where to look" do
       path = ~c"/nonexistent/no_such_nif"
       result = :erlang.load_nif(path, [])

@@ -186,10 +186,20 @@ defmodule BeamAlloc.Nif do
 
   @doc false
   # Where the library of app is: {:ok, charlist} | {:error, reason}.
+  # (An unknown app, an otp_app: typo, said {:no_priv_dir, app, :bad_name}
+  # alone: the reason is now a text that names the option.)
   def library_path(app, library) do
     case :code.priv_dir(app) do
-      {:error, reason} -> {:error, {:no_priv_dir, app, reason}}
-      priv -> {:ok, :filename.join(priv, String.to_charlist(library))}
+      {:error, _} ->
+        hint =
+          "no application #{inspect(app)} is on the code path, so no priv/ to load " <>
+            "#{library}.so from: otp_app: names the application whose priv/ holds " <>
+            "the NIF library (left out, it is the Mix project's own)"
+
+        {:error, {:no_priv_dir, app, String.to_charlist(hint)}}
+
+      priv ->
+        {:ok, :filename.join(priv, String.to_charlist(library))}
     end
   end
 
