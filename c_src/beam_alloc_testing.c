@@ -1273,6 +1273,19 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     return enif_make_tuple2(env, atom(env, "ok"), term);
 }
 
+/* What attach/2 takes: all, or a proper list of binaries. (Checked whole:
+ * wanted() read any atom as all, and skipped other terms, so attach(S,
+ * [my_nif]) attached nothing and said nothing.) */
+static bool modules_arg(ErlNifEnv *env, ERL_NIF_TERM term) {
+    if (enif_is_identical(term, atom(env, "all")))
+        return true;
+    ERL_NIF_TERM head;
+    while (enif_get_list_cell(env, term, &head, &term))
+        if (!enif_is_binary(env, head))
+            return false;
+    return enif_is_empty_list(env, term);
+}
+
 /* attach(Session, all | [ModuleName :: binary()]) -> [ModuleName]: every
  * library attached so far (dirty IO: it walks the loader's list); badarg
  * once the session is closed. */
@@ -1280,8 +1293,7 @@ static ERL_NIF_TERM nif_attach(ErlNifEnv *env, int argc,
                                const ERL_NIF_TERM argv[]) {
     (void)argc;
     session *s = owned_session(env, argv[0]);
-    if (s == NULL ||
-        (!enif_is_atom(env, argv[1]) && !enif_is_list(env, argv[1])))
+    if (s == NULL || !modules_arg(env, argv[1]))
         return badarg_text(env, "attach/2 takes an open session of this "
                                 "process and all or a list of module names");
     attach_libraries(env, s, argv[1]);

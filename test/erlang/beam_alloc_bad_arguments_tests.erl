@@ -136,6 +136,12 @@ driver_nif_test() ->
          || {I, M} <- [{-1, record}, {1 bsl 64, record}, {1.5, compare}, {0, replay},
                        {0, "record"}, {infinity, recordxxxxxxxxxxxx}]],
         assert_badarg_text(fun() -> N:attach(S, 1) end, "all or a list of module names"),
+        %% Another atom was read as all, and a list of atoms, or of other
+        %% terms, or an improper one, attached nothing: both silently.
+        [assert_badarg_text(fun() -> N:attach(S, V) end, "all or a list of module names")
+         || V <- [lists, true, [lists], [1], [<<"lists">> | x], [<<"lists">>, "x"]]],
+        ?assert(is_list(N:attach(S, [<<"lists">>]))),
+        ?assert(is_list(N:attach(S, []))),
         assert_badarg_text(fun() -> N:end_run(S) end, "with a run under way"),
         ok = N:begin_run(S, infinity, record),
         assert_badarg_text(fun() -> N:begin_run(S, 0, record) end, "a run is under way"),
