@@ -86,7 +86,7 @@ drop_cut(_Text, Matches) ->
 
 splice(Text, [], At, Acc, Notes) ->
     iolist_to_binary(lists:reverse([binary:part(Text, At, byte_size(Text) - At) | Acc],
-                                   hints(Notes)));
+                                   hints(Notes, Text)));
 splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc, Notes) ->
     Whole = binary:part(Text, Start, Len),
     [Exported, Object, Offset, Close] = [part(Text, G) || G <- pad(Groups)],
@@ -127,12 +127,20 @@ resolved(Object, Offset, Whole, After) ->
 %% nothing else says why), or one whose file was rebuilt since the VM
 %% loaded it (its sites stay lib.so+0x..: the new file's lines would be
 %% wrong). A site in a C library without debug information (libz.so.1),
-%% next to the NIF's own lines, needs no word.
-hints(Notes) ->
-    case lists:member(lines, Notes) of
+%% next to the NIF's own lines, needs no word; nor next to a line the text
+%% names already (a report resolved before, whose NIF sites are lines and
+%% whose libz.so.1+0x.. sites are left: the reporter resolves again what a
+%% watch shows, and each line then ended "no source lines").
+hints(Notes, Text) ->
+    case lists:member(lines, Notes) orelse names_line(Text) of
         true -> [];
         false -> [hint(N) || N <- lists:usort(Notes), N =/= none]
     end.
+
+%% A resolved site's "(file.c:42)" (no spaces: "(length 8, alignment 8)"
+%% is none).
+names_line(Text) ->
+    re:run(Text, "\\([^()\\s]+:[0-9]+\\)", [{capture, none}]) =:= match.
 
 hint({no_debug_info, Object}) ->
     [<<" (no source lines: ">>, Object,

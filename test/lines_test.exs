@@ -73,6 +73,20 @@ defmodule BeamAlloc.LinesTest do
     end)
   end
 
+  # A line resolved once, then again (the reporter resolves the reports a
+  # watch shows after logging them: without_reports/1, BeamAlloc.Case):
+  # its NIF's site is a source line by then, and only the sites of a
+  # library without debug information (libz's, say) are left, so the
+  # second pass said "no source lines" after a line that names one.
+  test "a text that already names a source line gets no note that it names none" do
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.NoDebug.leak() end
+      [site] = Regex.run(~r/leak \(no_debug_nif\.so\+0x[0-9a-f]+\)/, report("leak: 24 bytes"))
+      text = "leak: 24 bytes, allocated from #{site} <- caller (c_src/my_nif.c:12)"
+      assert BeamAlloc.Symbolizer.resolve_sites(text) == text
+    end)
+  end
+
   # The symbol table's names are mangled: the C++ runtime demangles them
   # (they read "_ZL19beam_nif_guard_leakP18enif_environment_tiPKm").
   test "C++ without -g: demangled function names, without their parameters" do
