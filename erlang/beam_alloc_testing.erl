@@ -782,10 +782,12 @@ describe(#{kind := unexpected_error, expect := Expect, outcome := Outcome} = P) 
              end,
     [when_(P), " surfaced, but not as ", Wanted, fmt(" (expect: ~ts): ", [Expect]),
      "the function ", outcome(Outcome)];
+%% (The request is the later run's; in parentheses after the reason it
+%% read as the first run's: "came from A in the first run (alloc ... at B)".)
 describe(#{kind := nondeterministic, request := Request, reason := Reason}) ->
     At = case Request of
              undefined -> "";
-             _ -> [" (", request_text(Request), ")"]
+             _ -> ["; in a later run it was: ", request_text(Request)]
          end,
     ["the function is nondeterministic: ", Reason, At, "; the remaining runs were skipped"];
 describe(#{kind := failed_without_injection, outcome := Outcome}) ->

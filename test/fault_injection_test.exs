@@ -658,9 +658,18 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert %{kind: :nondeterministic, expected_site: :undefined, request: %{}} = problem
       assert message =~ "did not happen in the first run"
 
+      # The request shown is the later run's: it read as the first run's,
+      # "did not happen in the first run, which made 1 (alloc of 8 bytes
+      # at ...)", and "came from A in the first run (alloc ... at B)".
+      assert message =~
+               ~r/in the first run, which made \d+; in a later run it was: \w+ of \d+ bytes/
+
       # Again from the first call, in Elixir.
       error = catch_check(one_more_call_each_run())
       assert [%{kind: :nondeterministic, expected_site: nil}] = error.problems
+
+      assert Exception.message(error) =~
+               ~r/in the first run, which made \d+; in a later run it was: \w+ of \d+ bytes/
     end
 
     test "bad arguments, a module without a library and nesting are Erlang errors" do

@@ -148,8 +148,10 @@ defmodule BeamAlloc.AllocationFailureError do
       "the function #{outcome(p.outcome)}"
   end
 
+  # (The request is the later run's: in parentheses after the reason it
+  # read as the first run's, as in :beam_alloc_testing.)
   defp describe(%{kind: :nondeterministic} = p) do
-    at = if p.request, do: " (#{request(p.request)})", else: ""
+    at = if p.request, do: "; in a later run it was: #{request(p.request)}", else: ""
     "the function is nondeterministic: #{p.reason}#{at}; the remaining runs were skipped"
   end
 
