@@ -165,9 +165,11 @@ static void *raw_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     /* (A length the helpers refuse, from a direct caller: beam__raw_alloc
      * counts before the call only for one it can tell is below a step,
      * and one near SIZE_MAX wraps the live bytes to just below
-     * themselves, a count not due.) */
+     * themselves, a count not due. No backend serves it: a failure, as
+     * the helpers answer, without asking malloc for "-1" bytes, which
+     * valgrind calls an error.) */
     if (BEAM__UNLIKELY(len > BEAM__MAX_LEN))
-        return raw_alloc_counting_after(len);
+        return raw_alloc_failed(NULL);
     return beam__raw_alloc(len);
 }
 
