@@ -18,7 +18,9 @@
  * to 16 (an 8 MiB one is a fresh mapping plus glibc's 16-byte header), and
  * an entry is 64-aligned so that the fast paths read one line of it, not
  * two: a leaf is aligned inside a slightly larger request, whose address
- * it keeps in the word before it, for map_leaf_free.
+ * map_leaf_raw keeps, for the free and so that the request stays
+ * reachable (pointed into only, valgrind calls it "possibly lost", an
+ * error by default, in every program that ends with the map in place).
  */
 #include "gpa_internal.h"
 
@@ -27,21 +29,17 @@
 
 _Atomic(gpa_slab *) beam__gpa_map_root[GPA_MAP_SIZE];
 
-/* A zeroed leaf, 64-aligned (see above); NULL when calloc fails. */
-static gpa_slab *map_leaf_new(void) {
-    size_t pad = _Alignof(gpa_slab) + sizeof(void *);
-    char *raw = (char *)calloc(1, GPA_MAP_SIZE * sizeof(gpa_slab) + pad);
-    if (raw == NULL)
-        return NULL;
-    uintptr_t at =
-        ((uintptr_t)raw + pad) & ~(uintptr_t)(_Alignof(gpa_slab) - 1);
-    ((void **)at)[-1] = raw;
-    return (gpa_slab *)at;
-}
+/* The requests the leaves are aligned in, by root index (see above). */
+static void *map_leaf_raw[GPA_MAP_SIZE];
 
-static void map_leaf_free(gpa_slab *leaf) {
-    if (leaf != NULL)
-        free(((void **)leaf)[-1]);
+/* A zeroed leaf, 64-aligned (see above), in *raw; NULL when calloc fails. */
+static gpa_slab *map_leaf_new(void **raw) {
+    size_t align = _Alignof(gpa_slab);
+    *raw = calloc(1, GPA_MAP_SIZE * sizeof(gpa_slab) + align);
+    if (*raw == NULL)
+        return NULL;
+    return (gpa_slab *)(((uintptr_t)*raw + align - 1) &
+                        ~(uintptr_t)(align - 1));
 }
 
 /* The map entry for p, making its leaf when needed; NULL when p is above 48
@@ -53,13 +51,16 @@ static gpa_slab *map_slot_make(const void *p) {
     _Atomic(gpa_slab *) *root = &beam__gpa_map_root[g >> GPA_MAP_BITS];
     gpa_slab *leaf = beam__atomic_load_acquire(root);
     if (leaf == NULL) {
-        gpa_slab *fresh = map_leaf_new();
+        void *raw;
+        gpa_slab *fresh = map_leaf_new(&raw);
         if (fresh == NULL)
             return NULL;
-        if (beam__atomic_cas_acq_rel(root, &leaf, fresh))
+        if (beam__atomic_cas_acq_rel(root, &leaf, fresh)) {
             leaf = fresh;
-        else
-            map_leaf_free(fresh); /* another thread made it first */
+            map_leaf_raw[g >> GPA_MAP_BITS] = raw; /* the winner's alone */
+        } else {
+            free(raw); /* another thread made it first */
+        }
     }
     return &leaf[g & (GPA_MAP_SIZE - 1)];
 }
@@ -68,7 +69,10 @@ void beam__gpa_map_free(void) {
     for (size_t i = 0; i < GPA_MAP_SIZE; i++) {
         gpa_slab *leaf =
             beam__atomic_exchange_acq_rel(&beam__gpa_map_root[i], NULL);
-        map_leaf_free(leaf);
+        if (leaf != NULL) {
+            free(map_leaf_raw[i]);
+            map_leaf_raw[i] = NULL;
+        }
     }
 }
 
