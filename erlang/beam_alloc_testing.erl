@@ -61,6 +61,10 @@
 %%       (beam_alloc_symbolizer) when the NIF library has debug info.
 %%   {badarg, Message}                 a bad function or option
 %%   {already_running, Pid}            a check is running in this process
+%%   {cannot_nest, {already_running, Pid}}
+%%       the function called check_all_allocation_failures itself, which
+%%       failed with {already_running, Pid} (checks cannot be nested), and
+%%       the function failed without any allocation failure
 %%   {not_loaded, [Module]}            no NIF library built with beam_alloc
 %%                                     is loaded for these modules
 %%   {driver, Reason}                  the driver could not start a check
@@ -192,6 +196,10 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 %% The process dictionary key of the sites a check resolved (resolve/1).
 -define(SITES, {?MODULE, sites}).
 
+%% The process dictionary key set when a check was refused because one
+%% runs in this process: the outer check's function called it (nested/1).
+-define(NESTED, {?MODULE, nested}).
+
 %% The process dictionary key of the reporter and its mark before the
 %% current run, {Reporter, Mark}, or none: no reporter to tell (see
 %% run_reports/0).
@@ -299,17 +307,33 @@ run_check(Fun, Expect, Modules) ->
         {ok, Session} ->
             try
                 reports_start(),
-                checked(Session, Fun, Expect, Modules)
+                nested(checked(Session, Fun, Expect, Modules))
             after
                 erase(?SITES),
                 erase(?REPORTS),
+                erase(?NESTED),
                 beam_alloc_testing_nif:close(Session)
             end;
         {error, already_open} ->
+            put(?NESTED, true),
             {error, {already_running, self()}};
         {error, Reason} ->
             {error, {driver, Reason}}
     end.
+
+%% A function that called a check itself, which was refused, and then
+%% failed without injection: that refusal is the error, not the problem
+%% it caused (which said only failed_without_injection, the reason deep
+%% in its outcome: an audit). A refusal the function caught, or one made
+%% while the function passed, leaves the result as it is.
+nested({problems, Problems, _} = Result) ->
+    case get(?NESTED) =:= true andalso
+        lists:any(fun(#{kind := K}) -> K =:= failed_without_injection end, Problems) of
+        true -> {error, {cannot_nest, {already_running, self()}}};
+        false -> Result
+    end;
+nested(Result) ->
+    Result.
 
 %% A remote fun's module (fun my_nif:f/0, &MyNif.f/0) loaded before the
 %% check: a library its first run loads is attached only after that run,

@@ -471,14 +471,27 @@ defmodule BeamAlloc.FaultInjectionTest do
     end
 
     test "checks cannot be nested" do
-      # The inner check raises ArgumentError, which the outer one reports.
-      error = catch_check(fn -> check_all_allocation_failures(fn -> :ok end) end)
+      # The inner check raises ArgumentError, and the outer one says why:
+      # it reported only a failure without injection (an audit).
+      me = inspect(self())
 
-      assert [%{kind: :failed_without_injection, outcome: {:raised, :error, inner, _}}] =
-               error.problems
+      error =
+        assert_raise ArgumentError, fn ->
+          check_all_allocation_failures(fn -> check_all_allocation_failures(fn -> :ok end) end)
+        end
 
-      assert %ArgumentError{message: message} = inner
-      assert message =~ "already running in this process"
+      assert error.message =~ "called check_all_allocation_failures/2 itself"
+      assert error.message =~ "already running in this process, #{me}: checks cannot be nested"
+
+      # An inner one the function catches: the outer check goes on.
+      assert {:ok, 0} =
+               check_all_allocation_failures(fn ->
+                 assert_raise ArgumentError, fn ->
+                   check_all_allocation_failures(fn -> :ok end)
+                 end
+
+                 :ok
+               end)
 
       # and the outer check was closed properly
       assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
@@ -729,6 +742,15 @@ defmodule BeamAlloc.FaultInjectionTest do
 
       assert {:ok, 0} = :beam_alloc_testing.check_all_allocation_failures(nested)
       assert_received {:nested, {:already_running, ^me}}
+
+      # Not caught: the outer check raises the inner reason, not the
+      # failed_without_injection it caused (an audit).
+      assert {:cannot_nest, {:already_running, ^me}} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn ->
+                   :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end)
+                 end)
+               )
     end
   end
 

@@ -59,7 +59,9 @@ defmodule BeamAlloc.Testing do
 
   The fault plan belongs to the calling process: other processes calling the
   same NIFs at the same time, async tests included, are not affected. A
-  process can run one check at a time.
+  process can run one check at a time: a check called inside the function
+  of another raises `ArgumentError`, and when the function fails for it,
+  so does the outer check, saying that checks cannot be nested.
 
   ## How it works
 
@@ -153,6 +155,13 @@ defmodule BeamAlloc.Testing do
         raise ArgumentError,
               "check_all_allocation_failures/2 is already running in this process " <>
                 "(#{inspect(pid)}); it cannot be nested"
+
+      {:error, {:cannot_nest, {:already_running, pid}}} ->
+        raise ArgumentError,
+              "the function given to check_all_allocation_failures/2 called " <>
+                "check_all_allocation_failures/2 itself, which was refused (a check is " <>
+                "already running in this process, #{inspect(pid)}: checks cannot be " <>
+                "nested), and the function failed"
 
       {:error, {:not_loaded, missing}} ->
         raise ArgumentError,
