@@ -229,12 +229,17 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 check_all_allocation_failures(Fun) when is_function(Fun, 0) ->
     check_all_allocation_failures(Fun, []);
 check_all_allocation_failures(Fun) ->
-    not_a_fun(1, Fun).
+    erlang:error({badarg, not_a_fun(1, Fun)}, [Fun]).
 
 -spec check_all_allocation_failures(fun(() -> term()), map() | list()) ->
     {ok, non_neg_integer()}.
 check_all_allocation_failures(Fun, Opts) when is_function(Fun, 0) ->
-    {Expect, Modules} = options(Opts),
+    %% (Raised here, so that the error's top frame is this call with the
+    %% caller's arguments: raised in the helper, it named badarg/2.)
+    {Expect, Modules} = try options(Opts)
+                        catch throw:{?MODULE, badarg, Text} ->
+                                erlang:error({badarg, Text}, [Fun, Opts])
+                        end,
     case run_check(Fun, Expect, Modules) of
         {ok, Count} ->
             {ok, Count};
@@ -246,12 +251,11 @@ check_all_allocation_failures(Fun, Opts) when is_function(Fun, 0) ->
         {error, Reason} ->
             erlang:error(Reason)
     end;
-check_all_allocation_failures(Fun, _Opts) ->
-    not_a_fun(2, Fun).
+check_all_allocation_failures(Fun, Opts) ->
+    erlang:error({badarg, not_a_fun(2, Fun)}, [Fun, Opts]).
 
 not_a_fun(Arity, Fun) ->
-    badarg("check_all_allocation_failures/~b expects a fun of arity 0, got: ~0tp",
-           [Arity, Fun]).
+    text("check_all_allocation_failures/~b expects a fun of arity 0, got: ~0tp", [Arity, Fun]).
 
 options(Opts) when is_map(Opts) ->
     options(maps:to_list(Opts));
@@ -289,11 +293,15 @@ module_list([]) -> true;
 module_list([M | Rest]) when is_atom(M) -> module_list(Rest);
 module_list(_) -> false.
 
+%% An option's error, thrown to check_all_allocation_failures/2, which
+%% raises it.
+badarg(Format, Args) ->
+    throw({?MODULE, badarg, text(Format, Args)}).
+
 %% (A bounded text: a list of two million items given as options made a
 %% 15 MB message, which EUnit prints whole.)
-badarg(Format, Args) ->
-    erlang:error({badarg, iolist_to_binary(io_lib:format(Format, Args,
-                                                         [{chars_limit, ?TERM_CHARS}]))}).
+text(Format, Args) ->
+    iolist_to_binary(io_lib:format(Format, Args, [{chars_limit, ?TERM_CHARS}])).
 
 %% The check itself, without raising: {ok, Count} | {problems, Problems,
 %% Count} | {error, Reason}, Reason as check_all_allocation_failures/2

@@ -42,6 +42,15 @@ assert_badarg_text(F, Pattern) ->
     {badarg, Text} = Reason,
     ?assertMatch({match, _}, re:run(Text, Pattern)).
 
+%% Calling Module:Function with Args raises {badarg, Text}, Text matching
+%% Pattern, from a top frame that is that call: not an internal helper's
+%% (check_all_allocation_failures' was its badarg/2: an audit).
+assert_badarg_call(Module, Function, Args, Pattern) ->
+    F = fun() -> apply(Module, Function, Args) end,
+    assert_badarg_text(F, Pattern),
+    {_, [Top | _]} = error_of(F),
+    ?assertMatch({Module, Function, Args, _}, Top).
+
 stats_and_collect_test() ->
     [assert_badarg_info(fun() -> beam_alloc:F(V) end)
      || V <- bad_values(), F <- [stats, find_stats, collect]],
@@ -63,20 +72,17 @@ explain_load_error_test() ->
 check_all_allocation_failures_test() ->
     Ok = fun() -> ok end,
     NotAFun = "expects a fun of arity 0",
+    Check = fun(Args, Text) ->
+                    assert_badarg_call(beam_alloc_testing, check_all_allocation_failures, Args,
+                                       Text)
+            end,
     [begin
-         assert_badarg_text(fun() -> beam_alloc_testing:check_all_allocation_failures(V) end,
-                            NotAFun),
-         assert_badarg_text(fun() -> beam_alloc_testing:check_all_allocation_failures(V, []) end,
-                            NotAFun),
-         assert_badarg_text(
-           fun() -> beam_alloc_testing:check_all_allocation_failures(Ok, #{expect => V}) end,
-           "invalid value for expect"),
-         assert_badarg_text(
-           fun() -> beam_alloc_testing:check_all_allocation_failures(Ok, #{modules => V}) end,
-           "invalid value for modules")
+         Check([V], NotAFun),
+         Check([V, []], NotAFun),
+         Check([Ok, #{expect => V}], "invalid value for expect"),
+         Check([Ok, #{modules => V}], "invalid value for modules")
      end || V <- [fun(_, _) -> ok end, fun lists:reverse/1 | bad_values()]],
-    [assert_badarg_text(fun() -> beam_alloc_testing:check_all_allocation_failures(Ok, Opts) end,
-                        Text)
+    [Check([Ok, Opts], Text)
      || {Opts, Text} <- [{#{foo => 1}, "unknown option foo"},
                          {[{foo, 1}], "unknown option foo"},
                          {[{<<"expect">>, raise}], "option names as atoms"},
@@ -95,8 +101,7 @@ check_all_allocation_failures_test() ->
      || M <- not_beam_alloc()].
 
 without_reports_test() ->
-    [assert_badarg_text(fun() -> beam_alloc_testing:without_reports(V) end,
-                        "takes a fun of arity 0")
+    [assert_badarg_call(beam_alloc_testing, without_reports, [V], "takes a fun of arity 0")
      || V <- bad_values()].
 
 symbolizer_test() ->
