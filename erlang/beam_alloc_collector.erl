@@ -23,7 +23,8 @@
 %% (milliseconds, a positive integer, default 1000; looked at every second
 %% at least, so a new one takes effect within a second), auto_collect_min_bytes
 %% (a non-negative integer, default 4 MiB). Another value is logged as a
-%% warning, once, and the default used.
+%% warning, once, and the default used; the collector's start (the
+%% application's) logs every such value, and every key it does not know.
 %% The beam_alloc application starts it (rebar3's beam_alloc_app, Mix's
 %% BeamAlloc.Application).
 -module(beam_alloc_collector).
@@ -60,6 +61,7 @@ tick() ->
 %% for once, not at every tick). Seen: ModuleName => {Ops and Held at the
 %% last tick, whether it was collected since} (step/3).
 init([]) ->
+    check_env(),
     put(last_tick, erlang:monotonic_time(millisecond)),
     _ = erlang:send_after(min(setting(auto_collect_interval, ?INTERVAL), ?WAKE),
                           self(), tick),
@@ -116,6 +118,23 @@ setting(Key, Default) ->
                        end,
             bad_setting(Key, V, Expected, Default)
     end.
+
+%% Every key of the environment, at the start: a bad auto_collect or
+%% auto_collect_min_bytes was said only at the first tick (a second
+%% later, or never with auto_collect false), and a key it does not know
+%% (auto_colect) not at all (an audit). Said, never refused: the
+%% application starts with the defaults.
+check_env() ->
+    _ = enabled(),
+    _ = setting(auto_collect_interval, ?INTERVAL),
+    _ = setting(auto_collect_min_bytes, ?MIN_BYTES),
+    Known = [auto_collect, auto_collect_interval, auto_collect_min_bytes],
+    _ = [logger:warning("beam_alloc: the application environment has an unknown key ~0tp "
+                        "(its value: ~0tp), ignored; known keys: ~ts",
+                        [K, V, lists:join(", ", [atom_to_list(A) || A <- Known])],
+                        #{beam_alloc => collector})
+         || {K, V} <- application:get_all_env(beam_alloc), not lists:member(K, Known)],
+    ok.
 
 enabled() ->
     case application:get_env(beam_alloc, auto_collect, true) of

@@ -52,6 +52,30 @@ defmodule BeamAlloc.CollectorSettingsTest do
     assert log =~ "auto_collect_interval is \"1000\": expected a positive integer"
   end
 
+  test "every key is checked at the application's start, unknown ones too" do
+    # auto_collect and auto_collect_min_bytes were said only at the first
+    # tick, a second later, and a key the collector does not know (a typo)
+    # not at all (an audit). (The collector starts with the application:
+    # restarted here as the application's start starts it.)
+    on_exit(fn -> Application.delete_env(:beam_alloc, :auto_colect) end)
+    Application.put_env(:beam_alloc, :auto_collect, :off)
+    Application.put_env(:beam_alloc, :auto_collect_min_bytes, -1)
+    Application.put_env(:beam_alloc, :auto_colect, false)
+
+    log =
+      capture_log(fn ->
+        :ok = Supervisor.terminate_child(BeamAlloc.Supervisor, :beam_alloc_collector)
+        {:ok, _} = Supervisor.restart_child(BeamAlloc.Supervisor, :beam_alloc_collector)
+        # (Before any tick: the collector now logs at its start.)
+        Application.put_env(:beam_alloc, :auto_collect, false)
+      end)
+
+    assert log =~ ~r/auto_collect is :?off: expected true or false/
+    assert log =~ "auto_collect_min_bytes is -1: expected a non-negative integer"
+    assert log =~ ~r/unknown key :?auto_colect \(its value: false\)/
+    assert log =~ "known keys: auto_collect, auto_collect_interval, auto_collect_min_bytes"
+  end
+
   test "an interval send_after cannot take is said, and the collector stays up" do
     # A larger one made erlang:send_after/3 raise badarg: the collector
     # crashed at its next tick, and again in init/1 at each restart, until
