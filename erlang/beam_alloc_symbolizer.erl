@@ -19,7 +19,10 @@
 %% loaded, says so at its end (once per library).
 -module(beam_alloc_symbolizer).
 
--export([resolve_sites/1, site/2, with_libdw/0, frames_text/3]).
+-export([resolve_sites/1, site/2, with_libdw/0]).
+%% Internal, for the tests (test/misuse_test.exs): it takes what resolve/2
+%% gives, and checks none of it (a bad argument: a function_clause).
+-export([frames_text/3]).
 
 -on_load(load/0).
 
@@ -196,7 +199,7 @@ site_lines(Object, Offset) ->
     end.
 
 %% The text of a site's frames (as resolve/2 gives them, innermost first)
-%% in Object at Offset; exported for the tests. A frame whose function is
+%% in Object at Offset; exported for the tests alone. A frame whose function is
 %% the one of the frame inside it, in the same file and at an earlier line,
 %% goes: GCC may leave a function's code as an inlined copy of itself in
 %% its own out-of-line body (partial inlining), and that outer frame would
