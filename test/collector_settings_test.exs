@@ -17,6 +17,12 @@ defmodule BeamAlloc.CollectorSettingsTest do
     end)
   end
 
+  # As the application's start starts it.
+  defp restart_collector do
+    :ok = Supervisor.terminate_child(BeamAlloc.Supervisor, :beam_alloc_collector)
+    {:ok, _} = Supervisor.restart_child(BeamAlloc.Supervisor, :beam_alloc_collector)
+  end
+
   defp tick_log(key, value) do
     Application.put_env(:beam_alloc, key, value)
     capture_log(fn -> :beam_alloc_collector.tick() end)
@@ -57,15 +63,24 @@ defmodule BeamAlloc.CollectorSettingsTest do
     # tick, a second later, and a key the collector does not know (a typo)
     # not at all (an audit). (The collector starts with the application:
     # restarted here as the application's start starts it.)
-    on_exit(fn -> Application.delete_env(:beam_alloc, :auto_colect) end)
+    # Restarted again at the end, with the environment as the others
+    # expect it: the new collector remembers the bad values it said, and
+    # did not say -1 again to "bad numbers are said" when that ran after
+    # this test (mix test --seed 1).
+    on_exit(fn ->
+      Application.delete_env(:beam_alloc, :auto_colect)
+      Application.put_env(:beam_alloc, :auto_collect, false)
+      Application.delete_env(:beam_alloc, :auto_collect_min_bytes)
+      restart_collector()
+    end)
+
     Application.put_env(:beam_alloc, :auto_collect, :off)
     Application.put_env(:beam_alloc, :auto_collect_min_bytes, -1)
     Application.put_env(:beam_alloc, :auto_colect, false)
 
     log =
       capture_log(fn ->
-        :ok = Supervisor.terminate_child(BeamAlloc.Supervisor, :beam_alloc_collector)
-        {:ok, _} = Supervisor.restart_child(BeamAlloc.Supervisor, :beam_alloc_collector)
+        restart_collector()
         # (Before any tick: the collector now logs at its start.)
         Application.put_env(:beam_alloc, :auto_collect, false)
       end)
