@@ -64,7 +64,9 @@
 %%   {cannot_nest, {already_running, Pid}}
 %%       the function called check_all_allocation_failures itself, which
 %%       failed with {already_running, Pid} (checks cannot be nested), and
-%%       the function failed without any allocation failure
+%%       the function failed with that, without any allocation failure (a
+%%       function that caught it and failed otherwise: that failure's
+%%       allocation_failures)
 %%   {not_loaded, [Module]}            no NIF library built with beam_alloc
 %%                                     is loaded for these modules
 %%   {driver, Reason}                  the driver could not start a check
@@ -196,10 +198,6 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 %% The process dictionary key of the sites a check resolved (resolve/1).
 -define(SITES, {?MODULE, sites}).
 
-%% The process dictionary key set when a check was refused because one
-%% runs in this process: the outer check's function called it (nested/1).
--define(NESTED, {?MODULE, nested}).
-
 %% The process dictionary key of the reporter and its mark before the
 %% current run, {Reporter, Mark}, or none: no reporter to tell (see
 %% run_reports/0).
@@ -319,29 +317,44 @@ run_check(Fun, Expect, Modules) ->
             after
                 erase(?SITES),
                 erase(?REPORTS),
-                erase(?NESTED),
                 beam_alloc_testing_nif:close(Session)
             end;
         {error, already_open} ->
-            put(?NESTED, true),
             {error, {already_running, self()}};
         {error, Reason} ->
             {error, {driver, Reason}}
     end.
 
-%% A function that called a check itself, which was refused, and then
-%% failed without injection: that refusal is the error, not the problem
-%% it caused (which said only failed_without_injection, the reason deep
-%% in its outcome: an audit). A refusal the function caught, or one made
-%% while the function passed, leaves the result as it is.
+%% A function that failed without injection with the refusal of a check
+%% it called itself: that refusal is the error, not the problem it caused
+%% (which said only failed_without_injection, the reason deep in its
+%% outcome: an audit). The outcome itself, not a mark of the refusal: a
+%% function that caught the refusal and then failed for a reason of its
+%% own had that reason replaced by the refusal (a review).
 nested({problems, Problems, _} = Result) ->
-    case get(?NESTED) =:= true andalso
-        lists:any(fun(#{kind := K}) -> K =:= failed_without_injection end, Problems) of
+    case lists:any(fun refused/1, Problems) of
         true -> {error, {cannot_nest, {already_running, self()}}};
         false -> Result
     end;
 nested(Result) ->
     Result.
+
+-define(ELIXIR_REFUSAL, "check_all_allocation_failures/2 is already running in this process").
+
+%% The refusal as check_all_allocation_failures/2 raises it, or as the
+%% Elixir front does (lib/beam_alloc/testing.ex: the same text).
+refused(#{kind := failed_without_injection, outcome := {raised, error, Reason, _}}) ->
+    Self = self(),
+    case Reason of
+        {already_running, Self} ->
+            true;
+        #{'__struct__' := 'Elixir.ArgumentError', message := <<?ELIXIR_REFUSAL, _/binary>>} ->
+            true;
+        _ ->
+            false
+    end;
+refused(_) ->
+    false.
 
 %% A remote fun's module (fun my_nif:f/0, &MyNif.f/0) loaded before the
 %% check: a library its first run loads is attached only after that run,

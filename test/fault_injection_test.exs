@@ -493,6 +493,21 @@ defmodule BeamAlloc.FaultInjectionTest do
                  :ok
                end)
 
+      # One it catches, then a failure of the function's own: that failure
+      # is the error, not the refusal (the refusal was said instead).
+      error =
+        catch_check(fn ->
+          assert_raise ArgumentError, fn -> check_all_allocation_failures(fn -> :ok end) end
+          raise "boom"
+        end)
+
+      assert [
+               %{
+                 kind: :failed_without_injection,
+                 outcome: {:raised, :error, %RuntimeError{message: "boom"}, _}
+               }
+             ] = error.problems
+
       # and the outer check was closed properly
       assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
     end
@@ -741,6 +756,25 @@ defmodule BeamAlloc.FaultInjectionTest do
       end
 
       assert {:ok, 0} = :beam_alloc_testing.check_all_allocation_failures(nested)
+      assert_received {:nested, {:already_running, ^me}}
+
+      # The Elixir front's refusal, not caught, is the same error.
+      assert {:cannot_nest, {:already_running, ^me}} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn ->
+                   check_all_allocation_failures(fn -> :ok end)
+                 end)
+               )
+
+      # Caught, then the function's own failure: that one is raised.
+      assert {:allocation_failures, %{problems: [%{outcome: {:raised, :error, :boom, _}}]}} =
+               catch_error(
+                 :beam_alloc_testing.check_all_allocation_failures(fn ->
+                   nested.()
+                   :erlang.error(:boom)
+                 end)
+               )
+
       assert_received {:nested, {:already_running, ^me}}
 
       # Not caught: the outer check raises the inner reason, not the
