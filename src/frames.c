@@ -311,10 +311,15 @@ static beam__trace *depot_find(uint32_t hash, const uintptr_t *pc, size_t n,
     }
 }
 
+void beam__frames_fork(beam__fork_phase phase) {
+    beam__fork_mutex(&depot.lock, phase);
+}
+
 static BEAM__NOINLINE beam__trace *depot_insert(uint32_t hash,
                                                 const uintptr_t *pc, size_t n) {
     size_t bytes = sizeof(beam__trace) + n * sizeof(uintptr_t);
     beam__trace *t = NULL;
+    beam__fork_guard();
     pthread_mutex_lock(&depot.lock);
     size_t empty;
     /* Again under the lock: another thread may have added it. */

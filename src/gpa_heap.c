@@ -71,6 +71,7 @@ static void registry_lock(void) {
 }
 
 static bool registry_add(gpa_state *st, beam_gpa_t *gpa) {
+    beam__fork_guard();
     registry_lock();
     if (registry.live == registry.cap) {
         uint32_t cap = registry.cap ? registry.cap * 2 : 64;
@@ -134,6 +135,31 @@ gpa_state *beam__gpa_registry_over(const beam_gpa_t *gpa, uint32_t *at,
     beam__gpa_registry_reads += i - first;
     pthread_mutex_unlock(&registry.lock);
     return found;
+}
+
+/* The registry, then each live instance's lock in the table's order (both
+ * leaves: fork.c). The registry held keeps every instance in the table
+ * alive until the locks are dropped. In the child, the pins of threads
+ * that were retiring a heap are gone with them: a deinit would wait for
+ * them for good. */
+static void instance_fork(gpa_state *st, beam__fork_phase phase) {
+    if (phase == BEAM__FORK_PREPARE) {
+        beam__lock_take(&st->lock);
+        return;
+    }
+    if (phase == BEAM__FORK_CHILD)
+        beam__atomic_store_relaxed(&st->pins, 0);
+    beam__lock_drop(&st->lock);
+}
+
+void beam__gpa_fork(beam__fork_phase phase) {
+    if (phase == BEAM__FORK_PREPARE)
+        pthread_mutex_lock(&registry.lock);
+    for (uint32_t i = 0; i < registry.cap; i++)
+        if (registry.tab[i].id != 0)
+            instance_fork(registry.tab[i].st, phase);
+    if (phase != BEAM__FORK_PREPARE)
+        pthread_mutex_unlock(&registry.lock);
 }
 
 static bool slot_live_locked(const gpa_tls_slot *slot) {

@@ -205,6 +205,10 @@
  *  So composition of any depth (GPA over GPA over GPA, resources over the
  *  process-wide GPA, leak_check instances everywhere) cannot deadlock, and
  *  no thread re-enters a lock it holds.
+ *  The one thread that holds more is one that forks: its fork handler
+ *  takes the registry, then every instance's lock (fork.c), which rules
+ *  1 and 2 let it do without a cycle: each holder it waits for waits for
+ *  none of them.
  *  An instance keeps all it has in blocks of its backing, so the deinit
  *  of an instance first deinitialises every live instance directly over
  *  it (found in the registry, rule 3's lock only; gpa.c,

@@ -10,6 +10,7 @@
 #include "atomics.h"
 #include "misuse_kinds.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 
 /* gcc and clang only: the allocators rely on their builtins throughout. */
@@ -525,6 +526,36 @@ BEAM__HIDDEN size_t beam__cold_count(void);
 BEAM__HIDDEN void beam__thread_exit_arm(void);
 BEAM__HIDDEN void beam__gpa_thread_exit(void);   /* gpa_heap.c */
 BEAM__HIDDEN void beam__stats_thread_exit(void); /* stats.c */
+
+/* fork() (fork.c): a thread that forks while another holds one of the
+ * library's locks would leave it held for good in the child, whose one
+ * thread then hangs at its next take. So the fork handlers take every lock
+ * before the fork, in one order (fork.c says which and why it cannot
+ * deadlock), and drop them after it in the parent and in the child.
+ * beam__fork_guard registers them, once, from each first use of a lock;
+ * each module's beam__..._fork takes its locks (BEAM__FORK_PREPARE) or
+ * drops them (PARENT, CHILD: the child may also forget other threads). */
+typedef enum beam__fork_phase {
+    BEAM__FORK_PREPARE,
+    BEAM__FORK_PARENT,
+    BEAM__FORK_CHILD
+} beam__fork_phase;
+BEAM__HIDDEN void beam__fork_guard(void);
+BEAM__HIDDEN void beam__stats_named_fork(beam__fork_phase phase);
+BEAM__HIDDEN void beam__report_fork(beam__fork_phase phase);
+BEAM__HIDDEN void beam__gpa_fork(beam__fork_phase phase); /* gpa_heap.c */
+BEAM__HIDDEN void beam__set_fork(beam__fork_phase phase);
+BEAM__HIDDEN void beam__frames_fork(beam__fork_phase phase);
+BEAM__HIDDEN void beam__stats_fork(beam__fork_phase phase);
+BEAM__HIDDEN void beam__cold_fork(beam__fork_phase phase); /* thread_exit.c */
+/* A pthread mutex's part in a fork: taken before it, dropped after. */
+static inline void beam__fork_mutex(pthread_mutex_t *m,
+                                    beam__fork_phase phase) {
+    if (phase == BEAM__FORK_PREPARE)
+        pthread_mutex_lock(m);
+    else
+        pthread_mutex_unlock(m);
+}
 
 /* The raw and large allocators' counters of the calling thread: one
  * thread-local access, inline, rather than a call per count (they are

@@ -50,6 +50,7 @@ static void current_unsafe(beam_report_fn *fn, void **user) {
 
 void beam_exchange_report_hook(beam_report_fn fn, void *user,
                                beam_report_fn *old_fn, void **old_user) {
+    beam__fork_guard();
     pthread_rwlock_wrlock(&hook.lock);
     current_unsafe(old_fn, old_user);
     hook.fn = fn != NULL ? fn : hook.fallback;
@@ -81,11 +82,20 @@ void beam__report_set_default(beam_report_fn fn) {
     pthread_rwlock_unlock(&hook.lock);
 }
 
+/* As a writer: no report is inside the hook at the fork. */
+void beam__report_fork(beam__fork_phase phase) {
+    if (phase == BEAM__FORK_PREPARE)
+        pthread_rwlock_wrlock(&hook.lock);
+    else
+        pthread_rwlock_unlock(&hook.lock);
+}
+
 void beam__report_to_stderr(const char *line) {
     report_to_stderr(NULL, line);
 }
 
 void beam__report_line(const char *line) {
+    beam__fork_guard();
     pthread_rwlock_rdlock(&hook.lock);
     hook.fn(hook.user, line);
     pthread_rwlock_unlock(&hook.lock);

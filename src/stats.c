@@ -89,6 +89,10 @@ void beam__stats_thread_exit(void) {
     pthread_mutex_unlock(&list_lock);
 }
 
+void beam__stats_fork(beam__fork_phase phase) {
+    beam__fork_mutex(&list_lock, phase);
+}
+
 void beam__stats_list_thread(void) {
     beam__thread_exit_arm();
     pthread_mutex_lock(&list_lock);

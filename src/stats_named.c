@@ -38,6 +38,7 @@ bool beam_stats_register(const char *name, beam_allocator_t a) {
     if (!valid_name(name) || a.vtable == NULL ||
         !beam_allocator_stats(a, &probe))
         return false;
+    beam__fork_guard();
     pthread_mutex_lock(&lock);
     named *slot = NULL;
     for (size_t i = 0; i < BEAM_STATS_NAMED_MAX; i++) {
@@ -121,6 +122,10 @@ size_t beam__stats_named_each(beam__named_fn *fn, void *arg) {
  * unregister (which comes before the instance's deinit) waits: the
  * instance's backing, which a collection gives memory back to, must not
  * call the functions of this file (header, section 9). */
+void beam__stats_named_fork(beam__fork_phase phase) {
+    beam__fork_mutex(&lock, phase);
+}
+
 void beam__stats_named_collect(void) {
     pthread_mutex_lock(&lock);
     for (size_t k = 0; k < BEAM_STATS_NAMED_MAX; k++)

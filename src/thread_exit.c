@@ -93,6 +93,10 @@ size_t beam__cold_count(void) {
     return n;
 }
 
+void beam__cold_fork(beam__fork_phase phase) {
+    beam__fork_mutex(&cold_lock, phase);
+}
+
 static void on_thread_exit(void *unused) {
     (void)unused;
     armed = false;
@@ -102,7 +106,9 @@ static void on_thread_exit(void *unused) {
     cold_release_mine();
 }
 
+/* Once per process, at the first thread's first use of the library. */
 static void make_exit_key(void) {
+    beam__fork_guard();
     exit_key_ok = pthread_key_create(&exit_key, on_thread_exit) == 0;
 }
 

@@ -1,0 +1,83 @@
+/*
+ * fork() while other threads use the library. The child has one thread,
+ * the one that forked: a lock another thread held at that moment would
+ * stay held in the child for good, and the child's next call that takes
+ * it (any allocation of an instance whose lock it was) would hang. So, as
+ * glibc does for malloc, fork handlers take every lock of the library
+ * before the fork and drop them after it, in the parent and in the child.
+ * The heaps of the other threads stay in the child, idle: theirs is what
+ * they held, which a collection can take back.
+ *
+ * The order, outermost first, each module's locks in its own turn:
+ *  1. the named stats' table (stats_named.c): held while it calls into
+ *     allocators (their stats, a collection of an instance), so before
+ *     every lock those take;
+ *  2. the report hook's (report.c), as a writer: held while the hook
+ *     runs, which may allocate through any allocator but the reporting
+ *     one;
+ *  3. the registry, then every live instance's lock in registry order
+ *     (gpa_heap.c): rules 1 and 2 of gpa_internal.h's lock order make
+ *     each a leaf, never held while another of the library's is waited
+ *     for (an instance lock's holder takes no other but the leaves
+ *     below); the registry held keeps every instance in the table alive;
+ *  4. the leaves: the address sets' stripes (addr_set.c), the stack depot
+ *     (frames.c), the stats' thread list (stats.c), the cold blocks' list
+ *     (thread_exit.c). Their holders take no lock of the library.
+ * A thread that holds a lock waits, if ever, only for one later in the
+ * order, so the forking thread, taking them in order, always gets each in
+ * the end: no cycle. It is the order every path of the library keeps (a
+ * user's report hook that read the named stats would not: a fork while
+ * it waits for their table would wait for the hook).
+ *
+ * The handlers stay valid for the life of the code they point to: glibc
+ * and bionic drop a library's handlers when it is unloaded (dlclose runs
+ * __cxa_finalize, which unregisters them), FreeBSD does as well, and musl
+ * never unmaps a library. Elsewhere a NIF library that registers them
+ * keeps itself mapped (beam_internal_keep_mapped): its unload then tears
+ * none of its allocators down, which costs only on such systems.
+ */
+#include "internal.h"
+
+#include <pthread.h>
+
+static void prepare(void) {
+    beam__stats_named_fork(BEAM__FORK_PREPARE);
+    beam__report_fork(BEAM__FORK_PREPARE);
+    beam__gpa_fork(BEAM__FORK_PREPARE);
+    beam__set_fork(BEAM__FORK_PREPARE);
+    beam__frames_fork(BEAM__FORK_PREPARE);
+    beam__stats_fork(BEAM__FORK_PREPARE);
+    beam__cold_fork(BEAM__FORK_PREPARE);
+}
+
+/* In the reverse order (any order would do: nothing waits any more). */
+static void after(beam__fork_phase phase) {
+    beam__cold_fork(phase);
+    beam__stats_fork(phase);
+    beam__frames_fork(phase);
+    beam__set_fork(phase);
+    beam__gpa_fork(phase);
+    beam__report_fork(phase);
+    beam__stats_named_fork(phase);
+}
+
+static void in_parent(void) {
+    after(BEAM__FORK_PARENT);
+}
+
+static void in_child(void) {
+    after(BEAM__FORK_CHILD);
+}
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void register_handlers(void) {
+#if !defined(__linux__) && !defined(__FreeBSD__)
+    (void)beam_internal_keep_mapped();
+#endif
+    (void)pthread_atfork(prepare, in_parent, in_child);
+}
+
+void beam__fork_guard(void) {
+    pthread_once(&once, register_handlers);
+}
