@@ -82,12 +82,18 @@ void beam__report_set_default(beam_report_fn fn) {
     pthread_rwlock_unlock(&hook.lock);
 }
 
-/* As a writer: no report is inside the hook at the fork. */
+/* As a writer: no report is inside the hook at the fork. The child makes
+ * the lock anew rather than unlock it: glibc's pthread_rwlock_unlock tells
+ * a writer's unlock by the thread id, which is new in the child, and took
+ * it for a reader's, leaving the lock write-held (the child's first report
+ * hung). Nothing else in the child can hold it. */
 void beam__report_fork(beam__fork_phase phase) {
     if (phase == BEAM__FORK_PREPARE)
         pthread_rwlock_wrlock(&hook.lock);
-    else
+    else if (phase == BEAM__FORK_PARENT)
         pthread_rwlock_unlock(&hook.lock);
+    else
+        pthread_rwlock_init(&hook.lock, NULL);
 }
 
 void beam__report_to_stderr(const char *line) {
