@@ -12,22 +12,21 @@
  *  1. the named stats' table (stats_named.c): held while it calls into
  *     allocators (their stats, a collection of an instance), so before
  *     every lock those take;
- *  2. the report hook's (report.c), as a writer: held while the hook
- *     runs, which may allocate through any allocator but the reporting
- *     one;
- *  3. the registry, then every live instance's lock in registry order
+ *  2. the registry, then every live instance's lock in registry order
  *     (gpa_heap.c): rules 1 and 2 of gpa_internal.h's lock order make
  *     each a leaf, never held while another of the library's is waited
  *     for (an instance lock's holder takes no other but the leaves
  *     below); the registry held keeps every instance in the table alive;
- *  4. the leaves: the address sets' stripes (addr_set.c), the stack depot
+ *  3. the leaves: the address sets' stripes (addr_set.c), the stack depot
  *     (frames.c), the stats' thread list (stats.c), the cold blocks' list
  *     (thread_exit.c). Their holders take no lock of the library.
  * A thread that holds a lock waits, if ever, only for one later in the
  * order, so the forking thread, taking them in order, always gets each in
- * the end: no cycle. It is the order every path of the library keeps (a
- * user's report hook that read the named stats would not: a fork while
- * it waits for their table would wait for the hook).
+ * the end: no cycle. It is the order every path of the library keeps.
+ * The report hook's lock is not taken: a report holds it while the hook
+ * runs, and a hook may read the named stats or fork itself, so a fork
+ * would wait for the hook and the hook for the fork (report.c keeps the
+ * hook whole across a fork and makes the lock anew in the child).
  *
  * The handlers stay valid for the life of the code they point to: glibc
  * and bionic drop a library's handlers when it is unloaded (dlclose runs
@@ -42,7 +41,6 @@
 
 static void prepare(void) {
     beam__stats_named_fork(BEAM__FORK_PREPARE);
-    beam__report_fork(BEAM__FORK_PREPARE);
     beam__gpa_fork(BEAM__FORK_PREPARE);
     beam__set_fork(BEAM__FORK_PREPARE);
     beam__frames_fork(BEAM__FORK_PREPARE);

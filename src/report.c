@@ -11,6 +11,14 @@
  * thread is still inside the old hook (its user data may be freed). Reports
  * are rare and the readers share the lock, so it costs them nothing that
  * matters. A hook must not set the hook (it would wait for itself).
+ *
+ * A fork does not take this lock (fork.c): a hook may read the named stats
+ * or fork itself, and the fork handler, holding the named stats' lock (or
+ * called from the hook), would wait for the hook for good. Instead a
+ * writer publishes the hook, its user pointer and the default as one
+ * state (states[] and at), so a fork in the middle of a change leaves the
+ * child the old or the new one, never a mix; and the child makes the lock
+ * anew, held for reading as often as its one thread is inside the hook.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -31,21 +39,60 @@ static void report_to_stderr(void *user, const char *line) {
 
 /* The default: stderr, or inside a BEAM the logger (nif/report.c installs
  * it at load). A hook the user set stays in place either way. */
-static struct {
-    pthread_rwlock_t lock;
+typedef struct hook_state {
     beam_report_fn fallback; /* the default */
     beam_report_fn fn;       /* the hook in place (the default included) */
     void *user;
-} hook = {PTHREAD_RWLOCK_INITIALIZER, report_to_stderr, report_to_stderr, NULL};
+} hook_state;
 
-/* Caller holds the write lock. What set/get return for the hook in place:
- * NULL for the default, so that setting it back restores the default. */
+static struct {
+    pthread_rwlock_t lock;
+    hook_state states[2];
+    _Atomic unsigned at; /* states[at] is in place; the other, a writer's */
+} hook = {PTHREAD_RWLOCK_INITIALIZER,
+          {{report_to_stderr, report_to_stderr, NULL}},
+          0};
+
+/* This thread's read holds of the lock (the child takes them again). */
+static BEAM_THREAD_LOCAL unsigned reading;
+
+static void read_lock(void) {
+    pthread_rwlock_rdlock(&hook.lock);
+    reading++;
+}
+
+static void read_unlock(void) {
+    reading--;
+    pthread_rwlock_unlock(&hook.lock);
+}
+
+/* Under the lock (either way): the state in place. */
+static const hook_state *state_now(void) {
+    return &hook.states[beam__atomic_load_acquire(&hook.at)];
+}
+
+/* Under the write lock: the state after `now`, filled in by the caller,
+ * then put in place by publish. */
+static hook_state *state_next(void) {
+    hook_state *next = &hook.states[beam__atomic_load_relaxed(&hook.at) ^ 1];
+    *next = *state_now();
+    return next;
+}
+
+static void publish(void) {
+    beam__atomic_store_release(&hook.at,
+                               beam__atomic_load_relaxed(&hook.at) ^ 1);
+}
+
+/* Under the lock. What set/get return for the hook in place: NULL for the
+ * default, so that setting it back restores the default. */
 static void current_unsafe(beam_report_fn *fn, void **user) {
-    bool is_default = hook.fn == hook.fallback;
+    const hook_state *now = state_now();
+    bool is_default = now->fn == now->fallback;
     if (fn != NULL)
-        *fn = is_default ? NULL : hook.fn;
+        *fn = is_default ? NULL : now->fn;
     if (user != NULL)
-        *user = is_default ? NULL : hook.user;
+        *user = is_default ? NULL : now->user;
 }
 
 void beam_exchange_report_hook(beam_report_fn fn, void *user,
@@ -53,8 +100,10 @@ void beam_exchange_report_hook(beam_report_fn fn, void *user,
     beam__fork_guard();
     pthread_rwlock_wrlock(&hook.lock);
     current_unsafe(old_fn, old_user);
-    hook.fn = fn != NULL ? fn : hook.fallback;
-    hook.user = fn != NULL ? user : NULL;
+    hook_state *next = state_next();
+    next->fn = fn != NULL ? fn : next->fallback;
+    next->user = fn != NULL ? user : NULL;
+    publish();
     pthread_rwlock_unlock(&hook.lock);
 }
 
@@ -65,35 +114,32 @@ beam_report_fn beam_set_report_hook(beam_report_fn fn, void *user) {
 }
 
 void beam_get_report_hook(beam_report_fn *fn, void **user) {
-    pthread_rwlock_rdlock(&hook.lock);
-    bool is_default = hook.fn == hook.fallback;
-    if (fn != NULL)
-        *fn = is_default ? NULL : hook.fn;
-    if (user != NULL)
-        *user = is_default ? NULL : hook.user;
-    pthread_rwlock_unlock(&hook.lock);
+    read_lock();
+    current_unsafe(fn, user);
+    read_unlock();
 }
 
 void beam__report_set_default(beam_report_fn fn) {
     pthread_rwlock_wrlock(&hook.lock);
-    if (hook.fn == hook.fallback)
-        hook.fn = fn;
-    hook.fallback = fn;
+    hook_state *next = state_next();
+    if (next->fn == next->fallback)
+        next->fn = fn;
+    next->fallback = fn;
+    publish();
     pthread_rwlock_unlock(&hook.lock);
 }
 
-/* As a writer: no report is inside the hook at the fork. The child makes
- * the lock anew rather than unlock it: glibc's pthread_rwlock_unlock tells
- * a writer's unlock by the thread id, which is new in the child, and took
- * it for a reader's, leaving the lock write-held (the child's first report
- * hung). Nothing else in the child can hold it. */
+/* Nothing taken (see the top of the file). The child makes the lock anew:
+ * the other threads' holds went with them, and a writer's, which an
+ * unlock would not drop there either (glibc tells a writer's unlock by the
+ * thread id, new in the child). Its one thread, if inside the hook (a
+ * hook that forked), holds it again for reading. */
 void beam__report_fork(beam__fork_phase phase) {
-    if (phase == BEAM__FORK_PREPARE)
-        pthread_rwlock_wrlock(&hook.lock);
-    else if (phase == BEAM__FORK_PARENT)
-        pthread_rwlock_unlock(&hook.lock);
-    else
-        pthread_rwlock_init(&hook.lock, NULL);
+    if (phase != BEAM__FORK_CHILD)
+        return;
+    pthread_rwlock_init(&hook.lock, NULL);
+    for (unsigned i = 0; i < reading; i++)
+        pthread_rwlock_rdlock(&hook.lock);
 }
 
 void beam__report_to_stderr(const char *line) {
@@ -102,9 +148,10 @@ void beam__report_to_stderr(const char *line) {
 
 void beam__report_line(const char *line) {
     beam__fork_guard();
-    pthread_rwlock_rdlock(&hook.lock);
-    hook.fn(hook.user, line);
-    pthread_rwlock_unlock(&hook.lock);
+    read_lock();
+    const hook_state *now = state_now();
+    now->fn(now->user, line);
+    read_unlock();
 }
 
 void beam__report(const char *fmt, ...) {

@@ -226,3 +226,105 @@ TEST(gpa_fork_child_reports_and_sets_the_report_hook) {
     CHECK(!beam_gpa_deinit(&gpa));
     CHECK(status == 0);
 }
+
+/* ---- a fork while a report is inside the hook ------------------------- */
+
+/* A hook may take locks and call the library (header, section 7). These
+ * scenarios run in a child of their own, watched: a deadlock hangs that
+ * child, not the test run. Each makes an instance first (handlers in
+ * place). */
+static int watched(int (*scenario)(void)) {
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(scenario());
+    return pid < 0 ? 128 : wait_child(pid);
+}
+
+static int fork_and_reap(void) {
+    pid_t pid = fork();
+    if (pid == 0)
+        _exit(0);
+    return pid < 0 ? 128 : wait_child(pid);
+}
+
+static check_phase hook_phase;
+
+/* Inside the hook (a report holds its lock as a reader): says so, lets
+ * the other thread fork, then reads the named stats, whose lock the fork
+ * handler takes before the report hook's. */
+static void hook_reads_named_stats(void *user, const char *line) {
+    (void)user;
+    (void)line;
+    check_phase_set(&hook_phase, 1);
+    sleep_ms(200);
+    beam_alloc_stats s;
+    (void)beam_stats_named(0, NULL, &s, NULL);
+}
+
+static void *report_main(void *arg) {
+    (void)arg;
+    beam__report_line("fork: a report while another thread forks");
+    return NULL;
+}
+
+static int fork_while_hook_reads_named_stats(void) {
+    beam_gpa_t gpa;
+    beam_gpa_init(&gpa, beam_raw_allocator);
+    if (!round_trip(beam_gpa_allocator(&gpa), 64) ||
+        !beam_stats_register("fork_test", beam_gpa_allocator(&gpa)))
+        return 2;
+    check_phase_init(&hook_phase);
+    beam_set_report_hook(hook_reads_named_stats, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, report_main, NULL);
+    check_phase_wait(&hook_phase, 1);
+    int bad = fork_and_reap();
+    pthread_join(t, NULL);
+    return bad;
+}
+
+TEST(gpa_fork_while_the_report_hook_reads_named_stats_no_deadlock) {
+    CHECK(watched(fork_while_hook_reads_named_stats) == 0);
+}
+
+/* A hook that forks (to run a reporter, say). In the child the hook
+ * returns, as the parent's does, and the child reports again through it
+ * (counted, no second fork) and sets the hook: the lock its one thread
+ * held for reading at the fork is held again there, and free after. */
+static bool in_hook_child;
+static int hook_child_status = 128;
+
+static void hook_forks(void *user, const char *line) {
+    (void)line;
+    if (in_hook_child) {
+        (*(int *)user)++;
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        in_hook_child = true;
+        return;
+    }
+    hook_child_status = pid < 0 ? 128 : wait_child(pid);
+}
+
+static int fork_inside_the_hook(void) {
+    beam_gpa_t gpa;
+    beam_gpa_init(&gpa, beam_raw_allocator);
+    if (!round_trip(beam_gpa_allocator(&gpa), 64))
+        return 2;
+    int lines = 0;
+    beam_set_report_hook(hook_forks, &lines);
+    beam__report_line("fork: a hook that forks");
+    if (in_hook_child) {
+        beam__report_line("fork: the hook's child reports");
+        beam_set_report_hook(NULL, NULL);
+        _exit(lines == 1 ? 0 : 1);
+    }
+    beam_set_report_hook(NULL, NULL);
+    return hook_child_status;
+}
+
+TEST(gpa_fork_inside_the_report_hook_no_deadlock) {
+    CHECK(watched(fork_inside_the_hook) == 0);
+}
