@@ -29,17 +29,17 @@
  * in ASan's LargeMmapAllocator (clang 14, seen here), not in ours. The
  * hammering test then has nothing to say; the held-lock one still runs. */
 #if defined(__SANITIZE_ADDRESS__)
-#define FORK_ASAN_HANGS 1
+#define FORK_SANITIZER_HANGS 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define FORK_ASAN_HANGS 1
+#define FORK_SANITIZER_HANGS 1
 #endif
 #endif
 /* ThreadSanitizer's allocator likewise (clang 14): a child hung in about
  * two runs in three, spinning in its LargeMmapAllocator's lock under
  * malloc, from the raw allocator (seen with gdb here). */
 #ifdef BEAM__TSAN
-#define FORK_ASAN_HANGS 1
+#define FORK_SANITIZER_HANGS 1
 #endif
 #define FORK_ROUNDS 200
 
@@ -191,7 +191,7 @@ static void *hammer_main(void *arg) {
 }
 
 TEST(gpa_fork_while_threads_hammer_the_locks_child_never_hangs) {
-#ifdef FORK_ASAN_HANGS
+#ifdef FORK_SANITIZER_HANGS
     return;
 #endif
     beam_gpa_t gpa;
