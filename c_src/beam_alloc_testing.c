@@ -145,7 +145,18 @@ typedef struct pending_move {
     unsigned block_run;
     size_t block_len;
     void *from;
+    /* Where the moved block goes: the allocator and scope of the old one
+     * (the call's when the session holds no block for it). */
+    beam_allocator_t parent;
+    unsigned scope;
 } pending_move;
+
+/* The old block of the move just made, which the same realloc frees next
+ * (ret: where from). */
+typedef struct moved_from {
+    const void *ptr;
+    uintptr_t ret;
+} moved_from;
 
 /* A leak of an earlier run, kept apart from the block table until the
  * check asks for the leaks: its block is gone from the table (a later
@@ -188,6 +199,7 @@ typedef struct session {
     request_info mismatch;
     bool lost; /* bookkeeping ran out of memory: results incomplete */
     pending_move move;
+    moved_from left;
 
     /* Misuse the run's calls reported (the first MAX_MISUSE of them).
      * Allocated apart, MAX_MISUSE records at open, and freed at close: they
@@ -621,7 +633,6 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
                         uintptr_t ret) {
     session *s = ctx;
     pthread_mutex_lock(&s->lock);
-    beam_allocator_t parent = current_parent(s);
     size_t index = 0;
     bool counted = counting(s);
     bool fails = false;
@@ -630,9 +641,13 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     unsigned run = s->run;
     size_t kept_len = len;
     bool move = completes_move(s, len, alignment, ret);
+    /* A move stays with the old block's allocator, as without the check
+     * (the call's may be a fixed buffer or an arena that dies with it). */
+    beam_allocator_t parent = move ? s->move.parent : current_parent(s);
+    unsigned scope = move ? s->move.scope : s->scope;
     if (move && s->move.fails) {
         fails = true;
-    } else if (counted && move) {
+    } else if (move) {
         track = s->move.tracked;
         index = s->move.index;
         site = s->move.block_site;
@@ -647,7 +662,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     }
     void *p = parent.vtable->alloc(parent.ctx, len, alignment, ret);
     if (p != NULL && track) {
-        block b = {p, kept_len, alignment, site, index, run, s->scope, parent};
+        block b = {p, kept_len, alignment, site, index, run, scope, parent};
         if (move)
             moved_away(s, s->move.from);
         add_block(s, &b);
@@ -658,6 +673,8 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
         if (stale != NULL)
             drop_stale(s, stale);
     }
+    if (p != NULL && move)
+        s->left = (moved_from){s->move.from, ret};
     pthread_mutex_unlock(&s->lock);
     return p;
 }
@@ -718,7 +735,7 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
                     "beam_alloc: fault injection: remap or realloc of a block "
                     "left in a leak_check call's allocator after that call "
                     "ended (its memory went with it): nothing copied");
-    if (p == NULL && (counting(s) || gone))
+    if (p == NULL && (counting(s) || gone || b != NULL))
         s->move = (pending_move){
             .set = true,
             .fails = fails || gone,
@@ -731,6 +748,8 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
             .block_run = b != NULL ? b->run : s->run,
             .block_len = b != NULL ? recorded_len(s, b, new_len) : new_len,
             .from = mem,
+            .parent = parent,
+            .scope = b != NULL ? b->scope : s->scope,
         };
     if (p != NULL && b != NULL) {
         block moved = *b;
@@ -755,6 +774,13 @@ static bool freed_by_a_call(const session *s) {
     return counting(s) && pthread_equal(pthread_self(), s->call_thread);
 }
 
+/* The free of mem is the one a realloc makes of the block it just moved
+ * (see plan_alloc): the library's own, through the allocator the block
+ * was reallocated through, not the NIF's. */
+static bool frees_moved(const session *s, const void *mem, uintptr_t ret) {
+    return s->left.ptr == mem && s->left.ret == ret;
+}
+
 /* A free in a call of the run's block b through another allocator than
  * the one b came from (a raw NIF freeing what one with the process-wide
  * GPA took, or the other way round): without the check the call's own
@@ -765,7 +791,7 @@ static bool freed_by_a_call(const session *s) {
 static void check_freed_through(session *s, const block *b, void *mem,
                                 size_t len, uintptr_t ret) {
     if (!counting(s) || b->parent.vtable == NULL ||
-        same_parent(b->parent, current_parent(s)))
+        same_parent(b->parent, current_parent(s)) || frees_moved(s, mem, ret))
         return;
     char here[SITE_TEXT], made[SITE_TEXT];
     describe_both(s, ret, b->site, here, made);
@@ -821,6 +847,8 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
             len = b->len;
         }
     }
+    if (frees_moved(s, mem, ret))
+        s->left = (moved_from){NULL, 0}; /* that realloc is done */
     if (b == NULL && (freed_twice(s, mem, len, alignment, ret) ||
                       freed_inside(s, mem, len, ret))) {
         pthread_mutex_unlock(&s->lock);

@@ -156,6 +156,49 @@ defmodule BeamAlloc.FaultInjectionTest do
       Faults.take_reports()
     end
 
+    test "a kept block grown in another allocator's call moves within its own allocator" do
+      # gbuffer_new/0 (the process-wide general purpose allocator) keeps a
+      # sized block and a beam_malloc block with that allocator;
+      # gbuffer_grow/1, whose allocator is a fixed buffer started afresh at
+      # each call, grows both through the kept allocator (beam_realloc,
+      # beam_mrealloc), whose remap declines; gbuffer_scribble/0 fills a
+      # scratch block of that buffer; gbuffer_free/1 (the instance) checks
+      # and frees them. Under the check the moves took their new blocks
+      # from the call's fixed buffer, not the instance: the scratch block
+      # overwrote them, beam_mfree took the moved beam_malloc block for a
+      # foreign one, and the realloc's free of the old block was taken for
+      # a free through another allocator. The same in a scratch arena's
+      # call and in a raw one (the moved blocks went to the arena, or to
+      # enif_alloc, and the instance's free refused them).
+      for grow <- [
+            &Faults.gbuffer_grow/1,
+            &Faults.gbuffer_grow_scratch/1,
+            &Faults.gbuffer_grow_raw/1
+          ] do
+        assert {:ok, buffer} = Faults.gbuffer_new()
+        assert grow.(buffer) == :ok
+        assert Faults.gbuffer_scribble() == :ok
+        assert Faults.gbuffer_free(buffer) == :ok
+        assert Faults.take_reports() == []
+
+        fun = fn ->
+          with {:ok, buffer} <- Faults.gbuffer_new(),
+               :ok <- grow.(buffer),
+               :ok <- Faults.gbuffer_scribble() do
+            result = Faults.gbuffer_free(buffer)
+            send(self(), {:gbuffer, result})
+            result
+          end
+        end
+
+        # Two allocations, two growths, the scratch block.
+        assert {:ok, 5} = check_all_allocation_failures(fun, modules: [Faults])
+        assert Faults.take_reports() == []
+        results = collect_gbuffer_results([])
+        assert results != [] and Enum.all?(results, &(&1 == :ok))
+      end
+    end
+
     test "a resource the function returns is no leak: its block goes with the result" do
       assert {:ok, 1} = check_all_allocation_failures(&Faults.buffer_new/0, modules: [Faults])
     end
@@ -793,6 +836,14 @@ defmodule BeamAlloc.FaultInjectionTest do
     flunk("expected check_all_allocation_failures/2 to raise")
   rescue
     error in AllocationFailureError -> error
+  end
+
+  defp collect_gbuffer_results(acc) do
+    receive do
+      {:gbuffer, result} -> collect_gbuffer_results([result | acc])
+    after
+      0 -> acc
+    end
   end
 
   defp collect_msizes(acc) do

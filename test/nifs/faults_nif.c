@@ -534,6 +534,152 @@ BEAM_NIF(forged_size) {
     return enif_make_uint64(env, beam_msize(f->allocator, f->sized + 2));
 }
 
+/* --- Blocks of a general purpose allocator grown in a fixed buffer's call
+ * gbuffer_new/0 (the process-wide general purpose allocator) keeps a sized
+ * block and a beam_malloc block, each filled with a pattern, with that
+ * allocator; gbuffer_grow/1, whose allocator is a fixed buffer started
+ * afresh at each call, grows both through the kept allocator
+ * (beam_realloc, beam_mrealloc: the instance moves small blocks), as
+ * gbuffer_grow_scratch/1 (a scratch arena's call) and gbuffer_grow_raw/1
+ * (a raw one) do; gbuffer_scribble/0, over the same fixed buffer, fills a
+ * scratch block of it; gbuffer_free/1 (the instance) checks both patterns and
+ * frees the blocks. Without a check the blocks move within the instance: :ok.
+ * The destructor frees what gbuffer_free/1 did not. */
+
+#define GBUFFER_SIZED 32
+#define GBUFFER_SIZED_GROWN 256
+#define GBUFFER_M 40
+#define GBUFFER_M_GROWN 300
+
+typedef struct gbuffer {
+    beam_allocator_t allocator;
+    unsigned char *sized;
+    size_t sized_len;
+    unsigned char *m;
+    size_t m_len;
+} gbuffer;
+
+static ErlNifResourceType *gbuffer_type;
+
+static void gbuffer_release(gbuffer *g) {
+    beam_free(g->allocator, g->sized, g->sized_len);
+    beam_mfree(g->allocator, g->m);
+    g->sized = g->m = NULL;
+}
+
+static void gbuffer_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    gbuffer_release(obj);
+}
+
+static unsigned char gbuffer_byte(size_t i, unsigned salt) {
+    return (unsigned char)(i * 7 + salt);
+}
+
+static void gbuffer_fill(unsigned char *p, size_t from, size_t to,
+                         unsigned salt) {
+    for (size_t i = from; i < to; i++)
+        p[i] = gbuffer_byte(i, salt);
+}
+
+static bool gbuffer_intact(const unsigned char *p, size_t len, unsigned salt) {
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != gbuffer_byte(i, salt))
+            return false;
+    return true;
+}
+
+BEAM_NIF(gbuffer_new, .allocator = process_wide_gpa) {
+    gbuffer *g = enif_alloc_resource(gbuffer_type, sizeof *g);
+    if (g == NULL)
+        return beam_make_error(env, "enomem");
+    *g = (gbuffer){beam_allocator, NULL, GBUFFER_SIZED, NULL, GBUFFER_M};
+    g->sized = beam_alloc(beam_allocator, unsigned char, GBUFFER_SIZED);
+    g->m = g->sized != NULL ? beam_malloc(beam_allocator, GBUFFER_M) : NULL;
+    bool got = g->m != NULL;
+    if (got) {
+        gbuffer_fill(g->sized, 0, g->sized_len, 1);
+        gbuffer_fill(g->m, 0, g->m_len, 5);
+    }
+    ERL_NIF_TERM term = enif_make_resource(env, g);
+    enif_release_resource(g);
+    return got ? make_ok(env, term) : beam_make_error(env, "enomem");
+}
+
+/* A fixed buffer of its own for gbuffer_grow/1 and gbuffer_scribble/0, started
+ * afresh at each call, as a buffer on the call's stack would be (the tests
+ * call them from one process). */
+static _Alignas(16) unsigned char call_bytes[2048];
+static beam_fixed_buffer_t call_buffer;
+
+static beam_allocator_t call_fixed_buffer(void) {
+    beam_fixed_buffer_init(&call_buffer, call_bytes, sizeof call_bytes);
+    return beam_fixed_buffer_allocator(&call_buffer);
+}
+
+static bool get_gbuffer(ErlNifEnv *env, ERL_NIF_TERM term, gbuffer **g) {
+    return enif_get_resource(env, term, gbuffer_type, (void **)g) &&
+           (*g)->sized != NULL;
+}
+
+static ERL_NIF_TERM gbuffer_grow_impl(ErlNifEnv *env,
+                                      const ERL_NIF_TERM argv[]) {
+    gbuffer *g;
+    if (!get_gbuffer(env, argv[0], &g))
+        return enif_make_badarg(env);
+    unsigned char *s =
+        beam_realloc(g->allocator, g->sized, g->sized_len, GBUFFER_SIZED_GROWN);
+    if (s == NULL)
+        return beam_make_error(env, "enomem");
+    g->sized = s;
+    gbuffer_fill(s, g->sized_len, GBUFFER_SIZED_GROWN, 1);
+    g->sized_len = GBUFFER_SIZED_GROWN;
+    unsigned char *m = beam_mrealloc(g->allocator, g->m, GBUFFER_M_GROWN);
+    if (m == NULL)
+        return beam_make_error(env, "enomem");
+    g->m = m;
+    gbuffer_fill(m, g->m_len, GBUFFER_M_GROWN, 5);
+    g->m_len = GBUFFER_M_GROWN;
+    return ok(env);
+}
+
+BEAM_NIF(gbuffer_grow, .allocator = call_fixed_buffer) {
+    return gbuffer_grow_impl(env, argv);
+}
+
+/* The same in a call of a scratch arena, and in a raw one. */
+BEAM_NIF(gbuffer_grow_scratch, .scratch = true) {
+    return gbuffer_grow_impl(env, argv);
+}
+
+BEAM_NIF(gbuffer_grow_raw) {
+    return gbuffer_grow_impl(env, argv);
+}
+
+/* gbuffer_scribble(Buffer) -> :ok: fills a scratch block of the fixed
+ * buffer, which the blocks must not lie in. */
+BEAM_NIF(gbuffer_scribble, .allocator = call_fixed_buffer) {
+    unsigned char *scratch = beam_alloc(beam_allocator, unsigned char, 1024);
+    if (scratch == NULL)
+        return beam_make_error(env, "enomem");
+    memset(scratch, 0xAA, 1024);
+    beam_free(beam_allocator, scratch, 1024);
+    return ok(env);
+}
+
+/* gbuffer_free(Buffer) -> :ok, or :corrupt when a pattern changed; frees
+ * the blocks (over the blocks' own allocator: the check takes a free
+ * through the kept allocator in a call of another for the call's). */
+BEAM_NIF(gbuffer_free, .allocator = process_wide_gpa) {
+    gbuffer *g;
+    if (!get_gbuffer(env, argv[0], &g))
+        return enif_make_badarg(env);
+    bool intact = gbuffer_intact(g->sized, g->sized_len, 1) &&
+                  gbuffer_intact(g->m, g->m_len, 5);
+    gbuffer_release(g);
+    return enif_make_atom(env, intact ? "ok" : "corrupt");
+}
+
 /* Whether beam_allocator is the plain raw allocator (false while this
  * process runs a check: then it is the checker's). */
 BEAM_NIF(allocator_is_raw) {
@@ -589,9 +735,12 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
                                           ERL_NIF_RT_CREATE, NULL);
     gmbuffer_type = enif_open_resource_type(
         env, NULL, "gmbuffer", gmbuffer_dtor, ERL_NIF_RT_CREATE, NULL);
+    gbuffer_type = enif_open_resource_type(env, NULL, "gbuffer", gbuffer_dtor,
+                                           ERL_NIF_RT_CREATE, NULL);
     beam_fixed_buffer_init(&kept_buffer, kept_bytes, sizeof kept_bytes);
     return buffer_type == NULL || mbuffer_type == NULL || forged_type == NULL ||
-           gmbuffer_type == NULL || !map_guarded_page() || capture_reports();
+           gmbuffer_type == NULL || gbuffer_type == NULL ||
+           !map_guarded_page() || capture_reports();
 }
 
 static ErlNifFunc funcs[] = {
@@ -622,6 +771,12 @@ static ErlNifFunc funcs[] = {
     {"mbuffers_freed", 0, mbuffers_freed_nif, 0},
     {"gmbuffer_new", 0, gmbuffer_new, 0},
     {"gmbuffer_free_inside", 1, gmbuffer_free_inside, 0},
+    {"gbuffer_new", 0, gbuffer_new, 0},
+    {"gbuffer_grow", 1, gbuffer_grow, 0},
+    {"gbuffer_grow_scratch", 1, gbuffer_grow_scratch, 0},
+    {"gbuffer_grow_raw", 1, gbuffer_grow_raw, 0},
+    {"gbuffer_scribble", 0, gbuffer_scribble, 0},
+    {"gbuffer_free", 1, gbuffer_free, 0},
     {"forged_new", 0, forged_new, 0},
     {"forged_size", 1, forged_size, 0},
     {"allocator_is_raw", 0, allocator_is_raw, 0},
