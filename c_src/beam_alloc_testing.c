@@ -158,6 +158,22 @@ typedef struct moved_from {
     uintptr_t ret;
 } moved_from;
 
+/* A thread's pending move and the old block of its move just made. A
+ * realloc makes its remap, alloc and free on one thread; the requests
+ * another thread makes in between (a worker the NIF started, a destructor
+ * on another scheduler) neither complete nor forget it, nor take its free
+ * for theirs (with one of each per session, a thread's request in between
+ * made the move a request of its own, from the call's allocator). */
+typedef struct move_slot {
+    pthread_t thread;
+    pending_move move;
+    moved_from left;
+} move_slot;
+
+/* Threads with a realloc under way at once; more share the first slot
+ * (as all did with one). */
+#define MOVE_SLOTS 8
+
 /* A leak of an earlier run, kept apart from the block table until the
  * check asks for the leaks: its block is gone from the table (a later
  * run's call freed it, or its memory went behind the session's back, a
@@ -198,8 +214,12 @@ typedef struct session {
     request_info induced;
     request_info mismatch;
     bool lost; /* bookkeeping ran out of memory: results incomplete */
-    pending_move move;
-    moved_from left;
+    /* The slot of the first thread with a move under way, and those of
+     * others at once, MOVE_SLOTS - 1 made apart when one needs them (a
+     * session lives on after its check: most never do) and freed at close
+     * when none is busy. */
+    move_slot move;
+    move_slot *more;
 
     /* Misuse the run's calls reported (the first MAX_MISUSE of them).
      * Allocated apart, MAX_MISUSE records at open, and freed at close: they
@@ -460,14 +480,83 @@ static void note_misuse(session *s, const char *kind, const char *line) {
     s->nmisuse++;
 }
 
-/* The allocation is the move a remap just left to its caller (see
- * pending_move); taken or not, the remap is forgotten. */
+static bool slot_busy(const move_slot *m) {
+    return m->move.set || m->left.ptr != NULL;
+}
+
+static size_t n_slots(const session *s) {
+    return s->more != NULL ? MOVE_SLOTS : 1;
+}
+
+static move_slot *slot_at(const session *s, size_t i) {
+    return i == 0 ? (move_slot *)&s->move : &s->more[i - 1];
+}
+
+static bool any_slot_busy(const session *s) {
+    for (size_t i = 0; i < n_slots(s); i++)
+        if (slot_busy(slot_at(s, i)))
+            return true;
+    return false;
+}
+
+/* The calling thread's slot while it has a move under way, else NULL. */
+static move_slot *own_slot(const session *s) {
+    pthread_t self = pthread_self();
+    for (size_t i = 0; i < n_slots(s); i++) {
+        move_slot *m = slot_at(s, i);
+        if (slot_busy(m) && pthread_equal(m->thread, self))
+            return m;
+    }
+    return NULL;
+}
+
+/* A slot no thread has a move under way in: made apart when all are busy,
+ * else NULL (out of memory, or all MOVE_SLOTS busy). */
+static move_slot *free_slot(session *s) {
+    for (size_t i = 0; i < n_slots(s); i++)
+        if (!slot_busy(slot_at(s, i)))
+            return slot_at(s, i);
+    if (s->more != NULL)
+        return NULL;
+    s->more = enif_alloc((MOVE_SLOTS - 1) * sizeof *s->more);
+    if (s->more == NULL)
+        return NULL;
+    memset(s->more, 0, (MOVE_SLOTS - 1) * sizeof *s->more);
+    return s->more;
+}
+
+/* The calling thread's slot, taking a free one (the first, shared, when
+ * none is) for a move it starts. */
+static move_slot *claim_slot(session *s) {
+    move_slot *m = own_slot(s);
+    if (m == NULL)
+        m = free_slot(s);
+    if (m == NULL)
+        m = &s->move;
+    m->thread = pthread_self();
+    return m;
+}
+
+/* The calling thread's pending remap is forgotten (a request of its own
+ * came in between). */
+static void forget_move(session *s) {
+    move_slot *m = own_slot(s);
+    if (m != NULL)
+        m->move.set = false;
+}
+
+/* The allocation is the move a remap of this thread just left to its
+ * caller (see pending_move), copied to *move; taken or not, the remap is
+ * forgotten. */
 static bool completes_move(session *s, size_t len, size_t alignment,
-                           uintptr_t ret) {
-    bool same = s->move.set && s->move.site == ret && s->move.len == len &&
-                s->move.alignment == alignment;
-    s->move.set = false;
-    return same;
+                           uintptr_t ret, pending_move *move) {
+    move_slot *m = own_slot(s);
+    if (m == NULL)
+        return false;
+    *move = m->move;
+    m->move.set = false;
+    return move->set && move->site == ret && move->len == len &&
+           move->alignment == alignment;
 }
 
 /* A suspect's record went with its block to a new address (the move a
@@ -640,19 +729,20 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     uintptr_t site = ret;
     unsigned run = s->run;
     size_t kept_len = len;
-    bool move = completes_move(s, len, alignment, ret);
+    pending_move pm;
+    bool move = completes_move(s, len, alignment, ret, &pm);
     /* A move stays with the old block's allocator, as without the check
      * (the call's may be a fixed buffer or an arena that dies with it). */
-    beam_allocator_t parent = move ? s->move.parent : current_parent(s);
-    unsigned scope = move ? s->move.scope : s->scope;
-    if (move && s->move.fails) {
+    beam_allocator_t parent = move ? pm.parent : current_parent(s);
+    unsigned scope = move ? pm.scope : s->scope;
+    if (move && pm.fails) {
         fails = true;
     } else if (move) {
-        track = s->move.tracked;
-        index = s->move.index;
-        site = s->move.block_site;
-        run = s->move.block_run;
-        kept_len = s->move.block_len;
+        track = pm.tracked;
+        index = pm.index;
+        site = pm.block_site;
+        run = pm.block_run;
+        kept_len = pm.block_len;
     } else if (counted) {
         fails = request(s, REQ_ALLOC, len, ret, &index, &site);
     }
@@ -664,7 +754,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     if (p != NULL && track) {
         block b = {p, kept_len, alignment, site, index, run, scope, parent};
         if (move)
-            moved_away(s, s->move.from);
+            moved_away(s, pm.from);
         add_block(s, &b);
     } else if (p != NULL) {
         /* Not the run's: a record of the address is stale (see add_block),
@@ -674,7 +764,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
             drop_stale(s, stale);
     }
     if (p != NULL && move)
-        s->left = (moved_from){s->move.from, ret};
+        claim_slot(s)->left = (moved_from){pm.from, ret};
     pthread_mutex_unlock(&s->lock);
     return p;
 }
@@ -689,7 +779,7 @@ static beam_allocator_t parent_of(const session *s, const block *b) {
  * in a counted scope: true when this one must fail. */
 static bool growth_fails(session *s, int kind, size_t len, size_t new_len,
                          uintptr_t ret, size_t *index) {
-    s->move.set = false;
+    forget_move(s);
     uintptr_t site;
     return new_len > len && counting(s) &&
            request(s, kind, new_len, ret, index, &site);
@@ -736,7 +826,7 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
                     "left in a leak_check call's allocator after that call "
                     "ended (its memory went with it): nothing copied");
     if (p == NULL && (counting(s) || gone || b != NULL))
-        s->move = (pending_move){
+        claim_slot(s)->move = (pending_move){
             .set = true,
             .fails = fails || gone,
             .tracked = b != NULL,
@@ -778,7 +868,8 @@ static bool freed_by_a_call(const session *s) {
  * (see plan_alloc): the library's own, through the allocator the block
  * was reallocated through, not the NIF's. */
 static bool frees_moved(const session *s, const void *mem, uintptr_t ret) {
-    return s->left.ptr == mem && s->left.ret == ret;
+    const move_slot *m = own_slot(s);
+    return m != NULL && m->left.ptr == mem && m->left.ret == ret;
 }
 
 /* A free in a call of the run's block b through another allocator than
@@ -848,7 +939,7 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
         }
     }
     if (frees_moved(s, mem, ret))
-        s->left = (moved_from){NULL, 0}; /* that realloc is done */
+        own_slot(s)->left = (moved_from){NULL, 0}; /* that realloc is done */
     if (b == NULL && (freed_twice(s, mem, len, alignment, ret) ||
                       freed_inside(s, mem, len, ret))) {
         pthread_mutex_unlock(&s->lock);
@@ -1182,6 +1273,10 @@ static void close_session(session *s) {
     release_all_freed(s);
     enif_free(s->freed);
     s->freed = NULL;
+    if (!any_slot_busy(s)) {
+        enif_free(s->more);
+        s->more = NULL;
+    }
     enif_free(s->leaks);
     s->leaks = NULL;
     s->nleaks = s->leaks_cap = 0;
@@ -1366,7 +1461,8 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
         memset(&s->induced, 0, sizeof s->induced);
         memset(&s->mismatch, 0, sizeof s->mismatch);
         s->lost = false;
-        s->move.set = false;
+        for (size_t i = 0; i < n_slots(s); i++)
+            slot_at(s, i)->move.set = false;
         s->nmisuse = 0;
         s->running = true;
     }

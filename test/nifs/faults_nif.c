@@ -7,6 +7,7 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "nif_util.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -656,6 +657,63 @@ BEAM_NIF(gbuffer_grow_raw) {
     return gbuffer_grow_impl(env, argv);
 }
 
+/* gbuffer_grow_threaded/1, in a fixed buffer's call, grows the sized block
+ * as beam_realloc does, through the kept allocator's vtable (a remap that
+ * declines, then alloc, copy and free), and between the remap and the
+ * alloc waits for a thread it started that takes, grows (a move of its
+ * own meanwhile) and frees a block of the kept allocator (a worker of the
+ * NIF's, a destructor on another scheduler). The move is still this thread's:
+ * without a check it stays within the instance. */
+typedef struct side_work {
+    beam_allocator_t allocator;
+    bool got;
+} side_work;
+
+static void *side_alloc(void *arg) {
+    side_work *w = arg;
+    unsigned char *p = beam_alloc(w->allocator, unsigned char, 16);
+    unsigned char *q =
+        p != NULL ? beam_realloc(w->allocator, p, 16, 200) : NULL;
+    w->got = q != NULL;
+    if (q != NULL)
+        beam_free(w->allocator, q, 200);
+    else
+        beam_free(w->allocator, p, 16);
+    return NULL;
+}
+
+static bool side_thread(beam_allocator_t a) {
+    side_work w = {a, false};
+    pthread_t t;
+    if (pthread_create(&t, NULL, side_alloc, &w) != 0)
+        return false;
+    pthread_join(t, NULL);
+    return w.got;
+}
+
+BEAM_NIF(gbuffer_grow_threaded, .allocator = call_fixed_buffer) {
+    gbuffer *g;
+    if (!get_gbuffer(env, argv[0], &g))
+        return enif_make_badarg(env);
+    beam_allocator_t a = g->allocator;
+    uintptr_t ret = (uintptr_t)__builtin_return_address(0);
+    unsigned char *s = a.vtable->remap(a.ctx, g->sized, g->sized_len, 1,
+                                       GBUFFER_SIZED_GROWN, ret);
+    if (s == NULL) {
+        if (!side_thread(a))
+            return beam_make_error(env, "enomem");
+        s = a.vtable->alloc(a.ctx, GBUFFER_SIZED_GROWN, 1, ret);
+        if (s == NULL)
+            return beam_make_error(env, "enomem");
+        memcpy(s, g->sized, g->sized_len);
+        a.vtable->free(a.ctx, g->sized, g->sized_len, 1, ret);
+    }
+    g->sized = s;
+    gbuffer_fill(s, g->sized_len, GBUFFER_SIZED_GROWN, 1);
+    g->sized_len = GBUFFER_SIZED_GROWN;
+    return ok(env);
+}
+
 /* gbuffer_scribble(Buffer) -> :ok: fills a scratch block of the fixed
  * buffer, which the blocks must not lie in. */
 BEAM_NIF(gbuffer_scribble, .allocator = call_fixed_buffer) {
@@ -775,6 +833,7 @@ static ErlNifFunc funcs[] = {
     {"gbuffer_grow", 1, gbuffer_grow, 0},
     {"gbuffer_grow_scratch", 1, gbuffer_grow_scratch, 0},
     {"gbuffer_grow_raw", 1, gbuffer_grow_raw, 0},
+    {"gbuffer_grow_threaded", 1, gbuffer_grow_threaded, 0},
     {"gbuffer_scribble", 0, gbuffer_scribble, 0},
     {"gbuffer_free", 1, gbuffer_free, 0},
     {"forged_new", 0, forged_new, 0},

@@ -13,6 +13,7 @@ defmodule BeamAlloc.Test.Faults do
               buffers_freed/0 mbuffer_new/0 mbuffer_size/1 mbuffers_freed/0
               forged_new/0 forged_size/1 gmbuffer_new/0
               gmbuffer_free_inside/1 gbuffer_new/0 gbuffer_grow/1 gbuffer_grow_scratch/1 gbuffer_grow_raw/1
+              gbuffer_grow_threaded/1
               gbuffer_scribble/0 gbuffer_free/1
               allocator_is_raw/0 take_reports/0
               sized_at_guarded_start/0)
