@@ -2,8 +2,10 @@
  * The system backend's alloc and free as inline calls: enif_alloc and
  * enif_free in the NIF build, malloc and free in the standalone one. The
  * raw allocator's fast paths call them directly: through beam__sys_alloc,
- * in another object, each call was one more jump. The same calls as
- * backend/enif.c and backend/libc.c make.
+ * in another object, each call was one more jump. backend/enif.c and
+ * backend/libc.c define beam__sys_alloc and beam__sys_free by them, so
+ * that the two ways to the backend cannot part (the raw allocator frees
+ * by one a block the other allocated).
  */
 #ifndef BEAM_ALLOC_SYS_DIRECT_H
 #define BEAM_ALLOC_SYS_DIRECT_H

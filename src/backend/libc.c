@@ -1,10 +1,13 @@
-/* System backend of the standalone build: the C library's malloc. */
+/* System backend of the standalone build: the C library's malloc. alloc
+ * and free are sys_direct.h's, which the raw allocator's fast paths
+ * inline: one definition, so that its blocks and these are one family. */
 #include "../internal.h"
+#include "../sys_direct.h"
 
 #include <stdlib.h>
 
 void *beam__sys_alloc(size_t len) {
-    return malloc(len);
+    return beam__sys_alloc_direct(len);
 }
 
 void *beam__sys_realloc(void *mem, size_t len) {
@@ -12,5 +15,5 @@ void *beam__sys_realloc(void *mem, size_t len) {
 }
 
 void beam__sys_free(void *mem) {
-    free(mem);
+    beam__sys_free_direct(mem);
 }
