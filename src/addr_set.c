@@ -218,10 +218,7 @@ void beam__set_fork(beam__fork_phase phase) {
     pthread_once(&all.once, sets_init);
     for (size_t k = 0; k < BEAM__SETS; k++)
         for (size_t i = 0; i < SET_STRIPES; i++)
-            if (phase == BEAM__FORK_PREPARE)
-                beam__lock_take(&all.stripes[k][i].lock);
-            else
-                beam__lock_drop(&all.stripes[k][i].lock);
+            beam__fork_lock(&all.stripes[k][i].lock, phase);
 }
 
 size_t beam__set_table_bytes(beam__set_id id) {

@@ -143,13 +143,9 @@ gpa_state *beam__gpa_registry_over(const beam_gpa_t *gpa, uint32_t *at,
  * that were retiring a heap are gone with them: a deinit would wait for
  * them for good. */
 static void instance_fork(gpa_state *st, beam__fork_phase phase) {
-    if (phase == BEAM__FORK_PREPARE) {
-        beam__lock_take(&st->lock);
-        return;
-    }
     if (phase == BEAM__FORK_CHILD)
         beam__atomic_store_relaxed(&st->pins, 0);
-    beam__lock_drop(&st->lock);
+    beam__fork_lock(&st->lock, phase);
 }
 
 void beam__gpa_fork(beam__fork_phase phase) {

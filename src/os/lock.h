@@ -86,4 +86,13 @@ static inline void beam__lock_drop(beam__lock *l) {
 
 #endif
 
+/* A lock's part in a fork (fork.c), as beam__fork_mutex's for a pthread
+ * mutex: taken before it, dropped after. */
+static inline void beam__fork_lock(beam__lock *l, beam__fork_phase phase) {
+    if (phase == BEAM__FORK_PREPARE)
+        beam__lock_take(l);
+    else
+        beam__lock_drop(l);
+}
+
 #endif
