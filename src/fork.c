@@ -39,24 +39,23 @@
 
 #include <pthread.h>
 
+/* Each module's part, in the order above, outermost first. The report
+ * hook's takes nothing before the fork (see above): its place is where
+ * the child makes its lock anew, with the named stats' lock still held. */
+static void (*const parts[])(beam__fork_phase) = {
+    beam__stats_named_fork, beam__report_fork, beam__gpa_fork, beam__set_fork,
+    beam__frames_fork,      beam__stats_fork,  beam__cold_fork};
+#define PARTS (sizeof parts / sizeof parts[0])
+
 static void prepare(void) {
-    beam__stats_named_fork(BEAM__FORK_PREPARE);
-    beam__gpa_fork(BEAM__FORK_PREPARE);
-    beam__set_fork(BEAM__FORK_PREPARE);
-    beam__frames_fork(BEAM__FORK_PREPARE);
-    beam__stats_fork(BEAM__FORK_PREPARE);
-    beam__cold_fork(BEAM__FORK_PREPARE);
+    for (size_t i = 0; i < PARTS; i++)
+        parts[i](BEAM__FORK_PREPARE);
 }
 
 /* In the reverse order (any order would do: nothing waits any more). */
 static void after(beam__fork_phase phase) {
-    beam__cold_fork(phase);
-    beam__stats_fork(phase);
-    beam__frames_fork(phase);
-    beam__set_fork(phase);
-    beam__gpa_fork(phase);
-    beam__report_fork(phase);
-    beam__stats_named_fork(phase);
+    for (size_t i = PARTS; i-- > 0;)
+        parts[i](phase);
 }
 
 static void in_parent(void) {
