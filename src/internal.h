@@ -582,11 +582,6 @@ BEAM__HIDDEN BEAM__NOINLINE void beam__stats_list_thread(void);
 BEAM__HIDDEN extern _Atomic intptr_t beam__stats_tls_offset;
 #endif
 
-static BEAM__ALWAYS_INLINE beam__counters *
-beam__stats_listed_at(beam__thread_stats *t, int kind) {
-    return BEAM__LIKELY(t->listed) ? &t->kind[kind] : NULL;
-}
-
 /* The calling thread's counters (listed or not). A library in dynamic TLS
  * (every beam_alloc NIF loaded after the first, as the per-thread state
  * above says) keeps the ordinary access, the linker's call. */
@@ -625,7 +620,8 @@ static BEAM__ALWAYS_INLINE beam__counters *beam__thread_counters_any(int kind) {
  * (then beam__thread_counters lists it). */
 static BEAM__ALWAYS_INLINE beam__counters *
 beam__thread_counters_listed(int kind) {
-    return beam__stats_listed_at(beam__thread_stats_here(), kind);
+    beam__thread_stats *t = beam__thread_stats_here();
+    return BEAM__LIKELY(t->listed) ? &t->kind[kind] : NULL;
 }
 
 /* The calling thread's counters of kind, listing the thread first when
