@@ -227,12 +227,14 @@ static void mark_freed(void *mem, size_t len) {
  * given at another alignment as well as a wrong length: its header names
  * its raw block, and the mark is read only inside that. */
 static bool freed_here(void *mem, size_t len, size_t alignment, bool direct) {
-    if ((uintptr_t)mem % alignment != 0 || placed(mem, 0, alignment, direct))
+    if ((uintptr_t)mem % alignment != 0)
         return false;
+    /* (Read once: placed() would probe a header that is not direct, and
+     * the read below again. Unreadable: no block of ours was there.) */
     large_header buf;
     const large_header *h = header_read(mem, direct, &buf);
-    if (h == NULL)
-        return false; /* (unreadable: no block of ours was there) */
+    if (h == NULL || placed_by(h, mem, 0, alignment))
+        return false;
     if (h->raw == FREED_RAW)
         return true;
     size_t offset, room;
