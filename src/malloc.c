@@ -32,6 +32,7 @@
 #include "internal.h"
 
 #include "gpa_msize.h"
+#include "malloc_hdr.h"
 #include "os/probe.h"
 
 #include <stdio.h>
@@ -40,17 +41,8 @@
 /* ---- the header scheme -------------------------------------------------- */
 
 #define HDR 16
-#define GOOD_BITS 47
-#define GOOD_MAX (((uint64_t)1 << GOOD_BITS) - 1)
-#define OFF16 ((uint64_t)1 << GOOD_BITS)
-
-static inline uint64_t check_of(const void *user, uint64_t good) {
-    uint64_t x = (uint64_t)(uintptr_t)user ^ (good * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 29;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 32;
-    return x >> 48;
-}
+#define GOOD_MAX (((uint64_t)1 << BEAM__HDR_GOOD_BITS) - 1)
+#define OFF16 BEAM__HDR_OFF16
 
 static inline size_t hdr_good(size_t n) {
     if (n > GOOD_MAX - HDR - 15)
@@ -66,8 +58,7 @@ static inline uint64_t *word_of(const void *user) {
 static inline void *hdr_place(void *base, size_t good) {
     size_t off = ((uintptr_t)base & 15) != 0 ? 8 : 16;
     char *user = (char *)base + off;
-    *word_of(user) =
-        check_of(user, good) << 48 | (off == 16 ? OFF16 : 0) | (uint64_t)good;
+    *word_of(user) = beam__hdr_word(user, good, off);
     return user;
 }
 
@@ -77,7 +68,7 @@ enum hdr_state { HDR_LIVE, HDR_FREED, HDR_BAD };
 static inline enum hdr_state hdr_decode(const void *p, uint64_t w, size_t *good,
                                         char **base) {
     uint64_t g = w & GOOD_MAX;
-    uint64_t check = check_of(p, g);
+    uint64_t check = beam__hdr_check(p, g);
     *good = (size_t)g;
     *base = (char *)p - ((w & OFF16) ? 16 : 8);
     if (w >> 48 == check && g != 0)

@@ -5,6 +5,7 @@
 #include "check.h"
 #include "flip_allocator.h"
 #include "internal.h"
+#include "malloc_hdr.h"
 
 #include <beam_alloc.h>
 
@@ -687,24 +688,15 @@ TEST(malloc_calls_read_no_word_before_a_foreign_mapping) {
     munmap(f.map + 4096, 3 * 4096);
 }
 
-/* A header word for block p of good bytes that passes malloc.c's check:
- * what garbage before a foreign pointer is once in 65536 (the same hash,
- * written again here). */
-static uint64_t forged_word(const void *p, uint64_t good) {
-    uint64_t x = (uint64_t)(uintptr_t)p ^ (good * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 29;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 32;
-    return (x >> 48) << 48 | (uint64_t)1 << 47 | good;
-}
-
 /* Over an allocator that knows its blocks, a header word that passes the
  * check but names a parent block the allocator does not hold is not
  * believed: beam_msize answered its size (here 1 TiB), beam_mrealloc
  * copied up to it, beam_mfree handed the parent what it named (found in
  * a bug hunt). Over a fixed buffer, an arena (both within their handed-out
  * bytes and in a page of nobody's) and an instance over the raw allocator,
- * directly and through a failing allocator. */
+ * directly and through a failing allocator. (The forged words are
+ * malloc.c's own, beam__hdr_word: what garbage before a foreign pointer
+ * is once in 65536.) */
 TEST(malloc_calls_believe_no_forged_header) {
     static _Alignas(16) unsigned char buf[4096];
     beam_fixed_buffer_t fb;
@@ -725,13 +717,13 @@ TEST(malloc_calls_believe_no_forged_header) {
         uint64_t *sized = beam_alloc_bytes(all[i], 64, 16);
         CHECK(sized != NULL);
         void *p = sized + 2;
-        sized[1] = forged_word(p, (uint64_t)1 << 40);
+        sized[1] = beam__hdr_word(p, (uint64_t)1 << 40, 16);
         CHECK(refused_all(all[i], p));
         /* A live-looking size past the block: refused too. */
-        sized[1] = forged_word(p, 4096);
+        sized[1] = beam__hdr_word(p, 4096, 16);
         CHECK(refused_all(all[i], p));
         beam_free_bytes(all[i], sized, 64, 16);
-        nobody[1] = forged_word(&nobody[2], 32);
+        nobody[1] = beam__hdr_word(&nobody[2], 32, 16);
         CHECK(refused_all(all[i], &nobody[2]));
         /* Its own blocks still pass. */
         size_t said = check_report_count();

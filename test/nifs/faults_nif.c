@@ -7,6 +7,8 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "nif_util.h"
 
+#include "../../src/malloc_hdr.h" /* the word forged_new forges */
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
@@ -478,11 +480,12 @@ BEAM_NIF(gmbuffer_free_inside) {
 /* --- A forged header in a kept block of a fixed buffer -------------------
  * forged_new/0, whose allocator is a fixed buffer kept from call to call,
  * takes a sized block of 64 bytes and writes in it, 16 bytes in, a header
- * word that passes malloc.c's check (what garbage there does once in
- * 65536), naming a parent block of 4096 bytes, which the buffer never
- * handed out; forged_size/1, a raw NIF, asks beam_msize of the pointer
- * after that word through the allocator kept with the block: 0, a misuse
- * the buffer's holds check finds. The destructor frees the sized block. */
+ * word that passes malloc.c's check (its own beam__hdr_word: what
+ * garbage there does once in 65536), naming a parent block of 4096 bytes,
+ * which the buffer never handed out; forged_size/1, a raw NIF, asks
+ * beam_msize of the pointer after that word through the allocator kept
+ * with the block: 0, a misuse the buffer's holds check finds. The
+ * destructor frees the sized block. */
 
 typedef struct forged {
     beam_allocator_t allocator;
@@ -495,16 +498,6 @@ static beam_fixed_buffer_t kept_buffer; /* started at load */
 
 static beam_allocator_t kept_fixed_buffer(void) {
     return beam_fixed_buffer_allocator(&kept_buffer);
-}
-
-/* A header word for block p of good bytes, 16 bytes into its parent, that
- * passes malloc.c's check (the same hash, written again here). */
-static uint64_t forged_word(const void *p, uint64_t good) {
-    uint64_t x = (uint64_t)(uintptr_t)p ^ (good * 0x9E3779B97F4A7C15ull);
-    x ^= x >> 29;
-    x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 32;
-    return (x >> 48) << 48 | (uint64_t)1 << 47 | good;
 }
 
 static void forged_dtor(ErlNifEnv *env, void *obj) {
@@ -520,7 +513,7 @@ BEAM_NIF(forged_new, .allocator = kept_fixed_buffer) {
     f->allocator = beam_allocator;
     f->sized = beam_alloc_bytes(beam_allocator, 64, 16);
     if (f->sized != NULL)
-        f->sized[1] = forged_word(f->sized + 2, 4096);
+        f->sized[1] = beam__hdr_word(f->sized + 2, 4096, 16);
     ERL_NIF_TERM term = enif_make_resource(env, f);
     enif_release_resource(f);
     return f->sized != NULL ? make_ok(env, term)
