@@ -864,12 +864,16 @@ static bool freed_by_a_call(const session *s) {
     return counting(s) && pthread_equal(pthread_self(), s->call_thread);
 }
 
-/* The free of mem is the one a realloc makes of the block it just moved
- * (see plan_alloc): the library's own, through the allocator the block
- * was reallocated through, not the NIF's. */
-static bool frees_moved(const session *s, const void *mem, uintptr_t ret) {
-    const move_slot *m = own_slot(s);
-    return m != NULL && m->left.ptr == mem && m->left.ret == ret;
+/* The free of mem is the one a realloc of this thread makes of the block
+ * it just moved (see plan_alloc), which ends that realloc: the library's
+ * own, through the allocator the block was reallocated through, not the
+ * NIF's. */
+static bool ends_move(session *s, const void *mem, uintptr_t ret) {
+    move_slot *m = own_slot(s);
+    if (m == NULL || m->left.ptr != mem || m->left.ret != ret)
+        return false;
+    m->left = (moved_from){NULL, 0};
+    return true;
 }
 
 /* A free in a call of the run's block b through another allocator than
@@ -878,11 +882,12 @@ static bool frees_moved(const session *s, const void *mem, uintptr_t ret) {
  * allocator would refuse it or report it; the session, which sends the
  * free where the block came from, reports it instead (before, the check
  * passed such a call: found by a bug hunt). b's own allocator still takes
- * it, so that the check goes on without a crash. */
+ * it, so that the check goes on without a crash. (Not asked of a
+ * realloc's free of the block it moved: see ends_move.) */
 static void check_freed_through(session *s, const block *b, void *mem,
                                 size_t len, uintptr_t ret) {
     if (!counting(s) || b->parent.vtable == NULL ||
-        same_parent(b->parent, current_parent(s)) || frees_moved(s, mem, ret))
+        same_parent(b->parent, current_parent(s)))
         return;
     char here[SITE_TEXT], made[SITE_TEXT];
     describe_both(s, ret, b->site, here, made);
@@ -931,15 +936,15 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
     beam_allocator_t parent = parent_of(s, b);
+    bool realloc_own = ends_move(s, mem, ret);
     if (b != NULL) {
-        check_freed_through(s, b, mem, len, ret);
+        if (!realloc_own)
+            check_freed_through(s, b, mem, len, ret);
         if (freed_with_other_length(s, b, len)) {
             note_other_length(s, b, mem, len, ret);
             len = b->len;
         }
     }
-    if (frees_moved(s, mem, ret))
-        own_slot(s)->left = (moved_from){NULL, 0}; /* that realloc is done */
     if (b == NULL && (freed_twice(s, mem, len, alignment, ret) ||
                       freed_inside(s, mem, len, ret))) {
         pthread_mutex_unlock(&s->lock);
