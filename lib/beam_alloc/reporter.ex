@@ -605,11 +605,16 @@ defmodule BeamAlloc.Reporter do
     do: answer(request, state)
 
   def handle_call(:mark, _from, state) do
-    {:reply, mark, state} = answer(:mark, state)
+    mark = count(state)
     {:reply, mark, ledger_started(state, mark)}
   end
 
   def handle_call(request, _from, state), do: answer(request, settled(state))
+
+  # The reports received: those kept and those read but not yet kept
+  # (numbered up to seq + unread). A mark, a watch's after_seq, and the
+  # bound of since/1's mark.
+  defp count(state), do: state.seq + :queue.len(state.unread)
 
   defp answer(:recent, state) do
     state = resolved_queue(state)
@@ -621,12 +626,10 @@ defmodule BeamAlloc.Reporter do
     {:reply, pairs(state.queue), %{state | queue: :queue.new()}}
   end
 
-  defp answer(:mark, state), do: {:reply, state.seq + :queue.len(state.unread), state}
-
   # (A mark past the count, as mark/0 gives it, is none of mark/0's:
   # answered [], it hid the reports numbered up to it as they came.)
   defp answer({:since, mark}, state) do
-    {:reply, count, _} = answer(:mark, state)
+    count = count(state)
 
     if mark > count do
       {:reply, {:past_count, count}, state}
@@ -677,7 +680,7 @@ defmodule BeamAlloc.Reporter do
   end
 
   defp answer({:watch, ref, pid, all?}, state) do
-    {:reply, after_seq, _} = answer(:mark, state)
+    after_seq = count(state)
 
     watch = %{
       pid: pid,
