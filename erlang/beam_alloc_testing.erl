@@ -119,7 +119,7 @@
 -export([without_reports/1]).
 %% Internal: the Elixir front (BeamAlloc.Testing) raises its own exceptions
 %% from these results.
--export([run_check/3, format_problems/2]).
+-export([run_check/3, format_problems/2, refusal_message/1]).
 
 -type expect() :: any | raise | error_tuple.
 -type problem() :: #{kind := atom(), index := non_neg_integer() | undefined,
@@ -339,22 +339,29 @@ nested({problems, Problems, _} = Result) ->
 nested(Result) ->
     Result.
 
--define(ELIXIR_REFUSAL, "check_all_allocation_failures/2 is already running in this process").
-
 %% The refusal as check_all_allocation_failures/2 raises it, or as the
-%% Elixir front does (lib/beam_alloc/testing.ex: the same text).
+%% Elixir front does (lib/beam_alloc/testing.ex raises refusal_message/1's
+%% text: the one text, built here for both).
 refused(#{kind := failed_without_injection, outcome := {raised, error, Reason, _}}) ->
     Self = self(),
+    Message = refusal_message(Self),
     case Reason of
         {already_running, Self} ->
             true;
-        #{'__struct__' := 'Elixir.ArgumentError', message := <<?ELIXIR_REFUSAL, _/binary>>} ->
+        #{'__struct__' := 'Elixir.ArgumentError', message := Message} ->
             true;
         _ ->
             false
     end;
 refused(_) ->
     false.
+
+%% The Elixir front's ArgumentError text for {already_running, Pid}
+%% (Pid as Elixir's inspect/1 writes it).
+-spec refusal_message(pid()) -> binary().
+refusal_message(Pid) ->
+    iolist_to_binary(["check_all_allocation_failures/2 is already running in this process "
+                      "(#PID", pid_to_list(Pid), "); it cannot be nested"]).
 
 %% A remote fun's module (fun my_nif:f/0, &MyNif.f/0) loaded before the
 %% check: a library its first run loads is attached only after that run,

@@ -151,12 +151,10 @@ defmodule BeamAlloc.Testing do
           problems: Enum.map(problems, &to_elixir/1),
           allocations: count
 
-      # (:beam_alloc_testing's nested/1 knows this text: an outer check
-      # whose function failed with it raises the error below.)
+      # (:beam_alloc_testing's nested/1 knows this text, which it builds:
+      # an outer check whose function failed with it raises the error below.)
       {:error, {:already_running, pid}} ->
-        raise ArgumentError,
-              "check_all_allocation_failures/2 is already running in this process " <>
-                "(#{inspect(pid)}); it cannot be nested"
+        raise ArgumentError, :beam_alloc_testing.refusal_message(pid)
 
       {:error, {:cannot_nest, {:already_running, pid}}} ->
         raise ArgumentError,
