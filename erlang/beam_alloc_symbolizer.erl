@@ -109,7 +109,7 @@ splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc, Notes) ->
     splice(Text, Rest, Start + Len,
            [Out, binary:part(Text, At, Start - At) | Acc], [Note | Notes]).
 
-%% {Text, Note}: Note says why a site got no line (see hints/1).
+%% {Text, Note}: Note says why a site got no line (see hints/2).
 %% (An offset of more than 64 bits is no site: site/2 refuses it.)
 resolved(Object, Offset, Whole, After) ->
     case binary_to_integer(Offset, 16) of
