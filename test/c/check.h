@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef void (*check_fn)(void);
 void check_register(const char *name, check_fn fn);
@@ -102,6 +103,15 @@ static inline void check_phase_wait(check_phase *p, int at) {
         pthread_cond_wait(&p->cond, &p->lock);
     pthread_mutex_unlock(&p->lock);
 }
+
+/* Runs fn(arg) in a child process (check_child.c) and waits for it, at
+ * most 10 s: its exit status, or -1 when it did not exit by itself (no
+ * fork, a signal, or it hung and was killed). check_wait_child: the wait
+ * alone, for a child forked otherwise; check_child_exit: how a child
+ * leaves (no destructors, no sanitizer's exit check). */
+int check_in_child(int (*fn)(void *), void *arg);
+int check_wait_child(pid_t pid);
+_Noreturn void check_child_exit(int status);
 
 static inline bool check_aligned(const void *p, size_t alignment) {
     return ((uintptr_t)p & (alignment - 1)) == 0;

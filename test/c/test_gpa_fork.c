@@ -5,8 +5,8 @@
  * takes it would hang (src/fork.c takes them all around a fork). Each
  * child allocates and frees through the general purpose, large and raw
  * allocators and exits 0; the parent waits for it with a timeout and
- * kills it on a hang. Names start with gpa_ so that the TSan run takes
- * them too.
+ * kills it on a hang (check_in_child). Names start with gpa_ so that the TSan
+ * run takes them too.
  */
 #define _GNU_SOURCE
 #include "check.h"
@@ -14,15 +14,10 @@
 
 #include <beam_alloc.h>
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdatomic.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define FORK_WAIT_MS 10000
 
 /* AddressSanitizer before LLVM 17 takes no lock of its own allocator
  * around a fork: a child forked while another thread was in malloc hung
@@ -61,7 +56,8 @@ static bool round_trip(beam_allocator_t a, size_t len) {
 /* What a child does: small, medium and large blocks of gpa and of the
  * process-wide instance, the large and raw allocators, beam_malloc; a
  * new instance (the registry) made and torn down. */
-static int child_work(beam_gpa_t *gpa) {
+static int child_work(void *arg) {
+    beam_gpa_t *gpa = (beam_gpa_t *)arg;
     static const size_t lens[] = {24, 900, 20000, 300000, 2 << 20};
     beam_allocator_t all[] = {beam_gpa_allocator(gpa),
                               beam_general_purpose_allocator,
@@ -78,42 +74,12 @@ static int child_work(beam_gpa_t *gpa) {
     return !beam_gpa_deinit(&fresh) && ok ? 0 : 1;
 }
 
-/* The child's exit status, or -1 when it did not end in time (then it is
- * killed). */
-static int wait_child(pid_t pid) {
-    int status = 0;
-    for (int ms = 0; ms < FORK_WAIT_MS; ms++) {
-        pid_t got = waitpid(pid, &status, WNOHANG);
-        if (got == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-        sleep_ms(1);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
-/* How a child leaves: _exit (no destructors, no leak check of the
- * parent's blocks). Under ThreadSanitizer past its _exit too, whose
- * check found the parent's threads unjoined in the child ("thread leak")
- * and made every child of a threaded parent fail with status 66. */
-static void child_exit(int status) {
-#ifdef BEAM__TSAN
-    syscall(SYS_exit_group, status);
-#endif
-    _exit(status);
-}
-
-/* Forks; the child runs child_work and leaves (child_exit). The child's
- * status, -1: hung. */
+/* Forks; the child runs child_work. Its exit status, -1: it did not
+ * exit (hung, say). */
 static int fork_and_check(beam_gpa_t *gpa) {
-    pid_t pid = fork();
-    if (pid == 0)
-        child_exit(child_work(gpa));
-    int status = pid < 0 ? 128 : wait_child(pid);
+    int status = check_in_child(child_work, gpa);
     if (status != 0)
-        fprintf(stderr, "fork: child %s (status %d)\n",
-                status < 0 ? "hung, killed" : "failed", status);
+        fprintf(stderr, "fork: child failed (status %d)\n", status);
     return status;
 }
 
@@ -225,7 +191,8 @@ static void count_line(void *user, const char *line) {
  * thread id, which a child has a new one of: an unlock there was taken
  * for a reader's and left the lock write-held, and the child hung at its
  * first report.) */
-static int child_reports(void) {
+static int child_reports(void *arg) {
+    (void)arg;
     int lines = 0;
     beam_set_report_hook(count_line, &lines);
     beam__report_line("fork: a line from the child");
@@ -237,10 +204,7 @@ TEST(gpa_fork_child_reports_and_sets_the_report_hook) {
     beam_gpa_t gpa;
     beam_gpa_init(&gpa, beam_raw_allocator);
     CHECK(round_trip(beam_gpa_allocator(&gpa), 64)); /* handlers in place */
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(child_reports());
-    int status = pid < 0 ? 128 : wait_child(pid);
+    int status = check_in_child(child_reports, NULL);
     CHECK(!beam_gpa_deinit(&gpa));
     CHECK(status == 0);
 }
@@ -248,21 +212,12 @@ TEST(gpa_fork_child_reports_and_sets_the_report_hook) {
 /* ---- a fork while a report is inside the hook ------------------------- */
 
 /* A hook may take locks and call the library (header, section 7). These
- * scenarios run in a child of their own, watched: a deadlock hangs that
- * child, not the test run. Each makes an instance first (handlers in
- * place). */
-static int watched(int (*scenario)(void)) {
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(scenario());
-    return pid < 0 ? 128 : wait_child(pid);
-}
-
-static int fork_and_reap(void) {
-    pid_t pid = fork();
-    if (pid == 0)
-        _exit(0);
-    return pid < 0 ? 128 : wait_child(pid);
+ * scenarios run in a child of their own (check_in_child): a deadlock
+ * hangs that child, not the test run. Each makes an instance first
+ * (handlers in place). */
+static int exits_at_once(void *arg) {
+    (void)arg;
+    return 0;
 }
 
 static check_phase hook_phase;
@@ -285,7 +240,8 @@ static void *report_main(void *arg) {
     return NULL;
 }
 
-static int fork_while_hook_reads_named_stats(void) {
+static int fork_while_hook_reads_named_stats(void *arg) {
+    (void)arg;
     beam_gpa_t gpa;
     beam_gpa_init(&gpa, beam_raw_allocator);
     if (!round_trip(beam_gpa_allocator(&gpa), 64) ||
@@ -296,13 +252,13 @@ static int fork_while_hook_reads_named_stats(void) {
     pthread_t t;
     pthread_create(&t, NULL, report_main, NULL);
     check_phase_wait(&hook_phase, 1);
-    int bad = fork_and_reap();
+    int bad = check_in_child(exits_at_once, NULL);
     pthread_join(t, NULL);
     return bad;
 }
 
 TEST(gpa_fork_while_the_report_hook_reads_named_stats_no_deadlock) {
-    CHECK(watched(fork_while_hook_reads_named_stats) == 0);
+    CHECK(check_in_child(fork_while_hook_reads_named_stats, NULL) == 0);
 }
 
 /* A hook that forks (to run a reporter, say). In the child the hook
@@ -310,7 +266,7 @@ TEST(gpa_fork_while_the_report_hook_reads_named_stats_no_deadlock) {
  * (counted, no second fork) and sets the hook: the lock its one thread
  * held for reading at the fork is held again there, and free after. */
 static bool in_hook_child;
-static int hook_child_status = 128;
+static int hook_child_status = -1;
 
 static void hook_forks(void *user, const char *line) {
     (void)line;
@@ -323,10 +279,11 @@ static void hook_forks(void *user, const char *line) {
         in_hook_child = true;
         return;
     }
-    hook_child_status = pid < 0 ? 128 : wait_child(pid);
+    hook_child_status = pid < 0 ? -1 : check_wait_child(pid);
 }
 
-static int fork_inside_the_hook(void) {
+static int fork_inside_the_hook(void *arg) {
+    (void)arg;
     beam_gpa_t gpa;
     beam_gpa_init(&gpa, beam_raw_allocator);
     if (!round_trip(beam_gpa_allocator(&gpa), 64))
@@ -344,5 +301,5 @@ static int fork_inside_the_hook(void) {
 }
 
 TEST(gpa_fork_inside_the_report_hook_no_deadlock) {
-    CHECK(watched(fork_inside_the_hook) == 0);
+    CHECK(check_in_child(fork_inside_the_hook, NULL) == 0);
 }

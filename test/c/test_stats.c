@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -73,7 +72,8 @@ TEST(stats_raw_vtable_length_near_size_max_counts_only_a_failure) {
 /* The child of the test below: its address space limited to what it has
  * and a little more, 64-byte raw blocks until one fails. 0: counted right;
  * 2: none failed; 3: no limit could be set. */
-static int raw_small_failure_child(void) {
+static int raw_small_failure_child(void *arg) {
+    (void)arg;
     beam_allocator_t a = beam_raw_allocator;
     beam_free_bytes(a, beam_alloc_bytes(a, 64, 8), 64, 8); /* listed */
     beam_alloc_stats before = stats_of(a);
@@ -120,18 +120,12 @@ TEST(stats_raw_takes_back_a_small_allocation_the_backend_refused) {
         return;
 #endif
 #endif
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        alarm(20); /* a lock another thread held at the fork: no hang */
-        _exit(raw_small_failure_child());
-    }
-    int st;
-    CHECK(waitpid(pid, &st, 0) == pid);
-    CHECK(WIFEXITED(st));
-    if (WEXITSTATUS(st) == 3)
+    /* (watched: a lock another thread held at the fork, no hang) */
+    int st = check_in_child(raw_small_failure_child, NULL);
+    CHECK(st >= 0); /* forked, exited */
+    if (st == 3)
         return; /* no limit to be had here: nothing to test */
-    CHECK(WEXITSTATUS(st) == 0);
+    CHECK(st == 0);
 }
 
 /* A thread's first raw counts: made before it is listed (its marks are
