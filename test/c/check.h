@@ -12,6 +12,32 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* The checkers a run may be under, for tests whose case they change or
+ * break (their own allocator, reads of freed memory): CHECK_ASAN and
+ * CHECK_TSAN, 1 when built with that sanitizer, else 0;
+ * check_under_valgrind(), at run time. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHECK_ASAN 1
+#endif
+#endif
+#ifndef CHECK_ASAN
+#define CHECK_ASAN 0
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CHECK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHECK_TSAN 1
+#endif
+#endif
+#ifndef CHECK_TSAN
+#define CHECK_TSAN 0
+#endif
+bool check_under_valgrind(void);
+
 typedef void (*check_fn)(void);
 void check_register(const char *name, check_fn fn);
 void check_fail(const char *file, int line, const char *what);

@@ -3,7 +3,6 @@
  * stopping the run. */
 #define _GNU_SOURCE /* syscall */
 #include "check.h"
-#include "atomics.h" /* BEAM__TSAN */
 
 #include <signal.h>
 #include <stdio.h>
@@ -33,7 +32,7 @@ int check_wait_child(pid_t pid) {
  * threads unjoined in the child ("thread leak") and made every child of a
  * threaded parent fail with status 66. */
 _Noreturn void check_child_exit(int status) {
-#ifdef BEAM__TSAN
+#if CHECK_TSAN
     syscall(SYS_exit_group, status);
 #endif
     _exit(status);

@@ -1,4 +1,10 @@
 #include "check.h"
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
 #include "internal.h"
 
 #include <beam_alloc.h>
@@ -78,6 +84,14 @@ bool check_report_contains(const char *needle) {
     bool found = strstr(all_reports, needle) != NULL;
     pthread_mutex_unlock(&report_lock);
     return found;
+}
+
+bool check_under_valgrind(void) {
+#ifdef RUNNING_ON_VALGRIND
+    return RUNNING_ON_VALGRIND;
+#else
+    return false;
+#endif
 }
 
 int main(int argc, char **argv) {

@@ -2,12 +2,6 @@
  * allocators. */
 #include "check.h"
 
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
-
 #include "internal.h"
 
 #include <beam_alloc.h>
@@ -745,20 +739,7 @@ TEST(core_sentinels_of_big_alignments_are_refused) {
 /* Whether this run may read memory free() took back: not under ASan or
  * valgrind, which would (rightly) call it an error. */
 static bool may_read_freed_memory(void) {
-#if defined(__SANITIZE_ADDRESS__)
-    return false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-    return false;
-#endif
-#endif
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-    if (RUNNING_ON_VALGRIND)
-        return false;
-#endif
-#endif
-    return true;
+    return !CHECK_ASAN && !check_under_valgrind();
 }
 
 /* A header block of the large allocator freed twice: the first free

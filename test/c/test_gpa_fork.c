@@ -23,17 +23,13 @@
  * around a fork: a child forked while another thread was in malloc hung
  * in ASan's LargeMmapAllocator (clang 14, seen here), not in ours. The
  * hammering test then has nothing to say; the held-lock one still runs. */
-#if defined(__SANITIZE_ADDRESS__)
+#if CHECK_ASAN
 #define FORK_SANITIZER_HANGS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FORK_SANITIZER_HANGS 1
-#endif
 #endif
 /* ThreadSanitizer's allocator likewise (clang 14): a child hung in about
  * two runs in three, spinning in its LargeMmapAllocator's lock under
  * malloc, from the raw allocator (seen with gdb here). */
-#ifdef BEAM__TSAN
+#if CHECK_TSAN
 #define FORK_SANITIZER_HANGS 1
 #endif
 #define FORK_ROUNDS 200

@@ -10,11 +10,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-#include <valgrind/valgrind.h>
-#endif
-#endif
 
 static beam_alloc_stats stats_of(beam_allocator_t a) {
     beam_alloc_stats s;
@@ -107,19 +102,8 @@ static int raw_small_failure_child(void *arg) {
  * limited. Not under the sanitizers (ASan, TSan) or valgrind, whose own
  * reservations and malloc the limit would break first. */
 TEST(stats_raw_takes_back_a_small_allocation_the_backend_refused) {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-    return;
-#endif
-#endif
-#if defined(__has_include)
-#if __has_include(<valgrind/valgrind.h>)
-    if (RUNNING_ON_VALGRIND)
+    if (CHECK_ASAN || CHECK_TSAN || check_under_valgrind())
         return;
-#endif
-#endif
     /* (watched: a lock another thread held at the fork, no hang) */
     int st = check_in_child(raw_small_failure_child, NULL);
     CHECK(st >= 0); /* forked, exited */
