@@ -6,7 +6,7 @@
  *   memory an instance took from its backing for a block above the slab
  *   classes and has not given back, cached blocks included), for the raw
  *   and the large allocators' refusal of a general purpose allocator's
- *   block (beam__refused_gpa_block): the address map answers for slab
+ *   block (beam__refused_block): the address map answers for slab
  *   memory only, and a large block freed through them went to enif_free,
  *   which crashed on a large allocator's header or, at 8, freed it under
  *   its instance, whose own free or deinit then freed it again (bug hunt).

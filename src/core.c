@@ -119,14 +119,6 @@ static BEAM__NOINLINE void report_gpa_block(const char *call, const char *who,
                             call, mem, len, alignment, ret, what);
 }
 
-bool beam__refused_gpa_block(const char *call, const char *who, void *mem,
-                             size_t len, size_t alignment, uintptr_t ret) {
-    if (BEAM__LIKELY(!gpa_map_holds(mem) && !beam__gpa_set_holds(mem)))
-        return false;
-    report_gpa_block(call, who, mem, len, alignment, ret);
-    return true;
-}
-
 BEAM__NOINLINE void beam__report_not_newest(const char *call, void *mem,
                                             size_t len, size_t alignment,
                                             uintptr_t ret, const char *who) {
@@ -143,6 +135,18 @@ static void report_impossible(const char *call, void *mem, size_t len,
     beam__report_refused(call, mem, len, alignment, ret,
                          "impossible length or alignment, or an address no "
                          "block has");
+}
+
+bool beam__refused_block(const char *call, const char *who, void *mem,
+                         size_t len, size_t alignment, uintptr_t ret) {
+    if (BEAM__UNLIKELY(!real_block(mem, len))) {
+        report_impossible(call, mem, len, alignment, ret);
+        return true;
+    }
+    if (BEAM__LIKELY(!gpa_map_holds(mem) && !beam__gpa_set_holds(mem)))
+        return false;
+    report_gpa_block(call, who, mem, len, alignment, ret);
+    return true;
 }
 
 /* Checks, then as alloc_impl. */

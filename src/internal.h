@@ -96,15 +96,20 @@ BEAM__HIDDEN void beam__report_refused_as(const char *kind, const char *call,
                                           size_t alignment, uintptr_t ret,
                                           const char *what);
 /* A free, resize or remap (call) through the raw or the large allocator
- * (who) of a block of a general purpose instance (of this copy of the
- * library: its address map says so, gpa_map_holds, or, above the slab
- * classes, its set of large blocks, beam__gpa_set_holds): true, and
- * reported as a misuse, as given to the backend an address inside a
- * segment would crash it or corrupt its heap, and a large block would be
- * freed under its instance; false for any other block (core.c). */
-BEAM__HIDDEN bool beam__refused_gpa_block(const char *call, const char *who,
-                                          void *mem, size_t len,
-                                          size_t alignment, uintptr_t ret);
+ * (who) of what cannot be one of their blocks: true, and reported as a
+ * misuse. That is an impossible block (a length of 0 or above
+ * BEAM__MAX_LEN, or an address no block has): the helpers refuse those
+ * before the vtable, a direct caller of it may not, and such a length,
+ * counted, wrapped the live bytes (undefined behaviour) and the block was
+ * given back. Or a block of a general purpose instance (of this copy of
+ * the library: its address map says so, gpa_map_holds, or, above the slab
+ * classes, its set of large blocks, beam__gpa_set_holds), as given to the
+ * backend an address inside a segment would crash it or corrupt its heap,
+ * and a large block would be freed under its instance. false for any other
+ * block (core.c). */
+BEAM__HIDDEN bool beam__refused_block(const char *call, const char *who,
+                                      void *mem, size_t len, size_t alignment,
+                                      uintptr_t ret);
 /* Sets of addresses (addr_set.c), the first counting its notes of an
  * address, the other holding one at most (addr_set.c says why); any thread, no
  * lock of ours held (the sets' locks are leaves). unnote says whether p was

@@ -348,7 +348,7 @@ static void *large_alloc(void *ctx, size_t len, size_t alignment,
  * with. */
 static bool misplaced(const char *call, void *mem, size_t len, size_t alignment,
                       bool direct, uintptr_t ret) {
-    if (beam__refused_gpa_block(call, "large", mem, len, alignment, ret))
+    if (beam__refused_block(call, "large", mem, len, alignment, ret))
         return true;
     if (alignment <= BEAM_MAX_ALIGN || placed(mem, len, alignment, direct))
         return false;

@@ -105,7 +105,7 @@ void *beam__raw_alloc(size_t len) {
 static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (beam__refused_gpa_block("resize", "raw", mem, len, alignment, ret))
+    if (beam__refused_block("resize", "raw", mem, len, alignment, ret))
         return false;
     if (new_len > len || new_len == 0)
         return false;
@@ -121,7 +121,7 @@ static bool raw_resize(void *ctx, void *mem, size_t len, size_t alignment,
 static void *raw_remap(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     (void)ctx;
-    if (beam__refused_gpa_block("remap", "raw", mem, len, alignment, ret))
+    if (beam__refused_block("remap", "raw", mem, len, alignment, ret))
         return NULL;
     /* (new_len 0, from a direct caller of the vtable: realloc would free
      * the block and answer NULL, "nothing changed", and the caller's free
@@ -178,7 +178,7 @@ static void raw_free(void *ctx, void *mem, size_t len, size_t alignment,
     (void)ctx;
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
-    if (beam__refused_gpa_block("free", "raw", mem, len, alignment, ret))
+    if (beam__refused_block("free", "raw", mem, len, alignment, ret))
         return;
     beam__raw_free(mem, len);
 }

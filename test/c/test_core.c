@@ -481,6 +481,45 @@ TEST(raw_and_large_refuse_a_general_purpose_allocators_large_blocks) {
     }
 }
 
+/* Through the vtable, which the helpers' checks do not guard, the raw and
+ * the large allocators refuse a block no call can have (a length above
+ * PTRDIFF_MAX, or 0): reported, the block left live and its bytes as they
+ * were, the counters untouched. Such a free used to give the block back
+ * and wrap the live bytes (undefined behaviour, UBSan), a shrink to
+ * succeed. */
+TEST(raw_and_large_vtables_refuse_impossible_lengths) {
+    const beam_allocator_t subjects[] = {beam_raw_allocator,
+                                         beam_large_allocator};
+    const size_t bad[] = {(size_t)PTRDIFF_MAX + 1, SIZE_MAX,
+                          ((size_t)1 << 63) | 64, 0};
+    const char *said = "impossible length";
+    for (int o = 0; o < 2; o++) {
+        beam_allocator_t a = subjects[o];
+        char *p = beam_alloc_bytes(a, 64, 8);
+        CHECK(p != NULL);
+        fill(p, 64, 3);
+        beam_alloc_stats before, after;
+        CHECK(beam_allocator_stats(a, &before));
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+            const char *wrong = "free with a wrong length or alignment";
+            const char *resize =
+                "resize or realloc with a wrong pointer, length or alignment";
+            CHECK_REFUSED(wrong, said, a.vtable->free(a.ctx, p, bad[k], 8, 0));
+            CHECK_REFUSED(resize, said,
+                          CHECK(!a.vtable->resize(a.ctx, p, bad[k], 8, 32, 0)));
+            CHECK_REFUSED(
+                resize, said,
+                CHECK(a.vtable->remap(a.ctx, p, bad[k], 8, 128, 0) == NULL));
+        }
+        CHECK(beam_allocator_stats(a, &after));
+        CHECK(after.live_bytes == before.live_bytes &&
+              after.live_blocks == before.live_blocks &&
+              after.frees == before.frees);
+        CHECK(filled(p, 64, 3));
+        beam_free_bytes(a, p, 64, 8);
+    }
+}
+
 TEST(large_any_alignment_is_aligned_and_writable) {
     for (size_t align = 1; align <= ((size_t)1 << 24); align *= 2) {
         if (align > (1u << 20) && align != ((size_t)1 << 24))
