@@ -66,6 +66,8 @@ defmodule BeamAlloc.UpgradeTest do
         def ping, do: :erlang.nif_error(:not_loaded)
         def keep, do: :erlang.nif_error(:not_loaded)
         def churn, do: :erlang.nif_error(:not_loaded)
+        def box, do: :erlang.nif_error(:not_loaded)
+        def peek(_box), do: :erlang.nif_error(:not_loaded)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -322,7 +324,7 @@ defmodule BeamAlloc.UpgradeTest do
     IO.puts("grew \#{:erlang.memory(:system) - before}")
     """
 
-    stubs = ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0)
+    stubs = ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1)
 
     {out, status} =
       BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: stubs)
@@ -333,6 +335,59 @@ defmodule BeamAlloc.UpgradeTest do
     # Each round's old copy held 1 MB: 16 MB had it been lost.
     assert String.to_integer(least) > 512 * 1024, out
     assert String.to_integer(grew) < 4 * 1024 * 1024, out
+  end
+
+  test "a resource type the new version took over keeps the old copy, with the blocks it holds" do
+    # A box (test/nifs/upgrade_nif.c) holds a block of the process-wide
+    # instance and the allocator it came from; its type is taken over by
+    # each new version, so the box outlives the old version's module and
+    # its destructor (the new copy's) frees through the old copy's
+    # allocator. Once the old version was purged, the old copy was
+    # unloaded and its allocators torn down under the box: the VM died
+    # (SIGSEGV) at the destructor. In a VM of its own.
+    mod = inspect(@module)
+
+    script = """
+    parent = self()
+    version.("a")
+
+    holder =
+      spawn(fn ->
+        {:ok, box} = #{mod}.box()
+        send(parent, :made)
+        receive do: (:peek -> send(parent, {:peeked, #{mod}.peek(box)}))
+        receive do: (:stop -> :ok)
+      end)
+
+    receive do: (:made -> :ok)
+    version.("b")
+    _ = :code.purge(#{mod})
+    send(holder, :peek)
+    receive do: ({:peeked, v} -> say.("peek", v))
+    ref = Process.monitor(holder)
+    send(holder, :stop)
+    receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+    :erlang.garbage_collect()
+    Process.sleep(50)
+    {:ok, box} = #{mod}.box()
+    say.("new box", #{mod}.peek(box))
+    gpa = BeamAlloc.stats(#{mod}).general_purpose
+    say.("live", {gpa.live_blocks, gpa.live_bytes})
+    """
+
+    stubs = ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1)
+
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: stubs)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    assert out =~ "peek :ok", out
+    assert out =~ "new box :ok", out
+    # The old box's block went back through the old copy's allocator: the
+    # new box's alone is live.
+    assert out =~ "live {1, 3000}", out
+    assert out =~ "is unloaded while a newer version of the module runs", out
+    assert out =~ "stays mapped, with its allocators, until the node stops", out
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

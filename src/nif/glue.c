@@ -69,15 +69,26 @@ static int64_t loaded_at = INT64_MIN;
 static char loaded_path[1024];
 static beam__file_id loaded_file;
 
+/* Kept mapped by its last unload for a newer version of its module
+ * (kept_for_newer_version), not for a C library's hooks: what the reports
+ * below say. */
+static _Atomic bool kept_for_newer;
+
 /* Why the VM hands a module this copy whatever its file holds now, when
  * it is kept for good (beam_internal_keep_mapped): a copy whose zlib, zstd
- * or SQLite hooks ran stays mapped until the VM exits, and no purge
- * unloads it, which the reports below say instead of their usual causes
- * and advice (they said a resource or a check kept it, and to purge:
- * found in review). */
-#define KEPT_FOR_GOOD                                                          \
-    "the copy is kept mapped until the node stops (its zlib, zstd or "         \
-    "SQLite hooks ran: beam_alloc/zlib.h says why), so no purge unloads it"
+ * or SQLite hooks ran, or one a newer version of its module left with
+ * blocks live, stays mapped until the VM exits, and no purge unloads it,
+ * which the reports below say instead of their usual causes and advice
+ * (they said a resource or a check kept it, and to purge: found in
+ * review). */
+static const char *kept_for_good(void) {
+    return beam__atomic_load_relaxed(&kept_for_newer)
+               ? "the copy is kept mapped until the node stops (a newer "
+                 "version left it with blocks live), so no purge unloads it"
+               : "the copy is kept mapped until the node stops (its zlib, "
+                 "zstd or SQLite hooks ran: beam_alloc/zlib.h says why), so "
+                 "no purge unloads it";
+}
 
 /* A module instance loads this copy again (after a purge, while the copy
  * stayed mapped: a resource of it alive, a check's handle, its adapter
@@ -96,7 +107,7 @@ static void say_if_stale_reload(void) {
                  "restart the node to run the new one",
                  module, loaded_path,
                  beam__library_kept_mapped()
-                     ? KEPT_FOR_GOOD
+                     ? kept_for_good()
                      : "an upgrade through the upgrade callback, or a load "
                        "while a resource of the copy is alive or a check "
                        "holds it");
@@ -132,16 +143,17 @@ static int upgrade_from_same_file(void) {
         return beam_nif_loaded(0);
     char module[300];
     beam__nif_module_text(module, sizeof module);
+    bool kept = beam__library_kept_mapped();
     beam__report("beam_alloc: a new version of %s loads its NIF library from "
                  "%s, which was rebuilt since the VM loaded it; the VM keeps "
                  "the copy it has under that name, so the new version would "
-                 "run the old C code: the upgrade fails. %s",
-                 module, loaded_path,
-                 beam__library_kept_mapped()
-                     ? "And " KEPT_FOR_GOOD ": restart the node"
-                     : "Purge the old version first (code:purge/1 and "
-                       "code:delete/1, then load the module), or restart the "
-                       "node");
+                 "run the old C code: the upgrade fails. %s%s%s",
+                 module, loaded_path, kept ? "And " : "",
+                 kept ? kept_for_good()
+                      : "Purge the old version first (code:purge/1 and "
+                        "code:delete/1, then load the module), or restart the "
+                        "node",
+                 kept ? ": restart the node" : "");
     return beam_nif_loaded(BEAM__UPGRADE_FILE_CHANGED);
 }
 
@@ -262,13 +274,73 @@ static void free_kept_instances(void) {
     }
 }
 
+/* What the copy's allocators hold for its user: live blocks of the raw
+ * allocator or the process-wide instance, large blocks beyond what that
+ * instance holds of large, or a kept leak_check instance. */
+static bool copy_holds_blocks(void) {
+    beam_alloc_stats raw, large, gpa;
+    beam_allocator_stats(beam_raw_allocator, &raw);
+    beam_allocator_stats(beam_large_allocator, &large);
+    beam_allocator_stats(beam_general_purpose_allocator, &gpa);
+    size_t backing = beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
+                         .backing_bytes;
+    return raw.live_blocks != 0 || gpa.live_blocks != 0 ||
+           large.live_bytes > backing ||
+           beam__atomic_load_acquire(&kept_instances) != NULL;
+}
+
+/* The last unload of a copy that a newer version of its module replaced
+ * (an upgrade, from another file), its allocators holding blocks still: a
+ * resource type that version opened with ERL_NIF_RT_TAKEOVER is the new
+ * copy's now, so the VM unloads this one while such a resource may hold
+ * those blocks, or a beam_allocator_t of this copy. Torn down, they
+ * dangled: the next call on the resource read freed memory and the VM
+ * died (SIGSEGV; found by an adopter's upgrade). So the copy stays
+ * mapped, its allocators up, until the node stops, and says so; what they
+ * cache goes back. A copy no newer version replaced (its module deleted
+ * and purged) gives everything back at once, as before: nothing of the
+ * module can reach its blocks. No lock of ours held: the walk asks the
+ * other copies, whose own unloads may ask this one. */
+static bool kept_for_newer_version(int64_t at) {
+    if (!copy_holds_blocks() ||
+        !beam__nif_newer_copy_runs(beam__nif_module_atom(), at))
+        return false;
+    (void)beam_internal_keep_mapped();
+    beam__atomic_store_relaxed(&kept_for_newer, true);
+    beam_alloc_stats gpa;
+    beam_allocator_stats(beam_general_purpose_allocator, &gpa);
+    beam_gpa_collect(&beam_general_purpose_allocator_instance);
+    beam__nif_collect_kept();
+    char module[300];
+    beam__nif_module_text(module, sizeof module);
+    beam__report("beam_alloc: %s's old NIF library (%s) is unloaded while a "
+                 "newer version of the module runs, and its allocators still "
+                 "hold blocks (%zu of its process-wide general purpose "
+                 "allocator, %zu bytes): a resource type the new version "
+                 "took over (ERL_NIF_RT_TAKEOVER) may hold them. The old "
+                 "copy stays mapped, with its allocators, until the node "
+                 "stops",
+                 module, loaded_path[0] ? loaded_path : "?", gpa.live_blocks,
+                 gpa.live_bytes);
+    return true;
+}
+
 void beam_nif_unloaded(void) {
     pthread_mutex_lock(&instances_lock);
     /* (Kept mapped, the library can run still: SQLite's hooks, say, or a
      * zlib stream's in a resource another copy took over. No resource of
      * ours is live here, the VM calling this after their destructors
      * (allocators_up): that test is a guard.) */
-    if (--module_instances == 0 && beam_resource_live_count() == 0 &&
+    bool last = --module_instances == 0 && beam_resource_live_count() == 0 &&
+                !beam__library_kept_mapped();
+    int64_t at = loaded_at;
+    pthread_mutex_unlock(&instances_lock);
+    if (!last || kept_for_newer_version(at))
+        return;
+    pthread_mutex_lock(&instances_lock);
+    /* (Loads and unloads of the library do not overlap, the code
+     * server's lock: asked again all the same.) */
+    if (module_instances == 0 && beam_resource_live_count() == 0 &&
         !beam__library_kept_mapped()) {
         /* Nothing of this library can run any more: its process-wide
          * instance goes, with whatever blocks it still has (unreachable

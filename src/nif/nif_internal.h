@@ -70,6 +70,10 @@ BEAM__HIDDEN void beam__nif_module_text(char *buf, size_t size);
 /* The hooks' loaded_at (abi.h): when a module instance last loaded this
  * copy. */
 BEAM__HIDDEN int64_t beam__nif_loaded_at(void);
+/* Does another copy of the library in the process (copies.c) run a newer
+ * version of module than this copy, loaded at mine (loaded_at's stamp)?
+ * Walks the loaded objects: for an unload, not a call. */
+BEAM__HIDDEN bool beam__nif_newer_copy_runs(const char *module, int64_t mine);
 /* While the library's allocators are up (from its first load until the
  * last unload tears them down, which that of a copy kept for a C
  * library's hooks skips: glue.c, allocators_up): true, holding the lock

@@ -9,8 +9,32 @@
 #include <beam_alloc_nif.h>
 
 static ErlNifResourceType *thing_type;
+static ErlNifResourceType *box_type;
 static int loads; /* load callbacks run in this copy */
 static int priv_token;
+
+/* A box: a block of the process-wide general purpose allocator, held by
+ * a resource with the allocator it came from, as a NIF keeps a buffer in
+ * its resource. Its type is taken over by each new version (TAKEOVER), so
+ * a box the old copy made outlives that copy's module; its destructor,
+ * the new copy's, frees the block through the allocator kept. */
+typedef struct box {
+    beam_allocator_t alloc;
+    unsigned char *block;
+} box;
+#define BOX_BYTES 3000
+
+static void box_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    box *b = obj;
+    beam_free_bytes(b->alloc, b->block, BOX_BYTES, 8);
+}
+
+static ErlNifResourceType *open_box_type(ErlNifEnv *env) {
+    return enif_open_resource_type(env, NULL, "box", box_dtor,
+                                   ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER,
+                                   NULL);
+}
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     /* TAKEOVER too: a fresh copy loads while the old version's type lives. */
@@ -18,6 +42,9 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
         enif_open_resource_type(env, NULL, "thing", NULL,
                                 ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (thing_type == NULL)
+        return 1;
+    box_type = open_box_type(env);
+    if (box_type == NULL)
         return 1;
     if (enif_is_identical(info, enif_make_atom(env, "set_priv")))
         *priv = &priv_token;
@@ -89,10 +116,57 @@ static ERL_NIF_TERM churn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     return enif_make_atom(env, churn_kept != NULL ? "ok" : "enomem");
 }
 
+/* box(): {ok, Box}, a box whose block holds i * 7 at byte i. */
+static ERL_NIF_TERM box_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    box *b = enif_alloc_resource(box_type, sizeof *b);
+    if (b == NULL)
+        return beam_make_error(env, "enomem");
+    b->alloc = beam_general_purpose_allocator;
+    b->block = beam_alloc_bytes(b->alloc, BOX_BYTES, 8);
+    if (b->block == NULL) {
+        b->alloc = beam_raw_allocator; /* (a NULL free: nothing) */
+        enif_release_resource(b);
+        return beam_make_error(env, "enomem");
+    }
+    for (size_t i = 0; i < BOX_BYTES; i++)
+        b->block[i] = (unsigned char)(i * 7);
+    ERL_NIF_TERM term = enif_make_resource(env, b);
+    enif_release_resource(b);
+    return enif_make_tuple2(env, enif_make_atom(env, "ok"), term);
+}
+
+/* peek(Box): ok while its block holds what box/0 wrote, else corrupt. */
+static ERL_NIF_TERM peek(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    box *b;
+    if (!enif_get_resource(env, argv[0], box_type, (void **)&b))
+        return enif_make_badarg(env);
+    for (size_t i = 0; i < BOX_BYTES; i++)
+        if (b->block[i] != (unsigned char)(i * 7))
+            return enif_make_atom(env, "corrupt");
+    return enif_make_atom(env, "ok");
+}
+
+/* The static churn keeps goes with the module instance's copy: what a NIF
+ * with state in statics does. (Left live, a copy that a newer version of
+ * the module replaced would be kept, with its allocators: glue.c,
+ * kept_for_newer_version.) */
+static void unload(ErlNifEnv *env, void *priv) {
+    (void)env;
+    (void)priv;
+    if (churn_kept != NULL)
+        beam_free_bytes(beam_general_purpose_allocator, churn_kept, 5000, 8);
+    churn_kept = NULL;
+}
+
 static ErlNifFunc funcs[] = {
     {"make", 0, make, 0},     {"hold", 0, hold, 0},
     {"churn", 0, churn, 0},   {"loads", 0, loads_nif, 0},
-    {"priv", 0, priv_nif, 0},
+    {"priv", 0, priv_nif, 0}, {"box", 0, box_nif, 0},
+    {"peek", 1, peek, 0},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
