@@ -73,7 +73,11 @@ defmodule BeamAlloc.Case do
   tests report meanwhile, and counts every one no check consumed (the
   message shows the latest 100 of them). In a test module that is not async, every report made
   while the test ran (the test runs alone; threads and resource
-  destructors report without a process). A test that triggers
+  destructors report without a process): a process the test did not
+  start counts too, such as one of `setup_all` or of an application
+  calling another NIF library in a loop, whose reports then fail every
+  such test (make the module async, or stop that process during its
+  tests). A test that triggers
   reports on purpose opts out with `@tag beam_alloc_reports: :allow`.
 
   Not counted: the reports that `BeamAlloc.Testing.check_all_allocation_failures/2`
