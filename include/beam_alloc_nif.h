@@ -396,11 +396,14 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * <beam_alloc/sqlite3.h>, <beam_alloc/zlib.h> or <beam_alloc/zstd.h>:
  * its allocators stay until the VM exits, so UNLOAD must leave what those
  * hooks use (SQLite's instance, a stream's allocator) as it is.
- * A resource whose type a new copy took over (ERL_NIF_RT_TAKEOVER in
- * UPGRADE) is the new copy's and keeps no old copy mapped: blocks it holds
- * of the old copy's allocators, and any beam_allocator_t of that copy kept
- * in it, dangle once the old version is purged (README: "A resource type
- * a new copy takes over"). */
+ * A resource whose type a new copy took over (ERL_NIF_RT_TAKEOVER) is the
+ * new copy's, and the VM unloads the old copy at the old version's purge
+ * all the same: when a newer version of the module runs another copy and
+ * the old copy's allocators still hold blocks then, the old copy stays
+ * mapped with them until the VM exits (reported), so such a resource's
+ * blocks, and a beam_allocator_t of that copy kept in it, stay valid
+ * (README: "A resource type a new version takes over keeps the old
+ * copy"). */
 /* NAME may itself be a macro: it is expanded before it is named. */
 #define BEAM_NIF_STRINGIFY_(x) #x
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)
