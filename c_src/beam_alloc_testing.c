@@ -7,8 +7,9 @@
  * libraries built with beam_alloc that are loaded (see src/nif/abi.h
  * for how it finds them across RTLD_LOCAL copies), then runs plans: while a
  * run is on, every BEAM_NIF call the owner makes into an attached library
- * gets the session's plan allocator as beam_allocator, over the allocator
- * the call would have had. The plan allocator
+ * gets a plan allocator of the session's as beam_allocator, over the
+ * allocator the call would have had (one per such allocator: see
+ * plan_ctx). The plan allocator
  *
  *   - numbers every request for memory of the run (alloc, and resize or
  *     remap that grows: each can fail; a remap left to its caller and the
@@ -37,16 +38,19 @@
  * another thread (a resource destructor), hence the session lock.
  *
  * A session is never freed, only emptied: an allocator value handed to a
- * NIF body ({session, &plan_vtable}) may have been stored and be used after
- * the session closed, and must still lead somewhere sound. A closed session
- * passes requests straight to the raw allocator and frees of blocks it
- * still knows to their own allocators (so it keeps the records of blocks
- * left live). Everything a closed session does not need goes at close (its
- * libraries, the first run's sites, the misuse records, and the block table
- * when no block is left live), so every check leaves the struct session
- * behind for the life of the VM: 448 bytes on 64-bit Linux, plus
- * enif_alloc's own few. Keep what only runs need out of the struct: the
- * misuse records alone (4.6 KB) once cost every check 5 KB.
+ * NIF body ({plan, &plan_vtable}, plan a session's plan_ctx) may have been
+ * stored and be used after the session closed, and must still lead
+ * somewhere sound. A closed session passes requests straight to the
+ * plan's allocator (the last call's for the running call's plan) and frees
+ * of blocks it still knows to their own allocators (so it keeps the
+ * records of blocks left live). Everything a closed session does not need
+ * goes at close (its libraries, the first run's sites, the misuse records,
+ * and the block table when no block is left live), so every check leaves
+ * the struct session behind for the life of the VM, 576 bytes on 64-bit
+ * Linux, and its plans, 40 bytes each (one per lasting allocator its calls
+ * had: most checks have one), plus enif_alloc's own few. Keep what only
+ * runs need out of the struct: the misuse records alone (4.6 KB) once cost
+ * every check 5 KB.
  */
 #define _GNU_SOURCE
 #include "../src/nif/abi.h"
@@ -197,6 +201,30 @@ typedef struct misuse_record {
     size_t after; /* requests made when the call that misused ended */
 } misuse_record;
 
+struct session;
+
+/* What a plan allocator's ctx points at: its session, and the allocator
+ * the plan stands for (parent; vtable NULL: the one of whichever call is
+ * running, see driver_enter). A call whose allocator outlives it (raw,
+ * general purpose, a named or a custom one) gets one of its own, so an
+ * allocator a NIF keeps and uses in a later call still says which one it
+ * was: with one plan allocator for every call, a free through a kept one
+ * was taken for the later call's (reported as a free through another
+ * allocator although correct), and a realloc through the later call's of
+ * a kept block passed unreported. Never freed, as the session (a NIF may
+ * keep it). */
+typedef struct plan_ctx {
+    struct session *s;
+    beam_allocator_t parent;
+    bool unchecked; /* parent checks no free (raw, large) */
+    struct plan_ctx *next;
+} plan_ctx;
+
+/* Allocators a session gives a plan of its own, at most: past them (a
+ * NIF whose .allocator makes a new one at each call), calls share the
+ * running call's plan, as all once did. */
+#define MAX_PLANS 16
+
 typedef struct session {
     pthread_mutex_t lock;
     ErlNifPid owner;
@@ -239,6 +267,12 @@ typedef struct session {
     uint64_t scope;
     uint64_t next_scope;
     beam_allocator_t fallback; /* for requests outside any call */
+
+    /* The plan of whichever call is running (for a call whose allocator
+     * dies with it: scratch, leak_check), and those of lasting allocators
+     * (plan_ctx), up to MAX_PLANS. */
+    plan_ctx running_plan;
+    plan_ctx *plans;
 
     /* Live blocks: open addressing on ptr, linear probing. */
     block *blocks;
@@ -393,6 +427,11 @@ static bool counting(const session *s) {
 
 static beam_allocator_t current_parent(const session *s) {
     return s->depth > 0 && !s->closed ? s->parent : s->fallback;
+}
+
+/* The allocator plan c stands for: its own, or the running call's. */
+static beam_allocator_t through(const plan_ctx *c) {
+    return c->parent.vtable != NULL ? c->parent : current_parent(c->s);
 }
 
 static bool in_attached(const session *s, uintptr_t pc) {
@@ -595,8 +634,11 @@ static void describe_both(const session *s, uintptr_t ret, uintptr_t other,
     beam__describe_site(other, there, SITE_TEXT);
 }
 
-static bool watching_frees(const session *s) {
-    return s->unchecked && counting(s);
+/* Frees through plan c are watched for double frees: its allocator checks
+ * none, in a counted call. */
+static bool watching_frees(const plan_ctx *c) {
+    bool unchecked = c->parent.vtable != NULL ? c->unchecked : c->s->unchecked;
+    return unchecked && counting(c->s);
 }
 
 /* Held block f goes to its allocator now (lock held). */
@@ -624,8 +666,8 @@ static void release_all_freed(session *s) {
  * through the session, which holds it, so that a free of the old pointer
  * after the move is caught too (the parent's remap would have given its
  * memory back at once). */
-static bool would_hold(const session *s, size_t len) {
-    return watching_frees(s) && len <= FREED_MAX_LEN;
+static bool would_hold(const plan_ctx *c, size_t len) {
+    return watching_frees(c) && len <= FREED_MAX_LEN;
 }
 
 /* Block mem, freed by the current call through parent, which checks no
@@ -652,9 +694,9 @@ static bool same_parent(beam_allocator_t a, beam_allocator_t b) {
  * their records may cover memory that is someone else's now (found in
  * review). A walk of the table: only frees the session has no block for
  * ask, while the call's allocator checks no free. */
-static const block *block_around(const session *s, const void *mem) {
+static const block *block_around(const session *s, const void *mem,
+                                 beam_allocator_t now) {
     uintptr_t p = (uintptr_t)mem;
-    beam_allocator_t now = current_parent(s);
     for (size_t i = 0; i < s->blocks_cap; i++) {
         const block *b = &s->blocks[i];
         if (b->ptr == NULL || b->ptr == TOMBSTONE || suspect(s, b) ||
@@ -672,10 +714,12 @@ static const block *block_around(const session *s, const void *mem) {
  * allocator: its user pointer is past the header): true, reported as a
  * misuse of the run, and not passed on, as enif_free would crash the VM
  * on it (it did, in the check: found by a bug hunt). */
-static bool freed_inside(session *s, void *mem, size_t len, uintptr_t ret) {
-    if (!watching_frees(s))
+static bool freed_inside(const plan_ctx *c, void *mem, size_t len,
+                         uintptr_t ret) {
+    session *s = c->s;
+    if (!watching_frees(c))
         return false;
-    const block *b = block_around(s, mem);
+    const block *b = block_around(s, mem, through(c));
     if (b == NULL)
         return false;
     char here[SITE_TEXT], made[SITE_TEXT];
@@ -697,9 +741,10 @@ static bool freed_inside(session *s, void *mem, size_t len, uintptr_t ret) {
  * it to enif_free again, which crashes the VM sooner or later (a check
  * passed such a NIF, and its later runs crashed the VM; found by a bug
  * hunt). */
-static bool freed_twice(session *s, void *mem, size_t len, size_t alignment,
-                        uintptr_t ret) {
-    if (!watching_frees(s))
+static bool freed_twice(const plan_ctx *c, void *mem, size_t len,
+                        size_t alignment, uintptr_t ret) {
+    session *s = c->s;
+    if (!watching_frees(c))
         return false;
     const freed_block *f = NULL;
     for (unsigned i = 0; i < FREED_RING && f == NULL; i++)
@@ -720,7 +765,7 @@ static bool freed_twice(session *s, void *mem, size_t len, size_t alignment,
 
 static void *plan_alloc(void *ctx, size_t len, size_t alignment,
                         uintptr_t ret) {
-    session *s = ctx;
+    session *s = ((plan_ctx *)ctx)->s;
     pthread_mutex_lock(&s->lock);
     size_t index = 0;
     bool counted = counting(s);
@@ -733,7 +778,7 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
     bool move = completes_move(s, len, alignment, ret, &pm);
     /* A move stays with the old block's allocator, as without the check
      * (the call's may be a fixed buffer or an arena that dies with it). */
-    beam_allocator_t parent = move ? pm.parent : current_parent(s);
+    beam_allocator_t parent = move ? pm.parent : through(ctx);
     unsigned scope = move ? pm.scope : s->scope;
     if (move && pm.fails) {
         fails = true;
@@ -770,9 +815,9 @@ static void *plan_alloc(void *ctx, size_t len, size_t alignment,
 }
 
 /* The allocator mem came from: that of its block when the session holds
- * one (b), else the session's current one. */
-static beam_allocator_t parent_of(const session *s, const block *b) {
-    return b != NULL ? b->parent : current_parent(s);
+ * one (b), else the one plan c stands for. */
+static beam_allocator_t parent_of(const plan_ctx *c, const block *b) {
+    return b != NULL ? b->parent : through(c);
 }
 
 /* A resize or remap is a request like an allocation when it grows a block
@@ -785,12 +830,43 @@ static bool growth_fails(session *s, int kind, size_t len, size_t new_len,
            request(s, kind, new_len, ret, index, &site);
 }
 
+/* A free (what: "free"), resize or remap in a call of the run's block b
+ * (NULL: none) through plan c, which stands for another allocator than
+ * the one b came from (a raw NIF freeing what one with the process-wide
+ * GPA took, or the other way round; a realloc of a kept block through
+ * the call's allocator, not the kept one): without the check that
+ * allocator would refuse it or report it; the session, which sends the
+ * block's requests where it came from, reports it instead (before, the
+ * check passed such a call: found by a bug hunt). b's own allocator still
+ * takes it, so that the check goes on without a crash. (Not asked of a
+ * realloc's free of the block it moved, reported at its remap: see
+ * ends_move.) */
+static void check_through(const plan_ctx *c, const block *b, const char *what,
+                          void *mem, size_t len, uintptr_t ret) {
+    session *s = c->s;
+    if (b == NULL || !counting(s) || b->parent.vtable == NULL ||
+        same_parent(b->parent, through(c)))
+        return;
+    char here[SITE_TEXT], made[SITE_TEXT];
+    describe_both(s, ret, b->site, here, made);
+    note_misusef(s,
+                 strcmp(what, "free") == 0 ? BEAM__KIND_FOREIGN_FREE
+                                           : BEAM__KIND_RESIZE,
+                 "beam_alloc: fault injection: %s of %p (length %zu) "
+                 "through another allocator than the one it came from, called "
+                 "from %s; the block was allocated from %s (without the "
+                 "check, that allocator would refuse it or take it for "
+                 "its own)",
+                 what, mem, len, here, made);
+}
+
 static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t ret) {
-    session *s = ctx;
+    session *s = ((plan_ctx *)ctx)->s;
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
-    beam_allocator_t parent = parent_of(s, b);
+    beam_allocator_t parent = parent_of(ctx, b);
+    check_through(ctx, b, "resize", mem, len, ret);
     size_t index;
     bool ok =
         parent.vtable != NULL &&
@@ -804,14 +880,15 @@ static bool plan_resize(void *ctx, void *mem, size_t len, size_t alignment,
 
 static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t ret) {
-    session *s = ctx;
+    session *s = ((plan_ctx *)ctx)->s;
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
-    beam_allocator_t parent = parent_of(s, b);
+    beam_allocator_t parent = parent_of(ctx, b);
+    check_through(ctx, b, "remap or realloc", mem, len, ret);
     void *p = NULL;
     size_t index = 0;
     bool fails = growth_fails(s, REQ_REMAP, len, new_len, ret, &index);
-    if (parent.vtable != NULL && !fails && would_hold(s, len))
+    if (parent.vtable != NULL && !fails && would_hold(ctx, len))
         p = parent.vtable->resize(parent.ctx, mem, len, alignment, new_len, ret)
                 ? mem
                 : NULL;
@@ -876,30 +953,6 @@ static bool ends_move(session *s, const void *mem, uintptr_t ret) {
     return true;
 }
 
-/* A free in a call of the run's block b through another allocator than
- * the one b came from (a raw NIF freeing what one with the process-wide
- * GPA took, or the other way round): without the check the call's own
- * allocator would refuse it or report it; the session, which sends the
- * free where the block came from, reports it instead (before, the check
- * passed such a call: found by a bug hunt). b's own allocator still takes
- * it, so that the check goes on without a crash. (Not asked of a
- * realloc's free of the block it moved: see ends_move.) */
-static void check_freed_through(session *s, const block *b, void *mem,
-                                size_t len, uintptr_t ret) {
-    if (!counting(s) || b->parent.vtable == NULL ||
-        same_parent(b->parent, current_parent(s)))
-        return;
-    char here[SITE_TEXT], made[SITE_TEXT];
-    describe_both(s, ret, b->site, here, made);
-    note_misusef(s, BEAM__KIND_FOREIGN_FREE,
-                 "beam_alloc: fault injection: free of %p (length %zu) "
-                 "through another allocator than the one it came from, called "
-                 "from %s; the block was allocated from %s (without the "
-                 "check, the call's allocator would refuse it or take it for "
-                 "its own)",
-                 mem, len, here, made);
-}
-
 /* A free in a call of the run's block b, through the allocator b came
  * from, with another length than b's, while that allocator checks no free
  * (raw, large): a general purpose allocator reports it, the raw allocator
@@ -908,11 +961,12 @@ static void check_freed_through(session *s, const block *b, void *mem,
  * the run, and the free goes on with b's own length (counts stay exact). Not
  * for a block of an earlier run (a suspect leak, whose record keeps the
  * length it was allocated with, not its resizes'), nor for a free through
- * another allocator (check_freed_through's), nor on the alignment (the
+ * another allocator (check_through's), nor on the alignment (the
  * large allocator takes a smaller one at a free, as it documents). */
-static bool freed_with_other_length(session *s, const block *b, size_t len) {
-    return watching_frees(s) && !suspect(s, b) && b->len != len &&
-           same_parent(b->parent, current_parent(s));
+static bool freed_with_other_length(const plan_ctx *c, const block *b,
+                                    size_t len) {
+    return watching_frees(c) && !suspect(c->s, b) && b->len != len &&
+           same_parent(b->parent, through(c));
 }
 
 static void note_other_length(session *s, const block *b, void *mem, size_t len,
@@ -930,27 +984,27 @@ static void note_other_length(session *s, const block *b, void *mem, size_t len,
 
 static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
                       uintptr_t ret) {
-    session *s = ctx;
+    session *s = ((plan_ctx *)ctx)->s;
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
     pthread_mutex_lock(&s->lock);
     block *b = find_block(s, mem);
-    beam_allocator_t parent = parent_of(s, b);
+    beam_allocator_t parent = parent_of(ctx, b);
     bool realloc_own = ends_move(s, mem, ret);
     if (b != NULL) {
         if (!realloc_own)
-            check_freed_through(s, b, mem, len, ret);
-        if (freed_with_other_length(s, b, len)) {
+            check_through(ctx, b, "free", mem, len, ret);
+        if (freed_with_other_length(ctx, b, len)) {
             note_other_length(s, b, mem, len, ret);
             len = b->len;
         }
     }
-    if (b == NULL && (freed_twice(s, mem, len, alignment, ret) ||
-                      freed_inside(s, mem, len, ret))) {
+    if (b == NULL && (freed_twice(ctx, mem, len, alignment, ret) ||
+                      freed_inside(ctx, mem, len, ret))) {
         pthread_mutex_unlock(&s->lock);
         return;
     }
-    bool held = parent.vtable != NULL && would_hold(s, len);
+    bool held = parent.vtable != NULL && would_hold(ctx, len);
     if (b != NULL) {
         if (suspect(s, b) && freed_by_a_call(s))
             keep_leak(s, b);
@@ -993,6 +1047,27 @@ static session *running_session(const ErlNifPid *pid,
     return s;
 }
 
+/* The plan for a call whose allocator is parent: the running call's for
+ * one that dies with the call (transient: a scratch arena, a leak_check
+ * instance; a NIF that kept it misuses it anyway), else parent's own,
+ * made at its first call (lock held). The running call's too when
+ * MAX_PLANS are made, or without memory for one. */
+static plan_ctx *plan_for(session *s, beam_allocator_t parent, bool transient,
+                          bool unchecked) {
+    if (transient)
+        return &s->running_plan;
+    unsigned n = 0;
+    for (plan_ctx *c = s->plans; c != NULL; c = c->next, n++)
+        if (same_parent(c->parent, parent))
+            return c;
+    plan_ctx *c = n < MAX_PLANS ? enif_alloc(sizeof *c) : NULL;
+    if (c == NULL)
+        return &s->running_plan;
+    *c = (plan_ctx){s, parent, unchecked, s->plans};
+    s->plans = c;
+    return c;
+}
+
 static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
                          beam_allocator_t parent, unsigned flags,
                          beam__fault_frame *frame, beam_allocator_t *out) {
@@ -1015,8 +1090,12 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
         s->fallback = parent;
     if (s->depth++ == 0)
         s->call_thread = pthread_self();
+    plan_ctx *plan =
+        plan_for(s, parent,
+                 (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL)) != 0,
+                 s->unchecked);
     pthread_mutex_unlock(&s->lock);
-    *out = (beam_allocator_t){s, &plan_vtable};
+    *out = (beam_allocator_t){plan, &plan_vtable};
     return true;
 }
 
@@ -1095,9 +1174,9 @@ static bool driver_under(beam_allocator_t a, const void *p,
                          beam_allocator_t *out) {
     if (a.vtable != &plan_vtable)
         return false;
-    session *s = a.ctx;
+    session *s = ((plan_ctx *)a.ctx)->s;
     pthread_mutex_lock(&s->lock);
-    *out = parent_of(s, block_at_or_under_header(s, p));
+    *out = parent_of(a.ctx, block_at_or_under_header(s, p));
     pthread_mutex_unlock(&s->lock);
     return out->vtable != NULL;
 }
@@ -1382,6 +1461,7 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     pthread_mutex_init(&s->lock, NULL);
     s->owner = self;
     s->fallback = beam_raw_allocator;
+    s->running_plan.s = s;
     s->fail_index = NEVER;
     s->misuse = misuse;
     memset(freed, 0, FREED_RING * sizeof *freed);

@@ -198,6 +198,22 @@ defmodule BeamAlloc.FaultInjectionTest do
       check_gbuffer(&Faults.gbuffer_grow_threaded/1, 6)
     end
 
+    test "a free through an allocator kept from an earlier call is no misuse" do
+      # kbuffer_new/0 (raw) keeps a block with its allocator; kbuffer_free/1
+      # (the process-wide general purpose allocator) frees it through that
+      # kept allocator, as it must. Every call had the one check
+      # allocator, which could not tell the kept one from the call's: the
+      # free was reported as one through another allocator.
+      Faults.take_reports()
+      assert {:ok, buffer} = Faults.kbuffer_new()
+      assert Faults.kbuffer_free(buffer) == :ok
+      assert Faults.take_reports() == []
+
+      fun = fn -> with {:ok, buffer} <- Faults.kbuffer_new(), do: Faults.kbuffer_free(buffer) end
+      assert {:ok, 1} = check_all_allocation_failures(fun, modules: [Faults])
+      assert Faults.take_reports() == []
+    end
+
     test "a resource the function returns is no leak: its block goes with the result" do
       assert {:ok, 1} = check_all_allocation_failures(&Faults.buffer_new/0, modules: [Faults])
     end
@@ -355,6 +371,31 @@ defmodule BeamAlloc.FaultInjectionTest do
     test "is caught under leak_check too, which raises as well" do
       error = catch_check(&Faults.checked_leaky/0)
       assert [%{kind: :leak, index: 1, blocks: [%{index: 0, size: 16}]}] = error.problems
+    end
+  end
+
+  describe "a NIF that reallocates a kept block through another allocator" do
+    test "is reported, as without the check" do
+      # kbuffer_grow_wrong/1 (the process-wide general purpose allocator)
+      # grows kbuffer_new/0's raw block through its own call's allocator,
+      # not the kept one: the instance refuses the remap of a block it
+      # does not own and reports it. Under the check the remap went to
+      # the block's own allocator, whichever allocator it was asked of,
+      # and passed without a word.
+      Faults.take_reports()
+      assert {:ok, buffer} = Faults.kbuffer_new()
+      assert Faults.kbuffer_grow_wrong(buffer) == {:error, :enomem}
+      assert Enum.any?(Faults.take_reports(), &(&1 =~ "remap or realloc of a pointer"))
+
+      fun = fn ->
+        with {:ok, buffer} <- Faults.kbuffer_new(), do: Faults.kbuffer_grow_wrong(buffer)
+      end
+
+      error = catch_check(fun, modules: [Faults])
+      assert [%{kind: :misuse, report: report} | _] = error.problems
+      assert report =~ "remap or realloc of"
+      assert report =~ "another allocator"
+      Faults.take_reports()
     end
   end
 

@@ -719,8 +719,8 @@ BEAM_NIF(gbuffer_scribble, .allocator = call_fixed_buffer) {
 }
 
 /* gbuffer_free(Buffer) -> :ok, or :corrupt when a pattern changed; frees
- * the blocks (over the blocks' own allocator: the check takes a free
- * through the kept allocator in a call of another for the call's). */
+ * the blocks (in a call of the blocks' own allocator: kbuffer_free/1 is
+ * the one that frees through a kept allocator in a call of another). */
 BEAM_NIF(gbuffer_free, .allocator = process_wide_gpa) {
     gbuffer *g;
     if (!get_gbuffer(env, argv[0], &g))
@@ -729,6 +729,71 @@ BEAM_NIF(gbuffer_free, .allocator = process_wide_gpa) {
                   gbuffer_intact(g->m, g->m_len, 5);
     gbuffer_release(g);
     return enif_make_atom(env, intact ? "ok" : "corrupt");
+}
+
+/* --- A raw block kept with its allocator, used in calls of another ------
+ * kbuffer_new/0 (raw) keeps a sized block with the allocator it came from;
+ * kbuffer_free/1 (the process-wide general purpose allocator) frees it
+ * through that kept allocator: correct, without a report.
+ * kbuffer_grow_wrong/1 (the same) grows it through its own call's
+ * allocator instead, which does not own it: a misuse (the instance refuses
+ * the remap and reports it: {:error, :enomem}); a grown block would belong
+ * to the call's allocator, kept instead. The destructor frees what is left
+ * through the kept allocator. */
+
+#define KBUFFER_LEN 32
+#define KBUFFER_GROWN 256
+
+typedef struct kbuffer {
+    beam_allocator_t allocator;
+    void *block; /* NULL: freed */
+    size_t len;
+} kbuffer;
+
+static ErlNifResourceType *kbuffer_type;
+
+static void kbuffer_dtor(ErlNifEnv *env, void *obj) {
+    (void)env;
+    kbuffer *k = obj;
+    beam_free_bytes(k->allocator, k->block, k->len, 1);
+}
+
+BEAM_NIF(kbuffer_new) {
+    kbuffer *k = enif_alloc_resource(kbuffer_type, sizeof *k);
+    if (k == NULL)
+        return beam_make_error(env, "enomem");
+    *k = (kbuffer){beam_allocator, NULL, KBUFFER_LEN};
+    k->block = beam_alloc_bytes(beam_allocator, KBUFFER_LEN, 1);
+    ERL_NIF_TERM term = enif_make_resource(env, k);
+    enif_release_resource(k);
+    return k->block != NULL ? make_ok(env, term)
+                            : beam_make_error(env, "enomem");
+}
+
+static bool get_kbuffer(ErlNifEnv *env, ERL_NIF_TERM term, kbuffer **k) {
+    return enif_get_resource(env, term, kbuffer_type, (void **)k) &&
+           (*k)->block != NULL;
+}
+
+BEAM_NIF(kbuffer_free, .allocator = process_wide_gpa) {
+    kbuffer *k;
+    if (!get_kbuffer(env, argv[0], &k))
+        return enif_make_badarg(env);
+    beam_free_bytes(k->allocator, k->block, k->len, 1);
+    k->block = NULL;
+    return ok(env);
+}
+
+BEAM_NIF(kbuffer_grow_wrong, .allocator = process_wide_gpa) {
+    kbuffer *k;
+    if (!get_kbuffer(env, argv[0], &k))
+        return enif_make_badarg(env);
+    void *p =
+        beam_realloc_bytes(beam_allocator, k->block, k->len, 1, KBUFFER_GROWN);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    *k = (kbuffer){beam_allocator, p, KBUFFER_GROWN};
+    return ok(env);
 }
 
 /* Whether beam_allocator is the plain raw allocator (false while this
@@ -788,8 +853,11 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
         env, NULL, "gmbuffer", gmbuffer_dtor, ERL_NIF_RT_CREATE, NULL);
     gbuffer_type = enif_open_resource_type(env, NULL, "gbuffer", gbuffer_dtor,
                                            ERL_NIF_RT_CREATE, NULL);
+    kbuffer_type = enif_open_resource_type(env, NULL, "kbuffer", kbuffer_dtor,
+                                           ERL_NIF_RT_CREATE, NULL);
     beam_fixed_buffer_init(&kept_buffer, kept_bytes, sizeof kept_bytes);
-    return buffer_type == NULL || mbuffer_type == NULL || forged_type == NULL ||
+    return buffer_type == NULL || kbuffer_type == NULL ||
+           mbuffer_type == NULL || forged_type == NULL ||
            gmbuffer_type == NULL || gbuffer_type == NULL ||
            !map_guarded_page() || capture_reports();
 }
@@ -829,6 +897,9 @@ static ErlNifFunc funcs[] = {
     {"gbuffer_grow_threaded", 1, gbuffer_grow_threaded, 0},
     {"gbuffer_scribble", 0, gbuffer_scribble, 0},
     {"gbuffer_free", 1, gbuffer_free, 0},
+    {"kbuffer_new", 0, kbuffer_new, 0},
+    {"kbuffer_free", 1, kbuffer_free, 0},
+    {"kbuffer_grow_wrong", 1, kbuffer_grow_wrong, 0},
     {"forged_new", 0, forged_new, 0},
     {"forged_size", 1, forged_size, 0},
     {"allocator_is_raw", 0, allocator_is_raw, 0},
