@@ -214,6 +214,22 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert Faults.take_reports() == []
     end
 
+    test "counts calls of more allocators than get a check allocator of their own" do
+      # rotating_work/0's allocator is another fixed buffer at each of 20
+      # calls; past the 16th the calls share the check allocator of
+      # whichever call runs.
+      fun = fn ->
+        Enum.reduce_while(1..20, :ok, fn _, :ok ->
+          case Faults.rotating_work() do
+            :ok -> {:cont, :ok}
+            error -> {:halt, error}
+          end
+        end)
+      end
+
+      assert {:ok, 20} = check_all_allocation_failures(fun, modules: [Faults])
+    end
+
     test "a resource the function returns is no leak: its block goes with the result" do
       assert {:ok, 1} = check_all_allocation_failures(&Faults.buffer_new/0, modules: [Faults])
     end

@@ -796,6 +796,31 @@ BEAM_NIF(kbuffer_grow_wrong, .allocator = process_wide_gpa) {
     return ok(env);
 }
 
+/* --- Calls whose allocator is a new one each time ----------------------
+ * rotating_work/0's allocator is the next of ROTATING fixed buffers, more
+ * than a check gives plans of their own (MAX_PLANS, 16, in the driver):
+ * past them the calls share one. Takes and frees one block. (The tests
+ * call it from one process.) */
+#define ROTATING 20
+static _Alignas(16) unsigned char rotating_bytes[ROTATING][64];
+static beam_fixed_buffer_t rotating_buffers[ROTATING];
+static unsigned rotating_next;
+
+static beam_allocator_t rotating_buffer(void) {
+    unsigned i = rotating_next++ % ROTATING;
+    beam_fixed_buffer_init(&rotating_buffers[i], rotating_bytes[i],
+                           sizeof rotating_bytes[i]);
+    return beam_fixed_buffer_allocator(&rotating_buffers[i]);
+}
+
+BEAM_NIF(rotating_work, .allocator = rotating_buffer) {
+    void *p = beam_alloc_bytes(beam_allocator, 32, 8);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 32, 8);
+    return ok(env);
+}
+
 /* Whether beam_allocator is the plain raw allocator (false while this
  * process runs a check: then it is the checker's). */
 BEAM_NIF(allocator_is_raw) {
@@ -900,6 +925,7 @@ static ErlNifFunc funcs[] = {
     {"kbuffer_new", 0, kbuffer_new, 0},
     {"kbuffer_free", 1, kbuffer_free, 0},
     {"kbuffer_grow_wrong", 1, kbuffer_grow_wrong, 0},
+    {"rotating_work", 0, rotating_work, 0},
     {"forged_new", 0, forged_new, 0},
     {"forged_size", 1, forged_size, 0},
     {"allocator_is_raw", 0, allocator_is_raw, 0},
