@@ -214,6 +214,37 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert Faults.take_reports() == []
     end
 
+    test "a block of a kept allocator taken in a scratch call outlives the arena" do
+      # kbuffer_leaky_scratch/1 takes block #1 through the kept raw
+      # allocator and loses it when #2 (the arena's) fails. Its record had
+      # the scratch call's scope and went with the arena at the call's end:
+      # the leak passed unreported.
+      fun = fn ->
+        with {:ok, buffer} <- Faults.kbuffer_new(), do: Faults.kbuffer_leaky_scratch(buffer)
+      end
+
+      error = catch_check(fun, modules: [Faults])
+      assert [%{kind: :leak, index: 2, blocks: [%{index: 1, size: 16}]}] = error.problems
+    end
+
+    test "a block of a kept allocator taken in a leak_check call is still that allocator's" do
+      # kbuffer_renew_checked/1 (leak_check) replaces the kept block through
+      # the kept allocator; kbuffer_grow_kept/1 grows it through the same.
+      # The block's record was taken for one left in the leak_check
+      # instance: the growth was refused and reported as a misuse.
+      fun = fn ->
+        with {:ok, buffer} <- Faults.kbuffer_new(),
+             :ok <- Faults.kbuffer_renew_checked(buffer),
+             do: Faults.kbuffer_grow_kept(buffer)
+      end
+
+      Faults.take_reports()
+      assert fun.() == :ok
+      assert Faults.take_reports() == []
+      assert {:ok, 3} = check_all_allocation_failures(fun, modules: [Faults])
+      assert Faults.take_reports() == []
+    end
+
     test "counts calls of more allocators than get a check allocator of their own" do
       # rotating_work/0's allocator is another fixed buffer at each of 20
       # calls; past the 16th the calls share the check allocator of

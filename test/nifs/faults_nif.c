@@ -796,6 +796,52 @@ BEAM_NIF(kbuffer_grow_wrong, .allocator = process_wide_gpa) {
     return ok(env);
 }
 
+/* kbuffer_leaky_scratch/1, a scratch arena's call, takes a block through
+ * the kept (raw) allocator, then one of the arena; when the second fails it
+ * returns without freeing the first (the bug the check must catch: the
+ * kept allocator's block outlives the arena). kbuffer_renew_checked/1, a
+ * leak_check call, replaces the kept block by a new one of the kept
+ * allocator; kbuffer_grow_kept/1 (the process-wide general purpose
+ * allocator) then grows it through the kept allocator, as it must. */
+BEAM_NIF(kbuffer_leaky_scratch, .scratch = true) {
+    kbuffer *k;
+    if (!get_kbuffer(env, argv[0], &k))
+        return enif_make_badarg(env);
+    void *a = beam_alloc_bytes(k->allocator, 16, 1);
+    if (a == NULL)
+        return beam_make_error(env, "enomem");
+    if (beam_alloc_bytes(beam_allocator, 16, 1) == NULL)
+        return beam_make_error(env, "enomem"); /* the bug: a is lost */
+    beam_free_bytes(k->allocator, a, 16, 1);
+    return ok(env);
+}
+
+BEAM_NIF(kbuffer_renew_checked, .leak_check = true) {
+    kbuffer *k;
+    if (!get_kbuffer(env, argv[0], &k))
+        return enif_make_badarg(env);
+    void *p = beam_alloc_bytes(k->allocator, KBUFFER_LEN, 1);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(k->allocator, k->block, k->len, 1);
+    k->block = p;
+    k->len = KBUFFER_LEN;
+    return ok(env);
+}
+
+BEAM_NIF(kbuffer_grow_kept, .allocator = process_wide_gpa) {
+    kbuffer *k;
+    if (!get_kbuffer(env, argv[0], &k))
+        return enif_make_badarg(env);
+    void *p =
+        beam_realloc_bytes(k->allocator, k->block, k->len, 1, KBUFFER_GROWN);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    k->block = p;
+    k->len = KBUFFER_GROWN;
+    return ok(env);
+}
+
 /* --- Calls whose allocator is a new one each time ----------------------
  * rotating_work/0's allocator is the next of ROTATING fixed buffers, more
  * than a check gives plans of their own (MAX_PLANS, 16, in the driver):
@@ -925,6 +971,9 @@ static ErlNifFunc funcs[] = {
     {"kbuffer_new", 0, kbuffer_new, 0},
     {"kbuffer_free", 1, kbuffer_free, 0},
     {"kbuffer_grow_wrong", 1, kbuffer_grow_wrong, 0},
+    {"kbuffer_leaky_scratch", 1, kbuffer_leaky_scratch, 0},
+    {"kbuffer_renew_checked", 1, kbuffer_renew_checked, 0},
+    {"kbuffer_grow_kept", 1, kbuffer_grow_kept, 0},
     {"rotating_work", 0, rotating_work, 0},
     {"forged_new", 0, forged_new, 0},
     {"forged_size", 1, forged_size, 0},

@@ -15,7 +15,8 @@ defmodule BeamAlloc.Test.Faults do
               gmbuffer_free_inside/1 gbuffer_new/0 gbuffer_grow/1 gbuffer_grow_scratch/1 gbuffer_grow_raw/1
               gbuffer_grow_threaded/1
               gbuffer_scribble/0 gbuffer_free/1
-              kbuffer_new/0 kbuffer_free/1 kbuffer_grow_wrong/1 rotating_work/0
+              kbuffer_new/0 kbuffer_free/1 kbuffer_grow_wrong/1 kbuffer_leaky_scratch/1
+              kbuffer_renew_checked/1 kbuffer_grow_kept/1 rotating_work/0
               allocator_is_raw/0 take_reports/0
               sized_at_guarded_start/0)
 end
