@@ -46,9 +46,10 @@
  * records of blocks left live). Everything a closed session does not need
  * goes at close (its libraries, the first run's sites, the misuse records,
  * and the block table when no block is left live), so every check leaves
- * the struct session behind for the life of the VM, 576 bytes on 64-bit
+ * the struct session behind for the life of the VM, 616 bytes on 64-bit
  * Linux, and its plans, 40 bytes each (one per lasting allocator its calls
- * had: most checks have one), plus enif_alloc's own few. Keep what only
+ * had, at most MAX_PLANS besides the process-wide ones: most checks have
+ * one), plus enif_alloc's own few. Keep what only
  * runs need out of the struct: the misuse records alone (4.6 KB) once cost
  * every check 5 KB.
  */
@@ -217,12 +218,22 @@ typedef struct plan_ctx {
     struct session *s;
     beam_allocator_t parent;
     bool unchecked; /* parent checks no free (raw, large) */
+    /* The overflow plan (parent's vtable NULL too): see MAX_PLANS. */
+    bool overflow;
+    bool process_wide; /* parent is: outside MAX_PLANS */
     struct plan_ctx *next;
 } plan_ctx;
 
-/* Allocators a session gives a plan of its own, at most: past them (a
- * NIF whose .allocator makes a new one at each call), calls share the
- * running call's plan, as all once did. */
+/* Allocators a session gives a plan of its own, at most, besides the
+ * process-wide ones (raw, large, general purpose: a few a library, each
+ * its own plan, BEAM__FAULT_PROCESS_WIDE). Past them (a NIF whose
+ * .allocator makes a new one at each call), calls share the session's
+ * overflow plan, which stands for whichever call runs and cannot tell
+ * which allocator a NIF kept: it judges no free, resize or remap by the
+ * allocator it came through (it may miss such a misuse, never invent
+ * one). With the running call's plan instead, a raw allocator kept past
+ * 16 others and freed through in a call of the general purpose one was
+ * reported as a free through another allocator: found in review. */
 #define MAX_PLANS 16
 
 typedef struct session {
@@ -272,6 +283,7 @@ typedef struct session {
      * dies with it: scratch, leak_check), and those of lasting allocators
      * (plan_ctx), up to MAX_PLANS. */
     plan_ctx running_plan;
+    plan_ctx overflow_plan;
     plan_ctx *plans;
 
     /* Live blocks: open addressing on ptr, linear probing. */
@@ -854,7 +866,7 @@ static bool growth_fails(session *s, int kind, size_t len, size_t new_len,
 static void check_through(const plan_ctx *c, const block *b, const char *what,
                           void *mem, size_t len, uintptr_t ret) {
     session *s = c->s;
-    if (b == NULL || !counting(s) || b->parent.vtable == NULL ||
+    if (b == NULL || c->overflow || !counting(s) || b->parent.vtable == NULL ||
         same_parent(b->parent, through(c)))
         return;
     char here[SITE_TEXT], made[SITE_TEXT];
@@ -1057,23 +1069,30 @@ static session *running_session(const ErlNifPid *pid,
     return s;
 }
 
-/* The plan for a call whose allocator is parent: the running call's for
- * one that dies with the call (transient: a scratch arena, a leak_check
- * instance; a NIF that kept it misuses it anyway), else parent's own,
- * made at its first call (lock held). The running call's too when
- * MAX_PLANS are made, or without memory for one. */
-static plan_ctx *plan_for(session *s, beam_allocator_t parent, bool transient,
-                          bool unchecked) {
-    if (transient)
+/* The plan for a call whose allocator is parent (flags: the call's):
+ * the running call's for one that dies with the call (a scratch arena, a
+ * leak_check instance; a NIF that kept it misuses it anyway), else
+ * parent's own, made at its first call (lock held). The overflow plan
+ * when MAX_PLANS others are made (a process-wide allocator gets its own
+ * all the same), or without memory for one. */
+static plan_ctx *plan_for(session *s, beam_allocator_t parent, unsigned flags) {
+    if (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL))
         return &s->running_plan;
-    unsigned n = 0;
-    for (plan_ctx *c = s->plans; c != NULL; c = c->next, n++)
+    bool unchecked = (flags & BEAM__FAULT_UNCHECKED) != 0;
+    /* (Raw and large are unchecked: a copy of the library that sets no
+     * PROCESS_WIDE still has them exempt.) */
+    bool process_wide = unchecked || (flags & BEAM__FAULT_PROCESS_WIDE);
+    unsigned others = 0;
+    for (plan_ctx *c = s->plans; c != NULL; c = c->next) {
         if (same_parent(c->parent, parent))
             return c;
-    plan_ctx *c = n < MAX_PLANS ? enif_alloc(sizeof *c) : NULL;
+        others += !c->process_wide;
+    }
+    plan_ctx *c =
+        process_wide || others < MAX_PLANS ? enif_alloc(sizeof *c) : NULL;
     if (c == NULL)
-        return &s->running_plan;
-    *c = (plan_ctx){s, parent, unchecked, s->plans};
+        return &s->overflow_plan;
+    *c = (plan_ctx){s, parent, unchecked, false, process_wide, s->plans};
     s->plans = c;
     return c;
 }
@@ -1100,10 +1119,7 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
         s->fallback = parent;
     if (s->depth++ == 0)
         s->call_thread = pthread_self();
-    plan_ctx *plan =
-        plan_for(s, parent,
-                 (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL)) != 0,
-                 s->unchecked);
+    plan_ctx *plan = plan_for(s, parent, flags);
     pthread_mutex_unlock(&s->lock);
     *out = (beam_allocator_t){plan, &plan_vtable};
     return true;
@@ -1472,6 +1488,7 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     s->owner = self;
     s->fallback = beam_raw_allocator;
     s->running_plan.s = s;
+    s->overflow_plan = (plan_ctx){.s = s, .overflow = true};
     s->fail_index = NEVER;
     s->misuse = misuse;
     memset(freed, 0, FREED_RING * sizeof *freed);

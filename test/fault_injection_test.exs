@@ -249,16 +249,26 @@ defmodule BeamAlloc.FaultInjectionTest do
       # rotating_work/0's allocator is another fixed buffer at each of 20
       # calls; past the 16th the calls share the check allocator of
       # whichever call runs.
-      fun = fn ->
-        Enum.reduce_while(1..20, :ok, fn _, :ok ->
-          case Faults.rotating_work() do
-            :ok -> {:cont, :ok}
-            error -> {:halt, error}
-          end
-        end)
-      end
-
+      fun = fn -> rotate(20) end
       assert {:ok, 20} = check_all_allocation_failures(fun, modules: [Faults])
+    end
+
+    test "a kept raw allocator is its own after the plans run out" do
+      # After 20 calls of rotating_work/0 (a fresh fixed buffer each), past
+      # the 16 allocators with a check allocator of their own, kbuffer_new/0
+      # (raw) kept the running call's one: kbuffer_free/1 (the process-wide
+      # general purpose allocator) freeing the block through it, correctly,
+      # was reported as a free through another allocator. The process-wide
+      # allocators get their own whatever the count.
+      check_kept_past_plans(&Faults.kbuffer_new/0)
+    end
+
+    test "a kept custom allocator past the plans is no misuse either" do
+      # kbuffer_new_fixed/0's allocator is a lasting fixed buffer, the 21st
+      # allocator of the check: its calls share the overflow check
+      # allocator, which cannot tell which allocator a NIF kept, so it
+      # judges no free through another (it may miss one, never invent one).
+      check_kept_past_plans(&Faults.kbuffer_new_fixed/0)
     end
 
     test "a resource the function returns is no leak: its block goes with the result" do
@@ -982,6 +992,25 @@ defmodule BeamAlloc.FaultInjectionTest do
 
   defp step(:ok), do: {:cont, :ok}
   defp step(error), do: {:halt, error}
+
+  # n calls of rotating_work/0, each with another fixed buffer as its
+  # allocator; the first error ends them.
+  # 20 calls of rotating_work/0, then a kbuffer made by new, freed by
+  # kbuffer_free/1 through its kept allocator: correct, with and without
+  # the check, and without a report.
+  defp check_kept_past_plans(new) do
+    fun = fn ->
+      with :ok <- rotate(20), {:ok, buffer} <- new.(), do: Faults.kbuffer_free(buffer)
+    end
+
+    Faults.take_reports()
+    assert fun.() == :ok
+    assert Faults.take_reports() == []
+    assert {:ok, 21} = check_all_allocation_failures(fun, modules: [Faults])
+    assert Faults.take_reports() == []
+  end
+
+  defp rotate(n), do: Enum.reduce_while(1..n, :ok, fn _, :ok -> step(Faults.rotating_work()) end)
 
   # Faults.correct(1) once on the first run, twice on the second, ...
   defp one_more_call_each_run do

@@ -54,6 +54,13 @@ enum {
      * the call frees twice would go to the system's free twice, and the
      * driver catches it. (A driver that does not know it ignores it.) */
     BEAM__FAULT_UNCHECKED = 1u << 2,
+    /* The parent is one of the library's process-wide allocators (raw,
+     * large, the general purpose instance): few, and live as long as the
+     * library, so the driver gives each a plan allocator of its own
+     * however many others the calls had (a NIF may keep one and free
+     * through it in a call of another). (A driver that does not know it
+     * ignores it.) */
+    BEAM__FAULT_PROCESS_WIDE = 1u << 3,
 };
 
 /* The driver's state for one call, on beam_nif_call's stack. Opaque to the

@@ -845,6 +845,14 @@ static bool checks_no_free(beam_allocator_t a) {
     return a.vtable == &beam__raw_vtable || a.vtable == &beam__large_vtable;
 }
 
+/* One of the library's process-wide allocators (the driver's
+ * BEAM__FAULT_PROCESS_WIDE). */
+static bool process_wide(beam_allocator_t a) {
+    return checks_no_free(a) ||
+           (a.vtable == beam_general_purpose_allocator.vtable &&
+            a.ctx == beam_general_purpose_allocator.ctx);
+}
+
 /* What a fault-injection check lists for a misuse on another thread
  * when its report line is not at hand (its own report names the line). */
 #define ELSEWHERE_LINE                                                         \
@@ -912,7 +920,8 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
             driver->enter(&pid, &beam__fault_hooks_self, a,
                           (o.scratch ? BEAM__FAULT_SCRATCH : 0u) |
                               (o.leak_check ? BEAM__FAULT_CALL_LOCAL : 0u) |
-                              (checks_no_free(a) ? BEAM__FAULT_UNCHECKED : 0u),
+                              (checks_no_free(a) ? BEAM__FAULT_UNCHECKED : 0u) |
+                              (process_wide(a) ? BEAM__FAULT_PROCESS_WIDE : 0u),
                           &frame, &a);
     if (faulted)
         beam__fault_note_plan(driver, a);

@@ -758,7 +758,7 @@ static void kbuffer_dtor(ErlNifEnv *env, void *obj) {
     beam_free_bytes(k->allocator, k->block, k->len, 1);
 }
 
-BEAM_NIF(kbuffer_new) {
+static ERL_NIF_TERM kbuffer_new_impl(ErlNifEnv *env) {
     kbuffer *k = enif_alloc_resource(kbuffer_type, sizeof *k);
     if (k == NULL)
         return beam_make_error(env, "enomem");
@@ -768,6 +768,10 @@ BEAM_NIF(kbuffer_new) {
     enif_release_resource(k);
     return k->block != NULL ? make_ok(env, term)
                             : beam_make_error(env, "enomem");
+}
+
+BEAM_NIF(kbuffer_new) {
+    return kbuffer_new_impl(env);
 }
 
 static bool get_kbuffer(ErlNifEnv *env, ERL_NIF_TERM term, kbuffer **k) {
@@ -840,6 +844,13 @@ BEAM_NIF(kbuffer_grow_kept, .allocator = process_wide_gpa) {
     k->block = p;
     k->len = KBUFFER_GROWN;
     return ok(env);
+}
+
+/* kbuffer_new_fixed/0 is kbuffer_new/0 with a lasting fixed buffer (the
+ * one forged_new/0 uses) as its allocator: a custom allocator kept, to
+ * be freed by kbuffer_free/1 through it. */
+BEAM_NIF(kbuffer_new_fixed, .allocator = kept_fixed_buffer) {
+    return kbuffer_new_impl(env);
 }
 
 /* --- Calls whose allocator is a new one each time ----------------------
@@ -974,6 +985,7 @@ static ErlNifFunc funcs[] = {
     {"kbuffer_leaky_scratch", 1, kbuffer_leaky_scratch, 0},
     {"kbuffer_renew_checked", 1, kbuffer_renew_checked, 0},
     {"kbuffer_grow_kept", 1, kbuffer_grow_kept, 0},
+    {"kbuffer_new_fixed", 0, kbuffer_new_fixed, 0},
     {"rotating_work", 0, rotating_work, 0},
     {"forged_new", 0, forged_new, 0},
     {"forged_size", 1, forged_size, 0},

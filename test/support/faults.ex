@@ -16,7 +16,7 @@ defmodule BeamAlloc.Test.Faults do
               gbuffer_grow_threaded/1
               gbuffer_scribble/0 gbuffer_free/1
               kbuffer_new/0 kbuffer_free/1 kbuffer_grow_wrong/1 kbuffer_leaky_scratch/1
-              kbuffer_renew_checked/1 kbuffer_grow_kept/1 rotating_work/0
+              kbuffer_renew_checked/1 kbuffer_grow_kept/1 kbuffer_new_fixed/0 rotating_work/0
               allocator_is_raw/0 take_reports/0
               sized_at_guarded_start/0)
 end
