@@ -50,6 +50,9 @@ defmodule BeamAlloc.UpgradeTest do
     :code.purge(module)
   end
 
+  # upgrade_nif's functions, for a VM of its own (UpgradeVM).
+  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0)
+
   # A new version of module (over the current one, which the VM keeps as
   # old code) that loads the library so (its file name, no extension) from
   # copy with info.
@@ -68,6 +71,7 @@ defmodule BeamAlloc.UpgradeTest do
         def churn, do: :erlang.nif_error(:not_loaded)
         def box, do: :erlang.nif_error(:not_loaded)
         def peek(_box), do: :erlang.nif_error(:not_loaded)
+        def raw_box, do: :erlang.nif_error(:not_loaded)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -324,10 +328,8 @@ defmodule BeamAlloc.UpgradeTest do
     IO.puts("grew \#{:erlang.memory(:system) - before}")
     """
 
-    stubs = ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1)
-
     {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: stubs)
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @vm_stubs)
 
     assert status == 0, "the VM exited with #{status}:\n#{out}"
     [_, least] = Regex.run(~r/^least held (\d+)$/m, out)
@@ -337,14 +339,10 @@ defmodule BeamAlloc.UpgradeTest do
     assert String.to_integer(grew) < 4 * 1024 * 1024, out
   end
 
-  test "a resource type the new version took over keeps the old copy, with the blocks it holds" do
-    # A box (test/nifs/upgrade_nif.c) holds a block of the process-wide
-    # instance and the allocator it came from; its type is taken over by
-    # each new version, so the box outlives the old version's module and
-    # its destructor (the new copy's) frees through the old copy's
-    # allocator. Once the old version was purged, the old copy was
-    # unloaded and its allocators torn down under the box: the VM died
-    # (SIGSEGV) at the destructor. In a VM of its own.
+  # In a VM of its own: version a's box (made by maker, box or raw_box)
+  # lives in a process through the upgrade to b and the purge of a, is
+  # peeked at, then dies; then tail runs. Returns {output, exit status}.
+  defp run_taken_over_box(maker, tail) do
     mod = inspect(@module)
 
     script = """
@@ -353,7 +351,7 @@ defmodule BeamAlloc.UpgradeTest do
 
     holder =
       spawn(fn ->
-        {:ok, box} = #{mod}.box()
+        {:ok, box} = #{mod}.#{maker}()
         send(parent, :made)
         receive do: (:peek -> send(parent, {:peeked, #{mod}.peek(box)}))
         receive do: (:stop -> :ok)
@@ -369,16 +367,30 @@ defmodule BeamAlloc.UpgradeTest do
     receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
     :erlang.garbage_collect()
     Process.sleep(50)
-    {:ok, box} = #{mod}.box()
-    say.("new box", #{mod}.peek(box))
-    gpa = BeamAlloc.stats(#{mod}).general_purpose
-    say.("live", {gpa.live_blocks, gpa.live_bytes})
     """
 
-    stubs = ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1)
+    BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script <> tail,
+      stubs: @vm_stubs
+    )
+  end
+
+  test "a resource type the new version took over keeps the old copy, with the blocks it holds" do
+    # A box (test/nifs/upgrade_nif.c) holds a block of the process-wide
+    # instance and the allocator it came from; its type is taken over by
+    # each new version, so the box outlives the old version's module and
+    # its destructor (the new copy's) frees through the old copy's
+    # allocator. Once the old version was purged, the old copy was
+    # unloaded and its allocators torn down under the box: the VM died
+    # (SIGSEGV) at the destructor.
+    mod = inspect(@module)
 
     {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: stubs)
+      run_taken_over_box("box", """
+      {:ok, box} = #{mod}.box()
+      say.("new box", #{mod}.peek(box))
+      gpa = BeamAlloc.stats(#{mod}).general_purpose
+      say.("live", {gpa.live_blocks, gpa.live_bytes})
+      """)
 
     assert status == 0, "the VM exited with #{status}:\n#{out}"
     assert out =~ "peek :ok", out
@@ -388,6 +400,26 @@ defmodule BeamAlloc.UpgradeTest do
     assert out =~ "live {1, 3000}", out
     assert out =~ "is unloaded while a newer version of the module runs", out
     assert out =~ "stays mapped, with its allocators, until the node stops", out
+  end
+
+  test "a taken-over resource's raw block keeps the old copy too, and the report counts it" do
+    # The same with a block of the raw allocator (enif_alloc, what a
+    # BEAM_NIF without options allocates): the copy is kept for its code,
+    # which the destructor's free runs. The report gave the process-wide
+    # instance's blocks alone: "0 ..., 0 bytes" for a copy kept for this.
+    mod = inspect(@module)
+
+    {out, status} =
+      run_taken_over_box("raw_box", """
+      raw = BeamAlloc.stats(#{mod}).raw
+      say.("raw live", {raw.live_blocks, raw.live_bytes})
+      """)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    assert out =~ "peek :ok", out
+    assert out =~ "raw live {0, 0}", out
+    assert out =~ "is unloaded while a newer version of the module runs", out
+    assert out =~ "raw: 1, 3000 bytes; process-wide general purpose: 0, 0 bytes", out
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

@@ -116,15 +116,12 @@ static ERL_NIF_TERM churn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     return enif_make_atom(env, churn_kept != NULL ? "ok" : "enomem");
 }
 
-/* box(): {ok, Box}, a box whose block holds i * 7 at byte i. */
-static ERL_NIF_TERM box_nif(ErlNifEnv *env, int argc,
-                            const ERL_NIF_TERM argv[]) {
-    (void)argc;
-    (void)argv;
+/* A box whose block holds i * 7 at byte i, from alloc: {ok, Box}. */
+static ERL_NIF_TERM make_box(ErlNifEnv *env, beam_allocator_t alloc) {
     box *b = enif_alloc_resource(box_type, sizeof *b);
     if (b == NULL)
         return beam_make_error(env, "enomem");
-    b->alloc = beam_general_purpose_allocator;
+    b->alloc = alloc;
     b->block = beam_alloc_bytes(b->alloc, BOX_BYTES, 8);
     if (b->block == NULL) {
         b->alloc = beam_raw_allocator; /* (a NULL free: nothing) */
@@ -136,6 +133,23 @@ static ERL_NIF_TERM box_nif(ErlNifEnv *env, int argc,
     ERL_NIF_TERM term = enif_make_resource(env, b);
     enif_release_resource(b);
     return enif_make_tuple2(env, enif_make_atom(env, "ok"), term);
+}
+
+/* box(): a box of the process-wide general purpose allocator. */
+static ERL_NIF_TERM box_nif(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return make_box(env, beam_general_purpose_allocator);
+}
+
+/* raw_box(): a box of the raw allocator (enif_alloc), the allocator a
+ * BEAM_NIF without options runs with. */
+static ERL_NIF_TERM raw_box(ErlNifEnv *env, int argc,
+                            const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return make_box(env, beam_raw_allocator);
 }
 
 /* peek(Box): ok while its block holds what box/0 wrote, else corrupt. */
@@ -166,7 +180,7 @@ static ErlNifFunc funcs[] = {
     {"make", 0, make, 0},     {"hold", 0, hold, 0},
     {"churn", 0, churn, 0},   {"loads", 0, loads_nif, 0},
     {"priv", 0, priv_nif, 0}, {"box", 0, box_nif, 0},
-    {"peek", 1, peek, 0},
+    {"peek", 1, peek, 0},     {"raw_box", 0, raw_box, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
