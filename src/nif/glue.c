@@ -274,35 +274,68 @@ static void free_kept_instances(void) {
     }
 }
 
-/* What the copy's allocators hold for its user: live blocks of the raw
- * allocator and of the process-wide instance, large bytes beyond what
- * that instance holds of large, kept leak_check instances. Each one, for
- * the report: it gave the process-wide instance's alone, and a copy kept
- * for a raw block (what a BEAM_NIF without options allocates) read "0 of
- * its process-wide general purpose allocator, 0 bytes" (found in
- * review). */
-typedef struct copy_held {
-    beam_alloc_stats raw, gpa;
-    size_t large_bytes;
-    bool kept_checks;
-} copy_held;
+/* What the kept leak_check instances hold: their live blocks (the user's),
+ * and the chunks they take from the copy's raw and large allocators
+ * (theirs, not the user's). One over any other backing is counted as
+ * holding: what it takes cannot be told apart from the user's blocks. */
+typedef struct kept_holdings {
+    size_t live_blocks, live_bytes, from_raw, from_large;
+} kept_holdings;
 
-static copy_held held_by_copy(void) {
-    copy_held h;
-    beam_alloc_stats large;
-    beam_allocator_stats(beam_raw_allocator, &h.raw);
-    beam_allocator_stats(beam_large_allocator, &large);
-    beam_allocator_stats(beam_general_purpose_allocator, &h.gpa);
-    size_t backing = beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
-                         .backing_bytes;
-    h.large_bytes = large.live_bytes > backing ? large.live_bytes - backing : 0;
-    h.kept_checks = beam__atomic_load_acquire(&kept_instances) != NULL;
+static kept_holdings kept_instances_hold(void) {
+    kept_holdings h = {0, 0, 0, 0};
+    for (kept_instance *k = beam__atomic_load_acquire(&kept_instances);
+         k != NULL; k = k->next) {
+        const beam_allocator_vtable *backing = k->gpa.backing.vtable;
+        if (backing != &beam__raw_vtable && backing != &beam__large_vtable) {
+            h.live_blocks++;
+            continue;
+        }
+        beam_gpa_usage u = beam_gpa_usage_of(&k->gpa);
+        h.live_blocks += u.live_blocks;
+        h.live_bytes += u.live_bytes;
+        *(backing == &beam__raw_vtable ? &h.from_raw : &h.from_large) +=
+            u.backing_bytes;
+    }
     return h;
 }
 
+/* What the copy's allocators hold for its user: live blocks of the
+ * process-wide instance and of the kept leak_check instances, and bytes
+ * of the raw and large allocators beyond what those instances take. Each
+ * one, for the report: it gave the process-wide instance's alone, and a
+ * copy kept for a raw block (what a BEAM_NIF without options allocates)
+ * read "0 ..., 0 bytes" (found in review); a kept instance whose blocks
+ * were all freed since, its chunk counted as the user's, kept an upgraded
+ * copy mapped for good (found by a release upgrade). */
+typedef struct copy_held {
+    size_t gpa_blocks, gpa_bytes, kept_blocks, kept_bytes, raw_bytes,
+        large_bytes;
+} copy_held;
+
+static size_t beyond(size_t live, size_t theirs) {
+    return live > theirs ? live - theirs : 0;
+}
+
+static copy_held held_by_copy(void) {
+    beam_alloc_stats raw, large, gpa;
+    beam_allocator_stats(beam_raw_allocator, &raw);
+    beam_allocator_stats(beam_large_allocator, &large);
+    beam_allocator_stats(beam_general_purpose_allocator, &gpa);
+    size_t backing = beam_gpa_usage_of(&beam_general_purpose_allocator_instance)
+                         .backing_bytes;
+    kept_holdings k = kept_instances_hold();
+    return (copy_held){gpa.live_blocks,
+                       gpa.live_bytes,
+                       k.live_blocks,
+                       k.live_bytes,
+                       beyond(raw.live_bytes, k.from_raw),
+                       beyond(large.live_bytes, backing + k.from_large)};
+}
+
 static bool holds_blocks(const copy_held *h) {
-    return h->raw.live_blocks != 0 || h->gpa.live_blocks != 0 ||
-           h->large_bytes != 0 || h->kept_checks;
+    return h->gpa_blocks != 0 || h->kept_blocks != 0 || h->raw_bytes != 0 ||
+           h->large_bytes != 0;
 }
 
 /* The last unload of a copy that a newer version of its module replaced
@@ -330,15 +363,15 @@ static bool kept_for_newer_version(int64_t at) {
     beam__nif_module_text(module, sizeof module);
     beam__report("beam_alloc: %s's old NIF library (%s) is unloaded while a "
                  "newer version of the module runs, and its allocators still "
-                 "hold blocks (raw: %zu, %zu bytes; process-wide general "
-                 "purpose: %zu, %zu bytes; large beyond it: %zu bytes%s): a "
-                 "resource type the new version took over "
-                 "(ERL_NIF_RT_TAKEOVER) may hold them. The old copy stays "
-                 "mapped, with its allocators, until the node stops",
-                 module, loaded_path[0] ? loaded_path : "?", h.raw.live_blocks,
-                 h.raw.live_bytes, h.gpa.live_blocks, h.gpa.live_bytes,
-                 h.large_bytes,
-                 h.kept_checks ? "; leak_check instances kept with leaks" : "");
+                 "hold blocks (process-wide general purpose: %zu, %zu bytes; "
+                 "raw: %zu bytes; large: %zu bytes; leak_check instances kept "
+                 "after a leak: %zu, %zu bytes): a resource type the new "
+                 "version took over (ERL_NIF_RT_TAKEOVER) may hold them. The "
+                 "old copy stays mapped, with its allocators, until the node "
+                 "stops",
+                 module, loaded_path[0] ? loaded_path : "?", h.gpa_blocks,
+                 h.gpa_bytes, h.raw_bytes, h.large_bytes, h.kept_blocks,
+                 h.kept_bytes);
     return true;
 }
 
