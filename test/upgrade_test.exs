@@ -407,6 +407,11 @@ defmodule BeamAlloc.UpgradeTest do
              "hold blocks (process-wide general purpose: 1, 3000 bytes; raw: 0 bytes; " <>
                "large: 0 bytes; leak_check instances kept after a leak: 0, 0 bytes)",
            out
+
+    # A static may hold them too: the report said only a resource type
+    # taken over, and a release upgrade's old copy kept for a static its
+    # unload left (no resource alive) read as a wrong guess.
+    assert out =~ "may hold them, or a static the unload callback did not free", out
   end
 
   # In a VM of its own: keep_for_later/1 (test/nifs/leak_check_nif.c)

@@ -366,8 +366,9 @@ static bool kept_for_newer_version(int64_t at) {
                  "hold blocks (process-wide general purpose: %zu, %zu bytes; "
                  "raw: %zu bytes; large: %zu bytes; leak_check instances kept "
                  "after a leak: %zu, %zu bytes): a resource type the new "
-                 "version took over (ERL_NIF_RT_TAKEOVER) may hold them. The "
-                 "old copy stays mapped, with its allocators, until the node "
+                 "version took over (ERL_NIF_RT_TAKEOVER) may hold them, or a "
+                 "static the unload callback did not free. The old copy stays "
+                 "mapped, with its allocators, until the node "
                  "stops",
                  module, loaded_path[0] ? loaded_path : "?", h.gpa_blocks,
                  h.gpa_bytes, h.raw_bytes, h.large_bytes, h.kept_blocks,
