@@ -401,9 +401,10 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * all the same: when a newer version of the module runs another copy and
  * the old copy's allocators still hold blocks then, the old copy stays
  * mapped with them until the VM exits (reported), so such a resource's
- * blocks, and a beam_allocator_t of that copy kept in it, stay valid
- * (README: "A resource type a new version takes over keeps the old
- * copy"). */
+ * blocks, and a beam_allocator_t of that copy kept in it, stay valid; a
+ * free of such a block through the new copy's process-wide instance goes
+ * to the old copy (README: "A resource type a new version takes over
+ * keeps the old copy"). */
 /* NAME may itself be a macro: it is expanded before it is named. */
 #define BEAM_NIF_STRINGIFY_(x) #x
 #define BEAM_NIF_STRINGIFY(x) BEAM_NIF_STRINGIFY_(x)

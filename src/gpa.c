@@ -742,6 +742,16 @@ gpa_slab *beam__gpa_slab_mine(gpa_state *st, const void *p) {
 
 /* Everything the fast path did not settle: tracked blocks, large blocks and
  * misuse, told apart carefully. */
+/* A block the process-wide instance does not hold, freed through it: in
+ * a NIF library, another copy of the module's library may hold it, left
+ * by an upgrade (beam__nif_free_in_other_copy), and frees it then. Any
+ * other instance's foreign block is a misuse. */
+static bool freed_by_other_copy(beam_gpa_t *gpa, void *mem, size_t len,
+                                size_t alignment, uintptr_t ret) {
+    return gpa == &beam_general_purpose_allocator_instance &&
+           beam__nif_free_in_other_copy(mem, len, alignment, ret);
+}
+
 BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
                                            size_t len, size_t alignment,
                                            uintptr_t ret) {
@@ -749,8 +759,9 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
         return; /* the contract's no-op, also through the vtable */
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
-        beam__gpa_misuse_stateless(gpa->flags, "free", mem, len, alignment,
-                                   ret);
+        if (!freed_by_other_copy(gpa, mem, len, alignment, ret))
+            beam__gpa_misuse_stateless(gpa->flags, "free", mem, len, alignment,
+                                       ret);
         return;
     }
     gpa_slab *s = beam__gpa_slab_mine(st, mem);
@@ -823,7 +834,8 @@ BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
         beam__gpa_large_free(st, mem, len, alignment, ret, &site);
     if (r == GPA_LARGE_TWICE)
         beam__gpa_misuse_at(st, "double free", mem, len, alignment, ret, site);
-    else if (r == GPA_LARGE_NOT_OURS)
+    else if (r == GPA_LARGE_NOT_OURS &&
+             !freed_by_other_copy(gpa, mem, len, alignment, ret))
         beam__gpa_misuse(st,
                          beam__gpa_owner(beam__gpa_slab_of(mem)) != NULL
                              ? "free of a block of another allocator instance"

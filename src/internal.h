@@ -153,6 +153,25 @@ static inline bool beam__fault_under(beam_allocator_t a, const void *p,
 BEAM__HIDDEN bool beam__fault_under(beam_allocator_t a, const void *p,
                                     beam_allocator_t *out);
 #endif
+/* A free through the library's process-wide general purpose instance of a
+ * block it does not hold: in a NIF library, another copy of the same
+ * module's library may hold it (a resource an old version made, whose type
+ * the new version took over, freed by the new destructor) and frees it
+ * then: true (nif/copies.c). The standalone library has one copy. */
+#ifdef BEAM_ALLOC_STANDALONE
+static inline bool beam__nif_free_in_other_copy(void *mem, size_t len,
+                                                size_t alignment,
+                                                uintptr_t ret) {
+    (void)mem;
+    (void)len;
+    (void)alignment;
+    (void)ret;
+    return false;
+}
+#else
+BEAM__HIDDEN bool beam__nif_free_in_other_copy(void *mem, size_t len,
+                                               size_t alignment, uintptr_t ret);
+#endif
 /* A bump allocator's (who: "arena", "buffer") free or resize of a block
  * that ends where its newest block ends but does not start where that one
  * starts: a wrong length or address, refused (core.c). */

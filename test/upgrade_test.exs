@@ -51,7 +51,7 @@ defmodule BeamAlloc.UpgradeTest do
   end
 
   # upgrade_nif's functions, for a VM of its own (UpgradeVM).
-  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0)
+  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0)
 
   # A new version of module (over the current one, which the VM keeps as
   # old code) that loads the library so (its file name, no extension) from
@@ -72,6 +72,7 @@ defmodule BeamAlloc.UpgradeTest do
         def box, do: :erlang.nif_error(:not_loaded)
         def peek(_box), do: :erlang.nif_error(:not_loaded)
         def raw_box, do: :erlang.nif_error(:not_loaded)
+        def gbox, do: :erlang.nif_error(:not_loaded)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -482,6 +483,65 @@ defmodule BeamAlloc.UpgradeTest do
     assert out =~ "raw live {0, 0}", out
     assert out =~ "is unloaded while a newer version of the module runs", out
     assert out =~ "hold blocks (process-wide general purpose: 0, 0 bytes; raw: 3000 bytes;", out
+  end
+
+  test "a taken-over resource's block freed through the new copy's own allocator goes to the old copy" do
+    # A destructor that frees through beam_general_purpose_allocator, not
+    # an allocator kept in the resource: after the upgrade that is the new
+    # copy's, which does not hold the old copy's blocks. It reported "a
+    # pointer it does not own" and the block stayed with the old copy for
+    # good. Now the new copy passes the free to the other copy of the
+    # module that holds the block: first before the new copy's instance
+    # has any state (its first free), then once it has.
+    mod = inspect(@module)
+
+    script = """
+    parent = self()
+    version.("a")
+
+    holders =
+      for _ <- 1..2 do
+        spawn(fn ->
+          {:ok, box} = #{mod}.gbox()
+          send(parent, :made)
+          receive do: (:stop -> :erlang.phash2(box))
+        end)
+      end
+
+    for _ <- holders, do: receive(do: (:made -> :ok))
+    version.("b")
+    _ = :code.purge(#{mod})
+
+    stop = fn pid ->
+      ref = Process.monitor(pid)
+      send(pid, :stop)
+      receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+      :erlang.garbage_collect()
+      Process.sleep(50)
+    end
+
+    [first, second] = holders
+    stop.(first)
+    gpa = BeamAlloc.stats(#{mod}).general_purpose
+    say.("after first", {gpa.live_blocks, gpa.frees})
+    {:ok, box} = #{mod}.box()
+    stop.(second)
+    gpa = BeamAlloc.stats(#{mod}).general_purpose
+    say.("after second", {gpa.live_blocks, gpa.frees})
+    say.("peek", #{mod}.peek(box))
+    """
+
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @vm_stubs)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    refute out =~ "does not own", out
+    refute out =~ "another allocator instance", out
+    # Both old blocks freed (by the old copy, counted there): the new box's
+    # alone is live.
+    assert out =~ "after first {1, 1}", out
+    assert out =~ "after second {1, 2}", out
+    assert out =~ "peek :ok", out
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

@@ -148,7 +148,20 @@ typedef struct beam__fault_hooks {
      * unregistered between two reads shifted the rest: one was read twice
      * (and summed twice) or missed. Added last: the size field tells. */
     size_t (*named_all)(beam__named_reading *out, size_t max);
+    /* Free mem through the copy's process-wide general purpose instance
+     * (ret: the caller, for its reports) when the copy's allocators hold
+     * it (its address map or its large blocks say so), while they are
+     * up: true then. Another copy of the same module asks when its own
+     * process-wide instance was given a block it does not hold: a
+     * resource made by an old version, whose type the new version took
+     * over, freed by the new destructor (copies.c). Added last: the size
+     * field tells. */
+    bool (*gpa_free)(void *mem, size_t len, size_t alignment, uintptr_t ret);
 } beam__fault_hooks;
+
+/* The size of the hooks up to gpa_free (copies before have none). */
+#define BEAM__FAULT_HOOKS_V6_SIZE                                              \
+    (offsetof(beam__fault_hooks, gpa_free) + sizeof(void (*)(void)))
 
 /* The size of the hooks up to loaded_at (copies before named_all). */
 #define BEAM__FAULT_HOOKS_V4_SIZE                                              \

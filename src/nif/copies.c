@@ -1,8 +1,11 @@
 /*
- * The library's other copies in this process, as abi.h lets copies meet:
- * does a newer version of this copy's module run another copy? An old
- * copy's last unload asks (glue.c, kept_for_newer_version): a resource
- * type the newer version took over may still hold its blocks.
+ * The library's other copies in this process, as abi.h lets copies meet,
+ * for what a hot upgrade leaves between two copies of one module's
+ * library: does a newer version of this copy's module run another copy
+ * (an old copy's last unload asks: glue.c, kept_for_newer_version)? Does
+ * another copy of the module hold a block this copy's process-wide
+ * instance was asked to free (a resource type the new version took over,
+ * freed through its own beam_general_purpose_allocator)?
  *
  * Only names are gathered while the loader's list is walked (no dlopen
  * there: it takes the loader's lock); each object is then asked, by a
@@ -12,6 +15,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* dladdr, dl_iterate_phdr */
 #endif
+#include "../gpa_internal.h"
 #include "nif_internal.h"
 
 #include <dlfcn.h>
@@ -87,35 +91,95 @@ static const beam__fault_hooks *hooks_of(void *handle, const char *path) {
                : NULL;
 }
 
-/* Another copy h runs a newer version of module than this copy's, loaded
- * at mine: the same module, loaded since (or loading now: its stamp comes
- * when its load callback returns, and the VM may unload this copy during
- * that load, at a takeover). A copy too old to tell its stamp counts as
- * newer: keeping an old copy for nothing costs memory, not a crash. */
-static bool newer_version(const beam__fault_hooks *h, const char *module,
-                          int64_t mine) {
-    if (h == &beam__fault_hooks_self || strcmp(h->module(), module) != 0)
-        return false;
-    if (h->size < BEAM__FAULT_HOOKS_V4_SIZE || h->loaded_at == NULL)
-        return true;
-    int64_t at = h->loaded_at();
-    return at == INT64_MIN || at > mine;
-}
-
-bool beam__nif_newer_copy_runs(const char *module, int64_t mine) {
+/* Calls visit with the hooks of every other copy of the library in the
+ * process, of a version this copy reads, until it returns true: true
+ * then. Each copy stays mapped while it is visited (a handle of ours). */
+static bool each_other_copy(bool (*visit)(const beam__fault_hooks *h,
+                                          void *arg),
+                            void *arg) {
     name_list l = {NULL, 0, 0};
     list_objects(&l);
-    bool found = false;
+    bool done = false;
     for (size_t i = 0; i < l.n; i++) {
         void *handle =
-            found ? NULL : dlopen(l.names[i], RTLD_LAZY | RTLD_NOLOAD);
+            done ? NULL : dlopen(l.names[i], RTLD_LAZY | RTLD_NOLOAD);
         if (handle != NULL) {
             const beam__fault_hooks *h = hooks_of(handle, l.names[i]);
-            found = h != NULL && newer_version(h, module, mine);
+            done = h != NULL && h != &beam__fault_hooks_self && visit(h, arg);
             dlclose(handle);
         }
         beam__sys_free(l.names[i]);
     }
     beam__sys_free(l.names);
-    return found;
+    return done;
+}
+
+typedef struct module_at {
+    const char *module;
+    int64_t at;
+} module_at;
+
+/* h runs a newer version of the module than this copy, loaded at at: the
+ * same module, loaded since (or loading now: its stamp comes when its
+ * load callback returns, and the VM may unload this copy during that
+ * load, at a takeover). A copy too old to tell its stamp counts as newer:
+ * keeping an old copy for nothing costs memory, not a crash. */
+static bool newer_version(const beam__fault_hooks *h, void *arg) {
+    const module_at *m = arg;
+    if (strcmp(h->module(), m->module) != 0)
+        return false;
+    if (h->size < BEAM__FAULT_HOOKS_V4_SIZE || h->loaded_at == NULL)
+        return true;
+    int64_t at = h->loaded_at();
+    return at == INT64_MIN || at > m->at;
+}
+
+bool beam__nif_newer_copy_runs(const char *module, int64_t mine) {
+    module_at m = {module, mine};
+    return each_other_copy(newer_version, &m);
+}
+
+typedef struct foreign_free {
+    const char *module;
+    void *mem;
+    size_t len, alignment;
+    uintptr_t ret;
+} foreign_free;
+
+/* h, a copy of the same module, holds the block and frees it. */
+static bool frees_it(const beam__fault_hooks *h, void *arg) {
+    const foreign_free *f = arg;
+    return h->size >= BEAM__FAULT_HOOKS_V6_SIZE && h->gpa_free != NULL &&
+           strcmp(h->module(), f->module) == 0 &&
+           h->gpa_free(f->mem, f->len, f->alignment, f->ret);
+}
+
+/* This thread frees a block another copy gave it (beam__nif_take_free):
+ * a block that turns out no instance's here is reported, not passed on
+ * (two copies passing each other's blocks, each under its lock, could
+ * wait on each other). */
+static BEAM_THREAD_LOCAL bool taking_free;
+
+bool beam__nif_free_in_other_copy(void *mem, size_t len, size_t alignment,
+                                  uintptr_t ret) {
+    const char *module = beam__nif_module_atom();
+    if (taking_free || module[0] == '\0')
+        return false;
+    foreign_free f = {module, mem, len, alignment, ret};
+    return each_other_copy(frees_it, &f);
+}
+
+bool beam__nif_take_free(void *mem, size_t len, size_t alignment,
+                         uintptr_t ret) {
+    if (!beam__nif_library_enter())
+        return false;
+    bool ours = gpa_map_holds(mem) || beam__gpa_set_holds(mem);
+    if (ours) {
+        taking_free = true;
+        beam_free_bytes_at(beam_general_purpose_allocator, mem, len, alignment,
+                           ret);
+        taking_free = false;
+    }
+    beam__nif_library_leave();
+    return ours;
 }

@@ -152,7 +152,7 @@ const beam__fault_hooks beam__fault_hooks_self = {
     BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
     beam__nif_module_atom, hooks_attach,        hooks_detach,
     hooks_stats,           hooks_named,         hooks_collect,
-    beam__nif_loaded_at,   hooks_named_all,
+    beam__nif_loaded_at,   hooks_named_all,     beam__nif_take_free,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {

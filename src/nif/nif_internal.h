@@ -74,6 +74,14 @@ BEAM__HIDDEN int64_t beam__nif_loaded_at(void);
  * version of module than this copy, loaded at mine (loaded_at's stamp)?
  * Walks the loaded objects: for an unload, not a call. */
 BEAM__HIDDEN bool beam__nif_newer_copy_runs(const char *module, int64_t mine);
+/* The hooks' gpa_free (abi.h): a block another copy of this module's
+ * library was asked to free and does not hold is this copy's when its
+ * address map or its large blocks know it, while its allocators are up:
+ * freed as though through its process-wide instance, which reports what
+ * is wrong with the call (another instance's block, a wrong length, a
+ * double free); true then (copies.c). */
+BEAM__HIDDEN bool beam__nif_take_free(void *mem, size_t len, size_t alignment,
+                                      uintptr_t ret);
 /* While the library's allocators are up (from its first load until the
  * last unload tears them down, which that of a copy kept for a C
  * library's hooks skips: glue.c, allocators_up): true, holding the lock

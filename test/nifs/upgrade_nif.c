@@ -21,13 +21,18 @@ static int priv_token;
 typedef struct box {
     beam_allocator_t alloc;
     unsigned char *block;
+    /* Freed through beam_general_purpose_allocator, the destructor's
+     * copy's, not the one kept: what a NIF that keeps no allocator does
+     * (gbox/0). */
+    bool through_own;
 } box;
 #define BOX_BYTES 3000
 
 static void box_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     box *b = obj;
-    beam_free_bytes(b->alloc, b->block, BOX_BYTES, 8);
+    beam_free_bytes(b->through_own ? beam_general_purpose_allocator : b->alloc,
+                    b->block, BOX_BYTES, 8);
 }
 
 static ErlNifResourceType *open_box_type(ErlNifEnv *env) {
@@ -117,11 +122,13 @@ static ERL_NIF_TERM churn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
 }
 
 /* A box whose block holds i * 7 at byte i, from alloc: {ok, Box}. */
-static ERL_NIF_TERM make_box(ErlNifEnv *env, beam_allocator_t alloc) {
+static ERL_NIF_TERM make_box(ErlNifEnv *env, beam_allocator_t alloc,
+                             bool through_own) {
     box *b = enif_alloc_resource(box_type, sizeof *b);
     if (b == NULL)
         return beam_make_error(env, "enomem");
     b->alloc = alloc;
+    b->through_own = through_own;
     b->block = beam_alloc_bytes(b->alloc, BOX_BYTES, 8);
     if (b->block == NULL) {
         b->alloc = beam_raw_allocator; /* (a NULL free: nothing) */
@@ -140,7 +147,15 @@ static ERL_NIF_TERM box_nif(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    return make_box(env, beam_general_purpose_allocator);
+    return make_box(env, beam_general_purpose_allocator, false);
+}
+
+/* gbox(): a box of the process-wide general purpose allocator that its
+ * destructor frees through its own copy's. */
+static ERL_NIF_TERM gbox(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return make_box(env, beam_general_purpose_allocator, true);
 }
 
 /* raw_box(): a box of the raw allocator (enif_alloc), the allocator a
@@ -149,7 +164,7 @@ static ERL_NIF_TERM raw_box(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    return make_box(env, beam_raw_allocator);
+    return make_box(env, beam_raw_allocator, false);
 }
 
 /* peek(Box): ok while its block holds what box/0 wrote, else corrupt. */
@@ -181,6 +196,7 @@ static ErlNifFunc funcs[] = {
     {"churn", 0, churn, 0},   {"loads", 0, loads_nif, 0},
     {"priv", 0, priv_nif, 0}, {"box", 0, box_nif, 0},
     {"peek", 1, peek, 0},     {"raw_box", 0, raw_box, 0},
+    {"gbox", 0, gbox, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
