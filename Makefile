@@ -324,7 +324,10 @@ NO_FOLD_GCC := -fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge
 NO_FOLD_CLANG := -mllvm -enable-tail-merge=false -mllvm -simplifycfg-sink-common=false
 NO_ICF := $(call cc_flag,$(CC),c,$(NO_FOLD_GCC)) $(call cc_flag,$(CC),c,$(NO_FOLD_CLANG))
 NO_ICF_CXX = $(call cc_flag,$(CXX),c++,$(NO_FOLD_GCC)) $(call cc_flag,$(CXX),c++,$(NO_FOLD_CLANG))
-NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS) $(NO_ICF)
+# And no sibling calls (as beam_alloc.mk gives users): a function whose
+# last act is an allocator call would leave the reports' frames.
+NIF_FRAME_FLAGS := $(FRAME_FLAGS) -fno-optimize-sibling-calls
+NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(NIF_FRAME_FLAGS) $(NO_ICF)
 # Each NIF gets its own copy of the library; --exclude-libs keeps that copy
 # private to it (nothing of beam_alloc is exported from the .so).
 ifeq ($(shell uname -s),Darwin)
@@ -338,7 +341,7 @@ TEST_NIF_CXX := $(wildcard test/nifs/*.cpp test/nifs/*/*.cpp)
 TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
                 $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
 CXX          ?= g++
-NIF_CXXFLAGS = -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(FRAME_FLAGS) $(NO_ICF_CXX)
+NIF_CXXFLAGS = -std=c++17 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(NIF_FRAME_FLAGS) $(NO_ICF_CXX)
 # The test NIFs of the adapter headers link what they adapt.
 $(MIX_APP_PATH)/priv/adapters_nif.so: NIF_LIBS := -lz -lzstd
 $(MIX_APP_PATH)/priv/sqlite_nif.so: NIF_LIBS := -lsqlite3

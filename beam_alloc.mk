@@ -17,14 +17,19 @@
 #   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
 #                           rule that builds it with beam_alloc's Makefile
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
-#   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden,
-#                           both include dirs, and the flags that keep
-#                           $(CC) from merging identical code (GCC's
-#                           -fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge,
-#                           or clang's -mllvm tail-merge and sinking flags)
-#                           (-g and frame pointers: reports give source lines
-#                           and callers; no merging: a report would name the
-#                           other NIF's, or the other branch's, line)
+#   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer
+#                           -fno-optimize-sibling-calls -fPIC
+#                           -fvisibility=hidden, both include dirs, and the
+#                           flags that keep $(CC) from merging identical
+#                           code (GCC's -fno-ipa-icf -fno-crossjumping
+#                           -fno-tree-tail-merge, or clang's -mllvm
+#                           tail-merge and sinking flags) (-g and frame
+#                           pointers: reports give source lines and
+#                           callers; no sibling calls: a function whose last
+#                           act is an allocator call keeps its frame; no
+#                           merging: a report would name the other NIF's, or
+#                           the other branch's, line; -foptimize-sibling-calls
+#                           in CFLAGS, which come after, takes the jumps back)
 #   BEAM_ALLOC_CXXFLAGS     the same for $(CXX)
 #   BEAM_ALLOC_LDFLAGS      -shared, and -Wl,--exclude-libs,ALL so that none of
 #                           beam_alloc's symbols is exported from your NIF
@@ -99,7 +104,7 @@ beam_alloc_no_icf = $(call beam_alloc_flags_if,$(1),$(2),$(BEAM_ALLOC_NO_FOLD_GC
 BEAM_ALLOC_NO_ICF_CC = $(call beam_alloc_no_icf,$(CC),c)
 BEAM_ALLOC_NO_ICF_CXX = $(call beam_alloc_no_icf,$(CXX),c++)
 
-BEAM_ALLOC_BASE_FLAGS = -g -fno-omit-frame-pointer -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
+BEAM_ALLOC_BASE_FLAGS = -g -fno-omit-frame-pointer -fno-optimize-sibling-calls -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
 BEAM_ALLOC_CFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CC)
 # (<beam_alloc.hpp> needs C++17, which clang++ 14 does not default to; a
 # -std in CXXFLAGS, which comes after, wins.)

@@ -35,14 +35,32 @@ defmodule BeamAlloc.LinesTest do
     end
   end
 
-  defp inlined_free_named(module) do
+  # nif's double free is named at callee's line (marked callee_site),
+  # then nif's (caller_site).
+  defp double_free_named(module, nif, callee, callee_site, caller_site) do
     capture_log(fn ->
-      assert_raise RuntimeError, ~r/double free/, fn -> module.inlined_double_free() end
+      assert_raise RuntimeError, ~r/double free/, fn -> apply(module, nif, []) end
 
       assert report("double free") =~
-               "called from lines_free (#{@source}:#{line_of("inlined free")}) <- " <>
-                 "inlined_double_free (#{@source}:#{line_of("second free")})"
+               "called from #{callee} (#{@source}:#{line_of(callee_site)}) <- " <>
+                 "#{nif} (#{@source}:#{line_of(caller_site)})"
     end)
+  end
+
+  defp inlined_free_named(module),
+    do:
+      double_free_named(module, :inlined_double_free, "lines_free", "inlined free", "second free")
+
+  # A function whose last act is the free: the compiler turns the call
+  # into a jump unless told not to, and the report named the NIF's line
+  # alone. The NIFs a user builds with beam_alloc.mk or the Mix compiler
+  # (and these) are built without sibling calls.
+  defp tail_free_named(module),
+    do: double_free_named(module, :tail_double_free, "lines_drop", "tail free", "second drop")
+
+  test "a helper whose last act is the free keeps its frame (no sibling calls)" do
+    tail_free_named(Lines.SplitDwarf)
+    tail_free_named(Lines.Lto)
   end
 
   # The skeleton unit in the object has the lines but no functions; they

@@ -23,7 +23,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   Every object is compiled with `-g` (so that reports can name source
   lines), `-fno-omit-frame-pointer` (so that they can give the callers of
-  an allocation), flags that keep the compiler from merging identical
+  an allocation), `-fno-optimize-sibling-calls` (so that a function whose
+  last act is an allocator call keeps its frame in them: `cflags`, which
+  come after, may take it back with `-foptimize-sibling-calls`), flags
+  that keep the compiler from merging identical
   code (GCC's `-fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge`, or
   clang's `-mllvm -enable-tail-merge=false -mllvm
   -simplifycfg-sink-common=false`: otherwise NIFs with identical code, or
@@ -539,6 +542,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
     [
       "-g",
       "-fno-omit-frame-pointer",
+      "-fno-optimize-sibling-calls",
       "-fPIC",
       "-fvisibility=hidden",
       "-I#{Path.join(root, "include")}",

@@ -26,6 +26,24 @@ BEAM_NIF(inlined_double_free, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* Not inlined, and its last act the free: at -O2 a jump, and its frame
+ * gone from the report, which named the NIF's line instead, unless the
+ * NIF is built without sibling calls (beam_alloc.mk and the Mix compiler
+ * build it so). */
+static __attribute__((noinline)) void lines_drop(beam_allocator_t a,
+                                                 unsigned char *p) {
+    beam_free(a, p, 24); /* SITE: tail free */
+}
+
+BEAM_NIF(tail_double_free, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    lines_drop(beam_allocator, p);
+    lines_drop(beam_allocator, p); /* SITE: second drop */
+    return enif_make_atom(env, "ok");
+}
+
 BEAM_NIF(leak, .leak_check = true) {
     unsigned char *p =
         beam_alloc(beam_allocator, unsigned char, 24); /* SITE: leak */
@@ -36,6 +54,7 @@ BEAM_NIF(leak, .leak_check = true) {
 
 static ErlNifFunc funcs[] = {
     {"inlined_double_free", 0, inlined_double_free, 0},
+    {"tail_double_free", 0, tail_double_free, 0},
     {"leak", 0, leak, 0},
 };
 BEAM_NIF_INIT(LINES_MODULE, funcs, NULL, NULL, NULL)
