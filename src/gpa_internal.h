@@ -1288,6 +1288,10 @@ static inline bool beam__gpa_set_holds(const void *p) {
 
 /* ---- leaks and misuse (gpa_report.c) ---------------------------------- */
 
+/* This copy's text of a misuse kind another copy's allocators named
+ * (their text: a copy may not keep another's), "misuse" when none of the
+ * GPA's (nif/copies.c). */
+BEAM__HIDDEN const char *beam__gpa_kind_named(const char *kind);
 /* Report misuse (no lock held: the hook may do anything). */
 BEAM__HIDDEN void beam__gpa_misuse(gpa_state *st, const char *what,
                                    const void *p, size_t len, size_t alignment,

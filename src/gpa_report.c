@@ -12,21 +12,30 @@
 /* The kinds a failing call names (API.md, "Diagnostics that fail"), from
  * the report's own wording: the allocator's messages say more than the
  * kind, and stay free to. */
+static const struct {
+    const char *prefix, *kind;
+} kinds[] = {
+    {"double free", BEAM__KIND_DOUBLE_FREE},
+    {"write past the end", "write past the end of a block"},
+    {"free with a wrong length", BEAM__KIND_WRONG_FREE},
+    {"write after free", "write after free"},
+    {"free of a", BEAM__KIND_FOREIGN_FREE},
+    {"resize ", BEAM__KIND_RESIZE},
+    {"realloc ", BEAM__KIND_RESIZE},
+    {"remap ", BEAM__KIND_RESIZE},
+};
+#define KIND_COUNT (sizeof kinds / sizeof kinds[0])
+
 static const char *kind_of(const char *what) {
-    static const struct {
-        const char *prefix, *kind;
-    } kinds[] = {
-        {"double free", BEAM__KIND_DOUBLE_FREE},
-        {"write past the end", "write past the end of a block"},
-        {"free with a wrong length", BEAM__KIND_WRONG_FREE},
-        {"write after free", "write after free"},
-        {"free of a", BEAM__KIND_FOREIGN_FREE},
-        {"resize ", BEAM__KIND_RESIZE},
-        {"realloc ", BEAM__KIND_RESIZE},
-        {"remap ", BEAM__KIND_RESIZE},
-    };
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+    for (size_t i = 0; i < KIND_COUNT; i++)
         if (strncmp(what, kinds[i].prefix, strlen(kinds[i].prefix)) == 0)
+            return kinds[i].kind;
+    return "misuse";
+}
+
+const char *beam__gpa_kind_named(const char *kind) {
+    for (size_t i = 0; i < KIND_COUNT; i++)
+        if (strcmp(kind, kinds[i].kind) == 0)
             return kinds[i].kind;
     return "misuse";
 }

@@ -51,7 +51,7 @@ defmodule BeamAlloc.UpgradeTest do
   end
 
   # upgrade_nif's functions, for a VM of its own (UpgradeVM).
-  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0)
+  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1)
 
   # A new version of module (over the current one, which the VM keeps as
   # old code) that loads the library so (its file name, no extension) from
@@ -73,6 +73,7 @@ defmodule BeamAlloc.UpgradeTest do
         def peek(_box), do: :erlang.nif_error(:not_loaded)
         def raw_box, do: :erlang.nif_error(:not_loaded)
         def gbox, do: :erlang.nif_error(:not_loaded)
+        def wrong_free(_box), do: :erlang.nif_error(:not_loaded)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -542,6 +543,45 @@ defmodule BeamAlloc.UpgradeTest do
     assert out =~ "after first {1, 1}", out
     assert out =~ "after second {1, 2}", out
     assert out =~ "peek :ok", out
+  end
+
+  test "a misuse the old copy finds in a free the new copy passes it is the calling leak_check call's" do
+    # The old copy's allocators judge the free (a wrong length here) and
+    # report it, on their own thread-local record: the new copy's
+    # leak_check call, which watches its own, returned :ok (API.md: a
+    # misuse detected during the call raises).
+    mod = inspect(@module)
+
+    script = """
+    version.("a")
+    {:ok, box} = #{mod}.gbox()
+    version.("b")
+    _ = :code.purge(#{mod})
+
+    result =
+      try do
+        #{mod}.wrong_free(box)
+      rescue
+        e in RuntimeError -> {:raised, e.message}
+      end
+
+    say.("result", result)
+    gpa = BeamAlloc.stats(#{mod}).general_purpose
+    say.("live", gpa.live_blocks)
+    """
+
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @vm_stubs)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+
+    assert out =~
+             ~r/result \{:raised, "memory misuse detected in function `[^`]*wrong_free\/1`: free with a wrong length/,
+           out
+
+    refute out =~ "does not own", out
+    # Freed anyway, by the old copy.
+    assert out =~ "live 0", out
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

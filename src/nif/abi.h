@@ -111,6 +111,18 @@ typedef struct beam__named_reading {
 } beam__named_reading;
 _Static_assert(BEAM_STATS_NAME_MAX + 1 <= 64, "a name fits a reading");
 
+/* The first misuse a copy's gpa_free (below) found in a free another copy
+ * passed it: its kind (one of misuse_kinds.h's or gpa_report.c's, "" when
+ * the free was right) and report line. The copy that asked notes it on
+ * its own thread-local record, which its call watches: the copy that
+ * freed reports on its own, which no call of the asking copy's watches
+ * (a leak_check call returned :ok after such a misuse: found in review).
+ * Its layout is shared by the copies: never changed. */
+typedef struct beam__taken_misuse {
+    char kind[64];
+    char line[512];
+} beam__taken_misuse;
+
 /* A library copy, as the driver sees it (what beam_alloc_fault_hooks_v1
  * returns). */
 typedef struct beam__fault_hooks {
@@ -151,12 +163,13 @@ typedef struct beam__fault_hooks {
     /* Free mem through the copy's process-wide general purpose instance
      * (ret: the caller, for its reports) when the copy's allocators hold
      * it (its address map or its large blocks say so), while they are
-     * up: true then. Another copy of the same module asks when its own
-     * process-wide instance was given a block it does not hold: a
-     * resource made by an old version, whose type the new version took
-     * over, freed by the new destructor (copies.c). Added last: the size
-     * field tells. */
-    bool (*gpa_free)(void *mem, size_t len, size_t alignment, uintptr_t ret);
+     * up: true then, and misuse says what the free did wrong, if anything.
+     * Another copy of the same module asks when its own process-wide
+     * instance was given a block it does not hold: a resource made by an
+     * old version, whose type the new version took over, freed by the new
+     * destructor (copies.c). Added last: the size field tells. */
+    bool (*gpa_free)(void *mem, size_t len, size_t alignment, uintptr_t ret,
+                     beam__taken_misuse *misuse);
 } beam__fault_hooks;
 
 /* The size of the hooks up to gpa_free (copies before have none). */

@@ -19,6 +19,7 @@
 #include "nif_internal.h"
 
 #include <dlfcn.h>
+#include <stdio.h>
 #include <string.h>
 #if defined(__APPLE__)
 #include <mach-o/dyld.h>
@@ -144,14 +145,15 @@ typedef struct foreign_free {
     void *mem;
     size_t len, alignment;
     uintptr_t ret;
+    beam__taken_misuse misuse;
 } foreign_free;
 
 /* h, a copy of the same module, holds the block and frees it. */
 static bool frees_it(const beam__fault_hooks *h, void *arg) {
-    const foreign_free *f = arg;
+    foreign_free *f = arg;
     return h->size >= BEAM__FAULT_HOOKS_V6_SIZE && h->gpa_free != NULL &&
            strcmp(h->module(), f->module) == 0 &&
-           h->gpa_free(f->mem, f->len, f->alignment, f->ret);
+           h->gpa_free(f->mem, f->len, f->alignment, f->ret, &f->misuse);
 }
 
 /* This thread frees a block another copy gave it (beam__nif_take_free):
@@ -165,21 +167,65 @@ bool beam__nif_free_in_other_copy(void *mem, size_t len, size_t alignment,
     const char *module = beam__nif_module_atom();
     if (taking_free || module[0] == '\0')
         return false;
-    foreign_free f = {module, mem, len, alignment, ret};
-    return each_other_copy(frees_it, &f);
+    foreign_free f = {module, mem, len, alignment, ret, {"", ""}};
+    if (!each_other_copy(frees_it, &f))
+        return false;
+    /* Its misuse is this thread's call's too, as a block of this copy's
+     * would have been (a leak_check call raises with it). */
+    if (f.misuse.kind[0] != '\0') {
+        f.misuse.line[sizeof f.misuse.line - 1] = '\0';
+        beam__misuse_note(beam__gpa_kind_named(f.misuse.kind), f.misuse.line);
+    }
+    return true;
 }
 
-bool beam__nif_take_free(void *mem, size_t len, size_t alignment,
-                         uintptr_t ret) {
+_Static_assert(sizeof((beam__taken_misuse *)0)->line == BEAM__MISUSE_LINE,
+               "a misuse line passes whole");
+_Static_assert(sizeof BEAM__KIND_RESIZE <=
+                   sizeof((beam__taken_misuse *)0)->kind,
+               "the longest kind passes whole");
+
+/* The free, watched as a call watches its body (glue.c): the first misuse
+ * it reports goes into misuse; a call of this copy's running below (its
+ * first misuse, if it had one) finds the thread's record as it was. */
+static void take_watched(void *mem, size_t len, size_t alignment, uintptr_t ret,
+                         beam__taken_misuse *misuse) {
+    beam__misuse_record *m = &beam__misuse;
+    const unsigned long outer_watch = m->watch_from, before = m->count;
+    const bool outer_misused = before != outer_watch;
+    const char *const outer_kind = m->kind;
+    char outer_line[BEAM__MISUSE_LINE] = "";
+    const char *line = outer_misused ? beam__misuse_line() : NULL;
+    if (line != NULL)
+        memcpy(outer_line, line, sizeof outer_line);
+    m->watch_from = before;
+    taking_free = true;
+    beam_free_bytes_at(beam_general_purpose_allocator, mem, len, alignment,
+                       ret);
+    taking_free = false;
+    if (m->count != before && m->kind != NULL) {
+        line = beam__misuse_line();
+        snprintf(misuse->kind, sizeof misuse->kind, "%s", m->kind);
+        snprintf(misuse->line, sizeof misuse->line, "%s",
+                 line != NULL ? line : m->kind);
+    }
+    m->watch_from = outer_watch;
+    if (outer_misused) {
+        m->kind = outer_kind;
+        char *now = beam__misuse_line();
+        if (now != NULL)
+            memcpy(now, outer_line, sizeof outer_line);
+    }
+}
+
+bool beam__nif_take_free(void *mem, size_t len, size_t alignment, uintptr_t ret,
+                         beam__taken_misuse *misuse) {
+    misuse->kind[0] = '\0';
     if (!beam__nif_library_enter())
         return false;
     bool ours = gpa_map_holds(mem) || beam__gpa_set_holds(mem);
-    if (ours) {
-        taking_free = true;
-        beam_free_bytes_at(beam_general_purpose_allocator, mem, len, alignment,
-                           ret);
-        taking_free = false;
-    }
+    if (ours)
+        take_watched(mem, len, alignment, ret, misuse);
     beam__nif_library_leave();
     return ours;
 }

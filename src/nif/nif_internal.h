@@ -79,9 +79,11 @@ BEAM__HIDDEN bool beam__nif_newer_copy_runs(const char *module, int64_t mine);
  * address map or its large blocks know it, while its allocators are up:
  * freed as though through its process-wide instance, which reports what
  * is wrong with the call (another instance's block, a wrong length, a
- * double free); true then (copies.c). */
+ * double free), and misuse says what that report found; true then
+ * (copies.c). */
 BEAM__HIDDEN bool beam__nif_take_free(void *mem, size_t len, size_t alignment,
-                                      uintptr_t ret);
+                                      uintptr_t ret,
+                                      beam__taken_misuse *misuse);
 /* While the library's allocators are up (from its first load until the
  * last unload tears them down, which that of a copy kept for a C
  * library's hooks skips: glue.c, allocators_up): true, holding the lock

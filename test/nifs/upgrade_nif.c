@@ -179,6 +179,20 @@ static ERL_NIF_TERM peek(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     return enif_make_atom(env, "ok");
 }
 
+/* wrong_free(Box), a leak_check call: frees the box's block through this
+ * copy's process-wide instance with a wrong length, which is a misuse the
+ * call raises with (API.md), whichever copy's allocators hold the block;
+ * ok when it does not raise. */
+BEAM_NIF(wrong_free, .leak_check = true) {
+    (void)argc;
+    box *b;
+    if (!enif_get_resource(env, argv[0], box_type, (void **)&b))
+        return enif_make_badarg(env);
+    beam_free_bytes(beam_general_purpose_allocator, b->block, 1, 8);
+    b->block = NULL; /* (the destructor's free: a NULL free, nothing) */
+    return enif_make_atom(env, "ok");
+}
+
 /* The static churn keeps goes with the module instance's copy: what a NIF
  * with state in statics does. (Left live, a copy that a newer version of
  * the module replaced would be kept, with its allocators: glue.c,
@@ -196,7 +210,7 @@ static ErlNifFunc funcs[] = {
     {"churn", 0, churn, 0},   {"loads", 0, loads_nif, 0},
     {"priv", 0, priv_nif, 0}, {"box", 0, box_nif, 0},
     {"peek", 1, peek, 0},     {"raw_box", 0, raw_box, 0},
-    {"gbox", 0, gbox, 0},
+    {"gbox", 0, gbox, 0},     {"wrong_free", 1, wrong_free, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
