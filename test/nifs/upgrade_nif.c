@@ -25,14 +25,17 @@ typedef struct box {
      * copy's, not the one kept: what a NIF that keeps no allocator does
      * (gbox/0). */
     bool through_own;
+    size_t bytes;
 } box;
 #define BOX_BYTES 3000
+/* Above the slab sizes: a large block (lgbox/0). */
+#define LARGE_BOX_BYTES 200000
 
 static void box_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     box *b = obj;
     beam_free_bytes(b->through_own ? beam_general_purpose_allocator : b->alloc,
-                    b->block, BOX_BYTES, 8);
+                    b->block, b->bytes, 8);
 }
 
 static ErlNifResourceType *open_box_type(ErlNifEnv *env) {
@@ -123,19 +126,20 @@ static ERL_NIF_TERM churn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
 
 /* A box whose block holds i * 7 at byte i, from alloc: {ok, Box}. */
 static ERL_NIF_TERM make_box(ErlNifEnv *env, beam_allocator_t alloc,
-                             bool through_own) {
+                             bool through_own, size_t bytes) {
     box *b = enif_alloc_resource(box_type, sizeof *b);
     if (b == NULL)
         return beam_make_error(env, "enomem");
     b->alloc = alloc;
     b->through_own = through_own;
-    b->block = beam_alloc_bytes(b->alloc, BOX_BYTES, 8);
+    b->bytes = bytes;
+    b->block = beam_alloc_bytes(b->alloc, bytes, 8);
     if (b->block == NULL) {
         b->alloc = beam_raw_allocator; /* (a NULL free: nothing) */
         enif_release_resource(b);
         return beam_make_error(env, "enomem");
     }
-    for (size_t i = 0; i < BOX_BYTES; i++)
+    for (size_t i = 0; i < bytes; i++)
         b->block[i] = (unsigned char)(i * 7);
     ERL_NIF_TERM term = enif_make_resource(env, b);
     enif_release_resource(b);
@@ -147,7 +151,7 @@ static ERL_NIF_TERM box_nif(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    return make_box(env, beam_general_purpose_allocator, false);
+    return make_box(env, beam_general_purpose_allocator, false, BOX_BYTES);
 }
 
 /* gbox(): a box of the process-wide general purpose allocator that its
@@ -155,7 +159,14 @@ static ERL_NIF_TERM box_nif(ErlNifEnv *env, int argc,
 static ERL_NIF_TERM gbox(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    return make_box(env, beam_general_purpose_allocator, true);
+    return make_box(env, beam_general_purpose_allocator, true, BOX_BYTES);
+}
+
+/* lgbox(): gbox/0's, with a large block. */
+static ERL_NIF_TERM lgbox(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return make_box(env, beam_general_purpose_allocator, true, LARGE_BOX_BYTES);
 }
 
 /* raw_box(): a box of the raw allocator (enif_alloc), the allocator a
@@ -164,7 +175,7 @@ static ERL_NIF_TERM raw_box(ErlNifEnv *env, int argc,
                             const ERL_NIF_TERM argv[]) {
     (void)argc;
     (void)argv;
-    return make_box(env, beam_raw_allocator, false);
+    return make_box(env, beam_raw_allocator, false, BOX_BYTES);
 }
 
 /* peek(Box): ok while its block holds what box/0 wrote, else corrupt. */
@@ -173,7 +184,7 @@ static ERL_NIF_TERM peek(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     box *b;
     if (!enif_get_resource(env, argv[0], box_type, (void **)&b))
         return enif_make_badarg(env);
-    for (size_t i = 0; i < BOX_BYTES; i++)
+    for (size_t i = 0; i < b->bytes; i++)
         if (b->block[i] != (unsigned char)(i * 7))
             return enif_make_atom(env, "corrupt");
     return enif_make_atom(env, "ok");
@@ -211,6 +222,7 @@ static ErlNifFunc funcs[] = {
     {"priv", 0, priv_nif, 0}, {"box", 0, box_nif, 0},
     {"peek", 1, peek, 0},     {"raw_box", 0, raw_box, 0},
     {"gbox", 0, gbox, 0},     {"wrong_free", 1, wrong_free, 0},
+    {"lgbox", 0, lgbox, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
