@@ -99,7 +99,8 @@ find_stats(Other) ->
 %% takes the current slabs of schedulers that are idle (dirty ones too),
 %% returns every slab without a live block, and every wholly free segment
 %% to enif_alloc, so :erlang.memory(system) goes down; the library's
-%% instances registered for named stats (beam_stats_register) too, and every
+%% instances registered for named stats (beam_stats_register) too, those
+%% of its live BEAM_RESOURCE_GPA resources (first), and every
 %% copy of the library loaded for Module (an old and a new version's, during
 %% an upgrade). Runs on a dirty scheduler. Raises erlang:error({not_loaded, Module}) like stats/1.
 %% The application's beam_alloc_collector calls it by itself for a library

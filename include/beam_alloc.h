@@ -397,8 +397,9 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     thread) it is reusable by every heap; once all are free it goes back
  *     to the instance's pool when a heap refilling that class finds it, or
  *     at beam_gpa_collect (in a node running the beam_alloc application,
- *     its collector calls that on a NIF library's process-wide instance
- *     and its named ones, not on other instances, once the library has
+ *     its collector calls that on a NIF library's process-wide instance,
+ *     its named ones and its live BEAM_RESOURCE_GPA resources' (no other
+ *     instances), once the library has
  *     idled for a second holding 4 MiB beyond what it keeps live, or has
  *     held that much at 30 ticks in a row while busy: README).
  *     (A full slab with fewer than an eighth free stays out of reach until

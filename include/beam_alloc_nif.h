@@ -557,7 +557,12 @@ BEAM_API const char *beam_nif_module_name(void);
  *                        gives memory back for reuse; threads allocate in
  *                        parallel. Takes about 74 KiB of the parent with
  *                        its first small block: for resources that live
- *                        long and churn.
+ *                        long and churn. What it holds beyond its live
+ *                        blocks (a burst freed) goes back at
+ *                        BeamAlloc.collect/1 (beam_alloc:collect/1), as
+ *                        the process-wide instance's does; the
+ *                        application's collector decides by the
+ *                        process-wide and named instances alone.
  *   BEAM_RESOURCE_ARENA  an arena behind a mutex: bump allocation in chunks
  *                        (the first 4 KiB); a free only reclaims the most
  *                        recent block, the rest waits for release. Cheap to

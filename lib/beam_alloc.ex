@@ -115,7 +115,9 @@ defmodule BeamAlloc do
   a live block, and every wholly free segment, so that
   `:erlang.memory(:system)` goes down after a burst. The library's
   instances registered for named stats (`beam_stats_register`, SQLite's
-  say) are collected too, and so is every copy of the library loaded for
+  say) are collected too, and so are the instances of its live
+  `BEAM_RESOURCE_GPA` resources (first: what they give back goes to their
+  parent), and so is every copy of the library loaded for
   `module` (an old and a new version's, during an upgrade). Runs on a dirty
   scheduler; call it from any process, for example after a burst whose
   blocks were freed elsewhere. Raises `ArgumentError` when no library built

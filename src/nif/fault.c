@@ -109,6 +109,9 @@ static size_t hooks_named_all(beam__named_reading *out, size_t max) {
 static void hooks_collect(void) {
     if (!beam__nif_library_enter())
         return;
+    /* The resources first: what they give back goes to their parents, the
+     * process-wide instance often, whose collect then passes it on. */
+    beam__nif_collect_resources();
     beam_gpa_collect(&beam_general_purpose_allocator_instance);
     beam__stats_named_collect();
     beam__nif_collect_kept();

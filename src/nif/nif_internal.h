@@ -94,6 +94,9 @@ BEAM__HIDDEN bool beam__nif_library_enter(void);
 BEAM__HIDDEN void beam__nif_library_leave(void);
 /* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
 BEAM__HIDDEN void beam__nif_collect_kept(void);
+/* beam_gpa_collect on every live BEAM_RESOURCE_GPA resource's instance
+ * (resource.c), entered. */
+BEAM__HIDDEN void beam__nif_collect_resources(void);
 
 /* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' or beam_alloc_reporter process, which logs

@@ -37,6 +37,11 @@
  *    after teardown (checked, and reported when not).
  *  - live_allocators (per NIF library): resources created and not yet torn
  *    down.
+ *  - gpa_list (per NIF library, under list_lock): the GPA resources not yet
+ *    torn down, so that BeamAlloc.collect/1 reaches their instances (a
+ *    long-lived resource whose blocks were all freed held its peak, 205 MB
+ *    in a soak, until release). A listed resource object is alive: the
+ *    destructor unlinks it first, waiting while a collect works on it.
  *
  * The resource type is per NIF library (each shared object has its own copy
  * of beam_alloc) and its name carries this copy's address, so that a
@@ -87,6 +92,10 @@ struct beam_resource {
         beam_arena_t arena;
     } impl;
     size_t user_size;
+    /* gpa_list's links and the last collect that reached it (list_lock). */
+    beam_resource_t *list_prev, *list_next;
+    bool listed;
+    unsigned collected_in;
     /* The user area follows. */
 };
 
@@ -102,6 +111,17 @@ static _Atomic(ErlNifResourceType *) resource_type;
  * user's own beam_resource_init call then has nothing left to do. */
 static atomic_bool opened_by_hook;
 static _Atomic size_t live_allocators;
+
+/* The GPA resources to collect (see the invariants). list_lock is a leaf
+ * but for the wait below: nothing allocates or frees under it. collecting
+ * is the resource a collect works on with the lock let go, collector its
+ * thread: the destructor of that resource waits on list_done for it. */
+static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t list_done = PTHREAD_COND_INITIALIZER;
+static beam_resource_t *gpa_list;
+static beam_resource_t *collecting;
+static const void *collector;
+static unsigned collect_round;
 
 /* --- The counting shim over the parent --------------------------------- */
 
@@ -160,6 +180,8 @@ static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
 
 /* --- Lifetime ---------------------------------------------------------- */
 
+static void list_unlink(beam_resource_t *r);
+
 /* in_call: the last one out is a call of the allocator (res_*), which may
  * come from deep inside the code the hook takes down (a zstd worker
  * thread allocating: the hook would join that very thread). With a hook,
@@ -170,6 +192,7 @@ static void teardown(beam_resource_t *r, bool in_call) {
         return;
     if (beam__atomic_exchange_acq_rel(&r->torn_down, true))
         return;
+    list_unlink(r); /* nothing to collect any more */
     /* First: what lives in the memory (a library's context, its threads,
      * a mutex in the user area) goes down while the memory is still
      * there. Nobody else is inside, and nobody can enter. */
@@ -353,6 +376,72 @@ static inline bool enter_locked(beam_resource_t *r) {
     return false;
 }
 
+/* --- The list of GPA resources, for collect ---------------------------- */
+
+static void list_link(beam_resource_t *r) {
+    pthread_mutex_lock(&list_lock);
+    r->list_prev = NULL;
+    r->list_next = gpa_list;
+    if (gpa_list != NULL)
+        gpa_list->list_prev = r;
+    gpa_list = r;
+    r->listed = true;
+    pthread_mutex_unlock(&list_lock);
+}
+
+/* Off the list; from the destructor, once no collect works on r (a
+ * collect's own thread, tearing r down as it leaves, does not wait). */
+static void list_unlink(beam_resource_t *r) {
+    if (r->kind != BEAM_RESOURCE_GPA)
+        return;
+    pthread_mutex_lock(&list_lock);
+    while (collecting == r && collector != me())
+        pthread_cond_wait(&list_done, &list_lock);
+    if (r->listed) {
+        if (r->list_prev != NULL)
+            r->list_prev->list_next = r->list_next;
+        else
+            gpa_list = r->list_next;
+        if (r->list_next != NULL)
+            r->list_next->list_prev = r->list_prev;
+        r->listed = false;
+    }
+    pthread_mutex_unlock(&list_lock);
+}
+
+/* list_lock held: the next resource this round has not reached, from r
+ * when it is still listed, else from the head (r went, torn down by the
+ * collect's own leave). */
+static beam_resource_t *list_next_uncollected(beam_resource_t *r) {
+    r = r == NULL ? gpa_list : r->listed ? r->list_next : gpa_list;
+    while (r != NULL && r->collected_in == collect_round)
+        r = r->list_next;
+    return r;
+}
+
+/* beam_gpa_collect on every live GPA resource of this library, one at a
+ * time, list_lock let go meanwhile (the collect frees into the parent). */
+void beam__nif_collect_resources(void) {
+    pthread_mutex_lock(&list_lock);
+    collect_round++;
+    for (beam_resource_t *r = list_next_uncollected(NULL); r != NULL;
+         r = list_next_uncollected(r)) {
+        r->collected_in = collect_round;
+        collecting = r;
+        collector = me();
+        pthread_mutex_unlock(&list_lock);
+        if (enter(r, false, 0)) {
+            beam_gpa_collect(&r->impl.gpa);
+            leave(r, false);
+        }
+        pthread_mutex_lock(&list_lock);
+        collecting = NULL;
+        collector = NULL;
+        pthread_cond_broadcast(&list_done);
+    }
+    pthread_mutex_unlock(&list_lock);
+}
+
 /* --- The resource allocator's vtable ----------------------------------- */
 
 static void *res_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
@@ -440,6 +529,8 @@ static void report_left_inside(beam_resource_t *r, size_t entries) {
 static void resource_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     beam_resource_t *r = obj;
+    list_unlink(r); /* first: a collect may be inside it (it holds no
+                       reference, and waits for nobody) */
     size_t v = beam__atomic_or_acq_rel(&r->state, RELEASED);
     if (v > RELEASED)
         report_left_inside(r, v / USER);
@@ -549,6 +640,8 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
         r->has_lock = true;
     }
     add(&live_allocators, 1);
+    if (kind == BEAM_RESOURCE_GPA)
+        list_link(r);
 
     if (term != NULL) {
         *term = enif_make_resource(env, r);
