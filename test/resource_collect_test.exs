@@ -28,4 +28,51 @@ defmodule BeamAlloc.ResourceCollectTest do
     assert :ok = Resource.free(res, slot)
     :ok = Resource.release(res)
   end
+
+  # A collect working on a resource must not take its release away from the
+  # releaser: a release with no pin or call in flight is done when it
+  # returns (blocks back to the parent: parent_bytes 0), as before collect
+  # reached resources. With collect/1 running meanwhile it was left to the
+  # collect's thread, which finished it a little later.
+  test "a release during a collect is done when it returns" do
+    parent = self()
+
+    collector =
+      spawn_link(fn ->
+        send(parent, :collecting)
+        collect_until_told()
+      end)
+
+    assert_receive :collecting
+
+    late =
+      for _ <- 1..300, reduce: [] do
+        late ->
+          {:ok, res} = Resource.new(:gpa)
+
+          slots =
+            Task.async(fn -> for _ <- 1..300, do: elem(Resource.alloc(res, 1000), 1) end)
+            |> Task.await()
+
+          Task.async(fn -> for s <- slots, do: :ok = Resource.free(res, s) end)
+          |> Task.await()
+
+          :ok = Resource.release(res)
+          u = Resource.usage(res)
+          if u.parent_bytes == 0, do: late, else: [u | late]
+      end
+
+    send(collector, :stop)
+    assert late == [], "#{length(late)} releases not done at once: #{inspect(Enum.take(late, 3))}"
+  end
+
+  defp collect_until_told do
+    receive do
+      :stop -> :ok
+    after
+      0 ->
+        :ok = BeamAlloc.collect(Resource)
+        collect_until_told()
+    end
+  end
 end

@@ -21,8 +21,9 @@
  * units of USER. Every entry point adds USER and fails when it finds
  * RELEASED; release sets RELEASED. Whoever brings the word to exactly
  * RELEASED (no one inside) tears down: the releaser when nobody was
- * inside, otherwise the last one to leave. So release never waits, never
- * blocks a scheduler, and is safe while the releasing thread holds a pin.
+ * inside, otherwise the last one to leave. So release never waits (but
+ * for a BeamAlloc.collect/1 working on that very resource: list_unlink),
+ * and is safe while the releasing thread holds a pin.
  * A failed entry briefly adds USER after RELEASED and may also bring the
  * word back to RELEASED: the torn_down flag makes teardown run once.
  *
@@ -40,8 +41,10 @@
  *  - gpa_list (per NIF library, under list_lock): the GPA resources not yet
  *    torn down, so that BeamAlloc.collect/1 reaches their instances (a
  *    long-lived resource whose blocks were all freed held its peak, 205 MB
- *    in a soak, until release). A listed resource object is alive: the
- *    destructor unlinks it first, waiting while a collect works on it.
+ *    in a soak, until release). A listed resource is alive and not torn
+ *    down: teardown and the destructor unlink it first, waiting while a
+ *    collect works on it (a collect holds no entry: it does not take a
+ *    release over).
  *
  * The resource type is per NIF library (each shared object has its own copy
  * of beam_alloc) and its name carries this copy's address, so that a
@@ -389,8 +392,10 @@ static void list_link(beam_resource_t *r) {
     pthread_mutex_unlock(&list_lock);
 }
 
-/* Off the list; from the destructor, once no collect works on r (a
- * collect's own thread, tearing r down as it leaves, does not wait). */
+/* Off the list, once no collect works on r: from teardown and the
+ * destructor, whichever comes first, which so wait out one instance's
+ * collect at most (a collect's own thread, should r be torn down from
+ * inside its collect, does not wait). */
 static void list_unlink(beam_resource_t *r) {
     if (r->kind != BEAM_RESOURCE_GPA)
         return;
@@ -410,8 +415,8 @@ static void list_unlink(beam_resource_t *r) {
 }
 
 /* list_lock held: the next resource this round has not reached, from r
- * when it is still listed, else from the head (r went, torn down by the
- * collect's own leave). */
+ * when it is still listed, else from the head (r went: torn down from
+ * inside its own collect). */
 static beam_resource_t *list_next_uncollected(beam_resource_t *r) {
     r = r == NULL ? gpa_list : r->listed ? r->list_next : gpa_list;
     while (r != NULL && r->collected_in == collect_round)
@@ -420,7 +425,12 @@ static beam_resource_t *list_next_uncollected(beam_resource_t *r) {
 }
 
 /* beam_gpa_collect on every live GPA resource of this library, one at a
- * time, list_lock let go meanwhile (the collect frees into the parent). */
+ * time, list_lock let go meanwhile (the collect frees into the parent).
+ * Not an entry of r: a release landing meanwhile would have been left to
+ * this thread's leave, so a release with no pin or call of the user's in
+ * flight was not done when it returned (parent_bytes still counted; its
+ * hook run later, here, under the library's instances_lock). Listed, r is
+ * not torn down, and its teardown waits in list_unlink until we are out. */
 void beam__nif_collect_resources(void) {
     pthread_mutex_lock(&list_lock);
     collect_round++;
@@ -430,10 +440,7 @@ void beam__nif_collect_resources(void) {
         collecting = r;
         collector = me();
         pthread_mutex_unlock(&list_lock);
-        if (enter(r, false, 0)) {
-            beam_gpa_collect(&r->impl.gpa);
-            leave(r, false);
-        }
+        beam_gpa_collect(&r->impl.gpa);
         pthread_mutex_lock(&list_lock);
         collecting = NULL;
         collector = NULL;
