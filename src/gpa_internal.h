@@ -156,7 +156,13 @@
  *    takes the slack's room (a sub-slab of up to half a chunk) before
  *    asking the backing for more, while the instance has under 2 MiB of
  *    slabs (beyond, the slack is a small part, and frees into sub-slabs
- *    would cost big heaps time).
+ *    would cost big heaps time). Refills take pool slabs of one segment
+ *    (st->fill) until it has none (its warm ones first, gpa_slab.c
+ *    pool_pick), so that a small live set after a burst keeps few
+ *    segments, not one each: the pool's first slab alone was in the
+ *    segment the refill's reclaim-stack parking was emptying. From 2 MiB
+ *    on, a sub-slab goes in a lent pool slab rather than in another
+ *    segment's slack while the pool has one (gpa_slab.c sub_find).
  *  - Sub-slabs save memory, not time: a free into one is a call more
  *    than one into a slab (beam__gpa_free_in_chunk, after the inline free),
  *    and a class with more blocks than its sub-slab holds has them spread
@@ -314,7 +320,7 @@
 #define GPA_TF_PTR(tf) ((void **)((tf) & (GPA_TF_ONE - 1) & ~GPA_FULL_BIT))
 #define GPA_TF_COUNT(tf) ((uint32_t)((tf) >> GPA_TF_COUNT_SHIFT))
 #define GPA_TLS_SLOTS 8
-#define GPA_MAX_SEGMENT_SLABS 63
+#define GPA_MAX_SEGMENT_SLABS 63  /* (a bit each in a segment's masks) */
 #define GPA_TOMBSTONE ((void *)1) /* a deleted gpa_large slot */
 #define GPA_STASH_MAX 64          /* blocks a heap's stash holds */
 #define GPA_FREE_STREAK 16        /* frees in a row that make a heap */
@@ -473,6 +479,9 @@ typedef struct gpa_segment {
     char *base; /* first slab, 64 KiB aligned */
     unsigned nslabs;
     unsigned nfree;      /* slabs in the pool */
+    uint64_t pooled;     /* bit i: slab i is in the pool */
+    uint64_t warm;       /* bit i: slab i was taken from the pool once
+                            (its pages are likely resident) */
     gpa_mixed *slack[2]; /* &room[k] when the chunk was claimed, another
                             segment's when this one joined it, else NULL */
     uint16_t own[2];     /* this segment's pages in those chunks */
@@ -605,6 +614,9 @@ struct beam_gpa_state {
     size_t slabs; /* in all segments */
     gpa_slab *pool;
     size_t pool_count;
+    /* The segment pool slabs are taken from first (gpa_slab.c
+     * pool_pick). */
+    gpa_segment *fill;
     gpa_slab *partial[GPA_CLASSES];
     gpa_mixed *mixed; /* chunks cut into sub-slabs */
     /* Medium slabs by their longest free run: medium[k] lists those whose
