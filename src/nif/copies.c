@@ -191,31 +191,19 @@ _Static_assert(sizeof BEAM__KIND_RESIZE <=
 static void take_watched(void *mem, size_t len, size_t alignment, uintptr_t ret,
                          beam__taken_misuse *misuse) {
     beam__misuse_record *m = &beam__misuse;
-    const unsigned long outer_watch = m->watch_from, before = m->count;
-    const bool outer_misused = before != outer_watch;
-    const char *const outer_kind = m->kind;
-    char outer_line[BEAM__MISUSE_LINE] = "";
-    const char *line = outer_misused ? beam__misuse_line() : NULL;
-    if (line != NULL)
-        memcpy(outer_line, line, sizeof outer_line);
-    m->watch_from = before;
+    beam__nif_watch watch;
+    beam__nif_watch_open(&watch);
     taking_free = true;
     beam_free_bytes_at(beam_general_purpose_allocator, mem, len, alignment,
                        ret);
     taking_free = false;
-    if (m->count != before && m->kind != NULL) {
-        line = beam__misuse_line();
+    if (m->count != watch.before && m->kind != NULL) {
+        const char *line = beam__misuse_line();
         snprintf(misuse->kind, sizeof misuse->kind, "%s", m->kind);
         snprintf(misuse->line, sizeof misuse->line, "%s",
                  line != NULL ? line : m->kind);
     }
-    m->watch_from = outer_watch;
-    if (outer_misused) {
-        m->kind = outer_kind;
-        char *now = beam__misuse_line();
-        if (now != NULL)
-            memcpy(now, outer_line, sizeof outer_line);
-    }
+    beam__nif_watch_close(&watch);
 }
 
 bool beam__nif_take_free(void *mem, size_t len, size_t alignment, uintptr_t ret,

@@ -879,14 +879,35 @@ static call_options resolve(const beam_nif_options *options,
  * and come down in reverse: the plan lets go of the call's blocks, the
  * arena gives its chunks back, then the leak check looks at what is left. */
 /* The calling thread's first misuse line of the call ("" when none could
- * be kept), and a copy of it. */
+ * be kept). */
 static const char *misuse_text(void) {
     const char *line = beam__misuse_line();
     return line != NULL ? line : "";
 }
 
-static void misuse_line_copy(char out[BEAM__MISUSE_LINE]) {
-    snprintf(out, BEAM__MISUSE_LINE, "%s", misuse_text());
+void beam__nif_watch_open(beam__nif_watch *w) {
+    beam__misuse_record *m = &beam__misuse;
+    w->outer_watch = m->watch_from;
+    w->before = m->count;
+    /* A call inside another one (a BEAM_NIF body calling another's): the
+     * outer call's first misuse, if it had one, is what it raises with
+     * once it is over; this call's own would overwrite it. */
+    w->outer_misused = w->before != w->outer_watch;
+    w->outer_kind = m->kind;
+    if (w->outer_misused)
+        snprintf(w->outer_line, sizeof w->outer_line, "%s", misuse_text());
+    m->watch_from = w->before;
+}
+
+void beam__nif_watch_close(const beam__nif_watch *w) {
+    beam__misuse_record *m = &beam__misuse;
+    m->watch_from = w->outer_watch;
+    if (w->outer_misused) {
+        m->kind = w->outer_kind;
+        char *now = beam__misuse_line();
+        if (now != NULL)
+            memcpy(now, w->outer_line, sizeof w->outer_line);
+    }
 }
 
 /* The raw and the large allocator hand a free to the system as it is: a
@@ -930,17 +951,8 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     beam__misuse_record *m = &beam__misuse;
     /* The body's caller is this frame: stacks end at the body. */
     beam__frames_stop = (uintptr_t)__builtin_frame_address(0);
-    const unsigned long outer_watch = m->watch_from;
-    const unsigned long misuse_before = m->count;
-    /* A call inside another one (a BEAM_NIF body calling another's): the
-     * outer call's first misuse, if it had one, is what it raises with
-     * once it is over; this call's own would overwrite it. */
-    const bool outer_misused = misuse_before != outer_watch;
-    const char *const outer_kind = m->kind;
-    char outer_line[BEAM__MISUSE_LINE];
-    if (outer_misused)
-        misuse_line_copy(outer_line);
-    m->watch_from = misuse_before;
+    beam__nif_watch watch;
+    beam__nif_watch_open(&watch);
 
     /* A custom allocator becomes the backing of the checking instance, so
      * the two options compose: blocks still come from the user's
@@ -1007,7 +1019,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
          * call's allocator: its report went out from there, and this
          * thread's record has not seen it (found in a C++ walkthrough: a
          * std::thread's double free let the call return :ok). */
-        if (m->count == misuse_before) {
+        if (m->count == watch.before) {
             elsewhere = beam__gpa_first_misuse(&check->gpa);
             const char *line = beam__gpa_first_misuse_line(&check->gpa);
             if (elsewhere != NULL && line != NULL)
@@ -1039,7 +1051,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         }
     }
 
-    const bool misused = m->count != misuse_before || elsewhere != NULL;
+    const bool misused = m->count != watch.before || elsewhere != NULL;
     const char *kind = elsewhere != NULL            ? elsewhere
                        : misused && m->kind != NULL ? m->kind
                                                     : "misuse";
@@ -1049,13 +1061,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
         driver->misuse != NULL)
         driver->misuse(&pid, &beam__fault_hooks_self, kind,
                        elsewhere != NULL ? elsewhere_line : misuse_text());
-    m->watch_from = outer_watch;
-    if (outer_misused) {
-        m->kind = outer_kind;
-        char *now = beam__misuse_line();
-        if (now != NULL)
-            memcpy(now, outer_line, BEAM__MISUSE_LINE);
-    }
+    beam__nif_watch_close(&watch);
 
     /* Both override whatever the body returned or raised: a misuse or a
      * leak is a bug in the NIF itself, and one the caller cannot see

@@ -92,6 +92,20 @@ BEAM__HIDDEN bool beam__nif_take_free(void *mem, size_t len, size_t alignment,
  * hooks). */
 BEAM__HIDDEN bool beam__nif_library_enter(void);
 BEAM__HIDDEN void beam__nif_library_leave(void);
+/* A call's watch of the thread's misuse record (beam__misuse_record,
+ * glue.c): from open, any misuse on this thread shows as count > before,
+ * the record's kind and line being its first one's; close gives the
+ * record back to the call around it, its first misuse (if it had one)
+ * as it was. For a BEAM_NIF call's body, and for a free another copy of
+ * the library passes this one (copies.c). */
+typedef struct beam__nif_watch {
+    unsigned long outer_watch, before;
+    const char *outer_kind;
+    bool outer_misused;
+    char outer_line[BEAM__MISUSE_LINE];
+} beam__nif_watch;
+BEAM__HIDDEN void beam__nif_watch_open(beam__nif_watch *w);
+BEAM__HIDDEN void beam__nif_watch_close(const beam__nif_watch *w);
 /* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
 BEAM__HIDDEN void beam__nif_collect_kept(void);
 /* beam_gpa_collect on every live BEAM_RESOURCE_GPA resource's instance
