@@ -740,8 +740,6 @@ gpa_slab *beam__gpa_slab_mine(gpa_state *st, const void *p) {
     return s;
 }
 
-/* Everything the fast path did not settle: tracked blocks, large blocks and
- * misuse, told apart carefully. */
 /* A block the process-wide instance does not hold, freed through it: in
  * a NIF library, another copy of the module's library may hold it, left
  * by an upgrade (beam__nif_free_in_other_copy), and frees it then. Any
@@ -752,6 +750,8 @@ static bool freed_by_other_copy(beam_gpa_t *gpa, void *mem, size_t len,
            beam__nif_free_in_other_copy(mem, len, alignment, ret);
 }
 
+/* Everything the fast path did not settle: tracked blocks, large blocks and
+ * misuse, told apart carefully. */
 BEAM__NOINLINE void beam__gpa_free_general(beam_gpa_t *gpa, void *mem,
                                            size_t len, size_t alignment,
                                            uintptr_t ret) {
