@@ -376,14 +376,20 @@ static bool kept_for_newer_version(int64_t at) {
     return true;
 }
 
+/* No module instance left, nor anything else that may run the library
+ * (instances_lock held). (Kept mapped, the library can run still:
+ * SQLite's hooks, say, or a zlib stream's in a resource another copy took
+ * over. No resource of ours is live here, the VM calling this after their
+ * destructors (allocators_up): that test is a guard.) */
+static bool nothing_runs_it(void) {
+    return module_instances == 0 && beam_resource_live_count() == 0 &&
+           !beam__library_kept_mapped();
+}
+
 void beam_nif_unloaded(void) {
     pthread_mutex_lock(&instances_lock);
-    /* (Kept mapped, the library can run still: SQLite's hooks, say, or a
-     * zlib stream's in a resource another copy took over. No resource of
-     * ours is live here, the VM calling this after their destructors
-     * (allocators_up): that test is a guard.) */
-    bool last = --module_instances == 0 && beam_resource_live_count() == 0 &&
-                !beam__library_kept_mapped();
+    --module_instances;
+    bool last = nothing_runs_it();
     int64_t at = loaded_at;
     pthread_mutex_unlock(&instances_lock);
     if (!last || kept_for_newer_version(at))
@@ -391,8 +397,7 @@ void beam_nif_unloaded(void) {
     pthread_mutex_lock(&instances_lock);
     /* (Loads and unloads of the library do not overlap, the code
      * server's lock: asked again all the same.) */
-    if (module_instances == 0 && beam_resource_live_count() == 0 &&
-        !beam__library_kept_mapped()) {
+    if (nothing_runs_it()) {
         /* Nothing of this library can run any more: its process-wide
          * instance goes, with whatever blocks it still has (unreachable
          * now), and so do the leak_check instances kept with blocks
