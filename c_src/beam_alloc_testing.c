@@ -1069,6 +1069,12 @@ static session *running_session(const ErlNifPid *pid,
     return s;
 }
 
+/* The call's allocator (flags: the call's) dies with it: a scratch arena,
+ * a leak_check instance. Its blocks take the call's scope. */
+static bool dies_with_call(unsigned flags) {
+    return (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL)) != 0;
+}
+
 /* The plan for a call whose allocator is parent (flags: the call's):
  * the running call's for one that dies with the call (a scratch arena, a
  * leak_check instance; a NIF that kept it misuses it anyway), else
@@ -1076,7 +1082,7 @@ static session *running_session(const ErlNifPid *pid,
  * when MAX_PLANS others are made (a process-wide allocator gets its own
  * all the same), or without memory for one. */
 static plan_ctx *plan_for(session *s, beam_allocator_t parent, unsigned flags) {
-    if (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL))
+    if (dies_with_call(flags))
         return &s->running_plan;
     bool unchecked = (flags & BEAM__FAULT_UNCHECKED) != 0;
     /* (Raw and large are unchecked: a copy of the library that sets no
@@ -1112,10 +1118,8 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
     frame->reserved[1] = s->unchecked;
     s->parent = parent;
     s->unchecked = (flags & BEAM__FAULT_UNCHECKED) != 0;
-    s->scope = (flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL))
-                   ? ++s->next_scope
-                   : 0;
-    if (!(flags & (BEAM__FAULT_SCRATCH | BEAM__FAULT_CALL_LOCAL)))
+    s->scope = dies_with_call(flags) ? ++s->next_scope : 0;
+    if (!dies_with_call(flags))
         s->fallback = parent;
     if (s->depth++ == 0)
         s->call_thread = pthread_self();
