@@ -1281,19 +1281,9 @@ static const beam__fault_hooks *hooks_in(const char *path, void **handle) {
     *handle = dlopen(path, RTLD_LAZY | RTLD_NOLOAD);
     if (*handle == NULL)
         return NULL;
-    void *sym = dlsym(*handle, BEAM__FAULT_SYMBOL);
-    Dl_info info;
-    /* Only the object's own symbol: dlsym also searches its dependencies. */
-    if (sym != NULL && dladdr(sym, &info) != 0 && info.dli_fname != NULL &&
-        strcmp(info.dli_fname, path) == 0) {
-        const void *(*get)(void);
-        memcpy(&get, &sym, sizeof get);
-        const beam__fault_hooks *h = get();
-        if (h != NULL && h->magic == BEAM__FAULT_MAGIC &&
-            h->version == BEAM__FAULT_VERSION &&
-            h->size >= BEAM__FAULT_HOOKS_V1_SIZE)
-            return h;
-    }
+    const beam__fault_hooks *h = beam__fault_hooks_at(*handle, path);
+    if (h != NULL)
+        return h;
     dlclose(*handle);
     *handle = NULL;
     return NULL;

@@ -201,5 +201,10 @@ const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n);
 size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n);
 uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n);
 const char *beam__describe_site(uintptr_t site, char *buf, size_t n);
+/* From the library too (nif/copies.c): the hooks of the object at path,
+ * opened as handle, when it exports them itself (not a dependency's:
+ * dlsym searches those too) and they are of a version this side reads;
+ * NULL otherwise. Both sides find the copies with it. */
+const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path);
 
 #endif

@@ -74,11 +74,10 @@ static void list_objects(name_list *l) {
 }
 #endif
 
-/* The hooks path exports itself (not a dependency's: dlsym searches those
- * too), when they are of a version this copy reads, else NULL. */
-static const beam__fault_hooks *hooks_of(void *handle, const char *path) {
+const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path) {
     void *sym = dlsym(handle, BEAM__FAULT_SYMBOL);
     Dl_info info;
+    /* Only the object's own symbol: dlsym also searches its dependencies. */
     if (sym == NULL || dladdr(sym, &info) == 0 || info.dli_fname == NULL ||
         strcmp(info.dli_fname, path) != 0)
         return NULL;
@@ -105,7 +104,8 @@ static bool each_other_copy(bool (*visit)(const beam__fault_hooks *h,
         void *handle =
             done ? NULL : dlopen(l.names[i], RTLD_LAZY | RTLD_NOLOAD);
         if (handle != NULL) {
-            const beam__fault_hooks *h = hooks_of(handle, l.names[i]);
+            const beam__fault_hooks *h =
+                beam__fault_hooks_at(handle, l.names[i]);
             done = h != NULL && h != &beam__fault_hooks_self && visit(h, arg);
             dlclose(handle);
         }

@@ -70,6 +70,9 @@ BEAM__HIDDEN void beam__nif_module_text(char *buf, size_t size);
 /* The hooks' loaded_at (abi.h): when a module instance last loaded this
  * copy. */
 BEAM__HIDDEN int64_t beam__nif_loaded_at(void);
+/* abi.h's beam__fault_hooks_at (copies.c), which the driver uses too. */
+BEAM__HIDDEN const beam__fault_hooks *beam__fault_hooks_at(void *handle,
+                                                           const char *path);
 /* Does another copy of the library in the process (copies.c) run a newer
  * version of module than this copy, loaded at mine (loaded_at's stamp)?
  * Walks the loaded objects: for an unload, not a call. */
