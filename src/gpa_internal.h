@@ -478,7 +478,6 @@ typedef struct gpa_segment {
     size_t raw_len;
     char *base; /* first slab, 64 KiB aligned */
     unsigned nslabs;
-    unsigned nfree;      /* slabs in the pool */
     uint64_t pooled;     /* bit i: slab i is in the pool */
     uint64_t warm;       /* bit i: slab i was taken from the pool once
                             (its pages are likely resident) */

@@ -402,6 +402,18 @@ static gpa_segment *segment_new(gpa_state *st, unsigned n) {
     return seg;
 }
 
+_Static_assert(GPA_MAX_SEGMENT_SLABS < 64, "a segment's masks hold its slabs");
+
+/* All of seg's slabs, in its masks. */
+static uint64_t seg_all(const gpa_segment *seg) {
+    return ((uint64_t)1 << seg->nslabs) - 1;
+}
+
+/* Slab s's bit in its segment's masks. */
+static uint64_t seg_bit(const gpa_slab *s) {
+    return (uint64_t)1 << ((size_t)(s->base - s->seg->base) >> GPA_SLAB_SHIFT);
+}
+
 /* Lock held: a segment from segment_new joins the pool. */
 static void segment_insert(gpa_state *st, gpa_segment *seg) {
     GPA_ASSERT_LOCKED(st);
@@ -410,8 +422,7 @@ static void segment_insert(gpa_state *st, gpa_segment *seg) {
     st->segments = seg;
     for (unsigned i = 0; i < seg->nslabs; i++)
         gpa_list_push(&st->pool, beam__gpa_seg_slab(seg, i));
-    seg->nfree = seg->nslabs;
-    seg->pooled = ((uint64_t)1 << seg->nslabs) - 1;
+    seg->pooled = seg_all(seg);
     st->pool_count += seg->nslabs;
     for (unsigned k = 0; k < 2; k++)
         if (seg->own[k] != 0)
@@ -429,7 +440,7 @@ static bool segment_idle(const gpa_segment *seg) {
             (m->taken & (slack_owner(seg, k) ? 0xFFFF : seg->own[k])) != 0)
             return false;
     }
-    return seg->nfree == seg->nslabs;
+    return seg->pooled == seg_all(seg);
 }
 
 /* Lock held: a wholly free segment leaves the instance. */
@@ -562,18 +573,10 @@ static void segment_maybe_remove(gpa_state *st, gpa_segment *seg,
         segment_remove(st, seg, defer);
 }
 
-_Static_assert(GPA_MAX_SEGMENT_SLABS < 64, "a segment's masks hold its slabs");
-
-/* Slab s's bit in its segment's masks. */
-static uint64_t seg_bit(const gpa_slab *s) {
-    return (uint64_t)1 << ((size_t)(s->base - s->seg->base) >> GPA_SLAB_SHIFT);
-}
-
 /* Lock held: s goes on the pool. */
 static void pool_push(gpa_state *st, gpa_slab *s) {
     gpa_list_push(&st->pool, s);
     st->pool_count++;
-    s->seg->nfree++;
     s->seg->pooled |= seg_bit(s);
 }
 
@@ -582,7 +585,6 @@ static void pool_unlink(gpa_state *st, gpa_slab *s) {
     GPA_ASSERT(gpa_where(s) == WHERE_POOL && (s->seg->pooled & seg_bit(s)));
     gpa_list_unlink(&st->pool, s);
     st->pool_count--;
-    s->seg->nfree--;
     s->seg->pooled &= ~seg_bit(s);
     s->seg->warm |= seg_bit(s);
 }
