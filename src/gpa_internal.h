@@ -157,12 +157,13 @@
  *    asking the backing for more, while the instance has under 2 MiB of
  *    slabs (beyond, the slack is a small part, and frees into sub-slabs
  *    would cost big heaps time). Refills take pool slabs of one segment
- *    (st->fill) until it has none (its warm ones first, gpa_slab.c
- *    pool_pick), so that a small live set after a burst keeps few
- *    segments, not one each: the pool's first slab alone was in the
- *    segment the refill's reclaim-stack parking was emptying. From 2 MiB
- *    on, a sub-slab goes in a lent pool slab rather than in another
- *    segment's slack while the pool has one (gpa_slab.c sub_find).
+ *    (st->fill), its warm ones first, until it has none, or only cold
+ *    ones while the pool's first is warm (gpa_slab.c pool_pick), so that
+ *    a small live set after a burst keeps few segments, not one each: the
+ *    pool's first slab alone was in the segment the refill's reclaim-stack
+ *    parking was emptying. From 2 MiB on, a sub-slab goes in a lent pool
+ *    slab rather than in another segment's slack while the pool has one
+ *    (gpa_slab.c sub_find).
  *  - Sub-slabs save memory, not time: a free into one is a call more
  *    than one into a slab (beam__gpa_free_in_chunk, after the inline free),
  *    and a class with more blocks than its sub-slab holds has them spread
