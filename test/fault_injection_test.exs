@@ -247,8 +247,7 @@ defmodule BeamAlloc.FaultInjectionTest do
 
     test "counts calls of more allocators than get a check allocator of their own" do
       # rotating_work/0's allocator is another fixed buffer at each of 20
-      # calls; past the 16th the calls share the check allocator of
-      # whichever call runs.
+      # calls; past the 16th the calls share the overflow check allocator.
       fun = fn -> rotate(20) end
       assert {:ok, 20} = check_all_allocation_failures(fun, modules: [Faults])
     end
@@ -993,8 +992,6 @@ defmodule BeamAlloc.FaultInjectionTest do
   defp step(:ok), do: {:cont, :ok}
   defp step(error), do: {:halt, error}
 
-  # n calls of rotating_work/0, each with another fixed buffer as its
-  # allocator; the first error ends them.
   # 20 calls of rotating_work/0, then a kbuffer made by new, freed by
   # kbuffer_free/1 through its kept allocator: correct, with and without
   # the check, and without a report.
@@ -1010,6 +1007,8 @@ defmodule BeamAlloc.FaultInjectionTest do
     assert Faults.take_reports() == []
   end
 
+  # n calls of rotating_work/0, each with another fixed buffer as its
+  # allocator; the first error ends them.
   defp rotate(n), do: Enum.reduce_while(1..n, :ok, fn _, :ok -> step(Faults.rotating_work()) end)
 
   # Faults.correct(1) once on the first run, twice on the second, ...
