@@ -38,12 +38,6 @@ static void box_dtor(ErlNifEnv *env, void *obj) {
                     b->block, b->bytes, 8);
 }
 
-static ErlNifResourceType *open_box_type(ErlNifEnv *env) {
-    return enif_open_resource_type(env, NULL, "box", box_dtor,
-                                   ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER,
-                                   NULL);
-}
-
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     /* TAKEOVER too: a fresh copy loads while the old version's type lives. */
     thing_type =
@@ -51,7 +45,9 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
                                 ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (thing_type == NULL)
         return 1;
-    box_type = open_box_type(env);
+    box_type =
+        enif_open_resource_type(env, NULL, "box", box_dtor,
+                                ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER, NULL);
     if (box_type == NULL)
         return 1;
     if (enif_is_identical(info, enif_make_atom(env, "set_priv")))
