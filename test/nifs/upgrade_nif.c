@@ -13,11 +13,12 @@ static ErlNifResourceType *box_type;
 static int loads; /* load callbacks run in this copy */
 static int priv_token;
 
-/* A box: a block of the process-wide general purpose allocator, held by
- * a resource with the allocator it came from, as a NIF keeps a buffer in
- * its resource. Its type is taken over by each new version (TAKEOVER), so
- * a box the old copy made outlives that copy's module; its destructor,
- * the new copy's, frees the block through the allocator kept. */
+/* A box: a block of the process-wide general purpose allocator (of the
+ * raw allocator: raw_box/0), held by a resource with the allocator it
+ * came from, as a NIF keeps a buffer in its resource. Its type is taken
+ * over by each new version (TAKEOVER), so a box the old copy made
+ * outlives that copy's module; its destructor, the new copy's, frees the
+ * block through the allocator kept. */
 typedef struct box {
     beam_allocator_t alloc;
     unsigned char *block;
@@ -174,7 +175,7 @@ static ERL_NIF_TERM raw_box(ErlNifEnv *env, int argc,
     return make_box(env, beam_raw_allocator, false, BOX_BYTES);
 }
 
-/* peek(Box): ok while its block holds what box/0 wrote, else corrupt. */
+/* peek(Box): ok while its block holds what make_box wrote, else corrupt. */
 static ERL_NIF_TERM peek(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     (void)argc;
     box *b;
