@@ -399,9 +399,9 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     at beam_gpa_collect (in a node running the beam_alloc application,
  *     its collector calls that on a NIF library's process-wide instance,
  *     its named ones and its live BEAM_RESOURCE_GPA resources' (no other
- *     instances), once the library has
- *     idled for a second holding 4 MiB beyond what it keeps live, or has
- *     held that much at 30 ticks in a row while busy: README).
+ *     instances), once the library has idled for a second holding 4 MiB
+ *     beyond what it keeps live, or has held that much at 30 ticks in a
+ *     row while busy, counted over the first two alone: README).
  *     (A full slab with fewer than an eighth free stays out of reach until
  *     then: at most an eighth of a slab per slab.)
  *   - Medium blocks belong to the instance, not to a heap. A medium block
