@@ -357,6 +357,9 @@ static bool kept_for_newer_version(int64_t at) {
         return false;
     (void)beam_internal_keep_mapped();
     beam__atomic_store_relaxed(&kept_for_newer, true);
+    /* (Not entered, as collects are elsewhere: no teardown can run, this
+     * thread being the unload; a collect meanwhile takes each instance's
+     * own lock.) */
     beam_gpa_collect(&beam_general_purpose_allocator_instance);
     beam__nif_collect_kept();
     char module[300];
