@@ -349,27 +349,12 @@ defmodule BeamAlloc.UpgradeTest do
     mod = inspect(@module)
 
     script = """
-    parent = self()
     version.("a")
-
-    holder =
-      spawn(fn ->
-        {:ok, box} = #{mod}.#{maker}()
-        send(parent, :made)
-        receive do: (:peek -> send(parent, {:peeked, #{mod}.peek(box)}))
-        receive do: (:stop -> :ok)
-      end)
-
-    receive do: (:made -> :ok)
+    holder = hold.(&#{mod}.#{maker}/0)
     version.("b")
     _ = :code.purge(#{mod})
-    send(holder, :peek)
-    receive do: ({:peeked, v} -> say.("peek", v))
-    ref = Process.monitor(holder)
-    send(holder, :stop)
-    receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
-    :erlang.garbage_collect()
-    Process.sleep(50)
+    say.("peek", run_in.(holder, &#{mod}.peek/1))
+    drop.(holder)
     """
 
     BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script <> tail,
@@ -492,41 +477,23 @@ defmodule BeamAlloc.UpgradeTest do
     mod = inspect(@module)
 
     script = """
-    parent = self()
     version.("a")
-
-    holders =
-      for make <- [:gbox, :gbox, :lgbox] do
-        spawn(fn ->
-          {:ok, box} = apply(#{mod}, make, [])
-          send(parent, :made)
-          receive do: (:stop -> :erlang.phash2(box))
-        end)
-      end
-
-    for _ <- holders, do: receive(do: (:made -> :ok))
+    holders = for make <- [:gbox, :gbox, :lgbox], do: hold.(fn -> apply(#{mod}, make, []) end)
     version.("b")
     _ = :code.purge(#{mod})
 
-    stop = fn pid ->
-      ref = Process.monitor(pid)
-      send(pid, :stop)
-      receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
-      :erlang.garbage_collect()
-      Process.sleep(50)
+    # holder dropped, then the module's live blocks and frees, said as what.
+    drop_and_count = fn holder, what ->
+      drop.(holder)
+      gpa = BeamAlloc.stats(#{mod}).general_purpose
+      say.(what, {gpa.live_blocks, gpa.frees})
     end
 
     [first, second, third] = holders
-    stop.(first)
-    gpa = BeamAlloc.stats(#{mod}).general_purpose
-    say.("after first", {gpa.live_blocks, gpa.frees})
+    drop_and_count.(first, "after first")
     {:ok, box} = #{mod}.box()
-    stop.(second)
-    gpa = BeamAlloc.stats(#{mod}).general_purpose
-    say.("after second", {gpa.live_blocks, gpa.frees})
-    stop.(third)
-    gpa = BeamAlloc.stats(#{mod}).general_purpose
-    say.("after third", {gpa.live_blocks, gpa.frees})
+    drop_and_count.(second, "after second")
+    drop_and_count.(third, "after third")
     say.("peek", #{mod}.peek(box))
     """
 

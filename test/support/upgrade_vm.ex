@@ -7,7 +7,12 @@ defmodule BeamAlloc.Test.UpgradeVM do
   #
   #   version.(copy): a new version of module that loads that copy of nif
   #     with load_info (Elixir source), over the current one;
-  #   say.(what, value): prints "what inspect(value)".
+  #   say.(what, value): prints "what inspect(value)";
+  #   hold.(make): a process that keeps the resource make.() gives ({:ok,
+  #     resource}, as the NIF returns it), made once the call returns: its
+  #     pid, for run_in.(pid, fun) (fun.(resource), run in it) and
+  #     drop.(pid) (it ends, the resource with it: after a collection
+  #     and 50 ms its destructor has run).
   #
   # The stubs are module's functions in this VM, or opts' stubs:
   # ["name/arity", ...] when module is not loaded here.
@@ -52,6 +57,46 @@ defmodule BeamAlloc.Test.UpgradeVM do
       end
 
       say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
+
+      hold = fn make ->
+        parent = self()
+
+        pid =
+          spawn(fn ->
+            {:ok, resource} = make.()
+            send(parent, {:made, self()})
+
+            serve = fn serve ->
+              receive do
+                {:run, fun} ->
+                  send(parent, {:ran, fun.(resource)})
+                  serve.(serve)
+
+                :drop ->
+                  :ok
+              end
+            end
+
+            serve.(serve)
+          end)
+
+        receive do: ({:made, ^pid} -> pid)
+      end
+
+      run_in = fn pid, fun ->
+        send(pid, {:run, fun})
+        receive do: ({:ran, value} -> value)
+      end
+
+      drop = fn pid ->
+        ref = Process.monitor(pid)
+        send(pid, :drop)
+        receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+        :erlang.garbage_collect()
+        Process.sleep(50)
+      end
+
+      _ = {hold, run_in, drop}
       """
 
       BeamAlloc.Test.NifModule.in_own_vm(prelude <> script)
