@@ -92,11 +92,12 @@ const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path) {
 }
 
 /* Calls visit with the hooks of every other copy of the library in the
- * process, of a version this copy reads, until it returns true: true
- * then. Each copy stays mapped while it is visited (a handle of ours). */
-static bool each_other_copy(bool (*visit)(const beam__fault_hooks *h,
-                                          void *arg),
-                            void *arg) {
+ * process whose module is module, of a version this copy reads, until it
+ * returns true: true then. Each copy stays mapped while it is visited (a
+ * handle of ours). */
+static bool each_copy_of(const char *module,
+                         bool (*visit)(const beam__fault_hooks *h, void *arg),
+                         void *arg) {
     name_list l = {NULL, 0, 0};
     list_objects(&l);
     bool done = false;
@@ -106,7 +107,8 @@ static bool each_other_copy(bool (*visit)(const beam__fault_hooks *h,
         if (handle != NULL) {
             const beam__fault_hooks *h =
                 beam__fault_hooks_at(handle, l.names[i]);
-            done = h != NULL && h != &beam__fault_hooks_self && visit(h, arg);
+            done = h != NULL && h != &beam__fault_hooks_self &&
+                   strcmp(h->module(), module) == 0 && visit(h, arg);
             dlclose(handle);
         }
         beam__sys_free(l.names[i]);
@@ -115,33 +117,23 @@ static bool each_other_copy(bool (*visit)(const beam__fault_hooks *h,
     return done;
 }
 
-typedef struct module_at {
-    const char *module;
-    int64_t at;
-} module_at;
-
-/* h runs a newer version of the module than this copy, loaded at at: the
- * same module, loaded since (or loading now: its stamp comes when its
+/* h, a copy of this copy's module, runs a newer version than this copy,
+ * loaded at *mine: loaded since (or loading now: its stamp comes when its
  * load callback returns, and the VM may unload this copy during that
  * load, at a takeover). A copy too old to tell its stamp counts as newer:
  * keeping an old copy for nothing costs memory, not a crash. */
-static bool newer_version(const beam__fault_hooks *h, void *arg) {
-    const module_at *m = arg;
-    if (strcmp(h->module(), m->module) != 0)
-        return false;
+static bool newer_version(const beam__fault_hooks *h, void *mine) {
     if (h->size < BEAM__FAULT_HOOKS_V4_SIZE || h->loaded_at == NULL)
         return true;
     int64_t at = h->loaded_at();
-    return at == INT64_MIN || at > m->at;
+    return at == INT64_MIN || at > *(const int64_t *)mine;
 }
 
 bool beam__nif_newer_copy_runs(const char *module, int64_t mine) {
-    module_at m = {module, mine};
-    return each_other_copy(newer_version, &m);
+    return each_copy_of(module, newer_version, &mine);
 }
 
 typedef struct foreign_free {
-    const char *module;
     void *mem;
     size_t len, alignment;
     uintptr_t ret;
@@ -152,7 +144,6 @@ typedef struct foreign_free {
 static bool frees_it(const beam__fault_hooks *h, void *arg) {
     foreign_free *f = arg;
     return h->size >= BEAM__FAULT_HOOKS_V6_SIZE && h->gpa_free != NULL &&
-           strcmp(h->module(), f->module) == 0 &&
            h->gpa_free(f->mem, f->len, f->alignment, f->ret, &f->misuse);
 }
 
@@ -167,8 +158,8 @@ bool beam__nif_free_in_other_copy(void *mem, size_t len, size_t alignment,
     const char *module = beam__nif_module_atom();
     if (taking_free || module[0] == '\0')
         return false;
-    foreign_free f = {module, mem, len, alignment, ret, {"", ""}};
-    if (!each_other_copy(frees_it, &f))
+    foreign_free f = {mem, len, alignment, ret, {"", ""}};
+    if (!each_copy_of(module, frees_it, &f))
         return false;
     /* Its misuse is this thread's call's too, as a block of this copy's
      * would have been (a leak_check call raises with it). */
