@@ -2117,17 +2117,16 @@ static ERL_NIF_TERM nif_collect(ErlNifEnv *env, int argc,
 
 /* --- Holdings -----------------------------------------------------------
  * holdings(): for every loaded library built with beam_alloc that can be
- * collected, what its general purpose allocators (the process-wide one and
- * its named instances) hold of their backing, keep live, and have done:
+ * collected, what its general purpose allocators (the process-wide one,
+ * its named instances and its GPA resources) hold of their backing, keep live,
+ * and have done:
  * [{ModuleName, Held, Live, Ops}] (Ops: allocations plus frees, which stand
  * still while nothing uses them). beam_alloc_collector collects a library
  * that holds much more than it keeps live once its Ops stood still for a
  * while: memory other threads freed goes back to the VM without a call to
  * collect/1 (a hunt's idle VM held 199 MB with no block live). */
 
-typedef struct holding {
-    uint64_t held, live, ops;
-} holding;
+typedef beam__holding holding;
 
 static void add_holding(holding *x, const beam_alloc_stats *s, size_t backing) {
     x->held += backing;
@@ -2135,6 +2134,9 @@ static void add_holding(holding *x, const beam_alloc_stats *s, size_t backing) {
     x->ops += s->allocations + s->frees;
 }
 
+/* The library's general purpose allocators: the process-wide one, the
+ * named instances and, from copies that tell, its GPA resources (a
+ * resource's freed burst was held until its release). */
 static holding holding_of(const beam__fault_hooks *h) {
     holding x = {0, 0, 0};
     beam_alloc_stats s[STATS_KINDS];
@@ -2145,6 +2147,13 @@ static holding holding_of(const beam__fault_hooks *h) {
     size_t n = named_of(h, named);
     for (size_t k = 0; k < n; k++)
         add_holding(&x, &named[k].stats, named[k].backing_bytes);
+    if (h->size >= BEAM__FAULT_HOOKS_V7_SIZE) {
+        holding r;
+        h->resources_holding(&r);
+        x.held += r.held;
+        x.live += r.live;
+        x.ops += r.ops;
+    }
     return x;
 }
 

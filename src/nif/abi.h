@@ -123,6 +123,13 @@ typedef struct beam__taken_misuse {
     char line[512];
 } beam__taken_misuse;
 
+/* What allocators hold of their parents (bytes), keep live (bytes) and
+ * have done (allocations plus frees). Its layout is shared by the copies:
+ * never changed. */
+typedef struct beam__holding {
+    uint64_t held, live, ops;
+} beam__holding;
+
 /* A library copy, as the driver sees it (what beam_alloc_fault_hooks_v1
  * returns). */
 typedef struct beam__fault_hooks {
@@ -170,7 +177,18 @@ typedef struct beam__fault_hooks {
      * destructor (copies.c). Added last: the size field tells. */
     bool (*gpa_free)(void *mem, size_t len, size_t alignment, uintptr_t ret,
                      beam__taken_misuse *misuse);
+    /* What the library's BEAM_RESOURCE_GPA resources hold of their
+     * parents, keep live and have done, summed: the auto collector read
+     * the process-wide and named instances alone, so a resource's freed
+     * burst stayed held until BeamAlloc.collect/1 or its release. Added
+     * last: the size field tells. */
+    void (*resources_holding)(beam__holding *out);
 } beam__fault_hooks;
+
+/* The size of the hooks up to resources_holding (copies before have
+ * none). */
+#define BEAM__FAULT_HOOKS_V7_SIZE                                              \
+    (offsetof(beam__fault_hooks, resources_holding) + sizeof(void (*)(void)))
 
 /* The size of the hooks up to gpa_free (copies before have none). */
 #define BEAM__FAULT_HOOKS_V6_SIZE                                              \

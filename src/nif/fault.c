@@ -106,6 +106,14 @@ static size_t hooks_named_all(beam__named_reading *out, size_t max) {
     return to.n;
 }
 
+static void hooks_resources_holding(beam__holding *out) {
+    memset(out, 0, sizeof *out);
+    if (!beam__nif_library_enter())
+        return;
+    beam__nif_resources_holding(out);
+    beam__nif_library_leave();
+}
+
 static void hooks_collect(void) {
     if (!beam__nif_library_enter())
         return;
@@ -152,10 +160,19 @@ bool beam__fault_under(beam_allocator_t a, const void *p,
 }
 
 const beam__fault_hooks beam__fault_hooks_self = {
-    BEAM__FAULT_MAGIC,     BEAM__FAULT_VERSION, sizeof(beam__fault_hooks),
-    beam__nif_module_atom, hooks_attach,        hooks_detach,
-    hooks_stats,           hooks_named,         hooks_collect,
-    beam__nif_loaded_at,   hooks_named_all,     beam__nif_take_free,
+    BEAM__FAULT_MAGIC,
+    BEAM__FAULT_VERSION,
+    sizeof(beam__fault_hooks),
+    beam__nif_module_atom,
+    hooks_attach,
+    hooks_detach,
+    hooks_stats,
+    hooks_named,
+    hooks_collect,
+    beam__nif_loaded_at,
+    hooks_named_all,
+    beam__nif_take_free,
+    hooks_resources_holding,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {

@@ -114,6 +114,9 @@ BEAM__HIDDEN void beam__nif_collect_kept(void);
 /* beam_gpa_collect on every live BEAM_RESOURCE_GPA resource's instance
  * (resource.c), entered. */
 BEAM__HIDDEN void beam__nif_collect_resources(void);
+/* What those instances hold of their parents, keep live and have done,
+ * summed (resource.c), entered. */
+BEAM__HIDDEN void beam__nif_resources_holding(beam__holding *out);
 
 /* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' or beam_alloc_reporter process, which logs

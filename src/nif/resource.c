@@ -117,14 +117,38 @@ static _Atomic size_t live_allocators;
 
 /* The GPA resources to collect (see the invariants). list_lock is a leaf
  * but for the wait below: nothing allocates or frees under it. collecting
- * is the resource a collect works on with the lock let go, collector its
- * thread: the destructor of that resource waits on list_done for it. */
+ * is the resource a walk (a collect, a holdings read) works on with the
+ * lock let go, collector its thread: the destructor of that resource waits
+ * on list_done for it. walk_lock keeps walks one at a time. */
+static pthread_mutex_t walk_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t list_done = PTHREAD_COND_INITIALIZER;
 static beam_resource_t *gpa_list;
 static beam_resource_t *collecting;
 static const void *collector;
 static unsigned collect_round;
+
+/* The allocations and frees of the GPA resources torn down: the holdings'
+ * ops must only grow, or a new resource's burst that came to the count a
+ * released one had shown (the same work done again) looked like no work
+ * since the last collect, and was never collected. Added before the
+ * resource leaves the list: a walk may count it twice (the library looks
+ * busy a tick longer), never not at all. */
+static _Atomic uint64_t retired_ops;
+
+/* A GPA resource's allocations plus frees (its instance's counters). */
+static uint64_t ops_of(beam_resource_t *r) {
+    beam_alloc_stats s;
+    memset(&s, 0, sizeof s);
+    (void)beam_allocator_stats(r->inner, &s);
+    return s.allocations + s.frees;
+}
+
+/* Torn down, nobody can enter r: its counts are final. */
+static void add_retired_ops(beam_resource_t *r) {
+    if (r->kind == BEAM_RESOURCE_GPA)
+        beam__atomic_add_relaxed(&retired_ops, ops_of(r));
+}
 
 /* --- The counting shim over the parent --------------------------------- */
 
@@ -195,6 +219,7 @@ static void teardown(beam_resource_t *r, bool in_call) {
         return;
     if (beam__atomic_exchange_acq_rel(&r->torn_down, true))
         return;
+    add_retired_ops(r);
     list_unlink(r); /* nothing to collect any more */
     /* First: what lives in the memory (a library's context, its threads,
      * a mutex in the user area) goes down while the memory is still
@@ -424,14 +449,20 @@ static beam_resource_t *list_next_uncollected(beam_resource_t *r) {
     return r;
 }
 
-/* beam_gpa_collect on every live GPA resource of this library, one at a
- * time, list_lock let go meanwhile (the collect frees into the parent).
- * Not an entry of r: a release landing meanwhile would have been left to
- * this thread's leave, so a release with no pin or call of the user's in
- * flight was not done when it returned (parent_bytes still counted; its
- * hook run later, here, under the library's instances_lock). Listed, r is
- * not torn down, and its teardown waits in list_unlink until we are out. */
-void beam__nif_collect_resources(void) {
+/* visit(r, arg) on every live GPA resource of this library, one at a
+ * time, list_lock let go meanwhile (a collect frees into the parent, a
+ * stats read takes the instance's lock). Not an entry of r: a release
+ * landing meanwhile would have been left to this thread's leave, so a
+ * release with no pin or call of the user's in flight was not done when
+ * it returned (parent_bytes still counted; its hook run later, here,
+ * under the library's instances_lock). Listed, r is not torn down, and
+ * its teardown waits in list_unlink until we are out. One walk at a time
+ * (walk_lock, taken before list_lock): collecting names one resource, so
+ * a second walk (BeamAlloc.collect/1 while the collector reads holdings)
+ * overwrote the first's, and a teardown went on under it. */
+static void each_gpa_resource(void (*visit)(beam_resource_t *r, void *arg),
+                              void *arg) {
+    pthread_mutex_lock(&walk_lock);
     pthread_mutex_lock(&list_lock);
     collect_round++;
     for (beam_resource_t *r = list_next_uncollected(NULL); r != NULL;
@@ -440,13 +471,36 @@ void beam__nif_collect_resources(void) {
         collecting = r;
         collector = me();
         pthread_mutex_unlock(&list_lock);
-        beam_gpa_collect(&r->impl.gpa);
+        visit(r, arg);
         pthread_mutex_lock(&list_lock);
         collecting = NULL;
         collector = NULL;
         pthread_cond_broadcast(&list_done);
     }
     pthread_mutex_unlock(&list_lock);
+    pthread_mutex_unlock(&walk_lock);
+}
+
+static void collect_one(beam_resource_t *r, void *arg) {
+    (void)arg;
+    beam_gpa_collect(&r->impl.gpa);
+}
+
+void beam__nif_collect_resources(void) {
+    each_gpa_resource(collect_one, NULL);
+}
+
+static void add_holding(beam_resource_t *r, void *arg) {
+    beam__holding *h = arg;
+    h->held += beam__atomic_load_relaxed(&r->parent_bytes);
+    h->live += beam__atomic_load_relaxed(&r->live_bytes);
+    h->ops += ops_of(r);
+}
+
+void beam__nif_resources_holding(beam__holding *out) {
+    memset(out, 0, sizeof *out);
+    each_gpa_resource(add_holding, out);
+    out->ops += beam__atomic_load_relaxed(&retired_ops);
 }
 
 /* --- The resource allocator's vtable ----------------------------------- */
