@@ -38,6 +38,24 @@ static bool starts_newest(const beam_fixed_buffer_t *fb, size_t len) {
     return fb->last_index == SIZE_MAX || fb->end_index - len == fb->last_index;
 }
 
+/* true (after a report) when mem is not inside the bytes handed out: a
+ * stack array, another allocator's block, or one freed already (past
+ * end_index). Zig's allocator asserts ownership here; silently ignored,
+ * a free of one said nothing, a shrink answered true, and a realloc
+ * copied from it and "freed" it. Blocks inside are not told apart: an
+ * older block's free is a no-op, as the bump allocator makes it. */
+static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *kind,
+                            const char *call, void *mem, size_t len,
+                            size_t alignment, uintptr_t ret) {
+    if (BEAM__LIKELY(beam__fixed_buffer_holds(fb, mem, len)))
+        return false;
+    beam__report_refused_as(
+        kind, call, mem, len, alignment, ret,
+        "not a live block of this fixed buffer (outside the bytes it handed "
+        "out: another allocator's, or freed already)");
+    return true;
+}
+
 static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ret;
     beam_fixed_buffer_t *fb = ctx;
@@ -64,7 +82,9 @@ static bool fb_resize(void *ctx, void *mem, size_t len, size_t alignment,
         return false; /* a direct vtable caller's (the contract: > 0) */
     /* Any block can shrink in place; only the newest gives bytes back. */
     if (!ends_at_end(fb, mem, len))
-        return new_len <= len;
+        return !refused_foreign(fb, BEAM__KIND_RESIZE, "resize", mem, len,
+                                alignment, ret) &&
+               new_len <= len;
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {
         beam__report_not_newest("resize", mem, len, alignment, ret, "buffer");
         return false;
@@ -90,8 +110,11 @@ static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
     beam_fixed_buffer_t *fb = ctx;
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
-    if (!ends_at_end(fb, mem, len))
+    if (!ends_at_end(fb, mem, len)) {
+        (void)refused_foreign(fb, BEAM__KIND_FOREIGN_FREE, "free", mem, len,
+                              alignment, ret);
         return;
+    }
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {
         beam__report_not_newest("free", mem, len, alignment, ret, "buffer");
         return;

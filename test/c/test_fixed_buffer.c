@@ -138,7 +138,8 @@ TEST(fixed_buffer_reset_and_empty_buffer) {
  * while it is empty, and at its end_index later) is not the second's. Its
  * free and resize through the second change nothing: before, they gave
  * back bytes the second never handed out, end_index wrapped, and the next
- * allocation landed in the first buffer's block. */
+ * allocation landed in the first buffer's block. (Each is reported too:
+ * see fixed_buffer_refuses_and_reports_foreign_pointers.) */
 TEST(fixed_buffer_ignores_a_neighbours_block) {
     static _Alignas(64) unsigned char two[2048];
     beam_fixed_buffer_t fa, fb;
@@ -150,11 +151,14 @@ TEST(fixed_buffer_ignores_a_neighbours_block) {
     CHECK(p == two);
     memset(p, 'A', 1024);
 
+    /* (Each refused with a report: not b's.) */
+    check_capture_reports();
     beam_free_bytes(b, p + 960, 64, 1);
     CHECK(fb.end_index == 0);
     CHECK(!beam_resize_bytes(b, p + 1000, 24, 1, 30));
-    CHECK(beam_resize_bytes(b, p + 1000, 24, 1, 8)); /* a shrink: no-op */
+    CHECK(!beam_resize_bytes(b, p + 1000, 24, 1, 8));
     CHECK(fb.end_index == 0);
+    CHECK(check_report_count() == 3);
     unsigned char *q = beam_alloc_bytes(b, 32, 1);
     CHECK(q == two + 1024);
     memset(q, 'B', 32);
@@ -162,9 +166,10 @@ TEST(fixed_buffer_ignores_a_neighbours_block) {
 
     /* A length longer than what b handed out, ending at its end_index. */
     beam_free_bytes(b, q - 8, 40, 1);
-    CHECK(fb.end_index == 32);
+    CHECK(fb.end_index == 32 && check_report_count() == 4);
     beam_free_bytes(b, q, 32, 1);
-    CHECK(fb.end_index == 0);
+    CHECK(fb.end_index == 0 && check_report_count() == 4);
+    check_release_reports();
 }
 
 /* A wrong length that makes an older block end where the newest ends (found
@@ -179,4 +184,42 @@ TEST(fixed_buffer_wrong_length_never_rolls_back_over_a_live_block) {
     beam_fixed_buffer_t fb;
     beam_allocator_t a = fresh(&fb);
     check_bump_wrong_length(a, end_index_of, &fb);
+}
+
+/* A pointer outside the bytes the buffer handed out (a stack array,
+ * another buffer's block, one freed already past end_index) is not the
+ * buffer's: its free, resize, remap or realloc is refused and reported
+ * as a misuse, as the general purpose allocator's are (Zig's allocator
+ * asserts that it owns the slice). Before, a free was ignored without a
+ * word, a shrink answered true, and a realloc copied from the foreign
+ * pointer into a new block and "freed" it (a hostile-input review). */
+TEST(fixed_buffer_refuses_and_reports_foreign_pointers) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    unsigned char *p = beam_alloc_bytes(a, 64, 8);
+    CHECK(p != NULL);
+    long stack_block[16];
+    unsigned long outer = check_watch_misuse();
+    check_capture_reports();
+
+    beam_free_bytes(a, stack_block, sizeof stack_block, 8);
+    CHECK(check_said_once("not a live block of this fixed buffer"));
+    CHECK(check_misuse_seen() == 1);
+    CHECK(strcmp(check_misuse_kind(),
+                 "free of a pointer the allocator does not own") == 0);
+    CHECK(!beam_resize_bytes(a, stack_block, sizeof stack_block, 8, 8));
+    CHECK(beam_remap_bytes(a, stack_block, sizeof stack_block, 8, 8) == NULL);
+    CHECK(beam_realloc_bytes(a, stack_block, sizeof stack_block, 8, 256) ==
+          NULL);
+    CHECK(check_misuse_seen() == 4 && check_report_count() == 4);
+    CHECK(fb.end_index == 64);
+
+    /* Freed already: past end_index, no longer the buffer's. */
+    beam_free_bytes(a, p, 64, 8);
+    CHECK(fb.end_index == 0 && check_report_count() == 4);
+    beam_free_bytes(a, p, 64, 8);
+    CHECK(check_report_count() == 5 && check_misuse_seen() == 5);
+    CHECK(fb.end_index == 0);
+    check_release_reports();
+    check_unwatch_misuse(outer);
 }
