@@ -638,7 +638,9 @@ BEAM_API size_t beam_arena_used(const beam_arena_t *arena);
 
 /* Fixed buffer: bump allocation inside a caller's buffer; the last block can
  * grow, shrink and be freed (a length that would make an older block end
- * where the newest does is refused and reported, as in the arena). Not
+ * where the newest does is refused and reported, as in the arena). A
+ * pointer outside the bytes it handed out (another allocator's, or a block
+ * freed already) is refused (false, NULL) and reported as a misuse. Not
  * thread-safe. */
 typedef struct beam_fixed_buffer {
     unsigned char *buffer;
