@@ -534,7 +534,8 @@ typedef struct beam_gpa {
  * so in a report): it would have recursed without end. The same for a
  * zero-initialised backing ({0}). */
 BEAM_API void beam_gpa_init(beam_gpa_t *gpa, beam_allocator_t backing);
-/** beam_gpa_init with options (enum beam_gpa_flags). */
+/** beam_gpa_init with options (enum beam_gpa_flags, BEAM_GPA_FRAMES(n));
+ * bits of neither are reported and ignored. */
 BEAM_API void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
                                unsigned flags);
 /** The allocator interface of an instance. */

@@ -949,10 +949,29 @@ beam_gpa_t beam_general_purpose_allocator_instance = {
 const beam_allocator_t beam_general_purpose_allocator = {
     &beam_general_purpose_allocator_instance, &beam__gpa_vtable};
 
+/* The flags beam_gpa_init_ex knows: enum beam_gpa_flags and
+ * BEAM_GPA_FRAMES' field. */
+#define KNOWN_FLAGS                                                            \
+    (BEAM_GPA_TRACK_SITES | BEAM_GPA_QUIET_LEAKS | BEAM_GPA_SAFE |             \
+     (BEAM__GPA_FRAMES_MASK << BEAM__GPA_FRAMES_SHIFT))
+
+/* Bits it does not know (a typo, another enum's value) are said and
+ * dropped: kept without a word, a caller who meant an option got none. */
+static unsigned known_flags(unsigned flags, const beam_gpa_t *gpa) {
+    if (BEAM__UNLIKELY((flags & ~KNOWN_FLAGS) != 0))
+        beam__report("beam_alloc: beam_gpa_init_ex: unknown flags 0x%x "
+                     "ignored for the instance at %p (known: "
+                     "BEAM_GPA_TRACK_SITES, BEAM_GPA_QUIET_LEAKS, "
+                     "BEAM_GPA_SAFE, BEAM_GPA_FRAMES(n))",
+                     flags & ~KNOWN_FLAGS, (const void *)gpa);
+    return flags & KNOWN_FLAGS;
+}
+
 void beam_gpa_init_ex(beam_gpa_t *gpa, beam_allocator_t backing,
                       unsigned flags) {
     if (beam__null_instance(gpa, "beam_gpa_init", BEAM__RET_ADDR()))
         return;
+    flags = known_flags(flags, gpa);
     gpa->backing =
         beam__parent_not_self(backing, gpa, &beam__gpa_vtable, "beam_gpa_init",
                               "instance", "backing allocator");

@@ -1786,3 +1786,25 @@ TEST(gpa_kept_slab_emptied_by_others_is_not_hoarded) {
     CHECK(after < held + held / 4);
     CHECK(!beam_gpa_deinit(&g));
 }
+
+/* Flag bits beam_gpa_init_ex does not know (a typo, another enum's
+ * value) are reported and dropped: before, they were kept without a word
+ * (a hostile-input review). */
+TEST(gpa_init_ex_reports_unknown_flags) {
+    beam_gpa_t gpa;
+    check_capture_reports();
+    beam_gpa_init_ex(&gpa, beam_large_allocator,
+                     BEAM_GPA_TRACK_SITES | BEAM_GPA_QUIET_LEAKS |
+                         BEAM_GPA_SAFE | BEAM_GPA_FRAMES(16));
+    CHECK(check_report_count() == 0);
+    beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_SAFE | 1u << 3);
+    CHECK(check_said_once("unknown flags 0x8"));
+    CHECK(gpa.flags == BEAM_GPA_SAFE);
+    beam_gpa_init_ex(&gpa, beam_large_allocator, 1u << 31);
+    CHECK(check_report_count() == 2 && check_last_report_has("0x80000000"));
+    void *p = beam_alloc_bytes(beam_gpa_allocator(&gpa), 24, 8);
+    CHECK(p != NULL);
+    beam_free_bytes(beam_gpa_allocator(&gpa), p, 24, 8);
+    CHECK(!beam_gpa_deinit(&gpa));
+    check_release_reports();
+}
