@@ -621,7 +621,8 @@ BEAM_API beam_allocator_t beam_arena_allocator(beam_arena_t *arena);
 /** Free every block of the arena at once. beam_arena_reset(&arena) retains
  * capacity; beam_arena_reset(&arena, mode) chooses. Returns false when
  * retaining capacity failed for want of memory (the arena is then empty
- * and usable, as after BEAM_ARENA_FREE_ALL). */
+ * and usable, as after BEAM_ARENA_FREE_ALL), and for a mode that is
+ * neither (reported as a misuse; nothing freed). */
 #define beam_arena_reset(...)                                                  \
     BEAM_INTERNAL_ARENA_RESET_PICK(__VA_ARGS__, beam_arena_reset_mode_,        \
                                    beam_arena_reset_default_, unused_)         \

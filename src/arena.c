@@ -290,6 +290,17 @@ static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
         report_dead("reset", NULL, arena->used, ret);
         return false;
     }
+    if (BEAM__UNLIKELY(mode != BEAM_ARENA_FREE_ALL &&
+                       mode != BEAM_ARENA_RETAIN_CAPACITY)) {
+        /* (Taken as FREE_ALL before, without a word: a cast integer
+         * meant as another option freed everything.) */
+        beam__report_misuse(BEAM__KIND_BAD_MODE, ret,
+                            "beam_alloc: beam_arena_reset of the arena at %p "
+                            "with mode %d, none of beam_arena_reset_mode's: "
+                            "nothing freed",
+                            (void *)arena, (int)mode);
+        return false;
+    }
     size_t target = arena->used;
     chunk_t *oldest = NULL;
     size_t largest = 0;

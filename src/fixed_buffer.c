@@ -130,9 +130,22 @@ void beam_fixed_buffer_init(beam_fixed_buffer_t *fb, void *buf, size_t len) {
     if (beam__null_instance(fb, "beam_fixed_buffer_init", BEAM__RET_ADDR()))
         return;
     fb->buffer = buf;
-    /* Objects never exceed PTRDIFF_MAX; a larger len is a caller's error
-     * that must not turn into pointer overflow here. */
-    fb->len = buf != NULL ? (len < BEAM__MAX_LEN ? len : BEAM__MAX_LEN) : 0;
+    /* Objects never exceed PTRDIFF_MAX, nor run past the address space's
+     * end; a larger len is a caller's error that must not turn into
+     * pointer overflow here (a buffer near the top handed out a block
+     * that wrapped to address 0). Said, as is a NULL buffer given bytes. */
+    size_t room = buf != NULL ? UINTPTR_MAX - (uintptr_t)buf : 0;
+    if (room > BEAM__MAX_LEN)
+        room = BEAM__MAX_LEN;
+    fb->len = len < room ? len : room;
+    if (BEAM__UNLIKELY(fb->len != len))
+        beam__report("beam_alloc: beam_fixed_buffer_init: a buffer of %zu "
+                     "bytes at %p cannot be (%s): %zu bytes used",
+                     len, buf,
+                     buf == NULL ? "no buffer"
+                                 : "it would run past the largest object or "
+                                   "the end of memory",
+                     fb->len);
     fb->end_index = 0;
     fb->last_index = SIZE_MAX;
 }

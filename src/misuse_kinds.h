@@ -33,5 +33,8 @@
  * nothing done, the answer of "nothing there" (false, 0, a refusing
  * allocator). */
 #define BEAM__KIND_NULL_INSTANCE "NULL instance"
+/* beam_arena_reset given a mode that is none of beam_arena_reset_mode's
+ * (a cast integer): nothing freed, false. */
+#define BEAM__KIND_BAD_MODE "reset with an unknown mode"
 
 #endif

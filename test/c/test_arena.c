@@ -256,6 +256,29 @@ TEST(arena_reset_free_all_returns_every_chunk) {
     CHECK(live_chunks(&c.parent) == 0);
 }
 
+/* A mode that is none of the enum's (a cast integer) frees nothing and
+ * says so: it was taken as FREE_ALL, silently. */
+TEST(arena_reset_refuses_an_unknown_mode) {
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
+    char *p = beam_alloc_bytes(a, 100, 8);
+    CHECK(p != NULL);
+    memset(p, 'x', 100);
+    size_t chunks = live_chunks(&c.parent);
+    unsigned long outer = check_watch_misuse();
+    check_capture_reports();
+    CHECK(!beam_arena_reset(&c.arena, (beam_arena_reset_mode)7));
+    CHECK(check_report_count() == 1);
+    check_release_reports();
+    CHECK(check_misuse_seen() == 1 &&
+          strcmp(check_misuse_kind(), "reset with an unknown mode") == 0);
+    check_unwatch_misuse(outer);
+    CHECK(live_chunks(&c.parent) == chunks && beam_arena_used(&c.arena) >= 100);
+    CHECK(p[99] == 'x');
+    CHECK(beam_arena_reset(&c.arena, BEAM_ARENA_FREE_ALL));
+    CHECK(deinit_gives_everything_back(&c));
+}
+
 TEST(arena_reset_retains_one_chunk_as_large_as_everything_used) {
     counted c;
     beam_allocator_t a = counted_arena(&c);

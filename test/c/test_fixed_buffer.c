@@ -133,6 +133,27 @@ TEST(fixed_buffer_reset_and_empty_buffer) {
     CHECK(none.end_index == 0);
 }
 
+/* A length the buffer cannot have is cut and said: past PTRDIFF_MAX, past
+ * the end of the address space (a buffer near the top handed out a block
+ * that wrapped to address 0, without a word), or bytes with no buffer. */
+TEST(fixed_buffer_init_cuts_and_says_impossible_lengths) {
+    beam_fixed_buffer_t fb;
+    check_capture_reports();
+    beam_fixed_buffer_init(&fb, (void *)(UINTPTR_MAX - 63), 4096);
+    CHECK(fb.len == 63 && check_said_once("end of memory"));
+    beam_allocator_t a = beam_fixed_buffer_allocator(&fb);
+    CHECK(beam_alloc_bytes(a, 64, 1) == NULL);
+    beam_fixed_buffer_init(&fb, buf, SIZE_MAX);
+    CHECK(fb.len == (size_t)PTRDIFF_MAX && check_report_count() == 2);
+    beam_fixed_buffer_init(&fb, NULL, 100);
+    CHECK(fb.len == 0 && check_report_count() == 3 &&
+          check_report_contains("no buffer"));
+    beam_fixed_buffer_init(&fb, buf, sizeof buf);
+    beam_fixed_buffer_init(&fb, NULL, 0);
+    CHECK(check_report_count() == 3);
+    check_release_reports();
+}
+
 /* Two fixed buffers side by side in one array: a block of the first that
  * ends where the second's used part ends (here: at the second's start,
  * while it is empty, and at its end_index later) is not the second's. Its
