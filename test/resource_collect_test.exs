@@ -109,10 +109,10 @@ defmodule BeamAlloc.ResourceCollectTest do
     assert late == [], "#{length(late)} releases not done at once: #{inspect(Enum.take(late, 3))}"
   end
 
-  # Walks over the resources one at a time: a walk names the resource it
-  # works on so that its teardown waits, and a second walk (a collect/1
-  # while the collector reads holdings) overwrote the first's, so a
-  # teardown went on under the first (a collect of a torn-down instance).
+  # Walks over the resources (collects, holdings reads) from several
+  # processes while resources come and go: a smoke test. (A walk names the
+  # resource it works on so that its teardown waits; walks run one at a
+  # time, under the library's instances_lock, both hooks being entered.)
   test "collects and holdings reads together while resources come and go" do
     loopers =
       for f <- [

@@ -120,8 +120,8 @@ static _Atomic size_t live_allocators;
  * but for the wait below: nothing allocates or frees under it. collecting
  * is the resource a walk (a collect, a holdings read) works on with the
  * lock let go, collector its thread: the destructor of that resource waits
- * on list_done for it. walk_lock keeps walks one at a time. */
-static pthread_mutex_t walk_lock = PTHREAD_MUTEX_INITIALIZER;
+ * on list_done for it. Walks run entered (instances_lock), so one at a
+ * time: one collecting is enough. */
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t list_done = PTHREAD_COND_INITIALIZER;
 static beam_resource_t *gpa_list;
@@ -463,13 +463,12 @@ static beam_resource_t *list_next_uncollected(beam_resource_t *r) {
  * release with no pin or call of the user's in flight was not done when
  * it returned (parent_bytes still counted; its hook run later, here,
  * under the library's instances_lock). Listed, r is not torn down, and
- * its teardown waits in list_unlink until we are out. One walk at a time
- * (walk_lock, taken before list_lock): collecting names one resource, so
- * a second walk (BeamAlloc.collect/1 while the collector reads holdings)
- * overwrote the first's, and a teardown went on under it. */
+ * its teardown waits in list_unlink until we are out. Entered (the
+ * library's instances_lock held, beam__nif_library_enter: the collect and
+ * holdings hooks), so one walk at a time: collecting names one resource,
+ * which a second walk at once would overwrite. */
 static void each_gpa_resource(void (*visit)(beam_resource_t *r, void *arg),
                               void *arg) {
-    pthread_mutex_lock(&walk_lock);
     pthread_mutex_lock(&list_lock);
     collect_round++;
     for (beam_resource_t *r = list_next_uncollected(NULL); r != NULL;
@@ -485,7 +484,6 @@ static void each_gpa_resource(void (*visit)(beam_resource_t *r, void *arg),
         pthread_cond_broadcast(&list_done);
     }
     pthread_mutex_unlock(&list_lock);
-    pthread_mutex_unlock(&walk_lock);
 }
 
 static void collect_one(beam_resource_t *r, void *arg) {
