@@ -28,6 +28,14 @@ defmodule BeamAlloc.FaultInjectionTest do
       assert {:ok, 4} = check_all_allocation_failures(fn -> Faults.correct(3) end)
     end
 
+    test "passes with more requests than the VM's badarg code (3152)" do
+      # begin_run took its failure index from enif_get_uint64, which wrote
+      # its badarg code (3152 on OTP 25) over the default for infinity:
+      # the first run failed request 3152 and the check said the function
+      # failed without any allocation failure.
+      assert {:ok, 3300} = check_all_allocation_failures(fn -> Faults.many(3300) end)
+    end
+
     test "passes on a dirty scheduler" do
       assert {:ok, 6} = check_all_allocation_failures(fn -> Faults.correct_dirty(5) end)
     end

@@ -53,6 +53,21 @@ static ERL_NIF_TERM correct_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
 
 NIF_WITH_DIRTY_TWIN(correct, correct_impl)
 
+/* many(n): n blocks of 16 bytes, each freed at once; a failure returns
+ * {:error, :enomem}. More requests than a run used to take (3152). */
+BEAM_NIF(many) {
+    unsigned n;
+    if (!enif_get_uint(env, argv[0], &n))
+        return enif_make_badarg(env);
+    for (unsigned i = 0; i < n; i++) {
+        unsigned char *p = beam_alloc(beam_allocator, unsigned char, 16);
+        if (p == NULL)
+            return beam_make_error(env, "enomem");
+        beam_free(beam_allocator, p, 16);
+    }
+    return ok(env);
+}
+
 /* The same, but a failure raises RuntimeError instead of returning. */
 BEAM_NIF(correct_raising) {
     unsigned char *a = beam_alloc(beam_allocator, unsigned char, 40);
@@ -948,6 +963,7 @@ static ErlNifFunc funcs[] = {
     {"correct", 1, correct, 0},
     {"correct_dirty", 1, correct_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"correct_raising", 0, correct_raising, 0},
+    {"many", 1, many, 0},
     {"leaky_on_failure", 0, leaky_on_failure, 0},
     {"leak_all_on_failure", 1, leak_all_on_failure, 0},
     {"swallows", 0, swallows, 0},

@@ -4,7 +4,7 @@ defmodule BeamAlloc.Test.Faults do
   # buggy ones (test/nifs/faults_nif.c).
   use BeamAlloc.Test.NifModule,
     nif: "faults_nif",
-    stubs: ~w(correct/1 correct_dirty/1 correct_raising/0 leaky_on_failure/0
+    stubs: ~w(correct/1 correct_dirty/1 correct_raising/0 many/1 leaky_on_failure/0
               leak_all_on_failure/1
               swallows/0 nondeterministic/0 reset_nondeterministic/0 grow/0 grow_gpa/0
               reshape_leaky/0 reshape_leaky_gpa/0 leave_behind/0 grow_left_behind/0
