@@ -12,13 +12,14 @@
  *
  * Both default to the thread's beam_allocator as it is when they are
  * constructed (in a BEAM_NIF body: the call's allocator, leak-checked with
- * .leak_check = true), and keep that allocator for life: a container built
- * in one call and used in another keeps freeing where it allocated. (Not
- * past a leak_check call: its allocator goes when the call returns. Nor
- * past the library's unload, which tears down its copy of the process-wide
- * general purpose allocator: a global container on it is destroyed later,
- * when the VM unmaps the library, and its free is then reported; empty it
- * in the unload callback, as the README says.)
+ * .leak_check = true; on a std::thread the NIF started: the raw allocator,
+ * as every thread starts, so hand such a thread the call's), and keep that
+ * allocator for life: a container built in one call and used in another keeps
+ * freeing where it allocated. (Not past a leak_check call: its allocator goes
+ * when the call returns. Nor past the library's unload, which tears down its
+ * copy of the process-wide general purpose allocator: a global container on it
+ * is destroyed later, when the VM unmaps the library, and its free is then
+ * reported; empty it in the unload callback, as the README says.)
  *
  * Failure throws std::bad_alloc (std::bad_array_new_length on an overflowing
  * count), as the standard asks of allocators; beam::bad_alignment, a

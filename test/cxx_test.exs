@@ -8,6 +8,11 @@ defmodule BeamAlloc.CxxTest do
     assert CxxNif.containers(n) == expected
   end
 
+  test "std::allocate_shared and a std::thread on a copy of the call's allocator give back everything" do
+    # The thread's own beam_allocator is the raw allocator, not the NIF's.
+    assert CxxNif.shared_and_thread() == {:raw, 2 + 1000}
+  end
+
   test "a block the C++ code keeps is the call's leak" do
     CxxNif.take_reports()
 

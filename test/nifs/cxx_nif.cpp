@@ -6,9 +6,11 @@
 #include <beam_alloc.hpp>
 
 #include <map>
+#include <memory>
 #include <memory_resource>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 // containers(N) -> Sum: a vector, a map and pmr containers (a pool over
@@ -210,6 +212,31 @@ BEAM_NIF(pool_vector_gpa, .allocator = pick_gpa) {
     return enif_make_int(env, pool_vector());
 }
 
+// shared_and_thread() -> {ThreadDefault, 2 + 1000}: a std::allocate_shared
+// object and a vector a std::thread fills through a copy of the call's
+// allocator, all given back; ThreadDefault is what beam_allocator is on
+// that thread (raw: every thread starts on it, not on the NIF's).
+BEAM_NIF(shared_and_thread, .leak_check = true) {
+    using bstring =
+        std::basic_string<char, std::char_traits<char>, beam::allocator<char>>;
+    auto shared = std::allocate_shared<bstring>(
+        beam::allocator<bstring>(), "a string longer than the small buffer");
+    beam_allocator_t call = beam_allocator;
+    bool raw = false;
+    size_t filled = 0;
+    std::thread t([&] {
+        raw = beam_allocator.vtable == beam_raw_allocator.vtable;
+        std::vector<int, beam::allocator<int>> v{beam::allocator<int>(call)};
+        for (int i = 0; i < 1000; i++)
+            v.push_back(i);
+        filled = v.size();
+    });
+    t.join();
+    return enif_make_tuple2(
+        env, enif_make_atom(env, raw ? "raw" : "other"),
+        enif_make_uint64(env, shared.use_count() + 1 + filled));
+}
+
 static ErlNifFunc funcs[] = {
     {"containers", 1, containers, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"leak", 0, leak, 0},
@@ -227,6 +254,7 @@ static ErlNifFunc funcs[] = {
     {"overaligned_gpa", 1, overaligned_gpa, 0},
     {"pool_vector_raw", 0, pool_vector_raw, 0},
     {"pool_vector_gpa", 0, pool_vector_gpa, 0},
+    {"shared_and_thread", 0, shared_and_thread, 0},
 };
 
 BEAM_NIF_INIT(Elixir.CxxNif, funcs, load_capturing_reports, NULL, NULL)
