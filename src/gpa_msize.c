@@ -11,10 +11,14 @@
  * (medium slabs), GPA_MEDIUM_MAX and GPA_PAGE_SIZE, and the class table
  * beam__gpa_class_size with GPA_CLASSES (each class serves every length up
  * to its size at alignment 16, the smallest class that fits being the one
- * chosen).
+ * chosen). The common case (small_entry) takes the inline free's own:
+ * gpa_map_slot_masked, fast_span (!= 0 only on an untracked class slab
+ * outside the pool), beam__gpa_at_block_in_entry, beam__gpa_tag and
+ * beam__gpa_release (gpa_fast.h).
  */
 #include "gpa_msize.h"
 
+#include "gpa_fast.h"
 #include "gpa_internal.h"
 
 /* The class size for lengths up to BEAM_GPA_SMALL_MAX, by 16-byte step. */
@@ -47,11 +51,38 @@ bool beam__gpa_stateless(beam_gpa_t *gpa) {
     return beam__gpa_state_of(gpa) == NULL;
 }
 
-bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
-                          size_t *len, size_t *alignment) {
+/* The common case first, with the inline free's own checks, on the
+ * slab's first line alone (the line the free reads anyway): p is a block
+ * of an untracked class slab of st (fast_span != 0 only there), whose map
+ * entry is p's own (not a sub-slab), at a block boundary below bump. Its
+ * length is the class size. NULL: the careful path below decides (a
+ * miss changes nothing). slab_mine's second look under the lock is for a
+ * pointer that reads as no block; this one reads as one. */
+static BEAM__ALWAYS_INLINE gpa_slab *small_entry(gpa_state *st, const void *p) {
+    gpa_slab *s = gpa_map_slot_masked(p);
+    if (BEAM__LIKELY(s != NULL && beam__gpa_owner(s) == st &&
+                     s->fast_span != 0 && beam__gpa_at_block_in_entry(s, p)))
+        return s;
+    return NULL;
+}
+
+bool beam__gpa_free_unsized(beam_gpa_t *gpa, void *p) {
     gpa_state *st = beam__gpa_state_of(gpa);
-    if (st == NULL || p == NULL)
+    if (BEAM__UNLIKELY(st == NULL))
         return false;
+    gpa_slab *s = small_entry(st, p);
+    /* Not free already (its tag): the inline free's last check. */
+    if (s == NULL || (uintptr_t)((void **)p)[1] == beam__gpa_tag(st, p))
+        return false;
+    beam__gpa_release(st, s, (void **)p, s->size);
+    return true;
+}
+
+/* beam__gpa_block_size past small_entry: every other case, and misuse.
+ * Apart, so that the common case saves no registers. */
+static BEAM__NOINLINE bool block_size_slow(gpa_state *st, const void *p,
+                                           bool owned, size_t *len,
+                                           size_t *alignment) {
     gpa_slab *s = beam__gpa_slab_mine(st, p);
     if (s != NULL && gpa_where(s) == WHERE_MEDIUM) {
         /* A medium block: its pages, which its free accepts as a length. */
@@ -89,6 +120,32 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
     }
     gpa_unlock(st);
     return found;
+}
+
+bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
+                          size_t *len, size_t *alignment) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL || p == NULL)
+        return false;
+    gpa_slab *s = small_entry(st, p);
+    if (BEAM__LIKELY(s != NULL) &&
+        !(owned && (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p))) {
+        *len = s->size;
+        *alignment = 16;
+        return true;
+    }
+    return block_size_slow(st, p, owned, len, alignment);
+}
+
+size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p) {
+    gpa_state *st = beam__gpa_state_of(gpa);
+    if (st == NULL || p == NULL)
+        return 0;
+    gpa_slab *s = small_entry(st, p);
+    if (BEAM__LIKELY(s != NULL))
+        return s->size;
+    size_t len, alignment;
+    return block_size_slow(st, p, false, &len, &alignment) ? len : 0;
 }
 
 bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,

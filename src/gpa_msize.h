@@ -31,6 +31,19 @@ BEAM__HIDDEN bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p,
                                        bool owned, size_t *len,
                                        size_t *alignment);
 
+/* beam__gpa_block_size's length for a size query (owned false), 0 when p
+ * is not a live block of gpa (no live block has length 0). */
+BEAM__HIDDEN size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p);
+
+/* beam_mfree's common case, in one lookup: p is a live block of one of
+ * gpa's untracked class slabs (every check of the instance's inline free
+ * passes), freed as its class size, the length beam_malloc asked for.
+ * false: nothing done, and the caller takes the sized way
+ * (beam__gpa_block_size, then the instance's free, which reports what p
+ * is). Only for calls on gpa itself (not through another allocator, which
+ * counts them). */
+BEAM__HIDDEN bool beam__gpa_free_unsized(beam_gpa_t *gpa, void *p);
+
 /* gpa has no state: no block of it is live (none made yet, or its deinit
  * gave them all back). */
 BEAM__HIDDEN bool beam__gpa_stateless(beam_gpa_t *gpa);

@@ -374,6 +374,10 @@ static inline void *gpa_malloc(beam_allocator_t a, beam_gpa_t *gpa, size_t n,
 
 static void gpa_mfree(beam_allocator_t a, beam_gpa_t *gpa, void *p,
                       uintptr_t ret) {
+    /* One lookup for the common case; a, when a plan allocator over gpa
+     * (a fault-injection check), counts the call: its way. */
+    if (a.ctx == gpa && beam__gpa_free_unsized(gpa, p))
+        return;
     size_t len, alignment;
     if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
         /* Not a live block: the instance's free says what it is instead
@@ -513,9 +517,9 @@ static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
         return 0;
     beam_gpa_t *gpa = gpa_of(a, p, gpa_answers);
     if (gpa != NULL) {
-        size_t len, alignment;
         /* Not owned: another thread may be writing the block. */
-        if (beam__gpa_block_size(gpa, p, false, &len, &alignment))
+        size_t len = beam__gpa_msize(gpa, p);
+        if (BEAM__LIKELY(len != 0))
             return len;
         report_not_gpa_block("beam_msize", p, ret);
         return 0;

@@ -352,6 +352,40 @@ TEST(malloc_misuse_over_the_general_purpose_allocator_gives_no_length) {
     }
 }
 
+/* beam_mfree and beam_msize over an untracked instance find a small block
+ * by one lookup (gpa_msize.c small_entry): in sub-slabs (an instance's
+ * first blocks) and in whole slabs (after a class graduates), the sizes
+ * and the live bytes are the class sizes, exact; a pointer inside a block
+ * and a second free are still reported, not freed. */
+TEST(malloc_over_an_untracked_instance_counts_and_checks_every_free) {
+    beam_gpa_t g = gpa_with(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 3000 };
+    static void *p[N];
+    size_t live = 0;
+    for (size_t i = 0; i < N; i++) {
+        p[i] = beam_malloc(a, 1 + i * 7919 % 1024);
+        CHECK(p[i] != NULL);
+        size_t n = beam_msize(a, p[i]);
+        CHECK(n == beam_mgood_size(a, 1 + i * 7919 % 1024));
+        live += n;
+    }
+    CHECK(beam_gpa_usage_of(&g).live_bytes == live);
+    check_capture_reports();
+    beam_mfree(a, (char *)p[5] + 16);
+    CHECK(check_report_contains("inside a block"));
+    beam_mfree(a, p[7]);
+    beam_mfree(a, p[7]);
+    CHECK(check_report_contains("double free"));
+    check_release_reports();
+    for (size_t i = 0; i < N; i++)
+        if (i != 7)
+            beam_mfree(a, p[i]);
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_bytes == 0 && u.live_blocks == 0 && u.misuse_count == 2);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* A medium block freed twice, once its slab is back in the pool: a double
  * free, most likely, and counted as one (raise_on_misuse named it a
  * foreign pointer). */
