@@ -527,6 +527,16 @@ bench-sqlite-run: lib $(SQLITE_BENCH_SO)
 	BENCH_SQLITE_NIF=$(CURDIR)/$(basename $(SQLITE_BENCH_SO)) BENCH_OUT=bench/results/sqlite.md \
 	    elixir --erl "+SDcpu 2:2" bench/sqlite/bench_sqlite.exs
 
+# SQLite on a general purpose allocator against glibc malloc, standalone:
+# paired CPU-time ratios, MEMSTATUS on and off (bench/sqlite/sqlite_paired.c).
+# BENCH_ROUNDS (9), BENCH_ROWS (100000), BENCH_PROCS (3).
+.PHONY: bench-sqlite-c
+bench-sqlite-c: $(BUILD)/libbeam_alloc_standalone.a
+	@mkdir -p $(BUILD)/bench
+	$(CC) -O2 -g -std=c11 $(WARN) -Iinclude -pthread \
+	    bench/sqlite/sqlite_paired.c $(BUILD)/libbeam_alloc_standalone.a -lsqlite3 -o $(BUILD)/bench/sqlite_paired
+	$(BUILD)/bench/sqlite_paired $(or $(BENCH_ROUNDS),9) $(or $(BENCH_ROWS),100000) $(or $(BENCH_PROCS),3)
+
 # Scratch arenas (BEAM_NIF .scratch = true) against freeing each block: a
 # standalone program, ns per allocation and the ratio.
 .PHONY: bench-scratch
