@@ -32,7 +32,9 @@ BEAM__HIDDEN bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p,
                                        size_t *alignment);
 
 /* beam__gpa_block_size's length for a size query (owned false), 0 when p
- * is not a live block of gpa (no live block has length 0). */
+ * is not a block of gpa (no live block has length 0). Without the free
+ * tag's read (another thread may own the block), a block freed into a
+ * slab still in use answers its class size, as it always did. */
 BEAM__HIDDEN size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p);
 
 /* beam_mfree's common case, in one lookup: p is a live block of one of

@@ -4,6 +4,7 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "check.h"
 #include "flip_allocator.h"
+#include "gpa_internal.h"
 #include "internal.h"
 #include "malloc_hdr.h"
 
@@ -384,6 +385,52 @@ TEST(malloc_over_an_untracked_instance_counts_and_checks_every_free) {
     beam_gpa_usage u = beam_gpa_usage_of(&g);
     CHECK(u.live_bytes == 0 && u.live_blocks == 0 && u.misuse_count == 2);
     CHECK(!beam_gpa_deinit(&g));
+}
+
+/* The same checks on blocks of whole class slabs, where beam_mfree's one
+ * lookup (beam__gpa_free_unsized) decides: the blocks above may sit in
+ * sub-slabs, which take the careful path (found in review). Classes
+ * graduate to whole slabs once their thread freed enough of them. */
+static bool in_whole_slab(const void *p) {
+    gpa_slab *s = beam__gpa_slab_of(p);
+    return s != NULL && !gpa_is_sub(s) &&
+           ((uintptr_t)s->base & (GPA_SLAB_SIZE - 1)) == 0;
+}
+
+static void graduate(beam_allocator_t a) {
+    for (size_t n = 1; n <= BEAM_GPA_SMALL_MAX; n += 16)
+        for (int i = 0; i < GPA_CLASS_BUSY_FREES + 16; i++)
+            beam_mfree(a, beam_malloc(a, n));
+}
+
+TEST(mfree_of_whole_slab_blocks_checks_what_the_sized_free_checks) {
+    beam_gpa_t g = gpa_with(0), h = gpa_with(0);
+    beam_allocator_t a = beam_gpa_allocator(&g), b = beam_gpa_allocator(&h);
+    graduate(a);
+    graduate(b);
+    void *p = beam_malloc(a, 100), *q = beam_malloc(a, 100);
+    void *r = beam_malloc(b, 100);
+    CHECK(in_whole_slab(p) && in_whole_slab(q) && in_whole_slab(r));
+    check_capture_reports();
+    beam_mfree(a, (char *)p + 16);
+    CHECK(check_said_once("inside a block"));
+    beam_mfree(a, r); /* another instance's */
+    CHECK(check_report_count() == 2);
+    /* Above the map's reach: its masked entry is p's slab. */
+    beam_mfree(a, (void *)((uintptr_t)p + ((uintptr_t)1 << 48)));
+    CHECK(check_report_count() == 3);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 2);
+    CHECK(beam_gpa_usage_of(&h).live_blocks == 1);
+    beam_mfree(a, q);
+    beam_mfree(a, q);
+    CHECK(check_report_count() == 4 && check_report_contains("double free"));
+    check_release_reports();
+    beam_mfree(a, p);
+    beam_mfree(b, r);
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_bytes == 0 && u.live_blocks == 0 && u.misuse_count == 4);
+    CHECK(!beam_gpa_deinit(&g));
+    CHECK(!beam_gpa_deinit(&h));
 }
 
 /* A medium block freed twice, once its slab is back in the pool: a double
