@@ -855,21 +855,58 @@ static const gpa_resize_words resize_said = {
 static const gpa_resize_words remap_said = {
     "remap or realloc", GPA_SAID_MOVE_NOT_LIVE, GPA_SAID_MOVE_WRONG_LENGTH};
 
+/* A block the process-wide instance does not hold, resized or moved
+ * through it: another copy of the module's library may hold it, as for a
+ * free (freed_by_other_copy), and checks the call in said's words (its
+ * misuse is this call's). Not in place then: a realloc moves the block
+ * into this copy, whose free of it goes to that copy. Before, such a
+ * resize was reported as a pointer not live and a realloc failed, where
+ * a free worked: a NIF that grows a buffer kept in a taken-over resource
+ * failed after the upgrade. */
+static bool held_by_other_copy(beam_gpa_t *gpa, void *mem, size_t len,
+                               size_t alignment, uintptr_t ret,
+                               const gpa_resize_words *said) {
+    return gpa == &beam_general_purpose_allocator_instance &&
+           beam__nif_resize_in_other_copy(mem, len, alignment,
+                                          said == &remap_said, ret);
+}
+
+/* The large blocks' resize, or another copy's check (*elsewhere) of a
+ * block none of st's is; neither: reported. (No lock held here: the
+ * other copy's check takes its own.) */
+static bool large_resize(beam_gpa_t *gpa, gpa_state *st, void *mem, size_t len,
+                         size_t alignment, size_t new_len, uintptr_t ret,
+                         const gpa_resize_words *said, bool *elsewhere) {
+    bool not_ours = false;
+    if (beam__gpa_large_resize(st, mem, len, alignment, new_len, ret, said,
+                               &not_ours))
+        return true;
+    if (!not_ours)
+        return false;
+    *elsewhere = held_by_other_copy(gpa, mem, len, alignment, ret, said);
+    if (!*elsewhere)
+        beam__gpa_misuse(st, said->not_live, mem, len, alignment, ret);
+    return false;
+}
+
+/* *elsewhere: mem is another copy's block (held_by_other_copy). */
 static bool resize_impl(void *ctx, void *mem, size_t len, size_t alignment,
                         size_t new_len, uintptr_t ret,
-                        const gpa_resize_words *said) {
+                        const gpa_resize_words *said, bool *elsewhere) {
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL) {
         /* No block lives in an instance without state. */
-        beam__gpa_misuse_stateless(gpa->flags, said->call, mem, len, alignment,
-                                   ret);
+        *elsewhere = held_by_other_copy(gpa, mem, len, alignment, ret, said);
+        if (!*elsewhere)
+            beam__gpa_misuse_stateless(gpa->flags, said->call, mem, len,
+                                       alignment, ret);
         return false;
     }
     gpa_slab *s = beam__gpa_slab_mine(st, mem);
     if (s == NULL)
-        return beam__gpa_large_resize(st, mem, len, alignment, new_len, ret,
-                                      said);
+        return large_resize(gpa, st, mem, len, alignment, new_len, ret, said,
+                            elsewhere);
     if (gpa_where(s) == WHERE_MEDIUM)
         return beam__gpa_medium_resize(st, s, mem, len, alignment, new_len, ret,
                                        said);
@@ -912,7 +949,9 @@ static bool gpa_resize(void *ctx, void *mem, size_t len, size_t alignment,
                        size_t new_len, uintptr_t ret) {
     if (new_len == 0)
         return false; /* a direct vtable caller's (the contract: > 0) */
-    return resize_impl(ctx, mem, len, alignment, new_len, ret, &resize_said);
+    bool elsewhere = false;
+    return resize_impl(ctx, mem, len, alignment, new_len, ret, &resize_said,
+                       &elsewhere);
 }
 
 static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
@@ -920,13 +959,17 @@ static void *gpa_remap(void *ctx, void *mem, size_t len, size_t alignment,
     if (new_len == 0)
         return NULL; /* a direct vtable caller's (the contract: > 0) */
     unsigned long misuse = beam__misuse.count;
-    if (resize_impl(ctx, mem, len, alignment, new_len, ret, &remap_said))
+    bool elsewhere = false;
+    if (resize_impl(ctx, mem, len, alignment, new_len, ret, &remap_said,
+                    &elsewhere))
         return mem;
     /* Not in place: the caller may go on to copy len bytes out of mem (a
      * realloc, core.c, or a failing or resource allocator's over this
      * one). They must be a live block's, or the misuse is reported, once
-     * (the resize may have said it already), and the answer is NULL. */
-    if (beam__misuse.count != misuse ||
+     * (the resize may have said it already), and the answer is NULL.
+     * Another copy's block that copy checked: NULL too, and unless it
+     * found a misuse, a realloc moves it into this copy. */
+    if (elsewhere || beam__misuse.count != misuse ||
         !beam__gpa_realloc_ok(ctx, mem, len, alignment, ret))
         return NULL;
     beam_gpa_t *gpa = (beam_gpa_t *)ctx;

@@ -1258,13 +1258,16 @@ BEAM__HIDDEN gpa_large_freed beam__gpa_large_free(gpa_state *st, void *mem,
  * to; up to max copied to out. */
 BEAM__HIDDEN size_t beam__gpa_large_check_freed(gpa_state *st, gpa_large *out,
                                                 size_t *at, size_t max);
-/* Resize mem in place, false when it cannot; no large block of st at mem
- * (freed, or foreign), or one of another length or alignment, is reported
- * in said's words, as for a medium block. */
+/* Resize mem in place, false when it cannot; one of another length or
+ * alignment is reported in said's words, as for a medium block. No large
+ * block of st at mem (freed, or foreign): false and *not_ours, nothing
+ * reported (the caller asks whether another copy of the library holds
+ * it, and reports it if not: gpa.c). */
 BEAM__HIDDEN bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                                          size_t alignment, size_t new_len,
                                          uintptr_t ret,
-                                         const gpa_resize_words *said);
+                                         const gpa_resize_words *said,
+                                         bool *not_ours);
 BEAM__HIDDEN void *beam__gpa_large_remap(gpa_state *st, void *mem, size_t len,
                                          size_t alignment, size_t new_len,
                                          uintptr_t ret);

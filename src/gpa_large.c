@@ -369,12 +369,12 @@ static void safe_refill(void *mem, size_t len, size_t new_len,
 
 bool beam__gpa_large_resize(gpa_state *st, void *mem, size_t len,
                             size_t alignment, size_t new_len, uintptr_t ret,
-                            const gpa_resize_words *said) {
+                            const gpa_resize_words *said, bool *not_ours) {
     gpa_lock(st);
     gpa_large *e = beam__gpa_large_find(st, mem);
     if (e == NULL) {
         gpa_unlock(st);
-        beam__gpa_misuse(st, said->not_live, mem, len, alignment, ret);
+        *not_ours = true;
         return false;
     }
     if (e->len != len || e->alignment != alignment) {

@@ -14,7 +14,9 @@
  * chosen). The common case (small_entry) takes the inline free's own:
  * gpa_map_slot_masked, fast_span (!= 0 only on an untracked class slab
  * outside the pool), beam__gpa_at_block_in_entry, beam__gpa_tag and
- * beam__gpa_release (gpa_fast.h).
+ * beam__gpa_release (gpa_fast.h). Blocks it does not hold, of the
+ * process-wide instance, are asked of the library's other copies
+ * (beam__nif_size_in_other_copy).
  */
 #include "gpa_msize.h"
 
@@ -51,6 +53,16 @@ bool beam__gpa_stateless(beam_gpa_t *gpa) {
     return beam__gpa_state_of(gpa) == NULL;
 }
 
+/* A block the process-wide instance does not hold: another copy of the
+ * module's library may (an upgrade's taken-over resource: gpa.c's
+ * freed_by_other_copy) and sizes it, so that beam_msize, beam_mfree and
+ * beam_mrealloc of it work as a sized free does. */
+static bool sized_by_other_copy(beam_gpa_t *gpa, const void *p, bool owned,
+                                size_t *len, size_t *alignment) {
+    return gpa == &beam_general_purpose_allocator_instance &&
+           beam__nif_size_in_other_copy(p, owned, len, alignment);
+}
+
 /* The common case first, with the inline free's own checks, on the
  * slab's first line alone (the line the free reads anyway): p is a block
  * of an untracked class slab of st (fast_span != 0 only there), whose map
@@ -80,9 +92,11 @@ bool beam__gpa_free_unsized(beam_gpa_t *gpa, void *p) {
 
 /* beam__gpa_block_size past small_entry: every other case, and misuse.
  * Apart, so that the common case saves no registers. */
-static BEAM__NOINLINE bool block_size_slow(gpa_state *st, const void *p,
-                                           bool owned, size_t *len,
-                                           size_t *alignment) {
+static BEAM__NOINLINE bool block_size_slow(beam_gpa_t *gpa, gpa_state *st,
+                                           const void *p, bool owned,
+                                           size_t *len, size_t *alignment) {
+    if (st == NULL)
+        return sized_by_other_copy(gpa, p, owned, len, alignment);
     gpa_slab *s = beam__gpa_slab_mine(st, p);
     if (s != NULL && gpa_where(s) == WHERE_MEDIUM) {
         /* A medium block: its pages, which its free accepts as a length. */
@@ -119,40 +133,43 @@ static BEAM__NOINLINE bool block_size_slow(gpa_state *st, const void *p,
         *alignment = e->alignment;
     }
     gpa_unlock(st);
-    return found;
+    return found || sized_by_other_copy(gpa, p, owned, len, alignment);
 }
 
 bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
                           size_t *len, size_t *alignment) {
-    gpa_state *st = beam__gpa_state_of(gpa);
-    if (st == NULL || p == NULL)
+    if (p == NULL)
         return false;
-    gpa_slab *s = small_entry(st, p);
+    gpa_state *st = beam__gpa_state_of(gpa);
+    gpa_slab *s = st != NULL ? small_entry(st, p) : NULL;
     if (BEAM__LIKELY(s != NULL) &&
         !(owned && (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p))) {
         *len = s->size;
         *alignment = 16;
         return true;
     }
-    return block_size_slow(st, p, owned, len, alignment);
+    return block_size_slow(gpa, st, p, owned, len, alignment);
 }
 
 size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p) {
-    gpa_state *st = beam__gpa_state_of(gpa);
-    if (st == NULL || p == NULL)
+    if (p == NULL)
         return 0;
-    gpa_slab *s = small_entry(st, p);
+    gpa_state *st = beam__gpa_state_of(gpa);
+    gpa_slab *s = st != NULL ? small_entry(st, p) : NULL;
     if (BEAM__LIKELY(s != NULL))
         return s->size;
     size_t len, alignment;
-    return block_size_slow(st, p, false, &len, &alignment) ? len : 0;
+    return block_size_slow(gpa, st, p, false, &len, &alignment) ? len : 0;
 }
 
 bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,
                           size_t alignment, uintptr_t ret) {
     size_t have, have_alignment;
     gpa_state *st = beam__gpa_state_of(gpa);
-    if (beam__gpa_block_size(gpa, p, true, &have, &have_alignment)) {
+    /* (Stateless, the instance holds no block: another copy's is one
+     * its remap passed on, not asked about here.) */
+    if (st != NULL &&
+        beam__gpa_block_size(gpa, p, true, &have, &have_alignment)) {
         /* Untracked, a small block's length is its class (len up to it
          * is what its free accepts); tracked, the record is exact, and
          * the move's free would report a difference anyway: said here,

@@ -21,7 +21,9 @@ BEAM__HIDDEN size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n);
 
 /* The length and alignment gpa holds for the live block at p, as its free
  * wants them. false when p is not a block of gpa (not one of its blocks, or
- * one already freed): the caller lets the instance's free report it.
+ * one already freed): the caller lets the instance's free report it. The
+ * process-wide instance answers for a live block another copy of the
+ * module's library holds too (its free goes there: gpa.c).
  * owned: the caller owns the block (it frees or moves it), so its memory
  * may be read for the free tag; a size query passes false, and an
  * untracked small block freed already then still answers its class.

@@ -172,6 +172,39 @@ static inline bool beam__nif_free_in_other_copy(void *mem, size_t len,
 BEAM__HIDDEN bool beam__nif_free_in_other_copy(void *mem, size_t len,
                                                size_t alignment, uintptr_t ret);
 #endif
+/* The same for a resize (remap: a remap or realloc) of such a block: true
+ * when another copy of the module holds it, which checked the call (a
+ * misuse it found is this thread's, as for a free); the resize is then
+ * not made in place, and a realloc moves the block into this copy. And
+ * for a size query (beam_msize, beam_mfree, beam_mrealloc): true when
+ * another copy holds it live, *len and *alignment what its free takes. */
+#ifdef BEAM_ALLOC_STANDALONE
+static inline bool beam__nif_resize_in_other_copy(void *mem, size_t len,
+                                                  size_t alignment, bool remap,
+                                                  uintptr_t ret) {
+    (void)mem;
+    (void)len;
+    (void)alignment;
+    (void)remap;
+    (void)ret;
+    return false;
+}
+static inline bool beam__nif_size_in_other_copy(const void *mem, bool owned,
+                                                size_t *len,
+                                                size_t *alignment) {
+    (void)mem;
+    (void)owned;
+    (void)len;
+    (void)alignment;
+    return false;
+}
+#else
+BEAM__HIDDEN bool beam__nif_resize_in_other_copy(void *mem, size_t len,
+                                                 size_t alignment, bool remap,
+                                                 uintptr_t ret);
+BEAM__HIDDEN bool beam__nif_size_in_other_copy(const void *mem, bool owned,
+                                               size_t *len, size_t *alignment);
+#endif
 /* A bump allocator's (who: "arena", "buffer") free or resize of a block
  * that ends where its newest block ends but does not start where that one
  * starts: a wrong length or address, refused (core.c). */

@@ -51,7 +51,7 @@ defmodule BeamAlloc.UpgradeTest do
   end
 
   # upgrade_nif's functions, for a VM of its own (UpgradeVM).
-  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0)
+  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0 grow/3 msize/1 own_live/0 mgbox/1 mgrow/2)
 
   # A new version of module (over the current one, which the VM keeps as
   # old code) that loads the library so (its file name, no extension) from
@@ -75,6 +75,11 @@ defmodule BeamAlloc.UpgradeTest do
         def gbox, do: :erlang.nif_error(:not_loaded)
         def wrong_free(_box), do: :erlang.nif_error(:not_loaded)
         def lgbox, do: :erlang.nif_error(:not_loaded)
+        def grow(_box, _bytes, _given), do: :erlang.nif_error(:not_loaded)
+        def msize(_box), do: :erlang.nif_error(:not_loaded)
+        def own_live, do: :erlang.nif_error(:not_loaded)
+        def mgbox(_bytes), do: :erlang.nif_error(:not_loaded)
+        def mgrow(_box, _bytes), do: :erlang.nif_error(:not_loaded)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -548,6 +553,165 @@ defmodule BeamAlloc.UpgradeTest do
     refute out =~ "does not own", out
     # Freed anyway, by the old copy.
     assert out =~ "live 0", out
+  end
+
+  # In a VM of its own: the boxes the old version made, holders (by
+  # default a gbox/0 and an lgbox/0: 3000 and 200000 bytes; makes, Elixir
+  # source, a list of calls that make them), then the new version runs
+  # script, with small and large the first two holders, counts.() saying
+  # the module's live blocks (every copy's) and the new copy's, and
+  # attempt.(holder, fun) fun.(box) in the holder, a RuntimeError raised
+  # returned as {:raised, message}.
+  defp run_taken_over_boxes(script, makes \\ "[&M.gbox/0, &M.lgbox/0]") do
+    mod = inspect(@module)
+
+    prelude = """
+    version.("a")
+    alias #{mod}, as: M
+    holders = for make <- (#{makes}), do: hold.(make)
+    [small, large | _] = holders
+    version.("b")
+    _ = :code.purge(#{mod})
+
+    counts = fn what ->
+      say.(what, {BeamAlloc.stats(#{mod}).general_purpose.live_blocks, #{mod}.own_live()})
+    end
+
+    attempt = fn holder, fun ->
+      run_in.(holder, fn box ->
+        try do
+          fun.(box)
+        rescue
+          e in RuntimeError -> {:raised, e.message}
+        end
+      end)
+    end
+
+    _ = {holders, small, large, counts, attempt}
+    """
+
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", prelude <> script,
+        stubs: @vm_stubs
+      )
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    out
+  end
+
+  test "a taken-over resource's block grown through the new copy's own allocator moves to it" do
+    # A NIF that grows a buffer kept in its resource (beam_realloc_bytes
+    # through beam_general_purpose_allocator): after the upgrade that is
+    # the new copy's instance, which does not hold the old copy's block.
+    # Its remap reported "not a live block" and the realloc answered NULL
+    # (the leak_check call raised), where a free of the block worked. Now
+    # the block moves: the new copy's block, the contents kept, the old
+    # copy's freed there. Small and large (the old copy knows those by
+    # its set of large blocks, not its address map).
+    mod = inspect(@module)
+
+    out =
+      run_taken_over_boxes("""
+      counts.("before")
+      say.("small", attempt.(small, &#{mod}.grow(&1, 5000, 3000)))
+      counts.("after small")
+      say.("large", attempt.(large, &#{mod}.grow(&1, 300_000, 200_000)))
+      counts.("after large")
+      say.("peek small", run_in.(small, &#{mod}.peek/1))
+      say.("peek large", run_in.(large, &#{mod}.peek/1))
+      drop.(small)
+      drop.(large)
+      counts.("dropped")
+      """)
+
+    refute out =~ "not a live block", out
+    refute out =~ "does not own", out
+    assert out =~ "before {2, 0}", out
+    assert out =~ "small :ok", out
+    assert out =~ "after small {2, 1}", out
+    assert out =~ "large :ok", out
+    assert out =~ "after large {2, 2}", out
+    assert out =~ "peek small :ok", out
+    assert out =~ "peek large :ok", out
+    assert out =~ "dropped {0, 0}", out
+  end
+
+  test "a taken-over resource's block grown with a wrong length: the old copy judges it, the call raises" do
+    # The old copy holds the block and checks the length as its own
+    # remap would: a wrong one is the calling leak_check call's misuse,
+    # and nothing is copied, moved or freed.
+    mod = inspect(@module)
+
+    out =
+      run_taken_over_boxes("""
+      say.("small", attempt.(small, &#{mod}.grow(&1, 20_000, 12_000)))
+      say.("large", attempt.(large, &#{mod}.grow(&1, 300_000, 100_000)))
+      counts.("after")
+      say.("peek small", run_in.(small, &#{mod}.peek/1))
+      say.("peek large", run_in.(large, &#{mod}.peek/1))
+      """)
+
+    for size <- ["small", "large"] do
+      assert out =~
+               ~r/#{size} \{:raised, "memory misuse detected in function `[^`]*grow\/3`: resize or realloc with a wrong/,
+             out
+    end
+
+    # The old copy's reports, one a block: a wrong length, not a pointer
+    # no instance holds.
+    assert length(Regex.scan(~r/remap or realloc with a wrong length or alignment/, out)) == 2,
+           out
+
+    refute out =~ "does not own", out
+    refute out =~ "not a live block", out
+    assert out =~ "after {2, 0}", out
+    assert out =~ "peek small :ok", out
+    assert out =~ "peek large :ok", out
+  end
+
+  test "beam_msize of a taken-over resource's block through the new copy's own allocator is the old copy's answer" do
+    mod = inspect(@module)
+
+    out =
+      run_taken_over_boxes("""
+      say.("small", attempt.(small, &#{mod}.msize/1))
+      say.("large", attempt.(large, &#{mod}.msize/1))
+      """)
+
+    [_, small] = Regex.run(~r/^small (\d+)$/m, out) || flunk(out)
+    assert String.to_integer(small) >= 3000, out
+    assert out =~ "large 200000", out
+    refute out =~ "not a live block", out
+  end
+
+  test "a taken-over resource's malloc-style block: beam_mrealloc and beam_mfree through the new copy's allocator" do
+    # beam_mrealloc and beam_mfree size the block first, which the new
+    # copy's instance does not hold: the realloc failed, reported, and the
+    # free passed the old copy no length (SIZE_MAX: "free ... ignored:
+    # impossible length" there, and the block stayed live for good).
+    # Now the old copy sizes it: the grown block moves into the new copy,
+    # the one left is freed by the old copy. Small and large.
+    # (The last two are freed, not grown, by the drop.)
+    out =
+      run_taken_over_boxes(
+        """
+        say.("small", attempt.(small, &M.mgrow(&1, 5000)))
+        say.("large", attempt.(large, &M.mgrow(&1, 300_000)))
+        counts.("grown")
+        say.("peek", Enum.map(holders, &run_in.(&1, fn box -> M.peek(box) end)))
+        Enum.each(holders, drop)
+        counts.("dropped")
+        """,
+        "for bytes <- [3000, 200_000, 3000, 200_000], do: fn -> M.mgbox(bytes) end"
+      )
+
+    refute out =~ "not a live block", out
+    refute out =~ "ignored", out
+    assert out =~ "small :ok", out
+    assert out =~ "large :ok", out
+    assert out =~ "grown {4, 2}", out
+    assert out =~ "peek [:ok, :ok, :ok, :ok]", out
+    assert out =~ "dropped {0, 0}", out
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

@@ -183,7 +183,36 @@ typedef struct beam__fault_hooks {
      * burst stayed held until BeamAlloc.collect/1 or its release. Added
      * last: the size field tells. */
     void (*resources_holding)(beam__holding *out);
+    /* The length and alignment of mem as the copy's process-wide instance
+     * holds it (what its free takes), when the copy's allocators hold mem
+     * as a live block of that instance, while they are up: true then.
+     * Nothing is reported. owned: the caller owns the block (it frees or
+     * moves it), as for beam__gpa_block_size. Another copy of the same
+     * module asks, as for gpa_free, when its own process-wide instance
+     * was asked the size of a block it does not hold (beam_msize,
+     * beam_mfree, beam_mrealloc). Added last: the size field tells. */
+    bool (*gpa_size)(const void *mem, bool owned, size_t *len,
+                     size_t *alignment);
+    /* The check of a resize (remap: a remap or realloc) of mem, len bytes
+     * at alignment, through the copy's process-wide instance, when the
+     * copy's allocators hold mem, while they are up: true then, nothing
+     * changed, and misuse says what the instance found wrong with the call
+     * (a block freed, a wrong length or alignment), as gpa_free's. Another
+     * copy of the same module asks, as for gpa_free, when its own instance
+     * was asked to resize a block it does not hold: it then answers "not
+     * in place", and a realloc moves the block into that copy, whose free
+     * of it comes back through gpa_free (copies.c). Before, the resize was
+     * reported as a pointer it does not own and a realloc failed. Added
+     * last (with gpa_size): the size field tells. */
+    bool (*gpa_resize_check)(void *mem, size_t len, size_t alignment,
+                             bool remap, uintptr_t ret,
+                             beam__taken_misuse *misuse);
 } beam__fault_hooks;
+
+/* The size of the hooks up to gpa_resize_check (copies before have
+ * neither it nor gpa_size). */
+#define BEAM__FAULT_HOOKS_V8_SIZE                                              \
+    (offsetof(beam__fault_hooks, gpa_resize_check) + sizeof(void (*)(void)))
 
 /* The size of the hooks up to resources_holding (copies before have
  * none). */

@@ -5,7 +5,8 @@
  * (an old copy's last unload asks: glue.c, kept_for_newer_version)? Does
  * another copy of the module hold a block this copy's process-wide
  * instance was asked to free (a resource type the new version took over,
- * freed through its own beam_general_purpose_allocator)?
+ * freed through its own beam_general_purpose_allocator)? Or resize, move
+ * or size it (a NIF that grows a buffer kept in such a resource)?
  *
  * Only names are gathered while the loader's list is walked (no dlopen
  * there: it takes the loader's lock); each object is then asked, by a
@@ -16,6 +17,7 @@
 #define _GNU_SOURCE /* dladdr, dl_iterate_phdr */
 #endif
 #include "../gpa_internal.h"
+#include "../gpa_msize.h"
 #include "nif_internal.h"
 
 #include <dlfcn.h>
@@ -133,40 +135,92 @@ bool beam__nif_newer_copy_runs(const char *module, int64_t mine) {
     return each_copy_of(module, newer_version, &mine);
 }
 
-typedef struct foreign_free {
+/* A call on a block another copy of the module may hold: a free, or the
+ * check of a resize (remap: a remap or realloc), and what that copy
+ * found wrong with it. */
+typedef struct foreign_call {
     void *mem;
     size_t len, alignment;
     uintptr_t ret;
+    bool remap;
     beam__taken_misuse misuse;
-} foreign_free;
+} foreign_call;
 
 /* h, a copy of the same module, holds the block and frees it. */
 static bool frees_it(const beam__fault_hooks *h, void *arg) {
-    foreign_free *f = arg;
+    foreign_call *f = arg;
     return h->size >= BEAM__FAULT_HOOKS_V6_SIZE && h->gpa_free != NULL &&
            h->gpa_free(f->mem, f->len, f->alignment, f->ret, &f->misuse);
 }
 
-/* This thread frees a block another copy gave it (beam__nif_take_free):
- * a block that turns out no instance's here is reported, not passed on
- * (two copies passing each other's blocks, each under its lock, could
- * wait on each other). */
-static BEAM_THREAD_LOCAL bool taking_free;
+/* h, a copy of the same module, holds the block and checks the resize. */
+static bool checks_it(const beam__fault_hooks *h, void *arg) {
+    foreign_call *f = arg;
+    return h->size >= BEAM__FAULT_HOOKS_V8_SIZE &&
+           h->gpa_resize_check != NULL &&
+           h->gpa_resize_check(f->mem, f->len, f->alignment, f->remap, f->ret,
+                               &f->misuse);
+}
 
-bool beam__nif_free_in_other_copy(void *mem, size_t len, size_t alignment,
-                                  uintptr_t ret) {
+/* This thread serves another copy (a free, a resize's check, a size
+ * query: beam__nif_take_*): a block that turns out no instance's here is
+ * reported, not passed on (two copies passing each other's blocks, each
+ * under its lock, could wait on each other). */
+static BEAM_THREAD_LOCAL bool taking;
+
+/* Asks the other copies of the module, by visit, until one holds f's
+ * block: true then, and a misuse it found is noted as this thread's. */
+static bool ask_other_copies(bool (*visit)(const beam__fault_hooks *h,
+                                           void *arg),
+                             foreign_call *f) {
     const char *module = beam__nif_module_atom();
-    if (taking_free || module[0] == '\0')
+    if (taking || module[0] == '\0')
         return false;
-    foreign_free f = {mem, len, alignment, ret, {"", ""}};
-    if (!each_copy_of(module, frees_it, &f))
+    if (!each_copy_of(module, visit, f))
         return false;
     /* Its misuse is this thread's call's too, as a block of this copy's
      * would have been (a leak_check call raises with it). */
-    if (f.misuse.kind[0] != '\0') {
-        f.misuse.line[sizeof f.misuse.line - 1] = '\0';
-        beam__misuse_note(beam__gpa_kind_named(f.misuse.kind), f.misuse.line);
+    if (f->misuse.kind[0] != '\0') {
+        f->misuse.line[sizeof f->misuse.line - 1] = '\0';
+        beam__misuse_note(beam__gpa_kind_named(f->misuse.kind), f->misuse.line);
     }
+    return true;
+}
+
+bool beam__nif_free_in_other_copy(void *mem, size_t len, size_t alignment,
+                                  uintptr_t ret) {
+    foreign_call f = {mem, len, alignment, ret, false, {"", ""}};
+    return ask_other_copies(frees_it, &f);
+}
+
+bool beam__nif_resize_in_other_copy(void *mem, size_t len, size_t alignment,
+                                    bool remap, uintptr_t ret) {
+    foreign_call f = {mem, len, alignment, ret, remap, {"", ""}};
+    return ask_other_copies(checks_it, &f);
+}
+
+/* A size query on a block another copy of the module may hold. */
+typedef struct foreign_size {
+    const void *mem;
+    bool owned;
+    size_t len, alignment;
+} foreign_size;
+
+/* h, a copy of the same module, holds the block live and sizes it. */
+static bool sizes_it(const beam__fault_hooks *h, void *arg) {
+    foreign_size *q = arg;
+    return h->size >= BEAM__FAULT_HOOKS_V8_SIZE && h->gpa_size != NULL &&
+           h->gpa_size(q->mem, q->owned, &q->len, &q->alignment);
+}
+
+bool beam__nif_size_in_other_copy(const void *mem, bool owned, size_t *len,
+                                  size_t *alignment) {
+    const char *module = beam__nif_module_atom();
+    foreign_size q = {mem, owned, 0, 0};
+    if (taking || module[0] == '\0' || !each_copy_of(module, sizes_it, &q))
+        return false;
+    *len = q.len;
+    *alignment = q.alignment;
     return true;
 }
 
@@ -176,18 +230,35 @@ _Static_assert(sizeof BEAM__KIND_RESIZE <=
                    sizeof((beam__taken_misuse *)0)->kind,
                "the longest kind passes whole");
 
-/* The free, watched as a call watches its body (glue.c): the first misuse
+/* What another copy passes this one: a free, or the check of a resize or
+ * a remap, made as a resize to the block's own length (remap: a remap),
+ * which every built-in allocator answers for a live block by keeping it
+ * as it is (core.c), and which reports what is wrong with the call (a
+ * block freed, a wrong length or alignment) in that call's words. */
+typedef enum taken_op { TAKE_FREE, TAKE_RESIZE, TAKE_REMAP } taken_op;
+
+static void take_run(taken_op op, void *mem, size_t len, size_t alignment,
+                     uintptr_t ret) {
+    beam_allocator_t a = beam_general_purpose_allocator;
+    if (op == TAKE_FREE)
+        beam_free_bytes_at(a, mem, len, alignment, ret);
+    else if (op == TAKE_RESIZE)
+        (void)a.vtable->resize(a.ctx, mem, len, alignment, len, ret);
+    else
+        (void)a.vtable->remap(a.ctx, mem, len, alignment, len, ret);
+}
+
+/* The call, watched as a call watches its body (glue.c): the first misuse
  * it reports goes into misuse; a call of this copy's running below (its
  * first misuse, if it had one) finds the thread's record as it was. */
-static void take_watched(void *mem, size_t len, size_t alignment, uintptr_t ret,
-                         beam__taken_misuse *misuse) {
+static void take_watched(taken_op op, void *mem, size_t len, size_t alignment,
+                         uintptr_t ret, beam__taken_misuse *misuse) {
     beam__misuse_record *m = &beam__misuse;
     beam__nif_watch watch;
     beam__nif_watch_open(&watch);
-    taking_free = true;
-    beam_free_bytes_at(beam_general_purpose_allocator, mem, len, alignment,
-                       ret);
-    taking_free = false;
+    taking = true;
+    take_run(op, mem, len, alignment, ret);
+    taking = false;
     if (m->count != watch.before && m->kind != NULL) {
         const char *line = beam__misuse_line();
         snprintf(misuse->kind, sizeof misuse->kind, "%s", m->kind);
@@ -197,14 +268,46 @@ static void take_watched(void *mem, size_t len, size_t alignment, uintptr_t ret,
     beam__nif_watch_close(&watch);
 }
 
-bool beam__nif_take_free(void *mem, size_t len, size_t alignment, uintptr_t ret,
-                         beam__taken_misuse *misuse) {
+/* Does this copy's address map or set of large blocks know mem? */
+static bool ours(const void *mem) {
+    return gpa_map_holds(mem) || beam__gpa_set_holds(mem);
+}
+
+static bool take(taken_op op, void *mem, size_t len, size_t alignment,
+                 uintptr_t ret, beam__taken_misuse *misuse) {
     misuse->kind[0] = '\0';
     if (!beam__nif_library_enter())
         return false;
-    bool ours = gpa_map_holds(mem) || beam__gpa_set_holds(mem);
-    if (ours)
-        take_watched(mem, len, alignment, ret, misuse);
+    bool held = ours(mem);
+    if (held)
+        take_watched(op, mem, len, alignment, ret, misuse);
     beam__nif_library_leave();
-    return ours;
+    return held;
+}
+
+bool beam__nif_take_free(void *mem, size_t len, size_t alignment, uintptr_t ret,
+                         beam__taken_misuse *misuse) {
+    return take(TAKE_FREE, mem, len, alignment, ret, misuse);
+}
+
+bool beam__nif_take_resize_check(void *mem, size_t len, size_t alignment,
+                                 bool remap, uintptr_t ret,
+                                 beam__taken_misuse *misuse) {
+    return take(remap ? TAKE_REMAP : TAKE_RESIZE, mem, len, alignment, ret,
+                misuse);
+}
+
+bool beam__nif_take_size(const void *mem, bool owned, size_t *len,
+                         size_t *alignment) {
+    if (!beam__nif_library_enter())
+        return false;
+    bool live = false;
+    if (ours(mem)) {
+        taking = true;
+        live = beam__gpa_block_size(&beam_general_purpose_allocator_instance,
+                                    mem, owned, len, alignment);
+        taking = false;
+    }
+    beam__nif_library_leave();
+    return live;
 }

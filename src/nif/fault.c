@@ -173,6 +173,8 @@ const beam__fault_hooks beam__fault_hooks_self = {
     hooks_named_all,
     beam__nif_take_free,
     hooks_resources_holding,
+    beam__nif_take_size,
+    beam__nif_take_resize_check,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {

@@ -87,6 +87,16 @@ BEAM__HIDDEN bool beam__nif_newer_copy_runs(const char *module, int64_t mine);
 BEAM__HIDDEN bool beam__nif_take_free(void *mem, size_t len, size_t alignment,
                                       uintptr_t ret,
                                       beam__taken_misuse *misuse);
+/* The hooks' gpa_size and gpa_resize_check (abi.h): the same for a size
+ * query (nothing reported) and the check of a resize or remap (a resize
+ * to the block's own length, which changes nothing and reports what is
+ * wrong with the call), the block staying where it is (copies.c). */
+BEAM__HIDDEN bool beam__nif_take_size(const void *mem, bool owned, size_t *len,
+                                      size_t *alignment);
+BEAM__HIDDEN bool beam__nif_take_resize_check(void *mem, size_t len,
+                                              size_t alignment, bool remap,
+                                              uintptr_t ret,
+                                              beam__taken_misuse *misuse);
 /* While the library's allocators are up (from its first load until the
  * last unload tears them down, which that of a copy kept for a C
  * library's hooks skips: glue.c, allocators_up): true, holding the lock

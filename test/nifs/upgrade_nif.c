@@ -26,6 +26,9 @@ typedef struct box {
      * copy's, not the one kept: what a NIF that keeps no allocator does
      * (gbox/0). */
     bool through_own;
+    /* A malloc-style block (mgbox/0): beam_mfree'd, through the
+     * destructor's copy's process-wide instance. */
+    bool malloc_style;
     size_t bytes;
 } box;
 #define BOX_BYTES 3000
@@ -35,8 +38,12 @@ typedef struct box {
 static void box_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     box *b = obj;
-    beam_free_bytes(b->through_own ? beam_general_purpose_allocator : b->alloc,
-                    b->block, b->bytes, 8);
+    if (b->malloc_style)
+        beam_mfree(beam_general_purpose_allocator, b->block);
+    else
+        beam_free_bytes(b->through_own ? beam_general_purpose_allocator
+                                       : b->alloc,
+                        b->block, b->bytes, 8);
 }
 
 static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
@@ -121,16 +128,20 @@ static ERL_NIF_TERM churn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     return enif_make_atom(env, churn_kept != NULL ? "ok" : "enomem");
 }
 
-/* A box whose block holds i * 7 at byte i, from alloc: {ok, Box}. */
-static ERL_NIF_TERM make_box(ErlNifEnv *env, beam_allocator_t alloc,
-                             bool through_own, size_t bytes) {
+/* A box whose block holds i * 7 at byte i, from alloc (malloc_style:
+ * with beam_malloc): {ok, Box}. */
+static ERL_NIF_TERM make_box_as(ErlNifEnv *env, beam_allocator_t alloc,
+                                bool through_own, bool malloc_style,
+                                size_t bytes) {
     box *b = enif_alloc_resource(box_type, sizeof *b);
     if (b == NULL)
         return beam_make_error(env, "enomem");
     b->alloc = alloc;
     b->through_own = through_own;
+    b->malloc_style = malloc_style;
     b->bytes = bytes;
-    b->block = beam_alloc_bytes(b->alloc, bytes, 8);
+    b->block = malloc_style ? beam_malloc(alloc, bytes)
+                            : beam_alloc_bytes(alloc, bytes, 8);
     if (b->block == NULL) {
         b->alloc = beam_raw_allocator; /* (a NULL free: nothing) */
         enif_release_resource(b);
@@ -141,6 +152,11 @@ static ERL_NIF_TERM make_box(ErlNifEnv *env, beam_allocator_t alloc,
     ERL_NIF_TERM term = enif_make_resource(env, b);
     enif_release_resource(b);
     return enif_make_tuple2(env, enif_make_atom(env, "ok"), term);
+}
+
+static ERL_NIF_TERM make_box(ErlNifEnv *env, beam_allocator_t alloc,
+                             bool through_own, size_t bytes) {
+    return make_box_as(env, alloc, through_own, false, bytes);
 }
 
 /* box(): a box of the process-wide general purpose allocator. */
@@ -201,6 +217,88 @@ BEAM_NIF(wrong_free, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* The box b's block grown to p (NULL: the grow failed), of new_bytes: the
+ * new bytes filled as make_box fills them (peek/1 then checks the whole
+ * block); ok, or {error, null}, the box as it was. */
+static ERL_NIF_TERM grown(ErlNifEnv *env, box *b, unsigned char *p,
+                          size_t new_bytes) {
+    if (p == NULL)
+        return beam_make_error(env, "null");
+    for (size_t i = b->bytes; i < new_bytes; i++)
+        p[i] = (unsigned char)(i * 7);
+    b->block = p;
+    b->bytes = new_bytes;
+    return enif_make_atom(env, "ok");
+}
+
+/* grow(Box, NewBytes, Given), a leak_check call: the box's block grown
+ * to NewBytes with beam_realloc_bytes through this copy's process-wide
+ * instance, Given its length (the box's, or a wrong one), as grown says.
+ * After an upgrade, a box the old copy made holds a block the new copy's
+ * instance does not: it must move into the new copy, as a NIF's growing
+ * buffer in a resource does (misuse raises). */
+BEAM_NIF(grow, .leak_check = true) {
+    (void)argc;
+    box *b;
+    unsigned long new_bytes, given;
+    if (!enif_get_resource(env, argv[0], box_type, (void **)&b) ||
+        !enif_get_ulong(env, argv[1], &new_bytes) ||
+        !enif_get_ulong(env, argv[2], &given) || new_bytes < b->bytes)
+        return enif_make_badarg(env);
+    return grown(env, b,
+                 beam_realloc_bytes(beam_general_purpose_allocator, b->block,
+                                    given, 8, new_bytes),
+                 new_bytes);
+}
+
+/* msize(Box), a leak_check call: beam_msize of the box's block through
+ * this copy's process-wide instance (0: not a block of it). */
+BEAM_NIF(msize, .leak_check = true) {
+    (void)argc;
+    box *b;
+    if (!enif_get_resource(env, argv[0], box_type, (void **)&b))
+        return enif_make_badarg(env);
+    return enif_make_uint64(
+        env, beam_msize(beam_general_purpose_allocator, b->block));
+}
+
+/* mgbox(Bytes): gbox/0's with a malloc-style block (beam_malloc) of Bytes,
+ * beam_mfree'd by the destructor's copy. */
+static ERL_NIF_TERM mgbox(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    unsigned long bytes;
+    if (!enif_get_ulong(env, argv[0], &bytes) || bytes == 0)
+        return enif_make_badarg(env);
+    return make_box_as(env, beam_general_purpose_allocator, true, true, bytes);
+}
+
+/* mgrow(Box, NewBytes), a leak_check call: an mgbox/0's block grown with
+ * beam_mrealloc through this copy's process-wide instance, as grow/3. */
+BEAM_NIF(mgrow, .leak_check = true) {
+    (void)argc;
+    box *b;
+    unsigned long new_bytes;
+    if (!enif_get_resource(env, argv[0], box_type, (void **)&b) ||
+        !enif_get_ulong(env, argv[1], &new_bytes) || !b->malloc_style ||
+        new_bytes < b->bytes)
+        return enif_make_badarg(env);
+    return grown(
+        env, b,
+        beam_mrealloc(beam_general_purpose_allocator, b->block, new_bytes),
+        new_bytes);
+}
+
+/* own_live(): this copy's process-wide instance's live blocks (stats/1
+ * sums every copy's). */
+static ERL_NIF_TERM own_live(ErlNifEnv *env, int argc,
+                             const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    beam_alloc_stats st;
+    beam_allocator_stats(beam_general_purpose_allocator, &st);
+    return enif_make_uint64(env, st.live_blocks);
+}
+
 /* The static churn keeps goes with the module instance's copy: what a NIF
  * with state in statics does. (Left live, a copy that a newer version of
  * the module replaced would be kept, with its allocators: glue.c,
@@ -219,7 +317,9 @@ static ErlNifFunc funcs[] = {
     {"priv", 0, priv_nif, 0}, {"box", 0, box_nif, 0},
     {"peek", 1, peek, 0},     {"raw_box", 0, raw_box, 0},
     {"gbox", 0, gbox, 0},     {"wrong_free", 1, wrong_free, 0},
-    {"lgbox", 0, lgbox, 0},
+    {"lgbox", 0, lgbox, 0},   {"grow", 3, grow, 0},
+    {"msize", 1, msize, 0},   {"own_live", 0, own_live, 0},
+    {"mgbox", 1, mgbox, 0},   {"mgrow", 2, mgrow, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
