@@ -51,7 +51,7 @@ defmodule BeamAlloc.UpgradeTest do
   end
 
   # upgrade_nif's functions, for a VM of its own (UpgradeVM).
-  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0 grow/3 msize/1 own_live/0 mgbox/1 mgrow/2)
+  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0 grow/3 msize/1 own_live/0 mgbox/1 mgrow/2 double_mfree/1)
 
   # A new version of module (over the current one, which the VM keeps as
   # old code) that loads the library so (its file name, no extension) from
@@ -80,6 +80,7 @@ defmodule BeamAlloc.UpgradeTest do
         def own_live, do: :erlang.nif_error(:not_loaded)
         def mgbox(_bytes), do: :erlang.nif_error(:not_loaded)
         def mgrow(_box, _bytes), do: :erlang.nif_error(:not_loaded)
+        def double_mfree(_box), do: :erlang.nif_error(:not_loaded)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -712,6 +713,33 @@ defmodule BeamAlloc.UpgradeTest do
     assert out =~ "grown {4, 2}", out
     assert out =~ "peek [:ok, :ok, :ok, :ok]", out
     assert out =~ "dropped {0, 0}", out
+  end
+
+  test "a taken-over resource's malloc-style block freed twice with beam_mfree through the new copy: a double free" do
+    # The second beam_mfree has no live block to size, and passed the old
+    # copy, which holds the block (freed), no length: its free refused
+    # SIZE_MAX as "impossible length or alignment", where the same call
+    # in one copy reports a double free with "beam_mfree: no length".
+    out =
+      run_taken_over_boxes(
+        """
+        say.("small", attempt.(small, &M.double_mfree/1))
+        say.("large", attempt.(large, &M.double_mfree/1))
+        counts.("after")
+        """,
+        "for bytes <- [3000, 200_000], do: fn -> M.mgbox(bytes) end"
+      )
+
+    refute out =~ "impossible length", out
+    refute out =~ "ignored", out
+
+    for size <- ["small", "large"] do
+      assert out =~
+               ~r/#{size} \{:raised, "memory misuse detected in function `[^`]*double_mfree\/1`: double free/,
+             out
+    end
+
+    assert out =~ "after {0, 0}", out
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

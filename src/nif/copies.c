@@ -240,7 +240,14 @@ typedef enum taken_op { TAKE_FREE, TAKE_RESIZE, TAKE_REMAP } taken_op;
 static void take_run(taken_op op, void *mem, size_t len, size_t alignment,
                      uintptr_t ret) {
     beam_allocator_t a = beam_general_purpose_allocator;
-    if (op == TAKE_FREE)
+    /* A beam_mfree's free of a block no copy could size (freed already,
+     * say) has no length: straight to the instance, as malloc.c's own
+     * (gpa_mfree), which reports it as a double free or a foreign pointer
+     * with "no length". Through core.c, SIZE_MAX was refused as an
+     * impossible length, and the misuse misnamed. */
+    if (op == TAKE_FREE && len == BEAM__GPA_LEN_UNSIZED)
+        a.vtable->free(a.ctx, mem, len, alignment, ret);
+    else if (op == TAKE_FREE)
         beam_free_bytes_at(a, mem, len, alignment, ret);
     else if (op == TAKE_RESIZE)
         (void)a.vtable->resize(a.ctx, mem, len, alignment, len, ret);

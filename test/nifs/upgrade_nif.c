@@ -288,6 +288,22 @@ BEAM_NIF(mgrow, .leak_check = true) {
         new_bytes);
 }
 
+/* double_mfree(Box), a leak_check call: beam_mfree of an mgbox/1's block
+ * through this copy's process-wide instance, twice (the second a double
+ * free, which the call raises with); ok when it does not raise. */
+BEAM_NIF(double_mfree, .leak_check = true) {
+    (void)argc;
+    box *b;
+    if (!enif_get_resource(env, argv[0], box_type, (void **)&b) ||
+        !b->malloc_style)
+        return enif_make_badarg(env);
+    void *block = b->block;
+    b->block = NULL; /* (the destructor's free: a NULL free, nothing) */
+    beam_mfree(beam_general_purpose_allocator, block);
+    beam_mfree(beam_general_purpose_allocator, block);
+    return enif_make_atom(env, "ok");
+}
+
 /* own_live(): this copy's process-wide instance's live blocks (stats/1
  * sums every copy's). */
 static ERL_NIF_TERM own_live(ErlNifEnv *env, int argc,
@@ -312,14 +328,23 @@ static void unload(ErlNifEnv *env, void *priv) {
 }
 
 static ErlNifFunc funcs[] = {
-    {"make", 0, make, 0},     {"hold", 0, hold, 0},
-    {"churn", 0, churn, 0},   {"loads", 0, loads_nif, 0},
-    {"priv", 0, priv_nif, 0}, {"box", 0, box_nif, 0},
-    {"peek", 1, peek, 0},     {"raw_box", 0, raw_box, 0},
-    {"gbox", 0, gbox, 0},     {"wrong_free", 1, wrong_free, 0},
-    {"lgbox", 0, lgbox, 0},   {"grow", 3, grow, 0},
-    {"msize", 1, msize, 0},   {"own_live", 0, own_live, 0},
-    {"mgbox", 1, mgbox, 0},   {"mgrow", 2, mgrow, 0},
+    {"make", 0, make, 0},
+    {"hold", 0, hold, 0},
+    {"churn", 0, churn, 0},
+    {"loads", 0, loads_nif, 0},
+    {"priv", 0, priv_nif, 0},
+    {"box", 0, box_nif, 0},
+    {"peek", 1, peek, 0},
+    {"raw_box", 0, raw_box, 0},
+    {"gbox", 0, gbox, 0},
+    {"wrong_free", 1, wrong_free, 0},
+    {"lgbox", 0, lgbox, 0},
+    {"grow", 3, grow, 0},
+    {"msize", 1, msize, 0},
+    {"own_live", 0, own_live, 0},
+    {"mgbox", 1, mgbox, 0},
+    {"mgrow", 2, mgrow, 0},
+    {"double_mfree", 1, double_mfree, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
