@@ -14,7 +14,10 @@
  * chosen). The common case (small_entry) takes the inline free's own:
  * gpa_map_slot_masked, fast_span (!= 0 only on an untracked class slab
  * outside the pool), beam__gpa_at_block_in_entry, beam__gpa_tag and
- * beam__gpa_release (gpa_fast.h). Blocks it does not hold, of the
+ * beam__gpa_release (gpa_fast.h); beam_malloc's, what the vtable's alloc
+ * runs: beam__gpa_alloc_fast, beam__gpa_is_medium_call,
+ * beam__gpa_medium_alloc_entry and beam__gpa_alloc_general (gpa_fast.h),
+ * and its free the vtable's. Blocks it does not hold, of the
  * process-wide instance, are asked of the library's other copies
  * (beam__nif_size_in_other_copy).
  */
@@ -37,7 +40,8 @@ __attribute__((constructor)) static void fill_steps(void) {
     }
 }
 
-size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
+/* Inline in beam__gpa_malloc: a call fewer per malloc. */
+static BEAM__ALWAYS_INLINE size_t good_size(const beam_gpa_t *gpa, size_t n) {
     if (n > BEAM__MAX_LEN - 15)
         return 0;
     if (gpa->flags & (BEAM_GPA_TRACK_SITES | BEAM_GPA_SAFE))
@@ -47,6 +51,26 @@ size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
     if (n <= GPA_MEDIUM_MAX) /* a run of whole pages */
         return (size_t)beam__align_up(n, GPA_PAGE_SIZE);
     return (size_t)beam__align_up(n, 16);
+}
+
+void *beam__gpa_malloc(beam_gpa_t *gpa, size_t n, uintptr_t ret) {
+    size_t good = good_size(gpa, n);
+    if (BEAM__UNLIKELY(good == 0))
+        return NULL;
+    /* What the instance's vtable alloc runs (gpa.c's gpa_alloc), without
+     * the indirect call: the inline fast path, then the medium or the
+     * general one. */
+    void *b = beam__gpa_alloc_fast(gpa, good, 16);
+    if (BEAM__LIKELY(b != NULL))
+        return b;
+    if (beam__gpa_is_medium_call(good, 16))
+        return beam__gpa_medium_alloc_entry(gpa, &beam__gpa_vtable, good, 16,
+                                            ret);
+    return beam__gpa_alloc_general(gpa, good, 16, ret);
+}
+
+size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
+    return good_size(gpa, n);
 }
 
 bool beam__gpa_stateless(beam_gpa_t *gpa) {
@@ -78,7 +102,11 @@ static BEAM__ALWAYS_INLINE gpa_slab *small_entry(gpa_state *st, const void *p) {
     return NULL;
 }
 
-bool beam__gpa_free_unsized(beam_gpa_t *gpa, void *p) {
+/* beam_mfree's common case, in one lookup: p is a live block of one of
+ * gpa's untracked class slabs (every check of the instance's inline free
+ * passes), freed as its class size, the length beam_malloc asked for.
+ * false: nothing done. */
+static BEAM__ALWAYS_INLINE bool free_unsized(beam_gpa_t *gpa, void *p) {
     gpa_state *st = beam__gpa_state_of(gpa);
     if (BEAM__UNLIKELY(st == NULL))
         return false;
@@ -151,15 +179,41 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
     return block_size_slow(gpa, st, p, owned, len, alignment);
 }
 
-size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p) {
-    if (p == NULL)
-        return 0;
+/* Everything but free_unsized's case: the length the instance holds, for
+ * its free, which reports what p is when it holds none (double free,
+ * foreign pointer, inside a block) and counts it. */
+static BEAM__NOINLINE void mfree_sized(beam_gpa_t *gpa, void *p,
+                                       uintptr_t ret) {
+    size_t len, alignment;
+    if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
+        len = BEAM__GPA_LEN_UNSIZED;
+        alignment = 16;
+    }
+    beam__gpa_vtable.free(gpa, p, len, alignment, ret);
+}
+
+void beam__gpa_mfree(beam_gpa_t *gpa, void *p, uintptr_t ret) {
+    if (BEAM__LIKELY(free_unsized(gpa, p)))
+        return;
+    mfree_sized(gpa, p, ret);
+}
+
+/* beam__gpa_msize past small_entry. */
+static BEAM__NOINLINE size_t msize_slow(beam_gpa_t *gpa, gpa_state *st,
+                                        const void *p, uintptr_t ret) {
+    size_t len, alignment;
+    if (block_size_slow(gpa, st, p, false, &len, &alignment))
+        return len;
+    beam__report_not_gpa_block("beam_msize", p, ret);
+    return 0;
+}
+
+size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p, uintptr_t ret) {
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = st != NULL ? small_entry(st, p) : NULL;
     if (BEAM__LIKELY(s != NULL))
         return s->size;
-    size_t len, alignment;
-    return block_size_slow(gpa, st, p, false, &len, &alignment) ? len : 0;
+    return msize_slow(gpa, st, p, ret);
 }
 
 bool beam__gpa_realloc_ok(beam_gpa_t *gpa, const void *p, size_t len,

@@ -19,6 +19,12 @@
  * or n rounded up to 16 above the classes. 0 when n is too large. */
 BEAM__HIDDEN size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n);
 
+/* beam_malloc's block of n bytes on gpa itself (not through another
+ * allocator, which counts the call): beam__gpa_good_size bytes at
+ * alignment 16, as the instance's vtable alloc serves them, without its
+ * indirect call. NULL when n is too large or memory runs out. */
+BEAM__HIDDEN void *beam__gpa_malloc(beam_gpa_t *gpa, size_t n, uintptr_t ret);
+
 /* The length and alignment gpa holds for the live block at p, as its free
  * wants them. false when p is not a block of gpa (not one of its blocks, or
  * one already freed): the caller lets the instance's free report it. The
@@ -33,20 +39,27 @@ BEAM__HIDDEN bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p,
                                        bool owned, size_t *len,
                                        size_t *alignment);
 
-/* beam__gpa_block_size's length for a size query (owned false), 0 when p
- * is not a block of gpa (no live block has length 0). Without the free
- * tag's read (another thread may own the block), a block freed into a
- * slab still in use answers its class size, as it always did. */
-BEAM__HIDDEN size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p);
+/* beam_msize of p (not NULL) on gpa: beam__gpa_block_size's length for a
+ * size query (owned false); when p is not a block of gpa, 0, the misuse
+ * reported (beam__report_not_gpa_block; ret: the caller's call). Without
+ * the free tag's read (another thread may own the block), a block freed
+ * into a slab still in use answers its class size, as it always did. */
+BEAM__HIDDEN size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p,
+                                    uintptr_t ret);
 
-/* beam_mfree's common case, in one lookup: p is a live block of one of
- * gpa's untracked class slabs (every check of the instance's inline free
- * passes), freed as its class size, the length beam_malloc asked for.
- * false: nothing done, and the caller takes the sized way
- * (beam__gpa_block_size, then the instance's free, which reports what p
- * is). Only for calls on gpa itself (not through another allocator, which
- * counts them). */
-BEAM__HIDDEN bool beam__gpa_free_unsized(beam_gpa_t *gpa, void *p);
+/* beam_mfree of p (not NULL) on gpa itself (not through another
+ * allocator, which counts the call). The common case in one lookup: a
+ * live block of one of gpa's untracked class slabs (every check of the
+ * instance's inline free passes), freed as its class size, the length
+ * beam_malloc asked for. Otherwise the sized way: beam__gpa_block_size,
+ * then the instance's free, which reports what p is when it is no live
+ * block of gpa. */
+BEAM__HIDDEN void beam__gpa_mfree(beam_gpa_t *gpa, void *p, uintptr_t ret);
+
+/* malloc.c's report of a malloc-style call (call: its name) given a p
+ * that is not a live block of the instance. */
+BEAM__HIDDEN void beam__report_not_gpa_block(const char *call, const void *p,
+                                             uintptr_t ret);
 
 /* gpa has no state: no block of it is live (none made yet, or its deinit
  * gave them all back). */

@@ -334,6 +334,14 @@ static inline bool is_gpa(beam_allocator_t a) {
            backing_serves_16(((const beam_gpa_t *)a.ctx)->backing);
 }
 
+/* is_gpa's common case, an instance over the large allocator, told with
+ * no call: the calls below then go to the instance in one tail call, and
+ * save no registers on the way. */
+static BEAM__ALWAYS_INLINE bool is_gpa_on_large(beam_allocator_t a) {
+    return a.vtable == &beam__gpa_vtable &&
+           ((const beam_gpa_t *)a.ctx)->backing.vtable == &beam__large_vtable;
+}
+
 /* For the calls on a block (free, realloc, size): is_gpa, or an instance
  * with no state, which has no live block, headers or not: its own path
  * reports the pointer. A deinit instance's backing refuses everything,
@@ -366,6 +374,11 @@ static inline beam_gpa_t *gpa_of(beam_allocator_t a, const void *p,
 
 static inline void *gpa_malloc(beam_allocator_t a, beam_gpa_t *gpa, size_t n,
                                uintptr_t ret) {
+    /* On gpa itself, what its vtable's alloc would run, without the
+     * indirect call; through a fault-injection check's plan allocator a,
+     * which counts the call, its way. */
+    if (a.ctx == gpa)
+        return beam__gpa_malloc(gpa, n, ret);
     size_t good = beam__gpa_good_size(gpa, n);
     if (good == 0)
         return NULL;
@@ -374,10 +387,13 @@ static inline void *gpa_malloc(beam_allocator_t a, beam_gpa_t *gpa, size_t n,
 
 static void gpa_mfree(beam_allocator_t a, beam_gpa_t *gpa, void *p,
                       uintptr_t ret) {
-    /* One lookup for the common case; a, when a plan allocator over gpa
-     * (a fault-injection check), counts the call: its way. */
-    if (a.ctx == gpa && beam__gpa_free_unsized(gpa, p))
+    /* On gpa itself, one lookup for the common case; a, when a plan
+     * allocator over gpa (a fault-injection check), counts the call: its
+     * way. */
+    if (a.ctx == gpa) {
+        beam__gpa_mfree(gpa, p, ret);
         return;
+    }
     size_t len, alignment;
     if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
         /* Not a live block: the instance's free says what it is instead
@@ -393,8 +409,8 @@ static void gpa_mfree(beam_allocator_t a, beam_gpa_t *gpa, void *p,
     a.vtable->free(a.ctx, p, len, alignment, ret);
 }
 
-static BEAM__NOINLINE void report_not_gpa_block(const char *call, const void *p,
-                                                uintptr_t ret) {
+BEAM__NOINLINE void beam__report_not_gpa_block(const char *call, const void *p,
+                                               uintptr_t ret) {
     beam__report_misuse(bad_pointer_kind(call, false), ret,
                         "beam_alloc: %s of %p: not a live block of this "
                         "general purpose allocator",
@@ -405,7 +421,7 @@ static void *gpa_mrealloc(beam_allocator_t a, beam_gpa_t *gpa, void *p,
                           size_t n, uintptr_t ret) {
     size_t len, alignment;
     if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
-        report_not_gpa_block("beam_mrealloc", p, ret);
+        beam__report_not_gpa_block("beam_mrealloc", p, ret);
         return NULL;
     }
     size_t good = beam__gpa_good_size(gpa, n);
@@ -426,19 +442,36 @@ static void *gpa_mrealloc(beam_allocator_t a, beam_gpa_t *gpa, void *p,
 
 /* ---- the calls ---------------------------------------------------------- */
 
-static inline void *malloc_impl(beam_allocator_t a, size_t n, uintptr_t ret) {
+/* Each call's common case, an instance over the large allocator, goes to
+ * it in one tail call (is_gpa_on_large); the rest out of line. */
+static BEAM__NOINLINE void *malloc_general(beam_allocator_t a, size_t n,
+                                           uintptr_t ret) {
     beam_gpa_t *gpa = gpa_of(a, NULL, is_gpa);
     return gpa != NULL ? gpa_malloc(a, gpa, n, ret) : hdr_malloc(a, n, ret);
 }
 
-static inline void mfree_impl(beam_allocator_t a, void *p, uintptr_t ret) {
-    if (p == NULL)
-        return;
+static inline void *malloc_impl(beam_allocator_t a, size_t n, uintptr_t ret) {
+    if (BEAM__LIKELY(is_gpa_on_large(a)))
+        return beam__gpa_malloc((beam_gpa_t *)a.ctx, n, ret);
+    return malloc_general(a, n, ret);
+}
+
+static BEAM__NOINLINE void mfree_general(beam_allocator_t a, void *p,
+                                         uintptr_t ret) {
     beam_gpa_t *gpa = gpa_of(a, p, gpa_answers);
     if (gpa != NULL)
         gpa_mfree(a, gpa, p, ret);
     else
         hdr_free(a, p, ret);
+}
+
+static inline void mfree_impl(beam_allocator_t a, void *p, uintptr_t ret) {
+    if (p == NULL)
+        return;
+    if (BEAM__LIKELY(is_gpa_on_large(a)))
+        beam__gpa_mfree((beam_gpa_t *)a.ctx, p, ret);
+    else
+        mfree_general(a, p, ret);
 }
 
 static void *calloc_impl(beam_allocator_t a, size_t count, size_t size,
@@ -512,19 +545,19 @@ static BEAM__NOINLINE size_t hdr_msize(beam_allocator_t a, const void *p,
     return 0;
 }
 
-static size_t msize_impl(beam_allocator_t a, const void *p, uintptr_t ret) {
+static BEAM__NOINLINE size_t msize_general(beam_allocator_t a, const void *p,
+                                           uintptr_t ret) {
+    beam_gpa_t *gpa = gpa_of(a, p, gpa_answers);
+    return gpa != NULL ? beam__gpa_msize(gpa, p, ret) : hdr_msize(a, p, ret);
+}
+
+static inline size_t msize_impl(beam_allocator_t a, const void *p,
+                                uintptr_t ret) {
     if (p == NULL)
         return 0;
-    beam_gpa_t *gpa = gpa_of(a, p, gpa_answers);
-    if (gpa != NULL) {
-        /* Not owned: another thread may be writing the block. */
-        size_t len = beam__gpa_msize(gpa, p);
-        if (BEAM__LIKELY(len != 0))
-            return len;
-        report_not_gpa_block("beam_msize", p, ret);
-        return 0;
-    }
-    return hdr_msize(a, p, ret);
+    if (BEAM__LIKELY(is_gpa_on_large(a)))
+        return beam__gpa_msize((beam_gpa_t *)a.ctx, p, ret);
+    return msize_general(a, p, ret);
 }
 
 size_t beam_msize(beam_allocator_t a, const void *p) {
@@ -535,7 +568,14 @@ size_t beam_msize_at(beam_allocator_t a, const void *p, uintptr_t ret_addr) {
     return msize_impl(a, p, ret_addr);
 }
 
-size_t beam_mgood_size(beam_allocator_t a, size_t size) {
+static BEAM__NOINLINE size_t mgood_size_general(beam_allocator_t a,
+                                                size_t size) {
     beam_gpa_t *gpa = gpa_of(a, NULL, is_gpa);
     return gpa != NULL ? beam__gpa_good_size(gpa, size) : hdr_good(size);
+}
+
+size_t beam_mgood_size(beam_allocator_t a, size_t size) {
+    if (BEAM__LIKELY(is_gpa_on_large(a)))
+        return beam__gpa_good_size((const beam_gpa_t *)a.ctx, size);
+    return mgood_size_general(a, size);
 }

@@ -387,8 +387,45 @@ TEST(malloc_over_an_untracked_instance_counts_and_checks_every_free) {
     CHECK(!beam_gpa_deinit(&g));
 }
 
+/* beam_malloc, beam_msize and beam_mfree on an instance over the large
+ * allocator go to it directly, not through its vtable: every kind of
+ * block (small, medium, large) still counts its class size, msize
+ * answers what mgood_size promised, and a size query or free of a block
+ * no longer live is reported as before. */
+TEST(malloc_on_an_instance_counts_every_kind_of_block_directly) {
+    static const size_t sizes[] = {0,    1,     100,   1024,  8192,
+                                   8193, 20000, 65536, 65537, 300000};
+    enum { N = sizeof sizes / sizeof *sizes };
+    beam_gpa_t g = gpa_with(0);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *p[N];
+    size_t live = 0;
+    for (size_t i = 0; i < N; i++) {
+        p[i] = beam_malloc(a, sizes[i]);
+        CHECK(p[i] != NULL && check_aligned(p[i], 16));
+        CHECK(beam_msize(a, p[i]) == beam_mgood_size(a, sizes[i]));
+        live += beam_msize(a, p[i]);
+    }
+    beam_gpa_usage u = beam_gpa_usage_of(&g);
+    CHECK(u.live_bytes == live && u.live_blocks == N);
+    for (size_t i = 0; i < N; i++)
+        beam_mfree(a, p[i]);
+    u = beam_gpa_usage_of(&g);
+    CHECK(u.live_bytes == 0 && u.live_blocks == 0 && u.misuse_count == 0);
+    check_capture_reports();
+    CHECK(beam_msize(a, p[N - 1]) == 0); /* a large block, given back */
+    CHECK(check_said_once("beam_msize of") &&
+          check_report_contains("not a live block of this general purpose"));
+    beam_mfree(a, p[N - 1]);
+    CHECK(check_report_count() == 2);
+    check_release_reports();
+    /* (The instance counts the free's misuse, a query's is the caller's.) */
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 1);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
 /* The same checks on blocks of whole class slabs, where beam_mfree's one
- * lookup (beam__gpa_free_unsized) decides: the blocks above may sit in
+ * lookup (beam__gpa_mfree's) decides: the blocks above may sit in
  * sub-slabs, which take the careful path (found in review). Classes
  * graduate to whole slabs once their thread freed enough of them. */
 static bool in_whole_slab(const void *p) {
