@@ -497,13 +497,7 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
 
 /* The vtable's entry: the fast path (gpa_fast.h), else the general one. */
 static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
-    void *b = beam__gpa_alloc_fast((beam_gpa_t *)ctx, len, alignment);
-    if (BEAM__LIKELY(b != NULL))
-        return b;
-    if (beam__gpa_is_medium_call(len, alignment))
-        return beam__gpa_medium_alloc_entry(ctx, &beam__gpa_vtable, len,
-                                            alignment, ret);
-    return beam__gpa_alloc_general((beam_gpa_t *)ctx, len, alignment, ret);
+    return beam__gpa_alloc_any((beam_gpa_t *)ctx, len, alignment, ret);
 }
 
 /* ---- free --------------------------------------------------------------- */

@@ -128,6 +128,23 @@ BEAM__HIDDEN void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
 BEAM__HIDDEN void beam__gpa_free_general(beam_gpa_t *gpa, void *mem, size_t len,
                                          size_t alignment, uintptr_t ret);
 
+/* An instance's whole allocation, as its vtable runs it: the inline fast
+ * path, then the medium or the general one. The vtable's alloc (gpa.c)
+ * and beam_malloc's direct path (gpa_msize.c) share it, so that a check
+ * added here reaches both. */
+static BEAM__ALWAYS_INLINE void *beam__gpa_alloc_any(beam_gpa_t *gpa,
+                                                     size_t len,
+                                                     size_t alignment,
+                                                     uintptr_t ret) {
+    void *b = beam__gpa_alloc_fast(gpa, len, alignment);
+    if (BEAM__LIKELY(b != NULL))
+        return b;
+    if (beam__gpa_is_medium_call(len, alignment))
+        return beam__gpa_medium_alloc_entry(gpa, &beam__gpa_vtable, len,
+                                            alignment, ret);
+    return beam__gpa_alloc_general(gpa, len, alignment, ret);
+}
+
 /* Out of line (gpa.c): a free into a slab this thread's heap h does not
  * own. */
 BEAM__HIDDEN void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s, void **b,

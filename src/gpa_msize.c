@@ -14,10 +14,9 @@
  * chosen). The common case (small_entry) takes the inline free's own:
  * gpa_map_slot_masked, fast_span (!= 0 only on an untracked class slab
  * outside the pool), beam__gpa_at_block_in_entry, beam__gpa_tag and
- * beam__gpa_release (gpa_fast.h); beam_malloc's, what the vtable's alloc
- * runs: beam__gpa_alloc_fast, beam__gpa_is_medium_call,
- * beam__gpa_medium_alloc_entry and beam__gpa_alloc_general (gpa_fast.h),
- * and its free the vtable's. Blocks it does not hold, of the
+ * beam__gpa_release (gpa_fast.h). beam_malloc's direct path allocates
+ * as the vtable does (beam__gpa_alloc_any, gpa_fast.h); a free it cannot
+ * settle goes through the vtable's. Blocks it does not hold, of the
  * process-wide instance, are asked of the library's other copies
  * (beam__nif_size_in_other_copy).
  */
@@ -57,16 +56,8 @@ void *beam__gpa_malloc(beam_gpa_t *gpa, size_t n, uintptr_t ret) {
     size_t good = good_size(gpa, n);
     if (BEAM__UNLIKELY(good == 0))
         return NULL;
-    /* What the instance's vtable alloc runs (gpa.c's gpa_alloc), without
-     * the indirect call: the inline fast path, then the medium or the
-     * general one. */
-    void *b = beam__gpa_alloc_fast(gpa, good, 16);
-    if (BEAM__LIKELY(b != NULL))
-        return b;
-    if (beam__gpa_is_medium_call(good, 16))
-        return beam__gpa_medium_alloc_entry(gpa, &beam__gpa_vtable, good, 16,
-                                            ret);
-    return beam__gpa_alloc_general(gpa, good, 16, ret);
+    /* What the instance's vtable alloc runs, without the indirect call. */
+    return beam__gpa_alloc_any(gpa, good, 16, ret);
 }
 
 size_t beam__gpa_good_size(const beam_gpa_t *gpa, size_t n) {
