@@ -269,6 +269,25 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    test "check_all_allocation_failures catches a large block freed at a smaller alignment, and keeps the VM" do
+      large = fn -> BeamAlloc.stats(Misuse).large end
+
+      capture_log(fn ->
+        before = large.()
+
+        assert_check_misuse(
+          &Misuse.large_free_at_8/0,
+          "free with a wrong length or alignment",
+          "#{@source}:#{line_of("large at 8")}"
+        )
+
+        # Each run's block went back at its own alignment.
+        now = large.()
+        assert now.allocations - before.allocations == now.frees - before.frees
+        assert now.live_bytes == before.live_bytes
+      end)
+    end
+
     test "check_all_allocation_failures reports a sized free of a malloc-style raw block" do
       capture_log(fn ->
         assert_check_misuse(

@@ -440,6 +440,18 @@ BEAM_NIF(large_aligned_double_free, .allocator = large_one) {
     return ok(env);
 }
 
+/* A large allocator's block at alignment 64 freed at alignment 8: the
+ * large allocator cannot tell it from a raw block (no header read at 8)
+ * and hands the inner pointer to enif_free, which crashed the VM, in a
+ * check too (which judged lengths alone). */
+BEAM_NIF(large_free_at_8, .allocator = large_one) {
+    void *p = beam_alloc_bytes(beam_allocator, 40, 64);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 40, 8); /* SITE: large at 8 */
+    return ok(env);
+}
+
 /* A beam_malloc block of the process-wide GPA freed twice with
  * beam_mfree: a double free, under check_all_allocation_failures too
  * (there it was "free of a pointer the allocator does not own": the
@@ -648,6 +660,7 @@ static ErlNifFunc funcs[] = {
     {"raw_own_double_free", 0, raw_own_double_free, 0},
     {"forget_kept_block", 0, forget_kept_block, 0},
     {"large_aligned_double_free", 0, large_aligned_double_free, 0},
+    {"large_free_at_8", 0, large_free_at_8, 0},
     {"mfree_twice", 0, mfree_twice, 0},
     {"malloc_overflow", 0, malloc_overflow, 0},
     {"keep_malloc_block", 0, keep_malloc_block, 0},
