@@ -269,23 +269,47 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
-    test "check_all_allocation_failures catches a large block freed at a smaller alignment, and keeps the VM" do
+    # A check of fun that reports a misuse of kind (report: as
+    # assert_check_misuse), with each run's large block back at its own
+    # alignment, and the VM kept.
+    defp assert_large_misuse_freed(fun, kind, report) do
       large = fn -> BeamAlloc.stats(Misuse).large end
 
       capture_log(fn ->
         before = large.()
-
-        assert_check_misuse(
-          &Misuse.large_free_at_8/0,
-          "free with a wrong length or alignment",
-          "#{@source}:#{line_of("large at 8")}"
-        )
-
-        # Each run's block went back at its own alignment.
+        assert_check_misuse(fun, kind, report)
         now = large.()
         assert now.allocations - before.allocations == now.frees - before.frees
         assert now.live_bytes == before.live_bytes
       end)
+    end
+
+    test "check_all_allocation_failures catches a large block freed at a smaller alignment, and keeps the VM" do
+      assert_large_misuse_freed(
+        &Misuse.large_free_at_8/0,
+        "free with a wrong length or alignment",
+        "#{@source}:#{line_of("large at 8")}"
+      )
+    end
+
+    # Any other alignment, where one is above 8: the large allocator finds
+    # the header by it, and refused this free (the block left live).
+    test "check_all_allocation_failures catches a large block freed at another alignment above 8, and frees it" do
+      assert_large_misuse_freed(
+        &Misuse.large_free_at_16/0,
+        "free with a wrong length or alignment",
+        "with alignment 16, called from large_free_at_16 (#{@source}:#{line_of("large at 16")}); " <>
+          "the block's alignment is 4096, allocated from large_free_at_16"
+      )
+    end
+
+    test "check_all_allocation_failures catches a large block remapped at alignment 8, and keeps the VM" do
+      assert_large_misuse_freed(
+        &Misuse.large_remap_at_8/0,
+        "resize or realloc with a wrong pointer, length or alignment",
+        "with alignment 8, called from large_remap_at_8 (#{@source}:#{line_of("large remap at 8")}); " <>
+          "the block's alignment is 64, allocated from large_remap_at_8"
+      )
     end
 
     test "check_all_allocation_failures reports a sized free of a malloc-style raw block" do

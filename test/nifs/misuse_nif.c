@@ -452,6 +452,34 @@ BEAM_NIF(large_free_at_8, .allocator = large_one) {
     return ok(env);
 }
 
+/* A large allocator's block at alignment 4096 freed at 16: the large
+ * allocator looks for its header where alignment 16 puts it, refuses the
+ * free and leaves the block live (each run's, in a check). */
+BEAM_NIF(large_free_at_16, .allocator = large_one) {
+    void *p = beam_alloc_bytes(beam_allocator, 40, 4096);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free_bytes(beam_allocator, p, 40, 16); /* SITE: large at 16 */
+    return ok(env);
+}
+
+/* A large allocator's block of 100,000 bytes (above what a check holds) at
+ * alignment 64 remapped at 8: enif_realloc of its inner address, which
+ * crashed the VM in a check. */
+BEAM_NIF(large_remap_at_8, .allocator = large_one) {
+    beam_allocator_t a = beam_allocator;
+    size_t n = 100000;
+    void *q, *p = beam_alloc_bytes(a, n, 64);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    q = beam_remap_bytes(a, p, n, 8, 3 * n); /* SITE: large remap at 8 */
+    if (q == NULL)
+        beam_free_bytes(a, p, n, 64);
+    else
+        beam_free_bytes(a, q, 3 * n, 64);
+    return ok(env);
+}
+
 /* A beam_malloc block of the process-wide GPA freed twice with
  * beam_mfree: a double free, under check_all_allocation_failures too
  * (there it was "free of a pointer the allocator does not own": the
@@ -661,6 +689,8 @@ static ErlNifFunc funcs[] = {
     {"forget_kept_block", 0, forget_kept_block, 0},
     {"large_aligned_double_free", 0, large_aligned_double_free, 0},
     {"large_free_at_8", 0, large_free_at_8, 0},
+    {"large_free_at_16", 0, large_free_at_16, 0},
+    {"large_remap_at_8", 0, large_remap_at_8, 0},
     {"mfree_twice", 0, mfree_twice, 0},
     {"malloc_overflow", 0, malloc_overflow, 0},
     {"keep_malloc_block", 0, keep_malloc_block, 0},

@@ -23,7 +23,8 @@ defmodule BeamAlloc.Test.Misuse do
               free_kept_block_rightly/0 raw_double_free/0 copy_state/0 raw_wrong_length_free/0 raw_mfree_sized/0
               raw_free_then_reuse/0 raw_free_after_realloc/0
               raw_own_double_free/0 forget_kept_block/0
-              large_aligned_double_free/0 large_free_at_8/0 mfree_twice/0 malloc_overflow/0
+              large_aligned_double_free/0 large_free_at_8/0 large_free_at_16/0
+              large_remap_at_8/0 mfree_twice/0 malloc_overflow/0
               keep_malloc_block/0 free_kept_malloc_block/0)
 end
 
