@@ -302,7 +302,7 @@ clean:
 	rm -rf $(BUILD) _build priv
 
 format:
-	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h
+	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h bench/nif_call/*.c
 	mix format
 
 # --- NIFs, ExUnit and the demo -----------------------------------------
@@ -526,6 +526,20 @@ bench-sqlite-run: lib $(SQLITE_BENCH_SO)
 	@mkdir -p bench/results
 	BENCH_SQLITE_NIF=$(CURDIR)/$(basename $(SQLITE_BENCH_SO)) BENCH_OUT=bench/results/sqlite.md \
 	    elixir --erl "+SDcpu 2:2" bench/sqlite/bench_sqlite.exs
+
+# What BEAM_NIF's glue costs a tiny NIF per call, against the same body as
+# a plain erl_nif function, with and without one small allocation; normal
+# and dirty CPU schedulers, paired per round (bench/nif_call/; some 15 s).
+# BENCH_ROUNDS (7), BENCH_CALLS (1000000).
+.PHONY: bench-nif-call
+NIF_CALL_BENCH_SO := $(BUILD)/bench/nif_call_bench_nif.so
+
+$(NIF_CALL_BENCH_SO): bench/nif_call/nif_call_bench_nif.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+	@mkdir -p $(@D)
+	$(CC) -O2 -g $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+
+bench-nif-call: lib $(NIF_CALL_BENCH_SO)
+	BENCH_NIF_CALL_NIF=$(CURDIR)/$(basename $(NIF_CALL_BENCH_SO)) elixir bench/nif_call/bench_nif_call.exs
 
 # SQLite on a general purpose allocator against glibc malloc, standalone:
 # paired CPU-time ratios, MEMSTATUS on and off (bench/sqlite/sqlite_paired.c).
