@@ -632,13 +632,11 @@ typedef struct nif_call {
                       scratch's own) */
 } nif_call;
 
-/* The innermost BEAM_NIF running on this thread, for beam_nif_function_name
- * (NULL outside one: it points at beam_nif_call's frame). */
-static BEAM_THREAD_LOCAL const nif_call *current_call;
+BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
 
 beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
                                           bool *injected) {
-    const nif_call *c = current_call;
+    const nif_call *c = beam__nif_here.call;
     *injected = false;
     if (c != NULL && c->scoped.vtable != NULL &&
         parent.vtable == c->scoped.vtable && parent.ctx == c->scoped.ctx) {
@@ -649,7 +647,8 @@ beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
 }
 
 ErlNifEnv *beam__nif_current_env(void) {
-    return current_call != NULL ? current_call->env : NULL;
+    const nif_call *c = beam__nif_here.call;
+    return c != NULL ? c->env : NULL;
 }
 
 /* Atoms, escapes and an arity: an 8-byte atom can take 9 bytes quoted, so
@@ -751,10 +750,11 @@ const char *beam_nif_function_name(void) {
     /* In the thread's cold block (internal.h: keeping the thread-local
      * block small keeps the fast paths fast); NULL too if that cannot be
      * had. */
-    beam__thread_cold *c = current_call != NULL ? beam__cold() : NULL;
+    const nif_call *call = beam__nif_here.call;
+    beam__thread_cold *c = call != NULL ? beam__cold() : NULL;
     if (c == NULL)
         return NULL;
-    format_mfa(current_call, c->nif_name, sizeof c->nif_name);
+    format_mfa(call, c->nif_name, sizeof c->nif_name);
     return c->nif_name;
 }
 
@@ -1082,18 +1082,31 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     return result;
 }
 
+/* Takes a thread-local object's address once: the empty asm hands the
+ * compiler an address it cannot recompute, where it would otherwise
+ * compute it again after the body's call (each time, in a dlopen'ed NIF,
+ * a call into the dynamic linker: internal.h). A call runs on one thread
+ * from its entry to its return. */
+#define TLS_ADDRESS_ONCE(p) __asm__("" : "+r"(p))
+
 ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
                            beam_nif_body_fn self, beam_nif_body_fn body,
                            ErlNifEnv *env, int argc,
                            const ERL_NIF_TERM argv[]) {
-    const beam_allocator_t saved = beam_allocator;
-    const nif_call *const outer = current_call;
+    beam_allocator_t *here = &beam_allocator;
+    beam__nif_thread *t = &beam__nif_here;
+    uintptr_t *stop = &beam__frames_stop;
+    TLS_ADDRESS_ONCE(here);
+    TLS_ADDRESS_ONCE(t);
+    TLS_ADDRESS_ONCE(stop);
+    const beam_allocator_t saved = *here;
+    const nif_call *const outer = t->call;
     nif_call call = {self,         c_name,       argc, env,
                      {NULL, NULL}, {NULL, NULL}, false};
-    current_call = &call;
+    t->call = &call;
     /* Stacks in reports end at the body (frames.h). */
-    const uintptr_t outer_stop = beam__frames_stop;
-    beam__frames_stop = (uintptr_t)__builtin_frame_address(0);
+    const uintptr_t outer_stop = *stop;
+    *stop = (uintptr_t)__builtin_frame_address(0);
 
     const beam__nif_override *ov = beam__nif_override_for(self, argc);
     const beam__fault_driver *driver =
@@ -1105,15 +1118,17 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
         result = call_composed(options, ov, driver, &call, saved, body, env,
                                argc, argv);
     } else if (options->allocator == NULL) {
-        beam_allocator = beam_raw_allocator;
+        *here = beam_raw_allocator;
         result = body(env, argc, argv);
-    } else if (pick_allocator(options, env, &beam_allocator, &result)) {
+    } else if (pick_allocator(options, env, here, &result)) {
         result = body(env, argc, argv);
     }
 
-    beam_allocator = saved;
-    current_call = outer;
-    beam__frames_stop = outer_stop;
+    *here = saved;
+    t->call = outer;
+    *stop = outer_stop;
     /* A call that reported returns once the reporter knows who made it. */
-    return outer == NULL ? beam__report_wait(env, result) : result;
+    if (outer == NULL && BEAM__UNLIKELY(t->pending != NULL))
+        return beam__report_wait(env, result);
+    return result;
 }

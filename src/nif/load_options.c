@@ -71,7 +71,7 @@ static int entry_by_function(const override_table *t, beam_nif_body_fn self,
     }
 }
 
-static _Atomic(const override_table *) overrides;
+_Atomic(const override_table *) beam__nif_overrides;
 /* The table a load or upgrade parsed, published only once the library's
  * own callback has accepted the load (beam__load_options_settle): a failed
  * upgrade leaves the code still running with its options (they changed
@@ -94,16 +94,14 @@ void beam__load_options_settle(int result) {
     pending = NULL;
     pending_set = false;
     if (result == 0)
-        beam__atomic_store_release(&overrides, t);
+        beam__atomic_store_release(&beam__nif_overrides, t);
     else if (t != NULL)
         enif_free(t); /* (never published) */
 }
 
-const beam__nif_override *beam__nif_override_for(beam_nif_body_fn self,
-                                                 int argc) {
-    const override_table *t = beam__atomic_load_acquire(&overrides);
-    if (BEAM__LIKELY(t == NULL))
-        return NULL;
+const beam__nif_override *beam__nif_override_in(const override_table *t,
+                                                beam_nif_body_fn self,
+                                                int argc) {
     /* A continuation: the NIF's own C function, scheduled (enif_schedule
      * _nif) with another number of arguments than its table entry's. Its
      * C options are the NIF's, and so are its load_info ones: without

@@ -26,10 +26,23 @@ typedef struct beam__nif_override {
     beam_allocator_t allocator;
 } beam__nif_override;
 
-/* The override for the function self/argc of this library's table, or
- * NULL (the common case, one relaxed load, when load_info set none). */
+/* The options load_info set (load_options.c), NULL when none. */
+struct override_table;
+BEAM__HIDDEN extern _Atomic(const struct override_table *) beam__nif_overrides;
+/* The override for the function self/argc in table t, or NULL. */
 BEAM__HIDDEN const beam__nif_override *
-beam__nif_override_for(beam_nif_body_fn self, int argc);
+beam__nif_override_in(const struct override_table *t, beam_nif_body_fn self,
+                      int argc);
+/* The override for the function self/argc of this library's table, or
+ * NULL: inline, so that the common case (load_info set none) is one load
+ * on every BEAM_NIF call, not a call. */
+static inline const beam__nif_override *
+beam__nif_override_for(beam_nif_body_fn self, int argc) {
+    const struct override_table *t =
+        beam__atomic_load_acquire(&beam__nif_overrides);
+    return BEAM__LIKELY(t == NULL) ? NULL
+                                   : beam__nif_override_in(t, self, argc);
+}
 
 /* The table registered at load (glue.c), for the option parser. */
 BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
@@ -163,6 +176,26 @@ static inline bool beam__is_non_value(ERL_NIF_TERM t) {
 static inline bool beam__scheduled(ErlNifEnv *env, ERL_NIF_TERM result) {
     return beam__is_non_value(result) && !enif_has_pending_exception(env, NULL);
 }
+/* The glue's per-thread state, one thread-local object: in a dlopen'ed
+ * NIF every thread-local access is a call into the dynamic linker (a
+ * short one in static TLS: internal.h), and beam_nif_call made seven per
+ * call (three objects on entry, the same three again on exit, and this
+ * one in beam__report_wait). It now takes the address of each of its
+ * three objects once (bench-nif-call: an empty BEAM_NIF's overhead over
+ * a plain NIF went from ~15 to ~8 ns with the inline override check). */
+typedef struct beam__nif_thread {
+    /* The innermost BEAM_NIF running on this thread, for
+     * beam_nif_function_name (NULL outside one: it points at
+     * beam_nif_call's frame). glue.c's. */
+    const struct nif_call *call;
+    /* The acknowledgement this thread's outermost BEAM_NIF call waits for:
+     * the latest report's (the reporter reads messages in order).
+     * report.c's. */
+    struct report_ack *pending;
+} beam__nif_thread;
+BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
+/* The outermost call's end, with beam__nif_here.pending set: waits for the
+ * reporter to have read the call's reports, then returns result. */
 BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env,
                                             ERL_NIF_TERM result);
 /* The env of the BEAM_NIF call running on this thread, or NULL. */

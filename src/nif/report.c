@@ -48,9 +48,8 @@ typedef struct ack_resource {
 static ErlNifResourceType *_Atomic ack_type;
 static ErlNifResourceType *ack_type_opened;
 
-/* The acknowledgement this thread's outermost BEAM_NIF call waits for: the
- * latest report's (the reporter reads messages in order). */
-static BEAM_THREAD_LOCAL report_ack *pending;
+/* The acknowledgement this thread's outermost BEAM_NIF call waits for is
+ * beam__nif_here.pending (nif_internal.h). */
 
 /* Acknowledgements of this library made and not yet read, every thread's.
  * A flood of reports (a misuse in a loop, on many processes) puts the
@@ -152,9 +151,10 @@ static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     beam__atomic_add_relaxed(&unread_acks, 1);
     ERL_NIF_TERM term = enif_make_resource(msg_env, r);
     enif_release_resource(r); /* the message's term holds it now */
-    if (pending != NULL)
-        ack_release(pending);
-    pending = a;
+    beam__nif_thread *t = &beam__nif_here;
+    if (t->pending != NULL)
+        ack_release(t->pending);
+    t->pending = a;
     return term;
 }
 
@@ -189,10 +189,11 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
 }
 
 ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
-    report_ack *a = pending;
+    beam__nif_thread *t = &beam__nif_here;
+    report_ack *a = t->pending;
     if (a == NULL)
         return result;
-    pending = NULL;
+    t->pending = NULL;
     /* The body scheduled its continuation: the wait would replace it (a
      * second enif_schedule_nif) and then return the body's non-value as
      * its own result, for ever. So the call does not wait: its reports
