@@ -113,7 +113,32 @@ static void say_if_stale_reload(void) {
                        "holds it");
 }
 
+/* beam_nif_call's three thread-locals in static TLS (os/tls.h): their
+ * offsets, learned at load, make each a thread pointer plus a constant,
+ * with no call at all. tls_stop_off, stored last, says all three are
+ * known; 0 (not learned, or one of them dynamic) keeps the ordinary
+ * access. */
+#ifdef BEAM__HAVE_TLS_OFFSET
+static _Atomic intptr_t tls_allocator_off, tls_here_off, tls_stop_off;
+
+static void learn_tls_offsets(void) {
+    if (beam__atomic_load_acquire(&tls_stop_off) != 0)
+        return;
+    intptr_t a = BEAM__TLS_STATIC_OFFSET(beam_allocator);
+    intptr_t h = BEAM__TLS_STATIC_OFFSET(beam__nif_here);
+    intptr_t s = BEAM__TLS_STATIC_OFFSET(beam__frames_stop);
+    if (a == 0 || h == 0 || s == 0)
+        return;
+    beam__atomic_store_relaxed(&tls_allocator_off, a);
+    beam__atomic_store_relaxed(&tls_here_off, h);
+    beam__atomic_store_release(&tls_stop_off, s);
+}
+#else
+static void learn_tls_offsets(void) {}
+#endif
+
 int beam_nif_loaded(int result) {
+    learn_tls_offsets();
     beam__report_ack_loaded(result);
     beam__load_options_settle(result);
     if (result == 0) {
@@ -1093,12 +1118,28 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
                            beam_nif_body_fn self, beam_nif_body_fn body,
                            ErlNifEnv *env, int argc,
                            const ERL_NIF_TERM argv[]) {
-    beam_allocator_t *here = &beam_allocator;
-    beam__nif_thread *t = &beam__nif_here;
-    uintptr_t *stop = &beam__frames_stop;
-    TLS_ADDRESS_ONCE(here);
-    TLS_ADDRESS_ONCE(t);
-    TLS_ADDRESS_ONCE(stop);
+    beam_allocator_t *here;
+    beam__nif_thread *t;
+    uintptr_t *stop;
+#ifdef BEAM__HAVE_TLS_OFFSET
+    const intptr_t stop_off = beam__atomic_load_acquire(&tls_stop_off);
+    if (BEAM__LIKELY(stop_off != 0)) {
+        char *tp = beam__thread_pointer();
+        here = (beam_allocator_t *)(void *)(tp + beam__atomic_load_relaxed(
+                                                     &tls_allocator_off));
+        t = (beam__nif_thread *)(void *)(tp + beam__atomic_load_relaxed(
+                                                  &tls_here_off));
+        stop = (uintptr_t *)(void *)(tp + stop_off);
+    } else
+#endif
+    {
+        here = &beam_allocator;
+        t = &beam__nif_here;
+        stop = &beam__frames_stop;
+        TLS_ADDRESS_ONCE(here);
+        TLS_ADDRESS_ONCE(t);
+        TLS_ADDRESS_ONCE(stop);
+    }
     const beam_allocator_t saved = *here;
     const nif_call *const outer = t->call;
     nif_call call = {self,         c_name,       argc, env,

@@ -180,9 +180,9 @@ static inline bool beam__scheduled(ErlNifEnv *env, ERL_NIF_TERM result) {
  * NIF every thread-local access is a call into the dynamic linker (a
  * short one in static TLS: internal.h), and beam_nif_call made seven per
  * call (three objects on entry, the same three again on exit, and this
- * one in beam__report_wait). It now takes the address of each of its
- * three objects once (bench-nif-call: an empty BEAM_NIF's overhead over
- * a plain NIF went from ~15 to ~8 ns with the inline override check). */
+ * one in beam__report_wait). It now reaches its three objects at the
+ * static offsets learned at load (glue.c, learn_tls_offsets), and in
+ * dynamic TLS takes each address once. */
 typedef struct beam__nif_thread {
     /* The innermost BEAM_NIF running on this thread, for
      * beam_nif_function_name (NULL outside one: it points at
