@@ -434,6 +434,16 @@ defmodule BeamAlloc.NifOptionsTest do
       assert_raise RuntimeError, message, fn -> apply(@module, :leaky_dirty, []) end
     end
 
+    test "gives alike twins their options on both kinds of scheduler" do
+      # (Their calls skip the scheduler's pick: any entry is the answer.)
+      assert :ok = load_fresh(%{leaky: [leak_check: true], leaky_dirty: [leak_check: true]})
+
+      for fun <- [:leaky, :leaky_dirty] do
+        message = "memory leak detected in function `#{inspect(@module)}.#{fun}/0`"
+        assert_raise RuntimeError, message, fn -> apply(@module, fun, []) end
+      end
+    end
+
     test "takes a bare atom of a property list as {Atom, true}, as proplists do" do
       assert :ok = load_fresh(%{kind: [:scratch]})
       assert apply(@module, :kind, []) == {:arena, :raw}

@@ -109,10 +109,13 @@ const beam__nif_override *beam__nif_override_in(const override_table *t,
      * the first slice took from the NIF's (refused, and lost), or went
      * unchecked (bug hunt). One C function listed under several arities
      * takes the first entry's. */
-    int i;
-    if (BEAM__LIKELY(!t->twins)) {
-        i = entry_by_function(t, self, argc);
-    } else {
+    int i = entry_by_function(t, self, argc);
+    /* Twins whose entries differ: the one for the scheduler the call runs
+     * on, by a scan that asks the VM for it. Where every entry of the
+     * function is alike, any of them is the answer: the scan cost every
+     * call of a function listed normal and dirty ~14 ns once load_info
+     * named any function, its own options set or not. */
+    if (BEAM__UNLIKELY(t->twins) && i >= 0 && t->entry[i].varies) {
         i = beam__nif_entry_of(t->funcs, t->count, self, argc, true);
         if (i < 0)
             i = beam__nif_entry_of(t->funcs, t->count, self, -1, true);
@@ -454,6 +457,19 @@ static int check_twins(const parse *p) {
     return 0;
 }
 
+/* Which entries share their C function with an entry that says otherwise
+ * (any arity: a continuation may come back with another): only their
+ * calls need the scheduler's pick (beam__nif_override_in). */
+static void mark_varying(const parse *p) {
+    for (int i = 0; i < p->count; i++)
+        for (int j = i + 1; j < p->count; j++) {
+            beam__nif_override *x = &p->table->entry[i];
+            beam__nif_override *y = &p->table->entry[j];
+            if (p->funcs[i].fptr == p->funcs[j].fptr && !same_options(x, y))
+                x->varies = y->varies = true;
+        }
+}
+
 static int apply_pass(parse *p, ERL_NIF_TERM map, bool exact_pass) {
     ErlNifMapIterator it;
     if (!enif_map_iterator_create(p->env, map, &it, ERL_NIF_MAP_ITERATOR_FIRST))
@@ -574,6 +590,8 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         rc = apply_pass(&p, load_info, true);
     if (rc == 0)
         rc = check_twins(&p);
+    if (rc == 0)
+        mark_varying(&p);
     if (rc != 0) {
         enif_free(p.table);
         return rc;

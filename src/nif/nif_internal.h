@@ -24,6 +24,10 @@ typedef struct beam__nif_override {
     bool scratch;
     bool raise_on_misuse;
     beam_allocator_t allocator;
+    /* Another entry of the same C function (a twin, another arity) has
+     * other load_info entries: its calls pick theirs by scheduler
+     * (load_options.c, beam__nif_override_in). */
+    bool varies;
 } beam__nif_override;
 
 /* The options load_info set (load_options.c), NULL when none. */
