@@ -13,7 +13,8 @@
 #      and prints every target of issue 13 with its paired ratio and spread.
 #   5. runs bench-sqlite (SQLite's allocator: malloc, enif_alloc with a
 #      header, beam_alloc's GPA, mimalloc) into bench/results/sqlite.md,
-#      and bench-sqlite-c (a heavier mix, standalone, GPA against malloc).
+#      and bench-sqlite-c (a heavier mix, standalone, GPA against malloc);
+#      then bench-nif-call (what BEAM_NIF's glue costs a tiny NIF a call).
 #   With BENCH_MATRIX=1 it also runs the full matrix of bench/workloads.c
 #   (every allocator x workload, one executable per malloc implementation,
 #   cells not interleaved) into results.{md,csv} and chart.png.
@@ -274,6 +275,8 @@ log "bench-sqlite"
 "$MAKE" --no-print-directory bench-sqlite-run || rc=1
 log "bench-sqlite-c"
 "$MAKE" --no-print-directory bench-sqlite-c || rc=1
+log "bench-nif-call"
+"$MAKE" --no-print-directory bench-nif-call || rc=1
 
 # The paired results: the text, the repetitions as CSV, and every target.
 grep -v '^REP,' "$PAIRED" | grep -v '^TARGET|' >"$OUT/paired.txt"
