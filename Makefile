@@ -529,7 +529,7 @@ bench-sqlite-run: lib $(SQLITE_BENCH_SO)
 
 # What BEAM_NIF's glue costs a tiny NIF per call, against the same body as
 # a plain erl_nif function, with and without one small allocation; normal
-# and dirty CPU schedulers, paired per round (bench/nif_call/; some 15 s).
+# and dirty CPU schedulers, paired per round (bench/nif_call/; some 10 s).
 # BENCH_ROUNDS (7), BENCH_CALLS (1000000).
 .PHONY: bench-nif-call
 NIF_CALL_BENCH_SO := $(BUILD)/bench/nif_call_bench_nif.so
