@@ -168,15 +168,21 @@ static bool checks_it(const beam__fault_hooks *h, void *arg) {
  * under its lock, could wait on each other). */
 static BEAM_THREAD_LOCAL bool taking;
 
-/* Asks the other copies of the module, by visit, until one holds f's
- * block: true then, and a misuse it found is noted as this thread's. */
+/* Asks the other copies of the module, by visit, until one holds arg's
+ * block: true then. Not while this thread serves another copy. */
 static bool ask_other_copies(bool (*visit)(const beam__fault_hooks *h,
                                            void *arg),
-                             foreign_call *f) {
+                             void *arg) {
     const char *module = beam__nif_module_atom();
-    if (taking || module[0] == '\0')
-        return false;
-    if (!each_copy_of(module, visit, f))
+    return !taking && module[0] != '\0' && each_copy_of(module, visit, arg);
+}
+
+/* The same for a free or a resize's check: a misuse the copy found is
+ * noted as this thread's. */
+static bool call_other_copies(bool (*visit)(const beam__fault_hooks *h,
+                                            void *arg),
+                              foreign_call *f) {
+    if (!ask_other_copies(visit, f))
         return false;
     /* Its misuse is this thread's call's too, as a block of this copy's
      * would have been (a leak_check call raises with it). */
@@ -190,13 +196,13 @@ static bool ask_other_copies(bool (*visit)(const beam__fault_hooks *h,
 bool beam__nif_free_in_other_copy(void *mem, size_t len, size_t alignment,
                                   uintptr_t ret) {
     foreign_call f = {mem, len, alignment, ret, false, {"", ""}};
-    return ask_other_copies(frees_it, &f);
+    return call_other_copies(frees_it, &f);
 }
 
 bool beam__nif_resize_in_other_copy(void *mem, size_t len, size_t alignment,
                                     bool remap, uintptr_t ret) {
     foreign_call f = {mem, len, alignment, ret, remap, {"", ""}};
-    return ask_other_copies(checks_it, &f);
+    return call_other_copies(checks_it, &f);
 }
 
 /* A size query on a block another copy of the module may hold. */
@@ -215,9 +221,8 @@ static bool sizes_it(const beam__fault_hooks *h, void *arg) {
 
 bool beam__nif_size_in_other_copy(const void *mem, bool owned, size_t *len,
                                   size_t *alignment) {
-    const char *module = beam__nif_module_atom();
     foreign_size q = {mem, owned, 0, 0};
-    if (taking || module[0] == '\0' || !each_copy_of(module, sizes_it, &q))
+    if (!ask_other_copies(sizes_it, &q))
         return false;
     *len = q.len;
     *alignment = q.alignment;
