@@ -1014,7 +1014,7 @@ static bool ends_move(session *s, const void *mem, uintptr_t ret) {
  * from, with another length than b's, while that allocator checks no free
  * (raw, large): a general purpose allocator reports it, the raw allocator
  * passes it on and counts the wrong length off its stats (a check passed
- * it: found by a bug hunt). note_wrong_free reports it as a misuse of
+ * it: found by a bug hunt). note_other_length reports it as a misuse of
  * the run, and the free goes on with b's own length (counts stay exact). Not
  * for a block of an earlier run (a suspect leak, whose record keeps the
  * length it was allocated with, not its resizes'), nor for a free through
@@ -1026,19 +1026,16 @@ static bool freed_with_other_length(const plan_ctx *c, const block *b,
            same_parent(b->parent, through(c));
 }
 
-/* A free of b with another length or alignment (what: which, given: the
- * free's, own: b's) reported as a misuse of the run; why: what passing it
- * on would do. */
-static void note_wrong_free(session *s, const block *b, void *mem,
-                            const char *what, size_t given, size_t own,
-                            const char *why, uintptr_t ret) {
+static void note_other_length(session *s, const block *b, void *mem, size_t len,
+                              uintptr_t ret) {
     char here[SITE_TEXT], made[SITE_TEXT];
     describe_both(s, ret, b->site, here, made);
     note_misusef(s, BEAM__KIND_WRONG_FREE,
-                 "beam_alloc: fault injection: free of %p with %s %zu, "
-                 "called from %s; the block's %s is %zu, allocated from %s "
-                 "(the call's allocator, raw or large, checks no free: %s)",
-                 mem, what, given, here, what, own, made, why);
+                 "beam_alloc: fault injection: free of %p with length %zu, "
+                 "called from %s; the block's length is %zu, allocated from "
+                 "%s (the call's allocator, raw or large, checks no free: its "
+                 "stats would count the wrong length)",
+                 mem, len, here, b->len, made);
 }
 
 static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
@@ -1054,8 +1051,7 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
         if (!realloc_own)
             check_through(ctx, b, "free", mem, len, ret);
         if (freed_with_other_length(ctx, b, len)) {
-            note_wrong_free(s, b, mem, "length", len, b->len,
-                            "its stats would count the wrong length", ret);
+            note_other_length(s, b, mem, len, ret);
             len = b->len;
         }
         /* (A realloc's free of the block it moved: its remap reported
