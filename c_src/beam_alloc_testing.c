@@ -1056,10 +1056,9 @@ static void plan_free(void *ctx, void *mem, size_t len, size_t alignment,
         }
         /* (A realloc's free of the block it moved: its remap reported
          * the alignment.) */
-        if (realloc_own && b->alignment != alignment)
-            alignment = b->alignment;
-        else
-            alignment = own_alignment(ctx, b, "free", mem, alignment, ret);
+        alignment = realloc_own
+                        ? b->alignment
+                        : own_alignment(ctx, b, "free", mem, alignment, ret);
     }
     if (b == NULL && (freed_twice(ctx, mem, len, alignment, ret) ||
                       freed_inside(ctx, mem, len, ret))) {
