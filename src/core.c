@@ -98,12 +98,24 @@ BEAM__NOINLINE void beam__report_refused_as(const char *kind, const char *call,
     beam__report_line(line);
 }
 
+/* A refused call's kind: a free's is free_kind, a resize's, remap's or
+ * realloc's the resize kind. */
+static const char *refused_kind(const char *call, const char *free_kind) {
+    return strcmp(call, "free") == 0 ? free_kind : BEAM__KIND_RESIZE;
+}
+
 BEAM__NOINLINE void beam__report_refused(const char *call, void *mem,
                                          size_t len, size_t alignment,
                                          uintptr_t ret, const char *what) {
-    beam__report_refused_as(strcmp(call, "free") == 0 ? BEAM__KIND_WRONG_FREE
-                                                      : BEAM__KIND_RESIZE,
-                            call, mem, len, alignment, ret, what);
+    beam__report_refused_as(refused_kind(call, BEAM__KIND_WRONG_FREE), call,
+                            mem, len, alignment, ret, what);
+}
+
+BEAM__NOINLINE void beam__report_foreign(const char *call, void *mem,
+                                         size_t len, size_t alignment,
+                                         uintptr_t ret, const char *what) {
+    beam__report_refused_as(refused_kind(call, BEAM__KIND_FOREIGN_FREE), call,
+                            mem, len, alignment, ret, what);
 }
 
 static BEAM__NOINLINE void report_gpa_block(const char *call, const char *who,
@@ -114,9 +126,7 @@ static BEAM__NOINLINE void report_gpa_block(const char *call, const char *who,
              "a block of a general purpose allocator, given to the %s "
              "allocator (only its own allocator can %s it)",
              who, call);
-    beam__report_refused_as(strcmp(call, "free") == 0 ? BEAM__KIND_FOREIGN_FREE
-                                                      : BEAM__KIND_RESIZE,
-                            call, mem, len, alignment, ret, what);
+    beam__report_foreign(call, mem, len, alignment, ret, what);
 }
 
 BEAM__NOINLINE void beam__report_not_newest(const char *call, void *mem,

@@ -44,13 +44,13 @@ static bool starts_newest(const beam_fixed_buffer_t *fb, size_t len) {
  * a free of one said nothing, a shrink answered true, and a realloc
  * copied from it and "freed" it. Blocks inside are not told apart: an
  * older block's free is a no-op, as the bump allocator makes it. */
-static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *kind,
-                            const char *call, void *mem, size_t len,
-                            size_t alignment, uintptr_t ret) {
+static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *call,
+                            void *mem, size_t len, size_t alignment,
+                            uintptr_t ret) {
     if (BEAM__LIKELY(beam__fixed_buffer_holds(fb, mem, len)))
         return false;
-    beam__report_refused_as(
-        kind, call, mem, len, alignment, ret,
+    beam__report_foreign(
+        call, mem, len, alignment, ret,
         "not a live block of this fixed buffer (outside the bytes it handed "
         "out: another allocator's, or freed already)");
     return true;
@@ -82,8 +82,7 @@ static bool fb_resize(void *ctx, void *mem, size_t len, size_t alignment,
         return false; /* a direct vtable caller's (the contract: > 0) */
     /* Any block can shrink in place; only the newest gives bytes back. */
     if (!ends_at_end(fb, mem, len))
-        return !refused_foreign(fb, BEAM__KIND_RESIZE, "resize", mem, len,
-                                alignment, ret) &&
+        return !refused_foreign(fb, "resize", mem, len, alignment, ret) &&
                new_len <= len;
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {
         beam__report_not_newest("resize", mem, len, alignment, ret, "buffer");
@@ -111,8 +110,7 @@ static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
     if (!ends_at_end(fb, mem, len)) {
-        (void)refused_foreign(fb, BEAM__KIND_FOREIGN_FREE, "free", mem, len,
-                              alignment, ret);
+        (void)refused_foreign(fb, "free", mem, len, alignment, ret);
         return;
     }
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {

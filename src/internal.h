@@ -95,6 +95,12 @@ BEAM__HIDDEN void beam__report_refused_as(const char *kind, const char *call,
                                           void *mem, size_t len,
                                           size_t alignment, uintptr_t ret,
                                           const char *what);
+/* beam__report_refused of a pointer that is none of the allocator's
+ * blocks: a free's kind is a foreign free, a resize's or remap's the
+ * resize kind's. */
+BEAM__HIDDEN void beam__report_foreign(const char *call, void *mem, size_t len,
+                                       size_t alignment, uintptr_t ret,
+                                       const char *what);
 /* A free, resize or remap (call) through the raw or the large allocator
  * (who) of what cannot be one of their blocks: true, and reported as a
  * misuse. That is an impossible block (a length of 0 or above
