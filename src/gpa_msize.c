@@ -170,17 +170,28 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
     return block_size_slow(gpa, st, p, owned, len, alignment);
 }
 
-/* Everything but free_unsized's case: the length the instance holds, for
- * its free, which reports what p is when it holds none (double free,
- * foreign pointer, inside a block) and counts it. */
-static BEAM__NOINLINE void mfree_sized(beam_gpa_t *gpa, void *p,
-                                       uintptr_t ret) {
+void beam__gpa_mfree_sized(beam_allocator_t a, beam_gpa_t *gpa, void *p,
+                           uintptr_t ret) {
     size_t len, alignment;
     if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
-        len = BEAM__GPA_LEN_UNSIZED;
-        alignment = 16;
+        /* Not a live block: the instance's free says what it is instead
+         * (double free, foreign pointer, inside a block) and counts it.
+         * The instance's own, also under a fault-injection check (a, the
+         * plan allocator, found gpa by a block p lies in): the plan knows
+         * no block at p and passed it to the call's allocator, whose
+         * report, a raw one's, blamed a whole block of an instance, of
+         * length SIZE_MAX (found in review). */
+        beam__gpa_vtable.free(gpa, p, BEAM__GPA_LEN_UNSIZED, 16, ret);
+        return;
     }
-    beam__gpa_vtable.free(gpa, p, len, alignment, ret);
+    a.vtable->free(a.ctx, p, len, alignment, ret);
+}
+
+/* Everything but free_unsized's case, on gpa itself. */
+static BEAM__NOINLINE void mfree_sized(beam_gpa_t *gpa, void *p,
+                                       uintptr_t ret) {
+    beam_allocator_t self = {gpa, &beam__gpa_vtable};
+    beam__gpa_mfree_sized(self, gpa, p, ret);
 }
 
 void beam__gpa_mfree(beam_gpa_t *gpa, void *p, uintptr_t ret) {

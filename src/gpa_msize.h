@@ -56,6 +56,14 @@ BEAM__HIDDEN size_t beam__gpa_msize(beam_gpa_t *gpa, const void *p,
  * block of gpa. */
 BEAM__HIDDEN void beam__gpa_mfree(beam_gpa_t *gpa, void *p, uintptr_t ret);
 
+/* beam_mfree of p (not NULL) with the length gpa holds for it, freed
+ * through a (gpa's own allocator, or a fault-injection check's plan
+ * allocator over gpa, which counts the call); when gpa holds no live
+ * block at p, gpa's own free reports what p is (its length unknown:
+ * BEAM__GPA_LEN_UNSIZED). beam__gpa_mfree's way past its common case. */
+BEAM__HIDDEN void beam__gpa_mfree_sized(beam_allocator_t a, beam_gpa_t *gpa,
+                                        void *p, uintptr_t ret);
+
 /* malloc.c's report of a malloc-style call (call: its name) given a p
  * that is not a live block of the instance. */
 BEAM__HIDDEN void beam__report_not_gpa_block(const char *call, const void *p,

@@ -390,23 +390,10 @@ static void gpa_mfree(beam_allocator_t a, beam_gpa_t *gpa, void *p,
     /* On gpa itself, one lookup for the common case; a, when a plan
      * allocator over gpa (a fault-injection check), counts the call: its
      * way. */
-    if (a.ctx == gpa) {
+    if (a.ctx == gpa)
         beam__gpa_mfree(gpa, p, ret);
-        return;
-    }
-    size_t len, alignment;
-    if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
-        /* Not a live block: the instance's free says what it is instead
-         * (double free, foreign pointer, inside a block) and counts it.
-         * The instance's own, also under a fault-injection check (a, the
-         * plan allocator, found gpa by a block p lies in): the plan knows
-         * no block at p and passed it to the call's allocator, whose
-         * report, a raw one's, blamed a whole block of an instance, of
-         * length SIZE_MAX (found in review). */
-        beam__gpa_vtable.free(gpa, p, BEAM__GPA_LEN_UNSIZED, 16, ret);
-        return;
-    }
-    a.vtable->free(a.ctx, p, len, alignment, ret);
+    else
+        beam__gpa_mfree_sized(a, gpa, p, ret);
 }
 
 BEAM__NOINLINE void beam__report_not_gpa_block(const char *call, const void *p,
