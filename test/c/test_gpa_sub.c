@@ -7,6 +7,7 @@
 #include <beam_alloc.h>
 
 #include "gpa_internal.h"
+#include "gpa_slab_kind.h"
 #include "os/barrier.h"
 
 #include <pthread.h>
@@ -33,17 +34,6 @@ static size_t backing_live(void) {
     memset(&s, 0, sizeof s);
     beam_allocator_stats(beam_large_allocator, &s);
     return s.live_bytes;
-}
-
-static bool in_sub_slab(const void *p) {
-    gpa_slab *s = beam__gpa_slab_of(p);
-    return s != NULL && gpa_is_sub(s);
-}
-
-static bool in_whole_slab(const void *p) {
-    gpa_slab *s = beam__gpa_slab_of(p);
-    return s != NULL && !gpa_is_sub(s) &&
-           ((uintptr_t)s->base & (GPA_SLAB_SIZE - 1)) == 0;
 }
 
 TEST(gpa_sub_few_blocks_hold_little_and_deinit_gives_all_back) {

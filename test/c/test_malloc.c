@@ -5,6 +5,7 @@
 #include "check.h"
 #include "flip_allocator.h"
 #include "gpa_internal.h"
+#include "gpa_slab_kind.h"
 #include "internal.h"
 #include "malloc_hdr.h"
 
@@ -428,12 +429,6 @@ TEST(malloc_on_an_instance_counts_every_kind_of_block_directly) {
  * lookup (beam__gpa_mfree's) decides: the blocks above may sit in
  * sub-slabs, which take the careful path (found in review). Classes
  * graduate to whole slabs once their thread freed enough of them. */
-static bool in_whole_slab(const void *p) {
-    gpa_slab *s = beam__gpa_slab_of(p);
-    return s != NULL && !gpa_is_sub(s) &&
-           ((uintptr_t)s->base & (GPA_SLAB_SIZE - 1)) == 0;
-}
-
 static void graduate(beam_allocator_t a) {
     for (size_t n = 1; n <= BEAM_GPA_SMALL_MAX; n += 16)
         for (int i = 0; i < GPA_CLASS_BUSY_FREES + 16; i++)
