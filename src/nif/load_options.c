@@ -24,15 +24,16 @@
 typedef struct override_table {
     const ErlNifFunc *funcs; /* the table the entries describe */
     int count;
-    bool twins; /* funcs lists a function twice (each call then asks its
-                 * scheduler); without, a call's entry is the first match */
+    bool twins; /* funcs lists a function twice with one arity (a call of
+                 * an entry that varies then asks its scheduler); without,
+                 * a call's entry is the first match */
     /* The entries by C function, for every BEAM_NIF call's lookup: a scan
      * from the table's start cost a trivial NIF at the 100th entry 27 ns a
      * call more than one at the first (31 -> 58 ns a call in all). slot[h]
      * is 1 + an entry's index, 0 empty; linear probing, filled in index
      * order, so a probe meets one function's entries first to last; mask
-     * + 1 slots, at least twice count. (Tables with twins still scan:
-     * their pick asks the scheduler.) */
+     * + 1 slots, at least twice count. (Of twins that vary, a call
+     * still scans: its pick asks the scheduler.) */
     unsigned mask;
     int *slot;
     beam__nif_override entry[]; /* entry[i] is funcs[i]'s */
@@ -54,7 +55,8 @@ static void slots_fill(override_table *t) {
 }
 
 /* The first entry of self with argc; else (a continuation, see below) the
- * first of self with any arity; else -1. For tables without twins. */
+ * first of self with any arity; else -1. Twins that vary pick again
+ * (beam__nif_override_in). */
 static int entry_by_function(const override_table *t, beam_nif_body_fn self,
                              int argc) {
     int any = -1;
