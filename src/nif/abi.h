@@ -209,35 +209,24 @@ typedef struct beam__fault_hooks {
                              beam__taken_misuse *misuse);
 } beam__fault_hooks;
 
-/* The size of the hooks up to gpa_resize_check (copies before have
- * neither it nor gpa_size). */
-#define BEAM__FAULT_HOOKS_V8_SIZE                                              \
-    (offsetof(beam__fault_hooks, gpa_resize_check) + sizeof(void (*)(void)))
-
-/* The size of the hooks up to resources_holding (copies before have
- * none). */
-#define BEAM__FAULT_HOOKS_V7_SIZE                                              \
-    (offsetof(beam__fault_hooks, resources_holding) + sizeof(void (*)(void)))
-
-/* The size of the hooks up to gpa_free (copies before have none). */
-#define BEAM__FAULT_HOOKS_V6_SIZE                                              \
-    (offsetof(beam__fault_hooks, gpa_free) + sizeof(void (*)(void)))
-
-/* The size of the hooks up to loaded_at (copies before named_all). */
-#define BEAM__FAULT_HOOKS_V4_SIZE                                              \
-    (offsetof(beam__fault_hooks, loaded_at) + sizeof(void (*)(void)))
-
-/* The size of the hooks up to collect (copies before loaded_at). */
-#define BEAM__FAULT_HOOKS_V3_SIZE                                              \
-    (offsetof(beam__fault_hooks, collect) + sizeof(void (*)(void)))
-
-/* The size of the hooks up to named_stats (copies before collect). */
-#define BEAM__FAULT_HOOKS_V2_SIZE                                              \
-    (offsetof(beam__fault_hooks, named_stats) + sizeof(void (*)(void)))
-
-/* The size of the hooks before named_stats: what every copy has. */
-#define BEAM__FAULT_HOOKS_V1_SIZE                                              \
-    (offsetof(beam__fault_hooks, stats) + sizeof(void (*)(void)))
+/* The size of the hooks up to and with their member field (each a
+ * function pointer): what a copy whose hooks end there has. */
+#define BEAM__FAULT_HOOKS_SIZE_TO(field)                                       \
+    (offsetof(beam__fault_hooks, field) + sizeof(void (*)(void)))
+/* Up to gpa_resize_check (copies before have neither it nor gpa_size). */
+#define BEAM__FAULT_HOOKS_V8_SIZE BEAM__FAULT_HOOKS_SIZE_TO(gpa_resize_check)
+/* Up to resources_holding (copies before have none). */
+#define BEAM__FAULT_HOOKS_V7_SIZE BEAM__FAULT_HOOKS_SIZE_TO(resources_holding)
+/* Up to gpa_free (copies before have none). */
+#define BEAM__FAULT_HOOKS_V6_SIZE BEAM__FAULT_HOOKS_SIZE_TO(gpa_free)
+/* Up to loaded_at (copies before named_all). */
+#define BEAM__FAULT_HOOKS_V4_SIZE BEAM__FAULT_HOOKS_SIZE_TO(loaded_at)
+/* Up to collect (copies before loaded_at). */
+#define BEAM__FAULT_HOOKS_V3_SIZE BEAM__FAULT_HOOKS_SIZE_TO(collect)
+/* Up to named_stats (copies before collect). */
+#define BEAM__FAULT_HOOKS_V2_SIZE BEAM__FAULT_HOOKS_SIZE_TO(named_stats)
+/* Up to stats, before named_stats: what every copy has. */
+#define BEAM__FAULT_HOOKS_V1_SIZE BEAM__FAULT_HOOKS_SIZE_TO(stats)
 
 /* From the library, which the driver links like any NIF: "lib.so+0x1c1b"
  * for the call that returns to a code address (buf of n bytes). */
