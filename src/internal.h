@@ -163,7 +163,13 @@ BEAM__HIDDEN bool beam__fault_under(beam_allocator_t a, const void *p,
  * block it does not hold: in a NIF library, another copy of the same
  * module's library may hold it (a resource an old version made, whose type
  * the new version took over, freed by the new destructor) and frees it
- * then: true (nif/copies.c). The standalone library has one copy. */
+ * then: true (nif/copies.c). The same for a resize (remap: a remap or realloc)
+ * of such a block: true when another copy of the module holds it, which checked
+ * the call (a misuse it found is this thread's, as for a free); the resize is
+ * then not made in place, and a realloc moves the block into this copy. And for
+ * a size query (beam_msize, beam_mfree, beam_mrealloc): true when another copy
+ * holds it live, *len and *alignment what its free takes. The standalone
+ * library has one copy: never. */
 #ifdef BEAM_ALLOC_STANDALONE
 static inline bool beam__nif_free_in_other_copy(void *mem, size_t len,
                                                 size_t alignment,
@@ -174,17 +180,6 @@ static inline bool beam__nif_free_in_other_copy(void *mem, size_t len,
     (void)ret;
     return false;
 }
-#else
-BEAM__HIDDEN bool beam__nif_free_in_other_copy(void *mem, size_t len,
-                                               size_t alignment, uintptr_t ret);
-#endif
-/* The same for a resize (remap: a remap or realloc) of such a block: true
- * when another copy of the module holds it, which checked the call (a
- * misuse it found is this thread's, as for a free); the resize is then
- * not made in place, and a realloc moves the block into this copy. And
- * for a size query (beam_msize, beam_mfree, beam_mrealloc): true when
- * another copy holds it live, *len and *alignment what its free takes. */
-#ifdef BEAM_ALLOC_STANDALONE
 static inline bool beam__nif_resize_in_other_copy(void *mem, size_t len,
                                                   size_t alignment, bool remap,
                                                   uintptr_t ret) {
@@ -205,6 +200,8 @@ static inline bool beam__nif_size_in_other_copy(const void *mem, bool owned,
     return false;
 }
 #else
+BEAM__HIDDEN bool beam__nif_free_in_other_copy(void *mem, size_t len,
+                                               size_t alignment, uintptr_t ret);
 BEAM__HIDDEN bool beam__nif_resize_in_other_copy(void *mem, size_t len,
                                                  size_t alignment, bool remap,
                                                  uintptr_t ret);
