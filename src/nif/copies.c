@@ -34,8 +34,9 @@ typedef struct name_list {
     size_t n, cap;
 } name_list;
 
-/* A copy of name at the end of l; dropped when memory is short (the
- * answer is then "no newer copy" for it: the old behaviour). */
+/* A copy of name at the end of l; dropped when memory is short (that
+ * object is then not asked: taken for neither a newer copy nor the
+ * holder of a block). */
 static void add_name(name_list *l, const char *name) {
     if (name == NULL || name[0] == '\0')
         return;
