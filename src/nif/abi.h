@@ -150,8 +150,10 @@ typedef struct beam__fault_hooks {
      * size field tells. */
     bool (*named_stats)(size_t i, char *name, beam_alloc_stats *out,
                         size_t *backing_bytes);
-    /* beam_gpa_collect on the library's process-wide general purpose
-     * allocator (beam_alloc:collect/1). Added last: the size field tells. */
+    /* beam_gpa_collect on the library's general purpose instances
+     * (beam_alloc:collect/1): its live BEAM_RESOURCE_GPA resources', the
+     * process-wide one, the named ones and the leak_check ones kept
+     * (fault.c, hooks_collect). Added last: the size field tells. */
     void (*collect)(void);
     /* The VM's monotonic time (ns) of the last load or upgrade of a module
      * instance into this copy that succeeded, INT64_MIN before one. The
