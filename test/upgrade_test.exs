@@ -50,8 +50,9 @@ defmodule BeamAlloc.UpgradeTest do
     :code.purge(module)
   end
 
-  # upgrade_nif's functions, for a VM of its own (UpgradeVM).
-  @vm_stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0 grow/3 msize/1 own_live/0 mgbox/1 mgrow/2 double_mfree/1)
+  # upgrade_nif's functions (upgrade_plain_nif's among them): the stubs
+  # of load_version's modules and of a VM of its own's (UpgradeVM).
+  @stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0 grow/3 msize/1 own_live/0 mgbox/1 mgrow/2 double_mfree/1)
 
   # A new version of module (over the current one, which the VM keeps as
   # old code) that loads the library so (its file name, no extension) from
@@ -62,25 +63,7 @@ defmodule BeamAlloc.UpgradeTest do
     contents =
       quote do
         def load(info), do: :erlang.load_nif(unquote(path), info)
-        def make, do: :erlang.nif_error(:not_loaded)
-        def hold, do: :erlang.nif_error(:not_loaded)
-        def loads, do: :erlang.nif_error(:not_loaded)
-        def priv, do: :erlang.nif_error(:not_loaded)
-        def ping, do: :erlang.nif_error(:not_loaded)
-        def keep, do: :erlang.nif_error(:not_loaded)
-        def churn, do: :erlang.nif_error(:not_loaded)
-        def box, do: :erlang.nif_error(:not_loaded)
-        def peek(_box), do: :erlang.nif_error(:not_loaded)
-        def raw_box, do: :erlang.nif_error(:not_loaded)
-        def gbox, do: :erlang.nif_error(:not_loaded)
-        def wrong_free(_box), do: :erlang.nif_error(:not_loaded)
-        def lgbox, do: :erlang.nif_error(:not_loaded)
-        def grow(_box, _bytes, _given), do: :erlang.nif_error(:not_loaded)
-        def msize(_box), do: :erlang.nif_error(:not_loaded)
-        def own_live, do: :erlang.nif_error(:not_loaded)
-        def mgbox(_bytes), do: :erlang.nif_error(:not_loaded)
-        def mgrow(_box, _bytes), do: :erlang.nif_error(:not_loaded)
-        def double_mfree(_box), do: :erlang.nif_error(:not_loaded)
+        use BeamAlloc.Test.NifModule, stubs: unquote(@stubs)
       end
 
     BeamAlloc.Test.NifModule.create_version(module, contents, __ENV__)
@@ -338,7 +321,7 @@ defmodule BeamAlloc.UpgradeTest do
     """
 
     {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @vm_stubs)
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @stubs)
 
     assert status == 0, "the VM exited with #{status}:\n#{out}"
     [_, least] = Regex.run(~r/^least held (\d+)$/m, out)
@@ -363,9 +346,7 @@ defmodule BeamAlloc.UpgradeTest do
     drop.(holder)
     """
 
-    BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script <> tail,
-      stubs: @vm_stubs
-    )
+    BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script <> tail, stubs: @stubs)
   end
 
   test "a resource type the new version took over keeps the old copy, with the blocks it holds" do
@@ -504,7 +485,7 @@ defmodule BeamAlloc.UpgradeTest do
     """
 
     {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @vm_stubs)
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @stubs)
 
     assert status == 0, "the VM exited with #{status}:\n#{out}"
     refute out =~ "does not own", out
@@ -543,7 +524,7 @@ defmodule BeamAlloc.UpgradeTest do
     """
 
     {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @vm_stubs)
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @stubs)
 
     assert status == 0, "the VM exited with #{status}:\n#{out}"
 
@@ -593,7 +574,7 @@ defmodule BeamAlloc.UpgradeTest do
 
     {out, status} =
       BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", prelude <> script,
-        stubs: @vm_stubs
+        stubs: @stubs
       )
 
     assert status == 0, "the VM exited with #{status}:\n#{out}"
