@@ -84,6 +84,16 @@ defmodule BeamAlloc.UpgradeTest do
     line
   end
 
+  # The output of script in a VM of its own with upgrade_nif (UpgradeVM),
+  # which must exit with 0.
+  defp run_upgrade_vm(script) do
+    {out, status} =
+      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @stubs)
+
+    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    out
+  end
+
   # A rebuild of the library file so: a new file under the old name, as
   # the linker writes one.
   defp rebuild(so) do
@@ -320,10 +330,7 @@ defmodule BeamAlloc.UpgradeTest do
     IO.puts("grew \#{:erlang.memory(:system) - before}")
     """
 
-    {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @stubs)
-
-    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    out = run_upgrade_vm(script)
     [_, least] = Regex.run(~r/^least held (\d+)$/m, out)
     [_, grew] = Regex.run(~r/^grew (-?\d+)$/m, out)
     # Each round's old copy held 1 MB: 16 MB had it been lost.
@@ -333,7 +340,7 @@ defmodule BeamAlloc.UpgradeTest do
 
   # In a VM of its own: version a's box (made by maker, box or raw_box)
   # lives in a process through the upgrade to b and the purge of a, is
-  # peeked at, then dies; then tail runs. Returns {output, exit status}.
+  # peeked at, then dies; then tail runs. Returns the output.
   defp run_taken_over_box(maker, tail) do
     mod = inspect(@module)
 
@@ -346,7 +353,7 @@ defmodule BeamAlloc.UpgradeTest do
     drop.(holder)
     """
 
-    BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script <> tail, stubs: @stubs)
+    run_upgrade_vm(script <> tail)
   end
 
   test "a resource type the new version took over keeps the old copy, with the blocks it holds" do
@@ -359,7 +366,7 @@ defmodule BeamAlloc.UpgradeTest do
     # (SIGSEGV) at the destructor.
     mod = inspect(@module)
 
-    {out, status} =
+    out =
       run_taken_over_box("box", """
       {:ok, box} = #{mod}.box()
       say.("new box", #{mod}.peek(box))
@@ -367,7 +374,6 @@ defmodule BeamAlloc.UpgradeTest do
       say.("live", {gpa.live_blocks, gpa.live_bytes})
       """)
 
-    assert status == 0, "the VM exited with #{status}:\n#{out}"
     assert out =~ "peek :ok", out
     assert out =~ "new box :ok", out
     # The old box's block went back through the old copy's allocator: the
@@ -438,13 +444,12 @@ defmodule BeamAlloc.UpgradeTest do
     # instance's blocks alone: "0 ..., 0 bytes" for a copy kept for this.
     mod = inspect(@module)
 
-    {out, status} =
+    out =
       run_taken_over_box("raw_box", """
       raw = BeamAlloc.stats(#{mod}).raw
       say.("raw live", {raw.live_blocks, raw.live_bytes})
       """)
 
-    assert status == 0, "the VM exited with #{status}:\n#{out}"
     assert out =~ "peek :ok", out
     assert out =~ "raw live {0, 0}", out
     assert out =~ "is unloaded while a newer version of the module runs", out
@@ -484,10 +489,7 @@ defmodule BeamAlloc.UpgradeTest do
     say.("peek", #{mod}.peek(box))
     """
 
-    {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @stubs)
-
-    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    out = run_upgrade_vm(script)
     refute out =~ "does not own", out
     refute out =~ "another allocator instance", out
     # The old blocks freed (by the old copy, counted there): the new box's
@@ -523,10 +525,7 @@ defmodule BeamAlloc.UpgradeTest do
     say.("live", gpa.live_blocks)
     """
 
-    {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", script, stubs: @stubs)
-
-    assert status == 0, "the VM exited with #{status}:\n#{out}"
+    out = run_upgrade_vm(script)
 
     assert out =~
              ~r/result \{:raised, "memory misuse detected in function `[^`]*wrong_free\/1`: free with a wrong length/,
@@ -572,13 +571,7 @@ defmodule BeamAlloc.UpgradeTest do
     _ = {holders, small, large, counts, attempt}
     """
 
-    {out, status} =
-      BeamAlloc.Test.UpgradeVM.run(@module, "upgrade_nif", ":plain", prelude <> script,
-        stubs: @stubs
-      )
-
-    assert status == 0, "the VM exited with #{status}:\n#{out}"
-    out
+    run_upgrade_vm(prelude <> script)
   end
 
   test "a taken-over resource's block grown through the new copy's own allocator moves to it" do
