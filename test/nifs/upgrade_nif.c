@@ -26,7 +26,7 @@ typedef struct box {
      * copy's, not the one kept: what a NIF that keeps no allocator does
      * (gbox/0). */
     bool through_own;
-    /* A malloc-style block (mgbox/0): beam_mfree'd, through the
+    /* A malloc-style block (mgbox/1): beam_mfree'd, through the
      * destructor's copy's process-wide instance. */
     bool malloc_style;
     size_t bytes;
@@ -272,7 +272,7 @@ static ERL_NIF_TERM mgbox(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]) {
     return make_box_as(env, beam_general_purpose_allocator, true, true, bytes);
 }
 
-/* mgrow(Box, NewBytes), a leak_check call: an mgbox/0's block grown with
+/* mgrow(Box, NewBytes), a leak_check call: an mgbox/1's block grown with
  * beam_mrealloc through this copy's process-wide instance, as grow/3. */
 BEAM_NIF(mgrow, .leak_check = true) {
     (void)argc;
