@@ -37,7 +37,7 @@ defmodule BeamAlloc.ResourceCollectTest do
     assert held.live_blocks == 0
     assert held.parent_bytes > 4_500_000
 
-    {lib_held, lib_live, ops} = library_holding()
+    {lib_held, lib_live, ops} = Resource.holdings()
     assert lib_held - lib_live >= held.parent_bytes, inspect({lib_held, lib_live, held})
 
     # Two ticks' worth of decision; other tests' calls into this library
@@ -59,7 +59,7 @@ defmodule BeamAlloc.ResourceCollectTest do
     # (a new resource doing the same work again came to the count a
     # released one had shown, and looked idle since the last collect).
     :ok = Resource.release(res)
-    {_, _, ops_after} = library_holding()
+    {_, _, ops_after} = Resource.holdings()
     assert ops_after >= ops, inspect({ops, ops_after})
   end
 
@@ -70,12 +70,6 @@ defmodule BeamAlloc.ResourceCollectTest do
     slots = Task.await(slots)
     Task.async(fn -> for s <- slots, do: :ok = Resource.free(res, s) end) |> Task.await()
     Resource.usage(res)
-  end
-
-  defp library_holding do
-    for {@library, h, l, o} <- :beam_alloc_testing_nif.holdings(), reduce: {0, 0, 0} do
-      {h0, l0, o0} -> {h0 + h, l0 + l, o0 + o}
-    end
   end
 
   # A collect working on a resource must not take its release away from the

@@ -11,8 +11,6 @@ defmodule BeamAlloc.ResourceOpsTest do
 
   alias BeamAlloc.Test.Resource
 
-  @library "Elixir.BeamAlloc.Test.Resource"
-
   # The window is short (a few instructions): this catches it when it is
   # widened (a 300 us sleep in resource_dtor after its list_unlink: every
   # round read 600 below), rarely as it is.
@@ -60,9 +58,5 @@ defmodule BeamAlloc.ResourceOpsTest do
   defp lowest_ops(reads, low),
     do: Enum.reduce(1..reads, low, fn _, low -> min(low, library_ops()) end)
 
-  defp library_ops do
-    for {@library, _, _, ops} <- :beam_alloc_testing_nif.holdings(), reduce: 0 do
-      acc -> acc + ops
-    end
-  end
+  defp library_ops, do: elem(Resource.holdings(), 2)
 end

@@ -11,6 +11,16 @@ defmodule BeamAlloc.Test.Resource do
               calls_after_release/1 usage/1 live_count/0 is_resource/1
               pin_across_release/2 keep/1 drop_kept/0 new_dropped/1
               dead_allocator/0 churn/3 churn_dirty/3 take_reports/0 pin_forgotten/1)
+
+  # This library's holdings (beam_alloc_testing_nif:holdings/0, what
+  # beam_alloc_collector reads), summed over its rows: {held, live, ops}.
+  def holdings do
+    library = Atom.to_string(__MODULE__)
+
+    for {^library, h, l, o} <- :beam_alloc_testing_nif.holdings(), reduce: {0, 0, 0} do
+      {h0, l0, o0} -> {h0 + h, l0 + l, o0 + o}
+    end
+  end
 end
 
 defmodule BeamAlloc.Test.ResourcePlain do
