@@ -466,30 +466,26 @@ defmodule BeamAlloc.UpgradeTest do
     # has any state (its first free), then once it has; then a block above
     # the slab sizes, which the old copy knows by its set of large blocks,
     # not its address map (review: no test took that way).
-    mod = inspect(@module)
+    out =
+      run_taken_over_boxes(
+        """
+        # holder dropped, then the module's live blocks and frees, said as what.
+        drop_and_count = fn holder, what ->
+          drop.(holder)
+          gpa = BeamAlloc.stats(M).general_purpose
+          say.(what, {gpa.live_blocks, gpa.frees})
+        end
 
-    script = """
-    version.("a")
-    holders = for make <- [:gbox, :gbox, :lgbox], do: hold.(fn -> apply(#{mod}, make, []) end)
-    version.("b")
-    _ = :code.purge(#{mod})
+        [first, second, third] = holders
+        drop_and_count.(first, "after first")
+        {:ok, box} = M.box()
+        drop_and_count.(second, "after second")
+        drop_and_count.(third, "after third")
+        say.("peek", M.peek(box))
+        """,
+        "[&M.gbox/0, &M.gbox/0, &M.lgbox/0]"
+      )
 
-    # holder dropped, then the module's live blocks and frees, said as what.
-    drop_and_count = fn holder, what ->
-      drop.(holder)
-      gpa = BeamAlloc.stats(#{mod}).general_purpose
-      say.(what, {gpa.live_blocks, gpa.frees})
-    end
-
-    [first, second, third] = holders
-    drop_and_count.(first, "after first")
-    {:ok, box} = #{mod}.box()
-    drop_and_count.(second, "after second")
-    drop_and_count.(third, "after third")
-    say.("peek", #{mod}.peek(box))
-    """
-
-    out = run_upgrade_vm(script)
     refute out =~ "does not own", out
     refute out =~ "another allocator instance", out
     # The old blocks freed (by the old copy, counted there): the new box's
