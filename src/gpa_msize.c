@@ -170,10 +170,12 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
     return block_size_slow(gpa, st, p, owned, len, alignment);
 }
 
-void beam__gpa_mfree_sized(beam_allocator_t a, beam_gpa_t *gpa, void *p,
-                           uintptr_t ret) {
-    size_t len, alignment;
-    if (!beam__gpa_block_size(gpa, p, true, &len, &alignment)) {
+/* a's free of p as gpa holds it (found: len and alignment), else gpa's
+ * own free's report of what p is. */
+static inline void free_as_held(beam_allocator_t a, beam_gpa_t *gpa, void *p,
+                                bool found, size_t len, size_t alignment,
+                                uintptr_t ret) {
+    if (!found) {
         /* Not a live block: the instance's free says what it is instead
          * (double free, foreign pointer, inside a block) and counts it.
          * The instance's own, also under a fault-injection check (a, the
@@ -187,11 +189,24 @@ void beam__gpa_mfree_sized(beam_allocator_t a, beam_gpa_t *gpa, void *p,
     a.vtable->free(a.ctx, p, len, alignment, ret);
 }
 
-/* Everything but free_unsized's case, on gpa itself. */
+void beam__gpa_mfree_sized(beam_allocator_t a, beam_gpa_t *gpa, void *p,
+                           uintptr_t ret) {
+    size_t len = 0, alignment = 0;
+    bool found = beam__gpa_block_size(gpa, p, true, &len, &alignment);
+    free_as_held(a, gpa, p, found, len, alignment, ret);
+}
+
+/* Everything but free_unsized's case, on gpa itself. Straight to
+ * block_size_slow: free_unsized has seen what beam__gpa_block_size's
+ * small_entry would (no such block, or one whose tag says freed), and a
+ * second lookup would answer the same (the caller owns p). */
 static BEAM__NOINLINE void mfree_sized(beam_gpa_t *gpa, void *p,
                                        uintptr_t ret) {
     beam_allocator_t self = {gpa, &beam__gpa_vtable};
-    beam__gpa_mfree_sized(self, gpa, p, ret);
+    size_t len = 0, alignment = 0;
+    bool found = block_size_slow(gpa, beam__gpa_state_of(gpa), p, true, &len,
+                                 &alignment);
+    free_as_held(self, gpa, p, found, len, alignment, ret);
 }
 
 void beam__gpa_mfree(beam_gpa_t *gpa, void *p, uintptr_t ret) {
