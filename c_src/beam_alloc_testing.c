@@ -1157,9 +1157,12 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
     frame->reserved[1] = s->unchecked;
     s->parent = parent;
     s->unchecked = (flags & BEAM__FAULT_UNCHECKED) != 0;
-    s->scope = dies_with_call(flags) ? ++s->next_scope : 0;
-    if (!dies_with_call(flags))
+    if (dies_with_call(flags)) {
+        s->scope = ++s->next_scope;
+    } else {
+        s->scope = 0;
         s->fallback = parent;
+    }
     if (s->depth++ == 0)
         s->call_thread = pthread_self();
     plan_ctx *plan = plan_for(s, parent, flags);
