@@ -495,7 +495,8 @@ BEAM__NOINLINE void *beam__gpa_alloc_general(beam_gpa_t *gpa, size_t len,
     return b;
 }
 
-/* The vtable's entry: the fast path (gpa_fast.h), else the general one. */
+/* The vtable's entry: the fast path, else the medium or the general one
+ * (beam__gpa_alloc_any, gpa_fast.h, which beam_malloc shares). */
 static void *gpa_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     return beam__gpa_alloc_any((beam_gpa_t *)ctx, len, alignment, ret);
 }
