@@ -169,17 +169,13 @@ int main(int argc, char **argv) {
             child(fd[1], rounds, rows);
         }
         close(fd[1]);
-        double r[2][MAX_ROUNDS];
         int status;
-        bool ok = read(fd[0], r, sizeof r) == (ssize_t)sizeof r;
+        bool ok = read(fd[0], all[p], sizeof all[p]) == (ssize_t)sizeof all[p];
         close(fd[0]);
         if (pid < 0 || waitpid(pid, &status, 0) != pid || !ok || status != 0) {
             fprintf(stderr, "sqlite_paired: process %d failed\n", p);
             return 1;
         }
-        for (int m = 0; m < 2; m++)
-            for (int k = 0; k < rounds; k++)
-                all[p][m][k] = r[m][k];
     }
     printf("SQLite %d rows, CPU time GPA / malloc, %d processes x %d rounds\n",
            rows, procs, rounds);
