@@ -135,10 +135,16 @@ resolved(Object, Offset, Whole, After) ->
 %% whose libz.so.1+0x.. sites are left: the reporter resolves again what a
 %% watch shows, and each line then ended "no source lines").
 hints(Notes, Text) ->
-    case lists:member(lines, Notes) orelse names_line(Text) of
+    case lists:member(lines, Notes) orelse names_line(Text) orelse has_hint(Text) of
         true -> [];
         false -> [hint(N) || N <- lists:usort(Notes), N =/= none]
     end.
+
+%% A text resolved before carries its note already, and its sites without
+%% a line are left to find again (BeamAlloc.Case's failure said "... build
+%% it with -g)" twice).
+has_hint(Text) ->
+    binary:match(Text, <<" (no source lines: ">>) =/= nomatch.
 
 %% A resolved site's "(file.c:42)" (no spaces: "(length 8, alignment 8)"
 %% is none).

@@ -105,6 +105,19 @@ defmodule BeamAlloc.LinesTest do
     end)
   end
 
+  # The same for a text that names no line: the reporter's second pass
+  # found the note of its first and wrote it again ("... build it with
+  # -g) (no source lines: ... build it with -g)" in BeamAlloc.Case's
+  # failure for every report of a library without -g).
+  test "a text resolved twice gets its note that it names no line once" do
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.NoDebug.leak() end
+      leak = report("leak: 24 bytes")
+      assert String.ends_with?(leak, "build it with -g)")
+      assert BeamAlloc.Symbolizer.resolve_sites(leak) == leak
+    end)
+  end
+
   # The symbol table's names are mangled: the C++ runtime demangles them
   # (they read "_ZL19beam_nif_guard_leakP18enif_environment_tiPKm").
   test "C++ without -g: demangled function names, without their parameters" do
