@@ -15,8 +15,10 @@
 %% table); a site that cannot be resolved stays as it was, and so does
 %% every site when the NIF is not there (built without libdw, or not
 %% loadable). A text none of whose sites got a line, because a library
-%% has no debug information or its file changed on disk since it was
-%% loaded, says so at its end (once per library).
+%% has no debug information, is stripped, is a C library the stack kept
+%% ended inside (libsqlite3.so.0), or its file changed on disk since it
+%% was loaded, says so at its end (once per library, however many times
+%% the text is resolved).
 -module(beam_alloc_symbolizer).
 
 -export([resolve_sites/1, site/2, with_libdw/0]).
@@ -118,7 +120,7 @@ resolved(Object, Offset, Whole, After) ->
                 {ok, D, true} -> {[D, After], lines};
                 {ok, D, false} -> {[D, After], {no_debug_info, Object}};
                 {error, changed} -> {Whole, {changed, Object}};
-                {error, no_symbols} -> {Whole, {no_debug_info, Object}};
+                {error, no_symbols} -> {Whole, {stripped, Object}};
                 error -> {Whole, none}
             end;
         _ ->
@@ -146,14 +148,32 @@ hints(Notes, Text) ->
 has_hint(Text) ->
     binary:match(Text, <<" (no source lines: ">>) =/= nomatch.
 
+%% A C library the NIF links, by its versioned name (libz.so.1,
+%% libsqlite3.so.0): the system's, not built by the user, so "build it with
+%% -g" is no advice. Its sites alone in a report mean the stack kept (six
+%% frames under leak_check) ended inside it, before the NIF's line. A NIF
+%% library (my_nif.so, as the Mix compiler and beam_alloc.mk name it) has
+%% no version.
+c_library(Object) ->
+    re:run(filename:basename(Object), "\\.so\\.[0-9]", [{capture, none}]) =:= match.
+
 %% A resolved site's "(file.c:42)" (no spaces: "(length 8, alignment 8)"
 %% is none).
 names_line(Text) ->
     re:run(Text, "\\([^()\\s]+:[0-9]+\\)", [{capture, none}]) =:= match.
 
 hint({no_debug_info, Object}) ->
+    case c_library(Object) of
+        true ->
+            [<<" (no source lines: the frames kept end inside ">>, Object,
+             <<", which has none, before your code: BEAM_NIF's .frames = 16 keeps more)">>];
+        false ->
+            [<<" (no source lines: ">>, Object,
+             <<" has no debug information for them: build it with -g)">>]
+    end;
+hint({stripped, Object}) ->
     [<<" (no source lines: ">>, Object,
-     <<" has no debug information for them: build it with -g)">>];
+     <<" is stripped: build it with -g and keep its symbols)">>];
 hint({changed, Object}) ->
     [<<" (no source lines: ">>, Object,
      <<" changed on disk since it was loaded)">>].

@@ -118,6 +118,48 @@ defmodule BeamAlloc.LinesTest do
     end)
   end
 
+  # A C library the NIF calls (libz.so.1, libsqlite3.so.0) has no debug
+  # information, and a site of its says nothing the user can act on: where
+  # none of a report's sites has a line, the frames kept ended inside it
+  # before the NIF's code (six, leak_check's default: most of SQLite's
+  # blocks). The note said "build it with -g", of the system's library.
+  test "sites only in a C library's code: the note says to keep more frames" do
+    text = "leak: 8 bytes, allocated from deflateInit2_ (libz.so.1+0x8d86)"
+    resolved = BeamAlloc.Symbolizer.resolve_sites(text)
+    refute resolved =~ "build it with -g"
+
+    assert String.ends_with?(
+             resolved,
+             " (no source lines: the frames kept end inside libz.so.1, " <>
+               "which has none, before your code: BEAM_NIF's .frames = 16 keeps more)"
+           )
+  end
+
+  # A stripped library (ldflags -s, strip) has neither lines nor names:
+  # the note said "build it with -g" of a library built with it.
+  test "a stripped library: the note says so" do
+    dir = Path.join(System.tmp_dir!(), "beam_alloc_lines_#{System.pid()}_stripped")
+    File.rm_rf!(dir)
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+    copy = Path.join(dir, "stripped_nif.so")
+    File.cp!(Path.join([:code.priv_dir(:beam_alloc), "lines", "stripped_nif.so"]), copy)
+    {_, 0} = System.cmd("strip", [copy])
+    assert :ok = Lines.Stripped.load(Path.rootname(copy))
+
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.Stripped.leak() end
+      leak = report("leak: 24 bytes")
+      assert leak =~ ~r/allocated from stripped_nif\.so\+0x[0-9a-f]+ /
+
+      assert String.ends_with?(
+               leak,
+               " (no source lines: stripped_nif.so is stripped: build it with -g and keep " <>
+                 "its symbols)"
+             )
+    end)
+  end
+
   # The symbol table's names are mangled: the C++ runtime demangles them
   # (they read "_ZL19beam_nif_guard_leakP18enif_environment_tiPKm").
   test "C++ without -g: demangled function names, without their parameters" do

@@ -16,8 +16,12 @@ defmodule BeamAlloc.Symbolizer do
   its function names (from its symbol table); a site that cannot be
   resolved stays as it was. A text none of whose sites got a source line
   says why at its end: `(no source lines: my_nif.so has no debug
-  information for them: build it with -g)`, or `(no source lines:
-  my_nif.so changed on disk since it was loaded)` (the file's lines
+  information for them: build it with -g)`, `(no source lines:
+  my_nif.so is stripped: build it with -g and keep its symbols)`, `(no
+  source lines: the frames kept end inside libz.so.1, which has none,
+  before your code: BEAM_NIF's .frames = 16 keeps more)` (a versioned C
+  library's sites alone: the stack kept ended inside it), or `(no source
+  lines: my_nif.so changed on disk since it was loaded)` (the file's lines
   would be another build's). Two loaded libraries with the same file name
   (`nif.so` of two applications) are told apart by path: the C side then
   names the object by its full path, and a bare `nif.so+0x..` that could

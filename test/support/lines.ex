@@ -18,7 +18,8 @@ end
 for module <- [
       BeamAlloc.Test.Lines.Plain,
       BeamAlloc.Test.Lines.NoBuildId,
-      BeamAlloc.Test.Lines.NoBuildIdKept
+      BeamAlloc.Test.Lines.NoBuildIdKept,
+      BeamAlloc.Test.Lines.Stripped
     ] do
   defmodule module do
     @moduledoc false
