@@ -77,7 +77,9 @@ defmodule BeamAlloc.Case do
   start counts too, such as one of `setup_all` or of an application
   calling another NIF library in a loop, whose reports then fail every
   such test (make the module async, or stop that process during its
-  tests). A test that triggers
+  tests). In an async module a report made off any process (a thread the
+  NIF started, a resource destructor) counts for no test: the test passes,
+  the line only logged; test such code in a module that is not async. A test that triggers
   reports on purpose opts out with `@tag beam_alloc_reports: :allow`.
 
   Not counted: the reports that `BeamAlloc.Testing.check_all_allocation_failures/2`
