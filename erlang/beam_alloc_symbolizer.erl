@@ -139,8 +139,26 @@ resolved(Object, Offset, Whole, After) ->
 hints(Notes, Text) ->
     case lists:member(lines, Notes) orelse names_line(Text) orelse has_hint(Text) of
         true -> [];
-        false -> [hint(N) || N <- lists:usort(Notes), N =/= none]
+        false -> [hint(N) || N <- one_note_each(Notes)]
     end.
+
+%% One note a library: a NIF library's sites with names from its dynamic
+%% symbols (nif_init) and without any read as "no debug information" and
+%% "stripped", and it is stripped. A C library's unnamed sites (its static
+%% functions: shipped without a symbol table) add nothing to its note.
+one_note_each(Notes) ->
+    Known = lists:usort([normal(N) || N <- Notes, N =/= none]),
+    [N || N <- Known,
+          not (element(1, N) =:= no_debug_info andalso
+               lists:member({stripped, element(2, N)}, Known))].
+
+normal({stripped, Object} = Note) ->
+    case c_library(Object) of
+        true -> {no_debug_info, Object};
+        false -> Note
+    end;
+normal(Note) ->
+    Note.
 
 %% A text resolved before carries its note already, and its sites without
 %% a line are left to find again (BeamAlloc.Case's failure said "... build
