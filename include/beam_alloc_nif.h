@@ -560,9 +560,9 @@ BEAM_API const char *beam_nif_module_name(void);
  *                        long and churn. What it holds beyond its live
  *                        blocks (a burst freed) goes back at
  *                        BeamAlloc.collect/1 (beam_alloc:collect/1), as
- *                        the process-wide instance's does; the
- *                        application's collector decides by the
- *                        process-wide and named instances alone.
+ *                        the process-wide instance's does, and the
+ *                        application's collector counts it with the
+ *                        library's other instances.
  *   BEAM_RESOURCE_ARENA  an arena behind a mutex: bump allocation in chunks
  *                        (the first 4 KiB); a free only reclaims the most
  *                        recent block, the rest waits for release. Cheap to
@@ -697,7 +697,10 @@ BEAM_API void beam_resource_release(beam_resource_t *r);
  * release, pin or unpin that finds no call in progress, and at the latest
  * to the collection of r (or the drop of its last reference); a thread of
  * the library's that keeps calling the allocator after the release keeps
- * them waiting. Otherwise fn runs on
+ * them waiting. A collection that finds such a call in progress waits
+ * for it to come out, then runs fn (no report: fn stops those threads;
+ * without fn, a thread using the allocator of a resource nobody holds a
+ * reference to is reported). Otherwise fn runs on
  * whichever thread completes the release, a scheduler running the
  * destructor included: keep it short, and call nothing that needs an env.
  * Code that uses what fn takes down (a mutex in the user area) holds a pin

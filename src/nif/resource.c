@@ -17,18 +17,22 @@
  * back).
  *
  * Lifetime of the inner allocator. One atomic word, state, holds a
- * RELEASED bit and the number of calls (and pins) inside the allocator, in
- * units of USER. Every entry point adds USER and fails when it finds
- * RELEASED; release sets RELEASED. Whoever brings the word to exactly
- * RELEASED (no one inside) tears down: the releaser when nobody was
+ * RELEASED bit, the number of allocator calls inside, in units of CALL
+ * (its low half), and the number of pins (and other entries from
+ * outside), in units of PIN (its high half): the destructor tells a call
+ * a library's own thread is making (which a release hook stops) from a pin
+ * left open (a caller's bug). Every entry point adds its unit and fails
+ * when it finds RELEASED; release sets RELEASED. Whoever brings the word to
+ * exactly RELEASED (no one inside) tears down: the releaser when nobody was
  * inside, otherwise the last one to leave. So release never waits (but
  * for a BeamAlloc.collect/1 working on that very resource: list_unlink),
  * and is safe while the releasing thread holds a pin.
- * A failed entry briefly adds USER after RELEASED and may also bring the
+ * A failed entry briefly adds its unit after RELEASED and may also bring the
  * word back to RELEASED: the torn_down flag makes teardown run once.
  *
  * Invariants:
- *  - state >> 1 counts entries in flight; once RELEASED is set it stays.
+ *  - state / PIN counts pins, (state % PIN) / CALL calls in flight; once
+ *    RELEASED is set it stays.
  *  - No call reaches the inner allocator after teardown has begun: it runs
  *    only when the word is RELEASED with no entries, and no entry can
  *    succeed after RELEASED.
@@ -59,14 +63,17 @@
 #include "nif_internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
 #define RELEASED ((size_t)1)
-#define USER ((size_t)2)
+#define CALL ((size_t)2)
+#define PIN ((size_t)1 << (sizeof(size_t) * 4))
+#define CALLS_MASK (PIN - CALL)
 
 struct beam_resource {
-    _Atomic size_t state;        /* RELEASED | entries * USER */
+    _Atomic size_t state;        /* RELEASED | calls * CALL | pins * PIN */
     _Atomic size_t live_blocks;  /* see the invariants */
     _Atomic size_t live_bytes;   /* see the invariants */
     _Atomic size_t parent_bytes; /* see the invariants */
@@ -253,7 +260,8 @@ static void teardown(beam_resource_t *r, bool in_call) {
  * in_call: an allocator call's entry, not a pin (see teardown). pin: a
  * pin's call site, else 0 (noted when the entry finds nobody inside). */
 static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
-    size_t v = beam__atomic_add_acquire(&r->state, USER);
+    size_t unit = in_call ? CALL : PIN;
+    size_t v = beam__atomic_add_acquire(&r->state, unit);
     if (BEAM__LIKELY(v == 0)) {
         beam__atomic_store_relaxed(&r->first_pin, pin);
         return true;
@@ -262,15 +270,16 @@ static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
         return true;
     /* Undo. This may be the step that leaves the word at RELEASED: the
      * torn_down flag keeps teardown from running twice. */
-    v = beam__atomic_sub_acq_rel(&r->state, USER);
-    if (v == (USER | RELEASED))
+    v = beam__atomic_sub_acq_rel(&r->state, unit);
+    if (v == (unit | RELEASED))
         teardown(r, in_call);
     return false;
 }
 
 static inline void leave(beam_resource_t *r, bool in_call) {
-    size_t v = beam__atomic_sub_acq_rel(&r->state, USER);
-    if (BEAM__UNLIKELY(v == (USER | RELEASED)))
+    size_t unit = in_call ? CALL : PIN;
+    size_t v = beam__atomic_sub_acq_rel(&r->state, unit);
+    if (BEAM__UNLIKELY(v == (unit | RELEASED)))
         teardown(r, in_call); /* released while we were inside */
 }
 
@@ -590,17 +599,44 @@ static void report_left_inside(beam_resource_t *r, size_t entries) {
                             (void *)r, entries);
 }
 
+/* Calls of the allocator a library's own thread was making when the last
+ * reference went. With a release hook that is the documented way (the
+ * hook stops such threads); without one, the thread uses an allocator
+ * nobody holds a reference to, and its next call reads freed memory. */
+#define CALLS_INSIDE                                                           \
+    "beam_alloc: resource %p destroyed with %zu call%s of its allocator on "   \
+    "another thread in progress: a thread that uses a resource's allocator "   \
+    "holds a reference (beam_resource_keep) or is stopped by a release hook "  \
+    "(beam_resource_on_release)"
+
+/* Waits out the calls in flight: once RELEASED is set, no call enters (a
+ * failed entry undoes at once) and one inside comes out in the time of
+ * an allocation, so teardown never deinitialises under it. */
+static void wait_for_calls(beam_resource_t *r) {
+    while ((beam__atomic_load_acquire(&r->state) & CALLS_MASK) != 0)
+        sched_yield();
+}
+
 /* May run on any thread, long after the last NIF call that used the
- * resource. Nobody holds a reference any more, so nobody is inside. */
+ * resource. Nobody holds a reference any more, so no NIF call is inside:
+ * a pin still held is a caller's bug, a call may be a library thread's. */
 static void resource_dtor(ErlNifEnv *env, void *obj) {
     (void)env;
     beam_resource_t *r = obj;
     add_retired_ops(r); /* before r leaves the list, as teardown does */
     list_unlink(r);     /* then: a collect may be inside it (it holds no
                            reference, and waits for nobody) */
+    /* An entry of our own meanwhile: no call leaving tears down (the
+     * memory would go under this destructor, then the object with it). */
+    (void)beam__atomic_add_acquire(&r->state, PIN);
     size_t v = beam__atomic_or_acq_rel(&r->state, RELEASED);
-    if (v > RELEASED)
-        report_left_inside(r, v / USER);
+    size_t calls = (v & CALLS_MASK) / CALL, pins = v / PIN - 1;
+    if (pins != 0)
+        report_left_inside(r, pins);
+    if (calls != 0 && beam__atomic_load_acquire(&r->on_release) == NULL)
+        beam__report(CALLS_INSIDE, (void *)r, calls, calls == 1 ? "" : "s");
+    wait_for_calls(r);
+    (void)beam__atomic_sub_acq_rel(&r->state, PIN);
     teardown(r, false);
     if (r->has_lock)
         pthread_mutex_destroy(&r->lock);

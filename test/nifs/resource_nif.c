@@ -601,6 +601,78 @@ BEAM_NIF(hook_after_call) {
                             enif_make_uint(env, after));
 }
 
+/* busy_at_gc(kind, hooked): a resource whose only term dies with the
+ * calling process while a thread of the library is inside its allocator
+ * (the first allocation, held 100 ms in the parent), as a worker pool's
+ * thread that allocates on its own would be when the garbage collector
+ * takes the pool. hooked: a release hook stops and joins the thread, the
+ * documented way; else join_busy/0 joins it later. -> ok, once the thread
+ * is inside. */
+static atomic_int busy_inside;
+static atomic_int busy_hook_runs;
+static ErlNifTid busy_tid;
+static atomic_bool busy_joinable;
+
+static void *slow_alloc(void *ctx, size_t len, size_t alignment,
+                        uintptr_t ret) {
+    (void)ctx;
+    atomic_store(&busy_inside, 1);
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return beam_alloc_bytes_at(beam_large_allocator, len, alignment, ret);
+}
+
+static const beam_allocator_vtable slow_vtable = {
+    slow_alloc, releasing_resize, releasing_remap, releasing_free};
+
+static void *busy_run(void *arg) {
+    beam_resource_t *r = arg;
+    void *p = beam_alloc_bytes(beam_resource_allocator(r), 64, 8);
+    (void)p; /* gone with the resource */
+    return NULL;
+}
+
+static void busy_join(void) {
+    if (atomic_exchange(&busy_joinable, false))
+        enif_thread_join(busy_tid, NULL);
+}
+
+static void busy_down(beam_resource_t *r) {
+    (void)r;
+    atomic_fetch_add(&busy_hook_runs, 1);
+    busy_join();
+}
+
+BEAM_NIF(busy_at_gc) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind) || atomic_load(&busy_joinable))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM term;
+    beam_allocator_t parent = {NULL, &slow_vtable};
+    beam_resource_t *r = beam_resource_new(env, kind, parent, 0, &term);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    if (enif_is_identical(argv[1], enif_make_atom(env, "true")))
+        (void)beam_resource_on_release(r, busy_down);
+    atomic_store(&busy_inside, 0);
+    if (enif_thread_create("beam_alloc_busy", &busy_tid, busy_run, r, NULL) !=
+        0)
+        return beam_make_error(env, "thread");
+    atomic_store(&busy_joinable, true);
+    while (!atomic_load(&busy_inside)) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return enif_make_atom(env, "ok");
+}
+
+/* join_busy(): joins busy_at_gc's thread if no hook did. -> hook runs. */
+BEAM_NIF(join_busy) {
+    (void)argv;
+    busy_join();
+    return enif_make_uint(env, (unsigned)atomic_load(&busy_hook_runs));
+}
+
 BEAM_NIF(hook_runs) {
     (void)argv;
     return enif_make_tuple2(env, enif_make_uint(env, atomic_load(&hook_good)),
@@ -773,6 +845,8 @@ static ErlNifFunc funcs[] = {
     {"release", 1, release, 0},
     {"new_hooked", 1, new_hooked, 0},
     {"hook_runs", 0, hook_runs, 0},
+    {"busy_at_gc", 2, busy_at_gc, 0},
+    {"join_busy", 0, join_busy, 0},
     {"hook_after_call", 1, hook_after_call, 0},
     {"set_hook_again", 1, set_hook_again, 0},
     {"calls_after_release", 1, calls_after_release, 0},
