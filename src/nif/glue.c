@@ -94,23 +94,30 @@ static const char *kept_for_good(void) {
  * stayed mapped: a resource of it alive, a check's handle, its adapter
  * hooks; or an upgrade through the user's own callback): the module runs
  * the copy's C code, not the file's if it was rebuilt since. Said, not
- * refused: the module works, and only a restart maps the file anew.
+ * refused: the module works. Unless the copy is kept for good, a delete
+ * and purge once nothing holds it maps the file anew, as a restart does
+ * (the advice was a restart alone: an adopter found the purge works).
  * (Upgrades without callbacks fail instead: upgrade_from_same_file.) */
 static void say_if_stale_reload(void) {
     if (beam__file_unchanged(loaded_path, &loaded_file))
         return;
     char module[300];
     beam__nif_module_text(module, sizeof module);
+    bool kept = beam__library_kept_mapped();
     beam__report("beam_alloc: %s loads its NIF library from %s, rebuilt "
                  "since the VM mapped it; the VM hands it the copy it has "
                  "under that name (%s), so the module runs the old C code: "
-                 "restart the node to run the new one",
+                 "%s",
                  module, loaded_path,
-                 beam__library_kept_mapped()
-                     ? kept_for_good()
-                     : "an upgrade through the upgrade callback, or a load "
-                       "while a resource of the copy is alive or a check "
-                       "holds it");
+                 kept ? kept_for_good()
+                      : "an upgrade through the upgrade callback, or a load "
+                        "while a resource of the copy is alive or a check "
+                        "holds it",
+                 kept ? "restart the node to run the new one"
+                      : "to run the new one, delete and purge the module "
+                        "(code:delete/1, code:purge/1) once no resource of "
+                        "this copy is alive and no check holds it, then load "
+                        "it again; or restart the node");
 }
 
 /* beam_nif_call's three thread-locals in static TLS (os/tls.h): their
