@@ -528,12 +528,13 @@ BEAM_NIF(new_hooked) {
     return make_ok(env, term);
 }
 
-/* hook_after_call(kind): a resource whose parent releases it from inside
- * the allocation that reaches the parent, as another thread's release
- * would land while a library's own thread is inside the allocator. The
- * hook must not run in that call (it would take down the code that is
- * calling), but at the next release from outside. -> {runs during the
- * call, runs after the second release}. */
+/* hook_after_call(kind, how): a resource whose parent releases it from
+ * inside the allocation that reaches the parent, as another thread's
+ * release would land while a library's own thread is inside the
+ * allocator. The hook must not run in that call (it would take down the
+ * code that is calling), but at the next actor from outside: how is
+ * release (a second release) or pin (a pin, which fails). -> {runs during
+ * the call, runs after the outside actor}. */
 static atomic_uint counted_hook_runs;
 static beam_resource_t *release_me;
 
@@ -579,6 +580,9 @@ BEAM_NIF(hook_after_call) {
     beam_resource_kind kind;
     if (!get_kind(env, argv[0], &kind))
         return enif_make_badarg(env);
+    bool by_pin = enif_is_identical(argv[1], enif_make_atom(env, "pin"));
+    if (!by_pin && !enif_is_identical(argv[1], enif_make_atom(env, "release")))
+        return enif_make_badarg(env);
     beam_allocator_t parent = {NULL, &releasing_vtable};
     beam_resource_t *r = beam_resource_new(NULL, kind, parent, 0, NULL);
     if (r == NULL)
@@ -591,7 +595,10 @@ BEAM_NIF(hook_after_call) {
     release_me = NULL;
     unsigned during = atomic_load(&counted_hook_runs) - before;
     bool released = beam_resource_is_released(r);
-    beam_resource_release(r); /* from outside: now the hook runs */
+    if (by_pin && beam_resource_pin(r)) /* from outside: the hook runs */
+        beam_resource_unpin(r);         /* (never: released) */
+    else if (!by_pin)
+        beam_resource_release(r); /* from outside: now the hook runs */
     unsigned after = atomic_load(&counted_hook_runs) - before;
     beam_resource_drop(r);
     (void)p; /* gone with the resource */
@@ -847,7 +854,7 @@ static ErlNifFunc funcs[] = {
     {"hook_runs", 0, hook_runs, 0},
     {"busy_at_gc", 2, busy_at_gc, 0},
     {"join_busy", 0, join_busy, 0},
-    {"hook_after_call", 1, hook_after_call, 0},
+    {"hook_after_call", 2, hook_after_call, 0},
     {"set_hook_again", 1, set_hook_again, 0},
     {"calls_after_release", 1, calls_after_release, 0},
     {"usage", 1, usage, 0},
