@@ -22,13 +22,14 @@
  * outside), in units of PIN (its high half): the destructor tells a call
  * a library's own thread is making (which a release hook stops) from a pin
  * left open (a caller's bug). Every entry point adds its unit and fails
- * when it finds RELEASED; release sets RELEASED. Whoever brings the word to
- * exactly RELEASED (no one inside) tears down: the releaser when nobody was
- * inside, otherwise the last one to leave. So release never waits (but
- * for a BeamAlloc.collect/1 working on that very resource: list_unlink),
- * and is safe while the releasing thread holds a pin.
- * A failed entry briefly adds its unit after RELEASED and may also bring the
- * word back to RELEASED: the torn_down flag makes teardown run once.
+ * when it finds RELEASED (an allocator call reads the word first, and
+ * once released fails without adding: see enter); release sets RELEASED.
+ * Whoever brings the word to exactly RELEASED (no one inside) tears down: the
+ * releaser when nobody was inside, otherwise the last one to leave. So release
+ * never waits (but for a BeamAlloc.collect/1 working on that very resource:
+ * list_unlink), and is safe while the releasing thread holds a pin. A failed
+ * entry briefly adds its unit after RELEASED and may also bring the word back
+ * to RELEASED: the torn_down flag makes teardown run once.
  *
  * Invariants:
  *  - state / PIN counts pins, (state % PIN) / CALL calls in flight; once
@@ -260,6 +261,17 @@ static void teardown(beam_resource_t *r, bool in_call) {
  * in_call: an allocator call's entry, not a pin (see teardown). pin: a
  * pin's call site, else 0 (noted when the entry finds nobody inside). */
 static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
+    /* A call once released fails without touching the word. A thread
+     * that goes on calling after the release (a worker pool's, until the
+     * release hook stops it) would otherwise count as a call in flight
+     * each time, and the destructor, which waits for no call in flight
+     * before the hook, waited as long as such threads went on: up to 6 s
+     * of a scheduler with 16 of them (found in review). Not a pin: one
+     * after the release may be the outside actor that completes it (see
+     * teardown), and a call never is. */
+    if (in_call &&
+        BEAM__UNLIKELY(beam__atomic_load_relaxed(&r->state) & RELEASED))
+        return false;
     size_t unit = in_call ? CALL : PIN;
     size_t v = beam__atomic_add_acquire(&r->state, unit);
     if (BEAM__LIKELY(v == 0)) {
@@ -610,7 +622,8 @@ static void report_left_inside(beam_resource_t *r, size_t entries) {
     "(beam_resource_on_release)"
 
 /* Waits out the calls in flight: once RELEASED is set, no call enters (a
- * failed entry undoes at once) and one inside comes out in the time of
+ * failed entry no longer touches the word, but for one that read it just
+ * before, which undoes at once) and one inside comes out in the time of
  * an allocation, so teardown never deinitialises under it. */
 static void wait_for_calls(beam_resource_t *r) {
     while ((beam__atomic_load_acquire(&r->state) & CALLS_MASK) != 0)

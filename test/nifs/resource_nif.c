@@ -673,6 +673,88 @@ BEAM_NIF(busy_at_gc) {
     return enif_make_atom(env, "ok");
 }
 
+/* pool_at_gc(kind, n): a resource whose only term dies with the calling
+ * process while n threads of the library allocate and free through it in
+ * a loop, as a worker pool's threads do, until its release hook stops and
+ * joins them (the documented way; after the release their calls fail at
+ * once, and they go on until told to stop). -> ok, once every thread has
+ * allocated. pool_stopped/0: the milliseconds from the last reference's
+ * drop (the process's exit, pool_exit/0 called just before) to the end of
+ * the hook (the threads joined), or -1 while it has not run. */
+#define POOL_MAX 16
+static ErlNifTid pool_tids[POOL_MAX];
+static unsigned pool_n;
+static atomic_bool pool_stop;
+static atomic_uint pool_started;
+static _Atomic long long pool_exit_ms, pool_hook_ms = -1;
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *pool_run(void *arg) {
+    beam_allocator_t a = beam_resource_allocator(arg);
+    bool counted = false;
+    while (!atomic_load_explicit(&pool_stop, memory_order_relaxed)) {
+        void *p = beam_alloc_bytes(a, 64, 8);
+        if (p != NULL)
+            beam_free_bytes(a, p, 64, 8);
+        if (!counted) {
+            atomic_fetch_add(&pool_started, 1);
+            counted = true;
+        }
+    }
+    return NULL;
+}
+
+static void pool_down(beam_resource_t *r) {
+    (void)r;
+    atomic_store(&pool_stop, true);
+    for (unsigned i = 0; i < pool_n; i++)
+        enif_thread_join(pool_tids[i], NULL);
+    pool_n = 0;
+    atomic_store(&pool_hook_ms, now_ms() - atomic_load(&pool_exit_ms));
+}
+
+BEAM_NIF(pool_at_gc) {
+    beam_resource_kind kind;
+    unsigned n;
+    if (!get_kind(env, argv[0], &kind) || !enif_get_uint(env, argv[1], &n) ||
+        n > POOL_MAX || pool_n != 0)
+        return enif_make_badarg(env);
+    ERL_NIF_TERM term;
+    beam_resource_t *r =
+        beam_resource_new(env, kind, beam_large_allocator, 0, &term);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    (void)beam_resource_on_release(r, pool_down);
+    atomic_store(&pool_stop, false);
+    atomic_store(&pool_started, 0);
+    atomic_store(&pool_hook_ms, -1);
+    for (; pool_n < n; pool_n++)
+        if (enif_thread_create("beam_alloc_pool", &pool_tids[pool_n], pool_run,
+                               r, NULL) != 0)
+            return beam_make_error(env, "thread");
+    while (atomic_load(&pool_started) < n) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(pool_exit) {
+    (void)argv;
+    atomic_store(&pool_exit_ms, now_ms());
+    return enif_make_atom(env, "ok");
+}
+
+BEAM_NIF(pool_stopped) {
+    (void)argv;
+    return enif_make_int64(env, atomic_load(&pool_hook_ms));
+}
+
 /* join_busy(): joins busy_at_gc's thread if no hook did. -> hook runs. */
 BEAM_NIF(join_busy) {
     (void)argv;
@@ -854,6 +936,9 @@ static ErlNifFunc funcs[] = {
     {"hook_runs", 0, hook_runs, 0},
     {"busy_at_gc", 2, busy_at_gc, 0},
     {"join_busy", 0, join_busy, 0},
+    {"pool_at_gc", 2, pool_at_gc, 0},
+    {"pool_exit", 0, pool_exit, 0},
+    {"pool_stopped", 0, pool_stopped, 0},
     {"hook_after_call", 2, hook_after_call, 0},
     {"set_hook_again", 1, set_hook_again, 0},
     {"calls_after_release", 1, calls_after_release, 0},
