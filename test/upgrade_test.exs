@@ -182,13 +182,15 @@ defmodule BeamAlloc.UpgradeTest do
     line = one_report_since(mark, "BeamAlloc.Test.Upgrade loads its NIF library")
 
     assert line =~ "from #{so}, rebuilt since the VM mapped it"
-    # Not a restart alone: once the resource goes, a delete and purge
-    # unmaps the copy and the next load runs the file (an adopter did so,
-    # told to restart).
+    # Not a restart alone: once the resource goes, a purge, delete and
+    # purge unmaps the copy and the next load runs the file (an adopter
+    # did so, told to restart). A purge first: after an upgrade (this
+    # report's other case) code:delete/1 refuses while the old version is
+    # there, and a delete then purge left the module as it was.
     assert line =~
-             "to run the new one, delete and purge the module (code:delete/1, code:purge/1) " <>
-               "once no resource of this copy is alive and no check holds it, then load it " <>
-               "again; or restart the node"
+             "to run the new one, purge, delete and purge the module (code:purge/1, " <>
+               "code:delete/1, code:purge/1) once no resource of this copy is alive and no " <>
+               "check holds it, then load it again; or restart the node"
 
     assert {:ok, _} = call(:make)
     # (The first resource stays alive, and the old copy mapped, until here.)

@@ -94,9 +94,11 @@ static const char *kept_for_good(void) {
  * stayed mapped: a resource of it alive, a check's handle, its adapter
  * hooks; or an upgrade through the user's own callback): the module runs
  * the copy's C code, not the file's if it was rebuilt since. Said, not
- * refused: the module works. Unless the copy is kept for good, a delete
- * and purge once nothing holds it maps the file anew, as a restart does
- * (the advice was a restart alone: an adopter found the purge works).
+ * refused: the module works. Unless the copy is kept for good, a purge,
+ * delete and purge once nothing holds it maps the file anew, as a restart
+ * does (the advice was a restart alone: an adopter found the purge works;
+ * then a delete first, which code:delete/1 refuses after an upgrade while
+ * the old version is there: review).
  * (Upgrades without callbacks fail instead: upgrade_from_same_file.) */
 static void say_if_stale_reload(void) {
     if (beam__file_unchanged(loaded_path, &loaded_file))
@@ -114,8 +116,9 @@ static void say_if_stale_reload(void) {
                         "while a resource of the copy is alive or a check "
                         "holds it",
                  kept ? "restart the node to run the new one"
-                      : "to run the new one, delete and purge the module "
-                        "(code:delete/1, code:purge/1) once no resource of "
+                      : "to run the new one, purge, delete and purge the "
+                        "module (code:purge/1, code:delete/1, code:purge/1) "
+                        "once no resource of "
                         "this copy is alive and no check holds it, then load "
                         "it again; or restart the node");
 }
