@@ -336,7 +336,8 @@ else
 NIF_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
-TEST_NIF_SRC := $(wildcard test/nifs/*.c test/nifs/*/*.c)
+# (test/nifs/foreign/: libraries the NIFs call, not NIFs: see below.)
+TEST_NIF_SRC := $(filter-out test/nifs/foreign/%,$(wildcard test/nifs/*.c test/nifs/*/*.c))
 TEST_NIF_CXX := $(wildcard test/nifs/*.cpp test/nifs/*/*.cpp)
 TEST_NIF_SO  := $(TEST_NIF_SRC:test/nifs/%.c=$(MIX_APP_PATH)/priv/%.so) \
                 $(TEST_NIF_CXX:test/nifs/%.cpp=$(MIX_APP_PATH)/priv/%.so)
@@ -347,6 +348,14 @@ $(MIX_APP_PATH)/priv/adapters_nif.so: NIF_LIBS := -lz -lzstd
 $(MIX_APP_PATH)/priv/sqlite_nif.so: NIF_LIBS := -lsqlite3
 # SqliteNif fills bench-sqlite's orders database (one workload for both).
 $(MIX_APP_PATH)/priv/sqlite_nif.so: bench/sqlite/orders.h
+# A C library of the kind the adapters serve (SQLite, zlib): a shared
+# object of its own, without frame pointers, that DeepStackNif links.
+FOREIGN_SO := $(MIX_APP_PATH)/priv/foreign/libdeep.so
+$(FOREIGN_SO): test/nifs/foreign/deep.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=c11 $(WARN) -fPIC -fomit-frame-pointer -shared $< -o $@
+$(MIX_APP_PATH)/priv/deep_stack_nif.so: $(FOREIGN_SO)
+$(MIX_APP_PATH)/priv/deep_stack_nif.so: NIF_LIBS := -L$(dir $(FOREIGN_SO)) -ldeep -Wl,-rpath,'$$ORIGIN/foreign'
 
 .PHONY: nifs
 
