@@ -175,18 +175,63 @@ static void unwinder_find(void) {
         *(void **)&unwinder.backtrace = dlsym(from, "_Unwind_Backtrace");
 }
 
+static bool own_pc(uintptr_t pc) {
+    return pc >= unwinder.lo && pc < unwinder.hi;
+}
+
 /* ret is in another module's code, and the unwinder is there to walk it. */
 static bool walk_by_unwinder(uintptr_t ret) {
     pthread_once(&unwinder.once, unwinder_find);
-    return unwinder.backtrace != NULL &&
-           (ret < unwinder.lo || ret >= unwinder.hi);
+    return unwinder.backtrace != NULL && !own_pc(ret);
 }
+
+/* Frames the unwinder passes over, past the n kept, looking for this
+ * module's first (see reach_own). */
+#define REACH_MORE 64
 
 typedef struct unwind_walk {
     uintptr_t ret, stop, *out;
     size_t n, got;
     unsigned steps;
+    bool reach;       /* go on to this module's first frame (reach_own) */
+    bool seeking;     /* the n are kept, none of them this module's */
+    unsigned skipped; /* frames passed over since */
 } unwind_walk;
+
+/* The n frames kept hold one of this module's code (out[0], ret, never). */
+static bool kept_own(const unwind_walk *w) {
+    for (size_t i = 1; i < w->got; i++)
+        if (own_pc(w->out[i]))
+            return true;
+    return false;
+}
+
+/* A library's calls from the NIF's line to its allocation can be more
+ * than the n frames kept (SQLite's often are: 49 of 64 blocks of a leaked
+ * connection named none of the NIF's lines at 6), and the NIF's line is
+ * the one its author needs. So the walk goes on, at most REACH_MORE
+ * frames and never past the glue's, to this module's first frame, and
+ * keeps it last, after a gap marker in place of the library's frames it
+ * leaves out: the first max(n - 2, 1) frames, the gap, the NIF's. At most
+ * max(n, 3) in all. END: the walk is over. */
+static _Unwind_Reason_Code reach_own(unwind_walk *w, uintptr_t pc) {
+    if (!w->seeking) {
+        if (!w->reach || kept_own(w))
+            return _URC_END_OF_STACK;
+        w->seeking = true;
+    }
+    if (pc == 0 || w->skipped >= REACH_MORE)
+        return _URC_END_OF_STACK;
+    if (!own_pc(pc)) {
+        w->skipped++;
+        return _URC_NO_REASON;
+    }
+    size_t keep = w->n > 3 ? w->n - 2 : 1;
+    w->out[keep] = BEAM__FRAMES_GAP | (w->skipped + (w->got - keep));
+    w->out[keep + 1] = pc;
+    w->got = keep + 2;
+    return _URC_END_OF_STACK;
+}
 
 /* One frame, innermost first: skip the library's own up to ret, then keep
  * return addresses until n, or until the glue's frame, as walk does. The
@@ -206,18 +251,23 @@ static _Unwind_Reason_Code unwind_step(struct _Unwind_Context *ctx, void *arg) {
     }
     uintptr_t base = (uintptr_t)unwinder.get_cfa(ctx) - 2 * sizeof(uintptr_t);
     if (w->stop != 0 && base >= w->stop) {
-        if (w->got > 1)
+        if (w->got > 1 && !w->seeking)
             w->got--;
         return _URC_END_OF_STACK;
     }
-    if (w->got == w->n || pc == 0)
+    if (w->got == w->n)
+        return reach_own(w, pc);
+    if (pc == 0)
         return _URC_END_OF_STACK;
     w->out[w->got++] = pc;
     return _URC_NO_REASON;
 }
 
-static BEAM__NOINLINE size_t unwind(uintptr_t ret, uintptr_t *out, size_t n) {
-    unwind_walk w = {ret, beam__frames_stop, out, n, 0, 0};
+/* reach: go on to this module's first frame when the n kept hold none
+ * (reach_own): out has room for 3 frames then, whatever n. */
+static BEAM__NOINLINE size_t unwind(uintptr_t ret, uintptr_t *out, size_t n,
+                                    bool reach) {
+    unwind_walk w = {ret, beam__frames_stop, out, n, 0, 0, reach, false, 0};
     unwinder.backtrace(unwind_step, &w);
     if (w.got == 0)
         out[w.got++] = ret;
@@ -229,25 +279,30 @@ static bool walk_by_unwinder(uintptr_t ret) {
     (void)ret;
     return false;
 }
-static size_t unwind(uintptr_t ret, uintptr_t *out, size_t n) {
+static size_t unwind(uintptr_t ret, uintptr_t *out, size_t n, bool reach) {
     (void)n;
+    (void)reach;
     out[0] = ret;
     return 1;
 }
 #endif
 
-/* walk, or the unwinder for a stack entered from another library. */
+/* walk, or the unwinder for a stack entered from another library (reach:
+ * see unwind). */
 static inline WALK_INLINE size_t walk_any(uintptr_t ret, uintptr_t *out,
-                                          size_t n) {
+                                          size_t n, bool reach) {
     if (n > 1 && ret != 0 && walk_by_unwinder(ret))
-        return unwind(ret, out, n);
+        return unwind(ret, out, n, reach);
     return walk(ret, out, n);
 }
 
 WALKS size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n) {
     if (n == 0)
         return 0;
-    return walk_any(ret, out, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n);
+    /* (Not on to this module's frame: out may hold n alone, and the fault
+     * driver, whose copy's module is not the NIF's, finds its own.) */
+    return walk_any(ret, out, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n,
+                    false);
 }
 
 /* --- The depot ----------------------------------------------------------- *
@@ -392,8 +447,8 @@ static uintptr_t intern(const uintptr_t *pc, size_t n, const beam__trace **c) {
 
 WALKS uintptr_t beam__trace_capture(uintptr_t ret, unsigned depth) {
     uintptr_t pc[BEAM__MAX_FRAMES];
-    size_t n =
-        walk_any(ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth);
+    size_t n = walk_any(
+        ret, pc, depth > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : depth, true);
     if (n <= 1)
         return ret;
     /* (The cache lives in the thread's cold block: without one, a dummy.) */
@@ -415,6 +470,17 @@ uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n) {
 
 /* --- Text ---------------------------------------------------------------- */
 
+/* A frame, or a gap's marker (BEAM__FRAMES_GAP), which no symbolizer
+ * takes for a site (nothing of it reads lib.so+0x..). */
+static void describe_frame(uintptr_t pc, char *buf, size_t n) {
+    size_t skipped;
+    if (beam__frames_gap(pc, &skipped))
+        snprintf(buf, n, "... (%zu frame%s skipped)", skipped,
+                 skipped == 1 ? "" : "s");
+    else
+        beam__describe_addr(pc, buf, n);
+}
+
 const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
                                   size_t n) {
     size_t len = 0;
@@ -423,7 +489,7 @@ const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
         return beam__describe_addr(0, buf, n);
     for (size_t i = 0; i < count && len + 1 < n; i++) {
         char one[512];
-        beam__describe_addr(pcs[i], one, sizeof one);
+        describe_frame(pcs[i], one, sizeof one);
         int w = snprintf(buf + len, n - len, "%s%s", i ? " <- " : "", one);
         /* Whole frames only: a site cut short ("lib.so+0x3c" of
          * "lib.so+0x3cc4") would name another line. */

@@ -23,10 +23,22 @@
  * AArch64 both keep user space in the lower half). */
 #define BEAM__SITE_TRACE ((uintptr_t)1 << (sizeof(uintptr_t) * 8 - 1))
 
+/* In a trace, in place of a return address: frames left out between the
+ * one before and the one after it (their number in the low bits), where
+ * a walk through another library's code went on to the first frame of
+ * this module's (frames.c). Not a code address (the top bit): printed as
+ * "... (N frames skipped)". */
+#define BEAM__FRAMES_GAP BEAM__SITE_TRACE
+static inline bool beam__frames_gap(uintptr_t pc, size_t *skipped) {
+    *skipped = (size_t)(pc & ~BEAM__FRAMES_GAP);
+    return (pc & BEAM__FRAMES_GAP) != 0;
+}
+
 typedef struct beam__trace {
     uint32_t hash;
     uint32_t n;
-    uintptr_t pc[]; /* return addresses, innermost first; pc[0] is ret */
+    uintptr_t pc[]; /* return addresses, innermost first; pc[0] is ret; a
+                       BEAM__FRAMES_GAP before the last, at most */
 } beam__trace;
 
 /* The stack depth instance flags ask for: BEAM_GPA_FRAMES(n), else
