@@ -424,6 +424,22 @@ TEST(gpa_tracked_frames_reach_leak_reports_and_are_stored_once) {
     check_release_reports();
 }
 
+/* A trace whose walk went on through another library's frames to this
+ * module's (frames.c) holds a gap marker, which reads as the frames left
+ * out, never as an address, and is stored and found like any trace. */
+TEST(gpa_frames_gap_reads_as_the_frames_skipped) {
+    uintptr_t pcs[3] = {(uintptr_t)&capture_outer + 8, BEAM__FRAMES_GAP | 12,
+                        (uintptr_t)&capture_middle + 8};
+    char text[1024];
+    beam__describe_frames(pcs, 3, text, sizeof text);
+    CHECK(strstr(text, " <- ... (12 frames skipped) <- ") != NULL);
+    pcs[1] = BEAM__FRAMES_GAP | 1;
+    uintptr_t site = beam__trace_intern(pcs, 3);
+    CHECK(site == beam__trace_intern(pcs, 3));
+    beam__describe_site(site, text, sizeof text);
+    CHECK(strstr(text, " <- ... (1 frame skipped) <- ") != NULL);
+}
+
 /* The misuse line lives in the thread's cold block (internal.h), made on
  * the thread's first misuse and given back when the thread exits (ASan
  * and valgrind would see it left behind). */
