@@ -9,6 +9,7 @@ defmodule BeamAlloc.DeepStackTest do
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
+  import BeamAlloc.Test.Reports, only: [report: 1]
 
   alias BeamAlloc.Reporter
 
@@ -17,20 +18,6 @@ defmodule BeamAlloc.DeepStackTest do
   setup do
     Reporter.take()
     :ok
-  end
-
-  defp report(pattern, tries \\ 200) do
-    case Enum.find(Reporter.recent(), &(elem(&1, 1) =~ pattern)) do
-      {_, line} ->
-        line
-
-      nil when tries > 0 ->
-        Process.sleep(10)
-        report(pattern, tries - 1)
-
-      nil ->
-        flunk("no report matching #{inspect(pattern)} in #{inspect(Reporter.recent())}")
-    end
   end
 
   defp leak_of(fun) do

@@ -7,6 +7,7 @@ defmodule BeamAlloc.LinesTest do
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureLog
+  import BeamAlloc.Test.Reports, only: [report: 1]
 
   alias BeamAlloc.Reporter
   alias BeamAlloc.Test.Lines
@@ -19,21 +20,6 @@ defmodule BeamAlloc.LinesTest do
   end
 
   defp line_of(marker), do: BeamAlloc.Test.Reports.line_of(@source, marker)
-
-  # The first report that matches pattern, waiting for the reporter.
-  defp report(pattern, tries \\ 200) do
-    case Enum.find(Reporter.recent(), &(elem(&1, 1) =~ pattern)) do
-      {_, line} ->
-        line
-
-      nil when tries > 0 ->
-        Process.sleep(10)
-        report(pattern, tries - 1)
-
-      nil ->
-        flunk("no report matching #{inspect(pattern)} in #{inspect(Reporter.recent())}")
-    end
-  end
 
   # nif's double free is named at callee's line (marked callee_site),
   # then nif's (caller_site).

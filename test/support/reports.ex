@@ -27,6 +27,24 @@ defmodule BeamAlloc.Test.Reports do
     |> Kernel.+(1)
   end
 
+  # The first recent report that matches pattern, once one has arrived
+  # (a test fails after 2 s without one).
+  def report(pattern, tries \\ 200) do
+    case Enum.find(Reporter.recent(), &(elem(&1, 1) =~ pattern)) do
+      {_, line} ->
+        line
+
+      nil when tries > 0 ->
+        Process.sleep(10)
+        report(pattern, tries - 1)
+
+      nil ->
+        ExUnit.Assertions.flunk(
+          "no report matching #{inspect(pattern)} in #{inspect(Reporter.recent())}"
+        )
+    end
+  end
+
   # The pid registered as name, once a process (another test) registers it.
   def registered(name, tries \\ 6000) do
     case Process.whereis(name) do
