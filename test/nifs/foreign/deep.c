@@ -13,7 +13,7 @@ typedef void *(*deep_alloc_fn)(void *opaque, size_t n);
  * would take its frame from the stack). */
 static volatile int deep_levels;
 
-__attribute__((noinline, noipa)) static void *
+__attribute__((noinline)) static void *
 deep_level(deep_alloc_fn alloc, void *opaque, size_t n, int depth) {
     void *p = depth > 0 ? deep_level(alloc, opaque, n, depth - 1)
                         : alloc(opaque, n);
