@@ -481,24 +481,55 @@ static void describe_frame(uintptr_t pc, char *buf, size_t n) {
         beam__describe_addr(pc, buf, n);
 }
 
+/* Appends frame text one to buf (len bytes of it used), after " <- "
+ * unless first, whole or not at all: a site cut short ("lib.so+0x3c" of
+ * "lib.so+0x3cc4") would name another line. room: bytes of buf it may
+ * fill, the final NUL among them. */
+static bool append_frame(char *buf, size_t *len, size_t room, const char *one) {
+    if (*len + 1 >= room)
+        return false;
+    int w = snprintf(buf + *len, room - *len, "%s%s", *len ? " <- " : "", one);
+    if (w < 0 || (size_t)w >= room - *len) {
+        buf[*len] = '\0';
+        return false;
+    }
+    *len += (size_t)w;
+    return true;
+}
+
+/* Room kept for " <- ... (N frames skipped) <- " before the last frame. */
+#define GAP_TEXT 48
+
+/* A trace that ends with a gap and this module's frame (reach_own) keeps
+ * them when its text is too long for buf: the frame is the one the walk
+ * went on for (the NIF's line), so the library's frames before the gap go
+ * first, counted in it. */
 const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
                                   size_t n) {
-    size_t len = 0;
+    size_t len = 0, skipped = 0;
     buf[0] = '\0';
     if (count == 0)
         return beam__describe_addr(0, buf, n);
-    for (size_t i = 0; i < count && len + 1 < n; i++) {
-        char one[512];
-        describe_frame(pcs[i], one, sizeof one);
-        int w = snprintf(buf + len, n - len, "%s%s", i ? " <- " : "", one);
-        /* Whole frames only: a site cut short ("lib.so+0x3c" of
-         * "lib.so+0x3cc4") would name another line. */
-        if (w < 0 || (size_t)w >= n - len) {
-            buf[len] = '\0';
-            break;
-        }
-        len += (size_t)w;
+    char one[512], last[512];
+    bool gap = count >= 3 && beam__frames_gap(pcs[count - 2], &skipped);
+    size_t head = gap ? count - 2 : count, room = n;
+    if (gap) {
+        describe_frame(pcs[count - 1], last, sizeof last);
+        size_t tail = GAP_TEXT + strlen(last);
+        room = tail < n / 2 ? n - tail : n / 2;
     }
+    size_t i = 0;
+    /* (The first frame, the call that allocated, in any room there is.) */
+    for (; i < head; i++) {
+        describe_frame(pcs[i], one, sizeof one);
+        if (!append_frame(buf, &len, i == 0 ? n : room, one))
+            break;
+    }
+    if (!gap || i == 0)
+        return buf;
+    describe_frame(BEAM__FRAMES_GAP | (skipped + (head - i)), one, sizeof one);
+    if (append_frame(buf, &len, n, one))
+        append_frame(buf, &len, n, last);
     return buf;
 }
 

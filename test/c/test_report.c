@@ -440,6 +440,33 @@ TEST(gpa_frames_gap_reads_as_the_frames_skipped) {
     CHECK(strstr(text, " <- ... (1 frame skipped) <- ") != NULL);
 }
 
+/* A site's text cut to its buffer loses library frames before the gap,
+ * never the gap and the frame after it: that frame (the NIF's line) is
+ * what the walk went on for, and those dropped join the gap's count.
+ * (A 600-byte site of 16 SQLite frames lost both.) */
+TEST(gpa_frames_gap_and_own_frame_survive_a_short_buffer) {
+    uintptr_t pcs[BEAM__MAX_FRAMES];
+    for (size_t i = 0; i < BEAM__MAX_FRAMES - 2; i++)
+        pcs[i] = (uintptr_t)&capture_outer + 8;
+    pcs[BEAM__MAX_FRAMES - 2] = BEAM__FRAMES_GAP | 5;
+    pcs[BEAM__MAX_FRAMES - 1] = (uintptr_t)&capture_middle + 8;
+    char own[512], one[512], text[200];
+    beam__describe_addr(pcs[BEAM__MAX_FRAMES - 1], own, sizeof own);
+    beam__describe_addr(pcs[0], one, sizeof one);
+    beam__describe_frames(pcs, BEAM__MAX_FRAMES, text, sizeof text);
+    size_t len = strlen(text), own_len = strlen(own);
+    CHECK(len > own_len && strcmp(text + len - own_len, own) == 0);
+    /* As many library frames as fit, the rest counted in the gap. */
+    size_t head = 0;
+    for (const char *s = text; (s = strstr(s, one)) != NULL; s++)
+        head++;
+    CHECK(head >= 1 && head < BEAM__MAX_FRAMES - 2);
+    char gap[64];
+    snprintf(gap, sizeof gap, " <- ... (%zu frames skipped) <- ",
+             5 + (BEAM__MAX_FRAMES - 2 - head));
+    CHECK(strstr(text, gap) != NULL);
+}
+
 /* The misuse line lives in the thread's cold block (internal.h), made on
  * the thread's first misuse and given back when the thread exits (ASan
  * and valgrind would see it left behind). */
