@@ -302,7 +302,7 @@ clean:
 	rm -rf $(BUILD) _build priv
 
 format:
-	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h bench/nif_call/*.c
+	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h bench/nif_call/*.c
 	mix format
 
 # --- NIFs, ExUnit and the demo -----------------------------------------

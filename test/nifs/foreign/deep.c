@@ -15,8 +15,8 @@ static volatile int deep_levels;
 
 __attribute__((noinline)) static void *
 deep_level(deep_alloc_fn alloc, void *opaque, size_t n, int depth) {
-    void *p = depth > 0 ? deep_level(alloc, opaque, n, depth - 1)
-                        : alloc(opaque, n);
+    void *p =
+        depth > 0 ? deep_level(alloc, opaque, n, depth - 1) : alloc(opaque, n);
     deep_levels++;
     return p;
 }
