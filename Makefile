@@ -141,23 +141,32 @@ deps:
 	@scripts/ensure-deps
 
 # --- C unit tests -------------------------------------------------------
-$(BUILD)/test/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(BUILD)/libbeam_alloc_standalone.a
+# The units call into test/nifs/foreign/deep.c too (a library of another
+# module, without frame pointers, that allocates through a hook), built
+# as DeepStackNif's is.
+C_TEST_DEEP := $(BUILD)/test-foreign/libdeep.so
+C_TEST_LIBS = -L$(dir $(C_TEST_DEEP)) -ldeep -Wl,-rpath,$(abspath $(dir $(C_TEST_DEEP)))
+$(C_TEST_DEEP): test/nifs/foreign/deep.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=c11 $(WARN) -fPIC -fomit-frame-pointer -shared $< -o $@
+
+$(BUILD)/test/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(BUILD)/libbeam_alloc_standalone.a $(C_TEST_DEEP)
 	@mkdir -p $(@D)
 	$(CC) -O1 -g -std=c11 $(WARN) $(FRAME_FLAGS) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
-	    $(C_TEST_SRC) $(BUILD)/libbeam_alloc_standalone.a -o $@
+	    $(C_TEST_SRC) $(BUILD)/libbeam_alloc_standalone.a $(C_TEST_LIBS) -o $@
 
 # Sanitizers: everything rebuilt with ASan+UBSan (clang when present).
-$(BUILD)/test-san/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(STANDALONE_SRC) $(HEADERS)
+$(BUILD)/test-san/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(STANDALONE_SRC) $(HEADERS) $(C_TEST_DEEP)
 	@mkdir -p $(@D)
 	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
 	    -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-	    $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
+	    $(STANDALONE_SRC) $(C_TEST_SRC) $(C_TEST_LIBS) -o $@
 
 # Threads under ThreadSanitizer: the GPA's concurrent tests.
-$(BUILD)/test-tsan/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(STANDALONE_SRC) $(HEADERS)
+$(BUILD)/test-tsan/run_tests: $(C_TEST_SRC) $(wildcard test/c/*.h) $(STANDALONE_SRC) $(HEADERS) $(C_TEST_DEEP)
 	@mkdir -p $(@D)
 	$(SAN_CC) -O1 -g -std=c11 $(WARN) -Iinclude -Isrc -DBEAM_ALLOC_STANDALONE -DBEAM_ALLOC_DEBUG -pthread \
-	    -fsanitize=thread $(FRAME_FLAGS) $(STANDALONE_SRC) $(C_TEST_SRC) -o $@
+	    -fsanitize=thread $(FRAME_FLAGS) $(STANDALONE_SRC) $(C_TEST_SRC) $(C_TEST_LIBS) -o $@
 
 c-test-tsan: $(BUILD)/test-tsan/run_tests
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/test-tsan/run_tests gpa_

@@ -467,6 +467,43 @@ TEST(gpa_frames_gap_and_own_frame_survive_a_short_buffer) {
     CHECK(strstr(text, gap) != NULL);
 }
 
+/* test/nifs/foreign/deep.c, a module of its own (the Makefile links it):
+ * calls alloc depth levels deep, without frame pointers. */
+typedef void *(*deep_alloc_fn)(void *opaque, size_t n);
+void *deep_alloc(deep_alloc_fn alloc, void *opaque, size_t n, int depth);
+
+/* The hook the library calls: the site of its allocation, at 4 frames. */
+static BEAM__NOINLINE void *capture_from_library(void *opaque, size_t n) {
+    (void)n;
+    *(uintptr_t *)opaque = beam__trace_capture(BEAM__RET_ADDR(), 4);
+    __asm__ volatile("" ::: "memory");
+    return opaque;
+}
+
+/* One call of this module's into the library (the NIF's line). */
+static BEAM__NOINLINE uintptr_t site_through_library(int depth) {
+    uintptr_t site = 0;
+    deep_alloc(capture_from_library, &site, 8, depth);
+    __asm__ volatile("" ::: "memory");
+    return site;
+}
+
+/* A recursive library (a parser) reaches one allocation of its own from
+ * one call of the NIF's at many depths: one trace, whatever the depth,
+ * or the depot (12,288 entries, frames.c) fills with copies of one site and
+ * later sites fall back to a single frame (5 sites made 64 traces over
+ * depths 1 to 80 while the gap held the count of frames left out). */
+TEST(gpa_frames_one_site_at_two_library_depths_is_one_trace) {
+    uintptr_t sites[2] = {site_through_library(10), site_through_library(30)};
+    CHECK(sites[0] == sites[1]);
+#if defined(__linux__) /* (the unwinder's walk, to this module's frame) */
+    const uintptr_t *pcs;
+    size_t n = beam__site_frames(&sites[0], &pcs);
+    size_t skipped;
+    CHECK(n == 4 && beam__frames_gap(pcs[2], &skipped));
+#endif
+}
+
 /* The misuse line lives in the thread's cold block (internal.h), made on
  * the thread's first misuse and given back when the thread exits (ASan
  * and valgrind would see it left behind). */
