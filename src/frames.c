@@ -227,7 +227,7 @@ static _Unwind_Reason_Code reach_own(unwind_walk *w, uintptr_t pc) {
         return _URC_NO_REASON;
     }
     size_t keep = w->n > 3 ? w->n - 2 : 1;
-    w->out[keep] = BEAM__FRAMES_GAP | (w->skipped + (w->got - keep));
+    w->out[keep] = BEAM__FRAMES_GAP;
     w->out[keep + 1] = pc;
     w->got = keep + 2;
     return _URC_END_OF_STACK;
@@ -473,10 +473,8 @@ uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n) {
 /* A frame, or a gap's marker (BEAM__FRAMES_GAP), which no symbolizer
  * takes for a site (nothing of it reads lib.so+0x..). */
 static void describe_frame(uintptr_t pc, char *buf, size_t n) {
-    size_t skipped;
-    if (beam__frames_gap(pc, &skipped))
-        snprintf(buf, n, "... (%zu frame%s skipped)", skipped,
-                 skipped == 1 ? "" : "s");
+    if (beam__frames_gap(pc))
+        snprintf(buf, n, "%s", BEAM__FRAMES_GAP_TEXT);
     else
         beam__describe_addr(pc, buf, n);
 }
@@ -497,25 +495,25 @@ static bool append_frame(char *buf, size_t *len, size_t room, const char *one) {
     return true;
 }
 
-/* Room kept for " <- ... (N frames skipped) <- " before the last frame. */
-#define GAP_TEXT 48
+/* Room kept for the gap, between " <- "s, before the last frame. */
+#define GAP_ROOM (sizeof " <-  <- " + sizeof BEAM__FRAMES_GAP_TEXT)
 
 /* A trace that ends with a gap and this module's frame (reach_own) keeps
  * them when its text is too long for buf: the frame is the one the walk
  * went on for (the NIF's line), so the library's frames before the gap go
- * first, counted in it. */
+ * first, into it. */
 const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
                                   size_t n) {
-    size_t len = 0, skipped = 0;
+    size_t len = 0;
     buf[0] = '\0';
     if (count == 0)
         return beam__describe_addr(0, buf, n);
     char one[512], last[512];
-    bool gap = count >= 3 && beam__frames_gap(pcs[count - 2], &skipped);
+    bool gap = count >= 3 && beam__frames_gap(pcs[count - 2]);
     size_t head = gap ? count - 2 : count, room = n;
     if (gap) {
         describe_frame(pcs[count - 1], last, sizeof last);
-        size_t tail = GAP_TEXT + strlen(last);
+        size_t tail = GAP_ROOM + strlen(last);
         room = tail < n / 2 ? n - tail : n / 2;
     }
     size_t i = 0;
@@ -527,8 +525,7 @@ const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
     }
     if (!gap || i == 0)
         return buf;
-    describe_frame(BEAM__FRAMES_GAP | (skipped + (head - i)), one, sizeof one);
-    if (append_frame(buf, &len, n, one))
+    if (append_frame(buf, &len, n, BEAM__FRAMES_GAP_TEXT))
         append_frame(buf, &len, n, last);
     return buf;
 }

@@ -24,14 +24,15 @@
 #define BEAM__SITE_TRACE ((uintptr_t)1 << (sizeof(uintptr_t) * 8 - 1))
 
 /* In a trace, in place of a return address: frames left out between the
- * one before and the one after it (their number in the low bits), where
- * a walk through another library's code went on to the first frame of
- * this module's (frames.c). Not a code address (the top bit): printed as
- * "... (N frames skipped)". */
+ * one before and the one after it, where a walk through another library's
+ * code went on to the first frame of this module's (frames.c). Not a code
+ * address (the top bit): printed as BEAM__FRAMES_GAP_TEXT. It holds no
+ * count of them: a recursive library (a parser) reaches one call site of
+ * its own at many depths, and a count made a depot entry per depth. */
 #define BEAM__FRAMES_GAP BEAM__SITE_TRACE
-static inline bool beam__frames_gap(uintptr_t pc, size_t *skipped) {
-    *skipped = (size_t)(pc & ~BEAM__FRAMES_GAP);
-    return (pc & BEAM__FRAMES_GAP) != 0;
+#define BEAM__FRAMES_GAP_TEXT "... (frames skipped)"
+static inline bool beam__frames_gap(uintptr_t pc) {
+    return pc == BEAM__FRAMES_GAP;
 }
 
 typedef struct beam__trace {

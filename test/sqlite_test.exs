@@ -89,7 +89,7 @@ defmodule BeamAlloc.SqliteTest do
     assert length(leaks) > 20, inspect(leaks)
     own = ~r/<- (sqlite_nif\.so\+0x[0-9a-f]+|\S+ \(sqlite_nif\.so\+0x[0-9a-f]+\))$/
     assert Enum.all?(leaks, &(&1 =~ own)), inspect(Enum.reject(leaks, &(&1 =~ own)))
-    assert Enum.any?(leaks, &(&1 =~ ~r/ <- \.\.\. \(\d+ frames? skipped\) <- /))
+    assert Enum.any?(leaks, &(&1 =~ " <- ... (frames skipped) <- "))
 
     if BeamAlloc.Symbolizer.with_libdw?() do
       source = "test/nifs/sqlite_nif.c"
