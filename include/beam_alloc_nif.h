@@ -110,7 +110,7 @@ typedef struct beam_nif_options {
      * (1 to 16; 0 means 6). See BEAM_GPA_FRAMES. A C library's allocation
      * (through the adapters) whose frames kept hold none of the NIF's
      * ends with the NIF's first frame all the same, after a gap marker
-     * ("... (N frames skipped)") in place of the library's last ones. */
+     * ("... (frames skipped)") in place of the library's last ones. */
     unsigned frames;
     int beam_reserved_end; /* internal: lets BEAM_NIF(name) take no options */
     /* internal: how .allocator is called. NULL (C): directly; in C++, a
