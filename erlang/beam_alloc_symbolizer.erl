@@ -183,8 +183,8 @@ names_line(Text) ->
 hint({no_debug_info, Object}) ->
     case c_library(Object) of
         true ->
-            [<<" (no source lines: the frames kept end inside ">>, Object,
-             <<", which has none, before your code: BEAM_NIF's .frames = 16 keeps more)">>];
+            [<<" (no source lines: the frames kept are all in ">>, Object,
+             <<", which has none: an allocation on a thread of its own, or over 64 frames inside it)">>];
         false ->
             [<<" (no source lines: ">>, Object,
              <<" has no debug information for them: build it with -g)">>]

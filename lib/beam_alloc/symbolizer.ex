@@ -18,8 +18,8 @@ defmodule BeamAlloc.Symbolizer do
   says why at its end: `(no source lines: my_nif.so has no debug
   information for them: build it with -g)`, `(no source lines:
   my_nif.so is stripped: build it with -g and keep its symbols)`, `(no
-  source lines: the frames kept end inside libz.so.1, which has none,
-  before your code: BEAM_NIF's .frames = 16 keeps more)` (a versioned C
+  source lines: the frames kept are all in libz.so.1, which has none: an
+  allocation on a thread of its own, or over 64 frames inside it)` (a versioned C
   library's sites alone: the stack kept ended inside it), or `(no source
   lines: my_nif.so changed on disk since it was loaded)` (the file's lines
   would be another build's). Two loaded libraries with the same file name
