@@ -68,6 +68,38 @@ BEAM_NIF(many) {
     return ok(env);
 }
 
+/* uses_null(tag): the bug check_all_allocation_failures exists for: the
+ * second allocation (make_header's) is used unchecked, so failing it
+ * crashes the VM (SIGSEGV) instead of returning an error. The first is
+ * handled. */
+static __attribute__((noinline)) unsigned char *make_header(unsigned tag) {
+    unsigned char *volatile header =
+        beam_alloc(beam_allocator, unsigned char, 64); /* UNCHECKED_SITE */
+    header[0] = (unsigned char)tag;
+    return header;
+}
+
+BEAM_NIF(uses_null) {
+    unsigned tag;
+    if (!enif_get_uint(env, argv[0], &tag))
+        return enif_make_badarg(env);
+    unsigned char *body = beam_alloc(beam_allocator, unsigned char, 40);
+    if (body == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *header = make_header(tag);
+    beam_free(beam_allocator, header, 64);
+    beam_free(beam_allocator, body, 40);
+    return ok(env);
+}
+
+/* aborts(): the VM dies by SIGABRT, whatever the check fails (a crash that
+ * is no failed allocation's). */
+BEAM_NIF(aborts) {
+    (void)env;
+    (void)argv;
+    abort();
+}
+
 /* The same, but a failure raises RuntimeError instead of returning. */
 BEAM_NIF(correct_raising) {
     unsigned char *a = beam_alloc(beam_allocator, unsigned char, 40);
@@ -1008,6 +1040,8 @@ static ErlNifFunc funcs[] = {
     {"allocator_is_raw", 0, allocator_is_raw, 0},
     {"take_reports", 0, take_reports, 0},
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
+    {"uses_null", 1, uses_null, 0},
+    {"aborts", 0, aborts, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Faults, funcs, load, NULL, NULL)

@@ -1,0 +1,118 @@
+defmodule BeamAlloc.FaultInjectionCrashTest do
+  # A NIF that does not handle a failed allocation crashes the VM: the
+  # check must say which request it was failing, and where that request was
+  # made, before the VM dies as it would have. Each case in a VM of its own.
+  use ExUnit.Case, async: true
+
+  @moduletag timeout: 120_000
+
+  @faults "BeamAlloc.Test.Faults"
+
+  # The VM's output (stderr too) and exit status: `call` evaluated by
+  # :elixir, or as Erlang by erl.
+  defp run_vm(:elixir, call), do: run_vm(System.find_executable("elixir"), ["-e", call])
+
+  defp run_vm(:erlang, call) do
+    run_vm(System.find_executable("erl"), ["-noshell", "-eval", call])
+  end
+
+  defp run_vm(exe, args) do
+    paths =
+      for app <- [:beam_alloc, :elixir, :logger],
+          do: ["-pa", to_string(:code.lib_dir(app, :ebin))]
+
+    System.cmd("timeout", ["-s", "KILL", "60", exe | List.flatten(paths)] ++ args,
+      stderr_to_stdout: true
+    )
+  end
+
+  # The source line of make_header's unchecked allocation.
+  defp unchecked_line do
+    "test/nifs/faults_nif.c"
+    |> File.read!()
+    |> String.split("\n")
+    |> Enum.find_index(&(&1 =~ "UNCHECKED_SITE"))
+    |> Kernel.+(1)
+  end
+
+  defp assert_names_the_request(out) do
+    assert out =~
+             "beam_alloc: the VM got SIGSEGV while check_all_allocation_failures was " <>
+               "failing allocation request 1 (and every later one), which returned NULL: " <>
+               "alloc of 64 bytes at faults_nif.so+0x",
+           out
+
+    assert out =~ ", in the NIF call #{@faults}.uses_null/1: handle the NULL there", out
+
+    # The command it gives names the allocation's source line.
+    [_, lib, offset] = Regex.run(~r/its source line: addr2line -f -i -e (\S+) (0x[0-9a-f]+)/, out)
+
+    if addr2line = System.find_executable("addr2line") do
+      {lines, 0} = System.cmd(addr2line, ["-f", "-i", "-e", lib, offset])
+      assert lines =~ ~r/make_header\n.*faults_nif\.c:#{unchecked_line()}\b/, lines
+    end
+  end
+
+  test "a NIF that uses a failed allocation's NULL: the crash names the request and its line" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
+      """)
+
+    # Killed by SIGSEGV, as without the check's handler.
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+  end
+
+  test "the same from Erlang" do
+    {out, status} =
+      run_vm(:erlang, """
+      {ok, _} = application:ensure_all_started(beam_alloc),
+      beam_alloc_testing:check_all_allocation_failures(
+          fun() -> 'Elixir.#{@faults}':uses_null(7) end),
+      halt(0).
+      """)
+
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+  end
+
+  test "a crash in the first run says no allocation was failed; SIGABRT stays SIGABRT" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.aborts() end)
+      """)
+
+    assert status == 128 + 6, out
+
+    assert out =~
+             "beam_alloc: the VM got SIGABRT while check_all_allocation_failures was " <>
+               "making a run that fails no allocation",
+           out
+
+    refute out =~ "failing allocation request", out
+  end
+
+  test "a check that passes writes nothing, and the VM's signal actions come back" do
+    {out, status} =
+      run_vm(:elixir, ~S"""
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      caught = fn ->
+        [line] = for "SigCgt:" <> mask <- File.read!("/proc/self/status") |> String.split("\n"), do: mask
+        String.to_integer(String.trim(line), 16)
+      end
+      # SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE
+      ours = Enum.reduce([11, 7, 6, 4, 8], 0, &Bitwise.bor(&2, Bitwise.bsl(1, &1 - 1)))
+      before = caught.()
+      during = fn -> send(self(), {:during, caught.()}); BeamAlloc.Test.Faults.correct(3) end
+      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(during)
+      receive do {:during, d} -> IO.puts("during=#{Bitwise.band(d, ours) == ours}") end
+      IO.puts("restored=#{caught.() == before}")
+      """)
+
+    assert status == 0, out
+    assert out == "during=true\nrestored=true\n"
+  end
+end
