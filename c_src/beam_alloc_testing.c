@@ -58,10 +58,14 @@
 #include "nif_text.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__APPLE__)
 #include <mach-o/dyld.h>
@@ -265,6 +269,10 @@ typedef struct session {
      * are most of a session's size, and a closed one has no run. */
     misuse_record *misuse;
     size_t nmisuse;
+
+    /* The crash slot the session's runs write (see crash_slots), or -1:
+     * every slot was taken. */
+    int crash;
 
     /* Sites of the first run's requests. */
     first_site *sites;
@@ -496,6 +504,291 @@ static uintptr_t described_site(const session *s, uintptr_t ret) {
     return beam__trace_intern(pc, n);
 }
 
+/* --- What a crash during a check says ----------------------------------- */
+
+/* A NIF that does not handle a failed allocation most often dereferences
+ * the NULL: the VM dies by a signal, and all the user saw was
+ * "Segmentation fault" with nothing saying which allocation the check was
+ * failing. So while a session is open, fatal signals first write (write(2)
+ * of text made beforehand: nothing else is safe in a handler) what each
+ * running session's run is doing, then take their course as before (the
+ * previous action, restored or called: exit status, core dump and any
+ * handler of the VM's or another library's unchanged).
+ *
+ * Each open session has a slot (CRASH_SLOTS at most; a session past them
+ * has none, and its crash says nothing). Its runs write it: begin_run says
+ * which run it is, and the request failed makes the text name it
+ * (request(): its number, size, site, the NIF function of the call and
+ * how to get the source line). end_run empties it. The handler writes
+ * every slot that is not empty. A writer empties the state before writing
+ * the text and sets it after: a handler on another thread meanwhile skips
+ * the slot.
+ *
+ * The site stays lib.so+0x..: a source line takes the symbolizer's dirty
+ * NIF calls, which a check makes only for a problem it reports (each one
+ * a wait for a scheduler on a busy VM: passing checks took seconds), and
+ * a run cannot know beforehand that it will crash. The text says the
+ * addr2line command that gives the line. */
+#define CRASH_SLOTS 32
+#define CRASH_TEXT 2048
+
+enum crash_state { CRASH_IDLE, CRASH_RUNNING, CRASH_FAILED };
+
+typedef struct crash_slot {
+    atomic_bool taken;
+    atomic_int state;
+    size_t len;
+    char text[CRASH_TEXT];
+} crash_slot;
+
+static crash_slot crash_slots[CRASH_SLOTS];
+
+static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
+#define CRASH_SIGNALS (sizeof crash_signals / sizeof crash_signals[0])
+static struct sigaction crash_previous[CRASH_SIGNALS];
+static unsigned crash_installs; /* open sessions: under registry_lock */
+
+static const char *signal_name(int sig) {
+    switch (sig) {
+    case SIGSEGV:
+        return "SIGSEGV";
+    case SIGBUS:
+        return "SIGBUS";
+    case SIGABRT:
+        return "SIGABRT";
+    case SIGILL:
+        return "SIGILL";
+    default:
+        return "SIGFPE";
+    }
+}
+
+static void write_all(const char *text, size_t len) {
+    while (len > 0) {
+        ssize_t w = write(STDERR_FILENO, text, len);
+        if (w <= 0)
+            return;
+        text += w;
+        len -= (size_t)w;
+    }
+}
+
+static void write_text(const char *text) {
+    write_all(text, strlen(text));
+}
+
+/* The previous action takes the signal: a handler of its own is called;
+ * the default is restored, and the signal raised again when it was sent
+ * (abort(), kill) or, for a fault, met again when the handler returns
+ * to the faulting instruction. */
+static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
+    const struct sigaction *old = &crash_previous[i];
+    if (old->sa_flags & SA_SIGINFO) {
+        old->sa_sigaction(sig, info, uctx);
+        return;
+    }
+    if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+        return;
+    }
+    sigaction(sig, old, NULL);
+    if (info == NULL || info->si_code <= 0)
+        raise(sig);
+}
+
+static void crash_handler(int sig, siginfo_t *info, void *uctx) {
+    int saved = errno;
+    for (size_t i = 0; i < CRASH_SLOTS; i++) {
+        crash_slot *c = &crash_slots[i];
+        if (atomic_load(&c->state) == CRASH_IDLE)
+            continue;
+        write_text("\nbeam_alloc: the VM got ");
+        write_text(signal_name(sig));
+        write_all(c->text, c->len);
+    }
+    errno = saved;
+    for (size_t i = 0; i < CRASH_SIGNALS; i++)
+        if (crash_signals[i] == sig)
+            crash_chain(i, sig, info, uctx);
+}
+
+/* The handler goes in with the first open session, and out with the last
+ * (registry_lock held): a VM runs none outside checks. Out only where it
+ * is still ours: a handler installed over it chains to it, which chains
+ * on. SA_ONSTACK: a thread with an alternate stack handles a stack
+ * overflow there; one without (the VM's schedulers) cannot run the
+ * handler then, and dies by the signal as it would have. */
+static void crash_install(void) {
+    if (crash_installs++ > 0)
+        return;
+    struct sigaction ours;
+    memset(&ours, 0, sizeof ours);
+    ours.sa_sigaction = crash_handler;
+    ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&ours.sa_mask);
+    for (size_t i = 0; i < CRASH_SIGNALS; i++)
+        sigaction(crash_signals[i], &ours, &crash_previous[i]);
+}
+
+static void crash_uninstall(void) {
+    if (crash_installs == 0 || --crash_installs > 0)
+        return;
+    for (size_t i = 0; i < CRASH_SIGNALS; i++) {
+        struct sigaction now;
+        if (sigaction(crash_signals[i], NULL, &now) == 0 &&
+            (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == crash_handler)
+            sigaction(crash_signals[i], &crash_previous[i], NULL);
+    }
+}
+
+/* A free slot for a new session (registry_lock held), or -1. */
+static int crash_take(void) {
+    for (int i = 0; i < CRASH_SLOTS; i++) {
+        bool free = false;
+        if (atomic_compare_exchange_strong(&crash_slots[i].taken, &free,
+                                           true)) {
+            atomic_store(&crash_slots[i].state, CRASH_IDLE);
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void crash_give_back(int i) {
+    if (i < 0)
+        return;
+    atomic_store(&crash_slots[i].state, CRASH_IDLE);
+    atomic_store(&crash_slots[i].taken, false);
+}
+
+/* Slot i says fmt (session lock held): state, once written. */
+__attribute__((format(printf, 3, 4))) static void
+crash_say(int i, int state, const char *fmt, ...) {
+    if (i < 0)
+        return;
+    crash_slot *c = &crash_slots[i];
+    atomic_store(&c->state, CRASH_IDLE);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(c->text, sizeof c->text, fmt, ap);
+    va_end(ap);
+    c->len = n < 0                        ? 0
+             : (size_t)n < sizeof c->text ? (size_t)n
+                                          : sizeof c->text - 1;
+    atomic_store(&c->state, state);
+}
+
+#define CRASH_HINT                                                             \
+    "beam_alloc: (the NIF mishandles that failure, most often by using the "   \
+    "NULL: see README, \"When a check crashes the VM\")\n"
+
+/* The run begins (session lock held): a crash before its failing request
+ * is no failed allocation's. */
+static void crash_run_begins(const session *s) {
+    if (s->fail_index == NEVER)
+        crash_say(s->crash, CRASH_RUNNING,
+                  " while check_all_allocation_failures was making a run "
+                  "that fails no allocation (the first, which counts them, "
+                  "or the last): no allocation had been failed, so the "
+                  "crash is not a failed allocation's\n");
+    else
+        crash_say(s->crash, CRASH_RUNNING,
+                  " while check_all_allocation_failures was making the run "
+                  "that fails allocation request %zu, before that request "
+                  "came: no allocation had been failed yet, so the crash is "
+                  "not a failed allocation's\n",
+                  s->fail_index);
+}
+
+static const char *kind_text(int kind) {
+    return kind == REQ_ALLOC    ? "alloc"
+           : kind == REQ_RESIZE ? "resize"
+                                : "remap";
+}
+
+/* The NIF function a request returning to ret was made in: the outermost
+ * frame in an attached library above the first one there (the function
+ * the VM called), or 0. */
+static uintptr_t nif_entry(const session *s, uintptr_t ret) {
+    uintptr_t pc[FOREIGN_FRAMES * 2];
+    size_t n = beam__stack_above(ret, pc, sizeof pc / sizeof pc[0]);
+    uintptr_t entry = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in_attached(s, pc[i]))
+            entry = pc[i];
+        else if (entry != 0)
+            break;
+    }
+    return entry;
+}
+
+static const attached_lib *lib_at(const session *s, uintptr_t pc) {
+    for (size_t i = 0; i < s->nlibs; i++)
+        if (pc >= s->libs[i].lo && pc < s->libs[i].hi)
+            return &s->libs[i];
+    return NULL;
+}
+
+/* The NIF function pc lies in, as its callers know it (MyNif.parse/1,
+ * my_nif:parse/1), into out: the entry of the library's ErlNifFunc table
+ * (nif_init's) that starts nearest below pc. No debug information needed.
+ * "" when not known. */
+static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
+    out[0] = '\0';
+    const attached_lib *lib = lib_at(s, pc);
+    void *sym = lib != NULL ? dlsym(lib->handle, "nif_init") : NULL;
+    if (sym == NULL)
+        return;
+    ErlNifEntry *(*init)(void);
+    memcpy(&init, &sym, sizeof init);
+    const ErlNifEntry *e = init();
+    const ErlNifFunc *best = NULL;
+    for (int i = 0; e != NULL && i < e->num_of_funcs; i++) {
+        uintptr_t f = (uintptr_t)e->funcs[i].fptr;
+        if (f <= pc && (best == NULL || f > (uintptr_t)best->fptr))
+            best = &e->funcs[i];
+    }
+    if (best == NULL)
+        return;
+    bool elixir = strncmp(lib->module, "Elixir.", 7) == 0;
+    snprintf(out, n, "%s%s%s/%u", elixir ? lib->module + 7 : lib->module,
+             elixir ? "." : ":", best->name, best->arity);
+}
+
+/* How to get the source line of the call returning to ret, into out. */
+static void line_hint(uintptr_t ret, char *out, size_t n) {
+    Dl_info info;
+    out[0] = '\0';
+    if (dladdr((void *)ret, &info) != 0 && info.dli_fname != NULL)
+        snprintf(out, n,
+                 "beam_alloc: its source line: addr2line -f -i -e %s 0x%zx\n",
+                 info.dli_fname, (size_t)(ret - 1 - (uintptr_t)info.dli_fbase));
+}
+
+/* Request r, returning to ret, was failed (session lock held): the text
+ * names it. */
+static void crash_request_failed(const session *s, const request_info *r,
+                                 uintptr_t ret) {
+    if (s->crash < 0)
+        return;
+    char site[512], fn[320], hint[640];
+    beam__describe_site(r->site, site, sizeof site);
+    nif_name(s, nif_entry(s, ret), fn, sizeof fn);
+    line_hint(ret, hint, sizeof hint);
+    crash_say(s->crash, CRASH_FAILED,
+              " while check_all_allocation_failures was failing allocation "
+              "request %zu (and every later one), which returned NULL: %s of "
+              "%zu bytes at %s%s%s: handle the NULL there\n%s" CRASH_HINT,
+              r->index, kind_text(r->kind), r->len, site,
+              fn[0] ? ", in the NIF call " : "", fn, hint);
+}
+
+/* The run ended (session lock held). */
+static void crash_run_ends(const session *s) {
+    if (s->crash >= 0)
+        atomic_store(&crash_slots[s->crash].state, CRASH_IDLE);
+}
+
 /* Number a request returning to ret; true when it must fail. *site: how
  * it is described: as the first run's request of its number when it
  * returns to the same place (a walk per request of every run made checks
@@ -522,8 +815,10 @@ static bool request(session *s, int kind, size_t len, uintptr_t ret,
     }
     if (i < s->fail_index)
         return false;
-    if (!s->induced.happened)
+    if (!s->induced.happened) {
         s->induced = (request_info){true, i, kind, len, at, 0};
+        crash_request_failed(s, &s->induced, ret);
+    }
     return true;
 }
 
@@ -1405,6 +1700,8 @@ static void close_session(session *s) {
     }
     s->closed = true;
     s->running = false;
+    int crash = s->crash;
+    s->crash = -1;
     attached_lib *libs = s->libs;
     size_t nlibs = s->nlibs;
     s->libs = NULL;
@@ -1432,6 +1729,11 @@ static void close_session(session *s) {
         s->blocks_cap = s->blocks_used = 0;
     }
     pthread_mutex_unlock(&s->lock);
+
+    pthread_mutex_lock(&registry_lock);
+    crash_give_back(crash);
+    crash_uninstall();
+    pthread_mutex_unlock(&registry_lock);
 
     for (size_t i = 0; i < nlibs; i++) {
         libs[i].hooks->detach(&driver);
@@ -1480,8 +1782,11 @@ static listing list_session(session *s, const ErlNifPid *self) {
     if (out == LISTED && !grow_array((void **)&open_sessions, &open_cap,
                                      n_open + 1, sizeof *open_sessions))
         out = NO_ROOM;
-    if (out == LISTED)
+    if (out == LISTED) {
         open_sessions[n_open++] = s;
+        s->crash = crash_take();
+        crash_install();
+    }
     pthread_mutex_unlock(&registry_lock);
     return out;
 }
@@ -1526,6 +1831,7 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     s->running_plan.s = s;
     s->overflow_plan = (plan_ctx){.s = s, .overflow = true};
     s->fail_index = NEVER;
+    s->crash = -1;
     s->misuse = misuse;
     memset(freed, 0, FREED_RING * sizeof *freed);
     s->freed = freed;
@@ -1615,6 +1921,7 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
             slot_at(s, i)->move.set = false;
         s->nmisuse = 0;
         s->running = true;
+        crash_run_begins(s);
     }
     pthread_mutex_unlock(&s->lock);
     return ok ? atom(env, "ok")
@@ -1630,9 +1937,7 @@ static ERL_NIF_TERM site_term(ErlNifEnv *env, uintptr_t site) {
 }
 
 static ERL_NIF_TERM kind_term(ErlNifEnv *env, int kind) {
-    return atom(env, kind == REQ_ALLOC    ? "alloc"
-                     : kind == REQ_RESIZE ? "resize"
-                                          : "remap");
+    return atom(env, kind_text(kind));
 }
 
 /* {Index, Kind, Len, Site} */
@@ -1678,6 +1983,7 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
         return badarg_text(env, "end_run/1 takes an open session of this "
                                 "process with a run under way (begin_run/3)");
     s->running = false;
+    crash_run_ends(s);
 
     ERL_NIF_TERM mismatch = atom(env, "undefined");
     if (s->mismatch.happened)
