@@ -16,14 +16,24 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     run_vm(System.find_executable("erl"), ["-noshell", "-eval", call])
   end
 
-  defp run_vm(exe, args) do
+  defp run_vm(exe, args, env \\ []) do
     paths =
       for app <- [:beam_alloc, :elixir, :logger],
           do: ["-pa", to_string(:code.lib_dir(app, :ebin))]
 
     System.cmd("timeout", ["-s", "KILL", "60", exe | List.flatten(paths)] ++ args,
-      stderr_to_stdout: true
+      stderr_to_stdout: true,
+      env: env
     )
+  end
+
+  # A PATH without addr2line for an Erlang VM: erl's own directory, and a
+  # directory with the two programs its script runs.
+  defp path_without_addr2line(tmp) do
+    for tool <- ~w(dirname basename),
+        do: File.ln_s!(System.find_executable(tool), Path.join(tmp, tool))
+
+    Enum.join([Path.join(:code.root_dir(), "bin"), tmp], ":")
   end
 
   # The source line of make_header's unchecked allocation.
@@ -43,12 +53,34 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
            out
 
     assert out =~ ", in the NIF call #{@faults}.uses_null/1: handle the NULL there", out
+  end
 
-    # The command it gives names the allocation's source line.
-    [_, lib, offset] = Regex.run(~r/its source line: addr2line -f -i -e (\S+) (0x[0-9a-f]+)/, out)
+  # The handler ran addr2line and says its answer (where the machine has
+  # addr2line: binutils comes with gcc and clang).
+  defp assert_says_the_line(out) do
+    if System.find_executable("addr2line"),
+      do: assert_says_addr2lines_answer(out),
+      else: assert_gives_the_command(out)
+  end
+
+  defp assert_says_addr2lines_answer(out) do
+    assert out =~
+             ~r"\nbeam_alloc: that request was made in make_header at \S*test/nifs/faults_nif\.c:#{unchecked_line()}\n",
+           out
+
+    refute out =~ "addr2line", out
+  end
+
+  # Where addr2line is not found, the handler gives the command, and the
+  # command gives the line.
+  defp assert_gives_the_command(out) do
+    refute out =~ "that request was made in", out
+
+    [_, lib, offset] =
+      Regex.run(~r/its source line: addr2line -f -i -C -e (\S+) (0x[0-9a-f]+)\n/, out)
 
     if addr2line = System.find_executable("addr2line") do
-      {lines, 0} = System.cmd(addr2line, ["-f", "-i", "-e", lib, offset])
+      {lines, 0} = System.cmd(addr2line, ["-f", "-i", "-C", "-e", lib, offset])
       assert lines =~ ~r/make_header\n.*faults_nif\.c:#{unchecked_line()}\b/, lines
     end
   end
@@ -63,19 +95,44 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     # Killed by SIGSEGV, as without the check's handler.
     assert status == 128 + 11, out
     assert_names_the_request(out)
+    assert_says_the_line(out)
   end
 
+  @uses_null_from_erlang """
+  {ok, _} = application:ensure_all_started(beam_alloc),
+  beam_alloc_testing:check_all_allocation_failures(
+      fun() -> 'Elixir.#{@faults}':uses_null(7) end),
+  halt(0).
+  """
+
   test "the same from Erlang" do
-    {out, status} =
-      run_vm(:erlang, """
-      {ok, _} = application:ensure_all_started(beam_alloc),
-      beam_alloc_testing:check_all_allocation_failures(
-          fun() -> 'Elixir.#{@faults}':uses_null(7) end),
-      halt(0).
-      """)
+    {out, status} = run_vm(:erlang, @uses_null_from_erlang)
 
     assert status == 128 + 11, out
     assert_names_the_request(out)
+    assert_says_the_line(out)
+  end
+
+  test "without addr2line in PATH, the crash gives the command for the line" do
+    erl = Path.join([:code.root_dir(), "bin", "erl"])
+
+    tmp =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_no_addr2line_#{System.unique_integer([:positive])}"
+      )
+
+    File.mkdir_p!(tmp)
+    on_exit(fn -> File.rm_rf!(tmp) end)
+
+    {out, status} =
+      run_vm(erl, ["-noshell", "-eval", @uses_null_from_erlang], [
+        {"PATH", path_without_addr2line(tmp)}
+      ])
+
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+    assert_gives_the_command(out)
   end
 
   test "a crash in the first run says no allocation was failed; SIGABRT stays SIGABRT" do
