@@ -59,12 +59,15 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if defined(__APPLE__)
@@ -524,13 +527,17 @@ static uintptr_t described_site(const session *s, uintptr_t ret) {
  * the text and sets it after: a handler on another thread meanwhile skips
  * the slot.
  *
- * The site stays lib.so+0x..: a source line takes the symbolizer's dirty
- * NIF calls, which a check makes only for a problem it reports (each one
- * a wait for a scheduler on a busy VM: passing checks took seconds), and
- * a run cannot know beforehand that it will crash. The text says the
- * addr2line command that gives the line. */
+ * The site stays lib.so+0x.. in the text: a source line takes the
+ * symbolizer's dirty NIF calls, which a check makes only for a problem it
+ * reports (each one a wait for a scheduler on a busy VM: passing checks
+ * took seconds), and a run cannot know beforehand that it will crash. So
+ * the handler runs addr2line for the line (see crash_symbolize), with
+ * everything it needs made ready before: its path found in PATH when the
+ * session opens, its arguments when the request is failed. Without
+ * addr2line the text says the command that gives the line. */
 #define CRASH_SLOTS 32
 #define CRASH_TEXT 2048
+#define CRASH_PATH 1024
 
 enum crash_state { CRASH_IDLE, CRASH_RUNNING, CRASH_FAILED };
 
@@ -539,6 +546,13 @@ typedef struct crash_slot {
     atomic_int state;
     size_t len;
     char text[CRASH_TEXT];
+    /* The failed request's source line: addr2line's absolute path ("":
+     * none in PATH at open), the library and the offset of the call in it
+     * ("": not known), and argv made of them for execve. */
+    char tool[CRASH_PATH];
+    char lib[CRASH_PATH];
+    char offset[2 + 16 + 1];
+    char *argv[8];
 } crash_slot;
 
 static crash_slot crash_slots[CRASH_SLOTS];
@@ -577,6 +591,139 @@ static void write_text(const char *text) {
     write_all(text, strlen(text));
 }
 
+/* A child process from a signal handler: _Fork runs no atfork handlers
+ * (fork's may take locks the crashing thread holds) and is
+ * async-signal-safe; where it is missing, the system call itself. */
+static pid_t fork_in_handler(void) {
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+    return _Fork();
+#elif defined(__linux__) && defined(SYS_fork)
+    return (pid_t)syscall(SYS_fork);
+#elif defined(__linux__)
+    return (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+#else
+    return fork();
+#endif
+}
+
+/* How long addr2line may take before SIGALRM ends it: a dying VM must not
+ * hang on it. */
+#define SYMBOLIZER_SECONDS 10
+
+/* The child: addr2line with its output into out. Its signals as a new
+ * program's would be (the handler's thread may block some, and an
+ * ignored SIGALRM would keep the alarm from ending it); the alarm lives
+ * on through execve. Exits 127 when addr2line cannot be run. */
+static _Noreturn void symbolizer_child(const crash_slot *c, int out) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGALRM, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (dup2(out, STDOUT_FILENO) == STDOUT_FILENO) {
+        alarm(SYMBOLIZER_SECONDS);
+        execve(c->tool, c->argv, environ);
+    }
+    _exit(127);
+}
+
+/* Reads fd to its end into out (n bytes at most, the rest read and
+ * dropped): how many bytes were kept. */
+static size_t read_to_end(int fd, char *out, size_t n) {
+    size_t len = 0;
+    char drop[256];
+    for (;;) {
+        char *to = len < n ? out + len : drop;
+        ssize_t r = read(fd, to, len < n ? n - len : sizeof drop);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return len;
+        if (to != drop)
+            len += (size_t)r;
+    }
+}
+
+/* Runs c's addr2line, its output into out (n bytes at most): how many
+ * bytes it wrote; 0 when it could not run. The output tells, not the exit
+ * status: the VM ignores SIGCHLD, so waitpid, which still waits for the
+ * child to end, finds it reaped already (ECHILD) and has no status. */
+static size_t run_symbolizer(const crash_slot *c, char *out, size_t n) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return 0;
+    pid_t pid = fork_in_handler();
+    if (pid == 0)
+        symbolizer_child(c, fds[1]);
+    close(fds[1]);
+    size_t len = pid > 0 ? read_to_end(fds[0], out, n) : 0;
+    close(fds[0]);
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return len;
+}
+
+/* The next line of text (ended by '\n', made a string), or NULL. */
+static char *next_line(char **at) {
+    char *line = *at, *end = strchr(line, '\n');
+    if (end == NULL)
+        return NULL;
+    *end = '\0';
+    *at = end + 1;
+    return line;
+}
+
+/* Says what addr2line -f -i wrote (a function and its file:line, then for
+ * an inlined call the function it is inlined into and where); false when
+ * it knew no line (a library without debug information). */
+static bool say_source_line(char *text) {
+    char *at = text, *fn = next_line(&at), *where = next_line(&at);
+    if (fn == NULL || where == NULL || strncmp(where, "??", 2) == 0)
+        return false;
+    write_text("beam_alloc: that request was made in ");
+    for (;;) {
+        write_text(fn);
+        write_text(" at ");
+        write_text(where);
+        write_text("\n");
+        fn = next_line(&at);
+        where = fn != NULL ? next_line(&at) : NULL;
+        if (where == NULL)
+            return true;
+        write_text("beam_alloc:   inlined into ");
+    }
+}
+
+/* One handler at a time has the output buffer (static: the handler may be
+ * on a small alternate stack); another one's crash says the command. */
+static atomic_flag symbolizing = ATOMIC_FLAG_INIT;
+static char symbolized[4096];
+
+static bool crash_symbolize(const crash_slot *c) {
+    if (c->tool[0] == '\0' || atomic_flag_test_and_set(&symbolizing))
+        return false;
+    size_t n = run_symbolizer(c, symbolized, sizeof symbolized - 1);
+    symbolized[n] = '\0';
+    bool said = say_source_line(symbolized);
+    atomic_flag_clear(&symbolizing);
+    return said;
+}
+
+/* The failed request's source line: addr2line's answer, or else the
+ * command that gives it. */
+static void crash_source_line(const crash_slot *c) {
+    if (c->lib[0] == '\0' || crash_symbolize(c))
+        return;
+    write_text("beam_alloc: its source line:");
+    for (char *const *arg = c->argv; *arg != NULL; arg++) {
+        write_text(" ");
+        write_text(*arg);
+    }
+    write_text("\n");
+}
+
 /* The previous action takes the signal: a handler of its own is called;
  * the default is restored, and the signal raised again when it was sent
  * (abort(), kill) or, for a fault, met again when the handler returns
@@ -596,15 +743,24 @@ static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
         raise(sig);
 }
 
+#define CRASH_HINT                                                             \
+    "beam_alloc: (the NIF mishandles that failure, most often by using the "   \
+    "NULL: see README, \"When a check crashes the VM\")\n"
+
 static void crash_handler(int sig, siginfo_t *info, void *uctx) {
     int saved = errno;
     for (size_t i = 0; i < CRASH_SLOTS; i++) {
         crash_slot *c = &crash_slots[i];
-        if (atomic_load(&c->state) == CRASH_IDLE)
+        int state = atomic_load(&c->state);
+        if (state == CRASH_IDLE)
             continue;
         write_text("\nbeam_alloc: the VM got ");
         write_text(signal_name(sig));
         write_all(c->text, c->len);
+        if (state == CRASH_FAILED) {
+            crash_source_line(c);
+            write_text(CRASH_HINT);
+        }
     }
     errno = saved;
     for (size_t i = 0; i < CRASH_SIGNALS; i++)
@@ -641,6 +797,23 @@ static void crash_uninstall(void) {
     }
 }
 
+/* The absolute path of the program name in PATH into out, "" when none
+ * (n bytes at most). Relative entries are passed over: a crash may come
+ * after a change of directory. */
+static void find_in_path(const char *name, char *out, size_t n) {
+    const char *p = getenv("PATH");
+    while (p != NULL && *p != '\0') {
+        const char *end = strchrnul(p, ':');
+        int len = (int)(end - p), w = -1;
+        if (p[0] == '/')
+            w = snprintf(out, n, "%.*s/%s", len, p, name);
+        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0)
+            return;
+        p = *end != '\0' ? end + 1 : end;
+    }
+    out[0] = '\0';
+}
+
 /* A free slot for a new session (registry_lock held), or -1. */
 static int crash_take(void) {
     for (int i = 0; i < CRASH_SLOTS; i++) {
@@ -648,6 +821,7 @@ static int crash_take(void) {
         if (atomic_compare_exchange_strong(&crash_slots[i].taken, &free,
                                            true)) {
             atomic_store(&crash_slots[i].state, CRASH_IDLE);
+            find_in_path("addr2line", crash_slots[i].tool, CRASH_PATH);
             return i;
         }
     }
@@ -677,10 +851,6 @@ crash_say(int i, int state, const char *fmt, ...) {
                                           : sizeof c->text - 1;
     atomic_store(&c->state, state);
 }
-
-#define CRASH_HINT                                                             \
-    "beam_alloc: (the NIF mishandles that failure, most often by using the "   \
-    "NULL: see README, \"When a check crashes the VM\")\n"
 
 /* The run begins (session lock held): a crash before its failing request
  * is no failed allocation's. */
@@ -755,14 +925,22 @@ static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
              elixir ? "." : ":", best->name, best->arity);
 }
 
-/* How to get the source line of the call returning to ret, into out. */
-static void line_hint(uintptr_t ret, char *out, size_t n) {
+/* Slot c's addr2line arguments for the call returning to ret: the
+ * library and the offset in it of the call ("" when not known). Made
+ * while the slot is idle. */
+static void crash_line_args(crash_slot *c, uintptr_t ret) {
     Dl_info info;
-    out[0] = '\0';
-    if (dladdr((void *)ret, &info) != 0 && info.dli_fname != NULL)
-        snprintf(out, n,
-                 "beam_alloc: its source line: addr2line -f -i -e %s 0x%zx\n",
-                 info.dli_fname, (size_t)(ret - 1 - (uintptr_t)info.dli_fbase));
+    c->lib[0] = '\0';
+    if (dladdr((void *)ret, &info) != 0 && info.dli_fname != NULL &&
+        strlen(info.dli_fname) < sizeof c->lib) {
+        strcpy(c->lib, info.dli_fname);
+        snprintf(c->offset, sizeof c->offset, "0x%zx",
+                 (size_t)(ret - 1 - (uintptr_t)info.dli_fbase));
+    }
+    static char prog[] = "addr2line", f[] = "-f", i[] = "-i", cxx[] = "-C",
+                e[] = "-e";
+    char *argv[] = {prog, f, i, cxx, e, c->lib, c->offset, NULL};
+    memcpy(c->argv, argv, sizeof argv);
 }
 
 /* Request r, returning to ret, was failed (session lock held): the text
@@ -771,16 +949,17 @@ static void crash_request_failed(const session *s, const request_info *r,
                                  uintptr_t ret) {
     if (s->crash < 0)
         return;
-    char site[512], fn[320], hint[640];
+    char site[512], fn[320];
     beam__describe_site(r->site, site, sizeof site);
     nif_name(s, nif_entry(s, ret), fn, sizeof fn);
-    line_hint(ret, hint, sizeof hint);
+    atomic_store(&crash_slots[s->crash].state, CRASH_IDLE);
+    crash_line_args(&crash_slots[s->crash], ret);
     crash_say(s->crash, CRASH_FAILED,
               " while check_all_allocation_failures was failing allocation "
               "request %zu (and every later one), which returned NULL: %s of "
-              "%zu bytes at %s%s%s: handle the NULL there\n%s" CRASH_HINT,
+              "%zu bytes at %s%s%s: handle the NULL there\n",
               r->index, kind_text(r->kind), r->len, site,
-              fn[0] ? ", in the NIF call " : "", fn, hint);
+              fn[0] ? ", in the NIF call " : "", fn);
 }
 
 /* The run ended (session lock held). */
