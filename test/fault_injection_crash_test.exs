@@ -172,4 +172,72 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert status == 0, out
     assert out == "during=true\nrestored=true\n"
   end
+
+  # Review of the handler (r2): each of these looped, blamed the wrong check,
+  # or wrote a crash that was none.
+
+  test "a previous SA_RESETHAND handler runs once, and the VM dies by the signal" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      #{@faults}.install_reporter()
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
+      """)
+
+    assert status == 128 + 11, String.slice(out, 0, 2000)
+    assert length(String.split(out, "reporter's handler ran")) == 2, String.slice(out, 0, 2000)
+    assert length(String.split(out, "the VM got SIGSEGV")) == 2, String.slice(out, 0, 2000)
+  end
+
+  test "the handler put back by another library between checks does not chain to itself" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn ->
+        #{@faults}.swap_segv(); #{@faults}.correct(2) end)
+      #{@faults}.restore_segv()
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
+      """)
+
+    assert status == 128 + 11, String.slice(out, 0, 2000)
+    assert length(String.split(out, "the VM got SIGSEGV")) == 2, String.slice(out, 0, 2000)
+  end
+
+  test "an ignored signal sent during a check (the VM ignores SIGFPE) says nothing" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn ->
+        #{@faults}.sends_itself(8); #{@faults}.correct(2) end)
+      IO.puts("alive")
+      """)
+
+    assert {out, status} == {"alive\n", 0}
+  end
+
+  test "a real SIGFPE during a check still kills the VM by SIGFPE" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.divides(0) end)
+      """)
+
+    assert status == 128 + 8, out
+    assert out =~ "the VM got SIGFPE while check_all_allocation_failures", out
+  end
+
+  test "with another check failing requests meanwhile, the crash names the crashing one's" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      spawn(fn -> BeamAlloc.Testing.check_all_allocation_failures(fn ->
+        #{@faults}.many(3000); Process.sleep(1) end) end)
+      Process.sleep(500)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
+      """)
+
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+    refute out =~ "many/1", out
+  end
 end

@@ -10,6 +10,9 @@
 #include "../../src/malloc_hdr.h" /* the word forged_new forges */
 
 #include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
 
@@ -98,6 +101,72 @@ BEAM_NIF(aborts) {
     (void)env;
     (void)argv;
     abort();
+}
+
+/* divides(n): 1000 / n, a real SIGFPE for 0 (a fault, not a sent signal:
+ * the VM ignores SIGFPE, which a fault overrides). */
+BEAM_NIF(divides) {
+    int n;
+    if (!enif_get_int(env, argv[0], &n))
+        return enif_make_badarg(env);
+    volatile int num = 1000, den = n;
+    return enif_make_int(env, num / den);
+}
+
+/* sends_itself(sig): the VM sends itself sig (kill: si_code SI_USER). */
+BEAM_NIF(sends_itself) {
+    int sig;
+    if (!enif_get_int(env, argv[0], &sig))
+        return enif_make_badarg(env);
+    kill(getpid(), sig);
+    return ok(env);
+}
+
+/* A crash reporter's SIGSEGV handler: says it ran, and returns, counting
+ * on SA_RESETHAND for the fault to kill the VM when it comes again. */
+static void resethand_handler(int sig, siginfo_t *info, void *uctx) {
+    (void)sig;
+    (void)info;
+    (void)uctx;
+    static const char said[] = "reporter's handler ran\n";
+    ssize_t w = write(STDERR_FILENO, said, sizeof said - 1);
+    (void)w;
+}
+
+/* install_reporter(): that handler for SIGSEGV, SA_SIGINFO|SA_RESETHAND. */
+BEAM_NIF(install_reporter) {
+    (void)argv;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = resethand_handler;
+    sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+    return ok(env);
+}
+
+/* A library that puts its own SIGSEGV action in for a while and then
+ * puts back what it found: swap_segv() the first time saves the action and
+ * sets the default; restore_segv() puts the saved one back. */
+static struct sigaction saved_segv;
+static atomic_bool segv_swapped;
+
+BEAM_NIF(swap_segv) {
+    (void)argv;
+    bool no = false;
+    if (atomic_compare_exchange_strong(&segv_swapped, &no, true)) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(SIGSEGV, &dfl, &saved_segv);
+    }
+    return ok(env);
+}
+
+BEAM_NIF(restore_segv) {
+    (void)argv;
+    sigaction(SIGSEGV, &saved_segv, NULL);
+    return ok(env);
 }
 
 /* The same, but a failure raises RuntimeError instead of returning. */
@@ -1042,6 +1111,11 @@ static ErlNifFunc funcs[] = {
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
     {"uses_null", 1, uses_null, 0},
     {"aborts", 0, aborts, 0},
+    {"divides", 1, divides, 0},
+    {"sends_itself", 1, sends_itself, 0},
+    {"install_reporter", 0, install_reporter, 0},
+    {"swap_segv", 0, swap_segv, 0},
+    {"restore_segv", 0, restore_segv, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Faults, funcs, load, NULL, NULL)
