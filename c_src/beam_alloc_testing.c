@@ -553,7 +553,13 @@ typedef struct crash_slot {
     char lib[CRASH_PATH];
     char offset[2 + 16 + 1];
     char *argv[8];
+    /* The thread of the run's latest request, and when it came (on
+     * crash_clock; 0: none yet): see crash_handler. */
+    pthread_t thread;
+    atomic_ulong stamp;
 } crash_slot;
+
+static atomic_ulong crash_clock;
 
 static crash_slot crash_slots[CRASH_SLOTS];
 
@@ -724,12 +730,25 @@ static void crash_source_line(const crash_slot *c) {
     write_text("\n");
 }
 
+/* The default action for sig: what SA_RESETHAND does on delivery. A
+ * handler of the previous action's with that flag counts on it (a crash
+ * reporter that writes and returns): called with ours still in, it met
+ * the fault again and again, each time after ours. */
+static void crash_reset(int sig) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+}
+
 /* The previous action takes the signal: a handler of its own is called;
  * the default is restored, and the signal raised again when it was sent
  * (abort(), kill) or, for a fault, met again when the handler returns
  * to the faulting instruction. */
 static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
     const struct sigaction *old = &crash_previous[i];
+    if (old->sa_flags & SA_RESETHAND)
+        crash_reset(sig);
     if (old->sa_flags & SA_SIGINFO) {
         old->sa_sigaction(sig, info, uctx);
         return;
@@ -747,33 +766,89 @@ static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
     "beam_alloc: (the NIF mishandles that failure, most often by using the "   \
     "NULL: see README, \"When a check crashes the VM\")\n"
 
-static void crash_handler(int sig, siginfo_t *info, void *uctx) {
-    int saved = errno;
+/* The previous action's index for sig. */
+static size_t crash_index(int sig) {
+    size_t i = 0;
+    while (i + 1 < CRASH_SIGNALS && crash_signals[i] != sig)
+        i++;
+    return i;
+}
+
+/* A signal sent (kill, raise; not a fault) that the previous action
+ * ignores (the VM ignores SIGFPE): no crash, so nothing to say. */
+static bool crash_ignored(size_t i, const siginfo_t *info) {
+    const struct sigaction *old = &crash_previous[i];
+    return !(old->sa_flags & SA_SIGINFO) && old->sa_handler == SIG_IGN &&
+           (info == NULL || info->si_code <= 0);
+}
+
+/* The running slot whose request this thread made latest, or NULL.
+ * pthread_self is not on POSIX's list of async-signal-safe functions, but
+ * it reads the thread pointer (glibc, musl, macOS). */
+static const crash_slot *crash_this_thread(void) {
+    const crash_slot *latest = NULL;
+    unsigned long best = 0;
     for (size_t i = 0; i < CRASH_SLOTS; i++) {
-        crash_slot *c = &crash_slots[i];
-        int state = atomic_load(&c->state);
-        if (state == CRASH_IDLE)
-            continue;
-        write_text("\nbeam_alloc: the VM got ");
-        write_text(signal_name(sig));
-        write_all(c->text, c->len);
-        if (state == CRASH_FAILED) {
-            crash_source_line(c);
-            write_text(CRASH_HINT);
+        const crash_slot *c = &crash_slots[i];
+        unsigned long stamp = atomic_load(&c->stamp);
+        if (atomic_load(&c->state) != CRASH_IDLE && stamp > best &&
+            pthread_equal(c->thread, pthread_self())) {
+            latest = c;
+            best = stamp;
         }
     }
+    return latest;
+}
+
+/* What slot c says of the crash (state: c's, not idle). */
+static void crash_write(const crash_slot *c, int state, int sig) {
+    write_text("\nbeam_alloc: the VM got ");
+    write_text(signal_name(sig));
+    write_all(c->text, c->len);
+    if (state == CRASH_FAILED) {
+        crash_source_line(c);
+        write_text(CRASH_HINT);
+    }
+}
+
+/* Every running session's slot is written; but with other checks running
+ * meanwhile (async tests), only the one whose NIF call this thread is
+ * running, where it is known: the others' text blamed their NIFs for
+ * this crash. A scheduler thread runs one NIF call at a time, so that is
+ * the slot whose request this thread made latest (another process's
+ * check made its requests here before the call began). */
+static void crash_handler(int sig, siginfo_t *info, void *uctx) {
+    int saved = errno;
+    size_t at = crash_index(sig);
+    if (crash_ignored(at, info))
+        return;
+    const crash_slot *one = crash_this_thread();
+    for (size_t i = 0; i < CRASH_SLOTS; i++) {
+        const crash_slot *c = &crash_slots[i];
+        int state = atomic_load(&c->state);
+        if (state != CRASH_IDLE && (one == NULL || one == c))
+            crash_write(c, state, sig);
+    }
     errno = saved;
-    for (size_t i = 0; i < CRASH_SIGNALS; i++)
-        if (crash_signals[i] == sig)
-            crash_chain(i, sig, info, uctx);
+    crash_chain(at, sig, info, uctx);
+}
+
+static bool crash_is_ours(int sig) {
+    struct sigaction now;
+    return sigaction(sig, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
+           now.sa_sigaction == crash_handler;
 }
 
 /* The handler goes in with the first open session, and out with the last
  * (registry_lock held): a VM runs none outside checks. Out only where it
  * is still ours: a handler installed over it chains to it, which chains
- * on. SA_ONSTACK: a thread with an alternate stack handles a stack
- * overflow there; one without (the VM's schedulers) cannot run the
- * handler then, and dies by the signal as it would have. */
+ * on. In only where it is not ours already: left in at the last close
+ * (another library's was over it) and put back since by that library,
+ * crash_previous still says what came before ours; taken again, it said
+ * ours, which called itself until the stack overflowed. SA_ONSTACK: a
+ * thread with an alternate stack handles a stack overflow there; one
+ * without (the VM's schedulers) cannot run the handler then, and dies by
+ * the signal as it would have. */
 static void crash_install(void) {
     if (crash_installs++ > 0)
         return;
@@ -783,18 +858,16 @@ static void crash_install(void) {
     ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&ours.sa_mask);
     for (size_t i = 0; i < CRASH_SIGNALS; i++)
-        sigaction(crash_signals[i], &ours, &crash_previous[i]);
+        if (!crash_is_ours(crash_signals[i]))
+            sigaction(crash_signals[i], &ours, &crash_previous[i]);
 }
 
 static void crash_uninstall(void) {
     if (crash_installs == 0 || --crash_installs > 0)
         return;
-    for (size_t i = 0; i < CRASH_SIGNALS; i++) {
-        struct sigaction now;
-        if (sigaction(crash_signals[i], NULL, &now) == 0 &&
-            (now.sa_flags & SA_SIGINFO) && now.sa_sigaction == crash_handler)
+    for (size_t i = 0; i < CRASH_SIGNALS; i++)
+        if (crash_is_ours(crash_signals[i]))
             sigaction(crash_signals[i], &crash_previous[i], NULL);
-    }
 }
 
 /* The absolute path of the program name in PATH into out, "" when none
@@ -962,6 +1035,16 @@ static void crash_request_failed(const session *s, const request_info *r,
               fn[0] ? ", in the NIF call " : "", fn);
 }
 
+/* A request of s's run on this thread (session lock held): see
+ * crash_this_thread. */
+static void crash_stamp(const session *s) {
+    if (s->crash < 0)
+        return;
+    crash_slot *c = &crash_slots[s->crash];
+    c->thread = pthread_self();
+    atomic_store(&c->stamp, atomic_fetch_add(&crash_clock, 1) + 1);
+}
+
 /* The run ended (session lock held). */
 static void crash_run_ends(const session *s) {
     if (s->crash >= 0)
@@ -976,6 +1059,7 @@ static bool request(session *s, int kind, size_t len, uintptr_t ret,
                     size_t *index, uintptr_t *site) {
     size_t i = s->requests++;
     *index = i;
+    crash_stamp(s);
     uintptr_t at =
         s->mode == MODE_COMPARE && i < s->nsites && s->sites[i].ret == ret
             ? s->sites[i].site
