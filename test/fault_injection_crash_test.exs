@@ -203,6 +203,20 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert length(String.split(out, "the VM got SIGSEGV")) == 2, String.slice(out, 0, 2000)
   end
 
+  test "a handler installed over ours during a check, chaining to it, stays the only way in" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn ->
+        #{@faults}.chain_segv(); #{@faults}.correct(2) end)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
+      """)
+
+    assert status == 128 + 11, String.slice(out, 0, 2000)
+    assert length(String.split(out, "the VM got SIGSEGV")) == 2, String.slice(out, 0, 2000)
+    assert_names_the_request(out)
+  end
+
   test "an ignored signal sent during a check (the VM ignores SIGFPE) says nothing" do
     {out, status} =
       run_vm(:elixir, """

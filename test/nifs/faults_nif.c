@@ -163,6 +163,35 @@ BEAM_NIF(swap_segv) {
     return ok(env);
 }
 
+/* chain_segv(): the first time, a library's SIGSEGV handler goes in over
+ * the action found, which it calls (a crash reporter that chains on). */
+static struct sigaction chained_segv;
+static atomic_bool segv_chained;
+
+static void chaining_handler(int sig, siginfo_t *info, void *uctx) {
+    if (chained_segv.sa_flags & SA_SIGINFO)
+        chained_segv.sa_sigaction(sig, info, uctx);
+    else if (chained_segv.sa_handler != SIG_DFL &&
+             chained_segv.sa_handler != SIG_IGN)
+        chained_segv.sa_handler(sig);
+    else
+        signal(sig, SIG_DFL);
+}
+
+BEAM_NIF(chain_segv) {
+    (void)argv;
+    bool no = false;
+    if (atomic_compare_exchange_strong(&segv_chained, &no, true)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = chaining_handler;
+        sa.sa_flags = SA_SIGINFO;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &chained_segv);
+    }
+    return ok(env);
+}
+
 BEAM_NIF(restore_segv) {
     (void)argv;
     sigaction(SIGSEGV, &saved_segv, NULL);
@@ -1116,6 +1145,7 @@ static ErlNifFunc funcs[] = {
     {"install_reporter", 0, install_reporter, 0},
     {"swap_segv", 0, swap_segv, 0},
     {"restore_segv", 0, restore_segv, 0},
+    {"chain_segv", 0, chain_segv, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Faults, funcs, load, NULL, NULL)

@@ -19,5 +19,6 @@ defmodule BeamAlloc.Test.Faults do
               kbuffer_renew_checked/1 kbuffer_grow_kept/1 kbuffer_new_fixed/0 rotating_work/0
               allocator_is_raw/0 take_reports/0
               sized_at_guarded_start/0 uses_null/1 aborts/0
-              divides/1 sends_itself/1 install_reporter/0 swap_segv/0 restore_segv/0)
+              divides/1 sends_itself/1 install_reporter/0 swap_segv/0 restore_segv/0
+              chain_segv/0)
 end
