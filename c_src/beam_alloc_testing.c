@@ -567,6 +567,9 @@ static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
 #define CRASH_SIGNALS (sizeof crash_signals / sizeof crash_signals[0])
 static struct sigaction crash_previous[CRASH_SIGNALS];
 static unsigned crash_installs; /* open sessions: under registry_lock */
+/* Ours was not on top at the last close (registry_lock): see
+ * crash_install. */
+static bool crash_left_in[CRASH_SIGNALS];
 
 static const char *signal_name(int sig) {
     switch (sig) {
@@ -842,10 +845,11 @@ static bool crash_is_ours(int sig) {
 /* The handler goes in with the first open session, and out with the last
  * (registry_lock held): a VM runs none outside checks. Out only where it
  * is still ours: a handler installed over it chains to it, which chains
- * on. In only where it is not ours already: left in at the last close
- * (another library's was over it) and put back since by that library,
- * crash_previous still says what came before ours; taken again, it said
- * ours, which called itself until the stack overflowed. SA_ONSTACK: a
+ * on. Then ours is in that chain for good, and does not go in again over
+ * what is on top: taken as ours's previous, that library's handler (or
+ * ours, put back by it) led back to ours, round and round until the
+ * stack overflowed. Where that library stopped chaining to it, a crash in
+ * a later check says nothing: the price of never looping. SA_ONSTACK: a
  * thread with an alternate stack handles a stack overflow there; one
  * without (the VM's schedulers) cannot run the handler then, and dies by
  * the signal as it would have. */
@@ -858,16 +862,18 @@ static void crash_install(void) {
     ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&ours.sa_mask);
     for (size_t i = 0; i < CRASH_SIGNALS; i++)
-        if (!crash_is_ours(crash_signals[i]))
+        if (!crash_left_in[i])
             sigaction(crash_signals[i], &ours, &crash_previous[i]);
 }
 
 static void crash_uninstall(void) {
     if (crash_installs == 0 || --crash_installs > 0)
         return;
-    for (size_t i = 0; i < CRASH_SIGNALS; i++)
-        if (crash_is_ours(crash_signals[i]))
+    for (size_t i = 0; i < CRASH_SIGNALS; i++) {
+        crash_left_in[i] = !crash_is_ours(crash_signals[i]);
+        if (!crash_left_in[i])
             sigaction(crash_signals[i], &crash_previous[i], NULL);
+    }
 }
 
 /* The absolute path of the program name in PATH into out, "" when none
