@@ -176,45 +176,40 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   # Review of the handler (r2): each of these looped, blamed the wrong check,
   # or wrote a crash that was none.
 
-  test "a previous SA_RESETHAND handler runs once, and the VM dies by the signal" do
+  # The VM's output and status for a crash in a check (uses_null) after
+  # `before`: killed by SIGSEGV once, with one report (String.split/2's
+  # count), not round and round.
+  defp crash_after(before) do
     {out, status} =
       run_vm(:elixir, """
       {:ok, _} = Application.ensure_all_started(:beam_alloc)
-      #{@faults}.install_reporter()
-      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
-      """)
-
-    assert status == 128 + 11, String.slice(out, 0, 2000)
-    assert length(String.split(out, "reporter's handler ran")) == 2, String.slice(out, 0, 2000)
-    assert length(String.split(out, "the VM got SIGSEGV")) == 2, String.slice(out, 0, 2000)
-  end
-
-  test "the handler put back by another library between checks does not chain to itself" do
-    {out, status} =
-      run_vm(:elixir, """
-      {:ok, _} = Application.ensure_all_started(:beam_alloc)
-      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn ->
-        #{@faults}.swap_segv(); #{@faults}.correct(2) end)
-      #{@faults}.restore_segv()
-      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
-      """)
-
-    assert status == 128 + 11, String.slice(out, 0, 2000)
-    assert length(String.split(out, "the VM got SIGSEGV")) == 2, String.slice(out, 0, 2000)
-  end
-
-  test "a handler installed over ours during a check, chaining to it, stays the only way in" do
-    {out, status} =
-      run_vm(:elixir, """
-      {:ok, _} = Application.ensure_all_started(:beam_alloc)
-      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn ->
-        #{@faults}.chain_segv(); #{@faults}.correct(2) end)
+      #{before}
       BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
       """)
 
     assert status == 128 + 11, String.slice(out, 0, 2000)
     assert length(String.split(out, "the VM got SIGSEGV")) == 2, String.slice(out, 0, 2000)
     assert_names_the_request(out)
+    out
+  end
+
+  # Another library's SIGSEGV action put in during a check (`swap`).
+  defp after_a_check_that(swap) do
+    "{:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn -> " <>
+      "#{@faults}.#{swap}(); #{@faults}.correct(2) end)"
+  end
+
+  test "a previous SA_RESETHAND handler runs once, and the VM dies by the signal" do
+    out = crash_after("#{@faults}.install_reporter()")
+    assert length(String.split(out, "reporter's handler ran")) == 2, String.slice(out, 0, 2000)
+  end
+
+  test "the handler put back by another library between checks does not chain to itself" do
+    crash_after(after_a_check_that("swap_segv") <> "\n#{@faults}.restore_segv()")
+  end
+
+  test "a handler installed over ours during a check, chaining to it, stays the only way in" do
+    crash_after(after_a_check_that("chain_segv"))
   end
 
   test "an ignored signal sent during a check (the VM ignores SIGFPE) says nothing" do
