@@ -135,6 +135,32 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert_gives_the_command(out)
   end
 
+  test "an addr2line that hangs (a wrapper script whose child keeps the pipe) holds the VM 10 s at most" do
+    tmp =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_slow_addr2line_#{System.unique_integer([:positive])}"
+      )
+
+    File.mkdir_p!(tmp)
+    on_exit(fn -> File.rm_rf!(tmp) end)
+    File.write!(Path.join(tmp, "addr2line"), "#!/bin/sh\nsleep 40\n")
+    File.chmod!(Path.join(tmp, "addr2line"), 0o755)
+
+    start = System.monotonic_time(:millisecond)
+
+    {out, status} =
+      run_vm(System.find_executable("erl"), ["-noshell", "-eval", @uses_null_from_erlang], [
+        {"PATH", tmp <> ":" <> System.get_env("PATH")}
+      ])
+
+    took = System.monotonic_time(:millisecond) - start
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+    assert out =~ "its source line: addr2line -f -i -C -e ", out
+    assert took < 25_000, "the dying VM waited #{took} ms"
+  end
+
   test "a crash in the first run says no allocation was failed; SIGABRT stays SIGABRT" do
     {out, status} =
       run_vm(:elixir, """
