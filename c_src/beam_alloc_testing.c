@@ -60,6 +60,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -68,6 +69,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__APPLE__)
@@ -615,15 +617,19 @@ static pid_t fork_in_handler(void) {
 #endif
 }
 
-/* How long addr2line may take before SIGALRM ends it: a dying VM must not
+/* How long addr2line may take before it is killed: a dying VM must not
  * hang on it. */
-#define SYMBOLIZER_SECONDS 10
+#define SYMBOLIZER_MS 10000
 
-/* The child: addr2line with its output into out. Its signals as a new
- * program's would be (the handler's thread may block some, and an
- * ignored SIGALRM would keep the alarm from ending it); the alarm lives
- * on through execve. Exits 127 when addr2line cannot be run. */
+/* The child: addr2line with its output into out, in a process group of
+ * its own (killed whole at the deadline: an alarm ended only the program
+ * run, and a wrapper script's child kept the pipe open, the dying VM
+ * waiting on it). Its signals as a new program's would be (the handler's
+ * thread may block some; an ignored SIGALRM would keep the alarm, there
+ * for a VM gone before the deadline, from ending it). Exits 127 when addr2line
+ * cannot be run. */
 static _Noreturn void symbolizer_child(const crash_slot *c, int out) {
+    setpgid(0, 0);
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
@@ -632,18 +638,39 @@ static _Noreturn void symbolizer_child(const crash_slot *c, int out) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     if (dup2(out, STDOUT_FILENO) == STDOUT_FILENO) {
-        alarm(SYMBOLIZER_SECONDS);
+        alarm(SYMBOLIZER_MS / 1000); /* when the VM is gone before that */
         execve(c->tool, c->argv, environ);
     }
     _exit(127);
 }
 
+/* Milliseconds left until SYMBOLIZER_MS after start (clock_gettime and
+ * poll are async-signal-safe). */
+static int ms_left(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (now.tv_sec - start->tv_sec) * 1000 +
+              (now.tv_nsec - start->tv_nsec) / 1000000;
+    return ms >= SYMBOLIZER_MS ? 0 : (int)(SYMBOLIZER_MS - ms);
+}
+
 /* Reads fd to its end into out (n bytes at most, the rest read and
- * dropped): how many bytes were kept. */
-static size_t read_to_end(int fd, char *out, size_t n) {
+ * dropped), or until the deadline, which kills process group group: how
+ * many bytes were kept. */
+static size_t read_to_end(int fd, pid_t group, char *out, size_t n) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     size_t len = 0;
     char drop[256];
     for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = ms_left(&start), ready = left > 0 ? poll(&p, 1, left) : 0;
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0) {
+            kill(-group, SIGKILL);
+            return len;
+        }
         char *to = len < n ? out + len : drop;
         ssize_t r = read(fd, to, len < n ? n - len : sizeof drop);
         if (r < 0 && errno == EINTR)
@@ -667,7 +694,9 @@ static size_t run_symbolizer(const crash_slot *c, char *out, size_t n) {
     if (pid == 0)
         symbolizer_child(c, fds[1]);
     close(fds[1]);
-    size_t len = pid > 0 ? read_to_end(fds[0], out, n) : 0;
+    if (pid > 0)
+        setpgid(pid, pid); /* (whichever of the two comes first) */
+    size_t len = pid > 0 ? read_to_end(fds[0], pid, out, n) : 0;
     close(fds[0]);
     while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
