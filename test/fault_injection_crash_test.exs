@@ -36,6 +36,14 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     Enum.join([Path.join(:code.root_dir(), "bin"), tmp], ":")
   end
 
+  # A new directory, removed after the test.
+  defp tmp_dir(prefix) do
+    tmp = Path.join(System.tmp_dir!(), "#{prefix}_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(tmp)
+    on_exit(fn -> File.rm_rf!(tmp) end)
+    tmp
+  end
+
   # The source line of make_header's unchecked allocation.
   defp unchecked_line do
     "test/nifs/faults_nif.c"
@@ -116,14 +124,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   test "without addr2line in PATH, the crash gives the command for the line" do
     erl = Path.join([:code.root_dir(), "bin", "erl"])
 
-    tmp =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_no_addr2line_#{System.unique_integer([:positive])}"
-      )
-
-    File.mkdir_p!(tmp)
-    on_exit(fn -> File.rm_rf!(tmp) end)
+    tmp = tmp_dir("beam_alloc_no_addr2line")
 
     {out, status} =
       run_vm(erl, ["-noshell", "-eval", @uses_null_from_erlang], [
@@ -136,14 +137,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   end
 
   test "an addr2line that hangs (a wrapper script whose child keeps the pipe) holds the VM 10 s at most" do
-    tmp =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_slow_addr2line_#{System.unique_integer([:positive])}"
-      )
-
-    File.mkdir_p!(tmp)
-    on_exit(fn -> File.rm_rf!(tmp) end)
+    tmp = tmp_dir("beam_alloc_slow_addr2line")
     File.write!(Path.join(tmp, "addr2line"), "#!/bin/sh\nsleep 40\n")
     File.chmod!(Path.join(tmp, "addr2line"), 0o755)
 
