@@ -369,8 +369,10 @@ $(MIX_APP_PATH)/priv/deep_stack_nif.so: NIF_LIBS := -L$(dir $(FOREIGN_SO)) -ldee
 .PHONY: nifs
 
 # The fault-injection driver of BeamAlloc.Testing (c_src/), in every
-# environment: it is part of the library's Elixir API.
+# environment: it is part of the library's Elixir API. crash_note.c is its
+# fatal-signal handler, linked into the same shared object.
 TESTING_SO := $(MIX_APP_PATH)/priv/beam_alloc_testing.so
+TESTING_SRC := c_src/beam_alloc_testing.c c_src/crash_note.c
 
 # Source lines for reports (c_src/beam_alloc_symbolize.c), read by
 # BeamAlloc.Reporter: the only object linked with libdw; without libdw's
@@ -394,9 +396,9 @@ $(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP) $(
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
-$(TESTING_SO): c_src/beam_alloc_testing.c c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a | erts-include-dir
+$(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a | erts-include-dir
 	@mkdir -p $(@D)
-	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
+	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $(TESTING_SRC) $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
 
 # rebar3 (the pre_hook of rebar.config): the library, and the driver and
 # the symbolizer into priv/ of the source directory, which rebar3 links

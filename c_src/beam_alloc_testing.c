@@ -55,22 +55,14 @@
  */
 #define _GNU_SOURCE
 #include "../src/nif/abi.h"
+#include "crash_note.h"
 #include "nif_text.h"
 
 #include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
 #if defined(__APPLE__)
 #include <mach-o/dyld.h>
@@ -275,7 +267,7 @@ typedef struct session {
     misuse_record *misuse;
     size_t nmisuse;
 
-    /* The crash slot the session's runs write (see crash_slots), or -1:
+    /* The crash slot the session's runs write (crash_note.h), or -1:
      * every slot was taken. */
     int crash;
 
@@ -511,472 +503,8 @@ static uintptr_t described_site(const session *s, uintptr_t ret) {
 
 /* --- What a crash during a check says ----------------------------------- */
 
-/* A NIF that does not handle a failed allocation most often dereferences
- * the NULL: the VM dies by a signal, and all the user saw was
- * "Segmentation fault" with nothing saying which allocation the check was
- * failing. So while a session is open, fatal signals first write (write(2)
- * of text made beforehand: nothing else is safe in a handler) what each
- * running session's run is doing, then take their course as before (the
- * previous action, restored or called: exit status, core dump and any
- * handler of the VM's or another library's unchanged).
- *
- * Each open session has a slot (CRASH_SLOTS at most; a session past them
- * has none, and its crash says nothing). Its runs write it: begin_run says
- * which run it is, and the request failed makes the text name it
- * (request(): its number, size, site, the NIF function of the call and
- * how to get the source line). end_run empties it. The handler writes
- * every slot that is not empty. A writer empties the state before writing
- * the text and sets it after: a handler on another thread meanwhile skips
- * the slot.
- *
- * The site stays lib.so+0x.. in the text: a source line takes the
- * symbolizer's dirty NIF calls, which a check makes only for a problem it
- * reports (each one a wait for a scheduler on a busy VM: passing checks
- * took seconds), and a run cannot know beforehand that it will crash. So
- * the handler runs addr2line for the line (see crash_symbolize), with
- * everything it needs made ready before: its path found in PATH when the
- * session opens, its arguments when the request is failed. Without
- * addr2line the text says the command that gives the line. */
-#define CRASH_SLOTS 32
-#define CRASH_TEXT 2048
-#define CRASH_PATH 1024
-
-enum crash_state { CRASH_IDLE, CRASH_RUNNING, CRASH_FAILED };
-
-typedef struct crash_slot {
-    atomic_bool taken;
-    atomic_int state;
-    size_t len;
-    char text[CRASH_TEXT];
-    /* The failed request's source line: addr2line's absolute path ("":
-     * none in PATH at open), the library and the offset of the call in it
-     * ("": not known), and argv made of them for execve. */
-    char tool[CRASH_PATH];
-    char lib[CRASH_PATH];
-    char offset[2 + 16 + 1];
-    char *argv[8];
-    /* The thread of the run's latest request, and when it came (on
-     * crash_clock; 0: none yet): see crash_handler. */
-    pthread_t thread;
-    atomic_ulong stamp;
-} crash_slot;
-
-static atomic_ulong crash_clock;
-
-static crash_slot crash_slots[CRASH_SLOTS];
-
-static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
-#define CRASH_SIGNALS (sizeof crash_signals / sizeof crash_signals[0])
-static struct sigaction crash_previous[CRASH_SIGNALS];
-static unsigned crash_installs; /* open sessions: under registry_lock */
-/* Ours was not on top at the last close (registry_lock): see
- * crash_install. */
-static bool crash_left_in[CRASH_SIGNALS];
-
-static const char *signal_name(int sig) {
-    switch (sig) {
-    case SIGSEGV:
-        return "SIGSEGV";
-    case SIGBUS:
-        return "SIGBUS";
-    case SIGABRT:
-        return "SIGABRT";
-    case SIGILL:
-        return "SIGILL";
-    default:
-        return "SIGFPE";
-    }
-}
-
-static void write_all(const char *text, size_t len) {
-    while (len > 0) {
-        ssize_t w = write(STDERR_FILENO, text, len);
-        if (w <= 0)
-            return;
-        text += w;
-        len -= (size_t)w;
-    }
-}
-
-static void write_text(const char *text) {
-    write_all(text, strlen(text));
-}
-
-/* A child process from a signal handler: _Fork runs no atfork handlers
- * (fork's may take locks the crashing thread holds) and is
- * async-signal-safe; where it is missing, the system call itself. */
-static pid_t fork_in_handler(void) {
-#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
-    return _Fork();
-#elif defined(__linux__) && defined(SYS_fork)
-    return (pid_t)syscall(SYS_fork);
-#elif defined(__linux__)
-    return (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
-#else
-    return fork();
-#endif
-}
-
-/* How long addr2line may take before it is killed: a dying VM must not
- * hang on it. */
-#define SYMBOLIZER_MS 10000
-
-/* The child: addr2line with its output into out, in a process group of
- * its own (killed whole at the deadline: an alarm ended only the program
- * run, and a wrapper script's child kept the pipe open, the dying VM
- * waiting on it). Its signals as a new program's would be (the handler's
- * thread may block some; an ignored SIGALRM would keep the alarm, there
- * for a VM gone before the deadline, from ending it). Exits 127 when addr2line
- * cannot be run. */
-static _Noreturn void symbolizer_child(const crash_slot *c, int out) {
-    setpgid(0, 0);
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigaction(SIGALRM, &dfl, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (dup2(out, STDOUT_FILENO) == STDOUT_FILENO) {
-        alarm(SYMBOLIZER_MS / 1000); /* when the VM is gone before that */
-        execve(c->tool, c->argv, environ);
-    }
-    _exit(127);
-}
-
-/* Milliseconds left until SYMBOLIZER_MS after start (clock_gettime and
- * poll are async-signal-safe). */
-static int ms_left(const struct timespec *start) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long ms = (now.tv_sec - start->tv_sec) * 1000 +
-              (now.tv_nsec - start->tv_nsec) / 1000000;
-    return ms >= SYMBOLIZER_MS ? 0 : (int)(SYMBOLIZER_MS - ms);
-}
-
-/* Reads fd to its end into out (n bytes at most, the rest read and
- * dropped), or until the deadline, which kills process group group: how
- * many bytes were kept. */
-static size_t read_to_end(int fd, pid_t group, char *out, size_t n) {
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    size_t len = 0;
-    char drop[256];
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int left = ms_left(&start), ready = left > 0 ? poll(&p, 1, left) : 0;
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready == 0) {
-            kill(-group, SIGKILL);
-            return len;
-        }
-        char *to = len < n ? out + len : drop;
-        ssize_t r = read(fd, to, len < n ? n - len : sizeof drop);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return len;
-        if (to != drop)
-            len += (size_t)r;
-    }
-}
-
-/* Runs c's addr2line, its output into out (n bytes at most): how many
- * bytes it wrote; 0 when it could not run. The output tells, not the exit
- * status: the VM ignores SIGCHLD, so waitpid, which still waits for the
- * child to end, finds it reaped already (ECHILD) and has no status. */
-static size_t run_symbolizer(const crash_slot *c, char *out, size_t n) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return 0;
-    pid_t pid = fork_in_handler();
-    if (pid == 0)
-        symbolizer_child(c, fds[1]);
-    close(fds[1]);
-    if (pid > 0)
-        setpgid(pid, pid); /* (whichever of the two comes first) */
-    size_t len = pid > 0 ? read_to_end(fds[0], pid, out, n) : 0;
-    close(fds[0]);
-    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    return len;
-}
-
-/* The next line of text (ended by '\n', made a string), or NULL. */
-static char *next_line(char **at) {
-    char *line = *at, *end = strchr(line, '\n');
-    if (end == NULL)
-        return NULL;
-    *end = '\0';
-    *at = end + 1;
-    return line;
-}
-
-/* Says what addr2line -f -i wrote (a function and its file:line, then for
- * an inlined call the function it is inlined into and where); false when
- * it knew no line (a library without debug information). */
-static bool say_source_line(char *text) {
-    char *at = text, *fn = next_line(&at), *where = next_line(&at);
-    if (fn == NULL || where == NULL || strncmp(where, "??", 2) == 0)
-        return false;
-    write_text("beam_alloc: that request was made in ");
-    for (;;) {
-        write_text(fn);
-        write_text(" at ");
-        write_text(where);
-        write_text("\n");
-        fn = next_line(&at);
-        where = fn != NULL ? next_line(&at) : NULL;
-        if (where == NULL)
-            return true;
-        write_text("beam_alloc:   inlined into ");
-    }
-}
-
-/* One handler at a time has the output buffer (static: the handler may be
- * on a small alternate stack); another one's crash says the command. */
-static atomic_flag symbolizing = ATOMIC_FLAG_INIT;
-static char symbolized[4096];
-
-static bool crash_symbolize(const crash_slot *c) {
-    if (c->tool[0] == '\0' || atomic_flag_test_and_set(&symbolizing))
-        return false;
-    size_t n = run_symbolizer(c, symbolized, sizeof symbolized - 1);
-    symbolized[n] = '\0';
-    bool said = say_source_line(symbolized);
-    atomic_flag_clear(&symbolizing);
-    return said;
-}
-
-/* The failed request's source line: addr2line's answer, or else the
- * command that gives it. */
-static void crash_source_line(const crash_slot *c) {
-    if (c->lib[0] == '\0' || crash_symbolize(c))
-        return;
-    write_text("beam_alloc: its source line:");
-    for (char *const *arg = c->argv; *arg != NULL; arg++) {
-        write_text(" ");
-        write_text(*arg);
-    }
-    write_text("\n");
-}
-
-/* The default action for sig: what SA_RESETHAND does on delivery. A
- * handler of the previous action's with that flag counts on it (a crash
- * reporter that writes and returns): called with ours still in, it met
- * the fault again and again, each time after ours. */
-static void crash_reset(int sig) {
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigaction(sig, &dfl, NULL);
-}
-
-/* The previous action takes the signal: a handler of its own is called;
- * the default is restored, and the signal raised again when it was sent
- * (abort(), kill) or, for a fault, met again when the handler returns
- * to the faulting instruction. */
-static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
-    const struct sigaction *old = &crash_previous[i];
-    if (old->sa_flags & SA_RESETHAND)
-        crash_reset(sig);
-    if (old->sa_flags & SA_SIGINFO) {
-        old->sa_sigaction(sig, info, uctx);
-        return;
-    }
-    if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
-        old->sa_handler(sig);
-        return;
-    }
-    sigaction(sig, old, NULL);
-    if (info == NULL || info->si_code <= 0)
-        raise(sig);
-}
-
-#define CRASH_HINT                                                             \
-    "beam_alloc: (the NIF mishandles that failure, most often by using the "   \
-    "NULL: see README, \"When a check crashes the VM\")\n"
-
-/* The previous action's index for sig. */
-static size_t crash_index(int sig) {
-    size_t i = 0;
-    while (i + 1 < CRASH_SIGNALS && crash_signals[i] != sig)
-        i++;
-    return i;
-}
-
-/* A signal sent (kill, raise; not a fault) that the previous action
- * ignores (the VM ignores SIGFPE): no crash, so nothing to say. */
-static bool crash_ignored(size_t i, const siginfo_t *info) {
-    const struct sigaction *old = &crash_previous[i];
-    return !(old->sa_flags & SA_SIGINFO) && old->sa_handler == SIG_IGN &&
-           (info == NULL || info->si_code <= 0);
-}
-
-/* The running slot whose request this thread made latest, or NULL.
- * pthread_self is not on POSIX's list of async-signal-safe functions, but
- * it reads the thread pointer (glibc, musl, macOS). */
-static const crash_slot *crash_this_thread(void) {
-    const crash_slot *latest = NULL;
-    unsigned long best = 0;
-    for (size_t i = 0; i < CRASH_SLOTS; i++) {
-        const crash_slot *c = &crash_slots[i];
-        unsigned long stamp = atomic_load(&c->stamp);
-        if (atomic_load(&c->state) != CRASH_IDLE && stamp > best &&
-            pthread_equal(c->thread, pthread_self())) {
-            latest = c;
-            best = stamp;
-        }
-    }
-    return latest;
-}
-
-/* What slot c says of the crash (state: c's, not idle). */
-static void crash_write(const crash_slot *c, int state, int sig) {
-    write_text("\nbeam_alloc: the VM got ");
-    write_text(signal_name(sig));
-    write_all(c->text, c->len);
-    if (state == CRASH_FAILED) {
-        crash_source_line(c);
-        write_text(CRASH_HINT);
-    }
-}
-
-/* Every running session's slot is written; but with other checks running
- * meanwhile (async tests), only the one whose NIF call this thread is
- * running, where it is known: the others' text blamed their NIFs for
- * this crash. A scheduler thread runs one NIF call at a time, so that is
- * the slot whose request this thread made latest (another process's
- * check made its requests here before the call began). */
-static void crash_handler(int sig, siginfo_t *info, void *uctx) {
-    int saved = errno;
-    size_t at = crash_index(sig);
-    if (crash_ignored(at, info))
-        return;
-    const crash_slot *one = crash_this_thread();
-    for (size_t i = 0; i < CRASH_SLOTS; i++) {
-        const crash_slot *c = &crash_slots[i];
-        int state = atomic_load(&c->state);
-        if (state != CRASH_IDLE && (one == NULL || one == c))
-            crash_write(c, state, sig);
-    }
-    errno = saved;
-    crash_chain(at, sig, info, uctx);
-}
-
-static bool crash_is_ours(int sig) {
-    struct sigaction now;
-    return sigaction(sig, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
-           now.sa_sigaction == crash_handler;
-}
-
-/* The handler goes in with the first open session, and out with the last
- * (registry_lock held): a VM runs none outside checks. Out only where it
- * is still ours: a handler installed over it chains to it, which chains
- * on. Then ours is in that chain for good, and does not go in again over
- * what is on top: taken as ours's previous, that library's handler (or
- * ours, put back by it) led back to ours, round and round until the
- * stack overflowed. Where that library stopped chaining to it, a crash in
- * a later check says nothing: the price of never looping. SA_ONSTACK: a
- * thread with an alternate stack handles a stack overflow there; one
- * without (the VM's schedulers) cannot run the handler then, and dies by
- * the signal as it would have. */
-static void crash_install(void) {
-    if (crash_installs++ > 0)
-        return;
-    struct sigaction ours;
-    memset(&ours, 0, sizeof ours);
-    ours.sa_sigaction = crash_handler;
-    ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-    sigemptyset(&ours.sa_mask);
-    for (size_t i = 0; i < CRASH_SIGNALS; i++)
-        if (!crash_left_in[i])
-            sigaction(crash_signals[i], &ours, &crash_previous[i]);
-}
-
-static void crash_uninstall(void) {
-    if (crash_installs == 0 || --crash_installs > 0)
-        return;
-    for (size_t i = 0; i < CRASH_SIGNALS; i++) {
-        crash_left_in[i] = !crash_is_ours(crash_signals[i]);
-        if (!crash_left_in[i])
-            sigaction(crash_signals[i], &crash_previous[i], NULL);
-    }
-}
-
-/* The absolute path of the program name in PATH into out, "" when none
- * (n bytes at most). Relative entries are passed over: a crash may come
- * after a change of directory. */
-static void find_in_path(const char *name, char *out, size_t n) {
-    const char *p = getenv("PATH");
-    while (p != NULL && *p != '\0') {
-        const char *end = strchrnul(p, ':');
-        int len = (int)(end - p), w = -1;
-        if (p[0] == '/')
-            w = snprintf(out, n, "%.*s/%s", len, p, name);
-        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0)
-            return;
-        p = *end != '\0' ? end + 1 : end;
-    }
-    out[0] = '\0';
-}
-
-/* A free slot for a new session (registry_lock held), or -1. */
-static int crash_take(void) {
-    for (int i = 0; i < CRASH_SLOTS; i++) {
-        bool free = false;
-        if (atomic_compare_exchange_strong(&crash_slots[i].taken, &free,
-                                           true)) {
-            atomic_store(&crash_slots[i].state, CRASH_IDLE);
-            find_in_path("addr2line", crash_slots[i].tool, CRASH_PATH);
-            return i;
-        }
-    }
-    return -1;
-}
-
-static void crash_give_back(int i) {
-    if (i < 0)
-        return;
-    atomic_store(&crash_slots[i].state, CRASH_IDLE);
-    atomic_store(&crash_slots[i].taken, false);
-}
-
-/* Slot i says fmt (session lock held): state, once written. */
-__attribute__((format(printf, 3, 4))) static void
-crash_say(int i, int state, const char *fmt, ...) {
-    if (i < 0)
-        return;
-    crash_slot *c = &crash_slots[i];
-    atomic_store(&c->state, CRASH_IDLE);
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(c->text, sizeof c->text, fmt, ap);
-    va_end(ap);
-    c->len = n < 0                        ? 0
-             : (size_t)n < sizeof c->text ? (size_t)n
-                                          : sizeof c->text - 1;
-    atomic_store(&c->state, state);
-}
-
-/* The run begins (session lock held): a crash before its failing request
- * is no failed allocation's. */
-static void crash_run_begins(const session *s) {
-    if (s->fail_index == NEVER)
-        crash_say(s->crash, CRASH_RUNNING,
-                  " while check_all_allocation_failures was making a run "
-                  "that fails no allocation (the first, which counts them, "
-                  "or the last): no allocation had been failed, so the "
-                  "crash is not a failed allocation's\n");
-    else
-        crash_say(s->crash, CRASH_RUNNING,
-                  " while check_all_allocation_failures was making the run "
-                  "that fails allocation request %zu, before that request "
-                  "came: no allocation had been failed yet, so the crash is "
-                  "not a failed allocation's\n",
-                  s->fail_index);
-}
+/* See crash_note.c: the driver's part is the slot of each session's runs
+ * and the names of the failed request (its site, its NIF function). */
 
 static const char *kind_text(int kind) {
     return kind == REQ_ALLOC    ? "alloc"
@@ -1033,25 +561,7 @@ static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
              elixir ? "." : ":", best->name, best->arity);
 }
 
-/* Slot c's addr2line arguments for the call returning to ret: the
- * library and the offset in it of the call ("" when not known). Made
- * while the slot is idle. */
-static void crash_line_args(crash_slot *c, uintptr_t ret) {
-    Dl_info info;
-    c->lib[0] = '\0';
-    if (dladdr((void *)ret, &info) != 0 && info.dli_fname != NULL &&
-        strlen(info.dli_fname) < sizeof c->lib) {
-        strcpy(c->lib, info.dli_fname);
-        snprintf(c->offset, sizeof c->offset, "0x%zx",
-                 (size_t)(ret - 1 - (uintptr_t)info.dli_fbase));
-    }
-    static char prog[] = "addr2line", f[] = "-f", i[] = "-i", cxx[] = "-C",
-                e[] = "-e";
-    char *argv[] = {prog, f, i, cxx, e, c->lib, c->offset, NULL};
-    memcpy(c->argv, argv, sizeof argv);
-}
-
-/* Request r, returning to ret, was failed (session lock held): the text
+/* Request r, returning to ret, was failed (session lock held): the crash
  * names it. */
 static void crash_request_failed(const session *s, const request_info *r,
                                  uintptr_t ret) {
@@ -1060,30 +570,9 @@ static void crash_request_failed(const session *s, const request_info *r,
     char site[512], fn[320];
     beam__describe_site(r->site, site, sizeof site);
     nif_name(s, nif_entry(s, ret), fn, sizeof fn);
-    atomic_store(&crash_slots[s->crash].state, CRASH_IDLE);
-    crash_line_args(&crash_slots[s->crash], ret);
-    crash_say(s->crash, CRASH_FAILED,
-              " while check_all_allocation_failures was failing allocation "
-              "request %zu (and every later one), which returned NULL: %s of "
-              "%zu bytes at %s%s%s: handle the NULL there\n",
-              r->index, kind_text(r->kind), r->len, site,
-              fn[0] ? ", in the NIF call " : "", fn);
-}
-
-/* A request of s's run on this thread (session lock held): see
- * crash_this_thread. */
-static void crash_stamp(const session *s) {
-    if (s->crash < 0)
-        return;
-    crash_slot *c = &crash_slots[s->crash];
-    c->thread = pthread_self();
-    atomic_store(&c->stamp, atomic_fetch_add(&crash_clock, 1) + 1);
-}
-
-/* The run ended (session lock held). */
-static void crash_run_ends(const session *s) {
-    if (s->crash >= 0)
-        atomic_store(&crash_slots[s->crash].state, CRASH_IDLE);
+    crash_note_request_failed(
+        s->crash, &(crash_note_failure){r->index, kind_text(r->kind), r->len,
+                                        site, fn, ret});
 }
 
 /* Number a request returning to ret; true when it must fail. *site: how
@@ -1094,7 +583,7 @@ static bool request(session *s, int kind, size_t len, uintptr_t ret,
                     size_t *index, uintptr_t *site) {
     size_t i = s->requests++;
     *index = i;
-    crash_stamp(s);
+    crash_note_request(s->crash);
     uintptr_t at =
         s->mode == MODE_COMPARE && i < s->nsites && s->sites[i].ret == ret
             ? s->sites[i].site
@@ -2029,8 +1518,7 @@ static void close_session(session *s) {
     pthread_mutex_unlock(&s->lock);
 
     pthread_mutex_lock(&registry_lock);
-    crash_give_back(crash);
-    crash_uninstall();
+    crash_note_close(crash);
     pthread_mutex_unlock(&registry_lock);
 
     for (size_t i = 0; i < nlibs; i++) {
@@ -2082,8 +1570,7 @@ static listing list_session(session *s, const ErlNifPid *self) {
         out = NO_ROOM;
     if (out == LISTED) {
         open_sessions[n_open++] = s;
-        s->crash = crash_take();
-        crash_install();
+        s->crash = crash_note_open();
     }
     pthread_mutex_unlock(&registry_lock);
     return out;
@@ -2219,7 +1706,7 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
             slot_at(s, i)->move.set = false;
         s->nmisuse = 0;
         s->running = true;
-        crash_run_begins(s);
+        crash_note_run_begins(s->crash, s->fail_index != NEVER, s->fail_index);
     }
     pthread_mutex_unlock(&s->lock);
     return ok ? atom(env, "ok")
@@ -2281,7 +1768,7 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
         return badarg_text(env, "end_run/1 takes an open session of this "
                                 "process with a run under way (begin_run/3)");
     s->running = false;
-    crash_run_ends(s);
+    crash_note_run_ends(s->crash);
 
     ERL_NIF_TERM mismatch = atom(env, "undefined");
     if (s->mismatch.happened)

@@ -1,0 +1,565 @@
+/*
+ * What a crash during a check says: the fatal-signal handler of the
+ * fault-injection driver (beam_alloc_testing.c), a file of its own because
+ * it runs in a signal handler of a dying VM, under rules nothing else in
+ * the driver has. The driver only calls the interface of crash_note.h:
+ * take a slot when a session opens, say when a run begins and ends, which
+ * request was failed, and give the slot back when the session closes.
+ *
+ * A NIF that does not handle a failed allocation most often dereferences
+ * the NULL: the VM dies by a signal, and all the user saw was
+ * "Segmentation fault" with nothing saying which allocation the check was
+ * failing. So while a session is open, fatal signals first write (write(2)
+ * of text made beforehand: nothing else is safe in a handler) what each
+ * running session's run is doing, then take their course as before (the
+ * previous action, restored or called: exit status, core dump and any
+ * handler of the VM's or another library's unchanged).
+ *
+ * Each open session has a slot (CRASH_SLOTS at most; a session past them
+ * has none, and its crash says nothing). Its runs write it:
+ * crash_note_run_begins says which run it is, and crash_note_request_failed
+ * makes the text name the request failed (its number, size, site, the NIF
+ * function of the call and how to get the source line).
+ * crash_note_run_ends empties it. The handler writes every slot that is
+ * not empty. A writer empties the state before writing the text and sets
+ * it after: a handler on another thread meanwhile skips the slot.
+ *
+ * The site stays lib.so+0x.. in the text: a source line takes the
+ * symbolizer's dirty NIF calls, which a check makes only for a problem it
+ * reports (each one a wait for a scheduler on a busy VM: passing checks
+ * took seconds), and a run cannot know beforehand that it will crash. So
+ * the handler runs addr2line for the line (see crash_symbolize), with
+ * everything it needs made ready before: its path found in PATH when the
+ * session opens, its arguments when the request is failed. Without
+ * addr2line the text says the command that gives the line.
+ *
+ * The rules here:
+ *
+ *   - Async-signal-safety: crash_handler and everything it calls use only
+ *     async-signal-safe functions (the one exception, pthread_self, is
+ *     argued at crash_this_thread; fork is _Fork or the system call, which
+ *     run no atfork handlers: fork_in_handler): no lock, no allocation, no
+ *     stdio, no dl* call. Every text, path and argv it needs is made
+ *     beforehand by the calls of crash_note.h, outside the handler.
+ *   - Chaining: the signals then take their course as before: the previous
+ *     action is called or restored (crash_chain), and our handler never
+ *     chains back to itself nor goes in again over a handler another
+ *     library put over it (crash_install).
+ *   - Opens and closes (crash_note_open, crash_note_close) are serialised
+ *     by the caller (the driver's registry_lock); the calls about one
+ *     slot's runs by its session's lock.
+ */
+#define _GNU_SOURCE
+#include "crash_note.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CRASH_SLOTS 32
+#define CRASH_TEXT 2048
+#define CRASH_PATH 1024
+
+enum crash_state { CRASH_IDLE, CRASH_RUNNING, CRASH_FAILED };
+
+typedef struct crash_slot {
+    atomic_bool taken;
+    atomic_int state;
+    size_t len;
+    char text[CRASH_TEXT];
+    /* The failed request's source line: addr2line's absolute path ("":
+     * none in PATH at open), the library and the offset of the call in it
+     * ("": not known), and argv made of them for execve. */
+    char tool[CRASH_PATH];
+    char lib[CRASH_PATH];
+    char offset[2 + 16 + 1];
+    char *argv[8];
+    /* The thread of the run's latest request, and when it came (on
+     * crash_clock; 0: none yet): see crash_handler. */
+    pthread_t thread;
+    atomic_ulong stamp;
+} crash_slot;
+
+static atomic_ulong crash_clock;
+
+static crash_slot crash_slots[CRASH_SLOTS];
+
+static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE};
+#define CRASH_SIGNALS (sizeof crash_signals / sizeof crash_signals[0])
+static struct sigaction crash_previous[CRASH_SIGNALS];
+static unsigned crash_installs; /* open sessions */
+/* Ours was not on top at the last close: see crash_install. */
+static bool crash_left_in[CRASH_SIGNALS];
+
+static const char *signal_name(int sig) {
+    switch (sig) {
+    case SIGSEGV:
+        return "SIGSEGV";
+    case SIGBUS:
+        return "SIGBUS";
+    case SIGABRT:
+        return "SIGABRT";
+    case SIGILL:
+        return "SIGILL";
+    default:
+        return "SIGFPE";
+    }
+}
+
+static void write_all(const char *text, size_t len) {
+    while (len > 0) {
+        ssize_t w = write(STDERR_FILENO, text, len);
+        if (w <= 0)
+            return;
+        text += w;
+        len -= (size_t)w;
+    }
+}
+
+static void write_text(const char *text) {
+    write_all(text, strlen(text));
+}
+
+/* A child process from a signal handler: _Fork runs no atfork handlers
+ * (fork's may take locks the crashing thread holds) and is
+ * async-signal-safe; where it is missing, the system call itself. */
+static pid_t fork_in_handler(void) {
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+    return _Fork();
+#elif defined(__linux__) && defined(SYS_fork)
+    return (pid_t)syscall(SYS_fork);
+#elif defined(__linux__)
+    return (pid_t)syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+#else
+    return fork();
+#endif
+}
+
+/* How long addr2line may take before it is killed: a dying VM must not
+ * hang on it. */
+#define SYMBOLIZER_MS 10000
+
+/* The child: addr2line with its output into out, in a process group of
+ * its own (killed whole at the deadline: an alarm ended only the program
+ * run, and a wrapper script's child kept the pipe open, the dying VM
+ * waiting on it). Its signals as a new program's would be (the handler's
+ * thread may block some; an ignored SIGALRM would keep the alarm, there
+ * for a VM gone before the deadline, from ending it). Exits 127 when addr2line
+ * cannot be run. */
+static _Noreturn void symbolizer_child(const crash_slot *c, int out) {
+    setpgid(0, 0);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGALRM, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (dup2(out, STDOUT_FILENO) == STDOUT_FILENO) {
+        alarm(SYMBOLIZER_MS / 1000); /* when the VM is gone before that */
+        execve(c->tool, c->argv, environ);
+    }
+    _exit(127);
+}
+
+/* Milliseconds left until SYMBOLIZER_MS after start (clock_gettime and
+ * poll are async-signal-safe). */
+static int ms_left(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long ms = (now.tv_sec - start->tv_sec) * 1000 +
+              (now.tv_nsec - start->tv_nsec) / 1000000;
+    return ms >= SYMBOLIZER_MS ? 0 : (int)(SYMBOLIZER_MS - ms);
+}
+
+/* Reads fd to its end into out (n bytes at most, the rest read and
+ * dropped), or until the deadline, which kills process group group: how
+ * many bytes were kept. */
+static size_t read_to_end(int fd, pid_t group, char *out, size_t n) {
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    size_t len = 0;
+    char drop[256];
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = ms_left(&start), ready = left > 0 ? poll(&p, 1, left) : 0;
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0) {
+            kill(-group, SIGKILL);
+            return len;
+        }
+        char *to = len < n ? out + len : drop;
+        ssize_t r = read(fd, to, len < n ? n - len : sizeof drop);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return len;
+        if (to != drop)
+            len += (size_t)r;
+    }
+}
+
+/* Runs c's addr2line, its output into out (n bytes at most): how many
+ * bytes it wrote; 0 when it could not run. The output tells, not the exit
+ * status: the VM ignores SIGCHLD, so waitpid, which still waits for the
+ * child to end, finds it reaped already (ECHILD) and has no status. */
+static size_t run_symbolizer(const crash_slot *c, char *out, size_t n) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return 0;
+    pid_t pid = fork_in_handler();
+    if (pid == 0)
+        symbolizer_child(c, fds[1]);
+    close(fds[1]);
+    if (pid > 0)
+        setpgid(pid, pid); /* (whichever of the two comes first) */
+    size_t len = pid > 0 ? read_to_end(fds[0], pid, out, n) : 0;
+    close(fds[0]);
+    while (pid > 0 && waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return len;
+}
+
+/* The next line of text (ended by '\n', made a string), or NULL. */
+static char *next_line(char **at) {
+    char *line = *at, *end = strchr(line, '\n');
+    if (end == NULL)
+        return NULL;
+    *end = '\0';
+    *at = end + 1;
+    return line;
+}
+
+/* Says what addr2line -f -i wrote (a function and its file:line, then for
+ * an inlined call the function it is inlined into and where); false when
+ * it knew no line (a library without debug information). */
+static bool say_source_line(char *text) {
+    char *at = text, *fn = next_line(&at), *where = next_line(&at);
+    if (fn == NULL || where == NULL || strncmp(where, "??", 2) == 0)
+        return false;
+    write_text("beam_alloc: that request was made in ");
+    for (;;) {
+        write_text(fn);
+        write_text(" at ");
+        write_text(where);
+        write_text("\n");
+        fn = next_line(&at);
+        where = fn != NULL ? next_line(&at) : NULL;
+        if (where == NULL)
+            return true;
+        write_text("beam_alloc:   inlined into ");
+    }
+}
+
+/* One handler at a time has the output buffer (static: the handler may be
+ * on a small alternate stack); another one's crash says the command. */
+static atomic_flag symbolizing = ATOMIC_FLAG_INIT;
+static char symbolized[4096];
+
+static bool crash_symbolize(const crash_slot *c) {
+    if (c->tool[0] == '\0' || atomic_flag_test_and_set(&symbolizing))
+        return false;
+    size_t n = run_symbolizer(c, symbolized, sizeof symbolized - 1);
+    symbolized[n] = '\0';
+    bool said = say_source_line(symbolized);
+    atomic_flag_clear(&symbolizing);
+    return said;
+}
+
+/* The failed request's source line: addr2line's answer, or else the
+ * command that gives it. */
+static void crash_source_line(const crash_slot *c) {
+    if (c->lib[0] == '\0' || crash_symbolize(c))
+        return;
+    write_text("beam_alloc: its source line:");
+    for (char *const *arg = c->argv; *arg != NULL; arg++) {
+        write_text(" ");
+        write_text(*arg);
+    }
+    write_text("\n");
+}
+
+/* The default action for sig: what SA_RESETHAND does on delivery. A
+ * handler of the previous action's with that flag counts on it (a crash
+ * reporter that writes and returns): called with ours still in, it met
+ * the fault again and again, each time after ours. */
+static void crash_reset(int sig) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+}
+
+/* The previous action takes the signal: a handler of its own is called;
+ * the default is restored, and the signal raised again when it was sent
+ * (abort(), kill) or, for a fault, met again when the handler returns
+ * to the faulting instruction. */
+static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
+    const struct sigaction *old = &crash_previous[i];
+    if (old->sa_flags & SA_RESETHAND)
+        crash_reset(sig);
+    if (old->sa_flags & SA_SIGINFO) {
+        old->sa_sigaction(sig, info, uctx);
+        return;
+    }
+    if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+        return;
+    }
+    sigaction(sig, old, NULL);
+    if (info == NULL || info->si_code <= 0)
+        raise(sig);
+}
+
+#define CRASH_HINT                                                             \
+    "beam_alloc: (the NIF mishandles that failure, most often by using the "   \
+    "NULL: see README, \"When a check crashes the VM\")\n"
+
+/* The previous action's index for sig. */
+static size_t crash_index(int sig) {
+    size_t i = 0;
+    while (i + 1 < CRASH_SIGNALS && crash_signals[i] != sig)
+        i++;
+    return i;
+}
+
+/* A signal sent (kill, raise; not a fault) that the previous action
+ * ignores (the VM ignores SIGFPE): no crash, so nothing to say. */
+static bool crash_ignored(size_t i, const siginfo_t *info) {
+    const struct sigaction *old = &crash_previous[i];
+    return !(old->sa_flags & SA_SIGINFO) && old->sa_handler == SIG_IGN &&
+           (info == NULL || info->si_code <= 0);
+}
+
+/* The running slot whose request this thread made latest, or NULL.
+ * pthread_self is not on POSIX's list of async-signal-safe functions, but
+ * it reads the thread pointer (glibc, musl, macOS). */
+static const crash_slot *crash_this_thread(void) {
+    const crash_slot *latest = NULL;
+    unsigned long best = 0;
+    for (size_t i = 0; i < CRASH_SLOTS; i++) {
+        const crash_slot *c = &crash_slots[i];
+        unsigned long stamp = atomic_load(&c->stamp);
+        if (atomic_load(&c->state) != CRASH_IDLE && stamp > best &&
+            pthread_equal(c->thread, pthread_self())) {
+            latest = c;
+            best = stamp;
+        }
+    }
+    return latest;
+}
+
+/* What slot c says of the crash (state: c's, not idle). */
+static void crash_write(const crash_slot *c, int state, int sig) {
+    write_text("\nbeam_alloc: the VM got ");
+    write_text(signal_name(sig));
+    write_all(c->text, c->len);
+    if (state == CRASH_FAILED) {
+        crash_source_line(c);
+        write_text(CRASH_HINT);
+    }
+}
+
+/* Every running session's slot is written; but with other checks running
+ * meanwhile (async tests), only the one whose NIF call this thread is
+ * running, where it is known: the others' text blamed their NIFs for
+ * this crash. A scheduler thread runs one NIF call at a time, so that is
+ * the slot whose request this thread made latest (another process's
+ * check made its requests here before the call began). */
+static void crash_handler(int sig, siginfo_t *info, void *uctx) {
+    int saved = errno;
+    size_t at = crash_index(sig);
+    if (crash_ignored(at, info))
+        return;
+    const crash_slot *one = crash_this_thread();
+    for (size_t i = 0; i < CRASH_SLOTS; i++) {
+        const crash_slot *c = &crash_slots[i];
+        int state = atomic_load(&c->state);
+        if (state != CRASH_IDLE && (one == NULL || one == c))
+            crash_write(c, state, sig);
+    }
+    errno = saved;
+    crash_chain(at, sig, info, uctx);
+}
+
+static bool crash_is_ours(int sig) {
+    struct sigaction now;
+    return sigaction(sig, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO) &&
+           now.sa_sigaction == crash_handler;
+}
+
+/* The handler goes in with the first open session, and out with the last:
+ * a VM runs none outside checks. Out only where it
+ * is still ours: a handler installed over it chains to it, which chains
+ * on. Then ours is in that chain for good, and does not go in again over
+ * what is on top: taken as ours's previous, that library's handler (or
+ * ours, put back by it) led back to ours, round and round until the
+ * stack overflowed. Where that library stopped chaining to it, a crash in
+ * a later check says nothing: the price of never looping. SA_ONSTACK: a
+ * thread with an alternate stack handles a stack overflow there; one
+ * without (the VM's schedulers) cannot run the handler then, and dies by
+ * the signal as it would have. */
+static void crash_install(void) {
+    if (crash_installs++ > 0)
+        return;
+    struct sigaction ours;
+    memset(&ours, 0, sizeof ours);
+    ours.sa_sigaction = crash_handler;
+    ours.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&ours.sa_mask);
+    for (size_t i = 0; i < CRASH_SIGNALS; i++)
+        if (!crash_left_in[i])
+            sigaction(crash_signals[i], &ours, &crash_previous[i]);
+}
+
+static void crash_uninstall(void) {
+    if (crash_installs == 0 || --crash_installs > 0)
+        return;
+    for (size_t i = 0; i < CRASH_SIGNALS; i++) {
+        crash_left_in[i] = !crash_is_ours(crash_signals[i]);
+        if (!crash_left_in[i])
+            sigaction(crash_signals[i], &crash_previous[i], NULL);
+    }
+}
+
+/* The absolute path of the program name in PATH into out, "" when none
+ * (n bytes at most). Relative entries are passed over: a crash may come
+ * after a change of directory. */
+static void find_in_path(const char *name, char *out, size_t n) {
+    const char *p = getenv("PATH");
+    while (p != NULL && *p != '\0') {
+        const char *end = strchrnul(p, ':');
+        int len = (int)(end - p), w = -1;
+        if (p[0] == '/')
+            w = snprintf(out, n, "%.*s/%s", len, p, name);
+        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0)
+            return;
+        p = *end != '\0' ? end + 1 : end;
+    }
+    out[0] = '\0';
+}
+
+/* A free slot for a new session, or -1. */
+static int crash_take(void) {
+    for (int i = 0; i < CRASH_SLOTS; i++) {
+        bool free = false;
+        if (atomic_compare_exchange_strong(&crash_slots[i].taken, &free,
+                                           true)) {
+            atomic_store(&crash_slots[i].state, CRASH_IDLE);
+            find_in_path("addr2line", crash_slots[i].tool, CRASH_PATH);
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void crash_give_back(int i) {
+    if (i < 0)
+        return;
+    atomic_store(&crash_slots[i].state, CRASH_IDLE);
+    atomic_store(&crash_slots[i].taken, false);
+}
+
+/* Slot i says fmt: state, once written. */
+__attribute__((format(printf, 3, 4))) static void
+crash_say(int i, int state, const char *fmt, ...) {
+    if (i < 0)
+        return;
+    crash_slot *c = &crash_slots[i];
+    atomic_store(&c->state, CRASH_IDLE);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(c->text, sizeof c->text, fmt, ap);
+    va_end(ap);
+    c->len = n < 0                        ? 0
+             : (size_t)n < sizeof c->text ? (size_t)n
+                                          : sizeof c->text - 1;
+    atomic_store(&c->state, state);
+}
+
+/* Slot c's addr2line arguments for the call returning to ret: the
+ * library and the offset in it of the call ("" when not known). Made
+ * while the slot is idle. */
+static void crash_line_args(crash_slot *c, uintptr_t ret) {
+    Dl_info info;
+    c->lib[0] = '\0';
+    if (dladdr((void *)ret, &info) != 0 && info.dli_fname != NULL &&
+        strlen(info.dli_fname) < sizeof c->lib) {
+        strcpy(c->lib, info.dli_fname);
+        snprintf(c->offset, sizeof c->offset, "0x%zx",
+                 (size_t)(ret - 1 - (uintptr_t)info.dli_fbase));
+    }
+    static char prog[] = "addr2line", f[] = "-f", i[] = "-i", cxx[] = "-C",
+                e[] = "-e";
+    char *argv[] = {prog, f, i, cxx, e, c->lib, c->offset, NULL};
+    memcpy(c->argv, argv, sizeof argv);
+}
+
+/* --- The driver's calls (crash_note.h) ---------------------------------- */
+
+int crash_note_open(void) {
+    int slot = crash_take();
+    crash_install();
+    return slot;
+}
+
+void crash_note_close(int slot) {
+    crash_give_back(slot);
+    crash_uninstall();
+}
+
+/* A crash before the run's failing request is no failed allocation's. */
+void crash_note_run_begins(int slot, bool fails, size_t fail_index) {
+    if (!fails)
+        crash_say(slot, CRASH_RUNNING,
+                  " while check_all_allocation_failures was making a run "
+                  "that fails no allocation (the first, which counts them, "
+                  "or the last): no allocation had been failed, so the "
+                  "crash is not a failed allocation's\n");
+    else
+        crash_say(slot, CRASH_RUNNING,
+                  " while check_all_allocation_failures was making the run "
+                  "that fails allocation request %zu, before that request "
+                  "came: no allocation had been failed yet, so the crash is "
+                  "not a failed allocation's\n",
+                  fail_index);
+}
+
+void crash_note_request(int slot) {
+    if (slot < 0)
+        return;
+    crash_slot *c = &crash_slots[slot];
+    c->thread = pthread_self();
+    atomic_store(&c->stamp, atomic_fetch_add(&crash_clock, 1) + 1);
+}
+
+void crash_note_request_failed(int slot, const crash_note_failure *f) {
+    if (slot < 0)
+        return;
+    atomic_store(&crash_slots[slot].state, CRASH_IDLE);
+    crash_line_args(&crash_slots[slot], f->ret);
+    crash_say(slot, CRASH_FAILED,
+              " while check_all_allocation_failures was failing allocation "
+              "request %zu (and every later one), which returned NULL: %s of "
+              "%zu bytes at %s%s%s: handle the NULL there\n",
+              f->index, f->kind, f->len, f->site,
+              f->nif[0] ? ", in the NIF call " : "", f->nif);
+}
+
+void crash_note_run_ends(int slot) {
+    if (slot >= 0)
+        atomic_store(&crash_slots[slot].state, CRASH_IDLE);
+}

@@ -1,0 +1,48 @@
+/*
+ * What a crash during a check says (crash_note.c): the fault-injection
+ * driver's calls into its fatal-signal handler. Everything the handler
+ * writes is made by these calls, outside it.
+ *
+ * A slot is an int, -1 for none (every slot was taken: the session's crash
+ * then says nothing); each call takes -1 and does nothing. Calls of
+ * crash_note_open and crash_note_close are serialised by the caller; the
+ * other calls about a slot by the lock of the session that has it.
+ */
+#ifndef BEAM_ALLOC_CRASH_NOTE_H
+#define BEAM_ALLOC_CRASH_NOTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A session opens: a slot for its runs (or -1), and the handler in for
+ * the first open session. */
+int crash_note_open(void);
+
+/* The session of slot closes: the slot given back, and the handler out
+ * with the last open session (where it is still on top). */
+void crash_note_close(int slot);
+
+/* A run begins; fails: it fails request fail_index and every later one. */
+void crash_note_run_begins(int slot, bool fails, size_t fail_index);
+
+/* The run made a request on this thread (the handler names only the run
+ * of the crashing thread's latest request). */
+void crash_note_request(int slot);
+
+/* The run's failed request, as the crash names it. */
+typedef struct crash_note_failure {
+    size_t index;     /* its number in the run */
+    const char *kind; /* "alloc", "resize" or "remap" */
+    size_t len;       /* bytes asked for */
+    const char *site; /* as described (lib.so+0x..) */
+    const char *nif;  /* the NIF function of the call, "" when not known */
+    uintptr_t ret;    /* its return address: for addr2line */
+} crash_note_failure;
+
+void crash_note_request_failed(int slot, const crash_note_failure *f);
+
+/* The run ended: nothing to say until the next begins. */
+void crash_note_run_ends(int slot);
+
+#endif
