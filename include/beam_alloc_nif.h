@@ -364,7 +364,10 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * functions there are all plain ones (not BEAM_NIF: no option reaches
  * them), an unknown option, one given twice or a bad value fails the load
  * ({error, {load, "Library load-call unsuccessful (N)."}}) and reports why
- * (section 7). A load_info that is not a map is left to LOAD alone (a list
+ * (section 7); but for a key naming no function and no option whose value
+ * is no map or list (#{version => 1}, as an ERL_NIF_INIT library may have
+ * loaded with): a setting of LOAD's own, skipped (not under beam_alloc,
+ * below). A load_info that is not a map is left to LOAD alone (a list
  * that names a NIF, [{check_me, [{leak_check, true}]}], is reported: its
  * options are not applied); a map
  * is passed on to LOAD as well. A map with the key beam_alloc holds the

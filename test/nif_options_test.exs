@@ -481,6 +481,32 @@ defmodule BeamAlloc.NifOptionsTest do
       assert report =~ "load_info: pool_size names no function of the NIF table"
     end
 
+    test "leaves a plain setting of the NIF's own beside the options (ported from ERL_NIF_INIT)" do
+      # A NIF that loaded with #{version => 1} under ERL_NIF_INIT failed to
+      # load once renamed BEAM_NIF_INIT (found porting an existing NIF): a
+      # key naming no function whose value is no map or list cannot be
+      # options, and goes to the load alone.
+      assert :ok = load_fresh(%{version: 1, pool_size: 4, name: "squeeze"})
+      assert apply(@module, :kind, []) == :raw
+
+      assert :ok = load_fresh(%{version: 1, kind: [allocator: :large]})
+      assert apply(@module, :kind, []) == :large
+
+      # Still refused: an option at the top level, a map or list value (an
+      # options entry with a typo), and anything under beam_alloc.
+      for info <- [
+            %{leak_check: true},
+            %{raise_on_misuse: false},
+            %{nope: []},
+            %{nope: %{leak_check: true}},
+            %{beam_alloc: %{version: 1}}
+          ] do
+        assert {code, [report]} = Options.parse_load_info(info)
+        assert code != 0, inspect(info)
+        assert report =~ "names no function of the NIF table", report
+      end
+    end
+
     test "is reported with the reason" do
       assert {_, [report]} = Options.parse_load_info(%{kind: %{leak: true}})
 

@@ -146,6 +146,7 @@ typedef struct parse {
     const ErlNifFunc *funcs;
     int count;
     override_table *table;
+    bool own_keys; /* the options are load_info itself, not under beam_alloc */
 } parse;
 
 #define KNOWN_OPTIONS "allocator, leak_check, raise_on_misuse, scratch"
@@ -354,6 +355,26 @@ static key_names names_of(const parse *p, const char *name, int arity) {
     return found;
 }
 
+/* name is one of the options (leak_check, ...), not a function's. */
+static bool is_option_name(const char *name) {
+    for (size_t i = 0; i < sizeof bool_options / sizeof bool_options[0]; i++)
+        if (strcmp(name, bool_options[i].name) == 0)
+            return true;
+    return strcmp(name, "allocator") == 0;
+}
+
+/* An entry of load_info (not under beam_alloc) that names no function and
+ * cannot be options: a setting of the library's own, #{version => 1},
+ * left to its load. A NIF that loaded with such a map under ERL_NIF_INIT
+ * failed to load once renamed BEAM_NIF_INIT (found porting one). Options
+ * are a map or a list, so an entry holding one, a typo of a function's
+ * name, still fails, as does an option given at the top level. */
+static bool own_setting(const parse *p, const char *name, int arity,
+                        ERL_NIF_TERM value) {
+    return p->own_keys && arity < 0 && !is_option_name(name) &&
+           !enif_is_map(p->env, value) && !enif_is_list(p->env, value);
+}
+
 /* Apply one map entry. Name keys go in the first pass, {Name, Arity} keys
  * in the second, so that the more specific one wins. */
 static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
@@ -369,6 +390,8 @@ static int apply_entry(parse *p, ERL_NIF_TERM key, ERL_NIF_TERM options,
      * true}) are keys that name no function, and saying so helps more than
      * a complaint about their value. */
     key_names names = names_of(p, name, arity);
+    if (names == NAMES_NOTHING && own_setting(p, name, arity, options))
+        return 0;
     if (names == NAMES_NOTHING)
         return fail(NO_SUCH_NIF,
                     "%T names no function of the NIF table (load_info maps "
@@ -559,6 +582,7 @@ static void warn_list_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
 int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
     size_t size;
     int rc = 0;
+    ERL_NIF_TERM whole = load_info;
     if (enif_is_list(env, load_info))
         warn_list_options(env, load_info);
     if (enif_is_map(env, load_info) &&
@@ -569,7 +593,7 @@ int beam_nif_load_options(ErlNifEnv *env, ERL_NIF_TERM load_info) {
         set_pending(NULL);
         return 0;
     }
-    parse p = {env, NULL, 0, NULL};
+    parse p = {env, NULL, 0, NULL, load_info == whole};
     p.funcs = beam__nif_funcs(&p.count);
     unsigned slots = 2;
     while (slots < 2u * (unsigned)p.count)
