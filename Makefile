@@ -365,6 +365,13 @@ $(FOREIGN_SO): test/nifs/foreign/deep.c
 	$(CC) $(CFLAGS) -std=c11 $(WARN) -fPIC -fomit-frame-pointer -shared $< -o $@
 $(MIX_APP_PATH)/priv/deep_stack_nif.so: $(FOREIGN_SO)
 $(MIX_APP_PATH)/priv/deep_stack_nif.so: NIF_LIBS := -L$(dir $(FOREIGN_SO)) -ldeep -Wl,-rpath,'$$ORIGIN/foreign'
+# A library of each allocator-hook shape <beam_alloc/hooks.h> serves.
+HOOKLIB_SO := $(MIX_APP_PATH)/priv/foreign/libhooklib.so
+$(HOOKLIB_SO): test/nifs/foreign/hooklib.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -std=c11 $(WARN) -fPIC -fomit-frame-pointer -shared $< -o $@
+$(MIX_APP_PATH)/priv/hooks_nif.so: $(HOOKLIB_SO)
+$(MIX_APP_PATH)/priv/hooks_nif.so: NIF_LIBS := -L$(dir $(HOOKLIB_SO)) -lhooklib -Wl,-rpath,'$$ORIGIN/foreign'
 
 .PHONY: nifs
 

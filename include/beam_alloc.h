@@ -771,7 +771,8 @@ BEAM_API bool beam_allocator_stats(beam_allocator_t a, beam_alloc_stats *out);
  * For C libraries whose allocator hooks free without a size (SQLite's
  * sqlite3_mem_methods, zlib's zfree, zstd's ZSTD_customMem): the block
  * knows its own size. Ready-made hooks: <beam_alloc/sqlite3.h>,
- * <beam_alloc/zlib.h>, <beam_alloc/zstd.h>, and <beam_alloc.hpp> for C++.
+ * <beam_alloc/zlib.h>, <beam_alloc/zstd.h>, <beam_alloc/hooks.h> (other
+ * libraries, by the shape of their hooks), and <beam_alloc.hpp> for C++.
  *
  *   - Every block is aligned to 16 (alignof(max_align_t)) over every
  *     allocator, beam_raw_allocator included.

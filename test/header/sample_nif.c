@@ -9,6 +9,7 @@
  * and C++20, with and without exceptions and RTTI. The file itself is
  * clean in both languages (no NULL, no casts), so that
  * any warning is the headers'. */
+#include <beam_alloc/hooks.h>
 #include <beam_alloc/sqlite3.h>
 #include <beam_alloc/zlib.h>
 #include <beam_alloc/zstd.h>
@@ -86,11 +87,21 @@ BEAM_NIF(instances) {
 }
 
 /* The adapter headers: their hooks compile in the user's code. */
+BEAM_MALLOC_HOOKS(sample, beam_general_purpose_allocator);
+
 BEAM_NIF(adapters) {
     z_stream strm;
     beam_zlib_use(&strm, &beam_allocator);
     ZSTD_customMem mem = beam_zstd_mem(&beam_allocator);
     beam_sqlite3_use(beam_allocator);
+    char *s = sample_strdup("x");
+    void *grown = sample_realloc(s, 4);
+    sample_free(grown ? grown : s);
+    sample_free(sample_calloc(2, 8));
+    sample_free(sample_malloc(1));
+    beam_hook_free(&beam_allocator, beam_hook_malloc(&beam_allocator, 8));
+    void *lua = beam_lua_alloc(&beam_allocator, BEAM_INTERNAL_NULL, 4, 8);
+    beam_lua_alloc(&beam_allocator, lua, 8, 0);
     return enif_make_atom(env, mem.customAlloc ? "ok" : "error");
 }
 

@@ -1,0 +1,158 @@
+/*
+ * <beam_alloc/hooks.h>: the hook functions other C libraries ask for,
+ * ready-made, so that an adopter writes none. Header-only; it links
+ * nothing. Three shapes:
+ *
+ * (b) Malloc-signature hooks with no context (cJSON_InitHooks,
+ *     json_set_alloc_funcs, xmlMemSetup, expat's XML_Memory_Handling_Suite,
+ *     curl_global_init_mem): BEAM_MALLOC_HOOKS(prefix, allocator) defines,
+ *     in the including file, prefix_malloc, prefix_free, prefix_realloc,
+ *     prefix_calloc and prefix_strdup with the C library's signatures, each
+ *     on the allocator expression, evaluated at every call:
+ *
+ *         static beam_gpa_t json_gpa;          // the library's own instance
+ *         static beam_allocator_t json_allocator;
+ *         BEAM_MALLOC_HOOKS(my_json, json_allocator)
+ *         // in load: beam_gpa_init(&json_gpa, beam_large_allocator) once,
+ *         json_allocator = beam_gpa_allocator(&json_gpa);
+ *         cJSON_Hooks h = {my_json_malloc, my_json_free};
+ *         cJSON_InitHooks(&h);
+ *         xmlMemSetup(my_json_free, my_json_malloc, my_json_realloc,
+ *                     my_json_strdup);
+ *
+ *     Such hooks are the library's, process-wide: every thread, every
+ *     call, and after the NIF call returns (an object kept in a resource,
+ *     a cache the library fills), so the allocator must be one that lives
+ *     as long and serves every thread: an instance of the library's own,
+ *     or beam_general_purpose_allocator; not beam_allocator, which is the
+ *     calling thread's, the call's own under leak_check (a block freed in
+ *     another call goes to another allocator: misuse), unless the library
+ *     makes and frees every block within one call. A variable as the
+ *     expression lets a test NIF move the library onto beam_allocator for
+ *     the length of a call (leak_check, check_all_allocation_failures), as
+ *     README's SQLite test does. Set the hooks before the library's first
+ *     allocation: a block it took from malloc before, freed through
+ *     prefix_free, is reported (foreign pointer) and left to leak.
+ *
+ * (a) Hooks with a context pointer, void *(void *ctx, size_t n) and
+ *     void (void *ctx, void *p) (brotli's brotli_alloc_func and
+ *     brotli_free_func, protobuf-c's ProtobufCAllocator, zstd's
+ *     ZSTD_customMem): beam_hook_malloc and beam_hook_free, ctx a const
+ *     beam_allocator_t * that outlives what the library holds (as for
+ *     beam_zlib_use):
+ *
+ *         beam_allocator_t a = beam_allocator;     // outlives the encoder
+ *         BrotliEncoderCreateInstance(beam_hook_malloc, beam_hook_free, &a);
+ *
+ * Lua's lua_Alloc, which frees and reallocates with the block's size:
+ *     beam_lua_alloc, ud a const beam_allocator_t *, on the sized calls
+ *     (no 16-byte header over the raw allocator; a wrong size reported by
+ *     a general purpose allocator), at alignment 8 (BEAM_MAX_ALIGN, what
+ *     luaconf.h's LUAI_MAXALIGN needs on 32- and 64-bit targets alike):
+ *
+ *         lua_State *L = lua_newstate(beam_lua_alloc, &a);
+ *
+ * Every hook names its caller in reports (BEAM_RET_ADDR: "leak ...
+ * allocated from cJSON_ParseWithLengthOpts (libcjson.so.1+0x..)"). The
+ * allocation hooks keep this copy of the NIF library mapped once they ran,
+ * as zlib's and zstd's do (see <beam_alloc/zlib.h>): a C library keeps
+ * its hook pointers after a hot upgrade's purge unloads the copy that set
+ * them. Two NIF libraries of one VM that link the same shared C library
+ * share its process-wide hooks: the last one set wins, over blocks the
+ * other's allocator made (misuse reports, or a crash over the raw
+ * allocator); give such a library its hooks in one NIF library only.
+ *
+ * Semantics are the malloc-style calls' (<beam_alloc.h>, section 8): blocks
+ * aligned to 16, free(NULL) does nothing, realloc(NULL, n) allocates,
+ * calloc overflow gives NULL, malloc(0) gives a smallest block (not NULL),
+ * and realloc(p, 0) shrinks p to a smallest block, where glibc frees
+ * p and returns NULL. A block from these hooks is freed through them (or
+ * the library's own free, cJSON_free, xmlFree): never with free(), which
+ * jansson's documentation tells of json_dumps' result.
+ */
+#ifndef BEAM_ALLOC_HOOKS_H
+#define BEAM_ALLOC_HOOKS_H
+
+#include <beam_alloc.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BEAM_HOOKS_HOOK BEAM_INTERNAL_HOOK
+
+/** Defines prefix_malloc, prefix_free, prefix_realloc, prefix_calloc and
+ * prefix_strdup (static) on the allocator expression allocator, a
+ * beam_allocator_t evaluated at every call. Use at file scope. */
+#define BEAM_MALLOC_HOOKS(prefix, allocator)                                   \
+    BEAM_HOOKS_HOOK void *prefix##_malloc(size_t size) {                       \
+        beam_internal_keep_mapped_once();                                      \
+        return beam_malloc_at((allocator), size, BEAM_RET_ADDR());             \
+    }                                                                          \
+    BEAM_HOOKS_HOOK void prefix##_free(void *p) {                              \
+        beam_mfree_at((allocator), p, BEAM_RET_ADDR());                        \
+    }                                                                          \
+    BEAM_HOOKS_HOOK void *prefix##_realloc(void *p, size_t size) {             \
+        beam_internal_keep_mapped_once();                                      \
+        return beam_mrealloc_at((allocator), p, size, BEAM_RET_ADDR());        \
+    }                                                                          \
+    BEAM_HOOKS_HOOK void *prefix##_calloc(size_t count, size_t size) {         \
+        beam_internal_keep_mapped_once();                                      \
+        return beam_calloc_at((allocator), count, size, BEAM_RET_ADDR());      \
+    }                                                                          \
+    BEAM_HOOKS_HOOK char *prefix##_strdup(const char *s) {                     \
+        beam_internal_keep_mapped_once();                                      \
+        size_t n = strlen(s) + 1;                                              \
+        char *copy = BEAM_INTERNAL_AS(                                         \
+            char *, beam_malloc_at((allocator), n, BEAM_RET_ADDR()));          \
+        if (copy != BEAM_INTERNAL_NULL)                                        \
+            memcpy(copy, s, n);                                                \
+        return copy;                                                           \
+    }                                                                          \
+    typedef int beam_internal_hooks_end_t /* a ; after the macro is legal */
+
+/** Allocation hook with a context: ctx is a const beam_allocator_t *
+ * (NULL: every allocation fails). */
+BEAM_HOOKS_HOOK void *beam_hook_malloc(void *ctx, size_t size) {
+    /* The library may free after this copy's unload: see above. */
+    beam_internal_keep_mapped_once();
+    return beam_malloc_at(beam_internal_allocator_at(ctx), size,
+                          BEAM_RET_ADDR());
+}
+
+BEAM_HOOKS_HOOK void beam_hook_free(void *ctx, void *p) {
+    beam_mfree_at(beam_internal_allocator_at(ctx), p, BEAM_RET_ADDR());
+}
+
+/* Lua's blocks: LUAI_MAXALIGN is a double, a pointer, a long and Lua's
+ * integer and number, 8 at most on the targets beam_alloc builds for; the
+ * raw allocator serves no more. */
+#define BEAM_INTERNAL_LUA_ALIGN BEAM_MAX_ALIGN
+
+/** lua_Alloc over the allocator ud points to (a const beam_allocator_t *
+ * that outlives the lua_State): nsize 0 frees ptr (osize bytes) and
+ * answers NULL; ptr NULL allocates nsize bytes (osize is then a Lua type
+ * tag, not a size); otherwise ptr is resized from osize to nsize. */
+BEAM_HOOKS_HOOK void *beam_lua_alloc(void *ud, void *ptr, size_t osize,
+                                     size_t nsize) {
+    beam_allocator_t a = beam_internal_allocator_at(ud);
+    if (nsize == 0) {
+        if (ptr != BEAM_INTERNAL_NULL)
+            beam_free_bytes_at(a, ptr, osize, BEAM_INTERNAL_LUA_ALIGN,
+                               BEAM_RET_ADDR());
+        return BEAM_INTERNAL_NULL;
+    }
+    beam_internal_keep_mapped_once();
+    if (ptr == BEAM_INTERNAL_NULL)
+        return beam_alloc_bytes_at(a, nsize, BEAM_INTERNAL_LUA_ALIGN,
+                                   BEAM_RET_ADDR());
+    return beam_realloc_bytes_at(a, ptr, osize, BEAM_INTERNAL_LUA_ALIGN, nsize,
+                                 BEAM_RET_ADDR());
+}
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* BEAM_ALLOC_HOOKS_H */
