@@ -87,6 +87,26 @@ extern "C" {
 #define BEAM_INTERNAL_HOOK static inline
 #endif
 
+/* Unused on purpose: a NIF body's env, argc and argv (BEAM_NIF), and the
+ * hooks BEAM_MALLOC_HOOKS defines in a user's file (who may set a library's
+ * malloc and free only). The standard attribute where there is one (C++17,
+ * C23): clang's -Wused-but-marked-unused (in -Weverything) warns of every
+ * use of what is marked __attribute__((unused)), not of [[maybe_unused]]. */
+#if defined(__cplusplus) && __cplusplus >= 201703L
+#define BEAM_INTERNAL_UNUSED [[maybe_unused]]
+#elif !defined(__cplusplus) && defined(__has_c_attribute) &&                   \
+    __STDC_VERSION__ > 201710L
+/* (GCC knows the attribute in C11 too, where -Wpedantic warns of it.) */
+#if __has_c_attribute(maybe_unused)
+#define BEAM_INTERNAL_UNUSED [[maybe_unused]]
+#endif
+#endif
+#if !defined(BEAM_INTERNAL_UNUSED) && (defined(__GNUC__) || defined(__clang__))
+#define BEAM_INTERNAL_UNUSED __attribute__((unused))
+#elif !defined(BEAM_INTERNAL_UNUSED)
+#define BEAM_INTERNAL_UNUSED
+#endif
+
 /* Names: everything public starts with beam_ (macros BEAM_); every struct
  * and enum type has a name ending in _t (some also an older one without,
  * kept), function pointer types end in _fn; nothing a user sees contains a

@@ -130,25 +130,6 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
                                     beam_nif_body_fn body, ErlNifEnv *env,
                                     int argc, const ERL_NIF_TERM argv[]);
 
-/* A body need not use env, argc or argv; -Wextra must stay quiet. The
- * standard attribute where there is one (C++17, C23): clang's
- * -Wused-but-marked-unused (in -Weverything) warns of every use of a
- * parameter marked __attribute__((unused)), not of [[maybe_unused]]. */
-#if defined(__cplusplus) && __cplusplus >= 201703L
-#define BEAM_INTERNAL_UNUSED [[maybe_unused]]
-#elif !defined(__cplusplus) && defined(__has_c_attribute) &&                   \
-    __STDC_VERSION__ > 201710L
-/* (GCC knows the attribute in C11 too, where -Wpedantic warns of it.) */
-#if __has_c_attribute(maybe_unused)
-#define BEAM_INTERNAL_UNUSED [[maybe_unused]]
-#endif
-#endif
-#if !defined(BEAM_INTERNAL_UNUSED) && (defined(__GNUC__) || defined(__clang__))
-#define BEAM_INTERNAL_UNUSED __attribute__((unused))
-#elif !defined(BEAM_INTERNAL_UNUSED)
-#define BEAM_INTERNAL_UNUSED
-#endif
-
 /** Define a NIF: BEAM_NIF(name) { ... } or BEAM_NIF(name, .leak_check = true)
  * { ... }. Inside the body env, argc and argv are in scope and
  * beam_allocator is set. name goes in an ErlNifFunc table as usual.

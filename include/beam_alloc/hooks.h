@@ -81,27 +81,37 @@ extern "C" {
 #endif
 
 #define BEAM_HOOKS_HOOK BEAM_INTERNAL_HOOK
+/* BEAM_MALLOC_HOOKS' functions are defined in the user's file, where clang
+ * warns of an unused static inline function (-Wunused-function, in -Wall):
+ * marked unused there (a library may take malloc and free only). */
+#if defined(__clang__)
+#define BEAM_INTERNAL_MACRO_HOOK                                               \
+    BEAM_INTERNAL_UNUSED static __attribute__((noinline))
+#else
+#define BEAM_INTERNAL_MACRO_HOOK BEAM_INTERNAL_HOOK
+#endif
 
 /** Defines prefix_malloc, prefix_free, prefix_realloc, prefix_calloc and
  * prefix_strdup (static) on the allocator expression allocator, a
  * beam_allocator_t evaluated at every call. Use at file scope. */
 #define BEAM_MALLOC_HOOKS(prefix, allocator)                                   \
-    BEAM_HOOKS_HOOK void *prefix##_malloc(size_t size) {                       \
+    BEAM_INTERNAL_MACRO_HOOK void *prefix##_malloc(size_t size) {              \
         beam_internal_keep_mapped_once();                                      \
         return beam_malloc_at((allocator), size, BEAM_RET_ADDR());             \
     }                                                                          \
-    BEAM_HOOKS_HOOK void prefix##_free(void *p) {                              \
+    BEAM_INTERNAL_MACRO_HOOK void prefix##_free(void *p) {                     \
         beam_mfree_at((allocator), p, BEAM_RET_ADDR());                        \
     }                                                                          \
-    BEAM_HOOKS_HOOK void *prefix##_realloc(void *p, size_t size) {             \
+    BEAM_INTERNAL_MACRO_HOOK void *prefix##_realloc(void *p, size_t size) {    \
         beam_internal_keep_mapped_once();                                      \
         return beam_mrealloc_at((allocator), p, size, BEAM_RET_ADDR());        \
     }                                                                          \
-    BEAM_HOOKS_HOOK void *prefix##_calloc(size_t count, size_t size) {         \
+    BEAM_INTERNAL_MACRO_HOOK void *prefix##_calloc(size_t count,               \
+                                                   size_t size) {              \
         beam_internal_keep_mapped_once();                                      \
         return beam_calloc_at((allocator), count, size, BEAM_RET_ADDR());      \
     }                                                                          \
-    BEAM_HOOKS_HOOK char *prefix##_strdup(const char *s) {                     \
+    BEAM_INTERNAL_MACRO_HOOK char *prefix##_strdup(const char *s) {            \
         beam_internal_keep_mapped_once();                                      \
         size_t n = strlen(s) + 1;                                              \
         char *copy = BEAM_INTERNAL_AS(                                         \

@@ -88,6 +88,9 @@ BEAM_NIF(instances) {
 
 /* The adapter headers: their hooks compile in the user's code. */
 BEAM_MALLOC_HOOKS(sample, beam_general_purpose_allocator);
+/* A library that takes malloc and free only (cJSON): the rest unused, no
+ * -Wunused-function (clang warns of static inline ones in the main file). */
+BEAM_MALLOC_HOOKS(two_only, beam_general_purpose_allocator);
 
 BEAM_NIF(adapters) {
     z_stream strm;
@@ -99,6 +102,7 @@ BEAM_NIF(adapters) {
     sample_free(grown ? grown : s);
     sample_free(sample_calloc(2, 8));
     sample_free(sample_malloc(1));
+    two_only_free(two_only_malloc(1));
     beam_hook_free(&beam_allocator, beam_hook_malloc(&beam_allocator, 8));
     void *lua = beam_lua_alloc(&beam_allocator, BEAM_INTERNAL_NULL, 4, 8);
     beam_lua_alloc(&beam_allocator, lua, 8, 0);
