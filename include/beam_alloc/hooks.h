@@ -12,7 +12,7 @@
  *
  *         static beam_gpa_t json_gpa;          // the library's own instance
  *         static beam_allocator_t json_allocator;
- *         BEAM_MALLOC_HOOKS(my_json, json_allocator)
+ *         BEAM_MALLOC_HOOKS(my_json, json_allocator);   // the ; is needed
  *         // in load: beam_gpa_init(&json_gpa, beam_large_allocator) once,
  *         json_allocator = beam_gpa_allocator(&json_gpa);
  *         cJSON_Hooks h = {my_json_malloc, my_json_free};
@@ -48,9 +48,20 @@
  *     beam_lua_alloc, ud a const beam_allocator_t *, on the sized calls
  *     (no 16-byte header over the raw allocator; a wrong size reported by
  *     a general purpose allocator), at alignment 8 (BEAM_MAX_ALIGN, what
- *     luaconf.h's LUAI_MAXALIGN needs on 32- and 64-bit targets alike):
+ *     luaconf.h's LUAI_MAXALIGN needs on 32- and 64-bit targets alike,
+ *     unless lua_Number is a long double, LUA_FLOAT_LONGDOUBLE: 16 on
+ *     x86-64, which these blocks do not promise):
  *
  *         lua_State *L = lua_newstate(beam_lua_alloc, &a);
+ *
+ *     A shrink that moves the block (a general purpose instance's, to a
+ *     smaller size class) allocates, so it can fail: NULL, the block
+ *     untouched, under fault injection or out of memory. Lua 5.4 copes;
+ *     Lua 5.1 to 5.3 and LuaJIT assume a shrink never fails (5.1's lmem.c:
+ *     "any reallocation to an equal or smaller size cannot fail!"), and a
+ *     failed one there is an assertion or a memory error raised inside the
+ *     collector: give those beam_raw_allocator, whose shrinks stay in
+ *     place (through a failing allocator too).
  *
  * Every hook names its caller in reports (BEAM_RET_ADDR: "leak ...
  * allocated from cJSON_ParseWithLengthOpts (libcjson.so.1+0x..)"). The
@@ -120,7 +131,8 @@ extern "C" {
             memcpy(copy, s, n);                                                \
         return copy;                                                           \
     }                                                                          \
-    typedef int beam_internal_hooks_end_t /* a ; after the macro is legal */
+    /* Takes the user's ; (needed: the next declaration would not parse) */    \
+    typedef int beam_internal_hooks_end_t
 
 /** Allocation hook with a context: ctx is a const beam_allocator_t *
  * (NULL: every allocation fails). */
