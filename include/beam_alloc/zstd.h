@@ -28,7 +28,7 @@
 #ifndef BEAM_ALLOC_ZSTD_H
 #define BEAM_ALLOC_ZSTD_H
 
-#include <beam_alloc.h>
+#include <beam_alloc/hooks.h>
 #ifndef ZSTD_STATIC_LINKING_ONLY
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_customMem and the _advanced calls */
 #endif
@@ -38,24 +38,18 @@
 extern "C" {
 #endif
 
+/* zstd's hooks are the context-pointer pair of <beam_alloc/hooks.h>: the
+ * allocation keeps this copy mapped (the context may be freed after this
+ * copy's unload: see above). The older names stay. */
 #define BEAM_ZSTD_HOOK BEAM_INTERNAL_HOOK
-
-BEAM_ZSTD_HOOK void *beam_zstd_alloc_hook(void *opaque, size_t size) {
-    /* The context may be freed after this copy's unload: see above. */
-    beam_internal_keep_mapped_once();
-    return beam_malloc_at(beam_internal_allocator_at(opaque), size,
-                          BEAM_RET_ADDR());
-}
-
-BEAM_ZSTD_HOOK void beam_zstd_free_hook(void *opaque, void *address) {
-    beam_mfree_at(beam_internal_allocator_at(opaque), address, BEAM_RET_ADDR());
-}
+#define beam_zstd_alloc_hook beam_hook_malloc
+#define beam_zstd_free_hook beam_hook_free
 
 /** A ZSTD_customMem over *a, for ZSTD_createCCtx_advanced,
  * ZSTD_createDCtx_advanced and friends; *a must stay valid until the
  * context is freed. */
 static inline ZSTD_customMem beam_zstd_mem(const beam_allocator_t *a) {
-    ZSTD_customMem mem = {beam_zstd_alloc_hook, beam_zstd_free_hook,
+    ZSTD_customMem mem = {beam_hook_malloc, beam_hook_free,
                           BEAM_INTERNAL_UNCONST(a)};
     return mem;
 }
