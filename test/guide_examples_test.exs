@@ -37,6 +37,24 @@ defmodule BeamAlloc.GuideExamplesTest do
     end
   end
 
+  # A block's end misplaced leaves code as prose (a C #include renders as a
+  # heading) and swallows the next block's opening fence as code.
+  test "README's code sits inside its fences" do
+    {_, strays} =
+      File.read!(Path.join(@root, "README.md"))
+      |> String.split("\n")
+      |> Enum.with_index(1)
+      |> Enum.reduce({false, []}, fn
+        {"```", _}, {true, acc} -> {false, acc}
+        {"```" <> _ = l, n}, {true, acc} -> {true, [{n, l} | acc]}
+        {"```" <> _, _}, {false, acc} -> {true, acc}
+        {"#include" <> _ = l, n}, {false, acc} -> {false, [{n, l} | acc]}
+        _, state -> state
+      end)
+
+    assert strays == [], "README.md: #{inspect(Enum.reverse(strays))}"
+  end
+
   # {lang, code, line} for each fenced block but ```text.
   defp examples(markdown) do
     markdown
