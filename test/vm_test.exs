@@ -7,24 +7,7 @@ defmodule BeamAlloc.VmTest do
   @moduletag timeout: 300_000
 
   defp run_child(call, seconds) do
-    ebin = to_string(:code.lib_dir(:beam_alloc, :ebin))
-
-    args = [
-      "-s",
-      "KILL",
-      to_string(seconds),
-      System.find_executable("elixir"),
-      "--erl",
-      "+S 8:8 +SDcpu 4:4 +SDio 4",
-      "-pa",
-      ebin,
-      "-e",
-      "BeamAlloc.Test.VmScenarios.#{call}"
-    ]
-
-    {out, status} = System.cmd("timeout", args, stderr_to_stdout: true)
-    if status == 137, do: flunk("no answer in #{seconds} s (hung?):\n#{out}")
-    {out, status}
+    BeamAlloc.Test.ChildVm.run("BeamAlloc.Test.VmScenarios.#{call}", seconds)
   end
 
   test "resources over the process-wide GPA and leak_check NIFs on every scheduler never hang" do

@@ -1,0 +1,22 @@
+defmodule BeamAlloc.HangTest do
+  # The strongest scenario of a hang hunt, kept cheap: resources (GPA and
+  # arena, over the process-wide, a named and the raw allocator, and over
+  # each other) whose release hooks join threads churning through them,
+  # released explicitly and by the garbage collector; floods of misuse
+  # reports; yielding leak_check and scratch calls killed in the middle;
+  # BeamAlloc.stats/1, collect/1, the collector every 20 ms and report
+  # takes; forks from a NIF and os:cmd/1; all at once, in a VM of its own
+  # (8 normal and 4 dirty CPU schedulers) under a watchdog (timeout -s
+  # KILL) that turns a hang into a failure instead of hanging the suite.
+  use ExUnit.Case, async: true
+
+  @moduletag timeout: 120_000
+
+  test "allocators composed and used from every kind of thread at once never hang the VM" do
+    parts = "[:resources, :flood, :yield, :observe, :fork, :os_cmd]"
+    call = "BeamAlloc.Test.HangScenarios.storm(2_000, #{parts})"
+    {out, status} = BeamAlloc.Test.ChildVm.run(call, 60)
+    assert status == 0, out
+    assert out =~ ~r/rounds=[1-9]/
+  end
+end
