@@ -6,7 +6,9 @@
  * glibc does for malloc, fork handlers take every lock of the library
  * before the fork and drop them after it, in the parent and in the child.
  * The heaps of the other threads stay in the child, idle: theirs is what
- * they held, which a collection can take back.
+ * they held, which a collection can take back. (Inside a BEAM the memory
+ * itself comes from enif_alloc, whose locks nothing here takes: a child
+ * that reaches the VM's allocators may hang there, README says so.)
  *
  * The order, outermost first, each module's locks in its own turn:
  *  1. the named stats' table (stats_named.c): held while it calls into
