@@ -319,6 +319,15 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     return beam_stats_register("hang_named", named()) ? 0 : 1;
 }
 
+/* A hot upgrade from the same file: the copy, and all it runs, stays. */
+static int upgrade(ErlNifEnv *env, void **priv, void **old_priv,
+                   ERL_NIF_TERM info) {
+    (void)env;
+    (void)info;
+    *priv = *old_priv;
+    return 0;
+}
+
 static ErlNifFunc funcs[] = {
     {"res_new", 4, res_new, 0},
     {"churn", 2, churn, 0},
@@ -332,4 +341,4 @@ static ErlNifFunc funcs[] = {
     {"fork_child", 2, fork_child, ERL_NIF_DIRTY_JOB_IO_BOUND},
 };
 
-BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Hang, funcs, load, NULL, NULL)
+BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Hang, funcs, load, upgrade, NULL)

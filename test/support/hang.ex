@@ -29,7 +29,7 @@ defmodule BeamAlloc.Test.HangScenarios do
     :erlang.system_monitor(monitor, long_schedule: 500)
     deadline = System.monotonic_time(:millisecond) + ms
     workers = Enum.flat_map(parts, fn part -> tag(workers(part, deadline), part) end)
-    rounds = workers |> Task.await_many(ms + 60_000) |> Enum.sum()
+    rounds = workers |> finish(ms + 60_000) |> Enum.sum()
     send(monitor, {:done, self()})
     long = receive do: ({:long, l} -> l)
     reporter = Process.whereis(BeamAlloc.Reporter)
@@ -46,6 +46,51 @@ defmodule BeamAlloc.Test.HangScenarios do
     System.halt(0)
   end
 
+  # Every worker's rounds; a worker still running then is stuck: its
+  # stack is printed and the VM halts with 4 (after STUCK_WAIT ms, for a
+  # debugger to attach to the OS pid printed).
+  defp finish(tasks, timeout) do
+    results = Task.yield_many(tasks, timeout)
+    stuck = for {t, nil} <- results, do: t.pid
+
+    if stuck != [] do
+      IO.puts("STUCK os_pid=#{System.pid()}")
+
+      for pid <- stuck do
+        info = Process.info(pid, [:current_stacktrace, :status, :dictionary])
+        IO.puts("stuck: #{inspect(pid)} #{inspect(info)}")
+      end
+
+      cs = Process.whereis(:code_server)
+
+      IO.puts(
+        "code_server: #{inspect(Process.info(cs, [:current_stacktrace, :message_queue_len, :status, :monitors, :monitored_by, :dictionary]))}"
+      )
+
+      IO.puts(
+        "Hang: #{inspect(:erlang.module_loaded(Hang))} old=#{inspect(:erlang.check_old_code(Hang))} #{inspect(:code.is_loaded(Hang))}"
+      )
+
+      purger = Process.whereis(:erts_code_purger)
+
+      IO.puts(
+        "purger: #{inspect(Process.info(purger, [:status, :monitors, :message_queue_len, :dictionary, :links]))}"
+      )
+
+      for p <- Process.list() do
+        info =
+          Process.info(p, [:current_stacktrace, :registered_name, :status, :message_queue_len])
+
+        IO.puts("proc: #{inspect(p)} #{inspect(info)}")
+      end
+
+      Process.sleep(String.to_integer(System.get_env("STUCK_WAIT", "0")))
+      System.halt(4)
+    end
+
+    for {_, {:ok, n}} <- results, do: n
+  end
+
   defp workers(:resources, d), do: for(i <- 1..8, do: loop(d, &resources(i, &1)))
   defp workers(:flood, d), do: for(_ <- 1..4, do: loop(d, fn _ -> Hang.flood(20) end))
   defp workers(:thread_flood, d), do: [loop(d, fn _ -> Hang.thread_flood(4, 100) end)]
@@ -57,6 +102,7 @@ defmodule BeamAlloc.Test.HangScenarios do
   defp workers(:fork, d), do: [loop(d, fn _ -> fork(false) end)]
   defp workers(:fork_work, d), do: [loop(d, fn _ -> fork(true) end)]
   defp workers(:os_cmd, d), do: [loop(d, fn _ -> :os.cmd(~c"true") end)]
+  defp workers(:upgrade, d), do: [loop(d, fn _ -> upgrade() end)]
 
   defp tag(tasks, part) do
     for t <- tasks, do: send(t.pid, {:role, part})
@@ -131,6 +177,15 @@ defmodule BeamAlloc.Test.HangScenarios do
     catch
       :exit, {:timeout, _} -> IO.puts("reporter call timed out")
     end
+  end
+
+  # A new version of the module (an upgrade of the same copy) while the
+  # old one runs: a version no process runs any more is purged first.
+  defp upgrade do
+    purged = :code.soft_purge(Hang)
+    Process.put(:hang_step, :load_file)
+    if purged, do: {:module, Hang} = :code.load_file(Hang)
+    Process.put(:hang_step, :soft_purge)
   end
 
   defp fork(work) do
