@@ -19,4 +19,16 @@ defmodule BeamAlloc.HangTest do
     assert status == 0, out
     assert out =~ ~r/rounds=[1-9]/
   end
+
+  # A new version of the NIF module loaded again and again (soft_purge,
+  # then code:load_file/1) while its NIFs run from schedulers, dirty
+  # schedulers and the resources' threads. A worker stuck a minute after
+  # the deadline makes the child print what every process was doing and
+  # halt with 4; the watchdog backs that up.
+  test "hot upgrades of a NIF module while its NIFs run never hang the VM" do
+    call = "BeamAlloc.Test.HangScenarios.storm(2_000, [:resources, :upgrade])"
+    {out, status} = BeamAlloc.Test.ChildVm.run(call, 90)
+    assert status == 0, out
+    assert out =~ ~r/rounds=[1-9]/
+  end
 end
