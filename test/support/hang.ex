@@ -27,6 +27,11 @@ defmodule BeamAlloc.Test.HangScenarios do
     Logger.configure(level: :error)
     monitor = spawn(fn -> long_schedules([]) end)
     :erlang.system_monitor(monitor, long_schedule: 500)
+    # Loaded, its on_load done, before any worker calls it: OTP 25's code
+    # server never answers a load of a module queued behind that module's
+    # pending on_load (the first load, which the workers' first calls ask
+    # for): code:load_file/1 of :upgrade hung there (erlang/otp#7466).
+    {:module, Hang} = :code.ensure_loaded(Hang)
     deadline = System.monotonic_time(:millisecond) + ms
     workers = Enum.flat_map(parts, fn part -> tag(workers(part, deadline), part) end)
     rounds = workers |> finish(ms + 60_000) |> Enum.sum()
@@ -66,6 +71,10 @@ defmodule BeamAlloc.Test.HangScenarios do
       IO.puts(
         "code_server: #{inspect(Process.info(cs, [:current_stacktrace, :message_queue_len, :status, :monitors, :monitored_by, :dictionary]))}"
       )
+
+      # The on_loads it waits for: {{pid, ref}, module, waiting callers}.
+      {:status, _, _, [_, _, _, _, state]} = :sys.get_status(cs)
+      IO.puts("code_server on_load: #{inspect(elem(state, tuple_size(state) - 1))}")
 
       IO.puts(
         "Hang: #{inspect(:erlang.module_loaded(Hang))} old=#{inspect(:erlang.check_old_code(Hang))} #{inspect(:code.is_loaded(Hang))}"
