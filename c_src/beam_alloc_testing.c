@@ -461,11 +461,16 @@ static uint64_t scope_of(const plan_ctx *c) {
     return c->parent.vtable != NULL ? 0 : c->s->scope;
 }
 
-static bool in_attached(const session *s, uintptr_t pc) {
+/* The attached library whose code holds pc, or NULL. */
+static const attached_lib *lib_at(const session *s, uintptr_t pc) {
     for (size_t i = 0; i < s->nlibs; i++)
         if (pc >= s->libs[i].lo && pc < s->libs[i].hi)
-            return true;
-    return false;
+            return &s->libs[i];
+    return NULL;
+}
+
+static bool in_attached(const session *s, uintptr_t pc) {
+    return lib_at(s, pc) != NULL;
 }
 
 /* Every attached library's span is known (not on macOS): without them a
@@ -526,13 +531,6 @@ static uintptr_t nif_entry(const session *s, uintptr_t ret) {
             break;
     }
     return entry;
-}
-
-static const attached_lib *lib_at(const session *s, uintptr_t pc) {
-    for (size_t i = 0; i < s->nlibs; i++)
-        if (pc >= s->libs[i].lo && pc < s->libs[i].hi)
-            return &s->libs[i];
-    return NULL;
 }
 
 /* The NIF function pc lies in, as its callers know it (MyNif.parse/1,
