@@ -132,6 +132,14 @@ static void write_text(const char *text) {
     write_all(text, strlen(text));
 }
 
+/* The default action for sig (sigaction is async-signal-safe). */
+static void signal_default(int sig) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+}
+
 /* A child process from a signal handler: _Fork runs no atfork handlers
  * (fork's may take locks the crashing thread holds) and is
  * async-signal-safe; where it is missing, the system call itself. */
@@ -160,10 +168,7 @@ static pid_t fork_in_handler(void) {
  * cannot be run. */
 static _Noreturn void symbolizer_child(const crash_slot *c, int out) {
     setpgid(0, 0);
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigaction(SIGALRM, &dfl, NULL);
+    signal_default(SIGALRM);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -292,25 +297,18 @@ static void crash_source_line(const crash_slot *c) {
     write_text("\n");
 }
 
-/* The default action for sig: what SA_RESETHAND does on delivery. A
- * handler of the previous action's with that flag counts on it (a crash
- * reporter that writes and returns): called with ours still in, it met
- * the fault again and again, each time after ours. */
-static void crash_reset(int sig) {
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    sigaction(sig, &dfl, NULL);
-}
-
 /* The previous action takes the signal: a handler of its own is called;
  * the default is restored, and the signal raised again when it was sent
  * (abort(), kill) or, for a fault, met again when the handler returns
  * to the faulting instruction. */
 static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
     const struct sigaction *old = &crash_previous[i];
+    /* What SA_RESETHAND does on delivery. A handler of the previous
+     * action's with that flag counts on it (a crash reporter that writes
+     * and returns): called with ours still in, it met the fault again and
+     * again, each time after ours. */
     if (old->sa_flags & SA_RESETHAND)
-        crash_reset(sig);
+        signal_default(sig);
     if (old->sa_flags & SA_SIGINFO) {
         old->sa_sigaction(sig, info, uctx);
         return;
