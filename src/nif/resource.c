@@ -592,23 +592,24 @@ static const beam_allocator_vtable resource_vtable = {res_alloc, res_resize,
 
 /* --- The resource type ------------------------------------------------- */
 
-/* A pin or call outlived the last reference: a caller's bug. The memory
- * goes anyway; better reported than kept forever, with the site of the
- * first pin since the resource had none inside (see first_pin; a report,
- * not a misuse of the thread that happens to run the destructor). */
+/* A pin outlived the last reference: a caller's bug (a call in flight is
+ * a library thread's: CALLS_INSIDE). The memory goes anyway; better
+ * reported than kept forever, with the site of the first pin since the
+ * resource had none inside (see first_pin; a report, not a misuse of the
+ * thread that happens to run the destructor). */
 #define LEFT_INSIDE                                                            \
     "beam_alloc: resource %p destroyed with %zu entries still inside (an "     \
     "unpin missing?)"
-static void report_left_inside(beam_resource_t *r, size_t entries) {
+static void report_left_inside(beam_resource_t *r, size_t pins) {
     uintptr_t site = beam__atomic_load_relaxed(&r->first_pin);
     if (site == 0)
-        beam__report(LEFT_INSIDE, (void *)r, entries);
+        beam__report(LEFT_INSIDE, (void *)r, pins);
     else
         beam__report_misuse(NULL, site,
                             LEFT_INSIDE "; the first pin since it last had "
                                         "none inside, perhaps not the one "
                                         "left open, was taken",
-                            (void *)r, entries);
+                            (void *)r, pins);
 }
 
 /* Calls of the allocator a library's own thread was making when the last
