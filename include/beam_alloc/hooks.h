@@ -143,6 +143,8 @@ BEAM_HOOKS_HOOK void *beam_hook_malloc(void *ctx, size_t size) {
                           BEAM_RET_ADDR());
 }
 
+/** Free hook paired with beam_hook_malloc: frees p (NULL: nothing) to
+ * the allocator ctx points to, the one that allocated it. */
 BEAM_HOOKS_HOOK void beam_hook_free(void *ctx, void *p) {
     beam_mfree_at(beam_internal_allocator_at(ctx), p, BEAM_RET_ADDR());
 }
