@@ -45,13 +45,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   end
 
   # The source line of make_header's unchecked allocation.
-  defp unchecked_line do
-    "test/nifs/faults_nif.c"
-    |> File.read!()
-    |> String.split("\n")
-    |> Enum.find_index(&(&1 =~ "UNCHECKED_SITE"))
-    |> Kernel.+(1)
-  end
+  defp unchecked_line, do: BeamAlloc.Test.Reports.line_of("test/nifs/faults_nif.c", "unchecked")
 
   defp assert_names_the_request(out) do
     assert out =~

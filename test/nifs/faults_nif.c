@@ -77,7 +77,7 @@ BEAM_NIF(many) {
  * handled. */
 static __attribute__((noinline)) unsigned char *make_header(unsigned tag) {
     unsigned char *volatile header =
-        beam_alloc(beam_allocator, unsigned char, 64); /* UNCHECKED_SITE */
+        beam_alloc(beam_allocator, unsigned char, 64); /* SITE: unchecked */
     header[0] = (unsigned char)tag;
     return header;
 }
