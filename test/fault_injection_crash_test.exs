@@ -253,9 +253,10 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     {out, status} =
       run_vm(:elixir, """
       {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      parent = self()
       spawn(fn -> BeamAlloc.Testing.check_all_allocation_failures(fn ->
-        #{@faults}.many(3000); Process.sleep(1) end) end)
-      Process.sleep(500)
+        send(parent, :failing); #{@faults}.many(3000); Process.sleep(1) end) end)
+      receive do: (:failing -> Process.sleep(500))
       BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end)
       """)
 
