@@ -130,13 +130,7 @@ defmodule BeamAlloc.LinesTest do
   # the note said "build it with -g" of a library built with it.
   test "a stripped library: the note says so" do
     dir = Path.join(System.tmp_dir!(), "beam_alloc_lines_#{System.pid()}_stripped")
-    File.rm_rf!(dir)
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    copy = Path.join(dir, "stripped_nif.so")
-    File.cp!(Path.join([:code.priv_dir(:beam_alloc), "lines", "stripped_nif.so"]), copy)
-    {_, 0} = System.cmd("strip", [copy])
-    assert :ok = Lines.Stripped.load(Path.rootname(copy))
+    load_copy(Lines.Stripped, dir, "stripped_nif", &({_, 0} = System.cmd("strip", [&1])))
 
     capture_log(fn ->
       assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.Stripped.leak() end
@@ -163,13 +157,15 @@ defmodule BeamAlloc.LinesTest do
   end
 
   # module loaded from a copy of the lines/ library in dir, made anew and
-  # removed on exit: the copy's path.
-  defp load_copy(module, dir, library) do
+  # removed on exit, after prepare (strip, say) ran on the copy: the copy's
+  # path.
+  defp load_copy(module, dir, library, prepare \\ fn _copy -> :ok end) do
     File.rm_rf!(dir)
     File.mkdir_p!(dir)
     on_exit(fn -> File.rm_rf!(dir) end)
     copy = Path.join(dir, library <> ".so")
     File.cp!(Path.join([:code.priv_dir(:beam_alloc), "lines", library <> ".so"]), copy)
+    prepare.(copy)
     assert :ok = module.load(Path.rootname(copy))
     copy
   end
