@@ -168,8 +168,10 @@ has_hint(Text) ->
 
 %% A C library the NIF links, by its versioned name (libz.so.1,
 %% libsqlite3.so.0): the system's, not built by the user, so "build it with
-%% -g" is no advice. Its sites alone in a report mean the stack kept (six
-%% frames under leak_check) ended inside it, before the NIF's line. A NIF
+%% -g" is no advice. Its sites alone in a report mean no NIF frame was
+%% reached: the walk goes on past the frames kept to the NIF's first one,
+%% so the allocation ran on the library's own thread, or over 64 frames
+%% inside it (a larger .frames would not help). A NIF
 %% library (my_nif.so, as the Mix compiler and beam_alloc.mk name it) has
 %% no version.
 c_library(Object) ->
