@@ -55,6 +55,40 @@ defmodule BeamAlloc.GuideExamplesTest do
     assert strays == [], "README.md: #{inspect(Enum.reverse(strays))}"
   end
 
+  # A newcomer copies the first NIF whole into c_src/: it must compile as
+  # written (a `{ ... }` body did not), and the Elixir module shown after
+  # it must define every function its table lists, or the load fails.
+  test "README's first NIF compiles, and its module defines its table" do
+    blocks = readme_section_blocks("## Writing a NIF with it")
+    {_, c, _} = Enum.find(blocks, &(elem(&1, 0) == "c"))
+
+    dir = Path.join(System.tmp_dir!(), "beam_alloc_readme_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+    src = Path.join(dir, "my_nif.c")
+    File.write!(src, c)
+    erts = Path.join([:code.root_dir(), "erts-#{:erlang.system_info(:version)}", "include"])
+    args = ~w(-fsyntax-only -std=c11 -Wall -Wextra -Werror -I#{@root}/include -I#{erts} #{src})
+    {out, status} = System.cmd(System.get_env("CC") || "cc", args, stderr_to_stdout: true)
+    assert status == 0, "README.md's first NIF does not compile:\n#{out}"
+
+    assert {_, ex, _} = Enum.find(blocks, &(elem(&1, 0) == "elixir")),
+           "README.md: no Elixir module loads the first NIF"
+
+    for [_, name, arity] <- Regex.scan(~r/\{"(\w+)", (\d+), \w+, /, c) do
+      params = if arity == "0", do: "", else: "\\(.*\\)"
+
+      assert ex =~ ~r/def #{name}#{params}, do: :erlang\.nif_error/,
+             "README.md: the module after the first NIF lacks #{name}/#{arity}"
+    end
+  end
+
+  defp readme_section_blocks(heading) do
+    [_, after_heading] = String.split(File.read!(Path.join(@root, "README.md")), heading <> "\n")
+    [section | _] = String.split(after_heading, ~r/^## /m)
+    examples(section)
+  end
+
   # {lang, code, line} for each fenced block but ```text.
   defp examples(markdown) do
     markdown
