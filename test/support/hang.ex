@@ -107,7 +107,8 @@ defmodule BeamAlloc.Test.HangScenarios do
   defp workers(:observe, d), do: [loop(d, fn _ -> observe() end)]
   # The child does nothing (the fork handlers are what runs), or
   # allocates: ERTS's allocators take no fork handlers, so that child may
-  # hang in enif_alloc (README, "A fork never leaves a lock held").
+  # hang in enif_alloc (README, "A fork leaves its own locks free; inside
+  # a BEAM the VM's may stay held").
   defp workers(:fork, d), do: [loop(d, fn _ -> fork(false) end)]
   defp workers(:fork_work, d), do: [loop(d, fn _ -> fork(true) end)]
   defp workers(:os_cmd, d), do: [loop(d, fn _ -> :os.cmd(~c"true") end)]
