@@ -59,17 +59,8 @@ defmodule BeamAlloc.GuideExamplesTest do
   # written (a `{ ... }` body did not), and the Elixir module shown after
   # it must define every function its table lists, or the load fails.
   test "README's first NIF compiles, and its module defines its table" do
-    blocks = readme_section_blocks("## Writing a NIF with it")
-    {_, c, _} = Enum.find(blocks, &(elem(&1, 0) == "c"))
-
-    dir = Path.join(System.tmp_dir!(), "beam_alloc_readme_#{System.unique_integer([:positive])}")
-    File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
-    src = Path.join(dir, "my_nif.c")
-    File.write!(src, c)
-    erts = Path.join([:code.root_dir(), "erts-#{:erlang.system_info(:version)}", "include"])
-    args = ~w(-fsyntax-only -std=c11 -Wall -Wextra -Werror -I#{@root}/include -I#{erts} #{src})
-    {out, status} = System.cmd(System.get_env("CC") || "cc", args, stderr_to_stdout: true)
+    {c, blocks} = readme_first_nif()
+    {out, status} = cc_readme_nif(c, ~w(-fsyntax-only -std=c11 -Wall -Wextra -Werror))
     assert status == 0, "README.md's first NIF does not compile:\n#{out}"
 
     assert {_, ex, _} = Enum.find(blocks, &(elem(&1, 0) == "elixir")),
@@ -83,10 +74,53 @@ defmodule BeamAlloc.GuideExamplesTest do
     end
   end
 
-  defp readme_section_blocks(heading) do
-    [_, after_heading] = String.split(File.read!(Path.join(@root, "README.md")), heading <> "\n")
+  # The share of glibc's static TLS spare the README gives beam_alloc's
+  # thread-locals grows with each one added: read it off a NIF library that
+  # has none of its own (the first NIF), linked as the builds link it.
+  test "README's static TLS figure is the library's thread-locals" do
+    [_, said] = Regex.run(~r/thread-locals take (\d+)\s+bytes/, File.read!(readme()))
+    {c, _} = readme_first_nif()
+
+    so =
+      Path.join(
+        System.tmp_dir!(),
+        "beam_alloc_readme_tls_#{System.unique_integer([:positive])}.so"
+      )
+
+    on_exit(fn -> File.rm(so) end)
+    lib = Path.join(@root, "build/libbeam_alloc.a")
+    link = ~w(-shared -fPIC #{lib} -Wl,--exclude-libs,ALL -pthread -o #{so})
+    {_, 0} = cc_readme_nif(c, ["-std=c11" | link])
+    {phdrs, 0} = System.cmd("readelf", ["-lW", so])
+    [_, memsz] = Regex.run(~r/^\s*TLS(?:\s+0x[0-9a-f]+){4}\s+0x([0-9a-f]+)/m, phdrs)
+    measured = String.to_integer(memsz, 16)
+    assert String.to_integer(said) == measured, "README.md: thread-locals take #{measured} bytes"
+  end
+
+  defp readme, do: Path.join(@root, "README.md")
+
+  # The first NIF's C, and every block of its section.
+  defp readme_first_nif do
+    [_, after_heading] = String.split(File.read!(readme()), "## Writing a NIF with it\n")
     [section | _] = String.split(after_heading, ~r/^## /m)
-    examples(section)
+    blocks = examples(section)
+    {_, c, _} = Enum.find(blocks, &(elem(&1, 0) == "c"))
+    {c, blocks}
+  end
+
+  defp cc_readme_nif(c, args) do
+    src =
+      Path.join(System.tmp_dir!(), "beam_alloc_readme_#{System.unique_integer([:positive])}.c")
+
+    File.write!(src, c)
+    erts = Path.join([:code.root_dir(), "erts-#{:erlang.system_info(:version)}", "include"])
+    includes = ["-I#{@root}/include", "-I#{erts}"]
+
+    result =
+      System.cmd(System.get_env("CC") || "cc", [src | includes ++ args], stderr_to_stdout: true)
+
+    File.rm(src)
+    result
   end
 
   # {lang, code, line} for each fenced block but ```text.
