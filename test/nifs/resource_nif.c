@@ -123,6 +123,22 @@ BEAM_NIF(new_raw) {
     return make_ok(env, term);
 }
 
+/* new_child(kind, parent): a resource over parent's allocator (a
+ * connection's GPA with a request's arena over it, say). The parent's term
+ * may go first: the child keeps the parent alive. A released parent
+ * refuses the child: {error, enomem}, reported. */
+BEAM_NIF(new_child) {
+    beam_resource_kind kind;
+    if (!get_kind(env, argv[0], &kind))
+        return enif_make_badarg(env);
+    GET_RESOURCE(1, parent);
+    ERL_NIF_TERM term;
+    if (!beam_resource_new(env, kind, beam_resource_allocator(parent),
+                           sizeof(area), &term))
+        return beam_make_error(env, "enomem");
+    return make_ok(env, term);
+}
+
 /* new_failing(kind, fail_index): over a failing allocator (a static of
  * this library, so it outlives every resource over it). For one test at a
  * time: the failing allocator is not thread-safe. */
@@ -922,6 +938,7 @@ static ErlNifFunc funcs[] = {
     {"new_here_checked", 1, new_here_checked, 0},
     {"new_here_scratch", 1, new_here_scratch, 0},
     {"new_failing", 2, new_failing, 0},
+    {"new_child", 2, new_child, 0},
     {"new_cycle", 1, new_cycle, 0},
     {"cross_cycle", 0, cross_cycle, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"alloc", 2, alloc, 0},
