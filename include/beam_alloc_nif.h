@@ -573,11 +573,24 @@ BEAM_API const char *beam_nif_module_name(void);
  *
  * The parent must serve calls from any thread and outlive the resource:
  * beam_raw_allocator, beam_large_allocator, beam_general_purpose_allocator,
- * a beam_gpa_t that outlives it, not a plain arena. beam_allocator too:
- * where it is the call's own (a leak_check or scratch call, or one under
- * fault injection), gone at its return, the resource takes the allocator
- * beam_allocator is without those options (the NIF's .allocator, or the
- * raw allocator), so its memory is neither the call's leak nor injected;
+ * a beam_gpa_t that outlives it, not a plain arena; or another resource's
+ * allocator (beam_resource_allocator(parent): a request's arena over a
+ * connection's GPA), which outlives it by itself: the new resource keeps
+ * the parent's memory until its own release (or destruction) and a
+ * reference on the parent until the end of its destructor. So the parent's
+ * term may be dropped first, or the parent released (its own allocations
+ * fail from then on, as after any release; the child's blocks stay valid,
+ * it only cannot grow, and the parent's memory goes when the child's
+ * does); a chain of them holds down to its first. Holds never form a cycle: a
+ * parent exists before its children and never changes. A parent already
+ * released is refused (NULL, reported). Only this library's own resources are
+ * known as such: a parent reached through another allocator (an arena over a
+ * resource allocator) or made by another NIF library (its own copy of
+ * beam_alloc) is not held, and must outlive the resource as any parent must.
+ * beam_allocator too: where it is the call's own (a leak_check or scratch call,
+ * or one under fault injection), gone at its return, the resource takes the
+ * allocator beam_allocator is without those options (the NIF's .allocator, or
+ * the raw allocator), so its memory is neither the call's leak nor injected;
  * under fault injection its making is asked of the injecting allocator
  * first (the resource's size, taken and given back), so that
  * beam_resource_new is one of the allocations a check fails (NULL) and its
@@ -624,7 +637,8 @@ BEAM_API void beam_nif_resource_on_load(ErlNifEnv *env);
  * reference (the pointer is valid while the term is); when term is NULL,
  * the caller holds the only reference and must beam_resource_drop it (env
  * is then unused and may be NULL). NULL when the type is not open, kind is
- * unknown, or memory is short. */
+ * unknown, parent is the allocator of a released resource (reported), or
+ * memory is short. */
 BEAM_API BEAM_NODISCARD beam_resource_t *
 beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
                   beam_allocator_t parent, size_t user_size,
@@ -668,9 +682,10 @@ BEAM_API BEAM_NODISCARD bool beam_resource_pin(beam_resource_t *r);
 BEAM_API void beam_resource_unpin(beam_resource_t *r);
 
 /** Release now: every block goes back to the parent (at once, or when the
- * last pin or call in flight on another thread ends). Idempotent; later
- * allocations fail, later frees do nothing. The destructor does the same
- * when the resource is garbage collected. */
+ * last pin or call in flight on another thread ends, or the last resource
+ * made over r's allocator is released or destroyed: its memory is in r's).
+ * Idempotent; later allocations fail, later frees do nothing. The
+ * destructor does the same when the resource is garbage collected. */
 BEAM_API void beam_resource_release(beam_resource_t *r);
 /** What lives in a resource's memory and needs taking down (a C library's
  * context with threads of its own, a mutex in the user area): fn(r) runs

@@ -41,6 +41,10 @@
  *    allocator, as its callers described them; zero after teardown.
  *  - parent_bytes: bytes the inner allocator holds from the parent; zero
  *    after teardown (checked, and reported when not).
+ *  - over (the resource whose allocator is the parent, if one): holds an
+ *    entry of the child's from its creation to its teardown, so the
+ *    parent's memory outlives the child's, and a reference to the end of
+ *    the child's destructor, so the parent object outlives the child's.
  *  - live_allocators (per NIF library): resources created and not yet torn
  *    down.
  *  - gpa_list (per NIF library, under list_lock): the GPA resources not yet
@@ -92,8 +96,12 @@ struct beam_resource {
     beam_resource_kind kind;
     bool has_lock;
     beam_allocator_t parent; /* where everything comes from in the end */
-    beam_allocator_t inner;  /* the gpa or the arena below */
-    pthread_mutex_t lock;    /* BEAM_RESOURCE_ARENA: guards arena */
+    /* The resource whose allocator parent is, else NULL: entered (its
+     * memory, which holds ours, stays past its release) until our teardown,
+     * kept (a reference) until the end of our destructor (hold_parent). */
+    beam_resource_t *over;
+    beam_allocator_t inner; /* the gpa or the arena below */
+    pthread_mutex_t lock;   /* BEAM_RESOURCE_ARENA: guards arena */
     /* The thread holding lock (see me()), else NULL: a thread that finds
      * itself there came back through a cycle of allocators; one that
      * finds a thread waiting, through others, for a lock it holds would
@@ -223,6 +231,7 @@ static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
 /* --- Lifetime ---------------------------------------------------------- */
 
 static void list_unlink(beam_resource_t *r);
+static void leave_parent(beam_resource_t *over, bool in_call);
 
 /* in_call: the last one out is a call of the allocator (res_*), which may
  * come from deep inside the code the hook takes down (a zstd worker
@@ -250,10 +259,18 @@ static void teardown(beam_resource_t *r, bool in_call) {
     beam__atomic_store_relaxed(&r->live_blocks, 0);
     beam__atomic_store_relaxed(&r->live_bytes, 0);
     size_t held = beam__atomic_load_relaxed(&r->parent_bytes);
+    if (held != 0 && r->over != NULL && beam_resource_is_released(r->over)) {
+        /* Our frees into a released parent did nothing: its teardown,
+         * which our entry holds back, takes those bytes. */
+        beam__atomic_store_relaxed(&r->parent_bytes, 0);
+        held = 0;
+    }
     if (held != 0)
         beam__report("beam_alloc: resource allocator %p still holds %zu bytes "
                      "of its parent after release",
                      (void *)r, held);
+    if (r->over != NULL)
+        leave_parent(r->over, in_call); /* our memory went back */
     sub(&live_allocators, 1);
 }
 
@@ -288,11 +305,21 @@ static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
     return false;
 }
 
-static inline void leave(beam_resource_t *r, bool in_call) {
-    size_t unit = in_call ? CALL : PIN;
+static inline void leave_unit(beam_resource_t *r, size_t unit, bool in_call) {
     size_t v = beam__atomic_sub_acq_rel(&r->state, unit);
     if (BEAM__UNLIKELY(v == (unit | RELEASED)))
         teardown(r, in_call); /* released while we were inside */
+}
+
+static inline void leave(beam_resource_t *r, bool in_call) {
+    leave_unit(r, in_call ? CALL : PIN, in_call);
+}
+
+/* A child's entry (a PIN unit, see hold_parent) given back by its
+ * teardown: in_call is the teardown's, so a parent with a release hook is
+ * not taken down inside an allocator call (see teardown). */
+static void leave_parent(beam_resource_t *over, bool in_call) {
+    leave_unit(over, PIN, in_call);
 }
 
 /* A thread, as the resource locks know it: the address of its nesting
@@ -631,6 +658,36 @@ static void wait_for_calls(beam_resource_t *r) {
         sched_yield();
 }
 
+/* A resource made over another resource's allocator (a request's arena
+ * over a connection's GPA) gives its memory back to that resource at its
+ * own teardown, and its inner allocator's state lives in that memory. The
+ * garbage collector may destroy the parent first (its term dropped
+ * first), or the NIF release it: the child then wrote into freed memory
+ * and the VM crashed (found with test/resource_parent_test.exs). So the
+ * child holds an entry on the parent (a release of the parent completes
+ * once the child's memory went back: at the child's teardown) and a
+ * reference (the object stays: given back at the end of the child's
+ * destructor), both taken here. A parent already released is refused:
+ * NULL, reported at the caller's site. Parents are fixed at creation and
+ * exist before their children, so these holds never form a cycle. */
+static bool hold_parent(beam_resource_t *over, uintptr_t ret) {
+    if (!enter(over, false, 0)) {
+        beam__report_misuse(NULL, ret,
+                            "beam_alloc: beam_resource_new over the allocator "
+                            "of resource %p, released: refused",
+                            (void *)over);
+        return false;
+    }
+    enif_keep_resource(over);
+    return true;
+}
+
+/* Undoes hold_parent for a child that never got its allocator. */
+static void unhold_parent(beam_resource_t *over) {
+    leave_parent(over, false); /* may complete the parent's release, here */
+    enif_release_resource(over);
+}
+
 /* May run on any thread, long after the last NIF call that used the
  * resource. Nobody holds a reference any more, so no NIF call is inside:
  * a pin still held is a caller's bug, a call may be a library thread's. */
@@ -654,6 +711,8 @@ static void resource_dtor(ErlNifEnv *env, void *obj) {
     teardown(r, false);
     if (r->has_lock)
         pthread_mutex_destroy(&r->lock);
+    if (r->over != NULL) /* last: teardown gave back our memory and entry */
+        enif_release_resource(r->over);
 }
 
 static bool open_type(ErlNifEnv *env) {
@@ -719,11 +778,21 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
     if (injected &&
         !scoped_allows(parent, sizeof(beam_resource_t) + user_size, ret))
         return NULL;
+    if (lasting.vtable == NULL)
+        lasting = beam_large_allocator;
+    beam_resource_t *over =
+        lasting.vtable == &resource_vtable ? lasting.ctx : NULL;
+    if (over != NULL && !hold_parent(over, ret))
+        return NULL;
     beam_resource_t *r =
         enif_alloc_resource(type, sizeof(beam_resource_t) + user_size);
-    if (r == NULL)
+    if (r == NULL) {
+        if (over != NULL)
+            unhold_parent(over);
         return NULL;
+    }
     memset(r, 0, sizeof *r + user_size);
+    r->over = over; /* from here, teardown and the destructor let it go */
     beam__atomic_init(&r->state, 0);
     beam__atomic_init(&r->live_blocks, 0);
     beam__atomic_init(&r->live_bytes, 0);
@@ -738,7 +807,7 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
      * fault injection) its first allocation after the call crashed the
      * VM (found in a bug hunt: leak_check turned on from Elixir made a
      * correct NIF segfault). */
-    r->parent = lasting.vtable != NULL ? lasting : beam_large_allocator;
+    r->parent = lasting;
     r->user_size = user_size;
 
     beam_allocator_t backing = {r, &parent_vtable};
@@ -750,8 +819,11 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
         beam_arena_init(&r->impl.arena, backing);
         r->inner = beam_arena_allocator(&r->impl.arena);
         if (pthread_mutex_init(&r->lock, NULL) != 0) {
-            /* Nothing to tear down: let the destructor skip it. */
+            /* Nothing to tear down: let the destructor skip it (it gives
+             * back the parent's reference; its entry goes here). */
             beam__atomic_store_seq_cst(&r->torn_down, true);
+            if (over != NULL)
+                leave_parent(over, false);
             enif_release_resource(r);
             return NULL;
         }
