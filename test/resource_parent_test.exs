@@ -14,7 +14,8 @@ defmodule BeamAlloc.ResourceParentTest do
          "parent_released(20)"},
         {"a parent released after its child gives its memory back at once",
          "child_released_first()"},
-        {"a child of a released parent is refused, and reported", "child_of_released()"}
+        {"a child of a released parent is refused, and reported", "child_of_released()"},
+        {"a chain of 100 000 released down from its last", "released_chain(100_000)"}
       ] do
     test name do
       {out, status} =

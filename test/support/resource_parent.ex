@@ -45,6 +45,28 @@ defmodule BeamAlloc.Test.ResourceParentScenarios do
     finish(each_pair(1, &refused_over_released/2), [])
   end
 
+  # A long chain, every resource in it released while its child lives,
+  # then the last: each release completes its parent's, down to the first
+  # (a teardown that left its parent by calling the parent's teardown went
+  # one stack frame deeper per link: 100 000 overflowed a scheduler's
+  # stack, SIGSEGV). Bare resources (no user area): the chain stays small.
+  def released_chain(n) do
+    {:ok, root} = Resource.new(:arena)
+
+    all =
+      Enum.reduce(1..n, [root], fn i, [p | _] = acc ->
+        {:ok, c} = Resource.new_bare_child(if(rem(i, 2) == 0, do: :gpa, else: :arena), p)
+        [c | acc]
+      end)
+
+    [leaf | above] = all
+    for r <- Enum.reverse(above), do: :ok = Resource.release(r)
+    kept = if Resource.live_count() == n + 1, do: [], else: [{:kept, Resource.live_count()}]
+    :ok = Resource.release(leaf)
+    gone = if Resource.live_count() == 0, do: [], else: [{:left, Resource.live_count()}]
+    finish(kept ++ gone, Resource.take_reports())
+  end
+
   # What fun(parent_kind, child_kind) found wrong, for every pair of kinds,
   # rounds times.
   defp each_pair(rounds, fun) do
