@@ -231,18 +231,21 @@ static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
 /* --- Lifetime ---------------------------------------------------------- */
 
 static void list_unlink(beam_resource_t *r);
-static void leave_parent(beam_resource_t *over, bool in_call);
+static bool leave_is_last(beam_resource_t *r, size_t unit);
 
 /* in_call: the last one out is a call of the allocator (res_*), which may
  * come from deep inside the code the hook takes down (a zstd worker
  * thread allocating: the hook would join that very thread). With a hook,
  * such a call leaves everything to the next outside actor (a pin or unpin,
- * a release, the destructor); without one, it tears down as before. */
-static void teardown(beam_resource_t *r, bool in_call) {
+ * a release, the destructor); without one, it tears down as before.
+ * Returns the resource whose teardown is now the caller's: the parent
+ * resource (over) when r's entry was the last thing holding back its
+ * release, else NULL. */
+static beam_resource_t *teardown_one(beam_resource_t *r, bool in_call) {
     if (in_call && beam__atomic_load_acquire(&r->on_release) != NULL)
-        return;
+        return NULL;
     if (beam__atomic_exchange_acq_rel(&r->torn_down, true))
-        return;
+        return NULL;
     add_retired_ops(r);
     list_unlink(r); /* nothing to collect any more */
     /* First: what lives in the memory (a library's context, its threads,
@@ -269,9 +272,19 @@ static void teardown(beam_resource_t *r, bool in_call) {
         beam__report("beam_alloc: resource allocator %p still holds %zu bytes "
                      "of its parent after release",
                      (void *)r, held);
-    if (r->over != NULL)
-        leave_parent(r->over, in_call); /* our memory went back */
     sub(&live_allocators, 1);
+    /* Our memory went back: our entry on the parent goes. */
+    return r->over != NULL && leave_is_last(r->over, PIN) ? r->over : NULL;
+}
+
+/* teardown_one down a chain of released resources, each of which only its
+ * child's entry held back: a loop, not a call per link (a teardown that
+ * called its parent's went a frame deeper per link: a chain of 100 000,
+ * each released under its child, overflowed a scheduler's stack at the
+ * last one's release; test/resource_parent_test.exs). */
+static void teardown(beam_resource_t *r, bool in_call) {
+    while (r != NULL)
+        r = teardown_one(r, in_call);
 }
 
 /* Entry into the inner allocator: false (and nothing held) once released.
@@ -305,9 +318,15 @@ static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
     return false;
 }
 
-static inline void leave_unit(beam_resource_t *r, size_t unit, bool in_call) {
+/* Gives back one unit: true when that left r released with nobody
+ * inside, its teardown then the caller's. */
+static inline bool leave_is_last(beam_resource_t *r, size_t unit) {
     size_t v = beam__atomic_sub_acq_rel(&r->state, unit);
-    if (BEAM__UNLIKELY(v == (unit | RELEASED)))
+    return BEAM__UNLIKELY(v == (unit | RELEASED));
+}
+
+static inline void leave_unit(beam_resource_t *r, size_t unit, bool in_call) {
+    if (leave_is_last(r, unit))
         teardown(r, in_call); /* released while we were inside */
 }
 
@@ -315,11 +334,10 @@ static inline void leave(beam_resource_t *r, bool in_call) {
     leave_unit(r, in_call ? CALL : PIN, in_call);
 }
 
-/* A child's entry (a PIN unit, see hold_parent) given back by its
- * teardown: in_call is the teardown's, so a parent with a release hook is
- * not taken down inside an allocator call (see teardown). */
-static void leave_parent(beam_resource_t *over, bool in_call) {
-    leave_unit(over, PIN, in_call);
+/* A child's entry (a PIN unit, see hold_parent) given back by a child
+ * that never got its allocator (its teardown gives it back itself). */
+static void leave_parent(beam_resource_t *over) {
+    leave_unit(over, PIN, false);
 }
 
 /* A thread, as the resource locks know it: the address of its nesting
@@ -684,7 +702,7 @@ static bool hold_parent(beam_resource_t *over, uintptr_t ret) {
 
 /* Undoes hold_parent for a child that never got its allocator. */
 static void unhold_parent(beam_resource_t *over) {
-    leave_parent(over, false); /* may complete the parent's release, here */
+    leave_parent(over); /* may complete the parent's release, here */
     enif_release_resource(over);
 }
 
@@ -823,7 +841,7 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
              * back the parent's reference; its entry goes here). */
             beam__atomic_store_seq_cst(&r->torn_down, true);
             if (over != NULL)
-                leave_parent(over, false);
+                leave_parent(over);
             enif_release_resource(r);
             return NULL;
         }
