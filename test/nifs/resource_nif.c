@@ -126,31 +126,28 @@ BEAM_NIF(new_raw) {
 /* new_child(kind, parent): a resource over parent's allocator (a
  * connection's GPA with a request's arena over it, say). The parent's term
  * may go first: the child keeps the parent alive. A released parent
- * refuses the child: {error, enomem}, reported. */
-BEAM_NIF(new_child) {
+ * refuses the child: {error, enomem}, reported. new_bare_child: the same
+ * with no user area (none of the slot NIFs apply to it), cheap enough for
+ * chains of 100 000. */
+static ERL_NIF_TERM child_of(ErlNifEnv *env, const ERL_NIF_TERM argv[],
+                             size_t user_size) {
     beam_resource_kind kind;
     if (!get_kind(env, argv[0], &kind))
         return enif_make_badarg(env);
     GET_RESOURCE(1, parent);
     ERL_NIF_TERM term;
     if (!beam_resource_new(env, kind, beam_resource_allocator(parent),
-                           sizeof(area), &term))
+                           user_size, &term))
         return beam_make_error(env, "enomem");
     return make_ok(env, term);
 }
 
-/* new_bare_child(kind, parent): the same with no user area (none of the
- * slot NIFs apply to it): cheap enough for chains of 100 000. */
+BEAM_NIF(new_child) {
+    return child_of(env, argv, sizeof(area));
+}
+
 BEAM_NIF(new_bare_child) {
-    beam_resource_kind kind;
-    if (!get_kind(env, argv[0], &kind))
-        return enif_make_badarg(env);
-    GET_RESOURCE(1, parent);
-    ERL_NIF_TERM term;
-    if (!beam_resource_new(env, kind, beam_resource_allocator(parent), 0,
-                           &term))
-        return beam_make_error(env, "enomem");
-    return make_ok(env, term);
+    return child_of(env, argv, 0);
 }
 
 /* new_failing(kind, fail_index): over a failing allocator (a static of
