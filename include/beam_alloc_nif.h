@@ -583,14 +583,19 @@ BEAM_API const char *beam_nif_module_name(void);
  * it only cannot grow, and the parent's memory goes when the child's
  * does); a chain of them holds down to its first. Holds never form a cycle: a
  * parent exists before its children and never changes. A parent already
- * released is refused (NULL, reported). Only this library's own resources are
- * known as such: a parent reached through another allocator (an arena over a
- * resource allocator) or made by another NIF library (its own copy of
- * beam_alloc) is not held, and must outlive the resource as any parent must.
- * beam_allocator too: where it is the call's own (a leak_check or scratch call,
- * or one under fault injection), gone at its return, the resource takes the
- * allocator beam_allocator is without those options (the NIF's .allocator, or
- * the raw allocator), so its memory is neither the call's leak nor injected;
+ * released is refused (NULL, reported). The caller holds a reference to the
+ * parent while it makes the resource (the parent's term in its env, or
+ * beam_resource_keep): a thread of a library's that uses the parent's
+ * allocator with none, stopped by the parent's release hook, must not make
+ * resources over it (the garbage collector may be destroying the parent
+ * at that very moment, and the hold would come too late). Only this library's
+ * own resources are known as such: a parent reached through another allocator
+ * (an arena over a resource allocator) or made by another NIF library (its own
+ * copy of beam_alloc) is not held, and must outlive the resource as any parent
+ * must. beam_allocator too: where it is the call's own (a leak_check or scratch
+ * call, or one under fault injection), gone at its return, the resource takes
+ * the allocator beam_allocator is without those options (the NIF's .allocator,
+ * or the raw allocator), so its memory is neither the call's leak nor injected;
  * under fault injection its making is asked of the injecting allocator
  * first (the resource's size, taken and given back), so that
  * beam_resource_new is one of the allocations a check fails (NULL) and its
