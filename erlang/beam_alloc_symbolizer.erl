@@ -107,9 +107,24 @@ splice(Text, [[{Start, Len} | Groups] | Rest], At, Acc, Notes) ->
             _ ->
                 resolved(Object, Offset, Whole, <<>>)
         end,
-    {Out, Note} = Described,
+    {Out, Note} = written_before(Text, Start + Len, Whole, Described),
     splice(Text, Rest, Start + Len,
            [Out, binary:part(Text, At, Start - At) | Acc], [Note | Notes]).
+
+%% A site the text already names as its resolution D (a pass before this
+%% one's wrote it, ending at End: the site's ")" with it) stays: a C++
+%% name from a symbol table, "std::pmr::monotonic_buffer_resource::
+%% _M_new_buffer (libstdc++.so.6+0x..)", is more than ?SITE's name takes,
+%% and the second pass wrote it again after its own first part (or, after
+%% a template's ">", the whole site inside its own parentheses).
+written_before(Text, End, Whole, {[D, _After], Note} = Described) ->
+    Size = iolist_size(D),
+    case End >= Size andalso binary:part(Text, End - Size, Size) =:= iolist_to_binary(D) of
+        true -> {Whole, Note};
+        false -> Described
+    end;
+written_before(_Text, _End, _Whole, Described) ->
+    Described.
 
 %% {Text, Note}: Note says why a site got no line (see hints/2).
 %% (An offset of more than 64 bits is no site: site/2 refuses it.)

@@ -156,6 +156,40 @@ defmodule BeamAlloc.LinesTest do
     end)
   end
 
+  # A C++ library without debug information (libstdc++) names its sites
+  # with the symbol table's qualified names, "std::pmr::...::_M_new_buffer
+  # (libstdc++.so.6+0x..)": a second pass took the last name alone for a
+  # site, and wrote the qualified name before it again ("std::pmr::
+  # monotonic_buffer_resource::std::pmr::monotonic_buffer_resource::
+  # _M_new_buffer" in BeamAlloc.Case's failure for a leak under a
+  # std::pmr::monotonic_buffer_resource), or, after a name ending in a
+  # template's ">", the whole site inside its own parentheses.
+  test "a C++ library's qualified names stay as they are when resolved again" do
+    # (CxxNif links libstdc++, for a VM that does not)
+    {:module, _} = Code.ensure_loaded(CxxNif)
+
+    for symbol <- [
+          "_ZNSt3pmr25monotonic_buffer_resource13_M_new_bufferEmm",
+          "_ZSt9use_facetISt5ctypeIcEERKT_RKSt6locale"
+        ] do
+      text = "leak: 8 bytes, allocated from #{libstdcxx_site(symbol)} <- nif (c_src/my_nif.c:12)"
+      once = BeamAlloc.Symbolizer.resolve_sites(text)
+      assert once =~ "std::"
+      assert BeamAlloc.Symbolizer.resolve_sites(once) == once
+    end
+  end
+
+  # "libstdc++.so.6+0x..": a site inside symbol's code in the libstdc++
+  # the VM has mapped.
+  defp libstdcxx_site(symbol) do
+    [path | _] = Regex.run(~r"/\S*/libstdc\+\+\.so\.6\S*$"m, File.read!("/proc/self/maps"))
+    {symbols, 0} = System.cmd("nm", ["-D", "--defined-only", path])
+    [address] = Regex.run(~r/^([0-9a-f]+) [TW] #{symbol}@/m, symbols, capture: :all_but_first)
+
+    "libstdc++.so.6+0x" <>
+      String.downcase(Integer.to_string(String.to_integer(address, 16) + 4, 16))
+  end
+
   # module loaded from a copy of the lines/ library in dir, made anew and
   # removed on exit, after prepare (strip, say) ran on the copy: the copy's
   # path.
