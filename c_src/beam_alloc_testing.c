@@ -486,17 +486,39 @@ static bool spans_known(const session *s) {
  * most (the frames library's own limit). */
 #define FOREIGN_FRAMES 16
 
-/* How a request returning to ret is named in problems: ret alone when it
- * is in a NIF library under the check (the NIF's own call: its line says
- * where), else the calls that led there, up to the first one in such a
- * library: a C library's request (zlib, zstd, SQLite, libstdc++ calling
- * the NIF's hooks) is then "deflateInit2_ (libz.so.1+0x8da6) <- ... <-
- * the NIF's line that called zlib", not zlib's function alone. Walks from
- * here: call it on the request's own path. */
+/* Frames a request made in a NIF library is described by, at most: the
+ * standard library's code instantiated in a C++ NIF (std::vector's
+ * _M_realloc_insert, std::string's _M_construct) is the NIF library's
+ * too, and its frames come before the author's line (the leak_check
+ * default's six, and room for a map's node). */
+#define OWN_FRAMES 8
+
+/* n, less the frames past the last one in a NIF library: the VM's, below
+ * the NIF (a C library's between the NIF's frames stay). */
+static size_t up_to_last_attached(const session *s, const uintptr_t *pc,
+                                  size_t n) {
+    while (n > 1 && !in_attached(s, pc[n - 1]))
+        n--;
+    return n;
+}
+
+/* How a request returning to ret is named in problems: the calls that
+ * led there. In a NIF library under the check, up to OWN_FRAMES of its
+ * (the symbolizer shows the first alone when it is the author's line,
+ * else the frames up to the author's first: beam_alloc_symbolizer's
+ * resolve_request_site/1); else up to the first one in such a library: a
+ * C library's request (zlib, zstd, SQLite, libstdc++ calling the NIF's
+ * hooks) is then "deflateInit2_ (libz.so.1+0x8da6) <- ... <- the NIF's
+ * line that called zlib", not zlib's function alone. Walks from here:
+ * call it on the request's own path. */
 static uintptr_t described_site(const session *s, uintptr_t ret) {
-    if (ret == 0 || in_attached(s, ret) || !spans_known(s))
+    if (ret == 0 || !spans_known(s))
         return ret;
     uintptr_t pc[FOREIGN_FRAMES];
+    if (in_attached(s, ret)) {
+        size_t n = beam__stack_above(ret, pc, OWN_FRAMES);
+        return beam__trace_intern(pc, up_to_last_attached(s, pc, n));
+    }
     size_t n = beam__stack_above(ret, pc, FOREIGN_FRAMES);
     for (size_t i = 1; i < n; i++)
         if (in_attached(s, pc[i])) {
@@ -504,6 +526,15 @@ static uintptr_t described_site(const session *s, uintptr_t ret) {
             break;
         }
     return beam__trace_intern(pc, n);
+}
+
+/* A site as a line of text names it (a misuse's, the crash note's): one
+ * in a NIF library by its first frame alone, as before requests kept
+ * frames there (such a line is resolved as it is, never shortened to the
+ * author's frame as a request's site is). */
+static uintptr_t line_site(const session *s, uintptr_t site) {
+    uintptr_t first = beam__site_first(site);
+    return in_attached(s, first) ? first : site;
 }
 
 /* --- What a crash during a check says ----------------------------------- */
@@ -566,7 +597,7 @@ static void crash_request_failed(const session *s, const request_info *r,
     if (s->crash < 0)
         return;
     char site[512], fn[320];
-    beam__describe_site(r->site, site, sizeof site);
+    beam__describe_site(line_site(s, r->site), site, sizeof site);
     nif_name(s, nif_entry(s, ret), fn, sizeof fn);
     crash_note_request_failed(
         s->crash, &(crash_note_failure){r->index, kind_text(r->kind), r->len,
@@ -732,8 +763,9 @@ note_misusef(session *s, const char *kind, const char *fmt, ...) {
 #define SITE_TEXT 256
 static void describe_both(const session *s, uintptr_t ret, uintptr_t other,
                           char here[SITE_TEXT], char there[SITE_TEXT]) {
-    beam__describe_site(described_site(s, ret), here, SITE_TEXT);
-    beam__describe_site(other, there, SITE_TEXT);
+    beam__describe_site(in_attached(s, ret) ? ret : described_site(s, ret),
+                        here, SITE_TEXT);
+    beam__describe_site(line_site(s, other), there, SITE_TEXT);
 }
 
 /* Frees through plan c are watched for double frees: its allocator checks

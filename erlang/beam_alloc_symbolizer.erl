@@ -25,6 +25,8 @@
 %% Internal, for the tests (test/misuse_test.exs): it takes what resolve/2
 %% gives, and checks none of it (a bad argument: a function_clause).
 -export([frames_text/3]).
+%% Internal, for beam_alloc_testing: a fault-injection request's site.
+-export([resolve_request_site/1]).
 
 -on_load(load/0).
 
@@ -78,6 +80,68 @@ resolve_sites(Other) ->
                             io_lib:format("resolve_sites/1 takes a binary (a report's text), got ~0tp",
                                           [Other]))},
                  [Other]).
+
+%% A fault-injection request's site (beam_alloc_testing.c keeps a few
+%% frames of one made in a NIF library, innermost first, " <- " between
+%% them), resolved and shortened to the frames its author needs: up to the
+%% first frame that holds the author's code (see authors/2). A C request's
+%% first frame is the author's line, and the site is that frame alone, as
+%% it always was; a request inside the standard library's code
+%% instantiated in a C++ NIF (std::vector's _M_realloc_insert, its own
+%% function) names its frames, then the author's line that led there. A
+%% site none of whose frames is the author's keeps them all.
+-spec resolve_request_site(binary()) -> binary().
+resolve_request_site(Site) when is_binary(Site) ->
+    Frames = binary:split(Site, <<" <- ">>, [global]),
+    resolve_sites(iolist_to_binary(lists:join(<<" <- ">>, up_to_authors(Frames, [])))).
+
+up_to_authors([], Kept) ->
+    lists:reverse(Kept);
+up_to_authors([Frame | Rest], Kept) ->
+    case authors(Frame) of
+        true -> lists:reverse([Frame | Kept]);
+        false -> up_to_authors(Rest, [Frame | Kept])
+    end.
+
+%% Does the call at Frame (a site of the C side's, lib.so+0x1c1b) hold
+%% the author's code: a function of a NIF library (not a C library's, as
+%% libz.so.1) whose source is not a header of the compiler's or the
+%% system's (a C++ standard header: <vector>, bits/vector.tcc), nor
+%% beam_alloc's own, at any of its inlined levels. Without debug
+%% information, a function not in namespace std (the symbol table's
+%% name).
+authors(Frame) ->
+    case re:run(Frame, "^" ?SITE "$", [{capture, [2, 3], binary}]) of
+        {match, [Object, Offset]} ->
+            not c_library(Object) andalso
+                case safe_resolve(Object, binary_to_integer(Offset, 16)) of
+                    {ok, Frames} -> lists:any(fun authors_frame/1, Frames);
+                    _ -> false
+                end;
+        nomatch ->
+            false
+    end.
+
+authors_frame({_Fun, File, Line}) when is_binary(File), Line > 0 ->
+    not library_header(File);
+authors_frame({Fun, _, _}) when is_binary(Fun) ->
+    re:run(Fun, "^(std|__gnu_cxx|__cxxabiv1)::", [{capture, none}]) =:= nomatch;
+authors_frame(_) ->
+    false.
+
+%% A header the author did not write: the C++ standard library's (its
+%% folder has c++ in its path, /usr/include/c++/12, .../include/c++/v1;
+%% its implementation files end in .tcc; its headers have no extension),
+%% the system's or the compiler's, or beam_alloc's own.
+library_header(File) ->
+    Base = filename:basename(File),
+    lists:any(fun(Prefix) -> string:prefix(File, Prefix) =/= nomatch end,
+              ["/usr/include/", "/usr/local/include/", "/usr/lib/"]) orelse
+        string:find(File, "/c++/") =/= nomatch orelse
+        filename:extension(Base) =:= <<>> orelse
+        filename:extension(Base) =:= <<".tcc">> orelse
+        re:run(Base, "^beam_alloc(_nif)?\\.h(pp)?$", [{capture, none}]) =:= match orelse
+        string:find(File, "include/beam_alloc/") =/= nomatch.
 
 %% The C side writes a report into 1024 bytes: a line of 1023 was maybe cut
 %% short, and a site at its very end may have lost digits of its offset

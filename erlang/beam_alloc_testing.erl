@@ -777,7 +777,7 @@ resolve(Site) when is_binary(Site) ->
         #{Site := Text} ->
             Text;
         _ ->
-            Text = beam_alloc_symbolizer:resolve_sites(Site),
+            Text = beam_alloc_symbolizer:resolve_request_site(Site),
             put(?SITES, Sites#{Site => Text}),
             Text
     end;

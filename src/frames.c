@@ -468,6 +468,11 @@ uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n) {
     return intern(pc, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n, &none);
 }
 
+uintptr_t beam__site_first(uintptr_t site) {
+    const uintptr_t *pcs = NULL;
+    return beam__site_frames(&site, &pcs) > 0 ? pcs[0] : 0;
+}
+
 /* --- Text ---------------------------------------------------------------- */
 
 /* A frame, or a gap's marker (BEAM__FRAMES_GAP), which no symbolizer

@@ -111,6 +111,22 @@ defmodule BeamAlloc.CxxTest do
     refute e.message =~ "out of memory"
   end
 
+  test "a failed request inside the standard library's code names the NIF's line, after them" do
+    e =
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(fn -> CxxNif.grow(100) end,
+          expect: :error_tuple
+        )
+      end
+
+    assert [%{request: %{site: site}} | _] = e.problems
+    # std::vector's frames (its allocation is in _M_realloc_insert, a
+    # function of its own), then grow's push_back: the line to look at
+    assert site =~ ~r"^allocate \(\S+alloc_traits\.h:\d+\) <- "
+    assert site =~ ~r" <- grow \(test/nifs/cxx_nif\.cpp:\d+\)$"
+    assert e.message =~ ~r"<- grow \(test/nifs/cxx_nif\.cpp:\d+\)"
+  end
+
   test "std::bad_alloc left uncaught surfaces as out of memory under fault injection" do
     assert CxxNif.grow(100) == 100
 
