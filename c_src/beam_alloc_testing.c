@@ -607,16 +607,20 @@ static void crash_request_failed(const session *s, const request_info *r,
 /* Number a request returning to ret; true when it must fail. *site: how
  * it is described: as the first run's request of its number when it
  * returns to the same place (a walk per request of every run made checks
- * over SQLite 8 times slower), else walked for. */
+ * over SQLite 8 times slower), else walked for. The failed request is
+ * walked for always, once a run: the same return address is reached from
+ * more than one line (std::vector's code, from each of the author's
+ * push_back calls), and a run that took another path there (threads,
+ * state kept between calls) would name the first run's line. */
 static bool request(session *s, int kind, size_t len, uintptr_t ret,
                     size_t *index, uintptr_t *site) {
     size_t i = s->requests++;
     *index = i;
     crash_note_request(s->crash);
-    uintptr_t at =
-        s->mode == MODE_COMPARE && i < s->nsites && s->sites[i].ret == ret
-            ? s->sites[i].site
-            : described_site(s, ret);
+    uintptr_t at = s->mode == MODE_COMPARE && i < s->nsites &&
+                           s->sites[i].ret == ret && i != s->fail_index
+                       ? s->sites[i].site
+                       : described_site(s, ret);
     *site = at;
     if (s->mode == MODE_RECORD) {
         if (grow_array((void **)&s->sites, &s->sites_cap, s->nsites + 1,

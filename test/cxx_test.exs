@@ -127,6 +127,30 @@ defmodule BeamAlloc.CxxTest do
     assert e.message =~ ~r"<- grow \(test/nifs/cxx_nif\.cpp:\d+\)"
   end
 
+  # push_at's two lines call the same code of std::vector's, which makes
+  # the request: one return address, two lines of the author's. The first
+  # run pushes at one, the others at the other; the failed request is the
+  # other's, whatever the first run's site for that return address was.
+  test "a failed request inside the standard library's code names the line that made it in its own run" do
+    source = "test/nifs/cxx_nif.cpp"
+    runs = :counters.new(1, [])
+
+    e =
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(
+          fn ->
+            :counters.add(runs, 1, 1)
+            CxxNif.push_at(:counters.get(runs, 1))
+          end,
+          expect: :error_tuple
+        )
+      end
+
+    assert [%{request: %{site: site}} | _] = e.problems
+    other = BeamAlloc.Test.Reports.line_of(source, "push other")
+    assert site =~ ~r" <- push_at \(test/nifs/cxx_nif\.cpp:#{other}\)$"
+  end
+
   test "std::bad_alloc left uncaught surfaces as out of memory under fault injection" do
     assert CxxNif.grow(100) == 100
 

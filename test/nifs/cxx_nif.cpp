@@ -142,6 +142,21 @@ BEAM_NIF(grow, .leak_check = true) {
     return enif_make_int(env, (int)v.size());
 }
 
+// push_at(Which) -> 1: a vector's first element pushed at one line of two
+// (Which 1, else the other): the standard library's request, the same
+// return address either way, reached from two lines of the author's.
+BEAM_NIF(push_at) {
+    int which;
+    if (!enif_get_int(env, argv[0], &which))
+        return enif_make_badarg(env);
+    std::vector<int, beam::allocator<int>> v;
+    if (which == 1)
+        v.push_back(which + 1); /* SITE: push one */
+    else
+        v.push_back(which * 3); /* SITE: push other */
+    return enif_make_int(env, (int)v.size());
+}
+
 // A type the raw allocator cannot align (it serves 8).
 struct alignas(32) wide {
     double x[4];
@@ -248,6 +263,7 @@ static ErlNifFunc funcs[] = {
     {"throws_in_allocator_checked", 0, throws_in_allocator_checked, 0},
     {"picked_body_runs", 0, picked_body_runs, 0},
     {"grow", 1, grow, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"push_at", 1, push_at, 0},
     {"take_reports", 0, take_reports, 0},
     {"overaligned", 1, overaligned, 0},
     {"overaligned_caught", 1, overaligned_caught, 0},
