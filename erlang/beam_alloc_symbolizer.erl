@@ -25,8 +25,9 @@
 %% Internal, for the tests (test/misuse_test.exs): it takes what resolve/2
 %% gives, and checks none of it (a bad argument: a function_clause).
 -export([frames_text/3]).
-%% Internal, for beam_alloc_testing: a fault-injection request's site.
--export([resolve_request_site/1]).
+%% Internal, for beam_alloc_testing: a fault-injection request's site;
+%% for the tests (test/cxx_test.exs): which of its frames are the author's.
+-export([resolve_request_site/1, authors_frame/1]).
 
 -on_load(load/0).
 
@@ -129,17 +130,19 @@ authors_frame({Fun, _, _}) when is_binary(Fun) ->
 authors_frame(_) ->
     false.
 
-%% A header the author did not write: the C++ standard library's (its
-%% folder has c++ in its path, /usr/include/c++/12, .../include/c++/v1;
-%% its implementation files end in .tcc; its headers have no extension),
-%% the system's or the compiler's, or beam_alloc's own.
+%% A header the author did not write: the C++ standard library's (in an
+%% include/c++ folder: /usr/include/c++/12, libc++'s .../include/c++/v1;
+%% its headers with no extension, <vector>, and its .tcc files among
+%% them), the system's, the compiler's (/usr/lib/gcc/..., /usr/lib/llvm-14/
+%% ...), or beam_alloc's own. By those folders, not a path's parts alone:
+%% the project itself may be under /usr/lib (built where a release is
+%% installed), in a folder named c++, or hold a file with no extension.
 library_header(File) ->
     Base = filename:basename(File),
     lists:any(fun(Prefix) -> string:prefix(File, Prefix) =/= nomatch end,
-              ["/usr/include/", "/usr/local/include/", "/usr/lib/"]) orelse
-        string:find(File, "/c++/") =/= nomatch orelse
-        filename:extension(Base) =:= <<>> orelse
-        filename:extension(Base) =:= <<".tcc">> orelse
+              ["/usr/include/", "/usr/local/include/"]) orelse
+        re:run(File, "^/usr/lib(64)?/(gcc|clang|llvm[^/]*)/", [{capture, none}]) =:= match orelse
+        string:find(File, "/include/c++/") =/= nomatch orelse
         re:run(Base, "^beam_alloc(_nif)?\\.h(pp)?$", [{capture, none}]) =:= match orelse
         string:find(File, "include/beam_alloc/") =/= nomatch.
 

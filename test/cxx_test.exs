@@ -151,6 +151,39 @@ defmodule BeamAlloc.CxxTest do
     assert site =~ ~r" <- push_at \(test/nifs/cxx_nif\.cpp:#{other}\)$"
   end
 
+  # Which frames of a request's site hold the author's code (the site
+  # ends at the first that does): by the frame's file, an absolute path.
+  test "the author's code is known by its file wherever the project is" do
+    # A project built where it is installed, under /usr/lib; one in a
+    # folder named c++; its files of any extension, or none.
+    authors = [
+      "/usr/lib/erlang/lib/my_app-1.0/c_src/my_nif.cpp",
+      "/home/dev/c++/my_app/c_src/my_nif.cc",
+      "/home/dev/my_app/c_src/my_nif.cxx",
+      "/home/dev/my_app/c_src/vec.hpp",
+      "/home/dev/my_app/c_src/impl"
+    ]
+
+    # The standard library's headers (libstdc++'s, libc++'s), the system's
+    # and the compiler's, beam_alloc's own.
+    others = [
+      "/usr/include/c++/12/bits/alloc_traits.h",
+      "/usr/include/c++/12/bits/vector.tcc",
+      "/usr/include/c++/12/memory_resource",
+      "/usr/include/x86_64-linux-gnu/c++/12/bits/c++allocator.h",
+      "/usr/lib/llvm-14/bin/../include/c++/v1/vector",
+      "/Library/Developer/CommandLineTools/usr/include/c++/v1/__memory/allocator.h",
+      "/usr/lib/gcc/x86_64-linux-gnu/12/include/stddef.h",
+      "/usr/include/boost/container/vector.hpp",
+      "/usr/local/include/absl/container/flat_hash_map.h",
+      "/home/dev/my_app/deps/beam_alloc/include/beam_alloc.hpp"
+    ]
+
+    for {file, expected} <- Enum.map(authors, &{&1, true}) ++ Enum.map(others, &{&1, false}) do
+      assert :beam_alloc_symbolizer.authors_frame({"allocate", file, 318}) == expected, file
+    end
+  end
+
   test "std::bad_alloc left uncaught surfaces as out of memory under fault injection" do
     assert CxxNif.grow(100) == 100
 
