@@ -31,9 +31,17 @@ static char module_atom[256];
 static const ErlNifFunc *module_funcs;
 static int module_func_count;
 
+/* The name is written once: each load and upgrade of a copy passes the
+ * same one, and the fault driver's stats/1 and collect/1 read it from other
+ * threads meanwhile (h->module). snprintf empties the buffer before it
+ * writes, so rewriting it at every reload made stats/1 answer
+ * {not_loaded, M} now and then for a library mapped all along. */
 void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
     beam__report_set_default(beam__report_to_logger);
-    snprintf(module_atom, sizeof module_atom, "%s", module ? module : "");
+    char name[sizeof module_atom];
+    snprintf(name, sizeof name, "%s", module ? module : "");
+    if (strcmp(name, module_atom) != 0)
+        memcpy(module_atom, name, sizeof module_atom);
     module_funcs = funcs;
     module_func_count = funcs != NULL && count > 0 ? count : 0;
 }
