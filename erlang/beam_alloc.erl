@@ -6,7 +6,7 @@
 
 -export([stats/1, find_stats/1, collect/1, explain_load_error/1, take_reports/0]).
 %% Internal, for beam_alloc_testing.
--export([driver/1, reporter/0, take_unconsumed_reports/0]).
+-export([driver/1, reporter/0, take_unconsumed_reports/0, answered/1]).
 -export([format_error/2]).
 
 %% badarg for a module name that is not an atom, raised in the function
@@ -47,7 +47,10 @@
 -export_type([allocator_stats/0, gpa_stats/0, stats/0]).
 
 %% The counters of the NIF library loaded for Module (loading the module
-%% first, which loads its library through its on_load):
+%% first, which loads its library through its on_load, when it is not
+%% loaded and its library never answered in this node: one deleted during
+%% an upgrade, its new version not loaded yet, gets not_loaded, see
+%% load_first/1):
 %%   raw              calls through beam_raw_allocator (enif_alloc);
 %%   large            calls through beam_large_allocator, including the
 %%                    chunks the general purpose allocator takes from it;
@@ -85,9 +88,9 @@ stats(Other) ->
 %% Module is not an atom.
 -spec find_stats(module()) -> {ok, stats()} | {error, not_loaded}.
 find_stats(Module) when is_atom(Module) ->
-    _ = code:ensure_loaded(Module),
+    load_first(Module),
     case driver(fun() -> beam_alloc_testing_nif:stats(atom_to_binary(Module, utf8)) end) of
-        {ok, Stats} -> {ok, Stats};
+        {ok, Stats} -> seen(Module), {ok, Stats};
         {error, not_found} -> {error, not_loaded}
     end;
 find_stats(Other) ->
@@ -108,13 +111,41 @@ find_stats(Other) ->
 %% and for a busy one that held that much at 30 ticks in a row.
 -spec collect(module()) -> ok.
 collect(Module) when is_atom(Module) ->
-    _ = code:ensure_loaded(Module),
+    load_first(Module),
     case driver(fun() -> beam_alloc_testing_nif:collect(atom_to_binary(Module, utf8)) end) of
-        ok -> ok;
+        ok -> seen(Module), ok;
         {error, not_found} -> erlang:error({not_loaded, Module})
     end;
 collect(Other) ->
     ?NOT_A_MODULE(Other).
+
+%% Loads Module first (its on_load loads its library) when it is not
+%% loaded and no library of it answered stats/1 or collect/1 in this node
+%% yet: a module not called yet (interactive mode). One that answered and
+%% is not loaded now is in an upgrade's gap (deleted and purged, its new
+%% version not loaded yet): loading it here raced the upgrade's own load,
+%% which OTP 25's code server then never answered (erlang/otp#7466; a
+%% stats/1 loop hung a code:load_file/1), so the call says not_loaded.
+%% (erlang:module_loaded/1 asks no server: ensure_loaded/1 did, each call.)
+load_first(Module) ->
+    case erlang:module_loaded(Module) orelse answered(Module) of
+        true -> ok;
+        false -> _ = code:ensure_loaded(Module), ok
+    end.
+
+%% Whether a library of Module answered stats/1 or collect/1 in this node
+%% (for BeamAlloc.stats/1's message).
+-spec answered(module()) -> boolean().
+answered(Module) ->
+    persistent_term:get({?MODULE, seen, Module}, false).
+
+%% Module's library answered (a persistent term a module: written once).
+seen(Module) ->
+    Key = {?MODULE, seen, Module},
+    case persistent_term:get(Key, false) of
+        true -> ok;
+        false -> persistent_term:put(Key, true)
+    end.
 
 %% The error_info callback (OTP 24 and later): the cause of a badarg of
 %% stats/1, find_stats/1 or collect/1.

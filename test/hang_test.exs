@@ -31,4 +31,16 @@ defmodule BeamAlloc.HangTest do
     assert status == 0, out
     assert out =~ ~r/rounds=[1-9]/
   end
+
+  # stats/1 loaded the module first, always: during an upgrade's gap
+  # (deleted, purged, not loaded yet) its load raced the upgrade's
+  # code:load_file/1, which OTP 25's code server then never answered
+  # (erlang/otp#7466): the upgrade hung (an audit, 3 runs of 3).
+  test "stats/1 in a loop while the module is deleted and loaded again never hangs the upgrade" do
+    {out, status} =
+      BeamAlloc.Test.ChildVm.run("BeamAlloc.Test.HangScenarios.stats_during_reloads(300)", 30)
+
+    assert status == 0, out
+    assert out =~ "reloads=300"
+  end
 end

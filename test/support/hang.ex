@@ -51,6 +51,37 @@ defmodule BeamAlloc.Test.HangScenarios do
     System.halt(0)
   end
 
+  # The module deleted, purged and loaded again n times (the way to run a
+  # rebuilt library file) while a process reads BeamAlloc.stats/1 in a
+  # loop, as a dashboard would: prints reloads=n and halts with 0, or
+  # hangs (the watchdog's to catch).
+  def stats_during_reloads(n) do
+    {:module, Hang} = :code.ensure_loaded(Hang)
+    reader = spawn(fn -> read_stats() end)
+
+    for _ <- 1..n do
+      :code.purge(Hang)
+      :code.delete(Hang)
+      :code.purge(Hang)
+      {:module, Hang} = :code.load_file(Hang)
+    end
+
+    Process.exit(reader, :kill)
+    IO.puts("reloads=#{n}")
+    System.halt(0)
+  end
+
+  # (Between the delete and the load no library is loaded for Hang.)
+  defp read_stats do
+    try do
+      BeamAlloc.stats(Hang)
+    rescue
+      ArgumentError -> :between
+    end
+
+    read_stats()
+  end
+
   # Every worker's rounds; a worker still running then is stuck: its
   # stack is printed and the VM halts with 4 (after STUCK_WAIT ms, for a
   # debugger to attach to the OS pid printed).
