@@ -80,7 +80,12 @@ defmodule BeamAlloc do
   `live_bytes`). `peak_bytes` can lag by up to 64 KiB per thread, and is
   never below the `live_bytes` it comes with.
 
-  Raises `ArgumentError` when no such library is loaded.
+  Raises `ArgumentError` when no such library is loaded. A module not
+  loaded yet is loaded first; one whose library answered before and that
+  is not loaded now (deleted and purged during an upgrade, its new version
+  not loaded yet) is not: the error says so, and a loop of calls during
+  the upgrade reads it until the new version is loaded. (Loading it then
+  raced the upgrade's own load, which OTP 25 never finished.)
 
       iex> BeamAlloc.stats(MyNif).raw
       %{live_bytes: 1000000, live_blocks: 1, peak_bytes: 1000000,
@@ -94,7 +99,7 @@ defmodule BeamAlloc do
         }
   def stats(module) when is_atom(module) and module not in [nil, true, false] do
     # :beam_alloc.find_stats/1 loads the module first (its @on_load loads
-    # its NIF library).
+    # its NIF library) when it is not loaded and never answered.
     case erlang_side(module, fn -> :beam_alloc.find_stats(module) end) do
       {:ok, stats} -> stats
       {:error, :not_loaded} -> not_loaded!(module)
@@ -160,7 +165,17 @@ defmodule BeamAlloc do
       end
   end
 
+  # A module whose library answered before and that is not loaded now is
+  # in an upgrade's gap (deleted and purged, its new version not loaded
+  # yet): "no library built with beam_alloc" would send one to the build.
   defp not_loaded!(module) do
+    if not :erlang.module_loaded(module) and :beam_alloc.answered(module) do
+      raise ArgumentError,
+            "#{inspect(module)} is not loaded now: its NIF library answered before, " <>
+              "and the module was deleted or purged since (an upgrade between its " <>
+              "delete and its new version's load?)"
+    end
+
     raise ArgumentError,
           "no NIF library built with beam_alloc is loaded for #{inspect(module)} " <>
             "(its NIF library must be loaded, and initialised with BEAM_NIF_INIT)"

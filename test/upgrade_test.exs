@@ -299,6 +299,22 @@ defmodule BeamAlloc.UpgradeTest do
     assert misses == [0, 0, 0]
   end
 
+  test "stats/1 between an upgrade's delete and load says the module is not loaded now",
+       %{dir: dir} do
+    assert :ok = load_version(dir, "a", :none, @plain, "upgrade_plain_nif")
+    assert %{raw: _} = BeamAlloc.stats(@plain)
+    drop_module(@plain)
+
+    # (Not "no NIF library built with beam_alloc", which sent one to the build.)
+    assert_raise ArgumentError,
+                 ~r/UpgradePlain is not loaded now: its NIF library answered/,
+                 fn ->
+                   BeamAlloc.stats(@plain)
+                 end
+
+    assert {:not_loaded, @plain} = catch_error(:beam_alloc.stats(@plain))
+  end
+
   defp read_until_stopped(module, misses) do
     receive do
       :stop -> misses
