@@ -641,9 +641,15 @@ BEAM_API void beam_nif_resource_on_load(ErlNifEnv *env);
  * NULL, *term is the resource term in env and the term holds the only
  * reference (the pointer is valid while the term is); when term is NULL,
  * the caller holds the only reference and must beam_resource_drop it (env
- * is then unused and may be NULL). NULL when the type is not open, kind is
- * unknown, parent is the allocator of a released resource (reported), or
- * memory is short. */
+ * is then unused and may be NULL). Such a reference kept for the life of
+ * the library (a static; a pool of threads started in load) keeps its copy
+ * mapped for good: the VM runs the unload callback only after the last
+ * resource of the library is gone, so an unload that would drop it never
+ * runs, and a module purged and loaded again runs that copy's C code, not
+ * the file's (the logger says so). Keep process-wide state on a beam_gpa_t
+ * or beam_general_purpose_allocator. NULL when the type is not open, kind
+ * is unknown, parent is the allocator of a released resource (reported),
+ * or memory is short. */
 BEAM_API BEAM_NODISCARD beam_resource_t *
 beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
                   beam_allocator_t parent, size_t user_size,
