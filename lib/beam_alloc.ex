@@ -168,12 +168,15 @@ defmodule BeamAlloc do
   # A module whose library answered before and that is not loaded now is
   # in an upgrade's gap (deleted and purged, its new version not loaded
   # yet): "no library built with beam_alloc" would send one to the build.
+  # Says what loads it: stats/1 and collect/1 no longer do, so one deleted
+  # by hand reads this until it is loaded.
   defp not_loaded!(module) do
     if not :erlang.module_loaded(module) and :beam_alloc.answered(module) do
       raise ArgumentError,
             "#{inspect(module)} is not loaded now: its NIF library answered before, " <>
               "and the module was deleted or purged since (an upgrade between its " <>
-              "delete and its new version's load?)"
+              "delete and its new version's load?); stats/1 and collect/1 do not " <>
+              "load it again: load it (Code.ensure_loaded/1) and call again"
     end
 
     raise ArgumentError,

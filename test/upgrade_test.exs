@@ -313,6 +313,11 @@ defmodule BeamAlloc.UpgradeTest do
                  end
 
     assert {:not_loaded, @plain} = catch_error(:beam_alloc.stats(@plain))
+
+    # Neither loads it again, so the message says what does: a module
+    # deleted by hand reads not_loaded until it is loaded.
+    error = assert_raise ArgumentError, fn -> BeamAlloc.collect(@plain) end
+    assert error.message =~ "Code.ensure_loaded/1"
   end
 
   defp read_until_stopped(module, misses) do
