@@ -106,4 +106,26 @@ defmodule BeamAlloc.StatsTest do
     assert rounds > 0
     assert Enum.frequencies(seen) == %{1 => 3000}
   end
+
+  # stats/1 and collect/1 load a module not loaded yet (interactive mode:
+  # its @on_load loads its library) and, since they skip the load of a
+  # module whose library answered before (an upgrade's gap), must still
+  # do so for one no call reached yet. In a VM of its own: this one loaded
+  # these modules long ago.
+  test "stats/1 and collect/1 of a module not loaded yet load it" do
+    call = """
+    mods = [BeamAlloc.Test.Guide, BeamAlloc.Test.Glue, BeamAlloc.Test.Hang]
+    IO.puts("before=\#{inspect(Enum.map(mods, &:erlang.module_loaded/1))}")
+    [guide, glue, hang] = mods
+    %{raw: _} = BeamAlloc.stats(guide)
+    %{raw: _} = :beam_alloc.stats(glue)
+    :ok = BeamAlloc.collect(hang)
+    IO.puts("after=\#{inspect(Enum.map(mods, &:erlang.module_loaded/1))}")
+    """
+
+    {out, status} = BeamAlloc.Test.ChildVm.run(call, 30)
+    assert status == 0, out
+    assert out =~ "before=[false, false, false]"
+    assert out =~ "after=[true, true, true]"
+  end
 end
