@@ -24,6 +24,11 @@
 
 /* Atoms are at most 255 characters; one more for the terminator. */
 static char module_atom[256];
+/* Whether module_atom holds the name, set (release) once it is written:
+ * the fault driver reads the name from other threads (h->module()) while
+ * the VM runs the copy's first load, which writes it. Until then the name
+ * reads "" (a plain read raced the write: ThreadSanitizer). */
+static _Atomic bool module_named;
 /* The table lives in the same shared object as this copy of the library
  * (BEAM_NIF_INIT passes the user's static ErlNifFunc array), so keeping the
  * pointer is safe for as long as any of these functions can run. Written
@@ -35,13 +40,18 @@ static int module_func_count;
  * same one, and the fault driver's stats/1 and collect/1 read it from other
  * threads meanwhile (h->module). snprintf empties the buffer before it
  * writes, so rewriting it at every reload made stats/1 answer
- * {not_loaded, M} now and then for a library mapped all along. */
+ * {not_loaded, M} now and then for a library mapped all along. (Another
+ * name, which BEAM_NIF_INIT never passes, the VM checking the library's
+ * against the module's, is written over the one readers may read.) */
 void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
     beam__report_set_default(beam__report_to_logger);
-    char name[sizeof module_atom];
+    char name[sizeof module_atom] = "";
     snprintf(name, sizeof name, "%s", module ? module : "");
-    if (strcmp(name, module_atom) != 0)
+    if (strcmp(name, beam__nif_module_atom()) != 0) {
+        beam__atomic_store_relaxed(&module_named, false);
         memcpy(module_atom, name, sizeof module_atom);
+        beam__atomic_store_release(&module_named, true);
+    }
     module_funcs = funcs;
     module_func_count = funcs != NULL && count > 0 ? count : 0;
 }
@@ -535,7 +545,7 @@ const ErlNifFunc *beam__nif_funcs(int *count) {
 }
 
 const char *beam__nif_module_atom(void) {
-    return module_atom;
+    return beam__atomic_load_acquire(&module_named) ? module_atom : "";
 }
 
 /* --- Writing names the way Elixir's inspect/1 does ---------------------- */
