@@ -6,7 +6,9 @@
 
 -export([stats/1, find_stats/1, collect/1, explain_load_error/1, take_reports/0]).
 %% Internal, for beam_alloc_testing.
--export([driver/1, reporter/0, take_unconsumed_reports/0, answered/1]).
+-export([driver/1, reporter/0, take_unconsumed_reports/0]).
+%% Internal, for BeamAlloc.stats/1's message.
+-export([answered/1]).
 -export([format_error/2]).
 
 %% badarg for a module name that is not an atom, raised in the function

@@ -126,7 +126,8 @@ defmodule BeamAlloc do
   `module` (an old and a new version's, during an upgrade). Runs on a dirty
   scheduler; call it from any process, for example after a burst whose
   blocks were freed elsewhere. Raises `ArgumentError` when no library built
-  with beam_alloc is loaded for `module`.
+  with beam_alloc is loaded for `module`; loads a module not loaded yet
+  first, but not one in an upgrade's gap, as `stats/1` does.
 
   The beam_alloc application also calls it by itself for a library that
   was idle for a second and holds 4 MiB or more beyond what it keeps live,
