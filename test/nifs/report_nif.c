@@ -37,6 +37,19 @@ BEAM_NIF(leaky, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* double_frees(N): double_free/0 N times in one call (a misuse in a
+ * loop): a flood of reports from a call (report_test). Dirty: it sends up
+ * to N messages. */
+BEAM_NIF(double_frees) {
+    unsigned long n;
+    if (!enif_get_ulong(env, argv[0], &n))
+        return enif_make_badarg(env);
+    ERL_NIF_TERM result = enif_make_atom(env, "ok");
+    for (unsigned long i = 0; i < n; i++)
+        result = double_free(env, 0, argv);
+    return result;
+}
+
 static ERL_NIF_TERM continued(ErlNifEnv *env, int argc,
                               const ERL_NIF_TERM argv[]) {
     (void)argc;
@@ -83,6 +96,7 @@ static ErlNifFunc funcs[] = {
     {"leaky", 0, leaky, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"leaky_then_yield", 0, leaky_then_yield, 0},
     {"yield_raise", 1, yield_raise, 0},
+    {"double_frees", 1, double_frees, ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Report, funcs, NULL, NULL, NULL)
