@@ -515,6 +515,79 @@ defmodule BeamAlloc.ReportTest do
     end
   end
 
+  # A misuse in a loop while the reporter is behind (here suspended): a
+  # call's reports past 10,000 unread are not sent, only counted, and the
+  # call says how many at its end, so the reporter's mailbox cannot hoard
+  # the node's memory (200,000 of them waited there: +386 MiB).
+  test "a call's flood of reports while the reporter is behind waits bounded, the rest counted" do
+    flood = 200_000
+    reporter = Process.whereis(Reporter)
+
+    capture_log(fn ->
+      :erlang.garbage_collect()
+      before = :erlang.memory(:total)
+      :sys.suspend(reporter)
+
+      try do
+        task = Task.async(fn -> Report.double_frees(flood) end)
+        assert :ok = Task.await(task, 60_000)
+        {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
+        grew = :erlang.memory(:total) - before
+        assert waiting <= 10_001 + 16, "#{waiting} reports wait"
+        assert grew < 32 * 1024 * 1024, "the node grew by #{grew} bytes"
+        # All but the line that says the drops: the reports sent.
+        sent = waiting - 1
+        :sys.resume(reporter)
+        line = dropped_line(50)
+        assert line == "beam_alloc: #{flood - sent} reports dropped (the reporter was behind)"
+      after
+        :sys.resume(reporter)
+      end
+
+      logged_all()
+    end)
+  end
+
+  # The drops of a call are said from its own process: a test's own
+  # misuse dropped behind another process's flood still counts for that
+  # test (BeamAlloc.Case's watch of it), not for no one.
+  test "a call's report dropped behind another process's flood is said as that call's" do
+    reporter = Process.whereis(Reporter)
+
+    capture_log(fn ->
+      ref = Reporter.watch(self(), false)
+      :sys.suspend(reporter)
+
+      try do
+        flooder = Task.async(fn -> Report.double_frees(20_000) end)
+        assert :ok = Task.await(flooder, 60_000)
+        assert :ok = Report.double_free()
+      after
+        :sys.resume(reporter)
+      end
+
+      {mine, count} = Reporter.unwatch(ref)
+      lines = Enum.map(mine, & &1.line)
+      assert count == 1, inspect(lines)
+      assert lines == ["beam_alloc: 1 reports dropped (the reporter was behind)"]
+      logged_all()
+    end)
+  end
+
+  defp dropped_line(tries) do
+    case for({_, line} <- Reporter.recent(), line =~ "reports dropped", do: line) do
+      [line | _] ->
+        line
+
+      [] when tries > 0 ->
+        Process.sleep(100)
+        dropped_line(tries - 1)
+
+      [] ->
+        flunk("no line says the reports dropped")
+    end
+  end
+
   # The ledger check!/3 reads keeps every report no check consumed, up to
   # its bound (here 2): past it the oldest goes, and an answer for a mark
   # before that one says so; a report a check consumes leaves it; a take

@@ -196,10 +196,14 @@ typedef struct beam__nif_thread {
      * the latest report's (the reporter reads messages in order).
      * report.c's. */
     struct report_ack *pending;
+    /* The reports of this thread's outermost BEAM_NIF call that were not
+     * sent (the reporter too far behind), which its end says. report.c's. */
+    unsigned long dropped;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
-/* The outermost call's end, with beam__nif_here.pending set: waits for the
- * reporter to have read the call's reports, then returns result. */
+/* The outermost call's end, with beam__nif_here.pending or .dropped set:
+ * says how many of the call's reports were dropped, waits for the reporter
+ * to have read the call's reports, then returns result. */
 BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env,
                                             ERL_NIF_TERM result);
 /* The env of the BEAM_NIF call running on this thread, or NULL. */

@@ -21,6 +21,14 @@
  * nothing for two seconds while calls waited, until it reads again
  * (reporter_stopped).
  *
+ * A flood must not hoard the node's memory in the reporter's mailbox
+ * either (200,000 double frees with the reporter behind: +386 MiB). So
+ * every report a call makes carries such a resource, counted until the
+ * reporter lets go of it, and past CALL_UNREAD_MAX unread a call's report
+ * is not sent but counted on the call, which says how many at its end, as
+ * a report of its own process (say_dropped): an async test's own misuse
+ * is not lost behind another process's flood.
+ *
  * The hook may run on any thread (never with a lock of beam_alloc's
  * allocators held), inside the allocator call that found the problem;
  * everything here allocates through ERTS only, never through beam_alloc.
@@ -39,6 +47,8 @@ typedef struct report_ack {
     atomic_bool read;
 } report_ack;
 
+/* ack NULL: a report that counts as unread but that no call waits for
+ * (past ACK_BACKLOG_MAX, or the reporter stopped). */
 typedef struct ack_resource {
     report_ack *ack;
 } ack_resource;
@@ -51,15 +61,23 @@ static ErlNifResourceType *ack_type_opened;
 /* The acknowledgement this thread's outermost BEAM_NIF call waits for is
  * beam__nif_here.pending (nif_internal.h). */
 
-/* Acknowledgements of this library made and not yet read, every thread's.
- * A flood of reports (a misuse in a loop, on many processes) puts the
- * reporter behind, and every call waiting for it yields in a loop, taking
- * the schedulers from the very process it waits for: each call would take
- * its whole second. So past ACK_BACKLOG_MAX a report carries no
- * acknowledgement and its call does not wait (the report is sent all the
- * same; only the attribution to a Task that ends at once may be lost). */
+/* Reports of this library's calls sent and not yet read (their
+ * resources), every thread's. A flood of reports (a misuse in a loop, on
+ * many processes) puts the reporter behind, and every call waiting for it
+ * yields in a loop, taking the schedulers from the very process it waits
+ * for: each call would take its whole second. So past ACK_BACKLOG_MAX a
+ * report's resource is one no call waits for (the report is sent all the
+ * same; only the attribution to a Task that ends at once may be lost).
+ * Past CALL_UNREAD_MAX a report is not sent at all, only counted (about
+ * 2 KB a message waiting: 20 MiB at most); the line that says so may go
+ * up to DROP_LINES_MAX past it (one a call), and past that its count waits
+ * in unsaid_drops for the next report that can be sent. (Checked, then
+ * counted: concurrent calls may pass the bounds by one each.) */
 #define ACK_BACKLOG_MAX 256
+#define CALL_UNREAD_MAX 10000
+#define DROP_LINES_MAX 1000
 static _Atomic int unread_acks;
+static _Atomic unsigned long unsaid_drops;
 /* A reporter that reads nothing for STOPPED_AFTER_USEC while calls wait
  * for it is stopped (suspended, stuck in a handler), not just slow: until
  * it reads again, reports carry no acknowledgement either. Without this,
@@ -106,8 +124,8 @@ static void ack_destroyed(ErlNifEnv *env, void *obj) {
         beam__atomic_store_seq_cst(&a->read, true);
         beam__atomic_add_seq_cst(&acks_read, 1);
         ack_release(a);
-        beam__atomic_sub_relaxed(&unread_acks, 1);
     }
+    beam__atomic_sub_relaxed(&unread_acks, 1);
 }
 
 void beam__report_ack_open(ErlNifEnv *env) {
@@ -127,34 +145,52 @@ void beam__report_ack_loaded(int result) {
     ack_type_opened = NULL;
 }
 
-/* A new acknowledgement for a message in msg_env, which this thread's call
- * will wait for; the atom undefined when there is no call to wait (a
- * report from a thread, a destructor) or no resource type. */
+/* The acknowledgement a call waits for, or NULL (none wanted or no
+ * memory: the report is counted all the same). */
+static report_ack *waited_ack(void) {
+    if (beam__atomic_load_relaxed(&unread_acks) >= ACK_BACKLOG_MAX ||
+        reporter_stopped())
+        return NULL;
+    report_ack *a = enif_alloc(sizeof *a);
+    if (a != NULL) {
+        beam__atomic_init(&a->refs, 2);
+        beam__atomic_init(&a->read, false);
+    }
+    return a;
+}
+
+/* The resource of a message in msg_env that a call sends, counted unread
+ * until the reporter lets go of it, and which the call waits for while
+ * the reporter keeps up; the atom undefined when there is no call, or no
+ * resource type.
+ * Off a call (a thread of the NIF's own, a destructor, the load, upgrade
+ * and unload callbacks) a report carries none: the type may be gone. The
+ * VM frees a library's resource types when its module is purged and no
+ * resource of them lives, and runs the unload callback only after that
+ * (erl_nif.c: erts_unload_nif, steal_resource_type, close_dynlib); a
+ * resource made then, on the freed type, crashed the VM when the reporter
+ * let go of it (cxx_load_test's unload that throws: SIGSEGV in
+ * run_resource_dtor). A destructor or a thread may run after that purge
+ * too, with no callback to say so. So such reports are not bounded here. */
 static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     ERL_NIF_TERM none = enif_make_atom(msg_env, "undefined");
     ErlNifResourceType *type = beam__atomic_load_acquire(&ack_type);
-    if (!in_call || type == NULL ||
-        beam__atomic_load_relaxed(&unread_acks) >= ACK_BACKLOG_MAX ||
-        reporter_stopped())
-        return none;
-    report_ack *a = enif_alloc(sizeof *a);
-    if (a == NULL)
+    if (!in_call || type == NULL)
         return none;
     ack_resource *r = enif_alloc_resource(type, sizeof *r);
-    if (r == NULL) {
-        enif_free(a);
+    if (r == NULL)
         return none;
-    }
-    beam__atomic_init(&a->refs, 2);
-    beam__atomic_init(&a->read, false);
+    report_ack *a = waited_ack();
     r->ack = a;
     beam__atomic_add_relaxed(&unread_acks, 1);
     ERL_NIF_TERM term = enif_make_resource(msg_env, r);
     enif_release_resource(r); /* the message's term holds it now */
-    beam__nif_thread *t = &beam__nif_here;
-    if (t->pending != NULL)
-        ack_release(t->pending);
-    t->pending = a;
+    if (a != NULL) {
+        beam__nif_thread *t = &beam__nif_here;
+        if (t->pending != NULL)
+            ack_release(t->pending);
+        t->pending = a;
+    }
     return term;
 }
 
@@ -188,8 +224,15 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
     return raised ? enif_raise_exception(env, argv[2]) : argv[2];
 }
 
+static void say_dropped(ErlNifEnv *caller, unsigned long n);
+
 ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
     beam__nif_thread *t = &beam__nif_here;
+    if (t->dropped != 0) {
+        unsigned long n = t->dropped;
+        t->dropped = 0;
+        say_dropped(env, n);
+    }
     report_ack *a = t->pending;
     if (a == NULL)
         return result;
@@ -228,16 +271,13 @@ static bool find_reporter(ErlNifEnv *caller, ErlNifEnv *msg_env,
                caller, enif_make_atom(msg_env, "beam_alloc_reporter"), pid);
 }
 
-void beam__report_to_logger(void *user, const char *line) {
-    (void)user;
-    /* The calling NIF's env when there is one; NULL from threads of our
-     * own, destructors and load callbacks, where ERTS accepts it. */
-    ErlNifEnv *caller = beam__nif_current_env();
+/* Sends line to the reporter from caller, a call's env (NULL off a call),
+ * as the calling process's when mine; false when there is no reporter (or
+ * no memory). */
+static bool send_line(ErlNifEnv *caller, const char *line, bool mine) {
     ErlNifEnv *msg_env = enif_alloc_env();
-    if (msg_env == NULL) {
-        beam__report_to_stderr(line);
-        return;
-    }
+    if (msg_env == NULL)
+        return false;
     ErlNifPid pid;
     size_t len = strlen(line);
     ERL_NIF_TERM bin;
@@ -245,21 +285,69 @@ void beam__report_to_logger(void *user, const char *line) {
     const char *module = beam__nif_module_atom();
     if (data == NULL || !find_reporter(caller, msg_env, &pid)) {
         enif_free_env(msg_env);
-        beam__report_to_stderr(line);
-        return;
+        return false;
     }
     memcpy(data, line, len);
     /* The calling process, so that a test can take the reports its own
      * calls made (BeamAlloc.Case); undefined off a process. */
     ErlNifPid self;
     bool from_process = caller != NULL && enif_self(caller, &self) != NULL;
-    ERL_NIF_TERM from = from_process ? enif_make_pid(msg_env, &self)
-                                     : enif_make_atom(msg_env, "undefined");
+    ERL_NIF_TERM from = from_process && mine
+                            ? enif_make_pid(msg_env, &self)
+                            : enif_make_atom(msg_env, "undefined");
     ERL_NIF_TERM msg = enif_make_tuple5(
         msg_env, enif_make_atom(msg_env, "beam_alloc_report"),
         enif_make_atom(msg_env, module[0] != '\0' ? module : "undefined"), bin,
         from, new_ack(msg_env, from_process));
-    if (!enif_send(caller, &pid, msg_env, msg))
-        beam__report_to_stderr(line);
+    bool sent = enif_send(caller, &pid, msg_env, msg);
     enif_free_env(msg_env);
+    return sent;
+}
+
+static void send_or_print(ErlNifEnv *caller, const char *line, bool mine) {
+    if (!send_line(caller, line, mine))
+        beam__report_to_stderr(line);
+}
+
+static void send_dropped(ErlNifEnv *caller, unsigned long n, bool mine) {
+    char line[96];
+    snprintf(line, sizeof line,
+             "beam_alloc: %lu reports dropped (the reporter was behind)", n);
+    send_or_print(caller, line, mine);
+}
+
+/* The end of a call whose reports past CALL_UNREAD_MAX were dropped: n of
+ * them, said from its process, so that its test counts them; past
+ * DROP_LINES_MAX more, left to the next report sent (unsaid_drops). */
+static void say_dropped(ErlNifEnv *caller, unsigned long n) {
+    if (beam__atomic_load_relaxed(&unread_acks) >=
+        CALL_UNREAD_MAX + DROP_LINES_MAX) {
+        beam__atomic_add_relaxed(&unsaid_drops, n);
+        return;
+    }
+    send_dropped(caller, n, true);
+}
+
+/* Drops no call could say, said before the next report that is sent: as
+ * nobody's (undefined), since they were many calls'. */
+static void say_unsaid_drops(ErlNifEnv *caller) {
+    if (beam__atomic_load_relaxed(&unsaid_drops) == 0)
+        return;
+    unsigned long n = beam__atomic_exchange_acq_rel(&unsaid_drops, 0);
+    if (n != 0)
+        send_dropped(caller, n, false);
+}
+
+void beam__report_to_logger(void *user, const char *line) {
+    (void)user;
+    /* The calling NIF's env when there is one; NULL from threads of our
+     * own, destructors and load callbacks, where ERTS accepts it. */
+    ErlNifEnv *caller = beam__nif_current_env();
+    if (caller != NULL &&
+        beam__atomic_load_relaxed(&unread_acks) >= CALL_UNREAD_MAX) {
+        beam__nif_here.dropped++;
+        return;
+    }
+    say_unsaid_drops(caller);
+    send_or_print(caller, line, true);
 }
