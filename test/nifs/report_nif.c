@@ -6,18 +6,25 @@
  */
 #include "nif_util.h"
 
-/* double_free(): a general purpose instance sees the same block twice. */
-BEAM_NIF(double_free) {
+/* A general purpose instance sees the same block twice; false when out of
+ * memory. (Reports name it: "called from double_free".) */
+static bool double_free(void) {
     beam_gpa_t gpa;
     beam_gpa_init(&gpa, beam_large_allocator);
     beam_allocator_t a = beam_gpa_allocator(&gpa);
     void *p = beam_alloc_bytes(a, 24, 8);
-    if (p == NULL)
-        return beam_make_error(env, "enomem");
-    beam_free_bytes(a, p, 24, 8);
-    beam_free_bytes(a, p, 24, 8);
+    if (p != NULL) {
+        beam_free_bytes(a, p, 24, 8);
+        beam_free_bytes(a, p, 24, 8);
+    }
     beam_gpa_deinit(&gpa);
-    return enif_make_atom(env, "ok");
+    return p != NULL;
+}
+
+/* double_free(): a general purpose instance sees the same block twice. */
+BEAM_NIF(double_free_nif) {
+    return double_free() ? enif_make_atom(env, "ok")
+                         : beam_make_error(env, "enomem");
 }
 
 /* overrun(): one byte past a 24-byte block, under leak_check's safe mode. */
@@ -46,8 +53,36 @@ BEAM_NIF(double_frees) {
         return enif_make_badarg(env);
     ERL_NIF_TERM result = enif_make_atom(env, "ok");
     for (unsigned long i = 0; i < n; i++)
-        result = double_free(env, 0, argv);
+        result = double_free_nif(env, 0, argv);
     return result;
+}
+
+/* A thread of the NIF's own: N double frees, off any call (its reports
+ * carry no call's resource). */
+static void *double_frees_off_a_call(void *arg) {
+    unsigned long n = *(unsigned long *)arg;
+    for (unsigned long i = 0; i < n; i++)
+        (void)double_free();
+    return NULL;
+}
+
+/* thread_double_frees(N): double_frees_off_a_call on a thread this call
+ * starts and joins: a flood of reports from a NIF's thread (report_test).
+ * Dirty: it waits for the thread. A plain NIF, not a BEAM_NIF: the end of
+ * a call of the library would say the drops, and report_test checks that
+ * the next report does. */
+static ERL_NIF_TERM thread_double_frees(ErlNifEnv *env, int argc,
+                                        const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    unsigned long n;
+    if (!enif_get_ulong(env, argv[0], &n))
+        return enif_make_badarg(env);
+    ErlNifTid tid;
+    if (enif_thread_create("report_flood", &tid, double_frees_off_a_call, &n,
+                           NULL) != 0)
+        return beam_make_error(env, "thread");
+    enif_thread_join(tid, NULL);
+    return enif_make_atom(env, "ok");
 }
 
 static ERL_NIF_TERM continued(ErlNifEnv *env, int argc,
@@ -62,7 +97,7 @@ static ERL_NIF_TERM continued(ErlNifEnv *env, int argc,
  * reporter must leave alone. */
 BEAM_NIF(double_free_then_yield) {
     /* (A nested BEAM_NIF call: the outer one waits, or not.) */
-    ERL_NIF_TERM done = double_free(env, argc, argv);
+    ERL_NIF_TERM done = double_free_nif(env, argc, argv);
     if (!enif_is_identical(done, enif_make_atom(env, "ok")))
         return done;
     return enif_schedule_nif(env, "continued", 0, continued, argc, argv);
@@ -90,13 +125,15 @@ BEAM_NIF(yield_raise) {
 }
 
 static ErlNifFunc funcs[] = {
-    {"double_free", 0, double_free, 0},
+    {"double_free", 0, double_free_nif, 0},
     {"double_free_then_yield", 0, double_free_then_yield, 0},
     {"overrun", 0, overrun, 0},
     {"leaky", 0, leaky, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"leaky_then_yield", 0, leaky_then_yield, 0},
     {"yield_raise", 1, yield_raise, 0},
     {"double_frees", 1, double_frees, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"thread_double_frees", 1, thread_double_frees,
+     ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Report, funcs, NULL, NULL, NULL)
