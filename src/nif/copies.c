@@ -94,6 +94,38 @@ const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path) {
                : NULL;
 }
 
+bool beam__nif_each_object(bool (*visit)(const char *path, void *arg),
+                           void *arg) {
+    name_list l = {NULL, 0, 0};
+    list_objects(&l);
+    bool done = false;
+    for (size_t i = 0; i < l.n; i++) {
+        done = done || visit(l.names[i], arg);
+        beam__sys_free(l.names[i]);
+    }
+    beam__sys_free(l.names);
+    return done;
+}
+
+/* A visit of each_copy_of's: module, visit and its arg. */
+typedef struct copy_visit {
+    const char *module;
+    bool (*visit)(const beam__fault_hooks *h, void *arg);
+    void *arg;
+} copy_visit;
+
+static bool visit_copy(const char *path, void *arg) {
+    const copy_visit *v = arg;
+    void *handle = dlopen(path, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle == NULL)
+        return false;
+    const beam__fault_hooks *h = beam__fault_hooks_at(handle, path);
+    bool done = h != NULL && h != &beam__fault_hooks_self &&
+                strcmp(h->module(), v->module) == 0 && v->visit(h, v->arg);
+    dlclose(handle);
+    return done;
+}
+
 /* Calls visit with the hooks of every other copy of the library in the
  * process whose module is module, of a version this copy reads, until it
  * returns true: true then. Each copy stays mapped while it is visited (a
@@ -101,23 +133,8 @@ const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path) {
 static bool each_copy_of(const char *module,
                          bool (*visit)(const beam__fault_hooks *h, void *arg),
                          void *arg) {
-    name_list l = {NULL, 0, 0};
-    list_objects(&l);
-    bool done = false;
-    for (size_t i = 0; i < l.n; i++) {
-        void *handle =
-            done ? NULL : dlopen(l.names[i], RTLD_LAZY | RTLD_NOLOAD);
-        if (handle != NULL) {
-            const beam__fault_hooks *h =
-                beam__fault_hooks_at(handle, l.names[i]);
-            done = h != NULL && h != &beam__fault_hooks_self &&
-                   strcmp(h->module(), module) == 0 && visit(h, arg);
-            dlclose(handle);
-        }
-        beam__sys_free(l.names[i]);
-    }
-    beam__sys_free(l.names);
-    return done;
+    copy_visit v = {module, visit, arg};
+    return beam__nif_each_object(visit_copy, &v);
 }
 
 /* h, a copy of this copy's module, runs a newer version than this copy,

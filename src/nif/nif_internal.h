@@ -206,6 +206,11 @@ BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
  * to have read the call's reports, then returns result. */
 BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env,
                                             ERL_NIF_TERM result);
+/* Calls visit with the path of each object the loader has loaded, until it
+ * returns true: true then. The paths are gathered first, so visit may
+ * dlopen them (the loader's lock is not held). copies.c's. */
+BEAM__HIDDEN bool
+beam__nif_each_object(bool (*visit)(const char *path, void *arg), void *arg);
 /* The env of the BEAM_NIF call running on this thread, or NULL. */
 BEAM__HIDDEN ErlNifEnv *beam__nif_current_env(void);
 /* The parent a resource made now takes for parent: parent itself, but
