@@ -396,7 +396,7 @@ LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
 $(LIBDW_STAMP):
 	@mkdir -p $(@D) && touch $@
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h $(LIBDW_STAMP) $(BUILD)/nif/command | erts-include-dir
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(BUILD)/nif/command | erts-include-dir
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing (no /usr/include/elfutils/libdwfl.h): building the symbolizer without it;" \

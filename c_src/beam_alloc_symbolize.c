@@ -27,11 +27,15 @@
  * nif.so) describes none of them: the C side names such an object by its
  * path (src/report.c), and a bare base name could be either. Built without
  * libdw (no elfutils/libdwfl.h), resolve/2 answers error and sites stay as they
- * are.
+ * are. *
+ * It also makes the tokens that reports made off a call carry, so that a
+ * flood of them cannot hoard the node's memory in the reporter's mailbox
+ * (src/nif/report_tokens.h says why here: this library stays loaded).
  */
 #define _GNU_SOURCE
 #include <erl_nif.h>
 
+#include "../src/nif/report_tokens.h"
 #include "nif_text.h"
 
 #if defined(__linux__)
@@ -42,8 +46,10 @@
  * reports give them. */
 #undef BEAM_HAVE_LIBDW
 #endif
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #ifdef BEAM_HAVE_LIBDW
@@ -611,10 +617,7 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
  * (found in a bug hunt). The VM runs these callbacks one at a time. */
 static int users;
 
-static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)info;
+static int lines_load(void) {
     lock = enif_mutex_create("beam_alloc_symbolize");
     users = lock != NULL;
     return lock == NULL;
@@ -624,14 +627,15 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
  * new version in a new directory, a fresh copy of this library with its
  * own globals) the copy's first, which load() sets up: the copy had no
  * lock, and its first resolve aborted the VM (found in review). */
-static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
-    (void)old;
+static int lines_upgrade(void) {
     if (lock == NULL)
-        return load(env, priv, info);
+        return lines_load();
     users++;
     return 0;
 }
 
+/* (Never once a copy of beam_alloc took the report tokens' table: the
+ * token kept for good keeps the library loaded, pin_token_type.) */
 static void unload(ErlNifEnv *env, void *priv) {
     (void)env;
     (void)priv;
@@ -654,19 +658,144 @@ static ERL_NIF_TERM resolve(ErlNifEnv *env, int argc,
     return error_term(env);
 }
 
-#define load NULL
-#define unload NULL
-
 /* Nothing kept: a new version of the module takes the library as it is. */
-static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
-    (void)env;
-    (void)priv;
-    (void)old;
-    (void)info;
+static int lines_load(void) {
     return 0;
 }
 
+static int lines_upgrade(void) {
+    return 0;
+}
+
+#define unload NULL
+
 #endif
+
+/* --- Report tokens (src/nif/report_tokens.h) ----------------------------- */
+
+struct beam__report_counter {
+    atomic_ulong refs;
+    atomic_ulong unread;
+};
+
+/* c NULL: the token this library keeps for good (pin_token_type). */
+typedef struct report_token {
+    beam__report_counter *c;
+} report_token;
+
+/* The type opened by the load of this copy of the library (read by the
+ * copies' threads), and whether it is pinned: 0 not yet, 1 pinning, 2
+ * pinned. */
+static ErlNifResourceType *_Atomic token_type;
+static atomic_int token_type_pinned;
+
+static beam__report_counter *counter_new(void) {
+    beam__report_counter *c = enif_alloc(sizeof *c);
+    if (c != NULL) {
+        atomic_init(&c->refs, 1);
+        atomic_init(&c->unread, 0);
+    }
+    return c;
+}
+
+static unsigned long counter_unread(beam__report_counter *c) {
+    return atomic_load_explicit(&c->unread, memory_order_relaxed);
+}
+
+static void counter_release(beam__report_counter *c) {
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) == 1)
+        enif_free(c);
+}
+
+static void token_destroyed(ErlNifEnv *env, void *obj) {
+    (void)env;
+    beam__report_counter *c = ((report_token *)obj)->c;
+    if (c == NULL)
+        return;
+    atomic_fetch_sub_explicit(&c->unread, 1, memory_order_relaxed);
+    counter_release(c);
+}
+
+static ERL_NIF_TERM token_new(ErlNifEnv *msg_env, beam__report_counter *c) {
+    report_token *t = enif_alloc_resource(atomic_load(&token_type), sizeof *t);
+    if (t == NULL)
+        return 0;
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->unread, 1, memory_order_relaxed);
+    t->c = c;
+    ERL_NIF_TERM term = enif_make_resource(msg_env, t);
+    enif_release_resource(t); /* the message's term holds it now */
+    return term;
+}
+
+/* Named after this copy of the library: a release upgrade loads another
+ * copy (another file), whose load must not take this type over (its
+ * destructor would then be that copy's code, on counters of this one's
+ * layout); each copy keeps its own type, and its tokens. */
+static void token_type_open(ErlNifEnv *env) {
+    if (atomic_load(&token_type) != NULL)
+        return; /* an upgrade from the same file: this copy's type stays */
+    char name[64];
+    snprintf(name, sizeof name, "beam_alloc_report_token@%p",
+             (void *)&token_type);
+    atomic_store(&token_type,
+                 enif_open_resource_type(env, NULL, name, token_destroyed,
+                                         ERL_NIF_RT_CREATE, NULL));
+}
+
+/* The first copy that asks for the table makes the token this library
+ * never releases: the VM frees a type of a purged module's library once
+ * no resource of it lives, and closes the library once no type of it with
+ * a destructor is left (erl_nif.c: erts_unload_nif, close_lib). With this
+ * one alive neither happens, whatever becomes of beam_alloc_symbolizer:
+ * the copies' tokens, made on any thread at any time, always find their
+ * type and their destructor. (Made here, after the load committed the
+ * type, not in the load: a load that fails takes its types back. And only
+ * once a copy asks: a node that never makes a token may still purge this
+ * library.) A copy that finds another pinning it asks again later. */
+static bool pin_token_type(void) {
+    int state = 0;
+    if (atomic_compare_exchange_strong(&token_type_pinned, &state, 1)) {
+        report_token *kept =
+            enif_alloc_resource(atomic_load(&token_type), sizeof *kept);
+        if (kept != NULL)
+            kept->c = NULL;
+        atomic_store(&token_type_pinned, kept != NULL ? 2 : 0);
+    }
+    return atomic_load(&token_type_pinned) == 2;
+}
+
+static const beam__report_tokens tokens = {BEAM__REPORT_TOKENS_VERSION,
+                                           counter_new, counter_unread,
+                                           counter_release, token_new};
+
+__attribute__((visibility("default"))) const beam__report_tokens *
+beam_alloc_report_tokens(unsigned version) {
+    if (version != BEAM__REPORT_TOKENS_VERSION ||
+        atomic_load(&token_type) == NULL || !pin_token_type())
+        return NULL;
+    return &tokens;
+}
+
+static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)info;
+    if (lines_load() != 0)
+        return 1;
+    /* Last: nothing after it fails, which would take the type back. */
+    token_type_open(env);
+    return 0;
+}
+
+static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
+    (void)priv;
+    (void)old;
+    (void)info;
+    if (lines_upgrade() != 0)
+        return 1;
+    token_type_open(env);
+    return 0;
+}
 
 /* with_libdw() -> boolean(): whether this library was built with libdw
  * (else every site stays as the reports give it). */

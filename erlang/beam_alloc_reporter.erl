@@ -78,6 +78,11 @@ recent() ->
 %% a report is #{seq, module, line, pid, consumed}, its line as it came
 %% while it is not logged (see resolved/2).
 init(Opts) ->
+    %% Its NIF library makes the tokens that reports made off a call
+    %% carry, by which each NIF library bounds how many of them wait here
+    %% (src/nif/report_tokens.h): loaded whenever a reporter runs, not at
+    %% the first report it resolves.
+    _ = code:ensure_loaded(beam_alloc_symbolizer),
     {ok, current(#{kept => queue:new(), seq => 0,
                    backlog => proplists:get_value(backlog, Opts, ?BACKLOG)})}.
 

@@ -253,6 +253,11 @@ defmodule BeamAlloc.Reporter do
     # (spontaneous ones, while a line is logged) was in the old heap once
     # read, and its call waited its whole second.
     Process.flag(:message_queue_data, :off_heap)
+    # Its NIF library makes the tokens that reports made off a call carry,
+    # by which each NIF library bounds how many of them wait here
+    # (src/nif/report_tokens.h): loaded whenever a reporter runs, not at
+    # the first report it resolves.
+    _ = Code.ensure_loaded(:beam_alloc_symbolizer)
 
     {:ok,
      %{
