@@ -524,17 +524,13 @@ defmodule BeamAlloc.ReportTest do
     reporter = Process.whereis(Reporter)
 
     capture_log(fn ->
-      :erlang.garbage_collect()
-      before = :erlang.memory(:total)
-      :sys.suspend(reporter)
-
       try do
-        task = Task.async(fn -> Report.double_frees(flood) end)
-        assert :ok = Task.await(task, 60_000)
-        {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
-        grew = :erlang.memory(:total) - before
-        assert waiting <= 10_001 + 16, "#{waiting} reports wait"
-        assert grew < 32 * 1024 * 1024, "the node grew by #{grew} bytes"
+        waiting =
+          bounded_flood(reporter, 10_001, fn ->
+            task = Task.async(fn -> Report.double_frees(flood) end)
+            assert :ok = Task.await(task, 60_000)
+          end)
+
         # All but the line that says the drops: the reports sent.
         sent = waiting - 1
         :sys.resume(reporter)
@@ -572,6 +568,113 @@ defmodule BeamAlloc.ReportTest do
       assert lines == ["beam_alloc: 1 reports dropped (the reporter was behind)"]
       logged_all()
     end)
+  end
+
+  # The same from a thread of the NIF's own, off any call: its reports
+  # cannot carry a resource of the copy's own type (the VM may have freed
+  # it), so they carry one of the symbolizer's library, which stays; past
+  # 1,000 unread they are dropped and counted, and the next report sent
+  # says how many.
+  test "a NIF thread's flood of reports while the reporter is behind waits bounded, the rest counted" do
+    flood = 200_000
+    reporter = Process.whereis(Reporter)
+
+    capture_log(fn ->
+      try do
+        waiting =
+          bounded_flood(reporter, 1_000, fn ->
+            assert :ok = Report.thread_double_frees(flood)
+          end)
+
+        :sys.resume(reporter)
+        logged_all()
+        _ = Reporter.take()
+        # A report off a call, once the reporter has read: the drops first.
+        assert :ok = Report.thread_double_frees(1)
+        line = dropped_line(50)
+        assert line == "beam_alloc: #{flood - waiting} reports dropped (the reporter was behind)"
+      after
+        :sys.resume(reporter)
+      end
+
+      logged_all()
+    end)
+  end
+
+  # The same with the Erlang reporter (rebar3's), the only one registered.
+  test "a NIF thread's flood bounds what waits for the Erlang reporter too" do
+    flood = 20_000
+    elixir = Process.whereis(Reporter)
+    start_supervised!(%{id: :erlang_reporter, start: {:beam_alloc_reporter, :start_link, []}})
+    erlang = Process.whereis(:beam_alloc_reporter)
+
+    capture_log(fn ->
+      Process.unregister(Reporter)
+
+      try do
+        :sys.suspend(erlang)
+        assert :ok = Report.thread_double_frees(flood)
+        {:message_queue_len, waiting} = Process.info(erlang, :message_queue_len)
+        assert waiting <= 1_000 + 16, "#{waiting} reports wait"
+        :sys.resume(erlang)
+        _ = :beam_alloc_reporter.take()
+        assert :ok = Report.thread_double_frees(1)
+
+        assert [{_, line}, _] = :beam_alloc_reporter.take()
+        assert line == "beam_alloc: #{flood - waiting} reports dropped (the reporter was behind)"
+      after
+        :sys.resume(erlang)
+        Process.register(elixir, Reporter)
+      end
+    end)
+  end
+
+  # A flood off a call that stops, with no report off a call after it: the
+  # next call's report says the drops (as nobody's), or the end of the next
+  # call of the library, one that reports nothing.
+  for next <- [:report, :call] do
+    test "a NIF thread's drops are said by the next #{next} of the library" do
+      reporter = Process.whereis(Reporter)
+
+      capture_log(fn ->
+        :sys.suspend(reporter)
+
+        try do
+          assert :ok = Report.thread_double_frees(3_000)
+          {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
+          :sys.resume(reporter)
+          logged_all()
+          _ = Reporter.take()
+          next_one(unquote(next))
+          line = dropped_line(50)
+
+          assert line ==
+                   "beam_alloc: #{3_000 - waiting} reports dropped (the reporter was behind)"
+        after
+          :sys.resume(reporter)
+        end
+
+        logged_all()
+      end)
+    end
+  end
+
+  defp next_one(:report), do: assert(:ok = Report.double_free())
+  defp next_one(:call), do: assert(catch_error(Report.yield_raise(1)) == :raised_later)
+
+  # Runs flood with reporter suspended (the caller resumes it) and checks
+  # what it left: at most max (and a few) messages waiting, the node grown
+  # by less than 32 MiB; the messages waiting.
+  defp bounded_flood(reporter, max, flood) do
+    :erlang.garbage_collect()
+    before = :erlang.memory(:total)
+    :sys.suspend(reporter)
+    flood.()
+    {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
+    grew = :erlang.memory(:total) - before
+    assert waiting <= max + 16, "#{waiting} reports wait"
+    assert grew < 32 * 1024 * 1024, "the node grew by #{grew} bytes"
+    waiting
   end
 
   defp dropped_line(tries) do

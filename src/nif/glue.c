@@ -1197,7 +1197,9 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
     t->call = outer;
     *stop = outer_stop;
     /* A call that reported returns once the reporter knows who made it. */
-    if (outer == NULL && BEAM__UNLIKELY(t->pending != NULL || t->dropped != 0))
+    if (outer == NULL && BEAM__UNLIKELY(t->pending != NULL || t->dropped != 0 ||
+                                        beam__atomic_load_relaxed(
+                                            &beam__report_unsaid_drops) != 0))
         return beam__report_wait(env, result);
     return result;
 }

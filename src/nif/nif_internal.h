@@ -201,9 +201,13 @@ typedef struct beam__nif_thread {
     unsigned long dropped;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
-/* The outermost call's end, with beam__nif_here.pending or .dropped set:
- * says how many of the call's reports were dropped, waits for the reporter
- * to have read the call's reports, then returns result. */
+/* Reports dropped that no report has said yet (report.c's), which the
+ * outermost call's end says when not 0. */
+BEAM__HIDDEN extern _Atomic unsigned long beam__report_unsaid_drops;
+/* The outermost call's end, with beam__nif_here.pending or .dropped set,
+ * or drops unsaid: says how many of the call's reports (or of the
+ * library's, as nobody's) were dropped, waits for the reporter to have
+ * read the call's reports, then returns result. */
 BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env,
                                             ERL_NIF_TERM result);
 /* Calls visit with the path of each object the loader has loaded, until it

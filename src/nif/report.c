@@ -27,14 +27,23 @@
  * reporter lets go of it, and past CALL_UNREAD_MAX unread a call's report
  * is not sent but counted on the call, which says how many at its end, as
  * a report of its own process (say_dropped): an async test's own misuse
- * is not lost behind another process's flood.
+ * is not lost behind another process's flood. Reports made off a call
+ * (threads of the NIF's own, destructors, the load, upgrade and unload
+ * callbacks) carry a token of the symbolizer's library instead, which
+ * stays loaded (report_tokens.h); past OFF_CALL_UNREAD_MAX of them unread
+ * they are dropped and counted too (report_off_call).
  *
  * The hook may run on any thread (never with a lock of beam_alloc's
  * allocators held), inside the allocator call that found the problem;
  * everything here allocates through ERTS only, never through beam_alloc.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* RTLD_NOLOAD */
+#endif
 #include "nif_internal.h"
+#include "report_tokens.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -71,13 +80,18 @@ static ErlNifResourceType *ack_type_opened;
  * Past CALL_UNREAD_MAX a report is not sent at all, only counted (about
  * 2 KB a message waiting: 20 MiB at most); the line that says so may go
  * up to DROP_LINES_MAX past it (one a call), and past that its count waits
- * in unsaid_drops for the next report that can be sent. (Checked, then
- * counted: concurrent calls may pass the bounds by one each.) */
+ * in beam__report_unsaid_drops for the next report that can be sent. (Checked,
+ * then counted: concurrent calls may pass the bounds by one each.) */
 #define ACK_BACKLOG_MAX 256
 #define CALL_UNREAD_MAX 10000
 #define DROP_LINES_MAX 1000
 static _Atomic int unread_acks;
-static _Atomic unsigned long unsaid_drops;
+/* Drops not yet said: said before the next report sent (as nobody's, by
+ * say_unsaid_drops), or at the end of the next call of this library, so
+ * that a flood that stops does not leave them unsaid (nif_internal.h). */
+_Atomic unsigned long beam__report_unsaid_drops;
+/* Reports of this library's calls the reporter let go of (off_call_budget). */
+static _Atomic unsigned long calls_read;
 /* A reporter that reads nothing for STOPPED_AFTER_USEC while calls wait
  * for it is stopped (suspended, stuck in a handler), not just slow: until
  * it reads again, reports carry no acknowledgement either. Without this,
@@ -126,6 +140,7 @@ static void ack_destroyed(ErlNifEnv *env, void *obj) {
         ack_release(a);
     }
     beam__atomic_sub_relaxed(&unread_acks, 1);
+    beam__atomic_add_relaxed(&calls_read, 1);
 }
 
 void beam__report_ack_open(ErlNifEnv *env) {
@@ -171,11 +186,16 @@ static report_ack *waited_ack(void) {
  * resource made then, on the freed type, crashed the VM when the reporter
  * let go of it (cxx_load_test's unload that throws: SIGSEGV in
  * run_resource_dtor). A destructor or a thread may run after that purge
- * too, with no callback to say so. So such reports are not bounded here. */
+ * too, with no callback to say so. So such reports carry the symbolizer
+ * library's token instead (off_call_token). */
+static ERL_NIF_TERM off_call_token(ErlNifEnv *msg_env);
+
 static ERL_NIF_TERM new_ack(ErlNifEnv *msg_env, bool in_call) {
     ERL_NIF_TERM none = enif_make_atom(msg_env, "undefined");
+    if (!in_call)
+        return off_call_token(msg_env);
     ErlNifResourceType *type = beam__atomic_load_acquire(&ack_type);
-    if (!in_call || type == NULL)
+    if (type == NULL)
         return none;
     ack_resource *r = enif_alloc_resource(type, sizeof *r);
     if (r == NULL)
@@ -225,6 +245,7 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
 }
 
 static void say_dropped(ErlNifEnv *caller, unsigned long n);
+static void say_unsaid_drops(ErlNifEnv *caller);
 
 ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
     beam__nif_thread *t = &beam__nif_here;
@@ -233,6 +254,8 @@ ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
         t->dropped = 0;
         say_dropped(env, n);
     }
+    if (beam__atomic_load_relaxed(&unread_acks) < CALL_UNREAD_MAX)
+        say_unsaid_drops(env);
     report_ack *a = t->pending;
     if (a == NULL)
         return result;
@@ -318,11 +341,12 @@ static void send_dropped(ErlNifEnv *caller, unsigned long n, bool mine) {
 
 /* The end of a call whose reports past CALL_UNREAD_MAX were dropped: n of
  * them, said from its process, so that its test counts them; past
- * DROP_LINES_MAX more, left to the next report sent (unsaid_drops). */
+ * DROP_LINES_MAX more, left to the next report sent
+ * (beam__report_unsaid_drops). */
 static void say_dropped(ErlNifEnv *caller, unsigned long n) {
     if (beam__atomic_load_relaxed(&unread_acks) >=
         CALL_UNREAD_MAX + DROP_LINES_MAX) {
-        beam__atomic_add_relaxed(&unsaid_drops, n);
+        beam__atomic_add_relaxed(&beam__report_unsaid_drops, n);
         return;
     }
     send_dropped(caller, n, true);
@@ -331,11 +355,146 @@ static void say_dropped(ErlNifEnv *caller, unsigned long n) {
 /* Drops no call could say, said before the next report that is sent: as
  * nobody's (undefined), since they were many calls'. */
 static void say_unsaid_drops(ErlNifEnv *caller) {
-    if (beam__atomic_load_relaxed(&unsaid_drops) == 0)
+    if (beam__atomic_load_relaxed(&beam__report_unsaid_drops) == 0)
         return;
-    unsigned long n = beam__atomic_exchange_acq_rel(&unsaid_drops, 0);
+    unsigned long n =
+        beam__atomic_exchange_acq_rel(&beam__report_unsaid_drops, 0);
     if (n != 0)
         send_dropped(caller, n, false);
+}
+
+/* --- Reports off a call ------------------------------------------------- */
+
+/* Past OFF_CALL_UNREAD_MAX of this copy's reports off a call unread (their
+ * tokens), such a report is not sent but counted in beam__report_unsaid_drops
+ * (about 2 KB a message waiting: 2 MiB at most). Without the symbolizer's
+ * library (not built, not loadable) no token counts them: then past
+ * OFF_CALL_BUDGET sent since the reporter last let go of a report of this
+ * library's calls, they go to stderr instead, which hoards nothing. */
+#define OFF_CALL_UNREAD_MAX 1000
+#define OFF_CALL_BUDGET 1000
+/* While the symbolizer's library is not found, it is looked for again
+ * after LOOKUP_AGAIN_USEC (a walk of the loader's list). */
+#define LOOKUP_AGAIN_USEC 1000000
+
+/* The symbolizer library's table, found by the first report off a call.
+ * Its handle is never closed: it keeps the library mapped whatever the VM
+ * does with it (the table is its code). Several threads may look at once:
+ * each finds the same table, and an extra handle costs nothing. */
+static const beam__report_tokens *_Atomic report_tokens;
+static _Atomic int64_t report_tokens_missed_at;
+/* This copy's counter: made at first use and never released (16 bytes a
+ * copy). Releasing it in the unload callback would race the NIF's own
+ * threads, which may still report while the unload stops them, and the
+ * tokens still waiting hold it anyway. */
+static beam__report_counter *_Atomic report_counter;
+
+static bool tokens_in(const char *path, void *arg) {
+    size_t len = strlen(path), end = strlen(BEAM__REPORT_TOKENS_OBJECT);
+    if (len < end || strcmp(path + len - end, BEAM__REPORT_TOKENS_OBJECT) != 0)
+        return false;
+    void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    void *sym =
+        handle != NULL ? dlsym(handle, BEAM__REPORT_TOKENS_SYMBOL) : NULL;
+    beam__report_tokens_fn *get;
+    memcpy(&get, &sym, sizeof get);
+    const beam__report_tokens *t =
+        sym != NULL ? get(BEAM__REPORT_TOKENS_VERSION) : NULL;
+    if (t == NULL) {
+        if (handle != NULL)
+            dlclose(handle);
+        return false;
+    }
+    *(const beam__report_tokens **)arg = t;
+    return true;
+}
+
+static const beam__report_tokens *tokens_table(void) {
+    const beam__report_tokens *t = beam__atomic_load_acquire(&report_tokens);
+    if (t != NULL)
+        return t;
+    int64_t now = enif_monotonic_time(ERL_NIF_USEC);
+    int64_t missed = beam__atomic_load_relaxed(&report_tokens_missed_at);
+    if (missed != 0 && now - missed < LOOKUP_AGAIN_USEC)
+        return NULL;
+    if (!beam__nif_each_object(tokens_in, &t)) {
+        beam__atomic_store_relaxed(&report_tokens_missed_at, now);
+        return NULL;
+    }
+    beam__atomic_store_release(&report_tokens, t);
+    return t;
+}
+
+static beam__report_counter *copy_counter(const beam__report_tokens *t) {
+    beam__report_counter *c = beam__atomic_load_acquire(&report_counter);
+    if (c != NULL)
+        return c;
+    beam__report_counter *made = t->counter_new();
+    if (made == NULL || beam__atomic_cas_acq_rel(&report_counter, &c, made))
+        return made;
+    t->counter_release(made); /* another thread's came first */
+    return c;
+}
+
+/* The token of a report off a call, in msg_env; undefined without the
+ * symbolizer's library (or memory). */
+static ERL_NIF_TERM off_call_token(ErlNifEnv *msg_env) {
+    const beam__report_tokens *t = beam__atomic_load_acquire(&report_tokens);
+    beam__report_counter *c = beam__atomic_load_acquire(&report_counter);
+    ERL_NIF_TERM token = t != NULL && c != NULL ? t->token_new(msg_env, c) : 0;
+    return token != 0 ? token : enif_make_atom(msg_env, "undefined");
+}
+
+typedef enum off_call_verdict {
+    OFF_CALL_SEND,
+    OFF_CALL_DROP,
+    OFF_CALL_PRINT
+} off_call_verdict;
+
+/* Without tokens: sent while the budget lasts (its start: calls_read as it
+ * was, and the count since). The first report past it says so. */
+static _Atomic unsigned long budget_reads, budget_sent;
+
+static off_call_verdict off_call_budget(void) {
+    unsigned long reads = beam__atomic_load_relaxed(&calls_read);
+    if (beam__atomic_load_relaxed(&budget_reads) != reads) {
+        beam__atomic_store_relaxed(&budget_reads, reads);
+        beam__atomic_store_relaxed(&budget_sent, 0);
+    }
+    unsigned long sent = beam__atomic_add_relaxed(&budget_sent, 1);
+    if (sent == OFF_CALL_BUDGET)
+        send_or_print(NULL,
+                      "beam_alloc: the reporter is behind and the "
+                      "symbolizer's library (beam_alloc_symbolizer) is not "
+                      "loaded to count what waits: reports made off a call "
+                      "go to stderr until it reads again",
+                      true);
+    return sent < OFF_CALL_BUDGET ? OFF_CALL_SEND : OFF_CALL_PRINT;
+}
+
+static off_call_verdict off_call_admit(void) {
+    const beam__report_tokens *t = tokens_table();
+    beam__report_counter *c = t != NULL ? copy_counter(t) : NULL;
+    if (c == NULL)
+        return off_call_budget();
+    return t->counter_unread(c) >= OFF_CALL_UNREAD_MAX ? OFF_CALL_DROP
+                                                       : OFF_CALL_SEND;
+}
+
+/* A report off a call: dropped and counted while the reporter is too far
+ * behind, else sent after the drops not yet said. */
+static void report_off_call(const char *line) {
+    off_call_verdict v = off_call_admit();
+    if (v == OFF_CALL_DROP) {
+        beam__atomic_add_relaxed(&beam__report_unsaid_drops, 1);
+        return;
+    }
+    if (v == OFF_CALL_PRINT) {
+        beam__report_to_stderr(line);
+        return;
+    }
+    say_unsaid_drops(NULL);
+    send_or_print(NULL, line, true);
 }
 
 void beam__report_to_logger(void *user, const char *line) {
@@ -343,8 +502,11 @@ void beam__report_to_logger(void *user, const char *line) {
     /* The calling NIF's env when there is one; NULL from threads of our
      * own, destructors and load callbacks, where ERTS accepts it. */
     ErlNifEnv *caller = beam__nif_current_env();
-    if (caller != NULL &&
-        beam__atomic_load_relaxed(&unread_acks) >= CALL_UNREAD_MAX) {
+    if (caller == NULL) {
+        report_off_call(line);
+        return;
+    }
+    if (beam__atomic_load_relaxed(&unread_acks) >= CALL_UNREAD_MAX) {
         beam__nif_here.dropped++;
         return;
     }
