@@ -149,7 +149,7 @@ static ERL_NIF_TERM churn_impl(ErlNifEnv *env, const ERL_NIF_TERM argv[]) {
         !enif_get_uint(env, argv[1], &n))
         return enif_make_badarg(env);
     uint64_t state = (uint64_t)(uintptr_t)&state ^ n;
-    _Atomic(unsigned char *) local[SLOTS] = {0};
+    _Atomic(unsigned char *) local[SLOTS] = {NULL};
     if (!beam_resource_pin(r))
         return enif_make_atom(env, "released");
     beam_allocator_t a = beam_resource_allocator(r);
