@@ -1374,6 +1374,46 @@ defmodule BeamAlloc.CaseTest do
     assert out =~ "double free"
   end
 
+  # An async test's own misuse made while another process's flood has
+  # 10,000 reports unread is not sent, only counted (report.c): the count,
+  # said as the call's own at its end, still fails that test. (Said as
+  # nobody's, or not at all, the test passed.)
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case fails an async test whose own report was dropped behind a flood" do
+    out =
+      run_ex_unit(~S"""
+      flooder =
+        spawn(fn ->
+          receive do
+            {:flood, test} -> send(test, {:flooded, BeamAlloc.Test.Report.double_frees(20_000)})
+          end
+        end)
+
+      :persistent_term.put(:flooder, flooder)
+
+      defmodule GuardedFlood do
+        use ExUnit.Case, async: true
+        use BeamAlloc.Case
+
+        test "own misuse behind a flood" do
+          reporter = Process.whereis(BeamAlloc.Reporter)
+          :sys.suspend(reporter)
+
+          try do
+            send(:persistent_term.get(:flooder), {:flood, self()})
+            assert_receive {:flooded, :ok}, 60_000
+            assert :ok = BeamAlloc.Test.Report.double_free()
+          after
+            :sys.resume(reporter)
+          end
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 1/, out
+    assert out =~ "beam_alloc: 1 reports dropped (the reporter was behind)", out
+  end
+
   # A leak_check NIF's RuntimeError fails the test first, so ExUnit
   # dropped the guard's failure (on_exit) with the source lines: the lines
   # were in the log alone. The test's reports are now a second failure of
