@@ -676,6 +676,7 @@ static int lines_upgrade(void) {
 struct beam__report_counter {
     atomic_ulong refs;
     atomic_ulong unread;
+    atomic_ulong dropped;
 };
 
 /* c NULL: the token this library keeps for good (pin_token_type). */
@@ -694,6 +695,7 @@ static beam__report_counter *counter_new(void) {
     if (c != NULL) {
         atomic_init(&c->refs, 1);
         atomic_init(&c->unread, 0);
+        atomic_init(&c->dropped, 0);
     }
     return c;
 }
@@ -707,12 +709,61 @@ static void counter_release(beam__report_counter *c) {
         enif_free(c);
 }
 
+static unsigned long counter_take_dropped(beam__report_counter *c) {
+    if (atomic_load(&c->dropped) == 0)
+        return 0;
+    return atomic_exchange(&c->dropped, 0);
+}
+
+/* Says n drops of a copy to the reporter, from env (a destructor's, or
+ * NULL off a call), as nobody's (module and pid undefined: this library
+ * knows neither); stderr when there is no reporter. */
+static void say_dropped(ErlNifEnv *env, unsigned long n) {
+    char line[96];
+    int len = snprintf(line, sizeof line, BEAM__REPORT_DROPPED_LINE, n);
+    ErlNifEnv *msg_env = enif_alloc_env();
+    ERL_NIF_TERM bin;
+    unsigned char *data = msg_env != NULL
+                              ? enif_make_new_binary(msg_env, (size_t)len, &bin)
+                              : NULL;
+    ErlNifPid pid;
+    bool sent = false;
+    if (data != NULL && beam__report_find_reporter(env, msg_env, &pid)) {
+        memcpy(data, line, (size_t)len);
+        ERL_NIF_TERM none = enif_make_atom(msg_env, "undefined");
+        sent =
+            enif_send(env, &pid, msg_env,
+                      enif_make_tuple5(
+                          msg_env, enif_make_atom(msg_env, "beam_alloc_report"),
+                          none, bin, none, none));
+    }
+    if (msg_env != NULL)
+        enif_free_env(msg_env);
+    if (!sent)
+        fprintf(stderr, "%s\n", line);
+}
+
+/* Said by whichever sees the other's step: a drop counted after the last
+ * token went, or the last token going after a drop was counted (both
+ * store then load, sequentially consistent: one of them sees it). */
+static void say_if_caught_up(ErlNifEnv *env, beam__report_counter *c) {
+    unsigned long n = counter_take_dropped(c);
+    if (n != 0)
+        say_dropped(env, n);
+}
+
+static void counter_drop(beam__report_counter *c) {
+    atomic_fetch_add(&c->dropped, 1);
+    if (atomic_load(&c->unread) == 0)
+        say_if_caught_up(NULL, c);
+}
+
 static void token_destroyed(ErlNifEnv *env, void *obj) {
-    (void)env;
     beam__report_counter *c = ((report_token *)obj)->c;
     if (c == NULL)
         return;
-    atomic_fetch_sub_explicit(&c->unread, 1, memory_order_relaxed);
+    if (atomic_fetch_sub(&c->unread, 1) == 1)
+        say_if_caught_up(env, c);
     counter_release(c);
 }
 
@@ -765,9 +816,9 @@ static bool pin_token_type(void) {
     return atomic_load(&token_type_pinned) == 2;
 }
 
-static const beam__report_tokens tokens = {BEAM__REPORT_TOKENS_VERSION,
-                                           counter_new, counter_unread,
-                                           counter_release, token_new};
+static const beam__report_tokens tokens = {
+    BEAM__REPORT_TOKENS_VERSION, counter_new,     counter_unread, counter_drop,
+    counter_take_dropped,        counter_release, token_new};
 
 __attribute__((visibility("default"))) const beam__report_tokens *
 beam_alloc_report_tokens(unsigned version) {

@@ -201,8 +201,8 @@ typedef struct beam__nif_thread {
     unsigned long dropped;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
-/* Reports dropped that no report has said yet (report.c's), which the
- * outermost call's end says when not 0. */
+/* Calls' reports dropped that no call has said yet (report.c's), which
+ * the outermost call's end says when not 0. */
 BEAM__HIDDEN extern _Atomic unsigned long beam__report_unsaid_drops;
 /* The outermost call's end, with beam__nif_here.pending or .dropped set,
  * or drops unsaid: says how many of the call's reports (or of the

@@ -86,9 +86,10 @@ static ErlNifResourceType *ack_type_opened;
 #define CALL_UNREAD_MAX 10000
 #define DROP_LINES_MAX 1000
 static _Atomic int unread_acks;
-/* Drops not yet said: said before the next report sent (as nobody's, by
- * say_unsaid_drops), or at the end of the next call of this library, so
- * that a flood that stops does not leave them unsaid (nif_internal.h). */
+/* Calls' drops no call could say (past DROP_LINES_MAX): said before the
+ * next report sent (as nobody's, by say_unsaid_drops), or at the end of
+ * the next call of this library (nif_internal.h). (Reports off a call
+ * count theirs on their counter: report_off_call.) */
 _Atomic unsigned long beam__report_unsaid_drops;
 /* Reports of this library's calls the reporter let go of (off_call_budget). */
 static _Atomic unsigned long calls_read;
@@ -280,20 +281,6 @@ ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
 
 /* --- The hook ------------------------------------------------------------ */
 
-/* The reporter of the beam_alloc application: the Elixir one (a Mix
- * build) or the Erlang one (rebar3: erlang/beam_alloc_reporter.erl). A
- * node runs one of them (a test may start both: the Elixir one wins, as
- * in beam_alloc:take_reports/0). Reports are rare: two lookups cost
- * nothing. */
-static bool find_reporter(ErlNifEnv *caller, ErlNifEnv *msg_env,
-                          ErlNifPid *pid) {
-    return enif_whereis_pid(
-               caller, enif_make_atom(msg_env, "Elixir.BeamAlloc.Reporter"),
-               pid) ||
-           enif_whereis_pid(
-               caller, enif_make_atom(msg_env, "beam_alloc_reporter"), pid);
-}
-
 /* Sends line to the reporter from caller, a call's env (NULL off a call),
  * as the calling process's when mine; false when there is no reporter (or
  * no memory). */
@@ -306,7 +293,7 @@ static bool send_line(ErlNifEnv *caller, const char *line, bool mine) {
     ERL_NIF_TERM bin;
     unsigned char *data = enif_make_new_binary(msg_env, len, &bin);
     const char *module = beam__nif_module_atom();
-    if (data == NULL || !find_reporter(caller, msg_env, &pid)) {
+    if (data == NULL || !beam__report_find_reporter(caller, msg_env, &pid)) {
         enif_free_env(msg_env);
         return false;
     }
@@ -334,8 +321,7 @@ static void send_or_print(ErlNifEnv *caller, const char *line, bool mine) {
 
 static void send_dropped(ErlNifEnv *caller, unsigned long n, bool mine) {
     char line[96];
-    snprintf(line, sizeof line,
-             "beam_alloc: %lu reports dropped (the reporter was behind)", n);
+    snprintf(line, sizeof line, BEAM__REPORT_DROPPED_LINE, n);
     send_or_print(caller, line, mine);
 }
 
@@ -366,8 +352,11 @@ static void say_unsaid_drops(ErlNifEnv *caller) {
 /* --- Reports off a call ------------------------------------------------- */
 
 /* Past OFF_CALL_UNREAD_MAX of this copy's reports off a call unread (their
- * tokens), such a report is not sent but counted in beam__report_unsaid_drops
- * (about 2 KB a message waiting: 2 MiB at most). Without the symbolizer's
+ * tokens), such a report is not sent but counted on the copy's counter
+ * (about 2 KB a message waiting: 2 MiB at most), and said by the next such
+ * report sent or, with none, by the symbolizer's library once the last
+ * token waiting goes (a flood that stopped: the library may never report
+ * or be called again). Without the symbolizer's
  * library (not built, not loadable) no token counts them: then past
  * OFF_CALL_BUDGET sent since the reporter last let go of a report of this
  * library's calls, they go to stderr instead, which hoards nothing. */
@@ -481,18 +470,25 @@ static off_call_verdict off_call_admit(void) {
                                                        : OFF_CALL_SEND;
 }
 
-/* A report off a call: dropped and counted while the reporter is too far
- * behind, else sent after the drops not yet said. */
+/* A report off a call: dropped and counted on the copy's counter while
+ * the reporter is too far behind (the symbolizer's library says them once
+ * it catches up, counter_drop), else sent after the drops not yet said. */
 static void report_off_call(const char *line) {
     off_call_verdict v = off_call_admit();
-    if (v == OFF_CALL_DROP) {
-        beam__atomic_add_relaxed(&beam__report_unsaid_drops, 1);
-        return;
-    }
     if (v == OFF_CALL_PRINT) {
         beam__report_to_stderr(line);
         return;
     }
+    /* (Both set by off_call_admit when it found a counter.) */
+    const beam__report_tokens *t = beam__atomic_load_acquire(&report_tokens);
+    beam__report_counter *c = beam__atomic_load_acquire(&report_counter);
+    if (v == OFF_CALL_DROP) {
+        t->counter_drop(c);
+        return;
+    }
+    unsigned long dropped = c != NULL ? t->counter_take_dropped(c) : 0;
+    if (dropped != 0)
+        send_dropped(NULL, dropped, false);
     say_unsaid_drops(NULL);
     send_or_print(NULL, line, true);
 }

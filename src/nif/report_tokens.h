@@ -28,10 +28,14 @@
 #define BEAM_ALLOC_NIF_REPORT_TOKENS_H
 
 #include <erl_nif.h>
+#include <stdbool.h>
 
 #define BEAM__REPORT_TOKENS_SYMBOL "beam_alloc_report_tokens"
 #define BEAM__REPORT_TOKENS_OBJECT "/beam_alloc_symbolize.so"
 #define BEAM__REPORT_TOKENS_VERSION 1u
+/* The line that says n reports were dropped (an unsigned long). */
+#define BEAM__REPORT_DROPPED_LINE                                              \
+    "beam_alloc: %lu reports dropped (the reporter was behind)"
 
 /* Counts one copy's tokens not yet let go of; in ERTS memory, freed when
  * its last holder (the copy, or a token) releases it. */
@@ -43,11 +47,30 @@ typedef struct beam__report_tokens {
     beam__report_counter *(*counter_new)(void);
     /* Its tokens made and not yet let go of. */
     unsigned long (*counter_unread)(beam__report_counter *c);
+    /* Counts a report of c's copy not sent (too many unread), which
+     * counter_take_dropped takes, or else the library says as soon as no
+     * token of c is unread (the reporter caught up): a flood that stops,
+     * with no report or call of the copy after it, is said all the same. */
+    void (*counter_drop)(beam__report_counter *c);
+    /* The drops counted and not yet said, now the caller's to say. */
+    unsigned long (*counter_take_dropped)(beam__report_counter *c);
     void (*counter_release)(beam__report_counter *c);
     /* A token in msg_env, counted unread on c (which it holds) until the
      * term's last holder lets go of it; 0 when out of memory. */
     ERL_NIF_TERM (*token_new)(ErlNifEnv *msg_env, beam__report_counter *c);
 } beam__report_tokens;
+
+/* The reporter of the beam_alloc application (the Elixir one wins, as in
+ * beam_alloc:take_reports/0), found from env (NULL off a call): both
+ * sides send it lines. */
+static inline bool
+beam__report_find_reporter(ErlNifEnv *env, ErlNifEnv *msg_env, ErlNifPid *pid) {
+    return enif_whereis_pid(
+               env, enif_make_atom(msg_env, "Elixir.BeamAlloc.Reporter"),
+               pid) ||
+           enif_whereis_pid(env, enif_make_atom(msg_env, "beam_alloc_reporter"),
+                            pid);
+}
 
 /* The exported function's type: the table of version, or NULL when the
  * library has none of that version (or no token type: out of memory). */

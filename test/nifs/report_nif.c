@@ -70,7 +70,7 @@ static void *double_frees_off_a_call(void *arg) {
  * starts and joins: a flood of reports from a NIF's thread (report_test).
  * Dirty: it waits for the thread. A plain NIF, not a BEAM_NIF: the end of
  * a call of the library would say the drops, and report_test checks that
- * the next report does. */
+ * they are said with no call. */
 static ERL_NIF_TERM thread_double_frees(ErlNifEnv *env, int argc,
                                         const ERL_NIF_TERM argv[]) {
     (void)argc;
