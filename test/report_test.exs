@@ -521,25 +521,17 @@ defmodule BeamAlloc.ReportTest do
   # the node's memory (200,000 of them waited there: +386 MiB).
   test "a call's flood of reports while the reporter is behind waits bounded, the rest counted" do
     flood = 200_000
-    reporter = Process.whereis(Reporter)
 
     capture_log(fn ->
-      try do
-        waiting =
-          bounded_flood(reporter, 10_001, fn ->
-            task = Task.async(fn -> Report.double_frees(flood) end)
-            assert :ok = Task.await(task, 60_000)
-          end)
+      {line, waiting} =
+        flood_then_dropped_line(10_001, fn ->
+          task = Task.async(fn -> Report.double_frees(flood) end)
+          assert :ok = Task.await(task, 60_000)
+        end)
 
-        # All but the line that says the drops: the reports sent.
-        sent = waiting - 1
-        :sys.resume(reporter)
-        line = dropped_line(50)
-        assert line == "beam_alloc: #{flood - sent} reports dropped (the reporter was behind)"
-      after
-        :sys.resume(reporter)
-      end
-
+      # All but the line that says the drops: the reports sent.
+      sent = waiting - 1
+      assert line == "beam_alloc: #{flood - sent} reports dropped (the reporter was behind)"
       logged_all()
     end)
   end
@@ -577,22 +569,12 @@ defmodule BeamAlloc.ReportTest do
   # let go of them all the symbolizer's library says how many.
   test "a NIF thread's flood of reports while the reporter is behind waits bounded, the rest counted" do
     flood = 200_000
-    reporter = Process.whereis(Reporter)
 
     capture_log(fn ->
-      try do
-        waiting =
-          bounded_flood(reporter, 1_000, fn ->
-            assert :ok = Report.thread_double_frees(flood)
-          end)
+      {line, waiting} =
+        flood_then_dropped_line(1_000, fn -> assert :ok = Report.thread_double_frees(flood) end)
 
-        :sys.resume(reporter)
-        line = dropped_line(50)
-        assert line == "beam_alloc: #{flood - waiting} reports dropped (the reporter was behind)"
-      after
-        :sys.resume(reporter)
-      end
-
+      assert line == "beam_alloc: #{flood - waiting} reports dropped (the reporter was behind)"
       logged_all()
     end)
   end
@@ -628,23 +610,28 @@ defmodule BeamAlloc.ReportTest do
   # read what waited (left to a next report or call, it stayed unsaid for
   # good).
   test "a NIF thread's drops are said once the reporter catches up, with nothing after" do
-    reporter = Process.whereis(Reporter)
-
     capture_log(fn ->
-      :sys.suspend(reporter)
+      {line, waiting} =
+        flood_then_dropped_line(1_000, fn -> assert :ok = Report.thread_double_frees(3_000) end)
 
-      try do
-        assert :ok = Report.thread_double_frees(3_000)
-        {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
-        :sys.resume(reporter)
-        line = dropped_line(50)
-        assert line == "beam_alloc: #{3_000 - waiting} reports dropped (the reporter was behind)"
-      after
-        :sys.resume(reporter)
-      end
-
+      assert line == "beam_alloc: #{3_000 - waiting} reports dropped (the reporter was behind)"
       logged_all()
     end)
+  end
+
+  # bounded_flood, then the reporter resumed: the line that says the
+  # drops (nothing of the library after the flood), and the messages that
+  # waited.
+  defp flood_then_dropped_line(max, flood) do
+    reporter = Process.whereis(Reporter)
+
+    try do
+      waiting = bounded_flood(reporter, max, flood)
+      :sys.resume(reporter)
+      {dropped_line(50), waiting}
+    after
+      :sys.resume(reporter)
+    end
   end
 
   # Runs flood with reporter suspended (the caller resumes it) and checks
