@@ -619,6 +619,36 @@ defmodule BeamAlloc.ReportTest do
     end)
   end
 
+  # The symbolizer's library not loaded when a NIF's thread first reports
+  # (here purged; at boot, a NIF loaded before the beam_alloc application),
+  # then loaded: the thread's next reports find it and carry its tokens.
+  # (enif_monotonic_time is an error off the schedulers: the time of the
+  # miss and of every later look was INT64_MIN, and the thread never
+  # looked again: past 1,000 reports, all went to stderr for good.)
+  @tag timeout: 120_000
+  test "a NIF thread that reported before the symbolizer's library was loaded finds it later" do
+    {out, 0} =
+      BeamAlloc.Test.NifModule.in_own_vm(~S"""
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      :code.delete(:beam_alloc_symbolizer)
+      :code.purge(:beam_alloc_symbolizer)
+      false = File.read!("/proc/self/maps") =~ "beam_alloc_symbolize.so"
+      :ok = BeamAlloc.Test.Report.thread_double_frees(1)
+      {:module, _} = Code.ensure_loaded(:beam_alloc_symbolizer)
+      Process.sleep(1_500)
+      reporter = Process.whereis(BeamAlloc.Reporter)
+      :sys.suspend(reporter)
+      :ok = BeamAlloc.Test.Report.thread_double_frees(3_000)
+      :sys.resume(reporter)
+      Process.sleep(2_000)
+      lines = for {_, line} <- BeamAlloc.Reporter.recent(), line =~ "reports dropped", do: line
+      IO.puts("DROPPED #{inspect(lines)}")
+      """)
+
+    refute out =~ "is not loaded to count what waits", out
+    assert out =~ ~r/DROPPED \["beam_alloc: \d+ reports dropped/, out
+  end
+
   # bounded_flood, then the reporter resumed: the line that says the
   # drops (nothing of the library after the flood), and the messages that
   # waited.

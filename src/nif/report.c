@@ -46,6 +46,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* --- Acknowledgements ---------------------------------------------------- */
 
@@ -398,11 +399,22 @@ static bool tokens_in(const char *path, void *arg) {
     return true;
 }
 
+/* Microseconds of CLOCK_MONOTONIC. Not enif_monotonic_time: off the VM's
+ * schedulers (a thread of the NIF's own, where reports off a call come
+ * from) it is ERL_NIF_TIME_ERROR, so a thread's miss and every later look
+ * were at the same time, and the thread never looked again (report_test:
+ * past 1,000 reports, all went to stderr for good). */
+static int64_t clock_usec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static const beam__report_tokens *tokens_table(void) {
     const beam__report_tokens *t = beam__atomic_load_acquire(&report_tokens);
     if (t != NULL)
         return t;
-    int64_t now = enif_monotonic_time(ERL_NIF_USEC);
+    int64_t now = clock_usec();
     int64_t missed = beam__atomic_load_relaxed(&report_tokens_missed_at);
     if (missed != 0 && now - missed < LOOKUP_AGAIN_USEC)
         return NULL;
