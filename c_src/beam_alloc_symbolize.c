@@ -782,16 +782,20 @@ static ERL_NIF_TERM token_new(ErlNifEnv *msg_env, beam__report_counter *c) {
 /* Named after this copy of the library: a release upgrade loads another
  * copy (another file), whose load must not take this type over (its
  * destructor would then be that copy's code, on counters of this one's
- * layout); each copy keeps its own type, and its tokens. */
-static void token_type_open(ErlNifEnv *env) {
-    if (atomic_load(&token_type) != NULL)
-        return; /* an upgrade from the same file: this copy's type stays */
+ * layout); each copy keeps its own type, and its tokens. A new version of
+ * the module over the same file (code:load_file, then a purge) is the same
+ * copy: its upgrade takes the type over, the same object, so that the
+ * purge of the old version does not free it while no token pins it yet
+ * (the VM frees a purged module's types that no resource holds, though the
+ * library stays mapped for the new version). */
+static void token_type_open(ErlNifEnv *env, ErlNifResourceFlags flags) {
     char name[64];
     snprintf(name, sizeof name, "beam_alloc_report_token@%p",
              (void *)&token_type);
-    atomic_store(&token_type,
-                 enif_open_resource_type(env, NULL, name, token_destroyed,
-                                         ERL_NIF_RT_CREATE, NULL));
+    ErlNifResourceType *type =
+        enif_open_resource_type(env, NULL, name, token_destroyed, flags, NULL);
+    if (type != NULL)
+        atomic_store(&token_type, type);
 }
 
 /* The first copy that asks for the table makes the token this library
@@ -834,7 +838,7 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     if (lines_load() != 0)
         return 1;
     /* Last: nothing after it fails, which would take the type back. */
-    token_type_open(env);
+    token_type_open(env, ERL_NIF_RT_CREATE);
     return 0;
 }
 
@@ -844,7 +848,8 @@ static int upgrade(ErlNifEnv *env, void **priv, void **old, ERL_NIF_TERM info) {
     (void)info;
     if (lines_upgrade() != 0)
         return 1;
-    token_type_open(env);
+    token_type_open(
+        env, (ErlNifResourceFlags)(ERL_NIF_RT_CREATE | ERL_NIF_RT_TAKEOVER));
     return 0;
 }
 
