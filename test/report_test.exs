@@ -649,6 +649,33 @@ defmodule BeamAlloc.ReportTest do
     assert out =~ ~r/DROPPED \["beam_alloc: \d+ reports dropped/, out
   end
 
+  # A new version of beam_alloc_symbolizer over the same file, the old
+  # purged, before any NIF's thread asked for its tokens: the type the
+  # tokens are made of must be the new version's (taken over), not one the
+  # purge freed while the library stayed mapped.
+  @tag timeout: 120_000
+  test "a NIF thread's flood after beam_alloc_symbolizer was reloaded over the same file" do
+    {out, 0} =
+      BeamAlloc.Test.NifModule.in_own_vm(~S"""
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      {:module, _} = :code.load_file(:beam_alloc_symbolizer)
+      :code.purge(:beam_alloc_symbolizer)
+      true = File.read!("/proc/self/maps") =~ "beam_alloc_symbolize.so"
+      reporter = Process.whereis(BeamAlloc.Reporter)
+      :sys.suspend(reporter)
+      :ok = BeamAlloc.Test.Report.thread_double_frees(3_000)
+      {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
+      :sys.resume(reporter)
+      Process.sleep(2_000)
+      lines = for {_, line} <- BeamAlloc.Reporter.recent(), line =~ "reports dropped", do: line
+      IO.puts("WAITING #{waiting} DROPPED #{inspect(lines)}")
+      """)
+
+    assert [_, waiting] = Regex.run(~r/WAITING (\d+)/, out), out
+    assert String.to_integer(waiting) <= 1_016, out
+    assert out =~ ~r/DROPPED \["beam_alloc: \d+ reports dropped/, out
+  end
+
   # bounded_flood, then the reporter resumed: the line that says the
   # drops (nothing of the library after the flood), and the messages that
   # waited.
