@@ -627,22 +627,14 @@ defmodule BeamAlloc.ReportTest do
   # looked again: past 1,000 reports, all went to stderr for good.)
   @tag timeout: 120_000
   test "a NIF thread that reported before the symbolizer's library was loaded finds it later" do
-    {out, 0} =
-      BeamAlloc.Test.NifModule.in_own_vm(~S"""
-      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    out =
+      thread_flood_in_own_vm(~S"""
       :code.delete(:beam_alloc_symbolizer)
       :code.purge(:beam_alloc_symbolizer)
       false = File.read!("/proc/self/maps") =~ "beam_alloc_symbolize.so"
       :ok = BeamAlloc.Test.Report.thread_double_frees(1)
       {:module, _} = Code.ensure_loaded(:beam_alloc_symbolizer)
       Process.sleep(1_500)
-      reporter = Process.whereis(BeamAlloc.Reporter)
-      :sys.suspend(reporter)
-      :ok = BeamAlloc.Test.Report.thread_double_frees(3_000)
-      :sys.resume(reporter)
-      Process.sleep(2_000)
-      lines = for {_, line} <- BeamAlloc.Reporter.recent(), line =~ "reports dropped", do: line
-      IO.puts("DROPPED #{inspect(lines)}")
       """)
 
     refute out =~ "is not loaded to count what waits", out
@@ -655,25 +647,39 @@ defmodule BeamAlloc.ReportTest do
   # purge freed while the library stayed mapped.
   @tag timeout: 120_000
   test "a NIF thread's flood after beam_alloc_symbolizer was reloaded over the same file" do
-    {out, 0} =
-      BeamAlloc.Test.NifModule.in_own_vm(~S"""
-      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+    out =
+      thread_flood_in_own_vm(~S"""
       {:module, _} = :code.load_file(:beam_alloc_symbolizer)
       :code.purge(:beam_alloc_symbolizer)
       true = File.read!("/proc/self/maps") =~ "beam_alloc_symbolize.so"
-      reporter = Process.whereis(BeamAlloc.Reporter)
-      :sys.suspend(reporter)
-      :ok = BeamAlloc.Test.Report.thread_double_frees(3_000)
-      {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
-      :sys.resume(reporter)
-      Process.sleep(2_000)
-      lines = for {_, line} <- BeamAlloc.Reporter.recent(), line =~ "reports dropped", do: line
-      IO.puts("WAITING #{waiting} DROPPED #{inspect(lines)}")
       """)
 
     assert [_, waiting] = Regex.run(~r/WAITING (\d+)/, out), out
     assert String.to_integer(waiting) <= 1_016, out
     assert out =~ ~r/DROPPED \["beam_alloc: \d+ reports dropped/, out
+  end
+
+  # A VM of its own with the application started, setup run, then 3,000
+  # reports from a NIF's thread with the reporter suspended: its output,
+  # with how many waited and the dropped lines the reporter kept.
+  defp thread_flood_in_own_vm(setup) do
+    {out, 0} =
+      BeamAlloc.Test.NifModule.in_own_vm(
+        "{:ok, _} = Application.ensure_all_started(:beam_alloc)\n" <>
+          setup <>
+          ~S"""
+          reporter = Process.whereis(BeamAlloc.Reporter)
+          :sys.suspend(reporter)
+          :ok = BeamAlloc.Test.Report.thread_double_frees(3_000)
+          {:message_queue_len, waiting} = Process.info(reporter, :message_queue_len)
+          :sys.resume(reporter)
+          Process.sleep(2_000)
+          lines = for {_, line} <- BeamAlloc.Reporter.recent(), line =~ "reports dropped", do: line
+          IO.puts("WAITING #{waiting} DROPPED #{inspect(lines)}")
+          """
+      )
+
+    out
   end
 
   # bounded_flood, then the reporter resumed: the line that says the
