@@ -683,6 +683,9 @@ typedef struct nif_call {
     beam_allocator_t scoped, lasting;
     bool injected; /* scoped is fault injection's (else leak_check's or
                       scratch's own) */
+    /* Reports of this call (and of calls inside it, once they returned)
+     * that were not sent: the outermost call's end says how many. */
+    unsigned long dropped;
 } nif_call;
 
 BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
@@ -702,6 +705,12 @@ beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
 ErlNifEnv *beam__nif_current_env(void) {
     const nif_call *c = beam__nif_here.call;
     return c != NULL ? c->env : NULL;
+}
+
+void beam__nif_count_dropped(void) {
+    nif_call *c = beam__nif_here.call;
+    if (c != NULL)
+        c->dropped++;
 }
 
 /* Atoms, escapes and an arity: an 8-byte atom can take 9 bytes quoted, so
@@ -1169,9 +1178,9 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
         TLS_ADDRESS_ONCE(stop);
     }
     const beam_allocator_t saved = *here;
-    const nif_call *const outer = t->call;
-    nif_call call = {self,         c_name,       argc, env,
-                     {NULL, NULL}, {NULL, NULL}, false};
+    nif_call *const outer = t->call;
+    nif_call call = {self,         c_name,       argc,  env,
+                     {NULL, NULL}, {NULL, NULL}, false, 0};
     t->call = &call;
     /* Stacks in reports end at the body (frames.h). */
     const uintptr_t outer_stop = *stop;
@@ -1196,10 +1205,13 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
     *here = saved;
     t->call = outer;
     *stop = outer_stop;
+    if (BEAM__UNLIKELY(call.dropped != 0) && outer != NULL)
+        outer->dropped += call.dropped;
     /* A call that reported returns once the reporter knows who made it. */
-    if (outer == NULL && BEAM__UNLIKELY(t->pending != NULL || t->dropped != 0 ||
-                                        beam__atomic_load_relaxed(
-                                            &beam__report_unsaid_drops) != 0))
-        return beam__report_wait(env, result);
+    else if (outer == NULL &&
+             BEAM__UNLIKELY(
+                 t->pending != NULL || call.dropped != 0 ||
+                 beam__atomic_load_relaxed(&beam__report_unsaid_drops) != 0))
+        return beam__report_wait(env, result, call.dropped);
     return result;
 }

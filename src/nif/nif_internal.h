@@ -191,25 +191,27 @@ typedef struct beam__nif_thread {
     /* The innermost BEAM_NIF running on this thread, for
      * beam_nif_function_name (NULL outside one: it points at
      * beam_nif_call's frame). glue.c's. */
-    const struct nif_call *call;
+    struct nif_call *call;
     /* The acknowledgement this thread's outermost BEAM_NIF call waits for:
      * the latest report's (the reporter reads messages in order).
      * report.c's. */
     struct report_ack *pending;
-    /* The reports of this thread's outermost BEAM_NIF call that were not
-     * sent (the reporter too far behind), which its end says. report.c's. */
-    unsigned long dropped;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
 /* Calls' reports dropped that no call has said yet (report.c's), which
  * the outermost call's end says when not 0. */
 BEAM__HIDDEN extern _Atomic unsigned long beam__report_unsaid_drops;
-/* The outermost call's end, with beam__nif_here.pending or .dropped set,
- * or drops unsaid: says how many of the call's reports (or of the
- * library's, as nobody's) were dropped, waits for the reporter to have
- * read the call's reports, then returns result. */
-BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env,
-                                            ERL_NIF_TERM result);
+/* The outermost call's end, with beam__nif_here.pending set, dropped
+ * (its reports that were not sent: the reporter too far behind) not 0, or
+ * drops unsaid: says how many of the call's reports (or of the library's,
+ * as nobody's) were dropped, waits for the reporter to have read the
+ * call's reports, then returns result. */
+BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result,
+                                            unsigned long dropped);
+/* Counts a report of the running BEAM_NIF call that was not sent, for its
+ * outermost call's end to say (on the call's frame, not in the thread's
+ * static TLS: glibc's spare is 512 bytes). glue.c's. */
+BEAM__HIDDEN void beam__nif_count_dropped(void);
 /* Calls visit with the path of each object the loader has loaded, until it
  * returns true: true then. The paths are gathered first, so visit may
  * dlopen them (the loader's lock is not held). copies.c's. */

@@ -249,13 +249,11 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
 static void say_dropped(ErlNifEnv *caller, unsigned long n);
 static void say_unsaid_drops(ErlNifEnv *caller);
 
-ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result) {
+ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result,
+                               unsigned long dropped) {
     beam__nif_thread *t = &beam__nif_here;
-    if (t->dropped != 0) {
-        unsigned long n = t->dropped;
-        t->dropped = 0;
-        say_dropped(env, n);
-    }
+    if (dropped != 0)
+        say_dropped(env, dropped);
     if (beam__atomic_load_relaxed(&unread_acks) < CALL_UNREAD_MAX)
         say_unsaid_drops(env);
     report_ack *a = t->pending;
@@ -515,7 +513,7 @@ void beam__report_to_logger(void *user, const char *line) {
         return;
     }
     if (beam__atomic_load_relaxed(&unread_acks) >= CALL_UNREAD_MAX) {
-        beam__nif_here.dropped++;
+        beam__nif_count_dropped();
         return;
     }
     say_unsaid_drops(caller);
