@@ -55,23 +55,48 @@ defmodule BeamAlloc.GuideExamplesTest do
     assert strays == [], "README.md: #{inspect(Enum.reverse(strays))}"
   end
 
-  # A newcomer copies the first NIF whole into c_src/: it must compile as
-  # written (a `{ ... }` body did not), and the Elixir module shown after
-  # it must define every function its table lists, or the load fails.
-  test "README's first NIF compiles, and its module defines its table" do
-    {c, blocks} = readme_first_nif()
-    {out, status} = cc_readme_nif(c, ~w(-fsyntax-only -std=c11 -Wall -Wextra -Werror))
-    assert status == 0, "README.md's first NIF does not compile:\n#{out}"
+  # A newcomer copies a NIF whole into c_src/: each README block that is a
+  # whole NIF (it ends in BEAM_NIF_INIT) must compile as written (a `{ ... }`
+  # body did not), and the Elixir module of its section that loads it must
+  # define the functions of its table, no fewer (the load fails) and no
+  # more (a stub that stays a stub).
+  test "README's NIFs compile, and their modules define their tables" do
+    nifs = readme_nifs()
 
-    assert {_, ex, _} = Enum.find(blocks, &(elem(&1, 0) == "elixir")),
-           "README.md: no Elixir module loads the first NIF"
+    assert Enum.map(nifs, &elem(&1, 0)) == ["Quick start", "Writing a NIF with it"],
+           "README.md: whole NIFs in #{inspect(Enum.map(nifs, &elem(&1, 0)))}"
 
-    for [_, name, arity] <- Regex.scan(~r/\{"(\w+)", (\d+), \w+, /, c) do
-      params = if arity == "0", do: "", else: "\\(.*\\)"
+    for {section, c, blocks} <- nifs do
+      {out, status} = cc_readme_nif(c, ~w(-fsyntax-only -std=c11 -Wall -Wextra -Werror))
+      assert status == 0, "README.md (#{section}): its NIF does not compile:\n#{out}"
 
-      assert ex =~ ~r/def #{name}#{params}, do: :erlang\.nif_error/,
-             "README.md: the module after the first NIF lacks #{name}/#{arity}"
+      assert {_, ex, _} = Enum.find(blocks, &loads_nif?/1),
+             "README.md (#{section}): no Elixir module loads the NIF"
+
+      assert elixir_stubs(ex) == nif_table(c),
+             "README.md (#{section}): the module's stubs " <>
+               "#{inspect(elixir_stubs(ex))} are not the NIF's table #{inspect(nif_table(c))}"
     end
+  end
+
+  # The Quick start is every file of a first project, in one place: the
+  # Erlang module that loads its NIF under rebar3 exports the table too.
+  test "README's Quick start holds its NIF's modules" do
+    assert {_, c, blocks} = List.keyfind(readme_nifs(), "Quick start", 0),
+           "README.md: no whole NIF in its Quick start"
+
+    assert {_, erl, _} = Enum.find(blocks, &(elem(&1, 1) =~ "erlang:load_nif(")),
+           "README.md (Quick start): no Erlang module loads the NIF"
+
+    [_, exports] = Regex.run(~r/-export\(\[([^\]]*)\]\)/, erl)
+
+    exported =
+      for [_, name, arity] <- Regex.scan(~r/(\w+)\/(\d+)/, exports),
+          do: {name, String.to_integer(arity)}
+
+    assert Enum.sort(exported) == nif_table(c),
+           "README.md (Quick start): the Erlang module's exports " <>
+             "#{inspect(Enum.sort(exported))} are not the NIF's table #{inspect(nif_table(c))}"
   end
 
   # The share of glibc's static TLS spare the README gives beam_alloc's
@@ -79,7 +104,7 @@ defmodule BeamAlloc.GuideExamplesTest do
   # has none of its own (the first NIF), linked as the builds link it.
   test "README's static TLS figure is the library's thread-locals" do
     [_, said] = Regex.run(~r/thread-locals take (\d+)\s+bytes/, File.read!(readme()))
-    {c, _} = readme_first_nif()
+    [{_, c, _} | _] = readme_nifs()
 
     so =
       Path.join(
@@ -99,14 +124,40 @@ defmodule BeamAlloc.GuideExamplesTest do
 
   defp readme, do: Path.join(@root, "README.md")
 
-  # The first NIF's C, and every block of its section.
-  defp readme_first_nif do
-    [_, after_heading] = String.split(File.read!(readme()), "## Writing a NIF with it\n")
-    [section | _] = String.split(after_heading, ~r/^## /m)
-    blocks = examples(section)
-    {_, c, _} = Enum.find(blocks, &(elem(&1, 0) == "c"))
-    {c, blocks}
+  # {section, c, blocks} for each whole NIF of the README (a C block with
+  # BEAM_NIF_INIT), in order, with every block of its section.
+  defp readme_nifs do
+    for section <- String.split(File.read!(readme()), ~r/^## /m),
+        blocks = examples(section),
+        {"c", c, _} <- blocks,
+        c =~ "BEAM_NIF_INIT(" do
+      [heading | _] = String.split(section, "\n", parts: 2)
+      {heading, c, blocks}
+    end
   end
+
+  # {name, arity} of a NIF's ErlNifFunc table, sorted.
+  defp nif_table(c) do
+    for(
+      [_, name, arity] <- Regex.scan(~r/\{"(\w+)", (\d+), \w+, /, c),
+      do: {name, String.to_integer(arity)}
+    )
+    |> Enum.sort()
+  end
+
+  defp loads_nif?({lang, code, _}), do: lang == "elixir" and code =~ "use BeamAlloc.Nif"
+
+  # {name, arity} of each `def f(...), do: :erlang.nif_error(...)`, sorted.
+  defp elixir_stubs(ex) do
+    for(
+      [_, name, args] <- Regex.scan(~r/def (\w+)(\(.*\)|), do: :erlang\.nif_error/, ex),
+      do: {name, arity(args)}
+    )
+    |> Enum.sort()
+  end
+
+  defp arity(""), do: 0
+  defp arity(args), do: length(String.split(args, ","))
 
   defp cc_readme_nif(c, args) do
     src =
