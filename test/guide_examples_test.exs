@@ -99,6 +99,27 @@ defmodule BeamAlloc.GuideExamplesTest do
              "#{inspect(Enum.sort(exported))} are not the NIF's table #{inspect(nif_table(c))}"
   end
 
+  # The failures the README shows for the Quick start's leak name the line
+  # of the allocation its check_me leaks once the free is deleted.
+  test "README's shown leak of the Quick start names its allocation's line" do
+    {_, c, _} = List.keyfind(readme_nifs(), "Quick start", 0)
+    lines = String.split(c, "\n")
+    freed = Enum.find_index(lines, &(&1 =~ "delete this line"))
+    assert freed, "README.md (Quick start): no free to delete in check_me"
+    [_, var] = Regex.run(~r/beam_free\(beam_allocator, (\w+),/, Enum.at(lines, freed))
+    alloc = Enum.find_index(lines, &(&1 =~ ~r/\b#{var} = beam_alloc\(/)) + 1
+
+    shown =
+      Regex.scan(~r/allocated from check_me\s+\(c_src\/my_nif\.c:(\d+)\)/, File.read!(readme()))
+
+    assert length(shown) >= 2
+
+    for [_, n] <- shown do
+      assert String.to_integer(n) == alloc,
+             "README.md: a leak of check_me shown at c_src/my_nif.c:#{n}, allocated at line #{alloc}"
+    end
+  end
+
   # The share of glibc's static TLS spare the README gives beam_alloc's
   # thread-locals grows with each one added: read it off a NIF library that
   # has none of its own (the first NIF), linked as the builds link it.
