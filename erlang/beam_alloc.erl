@@ -161,16 +161,18 @@ format_error(_, _) ->
     #{}.
 
 %% F() (a call of beam_alloc_testing_nif), or erlang:error({driver,
-%% Reason}) when that module is not there because its library did not
-%% load (its on_load failed: beam_alloc's ebin on the path without its
-%% application directory, or the driver not built): the call was a bare
-%% undef, with the reason only in a log line (found in a bug hunt).
-%% Reason: {priv_dir, bad_name} (no beam_alloc application found),
-%% {missing, Path} or {not_loadable, Path}.
+%% Reason}) when that module's library did not load (beam_alloc's ebin on
+%% the path without its application directory, or the driver not built
+%% or left out of a release: its stubs raise), or the module is not there:
+%% the call was a bare undef, with the reason only in a log line (found in
+%% a bug hunt). Reason: {priv_dir, bad_name} (no beam_alloc application
+%% found), {missing, Path} or {not_loadable, Path}.
 -spec driver(fun(() -> T)) -> T.
 driver(F) ->
     try F()
     catch
+        error:{beam_alloc_driver, not_loaded} ->
+            erlang:error({driver, driver_problem()});
         error:undef:Stack ->
             case Stack of
                 [{beam_alloc_testing_nif, _, _, _} | _] ->

@@ -171,14 +171,16 @@ run({Driver0, Seen} = State) ->
             end
     end.
 
-%% Whether the driver's module loads, asked once: a module whose on_load
-%% fails is not loaded, so every call to it would load it again, and the
-%% code server would log the on_load failure at every tick (it did, every
-%% second, on a node without priv/beam_alloc_testing.so: review).
+%% Whether the driver's library is loaded, asked once (its module's stubs
+%% raise without it). Its on_load once failed there, leaving the module
+%% unloaded, so every call loaded it again, and the code server logged the
+%% failure at every tick (every second, on a node without
+%% priv/beam_alloc_testing.so: review).
 driver(unknown) ->
-    case code:ensure_loaded(beam_alloc_testing_nif) of
-        {module, _} -> loaded;
-        {error, _} -> missing
+    try beam_alloc_testing_nif:holdings() of
+        _ -> loaded
+    catch
+        error:_ -> missing
     end;
 driver(Known) ->
     Known.

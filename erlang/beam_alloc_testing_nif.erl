@@ -28,21 +28,39 @@
 
 -on_load(load/0).
 
+%% The stubs' error while the library is not loaded: beam_alloc:driver/1
+%% turns it into {driver, Reason}.
+-define(NOT_LOADED, erlang:nif_error({beam_alloc_driver, not_loaded})).
+
+%% Never fails: a release boots in embedded mode, loading every module
+%% first, and a module whose on_load fails there stops the boot ("Kernel
+%% pid terminated": a release without priv/beam_alloc_testing.so did not
+%% start). Without the library the stubs stay, and the node runs without
+%% stats, collects and fault injection, as the log says once.
 load() ->
     case code:priv_dir(beam_alloc) of
         {error, Reason} ->
-            {error, {priv_dir, Reason}};
+            unavailable({priv_dir, Reason});
         Priv ->
-            erlang:load_nif(filename:join(Priv, "beam_alloc_testing"), 0)
+            case erlang:load_nif(filename:join(Priv, "beam_alloc_testing"), 0) of
+                ok -> ok;
+                {error, Reason} -> unavailable(Reason)
+            end
     end.
 
-open() -> erlang:nif_error(not_loaded).
-attach(_Session, _Modules) -> erlang:nif_error(not_loaded).
-begin_run(_Session, _FailIndex, _Mode) -> erlang:nif_error(not_loaded).
-end_run(_Session) -> erlang:nif_error(not_loaded).
-live(_Session) -> erlang:nif_error(not_loaded).
-leaks(_Session) -> erlang:nif_error(not_loaded).
-close(_Session) -> erlang:nif_error(not_loaded).
-stats(_ModuleName) -> erlang:nif_error(not_loaded).
-collect(_ModuleName) -> erlang:nif_error(not_loaded).
-holdings() -> erlang:nif_error(not_loaded).
+unavailable(Reason) ->
+    logger:warning("beam_alloc: no stats, collect or fault injection in this node: "
+                   "the driver's library (priv/beam_alloc_testing.so) did not load: ~0tp",
+                   [Reason]),
+    ok.
+
+open() -> ?NOT_LOADED.
+attach(_Session, _Modules) -> ?NOT_LOADED.
+begin_run(_Session, _FailIndex, _Mode) -> ?NOT_LOADED.
+end_run(_Session) -> ?NOT_LOADED.
+live(_Session) -> ?NOT_LOADED.
+leaks(_Session) -> ?NOT_LOADED.
+close(_Session) -> ?NOT_LOADED.
+stats(_ModuleName) -> ?NOT_LOADED.
+collect(_ModuleName) -> ?NOT_LOADED.
+holdings() -> ?NOT_LOADED.
