@@ -107,6 +107,40 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   halt(0).
   """
 
+  # A C++ NIF's request is made inside the standard library's code
+  # (std::vector's, instantiated in the NIF): its return address names
+  # only the library's headers. The crash follows the request's frames up
+  # to the author's line, as the symbolizer's sites do.
+  test "a C++ request made in std::vector's code: the crash names the author's line after its frames" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> CxxNif.unguarded_push(100) end)
+      """)
+
+    # std::bad_alloc out of a noexcept function: std::terminate's SIGABRT.
+    assert status == 128 + 6, out
+
+    assert out =~
+             "beam_alloc: the VM got SIGABRT while check_all_allocation_failures was " <>
+               "failing allocation request 0 (and every later one)",
+           out
+
+    assert out =~ ", in the NIF call CxxNif.unguarded_push/1", out
+
+    if System.find_executable("addr2line") do
+      line = BeamAlloc.Test.Reports.line_of("test/nifs/cxx_nif.cpp", "unguarded push")
+
+      # the standard library's line first, as the request's return address
+      # gives it; the author's last, with only its inlined levels after it
+      assert out =~ ~r"\nbeam_alloc: that request was made in .+ at \S*/include/c\+\+/\S+\n", out
+
+      assert out =~
+               ~r"\nbeam_alloc:   (called from|inlined into) push_noexcept\(int\) at \S*test/nifs/cxx_nif\.cpp:#{line}\n(beam_alloc:   inlined into .+\n)*beam_alloc: \(the NIF",
+             out
+    end
+  end
+
   test "the same from Erlang" do
     {out, status} = run_vm(:erlang, @uses_null_from_erlang)
 

@@ -157,6 +157,25 @@ BEAM_NIF(push_at) {
     return enif_make_int(env, (int)v.size());
 }
 
+// unguarded_push(N) -> N: N ints pushed onto a vector on the call's
+// allocator by a noexcept function: under fault injection std::bad_alloc
+// cannot leave it, so it is std::terminate, and the VM dies by SIGABRT
+// (BEAM_NIF's guard never sees the exception). The request is made in
+// std::vector's code; the crash must still name the push's line here.
+static int push_noexcept(int n) noexcept {
+    std::vector<int, beam::allocator<int>> v;
+    for (int i = 0; i < n; i++)
+        v.push_back(i); /* SITE: unguarded push */
+    return (int)v.size();
+}
+
+BEAM_NIF(unguarded_push) {
+    int n;
+    if (!enif_get_int(env, argv[0], &n) || n < 0)
+        return enif_make_badarg(env);
+    return enif_make_int(env, push_noexcept(n));
+}
+
 // A type the raw allocator cannot align (it serves 8).
 struct alignas(32) wide {
     double x[4];
@@ -264,6 +283,7 @@ static ErlNifFunc funcs[] = {
     {"picked_body_runs", 0, picked_body_runs, 0},
     {"grow", 1, grow, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"push_at", 1, push_at, 0},
+    {"unguarded_push", 1, unguarded_push, 0},
     {"take_reports", 0, take_reports, 0},
     {"overaligned", 1, overaligned, 0},
     {"overaligned_caught", 1, overaligned_caught, 0},
