@@ -33,6 +33,15 @@
  * session opens, its arguments when the request is failed. Without
  * addr2line the text says the command that gives the line.
  *
+ * A request of a C++ NIF is most often made in the standard library's code
+ * instantiated in the NIF (std::vector's _M_realloc_insert): its return
+ * address names alloc_traits.h and vector.tcc, not the author's line. So
+ * addr2line is given the request's callers in the same object too, and the
+ * text follows them up to the first in the author's code (authors_frame,
+ * as beam_alloc_symbolizer's): a C request's first frame is
+ * the author's, and its text is that frame's alone, as it always was. The
+ * command given without addr2line stays the first frame's.
+ *
  * The rules here:
  *
  *   - Async-signal-safety: crash_handler and everything it calls use only
@@ -71,6 +80,8 @@
 #define CRASH_SLOTS 32
 #define CRASH_TEXT 2048
 #define CRASH_PATH 1024
+/* Frames given to addr2line at most: the driver's OWN_FRAMES. */
+#define CRASH_FRAMES 8
 
 enum crash_state { CRASH_IDLE, CRASH_RUNNING, CRASH_FAILED };
 
@@ -80,12 +91,15 @@ typedef struct crash_slot {
     size_t len;
     char text[CRASH_TEXT];
     /* The failed request's source line: addr2line's absolute path ("":
-     * none in PATH at open), the library and the offset of the call in it
-     * ("": not known), and argv made of them for execve. */
+     * none in PATH at open), the library and the offsets in it of the call
+     * and its callers there (lib "": not known), argv for execve (-a: each
+     * frame's answer after its address) and the command said without
+     * addr2line (the call's alone). */
     char tool[CRASH_PATH];
     char lib[CRASH_PATH];
-    char offset[2 + 16 + 1];
-    char *argv[8];
+    char offset[CRASH_FRAMES][2 + 16 + 1];
+    char *argv[8 + CRASH_FRAMES];
+    char *command[8];
     /* The thread of the run's latest request, and when it came (on
      * crash_clock; 0: none yet): see crash_handler. */
     pthread_t thread;
@@ -248,31 +262,135 @@ static char *next_line(char **at) {
     return line;
 }
 
-/* Says what addr2line -f -i wrote (a function and its file:line, then for
- * an inlined call the function it is inlined into and where); false when
- * it knew no line (a library without debug information). */
-static bool say_source_line(char *text) {
-    char *at = text, *fn = next_line(&at), *where = next_line(&at);
-    if (fn == NULL || where == NULL || strncmp(where, "??", 2) == 0)
-        return false;
-    write_text("beam_alloc: that request was made in ");
-    for (;;) {
-        write_text(fn);
-        write_text(" at ");
-        write_text(where);
-        write_text("\n");
-        fn = next_line(&at);
-        where = fn != NULL ? next_line(&at) : NULL;
-        if (where == NULL)
-            return true;
-        write_text("beam_alloc:   inlined into ");
+/* addr2line -a's answer split in place, per address: frame i's lines are
+ * line[at[i]] up to line[at[i + 1]], pairs of a function and its
+ * file:line, the first the call's, each next one the function it is
+ * inlined into and where. A line cut short at the buffer's end is
+ * dropped. */
+#define CRASH_LINES 256
+typedef struct crash_answer {
+    char *line[CRASH_LINES];
+    size_t at[CRASH_FRAMES + 1];
+    size_t frames;
+} crash_answer;
+
+static void split_answer(char *text, crash_answer *a) {
+    size_t lines = 0;
+    a->frames = 0;
+    char *at = text, *line;
+    while (lines < CRASH_LINES && (line = next_line(&at)) != NULL) {
+        if (strncmp(line, "0x", 2) != 0) {
+            if (a->frames > 0)
+                a->line[lines++] = line;
+        } else if (a->frames < CRASH_FRAMES) {
+            a->at[a->frames++] = lines;
+        } else {
+            break;
+        }
     }
+    a->at[a->frames] = lines;
+}
+
+/* Frame i's function and file:line pairs. */
+static size_t answer_levels(const crash_answer *a, size_t i) {
+    return (a->at[i + 1] - a->at[i]) / 2;
+}
+
+static bool starts_with(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* /usr/lib/ or /usr/lib64/, then gcc/, clang/ or llvm.../: the compiler's
+ * headers. */
+static bool compilers_folder(const char *file) {
+    const char *rest = starts_with(file, "/usr/lib/")     ? file + 9
+                       : starts_with(file, "/usr/lib64/") ? file + 11
+                                                          : NULL;
+    if (rest == NULL)
+        return false;
+    return starts_with(rest, "gcc/") || starts_with(rest, "clang/") ||
+           (starts_with(rest, "llvm") && strchr(rest, '/') != NULL);
+}
+
+/* beam_alloc's own headers, by the name of file (which ends at end). */
+static bool beam_alloc_header(const char *file, const char *end) {
+    const char *base = file;
+    for (const char *p = file; p < end; p++)
+        if (*p == '/')
+            base = p + 1;
+    size_t n = (size_t)(end - base);
+    static const char *const names[] = {"beam_alloc.h", "beam_alloc.hpp",
+                                        "beam_alloc_nif.h",
+                                        "beam_alloc_nif.hpp"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (n == strlen(names[i]) && strncmp(base, names[i], n) == 0)
+            return true;
+    return strstr(file, "include/beam_alloc/") != NULL;
+}
+
+/* A header the author did not write, where is "file:line" (as
+ * beam_alloc_symbolizer's library_header). */
+static bool library_header(const char *where) {
+    const char *end = strrchr(where, ':');
+    return starts_with(where, "/usr/include/") ||
+           starts_with(where, "/usr/local/include/") ||
+           compilers_folder(where) || strstr(where, "/include/c++/") != NULL ||
+           beam_alloc_header(where, end != NULL ? end : where + strlen(where));
+}
+
+/* Does the level fn at where hold the author's code (as
+ * beam_alloc_symbolizer's authors_frame): by its file where it has a line,
+ * else by its function (not the standard library's namespaces). */
+static bool authors_level(const char *fn, const char *where) {
+    const char *colon = strrchr(where, ':');
+    if (!starts_with(where, "??") && colon != NULL && colon[1] >= '1' &&
+        colon[1] <= '9')
+        return !library_header(where);
+    return strcmp(fn, "??") != 0 && !starts_with(fn, "std::") &&
+           !starts_with(fn, "__gnu_cxx::") && !starts_with(fn, "__cxxabiv1::");
+}
+
+/* The first frame with a level of the author's code, or the last frame
+ * when none has one (all are said). */
+static size_t authors_frame(const crash_answer *a) {
+    for (size_t i = 0; i < a->frames; i++)
+        for (size_t j = a->at[i]; j + 1 < a->at[i + 1]; j += 2)
+            if (authors_level(a->line[j], a->line[j + 1]))
+                return i;
+    return a->frames - 1;
+}
+
+/* Says frame i's levels; the first call's begins the text. */
+static void say_frame(const crash_answer *a, size_t i) {
+    for (size_t j = a->at[i]; j + 1 < a->at[i + 1]; j += 2) {
+        write_text(j == 0          ? "beam_alloc: that request was made in "
+                   : j == a->at[i] ? "beam_alloc:   called from "
+                                   : "beam_alloc:   inlined into ");
+        write_text(a->line[j]);
+        write_text(" at ");
+        write_text(a->line[j + 1]);
+        write_text("\n");
+    }
+}
+
+/* Says what addr2line -a -f -i wrote, frames up to the author's (see
+ * crash_answer); false when it knew no line for the call (a library
+ * without debug information). */
+static bool say_source_line(char *text) {
+    static crash_answer a; /* (its user holds symbolizing) */
+    split_answer(text, &a);
+    if (a.frames == 0 || answer_levels(&a, 0) == 0 ||
+        starts_with(a.line[1], "??"))
+        return false;
+    for (size_t i = 0, last = authors_frame(&a); i <= last; i++)
+        say_frame(&a, i);
+    return true;
 }
 
 /* One handler at a time has the output buffer (static: the handler may be
  * on a small alternate stack); another one's crash says the command. */
 static atomic_flag symbolizing = ATOMIC_FLAG_INIT;
-static char symbolized[4096];
+static char symbolized[16384];
 
 static bool crash_symbolize(const crash_slot *c) {
     if (c->tool[0] == '\0' || atomic_flag_test_and_set(&symbolizing))
@@ -290,7 +408,7 @@ static void crash_source_line(const crash_slot *c) {
     if (c->lib[0] == '\0' || crash_symbolize(c))
         return;
     write_text("beam_alloc: its source line:");
-    for (char *const *arg = c->argv; *arg != NULL; arg++) {
+    for (char *const *arg = c->command; *arg != NULL; arg++) {
         write_text(" ");
         write_text(*arg);
     }
@@ -488,22 +606,42 @@ crash_say(int i, int state, const char *fmt, ...) {
     atomic_store(&c->state, state);
 }
 
-/* Slot c's addr2line arguments for the call returning to ret: the
- * library and the offset in it of the call ("" when not known). Made
- * while the slot is idle. */
-static void crash_line_args(crash_slot *c, uintptr_t ret) {
+/* How many of frames[0..n) are in the object at base, from the first (in
+ * it): the call's and its callers' there, CRASH_FRAMES at most. */
+static size_t frames_in(const void *base, const uintptr_t *frames, size_t n) {
     Dl_info info;
+    size_t k = 1;
+    while (k < n && k < CRASH_FRAMES && dladdr((void *)frames[k], &info) != 0 &&
+           info.dli_fbase == base)
+        k++;
+    return k;
+}
+
+/* Slot c's addr2line arguments for the call of f: the library of its
+ * return address and the offsets in it of the call and its callers there
+ * (lib "" when not known). Made while the slot is idle. */
+static void crash_line_args(crash_slot *c, const crash_note_failure *f) {
+    Dl_info info;
+    size_t n = 1;
     c->lib[0] = '\0';
-    if (dladdr((void *)ret, &info) != 0 && info.dli_fname != NULL &&
+    if (dladdr((void *)f->frames[0], &info) != 0 && info.dli_fname != NULL &&
         strlen(info.dli_fname) < sizeof c->lib) {
         strcpy(c->lib, info.dli_fname);
-        snprintf(c->offset, sizeof c->offset, "0x%zx",
-                 (size_t)(ret - 1 - (uintptr_t)info.dli_fbase));
+        n = frames_in(info.dli_fbase, f->frames, f->nframes);
+        for (size_t k = 0; k < n; k++)
+            snprintf(c->offset[k], sizeof c->offset[k], "0x%zx",
+                     (size_t)(f->frames[k] - 1 - (uintptr_t)info.dli_fbase));
     }
-    static char prog[] = "addr2line", f[] = "-f", i[] = "-i", cxx[] = "-C",
-                e[] = "-e";
-    char *argv[] = {prog, f, i, cxx, e, c->lib, c->offset, NULL};
+    static char prog[] = "addr2line", fn[] = "-f", in[] = "-i", cxx[] = "-C",
+                e[] = "-e", addr[] = "-a";
+    char *command[] = {prog, fn, in, cxx, e, c->lib, c->offset[0], NULL};
+    memcpy(c->command, command, sizeof command);
+    char *argv[] = {prog, addr, fn, in, cxx, e, c->lib};
     memcpy(c->argv, argv, sizeof argv);
+    size_t at = sizeof argv / sizeof argv[0];
+    for (size_t k = 0; k < n; k++)
+        c->argv[at + k] = c->offset[k];
+    c->argv[at + n] = NULL;
 }
 
 /* --- The driver's calls (crash_note.h) ---------------------------------- */
@@ -548,7 +686,7 @@ void crash_note_request_failed(int slot, const crash_note_failure *f) {
     if (slot < 0)
         return;
     atomic_store(&crash_slots[slot].state, CRASH_IDLE);
-    crash_line_args(&crash_slots[slot], f->ret);
+    crash_line_args(&crash_slots[slot], f);
     crash_say(slot, CRASH_FAILED,
               " while check_all_allocation_failures was failing allocation "
               "request %zu (and every later one), which returned NULL: %s of "

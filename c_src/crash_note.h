@@ -37,7 +37,11 @@ typedef struct crash_note_failure {
     size_t len;       /* bytes asked for */
     const char *site; /* as described (lib.so+0x..) */
     const char *nif;  /* the NIF function of the call, "" when not known */
-    uintptr_t ret;    /* its return address: for addr2line */
+    /* Its return address, then its callers' (innermost first): for
+     * addr2line, which follows them while they are in the same object, up
+     * to the author's code (a request made in std::vector's code). */
+    const uintptr_t *frames;
+    size_t nframes; /* 1 at least */
 } crash_note_failure;
 
 void crash_note_request_failed(int slot, const crash_note_failure *f);
