@@ -126,7 +126,21 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
                "failing allocation request 0 (and every later one)",
            out
 
-    assert out =~ ", in the NIF call CxxNif.unguarded_push/1", out
+    # The request threw std::bad_alloc: there was no NULL to handle.
+    assert out =~
+             "(and every later one), which failed (in C++ by throwing std::bad_alloc, in C by " <>
+               "returning NULL): alloc of 4 bytes at cxx_nif.so+0x",
+           out
+
+    assert out =~ ", in the NIF call CxxNif.unguarded_push/1: handle the failure there\n", out
+
+    assert out =~
+             "\nbeam_alloc: (the NIF mishandles that failure: a SIGABRT is most often a " <>
+               "std::bad_alloc that nothing caught",
+           out
+
+    refute out =~ "NULL there", out
+    refute out =~ "by using the NULL", out
 
     if System.find_executable("addr2line") do
       line = BeamAlloc.Test.Reports.line_of("test/nifs/cxx_nif.cpp", "unguarded push")
@@ -182,6 +196,33 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert_names_the_request(out)
     assert out =~ "its source line: addr2line -f -i -C -e ", out
     assert took < 25_000, "the dying VM waited #{took} ms"
+  end
+
+  # addr2line -a writes each address on a line of its own before its
+  # function and file:line pairs: a file:line that begins with 0x (a build
+  # with -ffile-prefix-map, its sources in a folder 0x...) is no address.
+  test "a source file whose path begins with 0x is said as the request's line" do
+    tmp = tmp_dir("beam_alloc_0x_addr2line")
+
+    File.write!(Path.join(tmp, "addr2line"), """
+    #!/bin/sh
+    printf '0x0000000000001234\\nmake_header\\n0xdb/faults_nif.c:76\\n'
+    """)
+
+    File.chmod!(Path.join(tmp, "addr2line"), 0o755)
+
+    {out, status} =
+      run_vm(System.find_executable("erl"), ["-noshell", "-eval", @uses_null_from_erlang], [
+        {"PATH", tmp <> ":" <> System.get_env("PATH")}
+      ])
+
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+
+    assert out =~ "\nbeam_alloc: that request was made in make_header at 0xdb/faults_nif.c:76\n",
+           out
+
+    refute out =~ "its source line", out
   end
 
   test "a crash in the first run says no allocation was failed; SIGABRT stays SIGABRT" do
