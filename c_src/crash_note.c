@@ -262,6 +262,10 @@ static char *next_line(char **at) {
     return line;
 }
 
+static bool starts_with(const char *s, const char *prefix) {
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
 /* addr2line -a's answer split in place, per address: frame i's lines are
  * line[at[i]] up to line[at[i + 1]], pairs of a function and its
  * file:line, the first the call's, each next one the function it is
@@ -274,12 +278,22 @@ typedef struct crash_answer {
     size_t frames;
 } crash_answer;
 
+/* Is line, the answer's lines-th (its frames so far in a), an address: 0x
+ * where a function could begin. A file:line may begin with 0x too (a
+ * build's -ffile-prefix-map, its sources in a folder 0x...); a function
+ * name cannot. */
+static bool answer_address(const crash_answer *a, size_t lines,
+                           const char *line) {
+    return starts_with(line, "0x") &&
+           (a->frames == 0 || (lines - a->at[a->frames - 1]) % 2 == 0);
+}
+
 static void split_answer(char *text, crash_answer *a) {
     size_t lines = 0;
     a->frames = 0;
     char *at = text, *line;
     while (lines < CRASH_LINES && (line = next_line(&at)) != NULL) {
-        if (strncmp(line, "0x", 2) != 0) {
+        if (!answer_address(a, lines, line)) {
             if (a->frames > 0)
                 a->line[lines++] = line;
         } else if (a->frames < CRASH_FRAMES) {
@@ -294,10 +308,6 @@ static void split_answer(char *text, crash_answer *a) {
 /* Frame i's function and file:line pairs. */
 static size_t answer_levels(const crash_answer *a, size_t i) {
     return (a->at[i + 1] - a->at[i]) / 2;
-}
-
-static bool starts_with(const char *s, const char *prefix) {
-    return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
 /* /usr/lib/ or /usr/lib64/, then gcc/, clang/ or llvm.../: the compiler's
