@@ -88,7 +88,9 @@ enum crash_state { CRASH_IDLE, CRASH_RUNNING, CRASH_FAILED };
 typedef struct crash_slot {
     atomic_bool taken;
     atomic_int state;
-    size_t len;
+    /* The text, len bytes; a failed request's in two parts, split where
+     * the handler puts how it failed (failure_words). */
+    size_t len, split;
     char text[CRASH_TEXT];
     /* The failed request's source line: addr2line's absolute path ("":
      * none in PATH at open), the library and the offsets in it of the call
@@ -450,9 +452,33 @@ static void crash_chain(size_t i, int sig, siginfo_t *info, void *uctx) {
         raise(sig);
 }
 
-#define CRASH_HINT                                                             \
-    "beam_alloc: (the NIF mishandles that failure, most often by using the "   \
-    "NULL: see README, \"When a check crashes the VM\")\n"
+/* How a failed request failed, said around its text, and the hint after
+ * its line: a C request returned NULL, and a NIF that uses it faults; a
+ * C++ allocator's threw std::bad_alloc, and one that nothing caught is
+ * std::terminate's SIGABRT, as is a C NIF's abort or assert on the NULL:
+ * for SIGABRT the words hold both. */
+typedef struct failure_words {
+    const char *failed, *handle, *hint;
+} failure_words;
+
+#define CRASH_README "see README, \"When a check crashes the VM\")\n"
+
+static const failure_words *failure_words_for(int sig) {
+    static const failure_words returned_null = {
+        ", which returned NULL: ", ": handle the NULL there\n",
+        "beam_alloc: (the NIF mishandles that failure, most often by using "
+        "the NULL: " CRASH_README};
+    static const failure_words aborted = {
+        ", which failed (in C++ by throwing std::bad_alloc, in C by returning "
+        "NULL): ",
+        ": handle the failure there\n",
+        "beam_alloc: (the NIF mishandles that failure: a SIGABRT is most "
+        "often a std::bad_alloc that nothing caught (let out of a noexcept "
+        "function or a thread of the NIF's, or thrown outside a BEAM_NIF "
+        "body: std::terminate aborts), else an abort or assert on the "
+        "NULL: " CRASH_README};
+    return sig == SIGABRT ? &aborted : &returned_null;
+}
 
 /* The previous action's index for sig. */
 static size_t crash_index(int sig) {
@@ -492,11 +518,17 @@ static const crash_slot *crash_this_thread(void) {
 static void crash_write(const crash_slot *c, int state, int sig) {
     write_text("\nbeam_alloc: the VM got ");
     write_text(signal_name(sig));
-    write_all(c->text, c->len);
-    if (state == CRASH_FAILED) {
-        crash_source_line(c);
-        write_text(CRASH_HINT);
+    if (state != CRASH_FAILED) {
+        write_all(c->text, c->len);
+        return;
     }
+    const failure_words *words = failure_words_for(sig);
+    write_all(c->text, c->split);
+    write_text(words->failed);
+    write_all(c->text + c->split, c->len - c->split);
+    write_text(words->handle);
+    crash_source_line(c);
+    write_text(words->hint);
 }
 
 /* Every running session's slot is written; but with other checks running
@@ -599,21 +631,16 @@ static void crash_give_back(int i) {
     atomic_store(&crash_slots[i].taken, false);
 }
 
-/* Slot i says fmt: state, once written. */
-__attribute__((format(printf, 3, 4))) static void
-crash_say(int i, int state, const char *fmt, ...) {
-    if (i < 0)
-        return;
-    crash_slot *c = &crash_slots[i];
-    atomic_store(&c->state, CRASH_IDLE);
+/* Slot c's text from at (below its size) is fmt's, cut at its end: the
+ * text's length. Made while the slot is idle. */
+__attribute__((format(printf, 3, 4))) static size_t
+crash_text(crash_slot *c, size_t at, const char *fmt, ...) {
+    size_t room = sizeof c->text - at;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(c->text, sizeof c->text, fmt, ap);
+    int n = vsnprintf(c->text + at, room, fmt, ap);
     va_end(ap);
-    c->len = n < 0                        ? 0
-             : (size_t)n < sizeof c->text ? (size_t)n
-                                          : sizeof c->text - 1;
-    atomic_store(&c->state, state);
+    return at + (n < 0 ? 0 : (size_t)n < room ? (size_t)n : room - 1);
 }
 
 /* How many of frames[0..n) are in the object at base, from the first (in
@@ -669,19 +696,27 @@ void crash_note_close(int slot) {
 
 /* A crash before the run's failing request is no failed allocation's. */
 void crash_note_run_begins(int slot, bool fails, size_t fail_index) {
+    if (slot < 0)
+        return;
+    crash_slot *c = &crash_slots[slot];
+    atomic_store(&c->state, CRASH_IDLE);
     if (!fails)
-        crash_say(slot, CRASH_RUNNING,
-                  " while check_all_allocation_failures was making a run "
-                  "that fails no allocation (the first, which counts them, "
-                  "or the last): no allocation had been failed, so the "
-                  "crash is not a failed allocation's\n");
+        c->len = crash_text(c, 0,
+                            " while check_all_allocation_failures was making "
+                            "a run that fails no allocation (the first, which "
+                            "counts them, or the last): no allocation had "
+                            "been failed, so the crash is not a failed "
+                            "allocation's\n");
     else
-        crash_say(slot, CRASH_RUNNING,
-                  " while check_all_allocation_failures was making the run "
-                  "that fails allocation request %zu, before that request "
-                  "came: no allocation had been failed yet, so the crash is "
-                  "not a failed allocation's\n",
-                  fail_index);
+        c->len = crash_text(c, 0,
+                            " while check_all_allocation_failures was making "
+                            "the run that fails allocation request %zu, "
+                            "before that request came: no allocation had "
+                            "been failed yet, so the crash is not a failed "
+                            "allocation's\n",
+                            fail_index);
+    c->split = c->len;
+    atomic_store(&c->state, CRASH_RUNNING);
 }
 
 void crash_note_request(int slot) {
@@ -695,14 +730,17 @@ void crash_note_request(int slot) {
 void crash_note_request_failed(int slot, const crash_note_failure *f) {
     if (slot < 0)
         return;
-    atomic_store(&crash_slots[slot].state, CRASH_IDLE);
-    crash_line_args(&crash_slots[slot], f);
-    crash_say(slot, CRASH_FAILED,
-              " while check_all_allocation_failures was failing allocation "
-              "request %zu (and every later one), which returned NULL: %s of "
-              "%zu bytes at %s%s%s: handle the NULL there\n",
-              f->index, f->kind, f->len, f->site,
-              f->nif[0] ? ", in the NIF call " : "", f->nif);
+    crash_slot *c = &crash_slots[slot];
+    atomic_store(&c->state, CRASH_IDLE);
+    crash_line_args(c, f);
+    c->split = crash_text(c, 0,
+                          " while check_all_allocation_failures was failing "
+                          "allocation request %zu (and every later one)",
+                          f->index);
+    c->len =
+        crash_text(c, c->split, "%s of %zu bytes at %s%s%s", f->kind, f->len,
+                   f->site, f->nif[0] ? ", in the NIF call " : "", f->nif);
+    atomic_store(&c->state, CRASH_FAILED);
 }
 
 void crash_note_run_ends(int slot) {
