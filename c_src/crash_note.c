@@ -522,10 +522,13 @@ static void crash_write(const crash_slot *c, int state, int sig) {
         write_all(c->text, c->len);
         return;
     }
+    /* (Read once, and split kept below len: a run of the session's on
+     * another thread may be writing the slot over meanwhile.) */
+    size_t len = c->len, split = c->split < len ? c->split : len;
     const failure_words *words = failure_words_for(sig);
-    write_all(c->text, c->split);
+    write_all(c->text, split);
     write_text(words->failed);
-    write_all(c->text + c->split, c->len - c->split);
+    write_all(c->text + split, len - split);
     write_text(words->handle);
     crash_source_line(c);
     write_text(words->hint);
