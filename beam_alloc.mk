@@ -35,7 +35,8 @@
 #                           beam_alloc's symbols is exported from your NIF
 #   BEAM_ALLOC_BUILD_NIF    a recipe: compiles and links the C sources among
 #                           the prerequisites ($^) into $@, with CC, CFLAGS
-#                           (default -O2), LDFLAGS and LDLIBS
+#                           (set before or after the include; -O2 when
+#                           it is not set before), LDFLAGS and LDLIBS
 #   BEAM_ALLOC_BUILD_NIF_CXX  the same for C++ sources (.cc .cpp .cxx) mixed
 #                           with C ones: C++ with CXX and CXXFLAGS, C with
 #                           CC and CFLAGS, linked by CXX
@@ -104,19 +105,23 @@ beam_alloc_no_icf = $(call beam_alloc_flags_if,$(1),$(2),$(BEAM_ALLOC_NO_FOLD_GC
 BEAM_ALLOC_NO_ICF_CC = $(call beam_alloc_no_icf,$(CC),c)
 BEAM_ALLOC_NO_ICF_CXX = $(call beam_alloc_no_icf,$(CXX),c++)
 
+# -O2 when CFLAGS (CXXFLAGS) is not set before the include: in these
+# flags, not in CFLAGS, which the Makefile that includes this one owns (a
+# CFLAGS ?= here made its own CFLAGS ?= after the include a no-op: its
+# -O3 -Werror -std=gnu99 were dropped without a word). CFLAGS comes after
+# these flags wherever they are used: its -O level wins.
+BEAM_ALLOC_OPT_C := $(if $(filter undefined,$(origin CFLAGS)),-O2)
+BEAM_ALLOC_OPT_CXX := $(if $(filter undefined,$(origin CXXFLAGS)),-O2)
 BEAM_ALLOC_BASE_FLAGS = -g -fno-omit-frame-pointer -fno-optimize-sibling-calls -fPIC -fvisibility=hidden -I$(BEAM_ALLOC_INCLUDE_DIR) -I$(ERTS_INCLUDE_DIR) -pthread
-BEAM_ALLOC_CFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CC)
+BEAM_ALLOC_CFLAGS = $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CC) $(BEAM_ALLOC_OPT_C)
 # (<beam_alloc.hpp> needs C++17, which clang++ 14 does not default to; a
 # -std in CXXFLAGS, which comes after, wins.)
-BEAM_ALLOC_CXXFLAGS = -std=gnu++17 $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CXX)
+BEAM_ALLOC_CXXFLAGS = -std=gnu++17 $(BEAM_ALLOC_BASE_FLAGS) $(BEAM_ALLOC_NO_ICF_CXX) $(BEAM_ALLOC_OPT_CXX)
 ifeq ($(shell uname -s),Darwin)
 BEAM_ALLOC_LDFLAGS := -shared -undefined dynamic_lookup -pthread
 else
 BEAM_ALLOC_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
-
-CFLAGS ?= -O2
-CXXFLAGS ?= -O2
 
 BEAM_ALLOC_BUILD_NIF = mkdir -p $(@D) && \
     $(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) $(filter %.c,$^) $(BEAM_ALLOC_LIB) \

@@ -535,6 +535,40 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # beam_alloc.mk set CFLAGS ?= -O2 where it was included: a Makefile's own
+  # CFLAGS ?= after the include (-O3 -Werror -std=gnu99...) was then
+  # silently dropped.
+  test "beam_alloc.mk leaves CFLAGS set after its include to the Makefile", %{dir: dir} do
+    File.write!(Path.join(dir, "Makefile"), """
+    include $(BEAM_ALLOC_MK)
+    CFLAGS ?= -O1 -DUSERS_OWN
+    CXXFLAGS ?= -O1 -DUSERS_OWN_CXX
+
+    all: $(MIX_APP_PATH)/priv/tmp_nif.so
+    $(MIX_APP_PATH)/priv/tmp_nif.so: c_src/tmp_nif.c c_src/twice.cpp $(BEAM_ALLOC_LIB)
+    \t$(BEAM_ALLOC_BUILD_NIF_CXX)
+    """)
+
+    app = project(dir, :mixc_make_cflags, make: true)
+    assert {{:ok, []}, _, out} = compile(dir, app)
+    assert out =~ "-O1 -DUSERS_OWN -c c_src/tmp_nif.c"
+    assert out =~ "-O1 -DUSERS_OWN_CXX c_src/twice.cpp"
+
+    # With none set, -O2 (before CFLAGS, so that a later += keeps it).
+    File.write!(Path.join(dir, "Makefile"), """
+    include $(BEAM_ALLOC_MK)
+    CFLAGS += -DADDED
+
+    all: $(MIX_APP_PATH)/priv/tmp_nif.so
+    $(MIX_APP_PATH)/priv/tmp_nif.so: c_src/tmp_nif.c $(BEAM_ALLOC_LIB)
+    \t$(BEAM_ALLOC_BUILD_NIF)
+    """)
+
+    File.rm!(so_path(dir, app, :tmp_nif))
+    assert {{:ok, []}, _, out} = compile(dir, app)
+    assert out =~ ~r/-O2 .*-DADDED c_src\/tmp_nif.c/
+  end
+
   # make mode gave the Makefile absolute paths: under a folder with a quote
   # (or a space) its recipes' shell failed ("Unterminated quoted string"),
   # beam_alloc.mk's own sub-make first. Such paths come relative to the
