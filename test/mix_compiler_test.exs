@@ -535,6 +535,36 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # A project moving from elixir_make keeps its Makefile: make mode gave it
+  # neither elixir_make's other variables (a Makefile that checks
+  # ERL_EI_INCLUDE_DIR, as Nerves-style ones do, stopped) nor its priv/
+  # (a .so written to the project's priv/, elixir_make's convention, was
+  # not found on a clean checkout, and a stale copy was loaded after an
+  # edit).
+  test "make mode runs an elixir_make Makefile as elixir_make does", %{dir: dir} do
+    File.write!(Path.join(dir, "Makefile"), """
+    include $(BEAM_ALLOC_MK)
+    ifeq ($(ERL_EI_INCLUDE_DIR),)
+    $(error ERL_EI_INCLUDE_DIR not set)
+    endif
+
+    all: priv/tmp_nif.so
+    \t@echo "deps=$(MIX_DEPS_PATH) ei=$(ERL_EI_INCLUDE_DIR) eilib=$(ERL_EI_LIBDIR)"
+
+    priv/tmp_nif.so: c_src/tmp_nif.c c_src/twice.cpp c_src/answer.h $(BEAM_ALLOC_LIB)
+    \t$(BEAM_ALLOC_BUILD_NIF_CXX)
+    """)
+
+    app = project(dir, :mixc_make_elixir_make, make: true)
+    assert {{:ok, []}, _, out} = compile(dir, app)
+    assert out =~ ~r{deps=#{dir}/deps ei=/\S+/usr/include eilib=/\S+/usr/lib}
+    assert call_answer(so_path(dir, app, :tmp_nif)) == 42
+
+    File.write!(Path.join(dir, "c_src/answer.h"), "#define ANSWER_HALF 22\n")
+    assert {{:ok, []}, _, _} = compile(dir, app)
+    assert call_answer(so_path(dir, app, :tmp_nif)) == 44
+  end
+
   # beam_alloc.mk set CFLAGS ?= -O2 where it was included: a Makefile's own
   # CFLAGS ?= after the include (-O3 -Werror -std=gnu99...) was then
   # silently dropped.

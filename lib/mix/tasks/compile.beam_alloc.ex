@@ -98,8 +98,13 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   the environment:
 
     * `MIX_APP_PATH`, `MIX_ENV`, `MIX_TARGET`, `MIX_BUILD_PATH`,
-      `MIX_COMPILE_PATH`: write NIFs to `$(MIX_APP_PATH)/priv/`;
-    * `ERTS_INCLUDE_DIR`: the directory of `erl_nif.h`;
+      `MIX_COMPILE_PATH`, `MIX_CONSOLIDATION_PATH`, `MIX_DEPS_PATH`,
+      `MIX_MANIFEST_PATH`: write NIFs to `$(MIX_APP_PATH)/priv/` (or, as
+      with elixir_make, to the project's `priv/`: when make creates that
+      folder, the app's `priv/` becomes a link to it);
+    * `ERTS_INCLUDE_DIR`: the directory of `erl_nif.h`; `ERL_EI_INCLUDE_DIR`,
+      `ERL_EI_LIBDIR`, `ERL_INTERFACE_INCLUDE_DIR`, `ERL_INTERFACE_LIB_DIR`:
+      erl_interface's (a Makefile written for elixir_make runs as it was);
     * `BEAM_ALLOC_DIR`, `BEAM_ALLOC_INCLUDE_DIR`, `BEAM_ALLOC_LIB`
       (`libbeam_alloc.a`, already built), `BEAM_ALLOC_CFLAGS` and
       `BEAM_ALLOC_LDFLAGS` (what any NIF built on beam_alloc needs: its
@@ -464,27 +469,25 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
         if(make_opts.makefile, do: ["-f", make_opts.makefile], else: []) ++
         make_opts.args ++ List.wrap(make_opts.target)
 
+    priv? = File.dir?("priv")
     File.mkdir_p!(Path.join(Mix.Project.app_path(), "priv"))
     at = &make_path(&1, dir)
     root = at.(root)
 
-    env = [
-      {"MIX_APP_PATH", at.(Mix.Project.app_path())},
-      {"MIX_ENV", to_string(Mix.env())},
-      {"MIX_TARGET", to_string(Mix.target())},
-      {"MIX_BUILD_PATH", at.(Mix.Project.build_path())},
-      {"MIX_COMPILE_PATH", at.(Mix.Project.compile_path())},
-      {"ERTS_INCLUDE_DIR", erts},
-      {"BEAM_ALLOC_DIR", root},
-      {"BEAM_ALLOC_INCLUDE_DIR", Path.join(root, "include")},
-      {"BEAM_ALLOC_LIB", at.(library)},
-      {"BEAM_ALLOC_MK", Path.join(root, "beam_alloc.mk")},
-      # (With CC's no-merging flags, as beam_alloc.mk's: without them a
-      # report may name another NIF's line.)
-      {"BEAM_ALLOC_CFLAGS",
-       Enum.join(base_cflags(root, erts) ++ no_code_folding(compiler!(:c), :c), " ")},
-      {"BEAM_ALLOC_LDFLAGS", Enum.join(base_ldflags(), " ")}
-    ]
+    env =
+      elixir_make_env(at) ++
+        [
+          {"ERTS_INCLUDE_DIR", erts},
+          {"BEAM_ALLOC_DIR", root},
+          {"BEAM_ALLOC_INCLUDE_DIR", Path.join(root, "include")},
+          {"BEAM_ALLOC_LIB", at.(library)},
+          {"BEAM_ALLOC_MK", Path.join(root, "beam_alloc.mk")},
+          # (With CC's no-merging flags, as beam_alloc.mk's: without them a
+          # report may name another NIF's line.)
+          {"BEAM_ALLOC_CFLAGS",
+           Enum.join(base_cflags(root, erts) ++ no_code_folding(compiler!(:c), :c), " ")},
+          {"BEAM_ALLOC_LDFLAGS", Enum.join(base_ldflags(), " ")}
+        ]
 
     case System.cmd(make, args,
            cd: dir,
@@ -493,7 +496,7 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
            stderr_to_stdout: true
          ) do
       {_, 0} ->
-        :ok
+        link_priv(priv?)
 
       {_, status} ->
         Mix.raise(
@@ -501,6 +504,49 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
             "see its output above"
         )
     end
+  end
+
+  # What elixir_make gives a Makefile besides ERTS_INCLUDE_DIR, so that one
+  # written for it runs as it was (a Makefile that stops without
+  # ERL_EI_INCLUDE_DIR, or reads MIX_DEPS_PATH, failed here); the VM's
+  # BINDIR, ROOTDIR, PROGNAME and EMU are not passed on, as there.
+  defp elixir_make_env(at) do
+    root = List.to_string(:code.root_dir())
+    {ei_include, ei_lib} = {Path.join(root, "usr/include"), Path.join(root, "usr/lib")}
+
+    [
+      {"MIX_APP_PATH", at.(Mix.Project.app_path())},
+      {"MIX_ENV", to_string(Mix.env())},
+      {"MIX_TARGET", to_string(Mix.target())},
+      {"MIX_BUILD_PATH", at.(Mix.Project.build_path())},
+      {"MIX_COMPILE_PATH", at.(Mix.Project.compile_path())},
+      {"MIX_CONSOLIDATION_PATH", at.(Mix.Project.consolidation_path())},
+      {"MIX_DEPS_PATH", at.(Mix.Project.deps_path())},
+      {"MIX_MANIFEST_PATH", at.(Mix.Project.manifest_path())},
+      {"ERL_EI_INCLUDE_DIR", System.get_env("ERL_EI_INCLUDE_DIR", ei_include)},
+      {"ERL_EI_LIBDIR", System.get_env("ERL_EI_LIBDIR", ei_lib)},
+      {"ERL_INTERFACE_INCLUDE_DIR", System.get_env("ERL_INTERFACE_INCLUDE_DIR", ei_include)},
+      {"ERL_INTERFACE_LIB_DIR", System.get_env("ERL_INTERFACE_LIB_DIR", ei_lib)}
+    ] ++ Enum.map(~w(BINDIR ROOTDIR PROGNAME EMU), &{&1, nil})
+  end
+
+  # A Makefile written for elixir_make may put its .so in the project's
+  # priv/ (elixir_make's own examples do). When make made that folder, the
+  # app's priv/ becomes a link to it, as elixir_make does: it was left an
+  # empty folder of its own, and the NIF was not found on a clean checkout
+  # (and, copied there by the next compile, ran one edit behind).
+  defp link_priv(true), do: :ok
+
+  defp link_priv(false) do
+    app_priv = Path.join(Mix.Project.app_path(), "priv")
+
+    if File.dir?("priv") do
+      # (Only when make left it empty: a .so written there stays.)
+      _ = File.rmdir(app_priv)
+      Mix.Project.build_structure()
+    end
+
+    :ok
   end
 
   # A path as the Makefile gets it: absolute, unless that holds a space or
