@@ -1,7 +1,10 @@
 # beam_alloc.mk: build a NIF against beam_alloc from any make.
 #
 # Include it from your Makefile (plain GNU make, a rebar3 pre_hooks make,
-# or elixir_make's / Mix's `make: true` mode, which exports BEAM_ALLOC_MK):
+# elixir_make's by its path in the dependency, or the :beam_alloc Mix
+# compiler's `make: true` mode, which exports BEAM_ALLOC_MK: elixir_make
+# does not, and `include $(BEAM_ALLOC_MK)` under it includes nothing, the
+# recipe below is empty and make builds nothing without a word):
 #
 #     include path/to/beam_alloc/beam_alloc.mk
 #
