@@ -50,7 +50,8 @@ static inline gpa_tls_slot *gpa_fast_slot(void) {
  * place every path accounts for a block. */
 static BEAM__ALWAYS_INLINE void gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b,
                                              size_t len) {
-    gpa_untag(b); /* fresh memory may hold an old tag */
+    BEAM__ASAN_UNPOISON(b, s->size); /* see beam__gpa_release */
+    gpa_untag(b);                    /* fresh memory may hold an old tag */
     s->used++;
     beam__count_alloc_blind(&h->stats, len);
 }
@@ -192,6 +193,10 @@ BEAM__HIDDEN void beam__gpa_free_unslotted(gpa_state *st, gpa_slab *s, void **b,
  * slot, else out of line. */
 static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
                                                   void **b, size_t len) {
+    /* Before it is on any list, where another thread may take it: past
+     * the link and the tag, which frees and scans read. */
+    BEAM__ASAN_POISON((char *)b + 2 * sizeof(void *),
+                      s->size - 2 * sizeof(void *));
     b[1] = (void *)beam__gpa_tag(st, b);
     gpa_tls_slot *slot = gpa_fast_slot();
     if (BEAM__UNLIKELY(slot->id != st->id)) {

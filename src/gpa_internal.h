@@ -307,6 +307,7 @@
 #ifndef BEAM_ALLOC_GPA_INTERNAL_H
 #define BEAM_ALLOC_GPA_INTERNAL_H
 
+#include "asan.h"
 #include "internal.h"
 #include "os/lock.h"
 #include "os/tls.h"
@@ -520,9 +521,10 @@ typedef struct gpa_large {
 #define GPA_LARGE_CANARY 16
 
 /* Safe mode's checks: the first byte of p in [from, to) that is not byte,
- * or to when all are. */
-static inline size_t gpa_first_other(const unsigned char *p, size_t from,
-                                     size_t to, unsigned char byte) {
+ * or to when all are. (Freed bytes are read: poisoned under ASan.) */
+static inline BEAM__NO_ASAN size_t gpa_first_other(const unsigned char *p,
+                                                   size_t from, size_t to,
+                                                   unsigned char byte) {
     while (from < to && p[from] == byte)
         from++;
     return from;

@@ -321,6 +321,9 @@ static void segment_drop(gpa_segment *seg, gpa_defer **defer) {
     for (unsigned k = 0; k < 2; k++)
         if (slack_owner(seg, k))
             entry_unmap(seg->room[k].entry, defer);
+    /* Leaked slabs still hold poisoned free blocks: the backing's next
+     * user (another NIF, over enif_alloc) must get addressable memory. */
+    BEAM__ASAN_UNPOISON(seg->raw, seg->raw_len);
     gpa_defer_free(defer, seg->raw, seg->raw_len, BEAM_MAX_ALIGN, false);
     gpa_line_meta_defer(defer, seg->meta, sizeof *seg);
 }
@@ -662,6 +665,9 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
                        BEAM_ALIGNOF(gpa_block_info), true);
         s->info = NULL;
     }
+    /* Its free blocks' poison goes: the memory may become another class's
+     * blocks, a medium run, or the backing's again. */
+    BEAM__ASAN_UNPOISON(s->base, (size_t)(s->end - s->base));
     s->end = s->base; /* nothing valid in it any more */
     beam__atomic_store_plain_relaxed(&s->bump, s->base);
     if (gpa_is_sub(s)) {

@@ -37,6 +37,11 @@
 #define CHECK_TSAN 0
 #endif
 bool check_under_valgrind(void);
+/* A byte of freed memory read or written on purpose (a test of the
+ * allocator's own checks), past ASan: the general purpose allocator
+ * poisons its freed blocks under it (src/asan.h). */
+unsigned char check_freed_peek(const void *p, size_t at);
+void check_freed_poke(void *p, size_t at, unsigned char byte);
 
 typedef void (*check_fn)(void);
 void check_register(const char *name, check_fn fn);

@@ -94,6 +94,20 @@ bool check_under_valgrind(void) {
 #endif
 }
 
+#if CHECK_ASAN
+#define CHECK_NO_ASAN __attribute__((noinline, no_sanitize_address))
+#else
+#define CHECK_NO_ASAN __attribute__((noinline))
+#endif
+
+CHECK_NO_ASAN unsigned char check_freed_peek(const void *p, size_t at) {
+    return ((const volatile unsigned char *)p)[at];
+}
+
+CHECK_NO_ASAN void check_freed_poke(void *p, size_t at, unsigned char byte) {
+    ((volatile unsigned char *)p)[at] = byte;
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     size_t passed = 0, failed = 0;

@@ -571,9 +571,9 @@ TEST(gpa_safe_mode_catches_a_write_after_free) {
     unsigned char *p = beam_alloc_bytes(a, 40, 8);
     CHECK(p != NULL);
     beam_free_bytes(a, p, 40, 8);
-    CHECK(p[20] == 0xDD); /* poisoned */
+    CHECK(check_freed_peek(p, 20) == 0xDD); /* poisoned */
     check_capture_reports();
-    p[20] = 1; /* the bug */
+    check_freed_poke(p, 20, 1); /* the bug */
     unsigned char *q = beam_alloc_bytes(a, 40, 8);
     CHECK(q == p); /* the free list is LIFO: the same block comes back */
     CHECK(check_report_count() == 1);

@@ -201,7 +201,7 @@ TEST(gpa_misuse_is_counted_for_the_thread_with_its_kind) {
     unsigned char *q = beam_alloc(a, unsigned char, 64);
     CHECK(q != NULL);
     beam_free(a, q, 64);
-    q[40] = 1;
+    check_freed_poke(q, 40, 1);
     CHECK(beam__gpa_check_freed(&gpa) == 1);
     CHECK(m->count == before + 3);
     CHECK(check_report_contains("write after free"));

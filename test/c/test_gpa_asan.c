@@ -1,0 +1,143 @@
+/*
+ * The general purpose allocator built with AddressSanitizer tells it which
+ * bytes of its slabs are free: ASan cannot see inside a slab (one big
+ * block of the backing's), so a NIF's read or write of a freed small
+ * block went unseen. The first 16 bytes of a freed block stay addressable
+ * (its free-list link and tag, which every free reads); the rest is
+ * poisoned until the block is handed out again, and nothing the instance
+ * gives back to its backing stays poisoned. Without ASan these pass
+ * trivially.
+ */
+#include "check.h"
+
+#include <beam_alloc.h>
+
+#if CHECK_ASAN
+#include <sanitizer/asan_interface.h>
+
+static beam_gpa_t fresh(unsigned flags, beam_allocator_t backing) {
+    beam_gpa_t g;
+    beam_gpa_init_ex(&g, backing, flags);
+    return g;
+}
+
+/* The first poisoned byte of [p, p + len), or len. */
+static size_t first_poisoned(const void *p, size_t len) {
+    const char *bad = __asan_region_is_poisoned((void *)(uintptr_t)p, len);
+    return bad == NULL ? len : (size_t)(bad - (const char *)p);
+}
+
+/* A freed small block is poisoned past its first 16 bytes, and wholly
+ * addressable when it comes back. */
+static void check_freed_block_poisoned(unsigned flags) {
+    beam_gpa_t g = fresh(flags, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    unsigned char *keep = beam_alloc_bytes(a, 64, 8);
+    unsigned char *p = beam_alloc_bytes(a, 64, 8);
+    CHECK(keep != NULL && p != NULL);
+    CHECK(first_poisoned(p, 64) == 64);
+    beam_free_bytes(a, p, 64, 8);
+    CHECK(first_poisoned(p, 64) == 16);
+    unsigned char *q = beam_alloc_bytes(a, 64, 8);
+    CHECK(q == p); /* LIFO: the same block */
+    CHECK(first_poisoned(q, 64) == 64);
+    beam_free_bytes(a, q, 64, 8);
+    beam_free_bytes(a, keep, 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+TEST(gpa_asan_freed_small_block_is_poisoned) {
+    check_freed_block_poisoned(0);
+}
+
+TEST(gpa_asan_freed_small_block_is_poisoned_in_safe_mode) {
+    check_freed_block_poisoned(BEAM_GPA_SAFE);
+}
+
+/* A backing that counts the bytes still poisoned in what it gets back. */
+static size_t poisoned_returns;
+
+static void *watch_alloc(void *ctx, size_t len, size_t alignment,
+                         uintptr_t ret) {
+    (void)ctx;
+    return beam_large_allocator.vtable->alloc(NULL, len, alignment, ret);
+}
+
+static bool watch_resize(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    (void)ctx;
+    return beam_large_allocator.vtable->resize(NULL, mem, len, alignment,
+                                               new_len, ret);
+}
+
+static void *watch_remap(void *ctx, void *mem, size_t len, size_t alignment,
+                         size_t new_len, uintptr_t ret) {
+    (void)ctx;
+    return beam_large_allocator.vtable->remap(NULL, mem, len, alignment,
+                                              new_len, ret);
+}
+
+static void watch_free(void *ctx, void *mem, size_t len, size_t alignment,
+                       uintptr_t ret) {
+    (void)ctx;
+    if (mem != NULL && first_poisoned(mem, len) != len)
+        poisoned_returns++;
+    beam_large_allocator.vtable->free(NULL, mem, len, alignment, ret);
+}
+
+static const beam_allocator_vtable watch_vtable = {watch_alloc, watch_resize,
+                                                   watch_remap, watch_free};
+
+/* The backing may be enif_alloc: memory given back poisoned would make
+ * ERTS's next user of it (another NIF built with ASan) fail. Given back
+ * with blocks still live (a leak) and with every block freed. */
+static void check_backing_gets_no_poison(bool leak) {
+    beam_allocator_t backing = {NULL, &watch_vtable};
+    beam_gpa_t g = fresh(BEAM_GPA_QUIET_LEAKS, backing);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 4000 };
+    static void *blocks[N];
+    for (size_t i = 0; i < N; i++) {
+        blocks[i] = beam_alloc_bytes(a, 48, 8);
+        CHECK(blocks[i] != NULL);
+    }
+    for (size_t i = leak ? 1 : 0; i < N; i++)
+        beam_free_bytes(a, blocks[i], 48, 8);
+    poisoned_returns = 0;
+    CHECK(beam_gpa_deinit(&g) == leak);
+    CHECK(poisoned_returns == 0);
+}
+
+TEST(gpa_asan_backing_gets_no_poison_back) {
+    check_backing_gets_no_poison(false);
+}
+
+TEST(gpa_asan_backing_gets_no_poison_back_with_a_leak) {
+    check_backing_gets_no_poison(true);
+}
+
+/* A slab whose small blocks were all freed goes back to the pool, and
+ * its memory becomes medium runs: addressable, each of them. */
+TEST(gpa_asan_medium_runs_over_freed_small_slabs_are_addressable) {
+    beam_gpa_t g = fresh(0, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    enum { N = 4000, M = 16, MEDIUM = 30000 };
+    static void *blocks[N], *runs[M];
+    for (size_t i = 0; i < N; i++) {
+        blocks[i] = beam_alloc_bytes(a, 48, 8);
+        CHECK(blocks[i] != NULL);
+    }
+    for (size_t i = 0; i < N; i++)
+        beam_free_bytes(a, blocks[i], 48, 8);
+    size_t bad = 0;
+    for (size_t i = 0; i < M; i++) {
+        runs[i] = beam_alloc_bytes(a, MEDIUM, 8);
+        CHECK(runs[i] != NULL);
+        bad += first_poisoned(runs[i], MEDIUM) != MEDIUM;
+    }
+    CHECK(bad == 0);
+    for (size_t i = 0; i < M; i++)
+        beam_free_bytes(a, runs[i], MEDIUM, 8);
+    CHECK(!beam_gpa_deinit(&g));
+}
+#endif
