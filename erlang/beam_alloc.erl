@@ -319,6 +319,27 @@ undefined_symbol_hint(Symbol, true) ->
     " (beam_alloc: the library that defines " ++ Symbol ++ " here is older than"
         " the one the NIF library was built against; build it on this machine)";
 undefined_symbol_hint(Symbol, false) ->
+    case sanitizer_symbol(Symbol) of
+        true -> sanitizer_hint(Symbol);
+        false -> library_hint(Symbol)
+    end.
+
+%% A sanitizer runtime's: objects built with CFLAGS=-fsanitize=... call
+%% it, and a link without the flag (no LDFLAGS) named no library that
+%% defines it. Naming a library to link was no help.
+sanitizer_symbol(Symbol) ->
+    lists:any(fun(Prefix) -> lists:prefix(Prefix, Symbol) end,
+              ["__asan_", "__ubsan_", "__tsan_", "__msan_", "__lsan_",
+               "__sanitizer_"]).
+
+sanitizer_hint(Symbol) ->
+    " (beam_alloc: " ++ Symbol ++ " is a sanitizer's: the NIF library was"
+        " compiled with -fsanitize=... but not linked with it; give the link"
+        " the same flag (LDFLAGS, or ldflags: in the Mix options) and preload"
+        " the sanitizer's runtime into the VM: README, \"Under"
+        " AddressSanitizer or valgrind\")".
+
+library_hint(Symbol) ->
     " (beam_alloc: nothing the NIF library was linked with defines " ++ Symbol ++
         ": link the C library that does, libs: [\"name\"] in the Mix options"
         " (beam_alloc: [nifs: ...]) or LDLIBS += -lname in a Makefile that includes"

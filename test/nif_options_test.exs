@@ -221,6 +221,22 @@ defmodule BeamAlloc.NifOptionsTest do
       File.rm_rf!(dir)
     end
 
+    test "a sanitizer's symbol: the load error says to link with the sanitizer too" do
+      # CFLAGS with -fsanitize=... and no LDFLAGS: the objects call the
+      # sanitizer's runtime, which the link did not name.
+      for sym <- ["__ubsan_vptr_type_cache", "__asan_report_store1", "__tsan_read8"] do
+        assert {:error, {:load_failed, text}} =
+                 :beam_alloc.explain_load_error(
+                   {:error,
+                    {:load_failed, ~c"x.so: undefined symbol: " ++ String.to_charlist(sym)}}
+                 )
+
+        text = List.to_string(text)
+        assert text =~ "(beam_alloc: #{sym} is a sanitizer's: the NIF library was compiled"
+        refute text =~ "link the C library that does"
+      end
+    end
+
     test "accept a private stub under nifs: (a public wrapper calls it)" do
       compile_module(
         quote do
