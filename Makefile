@@ -454,7 +454,7 @@ $(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so $(LINES_SO
 $(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -gsplit-dwarf $(NIF_FLAGS) -c $< -o $@.o
-	$(CC) $@.o $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+	$(CC) $(LINK_CFLAGS) $@.o $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
 
 $(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
 	@mkdir -p $(@D)
