@@ -245,6 +245,11 @@ static bool slack_owner(const gpa_segment *seg, unsigned k) {
  * instance has it, the piece stays unused, as all slack did before. */
 static void slack_join(gpa_state *st, gpa_segment *seg, unsigned k) {
     gpa_slab *e = beam__gpa_map_slot(seg->chunk[k]);
+    /* slack_prepare made the leaf (own[k] != 0), and leaves stay until
+     * the library goes. (Said for gcc too: with ASan and the debug
+     * checks it followed the NULL return into the CAS below and failed
+     * the build, -Werror=stringop-overflow.) */
+    GPA_ASSERT(e != NULL);
     gpa_state *none = NULL;
     /* Claimed for no instance until its page table is made: a chunk
      * owned by st while still WHERE_POOL read as a pool slab of st to a
