@@ -13,6 +13,7 @@
 #include <beam_alloc.h>
 
 #if CHECK_ASAN
+#include <pthread.h>
 #include <sanitizer/asan_interface.h>
 
 static beam_gpa_t fresh(unsigned flags, beam_allocator_t backing) {
@@ -52,6 +53,66 @@ TEST(gpa_asan_freed_small_block_is_poisoned) {
 
 TEST(gpa_asan_freed_small_block_is_poisoned_in_safe_mode) {
     check_freed_block_poisoned(BEAM_GPA_SAFE);
+}
+
+/* beam_malloc's block may be used up to beam_msize, its class size: all
+ * of it addressable when the block comes back from the free list. */
+TEST(gpa_asan_malloc_block_is_addressable_up_to_msize_when_reused) {
+    beam_gpa_t g = fresh(0, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *keep = beam_malloc(a, 20);
+    void *p = beam_malloc(a, 20);
+    CHECK(keep != NULL && p != NULL);
+    size_t m = beam_msize(a, p);
+    CHECK(m > 20);
+    beam_mfree(a, p);
+    void *q = beam_malloc(a, 20);
+    CHECK(q == p && beam_msize(a, q) == m);
+    CHECK(first_poisoned(q, m) == m);
+    beam_mfree(a, q);
+    beam_mfree(a, keep);
+    CHECK(!beam_gpa_deinit(&g));
+}
+
+/* A block freed by another thread: poisoned by that thread before it is
+ * on the slab's remote list, whole again when its owner reuses it. */
+static beam_allocator_t remote_a;
+
+static void *free_remotely(void *p) {
+    beam_free_bytes(remote_a, p, 64, 8);
+    return NULL;
+}
+
+TEST(gpa_asan_block_freed_by_another_thread_is_poisoned) {
+    beam_gpa_t g = fresh(0, beam_large_allocator);
+    remote_a = beam_gpa_allocator(&g);
+    enum { N = 8, MORE = 4000 };
+    unsigned char *blocks[N];
+    for (size_t i = 0; i < N; i++) {
+        blocks[i] = beam_alloc_bytes(remote_a, 64, 8);
+        CHECK(blocks[i] != NULL);
+    }
+    unsigned char *p = blocks[N / 2];
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, free_remotely, p) == 0);
+    pthread_join(t, NULL);
+    CHECK(first_poisoned(p, 64) == 16);
+    /* The owner takes it back when its current slab runs dry. */
+    static unsigned char *more[MORE];
+    size_t n = 0;
+    while (n < MORE && (n == 0 || more[n - 1] != p)) {
+        more[n] = beam_alloc_bytes(remote_a, 64, 8);
+        CHECK(more[n] != NULL && first_poisoned(more[n], 64) == 64);
+        n++;
+    }
+    CHECK(more[n - 1] == p);
+    for (size_t i = 0; i < n; i++)
+        beam_free_bytes(remote_a, more[i], 64, 8);
+    blocks[N / 2] = NULL;
+    for (size_t i = 0; i < N; i++)
+        if (blocks[i] != NULL)
+            beam_free_bytes(remote_a, blocks[i], 64, 8);
+    CHECK(!beam_gpa_deinit(&g));
 }
 
 /* A backing that counts the bytes still poisoned in what it gets back. */
