@@ -23,6 +23,11 @@
 #define BEAM__ASAN_UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))
 /* For the allocator's own reads of freed bytes (safe mode's checks). */
 #define BEAM__NO_ASAN __attribute__((no_sanitize_address))
+/* A function that reads or writes poisoned bytes for the allocator (a
+ * freed block's link or tag): out of line, since inlined its accesses
+ * would be its caller's, checked. (Not inline: gcc refuses noinline on
+ * an inline function; unused: a file may use none of them.) */
+#define BEAM__ASAN_EXEMPT __attribute__((noinline, unused, no_sanitize_address))
 #else
 #define BEAM__ASAN_POISON(p, n) ((void)(p), (void)(n))
 #define BEAM__ASAN_UNPOISON(p, n) ((void)(p), (void)(n))

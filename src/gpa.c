@@ -139,8 +139,8 @@ static inline void note_alloc(gpa_slab *s, void **b, size_t len,
  * by a C++ walkthrough: a segfault inside leak_check). The link must be
  * the end of the list or a free block of s. */
 static bool free_link_ok(gpa_state *st, gpa_slab *s, void **b) {
-    return (uintptr_t)b[1] == beam__gpa_tag(st, b) &&
-           (b[0] == NULL || gpa_link_ok(st, s, b[0]));
+    return gpa_tag_at(b) == beam__gpa_tag(st, b) &&
+           (gpa_link(b) == NULL || gpa_link_ok(st, s, gpa_link(b)));
 }
 
 /* Reported, and the list dropped. A slab with no block out starts again
@@ -182,7 +182,7 @@ static BEAM__ALWAYS_INLINE void *take_block(gpa_heap *h, gpa_slab *s,
     }
     bool reused = b != NULL;
     if (reused) {
-        s->free = (void **)b[0];
+        s->free = (void **)gpa_link(b);
     } else {
         b = (void **)s->bump;
         /* Scans read bump to tell handed-out blocks from the rest. */
@@ -544,7 +544,7 @@ static BEAM__NOINLINE void slab_push(gpa_state *st, gpa_slab *s, void **b) {
     size_t span = kept_span(s);
     uint32_t size = s->size;
     do {
-        b[0] = GPA_TF_PTR(old);
+        gpa_set_link(b, GPA_TF_PTR(old));
         next = (uintptr_t)b + ((old >> GPA_TF_COUNT_SHIFT) + 1) * GPA_TF_ONE;
         if ((old & GPA_FULL_BIT) &&
             GPA_TF_COUNT(next) < beam__atomic_load_plain_relaxed(&s->requeue))
@@ -563,7 +563,7 @@ void beam__gpa_stash_flush(gpa_state *st, gpa_heap *h) {
     h->stash = NULL;
     h->stash_n = 0;
     while (b != NULL) {
-        void **next = (void **)b[0];
+        void **next = (void **)gpa_link(b);
         if (BEAM__UNLIKELY(st->track) && next != NULL &&
             !gpa_any_link_ok(st, next, true)) {
             /* The rest of the stash is not pushed (its blocks, freed,
@@ -641,7 +641,7 @@ BEAM__NOINLINE void beam__gpa_free_elsewhere(gpa_state *st, gpa_slab *s,
             gpa_heap_leave(h, busy);
             return;
         }
-        b[0] = h->stash;
+        gpa_set_link(b, h->stash);
         h->stash = b;
         if (++h->stash_n >= GPA_STASH_MAX)
             beam__gpa_stash_flush(st, h);

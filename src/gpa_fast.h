@@ -61,7 +61,7 @@ static BEAM__ALWAYS_INLINE void gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b,
  * current slab, a free into a kept one). */
 static BEAM__ALWAYS_INLINE void gpa_take_back(gpa_slab *s, void **b) {
     GPA_ASSERT(s->used > 0);
-    b[0] = s->free;
+    gpa_set_link(b, s->free);
     s->free = b;
     s->used--;
 }
@@ -90,7 +90,7 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
         b = s->free;
         GPA_ASSERT(b == NULL || s->fast_span != 0);
         if (BEAM__LIKELY(b != NULL)) {
-            s->free = (void **)b[0];
+            s->free = (void **)gpa_link(b);
             gpa_hand_out(h, s, b, len);
         } else {
             b = NULL;
@@ -197,7 +197,7 @@ static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
      * the link and the tag, which frees and scans read. */
     BEAM__ASAN_POISON((char *)b + 2 * sizeof(void *),
                       s->size - 2 * sizeof(void *));
-    b[1] = (void *)beam__gpa_tag(st, b);
+    gpa_set_tag(b, beam__gpa_tag(st, b));
     gpa_tls_slot *slot = gpa_fast_slot();
     if (BEAM__UNLIKELY(slot->id != st->id)) {
         beam__gpa_free_unslotted(st, s, b, len);
@@ -217,7 +217,7 @@ static BEAM__ALWAYS_INLINE bool gpa_fast_free_ok(gpa_state *st, gpa_slab *s,
                                                  void **b, size_t len) {
     return beam__gpa_owner(s) == st &&
            len - s->prev_size - 1 < (size_t)s->fast_span &&
-           beam__gpa_at_block(s, b) && (uintptr_t)b[1] != beam__gpa_tag(st, b);
+           beam__gpa_at_block(s, b) && gpa_tag_at(b) != beam__gpa_tag(st, b);
 }
 
 /* The same for s, b's entry in the map (gpa_map_slot_masked): b's offset
@@ -232,7 +232,7 @@ gpa_fast_free_ok_entry(gpa_state *st, gpa_slab *s, void **b, size_t len) {
     return BEAM__LIKELY(beam__gpa_owner(s) == st) &&
            BEAM__LIKELY(len - s->prev_size - 1 < (size_t)s->fast_span) &&
            BEAM__LIKELY(beam__gpa_at_block_in_entry(s, b)) &&
-           BEAM__LIKELY((uintptr_t)b[1] != beam__gpa_tag(st, b));
+           BEAM__LIKELY(gpa_tag_at(b) != beam__gpa_tag(st, b));
 }
 
 /* Out of line (gpa.c): the free of a block in a sub-slab, with every

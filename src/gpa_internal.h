@@ -1360,6 +1360,37 @@ static inline void gpa_untag(void *p) {
     ((void **)p)[1] = NULL;
 }
 
+/* A freed small block's first two words, its free-list link and its free
+ * tag, as the allocator reads and writes them. Under ASan all of a freed
+ * block is poisoned (a NIF's use after free of its first field is the
+ * commonest), and these go past it, out of line; a read of a block that
+ * may be live (a free's double-free test) is one too. Without ASan each
+ * is the plain access, as a macro: inline functions, even always inline,
+ * changed clang's code (the order of a comparison's operands, a load
+ * kept or made again). */
+#ifdef BEAM__ASAN
+static BEAM__ASAN_EXEMPT void *gpa_link(void *const *b) {
+    return b[0];
+}
+
+static BEAM__ASAN_EXEMPT void gpa_set_link(void **b, void *next) {
+    b[0] = next;
+}
+
+static BEAM__ASAN_EXEMPT uintptr_t gpa_tag_at(const void *b) {
+    return (uintptr_t)((void *const *)b)[1];
+}
+
+static BEAM__ASAN_EXEMPT void gpa_set_tag(void **b, uintptr_t tag) {
+    b[1] = (void *)tag;
+}
+#else
+#define gpa_link(b) ((b)[0])
+#define gpa_set_link(b, next) ((b)[0] = (next))
+#define gpa_tag_at(b) ((uintptr_t)((void *const *)(b))[1])
+#define gpa_set_tag(b, tag) ((b)[1] = (void *)(tag))
+#endif
+
 /* Index of the block at p (p known to be a block of s). */
 static inline uint32_t beam__gpa_index_of(const gpa_slab *s, const void *p) {
     uint32_t off = (uint32_t)((uintptr_t)p - (uintptr_t)s->base);
@@ -1443,8 +1474,7 @@ static inline bool gpa_small_at_block(const gpa_slab *s, long idx) {
 static inline bool gpa_small_freed(const gpa_state *st, const gpa_slab *s,
                                    const void *p, long idx, bool read_tag) {
     return (s->info != NULL && s->info[idx].len == 0) ||
-           (read_tag &&
-            (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p));
+           (read_tag && gpa_tag_at(p) == beam__gpa_tag(st, p));
 }
 
 /* A link p read from a freed block of the tracked slab s (its first word,
@@ -1462,8 +1492,7 @@ static inline bool gpa_link_at_freed(const gpa_slab *s, const void *p) {
 
 static inline bool gpa_link_ok(const gpa_state *st, const gpa_slab *s,
                                const void *p) {
-    return gpa_link_at_freed(s, p) &&
-           (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p);
+    return gpa_link_at_freed(s, p) && gpa_tag_at(p) == beam__gpa_tag(st, p);
 }
 
 /* A tracked instance's link that may lead out of its slab (a stash's, or

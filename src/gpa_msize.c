@@ -103,7 +103,7 @@ static BEAM__ALWAYS_INLINE bool free_unsized(beam_gpa_t *gpa, void *p) {
         return false;
     gpa_slab *s = small_entry(st, p);
     /* Not free already (its tag): the inline free's last check. */
-    if (s == NULL || (uintptr_t)((void **)p)[1] == beam__gpa_tag(st, p))
+    if (s == NULL || gpa_tag_at(p) == beam__gpa_tag(st, p))
         return false;
     beam__gpa_release(st, s, (void **)p, s->size);
     return true;
@@ -162,7 +162,7 @@ bool beam__gpa_block_size(beam_gpa_t *gpa, const void *p, bool owned,
     gpa_state *st = beam__gpa_state_of(gpa);
     gpa_slab *s = st != NULL ? small_entry(st, p) : NULL;
     if (BEAM__LIKELY(s != NULL) &&
-        !(owned && (uintptr_t)((void *const *)p)[1] == beam__gpa_tag(st, p))) {
+        !(owned && gpa_tag_at(p) == beam__gpa_tag(st, p))) {
         *len = s->size;
         *alignment = 16;
         return true;

@@ -270,7 +270,7 @@ scan_slab(gpa_state *st, gpa_slab *s, void *arg) {
     for (size_t k = 0; k < n; k++) {
         void **b = (void **)(s->base + k * s->size);
         bool live = s->info != NULL ? s->info[k].len != 0
-                                    : (uintptr_t)b[1] != beam__gpa_tag(st, b);
+                                    : gpa_tag_at(b) != beam__gpa_tag(st, b);
         if (!live)
             continue;
         c->u.live_blocks++;
@@ -345,16 +345,17 @@ typedef struct freed_ctx {
  * FREED_AT_LINK. */
 static size_t freed_head_changed(const gpa_state *st, void *const *b) {
     uintptr_t tag = beam__gpa_tag(st, b);
-    if ((uintptr_t)b[1] != tag) {
+    uintptr_t have = gpa_tag_at(b);
+    if (have != tag) {
         unsigned char want[sizeof tag], got[sizeof tag];
         memcpy(want, &tag, sizeof tag);
-        memcpy(got, &b[1], sizeof tag);
+        memcpy(got, &have, sizeof tag);
         size_t i = 0;
         while (want[i] == got[i])
             i++;
         return sizeof(void *) + i;
     }
-    if (b[0] != NULL && !gpa_any_link_ok(st, b[0], false))
+    if (gpa_link(b) != NULL && !gpa_any_link_ok(st, gpa_link(b), false))
         return FREED_AT_LINK;
     return SIZE_MAX;
 }

@@ -513,14 +513,15 @@ uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
     if (s->free != NULL) {
         void **tail = head;
         uint32_t k = 1;
-        while (tail[0] != NULL) {
+        while (gpa_link(tail) != NULL) {
             /* A tracked slab's links are checked (a write after free into
              * the first word of a block another thread freed would send
              * the walk anywhere: found in review); the list ends at a
              * broken one (the blocks after it count as free and stay out
              * of reach until the slab is empty and starts again). */
             if (BEAM__UNLIKELY(s->info != NULL) &&
-                (k == n || !gpa_link_ok(beam__gpa_owner(s), s, tail[0]))) {
+                (k == n ||
+                 !gpa_link_ok(beam__gpa_owner(s), s, gpa_link(tail)))) {
                 beam__gpa_link_broken(
                     beam__gpa_owner(s), s, tail,
                     "the first word of a block freed by another thread "
@@ -529,17 +530,17 @@ uint32_t beam__gpa_slab_collect_remote(gpa_slab *s) {
                     0);
                 break;
             }
-            tail = (void **)tail[0];
+            tail = (void **)gpa_link(tail);
             k++;
         }
-        tail[0] = s->free;
+        gpa_set_link(tail, s->free);
     }
 #ifdef BEAM_ALLOC_DEBUG
     /* (Not a tracked slab's list: it may hold a write after free, which
      * only the checked walks follow.) */
     uint32_t walked = 0;
     for (void **b = head; s->info == NULL && b != NULL && walked <= n;
-         b = (void **)b[0])
+         b = (void **)gpa_link(b))
         walked++;
     GPA_ASSERT(s->info != NULL || walked >= n);
 #endif
