@@ -193,10 +193,10 @@ BEAM__HIDDEN void beam__gpa_free_unslotted(gpa_state *st, gpa_slab *s, void **b,
  * slot, else out of line. */
 static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
                                                   void **b, size_t len) {
-    /* Before it is on any list, where another thread may take it: past
-     * the link and the tag, which frees and scans read. */
-    BEAM__ASAN_POISON((char *)b + 2 * sizeof(void *),
-                      s->size - 2 * sizeof(void *));
+    /* All of it, before it is on any list, where another thread may take
+     * it (its owner's later shadow writes then follow this one through
+     * the list's atomics); the link and the tag go past ASan. */
+    BEAM__ASAN_POISON(b, s->size);
     gpa_set_tag(b, beam__gpa_tag(st, b));
     gpa_tls_slot *slot = gpa_fast_slot();
     if (BEAM__UNLIKELY(slot->id != st->id)) {

@@ -42,6 +42,10 @@ bool check_under_valgrind(void);
  * poisons its freed blocks under it (src/asan.h). */
 unsigned char check_freed_peek(const void *p, size_t at);
 void check_freed_poke(void *p, size_t at, unsigned char byte);
+/* The same for the pointer-sized word at index word (a freed block's
+ * free-list link, 0, or its tag, 1). */
+uintptr_t check_freed_peek_word(const void *p, size_t word);
+void check_freed_poke_word(void *p, size_t word, uintptr_t value);
 
 typedef void (*check_fn)(void);
 void check_register(const char *name, check_fn fn);

@@ -108,6 +108,15 @@ CHECK_NO_ASAN void check_freed_poke(void *p, size_t at, unsigned char byte) {
     ((volatile unsigned char *)p)[at] = byte;
 }
 
+CHECK_NO_ASAN uintptr_t check_freed_peek_word(const void *p, size_t word) {
+    return ((const volatile uintptr_t *)p)[word];
+}
+
+CHECK_NO_ASAN void check_freed_poke_word(void *p, size_t word,
+                                         uintptr_t value) {
+    ((volatile uintptr_t *)p)[word] = value;
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
     size_t passed = 0, failed = 0;

@@ -627,7 +627,7 @@ static void check_write_into_free_link(size_t len, size_t word,
     CHECK(keep != NULL && p != NULL);
     beam_free_bytes(a, p, len, 8);
     check_capture_reports();
-    p[word] = value; /* the bug */
+    check_freed_poke_word(p, word, value); /* the bug */
     uintptr_t *q = beam_alloc_bytes(a, len, 8);
     uintptr_t *r = beam_alloc_bytes(a, len, 8);
     CHECK(check_report_count() == 1);
@@ -711,8 +711,8 @@ TEST(gpa_safe_mode_broken_free_list_costs_no_allocation_nor_slab) {
     size_t baseline = beam_gpa_usage_of(&g).backing_bytes;
     alloc_then_free_elsewhere(a);
     check_capture_reports();
-    ((uintptr_t *)broken_blocks[BROKEN_N - 1])[0] = 0x4141414141414140u;
-    ((uintptr_t *)broken_blocks[BROKEN_N / 2])[0] = 16;
+    check_freed_poke_word(broken_blocks[BROKEN_N - 1], 0, 0x4141414141414140u);
+    check_freed_poke_word(broken_blocks[BROKEN_N / 2], 0, 16);
     for (size_t i = 1; i < BROKEN_N; i++)
         CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
     CHECK(check_report_count() >= 1 && check_report_count() <= 2);
@@ -739,7 +739,7 @@ TEST(gpa_safe_mode_write_into_a_stashed_block_frees_nothing_live) {
     beam_free_bytes(a, broken_blocks[0], 64, 8);
     beam_free_bytes(a, broken_blocks[1], 64, 8);
     check_capture_reports();
-    ((void **)broken_blocks[1])[0] = live;
+    check_freed_poke_word(broken_blocks[1], 0, (uintptr_t)live);
     for (size_t i = 0; i < 2; i++)
         CHECK((broken_blocks[i] = beam_alloc_bytes(a, 64, 8)) != NULL);
     /* More than a whole slab holds (1024 blocks of 64 bytes): a refill,
