@@ -75,6 +75,7 @@ void __tsan_release(void *addr);
 #define beam__atomic_sub_release(p, v)                                         \
     atomic_fetch_sub_explicit(p, v, BEAM__REL)
 #define beam__atomic_sub_acq_rel(p, v) atomic_fetch_sub_explicit(p, v, BEAM__AR)
+#define beam__atomic_sub_seq_cst(p, v) atomic_fetch_sub_explicit(p, v, BEAM__SC)
 #define beam__atomic_or_acq_rel(p, v) atomic_fetch_or_explicit(p, v, BEAM__AR)
 #define beam__atomic_exchange_acquire(p, v)                                    \
     atomic_exchange_explicit(p, v, BEAM__ACQ)

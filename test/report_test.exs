@@ -536,6 +536,28 @@ defmodule BeamAlloc.ReportTest do
     end)
   end
 
+  # Past the 10,000 reports and the 1,000 lines that say calls' drops, a
+  # call's drops are left to no call: they are said once the reporter has
+  # let go of what waited, though no report or call of the library comes
+  # after (as a NIF thread's are).
+  test "calls' drops past the lines calls send are said once the reporter catches up" do
+    capture_log(fn ->
+      reporter = Process.whereis(Reporter)
+
+      try do
+        bounded_flood(reporter, 11_001, fn ->
+          assert :ok = Report.double_frees(10_000)
+          for _ <- 1..1_050, do: assert(:ok = Report.double_free())
+        end)
+      after
+        :sys.resume(reporter)
+      end
+
+      assert said?("beam_alloc: 50 reports dropped (the reporter was behind)", 100)
+      logged_all()
+    end)
+  end
+
   # The drops of a call are said from its own process: a test's own
   # misuse dropped behind another process's flood still counts for that
   # test (BeamAlloc.Case's watch of it), not for no one.
@@ -710,6 +732,21 @@ defmodule BeamAlloc.ReportTest do
     assert waiting <= max + 16, "#{waiting} reports wait"
     assert grew < 32 * 1024 * 1024, "the node grew by #{grew} bytes"
     waiting
+  end
+
+  # Whether the reporter kept line, waited for up to tries times 100 ms.
+  defp said?(line, tries) do
+    cond do
+      Enum.any?(Reporter.recent(), &match?({_, ^line}, &1)) ->
+        true
+
+      tries > 0 ->
+        Process.sleep(100)
+        said?(line, tries - 1)
+
+      true ->
+        false
+    end
   end
 
   # The latest line of recent (a reporter's recent/0) that says reports

@@ -1209,9 +1209,7 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
         outer->dropped += call.dropped;
     /* A call that reported returns once the reporter knows who made it. */
     else if (outer == NULL &&
-             BEAM__UNLIKELY(
-                 t->pending != NULL || call.dropped != 0 ||
-                 beam__atomic_load_relaxed(&beam__report_unsaid_drops) != 0))
+             BEAM__UNLIKELY(t->pending != NULL || call.dropped != 0))
         return beam__report_wait(env, result, call.dropped);
     return result;
 }

@@ -198,14 +198,11 @@ typedef struct beam__nif_thread {
     struct report_ack *pending;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
-/* Calls' reports dropped that no call has said yet (report.c's), which
- * the outermost call's end says when not 0. */
-BEAM__HIDDEN extern _Atomic unsigned long beam__report_unsaid_drops;
-/* The outermost call's end, with beam__nif_here.pending set, dropped
- * (its reports that were not sent: the reporter too far behind) not 0, or
- * drops unsaid: says how many of the call's reports (or of the library's,
- * as nobody's) were dropped, waits for the reporter to have read the
- * call's reports, then returns result. */
+/* The outermost call's end, with beam__nif_here.pending set or dropped
+ * (its reports that were not sent: the reporter too far behind) not 0:
+ * says how many of the call's reports (and of the library's no call
+ * could say, as nobody's) were dropped, waits for the reporter to have
+ * read the call's reports, then returns result. */
 BEAM__HIDDEN ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result,
                                             unsigned long dropped);
 /* Counts a report of the running BEAM_NIF call that was not sent, for its

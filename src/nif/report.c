@@ -81,17 +81,19 @@ static ErlNifResourceType *ack_type_opened;
  * Past CALL_UNREAD_MAX a report is not sent at all, only counted (about
  * 2 KB a message waiting: 20 MiB at most); the line that says so may go
  * up to DROP_LINES_MAX past it (one a call), and past that its count waits
- * in beam__report_unsaid_drops for the next report that can be sent. (Checked,
- * then counted: concurrent calls may pass the bounds by one each.) */
+ * in unsaid_drops. (Checked, then counted: concurrent calls may pass the
+ * bounds by one each.) */
 #define ACK_BACKLOG_MAX 256
 #define CALL_UNREAD_MAX 10000
 #define DROP_LINES_MAX 1000
 static _Atomic int unread_acks;
-/* Calls' drops no call could say (past DROP_LINES_MAX): said before the
- * next report sent (as nobody's, by say_unsaid_drops), or at the end of
- * the next call of this library (nif_internal.h). (Reports off a call
- * count theirs on their counter: report_off_call.) */
-_Atomic unsigned long beam__report_unsaid_drops;
+/* Calls' drops no call could say (past DROP_LINES_MAX): said (as
+ * nobody's, by say_unsaid_drops) before the next report sent, or once the
+ * reporter has let go of every call's report (ack_destroyed): a flood that
+ * stops, with no report of the library after it, is said all the same, as
+ * the symbolizer's library does for reports off a call. (Reports off a
+ * call count theirs on their counter: report_off_call.) */
+static _Atomic unsigned long unsaid_drops;
 /* Reports of this library's calls the reporter let go of (off_call_budget). */
 static _Atomic unsigned long calls_read;
 /* A reporter that reads nothing for STOPPED_AFTER_USEC while calls wait
@@ -132,8 +134,9 @@ static void ack_release(report_ack *a) {
         enif_free(a);
 }
 
+static void say_unsaid_drops(ErlNifEnv *caller);
+
 static void ack_destroyed(ErlNifEnv *env, void *obj) {
-    (void)env;
     report_ack *a = ((ack_resource *)obj)->ack;
     if (a != NULL) {
         /* (read before acks_read: see wait_read.) */
@@ -141,8 +144,12 @@ static void ack_destroyed(ErlNifEnv *env, void *obj) {
         beam__atomic_add_seq_cst(&acks_read, 1);
         ack_release(a);
     }
-    beam__atomic_sub_relaxed(&unread_acks, 1);
     beam__atomic_add_relaxed(&calls_read, 1);
+    /* The last unread: drops no call could say are said now (seq_cst, as
+     * say_dropped's: one of the two sees the other's step). env is a
+     * callback's, no process's: the line goes as a report off a call. */
+    if (beam__atomic_sub_seq_cst(&unread_acks, 1) == 1)
+        say_unsaid_drops(env);
 }
 
 void beam__report_ack_open(ErlNifEnv *env) {
@@ -247,7 +254,6 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
 }
 
 static void say_dropped(ErlNifEnv *caller, unsigned long n);
-static void say_unsaid_drops(ErlNifEnv *caller);
 
 ERL_NIF_TERM beam__report_wait(ErlNifEnv *env, ERL_NIF_TERM result,
                                unsigned long dropped) {
@@ -326,12 +332,14 @@ static void send_dropped(ErlNifEnv *caller, unsigned long n, bool mine) {
 
 /* The end of a call whose reports past CALL_UNREAD_MAX were dropped: n of
  * them, said from its process, so that its test counts them; past
- * DROP_LINES_MAX more, left to the next report sent
- * (beam__report_unsaid_drops). */
+ * DROP_LINES_MAX more, left to unsaid_drops (said here after all when the
+ * reporter let go of every report meanwhile: see ack_destroyed). */
 static void say_dropped(ErlNifEnv *caller, unsigned long n) {
     if (beam__atomic_load_relaxed(&unread_acks) >=
         CALL_UNREAD_MAX + DROP_LINES_MAX) {
-        beam__atomic_add_relaxed(&beam__report_unsaid_drops, n);
+        beam__atomic_add_seq_cst(&unsaid_drops, n);
+        if (beam__atomic_load_seq_cst(&unread_acks) == 0)
+            say_unsaid_drops(caller);
         return;
     }
     send_dropped(caller, n, true);
@@ -340,10 +348,9 @@ static void say_dropped(ErlNifEnv *caller, unsigned long n) {
 /* Drops no call could say, said before the next report that is sent: as
  * nobody's (undefined), since they were many calls'. */
 static void say_unsaid_drops(ErlNifEnv *caller) {
-    if (beam__atomic_load_relaxed(&beam__report_unsaid_drops) == 0)
+    if (beam__atomic_load_seq_cst(&unsaid_drops) == 0)
         return;
-    unsigned long n =
-        beam__atomic_exchange_acq_rel(&beam__report_unsaid_drops, 0);
+    unsigned long n = beam__atomic_exchange_acq_rel(&unsaid_drops, 0);
     if (n != 0)
         send_dropped(caller, n, false);
 }
