@@ -478,27 +478,28 @@ static off_call_verdict off_call_budget(void) {
     return sent < OFF_CALL_BUDGET ? OFF_CALL_SEND : OFF_CALL_PRINT;
 }
 
-static off_call_verdict off_call_admit(void) {
-    const beam__report_tokens *t = tokens_table();
-    beam__report_counter *c = t != NULL ? copy_counter(t) : NULL;
-    if (c == NULL)
+/* *t and *c: the table and this copy's counter, NULL without them. */
+static off_call_verdict off_call_admit(const beam__report_tokens **t,
+                                       beam__report_counter **c) {
+    *t = tokens_table();
+    *c = *t != NULL ? copy_counter(*t) : NULL;
+    if (*c == NULL)
         return off_call_budget();
-    return t->counter_unread(c) >= OFF_CALL_UNREAD_MAX ? OFF_CALL_DROP
-                                                       : OFF_CALL_SEND;
+    return (*t)->counter_unread(*c) >= OFF_CALL_UNREAD_MAX ? OFF_CALL_DROP
+                                                           : OFF_CALL_SEND;
 }
 
 /* A report off a call: dropped and counted on the copy's counter while
  * the reporter is too far behind (the symbolizer's library says them once
  * it catches up, counter_drop), else sent after the drops not yet said. */
 static void report_off_call(const char *line) {
-    off_call_verdict v = off_call_admit();
+    const beam__report_tokens *t;
+    beam__report_counter *c;
+    off_call_verdict v = off_call_admit(&t, &c);
     if (v == OFF_CALL_PRINT) {
         beam__report_to_stderr(line);
         return;
     }
-    /* (Both set by off_call_admit when it found a counter.) */
-    const beam__report_tokens *t = beam__atomic_load_acquire(&report_tokens);
-    beam__report_counter *c = beam__atomic_load_acquire(&report_counter);
     if (v == OFF_CALL_DROP) {
         t->counter_drop(c);
         return;
