@@ -502,13 +502,6 @@ static size_t up_to_last_attached(const session *s, const uintptr_t *pc,
     return n;
 }
 
-/* The frames a request returning to ret, in a NIF library under the
- * check, is described by: up to OWN_FRAMES into pc, to the last one in
- * such a library. Walks from here: call it on the request's own path. */
-static size_t own_frames(const session *s, uintptr_t ret, uintptr_t *pc) {
-    return up_to_last_attached(s, pc, beam__stack_above(ret, pc, OWN_FRAMES));
-}
-
 /* How a request returning to ret is named in problems: the calls that
  * led there. In a NIF library under the check, up to OWN_FRAMES of its
  * (the symbolizer shows the first alone when it is the author's line,
@@ -522,8 +515,10 @@ static uintptr_t described_site(const session *s, uintptr_t ret) {
     if (ret == 0 || !spans_known(s))
         return ret;
     uintptr_t pc[FOREIGN_FRAMES];
-    if (in_attached(s, ret))
-        return beam__trace_intern(pc, own_frames(s, ret, pc));
+    if (in_attached(s, ret)) {
+        size_t own = beam__stack_above(ret, pc, OWN_FRAMES);
+        return beam__trace_intern(pc, up_to_last_attached(s, pc, own));
+    }
     size_t n = beam__stack_above(ret, pc, FOREIGN_FRAMES);
     for (size_t i = 1; i < n; i++)
         if (in_attached(s, pc[i])) {
@@ -538,7 +533,8 @@ static uintptr_t described_site(const session *s, uintptr_t ret) {
  * frames there (such a line is resolved as it is, never shortened to the
  * author's frame as a request's site is). */
 static uintptr_t line_site(const session *s, uintptr_t site) {
-    uintptr_t first = beam__site_first(site);
+    uintptr_t first = 0;
+    beam__site_copy(site, &first, 1);
     return in_attached(s, first) ? first : site;
 }
 
@@ -598,8 +594,7 @@ static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
 /* Request r, returning to ret, was failed (session lock held): the crash
  * names it, and the frames its line is looked for in: in a NIF library,
  * those of its site (a request made in std::vector's code is followed to
- * the author's line); else ret's alone, as the text names it. Walks from
- * here: call it on the request's own path. */
+ * the author's line); else ret's alone, as the text names it. */
 static void crash_request_failed(const session *s, const request_info *r,
                                  uintptr_t ret) {
     if (s->crash < 0)
@@ -607,9 +602,11 @@ static void crash_request_failed(const session *s, const request_info *r,
     char site[512], fn[320];
     beam__describe_site(line_site(s, r->site), site, sizeof site);
     nif_name(s, nif_entry(s, ret), fn, sizeof fn);
+    /* (The site of a request in a NIF library holds its frames: the
+     * failed request is walked for in every run, see request.) */
     uintptr_t pc[OWN_FRAMES] = {ret};
     size_t n =
-        in_attached(s, ret) && spans_known(s) ? own_frames(s, ret, pc) : 1;
+        in_attached(s, ret) ? beam__site_copy(r->site, pc, OWN_FRAMES) : 1;
     crash_note_request_failed(
         s->crash, &(crash_note_failure){r->index, kind_text(r->kind), r->len,
                                         site, fn, pc, n > 0 ? n : 1});

@@ -468,9 +468,13 @@ uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n) {
     return intern(pc, n > BEAM__MAX_FRAMES ? BEAM__MAX_FRAMES : n, &none);
 }
 
-uintptr_t beam__site_first(uintptr_t site) {
+size_t beam__site_copy(uintptr_t site, uintptr_t *out, size_t n) {
     const uintptr_t *pcs = NULL;
-    return beam__site_frames(&site, &pcs) > 0 ? pcs[0] : 0;
+    size_t k = beam__site_frames(&site, &pcs);
+    k = k < n ? k : n;
+    for (size_t i = 0; i < k; i++)
+        out[i] = pcs[i];
+    return k;
 }
 
 /* --- Text ---------------------------------------------------------------- */

@@ -95,8 +95,9 @@ BEAM__HIDDEN size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n);
  * full (0 when n is 0). For callers that choose the frames themselves. */
 BEAM__HIDDEN uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n);
 
-/* The innermost frame of a site (0 for a zero site). */
-BEAM__HIDDEN uintptr_t beam__site_first(uintptr_t site);
+/* A site's frames, innermost first, into out: n at most; how many (0 for
+ * a zero site). */
+BEAM__HIDDEN size_t beam__site_copy(uintptr_t site, uintptr_t *out, size_t n);
 
 /* "a <- b <- c": each frame as beam__describe_addr writes it. */
 BEAM__HIDDEN const char *beam__describe_site(uintptr_t site, char *buf,

@@ -234,11 +234,11 @@ typedef struct beam__fault_hooks {
  * for the call that returns to a code address (buf of n bytes). */
 const char *beam__describe_addr(uintptr_t addr, char *buf, size_t n);
 /* From the library too (frames.h): the callers above ret, innermost first
- * (out[0] = ret); a site for frames the caller chose; a site's innermost
- * frame; a site's text ("a <- b <- c"). */
+ * (out[0] = ret); a site for frames the caller chose; a site's frames; a
+ * site's text ("a <- b <- c"). */
 size_t beam__stack_above(uintptr_t ret, uintptr_t *out, size_t n);
 uintptr_t beam__trace_intern(const uintptr_t *pc, size_t n);
-uintptr_t beam__site_first(uintptr_t site);
+size_t beam__site_copy(uintptr_t site, uintptr_t *out, size_t n);
 const char *beam__describe_site(uintptr_t site, char *buf, size_t n);
 /* From the library too (nif/copies.c): the hooks of the object at path,
  * opened as handle, when it exports them itself (not a dependency's:
