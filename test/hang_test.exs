@@ -13,11 +13,7 @@ defmodule BeamAlloc.HangTest do
   @moduletag timeout: 120_000
 
   test "allocators composed and used from every kind of thread at once never hang the VM" do
-    parts = "[:resources, :flood, :yield, :observe, :fork, :os_cmd]"
-    call = "BeamAlloc.Test.HangScenarios.storm(2_000, #{parts})"
-    {out, status} = BeamAlloc.Test.ChildVm.run(call, 60)
-    assert status == 0, out
-    assert out =~ ~r/rounds=[1-9]/
+    storm("[:resources, :flood, :yield, :observe, :fork, :os_cmd]", 60)
   end
 
   # A new version of the NIF module loaded again and again (soft_purge,
@@ -26,10 +22,7 @@ defmodule BeamAlloc.HangTest do
   # the deadline makes the child print what every process was doing and
   # halt with 4; the watchdog backs that up.
   test "hot upgrades of a NIF module while its NIFs run never hang the VM" do
-    call = "BeamAlloc.Test.HangScenarios.storm(2_000, [:resources, :upgrade])"
-    {out, status} = BeamAlloc.Test.ChildVm.run(call, 90)
-    assert status == 0, out
-    assert out =~ ~r/rounds=[1-9]/
+    storm("[:resources, :upgrade]", 90)
   end
 
   # stats/1 loaded the module first, always: during an upgrade's gap
@@ -42,5 +35,14 @@ defmodule BeamAlloc.HangTest do
 
     assert status == 0, out
     assert out =~ "reloads=300"
+  end
+
+  # A 2 s storm of parts in a child VM under a watchdog of seconds: it
+  # must end (status 0) having made rounds.
+  defp storm(parts, seconds) do
+    call = "BeamAlloc.Test.HangScenarios.storm(2_000, #{parts})"
+    {out, status} = BeamAlloc.Test.ChildVm.run(call, seconds)
+    assert status == 0, out
+    assert out =~ ~r/rounds=[1-9]/
   end
 end
