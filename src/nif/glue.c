@@ -938,16 +938,6 @@ static call_options resolve(const beam_nif_options *options,
     return o;
 }
 
-/* Everything but the plain call, out of line so that the common path stays
- * a few moves and a call. The allocators stack up, innermost first:
- *
- *   the NIF's allocator (raw, .allocator's, or load_info's)
- *   <- leak_check: a fresh general purpose allocator instance over it
- *   <- scratch: an arena over that
- *   <- fault injection, when a test armed this process: the driver's plan
- *
- * and come down in reverse: the plan lets go of the call's blocks, the
- * arena gives its chunks back, then the leak check looks at what is left. */
 /* The calling thread's first misuse line of the call ("" when none could
  * be kept). */
 static const char *misuse_text(void) {
@@ -1001,69 +991,211 @@ static bool process_wide(beam_allocator_t a) {
     "beam_alloc: a misuse of this call's allocator on another thread (its "    \
     "report names the line)"
 
+/* One composed call's state, from its set-up to its end: what
+ * call_composed's steps share. */
+typedef struct composed_call {
+    const beam_nif_options *options;
+    const beam__fault_driver *driver;
+    nif_call *call;
+    ErlNifEnv *env;
+    call_options o;
+    kept_instance *check; /* leak_check's instance (else NULL) */
+    beam__misuse_record *m;
+    beam__nif_watch watch;
+    beam_arena_t arena; /* scratch's */
+    ErlNifPid pid;
+    bool has_pid;
+    beam__fault_frame frame;
+    bool faulted; /* the driver's plan wraps the call's allocator */
+} composed_call;
+
+/* What finishing the leak check found. */
+typedef struct check_outcome {
+    bool leaked;
+    const char *elsewhere; /* a misuse on another thread */
+    /* Its report, copied before the instance goes: the line the check's
+     * problem quotes (it said "its report names the line" only, and the
+     * exception named none: bug hunt). */
+    char elsewhere_line[BEAM__MISUSE_LINE];
+} check_outcome;
+
+/* The checking instance over the NIF's allocator, then the scratch arena
+ * over that: the allocator the body gets, before fault injection. */
+static beam_allocator_t stack_allocators(composed_call *c) {
+    beam_allocator_t a = c->o.allocator;
+    /* A custom allocator becomes the backing of the checking instance, so
+     * the two options compose: blocks still come from the user's
+     * allocator, and the instance sees every one of them. */
+    if (c->o.leak_check) {
+        /* Safe mode: sites for the leak report, and canaries and poison
+         * so that overruns and writes after free show up too. */
+        beam_gpa_init_ex(&c->check->gpa,
+                         c->o.has_allocator ? a : beam_large_allocator,
+                         BEAM_GPA_SAFE | BEAM_GPA_FRAMES(c->options->frames));
+        /* With its state from the start: a misuse on another thread
+         * before any allocation (a foreign free) is kept in it too (found
+         * in review). Without memory for it, the first allocation fails. */
+        (void)beam__gpa_prepare(&c->check->gpa);
+        a = beam_gpa_allocator(&c->check->gpa);
+    }
+    if (c->o.scratch) {
+        beam_arena_init(&c->arena, a);
+        a = beam_arena_allocator(&c->arena);
+    }
+    return a;
+}
+
+/* What the driver is told of the call and of a, its allocator. */
+static unsigned fault_flags(const call_options *o, beam_allocator_t a) {
+    return (o->scratch ? BEAM__FAULT_SCRATCH : 0u) |
+           (o->leak_check ? BEAM__FAULT_CALL_LOCAL : 0u) |
+           (checks_no_free(a) ? BEAM__FAULT_UNCHECKED : 0u) |
+           (process_wide(a) ? BEAM__FAULT_PROCESS_WIDE : 0u);
+}
+
+/* a, or the driver's plan over it when a test armed this process
+ * (c->faulted). */
+static beam_allocator_t enter_driver(composed_call *c, beam_allocator_t a) {
+    c->faulted = false;
+    c->has_pid = enif_self(c->env, &c->pid) != NULL;
+    if (c->driver != NULL && c->has_pid)
+        c->faulted = c->driver->enter(&c->pid, &beam__fault_hooks_self, a,
+                                      fault_flags(&c->o, a), &c->frame, &a);
+    if (c->faulted)
+        beam__fault_note_plan(c->driver, a);
+    return a;
+}
+
+/* The plan lets go of the call's blocks, then the arena gives its chunks
+ * back (the leak check comes last: finish_leak_check). */
+static void unstack_allocators(composed_call *c) {
+    if (c->faulted)
+        c->driver->leave(&c->frame);
+    if (c->o.scratch)
+        beam_arena_deinit(&c->arena);
+}
+
+/* A thread the body started (and joined, or not) that misused the call's
+ * allocator: its report went out from there, and this thread's record has
+ * not seen it (found in a C++ walkthrough: a std::thread's double free let
+ * the call return :ok). */
+static void find_misuse_elsewhere(const composed_call *c, check_outcome *out) {
+    if (c->m->count != c->watch.before)
+        return;
+    out->elsewhere = beam__gpa_first_misuse(&c->check->gpa);
+    const char *line = beam__gpa_first_misuse_line(&c->check->gpa);
+    if (out->elsewhere != NULL && line != NULL)
+        snprintf(out->elsewhere_line, sizeof out->elsewhere_line, "%s", line);
+}
+
+/* Reports the blocks the body left live; true when it did. */
+static bool report_leaks(const composed_call *c) {
+    if (beam_gpa_usage_of(&c->check->gpa).live_blocks == 0)
+        return false;
+    /* Name the function before the instance lists the blocks, so the
+     * report reads as one story. */
+    char mfa[MFA_MAX];
+    format_mfa(c->call, mfa, sizeof mfa);
+    beam__report(beam__module_is_erlang()
+                     ? "beam_alloc: memory leak detected in function %s:"
+                     : "beam_alloc: memory leak detected in function `%s`:",
+                 mfa);
+    return beam_gpa_detect_leaks(&c->check->gpa);
+}
+
+static void keep_or_free_instance(kept_instance *check, bool leaked) {
+    if (leaked) {
+        /* Kept with what the leaked blocks need, not more; and the
+         * instances kept before give back what their blocks, freed
+         * since, no longer need (each held ~100 KB until a collect,
+         * ~4 KB after). */
+        beam_gpa_collect(&check->gpa); /* its backing is alive now */
+        keep_instance(check);
+        collect_kept_from(check->next, KEPT_COLLECTED);
+    } else {
+        beam_gpa_deinit(&check->gpa);
+        beam__sys_free(check);
+    }
+}
+
+static void finish_leak_check(const composed_call *c, check_outcome *out) {
+    /* Freed blocks written since: found now or never. */
+    beam__gpa_check_freed(&c->check->gpa);
+    find_misuse_elsewhere(c, out);
+    out->leaked = report_leaks(c);
+    keep_or_free_instance(c->check, out->leaked);
+}
+
+/* A fault-injection check lists the call's misuse as a problem of its
+ * run (a driver older than misuse has no room for it). */
+static void tell_driver_misuse(const composed_call *c, const char *kind,
+                               const check_outcome *found) {
+    const beam__fault_driver *d = c->driver;
+    if (d != NULL && c->has_pid &&
+        d->size >= offsetof(beam__fault_driver, misuse) + sizeof d->misuse &&
+        d->misuse != NULL)
+        d->misuse(&c->pid, &beam__fault_hooks_self, kind,
+                  found->elsewhere != NULL ? found->elsewhere_line
+                                           : misuse_text());
+}
+
+/* Ends the watch of the thread's misuse record, once the driver has heard
+ * of a misuse: whether the call misused an allocator (on this thread, or
+ * on another as the leak check found), and its kind in *kind. */
+static bool close_misuse_watch(composed_call *c, const check_outcome *found,
+                               const char **kind) {
+    const beam__misuse_record *m = c->m;
+    const bool misused =
+        m->count != c->watch.before || found->elsewhere != NULL;
+    *kind = found->elsewhere != NULL     ? found->elsewhere
+            : misused && m->kind != NULL ? m->kind
+                                         : "misuse";
+    if (misused)
+        tell_driver_misuse(c, *kind, found);
+    beam__nif_watch_close(&c->watch);
+    return misused;
+}
+
+/* Everything but the plain call, out of line so that the common path stays
+ * a few moves and a call. The allocators stack up, innermost first:
+ *
+ *   the NIF's allocator (raw, .allocator's, or load_info's)
+ *   <- leak_check: a fresh general purpose allocator instance over it
+ *   <- scratch: an arena over that
+ *   <- fault injection, when a test armed this process: the driver's plan
+ *
+ * and come down in reverse: the plan lets go of the call's blocks, the
+ * arena gives its chunks back, then the leak check looks at what is left. */
 static BEAM__NOINLINE ERL_NIF_TERM
 call_composed(const beam_nif_options *options, const beam__nif_override *ov,
               const beam__fault_driver *driver, nif_call *call,
               beam_allocator_t saved, beam_nif_body_fn body, ErlNifEnv *env,
               int argc, const ERL_NIF_TERM argv[]) {
-    const call_options o = resolve(options, ov, env);
-    if (o.threw)
-        return o.raised;
-    beam_allocator_t a = o.allocator;
-    kept_instance *check = NULL;
+    composed_call c = {.options = options,
+                       .driver = driver,
+                       .call = call,
+                       .env = env,
+                       .o = resolve(options, ov, env)};
+    if (c.o.threw)
+        return c.o.raised;
     /* (First: without it the body does not run, and nothing needs undoing.
      * enomem, as the VM raises when it cannot allocate.) */
-    if (o.leak_check && (check = beam__sys_alloc(sizeof *check)) == NULL)
+    if (c.o.leak_check && (c.check = beam__sys_alloc(sizeof *c.check)) == NULL)
         return enif_raise_exception(env, enif_make_atom(env, "enomem"));
 
     /* Misuse any allocator reports on this thread from here to the end of
      * the cleanup belongs to this call (see beam__misuse_record). */
-    beam__misuse_record *m = &beam__misuse;
+    c.m = &beam__misuse;
     /* The body's caller is this frame: stacks end at the body. */
     beam__frames_stop = (uintptr_t)__builtin_frame_address(0);
-    beam__nif_watch watch;
-    beam__nif_watch_open(&watch);
+    beam__nif_watch_open(&c.watch);
 
-    /* A custom allocator becomes the backing of the checking instance, so
-     * the two options compose: blocks still come from the user's
-     * allocator, and the instance sees every one of them. */
-    if (o.leak_check) {
-        /* Safe mode: sites for the leak report, and canaries and poison
-         * so that overruns and writes after free show up too. */
-        beam_gpa_init_ex(&check->gpa,
-                         o.has_allocator ? a : beam_large_allocator,
-                         BEAM_GPA_SAFE | BEAM_GPA_FRAMES(options->frames));
-        /* With its state from the start: a misuse on another thread
-         * before any allocation (a foreign free) is kept in it too (found
-         * in review). Without memory for it, the first allocation fails. */
-        (void)beam__gpa_prepare(&check->gpa);
-        a = beam_gpa_allocator(&check->gpa);
-    }
-    beam_arena_t arena;
-    if (o.scratch) {
-        beam_arena_init(&arena, a);
-        a = beam_arena_allocator(&arena);
-    }
-    beam__fault_frame frame;
-    bool faulted = false;
-    ErlNifPid pid;
-    bool has_pid = enif_self(env, &pid) != NULL;
-    if (driver != NULL && has_pid)
-        faulted =
-            driver->enter(&pid, &beam__fault_hooks_self, a,
-                          (o.scratch ? BEAM__FAULT_SCRATCH : 0u) |
-                              (o.leak_check ? BEAM__FAULT_CALL_LOCAL : 0u) |
-                              (checks_no_free(a) ? BEAM__FAULT_UNCHECKED : 0u) |
-                              (process_wide(a) ? BEAM__FAULT_PROCESS_WIDE : 0u),
-                          &frame, &a);
-    if (faulted)
-        beam__fault_note_plan(driver, a);
-
+    const beam_allocator_t a = enter_driver(&c, stack_allocators(&c));
     beam_allocator = a;
-    if (a.ctx != o.allocator.ctx || a.vtable != o.allocator.vtable) {
+    if (a.ctx != c.o.allocator.ctx || a.vtable != c.o.allocator.vtable) {
         call->scoped = a;
-        call->lasting = o.allocator;
-        call->injected = faulted;
+        call->lasting = c.o.allocator;
+        call->injected = c.faulted;
     }
     ERL_NIF_TERM result = body(env, argc, argv);
     /* The allocators below are about to go: nothing (a report hook
@@ -1071,75 +1203,20 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     beam_allocator = saved;
     call->scoped.vtable = NULL;
 
-    if (faulted)
-        driver->leave(&frame);
-    if (o.scratch)
-        beam_arena_deinit(&arena);
-
-    bool leaked = false;
-    const char *elsewhere = NULL; /* a misuse on another thread */
-    /* Its report, copied before the instance goes: the line the check's
-     * problem quotes (it said "its report names the line" only, and the
-     * exception named none: bug hunt). */
-    char elsewhere_line[BEAM__MISUSE_LINE] = ELSEWHERE_LINE;
-    if (o.leak_check) {
-        /* Freed blocks written since: found now or never. */
-        beam__gpa_check_freed(&check->gpa);
-        /* A thread the body started (and joined, or not) that misused the
-         * call's allocator: its report went out from there, and this
-         * thread's record has not seen it (found in a C++ walkthrough: a
-         * std::thread's double free let the call return :ok). */
-        if (m->count == watch.before) {
-            elsewhere = beam__gpa_first_misuse(&check->gpa);
-            const char *line = beam__gpa_first_misuse_line(&check->gpa);
-            if (elsewhere != NULL && line != NULL)
-                snprintf(elsewhere_line, sizeof elsewhere_line, "%s", line);
-        }
-        /* Name the function before the instance lists the blocks, so the
-         * report reads as one story. */
-        if (beam_gpa_usage_of(&check->gpa).live_blocks != 0) {
-            char mfa[MFA_MAX];
-            format_mfa(call, mfa, sizeof mfa);
-            beam__report(
-                beam__module_is_erlang()
-                    ? "beam_alloc: memory leak detected in function %s:"
-                    : "beam_alloc: memory leak detected in function `%s`:",
-                mfa);
-            leaked = beam_gpa_detect_leaks(&check->gpa);
-        }
-        if (leaked) {
-            /* Kept with what the leaked blocks need, not more; and the
-             * instances kept before give back what their blocks, freed
-             * since, no longer need (each held ~100 KB until a collect,
-             * ~4 KB after). */
-            beam_gpa_collect(&check->gpa); /* its backing is alive now */
-            keep_instance(check);
-            collect_kept_from(check->next, KEPT_COLLECTED);
-        } else {
-            beam_gpa_deinit(&check->gpa);
-            beam__sys_free(check);
-        }
-    }
-
-    const bool misused = m->count != watch.before || elsewhere != NULL;
-    const char *kind = elsewhere != NULL            ? elsewhere
-                       : misused && m->kind != NULL ? m->kind
-                                                    : "misuse";
-    if (misused && driver != NULL && has_pid &&
-        driver->size >=
-            offsetof(beam__fault_driver, misuse) + sizeof driver->misuse &&
-        driver->misuse != NULL)
-        driver->misuse(&pid, &beam__fault_hooks_self, kind,
-                       elsewhere != NULL ? elsewhere_line : misuse_text());
-    beam__nif_watch_close(&watch);
+    unstack_allocators(&c);
+    check_outcome found = {.elsewhere_line = ELSEWHERE_LINE};
+    if (c.o.leak_check)
+        finish_leak_check(&c, &found);
+    const char *kind;
+    const bool misused = close_misuse_watch(&c, &found, &kind);
 
     /* Both override whatever the body returned or raised: a misuse or a
      * leak is a bug in the NIF itself, and one the caller cannot see
      * otherwise. A misuse first: it often causes the leak (a free that
      * missed its block). */
-    if (misused && (o.leak_check || o.raise_on_misuse))
+    if (misused && (c.o.leak_check || c.o.raise_on_misuse))
         return raise_misuse(env, call, result, kind);
-    if (leaked)
+    if (found.leaked)
         return raise_leak(env, call, result);
     return result;
 }
