@@ -778,26 +778,26 @@ static bool scoped_allows(beam_allocator_t scoped, size_t len, uintptr_t ret) {
     return true;
 }
 
-/* --- Public functions -------------------------------------------------- */
-
-beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
-                                   beam_allocator_t parent, size_t user_size,
-                                   ERL_NIF_TERM *term) {
-    uintptr_t ret = BEAM__RET_ADDR();
-    ErlNifResourceType *type = beam__atomic_load_acquire(&resource_type);
-    if (type == NULL || (term != NULL && env == NULL))
-        return NULL;
-    if (kind != BEAM_RESOURCE_GPA && kind != BEAM_RESOURCE_ARENA)
-        return NULL;
-    if (user_size > BEAM__MAX_LEN - sizeof(beam_resource_t))
-        return NULL;
+/* The allocator a resource made over parent lives on, in *lasting: the
+ * lasting one for the call's own (see scoped_allows), the large allocator
+ * for a zeroed one. false when fault injection failed the making. */
+static bool lasting_parent(beam_allocator_t parent, size_t size, uintptr_t ret,
+                           beam_allocator_t *lasting) {
     bool injected;
-    beam_allocator_t lasting = beam__nif_lasting_parent(parent, &injected);
-    if (injected &&
-        !scoped_allows(parent, sizeof(beam_resource_t) + user_size, ret))
-        return NULL;
-    if (lasting.vtable == NULL)
-        lasting = beam_large_allocator;
+    *lasting = beam__nif_lasting_parent(parent, &injected);
+    if (injected && !scoped_allows(parent, size, ret))
+        return false;
+    if (lasting->vtable == NULL)
+        *lasting = beam_large_allocator;
+    return true;
+}
+
+/* A zeroed resource object with user_size bytes after it, holding the
+ * resource whose allocator lasting is (hold_parent), if it is one; NULL,
+ * holding nothing, when either fails. */
+static beam_resource_t *new_object(ErlNifResourceType *type,
+                                   beam_allocator_t lasting, size_t user_size,
+                                   uintptr_t ret) {
     beam_resource_t *over =
         lasting.vtable == &resource_vtable ? lasting.ctx : NULL;
     if (over != NULL && !hold_parent(over, ret))
@@ -819,6 +819,55 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
     beam__atomic_init(&r->ops_retired, false);
     beam__atomic_init(&r->first_pin, (uintptr_t)0);
     beam__atomic_init(&r->on_release, (beam_resource_release_fn)NULL);
+    return r;
+}
+
+/* The resource's own allocator, over its parent through parent_vtable: a
+ * GPA, or an arena and its lock. false when the lock could not be had: r
+ * is released then. */
+static bool init_inner(beam_resource_t *r, beam_resource_kind kind) {
+    beam_allocator_t backing = {r, &parent_vtable};
+    if (kind == BEAM_RESOURCE_GPA) {
+        /* The resource is expected to die with blocks live: no reports. */
+        beam_gpa_init_ex(&r->impl.gpa, backing, BEAM_GPA_QUIET_LEAKS);
+        r->inner = beam_gpa_allocator(&r->impl.gpa);
+        return true;
+    }
+    beam_arena_init(&r->impl.arena, backing);
+    r->inner = beam_arena_allocator(&r->impl.arena);
+    if (pthread_mutex_init(&r->lock, NULL) != 0) {
+        /* Nothing to tear down: let the destructor skip it (it gives
+         * back the parent's reference; its entry goes here). */
+        beam__atomic_store_seq_cst(&r->torn_down, true);
+        if (r->over != NULL)
+            leave_parent(r->over);
+        enif_release_resource(r);
+        return false;
+    }
+    r->has_lock = true;
+    return true;
+}
+
+/* --- Public functions -------------------------------------------------- */
+
+beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
+                                   beam_allocator_t parent, size_t user_size,
+                                   ERL_NIF_TERM *term) {
+    uintptr_t ret = BEAM__RET_ADDR();
+    ErlNifResourceType *type = beam__atomic_load_acquire(&resource_type);
+    if (type == NULL || (term != NULL && env == NULL))
+        return NULL;
+    if (kind != BEAM_RESOURCE_GPA && kind != BEAM_RESOURCE_ARENA)
+        return NULL;
+    if (user_size > BEAM__MAX_LEN - sizeof(beam_resource_t))
+        return NULL;
+    beam_allocator_t lasting;
+    if (!lasting_parent(parent, sizeof(beam_resource_t) + user_size, ret,
+                        &lasting))
+        return NULL;
+    beam_resource_t *r = new_object(type, lasting, user_size, ret);
+    if (r == NULL)
+        return NULL;
     r->kind = kind;
     /* A resource outlives the call that makes it: over the call's own
      * allocator (beam_allocator in a leak_check or scratch call, or under
@@ -827,26 +876,8 @@ beam_resource_t *beam_resource_new(ErlNifEnv *env, beam_resource_kind kind,
      * correct NIF segfault). */
     r->parent = lasting;
     r->user_size = user_size;
-
-    beam_allocator_t backing = {r, &parent_vtable};
-    if (kind == BEAM_RESOURCE_GPA) {
-        /* The resource is expected to die with blocks live: no reports. */
-        beam_gpa_init_ex(&r->impl.gpa, backing, BEAM_GPA_QUIET_LEAKS);
-        r->inner = beam_gpa_allocator(&r->impl.gpa);
-    } else {
-        beam_arena_init(&r->impl.arena, backing);
-        r->inner = beam_arena_allocator(&r->impl.arena);
-        if (pthread_mutex_init(&r->lock, NULL) != 0) {
-            /* Nothing to tear down: let the destructor skip it (it gives
-             * back the parent's reference; its entry goes here). */
-            beam__atomic_store_seq_cst(&r->torn_down, true);
-            if (over != NULL)
-                leave_parent(over);
-            enif_release_resource(r);
-            return NULL;
-        }
-        r->has_lock = true;
-    }
+    if (!init_inner(r, kind))
+        return NULL;
     add(&live_allocators, 1);
     if (kind == BEAM_RESOURCE_GPA)
         list_link(r);
