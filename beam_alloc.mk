@@ -40,7 +40,7 @@
 #                           the prerequisites ($^) into $@, with CC, CFLAGS
 #                           (set before or after the include; -O2 when
 #                           it is not set before), LDFLAGS and LDLIBS
-#   BEAM_ALLOC_BUILD_NIF_CXX  the same for C++ sources (.cc .cpp .cxx) mixed
+#   BEAM_ALLOC_BUILD_NIF_CXX  the same for C++ sources (.cc .cpp .cxx .c++ .C) mixed
 #                           with C ones: C++ with CXX and CXXFLAGS, C with
 #                           CC and CFLAGS, linked by CXX
 #
@@ -126,16 +126,23 @@ else
 BEAM_ALLOC_LDFLAGS := -shared -Wl,--exclude-libs,ALL -pthread
 endif
 
-BEAM_ALLOC_BUILD_NIF = mkdir -p $(@D) && \
+# Sources of the wrong language, or none, are refused: either recipe left
+# out what it does not compile, and linked beam_alloc's library alone (a
+# C++ NIF given BEAM_ALLOC_BUILD_NIF built, then failed to load with
+# "undefined symbol: _nif_init").
+BEAM_ALLOC_CXX_SRC = $(filter %.cc %.cpp %.cxx %.c++ %.C,$^)
+BEAM_ALLOC_ONLY_C = $(if $(BEAM_ALLOC_CXX_SRC),$(error BEAM_ALLOC_BUILD_NIF builds C sources only: $(firstword $(BEAM_ALLOC_CXX_SRC)) is C++, use $$(BEAM_ALLOC_BUILD_NIF_CXX)))
+BEAM_ALLOC_SOME_SRC = $(if $(filter %.c,$^)$(BEAM_ALLOC_CXX_SRC),,$(error $(1): no C or C++ source among the prerequisites of $@))
+BEAM_ALLOC_BUILD_NIF = $(BEAM_ALLOC_ONLY_C)$(call BEAM_ALLOC_SOME_SRC,BEAM_ALLOC_BUILD_NIF)mkdir -p $(@D) && \
     $(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) $(filter %.c,$^) $(BEAM_ALLOC_LIB) \
         $(BEAM_ALLOC_LDFLAGS) $(LDFLAGS) $(LDLIBS) -o $@
 # C sources are compiled as C (next to $@, removed after the link), C++ ones
 # as C++, and the whole linked by the C++ compiler.
 BEAM_ALLOC_CXX_CSRC = $(filter %.c,$^)
 BEAM_ALLOC_CXX_COBJ = $(foreach c,$(BEAM_ALLOC_CXX_CSRC),$@-$(notdir $(c)).o)
-BEAM_ALLOC_BUILD_NIF_CXX = mkdir -p $(@D) && \
+BEAM_ALLOC_BUILD_NIF_CXX = $(call BEAM_ALLOC_SOME_SRC,BEAM_ALLOC_BUILD_NIF_CXX)mkdir -p $(@D) && \
     $(foreach c,$(BEAM_ALLOC_CXX_CSRC),$(CC) $(BEAM_ALLOC_CFLAGS) $(CFLAGS) -c $(c) -o $@-$(notdir $(c)).o &&) \
-    $(CXX) $(BEAM_ALLOC_CXXFLAGS) $(CXXFLAGS) $(filter %.cc %.cpp %.cxx,$^) $(BEAM_ALLOC_CXX_COBJ) \
+    $(CXX) $(BEAM_ALLOC_CXXFLAGS) $(CXXFLAGS) $(BEAM_ALLOC_CXX_SRC) $(BEAM_ALLOC_CXX_COBJ) \
         $(BEAM_ALLOC_LIB) $(BEAM_ALLOC_LDFLAGS) $(LDFLAGS) $(LDLIBS) -o $@; \
     status=$$?; rm -f $(BEAM_ALLOC_CXX_COBJ); exit $$status
 

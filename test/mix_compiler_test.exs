@@ -599,6 +599,30 @@ defmodule BeamAlloc.MixCompilerTest do
     assert out =~ ~r/-O2 .*-DADDED c_src\/tmp_nif.c/
   end
 
+  # $(BEAM_ALLOC_BUILD_NIF) compiles the .c prerequisites alone: given a C++
+  # NIF (an adopter's rebar3 c_src/Makefile, copied from the README's C
+  # one), it linked beam_alloc's library with no source, make succeeded,
+  # and the module failed to load with "undefined symbol: _nif_init".
+  test "beam_alloc.mk refuses a C++ source given to BEAM_ALLOC_BUILD_NIF", %{dir: dir} do
+    File.write!(Path.join(dir, "Makefile"), """
+    include $(BEAM_ALLOC_MK)
+
+    all: $(MIX_APP_PATH)/priv/tmp_nif.so
+    $(MIX_APP_PATH)/priv/tmp_nif.so: c_src/twice.cpp $(BEAM_ALLOC_LIB)
+    \t$(BEAM_ALLOC_BUILD_NIF)
+    """)
+
+    app = project(dir, :mixc_make_cxx_as_c, make: true)
+
+    error = assert_raise Mix.Error, fn -> compile(dir, app) end
+
+    assert error.message =~
+             "BEAM_ALLOC_BUILD_NIF builds C sources only: c_src/twice.cpp is C++, " <>
+               "use $(BEAM_ALLOC_BUILD_NIF_CXX)"
+
+    refute File.exists?(so_path(dir, app, :tmp_nif))
+  end
+
   # make mode gave the Makefile absolute paths: under a folder with a quote
   # (or a space) its recipes' shell failed ("Unterminated quoted string"),
   # beam_alloc.mk's own sub-make first. Such paths come relative to the
