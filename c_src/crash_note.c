@@ -372,13 +372,41 @@ static size_t authors_frame(const crash_answer *a) {
     return a->frames - 1;
 }
 
+/* BEAM_NIF(X) makes X's body beam_nif_body_X and, in C++, a guard
+ * beam_nif_guard_X around it: the names of X's code in addr2line's answer
+ * (the guard's with its parameters, -C), where reports say X
+ * (beam_alloc_symbolizer's function/1). The prefix's length, 0 for none. */
+static size_t made_by_beam_nif(const char *fn) {
+    static const char *const made[] = {"beam_nif_body_", "beam_nif_guard_"};
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
+        if (starts_with(fn, made[i]))
+            return strlen(made[i]);
+    return 0;
+}
+
+/* Writes fn as its author named it. */
+static void write_function(const char *fn) {
+    size_t made = made_by_beam_nif(fn);
+    if (made == 0)
+        write_text(fn);
+    else
+        write_all(fn + made, strcspn(fn + made, "("));
+}
+
+/* A level the body was inlined into: the guard, at the BEAM_NIF line. */
+static bool guard_level(const crash_answer *a, size_t i, size_t j) {
+    return j > a->at[i] && starts_with(a->line[j], "beam_nif_guard_");
+}
+
 /* Says frame i's levels; the first call's begins the text. */
 static void say_frame(const crash_answer *a, size_t i) {
     for (size_t j = a->at[i]; j + 1 < a->at[i + 1]; j += 2) {
+        if (guard_level(a, i, j))
+            continue;
         write_text(j == 0          ? "beam_alloc: that request was made in "
                    : j == a->at[i] ? "beam_alloc:   called from "
                                    : "beam_alloc:   inlined into ");
-        write_text(a->line[j]);
+        write_function(a->line[j]);
         write_text(" at ");
         write_text(a->line[j + 1]);
         write_text("\n");

@@ -156,6 +156,36 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     end
   end
 
+  # A request made in a NIF's body itself: addr2line names the functions
+  # BEAM_NIF makes of it, beam_nif_body_X (C) and, in C++, the guard
+  # beam_nif_guard_X(enif_environment_t*, int, unsigned long const*), where
+  # every report names X as its author wrote it.
+  for {lang, module, nif, file} <- [
+        {"C", @faults, "uses_null_in_body", "test/nifs/faults_nif.c"},
+        {"C++", "CxxNif", "null_in_body", "test/nifs/cxx_nif.cpp"}
+      ] do
+    test "a request in a #{lang} NIF's body: the crash names the NIF as written" do
+      {out, status} =
+        run_vm(:erlang, """
+        {ok, _} = application:ensure_all_started(beam_alloc),
+        beam_alloc_testing:check_all_allocation_failures(
+            fun() -> 'Elixir.#{unquote(module)}':#{unquote(nif)}() end),
+        halt(0).
+        """)
+
+      assert status == 128 + 11, out
+      refute out =~ "beam_nif_", out
+
+      if System.find_executable("addr2line") do
+        line = BeamAlloc.Test.Reports.line_of(unquote(file), "null in body")
+
+        assert out =~
+                 ~r"\nbeam_alloc: that request was made in #{unquote(nif)} at \S*#{unquote(file)}:#{line}\n",
+               out
+      end
+    end
+  end
+
   test "the same from Erlang" do
     {out, status} = run_vm(:erlang, @uses_null_from_erlang)
 

@@ -176,6 +176,17 @@ BEAM_NIF(unguarded_push) {
     return enif_make_int(env, push_noexcept(n));
 }
 
+// null_in_body() -> ok: its one request, made in the body itself, used
+// unchecked: SIGSEGV when a check fails it. The crash names the NIF as
+// written, not the functions BEAM_NIF makes of it.
+BEAM_NIF(null_in_body) {
+    char *volatile p =
+        beam_alloc(beam_allocator, char, 8); /* SITE: null in body */
+    p[0] = 1;
+    beam_free(beam_allocator, p, 8);
+    return enif_make_atom(env, "ok");
+}
+
 // A type the raw allocator cannot align (it serves 8).
 struct alignas(32) wide {
     double x[4];
@@ -284,6 +295,7 @@ static ErlNifFunc funcs[] = {
     {"grow", 1, grow, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"push_at", 1, push_at, 0},
     {"unguarded_push", 1, unguarded_push, 0},
+    {"null_in_body", 0, null_in_body, 0},
     {"take_reports", 0, take_reports, 0},
     {"overaligned", 1, overaligned, 0},
     {"overaligned_caught", 1, overaligned_caught, 0},

@@ -95,6 +95,17 @@ BEAM_NIF(uses_null) {
     return ok(env);
 }
 
+/* uses_null_in_body(): its one request, made in the body itself, used
+ * unchecked: SIGSEGV when a check fails it. The crash names the NIF as
+ * written, not the function BEAM_NIF makes of its body. */
+BEAM_NIF(uses_null_in_body) {
+    unsigned char *volatile p =
+        beam_alloc(beam_allocator, unsigned char, 8); /* SITE: null in body */
+    p[0] = 1;
+    beam_free(beam_allocator, p, 8);
+    return ok(env);
+}
+
 /* aborts(): the VM dies by SIGABRT, whatever the check fails (a crash that
  * is no failed allocation's). */
 BEAM_NIF(aborts) {
@@ -1139,6 +1150,7 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
     {"uses_null", 1, uses_null, 0},
+    {"uses_null_in_body", 0, uses_null_in_body, 0},
     {"aborts", 0, aborts, 0},
     {"divides", 1, divides, 0},
     {"sends_itself", 1, sends_itself, 0},
