@@ -186,6 +186,33 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     end
   end
 
+  # A lambda in a C++ NIF's body is a function of its own, which addr2line
+  # names beam_nif_body_X(...)::{lambda(unsigned long)#1}::operator()(...):
+  # the crash must not name it X, the NIF, at the lambda's line.
+  test "a request in a lambda of a C++ NIF's body: the crash does not name the lambda as the NIF" do
+    {out, status} =
+      run_vm(:erlang, """
+      {ok, _} = application:ensure_all_started(beam_alloc),
+      beam_alloc_testing:check_all_allocation_failures(
+          fun() -> 'Elixir.CxxNif':null_in_lambda() end),
+      halt(0).
+      """)
+
+    assert status == 128 + 11, out
+
+    if System.find_executable("addr2line") do
+      line = BeamAlloc.Test.Reports.line_of("test/nifs/cxx_nif.cpp", "null in lambda")
+
+      refute out =~
+               ~r"\nbeam_alloc: that request was made in null_in_lambda at \S*cxx_nif\.cpp:#{line}\n",
+             out
+
+      assert out =~
+               ~r"\nbeam_alloc: that request was made in [^\n]*lambda[^\n]* at \S*cxx_nif\.cpp:#{line}\n"s,
+             out
+    end
+  end
+
   test "the same from Erlang" do
     {out, status} = run_vm(:erlang, @uses_null_from_erlang)
 

@@ -187,6 +187,22 @@ BEAM_NIF(null_in_body) {
     return enif_make_atom(env, "ok");
 }
 
+// null_in_lambda() -> ok: its one request, made in a lambda of the body
+// (not inlined), used unchecked: SIGSEGV when a check fails it. addr2line
+// names the lambda's level "beam_nif_body_null_in_lambda(...)::{lambda(
+// unsigned long)#1}::operator()(unsigned long) const": the lambda, not X.
+BEAM_NIF(null_in_lambda) {
+    auto make = [](size_t n) __attribute__((noinline)) {
+        char *volatile p =
+            beam_alloc(beam_allocator, char, n); /* SITE: null in lambda */
+        p[0] = 1;
+        return static_cast<char *>(p);
+    };
+    char *p = make(8);
+    beam_free(beam_allocator, p, 8);
+    return enif_make_atom(env, "ok");
+}
+
 // A type the raw allocator cannot align (it serves 8).
 struct alignas(32) wide {
     double x[4];
@@ -296,6 +312,7 @@ static ErlNifFunc funcs[] = {
     {"push_at", 1, push_at, 0},
     {"unguarded_push", 1, unguarded_push, 0},
     {"null_in_body", 0, null_in_body, 0},
+    {"null_in_lambda", 0, null_in_lambda, 0},
     {"take_reports", 0, take_reports, 0},
     {"overaligned", 1, overaligned, 0},
     {"overaligned_caught", 1, overaligned_caught, 0},
