@@ -384,13 +384,29 @@ static size_t made_by_beam_nif(const char *fn) {
     return 0;
 }
 
+/* The length of X in name, the rest of a BEAM_NIF function's name: X
+ * alone, or with its parameters (and a clone's " [clone .isra.0]"); 0
+ * when a name follows them: a lambda or a local class of the body
+ * ("X(...)::{lambda(int)#1}::operator()(int) const") is not X. */
+static size_t nif_name_length(const char *name) {
+    size_t n = strcspn(name, "(");
+    if (name[n] == '\0')
+        return n;
+    const char *close = strchr(name + n, ')'); /* (no parentheses inside) */
+    return close != NULL &&
+                   (close[1] == '\0' || starts_with(close + 1, " [clone "))
+               ? n
+               : 0;
+}
+
 /* Writes fn as its author named it. */
 static void write_function(const char *fn) {
     size_t made = made_by_beam_nif(fn);
-    if (made == 0)
+    size_t n = made != 0 ? nif_name_length(fn + made) : 0;
+    if (n == 0)
         write_text(fn);
     else
-        write_all(fn + made, strcspn(fn + made, "("));
+        write_all(fn + made, n);
 }
 
 /* A level the body was inlined into: the guard, at the BEAM_NIF line. */
