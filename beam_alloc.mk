@@ -39,10 +39,12 @@
 #   BEAM_ALLOC_BUILD_NIF    a recipe: compiles and links the C sources among
 #                           the prerequisites ($^) into $@, with CC, CFLAGS
 #                           (set before or after the include; -O2 when
-#                           it is not set before), LDFLAGS and LDLIBS
-#   BEAM_ALLOC_BUILD_NIF_CXX  the same for C++ sources (.cc .cpp .cxx .c++ .C) mixed
-#                           with C ones: C++ with CXX and CXXFLAGS, C with
-#                           CC and CFLAGS, linked by CXX
+#                           it is not set before), LDFLAGS and LDLIBS;
+#                           it stops at a C++ source (use the next one)
+#                           and when no source is among them
+#   BEAM_ALLOC_BUILD_NIF_CXX  the same for C++ sources (.cc .cpp .cxx
+#                           .c++ .C) mixed with C ones: C++ with CXX and
+#                           CXXFLAGS, C with CC and CFLAGS, linked by CXX
 #
 # and, for Erlang projects built with make, beam_alloc's Erlang side
 # (beam_alloc_testing, beam_alloc:stats/1 and take_reports/0, the
