@@ -615,8 +615,11 @@ BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
  * block out again). The newest block's start is all it keeps: once that
  * block is freed, the one before it is not known, and a block given with a
  * length that ends at the top is taken back as the caller says (as Zig's
- * allocators do), until the next allocation. Not thread-safe. Initialising
- * an arena that holds chunks abandons them (deinit it first). */
+ * allocators do), until the next allocation. A resize, remap or realloc of
+ * an older block whose bytes the arena did not hand out (a wrong length, a
+ * pointer of elsewhere) is refused and reported; a free of one does
+ * nothing. Not thread-safe. Initialising an arena that holds chunks
+ * abandons them (deinit it first). */
 typedef struct beam_arena {
     beam_allocator_t parent;
     struct beam_arena_chunk_internal *chunks; /* internal: newest first */

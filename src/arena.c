@@ -179,6 +179,25 @@ static bool starts_newest(const chunk_t *c, size_t len) {
     return c->last == NO_LAST || c->end - len == c->last;
 }
 
+/* true (after a report) when mem and len are not inside the bytes the
+ * arena handed out: a wrong old length, a pointer of elsewhere, a block of
+ * a chunk given back. Asked of a resize (and so a remap) only: a true
+ * shrink of such a block was a wrong answer, and realloc's fallback then
+ * copied len bytes from it, past the chunk (a segfault, found in an
+ * audit); a refused remap that reported a misuse is not copied from.
+ * Frees do not look (guides/allocators.md): an older block's free does
+ * nothing whoever's, and the walk over the chunks stays off that path. */
+static bool refused_foreign(const beam_arena_t *arena, void *mem, size_t len,
+                            size_t alignment, uintptr_t ret) {
+    if (BEAM__LIKELY(beam__arena_holds(arena, mem, len)))
+        return false;
+    beam__report_foreign("resize", mem, len, alignment, ret,
+                         "not a live block of this arena (outside the bytes "
+                         "it handed out: a wrong length, another "
+                         "allocator's block, or one reset away)");
+    return true;
+}
+
 static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     beam_arena_t *arena = ctx;
@@ -191,7 +210,8 @@ static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
             report_dead("resize", mem, len, ret);
             return false;
         }
-        return new_len <= len;
+        return !refused_foreign(arena, mem, len, alignment, ret) &&
+               new_len <= len;
     }
     chunk_t *c = arena->chunks;
     if (BEAM__UNLIKELY(!starts_newest(c, len))) {

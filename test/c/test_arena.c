@@ -593,3 +593,44 @@ TEST(arena_reset_after_deinit_is_refused_and_reported) {
                           "beam_arena_deinit"));
     check_release_reports();
 }
+
+/* A resize, remap or realloc of a block that is not the newest, given a
+ * length that runs past the bytes the arena handed out (a wrong old
+ * length, another allocator's block, one of a chunk reset away): refused
+ * and reported, as the fixed buffer does. It answered a shrink true, and
+ * a realloc's grow copied the wrong length out of the chunk: past its
+ * end, a segfault (an audit of the public calls found it). */
+TEST(arena_resize_of_bytes_it_never_handed_out_is_refused) {
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
+    unsigned char *p = beam_alloc_bytes(a, 96, 8);
+    unsigned char *newest = beam_alloc_bytes(a, 96, 8);
+    CHECK(p != NULL && newest == p + 96);
+    long stack_block[16];
+    unsigned long outer = check_watch_misuse();
+    check_capture_reports();
+
+    CHECK(beam_realloc_bytes(a, p, 1u << 20, 8, 2u << 20) == NULL);
+    CHECK(check_said_once("not a live block of this arena"));
+    CHECK(strcmp(check_misuse_kind(),
+                 "resize or realloc with a wrong pointer, length or "
+                 "alignment") == 0);
+    CHECK(!beam_resize_bytes(a, p, 1u << 20, 8, 8));
+    CHECK(beam_remap_bytes(a, p, 1u << 20, 8, 8) == NULL);
+    CHECK(!beam_resize_bytes(a, stack_block, sizeof stack_block, 8, 8));
+    CHECK(beam_realloc_bytes(a, stack_block, sizeof stack_block, 8, 256) ==
+          NULL);
+    CHECK(check_misuse_seen() == 5 && check_report_count() == 5);
+    CHECK(beam_arena_used(&c.arena) == 192);
+
+    /* Its own older blocks, with their lengths, still shrink in place and
+     * move when they grow. */
+    CHECK(beam_resize_bytes(a, p, 96, 8, 50));
+    memset(p, 0x5a, 50);
+    unsigned char *moved = beam_realloc_bytes(a, p, 50, 8, 300);
+    CHECK(moved != NULL && moved != p && moved[49] == 0x5a);
+    CHECK(check_report_count() == 5);
+    check_release_reports();
+    check_unwatch_misuse(outer);
+    CHECK(deinit_gives_everything_back(&c));
+}
