@@ -612,13 +612,14 @@ BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
  * only reclaim the most recent block; everything goes back at reset/deinit.
  * A free or resize whose length would make an older block end where the
  * newest one does is refused and reported (it would hand the newest, live
- * block out again). The newest block's start is all it keeps: once that
- * block is freed, the one before it is not known, and a block given with a
- * length that ends at the top is taken back as the caller says (as Zig's
- * allocators do), until the next allocation. A resize, remap or realloc of
- * an older block whose bytes the arena did not hand out (a wrong length, a
- * pointer of elsewhere) is refused and reported; a free of one does
- * nothing. Not thread-safe. Initialising an arena that holds chunks
+ * block out again), and so is one of the newest block with a shorter
+ * length than its own (its bytes would stay taken, unsaid). The newest block's
+ * start is all it keeps: once that block is freed, the one before it is not
+ * known, and a block given with a length that ends at the top is taken back as
+ * the caller says (as Zig's allocators do), until the next allocation. A
+ * resize, remap or realloc of an older block whose bytes the arena did not hand
+ * out (a wrong length, a pointer of elsewhere) is refused and reported; a free
+ * of one does nothing. Not thread-safe. Initialising an arena that holds chunks
  * abandons them (deinit it first). */
 typedef struct beam_arena {
     beam_allocator_t parent;
@@ -663,7 +664,8 @@ BEAM_API size_t beam_arena_used(const beam_arena_t *arena);
 
 /* Fixed buffer: bump allocation inside a caller's buffer; the last block can
  * grow, shrink and be freed (a length that would make an older block end
- * where the newest does is refused and reported, as in the arena). A
+ * where the newest does, or the newest's own shorter than it is, is
+ * refused and reported, as in the arena). A
  * pointer outside the bytes it handed out (another allocator's, or a block
  * freed already) is refused (false, NULL) and reported as a misuse. Not
  * thread-safe. */

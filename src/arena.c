@@ -198,6 +198,21 @@ static bool refused_foreign(const beam_arena_t *arena, void *mem, size_t len,
     return true;
 }
 
+/* true (after a report) when mem is where the newest block starts but len
+ * is not its length: a wrong length. As the fixed buffer's (see there):
+ * a free or shrink of it was a silent no-op, its bytes kept until reset. */
+static bool refused_short_newest(const beam_arena_t *arena, const char *call,
+                                 void *mem, size_t len, size_t alignment,
+                                 uintptr_t ret) {
+    chunk_t *c = arena->chunks;
+    if (BEAM__LIKELY(c == NULL || c->last == NO_LAST ||
+                     (uintptr_t)mem != (uintptr_t)(data_of(c) + c->last)))
+        return false;
+    beam__report_short_newest(call, mem, len, alignment, ret, "arena",
+                              c->end - c->last);
+    return true;
+}
+
 static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
                          size_t new_len, uintptr_t ret) {
     beam_arena_t *arena = ctx;
@@ -211,6 +226,8 @@ static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
             return false;
         }
         return !refused_foreign(arena, mem, len, alignment, ret) &&
+               !refused_short_newest(arena, "resize", mem, len, alignment,
+                                     ret) &&
                new_len <= len;
     }
     chunk_t *c = arena->chunks;
@@ -253,6 +270,8 @@ static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
         arena->used -= len;
     } else if (BEAM__UNLIKELY(is_dead(arena))) {
         report_dead("free", mem, len, ret);
+    } else {
+        (void)refused_short_newest(arena, "free", mem, len, alignment, ret);
     }
 }
 

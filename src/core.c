@@ -140,6 +140,18 @@ BEAM__NOINLINE void beam__report_not_newest(const char *call, void *mem,
     beam__report_refused(call, mem, len, alignment, ret, what);
 }
 
+BEAM__NOINLINE void beam__report_short_newest(const char *call, void *mem,
+                                              size_t len, size_t alignment,
+                                              uintptr_t ret, const char *who,
+                                              size_t newest_len) {
+    char what[160];
+    snprintf(what, sizeof what,
+             "wrong length: the block named starts where the %s's newest "
+             "(live) block starts, but that one is %zu bytes long",
+             who, newest_len);
+    beam__report_refused(call, mem, len, alignment, ret, what);
+}
+
 static void report_impossible(const char *call, void *mem, size_t len,
                               size_t alignment, uintptr_t ret) {
     beam__report_refused(call, mem, len, alignment, ret,

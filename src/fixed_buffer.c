@@ -56,6 +56,23 @@ static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *call,
     return true;
 }
 
+/* true (after a report) when mem is where the newest block starts but len
+ * is not its length (a longer one runs past end_index: refused_foreign
+ * says so first). A free or shrink of an older block is a no-op, as the
+ * bump allocator makes it; of the newest, with a shorter length, it was
+ * one too, without a word, and the block's bytes stayed taken until a
+ * reset (found in an audit of the public calls). */
+static bool refused_short_newest(const beam_fixed_buffer_t *fb,
+                                 const char *call, void *mem, size_t len,
+                                 size_t alignment, uintptr_t ret) {
+    if (BEAM__LIKELY(fb->last_index == SIZE_MAX ||
+                     (uintptr_t)mem != (uintptr_t)fb->buffer + fb->last_index))
+        return false;
+    beam__report_short_newest(call, mem, len, alignment, ret, "buffer",
+                              fb->end_index - fb->last_index);
+    return true;
+}
+
 static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
     (void)ret;
     beam_fixed_buffer_t *fb = ctx;
@@ -83,6 +100,7 @@ static bool fb_resize(void *ctx, void *mem, size_t len, size_t alignment,
     /* Any block can shrink in place; only the newest gives bytes back. */
     if (!ends_at_end(fb, mem, len))
         return !refused_foreign(fb, "resize", mem, len, alignment, ret) &&
+               !refused_short_newest(fb, "resize", mem, len, alignment, ret) &&
                new_len <= len;
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {
         beam__report_not_newest("resize", mem, len, alignment, ret, "buffer");
@@ -110,7 +128,8 @@ static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
     if (!ends_at_end(fb, mem, len)) {
-        (void)refused_foreign(fb, "free", mem, len, alignment, ret);
+        if (!refused_foreign(fb, "free", mem, len, alignment, ret))
+            (void)refused_short_newest(fb, "free", mem, len, alignment, ret);
         return;
     }
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {

@@ -98,6 +98,12 @@ struct beam_allocator;
 void check_bump_wrong_length(struct beam_allocator a,
                              size_t (*used)(const void *ctx), const void *ctx);
 
+/* The same, fresh and empty too: its newest block given back with a
+ * shorter length than its own (a wrong length) is refused with a report,
+ * not silently kept until a reset, and its right length still frees it. */
+void check_bump_short_length(struct beam_allocator a,
+                             size_t (*used)(const void *ctx), const void *ctx);
+
 /* A backing's free that hands the block to beam_large_allocator: for test
  * backings that differ from it only in what they allocate. */
 void check_large_free(void *ctx, void *mem, size_t len, size_t alignment,

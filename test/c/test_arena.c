@@ -581,6 +581,16 @@ TEST(arena_wrong_length_never_rolls_back_over_a_live_block) {
     CHECK(deinit_gives_everything_back(&c));
 }
 
+/* The newest block given back with a shorter length than its own: a
+ * wrong length, refused with a report (an audit of the public calls: its
+ * free was ignored without a word, the bytes kept until a reset). */
+TEST(arena_newest_block_with_a_short_length_is_reported) {
+    counted c;
+    beam_allocator_t a = counted_arena(&c);
+    check_bump_short_length(a, arena_used_of, &c.arena);
+    CHECK(deinit_gives_everything_back(&c));
+}
+
 /* A reset after deinit is a use after deinit like any other call. */
 TEST(arena_reset_after_deinit_is_refused_and_reported) {
     counted c;

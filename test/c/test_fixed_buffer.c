@@ -207,6 +207,15 @@ TEST(fixed_buffer_wrong_length_never_rolls_back_over_a_live_block) {
     check_bump_wrong_length(a, end_index_of, &fb);
 }
 
+/* The newest block given back with a shorter length than its own: a
+ * wrong length, refused with a report (an audit of the public calls: its
+ * free was ignored without a word, the bytes kept until a reset). */
+TEST(fixed_buffer_newest_block_with_a_short_length_is_reported) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    check_bump_short_length(a, end_index_of, &fb);
+}
+
 /* A pointer outside the bytes the buffer handed out (a stack array,
  * another buffer's block, one freed already past end_index) is not the
  * buffer's: its free, resize, remap or realloc is refused and reported
