@@ -76,10 +76,11 @@
  * Semantics are the malloc-style calls' (<beam_alloc.h>, section 8): blocks
  * aligned to 16, free(NULL) does nothing, realloc(NULL, n) allocates,
  * calloc overflow gives NULL, malloc(0) gives a smallest block (not NULL),
- * and realloc(p, 0) shrinks p to a smallest block, where glibc frees
- * p and returns NULL. A block from these hooks is freed through them (or
- * the library's own free, cJSON_free, xmlFree): never with free(), which
- * jansson's documentation tells of json_dumps' result.
+ * realloc(p, 0) shrinks p to a smallest block, where glibc frees
+ * p and returns NULL, and strdup(NULL) gives NULL, where glibc's faults. A
+ * block from these hooks is freed through them (or the library's own free,
+ * cJSON_free, xmlFree): never with free(), which jansson's documentation tells
+ * of json_dumps' result.
  */
 #ifndef BEAM_ALLOC_HOOKS_H
 #define BEAM_ALLOC_HOOKS_H
@@ -123,6 +124,9 @@ extern "C" {
         return beam_calloc_at((allocator), count, size, BEAM_RET_ADDR());      \
     }                                                                          \
     BEAM_INTERNAL_MACRO_HOOK char *prefix##_strdup(const char *s) {            \
+        /* (NULL: NULL, where strlen would fault.) */                          \
+        if (s == BEAM_INTERNAL_NULL)                                           \
+            return BEAM_INTERNAL_NULL;                                         \
         beam_internal_keep_mapped_once();                                      \
         size_t n = strlen(s) + 1;                                              \
         char *copy = BEAM_INTERNAL_AS(                                         \

@@ -66,6 +66,18 @@ TEST(malloc_hooks_read_the_allocator_at_every_call) {
     unit_free(p);
 }
 
+/* strdup of NULL: NULL, nothing allocated (it read the string at NULL: a
+ * segfault, found in an audit of the public calls; glibc's strdup does
+ * the same, but a hook can refuse as cheaply). */
+TEST(malloc_hooks_strdup_of_null_gives_null) {
+    beam_failing_t f;
+    beam_failing_init(&f, beam_raw_allocator, SIZE_MAX);
+    hooks_allocator = beam_failing_allocator(&f);
+    CHECK(unit_strdup(NULL) == NULL);
+    CHECK(f.alloc_index == 0);
+    hooks_allocator = beam_raw_allocator;
+}
+
 TEST(lua_alloc_takes_osize_as_a_tag_when_ptr_is_null) {
     beam_gpa_t g;
     beam_gpa_init_ex(&g, beam_large_allocator, BEAM_GPA_TRACK_SITES);
