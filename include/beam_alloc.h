@@ -150,7 +150,9 @@ extern "C" {
  * A parent must outlive what is built on it: deinit the GPA or arena over
  * an arena or a GPA before that parent, whose deinit gives back the
  * memory the child still uses (the child is not told; its next call
- * would use memory that is gone).
+ * would use memory that is gone). An arena's reset gives back its blocks
+ * as well, a child's chunks or segments among them: deinit (or reset,
+ * for an arena) the child first.
  * ---------------------------------------------------------------------- */
 
 typedef struct beam_allocator_vtable {
