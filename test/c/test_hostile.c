@@ -434,3 +434,50 @@ static bool zero_length_grows(subject *s) {
 
 HOSTILE_TEST(hostile_zero_length_block_grown_to_hostile_lengths_fails,
              zero_length_grows)
+
+/* A realloc given a wrong old length, far longer than the block (the
+ * block not the newest, so a bump allocator cannot take it for its top):
+ * refused with a report and nothing copied, over every allocator that can
+ * tell (found in an audit of the public calls: an arena copied the wrong
+ * length out of its chunk, a segfault). The raw allocator and wrappers
+ * over it keep nothing and hand the block to realloc(3), which copies
+ * what the block has (README: they catch no wrong length), so at an
+ * alignment above theirs each subject that serves it is asked. */
+static bool wrong_old_length_realloc(subject *s) {
+    if (s->max_align < 16)
+        return true;
+    unsigned char *p = beam_alloc_bytes(s->a, 96, 16);
+    unsigned char *newest = beam_alloc_bytes(s->a, 96, 16);
+    HCHECK(p != NULL && newest != NULL);
+    fill(p, 96, 3);
+    unsigned long outer = check_watch_misuse();
+    check_capture_reports();
+    void *q = beam_realloc_bytes(s->a, p, 1u << 20, 16, 2u << 20);
+    size_t reports = check_report_count();
+    unsigned long seen = check_misuse_seen();
+    check_release_reports();
+    check_unwatch_misuse(outer);
+    HCHECK(q == NULL && reports == 1 && seen == 1);
+    HCHECK(intact(p, 96, 3));
+    beam_free_bytes(s->a, newest, 96, 16);
+    beam_free_bytes(s->a, p, 96, 16);
+    return serves_normally(s);
+}
+
+/* (Not HOSTILE_TEST: the misuse is the point, and subject_close checks
+ * that a general purpose instance saw none.) */
+TEST(hostile_realloc_with_a_wrong_old_length_is_refused_unread) {
+    for (int kind = 0; kind < S_KINDS; kind++) {
+        subject subj;
+        subject_open(&subj, kind);
+        bool ran = wrong_old_length_realloc(&subj);
+        if (kind == S_GPA) {
+            beam_gpa_usage u = beam_gpa_usage_of(&subj.gpa);
+            CHECK(u.live_blocks == 0 && u.misuse_count == 1);
+            CHECK(!beam_gpa_deinit(&subj.gpa));
+        } else if (kind != S_GPA_GLOBAL) {
+            CHECK(subject_close(&subj));
+        }
+        CHECK(ran);
+    }
+}
