@@ -151,8 +151,9 @@ extern "C" {
  * an arena or a GPA before that parent, whose deinit gives back the
  * memory the child still uses (the child is not told; its next call
  * would use memory that is gone). An arena's reset gives back its blocks
- * as well, a child's chunks or segments among them: deinit (or reset,
- * for an arena) the child first.
+ * as well, a child's chunks or segments among them: deinit the child
+ * first (or, for an arena, reset it with BEAM_ARENA_FREE_ALL: its default
+ * reset keeps a chunk, which the parent's reset then hands out again).
  * ---------------------------------------------------------------------- */
 
 typedef struct beam_allocator_vtable {
