@@ -43,6 +43,32 @@
  *
  *         beam_allocator_t a = beam_allocator;     // outlives the encoder
  *         BrotliEncoderCreateInstance(beam_hook_malloc, beam_hook_free, &a);
+ *     The same told the caller's file and line, OpenSSL's
+ *     CRYPTO_set_mem_functions: BEAM_MALLOC_HOOKS_FILE_LINE(prefix,
+ *     allocator) defines prefix_malloc, prefix_realloc and prefix_free
+ *     with CRYPTO_malloc_fn's, CRYPTO_realloc_fn's and CRYPTO_free_fn's
+ *     signatures (file and line unused: reports name the caller):
+ *
+ *         BEAM_MALLOC_HOOKS_FILE_LINE(my_ssl, ssl_allocator);
+ *         CRYPTO_set_mem_functions(my_ssl_malloc, my_ssl_realloc,
+ *                                  my_ssl_free);   // 0: too late, see README
+ *
+ * (a) Hooks with a context pointer, void *(void *ctx, size_t n) and
+ *     void (void *ctx, void *p) (brotli's brotli_alloc_func and
+ *     brotli_free_func, protobuf-c's ProtobufCAllocator, zstd's
+ *     ZSTD_customMem, LZ4F_CustomMem's customAlloc and customFree):
+ *     beam_hook_malloc and beam_hook_free, ctx a const beam_allocator_t *
+ *     that outlives what the library holds (as for beam_zlib_use):
+ *
+ *         beam_allocator_t a = beam_allocator;     // outlives the encoder
+ *         BrotliEncoderCreateInstance(beam_hook_malloc, beam_hook_free, &a);
+ *
+ *     The context last, void *(size_t n, void *ctx) and void (void *p,
+ *     void *ctx) (pcre2_general_context_create): beam_hook_malloc_ctx_last
+ *     and beam_hook_free_ctx_last:
+ *
+ *         pcre2_general_context *g = pcre2_general_context_create(
+ *             beam_hook_malloc_ctx_last, beam_hook_free_ctx_last, &a);
  *
  * Lua's lua_Alloc, which frees and reallocates with the block's size:
  *     beam_lua_alloc, ud a const beam_allocator_t *, on the sized calls
@@ -138,6 +164,31 @@ extern "C" {
     /* Takes the user's ; (needed: the next declaration would not parse) */    \
     typedef int beam_internal_hooks_end_t
 
+/** Defines prefix_malloc, prefix_realloc and prefix_free (static) with
+ * OpenSSL's CRYPTO_set_mem_functions signatures, the malloc-style
+ * arguments followed by the caller's file and line (unused), on the
+ * allocator expression as BEAM_MALLOC_HOOKS. Use at file scope. */
+#define BEAM_MALLOC_HOOKS_FILE_LINE(prefix, allocator)                         \
+    BEAM_INTERNAL_MACRO_HOOK void *prefix##_malloc(                            \
+        size_t size, const char *file, int line) {                             \
+        (void)file, (void)line;                                                \
+        beam_internal_keep_mapped_once();                                      \
+        return beam_malloc_at((allocator), size, BEAM_RET_ADDR());             \
+    }                                                                          \
+    BEAM_INTERNAL_MACRO_HOOK void *prefix##_realloc(                           \
+        void *p, size_t size, const char *file, int line) {                    \
+        (void)file, (void)line;                                                \
+        beam_internal_keep_mapped_once();                                      \
+        return beam_mrealloc_at((allocator), p, size, BEAM_RET_ADDR());        \
+    }                                                                          \
+    BEAM_INTERNAL_MACRO_HOOK void prefix##_free(void *p, const char *file,     \
+                                                int line) {                    \
+        (void)file, (void)line;                                                \
+        beam_mfree_at((allocator), p, BEAM_RET_ADDR());                        \
+    }                                                                          \
+    /* Takes the user's ; as BEAM_MALLOC_HOOKS does */                         \
+    typedef int beam_internal_hooks_end_t
+
 /** Allocation hook with a context: ctx is a const beam_allocator_t *
  * (NULL: every allocation fails). */
 BEAM_HOOKS_HOOK void *beam_hook_malloc(void *ctx, size_t size) {
@@ -150,6 +201,18 @@ BEAM_HOOKS_HOOK void *beam_hook_malloc(void *ctx, size_t size) {
 /** Free hook paired with beam_hook_malloc: frees p (NULL: nothing) to
  * the allocator ctx points to, the one that allocated it. */
 BEAM_HOOKS_HOOK void beam_hook_free(void *ctx, void *p) {
+    beam_mfree_at(beam_internal_allocator_at(ctx), p, BEAM_RET_ADDR());
+}
+
+/** beam_hook_malloc with the context last (pcre2's general context). */
+BEAM_HOOKS_HOOK void *beam_hook_malloc_ctx_last(size_t size, void *ctx) {
+    beam_internal_keep_mapped_once();
+    return beam_malloc_at(beam_internal_allocator_at(ctx), size,
+                          BEAM_RET_ADDR());
+}
+
+/** beam_hook_free with the context last (pcre2's general context). */
+BEAM_HOOKS_HOOK void beam_hook_free_ctx_last(void *p, void *ctx) {
     beam_mfree_at(beam_internal_allocator_at(ctx), p, BEAM_RET_ADDR());
 }
 

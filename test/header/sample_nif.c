@@ -91,6 +91,8 @@ BEAM_MALLOC_HOOKS(sample, beam_general_purpose_allocator);
 /* A library that takes malloc and free only (cJSON): the rest unused, no
  * -Wunused-function (clang warns of static inline ones in the main file). */
 BEAM_MALLOC_HOOKS(two_only, beam_general_purpose_allocator);
+/* OpenSSL's shape, with the caller's file and line. */
+BEAM_MALLOC_HOOKS_FILE_LINE(sample_fl, beam_general_purpose_allocator);
 
 BEAM_NIF(adapters) {
     z_stream strm;
@@ -104,6 +106,11 @@ BEAM_NIF(adapters) {
     sample_free(sample_malloc(1));
     two_only_free(two_only_malloc(1));
     beam_hook_free(&beam_allocator, beam_hook_malloc(&beam_allocator, 8));
+    void *fl = sample_fl_malloc(1, __FILE__, __LINE__);
+    void *fl_grown = sample_fl_realloc(fl, 8, __FILE__, __LINE__);
+    sample_fl_free(fl_grown ? fl_grown : fl, __FILE__, __LINE__);
+    beam_hook_free_ctx_last(beam_hook_malloc_ctx_last(8, &beam_allocator),
+                            &beam_allocator);
     void *lua = beam_lua_alloc(&beam_allocator, BEAM_INTERNAL_NULL, 4, 8);
     beam_lua_alloc(&beam_allocator, lua, 8, 0);
     return enif_make_atom(env, mem.customAlloc ? "ok" : "error");

@@ -2,7 +2,9 @@
  * Three hook shapes through <beam_alloc/hooks.h>, with no shim written
  * here: the NIFs of HooksNif over test/nifs/foreign/hooklib.c, a library
  * of its own (no frame pointers) standing for cJSON/libxml2 (global
- * hooks), brotli/protobuf-c (a context pointer) and Lua (lua_Alloc).
+ * hooks), OpenSSL (global hooks told file and line), brotli/protobuf-c (a
+ * context pointer), pcre2 (a context pointer passed last) and Lua
+ * (lua_Alloc).
  *
  * The global hooks run on hooklib's own instance (hooklib_gpa), as in
  * production; global_words_on_call moves them onto the call's allocator
@@ -27,12 +29,21 @@ int hooklib_ctx_words(hooklib_ctx_alloc_fn alloc, hooklib_ctx_free_fn release,
                       void *ctx, const char *text, char *out, size_t cap);
 int hooklib_lua_words(hooklib_lua_alloc_fn f, void *ud, const char *text,
                       char *out, size_t cap);
+void hooklib_set_fl_hooks(void *(*m)(size_t, const char *, int),
+                          void *(*r)(void *, size_t, const char *, int),
+                          void (*f)(void *, const char *, int));
+char *hooklib_fl_words(const char *text);
+void hooklib_fl_release(char *s);
+int hooklib_last_words(void *(*alloc)(size_t, void *),
+                       void (*release)(void *, void *), void *ctx,
+                       const char *text, char *out, size_t cap, int keep);
 
 static beam_gpa_t hooklib_gpa;
 static bool hooklib_gpa_ready;
 static beam_allocator_t hooklib_allocator; /* what the global hooks use */
 
 BEAM_MALLOC_HOOKS(hooklib, hooklib_allocator);
+BEAM_MALLOC_HOOKS_FILE_LINE(hooklib_fl, hooklib_allocator);
 
 #define TEXT_MAX 1024
 
@@ -96,6 +107,46 @@ BEAM_NIF(global_live_bytes) {
     return enif_make_uint64(env, st.live_bytes);
 }
 
+/* OpenSSL's shape, on the call's allocator for the call's length (tests
+ * only); leak: the result is never released. */
+static ERL_NIF_TERM fl_words(ErlNifEnv *env, ERL_NIF_TERM arg, bool leak) {
+    char text[TEXT_MAX];
+    if (!get_text(env, arg, text))
+        return enif_make_badarg(env);
+    hooklib_allocator = beam_allocator;
+    char *words = hooklib_fl_words(text);
+    ERL_NIF_TERM result = words == NULL ? beam_make_error(env, "enomem")
+                                        : make_string(env, words);
+    if (!leak)
+        hooklib_fl_release(words);
+    hooklib_allocator = beam_gpa_allocator(&hooklib_gpa);
+    return result;
+}
+BEAM_NIF(fl_words_checked) {
+    return fl_words(env, argv[0], false);
+}
+BEAM_NIF(fl_leak, .leak_check = true) {
+    return fl_words(env, argv[0], true);
+}
+
+/* pcre2's shape: the context last; leak: the library's copy is kept. */
+static ERL_NIF_TERM last_words(ErlNifEnv *env, ERL_NIF_TERM arg, bool leak) {
+    char text[TEXT_MAX], out[TEXT_MAX];
+    if (!get_text(env, arg, text))
+        return enif_make_badarg(env);
+    beam_allocator_t a = beam_allocator;
+    if (hooklib_last_words(beam_hook_malloc_ctx_last, beam_hook_free_ctx_last,
+                           &a, text, out, sizeof out, leak) != 0)
+        return beam_make_error(env, "enomem");
+    return make_string(env, out);
+}
+BEAM_NIF(last_words_nif) {
+    return last_words(env, argv[0], false);
+}
+BEAM_NIF(last_leak, .leak_check = true) {
+    return last_words(env, argv[0], true);
+}
+
 BEAM_NIF(ctx_words) {
     char text[TEXT_MAX], out[TEXT_MAX];
     if (!get_text(env, argv[0], text))
@@ -127,6 +178,8 @@ static int load(ErlNifEnv *env, void **priv, ERL_NIF_TERM info) {
     beam_stats_register("hooklib", hooklib_allocator);
     hooklib_set_hooks(hooklib_malloc, hooklib_free, hooklib_realloc,
                       hooklib_calloc, hooklib_strdup);
+    hooklib_set_fl_hooks(hooklib_fl_malloc, hooklib_fl_realloc,
+                         hooklib_fl_free);
     return load_capturing_reports(env, priv, info);
 }
 
@@ -138,6 +191,10 @@ static ErlNifFunc funcs[] = {
     {"global_live_bytes", 0, global_live_bytes, 0},
     {"ctx_words", 1, ctx_words, 0},
     {"lua_words", 1, lua_words, 0},
+    {"fl_words_checked", 1, fl_words_checked, 0},
+    {"fl_leak", 1, fl_leak, 0},
+    {"last_words", 1, last_words_nif, 0},
+    {"last_leak", 1, last_leak, 0},
     {"take_reports", 0, take_reports, 0},
 };
 /* clang-format on */

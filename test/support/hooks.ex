@@ -5,5 +5,6 @@ defmodule HooksNif do
   use BeamAlloc.Test.NifModule,
     nif: "hooks_nif",
     stubs: ~w(global_words/1 global_words_checked/1 global_leak/0
-              global_live_bytes/0 ctx_words/1 lua_words/1 take_reports/0)
+              global_live_bytes/0 ctx_words/1 lua_words/1 fl_words_checked/1
+              fl_leak/1 last_words/1 last_leak/1 take_reports/0)
 end

@@ -7,7 +7,11 @@
  *     cJSON_InitHooks, libxml2's xmlMemSetup): hooklib_set_hooks;
  *   - hooks with a context pointer (brotli, protobuf-c):
  *     hooklib_ctx_words;
- *   - Lua's lua_Alloc, sized frees: hooklib_lua_words.
+ *   - Lua's lua_Alloc, sized frees: hooklib_lua_words;
+ *   - global hooks told the caller's file and line (OpenSSL's
+ *     CRYPTO_set_mem_functions): hooklib_set_fl_hooks, hooklib_fl_words;
+ *   - a context pointer passed last (pcre2's general context):
+ *     hooklib_last_words.
  *
  * Each splits a text into words, copies them, joins them again with one
  * space and frees its working memory: allocation, growth, free(NULL) and
@@ -112,16 +116,9 @@ HOOKLIB_API void hooklib_release(char *s) {
 typedef void *(*hooklib_ctx_alloc_fn)(void *ctx, size_t n);
 typedef void (*hooklib_ctx_free_fn)(void *ctx, void *p);
 
-/* The words of text joined by one space into out (of size cap), through a
- * copy of text the hooks hold; -1 when out of memory. */
-HOOKLIB_API int hooklib_ctx_words(hooklib_ctx_alloc_fn alloc,
-                                  hooklib_ctx_free_fn release, void *ctx,
-                                  const char *text, char *out, size_t cap) {
-    size_t len = strlen(text);
-    char *copy = alloc(ctx, len + 1);
-    if (copy == NULL)
-        return -1;
-    memcpy(copy, text, len + 1);
+/* The words of copy (cut up in place) joined by one space into out (of
+ * size cap, at least 1). */
+static void join_words(char *copy, char *out, size_t cap) {
     size_t o = 0;
     for (char *w = strtok(copy, " "); w != NULL; w = strtok(NULL, " ")) {
         size_t n = strlen(w);
@@ -133,6 +130,19 @@ HOOKLIB_API int hooklib_ctx_words(hooklib_ctx_alloc_fn alloc,
         o += n;
     }
     out[o] = '\0';
+}
+
+/* The words of text joined by one space into out (of size cap), through a
+ * copy of text the hooks hold; -1 when out of memory. */
+HOOKLIB_API int hooklib_ctx_words(hooklib_ctx_alloc_fn alloc,
+                                  hooklib_ctx_free_fn release, void *ctx,
+                                  const char *text, char *out, size_t cap) {
+    size_t len = strlen(text);
+    char *copy = alloc(ctx, len + 1);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, text, len + 1);
+    join_words(copy, out, cap);
     release(ctx, copy);
     return 0;
 }
@@ -179,4 +189,71 @@ HOOKLIB_API int hooklib_lua_words(hooklib_lua_alloc_fn f, void *ud,
         memcpy(out, buf, used + 1);
     f(ud, buf, size, 0);
     return used + 1 <= cap ? 0 : -1;
+}
+
+/* ---- global hooks with file and line (OpenSSL) ---------------------- */
+
+typedef void *(*hooklib_fl_malloc_fn)(size_t, const char *, int);
+typedef void *(*hooklib_fl_realloc_fn)(void *, size_t, const char *, int);
+typedef void (*hooklib_fl_free_fn)(void *, const char *, int);
+
+static struct {
+    hooklib_fl_malloc_fn malloc_fn;
+    hooklib_fl_realloc_fn realloc_fn;
+    hooklib_fl_free_fn free_fn;
+} fl_hooks;
+
+HOOKLIB_API void hooklib_set_fl_hooks(hooklib_fl_malloc_fn m,
+                                      hooklib_fl_realloc_fn r,
+                                      hooklib_fl_free_fn f) {
+    fl_hooks.malloc_fn = m;
+    fl_hooks.realloc_fn = r;
+    fl_hooks.free_fn = f;
+}
+
+/* The words of text joined by one space (free it with
+ * hooklib_fl_release), in a block grown from a small one by realloc, as
+ * OpenSSL's BUF_MEM grows; NULL when out of memory. */
+HOOKLIB_API char *hooklib_fl_words(const char *text) {
+    size_t len = strlen(text);
+    char *copy = fl_hooks.malloc_fn(len + 1, __FILE__, __LINE__);
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, text, len + 1);
+    char *out = fl_hooks.realloc_fn(NULL, 1, __FILE__, __LINE__);
+    char *grown =
+        out ? fl_hooks.realloc_fn(out, len + 1, __FILE__, __LINE__) : NULL;
+    if (grown == NULL)
+        fl_hooks.free_fn(out, __FILE__, __LINE__);
+    else
+        join_words(copy, grown, len + 1);
+    fl_hooks.free_fn(copy, __FILE__, __LINE__);
+    fl_hooks.free_fn(NULL, __FILE__, __LINE__); /* as OpenSSL does */
+    return grown;
+}
+
+HOOKLIB_API void hooklib_fl_release(char *s) {
+    fl_hooks.free_fn(s, __FILE__, __LINE__);
+}
+
+/* ---- a context pointer passed last (pcre2's general context) -------- */
+
+typedef void *(*hooklib_last_alloc_fn)(size_t n, void *ctx);
+typedef void (*hooklib_last_free_fn)(void *p, void *ctx);
+
+/* As hooklib_ctx_words, the context last as pcre2 passes it; keep: the
+ * copy is left allocated (a leak, for tests). */
+HOOKLIB_API int hooklib_last_words(hooklib_last_alloc_fn alloc,
+                                   hooklib_last_free_fn release, void *ctx,
+                                   const char *text, char *out, size_t cap,
+                                   int keep) {
+    size_t len = strlen(text);
+    char *copy = alloc(len + 1, ctx);
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, text, len + 1);
+    join_words(copy, out, cap);
+    if (!keep)
+        release(copy, ctx);
+    return 0;
 }
