@@ -34,20 +34,12 @@
  *     allocation: a block it took from malloc before, freed through
  *     prefix_free, is reported (foreign pointer) and left to leak.
  *
- * (a) Hooks with a context pointer, void *(void *ctx, size_t n) and
- *     void (void *ctx, void *p) (brotli's brotli_alloc_func and
- *     brotli_free_func, protobuf-c's ProtobufCAllocator, zstd's
- *     ZSTD_customMem): beam_hook_malloc and beam_hook_free, ctx a const
- *     beam_allocator_t * that outlives what the library holds (as for
- *     beam_zlib_use):
- *
- *         beam_allocator_t a = beam_allocator;     // outlives the encoder
- *         BrotliEncoderCreateInstance(beam_hook_malloc, beam_hook_free, &a);
  *     The same told the caller's file and line, OpenSSL's
  *     CRYPTO_set_mem_functions: BEAM_MALLOC_HOOKS_FILE_LINE(prefix,
  *     allocator) defines prefix_malloc, prefix_realloc and prefix_free
  *     with CRYPTO_malloc_fn's, CRYPTO_realloc_fn's and CRYPTO_free_fn's
- *     signatures (file and line unused: reports name the caller):
+ *     signatures (file and line unused: reports name the caller, which
+ *     for OpenSSL is often its CRYPTO_zalloc or CRYPTO_strndup):
  *
  *         BEAM_MALLOC_HOOKS_FILE_LINE(my_ssl, ssl_allocator);
  *         CRYPTO_set_mem_functions(my_ssl_malloc, my_ssl_realloc,
