@@ -38,8 +38,9 @@
  *     CRYPTO_set_mem_functions: BEAM_MALLOC_HOOKS_FILE_LINE(prefix,
  *     allocator) defines prefix_malloc, prefix_realloc and prefix_free
  *     with CRYPTO_malloc_fn's, CRYPTO_realloc_fn's and CRYPTO_free_fn's
- *     signatures (file and line unused: reports name the caller, which
- *     for OpenSSL is often its CRYPTO_zalloc or CRYPTO_strndup):
+ *     signatures (file and line unused: reports name the caller, for
+ *     OpenSSL mostly a helper of its own: OPENSSL_LH_insert,
+ *     CRYPTO_strndup, CRYPTO_zalloc):
  *
  *         BEAM_MALLOC_HOOKS_FILE_LINE(my_ssl, ssl_allocator);
  *         CRYPTO_set_mem_functions(my_ssl_malloc, my_ssl_realloc,
