@@ -603,28 +603,21 @@ defmodule BeamAlloc.ResourceGCTest do
     # and joins them; after the release each of their calls fails at once.
     # The destructor, on a scheduler, waits for no call in flight before
     # the hook: a failed call counted as one while it undid its entry, and
-    # with 16 threads that wait took 0.1 to 6.3 s (more than 500 ms in most
-    # rounds), where the calls in flight take microseconds. A median, the
-    # machine's other work aside.
-    times =
-      for kind <- [:gpa, :arena], _ <- 1..3 do
-        assert Peers.eventually(fn -> Resource.live_count() == 0 end)
-        _ = Resource.take_reports()
+    # with 16 threads that wait took 0.1 to 6.3 s, where the calls in
+    # flight take microseconds. So a failed call counts itself in flight
+    # only if it raced the release, once a thread at most (counted, not
+    # timed: the machine is shared).
+    for kind <- [:gpa, :arena], _ <- 1..3 do
+      assert Peers.eventually(fn -> Resource.live_count() == 0 end)
+      _ = Resource.take_reports()
 
-        {pid, ref} =
-          spawn_monitor(fn ->
-            :ok = Resource.pool_at_gc(kind, 16)
-            :ok = Resource.pool_exit()
-          end)
-
-        assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
-        assert Peers.eventually(fn -> Resource.pool_stopped() >= 0 end)
-        assert Enum.filter(Resource.take_reports(), &(&1 =~ "resource")) == []
-        Resource.pool_stopped()
-      end
-
-    median = Enum.at(Enum.sort(times), div(length(times), 2))
-    assert median < 500, "the hook ended after #{inspect(times)} ms"
+      {pid, ref} = spawn_monitor(fn -> :ok = Resource.pool_at_gc(kind, 16) end)
+      assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+      assert Peers.eventually(fn -> Resource.pool_late() >= 0 end)
+      assert Enum.filter(Resource.take_reports(), &(&1 =~ "resource")) == []
+      late = Resource.pool_late()
+      assert late <= 16, "#{kind}: #{late} failed calls counted in flight after the release"
+    end
   end
 
   test "a reference kept in C outlives the term, until dropped" do

@@ -144,6 +144,10 @@ BEAM__HIDDEN void beam__nif_collect_resources(void);
 /* What those instances hold of their parents, keep live and have done,
  * summed (resource.c), entered. */
 BEAM__HIDDEN void beam__nif_resources_holding(beam__holding *out);
+/* Entries into r that found it released only after adding their unit
+ * (resource.c): for tests, which count them instead of timing the
+ * destructor's wait for calls in flight. */
+BEAM__HIDDEN size_t beam__resource_late_entries(beam_resource_t *r);
 
 /* Reports inside a BEAM (report.c): to the registered
  * 'Elixir.BeamAlloc.Reporter' or beam_alloc_reporter process, which logs

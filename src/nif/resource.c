@@ -78,7 +78,13 @@
 #define CALLS_MASK (PIN - CALL)
 
 struct beam_resource {
-    _Atomic size_t state;        /* RELEASED | calls * CALL | pins * PIN */
+    _Atomic size_t state; /* RELEASED | calls * CALL | pins * PIN */
+    /* Entries that added their unit and only then found RELEASED (and took
+     * it back): each showed a call or pin in flight to the destructor's
+     * wait for nothing. An allocator call reads the word first, so at most
+     * one a thread that raced the release; read by the tests
+     * (beam__resource_late_entries). */
+    _Atomic size_t late_entries;
     _Atomic size_t live_blocks;  /* see the invariants */
     _Atomic size_t live_bytes;   /* see the invariants */
     _Atomic size_t parent_bytes; /* see the invariants */
@@ -312,10 +318,15 @@ static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
         return true;
     /* Undo. This may be the step that leaves the word at RELEASED: the
      * torn_down flag keeps teardown from running twice. */
+    beam__atomic_add_relaxed(&r->late_entries, 1);
     v = beam__atomic_sub_acq_rel(&r->state, unit);
     if (v == (unit | RELEASED))
         teardown(r, in_call);
     return false;
+}
+
+size_t beam__resource_late_entries(beam_resource_t *r) {
+    return beam__atomic_load_relaxed(&r->late_entries);
 }
 
 /* Gives back one unit: true when that left r released with nobody
@@ -812,6 +823,7 @@ static beam_resource_t *new_object(ErlNifResourceType *type,
     memset(r, 0, sizeof *r + user_size);
     r->over = over; /* from here, teardown and the destructor let it go */
     beam__atomic_init(&r->state, 0);
+    beam__atomic_init(&r->late_entries, 0);
     beam__atomic_init(&r->live_blocks, 0);
     beam__atomic_init(&r->live_bytes, 0);
     beam__atomic_init(&r->parent_bytes, 0);

@@ -705,21 +705,19 @@ BEAM_NIF(busy_at_gc) {
  * a loop, as a worker pool's threads do, until its release hook stops and
  * joins them (the documented way; after the release their calls fail at
  * once, and they go on until told to stop). -> ok, once every thread has
- * allocated. pool_stopped/0: the milliseconds from the last reference's
- * drop (the process's exit, pool_exit/0 called just before) to the end of
- * the hook (the threads joined), or -1 while it has not run. */
+ * allocated. pool_late/0: the resource's entries that counted themselves
+ * in flight after the release (beam__resource_late_entries), up to its
+ * hook: what the destructor waited for before the hook for nothing; -1
+ * while the hook has not run. */
 #define POOL_MAX 16
 static ErlNifTid pool_tids[POOL_MAX];
 static unsigned pool_n;
 static atomic_bool pool_stop;
 static atomic_uint pool_started;
-static _Atomic long long pool_exit_ms, pool_hook_ms = -1;
+static _Atomic long long pool_late_entries = -1;
 
-static long long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+/* resource.c's, for tests (src/nif/nif_internal.h). */
+size_t beam__resource_late_entries(beam_resource_t *r);
 
 static void *pool_run(void *arg) {
     beam_allocator_t a = beam_resource_allocator(arg);
@@ -737,12 +735,11 @@ static void *pool_run(void *arg) {
 }
 
 static void pool_down(beam_resource_t *r) {
-    (void)r;
     atomic_store(&pool_stop, true);
     for (unsigned i = 0; i < pool_n; i++)
         enif_thread_join(pool_tids[i], NULL);
     pool_n = 0;
-    atomic_store(&pool_hook_ms, now_ms() - atomic_load(&pool_exit_ms));
+    atomic_store(&pool_late_entries, (long long)beam__resource_late_entries(r));
 }
 
 BEAM_NIF(pool_at_gc) {
@@ -759,7 +756,7 @@ BEAM_NIF(pool_at_gc) {
     (void)beam_resource_on_release(r, pool_down);
     atomic_store(&pool_stop, false);
     atomic_store(&pool_started, 0);
-    atomic_store(&pool_hook_ms, -1);
+    atomic_store(&pool_late_entries, -1);
     for (; pool_n < n; pool_n++)
         if (enif_thread_create("beam_alloc_pool", &pool_tids[pool_n], pool_run,
                                r, NULL) != 0)
@@ -771,15 +768,9 @@ BEAM_NIF(pool_at_gc) {
     return enif_make_atom(env, "ok");
 }
 
-BEAM_NIF(pool_exit) {
+BEAM_NIF(pool_late) {
     (void)argv;
-    atomic_store(&pool_exit_ms, now_ms());
-    return enif_make_atom(env, "ok");
-}
-
-BEAM_NIF(pool_stopped) {
-    (void)argv;
-    return enif_make_int64(env, atomic_load(&pool_hook_ms));
+    return enif_make_int64(env, atomic_load(&pool_late_entries));
 }
 
 /* join_busy(): joins busy_at_gc's thread if no hook did. -> hook runs. */
@@ -966,8 +957,7 @@ static ErlNifFunc funcs[] = {
     {"busy_at_gc", 2, busy_at_gc, 0},
     {"join_busy", 0, join_busy, 0},
     {"pool_at_gc", 2, pool_at_gc, 0},
-    {"pool_exit", 0, pool_exit, 0},
-    {"pool_stopped", 0, pool_stopped, 0},
+    {"pool_late", 0, pool_late, 0},
     {"hook_after_call", 2, hook_after_call, 0},
     {"set_hook_again", 1, set_hook_again, 0},
     {"calls_after_release", 1, calls_after_release, 0},

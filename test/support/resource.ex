@@ -6,7 +6,7 @@ defmodule BeamAlloc.Test.Resource do
     nif: "resource_nif",
     stubs:
       ~w(new/1 new_raw/1 new_here/1 new_here_checked/1 new_here_scratch/1 new_failing/2 new_child/2 new_bare_child/2 new_cycle/1 cross_cycle/0 alloc/2 alloc_checked/2 write/4
-              read/4 resize/3 free/2 aligned/3 release/1 new_hooked/1 hook_runs/0 busy_at_gc/2 join_busy/0 pool_at_gc/2 pool_exit/0 pool_stopped/0 hook_after_call/2
+              read/4 resize/3 free/2 aligned/3 release/1 new_hooked/1 hook_runs/0 busy_at_gc/2 join_busy/0 pool_at_gc/2 pool_late/0 hook_after_call/2
               set_hook_again/1
               calls_after_release/1 usage/1 live_count/0 is_resource/1
               pin_across_release/2 keep/1 drop_kept/0 new_dropped/1
