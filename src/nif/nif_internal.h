@@ -160,6 +160,10 @@ BEAM__HIDDEN void beam__report_to_logger(void *user, const char *line);
  * who made the call's reports (at once when it made none). */
 BEAM__HIDDEN void beam__report_ack_open(ErlNifEnv *env);
 BEAM__HIDDEN void beam__report_ack_loaded(int result);
+/* Calls of this library that waited their whole bound for the reporter to
+ * read their report (report.c): for tests, which count them instead of
+ * timing the calls. */
+BEAM__HIDDEN unsigned long beam__report_waits_ran_out(void);
 /* Whether the library's module is an Erlang one (glue.c). */
 BEAM__HIDDEN bool beam__module_is_erlang(void);
 /* erlang:error's reason {Tag, Message} of an Erlang module's errors

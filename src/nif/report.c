@@ -110,6 +110,10 @@ static _Atomic unsigned long calls_read;
 static _Atomic uint64_t acks_read;
 static _Atomic uint64_t silent_reads;
 static _Atomic int64_t silent_since;
+/* Waits that ran out before the reporter read their report: what tests
+ * count (beam__report_waits_ran_out) where a call's time would depend on
+ * the machine's load. */
+static _Atomic unsigned long waits_ran_out;
 
 static bool reporter_stopped(void) {
     uint64_t s = beam__atomic_load_seq_cst(&silent_reads);
@@ -248,9 +252,14 @@ static ERL_NIF_TERM wait_read(ErlNifEnv *env, int argc,
                                      wait_read, argc, argv);
         }
         note_silence(n);
+        beam__atomic_add_relaxed(&waits_ran_out, 1);
     }
     ack_release(a);
     return raised ? enif_raise_exception(env, argv[2]) : argv[2];
+}
+
+unsigned long beam__report_waits_ran_out(void) {
+    return beam__atomic_load_relaxed(&waits_ran_out);
 }
 
 static void say_dropped(ErlNifEnv *caller, unsigned long n);

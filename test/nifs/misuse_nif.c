@@ -695,6 +695,7 @@ static ErlNifFunc funcs[] = {
     {"malloc_overflow", 0, malloc_overflow, 0},
     {"keep_malloc_block", 0, keep_malloc_block, 0},
     {"free_kept_malloc_block", 0, free_kept_malloc_block, 0},
+    {"waits_ran_out", 0, waits_ran_out, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Misuse, funcs, NULL, NULL, NULL)

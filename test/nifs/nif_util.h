@@ -190,6 +190,26 @@ static inline ERL_NIF_TERM churn_blocks(ErlNifEnv *env, beam_allocator_t a,
                      : enif_make_atom(env, "ok");
 }
 
+/* --- Waits for the reporter ---------------------------------------------
+ * waits_ran_out/0, a plain NIF: how many calls of this module's copy of
+ * beam_alloc waited their whole bound (a second) for the reporter to read
+ * their reports (src/nif/report.c). Tests compare the count before and
+ * after, where the calls' time would be the machine's load's to decide. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+unsigned long beam__report_waits_ran_out(void);
+#ifdef __cplusplus
+}
+#endif
+
+static inline ERL_NIF_TERM waits_ran_out(ErlNifEnv *env, int argc,
+                                         const ERL_NIF_TERM argv[]) {
+    (void)argc;
+    (void)argv;
+    return enif_make_uint64(env, beam__report_waits_ran_out());
+}
+
 /* --- Captured reports ---------------------------------------------------
  * A ring of the last REPORT_SLOTS lines. The hook may run on any thread and
  * with allocator locks held, so it only copies into static storage under a

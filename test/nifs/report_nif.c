@@ -134,6 +134,7 @@ static ErlNifFunc funcs[] = {
     {"double_frees", 1, double_frees, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"thread_double_frees", 1, thread_double_frees,
      ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"waits_ran_out", 0, waits_ran_out, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Report, funcs, NULL, NULL, NULL)

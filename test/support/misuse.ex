@@ -25,7 +25,7 @@ defmodule BeamAlloc.Test.Misuse do
               raw_own_double_free/0 forget_kept_block/0
               large_aligned_double_free/0 large_free_at_8/0 large_free_at_16/0
               large_remap_at_8/0 mfree_twice/0 malloc_overflow/0
-              keep_malloc_block/0 free_kept_malloc_block/0)
+              keep_malloc_block/0 free_kept_malloc_block/0 waits_ran_out/0)
 end
 
 defmodule BeamAlloc.Test.TwinMisuse do
