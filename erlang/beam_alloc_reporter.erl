@@ -27,10 +27,10 @@
 
 -export([start_link/0, take/0, recent/0]).
 %% Internal: BeamAlloc.Reporter consumes, resolves the lines it answers
-%% with, bounds its backlog and its watches, and ends a watch, as this one
-%% does.
+%% with, bounds its backlog and its watches, ends a watch, and reads whom
+%% a reporting process works for, as this one does.
 -export([consumes/5, resolved_list/4, drop_oldest/1, waiting/1, kept_in/2,
-         consume_watched/3, consumed/4, unwatched/2, latest_resolved/2]).
+         consume_watched/3, consumed/4, unwatched/2, latest_resolved/2, callers/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          terminate/2, code_change/3]).
 
@@ -51,6 +51,10 @@
 %% its place says how many were (drop_oldest/1). init([{backlog, N}]) is
 %% the tests'.
 -define(BACKLOG, 10000).
+%% callers/2 remembers whom the latest REMEMBER reporting processes work
+%% for, and follows PARENTS parents of one at most.
+-define(REMEMBER, 64).
+-define(PARENTS, 8).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -73,10 +77,12 @@ recent() ->
 %% unlogged := queue of {Seq, Module, Line as it came} kept and not yet
 %% logged, resolved := #{Seq => Line} of those whose sites a call resolved
 %% already, scheduled := whether a {?MODULE, log} message is on its way,
-%% backlog := how many may wait in unlogged (BACKLOG)}; unlogged's head may
+%% backlog := how many may wait in unlogged (BACKLOG), known := whom the
+%% latest reporting processes work for (callers/2)}; unlogged's head may
 %% be {dropped, Seq, N}: N lines up to Seq's not logged (drop_oldest/1);
-%% a report is #{seq, module, line, pid, consumed}, its line as it came
-%% while it is not logged (see resolved/2).
+%% a report is #{seq, module, line, pid, callers, consumed}, its line as it
+%% came while it is not logged (see resolved/2), callers the processes its
+%% maker works for (BeamAlloc.Reporter's report type).
 init(Opts) ->
     %% Its NIF library makes the tokens that reports made off a call
     %% carry, by which each NIF library bounds how many of them wait here
@@ -90,7 +96,7 @@ init(Opts) ->
 %% lines.)
 current(S) ->
     maps:merge(#{unlogged => queue:new(), resolved => #{}, scheduled => false,
-                 backlog => ?BACKLOG, watches => #{}}, S).
+                 backlog => ?BACKLOG, watches => #{}, known => #{}}, S).
 
 %% A mark is answered at once: it needs no line. Other calls resolve the
 %% sites of the reports they answer with (at most KEEP), and log what is
@@ -217,8 +223,9 @@ handle_cast(_Msg, Kept) ->
 %% whole second); and only then are sites resolved (dirty NIF calls, slow),
 %% as the lines are logged, a slice at a time (or as a call answers with
 %% them).
-handle_info({beam_alloc_report, M, L, _, _} = Msg, S) when is_atom(M), is_binary(L) ->
-    {noreply, S, {continue, {release, drain([Msg])}}};
+handle_info({beam_alloc_report, M, L, _, _} = Msg, S0) when is_atom(M), is_binary(L) ->
+    {Reports, S} = attributed(drain([Msg]), current(S0)),
+    {noreply, S, {continue, {release, Reports}}};
 handle_info({?MODULE, log}, S) ->
     {noreply, log_until((current(S))#{scheduled := false}, deadline(?SLICE))};
 handle_info(_Other, S) ->
@@ -366,11 +373,22 @@ drain(Taken) ->
         [{Module, Line, Pid} || {beam_alloc_report, Module, Line, Pid, _} <- lists:reverse(Taken)]
     end.
 
+%% Whom each reporting process works for, read before its call is
+%% released (handle_continue/2): the process may exit right after it.
+attributed(Reports, #{known := Known0} = S) ->
+    {Attributed, Known} =
+        lists:mapfoldl(fun({Module, Line, Pid}, Known1) ->
+                               {Callers, Known2} = callers(Pid, Known1),
+                               {{Module, Line, Pid, Callers}, Known2}
+                       end, Known0, Reports),
+    {Attributed, S#{known := Known}}.
+
 %% (Its sites resolved later: log_until/2, resolved/2. S is current/1's.)
-keep({Module, Line, Pid}, #{kept := Kept, seq := Seq0, watches := Watches0,
-                            unlogged := Unlogged0, backlog := Backlog} = S) ->
+keep({Module, Line, Pid, Callers}, #{kept := Kept, seq := Seq0, watches := Watches0,
+                                     unlogged := Unlogged0, backlog := Backlog} = S) ->
     Seq = Seq0 + 1,
-    Report = #{seq => Seq, module => Module, line => Line, pid => Pid, consumed => false},
+    Report = #{seq => Seq, module => Module, line => Line, pid => Pid, callers => Callers,
+               consumed => false},
     Kept1 = queue:in(Report, Kept),
     Watches = maps:map(fun(_, W) -> watched(Report, W) end, Watches0),
     Unlogged = queue:in({Seq, Module, Line}, Unlogged0),
@@ -416,10 +434,59 @@ waiting(Unlogged) ->
 %% a double free, then more than KEEP reports a check consumed, and
 %% without_reports/1 passed: review.)
 watched(#{seq := Seq, pid := Pid} = R, #{after_seq := After, pid := P, all := All} = W)
-  when Seq > After, (All orelse Pid =:= P) ->
-    kept_in(R, W);
+  when Seq > After ->
+    case All orelse Pid =:= P orelse lists:member(P, maps:get(callers, R, [])) of
+        true -> kept_in(R, W);
+        false -> W
+    end;
 watched(_R, W) ->
     W.
+
+%% Whom a reporting process works for: a Task's $callers lead back to the
+%% test that started it, $ancestors to whoever started a proc_lib process
+%% (a gen_server, a Task), and the chain of its parents (OTP 25 on) to
+%% whoever spawned it (spawn/1 records neither). Read while the process
+%% may still be alive, and remembered (Known, pid => callers, the latest
+%% REMEMBER) for its next lines: a report of several lines comes from a
+%% process that may be gone before the last one is read. None for a
+%% report made off a process (undefined; nil from BeamAlloc.Reporter) or
+%% on another node (no process info to read here).
+callers(Pid, Known) when is_pid(Pid), node(Pid) =:= node() ->
+    case erlang:process_info(Pid, dictionary) of
+        {dictionary, Dict} ->
+            Ancestors = [A || A <- wrap(proplists:get_value('$ancestors', Dict, [])), is_pid(A)],
+            Callers = uniq(wrap(proplists:get_value('$callers', Dict, [])) ++ Ancestors ++
+                               parents(Pid, ?PARENTS)),
+            Known1 = case map_size(Known) >= ?REMEMBER of
+                         true -> #{};
+                         false -> Known
+                     end,
+            {Callers, Known1#{Pid => Callers}};
+        undefined ->
+            {maps:get(Pid, Known, []), Known}
+    end;
+callers(_Pid, Known) ->
+    {[], Known}.
+
+wrap(L) when is_list(L) -> L;
+wrap(X) -> [X].
+
+%% (lists:uniq/1 is OTP 25's.)
+uniq([]) -> [];
+uniq([X | Rest]) -> [X | uniq([Y || Y <- Rest, Y =/= X])].
+
+%% The process that spawned Pid, and that one's parent, and so on up to
+%% Depth, as far as a live process leads (a dead one's pid is the last).
+%% (process_info/2 knows parent from OTP 25 on; before, none.)
+parents(_Pid, 0) ->
+    [];
+parents(Pid, Depth) ->
+    try erlang:process_info(Pid, parent) of
+        {parent, Parent} when is_pid(Parent) -> [Parent | parents(Parent, Depth - 1)];
+        _ -> []
+    catch
+        error:badarg -> []
+    end.
 
 kept_in(R, #{kept := Kept0} = W) ->
     Kept = queue:in(R, Kept0),
@@ -467,7 +534,8 @@ consumed(Candidate, Consume, Reports, S0) ->
 terminate(_Reason, S0) ->
     try
         Deadline = deadline(?STOP_BUDGET),
-        S = log_until(lists:foldl(fun keep/2, current(S0), drain([])), Deadline),
+        {Reports, S1} = attributed(drain([]), current(S0)),
+        S = log_until(lists:foldl(fun keep/2, S1, Reports), Deadline),
         case waiting(maps:get(unlogged, S)) of
             0 -> ok;
             Left -> logger:warning("beam_alloc: ~b more reports not logged: the reporter stopped",
@@ -482,7 +550,8 @@ terminate(_Reason, S0) ->
 code_change(_OldVsn, {_, _} = Queue, _Extra) ->
     case queue:is_queue(Queue) of
         true ->
-            Reports = [#{seq => 0, module => M, line => L, pid => undefined, consumed => false}
+            Reports = [#{seq => 0, module => M, line => L, pid => undefined, callers => [],
+                         consumed => false}
                        || {M, L} <- queue:to_list(Queue)],
             {ok, current(#{kept => queue:from_list(Reports), seq => 0})};
         false ->

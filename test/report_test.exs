@@ -465,6 +465,54 @@ defmodule BeamAlloc.ReportTest do
     end)
   end
 
+  # beam_alloc_testing:without_reports/1 says which of its reports other
+  # processes made (tests beside it in EUnit's {inparallel, ...}): it
+  # reads who made each from the unwatch's reply, as the reporter read it
+  # (pid and callers), the same from both reporters. A watch of one
+  # process (BeamAlloc.Case's async test) keeps the reports of those
+  # working for it too: the Erlang reporter kept the process's own alone.
+  defp assert_attributed(start) do
+    me = self()
+    child = spawn(fn -> receive(do: (:stop -> :ok)) end)
+    # (Spawned by a process gone: working for no one alive.)
+    {middle, ref} =
+      spawn_monitor(fn -> send(me, {:other, spawn(fn -> receive(do: (:stop -> :ok)) end)}) end)
+
+    assert_receive {:other, other}
+    assert_receive {:DOWN, ^ref, _, _, _}
+
+    capture_log(fn ->
+      {:ok, pid} = start.()
+      [mine, all] = [make_ref(), make_ref()]
+      :ok = :gen_server.call(pid, {:watch, mine, me, false})
+      :ok = :gen_server.call(pid, {:watch, all, me, true})
+
+      for {line, from} <- [{"child", child}, {"other", other}, {"off", :undefined}],
+          do: send(pid, {:beam_alloc_report, Report, line, from, :undefined})
+
+      {[report], 1} = :gen_server.call(pid, {:unwatch, mine})
+      assert %{line: "child", pid: ^child} = report
+      assert me in report.callers
+
+      {[c, o, off], 3} = :gen_server.call(pid, {:unwatch, all})
+      assert {c.line, me in c.callers} == {"child", true}
+      assert {o.line, o.pid, o.callers} == {"other", other, [middle]}
+      assert {off.line, off.callers} == {"off", []}
+      assert off.pid in [nil, :undefined]
+      :ok = :gen_server.stop(pid)
+    end)
+
+    for p <- [child, other], do: send(p, :stop)
+  end
+
+  test "an unwatch says who made each report, and whom it worked for" do
+    assert_attributed(fn -> GenServer.start(Reporter, []) end)
+  end
+
+  test "the Erlang reporter's unwatch says who made each report, and whom it worked for" do
+    assert_attributed(fn -> :gen_server.start(:beam_alloc_reporter, [], []) end)
+  end
+
   test "a check consumes its misuse's report dropped from the log" do
     assert_dropped_consumed(fn -> GenServer.start(Reporter, backlog: 1) end, true)
   end

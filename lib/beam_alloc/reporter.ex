@@ -832,48 +832,10 @@ defmodule BeamAlloc.Reporter do
     state
   end
 
-  # Who the reporting process works for: a Task's $callers lead back to the
-  # test that started it, and $ancestors to whoever started a proc_lib
-  # process (a GenServer, a Task). Read while the process may still be
-  # alive, and remembered for its next lines: a report of several lines
-  # comes from a process that may be gone before the last one is read.
-  @remember 64
-
-  defp callers(nil, known), do: {[], known}
-
-  defp callers(pid, known) do
-    case Process.info(pid, :dictionary) do
-      {:dictionary, dict} ->
-        callers =
-          Enum.uniq(
-            List.wrap(dict[:"$callers"]) ++
-              Enum.filter(List.wrap(dict[:"$ancestors"]), &is_pid/1) ++
-              parents(pid, 8)
-          )
-
-        known = if map_size(known) >= @remember, do: %{}, else: known
-        {callers, Map.put(known, pid, callers)}
-
-      nil ->
-        {Map.get(known, pid, []), known}
-    end
-  end
-
-  # The process that spawned pid, and that one's parent, and so on up to
-  # depth, as far as a live process leads (a dead one's pid is the last):
-  # a plain spawn or spawn_link records neither $callers nor $ancestors,
-  # and its reports were nobody's (found by a walkthrough).
-  # Process.info/2 knows :parent from OTP 25 on; before, none.
-  defp parents(_pid, 0), do: []
-
-  defp parents(pid, depth) do
-    case Process.info(pid, :parent) do
-      {:parent, parent} when is_pid(parent) -> [parent | parents(parent, depth - 1)]
-      _ -> []
-    end
-  rescue
-    ArgumentError -> []
-  end
+  # Who the reporting process works for ($callers, $ancestors, the chain
+  # of its parents), read while it may still be alive and remembered for
+  # its next lines: the Erlang reporter's callers/2 reads it, as there.
+  defp callers(pid, known), do: :beam_alloc_reporter.callers(pid, known)
 
   defp pairs(queue), do: Enum.map(:queue.to_list(queue), &{&1.module, &1.line})
 end
