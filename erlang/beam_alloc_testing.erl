@@ -83,8 +83,18 @@
 %%
 %% The reporter keeps the reports made while Fun runs apart for it (not
 %% its latest 100 of the node, which more reports push along), and every
-%% report made meanwhile counts, whoever made it: run such tests one at a
-%% time, as EUnit does unless told otherwise. (It takes the node's reports,
+%% report made meanwhile counts, whoever made it (a NIF thread's or a
+%% resource destructor's has no process, and may be the test's): run such
+%% tests one at a time, as EUnit does unless told otherwise. Under
+%% {inparallel, ...} a clean test fails with the reports of a test beside
+%% it, and the error says so: the line of a report made by another
+%% process, neither the caller nor one working for it (the caller among
+%% its $callers, $ancestors or parents), begins with that process's pid,
+%% and a line first says how many, by which processes, and why they
+%% count ("beam_alloc: 1 of the reports below was made by another process
+%% (<0.95.0>) than this one (<0.90.0>) and those it started: tests that
+%% run at the same time ({inparallel, ...}) count each other's reports:
+%% ..."). (It takes the node's reports,
 %% beam_alloc:take_reports/0, before and after.) All of them that no check
 %% consumed are counted, however many (up to 10,000 lines kept past the
 %% latest 100, more counted); the error lists the latest 100, after a line
@@ -133,8 +143,7 @@ without_reports(Fun) when is_function(Fun, 0) ->
     Outcome = invoke(Fun),
     case unwatch_reports(Watch) of
         {[], 0} -> pass_on(Outcome);
-        {Lines, N} when N =:= length(Lines) -> erlang:error({beam_alloc_reports, written(Lines)});
-        {Lines, N} -> erlang:error({beam_alloc_reports, written([not_shown(N, Lines) | Lines])})
+        {Reports, N} -> erlang:error({beam_alloc_reports, written(report_lines(Reports, N))})
     end;
 without_reports(Other) ->
     erlang:error({badarg, <<"without_reports/1 takes a fun of arity 0">>},
@@ -155,13 +164,14 @@ watch_reports() ->
         exit:_ -> latest
     end.
 
-%% {Lines, N}: the lines of the latest 100 reports no check consumed, of
-%% N in all.
+%% {Reports, N}: the latest 100 reports no check consumed, of N in all,
+%% each a map with its line (and, from a reporter's watch, its pid and
+%% callers: BeamAlloc.Reporter's report type).
 unwatch_reports({Reporter, Ref}) ->
     try gen_server:call(Reporter, {unwatch, Ref}) of
         {Reports, N} when is_list(Reports), is_integer(N) ->
             _ = beam_alloc:take_reports(),
-            {[Line || #{line := Line} <- Reports], N};
+            {[R || #{line := _} = R <- Reports], N};
         _ ->
             unwatch_reports(latest)
     catch
@@ -169,8 +179,61 @@ unwatch_reports({Reporter, Ref}) ->
         exit:_ -> unwatch_reports(latest)
     end;
 unwatch_reports(latest) ->
-    Lines = [Line || {_Module, Line} <- beam_alloc:take_unconsumed_reports()],
-    {Lines, length(Lines)}.
+    Reports = [#{line => Line} || {_Module, Line} <- beam_alloc:take_unconsumed_reports()],
+    {Reports, length(Reports)}.
+
+%% The error's lines: what other processes made, if any (whose/2), what is
+%% not shown, if anything, then each report's line, another process's
+%% with its pid first. Every report counts all the same: one of a NIF
+%% thread or a resource destructor has no pid, and may well be the
+%% caller's (failing is the safe side); the note tells a user of
+%% {inparallel, ...} why a clean test failed (an adopter's audit: the
+%% error showed another test's double free and said nothing of it).
+report_lines(Reports, N) ->
+    Whose = [{whose(R, self()), Line} || #{line := Line} = R <- Reports],
+    others_note(Whose) ++ not_shown(N, length(Reports)) ++
+        [case W of
+             {other, Pid} -> <<(pid_text(Pid))/binary, ": ", Line/binary>>;
+             _ -> Line
+         end || {W, Line} <- Whose].
+
+%% A report made by Self or a process working for it (BeamAlloc.Case's
+%% attribution: its pid, or Self among its callers), by another process,
+%% off any process, or by whom unknown (a reporter without watches).
+whose(#{pid := Pid} = R, Self) when is_pid(Pid) ->
+    case Pid =:= Self orelse lists:member(Self, maps:get(callers, R, [])) of
+        true -> own;
+        false -> {other, Pid}
+    end;
+whose(#{pid := P}, _Self) when P =:= undefined; P =:= nil -> none;
+whose(_R, _Self) -> unknown.
+
+others_note(Whose) ->
+    case [Pid || {{other, Pid}, _} <- Whose] of
+        [] ->
+            [];
+        Others ->
+            K = length(Others),
+            Pids = lists:usort(Others),
+            Listed = lists:join(", ", [pid_text(P) || P <- lists:sublist(Pids, 5)]) ++
+                [", ..." || length(Pids) > 5],
+            Made = case K of
+                       1 -> "was made by another process";
+                       _ -> "were made by other processes"
+                   end,
+            Offs = case length([none || {none, _} <- Whose]) of
+                       0 -> "";
+                       M -> fmt(", and ~b off any process (a NIF thread, a resource "
+                                "destructor: anyone's)", [M])
+                   end,
+            [fmt("beam_alloc: ~b of the reports below ~ts (~ts) than this one (~ts) and those it "
+                 "started~ts: tests that run at the same time ({inparallel, ...}) count each "
+                 "other's reports: run the tests that use without_reports/1 one at a time",
+                 [K, Made, Listed, pid_text(self()), Offs])]
+    end.
+
+pid_text(Pid) ->
+    list_to_binary(pid_to_list(Pid)).
 
 %% The lines are written to the test's output too, whole: EUnit's
 %% failure shows an error term's binaries cut to their first 60 or so
@@ -181,11 +244,12 @@ written(Lines) ->
     _ = (catch io:put_chars([[Line, $\n] || Line <- Lines])),
     Lines.
 
-not_shown(N, []) ->
-    iolist_to_binary(io_lib:format("beam_alloc: ~b reports, their lines no longer kept", [N]));
-not_shown(N, Lines) ->
-    iolist_to_binary(io_lib:format("beam_alloc: ~b reports, the latest ~b below",
-                                   [N, length(Lines)])).
+not_shown(N, N) ->
+    [];
+not_shown(N, 0) ->
+    [iolist_to_binary(io_lib:format("beam_alloc: ~b reports, their lines no longer kept", [N]))];
+not_shown(N, Shown) ->
+    [iolist_to_binary(io_lib:format("beam_alloc: ~b reports, the latest ~b below", [N, Shown]))].
 
 pass_on({returned, Value}) -> Value;
 pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).

@@ -566,6 +566,14 @@ defmodule BeamAlloc.MisuseTest do
       end)
     end
 
+    # An Erlang team's EUnit tests in {inparallel, ...}: a clean test
+    # failed with the other's double free, and nothing said why.
+    test "says which reports other processes made (EUnit: beam_alloc_parallel_reports_tests)" do
+      capture_log(fn ->
+        assert :ok = :eunit.test(:beam_alloc_parallel_reports_tests, [])
+      end)
+    end
+
     test "refuses what is not a fun of arity 0" do
       assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(:not_a_fun))
       assert {:badarg, _} = catch_error(:beam_alloc_testing.without_reports(fn _ -> :ok end))
