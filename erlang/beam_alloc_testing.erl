@@ -217,8 +217,10 @@ others_note(Whose) ->
             Pids = lists:usort(Others),
             Listed = lists:join(", ", [pid_text(P) || P <- lists:sublist(Pids, 5)]) ++
                 [", ..." || length(Pids) > 5],
-            Made = case K of
-                       1 -> "was made by another process";
+            %% (Several reports of one process: "another process".)
+            Made = case {K, Pids} of
+                       {1, _} -> "was made by another process";
+                       {_, [_]} -> "were made by another process";
                        _ -> "were made by other processes"
                    end,
             Offs = case length([none || {none, _} <- Whose]) of

@@ -53,6 +53,21 @@ own_process_test() ->
                               end),
     ?assertMatch(<<"beam_alloc: ", _/binary>>, Line).
 
+%% Several reports of one other process: the note names it as one
+%% process ("another process"), not "other processes".
+one_other_process_test() ->
+    Other = whereis(code_server),
+    Reporter = beam_alloc:reporter(),
+    {_, [Note | _]} =
+        error_lines(fun() ->
+                            Report = {beam_alloc_report, ?MODULE,
+                                      <<"beam_alloc: made by another">>, Other, undefined},
+                            [Reporter ! Report || _ <- [1, 2]],
+                            _ = sys:get_state(Reporter)
+                    end),
+    ?assertMatch({match, _}, re:run(Note, <<"^beam_alloc: 2 of the reports below were made by "
+                                             "another process \\(">>)).
+
 %% The lines of Fun's without_reports/1 error, and what Fun returned.
 error_lines(Fun) ->
     Result = self(),
