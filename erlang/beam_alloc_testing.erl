@@ -199,11 +199,20 @@ report_lines(Reports, N) ->
 
 %% A report made by Self or a process working for it (BeamAlloc.Case's
 %% attribution: its pid, or Self among its callers), by another process,
-%% off any process, or by whom unknown (a reporter without watches).
+%% off any process, or by whom unknown: a reporter without watches, or a
+%% process gone before the reporter read whom it worked for (no callers:
+%% a live one has its parent at least). That one was named another's,
+%% with the note on parallel tests, when the test's own process made it
+%% and exited (review).
 whose(#{pid := Pid} = R, Self) when is_pid(Pid) ->
-    case Pid =:= Self orelse lists:member(Self, maps:get(callers, R, [])) of
-        true -> own;
-        false -> {other, Pid}
+    case {Pid =:= Self, maps:get(callers, R, [])} of
+        {true, _} -> own;
+        {false, []} -> unknown;
+        {false, Callers} ->
+            case lists:member(Self, Callers) of
+                true -> own;
+                false -> {other, Pid}
+            end
     end;
 whose(#{pid := P}, _Self) when P =:= undefined; P =:= nil -> none;
 whose(_R, _Self) -> unknown.
