@@ -372,16 +372,31 @@ static size_t authors_frame(const crash_answer *a) {
     return a->frames - 1;
 }
 
+/* fn past the namespaces that qualify it ("(anonymous namespace)::",
+ * "ns::"): a BEAM_NIF written in a namespace is X there too. */
+static const char *unqualified(const char *fn) {
+    static const char anonymous[] = "(anonymous namespace)::";
+    for (;;) {
+        size_t k = starts_with(fn, anonymous) ? sizeof anonymous - 3
+                                              : strcspn(fn, ":(<> ");
+        if (fn[k] != ':' || fn[k + 1] != ':')
+            return fn;
+        fn += k + 2;
+    }
+}
+
 /* BEAM_NIF(X) makes X's body beam_nif_body_X and, in C++, a guard
  * beam_nif_guard_X around it: the names of X's code in addr2line's answer
- * (the guard's with its parameters, -C), where reports say X
- * (beam_alloc_symbolizer's function/1). The prefix's length, 0 for none. */
-static size_t made_by_beam_nif(const char *fn) {
+ * (the guard's with its parameters, -C; in a namespace, qualified), where
+ * reports say X (beam_alloc_symbolizer's function/1). Where X starts in
+ * fn, or NULL for a name of no BEAM_NIF. */
+static const char *made_by_beam_nif(const char *fn) {
     static const char *const made[] = {"beam_nif_body_", "beam_nif_guard_"};
+    const char *name = unqualified(fn);
     for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
-        if (starts_with(fn, made[i]))
-            return strlen(made[i]);
-    return 0;
+        if (starts_with(name, made[i]))
+            return name + strlen(made[i]);
+    return NULL;
 }
 
 /* The length of X in name, the rest of a BEAM_NIF function's name: X
@@ -401,17 +416,18 @@ static size_t nif_name_length(const char *name) {
 
 /* Writes fn as its author named it. */
 static void write_function(const char *fn) {
-    size_t made = made_by_beam_nif(fn);
-    size_t n = made != 0 ? nif_name_length(fn + made) : 0;
+    const char *x = made_by_beam_nif(fn);
+    size_t n = x != NULL ? nif_name_length(x) : 0;
     if (n == 0)
         write_text(fn);
     else
-        write_all(fn + made, n);
+        write_all(x, n);
 }
 
 /* A level the body was inlined into: the guard, at the BEAM_NIF line. */
 static bool guard_level(const crash_answer *a, size_t i, size_t j) {
-    return j > a->at[i] && starts_with(a->line[j], "beam_nif_guard_");
+    return j > a->at[i] &&
+           starts_with(unqualified(a->line[j]), "beam_nif_guard_");
 }
 
 /* Says frame i's levels; the first call's begins the text. */

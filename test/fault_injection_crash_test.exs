@@ -160,9 +160,13 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   # BEAM_NIF makes of it, beam_nif_body_X (C) and, in C++, the guard
   # beam_nif_guard_X(enif_environment_t*, int, unsigned long const*), where
   # every report names X as its author wrote it.
-  for {lang, module, nif, file} <- [
-        {"C", @faults, "uses_null_in_body", "test/nifs/faults_nif.c"},
-        {"C++", "CxxNif", "null_in_body", "test/nifs/cxx_nif.cpp"}
+  # (In a namespace, addr2line qualifies them: "(anonymous
+  # namespace)::beam_nif_body_X()".)
+  for {lang, module, nif, file, marker} <- [
+        {"C", @faults, "uses_null_in_body", "test/nifs/faults_nif.c", "null in body"},
+        {"C++", "CxxNif", "null_in_body", "test/nifs/cxx_nif.cpp", "null in body"},
+        {"C++ namespace's", "CxxNif", "null_in_namespace", "test/nifs/cxx_nif.cpp",
+         "null in namespace"}
       ] do
     test "a request in a #{lang} NIF's body: the crash names the NIF as written" do
       {out, status} =
@@ -177,7 +181,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
       refute out =~ "beam_nif_", out
 
       if System.find_executable("addr2line") do
-        line = BeamAlloc.Test.Reports.line_of(unquote(file), "null in body")
+        line = BeamAlloc.Test.Reports.line_of(unquote(file), unquote(marker))
 
         assert out =~
                  ~r"\nbeam_alloc: that request was made in #{unquote(nif)} at \S*#{unquote(file)}:#{line}\n",

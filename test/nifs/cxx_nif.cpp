@@ -187,6 +187,19 @@ BEAM_NIF(null_in_body) {
     return enif_make_atom(env, "ok");
 }
 
+// null_in_namespace() -> ok: null_in_body's, in an anonymous namespace,
+// whose functions addr2line names "(anonymous namespace)::beam_nif_body_
+// null_in_namespace()" and so on: the crash names the NIF as written too.
+namespace {
+BEAM_NIF(null_in_namespace) {
+    char *volatile p =
+        beam_alloc(beam_allocator, char, 8); /* SITE: null in namespace */
+    p[0] = 1;
+    beam_free(beam_allocator, p, 8);
+    return enif_make_atom(env, "ok");
+}
+} // namespace
+
 // null_in_lambda() -> ok: its one request, made in a lambda of the body
 // (not inlined), used unchecked: SIGSEGV when a check fails it. addr2line
 // names the lambda's level "beam_nif_body_null_in_lambda(...)::{lambda(
@@ -313,6 +326,7 @@ static ErlNifFunc funcs[] = {
     {"unguarded_push", 1, unguarded_push, 0},
     {"null_in_body", 0, null_in_body, 0},
     {"null_in_lambda", 0, null_in_lambda, 0},
+    {"null_in_namespace", 0, null_in_namespace, 0},
     {"take_reports", 0, take_reports, 0},
     {"overaligned", 1, overaligned, 0},
     {"overaligned_caught", 1, overaligned_caught, 0},
