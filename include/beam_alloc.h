@@ -620,9 +620,10 @@ BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
  * start is all it keeps: once that block is freed, the one before it is not
  * known, and a block given with a length that ends at the top is taken back as
  * the caller says (as Zig's allocators do), until the next allocation. A
- * resize, remap or realloc of an older block whose bytes the arena did not hand
- * out (a wrong length, a pointer of elsewhere) is refused and reported; a free
- * of one does nothing. Not thread-safe. Initialising an arena that holds chunks
+ * resize, remap or realloc of bytes the arena did not hand out (a wrong old
+ * length, another allocator's block, one reset away) is refused and reported;
+ * a free of them does nothing (frees do not look: it would cost a walk over
+ * the chunks). Not thread-safe. Initialising an arena that holds chunks
  * abandons them (deinit it first). */
 typedef struct beam_arena {
     beam_allocator_t parent;
@@ -667,8 +668,8 @@ BEAM_API size_t beam_arena_used(const beam_arena_t *arena);
 
 /* Fixed buffer: bump allocation inside a caller's buffer; the last block can
  * grow, shrink and be freed (a length that would make an older block end
- * where the newest does, or the newest's own shorter than it is, is
- * refused and reported, as in the arena). A
+ * where the newest does, or the newest block given with a shorter length
+ * than its own, is refused and reported, as in the arena). A
  * pointer outside the bytes it handed out (another allocator's, or a block
  * freed already) is refused (false, NULL) and reported as a misuse. Not
  * thread-safe. */
