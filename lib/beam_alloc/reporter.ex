@@ -81,6 +81,10 @@ defmodule BeamAlloc.Reporter do
   # waited (review of 05c5d7c).
   @ledger 10_000
 
+  # At most @unread reports read and not yet kept: past it the oldest are
+  # kept at once (see bounded_unread/1).
+  @unread 1_000
+
   @typedoc """
   A kept report: its sequence number, the module whose NIF library made it,
   the line, the process whose NIF call made it (`nil` from threads and
@@ -216,6 +220,12 @@ defmodule BeamAlloc.Reporter do
   # latest, older ones let go.
   @spec ledger() :: pos_integer
   def ledger, do: @ledger
+
+  @doc false
+  # How many reports it holds read and not yet kept at most (see
+  # bounded_unread/1).
+  @spec unread_max() :: pos_integer
+  def unread_max, do: @unread
 
   # Without the application, a call said {:noproc, {GenServer, :call, ...}}:
   # a RuntimeError says what to start (the Erlang side raises
@@ -428,8 +438,26 @@ defmodule BeamAlloc.Reporter do
             {{module, line, pid, callers}, known}
           end)
 
-        %{state | known: known, unread: Enum.reduce(reports, state.unread, &:queue.in/2)}
+        bounded_unread(%{
+          state
+          | known: known,
+            unread: Enum.reduce(reports, state.unread, &:queue.in/2)
+        })
     end
+  end
+
+  # Reading a report lets its call go, and lets its library send more
+  # (src/nif/report.c counts the reports not read): a reporter that read
+  # more than it kept (behind on CPU, a soak) held the rest read and not
+  # kept without bound, so past @unread the oldest are kept (numbered,
+  # unlogged) now; keeping one is cheap, its logging is the slow part.
+  defp bounded_unread(state), do: keep_oldest(state, :queue.len(state.unread) - @unread)
+
+  defp keep_oldest(state, n) when n <= 0, do: state
+
+  defp keep_oldest(state, n) do
+    {{:value, report}, unread} = :queue.out(state.unread)
+    keep_oldest(keep(report, %{state | unread: unread}), n - 1)
   end
 
   @impl true
