@@ -70,6 +70,12 @@
 %%   {not_loaded, [Module]}            no NIF library built with beam_alloc
 %%                                     is loaded for these modules
 %%   {driver, Reason}                  the driver could not start a check
+%%   {reloaded, [Module]}
+%%       the NIF library of these modules was loaded again while the
+%%       check ran (a hot upgrade to another file: a new copy), and the
+%%       check found problems: the runs after the reload called the new
+%%       copy, which the check had not attached, and failed nothing, so
+%%       they tell nothing of the function; run the check again
 %%
 %% Reports as failures: without_reports(Fun) runs Fun and returns what it
 %% returns, or raises erlang:error({beam_alloc_reports, [Line]}) when
@@ -498,8 +504,22 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
                                              leak_problems(undefined, undefined, First)),
             case lists:reverse(with_leaks(Session, Last, Earlier, Attached)) of
                 [] -> {ok, Count};
-                Ps -> {problems, Ps, Count}
+                Ps -> unless_reloaded(Session, Modules, Attached, {problems, Ps, Count})
             end
+    end.
+
+%% Problems found while a module's library was loaded again (a hot upgrade
+%% to another file: a new copy) are the reload's: the runs after it called
+%% the new copy, which the check had not attached, so they came up short
+%% or failed nothing, and the function read as nondeterministic (found by
+%% a soak). A copy attached now of a module attached before is that
+%% reload; a module attached now alone is a library loaded meanwhile, for
+%% all, which the function's runs did not call.
+unless_reloaded(Session, Modules, Attached, Result) ->
+    New = beam_alloc_testing_nif:attach(Session, wanted(Modules)) -- Attached,
+    case lists:usort([M || M <- New, lists:member(M, Attached)]) of
+        [] -> Result;
+        Reloaded -> {error, {reloaded, [binary_to_atom(M, utf8) || M <- Reloaded]}}
     end.
 
 wanted(all) -> all;

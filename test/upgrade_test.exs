@@ -52,7 +52,7 @@ defmodule BeamAlloc.UpgradeTest do
 
   # upgrade_nif's functions (upgrade_plain_nif's among them): the stubs
   # of load_version's modules and of a VM of its own's (UpgradeVM).
-  @stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0 grow/3 msize/1 own_live/0 mgbox/1 mgrow/2 double_mfree/1)
+  @stubs ~w(hold/0 churn/0 make/0 loads/0 priv/0 ping/0 keep/0 box/0 peek/1 raw_box/0 gbox/0 wrong_free/1 lgbox/0 grow/3 msize/1 own_live/0 mgbox/1 mgrow/2 double_mfree/1 counted/0)
 
   # A new version of module (over the current one, which the VM keeps as
   # old code) that loads the library so (its file name, no extension) from
@@ -778,6 +778,51 @@ defmodule BeamAlloc.UpgradeTest do
     end
 
     assert out =~ "after {0, 0}", out
+  end
+
+  # A function for check_all_allocation_failures that counts on
+  # upgrade_nif and, in its second run, loads the library's copy from copy
+  # (another process's hot upgrade): the later runs call that copy, which
+  # the check did not attach.
+  defp reloading_in_second_run(dir, copy) do
+    runs = :counters.new(1, [])
+
+    fn ->
+      :counters.add(runs, 1, 1)
+
+      if :counters.get(runs, 1) == 2 do
+        Task.await(Task.async(fn -> load_version(dir, copy, :plain) end))
+      end
+
+      call(:counted)
+    end
+  end
+
+  test "a check across a reload of its module's library says so, not that the function is nondeterministic",
+       %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    assert {:ok, 3} = BeamAlloc.Testing.check_all_allocation_failures(fn -> call(:counted) end)
+
+    error =
+      assert_raise RuntimeError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(reloading_in_second_run(dir, "b"))
+      end
+
+    assert error.message =~ "#{inspect(@module)}"
+    assert error.message =~ "loaded again while the check ran"
+
+    # Erlang's: an error term, as its other refusals. (A third file: a
+    # copy still mapped would not load again.)
+    File.mkdir_p!(Path.join(dir, "c"))
+    File.cp!(Path.join([dir, "a", "upgrade_nif.so"]), Path.join([dir, "c", "upgrade_nif.so"]))
+
+    assert {:reloaded, [@module]} =
+             catch_error(
+               :beam_alloc_testing.check_all_allocation_failures(
+                 reloading_in_second_run(dir, "c"),
+                 %{modules: [@module]}
+               )
+             )
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do

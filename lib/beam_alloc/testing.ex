@@ -26,7 +26,10 @@ defmodule BeamAlloc.Testing do
     * the run repeated the first one: the same allocations, from the same
       call sites, up to the failing one; a function whose allocations depend
       on a counter, the clock or randomness cannot be checked this way, and
-      is reported as nondeterministic.
+      is reported as nondeterministic. (A NIF library loaded again while
+      the check runs, a hot upgrade to a new copy that the check did not
+      attach, raises a `RuntimeError` saying so instead of the problems
+      its runs then show: run the check again.)
 
   Then it runs the function once more without failures, which must make the
   same allocations as the first run. Problems are collected and raised
@@ -168,6 +171,14 @@ defmodule BeamAlloc.Testing do
               "no NIF library built with beam_alloc is loaded for " <>
                 Enum.map_join(missing, ", ", &inspect/1) <>
                 " (its NIF library must be loaded, with BEAM_NIF_INIT, before the check)"
+
+      {:error, {:reloaded, modules}} ->
+        raise RuntimeError,
+              "the NIF library of " <>
+                Enum.map_join(modules, ", ", &inspect/1) <>
+                " was loaded again while the check ran (a hot upgrade to another file: a new " <>
+                "copy): the runs after it called the new copy, which the check had not " <>
+                "attached, and failed nothing; run the check again"
 
       {:error, {:driver, reason}} ->
         raise RuntimeError, "could not start the allocation failure check: #{inspect(reason)}"

@@ -315,6 +315,20 @@ static ERL_NIF_TERM own_live(ErlNifEnv *env, int argc,
     return enif_make_uint64(env, st.live_blocks);
 }
 
+/* counted(): three blocks of the call's allocator, freed: ok, or {error,
+ * enomem} (what check_all_allocation_failures counts and fails, in the
+ * copy that a call runs). */
+BEAM_NIF(counted) {
+    (void)argv;
+    for (size_t i = 0; i < 3; i++) {
+        unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
+        if (p == NULL)
+            return beam_make_error(env, "enomem");
+        beam_free(beam_allocator, p, 24);
+    }
+    return enif_make_atom(env, "ok");
+}
+
 /* The static churn keeps goes with the module instance's copy: what a NIF
  * with state in statics does. (Left live, a copy that a newer version of
  * the module replaced would be kept, with its allocators: glue.c,
@@ -345,6 +359,7 @@ static ErlNifFunc funcs[] = {
     {"mgbox", 1, mgbox, 0},
     {"mgrow", 2, mgrow, 0},
     {"double_mfree", 1, double_mfree, 0},
+    {"counted", 0, counted, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Upgrade, funcs, load, NULL, unload)
