@@ -253,6 +253,10 @@ typedef struct session {
     size_t requests;
     request_info induced;
     request_info mismatch;
+    /* The mismatch's request returned into another copy of the module the
+     * first run's did (its library loaded again: a hot upgrade): 1 + that
+     * copy's index in libs, 0 otherwise. (An index: attach grows libs.) */
+    size_t mismatch_reloaded;
     bool lost; /* bookkeeping ran out of memory: results incomplete */
     /* The slot of the first thread with a move under way, and those of
      * others at once, MOVE_SLOTS - 1 made apart when one needs them (a
@@ -473,6 +477,16 @@ static bool in_attached(const session *s, uintptr_t pc) {
     return lib_at(s, pc) != NULL;
 }
 
+/* 1 + the index of the copy holding now, when was is in another copy of
+ * its module (the module's library loaded again between two runs), else
+ * 0. */
+static size_t other_copy(const session *s, uintptr_t was, uintptr_t now) {
+    const attached_lib *a = lib_at(s, was), *b = lib_at(s, now);
+    return a != NULL && b != NULL && a != b && strcmp(a->module, b->module) == 0
+               ? (size_t)(b - s->libs) + 1
+               : 0;
+}
+
 /* Every attached library's span is known (not on macOS): without them a
  * walk could not tell where the NIF's code begins. */
 static bool spans_known(const session *s) {
@@ -638,8 +652,10 @@ static bool request(session *s, int kind, size_t len, uintptr_t ret,
             s->lost = true;
     } else if (i <= s->fail_index && !s->mismatch.happened) {
         first_site expected = i < s->nsites ? s->sites[i] : (first_site){0, 0};
-        if (expected.ret != ret)
+        if (expected.ret != ret) {
             s->mismatch = (request_info){true, i, kind, len, at, expected.site};
+            s->mismatch_reloaded = other_copy(s, expected.ret, ret);
+        }
     }
     if (i < s->fail_index)
         return false;
@@ -1743,6 +1759,7 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
         s->requests = 0;
         memset(&s->induced, 0, sizeof s->induced);
         memset(&s->mismatch, 0, sizeof s->mismatch);
+        s->mismatch_reloaded = 0;
         s->lost = false;
         for (size_t i = 0; i < n_slots(s); i++)
             slot_at(s, i)->move.set = false;
@@ -1798,8 +1815,8 @@ static ERL_NIF_TERM map_of(ErlNifEnv *env, ERL_NIF_TERM keys[],
     return map;
 }
 
-/* end_run(Session) -> #{run, requests, induced, mismatch, lost, misuse,
- *                        misused}
+/* end_run(Session) -> #{run, requests, induced, mismatch, reloaded, lost,
+ *                        misuse, misused}
  * The run's blocks still live are its leak suspects from now on (leaks/1
  * tells which stayed leaks). */
 static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
@@ -1826,19 +1843,25 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
                              enif_make_uint64(env, s->misuse[i].after)),
             misuse);
 
-    ERL_NIF_TERM keys[] = {atom(env, "run"),     atom(env, "requests"),
-                           atom(env, "induced"), atom(env, "mismatch"),
-                           atom(env, "lost"),    atom(env, "misuse"),
-                           atom(env, "misused")};
+    ERL_NIF_TERM reloaded =
+        s->mismatch_reloaded != 0
+            ? text_binary(env, s->libs[s->mismatch_reloaded - 1].module)
+            : atom(env, "undefined");
+
+    ERL_NIF_TERM keys[] = {atom(env, "run"),      atom(env, "requests"),
+                           atom(env, "induced"),  atom(env, "mismatch"),
+                           atom(env, "reloaded"), atom(env, "lost"),
+                           atom(env, "misuse"),   atom(env, "misused")};
     ERL_NIF_TERM values[] = {enif_make_uint(env, s->run),
                              enif_make_uint64(env, s->requests),
                              request_term(env, &s->induced),
                              mismatch,
+                             reloaded,
                              atom(env, s->lost ? "true" : "false"),
                              misuse,
                              enif_make_uint64(env, s->nmisuse)};
     pthread_mutex_unlock(&s->lock);
-    return map_of(env, keys, values, 7);
+    return map_of(env, keys, values, 8);
 }
 
 /* live(Session) -> leak suspects still live (to wait for resource

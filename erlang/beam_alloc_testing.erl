@@ -72,10 +72,10 @@
 %%   {driver, Reason}                  the driver could not start a check
 %%   {reloaded, [Module]}
 %%       the NIF library of these modules was loaded again while the
-%%       check ran (a hot upgrade to another file: a new copy), and the
-%%       check found problems: the runs after the reload called the new
-%%       copy, which the check had not attached, and failed nothing, so
-%%       they tell nothing of the function; run the check again
+%%       check ran (a hot upgrade: another copy of the library), and the
+%%       check found problems: the runs after the reload called that
+%%       copy, not the one the first run counted, so they tell nothing of
+%%       the function; run the check again
 %%
 %% Reports as failures: without_reports(Fun) runs Fun and returns what it
 %% returns, or raises erlang:error({beam_alloc_reports, [Line]}) when
@@ -284,6 +284,10 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 %% run_reports/0).
 -define(REPORTS, {?MODULE, reports}).
 
+%% The modules whose library a run's request found loaded again (another
+%% copy than the first run's, see unless_reloaded/4).
+-define(RELOADED, {?MODULE, reloaded}).
+
 %% A misuse problem's key, until the check returns: the reports its run
 %% made, as the reporter numbered them (see consume/2).
 -define(RUN_REPORTS, {?MODULE, run_reports}).
@@ -398,6 +402,7 @@ run_check(Fun, Expect, Modules) ->
             after
                 erase(?SITES),
                 erase(?REPORTS),
+                erase(?RELOADED),
                 beam_alloc_testing_nif:close(Session)
             end;
         {error, already_open} ->
@@ -504,7 +509,7 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
                                              leak_problems(undefined, undefined, First)),
             case lists:reverse(with_leaks(Session, Last, Earlier, Attached)) of
                 [] -> {ok, Count};
-                Ps -> unless_reloaded(Session, Modules, Attached, {problems, Ps, Count})
+                Ps -> unless_reloaded(Session, Modules, Attached0, {problems, Ps, Count})
             end
     end.
 
@@ -512,12 +517,17 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
 %% to another file: a new copy) are the reload's: the runs after it called
 %% the new copy, which the check had not attached, so they came up short
 %% or failed nothing, and the function read as nondeterministic (found by
-%% a soak). A copy attached now of a module attached before is that
-%% reload; a module attached now alone is a library loaded meanwhile, for
-%% all, which the function's runs did not call.
-unless_reloaded(Session, Modules, Attached, Result) ->
-    New = beam_alloc_testing_nif:attach(Session, wanted(Modules)) -- Attached,
-    case lists:usort([M || M <- New, lists:member(M, Attached)]) of
+%% a soak). A copy attached now of a module attached before the first run
+%% is that reload; a module attached now alone is a library loaded
+%% meanwhile, for all, which the function's runs did not call. A copy
+%% attached already, its module switched to it later (mapped before its
+%% module ran it, as a load in progress may be: a soak's checks saw later
+%% runs' requests come from another attached copy), shows as a run whose
+%% requests came from another copy of the module than the first run's
+%% (end_run's reloaded).
+unless_reloaded(Session, Modules, Attached0, Result) ->
+    New = beam_alloc_testing_nif:attach(Session, wanted(Modules)) -- Attached0,
+    case lists:usort([M || M <- New, lists:member(M, Attached0)] ++ get_reloaded()) of
         [] -> Result;
         Reloaded -> {error, {reloaded, [binary_to_atom(M, utf8) || M <- Reloaded]}}
     end.
@@ -536,7 +546,19 @@ run(Session, FailIndex, Mode, Fun) ->
     %% blocks while the next runs go on.)
     erlang:garbage_collect(),
     Run = beam_alloc_testing_nif:end_run(Session),
+    case Run of
+        #{reloaded := Module} when is_binary(Module) ->
+            put(?RELOADED, lists:usort([Module | get_reloaded()]));
+        _ ->
+            ok
+    end,
     Run#{outcome => Outcome, reports => run_reports()}.
+
+get_reloaded() ->
+    case get(?RELOADED) of
+        undefined -> [];
+        Modules -> Modules
+    end.
 
 %% --- Reports the check turns into its result ------------------------------
 %%

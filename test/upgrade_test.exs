@@ -825,6 +825,26 @@ defmodule BeamAlloc.UpgradeTest do
              )
   end
 
+  test "a check whose first run loads its module's library again runs it again on the new copy, and passes",
+       %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    runs = :counters.new(1, [])
+
+    fun = fn ->
+      :counters.add(runs, 1, 1)
+
+      if :counters.get(runs, 1) == 1 do
+        Task.await(Task.async(fn -> load_version(dir, "b", :plain) end))
+      end
+
+      call(:counted)
+    end
+
+    assert {:ok, 3} = BeamAlloc.Testing.check_all_allocation_failures(fun)
+    # The first run twice, then three with a failure, and one without.
+    assert :counters.get(runs, 1) == 6
+  end
+
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do
     # A new version of each over the same library (c:l/1, a release
     # upgrade): without upgrade callbacks the symbolizer's new version

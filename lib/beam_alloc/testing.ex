@@ -27,9 +27,9 @@ defmodule BeamAlloc.Testing do
       call sites, up to the failing one; a function whose allocations depend
       on a counter, the clock or randomness cannot be checked this way, and
       is reported as nondeterministic. (A NIF library loaded again while
-      the check runs, a hot upgrade to a new copy that the check did not
-      attach, raises a `RuntimeError` saying so instead of the problems
-      its runs then show: run the check again.)
+      the check runs, a hot upgrade to another copy than the one the first
+      run counted, raises a `RuntimeError` saying so instead of the
+      problems its runs then show: run the check again.)
 
   Then it runs the function once more without failures, which must make the
   same allocations as the first run. Problems are collected and raised
@@ -176,9 +176,9 @@ defmodule BeamAlloc.Testing do
         raise RuntimeError,
               "the NIF library of " <>
                 Enum.map_join(modules, ", ", &inspect/1) <>
-                " was loaded again while the check ran (a hot upgrade to another file: a new " <>
-                "copy): the runs after it called the new copy, which the check had not " <>
-                "attached, and failed nothing; run the check again"
+                " was loaded again while the check ran (a hot upgrade: another copy of the " <>
+                "library): the runs after it called that copy, not the one the first run " <>
+                "counted, and tell nothing of the function; run the check again"
 
       {:error, {:driver, reason}} ->
         raise RuntimeError, "could not start the allocation failure check: #{inspect(reason)}"
