@@ -509,7 +509,7 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
                                              leak_problems(undefined, undefined, First)),
             case lists:reverse(with_leaks(Session, Last, Earlier, Attached)) of
                 [] -> {ok, Count};
-                Ps -> unless_reloaded(Session, Modules, Attached0, {problems, Ps, Count})
+                Ps -> unless_reloaded(Session, Modules, Attached, {problems, Ps, Count})
             end
     end.
 
@@ -517,17 +517,20 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
 %% to another file: a new copy) are the reload's: the runs after it called
 %% the new copy, which the check had not attached, so they came up short
 %% or failed nothing, and the function read as nondeterministic (found by
-%% a soak). A copy attached now of a module attached before the first run
+%% a soak). A copy attached now of a module attached after the first run
 %% is that reload; a module attached now alone is a library loaded
-%% meanwhile, for all, which the function's runs did not call. A copy
-%% attached already, its module switched to it later (mapped before its
-%% module ran it, as a load in progress may be: a soak's checks saw later
-%% runs' requests come from another attached copy), shows as a run whose
-%% requests came from another copy of the module than the first run's
-%% (end_run's reloaded).
-unless_reloaded(Session, Modules, Attached0, Result) ->
-    New = beam_alloc_testing_nif:attach(Session, wanted(Modules)) -- Attached0,
-    case lists:usort([M || M <- New, lists:member(M, Attached0)] ++ get_reloaded()) of
+%% meanwhile, for all, which the function's runs did not call. (Not
+%% compared with the copies before the first run: a copy that run loaded
+%% was attached, and the first run made again on it, so later runs were
+%% sound, and the function's own problems read as a reload: review of
+%% 61dec5f.) A copy attached already, its module switched to it later
+%% (mapped before its module ran it, as a load in progress may be: a
+%% soak's checks saw later runs' requests come from another attached
+%% copy), shows as a run whose requests came from another copy of the
+%% module than the first run's (end_run's reloaded).
+unless_reloaded(Session, Modules, Attached, Result) ->
+    New = beam_alloc_testing_nif:attach(Session, wanted(Modules)) -- Attached,
+    case lists:usort([M || M <- New, lists:member(M, Attached)] ++ get_reloaded()) of
         [] -> Result;
         Reloaded -> {error, {reloaded, [binary_to_atom(M, utf8) || M <- Reloaded]}}
     end.

@@ -784,17 +784,21 @@ defmodule BeamAlloc.UpgradeTest do
   # upgrade_nif and, in its second run, loads the library's copy from copy
   # (another process's hot upgrade): the later runs call that copy, which
   # the check did not attach.
-  defp reloading_in_second_run(dir, copy) do
-    runs = :counters.new(1, [])
+  defp reloading_in_second_run(dir, copy),
+    do: reloading_in_run(:counters.new(1, []), 2, dir, copy, fn -> call(:counted) end)
 
+  # A function that counts its runs in runs and, in run number run, loads
+  # the library's copy from copy (in another process), then returns what
+  # body does.
+  defp reloading_in_run(runs, run, dir, copy, body) do
     fn ->
       :counters.add(runs, 1, 1)
 
-      if :counters.get(runs, 1) == 2 do
+      if :counters.get(runs, 1) == run do
         Task.await(Task.async(fn -> load_version(dir, copy, :plain) end))
       end
 
-      call(:counted)
+      body.()
     end
   end
 
@@ -829,20 +833,34 @@ defmodule BeamAlloc.UpgradeTest do
        %{dir: dir} do
     assert :ok = load_version(dir, "a", :plain)
     runs = :counters.new(1, [])
-
-    fun = fn ->
-      :counters.add(runs, 1, 1)
-
-      if :counters.get(runs, 1) == 1 do
-        Task.await(Task.async(fn -> load_version(dir, "b", :plain) end))
-      end
-
-      call(:counted)
-    end
+    fun = reloading_in_run(runs, 1, dir, "b", fn -> call(:counted) end)
 
     assert {:ok, 3} = BeamAlloc.Testing.check_all_allocation_failures(fun)
     # The first run twice, then three with a failure, and one without.
     assert :counters.get(runs, 1) == 6
+  end
+
+  # The first run that loaded a new copy was run again on that copy, which
+  # every later run called: their problems are the function's, not a
+  # reload's (compared with the copies before the first run, they were
+  # taken for a reload: review of 61dec5f).
+  test "a check whose first run loads its module's library again reports the function's own problems",
+       %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    # (The failure swallowed: a problem of the function's own.)
+    fun =
+      reloading_in_run(:counters.new(1, []), 1, dir, "b", fn ->
+        _ = call(:counted)
+        :ok
+      end)
+
+    error =
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(fun)
+      end
+
+    assert [_ | _] = error.problems
+    assert Enum.all?(error.problems, &(&1.kind == :swallowed)), inspect(error.problems)
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do
