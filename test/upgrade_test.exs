@@ -863,6 +863,40 @@ defmodule BeamAlloc.UpgradeTest do
     assert Enum.all?(error.problems, &(&1.kind == :swallowed)), inspect(error.problems)
   end
 
+  # The reload's error stands for the runs' problems, which it does not
+  # list: a misuse of a run before the reload is then left to the test
+  # (BeamAlloc.Case, without_reports/1), not consumed (review: it was
+  # consumed, and lost for good when the check was run again, as its
+  # error says to).
+  test "a check across a reload leaves the misuse of its runs to the test", %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    {:ok, box} = apply(@module, :gbox, [])
+    runs = :counters.new(1, [])
+    mark = BeamAlloc.Reporter.mark()
+
+    fun =
+      reloading_in_run(runs, 4, dir, "b", fn ->
+        # (The call raises with the misuse.)
+        if :counters.get(runs, 1) == 2 do
+          {:raised, _} =
+            try do
+              apply(@module, :wrong_free, [box])
+            rescue
+              e in RuntimeError -> {:raised, e}
+            end
+        end
+
+        call(:counted)
+      end)
+
+    assert_raise RuntimeError, ~r/loaded again while the check ran/, fn ->
+      BeamAlloc.Testing.check_all_allocation_failures(fun)
+    end
+
+    assert [%{consumed: false}] =
+             Enum.filter(BeamAlloc.Test.Reports.wait_since(mark), &(&1.line =~ "wrong length"))
+  end
+
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do
     # A new version of each over the same library (c:l/1, a release
     # upgrade): without upgrade callbacks the symbolizer's new version
