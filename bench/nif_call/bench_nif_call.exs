@@ -13,7 +13,7 @@ defmodule NifCallBench do
   @on_load :load
   def load, do: :erlang.load_nif(String.to_charlist(System.fetch_env!("BENCH_NIF_CALL_NIF")), 0)
 
-  @nifs ~w(p_noop b_noop p_hash b_hash p_enif b_enif b_raw b_gpa p_gpa
+  @nifs ~w(p_noop b_noop p_hash b_hash p_enif b_enif b_raw b_gpa p_gpa b_opts
            dp_noop db_noop dp_enif db_enif db_raw db_gpa dp_gpa)a
   for f <- @nifs, do: def(unquote(f)(_x), do: :erlang.nif_error(:not_loaded))
   def e_noop(x), do: x
@@ -81,7 +81,7 @@ end
 rounds = String.to_integer(System.get_env("BENCH_ROUNDS", "7"))
 calls = String.to_integer(System.get_env("BENCH_CALLS", "1000000"))
 alias NifCallBench.Report
-normal = ~w(e_noop p_noop b_noop p_hash b_hash p_enif b_enif b_raw b_gpa p_gpa)a
+normal = ~w(e_noop p_noop b_noop p_hash b_hash p_enif b_enif b_raw b_gpa p_gpa b_opts)a
 dirty = ~w(dp_noop db_noop dp_enif db_enif db_raw db_gpa dp_gpa)a
 
 Report.print("normal scheduler, #{calls} calls", Report.measure(normal, rounds, calls), normal, [
@@ -90,7 +90,8 @@ Report.print("normal scheduler, #{calls} calls", Report.measure(normal, rounds, 
   {:b_enif, :p_enif, "the glue, enif_alloc+free"},
   {:b_raw, :p_enif, "beam_allocator (raw) vs enif_alloc, plain"},
   {:b_gpa, :p_enif, "beam_allocator (.allocator = gpa) vs enif_alloc, plain"},
-  {:b_gpa, :p_gpa, "the glue and .allocator, GPA alloc+free"}
+  {:b_gpa, :p_gpa, "the glue and .allocator, GPA alloc+free"},
+  {:b_opts, :p_noop, "the glue with an option (.raise_on_misuse), empty body"}
 ])
 
 dcalls = max(div(calls, 200), 1)
