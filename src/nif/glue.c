@@ -1015,7 +1015,7 @@ typedef struct check_outcome {
     const char *elsewhere; /* a misuse on another thread */
     /* Its report, copied before the instance goes: the line the check's
      * problem quotes (it said "its report names the line" only, and the
-     * exception named none: bug hunt). */
+     * exception named none: bug hunt). Set only with elsewhere. */
     char elsewhere_line[BEAM__MISUSE_LINE];
 } check_outcome;
 
@@ -1084,8 +1084,9 @@ static void find_misuse_elsewhere(const composed_call *c, check_outcome *out) {
         return;
     out->elsewhere = beam__gpa_first_misuse(&c->check->gpa);
     const char *line = beam__gpa_first_misuse_line(&c->check->gpa);
-    if (out->elsewhere != NULL && line != NULL)
-        snprintf(out->elsewhere_line, sizeof out->elsewhere_line, "%s", line);
+    if (out->elsewhere != NULL)
+        snprintf(out->elsewhere_line, sizeof out->elsewhere_line, "%s",
+                 line != NULL ? line : ELSEWHERE_LINE);
 }
 
 /* Reports the blocks the body left live; true when it did. */
@@ -1209,7 +1210,11 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     call->scoped.vtable = NULL;
 
     unstack_allocators(&c);
-    check_outcome found = {.elsewhere_line = ELSEWHERE_LINE};
+    /* Set field by field: the line (512 bytes) is written only for a
+     * misuse elsewhere (find_misuse_elsewhere), not zeroed each call. */
+    check_outcome found;
+    found.leaked = false;
+    found.elsewhere = NULL;
     if (c.o.leak_check)
         finish_leak_check(&c, &found);
     const char *kind;
