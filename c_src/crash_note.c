@@ -390,8 +390,10 @@ static const char *unqualified(const char *fn) {
  * (the guard's with its parameters, -C; in a namespace, qualified), where
  * reports say X (beam_alloc_symbolizer's function/1). Where X starts in
  * fn, or NULL for a name of no BEAM_NIF. */
+static const char guard_prefix[] = "beam_nif_guard_";
+
 static const char *made_by_beam_nif(const char *fn) {
-    static const char *const made[] = {"beam_nif_body_", "beam_nif_guard_"};
+    static const char *const made[] = {"beam_nif_body_", guard_prefix};
     const char *name = unqualified(fn);
     for (size_t i = 0; i < sizeof made / sizeof made[0]; i++)
         if (starts_with(name, made[i]))
@@ -426,8 +428,7 @@ static void write_function(const char *fn) {
 
 /* A level the body was inlined into: the guard, at the BEAM_NIF line. */
 static bool guard_level(const crash_answer *a, size_t i, size_t j) {
-    return j > a->at[i] &&
-           starts_with(unqualified(a->line[j]), "beam_nif_guard_");
+    return j > a->at[i] && starts_with(unqualified(a->line[j]), guard_prefix);
 }
 
 /* Says frame i's levels; the first call's begins the text. */
