@@ -432,8 +432,8 @@ waiting(Unlogged) ->
     end.
 
 %% A watch keeps the reports of its process and of those working for it
-%% (their callers), or every one (all): its latest KEEP reports, and those pushed out of them
-%% that no check has consumed yet (out): a check consumes the reports of
+%% (their callers), or every one (all): its latest KEEP reports, and those
+%% pushed out of them that no check has consumed yet (out): a check consumes the reports of
 %% its runs when it is over, and a report of its first runs may be pushed
 %% out by then. Up to OUT_KEPT of them: more are counted (lost), and count
 %% even if a check consumes them later (failing is the safe side; their

@@ -100,8 +100,8 @@
 %% count ("beam_alloc: 1 of the reports below was made by another process
 %% (<0.95.0>) than this one (<0.90.0>) and those it started: tests that
 %% run at the same time ({inparallel, ...}) count each other's reports:
-%% ..."). (It takes the node's reports,
-%% beam_alloc:take_reports/0, before and after.) All of them that no check
+%% ..."). (It takes the node's reports, beam_alloc:take_reports/0, before
+%% and after.) All of them that no check
 %% consumed are counted, however many (up to 10,000 lines kept past the
 %% latest 100, more counted); the error lists the latest 100, after a line
 %% "beam_alloc: N reports, the latest 100 below" when there were more. A report
@@ -522,10 +522,9 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
 
 %% The modules whose library was loaded again while the check ran (a hot
 %% upgrade to another file: a new copy). Problems found then are the
-%% reload's: the runs after it called
-%% the new copy, which the check had not attached, so they came up short
-%% or failed nothing, and the function read as nondeterministic (found by
-%% a soak). A copy attached now of a module attached after the first run
+%% reload's: the runs after it called the new copy, which the check had
+%% not attached, so they came up short or failed nothing, and the function
+%% read as nondeterministic (found by a soak). A copy attached now of a module attached after the first run
 %% is that reload; a module attached now alone is a library loaded
 %% meanwhile, for all, which the function's runs did not call. (Not
 %% compared with the copies before the first run: a copy that run loaded
