@@ -136,6 +136,8 @@
 %% Internal: the Elixir front (BeamAlloc.Testing) raises its own exceptions
 %% from these results.
 -export([run_check/3, format_problems/2, refusal_message/1]).
+%% Internal: BeamAlloc.Case says whose its reports were with this.
+-export([attributed_lines/3]).
 
 -type expect() :: any | raise | error_tuple.
 -type problem() :: #{kind := atom(), index := non_neg_integer() | undefined,
@@ -196,12 +198,23 @@ unwatch_reports(latest) ->
 %% {inparallel, ...} why a clean test failed (an adopter's audit: the
 %% error showed another test's double free and said nothing of it).
 report_lines(Reports, N) ->
-    Whose = [{whose(R, self()), Line} || #{line := Line} = R <- Reports],
-    others_note(Whose) ++ not_shown(N, length(Reports)) ++
-        [case W of
-             {other, Pid} -> <<(pid_text(Pid))/binary, ": ", Line/binary>>;
-             _ -> Line
-         end || {W, Line} <- Whose].
+    {Note, Lines} = attributed_lines(Reports, self(), erlang),
+    Note ++ not_shown(N, length(Reports)) ++ Lines.
+
+%% {Note, Lines}: each report's line, another process's with its pid
+%% first, and the note on those (none if there are none), worded for the
+%% front whose guard made Self's watch: erlang (without_reports/1) or
+%% elixir (BeamAlloc.Case, in a module that is not async: its failure
+%% named no process, and a clean test showed a setup_all process's double
+%% free). The one attribution and text for both.
+-spec attributed_lines([map()], pid(), erlang | elixir) -> {[binary()], [binary()]}.
+attributed_lines(Reports, Self, Front) ->
+    Whose = [{whose(R, Self), Line} || #{line := Line} = R <- Reports],
+    {others_note(Whose, Self, Front),
+     [case W of
+          {other, Pid} -> <<(pid_text(Pid, Front))/binary, ": ", Line/binary>>;
+          _ -> Line
+      end || {W, Line} <- Whose]}.
 
 %% A report made by Self or a process working for it (BeamAlloc.Case's
 %% attribution: its pid, or Self among its callers), by another process,
@@ -223,14 +236,14 @@ whose(#{pid := Pid} = R, Self) when is_pid(Pid) ->
 whose(#{pid := P}, _Self) when P =:= undefined; P =:= nil -> none;
 whose(_R, _Self) -> unknown.
 
-others_note(Whose) ->
+others_note(Whose, Self, Front) ->
     case [Pid || {{other, Pid}, _} <- Whose] of
         [] ->
             [];
         Others ->
             K = length(Others),
             Pids = lists:usort(Others),
-            Listed = lists:join(", ", [pid_text(P) || P <- lists:sublist(Pids, 5)]) ++
+            Listed = lists:join(", ", [pid_text(P, Front) || P <- lists:sublist(Pids, 5)]) ++
                 [", ..." || length(Pids) > 5],
             %% (Several reports of one process: "another process".)
             Made = case {K, Pids} of
@@ -243,14 +256,27 @@ others_note(Whose) ->
                        M -> fmt(", and ~b off any process (a NIF thread, a resource "
                                 "destructor: anyone's)", [M])
                    end,
-            [fmt("beam_alloc: ~b of the reports below ~ts (~ts) than this one (~ts) and those it "
-                 "started~ts: tests that run at the same time ({inparallel, ...}) count each "
-                 "other's reports: run the tests that use without_reports/1 one at a time",
-                 [K, Made, Listed, pid_text(self()), Offs])]
+            {Whom, Why} = others_words(Front),
+            [fmt("beam_alloc: ~b of the reports below ~ts (~ts) than ~ts (~ts) and those it "
+                 "started~ts: ~ts", [K, Made, Listed, Whom, pid_text(Self, Front), Offs, Why])]
     end.
 
-pid_text(Pid) ->
-    list_to_binary(pid_to_list(Pid)).
+%% Whose process the others' are told from, and why they count: what to do.
+others_words(erlang) ->
+    {"this one",
+     "tests that run at the same time ({inparallel, ...}) count each other's reports: run "
+     "the tests that use without_reports/1 one at a time"};
+others_words(elixir) ->
+    {"the test's",
+     "a test module that is not async counts every report made while a test runs (a process "
+     "of setup_all, of an application): stop that process during the tests, or make the "
+     "module async"}.
+
+%% A pid as the front's users write it.
+pid_text(Pid, erlang) ->
+    list_to_binary(pid_to_list(Pid));
+pid_text(Pid, elixir) ->
+    <<"#PID", (pid_text(Pid, erlang))/binary>>.
 
 %% The lines are written to the test's output too, whole: EUnit's
 %% failure shows an error term's binaries cut to their first 60 or so
