@@ -878,6 +878,43 @@ defmodule BeamAlloc.CaseTest do
     assert error.message =~ "double_free_plain (test/nifs/misuse_nif.c:"
   end
 
+  # check!/3 of a test that is not async counts a report of a process the
+  # test did not start, and says whose (as the guard does): a process
+  # whose parent is gone, not the test's.
+  test "check!/3 names the process of a report the test did not make" do
+    me = self()
+    mark = Reporter.mark()
+
+    capture_log(fn ->
+      spawn(fn ->
+        spawn(fn -> send(me, {:other, self(), Misuse.double_free_plain()}) end)
+      end)
+
+      assert_receive {:other, other, :ok}, 5_000
+      assert :ok = Misuse.double_free_plain()
+      assert [_, _] = BeamAlloc.Test.Reports.wait_since(mark, 2)
+
+      error = assert_raise ExUnit.AssertionError, fn -> BeamAlloc.Case.check!(mark, me, false) end
+
+      assert [said, "", note, first, second] = String.split(error.message, "\n")
+      assert said == "beam_alloc reported 2 problems during the test:"
+
+      assert note ==
+               "  beam_alloc: 1 of the reports below was made by another process " <>
+                 "(#{inspect(other)}) than the test's (#{inspect(me)}) and those it started: " <>
+                 "a test module that is not async counts every report made while a test runs " <>
+                 "(a process of setup_all, of an application): stop that process during the " <>
+                 "tests, or make the module async"
+
+      # (In the order made: the other's call returned before the test's.)
+      assert first =~ ~r/^  #{Regex.escape(inspect(other))}: beam_alloc: .*double free/
+      assert second =~ ~r/^  beam_alloc: .*double free/
+
+      # Async, the other's report counts for no test: as before.
+      assert [_] = BeamAlloc.Case.reports(mark, me, true)
+    end)
+  end
+
   # Reporter.take/0 in another test empties the reporter's latest reports:
   # the guard, which read them at the test's end, found none, and the test
   # passed. Its own watch keeps them.
@@ -1386,6 +1423,87 @@ defmodule BeamAlloc.CaseTest do
     assert out =~ ~r/RESULT %\{.*failures: 1/
     assert out =~ "beam_alloc reported 1 problem during the test"
     assert out =~ "double free"
+  end
+
+  # A module that is not async counts every report made while its test
+  # runs, a setup_all process's too: the failure showed a double free the
+  # clean test never made, and nothing said whose it was (parity with
+  # Erlang's without_reports/1). Such a report's line begins with its
+  # process, and a first line says how many, whose, and what to do; the
+  # test's own reports stay as they were.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case names the process of a report the test did not make" do
+    out =
+      run_ex_unit(~S"""
+      defmodule GuardedBeside do
+        use ExUnit.Case
+        use BeamAlloc.Case
+
+        setup_all do
+          worker =
+            spawn(fn ->
+              Stream.repeatedly(fn ->
+                receive do
+                  {:go, from} -> send(from, {:done, BeamAlloc.Test.Misuse.double_free_plain()})
+                end
+              end)
+              |> Stream.run()
+            end)
+
+          IO.puts("WORKER " <> inspect(worker))
+          %{worker: worker}
+        end
+
+        defp beside(worker) do
+          send(worker, {:go, self()})
+          assert_receive {:done, :ok}, 5_000
+        end
+
+        test "clean", %{worker: worker} do
+          IO.puts("CLEAN " <> inspect(self()))
+          beside(worker)
+        end
+
+        test "fails beside", %{worker: worker} do
+          IO.puts("FAILS " <> inspect(self()))
+          beside(worker)
+          assert 1 + 1 == 3
+        end
+
+        test "own", do: assert(:ok = BeamAlloc.Test.Misuse.double_free_plain())
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 3/, out
+    [worker] = Regex.run(~r/WORKER (#PID<[\d.]+>)/, out, capture: :all_but_first)
+
+    for {name, tag} <- [{"clean", "CLEAN"}, {"fails beside", "FAILS"}] do
+      [test_pid] = Regex.run(~r/#{tag} (#PID<[\d.]+>)/, out, capture: :all_but_first)
+
+      # (ExUnit indents the failure's lines.)
+      note =
+        [
+          "beam_alloc reported 1 problem during the test:",
+          "",
+          "beam_alloc: 1 of the reports below was made by another process (#{worker}) " <>
+            "than the test's (#{test_pid}) and those it started: a test module that is not " <>
+            "async counts every report made while a test runs (a process of setup_all, of " <>
+            "an application): stop that process during the tests, or make the module async",
+          "#{worker}: beam_alloc: general purpose allocator: double free"
+        ]
+        |> Enum.map_join("\n *", &Regex.escape/1)
+        |> Regex.compile!()
+
+      assert [_, failure] = String.split(out, "test #{name} (GuardedBeside)", parts: 2), out
+      assert failure =~ note, out
+    end
+
+    # The test's own report: as before, no pid, no note.
+    [_, own] = String.split(out, "test own (GuardedBeside)", parts: 2)
+
+    assert own =~
+             ~r/\A\n.*\n\s+beam_alloc reported 1 problem during the test:\n\s+beam_alloc: general purpose allocator: double free/,
+           out
   end
 
   # An async test's own misuse made while another process's flood has

@@ -77,7 +77,18 @@ defmodule BeamAlloc.Case do
   start counts too, such as one of `setup_all` or of an application
   calling another NIF library in a loop, whose reports then fail every
   such test (make the module async, or stop that process during its
-  tests). In an async module a report made off any process (a thread the
+  tests). The failure says so: such a report's line begins with the pid
+  of the process that made it, and a first line says how many were
+  another process's:
+
+      beam_alloc reported 1 problem during the test:
+
+        beam_alloc: 1 of the reports below was made by another process (#PID<0.122.0>) than the test's (#PID<0.123.0>) and those it started: a test module that is not async counts every report made while a test runs (a process of setup_all, of an application): stop that process during the tests, or make the module async
+        #PID<0.122.0>: beam_alloc: general purpose allocator: double free: 0x... (length 24, alignment 8), called from double_free (c_src/zipper_nif.c:29)
+
+  (A report made off any process, or by one gone before the reporter
+  read whom it worked for, has no pid before it: it may be the test's.)
+  In an async module a report made off any process (a thread the
   NIF started, a resource destructor) counts for no test: the test passes,
   the line only logged; test such code in a module that is not async. A test that triggers
   reports on purpose opts out with `@tag beam_alloc_reports: :allow`.
@@ -281,7 +292,8 @@ defmodule BeamAlloc.Case do
     with {from, async?, allowed?} <- Process.get(@failure_key),
          true <- not allowed? or beam_alloc_error?(reason),
          {reports, n} when n > 0 <- failure_reports(from, async?) do
-      errors = failures(kind, reason, stack) ++ [{:error, reports_error(reports, n), []}]
+      error = reports_error(reports, n, self())
+      errors = failures(kind, reason, stack) ++ [{:error, error, []}]
       :erlang.raise(:error, %ExUnit.MultiError{errors: errors}, stack)
     else
       _ -> :erlang.raise(kind, reason, stack)
@@ -317,8 +329,8 @@ defmodule BeamAlloc.Case do
   # more than that before the failure pushed the test's own out: review.)
   defp failure_reports(from, async?) do
     case from do
-      {:guard, guard} ->
-        Reporter.unwatch(guard)
+      {:guard, {watch, _test_pid}} ->
+        Reporter.unwatch(watch)
 
       {:mark, mark} ->
         reports = reports(mark, self(), async?)
@@ -330,12 +342,12 @@ defmodule BeamAlloc.Case do
     :exit, _ -> {[], 0}
   end
 
-  # The guard's failure for n problems, reports the latest of them (the
-  # note says what is not shown): raised after the test, or added to its
-  # own failure.
-  defp reports_error(reports, n) do
+  # The guard's failure for n problems of the test in test_pid, reports
+  # the latest of them (the note says what is not shown): raised after
+  # the test, or added to its own failure.
+  defp reports_error(reports, n, test_pid) do
     said = reported(n) <> shown_note(n, length(reports))
-    %ExUnit.AssertionError{message: said_with(said, reports)}
+    %ExUnit.AssertionError{message: said_with(said, reports, test_pid)}
   end
 
   @beam_alloc_errors ["memory leak detected in function", "memory misuse detected in function"]
@@ -377,9 +389,11 @@ defmodule BeamAlloc.Case do
   # async tests reporting more than that meanwhile (leak_check leaks they
   # allow, a check_all_allocation_failures of a leaking NIF) pushed the
   # test's own reports out, and it passed (found by a bug hunt).
+  # (With the test's pid: its check runs in another process, on_exit, and
+  # names the reports the test did not make, see said_with/3.)
   @doc false
   def start_guard(test_pid, async?) do
-    Reporter.watch(test_pid, not async?)
+    {Reporter.watch(test_pid, not async?), test_pid}
   rescue
     RuntimeError ->
       reraise RuntimeError,
@@ -389,13 +403,13 @@ defmodule BeamAlloc.Case do
   end
 
   @doc false
-  def check_guard!(guard) do
+  def check_guard!({watch, test_pid}) do
     # (Not those a fault injection check turned into its result: consumed.
     # Counted whether or not their lines are still kept: one made before
     # more than Reporter.kept() that a check consumed was pushed out of the
     # latest, and the test passed: review.)
-    {reports, unconsumed} = Reporter.unwatch(guard)
-    fail_with(reports, unconsumed)
+    {reports, unconsumed} = Reporter.unwatch(watch)
+    fail_with(reports, unconsumed, test_pid)
   end
 
   @doc """
@@ -425,7 +439,10 @@ defmodule BeamAlloc.Case do
   Raises `ExUnit.AssertionError` if beam_alloc reported a problem since
   `mark` that belongs to the test (see `reports/3`): it counts every such
   report, however many other reports came meanwhile (other tests', or
-  those a check consumed), and lists the latest 100; `:ok` otherwise.
+  those a check consumed), and lists the latest 100 (with `async?`
+  false, a report of a process that is neither `test_pid` nor one it
+  started has that pid first, and a first line says so, as the guard's
+  failure does); `:ok` otherwise.
 
   Bounded: from the node's first `BeamAlloc.Reporter.mark/0` on (a node
   that takes no marks keeps nothing for it), the reporter keeps the
@@ -440,8 +457,8 @@ defmodule BeamAlloc.Case do
   @spec check!(non_neg_integer, pid, boolean) :: :ok
   def check!(mark, test_pid, async?) do
     case unconsumed_since(mark, test_pid, async?) do
-      {reports, n, false} -> fail_with(reports, n)
-      {reports, n, true} -> fail_lost(reports, n)
+      {reports, n, false} -> fail_with(reports, n, test_pid)
+      {reports, n, true} -> fail_lost(reports, n, test_pid)
     end
   end
 
@@ -466,8 +483,8 @@ defmodule BeamAlloc.Case do
   defp unconsumed_since(_mark, _test_pid, async?),
     do: raise(ArgumentError, "expected async? to be true or false, got: #{inspect(async?)}")
 
-  defp fail_with(_reports, 0), do: :ok
-  defp fail_with(reports, n), do: raise(reports_error(reports, n))
+  defp fail_with(_reports, 0, _test_pid), do: :ok
+  defp fail_with(reports, n, test_pid), do: raise(reports_error(reports, n, test_pid))
 
   defp shown_note(n, n), do: ""
   defp shown_note(_n, 0), do: " (their lines are no longer kept)"
@@ -475,13 +492,14 @@ defmodule BeamAlloc.Case do
 
   # Some report made since the mark is no longer kept: it may have been
   # the test's, so the test fails (the safe side), with what is kept.
-  defp fail_lost(_reports, 0),
-    do: fail("beam_alloc may have reported problems during the test: " <> lost(), [])
+  defp fail_lost(_reports, 0, test_pid),
+    do: fail("beam_alloc may have reported problems during the test: " <> lost(), [], test_pid)
 
-  defp fail_lost(reports, n) do
+  defp fail_lost(reports, n, test_pid) do
     fail(
       reported(n) <> shown_note(n, length(reports)) <> ", and may have reported more (#{lost()})",
-      reports
+      reports,
+      test_pid
     )
   end
 
@@ -494,10 +512,19 @@ defmodule BeamAlloc.Case do
   defp reported(n),
     do: "beam_alloc reported #{n} #{if n == 1, do: "problem", else: "problems"} during the test"
 
-  defp fail(said, reports), do: raise(ExUnit.AssertionError, message: said_with(said, reports))
+  defp fail(said, reports, test_pid),
+    do: raise(ExUnit.AssertionError, message: said_with(said, reports, test_pid))
 
-  defp said_with(said, []), do: said
+  # Each report's line; one made by a process that is neither the test's
+  # nor one it started (in a module that is not async, which counts them
+  # all: a setup_all process's) begins with that pid, and a line first
+  # says how many, whose, and what to do. A clean test showed another
+  # process's double free, and nothing said so. (Worded and attributed
+  # where Erlang's without_reports/1 does it.)
+  defp said_with(said, [], _test_pid), do: said
 
-  defp said_with(said, reports),
-    do: said <> ":\n\n" <> Enum.map_join(reports, "\n", &("  " <> &1.line))
+  defp said_with(said, reports, test_pid) do
+    {note, lines} = :beam_alloc_testing.attributed_lines(reports, test_pid, :elixir)
+    said <> ":\n\n" <> Enum.map_join(note ++ lines, "\n", &("  " <> &1))
+  end
 end
