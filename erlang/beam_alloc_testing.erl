@@ -262,15 +262,21 @@ others_note(Whose, Self, Front) ->
     end.
 
 %% Whose process the others' are told from, and why they count: what to do.
+%% (Elixir's: "or make the module async" alone hid a real bug of the test,
+%% which an async module does not count either: one it caused by calling
+%% an application's GenServer, in its on_exit callback, or through a
+%% process it started that exited before the reporter read the chain:
+%% review.)
 others_words(erlang) ->
     {"this one",
      "tests that run at the same time ({inparallel, ...}) count each other's reports: run "
      "the tests that use without_reports/1 one at a time"};
 others_words(elixir) ->
     {"the test's",
-     "a test module that is not async counts every report made while a test runs (a process "
-     "of setup_all, of an application): stop that process during the tests, or make the "
-     "module async"}.
+     "a test module that is not async counts every report made while a test runs: the test "
+     "may have caused it (by calling that process, in an on_exit callback, through a process "
+     "it started that has exited); if not (a process of setup_all, of an application), stop "
+     "that process during the tests (an async module counts neither)"}.
 
 %% A pid as the front's users write it.
 pid_text(Pid, erlang) ->

@@ -880,7 +880,8 @@ defmodule BeamAlloc.CaseTest do
 
   # check!/3 of a test that is not async counts a report of a process the
   # test did not start, and says whose (as the guard does): a process
-  # whose parent is gone, not the test's.
+  # whose parent is gone, which the reporter cannot tell the test's (the
+  # test spawned that parent: the note says the test may have caused it).
   test "check!/3 names the process of a report the test did not make" do
     me = self()
     mark = Reporter.mark()
@@ -902,9 +903,11 @@ defmodule BeamAlloc.CaseTest do
       assert note ==
                "  beam_alloc: 1 of the reports below was made by another process " <>
                  "(#{inspect(other)}) than the test's (#{inspect(me)}) and those it started: " <>
-                 "a test module that is not async counts every report made while a test runs " <>
-                 "(a process of setup_all, of an application): stop that process during the " <>
-                 "tests, or make the module async"
+                 "a test module that is not async counts every report made while a test runs: " <>
+                 "the test may have caused it (by calling that process, in an on_exit callback, " <>
+                 "through a process it started that has exited); if not (a process of " <>
+                 "setup_all, of an application), stop that process during the tests (an async " <>
+                 "module counts neither)"
 
       # (In the order made: the other's call returned before the test's.)
       assert first =~ ~r/^  #{Regex.escape(inspect(other))}: beam_alloc: .*double free/
@@ -1487,8 +1490,10 @@ defmodule BeamAlloc.CaseTest do
           "",
           "beam_alloc: 1 of the reports below was made by another process (#{worker}) " <>
             "than the test's (#{test_pid}) and those it started: a test module that is not " <>
-            "async counts every report made while a test runs (a process of setup_all, of " <>
-            "an application): stop that process during the tests, or make the module async",
+            "async counts every report made while a test runs: the test may have caused it " <>
+            "(by calling that process, in an on_exit callback, through a process it started " <>
+            "that has exited); if not (a process of setup_all, of an application), stop that " <>
+            "process during the tests (an async module counts neither)",
           "#{worker}: beam_alloc: general purpose allocator: double free"
         ]
         |> Enum.map_join("\n *", &Regex.escape/1)

@@ -83,11 +83,15 @@ defmodule BeamAlloc.Case do
 
       beam_alloc reported 1 problem during the test:
 
-        beam_alloc: 1 of the reports below was made by another process (#PID<0.122.0>) than the test's (#PID<0.123.0>) and those it started: a test module that is not async counts every report made while a test runs (a process of setup_all, of an application): stop that process during the tests, or make the module async
+        beam_alloc: 1 of the reports below was made by another process (#PID<0.122.0>) than the test's (#PID<0.123.0>) and those it started: a test module that is not async counts every report made while a test runs: the test may have caused it (by calling that process, in an on_exit callback, through a process it started that has exited); if not (a process of setup_all, of an application), stop that process during the tests (an async module counts neither)
         #PID<0.122.0>: beam_alloc: general purpose allocator: double free: 0x... (length 24, alignment 8), called from double_free (c_src/zipper_nif.c:29)
 
   (A report made off any process, or by one gone before the reporter
-  read whom it worked for, has no pid before it: it may be the test's.)
+  read whom it worked for, has no pid before it: it may be the test's.
+  One with a pid may be the test's doing too: a call of the test to a
+  GenServer it did not start, its `on_exit` callback, a process it
+  started through one that has exited. Fix those as the test's: an async
+  module would not count them.)
   In an async module a report made off any process (a thread the
   NIF started, a resource destructor) counts for no test: the test passes,
   the line only logged; test such code in a module that is not async. A test that triggers
