@@ -446,6 +446,11 @@ static bool counting(const session *s) {
     return s->running && !s->closed && s->depth > 0;
 }
 
+/* This thread runs the owner's call (not one the call started). */
+static bool on_the_call_thread(const session *s) {
+    return counting(s) && pthread_equal(pthread_self(), s->call_thread);
+}
+
 static beam_allocator_t current_parent(const session *s) {
     return s->depth > 0 && !s->closed ? s->parent : s->fallback;
 }
@@ -579,6 +584,20 @@ static uintptr_t nif_entry(const session *s, uintptr_t ret) {
     return entry;
 }
 
+/* Whether a call on this thread came in by entry f: one BEAM_NIF under a
+ * normal and a dirty name is called by each on its own kind of scheduler. */
+static bool entered_here(const ErlNifFunc *f) {
+    int t = enif_thread_type();
+    unsigned dirty =
+        f->flags & (ERL_NIF_DIRTY_JOB_CPU_BOUND | ERL_NIF_DIRTY_JOB_IO_BOUND);
+    return dirty == ERL_NIF_DIRTY_JOB_CPU_BOUND
+               ? t == ERL_NIF_THR_DIRTY_CPU_SCHEDULER
+           : dirty == ERL_NIF_DIRTY_JOB_IO_BOUND
+               ? t == ERL_NIF_THR_DIRTY_IO_SCHEDULER
+               : t != ERL_NIF_THR_DIRTY_CPU_SCHEDULER &&
+                     t != ERL_NIF_THR_DIRTY_IO_SCHEDULER;
+}
+
 /* The NIF function pc lies in, as its callers know it (MyNif.parse/1,
  * my_nif:parse/1), into out: the entry of the library's ErlNifFunc table
  * (nif_init's) that starts nearest below pc. No debug information needed.
@@ -595,7 +614,9 @@ static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
     const ErlNifFunc *best = NULL;
     for (int i = 0; e != NULL && i < e->num_of_funcs; i++) {
         uintptr_t f = (uintptr_t)e->funcs[i].fptr;
-        if (f <= pc && (best == NULL || f > (uintptr_t)best->fptr))
+        if (f <= pc && (best == NULL || f > (uintptr_t)best->fptr ||
+                        (f == (uintptr_t)best->fptr && !entered_here(best) &&
+                         entered_here(&e->funcs[i]))))
             best = &e->funcs[i];
     }
     if (best == NULL)
@@ -615,7 +636,13 @@ static void crash_request_failed(const session *s, const request_info *r,
         return;
     char site[512], fn[320];
     beam__describe_site(line_site(s, r->site), site, sizeof site);
-    nif_name(s, nif_entry(s, ret), fn, sizeof fn);
+    /* A thread the call started has no NIF function on its stack: the
+     * one nearest below its code would be a guess, another NIF as often. */
+    bool off_call = !on_the_call_thread(s);
+    if (off_call)
+        fn[0] = '\0';
+    else
+        nif_name(s, nif_entry(s, ret), fn, sizeof fn);
     /* (The site of a request in a NIF library holds its frames: the
      * failed request is walked for in every run, see request.) */
     uintptr_t pc[OWN_FRAMES] = {ret};
@@ -623,7 +650,7 @@ static void crash_request_failed(const session *s, const request_info *r,
         in_attached(s, ret) ? beam__site_copy(r->site, pc, OWN_FRAMES) : 1;
     crash_note_request_failed(
         s->crash, &(crash_note_failure){r->index, kind_text(r->kind), r->len,
-                                        site, fn, pc, n > 0 ? n : 1});
+                                        site, fn, off_call, pc, n > 0 ? n : 1});
 }
 
 /* Number a request returning to ret; true when it must fail. *site: how
@@ -1135,7 +1162,7 @@ static void *plan_remap(void *ctx, void *mem, size_t len, size_t alignment,
  * started, or by the owner outside BEAM_NIF calls: such frees of an
  * earlier run's block pass for a destructor's. */
 static bool freed_by_a_call(const session *s) {
-    return counting(s) && pthread_equal(pthread_self(), s->call_thread);
+    return on_the_call_thread(s);
 }
 
 /* The free of mem is the one a realloc of this thread makes of the block

@@ -801,9 +801,12 @@ void crash_note_request_failed(int slot, const crash_note_failure *f) {
                           " while check_all_allocation_failures was failing "
                           "allocation request %zu (and every later one)",
                           f->index);
-    c->len =
-        crash_text(c, c->split, "%s of %zu bytes at %s%s%s", f->kind, f->len,
-                   f->site, f->nif[0] ? ", in the NIF call " : "", f->nif);
+    c->len = crash_text(c, c->split, "%s of %zu bytes at %s%s%s", f->kind,
+                        f->len, f->site,
+                        f->off_call ? ", on a thread the NIF call started"
+                        : f->nif[0] ? ", in the NIF call "
+                                    : "",
+                        f->nif);
     atomic_store(&c->state, CRASH_FAILED);
 }
 

@@ -286,6 +286,39 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     refute out =~ "its source line", out
   end
 
+  # One BEAM_NIF under a normal and a dirty name: the crash names the one
+  # the call came in by, as the glue does.
+  test "a crash in a NIF's dirty twin names the dirty name" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null_dirty(7) end)
+      """)
+
+    assert status == 128 + 11, out
+    assert out =~ ", in the NIF call #{@faults}.uses_null_dirty/1: handle the NULL there", out
+  end
+
+  # A thread the NIF started has no NIF function on its stack: the NIF
+  # nearest below its code is a guess, often another NIF. No name then.
+  test "a crash on a thread the NIF started names the request, and no NIF call it cannot know" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null_in_thread() end)
+      """)
+
+    assert status == 128 + 11, out
+    line = BeamAlloc.Test.Reports.line_of("test/nifs/faults_nif.c", "null in thread")
+
+    assert out =~
+             ~r"failing allocation request 0 \(and every later one\), which returned NULL: alloc of 8 bytes at faults_nif\.so\+0x[0-9a-f]+, on a thread the NIF call started: handle the NULL there\n",
+           out
+
+    if System.find_executable("addr2line"),
+      do: assert(out =~ ~r"made in use_null_there at \S*test/nifs/faults_nif\.c:#{line}\n", out)
+  end
+
   test "a crash in the first run says no allocation was failed; SIGABRT stays SIGABRT" do
     {out, status} =
       run_vm(:elixir, """

@@ -95,6 +95,27 @@ BEAM_NIF(uses_null) {
     return ok(env);
 }
 
+/* uses_null_in_thread(): the failed request is made, and its NULL used, on
+ * a thread the NIF starts and joins: SIGSEGV there. The thread's stack has
+ * no NIF function: the crash must not name one it guessed. */
+static void *use_null_there(void *arg) {
+    beam_allocator_t call = *(beam_allocator_t *)arg;
+    unsigned char *volatile p =
+        beam_alloc(call, unsigned char, 8); /* SITE: null in thread */
+    p[0] = 1;
+    beam_free(call, p, 8);
+    return NULL;
+}
+
+BEAM_NIF(uses_null_in_thread) {
+    beam_allocator_t call = beam_allocator;
+    ErlNifTid tid;
+    if (enif_thread_create("uses_null", &tid, use_null_there, &call, NULL) != 0)
+        return enif_make_badarg(env);
+    enif_thread_join(tid, NULL);
+    return ok(env);
+}
+
 /* uses_null_in_body(): its one request, made in the body itself, used
  * unchecked: SIGSEGV when a check fails it. The crash names the NIF as
  * written, not the function BEAM_NIF makes of its body. */
@@ -1150,6 +1171,8 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
     {"uses_null", 1, uses_null, 0},
+    {"uses_null_dirty", 1, uses_null, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"uses_null_in_thread", 0, uses_null_in_thread, 0},
     {"uses_null_in_body", 0, uses_null_in_body, 0},
     {"aborts", 0, aborts, 0},
     {"divides", 1, divides, 0},
