@@ -569,18 +569,18 @@ static const char *kind_text(int kind) {
 }
 
 /* The NIF function a request returning to ret was made in: the outermost
- * frame in an attached library above the first one there (the function
- * the VM called), or 0. */
+ * frame in an attached library (the function the VM called), or 0. Past
+ * other libraries' frames too: a request made in a callback they call
+ * (qsort's compare, zlib's zalloc, a hooked library's malloc) has the
+ * callback's frames first, and the NIF nearest below the callback's code
+ * was named instead (another NIF, found in review). */
 static uintptr_t nif_entry(const session *s, uintptr_t ret) {
     uintptr_t pc[FOREIGN_FRAMES * 2];
     size_t n = beam__stack_above(ret, pc, sizeof pc / sizeof pc[0]);
     uintptr_t entry = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++)
         if (in_attached(s, pc[i]))
             entry = pc[i];
-        else if (entry != 0)
-            break;
-    }
     return entry;
 }
 

@@ -319,6 +319,24 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
       do: assert(out =~ ~r"made in use_null_there at \S*test/nifs/faults_nif\.c:#{line}\n", out)
   end
 
+  # A request made in a callback another library calls (qsort's compare,
+  # zlib's zalloc, a hooked library's malloc): the NIF library's frames
+  # nearest it are the callback's, and the NIF nearest below that code is a
+  # guess. The crash names the NIF the VM called.
+  test "a crash in a callback another library calls names the NIF the VM called" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null_in_callback() end)
+      """)
+
+    assert status == 128 + 11, out
+
+    assert out =~
+             ~r"failing allocation request 0 \(and every later one\), which returned NULL: alloc of 8 bytes at faults_nif\.so\+0x[0-9a-f]+, in the NIF call #{@faults}\.uses_null_in_callback/0: handle the NULL there\n",
+           out
+  end
+
   test "a crash in the first run says no allocation was failed; SIGABRT stays SIGABRT" do
     {out, status} =
       run_vm(:elixir, """

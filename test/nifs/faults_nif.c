@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <stdatomic.h>
@@ -113,6 +114,29 @@ BEAM_NIF(uses_null_in_thread) {
     if (enif_thread_create("uses_null", &tid, use_null_there, &call, NULL) != 0)
         return enif_make_badarg(env);
     enif_thread_join(tid, NULL);
+    return ok(env);
+}
+
+/* uses_null_in_callback(): the failed request is made, and its NULL used,
+ * in a callback another library's code calls (libc's qsort here; zlib's
+ * zalloc, a hooked library's malloc alike): the first of the NIF
+ * library's frames above it is the callback, not the NIF, and the NIF
+ * nearest below the callback's code is a guess. The crash names the NIF
+ * the VM called. */
+static beam_allocator_t sorting_allocator;
+
+static int compare_using_null(const void *a, const void *b) {
+    unsigned char *volatile p = beam_alloc(sorting_allocator, unsigned char,
+                                           8); /* SITE: null in callback */
+    p[0] = 1;
+    beam_free(sorting_allocator, p, 8);
+    return *(const int *)a - *(const int *)b;
+}
+
+BEAM_NIF(uses_null_in_callback) {
+    sorting_allocator = beam_allocator;
+    int v[] = {3, 1, 2};
+    qsort(v, sizeof v / sizeof v[0], sizeof v[0], compare_using_null);
     return ok(env);
 }
 
@@ -1173,6 +1197,7 @@ static ErlNifFunc funcs[] = {
     {"uses_null", 1, uses_null, 0},
     {"uses_null_dirty", 1, uses_null, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"uses_null_in_thread", 0, uses_null_in_thread, 0},
+    {"uses_null_in_callback", 0, uses_null_in_callback, 0},
     {"uses_null_in_body", 0, uses_null_in_body, 0},
     {"aborts", 0, aborts, 0},
     {"divides", 1, divides, 0},
