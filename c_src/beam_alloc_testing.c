@@ -636,8 +636,9 @@ static void crash_request_failed(const session *s, const request_info *r,
         return;
     char site[512], fn[320];
     beam__describe_site(line_site(s, r->site), site, sizeof site);
-    /* A thread the call started has no NIF function on its stack: the
-     * one nearest below its code would be a guess, another NIF as often. */
+    /* Another thread (one the call started, a pool's) has no NIF function
+     * on its stack: the one nearest below its code would be a guess,
+     * another NIF as often. Who started it is not known either. */
     bool off_call = !on_the_call_thread(s);
     if (off_call)
         fn[0] = '\0';

@@ -37,7 +37,7 @@ typedef struct crash_note_failure {
     size_t len;       /* bytes asked for */
     const char *site; /* as described (lib.so+0x..) */
     const char *nif;  /* the NIF function of the call, "" when not known */
-    bool off_call;    /* made on a thread the call started */
+    bool off_call;    /* made on a thread other than the call's */
     /* Its return address, then its callers' (innermost first): for
      * addr2line, which follows them while they are in the same object, up
      * to the author's code (a request made in std::vector's code). */
