@@ -1645,7 +1645,8 @@ static session *owned_session(ErlNifEnv *env, ERL_NIF_TERM term) {
  * when it was full (static-analysis hunt; ASan saw the write). */
 typedef enum { LISTED, ALREADY_OPEN, NO_ROOM } listing;
 
-static listing list_session(session *s, const ErlNifPid *self) {
+static listing list_session(session *s, const ErlNifPid *self,
+                            const ErlNifBinary *caller) {
     listing out = LISTED;
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < n_open && out == LISTED; i++)
@@ -1656,7 +1657,7 @@ static listing list_session(session *s, const ErlNifPid *self) {
         out = NO_ROOM;
     if (out == LISTED) {
         open_sessions[n_open++] = s;
-        s->crash = crash_note_open();
+        s->crash = crash_note_open((const char *)caller->data, caller->size);
     }
     pthread_mutex_unlock(&registry_lock);
     return out;
@@ -1678,12 +1679,15 @@ static void free_unlisted(session_ref *ref, session *s, misuse_record *misuse,
     }
 }
 
-/* open() -> {ok, Session} | {error, already_open | enomem} */
+/* open() | open(Caller :: binary()) -> {ok, Session} | {error,
+ * already_open | enomem}; Caller says the code that called the check, as a
+ * crash during it names it (crash_note_open). */
 static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
                              const ERL_NIF_TERM argv[]) {
-    (void)argc;
-    (void)argv;
     ErlNifPid self;
+    ErlNifBinary caller = {.size = 0, .data = (unsigned char *)""};
+    if (argc == 1 && !enif_inspect_binary(env, argv[0], &caller))
+        return badarg_text(env, "open/1 takes a binary");
     if (enif_self(env, &self) == NULL)
         return enif_make_badarg(env);
 
@@ -1708,7 +1712,7 @@ static ERL_NIF_TERM nif_open(ErlNifEnv *env, int argc,
     s->freed = freed;
     ref->s = s;
 
-    listing listed = list_session(s, &self);
+    listing listed = list_session(s, &self, &caller);
     if (listed != LISTED) {
         pthread_mutex_destroy(&s->lock);
         free_unlisted(ref, s, misuse, freed);
@@ -2423,6 +2427,7 @@ static ErlNifFunc funcs[] = {
     {"collect", 1, nif_collect, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"holdings", 0, nif_holdings, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"open", 0, nif_open, 0},
+    {"open", 1, nif_open, 0},
     {"attach", 2, nif_attach, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"begin_run", 3, nif_begin_run, 0},
     {"end_run", 1, nif_end_run, 0},

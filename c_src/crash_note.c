@@ -80,6 +80,7 @@
 #define CRASH_SLOTS 32
 #define CRASH_TEXT 2048
 #define CRASH_PATH 1024
+#define CRASH_CALLER 512
 /* Frames given to addr2line at most: the driver's OWN_FRAMES. */
 #define CRASH_FRAMES 8
 
@@ -106,6 +107,8 @@ typedef struct crash_slot {
      * crash_clock; 0: none yet): see crash_handler. */
     pthread_t thread;
     atomic_ulong stamp;
+    /* The code that called the check ("": not known), set at open. */
+    char caller[CRASH_CALLER];
 } crash_slot;
 
 static atomic_ulong crash_clock;
@@ -575,12 +578,24 @@ static const crash_slot *crash_this_thread(void) {
     return latest;
 }
 
+/* Which check it was: with many test files, the NIF alone does not say
+ * which test crashed. */
+static void crash_caller(const crash_slot *c) {
+    if (c->caller[0] == '\0')
+        return;
+    write_text("beam_alloc: that check_all_allocation_failures was called "
+               "from ");
+    write_text(c->caller);
+    write_text("\n");
+}
+
 /* What slot c says of the crash (state: c's, not idle). */
 static void crash_write(const crash_slot *c, int state, int sig) {
     write_text("\nbeam_alloc: the VM got ");
     write_text(signal_name(sig));
     if (state != CRASH_FAILED) {
         write_all(c->text, c->len);
+        crash_caller(c);
         return;
     }
     /* (Read once, and split kept below len: a run of the session's on
@@ -593,6 +608,7 @@ static void crash_write(const crash_slot *c, int state, int sig) {
     write_text(words->handle);
     crash_source_line(c);
     write_text(words->hint);
+    crash_caller(c);
 }
 
 /* Every running session's slot is written; but with other checks running
@@ -674,14 +690,17 @@ static void find_in_path(const char *name, char *out, size_t n) {
     out[0] = '\0';
 }
 
-/* A free slot for a new session, or -1. */
-static int crash_take(void) {
+/* A free slot for a new session, called from caller (len bytes), or -1. */
+static int crash_take(const char *caller, size_t len) {
     for (int i = 0; i < CRASH_SLOTS; i++) {
+        crash_slot *c = &crash_slots[i];
         bool free = false;
-        if (atomic_compare_exchange_strong(&crash_slots[i].taken, &free,
-                                           true)) {
-            atomic_store(&crash_slots[i].state, CRASH_IDLE);
-            find_in_path("addr2line", crash_slots[i].tool, CRASH_PATH);
+        if (atomic_compare_exchange_strong(&c->taken, &free, true)) {
+            atomic_store(&c->state, CRASH_IDLE);
+            find_in_path("addr2line", c->tool, CRASH_PATH);
+            snprintf(c->caller, sizeof c->caller, "%.*s",
+                     (int)(len < sizeof c->caller ? len : sizeof c->caller),
+                     caller);
             return i;
         }
     }
@@ -747,8 +766,8 @@ static void crash_line_args(crash_slot *c, const crash_note_failure *f) {
 
 /* --- The driver's calls (crash_note.h) ---------------------------------- */
 
-int crash_note_open(void) {
-    int slot = crash_take();
+int crash_note_open(const char *caller, size_t len) {
+    int slot = crash_take(caller, len);
     crash_install();
     return slot;
 }

@@ -16,8 +16,11 @@
 #include <stdint.h>
 
 /* A session opens: a slot for its runs (or -1), and the handler in for
- * the first open session. */
-int crash_note_open(void);
+ * the first open session. caller (len bytes, no NUL needed; cut where
+ * longer than the slot's room) says the code that called the check, as
+ * its language writes it: a crash names it, the NIF alone not saying
+ * which of many tests crashed. */
+int crash_note_open(const char *caller, size_t len);
 
 /* The session of slot closes: the slot given back, and the handler out
  * with the last open session (where it is still on top). */

@@ -135,7 +135,7 @@
 -export([without_reports/1]).
 %% Internal: the Elixir front (BeamAlloc.Testing) raises its own exceptions
 %% from these results.
--export([run_check/3, format_problems/2, refusal_message/1]).
+-export([run_check/4, caller/1, format_problems/2, refusal_message/1]).
 %% Internal: BeamAlloc.Case says whose its reports were with this.
 -export([attributed_lines/3]).
 
@@ -355,7 +355,7 @@ check_all_allocation_failures(Fun, Opts) when is_function(Fun, 0) ->
                         catch throw:{?MODULE, badarg, Text} ->
                                 erlang:error({badarg, Text}, [Fun, Opts])
                         end,
-    case run_check(Fun, Expect, Modules) of
+    case run_check(Fun, Expect, Modules, caller_text(caller(Fun))) of
         {ok, Count} ->
             {ok, Count};
         {problems, Problems, Count} ->
@@ -420,13 +420,15 @@ text(Format, Args) ->
 
 %% The check itself, without raising: {ok, Count} | {problems, Problems,
 %% Count} | {error, Reason}, Reason as check_all_allocation_failures/2
-%% raises it. Expect and Modules are valid.
--spec run_check(fun(() -> term()), expect(), all | [module()]) ->
+%% raises it. Expect and Modules are valid; Caller is the text a crash
+%% during the check names (caller/1's frame as the caller's language
+%% writes it).
+-spec run_check(fun(() -> term()), expect(), all | [module()], binary()) ->
     {ok, non_neg_integer()} | {problems, [problem()], non_neg_integer()} | {error, term()}.
-run_check(Fun, Expect, Modules) ->
+run_check(Fun, Expect, Modules, Caller) ->
     is_list(Modules) andalso lists:foreach(fun code:ensure_loaded/1, Modules),
     load_fun_module(Fun),
-    case open_driver() of
+    case open_driver(Caller) of
         {ok, Session} ->
             try
                 reports_start(),
@@ -441,6 +443,63 @@ run_check(Fun, Expect, Modules) ->
             {error, {already_running, self()}};
         {error, Reason} ->
             {error, {driver, Reason}}
+    end.
+
+%% The code that called the check, for the note a crash during it writes
+%% (with many test files, the NIF alone does not say which test crashed):
+%% {Module, Function, Arity, Location}, or none. The calling process's
+%% first frame outside the check's own modules; but a test whose last
+%% expression is the check (ExUnit's usual shape, a tail call) has no frame
+%% left, and its caller's (ExUnit's runner) would be named: so the function
+%% that wrote Fun (a local fun's name says it) where it is on the stack,
+%% else that function with its module's source file. Once per check.
+-spec caller(fun(() -> term())) -> {module(), atom(), arity(), list()} | none.
+caller(Fun) ->
+    {current_stacktrace, Stack} = process_info(self(), current_stacktrace),
+    Outside = [F || {M, _, _, _} = F <- Stack,
+                    M =/= ?MODULE, M =/= 'Elixir.BeamAlloc.Testing'],
+    case {writer(Fun), Outside} of
+        {{M, F, A}, _} ->
+            case [Frame || {M1, F1, A1, _} = Frame <- Outside, {M1, F1, A1} =:= {M, F, A}] of
+                [Frame | _] -> Frame;
+                [] -> {M, F, A, source(M)}
+            end;
+        {none, [Frame | _]} -> Frame;
+        {none, []} -> none
+    end.
+
+%% The function whose code has the local fun Fun ("-parse_test/0-fun-0-"
+%% is parse_test/0's), or none (a remote fun, &MyNif.parse/0, names the
+%% NIF, not its caller).
+writer(Fun) ->
+    {module, M} = erlang:fun_info(Fun, module),
+    {name, Name} = erlang:fun_info(Fun, name),
+    case re:run(atom_to_list(Name), "^-(.+)/([0-9]+)-fun-[0-9]+-$",
+                [unicode, {capture, all_but_first, list}]) of
+        {match, [F, A]} -> {M, list_to_atom(F), list_to_integer(A)};
+        nomatch -> none
+    end.
+
+%% Module's source file as a location, [] where not known.
+source(Module) ->
+    case proplists:get_value(source, Module:module_info(compile)) of
+        undefined -> [];
+        File -> [{file, File}]
+    end.
+
+%% caller/1's frame as Erlang writes it: my_tests:parse_test/0 at
+%% test/my_tests.erl:12.
+caller_text(none) ->
+    <<>>;
+caller_text({M, F, A, Location}) ->
+    unicode:characters_to_binary(
+      [io_lib:format("~tw:~tw/~b", [M, F, A]) | location_text(Location)]).
+
+location_text(Location) ->
+    case {proplists:get_value(file, Location), proplists:get_value(line, Location)} of
+        {undefined, _} -> [];
+        {File, undefined} -> [" at ", File];
+        {File, Line} -> [" at ", File, ":", integer_to_list(Line)]
     end.
 
 %% A function that failed without injection with the refusal of a check
@@ -496,11 +555,11 @@ load_fun_module(Fun) ->
             ok
     end.
 
-%% The driver's open/0, its failure to load ({driver, Reason} raised by
+%% The driver's open/1, its failure to load ({driver, Reason} raised by
 %% beam_alloc:driver/1) an error like its refusals.
-open_driver() ->
+open_driver(Caller) ->
     try
-        beam_alloc:driver(fun beam_alloc_testing_nif:open/0)
+        beam_alloc:driver(fun() -> beam_alloc_testing_nif:open(Caller) end)
     catch
         error:{driver, Reason} -> {error, Reason}
     end.

@@ -4,6 +4,8 @@
 %% mirror the C ones:
 %%
 %%   open() -> {ok, Session} | {error, already_open | enomem}
+%%   open(Caller :: binary()) -> the same; a crash during the check names
+%%       Caller, the code that called it
 %%   attach(Session, all | [ModuleName :: binary()]) -> [ModuleName]
 %%   begin_run(Session, FailIndex | infinity, record | compare) -> ok
 %%   end_run(Session) -> #{run, requests, induced, mismatch, reloaded,
@@ -23,7 +25,7 @@
 %% it takes.
 -module(beam_alloc_testing_nif).
 
--export([open/0, attach/2, begin_run/3, end_run/1, live/1, leaks/1, close/1,
+-export([open/0, open/1, attach/2, begin_run/3, end_run/1, live/1, leaks/1, close/1,
          stats/1, collect/1, holdings/0]).
 
 -on_load(load/0).
@@ -55,6 +57,7 @@ unavailable(Reason) ->
     ok.
 
 open() -> ?NOT_LOADED.
+open(_Caller) -> ?NOT_LOADED.
 attach(_Session, _Modules) -> ?NOT_LOADED.
 begin_run(_Session, _FailIndex, _Mode) -> ?NOT_LOADED.
 end_run(_Session) -> ?NOT_LOADED.

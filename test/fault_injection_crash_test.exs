@@ -339,6 +339,56 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
            out
   end
 
+  # The line after the marker "CALLER: the next line" in file.
+  defp caller_line(file) do
+    file
+    |> File.read!()
+    |> String.split("\n")
+    |> Enum.find_index(&String.contains?(&1, "CALLER: the next line"))
+    |> Kernel.+(2)
+  end
+
+  # With many test files, the NIF alone does not say which test crashed:
+  # the note names the code that called the check, as its language writes
+  # it, after what it says of the request.
+  test "the crash names the code that called the check, as Elixir writes it" do
+    {out, status} = run_vm(:elixir, "BeamAlloc.Test.CrashCaller.checks()")
+
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+    file = "test/support/crash_caller.ex"
+
+    assert out =~
+             ~r"see README, \"When a check crashes the VM\"\)\nbeam_alloc: that check_all_allocation_failures was called from BeamAlloc\.Test\.CrashCaller\.checks/0 at \S*#{file}:#{caller_line(file)}\n",
+           out
+  end
+
+  # A test whose last expression is the check (ExUnit's usual shape) has
+  # no frame of its own while the check runs: the function is named by the
+  # fun given to the check, written there.
+  test "a check called last in an ExUnit test: the crash names the test" do
+    {out, status} =
+      run_vm(:elixir, "BeamAlloc.Test.CrashCaller.\"test parse under the check\"(%{})")
+
+    assert status == 128 + 11, out
+
+    assert out =~
+             ~r"\nbeam_alloc: that check_all_allocation_failures was called from BeamAlloc\.Test\.CrashCaller\.\"test parse under the check\"/1 at \S*test/support/crash_caller\.ex\n",
+           out
+  end
+
+  test "the crash names the code that called the check, as Erlang writes it" do
+    {out, status} = run_vm(:erlang, "beam_alloc_crash_caller:checks_test().")
+
+    assert status == 128 + 11, out
+    assert_names_the_request(out)
+    file = "test/erlang/beam_alloc_crash_caller.erl"
+
+    assert out =~
+             ~r"\nbeam_alloc: that check_all_allocation_failures was called from beam_alloc_crash_caller:checks_test/0 at \S*#{file}:#{caller_line(file)}\n",
+           out
+  end
+
   test "a crash in the first run says no allocation was failed; SIGABRT stays SIGABRT" do
     {out, status} =
       run_vm(:elixir, """

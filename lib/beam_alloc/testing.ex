@@ -145,7 +145,7 @@ defmodule BeamAlloc.Testing do
   def check_all_allocation_failures(fun, opts) when is_function(fun, 0) and is_list(opts) do
     {expect, modules} = validate_options!(opts)
 
-    case :beam_alloc_testing.run_check(fun, expect, modules) do
+    case :beam_alloc_testing.run_check(fun, expect, modules, caller_text(fun)) do
       {:ok, count} ->
         {:ok, count}
 
@@ -192,6 +192,24 @@ defmodule BeamAlloc.Testing do
 
   def check_all_allocation_failures(_fun, opts) do
     raise not_options(opts)
+  end
+
+  # The code that called the check as Elixir writes it, for the note a
+  # crash during the check writes: MyTest."test parse"/1 at
+  # test/my_test.exs:12 (:beam_alloc_testing.caller/1 finds it).
+  defp caller_text(fun) do
+    case :beam_alloc_testing.caller(fun) do
+      :none -> ""
+      {m, f, a, location} -> Exception.format_mfa(m, f, a) <> location_text(location)
+    end
+  end
+
+  defp location_text(location) do
+    case {location[:file], location[:line]} do
+      {nil, _} -> ""
+      {file, nil} -> " at #{file}"
+      {file, line} -> " at #{file}:#{line}"
+    end
   end
 
   defp not_options(opts) do
