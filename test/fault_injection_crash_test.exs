@@ -349,18 +349,35 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   end
 
   # With many test files, the NIF alone does not say which test crashed:
-  # the note names the code that called the check, as its language writes
-  # it, after what it says of the request.
-  test "the crash names the code that called the check, as Elixir writes it" do
-    {out, status} = run_vm(:elixir, "BeamAlloc.Test.CrashCaller.checks()")
+  # the note names the code that called the check (function `mfa`, at
+  # file's "CALLER: the next line"), as its language writes it, last.
+  defp assert_names_the_caller(lang, call, mfa, file) do
+    {out, status} = run_vm(lang, call)
 
     assert status == 128 + 11, out
     assert_names_the_request(out)
-    file = "test/support/crash_caller.ex"
 
     assert out =~
-             ~r"see README, \"When a check crashes the VM\"\)\nbeam_alloc: that check_all_allocation_failures was called from BeamAlloc\.Test\.CrashCaller\.checks/0 at \S*#{file}:#{caller_line(file)}\n",
+             ~r"see README, \"When a check crashes the VM\"\)\nbeam_alloc: that check_all_allocation_failures was called from #{Regex.escape(mfa)} at \S*#{file}:#{caller_line(file)}\n$",
            out
+  end
+
+  test "the crash names the code that called the check, as Elixir writes it" do
+    assert_names_the_caller(
+      :elixir,
+      "BeamAlloc.Test.CrashCaller.checks()",
+      "BeamAlloc.Test.CrashCaller.checks/0",
+      "test/support/crash_caller.ex"
+    )
+  end
+
+  test "the crash names the code that called the check, as Erlang writes it" do
+    assert_names_the_caller(
+      :erlang,
+      "beam_alloc_crash_caller:checks_test().",
+      "beam_alloc_crash_caller:checks_test/0",
+      "test/erlang/beam_alloc_crash_caller.erl"
+    )
   end
 
   # A test whose last expression is the check (ExUnit's usual shape) has
@@ -374,18 +391,6 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
 
     assert out =~
              ~r"\nbeam_alloc: that check_all_allocation_failures was called from BeamAlloc\.Test\.CrashCaller\.\"test parse under the check\"/1 at \S*test/support/crash_caller\.ex\n",
-           out
-  end
-
-  test "the crash names the code that called the check, as Erlang writes it" do
-    {out, status} = run_vm(:erlang, "beam_alloc_crash_caller:checks_test().")
-
-    assert status == 128 + 11, out
-    assert_names_the_request(out)
-    file = "test/erlang/beam_alloc_crash_caller.erl"
-
-    assert out =~
-             ~r"\nbeam_alloc: that check_all_allocation_failures was called from beam_alloc_crash_caller:checks_test/0 at \S*#{file}:#{caller_line(file)}\n",
            out
   end
 
