@@ -365,16 +365,6 @@ static bool authors_level(const char *fn, const char *where) {
            !starts_with(fn, "__gnu_cxx::") && !starts_with(fn, "__cxxabiv1::");
 }
 
-/* The first frame with a level of the author's code, or the last frame
- * when none has one (all are said). */
-static size_t authors_frame(const crash_answer *a) {
-    for (size_t i = 0; i < a->frames; i++)
-        for (size_t j = a->at[i]; j + 1 < a->at[i + 1]; j += 2)
-            if (authors_level(a->line[j], a->line[j + 1]))
-                return i;
-    return a->frames - 1;
-}
-
 /* fn past the namespaces that qualify it ("(anonymous namespace)::",
  * "ns::"): a BEAM_NIF written in a namespace is X there too. */
 static const char *unqualified(const char *fn) {
@@ -402,6 +392,22 @@ static const char *made_by_beam_nif(const char *fn) {
         if (starts_with(name, made[i]))
             return name + strlen(made[i]);
     return NULL;
+}
+
+/* The first frame with a level of the author's code, or with the BEAM_NIF's
+ * body or guard (the NIF's own frame: past it are beam_alloc's glue and
+ * the VM), or the last frame when none has one (all are said). A level of
+ * the author's can be missing where the NIF's frame is: binutils'
+ * addr2line 2.40 gives clang's DWARF 5 without the functions inlined at a
+ * call, only the body's at the header's line; the walk went on to the
+ * glue's call_composed then. */
+static size_t authors_frame(const crash_answer *a) {
+    for (size_t i = 0; i < a->frames; i++)
+        for (size_t j = a->at[i]; j + 1 < a->at[i + 1]; j += 2)
+            if (authors_level(a->line[j], a->line[j + 1]) ||
+                made_by_beam_nif(a->line[j]) != NULL)
+                return i;
+    return a->frames - 1;
 }
 
 /* The length of X in name, the rest of a BEAM_NIF function's name: X

@@ -453,8 +453,24 @@ run_check(Fun, Expect, Modules, Caller) ->
 %% left, and its caller's (ExUnit's runner) would be named: so the function
 %% that wrote Fun (a local fun's name says it) where it is on the stack,
 %% else that function with its module's source file. Once per check.
+%% Code evaluated (erl -eval, the shell, elixir -e) has no source to name:
+%% none.
 -spec caller(fun(() -> term())) -> {module(), atom(), arity(), list()} | none.
 caller(Fun) ->
+    case found_caller(Fun) of
+        {M, _, _, _} = Frame ->
+            case interpreter(M) of
+                true -> none;
+                false -> Frame
+            end;
+        none ->
+            none
+    end.
+
+interpreter(M) ->
+    M =:= erl_eval orelse lists:prefix("elixir", atom_to_list(M)).
+
+found_caller(Fun) ->
     {current_stacktrace, Stack} = process_info(self(), current_stacktrace),
     Outside = [F || {M, _, _, _} = F <- Stack,
                     M =/= ?MODULE, M =/= 'Elixir.BeamAlloc.Testing'],
