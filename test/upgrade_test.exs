@@ -897,6 +897,103 @@ defmodule BeamAlloc.UpgradeTest do
              Enum.filter(BeamAlloc.Test.Reports.wait_since(mark), &(&1.line =~ "wrong length"))
   end
 
+  # A function that calls Faults alone, while upgrade_nif's module, which
+  # the check attached too (modules: :all) and no run calls, is loaded
+  # again in run 2: the reload explains nothing of the runs, so the
+  # function's own problems stand (they were hidden by the reload's error,
+  # which named the other module), and a clean function passes.
+  defp unrelated_reload(dir, copy, body),
+    do: reloading_in_run(:counters.new(1, []), 2, dir, copy, body)
+
+  test "a reload of a library no run called leaves the function's own problems", %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    Code.ensure_loaded!(BeamAlloc.Test.Faults)
+
+    error =
+      assert_raise BeamAlloc.AllocationFailureError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(
+          unrelated_reload(dir, "b", &BeamAlloc.Test.Faults.leaky_on_failure/0)
+        )
+      end
+
+    assert [%{kind: :leak, index: 2}] = error.problems
+
+    # Erlang's: the problems, not {reloaded, [M]}. (A third file: a copy
+    # still mapped would not load again.)
+    File.mkdir_p!(Path.join(dir, "c"))
+    File.cp!(Path.join([dir, "a", "upgrade_nif.so"]), Path.join([dir, "c", "upgrade_nif.so"]))
+
+    assert {:allocation_failures, %{problems: [%{kind: :leak, index: 2}]}} =
+             catch_error(
+               :beam_alloc_testing.check_all_allocation_failures(
+                 unrelated_reload(dir, "c", &BeamAlloc.Test.Faults.leaky_on_failure/0),
+                 %{modules: :all}
+               )
+             )
+  end
+
+  test "a reload of a library no run called leaves a clean function's check passing",
+       %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    Code.ensure_loaded!(BeamAlloc.Test.Faults)
+
+    assert {:ok, 4} =
+             BeamAlloc.Testing.check_all_allocation_failures(
+               unrelated_reload(dir, "b", fn -> BeamAlloc.Test.Faults.correct(3) end)
+             )
+  end
+
+  # A function counting on upgrade_nif whose module, in run 2, goes back
+  # to the copy of back, its old version's (purged first): a copy mapped
+  # all along (by that version, then by the check, which attached it
+  # before the first run), as a copy mapped before its module switched to
+  # it. The later runs' requests come from that attached copy, not the
+  # first run's: what only end_run's reloaded tells (no copy is new at the
+  # end). (No resource of the copy may live: its unload, and so the load
+  # again, would wait for it, and the load failed as an upgrade.)
+  defp switching_back_in_second_run(dir, back) do
+    runs = :counters.new(1, [])
+
+    fn ->
+      :counters.add(runs, 1, 1)
+
+      if :counters.get(runs, 1) == 2 do
+        :ok =
+          Task.await(
+            Task.async(fn ->
+              capture_log(fn -> :code.purge(@module) end)
+              load_version(dir, back, :plain)
+            end)
+          )
+      end
+
+      call(:counted)
+    end
+  end
+
+  test "a check whose module goes back to a copy attached all along says so", %{dir: dir} do
+    assert :ok = load_version(dir, "b", :plain)
+    assert :ok = load_version(dir, "a", :plain)
+
+    error =
+      assert_raise RuntimeError, fn ->
+        BeamAlloc.Testing.check_all_allocation_failures(switching_back_in_second_run(dir, "b"))
+      end
+
+    assert error.message =~ "#{inspect(@module)}"
+    assert error.message =~ "loaded again while the check ran"
+    assert call(:loads) == 2
+
+    # Erlang's, back to a (the old version's now).
+    assert {:reloaded, [@module]} =
+             catch_error(
+               :beam_alloc_testing.check_all_allocation_failures(
+                 switching_back_in_second_run(dir, "a"),
+                 %{modules: [@module]}
+               )
+             )
+  end
+
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do
     # A new version of each over the same library (c:l/1, a release
     # upgrade): without upgrade callbacks the symbolizer's new version
