@@ -109,6 +109,9 @@ typedef struct attached_lib {
     void *handle; /* dlopen reference that keeps the library mapped */
     char module[256];
     uintptr_t lo, hi; /* its loaded segments' span (0, 0: not known) */
+    /* A call of the run went through this copy (end_run's called): a
+     * reload of a module no run called explains none of the runs. */
+    bool called;
 } attached_lib;
 
 typedef struct request_info {
@@ -1251,11 +1254,16 @@ static const beam_allocator_vtable plan_vtable = {plan_alloc, plan_resize,
 
 /* --- What the library copies call --------------------------------------- */
 
+/* The index in libs of the copy whose hooks are hooks, or nlibs. */
+static size_t lib_index(const session *s, const beam__fault_hooks *hooks) {
+    size_t i = 0;
+    while (i < s->nlibs && s->libs[i].hooks != hooks)
+        i++;
+    return i;
+}
+
 static bool has_lib(const session *s, const beam__fault_hooks *hooks) {
-    for (size_t i = 0; i < s->nlibs; i++)
-        if (s->libs[i].hooks == hooks)
-            return true;
-    return false;
+    return lib_index(s, hooks) < s->nlibs;
 }
 
 /* The running session of pid that app's library takes part in; NULL when
@@ -1318,6 +1326,9 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
         return false;
 
     pthread_mutex_lock(&s->lock);
+    size_t lib = lib_index(s, app);
+    if (lib < s->nlibs)
+        s->libs[lib].called = true;
     frame->session = s;
     frame->saved_parent = s->parent;
     frame->saved_scope = s->scope;
@@ -1541,6 +1552,7 @@ static void attach_libraries(ErlNifEnv *env, session *s, ERL_NIF_TERM list) {
             snprintf(lib->module, sizeof lib->module, "%s", module);
             lib->lo = l.names[i].lo;
             lib->hi = l.names[i].hi;
+            lib->called = false;
         }
         pthread_mutex_unlock(&s->lock);
         if (!take)
@@ -1792,6 +1804,8 @@ static ERL_NIF_TERM nif_begin_run(ErlNifEnv *env, int argc,
         memset(&s->induced, 0, sizeof s->induced);
         memset(&s->mismatch, 0, sizeof s->mismatch);
         s->mismatch_reloaded = 0;
+        for (size_t i = 0; i < s->nlibs; i++)
+            s->libs[i].called = false;
         s->lost = false;
         for (size_t i = 0; i < n_slots(s); i++)
             slot_at(s, i)->move.set = false;
@@ -1847,8 +1861,19 @@ static ERL_NIF_TERM map_of(ErlNifEnv *env, ERL_NIF_TERM keys[],
     return map;
 }
 
-/* end_run(Session) -> #{run, requests, induced, mismatch, reloaded, lost,
- *                        misuse, misused}
+/* The modules of the copies the run's calls went through (a module
+ * twice when two of its copies served). */
+static ERL_NIF_TERM called_term(ErlNifEnv *env, const session *s) {
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    for (size_t i = s->nlibs; i-- > 0;)
+        if (s->libs[i].called)
+            list = enif_make_list_cell(env, text_binary(env, s->libs[i].module),
+                                       list);
+    return list;
+}
+
+/* end_run(Session) -> #{run, requests, induced, mismatch, reloaded, called,
+ *                        lost, misuse, misused}
  * The run's blocks still live are its leak suspects from now on (leaks/1
  * tells which stayed leaks). */
 static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
@@ -1880,20 +1905,21 @@ static ERL_NIF_TERM nif_end_run(ErlNifEnv *env, int argc,
             ? text_binary(env, s->libs[s->mismatch_reloaded - 1].module)
             : atom(env, "undefined");
 
-    ERL_NIF_TERM keys[] = {atom(env, "run"),      atom(env, "requests"),
-                           atom(env, "induced"),  atom(env, "mismatch"),
-                           atom(env, "reloaded"), atom(env, "lost"),
-                           atom(env, "misuse"),   atom(env, "misused")};
+    ERL_NIF_TERM keys[] = {
+        atom(env, "run"),      atom(env, "requests"), atom(env, "induced"),
+        atom(env, "mismatch"), atom(env, "reloaded"), atom(env, "called"),
+        atom(env, "lost"),     atom(env, "misuse"),   atom(env, "misused")};
     ERL_NIF_TERM values[] = {enif_make_uint(env, s->run),
                              enif_make_uint64(env, s->requests),
                              request_term(env, &s->induced),
                              mismatch,
                              reloaded,
+                             called_term(env, s),
                              atom(env, s->lost ? "true" : "false"),
                              misuse,
                              enif_make_uint64(env, s->nmisuse)};
     pthread_mutex_unlock(&s->lock);
-    return map_of(env, keys, values, 8);
+    return map_of(env, keys, values, sizeof keys / sizeof keys[0]);
 }
 
 /* live(Session) -> leak suspects still live (to wait for resource

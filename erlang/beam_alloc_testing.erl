@@ -71,11 +71,14 @@
 %%                                     is loaded for these modules
 %%   {driver, Reason}                  the driver could not start a check
 %%   {reloaded, [Module]}
-%%       the NIF library of these modules was loaded again while the
-%%       check ran (a hot upgrade: another copy of the library), and the
-%%       check found problems: the runs after the reload called that
-%%       copy, not the one the first run counted, so they tell nothing of
-%%       the function; run the check again
+%%       the NIF library of these modules, which the runs called, was
+%%       loaded again while the check ran (a hot upgrade: another copy of
+%%       the library), and the check found problems: the runs after the
+%%       reload called that copy, not the one the first run counted, so
+%%       they tell nothing of the function; run the check again. (A
+%%       library that no run called, another module's, loaded again
+%%       meanwhile changes nothing: the function's own problems are
+%%       raised, or the check passes.)
 %%
 %% Reports as failures: without_reports(Fun) runs Fun and returns what it
 %% returns, or raises erlang:error({beam_alloc_reports, [Line]}) when
@@ -320,6 +323,10 @@ pass_on({raised, Class, Reason, Stack}) -> erlang:raise(Class, Reason, Stack).
 %% copy than the first run's, see reloaded/3).
 -define(RELOADED, {?MODULE, reloaded}).
 
+%% The modules whose library the runs' calls went through (end_run's
+%% called): a reload of another explains none of the runs (reloaded/3).
+-define(CALLED, {?MODULE, called}).
+
 %% A misuse problem's key, until the check returns: the reports its run
 %% made, as the reporter numbered them (see consume/2).
 -define(RUN_REPORTS, {?MODULE, run_reports}).
@@ -437,6 +444,7 @@ run_check(Fun, Expect, Modules, Caller) ->
                 erase(?SITES),
                 erase(?REPORTS),
                 erase(?RELOADED),
+                erase(?CALLED),
                 beam_alloc_testing_nif:close(Session)
             end;
         {error, already_open} ->
@@ -631,9 +639,13 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
 %% upgrade to another file: a new copy). Problems found then are the
 %% reload's: the runs after it called the new copy, which the check had
 %% not attached, so they came up short or failed nothing, and the function
-%% read as nondeterministic (found by a soak). A copy attached now of a module attached after the first run
-%% is that reload; a module attached now alone is a library loaded
-%% meanwhile, for all, which the function's runs did not call. (Not
+%% read as nondeterministic (found by a soak). A copy attached now of a
+%% module attached after the first run, whose library a run called, is
+%% that reload; a module attached now alone is a library loaded meanwhile,
+%% for all, which the function's runs did not call. A module no run
+%% called (with modules all, any library loaded: another test's, reloaded
+%% meanwhile) explains nothing of the runs: its reload hid the function's
+%% own problems behind an error naming that module (a review). (Not
 %% compared with the copies before the first run: a copy that run loaded
 %% was attached, and the first run made again on it, so later runs were
 %% sound, and the function's own problems read as a reload: review of
@@ -644,7 +656,9 @@ first_run(Session, Fun, Expect, Modules, Attached0) ->
 %% module than the first run's (end_run's reloaded).
 reloaded(Session, Modules, Attached) ->
     New = beam_alloc_testing_nif:attach(Session, wanted(Modules)) -- Attached,
-    Reloaded = lists:usort([M || M <- New, lists:member(M, Attached)] ++ get_reloaded()),
+    Called = get_list(?CALLED),
+    Reloaded = lists:usort([M || M <- New, lists:member(M, Attached), lists:member(M, Called)] ++
+                               get_list(?RELOADED)),
     [binary_to_atom(M, utf8) || M <- Reloaded].
 
 wanted(all) -> all;
@@ -662,18 +676,21 @@ run(Session, FailIndex, Mode, Fun) ->
     erlang:garbage_collect(),
     Run = beam_alloc_testing_nif:end_run(Session),
     case Run of
-        #{reloaded := Module} when is_binary(Module) ->
-            put(?RELOADED, lists:usort([Module | get_reloaded()]));
-        _ ->
-            ok
+        #{reloaded := Module} when is_binary(Module) -> add_to_list(?RELOADED, [Module]);
+        _ -> ok
     end,
+    add_to_list(?CALLED, maps:get(called, Run)),
     Run#{outcome => Outcome, reports => run_reports()}.
 
-get_reloaded() ->
-    case get(?RELOADED) of
+%% The modules kept under Key (?RELOADED, ?CALLED) until the check ends.
+get_list(Key) ->
+    case get(Key) of
         undefined -> [];
         Modules -> Modules
     end.
+
+add_to_list(Key, Modules) ->
+    put(Key, lists:usort(Modules ++ get_list(Key))).
 
 %% --- Reports the check turns into its result ------------------------------
 %%

@@ -9,7 +9,7 @@
 %%   attach(Session, all | [ModuleName :: binary()]) -> [ModuleName]
 %%   begin_run(Session, FailIndex | infinity, record | compare) -> ok
 %%   end_run(Session) -> #{run, requests, induced, mismatch, reloaded,
-%%                         lost, misuse, misused}
+%%                         called, lost, misuse, misused}
 %%   live(Session) -> leak suspects (blocks of ended runs) still live
 %%   leaks(Session) -> #{runs => [{Run, Leaked, [{Index, Len, Site}]}],
 %%                       lost => boolean()}
