@@ -802,31 +802,39 @@ defmodule BeamAlloc.UpgradeTest do
     end
   end
 
-  test "a check across a reload of its module's library says so, not that the function is nondeterministic",
-       %{dir: dir} do
-    assert :ok = load_version(dir, "a", :plain)
-    assert {:ok, 3} = BeamAlloc.Testing.check_all_allocation_failures(fn -> call(:counted) end)
+  # A third copy of upgrade_nif, "c": a copy still mapped would not load
+  # again.
+  defp third_copy(dir) do
+    File.mkdir_p!(Path.join(dir, "c"))
+    File.cp!(Path.join([dir, "a", "upgrade_nif.so"]), Path.join([dir, "c", "upgrade_nif.so"]))
+  end
 
+  # The reload's error of a check of fun_for.(elixir) from Elixir, and
+  # Erlang's of one of fun_for.(erlang): an error term, as its other
+  # refusals.
+  defp assert_reload_errors(fun_for, elixir, erlang) do
     error =
       assert_raise RuntimeError, fn ->
-        BeamAlloc.Testing.check_all_allocation_failures(reloading_in_second_run(dir, "b"))
+        BeamAlloc.Testing.check_all_allocation_failures(fun_for.(elixir))
       end
 
     assert error.message =~ "#{inspect(@module)}"
     assert error.message =~ "loaded again while the check ran"
 
-    # Erlang's: an error term, as its other refusals. (A third file: a
-    # copy still mapped would not load again.)
-    File.mkdir_p!(Path.join(dir, "c"))
-    File.cp!(Path.join([dir, "a", "upgrade_nif.so"]), Path.join([dir, "c", "upgrade_nif.so"]))
-
     assert {:reloaded, [@module]} =
              catch_error(
-               :beam_alloc_testing.check_all_allocation_failures(
-                 reloading_in_second_run(dir, "c"),
-                 %{modules: [@module]}
-               )
+               :beam_alloc_testing.check_all_allocation_failures(fun_for.(erlang), %{
+                 modules: [@module]
+               })
              )
+  end
+
+  test "a check across a reload of its module's library says so, not that the function is nondeterministic",
+       %{dir: dir} do
+    assert :ok = load_version(dir, "a", :plain)
+    assert {:ok, 3} = BeamAlloc.Testing.check_all_allocation_failures(fn -> call(:counted) end)
+    third_copy(dir)
+    assert_reload_errors(&reloading_in_second_run(dir, &1), "b", "c")
   end
 
   test "a check whose first run loads its module's library again runs it again on the new copy, and passes",
@@ -918,10 +926,8 @@ defmodule BeamAlloc.UpgradeTest do
 
     assert [%{kind: :leak, index: 2}] = error.problems
 
-    # Erlang's: the problems, not {reloaded, [M]}. (A third file: a copy
-    # still mapped would not load again.)
-    File.mkdir_p!(Path.join(dir, "c"))
-    File.cp!(Path.join([dir, "a", "upgrade_nif.so"]), Path.join([dir, "c", "upgrade_nif.so"]))
+    # Erlang's: the problems, not {reloaded, [M]}.
+    third_copy(dir)
 
     assert {:allocation_failures, %{problems: [%{kind: :leak, index: 2}]}} =
              catch_error(
@@ -974,24 +980,10 @@ defmodule BeamAlloc.UpgradeTest do
   test "a check whose module goes back to a copy attached all along says so", %{dir: dir} do
     assert :ok = load_version(dir, "b", :plain)
     assert :ok = load_version(dir, "a", :plain)
-
-    error =
-      assert_raise RuntimeError, fn ->
-        BeamAlloc.Testing.check_all_allocation_failures(switching_back_in_second_run(dir, "b"))
-      end
-
-    assert error.message =~ "#{inspect(@module)}"
-    assert error.message =~ "loaded again while the check ran"
+    # Back to b, then (Erlang's) back to a, the old version's by then.
+    assert_reload_errors(&switching_back_in_second_run(dir, &1), "b", "a")
+    # (a's load callback ran again: the module did switch to that copy.)
     assert call(:loads) == 2
-
-    # Erlang's, back to a (the old version's now).
-    assert {:reloaded, [@module]} =
-             catch_error(
-               :beam_alloc_testing.check_all_allocation_failures(
-                 switching_back_in_second_run(dir, "a"),
-                 %{modules: [@module]}
-               )
-             )
   end
 
   test "beam_alloc's own NIF modules reload, and keep working (source lines, fault injection)" do
