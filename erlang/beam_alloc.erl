@@ -378,6 +378,6 @@ load_reason(16#baa) ->
 load_reason(16#bab) -> <<"a load_info property list gives an option twice">>;
 load_reason(16#bac) ->
     <<"the new version of the module loads its NIF library from the file of the old "
-      "one, rebuilt since: the VM would keep running the old copy (purge the old "
-      "version first, or restart the node)">>;
+      "one, rebuilt since: the VM would keep running the old copy (purge, delete "
+      "and purge the module, then load it again; or restart the node)">>;
 load_reason(_) -> undefined.

@@ -203,9 +203,9 @@ static int upgrade_from_same_file(void) {
                  "run the old C code: the upgrade fails. %s%s%s",
                  module, loaded_path, kept ? "And " : "",
                  kept ? kept_for_good()
-                      : "Purge the old version first (code:purge/1 and "
-                        "code:delete/1, then load the module), or restart the "
-                        "node",
+                      : "Purge, delete and purge the module (code:purge/1, "
+                        "code:delete/1, code:purge/1), then load it again; or "
+                        "restart the node",
                  kept ? ": restart the node" : "");
     return beam_nif_loaded(BEAM__UPGRADE_FILE_CHANGED);
 }
