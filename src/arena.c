@@ -200,16 +200,19 @@ static bool refused_foreign(const beam_arena_t *arena, void *mem, size_t len,
 
 /* true (after a report) when mem is where the newest block starts but len
  * is not its length: a wrong length. As the fixed buffer's (see there):
- * a free or shrink of it was a silent no-op, its bytes kept until reset. */
-static bool refused_short_newest(const beam_arena_t *arena, const char *call,
-                                 void *mem, size_t len, size_t alignment,
-                                 uintptr_t ret) {
+ * a free or shrink of it was a silent no-op, its bytes kept until reset.
+ * Asked before refused_foreign, which a longer length fails too: it names
+ * three causes where this one is known (the fixed buffer's named one,
+ * and the wrong one: a pointer of elsewhere). */
+static bool refused_newest_length(const beam_arena_t *arena, const char *call,
+                                  void *mem, size_t len, size_t alignment,
+                                  uintptr_t ret) {
     chunk_t *c = arena->chunks;
     if (BEAM__LIKELY(c == NULL || c->last == NO_LAST ||
                      (uintptr_t)mem != (uintptr_t)(data_of(c) + c->last)))
         return false;
-    beam__report_short_newest(call, mem, len, alignment, ret, "arena",
-                              c->end - c->last);
+    beam__report_newest_length(call, mem, len, alignment, ret, "arena",
+                               c->end - c->last);
     return true;
 }
 
@@ -225,9 +228,9 @@ static bool arena_resize(void *ctx, void *mem, size_t len, size_t alignment,
             report_dead("resize", mem, len, ret);
             return false;
         }
-        return !refused_foreign(arena, mem, len, alignment, ret) &&
-               !refused_short_newest(arena, "resize", mem, len, alignment,
-                                     ret) &&
+        return !refused_newest_length(arena, "resize", mem, len, alignment,
+                                      ret) &&
+               !refused_foreign(arena, mem, len, alignment, ret) &&
                new_len <= len;
     }
     chunk_t *c = arena->chunks;
@@ -271,7 +274,7 @@ static void arena_free(void *ctx, void *mem, size_t len, size_t alignment,
     } else if (BEAM__UNLIKELY(is_dead(arena))) {
         report_dead("free", mem, len, ret);
     } else {
-        (void)refused_short_newest(arena, "free", mem, len, alignment, ret);
+        (void)refused_newest_length(arena, "free", mem, len, alignment, ret);
     }
 }
 

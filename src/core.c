@@ -140,10 +140,10 @@ BEAM__NOINLINE void beam__report_not_newest(const char *call, void *mem,
     beam__report_refused(call, mem, len, alignment, ret, what);
 }
 
-BEAM__NOINLINE void beam__report_short_newest(const char *call, void *mem,
-                                              size_t len, size_t alignment,
-                                              uintptr_t ret, const char *who,
-                                              size_t newest_len) {
+BEAM__NOINLINE void beam__report_newest_length(const char *call, void *mem,
+                                               size_t len, size_t alignment,
+                                               uintptr_t ret, const char *who,
+                                               size_t newest_len) {
     char what[160];
     snprintf(what, sizeof what,
              "wrong length: the block named starts where the %s's newest "

@@ -43,7 +43,9 @@ static bool starts_newest(const beam_fixed_buffer_t *fb, size_t len) {
  * end_index). Zig's allocator asserts ownership here; silently ignored,
  * a free of one said nothing, a shrink answered true, and a realloc
  * copied from it and "freed" it. Blocks inside are not told apart: an
- * older block's free is a no-op, as the bump allocator makes it. */
+ * older block's free is a no-op, as the bump allocator makes it. Asked
+ * after refused_newest_length: the newest block given with a longer
+ * length runs past end_index too, but that is a wrong length. */
 static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *call,
                             void *mem, size_t len, size_t alignment,
                             uintptr_t ret) {
@@ -57,20 +59,42 @@ static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *call,
 }
 
 /* true (after a report) when mem is where the newest block starts but len
- * is not its length (a longer one runs past end_index: refused_foreign
- * says so first). A free or shrink of an older block is a no-op, as the
- * bump allocator makes it; of the newest, with a shorter length, it was
- * one too, without a word, and the block's bytes stayed taken until a
- * reset (found in an audit of the public calls). */
-static bool refused_short_newest(const beam_fixed_buffer_t *fb,
-                                 const char *call, void *mem, size_t len,
-                                 size_t alignment, uintptr_t ret) {
+ * is not its length (called only when the block does not end at
+ * end_index). A free or shrink of an older block is a no-op, as the bump
+ * allocator makes it; of the newest, with a shorter length, it was one
+ * too, without a word, and the block's bytes stayed taken until a reset
+ * (found in an audit of the public calls); with a longer one it was
+ * reported as a pointer of elsewhere, the arena saying wrong length. */
+static bool refused_newest_length(const beam_fixed_buffer_t *fb,
+                                  const char *call, void *mem, size_t len,
+                                  size_t alignment, uintptr_t ret) {
     if (BEAM__LIKELY(fb->last_index == SIZE_MAX ||
                      (uintptr_t)mem != (uintptr_t)fb->buffer + fb->last_index))
         return false;
-    beam__report_short_newest(call, mem, len, alignment, ret, "buffer",
-                              fb->end_index - fb->last_index);
+    beam__report_newest_length(call, mem, len, alignment, ret, "buffer",
+                               fb->end_index - fb->last_index);
     return true;
+}
+
+/* true (after a report) when a block that does not end at end_index is
+ * not one to free or resize (an older block is, and nothing is said).
+ * Out of line, as is resize_not_at_end: inlined, the two checks made the
+ * newest block's free and resize save registers on entry (gcc -O2). */
+static BEAM__NOINLINE bool refused_not_at_end(const beam_fixed_buffer_t *fb,
+                                              const char *call, void *mem,
+                                              size_t len, size_t alignment,
+                                              uintptr_t ret) {
+    return refused_newest_length(fb, call, mem, len, alignment, ret) ||
+           refused_foreign(fb, call, mem, len, alignment, ret);
+}
+
+/* An older block shrinks in place (its bytes stay taken) and cannot grow. */
+static BEAM__NOINLINE bool resize_not_at_end(const beam_fixed_buffer_t *fb,
+                                             void *mem, size_t len,
+                                             size_t alignment, size_t new_len,
+                                             uintptr_t ret) {
+    return !refused_not_at_end(fb, "resize", mem, len, alignment, ret) &&
+           new_len <= len;
 }
 
 static void *fb_alloc(void *ctx, size_t len, size_t alignment, uintptr_t ret) {
@@ -99,9 +123,7 @@ static bool fb_resize(void *ctx, void *mem, size_t len, size_t alignment,
         return false; /* a direct vtable caller's (the contract: > 0) */
     /* Any block can shrink in place; only the newest gives bytes back. */
     if (!ends_at_end(fb, mem, len))
-        return !refused_foreign(fb, "resize", mem, len, alignment, ret) &&
-               !refused_short_newest(fb, "resize", mem, len, alignment, ret) &&
-               new_len <= len;
+        return resize_not_at_end(fb, mem, len, alignment, new_len, ret);
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {
         beam__report_not_newest("resize", mem, len, alignment, ret, "buffer");
         return false;
@@ -128,8 +150,7 @@ static void fb_free(void *ctx, void *mem, size_t len, size_t alignment,
     if (mem == NULL)
         return; /* NULL: the contract's no-op, also through the vtable */
     if (!ends_at_end(fb, mem, len)) {
-        if (!refused_foreign(fb, "free", mem, len, alignment, ret))
-            (void)refused_short_newest(fb, "free", mem, len, alignment, ret);
+        (void)refused_not_at_end(fb, "free", mem, len, alignment, ret);
         return;
     }
     if (BEAM__UNLIKELY(!starts_newest(fb, len))) {

@@ -215,11 +215,12 @@ BEAM__HIDDEN void beam__report_not_newest(const char *call, void *mem,
                                           size_t len, size_t alignment,
                                           uintptr_t ret, const char *who);
 /* The same for a block that starts where the newest starts, given with a
- * shorter length than its own (newest_len): a wrong length, refused. */
-BEAM__HIDDEN void beam__report_short_newest(const char *call, void *mem,
-                                            size_t len, size_t alignment,
-                                            uintptr_t ret, const char *who,
-                                            size_t newest_len);
+ * shorter or longer length than its own (newest_len): a wrong length,
+ * refused. */
+BEAM__HIDDEN void beam__report_newest_length(const char *call, void *mem,
+                                             size_t len, size_t alignment,
+                                             uintptr_t ret, const char *who,
+                                             size_t newest_len);
 /* fn was given a NULL instance: reported as a misuse at ret (core.c);
  * true then, and the caller does nothing. */
 BEAM__HIDDEN bool beam__null_instance(const void *instance, const char *fn,

@@ -98,11 +98,13 @@ struct beam_allocator;
 void check_bump_wrong_length(struct beam_allocator a,
                              size_t (*used)(const void *ctx), const void *ctx);
 
-/* The same, fresh and empty too: its newest block given back with a
- * shorter length than its own (a wrong length) is refused with a report,
- * not silently kept until a reset, and its right length still frees it. */
-void check_bump_short_length(struct beam_allocator a,
-                             size_t (*used)(const void *ctx), const void *ctx);
+/* The same, fresh and empty too: its newest block (96 bytes) given back
+ * with wrong_len, a shorter or a longer length than its own, is refused
+ * with a report that says wrong length (not a pointer of elsewhere, nor
+ * silently kept until a reset), and its right length still frees it. */
+void check_bump_newest_length(struct beam_allocator a,
+                              size_t (*used)(const void *ctx), const void *ctx,
+                              size_t wrong_len);
 
 /* A backing's free that hands the block to beam_large_allocator: for test
  * backings that differ from it only in what they allocate. */

@@ -213,7 +213,16 @@ TEST(fixed_buffer_wrong_length_never_rolls_back_over_a_live_block) {
 TEST(fixed_buffer_newest_block_with_a_short_length_is_reported) {
     beam_fixed_buffer_t fb;
     beam_allocator_t a = fresh(&fb);
-    check_bump_short_length(a, end_index_of, &fb);
+    check_bump_newest_length(a, end_index_of, &fb, 64);
+}
+
+/* And with a longer length: it was reported as a pointer of elsewhere
+ * ("not a live block of this fixed buffer"), while the arena said wrong
+ * length; a reader looked for a foreign pointer. */
+TEST(fixed_buffer_newest_block_with_a_long_length_is_a_wrong_length) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    check_bump_newest_length(a, end_index_of, &fb, 128);
 }
 
 /* A pointer outside the bytes the buffer handed out (a stack array,
