@@ -55,6 +55,10 @@
 %% for, and follows PARENTS parents of one at most.
 -define(REMEMBER, 64).
 -define(PARENTS, 8).
+%% Only reports of the shapes the C side sends (a module, a binary line):
+%% anything else someone sends is dropped, not a crash that loses the
+%% kept reports.
+-define(IS_REPORT(M, L), is_atom(M), is_binary(L)).
 
 -spec start_link() -> {ok, pid()} | {error, term()}.
 start_link() ->
@@ -223,13 +227,22 @@ handle_cast(_Msg, Kept) ->
 %% whole second); and only then are sites resolved (dirty NIF calls, slow),
 %% as the lines are logged, a slice at a time (or as a call answers with
 %% them).
-handle_info({beam_alloc_report, M, L, _, _} = Msg, S0) when is_atom(M), is_binary(L) ->
-    {Reports, S} = attributed(drain([Msg]), current(S0)),
-    {noreply, S, {continue, {release, Reports}}};
+handle_info({beam_alloc_report, M, L, _, _} = Msg, S0) when ?IS_REPORT(M, L) ->
+    received(Msg, S0);
+%% From library copies of earlier versions (a hot upgrade's old one): as
+%% BeamAlloc.Reporter takes them. (They were dropped, unsaid.)
+handle_info({beam_alloc_report, M, L, Pid}, S0) when ?IS_REPORT(M, L) ->
+    received({beam_alloc_report, M, L, Pid, undefined}, S0);
+handle_info({beam_alloc_report, M, L}, S0) when ?IS_REPORT(M, L) ->
+    received({beam_alloc_report, M, L, undefined, undefined}, S0);
 handle_info({?MODULE, log}, S) ->
     {noreply, log_until((current(S))#{scheduled := false}, deadline(?SLICE))};
 handle_info(_Other, S) ->
     {noreply, S}.
+
+received(Msg, S0) ->
+    {Reports, S} = attributed(drain([Msg]), current(S0)),
+    {noreply, S, {continue, {release, Reports}}}.
 
 handle_continue({release, Reports}, S) ->
     erlang:garbage_collect(),
@@ -364,11 +377,16 @@ scheduled(S) ->
     self() ! {?MODULE, log},
     S#{scheduled := true}.
 
-%% (A pid of a process, or undefined from threads and destructors.)
+%% (A pid of a process, or undefined from threads and destructors. The
+%% shapes of earlier versions too, in their order: see handle_info/2.)
 drain(Taken) ->
     receive
-        {beam_alloc_report, M, L, _, _} = Msg when is_atom(M), is_binary(L) ->
-            drain([Msg | Taken])
+        {beam_alloc_report, M, L, _, _} = Msg when ?IS_REPORT(M, L) ->
+            drain([Msg | Taken]);
+        {beam_alloc_report, M, L, Pid} when ?IS_REPORT(M, L) ->
+            drain([{beam_alloc_report, M, L, Pid, undefined} | Taken]);
+        {beam_alloc_report, M, L} when ?IS_REPORT(M, L) ->
+            drain([{beam_alloc_report, M, L, undefined, undefined} | Taken])
     after 0 ->
         [{Module, Line, Pid} || {beam_alloc_report, Module, Line, Pid, _} <- lists:reverse(Taken)]
     end.

@@ -91,6 +91,33 @@ defmodule BeamAlloc.ReportTest do
     assert log =~ "[warning] report 2"
   end
 
+  # Library copies built from earlier versions send {:beam_alloc_report,
+  # module, line, pid} and {:beam_alloc_report, module, line}: a node
+  # running one beside a newer reporter (a hot upgrade) keeps their
+  # reports, in either reporter. (The Erlang one dropped them, unsaid.)
+  test "both reporters keep the reports of library copies of earlier versions" do
+    start_supervised!(%{id: :erlang_reporter, start: {:beam_alloc_reporter, :start_link, []}})
+
+    capture_log(fn ->
+      for reporter <- [:beam_alloc_reporter, BeamAlloc.Reporter] do
+        reporter.take()
+        mark = :gen_server.call(reporter, :mark)
+        send(reporter, {:beam_alloc_report, Report, "four", self()})
+        send(reporter, {:beam_alloc_report, Report, "three"})
+        send(reporter, {:beam_alloc_report, Report, "five", self(), :undefined})
+        assert [{Report, "four"}, {Report, "three"}, {Report, "five"}] = reporter.recent()
+
+        # The pid of the four-element one is its maker's: a check of this
+        # process consumes it; the three-element one has none.
+        windows = [{mark, mark + 3, ["four", "three"]}]
+        :ok = :gen_server.call(reporter, {:consume, self(), [Report], windows})
+
+        assert [{Report, "three"}, {Report, "five"}] =
+                 :gen_server.call(reporter, :take_unconsumed)
+      end
+    end)
+  end
+
   test "the Erlang reporter marks consumed what a check turned into its result" do
     start_supervised!(%{id: :erlang_reporter, start: {:beam_alloc_reporter, :start_link, []}})
     other = spawn(fn -> :ok end)
@@ -1094,8 +1121,10 @@ defmodule BeamAlloc.ReportTest do
     assert BeamAlloc.Reporter.recent() == kept
     assert Process.whereis(BeamAlloc.Reporter) == pid
 
-    # A report whose pid is of another node is kept, without a process
-    # to attribute it to (reading its process info raised).
+    # A report whose pid is of another node is kept, its pid another
+    # process's, as the Erlang reporter keeps it (it was nil here, as from
+    # a thread), with no callers: its process info is not read (that
+    # raised).
     name = "other@nowhere"
 
     remote =
@@ -1107,7 +1136,7 @@ defmodule BeamAlloc.ReportTest do
 
     capture_log(fn ->
       send(BeamAlloc.Reporter, {:beam_alloc_report, Report, "from afar", remote, :undefined})
-      assert [%{line: "from afar", pid: nil}] = BeamAlloc.Reporter.since(mark)
+      assert [%{line: "from afar", pid: ^remote, callers: []}] = BeamAlloc.Reporter.since(mark)
     end)
 
     assert Process.whereis(BeamAlloc.Reporter) == pid

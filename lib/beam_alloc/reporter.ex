@@ -425,6 +425,10 @@ defmodule BeamAlloc.Reporter do
 
       {:beam_alloc_report, module, line, pid} when is_report(module, line) ->
         attribute([{:beam_alloc_report, module, line, pid, :undefined} | taken], state)
+
+      # (Each shape here, or one was kept after the reports behind it.)
+      {:beam_alloc_report, module, line} when is_report(module, line) ->
+        attribute([{:beam_alloc_report, module, line, :undefined, :undefined} | taken], state)
     after
       0 ->
         {reports, known} =
@@ -432,8 +436,10 @@ defmodule BeamAlloc.Reporter do
           |> Enum.reverse()
           |> Enum.map_reduce(state.known, fn {:beam_alloc_report, module, line, pid, _ack},
                                              known ->
-            # (A pid of another node has no process info to read here.)
-            pid = if is_pid(pid) and node(pid) == node(), do: pid
+            # (A pid of another node is kept, as the Erlang reporter
+            # keeps it: its maker's, though callers/2 reads no process
+            # info of it. undefined, from threads, is nil.)
+            pid = if is_pid(pid), do: pid
             {callers, known} = callers(pid, known)
             {{module, line, pid, callers}, known}
           end)
@@ -597,6 +603,9 @@ defmodule BeamAlloc.Reporter do
 
       {:beam_alloc_report, module, line, pid} when is_report(module, line) ->
         attribute([{:beam_alloc_report, module, line, pid, :undefined}], state)
+
+      {:beam_alloc_report, module, line} when is_report(module, line) ->
+        attribute([{:beam_alloc_report, module, line, :undefined, :undefined}], state)
     after
       0 -> state
     end
