@@ -39,13 +39,14 @@ static bool starts_newest(const beam_fixed_buffer_t *fb, size_t len) {
 }
 
 /* true (after a report) when mem is not inside the bytes handed out: a
- * stack array, another allocator's block, or one freed already (past
- * end_index). Zig's allocator asserts ownership here; silently ignored,
- * a free of one said nothing, a shrink answered true, and a realloc
- * copied from it and "freed" it. Blocks inside are not told apart: an
- * older block's free is a no-op, as the bump allocator makes it. Asked
- * after refused_newest_length: the newest block given with a longer
- * length runs past end_index too, but that is a wrong length. */
+ * stack array, another allocator's block, one freed already (past
+ * end_index), or an older block given with a length that runs past
+ * end_index (its start is not known: said among the causes). Zig's allocator
+ * asserts ownership here; silently ignored, a free of one said nothing, a
+ * shrink answered true, and a realloc copied from it and "freed" it. Blocks
+ * inside are not told apart: an older block's free is a no-op, as the bump
+ * allocator makes it. Asked after refused_newest_length: the newest block given
+ * with a longer length runs past end_index too, but that is a wrong length. */
 static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *call,
                             void *mem, size_t len, size_t alignment,
                             uintptr_t ret) {
@@ -54,7 +55,8 @@ static bool refused_foreign(const beam_fixed_buffer_t *fb, const char *call,
     beam__report_foreign(
         call, mem, len, alignment, ret,
         "not a live block of this fixed buffer (outside the bytes it handed "
-        "out: another allocator's, or freed already)");
+        "out: a wrong length, another allocator's block, or one freed "
+        "already)");
     return true;
 }
 

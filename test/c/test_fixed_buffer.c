@@ -262,3 +262,27 @@ TEST(fixed_buffer_refuses_and_reports_foreign_pointers) {
     check_release_reports();
     check_unwatch_misuse(outer);
 }
+
+/* An older block given with a length that runs past end_index is outside
+ * the bytes handed out too, and refused as a foreign pointer is; where it
+ * starts is not known (a bump allocator keeps only its newest), so the
+ * report names a wrong length among the causes, as the arena's does: it
+ * named another allocator's block and one freed already alone, and a
+ * reader looked for a pointer of elsewhere. */
+TEST(fixed_buffer_older_block_past_the_end_names_a_wrong_length) {
+    beam_fixed_buffer_t fb;
+    beam_allocator_t a = fresh(&fb);
+    unsigned char *x = beam_alloc_bytes(a, 96, 16);
+    unsigned char *y = beam_alloc_bytes(a, 96, 16);
+    CHECK(x != NULL && y == x + 96);
+    unsigned long outer = check_watch_misuse();
+    check_capture_reports();
+    beam_free_bytes(a, x, 200, 16);
+    CHECK(check_said_once("not a live block of this fixed buffer"));
+    CHECK(check_report_contains("a wrong length"));
+    CHECK(!beam_resize_bytes(a, x, 200, 16, 32));
+    CHECK(check_report_count() == 2 && check_last_report_has("a wrong length"));
+    CHECK(fb.end_index == 192);
+    check_release_reports();
+    check_unwatch_misuse(outer);
+}
