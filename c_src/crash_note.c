@@ -696,6 +696,18 @@ static void find_in_path(const char *name, char *out, size_t n) {
     out[0] = '\0';
 }
 
+/* Copies caller (len bytes) into c's, cut to fit before a whole UTF-8
+ * character (a cut inside one wrote invalid text). Only bytes before the
+ * last are written: a handler reading it meanwhile (a session of the
+ * slot's before, on another thread) still meets a NUL. */
+static void crash_set_caller(crash_slot *c, const char *caller, size_t len) {
+    size_t n = len < sizeof c->caller - 1 ? len : sizeof c->caller - 1;
+    while (n < len && n > 0 && ((unsigned char)caller[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(c->caller, caller, n);
+    c->caller[n] = '\0';
+}
+
 /* A free slot for a new session, called from caller (len bytes), or -1. */
 static int crash_take(const char *caller, size_t len) {
     for (int i = 0; i < CRASH_SLOTS; i++) {
@@ -704,9 +716,7 @@ static int crash_take(const char *caller, size_t len) {
         if (atomic_compare_exchange_strong(&c->taken, &free, true)) {
             atomic_store(&c->state, CRASH_IDLE);
             find_in_path("addr2line", c->tool, CRASH_PATH);
-            snprintf(c->caller, sizeof c->caller, "%.*s",
-                     (int)(len < sizeof c->caller ? len : sizeof c->caller),
-                     caller);
+            crash_set_caller(c, caller, len);
             return i;
         }
     }

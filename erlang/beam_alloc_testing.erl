@@ -455,14 +455,15 @@ run_check(Fun, Expect, Modules, Caller) ->
 
 %% The code that called the check, for the note a crash during it writes
 %% (with many test files, the NIF alone does not say which test crashed):
-%% {Module, Function, Arity, Location}, or none. The calling process's
-%% first frame outside the check's own modules; but a test whose last
-%% expression is the check (ExUnit's usual shape, a tail call) has no frame
-%% left, and its caller's (ExUnit's runner) would be named: so the function
-%% that wrote Fun (a local fun's name says it) where it is on the stack,
-%% else that function with its module's source file. Once per check.
-%% Code evaluated (erl -eval, the shell, elixir -e) has no source to name:
-%% none.
+%% {Module, Function, Arity, Location}, or none. The function that wrote
+%% Fun (a local fun's name says it) where it is on the stack: the test,
+%% where a helper of its calls the check. Else the calling process's first
+%% frame outside the check's own modules (the test, where a helper made
+%% Fun). But a test whose last expression is the check (an EUnit test
+%% function, a tail call) has no frame left, and the first frame outside is
+%% its runner's: then the function that wrote Fun, with its module's
+%% source file. Once per check. Code evaluated (erl -eval, the shell,
+%% elixir -e) has no source to name: none.
 -spec caller(fun(() -> term())) -> {module(), atom(), arity(), list()} | none.
 caller(Fun) ->
     case found_caller(Fun) of
@@ -478,26 +479,47 @@ caller(Fun) ->
 interpreter(M) ->
     M =:= erl_eval orelse lists:prefix("elixir", atom_to_list(M)).
 
+%% A test runner's module: the function it called has returned already,
+%% by a tail call of the check.
+runner(M) ->
+    Name = atom_to_list(M),
+    lists:prefix("Elixir.ExUnit.", Name) orelse lists:prefix("eunit", Name) orelse
+        M =:= test_server.
+
 found_caller(Fun) ->
     {current_stacktrace, Stack} = process_info(self(), current_stacktrace),
     Outside = [F || {M, _, _, _} = F <- Stack,
                     M =/= ?MODULE, M =/= 'Elixir.BeamAlloc.Testing'],
-    case {writer(Fun), Outside} of
-        {{M, F, A}, _} ->
-            case [Frame || {M1, F1, A1, _} = Frame <- Outside, {M1, F1, A1} =:= {M, F, A}] of
-                [Frame | _] -> Frame;
-                [] -> {M, F, A, source(M)}
-            end;
-        {none, [Frame | _]} -> Frame;
-        {none, []} -> none
+    Writer = writer(Fun),
+    case [Frame || {M, F, A, _} = Frame <- Outside, {M, F, A} =:= Writer] of
+        [Frame | _] -> Frame;
+        [] -> first_outside(Outside, Writer)
     end.
+
+%% The first frame outside (the writer is not on the stack), where it is
+%% the test's: not a runner's, nor evaluated code's.
+first_outside([{M, _, _, _} = Frame | _], Writer) ->
+    case Writer =:= none orelse not (runner(M) orelse interpreter(M)) of
+        true -> Frame;
+        false -> written_by(Writer)
+    end;
+first_outside([], Writer) ->
+    written_by(Writer).
+
+written_by(none) -> none;
+written_by({M, F, A}) -> {M, F, A, source(M)}.
 
 %% The function whose code has the local fun Fun ("-parse_test/0-fun-0-"
 %% is parse_test/0's), or none (a remote fun, &MyNif.parse/0, names the
-%% NIF, not its caller).
+%% NIF, not its caller; a fun of a module not loaded has no name: one
+%% from another node, or from binary_to_term/1, whose call loads it).
 writer(Fun) ->
-    {module, M} = erlang:fun_info(Fun, module),
-    {name, Name} = erlang:fun_info(Fun, name),
+    case {erlang:fun_info(Fun, module), erlang:fun_info(Fun, name)} of
+        {{module, M}, {name, Name}} when is_atom(Name) -> writer(M, Name);
+        _ -> none
+    end.
+
+writer(M, Name) ->
     case re:run(atom_to_list(Name), "^-(.+)/([0-9]+)-fun-[0-9]+-$",
                 [unicode, {capture, all_but_first, list}]) of
         {match, [F, A]} -> {M, list_to_atom(F), list_to_integer(A)};

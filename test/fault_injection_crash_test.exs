@@ -369,12 +369,15 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   end
 
   # The line after the marker "CALLER: the next line" in file.
-  defp caller_line(file) do
-    file
-    |> File.read!()
+  defp caller_line(file),
+    do: caller_line_in(File.read!(file), "CALLER: the next line") + 1
+
+  # The line of text with marker.
+  defp caller_line_in(text, marker) do
+    text
     |> String.split("\n")
-    |> Enum.find_index(&String.contains?(&1, "CALLER: the next line"))
-    |> Kernel.+(2)
+    |> Enum.find_index(&String.contains?(&1, marker))
+    |> Kernel.+(1)
   end
 
   # With many test files, the NIF alone does not say which test crashed:
@@ -409,7 +412,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     )
   end
 
-  # A test whose last expression is the check (ExUnit's usual shape) has
+  # A test whose last expression is the check (an EUnit test function) has
   # no frame of its own while the check runs: the function is named by the
   # fun given to the check, written there.
   test "a check called last in an ExUnit test: the crash names the test" do
@@ -420,6 +423,99 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
 
     assert out =~
              ~r"\nbeam_alloc: that check_all_allocation_failures was called from BeamAlloc\.Test\.CrashCaller\.\"test parse under the check\"/1 at \S*test/support/crash_caller\.ex\n",
+           out
+  end
+
+  # An ExUnit test file run by ExUnit's own runner, in a VM of its own:
+  # `body` is its one test's, "CALLER" marking the check's line.
+  defp run_exunit_test(body) do
+    file = Path.join(tmp_dir("crash_caller"), "caller_test.exs")
+
+    File.write!(file, """
+    ExUnit.start(autorun: false)
+
+    defmodule CallerTest do
+      use ExUnit.Case
+
+      def made_elsewhere, do: fn -> #{@faults}.uses_null(7) end
+
+      test "the check" do
+    #{body}
+      end
+    end
+
+    ExUnit.run()
+    """)
+
+    line = caller_line_in(File.read!(file), "CALLER")
+    {out, status} = run_vm(System.find_executable("elixir"), [file])
+    assert status == 128 + 11, out
+    {out, file, line}
+  end
+
+  # A test that makes its fun with a helper has its own frame while the
+  # check runs: the note names the test at its line, not the helper that
+  # wrote the fun.
+  test "a fun a helper made: the crash names the test that called the check" do
+    {out, file, line} =
+      run_exunit_test("""
+          f = made_elsewhere()
+          {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(f) # CALLER
+      """)
+
+    assert out =~
+             "\nbeam_alloc: that check_all_allocation_failures was called from " <>
+               "CallerTest.\"test the check\"/1 at #{file}:#{line}\n",
+           out
+  end
+
+  # A check called last in a test ExUnit's runner runs: ExUnit's test
+  # keeps its frame (no tail call), and the note names it at its line.
+  test "a check called last in a test ExUnit runs: the crash names the test" do
+    {out, file, line} =
+      run_exunit_test("""
+          BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end) # CALLER
+      """)
+
+    assert out =~
+             "\nbeam_alloc: that check_all_allocation_failures was called from " <>
+               "CallerTest.\"test the check\"/1 at #{file}:#{line}\n",
+           out
+  end
+
+  # A fun of a module not loaded (from another node, or binary_to_term/1)
+  # has no name to say who wrote it: the check runs it (its call loads the
+  # module), and names no writer.
+  test "a fun whose module is not loaded: the check runs it" do
+    {out, status} =
+      run_vm(:erlang, """
+      application:ensure_all_started(beam_alloc),
+      M = 'Elixir.BeamAlloc.Test.CrashCaller',
+      T = term_to_binary(M:made_fun()),
+      true = code:delete(M),
+      _ = code:purge(M),
+      io:format("~p~n", [beam_alloc_testing:check_all_allocation_failures(binary_to_term(T))]),
+      halt().
+      """)
+
+    assert {status, out} == {0, "{ok,0}\n"}
+  end
+
+  # A caller text longer than the slot's room is cut before a whole
+  # character (UTF-8), never inside one: the note stays valid text.
+  test "a caller text longer than the note's room is cut between characters" do
+    {out, status} =
+      run_vm(:erlang, """
+      application:ensure_all_started(beam_alloc),
+      Caller = <<(binary:copy(<<"a">>, 510))/binary, "é and the rest"/utf8>>,
+      beam_alloc_testing:run_check(fun() -> '#{"Elixir." <> @faults}':uses_null(7) end, any, all, Caller).
+      """)
+
+    assert status == 128 + 11, out
+    assert String.valid?(out), inspect(out, binaries: :as_binaries, limit: :infinity)
+
+    assert out =~
+             ~r"\nbeam_alloc: that check_all_allocation_failures was called from a{510}\n$",
            out
   end
 

@@ -9,9 +9,13 @@ defmodule BeamAlloc.Test.CrashCaller do
     {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn -> Faults.uses_null(7) end)
   end
 
-  # As ExUnit's test macro makes a test: the check last, a tail call, so
-  # this function's frame is gone from the stack when the check runs.
+  # A test function whose last expression is the check (EUnit's shape: a
+  # tail call), so its frame is gone from the stack when the check runs.
   def unquote(:"test parse under the check")(_context) do
     BeamAlloc.Testing.check_all_allocation_failures(fn -> Faults.uses_null(7) end)
   end
+
+  # A fun that allocates nothing, for a check of a fun whose module is not
+  # loaded (a fun from binary_to_term/1).
+  def made_fun, do: fn -> :ok end
 end
