@@ -22,11 +22,13 @@ defmodule BeamAlloc.OldDriverTest do
     end
   end
 
-  # A driver without end_run's called (its library older than the
-  # checker: the VM keeps the copy it loaded when the file is rebuilt in
-  # place), stood in for by an Erlang module in a VM of its own: the check
-  # runs, and counts every reload of an attached module, as before
-  # end_run said called (it raised {badkey, called}: a review).
+  # A driver without end_run's called and without open/1 (its library
+  # older than the checker: the VM keeps the copy it loaded when the file
+  # is rebuilt in place), stood in for by an Erlang module in a VM of its
+  # own: the check opens with open/0 and runs, and counts every reload of
+  # an attached module, as before end_run said called (it raised {badkey,
+  # called}: a review; and without open/1 the driver was taken for one not
+  # loaded).
   test "a driver whose end_run says nothing of called still checks, every reload counting" do
     check = """
     Code.compiler_options(ignore_module_conflict: true)
