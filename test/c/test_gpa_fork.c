@@ -156,6 +156,15 @@ TEST(gpa_fork_while_threads_hammer_the_locks_child_never_hangs) {
 #ifdef FORK_SANITIZER_HANGS
     return;
 #endif
+    /* Under valgrind a child forked while a hammering thread held a block
+     * it had just allocated and not yet linked (heap_create's metadata,
+     * before its lock) has that block unreferenced, which valgrind's leak
+     * check at the child's exit counts as definitely lost and fails
+     * (--error-exitcode): fork's nature, not a leak of ours, once in many
+     * make test runs under load. Valgrind runs one thread at a time, so
+     * the hang this test looks for is the normal build's to find. */
+    if (check_under_valgrind())
+        return;
     beam_gpa_t gpa;
     beam_gpa_init(&gpa, beam_raw_allocator);
     hammer hm = {false, &gpa};
