@@ -1933,6 +1933,54 @@ defmodule BeamAlloc.CaseTest do
     refute out =~ "test clean"
   end
 
+  # ExUnit runs a test's on_exit callbacks after the test, in a process
+  # of its own that the test did not start: in an async module a double
+  # free in one counted for no test, and the test passed. (A module that
+  # is not async counted it as another process's.) Counted as the test's
+  # own, those of its setup too; a clean test with a clean on_exit
+  # passes.
+  @tag timeout: 120_000
+  test "use BeamAlloc.Case fails a test whose on_exit callback reported" do
+    out =
+      run_ex_unit(~S"""
+      for {name, async} <- [{GuardedOnExitAsync, true}, {GuardedOnExitSync, false}] do
+        defmodule name do
+          use ExUnit.Case, async: async
+          use BeamAlloc.Case
+
+          alias BeamAlloc.Test.Misuse
+
+          setup context do
+            if context[:in_setup], do: on_exit(fn -> :ok = Misuse.double_free_plain() end)
+            :ok
+          end
+
+          test "on_exit" do
+            on_exit(fn -> :ok = Misuse.double_free_plain() end)
+          end
+
+          @tag in_setup: true
+          test "setup on_exit", do: assert(true)
+
+          test "clean on_exit" do
+            on_exit(fn -> :ok end)
+          end
+        end
+      end
+      """)
+
+    assert out =~ ~r/RESULT %\{.*failures: 4/, out
+
+    for module <- ["GuardedOnExitAsync", "GuardedOnExitSync"],
+        name <- ["on_exit", "setup on_exit"] do
+      assert out =~
+               ~r/test #{name} \(#{module}\)\n.*\n\s+beam_alloc reported 1 problem during the test:\n\s+beam_alloc: general purpose allocator: double free/,
+             out
+    end
+
+    refute out =~ "test clean on_exit"
+  end
+
   # A watch kept the test's latest Reporter.kept() reports only: a double
   # free followed by more reports than that which a check consumed (a
   # check per report, or one check whose listed leaks come to more: their

@@ -64,7 +64,15 @@ defmodule BeamAlloc.Case do
   processes it started (a `Task`'s `$callers`, a proc_lib process's
   `$ancestors`: `Task.async/1`, `Task.async_stream/3`, a GenServer started
   by the test; and, from OTP 25 on, the processes that spawned it while
-  they live: `spawn/1`, `spawn_link/1`). A `BEAM_NIF` call that reported returns only once
+  they live: `spawn/1`, `spawn_link/1`), and those of its `on_exit`
+  callbacks (ExUnit runs them after the test, in a process of its own
+  that the test did not start: the guard makes it the test's once the
+  test's body returned). Not those of a callback registered before the
+  guard's setup (a setup that comes before `use BeamAlloc.Case`): it
+  runs after the guard's check, and counts for no test; in an async
+  module, not those of a test the guard does not wrap (its name too
+  long, see above) either. A
+  `BEAM_NIF` call that reported returns only once
   `BeamAlloc.Reporter` has read who made the call, so a Task that ends
   right after its call still counts (it waits a second at most, and not
   at all while 256 reports of its NIF library wait to be read: a flood of
@@ -89,8 +97,8 @@ defmodule BeamAlloc.Case do
   (A report made off any process, or by one gone before the reporter
   read whom it worked for, has no pid before it: it may be the test's.
   One with a pid may be the test's doing too: a call of the test to a
-  GenServer it did not start, its `on_exit` callback, a process it
-  started through one that has exited. Fix those as the test's: an async
+  GenServer it did not start, a process it started through one that has
+  exited. Fix those as the test's: an async
   module would not count them.)
   In an async module a report made off any process (a thread the
   NIF started, a resource destructor) counts for no test: the test passes,
@@ -207,7 +215,9 @@ defmodule BeamAlloc.Case do
         defoverridable [{unquote(name), 1}]
 
         def unquote(name)(context) do
-          super(context)
+          result = super(context)
+          BeamAlloc.Case.__passed__()
+          result
         catch
           kind, reason -> BeamAlloc.Case.__failed__(kind, reason, __STACKTRACE__)
         end
@@ -302,6 +312,31 @@ defmodule BeamAlloc.Case do
     else
       _ -> :erlang.raise(kind, reason, stack)
     end
+  end
+
+  # ExUnit runs a test's on_exit callbacks after it, last registered
+  # first, in one process it spawns for them, which the test did not
+  # start: in an async module a double free in one counted for no test,
+  # and the test passed (found in review). A callback registered after
+  # the test's body is the first to run there: it makes that process the
+  # test's (its $callers, which the reporter reads), for the callbacks
+  # after it up to the guard's check (those registered before the
+  # guard's setup run after its check: not counted).
+  @doc false
+  def __passed__ do
+    case Process.get(@failure_key) do
+      {{:guard, {_watch, test_pid}}, _async?, false} ->
+        ExUnit.Callbacks.on_exit({__MODULE__, make_ref()}, fn -> works_for(test_pid) end)
+
+      _ ->
+        :ok
+    end
+  end
+
+  defp works_for(test_pid) do
+    callers = List.wrap(Process.get(:"$callers", []))
+    Process.put(:"$callers", [test_pid | callers])
+    :ok
   end
 
   # The stack as it was without the wrapper: the test's own frame under
