@@ -602,8 +602,10 @@ static bool entered_here(const ErlNifFunc *f) {
 }
 
 /* The NIF function pc lies in, as its callers know it (MyNif.parse/1,
- * my_nif:parse/1), into out: the entry of the library's ErlNifFunc table
- * (nif_init's) that starts nearest below pc. No debug information needed.
+ * my_nif:parse/1, quoted where the language quotes it as the reports do:
+ * my_nif:'end'/1, MyNif."odd name"/1; it wrote my_nif:end/1), into out: the
+ * entry of the library's ErlNifFunc table (nif_init's) that starts nearest
+ * below pc. No debug information needed.
  * "" when not known. */
 static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
     out[0] = '\0';
@@ -624,9 +626,7 @@ static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
     }
     if (best == NULL)
         return;
-    bool elixir = strncmp(lib->module, "Elixir.", 7) == 0;
-    snprintf(out, n, "%s%s%s/%u", elixir ? lib->module + 7 : lib->module,
-             elixir ? "." : ":", best->name, best->arity);
+    beam__nif_mfa_text(lib->module, best->name, best->arity, out, n);
 }
 
 /* Request r, returning to ret, was failed (session lock held): the crash

@@ -328,6 +328,30 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert out =~ ", in the NIF call #{@faults}.uses_null_dirty/1: handle the NULL there", out
   end
 
+  # The NIF's name as its language writes it, quoted where it must be, as
+  # the glue's reports write it: the note wrote Faults.uses null/1 and
+  # beam_alloc_erl_test:end/1.
+  test "a crash in a NIF whose name needs quotes names it quoted" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}."uses null"(7) end)
+      """)
+
+    assert status == 128 + 11, out
+    assert out =~ ~s/, in the NIF call #{@faults}."uses null"\/1: handle the NULL there/, out
+
+    {out, status} =
+      run_vm(:erlang, """
+      {ok, _} = application:ensure_all_started(beam_alloc),
+      beam_alloc_testing:check_all_allocation_failures(fun() -> beam_alloc_erl_test:'end'(7) end),
+      halt(0).
+      """)
+
+    assert status == 128 + 11, out
+    assert out =~ ", in the NIF call beam_alloc_erl_test:'end'/1: handle the NULL there", out
+  end
+
   # A thread the NIF started has no NIF function on its stack: the NIF
   # nearest below its code is a guess, often another NIF. No name then; and
   # no claim of who started it: a pool thread made at load, or by an earlier

@@ -245,5 +245,10 @@ const char *beam__describe_site(uintptr_t site, char *buf, size_t n);
  * dlsym searches those too) and they are of a version this side reads;
  * NULL otherwise. Both sides find the copies with it. */
 const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path);
+/* From the library too (nif/glue.c): a NIF function as its module's
+ * language writes it, quoted where it must be (MyNif."odd name"/1,
+ * my_nif:'end'/1), into buf of n bytes: as the reports name it. */
+void beam__nif_mfa_text(const char *module, const char *fun, unsigned arity,
+                        char *buf, size_t n);
 
 #endif

@@ -751,9 +751,13 @@ static void put_erlang_atom(char *buf, size_t n, size_t *len, const char *s) {
 /* Is the registered module an Erlang one (no "Elixir." prefix)? Its
  * messages are written the Erlang way and its errors are Erlang terms
  * (beam_raise's too, in terms.c). */
+static bool is_erlang_module(const char *atom) {
+    return atom[0] != '\0' && strncmp(atom, "Elixir.", 7) != 0 &&
+           strcmp(atom, "Elixir") != 0;
+}
+
 bool beam__module_is_erlang(void) {
-    return module_atom[0] != '\0' && strncmp(module_atom, "Elixir.", 7) != 0 &&
-           strcmp(module_atom, "Elixir") != 0;
+    return is_erlang_module(module_atom);
 }
 
 /* The module as its language writes it: my_mod, 'My-Mod', or MyApp.Nif
@@ -790,21 +794,28 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
             arity = (int)module_funcs[i].arity;
     }
     const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
+    beam__nif_mfa_text(module_atom, fun, (unsigned)arity, buf, n);
+}
+
+/* (abi.h: the fault-injection driver's crash note names a NIF with it,
+ * outside its signal handler, as the reports do.) */
+void beam__nif_mfa_text(const char *module, const char *fun, unsigned arity,
+                        char *buf, size_t n) {
     size_t len = 0;
     buf[0] = '\0';
-    if (beam__module_is_erlang()) {
-        put_erlang_atom(buf, n, &len, module_atom);
+    if (is_erlang_module(module)) {
+        put_erlang_atom(buf, n, &len, module);
         put(buf, n, &len, ":");
         put_erlang_atom(buf, n, &len, fun);
     } else {
-        if (module_atom[0] != '\0') {
-            put_module(buf, n, &len, module_atom);
+        if (module[0] != '\0') {
+            put_module(buf, n, &len, module);
             put(buf, n, &len, ".");
         }
         put_function(buf, n, &len, fun);
     }
     char tail[16];
-    snprintf(tail, sizeof tail, "/%d", arity);
+    snprintf(tail, sizeof tail, "/%u", arity);
     put(buf, n, &len, tail);
 }
 

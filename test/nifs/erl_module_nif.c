@@ -41,6 +41,19 @@ BEAM_NIF(nif_end, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* end(tag), a keyword Erlang writes quoted (beam_alloc_erl_test:'end'/1):
+ * its one request used unchecked, for the fault-injection check's crash
+ * note. */
+BEAM_NIF(nif_end_unchecked) {
+    unsigned tag;
+    if (!enif_get_uint(env, argv[0], &tag))
+        return enif_make_badarg(env);
+    unsigned char *volatile p = beam_alloc(beam_allocator, unsigned char, 8);
+    p[0] = (unsigned char)tag;
+    beam_free(beam_allocator, p, 8);
+    return enif_make_atom(env, "ok");
+}
+
 BEAM_NIF(double_free, .leak_check = true) {
     unsigned char *p = beam_alloc(beam_allocator, unsigned char, 24);
     if (p == NULL)
@@ -71,6 +84,7 @@ static ErlNifFunc funcs[] = {
     {"double_free", 0, double_free, 0},
     {"free", 1, nif_free, 0},
     {"end", 0, nif_end, 0},
+    {"end", 1, nif_end_unchecked, 0},
     {"clean", 0, clean, 0},
     {"take_reports", 0, take_reports, 0},
     {"raise_badarg", 0, raise_badarg, 0},

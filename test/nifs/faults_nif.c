@@ -151,6 +151,17 @@ BEAM_NIF(uses_null_in_body) {
     return ok(env);
 }
 
+/* "uses null"(tag), a name Elixir writes quoted (Faults."uses null"/1):
+ * make_header's request used unchecked. The crash writes the name as the
+ * glue's reports do. */
+BEAM_NIF(uses_null_quoted) {
+    unsigned tag;
+    if (!enif_get_uint(env, argv[0], &tag))
+        return enif_make_badarg(env);
+    beam_free(beam_allocator, make_header(tag), 64);
+    return ok(env);
+}
+
 /* aborts(): the VM dies by SIGABRT, whatever the check fails (a crash that
  * is no failed allocation's). */
 BEAM_NIF(aborts) {
@@ -1199,6 +1210,7 @@ static ErlNifFunc funcs[] = {
     {"uses_null_in_thread", 0, uses_null_in_thread, 0},
     {"uses_null_in_callback", 0, uses_null_in_callback, 0},
     {"uses_null_in_body", 0, uses_null_in_body, 0},
+    {"uses null", 1, uses_null_quoted, 0},
     {"aborts", 0, aborts, 0},
     {"divides", 1, divides, 0},
     {"sends_itself", 1, sends_itself, 0},
