@@ -1965,11 +1965,24 @@ defmodule BeamAlloc.CaseTest do
           test "clean on_exit" do
             on_exit(fn -> :ok end)
           end
+
+          test "fails, on_exit" do
+            on_exit(fn -> :ok = Misuse.double_free_plain() end)
+            assert 1 == 2
+          end
         end
       end
       """)
 
-    assert out =~ ~r/RESULT %\{.*failures: 4/, out
+    assert out =~ ~r/RESULT %\{.*failures: 6/, out
+
+    # A test that failed shows its own failure alone (ExUnit keeps a
+    # test's first): its callbacks' reports are only logged.
+    for module <- ["GuardedOnExitAsync", "GuardedOnExitSync"] do
+      assert out =~
+               ~r/test fails, on_exit \(#{module}\)\n.*\n\s+Assertion with == failed\n(?:(?!beam_alloc reported|\n\s+\d+\) test).)*stacktrace:/s,
+             out
+    end
 
     for module <- ["GuardedOnExitAsync", "GuardedOnExitSync"],
         name <- ["on_exit", "setup on_exit"] do

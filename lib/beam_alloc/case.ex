@@ -69,7 +69,9 @@ defmodule BeamAlloc.Case do
   that the test did not start: the guard makes it the test's once the
   test's body returned). Not those of a callback registered before the
   guard's setup (a setup that comes before `use BeamAlloc.Case`): it
-  runs after the guard's check, and counts for no test; in an async
+  runs after the guard's check, and counts for no test; nor those of a
+  test that failed (ExUnit shows its first failure alone: they are only
+  logged); in an async
   module, not those of a test the guard does not wrap (its name too
   long, see above) either. A
   `BEAM_NIF` call that reported returns only once
