@@ -297,18 +297,33 @@ beam_allocator_t beam_arena_allocator(beam_arena_t *arena) {
     return a;
 }
 
+/* What a report made while c goes back to the parent says of it, at a NIF
+ * call's end (beam__call_end): c's own blocks, which the parent knows
+ * nothing of. Read then, before the parent frees (and poisons) it. */
+static void note_chunk(beam__call_end *end, const chunk_t *c) {
+    end->chunk = c;
+    end->data_at = HEADER;
+    end->last = c->last;
+    end->end = c->end;
+}
+
 /* Newest first, which lets a bump-style parent (a fixed buffer) roll all
- * the way back. */
+ * the way back. end: a NIF call's end, told of each chunk (else NULL). */
 static void free_chunks_except(beam_arena_t *arena, chunk_t *keep,
-                               uintptr_t ret) {
+                               beam__call_end *end, uintptr_t ret) {
     chunk_t *c = arena->chunks;
     while (c != NULL) {
         chunk_t *next = c->next;
-        if (c != keep)
+        if (c != keep) {
+            if (BEAM__UNLIKELY(end != NULL))
+                note_chunk(end, c);
             beam__parent_free(arena->parent, c, HEADER + c->cap, CHUNK_ALIGN,
                               ret);
+        }
         c = next;
     }
+    if (end != NULL)
+        end->chunk = NULL;
     arena->chunks = keep;
     if (keep != NULL) {
         keep->next = NULL;
@@ -354,7 +369,7 @@ static bool reset_impl(beam_arena_t *arena, beam_arena_reset_mode mode,
     chunk_t *keep =
         retain && oldest != NULL && oldest->cap >= target ? oldest : NULL;
     bool replace = retain && keep == NULL && target > 0;
-    free_chunks_except(arena, keep, ret);
+    free_chunks_except(arena, keep, NULL, ret);
     if (!replace)
         return true;
     /* Freed first: the old chunks and the new one never coexist. The
@@ -373,11 +388,20 @@ bool beam_arena_reset_default_(beam_arena_t *arena) {
     return reset_impl(arena, BEAM_ARENA_RETAIN_CAPACITY, BEAM__RET_ADDR());
 }
 
-void beam_arena_deinit(beam_arena_t *arena) {
-    if (beam__null_instance(arena, "beam_arena_deinit", BEAM__RET_ADDR()))
+static void deinit_impl(beam_arena_t *arena, beam__call_end *end,
+                        uintptr_t ret) {
+    if (beam__null_instance(arena, "beam_arena_deinit", ret))
         return;
-    free_chunks_except(arena, NULL, BEAM__RET_ADDR());
+    free_chunks_except(arena, NULL, end, ret);
     arena->parent = beam__deinited(arena);
+}
+
+void beam_arena_deinit(beam_arena_t *arena) {
+    deinit_impl(arena, NULL, BEAM__RET_ADDR());
+}
+
+void beam__arena_deinit_noting(beam_arena_t *arena, beam__call_end *end) {
+    deinit_impl(arena, end, BEAM__RET_ADDR());
 }
 
 size_t beam_arena_used(const beam_arena_t *arena) {

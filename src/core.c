@@ -88,12 +88,12 @@ BEAM__NOINLINE void beam__report_refused_as(const char *kind, const char *call,
                                             void *mem, size_t len,
                                             size_t alignment, uintptr_t ret,
                                             const char *what) {
-    char site[512], line[BEAM__REPORT_LINE];
+    char caller[BEAM__CALLER_SAID], line[BEAM__REPORT_LINE];
     snprintf(line, sizeof line,
              "beam_alloc: %s of %p ignored: %s (length %zu, alignment %zu; "
-             "called from %s)",
+             "%s)",
              call, mem, what, len, alignment,
-             beam__describe_addr(ret, site, sizeof site));
+             beam__caller_said(ret, caller, sizeof caller));
     beam__misuse_note(kind, line);
     beam__report_line(line);
 }

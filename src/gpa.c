@@ -108,14 +108,8 @@ static void safe_on_free(gpa_state *st, gpa_slab *s, void **b, size_t len,
                          size_t alignment, uintptr_t ret, uintptr_t site) {
     unsigned char *p = (unsigned char *)b;
     size_t bad = gpa_first_other(p, len, s->size, GPA_CANARY);
-    if (bad != s->size) {
-        char what[112];
-        snprintf(what, sizeof what,
-                 "write past the end of a block (padding byte %zu changed; "
-                 "found at free)",
-                 bad - len);
-        beam__gpa_misuse_at(st, what, b, len, alignment, ret, site);
-    }
+    if (bad != s->size)
+        beam__gpa_overrun(st, b, len, alignment, bad - len, ret, site);
     memset(p + 2 * sizeof(void *), GPA_FREED_FILL,
            s->size - 2 * sizeof(void *));
 }

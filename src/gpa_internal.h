@@ -1318,6 +1318,13 @@ BEAM__HIDDEN void beam__gpa_misuse_at(gpa_state *st, const char *what,
                                       const void *p, size_t len,
                                       size_t alignment, uintptr_t ret,
                                       uintptr_t alloc_site);
+/* A write past the end of block p (len bytes at alignment), its padding's
+ * byte changed, found as the block is freed (ret) in safe mode. A scratch
+ * arena's chunk given back at a NIF call's end is named as that, with the
+ * NIF's block in it (beam__call_end). */
+BEAM__HIDDEN void beam__gpa_overrun(gpa_state *st, const void *p, size_t len,
+                                    size_t alignment, size_t byte,
+                                    uintptr_t ret, uintptr_t alloc_site);
 /* A call given a block through an instance that has no state (never used,
  * or deinit): call names it ("free", "resize", "remap or realloc"). */
 BEAM__HIDDEN void beam__gpa_misuse_stateless(unsigned flags, const char *call,

@@ -275,14 +275,8 @@ static void safe_take_back(gpa_state *st, const gpa_large *e, size_t len,
                            size_t alignment, uintptr_t ret) {
     unsigned char *p = (unsigned char *)e->ptr;
     size_t bad = gpa_first_other(p, e->len, e->backing_len, GPA_CANARY);
-    if (bad != e->backing_len) {
-        char what[112];
-        snprintf(what, sizeof what,
-                 "write past the end of a block (padding byte %zu changed; "
-                 "found at free)",
-                 bad - e->len);
-        beam__gpa_misuse_at(st, what, p, len, alignment, ret, e->site);
-    }
+    if (bad != e->backing_len)
+        beam__gpa_overrun(st, p, len, alignment, bad - e->len, ret, e->site);
     memset(p, GPA_FREED_FILL, e->backing_len);
 }
 

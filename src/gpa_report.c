@@ -53,6 +53,10 @@ static const char *call_len(size_t len, size_t alignment, char *buf,
 static void misuse_said(gpa_state *st, const char *what, const void *p,
                         const char *said_len, uintptr_t ret,
                         uintptr_t alloc_site, const char *ret_is);
+static void misuse_told(gpa_state *st, const char *what, const void *p,
+                        const char *said_len, uintptr_t ret,
+                        uintptr_t alloc_site, const char *ret_is,
+                        const char *origin);
 
 /* How a report names its ret: the offending call's site, or, for a
  * misuse found when an allocation reused a freed block (a write after
@@ -118,27 +122,95 @@ void beam__gpa_misuse_at(gpa_state *st, const char *what, const void *p,
                 alloc_site, CALLED_FROM);
 }
 
+/* The write past a chunk of a scratch arena that end gives back, at
+ * byte past of it: "the write was at byte B of X, the last block allocated
+ * from it (N bytes)", where the NIF looks for it (the chunk it never
+ * allocated, nor its length). */
+static void chunk_write_said(const beam__call_end *end, size_t past, char *buf,
+                             size_t n) {
+    const unsigned char *data =
+        (const unsigned char *)end->chunk + end->data_at;
+    size_t at = past - end->data_at;
+    if (end->last == SIZE_MAX) {
+        snprintf(buf, n,
+                 "the write was at byte %zu of its data, %p (its last "
+                 "block was freed)",
+                 at, (const void *)data);
+        return;
+    }
+    size_t len = end->end - end->last;
+    snprintf(buf, n,
+             "the write was at byte %zu of %p, the last block allocated "
+             "from it (%zu byte%s)",
+             at - end->last, (const void *)(data + end->last), len,
+             len == 1 ? "" : "s");
+}
+
+void beam__gpa_overrun(gpa_state *st, const void *p, size_t len,
+                       size_t alignment, size_t byte, uintptr_t ret,
+                       uintptr_t alloc_site) {
+    char what[112];
+    snprintf(what, sizeof what,
+             "write past the end of a block (padding byte %zu changed; "
+             "found at free)",
+             byte);
+    const beam__call_end *end = beam__misuse.ending;
+    if (BEAM__LIKELY(end == NULL || end->chunk != p)) {
+        beam__gpa_misuse_at(st, what, p, len, alignment, ret, alloc_site);
+        return;
+    }
+    char write[160], said[240];
+    chunk_write_said(end, len + byte, write, sizeof write);
+    snprintf(said, sizeof said,
+             "a chunk of %zu bytes of the call's scratch arena, not a block "
+             "of the NIF's: %s",
+             len, write);
+    misuse_told(st, what, p, said, ret, alloc_site, CALLED_FROM,
+                "the chunk was taken by an allocation from");
+}
+
 /* Frames kept of the offending call: as many as the instance keeps of an
  * allocation (several in safe mode), taken here, on the misusing thread.
  * said_len: the block's length as the report gives it. */
 static void misuse_said(gpa_state *st, const char *what, const void *p,
                         const char *said_len, uintptr_t ret,
                         uintptr_t alloc_site, const char *ret_is) {
-    char site[600], from[600], line[BEAM__REPORT_LINE];
+    misuse_told(st, what, p, said_len, ret, alloc_site, ret_is,
+                "the block was allocated from");
+}
+
+/* ", RET_IS FRAMES", or at a NIF call's end, where the frames are the
+ * glue's, ", found when the NIF call ... returned". */
+static void caller_said(const gpa_state *st, uintptr_t ret, const char *ret_is,
+                        char *buf, size_t n) {
+    char site[600], found[600];
+    if (beam__found_at_call_end(found, sizeof found) != NULL) {
+        snprintf(buf, n, ", %s", found);
+        return;
+    }
     uintptr_t pcs[BEAM__MAX_FRAMES];
-    size_t n = beam__stack_above(ret, pcs, beam__frames_depth(st->flags));
+    size_t k = beam__stack_above(ret, pcs, beam__frames_depth(st->flags));
+    snprintf(buf, n, ", %s %s", ret_is,
+             beam__describe_frames(pcs, k, site, sizeof site));
+}
+
+/* misuse_said, origin saying where the block came from. */
+static void misuse_told(gpa_state *st, const char *what, const void *p,
+                        const char *said_len, uintptr_t ret,
+                        uintptr_t alloc_site, const char *ret_is,
+                        const char *origin) {
+    char from[600], line[BEAM__REPORT_LINE];
     beam__atomic_add_relaxed(&st->misuse, 1);
     /* ret 0: found after the fact (a check at the end of a call), where
      * no call of the user's is at fault: no "called from". */
     char called[620] = "";
     if (ret != 0)
-        snprintf(called, sizeof called, ", %s %s", ret_is,
-                 beam__describe_frames(pcs, n, site, sizeof site));
+        caller_said(st, ret, ret_is, called, sizeof called);
     if (alloc_site != 0)
         snprintf(line, sizeof line,
                  "beam_alloc: general purpose allocator: %s: %p (%s)%s; "
-                 "the block was allocated from %s",
-                 what, p, said_len, called,
+                 "%s %s",
+                 what, p, said_len, called, origin,
                  beam__describe_site(alloc_site, from, sizeof from));
     else
         snprintf(line, sizeof line,

@@ -78,9 +78,41 @@ BEAM__HIDDEN void beam__report_misuse(const char *kind, uintptr_t ret,
 typedef struct beam__misuse_record {
     unsigned long count, watch_from;
     const char *kind; /* one of the kinds below (static text) */
+    /* The NIF call whose end this thread is in, or NULL: see
+     * beam__call_end. */
+    const struct beam__call_end *ending;
 } beam__misuse_record;
 #define BEAM__MISUSE_LINE 512
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
+
+/* A NIF call's end (glue.c), while the glue takes down the allocators it
+ * put over the NIF's: a misuse found then (a scratch arena's chunk written
+ * past, found as the arena gives it back to leak_check's instance) has the
+ * glue's frames for its caller, while the call that did it has returned.
+ * Its report names the call instead; and a scratch chunk, which the NIF
+ * never allocated, as the chunk, with the last block allocated from it
+ * (beam__arena_deinit_noting fills that in as it gives each back). */
+typedef struct beam__call_end {
+    /* "found when the NIF call demo:overrun/0 returned" into buf: asked
+     * by a report only */
+    void (*found)(const struct beam__call_end *end, char *buf, size_t n);
+    const void *call;  /* found's */
+    const void *chunk; /* the scratch chunk being given back, or NULL */
+    size_t data_at;    /* where its data starts, from the chunk */
+    size_t last, end;  /* its last block: [last, end) of its data; last
+                          SIZE_MAX when not known (that block was freed) */
+} beam__call_end;
+/* beam_arena_deinit at a NIF call's end: end names each chunk while the
+ * arena gives it back (beam__call_end). */
+BEAM__HIDDEN void beam__arena_deinit_noting(beam_arena_t *arena,
+                                            beam__call_end *end);
+/* "found when the NIF call ... returned" into buf, in place of "called
+ * from <the glue>", when this thread is in a call's end; else NULL. */
+BEAM__HIDDEN const char *beam__found_at_call_end(char *buf, size_t n);
+/* "called from SITE" of the call that returns to ret, or the above at a
+ * call's end: into buf, of BEAM__CALLER_SAID bytes. */
+#define BEAM__CALLER_SAID 540
+BEAM__HIDDEN const char *beam__caller_said(uintptr_t ret, char *buf, size_t n);
 /* The first report line of the call: BEAM__MISUSE_LINE bytes of the
  * thread's cold block, NULL when that block cannot be had. Asked each time,
  * never kept: the block may be given back meanwhile (unload). */

@@ -165,7 +165,7 @@ void beam__report(const char *fmt, ...) {
 
 void beam__report_misuse(const char *kind, uintptr_t ret, const char *fmt,
                          ...) {
-    char site[512], line[BEAM__REPORT_LINE];
+    char site[BEAM__CALLER_SAID], line[BEAM__REPORT_LINE];
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof line, fmt, ap);
@@ -174,8 +174,8 @@ void beam__report_misuse(const char *kind, uintptr_t ret, const char *fmt,
     size_t used = n < 0                     ? 0
                   : (size_t)n < sizeof line ? (size_t)n
                                             : sizeof line - 1;
-    snprintf(line + used, sizeof line - used, " (called from %s)",
-             beam__describe_addr(ret, site, sizeof site));
+    snprintf(line + used, sizeof line - used, " (%s)",
+             beam__caller_said(ret, site, sizeof site));
     if (kind != NULL)
         beam__misuse_note(kind, line);
     beam__report_line(line);
@@ -207,6 +207,23 @@ void beam__misuse_note(const char *kind, const char *line) {
                      line);
     }
     m->count++;
+}
+
+const char *beam__found_at_call_end(char *buf, size_t n) {
+    const beam__call_end *end = beam__misuse.ending;
+    if (end == NULL)
+        return NULL;
+    end->found(end, buf, n);
+    return buf;
+}
+
+const char *beam__caller_said(uintptr_t ret, char *buf, size_t n) {
+    if (beam__found_at_call_end(buf, n) != NULL)
+        return buf;
+    char site[512];
+    snprintf(buf, n, "called from %s",
+             beam__describe_addr(ret, site, sizeof site));
+    return buf;
 }
 
 /* --- Code addresses ------------------------------------------------------ */

@@ -78,5 +78,38 @@ defmodule BeamAlloc.ScratchTest do
       assert_raise RuntimeError, message, fn -> Scratch.checked_escape() end
       assert Enum.any?(Scratch.take_reports(), &(&1 =~ "leak: 8 bytes"))
     end
+
+    # A write past the arena's chunk is found when the arena gives the
+    # chunk back to the checking instance at the call's end. The report
+    # gave the chunk's length (4096) for the block's, which the NIF never
+    # allocated, and named the glue's frames as its caller ("called from
+    # unstack_allocators (glue.c) <- call_composed (glue.c)"): it names the
+    # chunk as such, the NIF's last block in it and where the write was,
+    # and the call at whose end it was found.
+    defp overrun_report(fun) do
+      Scratch.take_reports()
+
+      message =
+        "memory misuse detected in function `BeamAlloc.Test.Scratch.#{fun}/0`: " <>
+          "write past the end of a block"
+
+      assert_raise RuntimeError, message, fn -> apply(Scratch, fun, []) end
+      assert [line] = Scratch.take_reports()
+      refute line =~ "called from"
+      refute line =~ "length 4096"
+      assert line =~ ", found when the NIF call `BeamAlloc.Test.Scratch.#{fun}/0` returned; "
+      assert line =~ "; the chunk was taken by an allocation from "
+      line
+    end
+
+    test "a write past its chunk names the NIF's block and the call, not the glue" do
+      assert overrun_report(:overrun) =~
+               ~r/\(a chunk of 4096 bytes of the call's scratch arena, not a block of the NIF's: the write was at byte 4064 of 0x[0-9a-f]+, the last block allocated from it \(1 byte\)\)/
+    end
+
+    test "a write past its chunk through a later block names that block's offset" do
+      assert overrun_report(:overrun_second) =~
+               ~r/the write was at byte 3964 of 0x[0-9a-f]+, the last block allocated from it \(16 bytes\)\)/
+    end
   end
 end

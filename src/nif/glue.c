@@ -1088,13 +1088,33 @@ static COMPOSED_STEP beam_allocator_t enter_driver(composed_call *c,
     return a;
 }
 
+/* Where a report made at end's call's end says it was found
+ * (beam__call_end), naming the call as its exception does: "found when
+ * the NIF call demo:overrun/0 returned". */
+static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
+    char mfa[MFA_MAX];
+    format_mfa(end->call, mfa, sizeof mfa);
+    snprintf(buf, n,
+             beam__module_is_erlang() ? "found when the NIF call %s returned"
+                                      : "found when the NIF call `%s` returned",
+             mfa);
+}
+
 /* The plan lets go of the call's blocks, then the arena gives its chunks
- * back (the leak check comes last: finish_leak_check). */
+ * back (the leak check comes last: finish_leak_check). A misuse found
+ * meanwhile was the body's, which has returned: its report names the call
+ * (the frames it would name are these), and a scratch chunk as such. */
 static COMPOSED_STEP void unstack_allocators(composed_call *c) {
+    if (!c->faulted && !c->o.scratch)
+        return;
+    beam__call_end end = {found_at_end_of, c->call, NULL, 0, 0, 0};
+    const beam__call_end *outer = c->m->ending;
+    c->m->ending = &end;
     if (c->faulted)
         c->driver->leave(&c->frame);
     if (c->o.scratch)
-        beam_arena_deinit(&c->arena);
+        beam__arena_deinit_noting(&c->arena, &end);
+    c->m->ending = outer;
 }
 
 /* A thread the body started (and joined, or not) that misused the call's

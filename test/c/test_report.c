@@ -615,3 +615,83 @@ TEST(gpa_cold_block_released_under_a_live_thread_is_not_freed_again) {
     pthread_barrier_destroy(&stale_released);
     check_release_reports();
 }
+
+/* An arena over a safe instance, its first chunk (4096 bytes, its data
+ * from byte 32) written one byte past through the second of two blocks
+ * (100 bytes, then 16 at byte 100 of the data): byte 3964 of that one. */
+static void overrun_first_chunk(beam_gpa_t *gpa, beam_arena_t *arena) {
+    beam_gpa_init_ex(gpa, beam_large_allocator, BEAM_GPA_SAFE);
+    beam_arena_init(arena, beam_gpa_allocator(gpa));
+    beam_allocator_t a = beam_arena_allocator(arena);
+    unsigned char *first = beam_alloc(a, unsigned char, 100);
+    unsigned char *b = beam_alloc(a, unsigned char, 16);
+    if (first == NULL || b == NULL)
+        return;
+    b[4096 - 4 * sizeof(size_t) - 100] = 0xEE;
+}
+
+static void found_at_test_call(const beam__call_end *end, char *buf, size_t n) {
+    snprintf(buf, n, "found when the NIF call %s returned",
+             (const char *)end->call);
+}
+
+/* The glue's deinit of a scratch call's arena: the report names the chunk
+ * as one, the block of the NIF's the write went through, and the call
+ * (it said "length 4096" and "called from" the glue's frames). */
+TEST(arena_chunk_written_past_at_a_call_end_names_its_block_and_the_call) {
+    beam_gpa_t gpa;
+    beam_arena_t arena;
+    check_capture_reports();
+    overrun_first_chunk(&gpa, &arena);
+    beam__call_end end = {found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0};
+    beam__misuse.ending = &end;
+    beam__arena_deinit_noting(&arena, &end);
+    beam__misuse.ending = NULL;
+    CHECK(end.chunk == NULL);
+    CHECK(check_said_once(
+        "(a chunk of 4096 bytes of the call's scratch arena, not a block of "
+        "the NIF's: the write was at byte 3964 of "));
+    CHECK(check_report_contains(", the last block allocated from it (16 "
+                                "bytes)), found when the NIF call "
+                                "demo:overrun/0 returned; the chunk was "
+                                "taken by an allocation from "));
+    CHECK(!check_report_contains("called from"));
+    beam_gpa_deinit(&gpa);
+    check_release_reports();
+}
+
+/* The same with its last block freed: where that started is not known,
+ * and the write is given from the chunk's data. */
+TEST(arena_chunk_written_past_at_a_call_end_its_last_block_freed) {
+    beam_gpa_t gpa;
+    beam_arena_t arena;
+    check_capture_reports();
+    overrun_first_chunk(&gpa, &arena);
+    beam_allocator_t a = beam_arena_allocator(&arena);
+    unsigned char *c = beam_alloc(a, unsigned char, 8);
+    CHECK(c != NULL);
+    beam_free(a, c, 8);
+    beam__call_end end = {found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0};
+    beam__misuse.ending = &end;
+    beam__arena_deinit_noting(&arena, &end);
+    beam__misuse.ending = NULL;
+    CHECK(check_said_once("not a block of the NIF's: the write was at byte "
+                          "4064 of its data, "));
+    CHECK(check_report_contains(" (its last block was freed)), found when "));
+    beam_gpa_deinit(&gpa);
+    check_release_reports();
+}
+
+/* The user's own deinit of the same arena: the free of the chunk is the
+ * user's call, and the report names its caller as before. */
+TEST(arena_chunk_written_past_at_a_users_deinit_names_the_caller) {
+    beam_gpa_t gpa;
+    beam_arena_t arena;
+    check_capture_reports();
+    overrun_first_chunk(&gpa, &arena);
+    beam_arena_deinit(&arena);
+    CHECK(check_said_once("(length 4096, alignment 8), called from "));
+    CHECK(check_report_contains("; the block was allocated from "));
+    beam_gpa_deinit(&gpa);
+    check_release_reports();
+}

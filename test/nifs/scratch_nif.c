@@ -190,6 +190,32 @@ BEAM_NIF(checked_escape, .scratch = true, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* The bytes of data in the arena's first chunk: 4096 less its header (four
+ * words: arena.c). A write there is the byte just past the chunk. */
+#define FIRST_CHUNK_DATA (4096 - 4 * sizeof(size_t))
+
+/* overrun(): the chunk's one block (1 byte) written FIRST_CHUNK_DATA bytes
+ * on, past the chunk; the checking instance finds it when the arena gives
+ * the chunk back at the call's end. */
+BEAM_NIF(overrun, .scratch = true, .leak_check = true) {
+    volatile unsigned char *p = beam_alloc(beam_allocator, unsigned char, 1);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    p[FIRST_CHUNK_DATA] = 0xEE;
+    return enif_make_atom(env, "ok");
+}
+
+/* overrun_second(): the same through the second of two blocks (100 bytes,
+ * then 16 at offset 100, both at alignment 1): byte 3964 of it. */
+BEAM_NIF(overrun_second, .scratch = true, .leak_check = true) {
+    unsigned char *a = beam_alloc(beam_allocator, unsigned char, 100);
+    volatile unsigned char *b = beam_alloc(beam_allocator, unsigned char, 16);
+    if (a == NULL || b == NULL)
+        return beam_make_error(env, "enomem");
+    b[FIRST_CHUNK_DATA - 100] = 0xEE;
+    return enif_make_atom(env, "ok");
+}
+
 /* A raw NIF allocating through whatever beam_allocator holds: after a
  * scratch call it must not be the finished call's arena. */
 static ERL_NIF_TERM raw_uses_allocator(ErlNifEnv *env, int argc,
@@ -215,6 +241,8 @@ static ErlNifFunc funcs[] = {
     {"free_newest", 0, free_newest, 0},
     {"checked", 0, checked, 0},
     {"checked_escape", 0, checked_escape, 0},
+    {"overrun", 0, overrun, 0},
+    {"overrun_second", 0, overrun_second, 0},
     {"raw_uses_allocator", 0, raw_uses_allocator, 0},
     {"take_reports", 0, take_reports, 0},
 };
