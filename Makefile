@@ -491,7 +491,7 @@ test-all: $(TESTS)
 # one back fails here, not in a VM on the first access of some thread.
 # And the thread-locals must fit glibc's spare static TLS (512 bytes) for a
 # dlopen'ed NIF to get static slots: a field too many would silently send
-# every fast-path access through a descriptor call (496 bytes here, 504 in a
+# every fast-path access through a descriptor call (488 bytes here, 496 in a
 # linked NIF: README, on 7 December 2026).
 .PHONY: tls-check
 tls-check: $(BUILD)/libbeam_alloc.a

@@ -154,7 +154,7 @@ void beam__gpa_overrun(gpa_state *st, const void *p, size_t len,
              "write past the end of a block (padding byte %zu changed; "
              "found at free)",
              byte);
-    const beam__call_end *end = beam__misuse.ending;
+    const beam__call_end *end = beam__call_ending();
     if (BEAM__LIKELY(end == NULL || end->chunk != p)) {
         beam__gpa_misuse_at(st, what, p, len, alignment, ret, alloc_site);
         return;

@@ -78,9 +78,6 @@ BEAM__HIDDEN void beam__report_misuse(const char *kind, uintptr_t ret,
 typedef struct beam__misuse_record {
     unsigned long count, watch_from;
     const char *kind; /* one of the kinds below (static text) */
-    /* The NIF call whose end this thread is in, or NULL: see
-     * beam__call_end. */
-    const struct beam__call_end *ending;
 } beam__misuse_record;
 #define BEAM__MISUSE_LINE 512
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__misuse_record beam__misuse;
@@ -102,6 +99,20 @@ typedef struct beam__call_end {
     size_t last, end;  /* its last block: [last, end) of its data; last
                           SIZE_MAX when not known (that block was freed) */
 } beam__call_end;
+/* The NIF call whose end this thread is in (beam__call_end), or NULL.
+ * The glue keeps it in the call's own state (nif/glue.c), which a
+ * thread-local it has already points to: a field of its own here took 8
+ * of the few bytes left of glibc's spare static TLS (README, Performance)
+ * for a report that is seldom made. The standalone library makes no NIF
+ * calls; its C tests stand one in. */
+#ifdef BEAM_ALLOC_STANDALONE
+BEAM__HIDDEN extern const beam__call_end *beam__call_end_for_tests;
+static inline const beam__call_end *beam__call_ending(void) {
+    return beam__call_end_for_tests;
+}
+#else
+BEAM__HIDDEN const beam__call_end *beam__call_ending(void);
+#endif
 /* beam_arena_deinit at a NIF call's end: end names each chunk while the
  * arena gives it back (beam__call_end). */
 BEAM__HIDDEN void beam__arena_deinit_noting(beam_arena_t *arena,

@@ -209,8 +209,12 @@ void beam__misuse_note(const char *kind, const char *line) {
     m->count++;
 }
 
+#ifdef BEAM_ALLOC_STANDALONE
+const beam__call_end *beam__call_end_for_tests;
+#endif
+
 const char *beam__found_at_call_end(char *buf, size_t n) {
-    const beam__call_end *end = beam__misuse.ending;
+    const beam__call_end *end = beam__call_ending();
     if (end == NULL)
         return NULL;
     end->found(end, buf, n);

@@ -681,12 +681,22 @@ typedef struct nif_call {
      * gave it an allocator of the call's own (scoped, gone at its
      * return): the one beam_allocator is without them (lasting). */
     beam_allocator_t scoped, lasting;
-    bool injected; /* scoped is fault injection's (else leak_check's or
-                      scratch's own) */
+    unsigned char flags; /* CALL_INJECTED, CALL_AT_END */
     /* Reports of this call (and of calls inside it, once they returned)
      * that were not sent: the outermost call's end says how many. */
     unsigned long dropped;
+    /* What a report made in the call's end says of it
+     * (beam__call_ending): set then only, with CALL_AT_END, a bit of the
+     * flags every call clears (a pointer cleared too was one more store
+     * on every call). */
+    const beam__call_end *ending;
 } nif_call;
+enum {
+    /* scoped is fault injection's (else leak_check's or scratch's own) */
+    CALL_INJECTED = 1,
+    /* the call is in its end (unstack_allocators): ending is set */
+    CALL_AT_END = 2,
+};
 
 BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
 
@@ -696,10 +706,15 @@ beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
     *injected = false;
     if (c != NULL && c->scoped.vtable != NULL &&
         parent.vtable == c->scoped.vtable && parent.ctx == c->scoped.ctx) {
-        *injected = c->injected;
+        *injected = (c->flags & CALL_INJECTED) != 0;
         return c->lasting;
     }
     return parent;
+}
+
+const beam__call_end *beam__call_ending(void) {
+    const nif_call *c = beam__nif_here.call;
+    return c != NULL && (c->flags & CALL_AT_END) != 0 ? c->ending : NULL;
 }
 
 ErlNifEnv *beam__nif_current_env(void) {
@@ -1108,13 +1123,13 @@ static COMPOSED_STEP void unstack_allocators(composed_call *c) {
     if (!c->faulted && !c->o.scratch)
         return;
     beam__call_end end = {found_at_end_of, c->call, NULL, 0, 0, 0};
-    const beam__call_end *outer = c->m->ending;
-    c->m->ending = &end;
+    c->call->ending = &end;
+    c->call->flags |= CALL_AT_END;
     if (c->faulted)
         c->driver->leave(&c->frame);
     if (c->o.scratch)
         beam__arena_deinit_noting(&c->arena, &end);
-    c->m->ending = outer;
+    c->call->flags &= (unsigned char)~CALL_AT_END;
 }
 
 /* A thread the body started (and joined, or not) that misused the call's
@@ -1248,7 +1263,7 @@ call_composed(const beam_nif_options *options, const beam__nif_override *ov,
     if (a.ctx != c.o.allocator.ctx || a.vtable != c.o.allocator.vtable) {
         call->scoped = a;
         call->lasting = c.o.allocator;
-        call->injected = c.faulted;
+        call->flags = c.faulted ? CALL_INJECTED : 0;
     }
     ERL_NIF_TERM result = body(env, argc, argv);
     /* The allocators below are about to go: nothing (a report hook
@@ -1313,8 +1328,17 @@ ERL_NIF_TERM beam_nif_call(const beam_nif_options *options, const char *c_name,
     }
     const beam_allocator_t saved = *here;
     nif_call *const outer = t->call;
-    nif_call call = {self,         c_name,       argc,  env,
-                     {NULL, NULL}, {NULL, NULL}, false, 0};
+    /* Set field by field: an initialiser would zero ending too (read
+     * only with CALL_AT_END), one more store on every call. */
+    nif_call call;
+    call.self = self;
+    call.c_name = c_name;
+    call.argc = argc;
+    call.env = env;
+    call.scoped = (beam_allocator_t){NULL, NULL};
+    call.lasting = (beam_allocator_t){NULL, NULL};
+    call.flags = 0;
+    call.dropped = 0;
     t->call = &call;
     /* Stacks in reports end at the body (frames.h). */
     const uintptr_t outer_stop = *stop;

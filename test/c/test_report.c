@@ -644,9 +644,9 @@ TEST(arena_chunk_written_past_at_a_call_end_names_its_block_and_the_call) {
     check_capture_reports();
     overrun_first_chunk(&gpa, &arena);
     beam__call_end end = {found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0};
-    beam__misuse.ending = &end;
+    beam__call_end_for_tests = &end;
     beam__arena_deinit_noting(&arena, &end);
-    beam__misuse.ending = NULL;
+    beam__call_end_for_tests = NULL;
     CHECK(end.chunk == NULL);
     CHECK(check_said_once(
         "(a chunk of 4096 bytes of the call's scratch arena, not a block of "
@@ -672,9 +672,9 @@ TEST(arena_chunk_written_past_at_a_call_end_its_last_block_freed) {
     CHECK(c != NULL);
     beam_free(a, c, 8);
     beam__call_end end = {found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0};
-    beam__misuse.ending = &end;
+    beam__call_end_for_tests = &end;
     beam__arena_deinit_noting(&arena, &end);
-    beam__misuse.ending = NULL;
+    beam__call_end_for_tests = NULL;
     CHECK(check_said_once("not a block of the NIF's: the write was at byte "
                           "4064 of its data, "));
     CHECK(check_report_contains(" (its last block was freed)), found when "));
