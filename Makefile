@@ -504,7 +504,7 @@ tls-check: $(BUILD)/libbeam_alloc.a
 	    objdump -d $(BUILD)/libbeam_alloc.a | grep -q '%[xyz]mm'; then \
 	  echo "tls-check: libbeam_alloc.a uses vector registers with TLS descriptors (Makefile, TLS_DIALECT)" >&2; exit 1; \
 	fi
-	@size=$$(readelf -SW $< | awk -f scripts/tls-bound); \
+	@size=$$(readelf -SW $< | awk -f scripts/tls-bound) || exit 1; \
 	  if [ "$${size:-513}" -gt 512 ]; then \
 	    echo "tls-check: the NIF build's thread-locals can take $${size:-an unknown number of} bytes in a NIF, over glibc's 512-byte spare static TLS: the fast paths would lose their static slots (README, Performance)" >&2; exit 1; \
 	  fi; \

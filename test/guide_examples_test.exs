@@ -141,6 +141,38 @@ defmodule BeamAlloc.GuideExamplesTest do
     [_, memsz] = Regex.run(~r/^\s*TLS(?:\s+0x[0-9a-f]+){4}\s+0x([0-9a-f]+)/m, phdrs)
     measured = String.to_integer(memsz, 16)
     assert String.to_integer(said) == measured, "README.md: thread-locals take #{measured} bytes"
+    {sections, 0} = System.cmd("readelf", ["-SW", lib])
+    {bound, 0} = tls_bound(sections)
+    assert String.to_integer(String.trim(bound)) >= measured, "scripts/tls-bound: #{bound}"
+  end
+
+  # tls-check's bound reads the thread-locals' sections: where it finds none
+  # (readelf missing or failing, or LTO objects, which have none until the
+  # link) it gives no bound, where it said 0 and the check passed.
+  test "tls-bound gives no bound without thread-local sections" do
+    o = Path.join(System.tmp_dir!(), "beam_alloc_tls_lto_#{System.unique_integer([:positive])}.o")
+    on_exit(fn -> File.rm(o) end)
+
+    {_, 0} =
+      cc_readme_nif(
+        "_Thread_local long x[4];\nlong *f(void) { return x; }\n",
+        ~w(-flto -c -o #{o})
+      )
+
+    {lto, 0} = System.cmd("readelf", ["-SW", o])
+
+    for input <- ["", lto] do
+      {out, status} = tls_bound(input)
+      assert status != 0 and not (out =~ ~r/^\d+$/m), "scripts/tls-bound gave #{inspect(out)}"
+    end
+  end
+
+  defp tls_bound(sections) do
+    input = Path.join(System.tmp_dir!(), "beam_alloc_tls_#{System.unique_integer([:positive])}")
+    File.write!(input, sections)
+    result = System.cmd("awk", ["-f", Path.join(@root, "scripts/tls-bound"), input])
+    File.rm(input)
+    result
   end
 
   defp readme, do: Path.join(@root, "README.md")
