@@ -615,8 +615,9 @@ BEAM_API extern const beam_allocator_t beam_general_purpose_allocator;
  * only reclaim the most recent block; everything goes back at reset/deinit.
  * A free or resize whose length would make an older block end where the
  * newest one does is refused and reported (it would hand the newest, live
- * block out again), and so is one of the newest block with a shorter
- * length than its own (its bytes would stay taken, unsaid). The newest block's
+ * block out again), and so is one of the newest block with a shorter or
+ * longer length than its own (a wrong length; a shorter one's bytes would
+ * stay taken, unsaid). The newest block's
  * start is all it keeps: once that block is freed, the one before it is not
  * known, and a block given with a length that ends at the top is taken back as
  * the caller says (as Zig's allocators do), until the next allocation. A
@@ -668,10 +669,11 @@ BEAM_API size_t beam_arena_used(const beam_arena_t *arena);
 
 /* Fixed buffer: bump allocation inside a caller's buffer; the last block can
  * grow, shrink and be freed (a length that would make an older block end
- * where the newest does, or the newest block given with a shorter length
- * than its own, is refused and reported, as in the arena). A
- * pointer outside the bytes it handed out (another allocator's, or a block
- * freed already) is refused (false, NULL) and reported as a misuse. Not
+ * where the newest does, or the newest block given with a shorter or longer
+ * length than its own, is refused and reported, as in the arena). A
+ * pointer outside the bytes it handed out (another allocator's, a block
+ * freed already, or an older block given with a length that runs past
+ * them) is refused (false, NULL) and reported as a misuse. Not
  * thread-safe. */
 typedef struct beam_fixed_buffer {
     unsigned char *buffer;

@@ -26,13 +26,13 @@ defmodule BeamAlloc.Testing do
     * the run repeated the first one: the same allocations, from the same
       call sites, up to the failing one; a function whose allocations depend
       on a counter, the clock or randomness cannot be checked this way, and
-      is reported as nondeterministic. (A NIF library that the runs called
-      loaded again while the check runs, a hot upgrade to another copy
-      than the one the first run counted, raises a `RuntimeError` saying
-      so instead of the problems its runs then show: run the check again.
-      A library loaded again that no run called, another module's, changes
-      nothing: the function's own problems are raised, or the check
-      passes.)
+      is reported as nondeterministic. (A NIF library that the runs
+      called, loaded again while the check runs (a hot upgrade to another
+      copy than the one the first run counted), raises a `RuntimeError`
+      saying so instead of the problems its runs then show: run the check
+      again. A library loaded again that no run called, another module's,
+      changes nothing: the function's own problems are raised, or the
+      check passes.)
 
   Then it runs the function once more without failures, which must make the
   same allocations as the first run. Problems are collected and raised
