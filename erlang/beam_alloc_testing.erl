@@ -267,9 +267,10 @@ others_note(Whose, Self, Front) ->
 %% Whose process the others' are told from, and why they count: what to do.
 %% (Elixir's: "or make the module async" alone hid a real bug of the test,
 %% which an async module does not count either: one it caused by calling
-%% an application's GenServer, in its on_exit callback, or through a
-%% process it started that exited before the reporter read the chain:
-%% review.)
+%% an application's GenServer, or through a process it started that
+%% exited before the reporter read the chain: review. An on_exit
+%% callback's report is another process's only to a check!/3 the test
+%% calls itself: the guard makes the callbacks' process the test's.)
 others_words(erlang) ->
     {"this one",
      "tests that run at the same time ({inparallel, ...}) count each other's reports: run "
