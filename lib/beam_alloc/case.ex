@@ -87,9 +87,9 @@ defmodule BeamAlloc.Case do
   start counts too, such as one of `setup_all` or of an application
   calling another NIF library in a loop, whose reports then fail every
   such test (make the module async, or stop that process during its
-  tests). The failure says so: such a report's line begins with the pid
-  of the process that made it, and a first line says how many were
-  another process's:
+  tests). The failure says whose such a report was: its line begins with
+  the pid of the process that made it, and a first line says how many
+  were another process's:
 
       beam_alloc reported 1 problem during the test:
 
@@ -100,8 +100,8 @@ defmodule BeamAlloc.Case do
   read whom it worked for, has no pid before it: it may be the test's.
   One with a pid may be the test's doing too: a call of the test to a
   GenServer it did not start, a process it started through one that has
-  exited. Fix those as the test's: an async
-  module would not count them.)
+  exited. Fix those as the test's bugs: making the module async would
+  only stop counting them.)
   In an async module a report made off any process (a thread the
   NIF started, a resource destructor) counts for no test: the test passes,
   the line only logged; test such code in a module that is not async. A test that triggers
