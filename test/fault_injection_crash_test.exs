@@ -451,15 +451,19 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   end
 
   # An ExUnit test file run by ExUnit's own runner, in a VM of its own:
-  # `body` is its one test's, "CALLER" marking the check's line.
-  defp run_exunit_test(body) do
+  # `body` is its one test's, "CALLER" marking the check's line; with
+  # `guarded: true` the module has `use BeamAlloc.Case` too.
+  defp run_exunit_test(body, opts \\ []) do
     file = Path.join(tmp_dir("crash_caller"), "caller_test.exs")
+    guard = if opts[:guarded], do: "use BeamAlloc.Case", else: ""
 
     File.write!(file, """
+    {:ok, _} = Application.ensure_all_started(:beam_alloc)
     ExUnit.start(autorun: false)
 
     defmodule CallerTest do
       use ExUnit.Case
+      #{guard}
 
       def made_elsewhere, do: fn -> #{@faults}.uses_null(7) end
 
@@ -500,6 +504,25 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
       run_exunit_test("""
           BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end) # CALLER
       """)
+
+    assert out =~
+             "\nbeam_alloc: that check_all_allocation_failures was called from " <>
+               "CallerTest.\"test the check\"/1 at #{file}:#{line}\n",
+           out
+  end
+
+  # BeamAlloc.Case wraps each test (defoverridable): the body, where the
+  # fun is written, is "test the check (overridable 1)", which the note
+  # named. It names the test as ExUnit does.
+  test "a check in a test BeamAlloc.Case wraps: the crash names the test, not its body" do
+    {out, file, line} =
+      run_exunit_test(
+        """
+            BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7) end) # CALLER
+            :ok
+        """,
+        guarded: true
+      )
 
     assert out =~
              "\nbeam_alloc: that check_all_allocation_failures was called from " <>
