@@ -261,39 +261,4 @@ defmodule BeamAlloc.NifGlueTest do
                    fn -> ExUnit.CaptureLog.capture_log(fn -> BeamAlloc.Test.Init6.leaks() end) end
     end
   end
-
-  describe "the composed path (an option, a fault driver)" do
-    @root Path.expand("..", __DIR__)
-    @steps ~w(stack_allocators enter_driver unstack_allocators finish_leak_check
-              find_misuse_elsewhere report_leaks keep_or_free_instance
-              close_misuse_watch tell_driver_misuse fault_flags)
-
-    # call_composed's steps (src/nif/glue.c) were frames of their own at
-    # -O0 and -Og: a report made in one (a scratch chunk's free at the
-    # call's end finding a write past it, from unstack_allocators) named
-    # the step alone (the stack ends below call_composed's frame), where
-    # at -O2, each inlined, it names the step <- call_composed. Each is
-    # inlined at every level now, with gcc and clang: none is a function
-    # of glue.o. (Built by the Makefile, as a user's -O0 build of the
-    # library is, into a directory of its own.)
-    test "its steps are no frames of their own at -O0 or -Og" do
-      for cc <- ~w(gcc clang), System.find_executable(cc), opt <- ~w(-O0 -Og) do
-        dir =
-          Path.join(
-            System.tmp_dir!(),
-            "beam_alloc_glue_#{System.pid()}_#{System.unique_integer([:positive])}"
-          )
-
-        on_exit(fn -> File.rm_rf!(dir) end)
-        glue = Path.join(dir, "nif/nif/glue.o")
-        args = ["-C", @root, "--no-print-directory", glue, "BUILD=#{dir}", "CC=#{cc}"]
-        {out, status} = System.cmd("make", args ++ ["CFLAGS=#{opt} -g"], stderr_to_stdout: true)
-        assert status == 0, out
-        {syms, 0} = System.cmd("nm", [glue])
-        functions = for [_, name] <- Regex.scan(~r/ [tT] (\w+)$/m, syms), do: name
-        assert {cc, opt, "call_composed" in functions} == {cc, opt, true}
-        assert {cc, opt, Enum.filter(functions, &(&1 in @steps))} == {cc, opt, []}
-      end
-    end
-  end
 end

@@ -1017,15 +1017,6 @@ static bool process_wide(beam_allocator_t a) {
     "beam_alloc: a misuse of this call's allocator on another thread (its "    \
     "report names the line)"
 
-/* call_composed's steps, inlined into it at every optimisation level, as
- * -O2 does by itself. At -O0 and -Og each was a frame of its own, and a
- * report made in one (a scratch chunk freed at the call's end, by
- * unstack_allocators, found written past) named the step alone: its
- * stack ends below call_composed's frame (beam__frames_stop). Inlined,
- * it reads as at -O2, "unstack_allocators (src/nif/glue.c:...) <-
- * call_composed (src/nif/glue.c:...)". Each is called once. */
-#define COMPOSED_STEP BEAM__ALWAYS_INLINE
-
 /* One composed call's state, from its set-up to its end: what
  * call_composed's steps share. */
 typedef struct composed_call {
@@ -1056,7 +1047,7 @@ typedef struct check_outcome {
 
 /* The checking instance over the NIF's allocator, then the scratch arena
  * over that: the allocator the body gets, before fault injection. */
-static COMPOSED_STEP beam_allocator_t stack_allocators(composed_call *c) {
+static beam_allocator_t stack_allocators(composed_call *c) {
     beam_allocator_t a = c->o.allocator;
     /* A custom allocator becomes the backing of the checking instance, so
      * the two options compose: blocks still come from the user's
@@ -1081,8 +1072,7 @@ static COMPOSED_STEP beam_allocator_t stack_allocators(composed_call *c) {
 }
 
 /* What the driver is told of the call and of a, its allocator. */
-static COMPOSED_STEP unsigned fault_flags(const call_options *o,
-                                          beam_allocator_t a) {
+static unsigned fault_flags(const call_options *o, beam_allocator_t a) {
     return (o->scratch ? BEAM__FAULT_SCRATCH : 0u) |
            (o->leak_check ? BEAM__FAULT_CALL_LOCAL : 0u) |
            (checks_no_free(a) ? BEAM__FAULT_UNCHECKED : 0u) |
@@ -1091,8 +1081,7 @@ static COMPOSED_STEP unsigned fault_flags(const call_options *o,
 
 /* a, or the driver's plan over it when a test armed this process
  * (c->faulted). */
-static COMPOSED_STEP beam_allocator_t enter_driver(composed_call *c,
-                                                   beam_allocator_t a) {
+static beam_allocator_t enter_driver(composed_call *c, beam_allocator_t a) {
     c->faulted = false;
     c->has_pid = enif_self(c->env, &c->pid) != NULL;
     if (c->driver != NULL && c->has_pid)
@@ -1119,7 +1108,7 @@ static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
  * back (the leak check comes last: finish_leak_check). A misuse found
  * meanwhile was the body's, which has returned: its report names the call
  * (the frames it would name are these), and a scratch chunk as such. */
-static COMPOSED_STEP void unstack_allocators(composed_call *c) {
+static void unstack_allocators(composed_call *c) {
     if (!c->faulted && !c->o.scratch)
         return;
     beam__call_end end = {found_at_end_of, c->call, NULL, 0, 0, 0};
@@ -1136,8 +1125,7 @@ static COMPOSED_STEP void unstack_allocators(composed_call *c) {
  * allocator: its report went out from there, and this thread's record has
  * not seen it (found in a C++ walkthrough: a std::thread's double free let
  * the call return :ok). */
-static COMPOSED_STEP void find_misuse_elsewhere(const composed_call *c,
-                                                check_outcome *out) {
+static void find_misuse_elsewhere(const composed_call *c, check_outcome *out) {
     if (c->m->count != c->watch.before)
         return;
     out->elsewhere = beam__gpa_first_misuse(&c->check->gpa);
@@ -1148,7 +1136,7 @@ static COMPOSED_STEP void find_misuse_elsewhere(const composed_call *c,
 }
 
 /* Reports the blocks the body left live; true when it did. */
-static COMPOSED_STEP bool report_leaks(const composed_call *c) {
+static bool report_leaks(const composed_call *c) {
     if (beam_gpa_usage_of(&c->check->gpa).live_blocks == 0)
         return false;
     /* Name the function before the instance lists the blocks, so the
@@ -1162,8 +1150,7 @@ static COMPOSED_STEP bool report_leaks(const composed_call *c) {
     return beam_gpa_detect_leaks(&c->check->gpa);
 }
 
-static COMPOSED_STEP void keep_or_free_instance(kept_instance *check,
-                                                bool leaked) {
+static void keep_or_free_instance(kept_instance *check, bool leaked) {
     if (leaked) {
         /* Kept with what the leaked blocks need, not more; and the
          * instances kept before give back what their blocks, freed
@@ -1178,8 +1165,7 @@ static COMPOSED_STEP void keep_or_free_instance(kept_instance *check,
     }
 }
 
-static COMPOSED_STEP void finish_leak_check(const composed_call *c,
-                                            check_outcome *out) {
+static void finish_leak_check(const composed_call *c, check_outcome *out) {
     /* Freed blocks written since: found now or never. */
     beam__gpa_check_freed(&c->check->gpa);
     find_misuse_elsewhere(c, out);
@@ -1189,9 +1175,8 @@ static COMPOSED_STEP void finish_leak_check(const composed_call *c,
 
 /* A fault-injection check lists the call's misuse as a problem of its
  * run (a driver older than misuse has no room for it). */
-static COMPOSED_STEP void tell_driver_misuse(const composed_call *c,
-                                             const char *kind,
-                                             const check_outcome *found) {
+static void tell_driver_misuse(const composed_call *c, const char *kind,
+                               const check_outcome *found) {
     const beam__fault_driver *d = c->driver;
     if (d != NULL && c->has_pid &&
         d->size >= offsetof(beam__fault_driver, misuse) + sizeof d->misuse &&
@@ -1204,9 +1189,8 @@ static COMPOSED_STEP void tell_driver_misuse(const composed_call *c,
 /* Ends the watch of the thread's misuse record, once the driver has heard
  * of a misuse: whether the call misused an allocator (on this thread, or
  * on another as the leak check found), and its kind in *kind. */
-static COMPOSED_STEP bool close_misuse_watch(composed_call *c,
-                                             const check_outcome *found,
-                                             const char **kind) {
+static bool close_misuse_watch(composed_call *c, const check_outcome *found,
+                               const char **kind) {
     const beam__misuse_record *m = c->m;
     const bool misused =
         m->count != c->watch.before || found->elsewhere != NULL;
