@@ -86,8 +86,9 @@ defmodule BeamAlloc.Case do
   destructors report without a process): a process the test did not
   start counts too, such as one of `setup_all` or of an application
   calling another NIF library in a loop, whose reports then fail every
-  such test (make the module async, or stop that process during its
-  tests). The failure says whose such a report was: its line begins with
+  such test (stop that process during its tests: making the module async
+  would also stop counting the reports the test caused, see below). The
+  failure says whose such a report was: its line begins with
   the pid of the process that made it, and a first line says how many
   were another process's:
 
