@@ -137,7 +137,7 @@
 -export([check_all_allocation_failures/1, check_all_allocation_failures/2]).
 -export([without_reports/1]).
 %% Internal: the Elixir front (BeamAlloc.Testing) raises its own exceptions
-%% from these results.
+%% from these results, and writes caller/1's frame as Elixir does.
 -export([run_check/4, caller/1, format_problems/2, refusal_message/1]).
 %% Internal: BeamAlloc.Case says whose its reports were with this.
 -export([attributed_lines/3]).
