@@ -576,9 +576,12 @@ static const char *kind_text(int kind) {
  * other libraries' frames too: a request made in a callback they call
  * (qsort's compare, zlib's zalloc, a hooked library's malloc) has the
  * callback's frames first, and the NIF nearest below the callback's code
- * was named instead (another NIF, found in review). */
+ * was named instead (another NIF, found in review). Within the
+ * FOREIGN_FRAMES the walk gives at most (the frames library caps it there:
+ * room for twice as many was never filled): a request deeper below the
+ * NIF's entry (a long recursion) is named by the outermost frame seen. */
 static uintptr_t nif_entry(const session *s, uintptr_t ret) {
-    uintptr_t pc[FOREIGN_FRAMES * 2];
+    uintptr_t pc[FOREIGN_FRAMES];
     size_t n = beam__stack_above(ret, pc, sizeof pc / sizeof pc[0]);
     uintptr_t entry = 0;
     for (size_t i = 0; i < n; i++)
