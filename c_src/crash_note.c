@@ -16,7 +16,8 @@
  * handler of the VM's or another library's unchanged).
  *
  * Each open session has a slot (CRASH_SLOTS at most; a session past them
- * has none, and its crash says nothing). Its runs write it:
+ * has none, and its crash says nothing), which keeps the code that called
+ * the check, given at open, for the note's last line. Its runs write it:
  * crash_note_run_begins says which run it is, and crash_note_request_failed
  * makes the text name the request failed (its number, size, site, the NIF
  * function of the call and how to get the source line).
