@@ -464,7 +464,11 @@ run_check(Fun, Expect, Modules, Caller) ->
 %% function, a tail call) has no frame left, and the first frame outside is
 %% its runner's: then the function that wrote Fun, with its module's
 %% source file. Once per check. Code evaluated (erl -eval, the shell,
-%% elixir -e) has no source to name: none.
+%% elixir -e) has no source to name: none. "On the stack" is among the
+%% frames process_info/2 gives, the innermost backtrace_depth (8 unless
+%% the node sets more), three of them the check's own (four from Elixir):
+%% a writer further out than that is not seen, and the frame named is the
+%% first outside, a helper's.
 -spec caller(fun(() -> term())) -> {module(), atom(), arity(), list()} | none.
 caller(Fun) ->
     case found_caller(Fun) of
