@@ -66,15 +66,15 @@ static void misuse_told(gpa_state *st, const char *what, const void *p,
 #define FOUND_BY "found by an allocation at"
 
 /* What a write after free found at byte of a freed block says, found
- * where found says ("when the block was reused", "at the end of the
- * call"). */
+ * where found says ("found when the block was reused", "found when the
+ * NIF call ... returned"). */
 static void changed_byte(char *what, size_t size, size_t byte,
                          const char *found) {
     snprintf(what, size,
-             "write after free (byte %zu of the freed block changed; found "
-             "%s)",
-             byte, found);
+             "write after free (byte %zu of the freed block changed; %s)", byte,
+             found);
 }
+#define REUSED "found when the block was reused"
 
 /* A freed small block's length is gone (its record says only "freed"):
  * the report names its class, not a length the caller never gave. */
@@ -90,7 +90,7 @@ static void misuse_in_freed(gpa_state *st, const char *what, const void *p,
 void beam__gpa_reuse_dirty(gpa_state *st, gpa_slab *s, void *b, size_t byte,
                            uintptr_t ret, uintptr_t alloc_site) {
     char what[160];
-    changed_byte(what, sizeof what, byte, "when the block was reused");
+    changed_byte(what, sizeof what, byte, REUSED);
     misuse_in_freed(st, what, b, s->size, ret, alloc_site);
 }
 
@@ -98,7 +98,7 @@ void beam__gpa_large_reuse_dirty(gpa_state *st, const void *p, size_t len,
                                  size_t byte, uintptr_t ret,
                                  uintptr_t alloc_site) {
     char what[160], said[64];
-    changed_byte(what, sizeof what, byte, "when the block was reused");
+    changed_byte(what, sizeof what, byte, REUSED);
     snprintf(said, sizeof said,
              "a freed block of %zu bytes, its canary included", len);
     misuse_said(st, what, p, said, ret, alloc_site, FOUND_BY);
@@ -469,6 +469,19 @@ static size_t check_freed_locked(gpa_state *st, freed_bad *out) {
     return c.found;
 }
 
+/* Where beam__gpa_check_freed's look found a write: at a NIF call's end,
+ * the call by name, as a scratch chunk's report does (the leak check's
+ * look comes after the call returned; its text alone left the reader to
+ * work out which call). */
+static const char *freed_found(char *buf, size_t n) {
+    const char *at = beam__found_at_call_end(buf, n);
+    return at != NULL ? at : "found at the end of the call";
+}
+
+/* Room for where (as much as caller_said gives it) and the rest. */
+#define FREED_WHERE 600
+#define FREED_WHAT (FREED_WHERE + 160)
+
 size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
     gpa_state *st = beam__gpa_state_of(gpa);
     if (st == NULL || !st->safe)
@@ -481,9 +494,12 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
     size_t large_found =
         beam__gpa_large_check_freed(st, large, large_at, FREED_LISTED);
     gpa_unlock(st);
+    if (found + large_found == 0)
+        return 0;
+    char where[FREED_WHERE], what[FREED_WHAT];
+    const char *at = freed_found(where, sizeof where);
     for (size_t i = 0; i < large_found && i < FREED_LISTED; i++) {
-        char what[160];
-        changed_byte(what, sizeof what, large_at[i], "at the end of the call");
+        changed_byte(what, sizeof what, large_at[i], at);
         /* The block's own length, not its backing's (the canary
          * included: "length 20016" for a block of 20000). */
         char said[96];
@@ -494,15 +510,13 @@ size_t beam__gpa_check_freed(beam_gpa_t *gpa) {
                     CALLED_FROM);
     }
     for (size_t i = 0; i < found && i < FREED_LISTED; i++) {
-        char what[160];
         if (bad[i].at == FREED_AT_LINK)
             snprintf(what, sizeof what,
                      "write after free (bytes 0-%zu of the freed block, its "
-                     "free-list link, changed; found at the end of the call)",
-                     sizeof(void *) - 1);
+                     "free-list link, changed; %s)",
+                     sizeof(void *) - 1, at);
         else
-            changed_byte(what, sizeof what, bad[i].at,
-                         "at the end of the call");
+            changed_byte(what, sizeof what, bad[i].at, at);
         misuse_in_freed(st, what, bad[i].p, bad[i].size, 0, bad[i].site);
     }
     return found + large_found;

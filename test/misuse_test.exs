@@ -205,6 +205,44 @@ defmodule BeamAlloc.MisuseTest do
     end
   end
 
+  describe "a write after free found once the call returned" do
+    # The leak check's look at the freed blocks runs after the body
+    # returned: the report names the call, as the exception does (it said
+    # "found at the end of the call", which call left to the reader).
+    for fun <- [:write_after_free, :large_write_after_free] do
+      test "names the call (#{fun})" do
+        capture_log(fn ->
+          assert_raise RuntimeError, message(unquote(fun), "write after free"), fn ->
+            apply(Misuse, unquote(fun), [])
+          end
+
+          assert [line] = reports(1)
+
+          assert line =~
+                   "of the freed block changed; found when the NIF call " <>
+                     "`BeamAlloc.Test.Misuse.#{unquote(fun)}/0` returned)"
+
+          refute line =~ "at the end of the call"
+          refute line =~ "called from"
+        end)
+      end
+    end
+
+    test "names the call the Erlang way in an Erlang module" do
+      :beam_alloc_erl_test.take_reports()
+
+      assert {:memory_misuse,
+              "memory misuse detected in function beam_alloc_erl_test:stale/0: write after free"} =
+               catch_error(:beam_alloc_erl_test.stale())
+
+      assert [line] = :beam_alloc_erl_test.take_reports()
+
+      assert line =~
+               "(byte 20 of the freed block changed; found when the NIF call " <>
+                 "beam_alloc_erl_test:stale/0 returned)"
+    end
+  end
+
   describe "without leak_check" do
     test "a misuse is reported and the call returns" do
       capture_log(fn ->

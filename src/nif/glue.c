@@ -1104,21 +1104,32 @@ static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
              mfa);
 }
 
+/* From here to end_call_end, a misuse found was the body's, which has
+ * returned: its report names the call (the frames it would name are the
+ * glue's), through end (beam__call_ending). */
+static void begin_call_end(composed_call *c, beam__call_end *end) {
+    *end = (beam__call_end){found_at_end_of, c->call, NULL, 0, 0, 0};
+    c->call->ending = end;
+    c->call->flags |= CALL_AT_END;
+}
+
+static void end_call_end(composed_call *c) {
+    c->call->flags &= (unsigned char)~CALL_AT_END;
+}
+
 /* The plan lets go of the call's blocks, then the arena gives its chunks
- * back (the leak check comes last: finish_leak_check). A misuse found
- * meanwhile was the body's, which has returned: its report names the call
- * (the frames it would name are these), and a scratch chunk as such. */
+ * back (the leak check comes last: finish_leak_check), in the call's end:
+ * a scratch chunk written past is reported as such. */
 static void unstack_allocators(composed_call *c) {
     if (!c->faulted && !c->o.scratch)
         return;
-    beam__call_end end = {found_at_end_of, c->call, NULL, 0, 0, 0};
-    c->call->ending = &end;
-    c->call->flags |= CALL_AT_END;
+    beam__call_end end;
+    begin_call_end(c, &end);
     if (c->faulted)
         c->driver->leave(&c->frame);
     if (c->o.scratch)
         beam__arena_deinit_noting(&c->arena, &end);
-    c->call->flags &= (unsigned char)~CALL_AT_END;
+    end_call_end(c);
 }
 
 /* A thread the body started (and joined, or not) that misused the call's
@@ -1165,9 +1176,13 @@ static void keep_or_free_instance(kept_instance *check, bool leaked) {
     }
 }
 
-static void finish_leak_check(const composed_call *c, check_outcome *out) {
-    /* Freed blocks written since: found now or never. */
+static void finish_leak_check(composed_call *c, check_outcome *out) {
+    /* Freed blocks written since: found now or never, in the call's end
+     * (a report names the call). */
+    beam__call_end end;
+    begin_call_end(c, &end);
     beam__gpa_check_freed(&c->check->gpa);
+    end_call_end(c);
     find_misuse_elsewhere(c, out);
     out->leaked = report_leaks(c);
     keep_or_free_instance(c->check, out->leaked);

@@ -695,3 +695,33 @@ TEST(arena_chunk_written_past_at_a_users_deinit_names_the_caller) {
     beam_gpa_deinit(&gpa);
     check_release_reports();
 }
+
+/* A write after free found by the leak check's look at the freed blocks,
+ * at a NIF call's end: the report names the call as a scratch chunk's does
+ * (it said "found at the end of the call", and left the reader to work out
+ * which), for a small block as for a large one. */
+TEST(gpa_write_after_free_found_at_a_call_end_names_the_call) {
+    beam_gpa_t gpa;
+    beam_gpa_init_ex(&gpa, beam_large_allocator, BEAM_GPA_SAFE);
+    beam_allocator_t a = beam_gpa_allocator(&gpa);
+    check_capture_reports();
+    unsigned char *small = beam_alloc(a, unsigned char, 64);
+    unsigned char *big = beam_alloc_bytes(a, 20000, 16);
+    CHECK(small != NULL && big != NULL);
+    beam_free(a, small, 64);
+    beam_free_bytes(a, big, 20000, 16);
+    check_freed_poke(small, 40, 1);
+    big[100] = 1;
+    beam__call_end end = {found_at_test_call, "demo:stale/0", NULL, 0, 0, 0};
+    beam__call_end_for_tests = &end;
+    CHECK(beam__gpa_check_freed(&gpa) == 2);
+    beam__call_end_for_tests = NULL;
+    CHECK(check_report_contains("(byte 40 of the freed block changed; found "
+                                "when the NIF call demo:stale/0 returned)"));
+    CHECK(check_report_contains("(byte 100 of the freed block changed; found "
+                                "when the NIF call demo:stale/0 returned)"));
+    CHECK(!check_report_contains("at the end of the call"));
+    CHECK(!check_report_contains("called from"));
+    beam_gpa_deinit(&gpa);
+    check_release_reports();
+}

@@ -63,6 +63,18 @@ BEAM_NIF(double_free, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* A freed block written, found by the leak check once the call returned:
+ * its report names the call the Erlang way (beam_alloc_erl_test:stale/0). */
+BEAM_NIF(stale, .leak_check = true) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 64);
+    if (p == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, p, 64);
+    volatile unsigned char *dangling = p;
+    dangling[20] = 7;
+    return enif_make_atom(env, "ok");
+}
+
 /* raise_badarg(): beam_raise from an Erlang module raises an Erlang term;
  * raise_named(): the same with Elixir's name of an Erlang error, which
  * gives the Erlang one; raise_other(): an Elixir name of nothing Erlang
@@ -82,6 +94,7 @@ BEAM_NIF(raise_other) {
 static ErlNifFunc funcs[] = {
     {"leaky", 0, leaky, 0},
     {"double_free", 0, double_free, 0},
+    {"stale", 0, stale, 0},
     {"free", 1, nif_free, 0},
     {"end", 0, nif_end, 0},
     {"end", 1, nif_end_unchecked, 0},

@@ -6,5 +6,5 @@ defmodule :beam_alloc_erl_test do
   use BeamAlloc.Test.NifModule,
     nif: "erl_module_nif",
     stubs: ~w(leaky/0 clean/0 double_free/0 free/1 end/0 end/1 take_reports/0 raise_badarg/0
-              raise_named/0 raise_other/0)
+              raise_named/0 raise_other/0 stale/0)
 end
