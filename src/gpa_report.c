@@ -162,9 +162,9 @@ void beam__gpa_overrun(gpa_state *st, const void *p, size_t len,
     char write[160], said[240];
     chunk_write_said(end, len + byte, write, sizeof write);
     snprintf(said, sizeof said,
-             "a chunk of %zu bytes of the call's scratch arena, not a block "
-             "of the NIF's: %s",
-             len, write);
+             "a chunk of %zu bytes of %s, not a block of the NIF's: %s", len,
+             end->arena_is != NULL ? end->arena_is : "the call's scratch arena",
+             write);
     misuse_told(st, what, p, said, ret, alloc_site, CALLED_FROM,
                 "the chunk was taken by an allocation from");
 }

@@ -98,6 +98,9 @@ typedef struct beam__call_end {
     size_t data_at;    /* where its data starts, from the chunk */
     size_t last, end;  /* its last block: [last, end) of its data; last
                           SIZE_MAX when not known (that block was freed) */
+    /* Whose arena the chunk is of, as the report says it ("the resource's
+     * arena"); NULL: the call's scratch arena. */
+    const char *arena_is;
 } beam__call_end;
 /* The NIF call whose end this thread is in (beam__call_end), or NULL.
  * The glue keeps it in the call's own state (nif/glue.c), which a

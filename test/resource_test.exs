@@ -648,6 +648,61 @@ defmodule BeamAlloc.ResourceGCTest do
     assert Peers.eventually(fn -> Resource.live_count() == 0 end)
   end
 
+  describe "a report made at a resource's teardown" do
+    # An arena resource over a checking instance of the NIF's, written
+    # past its chunk: found when the teardown gives the chunk back. The
+    # report names the chunk, the resource and what tore it down, not the
+    # frames of the library's teardown ("called from teardown_one ...",
+    # or the collector's frames).
+    test "by beam_resource_release: the release's caller" do
+      _ = Resource.take_reports()
+      assert :ok = Resource.overrun_torn_down(:release)
+      line = BeamAlloc.Symbolizer.resolve_sites(torn_down_report())
+
+      assert line =~
+               "(a chunk of 4096 bytes of the resource's arena, not a block of the NIF's: " <>
+                 "the write was at byte 4064 of "
+
+      assert line =~ ", the last block allocated from it (1 byte)), found when resource "
+      assert line =~ " (BEAM_RESOURCE_ARENA) was torn down by beam_resource_release, called from "
+      assert line =~ ~r"called from overrun_torn_down \(test/nifs/resource_nif.c:\d+\)"
+      refute line =~ "teardown"
+      refute line =~ "length 4096"
+    end
+
+    test "by the collector: its destructor" do
+      _ = Resource.take_reports()
+
+      {pid, ref} = spawn_monitor(fn -> {:ok, _res} = Resource.overrun_torn_down(:gc) end)
+      assert_receive {:DOWN, ^ref, :process, ^pid, :normal}, 5_000
+      line = torn_down_report()
+
+      assert line =~ "(a chunk of 4096 bytes of the resource's arena, not a block of the NIF's: "
+
+      assert line =~
+               " (BEAM_RESOURCE_ARENA) was torn down by its destructor (its last reference " <>
+                 "gone: garbage collected, or dropped)"
+
+      refute line =~ "called from"
+    end
+  end
+
+  # The one report of a write past a chunk, made at a teardown (which may
+  # run on another scheduler a moment later).
+  defp torn_down_report(tries \\ 200) do
+    case Enum.filter(Resource.take_reports(), &(&1 =~ "write past the end")) do
+      [line] ->
+        line
+
+      [] when tries > 0 ->
+        Process.sleep(10)
+        torn_down_report(tries - 1)
+
+      other ->
+        flunk("reports: #{inspect(other)}")
+    end
+  end
+
   # The test process keeps the resources handed over for a while, then
   # forgets them (they die with its next garbage collection). -> the
   # system memory while everything was alive.

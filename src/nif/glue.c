@@ -681,7 +681,7 @@ typedef struct nif_call {
      * gave it an allocator of the call's own (scoped, gone at its
      * return): the one beam_allocator is without them (lasting). */
     beam_allocator_t scoped, lasting;
-    unsigned char flags; /* CALL_INJECTED, CALL_AT_END */
+    unsigned char flags; /* CALL_INJECTED, CALL_AT_END, CALL_NONE */
     /* Reports of this call (and of calls inside it, once they returned)
      * that were not sent: the outermost call's end says how many. */
     unsigned long dropped;
@@ -696,6 +696,8 @@ enum {
     CALL_INJECTED = 1,
     /* the call is in its end (unstack_allocators): ending is set */
     CALL_AT_END = 2,
+    /* no call: beam__nif_in_end's stand-in, out of one */
+    CALL_NONE = 4,
 };
 
 BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
@@ -715,6 +717,29 @@ beam_allocator_t beam__nif_lasting_parent(beam_allocator_t parent,
 const beam__call_end *beam__call_ending(void) {
     const nif_call *c = beam__nif_here.call;
     return c != NULL && (c->flags & CALL_AT_END) != 0 ? c->ending : NULL;
+}
+
+void beam__nif_in_end(beam__call_end *end,
+                      void (*fn)(beam__call_end *end, void *arg), void *arg) {
+    beam__nif_thread *t = &beam__nif_here;
+    nif_call *c = t->call;
+    /* Out of a call: a stand-in that names no function (CALL_NONE), with no
+     * allocator of its own, no env. */
+    nif_call none;
+    if (c == NULL) {
+        memset(&none, 0, sizeof none);
+        none.flags = CALL_NONE;
+        c = t->call = &none;
+    }
+    const unsigned char flags = c->flags;
+    const beam__call_end *const ending = c->ending;
+    c->ending = end;
+    c->flags |= CALL_AT_END;
+    fn(end, arg);
+    c->ending = ending;
+    c->flags = flags;
+    if (c == &none)
+        t->call = NULL;
 }
 
 ErlNifEnv *beam__nif_current_env(void) {
@@ -839,6 +864,8 @@ const char *beam_nif_function_name(void) {
      * block small keeps the fast paths fast); NULL too if that cannot be
      * had. */
     const nif_call *call = beam__nif_here.call;
+    if (call != NULL && (call->flags & CALL_NONE) != 0)
+        return NULL;
     beam__thread_cold *c = call != NULL ? beam__cold() : NULL;
     if (c == NULL)
         return NULL;
@@ -1108,7 +1135,7 @@ static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
  * returned: its report names the call (the frames it would name are the
  * glue's), through end (beam__call_ending). */
 static void begin_call_end(composed_call *c, beam__call_end *end) {
-    *end = (beam__call_end){found_at_end_of, c->call, NULL, 0, 0, 0};
+    *end = (beam__call_end){found_at_end_of, c->call, NULL, 0, 0, 0, NULL};
     c->call->ending = end;
     c->call->flags |= CALL_AT_END;
 }

@@ -206,6 +206,14 @@ typedef struct beam__nif_thread {
     struct report_ack *pending;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
+/* Runs fn(end, arg) in an end as a NIF call's (beam__call_end): a report
+ * made meanwhile says end's text where it would name its caller. Out of a
+ * call (a destructor, a thread of the NIF's), as in one. For the library's
+ * own work after the fact (a resource's teardown), whose frames tell the
+ * reader nothing. glue.c's. */
+BEAM__HIDDEN void beam__nif_in_end(beam__call_end *end,
+                                   void (*fn)(beam__call_end *end, void *arg),
+                                   void *arg);
 /* The outermost call's end, with beam__nif_here.pending set or dropped
  * (its reports that were not sent: the reporter too far behind) not 0:
  * says how many of the call's reports (and of the library's no call

@@ -239,6 +239,64 @@ static const beam_allocator_vtable parent_vtable = {parent_alloc, parent_resize,
 static void list_unlink(beam_resource_t *r);
 static bool leave_is_last(beam_resource_t *r, size_t unit);
 
+/* What tore a resource down: a report made meanwhile (a chunk of an arena
+ * resource written past, found as it goes back to a checking parent) says
+ * so, where it would name the frames of the teardown, which tell the NIF's
+ * author nothing (torn_found). */
+typedef enum torn_by {
+    TORN_BY_LEAVE,   /* the last call or pin inside, after the release */
+    TORN_BY_RELEASE, /* beam_resource_release, called from ret */
+    TORN_BY_DTOR,    /* the destructor */
+    TORN_BY_CHILD,   /* the teardown of the last resource made over it */
+} torn_by;
+
+typedef struct torn {
+    const beam_resource_t *r;
+    torn_by by;
+    uintptr_t ret;
+} torn;
+
+/* "found when resource 0x.. (BEAM_RESOURCE_ARENA) was torn down by ..." */
+static void torn_said(const torn *w, char *buf, size_t n) {
+    static const char *const by[] = {
+        [TORN_BY_LEAVE] = "after its release, as the last call or pin "
+                          "inside it left",
+        [TORN_BY_RELEASE] = "by beam_resource_release, called from ",
+        [TORN_BY_DTOR] = "by its destructor (its last reference gone: "
+                         "garbage collected, or dropped)",
+        [TORN_BY_CHILD] = "after its release, as the last resource made "
+                          "over its allocator went",
+    };
+    char site[512] = "";
+    if (w->by == TORN_BY_RELEASE)
+        beam__describe_addr(w->ret, site, sizeof site);
+    snprintf(buf, n, "found when resource %p (%s) was torn down %s%s",
+             (const void *)w->r,
+             w->r->kind == BEAM_RESOURCE_GPA ? "BEAM_RESOURCE_GPA"
+                                             : "BEAM_RESOURCE_ARENA",
+             by[w->by], site);
+}
+
+static void torn_found(const beam__call_end *end, char *buf, size_t n) {
+    torn_said(end->call, buf, n);
+}
+
+static void deinit_inner(beam__call_end *end, void *arg) {
+    beam_resource_t *r = arg;
+    if (r->kind == BEAM_RESOURCE_GPA)
+        (void)beam_gpa_deinit(&r->impl.gpa); /* live blocks are expected */
+    else
+        beam__arena_deinit_noting(&r->impl.arena, end);
+}
+
+/* The inner allocator gives everything back to the parent, in an end that
+ * says what tore r down (torn). */
+static void deinit_inner_saying(beam_resource_t *r, const torn *why) {
+    beam__call_end end = {
+        torn_found, why, NULL, 0, 0, 0, "the resource's arena"};
+    beam__nif_in_end(&end, deinit_inner, r);
+}
+
 /* in_call: the last one out is a call of the allocator (res_*), which may
  * come from deep inside the code the hook takes down (a zstd worker
  * thread allocating: the hook would join that very thread). With a hook,
@@ -247,7 +305,8 @@ static bool leave_is_last(beam_resource_t *r, size_t unit);
  * Returns the resource whose teardown is now the caller's: the parent
  * resource (over) when r's entry was the last thing holding back its
  * release, else NULL. */
-static beam_resource_t *teardown_one(beam_resource_t *r, bool in_call) {
+static beam_resource_t *teardown_one(beam_resource_t *r, bool in_call,
+                                     const torn *why) {
     if (in_call && beam__atomic_load_acquire(&r->on_release) != NULL)
         return NULL;
     if (beam__atomic_exchange_acq_rel(&r->torn_down, true))
@@ -261,10 +320,7 @@ static beam_resource_t *teardown_one(beam_resource_t *r, bool in_call) {
         &r->on_release, (beam_resource_release_fn)NULL);
     if (fn != NULL)
         fn(r);
-    if (r->kind == BEAM_RESOURCE_GPA)
-        (void)beam_gpa_deinit(&r->impl.gpa); /* live blocks are expected */
-    else
-        beam_arena_deinit(&r->impl.arena);
+    deinit_inner_saying(r, why);
     beam__atomic_store_relaxed(&r->live_blocks, 0);
     beam__atomic_store_relaxed(&r->live_bytes, 0);
     size_t held = beam__atomic_load_relaxed(&r->parent_bytes);
@@ -274,10 +330,13 @@ static beam_resource_t *teardown_one(beam_resource_t *r, bool in_call) {
         beam__atomic_store_relaxed(&r->parent_bytes, 0);
         held = 0;
     }
-    if (held != 0)
+    if (held != 0) {
+        char said[640];
+        torn_said(why, said, sizeof said);
         beam__report("beam_alloc: resource allocator %p still holds %zu bytes "
-                     "of its parent after release",
-                     (void *)r, held);
+                     "of its parent after release (%s)",
+                     (void *)r, held, said);
+    }
     sub(&live_allocators, 1);
     /* Our memory went back: our entry on the parent goes. */
     return r->over != NULL && leave_is_last(r->over, PIN) ? r->over : NULL;
@@ -287,10 +346,15 @@ static beam_resource_t *teardown_one(beam_resource_t *r, bool in_call) {
  * child's entry held back: a loop, not a call per link (a teardown that
  * called its parent's went a frame deeper per link: a chain of 100 000,
  * each released under its child, overflowed a scheduler's stack at the
- * last one's release; test/resource_parent_test.exs). */
-static void teardown(beam_resource_t *r, bool in_call) {
-    while (r != NULL)
-        r = teardown_one(r, in_call);
+ * last one's release; test/resource_parent_test.exs). Out of line: the
+ * allocator calls that may end in it stay as short as they were. */
+static BEAM__NOINLINE void teardown(beam_resource_t *r, bool in_call,
+                                    torn_by by, uintptr_t ret) {
+    while (r != NULL) {
+        torn why = {r, by, ret};
+        r = teardown_one(r, in_call, &why);
+        by = TORN_BY_CHILD;
+    }
 }
 
 /* Entry into the inner allocator: false (and nothing held) once released.
@@ -321,7 +385,7 @@ static inline bool enter(beam_resource_t *r, bool in_call, uintptr_t pin) {
     beam__atomic_add_relaxed(&r->late_entries, 1);
     v = beam__atomic_sub_acq_rel(&r->state, unit);
     if (v == (unit | RELEASED))
-        teardown(r, in_call);
+        teardown(r, in_call, TORN_BY_LEAVE, 0);
     return false;
 }
 
@@ -338,7 +402,7 @@ static inline bool leave_is_last(beam_resource_t *r, size_t unit) {
 
 static inline void leave_unit(beam_resource_t *r, size_t unit, bool in_call) {
     if (leave_is_last(r, unit))
-        teardown(r, in_call); /* released while we were inside */
+        teardown(r, in_call, TORN_BY_LEAVE, 0); /* released while inside */
 }
 
 static inline void leave(beam_resource_t *r, bool in_call) {
@@ -737,7 +801,7 @@ static void resource_dtor(ErlNifEnv *env, void *obj) {
         beam__report(CALLS_INSIDE, (void *)r, calls, calls == 1 ? "" : "s");
     wait_for_calls(r);
     (void)beam__atomic_sub_acq_rel(&r->state, PIN);
-    teardown(r, false);
+    teardown(r, false, TORN_BY_DTOR, 0);
     if (r->has_lock)
         pthread_mutex_destroy(&r->lock);
     if (r->over != NULL) /* last: teardown gave back our memory and entry */
@@ -968,7 +1032,7 @@ void beam_resource_release(beam_resource_t *r) {
     /* Nobody inside: now (again, if a call left it to us, see teardown);
      * otherwise the last to leave. */
     if ((v & ~RELEASED) == 0)
-        teardown(r, false);
+        teardown(r, false, TORN_BY_RELEASE, BEAM__RET_ADDR());
 }
 
 bool beam_resource_is_released(const beam_resource_t *r) {

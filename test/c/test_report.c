@@ -643,7 +643,8 @@ TEST(arena_chunk_written_past_at_a_call_end_names_its_block_and_the_call) {
     beam_arena_t arena;
     check_capture_reports();
     overrun_first_chunk(&gpa, &arena);
-    beam__call_end end = {found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0};
+    beam__call_end end = {
+        found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0, NULL};
     beam__call_end_for_tests = &end;
     beam__arena_deinit_noting(&arena, &end);
     beam__call_end_for_tests = NULL;
@@ -671,7 +672,8 @@ TEST(arena_chunk_written_past_at_a_call_end_its_last_block_freed) {
     unsigned char *c = beam_alloc(a, unsigned char, 8);
     CHECK(c != NULL);
     beam_free(a, c, 8);
-    beam__call_end end = {found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0};
+    beam__call_end end = {
+        found_at_test_call, "demo:overrun/0", NULL, 0, 0, 0, NULL};
     beam__call_end_for_tests = &end;
     beam__arena_deinit_noting(&arena, &end);
     beam__call_end_for_tests = NULL;
@@ -712,7 +714,8 @@ TEST(gpa_write_after_free_found_at_a_call_end_names_the_call) {
     beam_free_bytes(a, big, 20000, 16);
     check_freed_poke(small, 40, 1);
     big[100] = 1;
-    beam__call_end end = {found_at_test_call, "demo:stale/0", NULL, 0, 0, 0};
+    beam__call_end end = {
+        found_at_test_call, "demo:stale/0", NULL, 0, 0, 0, NULL};
     beam__call_end_for_tests = &end;
     CHECK(beam__gpa_check_freed(&gpa) == 2);
     beam__call_end_for_tests = NULL;
@@ -722,6 +725,26 @@ TEST(gpa_write_after_free_found_at_a_call_end_names_the_call) {
                                 "when the NIF call demo:stale/0 returned)"));
     CHECK(!check_report_contains("at the end of the call"));
     CHECK(!check_report_contains("called from"));
+    beam_gpa_deinit(&gpa);
+    check_release_reports();
+}
+
+/* A chunk of another arena than a scratch call's (a resource's, given
+ * back at its teardown): the report says whose, from the end. */
+TEST(arena_chunk_written_past_says_whose_arena_it_is) {
+    beam_gpa_t gpa;
+    beam_arena_t arena;
+    check_capture_reports();
+    overrun_first_chunk(&gpa, &arena);
+    beam__call_end end = {found_at_test_call,    "resource 0x1", NULL, 0, 0, 0,
+                          "the resource's arena"};
+    beam__call_end_for_tests = &end;
+    beam__arena_deinit_noting(&arena, &end);
+    beam__call_end_for_tests = NULL;
+    CHECK(check_said_once("(a chunk of 4096 bytes of the resource's arena, "
+                          "not a block of the NIF's: the write was at byte "
+                          "3964 of "));
+    CHECK(!check_report_contains("scratch"));
     beam_gpa_deinit(&gpa);
     check_release_reports();
 }

@@ -12,6 +12,7 @@
  */
 #include "nif_util.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
 
@@ -916,6 +917,38 @@ BEAM_NIF(dead_allocator) {
     return make_bool(env, p == NULL && u.released && !beam_resource_pin(NULL));
 }
 
+/* overrun_torn_down(how): an arena resource over a checking instance of
+ * the NIF's own (BEAM_GPA_SAFE), one byte allocated from it and the byte
+ * just past its first chunk (4096 bytes, its data from byte 32) written:
+ * found when its teardown gives the chunk back. how release: released
+ * here (-> ok); else its term returned ({ok, Res}), for the collector. */
+static beam_gpa_t checking;
+static pthread_once_t checking_once = PTHREAD_ONCE_INIT;
+
+static void checking_init(void) {
+    beam_gpa_init_ex(&checking, beam_large_allocator, BEAM_GPA_SAFE);
+}
+
+BEAM_NIF(overrun_torn_down) {
+    char how[16];
+    if (!enif_get_atom(env, argv[0], how, sizeof how, ERL_NIF_LATIN1))
+        return enif_make_badarg(env);
+    pthread_once(&checking_once, checking_init);
+    ERL_NIF_TERM term;
+    beam_resource_t *r = beam_resource_new(
+        env, BEAM_RESOURCE_ARENA, beam_gpa_allocator(&checking), 0, &term);
+    if (r == NULL)
+        return beam_make_error(env, "enomem");
+    unsigned char *p = beam_alloc(beam_resource_allocator(r), unsigned char, 1);
+    if (p == NULL)
+        return alloc_error(env, r);
+    p[4096 - 32] = 0xEE;
+    if (strcmp(how, "release") != 0)
+        return make_ok(env, term);
+    beam_resource_release(r); /* the release */
+    return enif_make_atom(env, "ok");
+}
+
 /* --- churn(res, iterations, seed): many blocks in one call ------------- */
 
 /* Mostly small, one in sixteen above the GPA's slab limit. */
@@ -973,6 +1006,7 @@ static ErlNifFunc funcs[] = {
     {"churn_dirty", 3, churn_dirty, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"take_reports", 0, take_reports, 0},
     {"pin_forgotten", 1, pin_forgotten, 0},
+    {"overrun_torn_down", 1, overrun_torn_down, 0},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Resource, funcs, load_capturing_reports,

@@ -10,7 +10,8 @@ defmodule BeamAlloc.Test.Resource do
               set_hook_again/1
               calls_after_release/1 usage/1 live_count/0 is_resource/1
               pin_across_release/2 keep/1 drop_kept/0 new_dropped/1
-              dead_allocator/0 churn/3 churn_dirty/3 take_reports/0 pin_forgotten/1)
+              dead_allocator/0 churn/3 churn_dirty/3 take_reports/0 pin_forgotten/1
+              overrun_torn_down/1)
 
   # This library's holdings (beam_alloc_testing_nif:holdings/0, what
   # beam_alloc_collector reads), summed over its rows: {held, live, ops}.
