@@ -670,6 +670,24 @@ defmodule BeamAlloc.ResourceGCTest do
       refute line =~ "length 4096"
     end
 
+    test "a report later in the same call is the call's again" do
+      _ = Resource.take_reports()
+      assert {:ok, name} = Resource.overrun_torn_down(:then_misuse)
+      assert to_string(name) == "BeamAlloc.Test.Resource.overrun_torn_down/1"
+      reports = Enum.map(Resource.take_reports(), &BeamAlloc.Symbolizer.resolve_sites/1)
+      assert [torn] = Enum.filter(reports, &(&1 =~ "write past the end"))
+      assert torn =~ "was torn down by beam_resource_release"
+      assert [double] = Enum.filter(reports, &(&1 =~ "double free"))
+      assert double =~ ~r"called from overrun_torn_down \(test/nifs/resource_nif.c:\d+\)"
+      refute double =~ "torn down"
+    end
+
+    test "by a thread in no call: the thread is in no call after" do
+      _ = Resource.take_reports()
+      assert {:ok, true} = Resource.overrun_torn_down(:in_thread)
+      assert torn_down_report() =~ "was torn down by beam_resource_release"
+    end
+
     test "by the collector: its destructor" do
       _ = Resource.take_reports()
 

@@ -921,12 +921,49 @@ BEAM_NIF(dead_allocator) {
  * the NIF's own (BEAM_GPA_SAFE), one byte allocated from it and the byte
  * just past its first chunk (4096 bytes, its data from byte 32) written:
  * found when its teardown gives the chunk back. how release: released
- * here (-> ok); else its term returned ({ok, Res}), for the collector. */
+ * here (-> ok); then_misuse: released, then a double free of the
+ * instance's (-> {ok, FunctionName}); in_thread: released by a thread of
+ * the NIF's (-> {ok, InNoCallAfter}, release_off_a_call); else its term
+ * returned ({ok, Res}), for the collector. */
 static beam_gpa_t checking;
 static pthread_once_t checking_once = PTHREAD_ONCE_INIT;
 
 static void checking_init(void) {
     beam_gpa_init_ex(&checking, beam_large_allocator, BEAM_GPA_SAFE);
+}
+
+/* A thread of the NIF's (no call on it) releases r: the teardown's
+ * report window stands a call in for the one it has not (beam__nif_in_end)
+ * and must take it away again. Its stack where that stand-in was is then
+ * zeroed, so a stand-in left behind would be a call of no name: true when
+ * the thread is still in no call. */
+typedef struct {
+    beam_resource_t *r;
+    bool no_call_after;
+} release_off_call;
+
+static __attribute__((noinline)) void scrub_stack(void) {
+    volatile unsigned char junk[16384];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = 0;
+}
+
+static void *release_in_thread(void *arg) {
+    release_off_call *w = arg;
+    beam_resource_release(w->r);
+    scrub_stack();
+    w->no_call_after = beam_nif_function_name() == NULL;
+    return NULL;
+}
+
+static ERL_NIF_TERM release_off_a_call(ErlNifEnv *env, beam_resource_t *r) {
+    release_off_call w = {r, false};
+    ErlNifTid tid;
+    if (enif_thread_create("release_off_call", &tid, release_in_thread, &w,
+                           NULL) != 0)
+        return beam_make_error(env, "thread");
+    enif_thread_join(tid, NULL);
+    return make_ok(env, make_bool(env, w.no_call_after));
 }
 
 BEAM_NIF(overrun_torn_down) {
@@ -943,10 +980,25 @@ BEAM_NIF(overrun_torn_down) {
     if (p == NULL)
         return alloc_error(env, r);
     p[4096 - 32] = 0xEE;
-    if (strcmp(how, "release") != 0)
+    if (strcmp(how, "in_thread") == 0)
+        return release_off_a_call(env, r);
+    if (strcmp(how, "release") != 0 && strcmp(how, "then_misuse") != 0)
         return make_ok(env, term);
     beam_resource_release(r); /* the release */
-    return enif_make_atom(env, "ok");
+    if (strcmp(how, "then_misuse") != 0)
+        return enif_make_atom(env, "ok");
+    /* The call goes on after its teardown's report: a misuse of its own
+     * now names its frames, and the call its name, as before the
+     * teardown (beam__nif_in_end gave the call back as it was). */
+    beam_allocator_t a = beam_gpa_allocator(&checking);
+    unsigned char *q = beam_alloc(a, unsigned char, 24);
+    if (q == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(a, q, 24);
+    beam_free(a, q, 24); /* the double free */
+    const char *name = beam_nif_function_name();
+    return make_ok(env, enif_make_string(env, name != NULL ? name : "none",
+                                         ERL_NIF_LATIN1));
 }
 
 /* --- churn(res, iterations, seed): many blocks in one call ------------- */
