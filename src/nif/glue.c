@@ -694,7 +694,7 @@ typedef struct nif_call {
 enum {
     /* scoped is fault injection's (else leak_check's or scratch's own) */
     CALL_INJECTED = 1,
-    /* the call is in its end (unstack_allocators): ending is set */
+    /* the call is in its end (beam__nif_in_end): ending is set */
     CALL_AT_END = 2,
     /* no call: beam__nif_in_end's stand-in, out of one */
     CALL_NONE = 4,
@@ -719,8 +719,11 @@ const beam__call_end *beam__call_ending(void) {
     return c != NULL && (c->flags & CALL_AT_END) != 0 ? c->ending : NULL;
 }
 
-void beam__nif_in_end(beam__call_end *end,
-                      void (*fn)(beam__call_end *end, void *arg), void *arg) {
+/* Out of line: its callers' paths are cold (a composed call's end, a
+ * teardown), and inlined it took the composed call 60 instructions. */
+BEAM__NOINLINE void beam__nif_in_end(beam__call_end *end,
+                                     void (*fn)(beam__call_end *end, void *arg),
+                                     void *arg) {
     beam__nif_thread *t = &beam__nif_here;
     nif_call *c = t->call;
     /* Out of a call: a stand-in that names no function (CALL_NONE), with no
@@ -1131,17 +1134,19 @@ static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
              mfa);
 }
 
-/* From here to end_call_end, a misuse found was the body's, which has
- * returned: its report names the call (the frames it would name are the
- * glue's), through end (beam__call_ending). */
-static void begin_call_end(composed_call *c, beam__call_end *end) {
-    *end = (beam__call_end){found_at_end_of, c->call, NULL, 0, 0, 0, NULL};
-    c->call->ending = end;
-    c->call->flags |= CALL_AT_END;
+/* The end of c's call (beam__nif_in_end runs a step in it): a misuse
+ * found was the body's, which has returned, and its report names the call
+ * (the frames it would name are the glue's). */
+static beam__call_end call_end_of(const composed_call *c) {
+    return (beam__call_end){found_at_end_of, c->call, NULL, 0, 0, 0, NULL};
 }
 
-static void end_call_end(composed_call *c) {
-    c->call->flags &= (unsigned char)~CALL_AT_END;
+static void give_back_in_end(beam__call_end *end, void *arg) {
+    composed_call *c = arg;
+    if (c->faulted)
+        c->driver->leave(&c->frame);
+    if (c->o.scratch)
+        beam__arena_deinit_noting(&c->arena, end);
 }
 
 /* The plan lets go of the call's blocks, then the arena gives its chunks
@@ -1150,13 +1155,8 @@ static void end_call_end(composed_call *c) {
 static void unstack_allocators(composed_call *c) {
     if (!c->faulted && !c->o.scratch)
         return;
-    beam__call_end end;
-    begin_call_end(c, &end);
-    if (c->faulted)
-        c->driver->leave(&c->frame);
-    if (c->o.scratch)
-        beam__arena_deinit_noting(&c->arena, &end);
-    end_call_end(c);
+    beam__call_end end = call_end_of(c);
+    beam__nif_in_end(&end, give_back_in_end, c);
 }
 
 /* A thread the body started (and joined, or not) that misused the call's
@@ -1203,13 +1203,16 @@ static void keep_or_free_instance(kept_instance *check, bool leaked) {
     }
 }
 
+static void check_freed_in_end(beam__call_end *end, void *arg) {
+    (void)end;
+    (void)beam__gpa_check_freed(&((composed_call *)arg)->check->gpa);
+}
+
 static void finish_leak_check(composed_call *c, check_outcome *out) {
     /* Freed blocks written since: found now or never, in the call's end
      * (a report names the call). */
-    beam__call_end end;
-    begin_call_end(c, &end);
-    beam__gpa_check_freed(&c->check->gpa);
-    end_call_end(c);
+    beam__call_end end = call_end_of(c);
+    beam__nif_in_end(&end, check_freed_in_end, c);
     find_misuse_elsewhere(c, out);
     out->leaked = report_leaks(c);
     keep_or_free_instance(c->check, out->leaked);

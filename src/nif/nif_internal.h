@@ -209,8 +209,9 @@ BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
 /* Runs fn(end, arg) in an end as a NIF call's (beam__call_end): a report
  * made meanwhile says end's text where it would name its caller. Out of a
  * call (a destructor, a thread of the NIF's), as in one. For the library's
- * own work after the fact (a resource's teardown), whose frames tell the
- * reader nothing. glue.c's. */
+ * own work after the fact (a composed call giving its allocators back and
+ * its leak check's look at freed blocks; a resource's teardown), whose
+ * frames tell the reader nothing. glue.c's. */
 BEAM__HIDDEN void beam__nif_in_end(beam__call_end *end,
                                    void (*fn)(beam__call_end *end, void *arg),
                                    void *arg);
