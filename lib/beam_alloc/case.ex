@@ -346,19 +346,29 @@ defmodule BeamAlloc.Case do
   # its name (ExUnit writes it "(test)"), not "test x (overridable 1)",
   # and the wrapper's frame, the next one, gone.
   defp unwrapped([{module, name, arity, location} = frame | rest]) when is_atom(name) do
-    case Regex.run(~r/^(.*) \(overridable \d+\)$/s, Atom.to_string(name)) do
-      [_, test] ->
-        test = String.to_existing_atom(test)
-        rest = with [{^module, ^test, ^arity, _} | after_it] <- rest, do: after_it
-        [{module, test, arity, location} | unwrapped(rest)]
-
+    case test_of_body(name) do
       nil ->
         [frame | unwrapped(rest)]
+
+      test ->
+        rest = with [{^module, ^test, ^arity, _} | after_it] <- rest, do: after_it
+        [{module, test, arity, location} | unwrapped(rest)]
     end
   end
 
   defp unwrapped([frame | rest]), do: [frame | unwrapped(rest)]
   defp unwrapped([]), do: []
+
+  # The test whose body the guard's wrapper named "<test> (overridable N)"
+  # (defoverridable), or nil: the test's atom exists, the test defines it.
+  # BeamAlloc.Testing names a crash's caller with it too.
+  @doc false
+  def test_of_body(name) when is_atom(name) do
+    case Regex.run(~r/^(.*) \(overridable \d+\)$/s, Atom.to_string(name)) do
+      [_, test] -> String.to_existing_atom(test)
+      nil -> nil
+    end
+  end
 
   # (A test that failed several times already: each, then the reports.)
   defp failures(:error, %ExUnit.MultiError{errors: errors}, _stack), do: errors

@@ -203,7 +203,7 @@ defmodule BeamAlloc.Testing do
   defp caller_text(fun) do
     case :beam_alloc_testing.caller(fun) do
       :none -> ""
-      {m, f, a, location} -> Exception.format_mfa(m, unwrapped(f), a) <> location_text(location)
+      {m, f, a, location} -> Exception.format_mfa(m, test_or(f), a) <> location_text(location)
     end
   end
 
@@ -211,12 +211,7 @@ defmodule BeamAlloc.Testing do
   # fun is written, under "test parse (overridable 1)": the note named
   # that, where ExUnit names the test "test parse" (review of the README's
   # example, whose module uses the guard).
-  defp unwrapped(f) do
-    case Regex.run(~r/^(.*) \(overridable \d+\)$/s, Atom.to_string(f)) do
-      [_, name] -> String.to_atom(name)
-      nil -> f
-    end
-  end
+  defp test_or(f), do: BeamAlloc.Case.test_of_body(f) || f
 
   defp location_text(location) do
     case {location[:file], location[:line]} do
