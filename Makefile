@@ -78,6 +78,15 @@ standalone-lib: $(BUILD)/libbeam_alloc_standalone.a
 erts-include-dir:
 	@if [ -z "$(ERTS_INCLUDE_DIR)" ]; then echo "ERTS_INCLUDE_DIR is empty (erl not on PATH?): set it to the folder of erl_nif.h, or put erl on PATH (in this checkout, make deps installs Erlang)" >&2; exit 1; fi
 
+# A target the library cannot serve (32-bit: include/beam_alloc.h says
+# why) stops here with the header's one message, before any object: its
+# sources' compiles each failed with their own errors, none saying why.
+# Preprocessing only (a few milliseconds, silent when it passes): a
+# toolchain's CC and CFLAGS (-m32, --sysroot, -march) as the objects get.
+.PHONY: target-check
+target-check:
+	@$(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -E -x c include/beam_alloc.h -o /dev/null
+
 # The libraries' objects and archives are written under a name of their
 # own (the shell's PID) and renamed into place: two builds of one checkout
 # at once (two projects sharing a path dependency, built side by side)
@@ -116,9 +125,9 @@ STANDALONE_OBJ_KEY = $(CC) $(LINK_CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE
 write_if_changed = printf '%s\n' '$(subst ','\'',$($(1)))' | cmp -s - $@ || \
     { mkdir -p $(@D) && printf '%s\n' '$(subst ','\'',$($(1)))' >$(TMP_OUT) && mv -f $(TMP_OUT) $@; }
 .PHONY: FORCE_COMMAND
-$(BUILD)/nif/command: FORCE_COMMAND | erts-include-dir
+$(BUILD)/nif/command: FORCE_COMMAND | erts-include-dir target-check
 	@$(call write_if_changed,NIF_OBJ_KEY)
-$(BUILD)/standalone/command: FORCE_COMMAND
+$(BUILD)/standalone/command: FORCE_COMMAND | target-check
 	@$(call write_if_changed,STANDALONE_OBJ_KEY)
 
 $(BUILD)/nif/%.o: src/%.c $(HEADERS) $(BUILD)/nif/command | erts-include-dir
@@ -224,7 +233,35 @@ HEADER_EVERYTHING := -Weverything -Wno-unknown-warning-option -Wno-padded \
     -Wno-declaration-after-statement -Wno-c++98-compat \
     -Wno-c++98-compat-pedantic -Wno-unsafe-buffer-usage -Wno-weak-vtables
 HEADER_EVERYTHING_OLD_C := -Wno-used-but-marked-unused
-header-test: $(BUILD)/libbeam_alloc_standalone.a
+# A 32-bit target (-m32 here; a Nerves board's armv6/armv7 compiler alike)
+# is refused before anything is compiled, with the public header's one
+# message as the build's first error: the GPA packs counts into pointers'
+# top 16 bits and maps a 48-bit address space, and a 32-bit build of its
+# sources failed with some fifty errors (armhf: one about glibc's atof and
+# -mgeneral-regs-only), none saying why. Both libraries, both compilers;
+# without 32-bit headers (gcc-multilib) the first error is still ours.
+.PHONY: target-check-test
+target-check-test:
+	@mkdir -p $(BUILD)/m32
+	@for cc in gcc $(SAN_CC); do for lib in standalone-lib nif-lib; do \
+	    rm -rf $(BUILD)/m32/build; \
+	    if $(MAKE) --no-print-directory BUILD=$(BUILD)/m32/build CC=$$cc CFLAGS=-m32 $$lib >$(BUILD)/m32/out 2>&1; then \
+	        echo "target-check-test: $$cc -m32 built $$lib" >&2; exit 1; fi; \
+	    if ! grep -m1 'error' $(BUILD)/m32/out | grep -q 'beam_alloc needs a 64-bit target'; then \
+	        echo "target-check-test: $$cc -m32 $$lib: the first error is not the 64-bit one:" >&2; cat $(BUILD)/m32/out >&2; exit 1; fi; \
+	    if [ -n "$$(find $(BUILD)/m32/build -name '*.o' 2>/dev/null)" ]; then \
+	        echo "target-check-test: $$cc -m32 $$lib compiled objects:" >&2; cat $(BUILD)/m32/out >&2; exit 1; fi; \
+	done; done
+	@# A NIF built by other means (its own Makefile, the library prebuilt):
+	@# the header says it too, first, in C and C++.
+	@for c in "gcc -std=c11" "$(SAN_CC) -std=c11" "g++ -std=c++17 -x c++" "$(SAN_CC)++ -std=c++17 -x c++"; do \
+	    if $$c -m32 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -fsyntax-only test/header/sample_nif.c >$(BUILD)/m32/out 2>&1; then \
+	        echo "target-check-test: $$c -m32 compiled sample_nif.c" >&2; exit 1; fi; \
+	    grep -m1 'error' $(BUILD)/m32/out | grep -q 'beam_alloc needs a 64-bit target' || \
+	        { echo "target-check-test: $$c -m32 sample_nif.c: the first error is not the 64-bit one:" >&2; cat $(BUILD)/m32/out >&2; exit 1; }; \
+	done
+
+header-test: $(BUILD)/libbeam_alloc_standalone.a target-check-test
 	@mkdir -p $(BUILD)/header
 	gcc -std=c11 -pedantic $(HEADER_STRICT) test/header/plain.c $(BUILD)/libbeam_alloc_standalone.a -pthread -o $(BUILD)/header/plain
 	$(BUILD)/header/plain

@@ -31,6 +31,18 @@
 #ifndef BEAM_ALLOC_H
 #define BEAM_ALLOC_H
 
+/* 64-bit targets only: the general purpose allocator packs a count into
+ * the top 16 bits of a pointer-sized word and maps a 48-bit address space,
+ * and the header scheme keeps flags above bit 46 of a size. Said before any
+ * #include, so that it is a build's first error even where the target's C
+ * library is missing; the Makefile preprocesses this header before it
+ * compiles anything, so that it is the only one. (__SIZEOF_POINTER__: GCC
+ * and clang, the compilers the library is built with.) */
+#if defined(__SIZEOF_POINTER__) && __SIZEOF_POINTER__ != 8
+#error                                                                         \
+    "beam_alloc needs a 64-bit target (built and tested on x86_64 Linux): 32-bit ones, such as armv6/armv7 (armhf: Nerves' Raspberry Pi Zero to 3 systems) and i386, are not supported"
+#endif
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

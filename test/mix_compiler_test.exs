@@ -499,6 +499,24 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # A 32-bit target (a Nerves board's armv6/armv7 CC; -m32 here) stops
+  # before anything is compiled, with include/beam_alloc.h's message as
+  # the build's first line: its sources failed with dozens of errors about
+  # shifts and a static assertion (armhf: about glibc's atof), none saying
+  # why. (make target-check-test checks make's own builds and the header.)
+  test "a 32-bit target fails at once, saying that beam_alloc needs a 64-bit one",
+       %{dir: dir} do
+    app = project(dir, :mixc_m32, nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]])
+    System.put_env("CFLAGS", "-O2 -g -m32")
+
+    error = assert_raise Mix.Error, fn -> compile(dir, app) end
+    assert error.message =~ "could not build beam_alloc's library"
+    [_, shell] = String.split(error.message, "\n--- shell ---\n", parts: 2)
+    first = shell |> String.split("\n") |> Enum.find(&(&1 =~ "error"))
+    assert first =~ ~r/include\/beam_alloc\.h:\d+:\d+: error: .*beam_alloc needs a 64-bit target/
+    refute File.exists?(so_path(dir, app, :tmp_nif))
+  end
+
   test "make mode runs the project's Makefile with beam_alloc's paths exported", %{dir: dir} do
     File.write!(Path.join(dir, "Makefile"), """
     include $(BEAM_ALLOC_MK)
