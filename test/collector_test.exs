@@ -77,16 +77,8 @@ defmodule BeamAlloc.CollectorTest do
   # A copy of beam_alloc's application directory, in a directory of the
   # test's own, without priv/beam_alloc_testing.so.
   defp copy_without_driver(name) do
-    # (The OS pid too: unique_integer is unique in one VM only, and two
-    # suites run at once would share the directory, one deleting it.)
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "#{name}_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
+    dir = BeamAlloc.Test.TmpDir.path!(name)
     File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
     File.cp_r!(to_string(:code.lib_dir(:beam_alloc)), Path.join(dir, "beam_alloc"))
     File.rm!(Path.join([dir, "beam_alloc", "priv", "beam_alloc_testing.so"]))
     dir

@@ -2191,14 +2191,8 @@ defmodule BeamAlloc.CaseTest do
     # module is not there (its on_load failed). A bare undef said nothing.
     ebin = Path.join(Mix.Project.build_path(), "lib/beam_alloc/ebin")
 
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_no_driver_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_no_driver")
     File.mkdir_p!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
 
     for beam <- Path.wildcard(Path.join(ebin, "*.beam")),
         do: File.cp!(beam, Path.join(dir, Path.basename(beam)))

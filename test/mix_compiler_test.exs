@@ -10,18 +10,7 @@ defmodule BeamAlloc.MixCompilerTest do
   alias Mix.Tasks.Compile.BeamAlloc, as: Compiler
 
   setup context do
-    # Under the system's temporary directory, with a plain name (make
-    # cannot take every character a test name has) that no other VM's run
-    # of this test can share (unique_integer is unique in one VM only: two
-    # suites running at once used to remove each other's projects).
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_mixc_#{System.pid()}_#{context.line}_#{System.unique_integer([:positive])}"
-      )
-
-    File.rm_rf!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_mixc_#{context.line}")
 
     shell = Mix.shell()
     Mix.shell(Mix.Shell.Process)

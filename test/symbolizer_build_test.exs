@@ -10,14 +10,7 @@ defmodule BeamAlloc.SymbolizerBuildTest do
   @root Path.expand("..", __DIR__)
 
   test "the symbolizer builds without libdw, and says it is without" do
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_nolibdw_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
-
-    File.rm_rf!(dir)
-    on_exit(fn -> File.rm_rf!(dir) end)
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_nolibdw")
     so = Path.join(dir, "priv/beam_alloc_symbolize.so")
 
     {out, status} =
