@@ -114,7 +114,8 @@
 %% to the test's output too: EUnit's failure cuts an error term's long
 %% binaries, and shows the output whole ("output:<<...>>"). The
 %% beam_alloc application must be started ({not_started, beam_alloc}
-%% otherwise): application:ensure_all_started(beam_alloc).
+%% otherwise): application:ensure_all_started(beam_alloc). In Common Test,
+%% the hook beam_alloc_cth does this around every case.
 %%
 %% Not counted: the reports a check_all_allocation_failures in Fun turned
 %% into its result (a misuse of one of its runs, or a leak_check NIF's
@@ -141,6 +142,9 @@
 -export([run_check/4, caller/1, format_problems/2, refusal_message/1]).
 %% Internal: BeamAlloc.Case says whose its reports were with this.
 -export([attributed_lines/3]).
+%% Internal: beam_alloc_cth fails a Common Test case on the reports made
+%% while it ran, as without_reports/1 fails its fun's test.
+-export([watch/0, reports_since/3]).
 
 -type expect() :: any | raise | error_tuple.
 -type problem() :: #{kind := atom(), index := non_neg_integer() | undefined,
@@ -149,16 +153,33 @@
 
 -spec without_reports(fun(() -> T)) -> T.
 without_reports(Fun) when is_function(Fun, 0) ->
-    _ = beam_alloc:take_reports(),
-    Watch = watch_reports(),
+    Watch = watch(),
     Outcome = invoke(Fun),
-    case unwatch_reports(Watch) of
-        {[], 0} -> pass_on(Outcome);
-        {Reports, N} -> erlang:error({beam_alloc_reports, written(report_lines(Reports, N))})
+    case reports_since(Watch, self(), erlang) of
+        [] -> pass_on(Outcome);
+        Lines -> erlang:error({beam_alloc_reports, Lines})
     end;
 without_reports(Other) ->
     erlang:error({badarg, <<"without_reports/1 takes a fun of arity 0">>},
                  [Other]).
+
+%% A watch of the reports made from now on (the node's earlier ones taken
+%% and dropped), for reports_since/3: without_reports/1's, and
+%% beam_alloc_cth's around a Common Test case.
+-spec watch() -> term().
+watch() ->
+    _ = beam_alloc:take_reports(),
+    watch_reports().
+
+%% The lines of the reports made since Watch that no check consumed,
+%% written to the output, or [] when there were none; worded for Front
+%% (attributed_lines/3), Self the process the test ran in. The watch ends.
+-spec reports_since(term(), pid(), erlang | ct) -> [binary()].
+reports_since(Watch, Self, Front) ->
+    case unwatch_reports(Watch) of
+        {[], 0} -> [];
+        {Reports, N} -> written(report_lines(Reports, N, Self, Front))
+    end.
 
 %% The reporter keeps the reports made while Fun runs for it (a watch),
 %% and counts those no check consumed: read from its latest 100 at the
@@ -200,17 +221,18 @@ unwatch_reports(latest) ->
 %% caller's (failing is the safe side); the note tells a user of
 %% {inparallel, ...} why a clean test failed (an adopter's audit: the
 %% error showed another test's double free and said nothing of it).
-report_lines(Reports, N) ->
-    {Note, Lines} = attributed_lines(Reports, self(), erlang),
+report_lines(Reports, N, Self, Front) ->
+    {Note, Lines} = attributed_lines(Reports, Self, Front),
     Note ++ not_shown(N, length(Reports)) ++ Lines.
 
 %% {Note, Lines}: each report's line, another process's with its pid
 %% first, and the note on those (none if there are none), worded for the
-%% front whose guard made Self's watch: erlang (without_reports/1) or
+%% front whose guard made Self's watch: erlang (without_reports/1),
 %% elixir (BeamAlloc.Case, in a module that is not async: its failure
 %% named no process, and a clean test showed a setup_all process's double
-%% free). The one attribution and text for both.
--spec attributed_lines([map()], pid(), erlang | elixir) -> {[binary()], [binary()]}.
+%% free) or ct (beam_alloc_cth, Self a Common Test case's process). The one
+%% attribution and text for all.
+-spec attributed_lines([map()], pid(), erlang | elixir | ct) -> {[binary()], [binary()]}.
 attributed_lines(Reports, Self, Front) ->
     Whose = [{whose(R, Self), Line} || #{line := Line} = R <- Reports],
     {others_note(Whose, Self, Front),
@@ -275,6 +297,16 @@ others_words(erlang) ->
     {"this one",
      "tests that run at the same time ({inparallel, ...}) count each other's reports: run "
      "the tests that use without_reports/1 one at a time"};
+%% (Common Test runs init_per_suite and init_per_group in processes of
+%% their own, and a process they start outlives them: its report counted
+%% for whichever case ran then, an audit's "whose is it?".)
+others_words(ct) ->
+    {"the case's",
+     "every report made while a case runs (its init_per_testcase and end_per_testcase "
+     "too) counts for that case: the case may have caused it (by calling that process); "
+     "if not (a process of init_per_suite or init_per_group, of an application, a case "
+     "of a parallel group beside it), stop that process during the cases, or run the "
+     "cases one at a time"};
 others_words(elixir) ->
     {"the test's",
      "a test module that is not async counts every report made while a test runs: the test "
@@ -283,7 +315,7 @@ others_words(elixir) ->
      "that process during the tests (an async module counts neither)"}.
 
 %% A pid as the front's users write it.
-pid_text(Pid, erlang) ->
+pid_text(Pid, Front) when Front =:= erlang; Front =:= ct ->
     list_to_binary(pid_to_list(Pid));
 pid_text(Pid, elixir) ->
     <<"#PID", (pid_text(Pid, erlang))/binary>>.

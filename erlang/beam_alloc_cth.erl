@@ -1,0 +1,81 @@
+%% A Common Test hook: a case fails when beam_alloc reported a misuse or a
+%% leak while it ran, with the reports' lines, as
+%% beam_alloc_testing:without_reports/1 fails an EUnit test. In
+%% rebar.config:
+%%
+%%     {ct_opts, [{ct_hooks, [beam_alloc_cth]}]}.
+%%
+%% (ct_run -ct_hooks beam_alloc_cth, or {ct_hooks, [beam_alloc_cth]} in
+%% ct:run_test/1's options or a suite's suite/0, alike.) A double free in
+%% a NIF without leak_check is reported and its call goes on: without the
+%% hook the case passes, the report in the log's "Unexpected I/O" alone.
+%% With it the case fails with
+%%
+%%     {beam_alloc_reports, [<<"beam_alloc: general purpose allocator: double free: "
+%%                             "0x7f.. (length 24, alignment 8), called from parse "
+%%                             "(c_src/my_nif.c:42)">>]}
+%%
+%% The hook starts the beam_alloc application. It counts the reports from
+%% before init_per_testcase to after end_per_testcase, whoever made them,
+%% but those a check_all_allocation_failures turned into the error it
+%% raised, as without_reports/1 does. A report made by a process that is
+%% neither the case's nor one working for it (a process init_per_suite
+%% started, say) has that process's pid before its line, and a line first
+%% says so. A case that failed and reported fails with the reports, the
+%% case's own failure on the last line (a leak_check NIF's {memory_leak,
+%% Message} names the function alone; its report names the line). Reports
+%% made outside the cases (init_per_suite, end_per_group) fail nothing:
+%% they are logged, as before.
+-module(beam_alloc_cth).
+
+-export([id/1, init/2, pre_init_per_testcase/4, post_end_per_testcase/5]).
+
+%% Characters of a case's own failure the last line shows at most.
+-define(REASON_CHARS, 1000).
+
+-spec id(term()) -> ?MODULE.
+id(_Opts) ->
+    ?MODULE.
+
+%% State: #{{Suite, Case} => {Watch, CaseProcess}} for the cases running
+%% (a parallel group runs several).
+-spec init(term(), term()) -> {ok, map()} | {error, term()}.
+init(_Id, _Opts) ->
+    case application:ensure_all_started(beam_alloc) of
+        {ok, _} -> {ok, #{}};
+        {error, Reason} -> {error, {beam_alloc_not_started, Reason}}
+    end.
+
+-spec pre_init_per_testcase(module(), atom(), term(), map()) -> {term(), map()}.
+pre_init_per_testcase(Suite, Case, Config, State) ->
+    {Config, State#{{Suite, Case} => {beam_alloc_testing:watch(), self()}}}.
+
+%% (Called after a timetrap too, from another process: the watch is the
+%% reporter's, kept until read here.)
+-spec post_end_per_testcase(module(), atom(), term(), term(), map()) -> {term(), map()}.
+post_end_per_testcase(Suite, Case, _Config, Return, State) ->
+    case maps:take({Suite, Case}, State) of
+        error ->
+            {Return, State};
+        {{Watch, Self}, Rest} ->
+            case beam_alloc_testing:reports_since(Watch, Self, ct) of
+                [] -> {Return, Rest};
+                Lines -> {{fail, {beam_alloc_reports, Lines ++ failed_too(Return)}}, Rest}
+            end
+    end.
+
+failed_too(Return) ->
+    case failure(Return) of
+        none ->
+            [];
+        Reason ->
+            [unicode:characters_to_binary(
+               io_lib:format("beam_alloc: the case failed too: ~0tp", [Reason],
+                             [{chars_limit, ?REASON_CHARS}]))]
+    end.
+
+failure({fail, Reason}) -> Reason;
+failure({error, Reason}) -> Reason;
+failure({'EXIT', Reason}) -> Reason;
+failure({timetrap_timeout, _} = Reason) -> Reason;
+failure(_) -> none.

@@ -1,0 +1,78 @@
+%% A Common Test suite run with {ct_hooks, [beam_alloc_cth]} by
+%% test/common_test_test.exs (BeamAlloc.CommonTestTest), which compiles it
+%% into a temporary directory (it is not in erlc_paths: CT compiles suites
+%% itself) and reads each case's result. The NIFs are
+%% BeamAlloc.Test.Misuse's (test/nifs/misuse_nif.c).
+-module(beam_alloc_cth_SUITE).
+
+-compile([export_all, nowarn_export_all]).
+
+-define(MISUSE, 'Elixir.BeamAlloc.Test.Misuse').
+
+all() ->
+    [clean, double_free, leak, check_consumed, suite_process, end_misuse, after_end_misuse,
+     timetrap].
+
+%% A process of init_per_suite that double frees when asked: its report
+%% counts for the case that runs meanwhile, and names that process.
+init_per_suite(Config) ->
+    Helper = spawn(fun Loop() ->
+                           receive
+                               {double_free, From} ->
+                                   ok = ?MISUSE:double_free_plain(),
+                                   From ! done,
+                                   Loop()
+                           end
+                   end),
+    [{helper, Helper} | Config].
+
+end_per_suite(Config) ->
+    exit(proplists:get_value(helper, Config), kill),
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    Config.
+
+end_per_testcase(end_misuse, _Config) ->
+    ok = ?MISUSE:double_free_plain();
+end_per_testcase(_Case, _Config) ->
+    ok.
+
+clean(_Config) ->
+    ok.
+
+%% Reported, and the call goes on: without the hook the case passes.
+double_free(_Config) ->
+    ok = ?MISUSE:double_free_plain().
+
+%% A leak_check NIF raises {memory_leak, ...}, which names the function
+%% alone: the hook's failure gives the lines.
+leak(_Config) ->
+    ok = ?MISUSE:leak_deep().
+
+%% A misuse that the check listed in the error the case asserts.
+check_consumed(_Config) ->
+    try beam_alloc_testing:check_all_allocation_failures(fun ?MISUSE:double_free_on_failure/0) of
+        Result -> error({passed, Result})
+    catch
+        error:{allocation_failures, _} -> ok
+    end.
+
+suite_process(Config) ->
+    proplists:get_value(helper, Config) ! {double_free, self()},
+    receive done -> ok end.
+
+end_misuse(_Config) ->
+    ok.
+
+%% Clean: the misuse of the case before is that one's.
+after_end_misuse(_Config) ->
+    ok.
+
+%% The case process is killed; its report still fails it.
+timetrap() ->
+    [{timetrap, 300}].
+
+timetrap(_Config) ->
+    ok = ?MISUSE:double_free_plain(),
+    timer:sleep(infinity).

@@ -1,0 +1,94 @@
+defmodule BeamAlloc.CommonTestTest do
+  # Common Test with {ct_hooks, [beam_alloc_cth]}: a report made while a
+  # case runs fails that case, naming the source line, as without_reports/1
+  # fails an EUnit test (an Erlang team's audit: a double free in a CT case
+  # passed, its report only in the log's "Unexpected I/O"). The suite,
+  # test/common_test/beam_alloc_cth_SUITE.erl, runs in this node (its NIFs
+  # are BeamAlloc.Test.Misuse's); not async: CT runs one test run at a time
+  # in a node, and the reporter is shared.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  @suite "test/common_test/beam_alloc_cth_SUITE.erl"
+  @source "misuse_nif.c"
+
+  # (A directory outside the project: CT writes its logs there, and the
+  # suite's .beam.)
+  setup do
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_ct")
+    File.mkdir_p!(dir)
+    %{dir: dir}
+  end
+
+  test "a case whose NIF misused memory fails with the report's line; a clean one passes",
+       %{dir: dir} do
+    Code.ensure_loaded!(BeamAlloc.Test.Misuse)
+    File.cp!(@suite, Path.join(dir, Path.basename(@suite)))
+    Process.register(self(), :beam_alloc_ct_test)
+
+    capture_log(fn ->
+      ExUnit.CaptureIO.capture_io(fn ->
+        run =
+          :ct.run_test(
+            suite: ~c"beam_alloc_cth_SUITE",
+            dir: String.to_charlist(dir),
+            logdir: String.to_charlist(dir),
+            ct_hooks: [:beam_alloc_cth],
+            event_handler: {:beam_alloc_ct_events, [:beam_alloc_ct_test]},
+            auto_compile: true
+          )
+
+        send(self(), {:run, run})
+      end)
+    end)
+
+    # {Passed, Failed, {UserSkipped, AutoSkipped}}
+    assert_received {:run, {3, 5, {0, 0}}}
+
+    results = collect()
+
+    assert results[:clean] == :ok
+    assert results[:check_consumed] == :ok
+    assert results[:after_end_misuse] == :ok
+
+    assert {:failed, {:beam_alloc_reports, [line]}} = failed(results[:double_free])
+    assert line =~ ~r/double free: .* called from double_free_plain \(\S*#{@source}:\d+\)/
+
+    # The leak's lines, before the {memory_leak, ...} that names no line.
+    assert {:failed, {:beam_alloc_reports, [named, leak, too]}} = failed(results[:leak])
+    assert named =~ "memory leak detected"
+    assert leak =~ ~r/<- leak_deep \(\S*#{@source}:\d+\)/
+    assert too =~ "beam_alloc: the case failed too: "
+
+    # init_per_suite's process: its pid on its line, and a note saying why.
+    assert {:failed, {:beam_alloc_reports, [note, line]}} = failed(results[:suite_process])
+
+    assert note =~
+             ~r/^beam_alloc: 1 of the reports below was made by another process \(<[\d.]+>\)/
+
+    assert note =~ "init_per_suite"
+    assert line =~ ~r/^<[\d.]+>: beam_alloc: .*double_free_plain/
+
+    # end_per_testcase runs within the case.
+    assert {:failed, {:beam_alloc_reports, [_]}} = failed(results[:end_misuse])
+
+    # A case a timetrap killed: its reports, and what else failed it.
+    assert {:failed, {:beam_alloc_reports, lines}} = failed(results[:timetrap])
+    assert Enum.any?(lines, &(&1 =~ "double_free_plain"))
+    assert List.last(lines) =~ "timetrap_timeout"
+  end
+
+  # The cases' results as CT's events give them, once the run is over.
+  defp collect(acc \\ %{}) do
+    receive do
+      {:beam_alloc_ct_events, c, result} when is_atom(c) -> collect(Map.put(acc, c, result))
+    after
+      0 -> acc
+    end
+  end
+
+  # CT writes a failure as {failed, {error, Reason}} or {failed, Reason}.
+  defp failed({:failed, {:error, reason}}), do: {:failed, reason}
+  defp failed(other), do: other
+end
