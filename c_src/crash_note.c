@@ -31,8 +31,9 @@
  * took seconds), and a run cannot know beforehand that it will crash. So
  * the handler runs addr2line for the line (see crash_symbolize), with
  * everything it needs made ready before: its path found in PATH when the
- * session opens, its arguments when the request is failed. Without
- * addr2line the text says the command that gives the line.
+ * session opens (LLVM's where there is one: find_symbolizer), its
+ * arguments when the request is failed. Without addr2line the text says
+ * the command that gives the line.
  *
  * A request of a C++ NIF is most often made in the standard library's code
  * instantiated in the NIF (std::vector's _M_realloc_insert): its return
@@ -62,6 +63,7 @@
 #define _GNU_SOURCE
 #include "crash_note.h"
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -94,11 +96,11 @@ typedef struct crash_slot {
      * the handler puts how it failed (failure_words). */
     size_t len, split;
     char text[CRASH_TEXT];
-    /* The failed request's source line: addr2line's absolute path ("":
-     * none in PATH at open), the library and the offsets in it of the call
-     * and its callers there (lib "": not known), argv for execve (-a: each
-     * frame's answer after its address) and the command said without
-     * addr2line (the call's alone). */
+    /* The failed request's source line: the absolute path of
+     * find_symbolizer's addr2line ("": none in PATH at open), the library and
+     * the offsets in it of the call and its callers there (lib "": not known),
+     * argv for execve (-a: each frame's answer after its address) and the
+     * command said without addr2line (the call's alone). */
     char tool[CRASH_PATH];
     char lib[CRASH_PATH];
     char offset[CRASH_FRAMES][2 + 16 + 1];
@@ -680,17 +682,60 @@ static void crash_uninstall(void) {
     }
 }
 
-/* The absolute path of the program name in PATH into out, "" when none
- * (n bytes at most). Relative entries are passed over: a crash may come
- * after a change of directory. */
-static void find_in_path(const char *name, char *out, size_t n) {
+/* Is dir (len bytes)/name a program: its path then in out (n bytes at
+ * most). */
+static bool program_in(const char *dir, int len, const char *name, char *out,
+                       size_t n) {
+    int w = snprintf(out, n, "%.*s/%s", len, dir, name);
+    return w > 0 && (size_t)w < n && access(out, X_OK) == 0;
+}
+
+/* Is there a program llvm-addr2line-N in dir (len bytes): the path of
+ * the highest N's then in out (n bytes at most). Debian's llvm-N installs
+ * it so (clang-N recommends llvm-N), the plain name being the llvm
+ * package's. */
+static bool llvm_versioned_in(const char *dir, int len, char *out, size_t n) {
+    static const char prefix[] = "llvm-addr2line-";
+    char path[CRASH_PATH];
+    if (snprintf(path, sizeof path, "%.*s", len, dir) >= (int)sizeof path)
+        return false;
+    DIR *d = opendir(path);
+    unsigned long best = 0;
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
+        const char *v = e->d_name + sizeof prefix - 1;
+        char *end;
+        if (!starts_with(e->d_name, prefix) || *v < '0' || *v > '9')
+            continue;
+        unsigned long version = strtoul(v, &end, 10);
+        if (*end == '\0' && version > best &&
+            program_in(dir, len, e->d_name, path, sizeof path) &&
+            strlen(path) < n) {
+            best = version;
+            strcpy(out, path);
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+    return best > 0;
+}
+
+/* The symbolizer's absolute path into out, "" when none (n bytes at
+ * most): in the first directory of PATH that has one, llvm-addr2line
+ * (else its highest llvm-addr2line-N), else binutils' addr2line. LLVM's
+ * first: binutils' addr2line 2.40 reads clang's DWARF 5 (its default
+ * since clang 14) without the functions inlined at a call, and the note
+ * lost the author's helper inlined into a BEAM_NIF body; LLVM's reads
+ * either compiler's. The first directory: one put first in PATH chooses.
+ * Relative entries are passed over: a crash may come after a change of
+ * directory. */
+static void find_symbolizer(char *out, size_t n) {
     const char *p = getenv("PATH");
     while (p != NULL && *p != '\0') {
         const char *end = strchrnul(p, ':');
-        int len = (int)(end - p), w = -1;
-        if (p[0] == '/')
-            w = snprintf(out, n, "%.*s/%s", len, p, name);
-        if (w > 0 && (size_t)w < n && access(out, X_OK) == 0)
+        int len = (int)(end - p);
+        if (p[0] == '/' && (program_in(p, len, "llvm-addr2line", out, n) ||
+                            llvm_versioned_in(p, len, out, n) ||
+                            program_in(p, len, "addr2line", out, n)))
             return;
         p = *end != '\0' ? end + 1 : end;
     }
@@ -716,7 +761,7 @@ static int crash_take(const char *caller, size_t len) {
         bool free = false;
         if (atomic_compare_exchange_strong(&c->taken, &free, true)) {
             atomic_store(&c->state, CRASH_IDLE);
-            find_in_path("addr2line", c->tool, CRASH_PATH);
+            find_symbolizer(c->tool, CRASH_PATH);
             crash_set_caller(c, caller, len);
             return i;
         }
@@ -769,6 +814,9 @@ static void crash_line_args(crash_slot *c, const crash_note_failure *f) {
             snprintf(c->offset[k], sizeof c->offset[k], "0x%zx",
                      (size_t)(f->frames[k] - 1 - (uintptr_t)info.dli_fbase));
     }
+    /* (argv[0] "addr2line" for LLVM's too: llvm-addr2line is
+     * llvm-symbolizer, which takes addr2line's options and output by the
+     * name it is run under.) */
     static char prog[] = "addr2line", fn[] = "-f", in[] = "-i", cxx[] = "-C",
                 e[] = "-e", addr[] = "-a";
     char *command[] = {prog, fn, in, cxx, e, c->lib, c->offset[0], NULL};

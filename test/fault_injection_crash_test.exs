@@ -264,10 +264,17 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
 
   # The output of an Erlang check's crash (uses_null) with an addr2line
   # in PATH that runs the shell commands `script` instead.
-  defp crash_with_addr2line(script) do
+  defp crash_with_addr2line(script), do: crash_with_symbolizers(%{"addr2line" => script})
+
+  # The same with programs named as `scripts`' keys, in one directory first
+  # in PATH, each running the shell commands of its value.
+  defp crash_with_symbolizers(scripts) do
     tmp = tmp_dir("beam_alloc_fake_addr2line")
-    File.write!(Path.join(tmp, "addr2line"), "#!/bin/sh\n" <> script)
-    File.chmod!(Path.join(tmp, "addr2line"), 0o755)
+
+    for {name, script} <- scripts do
+      File.write!(Path.join(tmp, name), "#!/bin/sh\n" <> script)
+      File.chmod!(Path.join(tmp, name), 0o755)
+    end
 
     {out, status} =
       run_vm(System.find_executable("erl"), ["-noshell", "-eval", @uses_null_from_erlang], [
@@ -313,6 +320,38 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
            out
 
     refute out =~ "call_composed", out
+  end
+
+  # binutils' addr2line 2.40 loses clang's DWARF 5 inlined functions (see
+  # above); llvm-addr2line does not, and comes with clang (Debian's llvm-N,
+  # which clang-N recommends, as llvm-addr2line-N). Beside addr2line, it
+  # is the one run: the note had "called from fill_nif at stl_vector.h"
+  # where llvm-addr2line gives the author's helper inlined there.
+  test "llvm-addr2line, where it is beside addr2line, gives the line" do
+    out =
+      crash_with_symbolizers(%{
+        "addr2line" => "printf '0x1\\nmake_header\\n/binutils/faults_nif.c:1\\n'\n",
+        "llvm-addr2line" => "printf '0x1\\nmake_header\\n/llvm/faults_nif.c:2\\n'\n"
+      })
+
+    assert out =~ "\nbeam_alloc: that request was made in make_header at /llvm/faults_nif.c:2\n",
+           out
+  end
+
+  # Debian's llvm-N has it as llvm-addr2line-N alone (plain llvm-addr2line
+  # is the llvm package's): the highest version there is run.
+  test "a versioned llvm-addr2line-N, the highest, gives the line" do
+    out =
+      crash_with_symbolizers(%{
+        "addr2line" => "printf '0x1\\nmake_header\\n/binutils/faults_nif.c:1\\n'\n",
+        "llvm-addr2line-9" => "printf '0x1\\nmake_header\\n/llvm-9/faults_nif.c:9\\n'\n",
+        "llvm-addr2line-14" => "printf '0x1\\nmake_header\\n/llvm-14/faults_nif.c:14\\n'\n",
+        "llvm-addr2line-14.bak" => "exit 1\n"
+      })
+
+    assert out =~
+             "\nbeam_alloc: that request was made in make_header at /llvm-14/faults_nif.c:14\n",
+           out
   end
 
   # One BEAM_NIF under a normal and a dirty name: the crash names the one
