@@ -496,11 +496,11 @@ run_check(Fun, Expect, Modules, Caller) ->
 %% function, a tail call) has no frame left, and the first frame outside is
 %% its runner's: then the function that wrote Fun, with its module's
 %% source file. Once per check. Code evaluated (erl -eval, the shell,
-%% elixir -e) has no source to name: none. "On the stack" is among the
-%% frames process_info/2 gives, the innermost backtrace_depth (8 unless
-%% the node sets more), three of them the check's own (four from Elixir):
-%% a writer further out than that is not seen, and the frame named is the
-%% first outside, a helper's.
+%% elixir -e) has no source to name: none. The frames current_stacktrace
+%% gives are the innermost backtrace_depth (8 unless the node sets more),
+%% three of them the check's own (four from Elixir): a writer further out
+%% is found on the whole stack (further_out/1), and named with its
+%% module's source file, without a line.
 -spec caller(fun(() -> term())) -> {module(), atom(), arity(), list()} | none.
 caller(Fun) ->
     case found_caller(Fun) of
@@ -530,8 +530,26 @@ found_caller(Fun) ->
     Writer = writer(Fun),
     case [Frame || {M, F, A, _} = Frame <- Outside, {M, F, A} =:= Writer] of
         [Frame | _] -> Frame;
-        [] -> first_outside(Outside, Writer)
+        [] ->
+            case further_out(Writer) of
+                true -> written_by(Writer);
+                false -> first_outside(Outside, Writer)
+            end
     end.
+
+%% Is the writer on the stack further out than the frames
+%% current_stacktrace gives (backtrace_depth: a test that reaches the check
+%% through more nested helpers than that was named by the innermost). The
+%% whole stack is in process_info/2's backtrace text, each frame's return
+%% address as "(M:F/A + Offset)", without a line; raising backtrace_depth
+%% would change it for the whole node. Asked only where the writer is not
+%% among the frames given.
+further_out(none) ->
+    false;
+further_out({M, F, A}) ->
+    {backtrace, Text} = process_info(self(), backtrace),
+    Frame = unicode:characters_to_binary(io_lib:format("(~tw:~tw/~b + ", [M, F, A])),
+    binary:match(Text, Frame) =/= nomatch.
 
 %% The first frame outside (the writer is not on the stack), where it is
 %% the test's: not a runner's, nor evaluated code's.

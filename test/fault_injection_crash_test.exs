@@ -475,6 +475,30 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     )
   end
 
+  # The stack the VM gives a process is its innermost backtrace_depth
+  # frames (8 unless set), three or four of them the check's: a test that
+  # reaches the check through more nested calls than the rest was named by
+  # the innermost of them, a helper. Named now by the function that wrote
+  # the fun, found on the whole stack, with its file (no line: the whole
+  # stack's text has none).
+  for {lang, call, mfa, file} <- [
+        {:elixir, "BeamAlloc.Test.CrashCaller.deep()", "BeamAlloc.Test.CrashCaller.deep/0",
+         "test/support/crash_caller.ex"},
+        {:erlang, "beam_alloc_crash_caller:deep_test().", "beam_alloc_crash_caller:deep_test/0",
+         "test/erlang/beam_alloc_crash_caller.erl"}
+      ] do
+    test "a check nested deeper than the stack the VM gives: the crash names the test (#{lang})" do
+      {out, status} = run_vm(unquote(lang), unquote(call))
+
+      assert status == 128 + 11, out
+      assert_names_the_request(out)
+
+      assert out =~
+               ~r"\nbeam_alloc: that check_all_allocation_failures was called from #{Regex.escape(unquote(mfa))} at \S*#{unquote(file)}\n$",
+             out
+    end
+  end
+
   # A test whose last expression is the check (an EUnit test function) has
   # no frame of its own while the check runs: the function is named by the
   # fun given to the check, written there.
