@@ -604,9 +604,10 @@ static bool entered_here(const ErlNifFunc *f) {
                      t != ERL_NIF_THR_DIRTY_IO_SCHEDULER;
 }
 
-/* The NIF function pc lies in, as its callers know it (MyNif.parse/1,
- * my_nif:parse/1, quoted where the language quotes it as the reports do:
- * my_nif:'end'/1, MyNif."odd name"/1; it wrote my_nif:end/1), into out: the
+/* The call of the NIF function pc lies in, as the reports name it ("the
+ * NIF call `MyNif.parse/1`", "the NIF call my_nif:parse/1", quoted where
+ * the language quotes it: my_nif:'end'/1, MyNif."odd name"/1; it wrote
+ * my_nif:end/1, and Elixir's without backquotes), into out: the
  * entry of the library's ErlNifFunc table (nif_init's) that starts nearest
  * below pc. No debug information needed.
  * "" when not known. */
@@ -629,7 +630,7 @@ static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
     }
     if (best == NULL)
         return;
-    beam__nif_mfa_text(lib->module, best->name, best->arity, out, n);
+    beam__nif_call_text(lib->module, best->name, best->arity, out, n);
 }
 
 /* Request r, returning to ret, was failed (session lock held): the crash
@@ -640,7 +641,7 @@ static void crash_request_failed(const session *s, const request_info *r,
                                  uintptr_t ret) {
     if (s->crash < 0)
         return;
-    char site[512], fn[320];
+    char site[512], fn[352];
     beam__describe_site(line_site(s, r->site), site, sizeof site);
     /* Another thread (one the call started, a pool's) has no NIF function
      * on its stack: the one nearest below its code would be a guess,

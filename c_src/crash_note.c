@@ -888,7 +888,7 @@ void crash_note_request_failed(int slot, const crash_note_failure *f) {
     c->len = crash_text(c, c->split, "%s of %zu bytes at %s%s%s", f->kind,
                         f->len, f->site,
                         f->off_call ? ", on a thread other than the NIF call's"
-                        : f->nif[0] ? ", in the NIF call "
+                        : f->nif[0] ? ", in "
                                     : "",
                         f->nif);
     atomic_store(&c->state, CRASH_FAILED);

@@ -39,7 +39,7 @@ typedef struct crash_note_failure {
     const char *kind; /* "alloc", "resize" or "remap" */
     size_t len;       /* bytes asked for */
     const char *site; /* as described (lib.so+0x..) */
-    const char *nif;  /* the NIF function of the call, "" when not known */
+    const char *nif;  /* the call, "the NIF call `M.f/1`", "" when not known */
     bool off_call;    /* made on a thread other than the call's */
     /* Its return address, then its callers' (innermost first): for
      * addr2line, which follows them while they are in the same object, up

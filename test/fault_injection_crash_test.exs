@@ -54,7 +54,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
                "alloc of 64 bytes at faults_nif.so+0x",
            out
 
-    assert out =~ ", in the NIF call #{@faults}.uses_null/1: handle the NULL there", out
+    assert out =~ ", in the NIF call `#{@faults}.uses_null/1`: handle the NULL there", out
   end
 
   # The handler ran addr2line and says its answer (where the machine has
@@ -133,7 +133,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
                "returning NULL): alloc of 4 bytes at cxx_nif.so+0x",
            out
 
-    assert out =~ ", in the NIF call CxxNif.unguarded_push/1: handle the failure there\n", out
+    assert out =~ ", in the NIF call `CxxNif.unguarded_push/1`: handle the failure there\n", out
 
     assert out =~
              "\nbeam_alloc: (the NIF mishandles that failure: a SIGABRT is most often a " <>
@@ -364,12 +364,14 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
       """)
 
     assert status == 128 + 11, out
-    assert out =~ ", in the NIF call #{@faults}.uses_null_dirty/1: handle the NULL there", out
+    assert out =~ ", in the NIF call `#{@faults}.uses_null_dirty/1`: handle the NULL there", out
   end
 
   # The NIF's name as its language writes it, quoted where it must be, as
   # the glue's reports write it: the note wrote Faults.uses null/1 and
-  # beam_alloc_erl_test:end/1.
+  # beam_alloc_erl_test:end/1. And in backquotes in an Elixir module, as
+  # they say it ("found when the NIF call `M.f/0` returned"), not in an
+  # Erlang one: the note had none.
   test "a crash in a NIF whose name needs quotes names it quoted" do
     {out, status} =
       run_vm(:elixir, """
@@ -378,7 +380,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
       """)
 
     assert status == 128 + 11, out
-    assert out =~ ~s/, in the NIF call #{@faults}."uses null"\/1: handle the NULL there/, out
+    assert out =~ ~s/, in the NIF call `#{@faults}."uses null"\/1`: handle the NULL there/, out
 
     {out, status} =
       run_vm(:erlang, """
@@ -427,7 +429,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert status == 128 + 11, out
 
     assert out =~
-             ~r"failing allocation request 0 \(and every later one\), which returned NULL: alloc of 8 bytes at faults_nif\.so\+0x[0-9a-f]+, in the NIF call #{@faults}\.uses_null_in_callback/0: handle the NULL there\n",
+             ~r"failing allocation request 0 \(and every later one\), which returned NULL: alloc of 8 bytes at faults_nif\.so\+0x[0-9a-f]+, in the NIF call `#{@faults}\.uses_null_in_callback/0`: handle the NULL there\n",
            out
   end
 

@@ -250,5 +250,9 @@ const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path);
  * my_nif:'end'/1), into buf of n bytes: as the reports name it. */
 void beam__nif_mfa_text(const char *module, const char *fun, unsigned arity,
                         char *buf, size_t n);
+/* The same as a report names the call: "the NIF call `MyNif.parse/1`"
+ * (Elixir), "the NIF call my_nif:parse/1" (Erlang). */
+void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
+                         char *buf, size_t n);
 
 #endif

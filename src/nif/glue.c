@@ -862,6 +862,21 @@ void beam__nif_mfa_text(const char *module, const char *fun, unsigned arity,
     put(buf, n, &len, tail);
 }
 
+/* "the NIF call M.f/1" as a report of the module's language says it: the
+ * call in backquotes in an Elixir module, as its exceptions name it, the
+ * Erlang way without. The one writer of it: the crash note of a check
+ * wrote Elixir's without them, where the report at a call's end had them. */
+static void nif_call_words(bool erlang, const char *mfa, char *buf, size_t n) {
+    snprintf(buf, n, erlang ? "the NIF call %s" : "the NIF call `%s`", mfa);
+}
+
+void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
+                         char *buf, size_t n) {
+    char mfa[MFA_MAX];
+    beam__nif_mfa_text(module, fun, arity, mfa, sizeof mfa);
+    nif_call_words(is_erlang_module(module), mfa, buf, n);
+}
+
 const char *beam_nif_function_name(void) {
     /* In the thread's cold block (internal.h: keeping the thread-local
      * block small keeps the fast paths fast); NULL too if that cannot be
@@ -1126,12 +1141,10 @@ static beam_allocator_t enter_driver(composed_call *c, beam_allocator_t a) {
  * (beam__call_end), naming the call as its exception does: "found when
  * the NIF call demo:overrun/0 returned". */
 static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
-    char mfa[MFA_MAX];
+    char mfa[MFA_MAX], call[MFA_MAX + 16];
     format_mfa(end->call, mfa, sizeof mfa);
-    snprintf(buf, n,
-             beam__module_is_erlang() ? "found when the NIF call %s returned"
-                                      : "found when the NIF call `%s` returned",
-             mfa);
+    nif_call_words(beam__module_is_erlang(), mfa, call, sizeof call);
+    snprintf(buf, n, "found when %s returned", call);
 }
 
 /* The end of c's call (beam__nif_in_end runs a step in it): a misuse
