@@ -609,7 +609,8 @@ static bool entered_here(const ErlNifFunc *f) {
  * the language quotes it: my_nif:'end'/1, MyNif."odd name"/1; it wrote
  * my_nif:end/1, and Elixir's without backquotes), into out: the
  * entry of the library's ErlNifFunc table (nif_init's) that starts nearest
- * below pc. No debug information needed.
+ * below pc, named by the copy when a call of it runs on this thread (with
+ * the call's arity). No debug information needed.
  * "" when not known. */
 static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
     out[0] = '\0';
@@ -629,6 +630,12 @@ static void nif_name(const session *s, uintptr_t pc, char *out, size_t n) {
             best = &e->funcs[i];
     }
     if (best == NULL)
+        return;
+    /* The call itself, when the copy can name it: its argc tells the
+     * entries of one C function under several arities apart. */
+    const beam__fault_hooks *h = lib->hooks;
+    if (h->size >= BEAM__FAULT_HOOKS_V9_SIZE && h->call_name != NULL &&
+        h->call_name((uintptr_t)best->fptr, out, n))
         return;
     beam__nif_call_text(lib->module, best->name, best->arity, out, n);
 }

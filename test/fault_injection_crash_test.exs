@@ -367,6 +367,20 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert out =~ ", in the NIF call `#{@faults}.uses_null_dirty/1`: handle the NULL there", out
   end
 
+  # One BEAM_NIF under two arities (optional arguments handled by argc):
+  # the crash names the arity called, as the glue does. The note, naming
+  # the call by its code address, named the first entry: uses_null/1.
+  test "a crash in a NIF listed under two arities names the arity called" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7, :opt) end)
+      """)
+
+    assert status == 128 + 11, out
+    assert out =~ ", in the NIF call #{@faults}.uses_null/2: handle the NULL there", out
+  end
+
   # The NIF's name as its language writes it, quoted where it must be, as
   # the glue's reports write it: the note wrote Faults.uses null/1 and
   # beam_alloc_erl_test:end/1. And in backquotes in an Elixir module, as

@@ -220,6 +220,14 @@ defmodule BeamAlloc.NifGlueTest do
       assert Glue.current_function() == "BeamAlloc.Test.Glue.current_function/0"
       assert Glue.raw_current_function() == nil
     end
+
+    # One C function under two arities (optional arguments by argc): the
+    # call's argc picks the entry (the fault-injection crash note named
+    # the first one: fault_injection_crash_test).
+    test "names a C function listed under two arities by the arity called" do
+      assert Glue.current_function_of(1) == "BeamAlloc.Test.Glue.current_function_of/1"
+      assert Glue.current_function_of(1, 2) == "BeamAlloc.Test.Glue.current_function_of/2"
+    end
   end
 
   # custom_alloc(n) (or its dirty twin) allocates n bytes, grows them to

@@ -209,12 +209,24 @@ typedef struct beam__fault_hooks {
     bool (*gpa_resize_check)(void *mem, size_t len, size_t alignment,
                              bool remap, uintptr_t ret,
                              beam__taken_misuse *misuse);
+    /* The innermost BEAM_NIF call running on the calling thread, when it
+     * is one of fn (an ErlNifFunc entry's fptr), named as the copy's
+     * reports name it, into buf of n bytes: true then; false when none
+     * runs there or it is another function's (a BEAM_NIF calling
+     * another's C function). The call knows its argc: the driver, naming
+     * a call by its code address, cannot tell the entries of one C
+     * function listed under several arities apart ({"parse", 1, parse},
+     * {"parse", 2, parse}: a crash in parse/2 said parse/1). Added last:
+     * the size field tells. */
+    bool (*call_name)(uintptr_t fn, char *buf, size_t n);
 } beam__fault_hooks;
 
 /* The size of the hooks up to and with their member field (each a
  * function pointer): what a copy whose hooks end there has. */
 #define BEAM__FAULT_HOOKS_SIZE_TO(field)                                       \
     (offsetof(beam__fault_hooks, field) + sizeof(void (*)(void)))
+/* Up to call_name (copies before have none). */
+#define BEAM__FAULT_HOOKS_V9_SIZE BEAM__FAULT_HOOKS_SIZE_TO(call_name)
 /* Up to gpa_resize_check (copies before have neither it nor gpa_size). */
 #define BEAM__FAULT_HOOKS_V8_SIZE BEAM__FAULT_HOOKS_SIZE_TO(gpa_resize_check)
 /* Up to resources_holding (copies before have none). */

@@ -175,6 +175,7 @@ const beam__fault_hooks beam__fault_hooks_self = {
     hooks_resources_holding,
     beam__nif_take_size,
     beam__nif_take_resize_check,
+    beam__nif_call_name,
 };
 
 const void *beam_nif_fault_hooks_internal(void) {

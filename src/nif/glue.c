@@ -891,6 +891,17 @@ const char *beam_nif_function_name(void) {
     return c->nif_name;
 }
 
+bool beam__nif_call_name(uintptr_t fn, char *buf, size_t n) {
+    const nif_call *call = beam__nif_here.call;
+    if (call == NULL || (call->flags & CALL_NONE) != 0 ||
+        (uintptr_t)call->self != fn)
+        return false;
+    char mfa[MFA_MAX];
+    format_mfa(call, mfa, sizeof mfa);
+    nif_call_words(beam__module_is_erlang(), mfa, buf, n);
+    return true;
+}
+
 const char *beam_nif_module_name(void) {
     return beam_nif_function_name();
 }

@@ -136,6 +136,9 @@ typedef struct beam__nif_watch {
 } beam__nif_watch;
 BEAM__HIDDEN void beam__nif_watch_open(beam__nif_watch *w);
 BEAM__HIDDEN void beam__nif_watch_close(const beam__nif_watch *w);
+/* The hooks' call_name (abi.h): the innermost BEAM_NIF call on this
+ * thread, when it is one of fn, named as the reports name it (glue.c). */
+BEAM__HIDDEN bool beam__nif_call_name(uintptr_t fn, char *buf, size_t n);
 /* beam_gpa_collect on the leak_check instances kept (glue.c), entered. */
 BEAM__HIDDEN void beam__nif_collect_kept(void);
 /* beam_gpa_collect on every live BEAM_RESOURCE_GPA resource's instance

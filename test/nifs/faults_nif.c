@@ -1206,6 +1206,7 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
     {"uses_null", 1, uses_null, 0},
+    {"uses_null", 2, uses_null, 0},
     {"uses_null_dirty", 1, uses_null, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"uses_null_in_thread", 0, uses_null_in_thread, 0},
     {"uses_null_in_callback", 0, uses_null_in_callback, 0},

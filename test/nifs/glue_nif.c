@@ -349,6 +349,12 @@ BEAM_NIF(current_function) {
     return make_string(env, beam_nif_function_name());
 }
 
+/* current_function_of(...): one C function under two arities (optional
+ * arguments handled by argc): its name in each. */
+BEAM_NIF(current_function_of) {
+    return make_string(env, beam_nif_function_name());
+}
+
 /* A raw NIF runs outside any BEAM_NIF call: no name to give. */
 static ERL_NIF_TERM raw_current_function(ErlNifEnv *env, int argc,
                                          const ERL_NIF_TERM argv[]) {
@@ -379,6 +385,8 @@ static ErlNifFunc funcs[] = {
     {"error_tuple", 1, error_tuple, 0},
     {"current_function", 0, current_function, 0},
     {"raw_current_function", 0, raw_current_function, 0},
+    {"current_function_of", 1, current_function_of, 0},
+    {"current_function_of", 2, current_function_of, 0},
     {"take_reports", 0, take_reports, 0},
 };
 

@@ -9,5 +9,6 @@ defmodule BeamAlloc.Test.Glue do
               sized_alloc/3 failing_alloc/1 allocator_is_custom/0
               custom_alloc/1 custom_alloc_dirty/1 composed_clean/1
               composed_leaky/1 uint_list/1 raise_exception/2 error_tuple/1
-              current_function/0 raw_current_function/0 take_reports/0)
+              current_function/0 raw_current_function/0 take_reports/0
+              current_function_of/1 current_function_of/2)
 end
