@@ -85,6 +85,25 @@ static BEAM__NOINLINE void find_bounds(void) {
 #define WALK_INLINE
 #endif
 
+/* A return address as a frame record holds it. On arm64 built with
+ * pointer authentication (-mbranch-protection=pac-ret or standard, the
+ * default of some distributions' compilers), the saved return address
+ * carries a signature in its upper bits on processors that have it
+ * (Armv8.3 and later): taken off with xpaclri, which works on x30 alone
+ * and is a no-op (a hint) on processors without it. ret needs none: the
+ * compilers take it off __builtin_return_address. Found under qemu's
+ * "max" processor (make cross-test): no frame matched ret, and every stack
+ * was its call site alone. */
+static inline WALK_INLINE uintptr_t saved_pc(uintptr_t pc) {
+#if defined(__aarch64__)
+    __asm__("mov x30, %1\n\thint #7\n\tmov %0, x30"
+            : "=r"(pc)
+            : "r"(pc)
+            : "x30");
+#endif
+    return pc;
+}
+
 /* Walk up from the calling function's frame (walk is inlined: one frame
  * fewer to climb); out[0] = ret, then the return addresses above the frame
  * that returns to ret. */
@@ -110,7 +129,7 @@ static inline WALK_INLINE size_t walk(uintptr_t ret, uintptr_t *out, size_t n) {
             (fp & (sizeof(uintptr_t) - 1)) != 0)
             break;
         const uintptr_t *frame = (const uintptr_t *)fp;
-        uintptr_t next = frame[0], pc = frame[1];
+        uintptr_t next = frame[0], pc = saved_pc(frame[1]);
         /* pc returns into the frame at next: the glue's, past the stop. */
         if (found && stop != 0 && next >= stop)
             break;
