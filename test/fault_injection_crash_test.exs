@@ -378,7 +378,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
       """)
 
     assert status == 128 + 11, out
-    assert out =~ ", in the NIF call #{@faults}.uses_null/2: handle the NULL there", out
+    assert out =~ ", in the NIF call `#{@faults}.uses_null/2`: handle the NULL there", out
   end
 
   # The NIF's name as its language writes it, quoted where it must be, as
