@@ -82,10 +82,16 @@ erts-include-dir:
 # why) stops here with the header's one message, before any object: its
 # sources' compiles each failed with their own errors, none saying why.
 # Preprocessing only (a few milliseconds, silent when it passes): a
-# toolchain's CC and CFLAGS (-m32, --sysroot, -march) as the objects get.
+# toolchain's CC and CFLAGS (-m32, --sysroot, -march) as the objects get,
+# but for dependency output (-MD, -MMD, -MF FILE, -Wp,-MD,FILE): that is
+# the objects' too, and here -MD wrote /dev/null.d (a permission error
+# failing every build but root's, which left the file in /dev) and -MF
+# FILE the header's dependencies over the user's file. (-MF, -MT, -MQ and
+# -MJ take the next word: joined to it first, so that it goes with them.)
 .PHONY: target-check
 target-check:
-	@$(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -E -x c include/beam_alloc.h -o /dev/null
+	@$(CC) $(TARGET_CHECK_CFLAGS) $(LIB_FLAGS) -E -x c include/beam_alloc.h -o /dev/null
+TARGET_CHECK_CFLAGS = $(filter-out -M% -Wp$(comma)-M%,$(subst -MF ,-MF,$(subst -MT ,-MT,$(subst -MQ ,-MQ,$(subst -MJ ,-MJ,$(strip $(OWN_CFLAGS)))))))
 
 # The libraries' objects and archives are written under a name of their
 # own (the shell's PID) and renamed into place: two builds of one checkout
@@ -276,6 +282,15 @@ target-check-test:
 	        echo "target-check-test: $$c -m32 compiled sample_nif.c" >&2; exit 1; fi; \
 	    grep -m1 'error' $(BUILD)/m32/out | grep -q 'beam_alloc needs a 64-bit target' || \
 	        { echo "target-check-test: $$c -m32 sample_nif.c: the first error is not the 64-bit one:" >&2; cat $(BUILD)/m32/out >&2; exit 1; }; \
+	done
+	@# A user's dependency flags are for the objects: the check writes no
+	@# dependency file (with -MD it wrote /dev/null.d, a permission error
+	@# but for root).
+	@rm -f $(BUILD)/m32/*.d
+	@for cc in gcc $(SAN_CC); do \
+	    $(MAKE) --no-print-directory -s CC=$$cc 'CFLAGS=-O2 -MMD -MP -MT x.o -MF $(BUILD)/m32/mf.d -Wp,-MD,$(BUILD)/m32/wp.d' target-check || exit 1; \
+	    if ls $(BUILD)/m32/*.d 2>/dev/null; then \
+	        echo "target-check-test: $$cc: target-check wrote dependency files" >&2; exit 1; fi; \
 	done
 
 header-test: $(BUILD)/libbeam_alloc_standalone.a target-check-test
