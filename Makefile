@@ -276,13 +276,15 @@ target-check-test:
 	        echo "target-check-test: $$cc -m32 $$lib compiled objects:" >&2; cat $(BUILD)/m32/out >&2; exit 1; fi; \
 	done; done
 	@# A NIF built by other means (its own Makefile, the library prebuilt):
-	@# the header says it too, first, in C and C++.
-	@for c in "gcc -std=c11" "$(SAN_CC) -std=c11" "g++ -std=c++17 -x c++" "$(SAN_CC)++ -std=c++17 -x c++"; do \
-	    if $$c -m32 $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -fsyntax-only test/header/sample_nif.c >$(BUILD)/m32/out 2>&1; then \
-	        echo "target-check-test: $$c -m32 compiled sample_nif.c" >&2; exit 1; fi; \
+	@# the header says it too, first, in C and C++. x32 too: its pointers
+	@# are 32-bit, but it defines __x86_64__.
+	@for m in -m32 -mx32; do \
+	for c in "gcc -std=c11" "$(SAN_CC) -std=c11" "g++ -std=c++17 -x c++" "$(SAN_CC)++ -std=c++17 -x c++"; do \
+	    if $$c $$m $(HEADER_STRICT) -I$(ERTS_INCLUDE_DIR) -fsyntax-only test/header/sample_nif.c >$(BUILD)/m32/out 2>&1; then \
+	        echo "target-check-test: $$c $$m compiled sample_nif.c" >&2; exit 1; fi; \
 	    grep -m1 'error' $(BUILD)/m32/out | grep -q 'beam_alloc needs a 64-bit target' || \
-	        { echo "target-check-test: $$c -m32 sample_nif.c: the first error is not the 64-bit one:" >&2; cat $(BUILD)/m32/out >&2; exit 1; }; \
-	done
+	        { echo "target-check-test: $$c $$m sample_nif.c: the first error is not the 64-bit one:" >&2; cat $(BUILD)/m32/out >&2; exit 1; }; \
+	done; done
 	@# A user's dependency flags are for the objects: the check writes no
 	@# dependency file (with -MD it wrote /dev/null.d, a permission error
 	@# but for root).

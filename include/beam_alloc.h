@@ -36,11 +36,16 @@
  * and the header scheme keeps flags above bit 46 of a size. Said before any
  * #include, so that it is a build's first error even where the target's C
  * library is missing; the Makefile preprocesses this header before it
- * compiles anything, so that it is the only one. (__SIZEOF_POINTER__: GCC
- * and clang, the compilers the library is built with.) */
+ * compiles anything, so that it is the only one. The pointer's size, as
+ * GCC and clang (the compilers this header is for: it uses their
+ * attributes) give it before any header: not __x86_64__ or __LP64__ (x32
+ * defines __x86_64__ with 32-bit pointers), not long's size (32-bit on
+ * 64-bit Windows), not UINTPTR_MAX (<stdint.h> first). The message names
+ * Nerves systems by architecture: one board can have a 32-bit system and a
+ * 64-bit one (rpi3a and rpi0_2 for the Zero 2 W). */
 #if defined(__SIZEOF_POINTER__) && __SIZEOF_POINTER__ != 8
 #error                                                                         \
-    "beam_alloc needs a 64-bit target (built and tested on x86_64 Linux): 32-bit ones, such as armv6/armv7 (armhf: Nerves' Raspberry Pi Zero to 3 systems) and i386, are not supported"
+    "beam_alloc needs a 64-bit target (built and tested on x86_64 Linux): 32-bit ones are not supported, such as i386, x32 (-mx32) and 32-bit ARM (armv6/armv7: Nerves' rpi0, rpi, rpi2, rpi3 and rpi3a systems); for a board with a 64-bit (aarch64) system, use that one (Nerves: rpi0_2 for the Zero 2 W and 3 A+, rpi4)"
 #endif
 
 #include <stdbool.h>
