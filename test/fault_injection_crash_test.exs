@@ -381,6 +381,20 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert out =~ ", in the NIF call `#{@faults}.uses_null/2`: handle the NULL there", out
   end
 
+  # A BEAM_NIF whose body calls another's C function (uses_null's, under
+  # two arities): the copy's innermost call is that nested one, not the
+  # NIF the VM called, which the crash names as before.
+  test "a crash in a BEAM_NIF called from another's body names the NIF the VM called" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null_via(7) end)
+      """)
+
+    assert status == 128 + 11, out
+    assert out =~ ", in the NIF call #{@faults}.uses_null_via/1: handle the NULL there", out
+  end
+
   # The NIF's name as its language writes it, quoted where it must be, as
   # the glue's reports write it: the note wrote Faults.uses null/1 and
   # beam_alloc_erl_test:end/1. And in backquotes in an Elixir module, as

@@ -96,6 +96,14 @@ BEAM_NIF(uses_null) {
     return ok(env);
 }
 
+/* uses_null_via(tag): uses_null's C function called from this BEAM_NIF's
+ * body: the request fails in a call of uses_null nested in this one. The
+ * crash names the NIF the VM called (uses_null_via/1), not the nested
+ * call, which the copy alone knows of. */
+BEAM_NIF(uses_null_via) {
+    return uses_null(env, argc, argv);
+}
+
 /* uses_null_in_thread(): the failed request is made, and its NULL used, on
  * a thread the NIF starts and joins: SIGSEGV there. The thread's stack has
  * no NIF function: the crash must not name one it guessed. */
@@ -1207,6 +1215,7 @@ static ErlNifFunc funcs[] = {
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
     {"uses_null", 1, uses_null, 0},
     {"uses_null", 2, uses_null, 0},
+    {"uses_null_via", 1, uses_null_via, 0},
     {"uses_null_dirty", 1, uses_null, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"uses_null_in_thread", 0, uses_null_in_thread, 0},
     {"uses_null_in_callback", 0, uses_null_in_callback, 0},
