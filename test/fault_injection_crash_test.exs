@@ -47,6 +47,19 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   # The source line of make_header's unchecked allocation.
   defp unchecked_line, do: BeamAlloc.Test.Reports.line_of("test/nifs/faults_nif.c", "unchecked")
 
+  # Checking call (Elixir) crashes the VM (SIGSEGV), the note naming the
+  # NIF call mfa.
+  defp assert_crash_names(call, mfa) do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{call} end)
+      """)
+
+    assert status == 128 + 11, out
+    assert out =~ ", in the NIF call `#{mfa}`: handle the NULL there", out
+  end
+
   defp assert_names_the_request(out) do
     assert out =~
              "beam_alloc: the VM got SIGSEGV while check_all_allocation_failures was " <>
@@ -357,42 +370,21 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   # One BEAM_NIF under a normal and a dirty name: the crash names the one
   # the call came in by, as the glue does.
   test "a crash in a NIF's dirty twin names the dirty name" do
-    {out, status} =
-      run_vm(:elixir, """
-      {:ok, _} = Application.ensure_all_started(:beam_alloc)
-      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null_dirty(7) end)
-      """)
-
-    assert status == 128 + 11, out
-    assert out =~ ", in the NIF call `#{@faults}.uses_null_dirty/1`: handle the NULL there", out
+    assert_crash_names("#{@faults}.uses_null_dirty(7)", "#{@faults}.uses_null_dirty/1")
   end
 
   # One BEAM_NIF under two arities (optional arguments handled by argc):
   # the crash names the arity called, as the glue does. The note, naming
   # the call by its code address, named the first entry: uses_null/1.
   test "a crash in a NIF listed under two arities names the arity called" do
-    {out, status} =
-      run_vm(:elixir, """
-      {:ok, _} = Application.ensure_all_started(:beam_alloc)
-      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null(7, :opt) end)
-      """)
-
-    assert status == 128 + 11, out
-    assert out =~ ", in the NIF call `#{@faults}.uses_null/2`: handle the NULL there", out
+    assert_crash_names("#{@faults}.uses_null(7, :opt)", "#{@faults}.uses_null/2")
   end
 
   # A BEAM_NIF whose body calls another's C function (uses_null's, under
   # two arities): the copy's innermost call is that nested one, not the
   # NIF the VM called, which the crash names as before.
   test "a crash in a BEAM_NIF called from another's body names the NIF the VM called" do
-    {out, status} =
-      run_vm(:elixir, """
-      {:ok, _} = Application.ensure_all_started(:beam_alloc)
-      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.uses_null_via(7) end)
-      """)
-
-    assert status == 128 + 11, out
-    assert out =~ ", in the NIF call #{@faults}.uses_null_via/1: handle the NULL there", out
+    assert_crash_names("#{@faults}.uses_null_via(7)", "#{@faults}.uses_null_via/1")
   end
 
   # The NIF's name as its language writes it, quoted where it must be, as
