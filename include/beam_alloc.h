@@ -41,11 +41,11 @@
  * attributes) give it before any header: not __x86_64__ or __LP64__ (x32
  * defines __x86_64__ with 32-bit pointers), not long's size (32-bit on
  * 64-bit Windows), not UINTPTR_MAX (<stdint.h> first). The message names
- * Nerves systems by architecture: one board can have a 32-bit system and a
- * 64-bit one (rpi3a and rpi0_2 for the Zero 2 W). */
+ * Nerves' systems by architecture only: one board can have a 32-bit system
+ * and a 64-bit one (the Zero 2 W), and the list changes. */
 #if defined(__SIZEOF_POINTER__) && __SIZEOF_POINTER__ != 8
 #error                                                                         \
-    "beam_alloc needs a 64-bit target (built and tested on x86_64 Linux): 32-bit ones are not supported, such as i386, x32 (-mx32) and 32-bit ARM (armv6/armv7: Nerves' rpi0, rpi, rpi2, rpi3 and rpi3a systems); for a board with a 64-bit (aarch64) system, use that one (Nerves: rpi0_2 for the Zero 2 W and 3 A+, rpi4)"
+    "beam_alloc needs a 64-bit target (tested on x86_64 Linux, and on aarch64 Linux under qemu): 32-bit ones are not supported, such as i386, x32 (-mx32) and 32-bit ARM (armv6/armv7, as Nerves' 32-bit Raspberry Pi systems); for a board that also has a 64-bit (aarch64) system, use that one"
 #endif
 
 #include <stdbool.h>
