@@ -414,18 +414,35 @@ static size_t authors_frame(const crash_answer *a) {
 }
 
 /* The length of X in name, the rest of a BEAM_NIF function's name: X
- * alone, or with its parameters (and a clone's " [clone .isra.0]"); 0
- * when a name follows them: a lambda or a local class of the body
- * ("X(...)::{lambda(int)#1}::operator()(int) const") is not X. */
+ * alone, or with its parameters; 0 when a name follows them: a lambda or
+ * a local class of the body ("X(...)::{lambda(int)#1}::operator()(int)
+ * const") is not X. */
 static size_t nif_name_length(const char *name) {
     size_t n = strcspn(name, "(");
     if (name[n] == '\0')
         return n;
     const char *close = strchr(name + n, ')'); /* (no parentheses inside) */
-    return close != NULL &&
-                   (close[1] == '\0' || starts_with(close + 1, " [clone "))
-               ? n
-               : 0;
+    return close != NULL && close[1] == '\0' ? n : 0;
+}
+
+/* The length of fn without the suffix of a copy the compiler made of the
+ * function (gcc's .isra.0, .constprop.0, .part.0): a function that is not
+ * inlined is named by its symbol, the copy's, binutils' addr2line writing
+ * it "f(int) [clone .isra.0]", LLVM's "f(int) (.isra.0)" and, for C, where
+ * the symbol does not demangle, "f.isra.0" (a C name has no '.'). Cut, as
+ * the reports (DWARF's names) say f: the note said "made in
+ * uses_null.constprop.0.isra.0" where LLVM's ran. */
+static size_t without_copy_suffix(const char *fn) {
+    const char *binutils = strstr(fn, " [clone .");
+    if (binutils != NULL)
+        return (size_t)(binutils - fn);
+    size_t len = strlen(fn);
+    const char *open = strrchr(fn, '(');
+    if (open == NULL)
+        return strcspn(fn, ".");
+    if (open > fn && open[-1] == ' ' && open[1] == '.' && fn[len - 1] == ')')
+        return (size_t)(open - 1 - fn);
+    return len;
 }
 
 /* Writes fn as its author named it. */
@@ -464,6 +481,9 @@ static void say_frame(const crash_answer *a, size_t i) {
 static bool say_source_line(char *text) {
     static crash_answer a; /* (its user holds symbolizing) */
     split_answer(text, &a);
+    for (size_t i = 0; i < a.frames; i++) /* (each level's function) */
+        for (size_t j = a.at[i]; j + 1 < a.at[i + 1]; j += 2)
+            a.line[j][without_copy_suffix(a.line[j])] = '\0';
     if (a.frames == 0 || answer_levels(&a, 0) == 0 ||
         starts_with(a.line[1], "??"))
         return false;

@@ -367,6 +367,35 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
            out
   end
 
+  # llvm-addr2line names a function that is not inlined by its symbol, a
+  # copy gcc made of it with the copy's suffix: "beam_nif_body_X.isra.0"
+  # (C), "X(int) (.constprop.0)" (C++), where binutils' gives "X" and
+  # "X(int) [clone .constprop.0]". The note names X, as the reports do,
+  # whichever of the two ran (a gcc build, llvm-addr2line in PATH: the
+  # note said "made in uses_null.constprop.0.isra.0").
+  for {tool, output, said} <- [
+        {"llvm-addr2line", "beam_nif_body_uses_null.constprop.0.isra.0", "uses_null"},
+        {"llvm-addr2line", "make_header.part.0", "make_header"},
+        {"llvm-addr2line",
+         "beam_nif_guard_fill_nif(enif_environment_t*, int, unsigned long const*) (.isra.0)",
+         "fill_nif"},
+        {"llvm-addr2line", "push(std::vector<int>&, int) (.constprop.0.isra.0)",
+         "push(std::vector<int>&, int)"},
+        {"addr2line", "push(std::vector<int>&, int) [clone .constprop.0] [clone .isra.0]",
+         "push(std::vector<int>&, int)"}
+      ] do
+    test "#{tool}'s #{inspect(output)} is said as #{inspect(said)}" do
+      out =
+        crash_with_symbolizers(%{
+          unquote(tool) => "printf '0x1\\n%s\\n/src/faults_nif.c:5\\n' '#{unquote(output)}'\n"
+        })
+
+      assert out =~
+               "\nbeam_alloc: that request was made in #{unquote(said)} at /src/faults_nif.c:5\n",
+             out
+    end
+  end
+
   # One BEAM_NIF under a normal and a dirty name: the crash names the one
   # the call came in by, as the glue does.
   test "a crash in a NIF's dirty twin names the dirty name" do
