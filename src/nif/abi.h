@@ -257,13 +257,11 @@ const char *beam__describe_site(uintptr_t site, char *buf, size_t n);
  * dlsym searches those too) and they are of a version this side reads;
  * NULL otherwise. Both sides find the copies with it. */
 const beam__fault_hooks *beam__fault_hooks_at(void *handle, const char *path);
-/* From the library too (nif/glue.c): a NIF function as its module's
- * language writes it, quoted where it must be (MyNif."odd name"/1,
- * my_nif:'end'/1), into buf of n bytes: as the reports name it. */
-void beam__nif_mfa_text(const char *module, const char *fun, unsigned arity,
-                        char *buf, size_t n);
-/* The same as a report names the call: "the NIF call `MyNif.parse/1`"
- * (Elixir), "the NIF call my_nif:parse/1" (Erlang). */
+/* From the library too (nif/glue.c): a call of a NIF function as the
+ * reports name it, in its module's language, quoted where it must be,
+ * into buf of n bytes: "the NIF call `MyNif.parse/1`" (Elixir, and
+ * MyNif."odd name"/1), "the NIF call my_nif:parse/1" (Erlang, and
+ * my_nif:'end'/1). */
 void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
                          char *buf, size_t n);
 

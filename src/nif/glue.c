@@ -815,6 +815,28 @@ void beam__nif_module_text(char *buf, size_t size) {
         put_module(buf, size, &len, module_atom);
 }
 
+/* A NIF function as its module's language writes it, quoted where it
+ * must be (MyNif."odd name"/1, my_nif:'end'/1), into buf of n bytes. */
+static void nif_mfa_text(const char *module, const char *fun, unsigned arity,
+                         char *buf, size_t n) {
+    size_t len = 0;
+    buf[0] = '\0';
+    if (is_erlang_module(module)) {
+        put_erlang_atom(buf, n, &len, module);
+        put(buf, n, &len, ":");
+        put_erlang_atom(buf, n, &len, fun);
+    } else {
+        if (module[0] != '\0') {
+            put_module(buf, n, &len, module);
+            put(buf, n, &len, ".");
+        }
+        put_function(buf, n, &len, fun);
+    }
+    char tail[16];
+    snprintf(tail, sizeof tail, "/%u", arity);
+    put(buf, n, &len, tail);
+}
+
 /* "M.fun/arity" from the registered table (my_mod:fun/arity for an Erlang
  * module); the C name and argc when the function is not in it (or no
  * module was registered), under any arity. The table is searched by function
@@ -837,29 +859,7 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
             arity = (int)module_funcs[i].arity;
     }
     const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
-    beam__nif_mfa_text(module_atom, fun, (unsigned)arity, buf, n);
-}
-
-/* (abi.h: the fault-injection driver's crash note names a NIF with it,
- * outside its signal handler, as the reports do.) */
-void beam__nif_mfa_text(const char *module, const char *fun, unsigned arity,
-                        char *buf, size_t n) {
-    size_t len = 0;
-    buf[0] = '\0';
-    if (is_erlang_module(module)) {
-        put_erlang_atom(buf, n, &len, module);
-        put(buf, n, &len, ":");
-        put_erlang_atom(buf, n, &len, fun);
-    } else {
-        if (module[0] != '\0') {
-            put_module(buf, n, &len, module);
-            put(buf, n, &len, ".");
-        }
-        put_function(buf, n, &len, fun);
-    }
-    char tail[16];
-    snprintf(tail, sizeof tail, "/%u", arity);
-    put(buf, n, &len, tail);
+    nif_mfa_text(module_atom, fun, (unsigned)arity, buf, n);
 }
 
 /* "the NIF call M.f/1" as a report of the module's language says it: the
@@ -870,10 +870,12 @@ static void nif_call_words(bool erlang, const char *mfa, char *buf, size_t n) {
     snprintf(buf, n, erlang ? "the NIF call %s" : "the NIF call `%s`", mfa);
 }
 
+/* (abi.h: the fault-injection driver's crash note names the call with it,
+ * outside its signal handler, as the reports do.) */
 void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
                          char *buf, size_t n) {
     char mfa[MFA_MAX];
-    beam__nif_mfa_text(module, fun, arity, mfa, sizeof mfa);
+    nif_mfa_text(module, fun, arity, mfa, sizeof mfa);
     nif_call_words(is_erlang_module(module), mfa, buf, n);
 }
 
