@@ -416,6 +416,25 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert_crash_names("#{@faults}.uses_null_via(7)", "#{@faults}.uses_null_via/1")
   end
 
+  # A call too long for the note (its name 156 backslashes, escaped, and
+  # a two-byte character where the text is cut) is cut before the
+  # character and keeps its closing backquote: the note's
+  # "the NIF call `...`" had lost the backquote and half the character.
+  test "a crash in a NIF whose call is too long to write is cut before a whole character" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      BeamAlloc.Testing.check_all_allocation_failures(fn ->
+        apply(#{@faults}, #{@faults}.long_name(), [7])
+      end)
+      """)
+
+    assert status == 128 + 11, out
+    [line] = Regex.run(~r/[^\n]*, in the NIF call `[^\n]*/, out)
+    assert String.valid?(line), inspect(binary_part(line, byte_size(line) - 40, 40))
+    assert line =~ ~r/, in the NIF call `#{@faults}\."(\\\\)+a?`: handle the NULL there$/, line
+  end
+
   # The NIF's name as its language writes it, quoted where it must be, as
   # the glue's reports write it: the note wrote Faults.uses null/1 and
   # beam_alloc_erl_test:end/1. And in backquotes in an Elixir module, as

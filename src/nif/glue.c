@@ -865,9 +865,21 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
 /* "the NIF call M.f/1" as a report of the module's language says it: the
  * call in backquotes in an Elixir module, as its exceptions name it, the
  * Erlang way without. The one writer of it: the crash note of a check
- * wrote Elixir's without them, where the report at a call's end had them. */
+ * wrote Elixir's without them, where the report at a call's end had them.
+ * A call too long for buf (n bytes) is cut before a whole UTF-8 character
+ * and keeps its closing backquote: the crash note's buffer had cut the
+ * backquote and half a character. */
 static void nif_call_words(bool erlang, const char *mfa, char *buf, size_t n) {
-    snprintf(buf, n, erlang ? "the NIF call %s" : "the NIF call `%s`", mfa);
+    static const char words[] = "the NIF call ";
+    const char *quote = erlang ? "" : "`";
+    size_t fixed = sizeof words - 1 + 2 * strlen(quote), len = strlen(mfa);
+    size_t room = n > fixed ? n - 1 - fixed : 0;
+    if (len > room) {
+        len = room;
+        while (len > 0 && ((unsigned char)mfa[len] & 0xC0) == 0x80)
+            len--;
+    }
+    snprintf(buf, n, "%s%s%.*s%s", words, quote, (int)len, mfa, quote);
 }
 
 /* (abi.h: the fault-injection driver's crash note names the call with it,

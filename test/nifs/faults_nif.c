@@ -159,15 +159,34 @@ BEAM_NIF(uses_null_in_body) {
     return ok(env);
 }
 
-/* "uses null"(tag), a name Elixir writes quoted (Faults."uses null"/1):
- * make_header's request used unchecked. The crash writes the name as the
- * glue's reports do. */
-BEAM_NIF(uses_null_quoted) {
+/* make_header's request used unchecked, by the NIFs below, each of its
+ * own (the crash note names the first NIF of a C function). */
+static ERL_NIF_TERM header_unchecked(ErlNifEnv *env,
+                                     const ERL_NIF_TERM argv[]) {
     unsigned tag;
     if (!enif_get_uint(env, argv[0], &tag))
         return enif_make_badarg(env);
     beam_free(beam_allocator, make_header(tag), 64);
     return ok(env);
+}
+
+/* "uses null"(tag), a name Elixir writes quoted (Faults."uses null"/1).
+ * The crash writes the name as the glue's reports do. */
+BEAM_NIF(uses_null_quoted) {
+    return header_unchecked(env, argv);
+}
+
+/* A name whose call the crash note cannot write whole: 156 backslashes
+ * (two bytes each, escaped), "a", "\xc3\xa9" (the VM reads a NIF's name
+ * as Latin-1: Elixir's "\u00c3\u00a9"; written as the bytes are, UTF-8's
+ * "\u00e9", across the note's cut) and "z". The note must cut it before a
+ * whole character and keep the closing backquote. */
+#define BS8 "\\\\\\\\\\\\\\\\"
+#define BS52 BS8 BS8 BS8 BS8 BS8 BS8 "\\\\\\\\"
+static const char long_name[] = BS52 BS52 BS52 "a\xc3\xa9z";
+
+BEAM_NIF(uses_null_long_name) {
+    return header_unchecked(env, argv);
 }
 
 /* aborts(): the VM dies by SIGABRT, whatever the check fails (a crash that
@@ -1221,6 +1240,7 @@ static ErlNifFunc funcs[] = {
     {"uses_null_in_callback", 0, uses_null_in_callback, 0},
     {"uses_null_in_body", 0, uses_null_in_body, 0},
     {"uses null", 1, uses_null_quoted, 0},
+    {long_name, 1, uses_null_long_name, 0},
     {"aborts", 0, aborts, 0},
     {"divides", 1, divides, 0},
     {"sends_itself", 1, sends_itself, 0},
