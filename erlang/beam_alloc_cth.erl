@@ -25,10 +25,13 @@
 %% case's own failure on the last line (a leak_check NIF's {memory_leak,
 %% Message} names the function alone; its report names the line). Reports
 %% made outside the cases (init_per_suite, end_per_group) fail nothing:
-%% they are logged, as before.
+%% they are logged, as before; nor do those of a case that its
+%% init_per_testcase failed or skipped. The case's watch is in its config,
+%% under the key beam_alloc_cth.
 -module(beam_alloc_cth).
 
--export([id/1, init/2, pre_init_per_testcase/4, post_end_per_testcase/5]).
+-export([id/1, init/2, pre_init_per_testcase/4, post_init_per_testcase/5,
+         post_end_per_testcase/5]).
 
 %% Characters of a case's own failure the last line shows at most.
 -define(REASON_CHARS, 1000).
@@ -37,30 +40,53 @@
 id(_Opts) ->
     ?MODULE.
 
-%% State: #{{Suite, Case} => {Watch, CaseProcess}} for the cases running
-%% (a parallel group runs several).
--spec init(term(), term()) -> {ok, map()} | {error, term()}.
+-spec init(term(), term()) -> {ok, #{}} | {error, term()}.
 init(_Id, _Opts) ->
     case application:ensure_all_started(beam_alloc) of
         {ok, _} -> {ok, #{}};
         {error, Reason} -> {error, {beam_alloc_not_started, Reason}}
     end.
 
--spec pre_init_per_testcase(module(), atom(), term(), map()) -> {term(), map()}.
-pre_init_per_testcase(Suite, Case, Config, State) ->
-    {Config, State#{{Suite, Case} => {beam_alloc_testing:watch(), self()}}}.
+%% A case's watch, and its process, go in its config, not in the hook's
+%% state: two cases of a parallel group ran under one key ({Suite, Case},
+%% the same case listed twice), the second's watch took the first's place,
+%% and one case passed with its double free unread (the other watch kept
+%% by the reporter for good). The config is init_per_testcase's (CT gives
+%% post_end_per_testcase that one, after a timetrap too): the watch waits
+%% in the process dictionary until it returned (pre_ and
+%% post_init_per_testcase run in the case's process).
+-spec pre_init_per_testcase(module(), atom(), list(), State) -> {list(), State}.
+pre_init_per_testcase(_Suite, _Case, Config, State) ->
+    put(?MODULE, {beam_alloc_testing:watch(), self()}),
+    {Config, State}.
 
-%% (Called after a timetrap too, from another process: the watch is the
-%% reporter's, kept until read here.)
--spec post_end_per_testcase(module(), atom(), term(), term(), map()) -> {term(), map()}.
-post_end_per_testcase(Suite, Case, _Config, Return, State) ->
-    case maps:take({Suite, Case}, State) of
-        error ->
+%% (Return is ok when init_per_testcase returned a config, Config that one;
+%% a config from an older CT. An init_per_testcase that failed or skipped
+%% the case ends the watch: no post_end_per_testcase follows, and its
+%% watch stayed in the reporter.)
+-spec post_init_per_testcase(module(), atom(), list(), term(), State) -> {term(), State}.
+post_init_per_testcase(_Suite, _Case, Config, Return, State) ->
+    case {erase(?MODULE), Return} of
+        {undefined, _} ->
             {Return, State};
-        {{Watch, Self}, Rest} ->
+        {Watched, ok} ->
+            {[{?MODULE, Watched} | lists:keydelete(?MODULE, 1, Config)], State};
+        {Watched, NewConfig} when is_list(NewConfig) ->
+            {[{?MODULE, Watched} | lists:keydelete(?MODULE, 1, NewConfig)], State};
+        {{Watch, Self}, _} ->
+            _ = beam_alloc_testing:reports_since(Watch, Self, ct),
+            {Return, State}
+    end.
+
+-spec post_end_per_testcase(module(), atom(), list(), term(), State) -> {term(), State}.
+post_end_per_testcase(_Suite, _Case, Config, Return, State) ->
+    case lists:keyfind(?MODULE, 1, Config) of
+        false ->
+            {Return, State};
+        {_, {Watch, Self}} ->
             case beam_alloc_testing:reports_since(Watch, Self, ct) of
-                [] -> {Return, Rest};
-                Lines -> {{fail, {beam_alloc_reports, Lines ++ failed_too(Return)}}, Rest}
+                [] -> {Return, State};
+                Lines -> {{fail, {beam_alloc_reports, Lines ++ failed_too(Return)}}, State}
             end
     end.
 

@@ -44,13 +44,19 @@ defmodule BeamAlloc.CommonTestTest do
     end)
 
     # {Passed, Failed, {UserSkipped, AutoSkipped}}
-    assert_received {:run, {3, 5, {0, 0}}}
+    assert_received {:run, {4, 7, {0, 1}}}
 
-    results = collect()
+    # (The parallel group's case twice, every other once.)
+    {twice, once} = Map.pop(collect(), :at_once)
+    results = Map.new(once, fn {c, [result]} -> {c, result} end)
 
     assert results[:clean] == :ok
     assert results[:check_consumed] == :ok
     assert results[:after_end_misuse] == :ok
+    # A case whose init_per_testcase failed is skipped, its watch ended:
+    # the watch of the case after is the reporter's only one.
+    assert {:auto_skipped, _} = results[:init_fails]
+    assert results[:one_watch] == :ok
 
     assert {:failed, {:beam_alloc_reports, [line]}} = failed(results[:double_free])
     assert line =~ ~r/double free: .* called from double_free_plain \(\S*#{@source}:\d+\)/
@@ -73,16 +79,23 @@ defmodule BeamAlloc.CommonTestTest do
     # end_per_testcase runs within the case.
     assert {:failed, {:beam_alloc_reports, [_]}} = failed(results[:end_misuse])
 
+    # The same case twice at once in a parallel group: each read its own
+    # watch (one took the other's place, and a case passed).
+    assert [{:failed, {:beam_alloc_reports, _}}, {:failed, {:beam_alloc_reports, _}}] =
+             Enum.map(twice, &failed/1)
+
     # A case a timetrap killed: its reports, and what else failed it.
     assert {:failed, {:beam_alloc_reports, lines}} = failed(results[:timetrap])
     assert Enum.any?(lines, &(&1 =~ "double_free_plain"))
     assert List.last(lines) =~ "timetrap_timeout"
   end
 
-  # The cases' results as CT's events give them, once the run is over.
+  # The cases' results as CT's events give them, once the run is over: a
+  # list for each case.
   defp collect(acc \\ %{}) do
     receive do
-      {:beam_alloc_ct_events, c, result} when is_atom(c) -> collect(Map.put(acc, c, result))
+      {:beam_alloc_ct_events, c, result} ->
+        collect(Map.update(acc, c, [result], &(&1 ++ [result])))
     after
       0 -> acc
     end

@@ -11,7 +11,11 @@
 
 all() ->
     [clean, double_free, leak, check_consumed, suite_process, end_misuse, after_end_misuse,
-     timetrap].
+     timetrap, init_fails, {group, twice}, one_watch].
+
+%% The same case twice at once: each its own watch.
+groups() ->
+    [{twice, [parallel], [at_once, at_once]}].
 
 %% A process of init_per_suite that double frees when asked: its report
 %% counts for the case that runs meanwhile, and names that process.
@@ -30,6 +34,11 @@ end_per_suite(Config) ->
     exit(proplists:get_value(helper, Config), kill),
     ok.
 
+init_per_testcase(init_fails, _Config) ->
+    error(init_fails);
+%% (A config of its own, not the one given: the hook's watch goes on.)
+init_per_testcase(at_once, _Config) ->
+    [];
 init_per_testcase(_Case, Config) ->
     Config.
 
@@ -76,3 +85,18 @@ timetrap() ->
 timetrap(_Config) ->
     ok = ?MISUSE:double_free_plain(),
     timer:sleep(infinity).
+
+%% (Each waits for the other to have begun.)
+at_once(_Config) ->
+    ok = ?MISUSE:double_free_plain(),
+    timer:sleep(300).
+
+%% Skipped: its init_per_testcase failed.
+init_fails(_Config) ->
+    ok.
+
+%% The hook's watch of this case is the reporter's only one: those of the
+%% cases before ended, a case skipped and a parallel one's too.
+one_watch(_Config) ->
+    #{watches := Watches} = sys:get_state(beam_alloc:reporter()),
+    1 = map_size(Watches).
