@@ -31,7 +31,7 @@
 -module(beam_alloc_cth).
 
 -export([id/1, init/2, pre_init_per_testcase/4, post_init_per_testcase/5,
-         post_end_per_testcase/5]).
+         post_end_per_testcase/5, terminate/1]).
 
 %% Characters of a case's own failure the last line shows at most.
 -define(REASON_CHARS, 1000).
@@ -40,12 +40,28 @@
 id(_Opts) ->
     ?MODULE.
 
--spec init(term(), term()) -> {ok, #{}} | {error, term()}.
+%% State: #{keeper := Pid}, the owner of the cases' watches: the reporter
+%% ends a watch when its owner exits, and a case's process does before
+%% post_end_per_testcase reads its watch after a timetrap (it runs in
+%% another process). The keeper lives as long as the hook (terminate/1),
+%% which init/2's process does not (that of init_per_suite for a hook in
+%% suite/0).
+-spec init(term(), term()) -> {ok, #{keeper := pid()}} | {error, term()}.
 init(_Id, _Opts) ->
     case application:ensure_all_started(beam_alloc) of
-        {ok, _} -> {ok, #{}};
+        {ok, _} -> {ok, #{keeper => spawn(fun keeper/0)}};
         {error, Reason} -> {error, {beam_alloc_not_started, Reason}}
     end.
+
+keeper() ->
+    receive
+        stop -> ok
+    end.
+
+-spec terminate(#{keeper := pid()}) -> ok.
+terminate(#{keeper := Keeper}) ->
+    Keeper ! stop,
+    ok.
 
 %% A case's watch, and its process, go in its config, not in the hook's
 %% state: two cases of a parallel group ran under one key ({Suite, Case},
@@ -55,9 +71,10 @@ init(_Id, _Opts) ->
 %% post_end_per_testcase that one, after a timetrap too): the watch waits
 %% in the process dictionary until it returned (pre_ and
 %% post_init_per_testcase run in the case's process).
--spec pre_init_per_testcase(module(), atom(), list(), State) -> {list(), State}.
-pre_init_per_testcase(_Suite, _Case, Config, State) ->
-    put(?MODULE, {beam_alloc_testing:watch(), self()}),
+-spec pre_init_per_testcase(module(), atom(), list(), State) -> {list(), State}
+      when State :: #{keeper := pid()}.
+pre_init_per_testcase(_Suite, _Case, Config, #{keeper := Keeper} = State) ->
+    put(?MODULE, {beam_alloc_testing:watch(Keeper), self()}),
     {Config, State}.
 
 %% (Return is ok when init_per_testcase returned a config, Config that one;

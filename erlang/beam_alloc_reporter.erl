@@ -27,10 +27,12 @@
 
 -export([start_link/0, take/0, recent/0]).
 %% Internal: BeamAlloc.Reporter consumes, resolves the lines it answers
-%% with, bounds its backlog and its watches, ends a watch, and reads whom
-%% a reporting process works for, as this one does.
+%% with, bounds its backlog and its watches, owns, ends and drops a watch
+%% (its owner gone), and reads whom a reporting process works for, as
+%% this one does.
 -export([consumes/5, resolved_list/4, drop_oldest/1, waiting/1, kept_in/2,
-         consume_watched/3, consumed/4, unwatched/2, latest_resolved/2, callers/2]).
+         consume_watched/3, consumed/4, unwatched/2, latest_resolved/2, callers/2,
+         owned/2, owner_down/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          terminate/2, code_change/3]).
 
@@ -77,7 +79,7 @@ recent() ->
     gen_server:call(?MODULE, recent).
 
 %% State: #{kept := queue of reports, seq := reports kept so far,
-%% watches := #{Ref => watch} (see watch/4),
+%% watches := #{Ref => watch} (see watch_added/6),
 %% unlogged := queue of {Seq, Module, Line as it came} kept and not yet
 %% logged, resolved := #{Seq => Line} of those whose sites a call resolved
 %% already, scheduled := whether a {?MODULE, log} message is on its way,
@@ -114,10 +116,11 @@ handle_call(mark, _From, #{seq := Seq} = S) ->
     {reply, Seq, S};
 %% A watch is answered at once too: what was kept before it is not its.
 handle_call({watch, Ref, Pid, All}, _From, S0) when is_reference(Ref) ->
-    #{seq := Seq, watches := Watches} = S = current(S0),
-    Watch = #{pid => Pid, all => All =:= true, after_seq => Seq, kept => queue:new(),
-              out => #{}, lost => 0},
-    {reply, ok, S#{watches := Watches#{Ref => Watch}}};
+    #{seq := Seq} = S = current(S0),
+    {reply, ok, watch_added(Ref, Pid, All, none, Seq, S)};
+handle_call({watch, Ref, Pid, All, Owner}, _From, S0) when is_reference(Ref), is_pid(Owner) ->
+    #{seq := Seq} = S = current(S0),
+    {reply, ok, watch_added(Ref, Pid, All, Owner, Seq, S)};
 handle_call(Request, _From, S) ->
     answer(Request, log_until(current(S), deadline(?BUDGET))).
 
@@ -235,6 +238,8 @@ handle_info({beam_alloc_report, M, L, Pid}, S0) when ?IS_REPORT(M, L) ->
     received({beam_alloc_report, M, L, Pid, undefined}, S0);
 handle_info({beam_alloc_report, M, L}, S0) when ?IS_REPORT(M, L) ->
     received({beam_alloc_report, M, L, undefined, undefined}, S0);
+handle_info({'DOWN', Monitor, process, _, _}, S) ->
+    {noreply, owner_down(Monitor, current(S))};
 handle_info({?MODULE, log}, S) ->
     {noreply, log_until((current(S))#{scheduled := false}, deadline(?SLICE))};
 handle_info(_Other, S) ->
@@ -343,6 +348,30 @@ resolved_list(Wanted, Dropped, Reports0,
           end, {Resolved0, #{}}, Reports0),
     {Reports, S#{resolved := Resolved}}.
 
+%% S with a watch Ref of the reports kept after AfterSeq: those of Pid and
+%% of the processes working for it, or every one (All). Owner (a pid, or
+%% none) is the process whose end ends the watch (owner_down/2): a process
+%% killed inside beam_alloc_testing:without_reports/1 (a Common Test
+%% timetrap, an EUnit timeout) never unwatches, and its watch stayed for
+%% good, every later report copied into it (up to KEEP + OUT_KEPT: an
+%% audit). none for a watch read after its process ends (BeamAlloc.Case's,
+%% read by its on_exit) and from callers of an earlier version.
+watch_added(Ref, Pid, All, Owner, AfterSeq, #{watches := Watches} = S) ->
+    Watch = #{pid => Pid, all => All =:= true, after_seq => AfterSeq, kept => queue:new(),
+              out => #{}, lost => 0},
+    S#{watches := Watches#{Ref => owned(Watch, Owner)}}.
+
+%% Watch with its Owner, monitored (BeamAlloc.Reporter's watches too).
+owned(Watch, none) ->
+    Watch#{owner => none, monitor => none};
+owned(Watch, Owner) ->
+    Watch#{owner => Owner, monitor => erlang:monitor(process, Owner)}.
+
+%% S without the watches whose owner's Monitor went down.
+owner_down(Monitor, #{watches := Watches} = S) ->
+    S#{watches := maps:filter(fun(_, W) -> maps:get(monitor, W, none) =/= Monitor end,
+                              Watches)}.
+
 %% {Reports, N}, the reply to an unwatch: the latest KEEP of the watch's
 %% reports no check consumed (those pushed out of its latest first), and
 %% how many in all; the watch gone from S. (A report of a version without
@@ -351,7 +380,11 @@ unwatched(Ref, #{watches := Watches} = S0) ->
     case maps:take(Ref, Watches) of
         error ->
             {{[], 0}, S0};
-        {#{kept := Kept, out := Out, lost := Lost}, Rest} ->
+        {#{kept := Kept, out := Out, lost := Lost} = Watch, Rest} ->
+            _ = case maps:get(monitor, Watch, none) of
+                    none -> true;
+                    Monitor -> erlang:demonitor(Monitor, [flush])
+                end,
             Unconsumed = [R || {_, R} <- lists:sort(maps:to_list(Out))] ++
                 [R || R <- queue:to_list(Kept), not maps:get(consumed, R, false)],
             {Reports, S} = latest_resolved(Unconsumed, S0#{watches := Rest}),

@@ -144,7 +144,7 @@
 -export([attributed_lines/3]).
 %% Internal: beam_alloc_cth fails a Common Test case on the reports made
 %% while it ran, as without_reports/1 fails its fun's test.
--export([watch/0, reports_since/3]).
+-export([watch/0, watch/1, reports_since/3]).
 
 -type expect() :: any | raise | error_tuple.
 -type problem() :: #{kind := atom(), index := non_neg_integer() | undefined,
@@ -165,11 +165,18 @@ without_reports(Other) ->
 
 %% A watch of the reports made from now on (the node's earlier ones taken
 %% and dropped), for reports_since/3: without_reports/1's, and
-%% beam_alloc_cth's around a Common Test case.
+%% beam_alloc_cth's around a Common Test case. The reporter ends it when
+%% Owner exits (this process for watch/0): a process killed inside
+%% without_reports/1 (a timetrap, an EUnit timeout) never reads its watch,
+%% which the reporter kept for good, copying every later report into it.
 -spec watch() -> term().
 watch() ->
+    watch(self()).
+
+-spec watch(pid()) -> term().
+watch(Owner) ->
     _ = beam_alloc:take_reports(),
-    watch_reports().
+    watch_reports(Owner).
 
 %% The lines of the reports made since Watch that no check consumed,
 %% written to the output, or [] when there were none; worded for Front
@@ -186,10 +193,10 @@ reports_since(Watch, Self, Front) ->
 %% end, a report of Fun's own, then more than 100 that a check consumed,
 %% was pushed out, and the test passed (review). A reporter without
 %% watches (an older version): its latest reports, as before.
-watch_reports() ->
+watch_reports(Owner) ->
     Ref = make_ref(),
     Reporter = beam_alloc:reporter(),
-    try gen_server:call(Reporter, {watch, Ref, self(), true}) of
+    try gen_server:call(Reporter, {watch, Ref, self(), true, Owner}) of
         ok -> {Reporter, Ref};
         _ -> latest
     catch

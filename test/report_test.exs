@@ -540,6 +540,50 @@ defmodule BeamAlloc.ReportTest do
     assert_attributed(fn -> :gen_server.start(:beam_alloc_reporter, [], []) end)
   end
 
+  # A process killed inside without_reports/1 (a Common Test timetrap, an
+  # EUnit or ExUnit timeout) never ends its watch: the reporter kept it for
+  # good, copying every later report into it (up to 10,100 a watch; an
+  # audit). The reporter monitors the watch's owner, and drops it with it.
+  test "the watch of a process killed inside without_reports/1 is dropped" do
+    test = self()
+
+    watcher =
+      spawn(fn ->
+        :beam_alloc_testing.without_reports(fn ->
+          send(test, :watching)
+          Process.sleep(:infinity)
+        end)
+      end)
+
+    assert_receive :watching
+    assert_dropped_with(Process.whereis(Reporter), watcher)
+  end
+
+  test "the Erlang reporter drops the watch of a process killed too" do
+    {:ok, reporter} = :gen_server.start(:beam_alloc_reporter, [], [])
+    watcher = spawn(fn -> Process.sleep(:infinity) end)
+    :ok = :gen_server.call(reporter, {:watch, make_ref(), watcher, true, watcher})
+    assert_dropped_with(reporter, watcher)
+    :ok = :gen_server.stop(reporter)
+  end
+
+  # (The watch of owner's reports: owner made it for itself.)
+  defp assert_dropped_with(reporter, owner) do
+    assert [_] = watches_of(reporter, owner)
+    ref = Process.monitor(owner)
+    Process.exit(owner, :kill)
+    assert_receive {:DOWN, ^ref, _, _, _}
+    # (The reporter's DOWN may come after this process's: a few reads.)
+    assert Enum.any?(1..50, fn _ ->
+             watches_of(reporter, owner) == [] or (Process.sleep(10) && false)
+           end),
+           "the reporter kept the watch of a process gone"
+  end
+
+  defp watches_of(reporter, pid) do
+    for {_ref, %{pid: ^pid} = w} <- :sys.get_state(reporter).watches, do: w
+  end
+
   test "a check consumes its misuse's report dropped from the log" do
     assert_dropped_consumed(fn -> GenServer.start(Reporter, backlog: 1) end, true)
   end

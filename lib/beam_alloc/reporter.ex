@@ -412,6 +412,9 @@ defmodule BeamAlloc.Reporter do
   def handle_info({__MODULE__, :keep_unread}, state),
     do: {:noreply, work(%{state | scheduled: false}, @slice)}
 
+  def handle_info({:DOWN, monitor, :process, _, _}, state),
+    do: {:noreply, :beam_alloc_reporter.owner_down(monitor, state)}
+
   def handle_info(_other, state), do: {:noreply, state}
 
   # Who made each report waiting in the mailbox is read before any is
@@ -646,6 +649,10 @@ defmodule BeamAlloc.Reporter do
   def handle_call({:watch, _ref, _pid, _all?} = request, _from, state),
     do: answer(request, state)
 
+  def handle_call({:watch, ref, _pid, _all?, owner} = request, _from, state)
+      when is_reference(ref) and is_pid(owner),
+      do: answer(request, state)
+
   def handle_call(:mark, _from, state) do
     mark = count(state)
     {:reply, mark, ledger_started(state, mark)}
@@ -721,7 +728,11 @@ defmodule BeamAlloc.Reporter do
     {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
   end
 
-  defp answer({:watch, ref, pid, all?}, state) do
+  # (Its owner's end drops it, as in the Erlang reporter: owned/2,
+  # owner_down/2.)
+  defp answer({:watch, ref, pid, all?}, state), do: answer({:watch, ref, pid, all?, :none}, state)
+
+  defp answer({:watch, ref, pid, all?, owner}, state) do
     after_seq = count(state)
 
     watch = %{
@@ -733,6 +744,7 @@ defmodule BeamAlloc.Reporter do
       lost: 0
     }
 
+    watch = :beam_alloc_reporter.owned(watch, owner)
     {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
   end
 
