@@ -79,7 +79,13 @@ defmodule BeamAlloc.CollectorTest do
   defp copy_without_driver(name) do
     dir = BeamAlloc.Test.TmpDir.path!(name)
     File.mkdir_p!(dir)
-    File.cp_r!(to_string(:code.lib_dir(:beam_alloc)), Path.join(dir, "beam_alloc"))
+    # (Its files, not the links to them: a checkout that has a priv/ of its
+    # own, made by rebar3 compile there, has _build link to it, relatively,
+    # and the link copied led nowhere.)
+    File.cp_r!(to_string(:code.lib_dir(:beam_alloc)), Path.join(dir, "beam_alloc"),
+      dereference_symlinks: true
+    )
+
     File.rm!(Path.join([dir, "beam_alloc", "priv", "beam_alloc_testing.so"]))
     dir
   end
