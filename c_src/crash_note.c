@@ -356,13 +356,21 @@ static bool library_header(const char *where) {
            beam_alloc_header(where, end != NULL ? end : where + strlen(where));
 }
 
+/* Does where ("file:line") name a line. Where it does not, each tool
+ * says so its own way: "??:0" or "??:?" without a file, and, for code
+ * built without -g, its file from the symbol table with no line, binutils'
+ * "c.c:?" and LLVM's "c.c:0". */
+static bool has_line(const char *where) {
+    const char *colon = strrchr(where, ':');
+    return !starts_with(where, "??") && colon != NULL && colon[1] >= '1' &&
+           colon[1] <= '9';
+}
+
 /* Does the level fn at where hold the author's code (as
  * beam_alloc_symbolizer's authors_frame): by its file where it has a line,
  * else by its function (not the standard library's namespaces). */
 static bool authors_level(const char *fn, const char *where) {
-    const char *colon = strrchr(where, ':');
-    if (!starts_with(where, "??") && colon != NULL && colon[1] >= '1' &&
-        colon[1] <= '9')
+    if (has_line(where))
         return !library_header(where);
     return strcmp(fn, "??") != 0 && !starts_with(fn, "std::") &&
            !starts_with(fn, "__gnu_cxx::") && !starts_with(fn, "__cxxabiv1::");
@@ -477,15 +485,16 @@ static void say_frame(const crash_answer *a, size_t i) {
 
 /* Says what addr2line -a -f -i wrote, frames up to the author's (see
  * crash_answer); false when it knew no line for the call (a library
- * without debug information). */
+ * without debug information: the note said "made in f at c.c:?", which
+ * only looks like a line, where the command gives one once built with
+ * -g). */
 static bool say_source_line(char *text) {
     static crash_answer a; /* (its user holds symbolizing) */
     split_answer(text, &a);
     for (size_t i = 0; i < a.frames; i++) /* (each level's function) */
         for (size_t j = a.at[i]; j + 1 < a.at[i + 1]; j += 2)
             a.line[j][without_copy_suffix(a.line[j])] = '\0';
-    if (a.frames == 0 || answer_levels(&a, 0) == 0 ||
-        starts_with(a.line[1], "??"))
+    if (a.frames == 0 || answer_levels(&a, 0) == 0 || !has_line(a.line[1]))
         return false;
     for (size_t i = 0, last = authors_frame(&a); i <= last; i++)
         say_frame(&a, i);

@@ -256,6 +256,58 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert_gives_the_command(out)
   end
 
+  # A library built without -g has no lines for addr2line to give, and
+  # each one says so its own way: binutils' "no_debug_nif.c:?", LLVM's
+  # "no_debug_nif.c:0" (the file from the symbol table), "??:0" or "??:?"
+  # where it has not even that. Each gives the command for the line: the
+  # note said "made in uses_null at no_debug_nif.c:?", which only looked
+  # like a line.
+  for {module, library} <- [
+        {BeamAlloc.Test.Lines.NoDebug, "no_debug_nif"},
+        {BeamAlloc.Test.Lines.NoDebugCxx, "no_debug_cxx_nif"}
+      ],
+      tool <- ~w(addr2line llvm-addr2line) do
+    test "#{tool} on #{library}, built without -g: the crash gives the command for the line" do
+      if real = System.find_executable(unquote(tool)) do
+        # (Only this tool in the first directory of PATH: it is the one run.)
+        tmp = tmp_dir("beam_alloc_one_symbolizer")
+        File.ln_s!(real, Path.join(tmp, unquote(tool)))
+
+        {out, status} =
+          run_vm(
+            System.find_executable("elixir"),
+            [
+              "-e",
+              """
+              {:ok, _} = Application.ensure_all_started(:beam_alloc)
+              BeamAlloc.Testing.check_all_allocation_failures(fn -> #{inspect(unquote(module))}.uses_null() end)
+              """
+            ],
+            [{"PATH", tmp <> ":" <> System.get_env("PATH")}]
+          )
+
+        assert status == 128 + 11, out
+        assert out =~ "alloc of 24 bytes at #{unquote(library)}.so+0x", out
+        refute out =~ "that request was made in", out
+
+        assert out =~
+                 ~r"\nbeam_alloc: its source line: addr2line -f -i -C -e \S*/#{unquote(library)}\.so 0x[0-9a-f]+\n",
+               out
+      end
+    end
+  end
+
+  # The answers of no line that no build here gives (a stripped library,
+  # LLVM's without the symbol table's file) give the command too.
+  for answer <- ["??\\n??:0", "uses_null\\n??:?", "uses_null\\nfaults_nif.c:0"] do
+    test "addr2line's #{inspect(answer)} gives the command for the line" do
+      out = crash_with_addr2line("printf '0x1\\n#{unquote(answer)}\\n'\n")
+      assert_names_the_request(out)
+      refute out =~ "that request was made in", out
+      assert out =~ "its source line: addr2line -f -i -C -e ", out
+    end
+  end
+
   test "an addr2line that hangs (a wrapper script whose child keeps the pipe) holds the VM 10 s at most" do
     tmp = tmp_dir("beam_alloc_slow_addr2line")
     File.write!(Path.join(tmp, "addr2line"), "#!/bin/sh\nsleep 40\n")

@@ -9,7 +9,9 @@ for {module, library} <- [
   defmodule module do
     @moduledoc false
     use BeamAlloc.Nif, otp_app: :beam_alloc, library: library
-    use BeamAlloc.Test.NifModule, stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0)
+
+    use BeamAlloc.Test.NifModule,
+      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0)
   end
 end
 
@@ -23,7 +25,9 @@ for module <- [
     ] do
   defmodule module do
     @moduledoc false
-    use BeamAlloc.Test.NifModule, stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0)
+    use BeamAlloc.Test.NifModule,
+      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0)
+
     def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
   end
 end

@@ -52,9 +52,21 @@ BEAM_NIF(leak, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* The failed request's NULL used: under check_all_allocation_failures the
+ * VM dies by SIGSEGV, and its crash note names a line of a library built
+ * as this one is (test/fault_injection_crash_test.exs). */
+BEAM_NIF(uses_null) {
+    unsigned char *volatile p =
+        beam_alloc(beam_allocator, unsigned char, 24); /* SITE: uses null */
+    p[0] = 1;
+    beam_free(beam_allocator, p, 24);
+    return enif_make_atom(env, "ok");
+}
+
 static ErlNifFunc funcs[] = {
     {"inlined_double_free", 0, inlined_double_free, 0},
     {"tail_double_free", 0, tail_double_free, 0},
     {"leak", 0, leak, 0},
+    {"uses_null", 0, uses_null, 0},
 };
 BEAM_NIF_INIT(LINES_MODULE, funcs, NULL, NULL, NULL)
