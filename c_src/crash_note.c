@@ -719,11 +719,19 @@ static bool program_in(const char *dir, int len, const char *name, char *out,
     return w > 0 && (size_t)w < n && access(out, X_OK) == 0;
 }
 
-/* Is there a program llvm-addr2line-N in dir (len bytes): the path of
- * the highest N's then in out (n bytes at most). Debian's llvm-N installs
- * it so (clang-N recommends llvm-N), the plain name being the llvm
- * package's. */
-static bool llvm_versioned_in(const char *dir, int len, char *out, size_t n) {
+/* The first LLVM whose llvm-addr2line is taken to read DWARF 5 (gcc's
+ * default since gcc 11): an older one may answer no line, or a wrong one,
+ * for a library binutils' reads. The version is the one in the program's
+ * name: asking each program its version would start a process at every
+ * check's open. */
+#define LLVM_DWARF5 11
+
+/* Is there a program llvm-addr2line-N, N >= min, in dir (len bytes): the
+ * path of the highest N's then in out (n bytes at most). Debian's llvm-N
+ * installs it so (clang-N recommends llvm-N), the plain name being the
+ * llvm package's. */
+static bool llvm_versioned_in(const char *dir, int len, unsigned long min,
+                              char *out, size_t n) {
     static const char prefix[] = "llvm-addr2line-";
     char path[CRASH_PATH];
     if (snprintf(path, sizeof path, "%.*s", len, dir) >= (int)sizeof path)
@@ -736,7 +744,7 @@ static bool llvm_versioned_in(const char *dir, int len, char *out, size_t n) {
         if (!starts_with(e->d_name, prefix) || *v < '0' || *v > '9')
             continue;
         unsigned long version = strtoul(v, &end, 10);
-        if (*end == '\0' && version > best &&
+        if (*end == '\0' && version >= min && version > best &&
             program_in(dir, len, e->d_name, path, sizeof path) &&
             strlen(path) < n) {
             best = version;
@@ -750,21 +758,23 @@ static bool llvm_versioned_in(const char *dir, int len, char *out, size_t n) {
 
 /* The symbolizer's absolute path into out, "" when none (n bytes at
  * most): in the first directory of PATH that has one, llvm-addr2line
- * (else its highest llvm-addr2line-N), else binutils' addr2line. LLVM's
- * first: binutils' addr2line 2.40 reads clang's DWARF 5 (its default
- * since clang 14) without the functions inlined at a call, and the note
- * lost the author's helper inlined into a BEAM_NIF body; LLVM's reads
- * either compiler's. The first directory: one put first in PATH chooses.
- * Relative entries are passed over: a crash may come after a change of
- * directory. */
+ * (else its highest llvm-addr2line-N of LLVM_DWARF5 or later), else
+ * binutils' addr2line, else an older llvm-addr2line-N (better than no
+ * line at all). LLVM's first: binutils' addr2line 2.40 reads clang's
+ * DWARF 5 (its default since clang 14) without the functions inlined at a
+ * call, and the note lost the author's helper inlined into a BEAM_NIF
+ * body; LLVM's reads either compiler's. The first directory: one put
+ * first in PATH chooses. Relative entries are passed over: a crash may
+ * come after a change of directory. */
 static void find_symbolizer(char *out, size_t n) {
     const char *p = getenv("PATH");
     while (p != NULL && *p != '\0') {
         const char *end = strchrnul(p, ':');
         int len = (int)(end - p);
         if (p[0] == '/' && (program_in(p, len, "llvm-addr2line", out, n) ||
-                            llvm_versioned_in(p, len, out, n) ||
-                            program_in(p, len, "addr2line", out, n)))
+                            llvm_versioned_in(p, len, LLVM_DWARF5, out, n) ||
+                            program_in(p, len, "addr2line", out, n) ||
+                            llvm_versioned_in(p, len, 1, out, n)))
             return;
         p = *end != '\0' ? end + 1 : end;
     }

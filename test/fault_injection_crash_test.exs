@@ -419,6 +419,31 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
            out
   end
 
+  # An llvm-addr2line-N of LLVM 10 or older may not read DWARF 5, gcc's
+  # default since gcc 11 (clang's since 14): beside binutils' addr2line it
+  # is not the one run, which it was, the highest N of the directory. Alone
+  # there it still is: a line it may not give is better than none.
+  test "an llvm-addr2line-N older than LLVM 11 is run only where there is no addr2line" do
+    out =
+      crash_with_symbolizers(%{
+        "addr2line" => "printf '0x1\\nmake_header\\n/binutils/faults_nif.c:1\\n'\n",
+        "llvm-addr2line-10" => "printf '0x1\\nmake_header\\n/llvm-10/faults_nif.c:10\\n'\n"
+      })
+
+    assert out =~
+             "\nbeam_alloc: that request was made in make_header at /binutils/faults_nif.c:1\n",
+           out
+
+    out =
+      crash_with_symbolizers(%{
+        "llvm-addr2line-10" => "printf '0x1\\nmake_header\\n/llvm-10/faults_nif.c:10\\n'\n"
+      })
+
+    assert out =~
+             "\nbeam_alloc: that request was made in make_header at /llvm-10/faults_nif.c:10\n",
+           out
+  end
+
   # llvm-addr2line names a function that is not inlined by its symbol, a
   # copy gcc made of it with the copy's suffix: "beam_nif_body_X.isra.0"
   # (C), "X(int) (.constprop.0)" (C++), where binutils' gives "X" and
