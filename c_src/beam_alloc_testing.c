@@ -648,7 +648,7 @@ static void crash_request_failed(const session *s, const request_info *r,
                                  uintptr_t ret) {
     if (s->crash < 0)
         return;
-    char site[512], fn[352];
+    char site[512], fn[CRASH_NOTE_CALL];
     beam__describe_site(line_site(s, r->site), site, sizeof site);
     /* Another thread (one the call started, a pool's) has no NIF function
      * on its stack: the one nearest below its code would be a guess,

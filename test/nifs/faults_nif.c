@@ -179,8 +179,8 @@ BEAM_NIF(uses_null_quoted) {
 /* A name whose call the crash note cannot write whole: 156 backslashes
  * (two bytes each, escaped), "a", "\xc3\xa9" (the VM reads a NIF's name
  * as Latin-1: Elixir's "\u00c3\u00a9"; written as the bytes are, UTF-8's
- * "\u00e9", across the note's cut) and "z". The note must cut it before a
- * whole character and keep the closing backquote. */
+ * "\u00e9", across the note's cut, CRASH_NOTE_CALL's) and "z". The note
+ * must cut it before a whole character and keep the closing backquote. */
 #define BS8 "\\\\\\\\\\\\\\\\"
 #define BS52 BS8 BS8 BS8 BS8 BS8 BS8 "\\\\\\\\"
 static const char long_name[] = BS52 BS52 BS52 "a\xc3\xa9z";
