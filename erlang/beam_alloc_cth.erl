@@ -68,14 +68,20 @@ terminate(#{keeper := Keeper}) ->
 %% the same case listed twice), the second's watch took the first's place,
 %% and one case passed with its double free unread (the other watch kept
 %% by the reporter for good). The config is init_per_testcase's (CT gives
-%% post_end_per_testcase that one, after a timetrap too): the watch waits
-%% in the process dictionary until it returned (pre_ and
-%% post_init_per_testcase run in the case's process).
+%% post_end_per_testcase that one, after a timetrap too), which may not
+%% have the key: post_init_per_testcase puts it back. It finds the watch
+%% in the case process's dictionary when init_per_testcase returned (CT
+%% gives it the config returned, pre_ and post_init_per_testcase run in
+%% the case's process), or in the config init_per_testcase was given when
+%% a timetrap killed that process (post_init_per_testcase runs in another:
+%% the dictionary alone lost the watch, which the reporter kept to the end
+%% of the run).
 -spec pre_init_per_testcase(module(), atom(), list(), State) -> {list(), State}
       when State :: #{keeper := pid()}.
 pre_init_per_testcase(_Suite, _Case, Config, #{keeper := Keeper} = State) ->
-    put(?MODULE, {beam_alloc_testing:watch(Keeper), self()}),
-    {Config, State}.
+    Watched = {beam_alloc_testing:watch(Keeper), self()},
+    put(?MODULE, Watched),
+    {[{?MODULE, Watched} | lists:keydelete(?MODULE, 1, Config)], State}.
 
 %% (Return is ok when init_per_testcase returned a config, Config that one;
 %% a config from an older CT. An init_per_testcase that failed or skipped
@@ -83,7 +89,7 @@ pre_init_per_testcase(_Suite, _Case, Config, #{keeper := Keeper} = State) ->
 %% watch stayed in the reporter.)
 -spec post_init_per_testcase(module(), atom(), list(), term(), State) -> {term(), State}.
 post_init_per_testcase(_Suite, _Case, Config, Return, State) ->
-    case {erase(?MODULE), Return} of
+    case {watched(Config), Return} of
         {undefined, _} ->
             {Return, State};
         {Watched, ok} ->
@@ -93,6 +99,12 @@ post_init_per_testcase(_Suite, _Case, Config, Return, State) ->
         {{Watch, Self}, _} ->
             _ = beam_alloc_testing:reports_since(Watch, Self, ct),
             {Return, State}
+    end.
+
+watched(Config) ->
+    case erase(?MODULE) of
+        undefined -> proplists:get_value(?MODULE, Config);
+        Watched -> Watched
     end.
 
 -spec post_end_per_testcase(module(), atom(), list(), term(), State) -> {term(), State}.

@@ -11,7 +11,7 @@
 
 all() ->
     [clean, double_free, leak, check_consumed, suite_process, end_misuse, after_end_misuse,
-     timetrap, init_fails, {group, twice}, one_watch].
+     timetrap, init_fails, init_timetrap, {group, twice}, one_watch].
 
 %% The same case twice at once: each its own watch.
 groups() ->
@@ -36,6 +36,8 @@ end_per_suite(Config) ->
 
 init_per_testcase(init_fails, _Config) ->
     error(init_fails);
+init_per_testcase(init_timetrap, _Config) ->
+    timer:sleep(infinity);
 %% (A config of its own, not the one given: the hook's watch goes on.)
 init_per_testcase(at_once, _Config) ->
     [];
@@ -86,6 +88,14 @@ timetrap(_Config) ->
     ok = ?MISUSE:double_free_plain(),
     timer:sleep(infinity).
 
+%% Skipped: a timetrap killed its init_per_testcase, whose process held
+%% its watch.
+init_timetrap() ->
+    [{timetrap, 300}].
+
+init_timetrap(_Config) ->
+    ok.
+
 %% (Each waits for the other to have begun.)
 at_once(_Config) ->
     ok = ?MISUSE:double_free_plain(),
@@ -96,7 +106,8 @@ init_fails(_Config) ->
     ok.
 
 %% The hook's watch of this case is the reporter's only one: those of the
-%% cases before ended, a case skipped and a parallel one's too.
+%% cases before ended, a case skipped, one whose init_per_testcase a
+%% timetrap killed and a parallel one's too.
 one_watch(_Config) ->
     #{watches := Watches} = sys:get_state(beam_alloc:reporter()),
     1 = map_size(Watches).
