@@ -78,10 +78,20 @@ terminate(#{keeper := Keeper}) ->
 %% of the run).
 -spec pre_init_per_testcase(module(), atom(), list(), State) -> {list(), State}
       when State :: #{keeper := pid()}.
-pre_init_per_testcase(_Suite, _Case, Config, #{keeper := Keeper} = State) ->
+pre_init_per_testcase(_Suite, _Case, Config, State0) ->
+    #{keeper := Keeper} = State = kept(State0),
     Watched = {beam_alloc_testing:watch(Keeper), self()},
     put(?MODULE, Watched),
     {[{?MODULE, Watched} | lists:keydelete(?MODULE, 1, Config)], State}.
+
+%% State with a live keeper: one killed (a suite that kills the processes
+%% it finds) made the reporter drop each later case's watch at once, and
+%% every case passed, its double frees unread.
+kept(#{keeper := Keeper} = State) ->
+    case is_process_alive(Keeper) of
+        true -> State;
+        false -> State#{keeper := spawn(fun keeper/0)}
+    end.
 
 %% (Return is ok when init_per_testcase returned a config, Config that one;
 %% a config from an older CT. An init_per_testcase that failed or skipped

@@ -44,7 +44,7 @@ defmodule BeamAlloc.CommonTestTest do
     end)
 
     # {Passed, Failed, {UserSkipped, AutoSkipped}}
-    assert_received {:run, {4, 7, {0, 2}}}
+    assert_received {:run, {5, 8, {0, 2}}}
 
     # (The parallel group's case twice, every other once.)
     {twice, once} = Map.pop(collect(), :at_once)
@@ -86,6 +86,12 @@ defmodule BeamAlloc.CommonTestTest do
     # watch (one took the other's place, and a case passed).
     assert [{:failed, {:beam_alloc_reports, _}}, {:failed, {:beam_alloc_reports, _}}] =
              Enum.map(twice, &failed/1)
+
+    # The process owning the hook's watches killed: it was every later
+    # case's owner, whose watch the reporter dropped at once, and they
+    # passed with their double frees.
+    assert results[:keeper_killed] == :ok
+    assert {:failed, {:beam_alloc_reports, [_]}} = failed(results[:after_keeper_killed])
 
     # A case a timetrap killed: its reports, and what else failed it.
     assert {:failed, {:beam_alloc_reports, lines}} = failed(results[:timetrap])

@@ -11,7 +11,8 @@
 
 all() ->
     [clean, double_free, leak, check_consumed, suite_process, end_misuse, after_end_misuse,
-     timetrap, init_fails, init_timetrap, {group, twice}, one_watch].
+     timetrap, init_fails, init_timetrap, {group, twice}, keeper_killed,
+     after_keeper_killed, one_watch].
 
 %% The same case twice at once: each its own watch.
 groups() ->
@@ -104,6 +105,16 @@ at_once(_Config) ->
 %% Skipped: its init_per_testcase failed.
 init_fails(_Config) ->
     ok.
+
+%% The process owning the hook's watches is killed (as by a suite that
+%% kills the processes it finds): the cases after it are still checked.
+keeper_killed(_Config) ->
+    #{watches := Watches} = sys:get_state(beam_alloc:reporter()),
+    [#{owner := Keeper}] = maps:values(Watches),
+    exit(Keeper, kill).
+
+after_keeper_killed(_Config) ->
+    ok = ?MISUSE:double_free_plain().
 
 %% The hook's watch of this case is the reporter's only one: those of the
 %% cases before ended, a case skipped, one whose init_per_testcase a
