@@ -107,11 +107,15 @@ init_fails(_Config) ->
     ok.
 
 %% The process owning the hook's watches is killed (as by a suite that
-%% kills the processes it finds): the cases after it are still checked.
+%% kills the processes it finds): this case, whose watch went with it,
+%% fails saying so, and the cases after it are still checked.
 keeper_killed(_Config) ->
     #{watches := Watches} = sys:get_state(beam_alloc:reporter()),
     [#{owner := Keeper}] = maps:values(Watches),
-    exit(Keeper, kill).
+    Monitor = monitor(process, Keeper),
+    exit(Keeper, kill),
+    receive {'DOWN', Monitor, _, _, _} -> ok end,
+    ok = ?MISUSE:double_free_plain().
 
 after_keeper_killed(_Config) ->
     ok = ?MISUSE:double_free_plain().
