@@ -1124,6 +1124,17 @@ defmodule BeamAlloc.ReportTest do
     assert BeamAlloc.Reporter.recent() == kept
   end
 
+  # (A watch's owner is monitored: one that is no process, monitored,
+  # raised, and the reporter went down with what it kept.)
+  test "the Elixir reporter answers a watch whose owner is no process and keeps its reports" do
+    mark = BeamAlloc.Reporter.mark()
+    pid = Process.whereis(BeamAlloc.Reporter)
+    call = {:watch, make_ref(), self(), true, "owner"}
+    assert {:error, {:unknown_call, ^call}} = GenServer.call(BeamAlloc.Reporter, call)
+    assert Process.whereis(BeamAlloc.Reporter) == pid
+    assert BeamAlloc.Reporter.mark() == mark
+  end
+
   test "the Elixir reporter's functions say what to start when it is not running" do
     # (Not async: no other test reports while the name is away.)
     pid = Process.whereis(BeamAlloc.Reporter)

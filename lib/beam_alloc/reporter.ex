@@ -729,24 +729,13 @@ defmodule BeamAlloc.Reporter do
   end
 
   # (Its owner's end drops it, as in the Erlang reporter: owned/2,
-  # owner_down/2.)
-  defp answer({:watch, ref, pid, all?}, state), do: answer({:watch, ref, pid, all?, :none}, state)
+  # owner_down/2. An owner that is no pid is a call it does not know, as
+  # there: monitored, it raised, and the reporter went down with what it
+  # kept.)
+  defp answer({:watch, ref, pid, all?}, state), do: watch_added(ref, pid, all?, :none, state)
 
-  defp answer({:watch, ref, pid, all?, owner}, state) do
-    after_seq = count(state)
-
-    watch = %{
-      pid: pid,
-      all?: all?,
-      kept: :queue.new(),
-      after_seq: after_seq,
-      out: %{},
-      lost: 0
-    }
-
-    watch = :beam_alloc_reporter.owned(watch, owner)
-    {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
-  end
+  defp answer({:watch, ref, pid, all?, owner}, state) when is_pid(owner),
+    do: watch_added(ref, pid, all?, owner, state)
 
   # (A watch the reporter does not know, as after a restart of it, saw
   # nothing: as since/1 of a mark from before a restart.) Only the lines
@@ -775,6 +764,23 @@ defmodule BeamAlloc.Reporter do
   # A call it does not know is answered, not a crash that loses the kept
   # reports.
   defp answer(other, state), do: {:reply, {:error, {:unknown_call, other}}, state}
+
+  # A watch of the reports after those counted so far (see answer/2).
+  defp watch_added(ref, pid, all?, owner, state) do
+    after_seq = count(state)
+
+    watch = %{
+      pid: pid,
+      all?: all?,
+      kept: :queue.new(),
+      after_seq: after_seq,
+      out: %{},
+      lost: 0
+    }
+
+    watch = :beam_alloc_reporter.owned(watch, owner)
+    {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
+  end
 
   # (Its sites resolved later: log_one/1, resolved/3.)
   defp keep({module, line, pid, callers}, state) do
