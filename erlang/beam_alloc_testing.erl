@@ -306,14 +306,16 @@ others_words(erlang) ->
      "the tests that use without_reports/1 one at a time"};
 %% (Common Test runs init_per_suite and init_per_group in processes of
 %% their own, and a process they start outlives them: its report counted
-%% for whichever case ran then, an audit's "whose is it?".)
+%% for whichever case ran then, an audit's "whose is it?". So does a
+%% process an earlier case started: the note named the suite's and the
+%% group's alone, and sent its reader there: review.)
 others_words(ct) ->
     {"the case's",
      "every report made while a case runs (its init_per_testcase and end_per_testcase "
      "too) counts for that case: the case may have caused it (by calling that process); "
-     "if not (a process of init_per_suite or init_per_group, of an application, a case "
-     "of a parallel group beside it), stop that process during the cases, or run the "
-     "cases one at a time"};
+     "if not (a process that init_per_suite, init_per_group or an earlier case started, "
+     "which outlived it, of an application, a case of a parallel group beside it), stop "
+     "that process during the cases, or run the cases one at a time"};
 others_words(elixir) ->
     {"the test's",
      "a test module that is not async counts every report made while a test runs: the test "

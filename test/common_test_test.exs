@@ -44,7 +44,7 @@ defmodule BeamAlloc.CommonTestTest do
     end)
 
     # {Passed, Failed, {UserSkipped, AutoSkipped}}
-    assert_received {:run, {4, 9, {0, 2}}}
+    assert_received {:run, {5, 10, {0, 2}}}
 
     # (The parallel group's case twice, every other once.)
     {twice, once} = Map.pop(collect(), :at_once)
@@ -78,6 +78,13 @@ defmodule BeamAlloc.CommonTestTest do
 
     assert note =~ "init_per_suite"
     assert line =~ ~r/^<[\d.]+>: beam_alloc: .*double_free_plain/
+
+    # A process an earlier case started, which outlived it: the note
+    # names that case among those it may be (it named init_per_suite's and
+    # init_per_group's processes alone).
+    assert results[:leaves_process] == :ok
+    assert {:failed, {:beam_alloc_reports, [note, _]}} = failed(results[:after_leaves_process])
+    assert note =~ "an earlier case"
 
     # end_per_testcase runs within the case.
     assert {:failed, {:beam_alloc_reports, [_]}} = failed(results[:end_misuse])

@@ -11,7 +11,7 @@
 
 all() ->
     [clean, double_free, leak, check_consumed, suite_process, end_misuse, after_end_misuse,
-     timetrap, init_fails, init_timetrap, {group, twice}, keeper_killed,
+     timetrap, init_fails, init_timetrap, leaves_process, after_leaves_process, {group, twice}, keeper_killed,
      after_keeper_killed, one_watch].
 
 %% The same case twice at once: each its own watch.
@@ -96,6 +96,24 @@ init_timetrap() ->
 
 init_timetrap(_Config) ->
     ok.
+
+%% A process the case starts outlives it, and double frees while the
+%% next case runs: that one fails, and its note names the earlier case
+%% among the processes it may be.
+leaves_process(_Config) ->
+    Left = spawn(fun() ->
+                         receive
+                             {double_free, From} ->
+                                 ok = ?MISUSE:double_free_plain(),
+                                 From ! done
+                         end
+                 end),
+    true = register(beam_alloc_cth_left, Left),
+    ok.
+
+after_leaves_process(_Config) ->
+    beam_alloc_cth_left ! {double_free, self()},
+    receive done -> ok end.
 
 %% (Each waits for the other to have begun.)
 at_once(_Config) ->
