@@ -53,7 +53,6 @@ GNU2 := $(call cc_flag,$(CC),c,-mtls-dialect=gnu2)
 TLS_DIALECT := $(if $(and $(GP_ONLY),$(GNU2)),$(GNU2) $(GP_ONLY))
 LIB_FLAGS += $(TLS_DIALECT)
 
-NIF_OBJ        := $(NIF_SRC:src/%.c=$(BUILD)/nif/%.o)
 STANDALONE_OBJ := $(STANDALONE_SRC:src/%.c=$(BUILD)/standalone/%.o)
 
 C_TEST_SRC := $(wildcard test/c/*.c)
@@ -124,19 +123,41 @@ OWN_CFLAGS = $(filter-out $(CFLAGS_WARNINGS),$(CFLAGS))
 NIF_OBJ_CMD = $(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR)
 STANDALONE_OBJ_CMD = $(CC) $(OWN_CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE
 LINK_CFLAGS = $(filter -fsanitize% -fno-sanitize% -fprofile% -fcoverage% --coverage -pg -flto% -fno-lto,$(CFLAGS))
-NIF_OBJ_KEY = $(CC) $(LINK_CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR)
-STANDALONE_OBJ_KEY = $(CC) $(LINK_CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE
+NIF_OBJ_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_FLAGS) -I$(ERTS_INCLUDE_DIR)
+STANDALONE_OBJ_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_FLAGS) -DBEAM_ALLOC_STANDALONE
+# The flags that say what machine and system the code is for: -m* (-march,
+# -mcpu, -mabi, -m32...), --sysroot, --target/-target, -isysroot, -arch
+# (those that take the next word joined to it first). In the key: a
+# toolchain wrapper keeps CC and changes them, and its objects were the
+# other target's.
+TARGET_CFLAGS = $(filter -m% --sysroot% -isysroot% --target% -target% -arch%,$(subst --sysroot ,--sysroot=,$(subst -isysroot ,-isysroot=,$(subst -target ,-target=,$(subst -arch ,-arch=,$(strip $(CFLAGS)))))))
+# The NIF library's objects and archive go to a folder per key, so that
+# the builds of two targets are both kept: a Nerves developer switches all
+# day between the host (mix test) and the board (MIX_TARGET=rpi4: its
+# CC, CFLAGS and ERTS_INCLUDE_DIR), and each switch built the whole library
+# again (15-33 s each way). The folder is named by a checksum of the key.
+# Goals that build no NIF code leave ERTS_INCLUDE_DIR out of it: asking
+# erl for it takes a second (the key file inside has the real one).
+# $(BUILD)/libbeam_alloc.a is a copy of the last built, for beam_alloc.mk
+# and rebar3 users.
+NIF_FREE_GOALS := standalone-lib c-test c-test-san c-test-tsan c-test-valgrind cross-test \
+    fuzz-build fuzz-smoke format clean deps %/run_tests %/libbeam_alloc_standalone.a
+NIF_DIR_ERTS = $(if $(MAKECMDGOALS),$(if $(filter-out $(NIF_FREE_GOALS),$(MAKECMDGOALS)),$(ERTS_INCLUDE_DIR),none),$(ERTS_INCLUDE_DIR))
+NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_FLAGS) ERTS=$(NIF_DIR_ERTS)
+NIF_DIR := $(BUILD)/nif-$(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
+NIF_OBJ := $(NIF_SRC:src/%.c=$(NIF_DIR)/%.o)
+NIF_LIB := $(NIF_DIR)/libbeam_alloc.a
 # (Compared before anything is written: a prebuilt read-only checkout,
 # with the same command, stays untouched.)
 write_if_changed = printf '%s\n' '$(subst ','\'',$($(1)))' | cmp -s - $@ || \
     { mkdir -p $(@D) && printf '%s\n' '$(subst ','\'',$($(1)))' >$(TMP_OUT) && mv -f $(TMP_OUT) $@; }
 .PHONY: FORCE_COMMAND
-$(BUILD)/nif/command: FORCE_COMMAND | erts-include-dir target-check
+$(NIF_DIR)/command: FORCE_COMMAND | erts-include-dir target-check
 	@$(call write_if_changed,NIF_OBJ_KEY)
 $(BUILD)/standalone/command: FORCE_COMMAND | target-check
 	@$(call write_if_changed,STANDALONE_OBJ_KEY)
 
-$(BUILD)/nif/%.o: src/%.c $(HEADERS) $(BUILD)/nif/command | erts-include-dir
+$(NIF_DIR)/%.o: src/%.c $(HEADERS) $(NIF_DIR)/command | erts-include-dir
 	@mkdir -p $(@D)
 	$(NIF_OBJ_CMD) -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
 
@@ -144,8 +165,23 @@ $(BUILD)/standalone/%.o: src/%.c $(HEADERS) $(BUILD)/standalone/command
 	@mkdir -p $(@D)
 	$(STANDALONE_OBJ_CMD) -c $< -o $(TMP_OUT) && mv -f $(TMP_OUT) $@
 
-$(BUILD)/libbeam_alloc.a: $(NIF_OBJ) | erts-include-dir
+$(NIF_LIB): $(NIF_OBJ) | erts-include-dir
 	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@
+
+# The NIF library of this CC, target flags and ERTS_INCLUDE_DIR
+# (NIF_DIR), built, then its path as the last line: what the :beam_alloc
+# Mix compiler links. nif-dir: the folder alone, nothing built.
+.PHONY: nif-lib-path nif-dir
+nif-lib-path: $(NIF_LIB)
+	@echo '$(abspath $(NIF_LIB))'
+nif-dir:
+	@echo '$(NIF_DIR)'
+
+# The copy, compared at every make: the last built may be an older
+# archive of another key (back to the host), which make's times alone
+# would not copy.
+$(BUILD)/libbeam_alloc.a: $(NIF_LIB) FORCE_COMMAND
+	@cmp -s $< $@ || { cp $< $(TMP_OUT) && mv -f $(TMP_OUT) $@; }
 
 $(BUILD)/libbeam_alloc_standalone.a: $(STANDALONE_OBJ)
 	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@
@@ -467,16 +503,16 @@ LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
 $(LIBDW_STAMP):
 	@mkdir -p $(@D) && touch $@
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(BUILD)/nif/command | erts-include-dir
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(NIF_DIR)/command | erts-include-dir
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing (no /usr/include/elfutils/libdwfl.h): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
-$(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(BUILD)/libbeam_alloc.a | erts-include-dir
+$(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(NIF_LIB) | erts-include-dir
 	@mkdir -p $(@D)
-	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $(TESTING_SRC) $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -ldl -o $@
+	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $(TESTING_SRC) $(NIF_LIB) $(NIF_LDFLAGS) -ldl -o $@
 
 # rebar3 (the pre_hook of rebar.config): the library, and the driver and
 # the symbolizer into priv/ of the source directory, which rebar3 links
@@ -522,18 +558,18 @@ $(LINES_SO)/lto_nif.so: CFLAGS += -flto
 $(LINES_SO)/lto_nif.so: NIF_LIBS := -flto
 $(LINES_SO)/no_debug_nif.so $(LINES_SO)/no_debug_cxx_nif.so: CFLAGS += -g0
 $(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so $(LINES_SO)/no_build_id_kept_nif.so: NIF_LIBS := -Wl,--build-id=none
-$(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -gsplit-dwarf $(NIF_FLAGS) -c $< -o $@.o
-	$(CC) $(LINK_CFLAGS) $@.o $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+	$(CC) $(LINK_CFLAGS) $@.o $(NIF_LIB) $(NIF_LDFLAGS) -o $@
 
-$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
-$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
-	$(CXX) $(CFLAGS) $(NIF_CXXFLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
+	$(CXX) $(CFLAGS) $(NIF_CXXFLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
 # The library is built here first so that the make that mix runs finds it
 # up to date (and two makes never write the same objects).
@@ -570,9 +606,9 @@ test-all: $(TESTS)
 # at 520: it now checks the most any link order can take
 # (scripts/tls-bound: 504 then), and fails first.
 .PHONY: tls-check
-tls-check: $(BUILD)/libbeam_alloc.a
+tls-check: $(NIF_LIB)
 	@if [ -n "$(findstring gnu2,$(TLS_DIALECT))" ] && \
-	    objdump -d $(BUILD)/libbeam_alloc.a | grep -q '%[xyz]mm'; then \
+	    objdump -d $(NIF_LIB) | grep -q '%[xyz]mm'; then \
 	  echo "tls-check: libbeam_alloc.a uses vector registers with TLS descriptors (Makefile, TLS_DIALECT)" >&2; exit 1; \
 	fi
 	@size=$$(readelf -SW $< | awk -f scripts/tls-bound) || exit 1; \
@@ -593,9 +629,9 @@ fresh-machine-check:
 # The demo has its own NIF (demo/demo_nif.c) and runs as a plain script.
 DEMO_SO := $(BUILD)/demo/beam_alloc_demo.so
 
-$(DEMO_SO): demo/demo_nif.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(DEMO_SO): demo/demo_nif.c $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) -o $@
 
 demo: deps
 	@$(MAKE) --no-print-directory demo-run
@@ -617,9 +653,9 @@ bench:
 .PHONY: bench-sqlite bench-sqlite-run
 SQLITE_BENCH_SO := $(BUILD)/bench/sqlite_bench_nif.so
 
-$(SQLITE_BENCH_SO): bench/sqlite/sqlite_bench_nif.c bench/sqlite/orders.h $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(SQLITE_BENCH_SO): bench/sqlite/sqlite_bench_nif.c bench/sqlite/orders.h $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
-	$(CC) -O2 -g $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -lsqlite3 -lmimalloc -o $@
+	$(CC) -O2 -g $(NIF_FLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) -lsqlite3 -lmimalloc -o $@
 
 bench-sqlite: deps
 	@$(MAKE) --no-print-directory bench-sqlite-run
@@ -636,9 +672,9 @@ bench-sqlite-run: lib $(SQLITE_BENCH_SO)
 .PHONY: bench-nif-call
 NIF_CALL_BENCH_SO := $(BUILD)/bench/nif_call_bench_nif.so
 
-$(NIF_CALL_BENCH_SO): bench/nif_call/nif_call_bench_nif.c $(HEADERS) $(BUILD)/libbeam_alloc.a
+$(NIF_CALL_BENCH_SO): bench/nif_call/nif_call_bench_nif.c $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
-	$(CC) -O2 -g $(NIF_FLAGS) $< $(BUILD)/libbeam_alloc.a $(NIF_LDFLAGS) -o $@
+	$(CC) -O2 -g $(NIF_FLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) -o $@
 
 bench-nif-call: lib $(NIF_CALL_BENCH_SO)
 	BENCH_NIF_CALL_NIF=$(CURDIR)/$(basename $(NIF_CALL_BENCH_SO)) elixir bench/nif_call/bench_nif_call.exs

@@ -703,24 +703,16 @@ defmodule BeamAlloc.MixCompilerTest do
   # (Three builds of the library: over a minute on a busy 2-core machine.)
   @tag timeout: 300_000
   test "the dependency's library follows CFLAGS, without their warning options", %{dir: dir} do
-    copy = Path.join(dir, "beam_alloc")
-    {_, 0} = System.cmd(Path.join(File.cwd!(), "scripts/copy-tree"), [copy])
+    copy = tree_copy!(dir)
 
     # Two of its objects, which every other is built as (the whole library
     # three times took 20-30 s of the suite), each failing under the
     # library's -Werror with one of those warnings: -Wshadow, -pedantic.
-    obj = "build/nif/gpa_report.o"
+    obj = fn cflags -> Path.join(nif_dir(copy, cflags), "gpa_report.o") end
+    make = fn cflags -> make_in(copy, cflags, two_objects(nif_dir(copy, cflags))) end
 
-    make = fn cflags ->
-      System.cmd("make", ["--no-print-directory", obj, "build/nif/nif/glue.o"],
-        cd: copy,
-        env: [{"CFLAGS", cflags}, {"MAKEFLAGS", nil}, {"MAKELEVEL", nil}],
-        stderr_to_stdout: true
-      )
-    end
-
-    asan? = fn ->
-      {syms, 0} = System.cmd("nm", ["-u", Path.join(copy, obj)])
+    asan? = fn cflags ->
+      {syms, 0} = System.cmd("nm", ["-u", Path.join(copy, obj.(cflags))])
       syms =~ "__asan_"
     end
 
@@ -735,11 +727,85 @@ defmodule BeamAlloc.MixCompilerTest do
     assert {out, 0} = make.("-O2 -g -pedantic -Wshadow -fPIC -I/tmp -DX=1")
     refute out =~ "src/gpa_report.c"
     assert {_, 0} = make.("-O1 -g -fsanitize=address")
-    assert asan?.()
+    assert asan?.("-O1 -g -fsanitize=address")
+    # Back without it: the objects of the first build, kept apart.
     assert {out, 0} = make.("-O2 -g")
-    assert out =~ "src/gpa_report.c"
-    refute asan?.()
+    refute out =~ "src/gpa_report.c"
+    refute asan?.("-O2 -g")
   end
+
+  # A Nerves developer builds for the laptop (mix test) and for the board
+  # (MIX_TARGET=rpi4: another CC, CFLAGS with -mcpu and --sysroot, the
+  # target's ERTS_INCLUDE_DIR) all day. The library's objects had one
+  # folder, keyed by CC and the link-time flags: each switch rebuilt all of
+  # them (15-33 s each way, an audit), and a toolchain wrapper that keeps CC
+  # and changes -march or --sysroot linked the other target's objects. Each
+  # target's objects now have a folder of their own, kept across switches;
+  # other flags (-O, -D, warnings) share one (the test above). Flags of the
+  # host compiler here (-march levels), so that it runs without a cross one.
+  test "the library's objects of other target flags are kept apart, and kept", %{dir: dir} do
+    copy = tree_copy!(dir)
+    make = fn cflags -> make_in(copy, cflags, two_objects(nif_dir(copy, cflags))) end
+    dir_of = &nif_dir(copy, &1)
+
+    {march, other} =
+      if :erlang.system_info(:system_architecture) |> List.to_string() =~ "aarch64",
+        do: {"-march=armv8-a", "-march=armv8.2-a"},
+        else: {"-march=x86-64", "-march=x86-64-v2"}
+
+    [a, b] = ["-O2 -g #{march}", "-O2 -g #{other}"]
+
+    assert dir_of.(a) != dir_of.(b)
+    assert {out, 0} = make.(a)
+    assert out =~ "src/gpa_report.c"
+    assert {out, 0} = make.(b)
+    assert out =~ "#{other} " and out =~ "src/gpa_report.c"
+    assert {out, 0} = make.(a)
+    refute out =~ "src/gpa_report.c"
+
+    # Every flag that changes what the code is for: --sysroot (either
+    # spelling), --target, -m*; ERTS_INCLUDE_DIR (the target's erl_nif.h).
+    base = dir_of.("-O2")
+
+    for flags <- [
+          "-O2 --sysroot /",
+          "-O2 --sysroot=/",
+          "-O2 --target=x86_64-linux-gnu",
+          "-O2 -mtune=generic"
+        ],
+        do: assert(dir_of.(flags) != base, flags)
+
+    assert nif_dir(copy, "-O2", ["ERTS_INCLUDE_DIR=/board/erts/include"]) != base
+
+    assert dir_of.("-O3 -g -DX=1 -Wshadow -I/tmp") == base
+  end
+
+  # A copy of this tree in dir, for make to build in (not the checkout).
+  defp tree_copy!(dir) do
+    copy = Path.join(dir, "beam_alloc")
+    {_, 0} = System.cmd(Path.join(File.cwd!(), "scripts/copy-tree"), [copy])
+    copy
+  end
+
+  # make GOALS in the copy with CFLAGS, as a dependency's build runs it.
+  defp make_in(copy, cflags, goals) do
+    System.cmd("make", ["--no-print-directory" | goals],
+      cd: copy,
+      env: [{"CFLAGS", cflags}, {"MAKEFLAGS", nil}, {"MAKELEVEL", nil}],
+      stderr_to_stdout: true
+    )
+  end
+
+  # The folder of the NIF library's objects for these CFLAGS (make says).
+  defp nif_dir(copy, cflags, vars \\ []) do
+    {out, 0} = make_in(copy, cflags, ["-s", "nif-dir" | vars])
+    String.trim(out)
+  end
+
+  # Two of the library's objects in folder, which every other is built as
+  # (the whole library, several times, took 20-30 s of the suite).
+  defp two_objects(folder),
+    do: [Path.join(folder, "gpa_report.o"), Path.join(folder, "nif/glue.o")]
 
   # -MMD writes a dependency file in make's syntax: # as \\#, $ as $$. Read
   # without unescaping, a project under such a folder never found its

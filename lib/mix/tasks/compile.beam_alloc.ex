@@ -18,8 +18,10 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   directory (`_build/<env>/lib/my_app/priv/my_nif.so`, which is what
   `:code.priv_dir(:my_app)` and `use BeamAlloc.Nif, library: "my_nif"`
   find), from the sources given, linked with beam_alloc's library
-  (`build/libbeam_alloc.a` of the dependency, built first when missing or
-  out of date).
+  (`libbeam_alloc.a` of the dependency, built first when missing or
+  out of date, in a folder of its `build/` per compiler, target flags and
+  `ERTS_INCLUDE_DIR`: switching between the host and a board's toolchain
+  builds it again for neither).
 
   Every object is compiled with `-g` (so that reports can name source
   lines), `-fno-omit-frame-pointer` (so that they can give the callers of
@@ -425,26 +427,36 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
 
   # Builds (or checks) libbeam_alloc.a in the dependency with its own
   # Makefile: a path dependency's sources may have changed since it was
-  # compiled. Silent when it is up to date.
+  # compiled. Silent when it is up to date. The library is the one of this
+  # CC, target flags and ERTS_INCLUDE_DIR, in a folder of its own (make
+  # says which, last): the host's and a board's are both kept, and a
+  # switch between them builds nothing (it built the whole library, and
+  # the same CC with other -march or --sysroot linked the other's).
   defp ensure_library!(root, erts) do
     make = make_executable!()
 
     {out, status} =
-      System.cmd(make, ["--no-print-directory", "-C", root, "nif-lib"],
+      System.cmd(make, ["--no-print-directory", "-C", root, "nif-lib-path"],
         env: [{"ERTS_INCLUDE_DIR", erts}],
         stderr_to_stdout: true
       )
 
-    if out != "", do: Mix.shell().info(String.trim_trailing(out))
+    {shown, library} =
+      case String.split(String.trim_trailing(out), "\n") |> Enum.split(-1) do
+        {shown, [last]} when status == 0 -> {Enum.join(shown, "\n"), last}
+        _ -> {String.trim_trailing(out), nil}
+      end
+
+    if shown != "", do: Mix.shell().info(shown)
 
     if status != 0 do
       Mix.raise(
         "beam_alloc: could not build beam_alloc's library in #{root} " <>
-          "(\"#{make} nif-lib\" exited with #{status}); see the output above"
+          "(\"#{make} nif-lib-path\" exited with #{status}); see the output above"
       )
     end
 
-    Path.join([root, "build", "libbeam_alloc.a"])
+    library
   end
 
   defp make_executable! do
