@@ -780,6 +780,26 @@ defmodule BeamAlloc.MixCompilerTest do
     assert dir_of.("-O3 -g -DX=1 -Wshadow -I/tmp") == base
   end
 
+  # beam_alloc's own compiler (make nifs, which builds its driver and
+  # symbolizer in a dependency) gave make the running VM's erl_nif.h
+  # always: Nerves sets ERTS_INCLUDE_DIR to the board's (its OTP may
+  # differ), and a board's build got the host's, and a library of another
+  # key than the :beam_alloc compiler's (built twice).
+  test "make nifs gets the environment's ERTS_INCLUDE_DIR", %{dir: dir} do
+    File.write!(Path.join(dir, "Makefile"), "nifs:\n\t@echo \"erts=$(ERTS_INCLUDE_DIR)\"\n")
+    project(dir, :mixc_erts_env, [])
+    System.put_env("ERTS_INCLUDE_DIR", "/the/board/erts/include")
+
+    out =
+      capture_io(fn ->
+        Mix.Project.in_project(:mixc_erts_env, dir, fn _ ->
+          Mix.Tasks.Compile.BeamAllocMake.run([])
+        end)
+      end)
+
+    assert out =~ "erts=/the/board/erts/include"
+  end
+
   # A copy of this tree in dir, for make to build in (not the checkout).
   defp tree_copy!(dir) do
     copy = Path.join(dir, "beam_alloc")

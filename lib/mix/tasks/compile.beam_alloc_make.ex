@@ -15,7 +15,8 @@ defmodule Mix.Tasks.Compile.BeamAllocMake do
     * `MIX_APP_PATH` - the app's build directory; NIFs go to its `priv/`
     * `MIX_ENV` - the NIFs of the test suite are built only for `test`
     * `MIX_BUILD_PATH`, `MIX_COMPILE_PATH`
-    * `ERTS_INCLUDE_DIR` - where `erl_nif.h` of the running VM lives
+    * `ERTS_INCLUDE_DIR` - where `erl_nif.h` is: the environment's, or
+      the running VM's
 
   Set `MAKE` to use another make (e.g. `gmake` on BSD). A non-zero exit
   status of make fails the compilation.
@@ -99,7 +100,18 @@ defmodule Mix.Tasks.Compile.BeamAllocMake do
     end
   end
 
+  # ERTS_INCLUDE_DIR of the environment first, as the :beam_alloc
+  # compiler: Nerves sets it to the board's (whose OTP may differ), and a
+  # board's build got the host's, and a library of another key than the
+  # :beam_alloc compiler's, built twice.
   defp erts_include_dir do
+    case System.get_env("ERTS_INCLUDE_DIR") do
+      dir when dir in [nil, ""] -> running_erts_include_dir()
+      dir -> dir
+    end
+  end
+
+  defp running_erts_include_dir do
     Path.join([
       List.to_string(:code.root_dir()),
       "erts-#{:erlang.system_info(:version)}",
