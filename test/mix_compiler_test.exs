@@ -800,6 +800,29 @@ defmodule BeamAlloc.MixCompilerTest do
     assert out =~ "erts=/the/board/erts/include"
   end
 
+  # The symbolizer links libdw when the compiler finds its header: the
+  # host's /usr/include said yes to a cross compiler too, and the target's
+  # build of beam_alloc failed with "cannot find -ldw".
+  test "the symbolizer asks the compiler in force for libdw", %{dir: dir} do
+    args = [
+      "-n",
+      "--no-print-directory",
+      "MIX_APP_PATH=#{dir}",
+      "#{dir}/priv/beam_alloc_symbolize.so"
+    ]
+
+    env = [{"MAKEFLAGS", nil}, {"MAKELEVEL", nil}]
+
+    if File.exists?("/usr/include/elfutils/libdwfl.h") do
+      assert {out, 0} = System.cmd("make", args, env: [{"CFLAGS", "-O2"} | env])
+      assert out =~ "-ldw"
+    end
+
+    nowhere = "-O2 --sysroot #{Path.join(dir, "empty-sysroot")}"
+    assert {out, 0} = System.cmd("make", args, env: [{"CFLAGS", nowhere} | env])
+    refute out =~ "-ldw"
+  end
+
   # A copy of this tree in dir, for make to build in (not the checkout).
   defp tree_copy!(dir) do
     copy = Path.join(dir, "beam_alloc")
