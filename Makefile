@@ -231,9 +231,10 @@ c-test: $(BUILD)/test/run_tests
 	$(BUILD)/test/run_tests
 
 # The C units for arm64 (aarch64 Linux), cross-built and run under
-# qemu-user: not part of `make test` (minutes, and apt for the tools when
-# they are missing). Built with pointer authentication, as some
-# distributions' compilers build by default: saved return addresses then
+# qemu-user: not part of `make test` (minutes, and scripts/ensure-deps
+# installs the tools when they are missing, with sudo when not root).
+# Built with pointer authentication, as some distributions' compilers
+# build by default: saved return addresses then
 # carry a signature, which the frame walk must take off (qemu's "max"
 # processor checks signatures; one without them runs the same code, its
 # signing instructions as no-ops). qemu-user shows no weak memory ordering.
@@ -241,9 +242,7 @@ AARCH64_CC   ?= aarch64-linux-gnu-gcc
 AARCH64_QEMU ?= qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu
 .PHONY: cross-test
 cross-test:
-	@command -v $(AARCH64_CC) >/dev/null && command -v qemu-aarch64 >/dev/null || \
-	    { export DEBIAN_FRONTEND=noninteractive && apt-get update -qq && \
-	      apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >/dev/null; }
+	@scripts/ensure-deps cross
 	$(MAKE) BUILD=$(BUILD)/aarch64 CC="$(AARCH64_CC) -mbranch-protection=standard" $(BUILD)/aarch64/test/run_tests
 	$(AARCH64_QEMU) $(BUILD)/aarch64/test/run_tests
 
