@@ -8,14 +8,16 @@
 %% (ct_run -ct_hooks beam_alloc_cth, or {ct_hooks, [beam_alloc_cth]} in
 %% ct:run_test/1's options or a suite's suite/0, alike.) A double free in
 %% a NIF without leak_check is reported and its call goes on: without the
-%% hook the case passes, the report in the log's "Unexpected I/O" alone.
-%% With it the case fails with
+%% hook the case passes, the report in the log's "Unexpected I/O" alone
+%% (on standard error, without its line, where nothing started the
+%% beam_alloc application). With it the case fails with
 %%
 %%     {beam_alloc_reports, [<<"beam_alloc: general purpose allocator: double free: "
 %%                             "0x7f.. (length 24, alignment 8), called from parse "
-%%                             "(c_src/my_nif.c:42)">>]}
+%%                             "(/src/my_app/c_src/my_nif.c:42)">>]}
 %%
-%% The hook starts the beam_alloc application. It counts the reports from
+%% (Whole paths: CT runs in its log directory.) The hook starts the
+%% beam_alloc application. It counts the reports from
 %% before init_per_testcase to after end_per_testcase, whoever made them,
 %% but those a check_all_allocation_failures turned into the error it
 %% raised, as without_reports/1 does. A report made by a process that is
