@@ -728,8 +728,8 @@ static bool program_in(const char *dir, int len, const char *name, char *out,
 
 /* Is there a program llvm-addr2line-N, N >= min, in dir (len bytes): the
  * path of the highest N's then in out (n bytes at most). Debian's llvm-N
- * installs it so (clang-N recommends llvm-N), the plain name being the
- * llvm package's. */
+ * installs it so (clang-N recommends llvm-N-dev, which brings llvm-N),
+ * the plain name being the llvm package's. */
 static bool llvm_versioned_in(const char *dir, int len, unsigned long min,
                               char *out, size_t n) {
     static const char prefix[] = "llvm-addr2line-";
