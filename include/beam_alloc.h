@@ -32,8 +32,8 @@
 #define BEAM_ALLOC_H
 
 /* 64-bit targets only: the general purpose allocator packs a count into
- * the top 16 bits of a pointer-sized word and maps a 48-bit address space,
- * and the header scheme keeps flags above bit 46 of a size. Said before any
+ * the top 16 bits of a pointer-sized word, and its table from addresses to
+ * slabs covers those below 2^48 in two levels. Said before any
  * #include, so that it is a build's first error even where the target's C
  * library is missing; the Makefile preprocesses this header before it
  * compiles anything, so that it is the only one. The pointer's size, as
