@@ -493,8 +493,12 @@ TESTING_SRC := c_src/beam_alloc_testing.c c_src/crash_note.c
 SYMBOLIZE_SO := $(MIX_APP_PATH)/priv/beam_alloc_symbolize.so
 # (Asked of the compiler in force, with its flags: the host's
 # /usr/include said yes to a cross compiler, and a board's build of
-# beam_alloc failed with "cannot find -ldw".)
-LIBDW_FLAGS  := $(shell printf '\043include <elfutils/libdwfl.h>\n' | $(CC) $(TARGET_CHECK_CFLAGS) -E -x c - -o /dev/null >/dev/null 2>&1 && echo -DBEAM_HAVE_LIBDW -ldw)
+# beam_alloc failed with "cannot find -ldw". The header and the library:
+# Debian's cross compilers, and clang for another --target, search the
+# host's /usr/include too, but find no libdw of their target, and
+# -print-file-name gives the bare name back for a library it cannot find.)
+LIBDW_FLAGS  := $(shell printf '\043include <elfutils/libdwfl.h>\n' | $(CC) $(TARGET_CHECK_CFLAGS) -E -x c - -o /dev/null >/dev/null 2>&1 && \
+    case "$$($(CC) $(TARGET_CHECK_CFLAGS) -print-file-name=libdw.so 2>/dev/null)" in (/*) echo -DBEAM_HAVE_LIBDW -ldw;; esac)
 
 nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(SYMBOLIZE_SO) $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
 	@:
@@ -508,7 +512,7 @@ $(LIBDW_STAMP):
 $(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(NIF_DIR)/command | erts-include-dir
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
-	    echo "warning: libdw-dev is missing ($(CC) finds no elfutils/libdwfl.h): building the symbolizer without it;" \
+	    echo "warning: libdw-dev is missing ($(CC) finds no elfutils/libdwfl.h or libdw.so): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 

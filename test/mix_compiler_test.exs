@@ -800,9 +800,9 @@ defmodule BeamAlloc.MixCompilerTest do
     assert out =~ "erts=/the/board/erts/include"
   end
 
-  # The symbolizer links libdw when the compiler finds its header: the
-  # host's /usr/include said yes to a cross compiler too, and the target's
-  # build of beam_alloc failed with "cannot find -ldw".
+  # The symbolizer links libdw when the compiler finds its header and the
+  # library: the host's /usr/include said yes to a cross compiler too, and
+  # the target's build of beam_alloc failed with "cannot find -ldw".
   test "the symbolizer asks the compiler in force for libdw", %{dir: dir} do
     args = [
       "-n",
@@ -821,6 +821,27 @@ defmodule BeamAlloc.MixCompilerTest do
     nowhere = "-O2 --sysroot #{Path.join(dir, "empty-sysroot")}"
     assert {out, 0} = System.cmd("make", args, env: [{"CFLAGS", nowhere} | env])
     refute out =~ "-ldw"
+
+    # A compiler that finds the host's header but not a libdw for its
+    # target: Debian's cross compilers (aarch64-linux-gnu-gcc) search
+    # /usr/include, and so does clang for another --target. -ldw exactly
+    # when a library with the header links it.
+    if System.find_executable("clang") do
+      cross = "-O2 --target=aarch64-linux-gnu"
+      src = Path.join(dir, "dw.c")
+      File.write!(src, "#include <elfutils/libdwfl.h>\nvoid *f(void) { return dwfl_begin; }\n")
+
+      {_, status} =
+        System.cmd(
+          "clang",
+          String.split(cross) ++ ["-shared", "-fPIC", src, "-ldw", "-o", src <> ".so"],
+          stderr_to_stdout: true
+        )
+
+      assert {out, 0} = System.cmd("make", args, env: [{"CC", "clang"}, {"CFLAGS", cross} | env])
+
+      assert out =~ "-ldw" == (status == 0), out
+    end
   end
 
   # A copy of this tree in dir, for make to build in (not the checkout).
