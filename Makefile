@@ -169,11 +169,13 @@ $(NIF_LIB): $(NIF_OBJ) | erts-include-dir
 	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@
 
 # The NIF library of this CC, target flags and ERTS_INCLUDE_DIR
-# (NIF_DIR), built, then its path as the last line: what the :beam_alloc
-# Mix compiler links. nif-dir: the folder alone, nothing built.
+# (NIF_DIR), built, then its path on a line of its own: what the
+# :beam_alloc Mix compiler links. Relative to this folder: absolute, a
+# quote in the checkout's path broke the echo. nif-dir: the folder alone,
+# nothing built.
 .PHONY: nif-lib-path nif-dir
 nif-lib-path: $(NIF_LIB)
-	@echo '$(abspath $(NIF_LIB))'
+	@echo '$(NIF_LIB)'
 nif-dir:
 	@echo '$(NIF_DIR)'
 

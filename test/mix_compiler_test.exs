@@ -844,6 +844,57 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # The compiler links the library make names (make nif-lib-path): it took
+  # make's last line for it, and a warning of make's after the path (clock
+  # skew: files dated ahead of the clock, as a board without a clock or a
+  # shared folder gives them) was linked as the library; and the path was
+  # absolute in an echo's quotes, which a checkout under a folder with a
+  # quote broke. A stand-in for the dependency: this Makefile and sources
+  # through links, with this build's objects (their folder of the same
+  # key) copied in and dated a minute ahead.
+  test "links the library make names, after make's warnings, under a folder with a quote",
+       %{dir: dir} do
+    root = File.cwd!()
+
+    # (ERTS_INCLUDE_DIR as the compiler finds it: the environment's, else
+    # erl's, the running VM's.)
+    make = fn goal ->
+      System.cmd("make", ["--no-print-directory", "-s", goal], cd: root, stderr_to_stdout: true)
+    end
+
+    {_, 0} = make.("nif-lib-path")
+    {folder, 0} = make.("nif-dir")
+    folder = String.trim(folder)
+
+    fake = Path.join(dir, "o'brien deps/beam_alloc")
+    File.mkdir_p!(Path.join(fake, "build"))
+    File.mkdir_p!(Path.join(fake, "c_src"))
+    for f <- ~w(Makefile src include), do: File.ln_s!(Path.join(root, f), Path.join(fake, f))
+    File.cp_r!(Path.join(root, folder), Path.join(fake, folder))
+    ahead = System.os_time(:second) + 60
+
+    for file <- Path.wildcard(Path.join([fake, folder, "**"])),
+        File.regular?(file),
+        do: File.touch!(file, ahead)
+
+    project(fake, :beam_alloc, nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]])
+    # (beam_alloc's own project: the compiler takes its folder for the
+    # dependency's. Another module name than the real one's.)
+    File.write!(Path.join(fake, "mix.exs"), """
+    defmodule FakeBeamAllocRoot.MixProject do
+      use Mix.Project
+      def project do
+        [app: :beam_alloc, version: "0.1.0",
+         beam_alloc: [nifs: [tmp_nif: ["c_src/tmp_nif.c", "c_src/twice.cpp"]]]]
+      end
+    end
+    """)
+
+    assert {{:ok, []}, lines, _} = compile(fake, :beam_alloc)
+    assert Enum.any?(lines, &(&1 =~ "Clock skew")), Enum.join(lines, "\n")
+    assert call_answer(so_path(fake, :beam_alloc, :tmp_nif)) == 42
+  end
+
   # A copy of this tree in dir, for make to build in (not the checkout).
   defp tree_copy!(dir) do
     copy = Path.join(dir, "beam_alloc")

@@ -429,9 +429,12 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
   # Makefile: a path dependency's sources may have changed since it was
   # compiled. Silent when it is up to date. The library is the one of this
   # CC, target flags and ERTS_INCLUDE_DIR, in a folder of its own (make
-  # says which, last): the host's and a board's are both kept, and a
-  # switch between them builds nothing (it built the whole library, and
-  # the same CC with other -march or --sysroot linked the other's).
+  # names it, relative to root, on a line of its own): the host's and a
+  # board's are both kept, and a switch between them builds nothing (it
+  # built the whole library, and the same CC with other -march or
+  # --sysroot linked the other's). Not make's last line: its warnings may
+  # come after ("Clock skew detected", for files dated ahead), and one
+  # was linked as the library.
   defp ensure_library!(root, erts) do
     make = make_executable!()
 
@@ -441,22 +444,22 @@ defmodule Mix.Tasks.Compile.BeamAlloc do
         stderr_to_stdout: true
       )
 
-    {shown, library} =
-      case String.split(String.trim_trailing(out), "\n") |> Enum.split(-1) do
-        {shown, [last]} when status == 0 -> {Enum.join(shown, "\n"), last}
-        _ -> {String.trim_trailing(out), nil}
-      end
+    {named, shown} =
+      out
+      |> String.split("\n", trim: true)
+      |> Enum.split_with(&Regex.match?(~r{\A\S+/libbeam_alloc\.a\z}, &1))
 
-    if shown != "", do: Mix.shell().info(shown)
+    if shown != [], do: Mix.shell().info(Enum.join(shown, "\n"))
 
-    if status != 0 do
+    if status != 0 or named == [] do
       Mix.raise(
         "beam_alloc: could not build beam_alloc's library in #{root} " <>
-          "(\"#{make} nif-lib-path\" exited with #{status}); see the output above"
+          "(\"#{make} nif-lib-path\" exited with #{status}" <>
+          if(status == 0, do: " naming no library", else: "") <> "); see the output above"
       )
     end
 
-    library
+    Path.expand(List.last(named), root)
   end
 
   defp make_executable! do
