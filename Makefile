@@ -141,7 +141,8 @@ TARGET_CFLAGS = $(filter -m% --sysroot% -isysroot% --target% -target% -arch%,$(s
 # $(BUILD)/libbeam_alloc.a is a copy of the last built, for beam_alloc.mk
 # and rebar3 users.
 NIF_FREE_GOALS := standalone-lib c-test c-test-san c-test-tsan c-test-valgrind cross-test \
-    fuzz-build fuzz-smoke format clean deps %/run_tests %/libbeam_alloc_standalone.a
+    fuzz fuzz-build fuzz-smoke bench-scratch bench-pause bench-sqlite-c format clean rebar3-clean \
+    deps %/run_tests %/libbeam_alloc_standalone.a
 NIF_DIR_ERTS = $(if $(MAKECMDGOALS),$(if $(filter-out $(NIF_FREE_GOALS),$(MAKECMDGOALS)),$(ERTS_INCLUDE_DIR),none),$(ERTS_INCLUDE_DIR))
 NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_FLAGS) ERTS=$(NIF_DIR_ERTS)
 NIF_DIR := $(BUILD)/nif-$(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
@@ -444,7 +445,9 @@ NO_ICF_CXX = $(call cc_flag,$(CXX),c++,$(NO_FOLD_GCC)) $(call cc_flag,$(CXX),c++
 # And no sibling calls (as beam_alloc.mk gives users): a function whose
 # last act is an allocator call would leave the reports' frames.
 NIF_FRAME_FLAGS := $(FRAME_FLAGS) -fno-optimize-sibling-calls
-NIF_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(NIF_FRAME_FLAGS) $(NO_ICF)
+# (Expanded where used: ERTS_INCLUDE_DIR asks erl, a second, which goals
+# without NIF code do not pay: NIF_FREE_GOALS.)
+NIF_FLAGS = -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -I$(ERTS_INCLUDE_DIR) -pthread $(NIF_FRAME_FLAGS) $(NO_ICF)
 # Each NIF gets its own copy of the library; --exclude-libs keeps that copy
 # private to it (nothing of beam_alloc is exported from the .so).
 ifeq ($(shell uname -s),Darwin)

@@ -895,6 +895,41 @@ defmodule BeamAlloc.MixCompilerTest do
     assert call_answer(so_path(fake, :beam_alloc, :tmp_nif)) == 42
   end
 
+  # Goals that build no NIF code ask no erl for ERTS_INCLUDE_DIR (a second
+  # of a 2-core machine at each make): the Makefile's list of them
+  # (NIF_FREE_GOALS) named the folder of the NIF library without it, but
+  # the NIF compile flags asked for it as the Makefile was read, so every
+  # make ran erl. An erl first on PATH that notes each call.
+  test "goals without NIF code run no erl; those with it do", %{dir: dir} do
+    File.mkdir_p!(Path.join(dir, "bin"))
+    log = Path.join(dir, "erl.log")
+    erl = Path.join(dir, "bin/erl")
+    File.write!(erl, "#!/bin/sh\necho \"$@\" >>'#{log}'\n")
+    File.chmod!(erl, 0o755)
+
+    env = [
+      {"PATH", Path.join(dir, "bin") <> ":" <> System.get_env("PATH")},
+      {"ERTS_INCLUDE_DIR", nil},
+      {"MAKEFLAGS", nil},
+      {"MAKELEVEL", nil}
+    ]
+
+    erl_calls = fn goal ->
+      File.rm(log)
+      {out, status} = System.cmd("make", ["-n", goal], env: env, stderr_to_stdout: true)
+      assert status == 0, "make -n #{goal}: #{out}"
+      File.exists?(log)
+    end
+
+    for goal <-
+          ~w(clean format deps standalone-lib c-test c-test-san c-test-tsan c-test-valgrind
+             build/test/run_tests build/libbeam_alloc_standalone.a fuzz-build fuzz-smoke fuzz
+             bench-scratch bench-pause bench-sqlite-c rebar3-clean cross-test),
+        do: refute(erl_calls.(goal), goal)
+
+    for goal <- ~w(nif-dir nif-lib lib), do: assert(erl_calls.(goal), goal)
+  end
+
   # A copy of this tree in dir, for make to build in (not the checkout).
   defp tree_copy!(dir) do
     copy = Path.join(dir, "beam_alloc")
