@@ -244,8 +244,10 @@ c-test: $(BUILD)/test/run_tests
 AARCH64_CC   ?= aarch64-linux-gnu-gcc
 AARCH64_QEMU ?= qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu
 .PHONY: cross-test
+# (The tools installed are the defaults: a compiler or qemu of the user's
+# own, given as AARCH64_CC or AARCH64_QEMU, is not installed over.)
 cross-test:
-	@scripts/ensure-deps cross
+	@$(if $(filter-out file,$(origin AARCH64_CC) $(origin AARCH64_QEMU)),:,scripts/ensure-deps cross)
 	$(MAKE) BUILD=$(BUILD)/aarch64 CC="$(AARCH64_CC) -mbranch-protection=standard" $(BUILD)/aarch64/test/run_tests
 	$(AARCH64_QEMU) $(BUILD)/aarch64/test/run_tests
 

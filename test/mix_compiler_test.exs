@@ -930,6 +930,26 @@ defmodule BeamAlloc.MixCompilerTest do
     for goal <- ~w(nif-dir nif-lib lib), do: assert(erl_calls.(goal), goal)
   end
 
+  # make cross-test installs the default aarch64 tools when missing
+  # (scripts/ensure-deps cross); a compiler or qemu of the user's own
+  # (AARCH64_CC, AARCH64_QEMU) was installed over, as root: it checked the
+  # one given before. (make -n: the commands, none run but the sub-make's.)
+  test "make cross-test installs no tools over AARCH64_CC or AARCH64_QEMU given" do
+    env = [{"MAKEFLAGS", nil}, {"MAKELEVEL", nil}]
+    cross = fn vars -> System.cmd("make", ["-n", "cross-test" | vars], env: env) end
+
+    assert {out, 0} = cross.([])
+    assert out =~ "scripts/ensure-deps cross"
+
+    for vars <- [
+          ["AARCH64_CC=clang --target=aarch64-linux-gnu"],
+          ["AARCH64_QEMU=/opt/qemu/bin/qemu-aarch64 -L /opt/sysroot"]
+        ] do
+      assert {out, 0} = cross.(vars)
+      refute out =~ "ensure-deps", inspect(vars)
+    end
+  end
+
   # A copy of this tree in dir, for make to build in (not the checkout).
   defp tree_copy!(dir) do
     copy = Path.join(dir, "beam_alloc")
