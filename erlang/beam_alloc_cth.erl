@@ -17,7 +17,8 @@
 %%                             "(/src/my_app/c_src/my_nif.c:42)">>]}
 %%
 %% (Whole paths: CT runs in its log directory.) The hook starts the
-%% beam_alloc application. It counts the reports from
+%% beam_alloc application (where it cannot, each case fails with
+%% {beam_alloc_not_started, Reason}). It counts the reports from
 %% before init_per_testcase to after end_per_testcase, whoever made them,
 %% but those a check_all_allocation_failures turned into the error it
 %% raised, as without_reports/1 does. A report made by a process that is
@@ -47,12 +48,18 @@ id(_Opts) ->
 %% post_end_per_testcase reads its watch after a timetrap (it runs in
 %% another process). The keeper lives as long as the hook (terminate/1),
 %% which init/2's process does not (that of init_per_suite for a hook in
-%% suite/0).
--spec init(term(), term()) -> {ok, #{keeper := pid()}} | {error, term()}.
+%% suite/0). #{not_started := Reason} when the beam_alloc application
+%% could not start: each case fails with {beam_alloc_not_started, Reason}
+%% (CT reads no error from init/2: an {error, Reason} it returned became
+%% the state, and each case failed as "pre_init_per_testcase/4 CTH call
+%% failed", the reason in the CT log alone).
+-type state() :: #{keeper := pid()} | #{not_started := term()}.
+
+-spec init(term(), term()) -> {ok, state()}.
 init(_Id, _Opts) ->
     case application:ensure_all_started(beam_alloc) of
         {ok, _} -> {ok, #{keeper => spawn(fun keeper/0)}};
-        {error, Reason} -> {error, {beam_alloc_not_started, Reason}}
+        {error, Reason} -> {ok, #{not_started => Reason}}
     end.
 
 keeper() ->
@@ -60,9 +67,11 @@ keeper() ->
         stop -> ok
     end.
 
--spec terminate(#{keeper := pid()}) -> ok.
+-spec terminate(state()) -> ok.
 terminate(#{keeper := Keeper}) ->
     Keeper ! stop,
+    ok;
+terminate(#{not_started := _}) ->
     ok.
 
 %% A case's watch, and its process, go in its config, not in the hook's
@@ -78,8 +87,11 @@ terminate(#{keeper := Keeper}) ->
 %% a timetrap killed that process (post_init_per_testcase runs in another:
 %% the dictionary alone lost the watch, which the reporter kept to the end
 %% of the run).
--spec pre_init_per_testcase(module(), atom(), list(), State) -> {list(), State}
-      when State :: #{keeper := pid()}.
+-spec pre_init_per_testcase(module(), atom(), list(), State) ->
+          {list() | {fail, term()}, State}
+      when State :: state().
+pre_init_per_testcase(_Suite, _Case, _Config, #{not_started := Reason} = State) ->
+    {{fail, {beam_alloc_not_started, Reason}}, State};
 pre_init_per_testcase(_Suite, _Case, Config, State0) ->
     #{keeper := Keeper} = State = kept(State0),
     Watched = {beam_alloc_testing:watch(Keeper), self(), Keeper},

@@ -108,6 +108,40 @@ defmodule BeamAlloc.CommonTestTest do
     assert List.last(lines) =~ "timetrap_timeout"
   end
 
+  # The hook where the beam_alloc application cannot start (here: no
+  # beam_alloc.app on the code path): each case fails saying so. init/2
+  # returned {error, Reason}, which CT does not read as an error but takes
+  # as the hook's state (ct_hooks:call_init/3: anything but {ok, ...} is
+  # the state), so every case failed with "beam_alloc_cth:
+  # pre_init_per_testcase/4 CTH call failed" (a function_clause on that
+  # state), the reason in the CT log alone, and terminate/1 failed too. The
+  # callbacks are called here as CT calls them, in a VM of their own.
+  test "a case fails with the reason when the beam_alloc application cannot start",
+       %{dir: dir} do
+    beam = :code.which(:beam_alloc_cth)
+    File.cp!(beam, Path.join(dir, Path.basename(beam)))
+
+    script = ~S"""
+    Show = fun(F) -> try F() of V -> {returned, V} catch C:R -> {C, R} end end,
+    State = case beam_alloc_cth:init(beam_alloc_cth, []) of
+                {ok, S} -> S;
+                {ok, S, _} -> S;
+                S -> S
+            end,
+    io:format("~0p~n~0p~n",
+              [Show(fun() -> element(1, beam_alloc_cth:pre_init_per_testcase(s, c, [], State)) end),
+               Show(fun() -> beam_alloc_cth:terminate(State) end)]),
+    halt().
+    """
+
+    {out, 0} =
+      System.cmd("erl", ["-noshell", "-pa", dir, "-eval", script], stderr_to_stdout: true)
+
+    assert [case_result, terminated] = String.split(out, "\n", trim: true)
+    assert case_result =~ ~r/^\{returned,\{fail,\{beam_alloc_not_started,\{beam_alloc,/
+    assert terminated == "{returned,ok}"
+  end
+
   # The cases' results as CT's events give them, once the run is over: a
   # list for each case.
   defp collect(acc \\ %{}) do
