@@ -142,7 +142,7 @@ TARGET_CFLAGS = $(filter -m% --sysroot% -isysroot% --target% -target% -arch%,$(s
 # and rebar3 users.
 NIF_FREE_GOALS := standalone-lib c-test c-test-san c-test-tsan c-test-valgrind cross-test \
     fuzz fuzz-build fuzz-smoke bench-scratch bench-pause bench-sqlite-c format clean rebar3-clean \
-    deps %/run_tests %/libbeam_alloc_standalone.a
+    deps target-check %/run_tests %/libbeam_alloc_standalone.a
 NIF_DIR_ERTS = $(if $(MAKECMDGOALS),$(if $(filter-out $(NIF_FREE_GOALS),$(MAKECMDGOALS)),$(ERTS_INCLUDE_DIR),none),$(ERTS_INCLUDE_DIR))
 NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_FLAGS) ERTS=$(NIF_DIR_ERTS)
 NIF_DIR := $(BUILD)/nif-$(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))

@@ -924,7 +924,7 @@ defmodule BeamAlloc.MixCompilerTest do
     for goal <-
           ~w(clean format deps standalone-lib c-test c-test-san c-test-tsan c-test-valgrind
              build/test/run_tests build/libbeam_alloc_standalone.a fuzz-build fuzz-smoke fuzz
-             bench-scratch bench-pause bench-sqlite-c rebar3-clean cross-test),
+             bench-scratch bench-pause bench-sqlite-c rebar3-clean cross-test target-check),
         do: refute(erl_calls.(goal), goal)
 
     for goal <- ~w(nif-dir nif-lib lib), do: assert(erl_calls.(goal), goal)
