@@ -19,10 +19,14 @@
 #   BEAM_ALLOC_INCLUDE_DIR  its include/ (beam_alloc.h, beam_alloc_nif.h)
 #   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
 #                           rule that builds it with beam_alloc's Makefile
-#                           (a copy of the library of this CC, target
-#                           flags and ERTS_INCLUDE_DIR, each kept in a
-#                           folder of its own: a switch between the host
-#                           and a board builds neither again)
+#                           (a copy of the library of the CC, target
+#                           flags and ERTS_INCLUDE_DIR that make sees,
+#                           each kept in a folder of its own: a switch
+#                           between the host and a board builds neither
+#                           again; CC and CFLAGS from the environment or
+#                           make's command line: set in your Makefile,
+#                           they do not reach beam_alloc's make, which
+#                           builds the library with its own, cc)
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
 #   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer
 #                           -fno-optimize-sibling-calls -fPIC
