@@ -144,7 +144,7 @@
 -export([attributed_lines/3]).
 %% Internal: beam_alloc_cth fails a Common Test case on the reports made
 %% while it ran, as without_reports/1 fails its fun's test.
--export([watch/0, watch/1, reports_since/3]).
+-export([watch/1, reports_since/3]).
 
 -type expect() :: any | raise | error_tuple.
 -type problem() :: #{kind := atom(), index := non_neg_integer() | undefined,
