@@ -26,8 +26,8 @@ defmodule BeamAlloc.Test.Faults do
   def unquote(:"uses null")(_tag), do: :erlang.nif_error(:not_loaded)
 
   # uses_null_long_name's (faults_nif.c): too long for the crash note.
-  def long_name, do: String.to_atom(String.duplicate("\\", 156) <> "a\u00c3\u00a9z")
+  @long_name String.to_atom(String.duplicate("\\", 156) <> "a\u00c3\u00a9z")
+  def long_name, do: @long_name
 
-  def unquote(String.to_atom(String.duplicate("\\", 156) <> "a\u00c3\u00a9z"))(_tag),
-    do: :erlang.nif_error(:not_loaded)
+  def unquote(@long_name)(_tag), do: :erlang.nif_error(:not_loaded)
 end
