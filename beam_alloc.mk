@@ -23,10 +23,11 @@
 #                           flags and ERTS_INCLUDE_DIR that make sees,
 #                           each kept in a folder of its own: a switch
 #                           between the host and a board builds neither
-#                           again; CC and CFLAGS from the environment or
-#                           make's command line: set in your Makefile,
-#                           they do not reach beam_alloc's make, which
-#                           builds the library with its own, cc)
+#                           again; your Makefile's CC is passed on,
+#                           CFLAGS from the environment (export it for a
+#                           board's -m..., --sysroot): a CC set in the
+#                           Makefile alone built the library with cc, for
+#                           the host, and the board's NIF failed to link)
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
 #   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer
 #                           -fno-optimize-sibling-calls -fPIC
@@ -160,9 +161,9 @@ BEAM_ALLOC_BUILD_NIF_CXX = $(call BEAM_ALLOC_SOME_SRC,BEAM_ALLOC_BUILD_NIF_CXX)m
 # runs once per make, before anything that depends on the library is
 # considered (so a NIF is relinked only when the library really changed).
 $(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
-	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) nif-lib ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
+	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) nif-lib ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR) CC="$(CC)"
 $(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB
-	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib
+	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib CC="$(CC)"
 BEAM_ALLOC_APP_DIR ?= $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc
 # Absolute unless that holds a space (or a quote...), as BEAM_ALLOC_DIR
 # (an absolute path with a space reached beam_alloc's make as two words:

@@ -606,6 +606,22 @@ defmodule BeamAlloc.MixCompilerTest do
     assert out =~ ~r/-O2 .*-DADDED c_src\/tmp_nif.c/
   end
 
+  # A CC set in the Makefile alone (a board's compiler; not exported) did
+  # not reach beam_alloc's make, which built the library with cc, for the
+  # host: the board's NIF then failed to link. make -n: the sub-make's
+  # compile lines, nothing run.
+  test "beam_alloc.mk builds the library with the Makefile's CC", %{dir: dir} do
+    File.write!(Path.join(dir, "Makefile"), """
+    CC = /nonexistent/board-gcc
+    BEAM_ALLOC_DIR = #{File.cwd!()}
+    include $(BEAM_ALLOC_DIR)/beam_alloc.mk
+    all: $(BEAM_ALLOC_LIB)
+    """)
+
+    {out, _} = System.cmd("make", ["-n", "all"], cd: dir, stderr_to_stdout: true)
+    assert out =~ ~r"/nonexistent/board-gcc .* -c src/gpa\.c", out
+  end
+
   # $(BEAM_ALLOC_BUILD_NIF) compiles the .c prerequisites alone: given a C++
   # NIF (an adopter's rebar3 c_src/Makefile, copied from the README's C
   # one), it linked beam_alloc's library with no source, make succeeded,
