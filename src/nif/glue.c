@@ -1166,6 +1166,7 @@ static beam_allocator_t enter_driver(composed_call *c, beam_allocator_t a) {
  * (beam__call_end), naming the call as its exception does: "found when
  * the NIF call demo:overrun/0 returned". */
 static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
+    /* The call's room: "the NIF call ", two backquotes and the NUL. */
     char mfa[MFA_MAX], call[MFA_MAX + 16];
     format_mfa(end->call, mfa, sizeof mfa);
     nif_call_words(beam__module_is_erlang(), mfa, call, sizeof call);
