@@ -882,6 +882,14 @@ static void nif_call_words(bool erlang, const char *mfa, char *buf, size_t n) {
     snprintf(buf, n, "%s%s%.*s%s", words, quote, (int)len, mfa, quote);
 }
 
+/* A running call in those words (the reports at its end, the crash note's
+ * call_name hook). */
+static void call_words(const nif_call *call, char *buf, size_t n) {
+    char mfa[MFA_MAX];
+    format_mfa(call, mfa, sizeof mfa);
+    nif_call_words(beam__module_is_erlang(), mfa, buf, n);
+}
+
 /* (abi.h: the fault-injection driver's crash note names the call with it,
  * outside its signal handler, as the reports do.) */
 void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
@@ -910,9 +918,7 @@ bool beam__nif_call_name(uintptr_t fn, char *buf, size_t n) {
     if (call == NULL || (call->flags & CALL_NONE) != 0 ||
         (uintptr_t)call->self != fn)
         return false;
-    char mfa[MFA_MAX];
-    format_mfa(call, mfa, sizeof mfa);
-    nif_call_words(beam__module_is_erlang(), mfa, buf, n);
+    call_words(call, buf, n);
     return true;
 }
 
@@ -1167,9 +1173,8 @@ static beam_allocator_t enter_driver(composed_call *c, beam_allocator_t a) {
  * the NIF call demo:overrun/0 returned". */
 static void found_at_end_of(const beam__call_end *end, char *buf, size_t n) {
     /* The call's room: "the NIF call ", two backquotes and the NUL. */
-    char mfa[MFA_MAX], call[MFA_MAX + 16];
-    format_mfa(end->call, mfa, sizeof mfa);
-    nif_call_words(beam__module_is_erlang(), mfa, call, sizeof call);
+    char call[MFA_MAX + 16];
+    call_words(end->call, call, sizeof call);
     snprintf(buf, n, "found when %s returned", call);
 }
 
