@@ -966,6 +966,32 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # scripts/ensure-deps took any argument but `cross` for the host's
+  # install, so a typo (`ensure-deps corss`) installed the host's packages
+  # and said nothing. An apt-get and a sudo first on PATH that note each
+  # call: nothing is installed, whichever way the script goes.
+  test "scripts/ensure-deps refuses an argument it does not know", %{dir: dir} do
+    File.mkdir_p!(Path.join(dir, "bin"))
+    log = Path.join(dir, "apt.log")
+
+    for tool <- ~w(apt-get sudo) do
+      stub = Path.join(dir, "bin/#{tool}")
+      File.write!(stub, "#!/bin/sh\necho #{tool} \"$@\" >>'#{log}'\n")
+      File.chmod!(stub, 0o755)
+    end
+
+    env = [{"PATH", Path.join(dir, "bin") <> ":" <> System.get_env("PATH")}]
+
+    for args <- [["corss"], ["host"], ["cross", "extra"]] do
+      {out, status} =
+        System.cmd(Path.expand("scripts/ensure-deps"), args, env: env, stderr_to_stdout: true)
+
+      assert status != 0, inspect(args)
+      assert out =~ "usage: scripts/ensure-deps [cross]", inspect(args)
+      refute File.exists?(log), inspect({args, File.read(log)})
+    end
+  end
+
   # A copy of this tree in dir, for make to build in (not the checkout).
   defp tree_copy!(dir) do
     copy = Path.join(dir, "beam_alloc")
