@@ -244,10 +244,13 @@ c-test: $(BUILD)/test/run_tests
 AARCH64_CC   ?= aarch64-linux-gnu-gcc
 AARCH64_QEMU ?= qemu-aarch64 -cpu max -L /usr/aarch64-linux-gnu
 .PHONY: cross-test
-# (The tools installed are the defaults: a compiler or qemu of the user's
-# own, given as AARCH64_CC or AARCH64_QEMU, is not installed over.)
+# (The tools installed are the defaults, each of the two parts alone: a
+# compiler or qemu of the user's own, given as AARCH64_CC or AARCH64_QEMU,
+# is not installed over, and the other's default still is. Both were
+# skipped when either was given.)
+CROSS_DEFAULTS = $(if $(filter file,$(origin AARCH64_CC)),cc) $(if $(filter file,$(origin AARCH64_QEMU)),qemu)
 cross-test:
-	@$(if $(filter-out file,$(origin AARCH64_CC) $(origin AARCH64_QEMU)),:,scripts/ensure-deps cross)
+	@$(if $(strip $(CROSS_DEFAULTS)),scripts/ensure-deps cross $(strip $(CROSS_DEFAULTS)),:)
 	$(MAKE) BUILD=$(BUILD)/aarch64 CC="$(AARCH64_CC) -mbranch-protection=standard" $(BUILD)/aarch64/test/run_tests
 	$(AARCH64_QEMU) $(BUILD)/aarch64/test/run_tests
 

@@ -949,21 +949,26 @@ defmodule BeamAlloc.MixCompilerTest do
   # make cross-test installs the default aarch64 tools when missing
   # (scripts/ensure-deps cross); a compiler or qemu of the user's own
   # (AARCH64_CC, AARCH64_QEMU) was installed over, as root: it checked the
-  # one given before. (make -n: the commands, none run but the sub-make's.)
-  test "make cross-test installs no tools over AARCH64_CC or AARCH64_QEMU given" do
+  # one given before. With one of the two given, the other's defaults were
+  # not installed either: it asks for the part (cc, qemu) not given alone.
+  # (make -n: the commands, none run but the sub-make's.)
+  test "make cross-test installs the default tools of the AARCH64_CC or AARCH64_QEMU not given" do
     env = [{"MAKEFLAGS", nil}, {"MAKELEVEL", nil}]
     cross = fn vars -> System.cmd("make", ["-n", "cross-test" | vars], env: env) end
+    given_cc = "AARCH64_CC=clang --target=aarch64-linux-gnu"
+    given_qemu = "AARCH64_QEMU=/opt/qemu/bin/qemu-aarch64 -L /opt/sysroot"
 
-    assert {out, 0} = cross.([])
-    assert out =~ "scripts/ensure-deps cross"
-
-    for vars <- [
-          ["AARCH64_CC=clang --target=aarch64-linux-gnu"],
-          ["AARCH64_QEMU=/opt/qemu/bin/qemu-aarch64 -L /opt/sysroot"]
+    for {vars, install} <- [
+          {[], "scripts/ensure-deps cross cc qemu\n"},
+          {[given_cc], "scripts/ensure-deps cross qemu\n"},
+          {[given_qemu], "scripts/ensure-deps cross cc\n"}
         ] do
       assert {out, 0} = cross.(vars)
-      refute out =~ "ensure-deps", inspect(vars)
+      assert out =~ install, inspect({vars, hd(String.split(out, "\n"))})
     end
+
+    assert {out, 0} = cross.([given_cc, given_qemu])
+    refute out =~ "ensure-deps"
   end
 
   # scripts/ensure-deps took any argument but `cross` for the host's
@@ -982,13 +987,22 @@ defmodule BeamAlloc.MixCompilerTest do
 
     env = [{"PATH", Path.join(dir, "bin") <> ":" <> System.get_env("PATH")}]
 
-    for args <- [["corss"], ["host"], ["cross", "extra"]] do
-      {out, status} =
-        System.cmd(Path.expand("scripts/ensure-deps"), args, env: env, stderr_to_stdout: true)
+    ensure_deps = fn args ->
+      System.cmd(Path.expand("scripts/ensure-deps"), args, env: env, stderr_to_stdout: true)
+    end
 
+    for args <- [["corss"], ["host"], ["cross", "extra"], ["cc"], ["cross", "cc", "cross"]] do
+      {out, status} = ensure_deps.(args)
       assert status != 0, inspect(args)
-      assert out =~ "usage: scripts/ensure-deps [cross]", inspect(args)
+      assert out =~ "usage: scripts/ensure-deps [cross [cc] [qemu]]", inspect(args)
       refute File.exists?(log), inspect({args, File.read(log)})
+    end
+
+    # The parts make cross-test asks for (what the stubs install is not
+    # looked at: a machine with the tools installs nothing).
+    for args <- [["cross", "cc"], ["cross", "qemu"], ["cross", "cc", "qemu"]] do
+      {out, status} = ensure_deps.(args)
+      assert status == 0, inspect({args, out})
     end
   end
 
