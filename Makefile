@@ -145,7 +145,11 @@ NIF_FREE_GOALS := standalone-lib c-test c-test-san c-test-tsan c-test-valgrind c
     deps target-check %/run_tests %/libbeam_alloc_standalone.a
 NIF_DIR_ERTS = $(if $(MAKECMDGOALS),$(if $(filter-out $(NIF_FREE_GOALS),$(MAKECMDGOALS)),$(ERTS_INCLUDE_DIR),none),$(ERTS_INCLUDE_DIR))
 NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_FLAGS) ERTS=$(NIF_DIR_ERTS)
-NIF_DIR := $(BUILD)/nif-$(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
+NIF_DIR_SUM := $(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
+# Without cksum the folder was build/nif- for every target, their objects
+# mixed, and nothing said so (cksum is coreutils: a refusal, no fallback).
+$(if $(NIF_DIR_SUM),,$(error cksum is not on PATH (coreutils): it names the NIF library's folder per target, build/nif-<checksum>))
+NIF_DIR := $(BUILD)/nif-$(NIF_DIR_SUM)
 NIF_OBJ := $(NIF_SRC:src/%.c=$(NIF_DIR)/%.o)
 NIF_LIB := $(NIF_DIR)/libbeam_alloc.a
 # (Compared before anything is written: a prebuilt read-only checkout,

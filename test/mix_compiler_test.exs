@@ -971,6 +971,29 @@ defmodule BeamAlloc.MixCompilerTest do
     refute out =~ "ensure-deps"
   end
 
+  # The NIF library's folder is named by cksum's checksum of its key:
+  # without cksum on PATH the name was build/nif- for every target, their
+  # objects mixed, and nothing said so. (A PATH with nothing on it: make's
+  # own probes, uname and the compiler's, come back empty.)
+  test "make refuses to build without cksum, saying so", %{dir: dir} do
+    File.mkdir_p!(dir)
+
+    {out, status} =
+      System.cmd(System.find_executable("make"), ["-n", "nif-dir"],
+        env: [
+          {"PATH", dir},
+          {"ERTS_INCLUDE_DIR", "/none"},
+          {"MAKEFLAGS", nil},
+          {"MAKELEVEL", nil}
+        ],
+        stderr_to_stdout: true
+      )
+
+    assert status != 0, out
+    assert out =~ "cksum", out
+    refute out =~ "nif-'", out
+  end
+
   # scripts/ensure-deps took any argument but `cross` for the host's
   # install, so a typo (`ensure-deps corss`) installed the host's packages
   # and said nothing. An apt-get and a sudo first on PATH that note each
