@@ -511,17 +511,23 @@ SYMBOLIZE_SO := $(MIX_APP_PATH)/priv/beam_alloc_symbolize.so
 # Debian's cross compilers, and clang for another --target, search the
 # host's /usr/include too, but find no libdw of their target, and
 # -print-file-name gives the bare name back for a library it cannot find.)
-LIBDW_FLAGS  := $(shell printf '\043include <elfutils/libdwfl.h>\n' | $(CC) $(TARGET_CHECK_CFLAGS) -E -x c - -o /dev/null >/dev/null 2>&1 && \
-    case "$$($(CC) $(TARGET_CHECK_CFLAGS) -print-file-name=libdw.so 2>/dev/null)" in (/*) echo -DBEAM_HAVE_LIBDW -ldw;; esac)
+# Asked when first used, in the recipes that link the symbolizer, then
+# remembered: read with the Makefile, its two compiler runs (~45 ms) were
+# paid by every make, `make format` and `make clean` too.
+LIBDW_FLAGS = $(eval LIBDW_FLAGS := $(shell printf '\043include <elfutils/libdwfl.h>\n' | $(CC) $(TARGET_CHECK_CFLAGS) -E -x c - -o /dev/null >/dev/null 2>&1 && \
+    case "$$($(CC) $(TARGET_CHECK_CFLAGS) -print-file-name=libdw.so 2>/dev/null)" in (/*) echo -DBEAM_HAVE_LIBDW -ldw;; esac))$(LIBDW_FLAGS)
 
 nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(SYMBOLIZE_SO) $(if $(filter test,$(MIX_ENV)),$(TEST_NIF_SO))
 	@:
 
-# Built again when libdw comes or goes: the stamp's name says which.
-LIBDW_STAMP  := $(BUILD)/symbolizer-libdw-$(if $(LIBDW_FLAGS),yes,no)
+# Built again when libdw comes or goes: the stamp holds the flags of the
+# last link, rewritten only when they differ (in a recipe, so that only a
+# goal that links the symbolizer asks the compiler; its name said yes or
+# no before, which asked at every make).
+LIBDW_STAMP  := $(BUILD)/symbolizer-libdw
 
-$(LIBDW_STAMP):
-	@mkdir -p $(@D) && touch $@
+$(LIBDW_STAMP): FORCE_COMMAND
+	@$(call write_if_changed,LIBDW_FLAGS)
 
 $(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(NIF_DIR)/command | erts-include-dir
 	@mkdir -p $(@D)

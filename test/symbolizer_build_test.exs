@@ -28,4 +28,37 @@ defmodule BeamAlloc.SymbolizerBuildTest do
     {undef, 0} = System.cmd("nm", ["-D", "--undefined-only", so])
     refute undef =~ "dwfl_"
   end
+
+  # Whether the compiler finds libdw was asked as the Makefile was read:
+  # two compiler runs (~45 ms) at every make, `make format` and `make
+  # clean` too. Asked only when the symbolizer is linked: a compiler that
+  # notes each call, its probe (the header, from standard input, and
+  # -print-file-name=libdw.so) looked for.
+  test "make asks the compiler about libdw only for the symbolizer" do
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_libdw_probe")
+    File.mkdir_p!(dir)
+    log = Path.join(dir, "cc.log")
+    cc = Path.join(dir, "cc")
+    File.write!(cc, "#!/bin/sh\necho \"$@\" >>'#{log}'\nexec cc \"$@\"\n")
+    File.chmod!(cc, 0o755)
+    so = Path.join(dir, "priv/beam_alloc_symbolize.so")
+
+    probed = fn goal ->
+      File.rm(log)
+
+      {out, status} =
+        System.cmd(
+          "make",
+          ["-C", @root, "-n", goal, "CC=#{cc}", "MIX_APP_PATH=#{dir}"],
+          env: [{"ERTS_INCLUDE_DIR", "/none"}, {"MAKEFLAGS", nil}, {"MAKELEVEL", nil}],
+          stderr_to_stdout: true
+        )
+
+      assert status == 0, "make -n #{goal}: #{out}"
+      File.exists?(log) and File.read!(log) =~ ~r/-x c - |libdw/
+    end
+
+    for goal <- ~w(format clean c-test), do: refute(probed.(goal), goal)
+    assert probed.(so)
+  end
 end
