@@ -134,25 +134,17 @@ defmodule BeamAlloc.NifOptionsTest do
 
       # A library that is there but cannot load (here: not a library at
       # all) gets no such hint.
-      file =
-        Path.join(
-          System.tmp_dir!(),
-          "beam_alloc_not_a_nif_#{System.pid()}_#{System.unique_integer([:positive])}"
-        )
-
+      dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_not_a_nif")
+      File.mkdir_p!(dir)
+      file = Path.join(dir, "not_a_nif")
       File.write!(file <> ".so", "not an ELF file")
       result = :erlang.load_nif(String.to_charlist(file), [])
       assert {:error, {:load_failed, text}} = BeamAlloc.Nif.explain_load(result, file, "x")
       refute List.to_string(text) =~ "compilers:"
-      File.rm!(file <> ".so")
     end
 
     test "a library that calls what nothing linked defines: the load error says which link to mend" do
-      dir =
-        Path.join(
-          System.tmp_dir!(),
-          "beam_alloc_undef_#{System.pid()}_#{System.unique_integer([:positive])}"
-        )
+      dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_undef")
 
       File.mkdir_p!(dir)
       src = Path.join(dir, "undef_nif.c")
@@ -217,8 +209,6 @@ defmodule BeamAlloc.NifOptionsTest do
           ] do
         assert :beam_alloc.explain_load_error(other) == other
       end
-
-      File.rm_rf!(dir)
     end
 
     test "a sanitizer's symbol: the load error says to link with the sanitizer too" do

@@ -17,13 +17,7 @@ defmodule BeamAlloc.UpgradeTest do
   @plain BeamAlloc.Test.UpgradePlain
 
   setup do
-    # (The OS pid too: unique_integer is unique in one VM only, and two
-    # suites run at once shared a directory, one deleting the other's.)
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_upgrade_#{System.pid()}_#{System.unique_integer([:positive])}"
-      )
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_upgrade")
 
     for copy <- ["a", "b"], so <- ["upgrade_nif.so", "upgrade_plain_nif.so"] do
       File.mkdir_p!(Path.join(dir, copy))
@@ -35,8 +29,6 @@ defmodule BeamAlloc.UpgradeTest do
         drop_module()
         drop_module(@plain)
       end)
-
-      File.rm_rf!(dir)
     end)
 
     drop_module()

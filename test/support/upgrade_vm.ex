@@ -19,89 +19,82 @@ defmodule BeamAlloc.Test.UpgradeVM do
   #
   # Returns {output with stderr, exit status}.
   def run(module, nif, load_info, script, opts \\ []) do
-    dir =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_upgrade_#{nif}_#{System.pid()}_#{System.unique_integer([:positive])}"
+    # (Removed when the calling test ends.)
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_upgrade_#{nif}")
+
+    for copy <- ["a", "b"] do
+      File.mkdir_p!(Path.join(dir, copy))
+
+      File.cp!(
+        Path.join(:code.priv_dir(:beam_alloc), nif <> ".so"),
+        Path.join([dir, copy, nif <> ".so"])
       )
+    end
 
-    try do
-      for copy <- ["a", "b"] do
-        File.mkdir_p!(Path.join(dir, copy))
+    stubs =
+      Keyword.get_lazy(opts, :stubs, fn ->
+        for {name, arity} <- module.__info__(:functions),
+            name != :__load_nif__,
+            do: "#{name}/#{arity}"
+      end)
 
-        File.cp!(
-          Path.join(:code.priv_dir(:beam_alloc), nif <> ".so"),
-          Path.join([dir, copy, nif <> ".so"])
-        )
-      end
+    prelude = """
+    version = fn copy ->
+      path = String.to_charlist(Path.join([#{inspect(dir)}, copy, #{inspect(nif)}]))
 
-      stubs =
-        Keyword.get_lazy(opts, :stubs, fn ->
-          for {name, arity} <- module.__info__(:functions),
-              name != :__load_nif__,
-              do: "#{name}/#{arity}"
-        end)
+      contents =
+        quote do
+          def load, do: :erlang.load_nif(unquote(path), #{load_info})
+          use BeamAlloc.Test.NifModule, stubs: #{inspect(stubs)}
+        end
 
-      prelude = """
-      version = fn copy ->
-        path = String.to_charlist(Path.join([#{inspect(dir)}, copy, #{inspect(nif)}]))
+      BeamAlloc.Test.NifModule.create_version(#{inspect(module)}, contents, __ENV__)
+      :ok = #{inspect(module)}.load()
+    end
 
-        contents =
-          quote do
-            def load, do: :erlang.load_nif(unquote(path), #{load_info})
-            use BeamAlloc.Test.NifModule, stubs: #{inspect(stubs)}
+    say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
+
+    hold = fn make ->
+      parent = self()
+
+      pid =
+        spawn(fn ->
+          {:ok, resource} = make.()
+          send(parent, {:made, self()})
+
+          serve = fn serve ->
+            receive do
+              {:run, fun} ->
+                send(parent, {:ran, fun.(resource)})
+                serve.(serve)
+
+              :drop ->
+                :ok
+            end
           end
 
-        BeamAlloc.Test.NifModule.create_version(#{inspect(module)}, contents, __ENV__)
-        :ok = #{inspect(module)}.load()
-      end
+          serve.(serve)
+        end)
 
-      say = fn what, value -> IO.puts(what <> " " <> inspect(value)) end
-
-      hold = fn make ->
-        parent = self()
-
-        pid =
-          spawn(fn ->
-            {:ok, resource} = make.()
-            send(parent, {:made, self()})
-
-            serve = fn serve ->
-              receive do
-                {:run, fun} ->
-                  send(parent, {:ran, fun.(resource)})
-                  serve.(serve)
-
-                :drop ->
-                  :ok
-              end
-            end
-
-            serve.(serve)
-          end)
-
-        receive do: ({:made, ^pid} -> pid)
-      end
-
-      run_in = fn pid, fun ->
-        send(pid, {:run, fun})
-        receive do: ({:ran, value} -> value)
-      end
-
-      drop = fn pid ->
-        ref = Process.monitor(pid)
-        send(pid, :drop)
-        receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
-        :erlang.garbage_collect()
-        Process.sleep(50)
-      end
-
-      _ = {hold, run_in, drop}
-      """
-
-      BeamAlloc.Test.NifModule.in_own_vm(prelude <> script)
-    after
-      File.rm_rf!(dir)
+      receive do: ({:made, ^pid} -> pid)
     end
+
+    run_in = fn pid, fun ->
+      send(pid, {:run, fun})
+      receive do: ({:ran, value} -> value)
+    end
+
+    drop = fn pid ->
+      ref = Process.monitor(pid)
+      send(pid, :drop)
+      receive do: ({:DOWN, ^ref, _, _, _} -> :ok)
+      :erlang.garbage_collect()
+      Process.sleep(50)
+    end
+
+    _ = {hold, run_in, drop}
+    """
+
+    BeamAlloc.Test.NifModule.in_own_vm(prelude <> script)
   end
 end
