@@ -27,12 +27,12 @@
 
 -export([start_link/0, take/0, recent/0]).
 %% Internal: BeamAlloc.Reporter consumes, resolves the lines it answers
-%% with, bounds its backlog and its watches, owns, ends and drops a watch
-%% (its owner gone), and reads whom a reporting process works for, as
-%% this one does.
+%% with, bounds its backlog and its watches, makes, owns, ends and drops a
+%% watch (its owner gone), and reads whom a reporting process works for,
+%% as this one does.
 -export([consumes/5, resolved_list/4, drop_oldest/1, waiting/1, kept_in/2,
          consume_watched/3, consumed/4, unwatched/2, latest_resolved/2, callers/2,
-         owned/2, owner_down/2]).
+         watch_added/6, owned/2, owner_down/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, handle_continue/2,
          terminate/2, code_change/3]).
 
@@ -356,6 +356,7 @@ resolved_list(Wanted, Dropped, Reports0,
 %% good, every later report copied into it (up to KEEP + OUT_KEPT: an
 %% audit). none for a watch read after its process ends (BeamAlloc.Case's,
 %% read by its on_exit) and from callers of an earlier version.
+%% (BeamAlloc.Reporter's watches too: its state has watches.)
 watch_added(Ref, Pid, All, Owner, AfterSeq, #{watches := Watches} = S) ->
     Watch = #{pid => Pid, all => All =:= true, after_seq => AfterSeq, kept => queue:new(),
               out => #{}, lost => 0},

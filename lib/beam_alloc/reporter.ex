@@ -252,8 +252,9 @@ defmodule BeamAlloc.Reporter do
 
   # The state's version (see is_current/1): one more for every key added
   # to the state or to a watch, which current/1 then defaults (3: the
-  # ledger an ETS table, not a map).
-  @version 3
+  # ledger an ETS table, not a map; 4: a watch's all? is all, as the
+  # Erlang reporter's that makes it).
+  @version 4
 
   @impl true
   def init(opts) do
@@ -315,10 +316,17 @@ defmodule BeamAlloc.Reporter do
     |> Map.put_new(:scheduled, false)
     |> ledger_taken_over()
     |> Map.update!(:watches, fn watches ->
-      Map.new(watches, fn {ref, watch} -> {ref, Map.merge(%{out: %{}, lost: 0}, watch)} end)
+      Map.new(watches, fn {ref, watch} ->
+        {ref, Map.merge(%{out: %{}, lost: 0}, all_key(watch))}
+      end)
     end)
     |> Map.put(:version, @version)
   end
+
+  # A watch of a version before 4 says all? where the Erlang reporter's
+  # watch_added/6, which makes them now, says all.
+  defp all_key(%{all?: all?} = watch), do: watch |> Map.delete(:all?) |> Map.put(:all, all?)
+  defp all_key(watch), do: watch
 
   # A state of a version before the ledger: no mark started it (the
   # ledger starts at the first mark/0, see @ledger), and a check!/3 of a
@@ -728,10 +736,10 @@ defmodule BeamAlloc.Reporter do
     {:reply, pairs(unconsumed), %{state | queue: :queue.new()}}
   end
 
-  # (Its owner's end drops it, as in the Erlang reporter: owned/2,
-  # owner_down/2. An owner that is no pid is a call it does not know, as
-  # there: monitored, it raised, and the reporter went down with what it
-  # kept.)
+  # (Its owner's end drops it, as in the Erlang reporter: watch_added/6,
+  # owned/2, owner_down/2. An owner that is no pid is a call it does not
+  # know, as there: monitored, it raised, and the reporter went down with
+  # what it kept.)
   defp answer({:watch, ref, pid, all?}, state), do: watch_added(ref, pid, all?, :none, state)
 
   defp answer({:watch, ref, pid, all?, owner}, state) when is_pid(owner),
@@ -765,22 +773,11 @@ defmodule BeamAlloc.Reporter do
   # reports.
   defp answer(other, state), do: {:reply, {:error, {:unknown_call, other}}, state}
 
-  # A watch of the reports after those counted so far (see answer/2).
-  defp watch_added(ref, pid, all?, owner, state) do
-    after_seq = count(state)
-
-    watch = %{
-      pid: pid,
-      all?: all?,
-      kept: :queue.new(),
-      after_seq: after_seq,
-      out: %{},
-      lost: 0
-    }
-
-    watch = :beam_alloc_reporter.owned(watch, owner)
-    {:reply, :ok, %{state | watches: Map.put(state.watches, ref, watch)}}
-  end
+  # A watch of the reports after those counted so far (see answer/2), as
+  # the Erlang reporter's: its watch_added/6 makes it, on the same keys.
+  defp watch_added(ref, pid, all?, owner, state),
+    do:
+      {:reply, :ok, :beam_alloc_reporter.watch_added(ref, pid, all?, owner, count(state), state)}
 
   # (Its sites resolved later: log_one/1, resolved/3.)
   defp keep({module, line, pid, callers}, state) do
@@ -833,7 +830,7 @@ defmodule BeamAlloc.Reporter do
   # keys (kept, out, lost).
   defp to_watches(report, watches) do
     Map.new(watches, fn {ref, watch} ->
-      if report.seq > Map.get(watch, :after_seq, 0) and watched?(report, watch.pid, watch.all?) do
+      if report.seq > Map.get(watch, :after_seq, 0) and watched?(report, watch.pid, watch.all) do
         {ref, :beam_alloc_reporter.kept_in(report, watch)}
       else
         {ref, watch}
