@@ -523,8 +523,11 @@ nifs: $(BUILD)/libbeam_alloc.a $(TESTING_SO) $(SYMBOLIZE_SO) $(if $(filter test,
 # Built again when libdw comes or goes: the stamp holds the flags of the
 # last link, rewritten only when they differ (in a recipe, so that only a
 # goal that links the symbolizer asks the compiler; its name said yes or
-# no before, which asked at every make).
-LIBDW_STAMP  := $(BUILD)/symbolizer-libdw
+# no before, which asked at every make). One per NIF folder, whose key
+# has CC and the target flags: one for the whole build folder was
+# rewritten at each switch between the host and a board without libdw,
+# and each switch relinked the other's symbolizer, warning again.
+LIBDW_STAMP  := $(NIF_DIR)/symbolizer-libdw
 
 $(LIBDW_STAMP): FORCE_COMMAND
 	@$(call write_if_changed,LIBDW_FLAGS)

@@ -61,4 +61,53 @@ defmodule BeamAlloc.SymbolizerBuildTest do
     for goal <- ~w(format clean c-test), do: refute(probed.(goal), goal)
     assert probed.(so)
   end
+
+  # The stamp that relinks the symbolizer when libdw comes or goes was one
+  # for the whole build folder, holding the flags of the last link: a
+  # Nerves developer switching between the host (libdw) and a board
+  # (another CC, none) rewrote it at each switch, and each relinked the
+  # other's symbolizer and warned again that libdw was missing (found by a
+  # review). A compiler that finds no libdw (-print-file-name gives the
+  # bare name back) for the board; a build folder of the test's own.
+  test "switching between a compiler with libdw and one without relinks neither symbolizer" do
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_libdw_switch")
+    File.mkdir_p!(dir)
+    board_cc = Path.join(dir, "board-cc")
+
+    File.write!(board_cc, """
+    #!/bin/sh
+    for a in "$@"; do [ "$a" = -print-file-name=libdw.so ] && { echo libdw.so; exit 0; }; done
+    exec cc "$@"
+    """)
+
+    File.chmod!(board_cc, 0o755)
+
+    link = fn app, cc ->
+      so = Path.join([dir, app, "priv/beam_alloc_symbolize.so"])
+
+      {out, status} =
+        System.cmd(
+          "make",
+          [
+            "-C",
+            @root,
+            "--no-print-directory",
+            so,
+            "CC=#{cc}",
+            "BUILD=#{dir}/build",
+            "MIX_APP_PATH=#{Path.join(dir, app)}"
+          ],
+          env: [{"MAKEFLAGS", nil}, {"MAKELEVEL", nil}],
+          stderr_to_stdout: true
+        )
+
+      assert status == 0, out
+      out =~ "beam_alloc_symbolize.c"
+    end
+
+    assert link.("host", "cc")
+    assert link.("board", board_cc)
+    refute link.("host", "cc")
+    refute link.("board", board_cc)
+  end
 end
