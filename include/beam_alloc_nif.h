@@ -70,7 +70,9 @@ typedef struct beam_nif_options {
      * instance: a block of beam_allocator handed to the continuation is a
      * leak of the slice (raised in place of the continuation); carry such
      * memory in a named allocator (beam_general_purpose_allocator, or
-     * .allocator's), freed by the last slice. */
+     * .allocator's), freed by the last slice. A continuation of the NIF's
+     * own C function is named as the call that scheduled it, on whatever
+     * scheduler it runs (see beam_nif_schedule). */
     bool leak_check;
     /** beam_allocator for the call; NULL means beam_raw_allocator. */
     beam_allocator_t (*allocator)(void);
@@ -129,6 +131,22 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
                                     const char *c_name, beam_nif_body_fn self,
                                     beam_nif_body_fn body, ErlNifEnv *env,
                                     int argc, const ERL_NIF_TERM argv[]);
+
+/** enif_schedule_nif as the glue needs it, which this header makes of every
+ * enif_schedule_nif call after it (a macro of that name; where erl_nif.h
+ * already makes it one, as on Windows, it is left alone). A continuation
+ * of the running BEAM_NIF's own C function is the call that scheduled it:
+ * named in reports, and given load_info options, by the name that call
+ * came in by, whatever the scheduler it moves to. erl_nif tells a function
+ * nothing of the name it runs under, and the glue otherwise tells a C
+ * function listed under a normal and a dirty name by the scheduler a call
+ * runs on: a call of the normal name that moved itself to a dirty
+ * scheduler was the dirty name's. For such a function (and such a table
+ * only) the continuation is the glue's, with one argument more, which
+ * calls fp with argv as given; otherwise this is enif_schedule_nif. */
+BEAM_API ERL_NIF_TERM beam_nif_schedule(ErlNifEnv *env, const char *fun_name,
+                                        int flags, beam_nif_body_fn fp,
+                                        int argc, const ERL_NIF_TERM argv[]);
 
 /** Define a NIF: BEAM_NIF(name) { ... } or BEAM_NIF(name, .leak_check = true)
  * { ... }. Inside the body env, argc and argv are in scope and
@@ -335,7 +353,16 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  *
  * A continuation a NIF schedules of its own C function (enif_schedule_nif,
  * any number of arguments) takes the NIF's options, as it takes its C
- * ones (a function listed under several arities: the first entry's).
+ * ones: those of the name the call that scheduled it came in by (see
+ * beam_nif_schedule), a dirty twin's only when called by that name (a
+ * function listed under several arities takes the first entry's).
+ *
+ * One C function under a normal and a dirty name is told apart by the
+ * scheduler a call runs on; under two names on one kind of scheduler it
+ * cannot be, and they must have the same entries (the load fails
+ * otherwise). Twins on two kinds must have the same allocator: a
+ * continuation that does not go through beam_nif_schedule (erl_nif.h's
+ * own macro, more than 254 arguments) is still told by its scheduler.
  *
  * Keys are a function name (all its arities) or {Name, Arity}; values are a
  * map or a property list of leak_check (boolean), scratch (boolean),
@@ -744,6 +771,11 @@ BEAM_API size_t beam_resource_live_count(void);
 
 #ifdef __cplusplus
 } /* extern "C" */
+#endif
+/* (See beam_nif_schedule.) */
+#ifndef enif_schedule_nif
+#define enif_schedule_nif(env, fun_name, flags, fp, argc, argv)                \
+    beam_nif_schedule(env, fun_name, flags, fp, argc, argv)
 #endif
 #ifdef BEAM_INTERNAL_CXX_GUARD
 /* extern "C++": the header may be included inside a user's extern "C". */

@@ -481,6 +481,14 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     assert_crash_names("#{@faults}.uses_null_dirty(7)", "#{@faults}.uses_null_dirty/1")
   end
 
+  # The same BEAM_NIF called by its normal name, moving itself to a dirty
+  # scheduler (enif_schedule_nif under that name) before the crash: the
+  # continuation is the call by the normal name (the note named the dirty
+  # twin, by the scheduler the continuation ran on).
+  test "a crash in a NIF's continuation on a dirty scheduler names the call's name" do
+    assert_crash_names("#{@faults}.hops_to_null(7)", "#{@faults}.hops_to_null/1")
+  end
+
   # One BEAM_NIF under two arities (optional arguments handled by argc):
   # the crash names the arity called, as the glue does. The note, naming
   # the call by its code address, named the first entry: uses_null/1.

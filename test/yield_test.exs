@@ -54,6 +54,41 @@ defmodule BeamAlloc.YieldTest do
     end
   end
 
+  # One BEAM_NIF listed under a normal and a dirty name that moves itself
+  # to a dirty scheduler (enif_schedule_nif under its own name): the
+  # continuation is the call by the normal name. The glue told twins apart
+  # by the scheduler a call ran on, and named it, and gave it the options
+  # of, the dirty twin.
+  describe "a NIF with a dirty twin that moves itself to a dirty scheduler" do
+    test "is named by the name it was called by in a leak" do
+      Yield.take_reports()
+
+      assert_raise RuntimeError,
+                   "memory leak detected in function `BeamAlloc.Test.Yield.twin_leak/0`",
+                   fn -> Yield.twin_leak() end
+
+      assert [report] =
+               Enum.filter(Yield.take_reports(), &(&1 =~ "memory leak detected in function"))
+
+      assert report =~ "function `BeamAlloc.Test.Yield.twin_leak/0`:"
+    end
+
+    test "keeps its load_info options, and its name, in the continuation" do
+      assert Yield.twin_kind() ==
+               {:dirty_cpu, {:arena, :raw}, ~c"BeamAlloc.Test.Yield.twin_kind/0"}
+
+      # The dirty name, called as such, has its own (none).
+      assert Yield.twin_kind_dirty() ==
+               {:dirty_cpu, :raw, ~c"BeamAlloc.Test.Yield.twin_kind_dirty/0"}
+
+      assert_raise RuntimeError,
+                   "memory leak detected in function `BeamAlloc.Test.Yield.twin_leak_dirty/0`",
+                   fn -> Yield.twin_leak_dirty() end
+
+      Yield.take_reports()
+    end
+  end
+
   test "a resource made over beam_allocator by a leak_check NIF lasts across its slices" do
     # The resource takes the NIF's lasting allocator, not the slice's
     # checking instance: no leak, and a check passes.

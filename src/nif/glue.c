@@ -35,6 +35,10 @@ static _Atomic bool module_named;
  * at load/upgrade, before the VM lets any of the module's NIFs run. */
 static const ErlNifFunc *module_funcs;
 static int module_func_count;
+/* The table lists a C function under entries for two kinds of scheduler
+ * (a normal and a dirty twin): only then does a continuation of one
+ * (beam_nif_schedule) carry the entry of the call that scheduled it. */
+static bool module_twins_differ;
 
 /* The name is written once: each load and upgrade of a copy passes the
  * same one, and the fault driver's stats/1 and collect/1 read it from other
@@ -54,6 +58,13 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
     }
     module_funcs = funcs;
     module_func_count = funcs != NULL && count > 0 ? count : 0;
+    module_twins_differ = false;
+    for (int i = 0; i < module_func_count; i++)
+        for (int j = i + 1; j < module_func_count; j++)
+            if (funcs[i].fptr == funcs[j].fptr &&
+                beam__nif_entry_kind(&funcs[i]) !=
+                    beam__nif_entry_kind(&funcs[j]))
+                module_twins_differ = true;
 }
 
 /* Module instances (old and new code of one module share this copy of the
@@ -837,28 +848,43 @@ static void nif_mfa_text(const char *module, const char *fun, unsigned arity,
     put(buf, n, &len, tail);
 }
 
+int beam__nif_continued_entry(beam_nif_body_fn self) {
+    const beam__nif_thread *t = &beam__nif_here;
+    return t->continued == self && self != NULL ? t->continued_entry : -1;
+}
+
+/* The table entry call is, by its arity (-1: not in the table, or only
+ * under others). A continuation of the call's own C function that
+ * beam_nif_schedule carried is the entry of the call that scheduled it;
+ * any other call of a function listed under several names the entry for
+ * its scheduler (beam__nif_entry_of). */
+static int call_entry(const nif_call *call) {
+    const int i = beam__nif_continued_entry(call->self);
+    if (i >= 0)
+        return i;
+    return beam__nif_entry_of(module_funcs, module_func_count, call->self,
+                              call->argc, true);
+}
+
 /* "M.fun/arity" from the registered table (my_mod:fun/arity for an Erlang
  * module); the C name and argc when the function is not in it (or no
  * module was registered), under any arity. The table is searched by function
  * pointer, so a NIF whose C name differs from its Erlang name
  * (BEAM_NIF(nif_free) in
  * {"free", 1, nif_free, 0}) is named as Erlang knows it, and a function
- * listed under several names by the entry for this call's scheduler
- * (beam__nif_entry_of; the first of twins on the same scheduler). */
+ * listed under several names by its entry (call_entry: the call's that
+ * scheduled it, for a continuation of its own; otherwise the one for this
+ * call's scheduler, the first of twins on the same scheduler). */
 static void format_mfa(const nif_call *call, char *buf, size_t n) {
-    int arity = call->argc;
-    int i = beam__nif_entry_of(module_funcs, module_func_count, call->self,
-                               call->argc, true);
+    int i = call_entry(call);
     /* A continuation of the NIF's own C function with other arguments:
      * the NIF, as its options are (beam__nif_override_for) and as the VM
      * names the function a continuation raises from. */
-    if (i < 0) {
+    if (i < 0)
         i = beam__nif_entry_of(module_funcs, module_func_count, call->self, -1,
                                true);
-        if (i >= 0)
-            arity = (int)module_funcs[i].arity;
-    }
     const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
+    const int arity = i >= 0 ? (int)module_funcs[i].arity : call->argc;
     nif_mfa_text(module_atom, fun, (unsigned)arity, buf, n);
 }
 
@@ -914,7 +940,18 @@ const char *beam_nif_function_name(void) {
 }
 
 bool beam__nif_call_name(uintptr_t fn, char *buf, size_t n) {
-    const nif_call *call = beam__nif_here.call;
+    /* In a continuation beam_nif_schedule carried, the driver's outermost
+     * frame of the library, fn's code, is the glue's trampoline
+     * (continue_as), which the VM called: the call is the entry carried
+     * (the trampoline's code was taken for the table's function nearest
+     * below it, another NIF). */
+    const beam__nif_thread *t = &beam__nif_here;
+    if (t->continued != NULL) {
+        const ErlNifFunc *f = &module_funcs[t->continued_entry];
+        beam__nif_call_text(module_atom, f->name, f->arity, buf, n);
+        return true;
+    }
+    const nif_call *call = t->call;
     if (call == NULL || (call->flags & CALL_NONE) != 0 ||
         (uintptr_t)call->self != fn)
         return false;
@@ -924,6 +961,66 @@ bool beam__nif_call_name(uintptr_t fn, char *buf, size_t n) {
 
 const char *beam_nif_module_name(void) {
     return beam_nif_function_name();
+}
+
+/* --- Continuations ------------------------------------------------------ */
+
+/* A continuation's arguments past the caller's: ERTS takes at most 255
+ * (MAX_ARG), and one is the carried entry. */
+#define CARRY_MAX_ARGS 254
+
+/* The continuation beam_nif_schedule scheduled in place of a call's own C
+ * function: its last argument is the entry of the call that scheduled it,
+ * which calls of that function on this thread take (call_entry,
+ * beam__nif_override_in) while the function runs with the rest. */
+static ERL_NIF_TERM continue_as(ErlNifEnv *env, int argc,
+                                const ERL_NIF_TERM argv[]) {
+    int entry;
+    if (argc < 1 || !enif_get_int(env, argv[argc - 1], &entry) || entry < 0 ||
+        entry >= module_func_count)
+        return enif_make_badarg(env); /* (only beam_nif_schedule's) */
+    const beam_nif_body_fn fn = (beam_nif_body_fn)module_funcs[entry].fptr;
+    beam__nif_thread *t = &beam__nif_here;
+    const beam_nif_body_fn outer = t->continued;
+    const int outer_entry = t->continued_entry;
+    t->continued = fn;
+    t->continued_entry = entry;
+    const ERL_NIF_TERM result = fn(env, argc - 1, argv);
+    t->continued = outer;
+    t->continued_entry = outer_entry;
+    return result;
+}
+
+/* The entry a continuation of fp scheduled now carries, or -1: one of the
+ * running call's own C function, listed under entries for two kinds of
+ * scheduler, which would otherwise be named, and given options, by the
+ * scheduler it runs on (the dirty twin's, for a call by the normal name
+ * that moved itself to a dirty scheduler: erl_nif tells a function
+ * nothing of the name it runs under). */
+static int entry_to_carry(beam_nif_body_fn fp, int argc) {
+    if (!module_twins_differ || argc < 0 || argc > CARRY_MAX_ARGS)
+        return -1;
+    const nif_call *call = beam__nif_here.call;
+    if (call == NULL || (call->flags & CALL_NONE) != 0 || call->self != fp)
+        return -1;
+    int i = call_entry(call);
+    if (i < 0) /* (its own continuation with other arguments) */
+        i = beam__nif_entry_of(module_funcs, module_func_count, fp, -1, true);
+    return i;
+}
+
+ERL_NIF_TERM beam_nif_schedule(ErlNifEnv *env, const char *fun_name, int flags,
+                               beam_nif_body_fn fp, int argc,
+                               const ERL_NIF_TERM argv[]) {
+    const int entry = entry_to_carry(fp, argc);
+    if (entry < 0)
+        return (enif_schedule_nif)(env, fun_name, flags, fp, argc, argv);
+    ERL_NIF_TERM with[CARRY_MAX_ARGS + 1];
+    if (argc > 0)
+        memcpy(with, argv, (size_t)argc * sizeof *argv);
+    with[argc] = enif_make_int(env, entry);
+    return (enif_schedule_nif)(env, fun_name, flags, continue_as, argc + 1,
+                               with);
 }
 
 /* --- The wrapper -------------------------------------------------------- */

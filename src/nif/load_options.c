@@ -112,12 +112,18 @@ const beam__nif_override *beam__nif_override_in(const override_table *t,
      * unchecked (bug hunt). One C function listed under several arities
      * takes the first entry's. */
     int i = entry_by_function(t, self, argc);
-    /* Twins whose entries differ: the one for the scheduler the call runs
-     * on, by a scan that asks the VM for it. Where every entry of the
-     * function is alike, any of them is the answer: the scan cost every
-     * call of a function listed normal and dirty ~14 ns once load_info
-     * named any function, its own options set or not. */
+    /* Twins whose entries differ: the one of the call that scheduled
+     * this one, for a continuation of its own (beam_nif_schedule);
+     * otherwise the one for the scheduler the call runs on, by a scan
+     * that asks the VM for it. Where every entry of the function is
+     * alike, any of them is the answer: the scan cost every call of a
+     * function listed normal and dirty ~14 ns once load_info named any
+     * function, its own options set or not. */
     if (BEAM__UNLIKELY(t->twins) && i >= 0 && t->entry[i].varies) {
+        const int as = beam__nif_continued_entry(self);
+        if (as >= 0 && as < t->count &&
+            (beam_nif_body_fn)t->funcs[as].fptr == self)
+            return t->entry[as].set != 0 ? &t->entry[as] : NULL;
         i = beam__nif_entry_of(t->funcs, t->count, self, argc, true);
         if (i < 0)
             i = beam__nif_entry_of(t->funcs, t->count, self, -1, true);
@@ -450,9 +456,11 @@ static bool same_options(const beam__nif_override *a,
 /* One C function under two names. On the same kind of scheduler a call
  * cannot tell which name it was called by, so such twins must have the
  * same load_info entries; on different kinds, a body that moves itself to
- * the other kind (enif_schedule_nif of itself, dirty) would free there
- * with the other twin's allocator what it allocated here, so they must
- * have the same allocator. Otherwise the load fails, rather than one
+ * the other kind (enif_schedule_nif of itself, dirty) keeps its entry
+ * through beam_nif_schedule, but not where erl_nif.h's own macro
+ * bypasses it or past 254 arguments: there it would free with the other
+ * twin's allocator what it allocated here, so they must have the same
+ * allocator. Otherwise the load fails, rather than one
  * name's options silently applying to both. Whether there are twins at
  * all is noted: without, a call's lookup stops at its first match. */
 static int check_twins(const parse *p) {

@@ -60,6 +60,10 @@ BEAM__HIDDEN const ErlNifFunc *beam__nif_funcs(int *count);
 BEAM__HIDDEN int beam__nif_entry_of(const ErlNifFunc *funcs, int count,
                                     beam_nif_body_fn self, int argc,
                                     bool twins);
+/* The table entry a call of self is as a continuation its own call
+ * scheduled (beam_nif_schedule): the index of that call's entry, or -1
+ * (not such a continuation: the entry is beam__nif_entry_of's). */
+BEAM__HIDDEN int beam__nif_continued_entry(beam_nif_body_fn self);
 /* The scheduler an entry asks for: 0 (normal) or its dirty flag. */
 BEAM__HIDDEN unsigned beam__nif_entry_kind(const ErlNifFunc *f);
 /* The load failure code of a load or upgrade callback that let a C++
@@ -207,6 +211,12 @@ typedef struct beam__nif_thread {
      * the latest report's (the reporter reads messages in order).
      * report.c's. */
     struct report_ack *pending;
+    /* The continuation beam_nif_schedule's trampoline runs on this thread:
+     * its C function (NULL outside one) and the index of the table entry
+     * whose call scheduled it, which calls of that function take for
+     * their name and options. glue.c's; not read by beam_nif_call. */
+    beam_nif_body_fn continued;
+    int continued_entry;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
 /* Runs fn(end, arg) in an end as a NIF call's (beam__call_end): a report

@@ -68,6 +68,17 @@ BEAM_NIF(everything, .leak_check = true, .allocator = pick, .scratch = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* A continuation of its own on a dirty scheduler, under a dirty name too:
+ * enif_schedule_nif is beam_alloc_nif.h's macro (beam_nif_schedule). */
+BEAM_NIF(moves) {
+    if (argc == 0) {
+        ERL_NIF_TERM next = enif_make_atom(env, "ok");
+        return enif_schedule_nif(env, "moves", ERL_NIF_DIRTY_JOB_CPU_BOUND,
+                                 moves, 1, &next);
+    }
+    return argv[0];
+}
+
 /* Instances, their options and the return-address forms. */
 BEAM_NIF(instances) {
     beam_gpa_t gpa;
@@ -135,6 +146,8 @@ static ErlNifFunc funcs[] = {
     {"scoped", 0, scoped, 0},
     {"scratch", 0, scratch, 0},
     {"everything", 0, everything, 0},
+    {"moves", 0, moves, 0},
+    {"moves_dirty", 0, moves, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"instances", 0, instances, 0},
     {"adapters", 0, adapters, 0},
 #ifdef __cplusplus

@@ -104,6 +104,18 @@ BEAM_NIF(uses_null_via) {
     return uses_null(env, argc, argv);
 }
 
+/* hops_to_null(tag): uses_null's bug after a move of its own to a dirty
+ * CPU scheduler (enif_schedule_nif under its own name); listed under a
+ * dirty name too (hops_to_null_dirty/1). The continuation is the call
+ * hops_to_null/1, which the crash names. */
+BEAM_NIF(hops_to_null) {
+    if (enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER)
+        return enif_schedule_nif(env, "hops_to_null",
+                                 ERL_NIF_DIRTY_JOB_CPU_BOUND, hops_to_null,
+                                 argc, argv);
+    return uses_null(env, argc, argv);
+}
+
 /* uses_null_in_thread(): the failed request is made, and its NULL used, on
  * a thread the NIF starts and joins: SIGSEGV there. The thread's stack has
  * no NIF function: the crash must not name one it guessed. */
@@ -1236,6 +1248,8 @@ static ErlNifFunc funcs[] = {
     {"uses_null", 2, uses_null, 0},
     {"uses_null_via", 1, uses_null_via, 0},
     {"uses_null_dirty", 1, uses_null, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"hops_to_null", 1, hops_to_null, 0},
+    {"hops_to_null_dirty", 1, hops_to_null, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"uses_null_in_thread", 0, uses_null_in_thread, 0},
     {"uses_null_in_callback", 0, uses_null_in_callback, 0},
     {"uses_null_in_body", 0, uses_null_in_body, 0},

@@ -228,6 +228,47 @@ BEAM_NIF(res_walk, .leak_check = true) {
     return enif_schedule_nif(env, "res_walk", 0, res_walk, 2, next);
 }
 
+/* A move of a NIF's own to a dirty CPU scheduler (enif_schedule_nif of its
+ * C function under its name), for the twins below: true in the slice that
+ * moved. */
+static bool moved_dirty(ErlNifEnv *env, const char *name, beam_nif_body_fn self,
+                        int argc, const ERL_NIF_TERM argv[],
+                        ERL_NIF_TERM *result) {
+    if (enif_thread_type() != ERL_NIF_THR_NORMAL_SCHEDULER)
+        return false;
+    *result = enif_schedule_nif(env, name, ERL_NIF_DIRTY_JOB_CPU_BOUND, self,
+                                argc, argv);
+    return true;
+}
+
+/* twin_leak(): leak_check, listed under a normal and a dirty name (one C
+ * function; twin_leak_dirty/0): called by its normal name it moves itself
+ * to a dirty scheduler, as a NIF that finds its work long does, and leaks
+ * there. The leak is twin_leak/0's: the continuation was scheduled as it
+ * (the glue named it by the dirty twin, by the scheduler it ran on). */
+BEAM_NIF(twin_leak, .leak_check = true) {
+    ERL_NIF_TERM moved;
+    if (moved_dirty(env, "twin_leak", twin_leak, argc, argv, &moved))
+        return moved;
+    void *p = beam_alloc(beam_allocator, unsigned char, 8);
+    (void)p;
+    return enif_make_atom(env, "ok");
+}
+
+/* twin_kind(): the same move, listed under a dirty name too
+ * (twin_kind_dirty/0); load_info gives twin_kind scratch, its dirty name
+ * nothing. {thread kind, allocator kind, beam_nif_function_name()} of the
+ * slice that answers. */
+BEAM_NIF(twin_kind) {
+    ERL_NIF_TERM moved;
+    if (moved_dirty(env, "twin_kind", twin_kind, argc, argv, &moved))
+        return moved;
+    const char *name = beam_nif_function_name();
+    return enif_make_tuple3(
+        env, thread_kind(env), kind_of(env, beam_allocator),
+        enif_make_string(env, name != NULL ? name : "", ERL_NIF_LATIN1));
+}
+
 static ErlNifFunc funcs[] = {
     {"walk", 1, walk, 0},
     {"chain", 1, chain, 0},
@@ -240,6 +281,10 @@ static ErlNifFunc funcs[] = {
     {"load_kind", 0, load_kind, 0},
     {"res_walk", 1, res_walk, 0},
     {"take_reports", 0, take_reports, 0},
+    {"twin_leak", 0, twin_leak, 0},
+    {"twin_leak_dirty", 0, twin_leak, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"twin_kind", 0, twin_kind, 0},
+    {"twin_kind_dirty", 0, twin_kind, ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Yield, funcs, load, NULL, unload)
