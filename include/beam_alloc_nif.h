@@ -142,8 +142,10 @@ BEAM_API ERL_NIF_TERM beam_nif_call(const beam_nif_options *options,
  * function listed under a normal and a dirty name by the scheduler a call
  * runs on: a call of the normal name that moved itself to a dirty
  * scheduler was the dirty name's. For such a function (and such a table
- * only) the continuation is the glue's, with one argument more, which
- * calls fp with argv as given; otherwise this is enif_schedule_nif. */
+ * only) the continuation is a trampoline of the glue's, one for each of
+ * the table's first 16 entries of such functions, which calls fp with
+ * argc and argv as given (the VM shows it as fun_name with argv, as
+ * enif_schedule_nif's); otherwise this is enif_schedule_nif. */
 BEAM_API ERL_NIF_TERM beam_nif_schedule(ErlNifEnv *env, const char *fun_name,
                                         int flags, beam_nif_body_fn fp,
                                         int argc, const ERL_NIF_TERM argv[]);
@@ -362,7 +364,8 @@ BEAM_API int beam_nif_internal_callback_threw(ErlNifEnv *env,
  * cannot be, and they must have the same entries (the load fails
  * otherwise). Twins on two kinds must have the same allocator: a
  * continuation that does not go through beam_nif_schedule (erl_nif.h's
- * own macro, more than 254 arguments) is still told by its scheduler.
+ * own macro), or of an entry past a table's 16th of twins, is still told
+ * by its scheduler.
  *
  * Keys are a function name (all its arities) or {Name, Arity}; values are a
  * map or a property list of leak_check (boolean), scratch (boolean),

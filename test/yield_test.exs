@@ -89,6 +89,43 @@ defmodule BeamAlloc.YieldTest do
     end
   end
 
+  # What the VM says of such a continuation is the user's: the name and
+  # the arguments it was scheduled with, as enif_schedule_nif has it.
+  # process_info named twin_badarg/2 (beam_nif_schedule carried the entry
+  # as one more argument); an exception names the call that scheduled it
+  # either way (ERTS puts the call's state back), a guard.
+  describe "a NIF with a dirty twin that moves itself, as the VM sees it" do
+    test "raises from the continuation with its own arguments" do
+      stack =
+        try do
+          Yield.twin_badarg(:x)
+        rescue
+          ArgumentError -> __STACKTRACE__
+        end
+
+      assert [{Yield, :twin_badarg, [:x], _} | _] = stack
+    end
+
+    test "is the function process_info names while it runs" do
+      parent = self()
+
+      pid =
+        spawn(fn ->
+          try do
+            Yield.twin_badarg(300)
+          catch
+            :error, reason -> send(parent, {:done, reason})
+          end
+        end)
+
+      # Well into the dirty slice, which sleeps 300 ms (before the move the
+      # process is in the function anyway, the module's stub).
+      Process.sleep(100)
+      assert Process.info(pid, :current_function) == {:current_function, {Yield, :twin_badarg, 1}}
+      assert_receive {:done, :badarg}, 5000
+    end
+  end
+
   test "a resource made over beam_allocator by a leak_check NIF lasts across its slices" do
     # The resource takes the NIF's lasting allocator, not the slice's
     # checking instance: no leak, and a check passes.

@@ -35,10 +35,13 @@ static _Atomic bool module_named;
  * at load/upgrade, before the VM lets any of the module's NIFs run. */
 static const ErlNifFunc *module_funcs;
 static int module_func_count;
-/* The table lists a C function under entries for two kinds of scheduler
- * (a normal and a dirty twin): only then does a continuation of one
- * (beam_nif_schedule) carry the entry of the call that scheduled it. */
-static bool module_twins_differ;
+/* The entries of the table that list a C function also listed for another
+ * kind of scheduler (a normal and a dirty twin), in table order: only a
+ * continuation of one (beam_nif_schedule) carries the entry of the call
+ * that scheduled it, by the trampoline of the entry's slot here. */
+#define CARRY_SLOTS 16
+static int carry_entry[CARRY_SLOTS];
+static int carry_count;
 
 /* The name is written once: each load and upgrade of a copy passes the
  * same one, and the fault driver's stats/1 and collect/1 read it from other
@@ -58,13 +61,18 @@ void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
     }
     module_funcs = funcs;
     module_func_count = funcs != NULL && count > 0 ? count : 0;
-    module_twins_differ = false;
-    for (int i = 0; i < module_func_count; i++)
-        for (int j = i + 1; j < module_func_count; j++)
+    /* (Counted aside and stored once: at an upgrade the old code's
+     * continuations may read the slots meanwhile, the same ones.) */
+    int carried = 0;
+    for (int i = 0; i < module_func_count && carried < CARRY_SLOTS; i++)
+        for (int j = 0; j < module_func_count; j++)
             if (funcs[i].fptr == funcs[j].fptr &&
                 beam__nif_entry_kind(&funcs[i]) !=
-                    beam__nif_entry_kind(&funcs[j]))
-                module_twins_differ = true;
+                    beam__nif_entry_kind(&funcs[j])) {
+                carry_entry[carried++] = i;
+                break;
+            }
+    carry_count = carried;
 }
 
 /* Module instances (old and new code of one module share this copy of the
@@ -942,7 +950,7 @@ const char *beam_nif_function_name(void) {
 bool beam__nif_call_name(uintptr_t fn, char *buf, size_t n) {
     /* In a continuation beam_nif_schedule carried, the driver's outermost
      * frame of the library, fn's code, is the glue's trampoline
-     * (continue_as), which the VM called: the call is the entry carried
+     * (continue_as_N), which the VM called: the call is the entry carried
      * (the trampoline's code was taken for the table's function nearest
      * below it, another NIF). */
     const beam__nif_thread *t = &beam__nif_here;
@@ -965,62 +973,85 @@ const char *beam_nif_module_name(void) {
 
 /* --- Continuations ------------------------------------------------------ */
 
-/* A continuation's arguments past the caller's: ERTS takes at most 255
- * (MAX_ARG), and one is the carried entry. */
-#define CARRY_MAX_ARGS 254
-
 /* The continuation beam_nif_schedule scheduled in place of a call's own C
- * function: its last argument is the entry of the call that scheduled it,
- * which calls of that function on this thread take (call_entry,
- * beam__nif_override_in) while the function runs with the rest. */
-static ERL_NIF_TERM continue_as(ErlNifEnv *env, int argc,
+ * function, the trampoline of the slot of the entry of the call that
+ * scheduled it (carry_entry): calls of that function on this thread take
+ * the entry (call_entry, beam__nif_override_in) while it runs with the
+ * caller's arguments. The entry is in which trampoline, not in one more
+ * argument: the VM shows a continuation by the name and the arguments it
+ * was scheduled with (process_info's current_function and stacks named
+ * the NIF with an arity one higher, a function the module does not have;
+ * found in review). */
+static ERL_NIF_TERM continue_as(int slot, ErlNifEnv *env, int argc,
                                 const ERL_NIF_TERM argv[]) {
-    int entry;
-    if (argc < 1 || !enif_get_int(env, argv[argc - 1], &entry) || entry < 0 ||
-        entry >= module_func_count)
-        return enif_make_badarg(env); /* (only beam_nif_schedule's) */
+    const int entry = carry_entry[slot];
     const beam_nif_body_fn fn = (beam_nif_body_fn)module_funcs[entry].fptr;
     beam__nif_thread *t = &beam__nif_here;
     const beam_nif_body_fn outer = t->continued;
     const int outer_entry = t->continued_entry;
     t->continued = fn;
     t->continued_entry = entry;
-    const ERL_NIF_TERM result = fn(env, argc - 1, argv);
+    const ERL_NIF_TERM result = fn(env, argc, argv);
     t->continued = outer;
     t->continued_entry = outer_entry;
     return result;
 }
 
-/* The entry a continuation of fp scheduled now carries, or -1: one of the
- * running call's own C function, listed under entries for two kinds of
- * scheduler, which would otherwise be named, and given options, by the
- * scheduler it runs on (the dirty twin's, for a call by the normal name
- * that moved itself to a dirty scheduler: erl_nif tells a function
- * nothing of the name it runs under). */
-static int entry_to_carry(beam_nif_body_fn fp, int argc) {
-    if (!module_twins_differ || argc < 0 || argc > CARRY_MAX_ARGS)
-        return -1;
+#define CONTINUE_AS(slot)                                                      \
+    static ERL_NIF_TERM continue_as_##slot(ErlNifEnv *env, int argc,           \
+                                           const ERL_NIF_TERM argv[]) {        \
+        return continue_as(slot, env, argc, argv);                             \
+    }
+CONTINUE_AS(0)
+CONTINUE_AS(1)
+CONTINUE_AS(2)
+CONTINUE_AS(3)
+CONTINUE_AS(4)
+CONTINUE_AS(5)
+CONTINUE_AS(6)
+CONTINUE_AS(7)
+CONTINUE_AS(8)
+CONTINUE_AS(9)
+CONTINUE_AS(10)
+CONTINUE_AS(11)
+CONTINUE_AS(12)
+CONTINUE_AS(13)
+CONTINUE_AS(14)
+CONTINUE_AS(15)
+static const beam_nif_body_fn continuations[CARRY_SLOTS] = {
+    continue_as_0,  continue_as_1,  continue_as_2,  continue_as_3,
+    continue_as_4,  continue_as_5,  continue_as_6,  continue_as_7,
+    continue_as_8,  continue_as_9,  continue_as_10, continue_as_11,
+    continue_as_12, continue_as_13, continue_as_14, continue_as_15,
+};
+
+/* The trampoline a continuation of fp scheduled now goes through, or
+ * NULL: one of the running call's own C function, listed under entries
+ * for two kinds of scheduler, which would otherwise be named, and given
+ * options, by the scheduler it runs on (the dirty twin's, for a call by
+ * the normal name that moved itself to a dirty scheduler: erl_nif tells a
+ * function nothing of the name it runs under). */
+static beam_nif_body_fn continuation_for(beam_nif_body_fn fp) {
+    if (carry_count == 0)
+        return NULL;
     const nif_call *call = beam__nif_here.call;
     if (call == NULL || (call->flags & CALL_NONE) != 0 || call->self != fp)
-        return -1;
+        return NULL;
     int i = call_entry(call);
     if (i < 0) /* (its own continuation with other arguments) */
         i = beam__nif_entry_of(module_funcs, module_func_count, fp, -1, true);
-    return i;
+    for (int slot = 0; slot < carry_count; slot++)
+        if (carry_entry[slot] == i)
+            return continuations[slot];
+    return NULL;
 }
 
 ERL_NIF_TERM beam_nif_schedule(ErlNifEnv *env, const char *fun_name, int flags,
                                beam_nif_body_fn fp, int argc,
                                const ERL_NIF_TERM argv[]) {
-    const int entry = entry_to_carry(fp, argc);
-    if (entry < 0)
-        return (enif_schedule_nif)(env, fun_name, flags, fp, argc, argv);
-    ERL_NIF_TERM with[CARRY_MAX_ARGS + 1];
-    if (argc > 0)
-        memcpy(with, argv, (size_t)argc * sizeof *argv);
-    with[argc] = enif_make_int(env, entry);
-    return (enif_schedule_nif)(env, fun_name, flags, continue_as, argc + 1,
-                               with);
+    const beam_nif_body_fn via = continuation_for(fp);
+    return (enif_schedule_nif)(env, fun_name, flags, via != NULL ? via : fp,
+                               argc, argv);
 }
 
 /* --- The wrapper -------------------------------------------------------- */

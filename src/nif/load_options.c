@@ -458,7 +458,8 @@ static bool same_options(const beam__nif_override *a,
  * same load_info entries; on different kinds, a body that moves itself to
  * the other kind (enif_schedule_nif of itself, dirty) keeps its entry
  * through beam_nif_schedule, but not where erl_nif.h's own macro
- * bypasses it or past 254 arguments: there it would free with the other
+ * bypasses it or past the table's 16th twin entry (glue.c's
+ * CARRY_SLOTS): there it would free with the other
  * twin's allocator what it allocated here, so they must have the same
  * allocator. Otherwise the load fails, rather than one
  * name's options silently applying to both. Whether there are twins at

@@ -7,6 +7,8 @@
  */
 #include "nif_util.h"
 
+#include <time.h>
+
 static ERL_NIF_TERM thread_kind(ErlNifEnv *env) {
     switch (enif_thread_type()) {
     case ERL_NIF_THR_NORMAL_SCHEDULER:
@@ -269,6 +271,22 @@ BEAM_NIF(twin_kind) {
         enif_make_string(env, name != NULL ? name : "", ERL_NIF_LATIN1));
 }
 
+/* twin_badarg(x): the same move, listed under a dirty name too
+ * (twin_badarg_dirty/1); the continuation raises badarg, as a NIF that
+ * finds its argument wrong does, after sleeping x milliseconds when x is
+ * a non-negative integer (for process_info to see it running). */
+BEAM_NIF(twin_badarg) {
+    ERL_NIF_TERM moved;
+    if (moved_dirty(env, "twin_badarg", twin_badarg, argc, argv, &moved))
+        return moved;
+    unsigned ms;
+    if (argc == 1 && enif_get_uint(env, argv[0], &ms)) {
+        struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        nanosleep(&t, NULL);
+    }
+    return enif_make_badarg(env);
+}
+
 static ErlNifFunc funcs[] = {
     {"walk", 1, walk, 0},
     {"chain", 1, chain, 0},
@@ -285,6 +303,8 @@ static ErlNifFunc funcs[] = {
     {"twin_leak_dirty", 0, twin_leak, ERL_NIF_DIRTY_JOB_CPU_BOUND},
     {"twin_kind", 0, twin_kind, 0},
     {"twin_kind_dirty", 0, twin_kind, ERL_NIF_DIRTY_JOB_CPU_BOUND},
+    {"twin_badarg", 1, twin_badarg, 0},
+    {"twin_badarg_dirty", 1, twin_badarg, ERL_NIF_DIRTY_JOB_CPU_BOUND},
 };
 
 BEAM_NIF_INIT(Elixir.BeamAlloc.Test.Yield, funcs, load, NULL, unload)

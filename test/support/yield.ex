@@ -12,5 +12,5 @@ defmodule BeamAlloc.Test.Yield do
     stubs: ~w(walk/1 chain/1 leak_later/1 hop/1 raise_live/0 raise_freed/0 nested/0
               thread_allocator/0 load_kind/0
               res_walk/1 take_reports/0 twin_leak/0 twin_leak_dirty/0
-              twin_kind/0 twin_kind_dirty/0)
+              twin_kind/0 twin_kind_dirty/0 twin_badarg/1 twin_badarg_dirty/1)
 end
