@@ -844,10 +844,11 @@ defmodule BeamAlloc.FaultInjectionTest do
     end
 
     test "bad arguments, a module without a library and nesting are Erlang errors" do
-      assert {:badarg, "invalid value for expect, expected any, raise or error_tuple, got: maybe"} =
+      assert {:badarg,
+              "invalid value for expect, expected any, raise or error_tuple, got: sometimes"} =
                catch_error(
                  :beam_alloc_testing.check_all_allocation_failures(fn -> :ok end, %{
-                   expect: :maybe
+                   expect: :sometimes
                  })
                )
 
