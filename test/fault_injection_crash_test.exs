@@ -19,7 +19,7 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   defp run_vm(exe, args, env \\ []) do
     paths =
       for app <- [:beam_alloc, :elixir, :logger],
-          do: ["-pa", to_string(:code.lib_dir(app, :ebin))]
+          do: ["-pa", Application.app_dir(app, "ebin")]
 
     System.cmd("timeout", ["-s", "KILL", "60", exe | List.flatten(paths)] ++ args,
       stderr_to_stdout: true,

@@ -5,7 +5,7 @@ defmodule BeamAlloc.Test.ChildVm do
   # a failure instead of hanging the suite: {output, exit status}.
 
   def run(expression, seconds) do
-    ebin = to_string(:code.lib_dir(:beam_alloc, :ebin))
+    ebin = Application.app_dir(:beam_alloc, "ebin")
 
     args = [
       "-s",
