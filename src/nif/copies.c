@@ -180,11 +180,10 @@ static bool checks_it(const beam__fault_hooks *h, void *arg) {
                                &f->misuse);
 }
 
-/* This thread serves another copy (a free, a resize's check, a size
- * query: beam__nif_take_*): a block that turns out no instance's here is
- * reported, not passed on (two copies passing each other's blocks, each
- * under its lock, could wait on each other). */
-static BEAM_THREAD_LOCAL bool taking;
+/* beam__nif_here.taking: this thread serves another copy (a free, a
+ * resize's check, a size query: beam__nif_take_*): a block that turns out
+ * no instance's here is reported, not passed on (two copies passing each
+ * other's blocks, each under its lock, could wait on each other). */
 
 /* Asks the other copies of the module, by visit, until one holds arg's
  * block: true then. Not while this thread serves another copy. */
@@ -192,7 +191,8 @@ static bool ask_other_copies(bool (*visit)(const beam__fault_hooks *h,
                                            void *arg),
                              void *arg) {
     const char *module = beam__nif_module_atom();
-    return !taking && module[0] != '\0' && each_copy_of(module, visit, arg);
+    return !beam__nif_here.taking && module[0] != '\0' &&
+           each_copy_of(module, visit, arg);
 }
 
 /* The same for a free or a resize's check: a misuse the copy found is
@@ -286,9 +286,9 @@ static void take_watched(taken_op op, void *mem, size_t len, size_t alignment,
     beam__misuse_record *m = &beam__misuse;
     beam__nif_watch watch;
     beam__nif_watch_open(&watch);
-    taking = true;
+    beam__nif_here.taking = true;
     take_run(op, mem, len, alignment, ret);
-    taking = false;
+    beam__nif_here.taking = false;
     if (m->count != watch.before && m->kind != NULL) {
         const char *line = beam__misuse_line();
         snprintf(misuse->kind, sizeof misuse->kind, "%s", m->kind);
@@ -333,10 +333,10 @@ bool beam__nif_take_size(const void *mem, bool owned, size_t *len,
         return false;
     bool live = false;
     if (ours(mem)) {
-        taking = true;
+        beam__nif_here.taking = true;
         live = beam__gpa_block_size(&beam_general_purpose_allocator_instance,
                                     mem, owned, len, alignment);
-        taking = false;
+        beam__nif_here.taking = false;
     }
     beam__nif_library_leave();
     return live;

@@ -857,8 +857,11 @@ static void nif_mfa_text(const char *module, const char *fun, unsigned arity,
 }
 
 int beam__nif_continued_entry(beam_nif_body_fn self) {
-    const beam__nif_thread *t = &beam__nif_here;
-    return t->continued == self && self != NULL ? t->continued_entry : -1;
+    const int i = beam__nif_here.continued - 1;
+    return i >= 0 && self != NULL &&
+                   (beam_nif_body_fn)module_funcs[i].fptr == self
+               ? i
+               : -1;
 }
 
 /* The table entry call is, by its arity (-1: not in the table, or only
@@ -954,8 +957,8 @@ bool beam__nif_call_name(uintptr_t fn, char *buf, size_t n) {
      * (the trampoline's code was taken for the table's function nearest
      * below it, another NIF). */
     const beam__nif_thread *t = &beam__nif_here;
-    if (t->continued != NULL) {
-        const ErlNifFunc *f = &module_funcs[t->continued_entry];
+    if (t->continued != 0) {
+        const ErlNifFunc *f = &module_funcs[t->continued - 1];
         beam__nif_call_text(module_atom, f->name, f->arity, buf, n);
         return true;
     }
@@ -987,13 +990,10 @@ static ERL_NIF_TERM continue_as(int slot, ErlNifEnv *env, int argc,
     const int entry = carry_entry[slot];
     const beam_nif_body_fn fn = (beam_nif_body_fn)module_funcs[entry].fptr;
     beam__nif_thread *t = &beam__nif_here;
-    const beam_nif_body_fn outer = t->continued;
-    const int outer_entry = t->continued_entry;
-    t->continued = fn;
-    t->continued_entry = entry;
+    const int outer = t->continued;
+    t->continued = entry + 1;
     const ERL_NIF_TERM result = fn(env, argc, argv);
     t->continued = outer;
-    t->continued_entry = outer_entry;
     return result;
 }
 

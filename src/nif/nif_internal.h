@@ -212,11 +212,15 @@ typedef struct beam__nif_thread {
      * report.c's. */
     struct report_ack *pending;
     /* The continuation beam_nif_schedule's trampoline runs on this thread:
-     * its C function (NULL outside one) and the index of the table entry
-     * whose call scheduled it, which calls of that function take for
-     * their name and options. glue.c's; not read by beam_nif_call. */
-    beam_nif_body_fn continued;
-    int continued_entry;
+     * 1 + the index of the table entry whose call scheduled it (0 outside
+     * one), which calls of that entry's C function take for their name
+     * and options. An index, not the function too: the thread-locals must
+     * fit glibc's spare static TLS (tls-check). glue.c's; not read by
+     * beam_nif_call. */
+    int continued;
+    /* This thread is serving another copy of the module (copies.c's);
+     * here beside continued, where it costs no bytes of its own. */
+    bool taking;
 } beam__nif_thread;
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL beam__nif_thread beam__nif_here;
 /* Runs fn(end, arg) in an end as a NIF call's (beam__call_end): a report
