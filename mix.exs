@@ -19,6 +19,16 @@ defmodule BeamAlloc.MixProject do
       erlc_paths: erlc_paths(Mix.env()),
       elixirc_options: [ignore_module_conflict: true],
       compilers: [:beam_alloc_make] ++ Mix.compilers(),
+      # Elixir 1.15 and later drop from the code path the OTP applications
+      # a project does not list. The test suite uses eunit (test/erlang
+      # includes eunit.hrl), common_test and xmerl (the Common Test suite)
+      # and sasl (collector_test's systools); listing them in
+      # extra_applications would put them into beam_alloc.app, which
+      # collector_test boots as a release of beam_alloc alone. So the test
+      # environment keeps the whole code path. Only the top-level project's
+      # setting counts: projects that depend on beam_alloc are unaffected.
+      # Elixir 1.14 ignores the option.
+      prune_code_paths: Mix.env() != :test,
       deps: []
     ]
   end
