@@ -230,9 +230,10 @@ defmodule BeamAlloc.Case do
 
   # ExUnit names a test "test name" (also under describe), a doctest
   # "doctest ...", StreamData's property "property name", any other test
-  # registered with ExUnit.Case.register_test/4 "<type> name" (Wallaby's
-  # "feature ...", which the names alone left out: review): the tests
-  # ExUnit keeps in @ex_unit_tests, and those names where it is not read.
+  # registered with ExUnit.Case.register_test/6 (or /4) "<type> name"
+  # (Wallaby's "feature ...", which the names alone left out: review): the
+  # tests ExUnit keeps in @ex_unit_tests, and those names where it is not
+  # read.
   defp test_function?(name, registered),
     do:
       MapSet.member?(registered, name) or
