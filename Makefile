@@ -293,14 +293,18 @@ HEADER_PEDANTIC_CXX := -Wpedantic -Wold-style-cast \
     -Wnon-virtual-dtor -Woverloaded-virtual -Wundef
 # g++'s own: a cast of the headers' to the type its operand has.
 HEADER_PEDANTIC_GXX := -Wuseless-cast
-# clang's -Weverything, less what no header can help: struct padding, C89
-# and C++98 compatibility, clang 16's -Wunsafe-buffer-usage (any pointer
+# clang's -Weverything, less what no header can help: struct padding,
+# compatibility with C before the standard compiled for (C89; clang 18's
+# -Wpre-c11-compat, C11's own _Thread_local and _Alignof, and
+# -Wpre-c23-compat, C23's bool keyword in a c2x build: Debian 13's clang
+# 19 failed on them) and with C++98, clang 16's -Wunsafe-buffer-usage (any pointer
 # arithmetic), and -Wweak-vtables (a header-only class has no out-of-line
 # virtual function to anchor its vtable). C before C2x has no
 # [[maybe_unused]]: BEAM_NIF's parameters take GNU's unused, every use of
 # which -Wused-but-marked-unused reports (HEADER_EVERYTHING_OLD_C).
 HEADER_EVERYTHING := -Weverything -Wno-unknown-warning-option -Wno-padded \
-    -Wno-declaration-after-statement -Wno-c++98-compat \
+    -Wno-declaration-after-statement -Wno-pre-c11-compat -Wno-pre-c23-compat \
+    -Wno-c++98-compat \
     -Wno-c++98-compat-pedantic -Wno-unsafe-buffer-usage -Wno-weak-vtables
 HEADER_EVERYTHING_OLD_C := -Wno-used-but-marked-unused
 # A 32-bit target (-m32 here; a Nerves board's armv6/armv7 compiler alike)
