@@ -129,8 +129,13 @@ int main(void) {
         return 1;
     beam_alloc_stats gs;
     beam_allocator_stats(g, &gs);
-    if (gs.allocations < 1000)
-        FAIL("SQLite did not allocate from the instance");
+    /* The 2000 rows and their index: about 690 KiB at the peak with SQLite
+     * 3.40 (Debian 12) in 4690 allocations, and with 3.46 (Debian 13) in
+     * 381, larger: a count of at least 1000 failed there. */
+    if (gs.allocations < 100 || gs.peak_bytes < 256 * 1024)
+        FAIL("SQLite did not allocate from the instance (%llu allocations, "
+             "%zu bytes at the peak)",
+             (unsigned long long)gs.allocations, gs.peak_bytes);
     sqlite3_shutdown();
     if (beam_gpa_deinit(&gpa))
         FAIL("blocks left after sqlite3_shutdown");
