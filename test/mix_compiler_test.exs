@@ -1029,6 +1029,50 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # scripts/ensure-deps asked for libclang-rt-14-dev and libc++-14-dev,
+  # Debian 12's LLVM, whichever clang there was: on Debian 13 (clang 19, no
+  # LLVM 14) make demo and make test failed at the install, and any
+  # llvm-*'s runtime counted as clang's own (found running the README's
+  # make demo on a fresh Debian 13). A clang 19 first on PATH, with no
+  # runtime in its resource folder and no libc++ beside it, and an
+  # apt-get and a sudo that note each call: its own version's are asked for.
+  test "scripts/ensure-deps asks for the runtimes and libc++ of the clang there is", %{dir: dir} do
+    bin = Path.join(dir, "llvm-19/bin")
+    File.mkdir_p!(bin)
+    File.mkdir_p!(Path.join(dir, "llvm-19/lib/clang/19/lib"))
+    log = Path.join(dir, "apt.log")
+
+    stubs = %{
+      "apt-get" => "echo apt-get \"$@\" >>'#{log}'",
+      "sudo" => "echo sudo \"$@\" >>'#{log}'",
+      "clang" => """
+      case "$1" in
+        -dumpversion) echo 19.1.7 ;;
+        -print-resource-dir) echo '#{dir}/llvm-19/lib/clang/19' ;;
+      esac
+      """
+    }
+
+    for {tool, body} <- stubs do
+      File.write!(Path.join(bin, tool), "#!/bin/sh\n" <> body <> "\n")
+      File.chmod!(Path.join(bin, tool), 0o755)
+    end
+
+    env = [{"PATH", bin <> ":" <> System.get_env("PATH")}]
+
+    {out, status} =
+      System.cmd(Path.expand("scripts/ensure-deps"), [], env: env, stderr_to_stdout: true)
+
+    assert status == 0, out
+    installs = if File.exists?(log), do: File.read!(log), else: ""
+
+    for package <- ~w(libclang-rt-19-dev libc++-19-dev libc++abi-19-dev) do
+      assert installs =~ " #{package}", inspect({package, out, installs})
+    end
+
+    refute installs =~ "-14-dev", installs
+  end
+
   # A copy of this tree in dir, for make to build in (not the checkout).
   defp tree_copy!(dir) do
     copy = Path.join(dir, "beam_alloc")
