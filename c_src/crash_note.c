@@ -453,6 +453,15 @@ static size_t without_copy_suffix(const char *fn) {
     return len;
 }
 
+/* The length of where ("file:line") without the discriminator binutils'
+ * addr2line writes after a line that has one ("c.c:5 (discriminator 1)",
+ * gcc 14's DWARF): the reports say the line alone, and so does the note
+ * (it said "at cxx_nif.cpp:184 (discriminator 1)" on Debian 13). */
+static size_t without_discriminator(const char *where) {
+    const char *d = strstr(where, " (discriminator ");
+    return d != NULL ? (size_t)(d - where) : strlen(where);
+}
+
 /* Writes fn as its author named it. */
 static void write_function(const char *fn) {
     const char *x = made_by_beam_nif(fn);
@@ -491,9 +500,11 @@ static void say_frame(const crash_answer *a, size_t i) {
 static bool say_source_line(char *text) {
     static crash_answer a; /* (its user holds symbolizing) */
     split_answer(text, &a);
-    for (size_t i = 0; i < a.frames; i++) /* (each level's function) */
-        for (size_t j = a.at[i]; j + 1 < a.at[i + 1]; j += 2)
+    for (size_t i = 0; i < a.frames; i++) /* (each level's two lines) */
+        for (size_t j = a.at[i]; j + 1 < a.at[i + 1]; j += 2) {
             a.line[j][without_copy_suffix(a.line[j])] = '\0';
+            a.line[j + 1][without_discriminator(a.line[j + 1])] = '\0';
+        }
     if (a.frames == 0 || answer_levels(&a, 0) == 0 || !has_line(a.line[1]))
         return false;
     for (size_t i = 0, last = authors_frame(&a); i <= last; i++)
