@@ -53,7 +53,10 @@ defmodule BeamAlloc.SqliteTest do
     stats = BeamAlloc.stats(SqliteNif).sqlite
     assert stats.live_blocks == 0
     assert stats.live_bytes == 0
-    assert stats.allocations > 50_000
+    # SQLite 3.40 (Debian 12) made over 50000 allocations here, 3.46
+    # (Debian 13) 1410, larger: the count is SQLite's own affair (it failed
+    # there), only that it went through the instance is this test's.
+    assert stats.allocations > 500
 
     # Nothing live: collect gives the named instance's memory back too (it
     # reached only the process-wide instance, and SQLite's kept 750 KB).
