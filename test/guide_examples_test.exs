@@ -121,10 +121,15 @@ defmodule BeamAlloc.GuideExamplesTest do
   end
 
   # The share of glibc's static TLS spare the README gives beam_alloc's
-  # thread-locals grows with each one added: read it off a NIF library that
-  # has none of its own (the first NIF), linked as the builds link it.
+  # thread-locals grows with each one added: it is tls-check's bound, the
+  # most any link order takes, and a NIF library that has none of its own
+  # (the first NIF), linked as the builds link it, takes no more. What that
+  # NIF takes hangs on the link's order and the compiler: 496 bytes with
+  # Debian 12's gcc 12, 504 with Debian 13's gcc 14, where the README's
+  # 496, checked equal to it, failed.
   test "README's static TLS figure is the library's thread-locals" do
-    [_, said] = Regex.run(~r/thread-locals take (\d+)\s+bytes/, File.read!(readme()))
+    [_, said] = Regex.run(~r/thread-locals take at most (\d+)\s+bytes/, File.read!(readme()))
+
     [{_, c, _} | _] = readme_nifs()
 
     so =
@@ -140,10 +145,14 @@ defmodule BeamAlloc.GuideExamplesTest do
     {phdrs, 0} = System.cmd("readelf", ["-lW", so])
     [_, memsz] = Regex.run(~r/^\s*TLS(?:\s+0x[0-9a-f]+){4}\s+0x([0-9a-f]+)/m, phdrs)
     measured = String.to_integer(memsz, 16)
-    assert String.to_integer(said) == measured, "README.md: thread-locals take #{measured} bytes"
     {sections, 0} = System.cmd("readelf", ["-SW", lib])
     {bound, 0} = tls_bound(sections)
-    assert String.to_integer(String.trim(bound)) >= measured, "scripts/tls-bound: #{bound}"
+    bound = String.to_integer(String.trim(bound))
+
+    assert String.to_integer(said) == bound,
+           "README.md: thread-locals take at most #{bound} bytes"
+
+    assert bound >= measured, "scripts/tls-bound: #{bound}, the README's NIF: #{measured}"
   end
 
   # tls-check's bound reads the thread-locals' sections: where it finds none
