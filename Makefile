@@ -636,8 +636,7 @@ test-all: $(TESTS)
 # bytes linked whole, 496 in README's NIF (the figure it gave), 482 in a
 # NIF of one BEAM_NIF, on 7 December 2026 (then 496 and 504, the glue
 # noting a continuation's entry; gcc 14 links README's NIF at 504 too).
-# It measured the whole archive
-# linked, 8 bytes under README's NIF, so it could pass at 512 with that NIF
+# It measured the whole archive linked, 8 bytes under README's NIF, so it could pass at 512 with that NIF
 # at 520: it now checks the most any link order can take
 # (scripts/tls-bound: 504 then), and fails first.
 .PHONY: tls-check
