@@ -614,6 +614,14 @@ mix-test: lib
 soak: deps lib
 	MIX_ENV=test mix test --only soak test/stress_test.exs
 
+# Where no locale is set (a fresh container), the VM takes file names as
+# latin1, and the suite's project under a path with an e-acute failed
+# there (Debian 13 in a chroot): a UTF-8 locale for every command make
+# runs then. A locale the environment sets is left as it is.
+ifeq ($(origin LANG)$(origin LC_ALL)$(origin LC_CTYPE),undefinedundefinedundefined)
+export LANG := C.UTF-8
+endif
+
 # `test` and `demo` install what is missing first, then run in a new make:
 # this one read the Makefile before Erlang was there, and its flags
 # (ERTS_INCLUDE_DIR above all) were fixed then.

@@ -994,6 +994,33 @@ defmodule BeamAlloc.MixCompilerTest do
     refute out =~ "nif-'", out
   end
 
+  # With no locale set (a fresh container) the VM took file names as latin1
+  # and make test failed on a project under a path with an e-acute: make
+  # gives its commands a UTF-8 locale then, and keeps one the environment
+  # sets.
+  test "make runs its commands in a UTF-8 locale where none is set" do
+    probe = fn env ->
+      System.cmd(
+        System.find_executable("make"),
+        [
+          "-s",
+          "--no-print-directory",
+          "--eval",
+          "lang-probe: ; @echo \"[$$LANG]\"",
+          "lang-probe"
+        ],
+        env:
+          [{"LANG", nil}, {"LC_ALL", nil}, {"LC_CTYPE", nil}, {"MAKEFLAGS", nil}] ++
+            env,
+        stderr_to_stdout: true
+      )
+    end
+
+    assert {"[C.UTF-8]\n", 0} = probe.([])
+    assert {"[en_US.UTF-8]\n", 0} = probe.([{"LANG", "en_US.UTF-8"}])
+    assert {"[]\n", 0} = probe.([{"LC_ALL", "C"}])
+  end
+
   # scripts/ensure-deps took any argument but `cross` for the host's
   # install, so a typo (`ensure-deps corss`) installed the host's packages
   # and said nothing. An apt-get and a sudo first on PATH that note each
