@@ -1076,6 +1076,7 @@ defmodule BeamAlloc.MixCompilerTest do
       case "$1" in
         -dumpversion) echo 19.1.7 ;;
         -print-resource-dir) echo '#{dir}/llvm-19/lib/clang/19' ;;
+        *) exit 1 ;;
       esac
       """
     }
@@ -1098,6 +1099,38 @@ defmodule BeamAlloc.MixCompilerTest do
     end
 
     refute installs =~ "-14-dev", installs
+  end
+
+  # The look for libc++ went beside the clang on PATH: a wrapper there
+  # (ccache's /usr/lib/ccache/clang, a script in /usr/local/bin) found none
+  # and every run installed libc++ again (sudo's password for nothing;
+  # found in review). A script clang first on PATH running the real one,
+  # whose libc++ make deps installed: ensure-deps asks for no libc++.
+  test "scripts/ensure-deps finds the libc++ of a clang behind a wrapper", %{dir: dir} do
+    real = System.find_executable("clang")
+    bin = Path.join(dir, "wrapper/bin")
+    File.mkdir_p!(bin)
+    log = Path.join(dir, "apt.log")
+
+    stubs = %{
+      "apt-get" => "echo apt-get \"$@\" >>'#{log}'",
+      "sudo" => "echo sudo \"$@\" >>'#{log}'",
+      "clang" => "exec '#{real}' \"$@\""
+    }
+
+    for {tool, body} <- stubs do
+      File.write!(Path.join(bin, tool), "#!/bin/sh\n" <> body <> "\n")
+      File.chmod!(Path.join(bin, tool), 0o755)
+    end
+
+    env = [{"PATH", bin <> ":" <> System.get_env("PATH")}]
+
+    {out, status} =
+      System.cmd(Path.expand("scripts/ensure-deps"), [], env: env, stderr_to_stdout: true)
+
+    assert status == 0, out
+    installs = if File.exists?(log), do: File.read!(log), else: ""
+    refute installs =~ "libc++", inspect({out, installs})
   end
 
   # A copy of this tree in dir, for make to build in (not the checkout).
