@@ -297,9 +297,9 @@ HEADER_PEDANTIC_GXX := -Wuseless-cast
 # compatibility with C before the standard compiled for (C89; clang 18's
 # -Wpre-c11-compat, C11's own _Thread_local and _Alignof, and
 # -Wpre-c23-compat, C23's bool keyword in a c2x build: Debian 13's clang
-# 19 failed on them) and with C++98, clang 16's -Wunsafe-buffer-usage (any pointer
-# arithmetic), and -Wweak-vtables (a header-only class has no out-of-line
-# virtual function to anchor its vtable). C before C2x has no
+# 19 failed on them) and with C++98, clang 16's -Wunsafe-buffer-usage
+# (any pointer arithmetic), and -Wweak-vtables (a header-only class has no
+# out-of-line virtual function to anchor its vtable). C before C2x has no
 # [[maybe_unused]]: BEAM_NIF's parameters take GNU's unused, every use of
 # which -Wused-but-marked-unused reports (HEADER_EVERYTHING_OLD_C).
 HEADER_EVERYTHING := -Weverything -Wno-unknown-warning-option -Wno-padded \
@@ -644,9 +644,9 @@ test-all: $(TESTS)
 # bytes linked whole, 496 in README's NIF (the figure it gave), 482 in a
 # NIF of one BEAM_NIF, on 7 December 2026 (then 496 and 504, the glue
 # noting a continuation's entry; gcc 14 links README's NIF at 504 too).
-# It measured the whole archive linked, 8 bytes under README's NIF, so it could pass at 512 with that NIF
-# at 520: it now checks the most any link order can take
-# (scripts/tls-bound: 504 then), and fails first.
+# It measured the whole archive linked, 8 bytes under README's NIF, so it
+# could pass at 512 with that NIF at 520: it now checks the most any link
+# order can take (scripts/tls-bound: 504 then), and fails first.
 .PHONY: tls-check
 tls-check: $(NIF_LIB)
 	@if [ -n "$(findstring gnu2,$(TLS_DIALECT))" ] && \
