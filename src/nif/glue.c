@@ -864,17 +864,23 @@ int beam__nif_continued_entry(beam_nif_body_fn self) {
                : -1;
 }
 
-/* The table entry call is, by its arity (-1: not in the table, or only
- * under others). A continuation of the call's own C function that
- * beam_nif_schedule carried is the entry of the call that scheduled it;
- * any other call of a function listed under several names the entry for
- * its scheduler (beam__nif_entry_of). */
+/* The table entry call is (-1: its C function is not in the table). A
+ * continuation of the call's own C function that beam_nif_schedule
+ * carried is the entry of the call that scheduled it; any other call of
+ * a function listed under several names the entry for its arity and
+ * scheduler (beam__nif_entry_of); a continuation of the NIF's own C
+ * function with other arguments the NIF's, as its options are
+ * (beam__nif_override_for) and as the VM names the function a
+ * continuation raises from. */
 static int call_entry(const nif_call *call) {
-    const int i = beam__nif_continued_entry(call->self);
-    if (i >= 0)
-        return i;
-    return beam__nif_entry_of(module_funcs, module_func_count, call->self,
-                              call->argc, true);
+    int i = beam__nif_continued_entry(call->self);
+    if (i < 0)
+        i = beam__nif_entry_of(module_funcs, module_func_count, call->self,
+                               call->argc, true);
+    if (i < 0)
+        i = beam__nif_entry_of(module_funcs, module_func_count, call->self, -1,
+                               true);
+    return i;
 }
 
 /* "M.fun/arity" from the registered table (my_mod:fun/arity for an Erlang
@@ -887,13 +893,7 @@ static int call_entry(const nif_call *call) {
  * scheduled it, for a continuation of its own; otherwise the one for this
  * call's scheduler, the first of twins on the same scheduler). */
 static void format_mfa(const nif_call *call, char *buf, size_t n) {
-    int i = call_entry(call);
-    /* A continuation of the NIF's own C function with other arguments:
-     * the NIF, as its options are (beam__nif_override_for) and as the VM
-     * names the function a continuation raises from. */
-    if (i < 0)
-        i = beam__nif_entry_of(module_funcs, module_func_count, call->self, -1,
-                               true);
+    const int i = call_entry(call);
     const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
     const int arity = i >= 0 ? (int)module_funcs[i].arity : call->argc;
     nif_mfa_text(module_atom, fun, (unsigned)arity, buf, n);
@@ -1037,9 +1037,7 @@ static beam_nif_body_fn continuation_for(beam_nif_body_fn fp) {
     const nif_call *call = beam__nif_here.call;
     if (call == NULL || (call->flags & CALL_NONE) != 0 || call->self != fp)
         return NULL;
-    int i = call_entry(call);
-    if (i < 0) /* (its own continuation with other arguments) */
-        i = beam__nif_entry_of(module_funcs, module_func_count, fp, -1, true);
+    const int i = call_entry(call);
     for (int slot = 0; slot < carry_count; slot++)
         if (carry_entry[slot] == i)
             return continuations[slot];
