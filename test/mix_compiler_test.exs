@@ -1026,32 +1026,19 @@ defmodule BeamAlloc.MixCompilerTest do
   # and said nothing. An apt-get and a sudo first on PATH that note each
   # call: nothing is installed, whichever way the script goes.
   test "scripts/ensure-deps refuses an argument it does not know", %{dir: dir} do
-    File.mkdir_p!(Path.join(dir, "bin"))
-    log = Path.join(dir, "apt.log")
-
-    for tool <- ~w(apt-get sudo) do
-      stub = Path.join(dir, "bin/#{tool}")
-      File.write!(stub, "#!/bin/sh\necho #{tool} \"$@\" >>'#{log}'\n")
-      File.chmod!(stub, 0o755)
-    end
-
-    env = [{"PATH", Path.join(dir, "bin") <> ":" <> System.get_env("PATH")}]
-
-    ensure_deps = fn args ->
-      System.cmd(Path.expand("scripts/ensure-deps"), args, env: env, stderr_to_stdout: true)
-    end
+    bin = Path.join(dir, "bin")
 
     for args <- [["corss"], ["host"], ["cross", "extra"], ["cc"], ["cross", "cc", "cross"]] do
-      {out, status} = ensure_deps.(args)
+      {out, status, installs} = ensure_deps_stubbed(bin, %{}, args)
       assert status != 0, inspect(args)
       assert out =~ "usage: scripts/ensure-deps [cross [cc] [qemu]]", inspect(args)
-      refute File.exists?(log), inspect({args, File.read(log)})
+      assert installs == "", inspect({args, installs})
     end
 
     # The parts make cross-test asks for (what the stubs install is not
     # looked at: a machine with the tools installs nothing).
     for args <- [["cross", "cc"], ["cross", "qemu"], ["cross", "cc", "qemu"]] do
-      {out, status} = ensure_deps.(args)
+      {out, status, _} = ensure_deps_stubbed(bin, %{}, args)
       assert status == 0, inspect({args, out})
     end
   end
@@ -1064,35 +1051,20 @@ defmodule BeamAlloc.MixCompilerTest do
   # runtime in its resource folder and no libc++ beside it, and an
   # apt-get and a sudo that note each call: its own version's are asked for.
   test "scripts/ensure-deps asks for the runtimes and libc++ of the clang there is", %{dir: dir} do
-    bin = Path.join(dir, "llvm-19/bin")
-    File.mkdir_p!(bin)
     File.mkdir_p!(Path.join(dir, "llvm-19/lib/clang/19/lib"))
-    log = Path.join(dir, "apt.log")
 
-    stubs = %{
-      "apt-get" => "echo apt-get \"$@\" >>'#{log}'",
-      "sudo" => "echo sudo \"$@\" >>'#{log}'",
-      "clang" => """
-      case "$1" in
-        -dumpversion) echo 19.1.7 ;;
-        -print-resource-dir) echo '#{dir}/llvm-19/lib/clang/19' ;;
-        *) exit 1 ;;
-      esac
-      """
-    }
+    clang = """
+    case "$1" in
+      -dumpversion) echo 19.1.7 ;;
+      -print-resource-dir) echo '#{dir}/llvm-19/lib/clang/19' ;;
+      *) exit 1 ;;
+    esac
+    """
 
-    for {tool, body} <- stubs do
-      File.write!(Path.join(bin, tool), "#!/bin/sh\n" <> body <> "\n")
-      File.chmod!(Path.join(bin, tool), 0o755)
-    end
-
-    env = [{"PATH", bin <> ":" <> System.get_env("PATH")}]
-
-    {out, status} =
-      System.cmd(Path.expand("scripts/ensure-deps"), [], env: env, stderr_to_stdout: true)
+    {out, status, installs} =
+      ensure_deps_stubbed(Path.join(dir, "llvm-19/bin"), %{"clang" => clang}, [])
 
     assert status == 0, out
-    installs = if File.exists?(log), do: File.read!(log), else: ""
 
     for package <- ~w(libclang-rt-19-dev libc++-19-dev libc++abi-19-dev) do
       assert installs =~ " #{package}", inspect({package, out, installs})
@@ -1108,17 +1080,26 @@ defmodule BeamAlloc.MixCompilerTest do
   # whose libc++ make deps installed: ensure-deps asks for no libc++.
   test "scripts/ensure-deps finds the libc++ of a clang behind a wrapper", %{dir: dir} do
     real = System.find_executable("clang")
-    bin = Path.join(dir, "wrapper/bin")
+    clang = "exec '#{real}' \"$@\""
+
+    {out, status, installs} =
+      ensure_deps_stubbed(Path.join(dir, "wrapper/bin"), %{"clang" => clang}, [])
+
+    assert status == 0, out
+    refute installs =~ "libc++", inspect({out, installs})
+  end
+
+  # scripts/ensure-deps run with ARGS and bin first on PATH, holding an
+  # apt-get and a sudo that note each call (nothing is installed, whichever
+  # way the script goes) and the given stubs (tool => shell body): its
+  # output, exit status and the calls noted ("" for none).
+  defp ensure_deps_stubbed(bin, stubs, args) do
     File.mkdir_p!(bin)
-    log = Path.join(dir, "apt.log")
+    log = Path.join(bin, "apt.log")
+    File.rm(log)
+    noting = for tool <- ~w(apt-get sudo), into: %{}, do: {tool, "echo #{tool} \"$@\" >>'#{log}'"}
 
-    stubs = %{
-      "apt-get" => "echo apt-get \"$@\" >>'#{log}'",
-      "sudo" => "echo sudo \"$@\" >>'#{log}'",
-      "clang" => "exec '#{real}' \"$@\""
-    }
-
-    for {tool, body} <- stubs do
+    for {tool, body} <- Map.merge(noting, stubs) do
       File.write!(Path.join(bin, tool), "#!/bin/sh\n" <> body <> "\n")
       File.chmod!(Path.join(bin, tool), 0o755)
     end
@@ -1126,11 +1107,9 @@ defmodule BeamAlloc.MixCompilerTest do
     env = [{"PATH", bin <> ":" <> System.get_env("PATH")}]
 
     {out, status} =
-      System.cmd(Path.expand("scripts/ensure-deps"), [], env: env, stderr_to_stdout: true)
+      System.cmd(Path.expand("scripts/ensure-deps"), args, env: env, stderr_to_stdout: true)
 
-    assert status == 0, out
-    installs = if File.exists?(log), do: File.read!(log), else: ""
-    refute installs =~ "libc++", inspect({out, installs})
+    {out, status, if(File.exists?(log), do: File.read!(log), else: "")}
   end
 
   # A copy of this tree in dir, for make to build in (not the checkout).
