@@ -669,8 +669,10 @@ defmodule BeamAlloc.FaultInjectionTest do
 
   describe "the :modules option" do
     test "limits the count to those modules' NIF libraries" do
+      only_leak_check = [modules: [LeakCheckTest]]
+
       assert {:ok, 0} =
-               check_all_allocation_failures(fn -> Faults.correct(3) end, modules: [LeakCheckTest])
+               check_all_allocation_failures(fn -> Faults.correct(3) end, only_leak_check)
 
       assert {:ok, 4} =
                check_all_allocation_failures(fn -> Faults.correct(3) end, modules: [Faults])

@@ -480,8 +480,8 @@ defmodule BeamAlloc.MixCompilerTest do
     end
 
     # (Both built priv/tmp_nif.so, the last one silently.)
-    app =
-      project(dir, :mixc_twice, nifs: [tmp_nif: ["c_src/tmp_nif.c"], tmp_nif: ["c_src/twice.cpp"]])
+    nifs = [tmp_nif: ["c_src/tmp_nif.c"], tmp_nif: ["c_src/twice.cpp"]]
+    app = project(dir, :mixc_twice, nifs: nifs)
 
     assert_raise Mix.Error, ~r/NIF tmp_nif is given twice under :nifs/, fn ->
       compile(dir, app)
