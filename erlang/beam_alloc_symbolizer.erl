@@ -271,7 +271,7 @@ hint({no_debug_info, Object}) ->
              <<", which has none: an allocation on a thread of its own, or over 64 frames inside it)">>];
         false ->
             [<<" (no source lines: ">>, Object,
-             <<" has no debug information for them: build it with -g)">>]
+             <<" has no debug information for them: build it with -g and keep its debug information)">>]
     end;
 hint({stripped, Object}) ->
     [<<" (no source lines: ">>, Object,

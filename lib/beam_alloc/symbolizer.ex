@@ -16,7 +16,8 @@ defmodule BeamAlloc.Symbolizer do
   its function names (from its symbol table); a site that cannot be
   resolved stays as it was. A text none of whose sites got a source line
   says why at its end: `(no source lines: my_nif.so has no debug
-  information for them: build it with -g)`, `(no source lines:
+  information for them: build it with -g and keep its debug
+  information)`, `(no source lines:
   my_nif.so is stripped: build it with -g and keep its symbols)`, `(no
   source lines: the frames kept are all in libz.so.1, which has none: an
   allocation on a thread of its own, or over 64 frames inside it)` (a versioned C
