@@ -1089,17 +1089,69 @@ defmodule BeamAlloc.MixCompilerTest do
     refute installs =~ "libc++", inspect({out, installs})
   end
 
+  # The runtimes' and libc++'s packages follow the clang on PATH: one newer
+  # than the archive's LLVMs (a clang 21 from elsewhere on Debian 12) made
+  # apt-get stop with its own "Unable to locate package" and exit 100,
+  # naming neither clang nor its version (found in review). An apt-cache
+  # that knows no -21- package: ensure-deps names the packages and the
+  # clang it found, installs nothing and fails.
+  test "scripts/ensure-deps says which clang's packages the archive lacks", %{dir: dir} do
+    File.mkdir_p!(Path.join(dir, "llvm-21/lib/clang/21/lib"))
+
+    stubs = %{
+      "clang" => """
+      case "$1" in
+        -dumpversion) echo 21.1.2 ;;
+        -print-resource-dir) echo '#{dir}/llvm-21/lib/clang/21' ;;
+        *) exit 1 ;;
+      esac
+      """,
+      "apt-cache" => """
+      case "$2" in
+        *-21-dev) echo "E: No packages found" >&2; exit 100 ;;
+      esac
+      """
+    }
+
+    {out, status, installs} = ensure_deps_stubbed(Path.join(dir, "llvm-21/bin"), stubs, [])
+
+    assert status != 0, out
+    assert out =~ "clang 21", out
+
+    for package <- ~w(libclang-rt-21-dev libc++-21-dev libc++abi-21-dev) do
+      assert out =~ package, inspect({package, out})
+    end
+
+    refute installs =~ "install", installs
+  end
+
+  # A clang that fails to give its version (a wrapper whose target is gone,
+  # a broken install) made ensure-deps ask for no runtimes and no libc++,
+  # saying nothing: the sanitizer and C++ builds failed later instead
+  # (found in review). It says clang failed, and asks for none.
+  test "scripts/ensure-deps says so when clang cannot give its version", %{dir: dir} do
+    clang = "echo 'clang: error while loading shared libraries: libLLVM.so.21' >&2; exit 127"
+
+    {out, _status, installs} =
+      ensure_deps_stubbed(Path.join(dir, "broken/bin"), %{"clang" => clang}, [])
+
+    assert out =~ "clang -dumpversion", out
+    assert out =~ "libLLVM.so.21", out
+    refute installs =~ ~r/libclang-rt|libc\+\+/, installs
+  end
+
   # scripts/ensure-deps run with ARGS and bin first on PATH, holding an
   # apt-get and a sudo that note each call (nothing is installed, whichever
-  # way the script goes) and the given stubs (tool => shell body): its
-  # output, exit status and the calls noted ("" for none).
+  # way the script goes), an apt-cache that knows every package, and the
+  # given stubs (tool => shell body): its output, exit status and the calls
+  # noted ("" for none).
   defp ensure_deps_stubbed(bin, stubs, args) do
     File.mkdir_p!(bin)
     log = Path.join(bin, "apt.log")
     File.rm(log)
     noting = for tool <- ~w(apt-get sudo), into: %{}, do: {tool, "echo #{tool} \"$@\" >>'#{log}'"}
 
-    for {tool, body} <- Map.merge(noting, stubs) do
+    for {tool, body} <- noting |> Map.put("apt-cache", "exit 0") |> Map.merge(stubs) do
       File.write!(Path.join(bin, tool), "#!/bin/sh\n" <> body <> "\n")
       File.chmod!(Path.join(bin, tool), 0o755)
     end
