@@ -132,13 +132,7 @@ defmodule BeamAlloc.GuideExamplesTest do
 
     [{_, c, _} | _] = readme_nifs()
 
-    so =
-      Path.join(
-        System.tmp_dir!(),
-        "beam_alloc_readme_tls_#{System.unique_integer([:positive])}.so"
-      )
-
-    on_exit(fn -> File.rm(so) end)
+    so = BeamAlloc.Test.TmpDir.path!("beam_alloc_readme_tls")
     lib = Path.join(@root, "build/libbeam_alloc.a")
     link = ~w(-shared -fPIC #{lib} -Wl,--exclude-libs,ALL -pthread -o #{so})
     {_, 0} = cc_readme_nif(c, ["-std=c11" | link])
@@ -159,8 +153,7 @@ defmodule BeamAlloc.GuideExamplesTest do
   # (readelf missing or failing, or LTO objects, which have none until the
   # link) it gives no bound, where it said 0 and the check passed.
   test "tls-bound gives no bound without thread-local sections" do
-    o = Path.join(System.tmp_dir!(), "beam_alloc_tls_lto_#{System.unique_integer([:positive])}.o")
-    on_exit(fn -> File.rm(o) end)
+    o = BeamAlloc.Test.TmpDir.path!("beam_alloc_tls_lto")
 
     {_, 0} =
       cc_readme_nif(
@@ -177,11 +170,9 @@ defmodule BeamAlloc.GuideExamplesTest do
   end
 
   defp tls_bound(sections) do
-    input = Path.join(System.tmp_dir!(), "beam_alloc_tls_#{System.unique_integer([:positive])}")
+    input = BeamAlloc.Test.TmpDir.path!("beam_alloc_tls")
     File.write!(input, sections)
-    result = System.cmd("awk", ["-f", Path.join(@root, "scripts/tls-bound"), input])
-    File.rm(input)
-    result
+    System.cmd("awk", ["-f", Path.join(@root, "scripts/tls-bound"), input])
   end
 
   defp readme, do: Path.join(@root, "README.md")
@@ -222,18 +213,14 @@ defmodule BeamAlloc.GuideExamplesTest do
   defp arity(args), do: length(String.split(args, ","))
 
   defp cc_readme_nif(c, args) do
-    src =
-      Path.join(System.tmp_dir!(), "beam_alloc_readme_#{System.unique_integer([:positive])}.c")
-
+    # (In a folder of its own: cc takes the language from the name's .c.)
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_readme")
+    File.mkdir_p!(dir)
+    src = Path.join(dir, "readme_nif.c")
     File.write!(src, c)
     erts = Path.join([:code.root_dir(), "erts-#{:erlang.system_info(:version)}", "include"])
     includes = ["-I#{@root}/include", "-I#{erts}"]
-
-    result =
-      System.cmd(System.get_env("CC") || "cc", [src | includes ++ args], stderr_to_stdout: true)
-
-    File.rm(src)
-    result
+    System.cmd(System.get_env("CC") || "cc", [src | includes ++ args], stderr_to_stdout: true)
   end
 
   # {lang, code, line} for each fenced block but ```text.
