@@ -129,7 +129,7 @@ defmodule BeamAlloc.LinesTest do
   # A stripped library (ldflags -s, strip) has neither lines nor names:
   # the note said "build it with -g" of a library built with it.
   test "a stripped library: the note says so" do
-    dir = Path.join(System.tmp_dir!(), "beam_alloc_lines_#{System.pid()}_stripped")
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_lines_stripped")
     load_copy(Lines.Stripped, dir, "stripped_nif", &({_, 0} = System.cmd("strip", [&1])))
 
     capture_log(fn ->
@@ -191,8 +191,8 @@ defmodule BeamAlloc.LinesTest do
   end
 
   # module loaded from a copy of the lines/ library in dir, made anew and
-  # removed on exit, after prepare (strip, say) ran on the copy: the copy's
-  # path.
+  # removed on exit (a TmpDir path, or one on a file system a test wants),
+  # after prepare (strip, say) ran on the copy: the copy's path.
   defp load_copy(module, dir, library, prepare \\ fn _copy -> :ok end) do
     File.rm_rf!(dir)
     File.mkdir_p!(dir)
@@ -208,7 +208,7 @@ defmodule BeamAlloc.LinesTest do
   # linker writes) by replacement before any report of it was read: its
   # leak names no line, and says why.
   defp rebuilt_under_the_vm(module, library, replacement) do
-    dir = Path.join(System.tmp_dir!(), "beam_alloc_lines_#{System.pid()}_#{module}")
+    dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_lines_#{library}")
     copy = load_copy(module, dir, library)
     priv = Path.join(:code.priv_dir(:beam_alloc), "lines")
     File.cp!(Path.join(priv, replacement <> ".so"), copy <> ".new")
