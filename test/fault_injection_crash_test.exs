@@ -38,9 +38,8 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
 
   # A new directory, removed after the test.
   defp tmp_dir(prefix) do
-    tmp = Path.join(System.tmp_dir!(), "#{prefix}_#{System.unique_integer([:positive])}")
+    tmp = BeamAlloc.Test.TmpDir.path!(prefix)
     File.mkdir_p!(tmp)
-    on_exit(fn -> File.rm_rf!(tmp) end)
     tmp
   end
 
