@@ -1050,27 +1050,40 @@ defmodule BeamAlloc.MixCompilerTest do
   # make demo on a fresh Debian 13). A clang 19 first on PATH, with no
   # runtime in its resource folder and no libc++ beside it, and an
   # apt-get and a sudo that note each call: its own version's are asked for.
-  test "scripts/ensure-deps asks for the runtimes and libc++ of the clang there is", %{dir: dir} do
-    File.mkdir_p!(Path.join(dir, "llvm-19/lib/clang/19/lib"))
+  # The same with a clang that also writes to stderr and succeeds (ld.so's
+  # word on an LD_PRELOAD it cannot load, clang's own on
+  # CCC_OVERRIDE_OPTIONS): its version was read from stdout and stderr
+  # together, so it "failed" and nothing was asked for (found in review).
+  for {kind, stderr} <- [
+        {"", ""},
+        {" that writes to stderr too",
+         "echo \"ERROR: ld.so: object 'x.so' from LD_PRELOAD cannot be preloaded: ignored.\" >&2"}
+      ] do
+    test "scripts/ensure-deps asks for the runtimes and libc++ of the clang there is#{kind}",
+         %{dir: dir} do
+      File.mkdir_p!(Path.join(dir, "llvm-19/lib/clang/19/lib"))
 
-    clang = """
-    case "$1" in
-      -dumpversion) echo 19.1.7 ;;
-      -print-resource-dir) echo '#{dir}/llvm-19/lib/clang/19' ;;
-      *) exit 1 ;;
-    esac
-    """
+      clang = """
+      #{unquote(stderr)}
+      case "$1" in
+        -dumpversion) echo 19.1.7 ;;
+        -print-resource-dir) echo '#{dir}/llvm-19/lib/clang/19' ;;
+        *) exit 1 ;;
+      esac
+      """
 
-    {out, status, installs} =
-      ensure_deps_stubbed(Path.join(dir, "llvm-19/bin"), %{"clang" => clang}, [])
+      {out, status, installs} =
+        ensure_deps_stubbed(Path.join(dir, "llvm-19/bin"), %{"clang" => clang}, [])
 
-    assert status == 0, out
+      assert status == 0, out
+      refute out =~ "failed", out
 
-    for package <- ~w(libclang-rt-19-dev libc++-19-dev libc++abi-19-dev) do
-      assert installs =~ " #{package}", inspect({package, out, installs})
+      for package <- ~w(libclang-rt-19-dev libc++-19-dev libc++abi-19-dev) do
+        assert installs =~ " #{package}", inspect({package, out, installs})
+      end
+
+      refute installs =~ "-14-dev", installs
     end
-
-    refute installs =~ "-14-dev", installs
   end
 
   # The look for libc++ went beside the clang on PATH: a wrapper there
