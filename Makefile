@@ -554,6 +554,14 @@ $(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(N
 rebar3-nifs: $(BUILD)/libbeam_alloc.a
 	@$(MAKE) --no-print-directory erlang-app-nifs MIX_APP_PATH=.
 
+# rebar3's post-compile hook: the appup (scripts/appup) beside the .app
+# rebar3 wrote, in _build/PROFILE/lib/beam_alloc (this project's own, or a
+# dependency's, compiled in place) or, for a copy in _checkouts/, in
+# _build/PROFILE/checkouts/beam_alloc.
+.PHONY: rebar3-appup
+rebar3-appup:
+	@escript scripts/appup "$(if $(filter $(REBAR_CHECKOUTS_DIR)/%,$(CURDIR)),$(REBAR_CHECKOUTS_OUT_DIR),$(REBAR_DEPS_DIR))/beam_alloc/ebin/beam_alloc.app"
+
 rebar3-clean:
 	rm -rf $(BUILD) priv
 
@@ -564,7 +572,7 @@ rebar3-clean:
 .PHONY: erlang-app
 ERLANG_APP_DIR ?= $(BUILD)/erlang/beam_alloc
 ERLANG_APP_BEAMS := $(patsubst erlang/%.erl,$(ERLANG_APP_DIR)/ebin/%.beam,$(wildcard erlang/*.erl))
-erlang-app: $(BUILD)/libbeam_alloc.a $(ERLANG_APP_BEAMS) $(ERLANG_APP_DIR)/ebin/beam_alloc.app
+erlang-app: $(BUILD)/libbeam_alloc.a $(ERLANG_APP_BEAMS) $(ERLANG_APP_DIR)/ebin/beam_alloc.appup
 	@$(MAKE) --no-print-directory erlang-app-nifs MIX_APP_PATH=$(ERLANG_APP_DIR)
 
 # (A goal of its own, quiet when they are up to date.)
@@ -581,6 +589,11 @@ $(ERLANG_APP_DIR)/ebin/beam_alloc.app: erlang/beam_alloc.app.src $(wildcard erla
 	@mkdir -p $(@D)
 	@echo "writing $@"
 	@escript scripts/app-file $@ $< $(filter %.erl,$^)
+
+# (Release upgrades to this version: see scripts/appup.)
+$(ERLANG_APP_DIR)/ebin/beam_alloc.appup: $(ERLANG_APP_DIR)/ebin/beam_alloc.app $(ERLANG_APP_BEAMS) scripts/appup
+	@echo "writing $@"
+	@escript scripts/appup $<
 
 # The lines/ libraries: test/nifs/lines/lines.h under the build flags a
 # user may have, for the symbolizer (test/lines_test.exs). Split DWARF is

@@ -6,6 +6,11 @@ unless Code.ensure_loaded?(Mix.Tasks.Compile.BeamAllocMake) do
   Code.require_file("lib/mix/tasks/compile.beam_alloc_make.ex", __DIR__)
 end
 
+# (And the one that writes the appup after the .app, the same way.)
+unless Code.ensure_loaded?(Mix.Tasks.Compile.BeamAllocAppup) do
+  Code.require_file("lib/mix/tasks/compile.beam_alloc_appup.ex", __DIR__)
+end
+
 defmodule BeamAlloc.MixProject do
   use Mix.Project
 
@@ -18,7 +23,7 @@ defmodule BeamAlloc.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       erlc_paths: erlc_paths(Mix.env()),
       elixirc_options: [ignore_module_conflict: true],
-      compilers: [:beam_alloc_make] ++ Mix.compilers(),
+      compilers: [:beam_alloc_make] ++ Mix.compilers() ++ [:beam_alloc_appup],
       # Elixir 1.15 and later drop from the code path the OTP applications
       # a project does not list. The test suite uses eunit (test/erlang
       # includes eunit.hrl), common_test and xmerl (the Common Test suite)

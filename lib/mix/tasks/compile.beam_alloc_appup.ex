@@ -1,0 +1,37 @@
+defmodule Mix.Tasks.Compile.BeamAllocAppup do
+  @shortdoc "Writes beam_alloc's appup beside its .app"
+
+  @moduledoc """
+  Writes `ebin/beam_alloc.appup` from the `beam_alloc.app` that
+  `compile.app` wrote (with `scripts/appup`, which the Erlang builds run
+  too), so that a release upgrade to this version (`systools:make_relup`,
+  `release_handler`) finds one. After the default compilers:
+
+      compilers: [:beam_alloc_make] ++ Mix.compilers() ++ [:beam_alloc_appup]
+  """
+
+  use Mix.Task.Compiler
+
+  # In each app of an umbrella, not in its root (see Compile.BeamAlloc).
+  @recursive true
+
+  @impl Mix.Task.Compiler
+  def run(_args) do
+    app = Path.join(Mix.Project.compile_path(), "beam_alloc.app")
+    script = Path.join(Path.dirname(Mix.Project.project_file()), "scripts/appup")
+
+    if Mix.Utils.stale?([app, script], [appup()]) do
+      case System.cmd("escript", [script, app], stderr_to_stdout: true) do
+        {_, 0} -> {:ok, []}
+        {out, status} -> Mix.raise("scripts/appup failed (exit status #{status}):\n#{out}")
+      end
+    else
+      {:noop, []}
+    end
+  end
+
+  @impl Mix.Task.Compiler
+  def clean, do: File.rm(appup())
+
+  defp appup, do: Path.join(Mix.Project.compile_path(), "beam_alloc.appup")
+end
