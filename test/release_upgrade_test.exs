@@ -42,19 +42,38 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     assert {:update, :beam_alloc_app, :supervisor} in up
   end
 
-  test "a release upgrade to this version, and back, keeps the reporter and the collector with their state" do
+  # The Mix build (the Elixir reporter) and the Erlang one (rebar3, make
+  # erlang-app: beam_alloc_app's supervisor, the Erlang reporter) run
+  # other processes: each is upgraded. Each as shipped: the test build's
+  # files, less the modules of test/ (whose NIFs' on_load fails when loaded
+  # again from another file, as a downgrade does) or, for the Erlang
+  # build, all but erlang/'s, with erlang/beam_alloc.app.src's .app; its
+  # .app lists them, and scripts/appup writes its appup, as the build does.
+  test "a Mix release upgrade to this version, and back, keeps the reporter and the collector with their state" do
+    upgrade(
+      :mix,
+      [:compiler, :elixir, :logger],
+      [BeamAlloc.Reporter, :beam_alloc_collector]
+    )
+  end
+
+  test "an Erlang release upgrade to this version, and back, keeps the supervisor, the reporter and the collector with their state" do
+    upgrade(
+      :erlang,
+      [],
+      [:beam_alloc_sup, :beam_alloc_reporter, :beam_alloc_collector]
+    )
+  end
+
+  # A release of an earlier 0.1.x and one of this version, built with
+  # systools, make_relup from the one to the other; release_handler's
+  # install of the upgrade and then of the downgrade in a node of its own.
+  defp upgrade(build, other_apps, procs) do
     dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_relup")
     lib = Path.join(dir, "lib")
     {:ok, vsn} = :application.get_key(:beam_alloc, :vsn)
     [major, minor | _] = String.split(to_string(vsn), ".")
     old = ~c"#{major}.#{minor}.0-rc.0"
-    File.mkdir_p!(lib)
-
-    # The application as shipped: the test build's, less the modules of
-    # test/ (whose NIFs' on_load fails when loaded again from another
-    # file, as a downgrade does), its appup written again for them by
-    # scripts/appup, as the build does. The earlier version: the same
-    # files, its .app's version lowered.
     from = to_string(:code.lib_dir(:beam_alloc))
 
     {:ok, [{:application, :beam_alloc, props}]} =
@@ -64,11 +83,23 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
       for m <- props[:modules],
           beam = to_charlist(Path.join(from, "ebin/#{m}.beam")),
           {:ok, {^m, [compile_info: info]}} = :beam_lib.chunks(beam, [:compile_info]),
-          not String.contains?(to_string(info[:source]), "/test/"),
+          shipped?(build, to_string(info[:source])),
           do: m
+
+    props =
+      case build do
+        :mix ->
+          props
+
+        :erlang ->
+          {:ok, [{:application, :beam_alloc, src}]} = :file.consult("erlang/beam_alloc.app.src")
+
+          src
+      end
 
     for v <- [old, vsn] do
       app_dir = Path.join(lib, "beam_alloc-#{v}")
+      File.mkdir_p!(lib)
       File.cp_r!(from, app_dir, dereference_symlinks: true)
 
       for beam <- Path.wildcard(Path.join(app_dir, "ebin/*.beam")),
@@ -87,16 +118,16 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     end
 
     # Elixir's applications, whose folders have no version in their names.
-    apps = [:kernel, :stdlib, :sasl, :compiler, :elixir, :logger]
     _ = :application.load(:sasl)
+    apps = [:kernel, :stdlib, :sasl | other_apps]
     rel_apps = for app <- apps, do: {app, Application.spec(app, :vsn)}
 
-    for app <- [:elixir, :logger] do
-      File.ln_s!(
-        to_string(:code.lib_dir(app)),
-        Path.join(lib, "#{app}-#{Application.spec(app, :vsn)}")
-      )
-    end
+    elixir_apps =
+      for app <- other_apps, app != :compiler do
+        app_vsn = Application.spec(app, :vsn)
+        File.ln_s!(to_string(:code.lib_dir(app)), Path.join(lib, "#{app}-#{app_vsn}"))
+        {app, app_vsn}
+      end
 
     rels = Path.join(dir, "releases")
 
@@ -127,12 +158,7 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
              ])
 
     lib_dirs = fn v ->
-      for {app, v} <- [
-            elixir: Application.spec(:elixir, :vsn),
-            logger: Application.spec(:logger, :vsn),
-            beam_alloc: v
-          ],
-          do: {app, v, to_charlist(lib)}
+      for {app, v} <- elixir_apps ++ [beam_alloc: v], do: {app, v, to_charlist(lib)}
     end
 
     :ok =
@@ -150,12 +176,12 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     # In the node: the processes and their states before, after the upgrade
     # and after the downgrade; then a call to each, still served.
     script = ~s"""
-    Procs = ['Elixir.BeamAlloc.Reporter', beam_alloc_collector],
-    Look = fun() -> [{P, whereis(P), sys:get_state(P)} || P <- Procs] end,
+    Look = fun() -> [{P, whereis(P), sys:get_state(P)} || P <- #{erl.(procs)}] end,
     %% (Its first tick sets the state of the collector, which then ticks
     %% no more: the interval is an hour.)
     _ = beam_alloc_collector:tick(),
     Before = Look(),
+    true = lists:all(fun({_, Pid, _}) -> is_pid(Pid) end, Before),
     {ok, "2"} = release_handler:set_unpacked(#{erl.(rel.("2") ++ ~c".rel")}, #{erl.(lib_dirs.(vsn))}),
     {ok, "1", []} = release_handler:install_release("2"),
     Upgraded = Look(),
@@ -181,4 +207,8 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     assert out =~ "downgraded=true from=#{lib}/beam_alloc-#{old}/ebin/", out
     assert out =~ "serving={[],", out
   end
+
+  # (By the source's folder in this checkout, wherever that is.)
+  defp shipped?(:mix, source), do: not String.starts_with?(Path.relative_to_cwd(source), "test/")
+  defp shipped?(:erlang, source), do: Path.dirname(Path.relative_to_cwd(source)) == "erlang"
 end
