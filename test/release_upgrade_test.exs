@@ -49,11 +49,12 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
   # again from another file, as a downgrade does) or, for the Erlang
   # build, all but erlang/'s, with erlang/beam_alloc.app.src's .app; its
   # .app lists them, and scripts/appup writes its appup, as the build does.
-  test "a Mix release upgrade to this version, and back, keeps the reporter and the collector with their state" do
+  test "a Mix release upgrade to this version, and back, keeps the reporter and the collector with their state, a NIF loaded before reporting to them" do
     upgrade(
       :mix,
       [:compiler, :elixir, :logger],
-      [BeamAlloc.Reporter, :beam_alloc_collector]
+      [BeamAlloc.Reporter, :beam_alloc_collector],
+      BeamAlloc.Test.Misuse
     )
   end
 
@@ -68,7 +69,7 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
   # A release of an earlier 0.1.x and one of this version, built with
   # systools, make_relup from the one to the other; release_handler's
   # install of the upgrade and then of the downgrade in a node of its own.
-  defp upgrade(build, other_apps, procs) do
+  defp upgrade(build, other_apps, procs, nif \\ nil) do
     dir = BeamAlloc.Test.TmpDir.path!("beam_alloc_relup")
     lib = Path.join(dir, "lib")
     {:ok, vsn} = :application.get_key(:beam_alloc, :vsn)
@@ -173,21 +174,25 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     # Erlang's atom.)
     erl = fn term -> to_string(:io_lib.format(~c"~tp", [term])) end
 
-    # In the node: the processes and their states before, after the upgrade
-    # and after the downgrade; then a call to each, still served.
+    # In the node: the processes and their states before and after the
+    # upgrade, before and after the downgrade; then a call to each, still
+    # served.
     script = ~s"""
+    #{nif_script(nif)}
     Look = fun() -> [{P, whereis(P), sys:get_state(P)} || P <- #{erl.(procs)}] end,
     %% (Its first tick sets the state of the collector, which then ticks
     %% no more: the interval is an hour.)
     _ = beam_alloc_collector:tick(),
+    Nif(before_upgrade),
     Before = Look(),
     true = lists:all(fun({_, Pid, _}) -> is_pid(Pid) end, Before),
     {ok, "2"} = release_handler:set_unpacked(#{erl.(rel.("2") ++ ~c".rel")}, #{erl.(lib_dirs.(vsn))}),
     {ok, "1", []} = release_handler:install_release("2"),
+    io:format("upgraded=~p from=~s~n", [Look() =:= Before, code:which(beam_alloc_collector)]),
+    Nif(after_upgrade),
     Upgraded = Look(),
-    io:format("upgraded=~p from=~s~n", [Upgraded =:= Before, code:which(beam_alloc_collector)]),
     {ok, "1", []} = release_handler:install_release("1"),
-    io:format("downgraded=~p from=~s~n", [Look() =:= Before, code:which(beam_alloc_collector)]),
+    io:format("downgraded=~p from=~s~n", [Look() =:= Upgraded, code:which(beam_alloc_collector)]),
     io:format("serving=~p~n", [{beam_alloc:take_reports(), beam_alloc_collector:tick()}]),
     halt().
     """
@@ -206,6 +211,28 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     assert out =~ "upgraded=true from=#{lib}/beam_alloc-#{vsn}/ebin/", out
     assert out =~ "downgraded=true from=#{lib}/beam_alloc-#{old}/ebin/", out
     assert out =~ "serving={[],", out
+
+    if nif do
+      for time <- ["before", "after"],
+          do: assert(out =~ "#{time}_upgrade=['#{nif}']", out)
+    end
+  end
+
+  # A user's NIF (not in the release, so not loaded again), linked with
+  # the library of the earlier version: loaded before the upgrade, its
+  # misuse reported to the reporter before and after it.
+  defp nif_script(nil), do: "Nif = fun(_) -> ok end,"
+
+  defp nif_script(module) do
+    beam = Path.join(ebin(), "#{module}")
+
+    ~s"""
+    {module, _} = code:load_abs(#{inspect(beam)}),
+    Nif = fun(When) ->
+              _ = (catch '#{module}':double_free()),
+              io:format("~p=~p~n", [When, [M || {M, _} <- beam_alloc:take_reports()]])
+          end,
+    """
   end
 
   # (By the source's folder in this checkout, wherever that is.)
