@@ -557,10 +557,22 @@ rebar3-nifs: $(BUILD)/libbeam_alloc.a
 # rebar3's post-compile hook: the appup (scripts/appup) beside the .app
 # rebar3 wrote, in _build/PROFILE/lib/beam_alloc (this project's own, or a
 # dependency's, compiled in place) or, for a copy in _checkouts/, in
-# _build/PROFILE/checkouts/beam_alloc.
+# _build/PROFILE/checkouts/beam_alloc (_build/PROFILE/lib before rebar3
+# 3.14, which has no REBAR_CHECKOUTS_OUT_DIR). Which one: whether this
+# folder is one of _checkouts/'s, compared physically (pwd -P), in the
+# shell: _checkouts/beam_alloc is often a symbolic link, and the hook runs
+# where it points (make's CURDIR), never under _checkouts/, so that a
+# test of CURDIR against REBAR_CHECKOUTS_DIR looked for the .app in
+# _build/PROFILE/lib and the build failed (escript's enoent); and make's
+# functions split the paths at a space.
 .PHONY: rebar3-appup
 rebar3-appup:
-	@escript scripts/appup "$(if $(filter $(REBAR_CHECKOUTS_DIR)/%,$(CURDIR)),$(REBAR_CHECKOUTS_OUT_DIR),$(REBAR_DEPS_DIR))/beam_alloc/ebin/beam_alloc.app"
+	@out="$$REBAR_DEPS_DIR"; here="$$(pwd -P)"; \
+	for d in "$$REBAR_CHECKOUTS_DIR"/*/; do \
+	  if [ "$$(cd "$$d" 2>/dev/null && pwd -P)" = "$$here" ]; then \
+	    out="$${REBAR_CHECKOUTS_OUT_DIR:-$$REBAR_DEPS_DIR}"; fi; \
+	done; \
+	escript scripts/appup "$$out/beam_alloc/ebin/beam_alloc.app"
 
 rebar3-clean:
 	rm -rf $(BUILD) priv
