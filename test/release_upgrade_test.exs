@@ -40,6 +40,16 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     end
 
     assert {:update, :beam_alloc_app, :supervisor} in up
+
+    # The modules that load a library with dirty NIFs (stats, collect,
+    # resolve) keep their old version while a process runs it: a dirty
+    # call that raised after its module's version was purged crashed the
+    # VM on OTP 25 (README, release upgrades), and load_module purges at
+    # once.
+    for m <- [:beam_alloc_testing_nif, :beam_alloc_symbolizer],
+        instructions <- [up, down] do
+      assert {:load_module, m, :soft_purge, :soft_purge, []} in instructions
+    end
   end
 
   # The Mix build (the Elixir reporter) and the Erlang one (rebar3, make
