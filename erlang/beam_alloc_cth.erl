@@ -55,11 +55,21 @@ id(_Opts) ->
 %% failed", the reason in the CT log alone).
 -type state() :: #{keeper := pid()} | #{not_started := term()}.
 
--spec init(term(), term()) -> {ok, state()}.
+%% The priority init/2 returns: below the default 0 of other hooks, so
+%% that CT calls this hook's post_end_per_testcase after theirs (it calls
+%% them in reverse order of priority, then of installation). Other hooks
+%% see the case's own result, and a failure this hook adds reaches them
+%% through on_tc_fail alone. Without it, a hook installed after the
+%% run's, as one in suite/0 is, ran first: rebar3's console hook saw the
+%% case's ok become {fail, ...} and printed the failure twice, first as
+%% "end_per_testcase FAILED".
+-define(PRIORITY, -1000).
+
+-spec init(term(), term()) -> {ok, state(), integer()}.
 init(_Id, _Opts) ->
     case application:ensure_all_started(beam_alloc) of
-        {ok, _} -> {ok, #{keeper => spawn(fun keeper/0)}};
-        {error, Reason} -> {ok, #{not_started => Reason}}
+        {ok, _} -> {ok, #{keeper => spawn(fun keeper/0)}, ?PRIORITY};
+        {error, Reason} -> {ok, #{not_started => Reason}, ?PRIORITY}
     end.
 
 keeper() ->

@@ -23,28 +23,12 @@ defmodule BeamAlloc.CommonTestTest do
 
   test "a case whose NIF misused memory fails with the report's line; a clean one passes",
        %{dir: dir} do
-    Code.ensure_loaded!(BeamAlloc.Test.Misuse)
-    File.cp!(@suite, Path.join(dir, Path.basename(@suite)))
-    Process.register(self(), :beam_alloc_ct_test)
-
-    capture_log(fn ->
-      ExUnit.CaptureIO.capture_io(fn ->
-        run =
-          :ct.run_test(
-            suite: ~c"beam_alloc_cth_SUITE",
-            dir: String.to_charlist(dir),
-            logdir: String.to_charlist(dir),
-            ct_hooks: [:beam_alloc_cth],
-            event_handler: {:beam_alloc_ct_events, [:beam_alloc_ct_test]},
-            auto_compile: true
-          )
-
-        send(self(), {:run, run})
-      end)
-    end)
-
     # {Passed, Failed, {UserSkipped, AutoSkipped}}
-    assert_received {:run, {5, 10, {0, 2}}}
+    assert {5, 10, {0, 2}} =
+             run_suite(dir, @suite,
+               ct_hooks: [:beam_alloc_cth],
+               event_handler: {:beam_alloc_ct_events, [:beam_alloc_ct_test]}
+             )
 
     # (The parallel group's case twice, every other once.)
     {twice, once} = Map.pop(collect(), :at_once)
@@ -108,6 +92,28 @@ defmodule BeamAlloc.CommonTestTest do
     assert List.last(lines) =~ "timetrap_timeout"
   end
 
+  # A failure the hook adds is shown once, by on_tc_fail, with the hook in
+  # suite/0 as in the run's options, whatever the order the run lists the
+  # hooks in. rebar3 ct showed it twice with the hook in suite/0, first
+  # as "end_per_testcase FAILED": CT calls post_end_per_testcase hooks
+  # last installed first, and a suite/0 hook is installed after the run's
+  # (rebar3's console hook among them), so that hook saw the case's ok
+  # turned into {fail, ...}. beam_alloc_ct_shell prints as rebar3's does.
+  for {way, hooks} <- [
+        suite0: [{:beam_alloc_ct_shell, [:beam_alloc_ct_test]}],
+        options: [{:beam_alloc_ct_shell, [:beam_alloc_ct_test]}, :beam_alloc_cth]
+      ] do
+    test "a failure is shown once, the hook in #{way}", %{dir: dir} do
+      suite = "test/common_test/beam_alloc_cth_suite0_SUITE.erl"
+      assert {1, 2, {0, 0}} = run_suite(dir, suite, ct_hooks: unquote(hooks))
+      shown = shown()
+      assert [double_free] = Enum.filter(shown, &(&1 =~ "double free"))
+      assert double_free =~ ~r/^double_free: FAILED: .*double_free_plain \(\S*#{@source}:\d+\)/
+      assert [leak] = Enum.filter(shown, &(&1 =~ "leak_deep"))
+      assert leak =~ ~r/^leak: FAILED: /
+    end
+  end
+
   # The hook where the beam_alloc application cannot start (here: no
   # beam_alloc.app on the code path): each case fails saying so. init/2
   # returned {error, Reason}, which CT does not read as an error but takes
@@ -150,6 +156,43 @@ defmodule BeamAlloc.CommonTestTest do
         collect(Map.update(acc, c, [result], &(&1 ++ [result])))
     after
       0 -> acc
+    end
+  end
+
+  # Runs the suite (its source copied into dir, where CT compiles it and
+  # writes its logs) in this node, registered as :beam_alloc_ct_test for
+  # the test's hooks and event handler to send to; CT's result.
+  defp run_suite(dir, suite, options) do
+    Code.ensure_loaded!(BeamAlloc.Test.Misuse)
+    File.cp!(suite, Path.join(dir, Path.basename(suite)))
+    Process.register(self(), :beam_alloc_ct_test)
+
+    capture_log(fn ->
+      ExUnit.CaptureIO.capture_io(fn ->
+        run =
+          :ct.run_test(
+            [
+              suite: String.to_charlist(Path.basename(suite, ".erl")),
+              dir: String.to_charlist(dir),
+              logdir: String.to_charlist(dir),
+              auto_compile: true
+            ] ++ options
+          )
+
+        send(self(), {:run, run})
+      end)
+    end)
+
+    assert_received {:run, run}
+    run
+  end
+
+  # The lines beam_alloc_ct_shell would have printed, in order.
+  defp shown(acc \\ []) do
+    receive do
+      {:beam_alloc_ct_shell, line} -> shown([line | acc])
+    after
+      0 -> Enum.reverse(acc)
     end
   end
 
