@@ -46,9 +46,9 @@ id(_Opts) ->
 %% State: #{keeper := Pid}, the owner of the cases' watches: the reporter
 %% ends a watch when its owner exits, and a case's process does before
 %% post_end_per_testcase reads its watch after a timetrap (it runs in
-%% another process). The keeper lives as long as the hook (terminate/1),
-%% which init/2's process does not (that of init_per_suite for a hook in
-%% suite/0). #{not_started := Reason} when the beam_alloc application
+%% another process). The keeper lives as long as the hook (terminate/1,
+%% or the run: keeper/0), which init/2's process does not (that of
+%% init_per_suite for a hook in suite/0). #{not_started := Reason} when the beam_alloc application
 %% could not start: each case fails with {beam_alloc_not_started, Reason}
 %% (CT reads no error from init/2: an {error, Reason} it returned became
 %% the state, and each case failed as "pre_init_per_testcase/4 CTH call
@@ -72,9 +72,21 @@ init(_Id, _Opts) ->
         {error, Reason} -> {ok, #{not_started => Reason}, ?PRIORITY}
     end.
 
+%% The keeper ends with terminate/1, or with the run: CT's server,
+%% ct_util_server, ends with each run (after the hooks' terminate/1). A
+%% run that ended without terminate/1 (a case that killed CT's server or
+%% its I/O process) left the keeper for as long as the node ran, and with
+%% it the watch of the case then running, which the reporter checked each
+%% later report against and kept. (Outside CT, no server: terminate/1
+%% alone.)
 keeper() ->
+    _ = case whereis(ct_util_server) of
+            undefined -> none;
+            Run -> monitor(process, Run)
+        end,
     receive
-        stop -> ok
+        stop -> ok;
+        {'DOWN', _, process, _, _} -> ok
     end.
 
 -spec terminate(state()) -> ok.

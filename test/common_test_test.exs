@@ -114,6 +114,38 @@ defmodule BeamAlloc.CommonTestTest do
     end
   end
 
+  # A run that ends without the hooks' terminate/1 (a case killed CT's
+  # server) leaves no process of the hook's, and no watch: the process
+  # that owns the cases' watches lived on, and with it the watch of the
+  # case that was running, kept by the reporter for as long as the node
+  # ran, every later report checked against it and kept in it. In a VM
+  # of its own: CT leaves servers of its own after such a run.
+  for {way, hooks} <- [suite0: "[]", options: "[:beam_alloc_cth]"] do
+    test "a run that ends without terminate/1 leaves no keeper nor watch, the hook in #{way}",
+         %{dir: dir} do
+      suite = "test/common_test/beam_alloc_cth_aborted_SUITE.erl"
+      File.cp!(suite, Path.join(dir, Path.basename(suite)))
+
+      script = """
+      run = spawn(fn ->
+        :ct.run_test(suite: ~c"beam_alloc_cth_aborted_SUITE", dir: ~c"#{dir}",
+          logdir: ~c"#{dir}", auto_compile: true, ct_hooks: #{unquote(hooks)})
+      end)
+      ref = Process.monitor(run)
+      receive do {:DOWN, ^ref, _, _, _} -> :ok end
+      Process.sleep(500)
+      keepers = for p <- Process.list(),
+        Process.info(p, :current_function) == {:current_function, {:beam_alloc_cth, :keeper, 0}}, do: p
+      %{watches: watches} = :sys.get_state(:beam_alloc.reporter())
+      IO.puts("RESULT " <> inspect({keepers, map_size(watches)}))
+      """
+
+      {out, 0} = BeamAlloc.Test.ChildVm.run(script, 60)
+      assert [_, result] = String.split(out, "RESULT ")
+      assert String.trim(result) == "{[], 0}"
+    end
+  end
+
   # The hook where the beam_alloc application cannot start (here: no
   # beam_alloc.app on the code path): each case fails saying so. init/2
   # returned {error, Reason}, which CT does not read as an error but takes
