@@ -50,11 +50,12 @@ id(_Opts) ->
 %% post_end_per_testcase reads its watch after a timetrap (it runs in
 %% another process). The keeper lives as long as the hook (terminate/1,
 %% or the run: keeper/0), which init/2's process does not (that of
-%% init_per_suite for a hook in suite/0). #{not_started := Reason} when the beam_alloc application
-%% could not start: each case fails with {beam_alloc_not_started, Reason}
-%% (CT reads no error from init/2: an {error, Reason} it returned became
-%% the state, and each case failed as "pre_init_per_testcase/4 CTH call
-%% failed", the reason in the CT log alone).
+%% init_per_suite for a hook in suite/0). #{not_started := Reason} when
+%% the beam_alloc application could not start: each case fails with
+%% {beam_alloc_not_started, Reason} (CT reads no error from init/2: an
+%% {error, Reason} it returned became the state, and each case failed as
+%% "pre_init_per_testcase/4 CTH call failed", the reason in the CT log
+%% alone).
 -type state() :: #{keeper := pid()} | #{not_started := term()}.
 
 %% The priority init/2 returns: below the default 0 of other hooks, so
@@ -111,9 +112,17 @@ terminate(#{not_started := _}) ->
 %% a timetrap killed that process (post_init_per_testcase runs in another:
 %% the dictionary alone lost the watch, which the reporter kept to the end
 %% of the run).
--spec pre_init_per_testcase(module(), atom(), list(), State) ->
-          {list() | {fail, term()}, State}
+%%
+%% A {skip, _} or {fail, _} for a config is what a hook CT called first (of
+%% a lower priority) returned: CT calls the next hooks with it. It is
+%% passed on, and no watch started (the case does not run): the case
+%% failed as "pre_init_per_testcase/4 CTH call failed" (lists:keydelete/3
+%% on the tuple) rather than being skipped.
+-spec pre_init_per_testcase(module(), atom(), list() | {skip | fail, term()}, State) ->
+          {list() | {skip | fail, term()}, State}
       when State :: state().
+pre_init_per_testcase(_Suite, _Case, Config, State) when not is_list(Config) ->
+    {Config, State};
 pre_init_per_testcase(_Suite, _Case, _Config, #{not_started := Reason} = State) ->
     {{fail, {beam_alloc_not_started, Reason}}, State};
 pre_init_per_testcase(_Suite, _Case, Config, State0) ->

@@ -114,6 +114,19 @@ defmodule BeamAlloc.CommonTestTest do
     end
   end
 
+  # A hook CT calls before this one (a priority below its -1000) that
+  # skips a case: CT gives this hook's pre_init_per_testcase the skip for
+  # a config, which it passes on. The case failed instead,
+  # "beam_alloc_cth:pre_init_per_testcase/4 CTH call failed"
+  # (lists:keydelete/3 on the tuple); before the hook's priority, so did
+  # a case skipped by any hook listed before it.
+  test "a case a hook called before this one skips is skipped", %{dir: dir} do
+    suite = "test/common_test/beam_alloc_cth_suite0_SUITE.erl"
+
+    assert {1, 1, {1, 0}} =
+             run_suite(dir, suite, ct_hooks: [{:beam_alloc_ct_skip, [:double_free, -2000]}])
+  end
+
   # A run that ends without the hooks' terminate/1 (a case killed CT's
   # server) leaves no process of the hook's, and no watch: the process
   # that owns the cases' watches lived on, and with it the watch of the
