@@ -29,10 +29,11 @@
 %% Message} names the function alone; its report names the line). Reports
 %% made outside the cases (init_per_suite, end_per_group) fail nothing:
 %% they are logged, as before (rebar3 ct's console shows the logger's
-%% reports only for what failed: the CT log's "Unexpected I/O" has
-%% them); nor do those of a case that its init_per_testcase failed or
-%% skipped. The case's watch is in its config, under the key
-%% beam_alloc_cth.
+%% reports only for what failed: the CT log has them, init_per_suite's in
+%% that function's log with the hook in the run's options, in "Unexpected
+%% I/O" with it in suite/0); nor do those of a case that its
+%% init_per_testcase failed or skipped. The case's watch is in its
+%% config, under the key beam_alloc_cth.
 -module(beam_alloc_cth).
 
 -export([id/1, init/2, pre_init_per_testcase/4, post_init_per_testcase/5,
