@@ -72,7 +72,7 @@ id(_Opts) ->
 -spec init(term(), term()) -> {ok, state(), integer()}.
 init(_Id, _Opts) ->
     case application:ensure_all_started(beam_alloc) of
-        {ok, _} -> {ok, #{keeper => spawn(fun keeper/0)}, ?PRIORITY};
+        {ok, _} -> {ok, #{keeper => keeper()}, ?PRIORITY};
         {error, Reason} -> {ok, #{not_started => Reason}, ?PRIORITY}
     end.
 
@@ -82,11 +82,16 @@ init(_Id, _Opts) ->
 %% its I/O process) left the keeper for as long as the node ran, and with
 %% it the watch of the case then running, which the reporter checked each
 %% later report against and kept. (Outside CT, no server: terminate/1
-%% alone.)
+%% alone.) The server is looked up before the spawn: a keeper that looked
+%% it up itself, after a server died in between, outlived the run.
 keeper() ->
-    _ = case whereis(ct_util_server) of
+    Run = whereis(ct_util_server),
+    spawn(fun() -> keep(Run) end).
+
+keep(Run) ->
+    _ = case Run of
             undefined -> none;
-            Run -> monitor(process, Run)
+            _ -> monitor(process, Run)
         end,
     receive
         stop -> ok;
@@ -138,7 +143,7 @@ pre_init_per_testcase(_Suite, _Case, Config, State0) ->
 kept(#{keeper := Keeper} = State) ->
     case is_process_alive(Keeper) of
         true -> State;
-        false -> State#{keeper := spawn(fun keeper/0)}
+        false -> State#{keeper := keeper()}
     end.
 
 %% (Return is ok when init_per_testcase returned a config, Config that one;
