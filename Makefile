@@ -31,7 +31,7 @@ WARN      := -Wall -Wextra -Werror
 # each allocation's stack (src/frames.c); the library's own frames must be
 # there for the walk to reach the caller's.
 FRAME_FLAGS := -fno-omit-frame-pointer
-LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRAME_FLAGS)
+LIB_BASE_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRAME_FLAGS)
 # TLS descriptors: thread-local access from a dlopen'ed NIF is a couple of
 # instructions when glibc (2.32 or later) places the library's small
 # thread-local block in its spare static TLS (src/internal.h says when),
@@ -48,10 +48,13 @@ LIB_FLAGS := -std=c11 $(WARN) -fPIC -fvisibility=hidden -Iinclude -pthread $(FRA
 # LANGUAGE (c, c++) without a warning (clang only warns about some flags
 # it does not know), else nothing.
 cc_flag = $(shell $(1) -Werror $(3) -x $(2) -c /dev/null -o /dev/null 2>/dev/null && echo $(3))
-GP_ONLY := $(call cc_flag,$(CC),c,-mgeneral-regs-only)
-GNU2 := $(call cc_flag,$(CC),c,-mtls-dialect=gnu2)
-TLS_DIALECT := $(if $(and $(GP_ONLY),$(GNU2)),$(GNU2) $(GP_ONLY))
-LIB_FLAGS += $(TLS_DIALECT)
+# Asked when a recipe first needs it, then remembered (as LIBDW_FLAGS;
+# NO_ICF and NO_ICF_CXX alike): read with the Makefile, these two probes
+# and NO_ICF's two ran the compiler at every make, make clean and make
+# format too, and in each sub-make. (Once a make: no target here has a
+# CC of its own.)
+TLS_DIALECT = $(eval TLS_DIALECT := $(if $(and $(call cc_flag,$(CC),c,-mgeneral-regs-only),$(call cc_flag,$(CC),c,-mtls-dialect=gnu2)),-mtls-dialect=gnu2 -mgeneral-regs-only))$(TLS_DIALECT)
+LIB_FLAGS = $(strip $(LIB_BASE_FLAGS) $(TLS_DIALECT))
 
 STANDALONE_OBJ := $(STANDALONE_SRC:src/%.c=$(BUILD)/standalone/%.o)
 
@@ -144,7 +147,10 @@ NIF_FREE_GOALS := standalone-lib c-test c-test-san c-test-tsan c-test-valgrind c
     fuzz fuzz-build fuzz-smoke bench-scratch bench-pause bench-sqlite-c format clean rebar3-clean \
     deps target-check %/run_tests %/libbeam_alloc_standalone.a
 NIF_DIR_ERTS = $(if $(MAKECMDGOALS),$(if $(filter-out $(NIF_FREE_GOALS),$(MAKECMDGOALS)),$(ERTS_INCLUDE_DIR),none),$(ERTS_INCLUDE_DIR))
-NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_FLAGS) ERTS=$(NIF_DIR_ERTS)
+# (LIB_BASE_FLAGS: the key is read with the Makefile, and TLS_DIALECT's
+# probes would run then; the dialect follows from CC, which the key has,
+# and the command file inside has it.)
+NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_BASE_FLAGS) ERTS=$(NIF_DIR_ERTS)
 NIF_DIR_SUM := $(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
 # Without cksum the folder was build/nif- for every target, their objects
 # mixed, and nothing said so (cksum is coreutils: a refusal, no fallback).
@@ -453,8 +459,10 @@ MIX_APP_PATH ?= _build/$(MIX_ENV)/lib/beam_alloc
 # GCC's flags, or clang's (each compiler refuses the other's).
 NO_FOLD_GCC := -fno-ipa-icf -fno-crossjumping -fno-tree-tail-merge
 NO_FOLD_CLANG := -mllvm -enable-tail-merge=false -mllvm -simplifycfg-sink-common=false
-NO_ICF := $(call cc_flag,$(CC),c,$(NO_FOLD_GCC)) $(call cc_flag,$(CC),c,$(NO_FOLD_CLANG))
-NO_ICF_CXX = $(call cc_flag,$(CXX),c++,$(NO_FOLD_GCC)) $(call cc_flag,$(CXX),c++,$(NO_FOLD_CLANG))
+# (Asked when first used, then remembered, as TLS_DIALECT: NO_ICF_CXX was
+# asked again at each C++ NIF.)
+NO_ICF = $(eval NO_ICF := $(call cc_flag,$(CC),c,$(NO_FOLD_GCC)) $(call cc_flag,$(CC),c,$(NO_FOLD_CLANG)))$(NO_ICF)
+NO_ICF_CXX = $(eval NO_ICF_CXX := $(call cc_flag,$(CXX),c++,$(NO_FOLD_GCC)) $(call cc_flag,$(CXX),c++,$(NO_FOLD_CLANG)))$(NO_ICF_CXX)
 # And no sibling calls (as beam_alloc.mk gives users): a function whose
 # last act is an allocator call would leave the reports' frames.
 NIF_FRAME_FLAGS := $(FRAME_FLAGS) -fno-optimize-sibling-calls

@@ -946,6 +946,47 @@ defmodule BeamAlloc.MixCompilerTest do
     for goal <- ~w(nif-dir nif-lib lib), do: assert(erl_calls.(goal), goal)
   end
 
+  # The compiler's flag probes (TLS_DIALECT's two and NO_ICF's two) ran as
+  # the Makefile was read: every make paid them (make clean, make format,
+  # each sub-make), and NO_ICF_CXX's two again at every C++ NIF. Asked now
+  # in the recipes that use them, once a make. A cc and a g++ first on
+  # PATH that note each call (and fail: make -n runs nothing else).
+  test "make asks the compiler about its flags only for what it builds, once", %{dir: dir} do
+    File.mkdir_p!(Path.join(dir, "bin"))
+    log = Path.join(dir, "cc.log")
+
+    for name <- ~w(cc g++) do
+      File.write!(Path.join(dir, "bin/#{name}"), "#!/bin/sh\necho \"$@\" >>'#{log}'\nexit 1\n")
+      File.chmod!(Path.join(dir, "bin/#{name}"), 0o755)
+    end
+
+    env = [
+      {"PATH", Path.join(dir, "bin") <> ":" <> System.get_env("PATH")},
+      {"ERTS_INCLUDE_DIR", "/none"},
+      {"MAKEFLAGS", nil},
+      {"MAKELEVEL", nil}
+    ]
+
+    cc_calls = fn args ->
+      File.rm(log)
+      {out, status} = System.cmd("make", ["-n" | args], env: env, stderr_to_stdout: true)
+      assert status == 0, "make -n #{Enum.join(args, " ")}: #{out}"
+      if File.exists?(log), do: String.split(File.read!(log), "\n", trim: true), else: []
+    end
+
+    for goal <- ~w(clean format deps rebar3-clean nif-dir c-test-san),
+        do: assert(cc_calls.([goal]) == [], goal)
+
+    # The test NIFs: C and C++, each probe once.
+    probes =
+      cc_calls.(["nifs", "MIX_ENV=test", "MIX_APP_PATH=#{dir}/app"])
+      |> Enum.filter(&(&1 =~ "-c /dev/null"))
+
+    assert Enum.any?(probes, &(&1 =~ "-mgeneral-regs-only")), inspect(probes)
+    assert Enum.any?(probes, &(&1 =~ "-x c++")), inspect(probes)
+    assert probes == Enum.uniq(probes), Enum.join(probes, "\n")
+  end
+
   # make cross-test installs the default aarch64 tools when missing
   # (scripts/ensure-deps cross); a compiler or qemu of the user's own
   # (AARCH64_CC, AARCH64_QEMU) was installed over, as root: it checked the
