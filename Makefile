@@ -151,7 +151,11 @@ NIF_DIR_ERTS = $(if $(MAKECMDGOALS),$(if $(filter-out $(NIF_FREE_GOALS),$(MAKECM
 # probes would run then; the dialect follows from CC, which the key has,
 # and the command file inside has it.)
 NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_BASE_FLAGS) ERTS=$(NIF_DIR_ERTS)
-NIF_DIR_SUM := $(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
+NIF_DIR_CKSUM = $(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
+# Goals that write nothing in it need no name: make clean, format and deps
+# (which installs what is missing) were refused without cksum too.
+KEYLESS_GOALS := clean format deps rebar3-clean
+NIF_DIR_SUM := $(if $(if $(MAKECMDGOALS),$(filter-out $(KEYLESS_GOALS),$(MAKECMDGOALS)),all),$(NIF_DIR_CKSUM),none)
 # Without cksum the folder was build/nif- for every target, their objects
 # mixed, and nothing said so (cksum is coreutils: a refusal, no fallback).
 $(if $(NIF_DIR_SUM),,$(error cksum is not on PATH (coreutils): it names the NIF library's folder per target, build/nif-<checksum>))

@@ -1016,11 +1016,14 @@ defmodule BeamAlloc.MixCompilerTest do
   # without cksum on PATH the name was build/nif- for every target, their
   # objects mixed, and nothing said so. (A PATH with nothing on it: make's
   # own probes, uname and the compiler's, come back empty.)
-  test "make refuses to build without cksum, saying so", %{dir: dir} do
+  # Goals that build nothing under it (clean, format, deps) need no
+  # folder name: they were refused too, and make clean on a machine
+  # without coreutils said to install cksum.
+  test "make refuses to build without cksum, saying so; cleans without it", %{dir: dir} do
     File.mkdir_p!(dir)
 
-    {out, status} =
-      System.cmd(System.find_executable("make"), ["-n", "nif-dir"],
+    make_n = fn goal ->
+      System.cmd(System.find_executable("make"), ["-n", goal],
         env: [
           {"PATH", dir},
           {"ERTS_INCLUDE_DIR", "/none"},
@@ -1029,10 +1032,22 @@ defmodule BeamAlloc.MixCompilerTest do
         ],
         stderr_to_stdout: true
       )
+    end
 
+    {out, status} = make_n.("nif-dir")
     assert status != 0, out
     assert out =~ "cksum", out
     refute out =~ "nif-'", out
+
+    for {goal, command} <- [
+          {"clean", "rm -rf build"},
+          {"format", "clang-format -i"},
+          {"deps", "scripts/ensure-deps"}
+        ] do
+      {out, status} = make_n.(goal)
+      assert status == 0, "make -n #{goal}: #{out}"
+      assert out =~ command, out
+    end
   end
 
   # With no locale set (a fresh container) the VM took file names as latin1
