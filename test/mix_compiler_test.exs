@@ -950,19 +950,24 @@ defmodule BeamAlloc.MixCompilerTest do
   # the Makefile was read: every make paid them (make clean, make format,
   # each sub-make), and NO_ICF_CXX's two again at every C++ NIF. Asked now
   # in the recipes that use them, once a make. A cc and a g++ first on
-  # PATH that note each call (and fail: make -n runs nothing else).
+  # PATH that note each call and take every flag (so that the dialect's
+  # second probe is asked too; make -n runs nothing else), named as CC
+  # and CXX: a CC=clang in the environment (make CC=clang mix-test passes
+  # it on) ran no probe through them and failed the test.
   test "make asks the compiler about its flags only for what it builds, once", %{dir: dir} do
     File.mkdir_p!(Path.join(dir, "bin"))
     log = Path.join(dir, "cc.log")
 
     for name <- ~w(cc g++) do
-      File.write!(Path.join(dir, "bin/#{name}"), "#!/bin/sh\necho \"$@\" >>'#{log}'\nexit 1\n")
+      File.write!(Path.join(dir, "bin/#{name}"), "#!/bin/sh\necho \"$@\" >>'#{log}'\n")
       File.chmod!(Path.join(dir, "bin/#{name}"), 0o755)
     end
 
     env = [
       {"PATH", Path.join(dir, "bin") <> ":" <> System.get_env("PATH")},
       {"ERTS_INCLUDE_DIR", "/none"},
+      {"CC", "cc"},
+      {"CXX", "g++"},
       {"MAKEFLAGS", nil},
       {"MAKELEVEL", nil}
     ]
@@ -983,6 +988,7 @@ defmodule BeamAlloc.MixCompilerTest do
       |> Enum.filter(&(&1 =~ "-c /dev/null"))
 
     assert Enum.any?(probes, &(&1 =~ "-mgeneral-regs-only")), inspect(probes)
+    assert Enum.any?(probes, &(&1 =~ "-mtls-dialect=gnu2")), inspect(probes)
     assert Enum.any?(probes, &(&1 =~ "-x c++")), inspect(probes)
     assert probes == Enum.uniq(probes), Enum.join(probes, "\n")
   end
