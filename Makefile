@@ -627,6 +627,7 @@ $(filter $(LINES_SO)/%,$(TEST_NIF_SO)): $(wildcard test/nifs/lines/*.h)
 $(LINES_SO)/lto_nif.so: CFLAGS += -flto
 $(LINES_SO)/lto_nif.so: NIF_LIBS := -flto
 $(LINES_SO)/no_debug_nif.so $(LINES_SO)/no_debug_cxx_nif.so: CFLAGS += -g0
+$(LINES_SO)/omit_fp_nif.so: NIF_FRAME_FLAGS := -fomit-frame-pointer -fno-optimize-sibling-calls
 $(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so $(LINES_SO)/no_build_id_kept_nif.so: NIF_LIBS := -Wl,--build-id=none
 $(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)

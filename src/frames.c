@@ -130,8 +130,12 @@ static inline WALK_INLINE size_t walk(uintptr_t ret, uintptr_t *out, size_t n) {
             break;
         const uintptr_t *frame = (const uintptr_t *)fp;
         uintptr_t next = frame[0], pc = saved_pc(frame[1]);
-        /* pc returns into the frame at next: the glue's, past the stop. */
-        if (found && stop != 0 && next >= stop)
+        /* pc returns into the frame at next: the glue's, past the stop.
+         * And no frame of the body's lies at or above the glue's: fp is
+         * there only from a body built without frame pointers whose rbp
+         * held some pointer into the scheduler's stack (env), whose words
+         * made a frame no code of the NIF's was. */
+        if (found && stop != 0 && (next >= stop || fp >= stop))
             break;
         if (found) {
             if (pc == 0)

@@ -62,6 +62,20 @@ defmodule BeamAlloc.LinesTest do
     inlined_free_named(Lines.Lto)
   end
 
+  # Without frame pointers rbp is any register: a body that keeps env in
+  # it across the free had env's words (it lies on the scheduler's stack,
+  # above the glue's frame) taken for a frame, one more site after its
+  # line: "<- 0x7eff72f801bf", or an address in beam.smp. The walk stops at
+  # the glue's frame whatever frame pointer leads there.
+  test "without frame pointers: the call's line, and no frame above it" do
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory misuse/, fn -> Lines.OmitFp.foreign_free() end
+
+      assert report("does not own") =~
+               ~r/, called from foreign_free \(#{@source}:#{line_of("foreign free")}\)$/
+    end)
+  end
+
   test "without -g: function names and offsets, and the report says why" do
     capture_log(fn ->
       assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.NoDebug.leak() end

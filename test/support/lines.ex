@@ -4,6 +4,7 @@ for {module, library} <- [
       {BeamAlloc.Test.Lines.SplitDwarf, "lines/split_dwarf_nif"},
       {BeamAlloc.Test.Lines.Lto, "lines/lto_nif"},
       {BeamAlloc.Test.Lines.NoDebug, "lines/no_debug_nif"},
+      {BeamAlloc.Test.Lines.OmitFp, "lines/omit_fp_nif"},
       {BeamAlloc.Test.Lines.NoDebugCxx, "lines/no_debug_cxx_nif"}
     ] do
   defmodule module do
@@ -11,7 +12,7 @@ for {module, library} <- [
     use BeamAlloc.Nif, otp_app: :beam_alloc, library: library
 
     use BeamAlloc.Test.NifModule,
-      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0)
+      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0 foreign_free/0)
   end
 end
 
@@ -26,7 +27,7 @@ for module <- [
   defmodule module do
     @moduledoc false
     use BeamAlloc.Test.NifModule,
-      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0)
+      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0 foreign_free/0)
 
     def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
   end

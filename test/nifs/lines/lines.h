@@ -1,8 +1,9 @@
 /*
  * The NIFs of the lines/ libraries: one source, built by the Makefile with
  * the flags each library's name says (split DWARF, GCC's LTO, no -g, no
- * build ID), so that test/lines_test.exs can compare the lines their
- * reports name with the markers here. Keep each marker on its call's line.
+ * build ID, no frame pointers), so that test/lines_test.exs can compare
+ * the lines their reports name with the markers here. Keep each marker on
+ * its call's line.
  */
 #ifdef LINES_SHIFTED
 /* The same code as another build, its lines 1000 further on: what a NIF
@@ -52,6 +53,24 @@ BEAM_NIF(leak, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* A free of memory the allocator does not own, env kept across it. Built
+ * without frame pointers (omit_fp), the body keeps env in rbp (GCC 12 at
+ * -O2 on x86-64; clang picks another register), which the walk took for
+ * the body's frame: env lies above the glue's frame, on the
+ * scheduler's stack, and its words made a frame of the report that no
+ * code of the NIF's was ("<- 0x7eff72f801bf", or an address in beam.smp).
+ */
+static char lines_not_ours[64];
+
+BEAM_NIF(foreign_free, .leak_check = true) {
+    unsigned char *own = beam_alloc(beam_allocator, unsigned char, 24);
+    if (own == NULL)
+        return beam_make_error(env, "enomem");
+    beam_free(beam_allocator, own, 24);
+    beam_free(beam_allocator, lines_not_ours, 24); /* SITE: foreign free */
+    return enif_make_atom(env, "ok");
+}
+
 /* The failed request's NULL used: under check_all_allocation_failures the
  * VM dies by SIGSEGV, and its crash note names a line of a library built
  * as this one is (test/fault_injection_crash_test.exs). */
@@ -68,5 +87,6 @@ static ErlNifFunc funcs[] = {
     {"tail_double_free", 0, tail_double_free, 0},
     {"leak", 0, leak, 0},
     {"uses_null", 0, uses_null, 0},
+    {"foreign_free", 0, foreign_free, 0},
 };
 BEAM_NIF_INIT(LINES_MODULE, funcs, NULL, NULL, NULL)
