@@ -502,6 +502,37 @@ size_t beam__site_copy(uintptr_t site, uintptr_t *out, size_t n) {
 
 /* --- Text ---------------------------------------------------------------- */
 
+#if HAVE_UNWINDER
+static int code_segment(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    const uintptr_t call = *(const uintptr_t *)arg;
+    for (size_t i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t a = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X) && call >= a &&
+            call - a < ph->p_memsz)
+            return 1;
+    }
+    return 0;
+}
+
+/* pc, a frame's saved return address, returns into some module's code. A
+ * body built without frame pointers can leave rbp at its own words (below
+ * the glue's frame, so the walk cannot tell them from a frame), whose
+ * second the walk kept as a return address: data ("<- nif.so+0x2ea9f", a
+ * static of the NIF's) or a heap address. Asked here, when a report is
+ * written, not on each allocation's walk. */
+static bool returns_into_code(uintptr_t pc) {
+    uintptr_t call = pc - 1;
+    return dl_iterate_phdr(code_segment, &call) != 0;
+}
+#else
+static bool returns_into_code(uintptr_t pc) {
+    (void)pc;
+    return true;
+}
+#endif
+
 /* A frame, or a gap's marker (BEAM__FRAMES_GAP), which no symbolizer
  * takes for a site (nothing of it reads lib.so+0x..). */
 static void describe_frame(uintptr_t pc, char *buf, size_t n) {
@@ -534,12 +565,20 @@ static bool append_frame(char *buf, size_t *len, size_t room, const char *one) {
  * them when its text is too long for buf: the frame is the one the walk
  * went on for (the NIF's line), so the library's frames before the gap go
  * first, into it. */
-const char *beam__describe_frames(const uintptr_t *pcs, size_t count, char *buf,
+const char *beam__describe_frames(const uintptr_t *all, size_t count, char *buf,
                                   size_t n) {
     size_t len = 0;
     buf[0] = '\0';
     if (count == 0)
         return beam__describe_addr(0, buf, n);
+    /* The call (the first, exact) and the frames that return into code
+     * (returns_into_code). */
+    uintptr_t pcs[BEAM__MAX_FRAMES];
+    size_t kept = 0;
+    for (size_t i = 0; i < count && kept < BEAM__MAX_FRAMES; i++)
+        if (i == 0 || beam__frames_gap(all[i]) || returns_into_code(all[i]))
+            pcs[kept++] = all[i];
+    count = kept;
     char one[512], last[512];
     bool gap = count >= 3 && beam__frames_gap(pcs[count - 2]);
     size_t head = gap ? count - 2 : count, room = n;

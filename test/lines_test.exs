@@ -62,18 +62,32 @@ defmodule BeamAlloc.LinesTest do
     inlined_free_named(Lines.Lto)
   end
 
+  # OmitFp's nif frees memory it does not own: the report names the
+  # call's line (marker) and no frame after it.
+  defp foreign_free_named(nif, marker) do
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory misuse/, fn -> apply(Lines.OmitFp, nif, []) end
+
+      assert report("does not own") =~
+               ~r/, called from #{nif} \(#{@source}:#{line_of(marker)}\)$/
+    end)
+  end
+
   # Without frame pointers rbp is any register: a body that keeps env in
   # it across the free had env's words (it lies on the scheduler's stack,
   # above the glue's frame) taken for a frame, one more site after its
   # line: "<- 0x7eff72f801bf", or an address in beam.smp. The walk stops at
   # the glue's frame whatever frame pointer leads there.
   test "without frame pointers: the call's line, and no frame above it" do
-    capture_log(fn ->
-      assert_raise RuntimeError, ~r/memory misuse/, fn -> Lines.OmitFp.foreign_free() end
+    foreign_free_named(:foreign_free, "foreign free")
+  end
 
-      assert report("does not own") =~
-               ~r/, called from foreign_free \(#{@source}:#{line_of("foreign free")}\)$/
-    end)
+  # Below the glue's frame, rbp at the body's own words looks like any
+  # frame to the walk: their second word, a static's address, was named
+  # after the line ("<- omit_fp_nif.so+0x2ea9f"). A report leaves out what
+  # returns into no module's code.
+  test "without frame pointers: no frame of words that are no frame" do
+    foreign_free_named(:stack_words_free, "words free")
   end
 
   test "without -g: function names and offsets, and the report says why" do

@@ -12,7 +12,8 @@ for {module, library} <- [
     use BeamAlloc.Nif, otp_app: :beam_alloc, library: library
 
     use BeamAlloc.Test.NifModule,
-      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0 foreign_free/0)
+      stubs:
+        ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0 foreign_free/0 stack_words_free/0)
   end
 end
 
@@ -27,7 +28,8 @@ for module <- [
   defmodule module do
     @moduledoc false
     use BeamAlloc.Test.NifModule,
-      stubs: ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0 foreign_free/0)
+      stubs:
+        ~w(inlined_double_free/0 tail_double_free/0 leak/0 uses_null/0 foreign_free/0 stack_words_free/0)
 
     def load(path), do: :erlang.load_nif(String.to_charlist(path), 0)
   end

@@ -71,6 +71,25 @@ BEAM_NIF(foreign_free, .leak_check = true) {
     return enif_make_atom(env, "ok");
 }
 
+/* A free with p, the address of two of the body's own words (below the
+ * glue's frame), kept across it: lines_words hides that p is w, so a
+ * register the call keeps holds it, rbp for GCC 12 at -O2 without frame
+ * pointers (omit_fp). The walk read the words as a frame, and the second,
+ * a static's address, as a return address. */
+static __attribute__((noinline)) uintptr_t *lines_words(uintptr_t *w) {
+    w[0] = 1;
+    w[1] = (uintptr_t)&lines_not_ours;
+    __asm__ volatile("" : : "r"(w) : "memory");
+    return w;
+}
+
+BEAM_NIF(stack_words_free, .leak_check = true) {
+    uintptr_t w[2];
+    uintptr_t *p = lines_words(w);
+    beam_free(beam_allocator, lines_not_ours, 24); /* SITE: words free */
+    return enif_make_uint64(env, p[0]);
+}
+
 /* The failed request's NULL used: under check_all_allocation_failures the
  * VM dies by SIGSEGV, and its crash note names a line of a library built
  * as this one is (test/fault_injection_crash_test.exs). */
@@ -88,5 +107,6 @@ static ErlNifFunc funcs[] = {
     {"leak", 0, leak, 0},
     {"uses_null", 0, uses_null, 0},
     {"foreign_free", 0, foreign_free, 0},
+    {"stack_words_free", 0, stack_words_free, 0},
 };
 BEAM_NIF_INIT(LINES_MODULE, funcs, NULL, NULL, NULL)
