@@ -596,7 +596,8 @@ rebar3-clean:
 .PHONY: erlang-app
 ERLANG_APP_DIR ?= $(BUILD)/erlang/beam_alloc
 ERLANG_APP_BEAMS := $(patsubst erlang/%.erl,$(ERLANG_APP_DIR)/ebin/%.beam,$(wildcard erlang/*.erl))
-erlang-app: $(BUILD)/libbeam_alloc.a $(ERLANG_APP_BEAMS) $(ERLANG_APP_DIR)/ebin/beam_alloc.appup
+erlang-app: $(BUILD)/libbeam_alloc.a $(ERLANG_APP_BEAMS) $(ERLANG_APP_DIR)/ebin/beam_alloc.app \
+            $(ERLANG_APP_DIR)/ebin/beam_alloc.appup
 	@$(MAKE) --no-print-directory erlang-app-nifs MIX_APP_PATH=$(ERLANG_APP_DIR)
 
 # (A goal of its own, quiet when they are up to date.)
