@@ -196,9 +196,15 @@ nif-dir:
 
 # The copy, compared at every make: the last built may be an older
 # archive of another key (back to the host), which make's times alone
-# would not copy.
-$(BUILD)/libbeam_alloc.a: $(NIF_LIB) FORCE_COMMAND
+# would not copy. Touched when a public header is newer: a NIF built by
+# beam_alloc.mk depends on this file alone, and an update of beam_alloc
+# that changed a header but none of the library's objects (a macro or an
+# inline function only the NIF expands) left the copy as it was, and the
+# NIF built against the old header.
+PUBLIC_HEADERS := $(filter include/%,$(HEADERS))
+$(BUILD)/libbeam_alloc.a: $(NIF_LIB) $(PUBLIC_HEADERS) FORCE_COMMAND
 	@cmp -s $< $@ || { cp $< $(TMP_OUT) && mv -f $(TMP_OUT) $@; }
+	$(if $(filter $(PUBLIC_HEADERS),$?),@touch $@)
 
 $(BUILD)/libbeam_alloc_standalone.a: $(STANDALONE_OBJ)
 	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@

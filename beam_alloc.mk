@@ -159,7 +159,8 @@ BEAM_ALLOC_BUILD_NIF_CXX = $(call BEAM_ALLOC_SOME_SRC,BEAM_ALLOC_BUILD_NIF_CXX)m
 
 # beam_alloc's own Makefile decides whether a library is out of date: it
 # runs once per make, before anything that depends on the library is
-# considered (so a NIF is relinked only when the library really changed).
+# considered (so a NIF is rebuilt only when the library really changed, or
+# one of beam_alloc's headers, which the NIF's sources include).
 $(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) nif-lib ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR) CC="$(CC)"
 $(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB

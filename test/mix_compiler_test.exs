@@ -622,6 +622,64 @@ defmodule BeamAlloc.MixCompilerTest do
     assert out =~ ~r"/nonexistent/board-gcc .* -c src/gpa\.c", out
   end
 
+  # A NIF built by beam_alloc.mk depends on $(BEAM_ALLOC_LIB), a copy that
+  # beam_alloc's make wrote again only when the archive's bytes changed. An
+  # update of beam_alloc that changes a header but none of the library's
+  # objects (a macro, an inline function that the NIF expands and the
+  # library does not) left the NIF built against the old header beside the
+  # new Erlang side (found in an audit of rebuilds: make and rebar3 kept it,
+  # the Mix compiler, which follows each source's headers, rebuilt it).
+  # The library is built once; the update's objects, built again the same,
+  # are set so by their times (35 objects twice took 20-40 s).
+  @tag timeout: 300_000
+  test "beam_alloc.mk rebuilds the NIF when beam_alloc's headers change", %{dir: dir} do
+    copy = tree_copy!(dir)
+
+    File.write!(Path.join(dir, "c_src/probe_nif.c"), """
+    #include <beam_alloc_nif.h>
+    #ifndef BEAM_ALLOC_PROBE
+    #define BEAM_ALLOC_PROBE 21
+    #endif
+    BEAM_NIF(answer) { return enif_make_int(env, BEAM_ALLOC_PROBE); }
+    static ErlNifFunc funcs[] = {{"answer", 0, answer, 0}};
+    BEAM_NIF_INIT(tmp_nif, funcs, NULL, NULL, NULL)
+    """)
+
+    File.write!(Path.join(dir, "Makefile"), """
+    include #{copy}/beam_alloc.mk
+    priv/tmp_nif.so: c_src/probe_nif.c $(BEAM_ALLOC_LIB)
+    \t$(BEAM_ALLOC_BUILD_NIF)
+    """)
+
+    so = Path.join(dir, "priv/tmp_nif.so")
+
+    make = fn ->
+      System.cmd("make", ["--no-print-directory", "-j2", "priv/tmp_nif.so"],
+        cd: dir,
+        env: [{"MAKEFLAGS", nil}, {"MAKELEVEL", nil}],
+        stderr_to_stdout: true
+      )
+    end
+
+    assert {_, 0} = make.()
+    assert call_answer(so) == 21
+
+    header = Path.join(copy, "include/beam_alloc.h")
+    File.write!(header, File.read!(header) <> "#define BEAM_ALLOC_PROBE 4\n")
+    now = System.os_time(:second)
+
+    for file <- Path.wildcard(Path.join(copy, "build/nif-*/**/*.{o,a}")),
+        do: File.touch!(file, now)
+
+    File.touch!(header, now - 60)
+    File.touch!(so, now - 50)
+    File.touch!(Path.join(dir, "c_src/probe_nif.c"), now - 100)
+    File.touch!(Path.join(copy, "build/libbeam_alloc.a"), now - 100)
+
+    assert {out, 0} = make.()
+    assert call_answer(so) == 4, out
+  end
+
   # $(BEAM_ALLOC_BUILD_NIF) compiles the .c prerequisites alone: given a C++
   # NIF (an adopter's rebar3 c_src/Makefile, copied from the README's C
   # one), it linked beam_alloc's library with no source, make succeeded,
