@@ -554,14 +554,23 @@ LIBDW_STAMP  := $(NIF_DIR)/symbolizer-libdw
 $(LIBDW_STAMP): FORCE_COMMAND
 	@$(call write_if_changed,LIBDW_FLAGS)
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(NIF_DIR)/command | erts-include-dir
+# The key of the NIF library these NIFs were last linked with in this
+# application folder, rewritten only when it differs: by times alone, a
+# switch back to a key built before (OTP 27, then 25 again, or CC) found
+# the older library and command file and kept NIFs linked for the other
+# erl_nif.h (found in an audit of rebuilds).
+APP_NIF_KEY := $(MIX_APP_PATH)/beam_alloc-nif.key
+$(APP_NIF_KEY): FORCE_COMMAND | erts-include-dir
+	@$(call write_if_changed,NIF_DIR_KEY)
+
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(NIF_DIR)/command $(APP_NIF_KEY) | erts-include-dir
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing ($(CC) finds no elfutils/libdwfl.h or libdw.so): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
-$(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(NIF_LIB) | erts-include-dir
+$(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY) | erts-include-dir
 	@mkdir -p $(@D)
 	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $(TESTING_SRC) $(NIF_LIB) $(NIF_LDFLAGS) -ldl -o $@
 
@@ -611,7 +620,15 @@ erlang-app: $(BUILD)/libbeam_alloc.a $(ERLANG_APP_BEAMS) $(ERLANG_APP_DIR)/ebin/
 erlang-app-nifs: $(TESTING_SO) $(SYMBOLIZE_SO)
 	@:
 
-$(ERLANG_APP_DIR)/ebin/%.beam: erlang/%.erl
+# Compiled again for another Erlang (its ERTS_INCLUDE_DIR names the
+# install and version): by times alone, a switch back from OTP 27 to 25
+# kept OTP 27's modules, which 25 refuses (features_not_allowed), and a
+# make user's on_load failed with undef (found in an audit of rebuilds).
+ERLANG_APP_ERTS := $(ERLANG_APP_DIR)/beam_alloc-erts.key
+$(ERLANG_APP_ERTS): FORCE_COMMAND | erts-include-dir
+	@$(call write_if_changed,ERTS_INCLUDE_DIR)
+
+$(ERLANG_APP_DIR)/ebin/%.beam: erlang/%.erl $(ERLANG_APP_ERTS)
 	@mkdir -p $(@D)
 	erlc +debug_info -o $(@D) $<
 

@@ -680,6 +680,33 @@ defmodule BeamAlloc.MixCompilerTest do
     assert call_answer(so) == 4, out
   end
 
+  # beam_alloc's Erlang side for make users (make erlang-app) was built by
+  # times alone: after a switch of Erlang/OTP back to one built before
+  # (kerl, asdf; OTP 27 to 25) its modules stayed OTP 27's (OTP 25 refused
+  # them: features_not_allowed, maybe_expr, and the user's on_load failed
+  # with undef) and its NIFs were linked against the other erl_nif.h, their
+  # library being the older of the two (found in an audit of rebuilds).
+  # Another ERTS_INCLUDE_DIR stands for the other OTP here.
+  @tag timeout: 300_000
+  test "make erlang-app builds beam_alloc's modules and NIFs again for another OTP",
+       %{dir: dir} do
+    copy = tree_copy!(dir)
+    {erts, 0} = make_in(copy, "-O2", ["-s", "--eval", "show:;@echo $(ERTS_INCLUDE_DIR)", "show"])
+    other = Path.join(dir, "other-otp/include")
+    File.mkdir_p!(other)
+    File.cp_r!(String.trim(erts), other)
+    app = ["-j2", "erlang-app"]
+    rebuilt? = &(&1 =~ "erlc " and &1 =~ "beam_alloc_testing.so")
+
+    assert {_, 0} = make_in(copy, "-O2", app)
+    assert {out, 0} = make_in(copy, "-O2", app ++ ["ERTS_INCLUDE_DIR=#{other}"])
+    assert rebuilt?.(out), out
+    assert {out, 0} = make_in(copy, "-O2", app)
+    assert rebuilt?.(out), out
+    assert {out, 0} = make_in(copy, "-O2", app)
+    refute out =~ "erlc " or out =~ "beam_alloc_testing.so", out
+  end
+
   # $(BEAM_ALLOC_BUILD_NIF) compiles the .c prerequisites alone: given a C++
   # NIF (an adopter's rebar3 c_src/Makefile, copied from the README's C
   # one), it linked beam_alloc's library with no source, make succeeded,
