@@ -200,11 +200,22 @@ nif-dir:
 # beam_alloc.mk depends on this file alone, and an update of beam_alloc
 # that changed a header but none of the library's objects (a macro or an
 # inline function only the NIF expands) left the copy as it was, and the
-# NIF built against the old header.
+# NIF built against the old header. Touched too when the Erlang of the
+# library copied changes (COPY_ERTS): another Erlang's library often comes
+# out byte for byte the same (without -g nothing of erl_nif.h's path or
+# version is in its objects), and the NIF kept the other erl_nif.h (found
+# in review: OTP 27's, which OTP 25 refuses to load). Its Erlang alone,
+# not the whole key: another CC that builds the same bytes (gcc beside
+# cc) needs no NIF rebuilt, and two builds of the copy that differ only
+# so (a rebar3 hook's cc, a c_src/Makefile's CC = gcc) would touch it at
+# every make.
 PUBLIC_HEADERS := $(filter include/%,$(HEADERS))
-$(BUILD)/libbeam_alloc.a: $(NIF_LIB) $(PUBLIC_HEADERS) FORCE_COMMAND
+COPY_ERTS := $(BUILD)/libbeam_alloc-erts.key
+$(COPY_ERTS): FORCE_COMMAND | erts-include-dir
+	@$(call write_if_changed,ERTS_INCLUDE_DIR)
+$(BUILD)/libbeam_alloc.a: $(NIF_LIB) $(PUBLIC_HEADERS) $(COPY_ERTS) FORCE_COMMAND
 	@cmp -s $< $@ || { cp $< $(TMP_OUT) && mv -f $(TMP_OUT) $@; }
-	$(if $(filter $(PUBLIC_HEADERS),$?),@touch $@)
+	$(if $(filter $(PUBLIC_HEADERS) $(COPY_ERTS),$?),@touch $@)
 
 $(BUILD)/libbeam_alloc_standalone.a: $(STANDALONE_OBJ)
 	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@
