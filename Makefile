@@ -456,8 +456,10 @@ header-test: $(BUILD)/libbeam_alloc_standalone.a target-check-test
 	    done; \
 	done
 
+# (beam_alloc-nif.key: the key of the NIFs that rebar3's hook builds into
+# priv/, APP_NIF_KEY with MIX_APP_PATH=.)
 clean:
-	rm -rf $(BUILD) _build priv
+	rm -rf $(BUILD) _build priv beam_alloc-nif.key
 
 format:
 	clang-format -i include/*.h include/*.hpp include/beam_alloc/*.h src/*.c src/*.h src/*/*.c src/*/*.h c_src/*.c c_src/*.h test/c/*.c test/c/*.h test/nifs/*.c test/nifs/*/*.c test/nifs/*.cpp bench/sqlite/*.c bench/sqlite/*.h bench/nif_call/*.c
@@ -613,7 +615,7 @@ rebar3-appup:
 	escript scripts/appup "$$out/beam_alloc/ebin/beam_alloc.app"
 
 rebar3-clean:
-	rm -rf $(BUILD) priv
+	rm -rf $(BUILD) priv beam_alloc-nif.key
 
 # make (beam_alloc.mk's BEAM_ALLOC_APP): beam_alloc's Erlang side as an OTP
 # application directory, ERLANG_APP_DIR (its name must stay beam_alloc:

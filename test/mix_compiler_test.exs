@@ -680,6 +680,21 @@ defmodule BeamAlloc.MixCompilerTest do
     refute out =~ "erlc " or out =~ "beam_alloc_testing.so", out
   end
 
+  # rebar3's hook builds the NIFs into this checkout's priv/ (MIX_APP_PATH
+  # is .), so the key of their library, beam_alloc-nif.key, is written
+  # beside the Makefile: make clean and rebar3-clean took priv/ and left
+  # the key behind (found in review).
+  test "make clean and rebar3-clean take the key rebar3's NIFs leave", %{dir: dir} do
+    copy = tree_copy!(dir)
+    key = Path.join(copy, "beam_alloc-nif.key")
+
+    for goal <- ["clean", "rebar3-clean"] do
+      File.write!(key, "cc ERTS=/none\n")
+      assert {_, 0} = make_in(copy, "-O2", [goal])
+      refute File.exists?(key), goal
+    end
+  end
+
   # A NIF built by beam_alloc.mk is rebuilt by the times of the library's
   # copy, which was written again only when its bytes changed: for another
   # Erlang they often do not (CFLAGS without -g: the library calls enif_*
