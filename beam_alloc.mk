@@ -182,11 +182,14 @@ $(error BEAM_ALLOC_APP_DIR ($(BEAM_ALLOC_APP_DIR)): its absolute path holds a sp
 endif
 BEAM_ALLOC_EBIN := $(BEAM_ALLOC_APP_ROOT)/ebin
 BEAM_ALLOC_APP := $(BEAM_ALLOC_EBIN)/beam_alloc.app
-# (After the library: two makes must not build it at once under make -j.)
+# (After the library: two makes must not build it at once under make -j.
+# With the library's CC: erlang-app builds the library's copy too, and with
+# beam_alloc's own CC, where a project's Makefile set another, each make
+# wrote the copy for the one, then the other, and rebuilt the NIF.)
 $(BEAM_ALLOC_APP): FORCE_BEAM_ALLOC_APP | $(BEAM_ALLOC_LIB)
 	$(if $(filter-out $(BEAM_ALLOC_APP_ROOT),$(call beam_alloc_make_path,$(BEAM_ALLOC_APP_DIR))),$(error BEAM_ALLOC_APP_DIR changed after beam_alloc.mk was included: set it before the include))
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) erlang-app \
-	    ERLANG_APP_DIR=$(BEAM_ALLOC_APP_FOR_MAKE) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR)
+	    ERLANG_APP_DIR=$(BEAM_ALLOC_APP_FOR_MAKE) ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR) CC="$(CC)"
 BEAM_ALLOC_BUILD_APP = mkdir -p $(@D) && \
     escript $(BEAM_ALLOC_DIR)/scripts/app-file $@ $< $(filter %.erl,$^)
 .PHONY: FORCE_BEAM_ALLOC_NIF_LIB FORCE_BEAM_ALLOC_STANDALONE_LIB FORCE_BEAM_ALLOC_APP

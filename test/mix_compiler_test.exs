@@ -719,6 +719,33 @@ defmodule BeamAlloc.MixCompilerTest do
     refute rebuilt?.(out), out
   end
 
+  # beam_alloc.mk built the library with the project's CC and its Erlang
+  # side (make erlang-app, whose prerequisite the library's copy is too)
+  # with beam_alloc's: with a CC set in the project's Makefile (not in the
+  # environment), each make wrote the copy for the one, then the other, and
+  # the NIF, built against it, was built again at every make (found in
+  # review: CC = clang beside beam_alloc's cc).
+  @tag timeout: 300_000
+  test "beam_alloc.mk builds nothing again with a CC of the project's Makefile", %{dir: dir} do
+    copy = tree_copy!(dir)
+    make = probe_project!(dir, copy, [{"CC", nil}])
+    makefile = Path.join(dir, "Makefile")
+
+    File.write!(
+      makefile,
+      "CC = clang\n" <>
+        String.replace(
+          File.read!(makefile),
+          "priv/tmp_nif.so:",
+          "all: priv/tmp_nif.so $(BEAM_ALLOC_APP)\npriv/tmp_nif.so:"
+        )
+    )
+
+    assert {_, 0} = make.(["all"])
+    assert {out, 0} = make.(["all"])
+    refute out =~ "probe_nif.c" or out =~ "erlc ", out
+  end
+
   # $(BEAM_ALLOC_BUILD_NIF) compiles the .c prerequisites alone: given a C++
   # NIF (an adopter's rebar3 c_src/Makefile, copied from the README's C
   # one), it linked beam_alloc's library with no source, make succeeded,
