@@ -666,16 +666,18 @@ $(LINES_SO)/lto_nif.so: NIF_LIBS := -flto
 $(LINES_SO)/no_debug_nif.so $(LINES_SO)/no_debug_cxx_nif.so: CFLAGS += -g0
 $(LINES_SO)/omit_fp_nif.so: NIF_FRAME_FLAGS := -fomit-frame-pointer -fno-optimize-sibling-calls
 $(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so $(LINES_SO)/no_build_id_kept_nif.so: NIF_LIBS := -Wl,--build-id=none
-$(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(NIF_LIB)
+$(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -gsplit-dwarf $(NIF_FLAGS) -c $< -o $@.o
 	$(CC) $(LINK_CFLAGS) $@.o $(NIF_LIB) $(NIF_LDFLAGS) -o $@
 
-$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB)
+# The test NIFs relink when the library's key changes (APP_NIF_KEY): by
+# times alone, a run after one with another CC or OTP loaded the other's.
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
-$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB)
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY)
 	@mkdir -p $(@D)
 	$(CXX) $(CFLAGS) $(NIF_CXXFLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
