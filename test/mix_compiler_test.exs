@@ -652,6 +652,9 @@ defmodule BeamAlloc.MixCompilerTest do
     File.touch!(so, now - 50)
     File.touch!(Path.join(dir, "c_src/probe_nif.c"), now - 100)
     File.touch!(Path.join(copy, "build/libbeam_alloc.a"), now - 100)
+    # (The copy's Erlang key older too: newer, it touched the copy itself
+    # and the test passed without the header's own rule.)
+    File.touch!(Path.join(copy, "build/libbeam_alloc-erts.key"), now - 110)
 
     assert {out, 0} = make.([])
     assert call_answer(so) == 4, out
