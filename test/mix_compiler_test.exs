@@ -687,14 +687,15 @@ defmodule BeamAlloc.MixCompilerTest do
       &(&1 =~ "erlc " and &1 =~ "beam_alloc_testing.so" and
           &1 =~ "-o build/erlang/beam_alloc/priv/options_nif.so")
 
+    built_any? = &(&1 =~ "erlc " or &1 =~ "beam_alloc_testing.so" or &1 =~ "options_nif.so")
     prebuilt_library!(copy, "-O0")
-    assert {_, 0} = make_in(copy, "-O0", app)
-    assert {out, 0} = make_in(copy, "-O0", app ++ ["ERTS_INCLUDE_DIR=#{other}"])
-    assert rebuilt?.(out), out
-    assert {out, 0} = make_in(copy, "-O0", app)
-    assert rebuilt?.(out), out
-    assert {out, 0} = make_in(copy, "-O0", app)
-    refute out =~ "erlc " or out =~ "beam_alloc_testing.so" or out =~ "options_nif.so", out
+
+    assert_built_again_for_each_erts(
+      &make_in(copy, "-O0", app ++ &1),
+      other,
+      rebuilt?,
+      built_any?
+    )
   end
 
   # rebar3's hook builds the NIFs into this checkout's priv/ (MIX_APP_PATH
@@ -728,13 +729,7 @@ defmodule BeamAlloc.MixCompilerTest do
     make = probe_project!(dir, copy, [{"CFLAGS", "-O0"}])
 
     rebuilt? = &(&1 =~ "probe_nif.c")
-    assert {_, 0} = make.([])
-    assert {out, 0} = make.(["ERTS_INCLUDE_DIR=#{other}"])
-    assert rebuilt?.(out), out
-    assert {out, 0} = make.([])
-    assert rebuilt?.(out), out
-    assert {out, 0} = make.([])
-    refute rebuilt?.(out), out
+    assert_built_again_for_each_erts(make, other, rebuilt?, rebuilt?)
   end
 
   # beam_alloc.mk built the library with the project's CC and its Erlang
@@ -1390,6 +1385,19 @@ defmodule BeamAlloc.MixCompilerTest do
     File.mkdir_p!(other)
     File.cp_r!(String.trim(erts), other)
     other
+  end
+
+  # make (a function of make's added arguments) once, for the other Erlang's
+  # ERTS_INCLUDE_DIR, back, and again: rebuilt? holds of the output of each
+  # switch, built_any? of none of the last make's.
+  defp assert_built_again_for_each_erts(make, other, rebuilt?, built_any?) do
+    assert {_, 0} = make.([])
+    assert {out, 0} = make.(["ERTS_INCLUDE_DIR=#{other}"])
+    assert rebuilt?.(out), out
+    assert {out, 0} = make.([])
+    assert rebuilt?.(out), out
+    assert {out, 0} = make.([])
+    refute built_any?.(out), out
   end
 
   # Writes into dir a project whose NIF (answer/0: BEAM_ALLOC_PROBE, 21
