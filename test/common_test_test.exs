@@ -106,7 +106,8 @@ defmodule BeamAlloc.CommonTestTest do
     test "a failure is shown once, the hook in #{way}", %{dir: dir} do
       suite = "test/common_test/beam_alloc_cth_suite0_SUITE.erl"
       assert {1, 2, {0, 0}} = run_suite(dir, suite, ct_hooks: unquote(hooks))
-      shown = shown()
+      # (The lines beam_alloc_ct_shell would have printed, in order.)
+      shown = BeamAlloc.Test.Mailbox.take(:beam_alloc_ct_shell)
       assert [double_free] = Enum.filter(shown, &(&1 =~ "double free"))
       assert double_free =~ ~r/^double_free: FAILED: .*double_free_plain \(\S*#{@source}:\d+\)/
       assert [leak] = Enum.filter(shown, &(&1 =~ "leak_deep"))
@@ -230,15 +231,6 @@ defmodule BeamAlloc.CommonTestTest do
 
     assert_received {:run, run}
     run
-  end
-
-  # The lines beam_alloc_ct_shell would have printed, in order.
-  defp shown(acc \\ []) do
-    receive do
-      {:beam_alloc_ct_shell, line} -> shown([line | acc])
-    after
-      0 -> Enum.reverse(acc)
-    end
   end
 
   # CT writes a failure as {failed, {error, Reason}} or {failed, Reason}.

@@ -110,7 +110,7 @@ defmodule BeamAlloc.FaultInjectionTest do
       freed = Faults.mbuffers_freed()
       assert {:ok, 1} = check_all_allocation_failures(fun, modules: [Faults])
       # The runs the block was given in, each freed by the destructor.
-      sizes = collect_msizes([])
+      sizes = BeamAlloc.Test.Mailbox.take(:msize)
       assert sizes != [] and Enum.all?(sizes, &(&1 == 48))
       assert Faults.mbuffers_freed() - freed == length(sizes)
 
@@ -963,24 +963,8 @@ defmodule BeamAlloc.FaultInjectionTest do
 
     assert {:ok, ^requests} = check_all_allocation_failures(fun, modules: [Faults])
     assert Faults.take_reports() == []
-    results = collect_gbuffer_results([])
+    results = BeamAlloc.Test.Mailbox.take(:gbuffer)
     assert results != [] and Enum.all?(results, &(&1 == :ok))
-  end
-
-  defp collect_gbuffer_results(acc) do
-    receive do
-      {:gbuffer, result} -> collect_gbuffer_results([result | acc])
-    after
-      0 -> acc
-    end
-  end
-
-  defp collect_msizes(acc) do
-    receive do
-      {:msize, size} -> collect_msizes([size | acc])
-    after
-      0 -> acc
-    end
   end
 
   # Keeps the last buffer sent, dropping the one before; drops it too

@@ -1263,15 +1263,7 @@ defmodule BeamAlloc.CaseTest do
     end
 
     Process.sleep(500)
-    count_returned(0)
-  end
-
-  defp count_returned(n) do
-    receive do
-      {:returned, _} -> count_returned(n + 1)
-    after
-      0 -> n
-    end
+    length(BeamAlloc.Test.Mailbox.take(:returned))
   end
 
   # check_all_allocation_failures(fun), its log captured: the

@@ -368,15 +368,10 @@ defmodule BeamAlloc.ReportTest do
     end
 
     # (Not the Logger's own events: capture_log restarts its console.)
-    Enum.filter(collected([]), &String.match?(&1, ~r/^(stop \d+|beam_alloc: )/))
-  end
-
-  defp collected(lines) do
-    receive do
-      {:logged, line} -> collected([line | lines])
-    after
-      0 -> Enum.reverse(lines)
-    end
+    Enum.filter(
+      BeamAlloc.Test.Mailbox.take(:logged),
+      &String.match?(&1, ~r/^(stop \d+|beam_alloc: )/)
+    )
   end
 
   defp stop_lines(lines), do: Enum.filter(lines, &String.starts_with?(&1, "stop "))
@@ -438,7 +433,11 @@ defmodule BeamAlloc.ReportTest do
       :logger.remove_handler(:beam_alloc_collect)
     end
 
-    lines = Enum.filter(collected([]), &String.match?(&1, ~r/^(flood \d+|beam_alloc: )/))
+    lines =
+      Enum.filter(
+        BeamAlloc.Test.Mailbox.take(:logged),
+        &String.match?(&1, ~r/^(flood \d+|beam_alloc: )/)
+      )
 
     assert lines == [
              "beam_alloc: 150 reports not logged: more than 50 were waiting to be logged " <>
