@@ -572,18 +572,23 @@ $(LIBDW_STAMP): FORCE_COMMAND
 # switch back to a key built before (OTP 27, then 25 again, or CC) found
 # the older library and command file and kept NIFs linked for the other
 # erl_nif.h (found in an audit of rebuilds).
+# Every NIF linked in the application folder depends on it, named here
+# once rather than in each rule: the driver, the symbolizer and the test
+# NIFs (TEST_NIF_SO, lines/ among them; by times alone, a suite run after
+# one with another CC or OTP loaded the other's).
 APP_NIF_KEY := $(MIX_APP_PATH)/beam_alloc-nif.key
 $(APP_NIF_KEY): FORCE_COMMAND | erts-include-dir
 	@$(call write_if_changed,NIF_DIR_KEY)
+$(TESTING_SO) $(SYMBOLIZE_SO) $(TEST_NIF_SO): $(APP_NIF_KEY)
 
-$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(NIF_DIR)/command $(APP_NIF_KEY) | erts-include-dir
+$(SYMBOLIZE_SO): c_src/beam_alloc_symbolize.c c_src/nif_text.h src/nif/report_tokens.h $(LIBDW_STAMP) $(NIF_DIR)/command | erts-include-dir
 	@mkdir -p $(@D)
 	@if [ -z "$(LIBDW_FLAGS)" ] && [ "$$(uname -s)" = Linux ]; then \
 	    echo "warning: libdw-dev is missing ($(CC) finds no elfutils/libdwfl.h or libdw.so): building the symbolizer without it;" \
 	         "reports will name sites as lib.so+0x.. instead of file.c:line (scripts/ensure-deps installs it)" >&2; fi
 	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $< $(NIF_LDFLAGS) $(LIBDW_FLAGS) -o $@
 
-$(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY) | erts-include-dir
+$(TESTING_SO): $(TESTING_SRC) c_src/crash_note.h c_src/nif_text.h $(HEADERS) $(NIF_LIB) | erts-include-dir
 	@mkdir -p $(@D)
 	$(CC) $(OWN_CFLAGS) $(NIF_FLAGS) $(TESTING_SRC) $(NIF_LIB) $(NIF_LDFLAGS) -ldl -o $@
 
@@ -666,18 +671,16 @@ $(LINES_SO)/lto_nif.so: NIF_LIBS := -flto
 $(LINES_SO)/no_debug_nif.so $(LINES_SO)/no_debug_cxx_nif.so: CFLAGS += -g0
 $(LINES_SO)/omit_fp_nif.so: NIF_FRAME_FLAGS := -fomit-frame-pointer -fno-optimize-sibling-calls
 $(LINES_SO)/no_build_id_nif.so $(LINES_SO)/no_build_id_shifted_nif.so $(LINES_SO)/no_build_id_kept_nif.so: NIF_LIBS := -Wl,--build-id=none
-$(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY)
+$(LINES_SO)/split_dwarf_nif.so: test/nifs/lines/split_dwarf_nif.c test/nifs/lines/lines.h $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -gsplit-dwarf $(NIF_FLAGS) -c $< -o $@.o
 	$(CC) $(LINK_CFLAGS) $@.o $(NIF_LIB) $(NIF_LDFLAGS) -o $@
 
-# The test NIFs relink when the library's key changes (APP_NIF_KEY): by
-# times alone, a run after one with another CC or OTP loaded the other's.
-$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY)
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.c $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(NIF_FLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
-$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB) $(APP_NIF_KEY)
+$(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) $(NIF_LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(CFLAGS) $(NIF_CXXFLAGS) $< $(NIF_LIB) $(NIF_LDFLAGS) $(NIF_LIBS) -o $@
 
