@@ -139,23 +139,26 @@ TARGET_CFLAGS = $(filter -m% --sysroot% -isysroot% --target% -target% -arch%,$(s
 # day between the host (mix test) and the board (MIX_TARGET=rpi4: its
 # CC, CFLAGS and ERTS_INCLUDE_DIR), and each switch built the whole library
 # again (15-33 s each way). The folder is named by a checksum of the key.
-# Goals that build no NIF code leave ERTS_INCLUDE_DIR out of it: asking
-# erl for it takes a second (the key file inside has the real one).
+# Goals that build no NIF code (NIF_FREE_GOALS) leave ERTS_INCLUDE_DIR out
+# of it: asking erl for it takes a second (the key file inside has the
+# real one). Those of them that write nothing in it (KEYLESS_GOALS) need
+# no name, no cksum run: make clean, format and deps (which installs what
+# is missing) were refused without cksum too; the other goals still are.
 # $(BUILD)/libbeam_alloc.a is a copy of the last built, for beam_alloc.mk
 # and rebar3 users.
-NIF_FREE_GOALS := standalone-lib c-test c-test-san c-test-tsan c-test-valgrind cross-test \
-    fuzz fuzz-build fuzz-smoke bench-scratch bench-pause bench-sqlite-c format clean rebar3-clean \
-    deps target-check %/run_tests %/libbeam_alloc_standalone.a
-NIF_DIR_ERTS = $(if $(MAKECMDGOALS),$(if $(filter-out $(NIF_FREE_GOALS),$(MAKECMDGOALS)),$(ERTS_INCLUDE_DIR),none),$(ERTS_INCLUDE_DIR))
+KEYLESS_GOALS := clean format deps rebar3-clean
+NIF_FREE_GOALS := $(KEYLESS_GOALS) standalone-lib c-test c-test-san c-test-tsan c-test-valgrind \
+    cross-test fuzz fuzz-build fuzz-smoke bench-scratch bench-pause bench-sqlite-c target-check \
+    %/run_tests %/libbeam_alloc_standalone.a
+# Non-empty when goals were given and each is one of the list $(1).
+only_goals = $(and $(MAKECMDGOALS),$(if $(filter-out $(1),$(MAKECMDGOALS)),,yes))
+NIF_DIR_ERTS = $(if $(call only_goals,$(NIF_FREE_GOALS)),none,$(ERTS_INCLUDE_DIR))
 # (LIB_BASE_FLAGS: the key is read with the Makefile, and TLS_DIALECT's
 # probes would run then; the dialect follows from CC, which the key has,
 # and the command file inside has it.)
 NIF_DIR_KEY = $(CC) $(LINK_CFLAGS) $(TARGET_CFLAGS) $(LIB_BASE_FLAGS) ERTS=$(NIF_DIR_ERTS)
 NIF_DIR_CKSUM = $(firstword $(shell printf '%s' '$(subst ','\'',$(NIF_DIR_KEY))' | cksum))
-# Goals that write nothing in it need no name: make clean, format and deps
-# (which installs what is missing) were refused without cksum too.
-KEYLESS_GOALS := clean format deps rebar3-clean
-NIF_DIR_SUM := $(if $(if $(MAKECMDGOALS),$(filter-out $(KEYLESS_GOALS),$(MAKECMDGOALS)),all),$(NIF_DIR_CKSUM),none)
+NIF_DIR_SUM := $(if $(call only_goals,$(KEYLESS_GOALS)),none,$(NIF_DIR_CKSUM))
 # Without cksum the folder was build/nif- for every target, their objects
 # mixed, and nothing said so (cksum is coreutils: a refusal, no fallback).
 $(if $(NIF_DIR_SUM),,$(error cksum is not on PATH (coreutils): it names the NIF library's folder per target, build/nif-<checksum>))
