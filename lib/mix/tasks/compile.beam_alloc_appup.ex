@@ -17,10 +17,14 @@ defmodule Mix.Tasks.Compile.BeamAllocAppup do
 
   @impl Mix.Task.Compiler
   def run(_args) do
-    app = Path.join(Mix.Project.compile_path(), "beam_alloc.app")
+    ebin = Mix.Project.compile_path()
+    app = Path.join(ebin, "beam_alloc.app")
     script = Path.join(Path.dirname(Mix.Project.project_file()), "scripts/appup")
+    # The beams too: a module that becomes a gen_server changes its
+    # instruction with the same module list and version (the .app as it was).
+    beams = Path.wildcard(Path.join(ebin, "*.beam"))
 
-    if Mix.Utils.stale?([app, script], [appup()]) do
+    if Mix.Utils.stale?([app, script | beams], [appup()]) do
       case System.cmd("escript", [script, app], stderr_to_stdout: true) do
         {_, 0} -> {:ok, []}
         {out, status} -> Mix.raise("scripts/appup failed (exit status #{status}):\n#{out}")
