@@ -1494,4 +1494,43 @@ defmodule BeamAlloc.MixCompilerTest do
     refute "beam_alloc: compiling c_src/twice.cpp (tmp_nif)" in lines
     assert call_answer(so_path(dir, app, :tmp_nif)) == 8
   end
+
+  # The appup step (Mix.Tasks.Compile.BeamAllocAppup) found the ebin's
+  # beams with Path.wildcard, which reads the whole path as a pattern:
+  # under a folder named with [ or { it found none, and a beam compiled
+  # again left the appup stale, as before the step followed the beams.
+  test "the appup step follows the beams under a folder whose name has [ and {", %{dir: dir} do
+    dir = Path.join(dir, "p[1] {a,b}")
+    File.mkdir_p!(Path.join(dir, "scripts"))
+    File.cp!("scripts/appup", Path.join(dir, "scripts/appup"))
+
+    File.write!(Path.join(dir, "mix.exs"), """
+    defmodule MixcAppupGlob.MixProject do
+      use Mix.Project
+      def project, do: [app: :beam_alloc, version: "0.1.0"]
+    end
+    """)
+
+    in_project = fn f -> Mix.Project.in_project(:beam_alloc, dir, fn _ -> f.() end) end
+    run = fn -> in_project.(fn -> Mix.Tasks.Compile.BeamAllocAppup.run([]) end) end
+    ebin = in_project.(&Mix.Project.compile_path/0)
+    File.mkdir_p!(ebin)
+    src = Path.join(dir, "mixc_appup_glob.erl")
+    File.write!(src, "-module(mixc_appup_glob).\n")
+    {:ok, _} = :compile.file(to_charlist(src), outdir: to_charlist(ebin))
+    app = Path.join(ebin, "beam_alloc.app")
+    File.write!(app, ~s|{application,beam_alloc,[{vsn,"0.1.0"},{modules,[mixc_appup_glob]}]}.\n|)
+    assert {:ok, []} = run.()
+
+    appup = Path.join(ebin, "beam_alloc.appup")
+    written = File.read!(appup)
+    beam = Path.join(ebin, "mixc_appup_glob.beam")
+    t = File.stat!(beam, time: :posix).mtime
+    File.write!(appup, "stale.\n")
+    File.touch!(appup, t + 1)
+    File.touch!(app, t)
+    File.touch!(beam, t + 2)
+    assert {:ok, []} = run.()
+    assert File.read!(appup) == written
+  end
 end

@@ -22,7 +22,9 @@ defmodule Mix.Tasks.Compile.BeamAllocAppup do
     script = Path.join(Path.dirname(Mix.Project.project_file()), "scripts/appup")
     # The beams too: a module that becomes a gen_server changes its
     # instruction with the same module list and version (the .app as it was).
-    beams = Path.wildcard(Path.join(ebin, "*.beam"))
+    # (Listed, not Path.wildcard: that reads the ebin's path as a pattern,
+    # and under a folder named with [ or { found no beam.)
+    beams = for f <- File.ls!(ebin), Path.extname(f) == ".beam", do: Path.join(ebin, f)
 
     if Mix.Utils.stale?([app, script | beams], [appup()]) do
       case System.cmd("escript", [script, app], stderr_to_stdout: true) do
