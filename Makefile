@@ -689,7 +689,8 @@ $(MIX_APP_PATH)/priv/%.so: test/nifs/%.cpp $(wildcard test/nifs/*.h) $(HEADERS) 
 
 # The library is built here first so that the make that mix runs finds it
 # up to date (and two makes never write the same objects).
-# MIX_TEST_FILES= runs some files of it (scripts/fresh-machine-check does).
+# MIX_TEST_FILES="test/a_test.exs ...": those files only, not the whole
+# ExUnit suite (scripts/fresh-machine-check does).
 MIX_TEST_FILES ?=
 mix-test: lib
 	MIX_ENV=test mix test $(MIX_TEST_FILES)
