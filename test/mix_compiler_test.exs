@@ -1533,4 +1533,29 @@ defmodule BeamAlloc.MixCompilerTest do
     assert {:ok, []} = run.()
     assert File.read!(appup) == written
   end
+
+  # Its own make step's clean (mix clean with beam_alloc a dependency)
+  # found priv/*.so with Path.wildcard too: under such a folder it
+  # removed nothing.
+  test "the make step's clean removes priv's libraries under a folder whose name has [ and {", %{
+    dir: dir
+  } do
+    dir = Path.join(dir, "p[1] {a,b}")
+    File.mkdir_p!(dir)
+
+    File.write!(Path.join(dir, "mix.exs"), """
+    defmodule MixcCleanGlob.MixProject do
+      use Mix.Project
+      def project, do: [app: :mixc_clean_glob, version: "0.1.0"]
+    end
+    """)
+
+    Mix.Project.in_project(:mixc_clean_glob, dir, fn _ ->
+      priv = Path.join(Mix.Project.app_path(), "priv")
+      File.mkdir_p!(priv)
+      for f <- ["a.so", "b.so", "keep.txt"], do: File.write!(Path.join(priv, f), "")
+      Mix.Tasks.Compile.BeamAllocMake.clean()
+      assert File.ls!(priv) == ["keep.txt"]
+    end)
+  end
 end

@@ -61,9 +61,12 @@ defmodule Mix.Tasks.Compile.BeamAllocMake do
 
   @impl Mix.Task.Compiler
   def clean do
-    Path.join([Mix.Project.app_path(), "priv", "*.so"])
-    |> Path.wildcard()
-    |> Enum.each(&File.rm!/1)
+    # Listed, not Path.wildcard: that reads the whole path as a pattern,
+    # and under a folder named with [ or { it found nothing to remove.
+    priv = Path.join(Mix.Project.app_path(), "priv")
+
+    names = if File.dir?(priv), do: File.ls!(priv), else: []
+    for name <- names, String.ends_with?(name, ".so"), do: File.rm!(Path.join(priv, name))
   end
 
   defp project_dir, do: Path.dirname(Mix.Project.project_file())
