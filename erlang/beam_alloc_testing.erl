@@ -335,7 +335,9 @@ pid_text(Pid, elixir) ->
 %% (alignment 1) at 0x7f..., \"...>>", the source line cut off), and the
 %% output after it in full (output:<<...>>; rebar3's Output:).
 written(Lines) ->
-    _ = (catch io:put_chars([[Line, $\n] || Line <- Lines])),
+    %% try, not catch: OTP 29 deprecates catch expressions (a warning
+    %% in every build of this module there).
+    try io:put_chars([[Line, $\n] || Line <- Lines]) catch _:_ -> ok end,
     Lines.
 
 not_shown(N, N) ->
@@ -877,7 +879,9 @@ consume(Problems, Attached) ->
     case {Windows, get(?REPORTS)} of
         {[_ | _], {Reporter, _}} ->
             Modules = [binary_to_atom(M, utf8) || M <- Attached],
-            _ = (catch gen_server:call(Reporter, {consume, self(), Modules, Windows})),
+            _ = try gen_server:call(Reporter, {consume, self(), Modules, Windows})
+                catch _:_ -> ok
+                end,
             ok;
         _ ->
             ok

@@ -154,8 +154,8 @@ driver_nif_test() ->
         #{run := 1} = N:end_run(S),
         %% Another process's session.
         Self = self(),
-        spawn(fun() -> Self ! {other, catch N:end_run(S)} end),
-        receive {other, {'EXIT', {{badarg, _}, _}}} -> ok end
+        spawn(fun() -> Self ! {other, try N:end_run(S) catch C:R -> {C, R} end} end),
+        receive {other, Other} -> ?assertMatch({error, {badarg, _}}, Other) end
     after
         ok = N:close(S)
     end,
