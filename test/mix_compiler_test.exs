@@ -1504,14 +1504,16 @@ defmodule BeamAlloc.MixCompilerTest do
     File.mkdir_p!(Path.join(dir, "scripts"))
     File.cp!("scripts/appup", Path.join(dir, "scripts/appup"))
 
+    # (Its own app name: Mix keeps a project by its app's name, and
+    # another test's beam_alloc dependency would be the one found.)
     File.write!(Path.join(dir, "mix.exs"), """
     defmodule MixcAppupGlob.MixProject do
       use Mix.Project
-      def project, do: [app: :beam_alloc, version: "0.1.0"]
+      def project, do: [app: :mixc_appup_glob, version: "0.1.0"]
     end
     """)
 
-    in_project = fn f -> Mix.Project.in_project(:beam_alloc, dir, fn _ -> f.() end) end
+    in_project = fn f -> Mix.Project.in_project(:mixc_appup_glob, dir, fn _ -> f.() end) end
     run = fn -> in_project.(fn -> Mix.Tasks.Compile.BeamAllocAppup.run([]) end) end
     ebin = in_project.(&Mix.Project.compile_path/0)
     File.mkdir_p!(ebin)
