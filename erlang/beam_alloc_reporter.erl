@@ -605,8 +605,12 @@ terminate(_Reason, S0) ->
         _:_ -> ok
     end.
 
-%% From a version that kept a queue of {Module, Line}.
-code_change(_OldVsn, {_, _} = Queue, _Extra) ->
+code_change(_OldVsn, S, _Extra) when is_map(S) ->
+    {ok, current(S)};
+%% From a version that kept a queue of {Module, Line}. (Told by
+%% queue:is_queue/1, not by a {_, _} pattern: the queue is opaque, and
+%% dialyzer warned of that pattern.)
+code_change(_OldVsn, Queue, _Extra) ->
     case queue:is_queue(Queue) of
         true ->
             Reports = [#{seq => 0, module => M, line => L, pid => undefined, callers => [],
@@ -615,6 +619,4 @@ code_change(_OldVsn, {_, _} = Queue, _Extra) ->
             {ok, current(#{kept => queue:from_list(Reports), seq => 0})};
         false ->
             {ok, Queue}
-    end;
-code_change(_OldVsn, S, _Extra) ->
-    {ok, current(S)}.
+    end.

@@ -545,6 +545,8 @@ defmodule BeamAlloc.Case do
 
   # Some report made since the mark is no longer kept: it may have been
   # the test's, so the test fails (the safe side), with what is kept.
+  # (It only raises: said, for dialyzer.)
+  @spec fail_lost([Reporter.report()], non_neg_integer, pid) :: no_return
   defp fail_lost(_reports, 0, test_pid),
     do: fail("beam_alloc may have reported problems during the test: " <> lost(), [], test_pid)
 

@@ -1,0 +1,51 @@
+defmodule BeamAlloc.DialyzerTest do
+  # Dialyzer on beam_alloc's own modules (lib/ and erlang/, not the
+  # tests'): clean, so that whoever analyses them (a user's run puts them
+  # in the PLT and warns of its own code only) sees nothing. The PLT holds
+  # only the modules ours call or implement behaviours of (OTP's, Elixir's,
+  # Mix's): a full one of erts, kernel, stdlib, elixir, ex_unit and mix
+  # takes minutes. Found auditing the CI tools: an opaque queue matched
+  # as a tuple in beam_alloc_reporter, and a function of BeamAlloc.Case
+  # that only raises, unsaid.
+  use ExUnit.Case, async: false
+
+  @moduletag timeout: 120_000
+
+  @root File.cwd!()
+
+  test "dialyzer finds nothing in beam_alloc's own modules" do
+    ebin = Path.join(Mix.Project.app_path(), "ebin")
+
+    ours =
+      for beam <- Path.wildcard(Path.join(ebin, "*.beam")),
+          source(beam) |> String.starts_with?([@root <> "/lib/", @root <> "/erlang/"]),
+          do: String.to_charlist(beam)
+
+    assert length(ours) > 10
+    names = Enum.map(ours, &List.to_atom(:filename.basename(&1, ~c".beam")))
+
+    used =
+      for beam <- ours,
+          {:ok, {_, [imports: imports, attributes: attributes]}} =
+            :beam_lib.chunks(beam, [:imports, :attributes]),
+          module <-
+            Enum.map(imports, &elem(&1, 0)) ++
+              List.flatten(Keyword.get_values(attributes, :behaviour)),
+          module not in names,
+          uniq: true,
+          do: module
+
+    plt = Path.join(BeamAlloc.Test.TmpDir.path!("beam_alloc_plt"), "used.plt")
+    File.mkdir_p!(Path.dirname(plt))
+    used_beams = for m <- used, path = :code.which(m), is_list(path), do: path
+    _ = :dialyzer.run(analysis_type: :plt_build, files: used_beams, output_plt: to_charlist(plt))
+
+    warnings = :dialyzer.run(init_plt: to_charlist(plt), files: ours)
+    assert Enum.map(warnings, &to_string(:dialyzer.format_warning(&1))) == []
+  end
+
+  defp source(beam) do
+    {:ok, {_, [compile_info: info]}} = :beam_lib.chunks(to_charlist(beam), [:compile_info])
+    to_string(info[:source])
+  end
+end
