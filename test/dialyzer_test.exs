@@ -37,11 +37,29 @@ defmodule BeamAlloc.DialyzerTest do
 
     plt = Path.join(BeamAlloc.Test.TmpDir.path!("beam_alloc_plt"), "used.plt")
     File.mkdir_p!(Path.dirname(plt))
-    used_beams = for m <- used, path = :code.which(m), is_list(path), do: path
+    used_beams = for m <- used, path = beam_of(m), do: path
     _ = :dialyzer.run(analysis_type: :plt_build, files: used_beams, output_plt: to_charlist(plt))
 
     warnings = :dialyzer.run(init_plt: to_charlist(plt), files: ours)
     assert Enum.map(warnings, &to_string(:dialyzer.format_warning(&1))) == []
+  end
+
+  # A preloaded module (erlang, persistent_term, ...) has no path in
+  # :code.which/1, but its beam is in erts' ebin. Left out, the PLT missed
+  # erlang itself: OTP 26 and later warn of unknown functions by default,
+  # and every BIF call was one (OTP 27: "Unknown function
+  # erlang:monitor/2", ...).
+  defp beam_of(module) do
+    case :code.which(module) do
+      :preloaded -> preloaded_beam(module)
+      path when is_list(path) -> path
+      _ -> nil
+    end
+  end
+
+  defp preloaded_beam(module) do
+    beam = Path.join([:code.lib_dir(:erts), "ebin", "#{module}.beam"])
+    if File.regular?(beam), do: to_charlist(beam)
   end
 
   defp source(beam) do
