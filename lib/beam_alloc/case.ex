@@ -303,7 +303,10 @@ defmodule BeamAlloc.Case do
   # second failure lists them (the guard's own message). A test allowed to
   # report gets them only when its failure is beam_alloc's own leak or
   # misuse error (its reports are then that error's source lines).
+  # (It only raises: said, for dialyzer, which warns of it from OTP 26 on,
+  # where :erlang.raise/3 is no_return.)
   @doc false
+  @spec __failed__(:error | :exit | :throw, term, list) :: no_return
   def __failed__(kind, reason, stack) do
     stack = unwrapped(stack)
 
