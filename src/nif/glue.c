@@ -239,7 +239,10 @@ static int upgrade_from_same_file(void) {
  * load would. A copy already loaded cannot share what its load callback
  * set up: the resource types it opened belong to the old version, and go
  * when it is purged (and priv_data starts NULL); that upgrade fails, as
- * ERL_NIF_INIT's would, and says why. With no load callback there is
+ * ERL_NIF_INIT's would, and says why, naming the cover tools: most meet
+ * it in a coverage run, which loads a cover-compiled version beside the
+ * one the compiler loaded, not in a hot upgrade (found auditing the tools
+ * users run in CI). With no load callback there is
  * nothing of the user's to set up. (module_instances is read once: loads,
  * upgrades and purges of a module do not overlap, the code server's
  * lock.) */
@@ -261,7 +264,11 @@ int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
                  "types, priv_data) stays the old version's and goes when it "
                  "is purged, so the upgrade fails, as with ERL_NIF_INIT (give "
                  "an upgrade callback; it may open the types with "
-                 "ERL_NIF_RT_TAKEOVER)",
+                 "ERL_NIF_RT_TAKEOVER). Cover tools load such a version: "
+                 "mix test --cover when it compiled the module (the old "
+                 "version then runs the tests uncovered; MIX_ENV=test mix "
+                 "compile first avoids it), rebar3 do eunit --cover, ct "
+                 "--cover",
                  module);
     return beam_nif_loaded(BEAM__UPGRADE_NEEDS_CALLBACK);
 }
