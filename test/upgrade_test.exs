@@ -129,6 +129,7 @@ defmodule BeamAlloc.UpgradeTest do
     # those and the way round (README).
     assert line =~ "mix test --cover"
     assert line =~ "MIX_ENV=test mix compile first"
+    assert line =~ "rebar3 do eunit --cover, ct --cover"
   end
 
   test "the same file, with no load callback, is upgraded", %{dir: dir} do
