@@ -241,8 +241,9 @@ static int upgrade_from_same_file(void) {
  * when it is purged (and priv_data starts NULL); that upgrade fails, as
  * ERL_NIF_INIT's would, and says why, naming the cover tools: most meet
  * it in a coverage run, which loads a cover-compiled version beside the
- * one the compiler loaded, not in a hot upgrade (found auditing the tools
- * users run in CI). With no load callback there is
+ * one already loaded (the compiler's under mix test --cover, eunit's
+ * cover-compiled one under rebar3's ct --cover), not in a hot upgrade
+ * (found auditing the tools users run in CI). With no load callback there is
  * nothing of the user's to set up. (module_instances is read once: loads,
  * upgrades and purges of a module do not overlap, the code server's
  * lock.) */
