@@ -268,8 +268,8 @@ int beam_nif_upgrade_without_callback(ErlNifEnv *env, void **priv,
                  "ERL_NIF_RT_TAKEOVER). Cover tools load such a version: "
                  "mix test --cover when it compiled the module (the old "
                  "version then runs the tests uncovered; MIX_ENV=test mix "
-                 "compile first avoids it), rebar3 do eunit --cover, ct "
-                 "--cover",
+                 "compile first avoids it) and rebar3 do eunit --cover, ct "
+                 "--cover.",
                  module);
     return beam_nif_loaded(BEAM__UPGRADE_NEEDS_CALLBACK);
 }
