@@ -52,33 +52,6 @@ defmodule BeamAlloc.ReleaseUpgradeTest do
     end
   end
 
-  # The Mix step wrote the appup again only when the .app or scripts/appup
-  # was newer than it: a module that became a gen_server (its beam
-  # compiled again, the module list and the version the same) kept its
-  # load_module until a clean build. It follows the beams now, as make's
-  # rule does.
-  test "the Mix step writes the appup again when a module's beam is newer than it" do
-    file = Path.join(ebin(), "beam_alloc.appup")
-    written = File.read!(file)
-    beam = Path.join(ebin(), "beam_alloc_reporter.beam")
-    script = Path.join(File.cwd!(), "scripts/appup")
-
-    newest =
-      [Path.join(ebin(), "beam_alloc.app"), script, beam]
-      |> Enum.map(&File.stat!(&1, time: :posix).mtime)
-      |> Enum.max()
-
-    try do
-      File.write!(file, "stale.\n")
-      File.touch!(file, newest + 1)
-      File.touch!(beam, newest + 2)
-      assert {:ok, []} = Mix.Tasks.Compile.BeamAllocAppup.run([])
-      assert File.read!(file) == written
-    after
-      File.write!(file, written)
-    end
-  end
-
   # The Mix build (the Elixir reporter) and the Erlang one (rebar3, make
   # erlang-app: beam_alloc_app's supervisor, the Erlang reporter) run
   # other processes: each is upgraded. Each as shipped: the test build's
