@@ -373,8 +373,8 @@ load_reason(16#ba9) ->
     <<"the new version of the module shares the library file of the old one, whose "
       "load callback it cannot run again, and BEAM_NIF_INIT has no upgrade callback "
       "(give one; cover tools load such a version: mix test --cover when it compiled "
-      "the module, MIX_ENV=test mix compile first avoids it; rebar3 do eunit --cover, "
-      "ct --cover)">>;
+      "the module (MIX_ENV=test mix compile first avoids it) and rebar3 do eunit "
+      "--cover, ct --cover)">>;
 load_reason(16#baa) ->
     <<"a load_info key names only plain functions of the NIF table (not BEAM_NIF), "
       "which options do not reach">>;
