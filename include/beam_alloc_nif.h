@@ -274,19 +274,18 @@ BEAM_API void beam_nif_internal_mark(beam_nif_mark *mark);
 #define BEAM_INTERNAL_CTOR_POP
 #endif
 #if defined(__GNUC__) || defined(__clang__)
+/* The header's one kind of constructor: fn passes mark to the list. */
+#define BEAM_INTERNAL_MARK_CTOR(fn, mark)                                      \
+    BEAM_INTERNAL_CTOR_PUSH                                                    \
+    __attribute__((constructor)) static void fn(void) {                        \
+        beam_nif_internal_mark(mark);                                          \
+    }                                                                          \
+    BEAM_INTERNAL_CTOR_POP
 #define BEAM_INTERNAL_NIF_MARK(name)                                           \
     static beam_nif_mark beam_nif_mark_##name = {name, BEAM_INTERNAL_NULL};    \
-    BEAM_INTERNAL_CTOR_PUSH                                                    \
-    __attribute__((constructor)) static void beam_nif_note_##name(void) {      \
-        beam_nif_internal_mark(&beam_nif_mark_##name);                         \
-    }                                                                          \
-    BEAM_INTERNAL_CTOR_POP
+    BEAM_INTERNAL_MARK_CTOR(beam_nif_note_##name, &beam_nif_mark_##name)
 #define BEAM_INTERNAL_INIT_MARK                                                \
-    BEAM_INTERNAL_CTOR_PUSH                                                    \
-    __attribute__((constructor)) static void beam_nif_note_init(void) {        \
-        beam_nif_internal_mark(BEAM_INTERNAL_NULL);                            \
-    }                                                                          \
-    BEAM_INTERNAL_CTOR_POP
+    BEAM_INTERNAL_MARK_CTOR(beam_nif_note_init, BEAM_INTERNAL_NULL)
 #else
 #define BEAM_INTERNAL_NIF_MARK(name)
 #define BEAM_INTERNAL_INIT_MARK
