@@ -61,12 +61,16 @@ defmodule BeamAlloc.MixCompilerTest do
     File.write!(Path.join(dir, "c_src/answer.h"), "#define ANSWER_HALF 21\n")
     File.write!(Path.join(dir, "c_src/tmp_nif.c"), @nif_c)
     File.write!(Path.join(dir, "c_src/twice.cpp"), @nif_cpp)
+    mix_exs!(dir, name, beam_alloc: beam_alloc)
+  end
 
+  # A mix.exs in dir for the project name, version 0.1.0, with config.
+  defp mix_exs!(dir, name, config) do
     File.write!(Path.join(dir, "mix.exs"), """
     defmodule #{Macro.camelize(to_string(name))}.MixProject do
       use Mix.Project
       def project do
-        [app: #{inspect(name)}, version: "0.1.0", beam_alloc: #{inspect(beam_alloc)}]
+        #{inspect([app: name, version: "0.1.0"] ++ config)}
       end
     end
     """)
@@ -1514,12 +1518,7 @@ defmodule BeamAlloc.MixCompilerTest do
 
     # (Its own app name: Mix keeps a project by its app's name, and
     # another test's beam_alloc dependency would be the one found.)
-    File.write!(Path.join(dir, "mix.exs"), """
-    defmodule MixcAppupGlob.MixProject do
-      use Mix.Project
-      def project, do: [app: :mixc_appup_glob, version: "0.1.0"]
-    end
-    """)
+    mix_exs!(dir, :mixc_appup_glob, [])
 
     in_project = fn f -> Mix.Project.in_project(:mixc_appup_glob, dir, fn _ -> f.() end) end
     run = fn -> in_project.(fn -> Mix.Tasks.Compile.BeamAllocAppup.run([]) end) end
@@ -1552,13 +1551,7 @@ defmodule BeamAlloc.MixCompilerTest do
   } do
     dir = Path.join(dir, "p[1] {a,b}")
     File.mkdir_p!(dir)
-
-    File.write!(Path.join(dir, "mix.exs"), """
-    defmodule MixcCleanGlob.MixProject do
-      use Mix.Project
-      def project, do: [app: :mixc_clean_glob, version: "0.1.0"]
-    end
-    """)
+    mix_exs!(dir, :mixc_clean_glob, [])
 
     Mix.Project.in_project(:mixc_clean_glob, dir, fn _ ->
       priv = Path.join(Mix.Project.app_path(), "priv")
