@@ -2,7 +2,9 @@
  * What a crash during a check says: the fatal-signal handler of the
  * fault-injection driver (beam_alloc_testing.c), a file of its own because
  * it runs in a signal handler of a dying VM, under rules nothing else in
- * the driver has. The driver only calls the interface of crash_note.h:
+ * the driver has (and its exit handler: a library that ends the process
+ * with exit() on a failed allocation raises no signal). The driver only
+ * calls the interface of crash_note.h:
  * take a slot when a session opens, say when a run begins and ends, which
  * request was failed, and give the slot back when the session closes.
  *
@@ -638,10 +640,13 @@ static void crash_caller(const crash_slot *c) {
     write_text("\n");
 }
 
-/* What slot c says of the crash (state: c's, not idle). */
-static void crash_write(const crash_slot *c, int state, int sig) {
-    write_text("\nbeam_alloc: the VM got ");
-    write_text(signal_name(sig));
+/* What slot c says of the crash (state: c's, not idle): the VM's event
+ * (what, then detail) and how the request failed (words). */
+static void crash_write(const crash_slot *c, int state, const char *what,
+                        const char *detail, const failure_words *words) {
+    write_text("\nbeam_alloc: the VM ");
+    write_text(what);
+    write_text(detail);
     if (state != CRASH_FAILED) {
         write_all(c->text, c->len);
         crash_caller(c);
@@ -650,7 +655,6 @@ static void crash_write(const crash_slot *c, int state, int sig) {
     /* (Read once, and split kept below len: a run of the session's on
      * another thread may be writing the slot over meanwhile.) */
     size_t len = c->len, split = c->split < len ? c->split : len;
-    const failure_words *words = failure_words_for(sig);
     write_all(c->text, split);
     write_text(words->failed);
     write_all(c->text + split, len - split);
@@ -676,10 +680,36 @@ static void crash_handler(int sig, siginfo_t *info, void *uctx) {
         const crash_slot *c = &crash_slots[i];
         int state = atomic_load(&c->state);
         if (state != CRASH_IDLE && (one == NULL || one == c))
-            crash_write(c, state, sig);
+            crash_write(c, state, "got ", signal_name(sig),
+                        failure_words_for(sig));
     }
     errno = saved;
     crash_chain(at, sig, info, uctx);
+}
+
+/* A NIF, or a C library it calls, may end the process on a failed
+ * allocation with exit() (libbrotlienc's encoder calls exit(1), its
+ * BROTLI_ENCODER_EXIT_ON_OOM default): no signal, so the VM was gone with
+ * a status and not a word. At exit the running sessions say what they
+ * were doing, as for a signal, choosing the slot as crash_handler does.
+ * Registered once, with the first session; a VM that exits with none
+ * running (every slot idle) says nothing. */
+static void crash_at_exit(void) {
+    static const failure_words exited = {
+        ", which returned NULL: ",
+        ": the NIF, or a C library it called, ended the process on that "
+        "failure (libbrotlienc's encoder calls exit(1) on one): handle the "
+        "NULL there, or keep such a library out of the check\n",
+        "beam_alloc: (" CRASH_README};
+    int saved = errno;
+    const crash_slot *one = crash_this_thread();
+    for (size_t i = 0; i < CRASH_SLOTS; i++) {
+        const crash_slot *c = &crash_slots[i];
+        int state = atomic_load(&c->state);
+        if (state != CRASH_IDLE && (one == NULL || one == c))
+            crash_write(c, state, "exited", " (exit() was called)", &exited);
+    }
+    errno = saved;
 }
 
 static bool crash_is_ours(int sig) {
@@ -700,8 +730,11 @@ static bool crash_is_ours(int sig) {
  * without (the VM's schedulers) cannot run the handler then, and dies by
  * the signal as it would have. */
 static void crash_install(void) {
+    static bool at_exit;
     if (crash_installs++ > 0)
         return;
+    if (!at_exit)
+        at_exit = atexit(crash_at_exit) == 0;
     struct sigaction ours;
     memset(&ours, 0, sizeof ours);
     ours.sa_sigaction = crash_handler;

@@ -1,7 +1,7 @@
 /*
  * What a crash during a check says (crash_note.c): the fault-injection
- * driver's calls into its fatal-signal handler. Everything the handler
- * writes is made by these calls, outside it.
+ * driver's calls into its fatal-signal handler (and its exit handler).
+ * Everything the handlers write is made by these calls, outside them.
  *
  * A slot is an int, -1 for none (every slot was taken: the session's crash
  * then says nothing); each call takes -1 and does nothing. Calls of

@@ -115,6 +115,40 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
     refute out =~ "was called from", out
   end
 
+  # A failure that ends the process with exit() (libbrotlienc's encoder
+  # calls exit(1) on one) raises no signal: the VM was gone, status 1, with
+  # not a word. The note is written at exit instead; a VM that exits with
+  # no check running says nothing.
+  test "a NIF that exits on a failed allocation: the note names the request at exit" do
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.correct(1) end)
+      BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.exits_on_null() end)
+      """)
+
+    assert status == 1, out
+
+    assert out =~
+             "beam_alloc: the VM exited (exit() was called) while " <>
+               "check_all_allocation_failures was failing allocation request 0 (and every " <>
+               "later one), which returned NULL: alloc of 48 bytes at faults_nif.so+0x",
+           out
+
+    assert out =~ ", in the NIF call `#{@faults}.exits_on_null/0`: the NIF, or a C library", out
+    assert length(String.split(out, "beam_alloc: the VM exited")) == 2, out
+
+    {out, status} =
+      run_vm(:elixir, """
+      {:ok, _} = Application.ensure_all_started(:beam_alloc)
+      {:ok, _} = BeamAlloc.Testing.check_all_allocation_failures(fn -> #{@faults}.correct(1) end)
+      System.halt(3)
+      """)
+
+    assert status == 3, out
+    refute out =~ "beam_alloc: the VM", out
+  end
+
   @uses_null_from_erlang """
   {ok, _} = application:ensure_all_started(beam_alloc),
   beam_alloc_testing:check_all_allocation_failures(

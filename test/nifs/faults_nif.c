@@ -96,6 +96,17 @@ BEAM_NIF(uses_null) {
     return ok(env);
 }
 
+/* exits_on_null(): its one request's failure ends the process with
+ * exit(1), as libbrotlienc's encoder does (BROTLI_ENCODER_EXIT_ON_OOM, its
+ * default): no signal for the crash note's handler. */
+BEAM_NIF(exits_on_null) {
+    unsigned char *p = beam_alloc(beam_allocator, unsigned char, 48);
+    if (p == NULL)
+        exit(1);
+    beam_free(beam_allocator, p, 48);
+    return ok(env);
+}
+
 /* uses_null_via(tag): uses_null's C function called from this BEAM_NIF's
  * body: the request fails in a call of uses_null nested in this one. The
  * crash names the NIF the VM called (uses_null_via/1), not the nested
@@ -1245,6 +1256,7 @@ static ErlNifFunc funcs[] = {
     {"take_reports", 0, take_reports, 0},
     {"sized_at_guarded_start", 0, sized_at_guarded_start, 0},
     {"uses_null", 1, uses_null, 0},
+    {"exits_on_null", 0, exits_on_null, 0},
     {"uses_null", 2, uses_null, 0},
     {"uses_null_via", 1, uses_null_via, 0},
     {"uses_null_dirty", 1, uses_null, ERL_NIF_DIRTY_JOB_CPU_BOUND},

@@ -20,6 +20,7 @@ defmodule BeamAlloc.Test.Faults do
               allocator_is_raw/0 take_reports/0
               sized_at_guarded_start/0 uses_null/1 uses_null/2 uses_null_via/1 uses_null_dirty/1
               hops_to_null/1 hops_to_null_dirty/1 uses_null_in_thread/0 uses_null_in_callback/0 uses_null_in_body/0 aborts/0
+              exits_on_null/0
               divides/1 sends_itself/1 install_reporter/0 swap_segv/0 restore_segv/0
               chain_segv/0)
 
