@@ -56,6 +56,10 @@
  *         beam_allocator_t a = beam_allocator;     // outlives the encoder
  *         BrotliEncoderCreateInstance(beam_hook_malloc, beam_hook_free, &a);
  *
+ *     (brotli's encoder, built as it ships, calls exit(1) when such a hook
+ *     returns NULL: check_all_allocation_failures over it ends the VM, so
+ *     check its decoder only; see README.)
+ *
  *     The context last, void *(size_t n, void *ctx) and void (void *p,
  *     void *ctx) (pcre2_general_context_create): beam_hook_malloc_ctx_last
  *     and beam_hook_free_ctx_last:
