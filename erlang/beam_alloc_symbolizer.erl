@@ -221,7 +221,7 @@ resolved(Object, Offset, Whole, After) ->
 hints(Notes, Text) ->
     case lists:member(lines, Notes) orelse names_line(Text) orelse has_hint(Text) of
         true -> [];
-        false -> [hint(N) || N <- one_note_each(Notes)]
+        false -> [hint(N, Text) || N <- one_note_each(Notes)]
     end.
 
 %% One note a library: a NIF library's sites with names from its dynamic
@@ -264,15 +264,29 @@ c_library(Object) ->
 names_line(Text) ->
     re:run(Text, "\\([^()\\s]+:[0-9]+\\)", [{capture, none}]) =:= match.
 
-hint({no_debug_info, Object}) ->
-    case c_library(Object) of
-        true ->
+hint({no_debug_info, Object}, Text) ->
+    case {c_library(Object), caller_alone(Text)} of
+        {true, true} ->
+            [<<" (no source lines: the caller is in ">>, Object,
+             <<", which has none: a misuse report names its caller alone)">>];
+        {true, false} ->
             [<<" (no source lines: the frames kept are all in ">>, Object,
              <<", which has none: an allocation on a thread of its own, or over 64 frames inside it)">>];
-        false ->
+        {false, _} ->
             [<<" (no source lines: ">>, Object,
              <<" has no debug information for them: build it with -g and keep its debug information)">>]
     end;
+hint(Note, _Text) ->
+    hint(Note).
+
+%% A misuse report names the one frame that called ("called from
+%% xmlFreeNodeList (libxml2.so.2+0x..)": a C library's free through the
+%% NIF's hooks): "a thread of its own, or over 64 frames" is a walked
+%% chain's reason, and no chain was walked.
+caller_alone(Text) ->
+    binary:match(Text, <<"called from ">>) =/= nomatch andalso
+        binary:match(Text, <<" <- ">>) =:= nomatch.
+
 hint({stripped, Object}) ->
     [<<" (no source lines: ">>, Object,
      <<" is stripped: build it with -g and keep its symbols)">>];

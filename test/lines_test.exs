@@ -154,6 +154,28 @@ defmodule BeamAlloc.LinesTest do
            )
   end
 
+  # A misuse report names its caller alone: a free inside a C library
+  # through the NIF's hooks (libxml2's xmlFreeDoc, of a block another
+  # library's hooks made) is one site in it, made on the NIF call's
+  # thread. The note said "an allocation on a thread of its own, or over
+  # 64 frames inside it", neither of them true, of a free.
+  test "a misuse called from a C library's code: the note says the caller alone is named" do
+    text =
+      "general purpose allocator: free of a pointer this allocator does not own " <>
+        "(foreign, or already freed): 0x7f8481881080 (beam_mfree: no length), " <>
+        "called from deflateInit2_ (libz.so.1+0x8d86)"
+
+    resolved = BeamAlloc.Symbolizer.resolve_sites(text)
+    refute resolved =~ "thread of its own", resolved
+
+    assert String.ends_with?(
+             resolved,
+             " (no source lines: the caller is in libz.so.1, which has none: a misuse " <>
+               "report names its caller alone)"
+           ),
+           resolved
+  end
+
   # A stripped library (ldflags -s, strip) has neither lines nor names:
   # the note said "build it with -g" of a library built with it.
   test "a stripped library: the note says so" do

@@ -21,7 +21,10 @@ defmodule BeamAlloc.Symbolizer do
   my_nif.so is stripped: build it with -g and keep its symbols)`, `(no
   source lines: the frames kept are all in libz.so.1, which has none: an
   allocation on a thread of its own, or over 64 frames inside it)` (a versioned C
-  library's sites alone: the stack kept ended inside it), or `(no source
+  library's sites alone: the stack kept ended inside it; of a misuse report,
+  which names its caller alone, `(no source lines: the caller is in
+  libxml2.so.2, which has none: a misuse report names its caller alone)`),
+  or `(no source
   lines: my_nif.so changed on disk since it was loaded)` (the file's lines
   would be another build's). Two loaded libraries with the same file name
   (`nif.so` of two applications) are told apart by path: the C side then
