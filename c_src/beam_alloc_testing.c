@@ -1353,8 +1353,10 @@ static bool driver_enter(const ErlNifPid *pid, const beam__fault_hooks *app,
         s->scope = 0;
         s->fallback = parent;
     }
-    if (s->depth++ == 0)
+    if (s->depth++ == 0) {
         s->call_thread = pthread_self();
+        crash_note_call(s->crash, true);
+    }
     plan_ctx *plan = plan_for(s, parent, flags);
     pthread_mutex_unlock(&s->lock);
     *out = (beam_allocator_t){plan, &plan_vtable};
@@ -1384,8 +1386,10 @@ static void driver_leave(beam__fault_frame *frame) {
     s->parent = frame->saved_parent;
     s->unchecked = frame->reserved[1] != 0;
     s->scope = frame->saved_scope;
-    if (--s->depth == 0)
+    if (--s->depth == 0) {
         release_all_freed(s);
+        crash_note_call(s->crash, false);
+    }
     pthread_mutex_unlock(&s->lock);
 }
 

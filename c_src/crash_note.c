@@ -112,6 +112,9 @@ typedef struct crash_slot {
      * crash_clock; 0: none yet): see crash_handler. */
     pthread_t thread;
     atomic_ulong stamp;
+    /* A NIF call of the session is under way (crash_note_call): an exit
+     * outside one is no NIF's (see crash_at_exit). */
+    atomic_bool in_call;
     /* The code that called the check ("": not known), set at open. */
     char caller[CRASH_CALLER];
 } crash_slot;
@@ -690,10 +693,14 @@ static void crash_handler(int sig, siginfo_t *info, void *uctx) {
 /* A NIF, or a C library it calls, may end the process on a failed
  * allocation with exit() (libbrotlienc's encoder calls exit(1), its
  * BROTLI_ENCODER_EXIT_ON_OOM default): no signal, so the VM was gone with
- * a status and not a word. At exit the running sessions say what they
- * were doing, as for a signal, choosing the slot as crash_handler does.
- * Registered once, with the first session; a VM that exits with none
- * running (every slot idle) says nothing. */
+ * a status and not a word. At exit the session says what it was doing, as
+ * for a signal, but only one whose NIF call is under way and whose latest
+ * request this thread made: the VM's own halt (halt/1, System.halt/1,
+ * init:stop/0) calls exit() too, from a scheduler, while other processes'
+ * checks run (async tests), and every running slot's note blamed a NIF
+ * that had handled its failure and returned. Registered once, with the
+ * first session. (glibc runs it at the library's dlclose too, the VM
+ * going on: every slot is idle then, no session being open.) */
 static void crash_at_exit(void) {
     static const failure_words exited = {
         ", which returned NULL: ",
@@ -702,11 +709,10 @@ static void crash_at_exit(void) {
         "NULL there, or keep such a library out of the check\n",
         "beam_alloc: (" CRASH_README};
     int saved = errno;
-    const crash_slot *one = crash_this_thread();
-    for (size_t i = 0; i < CRASH_SLOTS; i++) {
-        const crash_slot *c = &crash_slots[i];
+    const crash_slot *c = crash_this_thread();
+    if (c != NULL && atomic_load(&c->in_call)) {
         int state = atomic_load(&c->state);
-        if (state != CRASH_IDLE && (one == NULL || one == c))
+        if (state != CRASH_IDLE)
             crash_write(c, state, "exited", " (exit() was called)", &exited);
     }
     errno = saved;
@@ -844,6 +850,7 @@ static int crash_take(const char *caller, size_t len) {
         bool free = false;
         if (atomic_compare_exchange_strong(&c->taken, &free, true)) {
             atomic_store(&c->state, CRASH_IDLE);
+            atomic_store(&c->in_call, false);
             find_symbolizer(c->tool, CRASH_PATH);
             crash_set_caller(c, caller, len);
             return i;
@@ -975,6 +982,11 @@ void crash_note_request_failed(int slot, const crash_note_failure *f) {
                                     : "",
                         f->nif);
     atomic_store(&c->state, CRASH_FAILED);
+}
+
+void crash_note_call(int slot, bool in) {
+    if (slot >= 0)
+        atomic_store(&crash_slots[slot].in_call, in);
 }
 
 void crash_note_run_ends(int slot) {

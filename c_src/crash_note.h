@@ -60,6 +60,10 @@ typedef struct crash_note_failure {
 
 void crash_note_request_failed(int slot, const crash_note_failure *f);
 
+/* A NIF call of the session begins (in) or its last nested one returns:
+ * an exit() is noted only during one, the VM's own halt being no NIF's. */
+void crash_note_call(int slot, bool in);
+
 /* The run ended: nothing to say until the next begins. */
 void crash_note_run_ends(int slot);
 
