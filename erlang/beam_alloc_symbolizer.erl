@@ -265,7 +265,7 @@ names_line(Text) ->
     re:run(Text, "\\([^()\\s]+:[0-9]+\\)", [{capture, none}]) =:= match.
 
 hint({no_debug_info, Object}, Text) ->
-    case {c_library(Object), caller_alone(Text)} of
+    case {c_library(Object), caller_alone(Text, Object)} of
         {true, true} ->
             [<<" (no source lines: the caller is in ">>, Object,
              <<", which has none: a misuse report names its caller alone)">>];
@@ -282,10 +282,17 @@ hint(Note, _Text) ->
 %% A misuse report names the one frame that called ("called from
 %% xmlFreeNodeList (libxml2.so.2+0x..)": a C library's free through the
 %% NIF's hooks): "a thread of its own, or over 64 frames" is a walked
-%% chain's reason, and no chain was walked.
-caller_alone(Text) ->
-    binary:match(Text, <<"called from ">>) =/= nomatch andalso
-        binary:match(Text, <<" <- ">>) =:= nomatch.
+%% chain's reason, and no chain was walked. Object's site must be that
+%% caller, with no " <- " after it: in "called from leak (my_nif.so+0x..);
+%% the block was allocated from xmlStrdup (libxml2.so.2+0x..)" the caller
+%% is the NIF's, and the note called libxml2.so.2's allocation site the
+%% caller. (Atomic: backtracking off the site's ")" or an offset digit
+%% found no " <- " after a chain's first site.)
+caller_alone(Text, Object) ->
+    case re:run(Text, "called from (?>" ?SITE ")(?! <- )", [global, {capture, [2], binary}]) of
+        {match, Callers} -> lists:member([Object], Callers);
+        nomatch -> false
+    end.
 
 hint({stripped, Object}) ->
     [<<" (no source lines: ">>, Object,

@@ -176,6 +176,25 @@ defmodule BeamAlloc.LinesTest do
            resolved
   end
 
+  # The caller the note speaks of is the site after "called from": a
+  # misuse whose caller is the NIF's (without -g) and whose block was
+  # allocated in a C library said of the library "the caller is in
+  # libz.so.1", naming the allocation's site as the caller.
+  test "a misuse whose block a C library allocated: its site is not called the caller" do
+    capture_log(fn ->
+      assert_raise RuntimeError, ~r/memory leak/, fn -> Lines.NoDebug.leak() end
+      [site] = Regex.run(~r/leak \(no_debug_nif\.so\+0x[0-9a-f]+\)/, report("leak: 24 bytes"))
+
+      text =
+        "general purpose allocator: free of a freed block: 0x7f8481881080 (length 8), " <>
+          "called from #{site}; the block was allocated from deflateInit2_ (libz.so.1+0x8d86)"
+
+      resolved = BeamAlloc.Symbolizer.resolve_sites(text)
+      refute resolved =~ "the caller is in libz.so.1", resolved
+      assert resolved =~ " (no source lines: the frames kept are all in libz.so.1, ", resolved
+    end)
+  end
+
   # A stripped library (ldflags -s, strip) has neither lines nor names:
   # the note said "build it with -g" of a library built with it.
   test "a stripped library: the note says so" do
