@@ -389,9 +389,10 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * tracked by the VM when the backing is), with no per-block header. A
  * thread's first slabs of a class are smaller ("sub-slabs": a few 4 KiB
  * pages of a shared slab, or of the room a segment needs to align its
- * slabs): a thread with a few blocks of many sizes usually holds about
- * 130 KiB beyond 1.5 times their bytes (twice that when the backing's
- * placement leaves part of the room unusable), not a slab per class. Medium
+ * slabs): a thread with a few blocks of many sizes holds tens to hundreds
+ * of KiB beyond 1.5 times their bytes, not a slab per class (more a thread
+ * when many threads share the instance: README, "A small live set costs
+ * little", has what a 64-scheduler node held). Medium
  * blocks, above BEAM_GPA_SMALL_MAX up to 64 KiB, are runs of 4 KiB pages in
  * slabs shared by all medium sizes (untracked instances; tracked ones
  * record them as large blocks). Larger blocks pass through to the backing
