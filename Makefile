@@ -68,8 +68,17 @@ lib: $(BUILD)/libbeam_alloc.a $(BUILD)/libbeam_alloc_standalone.a
 
 # The NIF library alone: what beam_alloc.mk and the :beam_alloc Mix
 # compiler build in a dependency (quiet when it is up to date).
+# NIF_LIB_COPY (relative to this folder): where nif-lib writes the copy
+# of the library (see $(BUILD)/libbeam_alloc.a's rule). beam_alloc.mk
+# gives each folder that includes it a copy of its own,
+# build/mk-<checksum>/libbeam_alloc.a: with one copy for all, this
+# Makefile's goals (rebar3's pre_hook, make lib) wrote it with cc, a
+# project's Makefile with CC = clang wrote it back with clang, and the
+# project's NIF was built again at every rebar3 compile (two projects
+# with different CCs on one checkout as well).
+NIF_LIB_COPY ?= $(BUILD)/libbeam_alloc.a
 .PHONY: nif-lib standalone-lib
-nif-lib: $(BUILD)/libbeam_alloc.a
+nif-lib: $(NIF_LIB_COPY)
 	@:
 standalone-lib: $(BUILD)/libbeam_alloc_standalone.a
 	@:
@@ -197,28 +206,27 @@ nif-lib-path: $(NIF_LIB)
 nif-dir:
 	@echo '$(NIF_DIR)'
 
-# The copy, compared at every make: the last built may be an older
-# archive of another key (back to the host), which make's times alone
-# would not copy. Touched when a public header is newer: a NIF built by
-# beam_alloc.mk depends on this file alone, and an update of beam_alloc
-# that changed a header but none of the library's objects (a macro or an
-# inline function only the NIF expands) left the copy as it was, and the
-# NIF built against the old header. Touched too when the Erlang of the
-# library copied changes (COPY_ERTS): another Erlang's library often comes
-# out byte for byte the same (without -g nothing of erl_nif.h's path or
-# version is in its objects), and the NIF kept the other erl_nif.h (found
-# in review: OTP 27's, which OTP 25 refuses to load). Its Erlang alone,
-# not the whole key: another CC that builds the same bytes (gcc beside
-# cc) needs no NIF rebuilt, and two builds of the copy that differ only
-# so (a rebar3 hook's cc, a c_src/Makefile's CC = gcc) would touch it at
-# every make.
+# The copy (and NIF_LIB_COPY), compared at every make: the last built
+# may be an older archive of another key (back to the host), which make's
+# times alone would not copy. Touched when a public header is newer: a
+# NIF built by beam_alloc.mk depends on this file alone, and an update of
+# beam_alloc that changed a header but none of the library's objects (a
+# macro or an inline function only the NIF expands) left the copy as it
+# was, and the NIF built against the old header. Touched too when the
+# Erlang of the library copied changes (the copy's -erts.key): another
+# Erlang's library often comes out byte for byte the same (without -g
+# nothing of erl_nif.h's path or version is in its objects), and the NIF
+# kept the other erl_nif.h (found in review: OTP 27's, which OTP 25
+# refuses to load). Its Erlang alone, not the whole key: another CC that
+# builds the same bytes (gcc beside cc) needs no NIF rebuilt, and two
+# builds of the copy that differ only so would touch it at every make.
 PUBLIC_HEADERS := $(filter include/%,$(HEADERS))
-COPY_ERTS := $(BUILD)/libbeam_alloc-erts.key
-$(COPY_ERTS): FORCE_COMMAND | erts-include-dir
+NIF_LIB_COPIES := $(sort $(BUILD)/libbeam_alloc.a $(NIF_LIB_COPY))
+$(NIF_LIB_COPIES:.a=-erts.key): FORCE_COMMAND | erts-include-dir
 	@$(call write_if_changed,ERTS_INCLUDE_DIR)
-$(BUILD)/libbeam_alloc.a: $(NIF_LIB) $(PUBLIC_HEADERS) $(COPY_ERTS) FORCE_COMMAND
+$(NIF_LIB_COPIES): %.a: $(NIF_LIB) $(PUBLIC_HEADERS) %-erts.key FORCE_COMMAND
 	@cmp -s $< $@ || { cp $< $(TMP_OUT) && mv -f $(TMP_OUT) $@; }
-	$(if $(filter $(PUBLIC_HEADERS) $(COPY_ERTS),$?),@touch $@)
+	$(if $(filter $(PUBLIC_HEADERS) $*-erts.key,$?),@touch $@)
 
 $(BUILD)/libbeam_alloc_standalone.a: $(STANDALONE_OBJ)
 	rm -f $(TMP_OUT) && ar rcs $(TMP_OUT) $^ && mv -f $(TMP_OUT) $@

@@ -17,8 +17,9 @@
 #                           when the absolute path holds a space or a
 #                           character the shell or make takes (' " $ # ...)
 #   BEAM_ALLOC_INCLUDE_DIR  its include/ (beam_alloc.h, beam_alloc_nif.h)
-#   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a, with a
-#                           rule that builds it with beam_alloc's Makefile
+#   BEAM_ALLOC_LIB          $(BEAM_ALLOC_DIR)/build/mk-<checksum of this
+#                           make's folder>/libbeam_alloc.a, with a rule
+#                           that builds it with beam_alloc's Makefile
 #                           (a copy of the library of the CC, target
 #                           flags and ERTS_INCLUDE_DIR that make sees,
 #                           each kept in a folder of its own: a switch
@@ -27,7 +28,10 @@
 #                           CFLAGS from the environment (export it for a
 #                           board's -m..., --sysroot): a CC set in the
 #                           Makefile alone built the library with cc, for
-#                           the host, and the board's NIF failed to link)
+#                           the host, and the board's NIF failed to link;
+#                           the copy is this make's folder's own: another
+#                           make's CC (rebar3's pre_hook, make lib, another
+#                           project's Makefile) rebuilds no NIF here)
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
 #   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer
 #                           -fno-optimize-sibling-calls -fPIC
@@ -99,7 +103,16 @@ beam_alloc_make_path = $(if $(call beam_alloc_plain,$(abspath $(1))),$(abspath $
 BEAM_ALLOC_DIR_NAMED := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 BEAM_ALLOC_DIR := $(call beam_alloc_make_path,$(BEAM_ALLOC_DIR_NAMED))
 BEAM_ALLOC_INCLUDE_DIR := $(BEAM_ALLOC_DIR)/include
-BEAM_ALLOC_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc.a
+# The library's copy that this folder's NIFs link, a copy of its own
+# (build/mk-<checksum of this folder>): beam_alloc's own make (rebar3's
+# pre_hook, make lib) and another project's Makefile write theirs, each
+# with its CC, and with one copy for all a Makefile's CC = clang rewrote
+# the copy the hook had written with cc, and the NIF was built again at
+# every rebar3 compile. (cksum, as beam_alloc's Makefile needs it.)
+beam_alloc_copy_sum := $(firstword $(shell printf '%s' '$(subst ','\'',$(CURDIR))' | cksum))
+$(if $(beam_alloc_copy_sum),,$(error cksum is not on PATH (coreutils): it names the folder of the library's copy that beam_alloc.mk's NIFs link))
+beam_alloc_lib_copy := build/mk-$(beam_alloc_copy_sum)/libbeam_alloc.a
+BEAM_ALLOC_LIB := $(BEAM_ALLOC_DIR)/$(beam_alloc_lib_copy)
 BEAM_ALLOC_STANDALONE_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc_standalone.a
 BEAM_ALLOC_STANDALONE_CFLAGS := -DBEAM_ALLOC_STANDALONE -I$(BEAM_ALLOC_INCLUDE_DIR) -pthread
 BEAM_ALLOC_STANDALONE_LIBS := -pthread
@@ -162,7 +175,8 @@ BEAM_ALLOC_BUILD_NIF_CXX = $(call BEAM_ALLOC_SOME_SRC,BEAM_ALLOC_BUILD_NIF_CXX)m
 # considered (so a NIF is rebuilt only when the library really changed, or
 # one of beam_alloc's headers, which the NIF's sources include).
 $(BEAM_ALLOC_LIB): FORCE_BEAM_ALLOC_NIF_LIB
-	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) nif-lib ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR) CC="$(CC)"
+	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) nif-lib NIF_LIB_COPY=$(beam_alloc_lib_copy) \
+	    ERTS_INCLUDE_DIR=$(ERTS_INCLUDE_DIR) CC="$(CC)"
 $(BEAM_ALLOC_STANDALONE_LIB): FORCE_BEAM_ALLOC_STANDALONE_LIB
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) standalone-lib CC="$(CC)"
 BEAM_ALLOC_APP_DIR ?= $(BEAM_ALLOC_DIR)/build/erlang/beam_alloc
@@ -183,9 +197,10 @@ endif
 BEAM_ALLOC_EBIN := $(BEAM_ALLOC_APP_ROOT)/ebin
 BEAM_ALLOC_APP := $(BEAM_ALLOC_EBIN)/beam_alloc.app
 # (After the library: two makes must not build it at once under make -j.
-# With the library's CC: erlang-app builds the library's copy too, and with
-# beam_alloc's own CC, where a project's Makefile set another, each make
-# wrote the copy for the one, then the other, and rebuilt the NIF.)
+# With the library's CC: erlang-app builds the library too, for its NIFs,
+# and with beam_alloc's own CC, where a project's Makefile set another, it
+# built a second whole library, and wrote the one copy then shared with
+# the NIF for the other CC at each make, which rebuilt the NIF.)
 $(BEAM_ALLOC_APP): FORCE_BEAM_ALLOC_APP | $(BEAM_ALLOC_LIB)
 	$(if $(filter-out $(BEAM_ALLOC_APP_ROOT),$(call beam_alloc_make_path,$(BEAM_ALLOC_APP_DIR))),$(error BEAM_ALLOC_APP_DIR changed after beam_alloc.mk was included: set it before the include))
 	@$(MAKE) --no-print-directory -C $(BEAM_ALLOC_DIR) erlang-app \

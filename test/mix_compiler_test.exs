@@ -529,7 +529,9 @@ defmodule BeamAlloc.MixCompilerTest do
     app = project(dir, :mixc_make, make: [target: "all"])
     assert {{:ok, []}, _, out} = compile(dir, app)
     root = File.cwd!()
-    assert out =~ "lib=#{root}/build/libbeam_alloc.a inc=#{root}/include erts="
+    # (beam_alloc.mk's copy of the library: this project folder's own.)
+    assert out =~ ~r"lib=#{Regex.escape(root)}/build/mk-\d+/libbeam_alloc\.a inc="
+    assert out =~ " inc=#{root}/include erts="
     so = so_path(dir, app, :tmp_nif)
     assert Enum.sort(exported(so)) == ["beam_alloc_fault_hooks_v1", "nif_init"]
     assert call_answer(so) == 42
@@ -660,10 +662,12 @@ defmodule BeamAlloc.MixCompilerTest do
     File.touch!(header, now - 60)
     File.touch!(so, now - 50)
     File.touch!(Path.join(dir, "c_src/probe_nif.c"), now - 100)
-    File.touch!(Path.join(copy, "build/libbeam_alloc.a"), now - 100)
+    # (The project's own copy of the library: beam_alloc.mk's.)
+    [lib] = Path.wildcard(Path.join(copy, "build/mk-*/libbeam_alloc.a"))
+    File.touch!(lib, now - 100)
     # (The copy's Erlang key older too: newer, it touched the copy itself
     # and the test passed without the header's own rule.)
-    File.touch!(Path.join(copy, "build/libbeam_alloc-erts.key"), now - 110)
+    File.touch!(String.replace_suffix(lib, ".a", "-erts.key"), now - 110)
 
     assert {out, 0} = make.([])
     assert call_answer(so) == 4, out
@@ -766,6 +770,36 @@ defmodule BeamAlloc.MixCompilerTest do
     assert {_, 0} = make.(["all"])
     assert {out, 0} = make.(["all"])
     refute out =~ "probe_nif.c" or out =~ "erlc ", out
+  end
+
+  # beam_alloc's own make (rebar3's pre_hook, make lib; nif-lib here, which
+  # writes the same build/libbeam_alloc.a) builds with its cc. A project
+  # whose Makefile sets another CC linked that one copy too: each rebar3
+  # compile wrote it for cc, then for clang, and the NIF was built again
+  # at every compile (found reproducing examples/erlang_nif with CC =
+  # clang); so did a second project on the same checkout with cc. The
+  # library of each CC is built once (cc's from the checkout).
+  @tag timeout: 300_000
+  test "beam_alloc.mk builds nothing again after another make built the library with another CC",
+       %{dir: dir} do
+    copy = tree_copy!(dir)
+    prebuilt_library!(copy, "-O0")
+    make = probe_project!(dir, copy, [{"CC", nil}, {"CFLAGS", "-O0"}])
+    makefile = Path.join(dir, "Makefile")
+    File.write!(makefile, "CC = clang\n" <> File.read!(makefile))
+    sibling = Path.join(dir, "sibling")
+    File.mkdir_p!(Path.join(sibling, "c_src"))
+    make_sibling = probe_project!(sibling, copy, [{"CC", nil}, {"CFLAGS", "-O0"}])
+
+    assert {_, 0} = make_in(copy, "-O0", ["nif-lib"])
+    assert {out, 0} = make.([])
+    assert out =~ "probe_nif.c", out
+
+    for other <- [fn -> make_in(copy, "-O0", ["nif-lib"]) end, fn -> make_sibling.([]) end] do
+      assert {_, 0} = other.()
+      assert {out, 0} = make.([])
+      refute out =~ "probe_nif.c", out
+    end
   end
 
   # $(BEAM_ALLOC_BUILD_NIF) compiles the .c prerequisites alone: given a C++
