@@ -111,7 +111,15 @@ BEAM_ALLOC_INCLUDE_DIR := $(BEAM_ALLOC_DIR)/include
 # every rebar3 compile. (cksum, as beam_alloc's Makefile needs it.)
 beam_alloc_copy_sum := $(firstword $(shell printf '%s' '$(subst ','\'',$(CURDIR))' | cksum))
 $(if $(beam_alloc_copy_sum),,$(error cksum is not on PATH (coreutils): it names the folder of the library's copy that beam_alloc.mk's NIFs link))
-beam_alloc_lib_copy := build/mk-$(beam_alloc_copy_sum)/libbeam_alloc.a
+# A checkout whose build/ this make cannot write (prebuilt, installed for
+# a machine's users, a read-only mount) has no room for the copy, and each
+# project failed at its mkdir: there the one copy make lib wrote is linked
+# (which no other make can write again either, so no NIF is built again
+# for another's CC); it served the CC, flags and Erlang it was built for.
+beam_alloc_quoted_dir := '$(subst ','\'',$(BEAM_ALLOC_DIR))'
+beam_alloc_shared_copy := $(shell test ! -w $(beam_alloc_quoted_dir)/build && \
+    test -e $(beam_alloc_quoted_dir)/build/libbeam_alloc.a && echo shared)
+beam_alloc_lib_copy := build/$(if $(beam_alloc_shared_copy),,mk-$(beam_alloc_copy_sum)/)libbeam_alloc.a
 BEAM_ALLOC_LIB := $(BEAM_ALLOC_DIR)/$(beam_alloc_lib_copy)
 BEAM_ALLOC_STANDALONE_LIB := $(BEAM_ALLOC_DIR)/build/libbeam_alloc_standalone.a
 BEAM_ALLOC_STANDALONE_CFLAGS := -DBEAM_ALLOC_STANDALONE -I$(BEAM_ALLOC_INCLUDE_DIR) -pthread

@@ -802,6 +802,33 @@ defmodule BeamAlloc.MixCompilerTest do
     end
   end
 
+  # A prebuilt checkout its user cannot write (installed for a machine's
+  # users, a read-only mount) built a NIF of the CC, flags and Erlang it
+  # was built for: beam_alloc's make compared and wrote nothing. With a
+  # copy of the library for each project's folder it had a folder to make
+  # there, and every project failed (mkdir: Permission denied). Run as
+  # nobody under root, whom permissions do not stop.
+  @tag timeout: 300_000
+  test "beam_alloc.mk builds a NIF with a prebuilt checkout it cannot write", %{dir: dir} do
+    copy = tree_copy!(dir)
+    prebuilt_library!(copy, "-O0")
+    assert {_, 0} = make_in(copy, "-O0", ["nif-lib"])
+    {uid, 0} = System.cmd("id", ["-u"])
+    as = if String.trim(uid) == "0", do: ~w(setpriv --reuid=65534 --regid=65534 --clear-groups)
+    make = probe_project!(dir, copy, [{"CFLAGS", "-O0"}, {"HOME", dir}], as || [])
+    # (The project's folder stays writable, for priv/.)
+    File.chmod!(dir, 0o777)
+    {_, 0} = System.cmd("chmod", ["-R", "a-w", copy])
+
+    try do
+      assert {out, 0} = make.([])
+      assert out =~ "#{copy}/build/libbeam_alloc.a", out
+      assert call_answer(Path.join(dir, "priv/tmp_nif.so")) == 21
+    after
+      System.cmd("chmod", ["-R", "u+w", copy])
+    end
+  end
+
   # $(BEAM_ALLOC_BUILD_NIF) compiles the .c prerequisites alone: given a C++
   # NIF (an adopter's rebar3 c_src/Makefile, copied from the README's C
   # one), it linked beam_alloc's library with no source, make succeeded,
@@ -1446,8 +1473,9 @@ defmodule BeamAlloc.MixCompilerTest do
   # Writes into dir a project whose NIF (answer/0: BEAM_ALLOC_PROBE, 21
   # unless a header defines it) beam_alloc.mk builds with the checkout copy;
   # gives a function that runs make priv/tmp_nif.so there with make's
-  # variables vars (env added to the environment).
-  defp probe_project!(dir, copy, env) do
+  # variables vars (env added to the environment; the command after the
+  # words of as, which run it as another user).
+  defp probe_project!(dir, copy, env, as \\ []) do
     File.write!(Path.join(dir, "c_src/probe_nif.c"), """
     #include <beam_alloc_nif.h>
     #ifndef BEAM_ALLOC_PROBE
@@ -1464,8 +1492,10 @@ defmodule BeamAlloc.MixCompilerTest do
     \t$(BEAM_ALLOC_BUILD_NIF)
     """)
 
+    [command | args] = as ++ ["make", "--no-print-directory", "-j2", "priv/tmp_nif.so"]
+
     fn vars ->
-      System.cmd("make", ["--no-print-directory", "-j2", "priv/tmp_nif.so" | vars],
+      System.cmd(command, args ++ vars,
         cd: dir,
         env: [{"MAKEFLAGS", nil}, {"MAKELEVEL", nil} | env],
         stderr_to_stdout: true
