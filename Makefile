@@ -153,8 +153,9 @@ TARGET_CFLAGS = $(filter -m% --sysroot% -isysroot% --target% -target% -arch%,$(s
 # real one). Those of them that write nothing in it (KEYLESS_GOALS) need
 # no name, no cksum run: make clean, format and deps (which installs what
 # is missing) were refused without cksum too; the other goals still are.
-# $(BUILD)/libbeam_alloc.a is a copy of the last built, for beam_alloc.mk
-# and rebar3 users.
+# $(BUILD)/libbeam_alloc.a is a copy of the last built, for make lib and
+# rebar3's hook (beam_alloc.mk's NIFs link their folder's own copy,
+# nif-lib's NIF_LIB_COPY, and this one only where build/ is read-only).
 KEYLESS_GOALS := clean format deps rebar3-clean
 NIF_FREE_GOALS := $(KEYLESS_GOALS) standalone-lib c-test c-test-san c-test-tsan c-test-valgrind \
     cross-test fuzz fuzz-build fuzz-smoke bench-scratch bench-pause bench-sqlite-c target-check \

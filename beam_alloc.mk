@@ -31,7 +31,9 @@
 #                           the host, and the board's NIF failed to link;
 #                           the copy is this make's folder's own: another
 #                           make's CC (rebar3's pre_hook, make lib, another
-#                           project's Makefile) rebuilds no NIF here)
+#                           project's Makefile) rebuilds no NIF here;
+#                           build/libbeam_alloc.a, make lib's, in a
+#                           checkout whose build/ make cannot write)
 #   ERTS_INCLUDE_DIR        where erl_nif.h is (from `erl` unless set)
 #   BEAM_ALLOC_CFLAGS       -g -fno-omit-frame-pointer
 #                           -fno-optimize-sibling-calls -fPIC
