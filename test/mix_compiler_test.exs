@@ -18,8 +18,15 @@ defmodule BeamAlloc.MixCompilerTest do
     saved =
       Map.new(~w(CC CXX CFLAGS CXXFLAGS LDFLAGS ERTS_INCLUDE_DIR), &{&1, System.get_env(&1)})
 
+    # The copies of the library that beam_alloc.mk made in this checkout
+    # for the test's projects (build/mk-<checksum of the folder>, 2 MB
+    # each): each run of this file left five more, never used again.
+    mk_copies = Path.join(File.cwd!(), "build/mk-*")
+    before = Path.wildcard(mk_copies)
+
     on_exit(fn ->
       Mix.shell(shell)
+      Enum.each(Path.wildcard(mk_copies) -- before, &File.rm_rf!/1)
 
       Enum.each(saved, fn
         {k, nil} -> System.delete_env(k)
