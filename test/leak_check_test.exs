@@ -43,6 +43,13 @@ defmodule BeamAlloc.LeakCheckTest do
       assert_leak(~s(LeakCheckTest."odd-name?"/0), &LeakCheckTest."odd-name?"/0)
     end
 
+    # Exception.format_mfa/3 writes an operator bare (Kernel.+/2, a NIF's
+    # <~>/0 too); the message quoted every name that is not an identifier.
+    test "writes a function named like an operator bare, as Elixir does" do
+      assert Exception.format_mfa(LeakCheckTest, :<~>, 0) == "LeakCheckTest.<~>/0"
+      assert_leak("LeakCheckTest.<~>/0", &LeakCheckTest.<~>/0)
+    end
+
     test "raises an Erlang term, naming the function the Erlang way, in an Erlang module" do
       :beam_alloc_erl_test.take_reports()
 

@@ -688,10 +688,28 @@ static void put_module(char *buf, size_t n, size_t *len, const char *atom) {
     }
 }
 
-/* The function name after "M.": bare when it is an identifier, quoted
- * otherwise (Elixir prints Mod."odd-name"/0). */
+/* Elixir's operators (Code.Identifier's unary_op and binary_op, less
+ * the ones Macro.inspect_atom(:remote_call, _) calls not callable: ..
+ * ... .), which Exception.format_mfa writes bare after "M." (Kernel.+/2,
+ * Foo.<~>/0) though they are not identifiers. */
+static bool is_elixir_operator(const char *s) {
+    static const char *const ops[] = {
+        "&",   "!",   "^",   "+",   "-",   "~~~", "@",   "<-",  "\\\\",
+        "::",  "|",   "=",   "||",  "|||", "&&",  "&&&", "==",  "!=",
+        "=~",  "===", "!==", "<",   "<=",  ">=",  ">",   "|>",  "<<<",
+        ">>>", "<~",  "~>",  "<<~", "~>>", "<~>", "<|>", "^^^", "++",
+        "--",  "<>",  "+++", "---", "*",   "/",   "**"};
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+        if (strcmp(s, ops[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The function name after "M." as Exception.format_mfa writes it: bare
+ * when it is an identifier or an operator, quoted otherwise
+ * (Mod."odd-name"/0). */
 static void put_function(char *buf, size_t n, size_t *len, const char *fun) {
-    if (is_plain_atom(fun, false))
+    if (is_plain_atom(fun, false) || is_elixir_operator(fun))
         put(buf, n, len, fun);
     else
         put_quoted(buf, n, len, fun);

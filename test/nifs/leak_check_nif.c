@@ -146,12 +146,23 @@ BEAM_NIF(aligned_plain) {
     return aligned_block(env, argv[0]);
 }
 
-/* A function whose Elixir name needs quotes. */
-BEAM_NIF(odd_name, .leak_check = true) {
+static ERL_NIF_TERM leak_one(ErlNifEnv *env) {
     uint64_t *leaked = beam_create(beam_allocator, uint64_t);
     if (leaked != NULL)
         *leaked = 1;
     return enif_make_atom(env, "ok");
+}
+
+/* A function whose Elixir name needs quotes. */
+BEAM_NIF(odd_name, .leak_check = true) {
+    return leak_one(env);
+}
+
+/* A function named like an operator, which Elixir writes bare. (A function
+ * of its own: one listed under two names of one arity is named by its
+ * first entry.) */
+BEAM_NIF(operator_name, .leak_check = true) {
+    return leak_one(env);
 }
 
 static ErlNifFunc funcs[] = {
@@ -164,6 +175,7 @@ static ErlNifFunc funcs[] = {
     {"raise_clean", 0, raise_clean, 0},
     {"raise_and_leak", 0, raise_and_leak, 0},
     {"odd-name?", 0, odd_name, 0},
+    {"<~>", 0, operator_name, 0},
     {"keep_for_later", 1, keep_for_later, 0},
     {"free_kept", 0, free_kept, 0},
     {"aligned_checked", 1, aligned_checked, 0},

@@ -7,6 +7,6 @@ defmodule LeakCheckTest do
     nif: "leak_check_nif",
     stubs: ~w(check_me/0 check_me_normal/0 check_me_io/0 leak_bytes/1
               clean/1 clean_dirty/0 raise_clean/0 raise_and_leak/0
-              odd-name?/0 take_reports/0 keep_for_later/1 free_kept/0
+              odd-name?/0 <~>/0 take_reports/0 keep_for_later/1 free_kept/0
               aligned_checked/1 aligned_plain/1)
 end
