@@ -50,6 +50,25 @@ defmodule BeamAlloc.LeakCheckTest do
       assert_leak("LeakCheckTest.<~>/0", &LeakCheckTest.<~>/0)
     end
 
+    # The VM reads a NIF table's names as Latin-1: the message gives them
+    # in UTF-8, quoted and escaped where Exception.format_mfa/3 and
+    # io_lib's ~tw do (the bytes were quoted and each written as "?").
+    test "writes a name beyond ASCII the way each language does" do
+      for {name, elixir, erlang} <- [
+            {:héllo, "héllo", "héllo"},
+            {:"x×y", ~s("x×y"), "'x×y'"},
+            {:"a\rb\u0080", ~S("a\rb\x80"), ~S('a\rb\200')}
+          ] do
+        assert Exception.format_mfa(LeakCheckTest, name, 0) == "LeakCheckTest.#{elixir}/0"
+        assert_leak("LeakCheckTest.#{elixir}/0", fn -> apply(LeakCheckTest, name, []) end)
+
+        assert to_string(:io_lib.format(~c"~tw/0", [name])) == "#{erlang}/0"
+
+        assert {:memory_leak, "memory leak detected in function beam_alloc_erl_test:#{erlang}/0"} ==
+                 catch_error(apply(:beam_alloc_erl_test, name, []))
+      end
+    end
+
     test "raises an Erlang term, naming the function the Erlang way, in an Erlang module" do
       :beam_alloc_erl_test.take_reports()
 

@@ -590,6 +590,18 @@ static bool is_ident_char(char c) {
     return is_upper(c) || is_lower(c) || is_digit(c) || c == '_';
 }
 
+/* Names (a NIF table's, BEAM_NIF_INIT's module) are Latin-1, one byte a
+ * character: so the VM reads them (erl_nif.c's load_nif). Both languages
+ * write a Latin-1 letter in a bare atom, starting with a lowercase one
+ * (ß to ÿ but ÷); the bytes were quoted and each written as "?". */
+static bool is_latin1_letter(char c) {
+    const unsigned char u = (unsigned char)c;
+    return u >= 0xC0 && u != 0xD7 && u != 0xF7;
+}
+static bool is_latin1_lower(char c) {
+    return is_latin1_letter(c) && (unsigned char)c >= 0xDF;
+}
+
 /* "Foo.Bar": dot-separated aliases, each an uppercase letter followed by
  * identifier characters. */
 static bool is_alias_path(const char *s) {
@@ -614,12 +626,14 @@ static bool is_alias_path(const char *s) {
 }
 
 /* An atom Elixir writes without quotes: a lowercase letter or underscore,
- * identifier characters or @, and an optional trailing ? or !. */
+ * identifier characters (Latin-1 letters and the middle dot, U+00B7, too)
+ * or @, and an optional trailing ? or !. */
 static bool is_plain_atom(const char *s, bool allow_at) {
-    if (!(is_lower(*s) || *s == '_'))
+    if (!(is_lower(*s) || *s == '_' || is_latin1_lower(*s)))
         return false;
     for (s++; *s; s++) {
-        if (is_ident_char(*s) || (allow_at && *s == '@'))
+        if (is_ident_char(*s) || is_latin1_letter(*s) ||
+            (unsigned char)*s == 0xB7 || (allow_at && *s == '@'))
             continue;
         if ((*s == '?' || *s == '!') && s[1] == '\0')
             return true;
@@ -639,24 +653,51 @@ static void put(char *buf, size_t n, size_t *len, const char *s) {
     buf[*len] = '\0';
 }
 
-/* s between two quote characters, with the quote, backslash, newline and
- * tab escaped: Elixir's inspect ("name") and Erlang's ~tw ('name') write
- * quoted atoms alike but for the quote. */
+/* Append the Latin-1 character c in UTF-8, or nothing when it does not
+ * fit whole (half a character would be written as "?"). */
+static void put_latin1_char(char *buf, size_t n, size_t *len, unsigned char c) {
+    char one[3] = {(char)c, '\0', '\0'};
+    if (c >= 0x80) {
+        one[0] = (char)(0xC0 | (c >> 6));
+        one[1] = (char)(0x80 | (c & 0x3F));
+    }
+    if (strlen(one) <= n - 1 - *len)
+        put(buf, n, len, one);
+}
+
+/* A name (Latin-1) in UTF-8. */
+static void put_latin1(char *buf, size_t n, size_t *len, const char *s) {
+    for (; *s; s++)
+        put_latin1_char(buf, n, len, (unsigned char)*s);
+}
+
+/* s between two quote characters, escaped as Elixir's inspect ("name")
+ * and Erlang's ~tw ('name') write quoted atoms: the quote and backslash,
+ * the control characters with a letter of their own, the others in hex
+ * (Elixir) or octal (Erlang), and for Elixir #{ (\#{, not to read as
+ * interpolation). */
 static void put_escaped(char *buf, size_t n, size_t *len, const char *s,
                         char quote) {
+    static const char letters[] = "\a\b\t\n\v\f\r\x1b\x7f";
+    static const char names[] = "abtnvfred";
+    const bool erlang = quote == '\'';
     const char q[2] = {quote, '\0'};
     put(buf, n, len, q);
     for (; *s; s++) {
-        char one[5];
-        unsigned char c = (unsigned char)*s;
-        if (c == (unsigned char)quote || c == '\\')
+        char one[6];
+        const unsigned char c = (unsigned char)*s;
+        const char *letter = c != 0 ? strchr(letters, c) : NULL;
+        if (c == (unsigned char)quote || c == '\\' ||
+            (!erlang && c == '#' && s[1] == '{'))
             snprintf(one, sizeof one, "\\%c", c);
-        else if (c == '\n')
-            snprintf(one, sizeof one, "\\n");
-        else if (c == '\t')
-            snprintf(one, sizeof one, "\\t");
-        else
-            snprintf(one, sizeof one, "%c", c);
+        else if (letter != NULL && !(erlang && c == '\a'))
+            snprintf(one, sizeof one, "\\%c", names[letter - letters]);
+        else if (c < 0x20 || (c >= 0x7F && c < 0xA0))
+            snprintf(one, sizeof one, erlang ? "\\%03o" : "\\x%02X", c);
+        else {
+            put_latin1_char(buf, n, len, c);
+            continue;
+        }
         put(buf, n, len, one);
     }
     put(buf, n, len, q);
@@ -682,7 +723,7 @@ static void put_module(char *buf, size_t n, size_t *len, const char *atom) {
     } else {
         put(buf, n, len, ":");
         if (is_plain_atom(atom, true))
-            put(buf, n, len, atom);
+            put_latin1(buf, n, len, atom);
         else
             put_quoted(buf, n, len, atom);
     }
@@ -710,7 +751,7 @@ static bool is_elixir_operator(const char *s) {
  * (Mod."odd-name"/0). */
 static void put_function(char *buf, size_t n, size_t *len, const char *fun) {
     if (is_plain_atom(fun, false) || is_elixir_operator(fun))
-        put(buf, n, len, fun);
+        put_latin1(buf, n, len, fun);
     else
         put_quoted(buf, n, len, fun);
 }
@@ -801,8 +842,10 @@ void beam__nif_count_dropped(void) {
         c->dropped++;
 }
 
-/* Atoms, escapes and an arity: an 8-byte atom can take 9 bytes quoted, so
- * 255-character names fit twice over. */
+/* Atoms, escapes and an arity: a Latin-1 character takes 2 bytes in
+ * UTF-8, so 255-character names fit twice over; one escaped in hex or
+ * octal (a control character) takes 4, and names of nothing else are cut
+ * short (put truncates). */
 #define MFA_MAX BEAM__NIF_NAME_MAX
 
 /* --- Writing names the way Erlang does ---------------------------------- */
@@ -823,14 +866,15 @@ static bool is_erlang_reserved(const char *s) {
 }
 
 /* An atom as io:format("~tw") writes it: bare when it starts with a
- * lowercase letter followed by identifier characters or @, quoted with
- * single quotes otherwise. */
+ * lowercase letter (Latin-1's too) followed by identifier characters,
+ * Latin-1 letters or @, quoted with single quotes otherwise. */
 static void put_erlang_atom(char *buf, size_t n, size_t *len, const char *s) {
-    bool plain = is_lower(*s) && !is_erlang_reserved(s);
+    bool plain =
+        (is_lower(*s) || is_latin1_lower(*s)) && !is_erlang_reserved(s);
     for (const char *p = s; plain && *p; p++)
-        plain = is_ident_char(*p) || *p == '@';
+        plain = is_ident_char(*p) || is_latin1_letter(*p) || *p == '@';
     if (plain) {
-        put(buf, n, len, s);
+        put_latin1(buf, n, len, s);
         return;
     }
     put_escaped(buf, n, len, s, '\'');

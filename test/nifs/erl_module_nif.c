@@ -36,10 +36,17 @@ BEAM_NIF(nif_free, .leak_check = true) {
     return argv[0];
 }
 
-BEAM_NIF(nif_end, .leak_check = true) {
+/* A leaky NIF's return: ok, after an 8-byte leak. */
+static ERL_NIF_TERM leak_ok(ErlNifEnv *env) {
     leak_block(8);
     return enif_make_atom(env, "ok");
 }
+
+BEAM_NIF(nif_end, .leak_check = true) {
+    return leak_ok(env);
+}
+
+ODD_CHAR_NIFS(leak_ok)
 
 /* end(tag), a keyword Erlang writes quoted (beam_alloc_erl_test:'end'/1):
  * its one request used unchecked, for the fault-injection check's crash
@@ -98,6 +105,7 @@ static ErlNifFunc funcs[] = {
     {"free", 1, nif_free, 0},
     {"end", 0, nif_end, 0},
     {"end", 1, nif_end_unchecked, 0},
+    ODD_CHAR_NIF_ENTRIES,
     {"clean", 0, clean, 0},
     {"take_reports", 0, take_reports, 0},
     {"raise_badarg", 0, raise_badarg, 0},

@@ -158,6 +158,8 @@ BEAM_NIF(odd_name, .leak_check = true) {
     return leak_one(env);
 }
 
+ODD_CHAR_NIFS(leak_one)
+
 /* A function named like an operator, which Elixir writes bare. (A function
  * of its own: one listed under two names of one arity is named by its
  * first entry.) */
@@ -176,6 +178,7 @@ static ErlNifFunc funcs[] = {
     {"raise_and_leak", 0, raise_and_leak, 0},
     {"odd-name?", 0, odd_name, 0},
     {"<~>", 0, operator_name, 0},
+    ODD_CHAR_NIF_ENTRIES,
     {"keep_for_later", 1, keep_for_later, 0},
     {"free_kept", 0, free_kept, 0},
     {"aligned_checked", 1, aligned_checked, 0},

@@ -277,4 +277,25 @@ static inline ERL_NIF_TERM take_reports(ErlNifEnv *env, int argc,
     return list;
 }
 
+/* The leak_check NIFs whose Elixir or Erlang names have characters beyond
+ * ASCII, or a control character, each returning leak(env) (an ok after a
+ * leak). The VM reads a table's names as Latin-1 (one byte, one
+ * character); one C function each, as one listed under two names of one
+ * arity is named by its first entry. */
+#define ODD_CHAR_NIFS(leak)                                                    \
+    BEAM_NIF(latin1_name, .leak_check = true) {                                \
+        return leak(env);                                                      \
+    }                                                                          \
+    BEAM_NIF(times_name, .leak_check = true) {                                 \
+        return leak(env);                                                      \
+    }                                                                          \
+    BEAM_NIF(control_name, .leak_check = true) {                               \
+        return leak(env);                                                      \
+    }
+/* Their entries: h\xe9llo (héllo, which both languages write bare),
+ * x\xd7y (× is no letter: quoted) and a\rb\x80 (escaped). */
+#define ODD_CHAR_NIF_ENTRIES                                                   \
+    {"h\xe9llo", 0, latin1_name, 0}, {"x\xd7y", 0, times_name, 0},             \
+        {"a\rb\x80", 0, control_name, 0}
+
 #endif

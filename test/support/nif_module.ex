@@ -31,6 +31,9 @@ defmodule BeamAlloc.Test.NifModule do
 
     stubs =
       for spec <- Macro.expand(Keyword.get(opts, :stubs, []), __CALLER__) do
+        # A name with a character inspect/1 writes a binary's bytes for
+        # comes as that binary's code, <<...>> (UpgradeVM's stubs).
+        {spec, []} = Code.eval_quoted(spec)
         [name, arity] = String.split(spec, "/")
         args = List.duplicate(Macro.var(:_, nil), String.to_integer(arity))
 
