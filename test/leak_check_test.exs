@@ -69,6 +69,15 @@ defmodule BeamAlloc.LeakCheckTest do
       end
     end
 
+    # maybe and else are the maybe_expr feature's keywords: io_lib quotes
+    # them where it is on by default (OTP 27 on), not before (OTP 25, 26).
+    test "writes maybe as this VM's Erlang does" do
+      erlang = to_string(:io_lib.format(~c"~tw", [:maybe]))
+
+      assert {:memory_leak, "memory leak detected in function beam_alloc_erl_test:#{erlang}/0"} ==
+               catch_error(apply(:beam_alloc_erl_test, :maybe, []))
+    end
+
     test "raises an Erlang term, naming the function the Erlang way, in an Erlang module" do
       :beam_alloc_erl_test.take_reports()
 

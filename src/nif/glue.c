@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Atoms are at most 255 characters; one more for the terminator. */
@@ -29,6 +30,11 @@ static char module_atom[256];
  * the VM runs the copy's first load, which writes it. Until then the name
  * reads "" (a plain read raced the write: ThreadSanitizer). */
 static _Atomic bool module_named;
+/* Whether this VM's Erlang writes maybe and else quoted (put_erlang_atom):
+ * io_lib quotes the keywords of the features the runtime has on, and
+ * maybe_expr's are on by default from OTP 27 (experimental, off, in 25 and
+ * 26). Set at each load (beam_nif_register), before any message. */
+static _Atomic bool quote_maybe;
 /* The table lives in the same shared object as this copy of the library
  * (BEAM_NIF_INIT passes the user's static ErlNifFunc array), so keeping the
  * pointer is safe for as long as any of these functions can run. Written
@@ -52,6 +58,9 @@ static int carry_count;
  * against the module's, is written over the one readers may read.) */
 void beam_nif_register(const char *module, const ErlNifFunc *funcs, int count) {
     beam__report_set_default(beam__report_to_logger);
+    ErlNifSysInfo info;
+    enif_system_info(&info, sizeof info);
+    beam__atomic_store_relaxed(&quote_maybe, atoi(info.otp_release) >= 27);
     char name[sizeof module_atom] = "";
     snprintf(name, sizeof name, "%s", module ? module : "");
     if (strcmp(name, beam__nif_module_atom()) != 0) {
@@ -853,12 +862,14 @@ void beam__nif_count_dropped(void) {
 /* Erlang's reserved words: atoms that need quotes although they look
  * plain. */
 static bool is_erlang_reserved(const char *s) {
+    if ((strcmp(s, "maybe") == 0 || strcmp(s, "else") == 0) &&
+        beam__atomic_load_relaxed(&quote_maybe))
+        return true;
     static const char *const words[] = {
-        "after",   "and",   "andalso", "band", "begin", "bnot",
-        "bor",     "bsl",   "bsr",     "bxor", "case",  "catch",
-        "cond",    "div",   "else",    "end",  "fun",   "if",
-        "let",     "maybe", "not",     "of",   "or",    "orelse",
-        "receive", "rem",   "try",     "when", "xor"};
+        "after",  "and",     "andalso", "band", "begin", "bnot", "bor",
+        "bsl",    "bsr",     "bxor",    "case", "catch", "cond", "div",
+        "end",    "fun",     "if",      "let",  "not",   "of",   "or",
+        "orelse", "receive", "rem",     "try",  "when",  "xor"};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if (strcmp(s, words[i]) == 0)
             return true;

@@ -48,6 +48,12 @@ BEAM_NIF(nif_end, .leak_check = true) {
 
 ODD_CHAR_NIFS(leak_ok)
 
+/* maybe/0: a keyword of the maybe_expr feature, which Erlang writes quoted
+ * where the feature is on by default (OTP 27 and later) and bare before. */
+BEAM_NIF(nif_maybe, .leak_check = true) {
+    return leak_ok(env);
+}
+
 /* end(tag), a keyword Erlang writes quoted (beam_alloc_erl_test:'end'/1):
  * its one request used unchecked, for the fault-injection check's crash
  * note. */
@@ -106,6 +112,7 @@ static ErlNifFunc funcs[] = {
     {"end", 0, nif_end, 0},
     {"end", 1, nif_end_unchecked, 0},
     ODD_CHAR_NIF_ENTRIES,
+    {"maybe", 0, nif_maybe, 0},
     {"clean", 0, clean, 0},
     {"take_reports", 0, take_reports, 0},
     {"raise_badarg", 0, raise_badarg, 0},
