@@ -69,6 +69,24 @@ defmodule BeamAlloc.LeakCheckTest do
       end
     end
 
+    # A message longer than its buffer is cut between two escapes or
+    # characters, with nothing after the cut: it ended "\x01\x" (half an
+    # escape), and a 2-byte é that did not fit was left out while the b
+    # after it was written.
+    test "cuts a name too long for the message between whole escapes" do
+      module = :"Elixir.LongName#{String.duplicate("A", 235)}"
+
+      for name <- [
+            String.duplicate("\u0001", 255),
+            "a" <> String.duplicate("\u0001", 238) <> "éb"
+          ] do
+        %RuntimeError{message: message} = catch_error(apply(module, String.to_atom(name), []))
+        prefix = "memory leak detected in function `#{inspect(module)}.\""
+        assert String.starts_with?(message, prefix)
+        assert String.trim_leading(message, prefix) =~ ~r/\Aa?(\\x01)+`\z/
+      end
+    end
+
     # maybe and else are the maybe_expr feature's keywords: io_lib quotes
     # them where it is on by default (OTP 27 on), not before (OTP 25, 26).
     test "writes maybe as this VM's Erlang does" do

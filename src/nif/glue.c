@@ -651,27 +651,30 @@ static bool is_plain_atom(const char *s, bool allow_at) {
     return true;
 }
 
-/* Append to buf (capacity n, current length *len), truncating safely. */
+/* Append s to buf (capacity n, current length *len) whole; once a piece
+ * does not fit, nothing more. The pieces are characters and escapes: a
+ * message cut short ended in half an escape ("\x01\x"), or left out a
+ * 2-byte character and went on with a 1-byte one after it (leak_check_test,
+ * long_name_nif). */
 static void put(char *buf, size_t n, size_t *len, const char *s) {
-    size_t avail = n - 1 - *len;
-    size_t l = strlen(s);
-    if (l > avail)
-        l = avail;
+    const size_t l = strlen(s);
+    if (l > n - 1 - *len) {
+        *len = n - 1; /* full: the text ends where it did */
+        return;
+    }
     memcpy(buf + *len, s, l);
     *len += l;
     buf[*len] = '\0';
 }
 
-/* Append the Latin-1 character c in UTF-8, or nothing when it does not
- * fit whole (half a character would be written as "?"). */
+/* Append the Latin-1 character c in UTF-8. */
 static void put_latin1_char(char *buf, size_t n, size_t *len, unsigned char c) {
     char one[3] = {(char)c, '\0', '\0'};
     if (c >= 0x80) {
         one[0] = (char)(0xC0 | (c >> 6));
         one[1] = (char)(0x80 | (c & 0x3F));
     }
-    if (strlen(one) <= n - 1 - *len)
-        put(buf, n, len, one);
+    put(buf, n, len, one);
 }
 
 /* A name (Latin-1) in UTF-8. */
@@ -853,8 +856,8 @@ void beam__nif_count_dropped(void) {
 
 /* Atoms, escapes and an arity: a Latin-1 character takes 2 bytes in
  * UTF-8, so 255-character names fit twice over; one escaped in hex or
- * octal (a control character) takes 4, and names of nothing else are cut
- * short (put truncates). */
+ * octal (a control character) takes 4, and a long module's NIF named with
+ * little else is cut short, between two escapes (put). */
 #define MFA_MAX BEAM__NIF_NAME_MAX
 
 /* --- Writing names the way Erlang does ---------------------------------- */

@@ -146,13 +146,6 @@ BEAM_NIF(aligned_plain) {
     return aligned_block(env, argv[0]);
 }
 
-static ERL_NIF_TERM leak_one(ErlNifEnv *env) {
-    uint64_t *leaked = beam_create(beam_allocator, uint64_t);
-    if (leaked != NULL)
-        *leaked = 1;
-    return enif_make_atom(env, "ok");
-}
-
 /* A function whose Elixir name needs quotes. */
 BEAM_NIF(odd_name, .leak_check = true) {
     return leak_one(env);

@@ -277,6 +277,14 @@ static inline ERL_NIF_TERM take_reports(ErlNifEnv *env, int argc,
     return list;
 }
 
+/* A leak_check NIF's body that leaks one block (8 bytes) and returns ok. */
+static inline ERL_NIF_TERM leak_one(ErlNifEnv *env) {
+    uint64_t *leaked = beam_create(beam_allocator, uint64_t);
+    if (leaked != NULL)
+        *leaked = 1;
+    return enif_make_atom(env, "ok");
+}
+
 /* The leak_check NIFs whose Elixir or Erlang names have characters beyond
  * ASCII, or a control character, each returning leak(env) (an ok after a
  * leak). The VM reads a table's names as Latin-1 (one byte, one
