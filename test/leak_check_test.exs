@@ -87,6 +87,18 @@ defmodule BeamAlloc.LeakCheckTest do
       end
     end
 
+    # The report's line (1024 bytes) is shorter than the message: its name
+    # was cut by the line, in half an escape and without the backquote.
+    test "cuts a name too long for the report's line between whole escapes" do
+      module = :"Elixir.LongName#{String.duplicate("A", 235)}"
+      module.take_reports()
+      catch_error(apply(module, String.to_atom(String.duplicate("\u0001", 255)), []))
+      prefix = "beam_alloc: memory leak detected in function `#{inspect(module)}.\""
+
+      assert [line] = Enum.filter(module.take_reports(), &String.starts_with?(&1, prefix))
+      assert String.trim_leading(line, prefix) =~ ~r/\A(\\x01)+`:\z/
+    end
+
     # maybe and else are the maybe_expr feature's keywords: io_lib quotes
     # them where it is on by default (OTP 27 on), not before (OTP 25, 26).
     test "writes maybe as this VM's Erlang does" do

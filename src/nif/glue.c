@@ -1432,8 +1432,11 @@ static bool report_leaks(const composed_call *c) {
     if (beam_gpa_usage_of(&c->check->gpa).live_blocks == 0)
         return false;
     /* Name the function before the instance lists the blocks, so the
-     * report reads as one story. */
-    char mfa[MFA_MAX];
+     * report reads as one story. The name is cut to the line's room, by
+     * put, between two escapes: the line (shorter than MFA_MAX) cut it
+     * anywhere, and the backquote and colon after it. */
+    char mfa[BEAM__REPORT_LINE + 1 -
+             sizeof "beam_alloc: memory leak detected in function ``:"];
     format_mfa(c->call, mfa, sizeof mfa);
     beam__report(beam__module_is_erlang()
                      ? "beam_alloc: memory leak detected in function %s:"
