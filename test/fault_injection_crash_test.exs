@@ -570,18 +570,31 @@ defmodule BeamAlloc.FaultInjectionCrashTest do
   # character and keeps its closing backquote: the note's
   # "the NIF call `...`" had lost the backquote and half the character.
   test "a crash in a NIF whose call is too long to write is cut before a whole character" do
+    line = crash_line_of_long_name(:long_name)
+    assert String.valid?(line), inspect(binary_part(line, byte_size(line) - 40, 40))
+    assert line =~ ~r/, in the NIF call `#{@faults}\."(\\\\)+a?`: handle the NULL there$/, line
+  end
+
+  # The same cut between two escapes (4 bytes each): the note ended in
+  # half of one, "\x01\".
+  test "a crash in a NIF whose call is too long to write is cut between whole escapes" do
+    line = crash_line_of_long_name(:escapes_name)
+    assert line =~ ~r/, in the NIF call `#{@faults}\."(\\x01)+`: handle the NULL there$/, line
+  end
+
+  # The crash note's line of a call of Faults' NIF whose name name/0 gives.
+  defp crash_line_of_long_name(name) do
     {out, status} =
       run_vm(:elixir, """
       {:ok, _} = Application.ensure_all_started(:beam_alloc)
       BeamAlloc.Testing.check_all_allocation_failures(fn ->
-        apply(#{@faults}, #{@faults}.long_name(), [7])
+        apply(#{@faults}, #{@faults}.#{name}(), [7])
       end)
       """)
 
     assert status == 128 + 11, out
     [line] = Regex.run(~r/[^\n]*, in the NIF call `[^\n]*/, out)
-    assert String.valid?(line), inspect(binary_part(line, byte_size(line) - 40, 40))
-    assert line =~ ~r/, in the NIF call `#{@faults}\."(\\\\)+a?`: handle the NULL there$/, line
+    line
   end
 
   # The NIF's name as its language writes it, quoted where it must be, as

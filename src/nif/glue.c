@@ -987,28 +987,31 @@ static void format_mfa(const nif_call *call, char *buf, size_t n) {
  * call in backquotes in an Elixir module, as its exceptions name it, the
  * Erlang way without. The one writer of it: the crash note of a check
  * wrote Elixir's without them, where the report at a call's end had them.
- * A call too long for buf (n bytes) is cut before a whole UTF-8 character
- * and keeps its closing backquote: the crash note's buffer had cut the
- * backquote and half a character. */
+ * A call too long for buf (n bytes) is cut, before its closing backquote,
+ * to the room call_room gives it: put cuts it between two characters or
+ * escapes (the crash note's buffer had cut the backquote and half a
+ * character, then a cut by bytes half an escape, "\x01\"). */
+#define CALL_WORDS "the NIF call "
 static void nif_call_words(bool erlang, const char *mfa, char *buf, size_t n) {
-    static const char words[] = "the NIF call ";
     const char *quote = erlang ? "" : "`";
-    size_t fixed = sizeof words - 1 + 2 * strlen(quote), len = strlen(mfa);
-    size_t room = n > fixed ? n - 1 - fixed : 0;
-    if (len > room) {
-        len = room;
-        while (len > 0 && ((unsigned char)mfa[len] & 0xC0) == 0x80)
-            len--;
-    }
-    snprintf(buf, n, "%s%s%.*s%s", words, quote, (int)len, mfa, quote);
+    snprintf(buf, n, CALL_WORDS "%s%s%s", quote, mfa, quote);
+}
+
+/* The size of the buffer for the call that nif_call_words leaves room
+ * for in n bytes (at most MFA_MAX). */
+static size_t call_room(bool erlang, size_t n) {
+    const size_t fixed = sizeof CALL_WORDS - 1 + (erlang ? 0 : 2);
+    const size_t room = n > fixed + 1 ? n - fixed : 1;
+    return room < MFA_MAX ? room : MFA_MAX;
 }
 
 /* A running call in those words (the reports at its end, the crash note's
  * call_name hook). */
 static void call_words(const nif_call *call, char *buf, size_t n) {
     char mfa[MFA_MAX];
-    format_mfa(call, mfa, sizeof mfa);
-    nif_call_words(beam__module_is_erlang(), mfa, buf, n);
+    const bool erlang = beam__module_is_erlang();
+    format_mfa(call, mfa, call_room(erlang, n));
+    nif_call_words(erlang, mfa, buf, n);
 }
 
 /* (abi.h: the fault-injection driver's crash note names the call with it,
@@ -1016,8 +1019,9 @@ static void call_words(const nif_call *call, char *buf, size_t n) {
 void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
                          char *buf, size_t n) {
     char mfa[MFA_MAX];
-    nif_mfa_text(module, fun, arity, mfa, sizeof mfa);
-    nif_call_words(is_erlang_module(module), mfa, buf, n);
+    const bool erlang = is_erlang_module(module);
+    nif_mfa_text(module, fun, arity, mfa, call_room(erlang, n));
+    nif_call_words(erlang, mfa, buf, n);
 }
 
 const char *beam_nif_function_name(void) {

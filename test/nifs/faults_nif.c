@@ -201,14 +201,24 @@ BEAM_NIF(uses_null_quoted) {
 
 /* A name whose call the crash note cannot write whole: 156 backslashes
  * (two bytes each, escaped), "a", "\xc3\xa9" (the VM reads a NIF's name
- * as Latin-1: Elixir's "\u00c3\u00a9"; written as the bytes are, UTF-8's
- * "\u00e9", across the note's cut, CRASH_NOTE_CALL's) and "z". The note
- * must cut it before a whole character and keep the closing backquote. */
+ * as Latin-1: Elixir's "\u00c3\u00a9", each 2 bytes in UTF-8, the first
+ * across the note's cut, CRASH_NOTE_CALL's) and "z". The note must cut it
+ * before a whole character and keep the closing backquote. */
 #define BS8 "\\\\\\\\\\\\\\\\"
 #define BS52 BS8 BS8 BS8 BS8 BS8 BS8 "\\\\\\\\"
 static const char long_name[] = BS52 BS52 BS52 "a\xc3\xa9z";
 
 BEAM_NIF(uses_null_long_name) {
+    return header_unchecked(env, argv);
+}
+
+/* Another: 80 \x01, a control character Elixir writes as a 4-byte
+ * escape, the 79th across the note's cut. The note must cut it between
+ * two escapes. */
+#define C8 "\x01\x01\x01\x01\x01\x01\x01\x01"
+static const char escapes_name[] = C8 C8 C8 C8 C8 C8 C8 C8 C8 C8;
+
+BEAM_NIF(uses_null_escapes_name) {
     return header_unchecked(env, argv);
 }
 
@@ -1267,6 +1277,7 @@ static ErlNifFunc funcs[] = {
     {"uses_null_in_body", 0, uses_null_in_body, 0},
     {"uses null", 1, uses_null_quoted, 0},
     {long_name, 1, uses_null_long_name, 0},
+    {escapes_name, 1, uses_null_escapes_name, 0},
     {"aborts", 0, aborts, 0},
     {"divides", 1, divides, 0},
     {"sends_itself", 1, sends_itself, 0},

@@ -32,4 +32,10 @@ defmodule BeamAlloc.Test.Faults do
   def long_name, do: @long_name
 
   def unquote(@long_name)(_tag), do: :erlang.nif_error(:not_loaded)
+
+  # uses_null_escapes_name's: too long too, in escapes of 4 bytes.
+  @escapes_name String.to_atom(String.duplicate("\u0001", 80))
+  def escapes_name, do: @escapes_name
+
+  def unquote(@escapes_name)(_tag), do: :erlang.nif_error(:not_loaded)
 end
