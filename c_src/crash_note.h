@@ -37,10 +37,11 @@ void crash_note_request(int slot);
  * failed request's note (crash_note_failure's nif): 320 for M.f/arity, as
  * the note held before it had the words, and "the NIF call " with its
  * backquotes (15), rounded up to a multiple of 32. A longer call is cut by its
- * writer, glue.c's nif_call_words, before a whole character and keeping its
- * closing backquote. Nothing is shared with that writer but this size, given at
- * each call: it runs in the NIF's own copy of the library (the call_name hook),
- * of whatever version, which a constant of this build would not reach. */
+ * writer, glue.c's beam__nif_call_text, between two characters or escapes and
+ * keeping its closing backquote. Nothing is shared with that writer but this
+ * size, given at each call: it runs in the NIF's own copy of the library (the
+ * call_name hook), of whatever version, which a constant of this build would
+ * not reach. */
 #define CRASH_NOTE_CALL 352
 
 /* The run's failed request, as the crash names it. */

@@ -976,52 +976,46 @@ static int call_entry(const nif_call *call) {
  * listed under several names by its entry (call_entry: the call's that
  * scheduled it, for a continuation of its own; otherwise the one for this
  * call's scheduler, the first of twins on the same scheduler). */
-static void format_mfa(const nif_call *call, char *buf, size_t n) {
+static const char *call_fun(const nif_call *call, unsigned *arity) {
     const int i = call_entry(call);
-    const char *fun = i >= 0 ? module_funcs[i].name : call->c_name;
-    const int arity = i >= 0 ? (int)module_funcs[i].arity : call->argc;
-    nif_mfa_text(module_atom, fun, (unsigned)arity, buf, n);
+    *arity = i >= 0 ? module_funcs[i].arity : (unsigned)call->argc;
+    return i >= 0 ? module_funcs[i].name : call->c_name;
+}
+
+static void format_mfa(const nif_call *call, char *buf, size_t n) {
+    unsigned arity;
+    const char *fun = call_fun(call, &arity);
+    nif_mfa_text(module_atom, fun, arity, buf, n);
 }
 
 /* "the NIF call M.f/1" as a report of the module's language says it: the
  * call in backquotes in an Elixir module, as its exceptions name it, the
- * Erlang way without. The one writer of it: the crash note of a check
- * wrote Elixir's without them, where the report at a call's end had them.
- * A call too long for buf (n bytes) is cut, before its closing backquote,
- * to the room call_room gives it: put cuts it between two characters or
- * escapes (the crash note's buffer had cut the backquote and half a
- * character, then a cut by bytes half an escape, "\x01\"). */
-#define CALL_WORDS "the NIF call "
-static void nif_call_words(bool erlang, const char *mfa, char *buf, size_t n) {
+ * Erlang way without. The one writer of it (abi.h: the fault-injection
+ * driver's crash note names the call with it, outside its signal handler,
+ * as the reports do): the crash note of a check wrote Elixir's without
+ * them, where the report at a call's end had them. A call too long for
+ * buf (n bytes) is written to the room left before its closing backquote,
+ * where put cuts it between two characters or escapes (the crash note's
+ * buffer had cut the backquote and half a character, then a cut by bytes
+ * half an escape, "\x01\"). */
+void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
+                         char *buf, size_t n) {
+    static const char words[] = "the NIF call ";
+    const bool erlang = is_erlang_module(module);
     const char *quote = erlang ? "" : "`";
-    snprintf(buf, n, CALL_WORDS "%s%s%s", quote, mfa, quote);
-}
-
-/* The size of the buffer for the call that nif_call_words leaves room
- * for in n bytes (at most MFA_MAX). */
-static size_t call_room(bool erlang, size_t n) {
-    const size_t fixed = sizeof CALL_WORDS - 1 + (erlang ? 0 : 2);
+    const size_t fixed = sizeof words - 1 + 2 * strlen(quote);
     const size_t room = n > fixed + 1 ? n - fixed : 1;
-    return room < MFA_MAX ? room : MFA_MAX;
+    char mfa[MFA_MAX];
+    nif_mfa_text(module, fun, arity, mfa, room < MFA_MAX ? room : MFA_MAX);
+    snprintf(buf, n, "%s%s%s%s", words, quote, mfa, quote);
 }
 
 /* A running call in those words (the reports at its end, the crash note's
  * call_name hook). */
 static void call_words(const nif_call *call, char *buf, size_t n) {
-    char mfa[MFA_MAX];
-    const bool erlang = beam__module_is_erlang();
-    format_mfa(call, mfa, call_room(erlang, n));
-    nif_call_words(erlang, mfa, buf, n);
-}
-
-/* (abi.h: the fault-injection driver's crash note names the call with it,
- * outside its signal handler, as the reports do.) */
-void beam__nif_call_text(const char *module, const char *fun, unsigned arity,
-                         char *buf, size_t n) {
-    char mfa[MFA_MAX];
-    const bool erlang = is_erlang_module(module);
-    nif_mfa_text(module, fun, arity, mfa, call_room(erlang, n));
-    nif_call_words(erlang, mfa, buf, n);
+    unsigned arity;
+    const char *fun = call_fun(call, &arity);
+    beam__nif_call_text(module_atom, fun, arity, buf, n);
 }
 
 const char *beam_nif_function_name(void) {
