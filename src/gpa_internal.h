@@ -193,10 +193,11 @@
  *    not use much, plus a slab for each busy one.
  *    So a thread holding a few blocks costs one 64 KiB request and some
  *    8 KiB of metadata, not a slab per class: the per-thread floor (bench
- *    `mem`: held - 1.5 x live, the worst of five small live sets) is about
- *    130 KiB for the bench's draw of each set (it was 2.2 MiB), 140-816
- *    KiB over 20 other draws, and more a thread when many threads share
- *    the instance: 0.6-1.4 MiB a thread on a 64-scheduler node, not 64
+ *    `mem`: held - 1.5 x live, the worst of five small live sets) was about
+ *    130 KiB in the bench's first draw of each set (2.2 MiB before sub-slabs),
+ *    140-816 KiB over 20 other draws (the bench now takes the median of
+ *    nine: 475 KiB), and more a thread when many threads share the
+ *    instance: 0.6-1.4 MiB a thread on a 64-scheduler node, not 64
  *    times the one thread's (README, "A small live set costs little").
  *
  * Locks, and the order every path obeys (debug builds check it, see
