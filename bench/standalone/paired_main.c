@@ -288,7 +288,7 @@ static void mem_floor(int nthreads, double *med, double *lo, double *hi) {
                        (double)held / (double)live, extra);
         }
     }
-    *med = paired_median(worst, MEM_DRAWS);
+    *med = paired_median(worst, MEM_DRAWS); /* (sorts worst: least first) */
     *lo = worst[0];
     *hi = worst[MEM_DRAWS - 1];
 }
