@@ -1425,6 +1425,11 @@ static void find_misuse_elsewhere(const composed_call *c, check_outcome *out) {
                  line != NULL ? line : ELSEWHERE_LINE);
 }
 
+/* The leak report's first line but for the function and what follows it:
+ * one text for the line and for the function's room in it (report_leaks),
+ * so that they cannot part. */
+#define LEAK_LINE "beam_alloc: memory leak detected in function "
+
 /* Reports the blocks the body left live; true when it did. */
 static bool report_leaks(const composed_call *c) {
     if (beam_gpa_usage_of(&c->check->gpa).live_blocks == 0)
@@ -1433,12 +1438,9 @@ static bool report_leaks(const composed_call *c) {
      * report reads as one story. The name is cut to the line's room, by
      * put, between two escapes: the line (shorter than MFA_MAX) cut it
      * anywhere, and the backquote and colon after it. */
-    char mfa[BEAM__REPORT_LINE + 1 -
-             sizeof "beam_alloc: memory leak detected in function ``:"];
+    char mfa[BEAM__REPORT_LINE + 1 - sizeof LEAK_LINE "``:"];
     format_mfa(c->call, mfa, sizeof mfa);
-    beam__report(beam__module_is_erlang()
-                     ? "beam_alloc: memory leak detected in function %s:"
-                     : "beam_alloc: memory leak detected in function `%s`:",
+    beam__report(beam__module_is_erlang() ? LEAK_LINE "%s:" : LEAK_LINE "`%s`:",
                  mfa);
     return beam_gpa_detect_leaks(&c->check->gpa);
 }
