@@ -391,8 +391,8 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  * pages of a shared slab, or of the room a segment needs to align its
  * slabs): a thread with a few blocks of many sizes holds tens to hundreds
  * of KiB beyond 1.5 times their bytes, not a slab per class (more a thread
- * when many threads share the instance: README, "A small live set costs
- * little", has what a 64-scheduler node held). Medium
+ * when many threads share the instance: README, "What a small live set
+ * costs", has what a 64-scheduler node held). Medium
  * blocks, above BEAM_GPA_SMALL_MAX up to 64 KiB, are runs of 4 KiB pages in
  * slabs shared by all medium sizes (untracked instances; tracked ones
  * record them as large blocks). Larger blocks pass through to the backing

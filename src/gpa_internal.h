@@ -198,7 +198,7 @@
  *    140-816 KiB over 20 other draws (the bench now takes the median of
  *    nine: 475 KiB), and more a thread when many threads share the
  *    instance: 0.6-1.4 MiB a thread on a 64-scheduler node, not 64
- *    times the one thread's (README, "A small live set costs little").
+ *    times the one thread's (README, "What a small live set costs").
  *
  * Locks, and the order every path obeys (debug builds check it, see
  * gpa_lock and GPA_ASSERT_NO_LOCK):

@@ -133,7 +133,7 @@ static void run_rss(int reps, double scale) {
  * sets up to 816 KiB. And MEM_THREADS threads hold their sets in one
  * instance at once, as a BEAM's schedulers do: a thread holds more there
  * than alone (0.6-1.4 MiB a thread for the worst set in a 64-scheduler
- * node: README, "A small live set costs little"). */
+ * node: README, "What a small live set costs"). */
 
 #define MEM_DRAWS 9
 #define MEM_THREADS 64
