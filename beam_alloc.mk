@@ -111,14 +111,17 @@ BEAM_ALLOC_INCLUDE_DIR := $(BEAM_ALLOC_DIR)/include
 # with its CC, and with one copy for all a Makefile's CC = clang rewrote
 # the copy the hook had written with cc, and the NIF was built again at
 # every rebar3 compile. (cksum, as beam_alloc's Makefile needs it.)
-beam_alloc_copy_sum := $(firstword $(shell printf '%s' '$(subst ','\'',$(CURDIR))' | cksum))
+# A word in single quotes for the recipes' shell (a ' in it closed, escaped
+# and opened again): a folder's path may hold one (/home/o'brien).
+beam_alloc_sh_quote = '$(subst ','\'',$(1))'
+beam_alloc_copy_sum := $(firstword $(shell printf '%s' $(call beam_alloc_sh_quote,$(CURDIR)) | cksum))
 $(if $(beam_alloc_copy_sum),,$(error cksum is not on PATH (coreutils): it names the folder of the library's copy that beam_alloc.mk's NIFs link))
 # A checkout whose build/ this make cannot write (prebuilt, installed for
 # a machine's users, a read-only mount) has no room for the copy, and each
 # project failed at its mkdir: there the one copy make lib wrote is linked
 # (which no other make can write again either, so no NIF is built again
 # for another's CC); it served the CC, flags and Erlang it was built for.
-beam_alloc_quoted_dir := '$(subst ','\'',$(BEAM_ALLOC_DIR))'
+beam_alloc_quoted_dir := $(call beam_alloc_sh_quote,$(BEAM_ALLOC_DIR))
 beam_alloc_shared_copy := $(shell test ! -w $(beam_alloc_quoted_dir)/build && \
     test -e $(beam_alloc_quoted_dir)/build/libbeam_alloc.a && echo shared)
 beam_alloc_lib_copy := build/$(if $(beam_alloc_shared_copy),,mk-$(beam_alloc_copy_sum)/)libbeam_alloc.a
