@@ -765,12 +765,16 @@ void beam__gpa_shed_kept(gpa_state *st, gpa_heap *mine) {
     beam__gpa_defer_run(st, defer);
 }
 
+uint64_t beam__gpa_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Whether this refill's look may take other heaps: at most one look an
  * instance every GPA_SHED_GAP_NS (one thread wins the slot). */
 static bool shed_due(gpa_state *st) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t now = beam__gpa_now_ns();
     uint64_t due = beam__atomic_load_relaxed(&st->shed_due);
     return now >= due &&
            beam__atomic_cas_acq_rel(&st->shed_due, &due, now + GPA_SHED_GAP_NS);

@@ -1085,6 +1085,9 @@ BEAM__HIDDEN void beam__gpa_reclaim_drain(gpa_state *st, size_t max,
 /* Lock held: collect every partial slab, release the empty ones, and give
  * every wholly free segment back. */
 BEAM__HIDDEN void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer);
+/* CLOCK_MONOTONIC in ns (gpa_heap.c). For rare decisions only: not on a
+ * path every allocation takes. */
+BEAM__HIDDEN uint64_t beam__gpa_now_ns(void);
 /* Deinit: every segment on defer. */
 BEAM__HIDDEN void beam__gpa_segments_free_all(gpa_state *st, gpa_defer **defer);
 /* Library unload: the map's leaves go (no instance may be live). */
