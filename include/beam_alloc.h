@@ -468,7 +468,27 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     still puts them straight into their slabs.
  *   - A segment whose slabs are all free goes back to the backing allocator
  *     as soon as the pool holds 8 more free slabs than the segment has, and
- *     always at beam_gpa_collect.
+ *     always at beam_gpa_collect. But an instance that takes a segment
+ *     again after giving one back (a live set freed whole and built again,
+ *     each round taking from the backing, as fresh pages, what the last
+ *     round's frees gave it) keeps slabs against that: at first the most
+ *     it had in use (out of its pool) since it was made, collected or last
+ *     lowered what it keeps, but no more than twice what it then holds;
+ *     then each new high it grows to. No segment goes back below that.
+ *     Once a second has passed (from when it started keeping, then from
+ *     each lowering), its next slab release or a give-back this stopped
+ *     lowers what it keeps to the most slabs it had in use in that time,
+ *     and the segments beyond go: a workload that repeats keeps what it
+ *     needs, one that shrank keeps its old need one to two seconds. What
+ *     is kept never exceeds what the instance held at once;
+ *     beam_gpa_collect ends it (until such a growth again). The limit: the
+ *     second is looked at only there, so an instance that does nothing
+ *     (no slab released) after such a drain keeps up to its last second's
+ *     need until it next releases a slab or beam_gpa_collect. The
+ *     beam_alloc collector collects the process-wide, named and resource
+ *     instances of a library idle for a second; any other instance (a
+ *     NIF's own beam_gpa_t, a plain C program's) needs its owner's
+ *     collect.
  *   - So, without collect, an instance never holds more slabs of a class
  *     than it held at once with live blocks of that class, plus 33 per heap
  *     and class (its current slab and up to 32 kept ones). Where the

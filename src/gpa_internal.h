@@ -351,6 +351,12 @@
 /* The least time between two refills' sheds of other heaps (a barrier
  * each, which interrupts every processor): 100 ms. */
 #define GPA_SHED_GAP_NS 100000000u
+/* The window over which an instance that shrinks and grows again measures
+ * what it needs (gpa_slab.c keep_decay): a second, the beam_alloc
+ * collector's idle time. What a registered instance keeps beyond its need
+ * for longer than that the collector would take anyway; and a second holds
+ * many rounds of a workload that repeats (the bench's are milliseconds). */
+#define GPA_KEEP_WINDOW_MS 1000u
 /* Sub-slabs (see "Small first slabs" above): pages of 4 KiB, 16 a chunk. */
 #define GPA_PAGE_SHIFT 12
 #define GPA_PAGE_SIZE ((size_t)1 << GPA_PAGE_SHIFT)
@@ -629,12 +635,23 @@ struct beam_gpa_state {
      * longest run is k pages (a full one is in no list). */
     gpa_slab *medium[GPA_PAGES + 1];
     uint32_t medium_lists; /* bit k: medium[k] is not empty */
+    /* What the instance keeps against shrinking and growing again
+     * (gpa_slab.c note_growth, keep_decay): no segment goes back below
+     * keep_slabs slabs. (These fields sit in what was padding: the state
+     * is no byte bigger.) */
+    uint32_t keep_slabs;
     /* Freed medium blocks kept whole (gpa_medium.c): medium_cached[n]
      * blocks of n pages, the i-th at page medium_cache_at[n][i] of slab
      * medium_cache[n][i]; medium_cache_bytes: their pages, in bytes. */
     gpa_slab *medium_cache[GPA_PAGES + 1][GPA_MEDIUM_CACHE];
     uint8_t medium_cache_at[GPA_PAGES + 1][GPA_MEDIUM_CACHE];
     uint8_t medium_cached[GPA_PAGES + 1];
+    /* (keep_slabs:) a segment went back since the instance last grew;
+     * slab releases counted (gpa_slab.c KEEP_TICK); the most slabs in use
+     * (out of the pool) since keep_since. */
+    bool gave_back;
+    uint16_t keep_ticks;
+    uint32_t demand;
     size_t medium_cache_bytes;
     size_t medium_live; /* pages of the live medium blocks, in bytes */
     gpa_heap *heaps;
@@ -653,6 +670,9 @@ struct beam_gpa_state {
      * when a look takes the flag a push raised, and takes each idle heap
      * once, GPA_SHED_HEAPS a look. */
     uint32_t shed_round;
+    /* (keep_slabs:) when the window demand covers started, in ms of
+     * CLOCK_MONOTONIC (modulo 2^32: windows are compared by difference). */
+    uint32_t keep_since;
     /* Lock-free: */
     _Atomic(gpa_slab *) reclaim; /* pushed by frees, popped under the lock */
     /* GPA_SHED_PUSHED: a push may have left a kept slab with no live block
@@ -1085,6 +1105,10 @@ BEAM__HIDDEN void beam__gpa_reclaim_drain(gpa_state *st, size_t max,
 /* Lock held: collect every partial slab, release the empty ones, and give
  * every wholly free segment back. */
 BEAM__HIDDEN void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer);
+/* The window over which an instance's need is measured for what it keeps
+ * when it shrinks and grows again (gpa_slab.c keep_decay), in ms:
+ * GPA_KEEP_WINDOW_MS; tests set a shorter one. */
+BEAM__HIDDEN extern uint32_t beam__gpa_keep_window_ms;
 /* CLOCK_MONOTONIC in ns (gpa_heap.c). For rare decisions only: not on a
  * path every allocation takes. */
 BEAM__HIDDEN uint64_t beam__gpa_now_ns(void);

@@ -422,6 +422,33 @@ static uint64_t seg_bit(const gpa_slab *s) {
     return (uint64_t)1 << ((size_t)(s->base - s->seg->base) >> GPA_SLAB_SHIFT);
 }
 
+/* Lock held: the instance took a segment (segment_insert). One taken after
+ * a segment went back (segment_maybe_remove) shows a workload that shrinks
+ * and grows again: a live set freed whole and built again, say, where a
+ * churn scatters its free pages over more slabs than its fill took, and
+ * each round's churn took again, from the backing, the segments the last
+ * round's frees had given back: fresh pages, a fault each (the bench's
+ * medium churn: 2 to 4 segments of 63 slabs a repetition, some 15% of the
+ * GPA's time there). From then on the instance keeps keep_slabs: at once
+ * the most slabs it had in use in the window (demand; but no more than
+ * twice what it holds now: a burst long ago is not kept for a small
+ * workload's sake), then each new high it grows to. keep_decay lowers it
+ * to what the instance needed in the window when that is over. */
+static void note_growth(gpa_state *st) {
+    if (st->gave_back) {
+        st->gave_back = false;
+        size_t keep = st->demand < 2 * st->slabs ? st->demand : 2 * st->slabs;
+        /* The window starts with the keeping, not at the instance's start:
+         * the need it measures is the workload's that thrashed. */
+        if (st->keep_slabs == 0)
+            st->keep_since = (uint32_t)(beam__gpa_now_ns() / 1000000u);
+        if (keep > st->keep_slabs)
+            st->keep_slabs = (uint32_t)keep;
+    } else if (st->keep_slabs != 0 && st->slabs > st->keep_slabs) {
+        st->keep_slabs = (uint32_t)st->slabs;
+    }
+}
+
 /* Lock held: a segment from segment_new joins the pool. */
 static void segment_insert(gpa_state *st, gpa_segment *seg) {
     GPA_ASSERT_LOCKED(st);
@@ -436,6 +463,7 @@ static void segment_insert(gpa_state *st, gpa_segment *seg) {
         if (seg->own[k] != 0)
             slack_join(st, seg, k);
     st->slabs += seg->nslabs;
+    note_growth(st);
 }
 
 /* Every slab in the pool and no sub-slab in the slack (in the whole chunk
@@ -576,10 +604,58 @@ static void slab_format(gpa_slab *s, unsigned cls, gpa_block_info *info,
  * pay the backing allocator each round. */
 #define POOL_KEEP 8
 
-static void segment_maybe_remove(gpa_state *st, gpa_segment *seg,
+uint32_t beam__gpa_keep_window_ms = GPA_KEEP_WINDOW_MS;
+
+/* Lock held, the instance keeping (keep_slabs): when the window is over
+ * (beam__gpa_keep_window_ms since keep_since), what is kept becomes the
+ * most slabs in use over it: a workload that repeats keeps what it needs,
+ * one that shrank keeps less, and one that stopped nothing at the next
+ * window's end (keep_slabs 0: kept again only when a thrash is seen
+ * again). True when the window ended: the caller then looks at every
+ * segment again (keep_shed). */
+static bool keep_decay(gpa_state *st) {
+    uint32_t now = (uint32_t)(beam__gpa_now_ns() / 1000000u);
+    if ((uint32_t)(now - st->keep_since) < beam__gpa_keep_window_ms)
+        return false;
+    st->keep_slabs = st->demand;
+    st->demand = (uint32_t)(st->slabs - st->pool_count);
+    st->keep_since = now;
+    return true;
+}
+
+/* Slab releases between two looks at the clock (keep_decay) while the
+ * instance keeps slabs, beside every give-back keep_slabs stops: a wholly
+ * free segment is rare once a workload shrank (its slabs stay in the
+ * heaps, and the segments it left are free already, with no release to
+ * come that would decide for them), but releases go on while it runs. A
+ * power of two; a look is some 20 ns, under the lock already held. */
+#define KEEP_TICK 16
+
+/* Lock held: seg may have become wholly free: it goes back to the backing
+ * unless the pool is short (POOL_KEEP) or the instance would go below
+ * keep_slabs (note_growth). True when keep_slabs alone kept it: the caller
+ * then asks keep_decay, and calls keep_shed once it holds no pointer to a
+ * segment that could go (sub_release's joined one). */
+static bool segment_maybe_remove(gpa_state *st, gpa_segment *seg,
                                  gpa_defer **defer) {
-    if (segment_idle(seg) && st->pool_count >= seg->nslabs + POOL_KEEP)
-        segment_remove(st, seg, defer);
+    if (!segment_idle(seg) || st->pool_count < seg->nslabs + POOL_KEEP)
+        return false;
+    if (st->slabs - seg->nslabs < st->keep_slabs)
+        return true;
+    st->gave_back = true;
+    segment_remove(st, seg, defer);
+    return false;
+}
+
+/* Lock held: every wholly free segment that may go now goes (after
+ * keep_decay lowered keep_slabs: those the workload that shrank no longer
+ * touches would otherwise stay until a collect, no release of theirs
+ * coming to decide). A walk of the segments, once a window at most. */
+static void keep_shed(gpa_state *st, gpa_defer **defer) {
+    for (gpa_segment *seg = st->segments, *next; seg != NULL; seg = next) {
+        next = seg->next;
+        (void)segment_maybe_remove(st, seg, defer);
+    }
 }
 
 /* Lock held: s goes on the pool. */
@@ -596,6 +672,9 @@ static void pool_unlink(gpa_state *st, gpa_slab *s) {
     st->pool_count--;
     s->seg->pooled &= ~seg_bit(s);
     s->seg->warm |= seg_bit(s);
+    /* What keep_decay measures: a compare, under the lock already held. */
+    if (st->slabs - st->pool_count > st->demand)
+        st->demand = (uint32_t)(st->slabs - st->pool_count);
 }
 
 /* The pool slab of seg among those of mask (not 0). */
@@ -638,8 +717,8 @@ static gpa_slab *pool_take(gpa_state *st) {
 
 /* Lock held: the pages of released sub-slab s are free again; a lent chunk
  * with none taken goes back to the pool, a segment with nothing in use
- * perhaps back to the backing. */
-static void sub_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
+ * perhaps back to the backing. True: as segment_maybe_remove. */
+static bool sub_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     gpa_mixed *m = beam__atomic_load_relaxed(&s->mixed);
     gpa_slab *e = m->entry;
     unsigned first = (unsigned)((s->base - m->base) >> GPA_PAGE_SHIFT);
@@ -648,17 +727,18 @@ static void sub_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
         m->taken &= (uint16_t) ~(1u << k);
     }
     if (m->taken != 0)
-        return;
+        return false;
     if (m->slack) {
         gpa_segment *joined = m->joined; /* m may go with m->seg */
-        segment_maybe_remove(st, m->seg, defer);
+        bool kept = segment_maybe_remove(st, m->seg, defer);
         if (joined != NULL)
-            segment_maybe_remove(st, joined, defer);
-        return;
+            kept |= segment_maybe_remove(st, joined, defer);
+        return kept;
     }
     mixed_unlist(st, m);
     entry_unmix(e);
     beam__gpa_slab_release(st, e, defer);
+    return false;
 }
 
 void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
@@ -676,12 +756,16 @@ void beam__gpa_slab_release(gpa_state *st, gpa_slab *s, gpa_defer **defer) {
     BEAM__ASAN_UNPOISON(s->base, (size_t)(s->end - s->base));
     s->end = s->base; /* nothing valid in it any more */
     beam__atomic_store_plain_relaxed(&s->bump, s->base);
+    bool kept;
     if (gpa_is_sub(s)) {
-        sub_release(st, s, defer);
-        return;
+        kept = sub_release(st, s, defer);
+    } else {
+        pool_push(st, s);
+        kept = segment_maybe_remove(st, s->seg, defer);
     }
-    pool_push(st, s);
-    segment_maybe_remove(st, s->seg, defer);
+    if (BEAM__UNLIKELY(st->keep_slabs != 0) &&
+        (kept || ++st->keep_ticks % KEEP_TICK == 0) && keep_decay(st))
+        keep_shed(st, defer);
 }
 
 /* The partial list s belongs on: sub-slabs are kept apart. */
@@ -803,6 +887,11 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
         if (segment_idle(seg))
             segment_remove(st, seg, defer);
     }
+    /* What the instance keeps against shrinking and growing again
+     * (note_growth) is learnt anew. */
+    st->keep_slabs = 0;
+    st->gave_back = false;
+    st->demand = (uint32_t)(st->slabs - st->pool_count);
 }
 
 /* ---- sub-slabs ------------------------------------------------------------
