@@ -421,7 +421,7 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *   - A thread's heap allocates from one slab per size class. It keeps
  *     empty ones for up to 4 classes (so alloc/free of one block does not
  *     cycle slabs). Its first ones of a class are
- *     sub-slabs of growing size (256 KiB of them at most per heap); a class
+ *     sub-slabs of growing size (512 KiB of them at most per heap); a class
  *     whose blocks the heap's thread has freed 1024 times into sub-slabs
  *     takes whole slabs only (their frees are cheaper) until the heap is
  *     collected. A sub-slab that leaves its heap

@@ -121,7 +121,7 @@
  *    first slabs of a class are *sub-slabs*: a few 4 KiB pages of a
  *    *mixed chunk* (struct gpa_mixed), GPA_SUB_STEPS of them, each twice
  *    the last (from two blocks' worth, at most half a chunk), and only
- *    then whole slabs; 256 KiB of sub-slabs at most per heap. A sub-slab is a
+ *    then whole slabs; 512 KiB of sub-slabs at most per heap. A sub-slab is a
  * struct gpa_slab like any other, with its own free list, thread_free, where
  * and requeue, living in the chunk's gpa_mixed (metadata from the backing)
  * rather than in the map, so allocation (cur[cls]), detaching, reclaiming, the
@@ -196,9 +196,10 @@
  *    `mem`: held - 1.5 x live, the worst of five small live sets) was about
  *    130 KiB in the bench's first draw of each set (2.2 MiB before sub-slabs),
  *    140-816 KiB over 20 other draws (the bench now takes the median of
- *    nine: 475 KiB), and more a thread when many threads share the
- *    instance: 0.6-1.4 MiB a thread on a 64-scheduler node, not 64
- *    times the one thread's (README, "What a small live set costs").
+ *    nine: 475 KiB). 64 threads sharing an instance in the bench held
+ *    391-402 KiB a thread with 256 KiB of sub-slabs a heap, 144-185 KiB
+ *    with 512; with 256 KiB, 0.6-1.4 MiB a thread on a 64-scheduler node
+ *    (not measured since; README, "What a small live set costs").
  *
  * Locks, and the order every path obeys (debug builds check it, see
  * gpa_lock and GPA_ASSERT_NO_LOCK):

@@ -898,10 +898,14 @@ void beam__gpa_slabs_trim(gpa_state *st, gpa_defer **defer) {
  * A heap's first slabs of a class are sub-slabs of a few pages, growing:
  * GPA_SUB_STEPS of them, each twice the last, before it takes whole slabs.
  * So a thread with a few blocks of many classes holds pages, not slabs. */
-/* Pages of sub-slabs a heap carves at most until it is stripped (256 KiB):
+/* Pages of sub-slabs a heap carves at most until it is stripped (512 KiB):
  * beyond, it is no small heap, and what its sub-slabs would save is small
- * beside what it holds; whole slabs serve it faster. */
-#define SUB_BUDGET 64
+ * beside what it holds; whole slabs serve it faster. 64 pages were too few
+ * for 64 blocks of 8 B-8 KiB (some 100 pages of first sub-slabs): the
+ * classes past the budget took a whole slab each, and 64 threads sharing
+ * an instance held 391-402 KiB a thread beyond 1.5x live (bench mem),
+ * 144-185 KiB with 128 (test_gpa_sub.c, threads sharing an instance). */
+#define SUB_BUDGET 128
 
 /* Pages of h's next sub-slab of cls, or 0 for a whole slab. The first holds
  * two blocks at least; none is over half a chunk. */
