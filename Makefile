@@ -848,8 +848,9 @@ bench-pause: $(BUILD)/libbeam_alloc_standalone.a
 # --- Fuzzing --------------------------------------------------------------
 # libFuzzer harnesses (clang, ASan+UBSan), one per allocator over the shared
 # driver fuzz/driver.h, built from the sources directly. `make fuzz` runs
-# each for FUZZ_SECONDS; `make fuzz-smoke` for FUZZ_SMOKE_SECONDS (about a
-# minute in all). Both fail on any crash, leak or failed check; reproducers
+# each for FUZZ_SECONDS; `make fuzz-smoke` for FUZZ_SMOKE_SECONDS, FUZZ_JOBS
+# harnesses at a time (default one per processor: half a minute on two).
+# Both fail on any crash, leak or failed check; reproducers
 # land in build/fuzz/ (see fuzz/run.sh). The seeds in fuzz/corpus/ come from
 # fuzz/make_corpus.py.
 FUZZ_CC            ?= clang
