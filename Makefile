@@ -720,12 +720,28 @@ endif
 # `test` and `demo` install what is missing first, then run in a new make:
 # this one read the Makefile before Erlang was there, and its flags
 # (ERTS_INCLUDE_DIR above all) were fixed then.
+#
+# Then the programs the suites run are built, TEST_JOBS compiles at a time
+# (default: one per processor), and only then the suites, one after another.
+# Built by each suite in turn, every compile (the two libraries, the plain,
+# sanitizer and ThreadSanitizer unit tests, the fuzz harnesses) ran alone:
+# a 2-processor CI machine's second processor stood idle for them. The runs
+# stay serial: valgrind, TSan and the VM's schedulers take every processor.
 test: deps
+	@$(if $(strip $(TEST_BUILDS)),$(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget $(TEST_BUILDS))
 	@$(MAKE) --no-print-directory test-all
 
 # Every suite; TESTS= runs some (scripts/fresh-machine-check does).
 TESTS ?= lib tls-check c-test c-test-san c-test-tsan c-test-valgrind fuzz-smoke header-test \
          mix-test examples-test fresh-machine-check
+TEST_JOBS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+# What those of TESTS build, each the prerequisite its target names.
+TEST_BUILDS = $(if $(filter lib tls-check mix-test,$(TESTS)),lib) \
+    $(if $(filter header-test,$(TESTS)),$(BUILD)/libbeam_alloc_standalone.a) \
+    $(if $(filter c-test c-test-valgrind,$(TESTS)),$(BUILD)/test/run_tests) \
+    $(if $(filter c-test-san,$(TESTS)),$(BUILD)/test-san/run_tests) \
+    $(if $(filter c-test-tsan,$(TESTS)),$(BUILD)/test-tsan/run_tests) \
+    $(if $(filter fuzz-smoke,$(TESTS)),fuzz-build)
 test-all: $(TESTS)
 	@:
 
