@@ -300,9 +300,19 @@ static inline bool beam__is_pow2(size_t x) {
 }
 
 /* x is a power of two no greater than max: the fast paths' alignment
- * test, in two branches (x - 1 wraps for 0). */
+ * test, in two branches (x - 1 wraps for 0). clang (14) rewrites
+ * x & (x - 1) == 0 as popcount(x) < 2 and, without -mpopcnt (not in the
+ * x86-64 baseline), spells the popcount out in some 20 instructions: on
+ * beam_free_bytes' fast path, 107 instructions where 87 do. The empty asm
+ * hides from it that below is x - 1 (a constant x still folds). gcc keeps
+ * the test as written, and its code as it was. */
 static BEAM__ALWAYS_INLINE bool beam__is_pow2_at_most(size_t x, size_t max) {
-    return x - 1 < max && (x & (x - 1)) == 0;
+    size_t below = x - 1;
+#ifdef __clang__
+    if (!__builtin_constant_p(x))
+        __asm__("" : "+r"(below));
+#endif
+    return below < max && (x & below) == 0;
 }
 
 static inline uintptr_t beam__align_up(uintptr_t x, size_t alignment) {
