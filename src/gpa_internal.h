@@ -648,10 +648,13 @@ struct beam_gpa_state {
     uint8_t medium_cache_at[GPA_PAGES + 1][GPA_MEDIUM_CACHE];
     uint8_t medium_cached[GPA_PAGES + 1];
     /* (keep_slabs:) a segment went back since the instance last grew;
-     * slab releases counted (gpa_slab.c KEEP_TICK); the most slabs in use
-     * (out of the pool) since keep_since. */
+     * keep_shed stopped at its bound, wholly free segments may be left
+     * that could go; slab releases counted (gpa_slab.c KEEP_TICK: a
+     * divisor of 256); the most slabs in use (out of the pool) since
+     * keep_since. */
     bool gave_back;
-    uint16_t keep_ticks;
+    bool keep_shedding;
+    uint8_t keep_ticks;
     uint32_t demand;
     size_t medium_cache_bytes;
     size_t medium_live; /* pages of the live medium blocks, in bytes */
