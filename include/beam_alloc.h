@@ -476,15 +476,19 @@ BEAM_API extern BEAM_THREAD_LOCAL beam_allocator_t beam_allocator;
  *     lowered what it keeps, but no more than twice what it then holds;
  *     then each new high it grows to. No segment goes back below that.
  *     Once a second has passed (from when it started keeping, then from
- *     each lowering), its next slab release or a give-back this stopped
- *     lowers what it keeps to the most slabs it had in use in that time,
- *     and the segments beyond go: a workload that repeats keeps what it
- *     needs, one that shrank keeps its old need one to two seconds. What
+ *     each lowering), a give-back this stopped, or else one of its next
+ *     16 slab releases, lowers what it keeps to the most slabs it had in
+ *     use since the last lowering (a second, or longer when it released
+ *     few slabs), and the segments beyond go, one a slab release: a
+ *     workload that repeats keeps what it needs, one that shrank and
+ *     goes on releasing slabs keeps its old need one to two seconds. What
  *     is kept never exceeds what the instance held at once;
  *     beam_gpa_collect ends it (until such a growth again). The limit: the
- *     second is looked at only there, so an instance that does nothing
- *     (no slab released) after such a drain keeps up to its last second's
- *     need until it next releases a slab or beam_gpa_collect. The
+ *     second is looked at only there, so an instance that releases no
+ *     slab after such a drain (idle, or allocating and freeing within
+ *     the slabs it holds: small blocks in its heaps' current slabs) keeps
+ *     up to what it last needed until up to 16 slab releases later or
+ *     beam_gpa_collect. The
  *     beam_alloc collector collects the process-wide, named and resource
  *     instances of a library idle for a second; any other instance (a
  *     NIF's own beam_gpa_t, a plain C program's) needs its owner's
