@@ -46,6 +46,29 @@ static inline gpa_tls_slot *gpa_fast_slot(void) {
     return slot;
 }
 
+/* The slot for the inline fast paths: gpa_fast_slot, but NULL where the
+ * cache does not answer and the ordinary access is a plain call
+ * (os/tls.h): the fast path then misses, and the call goes on, without a
+ * call of its own, to the out-of-line path it misses to (the general
+ * allocation; beam__gpa_free_unslotted), which finds the slot the
+ * ordinary way. That happens in a thread's first calls, before the offset
+ * is learned, and in a library in dynamic TLS. */
+static BEAM__ALWAYS_INLINE gpa_tls_slot *gpa_inline_slot(void) {
+#ifdef BEAM__TLS_PLAIN_CALL
+    return (gpa_tls_slot *)beam__tls_cached(
+        beam__atomic_load_relaxed(&beam__gpa_tls_offset));
+#else
+    return gpa_fast_slot();
+#endif
+}
+
+/* Whether gpa_inline_slot gave no slot (never, but with a plain call). */
+#ifdef BEAM__TLS_PLAIN_CALL
+#define GPA_NO_INLINE_SLOT(slot) ((slot) == NULL)
+#else
+#define GPA_NO_INLINE_SLOT(slot) false
+#endif
+
 /* Hand out block b of s (popped from its free list, or bumped): the one
  * place every path accounts for a block. */
 static BEAM__ALWAYS_INLINE void gpa_hand_out(gpa_heap *h, gpa_slab *s, void **b,
@@ -77,8 +100,8 @@ beam__gpa_alloc_fast(beam_gpa_t *gpa, size_t len, size_t alignment) {
     if (BEAM__UNLIKELY(len - 1 >= BEAM_GPA_SMALL_MAX ||
                        !gpa_fast_alignment(alignment) || st == NULL))
         return NULL;
-    gpa_tls_slot *slot = gpa_fast_slot();
-    if (BEAM__UNLIKELY(slot->id != st->fast_id))
+    gpa_tls_slot *slot = gpa_inline_slot();
+    if (BEAM__UNLIKELY(GPA_NO_INLINE_SLOT(slot) || slot->id != st->fast_id))
         return NULL;
     gpa_heap *h = slot->heap;
     void **b = NULL;
@@ -198,8 +221,8 @@ static BEAM__ALWAYS_INLINE void beam__gpa_release(gpa_state *st, gpa_slab *s,
      * the list's atomics); the link and the tag go past ASan. */
     BEAM__ASAN_POISON(b, s->size);
     gpa_set_tag(b, beam__gpa_tag(st, b));
-    gpa_tls_slot *slot = gpa_fast_slot();
-    if (BEAM__UNLIKELY(slot->id != st->id)) {
+    gpa_tls_slot *slot = gpa_inline_slot();
+    if (BEAM__UNLIKELY(GPA_NO_INLINE_SLOT(slot) || slot->id != st->id)) {
         beam__gpa_free_unslotted(st, s, b, len);
         return;
     }

@@ -1134,8 +1134,14 @@ typedef struct gpa_tls_slot {
 BEAM__HIDDEN extern BEAM_THREAD_LOCAL gpa_tls_slot beam__gpa_tls[GPA_TLS_SLOTS];
 /* In a NIF, the slots' cached offset (os/tls.h), learned by a thread's
  * first call of an instance: in static TLS the fast paths find them
- * without the linker's call. */
-#if defined(BEAM__HAVE_TLS_OFFSET) && !defined(BEAM_ALLOC_STANDALONE)
+ * without the linker's call. In a standalone build too where that call is
+ * a plain one (clang: BEAM__TLS_PLAIN_CALL), which the inline fast paths
+ * leave to the out-of-line ones (gpa_fast.h, gpa_inline_slot): without
+ * the cache every call would. (gcc's standalone access needs none: a
+ * program's linker makes its descriptor call the thread pointer plus a
+ * constant.) */
+#if defined(BEAM__HAVE_TLS_OFFSET) &&                                          \
+    (!defined(BEAM_ALLOC_STANDALONE) || defined(BEAM__TLS_PLAIN_CALL))
 #define GPA_TLS_OFFSET 1
 BEAM__HIDDEN extern _Atomic intptr_t beam__gpa_tls_offset;
 #endif

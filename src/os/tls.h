@@ -81,6 +81,20 @@ beam__tls_cached(intptr_t off) {
     return (uintptr_t)off > BEAM__TLS_DYNAMIC ? beam__thread_pointer() + off
                                               : NULL;
 }
+
+/* Where the cache does not answer (not learned yet, or dynamic TLS), the
+ * ordinary access. gcc makes it a TLS descriptor call (Makefile,
+ * TLS_DIALECT), which keeps every register. clang (14, which does not
+ * take -mtls-dialect=gnu2) makes it a plain call of __tls_get_addr, which
+ * may clobber every caller-saved register: a fast path that holds one,
+ * even on a branch it seldom takes, saves and restores callee-saved
+ * registers on every call (beam_alloc_bytes pushed and popped 6, 63
+ * instructions a small allocation against gcc's 44). Where
+ * BEAM__TLS_PLAIN_CALL is defined, a fast path that should stay free of
+ * calls leaves the access to an out-of-line path. */
+#ifdef __clang__
+#define BEAM__TLS_PLAIN_CALL 1
+#endif
 #endif
 
 #endif

@@ -8,8 +8,12 @@
  * loaded gets static TLS, later ones dynamic). */
 #include "check.h"
 
-#include <pthread.h>
+#include <beam_alloc.h>
 
+#include <pthread.h>
+#include <string.h>
+
+#include "gpa_internal.h"
 #include "os/tls.h"
 
 #ifdef BEAM__HAVE_TLS_OFFSET
@@ -43,5 +47,40 @@ TEST(os_tls_offset_comes_only_from_a_static_descriptor) {
     CHECK(beam__tls_static_offset(addr, (intptr_t)dynamic_desc) == 0);
     /* An executable's linker hands the offset in the descriptor's place. */
     CHECK(beam__tls_static_offset(addr, off) == off);
+}
+#endif
+
+#ifdef GPA_TLS_OFFSET
+/* The GPA's slots' offset, where this build caches it: learned in an
+ * executable (else every inline fast path would miss), and, not
+ * answering (a library in dynamic TLS, a first call), the fast paths
+ * with clang find no slot inline (gpa_inline_slot) and miss to the
+ * out-of-line paths, which must settle every call as they do. */
+TEST(gpa_fast_paths_with_and_without_the_cached_offset) {
+    beam_gpa_t g;
+    beam_gpa_init(&g, beam_large_allocator);
+    beam_allocator_t a = beam_gpa_allocator(&g);
+    void *first = beam_alloc_bytes(a, 8, 8);
+    CHECK(first != NULL);
+    intptr_t learned = beam__atomic_load_relaxed(&beam__gpa_tls_offset);
+    /* (Static here: an offset, not 0 or BEAM__TLS_DYNAMIC.) */
+    CHECK(beam__tls_cached(learned) == (char *)&beam__gpa_tls[0]);
+    beam__atomic_store_relaxed(&beam__gpa_tls_offset, BEAM__TLS_DYNAMIC);
+    static unsigned char *p[512];
+    for (size_t i = 0; i < 512; i++) {
+        p[i] = beam_alloc_bytes(a, i + 1, 8);
+        CHECK(p[i] != NULL);
+        memset(p[i], (int)(i & 0xff), i + 1);
+    }
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 513);
+    for (size_t i = 0; i < 512; i++) {
+        CHECK(p[i][i] == (unsigned char)(i & 0xff));
+        beam_free_bytes(a, p[i], i + 1, 8);
+    }
+    beam_free_bytes(a, first, 8, 8);
+    beam__atomic_store_relaxed(&beam__gpa_tls_offset, learned);
+    CHECK(beam_gpa_usage_of(&g).live_blocks == 0);
+    CHECK(beam_gpa_usage_of(&g).misuse_count == 0);
+    CHECK(!beam_gpa_deinit(&g));
 }
 #endif
