@@ -422,6 +422,12 @@ static uint64_t seg_bit(const gpa_slab *s) {
     return (uint64_t)1 << ((size_t)(s->base - s->seg->base) >> GPA_SLAB_SHIFT);
 }
 
+/* The keeping's clock (keep_since, keep_decay): CLOCK_MONOTONIC in ms,
+ * modulo 2^32 (compared by difference). */
+static uint32_t keep_now_ms(void) {
+    return (uint32_t)(beam__gpa_now_ns() / 1000000u);
+}
+
 /* Lock held: the instance took a segment (segment_insert). One taken after
  * a segment went back (segment_maybe_remove) shows a workload that shrinks
  * and grows again: a live set freed whole and built again, say, where a
@@ -448,7 +454,7 @@ static void note_growth(gpa_state *st) {
         /* The window starts with the keeping, not at the instance's start:
          * the need it measures is the workload's that thrashed. */
         if (st->keep_slabs == 0)
-            st->keep_since = (uint32_t)(beam__gpa_now_ns() / 1000000u);
+            st->keep_since = keep_now_ms();
         if (keep > st->keep_slabs)
             st->keep_slabs = (uint32_t)keep;
     }
@@ -619,7 +625,7 @@ uint32_t beam__gpa_keep_window_ms = GPA_KEEP_WINDOW_MS;
  * again). True when the window ended: the caller then looks at every
  * segment again (keep_shed). */
 static bool keep_decay(gpa_state *st) {
-    uint32_t now = (uint32_t)(beam__gpa_now_ns() / 1000000u);
+    uint32_t now = keep_now_ms();
     if ((uint32_t)(now - st->keep_since) < beam__gpa_keep_window_ms)
         return false;
     st->keep_slabs = st->demand;
