@@ -1058,6 +1058,13 @@ static void in_long_window(void (*body)(void)) {
     beam__gpa_keep_window_ms = window;
 }
 
+/* A keeping window of 20 ms (in_long_window restores the library's), and
+ * more than that passes: the next slab releases end it. */
+static void short_window_passes(void) {
+    beam__gpa_keep_window_ms = 20;
+    nanosleep(&(struct timespec){0, 30 * 1000 * 1000}, NULL);
+}
+
 /* Rounds of the medium churn: the churn scatters free pages over the
  * slabs, so it needs more slabs than the fill; the last frees of a round
  * gave those segments back, and the next round's churn took them again
@@ -1159,9 +1166,8 @@ static void shrink_rounds(void) {
                      &held);
     CHECK(c.f.freed_bytes == gone && st->keep_slabs == keep);
     /* Past it: given back. */
-    beam__gpa_keep_window_ms = 20;
     for (int round = 0; round < 3; round++) {
-        nanosleep(&(struct timespec){0, 30 * 1000 * 1000}, NULL);
+        short_window_passes();
         thrash_round(&c, MEDIUM_LO, THRASH_LIVE / 10, THRASH_OPS / 10, &rng,
                      &held);
     }
@@ -1198,10 +1204,9 @@ static void keep_shed_rounds(void) {
     }
     const gpa_state *st = beam__gpa_state_of(&c.g);
     CHECK(st->keep_slabs >= n);
-    beam__gpa_keep_window_ms = 20;
     size_t most = 0;
     for (int window = 0; window < 3; window++) {
-        nanosleep(&(struct timespec){0, 30 * 1000 * 1000}, NULL);
+        short_window_passes();
         for (int i = 0; i < 100; i++) {
             void *p = beam_alloc_bytes(c.a, SLAB - PAGE, 8);
             CHECK(p != NULL);
